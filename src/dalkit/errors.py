@@ -1,0 +1,230 @@
+"""dalkit's one error tree, and the one place where driver errors are translated into it.
+
+::
+
+    DalkitError
+    ├── ConfigurationError          bad URL, unknown driver, missing extra, bad option
+    ├── PoolTimeoutError            no pooled connection became free within pool_timeout
+    └── DatabaseError               a driver error; .sqlstate, .constraint when known
+        ├── IntegrityError
+        │   ├── UniqueViolationError
+        │   ├── ForeignKeyViolationError
+        │   ├── CheckViolationError
+        │   └── NotNullViolationError
+        ├── TransientError          the same work may succeed if run again
+        │   ├── SerializationError
+        │   ├── DeadlockError
+        │   └── DatabaseBusyError
+        ├── ConnectionFailedError   could not open a connection at all
+        ├── ConnectionLostError     an open connection broke
+        └── StatementTimeoutError
+
+Every translated error is raised ``from`` the SQLAlchemy exception, whose ``orig`` is the
+driver's own error.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy.exc
+
+__all__ = [
+    "CheckViolationError",
+    "ConfigurationError",
+    "ConnectionFailedError",
+    "ConnectionLostError",
+    "DalkitError",
+    "DatabaseBusyError",
+    "DatabaseError",
+    "DeadlockError",
+    "ForeignKeyViolationError",
+    "IntegrityError",
+    "NotNullViolationError",
+    "PoolTimeoutError",
+    "SerializationError",
+    "StatementTimeoutError",
+    "TransientError",
+    "UniqueViolationError",
+    "translate_dbapi_error",
+]
+
+
+class DalkitError(Exception):
+    """Base of every error dalkit raises."""
+
+
+class ConfigurationError(DalkitError):
+    """Raised when a URL, driver, extra or option cannot work; the message names the fix."""
+
+
+class PoolTimeoutError(DalkitError):
+    """Raised when no pooled connection became free within ``pool_timeout``."""
+
+    def __init__(self, pool_size: int, max_overflow: int, waited_ms: float) -> None:
+        self.pool_size = pool_size
+        self.max_overflow = max_overflow
+        self.waited_ms = waited_ms
+        super().__init__(
+            f"no connection available: pool_size={pool_size}, max_overflow={max_overflow}, "
+            f"waited {waited_ms:.0f} ms; raise pool_size or hold connections for less time"
+        )
+
+
+class DatabaseError(DalkitError):
+    """Raised for a driver error that no narrower class below describes."""
+
+    def __init__(
+        self, message: str, *, sqlstate: str | None = None, constraint: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.sqlstate = sqlstate
+        self.constraint = constraint
+
+
+class IntegrityError(DatabaseError):
+    """Raised when a write breaks a constraint."""
+
+
+class UniqueViolationError(IntegrityError):
+    """Raised when a write duplicates a unique or primary key (SQLSTATE 23505)."""
+
+
+class ForeignKeyViolationError(IntegrityError):
+    """Raised when a write references a missing row or orphans one (SQLSTATE 23503)."""
+
+
+class CheckViolationError(IntegrityError):
+    """Raised when a write fails a CHECK constraint (SQLSTATE 23514)."""
+
+
+class NotNullViolationError(IntegrityError):
+    """Raised when a write leaves a NOT NULL column empty (SQLSTATE 23502)."""
+
+
+class TransientError(DatabaseError):
+    """Raised for a failure that running the same transaction again may not meet."""
+
+
+class SerializationError(TransientError):
+    """Raised when the database aborted a transaction to keep it serializable (SQLSTATE 40001)."""
+
+
+class DeadlockError(TransientError):
+    """Raised when the database broke a deadlock by aborting this transaction (SQLSTATE 40P01)."""
+
+
+class DatabaseBusyError(TransientError):
+    """Raised when SQLite stayed locked by another writer past ``busy_timeout``."""
+
+
+class ConnectionFailedError(DatabaseError):
+    """Raised when a new connection could not be opened (server down, bad password, bad host)."""
+
+
+class ConnectionLostError(DatabaseError):
+    """Raised when an open connection broke while in use."""
+
+
+class StatementTimeoutError(DatabaseError):
+    """Raised when a statement ran past statement_timeout_ms or was cancelled (SQLSTATE 57014)."""
+
+
+_BY_SQLSTATE: dict[str, type[DatabaseError]] = {
+    "23505": UniqueViolationError,
+    "23503": ForeignKeyViolationError,
+    "23514": CheckViolationError,
+    "23502": NotNullViolationError,
+    "40001": SerializationError,
+    "40P01": DeadlockError,
+    "57014": StatementTimeoutError,
+    # admin shutdown, crash shutdown, cannot connect now: the server went away under us
+    "57P01": ConnectionLostError,
+    "57P02": ConnectionLostError,
+    "57P03": ConnectionLostError,
+    "28P01": ConnectionFailedError,
+    "28000": ConnectionFailedError,
+    "3D000": ConnectionFailedError,
+}
+
+# SQLite extended result codes (sqlite3.Error.sqlite_errorcode): see sqlite.org/rescode.html
+_BY_SQLITE_CODE: dict[int, type[DatabaseError]] = {
+    2067: UniqueViolationError,  # SQLITE_CONSTRAINT_UNIQUE
+    1555: UniqueViolationError,  # SQLITE_CONSTRAINT_PRIMARYKEY
+    787: ForeignKeyViolationError,  # SQLITE_CONSTRAINT_FOREIGNKEY
+    275: CheckViolationError,  # SQLITE_CONSTRAINT_CHECK
+    1299: NotNullViolationError,  # SQLITE_CONSTRAINT_NOTNULL
+    5: DatabaseBusyError,  # SQLITE_BUSY
+    517: DatabaseBusyError,  # SQLITE_BUSY_SNAPSHOT
+    261: DatabaseBusyError,  # SQLITE_BUSY_RECOVERY
+    6: DatabaseBusyError,  # SQLITE_LOCKED
+    262: DatabaseBusyError,  # SQLITE_LOCKED_SHAREDCACHE
+    14: ConnectionFailedError,  # SQLITE_CANTOPEN
+}
+
+
+def _driver_errors(exc: BaseException | None) -> list[Any]:
+    """The driver error and its causes: async adapters keep the real driver error as cause."""
+    chain: list[Any] = []
+    while exc is not None and len(chain) < 4:
+        chain.append(exc)
+        exc = exc.__cause__
+    return chain
+
+
+def _sqlstate(errors: list[Any]) -> str | None:
+    for err in errors:
+        # psycopg: .sqlstate; asyncpg: .sqlstate; SQLAlchemy's asyncpg adapter: .pgcode
+        code = getattr(err, "sqlstate", None) or getattr(err, "pgcode", None)
+        if isinstance(code, str) and code:
+            return code
+    return None
+
+
+def _constraint(errors: list[Any]) -> str | None:
+    for err in errors:
+        name = getattr(err, "constraint_name", None)  # asyncpg
+        if name is None:
+            diag = getattr(err, "diag", None)  # psycopg
+            name = getattr(diag, "constraint_name", None)
+        if isinstance(name, str):
+            return name
+    return None
+
+
+def _sqlite_code(errors: list[Any]) -> int | None:
+    for err in errors:
+        code = getattr(err, "sqlite_errorcode", None)
+        if isinstance(code, int):
+            return code
+    return None
+
+
+def translate_dbapi_error(
+    exc: sqlalchemy.exc.DBAPIError, *, is_disconnect: bool = False, on_connect: bool = False
+) -> DatabaseError:
+    """Map a SQLAlchemy-wrapped driver error onto dalkit's tree, by SQLSTATE or SQLite code.
+
+    The message keeps the driver's words but drops the SQL parameters, which may hold secrets.
+    """
+    errors = _driver_errors(exc.orig)
+    sqlstate = _sqlstate(errors)
+    cls: type[DatabaseError] | None = _BY_SQLSTATE.get(sqlstate) if sqlstate else None
+    if cls is None:
+        code = _sqlite_code(errors)
+        cls = _BY_SQLITE_CODE.get(code) if code is not None else None
+        if cls is None and code is not None and code & 0xFF == 19:  # any other SQLITE_CONSTRAINT
+            cls = IntegrityError
+    if cls is None and "database is locked" in str(exc.orig):
+        cls = DatabaseBusyError
+    if cls is None or (cls is ConnectionLostError and on_connect):
+        if on_connect:
+            cls = ConnectionFailedError
+        elif is_disconnect:
+            cls = ConnectionLostError
+        elif isinstance(exc, sqlalchemy.exc.IntegrityError):
+            cls = IntegrityError
+        else:
+            cls = DatabaseError
+    message = f"{type(exc.orig).__name__}: {str(exc.orig).strip()}"
+    return cls(message, sqlstate=sqlstate, constraint=_constraint(errors))
