@@ -161,8 +161,7 @@ def install_hooks(engine: Engine, config: DatabaseConfig, *, on_connect_error: A
             on_connect=on_connect,
         )
         translated.args = (config.scrub(str(translated)),)
-        translated.__cause__ = sa_error
-        return translated
+        return translated  # SQLAlchemy raises it from the driver's own exception
 
 
 def _install_sqlite(engine: Engine, config: DatabaseConfig) -> None:

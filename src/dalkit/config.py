@@ -31,7 +31,7 @@ _ENV_PREFIX = "DALKIT_DATABASE_"
 def _parse_url(url: str | URL) -> URL:
     try:
         return make_url(url)
-    except ArgumentError:
+    except (ArgumentError, ValueError):
         # make_url's message repeats the whole string, password included: chain nothing
         raise ConfigurationError(
             "malformed database URL; expected dialect[+driver]://user:password@host:port/database "

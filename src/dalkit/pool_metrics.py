@@ -75,7 +75,7 @@ class PoolMetrics:
         now = perf_counter()
         record.info[_CHECKOUT_AT] = now
         if self.leak_threshold_s is not None:
-            stack = _caller_frames(traceback.extract_stack())
+            stack = _caller_frames(_checkout_stack())
             with self._lock:
                 self._held[id(record)] = (now, stack, False)
             self._ensure_watcher()
@@ -156,6 +156,22 @@ class PoolMetrics:
         if self._watcher is not None:
             self._watcher.stop()
             self._watcher = None
+
+
+def _checkout_stack() -> list[traceback.FrameSummary]:
+    """The stack of the code checking out, across SQLAlchemy's async bridge.
+
+    Under asyncio the checkout runs in a greenlet whose stack ends at the bridge; the awaiting
+    coroutines are in the suspended parent greenlet, so their frames are prepended.
+    """
+    stack = traceback.extract_stack()
+    try:
+        import greenlet
+    except ImportError:  # sync-only installs have no greenlet, and need none
+        return stack
+    parent = greenlet.getcurrent().parent
+    frame = parent.gr_frame if parent is not None else None
+    return traceback.extract_stack(frame) + stack if frame is not None else stack
 
 
 def _caller_frames(stack: list[traceback.FrameSummary]) -> list[traceback.FrameSummary]:

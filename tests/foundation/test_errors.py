@@ -1,0 +1,91 @@
+"""Driver errors arrive as dalkit's typed errors, raised from the original, on every backend."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+
+from dalkit import (
+    AsyncDatabase,
+    CheckViolationError,
+    Database,
+    DatabaseError,
+    ForeignKeyViolationError,
+    NotNullViolationError,
+    StatementTimeoutError,
+    UniqueViolationError,
+)
+
+from .models import Account, Base, Transfer
+
+
+@pytest.fixture
+def schema_db(db: Database) -> Database:
+    Base.metadata.create_all(db.engine)
+    with db.session() as session:
+        session.add(Account(email="a@example.com", balance=5))
+    return db
+
+
+def test_a_duplicate_key_raises_unique_violation(schema_db: Database) -> None:
+    with pytest.raises(UniqueViolationError) as caught, schema_db.session() as session:
+        session.add(Account(email="a@example.com"))
+    # raised from the driver's own exception, as SQLAlchemy raises its wrapper
+    assert type(caught.value.__cause__).__module__.split(".")[0] in ("psycopg", "sqlite3")
+
+
+def test_a_missing_parent_raises_foreign_key_violation(schema_db: Database) -> None:
+    with pytest.raises(ForeignKeyViolationError), schema_db.session() as session:
+        session.add(Transfer(account_id=999, amount=1))
+
+
+def test_a_failed_check_raises_check_violation(schema_db: Database) -> None:
+    with pytest.raises(CheckViolationError), schema_db.connection() as connection:
+        connection.execute(sa.update(Account).values(balance=-1))
+
+
+def test_a_null_in_a_required_column_raises_not_null_violation(schema_db: Database) -> None:
+    with pytest.raises(NotNullViolationError), schema_db.connection() as connection:
+        connection.execute(sa.insert(Account).values(email=None))
+
+
+@pytest.mark.postgres
+def test_the_unique_violation_names_the_constraint_on_postgres(
+    postgres_database_url: str,
+) -> None:
+    with Database(postgres_database_url) as db:
+        Base.metadata.create_all(db.engine)
+        with db.session() as session:
+            session.add(Account(email="a@example.com"))
+        with pytest.raises(UniqueViolationError) as caught, db.session() as session:
+            session.add(Account(email="a@example.com"))
+        assert caught.value.sqlstate == "23505"
+        assert caught.value.constraint == "accounts_email_key"
+
+
+async def test_async_drivers_map_to_the_same_errors(async_db: AsyncDatabase) -> None:
+    async with async_db.connection() as connection:
+        await connection.run_sync(Base.metadata.create_all)
+        await connection.execute(sa.insert(Account).values(id=1, email="a@example.com"))
+    with pytest.raises(UniqueViolationError):
+        async with async_db.connection() as connection:
+            await connection.execute(sa.insert(Account).values(email="a@example.com"))
+    with pytest.raises(ForeignKeyViolationError):
+        async with async_db.connection() as connection:
+            await connection.execute(sa.insert(Transfer).values(account_id=7, amount=1))
+
+
+def test_an_unclassified_error_is_still_a_dalkit_database_error(db: Database) -> None:
+    with pytest.raises(DatabaseError) as caught, db.connection() as connection:
+        connection.exec_driver_sql("SELECT * FROM no_such_table")
+    assert type(caught.value) is DatabaseError
+    assert "no_such_table" in str(caught.value)
+
+
+@pytest.mark.postgres
+def test_a_statement_past_its_timeout_raises_statement_timeout(
+    postgres_database_url: str,
+) -> None:
+    with Database(postgres_database_url, statement_timeout_ms=50) as db:
+        with pytest.raises(StatementTimeoutError), db.connection() as connection:
+            connection.exec_driver_sql("SELECT pg_sleep(2)")
