@@ -1,0 +1,368 @@
+"""Throwaway PostgreSQL clusters for tests, built from the system's own binaries.
+
+Also owns the helpers that create and drop databases on any server given its URL.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import weakref
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+from urllib.parse import quote
+
+from sqlalchemy.engine import URL, make_url
+
+__all__ = ["PostgresServer", "create_database", "drop_database"]
+
+SUPERUSER = "dalkit"
+_SERVICE_USER = "postgres"
+_READY_TIMEOUT = 30.0
+_LOG_TAIL_LINES = 30
+_DATABASE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+
+
+class PostgresServer:
+    """A private PostgreSQL cluster on 127.0.0.1, removed again by ``stop()``."""
+
+    def __init__(self, *, port: int | None = None, bin_dir: str | Path | None = None) -> None:
+        self._bin_dir = Path(bin_dir) if bin_dir is not None else find_bin_dir()
+        self._requested_port = port
+        self._password = secrets.token_urlsafe(18)
+        self._port: int | None = None
+        self._root: Path | None = None
+        self._owner: _Owner | None = None
+        self._finalizer: weakref.finalize[Any, PostgresServer] | None = None
+
+    def __repr__(self) -> str:
+        return f"PostgresServer(port={self._port}, running={self.running})"
+
+    def __enter__(self) -> PostgresServer:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def running(self) -> bool:
+        return self._finalizer is not None and self._finalizer.alive
+
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            raise RuntimeError("PostgresServer is not started")
+        return self._port
+
+    @property
+    def password(self) -> str:
+        return self._password
+
+    @property
+    def data_dir(self) -> Path:
+        return self._require_root() / "data"
+
+    @property
+    def url(self) -> str:
+        """Driverless URL of the ``postgres`` database, as the ``dalkit`` superuser."""
+        return self.url_for("postgres")
+
+    def url_for(self, database: str) -> str:
+        password = quote(self._password, safe="")
+        return f"postgresql://{SUPERUSER}:{password}@127.0.0.1:{self.port}/{database}"
+
+    def start(self) -> None:
+        if self.running:
+            return
+        self._owner = _Owner.for_current_process()
+        self._root = _make_root(self._owner)
+        self._port = self._requested_port or free_port()
+        # Registered before anything can fail, so a half-started cluster is still
+        # removed when the interpreter exits.
+        self._finalizer = weakref.finalize(
+            self, _shutdown, self._pg_ctl_args("stop", "-m", "fast", "-w"), self._owner, self._root
+        )
+        try:
+            self._initdb()
+            self._configure()
+            self._run(
+                self._pg_ctl_args("start", "-w", "-t", str(int(_READY_TIMEOUT))), "pg_ctl start"
+            )
+            self._wait_until_ready()
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        if self._finalizer is not None:
+            self._finalizer()
+        self._finalizer = None
+
+    def restart(self) -> None:
+        if not self.running:
+            raise RuntimeError("PostgresServer is not started")
+        self._run(
+            self._pg_ctl_args("restart", "-m", "fast", "-w", "-t", str(int(_READY_TIMEOUT))),
+            "pg_ctl restart",
+        )
+        self._wait_until_ready()
+
+    def create_database(self, name: str) -> str:
+        return create_database(self.url, name)
+
+    def drop_database(self, name: str) -> None:
+        drop_database(self.url, name)
+
+    def _require_root(self) -> Path:
+        if self._root is None:
+            raise RuntimeError("PostgresServer is not started")
+        return self._root
+
+    def _pg_ctl_args(self, *args: str) -> list[str]:
+        root = self._require_root()
+        return [
+            str(self._bin_dir / "pg_ctl"),
+            "-D",
+            str(root / "data"),
+            "-l",
+            str(root / "server.log"),
+            *args,
+        ]
+
+    def _initdb(self) -> None:
+        root = self._require_root()
+        pwfile = root / "pwfile"
+        pwfile.write_text(self._password + "\n")
+        pwfile.chmod(0o600)
+        self._require_owner().chown(pwfile)
+        try:
+            self._run(
+                [
+                    str(self._bin_dir / "initdb"),
+                    f"--pgdata={root / 'data'}",
+                    f"--username={SUPERUSER}",
+                    f"--pwfile={pwfile}",
+                    # Socket connections are password-checked too: the harness
+                    # should behave like a real server, not a trusting one.
+                    "--auth=scram-sha-256",
+                    "--encoding=UTF8",
+                    "--no-locale",
+                    "--no-sync",
+                    "--no-instructions",
+                ],
+                "initdb",
+            )
+        finally:
+            pwfile.unlink(missing_ok=True)
+
+    def _configure(self) -> None:
+        root = self._require_root()
+        settings = {
+            "listen_addresses": "'127.0.0.1'",
+            "port": str(self.port),
+            "unix_socket_directories": f"'{root}'",
+            "max_connections": "300",
+            # Durability is worthless for a cluster deleted after the run.
+            "fsync": "off",
+            "synchronous_commit": "off",
+            "full_page_writes": "off",
+        }
+        with (root / "data" / "postgresql.conf").open("a") as conf:
+            conf.write("\n# dalkit.testing\n")
+            conf.writelines(f"{key} = {value}\n" for key, value in settings.items())
+
+    def _wait_until_ready(self) -> None:
+        # pg_ctl -w already saw the postmaster ready; this proves the TCP path
+        # and the password work, which is what the tests rely on.
+        import psycopg
+
+        deadline = time.monotonic() + _READY_TIMEOUT
+        last_error = ""
+        while time.monotonic() < deadline:
+            try:
+                with psycopg.connect(self.url, connect_timeout=2):
+                    return
+            except psycopg.OperationalError as exc:
+                last_error = str(exc).replace(self._password, "***")
+            time.sleep(0.1)
+        raise RuntimeError(
+            f"PostgreSQL on 127.0.0.1:{self.port} did not accept connections within "
+            f"{_READY_TIMEOUT:.0f}s (last error: {last_error})\n{self._log_tail()}"
+        )
+
+    def _run(self, args: Sequence[str], what: str) -> None:
+        owner = self._require_owner()
+        result = subprocess.run(
+            args,
+            cwd=self._require_root(),
+            capture_output=True,
+            text=True,
+            check=False,
+            **owner.subprocess_kwargs(),
+        )
+        if result.returncode != 0:
+            output = (result.stdout + result.stderr).strip().replace(self._password, "***")
+            raise RuntimeError(
+                f"{what} failed with exit code {result.returncode}:\n{output}\n{self._log_tail()}"
+            )
+
+    def _require_owner(self) -> _Owner:
+        if self._owner is None:
+            raise RuntimeError("PostgresServer is not started")
+        return self._owner
+
+    def _log_tail(self) -> str:
+        log = self._require_root() / "server.log"
+        try:
+            lines = log.read_text(errors="replace").splitlines()[-_LOG_TAIL_LINES:]
+        except FileNotFoundError:
+            lines = ["(no server log was written)"]
+        return "server log (last lines):\n" + "\n".join(lines).replace(self._password, "***")
+
+
+def find_bin_dir() -> Path:
+    """The newest ``/usr/lib/postgresql/<version>/bin``, else wherever ``pg_ctl`` is on PATH."""
+    candidates = [
+        path
+        for path in Path("/usr/lib/postgresql").glob("*/bin")
+        if (path / "initdb").is_file() and (path / "pg_ctl").is_file()
+    ]
+    if candidates:
+        return max(candidates, key=lambda path: _version_key(path.parent.name))
+    on_path = shutil.which("pg_ctl")
+    if on_path is not None and shutil.which("initdb") is not None:
+        return Path(on_path).parent
+    raise RuntimeError(
+        "no PostgreSQL server binaries found in /usr/lib/postgresql/*/bin or on PATH "
+        "(install the postgresql package, or set DALKIT_TEST_POSTGRES_URL)"
+    )
+
+
+def create_database(url: str, name: str) -> str:
+    """Create database ``name`` on the server at ``url``; return the URL that points at it."""
+    import psycopg
+    from psycopg import sql
+
+    statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(_checked_name(name)))
+    server = _driverless(url)
+    with psycopg.connect(server.render_as_string(hide_password=False), autocommit=True) as conn:
+        conn.execute(statement)
+    return server.set(database=name).render_as_string(hide_password=False)
+
+
+def drop_database(url: str, name: str) -> None:
+    """Drop database ``name`` on the server at ``url``, disconnecting whoever still uses it."""
+    import psycopg
+    from psycopg import sql
+
+    statement = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+        sql.Identifier(_checked_name(name))
+    )
+    server = _driverless(url)
+    with psycopg.connect(server.render_as_string(hide_password=False), autocommit=True) as conn:
+        conn.execute(statement)
+
+
+def _driverless(url: str) -> URL:
+    # psycopg understands only the libpq spelling, not SQLAlchemy's "+driver".
+    return make_url(url).set(drivername="postgresql")
+
+
+def _checked_name(name: str) -> str:
+    if not _DATABASE_NAME.fullmatch(name):
+        raise ValueError(f"not a plain database name: {name!r}")
+    return name
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _version_key(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split(".") if part.isdigit())
+
+
+class _Owner:
+    """The account the cluster's processes run as: PostgreSQL refuses to run as root."""
+
+    def __init__(self, uid: int | None, gid: int | None) -> None:
+        self.uid = uid
+        self.gid = gid
+
+    @classmethod
+    def for_current_process(cls) -> _Owner:
+        if not hasattr(os, "geteuid") or os.geteuid() != 0:
+            return cls(None, None)
+        import pwd  # POSIX only; imported here so the plugin still loads elsewhere
+
+        try:
+            entry = pwd.getpwnam(_SERVICE_USER)
+        except KeyError:
+            subprocess.run(
+                [
+                    "useradd",
+                    "--system",
+                    "--user-group",
+                    "--no-create-home",
+                    "--shell",
+                    "/usr/sbin/nologin",
+                    _SERVICE_USER,
+                ],
+                check=True,
+                capture_output=True,
+            )
+            entry = pwd.getpwnam(_SERVICE_USER)
+        return cls(entry.pw_uid, entry.pw_gid)
+
+    def chown(self, path: Path) -> None:
+        if self.uid is not None and self.gid is not None:
+            os.chown(path, self.uid, self.gid)
+
+    def subprocess_kwargs(self) -> dict[str, Any]:
+        if self.uid is None:
+            return {}
+        # extra_groups=[] drops root's supplementary groups as well.
+        return {"user": self.uid, "group": self.gid, "extra_groups": []}
+
+
+def _make_root(owner: _Owner) -> Path:
+    base: str | None = None
+    if owner.uid is not None and not _traversable_by_others(Path(tempfile.gettempdir())):
+        # The service user must reach its data directory; /tmp always lets it.
+        base = "/tmp"
+    root = Path(tempfile.mkdtemp(prefix="dalkit-pg-", dir=base))
+    owner.chown(root)
+    return root
+
+
+def _traversable_by_others(path: Path) -> bool:
+    return all(
+        parent.stat().st_mode & 0o001 for parent in [path.resolve(), *path.resolve().parents]
+    )
+
+
+def _shutdown(stop_args: list[str], owner: _Owner, root: Path) -> None:
+    # A failed stop (say, the server never started) must not keep the files around.
+    if (root / "data" / "postmaster.pid").exists():
+        subprocess.run(
+            stop_args, cwd=root, capture_output=True, check=False, **owner.subprocess_kwargs()
+        )
+    shutil.rmtree(root, ignore_errors=True)

@@ -1,0 +1,106 @@
+"""Counting the SQL statements an engine sends, so tests can pin down N+1 queries."""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
+
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+__all__ = ["QueryCounter", "QueryTarget", "assert_max_queries", "count_queries"]
+
+# dalkit opens SQLite transactions itself; PostgreSQL's drivers do it without a
+# cursor statement. Skipping these keeps counts equal on both backends.
+_TRANSACTION_START = re.compile(
+    r"BEGIN(\s+(DEFERRED|IMMEDIATE|EXCLUSIVE))?(\s+TRANSACTION)?\s*;?", re.IGNORECASE
+)
+
+
+class HasEngine(Protocol):
+    """Anything with an ``engine`` attribute, such as ``dalkit.Database`` and ``AsyncDatabase``."""
+
+    @property
+    def engine(self) -> Engine | AsyncEngine: ...
+
+
+QueryTarget: TypeAlias = "Engine | AsyncEngine | HasEngine"
+
+
+class QueryCounter:
+    """The statements seen so far; safe to fill from several threads."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._statements: list[str] = []
+
+    @property
+    def count(self) -> int:
+        with self._lock:
+            return len(self._statements)
+
+    @property
+    def statements(self) -> list[str]:
+        with self._lock:
+            return list(self._statements)
+
+    def record(self, statement: str) -> None:
+        if _TRANSACTION_START.fullmatch(statement.strip()):
+            return
+        with self._lock:
+            self._statements.append(statement)
+
+    def __repr__(self) -> str:
+        return f"QueryCounter(count={self.count})"
+
+
+@contextmanager
+def count_queries(target: QueryTarget) -> Iterator[QueryCounter]:
+    """Count the statements ``target`` executes inside the block, on any of its connections."""
+    engine = _sync_engine(target)
+    counter = QueryCounter()
+
+    def on_execute(
+        conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool
+    ) -> None:
+        counter.record(statement)
+
+    event.listen(engine, "before_cursor_execute", on_execute)
+    try:
+        yield counter
+    finally:
+        event.remove(engine, "before_cursor_execute", on_execute)
+
+
+@contextmanager
+def assert_max_queries(target: QueryTarget, limit: int) -> Iterator[QueryCounter]:
+    """Fail with the statement list when the block runs more than ``limit`` statements."""
+    with count_queries(target) as counter:
+        yield counter
+    # Reached only when the block succeeded: its own error is the more useful one.
+    if counter.count > limit:
+        listing = "\n".join(
+            f"{number}. {sql.strip()}" for number, sql in enumerate(counter.statements, 1)
+        )
+        raise AssertionError(f"expected at most {limit} queries, {counter.count} ran:\n{listing}")
+
+
+def _sync_engine(target: object) -> Engine:
+    # Duck-typed so that importing this module never needs the asyncio extra.
+    if isinstance(target, Engine):
+        return target
+    sync_engine = getattr(target, "sync_engine", None)
+    if isinstance(sync_engine, Engine):
+        return sync_engine
+    inner = getattr(target, "engine", None)
+    if inner is not None and inner is not target:
+        return _sync_engine(inner)
+    raise TypeError(
+        f"expected an Engine, AsyncEngine or an object with .engine, got {type(target).__name__}"
+    )

@@ -1,0 +1,155 @@
+"""Throwaway ``redis-server`` processes for tests, on a free loopback port with no persistence."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+import time
+import weakref
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from dalkit.testing.postgres import free_port
+
+__all__ = ["RedisServer"]
+
+_READY_TIMEOUT = 30.0
+_LOG_TAIL_LINES = 30
+
+
+class RedisServer:
+    """A private ``redis-server`` on 127.0.0.1, removed again by ``stop()``."""
+
+    def __init__(self, *, port: int | None = None, executable: str | Path | None = None) -> None:
+        self._executable = Path(executable) if executable is not None else _find_executable()
+        self._requested_port = port
+        self._port: int | None = None
+        self._root: Path | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+        self._finalizer: weakref.finalize[Any, RedisServer] | None = None
+
+    def __repr__(self) -> str:
+        return f"RedisServer(port={self._port}, running={self.running})"
+
+    def __enter__(self) -> RedisServer:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def running(self) -> bool:
+        return self._finalizer is not None and self._finalizer.alive
+
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            raise RuntimeError("RedisServer is not started")
+        return self._port
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        if self.running:
+            return
+        self._root = Path(tempfile.mkdtemp(prefix="dalkit-redis-"))
+        self._port = self._requested_port or free_port()
+        args = [
+            str(self._executable),
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(self._port),
+            "--dir",
+            str(self._root),
+            # Tests want a blank server every run, never a dump left on disk.
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ]
+        with (self._root / "server.log").open("wb") as log:
+            # The child keeps its own copy of the log descriptor; ours closes here.
+            self._process = subprocess.Popen(
+                args, stdout=log, stderr=subprocess.STDOUT, cwd=self._root
+            )
+        self._finalizer = weakref.finalize(self, _shutdown, self._process, self._root)
+        try:
+            self._wait_until_ready()
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        if self._finalizer is not None:
+            self._finalizer()
+        self._finalizer = None
+        self._process = None
+
+    def _wait_until_ready(self) -> None:
+        import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        assert self._process is not None
+        # This loop is the retry policy; redis-py's own backoff would add seconds to each try.
+        no_retry = Retry(NoBackoff(), 0)
+        deadline = time.monotonic() + _READY_TIMEOUT
+        last_error = ""
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                last_error = f"redis-server exited with code {self._process.returncode}"
+                break
+            try:
+                with redis.Redis(
+                    host="127.0.0.1", port=self.port, socket_timeout=1, retry=no_retry
+                ) as client:
+                    if client.ping():
+                        return
+            except redis.RedisError as exc:  # a timeout too: the port may not be ours
+                last_error = str(exc)
+            time.sleep(0.05)
+        raise RuntimeError(
+            f"redis-server on 127.0.0.1:{self.port} did not answer PING ({last_error})\n"
+            + self._log_tail()
+        )
+
+    def _log_tail(self) -> str:
+        assert self._root is not None
+        try:
+            lines = (self._root / "server.log").read_text(errors="replace").splitlines()
+        except FileNotFoundError:
+            lines = ["(no server log was written)"]
+        return "server log (last lines):\n" + "\n".join(lines[-_LOG_TAIL_LINES:])
+
+
+def _find_executable() -> Path:
+    found = shutil.which("redis-server") or (
+        "/usr/bin/redis-server" if Path("/usr/bin/redis-server").is_file() else None
+    )
+    if found is None:
+        raise RuntimeError(
+            "redis-server not found on PATH (install redis-server, or set DALKIT_TEST_REDIS_URL)"
+        )
+    return Path(found)
+
+
+def _shutdown(process: subprocess.Popen[bytes], root: Path) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    shutil.rmtree(root, ignore_errors=True)

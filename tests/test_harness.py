@@ -1,0 +1,453 @@
+"""Tests of dalkit.testing itself: real servers, the backend fixtures and query counting."""
+
+from __future__ import annotations
+
+import socket
+import sqlite3
+import threading
+import uuid
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+import redis
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from dalkit import AsyncDatabase, Database
+from dalkit.testing import (
+    PostgresServer,
+    QueryCounter,
+    RedisServer,
+    assert_max_queries,
+    count_queries,
+)
+from dalkit.testing.postgres import create_database, drop_database
+
+
+def _refuses_connections(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=2):
+            return False
+    except ConnectionRefusedError:
+        return True
+
+
+def _inner_session(pytester: pytest.Pytester, test_source: str) -> None:
+    # The inner session has no pyproject; pin pytest-asyncio's loop scope so it stays quiet.
+    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
+    pytester.makepyfile(test_source)
+
+
+def _run_inner(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    # Plugins the inner sessions do not use would be re-imported (and assert-rewritten)
+    # for every run, which is most of their cost.
+    quiet = ["-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-p", "no:anyio"]
+    return pytester.runpytest(*quiet, *args)
+
+
+def _sqlite_engine_beginning_like_dalkit(url: str) -> Engine:
+    # pysqlite's own implicit transactions are unreliable, so dalkit emits BEGIN
+    # itself; this engine does the same to prove such statements are not counted.
+    engine = create_engine(url)
+
+    @event.listens_for(engine, "connect")
+    def _autocommit_driver(dbapi_connection: sqlite3.Connection, record: object) -> None:
+        dbapi_connection.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+# --- PostgreSQL -------------------------------------------------------------
+
+
+def test_postgres_listens_only_on_loopback(postgres_server: PostgresServer) -> None:
+    with psycopg.connect(postgres_server.url) as conn:
+        row = conn.execute("SHOW listen_addresses").fetchone()
+    assert row == ("127.0.0.1",)
+    assert _refuses_connections("127.0.0.2", postgres_server.port)
+
+
+def test_wrong_password_is_refused(postgres_url: str) -> None:
+    wrong = make_url(postgres_url).set(password="not-the-password")
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        psycopg.connect(wrong.render_as_string(hide_password=False), connect_timeout=5)
+
+
+def test_restart_brings_the_server_back_with_a_new_postmaster(
+    postgres_server: PostgresServer,
+) -> None:
+    query = "SELECT pg_postmaster_start_time()"
+    with psycopg.connect(postgres_server.url) as old:
+        before = old.execute(query).fetchone()
+        postgres_server.restart()
+        with pytest.raises(psycopg.OperationalError):
+            old.execute("SELECT 1")
+    with psycopg.connect(postgres_server.url) as new:
+        after = new.execute(query).fetchone()
+    assert before is not None
+    assert after is not None
+    assert after[0] > before[0]
+
+
+def test_repr_does_not_show_the_password(postgres_server: PostgresServer) -> None:
+    assert postgres_server.password not in repr(postgres_server)
+    assert str(postgres_server.port) in repr(postgres_server)
+
+
+@pytest.mark.postgres
+def test_failed_start_reports_the_server_log_without_the_password() -> None:
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        server = PostgresServer(port=squatter.getsockname()[1])
+        with pytest.raises(RuntimeError, match="server log") as failure:
+            server.start()
+    assert "Address already in use" in str(failure.value)
+    assert server.password not in str(failure.value)
+    assert not server.running
+
+
+def test_dropping_a_database_disconnects_its_users(postgres_url: str) -> None:
+    name = f"t_{uuid.uuid4().hex}"
+    url = create_database(postgres_url, name)
+    with psycopg.connect(url) as user:
+        drop_database(postgres_url, name)
+        with pytest.raises(psycopg.OperationalError):
+            user.execute("SELECT 1")
+    with psycopg.connect(postgres_url) as conn:
+        row = conn.execute("SELECT count(*) FROM pg_database WHERE datname = %s", [name]).fetchone()
+    assert row == (0,)
+
+
+def test_database_names_that_are_not_plain_identifiers_are_rejected() -> None:
+    with pytest.raises(ValueError, match="plain database name"):
+        create_database("postgresql://nobody@127.0.0.1:1/postgres", 'x"; DROP TABLE y; --')
+
+
+# --- Backend fixtures -------------------------------------------------------
+
+
+def test_backend_fixtures_agree(db_backend: str, db_url: str, async_db_url: str) -> None:
+    expected = {
+        "sqlite": ("sqlite", "sqlite+aiosqlite"),
+        "postgres": ("postgresql+psycopg", "postgresql+asyncpg"),
+    }[db_backend]
+    assert (make_url(db_url).drivername, make_url(async_db_url).drivername) == expected
+    assert make_url(db_url).database == make_url(async_db_url).database
+
+
+@pytest.mark.parametrize("attempt", [1, 2])
+def test_each_test_gets_an_empty_database(db_url: str, attempt: int) -> None:
+    engine = create_engine(db_url)
+    try:
+        assert inspect(engine).get_table_names() == []
+        with engine.begin() as conn:
+            conn.execute(text("CREATE TABLE left_behind (attempt INTEGER)"))
+            conn.execute(text("INSERT INTO left_behind VALUES (:a)"), {"a": attempt})
+    finally:
+        engine.dispose()
+
+
+async def test_async_url_reaches_the_same_database_as_the_sync_url(
+    db_url: str, async_db_url: str
+) -> None:
+    engine = create_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("CREATE TABLE shared (n INTEGER)"))
+            conn.execute(text("INSERT INTO shared VALUES (42)"))
+    finally:
+        engine.dispose()
+    async_engine = create_async_engine(async_db_url)
+    try:
+        async with async_engine.connect() as conn:
+            assert (await conn.execute(text("SELECT n FROM shared"))).scalar_one() == 42
+    finally:
+        await async_engine.dispose()
+
+
+def test_db_fixture_is_a_working_dalkit_database(db: Database, db_backend: str) -> None:
+    with db.connection() as conn:
+        assert conn.execute(text("SELECT 1")).scalar_one() == 1
+    assert db.engine.dialect.name == {"sqlite": "sqlite", "postgres": "postgresql"}[db_backend]
+
+
+async def test_async_db_fixture_is_a_working_dalkit_database(async_db: AsyncDatabase) -> None:
+    async with async_db.connection() as conn:
+        assert (await conn.execute(text("SELECT 1"))).scalar_one() == 1
+
+
+def test_sqlite_url_points_into_the_test_tmp_path(sqlite_url: str, tmp_path: object) -> None:
+    assert make_url(sqlite_url).database == f"{tmp_path}/test.db"
+
+
+def test_external_postgres_url_is_used_and_sqlite_runs_never_touch_it(
+    pytester: pytest.Pytester, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _inner_session(
+        pytester,
+        """
+        from sqlalchemy.engine import make_url
+
+        def test_uses_external(postgres_url, db_url, db_backend):
+            assert postgres_url.startswith("postgresql://")
+            if db_backend == "postgres":
+                assert make_url(db_url).port == make_url(postgres_url).port
+        """,
+    )
+    monkeypatch.setenv(
+        "DALKIT_TEST_POSTGRES_URL", postgres_url.replace("postgresql", "postgresql+psycopg")
+    )
+    _run_inner(pytester).assert_outcomes(passed=2)
+
+
+def test_unreachable_postgres_fails_the_test_instead_of_skipping(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _inner_session(
+        pytester,
+        """
+        def test_needs_a_database(db_url):
+            pass
+        """,
+    )
+    monkeypatch.setenv(
+        "DALKIT_TEST_POSTGRES_URL", "postgresql://dalkit:hunter2@127.0.0.1:1/postgres"
+    )
+    # Selecting the SQLite run only must not try to reach PostgreSQL at all.
+    _run_inner(pytester, "-k", "sqlite").assert_outcomes(passed=1)
+    result = _run_inner(pytester)
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(["*could not create a test database on*127.0.0.1:1*"])
+    assert "hunter2" not in result.stdout.str()
+
+
+def test_postgres_server_fixture_refuses_an_external_url(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _inner_session(
+        pytester,
+        """
+        def test_wants_to_restart(postgres_server):
+            pass
+        """,
+    )
+    monkeypatch.setenv("DALKIT_TEST_POSTGRES_URL", "postgresql://dalkit:x@127.0.0.1:1/postgres")
+    result = _run_inner(pytester)
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*DALKIT_TEST_POSTGRES_URL points at an external one*"])
+
+
+def test_postgres_marker_is_registered(pytester: pytest.Pytester) -> None:
+    _inner_session(pytester, "")
+    result = _run_inner(pytester, "--markers")
+    result.stdout.fnmatch_lines(["@pytest.mark.postgres:*PostgreSQL*"])
+
+
+def test_not_postgres_leaves_out_every_test_that_needs_postgres(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _inner_session(
+        pytester,
+        """
+        def test_direct(postgres_url):
+            pass
+
+        def test_either_backend(db_url):
+            pass
+        """,
+    )
+    monkeypatch.setenv("DALKIT_TEST_POSTGRES_URL", "postgresql://dalkit:x@127.0.0.1:1/postgres")
+    result = _run_inner(pytester, "-m", "not postgres", "-v")
+    result.assert_outcomes(passed=1, deselected=2)
+    result.stdout.fnmatch_lines(["*test_either_backend?sqlite? PASSED*"])
+
+
+# --- Redis ------------------------------------------------------------------
+
+
+def test_redis_answers_ping(redis_url: str) -> None:
+    with redis.Redis.from_url(redis_url) as client:
+        assert client.ping()
+
+
+def test_redis_listens_only_on_loopback_and_keeps_nothing_on_disk(
+    redis_server: RedisServer,
+) -> None:
+    with redis.Redis.from_url(redis_server.url, decode_responses=True) as client:
+        config = client.config_get("bind", "save", "appendonly")
+    assert config == {"bind": "127.0.0.1", "save": "", "appendonly": "no"}
+    assert _refuses_connections("127.0.0.2", redis_server.port)
+
+
+def test_failed_redis_start_reports_the_server_log() -> None:
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        server = RedisServer(port=squatter.getsockname()[1])
+        with pytest.raises(RuntimeError, match="server log"):
+            server.start()
+    assert not server.running
+
+
+def test_stopped_redis_server_is_gone() -> None:
+    server = RedisServer()
+    with server:
+        port = server.port
+    assert not server.running
+    assert _refuses_connections("127.0.0.1", port)
+
+
+# --- Query counting ---------------------------------------------------------
+
+
+@pytest.fixture
+def sqlite_engine(sqlite_url: str) -> Iterator[Engine]:
+    engine = create_engine(sqlite_url, pool_size=8)
+    yield engine
+    engine.dispose()
+
+
+def test_count_queries_counts_statements_on_sqlite(sqlite_engine: Engine) -> None:
+    with count_queries(sqlite_engine) as queries, sqlite_engine.connect() as conn:
+        conn.execute(text("SELECT 1"))
+        conn.execute(text("SELECT 2"))
+    assert queries.count == 2
+    assert queries.statements == ["SELECT 1", "SELECT 2"]
+
+
+def test_count_queries_ignores_begin_and_agrees_across_backends(
+    db_backend: str, db_url: str
+) -> None:
+    if db_backend == "sqlite":
+        engine = _sqlite_engine_beginning_like_dalkit(db_url)
+    else:
+        engine = create_engine(db_url)
+    try:
+        with count_queries(engine) as queries, engine.begin() as conn:
+            conn.execute(text("CREATE TABLE t (n INTEGER)"))
+            conn.execute(text("INSERT INTO t VALUES (1)"))
+            conn.execute(text("SELECT n FROM t"))
+        assert queries.count == 3, queries.statements
+    finally:
+        engine.dispose()
+
+
+def test_count_queries_on_a_dalkit_database_agrees_across_backends(db: Database) -> None:
+    with count_queries(db) as queries, db.connection() as conn:
+        conn.execute(text("CREATE TABLE t (n INTEGER)"))
+        conn.execute(text("INSERT INTO t VALUES (1)"))
+        conn.execute(text("SELECT n FROM t"))
+    assert queries.count == 3, queries.statements
+
+
+async def test_count_queries_on_an_async_dalkit_database(async_db: AsyncDatabase) -> None:
+    with count_queries(async_db) as queries:
+        async with async_db.connection() as conn:
+            await conn.execute(text("SELECT 1"))
+    assert queries.statements == ["SELECT 1"]
+
+
+def test_transaction_starts_are_not_counted() -> None:
+    counter = QueryCounter()
+    for statement in ["BEGIN", "begin immediate", " BEGIN DEFERRED ", "BEGIN EXCLUSIVE;"]:
+        counter.record(statement)
+    counter.record("BEGINNING_TABLE_SCAN")
+    assert counter.statements == ["BEGINNING_TABLE_SCAN"]
+
+
+def test_count_queries_sees_connections_opened_before_the_block(sqlite_engine: Engine) -> None:
+    with sqlite_engine.connect() as conn:
+        conn.execute(text("SELECT 1"))
+        with count_queries(sqlite_engine) as queries:
+            conn.execute(text("SELECT 2"))
+    assert queries.statements == ["SELECT 2"]
+
+
+def test_count_queries_stops_listening_after_the_block(sqlite_engine: Engine) -> None:
+    with count_queries(sqlite_engine) as queries, sqlite_engine.connect() as conn:
+        conn.execute(text("SELECT 1"))
+    with sqlite_engine.connect() as conn:
+        conn.execute(text("SELECT 2"))
+    assert queries.count == 1
+
+
+async def test_count_queries_accepts_an_async_engine(async_db_url: str) -> None:
+    engine = create_async_engine(async_db_url)
+    try:
+        with count_queries(engine) as queries:
+            async with engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+        assert queries.statements == ["SELECT 1"]
+    finally:
+        await engine.dispose()
+
+
+def test_count_queries_accepts_anything_with_an_engine(sqlite_engine: Engine) -> None:
+    class Holder:
+        def __init__(self, engine: Engine) -> None:
+            self.engine = engine
+
+    with count_queries(Holder(sqlite_engine)) as queries, sqlite_engine.connect() as conn:
+        conn.execute(text("SELECT 1"))
+    assert queries.count == 1
+
+
+def test_count_queries_rejects_what_has_no_engine() -> None:
+    with pytest.raises(TypeError, match="Engine"), count_queries(object()):  # type: ignore[arg-type]
+        pass
+
+
+def test_count_queries_counts_every_statement_from_many_threads(sqlite_engine: Engine) -> None:
+    threads, per_thread = 8, 25
+
+    def work() -> None:
+        with sqlite_engine.connect() as conn:
+            for _ in range(per_thread):
+                conn.execute(text("SELECT 1"))
+
+    with count_queries(sqlite_engine) as queries:
+        workers = [threading.Thread(target=work) for _ in range(threads)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+    assert queries.count == threads * per_thread
+
+
+def test_assert_max_queries_lists_the_statements_when_over_the_limit(
+    sqlite_engine: Engine,
+) -> None:
+    def two_queries() -> None:
+        with assert_max_queries(sqlite_engine, 1), sqlite_engine.connect() as conn:
+            conn.execute(text("SELECT 'first'"))
+            conn.execute(text("SELECT 'second'"))
+
+    with pytest.raises(AssertionError) as failure:
+        two_queries()
+    message = str(failure.value)
+    assert "expected at most 1 queries, 2 ran" in message
+    assert "1. SELECT 'first'" in message
+    assert "2. SELECT 'second'" in message
+
+
+def test_assert_max_queries_passes_within_the_limit(sqlite_engine: Engine) -> None:
+    with assert_max_queries(sqlite_engine, 2) as queries, sqlite_engine.connect() as conn:
+        conn.execute(text("SELECT 1"))
+    assert queries.count == 1
+
+
+def test_assert_max_queries_lets_the_blocks_own_error_through(sqlite_engine: Engine) -> None:
+    def query_then_fail() -> None:
+        with assert_max_queries(sqlite_engine, 0), sqlite_engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+            raise ZeroDivisionError
+
+    with pytest.raises(ZeroDivisionError):
+        query_then_fail()
