@@ -3,6 +3,9 @@ and one error tree, for sync and async code alike."""
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .config import DatabaseConfig
 from .database import Database
 from .database_async import AsyncDatabase
@@ -26,8 +29,27 @@ from .errors import (
 )
 from .health import HealthCheckResult
 
+if TYPE_CHECKING:
+    from .redis_manager import RedisManager
+    from .redis_manager_async import AsyncRedisManager
+
+# name -> module: imported on first use, so that importing dalkit never imports an extra
+_LAZY = {
+    "AsyncRedisManager": "dalkit.redis_manager_async",
+    "RedisManager": "dalkit.redis_manager",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
+
 __all__ = [
     "AsyncDatabase",
+    "AsyncRedisManager",
     "CheckViolationError",
     "ConfigurationError",
     "ConnectionFailedError",
@@ -43,6 +65,7 @@ __all__ = [
     "IntegrityError",
     "NotNullViolationError",
     "PoolTimeoutError",
+    "RedisManager",
     "SerializationError",
     "StatementTimeoutError",
     "TransientError",

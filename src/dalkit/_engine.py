@@ -32,7 +32,8 @@ __all__ = [
 ]
 
 #: Execution option naming the statement that opens a SQLite transaction (``BEGIN IMMEDIATE``
-#: for writers, so they queue on busy_timeout instead of failing to upgrade a read lock).
+#: for writers, so they queue on busy_timeout instead of failing to upgrade a read lock);
+#: ``None`` opens none, so each statement commits by itself (dalkit's SQLite AUTOCOMMIT).
 SQLITE_BEGIN_OPTION = "dalkit_sqlite_begin"
 
 # (backend, is_async) -> the driver dalkit picks when the URL names none
@@ -185,9 +186,10 @@ def _install_sqlite(engine: Engine, config: DatabaseConfig) -> None:
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
         options = connection.get_execution_options()
-        if options.get("isolation_level") == "AUTOCOMMIT":
+        begin = options.get(SQLITE_BEGIN_OPTION, "BEGIN")
+        if begin is None or options.get("isolation_level") == "AUTOCOMMIT":
             return
-        connection.exec_driver_sql(options.get(SQLITE_BEGIN_OPTION, "BEGIN"))
+        connection.exec_driver_sql(begin)
 
 
 def _install_init(engine: Engine, init: Any) -> None:

@@ -5,19 +5,31 @@
     DalkitError
     ├── ConfigurationError          bad URL, unknown driver, missing extra, bad option
     ├── PoolTimeoutError            no pooled connection became free within pool_timeout
-    └── DatabaseError               a driver error; .sqlstate, .constraint when known
-        ├── IntegrityError
-        │   ├── UniqueViolationError
-        │   ├── ForeignKeyViolationError
-        │   ├── CheckViolationError
-        │   └── NotNullViolationError
-        ├── TransientError          the same work may succeed if run again
-        │   ├── SerializationError
-        │   ├── DeadlockError
-        │   └── DatabaseBusyError
-        ├── ConnectionFailedError   could not open a connection at all
-        ├── ConnectionLostError     an open connection broke
-        └── StatementTimeoutError
+    ├── TransactionError            a transaction could not be run as asked (propagation, SQLite)
+    │   ├── CommitOutcomeUnknownError   the connection broke during COMMIT: committed or not?
+    │   ├── RetryExhaustedError     retryable failures outlasted the RetryPolicy; .attempts
+    │   └── NoActiveTransactionError    current_session(), on_commit() outside a transaction
+    ├── DatabaseError               a driver error; .sqlstate, .constraint when known
+    │   ├── IntegrityError
+    │   │   ├── UniqueViolationError
+    │   │   ├── ForeignKeyViolationError
+    │   │   ├── CheckViolationError
+    │   │   └── NotNullViolationError
+    │   ├── TransientError          the same work may succeed if run again
+    │   │   ├── SerializationError
+    │   │   ├── DeadlockError
+    │   │   └── DatabaseBusyError
+    │   ├── ConnectionFailedError   could not open a connection at all
+    │   ├── ConnectionLostError     an open connection broke
+    │   └── StatementTimeoutError
+    ├── NotFoundError               Repository.get found no row with that primary key
+    ├── QueryInputError             user-supplied query input names something not allowed;
+    │   │                           .name, .allowed
+    │   ├── InvalidFilterError      unknown or disallowed filter field, operator or value
+    │   ├── InvalidSortError        unknown or disallowed sort field or direction
+    │   ├── InvalidCursorError      a pagination cursor that is forged, stale or malformed
+    │   └── InvalidQueryError       a QueryBuilder identifier, operator or limit not allowed
+    └── BulkLoadError               bulk_insert/bulk_update met a row it cannot write; .row_index
 
 Every translated error is raised ``from`` the SQLAlchemy exception, whose ``orig`` is the
 driver's own error.
@@ -25,12 +37,15 @@ driver's own error.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import sqlalchemy.exc
 
 __all__ = [
+    "BulkLoadError",
     "CheckViolationError",
+    "CommitOutcomeUnknownError",
     "ConfigurationError",
     "ConnectionFailedError",
     "ConnectionLostError",
@@ -40,10 +55,19 @@ __all__ = [
     "DeadlockError",
     "ForeignKeyViolationError",
     "IntegrityError",
+    "InvalidCursorError",
+    "InvalidFilterError",
+    "InvalidQueryError",
+    "InvalidSortError",
+    "NoActiveTransactionError",
+    "NotFoundError",
     "NotNullViolationError",
     "PoolTimeoutError",
+    "QueryInputError",
+    "RetryExhaustedError",
     "SerializationError",
     "StatementTimeoutError",
+    "TransactionError",
     "TransientError",
     "UniqueViolationError",
     "translate_dbapi_error",
@@ -128,6 +152,85 @@ class ConnectionLostError(DatabaseError):
 
 class StatementTimeoutError(DatabaseError):
     """Raised when a statement ran past statement_timeout_ms or was cancelled (SQLSTATE 57014)."""
+
+
+class TransactionError(DalkitError):
+    """Raised when a transaction cannot be run as asked, such as joining one with another
+    isolation level, or a SQLite ``requires_new`` writer that would wait on its own caller."""
+
+
+class CommitOutcomeUnknownError(TransactionError):
+    """Raised when the connection broke while COMMIT was under way: the work may or may not
+    have been committed, so it is never retried; check the database before running it again."""
+
+
+class RetryExhaustedError(TransactionError):
+    """Raised when a transaction kept failing with retryable errors until its RetryPolicy ran
+    out of attempts or time; ``.attempts`` says how many ran, the last error is the cause."""
+
+    def __init__(self, attempts: int, last_error: BaseException) -> None:
+        self.attempts = attempts
+        noun = "attempt" if attempts == 1 else "attempts"
+        super().__init__(
+            f"transaction failed after {attempts} {noun}; last error: "
+            f"{type(last_error).__name__}: {last_error}"
+        )
+
+
+class NoActiveTransactionError(TransactionError):
+    """Raised by current_session(), on_commit() and on_rollback() outside a dalkit transaction."""
+
+
+class NotFoundError(DalkitError):
+    """Raised when ``Repository.get`` finds no row with the given primary key."""
+
+    def __init__(self, model: str, ident: Any) -> None:
+        self.model = model
+        self.ident = ident
+        super().__init__(f"no {model} with primary key {ident!r}")
+
+
+class QueryInputError(DalkitError):
+    """Raised when query input (a field, operator, direction, page) is not allowed.
+
+    ``name`` is the offending input and ``allowed`` what would have been accepted, so an API can
+    answer with a 400 that says how to fix the request.
+    """
+
+    def __init__(self, message: str, *, name: str, allowed: Iterable[str] = ()) -> None:
+        self.name = name
+        self.allowed: tuple[str, ...] = tuple(allowed)
+        super().__init__(message)
+
+
+class InvalidFilterError(QueryInputError):
+    """Raised for an unknown or disallowed filter field or operator, or a value of the wrong type."""
+
+
+class InvalidSortError(QueryInputError):
+    """Raised for an unknown or disallowed sort field, a bad direction or a repeated field."""
+
+
+class InvalidCursorError(QueryInputError):
+    """Raised for a pagination cursor that was forged, altered, malformed or made for another
+    sort or model."""
+
+
+class InvalidQueryError(QueryInputError):
+    """Raised when a QueryBuilder or a load path names a table, column, relationship, operator,
+    aggregate or limit that the metadata does not allow."""
+
+
+class BulkLoadError(DalkitError):
+    """Raised when ``bulk_insert``/``bulk_update`` meets a row it cannot write.
+
+    ``row_index`` counts from 0 in the caller's rows; the database error is the cause.
+    """
+
+    def __init__(self, message: str, *, row_index: int, row: Any) -> None:
+        self.row_index = row_index
+        self.row = row
+        super().__init__(message)
 
 
 _BY_SQLSTATE: dict[str, type[DatabaseError]] = {
