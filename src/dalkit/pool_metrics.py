@@ -58,7 +58,7 @@ class PoolMetrics:
         with self._lock:
             self.requests_waiting += 1
 
-    def request_finished(self, waited_s: float, *, timed_out: bool = False) -> None:
+    def request_failed(self, waited_s: float, *, timed_out: bool) -> None:
         with self._lock:
             self.requests_waiting -= 1
             self._counters["requests_num"] += 1
@@ -66,19 +66,27 @@ class PoolMetrics:
             if timed_out:
                 self._counters["requests_timeouts"] += 1
 
+    def request_granted(self, record_info: dict[Any, Any], started: float, now: float) -> None:
+        """Count a served request and start its hold timer, in one locked step: this runs on
+        every checkout, so it takes the lock once and needs no checkout event."""
+        record_info[_CHECKOUT_AT] = now
+        with self._lock:
+            self.requests_waiting -= 1
+            self._counters["requests_num"] += 1
+            self._counters["requests_wait_ms"] += (now - started) * 1000.0
+        if self.leak_threshold_s is not None:
+            self._remember_checkout(id(record_info), now)
+
     # -- pool event listeners -------------------------------------------------------------
     def on_connect(self, dbapi_connection: Any, record: Any) -> None:
         with self._lock:
             self._counters["connections_num"] += 1
 
-    def on_checkout(self, dbapi_connection: Any, record: Any, proxy: Any) -> None:
-        now = perf_counter()
-        record.info[_CHECKOUT_AT] = now
-        if self.leak_threshold_s is not None:
-            stack = _caller_frames(_checkout_stack())
-            with self._lock:
-                self._held[id(record)] = (now, stack, False)
-            self._ensure_watcher()
+    def _remember_checkout(self, key: int, now: float) -> None:
+        stack = _caller_frames(_checkout_stack())
+        with self._lock:
+            self._held[key] = (now, stack, False)
+        self._ensure_watcher()
 
     def on_checkin(self, dbapi_connection: Any, record: Any) -> None:
         started = record.info.pop(_CHECKOUT_AT, None)
@@ -90,7 +98,7 @@ class PoolMetrics:
             if held_ms > self._counters["max_hold_ms"]:
                 self._counters["max_hold_ms"] = held_ms
             if self._held:
-                self._held.pop(id(record), None)
+                self._held.pop(id(record.info), None)
 
     def on_invalidate(self, dbapi_connection: Any, record: Any, exception: Any) -> None:
         with self._lock:
@@ -166,7 +174,7 @@ def _checkout_stack() -> list[traceback.FrameSummary]:
     """
     stack = traceback.extract_stack()
     try:
-        import greenlet
+        import greenlet  # type: ignore[import-untyped,unused-ignore]
     except ImportError:  # sync-only installs have no greenlet, and need none
         return stack
     parent = greenlet.getcurrent().parent
@@ -215,13 +223,13 @@ class _InstrumentedPoolMixin:
             connection: PoolProxiedConnection = super().connect()  # type: ignore[misc]
         except sa_exc.TimeoutError as exc:
             waited = perf_counter() - started
-            metrics.request_finished(waited, timed_out=True)
+            metrics.request_failed(waited, timed_out=True)
             pool = cast(QueuePool, self)
             raise PoolTimeoutError(pool.size(), pool._max_overflow, waited * 1000.0) from exc
         except BaseException:
-            metrics.request_finished(perf_counter() - started)
+            metrics.request_failed(perf_counter() - started, timed_out=False)
             raise
-        metrics.request_finished(perf_counter() - started)
+        metrics.request_granted(connection.info, started, perf_counter())
         return connection
 
     def recreate(self) -> Any:
@@ -247,6 +255,5 @@ def install(engine: Engine, metrics: PoolMetrics) -> None:
     """Attach ``metrics`` to ``engine`` (the sync engine under an AsyncEngine)."""
     engine.pool.dalkit_metrics = metrics  # type: ignore[attr-defined]
     event.listen(engine.pool, "connect", metrics.on_connect)
-    event.listen(engine.pool, "checkout", metrics.on_checkout)
     event.listen(engine.pool, "checkin", metrics.on_checkin)
     event.listen(engine.pool, "invalidate", metrics.on_invalidate)

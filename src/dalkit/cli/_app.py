@@ -1,0 +1,19 @@
+"""The Typer application: one command per command-group module, registered here."""
+
+from __future__ import annotations
+
+import typer
+
+from dalkit.cli.demo import demo
+from dalkit.cli.doctor import doctor
+
+app = typer.Typer(
+    name="dalkit",
+    help="dalkit: check a database's health and pool, or take the tour.",
+    no_args_is_help=True,
+    add_completion=False,
+    # locals would include database URLs, passwords and all
+    pretty_exceptions_show_locals=False,
+)
+app.command()(doctor)
+app.command()(demo)
