@@ -12,6 +12,7 @@ import inspect
 from typing import Any
 
 from sqlalchemy import create_engine, event
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, Connection, Engine, ExceptionContext
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -194,6 +195,15 @@ def _install_sqlite(engine: Engine, config: DatabaseConfig) -> None:
         cursor = connection.connection.dbapi_connection.cursor()
         try:
             cursor.execute(begin)
+        except Exception as exc:
+            # bypassing SQLAlchemy bypasses its handle_error hook too: a writer that found the
+            # file locked must still raise DatabaseBusyError, which the transaction runner retries
+            wrapped = sa_exc.DBAPIError.instance(
+                begin, None, exc, connection.dialect.loaded_dbapi.Error
+            )
+            if not isinstance(wrapped, sa_exc.DBAPIError):
+                raise  # not the driver's error: nothing to translate
+            raise translate_dbapi_error(wrapped) from exc
         finally:
             cursor.close()
 

@@ -8,7 +8,8 @@
     ├── TransactionError            a transaction could not be run as asked (propagation, SQLite)
     │   ├── CommitOutcomeUnknownError   the connection broke during COMMIT: committed or not?
     │   ├── RetryExhaustedError     retryable failures outlasted the RetryPolicy; .attempts
-    │   └── NoActiveTransactionError    current_session(), on_commit() outside a transaction
+    │   ├── NoActiveTransactionError    current_session(), on_commit() outside a transaction
+    │   └── UnitOfWorkError         a unit of work used out of turn (after commit, rollback...)
     ├── DatabaseError               a driver error; .sqlstate, .constraint when known
     │   ├── IntegrityError
     │   │   ├── UniqueViolationError
@@ -28,11 +29,12 @@
     │   ├── InvalidFilterError      unknown or disallowed filter field, operator or value
     │   ├── InvalidSortError        unknown or disallowed sort field or direction
     │   ├── InvalidCursorError      a pagination cursor that is forged, stale or malformed
-    │   └── InvalidQueryError       a QueryBuilder identifier, operator or limit not allowed
-    └── BulkLoadError               bulk_insert/bulk_update met a row it cannot write; .row_index
+    │   └── InvalidQueryError       QueryBuilder/load/write names, unbound raw SQL
+    ├── BulkLoadError               bulk_insert/bulk_update met a row it cannot write; .row_index
+    └── OutboxError                 an outbox message cannot be stored or read back
+        └── PublishError            a publisher could not deliver a message; retried later
 
-Every translated error is raised ``from`` the SQLAlchemy exception, whose ``orig`` is the
-driver's own error.
+Every translated error is raised ``from`` the driver's own exception (psycopg, asyncpg, sqlite3).
 """
 
 from __future__ import annotations
@@ -62,7 +64,9 @@ __all__ = [
     "NoActiveTransactionError",
     "NotFoundError",
     "NotNullViolationError",
+    "OutboxError",
     "PoolTimeoutError",
+    "PublishError",
     "QueryInputError",
     "RetryExhaustedError",
     "SerializationError",
@@ -70,6 +74,7 @@ __all__ = [
     "TransactionError",
     "TransientError",
     "UniqueViolationError",
+    "UnitOfWorkError",
     "translate_dbapi_error",
 ]
 
@@ -204,7 +209,7 @@ class QueryInputError(DalkitError):
 
 
 class InvalidFilterError(QueryInputError):
-    """Raised for an unknown or disallowed filter field or operator, or a value of the wrong type."""
+    """Raised for an unknown or disallowed filter field or operator, or an unusable value."""
 
 
 class InvalidSortError(QueryInputError):
@@ -217,8 +222,8 @@ class InvalidCursorError(QueryInputError):
 
 
 class InvalidQueryError(QueryInputError):
-    """Raised when a QueryBuilder or a load path names a table, column, relationship, operator,
-    aggregate or limit that the metadata does not allow."""
+    """Raised when a QueryBuilder, load path, write or raw SQL names a table, column,
+    relationship, operator, aggregate or limit that is not allowed, or raw SQL is not bound."""
 
 
 class BulkLoadError(DalkitError):
@@ -231,6 +236,20 @@ class BulkLoadError(DalkitError):
         self.row_index = row_index
         self.row = row
         super().__init__(message)
+
+
+class UnitOfWorkError(TransactionError):
+    """Raised when a unit of work is used out of turn: committed twice, used after it ended,
+    or rolled back on its own while it is part of a surrounding transaction."""
+
+
+class OutboxError(DalkitError):
+    """Raised when an event cannot go into the outbox or come out of it, such as an event type
+    that is not registered (with that version)."""
+
+
+class PublishError(OutboxError):
+    """Raised by a publisher that could not deliver a message; the relay retries it later."""
 
 
 _BY_SQLSTATE: dict[str, type[DatabaseError]] = {

@@ -6,6 +6,7 @@ import typer
 
 from dalkit.cli.demo import demo
 from dalkit.cli.doctor import doctor
+from dalkit.cli.outbox import outbox_app
 
 app = typer.Typer(
     name="dalkit",
@@ -17,3 +18,4 @@ app = typer.Typer(
 )
 app.command()(doctor)
 app.command()(demo)
+app.add_typer(outbox_app)

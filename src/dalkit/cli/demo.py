@@ -24,6 +24,9 @@ from dalkit.cli.demo_basics import (
     run_sessions_demo,
 )
 from dalkit.cli.demo_models import reset_schema
+from dalkit.cli.demo_repositories import run_repositories_demo
+from dalkit.cli.demo_transactions import run_transactions_demo
+from dalkit.cli.demo_uow import run_uow_demo
 from dalkit.database import Database
 from dalkit.errors import ConfigurationError, DalkitError
 
@@ -44,6 +47,9 @@ SECTIONS: tuple[DemoSection, ...] = (
     DemoSection("Schema", run_schema_demo),
     DemoSection("Sessions", run_sessions_demo),
     DemoSection("Errors", run_errors_demo),
+    DemoSection("Transactions", run_transactions_demo),
+    DemoSection("Repositories", run_repositories_demo),
+    DemoSection("Unit of work", run_uow_demo),
     DemoSection("Health and pool", run_health_demo),
 )
 

@@ -1,0 +1,254 @@
+"""Domain events: the :class:`DomainEvent` base, the :class:`HasEvents` mixin through which
+entities record them, and the :class:`EventBus` that hands them to sync or async handlers in
+order, isolating a failing handler from the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import dataclasses
+import datetime as dt
+import inspect
+import itertools
+import logging
+import uuid
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, ClassVar, TypeVar
+
+__all__ = [
+    "DomainEvent",
+    "EventBus",
+    "Handler",
+    "HandlerFailure",
+    "HasEvents",
+    "deliver",
+    "deliver_async",
+]
+
+log = logging.getLogger("dalkit.events")
+
+E = TypeVar("E", bound="DomainEvent")
+Handler = Callable[[Any], object]
+
+# one global order of recording, so events of several entities dispatch as they happened
+_sequence = itertools.count()
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _new_id() -> str:
+    return str(uuid.uuid4())
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DomainEvent:
+    """Something that happened in the domain. Subclass it as a frozen dataclass::
+
+        @dataclass(frozen=True, kw_only=True)
+        class UserRegistered(DomainEvent):
+            user_id: int
+
+    ``event_id`` names the event everywhere (outbox, inbox deduplication); ``occurred_at`` is
+    UTC.
+    """
+
+    event_id: str = dataclasses.field(default_factory=_new_id)
+    occurred_at: dt.datetime = dataclasses.field(default_factory=_utcnow)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RecordedEvent:
+    """An event waiting for its unit of work to commit, with where it came from: the recording
+    entity (its key is only known after the flush) or an explicit aggregate."""
+
+    sequence: int
+    event: DomainEvent
+    source: object | None = None
+    aggregate: tuple[str, str] | None = None
+
+
+def record(
+    event: DomainEvent, *, source: object | None = None, aggregate: tuple[str, str] | None = None
+) -> RecordedEvent:
+    return RecordedEvent(next(_sequence), event, source, aggregate)
+
+
+class HasEvents:
+    """Mix into an entity so that it can record domain events; the unit of work that holds the
+    entity collects them at commit and dispatches them (or writes them to the outbox) after it.
+    """
+
+    # not mapped: a plain instance attribute, created on first use (loaded entities skip
+    # __init__, so it cannot be set there)
+    _dalkit_events: list[RecordedEvent]
+
+    def record_event(self, event: DomainEvent) -> None:
+        """Record ``event`` as having happened to this entity."""
+        pending = self.__dict__.setdefault("_dalkit_events", [])
+        pending.append(record(event, source=self))
+
+    @property
+    def pending_events(self) -> tuple[DomainEvent, ...]:
+        """Events recorded and not yet collected by a unit of work."""
+        return tuple(r.event for r in self.__dict__.get("_dalkit_events", ()))
+
+    def _take_events(self) -> list[RecordedEvent]:
+        taken: list[RecordedEvent] = self.__dict__.pop("_dalkit_events", [])
+        return taken
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class HandlerFailure:
+    """A handler that raised, with the event it was given."""
+
+    handler: Handler
+    event: DomainEvent
+    error: BaseException
+
+
+# the queue of the dispatch running in this thread or task: bus.publish() inside a handler
+# appends to it, so that what handlers publish is processed before dispatch returns
+_queue: contextvars.ContextVar[deque[DomainEvent] | None] = contextvars.ContextVar(
+    "dalkit_event_queue", default=None
+)
+
+
+class EventBus:
+    """Handlers by event type: ``bus.subscribe(UserRegistered, send_welcome)``.
+
+    A handler subscribed to a base class also gets its subclasses' events. Handlers run in
+    subscription order, events in the order given; events published by handlers (through
+    :meth:`publish`) run after, until none are left. A handler that raises is logged with the
+    event and the others still run.
+    """
+
+    #: how many events one dispatch may process, handlers' publications included: a handler
+    #: that republishes what it receives would otherwise loop forever
+    max_events: ClassVar[int] = 100_000
+
+    def __init__(self) -> None:
+        self._handlers: dict[type[DomainEvent], list[Handler]] = {}
+        self._resolved: dict[type[DomainEvent], tuple[Handler, ...]] = {}
+
+    def subscribe(self, event_type: type[E], handler: Callable[[E], object]) -> None:
+        """Call ``handler(event)`` for every event of ``event_type`` (subclasses included);
+        ``handler`` may be a coroutine function."""
+        if not (isinstance(event_type, type) and issubclass(event_type, DomainEvent)):
+            raise TypeError(f"subscribe() takes a DomainEvent subclass, not {event_type!r}")
+        self._handlers.setdefault(event_type, []).append(handler)
+        self._resolved.clear()
+
+    def handlers_for(self, event_type: type[DomainEvent]) -> tuple[Handler, ...]:
+        resolved = self._resolved.get(event_type)
+        if resolved is None:
+            resolved = tuple(
+                handler
+                for klass in reversed(event_type.__mro__)
+                for handler in self._handlers.get(klass, ())
+            )
+            self._resolved[event_type] = resolved
+        return resolved
+
+    def publish(self, event: DomainEvent) -> list[HandlerFailure]:
+        """Dispatch ``event``; inside a handler, queue it behind the events being dispatched."""
+        queue = _queue.get()
+        if queue is not None:
+            queue.append(event)
+            return []
+        return self.dispatch([event])
+
+    async def publish_async(self, event: DomainEvent) -> list[HandlerFailure]:
+        queue = _queue.get()
+        if queue is not None:
+            queue.append(event)
+            return []
+        return await self.dispatch_async([event])
+
+    def dispatch(self, events: Iterable[DomainEvent]) -> list[HandlerFailure]:
+        """Run the handlers of ``events`` and of what they publish; returns the failures.
+
+        Coroutine handlers run to completion with ``asyncio.run`` when no event loop runs in
+        this thread; inside a running loop, use :meth:`dispatch_async`.
+        """
+        failures: list[HandlerFailure] = []
+        queue = deque(events)
+        token = _queue.set(queue)
+        try:
+            for event in self._drain(queue):
+                for handler in self.handlers_for(type(event)):
+                    try:
+                        result = handler(event)
+                        if inspect.isawaitable(result):
+                            _run_coroutine(result)
+                    except Exception as error:
+                        failures.append(self._failed(handler, event, error))
+        finally:
+            _queue.reset(token)
+        return failures
+
+    async def dispatch_async(self, events: Iterable[DomainEvent]) -> list[HandlerFailure]:
+        """:meth:`dispatch` for async code: coroutine handlers are awaited in turn."""
+        failures: list[HandlerFailure] = []
+        queue = deque(events)
+        token = _queue.set(queue)
+        try:
+            for event in self._drain(queue):
+                for handler in self.handlers_for(type(event)):
+                    try:
+                        result = handler(event)
+                        if inspect.isawaitable(result):
+                            await result
+                    except Exception as error:
+                        failures.append(self._failed(handler, event, error))
+        finally:
+            _queue.reset(token)
+        return failures
+
+    def _drain(self, queue: deque[DomainEvent]) -> Iterable[DomainEvent]:
+        processed = 0
+        while queue:
+            processed += 1
+            if processed > self.max_events:
+                log.error("dispatch stopped after %d events: do handlers republish?", processed)
+                queue.clear()
+                return
+            yield queue.popleft()
+
+    @staticmethod
+    def _failed(handler: Handler, event: DomainEvent, error: Exception) -> HandlerFailure:
+        name = getattr(handler, "__qualname__", repr(handler))
+        log.error("event handler %s failed for %r", name, event, exc_info=error)
+        return HandlerFailure(handler, event, error)
+
+
+def _run_coroutine(awaitable: Awaitable[object]) -> None:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        asyncio.run(_await(awaitable))
+        return
+    close = getattr(awaitable, "close", None)
+    if close is not None:
+        close()  # or Python warns that it was never awaited
+    raise RuntimeError(
+        "an async handler cannot run in a sync dispatch inside a running event loop; "
+        "use dispatch_async() (the async unit of work does)"
+    )
+
+
+async def _await(awaitable: Awaitable[object]) -> None:
+    await awaitable
+
+
+def deliver(bus: EventBus, events: Iterable[DomainEvent]) -> list[HandlerFailure]:
+    """``bus.dispatch(events)``: the sync units of work and relays call this."""
+    return bus.dispatch(events)
+
+
+async def deliver_async(bus: EventBus, events: Iterable[DomainEvent]) -> list[HandlerFailure]:
+    """``bus.dispatch_async(events)``: the async twin of :func:`deliver`."""
+    return await bus.dispatch_async(events)

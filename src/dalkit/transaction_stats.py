@@ -1,0 +1,95 @@
+"""Transaction counters and latency percentiles, overall and by isolation level, in bounded
+memory: durations are kept in a ring of the most recent ones. No I/O.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import deque
+from typing import Any
+
+__all__ = ["TransactionStats"]
+
+#: durations kept per isolation level (and overall) for the percentiles
+WINDOW = 2048
+_PERCENTILES = (("p50", 50), ("p95", 95), ("p99", 99))
+
+
+class _Tally:
+    __slots__ = ("committed", "durations_ms", "failed", "retries", "rolled_back")
+
+    def __init__(self, window: int) -> None:
+        self.committed = self.failed = self.retries = self.rolled_back = 0
+        self.durations_ms: deque[float] = deque(maxlen=window)
+
+
+def _figures(tallies: list[_Tally]) -> dict[str, Any]:
+    committed = sum(t.committed for t in tallies)
+    failed = sum(t.failed for t in tallies)
+    total = committed + failed
+    ordered = sorted(ms for t in tallies for ms in t.durations_ms)
+    return {
+        "total": total,
+        "committed": committed,
+        "rolled_back": sum(t.rolled_back for t in tallies),
+        "failed": failed,
+        "retries": sum(t.retries for t in tallies),
+        # an idle database has failed nothing
+        "success_rate": committed / total if total else 1.0,
+        "duration_ms": {name: _nearest_rank(ordered, q) for name, q in _PERCENTILES},
+    }
+
+
+def _nearest_rank(ordered: list[float], percentile: int) -> float:
+    if not ordered:
+        return 0.0
+    rank = max(1, math.ceil(percentile / 100 * len(ordered)))
+    return round(ordered[rank - 1], 3)
+
+
+class TransactionStats:
+    """What the transaction runner did, as read by ``db.transaction_stats()``.
+
+    ``total`` counts transaction calls that finished (``committed`` + ``failed``); a call that
+    was retried counts once, its extra runs in ``retries``. ``rolled_back`` counts database
+    transactions rolled back, retried runs included. ``duration_ms`` spans a whole call,
+    retries and backoff included, over the last ``window`` calls of each isolation level.
+    """
+
+    def __init__(self, window: int = WINDOW) -> None:
+        self._window = window
+        self._lock = threading.Lock()
+        self._by_isolation: dict[str, _Tally] = {}
+
+    def record(
+        self,
+        isolation: str,
+        committed: bool,
+        duration_s: float,
+        retries: int = 0,
+        rolled_back: int = 0,
+    ) -> None:
+        """One finished transaction call."""
+        with self._lock:
+            tally = self._by_isolation.get(isolation)
+            if tally is None:
+                tally = self._by_isolation[isolation] = _Tally(self._window)
+            if committed:
+                tally.committed += 1
+            else:
+                tally.failed += 1
+            tally.retries += retries
+            tally.rolled_back += rolled_back
+            tally.durations_ms.append(duration_s * 1000.0)
+
+    def snapshot(self, *, reset: bool = False) -> dict[str, Any]:
+        """Counters, ``success_rate`` and ``duration_ms`` percentiles, with the same figures
+        per isolation level under ``by_isolation`` ("DEFAULT" when none was asked for)."""
+        with self._lock:
+            levels = sorted(self._by_isolation.items())
+            stats = _figures([tally for _, tally in levels])
+            stats["by_isolation"] = {level: _figures([tally]) for level, tally in levels}
+            if reset:
+                self._by_isolation = {}
+        return stats

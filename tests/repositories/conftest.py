@@ -1,0 +1,162 @@
+"""Fixtures for the repository tests: a session on SQLite or PostgreSQL with the test tables, or
+``None`` for the in-memory backend; sync and async flavours of the same thing."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
+
+from dalkit import AsyncDatabase, Database
+from dalkit.testing.postgres import create_database, drop_database
+
+from .models import Base
+
+BACKENDS = [
+    pytest.param("sqlite", id="sqlite"),
+    pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
+    pytest.param("memory", id="memory"),
+]
+SQL_BACKENDS = BACKENDS[:2]
+
+
+def backend_url(
+    request: pytest.FixtureRequest, backend: str, *, is_async: bool, shared: bool = True
+) -> str:
+    """URL of a database on ``backend``: a fresh SQLite file, or on PostgreSQL either the one
+    shared database of this test session, with the test tables (for tests that roll back what
+    they do), or a fresh empty one. PostgreSQL starts only when a test needs it."""
+    if backend == "sqlite":
+        base = request.getfixturevalue("sqlite_url")
+        driver = "sqlite+aiosqlite" if is_async else "sqlite"
+    else:
+        base = request.getfixturevalue("shared_postgres_url" if shared else "postgres_database_url")
+        driver = "postgresql+asyncpg" if is_async else "postgresql+psycopg"
+    return make_url(base).set(drivername=driver).render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="session")
+def shared_postgres_url(postgres_url: str) -> Iterator[str]:
+    """A PostgreSQL database with the test tables, for tests that roll back what they do."""
+    name = f"repositories_{uuid.uuid4().hex[:12]}"
+    url = create_database(postgres_url, name)
+    engine = sa.create_engine(make_url(url).set(drivername="postgresql+psycopg"))
+    try:
+        Base.metadata.create_all(engine)
+    finally:
+        engine.dispose()
+    try:
+        yield url
+    finally:
+        drop_database(postgres_url, name)
+
+
+def _create_tables(db: Database, backend: str, shared: bool = True) -> None:
+    if backend == "sqlite" or not shared:
+        Base.metadata.create_all(db.engine)
+
+
+async def _create_tables_async(db: AsyncDatabase, backend: str, shared: bool = True) -> None:
+    if backend == "sqlite" or not shared:
+        async with db.engine.begin() as connection:
+            await connection.run_sync(Base.metadata.create_all)
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    name: str = request.param
+    return name
+
+
+@pytest.fixture(params=SQL_BACKENDS)
+def sql_backend(request: pytest.FixtureRequest) -> str:
+    name: str = request.param
+    return name
+
+
+@pytest.fixture
+def database(sql_backend: str, request: pytest.FixtureRequest) -> Iterator[Database]:
+    """A Database of its own with the test tables, for tests that commit."""
+    db = Database(backend_url(request, sql_backend, is_async=False, shared=False))
+    _create_tables(db, sql_backend, shared=False)
+    try:
+        yield db
+    finally:
+        db.dispose()
+
+
+@pytest.fixture
+async def async_database(
+    sql_backend: str, request: pytest.FixtureRequest
+) -> AsyncIterator[AsyncDatabase]:
+    db = AsyncDatabase(backend_url(request, sql_backend, is_async=True, shared=False))
+    await _create_tables_async(db, sql_backend, shared=False)
+    try:
+        yield db
+    finally:
+        await db.dispose()
+
+
+@pytest.fixture
+def session(backend: str, request: pytest.FixtureRequest) -> Iterator[Session | None]:
+    """A session in a transaction (rolled back at the end), or None for the memory backend."""
+    if backend == "memory":
+        yield None
+        return
+    db = Database(backend_url(request, backend, is_async=False))
+    _create_tables(db, backend)
+    try:
+        with db.session_factory() as opened:
+            yield opened
+            opened.rollback()
+    finally:
+        db.dispose()
+
+
+@pytest.fixture
+async def async_session(
+    backend: str, request: pytest.FixtureRequest
+) -> AsyncIterator[AsyncSession | None]:
+    if backend == "memory":
+        yield None
+        return
+    db = AsyncDatabase(backend_url(request, backend, is_async=True))
+    await _create_tables_async(db, backend)
+    try:
+        async with db.session_factory() as opened:
+            yield opened
+            await opened.rollback()
+    finally:
+        await db.dispose()
+
+
+@pytest.fixture
+def sql_session(sql_backend: str, request: pytest.FixtureRequest) -> Iterator[Session]:
+    """A session on SQLite or PostgreSQL, rolled back at the end."""
+    db = Database(backend_url(request, sql_backend, is_async=False))
+    _create_tables(db, sql_backend)
+    try:
+        with db.session_factory() as opened:
+            yield opened
+            opened.rollback()
+    finally:
+        db.dispose()
+
+
+@pytest.fixture
+async def async_sql_session(
+    sql_backend: str, request: pytest.FixtureRequest
+) -> AsyncIterator[AsyncSession]:
+    db = AsyncDatabase(backend_url(request, sql_backend, is_async=True))
+    await _create_tables_async(db, sql_backend)
+    try:
+        async with db.session_factory() as opened:
+            yield opened
+            await opened.rollback()
+    finally:
+        await db.dispose()

@@ -1,0 +1,87 @@
+"""Models for the repository tests: users with every kind of column, soft-deletable posts with
+comments, and a plain table for bulk loads."""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from decimal import Decimal
+
+import sqlalchemy as sa
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from dalkit import SoftDeleteMixin
+
+EPOCH = dt.datetime(2024, 1, 1, 12, 0, 0)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Status(enum.Enum):
+    active = "active"
+    banned = "banned"
+    pending = "pending"
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(sa.String(200), unique=True)
+    name: Mapped[str] = mapped_column(sa.String(100))
+    age: Mapped[int | None] = mapped_column(sa.Integer)
+    score: Mapped[int] = mapped_column(default=0)
+    is_active: Mapped[bool] = mapped_column(default=True)
+    status: Mapped[Status] = mapped_column(sa.Enum(Status), default=Status.active)
+    balance: Mapped[Decimal] = mapped_column(sa.Numeric(12, 2), default=Decimal("0"))
+    created_at: Mapped[dt.datetime] = mapped_column(default=lambda: EPOCH)
+    secret_note: Mapped[str | None] = mapped_column(sa.String(100))
+
+    posts: Mapped[list[Post]] = relationship(back_populates="author", order_by="Post.id")
+
+    def __repr__(self) -> str:
+        return f"User(id={self.id}, email={self.email!r})"
+
+
+class Post(SoftDeleteMixin, Base):
+    __tablename__ = "posts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    author_id: Mapped[int] = mapped_column(sa.ForeignKey("users.id"))
+    title: Mapped[str] = mapped_column(sa.String(200))
+
+    author: Mapped[User] = relationship(back_populates="posts")
+    comments: Mapped[list[Comment]] = relationship(back_populates="post", order_by="Comment.id")
+
+
+class Comment(Base):
+    __tablename__ = "comments"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    post_id: Mapped[int] = mapped_column(sa.ForeignKey("posts.id"))
+    body: Mapped[str] = mapped_column(sa.Text)
+
+    post: Mapped[Post] = relationship(back_populates="comments")
+
+
+class Reading(Base):
+    """A wide-ish fact table for bulk loads and keyset walks."""
+
+    __tablename__ = "readings"
+
+    id: Mapped[int] = mapped_column(sa.BigInteger, primary_key=True, autoincrement=False)
+    sensor: Mapped[str] = mapped_column(sa.String(40))
+    value: Mapped[int] = mapped_column(sa.Integer, sa.CheckConstraint("value >= 0"))
+    taken_at: Mapped[dt.datetime] = mapped_column(sa.DateTime)
+    bucket: Mapped[int] = mapped_column(sa.Integer, index=True)
+
+
+class Canary(Base):
+    """A row that an injected DROP or DELETE would take with it."""
+
+    __tablename__ = "canary"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    secret: Mapped[str] = mapped_column(sa.String(40))

@@ -1,0 +1,87 @@
+"""A cancelled async transaction rolls back, gives its connection back and is not retried."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from dalkit import AsyncDatabase, on_commit, on_rollback
+
+from .models import Item, create_all_async, item_names_async
+
+
+async def test_a_cancelled_transaction_rolls_back_returns_its_connection_and_is_not_retried(
+    async_db: AsyncDatabase,
+) -> None:
+    await create_all_async(async_db)
+    inside = asyncio.Event()
+    calls: list[int] = []
+    ran: list[str] = []
+
+    async def slow(session: AsyncSession) -> None:
+        calls.append(1)
+        on_commit(lambda: ran.append("commit"))
+        on_rollback(lambda: ran.append("rollback"))
+        session.add(Item(name="cancelled"))
+        await session.flush()
+        inside.set()
+        await asyncio.sleep(30)
+
+    task = asyncio.create_task(async_db.run_transaction(slow, retry=5))
+    await inside.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert calls == [1]
+    assert ran == ["rollback"]
+    assert async_db.pool_stats()["checked_out"] == 0
+    assert await item_names_async(async_db) == []
+    stats = async_db.transaction_stats()
+    assert (stats["failed"], stats["retries"], stats["rolled_back"]) == (1, 0, 1)
+
+
+@pytest.mark.postgres
+async def test_a_query_cancelled_mid_flight_leaves_a_usable_pool(
+    pg_async_db: AsyncDatabase,
+) -> None:
+    await create_all_async(pg_async_db)
+    calls: list[int] = []
+
+    async def stuck(session: AsyncSession) -> None:
+        calls.append(1)
+        session.add(Item(name="cancelled"))
+        await session.execute(sa.text("SELECT pg_sleep(30)"))
+
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.5):
+            await pg_async_db.run_transaction(stuck, retry=5)
+    assert calls == [1]
+    assert pg_async_db.pool_stats()["checked_out"] == 0
+    assert await item_names_async(pg_async_db) == []
+
+    # SQLAlchemy closes a connection interrupted mid-query rather than reuse it: the next
+    # transaction gets a working one
+    assert await pg_async_db.run_transaction(lambda session: session.scalar(sa.select(1))) == 1
+
+
+async def test_a_cancelled_with_block_rolls_back(async_db: AsyncDatabase) -> None:
+    await create_all_async(async_db)
+    inside = asyncio.Event()
+
+    async def block() -> None:
+        async with async_db.transaction() as session:
+            session.add(Item(name="cancelled"))
+            await session.flush()
+            inside.set()
+            await asyncio.sleep(30)
+
+    task = asyncio.create_task(block())
+    await inside.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert async_db.pool_stats()["checked_out"] == 0
+    assert await item_names_async(async_db) == []

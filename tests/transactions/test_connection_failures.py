@@ -1,0 +1,138 @@
+"""A PostgreSQL backend killed under a transaction: before COMMIT the function runs again on a
+fresh connection; during COMMIT the outcome is unknown and nothing is retried."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
+
+from dalkit import (
+    AsyncDatabase,
+    CommitOutcomeUnknownError,
+    ConnectionLostError,
+    Database,
+    RetryPolicy,
+)
+
+from .models import Item, create_all, create_all_async, item_names, item_names_async
+
+pytestmark = pytest.mark.postgres
+
+FAST = RetryPolicy(attempts=3, base_delay=0.001, max_delay=0.01)
+PID = sa.text("SELECT pg_backend_pid()")
+
+# A deferred constraint trigger fires inside COMMIT: this one makes its own backend terminate
+# there, the way a crash or an administrator would, after the client has sent COMMIT.
+DIE_DURING_COMMIT = [
+    """
+    CREATE FUNCTION die_during_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        PERFORM pg_terminate_backend(pg_backend_pid());
+        PERFORM pg_sleep(5);
+        RETURN NULL;
+    END $$
+    """,
+    """
+    CREATE CONSTRAINT TRIGGER die_during_commit AFTER INSERT ON items
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN (NEW.name = 'doomed')
+    EXECUTE FUNCTION die_during_commit()
+    """,
+]
+
+
+def _kill(admin: psycopg.Connection[tuple[object, ...]], pid: int) -> None:
+    # with a timeout, pg_terminate_backend waits until the backend is gone
+    admin.execute("SELECT pg_terminate_backend(%s, 5000)", (pid,))
+
+
+def test_a_connection_killed_before_commit_is_retried_on_a_fresh_one(
+    pg_db: Database, pg_admin: psycopg.Connection[tuple[object, ...]]
+) -> None:
+    create_all(pg_db)
+    pids: list[int] = []
+
+    def add(session: Session) -> None:
+        pids.append(int(session.scalar(PID) or 0))
+        session.add(Item(name="landed"))
+        session.flush()
+        if len(pids) == 1:
+            _kill(pg_admin, pids[0])
+        session.execute(sa.select(1))
+
+    pg_db.run_transaction(add, retry=FAST)
+    assert len(pids) == 2
+    assert pids[0] != pids[1]
+    assert item_names(pg_db) == ["landed"]
+    assert pg_db.pool_stats()["connections_lost"] >= 1
+
+
+def test_a_connection_killed_before_commit_surfaces_when_nothing_retries(
+    pg_db: Database, pg_admin: psycopg.Connection[tuple[object, ...]]
+) -> None:
+    with pytest.raises(ConnectionLostError), pg_db.transaction() as session:
+        _kill(pg_admin, int(session.scalar(PID) or 0))
+        session.execute(sa.select(1))
+    with pg_db.transaction() as session:  # the pool hands out a working connection again
+        assert session.scalar(sa.select(1)) == 1
+
+
+def test_a_connection_killed_during_commit_is_an_unknown_outcome_never_retried(
+    pg_db: Database,
+) -> None:
+    create_all(pg_db)
+    with pg_db.engine.begin() as connection:
+        for statement in DIE_DURING_COMMIT:
+            connection.exec_driver_sql(statement)
+    calls: list[int] = []
+
+    def add(session: Session) -> None:
+        calls.append(1)
+        session.add(Item(name="doomed"))
+
+    with pytest.raises(CommitOutcomeUnknownError) as caught:
+        pg_db.run_transaction(add, retry=FAST)
+    assert calls == [1]
+    assert isinstance(caught.value.__cause__, ConnectionLostError)
+    stats = pg_db.transaction_stats()
+    assert (stats["failed"], stats["retries"]) == (1, 0)
+    assert item_names(pg_db) == []  # here it did abort, but the client could not know
+
+
+async def test_async_connection_killed_before_commit_is_retried(
+    pg_async_db: AsyncDatabase, pg_admin: psycopg.Connection[tuple[object, ...]]
+) -> None:
+    await create_all_async(pg_async_db)
+    pids: list[int] = []
+
+    async def add(session: AsyncSession) -> None:
+        pids.append(int(await session.scalar(PID) or 0))
+        session.add(Item(name="landed"))
+        await session.flush()
+        if len(pids) == 1:
+            _kill(pg_admin, pids[0])
+        await session.execute(sa.select(1))
+
+    await pg_async_db.run_transaction(add, retry=FAST)
+    assert len(pids) == 2
+    assert await item_names_async(pg_async_db) == ["landed"]
+
+
+async def test_async_connection_killed_during_commit_is_an_unknown_outcome(
+    pg_async_db: AsyncDatabase,
+) -> None:
+    await create_all_async(pg_async_db)
+    async with pg_async_db.engine.begin() as connection:
+        for statement in DIE_DURING_COMMIT:
+            await connection.exec_driver_sql(statement)
+    calls: list[int] = []
+
+    async def add(session: AsyncSession) -> None:
+        calls.append(1)
+        session.add(Item(name="doomed"))
+
+    with pytest.raises(CommitOutcomeUnknownError):
+        await pg_async_db.run_transaction(add, retry=FAST)
+    assert calls == [1]

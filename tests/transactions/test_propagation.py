@@ -1,0 +1,190 @@
+"""Propagation: "required" joins, "nested" is a savepoint, "requires_new" is a transaction of
+its own on another connection; and what SQLite cannot do."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
+
+import dalkit
+from dalkit import AsyncDatabase, Database, TransactionError
+
+from .models import Item, create_all, create_all_async, item_names, item_names_async
+
+
+def _count(session: Session) -> int:
+    return int(session.scalar(sa.select(sa.func.count()).select_from(Item)) or 0)
+
+
+def test_required_joins_the_surrounding_transaction_and_its_session(db: Database) -> None:
+    create_all(db)
+
+    def inner(session: Session) -> tuple[Session, int]:
+        session.add(Item(name="inner"))
+        session.flush()
+        return session, _count(session)
+
+    with pytest.raises(RuntimeError), db.transaction() as outer:
+        outer.add(Item(name="outer"))
+        outer.flush()
+        joined, seen = db.run_transaction(inner)
+        assert joined is outer
+        assert seen == 2
+        raise RuntimeError("the outer transaction decides")
+    assert item_names(db) == []
+    assert db.transaction_stats()["total"] == 1  # a joined call is not a transaction of its own
+
+
+def test_an_inner_failure_in_a_joined_function_propagates(db: Database) -> None:
+    def inner() -> None:
+        raise LookupError("inner")
+
+    with pytest.raises(LookupError), db.transaction():
+        db.run_transaction(inner)
+
+
+def test_a_nested_failure_rolls_back_only_the_inner_work(db: Database) -> None:
+    create_all(db)
+
+    @db.transactional(propagation="nested")
+    def inner(name: str, session: Session) -> None:
+        session.add(Item(name=name))
+        session.flush()
+        raise LookupError("inner fails")
+
+    @db.transactional
+    def outer(session: Session) -> int:
+        session.add(Item(name="outer"))
+        with pytest.raises(LookupError):
+            inner("inner")
+        return _count(session)
+
+    assert outer() == 1
+    assert item_names(db) == ["outer"]
+
+
+def test_nested_without_a_surrounding_transaction_starts_one(db: Database) -> None:
+    create_all(db)
+    db.run_transaction(lambda session: session.add(Item(name="alone")), propagation="nested")
+    assert item_names(db) == ["alone"]
+
+
+def test_a_transaction_of_another_database_is_not_joined(db: Database, tmp_path: Path) -> None:
+    create_all(db)
+    other = Database(f"sqlite:///{tmp_path}/other.db")
+    try:
+        create_all(other)
+        with db.transaction() as mine:
+            with other.transaction() as theirs:
+                assert theirs is not mine
+                assert dalkit.current_session() is theirs
+                theirs.add(Item(name="other"))
+            assert dalkit.current_session() is mine
+        assert item_names(other) == ["other"]
+    finally:
+        other.dispose()
+
+
+def test_joining_at_another_isolation_level_is_refused(db: Database) -> None:
+    with db.transaction(isolation="SERIALIZABLE"):
+        with pytest.raises(TransactionError, match="requires_new"):
+            db.run_transaction(lambda: None, isolation="READ COMMITTED")
+        db.run_transaction(lambda: None, isolation="SERIALIZABLE")
+        db.run_transaction(lambda: None)  # no preference: joins whatever runs
+
+
+def test_writing_inside_a_read_only_transaction_is_refused(db: Database) -> None:
+    with db.transaction(read_only=True), pytest.raises(TransactionError, match="read-only"):
+        db.run_transaction(lambda: None, propagation="nested")
+
+
+@pytest.mark.postgres
+def test_requires_new_commits_independently_of_the_outer_transaction(pg_db: Database) -> None:
+    create_all(pg_db)
+
+    @pg_db.transactional(propagation="requires_new")
+    def audit(message: str, session: Session) -> int:
+        session.add(Item(name=message))
+        session.flush()
+        return _count(session)
+
+    with pytest.raises(RuntimeError), pg_db.transaction() as session:
+        session.add(Item(name="outer"))
+        session.flush()
+        assert audit("audit") == 1  # it cannot see the outer, uncommitted row
+        assert dalkit.current_session() is session
+        raise RuntimeError("outer rolls back")
+    assert item_names(pg_db) == ["audit"]
+
+
+@pytest.fixture
+def file_sqlite(sqlite_url: str) -> Iterator[Database]:
+    database = Database(sqlite_url)
+    create_all(database)
+    try:
+        yield database
+    finally:
+        database.dispose()
+
+
+def test_sqlite_requires_new_writes_inside_a_read_only_transaction(file_sqlite: Database) -> None:
+    with pytest.raises(RuntimeError), file_sqlite.transaction(read_only=True):
+        with file_sqlite.transaction(propagation="requires_new") as inner:
+            inner.add(Item(name="independent"))
+        raise RuntimeError("outer fails")
+    assert item_names(file_sqlite) == ["independent"]
+
+
+def test_sqlite_refuses_a_requires_new_writer_that_would_wait_for_its_caller(
+    file_sqlite: Database,
+) -> None:
+    with file_sqlite.transaction(), pytest.raises(TransactionError, match="one writer"):
+        file_sqlite.run_transaction(lambda: None, propagation="requires_new")
+
+
+def test_in_memory_sqlite_refuses_requires_new() -> None:
+    db = Database("sqlite://")
+    try:
+        with db.transaction(read_only=True), pytest.raises(TransactionError, match="in-memory"):
+            db.run_transaction(lambda: None, propagation="requires_new", read_only=True)
+    finally:
+        db.dispose()
+
+
+# --- the async API ----------------------------------------------------------------------------
+
+
+async def test_async_nested_failure_rolls_back_only_the_inner_work(
+    async_db: AsyncDatabase,
+) -> None:
+    await create_all_async(async_db)
+    async with async_db.transaction() as session:
+        session.add(Item(name="outer"))
+        with pytest.raises(LookupError):
+            async with async_db.transaction(propagation="nested") as inner:
+                assert inner is session
+                inner.add(Item(name="inner"))
+                await inner.flush()
+                raise LookupError("inner fails")
+    assert await item_names_async(async_db) == ["outer"]
+
+
+@pytest.mark.postgres
+async def test_async_requires_new_commits_independently(pg_async_db: AsyncDatabase) -> None:
+    db = pg_async_db
+    await create_all_async(db)
+
+    async def audit(session: AsyncSession) -> None:
+        session.add(Item(name="audit"))
+
+    with pytest.raises(RuntimeError):
+        async with db.transaction() as session:
+            session.add(Item(name="outer"))
+            await db.run_transaction(audit, propagation="requires_new")
+            raise RuntimeError("outer rolls back")
+    assert await item_names_async(db) == ["audit"]

@@ -1,0 +1,66 @@
+"""Fixtures for the unit-of-work tests: the sync and async databases of the test's backend with
+the test tables and dalkit's own, and an event bus that remembers what it delivered."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+from sqlalchemy.engine import make_url
+
+from dalkit import AsyncDatabase, Database, DomainEvent, EventBus
+
+from .models import Base
+
+
+class RecordingBus(EventBus):
+    """An EventBus whose ``seen`` lists every event it dispatched, in order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[DomainEvent] = []
+        self.subscribe(DomainEvent, self.seen.append)
+
+
+@pytest.fixture
+def database(db: Database) -> Database:
+    """``db`` with the test tables and dalkit's audit log, outbox and inbox."""
+    db.create_all(Base.metadata)
+    return db
+
+
+@pytest.fixture
+async def async_database(async_db: AsyncDatabase) -> AsyncDatabase:
+    await async_db.create_all(Base.metadata)
+    return async_db
+
+
+@pytest.fixture
+def bus() -> RecordingBus:
+    return RecordingBus()
+
+
+def with_driver(url: str, driver: str) -> str:
+    return make_url(url).set(drivername=driver).render_as_string(hide_password=False)
+
+
+@pytest.fixture
+def pg_database(postgres_database_url: str) -> Iterator[Database]:
+    """A Database (psycopg) on a fresh PostgreSQL database with the tables."""
+    database = Database(with_driver(postgres_database_url, "postgresql+psycopg"))
+    database.create_all(Base.metadata)
+    try:
+        yield database
+    finally:
+        database.dispose()
+
+
+@pytest.fixture
+async def pg_async_database(postgres_database_url: str) -> AsyncIterator[AsyncDatabase]:
+    """An AsyncDatabase (asyncpg) on a fresh PostgreSQL database with the tables."""
+    database = AsyncDatabase(with_driver(postgres_database_url, "postgresql+asyncpg"))
+    await database.create_all(Base.metadata)
+    try:
+        yield database
+    finally:
+        await database.dispose()

@@ -1,0 +1,62 @@
+"""``dalkit outbox status`` and ``dalkit outbox relay --once`` on a real database and Redis."""
+
+from __future__ import annotations
+
+import redis
+from typer.testing import CliRunner
+
+from dalkit import Database, UnitOfWork
+from dalkit.cli import app
+
+from .models import AccountCredited
+
+
+def fill(url: str, count: int) -> list[str]:
+    with Database(url) as db:
+        db.create_all()
+        with UnitOfWork(db, outbox=True) as uow:
+            events = [AccountCredited(account_id=1, amount=n) for n in range(count)]
+            for event in events:
+                uow.publish(event, aggregate=("Account", 1))
+    return [e.event_id for e in events]
+
+
+def test_status_shows_the_pending_messages(db_url: str) -> None:
+    fill(db_url, 3)
+    result = CliRunner().invoke(app, ["outbox", "status", "--url", db_url])
+    assert result.exit_code == 0, result.output
+    assert "pending" in result.output
+    assert "3" in result.output
+
+
+def test_relay_once_publishes_to_a_redis_stream(db_url: str, redis_url: str) -> None:
+    event_ids = fill(db_url, 2)
+    stream = f"cli-test:{event_ids[0]}"
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        result = CliRunner().invoke(
+            app,
+            [
+                "outbox",
+                "relay",
+                "--url",
+                db_url,
+                "--once",
+                "--redis-url",
+                redis_url,
+                "--stream",
+                stream,
+            ],
+        )
+        assert result.exit_code == 0, result.output
+        assert "published 2, failed 0" in result.output
+        assert [fields["event_id"] for _, fields in client.xrange(stream)] == event_ids
+    finally:
+        client.delete(stream)
+        client.close()
+
+
+def test_relay_without_a_destination_exits_2(db_url: str) -> None:
+    result = CliRunner().invoke(app, ["outbox", "relay", "--url", db_url, "--once"])
+    assert result.exit_code == 2
+    assert "--redis-url" in result.output

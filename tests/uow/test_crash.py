@@ -1,0 +1,150 @@
+"""Crash test on PostgreSQL: three relay processes, SIGKILLed at random and restarted while
+5,000 events flow; afterwards no event is lost, the inbox absorbed every duplicate, and each
+aggregate's events were handled in order."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from dalkit import Database, UnitOfWork
+from dalkit.outbox_relay import read_status
+
+from .conftest import with_driver
+from .models import AccountCredited
+from .relay_worker import crash_metadata, deliveries, handled
+
+AGGREGATES = 50
+EVENTS_PER_AGGREGATE = 100
+EVENTS_PER_UNIT = 10
+RELAYS = 3
+ROOT = Path(__file__).resolve().parents[2]
+# every bound of the test is a deadline: nothing waits forever
+RELAY_LIFETIME_S = 240.0
+DRAIN_TIMEOUT_S = 120.0
+DRAIN_KILLS = 12
+
+
+def start_relay(url: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.uow.relay_worker", url, str(RELAY_LIFETIME_S)],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+class Producer:
+    """Writes the events in units of work of ten, each aggregate's in increasing ``amount``
+    order; units of different aggregates are interleaved at random."""
+
+    def __init__(self, db: Database, rng: random.Random) -> None:
+        self.db = db
+        self.rng = rng
+        self.next_seq = dict.fromkeys(range(AGGREGATES), 0)
+        self.event_ids: list[str] = []
+
+    @property
+    def done(self) -> bool:
+        return not self.next_seq
+
+    def write(self, units: int) -> None:
+        for _ in range(units):
+            if self.done:
+                return
+            aggregate = self.rng.choice(list(self.next_seq))
+            start = self.next_seq[aggregate]
+            with UnitOfWork(self.db, outbox=True) as uow:
+                for seq in range(start, start + EVENTS_PER_UNIT):
+                    event = AccountCredited(account_id=aggregate, amount=seq)
+                    uow.publish(event, aggregate=("Account", aggregate))
+                    self.event_ids.append(event.event_id)
+            self.next_seq[aggregate] = start + EVENTS_PER_UNIT
+            if self.next_seq[aggregate] >= EVENTS_PER_AGGREGATE:
+                del self.next_seq[aggregate]
+
+
+@pytest.mark.postgres
+def test_relays_killed_at_random_lose_nothing_and_keep_each_aggregates_order(
+    postgres_database_url: str,
+) -> None:
+    url = with_driver(postgres_database_url, "postgresql+psycopg")
+    seed = random.randrange(2**32)
+    rng = random.Random(seed)
+    db = Database(url)
+    db.create_all(crash_metadata)
+    relays = [start_relay(url) for _ in range(RELAYS)]
+    kills = 0
+    try:
+        # the producer writes in slices; between slices, a random relay may be killed
+        producer = Producer(db, random.Random(rng.random()))
+        next_kill = time.monotonic() + rng.uniform(0.2, 0.8)
+        while not producer.done:
+            producer.write(5)
+            if time.monotonic() >= next_kill:
+                kills += kill_one(relays, rng, url)
+                next_kill = time.monotonic() + rng.uniform(0.2, 0.8)
+        # then keep killing while the relays work through the backlog
+        deadline = time.monotonic() + DRAIN_TIMEOUT_S
+        for _ in range(DRAIN_KILLS):
+            if not read_status(db).pending:
+                break
+            time.sleep(rng.uniform(0.3, 0.8))
+            kills += kill_one(relays, rng, url)
+        # and let the last ones finish undisturbed
+        while read_status(db).pending and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert read_status(db).pending == 0, f"outbox not drained (seed {seed})"
+    finally:
+        for relay in relays:
+            relay.send_signal(signal.SIGTERM)
+        for relay in relays:
+            try:
+                relay.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                relay.kill()
+                relay.wait()
+
+    with db.session() as session:
+        delivered = session.execute(sa.select(sa.func.count()).select_from(deliveries)).scalar()
+        runs = session.execute(
+            sa.select(handled.c.event_id, handled.c.aggregate_key, handled.c.seq).order_by(
+                handled.c.id
+            )
+        ).all()
+    db.dispose()
+
+    event_ids = producer.event_ids
+    handled_ids = [row.event_id for row in runs]
+    assert len(event_ids) == AGGREGATES * EVENTS_PER_AGGREGATE
+    assert set(handled_ids) == set(event_ids), f"events lost (seed {seed})"
+    assert len(handled_ids) == len(set(handled_ids)), f"a handler ran twice (seed {seed})"
+    by_aggregate: dict[str, list[int]] = {}
+    for row in runs:
+        by_aggregate.setdefault(row.aggregate_key, []).append(row.seq)
+    for key, seqs in by_aggregate.items():
+        assert seqs == sorted(seqs), f"{key} handled out of order (seed {seed})"
+    duplicates = int(delivered or 0) - len(event_ids)
+    assert kills >= 3
+    print(
+        f"\ncrash test (seed {seed}): {len(event_ids)} events, {kills} relays killed, "
+        f"0 lost, {duplicates} duplicate deliveries absorbed by the inbox"
+    )
+
+
+def kill_one(relays: list[subprocess.Popen[bytes]], rng: random.Random, url: str) -> int:
+    """SIGKILL a random relay and start another in its place."""
+    index = rng.randrange(len(relays))
+    relays[index].kill()
+    relays[index].wait()
+    relays[index] = start_relay(url)
+    return 1
