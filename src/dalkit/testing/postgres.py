@@ -9,18 +9,18 @@ import os
 import re
 import secrets
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
 import weakref
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 from urllib.parse import quote
 
 from sqlalchemy.engine import URL, make_url
+
+from dalkit.testing._server import LocalServer, free_port
 
 __all__ = ["PostgresServer", "create_database", "drop_database"]
 
@@ -31,42 +31,16 @@ _LOG_TAIL_LINES = 30
 _DATABASE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 
 
-class PostgresServer:
+class PostgresServer(LocalServer):
     """A private PostgreSQL cluster on 127.0.0.1, removed again by ``stop()``."""
 
     def __init__(self, *, port: int | None = None, bin_dir: str | Path | None = None) -> None:
+        super().__init__()
         self._bin_dir = Path(bin_dir) if bin_dir is not None else find_bin_dir()
         self._requested_port = port
         self._password = secrets.token_urlsafe(18)
-        self._port: int | None = None
         self._root: Path | None = None
         self._owner: _Owner | None = None
-        self._finalizer: weakref.finalize[Any, PostgresServer] | None = None
-
-    def __repr__(self) -> str:
-        return f"PostgresServer(port={self._port}, running={self.running})"
-
-    def __enter__(self) -> PostgresServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    @property
-    def running(self) -> bool:
-        return self._finalizer is not None and self._finalizer.alive
-
-    @property
-    def port(self) -> int:
-        if self._port is None:
-            raise RuntimeError("PostgresServer is not started")
-        return self._port
 
     @property
     def password(self) -> str:
@@ -286,14 +260,6 @@ def _checked_name(name: str) -> str:
     if not _DATABASE_NAME.fullmatch(name):
         raise ValueError(f"not a plain database name: {name!r}")
     return name
-
-
-def free_port() -> int:
-    """A loopback port nobody listens on right now (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _version_key(version: str) -> tuple[int, ...]:

@@ -8,10 +8,8 @@ import tempfile
 import time
 import weakref
 from pathlib import Path
-from types import TracebackType
-from typing import Any
 
-from dalkit.testing.postgres import free_port
+from dalkit.testing._server import LocalServer, free_port
 
 __all__ = ["RedisServer"]
 
@@ -19,41 +17,15 @@ _READY_TIMEOUT = 30.0
 _LOG_TAIL_LINES = 30
 
 
-class RedisServer:
+class RedisServer(LocalServer):
     """A private ``redis-server`` on 127.0.0.1, removed again by ``stop()``."""
 
     def __init__(self, *, port: int | None = None, executable: str | Path | None = None) -> None:
+        super().__init__()
         self._executable = Path(executable) if executable is not None else _find_executable()
         self._requested_port = port
-        self._port: int | None = None
         self._root: Path | None = None
         self._process: subprocess.Popen[bytes] | None = None
-        self._finalizer: weakref.finalize[Any, RedisServer] | None = None
-
-    def __repr__(self) -> str:
-        return f"RedisServer(port={self._port}, running={self.running})"
-
-    def __enter__(self) -> RedisServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    @property
-    def running(self) -> bool:
-        return self._finalizer is not None and self._finalizer.alive
-
-    @property
-    def port(self) -> int:
-        if self._port is None:
-            raise RuntimeError("RedisServer is not started")
-        return self._port
 
     @property
     def url(self) -> str:
