@@ -1,10 +1,12 @@
 """The audit log: which models are audited (:class:`Audited`, :func:`register`), who acts
-(:func:`actor`), capture of every change from the session into ``dalkit_audit_log`` in the same
-transaction, and the queries that read the trail back.
+(:func:`actor`), and capture of every change into ``dalkit_audit_log`` in the same transaction;
+reading the trail back lives in :mod:`dalkit.audit_trail`, re-exported here.
 
 Capture is written once on SQLAlchemy's synchronous session events and serves the async API too:
 ``before_flush``/``after_flush`` for the ORM unit of work, ``do_orm_execute`` for ORM-enabled
 UPDATE and DELETE statements, whose old values are read in the same transaction before they run.
+The repositories' ``bulk_update`` writes through the driver, out of the events' sight, and records
+its chunks through :func:`recording_bulk_update` instead.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import enum
 import json
 import typing
 import uuid
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import sqlalchemy as sa
@@ -27,6 +29,15 @@ from sqlalchemy import event
 from sqlalchemy.orm import Mapper, ORMExecuteState, Session, UOWTransaction, sessionmaker
 from sqlalchemy.orm.attributes import get_history
 
+from dalkit.audit_trail import (
+    AuditEntry,
+    changes_by,
+    changes_by_async,
+    changes_by_query,
+    history,
+    history_async,
+    history_query,
+)
 from dalkit.errors import ConfigurationError
 from dalkit.tables import audit_log
 
@@ -36,7 +47,9 @@ if TYPE_CHECKING:
 __all__ = [
     "AuditEntry",
     "Audited",
+    "BulkUpdateAudit",
     "actor",
+    "bulk_update_audit",
     "changes_by",
     "changes_by_async",
     "changes_by_query",
@@ -45,6 +58,8 @@ __all__ = [
     "history_async",
     "history_query",
     "install",
+    "recording_bulk_update",
+    "recording_bulk_update_async",
     "register",
 ]
 
@@ -116,6 +131,13 @@ class _ModelAudit:
     def keys(self) -> tuple[str, ...]:
         return tuple(key for key, _ in self.fields)
 
+    def select(self) -> sa.Select[Any]:
+        """Every recorded field, labelled by its attribute key."""
+        return sa.select(*(column.label(key) for key, column in self.fields))
+
+    def key_of(self, row: Mapping[Any, Any]) -> tuple[Any, ...]:
+        return tuple(row[k] for k in self.primary_key)
+
 
 _registered: dict[type[Any], tuple[str | None, frozenset[str], frozenset[str]]] = {}
 _configs: dict[type[Any], _ModelAudit | None] = {}
@@ -149,6 +171,16 @@ def _model_audit(cls: type[Any]) -> _ModelAudit | None:
         found = _build(cls, *options)
     _configs[cls] = found
     return found
+
+
+def entity_type_name(entity_type: type[Any] | str) -> str:
+    """The ``entity_type`` the log records for an audited model (a name passes through)."""
+    if isinstance(entity_type, str):
+        return entity_type
+    config = _model_audit(entity_type)
+    if config is None:
+        raise ConfigurationError(f"{entity_type.__name__} is not audited")
+    return config.name
 
 
 def _build(
@@ -320,31 +352,40 @@ def _on_orm_execute(state: ORMExecuteState) -> Any:
     if mapper is None or config is None:
         return None
     session = state.session
-    fields = dict(config.fields)
-    pk_columns = [fields[k] for k in config.primary_key]
-    columns = [column.label(key) for key, column in config.fields]
     if state.is_executemany:
         # ORM bulk UPDATE by primary key: the rows name the keys
         params: list[dict[str, Any]] = state.parameters  # type: ignore[assignment]
-        keys = [tuple(p[k] for k in config.primary_key) for p in params]
-        before = _rows_by_key(session, config, columns, pk_columns, keys)
+        before = _rows_by_key(session, config, [config.key_of(p) for p in params])
     else:
-        statement = sa.select(*columns)
+        statement = config.select()
         where = typing.cast("sa.Update | sa.Delete", state.statement).whereclause
         if where is not None:
             statement = statement.where(where)
         else:
             statement = statement.select_from(mapper.local_table)
         found = session.connection().execute(statement, state.parameters or {}).mappings()
-        before = {tuple(row[k] for k in config.primary_key): dict(row) for row in found}
+        before = {config.key_of(row): dict(row) for row in found}
     result = state.invoke_statement()
+    _record_since(session, config, before, deleting=state.is_delete)
+    return result
+
+
+def _record_since(
+    session: Session,
+    config: _ModelAudit,
+    before: Mapping[tuple[Any, ...], Mapping[str, Any]],
+    *,
+    deleting: bool = False,
+) -> None:
+    """Log what became of the rows that held ``before``: the fields that changed in each row
+    still there, or (when ``deleting``) the full values of each row now gone."""
     if not before:
-        return result
-    after = _rows_by_key(session, config, columns, pk_columns, list(before))
+        return
+    after = _rows_by_key(session, config, list(before))
     rows = []
     for key, old in before.items():
         new = after.get(key)
-        if state.is_delete:
+        if deleting:
             if new is None:
                 rows.append(_row(config, "delete", key, _full(config, old)))
         elif new is not None:
@@ -352,25 +393,75 @@ def _on_orm_execute(state: ORMExecuteState) -> Any:
             if changes:
                 rows.append(_row(config, "update", key, changes))
     _write(session, rows)
-    return result
 
 
 def _rows_by_key(
-    session: Session,
-    config: _ModelAudit,
-    columns: list[Any],
-    pk_columns: list[Any],
-    keys: list[tuple[Any, ...]],
+    session: Session, config: _ModelAudit, keys: Sequence[tuple[Any, ...]]
 ) -> dict[tuple[Any, ...], dict[str, Any]]:
-    found: dict[tuple[Any, ...], dict[str, Any]] = {}
+    """The recorded fields of the rows with primary keys ``keys``, in bounded IN lists."""
+    fields = dict(config.fields)
+    pk_columns = [fields[k] for k in config.primary_key]
     target = pk_columns[0] if len(pk_columns) == 1 else sa.tuple_(*pk_columns)
+    found: dict[tuple[Any, ...], dict[str, Any]] = {}
     for start in range(0, len(keys), _IN_CHUNK):
         chunk = keys[start : start + _IN_CHUNK]
         values = [k[0] for k in chunk] if len(pk_columns) == 1 else chunk
-        statement = sa.select(*columns).where(target.in_(values))
+        statement = config.select().where(target.in_(values))
         for row in session.connection().execute(statement).mappings():
-            found[tuple(row[k] for k in config.primary_key)] = dict(row)
+            found[config.key_of(row)] = dict(row)
     return found
+
+
+# -- capture: bulk_update, which writes through the driver -------------------------------------
+@dataclasses.dataclass(frozen=True, slots=True)
+class BulkUpdateAudit:
+    """Recording a repository's ``bulk_update`` of one audited model, a chunk at a time: the
+    chunk's rows are read by primary key before and after it is written, so memory holds one
+    chunk's values, and the log rows go into the chunk's savepoint with it."""
+
+    config: _ModelAudit
+
+    def read_before(
+        self, session: Session, rows: Sequence[Mapping[str, Any]]
+    ) -> dict[tuple[Any, ...], dict[str, Any]]:
+        return _rows_by_key(session, self.config, [self.config.key_of(row) for row in rows])
+
+    def record(self, session: Session, before: Mapping[tuple[Any, ...], Mapping[str, Any]]) -> None:
+        _record_since(session, self.config, before)
+
+
+def bulk_update_audit(model: type[Any]) -> BulkUpdateAudit | None:
+    """How to record ``bulk_update`` of ``model``, or None when it is not audited (then the
+    bulk update runs no query beyond its own)."""
+    config = _model_audit(model)
+    return None if config is None else BulkUpdateAudit(config)
+
+
+@contextlib.contextmanager
+def recording_bulk_update(
+    session: Session, audit: BulkUpdateAudit | None, rows: Sequence[Mapping[str, Any]]
+) -> Iterator[None]:
+    """Log the changes the block makes to ``rows`` (bulk_update rows, keyed by field name),
+    unless it raises; does nothing when ``audit`` is None."""
+    if audit is None:
+        yield
+        return
+    before = audit.read_before(session, rows)
+    yield
+    audit.record(session, before)
+
+
+@contextlib.asynccontextmanager
+async def recording_bulk_update_async(
+    session: AsyncSession, audit: BulkUpdateAudit | None, rows: Sequence[Mapping[str, Any]]
+) -> AsyncIterator[None]:
+    """:func:`recording_bulk_update` for an AsyncSession."""
+    if audit is None:
+        yield
+        return
+    before = await session.run_sync(audit.read_before, rows)
+    yield
+    await session.run_sync(audit.record, before)
 
 
 # -- installing --------------------------------------------------------------------------------
@@ -394,81 +485,3 @@ def install(session_factory: sessionmaker[Any] | async_sessionmaker[Any]) -> Non
     event.listen(target, "before_flush", _before_flush)
     event.listen(target, "after_flush", _after_flush)
     event.listen(target, "do_orm_execute", _on_orm_execute)
-
-
-# -- reading the trail -------------------------------------------------------------------------
-@dataclasses.dataclass(frozen=True, slots=True)
-class AuditEntry:
-    """One row of the audit log."""
-
-    id: int
-    entity_type: str
-    entity_id: str
-    action: str
-    changes: dict[str, Any]
-    actor_id: str | None
-    request_id: str | None
-    occurred_at: dt.datetime
-
-    @classmethod
-    def from_row(cls, row: Mapping[Any, Any]) -> AuditEntry:
-        return cls(**{f.name: row[f.name] for f in dataclasses.fields(cls)})
-
-
-def _entity_type(entity_type: type[Any] | str) -> str:
-    if isinstance(entity_type, str):
-        return entity_type
-    config = _model_audit(entity_type)
-    if config is None:
-        raise ConfigurationError(f"{entity_type.__name__} is not audited")
-    return config.name
-
-
-def history_query(entity_type: type[Any] | str, entity_id: Any) -> sa.Select[Any]:
-    """The log of one entity, oldest first; ``entity_id`` is its primary key (a tuple when
-    composite)."""
-    key = entity_id if isinstance(entity_id, tuple) else (entity_id,)
-    return (
-        sa.select(audit_log)
-        .where(
-            audit_log.c.entity_type == _entity_type(entity_type),
-            audit_log.c.entity_id == entity_key(key),
-        )
-        .order_by(audit_log.c.occurred_at, audit_log.c.id)
-    )
-
-
-def changes_by_query(actor_id: object, since: dt.datetime | None = None) -> sa.Select[Any]:
-    """What ``actor_id`` changed (since ``since``), oldest first."""
-    statement = sa.select(audit_log).where(audit_log.c.actor_id == str(actor_id))
-    if since is not None:
-        statement = statement.where(audit_log.c.occurred_at >= since)
-    return statement.order_by(audit_log.c.occurred_at, audit_log.c.id)
-
-
-def history(session: Session, entity_type: type[Any] | str, entity_id: Any) -> list[AuditEntry]:
-    """The audit trail of one entity, in time order."""
-    rows = session.execute(history_query(entity_type, entity_id)).mappings()
-    return [AuditEntry.from_row(row) for row in rows]
-
-
-async def history_async(
-    session: AsyncSession, entity_type: type[Any] | str, entity_id: Any
-) -> list[AuditEntry]:
-    rows = (await session.execute(history_query(entity_type, entity_id))).mappings()
-    return [AuditEntry.from_row(row) for row in rows]
-
-
-def changes_by(
-    session: Session, actor_id: object, since: dt.datetime | None = None
-) -> list[AuditEntry]:
-    """Every change recorded for ``actor_id``, in time order."""
-    rows = session.execute(changes_by_query(actor_id, since)).mappings()
-    return [AuditEntry.from_row(row) for row in rows]
-
-
-async def changes_by_async(
-    session: AsyncSession, actor_id: object, since: dt.datetime | None = None
-) -> list[AuditEntry]:
-    rows = (await session.execute(changes_by_query(actor_id, since))).mappings()
-    return [AuditEntry.from_row(row) for row in rows]

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from dalkit._engine import get_async_driver_connection
 from dalkit._repository_base import ModelT, QueryPlan, RepositoryBase
+from dalkit.audit import BulkUpdateAudit, bulk_update_audit, recording_bulk_update_async
 from dalkit.bulk import (
     DEFAULT_CHUNK_SIZE,
     BulkPlan,
@@ -75,12 +76,14 @@ class AsyncBulkOperations(RepositoryBase[ModelT]):
     ) -> int:
         """Update many rows by primary key, bypassing the ORM: COPY into a temporary table and
         one UPDATE ... FROM per chunk on PostgreSQL, ``executemany`` on SQLite. Same savepoint
-        rules as :meth:`bulk_insert`; returns the number of rows updated."""
+        rules as :meth:`bulk_insert`; returns the number of rows updated. An audited model's
+        changes are logged chunk by chunk, as its other writes are."""
         originals = rows if isinstance(rows, Sequence) else builtins.list(rows)
         if not originals:
             return 0
         plan = plan_bulk(self._q.info, originals[0], self._dialect, update=True)
         originals, tuples = plan.tuples(originals)
+        audit = bulk_update_audit(self._q.info.model)
         await self.session.flush()
         if self._dialect.name == "postgresql":
             name = f"_dalkit_bulk_{secrets.token_hex(6)}"
@@ -97,6 +100,7 @@ class AsyncBulkOperations(RepositoryBase[ModelT]):
                 progress,
                 "update",
                 lambda part: self._update_staged(plan, part, oids, name, empty, update),
+                audit,
             )
             await connection.exec_driver_sql(drop)
             return updated
@@ -111,6 +115,7 @@ class AsyncBulkOperations(RepositoryBase[ModelT]):
             progress,
             "update",
             lambda part: self._executemany(sql, part),
+            audit,
         )
 
     async def _run_chunks(
@@ -122,6 +127,7 @@ class AsyncBulkOperations(RepositoryBase[ModelT]):
         progress: bool,
         verb: str,
         write: Any,
+        audit: BulkUpdateAudit | None = None,
     ) -> int:
         if not isinstance(chunk_size, int) or chunk_size < 1:
             raise ValueError("chunk_size must be a positive integer")
@@ -131,9 +137,11 @@ class AsyncBulkOperations(RepositoryBase[ModelT]):
             async with self.session.begin_nested():
                 for start in range(0, len(tuples), chunk_size):
                     part = tuples[start : start + chunk_size]
+                    rows = originals[start : start + chunk_size]
                     try:
                         async with self.session.begin_nested():
-                            written += await write(part)
+                            async with recording_bulk_update_async(self.session, audit, rows):
+                                written += await write(part)
                     except Exception as exc:
                         if not is_row_error(exc):
                             raise

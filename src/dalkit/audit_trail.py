@@ -1,0 +1,99 @@
+"""Reading the audit trail back: :class:`AuditEntry`, the history of one entity and the changes
+of one actor, as statements (to compose) and as sync and async calls. Re-exported by
+:mod:`dalkit.audit`, which owns what is written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+# the module, not its names: dalkit.audit imports this one while it is still being initialised
+from dalkit import audit
+from dalkit.tables import audit_log
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+    from sqlalchemy.orm import Session
+
+__all__ = [
+    "AuditEntry",
+    "changes_by",
+    "changes_by_async",
+    "changes_by_query",
+    "history",
+    "history_async",
+    "history_query",
+]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One row of the audit log."""
+
+    id: int
+    entity_type: str
+    entity_id: str
+    action: str
+    changes: dict[str, Any]
+    actor_id: str | None
+    request_id: str | None
+    occurred_at: dt.datetime
+
+    @classmethod
+    def from_row(cls, row: Mapping[Any, Any]) -> AuditEntry:
+        return cls(**{f.name: row[f.name] for f in dataclasses.fields(cls)})
+
+
+def history_query(entity_type: type[Any] | str, entity_id: Any) -> sa.Select[Any]:
+    """The log of one entity, oldest first; ``entity_id`` is its primary key (a tuple when
+    composite)."""
+    key = entity_id if isinstance(entity_id, tuple) else (entity_id,)
+    return (
+        sa.select(audit_log)
+        .where(
+            audit_log.c.entity_type == audit.entity_type_name(entity_type),
+            audit_log.c.entity_id == audit.entity_key(key),
+        )
+        .order_by(audit_log.c.occurred_at, audit_log.c.id)
+    )
+
+
+def changes_by_query(actor_id: object, since: dt.datetime | None = None) -> sa.Select[Any]:
+    """What ``actor_id`` changed (since ``since``), oldest first."""
+    statement = sa.select(audit_log).where(audit_log.c.actor_id == str(actor_id))
+    if since is not None:
+        statement = statement.where(audit_log.c.occurred_at >= since)
+    return statement.order_by(audit_log.c.occurred_at, audit_log.c.id)
+
+
+def history(session: Session, entity_type: type[Any] | str, entity_id: Any) -> list[AuditEntry]:
+    """The audit trail of one entity, in time order."""
+    rows = session.execute(history_query(entity_type, entity_id)).mappings()
+    return [AuditEntry.from_row(row) for row in rows]
+
+
+async def history_async(
+    session: AsyncSession, entity_type: type[Any] | str, entity_id: Any
+) -> list[AuditEntry]:
+    rows = (await session.execute(history_query(entity_type, entity_id))).mappings()
+    return [AuditEntry.from_row(row) for row in rows]
+
+
+def changes_by(
+    session: Session, actor_id: object, since: dt.datetime | None = None
+) -> list[AuditEntry]:
+    """Every change recorded for ``actor_id``, in time order."""
+    rows = session.execute(changes_by_query(actor_id, since)).mappings()
+    return [AuditEntry.from_row(row) for row in rows]
+
+
+async def changes_by_async(
+    session: AsyncSession, actor_id: object, since: dt.datetime | None = None
+) -> list[AuditEntry]:
+    rows = (await session.execute(changes_by_query(actor_id, since))).mappings()
+    return [AuditEntry.from_row(row) for row in rows]
