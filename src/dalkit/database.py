@@ -33,7 +33,12 @@ from dalkit.raw_sql import checked_text
 from dalkit.retry import DEFAULT_RETRY, RetryPolicy
 from dalkit.tables import create_tables
 from dalkit.transaction import Transactional, TransactionRunner
-from dalkit.transaction_options import IsolationLevel, Propagation, TransactionOptions
+from dalkit.transaction_options import (
+    DEFAULT_OPTIONS,
+    IsolationLevel,
+    Propagation,
+    TransactionOptions,
+)
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -143,14 +148,15 @@ class Database:
         """``fn(*args, **kwargs)`` in a transaction, given the session if it takes one (see
         :meth:`transactional`), and run again whole after a retryable failure (``retry=None``:
         never)."""
-        return self._transactions.run(
-            fn,
-            args,
-            kwargs,
-            TransactionOptions.build(isolation, read_only, propagation),
-            RetryPolicy.coerce(retry),
-            inject=None if "session" in kwargs else session_parameter(fn),
-        )
+        # the defaults spelled out: a call to build() or coerce() is a measurable share of an
+        # empty transaction, and most calls pass no options
+        if isolation is None and read_only is False and propagation == "required":
+            options = DEFAULT_OPTIONS
+        else:
+            options = TransactionOptions.build(isolation, read_only, propagation)
+        policy = retry if retry is DEFAULT_RETRY else RetryPolicy.coerce(retry)
+        inject = None if "session" in kwargs else session_parameter(fn)
+        return self._transactions.run(fn, args, kwargs, options, policy, inject=inject)
 
     @overload
     def transactional(self, fn: Callable[Concatenate[Session, P], R], /) -> Callable[P, R]: ...

@@ -25,6 +25,8 @@ from dalkit.hooks import (
     SessionParameter,
     TransactionScope,
     current_scope,
+    enter_scope,
+    exit_scope,
     session_parameter,
     settle_async,
 )
@@ -71,7 +73,7 @@ class AsyncTransactionRunner:
     async def transaction(self, options: TransactionOptions) -> AsyncIterator[AsyncSession]:
         """One attempt, never retried: a with-block cannot run its body again."""
         current = current_scope()
-        outer = self._joinable(current)
+        outer = None if current is None else self._joinable(current)
         if outer is not None and options.propagation != "requires_new":
             options.check_joinable(outer.options)
             if options.propagation == "nested":
@@ -83,7 +85,7 @@ class AsyncTransactionRunner:
         started = perf_counter()
         scope = self._open(options, current)
         session: AsyncSession = scope.session
-        scope.activate()
+        token = enter_scope(scope)
         try:
             try:
                 yield session
@@ -92,13 +94,13 @@ class AsyncTransactionRunner:
                 await self._discard(session)
                 raise
             finally:
-                scope.deactivate()
+                exit_scope(token)
             await self._commit(session)
         except BaseException as error:
             await self._failed(scope, error, started, rolled_back=0, retries=0)
             raise
         self.stats.record(options.stats_key, True, perf_counter() - started)
-        if scope.has_callbacks:
+        if scope.callbacks:
             await self._run_callbacks(scope.after_commit())
 
     # -- functions: run_transaction() and @transactional -----------------------------------
@@ -115,7 +117,7 @@ class AsyncTransactionRunner:
         """Call ``fn`` in a transaction; rerun the whole of it after a retryable failure when
         it is the outermost level (a joined or nested call lets its caller decide)."""
         current = current_scope()
-        outer = self._joinable(current)
+        outer = None if current is None else self._joinable(current)
         if outer is not None and options.propagation != "requires_new":
             options.check_joinable(outer.options)
             if options.propagation == "nested":
@@ -150,10 +152,9 @@ class AsyncTransactionRunner:
                 await self._failed(scope, error, started, rolled_back, _retries(state))
                 raise
             break
-        self.stats.record(
-            options.stats_key, True, perf_counter() - started, _retries(state), rolled_back
-        )
-        if scope.has_callbacks:
+        retries = 0 if state is None else _retries(state)  # a call fewer when none happened
+        self.stats.record(options.stats_key, True, perf_counter() - started, retries, rolled_back)
+        if scope.callbacks:
             await self._run_callbacks(scope.after_commit())
         return result
 
@@ -174,7 +175,7 @@ class AsyncTransactionRunner:
         return transactional
 
     # -- the steps -----------------------------------------------------------------------------
-    def _joinable(self, current: TransactionScope | None) -> AsyncTransactionScope | None:
+    def _joinable(self, current: TransactionScope) -> AsyncTransactionScope | None:
         # only the innermost transaction can be joined: one of another database in between
         # means current_session() must keep naming that one's session
         if isinstance(current, AsyncTransactionScope) and current.owner is self:
@@ -186,20 +187,21 @@ class AsyncTransactionRunner:
     ) -> AsyncTransactionScope:
         if current is not None and self._dialect == "sqlite":
             self._check_sqlite_can_start(options, current)
-        session = self._database.session_factory(bind=self._bind(options))
+        # looked up here rather than in _new_bind: every transaction pays for this line
+        bind = self._binds.get((options.isolation, options.read_only))
+        if bind is None:
+            bind = self._new_bind(options)
+        session = self._database.session_factory(bind=bind)
         return AsyncTransactionScope(self, session, options, current)
 
-    def _bind(self, options: TransactionOptions) -> AsyncEngine:
+    def _new_bind(self, options: TransactionOptions) -> AsyncEngine:
         """The engine whose connections have these options: the pool is shared, and each
         connection gets the characteristics on checkout and loses them on return."""
-        key = (options.isolation, options.read_only)
-        bind = self._binds.get(key)
-        if bind is None:
-            execution_options = options.execution_options(self._dialect)
-            bind = self._engine
-            if execution_options:
-                bind = self._engine.execution_options(**execution_options)
-            self._binds[key] = bind
+        execution_options = options.execution_options(self._dialect)
+        bind = self._engine
+        if execution_options:
+            bind = self._engine.execution_options(**execution_options)
+        self._binds[(options.isolation, options.read_only)] = bind
         return bind
 
     def _check_sqlite_can_start(
@@ -232,19 +234,22 @@ class AsyncTransactionRunner:
     ) -> R:
         """One run of ``fn`` in ``scope``: committed if it returns, rolled back if it raises."""
         session: AsyncSession = scope.session
-        scope.activate()
+        token = enter_scope(scope)
         try:
+            # _call spelled out: one call (and, async, one coroutine) fewer per transaction
             if inject is None:
                 result = await fn(*args, **kwargs)
+            elif inject == "first":
+                result = await fn(session, *args, **kwargs)
             else:
-                result = await self._call(fn, session, args, kwargs, inject)
+                result = await fn(*args, session=session, **kwargs)
             # flushed apart from COMMIT, so a failure here is known not to have committed
             await session.flush()
         except BaseException:
             await self._discard(session)
             raise
         finally:
-            scope.deactivate()
+            exit_scope(token)
         await self._commit(session)
         return result
 
@@ -323,7 +328,7 @@ class AsyncTransactionRunner:
             retries,
             rolled_back + (0 if outcome_unknown else 1),
         )
-        if not outcome_unknown and scope.has_callbacks:
+        if not outcome_unknown and scope.callbacks:
             # neither set of callbacks fits a transaction that may or may not have committed
             await self._run_callbacks(scope.after_rollback())
 

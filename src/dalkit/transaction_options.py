@@ -42,10 +42,19 @@ class TransactionOptions:
     isolation: str | None = None
     read_only: bool = False
     propagation: str = "required"
+    #: The name transaction_stats() files this transaction under; a field rather than a
+    #: property because the runner reads it on every transaction.
+    stats_key: str = dataclasses.field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "stats_key", self.isolation or "DEFAULT")
 
     @classmethod
     def build(cls, isolation: str | None, read_only: bool, propagation: str) -> TransactionOptions:
         """Options with ``isolation`` normalised (``"repeatable_read"`` works too)."""
+        # most calls ask for nothing: skip the cache's hashing of three arguments
+        if isolation is None and read_only is False and propagation == "required":
+            return DEFAULT_OPTIONS
         try:
             return _built(isolation, read_only, propagation)
         except TypeError:  # unhashable arguments: let validation say what is wrong
@@ -68,11 +77,6 @@ class TransactionOptions:
                 f"unknown propagation {propagation!r}; use one of {', '.join(_PROPAGATIONS)}"
             )
         return cls(level, bool(read_only), propagation)
-
-    @property
-    def stats_key(self) -> str:
-        """The name transaction_stats() files this transaction under."""
-        return self.isolation or "DEFAULT"
 
     @property
     def autocommit(self) -> bool:
@@ -106,6 +110,10 @@ class TransactionOptions:
             raise TransactionError(
                 "cannot write inside a read-only transaction: use propagation='requires_new'"
             )
+
+
+#: what a transaction gets when it asks for nothing in particular
+DEFAULT_OPTIONS = TransactionOptions()
 
 
 # every call of run_transaction() builds its options: a handful of combinations ever occur

@@ -17,18 +17,19 @@ _PERCENTILES = (("p50", 50), ("p95", 95), ("p99", 99))
 
 
 class _Tally:
-    __slots__ = ("committed", "durations_ms", "failed", "retries", "rolled_back")
+    __slots__ = ("committed", "durations_s", "failed", "retries", "rolled_back")
 
     def __init__(self, window: int) -> None:
         self.committed = self.failed = self.retries = self.rolled_back = 0
-        self.durations_ms: deque[float] = deque(maxlen=window)
+        # seconds as recorded: converting to milliseconds waits for a snapshot
+        self.durations_s: deque[float] = deque(maxlen=window)
 
 
 def _figures(tallies: list[_Tally]) -> dict[str, Any]:
     committed = sum(t.committed for t in tallies)
     failed = sum(t.failed for t in tallies)
     total = committed + failed
-    ordered = sorted(ms for t in tallies for ms in t.durations_ms)
+    ordered = sorted(s for t in tallies for s in t.durations_s)
     return {
         "total": total,
         "committed": committed,
@@ -45,7 +46,7 @@ def _nearest_rank(ordered: list[float], percentile: int) -> float:
     if not ordered:
         return 0.0
     rank = max(1, math.ceil(percentile / 100 * len(ordered)))
-    return round(ordered[rank - 1], 3)
+    return round(ordered[rank - 1] * 1000.0, 3)
 
 
 class TransactionStats:
@@ -79,9 +80,10 @@ class TransactionStats:
                 tally.committed += 1
             else:
                 tally.failed += 1
-            tally.retries += retries
-            tally.rolled_back += rolled_back
-            tally.durations_ms.append(duration_s * 1000.0)
+            if retries or rolled_back:  # most calls neither retry nor roll back
+                tally.retries += retries
+                tally.rolled_back += rolled_back
+            tally.durations_s.append(duration_s)
 
     def snapshot(self, *, reset: bool = False) -> dict[str, Any]:
         """Counters, ``success_rate`` and ``duration_ms`` percentiles, with the same figures
