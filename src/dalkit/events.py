@@ -14,7 +14,8 @@ import itertools
 import logging
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Generator, Iterable
+from contextlib import closing
 from typing import Any, ClassVar, TypeVar
 
 __all__ = [
@@ -155,18 +156,10 @@ class EventBus:
 
     def publish(self, event: DomainEvent) -> list[HandlerFailure]:
         """Dispatch ``event``; inside a handler, queue it behind the events being dispatched."""
-        queue = _queue.get()
-        if queue is not None:
-            queue.append(event)
-            return []
-        return self.dispatch([event])
+        return [] if _queued(event) else self.dispatch([event])
 
     async def publish_async(self, event: DomainEvent) -> list[HandlerFailure]:
-        queue = _queue.get()
-        if queue is not None:
-            queue.append(event)
-            return []
-        return await self.dispatch_async([event])
+        return [] if _queued(event) else await self.dispatch_async([event])
 
     def dispatch(self, events: Iterable[DomainEvent]) -> list[HandlerFailure]:
         """Run the handlers of ``events`` and of what they publish; returns the failures.
@@ -175,38 +168,42 @@ class EventBus:
         this thread; inside a running loop, use :meth:`dispatch_async`.
         """
         failures: list[HandlerFailure] = []
-        queue = deque(events)
-        token = _queue.set(queue)
-        try:
-            for event in self._drain(queue):
-                for handler in self.handlers_for(type(event)):
-                    try:
-                        result = handler(event)
-                        if inspect.isawaitable(result):
-                            _run_coroutine(result)
-                    except Exception as error:
-                        failures.append(self._failed(handler, event, error))
-        finally:
-            _queue.reset(token)
+        with closing(self._deliveries(events)) as deliveries:
+            for event, handler in deliveries:
+                try:
+                    result = handler(event)
+                    if inspect.isawaitable(result):
+                        _run_coroutine(result)
+                except Exception as error:
+                    failures.append(self._failed(handler, event, error))
         return failures
 
     async def dispatch_async(self, events: Iterable[DomainEvent]) -> list[HandlerFailure]:
         """:meth:`dispatch` for async code: coroutine handlers are awaited in turn."""
         failures: list[HandlerFailure] = []
+        with closing(self._deliveries(events)) as deliveries:
+            for event, handler in deliveries:
+                try:
+                    result = handler(event)
+                    if inspect.isawaitable(result):
+                        await result
+                except Exception as error:
+                    failures.append(self._failed(handler, event, error))
+        return failures
+
+    def _deliveries(
+        self, events: Iterable[DomainEvent]
+    ) -> Generator[tuple[DomainEvent, Handler], None, None]:
+        """Each (event, handler) pair in order, with publish() queueing behind them meanwhile;
+        closed promptly by the dispatchers so the queue is unset in the caller's context."""
         queue = deque(events)
         token = _queue.set(queue)
         try:
             for event in self._drain(queue):
                 for handler in self.handlers_for(type(event)):
-                    try:
-                        result = handler(event)
-                        if inspect.isawaitable(result):
-                            await result
-                    except Exception as error:
-                        failures.append(self._failed(handler, event, error))
+                    yield event, handler
         finally:
             _queue.reset(token)
-        return failures
 
     def _drain(self, queue: deque[DomainEvent]) -> Iterable[DomainEvent]:
         processed = 0
@@ -223,6 +220,15 @@ class EventBus:
         name = getattr(handler, "__qualname__", repr(handler))
         log.error("event handler %s failed for %r", name, event, exc_info=error)
         return HandlerFailure(handler, event, error)
+
+
+def _queued(event: DomainEvent) -> bool:
+    """Queue ``event`` behind the dispatch running in this context, if there is one."""
+    queue = _queue.get()
+    if queue is None:
+        return False
+    queue.append(event)
+    return True
 
 
 def _run_coroutine(awaitable: Awaitable[object]) -> None:
