@@ -5,6 +5,7 @@ repositories, and which events a commit carries, in order, with their aggregates
 from __future__ import annotations
 
 import dataclasses
+import weakref
 import datetime as dt
 import logging
 import typing
@@ -52,7 +53,7 @@ class UnitOfWorkHooks:
 
 @dataclasses.dataclass
 class UnitOfWorkSettings:
-    """A database's defaults for its units of work (``db.uow_settings``).
+    """A database's defaults for its units of work (``uow_settings(db)``).
 
     ``event_bus`` gets the events after each commit; with ``outbox`` on they go to the
     ``dalkit_outbox`` table instead, in the committing transaction, for an OutboxRelay to
@@ -208,3 +209,15 @@ def _aggregate(recorded: RecordedEvent) -> tuple[str, str] | None:
         )
     name = getattr(type(recorded.source), "audit_name", None) or type(recorded.source).__name__
     return name, entity_key(state.identity)
+
+
+_settings: weakref.WeakKeyDictionary[object, UnitOfWorkSettings] = weakref.WeakKeyDictionary()
+
+
+def uow_settings(db: object) -> UnitOfWorkSettings:
+    """The unit-of-work defaults of ``db`` (a Database or AsyncDatabase), made on first use: the
+    settings live here rather than on the database, which knows nothing of units of work."""
+    settings = _settings.get(db)
+    if settings is None:
+        settings = _settings[db] = UnitOfWorkSettings()
+    return settings

@@ -20,12 +20,10 @@ from sqlalchemy import MetaData
 from sqlalchemy.engine import URL, Connection, CursorResult, Engine, RowMapping
 from sqlalchemy.orm import Session, sessionmaker
 
-from dalkit import audit
 from dalkit._engine import (
     build_engine,
     get_driver_connection,
 )
-from dalkit._uow_base import UnitOfWorkSettings
 from dalkit.config import DatabaseConfig
 from dalkit.health import HealthCheckResult
 from dalkit.hooks import session_parameter
@@ -56,10 +54,7 @@ class Database:
         self.engine: Engine
         self.engine, self._metrics = build_engine(self.config)
         self.session_factory = sessionmaker(self.engine, expire_on_commit=False)
-        audit.install(self.session_factory)
-        self._transactions = TransactionRunner(self)
-        #: defaults for this database's units of work: event bus, outbox, hooks
-        self.uow_settings = UnitOfWorkSettings()
+        self._transactions = TransactionRunner(self.engine, self.session_factory)
 
     @classmethod
     def from_env(cls, **options: Any) -> Database:

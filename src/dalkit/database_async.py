@@ -20,9 +20,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
 )
 
-from dalkit import audit
 from dalkit._engine import build_async_engine, get_async_driver_connection
-from dalkit._uow_base import UnitOfWorkSettings
 from dalkit.config import DatabaseConfig
 from dalkit.health import HealthCheckResult
 from dalkit.hooks import session_parameter
@@ -53,10 +51,7 @@ class AsyncDatabase:
         self.engine: AsyncEngine
         self.engine, self._metrics = build_async_engine(self.config)
         self.session_factory = async_sessionmaker(self.engine, expire_on_commit=False)
-        audit.install(self.session_factory)
-        self._transactions = AsyncTransactionRunner(self)
-        #: defaults for this database's units of work: event bus, outbox, hooks
-        self.uow_settings = UnitOfWorkSettings()
+        self._transactions = AsyncTransactionRunner(self.engine, self.session_factory)
 
     @classmethod
     def from_env(cls, **options: Any) -> AsyncDatabase:

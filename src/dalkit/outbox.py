@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
-from dalkit.audit import jsonable
+from dalkit._codec import jsonable
 from dalkit.errors import ConfigurationError, OutboxError
 from dalkit.events import DomainEvent
 from dalkit.tables import outbox

@@ -15,10 +15,10 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from time import perf_counter
-from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Protocol, TypeVar, overload
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, overload
 
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
 from dalkit.errors import CommitOutcomeUnknownError, RetryExhaustedError, TransactionError
@@ -35,9 +35,6 @@ from dalkit.hooks import (
 from dalkit.retry import RetryPolicy, RetryState, breaks_commit, is_retryable
 from dalkit.transaction_options import TransactionOptions
 from dalkit.transaction_stats import TransactionStats
-
-if TYPE_CHECKING:
-    from dalkit.database import Database
 
 log = logging.getLogger("dalkit.transaction")
 
@@ -59,12 +56,12 @@ class Transactional(Protocol):
 class TransactionRunner:
     """Runs the transactions of one Database and keeps their statistics."""
 
-    def __init__(self, database: Database) -> None:
-        self._database = database
-        self._engine: Engine = database.engine
-        self._dialect = database.engine.dialect.name
+    def __init__(self, engine: Engine, session_factory: sessionmaker[Session]) -> None:
+        self._engine = engine
+        self._session_factory = session_factory
+        self._dialect = engine.dialect.name
         # a StaticPool (in-memory SQLite) has one connection, which every transaction shares
-        self._one_connection = isinstance(database.engine.pool, StaticPool)
+        self._one_connection = isinstance(engine.pool, StaticPool)
         self._binds: dict[tuple[str | None, bool], Engine] = {}
         self.stats = TransactionStats()
 
@@ -191,7 +188,7 @@ class TransactionRunner:
         bind = self._binds.get((options.isolation, options.read_only))
         if bind is None:
             bind = self._new_bind(options)
-        session = self._database.session_factory(bind=bind)
+        session = self._session_factory(bind=bind)
         return TransactionScope(self, session, options, current)
 
     def _new_bind(self, options: TransactionOptions) -> Engine:

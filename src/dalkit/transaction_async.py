@@ -13,9 +13,9 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from time import perf_counter
-from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Protocol, TypeVar, overload
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, overload
 
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.pool import StaticPool
 
 from dalkit.errors import CommitOutcomeUnknownError, RetryExhaustedError, TransactionError
@@ -33,9 +33,6 @@ from dalkit.hooks import (
 from dalkit.retry import RetryPolicy, RetryState, breaks_commit, is_retryable
 from dalkit.transaction_options import TransactionOptions
 from dalkit.transaction_stats import TransactionStats
-
-if TYPE_CHECKING:
-    from dalkit.database_async import AsyncDatabase
 
 log = logging.getLogger("dalkit.transaction")
 
@@ -59,12 +56,14 @@ class AsyncTransactional(Protocol):
 class AsyncTransactionRunner:
     """Runs the transactions of one AsyncDatabase and keeps their statistics."""
 
-    def __init__(self, database: AsyncDatabase) -> None:
-        self._database = database
-        self._engine: AsyncEngine = database.engine
-        self._dialect = database.engine.dialect.name
+    def __init__(
+        self, engine: AsyncEngine, session_factory: async_sessionmaker[AsyncSession]
+    ) -> None:
+        self._engine = engine
+        self._session_factory = session_factory
+        self._dialect = engine.dialect.name
         # a StaticPool (in-memory SQLite) has one connection, which every transaction shares
-        self._one_connection = isinstance(database.engine.pool, StaticPool)
+        self._one_connection = isinstance(engine.pool, StaticPool)
         self._binds: dict[tuple[str | None, bool], AsyncEngine] = {}
         self.stats = TransactionStats()
 
@@ -191,7 +190,7 @@ class AsyncTransactionRunner:
         bind = self._binds.get((options.isolation, options.read_only))
         if bind is None:
             bind = self._new_bind(options)
-        session = self._database.session_factory(bind=bind)
+        session = self._session_factory(bind=bind)
         return AsyncTransactionScope(self, session, options, current)
 
     def _new_bind(self, options: TransactionOptions) -> AsyncEngine:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Self
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dalkit import audit
-from dalkit._uow_base import UnitOfWorkBase
+from dalkit._uow_base import UnitOfWorkBase, uow_settings
 from dalkit.errors import UnitOfWorkError
 from dalkit.events import DomainEvent, EventBus, deliver_async
 from dalkit.hooks import current_scope, on_commit, on_rollback, settle_async
@@ -55,7 +55,7 @@ class AsyncUnitOfWork(UnitOfWorkBase):
         outbox: bool | None = None,
     ) -> None:
         super().__init__(
-            db.uow_settings,
+            uow_settings(db),
             actor=actor,
             request_id=request_id,
             event_bus=event_bus,

@@ -20,6 +20,7 @@ from dalkit import (
     UnitOfWork,
     UnitOfWorkError,
 )
+from dalkit._uow_base import uow_settings
 from dalkit.tables import audit_log, outbox
 
 from .conftest import RecordingBus
@@ -166,7 +167,7 @@ def test_events_published_by_handlers_are_processed_until_none_are_left(
 def test_the_event_bus_can_be_set_once_on_the_database(
     database: Database, bus: RecordingBus
 ) -> None:
-    database.uow_settings.event_bus = bus
+    uow_settings(database).event_bus = bus
     with UnitOfWork(database) as uow:
         uow.publish(AccountCredited(account_id=1, amount=3))
     assert [e.amount for e in bus.seen if isinstance(e, AccountCredited)] == [3]
@@ -190,7 +191,7 @@ def test_hooks_of_the_database_run_before_those_of_the_unit(
     database: Database,
 ) -> None:
     calls: list[str] = []
-    settings = database.uow_settings
+    settings = uow_settings(database)
     settings.hooks.before_commit(lambda unit: calls.append("db before"))
     settings.hooks.after_commit(lambda unit: calls.append("db after"))
 

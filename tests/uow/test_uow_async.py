@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from dalkit._uow_base import uow_settings
 from dalkit import (
     AsyncDatabase,
     AsyncRepository,
@@ -164,7 +165,7 @@ async def test_events_published_by_handlers_are_processed_until_none_are_left(
 async def test_the_event_bus_can_be_set_once_on_the_database(
     async_database: AsyncDatabase, bus: RecordingBus
 ) -> None:
-    async_database.uow_settings.event_bus = bus
+    uow_settings(async_database).event_bus = bus
     async with AsyncUnitOfWork(async_database) as uow:
         uow.publish(AccountCredited(account_id=1, amount=3))
     assert [e.amount for e in bus.seen if isinstance(e, AccountCredited)] == [3]
@@ -188,7 +189,7 @@ async def test_hooks_of_the_database_run_before_those_of_the_unit(
     async_database: AsyncDatabase,
 ) -> None:
     calls: list[str] = []
-    settings = async_database.uow_settings
+    settings = uow_settings(async_database)
     settings.hooks.before_commit(lambda unit: calls.append("db before"))
     settings.hooks.after_commit(lambda unit: calls.append("db after"))
 

@@ -1,242 +1,62 @@
-"""The audit log: which models are audited (:class:`Audited`, :func:`register`), who acts
-(:func:`actor`), and capture of every change into ``dalkit_audit_log`` in the same transaction;
-reading the trail back lives in :mod:`dalkit.audit_trail`, re-exported here.
+"""Capture of every change to an audited model into ``dalkit_audit_log``, in the same
+transaction.
 
-Capture is written once on SQLAlchemy's synchronous session events and serves the async API too:
+Written once on SQLAlchemy's synchronous session events, which serve the async API too:
 ``before_flush``/``after_flush`` for the ORM unit of work, ``do_orm_execute`` for ORM-enabled
 UPDATE and DELETE statements, whose old values are read in the same transaction before they run.
-The repositories' ``bulk_update`` writes through the driver, out of the events' sight, and records
-its chunks through :func:`recording_bulk_update` instead.
+The listeners sit on the ``Session`` class, so every session (dalkit's, a plain SQLAlchemy one,
+the sync session inside an AsyncSession) is covered; they are installed when the first model is
+audited. The repositories' ``bulk_update`` writes through the driver, out of the events' sight,
+and records its chunks through :func:`recording_bulk_update` instead.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import contextvars
 import dataclasses
 import datetime as dt
-import decimal
-import enum
-import json
 import typing
-import uuid
-from collections.abc import AsyncIterator, Collection, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
-from sqlalchemy.orm import Mapper, ORMExecuteState, Session, UOWTransaction, sessionmaker
+from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction
 from sqlalchemy.orm.attributes import get_history
 
-from dalkit.audit_trail import (
-    AuditEntry,
-    changes_by,
-    changes_by_async,
-    changes_by_query,
-    history,
-    history_async,
-    history_query,
+from dalkit._codec import jsonable
+from dalkit.audit.registry import (
+    REDACTED,
+    ModelAudit,
+    current_actor,
+    entity_key,
+    model_audit,
+    on_first_audited,
 )
-from dalkit.errors import ConfigurationError
 from dalkit.tables import audit_log
 
 if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+    from sqlalchemy.ext.asyncio import AsyncSession
 
 __all__ = [
-    "AuditEntry",
-    "Audited",
     "BulkUpdateAudit",
-    "actor",
     "bulk_update_audit",
-    "changes_by",
-    "changes_by_async",
-    "changes_by_query",
-    "current_actor",
-    "history",
-    "history_async",
-    "history_query",
     "install",
     "recording_bulk_update",
     "recording_bulk_update_async",
-    "register",
 ]
-
-#: what a redacted value is recorded as: that the field changed shows, its value does not
-REDACTED = "[redacted]"
 
 _IN_CHUNK = 500
 _PENDING_KEY = "dalkit.audit.pending"
-_INSTALLED_KEY = "dalkit_audit_installed"
 
 
-# -- who acts ----------------------------------------------------------------------------------
-@dataclasses.dataclass(frozen=True, slots=True)
-class _Actor:
-    actor_id: str | None
-    request_id: str | None
-
-
-_actor: contextvars.ContextVar[_Actor | None] = contextvars.ContextVar(
-    "dalkit_audit_actor", default=None
-)
-
-
-@contextlib.contextmanager
-def actor(actor_id: object | None, request_id: object | None = None) -> Iterator[None]:
-    """Record changes made inside the block as done by ``actor_id`` (for ``request_id``).
-
-    A context variable: concurrent threads and asyncio tasks each keep their own actor.
-    """
-    token = _actor.set(_Actor(_text(actor_id), _text(request_id)))
-    try:
-        yield
-    finally:
-        _actor.reset(token)
-
-
-def current_actor() -> tuple[str | None, str | None]:
-    """``(actor_id, request_id)`` that changes made now are recorded with."""
-    who = _actor.get()
-    return (None, None) if who is None else (who.actor_id, who.request_id)
-
-
-def _text(value: object | None) -> str | None:
-    return None if value is None else str(value)
-
-
-# -- which models ------------------------------------------------------------------------------
-class Audited:
-    """Mix into a declarative model to record its creates, updates and deletes.
-
-    ``audit_exclude`` names fields never recorded (not even that they changed);
-    ``audit_redact`` names fields recorded as changed with their values hidden;
-    ``audit_name`` is the entity type written to the log (default: the class name).
-    """
-
-    audit_exclude: ClassVar[Collection[str]] = frozenset()
-    audit_redact: ClassVar[Collection[str]] = frozenset()
-    audit_name: ClassVar[str | None] = None
-
-
-@dataclasses.dataclass(frozen=True)
-class _ModelAudit:
-    name: str
-    fields: tuple[tuple[str, sa.ColumnElement[Any]], ...]  # (attribute key, column)
-    primary_key: tuple[str, ...]
-    redact: frozenset[str]
-
-    @property
-    def keys(self) -> tuple[str, ...]:
-        return tuple(key for key, _ in self.fields)
-
-    def select(self) -> sa.Select[Any]:
-        """Every recorded field, labelled by its attribute key."""
-        return sa.select(*(column.label(key) for key, column in self.fields))
-
-    def key_of(self, row: Mapping[Any, Any]) -> tuple[Any, ...]:
-        return tuple(row[k] for k in self.primary_key)
-
-
-_registered: dict[type[Any], tuple[str | None, frozenset[str], frozenset[str]]] = {}
-_configs: dict[type[Any], _ModelAudit | None] = {}
-
-
-def register(
-    model: type[Any],
-    *,
-    exclude: Collection[str] = (),
-    redact: Collection[str] = (),
-    name: str | None = None,
-) -> None:
-    """Audit ``model`` (and its subclasses) without the mixin, with the same options."""
-    if isinstance(exclude, str) or isinstance(redact, str):
-        raise ConfigurationError("exclude and redact take collections of field names")
-    _registered[model] = (name, frozenset(exclude), frozenset(redact))
-    _configs.clear()
-
-
-def _model_audit(cls: type[Any]) -> _ModelAudit | None:
-    """The audit settings of ``cls``, or None when it is not audited; cached per class."""
-    try:
-        return _configs[cls]
-    except KeyError:
-        pass
-    found: _ModelAudit | None = None
-    options = next((_registered[k] for k in cls.__mro__ if k in _registered), None)
-    if options is None and issubclass(cls, Audited):
-        options = (cls.audit_name, frozenset(cls.audit_exclude), frozenset(cls.audit_redact))
-    if options is not None:
-        found = _build(cls, *options)
-    _configs[cls] = found
-    return found
-
-
-def entity_type_name(entity_type: type[Any] | str) -> str:
-    """The ``entity_type`` the log records for an audited model (a name passes through)."""
-    if isinstance(entity_type, str):
-        return entity_type
-    config = _model_audit(entity_type)
-    if config is None:
-        raise ConfigurationError(f"{entity_type.__name__} is not audited")
-    return config.name
-
-
-def _build(
-    cls: type[Any], name: str | None, exclude: frozenset[str], redact: frozenset[str]
-) -> _ModelAudit:
-    mapper: Mapper[Any] = sa.inspect(cls)
-    keys = [prop.key for prop in mapper.column_attrs]
-    unknown = sorted((exclude | redact) - set(keys))
-    if unknown:
-        raise ConfigurationError(
-            f"{cls.__name__} audit options name unknown field(s) {', '.join(unknown)}"
-        )
-    primary = tuple(mapper.get_property_by_column(c).key for c in mapper.primary_key)
-    fields = tuple(
-        (prop.key, prop.columns[0])
-        for prop in mapper.column_attrs
-        if prop.key not in exclude or prop.key in primary
-    )
-    return _ModelAudit(name or cls.__name__, fields, primary, redact)
-
-
-# -- what is written ---------------------------------------------------------------------------
-def jsonable(value: Any) -> Any:
-    """``value`` as something ``json.dumps`` accepts, losing nothing a reader needs."""
-    if value is None or isinstance(value, bool | int | str):
-        return value
-    if isinstance(value, float):
-        return value if value == value and abs(value) != float("inf") else str(value)
-    if isinstance(value, enum.Enum):
-        return jsonable(value.value)
-    if isinstance(value, dt.datetime | dt.date | dt.time):
-        return value.isoformat()
-    if isinstance(value, decimal.Decimal | uuid.UUID):
-        return str(value)
-    if isinstance(value, bytes | bytearray | memoryview):
-        return base64.b64encode(bytes(value)).decode("ascii")
-    if isinstance(value, Mapping):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | set | frozenset):
-        return [jsonable(v) for v in value]
-    return str(value)
-
-
-def entity_key(values: Sequence[Any]) -> str:
-    """The ``entity_id`` of a primary key: the value as text, or a JSON list when composite."""
-    if len(values) == 1:
-        return str(jsonable(values[0]))
-    return json.dumps([jsonable(v) for v in values])
-
-
-def _shown(config: _ModelAudit, key: str, value: Any) -> Any:
+def _shown(config: ModelAudit, key: str, value: Any) -> Any:
     return REDACTED if key in config.redact else jsonable(value)
 
 
+
 def _row(
-    config: _ModelAudit, action: str, key: Sequence[Any], changes: dict[str, Any]
+    config: ModelAudit, action: str, key: Sequence[Any], changes: dict[str, Any]
 ) -> dict[str, Any]:
     actor_id, request_id = current_actor()
     return {
@@ -250,11 +70,11 @@ def _row(
     }
 
 
-def _full(config: _ModelAudit, values: Mapping[str, Any]) -> dict[str, Any]:
+def _full(config: ModelAudit, values: Mapping[str, Any]) -> dict[str, Any]:
     return {k: _shown(config, k, values[k]) for k in config.keys if k in values}
 
 
-def _diff(config: _ModelAudit, old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+def _diff(config: ModelAudit, old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
     changes = {}
     for key in config.keys:
         if key in old and key in new and old[key] != new[key]:
@@ -275,7 +95,7 @@ def _before_flush(session: Session, flush_context: UOWTransaction, instances: An
     """Deletes and updates are recorded from what the database holds before the flush."""
     rows: list[dict[str, Any]] = []
     for obj in session.deleted:
-        config = _model_audit(type(obj))
+        config = model_audit(type(obj))
         if config is not None:
             # loads attributes the session expired: the row is still there to read
             values = {key: getattr(obj, key) for key in config.keys}
@@ -283,7 +103,7 @@ def _before_flush(session: Session, flush_context: UOWTransaction, instances: An
                 _row(config, "delete", sa.inspect(obj).identity or (), _full(config, values))
             )
     for obj in session.dirty:
-        config = _model_audit(type(obj))
+        config = model_audit(type(obj))
         if config is None or not session.is_modified(obj, include_collections=False):
             continue
         changes = _unit_of_work_changes(session, config, obj)
@@ -292,7 +112,7 @@ def _before_flush(session: Session, flush_context: UOWTransaction, instances: An
     flush_context.attributes[_PENDING_KEY] = rows
 
 
-def _unit_of_work_changes(session: Session, config: _ModelAudit, obj: Any) -> dict[str, Any]:
+def _unit_of_work_changes(session: Session, config: ModelAudit, obj: Any) -> dict[str, Any]:
     old: dict[str, Any] = {}
     new: dict[str, Any] = {}
     unknown: list[str] = []
@@ -321,7 +141,7 @@ def _unit_of_work_changes(session: Session, config: _ModelAudit, obj: Any) -> di
 def _after_flush(session: Session, flush_context: UOWTransaction) -> None:
     rows: list[dict[str, Any]] = flush_context.attributes.pop(_PENDING_KEY, [])
     for obj in session.new:
-        config = _model_audit(type(obj))
+        config = model_audit(type(obj))
         if config is not None:
             state = sa.inspect(obj)
             values = _inserted_values(config, state.dict)
@@ -331,7 +151,7 @@ def _after_flush(session: Session, flush_context: UOWTransaction) -> None:
     _write(session, rows)
 
 
-def _inserted_values(config: _ModelAudit, loaded: Mapping[str, Any]) -> dict[str, Any]:
+def _inserted_values(config: ModelAudit, loaded: Mapping[str, Any]) -> dict[str, Any]:
     """What an INSERT wrote, without querying in the middle of the flush: the loaded values,
     and NULL for a column left unset that has no server default to fill it."""
     values = {}
@@ -348,7 +168,7 @@ def _on_orm_execute(state: ORMExecuteState) -> Any:
     if not (state.is_update or state.is_delete) or state.is_from_statement:
         return None
     mapper = state.bind_mapper
-    config = _model_audit(mapper.class_) if mapper is not None else None
+    config = model_audit(mapper.class_) if mapper is not None else None
     if mapper is None or config is None:
         return None
     session = state.session
@@ -372,7 +192,7 @@ def _on_orm_execute(state: ORMExecuteState) -> Any:
 
 def _record_since(
     session: Session,
-    config: _ModelAudit,
+    config: ModelAudit,
     before: Mapping[tuple[Any, ...], Mapping[str, Any]],
     *,
     deleting: bool = False,
@@ -396,7 +216,7 @@ def _record_since(
 
 
 def _rows_by_key(
-    session: Session, config: _ModelAudit, keys: Sequence[tuple[Any, ...]]
+    session: Session, config: ModelAudit, keys: Sequence[tuple[Any, ...]]
 ) -> dict[tuple[Any, ...], dict[str, Any]]:
     """The recorded fields of the rows with primary keys ``keys``, in bounded IN lists."""
     fields = dict(config.fields)
@@ -419,7 +239,7 @@ class BulkUpdateAudit:
     chunk's rows are read by primary key before and after it is written, so memory holds one
     chunk's values, and the log rows go into the chunk's savepoint with it."""
 
-    config: _ModelAudit
+    config: ModelAudit
 
     def read_before(
         self, session: Session, rows: Sequence[Mapping[str, Any]]
@@ -433,7 +253,7 @@ class BulkUpdateAudit:
 def bulk_update_audit(model: type[Any]) -> BulkUpdateAudit | None:
     """How to record ``bulk_update`` of ``model``, or None when it is not audited (then the
     bulk update runs no query beyond its own)."""
-    config = _model_audit(model)
+    config = model_audit(model)
     return None if config is None else BulkUpdateAudit(config)
 
 
@@ -464,24 +284,17 @@ async def recording_bulk_update_async(
     await session.run_sync(audit.record, before)
 
 
+
+
 # -- installing --------------------------------------------------------------------------------
-def install(session_factory: sessionmaker[Any] | async_sessionmaker[Any]) -> None:
-    """Capture audited changes in every session ``session_factory`` makes; idempotent.
-
-    An async_sessionmaker gets its own sync session class, on which the (synchronous)
-    listeners sit: SQLAlchemy runs them inside the AsyncSession's calls.
-    """
-    from sqlalchemy.ext.asyncio import async_sessionmaker
-
-    target: Any = session_factory
-    if isinstance(session_factory, async_sessionmaker):
-        base = session_factory.kw.get("sync_session_class") or Session
-        if getattr(base, _INSTALLED_KEY, False):
-            return
-        target = type(f"Audited{base.__name__}", (base,), {_INSTALLED_KEY: True})
-        session_factory.configure(sync_session_class=target)
-    elif event.contains(session_factory, "before_flush", _before_flush):
+def install() -> None:
+    """Capture audited changes in every session; idempotent. Called when the first model is
+    audited: until then no listener runs on any flush or statement."""
+    if event.contains(Session, "before_flush", _before_flush):
         return
-    event.listen(target, "before_flush", _before_flush)
-    event.listen(target, "after_flush", _after_flush)
-    event.listen(target, "do_orm_execute", _on_orm_execute)
+    event.listen(Session, "before_flush", _before_flush)
+    event.listen(Session, "after_flush", _after_flush)
+    event.listen(Session, "do_orm_execute", _on_orm_execute)
+
+
+on_first_audited(install)

@@ -1,6 +1,6 @@
 """Reading the audit trail back: :class:`AuditEntry`, the history of one entity and the changes
 of one actor, as statements (to compose) and as sync and async calls. Re-exported by
-:mod:`dalkit.audit`, which owns what is written.
+:mod:`dalkit.audit`.
 """
 
 from __future__ import annotations
@@ -12,8 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-# the module, not its names: dalkit.audit imports this one while it is still being initialised
-from dalkit import audit
+from dalkit.audit.registry import entity_key, entity_type_name
 from dalkit.tables import audit_log
 
 if TYPE_CHECKING:
@@ -56,8 +55,8 @@ def history_query(entity_type: type[Any] | str, entity_id: Any) -> sa.Select[Any
     return (
         sa.select(audit_log)
         .where(
-            audit_log.c.entity_type == audit.entity_type_name(entity_type),
-            audit_log.c.entity_id == audit.entity_key(key),
+            audit_log.c.entity_type == entity_type_name(entity_type),
+            audit_log.c.entity_id == entity_key(key),
         )
         .order_by(audit_log.c.occurred_at, audit_log.c.id)
     )

@@ -1,0 +1,199 @@
+"""Which models are audited (:class:`Audited`, :func:`register`, with their options) and who
+acts (:func:`actor`). No I/O; capture is switched on the first time a model is audited, so a
+database with no audited model pays nothing on each statement.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import dataclasses
+import json
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from typing import Any, ClassVar
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapper
+
+from dalkit._codec import jsonable
+from dalkit.errors import ConfigurationError
+
+__all__ = [
+    "REDACTED",
+    "Audited",
+    "ModelAudit",
+    "actor",
+    "current_actor",
+    "entity_key",
+    "entity_type_name",
+    "model_audit",
+    "on_first_audited",
+    "register",
+]
+
+#: what a redacted value is recorded as: that the field changed shows, its value does not
+REDACTED = "[redacted]"
+
+# called once, when the first model becomes audited: capture installs itself here
+_first_audited_hooks: list[Callable[[], None]] = []
+_any_audited = False
+
+
+def on_first_audited(fn: Callable[[], None]) -> None:
+    """Run ``fn`` when the first model is audited (at once if one already is)."""
+    _first_audited_hooks.append(fn)
+    if _any_audited:
+        fn()
+
+
+def _audited_now() -> None:
+    global _any_audited
+    if not _any_audited:
+        _any_audited = True
+        for fn in _first_audited_hooks:
+            fn()
+
+
+# -- who acts ----------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Actor:
+    actor_id: str | None
+    request_id: str | None
+
+
+_actor: contextvars.ContextVar[_Actor | None] = contextvars.ContextVar(
+    "dalkit_audit_actor", default=None
+)
+
+
+@contextlib.contextmanager
+def actor(actor_id: object | None, request_id: object | None = None) -> Iterator[None]:
+    """Record changes made inside the block as done by ``actor_id`` (for ``request_id``).
+
+    A context variable: concurrent threads and asyncio tasks each keep their own actor.
+    """
+    token = _actor.set(_Actor(_text(actor_id), _text(request_id)))
+    try:
+        yield
+    finally:
+        _actor.reset(token)
+
+
+def current_actor() -> tuple[str | None, str | None]:
+    """``(actor_id, request_id)`` that changes made now are recorded with."""
+    who = _actor.get()
+    return (None, None) if who is None else (who.actor_id, who.request_id)
+
+
+def _text(value: object | None) -> str | None:
+    return None if value is None else str(value)
+
+
+# -- which models ------------------------------------------------------------------------------
+class Audited:
+    """Mix into a declarative model to record its creates, updates and deletes.
+
+    ``audit_exclude`` names fields never recorded (not even that they changed);
+    ``audit_redact`` names fields recorded as changed with their values hidden;
+    ``audit_name`` is the entity type written to the log (default: the class name).
+    """
+
+    audit_exclude: ClassVar[Collection[str]] = frozenset()
+    audit_redact: ClassVar[Collection[str]] = frozenset()
+    audit_name: ClassVar[str | None] = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        _audited_now()
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelAudit:
+    """The audit settings of one model: its name in the log and the fields recorded."""
+
+    name: str
+    fields: tuple[tuple[str, sa.ColumnElement[Any]], ...]  # (attribute key, column)
+    primary_key: tuple[str, ...]
+    redact: frozenset[str]
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return tuple(key for key, _ in self.fields)
+
+    def select(self) -> sa.Select[Any]:
+        """Every recorded field, labelled by its attribute key."""
+        return sa.select(*(column.label(key) for key, column in self.fields))
+
+    def key_of(self, row: Mapping[Any, Any]) -> tuple[Any, ...]:
+        return tuple(row[k] for k in self.primary_key)
+
+
+_registered: dict[type[Any], tuple[str | None, frozenset[str], frozenset[str]]] = {}
+_configs: dict[type[Any], ModelAudit | None] = {}
+
+
+def register(
+    model: type[Any],
+    *,
+    exclude: Collection[str] = (),
+    redact: Collection[str] = (),
+    name: str | None = None,
+) -> None:
+    """Audit ``model`` (and its subclasses) without the mixin, with the same options."""
+    if isinstance(exclude, str) or isinstance(redact, str):
+        raise ConfigurationError("exclude and redact take collections of field names")
+    _registered[model] = (name, frozenset(exclude), frozenset(redact))
+
+
+def model_audit(cls: type[Any]) -> ModelAudit | None:
+    """The audit settings of ``cls``, or None when it is not audited; cached per class."""
+    try:
+        return _configs[cls]
+    except KeyError:
+        pass
+    found: ModelAudit | None = None
+    options = next((_registered[k] for k in cls.__mro__ if k in _registered), None)
+    if options is None and issubclass(cls, Audited):
+        options = (cls.audit_name, frozenset(cls.audit_exclude), frozenset(cls.audit_redact))
+    if options is not None:
+        found = _build(cls, *options)
+    _configs[cls] = found
+    return found
+
+
+def entity_type_name(entity_type: type[Any] | str) -> str:
+    """The ``entity_type`` the log records for an audited model (a name passes through)."""
+    if isinstance(entity_type, str):
+        return entity_type
+    config = model_audit(entity_type)
+    if config is None:
+        raise ConfigurationError(f"{entity_type.__name__} is not audited")
+    return config.name
+
+
+def _build(
+    cls: type[Any], name: str | None, exclude: frozenset[str], redact: frozenset[str]
+) -> ModelAudit:
+    mapper: Mapper[Any] = sa.inspect(cls)
+    keys = [prop.key for prop in mapper.column_attrs]
+    unknown = sorted((exclude | redact) - set(keys))
+    if unknown:
+        raise ConfigurationError(
+            f"{cls.__name__} audit options name unknown field(s) {', '.join(unknown)}"
+        )
+    primary = tuple(mapper.get_property_by_column(c).key for c in mapper.primary_key)
+    fields = tuple(
+        (prop.key, prop.columns[0])
+        for prop in mapper.column_attrs
+        if prop.key not in exclude or prop.key in primary
+    )
+    return ModelAudit(name or cls.__name__, fields, primary, redact)
+
+
+# -- what is written ---------------------------------------------------------------------------
+def entity_key(values: Sequence[Any]) -> str:
+    """The ``entity_id`` of a primary key: the value as text, or a JSON list when composite."""
+    if len(values) == 1:
+        return str(jsonable(values[0]))
+    return json.dumps([jsonable(v) for v in values])
+

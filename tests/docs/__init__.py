@@ -1,0 +1,1 @@
+"""Tests of the documentation site: its snippets and its API reference."""
