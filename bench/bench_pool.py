@@ -23,8 +23,8 @@ from sqlalchemy.pool import QueuePool
 
 from bench.timing import Operation, interleaved_samples, median_and_spread, paired_ratio
 from dalkit import Database
-from dalkit._engine import resolve_url
-from dalkit.pool_metrics import PoolMetrics, install, instrumented_pool_class
+from dalkit.engine.build import resolve_url
+from dalkit.engine.pool import PoolMetrics, install, instrumented_pool_class
 
 SELECT_ONE = "SELECT 1"
 

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from bench.timing import Operation, interleaved_samples, median_and_spread, paired_ratio
 from dalkit import Database
-from dalkit._engine import SQLITE_BEGIN_OPTION
+from dalkit.engine.build import SQLITE_BEGIN_OPTION
 
 #: What the runner may cost against a plain session.begin(), as the issue asks.
 TARGET_PCT = 10.0

@@ -21,9 +21,9 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from bench.timing import interleaved_samples, median_and_spread, paired_ratio
 from dalkit import Audited, Database, DomainEvent, EventBus, OutboxMessage, UnitOfWork
-from dalkit.outbox import event_type
-from dalkit.outbox_relay import OutboxRelay
-from dalkit.publishers import EventBusPublisher
+from dalkit.outbox.messages import event_type
+from dalkit.outbox.publishers import EventBusPublisher
+from dalkit.outbox.relay import OutboxRelay
 from dalkit.tables import outbox
 
 PLAIN = "unit of work, update (not audited)"

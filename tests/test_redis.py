@@ -14,7 +14,7 @@ import redis
 
 import dalkit
 from dalkit import AsyncRedisManager, ConfigurationError, RedisManager
-from dalkit.redis_config import RedisConfig
+from dalkit.redis.config import RedisConfig
 
 SECRET = "hunter2-secret"
 # port 1 on loopback: nothing listens there, the refusal is immediate

@@ -6,11 +6,12 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .audit import Audited
-from .config import DatabaseConfig
-from .database import Database
-from .database_async import AsyncDatabase
-from .errors import (
+from dalkit.audit import Audited
+from dalkit.config import DatabaseConfig
+from dalkit.database import Database
+from dalkit.database_async import AsyncDatabase
+from dalkit.engine.health import HealthCheckResult
+from dalkit.errors import (
     BulkLoadError,
     CheckViolationError,
     CommitOutcomeUnknownError,
@@ -42,36 +43,40 @@ from .errors import (
     UniqueViolationError,
     UnitOfWorkError,
 )
-from .events import DomainEvent, EventBus, HasEvents
-from .health import HealthCheckResult
-from .hooks import current_async_session, current_session, on_commit, on_rollback
-from .inbox import Inbox
-from .inbox_async import AsyncInbox
-from .memory import InMemoryRepository
-from .memory_async import AsyncInMemoryRepository
-from .outbox import OutboxMessage
-from .outbox_relay import OutboxRelay
-from .outbox_relay_async import AsyncOutboxRelay
-from .pagination import CursorPage, Page
-from .publishers import AsyncEventBusPublisher, AsyncPublisher, EventBusPublisher, Publisher
-from .query_builder import QueryBuilder
-from .repository import Repository
-from .repository_async import AsyncRepository
-from .retry import RetryPolicy
-from .soft_delete import SoftDeleteMixin
-from .specs import Spec
-from .tables import metadata
-from .uow import UnitOfWork
-from .uow_async import AsyncUnitOfWork
+from dalkit.outbox.events import DomainEvent, EventBus, HasEvents
+from dalkit.outbox.inbox import Inbox
+from dalkit.outbox.inbox_async import AsyncInbox
+from dalkit.outbox.messages import OutboxMessage
+from dalkit.outbox.publishers import (
+    AsyncEventBusPublisher,
+    AsyncPublisher,
+    EventBusPublisher,
+    Publisher,
+)
+from dalkit.outbox.relay import OutboxRelay
+from dalkit.outbox.relay_async import AsyncOutboxRelay
+from dalkit.query.builder import QueryBuilder
+from dalkit.query.pagination import CursorPage, Page
+from dalkit.query.soft_delete import SoftDeleteMixin
+from dalkit.query.specs import Spec
+from dalkit.repository.memory import InMemoryRepository
+from dalkit.repository.memory_async import AsyncInMemoryRepository
+from dalkit.repository.sql import Repository
+from dalkit.repository.sql_async import AsyncRepository
+from dalkit.tables import metadata
+from dalkit.transaction.retry import RetryPolicy
+from dalkit.transaction.scope import current_async_session, current_session, on_commit, on_rollback
+from dalkit.uow.unit import UnitOfWork
+from dalkit.uow.unit_async import AsyncUnitOfWork
 
 if TYPE_CHECKING:
-    from .redis_manager import RedisManager
-    from .redis_manager_async import AsyncRedisManager
+    from dalkit.redis.manager import RedisManager
+    from dalkit.redis.manager_async import AsyncRedisManager
 
 # name -> module: imported on first use, so that importing dalkit never imports an extra
 _LAZY = {
-    "AsyncRedisManager": "dalkit.redis_manager_async",
-    "RedisManager": "dalkit.redis_manager",
+    "AsyncRedisManager": "dalkit.redis.manager_async",
+    "RedisManager": "dalkit.redis.manager",
 }
 
 

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
-from .errors import ConfigurationError
+from dalkit.errors import ConfigurationError
 
 __all__ = ["DEFAULT_URL", "DatabaseConfig", "InitHook"]
 

@@ -20,23 +20,23 @@ from sqlalchemy import MetaData
 from sqlalchemy.engine import URL, Connection, CursorResult, Engine, RowMapping
 from sqlalchemy.orm import Session, sessionmaker
 
-from dalkit._engine import (
+from dalkit.config import DatabaseConfig
+from dalkit.engine.build import (
     build_engine,
     get_driver_connection,
 )
-from dalkit.config import DatabaseConfig
-from dalkit.health import HealthCheckResult
-from dalkit.hooks import session_parameter
-from dalkit.raw_sql import checked_text
-from dalkit.retry import DEFAULT_RETRY, RetryPolicy
+from dalkit.engine.health import HealthCheckResult
+from dalkit.query.raw_sql import checked_text
 from dalkit.tables import create_tables
-from dalkit.transaction import Transactional, TransactionRunner
-from dalkit.transaction_options import (
+from dalkit.transaction.options import (
     DEFAULT_OPTIONS,
     IsolationLevel,
     Propagation,
     TransactionOptions,
 )
+from dalkit.transaction.retry import DEFAULT_RETRY, RetryPolicy
+from dalkit.transaction.runner import Transactional, TransactionRunner
+from dalkit.transaction.scope import session_parameter
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -115,7 +115,7 @@ class Database:
         """Like :meth:`pool_stats`, then reset the counters to zero."""
         return self._metrics.snapshot(self.engine.pool, reset=True)
 
-    # -- transactions: dalkit.transaction_async does the work ----------------------------------
+    # -- transactions: dalkit.transaction.runner_async does the work ---------------------------
     def transaction(
         self,
         isolation: IsolationLevel | None = None,

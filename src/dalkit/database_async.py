@@ -20,20 +20,20 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
 )
 
-from dalkit._engine import build_async_engine, get_async_driver_connection
 from dalkit.config import DatabaseConfig
-from dalkit.health import HealthCheckResult
-from dalkit.hooks import session_parameter
-from dalkit.raw_sql import checked_text
-from dalkit.retry import DEFAULT_RETRY, RetryPolicy
+from dalkit.engine.build import build_async_engine, get_async_driver_connection
+from dalkit.engine.health import HealthCheckResult
+from dalkit.query.raw_sql import checked_text
 from dalkit.tables import create_tables_async
-from dalkit.transaction_async import AsyncTransactional, AsyncTransactionRunner
-from dalkit.transaction_options import (
+from dalkit.transaction.options import (
     DEFAULT_OPTIONS,
     IsolationLevel,
     Propagation,
     TransactionOptions,
 )
+from dalkit.transaction.retry import DEFAULT_RETRY, RetryPolicy
+from dalkit.transaction.runner_async import AsyncTransactional, AsyncTransactionRunner
+from dalkit.transaction.scope import session_parameter
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -112,7 +112,7 @@ class AsyncDatabase:
         """Like :meth:`pool_stats`, then reset the counters to zero."""
         return self._metrics.snapshot(self.engine.pool, reset=True)
 
-    # -- transactions: dalkit.transaction_async does the work ----------------------------------
+    # -- transactions: dalkit.transaction.runner_async does the work ---------------------------
     def transaction(
         self,
         isolation: IsolationLevel | None = None,

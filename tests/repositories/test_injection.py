@@ -25,7 +25,7 @@ from dalkit import (
     QueryInputError,
     Repository,
 )
-from dalkit.cursor import CursorCodec
+from dalkit.query.cursor import CursorCodec
 
 from .models import EPOCH, Canary, Status, User
 from .payloads import NON_STRING, PAYLOADS

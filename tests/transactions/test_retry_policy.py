@@ -23,7 +23,7 @@ from dalkit import (
     StatementTimeoutError,
     UniqueViolationError,
 )
-from dalkit.retry import RetryState, breaks_commit, is_retryable
+from dalkit.transaction.retry import RetryState, breaks_commit, is_retryable
 
 
 @given(

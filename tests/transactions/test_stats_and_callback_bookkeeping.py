@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from dalkit.hooks import TransactionScope
-from dalkit.transaction_options import TransactionOptions
-from dalkit.transaction_stats import TransactionStats
+from dalkit.transaction.options import TransactionOptions
+from dalkit.transaction.scope import TransactionScope
+from dalkit.transaction.stats import TransactionStats
 
 
 def test_stats_count_calls_retries_and_rollbacks_by_isolation_level() -> None:

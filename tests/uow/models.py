@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from dalkit import Audited, DomainEvent, HasEvents
-from dalkit.outbox import event_type
+from dalkit.outbox.messages import event_type
 
 
 class Base(DeclarativeBase):

@@ -23,7 +23,7 @@ from dalkit import (
     audit,
 )
 from dalkit.audit import AuditEntry
-from dalkit.specs import Spec
+from dalkit.query.specs import Spec
 from dalkit.tables import audit_log
 from dalkit.testing import count_queries
 

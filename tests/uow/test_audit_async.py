@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 from dalkit import AsyncDatabase, AsyncRepository, AsyncUnitOfWork, BulkLoadError, audit
 from dalkit.audit import AuditEntry
-from dalkit.specs import Spec
+from dalkit.query.specs import Spec
 from dalkit.tables import audit_log
 from dalkit.testing import count_queries
 

@@ -16,7 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 from dalkit import Database, UnitOfWork
-from dalkit.outbox_relay import read_status
+from dalkit.outbox.relay import read_status
 
 from .conftest import with_driver
 from .models import AccountCredited

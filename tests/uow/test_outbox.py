@@ -26,8 +26,8 @@ from dalkit import (
     PublishError,
     UnitOfWork,
 )
-from dalkit.outbox import RelayBackoff
-from dalkit.publishers import RedisStreamPublisher
+from dalkit.outbox.messages import RelayBackoff
+from dalkit.outbox.publishers import RedisStreamPublisher
 from dalkit.tables import outbox
 
 from .conftest import RecordingBus

@@ -23,8 +23,8 @@ from dalkit import (
     OutboxMessage,
     PublishError,
 )
-from dalkit.outbox import RelayBackoff
-from dalkit.publishers import AsyncRedisStreamPublisher
+from dalkit.outbox.messages import RelayBackoff
+from dalkit.outbox.publishers import AsyncRedisStreamPublisher
 from dalkit.tables import outbox
 
 from .conftest import RecordingBus

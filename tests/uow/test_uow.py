@@ -20,8 +20,8 @@ from dalkit import (
     UnitOfWork,
     UnitOfWorkError,
 )
-from dalkit._uow_base import uow_settings
 from dalkit.tables import audit_log, outbox
+from dalkit.uow import uow_settings
 
 from .conftest import RecordingBus
 from .models import Account, AccountCredited, Profile, User, UserRegistered, UserRenamed

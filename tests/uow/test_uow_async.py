@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from dalkit._uow_base import uow_settings
 from dalkit import (
     AsyncDatabase,
     AsyncRepository,
@@ -20,6 +19,7 @@ from dalkit import (
     UnitOfWorkError,
 )
 from dalkit.tables import audit_log, outbox
+from dalkit.uow import uow_settings
 
 from .conftest import RecordingBus
 from .models import Account, AccountCredited, Profile, User, UserRegistered, UserRenamed

@@ -54,7 +54,6 @@ def _shown(config: ModelAudit, key: str, value: Any) -> Any:
     return REDACTED if key in config.redact else jsonable(value)
 
 
-
 def _row(
     config: ModelAudit, action: str, key: Sequence[Any], changes: dict[str, Any]
 ) -> dict[str, Any]:
@@ -282,8 +281,6 @@ async def recording_bulk_update_async(
     before = await session.run_sync(audit.read_before, rows)
     yield
     await session.run_sync(audit.record, before)
-
-
 
 
 # -- installing --------------------------------------------------------------------------------

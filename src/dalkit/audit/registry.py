@@ -196,4 +196,3 @@ def entity_key(values: Sequence[Any]) -> str:
     if len(values) == 1:
         return str(jsonable(values[0]))
     return json.dumps([jsonable(v) for v in values])
-

@@ -8,7 +8,7 @@ from typing import Any
 from rich.table import Table
 from rich.text import Text
 
-from dalkit.health import HealthCheckResult
+from dalkit.engine.health import HealthCheckResult
 
 
 def cell(value: Any) -> Text:

@@ -16,8 +16,8 @@ from dalkit.cli._render import cell
 from dalkit.cli.demo_models import User
 from dalkit.database import Database
 from dalkit.errors import QueryInputError
-from dalkit.query_builder import QueryBuilder
-from dalkit.repository import Repository
+from dalkit.query.builder import QueryBuilder
+from dalkit.repository.sql import Repository
 
 __all__ = ["run_repositories_demo"]
 

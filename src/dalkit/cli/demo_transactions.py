@@ -18,8 +18,8 @@ from sqlalchemy.orm import Session
 
 from dalkit.cli._render import cell, key_value_table
 from dalkit.database import Database
-from dalkit.hooks import on_commit
-from dalkit.retry import RetryPolicy
+from dalkit.transaction.retry import RetryPolicy
+from dalkit.transaction.scope import on_commit
 
 __all__ = ["run_transactions_demo"]
 

@@ -17,12 +17,12 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from dalkit import audit
 from dalkit.cli._render import cell
 from dalkit.database import Database
-from dalkit.events import DomainEvent, EventBus, HasEvents
-from dalkit.outbox import event_type
-from dalkit.outbox_relay import OutboxRelay
-from dalkit.publishers import EventBusPublisher
+from dalkit.outbox.events import DomainEvent, EventBus, HasEvents
+from dalkit.outbox.messages import event_type
+from dalkit.outbox.publishers import EventBusPublisher
+from dalkit.outbox.relay import OutboxRelay
 from dalkit.tables import audit_log, outbox
-from dalkit.uow import UnitOfWork
+from dalkit.uow.unit import UnitOfWork
 
 
 class _DemoUowBase(DeclarativeBase):

@@ -19,9 +19,9 @@ from rich.text import Text
 from dalkit.cli._render import cell, health_rows, status
 from dalkit.config import DEFAULT_URL, DatabaseConfig
 from dalkit.database import Database
+from dalkit.engine.health import HealthCheckResult
 from dalkit.errors import ConfigurationError
-from dalkit.health import HealthCheckResult
-from dalkit.redis_config import URL_ENV as REDIS_URL_ENV
+from dalkit.redis.config import URL_ENV as REDIS_URL_ENV
 
 DATABASE_URL_ENV = "DALKIT_DATABASE_URL"
 
@@ -89,7 +89,7 @@ def collect_report(
     redis_url = redis_url or environ.get(REDIS_URL_ENV)
     if redis_url:
         # imported here: the redis extra is needed only when a Redis URL is given
-        from dalkit.redis_manager import RedisManager
+        from dalkit.redis.manager import RedisManager
 
         with RedisManager(redis_url) as manager:
             report = dataclasses.replace(

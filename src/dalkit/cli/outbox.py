@@ -19,10 +19,10 @@ from dalkit.cli._render import cell
 from dalkit.config import DEFAULT_URL
 from dalkit.database import Database
 from dalkit.errors import ConfigurationError, DalkitError
-from dalkit.outbox_relay import OutboxRelay, read_status
-from dalkit.publishers import Publisher, RedisStreamPublisher
-from dalkit.redis_config import URL_ENV as REDIS_URL_ENV
-from dalkit.redis_config import RedisConfig
+from dalkit.outbox.publishers import Publisher, RedisStreamPublisher
+from dalkit.outbox.relay import OutboxRelay, read_status
+from dalkit.redis.config import URL_ENV as REDIS_URL_ENV
+from dalkit.redis.config import RedisConfig
 
 DATABASE_URL_ENV = "DALKIT_DATABASE_URL"
 
@@ -128,7 +128,7 @@ def _publisher(spec: str | None, redis_url: str | None, stream: str) -> Publishe
         raise ConfigurationError(
             f"say where to publish: --redis-url (or {REDIS_URL_ENV}) or --publisher"
         )
-    from dalkit._redis import build_client
+    from dalkit.redis.client import build_client
 
     _, client = build_client(RedisConfig.coerce(redis_url))
     return RedisStreamPublisher(client, stream)

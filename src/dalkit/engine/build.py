@@ -1,0 +1,259 @@
+"""From a DatabaseConfig to a SQLAlchemy engine with dalkit's hooks; opens no connection itself.
+
+Shared by the sync and async databases: driver choice, per-driver connect arguments, the SQLite
+pragmas and transaction fix, the init hook and the single point where driver errors are
+translated (SQLAlchemy's ``handle_error`` event).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+from typing import Any
+
+from sqlalchemy import create_engine, event
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import URL, Connection, Engine, ExceptionContext
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from dalkit.config import DatabaseConfig
+from dalkit.engine import pool as pool_metrics
+from dalkit.engine.pool import PoolMetrics, _InstrumentedPoolMixin, instrumented_pool_class
+from dalkit.errors import ConfigurationError, DatabaseError, translate_dbapi_error
+
+__all__ = [
+    "SQLITE_BEGIN_OPTION",
+    "build_async_engine",
+    "build_engine",
+    "engine_kwargs",
+    "get_async_driver_connection",
+    "get_driver_connection",
+    "install_hooks",
+    "resolve_url",
+]
+
+#: Execution option naming the statement that opens a SQLite transaction (``BEGIN IMMEDIATE``
+#: for writers, so they queue on busy_timeout instead of failing to upgrade a read lock);
+#: ``None`` opens none, so each statement commits by itself (dalkit's SQLite AUTOCOMMIT).
+SQLITE_BEGIN_OPTION = "dalkit_sqlite_begin"
+
+# (backend, is_async) -> the driver dalkit picks when the URL names none
+_DEFAULT_DRIVERS = {
+    ("postgresql", False): "psycopg",
+    ("postgresql", True): "asyncpg",
+    ("sqlite", False): "pysqlite",
+    ("sqlite", True): "aiosqlite",
+}
+# driver -> (module to import, extra that installs it, whether it is an async driver)
+_DRIVERS = {
+    "psycopg": ("psycopg", "postgres", None),  # psycopg serves both APIs
+    "asyncpg": ("asyncpg", "postgres", True),
+    "pysqlite": ("sqlite3", None, False),
+    "aiosqlite": ("aiosqlite", "sqlite-async", True),
+}
+
+
+def resolve_url(config: DatabaseConfig, *, is_async: bool) -> URL:
+    """The URL with dalkit's driver for this API filled in; checks the driver is installed."""
+    url = config.url
+    backend = url.get_backend_name()
+    driver = url.get_driver_name() if "+" in url.drivername else None
+    if driver is None:
+        driver = _DEFAULT_DRIVERS.get((backend, is_async))
+        if driver is None:
+            raise ConfigurationError(
+                f"unsupported database {backend!r}: dalkit supports postgresql and sqlite URLs"
+            )
+        url = url.set(drivername=f"{backend}+{driver}")
+    known = _DRIVERS.get(driver)
+    if known is None:
+        choices = sorted(
+            {f"{backend}+{d}" for (b, _), d in _DEFAULT_DRIVERS.items() if b == backend}
+        )
+        raise ConfigurationError(f"unknown driver {driver!r}; use one of {', '.join(choices)}")
+    module, extra, async_driver = known
+    if async_driver is not None and async_driver != is_async:
+        api = "AsyncDatabase" if async_driver else "Database"
+        raise ConfigurationError(f"driver {driver!r} only works with {api}")
+    if importlib.util.find_spec(module) is None:
+        hint = f"pip install 'dalkit[{extra}]'" if extra else "a Python built with sqlite3"
+        raise ConfigurationError(f"the {driver} driver is not installed; install it with {hint}")
+    if is_async and importlib.util.find_spec("greenlet") is None:
+        raise ConfigurationError(
+            "async support needs greenlet; install it with pip install 'sqlalchemy[asyncio]'"
+        )
+    return url
+
+
+def _is_memory_sqlite(url: URL) -> bool:
+    return url.database in (None, "", ":memory:") or "mode=memory" in str(url.query)
+
+
+def engine_kwargs(config: DatabaseConfig, url: URL, pool_class: type[Any]) -> dict[str, Any]:
+    """Keyword arguments for ``create_engine``/``create_async_engine``."""
+    driver = url.get_driver_name()
+    connect_args: dict[str, Any] = {}
+    kwargs: dict[str, Any] = {"echo": config.echo}
+    if url.get_backend_name() == "sqlite":
+        connect_args["timeout"] = config.sqlite_busy_timeout_ms / 1000.0
+        if _is_memory_sqlite(url):
+            # one shared connection, or every checkout would see a different empty database
+            from sqlalchemy.pool import StaticPool
+
+            connect_args["check_same_thread"] = False
+            kwargs["poolclass"] = StaticPool
+        else:
+            kwargs.update(_pool_kwargs(config), poolclass=pool_class)
+    else:
+        kwargs.update(_pool_kwargs(config), poolclass=pool_class)
+        settings = {}
+        if config.application_name:
+            settings["application_name"] = config.application_name
+        if config.statement_timeout_ms is not None:
+            settings["statement_timeout"] = str(config.statement_timeout_ms)
+        if driver == "asyncpg":
+            connect_args["timeout"] = config.connect_timeout_s
+            if settings:
+                connect_args["server_settings"] = settings
+        else:
+            connect_args["connect_timeout"] = max(1, round(config.connect_timeout_s))
+            if config.application_name:
+                connect_args["application_name"] = config.application_name
+            if config.statement_timeout_ms is not None:
+                connect_args["options"] = f"-c statement_timeout={config.statement_timeout_ms}"
+    connect_args.update(config.connect_args)
+    kwargs["connect_args"] = connect_args
+    return kwargs
+
+
+def _pool_kwargs(config: DatabaseConfig) -> dict[str, Any]:
+    return {
+        "pool_size": config.pool_size,
+        "max_overflow": config.max_overflow,
+        "pool_timeout": config.pool_timeout,
+        "pool_recycle": config.pool_recycle,
+        "pool_pre_ping": config.pool_pre_ping,
+    }
+
+
+def install_hooks(engine: Engine, config: DatabaseConfig, *, on_connect_error: Any = None) -> None:
+    """Attach the SQLite fix, the init hook and error translation to ``engine``.
+
+    ``engine`` is the sync engine, also under an AsyncEngine: SQLAlchemy's events are
+    synchronous, and async drivers are reached through their adapters.
+    """
+    if engine.dialect.name == "sqlite":
+        _install_sqlite(engine, config)
+    if config.init is not None:
+        _install_init(engine, config.init)
+
+    @event.listens_for(engine, "handle_error", retval=True)
+    def _translate(context: ExceptionContext) -> BaseException | None:
+        if context.is_pre_ping or context.sqlalchemy_exception is None:
+            return None  # a failed pre-ping is handled by the pool: it reconnects
+        sa_error = context.sqlalchemy_exception
+        if isinstance(sa_error, DatabaseError) or not hasattr(sa_error, "orig"):
+            return None
+        on_connect = context.connection is None and context.execution_context is None
+        if on_connect and on_connect_error is not None:
+            on_connect_error()
+        translated = translate_dbapi_error(
+            sa_error,  # type: ignore[arg-type]
+            is_disconnect=context.is_disconnect,
+            on_connect=on_connect,
+        )
+        translated.args = (config.scrub(str(translated)),)
+        return translated  # SQLAlchemy raises it from the driver's own exception
+
+
+def _install_sqlite(engine: Engine, config: DatabaseConfig) -> None:
+    memory = _is_memory_sqlite(engine.url)
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, record: Any) -> None:
+        # pysqlite opens transactions itself, lazily and not before DDL: take that over so a
+        # rolled-back transaction really leaves nothing behind (SQLAlchemy's documented recipe)
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            if not memory:
+                cursor.execute("PRAGMA journal_mode=WAL")
+                cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute(f"PRAGMA busy_timeout={int(config.sqlite_busy_timeout_ms)}")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        options = connection.get_execution_options()
+        begin = options.get(SQLITE_BEGIN_OPTION, "BEGIN")
+        if begin is None or options.get("isolation_level") == "AUTOCOMMIT":
+            return
+        # straight to the driver: exec_driver_sql would build a whole execution context for
+        # it, doubling the cost of a short SQLite transaction
+        cursor = connection.connection.dbapi_connection.cursor()
+        try:
+            cursor.execute(begin)
+        except Exception as exc:
+            # bypassing SQLAlchemy bypasses its handle_error hook too: a writer that found the
+            # file locked must still raise DatabaseBusyError, which the transaction runner retries
+            wrapped = sa_exc.DBAPIError.instance(
+                begin, None, exc, connection.dialect.loaded_dbapi.Error
+            )
+            if not isinstance(wrapped, sa_exc.DBAPIError):
+                raise  # not the driver's error: nothing to translate
+            raise translate_dbapi_error(wrapped) from exc
+        finally:
+            cursor.close()
+
+
+def _install_init(engine: Engine, init: Any) -> None:
+    is_coroutine = inspect.iscoroutinefunction(init)
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, record: Any) -> None:
+        if is_coroutine:
+            # async drivers sit behind SQLAlchemy's adapter, which runs coroutines for us
+            dbapi_connection.run_async(init)
+        else:
+            driver_connection = getattr(dbapi_connection, "driver_connection", dbapi_connection)
+            init(driver_connection)
+
+
+def build_engine(config: DatabaseConfig) -> tuple[Engine, PoolMetrics]:
+    """A sync engine for ``config`` with dalkit's hooks and pool metrics installed."""
+    url = resolve_url(config, is_async=False)
+    metrics = PoolMetrics(config.leak_threshold_s)
+    engine = create_engine(
+        url, **engine_kwargs(config, url, instrumented_pool_class(is_async=False))
+    )
+    _install_all(engine, config, metrics)
+    return engine, metrics
+
+
+def build_async_engine(config: DatabaseConfig) -> tuple[AsyncEngine, PoolMetrics]:
+    """An async engine for ``config`` with dalkit's hooks and pool metrics installed."""
+    url = resolve_url(config, is_async=True)
+    metrics = PoolMetrics(config.leak_threshold_s)
+    engine = create_async_engine(
+        url, **engine_kwargs(config, url, instrumented_pool_class(is_async=True))
+    )
+    _install_all(engine.sync_engine, config, metrics)
+    return engine, metrics
+
+
+def _install_all(engine: Engine, config: DatabaseConfig, metrics: PoolMetrics) -> None:
+    if isinstance(engine.pool, _InstrumentedPoolMixin):
+        pool_metrics.install(engine, metrics)
+    install_hooks(engine, config, on_connect_error=metrics.on_connect_error)
+
+
+def get_driver_connection(connection: Connection) -> Any:
+    """The driver's own connection (psycopg, sqlite3) behind a SQLAlchemy connection."""
+    return connection.connection.driver_connection
+
+
+async def get_async_driver_connection(connection: AsyncConnection) -> Any:
+    """The driver's own connection (asyncpg, psycopg, aiosqlite) behind an async connection."""
+    return (await connection.get_raw_connection()).driver_connection

@@ -1,0 +1,291 @@
+"""The transactional outbox: registered event types with versions, events to and from JSON, the
+rows a unit of work writes in its own transaction, and the relay's statements and backoff. No
+I/O: :mod:`dalkit.outbox.relay_async` and the units of work run what is built here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import random
+import typing
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+
+from dalkit._codec import jsonable
+from dalkit.errors import ConfigurationError, OutboxError
+from dalkit.outbox.events import DomainEvent
+from dalkit.tables import outbox
+
+__all__ = [
+    "EventTypeRegistry",
+    "OutboxMessage",
+    "OutboxStatus",
+    "RelayBackoff",
+    "event_type",
+    "registry",
+]
+
+E = TypeVar("E", bound=type[DomainEvent])
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class OutboxMessage:
+    """One event as the relay hands it to a publisher."""
+
+    id: int
+    event_id: str
+    event_type: str
+    event_version: int
+    aggregate_type: str | None
+    aggregate_id: str | None
+    aggregate_key: str
+    payload: dict[str, Any]
+    occurred_at: dt.datetime
+    attempts: int = 0
+
+    def as_json(self) -> dict[str, Any]:
+        """The message with every field as JSON-safe values (for brokers)."""
+        return {f.name: jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+
+class EventTypeRegistry:
+    """Event classes by (name, version): what the outbox may store, and how to read it back."""
+
+    def __init__(self) -> None:
+        self._by_class: dict[type[DomainEvent], tuple[str, int]] = {}
+        self._by_name: dict[tuple[str, int], type[DomainEvent]] = {}
+
+    def register(self, cls: type[DomainEvent], name: str | None = None, version: int = 1) -> None:
+        if not (isinstance(cls, type) and issubclass(cls, DomainEvent)):
+            raise ConfigurationError(f"only DomainEvent subclasses can be registered, not {cls!r}")
+        if not dataclasses.is_dataclass(cls):
+            raise ConfigurationError(f"{cls.__name__} must be a dataclass to be serialised")
+        key = (name or cls.__name__, int(version))
+        taken = self._by_name.get(key)
+        if taken is not None and taken is not cls:
+            raise ConfigurationError(f"event type {key[0]} v{key[1]} is already {taken.__name__}")
+        self._by_class[cls] = key
+        self._by_name[key] = cls
+
+    def name_of(self, cls: type[DomainEvent]) -> tuple[str, int]:
+        try:
+            return self._by_class[cls]
+        except KeyError:
+            raise ConfigurationError(
+                f"{cls.__name__} is not a registered event type: decorate it with "
+                "@dalkit.outbox.messages.event_type(...) so that the outbox can store it"
+            ) from None
+
+    def dump(self, event: DomainEvent) -> tuple[str, int, dict[str, Any]]:
+        """``(name, version, payload)`` of ``event``; the payload holds its fields as JSON."""
+        name, version = self.name_of(type(event))
+        payload = {
+            f.name: jsonable(getattr(event, f.name))
+            for f in dataclasses.fields(event)
+            if f.name not in ("event_id", "occurred_at")
+        }
+        return name, version, payload
+
+    def load(self, message: OutboxMessage) -> DomainEvent:
+        """The event a message carries, as an instance of its registered class."""
+        cls = self._by_name.get((message.event_type, message.event_version))
+        if cls is None:
+            raise OutboxError(
+                f"no event type {message.event_type} v{message.event_version} is registered"
+            )
+        hints = typing.get_type_hints(cls)
+        values = {k: _restore(hints.get(k), v) for k, v in message.payload.items()}
+        return cls(event_id=message.event_id, occurred_at=message.occurred_at, **values)
+
+
+def _restore(hint: Any, value: Any) -> Any:
+    """Undo :func:`jsonable` for the field types JSON cannot carry as such."""
+    if isinstance(value, str):
+        for target in (dt.datetime, dt.date):
+            if hint is target or target in typing.get_args(hint):
+                return target.fromisoformat(value)
+    return value
+
+
+#: The registry the units of work and relays use unless given another.
+registry = EventTypeRegistry()
+
+
+def event_type(name: str | None = None, version: int = 1) -> Callable[[E], E]:
+    """Class decorator registering an event type in :data:`registry` for the outbox."""
+
+    def decorate(cls: E) -> E:
+        registry.register(cls, name, version)
+        return cls
+
+    return decorate
+
+
+def outbox_rows(
+    entries: Iterable[tuple[DomainEvent, tuple[str, str] | None]],
+    types: EventTypeRegistry,
+    now: dt.datetime,
+) -> list[dict[str, Any]]:
+    """The ``dalkit_outbox`` rows for events with their aggregates (type, id), in order."""
+    rows = []
+    for event, aggregate in entries:
+        name, version, payload = types.dump(event)
+        aggregate_type, aggregate_id = aggregate if aggregate is not None else (None, None)
+        rows.append(
+            {
+                "event_id": event.event_id,
+                "event_type": name,
+                "event_version": version,
+                # events without an aggregate are ordered by nothing: each is its own stream
+                "aggregate_key": (
+                    f"{aggregate_type}:{aggregate_id}" if aggregate else f"event:{event.event_id}"
+                ),
+                "aggregate_type": aggregate_type,
+                "aggregate_id": aggregate_id,
+                "payload": payload,
+                "occurred_at": event.occurred_at,
+                "created_at": now,
+                "attempts": 0,
+                "next_attempt_at": now,
+            }
+        )
+    return rows
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RelayBackoff:
+    """How long a message waits after failed publish number ``n``: ``base * 2 ** (n - 1)`` up
+    to ``max_delay`` seconds, of which up to a ``jitter`` fraction is random. A message is
+    never given up on: ``dalkit outbox status`` shows the ones that keep failing."""
+
+    base_delay: float = 1.0
+    max_delay: float = 300.0
+    jitter: float = 0.2
+
+    def delay(self, attempts: int, random_fraction: float | None = None) -> float:
+        fraction = random.random() if random_fraction is None else random_fraction
+        ceiling = min(self.max_delay, self.base_delay * 2.0 ** min(max(attempts - 1, 0), 62))
+        return ceiling * (1.0 - self.jitter * fraction)
+
+
+# -- the relay's statements --------------------------------------------------------------------
+_c = outbox.c
+_pending = _c.sent_at.is_(None)
+
+
+def due_heads(now: dt.datetime, limit: int) -> sa.Select[Any]:
+    """The aggregate keys whose oldest pending message is due, oldest first: only the head of
+    an aggregate may go out, so a failing message holds back the ones behind it."""
+    earlier = outbox.alias("earlier")
+    # a scalar subquery, not NOT EXISTS: the planner runs it per row on the (aggregate_key,
+    # id) index whatever its statistics say, where an anti-join on a fresh table went quadratic
+    head = (
+        sa.select(sa.func.min(earlier.c.id))
+        .where(earlier.c.aggregate_key == _c.aggregate_key, earlier.c.sent_at.is_(None))
+        .scalar_subquery()
+    )
+    return (
+        sa.select(_c.aggregate_key)
+        .where(_pending, _c.next_attempt_at <= now, _c.id == head)
+        .order_by(_c.id)
+        .limit(limit)
+    )
+
+
+def lock_heads(now: dt.datetime, limit: int, namespace: int) -> sa.Select[Any]:
+    """PostgreSQL: :func:`due_heads`, keeping those whose transaction-level advisory lock this
+    transaction got; another relay holding one is publishing that aggregate right now."""
+    heads = due_heads(now, limit).subquery("heads")
+    locked = sa.func.pg_try_advisory_xact_lock(namespace, sa.func.hashtext(heads.c.aggregate_key))
+    return sa.select(heads.c.aggregate_key).where(locked)
+
+
+def claim(keys: Sequence[str], limit: int, *, lock_rows: bool) -> sa.Select[Any]:
+    """The pending messages of ``keys``, in id order; on PostgreSQL locked ``FOR UPDATE SKIP
+    LOCKED`` so that no other relay can claim them while this one publishes."""
+    statement = sa.select(outbox).where(_pending, _c.aggregate_key.in_(keys)).order_by(_c.id)
+    statement = statement.limit(limit)
+    return statement.with_for_update(skip_locked=True) if lock_rows else statement
+
+
+def message(row: Mapping[Any, Any]) -> OutboxMessage:
+    return OutboxMessage(
+        id=row["id"],
+        event_id=row["event_id"],
+        event_type=row["event_type"],
+        event_version=row["event_version"],
+        aggregate_type=row["aggregate_type"],
+        aggregate_id=row["aggregate_id"],
+        aggregate_key=row["aggregate_key"],
+        payload=row["payload"],
+        occurred_at=row["occurred_at"],
+        attempts=row["attempts"],
+    )
+
+
+def mark_sent(ids: Sequence[int], now: dt.datetime) -> sa.Update:
+    return outbox.update().where(_c.id.in_(ids)).values(sent_at=now, last_error=None)
+
+
+def mark_failed(
+    failed: OutboxMessage, error: BaseException, now: dt.datetime, backoff: RelayBackoff
+) -> sa.Update:
+    attempts = failed.attempts + 1
+    retry_at = now + dt.timedelta(seconds=backoff.delay(attempts))
+    text = f"{type(error).__name__}: {error}"[:2000]
+    return (
+        outbox.update()
+        .where(_c.id == failed.id)
+        .values(attempts=attempts, next_attempt_at=retry_at, last_error=text)
+    )
+
+
+def prune(cutoff: dt.datetime) -> sa.Delete:
+    return outbox.delete().where(_c.sent_at.is_not(None), _c.sent_at < cutoff)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class OutboxStatus:
+    """What ``dalkit outbox status`` shows."""
+
+    pending: int
+    failing: int
+    sent: int
+    oldest_pending_age_s: float | None
+    last_error: str | None
+
+
+def status_query() -> sa.Select[*tuple[Any, ...]]:
+    failing = sa.and_(_pending, _c.attempts > 0)
+    return sa.select(
+        sa.func.count().filter(_pending).label("pending"),
+        sa.func.count().filter(failing).label("failing"),
+        sa.func.count().filter(_c.sent_at.is_not(None)).label("sent"),
+        sa.func.min(_c.created_at).filter(_pending).label("oldest"),
+    )
+
+
+def last_error_query() -> sa.Select[Any]:
+    return (
+        sa.select(_c.last_error)
+        .where(_pending, _c.last_error.is_not(None))
+        .order_by(_c.id.desc())
+        .limit(1)
+    )
+
+
+def build_status(row: Mapping[Any, Any], last_error: str | None, now: dt.datetime) -> OutboxStatus:
+    oldest = row["oldest"]
+    if oldest is not None and oldest.tzinfo is None:
+        # an aggregate over a UTCDateTime column comes back untyped from SQLite: naive UTC text
+        oldest = dt.datetime.fromisoformat(str(oldest)).replace(tzinfo=dt.UTC)
+    return OutboxStatus(
+        pending=int(row["pending"]),
+        failing=int(row["failing"]),
+        sent=int(row["sent"]),
+        oldest_pending_age_s=None if oldest is None else (now - oldest).total_seconds(),
+        last_error=last_error,
+    )

@@ -1,0 +1,108 @@
+"""Where an OutboxRelay sends messages: the :class:`Publisher` protocols, the in-process
+EventBus and Redis Streams (``XADD``). Importing this module never imports redis: the caller
+hands in its own client.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any, Protocol
+
+from dalkit.errors import PublishError
+from dalkit.outbox.events import EventBus
+from dalkit.outbox.messages import EventTypeRegistry, OutboxMessage, registry
+
+if TYPE_CHECKING:
+    import redis
+    import redis.asyncio
+
+__all__ = [
+    "AsyncEventBusPublisher",
+    "AsyncPublisher",
+    "AsyncRedisStreamPublisher",
+    "EventBusPublisher",
+    "Publisher",
+    "RedisStreamPublisher",
+    "stream_fields",
+]
+
+
+class Publisher(Protocol):
+    """Delivers one message, or raises; an OutboxRelay calls it inside its claiming
+    transaction and retries a message whose publish raised. Delivery is at least once:
+    consumers deduplicate by ``message.event_id`` (see :class:`dalkit.Inbox`)."""
+
+    def publish(self, message: OutboxMessage) -> None: ...
+
+
+class AsyncPublisher(Protocol):
+    """:class:`Publisher` for the AsyncOutboxRelay."""
+
+    async def publish(self, message: OutboxMessage) -> None: ...
+
+
+class EventBusPublisher:
+    """Hands each message, read back as its registered event type, to an in-process EventBus;
+    a handler that fails makes the publish fail, so the relay delivers the message again."""
+
+    def __init__(self, bus: EventBus, event_types: EventTypeRegistry = registry) -> None:
+        self.bus = bus
+        self.event_types = event_types
+
+    def publish(self, message: OutboxMessage) -> None:
+        failures = self.bus.dispatch([self.event_types.load(message)])
+        if failures:
+            raise PublishError(_failed(message, failures[0].error, len(failures)))
+
+
+class AsyncEventBusPublisher(EventBusPublisher):
+    """:class:`EventBusPublisher` for the AsyncOutboxRelay: async handlers are awaited."""
+
+    async def publish(self, message: OutboxMessage) -> None:  # type: ignore[override]
+        failures = await self.bus.dispatch_async([self.event_types.load(message)])
+        if failures:
+            raise PublishError(_failed(message, failures[0].error, len(failures)))
+
+
+def _failed(message: OutboxMessage, error: BaseException, count: int) -> str:
+    return f"{count} handler(s) failed for event {message.event_id}; first: {error!r}"
+
+
+def stream_fields(message: OutboxMessage) -> dict[str, str]:
+    """The fields of a Redis Streams entry for ``message``: strings, the payload as JSON."""
+    fields = message.as_json()
+    fields["payload"] = json.dumps(fields["payload"], separators=(",", ":"))
+    return {key: "" if value is None else str(value) for key, value in fields.items()}
+
+
+class RedisStreamPublisher:
+    """``XADD`` to one stream per message; ``maxlen`` trims the stream approximately."""
+
+    def __init__(
+        self, client: redis.Redis, stream: str = "dalkit:events", maxlen: int | None = None
+    ) -> None:
+        self.client = client
+        self.stream = stream
+        self.maxlen = maxlen
+
+    def publish(self, message: OutboxMessage) -> None:
+        fields: dict[Any, Any] = stream_fields(message)
+        self.client.xadd(self.stream, fields, maxlen=self.maxlen, approximate=True)
+
+
+class AsyncRedisStreamPublisher:
+    """:class:`RedisStreamPublisher` with a ``redis.asyncio`` client."""
+
+    def __init__(
+        self,
+        client: redis.asyncio.Redis,
+        stream: str = "dalkit:events",
+        maxlen: int | None = None,
+    ) -> None:
+        self.client = client
+        self.stream = stream
+        self.maxlen = maxlen
+
+    async def publish(self, message: OutboxMessage) -> None:
+        fields: dict[Any, Any] = stream_fields(message)
+        await self.client.xadd(self.stream, fields, maxlen=self.maxlen, approximate=True)

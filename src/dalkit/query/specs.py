@@ -1,0 +1,361 @@
+"""Specifications and ``field__op`` filters: parsed against an allow-list, then compiled to SQL or
+evaluated in Python with SQL's three-valued logic. No I/O.
+
+A :class:`Spec` is model-agnostic until a repository resolves it; resolution fails closed on any
+unknown field, operator or uncoercible value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Callable, Collection, Iterable, Mapping
+from typing import Any, Literal
+
+import sqlalchemy as sa
+
+from dalkit.errors import InvalidFilterError
+from dalkit.query.fields import CoercionError, FieldInfo, ModelInfo, to_bool
+
+__all__ = ["OPERATORS", "Condition", "FilterParser", "Group", "Node", "Spec"]
+
+OPERATORS = (
+    "eq",
+    "ne",
+    "lt",
+    "lte",
+    "gt",
+    "gte",
+    "in",
+    "not_in",
+    "like",
+    "ilike",
+    "contains",
+    "startswith",
+    "isnull",
+    "between",
+)
+_ORDERED_OPS = frozenset({"lt", "lte", "gt", "gte", "between"})
+_TEXT_OPS = frozenset({"like", "ilike", "contains", "startswith"})
+_LIST_OPS = frozenset({"in", "not_in"})
+#: longest ``in``/``not_in`` list accepted; longer lists are almost always a bug or an attack
+MAX_LIST_VALUES = 1000
+_SQL_ESCAPE = "/"
+_ANY_STRING, _ANY_CHAR = 0, 1
+_WILDCARDS = {"%": _ANY_STRING, "_": _ANY_CHAR}
+_GLOB_SPECIAL = {"*": "[*]", "?": "[?]", "[": "[[]"}
+
+
+class Spec:
+    """A composable condition: ``Spec(age__gte=18, status="active")`` is the AND of its filters.
+
+    Combine with ``&``, ``|`` and ``~``; name domain rules by subclassing::
+
+        class ActiveUsers(Spec):
+            def __init__(self) -> None:
+                super().__init__(is_active=True)
+
+    Positional arguments are other specs, ANDed with the filters. The filters of a spec may name
+    any mapped column of the model (specs are code); keyword filters passed to repository reads
+    are user input and are held to the repository's ``filterable`` list.
+    """
+
+    __slots__ = ("_filters", "_op", "_specs")
+
+    def __init__(self, *specs: Spec, **filters: Any) -> None:
+        for spec in specs:
+            if not isinstance(spec, Spec):
+                raise TypeError(f"Spec() takes other specs positionally, got {type(spec).__name__}")
+        self._op: Literal["and", "or", "not"] = "and"
+        self._specs: tuple[Spec, ...] = specs
+        self._filters: tuple[tuple[str, Any], ...] = tuple(filters.items())
+
+    @classmethod
+    def _combine(cls, op: Literal["and", "or", "not"], specs: tuple[Spec, ...]) -> Spec:
+        node = Spec()
+        node._op = op
+        node._specs = specs
+        return node
+
+    def __and__(self, other: object) -> Spec:
+        if not isinstance(other, Spec):
+            return NotImplemented
+        return Spec._combine("and", (self, other))
+
+    def __or__(self, other: object) -> Spec:
+        if not isinstance(other, Spec):
+            return NotImplemented
+        return Spec._combine("or", (self, other))
+
+    def __invert__(self) -> Spec:
+        return Spec._combine("not", (self,))
+
+    def __repr__(self) -> str:
+        if type(self) is not Spec:
+            return f"{type(self).__name__}()"
+        if self._op == "not":
+            return f"~{self._specs[0]!r}"
+        if self._op == "or":
+            return "(" + " | ".join(map(repr, self._specs)) + ")"
+        parts = [repr(s) for s in self._specs] + [f"{k}={v!r}" for k, v in self._filters]
+        return f"Spec({', '.join(parts)})"
+
+    def resolve(self, parser: FilterParser) -> Node:
+        """This spec as a tree of parsed conditions; raises InvalidFilterError on bad input."""
+        if self._op == "not":
+            return Group("not", (self._specs[0].resolve(parser),))
+        children = [spec.resolve(parser) for spec in self._specs]
+        children += [parser.condition(key, value) for key, value in self._filters]
+        return Group(self._op, tuple(children))
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Condition:
+    """One parsed filter: a field, an operator and a value already coerced to the field's type."""
+
+    field: FieldInfo
+    op: str
+    value: Any
+
+    def to_sql(
+        self, dialect: str, target: sa.ColumnElement[Any] | None = None
+    ) -> sa.ColumnElement[bool]:
+        """The condition on the field's column, or on ``target`` (an aggregate, for HAVING)."""
+        column: sa.ColumnElement[Any] = self.field.column if target is None else target
+        op, value = self.op, self.value
+        if op == "isnull":
+            return column.is_(None) if value else column.is_not(None)
+        if op in _LIST_OPS and not value:
+            # an empty list: NOT IN () holds for every row, IN () for none, NULL or not
+            return sa.true() if op == "not_in" else sa.false()
+        simple: dict[str, Callable[[], sa.ColumnElement[bool]]] = {
+            "eq": lambda: column == value,
+            "ne": lambda: column != value,
+            "lt": lambda: column < value,
+            "lte": lambda: column <= value,
+            "gt": lambda: column > value,
+            "gte": lambda: column >= value,
+            "in": lambda: column.in_(value),
+            "not_in": lambda: column.not_in(value),
+            "between": lambda: column.between(value[0], value[1]),
+        }
+        if op in simple:
+            return simple[op]()
+        tokens: list[str | int] = value
+        if op == "ilike":
+            # SQLite's LIKE already ignores ASCII case, PostgreSQL's ILIKE does so in the C locale
+            pattern = _render_like(tokens)
+            if dialect == "sqlite":
+                return column.like(pattern, escape=_SQL_ESCAPE)
+            return column.ilike(pattern, escape=_SQL_ESCAPE)
+        if dialect == "sqlite":
+            # SQLite's LIKE ignores case: GLOB is its case-sensitive match
+            return column.op("GLOB", is_comparison=True)(_render_glob(tokens))
+        return column.like(_render_like(tokens), escape=_SQL_ESCAPE)
+
+    def test(self, value: Any) -> bool | None:
+        """SQL's verdict on a row whose field holds ``value``: True, False or None (unknown)."""
+        op, target = self.op, self.value
+        if op == "isnull":
+            return (value is None) is target
+        if op in _LIST_OPS and not target:
+            return op == "not_in"
+        if value is None:
+            return None
+        if op == "eq":
+            return bool(value == target)
+        if op == "ne":
+            return bool(value != target)
+        if op == "lt":
+            return bool(value < target)
+        if op == "lte":
+            return bool(value <= target)
+        if op == "gt":
+            return bool(value > target)
+        if op == "gte":
+            return bool(value >= target)
+        if op == "in":
+            return value in target
+        if op == "not_in":
+            return value not in target
+        if op == "between":
+            return bool(target[0] <= value <= target[1])
+        flags = re.DOTALL | (re.IGNORECASE | re.ASCII if op == "ilike" else 0)
+        return re.fullmatch(_render_regex(target), value, flags) is not None
+
+
+@dataclasses.dataclass(frozen=True)
+class Group:
+    """AND, OR or NOT over parsed conditions."""
+
+    op: Literal["and", "or", "not"]
+    children: tuple[Node, ...]
+
+    def to_sql(self, dialect: str) -> sa.ColumnElement[bool]:
+        parts = [child.to_sql(dialect) for child in self.children]
+        if self.op == "not":
+            return sa.not_(parts[0])
+        if self.op == "or":
+            return sa.or_(sa.false(), *parts) if not parts else sa.or_(*parts)
+        return sa.and_(sa.true(), *parts) if not parts else sa.and_(*parts)
+
+    def test(self, entity: Any) -> bool | None:
+        """Kleene logic, as SQL evaluates AND, OR and NOT over unknowns."""
+        if self.op == "not":
+            verdict = _test(self.children[0], entity)
+            return None if verdict is None else not verdict
+        verdicts = [_test(child, entity) for child in self.children]
+        if self.op == "or":
+            return True if True in verdicts else (None if None in verdicts else False)
+        return False if False in verdicts else (None if None in verdicts else True)
+
+
+Node = Condition | Group
+
+
+def _test(node: Node, entity: Any) -> bool | None:
+    if isinstance(node, Condition):
+        return node.test(getattr(entity, node.field.name))
+    return node.test(entity)
+
+
+def matches(node: Node, entity: Any) -> bool:
+    """Whether SQL would return ``entity``'s row for ``WHERE node``."""
+    return _test(node, entity) is True
+
+
+class FilterParser:
+    """Parses ``field__op=value`` filters of one model against an allow-list of field names."""
+
+    def __init__(self, info: ModelInfo, allowed: Iterable[str]) -> None:
+        self.info = info
+        self.allowed: dict[str, FieldInfo] = {name: info.fields[name] for name in allowed}
+
+    def parse(self, filters: Mapping[str, Any]) -> Group:
+        return Group("and", tuple(self.condition(k, v) for k, v in filters.items()))
+
+    def condition(self, key: object, value: Any) -> Condition:
+        if not isinstance(key, str):
+            raise InvalidFilterError(
+                f"filter keys must be strings, got {type(key).__name__}",
+                name=repr(key),
+                allowed=sorted(self.allowed),
+            )
+        name, op = (key, "eq") if key in self.allowed else _split(key)
+        field = self.allowed.get(name)
+        if field is None:
+            raise InvalidFilterError(
+                f"unknown or disallowed filter field {_short(name)}",
+                name=name,
+                allowed=sorted(self.allowed),
+            )
+        allowed_ops = operators_for(field)
+        if op not in allowed_ops:
+            raise InvalidFilterError(
+                f"unknown or disallowed operator {_short(op)} for {field.name}",
+                name=key,
+                allowed=allowed_ops,
+            )
+        try:
+            return coerce_condition(field, op, value)
+        except CoercionError as exc:
+            raise InvalidFilterError(f"{_short(key)}: {exc}", name=key) from None
+
+
+def operators_for(field: FieldInfo) -> tuple[str, ...]:
+    """The operators that make sense for ``field``'s kind, in :data:`OPERATORS` order."""
+    return tuple(
+        op
+        for op in OPERATORS
+        if (op not in _ORDERED_OPS or field.ordered)
+        and (op not in _TEXT_OPS or field.kind == "str")
+    )
+
+
+def _split(key: str) -> tuple[str, str]:
+    name, sep, op = key.rpartition("__")
+    return (name, op) if sep else (key, "eq")
+
+
+def coerce_condition(field: FieldInfo, op: str, value: Any) -> Condition:
+    """A condition with ``value`` checked and coerced for ``op``; raises CoercionError."""
+    if op in ("eq", "ne") and value is None:
+        return Condition(field, "isnull", op == "eq")
+    if op == "isnull":
+        return Condition(field, op, to_bool(value))
+    if op in _LIST_OPS or op == "between":
+        if isinstance(value, str | bytes) or not isinstance(value, Collection):
+            raise CoercionError(f"{op} expects a list of values")
+        if len(value) > MAX_LIST_VALUES:
+            raise CoercionError(f"{op} accepts at most {MAX_LIST_VALUES} values")
+        if op == "between" and len(value) != 2:
+            raise CoercionError("between expects exactly two values: [low, high]")
+        if any(item is None for item in value):
+            raise CoercionError(f"{op} cannot hold null; use isnull")
+        items = tuple(field.coerce(item) for item in value)
+        return Condition(field, op, frozenset(items) if op in _LIST_OPS else items)
+    if value is None:
+        raise CoercionError(f"{op} cannot compare with null; use isnull")
+    coerced = field.coerce(value)
+    if op in ("like", "ilike"):
+        return Condition(field, op, _parse_like(coerced))
+    if op == "contains":
+        return Condition(field, "like", [_ANY_STRING, *coerced, _ANY_STRING])
+    if op == "startswith":
+        return Condition(field, "like", [*coerced, _ANY_STRING])
+    return Condition(field, op, coerced)
+
+
+def _parse_like(pattern: str) -> list[str | int]:
+    """A LIKE pattern (``%``, ``_``, backslash escapes) as tokens: literal characters, and
+    :data:`_ANY_STRING` / :data:`_ANY_CHAR` for the wildcards."""
+    tokens: list[str | int] = []
+    chars = iter(pattern)
+    for char in chars:
+        if char == "\\":
+            escaped = next(chars, None)
+            if escaped is None:
+                raise CoercionError("a LIKE pattern cannot end with the escape character \\")
+            tokens.append(escaped)
+        elif char in _WILDCARDS:
+            tokens.append(_WILDCARDS[char])
+        else:
+            tokens.append(char)
+    return tokens
+
+
+def _render_like(tokens: list[str | int]) -> str:
+    out = []
+    for token in tokens:
+        if isinstance(token, int):
+            out.append("%" if token == _ANY_STRING else "_")
+        elif token in ("%", "_", _SQL_ESCAPE):
+            out.append(_SQL_ESCAPE + token)
+        else:
+            out.append(token)
+    return "".join(out)
+
+
+def _render_glob(tokens: list[str | int]) -> str:
+    out = []
+    for token in tokens:
+        if isinstance(token, int):
+            out.append("*" if token == _ANY_STRING else "?")
+        else:
+            out.append(_GLOB_SPECIAL.get(token, token))
+    return "".join(out)
+
+
+def _render_regex(tokens: list[str | int]) -> str:
+    out = []
+    for token in tokens:
+        if isinstance(token, int):
+            out.append(".*" if token == _ANY_STRING else ".")
+        else:
+            out.append(re.escape(token))
+    return "".join(out)
+
+
+def _short(text: str) -> str:
+    shown = repr(text)
+    return shown if len(shown) <= 80 else shown[:77] + "..."

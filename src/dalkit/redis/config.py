@@ -1,0 +1,155 @@
+"""RedisConfig: what a RedisManager is built from: a URL, keyword options or the environment.
+
+The password in the URL is shown nowhere: reprs, ``str()`` and errors use :attr:`safe_url`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import os
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import parse_qsl, unquote, unquote_plus, urlsplit, urlunsplit
+
+from dalkit.errors import ConfigurationError
+
+__all__ = ["DEFAULT_REDIS_URL", "URL_ENV", "RedisConfig", "require_redis"]
+
+DEFAULT_REDIS_URL = "redis://localhost:6379/0"
+URL_ENV = "DALKIT_REDIS_URL"
+
+_SCHEMES = ("redis", "rediss", "unix")
+_MASK = "***"
+
+
+def require_redis() -> None:
+    """Raise ConfigurationError naming the extra when redis-py is not installed."""
+    if importlib.util.find_spec("redis") is None:
+        raise ConfigurationError(
+            "redis-py is not installed; install it with pip install 'dalkit[redis]'"
+        )
+
+
+@dataclasses.dataclass(frozen=True, repr=False)
+class RedisConfig:
+    """Connection and pool settings for one Redis server.
+
+    ``health_check_interval_s`` pings a connection idle that long before reusing it, like
+    ``pool_pre_ping``; ``client_name`` is what ``CLIENT LIST`` shows for dalkit's connections.
+    """
+
+    url: str
+    max_connections: int = 50
+    socket_timeout_s: float | None = 5.0
+    socket_connect_timeout_s: float = 5.0
+    health_check_interval_s: int = 30
+    client_name: str | None = "dalkit"
+    decode_responses: bool = False
+
+    def __post_init__(self) -> None:
+        try:
+            parts = urlsplit(self.url)
+            parts.port  # noqa: B018 -- raises ValueError for a port that is not a number
+        except ValueError:
+            raise ConfigurationError(_malformed()) from None
+        if parts.scheme not in _SCHEMES:
+            raise ConfigurationError(_malformed())
+        if not isinstance(self.max_connections, int) or self.max_connections < 1:
+            raise ConfigurationError("max_connections must be a positive integer")
+        if self.socket_connect_timeout_s <= 0 or (
+            self.socket_timeout_s is not None and self.socket_timeout_s <= 0
+        ):
+            raise ConfigurationError("socket timeouts must be positive")
+
+    @classmethod
+    def coerce(cls, url_or_config: str | RedisConfig, **options: Any) -> RedisConfig:
+        """A config from a URL or an existing config, with ``options`` laid over it."""
+        unknown = set(options) - {f.name for f in dataclasses.fields(cls) if f.name != "url"}
+        if unknown:
+            raise ConfigurationError(f"unknown Redis option(s): {', '.join(sorted(unknown))}")
+        if isinstance(url_or_config, RedisConfig):
+            return dataclasses.replace(url_or_config, **options) if options else url_or_config
+        return cls(url_or_config, **options)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **options: Any) -> RedisConfig:
+        """The URL from ``DALKIT_REDIS_URL`` (else ``redis://localhost:6379/0``), with options."""
+        env = os.environ if environ is None else environ
+        return cls.coerce(env.get(URL_ENV) or DEFAULT_REDIS_URL, **options)
+
+    @property
+    def safe_url(self) -> str:
+        """The URL with its password (in the user part or the query) replaced by ``***``."""
+        parts = urlsplit(self.url)
+        netloc = parts.netloc
+        if parts.password is not None:
+            user = parts.username or ""
+            host = netloc.rpartition("@")[2]
+            netloc = f"{user}:{_MASK}@{host}"
+        query = "&".join(
+            f"{key}={_MASK}" if unquote_plus(key) == "password" else f"{key}={value}"
+            for key, value in _raw_query(parts.query)
+        )
+        return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+    @property
+    def database(self) -> str | None:
+        """The database number the URL selects, as redis-py reads it (``None`` for the default)."""
+        parts = urlsplit(self.url)
+        from_query = dict(parse_qsl(parts.query)).get("db")
+        if from_query is not None:
+            return from_query
+        path = unquote(parts.path).strip("/")
+        return path if parts.scheme != "unix" and path.isdigit() else None
+
+    def scrub(self, text: str) -> str:
+        """``text`` with the password removed, in both its raw and its URL-encoded forms."""
+        for secret in self._secrets():
+            text = text.replace(secret, _MASK)
+        return text
+
+    def _secrets(self) -> list[str]:
+        # each as written in the URL and as redis-py decodes it (unquote in the user part,
+        # parse_qs's unquote_plus in the query)
+        parts = urlsplit(self.url)
+        found = {parts.password or "", unquote(parts.password or "")}
+        for key, value in _raw_query(parts.query):
+            if unquote_plus(key) == "password":
+                found |= {value, unquote_plus(value)}
+        # longest first, so a password containing another never leaves a fragment behind
+        return sorted(found - {""}, key=len, reverse=True)
+
+    def pool_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for redis-py's ``ConnectionPool.from_url``."""
+        return {
+            "max_connections": self.max_connections,
+            "socket_timeout": self.socket_timeout_s,
+            "socket_connect_timeout": self.socket_connect_timeout_s,
+            "health_check_interval": self.health_check_interval_s,
+            "client_name": self.client_name,
+            "decode_responses": self.decode_responses,
+        }
+
+    def __repr__(self) -> str:
+        shown = ", ".join(
+            f"{f.name}={getattr(self, f.name)!r}"
+            for f in dataclasses.fields(self)
+            if f.name != "url" and getattr(self, f.name) != f.default
+        )
+        return f"RedisConfig(url={self.safe_url!r}{', ' if shown else ''}{shown})"
+
+    __str__ = __repr__
+
+
+def _raw_query(query: str) -> list[tuple[str, str]]:
+    """``key=value`` pairs exactly as written: the masks must match the URL's own spelling."""
+    return [(key, value) for key, _, value in (p.partition("=") for p in query.split("&") if p)]
+
+
+def _malformed() -> str:
+    # the URL itself is left out: it may carry the password
+    return (
+        "malformed Redis URL; expected redis://[user:password@]host:port/db, rediss://... "
+        "or unix:///path/to/socket"
+    )

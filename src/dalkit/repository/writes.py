@@ -1,0 +1,182 @@
+"""Checks on what repository writes name, and the native upsert statement. No I/O."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql.schema import ColumnDefault
+
+from dalkit.errors import ConfigurationError, InvalidQueryError
+from dalkit.query.fields import CoercionError, FieldInfo, ModelInfo
+
+__all__ = [
+    "check_on",
+    "check_rows",
+    "check_update",
+    "check_values",
+    "unique_sets",
+    "upsert_statement",
+]
+
+
+def check_values(info: ModelInfo, values: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` if every key is a mapped, non-key field; primary keys are not rewritten."""
+    pk = {f.name for f in info.primary_key}
+    allowed = [n for n in info.fields if n not in pk]
+    for name in values:
+        if name not in allowed:
+            raise InvalidQueryError(
+                f"{info.name} has no updatable field {str(name)[:60]!r}",
+                name=str(name),
+                allowed=allowed,
+            )
+    return dict(values)
+
+
+def check_rows(
+    info: ModelInfo, rows: Iterable[Mapping[str, Any]]
+) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
+    """Rows of ``update_many`` as (primary key, values to set)."""
+    pk_names = [f.name for f in info.primary_key]
+    checked = []
+    for index, row in enumerate(rows):
+        if not isinstance(row, Mapping) or any(name not in row for name in pk_names):
+            raise InvalidQueryError(
+                f"row {index} lacks the primary key ({', '.join(pk_names)})",
+                name=str(index),
+                allowed=pk_names,
+            )
+        try:
+            key = info.ident_tuple({n: row[n] for n in pk_names})
+        except CoercionError as exc:
+            raise InvalidQueryError(f"row {index}: {exc}", name=str(index)) from None
+        values = check_values(info, {k: v for k, v in row.items() if k not in pk_names})
+        checked.append((key, values))
+    return checked
+
+
+def unique_sets(info: ModelInfo) -> list[frozenset[str]]:
+    """The field sets the table declares unique: primary key, unique constraints, unique
+    indexes on plain columns without a WHERE clause."""
+    by_column = {id(f.column): f.name for f in info.fields.values()}
+    sets = [frozenset(f.name for f in info.primary_key)]
+    candidates: list[Sequence[Any]] = [
+        list(c.columns) for c in info.table.constraints if isinstance(c, sa.UniqueConstraint)
+    ]
+    for index in info.table.indexes:
+        partial = any(v for k, v in index.dialect_kwargs.items() if k.endswith("_where"))
+        if index.unique and not partial and len(index.expressions) == len(index.columns):
+            candidates.append(list(index.columns))
+    for columns in candidates:
+        names = [by_column.get(id(c)) for c in columns]
+        if names and None not in names:
+            sets.append(frozenset(n for n in names if n is not None))
+    return sets
+
+
+def check_on(info: ModelInfo, on: Sequence[str]) -> tuple[FieldInfo, ...]:
+    """The conflict target of an upsert: fields that the table declares unique together."""
+    if isinstance(on, str):
+        raise InvalidQueryError("on must be a list of field names", name=on)
+    names = list(on)
+    sets = unique_sets(info)
+    if frozenset(names) not in sets or len(set(names)) != len(names):
+        raise InvalidQueryError(
+            f"upsert on ({', '.join(map(str, names))}) needs a primary key, unique constraint or "
+            f"unique index on exactly those fields",
+            name=",".join(map(str, names)),
+            allowed=[",".join(sorted(s)) for s in sets],
+        )
+    return tuple(info.fields[n] for n in names)
+
+
+def check_update(
+    info: ModelInfo, keys: Sequence[str], index: tuple[FieldInfo, ...], update: Sequence[str] | None
+) -> list[str]:
+    """The fields an upsert sets on conflict: ``update``, checked, or by default every given
+    field outside the conflict target and the primary key."""
+    index_names = {f.name for f in index}
+    pk_names = {f.name for f in info.primary_key}
+    if update is None:
+        return [k for k in keys if k not in index_names and k not in pk_names]
+    if isinstance(update, str):
+        raise InvalidQueryError("update must be a list of field names", name=update)
+    bad = [n for n in update if n not in keys or n in index_names]
+    if bad:
+        raise InvalidQueryError(
+            f"update names {str(bad[0])[:60]!r}, which is not a given, non-conflict field",
+            name=str(bad[0]),
+            allowed=[k for k in keys if k not in index_names],
+        )
+    return list(update)
+
+
+def upsert_statement(
+    info: ModelInfo,
+    rows: list[dict[str, Any]],
+    index: tuple[FieldInfo, ...],
+    update: Sequence[str] | None,
+    dialect: str,
+    *,
+    orm: bool,
+) -> tuple[Any, bool]:
+    """``INSERT ... ON CONFLICT (index) DO UPDATE | DO NOTHING`` for ``rows`` (all with the same
+    keys), and whether it updates."""
+    if dialect == "postgresql":
+        insert: Any = postgresql.insert
+    elif dialect == "sqlite":
+        insert = sqlite.insert
+    else:
+        raise ConfigurationError(f"upsert supports PostgreSQL and SQLite, not {dialect}")
+    keys = list(rows[0]) if rows else []
+    for position, row in enumerate(rows):
+        if list(row) != keys and set(row) != set(keys):
+            raise InvalidQueryError(
+                f"row {position} has other fields than row 0", name=str(position), allowed=keys
+            )
+    unknown = [k for k in keys if k not in info.fields]
+    if unknown:
+        raise InvalidQueryError(
+            f"{info.name} has no field {unknown[0]!r:.60}",
+            name=unknown[0],
+            allowed=list(info.fields),
+        )
+    missing = [f.name for f in index if f.name not in keys]
+    if missing:
+        raise InvalidQueryError(
+            f"upsert values lack the conflict field(s) {', '.join(missing)}",
+            name=",".join(missing),
+            allowed=keys,
+        )
+    set_names = check_update(info, keys, index, update)
+    pk_names = {f.name for f in info.primary_key}
+    if orm:
+        statement = insert(info.model).values(rows)
+    else:
+        # Core: a multi-row statement whose rowcount every driver reports
+        columns = {name: info.fields[name].column.key for name in keys}
+        statement = insert(info.table).values([{columns[k]: v for k, v in r.items()} for r in rows])
+    targets = [f.column for f in index]
+    if not set_names:
+        return statement.on_conflict_do_nothing(index_elements=targets), False
+    excluded = statement.excluded
+    set_: dict[Any, Any] = {
+        info.fields[n].column: excluded[info.fields[n].column.key] for n in set_names
+    }
+    for field in info.fields.values():
+        # ON CONFLICT DO UPDATE skips Python-side onupdate hooks unless they are named here
+        onupdate = field.column.onupdate
+        if (
+            field.name in set_names
+            or field.name in pk_names
+            or not isinstance(onupdate, ColumnDefault)
+        ):
+            continue
+        if onupdate.is_callable:
+            set_[field.column] = onupdate.arg(None)
+        elif onupdate.is_scalar or onupdate.is_clause_element:
+            set_[field.column] = onupdate.arg
+    return statement.on_conflict_do_update(index_elements=targets, set_=set_), True

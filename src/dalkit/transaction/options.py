@@ -1,0 +1,122 @@
+"""What a transaction is asked to be: isolation level, read-only, propagation, and the engine
+execution options that mean it on each dialect. No I/O.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Literal, get_args
+
+from dalkit.engine.build import SQLITE_BEGIN_OPTION
+from dalkit.errors import ConfigurationError, TransactionError
+
+__all__ = [
+    "IsolationLevel",
+    "Propagation",
+    "TransactionOptions",
+]
+
+IsolationLevel = Literal["READ COMMITTED", "REPEATABLE READ", "SERIALIZABLE", "AUTOCOMMIT"]
+Propagation = Literal["required", "nested", "requires_new"]
+
+_ISOLATION_LEVELS: tuple[str, ...] = get_args(IsolationLevel)
+_PROPAGATIONS: tuple[str, ...] = get_args(Propagation)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TransactionOptions:
+    """Validated options of one transaction (or of every call of a ``@transactional``).
+
+    On SQLite every transaction is serializable, so the three PostgreSQL level names are
+    accepted there and change nothing; ``AUTOCOMMIT`` skips ``BEGIN``; a writing transaction
+    starts with ``BEGIN IMMEDIATE`` so it queues for the write lock up front instead of failing
+    to upgrade a read lock later (SQLITE_BUSY_SNAPSHOT), and ``read_only`` keeps the deferred
+    ``BEGIN`` that lets readers run beside a writer.
+
+    Under ``AUTOCOMMIT`` each statement commits by itself: nothing is rolled back, and a retried
+    function runs its statements again, so retry only idempotent ones (reads, typically).
+    ``read_only`` is enforced by PostgreSQL inside a transaction, not under AUTOCOMMIT.
+    """
+
+    isolation: str | None = None
+    read_only: bool = False
+    propagation: str = "required"
+    #: The name transaction_stats() files this transaction under; a field rather than a
+    #: property because the runner reads it on every transaction.
+    stats_key: str = dataclasses.field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "stats_key", self.isolation or "DEFAULT")
+
+    @classmethod
+    def build(cls, isolation: str | None, read_only: bool, propagation: str) -> TransactionOptions:
+        """Options with ``isolation`` normalised (``"repeatable_read"`` works too)."""
+        # most calls ask for nothing: skip the cache's hashing of three arguments
+        if isolation is None and read_only is False and propagation == "required":
+            return DEFAULT_OPTIONS
+        try:
+            return _built(isolation, read_only, propagation)
+        except TypeError:  # unhashable arguments: let validation say what is wrong
+            return cls._validate(isolation, read_only, propagation)
+
+    @classmethod
+    def _validate(
+        cls, isolation: str | None, read_only: bool, propagation: str
+    ) -> TransactionOptions:
+        level = None
+        if isolation is not None:
+            level = str(isolation).upper().replace("_", " ").strip()
+            if level not in _ISOLATION_LEVELS:
+                raise ConfigurationError(
+                    f"unknown isolation level {isolation!r}; use one of "
+                    f"{', '.join(_ISOLATION_LEVELS)}, or None for the database's default"
+                )
+        if propagation not in _PROPAGATIONS:
+            raise ConfigurationError(
+                f"unknown propagation {propagation!r}; use one of {', '.join(_PROPAGATIONS)}"
+            )
+        return cls(level, bool(read_only), propagation)
+
+    @property
+    def autocommit(self) -> bool:
+        return self.isolation == "AUTOCOMMIT"
+
+    def execution_options(self, dialect_name: str) -> dict[str, Any]:
+        """Engine execution options that give a connection these characteristics."""
+        if dialect_name == "sqlite":
+            # SQLAlchemy's isolation_level option would hand pysqlite its own transaction
+            # handling back when the connection is reset; dalkit's BEGIN hook does it instead
+            if self.autocommit:
+                return {SQLITE_BEGIN_OPTION: None}
+            if self.read_only:
+                return {}
+            return {SQLITE_BEGIN_OPTION: "BEGIN IMMEDIATE"}
+        options: dict[str, Any] = {}
+        if self.isolation is not None:
+            options["isolation_level"] = self.isolation
+        if self.read_only and dialect_name == "postgresql":
+            options["postgresql_readonly"] = True
+        return options
+
+    def check_joinable(self, outer: TransactionOptions) -> None:
+        """Refuse to join (or nest in) ``outer`` when it cannot give what these options ask."""
+        if self.isolation is not None and self.isolation != outer.isolation:
+            raise TransactionError(
+                f"cannot join a {outer.isolation or 'default'} transaction at "
+                f"{self.isolation}: use propagation='requires_new' for a transaction of its own"
+            )
+        if outer.read_only and not self.read_only:
+            raise TransactionError(
+                "cannot write inside a read-only transaction: use propagation='requires_new'"
+            )
+
+
+#: what a transaction gets when it asks for nothing in particular
+DEFAULT_OPTIONS = TransactionOptions()
+
+
+# every call of run_transaction() builds its options: a handful of combinations ever occur
+@functools.lru_cache(maxsize=64)
+def _built(isolation: str | None, read_only: bool, propagation: str) -> TransactionOptions:
+    return TransactionOptions._validate(isolation, read_only, propagation)

@@ -1,0 +1,223 @@
+"""What the sync and async units of work decide without I/O: their settings and hooks, their
+repositories, and which events a commit carries, in order, with their aggregates.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+import typing
+import weakref
+from collections.abc import Callable, Iterable
+from typing import Any, ClassVar, TypeVar
+
+import sqlalchemy as sa
+
+from dalkit.audit import entity_key
+from dalkit.errors import ConfigurationError, UnitOfWorkError
+from dalkit.outbox.events import DomainEvent, EventBus, HasEvents, RecordedEvent, record
+from dalkit.outbox.messages import EventTypeRegistry, outbox_rows, registry
+from dalkit.repository.base import RepositoryBase
+
+__all__ = ["UnitOfWorkBase", "UnitOfWorkHooks", "UnitOfWorkSettings"]
+
+log = logging.getLogger("dalkit.uow")
+
+R = TypeVar("R", bound=RepositoryBase[Any])
+Hook = Callable[[Any], object]
+
+
+class UnitOfWorkHooks:
+    """Functions called with the unit of work: before it commits (they may still write), after
+    it committed, after it rolled back. Under the async API they may be coroutine functions.
+    Each registering method returns the function, so it also works as a decorator."""
+
+    def __init__(self) -> None:
+        self.before_commit_hooks: list[Hook] = []
+        self.after_commit_hooks: list[Hook] = []
+        self.after_rollback_hooks: list[Hook] = []
+
+    def before_commit(self, fn: Hook) -> Hook:
+        self.before_commit_hooks.append(fn)
+        return fn
+
+    def after_commit(self, fn: Hook) -> Hook:
+        self.after_commit_hooks.append(fn)
+        return fn
+
+    def after_rollback(self, fn: Hook) -> Hook:
+        self.after_rollback_hooks.append(fn)
+        return fn
+
+
+@dataclasses.dataclass
+class UnitOfWorkSettings:
+    """A database's defaults for its units of work (``uow_settings(db)``).
+
+    ``event_bus`` gets the events after each commit; with ``outbox`` on they go to the
+    ``dalkit_outbox`` table instead, in the committing transaction, for an OutboxRelay to
+    deliver. ``hooks`` run for every unit of work of the database, before the unit's own.
+    """
+
+    event_bus: EventBus | None = None
+    outbox: bool = False
+    event_types: EventTypeRegistry = dataclasses.field(default_factory=lambda: registry)
+    hooks: UnitOfWorkHooks = dataclasses.field(default_factory=UnitOfWorkHooks)
+
+
+class UnitOfWorkBase:
+    """State and decisions shared by UnitOfWork and AsyncUnitOfWork.
+
+    States: ``"new"`` until entered, ``"open"`` inside, then ``"committed"`` or
+    ``"rolled_back"``.
+    """
+
+    _repository_attributes: ClassVar[dict[str, type[RepositoryBase[Any]]] | None] = None
+    session: Any  # the Session or AsyncSession, set on entering
+
+    def __init__(
+        self,
+        settings: UnitOfWorkSettings,
+        *,
+        actor: object | None,
+        request_id: object | None,
+        event_bus: EventBus | None,
+        outbox: bool | None,
+    ) -> None:
+        self.actor = actor
+        self.request_id = request_id
+        self.event_bus = event_bus if event_bus is not None else settings.event_bus
+        self.outbox = settings.outbox if outbox is None else outbox
+        self.event_types = settings.event_types
+        self.hooks = UnitOfWorkHooks()
+        self._database_hooks = settings.hooks
+        self.state = "new"
+        self._published: list[RecordedEvent] = []
+        self._repositories: dict[type[Any], Any] = {}
+
+    # -- repositories --------------------------------------------------------------------------
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._repository_attributes = None  # resolved on first use: annotations may be strings
+
+    @classmethod
+    def _declared_repositories(cls) -> dict[str, type[RepositoryBase[Any]]]:
+        declared = cls.__dict__.get("_repository_attributes")
+        if declared is None:
+            try:
+                hints = typing.get_type_hints(cls)
+            except NameError as exc:
+                raise ConfigurationError(
+                    f"{cls.__name__} annotates a repository this module cannot see: {exc}; "
+                    "define or import it at module level"
+                ) from None
+            declared = {
+                name: hint
+                for name, hint in hints.items()
+                if isinstance(hint, type) and issubclass(hint, RepositoryBase)
+            }
+            cls._repository_attributes = declared
+        return declared
+
+    def repository(self, repository_class: type[R]) -> R:
+        """This unit of work's instance of ``repository_class``, created on first use."""
+        self._check_open("repository()")
+        found = self._repositories.get(repository_class)
+        if found is None:
+            found = repository_class(self.session)  # type: ignore[call-arg]
+            self._repositories[repository_class] = found
+        return typing.cast("R", found)
+
+    def _bind_repositories(self) -> None:
+        for name, repository_class in self._declared_repositories().items():
+            setattr(self, name, self.repository(repository_class))
+
+    # -- events --------------------------------------------------------------------------------
+    def _record_published(self, event: DomainEvent, aggregate: object | None) -> None:
+        self._check_open("publish()")
+        if not isinstance(event, DomainEvent):
+            raise TypeError(f"publish() takes a DomainEvent, not {type(event).__name__}")
+        if aggregate is None or (isinstance(aggregate, tuple) and len(aggregate) == 2):
+            self._published.append(record(event, aggregate=aggregate))
+        else:
+            self._published.append(record(event, source=aggregate))
+
+    def _take_events(self) -> list[RecordedEvent]:
+        """Every event recorded so far, by entities of the session or published, in the order
+        they were recorded; nothing is left behind to be recorded twice."""
+        session = self._sync_session()
+        found = list(self._published)
+        self._published.clear()
+        seen: set[int] = set()
+        for entity in (*session.new, *session.identity_map.values(), *session.deleted):
+            if isinstance(entity, HasEvents) and id(entity) not in seen:
+                seen.add(id(entity))
+                found.extend(entity._take_events())
+        found.sort(key=lambda recorded: recorded.sequence)
+        return found
+
+    def _discard_events(self) -> None:
+        if self.state == "open":
+            dropped = self._take_events()
+            if dropped:
+                log.debug("unit of work rolled back: %d event(s) dropped", len(dropped))
+
+    def _outbox_rows(self, events: Iterable[RecordedEvent]) -> list[dict[str, Any]]:
+        entries = [(recorded.event, _aggregate(recorded)) for recorded in events]
+        return outbox_rows(entries, self.event_types, dt.datetime.now(dt.UTC))
+
+    def _warn_undelivered(self, events: list[RecordedEvent]) -> None:
+        if events and self.event_bus is None and not self.outbox:
+            log.warning(
+                "%d event(s) recorded but the unit of work has no event bus and no outbox: "
+                "they were dropped",
+                len(events),
+            )
+
+    # -- hooks ---------------------------------------------------------------------------------
+    def _hooks(self, kind: str) -> list[Hook]:
+        name = f"{kind}_hooks"
+        return [*getattr(self._database_hooks, name), *getattr(self.hooks, name)]
+
+    # -- state ---------------------------------------------------------------------------------
+    def _check_open(self, what: str) -> None:
+        if self.state != "open":
+            where = "before the with-block" if self.state == "new" else "after it ended"
+            raise UnitOfWorkError(
+                f"{what} used {where}: the unit of work is {self.state.replace('_', ' ')}"
+            )
+
+    def _sync_session(self) -> sa.orm.Session:
+        # an AsyncSession runs on a sync Session, which holds the identity map
+        session: sa.orm.Session = getattr(self.session, "sync_session", self.session)
+        return session
+
+
+def _aggregate(recorded: RecordedEvent) -> tuple[str, str] | None:
+    """(type, id) of the aggregate an event belongs to: given, or the recording entity's."""
+    if recorded.aggregate is not None:
+        kind, ident = recorded.aggregate
+        return str(kind), str(ident)
+    if recorded.source is None:
+        return None
+    state = sa.inspect(recorded.source)
+    if state.identity is None:
+        raise UnitOfWorkError(
+            f"{type(recorded.source).__name__} recorded an event but has no primary key: "
+            "add it to the unit of work's session"
+        )
+    name = getattr(type(recorded.source), "audit_name", None) or type(recorded.source).__name__
+    return name, entity_key(state.identity)
+
+
+_settings: weakref.WeakKeyDictionary[object, UnitOfWorkSettings] = weakref.WeakKeyDictionary()
+
+
+def uow_settings(db: object) -> UnitOfWorkSettings:
+    """The unit-of-work defaults of ``db`` (a Database or AsyncDatabase), made on first use: the
+    settings live here rather than on the database, which knows nothing of units of work."""
+    settings = _settings.get(db)
+    if settings is None:
+        settings = _settings[db] = UnitOfWorkSettings()
+    return settings
