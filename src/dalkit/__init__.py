@@ -80,11 +80,24 @@ _LAZY = {
 }
 
 
+# Mixins keep the module they are defined in: SQLAlchemy and dataclasses evaluate the string
+# annotations of a class in its module's namespace.
+_DEFINING_MODULE_KEPT = frozenset({"Audited", "HasEvents", "SoftDeleteMixin"})
+
+
+def _public(obj: Any, name: str) -> Any:
+    """Report an exported class as ``dalkit.Name``: the name users import, in reprs,
+    tracebacks and documentation, rather than the private module it happens to live in."""
+    if isinstance(obj, type) and name not in _DEFINING_MODULE_KEPT:
+        obj.__module__ = __name__
+    return obj
+
+
 def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+    return _public(getattr(importlib.import_module(module), name), name)
 
 
 __all__ = [
@@ -155,3 +168,8 @@ __all__ = [
     "on_commit",
     "on_rollback",
 ]
+
+for _name in __all__:
+    if _name not in _LAZY:
+        _public(globals()[_name], _name)
+del _name

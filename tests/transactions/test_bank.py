@@ -153,13 +153,8 @@ def test_bank_transfers_in_threads_keep_the_total(bank_db: Database, isolation: 
         try:
             for _ in range(TRANSFERS // WORKERS):
                 source, target = rng.sample(range(ACCOUNTS), 2)
-                moved = bank_db.run_transaction(
-                    transfer,
-                    source,
-                    target,
-                    rng.randint(1, MAX_AMOUNT),
-                    isolation=isolation,  # type: ignore[arg-type]
-                    retry=PATIENT,
+                moved = bank_db.transactional(isolation=isolation, retry=PATIENT).run(  # type: ignore[call-overload]
+                    transfer, source, target, rng.randint(1, MAX_AMOUNT)
                 )
                 with lock:
                     figures.transfers += 1
@@ -170,12 +165,9 @@ def test_bank_transfers_in_threads_keep_the_total(bank_db: Database, isolation: 
     def reader() -> None:
         try:
             while not transfers_done.is_set():
-                balances = bank_db.run_transaction(
-                    read_all,
-                    isolation=isolation,  # type: ignore[arg-type]
-                    read_only=True,
-                    retry=PATIENT,
-                )
+                balances = bank_db.transactional(  # type: ignore[call-overload]
+                    isolation=isolation, read_only=True, retry=PATIENT
+                ).run(read_all)
                 with lock:
                     figures.check_read(balances)
                 time.sleep(READ_PAUSE_S)
@@ -231,13 +223,8 @@ async def test_bank_transfers_in_tasks_keep_the_total(
         rng = random.Random(seed)
         for _ in range(TRANSFERS // WORKERS):
             source, target = rng.sample(range(ACCOUNTS), 2)
-            moved = await bank_async_db.run_transaction(
-                transfer_async,
-                source,
-                target,
-                rng.randint(1, MAX_AMOUNT),
-                isolation=isolation,  # type: ignore[arg-type]
-                retry=PATIENT,
+            moved = await bank_async_db.transactional(isolation=isolation, retry=PATIENT).run(  # type: ignore[call-overload]
+                transfer_async, source, target, rng.randint(1, MAX_AMOUNT)
             )
             figures.transfers += 1
             figures.moved += moved
@@ -245,12 +232,9 @@ async def test_bank_transfers_in_tasks_keep_the_total(
     async def reader() -> None:
         while not transfers_done.is_set():
             figures.check_read(
-                await bank_async_db.run_transaction(
-                    read_all_async,
-                    isolation=isolation,  # type: ignore[arg-type]
-                    read_only=True,
-                    retry=PATIENT,
-                )
+                await bank_async_db.transactional(  # type: ignore[call-overload]
+                    isolation=isolation, read_only=True, retry=PATIENT
+                ).run(read_all_async)
             )
             await asyncio.sleep(READ_PAUSE_S)
 

@@ -105,9 +105,9 @@ def test_a_failing_callback_raises_after_the_commit_and_stops_the_rest(db: Datab
 
     with pytest.raises(OSError, match="mail server down"):
         db.run_transaction(fn)
+    assert db.transaction_stats()["committed"] == 1
     assert item_names(db) == ["committed anyway"]
     assert ran == []
-    assert db.transaction_stats()["committed"] == 1
 
 
 def test_a_failing_rollback_callback_cannot_hide_the_original_error(
@@ -168,7 +168,7 @@ async def test_async_savepoint_rollback_discards_its_callbacks(async_db: AsyncDa
     async def outer(session: AsyncSession) -> None:
         on_commit(lambda: ran.append("outer"))
         with pytest.raises(LookupError):
-            await async_db.run_transaction(inner, propagation="nested")
+            await async_db.transactional(propagation="nested").run(inner)
         count = await session.scalar(sa.select(sa.func.count()).select_from(Item))
         assert count == 0
 

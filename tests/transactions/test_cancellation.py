@@ -30,7 +30,7 @@ async def test_a_cancelled_transaction_rolls_back_returns_its_connection_and_is_
         inside.set()
         await asyncio.sleep(30)
 
-    task = asyncio.create_task(async_db.run_transaction(slow, retry=5))
+    task = asyncio.create_task(async_db.transactional(retry=5).run(slow))
     await inside.wait()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -57,7 +57,7 @@ async def test_a_query_cancelled_mid_flight_leaves_a_usable_pool(
 
     with pytest.raises(TimeoutError):
         async with asyncio.timeout(0.5):
-            await pg_async_db.run_transaction(stuck, retry=5)
+            await pg_async_db.transactional(retry=5).run(stuck)
     assert calls == [1]
     assert pg_async_db.pool_stats()["checked_out"] == 0
     assert await item_names_async(pg_async_db) == []

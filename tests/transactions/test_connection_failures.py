@@ -3,12 +3,15 @@ fresh connection; during COMMIT the outcome is unknown and nothing is retried.""
 
 from __future__ import annotations
 
+import asyncio
+
 import psycopg
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
+import dalkit
 from dalkit import (
     AsyncDatabase,
     CommitOutcomeUnknownError,
@@ -62,7 +65,7 @@ def test_a_connection_killed_before_commit_is_retried_on_a_fresh_one(
             _kill(pg_admin, pids[0])
         session.execute(sa.select(1))
 
-    pg_db.run_transaction(add, retry=FAST)
+    pg_db.transactional(retry=FAST).run(add)
     assert len(pids) == 2
     assert pids[0] != pids[1]
     assert item_names(pg_db) == ["landed"]
@@ -93,7 +96,7 @@ def test_a_connection_killed_during_commit_is_an_unknown_outcome_never_retried(
         session.add(Item(name="doomed"))
 
     with pytest.raises(CommitOutcomeUnknownError) as caught:
-        pg_db.run_transaction(add, retry=FAST)
+        pg_db.transactional(retry=FAST).run(add)
     assert calls == [1]
     assert isinstance(caught.value.__cause__, ConnectionLostError)
     stats = pg_db.transaction_stats()
@@ -115,7 +118,7 @@ async def test_async_connection_killed_before_commit_is_retried(
             _kill(pg_admin, pids[0])
         await session.execute(sa.select(1))
 
-    await pg_async_db.run_transaction(add, retry=FAST)
+    await pg_async_db.transactional(retry=FAST).run(add)
     assert len(pids) == 2
     assert await item_names_async(pg_async_db) == ["landed"]
 
@@ -134,5 +137,70 @@ async def test_async_connection_killed_during_commit_is_an_unknown_outcome(
         session.add(Item(name="doomed"))
 
     with pytest.raises(CommitOutcomeUnknownError):
-        await pg_async_db.run_transaction(add, retry=FAST)
+        await pg_async_db.transactional(retry=FAST).run(add)
     assert calls == [1]
+
+
+SLOW_COMMIT = [
+    """
+    CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        PERFORM pg_sleep(1);
+        RETURN NULL;
+    END $$
+    """,
+    """
+    CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON items
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN (NEW.name = 'slow')
+    EXECUTE FUNCTION slow_commit()
+    """,
+]
+
+
+def test_a_connection_lost_during_commit_runs_no_callbacks_and_counts_as_unknown(
+    pg_db: Database,
+) -> None:
+    create_all(pg_db)
+    with pg_db.engine.begin() as connection:
+        for statement in DIE_DURING_COMMIT:
+            connection.exec_driver_sql(statement)
+    ran: list[str] = []
+
+    def add(session: Session) -> None:
+        session.add(Item(name="doomed"))
+        dalkit.on_commit(lambda: ran.append("commit"))
+        dalkit.on_rollback(lambda: ran.append("rollback"))
+
+    with pytest.raises(CommitOutcomeUnknownError):
+        pg_db.run_transaction(add)
+    stats = pg_db.transaction_stats()
+    assert ran == []
+    assert (stats["outcome_unknown"], stats["rolled_back"]) == (1, 0)
+
+
+async def test_a_cancellation_during_commit_runs_no_callbacks_and_counts_as_unknown(
+    pg_async_db: AsyncDatabase,
+) -> None:
+    await create_all_async(pg_async_db)
+    async with pg_async_db.engine.begin() as connection:
+        for statement in SLOW_COMMIT:
+            await connection.exec_driver_sql(statement)
+    ran: list[str] = []
+    committing = asyncio.Event()
+
+    async def add(session: AsyncSession) -> None:
+        session.add(Item(name="slow"))
+        await session.flush()
+        dalkit.on_commit(lambda: ran.append("commit"))
+        dalkit.on_rollback(lambda: ran.append("rollback"))
+        committing.set()  # the runner's flush and COMMIT come next
+
+    task = asyncio.create_task(pg_async_db.run_transaction(add))
+    await committing.wait()
+    await asyncio.sleep(0.3)  # inside the one-second COMMIT
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    stats = pg_async_db.transaction_stats()
+    assert ran == []
+    assert (stats["outcome_unknown"], stats["rolled_back"]) == (1, 0)

@@ -36,8 +36,8 @@ def test_required_joins_the_surrounding_transaction_and_its_session(db: Database
         assert joined is outer
         assert seen == 2
         raise RuntimeError("the outer transaction decides")
-    assert item_names(db) == []
     assert db.transaction_stats()["total"] == 1  # a joined call is not a transaction of its own
+    assert item_names(db) == []
 
 
 def test_an_inner_failure_in_a_joined_function_propagates(db: Database) -> None:
@@ -61,7 +61,7 @@ def test_a_nested_failure_rolls_back_only_the_inner_work(db: Database) -> None:
     def outer(session: Session) -> int:
         session.add(Item(name="outer"))
         with pytest.raises(LookupError):
-            inner("inner")
+            inner("inner")  # type: ignore[call-arg]  # a session declared after the caller's arguments is passed by keyword
         return _count(session)
 
     assert outer() == 1
@@ -70,7 +70,7 @@ def test_a_nested_failure_rolls_back_only_the_inner_work(db: Database) -> None:
 
 def test_nested_without_a_surrounding_transaction_starts_one(db: Database) -> None:
     create_all(db)
-    db.run_transaction(lambda session: session.add(Item(name="alone")), propagation="nested")
+    db.transactional(propagation="nested").run(lambda session: session.add(Item(name="alone")))
     assert item_names(db) == ["alone"]
 
 
@@ -93,14 +93,14 @@ def test_a_transaction_of_another_database_is_not_joined(db: Database, tmp_path:
 def test_joining_at_another_isolation_level_is_refused(db: Database) -> None:
     with db.transaction(isolation="SERIALIZABLE"):
         with pytest.raises(TransactionError, match="requires_new"):
-            db.run_transaction(lambda: None, isolation="READ COMMITTED")
-        db.run_transaction(lambda: None, isolation="SERIALIZABLE")
+            db.transactional(isolation="READ COMMITTED").run(lambda: None)
+        db.transactional(isolation="SERIALIZABLE").run(lambda: None)
         db.run_transaction(lambda: None)  # no preference: joins whatever runs
 
 
 def test_writing_inside_a_read_only_transaction_is_refused(db: Database) -> None:
     with db.transaction(read_only=True), pytest.raises(TransactionError, match="read-only"):
-        db.run_transaction(lambda: None, propagation="nested")
+        db.transactional(propagation="nested").run(lambda: None)
 
 
 @pytest.mark.postgres
@@ -116,7 +116,9 @@ def test_requires_new_commits_independently_of_the_outer_transaction(pg_db: Data
     with pytest.raises(RuntimeError), pg_db.transaction() as session:
         session.add(Item(name="outer"))
         session.flush()
-        assert audit("audit") == 1  # it cannot see the outer, uncommitted row
+        # a session declared after the caller's arguments is passed by keyword; it cannot see
+        # the outer, uncommitted row
+        assert audit("audit") == 1  # type: ignore[call-arg]
         assert dalkit.current_session() is session
         raise RuntimeError("outer rolls back")
     assert item_names(pg_db) == ["audit"]
@@ -144,14 +146,14 @@ def test_sqlite_refuses_a_requires_new_writer_that_would_wait_for_its_caller(
     file_sqlite: Database,
 ) -> None:
     with file_sqlite.transaction(), pytest.raises(TransactionError, match="one writer"):
-        file_sqlite.run_transaction(lambda: None, propagation="requires_new")
+        file_sqlite.transactional(propagation="requires_new").run(lambda: None)
 
 
 def test_in_memory_sqlite_refuses_requires_new() -> None:
     db = Database("sqlite://")
     try:
         with db.transaction(read_only=True), pytest.raises(TransactionError, match="in-memory"):
-            db.run_transaction(lambda: None, propagation="requires_new", read_only=True)
+            db.transactional(propagation="requires_new", read_only=True).run(lambda: None)
     finally:
         db.dispose()
 
@@ -185,6 +187,6 @@ async def test_async_requires_new_commits_independently(pg_async_db: AsyncDataba
     with pytest.raises(RuntimeError):
         async with db.transaction() as session:
             session.add(Item(name="outer"))
-            await db.run_transaction(audit, propagation="requires_new")
+            await db.transactional(propagation="requires_new").run(audit)
             raise RuntimeError("outer rolls back")
     assert await item_names_async(db) == ["audit"]

@@ -72,12 +72,12 @@ def test_a_serialization_failure_reruns_the_whole_function(counter_db: Database)
         session.execute(sa.update(Counter).values(value=value + 1))
         return value
 
-    assert counter_db.run_transaction(increment, isolation="REPEATABLE READ", retry=FAST) == 100
+    assert counter_db.transactional(isolation="REPEATABLE READ", retry=FAST).run(increment) == 100
     assert calls == [1, 2]
-    assert _counter(counter_db) == 101  # the retry read the other transaction's update
-    assert ran == ["rollback 1", "commit 2"]  # the failed attempt's on_commit was dropped
     stats = counter_db.transaction_stats()
     assert (stats["committed"], stats["retries"], stats["rolled_back"]) == (1, 1, 1)
+    assert _counter(counter_db) == 101  # the retry read the other transaction's update
+    assert ran == ["rollback 1", "commit 2"]  # the failed attempt's on_commit was dropped
 
 
 @pytest.mark.postgres
@@ -91,7 +91,7 @@ def test_retries_run_out_into_retry_exhausted_error_with_the_last_error(
         return _read_then_lose_the_race(counter_db, session)
 
     with pytest.raises(RetryExhaustedError) as caught:
-        counter_db.run_transaction(always_loses, isolation="REPEATABLE READ", retry=FAST)
+        counter_db.transactional(isolation="REPEATABLE READ", retry=FAST).run(always_loses)
     assert caught.value.attempts == 5
     assert len(calls) == 5
     assert isinstance(caught.value.__cause__, SerializationError)
@@ -105,10 +105,8 @@ def test_without_a_retry_policy_the_serialization_failure_surfaces_as_itself(
     counter_db: Database,
 ) -> None:
     with pytest.raises(SerializationError):
-        counter_db.run_transaction(
-            lambda session: _read_then_lose_the_race(counter_db, session),
-            isolation="REPEATABLE READ",
-            retry=None,
+        counter_db.transactional(isolation="REPEATABLE READ", retry=None).run(
+            lambda session: _read_then_lose_the_race(counter_db, session)
         )
 
 
@@ -163,7 +161,7 @@ def test_a_deadlock_is_broken_and_the_victim_reruns(
 
     def worker(name: str, first: int, second: int) -> None:
         try:
-            counter_db.run_transaction(lock_both, name, first, second, retry=FAST)
+            counter_db.transactional(retry=FAST).run(lock_both, name, first, second)  # type: ignore[call-overload]
         except BaseException as exc:
             errors.append(exc)
 
@@ -191,7 +189,7 @@ def test_a_non_retryable_error_is_raised_at_once(db: Database) -> None:
         session.add(Item(name="taken"))
 
     with pytest.raises(UniqueViolationError):
-        db.run_transaction(duplicate, retry=FAST)
+        db.transactional(retry=FAST).run(duplicate)
     assert calls == [1]
 
 
@@ -244,7 +242,7 @@ def test_a_locked_sqlite_database_is_retried_once_the_lock_is_free(
         session.add(Item(name="landed"))
         session.flush()
 
-    impatient_sqlite.run_transaction(add, retry=FAST)
+    impatient_sqlite.transactional(retry=FAST).run(add)
     assert len(calls) == 2
     assert item_names(impatient_sqlite) == ["landed"]
 
@@ -253,8 +251,8 @@ def test_a_sqlite_lock_that_outlasts_the_retries_is_reported_as_exhausted(
     impatient_sqlite: Database, lock_holder: sqlite3.Connection
 ) -> None:
     with pytest.raises(RetryExhaustedError) as caught:
-        impatient_sqlite.run_transaction(
-            lambda session: session.execute(sa.select(1)), retry=RetryPolicy(2, 0.001, 0.001)
+        impatient_sqlite.transactional(retry=RetryPolicy(2, 0.001, 0.001)).run(
+            lambda session: session.execute(sa.select(1))
         )
     assert caught.value.attempts == 2
     assert "database is locked" in str(caught.value.__cause__)
@@ -280,7 +278,7 @@ async def test_async_serialization_failure_reruns_the_whole_function(
                 await other.execute(BUMP)
         await session.execute(sa.update(Counter).values(value=value + 1))
 
-    await pg_async_db.run_transaction(increment, isolation="SERIALIZABLE", retry=FAST)
+    await pg_async_db.transactional(isolation="SERIALIZABLE", retry=FAST).run(increment)
     assert len(calls) == 2
     async with pg_async_db.session() as session:
         assert await session.scalar(sa.select(Counter.value)) == 101
@@ -300,7 +298,7 @@ async def test_async_locked_sqlite_is_retried(
             on_rollback(lock_holder.rollback)
             return int(await session.scalar(sa.select(sa.literal(7))) or 0)
 
-        assert await db.run_transaction(read, retry=FAST) == 7
+        assert await db.transactional(retry=FAST).run(read) == 7
         assert len(calls) == 2
     finally:
         await db.dispose()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dalkit.transaction.options import TransactionOptions
-from dalkit.transaction.scope import TransactionScope
+from dalkit.transaction.scope import Callback, TransactionScope
 from dalkit.transaction.stats import TransactionStats
 
 
@@ -65,8 +65,8 @@ def _scope() -> TransactionScope:
     return TransactionScope(owner=None, session=None, options=TransactionOptions())
 
 
-def _names(callbacks: list[object]) -> list[str]:
-    return [callback.fn() for callback in callbacks]  # type: ignore[attr-defined]
+def _names(callbacks: list[Callback]) -> list[str]:
+    return [str(callback.fn()) for callback in callbacks]
 
 
 def test_a_released_savepoint_hands_its_callbacks_to_the_level_around_it() -> None:

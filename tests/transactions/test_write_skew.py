@@ -79,14 +79,8 @@ def run_trials(db: Database, isolation: str, trials: int) -> tuple[int, int]:
             both_checked: threading.Barrier = both_checked,
         ) -> None:
             try:
-                db.run_transaction(
-                    go_off_call,
-                    trial,
-                    name,
-                    attempts,
-                    both_checked,
-                    isolation=isolation,  # type: ignore[arg-type]
-                    retry=RETRY,
+                db.transactional(isolation=isolation, retry=RETRY).run(  # type: ignore[call-overload]
+                    go_off_call, trial, name, attempts, both_checked
                 )
             except BaseException as exc:
                 errors.append(exc)
@@ -152,14 +146,8 @@ async def test_serializable_retries_prevent_write_skew_in_tasks(pg_async_db: Asy
         async with asyncio.TaskGroup() as group:
             for name in ("alice", "bob"):
                 group.create_task(
-                    pg_async_db.run_transaction(
-                        go_off_call_async,
-                        trial,
-                        name,
-                        attempts,
-                        both_checked,
-                        isolation="SERIALIZABLE",
-                        retry=RETRY,
+                    pg_async_db.transactional(isolation="SERIALIZABLE", retry=RETRY).run(  # type: ignore[call-overload]
+                        go_off_call_async, trial, name, attempts, both_checked
                     )
                 )
         async with pg_async_db.transaction() as session:

@@ -104,7 +104,7 @@ def run_transactions_demo(db: Database, console: Console) -> None:
     for thread in threads:
         thread.join()
     seconds = perf_counter() - started
-    balances = db.run_transaction(_balances, read_only=True)
+    balances = db.transactional(read_only=True).run(_balances)
     stats = db.transaction_stats()
 
     console.print(

@@ -17,6 +17,7 @@ from sqlalchemy.engine import URL, Connection, Engine, ExceptionContext
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from dalkit.config import DatabaseConfig
+from dalkit.engine import liveness
 from dalkit.engine import pool as pool_metrics
 from dalkit.engine.pool import PoolMetrics, _InstrumentedPoolMixin, instrumented_pool_class
 from dalkit.errors import ConfigurationError, DatabaseError, translate_dbapi_error
@@ -132,7 +133,8 @@ def _pool_kwargs(config: DatabaseConfig) -> dict[str, Any]:
         "max_overflow": config.max_overflow,
         "pool_timeout": config.pool_timeout,
         "pool_recycle": config.pool_recycle,
-        "pool_pre_ping": config.pool_pre_ping,
+        # dalkit's own liveness check (engine/liveness.py) replaces the ping on every checkout
+        "pool_pre_ping": False,
     }
 
 
@@ -247,6 +249,8 @@ def _install_all(engine: Engine, config: DatabaseConfig, metrics: PoolMetrics) -
     if isinstance(engine.pool, _InstrumentedPoolMixin):
         pool_metrics.install(engine, metrics)
     install_hooks(engine, config, on_connect_error=metrics.on_connect_error)
+    if config.pool_pre_ping:
+        liveness.install(engine)
 
 
 def get_driver_connection(connection: Connection) -> Any:

@@ -52,9 +52,6 @@ class TransactionOptions:
     @classmethod
     def build(cls, isolation: str | None, read_only: bool, propagation: str) -> TransactionOptions:
         """Options with ``isolation`` normalised (``"repeatable_read"`` works too)."""
-        # most calls ask for nothing: skip the cache's hashing of three arguments
-        if isolation is None and read_only is False and propagation == "required":
-            return DEFAULT_OPTIONS
         try:
             return _built(isolation, read_only, propagation)
         except TypeError:  # unhashable arguments: let validation say what is wrong
@@ -116,7 +113,7 @@ class TransactionOptions:
 DEFAULT_OPTIONS = TransactionOptions()
 
 
-# every call of run_transaction() builds its options: a handful of combinations ever occur
+# every db.transaction(...) call builds its options: a handful of combinations ever occur
 @functools.lru_cache(maxsize=64)
 def _built(isolation: str | None, read_only: bool, propagation: str) -> TransactionOptions:
     return TransactionOptions._validate(isolation, read_only, propagation)

@@ -13,12 +13,14 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from time import perf_counter
-from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, overload
+from typing import Any, Concatenate, ParamSpec, TypeVar, overload
 
+from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.pool import StaticPool
 
 from dalkit.errors import CommitOutcomeUnknownError, RetryExhaustedError, TransactionError
+from dalkit.transaction import deferred
 from dalkit.transaction.options import TransactionOptions
 from dalkit.transaction.retry import RetryPolicy, RetryState, breaks_commit, is_retryable
 from dalkit.transaction.scope import (
@@ -36,13 +38,29 @@ from dalkit.transaction.stats import TransactionStats
 
 log = logging.getLogger("dalkit.transaction")
 
+# the note a cancellation during COMMIT carries: whether the transaction committed is unknown
+_OUTCOME_UNKNOWN = "dalkit: interrupted during COMMIT; whether the transaction committed is unknown"
+
 P = ParamSpec("P")
 R = TypeVar("R")
 
 
-class AsyncTransactional(Protocol):
-    """What ``db.transactional(...)`` returns: a decorator that, when the function takes the
-    session as its first parameter, drops that parameter from the signature callers see."""
+class AsyncTransactional:
+    """Transaction options bound to one database, as ``db.transactional(...)`` returns them: a
+    decorator, and a runner of single calls (:meth:`run`). When the function takes the session
+    as its first parameter, that parameter is dropped from the signature callers see."""
+
+    __slots__ = ("_options", "_policy", "_runner")
+
+    def __init__(
+        self,
+        runner: AsyncTransactionRunner,
+        options: TransactionOptions,
+        policy: RetryPolicy | None,
+    ) -> None:
+        self._runner = runner
+        self._options = options
+        self._policy = policy
 
     @overload
     def __call__(
@@ -51,6 +69,29 @@ class AsyncTransactional(Protocol):
 
     @overload
     def __call__(self, fn: Callable[P, Awaitable[R]], /) -> Callable[P, Awaitable[R]]: ...
+
+    def __call__(self, fn: Callable[..., Awaitable[R]], /) -> Callable[..., Awaitable[R]]:
+        return self._runner.decorate(fn, self._options, self._policy)
+
+    @overload
+    async def run(
+        self,
+        fn: Callable[Concatenate[AsyncSession, P], Awaitable[R]],
+        /,
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> R: ...
+
+    @overload
+    async def run(
+        self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> R: ...
+
+    async def run(self, fn: Callable[..., Awaitable[R]], /, *args: Any, **kwargs: Any) -> R:
+        """``fn(*args, **kwargs)`` in a transaction with these options; every keyword argument
+        is ``fn``'s."""
+        inject = None if "session" in kwargs else session_parameter(fn)
+        return await self._runner.run(fn, args, kwargs, self._options, self._policy, inject=inject)
 
 
 class AsyncTransactionRunner:
@@ -64,6 +105,9 @@ class AsyncTransactionRunner:
         self._dialect = engine.dialect.name
         # a StaticPool (in-memory SQLite) has one connection, which every transaction shares
         self._one_connection = isinstance(engine.pool, StaticPool)
+        # the events sit on the sync engine, which is the engine itself in the sync twin
+        self._sync_engine: Engine = getattr(engine, "sync_engine", engine)  # type: ignore[arg-type,unused-ignore]
+        deferred.install(self._sync_engine)
         self._binds: dict[tuple[str | None, bool], AsyncEngine] = {}
         self.stats = TransactionStats()
 
@@ -71,7 +115,7 @@ class AsyncTransactionRunner:
     @asynccontextmanager
     async def transaction(self, options: TransactionOptions) -> AsyncIterator[AsyncSession]:
         """One attempt, never retried: a with-block cannot run its body again."""
-        current = current_scope()
+        current = _running()
         outer = None if current is None else self._joinable(current)
         if outer is not None and options.propagation != "requires_new":
             options.check_joinable(outer.options)
@@ -93,6 +137,7 @@ class AsyncTransactionRunner:
                 await self._discard(session)
                 raise
             finally:
+                scope.finished = True
                 exit_scope(token)
             await self._commit(session)
         except BaseException as error:
@@ -115,7 +160,7 @@ class AsyncTransactionRunner:
     ) -> R:
         """Call ``fn`` in a transaction; rerun the whole of it after a retryable failure when
         it is the outermost level (a joined or nested call lets its caller decide)."""
-        current = current_scope()
+        current = _running()
         outer = None if current is None else self._joinable(current)
         if outer is not None and options.propagation != "requires_new":
             options.check_joinable(outer.options)
@@ -175,9 +220,10 @@ class AsyncTransactionRunner:
 
     # -- the steps -----------------------------------------------------------------------------
     def _joinable(self, current: TransactionScope) -> AsyncTransactionScope | None:
-        # only the innermost transaction can be joined: one of another database in between
-        # means current_session() must keep naming that one's session
+        # only the innermost running transaction can be joined: one of another database in
+        # between means current_session() must keep naming that one's session
         if isinstance(current, AsyncTransactionScope) and current.owner is self:
+            current.check_holder()
             return current
         return None
 
@@ -196,11 +242,17 @@ class AsyncTransactionRunner:
     def _new_bind(self, options: TransactionOptions) -> AsyncEngine:
         """The engine whose connections have these options: the pool is shared, and each
         connection gets the characteristics on checkout and loses them on return."""
-        execution_options = options.execution_options(self._dialect)
+        sync_engine = self._sync_engine
+        if deferred.deferrable(sync_engine, options):
+            execution_options = deferred.execution_options(options)
+        else:
+            execution_options = options.execution_options(self._dialect)
         bind = self._engine
         if execution_options:
             bind = self._engine.execution_options(**execution_options)
-        self._binds[(options.isolation, options.read_only)] = bind
+        if self._dialect != "postgresql" or hasattr(sync_engine.dialect, "default_isolation_level"):
+            # kept once the server's default isolation is known: deferrable() depends on it
+            self._binds[(options.isolation, options.read_only)] = bind
         return bind
 
     def _check_sqlite_can_start(
@@ -235,26 +287,23 @@ class AsyncTransactionRunner:
         session: AsyncSession = scope.session
         token = enter_scope(scope)
         try:
-            # _call spelled out: one call (and, async, one coroutine) fewer per transaction
-            if inject is None:
-                result = await fn(*args, **kwargs)
-            elif inject == "first":
-                result = await fn(session, *args, **kwargs)
-            else:
-                result = await fn(*args, session=session, **kwargs)
+            result = await self._call(fn, session, args, kwargs, inject)
             # flushed apart from COMMIT, so a failure here is known not to have committed
             await session.flush()
         except BaseException:
             await self._discard(session)
             raise
         finally:
+            scope.finished = True
             exit_scope(token)
         await self._commit(session)
         return result
 
     async def _commit(self, session: AsyncSession) -> None:
         """COMMIT and give the connection back; a connection broken during COMMIT becomes
-        CommitOutcomeUnknownError."""
+        CommitOutcomeUnknownError. A cancellation during COMMIT stays a cancellation (turning
+        it into anything else would break asyncio.timeout and task groups), but is marked, so
+        that neither set of callbacks runs and the statistics count the outcome as unknown."""
         try:
             await session.commit()
         except Exception as error:
@@ -265,8 +314,9 @@ class AsyncTransactionRunner:
                     f"committed is unknown ({error}); it was not retried"
                 ) from error
             raise
-        except BaseException:
+        except BaseException as interrupted:
             log.warning("interrupted during COMMIT: whether it committed is unknown")
+            interrupted.add_note(_OUTCOME_UNKNOWN)
             await self._discard(session)
             raise
         await session.close()
@@ -319,15 +369,18 @@ class AsyncTransactionRunner:
         retries: int,
     ) -> None:
         """Book-keeping for a transaction call that ends by raising ``error``."""
-        outcome_unknown = isinstance(error, CommitOutcomeUnknownError)
+        unknown = isinstance(error, CommitOutcomeUnknownError) or _OUTCOME_UNKNOWN in getattr(
+            error, "__notes__", ()
+        )
         self.stats.record(
             scope.options.stats_key,
             False,
             perf_counter() - started,
             retries,
-            rolled_back + (0 if outcome_unknown else 1),
+            rolled_back + (0 if unknown else 1),
+            outcome_unknown=unknown,
         )
-        if not outcome_unknown and scope.callbacks:
+        if not unknown and scope.callbacks:
             # neither set of callbacks fits a transaction that may or may not have committed
             await self._run_callbacks(scope.after_rollback())
 
@@ -340,6 +393,15 @@ class AsyncTransactionRunner:
                     raise
                 kind = "on_commit" if callback.on_commit else "on_rollback"
                 log.exception("%s callback %s failed", kind, callback.name)
+
+
+def _running() -> TransactionScope | None:
+    """The innermost transaction of this context that has not ended: a task started inside a
+    transaction that has since finished gets a transaction of its own."""
+    current = current_scope()
+    if current is None or not current.finished:
+        return current
+    return current.live()
 
 
 def _retries(state: RetryState | None) -> int:

@@ -5,10 +5,12 @@ callbacks that run after the outermost commit or rollback, savepoint-aware like 
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import functools
 import inspect
 import logging
+import threading
 from collections.abc import Callable, Iterator
 from types import CodeType, FunctionType
 from typing import TYPE_CHECKING, Any, Literal
@@ -77,10 +79,13 @@ class TransactionScope:
     __slots__ = (
         "_depth",
         "callbacks",
+        "finished",
+        "holder",
         "options",
         "owner",
         "parent",
         "session",
+        "state",
     )
 
     is_async = False
@@ -100,6 +105,35 @@ class TransactionScope:
         #: and the runner then needs neither a list nor a call to find it empty
         self.callbacks: list[Callback] | None = None
         self._depth = 0
+        #: set once the transaction has ended: a task or thread that started inside it and
+        #: outlives it must never join it (its writes would vanish with no error)
+        self.finished = False
+        #: the thread or task running the transaction: its session is not safe to share
+        self.holder: object = self.current_holder()
+        #: per-transaction state of the features built on the runner (cache, replicas)
+        self.state: dict[str, Any] | None = None
+
+    @staticmethod
+    def current_holder() -> object:
+        return threading.get_ident()
+
+    def live(self) -> TransactionScope | None:
+        """The innermost transaction among this one and its ancestors still running."""
+        for scope in self.ancestors():
+            if not scope.finished:
+                return scope
+        return None
+
+    def check_holder(self) -> None:
+        """Refuse to let another thread or task join this transaction while it runs."""
+        holder = self.current_holder()
+        if holder != self.holder:
+            kind = "task" if self.is_async else "thread"
+            raise TransactionError(
+                f"this transaction belongs to another {kind}, and its session must never be "
+                f"shared between {kind}s: await the work inside the transaction's own {kind}, "
+                "or give this one a transaction of its own (propagation='requires_new')"
+            )
 
     def ancestors(self) -> Iterator[TransactionScope]:
         """This scope and the ones it was started inside, innermost first."""
@@ -166,9 +200,15 @@ class AsyncTransactionScope(TransactionScope):
     __slots__ = ()
     is_async = True
 
+    @staticmethod
+    def current_holder() -> object:
+        try:
+            return asyncio.current_task()
+        except RuntimeError:  # no running loop: a sync caller reached an async scope
+            return threading.get_ident()
 
-# The context variable's own methods rather than functions around them: every transaction
-# calls all three, and a Python frame each was a measurable share of an empty one's cost.
+
+# The context variable's own methods, under the names the runner uses.
 
 #: ``current_scope()``: the innermost running dalkit transaction of this thread or task, if any.
 current_scope = _current.get
@@ -179,7 +219,8 @@ exit_scope = _current.reset
 
 
 def _require_scope(what: str) -> TransactionScope:
-    scope = _current.get()
+    current = _current.get()
+    scope = None if current is None else current.live()
     if scope is None:
         raise NoActiveTransactionError(
             f"{what} needs a running transaction: call it inside db.transaction(), "
@@ -250,13 +291,7 @@ def session_parameter(fn: Callable[..., Any]) -> SessionParameter:
     (passed positionally, before the caller's arguments), ``"keyword"`` when it is declared
     elsewhere (passed as ``session=``), None when it takes none."""
     if type(fn) is FunctionType and "__wrapped__" not in fn.__dict__:
-        # a plain function, the common case: decided once per code object
-        own = fn.__code__
-        try:
-            return _plain_functions[own]
-        except KeyError:
-            answer = _plain_functions[own] = _code_session_parameter(own, 0)
-            return answer
+        return _code_session_parameter(fn.__code__, 0)  # a plain function: the common case
     func = getattr(fn, "__func__", None)
     target = inspect.unwrap(func if func is not None else fn)
     code = getattr(target, "__code__", None)
@@ -278,9 +313,6 @@ def session_parameter(fn: Callable[..., Any]) -> SessionParameter:
 
 
 # code object -> its answer; there are only as many as the program has functions
-_plain_functions: dict[CodeType, SessionParameter] = {}
-
-
 @functools.lru_cache(maxsize=1024)
 def _code_session_parameter(code: CodeType, bound: int) -> SessionParameter:
     positional = code.co_varnames[bound : code.co_argcount]

@@ -17,10 +17,11 @@ _PERCENTILES = (("p50", 50), ("p95", 95), ("p99", 99))
 
 
 class _Tally:
-    __slots__ = ("committed", "durations_s", "failed", "retries", "rolled_back")
+    __slots__ = ("committed", "durations_s", "failed", "outcome_unknown", "retries", "rolled_back")
 
     def __init__(self, window: int) -> None:
         self.committed = self.failed = self.retries = self.rolled_back = 0
+        self.outcome_unknown = 0
         # seconds as recorded: converting to milliseconds waits for a snapshot
         self.durations_s: deque[float] = deque(maxlen=window)
 
@@ -35,6 +36,7 @@ def _figures(tallies: list[_Tally]) -> dict[str, Any]:
         "committed": committed,
         "rolled_back": sum(t.rolled_back for t in tallies),
         "failed": failed,
+        "outcome_unknown": sum(t.outcome_unknown for t in tallies),
         "retries": sum(t.retries for t in tallies),
         # an idle database has failed nothing
         "success_rate": committed / total if total else 1.0,
@@ -53,7 +55,8 @@ class TransactionStats:
     """What the transaction runner did, as read by ``db.transaction_stats()``.
 
     ``total`` counts transaction calls that finished (``committed`` + ``failed``); a call that
-    was retried counts once, its extra runs in ``retries``. ``rolled_back`` counts database
+    was retried counts once, its extra runs in ``retries``. ``outcome_unknown`` counts the
+    failed calls whose COMMIT was interrupted, so that whether they committed is unknown. ``rolled_back`` counts database
     transactions rolled back, retried runs included. ``duration_ms`` spans a whole call,
     retries and backoff included, over the last ``window`` calls of each isolation level.
     """
@@ -70,6 +73,7 @@ class TransactionStats:
         duration_s: float,
         retries: int = 0,
         rolled_back: int = 0,
+        outcome_unknown: bool = False,
     ) -> None:
         """One finished transaction call."""
         with self._lock:
@@ -83,6 +87,8 @@ class TransactionStats:
             if retries or rolled_back:  # most calls neither retry nor roll back
                 tally.retries += retries
                 tally.rolled_back += rolled_back
+            if outcome_unknown:
+                tally.outcome_unknown += 1
             tally.durations_s.append(duration_s)
 
     def snapshot(self, *, reset: bool = False) -> dict[str, Any]:

@@ -1,0 +1,86 @@
+"""Whether a pooled PostgreSQL connection is still alive, decided at checkout without a round
+trip on the hot path; replaces SQLAlchemy's pre-ping, which sends one on every checkout.
+
+A server that restarts or ends a backend closes the socket, usually after an error message, so
+the socket of an idle connection turns readable: one ``select()`` with a zero timeout sees it.
+Only then, or when the connection has been idle longer than ``ping_after_idle_s`` (a peer that
+vanished without closing, a NAT that dropped the flow), is a real ping sent. A connection that
+fails it is replaced: raising DisconnectionError from the checkout event makes the pool discard
+it and check out another. Measured on loopback (make bench, sync get by id): the pre-ping was
+one round trip of four, about 15% of the request.
+"""
+
+from __future__ import annotations
+
+import select
+import time
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import Engine
+
+__all__ = ["DEFAULT_PING_AFTER_IDLE_S", "install", "peer_closed"]
+
+#: a connection idle longer than this is pinged at its next checkout
+DEFAULT_PING_AFTER_IDLE_S = 30.0
+
+_RETURNED_AT = "dalkit.returned_at"
+
+
+def peer_closed(dbapi_connection: Any) -> bool:
+    """True when the server has closed the connection or sent it something unasked (an error
+    before closing, a notice): either way it is worth a ping before use."""
+    try:
+        socket_fd = _socket_of(dbapi_connection)
+    except Exception:
+        return True  # the driver already knows the connection is closed
+    if socket_fd is None:
+        return False
+    readable, _, _ = select.select([socket_fd], [], [], 0)
+    return bool(readable)
+
+
+def _socket_of(dbapi_connection: Any) -> int | None:
+    pgconn = getattr(dbapi_connection, "pgconn", None)
+    if pgconn is not None:  # psycopg
+        if dbapi_connection.closed:
+            raise ConnectionError("closed")
+        return int(pgconn.socket)
+    driver = getattr(dbapi_connection, "driver_connection", None)
+    if driver is not None and hasattr(driver, "is_closed"):  # asyncpg, behind the adapter
+        if driver.is_closed():
+            raise ConnectionError("closed")
+        # asyncpg keeps its transport private, and has no public file number to offer
+        transport = getattr(driver, "_transport", None)
+        sock = transport.get_extra_info("socket") if transport is not None else None
+        return None if sock is None else int(sock.fileno())
+    return None
+
+
+def install(engine: Engine, *, ping_after_idle_s: float = DEFAULT_PING_AFTER_IDLE_S) -> None:
+    """Check liveness at each checkout of ``engine``'s pool (the sync engine under an
+    AsyncEngine); SQLite files need no check."""
+    if engine.dialect.name == "sqlite":
+        return
+    dialect = engine.dialect
+
+    @event.listens_for(engine, "checkin")
+    def _returned(dbapi_connection: Any, record: Any) -> None:
+        if record is not None:
+            record.info[_RETURNED_AT] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _check(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        returned_at = record.info.get(_RETURNED_AT)
+        if returned_at is None:
+            return  # opened for this checkout: nothing can have happened to it yet
+        idle = time.monotonic() - returned_at
+        if idle < ping_after_idle_s and not peer_closed(dbapi_connection):
+            return
+        try:
+            alive = dialect.do_ping(dbapi_connection)
+        except Exception as exc:
+            raise sa_exc.DisconnectionError(f"the connection failed its ping: {exc}") from exc
+        if not alive:
+            raise sa_exc.DisconnectionError("the connection failed its ping")

@@ -1,0 +1,199 @@
+"""What reaches the PostgreSQL server for each kind of transaction, counted from the server's own
+statement log, and the isolation guarantees the deferred BEGIN must keep.
+
+A read-only transaction at READ COMMITTED sends one statement per query (no ping, no BEGIN, no
+COMMIT); a write transaction sends BEGIN, its statements and COMMIT; REPEATABLE READ and
+SERIALIZABLE begin at once, because their snapshot must cover every statement.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+from dalkit import AsyncDatabase, Database, DatabaseError
+from dalkit.testing import PostgresServer
+
+from .models import Item, create_all, create_all_async
+
+pytestmark = pytest.mark.postgres
+
+_STATEMENT = re.compile(r"LOG:\s+(?:statement|execute [^:]*):\s*(.*)$")
+
+
+class StatementLog:
+    """The statements the server logs for one database from now on (log_statement=all)."""
+
+    def __init__(self, server: PostgresServer, admin_url: str, database: str) -> None:
+        self._path = server.data_dir.parent / "server.log"
+        with psycopg.connect(admin_url, autocommit=True) as admin:
+            admin.execute(f'ALTER DATABASE "{database}" SET log_statement = \'all\'')
+        self._start = 0
+
+    def mark(self) -> None:
+        self._start = self._path.stat().st_size
+
+    def statements(self) -> list[str]:
+        time.sleep(0.05)  # the server writes its log line after answering
+        with Path(self._path).open("rb") as log:
+            log.seek(self._start)
+            text = log.read().decode(errors="replace")
+        found = []
+        for line in text.splitlines():
+            match = _STATEMENT.search(line)
+            if match:
+                found.append(match.group(1).strip().split()[0].upper() if match.group(1) else "")
+        return found
+
+
+@pytest.fixture
+def statement_log(
+    postgres_server: PostgresServer, postgres_url: str, postgres_database_url: str
+) -> StatementLog:
+    database = make_url(postgres_database_url).database
+    assert database is not None
+    return StatementLog(postgres_server, postgres_url, database)
+
+
+def _url(url: str, driver: str) -> str:
+    return make_url(url).set(drivername=driver).render_as_string(hide_password=False)
+
+
+@pytest.fixture
+def pg(postgres_database_url: str, statement_log: StatementLog) -> Iterator[Database]:
+    db = Database(_url(postgres_database_url, "postgresql+psycopg"), pool_size=2)
+    create_all(db)
+    with db.transaction() as session:
+        session.add(Item(id=1, name="one"))
+    try:
+        yield db
+    finally:
+        db.dispose()
+
+
+@pytest.fixture
+async def apg(postgres_database_url: str, statement_log: StatementLog) -> AsyncIterator[AsyncDatabase]:
+    db = AsyncDatabase(_url(postgres_database_url, "postgresql+asyncpg"), pool_size=2)
+    await create_all_async(db)
+    async with db.transaction() as session:
+        session.add(Item(id=1, name="one"))
+    try:
+        yield db
+    finally:
+        await db.dispose()
+
+
+def test_a_read_only_request_sends_one_statement_per_query(
+    pg: Database, statement_log: StatementLog
+) -> None:
+    statement_log.mark()
+    with pg.transaction() as session:
+        assert session.get(Item, 1) is not None
+    with pg.session() as session:
+        assert session.scalar(sa.select(sa.func.count()).select_from(Item)) == 1
+    assert statement_log.statements() == ["SELECT", "SELECT"]
+
+
+async def test_an_async_read_only_request_sends_one_statement_per_query(
+    apg: AsyncDatabase, statement_log: StatementLog
+) -> None:
+    statement_log.mark()
+    async with apg.transaction() as session:
+        assert await session.get(Item, 1) is not None
+    assert await apg.transactional(read_only=True).run(_count) == 1
+    assert statement_log.statements() == ["SELECT", "SELECT"]
+
+
+async def _count(session: object) -> int:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    assert isinstance(session, AsyncSession)
+    return int(await session.scalar(sa.select(sa.func.count()).select_from(Item)) or 0)
+
+
+def test_a_write_transaction_sends_begin_its_statements_and_commit(
+    pg: Database, statement_log: StatementLog
+) -> None:
+    statement_log.mark()
+    with pg.transaction() as session:
+        assert session.get(Item, 1) is not None
+        session.add(Item(id=2, name="two"))
+    assert statement_log.statements() == ["SELECT", "BEGIN", "INSERT", "COMMIT"]
+
+
+async def test_an_async_write_transaction_sends_begin_its_statements_and_commit(
+    apg: AsyncDatabase, statement_log: StatementLog
+) -> None:
+    statement_log.mark()
+    async with apg.transaction() as session:
+        session.add(Item(id=2, name="two"))
+    assert statement_log.statements() == ["BEGIN", "INSERT", "COMMIT"]
+
+
+@pytest.mark.parametrize("isolation", ["REPEATABLE READ", "SERIALIZABLE"])
+def test_snapshot_isolation_levels_begin_before_their_first_read(
+    pg: Database, statement_log: StatementLog, isolation: str
+) -> None:
+    statement_log.mark()
+    with pg.transaction(isolation=isolation) as session:  # type: ignore[arg-type]
+        session.get(Item, 1)
+    assert statement_log.statements()[0] == "BEGIN"
+
+
+def _rename_elsewhere(db: Database, name: str) -> None:
+    raw = psycopg.connect(_url(str(db.engine.url.render_as_string(False)), "postgresql"))
+    with raw:
+        raw.execute("UPDATE items SET name = %s WHERE id = 1", (name,))
+
+
+def test_repeatable_read_keeps_one_snapshot_across_reads(pg: Database) -> None:
+    with pg.transaction(isolation="REPEATABLE READ") as session:
+        first = session.scalar(sa.select(Item.name).where(Item.id == 1))
+        _rename_elsewhere(pg, "renamed")
+        again = session.scalar(sa.select(Item.name).where(Item.id == 1))
+    assert (first, again) == ("one", "one")
+
+
+def test_read_committed_reads_see_each_committed_change_as_before(pg: Database) -> None:
+    with pg.transaction() as session:
+        first = session.scalar(sa.select(Item.name).where(Item.id == 1))
+        _rename_elsewhere(pg, "renamed")
+        again = session.scalar(sa.select(Item.name).where(Item.id == 1))
+    assert (first, again) == ("one", "renamed")
+
+
+def test_a_deferred_transaction_is_atomic_once_it_writes(pg: Database) -> None:
+    with pytest.raises(RuntimeError), pg.transaction() as session:
+        assert session.get(Item, 1) is not None
+        session.add(Item(id=3, name="three"))
+        session.flush()
+        seen_inside = session.scalar(sa.select(sa.func.count()).select_from(Item))
+        assert seen_inside == 2  # its own write, inside the transaction
+        assert _count_elsewhere(pg) == 1  # nobody else sees it before COMMIT
+        raise RuntimeError("undo")
+    assert _count_elsewhere(pg) == 1
+
+
+def _count_elsewhere(db: Database) -> int:
+    with psycopg.connect(_url(db.engine.url.render_as_string(False), "postgresql")) as raw:
+        row = raw.execute("SELECT count(*) FROM items").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+@pytest.mark.parametrize("write", [lambda s: s.add(Item(id=9, name="nine"))])
+def test_a_read_only_transaction_still_refuses_writes(
+    pg: Database, write: Callable[[sa.orm.Session], None]
+) -> None:
+    with pytest.raises(DatabaseError, match="read-only"), pg.transaction(read_only=True) as session:
+        assert session.get(Item, 1) is not None
+        write(session)
+        session.flush()
+    assert _count_elsewhere(pg) == 1

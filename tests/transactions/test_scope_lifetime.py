@@ -1,0 +1,123 @@
+"""A transaction scope ends with its transaction: a task or thread that started inside it and
+outlives it gets a transaction of its own, and one that tries to join it while it still runs is
+refused, because a session must never be shared between tasks or threads."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import threading
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncSession
+
+import dalkit
+from dalkit import AsyncDatabase, Database, NoActiveTransactionError, TransactionError
+
+from .models import Item, create_all, create_all_async, item_names, item_names_async
+
+
+async def test_a_task_that_outlives_its_transaction_gets_one_of_its_own(
+    async_db: AsyncDatabase,
+) -> None:
+    await create_all_async(async_db)
+    parent_done = asyncio.Event()
+
+    async def late_writer() -> None:
+        await parent_done.wait()
+        async with async_db.transaction() as session:
+            session.add(Item(name="written later"))
+
+    async with async_db.transaction() as session:
+        session.add(Item(name="parent"))
+        task = asyncio.create_task(late_writer())
+    parent_done.set()
+    await task
+    assert await item_names_async(async_db) == ["parent", "written later"]
+
+
+async def test_run_transaction_and_units_of_work_in_a_late_task_commit_too(
+    async_db: AsyncDatabase,
+) -> None:
+    await create_all_async(async_db)
+    parent_done = asyncio.Event()
+
+    async def late() -> None:
+        await parent_done.wait()
+
+        async def add(session: AsyncSession) -> None:
+            session.add(Item(name="by function"))
+
+        await async_db.run_transaction(add)
+        async with dalkit.AsyncUnitOfWork(async_db) as uow:
+            uow.session.add(Item(name="by unit"))
+
+    async with async_db.transaction():
+        task = asyncio.create_task(late())
+    parent_done.set()
+    await task
+    assert await item_names_async(async_db) == ["by function", "by unit"]
+
+
+async def test_the_session_of_a_finished_transaction_is_not_current_any_more(
+    async_db: AsyncDatabase,
+) -> None:
+    await create_all_async(async_db)
+    parent_done = asyncio.Event()
+
+    async def look() -> None:
+        await parent_done.wait()
+        with pytest.raises(NoActiveTransactionError):
+            dalkit.current_async_session()
+
+    async with async_db.transaction():
+        task = asyncio.create_task(look())
+    parent_done.set()
+    await task
+
+
+async def test_joining_a_running_transaction_from_another_task_is_refused(
+    async_db: AsyncDatabase,
+) -> None:
+    await create_all_async(async_db)
+
+    async def intruder() -> None:
+        async with async_db.transaction():
+            pass
+
+    async with async_db.transaction():
+        with pytest.raises(TransactionError, match="another task"):
+            await asyncio.create_task(intruder())
+
+
+def test_a_thread_started_inside_a_transaction_cannot_join_it_and_gets_its_own_later(
+    db: Database,
+) -> None:
+    create_all(db)
+    outcome: list[str] = []
+    start_late = threading.Event()
+
+    def intrude() -> None:
+        try:
+            with db.transaction():
+                outcome.append("joined")
+        except TransactionError as exc:
+            outcome.append("refused" if "another thread" in str(exc) else str(exc))
+
+    def late() -> None:
+        start_late.wait()
+        with db.transaction() as session:
+            session.add(Item(name="late thread"))
+
+    with db.transaction() as session:
+        session.add(Item(name="outer"))
+        context = contextvars.copy_context()  # as executors and Starlette's threadpool do
+        intruder = threading.Thread(target=context.run, args=(intrude,))
+        intruder.start()
+        intruder.join()
+        latecomer = threading.Thread(target=contextvars.copy_context().run, args=(late,))
+        latecomer.start()
+    start_late.set()
+    latecomer.join()
+    assert outcome == ["refused"]
+    assert item_names(db) == ["late thread", "outer"]
