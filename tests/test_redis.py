@@ -82,7 +82,7 @@ def test_the_client_shares_the_managers_pool(redis_url: str) -> None:
 def test_pool_status_counts_a_connection_held_by_a_subscriber(redis_url: str) -> None:
     with RedisManager(redis_url) as manager:
         manager.client.ping()
-        pubsub = manager.client.pubsub()
+        pubsub = manager.client.pubsub()  # type: ignore[no-untyped-call]
         pubsub.subscribe("dalkit-test")
         try:
             status = manager.pool_status()
@@ -100,7 +100,7 @@ async def test_async_pool_status_counts_a_held_connection(redis_url: str) -> Non
             await manager.client.ping()
             status = manager.pool_status()
         finally:
-            await pubsub.aclose()
+            await pubsub.aclose()  # type: ignore[no-untyped-call]
     # PING needed a second connection while the subscriber held the first
     assert status == {"created": 2, "available": 1, "in_use": 1, "max_connections": 3}
 

@@ -46,6 +46,13 @@ DIE_DURING_COMMIT = [
 ]
 
 
+def _items_with_trigger(db: Database, statements: list[str]) -> None:
+    create_all(db)
+    with db.engine.begin() as connection:
+        for statement in statements:
+            connection.exec_driver_sql(statement)
+
+
 def _kill(admin: psycopg.Connection[tuple[object, ...]], pid: int) -> None:
     # with a timeout, pg_terminate_backend waits until the backend is gone
     admin.execute("SELECT pg_terminate_backend(%s, 5000)", (pid,))
@@ -85,10 +92,7 @@ def test_a_connection_killed_before_commit_surfaces_when_nothing_retries(
 def test_a_connection_killed_during_commit_is_an_unknown_outcome_never_retried(
     pg_db: Database,
 ) -> None:
-    create_all(pg_db)
-    with pg_db.engine.begin() as connection:
-        for statement in DIE_DURING_COMMIT:
-            connection.exec_driver_sql(statement)
+    _items_with_trigger(pg_db, DIE_DURING_COMMIT)
     calls: list[int] = []
 
     def add(session: Session) -> None:
@@ -160,10 +164,7 @@ SLOW_COMMIT = [
 def test_a_connection_lost_during_commit_runs_no_callbacks_and_counts_as_unknown(
     pg_db: Database,
 ) -> None:
-    create_all(pg_db)
-    with pg_db.engine.begin() as connection:
-        for statement in DIE_DURING_COMMIT:
-            connection.exec_driver_sql(statement)
+    _items_with_trigger(pg_db, DIE_DURING_COMMIT)
     ran: list[str] = []
 
     def add(session: Session) -> None:

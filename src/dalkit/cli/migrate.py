@@ -1,0 +1,390 @@
+"""``dalkit migrate``: init, new, up, down, current, pending, history, check, lint, sql, restore.
+
+The database is ``--url`` (or DALKIT_DATABASE_URL); an async driver in the URL (asyncpg,
+aiosqlite) runs the commands on an AsyncDatabase. Models come from ``--metadata module:attr``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import inspect
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import sqlalchemy as sa
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from sqlalchemy.engine import make_url
+
+from dalkit import AsyncDatabase, Database
+from dalkit.cli._render import cell
+from dalkit.config import DEFAULT_URL
+from dalkit.errors import ConfigurationError, DalkitError
+from dalkit.migrations import (
+    Finding,
+    Migrations,
+    MigrationSettings,
+    RevisionInfo,
+    SchemaDriftError,
+    UnsafeMigrationError,
+    UpgradeResult,
+    blocking,
+)
+from dalkit.migrations.checks import run_all_checks
+from dalkit.migrations.scripts import init_directory
+
+migrate_app = typer.Typer(
+    name="migrate",
+    help="Alembic migrations with linting, timeouts, a migration lock and backups.",
+    no_args_is_help=True,
+)
+
+UrlOption = Annotated[
+    str | None,
+    typer.Option(
+        envvar="DALKIT_DATABASE_URL",
+        show_default=DEFAULT_URL,
+        help="Database URL; one with a password is better given in the environment.",
+    ),
+]
+DirOption = Annotated[
+    Path, typer.Option("--directory", "-d", help="The migration directory (an Alembic one works).")
+]
+MetadataOption = Annotated[
+    str | None,
+    typer.Option(
+        envvar="DALKIT_MIGRATIONS_METADATA",
+        help="module:attribute of your models' MetaData (or declarative Base).",
+    ),
+]
+_ASYNC_DRIVERS = ("asyncpg", "aiosqlite", "psycopg_async")
+
+console = Console()
+errors = Console(stderr=True)
+
+
+def _metadata(spec: str | None) -> sa.MetaData | None:
+    if spec is None:
+        return None
+    module_name, _, attribute = spec.partition(":")
+    if not attribute:
+        raise ConfigurationError(f"--metadata wants module:attribute, got {spec!r}")
+    sys.path.insert(0, os.getcwd())
+    try:
+        value = getattr(importlib.import_module(module_name), attribute)
+    finally:
+        sys.path.pop(0)
+    value = getattr(value, "metadata", value)
+    if not isinstance(value, sa.MetaData):
+        raise ConfigurationError(f"{spec} is not a MetaData or declarative Base")
+    return value
+
+
+@contextmanager
+def _migrations(
+    url: str | None, directory: Path, metadata: str | None, *, sync: bool = False
+) -> Iterator[Migrations[Any]]:
+    parsed = make_url(url or DEFAULT_URL)
+    if sync and parsed.get_driver_name() in _ASYNC_DRIVERS:
+        parsed = parsed.set(drivername=parsed.get_backend_name())  # dalkit picks a sync driver
+    db: Database | AsyncDatabase = (
+        AsyncDatabase(parsed) if parsed.get_driver_name() in _ASYNC_DRIVERS else Database(parsed)
+    )
+    try:
+        yield Migrations(db, directory, _metadata(metadata), settings=MigrationSettings())
+    finally:
+        if isinstance(db, AsyncDatabase):
+            asyncio.run(db.dispose())
+        else:
+            db.dispose()
+
+
+def _call(migrations: Migrations[Any], result: Any) -> Any:
+    """The value of a Migrations call: awaited when the database is async, in a loop of its own
+    whose pooled connections are closed before it ends (asyncpg ties them to their loop)."""
+    if not inspect.iscoroutine(result):
+        return result
+
+    async def run() -> Any:
+        try:
+            return await result
+        finally:
+            await migrations.db.engine.dispose()
+
+    return asyncio.run(run())
+
+
+@contextmanager
+def _errors(command: str) -> Iterator[None]:
+    try:
+        yield
+    except ConfigurationError as exc:
+        errors.print(f"[red]dalkit migrate {command}:[/] {cell(exc)}")
+        raise typer.Exit(2) from None
+    except DalkitError as exc:
+        # dalkit's messages never carry the password; a traceback would add nothing useful
+        errors.print(f"[red]dalkit migrate {command} failed:[/] {type(exc).__name__}:")
+        errors.print(cell(exc))
+        raise typer.Exit(1) from None
+
+
+def _findings_table(findings: list[Finding], title: str) -> Table:
+    table = Table(title=title, title_justify="left", show_lines=True)
+    for column in ("where", "rule", "operation", "problem", "safe recipe"):
+        table.add_column(column, overflow="fold")
+    for finding in findings:
+        rule = cell(finding.rule)
+        rule.stylize("yellow" if not finding.blocks else "bold red")
+        where = cell(f"{Path(finding.path).name}:{finding.line}")
+        problem = finding.problem + (f" [assured: {finding.assured}]" if finding.assured else "")
+        table.add_row(where, rule, cell(finding.operation), cell(problem), cell(finding.recipe))
+    return table
+
+
+def _revisions_table(revisions: list[RevisionInfo], title: str, current: tuple[str, ...]) -> Table:
+    table = Table(title=title, title_justify="left")
+    for column in ("revision", "down", "kind", "message", ""):
+        table.add_column(column)
+    for info in revisions:
+        marks = " ".join(
+            m for m, on in (("head", info.is_head), ("current", info.revision in current)) if on
+        )
+        table.add_row(
+            cell(info.revision),
+            cell(", ".join(info.down_revision) or "base"),
+            cell(info.kind),
+            cell(info.message),
+            cell(marks),
+        )
+    return table
+
+
+def _with_progress(run: Callable[[Callable[[RevisionInfo, int, int], None]], Any]) -> Any:
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task("migrating", total=None)
+
+        def on_step(info: RevisionInfo, done: int, total: int) -> None:
+            progress.update(
+                task, total=total, completed=done, description=f"{info.revision} {info.message}"
+            )
+
+        return run(on_step)
+
+
+@migrate_app.command()
+def init(directory: DirOption = Path("migrations")) -> None:
+    """Create the migration directory (versions/, revision template); existing files are kept."""
+    with _errors("init"):
+        init_directory(directory)
+    console.print(f"migration directory ready: [cyan]{directory}[/]")
+
+
+@migrate_app.command()
+def new(
+    message: Annotated[str, typer.Argument(help="What the revision does.")],
+    url: UrlOption = None,
+    directory: DirOption = Path("migrations"),
+    metadata: MetadataOption = None,
+    sql: Annotated[bool, typer.Option("--sql", help="Write a plain .sql revision.")] = False,
+    empty: Annotated[bool, typer.Option("--empty", help="Do not autogenerate.")] = False,
+) -> None:
+    """Write a new revision, autogenerated from --metadata; lint it (warnings only)."""
+    with _errors("new"), _migrations(url, directory, metadata) as migrations:
+        if sql:
+            created = migrations.new_sql_revision(message)
+        else:
+            created = _call(migrations, migrations.revision(message, autogenerate=not empty))
+    console.print(f"wrote [cyan]{created.path}[/] ({created.revision})")
+    if created.findings:
+        console.print(_findings_table(created.findings, "the linter's warnings (they block `up`)"))
+
+
+@migrate_app.command()
+def up(
+    target: Annotated[str, typer.Argument(help="Revision to reach.")] = "heads",
+    url: UrlOption = None,
+    directory: DirOption = Path("migrations"),
+    backup: Annotated[
+        bool | None,
+        typer.Option(
+            "--backup/--no-backup",
+            show_default="on when the database already has revisions",
+            help="Back up first; restore it if a revision fails.",
+        ),
+    ] = None,
+    allow_unsafe: Annotated[
+        bool, typer.Option("--allow-unsafe", help="Run revisions the linter flags.")
+    ] = False,
+) -> None:
+    """Upgrade: lint the pending revisions, back up, run them under the migration lock."""
+    with _errors("up"), _migrations(url, directory, None) as migrations:
+        if backup is None:
+            backup = bool(_call(migrations, migrations.current())) and bool(
+                _call(migrations, migrations.pending())
+            )
+        try:
+            result: UpgradeResult = _with_progress(
+                lambda on_step: _call(
+                    migrations,
+                    migrations.upgrade(
+                        target, backup=bool(backup), allow_unsafe=allow_unsafe, on_step=on_step
+                    ),
+                )
+            )
+        except UnsafeMigrationError as exc:
+            errors.print(_findings_table(exc.findings, "unsafe operations: nothing was run"))
+            errors.print("fix them, mark them safety_assured(reason=...), or pass --allow-unsafe")
+            raise typer.Exit(1) from None
+    _report(result, "applied")
+
+
+@migrate_app.command()
+def down(
+    target: Annotated[
+        str, typer.Argument(help='An id or "base"; one step back when left out ("-- -2": two).')
+    ] = "-1",
+    url: UrlOption = None,
+    directory: DirOption = Path("migrations"),
+    backup: Annotated[bool, typer.Option("--backup/--no-backup", help="Back up first.")] = False,
+) -> None:
+    """Downgrade to TARGET."""
+    with _errors("down"), _migrations(url, directory, None) as migrations:
+        result = _with_progress(
+            lambda on_step: _call(
+                migrations, migrations.downgrade(target, backup=backup, on_step=on_step)
+            )
+        )
+    _report(result, "downgraded")
+
+
+def _report(result: UpgradeResult, verb: str) -> None:
+    if result.backup is not None:
+        console.print(f"backup: [cyan]{result.backup}[/]")
+    if result.findings:
+        console.print(_findings_table(result.findings, "findings run anyway (assured or allowed)"))
+    if result.applied:
+        console.print(
+            f"[green]{verb} {len(result.applied)} revision(s):[/] {', '.join(result.applied)}"
+        )
+    else:
+        console.print("nothing to do: the database is at the target")
+
+
+@migrate_app.command()
+def current(url: UrlOption = None, directory: DirOption = Path("migrations")) -> None:
+    """The revision(s) the database is at."""
+    with _errors("current"), _migrations(url, directory, None) as migrations:
+        heads = _call(migrations, migrations.current())
+    console.print(", ".join(heads) if heads else "base (no revision applied)")
+
+
+@migrate_app.command()
+def pending(url: UrlOption = None, directory: DirOption = Path("migrations")) -> None:
+    """The revisions `up` would run, in order."""
+    with _errors("pending"), _migrations(url, directory, None) as migrations:
+        waiting = _call(migrations, migrations.pending())
+    if not waiting:
+        console.print("nothing pending")
+        return
+    console.print(_revisions_table(waiting, f"{len(waiting)} pending", ()))
+
+
+@migrate_app.command()
+def history(url: UrlOption = None, directory: DirOption = Path("migrations")) -> None:
+    """Every revision, oldest first, with the database's current one marked."""
+    with _errors("history"), _migrations(url, directory, None) as migrations:
+        revisions = migrations.history()
+        heads = _call(migrations, migrations.current())
+    console.print(_revisions_table(revisions, "history", tuple(heads)))
+
+
+@migrate_app.command()
+def check(
+    url: UrlOption = None,
+    directory: DirOption = Path("migrations"),
+    metadata: MetadataOption = None,
+    roundtrip: Annotated[
+        bool,
+        typer.Option(
+            "--roundtrip",
+            help="On an EMPTY database: single head, up/down/up with the same schema, no "
+            "drift, and every downgrade leaving no trace.",
+        ),
+    ] = False,
+) -> None:
+    """Check that the database matches the models (exit 1 listing each difference)."""
+    with _errors("check"), _migrations(url, directory, metadata, sync=roundtrip) as migrations:
+        if roundtrip:
+            for name in run_all_checks(migrations):
+                console.print(f"[green]ok[/] {name}")
+            return
+        try:
+            _call(migrations, migrations.check())
+        except SchemaDriftError as exc:
+            errors.print(
+                f"[red]{len(exc.differences)} difference(s)[/] between models and database:"
+            )
+            for difference in exc.differences:
+                errors.print(cell(f"  - {difference}"))
+            raise typer.Exit(1) from None
+    console.print("[green]no drift:[/] the database matches the models")
+
+
+@migrate_app.command()
+def lint(
+    revisions: Annotated[str | None, typer.Argument(help='"start:end"; all when left out.')] = None,
+    url: UrlOption = None,
+    directory: DirOption = Path("migrations"),
+) -> None:
+    """Lint revisions; exit 1 when one would block `up`."""
+    with _errors("lint"), _migrations(url, directory, None) as migrations:
+        findings = migrations.lint(revisions)
+    if not findings:
+        console.print("[green]no findings[/]")
+        return
+    console.print(_findings_table(findings, f"{len(findings)} finding(s)"))
+    if blocking(findings):
+        raise typer.Exit(1)
+
+
+@migrate_app.command()
+def sql(
+    revisions: Annotated[
+        str, typer.Argument(help='"start:end"; "head:base" for downgrade SQL.')
+    ] = "base:head",
+    url: UrlOption = None,
+    directory: DirOption = Path("migrations"),
+    dialect: Annotated[str | None, typer.Option(help="postgresql, sqlite...")] = None,
+) -> None:
+    """Print the SQL of a range of revisions, without touching the database."""
+    with _errors("sql"), _migrations(url, directory, None) as migrations:
+        text = migrations.sql(revisions, dialect=dialect)
+    typer.echo(text)
+
+
+@migrate_app.command()
+def restore(
+    file: Annotated[Path, typer.Argument(help="A backup written by `up --backup`.")],
+    url: UrlOption = None,
+    directory: DirOption = Path("migrations"),
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Replace the database's content with a backup."""
+    if not yes:
+        typer.confirm(f"replace everything in the database with {file}?", abort=True)
+    with _errors("restore"), _migrations(url, directory, None) as migrations:
+        _call(migrations, migrations.restore(file))
+    console.print(f"[green]restored[/] from {file}")

@@ -1,0 +1,199 @@
+"""``op.create_index_concurrently`` / ``op.drop_index_concurrently``: PostgreSQL's CONCURRENTLY
+builds outside the migration transaction (asyncpg included), an INVALID leftover dropped first,
+lock timeouts retried; plain index DDL elsewhere. Autogenerate emits them for existing tables."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from alembic.autogenerate import renderers
+from alembic.autogenerate.api import AutogenContext
+from alembic.operations import Operations, ops
+
+from dalkit.errors import DatabaseError
+from dalkit.migrations.settings import MigrationSettings
+
+__all__ = ["CreateIndexConcurrentlyOp", "DropIndexConcurrentlyOp", "use_concurrent_indexes"]
+
+LOCK_NOT_AVAILABLE = "55P03"
+
+_INVALID_INDEX = sa.text(
+    "SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+    "JOIN pg_namespace n ON n.oid = c.relnamespace "
+    "WHERE c.relname = :name AND NOT i.indisvalid "
+    "AND n.nspname = coalesce(:schema, current_schema())"
+)
+
+
+@Operations.register_operation("create_index_concurrently")
+class CreateIndexConcurrentlyOp(ops.CreateIndexOp):
+    """CREATE INDEX CONCURRENTLY IF NOT EXISTS, in an autocommit block on PostgreSQL."""
+
+    concurrent = True
+
+    @classmethod
+    def create_index_concurrently(
+        cls,
+        operations: Operations,
+        index_name: str,
+        table_name: str,
+        columns: Sequence[str | sa.TextClause],
+        *,
+        schema: str | None = None,
+        unique: bool = False,
+        **kw: Any,
+    ) -> None:
+        """Build an index without blocking writes (a plain CREATE INDEX off PostgreSQL)."""
+        operations.invoke(cls(index_name, table_name, columns, schema=schema, unique=unique, **kw))
+
+
+@Operations.register_operation("drop_index_concurrently")
+class DropIndexConcurrentlyOp(ops.DropIndexOp):
+    """DROP INDEX CONCURRENTLY IF EXISTS, in an autocommit block on PostgreSQL."""
+
+    concurrent = True
+
+    @classmethod
+    def drop_index_concurrently(
+        cls,
+        operations: Operations,
+        index_name: str,
+        table_name: str | None = None,
+        *,
+        schema: str | None = None,
+        **kw: Any,
+    ) -> None:
+        """Drop an index without an ACCESS EXCLUSIVE lock (a plain DROP INDEX off PostgreSQL)."""
+        operations.invoke(cls(index_name, table_name=table_name, schema=schema, **kw))
+
+
+@Operations.implementation_for(CreateIndexConcurrentlyOp)
+def _create_concurrently(operations: Operations, operation: CreateIndexConcurrentlyOp) -> None:
+    context = operations.get_context()
+    index = operation.to_index(context)
+    if context.dialect.name != "postgresql":
+        operations.impl.create_index(index)
+        return
+    index.dialect_options["postgresql"]["concurrently"] = True
+    with context.autocommit_block():
+        if context.as_sql:
+            operations.impl.create_index(index, if_not_exists=True)
+            return
+
+        def build() -> None:
+            _drop_if_invalid(operations, index.name, operation.schema)
+            try:
+                operations.impl.create_index(index, if_not_exists=True)
+            except Exception:
+                # a failed concurrent build leaves an INVALID index that a retry would keep; the
+                # drop may be blocked by what blocked the build: the next attempt drops it first
+                with contextlib.suppress(DatabaseError):
+                    _drop_if_invalid(operations, index.name, operation.schema)
+                raise
+
+        _retry_lock_timeouts(operations, build)
+
+
+@Operations.implementation_for(DropIndexConcurrentlyOp)
+def _drop_concurrently(operations: Operations, operation: DropIndexConcurrentlyOp) -> None:
+    context = operations.get_context()
+    if context.dialect.name != "postgresql":
+        operations.impl.drop_index(operation.to_index(context))
+        return
+    with context.autocommit_block():
+        statement = _drop_statement(operations, str(operation.index_name), operation.schema)
+        if context.as_sql:
+            operations.execute(statement)
+            return
+        _retry_lock_timeouts(operations, lambda: operations.execute(statement))
+
+
+def _drop_statement(operations: Operations, name: str, schema: str | None) -> str:
+    quote = operations.impl.dialect.identifier_preparer.quote
+    qualified = f"{quote(schema)}.{quote(name)}" if schema else quote(name)
+    return f"DROP INDEX CONCURRENTLY IF EXISTS {qualified}"
+
+
+def _drop_if_invalid(operations: Operations, name: str | None, schema: str | None) -> None:
+    if name is None:
+        return
+    found = operations.get_bind().execute(_INVALID_INDEX, {"name": name, "schema": schema})
+    if found.first() is not None:
+        operations.execute(_drop_statement(operations, name, schema))
+
+
+def _retry_lock_timeouts(operations: Operations, work: Callable[[], object]) -> None:
+    settings = operations.get_context().opts.get("dalkit_settings") or MigrationSettings()
+    attempt = 0
+    while True:
+        try:
+            work()
+            return
+        except DatabaseError as exc:
+            attempt += 1
+            if exc.sqlstate != LOCK_NOT_AVAILABLE or attempt > settings.lock_retries:
+                raise
+            time.sleep(settings.backoff(attempt))
+
+
+@renderers.dispatch_for(CreateIndexConcurrentlyOp)
+def _render_create(context: AutogenContext, operation: CreateIndexConcurrentlyOp) -> str:
+    plain = ops.CreateIndexOp(
+        operation.index_name,
+        operation.table_name,
+        operation.columns,
+        schema=operation.schema,
+        unique=operation.unique,
+        **operation.kw,
+    )
+    text: str = renderers.dispatch(plain)(context, plain)
+    return text.replace("create_index(", "create_index_concurrently(", 1)
+
+
+@renderers.dispatch_for(DropIndexConcurrentlyOp)
+def _render_drop(context: AutogenContext, operation: DropIndexConcurrentlyOp) -> str:
+    plain = ops.DropIndexOp(
+        operation.index_name, operation.table_name, schema=operation.schema, **operation.kw
+    )
+    text: str = renderers.dispatch(plain)(context, plain)
+    return text.replace("drop_index(", "drop_index_concurrently(", 1)
+
+
+def use_concurrent_indexes(script: ops.MigrationScript) -> None:
+    """Rewrite an autogenerated script: index ops on tables the script neither creates nor drops
+    become their concurrent versions, in the upgrade and the downgrade."""
+    for container in (*script.upgrade_ops_list, *script.downgrade_ops_list):
+        fresh = {
+            o.table_name
+            for o in container.ops
+            if isinstance(o, ops.CreateTableOp | ops.DropTableOp)
+        }
+        _rewrite(container.ops, fresh)
+
+
+def _rewrite(operations: list[ops.MigrateOperation], fresh: set[str]) -> None:
+    for position, operation in enumerate(operations):
+        if isinstance(operation, ops.ModifyTableOps):
+            _rewrite(operation.ops, fresh)
+        elif getattr(operation, "concurrent", False):
+            continue
+        elif isinstance(operation, ops.CreateIndexOp) and operation.table_name not in fresh:
+            operations[position] = CreateIndexConcurrentlyOp(
+                operation.index_name,
+                operation.table_name,
+                operation.columns,
+                schema=operation.schema,
+                unique=operation.unique,
+                **operation.kw,
+            )
+        elif isinstance(operation, ops.DropIndexOp) and operation.table_name not in fresh:
+            operations[position] = DropIndexConcurrentlyOp(
+                operation.index_name,
+                operation.table_name,
+                schema=operation.schema,
+                **operation.kw,
+            )

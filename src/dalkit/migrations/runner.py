@@ -1,0 +1,266 @@
+"""The engine room, on one sync Connection (a sync engine's, or an async one's via ``run_sync``):
+read heads, plan steps, run each revision in its own transaction with lock-timeout retries,
+generate revisions. dalkit's env.py logic lives here; no ``alembic.ini`` or env.py is read."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import sqlalchemy as sa
+from alembic.autogenerate import RevisionContext
+from alembic.config import Config
+from alembic.operations import ops
+from alembic.runtime.environment import EnvironmentContext
+from alembic.runtime.migration import MigrationContext, RevisionStep
+from alembic.script import Script
+from alembic.util import CommandError
+from sqlalchemy.engine import Connection
+
+from dalkit.errors import DatabaseBusyError, DatabaseError
+from dalkit.migrations.concurrent import LOCK_NOT_AVAILABLE, use_concurrent_indexes
+from dalkit.migrations.enums import enum_differences
+from dalkit.migrations.errors import MigrationError
+from dalkit.migrations.locks import migration_lock, session_timeouts
+from dalkit.migrations.scripts import DalkitScriptDirectory
+from dalkit.migrations.settings import MigrationSettings
+
+__all__ = ["Runner", "StepCallback", "script_of"]
+
+log = logging.getLogger("dalkit.migrations")
+
+#: called before the steps run, with the scripts about to run (lint, backup), then per step
+PlanCallback = Callable[[Sequence[Script]], None]
+StepCallback = Callable[[Script], None]
+#: called under the migration lock when a step failed, before the error propagates
+FailureCallback = Callable[[Connection, Exception], None]
+
+
+class Runner:
+    """Runs Alembic's machinery for one directory, target metadata and settings."""
+
+    def __init__(
+        self,
+        script: DalkitScriptDirectory,
+        config: Config,
+        metadatas: Sequence[sa.MetaData],
+        settings: MigrationSettings,
+    ) -> None:
+        self.script = script
+        self.config = config
+        self.metadatas = list(metadatas)
+        self.settings = settings
+        #: the revision that raised during the last migrate(), if one did
+        self.failed_revision: str | None = None
+
+    def context_options(self) -> dict[str, Any]:
+        """The options every MigrationContext of ours is configured with."""
+        options = {
+            "target_metadata": self.metadatas,
+            "transaction_per_migration": True,
+            "compare_type": True,
+            "compare_server_default": True,
+            "version_table": self.settings.version_table,
+            "render_as_batch": False,
+            "dalkit_settings": self.settings,
+        }
+        if self.settings.ignore_unknown_tables:
+            options["include_object"] = _known_tables_only
+        return options
+
+    def current(self, connection: Connection) -> tuple[str, ...]:
+        """The revisions the database is at (empty before the first upgrade)."""
+        context = MigrationContext.configure(
+            connection, opts={"version_table": self.settings.version_table}
+        )
+        heads = context.get_current_heads()
+        if connection.in_transaction():
+            connection.commit()
+        return tuple(heads)
+
+    def plan(self, target: str, heads: Sequence[str], *, down: bool) -> list[RevisionStep]:
+        """The steps from ``heads`` to ``target``, in the order they run."""
+        with _alembic_errors():
+            if down:
+                return list(self.script._downgrade_revs(target, tuple(heads)))  # type: ignore[arg-type]
+            return list(self.script._upgrade_revs(target, tuple(heads)))  # type: ignore[arg-type]
+
+    def migrate(
+        self,
+        connection: Connection,
+        target: str,
+        *,
+        down: bool,
+        before: PlanCallback,
+        after_step: StepCallback,
+        on_failure: FailureCallback | None = None,
+    ) -> list[str]:
+        """Under the migration lock and timeouts, run the steps to ``target``; the ids run."""
+        with migration_lock(connection, self.settings), session_timeouts(connection, self.settings):
+            steps = self.plan(target, self.current(connection), down=down)
+            before([script_of(step) for step in steps])
+            pending: list[RevisionStep] = []
+            done: list[str] = []
+            try:
+                with self._environment(connection, lambda _h, _c: list(pending)) as env:
+                    _track_heads(env, self.current(connection))
+                    for step in steps:
+                        pending[:] = [step]
+                        self.failed_revision = script_of(step).revision
+                        self._run_with_retries(connection, env, script_of(step))
+                        self.failed_revision = None
+                        done.append(script_of(step).revision)
+                        after_step(script_of(step))
+            except Exception as exc:
+                if on_failure is None:
+                    raise
+                if connection.in_transaction():
+                    connection.rollback()
+                # still under the lock: nobody migrates between the failure and the restore
+                on_failure(connection, exc)
+                raise
+            return done
+
+    def _run_with_retries(
+        self, connection: Connection, env: EnvironmentContext, script: Script
+    ) -> None:
+        attempt = 0
+        while True:
+            try:
+                with _alembic_errors():
+                    env.run_migrations()
+                return
+            except DatabaseError as exc:
+                if connection.in_transaction():
+                    connection.rollback()
+                attempt += 1
+                if not _retryable(exc) or attempt > self.settings.lock_retries:
+                    raise
+                delay = self.settings.backoff(attempt)
+                log.warning(
+                    "revision %s: %s; retry %d of %d in %.2f s",
+                    script.revision,
+                    "lock timeout" if exc.sqlstate == LOCK_NOT_AVAILABLE else "database busy",
+                    attempt,
+                    self.settings.lock_retries,
+                    delay,
+                )
+                time.sleep(delay)
+
+    @contextmanager
+    def _environment(
+        self, connection: Connection | None, fn: Any, **extra: Any
+    ) -> Iterator[EnvironmentContext]:
+        with EnvironmentContext(self.config, self.script, fn=fn, **extra) as env:
+            env.configure(connection=connection, **self.context_options())
+            yield env
+
+    def offline_sql(self, dialect: str, start: str | None, target: str, *, down: bool) -> str:
+        """The SQL of the steps from ``start`` to ``target``, without a database."""
+        import io
+
+        buffer = io.StringIO()
+        heads = () if start is None else (start,)
+        steps = self.plan(target, heads, down=down)
+        with EnvironmentContext(
+            self.config, self.script, fn=lambda _h, _c: steps, as_sql=True
+        ) as env:
+            env.configure(
+                dialect_name=dialect,
+                output_buffer=buffer,
+                starting_rev=start,
+                destination_rev=target,
+                **self.context_options(),
+            )
+            with env.begin_transaction(), _alembic_errors():
+                env.run_migrations()
+        return buffer.getvalue()
+
+    def revision(
+        self, connection: Connection | None, message: str, *, autogenerate: bool
+    ) -> list[Script]:
+        """Write a new revision (autogenerated against ``connection`` when asked)."""
+        arguments = {
+            "message": message,
+            "autogenerate": autogenerate,
+            "sql": False,
+            "head": "head",
+            "splice": False,
+            "branch_label": None,
+            "version_path": None,
+            "rev_id": None,
+            "depends_on": None,
+        }
+
+        def directives(context: MigrationContext, _rev: Any, scripts: list[Any]) -> None:
+            for script in scripts:
+                if isinstance(script, ops.MigrationScript) and autogenerate:
+                    assert context.connection is not None
+                    changes = enum_differences(context.connection, self.metadatas)
+                    script.upgrade_ops_list[-1].ops.extend(changes)
+                    script.downgrade_ops_list[-1].ops[:0] = [c.reverse() for c in changes]
+                    use_concurrent_indexes(script)
+
+        revision_context = RevisionContext(
+            self.config, self.script, arguments, process_revision_directives=directives
+        )
+        with _alembic_errors():
+            if autogenerate:
+                if connection is None:
+                    raise MigrationError("autogenerate needs a database connection")
+
+                def fn(rev: Any, context: MigrationContext) -> list[Any]:
+                    revision_context.run_autogenerate(rev, context)
+                    return []
+
+                with self._environment(
+                    connection,
+                    fn,
+                    template_args=revision_context.template_args,
+                    revision_context=revision_context,
+                ) as env:
+                    env.run_migrations()
+                if connection.in_transaction():
+                    connection.commit()
+            return [s for s in revision_context.generate_scripts() if s is not None]
+
+
+def script_of(step: RevisionStep) -> Script:
+    """The Script a step runs."""
+    revision = step.revision
+    assert isinstance(revision, Script)
+    return revision
+
+
+def _track_heads(env: EnvironmentContext, heads: tuple[str, ...]) -> None:
+    """Serve the heads from memory between our one-step runs instead of a SELECT per step:
+    each step commits its version row, and a failed one changes nothing."""
+    context = env.get_context()
+    current = [tuple(heads)]
+
+    def after(*, heads: set[str], **_: Any) -> None:
+        current[0] = tuple(heads)
+
+    context.on_version_apply_callbacks = [*context.on_version_apply_callbacks, after]
+    context.get_current_heads = lambda: current[0]  # type: ignore[method-assign]
+
+
+def _known_tables_only(
+    _object: Any, _name: str | None, type_: str, reflected: bool, compare_to: Any
+) -> bool:
+    return not (type_ == "table" and reflected and compare_to is None)
+
+
+def _retryable(exc: DatabaseError) -> bool:
+    return exc.sqlstate == LOCK_NOT_AVAILABLE or isinstance(exc, DatabaseBusyError)
+
+
+@contextmanager
+def _alembic_errors() -> Iterator[None]:
+    try:
+        yield
+    except CommandError as exc:
+        raise MigrationError(str(exc)) from exc

@@ -1,0 +1,173 @@
+"""The linter: one revision per rule is flagged with that rule at the operation's line, a corpus
+of safe revisions is not, safety_assured turns a finding into a non-blocking note."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dalkit.migrations import RULES, Finding, blocking, lint_scripts
+from dalkit.migrations.scripts import DalkitScriptDirectory
+
+from .project import write_revision
+
+UNSAFE: dict[str, str] = {
+    "adding-not-nullable-field": "op.add_column('users', sa.Column('age', sa.Integer(), "
+    "nullable=False))",
+    "adding-volatile-default": "op.add_column('users', sa.Column('token', sa.String(), "
+    "server_default=sa.text('gen_random_uuid()')))",
+    "changing-column-type": "op.alter_column('users', 'email', type_=sa.Text(), "
+    "existing_type=sa.String(100))",
+    "renaming-column": "op.alter_column('users', 'email', new_column_name='mail')",
+    "renaming-table": "op.rename_table('users', 'people')",
+    "dropping-column": "op.drop_column('users', 'email')",
+    "dropping-table": "op.drop_table('users')",
+    "require-concurrent-index-creation": "op.create_index('ix_email', 'users', ['email'])",
+    "require-concurrent-index-deletion": "op.drop_index('ix_email', table_name='users')",
+    "constraint-missing-not-valid": "op.create_foreign_key('fk_user', 'posts', 'users', "
+    "['user_id'], ['id'])",
+    "disallowed-unique-constraint": "op.create_unique_constraint('uq_email', 'users', ['email'])",
+    "setting-not-null": "op.alter_column('users', 'email', nullable=False, "
+    "existing_type=sa.String(100))",
+    "enum-value-removed": "op.execute(\"ALTER TYPE mood RENAME VALUE 'sad' TO 'blue'\")",
+    "prefer-bigint-pk": "op.create_table('t', sa.Column('id', sa.Integer(), primary_key=True))",
+    "prefer-timestamptz": "op.create_table('t', sa.Column('id', sa.BigInteger(), "
+    "primary_key=True), sa.Column('at', sa.DateTime()))",
+    "missing-lock-timeout": "op.execute('SET lock_timeout = 0')",
+}
+
+#: raw SQL through op.execute is checked with the same rules
+UNSAFE_SQL: dict[str, str] = {
+    "adding-not-nullable-field": "ALTER TABLE users ADD COLUMN age int NOT NULL",
+    "adding-volatile-default": "ALTER TABLE users ADD COLUMN t uuid DEFAULT gen_random_uuid()",
+    "changing-column-type": "ALTER TABLE users ALTER COLUMN email TYPE text",
+    "renaming-column": "ALTER TABLE users RENAME COLUMN email TO mail",
+    "renaming-table": "ALTER TABLE users RENAME TO people",
+    "dropping-column": "ALTER TABLE users DROP COLUMN email",
+    "dropping-table": "DROP TABLE users",
+    "require-concurrent-index-creation": "CREATE INDEX ix_email ON users (email)",
+    "require-concurrent-index-deletion": "DROP INDEX ix_email",
+    "constraint-missing-not-valid": "ALTER TABLE posts ADD CONSTRAINT c CHECK (id > 0)",
+    "disallowed-unique-constraint": "ALTER TABLE users ADD CONSTRAINT uq UNIQUE (email)",
+    "setting-not-null": "ALTER TABLE users ALTER COLUMN email SET NOT NULL",
+    "enum-value-removed": "ALTER TYPE mood RENAME VALUE 'sad' TO 'blue'",
+    "prefer-bigint-pk": "CREATE TABLE t (id serial PRIMARY KEY)",
+    "prefer-timestamptz": "CREATE TABLE t (id bigint PRIMARY KEY, at timestamp)",
+    "missing-lock-timeout": "RESET lock_timeout",
+}
+
+SAFE: dict[str, str] = {
+    "new table with its indexes and keys": """
+        op.create_table(
+            'orders',
+            sa.Column('id', sa.BigInteger(), primary_key=True),
+            sa.Column('user_id', sa.BigInteger(), sa.ForeignKey('users.id'), nullable=False),
+            sa.Column('placed_at', sa.DateTime(timezone=True), nullable=False),
+        )
+        op.create_index('ix_orders_user', 'orders', ['user_id'])
+        op.create_unique_constraint('uq_orders', 'orders', ['user_id', 'placed_at'])
+    """,
+    "nullable column and constant default": """
+        op.add_column('users', sa.Column('nickname', sa.String(50)))
+        op.add_column('users', sa.Column('score', sa.Integer(), nullable=False,
+                                         server_default='0'))
+        op.add_column('users', sa.Column('seen', sa.DateTime(timezone=True),
+                                         server_default=sa.text('now()')))
+    """,
+    "concurrent index build and drop": """
+        op.create_index_concurrently('ix_users_email', 'users', ['email'])
+        op.drop_index_concurrently('ix_users_old', table_name='users')
+    """,
+    "not valid, then validated": """
+        op.create_foreign_key('fk_posts_user', 'posts', 'users', ['user_id'], ['id'],
+                              postgresql_not_valid=True)
+        op.create_check_constraint('ck_age', 'users', 'age > 0', postgresql_not_valid=True)
+        op.execute('ALTER TABLE posts VALIDATE CONSTRAINT fk_posts_user')
+    """,
+    "set not null after a validated check": """
+        op.execute('ALTER TABLE users ADD CONSTRAINT ck_email CHECK (email IS NOT NULL) NOT VALID')
+        op.execute('ALTER TABLE users VALIDATE CONSTRAINT ck_email')
+        op.alter_column('users', 'email', nullable=False, existing_type=sa.String(100))
+    """,
+    "unique constraint from a concurrent index": """
+        op.create_index_concurrently('ix_uq_email', 'users', ['email'], unique=True)
+        op.execute('ALTER TABLE users ADD CONSTRAINT uq_email UNIQUE USING INDEX ix_uq_email')
+    """,
+    "enum value added": "op.execute(\"ALTER TYPE mood ADD VALUE 'meh'\")",
+    "data backfill": 'op.execute("UPDATE users SET nickname = name WHERE nickname IS NULL")',
+}
+
+
+def _lint(directory: Path, revision: str, upgrade: str) -> list[Finding]:
+    path = write_revision(directory, revision, None, upgrade)
+    scripts = [s for s in DalkitScriptDirectory(directory).walk_revisions() if s.path == str(path)]
+    return lint_scripts(scripts)
+
+
+def test_every_rule_has_a_fixture() -> None:
+    assert set(UNSAFE) == set(RULES)
+    assert set(UNSAFE_SQL) == set(RULES)
+
+
+@pytest.mark.parametrize("rule", sorted(UNSAFE))
+def test_an_unsafe_operation_is_flagged_with_its_rule_line_and_recipe(
+    tmp_path: Path, rule: str
+) -> None:
+    findings = _lint(tmp_path, "r1", UNSAFE[rule])
+    assert rule in {f.rule for f in findings}
+    finding = next(f for f in findings if f.rule == rule)
+    assert finding.line == 16  # the line of the operation in the revision file
+    assert finding.recipe == RULES[rule].recipe
+    assert finding.operation.startswith("op.")
+    assert finding.blocks
+    assert f"r1_rev.py:16 {rule}" in str(finding)
+
+
+@pytest.mark.parametrize("rule", sorted(UNSAFE_SQL))
+def test_raw_sql_through_op_execute_is_checked_too(tmp_path: Path, rule: str) -> None:
+    findings = _lint(tmp_path, "r1", f"op.execute({UNSAFE_SQL[rule]!r})")
+    assert rule in {f.rule for f in findings}
+
+
+@pytest.mark.parametrize("rule", sorted(UNSAFE_SQL))
+def test_a_sql_file_revision_is_checked_statement_by_statement(tmp_path: Path, rule: str) -> None:
+    versions = tmp_path / "versions"
+    versions.mkdir()
+    (versions / "s1_raw.sql").write_text(
+        "-- revision: s1\n-- down_revision: none\n-- message: raw\n"
+        "SELECT 1;\n\n" + UNSAFE_SQL[rule] + ";\n-- down\nSELECT 1;\n"
+    )
+    findings = lint_scripts(DalkitScriptDirectory(tmp_path).walk_revisions())
+    assert rule in {f.rule for f in findings}
+    assert next(f for f in findings if f.rule == rule).line == 6
+
+
+@pytest.mark.parametrize("name", sorted(SAFE))
+def test_a_safe_revision_is_not_flagged(tmp_path: Path, name: str) -> None:
+    assert _lint(tmp_path, "r1", SAFE[name]) == []
+
+
+def test_safety_assured_turns_a_finding_into_a_note(tmp_path: Path) -> None:
+    decorated = _lint(
+        tmp_path / "a",
+        "r1",
+        """
+        with safety_assured(reason="nothing reads email since release 41"):
+            op.drop_column('users', 'email')
+        op.drop_column('users', 'age')
+        """,
+    )
+    assert [(f.rule, f.assured) for f in decorated] == [
+        ("dropping-column", "nothing reads email since release 41"),
+        ("dropping-column", None),
+    ]
+    assert blocking(decorated) == [decorated[1]]
+
+
+def test_safety_assured_needs_a_reason() -> None:
+    from dalkit.errors import ConfigurationError
+    from dalkit.migrations import safety_assured
+
+    with pytest.raises(ConfigurationError):
+        safety_assured(reason=" ")
