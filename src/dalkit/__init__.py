@@ -57,8 +57,11 @@ from dalkit.outbox.relay import OutboxRelay
 from dalkit.outbox.relay_async import AsyncOutboxRelay
 from dalkit.query.builder import QueryBuilder
 from dalkit.query.pagination import CursorPage, Page
+from dalkit.query.errors import InputTooLongError
 from dalkit.query.soft_delete import SoftDeleteMixin
 from dalkit.query.specs import Spec
+from dalkit.repository.abstract import AbstractRepository
+from dalkit.repository.abstract_async import AsyncAbstractRepository
 from dalkit.repository.memory import InMemoryRepository
 from dalkit.repository.memory_async import AsyncInMemoryRepository
 from dalkit.repository.sql import Repository
@@ -66,6 +69,7 @@ from dalkit.repository.sql_async import AsyncRepository
 from dalkit.tables import metadata
 from dalkit.transaction.retry import RetryPolicy
 from dalkit.transaction.scope import current_async_session, current_session, on_commit, on_rollback
+from dalkit.uow.memory import AsyncInMemoryUnitOfWork, InMemoryUnitOfWork
 from dalkit.uow.unit import UnitOfWork
 from dalkit.uow.unit_async import AsyncUnitOfWork
 
@@ -101,9 +105,12 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "AbstractRepository",
+    "AsyncAbstractRepository",
     "AsyncDatabase",
     "AsyncEventBusPublisher",
     "AsyncInMemoryRepository",
+    "AsyncInMemoryUnitOfWork",
     "AsyncInbox",
     "AsyncOutboxRelay",
     "AsyncPublisher",
@@ -131,7 +138,9 @@ __all__ = [
     "HasEvents",
     "HealthCheckResult",
     "InMemoryRepository",
+    "InMemoryUnitOfWork",
     "Inbox",
+    "InputTooLongError",
     "IntegrityError",
     "InvalidCursorError",
     "InvalidFilterError",

@@ -1,5 +1,6 @@
 """An injection corpus: sqlmap-style payloads for PostgreSQL and SQLite, with the tricks that
-slip past naive escaping (comments, unicode quotes, NUL bytes, huge numbers)."""
+slip past naive escaping (comments, unicode quotes, NUL bytes, huge numbers), and whole
+statements for ``db.sql`` that hide a second statement or a value in the text."""
 
 from __future__ import annotations
 
@@ -204,3 +205,51 @@ PAYLOADS: list[str] = list(
 NON_STRING = [2**64, 10**100, -(2**63) - 1, float("inf"), float("nan"), 1e308, b"' OR 1=1", None]
 
 assert len(PAYLOADS) >= 200, len(PAYLOADS)
+
+# whole statements for db.sql: each hides a second statement, or a value where a :name belongs
+RAW_SQL_REFUSED = [
+    "SELECT 1; DROP TABLE canary",
+    "SELECT 1;DROP TABLE canary--",
+    "SELECT secret FROM canary WHERE id = 1; DELETE FROM canary",
+    "SELECT 1 /* ; */; DELETE FROM canary",
+    "SELECT 1 AS a$$, 2; DELETE FROM canary; SELECT 3 AS b$$",
+    "SELECT 1 AS x$q$, 2; DELETE FROM canary; SELECT 3 AS y$q$",
+    "SELECT 1 AS a$$; DELETE FROM canary; SELECT $$",
+    "SELECT 'a\\'; DELETE FROM canary; --'",
+    "SELECT E'\\''; DELETE FROM canary; --'",
+    "SELECT e'\\\\'; DELETE FROM canary; --'",
+    "SELECT 1 # 2; DELETE FROM canary",
+    "SELECT 1 #; DELETE FROM canary",
+    "SELECT /* /* */ ' */ ; DELETE FROM canary; -- '",
+    "SELECT 1 [; DELETE FROM canary; SELECT 1]",
+    'SELECT "a\\"; DELETE FROM canary; --"',
+    "SELECT 1 --\r; DELETE FROM canary",
+    "SELECT 1 --\n; DELETE FROM canary",
+    "SELECT 1;\n\nUPDATE canary SET secret = 'owned'",
+    "SELECT 1; COPY canary TO PROGRAM 'id'",
+    "SELECT 1; ATTACH DATABASE '/tmp/x.db' AS x",
+    "SELECT 1; SELECT pg_sleep(5)",
+    "SELECT secret FROM canary WHERE id = ?",
+    "SELECT secret FROM canary WHERE id = %s",
+    "SELECT secret FROM canary WHERE id = %(id)s",
+    "SELECT secret FROM canary WHERE id = $1",
+    "SELECT secret FROM canary WHERE id = {id}",
+    "SELECT secret FROM canary WHERE secret = '' OR {}",
+    "SELECT secret FROM canary WHERE id = :id",
+    "SELECT 'unterminated",
+    'SELECT "unterminated',
+    "SELECT `unterminated",
+    "SELECT 1 /* unterminated",
+    "\x00SELECT 1",
+    "SELECT 1\x00; DELETE FROM canary",
+    "SELECT 1" + " " * 100_000,
+]
+# not refused by the checker, but no database runs them as a second statement
+RAW_SQL_HARMLESS = [
+    "SELECT 1\uff1b DELETE FROM canary",  # fullwidth semicolon
+    "SELECT 1\u037e DELETE FROM canary",  # Greek question mark
+    "SELECT $$; DELETE FROM canary; $$ AS v",
+    "SELECT 'x; DELETE FROM canary' AS v",
+    "SELECT 1 AS v -- ; DELETE FROM canary",
+    'SELECT 1 AS "; DELETE FROM canary"',
+]

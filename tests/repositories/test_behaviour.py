@@ -30,8 +30,12 @@ from dalkit import (
 
 from .models import EPOCH, Post, Reading, Status, User
 
+#: cursors are encrypted with a configured secret (issue 9); the suite's repositories set one
+SECRET = "behaviour-suite-cursor-secret"
+
 
 class UserRepository(Repository[User]):
+    cursor_secret = SECRET
     filterable = (
         "id",
         "email",
@@ -49,7 +53,7 @@ class UserRepository(Repository[User]):
 
 
 class PostRepository(Repository[Post]):
-    pass
+    cursor_secret = SECRET
 
 
 class ReadingRepository(Repository[Reading]):
@@ -272,20 +276,20 @@ def test_count_and_exists_take_filters_and_specs(users: Any) -> None:
 
 def test_first_returns_the_first_in_sort_order_or_none(users: Any) -> None:
     seed(users)
-    assert (users.first(order_by="-score,name")).name == "dave"
+    assert (users.first(sort="-score,name")).name == "dave"
     assert users.first(name="nobody") is None
 
 
 def test_list_applies_limit_and_offset_after_sorting(users: Any) -> None:
     seed(users)
-    assert names(users.list(order_by="name", limit=2, offset=1)) == ["alice", "bob"]
+    assert names(users.list(sort="name", limit=2, offset=1)) == ["alice", "bob"]
     with pytest.raises(QueryInputError):
         users.list(limit=-1)
 
 
 def test_sorting_by_several_fields_puts_nulls_first_ascending(users: Any) -> None:
     seed(users)
-    assert names(users.list(order_by="age,-score")) == [
+    assert names(users.list(sort="age,-score")) == [
         "frank_100%",
         "bob",
         "carol",
@@ -297,12 +301,12 @@ def test_sorting_by_several_fields_puts_nulls_first_ascending(users: Any) -> Non
 
 def test_descending_sort_puts_nulls_last(users: Any) -> None:
     seed(users)
-    listed = users.list(order_by=[("age", "desc"), ("name", "asc")])
+    listed = users.list(sort=[("age", "desc"), ("name", "asc")])
     assert names(listed) == ["dave", "Eve O'Brien", "alice", "carol", "bob", "frank_100%"]
 
 
 @pytest.mark.parametrize(
-    "order_by",
+    "sort",
     [
         "secret_note",
         "nope",
@@ -314,9 +318,27 @@ def test_descending_sort_puts_nulls_last(users: Any) -> None:
         5,
     ],
 )
-def test_a_bad_sort_order_raises(users: Any, order_by: Any) -> None:
+def test_a_bad_sort_order_raises(users: Any, sort: Any) -> None:
     with pytest.raises(InvalidSortError):
-        users.list(order_by=order_by)
+        users.list(sort=sort)
+
+
+def test_every_read_sorts_by_the_same_sort_argument(users: Any) -> None:
+    seed(users)
+    expected = ["dave", "frank_100%", "Eve O'Brien", "bob", "alice", "carol"]
+    assert names(users.list(sort="-score,name")) == expected
+    assert names(users.search("example", sort="-score,name")) == expected
+    assert names((users.paginate(per_page=6, sort="-score,name")).items) == expected
+    assert names((users.paginate_cursor(limit=6, sort="-score,name")).items) == expected
+
+
+def test_order_by_is_still_accepted_as_the_former_name_of_sort(users: Any) -> None:
+    seed(users)
+    assert names(users.list(order_by="-age", limit=1)) == ["dave"]
+    assert (users.first(order_by="-age")).name == "dave"
+    assert names(users.search("example", order_by="-name", limit=1)) == ["frank_100%"]
+    with pytest.raises(InvalidSortError):
+        users.list(sort="name", order_by="name")
 
 
 def test_search_matches_substrings_ignoring_case(users: Any) -> None:
@@ -326,6 +348,12 @@ def test_search_matches_substrings_ignoring_case(users: Any) -> None:
     assert names(users.search("100%")) == ["frank_100%"]
     assert names(users.search("%")) == ["frank_100%"]
     assert users.search("a%") == []
+
+
+def test_search_takes_specs_and_filters_like_every_read(users: Any) -> None:
+    seed(users)
+    assert names(users.search("a", ActiveUsers(), OlderThan(28))) == ["alice", "dave"]
+    assert names(users.search("a", ActiveUsers(), score=10)) == ["alice", "carol"]
 
 
 def test_search_refuses_fields_outside_searchable(users: Any) -> None:
@@ -390,6 +418,21 @@ def test_paginate_filters_and_counts_only_matching_rows(users: Any) -> None:
     page = users.paginate(per_page=2, sort="-score", spec=ActiveUsers(), score__gte=10)
     assert page.total == 4
     assert names(page.items) == ["dave", "frank_100%"]
+
+
+def test_paginate_takes_specs_positionally(users: Any) -> None:
+    seed(users)
+    page = users.paginate(ActiveUsers(), OlderThan(28), per_page=1, sort="name")
+    assert (names(page.items), page.total) == (["alice"], 2)
+    cursor_page = users.paginate_cursor(ActiveUsers(), OlderThan(28), sort="name")
+    assert names(cursor_page.items) == ["alice", "dave"]
+
+
+def test_page_numbers_passed_positionally_are_refused_with_a_clear_error(
+    users: Any,
+) -> None:
+    with pytest.raises(TypeError, match="by keyword"):
+        users.paginate(2, 20)
 
 
 def test_a_page_past_the_end_is_empty_but_keeps_the_total(users: Any) -> None:
@@ -729,9 +772,52 @@ def test_bulk_update_updates_by_primary_key_and_counts(readings: Any) -> None:
 
 def test_a_bad_row_in_bulk_update_is_named_and_nothing_changes(readings: Any) -> None:
     readings.bulk_insert(reading_rows(600))
-    changes = [{"id": i, "value": 777} for i in range(600)]
+    changes: list[dict[str, Any]] = [{"id": i, "value": 777} for i in range(600)]
     changes[333] = {"id": 333, "value": None}
     with pytest.raises(BulkLoadError) as caught:
         readings.bulk_update(changes, chunk_size=200)
     assert caught.value.row_index == 333
     assert readings.count(value=777) == 0
+
+
+class OpenUserRepository(Repository[User]):
+    """No allow-lists: every usable column is open, except the sensitive ones."""
+
+    cursor_secret = SECRET
+
+
+class ListedSecretRepository(Repository[User]):
+    cursor_secret = SECRET
+    filterable = ("name", "secret_note")
+    sortable = ("id", "secret_note")
+
+
+def test_sensitive_columns_are_closed_to_user_input_unless_listed(
+    session: Session | None,
+) -> None:
+    open_users = _repository(OpenUserRepository, session)
+    seed(open_users)
+    with pytest.raises(InvalidFilterError):
+        open_users.find(secret_note__startswith="a")
+    with pytest.raises(InvalidSortError):
+        open_users.list(sort="secret_note")
+    with pytest.raises(InvalidFilterError):
+        open_users.search("a", fields=["secret_note"])
+    assert len(open_users.find(name__startswith="a")) == 1  # the rest stays open
+    listed = _repository(ListedSecretRepository, session)
+    # listed explicitly, the same column is accepted
+    assert listed.find(secret_note="nothing like it") == []
+    assert isinstance(listed.list(sort="secret_note"), list)
+
+
+def test_upsert_values_are_checked_and_coerced_like_filter_values(users: Any) -> None:
+    with pytest.raises(QueryInputError) as caught:
+        users.upsert({"email": "new@example.com", "name": "new", "age": "thirty"}, on=["email"])
+    assert caught.value.name == "age"
+    saved = users.upsert({"email": "new@example.com", "name": "new", "age": "31"}, on=["email"])
+    assert saved.age == 31
+
+
+def test_over_long_filter_text_is_refused_before_the_database_sees_it(users: Any) -> None:
+    with pytest.raises(QueryInputError):
+        users.find(name__contains="%" * 60_000)

@@ -28,8 +28,12 @@ from dalkit import (
 
 from .models import EPOCH, Post, Reading, Status, User
 
+#: cursors are encrypted with a configured secret (issue 9); the suite's repositories set one
+SECRET = "behaviour-suite-cursor-secret"
+
 
 class UserRepository(AsyncRepository[User]):
+    cursor_secret = SECRET
     filterable = (
         "id",
         "email",
@@ -47,7 +51,7 @@ class UserRepository(AsyncRepository[User]):
 
 
 class PostRepository(AsyncRepository[Post]):
-    pass
+    cursor_secret = SECRET
 
 
 class ReadingRepository(AsyncRepository[Reading]):
@@ -272,20 +276,20 @@ async def test_count_and_exists_take_filters_and_specs(users: Any) -> None:
 
 async def test_first_returns_the_first_in_sort_order_or_none(users: Any) -> None:
     await seed(users)
-    assert (await users.first(order_by="-score,name")).name == "dave"
+    assert (await users.first(sort="-score,name")).name == "dave"
     assert await users.first(name="nobody") is None
 
 
 async def test_list_applies_limit_and_offset_after_sorting(users: Any) -> None:
     await seed(users)
-    assert names(await users.list(order_by="name", limit=2, offset=1)) == ["alice", "bob"]
+    assert names(await users.list(sort="name", limit=2, offset=1)) == ["alice", "bob"]
     with pytest.raises(QueryInputError):
         await users.list(limit=-1)
 
 
 async def test_sorting_by_several_fields_puts_nulls_first_ascending(users: Any) -> None:
     await seed(users)
-    assert names(await users.list(order_by="age,-score")) == [
+    assert names(await users.list(sort="age,-score")) == [
         "frank_100%",
         "bob",
         "carol",
@@ -297,12 +301,12 @@ async def test_sorting_by_several_fields_puts_nulls_first_ascending(users: Any) 
 
 async def test_descending_sort_puts_nulls_last(users: Any) -> None:
     await seed(users)
-    listed = await users.list(order_by=[("age", "desc"), ("name", "asc")])
+    listed = await users.list(sort=[("age", "desc"), ("name", "asc")])
     assert names(listed) == ["dave", "Eve O'Brien", "alice", "carol", "bob", "frank_100%"]
 
 
 @pytest.mark.parametrize(
-    "order_by",
+    "sort",
     [
         "secret_note",
         "nope",
@@ -314,9 +318,27 @@ async def test_descending_sort_puts_nulls_last(users: Any) -> None:
         5,
     ],
 )
-async def test_a_bad_sort_order_raises(users: Any, order_by: Any) -> None:
+async def test_a_bad_sort_order_raises(users: Any, sort: Any) -> None:
     with pytest.raises(InvalidSortError):
-        await users.list(order_by=order_by)
+        await users.list(sort=sort)
+
+
+async def test_every_read_sorts_by_the_same_sort_argument(users: Any) -> None:
+    await seed(users)
+    expected = ["dave", "frank_100%", "Eve O'Brien", "bob", "alice", "carol"]
+    assert names(await users.list(sort="-score,name")) == expected
+    assert names(await users.search("example", sort="-score,name")) == expected
+    assert names((await users.paginate(per_page=6, sort="-score,name")).items) == expected
+    assert names((await users.paginate_cursor(limit=6, sort="-score,name")).items) == expected
+
+
+async def test_order_by_is_still_accepted_as_the_former_name_of_sort(users: Any) -> None:
+    await seed(users)
+    assert names(await users.list(order_by="-age", limit=1)) == ["dave"]
+    assert (await users.first(order_by="-age")).name == "dave"
+    assert names(await users.search("example", order_by="-name", limit=1)) == ["frank_100%"]
+    with pytest.raises(InvalidSortError):
+        await users.list(sort="name", order_by="name")
 
 
 async def test_search_matches_substrings_ignoring_case(users: Any) -> None:
@@ -326,6 +348,12 @@ async def test_search_matches_substrings_ignoring_case(users: Any) -> None:
     assert names(await users.search("100%")) == ["frank_100%"]
     assert names(await users.search("%")) == ["frank_100%"]
     assert await users.search("a%") == []
+
+
+async def test_search_takes_specs_and_filters_like_every_read(users: Any) -> None:
+    await seed(users)
+    assert names(await users.search("a", ActiveUsers(), OlderThan(28))) == ["alice", "dave"]
+    assert names(await users.search("a", ActiveUsers(), score=10)) == ["alice", "carol"]
 
 
 async def test_search_refuses_fields_outside_searchable(users: Any) -> None:
@@ -390,6 +418,21 @@ async def test_paginate_filters_and_counts_only_matching_rows(users: Any) -> Non
     page = await users.paginate(per_page=2, sort="-score", spec=ActiveUsers(), score__gte=10)
     assert page.total == 4
     assert names(page.items) == ["dave", "frank_100%"]
+
+
+async def test_paginate_takes_specs_positionally(users: Any) -> None:
+    await seed(users)
+    page = await users.paginate(ActiveUsers(), OlderThan(28), per_page=1, sort="name")
+    assert (names(page.items), page.total) == (["alice"], 2)
+    cursor_page = await users.paginate_cursor(ActiveUsers(), OlderThan(28), sort="name")
+    assert names(cursor_page.items) == ["alice", "dave"]
+
+
+async def test_page_numbers_passed_positionally_are_refused_with_a_clear_error(
+    users: Any,
+) -> None:
+    with pytest.raises(TypeError, match="by keyword"):
+        await users.paginate(2, 20)
 
 
 async def test_a_page_past_the_end_is_empty_but_keeps_the_total(users: Any) -> None:
@@ -739,9 +782,56 @@ async def test_bulk_update_updates_by_primary_key_and_counts(readings: Any) -> N
 
 async def test_a_bad_row_in_bulk_update_is_named_and_nothing_changes(readings: Any) -> None:
     await readings.bulk_insert(reading_rows(600))
-    changes = [{"id": i, "value": 777} for i in range(600)]
+    changes: list[dict[str, Any]] = [{"id": i, "value": 777} for i in range(600)]
     changes[333] = {"id": 333, "value": None}
     with pytest.raises(BulkLoadError) as caught:
         await readings.bulk_update(changes, chunk_size=200)
     assert caught.value.row_index == 333
     assert await readings.count(value=777) == 0
+
+
+class OpenUserRepository(AsyncRepository[User]):
+    """No allow-lists: every usable column is open, except the sensitive ones."""
+
+    cursor_secret = SECRET
+
+
+class ListedSecretRepository(AsyncRepository[User]):
+    cursor_secret = SECRET
+    filterable = ("name", "secret_note")
+    sortable = ("id", "secret_note")
+
+
+async def test_sensitive_columns_are_closed_to_user_input_unless_listed(
+    async_session: AsyncSession | None,
+) -> None:
+    open_users = _repository(OpenUserRepository, async_session)
+    await seed(open_users)
+    with pytest.raises(InvalidFilterError):
+        await open_users.find(secret_note__startswith="a")
+    with pytest.raises(InvalidSortError):
+        await open_users.list(sort="secret_note")
+    with pytest.raises(InvalidFilterError):
+        await open_users.search("a", fields=["secret_note"])
+    assert len(await open_users.find(name__startswith="a")) == 1  # the rest stays open
+    listed = _repository(ListedSecretRepository, async_session)
+    # listed explicitly, the same column is accepted
+    assert await listed.find(secret_note="nothing like it") == []
+    assert isinstance(await listed.list(sort="secret_note"), list)
+
+
+async def test_upsert_values_are_checked_and_coerced_like_filter_values(users: Any) -> None:
+    with pytest.raises(QueryInputError) as caught:
+        await users.upsert(
+            {"email": "new@example.com", "name": "new", "age": "thirty"}, on=["email"]
+        )
+    assert caught.value.name == "age"
+    saved = await users.upsert(
+        {"email": "new@example.com", "name": "new", "age": "31"}, on=["email"]
+    )
+    assert saved.age == 31
+
+
+async def test_over_long_filter_text_is_refused_before_the_database_sees_it(users: Any) -> None:
+    with pytest.raises(QueryInputError):
+        await users.find(name__contains="%" * 60_000)

@@ -1,11 +1,12 @@
 """Injection: a corpus of more than 200 payloads, and Hypothesis' arbitrary strings, thrown at
-every input a repository takes. Values must behave as data (the in-memory repository, which
-runs no SQL, gives the expected answer), names must be refused with typed errors, and nothing
-may execute: the canary row survives and, on PostgreSQL, a 2-second statement_timeout turns
-any pg_sleep(5) that ran into a failure."""
+every input a repository takes, and statements that hide a second one at ``db.sql``. Values
+must behave as data (the in-memory repository, which runs no SQL, gives the expected answer),
+names must be refused with typed errors, and nothing may execute: the canary row survives and,
+on PostgreSQL, a 2-second statement_timeout turns any pg_sleep(5) that ran into a failure."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from collections.abc import Callable, Iterator
 from decimal import Decimal
@@ -18,17 +19,23 @@ from hypothesis import strategies as st
 from sqlalchemy.orm import Session
 
 from dalkit import (
+    DalkitError,
+    Database,
     InMemoryRepository,
     InvalidCursorError,
     InvalidFilterError,
+    InvalidQueryError,
     InvalidSortError,
     QueryInputError,
     Repository,
 )
-from dalkit.query.cursor import CursorCodec
+from dalkit.query.cursor import SECRET_KEY_INFO, CursorCodec
 
 from .models import EPOCH, Canary, Status, User
-from .payloads import NON_STRING, PAYLOADS
+from .payloads import NON_STRING, PAYLOADS, RAW_SQL_HARMLESS, RAW_SQL_REFUSED
+
+#: what Database(secret_key=...) would put in session.info
+SECRET = "the injection suite's cursor secret"
 
 NAMES = ["O'Brien", "50% off", "under_score", "back\\slash", "semi;colon", "ünïcödé", "Zed", "zed"]
 
@@ -47,6 +54,10 @@ class UserRepository(Repository[User]):
     )
     sortable = ("id", "name", "age", "score", "created_at", "email")
     searchable = ("name", "email")
+
+
+class KeyedUserRepository(UserRepository):
+    cursor_secret = SECRET
 
 
 def _users() -> list[User]:
@@ -72,10 +83,11 @@ class Attack:
     def __init__(self, session: Session) -> None:
         self.session = session
         self.sql = UserRepository(session)
-        self.memory = InMemoryRepository.mirroring(UserRepository)(_users())
+        # the fake is given the secret the database configured, so cursors cross between them
+        self.memory = InMemoryRepository.mirroring(KeyedUserRepository)(_users())
         self.sql.add_many(_users())
 
-    def agree(self, call: Callable[[Any], Any]) -> None:
+    def agree(self, call: Callable[..., Any]) -> None:
         """Both repositories give the same rows, or both refuse with the same typed error."""
         outcomes = []
         for repo in (self.sql, self.memory):
@@ -85,7 +97,7 @@ class Attack:
                 outcomes.append(type(exc))
         assert outcomes[0] == outcomes[1]
 
-    def refuses(self, error: type[QueryInputError], call: Callable[[Any], Any]) -> None:
+    def refuses(self, error: type[QueryInputError], call: Callable[..., Any]) -> None:
         for repo in (self.sql, self.memory):
             with pytest.raises(error):
                 call(repo)
@@ -102,6 +114,7 @@ def _ids(result: Any) -> Any:
 def attack(sql_session: Session) -> Iterator[Attack]:
     if sql_session.get_bind().dialect.name == "postgresql":
         sql_session.execute(sa.text("SET LOCAL statement_timeout = '2s'"))
+    sql_session.info[SECRET_KEY_INFO] = SECRET
     sql_session.add(Canary(id=1, secret="still here"))
     yield Attack(sql_session)
     survivors = sql_session.execute(sa.select(Canary.secret)).scalars().all()
@@ -150,7 +163,7 @@ def test_payloads_as_filter_keys_and_operators_are_refused(attack: Attack) -> No
 def test_payloads_as_sort_orders_are_refused(attack: Attack) -> None:
     sortable = set(UserRepository.sortable)
     for payload in PAYLOADS:
-        calls: list[Callable[[Any], Any]] = [
+        calls: list[Callable[..., Any]] = [
             lambda repo, p=payload: repo.list(order_by=p),
             lambda repo, p=payload: repo.list(order_by=[(p, "asc")]),
             lambda repo, p=payload: repo.paginate(sort=p),
@@ -196,7 +209,7 @@ def test_a_cursor_signed_with_another_key_is_refused(attack: Attack) -> None:
     target = attack.sql.list(order_by="name")[2]
     forged = CursorCodec("users", secret=b"an attacker's own secret!").encode(keys, target)
     attack.refuses(InvalidCursorError, lambda repo: repo.paginate_cursor(sort="name", after=forged))
-    other_table = CursorCodec("posts").encode(keys, target)  # the process key, another scope
+    other_table = CursorCodec("posts", SECRET).encode(keys, target)  # the same key, another scope
     attack.refuses(
         InvalidCursorError, lambda repo: repo.paginate_cursor(sort="name", after=other_table)
     )
@@ -215,6 +228,42 @@ def test_a_cursor_with_a_secret_is_portable_between_repositories(attack: Attack)
     ][:6]
     with pytest.raises(InvalidCursorError):
         attack.sql.paginate_cursor(limit=3, sort="email", after=first.next_cursor)
+
+
+# --- db.sql ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def raw(database: Database) -> Iterator[Database]:
+    """A database with the canary row, checked after the test."""
+    database.sql("INSERT INTO canary (id, secret) VALUES (1, :secret)", secret="still here")
+    yield database
+    assert [dict(r) for r in database.sql("SELECT id, secret FROM canary")] == [
+        {"id": 1, "secret": "still here"}
+    ]
+
+
+def test_raw_sql_hiding_a_second_statement_or_a_value_is_refused(raw: Database) -> None:
+    for statement in RAW_SQL_REFUSED:
+        with pytest.raises(InvalidQueryError):
+            raw.sql(statement)
+
+
+def test_raw_sql_with_lookalike_separators_runs_as_one_statement_or_fails(raw: Database) -> None:
+    for statement in RAW_SQL_HARMLESS:
+        # a syntax error, translated, is fine: what matters is that nothing else ran
+        with contextlib.suppress(DalkitError):
+            raw.sql(statement)
+
+
+def test_payloads_as_raw_sql_values_are_only_data(raw: Database) -> None:
+    for payload in PAYLOADS:
+        if "\x00" in payload:
+            continue  # PostgreSQL text cannot hold NUL at all
+        rows = raw.sql(
+            "SELECT secret, :value AS v FROM canary WHERE secret <> :value", value=payload
+        )
+        assert [(r["secret"], r["v"]) for r in rows] == [("still here", payload)]
 
 
 # --- Hypothesis ------------------------------------------------------------------------------
@@ -267,3 +316,12 @@ def test_any_text_as_a_sort_order_is_refused_unless_it_names_sortable_fields(
 @given(cursor=st.one_of(st.text(max_size=200), st.binary(max_size=64).map(lambda b: b.hex() + ".")))
 def test_any_text_as_a_cursor_is_refused(attack: Attack, cursor: str) -> None:
     attack.refuses(InvalidCursorError, lambda repo: repo.paginate_cursor(after=cursor))
+
+
+@PROPERTY
+@given(
+    tail=st.text(min_size=1, max_size=40).filter(lambda t: t[0] not in "-/" and not t[0].isspace())
+)
+def test_any_text_after_a_statement_and_a_semicolon_is_refused(raw: Database, tail: str) -> None:
+    with pytest.raises(InvalidQueryError):
+        raw.sql(f"SELECT 1 AS v; {tail}")

@@ -19,6 +19,7 @@ PAGE = 250
 
 class ReadingRepository(AsyncRepository[Reading]):
     max_page_size = 1000
+    cursor_secret = "scale-test-cursor-secret"  # cursors are encrypted with a configured key
 
 
 def reading(i: int, bucket: int) -> dict[str, Any]:

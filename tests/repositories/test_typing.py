@@ -14,7 +14,9 @@ from dalkit import (
     InMemoryRepository,
     Page,
     Repository,
+    Spec,
 )
+from dalkit.repository.abstract import AbstractRepository
 
 from .models import User
 
@@ -22,7 +24,7 @@ KEY = 10**6  # clear of the ids that sequences hand out in the shared test datab
 
 
 class Users(Repository[User]):
-    pass
+    cursor_secret = "typing-test-cursor-secret"
 
 
 class AsyncUsers(AsyncRepository[User]):
@@ -55,6 +57,12 @@ def check_sync(users: Users) -> None:
     assert_type(users.bulk_insert([]), int)
 
 
+def service(users: AbstractRepository[User]) -> list[User]:
+    """A service typed against the abstract repository takes either backend."""
+    assert_type(users.get(KEY), User)
+    return users.search("n", Spec(name="n"), sort="name")
+
+
 async def check_async(users: AsyncUsers) -> None:
     assert_type(await users.get(KEY), User)
     assert_type(await users.list(), list[User])
@@ -77,10 +85,13 @@ def test_a_repository_of_users_reads_users(sql_session: Session) -> None:
     users = Users(sql_session)
     users.add(User(id=KEY, email="e", name="n"))
     check_sync(users)  # the calls type-checked above run without error
+    assert service(users) == [users.get(KEY)]
 
 
 def test_an_in_memory_repository_of_users_reads_users() -> None:
-    check_fakes(FakeUsers([User(id=KEY, email="e", name="n")]))
+    fake = FakeUsers([User(id=KEY, email="e", name="n")])
+    check_fakes(fake)
+    assert [u.id for u in service(fake)] == [KEY]
 
 
 def test_the_model_comes_from_the_generic_parameter() -> None:

@@ -120,7 +120,7 @@ def _injections(users: Users, console: Console) -> None:
     attempts: list[tuple[str, Any]] = [
         ("filter key", lambda: users.find(**{"name; DROP TABLE demo_users --": "x"})),
         ("filter value", lambda: users.find(name="' OR 1=1 --")),
-        ("sort order", lambda: users.list(order_by="(CASE WHEN 1=1 THEN name ELSE id END)")),
+        ("sort order", lambda: users.list(sort="(CASE WHEN 1=1 THEN name ELSE id END)")),
         ("hidden column", lambda: users.find(email__contains="@")),
         ("cursor", lambda: users.paginate_cursor(after="eyJhZG1pbiI6dHJ1ZX0.forged")),
     ]

@@ -8,13 +8,12 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import random
-import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
-from dalkit._codec import jsonable
+from dalkit._codec import CodecError, field_hints, jsonable, restore
 from dalkit.errors import ConfigurationError, OutboxError
 from dalkit.outbox.events import DomainEvent
 from dalkit.tables import outbox
@@ -96,18 +95,17 @@ class EventTypeRegistry:
             raise OutboxError(
                 f"no event type {message.event_type} v{message.event_version} is registered"
             )
-        hints = typing.get_type_hints(cls)
-        values = {k: _restore(hints.get(k), v) for k, v in message.payload.items()}
+        hints = field_hints(cls)
+        values = {}
+        for key, value in message.payload.items():
+            try:
+                values[key] = restore(value, hints.get(key, Any))
+            except CodecError as exc:
+                raise OutboxError(
+                    f"{message.event_type} v{message.event_version} message {message.event_id}: "
+                    f"{cls.__name__}.{key} cannot be read back: {exc}"
+                ) from None
         return cls(event_id=message.event_id, occurred_at=message.occurred_at, **values)
-
-
-def _restore(hint: Any, value: Any) -> Any:
-    """Undo :func:`jsonable` for the field types JSON cannot carry as such."""
-    if isinstance(value, str):
-        for target in (dt.datetime, dt.date):
-            if hint is target or target in typing.get_args(hint):
-                return target.fromisoformat(value)
-    return value
 
 
 #: The registry the units of work and relays use unless given another.

@@ -14,7 +14,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
-from sqlalchemy.orm import Mapper
+from sqlalchemy.orm import Mapper, RelationshipProperty
+from sqlalchemy.sql.visitors import replacement_traverse
 
 from dalkit.errors import InvalidQueryError
 from dalkit.query.fields import CoercionError, FieldInfo, column_field
@@ -59,7 +60,7 @@ MAX_LIMIT = 2**53
 @dataclasses.dataclass(frozen=True)
 class _Joined:
     name: str  # how columns refer to it: "posts" in "posts.title"
-    table: sa.Table
+    table: sa.FromClause  # the table, or an alias of it named ``name`` when already in FROM
     mapper: Mapper[Any] | None
     outer: bool
     onclause: Any
@@ -197,10 +198,10 @@ class QueryBuilder:
 
     # --- lookups ----------------------------------------------------------------------------
 
-    def _tables(self) -> dict[str | None, tuple[sa.Table, Mapper[Any] | None]]:
+    def _tables(self) -> dict[str | None, tuple[sa.FromClause, Mapper[Any] | None]]:
         root = _root(self.source)
         assert root is not None
-        found: dict[str | None, tuple[sa.Table, Mapper[Any] | None]] = {
+        found: dict[str | None, tuple[sa.FromClause, Mapper[Any] | None]] = {
             None: (root, _mapper(self.source))
         }
         for joined in self._joins:
@@ -270,7 +271,7 @@ class QueryBuilder:
             raise InvalidQueryError(f"bad join target {str(target)[:60]!r}", name=str(target))
         if target in self._tables():
             raise InvalidQueryError(f"{target!r} is joined already", name=target)
-        for _, mapper in self._tables().values():
+        for source, mapper in self._tables().values():
             if mapper is not None and target in mapper.relationships:
                 relationship = mapper.relationships[target]
                 if relationship.secondary is not None:
@@ -279,22 +280,24 @@ class QueryBuilder:
                         name=target,
                     )
                 other = relationship.mapper
-                onclause = relationship.primaryjoin
                 table = other.local_table
                 if not isinstance(table, sa.Table):
                     raise InvalidQueryError(f"{target!r} is not mapped to a table", name=target)
-                joined = _Joined(target, table, other, outer, onclause)
+                joined_table = self._fresh(table, target)
+                onclause = _relationship_onclause(relationship, source, joined_table)
+                joined = _Joined(target, joined_table, other, outer, onclause)
                 return dataclasses.replace(self, _joins=(*self._joins, joined))
         root = _root(self.source)
         assert root is not None
         other_table = root.metadata.tables.get(target)
         if other_table is not None:
+            joined_table = self._fresh(other_table, target)
             for table, _ in self._tables().values():
                 try:
-                    foreign_key_join = sa.join(table, other_table).onclause
+                    foreign_key_join = sa.join(table, joined_table).onclause
                 except (sa.exc.NoForeignKeysError, sa.exc.AmbiguousForeignKeysError):
                     continue
-                joined = _Joined(target, other_table, None, outer, foreign_key_join)
+                joined = _Joined(target, joined_table, None, outer, foreign_key_join)
                 return dataclasses.replace(self, _joins=(*self._joins, joined))
         allowed = sorted(
             {
@@ -310,6 +313,36 @@ class QueryBuilder:
             name=target,
             allowed=allowed,
         )
+
+    def _fresh(self, table: sa.Table, name: str) -> sa.FromClause:
+        """``table``, or an alias named ``name`` when the FROM holds it already (a
+        self-referential or second join), so that ``name.column`` means the joined rows."""
+        present = any(_base(t) is table for t, _ in self._tables().values())
+        return table.alias(name) if present else table
+
+
+def _base(selectable: sa.FromClause) -> sa.FromClause:
+    return selectable.element if isinstance(selectable, sa.Alias) else selectable
+
+
+def _relationship_onclause(
+    relationship: RelationshipProperty[Any], source: sa.FromClause, target: sa.FromClause
+) -> sa.ColumnElement[bool]:
+    """The relationship's join condition with its remote columns on ``target`` and its local
+    ones on ``source``: either may be an alias of the same table (self-referential)."""
+    # the join condition holds annotated copies of the columns: compare by table and key
+    remote = {(column.table, column.key) for column in relationship.remote_side}
+
+    def replace(element: Any, **_: Any) -> Any:
+        if not isinstance(element, sa.Column):
+            return None
+        on = target if (element.table, element.key) in remote else source
+        if on is element.table:
+            return None
+        return on.corresponding_column(element)
+
+    condition: sa.ColumnElement[bool] = replacement_traverse(relationship.primaryjoin, {}, replace)
+    return condition
 
 
 def _root(source: Any) -> sa.Table | None:
@@ -330,15 +363,19 @@ def _mapper(source: Any) -> Mapper[Any] | None:
     return mapper if isinstance(mapper, Mapper) else None
 
 
-def _column(table: sa.Table, mapper: Mapper[Any] | None, name: str) -> sa.Column[Any] | None:
+def _column(table: sa.FromClause, mapper: Mapper[Any] | None, name: str) -> sa.Column[Any] | None:
     if mapper is not None:
         prop = mapper.column_attrs.get(name)
         column = prop.columns[0] if prop is not None else None
-        return column if isinstance(column, sa.Column) and column.table is table else None
-    return table.columns.get(name)
+        if not isinstance(column, sa.Column) or column.table is not _base(table):
+            return None
+        found = table.corresponding_column(column)
+        return found if isinstance(found, sa.Column) else None
+    found = table.columns.get(name)
+    return found if isinstance(found, sa.Column) else None
 
 
-def _column_names(table: sa.Table, mapper: Mapper[Any] | None) -> list[str]:
+def _column_names(table: sa.FromClause, mapper: Mapper[Any] | None) -> list[str]:
     if mapper is not None:
         return [p.key for p in mapper.column_attrs]
     return [c.name for c in table.columns]

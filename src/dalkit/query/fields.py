@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import decimal
-import enum
 import math
 import re
 import uuid
@@ -22,7 +21,13 @@ from sqlalchemy.sql.schema import ColumnDefault
 
 from dalkit.errors import ConfigurationError
 
-__all__ = ["FieldInfo", "ModelInfo", "column_field", "model_info"]
+__all__ = [
+    "SENSITIVE_NAMES",
+    "FieldInfo",
+    "ModelInfo",
+    "column_field",
+    "model_info",
+]
 
 _INTEGER = re.compile(r"[+-]?[0-9]{1,40}")
 _TRUE = frozenset({"true", "1", "yes", "on"})
@@ -30,6 +35,8 @@ _FALSE = frozenset({"false", "0", "no", "off"})
 # the ranges PostgreSQL enforces; SQLite stores any 64-bit integer, but a value that could not be
 # stored on PostgreSQL would mean different things on the two backends
 _INT_BITS = ((sa.SmallInteger, 16), (sa.BigInteger, 64), (sa.Integer, 32))
+#: column names taken as sensitive unless marked ``info={"sensitive": False}``
+SENSITIVE_NAMES = re.compile(r"password|secret|token|hash", re.IGNORECASE)
 #: kinds whose values have a total order that the databases and Python agree on
 ORDERED_KINDS = frozenset({"int", "float", "decimal", "str", "datetime", "date", "time"})
 
@@ -52,17 +59,15 @@ class FieldInfo:
     def ordered(self) -> bool:
         return self.kind in ORDERED_KINDS
 
-    def to_json(self, value: Any) -> Any:
-        """``value`` as a JSON scalar that :attr:`coerce` turns back into ``value``."""
-        if value is None or isinstance(value, bool | int | str):
-            return value
-        if isinstance(value, enum.Enum):
-            return value.name
-        if isinstance(value, float):
-            return value
-        if isinstance(value, dt.date | dt.time):
-            return value.isoformat()
-        return str(value)  # Decimal, UUID
+    @property
+    def sensitive(self) -> bool:
+        """Whether user input may only reach this field when a repository lists it: marked
+        ``info={"sensitive": True}`` on the column, or named like a password, secret, token or
+        hash (``info={"sensitive": False}`` says it is not)."""
+        marked = self.column.info.get("sensitive")
+        if marked is not None:
+            return bool(marked)
+        return any(SENSITIVE_NAMES.search(n) is not None for n in (self.name, self.column.name))
 
     def python_default(self) -> Callable[[], Any] | None:
         """A function producing the column's Python-side INSERT default, if it has one."""

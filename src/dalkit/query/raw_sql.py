@@ -1,44 +1,80 @@
-"""Raw SQL done safely: named bound parameters only. No I/O.
+"""Raw SQL done safely: named bound parameters only, one statement. No I/O.
 
-:func:`checked_text` refuses the shapes string-built SQL leaves behind: positional or
-driver-style placeholders (``?``, ``%s``, ``$1``), unformatted templates (``{name}``), more than
-one statement, and parameters that the text does not use or uses without being given. String
-literals, quoted identifiers and comments are skipped, so ``'50%s'`` or ``'{a}'`` inside quotes
-are fine.
+:func:`checked_text` tokenises with sqlparse, tuned to read quotes and comments the way
+PostgreSQL and SQLite both do, then refuses what string-built SQL leaves behind: positional or
+driver-style placeholders (``?``, ``%s``, ``$1``), ``{templates}``, a second statement, and
+parameters the text does not use or uses without being given. ``:name`` inside a literal,
+quoted identifier or comment is text, not a parameter. Strings are read with PostgreSQL's
+default ``standard_conforming_strings = on`` (a backslash escapes only in ``E'...'``).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import sqlalchemy as sa
+from sqlparse import keywords
+from sqlparse import tokens as T
+from sqlparse.lexer import Lexer
 
 from dalkit.errors import InvalidQueryError
 
-__all__ = ["checked_text"]
+__all__ = ["checked_text", "sql_tokens"]
 
-# literals, quoted identifiers and comments: skipped before looking for placeholders
-_SKIPPED = re.compile(
-    r"""
-      '(?:[^']|'')*'                  # 'string', with '' escapes (also the body of E'...')
-    | "(?:[^"]|"")*"                  # "quoted identifier"
-    | \$(?P<tag>[A-Za-z_]*)\$.*?\$(?P=tag)\$   # $$dollar quoted$$ / $tag$...$tag$
-    | --[^\n]*                        # -- line comment
-    | /\*.*?\*/                       # /* block comment */
-    """,
-    re.VERBOSE | re.DOTALL,
-)
 _NAMED = re.compile(r"(?<![:\w\\]):(\w+)(?!:)")  # SQLAlchemy text()'s own rule
+# inside quotes: what SQLAlchemy would bind (:name) or unescape (\:name); a backslash in
+# front of either makes SQLAlchemy emit the text exactly as written
+_COLON_TEXT = re.compile(r"\\:\w*(?![:\w])|(?<![:\w\\]):\w+(?!:)")
 _FORBIDDEN = [
-    (re.compile(r"%(\(\w+\))?s(?!\w)"), "%s-style placeholder"),
-    (re.compile(r"\$\d+"), "$1-style placeholder"),
-    (re.compile(r"\?"), "? placeholder (for PostgreSQL's jsonb ? operator use jsonb_exists())"),
-    (re.compile(r"\{\w*\}"), "unformatted {template} field"),
-    (re.compile(r";\s*\S"), "second statement"),
+    (re.compile(r"%(\(\w+\))?s(?!\w)"), "a %s-style placeholder"),
+    (re.compile(r"\$\d+"), "a $1-style placeholder"),
+    (re.compile(r"\?"), "a ? placeholder (for PostgreSQL's jsonb ? operator use jsonb_exists())"),
+    (re.compile(r"\{\w*\}"), "an unformatted {template} field"),
+    # SQLite runs an unterminated comment to the end, PostgreSQL refuses it
+    (re.compile(r"/\*"), "an unterminated /* comment"),
 ]
 MAX_SQL_LENGTH = 100_000
+
+# sqlparse's stock rules read MySQL as well, which would let text the database runs hide from
+# the checks: `# ` starts no comment in PostgreSQL (it is XOR), a backslash does not escape a
+# quote in a standard string ('a\' ends there), and [brackets] quote nothing in PostgreSQL.
+# E'...' strings, where a backslash does escape, get their own rule.
+_REPLACED = {
+    r"(--|# )\+.*?(\r\n|\r|\n|$)": None,
+    r"(--|# ).*?(\r\n|\r|\n|$)": r"--.*?(\r\n|\r|\n|$)",
+    r"'(''|\\'|[^'])*'": r"'(''|[^'])*'",
+    r'"(""|\\"|[^"])*"': r'"(""|[^"])*"',
+    r'(""|".*?[^\\]")': None,
+    r"(?<![\w\])])(\[[^\]\[]+\])": None,
+}
+_E_STRING = (r"E'(''|\\[\s\S]|[^'\\])*'", T.String.Single)
+
+
+def _lexer() -> Any:
+    lexer: Any = Lexer()  # sqlparse is untyped
+    lexer.default_initialization()
+    rules: list[tuple[str, Any]] = [_E_STRING]
+    for pattern, kind in keywords.SQL_REGEX:
+        replacement = _REPLACED.get(pattern, pattern)
+        if replacement is not None:
+            rules.append((replacement, kind))
+    lexer.set_SQL_REGEX(rules)
+    return lexer
+
+
+_LEXER = _lexer()
+
+
+def _is_text(kind: Any) -> bool:
+    """Literals, quoted identifiers and comments: where a colon or semicolon is just text."""
+    return kind in T.String or kind in T.Comment or kind is T.Literal
+
+
+def sql_tokens(statement: str) -> Iterator[tuple[Any, str]]:
+    """``(token type, text)`` pairs of ``statement``, as :func:`checked_text` reads them."""
+    return iter(_LEXER.get_tokens(statement))
 
 
 def checked_text(statement: object, params: Mapping[str, Any]) -> sa.TextClause:
@@ -50,15 +86,34 @@ def checked_text(statement: object, params: Mapping[str, Any]) -> sa.TextClause:
         )
     if len(statement) > MAX_SQL_LENGTH or "\x00" in statement:
         raise InvalidQueryError("SQL is too long or holds a NUL character", name=statement[:80])
-    code = _SKIPPED.sub(" ", statement)
+    code: list[str] = []
+    rebuilt: list[str] = []
+    ended = False
+    for kind, text in sql_tokens(statement):
+        if kind in T.Error and text in "'\"`":
+            raise _refused(f"an unterminated quote {text}", text)
+        if kind in T.Comment.Multiline and "/*" in text[2:]:
+            # PostgreSQL nests block comments, SQLite does not: the two would end it elsewhere
+            raise _refused("a nested /* block comment */", text[:80])
+        if ended and not (kind in T.Whitespace or kind in T.Newline or kind in T.Comment):
+            raise _refused("a second statement", text[:80])
+        if kind in T.Punctuation and text == ";":
+            ended = True
+        if _is_text(kind):
+            code.append(" ")
+            rebuilt.append(_COLON_TEXT.sub(lambda m: "\\" + m.group(0), text))
+        else:
+            code.append(text)
+            rebuilt.append(text)
+    _check_placeholders("".join(code), params)
+    return sa.text("".join(rebuilt))
+
+
+def _check_placeholders(code: str, params: Mapping[str, Any]) -> None:
     for pattern, what in _FORBIDDEN:
         found = pattern.search(code)
         if found:
-            raise InvalidQueryError(
-                f"raw SQL may only use :named bound parameters; found a {what}: {found.group(0)!r}",
-                name=found.group(0),
-                allowed=(":name",),
-            )
+            raise _refused(what, found.group(0))
     used = set(_NAMED.findall(code))
     missing = sorted(used - set(params))
     unused = sorted(set(params) - used)
@@ -71,4 +126,11 @@ def checked_text(statement: object, params: Mapping[str, Any]) -> sa.TextClause:
             name=",".join(missing or unused),
             allowed=sorted(used),
         )
-    return sa.text(statement)
+
+
+def _refused(what: str, found: str) -> InvalidQueryError:
+    return InvalidQueryError(
+        f"raw SQL may only be one statement with :named bound parameters; found {what}: {found!r}",
+        name=found,
+        allowed=(":name",),
+    )

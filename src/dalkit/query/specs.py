@@ -8,16 +8,34 @@ unknown field, operator or uncoercible value.
 from __future__ import annotations
 
 import dataclasses
-import re
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping, Set
 from typing import Any, Literal
 
 import sqlalchemy as sa
 
 from dalkit.errors import InvalidFilterError
+from dalkit.query.errors import InputTooLongError
 from dalkit.query.fields import CoercionError, FieldInfo, ModelInfo, to_bool
+from dalkit.query.like import (
+    ANY_CHAR,
+    ANY_STRING,
+    SQL_ESCAPE,
+    like_matches,
+    parse_like,
+    render_glob,
+    render_like,
+)
 
-__all__ = ["OPERATORS", "Condition", "FilterParser", "Group", "Node", "Spec"]
+__all__ = [
+    "MAX_INPUT_LENGTH",
+    "OPERATORS",
+    "Condition",
+    "FilterParser",
+    "Group",
+    "Node",
+    "Spec",
+    "search_group",
+]
 
 OPERATORS = (
     "eq",
@@ -38,12 +56,12 @@ OPERATORS = (
 _ORDERED_OPS = frozenset({"lt", "lte", "gt", "gte", "between"})
 _TEXT_OPS = frozenset({"like", "ilike", "contains", "startswith"})
 _LIST_OPS = frozenset({"in", "not_in"})
+_PATTERN_OPS = frozenset({"like", "ilike"})
 #: longest ``in``/``not_in`` list accepted; longer lists are almost always a bug or an attack
 MAX_LIST_VALUES = 1000
-_SQL_ESCAPE = "/"
-_ANY_STRING, _ANY_CHAR = 0, 1
-_WILDCARDS = {"%": _ANY_STRING, "_": _ANY_CHAR}
-_GLOB_SPECIAL = {"*": "[*]", "?": "[?]", "[": "[[]"}
+#: longest filter or search text accepted by default (a repository's ``max_input_length``)
+MAX_INPUT_LENGTH = 1000
+_ANY_STRING, _ANY_CHAR = ANY_STRING, ANY_CHAR
 
 
 class Spec:
@@ -116,6 +134,14 @@ class Condition:
     field: FieldInfo
     op: str
     value: Any
+    max_length: int = dataclasses.field(default=MAX_INPUT_LENGTH, repr=False)
+
+    def __post_init__(self) -> None:
+        # also guards conditions built without coerce_condition (search text)
+        if self.op in _PATTERN_OPS:
+            literal = sum(isinstance(token, str) for token in self.value)
+            if literal > self.max_length or len(self.value) > self.max_length + 2:
+                raise _too_long(self.field.name, self.max_length)
 
     def to_sql(
         self, dialect: str, target: sa.ColumnElement[Any] | None = None
@@ -144,14 +170,14 @@ class Condition:
         tokens: list[str | int] = value
         if op == "ilike":
             # SQLite's LIKE already ignores ASCII case, PostgreSQL's ILIKE does so in the C locale
-            pattern = _render_like(tokens)
+            pattern = render_like(tokens)
             if dialect == "sqlite":
-                return column.like(pattern, escape=_SQL_ESCAPE)
-            return column.ilike(pattern, escape=_SQL_ESCAPE)
+                return column.like(pattern, escape=SQL_ESCAPE)
+            return column.ilike(pattern, escape=SQL_ESCAPE)
         if dialect == "sqlite":
             # SQLite's LIKE ignores case: GLOB is its case-sensitive match
-            return column.op("GLOB", is_comparison=True)(_render_glob(tokens))
-        return column.like(_render_like(tokens), escape=_SQL_ESCAPE)
+            return column.op("GLOB", is_comparison=True)(render_glob(tokens))
+        return column.like(render_like(tokens), escape=SQL_ESCAPE)
 
     def test(self, value: Any) -> bool | None:
         """SQL's verdict on a row whose field holds ``value``: True, False or None (unknown)."""
@@ -180,8 +206,7 @@ class Condition:
             return value not in target
         if op == "between":
             return bool(target[0] <= value <= target[1])
-        flags = re.DOTALL | (re.IGNORECASE | re.ASCII if op == "ilike" else 0)
-        return re.fullmatch(_render_regex(target), value, flags) is not None
+        return like_matches(target, value, fold_case=op == "ilike")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -227,9 +252,12 @@ def matches(node: Node, entity: Any) -> bool:
 class FilterParser:
     """Parses ``field__op=value`` filters of one model against an allow-list of field names."""
 
-    def __init__(self, info: ModelInfo, allowed: Iterable[str]) -> None:
+    def __init__(
+        self, info: ModelInfo, allowed: Iterable[str], max_input_length: int = MAX_INPUT_LENGTH
+    ) -> None:
         self.info = info
         self.allowed: dict[str, FieldInfo] = {name: info.fields[name] for name in allowed}
+        self.max_input_length = max_input_length
 
     def parse(self, filters: Mapping[str, Any]) -> Group:
         return Group("and", tuple(self.condition(k, v) for k, v in filters.items()))
@@ -257,7 +285,7 @@ class FilterParser:
                 allowed=allowed_ops,
             )
         try:
-            return coerce_condition(field, op, value)
+            return coerce_condition(field, op, value, self.max_input_length)
         except CoercionError as exc:
             raise InvalidFilterError(f"{_short(key)}: {exc}", name=key) from None
 
@@ -277,83 +305,66 @@ def _split(key: str) -> tuple[str, str]:
     return (name, op) if sep else (key, "eq")
 
 
-def coerce_condition(field: FieldInfo, op: str, value: Any) -> Condition:
-    """A condition with ``value`` checked and coerced for ``op``; raises CoercionError."""
+def coerce_condition(
+    field: FieldInfo, op: str, value: Any, max_length: int = MAX_INPUT_LENGTH
+) -> Condition:
+    """A condition with ``value`` checked and coerced for ``op``; raises CoercionError, or
+    InputTooLongError for text longer than ``max_length``."""
     if op in ("eq", "ne") and value is None:
         return Condition(field, "isnull", op == "eq")
     if op == "isnull":
         return Condition(field, op, to_bool(value))
     if op in _LIST_OPS or op == "between":
-        if isinstance(value, str | bytes) or not isinstance(value, Collection):
-            raise CoercionError(f"{op} expects a list of values")
+        if isinstance(value, str | bytes | Mapping) or not isinstance(value, Collection):
+            # a mapping is a collection of its keys, which would silently become the values
+            raise CoercionError(f"{op} expects a list of values, got {type(value).__name__}")
+        if op == "between" and isinstance(value, Set):
+            raise CoercionError("between expects an ordered [low, high] list, not a set")
         if len(value) > MAX_LIST_VALUES:
             raise CoercionError(f"{op} accepts at most {MAX_LIST_VALUES} values")
         if op == "between" and len(value) != 2:
             raise CoercionError("between expects exactly two values: [low, high]")
         if any(item is None for item in value):
             raise CoercionError(f"{op} cannot hold null; use isnull")
+        for item in value:
+            _check_length(field, item, max_length)
         items = tuple(field.coerce(item) for item in value)
         return Condition(field, op, frozenset(items) if op in _LIST_OPS else items)
     if value is None:
         raise CoercionError(f"{op} cannot compare with null; use isnull")
+    _check_length(field, value, max_length)
     coerced = field.coerce(value)
     if op in ("like", "ilike"):
-        return Condition(field, op, _parse_like(coerced))
+        return Condition(field, op, parse_like(coerced), max_length)
     if op == "contains":
-        return Condition(field, "like", [_ANY_STRING, *coerced, _ANY_STRING])
+        return Condition(field, "like", [_ANY_STRING, *coerced, _ANY_STRING], max_length)
     if op == "startswith":
-        return Condition(field, "like", [*coerced, _ANY_STRING])
-    return Condition(field, op, coerced)
+        return Condition(field, "like", [*coerced, _ANY_STRING], max_length)
+    return Condition(field, op, coerced, max_length)
 
 
-def _parse_like(pattern: str) -> list[str | int]:
-    """A LIKE pattern (``%``, ``_``, backslash escapes) as tokens: literal characters, and
-    :data:`_ANY_STRING` / :data:`_ANY_CHAR` for the wildcards."""
-    tokens: list[str | int] = []
-    chars = iter(pattern)
-    for char in chars:
-        if char == "\\":
-            escaped = next(chars, None)
-            if escaped is None:
-                raise CoercionError("a LIKE pattern cannot end with the escape character \\")
-            tokens.append(escaped)
-        elif char in _WILDCARDS:
-            tokens.append(_WILDCARDS[char])
-        else:
-            tokens.append(char)
-    return tokens
+def search_group(
+    fields: Iterable[FieldInfo], text: str, max_length: int = MAX_INPUT_LENGTH
+) -> Group:
+    """Case-insensitive (ASCII) substring match of ``text`` in any of ``fields``; ``%`` and
+    ``_`` in ``text`` are plain characters. Raises InputTooLongError past ``max_length``."""
+    if len(text) > max_length:
+        raise _too_long("search text", max_length)
+    tokens: list[str | int] = [_ANY_STRING, *text, _ANY_STRING]
+    return Group("or", tuple(Condition(f, "ilike", tokens, max_length) for f in fields))
 
 
-def _render_like(tokens: list[str | int]) -> str:
-    out = []
-    for token in tokens:
-        if isinstance(token, int):
-            out.append("%" if token == _ANY_STRING else "_")
-        elif token in ("%", "_", _SQL_ESCAPE):
-            out.append(_SQL_ESCAPE + token)
-        else:
-            out.append(token)
-    return "".join(out)
+def _check_length(field: FieldInfo, value: Any, max_length: int) -> None:
+    if isinstance(value, str | bytes) and len(value) > max_length:
+        raise _too_long(field.name, max_length)
 
 
-def _render_glob(tokens: list[str | int]) -> str:
-    out = []
-    for token in tokens:
-        if isinstance(token, int):
-            out.append("*" if token == _ANY_STRING else "?")
-        else:
-            out.append(_GLOB_SPECIAL.get(token, token))
-    return "".join(out)
-
-
-def _render_regex(tokens: list[str | int]) -> str:
-    out = []
-    for token in tokens:
-        if isinstance(token, int):
-            out.append(".*" if token == _ANY_STRING else ".")
-        else:
-            out.append(re.escape(token))
-    return "".join(out)
+def _too_long(name: str, max_length: int) -> InputTooLongError:
+    return InputTooLongError(
+        f"{name}: text longer than {max_length} characters is refused",
+        name=name,
+        allowed=(f"at most {max_length} characters",),
+    )
 
 
 def _short(text: str) -> str:

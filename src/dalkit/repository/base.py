@@ -7,23 +7,37 @@ repositories, which differ only in how they run what is decided here.
 
 from __future__ import annotations
 
+import dataclasses
 import typing
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any, ClassVar, Generic, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy.orm import joinedload, raiseload, selectinload
-from sqlalchemy.orm.strategy_options import _AbstractLoad
+from sqlalchemy.orm import raiseload
 
-from dalkit.errors import ConfigurationError, InvalidFilterError, InvalidQueryError
+from dalkit.errors import (
+    ConfigurationError,
+    InvalidFilterError,
+    InvalidSortError,
+)
 from dalkit.query.cursor import CursorCodec
 from dalkit.query.fields import CoercionError, FieldInfo, ModelInfo, model_info
+from dalkit.query.inputs import resolve_allowed
+from dalkit.query.loading import LoadInput, eager_options
 from dalkit.query.pagination import KeysetWindow, check_keyset_keys
 from dalkit.query.soft_delete import hide_deleted, is_soft_deletable
 from dalkit.query.sorting import SortInput, SortKey, order_by_clauses, parse_sort, with_tiebreaker
-from dalkit.query.specs import _ANY_STRING, Condition, FilterParser, Group, Node, Spec
+from dalkit.query.specs import (
+    MAX_INPUT_LENGTH,
+    Condition,
+    FilterParser,
+    Group,
+    Node,
+    Spec,
+    search_group,
+)
 
-__all__ = ["QueryPlan", "RepositoryBase"]
+__all__ = ["QueryPlan", "Read", "RepositoryBase", "pick_sort"]
 
 ModelT = TypeVar("ModelT")
 
@@ -49,11 +63,14 @@ class RepositoryBase(Generic[ModelT]):
     sortable: ClassVar[Collection[str] | None] = None
     searchable: ClassVar[Collection[str] | None] = None
     max_page_size: ClassVar[int] = 100
+    #: the longest filter or search text accepted; longer input is refused up front
+    max_input_length: ClassVar[int] = MAX_INPUT_LENGTH
     default_sort: ClassVar[SortInput | None] = None
     cursor_secret: ClassVar[bytes | str | None] = None
     strict_loading: ClassVar[bool] = False
 
     _plan_cache: ClassVar[QueryPlan | None] = None
+    _q: QueryPlan  # the class's plan, set by each repository's __init__
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -79,6 +96,28 @@ class RepositoryBase(Generic[ModelT]):
         return plan
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class Read:
+    """One checked read, as the backends receive it: the condition, the order, the window of
+    rows (``window`` seeks past a keyset cursor) and the loader options for SQL."""
+
+    where: Group
+    keys: tuple[SortKey, ...]
+    limit: int | None = None
+    offset: int | None = None
+    options: tuple[Any, ...] = ()
+    window: KeysetWindow | None = None
+
+
+def pick_sort(sort: SortInput | None, order_by: SortInput | None) -> SortInput | None:
+    """``sort``, or ``order_by``, its former name in ``list``, ``first`` and ``search``."""
+    if order_by is None:
+        return sort
+    if sort is not None:
+        raise InvalidSortError("pass sort, not order_by too", name="order_by", allowed=("sort",))
+    return order_by
+
+
 class QueryPlan:
     """A repository class's checked configuration and its statement builders."""
 
@@ -88,20 +127,24 @@ class QueryPlan:
         self.model = info.model
         self.soft_delete = is_soft_deletable(info.model)
         self.hides_deleted = _reaches_soft_delete(info)
+        owner = repository.__name__
+        self.max_input_length = repository.max_input_length
         comparable = [n for n, f in info.fields.items() if f.kind != "other"]
-        self.spec_filters = FilterParser(info, comparable)
+        self.spec_filters = FilterParser(info, comparable, self.max_input_length)
         self.user_filters = FilterParser(
-            info, _names(repository, "filterable", repository.filterable, info, comparable)
+            info,
+            resolve_allowed(owner, "filterable", repository.filterable, info, comparable),
+            self.max_input_length,
         )
         sortable = [n for n, f in info.fields.items() if f.kind in _SORTABLE_KINDS]
         self.sortable: dict[str, FieldInfo] = {
             n: info.fields[n]
-            for n in _names(repository, "sortable", repository.sortable, info, sortable)
+            for n in resolve_allowed(owner, "sortable", repository.sortable, info, sortable)
         }
         searchable = [n for n, f in info.fields.items() if f.kind == "str"]
         self.searchable: dict[str, FieldInfo] = {
             n: info.fields[n]
-            for n in _names(repository, "searchable", repository.searchable, info, searchable)
+            for n in resolve_allowed(owner, "searchable", repository.searchable, info, searchable)
         }
         if not isinstance(repository.max_page_size, int) or repository.max_page_size < 1:
             raise ConfigurationError(f"{repository.__name__}.max_page_size must be positive")
@@ -126,7 +169,10 @@ class QueryPlan:
         parts: list[Node] = list(extra)
         for spec in specs:
             if not isinstance(spec, Spec):
-                raise TypeError(f"expected Spec instances, got {type(spec).__name__}")
+                raise TypeError(
+                    f"reads take Spec instances positionally, got {type(spec).__name__}: pass "
+                    "page, per_page, limit, fields and the like by keyword"
+                )
             parts.append(spec.resolve(self.spec_filters))
         parts.extend(self.user_filters.parse(filters).children)
         if self.soft_delete and not include_deleted:
@@ -154,16 +200,34 @@ class QueryPlan:
                         allowed=sorted(self.searchable),
                     )
                 chosen.append(field)
-        tokens: list[str | int] = [_ANY_STRING, *text, _ANY_STRING]
-        return Group("or", tuple(Condition(f, "ilike", tokens) for f in chosen))
+        return search_group(chosen, text, self.max_input_length)
 
     def sort_keys(self, order_by: SortInput | None) -> tuple[SortKey, ...]:
         if order_by is None:
             return self.default_keys
         return with_tiebreaker(parse_sort(order_by, self.sortable), self.info.primary_key)
 
+    def read(
+        self,
+        specs: Sequence[Spec],
+        filters: Mapping[str, Any],
+        include_deleted: bool,
+        keys: tuple[SortKey, ...],
+        load: LoadInput | None = None,
+        *,
+        search: Node | None = None,
+        limit: int | None = None,
+        offset: int | None = None,
+        window: KeysetWindow | None = None,
+    ) -> Read:
+        """The checked read: condition, order, window and what to load."""
+        extra = () if search is None else (search,)
+        where = self.where(specs, filters, include_deleted, *extra)
+        options = tuple(self.loader_options(load, include_deleted))
+        return Read(where, keys, limit, offset, options, window)
+
     def keyset(
-        self, sort: SortInput | None, after: object, before: object
+        self, sort: SortInput | None, after: object, before: object, codec: CursorCodec
     ) -> tuple[KeysetWindow, bool]:
         """The keyset window for a cursor read, and whether a boundary cursor was given."""
         keys = self.sort_keys(sort)
@@ -171,7 +235,7 @@ class QueryPlan:
         if after is not None and before is not None:
             raise InvalidFilterError("pass after or before, not both", name="before")
         cursor = after if after is not None else before
-        boundary = None if cursor is None else self.codec.decode(cursor, keys)
+        boundary = None if cursor is None else codec.decode(cursor, keys)
         return KeysetWindow(keys, boundary, backward=before is not None), cursor is not None
 
     def ident(self, ident: Any) -> tuple[Any, ...]:
@@ -182,24 +246,18 @@ class QueryPlan:
 
     # --- statements -------------------------------------------------------------------------
 
-    def select(
-        self,
-        where: Group,
-        dialect: str,
-        keys: Sequence[SortKey] = (),
-        limit: int | None = None,
-        offset: int | None = None,
-        load: Sequence[str] | None = None,
-        include_deleted: bool = False,
-    ) -> sa.Select[Any]:
-        statement = sa.select(self.model).where(where.to_sql(dialect))
-        if keys:
-            statement = statement.order_by(*order_by_clauses(keys))
-        if limit is not None:
-            statement = statement.limit(limit)
-        if offset:
-            statement = statement.offset(offset)
-        return statement.options(*self.loader_options(load, include_deleted))
+    def select(self, read: Read, dialect: str) -> sa.Select[Any]:
+        statement = sa.select(self.model).where(read.where.to_sql(dialect))
+        seek = None if read.window is None else read.window.condition()
+        if seek is not None:
+            statement = statement.where(seek)
+        if read.keys:
+            statement = statement.order_by(*order_by_clauses(read.keys))
+        if read.limit is not None:
+            statement = statement.limit(read.limit)
+        if read.offset:
+            statement = statement.offset(read.offset)
+        return statement.options(*read.options)
 
     def get_statement(self, include_deleted: bool = False) -> sa.Select[Any]:
         """``SELECT ... WHERE pk = :pk0``, built once per repository class: building a select
@@ -237,50 +295,15 @@ class QueryPlan:
             .limit(1)
         )
 
-    def loader_options(self, load: Sequence[str] | None, include_deleted: bool) -> list[Any]:
-        """Eager loads for ``load`` paths, ``raiseload`` under strict loading, and the criteria
-        hiding soft-deleted rows in everything the statement loads."""
-        options: list[Any] = []
-        if load is not None:
-            if isinstance(load, str):
-                raise InvalidQueryError("load must be a list of paths", name=load)
-            for path in load:
-                options.extend(self._load_path(path))
+    def loader_options(self, load: LoadInput | None, include_deleted: bool) -> list[Any]:
+        """Eager loads for ``load`` (paths, or paths mapped to a strategy), ``raiseload``
+        under strict loading, and the criteria hiding soft-deleted rows in everything the
+        statement loads."""
+        options: list[Any] = list(eager_options(self.info, load, strict=self.strict_loading))
         if self.strict_loading:
             options.append(raiseload("*"))
         if self.hides_deleted and not include_deleted:
             options.append(hide_deleted())
-        return options
-
-    def _load_path(self, path: object) -> list[_AbstractLoad]:
-        if not isinstance(path, str) or not path or path.count(".") >= MAX_LOAD_DEPTH:
-            raise InvalidQueryError(f"bad load path {str(path)[:60]!r}", name=str(path))
-        options: list[_AbstractLoad] = []
-        option: _AbstractLoad | None = None
-        info = self.info
-        for name in path.split("."):
-            relationship = info.relationships.get(name)
-            if relationship is None:
-                raise InvalidQueryError(
-                    f"{info.name} has no relationship {name[:60]!r} (in load path {path[:80]!r})",
-                    name=path,
-                    allowed=sorted(info.relationships),
-                )
-            attribute = getattr(info.model, name)
-            # to-one: one JOIN adds no rows; collections: a second SELECT ... IN avoids
-            # multiplying the parent rows by the children
-            if option is None:
-                option = selectinload(attribute) if relationship.uselist else joinedload(attribute)
-            elif relationship.uselist:
-                option = option.selectinload(attribute)
-            else:
-                option = option.joinedload(attribute)
-            if self.strict_loading:
-                # the loaded objects' own relationships stay strict too
-                options.append(option.raiseload("*"))
-            info = model_info(relationship.mapper.class_)
-        assert option is not None
-        options.append(option)
         return options
 
 
@@ -296,24 +319,3 @@ def _reaches_soft_delete(info: ModelInfo) -> bool:
             return True
         pending.extend(r.mapper for r in mapper.relationships)
     return False
-
-
-def _names(
-    repository: type[Any],
-    attribute: str,
-    configured: Collection[str] | None,
-    info: ModelInfo,
-    usable: list[str],
-) -> list[str]:
-    if configured is None:
-        return usable
-    if isinstance(configured, str):
-        raise ConfigurationError(f"{repository.__name__}.{attribute} must be a list of names")
-    names = list(configured)
-    wrong = [n for n in names if n not in usable]
-    if wrong:
-        raise ConfigurationError(
-            f"{repository.__name__}.{attribute} names {', '.join(map(repr, wrong))}, which "
-            f"{info.name} has no usable column for; choose from {', '.join(usable)}"
-        )
-    return names

@@ -33,6 +33,9 @@ from dalkit.query.fields import FieldInfo, ModelInfo
 
 __all__ = [
     "BulkPlan",
+    "check_chunk_size",
+    "check_first_row",
+    "check_row_shape",
     "copy_rows",
     "copy_rows_async",
     "is_row_error",
@@ -81,12 +84,7 @@ class BulkPlan:
             shaped = False
         if not shaped:
             for index, row in enumerate(originals):
-                if (
-                    not isinstance(row, Mapping)
-                    or len(row) != count
-                    or any(n not in row for n in names)
-                ):
-                    raise _shape_error(index, row, names)
+                check_row_shape(index, row, names)
         if count == 1:
             out = [(value,) for value in out]
         if self.defaults:
@@ -145,11 +143,9 @@ class BulkPlan:
         )
 
 
-def plan_bulk(
-    info: ModelInfo, first_row: Any, dialect: Dialect, *, update: bool = False
-) -> BulkPlan:
-    """The plan for rows shaped like ``first_row``: its keys, then (for inserts) the columns
-    with Python-side defaults that it leaves out."""
+def check_first_row(info: ModelInfo, first_row: Any, *, update: bool = False) -> list[FieldInfo]:
+    """The fields ``first_row`` names (every row of a bulk call names the same): known ones,
+    and for an update the primary key and at least one field to set."""
     if not isinstance(first_row, Mapping):
         raise BulkLoadError(
             f"row 0 is a {type(first_row).__name__}, not a mapping", row_index=0, row=first_row
@@ -163,8 +159,6 @@ def plan_bulk(
             row=first_row,
         )
     fields = [info.fields[k] for k in first_row]
-    defaults: list[Callable[[], Any]] = []
-    key_count = len(fields)
     if update:
         missing = [f.name for f in info.primary_key if f not in fields]
         if missing or len(fields) == len(info.primary_key):
@@ -174,7 +168,30 @@ def plan_bulk(
                 row_index=0,
                 row=first_row,
             )
-    else:
+    return fields
+
+
+def check_row_shape(index: int, row: Any, names: Sequence[str]) -> None:
+    """Refuses a row that does not name exactly the fields of row 0."""
+    if not isinstance(row, Mapping) or len(row) != len(names) or any(n not in row for n in names):
+        raise _shape_error(index, row, names)
+
+
+def check_chunk_size(chunk_size: object) -> int:
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError("chunk_size must be a positive integer")
+    return chunk_size
+
+
+def plan_bulk(
+    info: ModelInfo, first_row: Any, dialect: Dialect, *, update: bool = False
+) -> BulkPlan:
+    """The plan for rows shaped like ``first_row``: its keys, then (for inserts) the columns
+    with Python-side defaults that it leaves out."""
+    fields = check_first_row(info, first_row, update=update)
+    defaults: list[Callable[[], Any]] = []
+    key_count = len(fields)
+    if not update:
         for field in info.fields.values():
             make = field.python_default()
             if field not in fields and make is not None:

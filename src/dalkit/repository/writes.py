@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -11,12 +12,15 @@ from sqlalchemy.sql.schema import ColumnDefault
 
 from dalkit.errors import ConfigurationError, InvalidQueryError
 from dalkit.query.fields import CoercionError, FieldInfo, ModelInfo
+from dalkit.query.inputs import coerce_values
 
 __all__ = [
     "check_on",
     "check_rows",
     "check_update",
+    "check_upsert",
     "check_values",
+    "Upsert",
     "unique_sets",
     "upsert_statement",
 ]
@@ -33,7 +37,7 @@ def check_values(info: ModelInfo, values: Mapping[str, Any]) -> dict[str, Any]:
                 name=str(name),
                 allowed=allowed,
             )
-    return dict(values)
+    return coerce_values(info, values)
 
 
 def check_rows(
@@ -114,24 +118,25 @@ def check_update(
     return list(update)
 
 
-def upsert_statement(
+@dataclasses.dataclass(frozen=True)
+class Upsert:
+    """A checked upsert: its conflict target, and the fields it sets on conflict (none: the
+    clashing row is kept as it is)."""
+
+    index: tuple[FieldInfo, ...]
+    names: tuple[str, ...]
+
+
+def check_upsert(
     info: ModelInfo,
     rows: list[dict[str, Any]],
-    index: tuple[FieldInfo, ...],
+    on: Sequence[str],
     update: Sequence[str] | None,
-    dialect: str,
-    *,
-    orm: bool,
-) -> tuple[Any, bool]:
-    """``INSERT ... ON CONFLICT (index) DO UPDATE | DO NOTHING`` for ``rows`` (all with the same
-    keys), and whether it updates."""
-    if dialect == "postgresql":
-        insert: Any = postgresql.insert
-    elif dialect == "sqlite":
-        insert = sqlite.insert
-    else:
-        raise ConfigurationError(f"upsert supports PostgreSQL and SQLite, not {dialect}")
-    keys = list(rows[0]) if rows else []
+) -> Upsert:
+    """The upsert of ``rows``, which must all name the same known fields, the conflict fields
+    among them."""
+    index = check_on(info, on)
+    keys = list(rows[0]) if rows else [f.name for f in index]
     for position, row in enumerate(rows):
         if list(row) != keys and set(row) != set(keys):
             raise InvalidQueryError(
@@ -151,17 +156,38 @@ def upsert_statement(
             name=",".join(missing),
             allowed=keys,
         )
-    set_names = check_update(info, keys, index, update)
+    for row in rows:  # in place: the callers write these very dicts
+        row.update(coerce_values(info, row))
+    return Upsert(index, tuple(check_update(info, keys, index, update)))
+
+
+def upsert_statement(
+    info: ModelInfo,
+    rows: list[dict[str, Any]],
+    upsert: Upsert,
+    dialect: str,
+    *,
+    orm: bool,
+) -> Any:
+    """``INSERT ... ON CONFLICT (index) DO UPDATE names | DO NOTHING`` for ``rows``, checked by
+    :func:`check_upsert`."""
+    if dialect == "postgresql":
+        insert: Any = postgresql.insert
+    elif dialect == "sqlite":
+        insert = sqlite.insert
+    else:
+        raise ConfigurationError(f"upsert supports PostgreSQL and SQLite, not {dialect}")
     pk_names = {f.name for f in info.primary_key}
     if orm:
         statement = insert(info.model).values(rows)
     else:
         # Core: a multi-row statement whose rowcount every driver reports
-        columns = {name: info.fields[name].column.key for name in keys}
+        columns = {name: info.fields[name].column.key for name in rows[0]}
         statement = insert(info.table).values([{columns[k]: v for k, v in r.items()} for r in rows])
+    index, set_names = upsert.index, upsert.names
     targets = [f.column for f in index]
     if not set_names:
-        return statement.on_conflict_do_nothing(index_elements=targets), False
+        return statement.on_conflict_do_nothing(index_elements=targets)
     excluded = statement.excluded
     set_: dict[Any, Any] = {
         info.fields[n].column: excluded[info.fields[n].column.key] for n in set_names
@@ -179,4 +205,4 @@ def upsert_statement(
             set_[field.column] = onupdate.arg(None)
         elif onupdate.is_scalar or onupdate.is_clause_element:
             set_[field.column] = onupdate.arg
-    return statement.on_conflict_do_update(index_elements=targets, set_=set_), True
+    return statement.on_conflict_do_update(index_elements=targets, set_=set_)

@@ -1,0 +1,72 @@
+"""What user input may reach: a repository's allow-lists, which leave sensitive columns out
+unless listed, and values to write, checked and coerced as filter values are. No I/O."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection, Mapping
+from typing import Any
+
+from dalkit.errors import ConfigurationError, InvalidQueryError
+from dalkit.query.fields import CoercionError, FieldInfo, ModelInfo
+
+__all__ = ["coerce_values", "resolve_allowed"]
+
+
+def resolve_allowed(
+    owner: str,
+    attribute: str,
+    configured: Collection[str] | None,
+    info: ModelInfo,
+    usable: Collection[str],
+) -> list[str]:
+    """The names a repository's ``filterable``/``sortable``/``searchable`` allows: ``configured``
+    when given (each must be in ``usable``), else every usable field that is not sensitive.
+    ``owner`` names the repository class in the ConfigurationError."""
+    if configured is None:
+        return [n for n in usable if not info.fields[n].sensitive]
+    if isinstance(configured, str):
+        raise ConfigurationError(f"{owner}.{attribute} must be a list of names")
+    names = list(configured)
+    wrong = [n for n in names if n not in usable]
+    if wrong:
+        raise ConfigurationError(
+            f"{owner}.{attribute} names {', '.join(map(repr, wrong))}, which "
+            f"{info.name} has no usable column for; choose from {', '.join(usable)}"
+        )
+    return names
+
+
+def coerce_values(info: ModelInfo, values: Mapping[str, Any]) -> dict[str, Any]:
+    """Values to write (upsert, insert) checked and coerced as filter values are: ``"30"``
+    becomes 30 in an INTEGER column and ``"thirty"`` raises InvalidQueryError naming the field.
+    None passes (the database enforces NOT NULL); columns of other types pass unchanged."""
+    coerced: dict[str, Any] = {}
+    for name, value in values.items():
+        field = info.fields.get(name) if isinstance(name, str) else None
+        if field is None:
+            raise InvalidQueryError(
+                f"{info.name} has no field {str(name)[:60]!r}",
+                name=str(name),
+                allowed=list(info.fields),
+            )
+        coerced[name] = _write_value(field, value)
+    return coerced
+
+
+def _write_value(field: FieldInfo, value: Any) -> Any:
+    if value is None or field.kind == "other":
+        return value
+    if field.kind == "float" and isinstance(value, float) and not math.isfinite(value):
+        return value  # both databases store inf and nan in float columns
+    try:
+        result = field.coerce(value)
+    except CoercionError as exc:
+        raise InvalidQueryError(f"{field.name}: {exc}", name=field.name) from None
+    length = getattr(field.column.type, "length", None)
+    if isinstance(result, str) and isinstance(length, int) and len(result) > length:
+        # PostgreSQL refuses it and SQLite stores it whole: refused here on both
+        raise InvalidQueryError(
+            f"{field.name}: {len(result)} characters do not fit in {length}", name=field.name
+        )
+    return result
