@@ -1,2 +1,42 @@
-"""Query observability: the slow-query log, query statistics, N+1 detection, EXPLAIN, table
-statistics, index advice and the Prometheus collector."""
+"""Query observability: the slow-query log, query statistics, N+1 detection, query budgets,
+EXPLAIN, table statistics, index advice; the Prometheus collector is ``dalkit.observe.prometheus``.
+"""
+
+from __future__ import annotations
+
+from dalkit.observe.advice import IndexAdvice, index_advice, index_advice_async
+from dalkit.observe.budget import QueryBudget
+from dalkit.observe.errors import NPlusOneError, NPlusOneWarning, QueryBudgetExceededError
+from dalkit.observe.explain import PlanWarning, QueryPlan, explain, explain_async
+from dalkit.observe.install import (
+    Observer,
+    ObserveSettings,
+    install,
+    observer_for,
+    set_default_nplusone,
+)
+from dalkit.observe.nplusone import NPlusOneMode
+from dalkit.observe.table_stats import TableStats, table_stats, table_stats_async
+
+__all__ = [
+    "IndexAdvice",
+    "NPlusOneError",
+    "NPlusOneMode",
+    "NPlusOneWarning",
+    "ObserveSettings",
+    "Observer",
+    "PlanWarning",
+    "QueryBudget",
+    "QueryBudgetExceededError",
+    "QueryPlan",
+    "TableStats",
+    "explain",
+    "explain_async",
+    "index_advice",
+    "index_advice_async",
+    "install",
+    "observer_for",
+    "set_default_nplusone",
+    "table_stats",
+    "table_stats_async",
+]

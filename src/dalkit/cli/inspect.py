@@ -1,0 +1,251 @@
+"""``dalkit inspect``: a statement's plan, table statistics, index advice and query statistics,
+as Rich tables or ``--json``. Exit code 1 when a plan or the index advice holds a warning (so CI
+can gate on it), 2 when the configuration is unusable."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import re
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from dalkit.cli._render import cell
+from dalkit.config import DatabaseConfig
+from dalkit.database import Database
+from dalkit.errors import ConfigurationError, DalkitError
+from dalkit.observe import explain as explain_plan
+from dalkit.observe import index_advice, install, table_stats
+
+inspect_app = typer.Typer(
+    name="inspect",
+    help="Query plans, table statistics, index advice and query statistics.",
+    no_args_is_help=True,
+)
+
+URL_ENV = "DALKIT_DATABASE_URL"
+UrlOption = Annotated[
+    str | None,
+    typer.Option(
+        envvar=URL_ENV,
+        help="Database URL (required); one with a password is better given in the environment.",
+    ),
+]
+JsonOption = Annotated[
+    bool, typer.Option("--json", help="Print a JSON document instead of tables.")
+]
+_NUMBER = re.compile(r"-?\d+(\.\d+)?")
+
+
+@contextmanager
+def _database(url: str | None) -> Iterator[Database]:
+    try:
+        if not url:
+            raise ConfigurationError(f"give the database with --url or {URL_ENV}")
+        config = DatabaseConfig.coerce(url)
+        path = config.url.database
+        if config.backend == "sqlite" and path and path != ":memory:" and not os.path.exists(path):
+            raise ConfigurationError(f"no SQLite database at {path}")
+        db = Database(config)
+    except ConfigurationError as exc:
+        typer.echo(f"dalkit inspect: {exc}", err=True)
+        raise typer.Exit(2) from None
+    try:
+        yield db
+    except DalkitError as exc:
+        typer.echo(f"dalkit inspect: {type(exc).__name__}: {exc}", err=True)
+        raise typer.Exit(2) from None
+    finally:
+        db.dispose()
+
+
+def _param(text: str) -> tuple[str, Any]:
+    name, sep, raw = text.partition("=")
+    if not sep or not name.isidentifier():
+        raise typer.BadParameter(f"expected name=value, got {text!r}", param_hint="--param")
+    if _NUMBER.fullmatch(raw):
+        return name, float(raw) if "." in raw else int(raw)
+    return name, None if raw.lower() == "null" else raw
+
+
+def _print(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, default=str))
+
+
+@inspect_app.command()
+def explain(
+    sql: Annotated[str, typer.Argument(help="The statement, with :named parameters.")],
+    param: Annotated[
+        list[str] | None, typer.Option("--param", "-p", help="A parameter as name=value.")
+    ] = None,
+    analyze: Annotated[
+        bool, typer.Option("--analyze", help="Run it (PostgreSQL; writes are rolled back).")
+    ] = False,
+    buffers: Annotated[
+        bool, typer.Option("--buffers", help="Add buffer usage (PostgreSQL).")
+    ] = False,
+    url: UrlOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Show the plan of SQL and what in it deserves a look."""
+    params = dict(_param(p) for p in param or ())
+    with _database(url) as db, db.connection() as conn:
+        plan = explain_plan(conn, sql, params, analyze=analyze, buffers=buffers)
+    if as_json:
+        _print(
+            {
+                "text": plan.text,
+                "data": plan.data,
+                "warnings": [{"kind": w.kind, "message": w.message} for w in plan.warnings],
+            }
+        )
+    else:
+        console = Console()
+        console.print(plan.text, markup=False, highlight=False)
+        for warning in plan.warnings:
+            console.print(cell(f"warning ({warning.kind}): {warning.message}"), style="yellow")
+    raise typer.Exit(1 if plan.warnings else 0)
+
+
+@inspect_app.command()
+def tables(
+    table: Annotated[str | None, typer.Argument(help="Only this table.")] = None,
+    url: UrlOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Rows, scans, vacuum times, sizes and indexes of each table."""
+    with _database(url) as db, db.connection() as conn:
+        stats = table_stats(conn, table)
+    if as_json:
+        _print([s.as_dict() for s in stats])
+        return
+    columns = ("table", "rows", "dead_rows", "seq_scans", "index_scans", "total_bytes")
+    view = Table(*columns, "last analyze", "indexes", title="Tables", title_justify="left")
+    for s in stats:
+        analyzed = max((d for d in (s.last_analyze, s.last_autoanalyze) if d), default=None)
+        view.add_row(
+            *(cell(getattr(s, c)) for c in columns), cell(analyzed), cell(", ".join(s.indexes))
+        )
+    Console().print(view)
+
+
+@inspect_app.command()
+def indexes(
+    url: UrlOption = None,
+    min_rows: Annotated[
+        int, typer.Option(help="Smallest table worth an index for its scans.")
+    ] = 10_000,
+    as_json: JsonOption = False,
+) -> None:
+    """Indexes to add (unindexed foreign keys, filtered columns of scanned tables) or drop
+    (duplicates, unused); exit 1 when any advice is of severity "warn"."""
+    with _database(url) as db, db.connection() as conn:
+        advice = index_advice(conn, None, min_rows=min_rows)
+    if as_json:
+        _print([a.as_dict() for a in advice])
+    else:
+        Console().print(advice_table(advice))
+    raise typer.Exit(1 if any(a.severity == "warn" for a in advice) else 0)
+
+
+def advice_table(advice: list[Any]) -> Table:
+    """Index advice as a Rich table (shared with ``dalkit demo``)."""
+    view = Table("severity", "kind", "table", "columns", "reason", "ddl", title="Index advice")
+    view.title_justify = "left"
+    for a in advice:
+        view.add_row(
+            cell(a.severity),
+            cell(a.kind),
+            cell(a.table),
+            cell(", ".join(a.columns)),
+            cell(a.reason),
+            cell(a.ddl),
+        )
+    if not advice:
+        view.add_row(cell("-"), cell("no advice"), *(cell(None) for _ in range(4)))
+    return view
+
+
+@inspect_app.command()
+def queries(
+    metrics_url: Annotated[
+        str | None, typer.Option(help="Read a running app's /metrics (dalkit's collector).")
+    ] = None,
+    run: Annotated[
+        str | None,
+        typer.Option(help="A one-off run: module:function, called with a Database."),
+    ] = None,
+    url: UrlOption = None,
+    top: Annotated[int, typer.Option(help="How many statement shapes to show.")] = 20,
+    as_json: JsonOption = False,
+) -> None:
+    """Query statistics: per operation from a metrics endpoint, or per statement shape from a
+    one-off run of your function."""
+    if (metrics_url is None) == (run is None):
+        typer.echo("dalkit inspect queries: give --metrics-url or --run", err=True)
+        raise typer.Exit(2)
+    if metrics_url is not None:
+        rows = _from_metrics(metrics_url)
+    else:
+        function = _load(str(run))
+        with _database(url) as db:
+            observer = install(db.engine)
+            function(db)
+            rows = observer.query_stats(top)
+    if as_json:
+        _print(rows)
+        return
+    view = Table(*(rows[0] if rows else ("no queries",)), title="Queries", title_justify="left")
+    for row in rows:
+        view.add_row(*(cell(v) for v in row.values()))
+    Console().print(view)
+
+
+def _load(target: str) -> Callable[[Database], Any]:
+    module_name, _, attribute = target.partition(":")
+    try:
+        function = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError, ValueError) as exc:
+        typer.echo(f"dalkit inspect queries: cannot load {target!r}: {exc}", err=True)
+        raise typer.Exit(2) from None
+    if not callable(function):
+        typer.echo(f"dalkit inspect queries: {target!r} is not callable", err=True)
+        raise typer.Exit(2)
+    return function  # type: ignore[no-any-return]
+
+
+def _from_metrics(url: str) -> list[dict[str, Any]]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    if not url.startswith(("http://", "https://")):
+        typer.echo("dalkit inspect queries: --metrics-url must be an http(s) URL", err=True)
+        raise typer.Exit(2)
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            text = response.read().decode()
+    except OSError as exc:
+        typer.echo(f"dalkit inspect queries: cannot read {url}: {exc}", err=True)
+        raise typer.Exit(2) from None
+    found: dict[tuple[str, str], dict[str, Any]] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name != "dalkit_query_duration_seconds":
+            continue
+        for sample in family.samples:
+            key = (sample.labels.get("database", ""), sample.labels.get("operation", ""))
+            row = found.setdefault(key, {"database": key[0], "operation": key[1]})
+            if sample.name.endswith("_count"):
+                row["count"] = int(sample.value)
+            elif sample.name.endswith("_sum"):
+                row["total_ms"] = round(sample.value * 1000.0, 3)
+    for row in found.values():
+        row["mean_ms"] = (
+            round(row.get("total_ms", 0.0) / row["count"], 3) if row.get("count") else 0
+        )
+    return sorted(found.values(), key=lambda r: -float(r.get("total_ms", 0.0)))

@@ -1,0 +1,95 @@
+"""Query budgets: a block may run at most so many statements, or spend so much database time.
+
+A budget is a context variable, so concurrent threads and tasks are each held to their own.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from dalkit.errors import ConfigurationError
+from dalkit.observe.errors import QueryBudgetExceededError
+
+__all__ = ["QueryBudget", "active_budgets", "query_budget"]
+
+_TRANSACTION_START = re.compile(
+    r"BEGIN(\s+(DEFERRED|IMMEDIATE|EXCLUSIVE))?(\s+TRANSACTION)?\s*;?", re.IGNORECASE
+)
+_active: contextvars.ContextVar[tuple[QueryBudget, ...]] = contextvars.ContextVar(
+    "dalkit_query_budgets", default=()
+)
+
+
+class QueryBudget:
+    """What a ``query_budget()`` block ran so far; checked when the block ends."""
+
+    def __init__(self, owner: object, max_queries: int | None, max_ms: float | None) -> None:
+        if max_queries is None and max_ms is None:
+            raise ConfigurationError("query_budget() needs max_queries, max_ms or both")
+        if max_queries is not None and (not isinstance(max_queries, int) or max_queries < 0):
+            raise ConfigurationError("max_queries must be a non-negative integer")
+        if max_ms is not None and max_ms < 0:
+            raise ConfigurationError("max_ms must be zero or positive")
+        self.owner = owner
+        self.max_queries = max_queries
+        self.max_ms = max_ms
+        #: ``(statement, milliseconds)`` in the order they ran
+        self.statements: list[tuple[str, float]] = []
+
+    @property
+    def queries(self) -> int:
+        return len(self.statements)
+
+    @property
+    def total_ms(self) -> float:
+        return sum(ms for _, ms in self.statements)
+
+    def add(self, statement: str, duration_s: float) -> None:
+        # dalkit sends SQLite's BEGIN itself, PostgreSQL's drivers without a statement: skipped
+        # so that a budget means the same on both
+        if not _TRANSACTION_START.fullmatch(statement.strip()):
+            self.statements.append((statement, duration_s * 1000.0))
+
+    def check(self) -> None:
+        """Raise :class:`QueryBudgetExceededError` if the budget was overspent."""
+        over = []
+        if self.max_queries is not None and self.queries > self.max_queries:
+            over.append(f"{self.queries} statements ran, at most {self.max_queries} allowed")
+        if self.max_ms is not None and self.total_ms > self.max_ms:
+            over.append(f"{self.total_ms:.1f} ms spent, at most {self.max_ms:g} ms allowed")
+        if not over:
+            return
+        listing = "\n".join(
+            f"  {number}. [{ms:.1f} ms] {' '.join(sql.split())[:300]}"
+            for number, (sql, ms) in enumerate(self.statements, 1)
+        )
+        raise QueryBudgetExceededError(
+            f"query budget exceeded: {'; '.join(over)}:\n{listing}",
+            self.statements,
+            self.max_queries,
+            self.max_ms,
+        )
+
+
+def active_budgets() -> tuple[QueryBudget, ...]:
+    return _active.get()
+
+
+@contextmanager
+def query_budget(
+    owner: object, max_queries: int | None = None, max_ms: float | None = None
+) -> Iterator[QueryBudget]:
+    """Count what ``owner``'s engine runs inside the block; raise at the end if over budget.
+
+    An exception leaving the block is not masked by the budget check.
+    """
+    budget = QueryBudget(owner, max_queries, max_ms)
+    token = _active.set((*_active.get(), budget))
+    try:
+        yield budget
+    finally:
+        _active.reset(token)
+    budget.check()

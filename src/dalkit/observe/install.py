@@ -1,0 +1,308 @@
+"""``install(engine, settings) -> Observer``: the one hook the database calls. Listeners are
+attached only for the features that are on, and nothing at all when every feature is off."""
+
+from __future__ import annotations
+
+import dataclasses
+import weakref
+from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
+from time import perf_counter
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, Dialect, Engine, ExecutionContext
+from sqlalchemy.orm import ORMExecuteState, Session
+
+from dalkit.errors import ConfigurationError
+from dalkit.observe._source import caller_location, format_location
+from dalkit.observe.budget import QueryBudget, active_budgets, query_budget
+from dalkit.observe.metrics import QueryMetrics
+from dalkit.observe.nplusone import NPlusOneDetector, NPlusOneMode, check_mode
+from dalkit.observe.querylog import QueryStats, SlowQueryLog, shape_of
+
+if TYPE_CHECKING:  # annotations only: sync code never needs the asyncio extension
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+__all__ = ["ObserveSettings", "Observer", "install", "observer_for", "set_default_nplusone"]
+
+_STARTED = "_dalkit_started"
+_default_nplusone: NPlusOneMode = "off"
+
+
+def set_default_nplusone(mode: NPlusOneMode) -> None:
+    """The N+1 mode of databases that do not choose one (``"warn"`` under the pytest plugin)."""
+    global _default_nplusone
+    _default_nplusone = check_mode(mode)
+
+
+@dataclasses.dataclass(frozen=True)
+class ObserveSettings:
+    """What to observe. ``nplusone=None`` takes the process default (see
+    :func:`set_default_nplusone`); ``slow_query_ms=None`` turns the slow-query log off;
+    ``query_stats_size`` bounds the statement shapes kept."""
+
+    nplusone: NPlusOneMode | None = None
+    nplusone_threshold: int = 10
+    slow_query_ms: float | None = None
+    query_stats: bool = True
+    query_stats_size: int = 500
+
+    def __post_init__(self) -> None:
+        if self.nplusone is not None:
+            check_mode(self.nplusone)
+        if self.slow_query_ms is not None and (
+            isinstance(self.slow_query_ms, bool) or not self.slow_query_ms >= 0
+        ):
+            raise ConfigurationError("slow_query_ms must be zero or positive, or None")
+        if not isinstance(self.query_stats_size, int) or self.query_stats_size < 1:
+            raise ConfigurationError("query_stats_size must be a positive integer")
+
+    @classmethod
+    def coerce(cls, value: object = None) -> ObserveSettings:
+        """Settings from ``None`` (defaults), a mapping, or any object with these attributes
+        (a ``DatabaseConfig`` carrying them)."""
+        if value is None or isinstance(value, cls):
+            return value or cls()
+        names = [f.name for f in dataclasses.fields(cls)]
+        if isinstance(value, Mapping):
+            unknown = set(value) - set(names)
+            if unknown:
+                raise ConfigurationError(f"unknown observe option(s): {', '.join(sorted(unknown))}")
+            return cls(**value)
+        return cls(**{n: getattr(value, n) for n in names if hasattr(value, n)})
+
+    @property
+    def nplusone_mode(self) -> NPlusOneMode:
+        return self.nplusone if self.nplusone is not None else _default_nplusone
+
+
+# keyed by dialect: an engine's execution_options() copies (which sessions may be bound to)
+# share its dialect and its listeners, not its identity
+_observers: weakref.WeakKeyDictionary[Dialect, Observer] = weakref.WeakKeyDictionary()
+_orm_listener_installed = False
+
+
+def observer_for(engine: Engine | AsyncEngine) -> Observer | None:
+    """The observer installed on ``engine``, if any."""
+    return _observers.get(_sync(engine).dialect)
+
+
+def _sync(engine: Engine | AsyncEngine) -> Engine:
+    sync_engine = getattr(engine, "sync_engine", engine)
+    if not isinstance(sync_engine, Engine):
+        raise ConfigurationError(f"expected an Engine or AsyncEngine, got {type(engine).__name__}")
+    return sync_engine
+
+
+def install(engine: Engine | AsyncEngine, settings: object = None) -> Observer:
+    """Observe ``engine`` (the sync engine of an AsyncEngine: the listeners serve both APIs).
+
+    Installing again on the same engine returns the same observer, reconfigured when
+    ``settings`` are given (unchanged with ``None``).
+    """
+    sync_engine = _sync(engine)
+    observer = _observers.get(sync_engine.dialect)
+    if observer is not None and settings is None:
+        return observer
+    resolved = ObserveSettings.coerce(settings)
+    if observer is None:
+        observer = _observers[sync_engine.dialect] = Observer(sync_engine, resolved)
+    else:
+        observer.configure(resolved)
+    return observer
+
+
+class Observer:
+    """One engine's query statistics, slow-query log, N+1 detector, budgets and metrics."""
+
+    def __init__(self, engine: Engine, settings: ObserveSettings) -> None:
+        self.engine = engine
+        self.stats: QueryStats | None = None
+        self.slow_log: SlowQueryLog | None = None
+        self.metrics: QueryMetrics | None = None
+        self.nplusone = NPlusOneDetector()
+        self._nplusone_on = False
+        self._budgets_used = False
+        self._listening = False
+        self._begin_listening = False
+        self.configure(settings)
+
+    def configure(self, settings: ObserveSettings) -> None:
+        """Apply ``settings``; statistics already gathered survive unless they are turned off."""
+        self.settings = settings
+        if not settings.query_stats:
+            self.stats = None
+        elif self.stats is None or self.stats.max_shapes != settings.query_stats_size:
+            self.stats = QueryStats(settings.query_stats_size)
+        slow_ms = settings.slow_query_ms
+        self.slow_log = None if slow_ms is None else SlowQueryLog(slow_ms)
+        self.nplusone = NPlusOneDetector(settings.nplusone_mode, settings.nplusone_threshold)
+        self._nplusone_on = self.nplusone.mode != "off"
+        self._refresh_listeners()
+
+    # -- what the database exposes --------------------------------------------------------------
+    def query_stats(self, top: int | None = 20) -> list[dict[str, Any]]:
+        """Per statement shape: count, total/mean/p95/max ms and rows, top ``top`` by total time."""
+        return [] if self.stats is None else self.stats.snapshot(top)
+
+    def pop_query_stats(self, top: int | None = 20) -> list[dict[str, Any]]:
+        """Like :meth:`query_stats`, then start over."""
+        return [] if self.stats is None else self.stats.snapshot(top, reset=True)
+
+    @contextmanager
+    def detect_nplusone(self, mode: NPlusOneMode = "raise") -> Iterator[None]:
+        """N+1 detection in ``mode`` inside the block (this thread or task only)."""
+        check_mode(mode)
+        if mode != "off" and not self._nplusone_on:
+            self._nplusone_on = True
+            self._refresh_listeners()
+        with self.nplusone.scoped(mode):
+            yield
+
+    def query_budget(
+        self, max_queries: int | None = None, max_ms: float | None = None
+    ) -> AbstractContextManager[QueryBudget]:
+        """Raise QueryBudgetExceededError at the end of the block if it ran more than
+        ``max_queries`` statements or spent more than ``max_ms`` in the database."""
+        if not self._budgets_used:
+            self._budgets_used = True
+            self._refresh_listeners()
+        return query_budget(self, max_queries, max_ms)
+
+    def enable_metrics(self) -> QueryMetrics:
+        """Start the per-operation histograms the Prometheus collector reads."""
+        if self.metrics is None:
+            self.metrics = QueryMetrics()
+            self._refresh_listeners()
+        return self.metrics
+
+    def uninstall(self) -> None:
+        """Detach every listener; the observer keeps what it gathered."""
+        self.stats = self.slow_log = self.metrics = None
+        self._nplusone_on = self._budgets_used = False
+        self._refresh_listeners()
+        _observers.pop(self.engine.dialect, None)
+
+    @property
+    def listening(self) -> bool:
+        """Whether any listener is attached to the engine."""
+        return self._listening
+
+    # -- listeners ------------------------------------------------------------------------------
+    def _refresh_listeners(self) -> None:
+        wanted = bool(
+            self.stats or self.slow_log or self.metrics or self._nplusone_on or self._budgets_used
+        )
+        if wanted != self._listening:
+            for name, fn in (
+                ("before_cursor_execute", self._before),
+                ("after_cursor_execute", self._after),
+            ):
+                (event.listen if wanted else event.remove)(self.engine, name, fn)
+            self._listening = wanted
+        if self._nplusone_on != self._begin_listening:
+            (event.listen if self._nplusone_on else event.remove)(
+                self.engine, "begin", self.nplusone_begin
+            )
+            self._begin_listening = self._nplusone_on
+        if self._nplusone_on:
+            _install_orm_listener()
+
+    def nplusone_begin(self, conn: Connection) -> None:
+        self.nplusone.on_begin(conn)
+
+    @staticmethod
+    def _before(
+        conn: Connection,
+        cursor: Any,
+        statement: str,
+        parameters: Any,
+        context: ExecutionContext | None,
+        executemany: bool,
+    ) -> None:
+        if context is not None:
+            setattr(context, _STARTED, perf_counter())
+
+    def _after(
+        self,
+        conn: Connection,
+        cursor: Any,
+        statement: str,
+        parameters: Any,
+        context: ExecutionContext | None,
+        executemany: bool,
+    ) -> None:
+        started = getattr(context, _STARTED, None)
+        if started is None:
+            return
+        duration = perf_counter() - started
+        shape = shape_of(statement)
+        stats, slow_log, metrics = self.stats, self.slow_log, self.metrics
+        if stats is not None:
+            stats.record(shape, duration, cursor.rowcount if cursor is not None else -1)
+        if metrics is not None:
+            metrics.observe(shape.operation, duration)
+        if slow_log is not None and duration >= slow_log.threshold_s:
+            self._log_slow(slow_log, conn, cursor, statement, parameters, context, duration)
+        if self._budgets_used:
+            budgets: tuple[QueryBudget, ...] = active_budgets()
+            for budget in budgets:
+                if budget.owner is self:
+                    budget.add(statement, duration)
+        if self._nplusone_on:
+            self.nplusone.on_statement(conn, statement, parameters, shape, context)
+
+    @staticmethod
+    def _log_slow(
+        slow_log: SlowQueryLog,
+        conn: Connection,
+        cursor: Any,
+        statement: str,
+        parameters: Any,
+        context: ExecutionContext | None,
+        duration: float,
+    ) -> None:
+        compiled = getattr(context, "compiled", None)
+        names = getattr(compiled, "positiontup", None)
+        options = context.execution_options if context is not None else {}
+        isolation = options.get("isolation_level")
+        if isolation is None:
+            try:
+                isolation = conn.default_isolation_level
+            except Exception:  # a broken connection must not hide the slow query
+                isolation = None
+        slow_log.emit(
+            statement,
+            parameters,
+            duration,
+            positional_names=list(names) if names else None,
+            location=format_location(caller_location()),
+            isolation=isolation,
+            rows=cursor.rowcount if cursor is not None else -1,
+        )
+
+
+def _on_orm_execute(state: ORMExecuteState) -> None:
+    if not state.is_select or state.lazy_loaded_from is None:
+        return
+    session = state.session
+    bind = session.bind
+    if bind is None:
+        try:
+            bind = session.get_bind()
+        except Exception:  # an unbound session: nothing of ours
+            return
+    dialect = getattr(bind, "dialect", None)
+    observer = _observers.get(dialect) if dialect is not None else None
+    if observer is not None and observer._nplusone_on:
+        observer.nplusone.on_lazy_load(state, observer.engine.dialect.is_async)
+
+
+def _install_orm_listener() -> None:
+    # one listener on the Session class for every observer: sessions are made by factories the
+    # observer never sees; it finds its observer through the session's engine
+    global _orm_listener_installed
+    if not _orm_listener_installed:
+        event.listen(Session, "do_orm_execute", _on_orm_execute)
+        _orm_listener_installed = True

@@ -1,0 +1,212 @@
+"""Statement shapes, per-shape statistics in bounded memory (an LRU of shapes), and the
+slow-query log with masked parameters. No listeners here: the observer feeds them."""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import threading
+from collections import OrderedDict, deque
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+__all__ = ["QueryStats", "SlowQueryLog", "StatementShape", "mask_parameters", "shape_of"]
+
+log = logging.getLogger("dalkit.slow_query")
+
+#: bound-parameter names whose values are never shown
+SECRET_NAMES = re.compile(r"pass(word|wd|phrase)?|secret|token|api_?key|auth|credential|salt", re.I)
+#: longer strings are cut in the log
+MAX_VALUE_CHARS = 80
+#: durations kept per shape for its p95
+WINDOW = 256
+
+_LITERALS = re.compile(
+    r"""'(?:[^']|'')*'          # string literal
+      | %\(\w+\)s | %s          # pyformat / format placeholders
+      | \$\d+                   # numeric placeholders (asyncpg)
+      | (?<![\w:]):\w+          # named placeholders
+      | (?<![\w."$])-?\d+(?:\.\d+)?(?![\w"])   # number literal
+    """,
+    re.VERBOSE,
+)
+_PLACEHOLDER_LIST = re.compile(r"\(\s*\?(?:\s*,\s*\?)*\s*\)")
+_REPEATED_LISTS = re.compile(r"\(\.\.\.\)(?:\s*,\s*\(\.\.\.\))+")
+_SPACES = re.compile(r"\s+")
+_SHAPE_CACHE_SIZE = 4096
+
+
+class StatementShape:
+    """A statement with its literals and parameter lists replaced, and its operation."""
+
+    __slots__ = ("operation", "text")
+
+    def __init__(self, text: str, operation: str) -> None:
+        self.text = text
+        self.operation = operation
+
+    def __repr__(self) -> str:
+        return f"StatementShape({self.text!r})"
+
+
+_shapes: dict[str, StatementShape] = {}
+_shapes_lock = threading.Lock()
+
+
+def shape_of(statement: str) -> StatementShape:
+    """The shape of ``statement``; SQL built by SQLAlchemy is mostly one string per shape
+    already, so results are cached by the exact text (a bounded cache)."""
+    shape = _shapes.get(statement)
+    if shape is None:
+        text = _LITERALS.sub("?", statement)
+        text = _PLACEHOLDER_LIST.sub("(...)", text)
+        text = _REPEATED_LISTS.sub("(...)", _SPACES.sub(" ", text)).strip()
+        first = text.split(None, 1)[0].upper() if text else ""
+        operation = first if first in ("SELECT", "INSERT", "UPDATE", "DELETE", "WITH") else "OTHER"
+        shape = StatementShape(text, "SELECT" if operation == "WITH" else operation)
+        with _shapes_lock:
+            if len(_shapes) >= _SHAPE_CACHE_SIZE:
+                _shapes.pop(next(iter(_shapes)))
+            _shapes[statement] = shape
+    return shape
+
+
+class _Tally:
+    __slots__ = ("count", "durations", "max_s", "operation", "rows", "total_s")
+
+    def __init__(self, operation: str) -> None:
+        self.operation = operation
+        self.count = self.rows = 0
+        self.total_s = self.max_s = 0.0
+        self.durations: deque[float] = deque(maxlen=WINDOW)
+
+
+class QueryStats:
+    """Count, time and rows per statement shape: pg_stat_statements from the client's side.
+
+    At most ``max_shapes`` shapes are kept; the least recently run is dropped first.
+    """
+
+    def __init__(self, max_shapes: int = 500) -> None:
+        if max_shapes < 1:
+            raise ValueError("max_shapes must be positive")
+        self.max_shapes = max_shapes
+        self._lock = threading.Lock()
+        self._tallies: OrderedDict[str, _Tally] = OrderedDict()
+
+    def record(self, shape: StatementShape, duration_s: float, rows: int) -> None:
+        with self._lock:
+            tally = self._tallies.get(shape.text)
+            if tally is None:
+                if len(self._tallies) >= self.max_shapes:
+                    self._tallies.popitem(last=False)
+                tally = self._tallies[shape.text] = _Tally(shape.operation)
+            else:
+                self._tallies.move_to_end(shape.text)
+            tally.count += 1
+            tally.total_s += duration_s
+            if duration_s > tally.max_s:
+                tally.max_s = duration_s
+            if rows > 0:
+                tally.rows += rows
+            tally.durations.append(duration_s)
+
+    def snapshot(self, top: int | None = 20, *, reset: bool = False) -> list[dict[str, Any]]:
+        """The ``top`` shapes by total time (all with ``None``), slowest first."""
+        with self._lock:
+            items = [(text, t, sorted(t.durations)) for text, t in self._tallies.items()]
+            if reset:
+                self._tallies = OrderedDict()
+        items.sort(key=lambda item: item[1].total_s, reverse=True)
+        return [
+            {
+                "statement": text,
+                "operation": tally.operation,
+                "count": tally.count,
+                "total_ms": round(tally.total_s * 1000.0, 3),
+                "mean_ms": round(tally.total_s * 1000.0 / tally.count, 3),
+                "p95_ms": round(_p95(ordered) * 1000.0, 3),
+                "max_ms": round(tally.max_s * 1000.0, 3),
+                "rows": tally.rows,
+            }
+            for text, tally, ordered in items[:top]
+        ]
+
+
+def _p95(ordered: Sequence[float]) -> float:
+    if not ordered:
+        return 0.0
+    return ordered[max(1, math.ceil(0.95 * len(ordered))) - 1]
+
+
+def mask_parameters(parameters: Any, names: Sequence[str] | None = None) -> Any:
+    """``parameters`` fit for a log: values of secret-looking names as ``***``, long values cut.
+
+    ``names`` gives the names of positional parameters (the compiled statement's order).
+    """
+    if isinstance(parameters, Mapping):
+        return {str(k): _shown(str(k), v) for k, v in parameters.items()}
+    if isinstance(parameters, list) and parameters and not isinstance(parameters[0], (str, bytes)):
+        # executemany: the first set tells enough
+        return [mask_parameters(parameters[0], names), f"... {len(parameters)} sets"]
+    if isinstance(parameters, Sequence) and not isinstance(parameters, (str, bytes)):
+        return [
+            _shown(names[i] if names and i < len(names) else "", value)
+            for i, value in enumerate(parameters)
+        ]
+    return parameters
+
+
+def _shown(name: str, value: Any) -> Any:
+    if value is not None and SECRET_NAMES.search(name):
+        return "***"
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return f"<{len(value)} bytes>"
+    if isinstance(value, str) and len(value) > MAX_VALUE_CHARS:
+        return value[:MAX_VALUE_CHARS] + f"... ({len(value)} chars)"
+    return value
+
+
+class SlowQueryLog:
+    """Logs statements slower than ``threshold_ms`` to ``dalkit.slow_query`` (WARNING)."""
+
+    def __init__(self, threshold_ms: float) -> None:
+        if threshold_ms < 0:
+            raise ValueError("slow_query_ms must be zero or positive")
+        self.threshold_s = threshold_ms / 1000.0
+        self.count = 0
+
+    def emit(
+        self,
+        statement: str,
+        parameters: Any,
+        duration_s: float,
+        *,
+        positional_names: Sequence[str] | None,
+        location: str,
+        isolation: str | None,
+        rows: int,
+    ) -> None:
+        """Log one slow statement; the caller has checked the threshold."""
+        from dalkit.audit import current_actor  # audit is above nothing here; imported late
+
+        self.count += 1
+        actor, request_id = current_actor()
+        log.warning(
+            "slow query: %.1f ms at %s (isolation %s, rows %s%s%s)\n%s\nparameters: %r",
+            duration_s * 1000.0,
+            location,
+            isolation or "default",
+            rows if rows >= 0 else "?",
+            f", request {request_id}" if request_id else "",
+            f", actor {actor}" if actor else "",
+            _SPACES.sub(" ", statement).strip()[:2000],
+            mask_parameters(parameters, positional_names),
+            extra={
+                "duration_ms": round(duration_s * 1000.0, 3),
+                "source": location,
+                "request_id": request_id,
+                "actor": actor,
+            },
+        )

@@ -1,0 +1,135 @@
+"""``dalkit inspect``: plans, tables, index advice and queries, as tables or JSON, with exit
+codes CI can gate on."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+from typer.testing import CliRunner, Result
+
+from dalkit import Database
+from dalkit.cli import app
+from dalkit.observe.prometheus import register, start_http_server
+
+from . import workload
+from .models import Base, seed_rows
+
+
+@pytest.fixture(autouse=True)
+def _no_url_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DALKIT_DATABASE_URL", raising=False)
+
+
+@pytest.fixture
+def url(sqlite_url: str) -> str:
+    db = Database(sqlite_url)
+    try:
+        db.create_all(Base.metadata)
+        with db.session() as session:
+            session.add_all(seed_rows())
+    finally:
+        db.dispose()
+    return sqlite_url
+
+
+def invoke(*args: str) -> Result:
+    # wide enough that Rich wraps no cell
+    return CliRunner().invoke(app, ["inspect", *args], env={"COLUMNS": "300"})
+
+
+def test_explain_exits_1_on_a_warning_and_0_without(url: str) -> None:
+    scan = invoke("explain", "SELECT * FROM obs_posts WHERE title = :t", "-p", "t=x", "--url", url)
+    assert scan.exit_code == 1, scan.output
+    assert "SCAN obs_posts" in scan.output
+    assert "full_scan" in scan.output
+    lookup = invoke(
+        "explain",
+        "SELECT * FROM obs_posts WHERE id = :id",
+        "--param",
+        "id=3",
+        "--url",
+        url,
+        "--json",
+    )
+    assert lookup.exit_code == 0, lookup.output
+    document = json.loads(lookup.output)
+    assert document["warnings"] == []
+    assert "SEARCH obs_posts" in document["text"]
+
+
+def test_tables_as_json(url: str) -> None:
+    result = invoke("tables", "--url", url, "--json")
+    assert result.exit_code == 0, result.output
+    rows = {row["table"]: row for row in json.loads(result.output)}
+    assert rows["obs_posts"]["rows"] == 10
+    assert rows["obs_posts"]["indexes"] == ["ix_obs_posts_author_id"]
+    assert "obs_authors" in invoke("tables", "--url", url).output
+
+
+def test_indexes_exit_1_when_advice_warns(sqlite_url: str) -> None:
+    db = Database(sqlite_url)
+    try:
+        db.sql("CREATE TABLE p (id INTEGER PRIMARY KEY)")
+        db.sql("CREATE TABLE c (id INTEGER PRIMARY KEY, p_id INTEGER REFERENCES p (id))")
+    finally:
+        db.dispose()
+    result = invoke("indexes", "--url", sqlite_url)
+    assert result.exit_code == 1, result.output
+    assert "missing_fk_index" in result.output
+    advice = json.loads(invoke("indexes", "--url", sqlite_url, "--json").output)
+    assert [a["ddl"] for a in advice] == ["CREATE INDEX ix_c_p_id ON c (p_id)"]
+
+
+def test_indexes_exit_0_on_a_clean_schema(url: str) -> None:
+    result = invoke("indexes", "--url", url, "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == []
+
+
+def test_queries_from_a_one_off_run(url: str) -> None:
+    result = invoke("queries", "--run", f"{workload.__name__}:run", "--url", url, "--json")
+    assert result.exit_code == 0, result.output
+    (stat,) = [s for s in json.loads(result.output) if "obs_posts" in s["statement"]]
+    assert stat["count"] == 3
+    assert stat["statement"] == "SELECT count(*) FROM obs_posts WHERE id > ?"
+
+
+def test_queries_from_a_metrics_endpoint(url: str) -> None:
+    registry = CollectorRegistry()
+    db = Database(url)
+    register(db, "app", registry=registry)
+    server, thread = start_http_server(0, registry=registry)
+    try:
+        workload.run(db)
+        port = server.server_address[1]
+        result = invoke("queries", "--metrics-url", f"http://127.0.0.1:{port}/metrics", "--json")
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+        db.dispose()
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads(result.output)
+    assert (row["database"], row["operation"], row["count"]) == ("app", "SELECT", 3)
+
+
+def test_bad_input_is_a_clear_error(tmp_path: Path) -> None:
+    missing = invoke("tables", "--url", f"sqlite:///{tmp_path}/nope.db")
+    assert missing.exit_code == 2
+    assert "no SQLite database" in missing.output
+    assert invoke("tables").exit_code == 2
+    assert invoke("queries").exit_code == 2
+    assert (
+        invoke("explain", "SELECT 1", "-p", "oops", "--url", f"sqlite:///{tmp_path}/x").exit_code
+        == 2
+    )
+
+
+def test_a_password_is_never_printed() -> None:
+    url = "postgresql://app:s3cret-pw@127.0.0.1:1/app"
+    result = invoke("tables", "--url", url)
+    assert result.exit_code == 2
+    assert "s3cret-pw" not in result.output

@@ -1,0 +1,100 @@
+"""EXPLAIN on SQLite, and table statistics on both backends."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import sqlalchemy as sa
+
+from dalkit import AsyncDatabase, Database
+from dalkit.errors import InvalidQueryError
+from dalkit.observe import (
+    explain,
+    explain_async,
+    index_advice_async,
+    table_stats,
+    table_stats_async,
+)
+
+from .models import Author, Base, Post, seed_rows
+
+
+@pytest.fixture
+def sqlite_db(sqlite_url: str) -> Iterator[Database]:
+    database = Database(sqlite_url)
+    database.create_all(Base.metadata)
+    with database.session() as session:
+        session.add_all(seed_rows())
+    try:
+        yield database
+    finally:
+        database.dispose()
+
+
+def test_sqlite_plans_flag_full_scans_and_sorts_until_an_index_serves(sqlite_db: Database) -> None:
+    lookup = sa.select(Post).where(Post.title == sa.bindparam("title"))
+    ordered = sa.select(Post).order_by(Post.title)
+    with sqlite_db.connection() as conn:
+        plan = explain(conn, lookup, {"title": "post 1.1"})
+        assert plan.backend == "sqlite"
+        assert "SCAN obs_posts" in plan.text
+        assert [w.kind for w in plan.warnings] == ["full_scan"]
+        assert [w.kind for w in explain(conn, ordered).warnings] == ["full_scan", "temp_btree"]
+        conn.execute(sa.text("CREATE INDEX ix_posts_title ON obs_posts (title)"))
+        after = explain(conn, lookup, {"title": "post 1.1"})
+        assert after.warnings == ()
+        assert "ix_posts_title" in after.text
+        assert explain(conn, ordered).warnings == ()
+
+
+def test_a_lookup_by_primary_key_has_no_warnings(seeded_db: Database) -> None:
+    with seeded_db.connection() as conn:
+        plan = explain(conn, "SELECT * FROM obs_authors WHERE id = :id", {"id": 1})
+    assert plan.warnings == ()
+    assert "SEARCH obs_authors" in plan.text or "Index Scan on obs_authors" in plan.text
+
+
+def test_text_with_a_pasted_value_is_refused(seeded_db: Database) -> None:
+    with seeded_db.connection() as conn, pytest.raises(InvalidQueryError):
+        explain(conn, "SELECT * FROM obs_authors WHERE id = 1; DROP TABLE obs_authors")
+
+
+def test_table_stats_on_both_backends(seeded_db: Database) -> None:
+    with seeded_db.connection() as conn:
+        everything = {s.table: s for s in table_stats(conn)}
+        (posts,) = table_stats(conn, "obs_posts")
+    assert {"obs_authors", "obs_posts"} <= set(everything)
+    if seeded_db.config.backend == "postgresql":
+        assert posts.schema == "public"
+        assert posts.total_bytes
+        assert posts.total_bytes > 0
+        assert posts.seq_scans is not None
+        assert posts.dead_rows is not None
+        assert posts.rows in (0, 10)  # live rows as last reported by the server
+    else:
+        assert posts.rows == 10
+    assert "ix_obs_posts_author_id" in posts.indexes
+    assert posts.as_dict()["table"] == "obs_posts"
+
+
+def test_an_unknown_table_is_a_clear_error(seeded_db: Database) -> None:
+    with seeded_db.connection() as conn, pytest.raises(InvalidQueryError, match="no table named"):
+        table_stats(conn, "nope'; --")
+
+
+def test_explain_takes_orm_statements_with_their_parameters_bound(seeded_db: Database) -> None:
+    with seeded_db.session() as session:
+        plan = explain(session, sa.select(Author).where(Author.name.in_(["a", "b"])))
+    assert plan.data
+    assert plan.text
+
+
+async def test_the_async_forms_run_through_run_sync(seeded_async_db: AsyncDatabase) -> None:
+    async with seeded_async_db.engine.connect() as conn:
+        plan = await explain_async(conn, "SELECT * FROM obs_posts WHERE id = :id", {"id": 1})
+        (posts,) = await table_stats_async(conn, "obs_posts")
+        advice = await index_advice_async(conn, None, repositories=[])
+    assert plan.warnings == ()
+    assert posts.table == "obs_posts"
+    assert [a for a in advice if a.table.startswith("obs_")] == []

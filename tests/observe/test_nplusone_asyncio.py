@@ -1,0 +1,60 @@
+"""N+1 detection under the async API: the same listeners, through SQLAlchemy's greenlet bridge."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.orm import selectinload
+
+from dalkit import AsyncDatabase
+from dalkit.observe import NPlusOneError, Observer
+
+from .models import AsyncPosts, Author, Post
+
+
+def _line_of(marker: str) -> int:
+    with open(__file__) as source:
+        return next(n for n, line in enumerate(source, 1) if marker in line)
+
+
+async def test_awaitable_attrs_in_a_loop_is_caught_with_the_test_line(
+    seeded_async_db: AsyncDatabase, async_observer: Observer
+) -> None:
+    async with seeded_async_db.session() as session:
+        posts = await AsyncPosts(session).list()
+        with pytest.raises(NPlusOneError) as caught:
+            for post in posts:
+                await post.awaitable_attrs.author  # the async N+1 line
+    assert "Post.author lazily loaded for 2 Post instances" in str(caught.value)
+    assert f"test_nplusone_asyncio.py:{_line_of('# the async N+1 line')}" in str(caught.value)
+
+
+async def test_touching_an_unloaded_relationship_says_what_to_load(
+    seeded_async_db: AsyncDatabase, async_observer: Observer
+) -> None:
+    async with seeded_async_db.session() as session:
+        (post, *_) = await AsyncPosts(session).list()
+        with pytest.raises(NPlusOneError, match=r'Post\.author is not loaded.*load=\["author"\]'):
+            _ = post.author
+
+
+async def test_async_eager_loads_are_never_caught(
+    seeded_async_db: AsyncDatabase, async_observer: Observer
+) -> None:
+    async with seeded_async_db.session() as session:
+        for post in await AsyncPosts(session).list(load=["author"]):
+            _ = post.author.name
+        result = await session.scalars(sa.select(Author).options(selectinload(Author.posts)))
+        for author in result:
+            _ = [p.title for p in author.posts]
+    assert async_observer.nplusone.detections == 0
+
+
+async def test_an_async_loop_of_gets_is_caught_by_shape(
+    seeded_async_db: AsyncDatabase, async_observer: Observer
+) -> None:
+    async with seeded_async_db.session() as session:
+        with pytest.raises(NPlusOneError, match="ran 10 times"):
+            for ident in range(1, 51):
+                session.expunge_all()
+                await session.get(Post, ident)

@@ -1,0 +1,140 @@
+"""Query statistics per statement shape, and the slow-query log with masked parameters."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import sqlalchemy as sa
+
+from dalkit import AsyncDatabase, Database
+from dalkit.observe import install
+from dalkit.observe.querylog import QueryStats, mask_parameters, shape_of
+
+from .models import Post
+
+
+def test_shapes_ignore_literals_and_parameter_lists() -> None:
+    a = shape_of("SELECT * FROM t WHERE id IN (1, 2, 3) AND name = 'x'")
+    b = shape_of("SELECT * FROM t WHERE id IN (7) AND name = 'it''s'")
+    c = shape_of("SELECT * FROM t WHERE id IN ($1, $2) AND name = $3")
+    assert a.text == b.text == c.text == "SELECT * FROM t WHERE id IN (...) AND name = ?"
+    assert a.operation == "SELECT"
+    assert shape_of("insert into t values (?, ?), (?, ?)").operation == "INSERT"
+    assert shape_of("WITH x AS (SELECT 1) SELECT * FROM x").operation == "SELECT"
+
+
+def test_stats_keep_count_time_and_rows_per_shape(seeded_db: Database) -> None:
+    observer = install(seeded_db.engine)
+    try:
+        with seeded_db.session() as session:
+            for ident in (1, 2, 3):
+                session.get(Post, ident)
+            session.execute(sa.select(Post)).all()
+        stats = {s["statement"]: s for s in observer.query_stats(top=None)}
+        get = next(s for text, s in stats.items() if "WHERE obs_posts.id =" in text)
+        assert get["count"] == 3
+        assert get["total_ms"] >= get["p95_ms"] >= 0
+        assert get["mean_ms"] > 0
+        assert get["operation"] == "SELECT"
+        popped = observer.pop_query_stats(top=1)
+        assert len(popped) == 1
+        assert observer.query_stats() == []
+    finally:
+        observer.uninstall()
+
+
+def test_the_stats_forget_the_least_recently_run_shapes() -> None:
+    stats = QueryStats(max_shapes=2)
+    for text in ("SELECT 1 FROM a", "SELECT 1 FROM b", "SELECT 1 FROM a", "SELECT 1 FROM c"):
+        stats.record(shape_of(text), 0.001, 1)
+    assert sorted(s["statement"] for s in stats.snapshot()) == [
+        "SELECT ? FROM a",
+        "SELECT ? FROM c",
+    ]
+
+
+def test_secrets_and_long_values_are_masked() -> None:
+    shown = mask_parameters({"password": "hunter2", "api_key": "k", "name": "x" * 500, "n": 1})
+    assert shown["password"] == "***"
+    assert shown["api_key"] == "***"
+    assert shown["name"].endswith("(500 chars)")
+    assert len(shown["name"]) < 120
+    assert mask_parameters(("hunter2", 5), ["user_password", "id"]) == ["***", 5]
+
+
+@pytest.mark.slow
+def test_a_slow_query_is_logged_with_its_line_and_masked_password(
+    seeded_db: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    observer = install(seeded_db.engine, {"slow_query_ms": 100})
+    if seeded_db.config.backend == "sqlite":
+        statement = (
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000000) "
+            "SELECT count(*) FROM n WHERE :password IS NOT NULL"
+        )
+    else:
+        statement = "SELECT pg_sleep(0.3) WHERE CAST(:password AS text) IS NOT NULL"
+    try:
+        with caplog.at_level(logging.WARNING, logger="dalkit.slow_query"):
+            seeded_db.sql("SELECT 1 AS fast")
+            seeded_db.sql(statement, password="hunter2")  # the slow line
+        (record,) = caplog.records
+        text = record.getMessage()
+        assert record.name == "dalkit.slow_query"
+        assert record.duration_ms >= 100  # type: ignore[attr-defined]
+        with open(__file__) as source:
+            line = next(n for n, s in enumerate(source, 1) if "# the slow line" in s)
+        assert f"test_querylog.py:{line}" in text
+        assert "hunter2" not in text
+        assert "'***'" in text
+        assert observer.slow_log is not None
+        assert observer.slow_log.count == 1
+    finally:
+        observer.uninstall()
+
+
+async def test_async_statements_are_counted_by_the_same_listeners(
+    async_db: AsyncDatabase,
+) -> None:
+    observer = install(async_db.engine)
+    try:
+        for _ in range(3):
+            await async_db.sql("SELECT 1 AS one")
+        (stat,) = [s for s in observer.query_stats() if s["statement"] == "SELECT ? AS one"]
+        assert stat["count"] == 3
+    finally:
+        observer.uninstall()
+
+
+def test_nothing_is_installed_when_everything_is_off(db: Database) -> None:
+    engine = db.engine
+    observer = install(engine, {"query_stats": False, "nplusone": "off"})
+    try:
+        assert not observer.listening
+        assert not sa.event.contains(engine, "after_cursor_execute", observer._after)
+        observer.enable_metrics()
+        assert observer.listening
+    finally:
+        observer.uninstall()
+    assert not sa.event.contains(engine, "after_cursor_execute", observer._after)
+
+
+def test_the_slow_query_log_names_the_request_and_actor(
+    db: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    from dalkit.audit import actor
+
+    observer = install(db.engine, {"slow_query_ms": 0})
+    try:
+        with (
+            caplog.at_level(logging.WARNING, logger="dalkit.slow_query"),
+            actor("user-7", "req-42"),
+        ):
+            db.sql("SELECT 1 AS one")
+        record = next(r for r in caplog.records if "SELECT 1 AS one" in r.getMessage())
+        assert "request req-42, actor user-7" in record.getMessage()
+        assert record.request_id == "req-42"  # type: ignore[attr-defined]
+        assert "isolation " in record.getMessage()
+    finally:
+        observer.uninstall()
