@@ -1,0 +1,59 @@
+"""The application: FastAPI with DatabaseMiddleware (one transaction per request, committed
+before the response starts), the spec's error bodies, and the routers. It creates its tables
+on start-up.
+
+Run it with ``make serve`` (SQLite in ./conduit.db) or with ``DALKIT_DATABASE_URL`` set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from conduit import errors
+from conduit.models import Base
+from conduit.routes import articles, comments, profiles, tags, users
+from conduit.settings import Settings
+from dalkit import AsyncDatabase
+from dalkit.integrations.asgi import DatabaseMiddleware
+
+
+def create_app(db: AsyncDatabase | None = None, settings: Settings | None = None) -> FastAPI:
+    """The Conduit API on ``db`` (default: from ``settings.database_url``, created, schema and
+    all, on start-up and disposed of on shutdown)."""
+    settings = settings or Settings.from_env()
+    owned = db is None
+    database = (
+        db
+        if db is not None
+        else AsyncDatabase(settings.database_url, secret_key=settings.secret_key)
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await database.create_all(Base.metadata)
+        try:
+            yield
+        finally:
+            if owned:
+                await database.dispose()
+
+    app = FastAPI(title="Conduit", lifespan=lifespan)
+    app.state.settings = settings
+    app.state.db = database
+    app.add_middleware(DatabaseMiddleware, db=database)
+    errors.install(app)
+    for module in (users, profiles, articles, comments, tags):
+        app.include_router(module.router)
+    return app
+
+
+def __getattr__(name: str) -> FastAPI:
+    # ``uvicorn conduit.app:app`` builds the application on first use, not on every import
+    if name == "app":
+        application = create_app()
+        globals()["app"] = application
+        return application
+    raise AttributeError(name)

@@ -1,0 +1,49 @@
+"""Conduit's settings, from the environment: the database URL (embedded SQLite unless
+``DALKIT_DATABASE_URL`` is set), the JWT secret and lifetime, and the password hasher."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import secrets
+
+from argon2 import PasswordHasher
+
+log = logging.getLogger("conduit")
+
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///conduit.db"
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """``jwt_secret`` signs tokens and ``token_lifetime_s`` bounds them; ``secret_key``
+    encrypts keyset cursors (dalkit's ``secret_key``). ``repr`` shows neither secret."""
+
+    database_url: str = DEFAULT_DATABASE_URL
+    jwt_secret: str = dataclasses.field(default="", repr=False)
+    secret_key: str = dataclasses.field(default="", repr=False)
+    token_lifetime_s: int = 7 * 24 * 3600
+    hasher: PasswordHasher = dataclasses.field(default_factory=PasswordHasher)
+
+    def __post_init__(self) -> None:
+        if len(self.jwt_secret.encode()) < 32:
+            raise ValueError("jwt_secret must be at least 32 bytes (RFC 7518 for HS256)")
+        if len(self.secret_key.encode()) < 16:
+            raise ValueError("secret_key must be at least 16 bytes")
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        return cls(
+            database_url=os.environ.get("DALKIT_DATABASE_URL") or DEFAULT_DATABASE_URL,
+            jwt_secret=_secret("CONDUIT_JWT_SECRET", "tokens"),
+            secret_key=_secret("DALKIT_SECRET_KEY", "keyset cursors"),
+        )
+
+
+def _secret(variable: str, what: str) -> str:
+    value = os.environ.get(variable, "")
+    if not value:
+        value = secrets.token_urlsafe(32)
+        log.warning("%s is not set: %s stay valid until this process stops", variable, what)
+    return value

@@ -1,0 +1,140 @@
+"""DatabaseMiddleware on an AsyncDatabase: commit before the response starts, roll back for
+errors, never a 2xx for data that was not saved."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import sqlalchemy as sa
+
+from dalkit import AsyncDatabase
+
+from .apps import Probe
+from .models import Note
+
+
+async def stored(observer: AsyncDatabase, value: str) -> int:
+    async with observer.transaction() as session:
+        count = await session.scalar(sa.select(sa.func.count()).where(Note.value == value))
+    return int(count or 0)
+
+
+async def test_a_successful_request_is_committed_before_the_client_sees_it(
+    client: httpx.AsyncClient, observer: AsyncDatabase
+) -> None:
+    response = await client.post("/notes", params={"value": "kept"})
+    assert response.status_code == 200
+    assert response.json() == {"values": ["kept"]}
+    assert await stored(observer, "kept") == 1
+
+
+async def test_a_commit_that_fails_gives_a_500_problem_and_saves_nothing(
+    client: httpx.AsyncClient, observer: AsyncDatabase, async_db: AsyncDatabase
+) -> None:
+    response = await client.post("/orphans", params={"value": "orphaned"})
+    assert response.status_code == 500
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json() == {
+        "type": "about:blank",
+        "title": "Internal Server Error",
+        "status": 500,
+        "detail": "the changes of this request could not be saved",
+    }
+    assert await stored(observer, "orphaned") == 0
+    assert async_db.pool_stats()["checked_out"] == 0
+
+
+async def test_a_4xx_response_rolls_the_request_back(
+    client: httpx.AsyncClient, observer: AsyncDatabase
+) -> None:
+    response = await client.post("/notes", params={"value": "refused", "status": "422"})
+    assert response.status_code == 422
+    assert response.json() == {"values": ["refused"]}  # the handler saw its own write
+    assert await stored(observer, "refused") == 0
+
+
+async def test_an_unhandled_error_rolls_back_and_answers_500(
+    client: httpx.AsyncClient, observer: AsyncDatabase, async_db: AsyncDatabase
+) -> None:
+    transport = httpx.ASGITransport(app=client._transport.app, raise_app_exceptions=False)  # type: ignore[attr-defined]
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        response = await http.post("/boom", params={"value": "exploded"})
+    assert response.status_code == 500
+    assert await stored(observer, "exploded") == 0
+    assert async_db.pool_stats()["checked_out"] == 0
+
+
+async def test_a_stream_commits_before_its_first_byte_and_refuses_later_writes_on_it(
+    client: httpx.AsyncClient, observer: AsyncDatabase, probe: Probe
+) -> None:
+    response = await client.post("/stream", params={"value": "streamed"})
+    assert response.status_code == 200
+    assert response.text == "first last"
+    assert probe.seen == {"visible_after_first_byte": 1, "late_write": "ResponseStartedError"}
+    assert await stored(observer, "streamed") == 1
+    assert await stored(observer, "streamed-late") == 0
+    assert await stored(observer, "streamed-own") == 1
+
+
+async def test_background_tasks_get_a_transaction_of_their_own(
+    client: httpx.AsyncClient, observer: AsyncDatabase, async_db: AsyncDatabase
+) -> None:
+    ok = await client.post("/background", params={"value": "bg-ok"})
+    assert ok.status_code == 200
+    assert await stored(observer, "bg-ok") == 1
+    assert await stored(observer, "bg-ok-background") == 1
+
+    transport = httpx.ASGITransport(app=client._transport.app, raise_app_exceptions=False)  # type: ignore[attr-defined]
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        failed = await http.post("/background", params={"value": "bg-fail", "fail": "1"})
+    assert failed.status_code == 200
+    assert await stored(observer, "bg-fail") == 1  # the request's own work stands
+    assert await stored(observer, "bg-fail-background") == 0
+    assert async_db.pool_stats()["checked_out"] == 0
+
+
+async def test_the_actor_and_request_id_come_from_the_request_headers(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await client.get("/who", headers={"x-actor": "user-7", "x-request-id": "r-1"})
+    assert response.json() == {"actor": "user-7", "request_id": "r-1"}
+    anonymous = await client.get("/who")
+    assert anonymous.json() == {"actor": None, "request_id": None}
+
+
+async def test_concurrent_requests_each_see_only_their_own_transaction(
+    client: httpx.AsyncClient, observer: AsyncDatabase, async_db: AsyncDatabase
+) -> None:
+    # every other request is rolled back: nobody may ever see its value but itself
+    values = [f"iso-{n}" for n in range(200)]
+    rolled_back = {v for n, v in enumerate(values) if n % 2}
+
+    async def one(value: str) -> tuple[str, httpx.Response]:
+        status = "400" if value in rolled_back else "200"
+        return value, await client.post("/isolated", params={"value": value, "status": status})
+
+    results = await asyncio.gather(*(one(v) for v in values))
+    for value, response in results:
+        assert response.status_code == (400 if value in rolled_back else 200)
+        seen = set(response.json()["seen"])
+        assert value in seen  # its own write, before it commits
+        assert seen & rolled_back <= {value}  # never another request's uncommitted write
+    async with observer.transaction() as session:
+        saved = set(await session.scalars(sa.select(Note.value).where(Note.value.like("iso-%"))))
+    assert saved == set(values) - rolled_back
+    assert async_db.pool_stats()["checked_out"] == 0
+
+
+async def test_a_cancelled_request_rolls_back_and_returns_its_connection(
+    client: httpx.AsyncClient, observer: AsyncDatabase, async_db: AsyncDatabase, probe: Probe
+) -> None:
+    request = asyncio.create_task(client.post("/slow", params={"value": "abandoned"}))
+    await asyncio.wait_for(probe.written.wait(), timeout=10)
+    assert async_db.pool_stats()["checked_out"] == 1  # the request holds its connection
+    request.cancel()  # what a server does when the client goes away
+    done, _ = await asyncio.wait({request}, timeout=10)
+    assert request in done
+    assert request.cancelled()
+    assert await stored(observer, "abandoned") == 0
+    assert async_db.pool_stats()["checked_out"] == 0

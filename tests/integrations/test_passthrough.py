@@ -1,0 +1,118 @@
+"""The middleware on bare ASGI applications: websocket and lifespan scopes pass through
+untouched, the actor can come from the scope, before-commit hooks can veto the commit; and
+importing dalkit imports no web framework."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+
+from dalkit import (
+    AsyncDatabase,
+    ConfigurationError,
+    NoActiveTransactionError,
+    current_async_session,
+)
+from dalkit.audit import current_actor
+from dalkit.integrations.asgi import DatabaseMiddleware, before_commit
+
+from .models import Base, Note
+
+
+@pytest.mark.parametrize("kind", ["websocket", "lifespan"])
+async def test_websocket_and_lifespan_scopes_pass_through_untouched(
+    kind: str, async_db: AsyncDatabase
+) -> None:
+    seen: dict[str, Any] = {}
+
+    async def receive() -> dict[str, Any]:
+        return {"type": f"{kind}.connect"}
+
+    async def send(message: Any) -> None:
+        seen["sent"] = message
+
+    async def app(scope: Any, app_receive: Any, app_send: Any) -> None:
+        seen["same_channels"] = app_receive is receive and app_send is send
+        try:
+            current_async_session()
+        except NoActiveTransactionError:
+            seen["transaction"] = None
+        await app_send({"type": "done"})
+
+    scope = {"type": kind, "headers": []}
+    await DatabaseMiddleware(app, async_db)(scope, receive, send)
+    assert seen == {"same_channels": True, "transaction": None, "sent": {"type": "done"}}
+    assert "state" not in scope
+    assert async_db.pool_stats()["checked_out"] == 0
+
+
+def test_importing_dalkit_and_its_middleware_imports_neither_starlette_nor_fastapi() -> None:
+    code = (
+        "import sys, dalkit, dalkit.integrations, dalkit.integrations.asgi\n"
+        "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('starlette', 'fastapi'))\n"
+        "print(loaded)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"
+
+
+def test_the_middleware_refuses_something_that_is_not_a_database() -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None: ...
+
+    with pytest.raises(ConfigurationError, match="expected a dalkit Database or AsyncDatabase"):
+        DatabaseMiddleware(app, "sqlite:///app.db")  # type: ignore[arg-type]
+
+
+async def test_the_actor_can_come_from_what_an_earlier_middleware_stored(
+    async_db: AsyncDatabase,
+) -> None:
+    seen: dict[str, Any] = {}
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        seen["actor"] = current_actor()
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    inner = DatabaseMiddleware(
+        app, async_db, actor=lambda scope: scope["state"]["user_id"], request_id=None
+    )
+
+    async def authenticate(scope: Any, receive: Any, send: Any) -> None:
+        scope.setdefault("state", {})["user_id"] = 42
+        await inner(scope, receive, send)
+
+    transport = httpx.ASGITransport(app=authenticate)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        response = await client.get("/", headers={"x-request-id": "ignored"})
+    assert response.status_code == 204
+    assert seen == {"actor": ("42", None)}
+
+
+async def test_a_failing_before_commit_hook_turns_the_response_into_a_500(
+    async_db: AsyncDatabase,
+) -> None:
+    await async_db.create_all(Base.metadata)
+
+    async def refuse() -> None:
+        raise RuntimeError("the outbox is full")
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        current_async_session().add(Note(value="hooked"))
+        before_commit(scope, refuse)
+        await send({"type": "http.response.start", "status": 201, "headers": []})
+        await send({"type": "http.response.body", "body": b"created"})
+
+    transport = httpx.ASGITransport(app=DatabaseMiddleware(app, async_db))
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        response = await client.post("/")
+    assert response.status_code == 500
+    async with async_db.transaction() as session:
+        assert await session.scalar(sa.select(sa.func.count()).select_from(Note)) == 0
+    assert async_db.pool_stats()["checked_out"] == 0
