@@ -4,19 +4,19 @@ UV := $(shell scripts/ensure-uv)
 RUN := $(UV) run --frozen --all-extras
 UNASYNCD := $(UV) tool run --from unasyncd==0.10.1 --with ruff==0.17.6 unasyncd --no-cache
 
-.PHONY: demo test lint types sync check-sync servers bench check
+.PHONY: demo test lock lint types sync check-sync servers bench check docs docs-serve serve loadtest
 
 demo:
 	$(RUN) dalkit demo
 
-test: servers lint types check-sync
-	$(RUN) pytest
+test: servers lock lint types check-sync
+	$(RUN) pytest --cov=dalkit --cov-report= && $(RUN) python scripts/coverage-by-package --fail-under 90
 
 lint:
 	$(RUN) ruff check . && $(RUN) ruff format --check .
 
 types:
-	$(RUN) mypy --strict src
+	$(RUN) mypy --strict src tests examples/conduit/conduit
 
 sync:
 	-$(UNASYNCD)
@@ -25,6 +25,9 @@ sync:
 check-sync:
 	$(UNASYNCD) --check
 
+lock:
+	$(UV) lock --check
+
 servers:
 	scripts/ensure-servers
 
@@ -32,3 +35,19 @@ bench:
 	$(RUN) python -m bench
 
 check: test
+
+docs:
+	NO_MKDOCS_2_WARNING=1 $(RUN) mkdocs build --strict --site-dir site
+
+docs-serve:
+	$(RUN) mkdocs serve --dev-addr 127.0.0.1:8000
+
+serve:
+	cd examples/conduit && $(RUN) uvicorn conduit.app:app --host 127.0.0.1 --port 8000
+
+loadtest: servers
+	$(RUN) python -m bench.loadtest
+
+.PHONY: bench-peers
+bench-peers:
+	$(UV) run --frozen --all-extras --group peers python -m bench peers

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,15 @@ WRONG_PASSWORD = "Wr0ng-Pa55word"
 def _no_urls_from_the_outer_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("DALKIT_DATABASE_URL", raising=False)
     monkeypatch.delenv("DALKIT_REDIS_URL", raising=False)
+
+
+@pytest.fixture
+def sqlite_url(sqlite_url: str) -> str:
+    """The plugin's SQLite URL, its file created: the commands open only files that exist."""
+    database = make_url(sqlite_url).database
+    assert database
+    sqlite3.connect(database).close()
+    return sqlite_url
 
 
 def invoke(*args: str, env: dict[str, str] | None = None) -> Result:
@@ -133,6 +143,120 @@ def test_doctor_exits_2_for_a_malformed_url_without_showing_it() -> None:
     assert result.exit_code == 2
     assert "malformed database URL" in result.stderr
     assert "s3cret" not in result.output
+
+
+def test_doctor_without_a_url_exits_2_and_creates_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = invoke("doctor")
+    assert result.exit_code == 2
+    assert "DALKIT_DATABASE_URL is not set" in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_doctor_names_a_misspelt_environment_variable_and_exits_2(sqlite_url: str) -> None:
+    env = {"DALKIT_DATABASE_URL": sqlite_url, "DALKIT_DATABASE_POOL_SIZ": "3"}
+    result = invoke("doctor", env=env)
+    assert result.exit_code == 2
+    assert "did you mean DALKIT_DATABASE_POOL_SIZE?" in result.stderr
+
+
+@pytest.mark.parametrize("output", ["table", "json"])
+def test_doctor_on_a_missing_sqlite_file_fails_and_creates_nothing(
+    tmp_path: Path, output: str
+) -> None:
+    missing = tmp_path / "missing.db"
+    result = invoke("doctor", "--url", f"sqlite:///{missing}", *(["--json"] * (output == "json")))
+    assert result.exit_code == 1
+    assert "no SQLite database file" in result.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_doctor_shows_no_pool_tables_after_a_failed_connection(tmp_path: Path) -> None:
+    result = invoke("doctor", "--url", "postgresql://app@127.0.0.1:1/app")
+    assert result.exit_code == 1
+    assert "ConnectionFailedError" in result.stdout
+    for absent in ("pool stats", "pool_size", "connections_num"):
+        assert absent not in result.stdout
+    code, report = doctor_json("--url", "postgresql://app@127.0.0.1:1/app")
+    assert code == 1
+    assert report["database"]["pool"] is None
+    assert report["database"]["pool_stats"] is None
+
+
+def test_doctor_shows_the_pool_upkeep_settings(sqlite_url: str) -> None:
+    env = {"DALKIT_DATABASE_URL": sqlite_url, "DALKIT_DATABASE_MIN_SIZE": "2"}
+    code, report = doctor_json(env=env)
+    assert code == 0
+    assert report["database"]["pool"]["min_size"] == 2
+    assert report["database"]["url"] == sqlite_url
+
+
+@pytest.mark.parametrize("command", [["doctor"], ["outbox", "relay"]])
+def test_flags_are_shown_without_a_value_type_in_the_help(command: list[str]) -> None:
+    result = invoke(*command, "--help")
+    assert result.exit_code == 0
+    flag = "--json" if command == ["doctor"] else "--once"
+    line = next(line for line in result.stdout.splitlines() if flag in line)
+    assert "<bool>" not in line
+
+
+# --- outbox ---------------------------------------------------------------------------
+
+
+def test_outbox_status_without_dalkits_tables_says_what_to_run(tmp_path: Path) -> None:
+    path = tmp_path / "app.db"
+    sqlite3.connect(path).close()
+    result = invoke("outbox", "status", "--url", f"sqlite:///{path}")
+    assert result.exit_code == 1
+    assert "no such table" not in result.output
+    assert "no dalkit_outbox table" in result.stderr
+    assert "dalkit migrate up" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["app.db"]
+    connection = sqlite3.connect(path)
+    try:
+        assert connection.execute("SELECT name FROM sqlite_master").fetchall() == []
+    finally:
+        connection.close()
+
+
+@pytest.mark.postgres
+def test_outbox_status_on_postgres_without_dalkits_tables_says_what_to_run(
+    postgres_database_url: str,
+) -> None:
+    result = invoke("outbox", "status", "--url", postgres_database_url)
+    assert result.exit_code == 1
+    assert "no dalkit_outbox table" in result.stderr
+    assert "UndefinedTable" not in result.output
+    password = make_url(postgres_database_url).password
+    assert password
+    assert password not in result.output
+
+
+def test_outbox_relay_without_dalkits_tables_says_what_to_run(sqlite_url: str) -> None:
+    result = invoke(
+        "outbox", "relay", "--once", "--url", sqlite_url, "--publisher", "builtins:object"
+    )
+    assert result.exit_code == 1
+    assert "no dalkit_outbox table" in result.stderr
+
+
+def test_outbox_status_on_a_missing_file_creates_nothing(tmp_path: Path) -> None:
+    result = invoke("outbox", "status", "--url", f"sqlite:///{tmp_path / 'none.db'}")
+    assert result.exit_code == 1
+    assert "no SQLite database file" in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_outbox_status_without_a_url_exits_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = invoke("outbox", "status")
+    assert result.exit_code == 2
+    assert "DALKIT_DATABASE_URL is not set" in result.stderr
+    assert list(tmp_path.iterdir()) == []
 
 
 # --- demo -----------------------------------------------------------------------------

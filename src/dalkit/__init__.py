@@ -43,6 +43,7 @@ from dalkit.errors import (
     UniqueViolationError,
     UnitOfWorkError,
 )
+from dalkit.observe.errors import NPlusOneError, NPlusOneWarning, QueryBudgetExceededError
 from dalkit.outbox.events import DomainEvent, EventBus, HasEvents
 from dalkit.outbox.inbox import Inbox
 from dalkit.outbox.inbox_async import AsyncInbox
@@ -146,6 +147,8 @@ __all__ = [
     "InvalidFilterError",
     "InvalidQueryError",
     "InvalidSortError",
+    "NPlusOneError",
+    "NPlusOneWarning",
     "NoActiveTransactionError",
     "NotFoundError",
     "NotNullViolationError",
@@ -156,6 +159,7 @@ __all__ = [
     "PoolTimeoutError",
     "PublishError",
     "Publisher",
+    "QueryBudgetExceededError",
     "QueryBuilder",
     "QueryInputError",
     "RedisManager",

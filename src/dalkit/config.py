@@ -1,24 +1,41 @@
 """DatabaseConfig: what a Database is built from: a URL, keyword options or the environment.
 
-The password in the URL is kept only inside a SQLAlchemy ``URL`` and shown nowhere: reprs,
-``str()``, errors and logs all use :attr:`DatabaseConfig.safe_url`.
+Secrets (the URL's password, ``password``/``sslpassword`` in its query or in ``connect_args``,
+``secret_key``) are shown nowhere: reprs, errors and logs use :attr:`DatabaseConfig.safe_url`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
+from urllib.parse import quote, unquote
 
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 from dalkit.errors import ConfigurationError
 
-__all__ = ["DEFAULT_URL", "DatabaseConfig", "InitHook"]
+__all__ = [
+    "DEFAULT_URL",
+    "SECRET_KEY_ENV",
+    "URL_ENV",
+    "DatabaseConfig",
+    "InitHook",
+    "is_memory_sqlite",
+    "is_secret",
+]
 
+#: An example URL for help texts; dalkit never connects to it unasked (from_env requires a URL).
 DEFAULT_URL = "sqlite:///./dalkit.db"
+URL_ENV = "DALKIT_DATABASE_URL"
+SECRET_KEY_ENV = "DALKIT_SECRET_KEY"
+MASK = "***"
+#: what cursor signing (dalkit.query.cursor) needs of ``secret_key``, checked when configured
+MIN_SECRET_KEY_BYTES = 16
 
 #: Called with the driver's own connection (psycopg, asyncpg, sqlite3, aiosqlite) each time the
 #: pool opens one: register type codecs, set session variables. May be a coroutine function
@@ -26,11 +43,47 @@ DEFAULT_URL = "sqlite:///./dalkit.db"
 InitHook = Callable[[Any], "Awaitable[None] | None"]
 
 _ENV_PREFIX = "DALKIT_DATABASE_"
+# options that cannot come from a string: code (init) or a mapping (connect_args)
+_NOT_FROM_ENV = frozenset({"url", "connect_args", "init"})
+_SECRET_NAME = re.compile(r"password|passwd|secret|token", re.IGNORECASE)
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def is_secret(name: str) -> bool:
+    """Whether a URL query key or connect argument named ``name`` holds a secret."""
+    return bool(_SECRET_NAME.search(name))
+
+
+def _encode_userinfo(url: str) -> str:
+    """``url`` with an unencoded ``@`` in its password percent-encoded, as libpq reads it.
+
+    SQLAlchemy splits the userinfo at the first ``@``, so ``app:p@ss@host`` would make ``ss@host``
+    the host, and show it; libpq and urllib split at the last one, which is what users meant.
+    """
+    scheme = _SCHEME.match(url)
+    if scheme is None:
+        return url
+    rest = url[scheme.end() :]
+    end = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
+    netloc = rest[:end]
+    if netloc.count("@") < 2:
+        return url
+    userinfo, _, host = netloc.rpartition("@")
+    user, colon, password = userinfo.partition(":")
+    encoded = quote(unquote(user), safe="") + colon + quote(unquote(password), safe="")
+    return f"{scheme.group()}{encoded}@{host}{rest[end:]}"
+
+
+def is_memory_sqlite(url: URL) -> bool:
+    """Whether ``url`` names an in-memory SQLite database (which lives in its connection)."""
+    if url.get_backend_name() != "sqlite":
+        return False
+    return url.database in (None, "", ":memory:") or url.query.get("mode") == "memory"
 
 
 def _parse_url(url: str | URL) -> URL:
     try:
-        return make_url(url)
+        return make_url(_encode_userinfo(url) if isinstance(url, str) else url)
     except (ArgumentError, ValueError):
         # make_url's message repeats the whole string, password included: chain nothing
         raise ConfigurationError(
@@ -45,6 +98,12 @@ class DatabaseConfig:
 
     ``pool_*`` settings mean what they mean in SQLAlchemy; ``leak_threshold_s`` logs a warning
     with the checkout stack for any connection held longer (off when ``None``).
+
+    Pool upkeep, as in asyncpg and psycopg_pool: ``min_size`` connections are opened by the first
+    checkout and topped up after losses; a connection is replaced before its next checkout once it
+    ran ``max_queries`` statements or sat idle ``max_idle_s`` seconds; ``pool_log_interval_s``
+    logs the pool statistics at INFO on ``dalkit.pool`` that often. ``secret_key`` signs what
+    dalkit hands out (cursors) and is shown nowhere.
     """
 
     url: URL
@@ -61,9 +120,29 @@ class DatabaseConfig:
     leak_threshold_s: float | None = None
     sqlite_busy_timeout_ms: int = 5000
     init: InitHook | None = None
+    secret_key: str | None = None
+    min_size: int = 0
+    max_queries: int | None = None
+    max_idle_s: float | None = None
+    pool_log_interval_s: float | None = None
+    #: query observability (dalkit.observe): N+1 detection ("off", "warn", "raise"; None takes
+    #: the process default, "warn" under the pytest plugin), the slow-query log threshold, and
+    #: per-statement-shape statistics kept in a bounded LRU
+    nplusone: str | None = None
+    nplusone_threshold: int = 10
+    slow_query_ms: float | None = None
+    query_stats: bool = True
+    query_stats_size: int = 500
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "url", _parse_url(self.url))
+        url = _parse_url(self.url)
+        # a secret in the query string would be rendered by every str(url), SQLAlchemy's
+        # own included: it goes to connect_args, which the dialects merge in just the same
+        moved = {key: value for key, value in url.query.items() if is_secret(key)}
+        if moved:
+            url = url.difference_update_query(moved)
+            object.__setattr__(self, "connect_args", {**moved, **self.connect_args})
+        object.__setattr__(self, "url", url)
         for name in ("pool_size", "max_overflow"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
                 raise ConfigurationError(f"{name} must be a non-negative integer")
@@ -73,6 +152,29 @@ class DatabaseConfig:
             raise ConfigurationError("leak_threshold_s must be positive, or None to turn it off")
         if self.statement_timeout_ms is not None and self.statement_timeout_ms < 0:
             raise ConfigurationError("statement_timeout_ms must be zero or positive")
+        self._check_pool_upkeep()
+
+    def _check_pool_upkeep(self) -> None:
+        if not isinstance(self.min_size, int) or not 0 <= self.min_size <= self.pool_size:
+            raise ConfigurationError("min_size must be an integer from 0 to pool_size")
+        if self.max_queries is not None and (
+            not isinstance(self.max_queries, int) or self.max_queries < 1
+        ):
+            raise ConfigurationError("max_queries must be a positive integer, or None")
+        for name in ("max_idle_s", "pool_log_interval_s"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ConfigurationError(f"{name} must be positive, or None to turn it off")
+        if is_memory_sqlite(self.url) and (self.max_queries or self.max_idle_s):
+            raise ConfigurationError(
+                "max_queries and max_idle_s would replace the one connection that holds an "
+                "in-memory SQLite database, and the data with it; use a file database"
+            )
+        if self.secret_key is not None and len(self.secret_key.encode()) < MIN_SECRET_KEY_BYTES:
+            # the value is never shown: it is a secret
+            raise ConfigurationError(
+                f"secret_key must be at least {MIN_SECRET_KEY_BYTES} bytes; use None for no key"
+            )
 
     @classmethod
     def from_url(cls, url: str | URL, **options: Any) -> DatabaseConfig:
@@ -93,18 +195,30 @@ class DatabaseConfig:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **options: Any) -> DatabaseConfig:
-        """Read ``DALKIT_DATABASE_URL`` and ``DALKIT_DATABASE_<OPTION>`` (``POOL_SIZE``, ...).
+        """Read ``DALKIT_DATABASE_URL`` and ``DALKIT_DATABASE_<OPTION>`` (``POOL_SIZE``, ...),
+        and ``DALKIT_SECRET_KEY``.
 
-        Keyword options win over the environment.
+        Keyword options win over the environment. A missing URL, or a ``DALKIT_DATABASE_*``
+        variable that names no option, is a ConfigurationError: a typo must not silently fall
+        back to a default.
         """
         env = os.environ if environ is None else environ
+        fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in _NOT_FROM_ENV}
+        _check_env_names(env, [_ENV_PREFIX + name.upper() for name in fields])
         from_env: dict[str, Any] = {}
-        for field in dataclasses.fields(cls):
-            raw = env.get(_ENV_PREFIX + field.name.upper())
-            if raw is None or field.name in ("url", "connect_args", "init"):
-                continue
-            from_env[field.name] = _coerce_env(field.name, raw, field.type)
-        return cls.from_url(env.get(_ENV_PREFIX + "URL", DEFAULT_URL), **{**from_env, **options})
+        if env.get(SECRET_KEY_ENV):
+            from_env["secret_key"] = env[SECRET_KEY_ENV]
+        for name, field in fields.items():
+            raw = env.get(_ENV_PREFIX + name.upper())
+            if raw is not None:
+                from_env[name] = _coerce_env(name, raw, field.type)
+        url = env.get(URL_ENV)
+        if not url:
+            raise ConfigurationError(
+                f"{URL_ENV} is not set: set it to the database to use, such as "
+                "postgresql://user:password@host/dbname or sqlite:///path/to/file.db"
+            )
+        return cls.from_url(url, **{**from_env, **options})
 
     @property
     def safe_url(self) -> str:
@@ -116,20 +230,52 @@ class DatabaseConfig:
         """``"postgresql"``, ``"sqlite"``, ...: the dialect without its driver."""
         return self.url.get_backend_name()
 
+    @property
+    def secrets(self) -> list[str]:
+        """Every secret this config holds (password, connect-argument secrets, secret_key)."""
+        found = [self.url.password, self.secret_key]
+        found += [value for key, value in self.connect_args.items() if is_secret(key)]
+        return [str(value) for value in found if value]
+
     def scrub(self, text: str) -> str:
-        """``text`` with the password removed, for messages built from driver errors."""
-        password = self.url.password
-        return text.replace(str(password), "***") if password else text
+        """``text`` with every secret removed, for messages built from driver errors."""
+        # longest first, so that a secret containing another is replaced whole
+        for secret in sorted(self.secrets, key=len, reverse=True):
+            text = text.replace(secret, MASK)
+        return text
 
     def __repr__(self) -> str:
         shown = ", ".join(
-            f"{f.name}={getattr(self, f.name)!r}"
+            f"{f.name}={self._shown(f.name)!r}"
             for f in dataclasses.fields(self)
-            if f.name not in ("url", "init") and getattr(self, f.name) != f.default
+            if f.name not in ("url", "init") and not _is_default(f, getattr(self, f.name))
         )
         return f"DatabaseConfig(url={self.safe_url!r}{', ' if shown else ''}{shown})"
 
+    def _shown(self, name: str) -> Any:
+        value = getattr(self, name)
+        if name == "secret_key":
+            return MASK
+        if name == "connect_args":
+            return {key: MASK if is_secret(key) else item for key, item in value.items()}
+        return value
+
     __str__ = __repr__
+
+
+def _is_default(field: dataclasses.Field[Any], value: Any) -> bool:
+    if field.default_factory is not dataclasses.MISSING:
+        return bool(value == field.default_factory())
+    return bool(value == field.default)
+
+
+def _check_env_names(env: Mapping[str, str], known: list[str]) -> None:
+    allowed = {*known, URL_ENV}
+    for name in sorted(key for key in env if key.startswith(_ENV_PREFIX)):
+        if name not in allowed:
+            close = difflib.get_close_matches(name, sorted(allowed), n=1)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            raise ConfigurationError(f"unknown environment variable {name}{hint}")
 
 
 def _coerce_env(name: str, raw: str, annotation: object) -> Any:

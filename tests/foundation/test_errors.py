@@ -89,3 +89,24 @@ def test_a_statement_past_its_timeout_raises_statement_timeout(
     with Database(postgres_database_url, statement_timeout_ms=50) as db:
         with pytest.raises(StatementTimeoutError), db.connection() as connection:
             connection.exec_driver_sql("SELECT pg_sleep(2)")
+
+
+def test_every_dalkit_error_is_drawn_in_the_tree_of_dalkit_errors() -> None:
+    import importlib
+    import inspect
+    import pkgutil
+
+    import dalkit
+    import dalkit.errors
+
+    drawn = set((dalkit.errors.__doc__ or "").replace(",", " ").split())
+    missing = []
+    for info in pkgutil.walk_packages(dalkit.__path__, "dalkit."):
+        if info.name.endswith(("__main__", "testing.plugin")):
+            continue  # a program that runs on import; a pytest plugin, loaded already
+        module = importlib.import_module(info.name)
+        for name, cls in inspect.getmembers(module, inspect.isclass):
+            is_ours = issubclass(cls, dalkit.errors.DalkitError) and cls.__module__ == info.name
+            if is_ours and name not in drawn:
+                missing.append(f"{info.name}.{name}")
+    assert not missing, f"draw these in dalkit/errors.py's tree: {missing}"

@@ -56,7 +56,7 @@ def test_pop_stats_returns_the_counters_and_resets_them(db: Database) -> None:
     for _ in range(3):
         with db.connection() as connection:
             connection.exec_driver_sql("SELECT 1")
-    popped = db.pop_stats()
+    popped = db.pop_stats()["pool"]
     assert popped["requests_num"] == 3
     after = db.pool_stats()
     assert after["requests_num"] == 0

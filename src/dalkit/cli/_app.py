@@ -6,6 +6,8 @@ import typer
 
 from dalkit.cli.demo import demo
 from dalkit.cli.doctor import doctor
+from dalkit.cli.inspect import inspect_app
+from dalkit.cli.migrate import migrate_app
 from dalkit.cli.outbox import outbox_app
 
 app = typer.Typer(
@@ -19,3 +21,5 @@ app = typer.Typer(
 app.command()(doctor)
 app.command()(demo)
 app.add_typer(outbox_app)
+app.add_typer(inspect_app)
+app.add_typer(migrate_app)

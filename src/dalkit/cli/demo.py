@@ -6,6 +6,8 @@ A section is a function ``run_*_demo(db, console)``; :data:`SECTIONS` lists them
 from __future__ import annotations
 
 import dataclasses
+import os
+import secrets
 import tempfile
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -23,10 +25,14 @@ from dalkit.cli.demo_basics import (
     run_schema_demo,
     run_sessions_demo,
 )
+from dalkit.cli.demo_cache import run_cache_demo
+from dalkit.cli.demo_migrations import run_migrations_demo
 from dalkit.cli.demo_models import reset_schema
+from dalkit.cli.demo_observe import run_observe_demo
 from dalkit.cli.demo_repositories import run_repositories_demo
 from dalkit.cli.demo_transactions import run_transactions_demo
 from dalkit.cli.demo_uow import run_uow_demo
+from dalkit.config import SECRET_KEY_ENV
 from dalkit.database import Database
 from dalkit.errors import ConfigurationError, DalkitError
 
@@ -49,7 +55,10 @@ SECTIONS: tuple[DemoSection, ...] = (
     DemoSection("Errors", run_errors_demo),
     DemoSection("Transactions", run_transactions_demo),
     DemoSection("Repositories", run_repositories_demo),
+    DemoSection("Query cache", run_cache_demo),
     DemoSection("Unit of work", run_uow_demo),
+    DemoSection("Migrations", run_migrations_demo),
+    DemoSection("Observability", run_observe_demo),
     DemoSection("Health and pool", run_health_demo),
 )
 
@@ -72,7 +81,8 @@ def demo(
             if url is None:
                 directory = cleanup.enter_context(tempfile.TemporaryDirectory(prefix="dalkit-"))
                 url = f"sqlite:///{Path(directory) / 'demo.db'}"
-            db = Database(url)
+            # the tour's keyset cursors need a secret; a throwaway one fits a throwaway database
+            db = Database(url, secret_key=os.environ.get(SECRET_KEY_ENV) or secrets.token_hex(16))
             cleanup.callback(db.dispose)
             run_tour(db, console)
     except ConfigurationError as exc:
@@ -98,3 +108,7 @@ def run_tour(db: Database, console: Console) -> None:
         console.rule(f"[bold]{number}. {section.title}", align="left")
         section.run(db, console)
     console.print("\n[bold green]Tour complete.[/]")
+    console.print(
+        "Next: the RealWorld example app on dalkit (examples/conduit): [bold]make serve[/] runs "
+        "it on 127.0.0.1:8000 on SQLite; set DALKIT_DATABASE_URL to run it on PostgreSQL."
+    )

@@ -1,6 +1,8 @@
 """``dalkit doctor``: can the database (and Redis) be reached, and how is the pool set up and doing.
 
-Exit code 0 when every check passed, 1 when one failed, 2 when the configuration is unusable.
+Exit code 0 when every check passed, 1 when one failed, 2 when the configuration is unusable
+(no URL, a malformed one, an unknown ``DALKIT_DATABASE_*`` variable). It creates nothing: a
+SQLite file that does not exist is reported, not made.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ import dataclasses
 import json
 import os
 from collections.abc import Mapping
+from time import perf_counter
 from typing import Annotated, Any
 
 import typer
@@ -17,13 +20,16 @@ from rich.table import Table
 from rich.text import Text
 
 from dalkit.cli._render import cell, health_rows, status
-from dalkit.config import DEFAULT_URL, DatabaseConfig
+from dalkit.config import URL_ENV as DATABASE_URL_ENV
+from dalkit.config import DatabaseConfig
 from dalkit.database import Database
 from dalkit.engine.health import HealthCheckResult
-from dalkit.errors import ConfigurationError
+from dalkit.engine.options import existing_database_only
+from dalkit.errors import ConfigurationError, ConnectionFailedError
 from dalkit.redis.config import URL_ENV as REDIS_URL_ENV
 
-DATABASE_URL_ENV = "DALKIT_DATABASE_URL"
+#: a flag takes no value: without it, Typer's help shows ``--json <bool>``
+FLAG_METAVAR = ""
 
 
 def doctor(
@@ -31,8 +37,7 @@ def doctor(
         str | None,
         typer.Option(
             envvar=DATABASE_URL_ENV,
-            show_default=DEFAULT_URL,
-            help="Database URL; one with a password is better given in the environment.",
+            help="Database URL (required); one with a password is better given in the environment.",
         ),
     ] = None,
     redis_url: Annotated[
@@ -40,7 +45,10 @@ def doctor(
         typer.Option(envvar=REDIS_URL_ENV, help="Also check this Redis server."),
     ] = None,
     as_json: Annotated[
-        bool, typer.Option("--json", help="Print a JSON document instead of a table.")
+        bool,
+        typer.Option(
+            "--json", metavar=FLAG_METAVAR, help="Print a JSON document instead of a table."
+        ),
     ] = False,
 ) -> None:
     """Check the database (and Redis): health, server version, pool settings and statistics."""
@@ -58,11 +66,12 @@ def doctor(
 
 @dataclasses.dataclass(frozen=True)
 class DoctorReport:
-    """What the doctor found; every URL in it is masked."""
+    """What the doctor found; every URL in it is masked. ``pool`` and ``pool_stats`` are None
+    when the database could not be reached: they would describe a pool that never worked."""
 
     database: HealthCheckResult
-    pool: dict[str, Any]
-    pool_stats: dict[str, int | float]
+    pool: dict[str, Any] | None
+    pool_stats: dict[str, int | float] | None
     redis: HealthCheckResult | None = None
     redis_pool: dict[str, int] | None = None
 
@@ -84,8 +93,7 @@ def collect_report(
     """Check the database and, given a URL, Redis; ``Database.from_env`` semantics for the URL."""
     # --url replaces only the URL: pool options still come from DALKIT_DATABASE_<OPTION>
     env = {**environ, DATABASE_URL_ENV: url} if url else environ
-    with Database(DatabaseConfig.from_env(env)) as db:
-        report = DoctorReport(db.health_check(), _pool_settings(db), db.pool_stats())
+    report = _check_database(DatabaseConfig.from_env(env))
     redis_url = redis_url or environ.get(REDIS_URL_ENV)
     if redis_url:
         # imported here: the redis extra is needed only when a Redis URL is given
@@ -96,6 +104,22 @@ def collect_report(
                 report, redis=manager.health_check(), redis_pool=manager.pool_status()
             )
     return report
+
+
+def _check_database(config: DatabaseConfig) -> DoctorReport:
+    started = perf_counter()
+    try:
+        opened = existing_database_only(config)
+    except ConnectionFailedError as exc:
+        return DoctorReport(HealthCheckResult.failed(config, exc, started), None, None)
+    with Database(opened) as db:
+        # the report names the database as given, not as opened (a mode=rw SQLite URI)
+        health = dataclasses.replace(
+            db.health_check(), url=config.safe_url, database=config.url.database
+        )
+        if not health.ok:
+            return DoctorReport(health, None, None)
+        return DoctorReport(health, _pool_settings(db), db.pool_stats())
 
 
 def _pool_settings(db: Database) -> dict[str, Any]:
@@ -110,6 +134,10 @@ def _pool_settings(db: Database) -> dict[str, Any]:
         "connect_timeout_s": config.connect_timeout_s,
         "statement_timeout_ms": config.statement_timeout_ms,
         "leak_threshold_s": config.leak_threshold_s,
+        "min_size": config.min_size,
+        "max_queries": config.max_queries,
+        "max_idle_s": config.max_idle_s,
+        "pool_log_interval_s": config.pool_log_interval_s,
     }
 
 
@@ -119,10 +147,12 @@ def render_report(report: DoctorReport) -> Table:
     table.add_column("check", style="cyan")
     table.add_column("value", overflow="fold")
     _add_rows(table, "database", health_rows(report.database))
-    table.add_section()
-    _add_rows(table, "pool", [(k, cell(v)) for k, v in report.pool.items()])
-    table.add_section()
-    _add_rows(table, "pool stats", [(k, cell(v)) for k, v in report.pool_stats.items()])
+    if report.pool is not None:
+        table.add_section()
+        _add_rows(table, "pool", [(k, cell(v)) for k, v in report.pool.items()])
+    if report.pool_stats is not None:
+        table.add_section()
+        _add_rows(table, "pool stats", [(k, cell(v)) for k, v in report.pool_stats.items()])
     if report.redis is not None:
         table.add_section()
         pool = report.redis_pool or {}

@@ -7,24 +7,28 @@ your own (``--publisher module:factory``, a callable returning a dalkit Publishe
 from __future__ import annotations
 
 import importlib
+import os
 import signal
 from types import FrameType
 from typing import Annotated, Any
 
+import sqlalchemy as sa
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from dalkit.cli._render import cell
-from dalkit.config import DEFAULT_URL
+from dalkit.cli.doctor import FLAG_METAVAR
+from dalkit.config import URL_ENV as DATABASE_URL_ENV
+from dalkit.config import DatabaseConfig
 from dalkit.database import Database
+from dalkit.engine.options import existing_database_only
 from dalkit.errors import ConfigurationError, DalkitError
 from dalkit.outbox.publishers import Publisher, RedisStreamPublisher
 from dalkit.outbox.relay import OutboxRelay, read_status
 from dalkit.redis.config import URL_ENV as REDIS_URL_ENV
 from dalkit.redis.config import RedisConfig
-
-DATABASE_URL_ENV = "DALKIT_DATABASE_URL"
+from dalkit.tables import outbox as outbox_table
 
 outbox_app = typer.Typer(
     name="outbox",
@@ -36,8 +40,7 @@ UrlOption = Annotated[
     str | None,
     typer.Option(
         envvar=DATABASE_URL_ENV,
-        show_default=DEFAULT_URL,
-        help="Database URL; one with a password is better given in the environment.",
+        help="Database URL (required); one with a password is better given in the environment.",
     ),
 ]
 
@@ -46,7 +49,10 @@ UrlOption = Annotated[
 def relay(
     url: UrlOption = None,
     once: Annotated[
-        bool, typer.Option("--once", help="Run one round and exit, instead of until stopped.")
+        bool,
+        typer.Option(
+            "--once", metavar=FLAG_METAVAR, help="Run one round and exit, instead of until stopped."
+        ),
     ] = False,
     redis_url: Annotated[
         str | None, typer.Option(envvar=REDIS_URL_ENV, help="Publish to this Redis server.")
@@ -59,14 +65,16 @@ def relay(
     batch_size: Annotated[int, typer.Option(min=1, help="Messages claimed per round.")] = 200,
 ) -> None:
     """Claim pending outbox messages, publish them, mark them sent (SIGINT/SIGTERM stop it)."""
+    config = _config("relay", url)
     try:
-        db = Database(url or DEFAULT_URL)
         target = _publisher(publisher, redis_url, stream)
     except ConfigurationError as exc:
         typer.echo(f"dalkit outbox relay: {exc}", err=True)
         raise typer.Exit(2) from None
+    db, shown = _open("relay", config)
     relay = OutboxRelay(db, target, batch_size=batch_size)
     try:
+        _require_outbox_table("relay", db, shown)
         if once:
             result = relay.run_once()
             typer.echo(f"published {result.published}, failed {result.failed}")
@@ -77,7 +85,7 @@ def relay(
 
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
-        typer.echo(f"relaying the outbox of {db.url}; Ctrl-C stops")
+        typer.echo(f"relaying the outbox of {shown}; Ctrl-C stops")
         relay.run_forever()
     except DalkitError as exc:
         typer.echo(f"dalkit outbox relay stopped: {type(exc).__name__}: {exc}", err=True)
@@ -89,19 +97,16 @@ def relay(
 @outbox_app.command()
 def status(url: UrlOption = None) -> None:
     """Pending messages, the age of the oldest, failing ones and the last error."""
+    db, shown = _open("status", _config("status", url))
     try:
-        db = Database(url or DEFAULT_URL)
-    except ConfigurationError as exc:
-        typer.echo(f"dalkit outbox status: {exc}", err=True)
-        raise typer.Exit(2) from None
-    try:
+        _require_outbox_table("status", db, shown)
         found = read_status(db)
     except DalkitError as exc:
         typer.echo(f"dalkit outbox status: {type(exc).__name__}: {exc}", err=True)
         raise typer.Exit(1) from None
     finally:
         db.dispose()
-    table = Table(title=f"outbox of {db.url}", title_justify="left", show_header=False)
+    table = Table(title=f"outbox of {shown}", title_justify="left", show_header=False)
     table.add_column(style="cyan")
     table.add_column()
     age = found.oldest_pending_age_s
@@ -111,6 +116,44 @@ def status(url: UrlOption = None) -> None:
     table.add_row("sent, not yet pruned", cell(found.sent))
     table.add_row("last error", cell(found.last_error))
     Console().print(table)
+
+
+def _config(command: str, url: str | None) -> DatabaseConfig:
+    """The database as ``dalkit doctor`` finds it: URL from --url or the environment, options
+    from the environment; exits 2 when that configuration is unusable."""
+    env = {**os.environ, DATABASE_URL_ENV: url} if url else os.environ
+    try:
+        return DatabaseConfig.from_env(env)
+    except ConfigurationError as exc:
+        typer.echo(f"dalkit outbox {command}: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _open(command: str, config: DatabaseConfig) -> tuple[Database, str]:
+    """The database of ``config`` and its masked URL as given; exits 1 for a missing SQLite
+    file, which is never created."""
+    try:
+        return Database(existing_database_only(config)), config.safe_url
+    except DalkitError as exc:
+        typer.echo(f"dalkit outbox {command}: {type(exc).__name__}: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+def _require_outbox_table(command: str, db: Database, shown: str) -> None:
+    try:
+        with db.engine.connect() as connection:
+            found = sa.inspect(connection).has_table(outbox_table.name)
+    except DalkitError as exc:
+        typer.echo(f"dalkit outbox {command}: {type(exc).__name__}: {exc}", err=True)
+        raise typer.Exit(1) from None
+    if not found:
+        typer.echo(
+            f"dalkit outbox {command}: {shown} has no {outbox_table.name} table; create dalkit's "
+            "tables first: `dalkit migrate up` (its migrations include dalkit.metadata) "
+            "or db.create_all()",
+            err=True,
+        )
+        raise typer.Exit(1)
 
 
 def _publisher(spec: str | None, redis_url: str | None, stream: str) -> Publisher:

@@ -19,6 +19,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from dalkit.config import DatabaseConfig
 from dalkit.engine import liveness
 from dalkit.engine import pool as pool_metrics
+from dalkit.engine.options import (
+    install_sqlite_read_only,
+    is_memory_sqlite,
+    memory_sqlite_pool_kwargs,
+)
 from dalkit.engine.pool import PoolMetrics, _InstrumentedPoolMixin, instrumented_pool_class
 from dalkit.errors import ConfigurationError, DatabaseError, translate_dbapi_error
 
@@ -86,10 +91,6 @@ def resolve_url(config: DatabaseConfig, *, is_async: bool) -> URL:
     return url
 
 
-def _is_memory_sqlite(url: URL) -> bool:
-    return url.database in (None, "", ":memory:") or "mode=memory" in str(url.query)
-
-
 def engine_kwargs(config: DatabaseConfig, url: URL, pool_class: type[Any]) -> dict[str, Any]:
     """Keyword arguments for ``create_engine``/``create_async_engine``."""
     driver = url.get_driver_name()
@@ -97,12 +98,10 @@ def engine_kwargs(config: DatabaseConfig, url: URL, pool_class: type[Any]) -> di
     kwargs: dict[str, Any] = {"echo": config.echo}
     if url.get_backend_name() == "sqlite":
         connect_args["timeout"] = config.sqlite_busy_timeout_ms / 1000.0
-        if _is_memory_sqlite(url):
-            # one shared connection, or every checkout would see a different empty database
-            from sqlalchemy.pool import StaticPool
-
+        if is_memory_sqlite(url):
+            # one connection (the database lives in it), lent to one checkout at a time
             connect_args["check_same_thread"] = False
-            kwargs["poolclass"] = StaticPool
+            kwargs.update(memory_sqlite_pool_kwargs(config), poolclass=pool_class)
         else:
             kwargs.update(_pool_kwargs(config), poolclass=pool_class)
     else:
@@ -169,7 +168,7 @@ def install_hooks(engine: Engine, config: DatabaseConfig, *, on_connect_error: A
 
 
 def _install_sqlite(engine: Engine, config: DatabaseConfig) -> None:
-    memory = _is_memory_sqlite(engine.url)
+    memory = is_memory_sqlite(engine.url)
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, record: Any) -> None:
@@ -247,7 +246,9 @@ def build_async_engine(config: DatabaseConfig) -> tuple[AsyncEngine, PoolMetrics
 
 def _install_all(engine: Engine, config: DatabaseConfig, metrics: PoolMetrics) -> None:
     if isinstance(engine.pool, _InstrumentedPoolMixin):
-        pool_metrics.install(engine, metrics)
+        pool_metrics.install(engine, metrics, config)
+    if engine.dialect.name == "sqlite":
+        install_sqlite_read_only(engine)
     install_hooks(engine, config, on_connect_error=metrics.on_connect_error)
     if config.pool_pre_ping:
         liveness.install(engine)

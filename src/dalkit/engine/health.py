@@ -17,7 +17,8 @@ __all__ = ["HealthCheckResult"]
 class HealthCheckResult:
     """``ok`` with the round-trip latency and server facts, or ``error`` saying what went wrong.
 
-    ``error`` never contains the password: it is scrubbed with the config's own secret.
+    ``url`` is masked and ``error`` never contains a secret: it is scrubbed with every secret
+    of the config (password, connect-argument secrets, secret_key).
     """
 
     ok: bool

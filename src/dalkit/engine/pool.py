@@ -1,4 +1,5 @@
-"""Pool statistics in psycopg_pool's vocabulary, and the leak warning for connections held too long.
+"""Pool statistics in psycopg_pool's vocabulary, pool upkeep (min_size, max_queries, max_idle_s),
+the leak warning for connections held too long and the periodic status log.
 
 SQLAlchemy's pool events say when a connection is opened, checked out, checked in or
 invalidated, but nothing about waiting: waits and timeouts are measured by the pool subclasses
@@ -7,12 +8,15 @@ below, around ``Pool.connect()``. The listeners are synchronous and serve the as
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
 import traceback
+import weakref
+from collections.abc import Callable
 from time import perf_counter
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import sqlalchemy
 from sqlalchemy import event
@@ -21,9 +25,13 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.pool import AsyncAdaptedQueuePool, Pool, QueuePool
 from sqlalchemy.pool.base import PoolProxiedConnection
 
-from dalkit.errors import PoolTimeoutError
+from dalkit.engine.ticker import Ticker
+from dalkit.errors import PoolTimeoutError, translate_connect_error
 
-__all__ = ["PoolMetrics", "instrumented_pool_class", "install"]
+if TYPE_CHECKING:
+    from dalkit.config import DatabaseConfig
+
+__all__ = ["PoolMetrics", "PoolUpkeep", "instrumented_pool_class", "install"]
 
 log = logging.getLogger("dalkit.pool")
 
@@ -32,12 +40,36 @@ _COUNTERS = (
     "requests_wait_ms",
     "requests_timeouts",
     "connections_num",
+    "connections_ms",
     "connections_errors",
     "connections_lost",
+    "connections_recycled",
+    "connections_idle_closed",
     "usage_ms",
     "max_hold_ms",
 )
+# keys of ConnectionRecord.info, which SQLAlchemy clears whenever the connection is replaced
 _CHECKOUT_AT = "dalkit_checkout_at"
+_CONNECT_STARTED = "dalkit_connect_started"
+_FILL_S = "dalkit_fill_s"
+_QUERIES = "dalkit_queries"
+_IDLE_SINCE = "dalkit_idle_since"
+_REPLACING = "dalkit_replacing"
+
+
+@dataclasses.dataclass(frozen=True)
+class PoolUpkeep:
+    """The pool options SQLAlchemy lacks: see DatabaseConfig for what each one means."""
+
+    min_size: int = 0
+    max_queries: int | None = None
+    max_idle_s: float | None = None
+
+    @classmethod
+    def from_config(cls, config: DatabaseConfig) -> PoolUpkeep:
+        return cls(config.min_size, config.max_queries, config.max_idle_s)
+
+
 _SQLALCHEMY_DIR = os.path.dirname(sqlalchemy.__file__)
 
 
@@ -51,7 +83,11 @@ class PoolMetrics:
         self.leak_threshold_s = leak_threshold_s
         # record id -> (checked out at, checkout stack, already warned)
         self._held: dict[int, tuple[float, list[traceback.FrameSummary], bool]] = {}
-        self._watcher: _LeakWatcher | None = None
+        self._watcher: Ticker | None = None
+        self.upkeep = PoolUpkeep()
+        self.status_interval_s: float | None = None
+        self._status_log: Ticker | None = None
+        self._pool_ref: Callable[[], Pool | None] = lambda: None
 
     # -- measured around Pool.connect() ---------------------------------------------------
     def request_started(self) -> None:
@@ -70,17 +106,39 @@ class PoolMetrics:
         """Count a served request and start its hold timer, in one locked step: this runs on
         every checkout, so it takes the lock once and needs no checkout event."""
         record_info[_CHECKOUT_AT] = now
+        # opening a connection is not waiting for one: that time goes to connections_ms
+        connecting = self.connected(record_info, now) + record_info.pop(_FILL_S, 0.0)
         with self._lock:
             self.requests_waiting -= 1
             self._counters["requests_num"] += 1
-            self._counters["requests_wait_ms"] += (now - started) * 1000.0
+            self._counters["requests_wait_ms"] += max(0.0, now - started - connecting) * 1000.0
         if self.leak_threshold_s is not None:
             self._remember_checkout(id(record_info), now)
+        if self.status_interval_s is not None and self._status_log is None:
+            self._start_status_log()
+
+    def connected(self, record_info: dict[Any, Any], now: float) -> float:
+        """Seconds spent opening the connection of ``record_info`` if it is new (the driver's
+        connect, the pragmas and the init hook), counted in connections_ms; else 0."""
+        started = record_info.pop(_CONNECT_STARTED, None)
+        if started is None:
+            return 0.0
+        with self._lock:
+            self._counters["connections_ms"] += (now - started) * 1000.0
+        return float(now - started)
 
     # -- pool event listeners -------------------------------------------------------------
+    def on_do_connect(self, dialect: Any, record: Any, cargs: Any, cparams: Any) -> None:
+        if record is not None:
+            record.info[_CONNECT_STARTED] = perf_counter()
+
     def on_connect(self, dbapi_connection: Any, record: Any) -> None:
         with self._lock:
             self._counters["connections_num"] += 1
+
+    def on_cursor_execute(self, conn: Any, *args: Any) -> None:
+        info = conn.connection.info
+        info[_QUERIES] = info.get(_QUERIES, 0) + 1
 
     def _remember_checkout(self, key: int, now: float) -> None:
         stack = _caller_frames(_checkout_stack())
@@ -92,7 +150,9 @@ class PoolMetrics:
         started = record.info.pop(_CHECKOUT_AT, None)
         if started is None:
             return
-        held_ms = (perf_counter() - started) * 1000.0
+        now = perf_counter()
+        record.info[_IDLE_SINCE] = now
+        held_ms = (now - started) * 1000.0
         with self._lock:
             self._counters["usage_ms"] += held_ms
             if held_ms > self._counters["max_hold_ms"]:
@@ -108,6 +168,28 @@ class PoolMetrics:
         with self._lock:
             self._counters["connections_errors"] += 1
 
+    def replace_if_spent(self, record: Any) -> None:
+        """Mark a record taken from the pool for replacement when it ran ``max_queries``
+        statements or sat idle ``max_idle_s``: SQLAlchemy then closes and reopens it before
+        handing it out, as it does for ``pool_recycle``."""
+        info = record.info
+        if record.dbapi_connection is None or info.get(_REPLACING):
+            return
+        upkeep = self.upkeep
+        reason = None
+        if upkeep.max_queries is not None and info.get(_QUERIES, 0) >= upkeep.max_queries:
+            reason = "connections_recycled"
+        elif upkeep.max_idle_s is not None and (
+            perf_counter() - info.get(_IDLE_SINCE, perf_counter()) > upkeep.max_idle_s
+        ):
+            reason = "connections_idle_closed"
+        if reason is None:
+            return
+        info[_REPLACING] = True
+        record.invalidate(soft=True)
+        with self._lock:
+            self._counters[reason] += 1
+
     # -- reading ---------------------------------------------------------------------------
     def snapshot(self, pool: Pool, *, reset: bool = False) -> dict[str, int | float]:
         """The counters plus the pool's gauges; ``reset`` zeroes the counters atomically."""
@@ -121,6 +203,7 @@ class PoolMetrics:
             "pool_available": 0,
             "checked_out": 0,
             "overflow": 0,
+            "pool_min": self.upkeep.min_size,
             "requests_waiting": waiting,
         }
         if isinstance(pool, QueuePool):
@@ -134,12 +217,32 @@ class PoolMetrics:
             stats[name] = round(value, 3) if name.endswith("_ms") else int(value)
         return stats
 
+    # -- the status log -------------------------------------------------------------------
+    def _start_status_log(self) -> None:
+        assert self.status_interval_s is not None
+        with self._lock:
+            if self._status_log is None:
+                self._status_log = Ticker(
+                    "dalkit-pool-status", self.status_interval_s, self.log_status
+                )
+                self._status_log.start()
+
+    def log_status(self) -> None:
+        """Log the pool statistics (not resetting them) at INFO on ``dalkit.pool``."""
+        pool = self._pool_ref()
+        if pool is not None:
+            stats = self.snapshot(pool)
+            log.info("pool status: %s", " ".join(f"{k}={v}" for k, v in stats.items()))
+
     # -- leak detection -------------------------------------------------------------------
     def _ensure_watcher(self) -> None:
         if self._watcher is None:
             with self._lock:
                 if self._watcher is None:
-                    self._watcher = _LeakWatcher(self)
+                    assert self.leak_threshold_s is not None
+                    interval = min(max(self.leak_threshold_s / 4, 0.05), 5.0)
+                    # a leaked connection never checks in, so nothing else would notice it
+                    self._watcher = Ticker("dalkit-leak-watcher", interval, self.warn_about_leaks)
                     self._watcher.start()
 
     def warn_about_leaks(self) -> None:
@@ -161,9 +264,10 @@ class PoolMetrics:
             )
 
     def close(self) -> None:
-        if self._watcher is not None:
-            self._watcher.stop()
-            self._watcher = None
+        for ticker in (self._watcher, self._status_log):
+            if ticker is not None:
+                ticker.stop()
+        self._watcher = self._status_log = None
 
 
 def _checkout_stack() -> list[traceback.FrameSummary]:
@@ -191,29 +295,13 @@ def _caller_frames(stack: list[traceback.FrameSummary]) -> list[traceback.FrameS
     ] or stack
 
 
-class _LeakWatcher(threading.Thread):
-    """One daemon thread per database: a leaked connection never checks in, so nothing else
-    would notice it."""
-
-    def __init__(self, metrics: PoolMetrics) -> None:
-        super().__init__(name="dalkit-leak-watcher", daemon=True)
-        self._metrics = metrics
-        self._stopped = threading.Event()
-        assert metrics.leak_threshold_s is not None
-        self._interval = min(max(metrics.leak_threshold_s / 4, 0.05), 5.0)
-
-    def run(self) -> None:
-        while not self._stopped.wait(self._interval):
-            self._metrics.warn_about_leaks()
-
-    def stop(self) -> None:
-        self._stopped.set()
-
-
 class _InstrumentedPoolMixin:
-    """Times every checkout request and turns SQLAlchemy's pool timeout into PoolTimeoutError."""
+    """Times every checkout request, keeps the pool up (min_size, max_queries, max_idle_s) and
+    turns SQLAlchemy's pool timeout into PoolTimeoutError and a refused connection (asyncpg
+    raises plain OSError) into ConnectionFailedError."""
 
     dalkit_metrics: PoolMetrics
+    _dalkit_filling = False
 
     def connect(self) -> PoolProxiedConnection:
         metrics = self.dalkit_metrics
@@ -226,11 +314,44 @@ class _InstrumentedPoolMixin:
             metrics.request_failed(waited, timed_out=True)
             pool = cast(QueuePool, self)
             raise PoolTimeoutError(pool.size(), pool._max_overflow, waited * 1000.0) from exc
+        except OSError as exc:
+            metrics.request_failed(perf_counter() - started, timed_out=False)
+            metrics.on_connect_error()
+            raise translate_connect_error(exc) from exc
         except BaseException:
             metrics.request_failed(perf_counter() - started, timed_out=False)
             raise
+        if metrics.upkeep.min_size:
+            self._fill_to_min_size(connection, metrics.upkeep.min_size)
         metrics.request_granted(connection.info, started, perf_counter())
         return connection
+
+    def _do_get(self) -> Any:
+        record = super()._do_get()  # type: ignore[misc]
+        upkeep = self.dalkit_metrics.upkeep
+        if upkeep.max_queries is not None or upkeep.max_idle_s is not None:
+            self.dalkit_metrics.replace_if_spent(record)
+        return record
+
+    def _fill_to_min_size(self, connection: PoolProxiedConnection, min_size: int) -> None:
+        """Open connections up to ``min_size`` inside a checkout, where the async pool can
+        reach its driver: the first checkout pre-warms the pool, later ones refill it."""
+        pool = cast(QueuePool, self)
+        missing = min(min_size, pool.size()) - (pool.size() + pool.overflow())
+        if missing <= 0 or self._dalkit_filling:
+            return
+        self._dalkit_filling = True
+        started = perf_counter()
+        try:
+            checkout = super().connect  # type: ignore[misc]
+            extra = [checkout() for _ in range(missing)]
+            for spare in extra:
+                self.dalkit_metrics.connected(spare.info, perf_counter())
+                spare.close()
+        finally:
+            self._dalkit_filling = False
+        # the requester waited for these too, but opening is not queueing
+        connection.info[_FILL_S] = perf_counter() - started
 
     def recreate(self) -> Any:
         # dispose() builds a fresh pool of the same class: carry the counters over
@@ -251,9 +372,29 @@ def instrumented_pool_class(*, is_async: bool) -> type[Pool]:
     return InstrumentedAsyncAdaptedQueuePool if is_async else InstrumentedQueuePool
 
 
-def install(engine: Engine, metrics: PoolMetrics) -> None:
-    """Attach ``metrics`` to ``engine`` (the sync engine under an AsyncEngine)."""
+def install(engine: Engine, metrics: PoolMetrics, config: DatabaseConfig | None = None) -> None:
+    """Attach ``metrics`` to ``engine`` (the sync engine under an AsyncEngine), with the pool
+    upkeep and status log that ``config`` asks for."""
     engine.pool.dalkit_metrics = metrics  # type: ignore[attr-defined]
+    metrics._pool_ref = _current_pool(engine)
+    if config is not None:
+        metrics.upkeep = PoolUpkeep.from_config(config)
+        metrics.status_interval_s = config.pool_log_interval_s
+    if metrics.upkeep.max_queries is not None:
+        # counted per connection only when asked for: it runs for every statement
+        event.listen(engine, "before_cursor_execute", metrics.on_cursor_execute)
+    event.listen(engine, "do_connect", metrics.on_do_connect)
     event.listen(engine.pool, "connect", metrics.on_connect)
     event.listen(engine.pool, "checkin", metrics.on_checkin)
     event.listen(engine.pool, "invalidate", metrics.on_invalidate)
+
+
+def _current_pool(engine: Engine) -> Callable[[], Pool | None]:
+    # dispose() swaps engine.pool; a weak reference lets an unused database be collected
+    ref = weakref.ref(engine)
+
+    def current() -> Pool | None:
+        found = ref()
+        return found.pool if found is not None else None
+
+    return current

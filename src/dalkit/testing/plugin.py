@@ -1,7 +1,16 @@
 """pytest plugin: fixtures for real PostgreSQL, Redis and SQLite backends, started lazily.
 
 Servers come from DALKIT_TEST_POSTGRES_URL / DALKIT_TEST_REDIS_URL when set, else are
-started for the session; a server that cannot start fails the test, never skips it.
+started for the session; a server that cannot start fails the test, never skips it. The async
+fixtures need pytest-asyncio, which the ``testing`` extra installs (``dalkit[testing]``).
+
+- ``db`` / ``async_db``: a fresh, empty database per test, on SQLite and on PostgreSQL.
+- ``count_queries`` / ``assert_max_queries``: ``with count_queries() as q:`` counts the
+  statements of the test's ``async_db`` or ``db``; pass another target to count its instead.
+- ``db_rollback`` / ``async_db_rollback``: a Session (AsyncSession) inside a transaction that
+  is rolled back after the test, as in Django's TestCase; the code under test may commit, roll
+  back and nest (savepoints). Their database is shared by the whole test session, with the
+  tables of ``dalkit_metadata`` (override it in your conftest.py) created once per backend.
 """
 
 from __future__ import annotations
@@ -9,17 +18,24 @@ from __future__ import annotations
 import importlib
 import os
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import pytest
+from sqlalchemy import MetaData
 from sqlalchemy.engine import make_url
 
+from dalkit.testing import queries
 from dalkit.testing.postgres import PostgresServer, create_database, drop_database
 from dalkit.testing.redis import RedisServer
+from dalkit.testing.rollback import RollbackDatabases, async_rollback_session, rollback_session
 
 if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+    from sqlalchemy.orm import Session
+
     from dalkit import AsyncDatabase, Database
 
 POSTGRES_URL_ENV = "DALKIT_TEST_POSTGRES_URL"
@@ -41,6 +57,11 @@ def _async_fixture() -> Callable[[_F], _F]:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "postgres: the test needs a PostgreSQL server")
+    # under the plugin, databases that choose no N+1 mode warn: a test that loads lazily in a
+    # loop says so (an error where warnings are errors) instead of passing slowly
+    from dalkit.observe import set_default_nplusone
+
+    set_default_nplusone("warn")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -195,3 +216,102 @@ def _backend_url(
     else:
         raise ValueError(f"unknown backend {backend!r}")
     return make_url(base).set(drivername=driver).render_as_string(hide_password=False)
+
+
+# --- query counting bound to the test's database ---------------------------------------------
+
+
+def _test_database(request: pytest.FixtureRequest) -> Any:
+    # an async test counts its async_db; asking for it again returns the one already set up
+    if "async_db" in request.fixturenames and "db" not in request.fixturenames:
+        return request.getfixturevalue("async_db")
+    return request.getfixturevalue("db")
+
+
+@pytest.fixture
+def count_queries(
+    request: pytest.FixtureRequest, db_backend: str
+) -> Callable[..., AbstractContextManager[queries.QueryCounter]]:
+    """``with count_queries() as q:`` counts the statements the test's database runs inside the
+    block (``async_db`` when the test uses it, else ``db``); ``count_queries(target)`` counts
+    another Engine, AsyncEngine or database."""
+
+    def bound(
+        target: queries.QueryTarget | None = None,
+    ) -> AbstractContextManager[queries.QueryCounter]:
+        return queries.count_queries(target if target is not None else _test_database(request))
+
+    return bound
+
+
+@pytest.fixture
+def assert_max_queries(
+    request: pytest.FixtureRequest, db_backend: str
+) -> Callable[..., AbstractContextManager[queries.QueryCounter]]:
+    """``with assert_max_queries(3):`` fails the test, listing the statements, when the block
+    runs more than 3 on the test's database (``target=`` names another)."""
+
+    def bound(
+        limit: int, target: queries.QueryTarget | None = None
+    ) -> AbstractContextManager[queries.QueryCounter]:
+        found = target if target is not None else _test_database(request)
+        return queries.assert_max_queries(found, limit)
+
+    return bound
+
+
+# --- per-test rollback -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def dalkit_metadata() -> Sequence[MetaData]:
+    """The MetaData whose tables ``db_rollback`` creates once per backend and test session,
+    besides dalkit's own; override this fixture in your conftest.py (none by default)."""
+    return ()
+
+
+@pytest.fixture(scope="session")
+def dalkit_rollback_databases(
+    tmp_path_factory: pytest.TempPathFactory, dalkit_metadata: Sequence[MetaData] | MetaData
+) -> Iterator[RollbackDatabases]:
+    """The shared databases of the rollback fixtures, one per backend, dropped at the end."""
+    metadatas = [dalkit_metadata] if isinstance(dalkit_metadata, MetaData) else dalkit_metadata
+    databases = RollbackDatabases(tmp_path_factory.mktemp("dalkit-rollback"), metadatas)
+    try:
+        yield databases
+    finally:
+        databases.close()
+
+
+@pytest.fixture
+def db_rollback(
+    db_backend: str, request: pytest.FixtureRequest, dalkit_rollback_databases: RollbackDatabases
+) -> Iterator[Session]:
+    """A Session in a transaction rolled back after the test (savepoints inside), on a shared
+    database whose tables exist already: no create_all/drop_all per test."""
+    db = dalkit_rollback_databases.database(db_backend, _postgres_url_of(request))
+    with rollback_session(db) as session:
+        yield session
+
+
+@_async_fixture()
+async def async_db_rollback(
+    db_backend: str, request: pytest.FixtureRequest, dalkit_rollback_databases: RollbackDatabases
+) -> AsyncIterator[AsyncSession]:
+    """The async twin of ``db_rollback`` (aiosqlite or asyncpg), on the same shared database."""
+    from dalkit import AsyncDatabase
+
+    url = dalkit_rollback_databases.url(db_backend, _postgres_url_of(request))
+    driver = "postgresql+asyncpg" if db_backend == "postgres" else "sqlite+aiosqlite"
+    # an async pool belongs to one event loop, and each test has its own: one per test
+    async with AsyncDatabase(make_url(url).set(drivername=driver)) as db:
+        async with async_rollback_session(db) as session:
+            yield session
+
+
+def _postgres_url_of(request: pytest.FixtureRequest) -> Callable[[], str]:
+    def postgres_url() -> str:
+        url: str = request.getfixturevalue("postgres_url")
+        return url
+
+    return postgres_url

@@ -9,6 +9,7 @@ import functools
 from typing import Any, Literal, get_args
 
 from dalkit.engine.build import SQLITE_BEGIN_OPTION
+from dalkit.engine.options import SQLITE_QUERY_ONLY_OPTION
 from dalkit.errors import ConfigurationError, TransactionError
 
 __all__ = [
@@ -87,7 +88,7 @@ class TransactionOptions:
             if self.autocommit:
                 return {SQLITE_BEGIN_OPTION: None}
             if self.read_only:
-                return {}
+                return {SQLITE_QUERY_ONLY_OPTION: True}
             return {SQLITE_BEGIN_OPTION: "BEGIN IMMEDIATE"}
         options: dict[str, Any] = {}
         if self.isolation is not None:

@@ -1,0 +1,26 @@
+"""Ticker: a daemon thread that calls a function at a fixed interval until stopped."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+__all__ = ["Ticker"]
+
+
+class Ticker(threading.Thread):
+    """One per database and purpose (leak warnings, the pool status log): the work it does
+    would otherwise wait for a checkout or checkin that may never come."""
+
+    def __init__(self, name: str, interval: float, fn: Callable[[], None]) -> None:
+        super().__init__(name=name, daemon=True)
+        self._fn = fn
+        self._stopped = threading.Event()
+        self._interval = interval
+
+    def run(self) -> None:
+        while not self._stopped.wait(self._interval):
+            self._fn()
+
+    def stop(self) -> None:
+        self._stopped.set()

@@ -1,0 +1,143 @@
+"""Secrets never shown: passwords in the query string, in connect_args, with an unencoded ``@``,
+and the secret key, in every place a URL or a config is rendered."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from sqlalchemy.engine import make_url
+from typer.testing import CliRunner
+
+from dalkit import AsyncDatabase, Database, DatabaseConfig
+from dalkit.cli import app
+
+SECRET = "S3cr3t-Pa55"
+AT_SECRET = "p@ss@w0rd"
+KEY = "cursor-signing-K3y-0123456789"
+
+# (URL, options): each hides a secret in a different place; nothing listens on port 1
+LEAKY_INPUTS = {
+    "query password": (f"postgresql://app@127.0.0.1:1/app?password={SECRET}", {}),
+    "query sslpassword": (f"postgresql://app@127.0.0.1:1/app?sslpassword={SECRET}", {}),
+    "connect_args password": ("postgresql://app@127.0.0.1:1/app", {"password": SECRET}),
+    "connect_args sslpassword": ("postgresql://app@127.0.0.1:1/app", {"sslpassword": SECRET}),
+}
+
+
+def _options(connect_args: dict[str, str]) -> dict[str, Any]:
+    return {"connect_args": connect_args, "connect_timeout_s": 1} if connect_args else {}
+
+
+@pytest.mark.parametrize("case", sorted(LEAKY_INPUTS))
+def test_a_secret_outside_the_userinfo_is_masked_in_every_rendering(case: str) -> None:
+    url, connect_args = LEAKY_INPUTS[case]
+    with Database(url, **_options(connect_args)) as db:
+        health = db.health_check()
+        shown = [repr(db), str(db), db.url, str(db.config), repr(db.config), str(db.engine.url)]
+        shown += [health.url, repr(health)]
+    for text in shown:
+        assert SECRET not in text, text
+    assert not health.ok
+
+
+@pytest.mark.parametrize("case", sorted(LEAKY_INPUTS))
+async def test_the_async_database_masks_the_same_secrets(case: str) -> None:
+    url, connect_args = LEAKY_INPUTS[case]
+    async with AsyncDatabase(url, **_options(connect_args)) as db:
+        health = await db.health_check()
+        shown = [repr(db), db.url, str(db.config), str(db.engine.url), health.url, repr(health)]
+    for text in shown:
+        assert SECRET not in text, text
+
+
+def test_a_query_password_still_reaches_the_driver() -> None:
+    config = DatabaseConfig.from_url(f"postgresql://app@db/app?password={SECRET}&sslmode=prefer")
+    # moved out of the rendered URL into connect_args, which the dialect merges in the same way
+    assert config.connect_args["password"] == SECRET
+    assert "password" not in config.url.query
+    assert config.url.query["sslmode"] == "prefer"
+
+
+def test_a_password_with_an_unencoded_at_sign_is_read_whole_and_masked() -> None:
+    config = DatabaseConfig.from_url(f"postgresql://app:{AT_SECRET}@db.example:5432/app")
+    assert config.url.password == AT_SECRET
+    assert config.url.host == "db.example"
+    assert config.safe_url == "postgresql://app:***@db.example:5432/app"
+    with Database(config) as db:
+        for text in (repr(db), db.url, str(db.config), str(db.engine.url)):
+            assert "p@ss" not in text
+            assert "w0rd" not in text
+
+
+@pytest.mark.postgres
+def test_a_password_with_an_at_sign_connects(postgres_url: str) -> None:
+    import psycopg
+
+    server = make_url(postgres_url)
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        admin.execute("DROP ROLE IF EXISTS at_user")
+        admin.execute(f"CREATE ROLE at_user LOGIN PASSWORD '{AT_SECRET}'")
+    try:
+        raw = f"postgresql://at_user:{AT_SECRET}@{server.host}:{server.port}/postgres"
+        with Database(raw) as db:
+            health = db.health_check()
+        assert health.ok, health.error
+        assert AT_SECRET not in repr(health)
+    finally:
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            admin.execute("DROP ROLE at_user")
+
+
+@pytest.mark.postgres
+def test_a_wrong_password_in_connect_args_is_scrubbed_from_the_error(
+    postgres_database_url: str,
+) -> None:
+    url = make_url(postgres_database_url).set(password=None)
+    with Database(url, connect_args={"password": SECRET}) as db:
+        health = db.health_check()
+    assert not health.ok
+    assert "password authentication failed" in (health.error or "")
+    assert SECRET not in repr(health)
+
+
+def test_the_secret_key_is_configurable_and_never_shown() -> None:
+    config = DatabaseConfig.from_url("sqlite:///x.db", secret_key=KEY)
+    assert config.secret_key == KEY
+    assert KEY not in repr(config)
+    assert "secret_key='***'" in repr(config)
+    assert config.scrub(f"signed with {KEY}") == "signed with ***"
+
+
+def test_the_secret_key_comes_from_dalkit_secret_key() -> None:
+    env = {"DALKIT_DATABASE_URL": "sqlite:///x.db", "DALKIT_SECRET_KEY": KEY}
+    assert DatabaseConfig.from_env(env).secret_key == KEY
+
+
+@pytest.mark.parametrize("key", ["", "short-key"])
+def test_a_short_secret_key_is_refused_without_showing_it(key: str) -> None:
+    from dalkit import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="at least 16 bytes") as caught:
+        DatabaseConfig.from_url("sqlite:///x.db", secret_key=key)
+    assert "short-key" not in str(caught.value)
+
+
+@pytest.mark.parametrize("case", sorted(LEAKY_INPUTS)[:2])
+def test_doctor_json_masks_a_query_password(case: str) -> None:
+    url, _ = LEAKY_INPUTS[case]
+    result = CliRunner().invoke(app, ["doctor", "--json", "--url", url])
+    assert result.exit_code == 1
+    report = json.loads(result.stdout)
+    assert report["database"]["ok"] is False
+    assert SECRET not in result.output
+
+
+def test_doctor_masks_a_password_with_an_at_sign() -> None:
+    url = f"postgresql://app:{AT_SECRET}@127.0.0.1:1/app"
+    result = CliRunner().invoke(app, ["doctor", "--json", "--url", url])
+    assert result.exit_code == 1
+    assert json.loads(result.stdout)["database"]["url"] == "postgresql://app:***@127.0.0.1:1/app"
+    assert "p@ss" not in result.output
+    assert "w0rd" not in result.output
