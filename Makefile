@@ -32,7 +32,7 @@ servers:
 	scripts/ensure-servers
 
 bench:
-	$(RUN) python -m bench
+	$(UV) run --frozen --all-extras --group peers python -m bench
 
 check: test
 
@@ -51,3 +51,7 @@ loadtest: servers
 .PHONY: bench-peers
 bench-peers:
 	$(UV) run --frozen --all-extras --group peers python -m bench peers
+
+.PHONY: test-scale
+test-scale:
+	$(RUN) pytest tests/scale -q

@@ -57,10 +57,11 @@ from dalkit.outbox.publishers import (
 from dalkit.outbox.relay import OutboxRelay
 from dalkit.outbox.relay_async import AsyncOutboxRelay
 from dalkit.query.builder import QueryBuilder
-from dalkit.query.pagination import CursorPage, Page
 from dalkit.query.errors import InputTooLongError
+from dalkit.query.pagination import CursorPage, Page
 from dalkit.query.soft_delete import SoftDeleteMixin
 from dalkit.query.specs import Spec
+from dalkit.query.tenant import TenantScoped, tenant
 from dalkit.repository.abstract import AbstractRepository
 from dalkit.repository.abstract_async import AsyncAbstractRepository
 from dalkit.repository.memory import InMemoryRepository
@@ -87,7 +88,7 @@ _LAZY = {
 
 # Mixins keep the module they are defined in: SQLAlchemy and dataclasses evaluate the string
 # annotations of a class in its module's namespace.
-_DEFINING_MODULE_KEPT = frozenset({"Audited", "HasEvents", "SoftDeleteMixin"})
+_DEFINING_MODULE_KEPT = frozenset({"Audited", "HasEvents", "SoftDeleteMixin", "TenantScoped"})
 
 
 def _public(obj: Any, name: str) -> Any:
@@ -170,6 +171,7 @@ __all__ = [
     "SoftDeleteMixin",
     "Spec",
     "StatementTimeoutError",
+    "TenantScoped",
     "TransactionError",
     "TransientError",
     "UniqueViolationError",
@@ -180,6 +182,7 @@ __all__ = [
     "metadata",
     "on_commit",
     "on_rollback",
+    "tenant",
 ]
 
 for _name in __all__:

@@ -33,7 +33,7 @@ from dalkit.engine.build import (
 )
 from dalkit.engine.health import HealthCheckResult
 from dalkit.engine.pgbouncer import pgbouncer_config, split_multi_host
-from dalkit.engine.routing import replica_router
+from dalkit.engine.routing import failure_hook, replica_router
 from dalkit.observe import (
     IndexAdvice,
     QueryBudget,
@@ -110,7 +110,6 @@ class Database:
             "transactions": lambda reset: self._transactions.stats.snapshot(reset=reset),
         }
         # -- scale-out: read replicas (dalkit.engine.routing) --------------------------------
-        self._transactions.retry_connect_failures = multi_host
         # behind PgBouncer, asyncpg needs every statement inside a transaction block
         asyncpg = self.engine.dialect.driver == "asyncpg"
         self._transactions.defer_begin = not (pgbouncer and asyncpg)
@@ -124,9 +123,9 @@ class Database:
             interval_s=replica_monitor_interval_s,
             pgbouncer=pgbouncer,
         )
+        self._transactions.on_failure = failure_hook(self._replicas, multi_host)
         if self._replicas is not None:
             self._transactions.route_read = self._replicas.bind_for
-            self._transactions.reroute_read = self._replicas.reroute
             self.add_stats("replicas", self._replicas.replicas.snapshot)
         # -- end scale-out -------------------------------------------------------------------
 

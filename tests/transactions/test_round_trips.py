@@ -34,7 +34,7 @@ class StatementLog:
     def __init__(self, server: PostgresServer, admin_url: str, database: str) -> None:
         self._path = server.data_dir.parent / "server.log"
         with psycopg.connect(admin_url, autocommit=True) as admin:
-            admin.execute(f'ALTER DATABASE "{database}" SET log_statement = \'all\'')
+            admin.execute(f"ALTER DATABASE \"{database}\" SET log_statement = 'all'")
         self._start = 0
 
     def mark(self) -> None:
@@ -79,7 +79,9 @@ def pg(postgres_database_url: str, statement_log: StatementLog) -> Iterator[Data
 
 
 @pytest.fixture
-async def apg(postgres_database_url: str, statement_log: StatementLog) -> AsyncIterator[AsyncDatabase]:
+async def apg(
+    postgres_database_url: str, statement_log: StatementLog
+) -> AsyncIterator[AsyncDatabase]:
     db = AsyncDatabase(_url(postgres_database_url, "postgresql+asyncpg"), pool_size=2)
     await create_all_async(db)
     async with db.transaction() as session:
@@ -197,3 +199,21 @@ def test_a_read_only_transaction_still_refuses_writes(
         write(session)
         session.flush()
     assert _count_elsewhere(pg) == 1
+
+
+def test_a_transaction_scoped_advisory_lock_begins_the_transaction_and_is_held(
+    pg: Database, statement_log: StatementLog
+) -> None:
+    statement_log.mark()
+    with pg.transaction() as session:
+        session.execute(sa.text("SELECT pg_advisory_xact_lock(42)"))
+        held = _count_locks_elsewhere(pg)
+    assert held == 1  # without a BEGIN the lock would end with its own statement
+    assert statement_log.statements()[:2] == ["BEGIN", "SELECT"]
+
+
+def _count_locks_elsewhere(db: Database) -> int:
+    with psycopg.connect(_url(db.engine.url.render_as_string(False), "postgresql")) as raw:
+        row = raw.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'").fetchone()
+    assert row is not None
+    return int(row[0])

@@ -13,6 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from dalkit import (
+    ConfigurationError,
     Database,
     DomainEvent,
     EventBus,
@@ -42,7 +43,7 @@ class SignupUnitOfWork(UnitOfWork):
 
 def count(db: Database, table: Any) -> int:
     with db.session() as session:
-        return int((session.execute(sa.select(sa.func.count()).select_from(table))).scalar())
+        return int((session.execute(sa.select(sa.func.count()).select_from(table))).scalar_one())
 
 
 def test_a_clean_exit_commits_the_user_and_profile_together(
@@ -91,6 +92,65 @@ def test_rollback_discards_the_work_and_runs_the_after_rollback_hooks(
     assert calls == ["rolled back"]
     assert bus.seen == []
     assert count(database, User.__table__) == 0
+
+
+def test_before_rollback_hooks_see_the_open_work_before_it_is_rolled_back(
+    database: Database,
+) -> None:
+    seen: list[tuple[str, str, int]] = []
+
+    def look(unit: UnitOfWork) -> None:
+        pending = len(unit.session.new)
+        seen.append(("before", unit.state, pending))
+
+    with UnitOfWork(database) as uow:
+        uow.hooks.before_rollback(look)
+        uow.hooks.after_rollback(lambda unit: seen.append(("after", unit.state, 0)))
+        uow.session.add(User(email="a@example.com", name="A"))
+        uow.rollback()
+    with pytest.raises(RuntimeError, match="boom"):
+        with UnitOfWork(database) as failing:
+            failing.hooks.before_rollback(look)
+            failing.session.add(User(email="b@example.com", name="B"))
+            raise RuntimeError("boom")
+    with UnitOfWork(database) as committed:
+        committed.hooks.before_rollback(look)
+    assert seen == [("before", "open", 1), ("after", "rolled_back", 0), ("before", "open", 1)]
+    assert committed.state == "committed"
+    assert count(database, User.__table__) == 0
+
+
+def test_a_failing_before_rollback_hook_is_logged_and_the_rollback_still_happens(
+    database: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(unit: UnitOfWork) -> None:
+        raise ValueError("hook bug")
+
+    with pytest.raises(RuntimeError, match="the cause"):
+        with UnitOfWork(database) as uow:
+            uow.hooks.before_rollback(broken)
+            uow.session.add(User(email="a@example.com", name="A"))
+            raise RuntimeError("the cause")
+    assert uow.state == "rolled_back"
+    assert "before_rollback hook" in caplog.text
+    assert count(database, User.__table__) == 0
+
+
+def test_repository_of_a_mapped_class_gives_one_plain_repository_for_it(
+    database: Database,
+) -> None:
+    with UnitOfWork(database) as uow:
+        users = uow.repository(User)
+        assert isinstance(users, Repository)
+        assert uow.repository(User) is users
+        assert users.session is uow.session
+        added = users.add(User(email="a@example.com", name="A"))
+        assert (users.get(added.id)).email == "a@example.com"
+        with pytest.raises(ConfigurationError, match="neither"):
+            uow.repository(RecordingBus)
+    with UnitOfWork(database) as other:
+        assert type(other.repository(User)) is type(users)  # the class is made once per model
+        assert other.repository(User).count() == 1
 
 
 def test_events_are_dispatched_after_the_commit_in_the_order_recorded(

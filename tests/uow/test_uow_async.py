@@ -14,6 +14,7 @@ from dalkit import (
     AsyncDatabase,
     AsyncRepository,
     AsyncUnitOfWork,
+    ConfigurationError,
     DomainEvent,
     EventBus,
     UnitOfWorkError,
@@ -40,7 +41,9 @@ class SignupUnitOfWork(AsyncUnitOfWork):
 
 async def count(db: AsyncDatabase, table: Any) -> int:
     async with db.session() as session:
-        return int((await session.execute(sa.select(sa.func.count()).select_from(table))).scalar())
+        return int(
+            (await session.execute(sa.select(sa.func.count()).select_from(table))).scalar_one()
+        )
 
 
 async def test_a_clean_exit_commits_the_user_and_profile_together(
@@ -89,6 +92,65 @@ async def test_rollback_discards_the_work_and_runs_the_after_rollback_hooks(
     assert calls == ["rolled back"]
     assert bus.seen == []
     assert await count(async_database, User.__table__) == 0
+
+
+async def test_before_rollback_hooks_see_the_open_work_before_it_is_rolled_back(
+    async_database: AsyncDatabase,
+) -> None:
+    seen: list[tuple[str, str, int]] = []
+
+    async def look(unit: AsyncUnitOfWork) -> None:
+        pending = len(unit.session.new)
+        seen.append(("before", unit.state, pending))
+
+    async with AsyncUnitOfWork(async_database) as uow:
+        uow.hooks.before_rollback(look)
+        uow.hooks.after_rollback(lambda unit: seen.append(("after", unit.state, 0)))
+        uow.session.add(User(email="a@example.com", name="A"))
+        await uow.rollback()
+    with pytest.raises(RuntimeError, match="boom"):
+        async with AsyncUnitOfWork(async_database) as failing:
+            failing.hooks.before_rollback(look)
+            failing.session.add(User(email="b@example.com", name="B"))
+            raise RuntimeError("boom")
+    async with AsyncUnitOfWork(async_database) as committed:
+        committed.hooks.before_rollback(look)
+    assert seen == [("before", "open", 1), ("after", "rolled_back", 0), ("before", "open", 1)]
+    assert committed.state == "committed"
+    assert await count(async_database, User.__table__) == 0
+
+
+async def test_a_failing_before_rollback_hook_is_logged_and_the_rollback_still_happens(
+    async_database: AsyncDatabase, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(unit: AsyncUnitOfWork) -> None:
+        raise ValueError("hook bug")
+
+    with pytest.raises(RuntimeError, match="the cause"):
+        async with AsyncUnitOfWork(async_database) as uow:
+            uow.hooks.before_rollback(broken)
+            uow.session.add(User(email="a@example.com", name="A"))
+            raise RuntimeError("the cause")
+    assert uow.state == "rolled_back"
+    assert "before_rollback hook" in caplog.text
+    assert await count(async_database, User.__table__) == 0
+
+
+async def test_repository_of_a_mapped_class_gives_one_plain_repository_for_it(
+    async_database: AsyncDatabase,
+) -> None:
+    async with AsyncUnitOfWork(async_database) as uow:
+        users = uow.repository(User)
+        assert isinstance(users, AsyncRepository)
+        assert uow.repository(User) is users
+        assert users.session is uow.session
+        added = await users.add(User(email="a@example.com", name="A"))
+        assert (await users.get(added.id)).email == "a@example.com"
+        with pytest.raises(ConfigurationError, match="neither"):
+            uow.repository(RecordingBus)
+    async with AsyncUnitOfWork(async_database) as other:
+        assert type(other.repository(User)) is type(users)  # the class is made once per model
+        assert await other.repository(User).count() == 1
 
 
 async def test_events_are_dispatched_after_the_commit_in_the_order_recorded(

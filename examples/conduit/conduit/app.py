@@ -1,6 +1,7 @@
 """The application: FastAPI with DatabaseMiddleware (one transaction per request, committed
-before the response starts), the spec's error bodies, and the routers. It creates its tables
-on start-up.
+before the response starts), the spec's error bodies, and the routers. It migrates its
+database to the newest revision (``examples/conduit/migrations``, dalkit's linted Alembic
+revisions) on start-up.
 
 Run it with ``make serve`` (SQLite in ./conduit.db) or with ``DALKIT_DATABASE_URL`` set.
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI
 
@@ -18,11 +20,15 @@ from conduit.routes import articles, comments, profiles, tags, users
 from conduit.settings import Settings
 from dalkit import AsyncDatabase
 from dalkit.integrations.asgi import DatabaseMiddleware
+from dalkit.migrations import Migrations
+
+#: the schema's history: new revisions with ``dalkit migrate new`` (or Migrations.revision)
+MIGRATIONS = Path(__file__).resolve().parents[1] / "migrations"
 
 
 def create_app(db: AsyncDatabase | None = None, settings: Settings | None = None) -> FastAPI:
     """The Conduit API on ``db`` (default: from ``settings.database_url``, created, schema and
-    all, on start-up and disposed of on shutdown)."""
+    all, migrated on start-up and disposed of on shutdown)."""
     settings = settings or Settings.from_env()
     owned = db is None
     database = (
@@ -33,7 +39,7 @@ def create_app(db: AsyncDatabase | None = None, settings: Settings | None = None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await database.create_all(Base.metadata)
+        await Migrations(database, MIGRATIONS, Base.metadata).upgrade()
         try:
             yield
         finally:

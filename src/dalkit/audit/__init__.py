@@ -5,13 +5,20 @@ the trail back (:func:`history`, :func:`changes_by`).
 
 from __future__ import annotations
 
+from dalkit.audit.bulk import ChunkAudit
 from dalkit.audit.capture import (
+    BulkInsertAudit,
     BulkUpdateAudit,
+    bulk_insert_audit,
     bulk_update_audit,
     install,
+    recording_bulk_insert,
+    recording_bulk_insert_async,
     recording_bulk_update,
     recording_bulk_update_async,
 )
+from dalkit.audit.errors import UnauditedWriteError
+from dalkit.audit.raw import check_raw_write
 from dalkit.audit.registry import (
     REDACTED,
     Audited,
@@ -35,9 +42,14 @@ __all__ = [
     "REDACTED",
     "AuditEntry",
     "Audited",
+    "BulkInsertAudit",
     "BulkUpdateAudit",
+    "ChunkAudit",
+    "UnauditedWriteError",
     "actor",
+    "bulk_insert_audit",
     "bulk_update_audit",
+    "check_raw_write",
     "changes_by",
     "changes_by_async",
     "changes_by_query",
@@ -48,6 +60,8 @@ __all__ = [
     "history_async",
     "history_query",
     "install",
+    "recording_bulk_insert",
+    "recording_bulk_insert_async",
     "recording_bulk_update",
     "recording_bulk_update_async",
     "register",

@@ -26,9 +26,13 @@ __all__ = [
     "current_actor",
     "entity_key",
     "entity_type_name",
+    "audited_tables",
+    "mapped_classes",
     "model_audit",
     "on_first_audited",
     "register",
+    "table_audit",
+    "table_class",
 ]
 
 #: what a redacted value is recorded as: that the field changed shows, its value does not
@@ -104,6 +108,7 @@ class Audited:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        _audited_classes.append(cls)
         _audited_now()
 
 
@@ -130,6 +135,9 @@ class ModelAudit:
 
 _registered: dict[type[Any], tuple[str | None, frozenset[str], frozenset[str]]] = {}
 _configs: dict[type[Any], ModelAudit | None] = {}
+# every class made audited, and what each table maps to: Core statements name tables only
+_audited_classes: list[type[Any]] = []
+_by_table: dict[sa.Table, ModelAudit | None] = {}
 
 
 def register(
@@ -143,6 +151,10 @@ def register(
     if isinstance(exclude, str) or isinstance(redact, str):
         raise ConfigurationError("exclude and redact take collections of field names")
     _registered[model] = (name, frozenset(exclude), frozenset(redact))
+    _audited_classes.append(model)
+    _configs.clear()
+    _by_table.clear()
+    _audited_now()
 
 
 def model_audit(cls: type[Any]) -> ModelAudit | None:
@@ -159,6 +171,56 @@ def model_audit(cls: type[Any]) -> ModelAudit | None:
         found = _build(cls, *options)
     _configs[cls] = found
     return found
+
+
+def mapped_classes(roots: Sequence[type[Any]]) -> list[type[Any]]:
+    """``roots`` and their subclasses that are mapped, each once."""
+    found: dict[type[Any], None] = {}
+    pending = list(roots)
+    while pending:
+        cls = pending.pop()
+        if cls in found:
+            continue
+        if sa.inspect(cls, raiseerr=False) is not None:
+            found[cls] = None
+        pending.extend(cls.__subclasses__())
+    return list(found)
+
+
+def table_class(table: object, classes: Sequence[type[Any]]) -> type[Any] | None:
+    """The class among ``classes`` mapping ``table`` itself (the base of an inheritance that
+    shares it), or None."""
+    for cls in classes:
+        mapper: Mapper[Any] = sa.inspect(cls)
+        inherited = mapper.inherits is not None and mapper.inherits.local_table is table
+        if mapper.local_table is table and not inherited:
+            return cls
+    return None
+
+
+def table_audit(table: object) -> ModelAudit | None:
+    """The audit settings of the model mapping ``table``, or None when it maps no audited one."""
+    if not isinstance(table, sa.Table):
+        return None
+    plain = table._deannotate() if hasattr(table, "_deannotate") else table
+    try:
+        return _by_table[plain]
+    except KeyError:
+        pass
+    cls = table_class(plain, mapped_classes(_audited_classes))
+    found = None if cls is None else model_audit(cls)
+    _by_table[plain] = found
+    return found
+
+
+def audited_tables() -> list[sa.Table]:
+    """The tables of every audited model mapped so far."""
+    tables: dict[sa.Table, None] = {}
+    for cls in mapped_classes(_audited_classes):
+        table = sa.inspect(cls).local_table
+        if isinstance(table, sa.Table) and model_audit(cls) is not None:
+            tables[table] = None
+    return list(tables)
 
 
 def entity_type_name(entity_type: type[Any] | str) -> str:

@@ -11,7 +11,7 @@ import re
 import threading
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from dalkit.errors import ConfigurationError
@@ -67,7 +67,6 @@ class _Counters:
     all_ejected: int = 0  # ... because every replica was ejected
     rerouted: int = 0  # reads run again elsewhere after their replica failed
     writes_tracked: int = 0
-    extra: dict[str, int] = field(default_factory=dict)
 
 
 class ReplicaSet(Generic[E]):
@@ -153,15 +152,6 @@ class ReplicaSet(Generic[E]):
         with self._lock:
             self._eject(replica, "down", str(error))
             self._counters.rerouted += 1
-
-    def rerouted(self) -> None:
-        self._counters.rerouted += 1
-
-    def by_engine(self, engine: object) -> Replica[E] | None:
-        for replica in self.replicas:
-            if replica.engine is engine:
-                return replica
-        return None
 
     # -- the monitor's findings ---------------------------------------------------------------
     def primary_at(self, now: float, lsn: int) -> None:

@@ -10,7 +10,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any, Generic, TypeVar, overload
 
 import sqlalchemy.exc
@@ -27,7 +27,7 @@ from dalkit.transaction.deferred import is_plain_read
 from dalkit.transaction.options import TransactionOptions
 from dalkit.transaction.scope import TransactionScope, current_scope
 
-__all__ = ["AsyncReplicaRouter", "ReplicaRouter"]
+__all__ = ["AsyncReplicaRouter", "ReplicaRouter", "failure_hook", "replica_router"]
 
 log = logging.getLogger("dalkit.replicas")
 
@@ -346,6 +346,25 @@ def replica_router(
         max_lag_s=max_lag_s,
         interval_s=interval_s,
     )
+
+
+def failure_hook(
+    router: ReplicaRouter | AsyncReplicaRouter | None, multi_host: bool
+) -> Callable[[TransactionOptions, Any, Exception], str] | None:
+    """The runner's ``on_failure``: ``"rerun"`` a read-only attempt at once elsewhere when its
+    replica failed; ``"retry"`` a refused connection under a multi-host URL (the next attempt
+    may reach the promoted primary; nothing ran, so retrying is safe); else ``""``."""
+    if router is None and not multi_host:
+        return None
+
+    def on_failure(options: TransactionOptions, session: Any, error: Exception) -> str:
+        if router is not None and options.read_only and router.reroute(session, error):
+            return "rerun"
+        if multi_host and isinstance(error, ConnectionFailedError):
+            return "retry"
+        return ""
+
+    return on_failure
 
 
 def _names(configs: Sequence[DatabaseConfig]) -> list[str]:

@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from dalkit import AsyncDatabase, Database
+from dalkit.engine.pgbouncer import check_session_lock_allowed
 from dalkit.errors import ConfigurationError
 from dalkit.migrations.lint import Finding
 from dalkit.migrations.results import NewRevision, RevisionInfo, UpgradeResult
@@ -45,6 +46,9 @@ class Migrations(Generic[DB]):
             raise ConfigurationError(
                 f"Migrations needs a dalkit Database or AsyncDatabase, got {type(db).__name__}"
             )
+        # the migration lock is a session-level advisory lock: behind PgBouncer's transaction
+        # pooling it would stay on a shared server connection
+        check_session_lock_allowed(db)
         self.db: DB = db
         self.directory = Path(directory)
         self.settings = settings or MigrationSettings()

@@ -10,12 +10,11 @@ from types import FrameType
 
 import sqlalchemy
 
-import dalkit
-
 __all__ = ["caller_location"]
 
 _SKIPPED_DIRS = (
-    os.path.dirname(dalkit.__file__ or "") + os.sep,
+    # dalkit's own directory: this file sits in dalkit/observe/
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep,
     os.path.dirname(sqlalchemy.__file__ or "") + os.sep,
     sysconfig.get_paths()["stdlib"] + os.sep,
 )

@@ -198,9 +198,10 @@ def _filtered_columns(statement: str, table: str) -> list[str]:
 def _declared_columns(repositories: Iterable[type[Any]] | None) -> dict[str, dict[str, set[str]]]:
     """``table -> column -> names of the repositories declaring it filterable or sortable``."""
     if repositories is None:
-        from dalkit import AsyncRepository, Repository
+        # every repository class, sync or async, SQL or in-memory, derives from this base
+        from dalkit.repository.base import RepositoryBase
 
-        repositories = _subclasses(Repository) + _subclasses(AsyncRepository)
+        repositories = _subclasses(RepositoryBase)
     declared: dict[str, dict[str, set[str]]] = {}
     for repository in repositories:
         table = getattr(getattr(repository, "model", None), "__table__", None)

@@ -14,11 +14,12 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
-from sqlalchemy.orm import Mapper, RelationshipProperty
-from sqlalchemy.sql.visitors import replacement_traverse
+from sqlalchemy.orm import Mapper
 
 from dalkit.errors import InvalidQueryError
 from dalkit.query.fields import CoercionError, FieldInfo, column_field
+from dalkit.query.joins import relationship_onclause
+from dalkit.query.soft_delete import live_condition
 from dalkit.query.specs import coerce_condition
 
 __all__ = ["QueryBuilder"]
@@ -169,8 +170,16 @@ class QueryBuilder:
                 )
         from_clause: Any = root
         for joined in self._joins:
-            from_clause = from_clause.join(joined.table, joined.onclause, isouter=joined.outer)
+            # soft-deleted rows are hidden in the ON clause, so outer joins keep their rows
+            onclause = joined.onclause
+            live_joined = live_condition(joined.table)
+            if live_joined is not None:
+                onclause = sa.and_(onclause, live_joined)
+            from_clause = from_clause.join(joined.table, onclause, isouter=joined.outer)
         statement = sa.select(*expressions).select_from(from_clause)
+        live = live_condition(root)  # hidden as the repositories hide them
+        if live is not None:
+            statement = statement.where(live)
         if self._where:
             statement = statement.where(*self._where)
         if self._group_by:
@@ -284,7 +293,7 @@ class QueryBuilder:
                 if not isinstance(table, sa.Table):
                     raise InvalidQueryError(f"{target!r} is not mapped to a table", name=target)
                 joined_table = self._fresh(table, target)
-                onclause = _relationship_onclause(relationship, source, joined_table)
+                onclause = relationship_onclause(relationship, source, joined_table)
                 joined = _Joined(target, joined_table, other, outer, onclause)
                 return dataclasses.replace(self, _joins=(*self._joins, joined))
         root = _root(self.source)
@@ -323,26 +332,6 @@ class QueryBuilder:
 
 def _base(selectable: sa.FromClause) -> sa.FromClause:
     return selectable.element if isinstance(selectable, sa.Alias) else selectable
-
-
-def _relationship_onclause(
-    relationship: RelationshipProperty[Any], source: sa.FromClause, target: sa.FromClause
-) -> sa.ColumnElement[bool]:
-    """The relationship's join condition with its remote columns on ``target`` and its local
-    ones on ``source``: either may be an alias of the same table (self-referential)."""
-    # the join condition holds annotated copies of the columns: compare by table and key
-    remote = {(column.table, column.key) for column in relationship.remote_side}
-
-    def replace(element: Any, **_: Any) -> Any:
-        if not isinstance(element, sa.Column):
-            return None
-        on = target if (element.table, element.key) in remote else source
-        if on is element.table:
-            return None
-        return on.corresponding_column(element)
-
-    condition: sa.ColumnElement[bool] = replacement_traverse(relationship.primaryjoin, {}, replace)
-    return condition
 
 
 def _root(source: Any) -> sa.Table | None:

@@ -18,11 +18,13 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 
 from dalkit.audit import (
-    BulkUpdateAudit,
+    ChunkAudit,
+    bulk_insert_audit,
     bulk_update_audit,
     recording_bulk_update,
 )
 from dalkit.engine.build import get_driver_connection
+from dalkit.query.tenant import stamp_rows
 from dalkit.repository.abstract import AbstractRepository
 from dalkit.repository.base import ModelT
 from dalkit.repository.copy import (
@@ -47,6 +49,9 @@ class BulkOperations(AbstractRepository[ModelT]):
     _dialect: Dialect
 
     def _bulk_insert(self, originals: Sequence[Any], chunk_size: int, progress: bool) -> int:
+        # tenant-scoped rows get the current tenant; audited rows are recorded chunk by chunk
+        originals = stamp_rows(self._q.info.model, originals)
+        audit = bulk_insert_audit(self._q.info.model, originals[0])
         plan = plan_bulk(self._q.info, originals[0], self._dialect)
         originals, tuples = plan.tuples(originals)
         self.session.flush()
@@ -60,6 +65,7 @@ class BulkOperations(AbstractRepository[ModelT]):
             progress,
             "insert",
             lambda part: self._insert(plan, part, sql, oids),
+            audit,
         )
 
     def _bulk_update(self, originals: Sequence[Any], chunk_size: int, progress: bool) -> int:
@@ -109,7 +115,7 @@ class BulkOperations(AbstractRepository[ModelT]):
         progress: bool,
         verb: str,
         write: Any,
-        audit: BulkUpdateAudit | None = None,
+        audit: ChunkAudit | None = None,
     ) -> int:
         written = 0
         description = f"{verb} {plan.info.table.name}"

@@ -15,8 +15,14 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from dalkit.audit import BulkUpdateAudit, bulk_update_audit, recording_bulk_update_async
+from dalkit.audit import (
+    ChunkAudit,
+    bulk_insert_audit,
+    bulk_update_audit,
+    recording_bulk_update_async,
+)
 from dalkit.engine.build import get_async_driver_connection
+from dalkit.query.tenant import stamp_rows
 from dalkit.repository.abstract_async import AsyncAbstractRepository
 from dalkit.repository.base import ModelT
 from dalkit.repository.copy import (
@@ -41,6 +47,9 @@ class AsyncBulkOperations(AsyncAbstractRepository[ModelT]):
     _dialect: Dialect
 
     async def _bulk_insert(self, originals: Sequence[Any], chunk_size: int, progress: bool) -> int:
+        # tenant-scoped rows get the current tenant; audited rows are recorded chunk by chunk
+        originals = stamp_rows(self._q.info.model, originals)
+        audit = bulk_insert_audit(self._q.info.model, originals[0])
         plan = plan_bulk(self._q.info, originals[0], self._dialect)
         originals, tuples = plan.tuples(originals)
         await self.session.flush()
@@ -54,6 +63,7 @@ class AsyncBulkOperations(AsyncAbstractRepository[ModelT]):
             progress,
             "insert",
             lambda part: self._insert(plan, part, sql, oids),
+            audit,
         )
 
     async def _bulk_update(self, originals: Sequence[Any], chunk_size: int, progress: bool) -> int:
@@ -103,7 +113,7 @@ class AsyncBulkOperations(AsyncAbstractRepository[ModelT]):
         progress: bool,
         verb: str,
         write: Any,
-        audit: BulkUpdateAudit | None = None,
+        audit: ChunkAudit | None = None,
     ) -> int:
         written = 0
         description = f"{verb} {plan.info.table.name}"

@@ -32,6 +32,9 @@ from dalkit.testing.postgres import PostgresServer, create_database, drop_databa
 from dalkit.testing.redis import RedisServer
 from dalkit.testing.rollback import RollbackDatabases, async_rollback_session, rollback_session
 
+# fixtures for replicas (primary + streaming replica, promotion) and PgBouncer live beside these
+pytest_plugins = ["dalkit.testing.replication", "dalkit.testing.pgbouncer"]
+
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
     from sqlalchemy.orm import Session

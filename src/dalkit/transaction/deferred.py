@@ -4,7 +4,8 @@ BEGIN nor COMMIT, so a read-only request costs one round trip per query.
 Why this is safe. At READ COMMITTED each statement takes a new snapshot, inside a transaction
 block or not, so a plain read sees the same rows whether or not a BEGIN came before it. The
 connection runs in autocommit mode until the first statement that is not a plain SELECT (a
-write, a locking read such as ``SELECT ... FOR UPDATE``, a SAVEPOINT, DDL, ``SET``); just
+write, a locking read such as ``SELECT ... FOR UPDATE`` or ``pg_advisory_xact_lock()``, a
+SAVEPOINT, DDL, ``SET``); just
 before that statement the transaction begins (``BEGIN``, or ``BEGIN READ ONLY`` for a
 read-only transaction, so the server still refuses its writes), and from there on it is an
 ordinary transaction: atomic, committed or rolled back as a whole.
@@ -31,7 +32,12 @@ __all__ = ["DEFERRED_BEGIN_OPTION", "deferrable", "execution_options", "install"
 #: Execution option carrying the statement that opens the transaction when it is needed.
 DEFERRED_BEGIN_OPTION = "dalkit_deferred_begin"
 _BEGUN = "dalkit.begun"  # in the connection record's info: a BEGIN was sent and is open
-_LOCKING = re.compile(r"\bFOR\s+(UPDATE|SHARE|NO\s+KEY\s+UPDATE|KEY\s+SHARE)\b|\bINTO\b", re.I)
+# row locks, SELECT INTO, and transaction-scoped advisory locks (held until the transaction
+# ends, so released at once without one)
+_LOCKING = re.compile(
+    r"\bFOR\s+(UPDATE|SHARE|NO\s+KEY\s+UPDATE|KEY\s+SHARE)\b|\bINTO\b|advisory_xact_lock",
+    re.I,
+)
 _plain_reads: dict[str, bool] = {}
 _PLAIN_READS_KEPT = 4096  # statements come from SQLAlchemy's compiled cache: a bounded set
 

@@ -17,10 +17,11 @@ from typing import Any, Concatenate, ParamSpec, TypeVar, overload
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
-from sqlalchemy.pool import StaticPool
 
-from dalkit.errors import CommitOutcomeUnknownError, RetryExhaustedError, TransactionError
+from dalkit.engine.options import is_memory_sqlite
+from dalkit.errors import CommitOutcomeUnknownError, RetryExhaustedError
 from dalkit.transaction import deferred
+from dalkit.transaction.binds import bind_options, check_sqlite_can_start
 from dalkit.transaction.options import TransactionOptions
 from dalkit.transaction.retry import RetryPolicy, RetryState, breaks_commit, is_retryable
 from dalkit.transaction.scope import (
@@ -103,13 +104,17 @@ class AsyncTransactionRunner:
         self._engine = engine
         self._session_factory = session_factory
         self._dialect = engine.dialect.name
-        # a StaticPool (in-memory SQLite) has one connection, which every transaction shares
-        self._one_connection = isinstance(engine.pool, StaticPool)
+        # in-memory SQLite has one connection, which every transaction of this thread shares
+        self._one_connection = is_memory_sqlite(engine.url)
         # the events sit on the sync engine, which is the engine itself in the sync twin
         self._sync_engine: Engine = getattr(engine, "sync_engine", engine)  # type: ignore[arg-type,unused-ignore]
         deferred.install(self._sync_engine)
         self._binds: dict[tuple[str | None, bool], AsyncEngine] = {}
         self.stats = TransactionStats()
+        # scale-out, set by the database: see dalkit.engine.routing and dalkit.engine.pgbouncer
+        self.route_read: Callable[[TransactionOptions], AsyncEngine | None] | None = None
+        self.on_failure: Callable[[TransactionOptions, AsyncSession, Exception], str] | None = None
+        self.defer_begin = True
 
     # -- the with-block ----------------------------------------------------------------------
     @asynccontextmanager
@@ -177,7 +182,11 @@ class AsyncTransactionRunner:
             try:
                 result = await self._attempt(scope, fn, args, kwargs, inject)
             except Exception as error:
-                if policy is None or not is_retryable(error):
+                seen = self.on_failure(options, scope.session, error) if self.on_failure else ""
+                if seen == "rerun":  # scale-out: a read whose replica failed, elsewhere at once
+                    await self._run_callbacks(scope.after_rollback())
+                    continue
+                if policy is None or not (seen == "retry" or is_retryable(error)):
                     await self._failed(scope, error, started, rolled_back, _retries(state))
                     raise
                 if state is None:
@@ -231,9 +240,10 @@ class AsyncTransactionRunner:
         self, options: TransactionOptions, current: TransactionScope | None
     ) -> AsyncTransactionScope:
         if current is not None and self._dialect == "sqlite":
-            self._check_sqlite_can_start(options, current)
+            check_sqlite_can_start(self, self._one_connection, options, current)
+        bind = self.route_read(options) if options.read_only and self.route_read else None
         # looked up here rather than in _new_bind: every transaction pays for this line
-        bind = self._binds.get((options.isolation, options.read_only))
+        bind = bind or self._binds.get((options.isolation, options.read_only))
         if bind is None:
             bind = self._new_bind(options)
         session = self._session_factory(bind=bind)
@@ -243,10 +253,7 @@ class AsyncTransactionRunner:
         """The engine whose connections have these options: the pool is shared, and each
         connection gets the characteristics on checkout and loses them on return."""
         sync_engine = self._sync_engine
-        if deferred.deferrable(sync_engine, options):
-            execution_options = deferred.execution_options(options)
-        else:
-            execution_options = options.execution_options(self._dialect)
+        execution_options = bind_options(sync_engine, options, defer_begin=self.defer_begin)
         bind = self._engine
         if execution_options:
             bind = self._engine.execution_options(**execution_options)
@@ -254,26 +261,6 @@ class AsyncTransactionRunner:
             # kept once the server's default isolation is known: deferrable() depends on it
             self._binds[(options.isolation, options.read_only)] = bind
         return bind
-
-    def _check_sqlite_can_start(
-        self, options: TransactionOptions, current: TransactionScope
-    ) -> None:
-        """Refuse what would wait on the caller's own lock until busy_timeout, or share the one
-        connection of an in-memory database with the transaction around it."""
-        mine = [scope for scope in current.ancestors() if scope.owner is self]
-        if mine and self._one_connection:
-            raise TransactionError(
-                "an in-memory SQLite database has a single connection: a transaction of its own "
-                "cannot start inside another one; use propagation='nested'"
-            )
-        if options.read_only or options.autocommit:
-            return
-        if any(not (s.options.read_only or s.options.autocommit) for s in mine):
-            raise TransactionError(
-                "SQLite allows one writer at a time and the surrounding transaction holds the "
-                "write lock: a requires_new writer inside it would wait for itself; use "
-                "propagation='nested' or start it after the outer transaction"
-            )
 
     async def _attempt(
         self,

@@ -56,9 +56,10 @@ class TransactionStats:
 
     ``total`` counts transaction calls that finished (``committed`` + ``failed``); a call that
     was retried counts once, its extra runs in ``retries``. ``outcome_unknown`` counts the
-    failed calls whose COMMIT was interrupted, so that whether they committed is unknown. ``rolled_back`` counts database
-    transactions rolled back, retried runs included. ``duration_ms`` spans a whole call,
-    retries and backoff included, over the last ``window`` calls of each isolation level.
+    failed calls whose COMMIT was interrupted, so that whether they committed is unknown.
+    ``rolled_back`` counts database transactions rolled back, retried runs included.
+    ``duration_ms`` spans a whole call, retries and backoff included, over the last ``window``
+    calls of each isolation level.
     """
 
     def __init__(self, window: int = WINDOW) -> None:

@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import inspect
 import logging
+import sys
+import types
 import typing
 import weakref
 from collections.abc import Callable, Iterable
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 
 import sqlalchemy as sa
 
@@ -18,28 +21,47 @@ from dalkit.audit import entity_key
 from dalkit.errors import ConfigurationError, UnitOfWorkError
 from dalkit.outbox.events import DomainEvent, EventBus, HasEvents, RecordedEvent, record
 from dalkit.outbox.messages import EventTypeRegistry, outbox_rows, registry
+from dalkit.outbox.relay_async import BEGIN_NOW, WRITER_LOCK_NAMESPACE
 from dalkit.repository.base import RepositoryBase
 
-__all__ = ["UnitOfWorkBase", "UnitOfWorkHooks", "UnitOfWorkSettings"]
+# both flavours, for the generated unit.py to name its own plain repository from here
+from dalkit.repository.sql import Repository
+from dalkit.repository.sql_async import AsyncRepository
+
+__all__ = [
+    "AsyncRepository",
+    "Repository",
+    "RepositoryBase",
+    "UnitOfWorkBase",
+    "UnitOfWorkHooks",
+    "UnitOfWorkSettings",
+    "plain_repository",
+]
 
 log = logging.getLogger("dalkit.uow")
 
-R = TypeVar("R", bound=RepositoryBase[Any])
 Hook = Callable[[Any], object]
 
 
 class UnitOfWorkHooks:
     """Functions called with the unit of work: before it commits (they may still write), after
-    it committed, after it rolled back. Under the async API they may be coroutine functions.
-    Each registering method returns the function, so it also works as a decorator."""
+    it committed, before it rolls back (its session may be unusable after a database error, so
+    they should only look at what is in memory; their errors are logged, never raised over the
+    cause), after it rolled back. Under the async API they may be coroutine functions. Each
+    registering method returns the function, so it also works as a decorator."""
 
     def __init__(self) -> None:
         self.before_commit_hooks: list[Hook] = []
         self.after_commit_hooks: list[Hook] = []
+        self.before_rollback_hooks: list[Hook] = []
         self.after_rollback_hooks: list[Hook] = []
 
     def before_commit(self, fn: Hook) -> Hook:
         self.before_commit_hooks.append(fn)
+        return fn
+
+    def before_rollback(self, fn: Hook) -> Hook:
+        self.before_rollback_hooks.append(fn)
         return fn
 
     def after_commit(self, fn: Hook) -> Hook:
@@ -64,6 +86,29 @@ class UnitOfWorkSettings:
     outbox: bool = False
     event_types: EventTypeRegistry = dataclasses.field(default_factory=lambda: registry)
     hooks: UnitOfWorkHooks = dataclasses.field(default_factory=UnitOfWorkHooks)
+
+
+def _annotations(cls: type[Any]) -> dict[str, Any]:
+    """The evaluated annotations of ``cls`` and its bases above dalkit's own classes, each in
+    its own module (dalkit's public classes report ``__module__ = "dalkit"``, where the names
+    their annotations use are not defined)."""
+    hints: dict[str, Any] = {}
+    for klass in reversed(cls.__mro__):
+        own = inspect.get_annotations(klass)
+        if not own or klass.__module__ == "dalkit" or klass.__module__.startswith("dalkit.uow"):
+            continue
+        module = sys.modules.get(klass.__module__)
+        for name, annotation in own.items():
+            holder = types.SimpleNamespace(__annotations__={name: annotation})
+            try:
+                hints.update(
+                    typing.get_type_hints(
+                        holder, globalns=vars(module) if module else {}, localns=dict(vars(klass))
+                    )
+                )
+            except TypeError:
+                continue  # ClassVar and other forms that name no repository
+    return hints
 
 
 class UnitOfWorkBase:
@@ -106,7 +151,7 @@ class UnitOfWorkBase:
         declared = cls.__dict__.get("_repository_attributes")
         if declared is None:
             try:
-                hints = typing.get_type_hints(cls)
+                hints = _annotations(cls)
             except NameError as exc:
                 raise ConfigurationError(
                     f"{cls.__name__} annotates a repository this module cannot see: {exc}; "
@@ -120,18 +165,22 @@ class UnitOfWorkBase:
             cls._repository_attributes = declared
         return declared
 
-    def repository(self, repository_class: type[R]) -> R:
-        """This unit of work's instance of ``repository_class``, created on first use."""
+    def _repository(self, target: type[Any], plain: type[RepositoryBase[Any]]) -> Any:
+        """This unit of work's instance of ``target``, created on first use: a repository class,
+        or a mapped class, which gets a ``plain`` repository (every default, no allow-list)."""
         self._check_open("repository()")
-        found = self._repositories.get(repository_class)
+        found = self._repositories.get(target)
         if found is None:
-            found = repository_class(self.session)  # type: ignore[call-arg]
-            self._repositories[repository_class] = found
-        return typing.cast("R", found)
+            repository_class = target
+            if not issubclass(target, RepositoryBase):
+                repository_class = plain_repository(plain, target)
+            found = repository_class(self.session)
+            self._repositories[target] = found
+        return found
 
     def _bind_repositories(self) -> None:
         for name, repository_class in self._declared_repositories().items():
-            setattr(self, name, self.repository(repository_class))
+            setattr(self, name, self._repository(repository_class, RepositoryBase))
 
     # -- events --------------------------------------------------------------------------------
     def _record_published(self, event: DomainEvent, aggregate: object | None) -> None:
@@ -166,6 +215,21 @@ class UnitOfWorkBase:
     def _outbox_rows(self, events: Iterable[RecordedEvent]) -> list[dict[str, Any]]:
         entries = [(recorded.event, _aggregate(recorded)) for recorded in events]
         return outbox_rows(entries, self.event_types, dt.datetime.now(dt.UTC))
+
+    @staticmethod
+    def _aggregate_locks(rows: Iterable[dict[str, Any]], dialect: str) -> list[sa.Executable]:
+        """PostgreSQL: one transaction-level advisory lock per aggregate the rows belong to, in
+        a fixed order (no deadlock between two units locking the same pair), after making the
+        transaction begin (a deferred BEGIN would let a lock taken in a SELECT end with it):
+        units of work writing events of one aggregate then commit one after the other."""
+        if dialect != "postgresql":
+            return []  # SQLite: one writer at a time already
+        keys = sorted({row["aggregate_key"] for row in rows if row["aggregate_id"] is not None})
+        locks: list[sa.Executable] = [
+            sa.select(sa.func.pg_advisory_xact_lock(WRITER_LOCK_NAMESPACE, sa.func.hashtext(key)))
+            for key in keys
+        ]
+        return [BEGIN_NOW, *locks] if locks else []
 
     def _warn_undelivered(self, events: list[RecordedEvent]) -> None:
         if events and self.event_bus is None and not self.outbox:
@@ -209,6 +273,27 @@ def _aggregate(recorded: RecordedEvent) -> tuple[str, str] | None:
         )
     name = getattr(type(recorded.source), "audit_name", None) or type(recorded.source).__name__
     return name, entity_key(state.identity)
+
+
+_plain: dict[tuple[type[Any], type[Any]], type[RepositoryBase[Any]]] = {}
+
+
+def plain_repository(flavour: type[RepositoryBase[Any]], model: type[Any]) -> type[Any]:
+    """``class <Model>Repository(flavour[model])`` with every default, made once per model so
+    that its checked plan is built once too."""
+    if not isinstance(model, type):
+        raise TypeError(f"repository() takes a repository or a mapped class, not {model!r}")
+    try:
+        sa.inspect(model)
+    except sa.exc.NoInspectionAvailable:
+        raise ConfigurationError(
+            f"repository() takes a repository class or a mapped class; {model.__name__} is neither"
+        ) from None
+    found = _plain.get((flavour, model))
+    if found is None:
+        name = f"{model.__name__}Repository"
+        found = _plain[(flavour, model)] = type(name, (flavour,), {"model": model})
+    return found
 
 
 _settings: weakref.WeakKeyDictionary[object, UnitOfWorkSettings] = weakref.WeakKeyDictionary()

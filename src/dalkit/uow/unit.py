@@ -12,7 +12,7 @@ import functools
 import logging
 from contextlib import AbstractContextManager
 from types import TracebackType
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING, Any, Self, TypeVar, overload
 
 from sqlalchemy.orm import Session
 
@@ -21,12 +21,16 @@ from dalkit.errors import UnitOfWorkError
 from dalkit.outbox.events import DomainEvent, EventBus, deliver
 from dalkit.tables import outbox as outbox_table
 from dalkit.transaction.scope import current_scope, on_commit, on_rollback, settle
-from dalkit.uow.base import UnitOfWorkBase, uow_settings
+from dalkit.uow import base
+from dalkit.uow.base import RepositoryBase, UnitOfWorkBase, uow_settings
 
 if TYPE_CHECKING:
     from dalkit.database import Database
 
 log = logging.getLogger("dalkit.uow")
+
+R = TypeVar("R", bound=RepositoryBase[Any])
+M = TypeVar("M")
 
 
 class _RollbackRequested(Exception):
@@ -99,6 +103,17 @@ class UnitOfWork(UnitOfWorkBase):
         finally:
             self._actor_scope.close()
 
+    @overload
+    def repository(self, target: type[R]) -> R: ...  # type: ignore[overload-overlap]
+
+    @overload
+    def repository(self, target: type[M]) -> base.Repository[M]: ...
+
+    def repository(self, target: type[Any]) -> Any:
+        """This unit of work's instance of a repository class, created on first use; given a
+        mapped class instead, a plain ``Repository`` of it (every default)."""
+        return self._repository(target, base.Repository)
+
     def publish(self, event: DomainEvent, *, aggregate: object | None = None) -> None:
         """Dispatch ``event`` after the commit (or store it in the outbox), in order with the
         events entities record. ``aggregate`` is an entity or a ``(type, id)`` pair: events
@@ -117,7 +132,11 @@ class UnitOfWork(UnitOfWorkBase):
             # new entities get their keys (outbox aggregates need them); audit rows are written
             self.session.flush()
             if self.outbox and recorded:
-                self.session.execute(outbox_table.insert(), self._outbox_rows(recorded))
+                rows = self._outbox_rows(recorded)
+                for lock in self._aggregate_locks(rows, self.session.get_bind().dialect.name):
+                    # held to the end of the transaction: see AsyncOutboxRelay on ordering
+                    self.session.execute(lock)
+                self.session.execute(outbox_table.insert(), rows)
             else:
                 self._warn_undelivered(recorded)
         except BaseException as error:
@@ -145,8 +164,11 @@ class UnitOfWork(UnitOfWorkBase):
         tb: TracebackType | None,
     ) -> None:
         self._discard_events()
-        self.state = "rolled_back"
-        self._exit_transaction(exc_type, exc, tb)
+        try:
+            self._run_hooks("before_rollback")
+        finally:
+            self.state = "rolled_back"
+            self._exit_transaction(exc_type, exc, tb)
 
     def _exit_transaction(
         self,

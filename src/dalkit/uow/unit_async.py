@@ -10,7 +10,7 @@ import functools
 import logging
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING, Any, Self, TypeVar, overload
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -19,12 +19,16 @@ from dalkit.errors import UnitOfWorkError
 from dalkit.outbox.events import DomainEvent, EventBus, deliver_async
 from dalkit.tables import outbox as outbox_table
 from dalkit.transaction.scope import current_scope, on_commit, on_rollback, settle_async
-from dalkit.uow.base import UnitOfWorkBase, uow_settings
+from dalkit.uow import base
+from dalkit.uow.base import RepositoryBase, UnitOfWorkBase, uow_settings
 
 if TYPE_CHECKING:
     from dalkit.database_async import AsyncDatabase
 
 log = logging.getLogger("dalkit.uow")
+
+R = TypeVar("R", bound=RepositoryBase[Any])
+M = TypeVar("M")
 
 
 class _RollbackRequested(Exception):
@@ -97,6 +101,17 @@ class AsyncUnitOfWork(UnitOfWorkBase):
         finally:
             self._actor_scope.close()
 
+    @overload
+    def repository(self, target: type[R]) -> R: ...  # type: ignore[overload-overlap]
+
+    @overload
+    def repository(self, target: type[M]) -> base.AsyncRepository[M]: ...
+
+    def repository(self, target: type[Any]) -> Any:
+        """This unit of work's instance of a repository class, created on first use; given a
+        mapped class instead, a plain ``AsyncRepository`` of it (every default)."""
+        return self._repository(target, base.AsyncRepository)
+
     def publish(self, event: DomainEvent, *, aggregate: object | None = None) -> None:
         """Dispatch ``event`` after the commit (or store it in the outbox), in order with the
         events entities record. ``aggregate`` is an entity or a ``(type, id)`` pair: events
@@ -115,7 +130,11 @@ class AsyncUnitOfWork(UnitOfWorkBase):
             # new entities get their keys (outbox aggregates need them); audit rows are written
             await self.session.flush()
             if self.outbox and recorded:
-                await self.session.execute(outbox_table.insert(), self._outbox_rows(recorded))
+                rows = self._outbox_rows(recorded)
+                for lock in self._aggregate_locks(rows, self.session.get_bind().dialect.name):
+                    # held to the end of the transaction: see AsyncOutboxRelay on ordering
+                    await self.session.execute(lock)
+                await self.session.execute(outbox_table.insert(), rows)
             else:
                 self._warn_undelivered(recorded)
         except BaseException as error:
@@ -143,8 +162,11 @@ class AsyncUnitOfWork(UnitOfWorkBase):
         tb: TracebackType | None,
     ) -> None:
         self._discard_events()
-        self.state = "rolled_back"
-        await self._exit_transaction(exc_type, exc, tb)
+        try:
+            await self._run_hooks("before_rollback")
+        finally:
+            self.state = "rolled_back"
+            await self._exit_transaction(exc_type, exc, tb)
 
     async def _exit_transaction(
         self,

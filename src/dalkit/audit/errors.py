@@ -1,0 +1,13 @@
+"""The audit package's errors: a write to an audited model that cannot be recorded is refused,
+never let through silently."""
+
+from __future__ import annotations
+
+from dalkit.errors import DalkitError
+
+__all__ = ["UnauditedWriteError"]
+
+
+class UnauditedWriteError(DalkitError):
+    """Raised for a write to an audited model through a path whose changes cannot be recorded
+    (raw SQL, an INSERT whose rows cannot be found again); nothing was written."""

@@ -1,0 +1,117 @@
+"""Raw SQL against audited tables: :func:`written_tables` finds what a statement writes (with
+sqlparse's tokenizer, not a hand-written lexer) and :func:`check_raw_write` refuses a write to an
+audited table, whose old and new values raw SQL gives no way to record."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+
+import sqlalchemy as sa
+import sqlparse
+from sqlparse import tokens as T
+
+from dalkit.audit.errors import UnauditedWriteError
+from dalkit.audit.registry import audited_tables
+
+__all__ = ["check_raw_write", "written_tables"]
+
+# the keyword that starts a write, and the words that may stand between it and its table
+_WRITES = {"INSERT", "UPDATE", "DELETE", "MERGE", "TRUNCATE", "REPLACE", "COPY"}
+_FILLERS = {"INTO", "FROM", "ONLY", "TABLE", "OR", "IGNORE", "ABORT", "FAIL", "ROLLBACK"}
+_FILLERS |= {"REPLACE"}
+_WRITE_WORD = re.compile(r"\b(?:insert|update|delete|merge|truncate|replace|copy)\b", re.I)
+
+
+def _code_tokens(sql: str) -> Iterator[sqlparse.sql.Token]:
+    for statement in sqlparse.parse(sql):
+        for token in statement.flatten():  # type: ignore[no-untyped-call]
+            if not token.is_whitespace and token.ttype not in T.Comment:
+                yield token
+
+
+def _name_of(token: sqlparse.sql.Token) -> str | None:
+    if token.ttype in T.Name or token.ttype is T.Keyword:
+        return str(token.value).lower()
+    if token.ttype in T.Literal.String.Symbol:  # "quoted identifier": case kept
+        return str(token.value)[1:-1].replace('""', '"')
+    return None
+
+
+def written_tables(sql: str) -> list[tuple[str | None, str]]:
+    """``(schema, table)`` of every table that ``sql`` inserts into, updates, deletes from,
+    merges into, truncates or copies into, CTEs included; names unquoted (unquoted ones in
+    lower case)."""
+    tokens = list(_code_tokens(sql))
+    found: list[tuple[str | None, str]] = []
+    for index, token in enumerate(tokens):
+        word = str(token.value).upper()
+        if token.ttype not in T.Keyword and token.ttype not in T.DML and token.ttype not in T.DDL:
+            continue
+        if word not in _WRITES:
+            continue
+        position = index + 1
+        while position < len(tokens) and str(tokens[position].value).upper() in _FILLERS:
+            position += 1
+        if word == "UPDATE" and index > 0 and str(tokens[index - 1].value).upper() in ("DO", "FOR"):
+            continue  # ON CONFLICT DO UPDATE, SELECT ... FOR UPDATE: no table follows
+        if position >= len(tokens) or (
+            tokens[position].ttype in T.Keyword and not _is_name(tokens, position)
+        ):
+            continue
+        while True:
+            position = _take_name(tokens, position, found)
+            # TRUNCATE a, b: a list of tables
+            if word != "TRUNCATE" or position >= len(tokens) or tokens[position].value != ",":
+                break
+            position += 1
+    return found
+
+
+def _take_name(
+    tokens: list[sqlparse.sql.Token], position: int, found: list[tuple[str | None, str]]
+) -> int:
+    """Append the (schema, name) at ``position`` to ``found``; the position after it."""
+    first = _name_of(tokens[position]) if position < len(tokens) else None
+    if first is None:
+        return position + 1
+    if position + 2 < len(tokens) and tokens[position + 1].value == ".":
+        second = _name_of(tokens[position + 2])
+        if second is not None:
+            found.append((first, second))
+            return position + 3
+    found.append((None, first))
+    return position + 1
+
+
+def _is_name(tokens: list[sqlparse.sql.Token], position: int) -> bool:
+    # a keyword used as a table name ("user") is followed by what follows a table
+    following = tokens[position + 1].value if position + 1 < len(tokens) else ""
+    return str(following).upper() in ("", "SET", "(", "VALUES", "WHERE", "AS", ".", "SELECT")
+
+
+def _matches(tables: Iterable[sa.Table], schema: str | None, name: str) -> sa.Table | None:
+    for table in tables:
+        if table.name.lower() == name.lower() and (
+            schema is None or (table.schema or "").lower() in (schema.lower(), "")
+        ):
+            return table
+    return None
+
+
+def check_raw_write(sql: str) -> None:
+    """Raise UnauditedWriteError if ``sql`` writes a table of an audited model: raw SQL leaves
+    no trace of the old and new values, so such writes must go through the ORM or a repository
+    (which record them). Reads, and writes to other tables, pass."""
+    if not _WRITE_WORD.search(sql):
+        return  # no write keyword anywhere: nothing to parse
+    tables = audited_tables()
+    if not tables:
+        return
+    for schema, name in written_tables(sql):
+        table = _matches(tables, schema, name)
+        if table is not None:
+            raise UnauditedWriteError(
+                f"raw SQL writes {table.fullname}, the table of an audited model, and its changes "
+                "cannot be recorded: write it through the ORM or a repository instead"
+            )

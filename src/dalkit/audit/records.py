@@ -1,0 +1,115 @@
+"""What an audit row holds and how it is written: full values of a created or deleted row, the
+old/new pairs of an update, redaction, the actor; and reading rows back by key, in bounded IN
+lists. Shared by every capture path (flush, statements, bulk writes)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from dalkit._codec import jsonable
+from dalkit.audit.registry import REDACTED, ModelAudit, current_actor, entity_key
+from dalkit.tables import audit_log
+
+__all__ = ["IN_CHUNK", "diff", "full", "record_since", "row", "rows_by", "rows_by_key", "write"]
+
+#: rows read or compared at a time: what bounds the memory an audited write needs
+IN_CHUNK = 500
+
+
+def _shown(config: ModelAudit, key: str, value: Any) -> Any:
+    return REDACTED if key in config.redact else jsonable(value)
+
+
+def row(
+    config: ModelAudit, action: str, key: Sequence[Any], changes: dict[str, Any]
+) -> dict[str, Any]:
+    """One audit log row, with the actor of the context."""
+    actor_id, request_id = current_actor()
+    return {
+        "entity_type": config.name,
+        "entity_id": entity_key(key),
+        "action": action,
+        "changes": changes,
+        "actor_id": actor_id,
+        "request_id": request_id,
+        "occurred_at": dt.datetime.now(dt.UTC),
+    }
+
+
+def full(config: ModelAudit, values: Mapping[str, Any]) -> dict[str, Any]:
+    """Every recorded field of a created or deleted row."""
+    return {k: _shown(config, k, values[k]) for k in config.keys if k in values}
+
+
+def diff(config: ModelAudit, old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """``{field: {"old": ..., "new": ...}}`` for each recorded field that changed."""
+    changes = {}
+    for key in config.keys:
+        if key in old and key in new and old[key] != new[key]:
+            changes[key] = {
+                "old": _shown(config, key, old[key]),
+                "new": _shown(config, key, new[key]),
+            }
+    return changes
+
+
+def write(session: Session, rows: list[dict[str, Any]]) -> None:
+    if rows:
+        # on the connection: a session-level execute would come back through the listeners
+        session.connection().execute(audit_log.insert(), rows)
+
+
+def rows_by(
+    session: Session, config: ModelAudit, names: Sequence[str], keys: Sequence[tuple[Any, ...]]
+) -> dict[tuple[Any, ...], dict[str, Any]]:
+    """The recorded fields of the rows whose fields ``names`` hold one of ``keys``, by those
+    values, read in IN lists of :data:`IN_CHUNK`."""
+    columns = dict(config.fields)
+    target_columns = [columns[n] for n in names]
+    target = target_columns[0] if len(names) == 1 else sa.tuple_(*target_columns)
+    found: dict[tuple[Any, ...], dict[str, Any]] = {}
+    unique = list(dict.fromkeys(keys))
+    for start in range(0, len(unique), IN_CHUNK):
+        chunk = unique[start : start + IN_CHUNK]
+        values = [k[0] for k in chunk] if len(names) == 1 else chunk
+        statement = config.select().where(target.in_(values))
+        for found_row in session.connection().execute(statement).mappings():
+            found[tuple(found_row[n] for n in names)] = dict(found_row)
+    return found
+
+
+def rows_by_key(
+    session: Session, config: ModelAudit, keys: Sequence[tuple[Any, ...]]
+) -> dict[tuple[Any, ...], dict[str, Any]]:
+    """The recorded fields of the rows with primary keys ``keys``."""
+    return rows_by(session, config, config.primary_key, keys)
+
+
+def record_since(
+    session: Session,
+    config: ModelAudit,
+    before: Mapping[tuple[Any, ...], Mapping[str, Any]],
+    *,
+    deleting: bool = False,
+) -> None:
+    """Log what became of the rows that held ``before`` (by primary key): the fields that
+    changed in each row still there, or (when ``deleting``) the full values of each row gone."""
+    if not before:
+        return
+    after = rows_by_key(session, config, list(before))
+    rows = []
+    for key, old in before.items():
+        new = after.get(key)
+        if deleting:
+            if new is None:
+                rows.append(row(config, "delete", key, full(config, old)))
+        elif new is not None:
+            changes = diff(config, old, new)
+            if changes:
+                rows.append(row(config, "update", key, changes))
+    write(session, rows)

@@ -1,0 +1,204 @@
+"""Capture of INSERT, UPDATE and DELETE statements run through a session on an audited table,
+ORM-enabled or Core (upserts included), and refusal of raw SQL that writes one. The
+before-image of an UPDATE or DELETE is read in chunks: a large one goes through a temporary
+table on the server, so memory holds one chunk whatever the number of rows."""
+
+from __future__ import annotations
+
+import secrets
+import typing
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import ORMExecuteState, Session
+
+from dalkit.audit.errors import UnauditedWriteError
+from dalkit.audit.raw import check_raw_write
+from dalkit.audit.records import IN_CHUNK, diff, full, record_since, row, rows_by, write
+from dalkit.audit.registry import ModelAudit, table_audit
+from dalkit.query.soft_delete import UNKNOWN, conflict_columns, inserted_rows
+
+__all__ = ["on_orm_execute"]
+
+
+def on_orm_execute(state: ORMExecuteState) -> Any:
+    statement = state.statement
+    if isinstance(statement, sa.TextClause):
+        check_raw_write(statement.text)
+        return None
+    if not (state.is_insert or state.is_update or state.is_delete) or state.is_from_statement:
+        return None
+    dml = typing.cast("sa.Insert | sa.Update | sa.Delete", statement)
+    config = table_audit(dml.table)
+    if config is None:
+        return None
+    if isinstance(dml, sa.Insert):
+        return _capture_insert(state, config, dml)
+    return _capture_change(state, config, dml)
+
+
+# -- INSERT, and INSERT ... ON CONFLICT ------------------------------------------------------
+def _capture_insert(state: ORMExecuteState, config: ModelAudit, statement: sa.Insert) -> Any:
+    """Rows are found again by their conflict target (upserts), primary key or a unique key they
+    all carry, read before and after: new ones are creates, changed ones updates."""
+    table = typing.cast("sa.Table", statement.table)
+    names = _attribute_names(config, table)
+    rows = [
+        {names[k]: v for k, v in r.items() if k in names}
+        for r in inserted_rows(statement, state.parameters)
+    ]
+    if statement.select is not None or not rows:
+        raise UnauditedWriteError(
+            f"INSERT ... SELECT into {table.name}, the table of an audited model, cannot be "
+            "recorded: insert the rows through the ORM or a repository"
+        )
+    lookup = _lookup(config, table, statement, rows)
+    session = state.session
+    if lookup is None:
+        if len(rows) != 1:
+            raise UnauditedWriteError(
+                f"an INSERT of {len(rows)} rows into {table.name} (audited) without their "
+                "primary or unique key values cannot be recorded: include the keys, or add the "
+                "objects through the ORM"
+            )
+        result = state.invoke_statement()
+        key = tuple(getattr(result, "inserted_primary_key", None) or ())
+        if not key or None in key:
+            raise UnauditedWriteError(f"the key of the row inserted into {table.name} is unknown")
+        after = rows_by(session, config, config.primary_key, [key])
+        write(session, [row(config, "create", k, full(config, v)) for k, v in after.items()])
+        return result
+    keys = [tuple(r[n] for n in lookup) for r in rows]
+    before = rows_by(session, config, lookup, keys)
+    result = state.invoke_statement()
+    after = rows_by(session, config, lookup, keys)
+    records = []
+    for key, new in after.items():
+        ident = config.key_of(new)
+        old = before.get(key)
+        if old is None:
+            records.append(row(config, "create", ident, full(config, new)))
+        else:
+            changes = diff(config, old, new)
+            if changes:
+                records.append(row(config, "update", ident, changes))
+    write(session, records)
+    return result
+
+
+def _attribute_names(config: ModelAudit, table: sa.Table) -> dict[str, str]:
+    """Attribute key by attribute or column key: statements use either."""
+    names = {key: key for key, _ in config.fields}
+    for key, column in config.fields:
+        names.setdefault(getattr(column, "key", key), key)
+    return names
+
+
+def _lookup(
+    config: ModelAudit, table: sa.Table, statement: sa.Insert, rows: Sequence[Mapping[str, Any]]
+) -> tuple[str, ...] | None:
+    """The fields every row carries a known value of and that identify one row each."""
+    names = _attribute_names(config, table)
+    target = conflict_columns(statement, table)
+    candidates: list[tuple[str, ...]] = []
+    if target is not None:
+        candidates.append(tuple(names[c.key] for c in target if c.key in names))
+    candidates.append(config.primary_key)
+    for constraint in table.constraints:
+        if isinstance(constraint, sa.UniqueConstraint):
+            candidates.append(tuple(names.get(c.key, "") for c in constraint.columns))
+    for index in table.indexes:
+        if index.unique and len(index.expressions) == len(index.columns):
+            candidates.append(tuple(names.get(c.key, "") for c in index.columns))
+    candidates.extend((names.get(c.key, ""),) for c in table.columns if c.unique)
+    for candidate in candidates:
+        if candidate and all(
+            n in r and r[n] is not UNKNOWN and r[n] is not None for r in rows for n in candidate
+        ):
+            return candidate
+    return None
+
+
+# -- UPDATE and DELETE -------------------------------------------------------------------------
+def _capture_change(
+    state: ORMExecuteState, config: ModelAudit, statement: sa.Update | sa.Delete
+) -> Any:
+    session = state.session
+    deleting = isinstance(statement, sa.Delete)
+    where = statement.whereclause
+    table = typing.cast("sa.Table", statement.table)
+    if state.is_executemany:
+        params: list[dict[str, Any]] = state.parameters  # type: ignore[assignment]
+        if where is None and state.bind_mapper is not None:
+            # ORM bulk UPDATE by primary key: the rows name the keys
+            keys = [config.key_of(p) for p in params]
+            before = rows_by(session, config, config.primary_key, keys)
+        else:
+            before = {}
+            for params_of_one in params:
+                before.update(_read(session, config, table, where, params_of_one, None))
+        result = state.invoke_statement()
+        record_since(session, config, before, deleting=deleting)
+        return result
+    single = typing.cast("Mapping[str, Any]", state.parameters or {})
+    before = _read(session, config, table, where, single, IN_CHUNK + 1)
+    if len(before) <= IN_CHUNK:
+        result = state.invoke_statement()
+        record_since(session, config, before, deleting=deleting)
+        return result
+    return _capture_large(state, config, table, where, deleting)
+
+
+def _read(
+    session: Session,
+    config: ModelAudit,
+    table: sa.Table,
+    where: Any,
+    params: Mapping[str, Any],
+    limit: int | None,
+) -> dict[tuple[Any, ...], dict[str, Any]]:
+    statement = _before_select(config, table, where)
+    if limit is not None:
+        statement = statement.limit(limit)
+    found = session.connection().execute(statement, dict(params)).mappings()
+    return {config.key_of(r): dict(r) for r in found}
+
+
+def _before_select(config: ModelAudit, table: sa.Table, where: Any) -> sa.Select[Any]:
+    statement = config.select()
+    return statement.where(where) if where is not None else statement.select_from(table)
+
+
+def _capture_large(
+    state: ORMExecuteState, config: ModelAudit, table: sa.Table, where: Any, deleting: bool
+) -> Any:
+    """The before-image goes to a temporary table, then is compared with the rows as they are
+    after the statement a chunk at a time, in primary key order."""
+    session = state.session
+    connection = session.connection()
+    name = f"_dalkit_before_{secrets.token_hex(6)}"
+    options: dict[str, Any] = {"prefixes": ["TEMPORARY"]}
+    if connection.dialect.name == "postgresql":
+        options["postgresql_on_commit"] = "DROP"  # also gone if the transaction fails
+    image = sa.Table(
+        name, sa.MetaData(), *(sa.Column(k, c.type) for k, c in config.fields), **options
+    )
+    image.create(connection)
+    copy = image.insert().from_select(list(config.keys), _before_select(config, table, where))
+    connection.execute(copy, dict(typing.cast("Mapping[str, Any]", state.parameters or {})))
+    result = state.invoke_statement()
+    pk = [image.c[k] for k in config.primary_key]
+    last: tuple[Any, ...] | None = None
+    while True:
+        chunk_query = sa.select(image).order_by(*pk).limit(IN_CHUNK)
+        if last is not None:
+            after_last = pk[0] > last[0] if len(pk) == 1 else sa.tuple_(*pk) > sa.tuple_(*last)
+            chunk_query = chunk_query.where(after_last)
+        chunk = connection.execute(chunk_query).mappings().all()
+        if not chunk:
+            break
+        record_since(session, config, {config.key_of(r): dict(r) for r in chunk}, deleting=deleting)
+        last = config.key_of(chunk[-1])
+    image.drop(connection)
+    return result

@@ -1,0 +1,354 @@
+"""Tenant scoping: the :class:`TenantScoped` mixin, the :func:`tenant` context (a context
+variable), and one ``do_orm_execute``/``before_flush`` pair on the ``Session`` class that makes
+every read, relationship load, statement and flush of such models see and write the current
+tenant's rows only; without a tenant, they raise :class:`TenantRequiredError` instead of
+returning every tenant's rows. Installed when the first model gets the mixin.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import typing
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.orm import (
+    Mapped,
+    ORMExecuteState,
+    Session,
+    UOWTransaction,
+    mapped_column,
+    with_loader_criteria,
+)
+
+from dalkit.errors import DalkitError
+from dalkit.query.soft_delete import UNKNOWN, conflict_columns, inserted_rows
+
+__all__ = [
+    "TenantError",
+    "TenantMismatchError",
+    "TenantRequiredError",
+    "TenantScoped",
+    "check_tenant_rows",
+    "current_tenant",
+    "every_tenant",
+    "is_tenant_scoped",
+    "stamp_rows",
+    "tenant",
+]
+
+
+class TenantError(DalkitError):
+    """A read or write of a tenant-scoped model that tenant scoping forbids."""
+
+
+class TenantRequiredError(TenantError):
+    """Raised for a read or write of a tenant-scoped model outside ``dalkit.tenant(...)``."""
+
+
+class TenantMismatchError(TenantError):
+    """Raised for a write that names, or would touch, a row of another tenant."""
+
+
+class TenantScoped:
+    """Mix into a declarative model to give it ``tenant_id``: inside ``with dalkit.tenant(t):``
+    every read of it sees tenant ``t``'s rows only and every write is stamped with (or checked
+    against) ``t``. Tenant ids are stored as text."""
+
+    tenant_id: Mapped[str] = mapped_column(sa.String(64), index=True, nullable=False)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        install()
+
+
+_EVERY = object()  # every_tenant(): scoping is off, explicitly
+_current: contextvars.ContextVar[object | None] = contextvars.ContextVar(
+    "dalkit_tenant", default=None
+)
+
+
+@contextlib.contextmanager
+def tenant(tenant_id: object) -> Iterator[None]:
+    """Scope the block to ``tenant_id`` (a context variable: each thread and task keeps its
+    own)."""
+    if tenant_id is None or tenant_id == "" or isinstance(tenant_id, bool):
+        raise TenantRequiredError(f"a tenant id is required, got {tenant_id!r}")
+    token = _current.set(str(tenant_id))
+    try:
+        yield
+    finally:
+        _current.reset(token)
+
+
+@contextlib.contextmanager
+def every_tenant() -> Iterator[None]:
+    """Turn scoping off in the block, on purpose (administration, migrations, reports)."""
+    token = _current.set(_EVERY)
+    try:
+        yield
+    finally:
+        _current.reset(token)
+
+
+def current_tenant() -> str | None:
+    """The tenant of the context; None outside :func:`tenant` (and inside :func:`every_tenant`)."""
+    value = _current.get()
+    return value if isinstance(value, str) else None
+
+
+def _required(what: str) -> str | None:
+    """The current tenant; None under every_tenant(); raises outside any tenant."""
+    value = _current.get()
+    if value is _EVERY:
+        return None
+    if not isinstance(value, str):
+        raise TenantRequiredError(
+            f"{what} of a tenant-scoped model outside `with dalkit.tenant(...)`: refused rather "
+            "than reading or writing every tenant's rows (use dalkit.query.tenant.every_tenant() "
+            "to mean every tenant)"
+        )
+    return value
+
+
+def is_tenant_scoped(model: object) -> bool:
+    return isinstance(model, type) and issubclass(model, TenantScoped)
+
+
+_tables: dict[sa.Table, bool] = {}
+
+
+def _scoped_table(table: object) -> bool:
+    if not isinstance(table, sa.Table):
+        return False
+    plain = table._deannotate()
+    known = _tables.get(plain)
+    if known is None:
+        known = False
+        pending: list[type[Any]] = [TenantScoped]
+        while pending:
+            cls = pending.pop()
+            pending.extend(cls.__subclasses__())
+            mapper = sa.inspect(cls, raiseerr=False)
+            if mapper is not None and mapper.local_table is plain:
+                known = True
+        _tables[plain] = known
+    return known
+
+
+# -- rows the repositories write through the driver -------------------------------------------
+def stamp_rows(model: type[Any], rows: Sequence[Mapping[str, Any]]) -> Sequence[Mapping[str, Any]]:
+    """``rows`` for a bulk insert of ``model``: each with the current tenant as ``tenant_id``
+    (a row naming another tenant raises); ``rows`` themselves for a model not scoped."""
+    if not is_tenant_scoped(model):
+        return rows
+    current = _required("bulk_insert")
+    if current is None:
+        return rows
+    check_tenant_rows(current, rows)
+    return [{**row, "tenant_id": current} for row in rows]
+
+
+def check_tenant_rows(current: str, rows: Iterable[Mapping[str, Any]]) -> None:
+    for row in rows:
+        given = row.get("tenant_id", UNKNOWN)
+        if given is not UNKNOWN and given is not None and str(given) != current:
+            raise TenantMismatchError(f"a row names tenant {given!r} inside tenant {current!r}")
+
+
+def check_keys(session: Session, model: type[Any], keys: Sequence[tuple[Any, ...]]) -> None:
+    """Refuse a write by primary key (bulk_update) that reaches a row of another tenant."""
+    if not is_tenant_scoped(model):
+        return
+    current = _required("bulk_update")
+    if current is None or not keys:
+        return
+    pk = list(sa.inspect(model).primary_key)
+    target = pk[0] if len(pk) == 1 else sa.tuple_(*pk)
+    values = [k[0] for k in keys] if len(pk) == 1 else list(keys)
+    for start in range(0, len(values), 500):
+        query = sa.select(sa.literal(1)).where(
+            target.in_(values[start : start + 500]), model.tenant_id != current
+        )
+        if session.connection().execute(query.limit(1)).first() is not None:
+            raise TenantMismatchError(f"a {model.__name__} row of another tenant was named")
+
+
+# -- statements --------------------------------------------------------------------------------
+def _on_execute(state: ORMExecuteState) -> None:
+    statement = state.statement
+    if state.is_column_load or isinstance(statement, sa.TextClause):
+        return
+    orm = statement._propagate_attrs.get("compile_state_plugin") == "orm"
+    if state.is_select:
+        _scope_select(state, orm)
+    elif state.is_insert:
+        _scope_insert(state, typing.cast("sa.Insert", statement))
+    elif state.is_update or state.is_delete:
+        _scope_change(state, typing.cast("sa.Update | sa.Delete", statement))
+
+
+def _criteria(current: str) -> Any:
+    # ``current`` is a closure variable: SQLAlchemy binds it as a parameter of the cached lambda
+    return with_loader_criteria(
+        TenantScoped, lambda cls: cls.tenant_id == current, include_aliases=True
+    )
+
+
+def _scope_select(state: ORMExecuteState, orm: bool) -> None:
+    statement = typing.cast("sa.Select[Any]", state.statement)
+    if orm:
+        scoped = any(is_tenant_scoped(m.class_) for m in state.all_mappers)
+        if _current.get() is _EVERY:
+            return
+        current = current_tenant()
+        if current is None:
+            if scoped:
+                _required("a read")
+            # joined tenant-scoped entities then match no row: nothing leaks
+            state.statement = statement.options(
+                with_loader_criteria(
+                    TenantScoped, lambda cls: cls.tenant_id.is_(None), include_aliases=True
+                )
+            )
+            return
+        state.statement = statement.options(_criteria(current))
+        return
+    conditions = list(_core_conditions(statement.get_final_froms(), outer=False))
+    if conditions:
+        current = _required("a read")
+        if current is not None:
+            state.statement = statement.where(*(c(current) for c in conditions))
+
+
+def _core_conditions(froms: Iterable[Any], *, outer: bool) -> Iterator[Any]:
+    """A condition builder for each tenant-scoped table in the FROM list (through joins); the
+    optional side of an outer join keeps its unmatched rows (NULL tenant)."""
+    for item in froms:
+        if isinstance(item, sa.Join):
+            yield from _core_conditions([item.left], outer=outer)
+            yield from _core_conditions([item.right], outer=outer or item.isouter)
+        elif _scoped_table(item):
+            column = item.c.tenant_id
+            if outer:
+                yield lambda current, column=column: sa.or_(column == current, column.is_(None))
+            else:
+                yield lambda current, column=column: column == current
+
+
+def _scope_insert(state: ORMExecuteState, statement: sa.Insert) -> None:
+    table = statement.table
+    if not _scoped_table(table):
+        return
+    current = _required("an INSERT")
+    if current is None:
+        return
+    rows = inserted_rows(statement, state.parameters)
+    check_tenant_rows(current, rows)
+    if any("tenant_id" not in row for row in rows):
+        state.statement, state.parameters = _stamped(statement, state.parameters, current)
+    columns = conflict_columns(statement, typing.cast("sa.Table", table))
+    if columns:
+        keys = [tuple(r.get(c.key, UNKNOWN) for c in columns) for r in rows]
+        keys = [k for k in keys if UNKNOWN not in k]
+        target = columns[0] if len(columns) == 1 else sa.tuple_(*columns)
+        tenant_column = typing.cast("sa.Table", table).c.tenant_id
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            values = [k[0] for k in chunk] if len(columns) == 1 else chunk
+            query = sa.select(sa.literal(1)).where(target.in_(values), tenant_column != current)
+            if state.session.connection().execute(query.limit(1)).first() is not None:
+                raise TenantMismatchError(
+                    f"an upsert into {getattr(table, 'name', table)} meets a row of another tenant"
+                )
+
+
+def _stamped(statement: sa.Insert, parameters: Any, current: str) -> tuple[sa.Insert, Any]:
+    """The INSERT and its parameters with ``tenant_id`` set wherever it is missing."""
+    if isinstance(parameters, list):
+        return statement, [{"tenant_id": current, **p} for p in parameters]
+    if isinstance(parameters, dict) and parameters:
+        return statement, {"tenant_id": current, **parameters}
+    if statement._multi_values:
+        # values([...]) cannot be given another column: the same statement, its rows stamped
+        stamped = statement._generate()
+        stamped._multi_values = tuple(
+            [_with_tenant(typing.cast("dict[Any, Any]", row), current) for row in group]
+            for group in statement._multi_values
+        )
+        return stamped, parameters
+    return statement.values(tenant_id=current), parameters
+
+
+def _with_tenant(row: dict[Any, Any], current: str) -> dict[Any, Any]:
+    if any(str(getattr(k, "key", k)) == "tenant_id" for k in row):
+        return row
+    key = next((k for k in row if not isinstance(k, str)), None)
+    column = key.table.c.tenant_id if key is not None else "tenant_id"
+    return {**row, column: current}
+
+
+def _scope_change(state: ORMExecuteState, statement: sa.Update | sa.Delete) -> None:
+    table = statement.table
+    if not _scoped_table(table):
+        return
+    current = _required("an UPDATE or DELETE")
+    if current is None:
+        return
+    if isinstance(statement, sa.Update):
+        check_tenant_rows(
+            current, [{str(getattr(k, "key", k)): v for k, v in (statement._values or {}).items()}]
+        )
+    if state.is_executemany:
+        mapper = state.bind_mapper
+        params = typing.cast("list[dict[str, Any]]", state.parameters)
+        if mapper is None or statement.whereclause is not None:
+            raise TenantError(
+                "an executemany UPDATE/DELETE of a tenant-scoped table with its own WHERE cannot "
+                "be scoped: update by primary key, or one statement at a time"
+            )
+        names = [mapper.get_property_by_column(c).key for c in mapper.primary_key]
+        check_tenant_rows(current, params)
+        check_keys(state.session, mapper.class_, [tuple(p[n] for n in names) for p in params])
+        return
+    column = typing.cast("sa.Table", table).c.tenant_id
+    state.statement = statement.where(column == current)
+
+
+# -- flushes -----------------------------------------------------------------------------------
+def _before_flush(session: Session, flush_context: UOWTransaction, instances: Any) -> None:
+    for obj in session.new:
+        if is_tenant_scoped(type(obj)):
+            current = _required("adding")
+            if current is None:
+                continue
+            if obj.tenant_id is None:
+                obj.tenant_id = current
+            elif str(obj.tenant_id) != current:
+                raise TenantMismatchError(
+                    f"a new {type(obj).__name__} names tenant {obj.tenant_id!r} inside tenant "
+                    f"{current!r}"
+                )
+    for obj in [*session.dirty, *session.deleted]:
+        if not is_tenant_scoped(type(obj)):
+            continue
+        current = _required("changing")
+        if current is None:
+            continue
+        history = sa.orm.attributes.get_history(obj, "tenant_id")
+        if history.added or str(obj.tenant_id) != current:
+            raise TenantMismatchError(
+                f"a {type(obj).__name__} of tenant {obj.tenant_id!r} cannot be changed or moved "
+                f"inside tenant {current!r}"
+            )
+
+
+def install() -> None:
+    """Scope every session to the current tenant; idempotent."""
+    if event.contains(Session, "do_orm_execute", _on_execute):
+        return
+    event.listen(Session, "do_orm_execute", _on_execute)
+    event.listen(Session, "before_flush", _before_flush)

@@ -1,0 +1,51 @@
+"""The decisions the runner makes before a transaction touches the database, shared by the sync
+and async runners: the execution options of the engine a transaction runs on (a deferred BEGIN,
+an isolation level, SQLite's BEGIN IMMEDIATE), and what SQLite refuses to start inside another
+transaction. No I/O.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.engine import Engine
+
+from dalkit.errors import TransactionError
+from dalkit.transaction import deferred
+from dalkit.transaction.options import TransactionOptions
+from dalkit.transaction.scope import TransactionScope
+
+__all__ = ["bind_options", "check_sqlite_can_start"]
+
+
+def bind_options(
+    engine: Engine, options: TransactionOptions, *, defer_begin: bool = True
+) -> dict[str, Any]:
+    """Execution options giving a connection of ``engine`` what ``options`` ask for."""
+    if defer_begin and deferred.deferrable(engine, options):
+        return deferred.execution_options(options)
+    return options.execution_options(engine.dialect.name)
+
+
+def check_sqlite_can_start(
+    owner: object,
+    one_connection: bool,
+    options: TransactionOptions,
+    current: TransactionScope,
+) -> None:
+    """Refuse what would wait on the caller's own lock until busy_timeout, or share the one
+    connection of an in-memory database with the transaction around it."""
+    mine = [scope for scope in current.ancestors() if scope.owner is owner]
+    if mine and one_connection:
+        raise TransactionError(
+            "an in-memory SQLite database has a single connection: a transaction of its own "
+            "cannot start inside another one; use propagation='nested'"
+        )
+    if options.read_only or options.autocommit:
+        return
+    if any(not (s.options.read_only or s.options.autocommit) for s in mine):
+        raise TransactionError(
+            "SQLite allows one writer at a time and the surrounding transaction holds the "
+            "write lock: a requires_new writer inside it would wait for itself; use "
+            "propagation='nested' or start it after the outer transaction"
+        )

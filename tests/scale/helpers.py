@@ -1,0 +1,30 @@
+"""What the scale-out tests share: a table of rows, and where a read ran."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import Column, Integer, MetaData, String, Table
+
+metadata = MetaData()
+items = Table(
+    "scale_items",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(50), nullable=False),
+)
+
+#: one statement that says both whether a row is there and which kind of node answered
+PROBE = "SELECT (SELECT count(*) FROM scale_items WHERE id = :id), pg_is_in_recovery()"
+
+
+def wait_until(condition: Callable[[], Any], timeout: float, step: float = 0.02) -> float:
+    """Seconds it took until ``condition()`` was true; fails past ``timeout``."""
+    started = time.monotonic()
+    while not condition():
+        if time.monotonic() - started > timeout:
+            raise AssertionError(f"not true within {timeout}s")
+        time.sleep(step)
+    return time.monotonic() - started

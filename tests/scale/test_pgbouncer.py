@@ -1,0 +1,199 @@
+"""dalkit behind a real PgBouncer in transaction pooling mode (10 server connections): the
+repository, transaction and bulk paths on psycopg and asyncpg; 100 concurrent clients."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Iterator
+
+import psycopg
+import pytest
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from dalkit import AsyncDatabase, AsyncRepository, Database, Repository
+from dalkit.engine.pgbouncer import PgBouncerError, check_session_lock_allowed
+from dalkit.errors import ConfigurationError
+
+from .models import Base, Widget
+
+
+class Widgets(Repository[Widget]):
+    pass
+
+
+class AsyncWidgets(AsyncRepository[Widget]):
+    pass
+
+
+@pytest.fixture
+def db(pgbouncer_database_url: str) -> Iterator[Database]:
+    url = pgbouncer_database_url.replace("postgresql://", "postgresql+psycopg://")
+    database = Database(url, pgbouncer=True, pool_size=20, max_overflow=100)
+    database.create_all(Base.metadata)
+    try:
+        yield database
+    finally:
+        database.dispose()
+
+
+@pytest.fixture
+async def async_db(pgbouncer_database_url: str) -> AsyncIterator[AsyncDatabase]:
+    url = pgbouncer_database_url.replace("postgresql://", "postgresql+asyncpg://")
+    database = AsyncDatabase(url, pgbouncer=True, pool_size=20, max_overflow=100)
+    await database.create_all(Base.metadata)
+    try:
+        yield database
+    finally:
+        await database.dispose()
+
+
+def test_repository_transaction_and_bulk_paths_work_through_pgbouncer(db: Database) -> None:
+    for _ in range(3):  # more transactions than a prepared statement would survive
+        with db.transaction() as session:
+            widgets = Widgets(session)
+            widgets.bulk_insert([{"name": f"w{i}", "size": i} for i in range(200)])
+    with db.transaction() as session:
+        widgets = Widgets(session)
+        added = widgets.add(Widget(name="extra", size=1))
+        widgets.update(added, size=2)
+        assert widgets.count() == 601
+        assert [w.size for w in widgets.find(name="extra")] == [2]
+        widgets.delete(added)
+    with pytest.raises(RuntimeError), db.transaction() as session:
+        Widgets(session).add(Widget(name="rolled back"))
+        raise RuntimeError
+    with db.transaction(read_only=True) as session:
+        assert Widgets(session).count(name="rolled back") == 0
+    with db.transaction() as session:
+        with pytest.raises(RuntimeError), db.transaction(propagation="nested") as inner:
+            Widgets(inner).add(Widget(name="in a savepoint"))
+            raise RuntimeError
+        assert Widgets(session).count() == 600
+
+    @db.transactional(isolation="REPEATABLE READ")
+    def total(session: Session) -> int:
+        return Widgets(session).count()
+
+    assert total() == 600
+
+
+async def test_async_repository_transaction_and_bulk_paths_work_through_pgbouncer(
+    async_db: AsyncDatabase,
+) -> None:
+    db = async_db
+    for _ in range(3):
+        async with db.transaction() as session:
+            await AsyncWidgets(session).bulk_insert(
+                [{"name": f"w{i}", "size": i} for i in range(200)]
+            )
+    async with db.transaction() as session:
+        widgets = AsyncWidgets(session)
+        added = await widgets.add(Widget(name="extra", size=1))
+        await widgets.update(added, size=2)
+        assert await widgets.count() == 601
+        await widgets.delete(added)
+    with pytest.raises(RuntimeError):
+        async with db.transaction() as session:
+            await AsyncWidgets(session).add(Widget(name="rolled back"))
+            raise RuntimeError
+    async with db.transaction(read_only=True) as session:
+        assert await AsyncWidgets(session).count(name="rolled back") == 0
+    async with db.transaction() as session:
+        with pytest.raises(RuntimeError):
+            async with db.transaction(propagation="nested") as inner:
+                await AsyncWidgets(inner).add(Widget(name="in a savepoint"))
+                raise RuntimeError
+        assert await AsyncWidgets(session).count() == 600
+    for _ in range(20):  # reads outside a transaction block (deferred BEGIN) too
+        assert (await db.sql("SELECT count(*) AS n FROM widgets"))[0]["n"] == 600
+
+
+async def _client(db: AsyncDatabase, client: int, leaks: list[str]) -> None:
+    for round_ in range(5):
+        async with db.transaction() as session:
+            seen = (await session.execute(text("SHOW statement_timeout"))).scalar_one()
+            if seen != "0":
+                leaks.append(seen)
+            await session.execute(text(f"SET LOCAL statement_timeout = '{1000 + client}ms'"))
+            await session.execute(
+                text("INSERT INTO widgets (name, size) VALUES (:n, :s)"),
+                {"n": f"c{client}", "s": round_},
+            )
+            count = (
+                await session.execute(
+                    text("SELECT count(*) FROM widgets WHERE name = :n"), {"n": f"c{client}"}
+                )
+            ).scalar_one()
+            assert count == round_ + 1
+
+
+@pytest.mark.slow
+async def test_a_hundred_clients_share_ten_server_connections_without_errors_or_leaks(
+    async_db: AsyncDatabase, pgbouncer_database_url: str
+) -> None:
+    leaks: list[str] = []
+    await asyncio.gather(*(_client(async_db, client, leaks) for client in range(100)))
+    assert leaks == []
+    assert async_db.pool_stats()["connections_num"] >= 50  # many clients really were there
+    async with async_db.transaction() as session:
+        total = (await session.execute(text("SELECT count(*) FROM widgets"))).scalar_one()
+    assert total == 500
+
+
+@pytest.mark.slow
+def test_a_hundred_threads_through_pgbouncer_with_psycopg(db: Database) -> None:
+    errors: list[BaseException] = []
+    leaks: list[str] = []
+
+    def client(number: int) -> None:
+        try:
+            for _ in range(5):
+                with db.transaction() as session:
+                    seen = session.execute(text("SHOW statement_timeout")).scalar_one()
+                    if seen != "0":
+                        leaks.append(seen)
+                    session.execute(text(f"SET LOCAL statement_timeout = '{1000 + number}ms'"))
+                    session.execute(
+                        text("INSERT INTO widgets (name, size) VALUES (:n, 0)"), {"n": "t"}
+                    )
+        except BaseException as error:  # collected: a thread's failure must fail the test
+            errors.append(error)
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(100)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert leaks == []
+    with db.transaction() as session:
+        assert session.execute(text("SELECT count(*) FROM widgets")).scalar_one() == 500
+
+
+def test_the_server_side_stays_at_ten_connections(
+    db: Database, pgbouncer_database_url: str, postgres_url: str
+) -> None:
+    database = pgbouncer_database_url.rsplit("/", 1)[1]
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        connections = admin.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (database,)
+        ).fetchone()
+    assert connections is not None
+    assert connections[0] <= 10
+
+
+def test_session_state_and_session_locks_are_refused() -> None:
+    url = "postgresql://u:p@127.0.0.1:6432/app"
+    with pytest.raises(PgBouncerError, match="SET LOCAL statement_timeout"):
+        Database(url, pgbouncer=True, statement_timeout_ms=500)
+    with pytest.raises(PgBouncerError, match="SET LOCAL"):
+        Database(url, pgbouncer=True, connect_args={"options": "-c search_path=x"})
+    with pytest.raises(ConfigurationError, match="PostgreSQL"):
+        Database("sqlite:///x.db", pgbouncer=True)
+    behind = Database(url, pgbouncer=True)
+    with pytest.raises(PgBouncerError, match="pg_try_advisory_xact_lock"):
+        check_session_lock_allowed(behind)
+    check_session_lock_allowed(Database(url))  # not behind PgBouncer: allowed
+    assert behind.engine.dialect.name == "postgresql"

@@ -1,0 +1,71 @@
+"""The routing decisions without servers: weights, read-your-writes positions, lag, ejection."""
+
+from __future__ import annotations
+
+import contextvars
+from collections import Counter
+
+import pytest
+
+from dalkit.engine.replicas import ReplicaSet, format_lsn, parse_lsn
+from dalkit.errors import ConfigurationError
+
+
+def _set(*weights: int, max_lag_s: float = 1.0) -> ReplicaSet[str]:
+    return ReplicaSet(
+        [(f"r{i}", f"engine{i}", w) for i, w in enumerate(weights)],
+        max_lag_s=max_lag_s,
+        interval_s=0.1,
+    )
+
+
+def test_weights_share_reads_smoothly() -> None:
+    replicas = _set(2, 1)
+    picks = [replicas.choose() for _ in range(9)]
+    names = [p.name for p in picks if p is not None]
+    assert Counter(names) == {"r0": 6, "r1": 3}
+    assert "r1r1" not in "".join(names)  # never two in a row for the lighter one
+
+
+def test_a_write_keeps_reads_off_replicas_that_have_not_replayed_it() -> None:
+    replicas = _set(1)
+    replicas.primary_at(0.0, 100)
+    replicas.observed(replicas.replicas[0], 0.0, 100)
+
+    def after_write() -> object:
+        replicas.wrote(200)
+        return replicas.choose()
+
+    assert contextvars.Context().run(after_write) is None  # the primary
+    assert replicas.choose() is replicas.replicas[0]  # another context: the replica
+    replicas.observed(replicas.replicas[0], 0.1, 200)
+    assert contextvars.Context().run(after_write) is replicas.replicas[0]
+
+
+def test_lag_is_the_age_of_the_oldest_position_not_replayed() -> None:
+    replicas = _set(1, max_lag_s=1.0)
+    replica = replicas.replicas[0]
+    replicas.primary_at(10.0, 100)
+    replicas.primary_at(11.0, 200)
+    replicas.observed(replica, 11.5, 150)
+    assert replica.lag_s == pytest.approx(0.5)  # missing what the primary had at 11.0
+    assert replica.state == "healthy"
+    replicas.observed(replica, 12.5, 150)
+    assert replica.state == "lagging"
+    assert replicas.choose() is None
+    replicas.observed(replica, 12.6, 200)
+    assert (replica.state, replica.lag_s) == ("healthy", 0.0)
+    assert replica.ejections == 1
+
+
+def test_tokens_round_trip_and_bad_ones_are_refused() -> None:
+    assert format_lsn(parse_lsn("16/B374D848")) == "16/B374D848"
+    replicas = _set(1)
+    reset = replicas.require("0/10")
+    assert replicas.token() == "0/10"
+    replicas.release(reset)
+    assert replicas.token() is None
+    with pytest.raises(ConfigurationError):
+        replicas.require("16-B374")
+    with pytest.raises(ConfigurationError):
+        _set(-1)

@@ -1,0 +1,230 @@
+"""Database with a real streaming replica: routing, read-your-writes, tokens, ejection."""
+
+from __future__ import annotations
+
+import contextvars
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from dalkit import Database
+from dalkit.engine.replicas import parse_lsn
+from dalkit.testing.replication import Replication, current_lsn
+
+from .helpers import PROBE, items, metadata, wait_until
+
+INTERVAL = 0.2
+MAX_LAG = 0.6
+
+
+def _database(urls: tuple[str, str], replication: Replication, max_lag: float) -> Database:
+    primary, replica = urls
+    database = Database(
+        primary.replace("postgresql://", "postgresql+psycopg://"),
+        replicas=[replica],
+        max_replica_lag_s=max_lag,
+        replica_monitor_interval_s=INTERVAL,
+    )
+    database.create_all(metadata)
+    replication.replica.wait_for(current_lsn(replication.primary.url))
+    return database
+
+
+@pytest.fixture
+def db(replicated_database: tuple[str, str], replication: Replication) -> Iterator[Database]:
+    database = _database(replicated_database, replication, MAX_LAG)
+    try:
+        yield database
+    finally:
+        database.dispose()
+
+
+@pytest.fixture
+def patient_db(
+    replicated_database: tuple[str, str], replication: Replication
+) -> Iterator[Database]:
+    """Never ejects its replica for lag: read-your-writes alone decides."""
+    database = _database(replicated_database, replication, 3600)
+    try:
+        yield database
+    finally:
+        database.dispose()
+
+
+def _insert(db: Database, row_id: int) -> None:
+    with db.transaction() as session:
+        session.execute(items.insert().values(id=row_id, name=f"n{row_id}"))
+
+
+def _read(db: Database, row_id: int) -> tuple[bool, bool]:
+    """(whether the row was seen, whether a replica answered), read-only, in this context."""
+
+    def probe(session: Session) -> tuple[bool, bool]:
+        found, in_recovery = session.execute(text(PROBE), {"id": row_id}).one()
+        return bool(found), bool(in_recovery)
+
+    result: tuple[bool, bool] = db.transactional(read_only=True).run(probe)
+    return result
+
+
+def _replica_stats(db: Database) -> dict[str, Any]:
+    replicas: dict[str, Any] = db.get_stats()["replicas"]["replicas"]
+    return next(iter(replicas.values()))
+
+
+def _caught_up(db: Database, replication: Replication) -> None:
+    """The replica has everything and the monitor has seen so."""
+    with db.connection() as connection:
+        lsn = connection.exec_driver_sql("SELECT pg_current_wal_insert_lsn()::text").scalar_one()
+    replication.replica.wait_for(lsn)
+    wait_until(lambda: parse_lsn(_replica_stats(db)["replay_lsn"]) >= parse_lsn(lsn), 5)
+
+
+def test_reads_that_follow_no_write_go_to_the_replica(
+    db: Database, replication: Replication
+) -> None:
+    _insert(db, 1)
+    fresh = contextvars.Context()  # a request that wrote nothing
+    results = [fresh.run(_read, db, 1) for _ in range(20)]
+    _caught_up(db, replication)
+    results += [contextvars.Context().run(_read, db, 1) for _ in range(30)]
+    on_replica = sum(1 for _, in_recovery in results if in_recovery)
+    assert on_replica == 50
+    assert _replica_stats(db)["reads"] == 50
+    assert db.get_stats()["replicas"]["primary_reads"] == 0
+
+
+def test_reads_after_writes_never_see_stale_data_while_replay_is_paused(
+    patient_db: Database, replication: Replication
+) -> None:
+    db = patient_db
+    _insert(db, 0)
+    _read(db, 0)  # starts the monitor
+    _caught_up(db, replication)
+    db.pop_stats()
+    replication.replica.pause_replay()
+    stale = on_primary = other_on_replica = other_stale = 0
+    for row_id in range(1, 301):
+        _insert(db, row_id)
+        found, in_recovery = _read(db, row_id)
+        stale += not found
+        on_primary += not in_recovery
+        # the same read from a request that wrote nothing goes to the (lagging) replica
+        found, in_recovery = contextvars.Context().run(_read, db, row_id)
+        other_on_replica += in_recovery
+        other_stale += not found
+    assert stale == 0
+    assert on_primary == 300
+    assert other_on_replica == 300
+    assert other_stale == 300  # what the 300 reads after a write would have seen there
+    assert db.get_stats()["replicas"]["read_your_writes_on_primary"] == 300
+
+    replication.replica.resume_replay()
+    wait_until(lambda: _read(db, 300) == (True, True), 10)  # back to the replica
+
+
+def test_a_token_gives_another_process_read_your_writes(
+    patient_db: Database, replication: Replication, replicated_database: tuple[str, str]
+) -> None:
+    db = patient_db
+    _read(db, 0)
+    _caught_up(db, replication)
+    replication.replica.pause_replay()
+    _insert(db, 7)
+    token = db.replica_token()
+    assert token is not None
+    assert "/" in token
+    primary, replica = replicated_database
+    script = textwrap.dedent(
+        """
+        import sys, time
+        from sqlalchemy import text
+        from dalkit import Database
+        db = Database(sys.argv[1], replicas=[sys.argv[2]], replica_monitor_interval_s=0.1)
+        probe = "SELECT (SELECT count(*) FROM scale_items WHERE id = 7), pg_is_in_recovery()"
+        def read(session):
+            return tuple(session.execute(text(probe)).one())
+        time.sleep(0.5)
+        without = db.transactional(read_only=True).run(read)
+        with db.read_your_writes(sys.argv[3] if len(sys.argv) > 3 else None):
+            with_token = db.transactional(read_only=True).run(read)
+        print(without, with_token)
+        db.dispose()
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script, primary, replica, token],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout.strip()
+    # without the token the lagging replica answers (stale); with it, the primary
+    assert out == "(0, True) (1, False)"
+
+
+def test_lag_over_the_threshold_ejects_the_replica_and_catching_up_readmits_it(
+    db: Database, replication: Replication
+) -> None:
+    _read(db, 0)
+    _caught_up(db, replication)
+    assert _replica_stats(db)["state"] == "healthy"
+    replication.replica.pause_replay()
+    written = time.monotonic()
+    _insert(db, 1)
+    wait_until(lambda: _replica_stats(db)["state"] == "lagging", 10)
+    over_threshold_for = time.monotonic() - written - MAX_LAG
+    # the lag passes the threshold MAX_LAG after the write: ejected within 2 intervals
+    # (+ the probe's own round trips on a loaded machine)
+    assert over_threshold_for <= 2 * INTERVAL + 0.5, over_threshold_for
+    assert contextvars.Context().run(_read, db, 1) == (True, False)  # served by the primary
+    assert db.get_stats()["replicas"]["all_ejected_on_primary"] >= 1
+
+    replication.replica.resume_replay()
+    wait_until(lambda: _replica_stats(db)["state"] == "healthy", 10)
+    assert contextvars.Context().run(_read, db, 1) == (True, True)
+    assert _replica_stats(db)["ejections"] == 1
+
+
+@pytest.mark.slow
+def test_a_stopped_replica_is_ejected_and_reads_fall_back_without_errors(
+    db: Database, replication: Replication
+) -> None:
+    _read(db, 0)  # starts the monitor
+    _insert(db, 1)
+    _caught_up(db, replication)
+    assert contextvars.Context().run(_read, db, 1) == (True, True)  # a pooled replica connection
+    replication.replica.shutdown()
+    # the first read meets the dead pooled connection and is run again on the primary
+    answers = [contextvars.Context().run(_read, db, 1) for _ in range(20)]
+    assert answers == [(True, False)] * 20
+    wait_until(lambda: _replica_stats(db)["state"] == "down", 5)
+    assert db.get_stats()["replicas"]["rerouted_reads"] >= 1
+
+    replication.replica.start_again()
+    wait_until(lambda: _replica_stats(db)["state"] == "healthy", 15)
+    assert contextvars.Context().run(_read, db, 1) == (True, True)
+
+
+def test_replica_options_are_checked() -> None:
+    from dalkit.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="PostgreSQL"):
+        Database("sqlite:///x.db", replicas=["sqlite:///y.db"])
+    with pytest.raises(ConfigurationError, match="one weight per replica"):
+        Database("postgresql://u:p@h/d", replicas=["postgresql://u:p@r/d"], replica_weights=[1, 2])
+    with pytest.raises(ConfigurationError, match="list of URLs"):
+        Database("postgresql://u:p@h/d", replicas="postgresql://u:p@r/d")
+    db = Database("postgresql://u:p@h/d", replicas=["postgresql://u:secret@r/d"])
+    assert "secret" not in repr(db.get_stats()["replicas"])
+    with pytest.raises(ConfigurationError, match="replica token"):
+        with db.read_your_writes("not-a-position"):
+            pass
+    assert db.replica_token() is None

@@ -1,0 +1,175 @@
+"""AsyncDatabase with a real streaming replica: routing, read-your-writes per task, the
+monitor task's ejection and re-admission, a stopped replica."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from dalkit import AsyncDatabase
+from dalkit.testing.replication import Replication, current_lsn
+
+from .helpers import PROBE, items, metadata
+
+INTERVAL = 0.2
+MAX_LAG = 0.6
+
+
+async def _database(
+    urls: tuple[str, str], replication: Replication, max_lag: float
+) -> AsyncDatabase:
+    primary, replica = urls
+    database = AsyncDatabase(
+        primary.replace("postgresql://", "postgresql+asyncpg://"),
+        replicas=[replica],
+        max_replica_lag_s=max_lag,
+        replica_monitor_interval_s=INTERVAL,
+    )
+    await database.create_all(metadata)
+    await asyncio.to_thread(replication.replica.wait_for, current_lsn(replication.primary.url))
+    return database
+
+
+@pytest.fixture
+async def db(
+    replicated_database: tuple[str, str], replication: Replication
+) -> AsyncIterator[AsyncDatabase]:
+    database = await _database(replicated_database, replication, MAX_LAG)
+    try:
+        yield database
+    finally:
+        await database.dispose()
+
+
+@pytest.fixture
+async def patient_db(
+    replicated_database: tuple[str, str], replication: Replication
+) -> AsyncIterator[AsyncDatabase]:
+    database = await _database(replicated_database, replication, 3600)
+    try:
+        yield database
+    finally:
+        await database.dispose()
+
+
+async def _insert(db: AsyncDatabase, row_id: int) -> None:
+    async with db.transaction() as session:
+        await session.execute(items.insert().values(id=row_id, name=f"n{row_id}"))
+
+
+async def _read(db: AsyncDatabase, row_id: int) -> tuple[bool, bool]:
+    async def probe(session: AsyncSession) -> tuple[bool, bool]:
+        found, in_recovery = (await session.execute(text(PROBE), {"id": row_id})).one()
+        return bool(found), bool(in_recovery)
+
+    result: tuple[bool, bool] = await db.transactional(read_only=True).run(probe)
+    return result
+
+
+async def _fresh_read(db: AsyncDatabase, row_id: int) -> tuple[bool, bool]:
+    """A read from a task that wrote nothing (a task copies the context it starts in)."""
+    return await asyncio.create_task(_read(db, row_id), context=contextvars.Context())
+
+
+def _replica_stats(db: AsyncDatabase) -> dict[str, Any]:
+    replicas: dict[str, Any] = db.get_stats()["replicas"]["replicas"]
+    return next(iter(replicas.values()))
+
+
+async def _until(condition: Any, within: float) -> float:
+    started = time.monotonic()
+    while not condition():
+        if time.monotonic() - started > within:
+            raise AssertionError(f"not true within {within}s")
+        await asyncio.sleep(0.02)
+    return time.monotonic() - started
+
+
+async def _caught_up(db: AsyncDatabase, replication: Replication) -> None:
+    from dalkit.engine.replicas import parse_lsn
+
+    lsn = await asyncio.to_thread(current_lsn, replication.primary.url)
+    await asyncio.to_thread(replication.replica.wait_for, lsn)
+    await _until(lambda: parse_lsn(_replica_stats(db)["replay_lsn"]) >= parse_lsn(lsn), 5)
+
+
+async def test_reads_after_writes_in_a_task_never_see_stale_data_while_replay_is_paused(
+    patient_db: AsyncDatabase, replication: Replication
+) -> None:
+    db = patient_db
+    await _insert(db, 0)
+    await _read(db, 0)  # starts the monitor task
+    await _caught_up(db, replication)
+    db.pop_stats()
+    await asyncio.to_thread(replication.replica.pause_replay)
+    stale = on_primary = other_on_replica = 0
+    for row_id in range(1, 301):
+        await _insert(db, row_id)
+        found, in_recovery = await _read(db, row_id)
+        stale += not found
+        on_primary += not in_recovery
+        other_on_replica += (await _fresh_read(db, row_id))[1]
+    assert (stale, on_primary, other_on_replica) == (0, 300, 300)
+    assert db.get_stats()["replicas"]["read_your_writes_on_primary"] == 300
+
+    token = db.replica_token()
+
+    async def elsewhere() -> tuple[bool, bool]:  # what another process holding the token gets
+        with db.read_your_writes(token):
+            return await _read(db, 300)
+
+    assert await asyncio.create_task(elsewhere(), context=contextvars.Context()) == (True, False)
+
+    await asyncio.to_thread(replication.replica.resume_replay)
+    deadline = time.monotonic() + 10
+    while await _read(db, 300) != (True, True):
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+
+
+async def test_lag_over_the_threshold_ejects_and_catching_up_readmits(
+    db: AsyncDatabase, replication: Replication
+) -> None:
+    await _read(db, 0)
+    await _caught_up(db, replication)
+    await asyncio.to_thread(replication.replica.pause_replay)
+    written = time.monotonic()
+    await _insert(db, 1)
+    await _until(lambda: _replica_stats(db)["state"] == "lagging", 10)
+    assert time.monotonic() - written - MAX_LAG <= 2 * INTERVAL + 0.5
+    assert await _fresh_read(db, 1) == (True, False)
+    await asyncio.to_thread(replication.replica.resume_replay)
+    await _until(lambda: _replica_stats(db)["state"] == "healthy", 10)
+    assert await _fresh_read(db, 1) == (True, True)
+
+
+@pytest.mark.slow
+async def test_a_stopped_replica_is_ejected_and_reads_fall_back_without_errors(
+    db: AsyncDatabase, replication: Replication
+) -> None:
+    await _read(db, 0)
+    await _insert(db, 1)
+    await _caught_up(db, replication)
+    assert await _fresh_read(db, 1) == (True, True)
+    await asyncio.to_thread(replication.replica.shutdown)
+    answers = [await _fresh_read(db, 1) for _ in range(20)]
+    assert answers == [(True, False)] * 20
+    await _until(lambda: _replica_stats(db)["state"] == "down", 5)
+    await asyncio.to_thread(replication.replica.start_again)
+    await _until(lambda: _replica_stats(db)["state"] == "healthy", 15)
+    assert await _fresh_read(db, 1) == (True, True)
+
+
+async def test_dispose_stops_the_monitor_task(db: AsyncDatabase) -> None:
+    await _read(db, 0)
+    monitors = [t for t in asyncio.all_tasks() if t.get_name() == "dalkit-replica-monitor"]
+    assert len(monitors) == 1
+    await db.dispose()
+    assert monitors[0].done()

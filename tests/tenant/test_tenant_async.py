@@ -1,0 +1,179 @@
+"""Tenant scoping: inside ``dalkit.tenant(t)`` every read (ORM, Core, repository, QueryBuilder,
+relationship loads) sees tenant ``t``'s rows, every write is stamped with ``t`` or refused when
+it names or meets another tenant's row; outside any tenant, reads and writes raise.
+This async file is the source of ``test_tenant.py``."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.orm import selectinload
+
+from dalkit import AsyncDatabase, AsyncUnitOfWork
+from dalkit.query.builder import QueryBuilder
+from dalkit.query.tenant import (
+    TenantMismatchError,
+    TenantRequiredError,
+    every_tenant,
+    stamp_rows,
+    tenant,
+)
+
+from .models import Item, Note, Shop, table
+
+
+async def seed(db: AsyncDatabase) -> None:
+    """Tenant a: shop 1 (items 1, 2); tenant b: shop 2 (item 3), and item 4 of b under shop 1."""
+    for name, shops, items in (
+        ("a", [Shop(id=1, code="A1", name="a-shop")], [(1, 1), (2, 1)]),
+        ("b", [Shop(id=2, code="B1", name="b-shop")], [(3, 2), (4, 1)]),
+    ):
+        with tenant(name):
+            async with AsyncUnitOfWork(db) as uow:
+                uow.session.add_all(shops)
+                await uow.session.flush()
+                uow.session.add_all([Item(id=i, shop_id=s, label=f"item {i}") for i, s in items])
+
+
+async def test_writes_are_stamped_and_reads_see_only_the_current_tenant(
+    async_database: AsyncDatabase,
+) -> None:
+    await seed(async_database)
+    with tenant("a"):
+        async with AsyncUnitOfWork(async_database) as uow:
+            shops = (await uow.session.execute(sa.select(Shop))).scalars().all()
+            assert [(s.id, s.tenant_id) for s in shops] == [(1, "a")]
+            assert await uow.session.get(Shop, 2) is None
+            core = await uow.session.execute(sa.select(table(Item).c.id).order_by("id"))
+            assert core.scalars().all() == [1, 2]
+            count = sa.select(sa.func.count()).select_from(Item)
+            assert (await uow.session.execute(count)).scalar_one() == 2
+            repository = uow.repository(Item)
+            assert [i.id for i in await repository.list()] == [1, 2]
+            assert await repository.count() == 2
+            built = QueryBuilder(Item).select("id", "label").order_by("id").build()
+            assert [row.id for row in await uow.session.execute(built)] == [1, 2]
+    with tenant("b"):  # the same cached statements, bound to the other tenant
+        async with AsyncUnitOfWork(async_database) as uow:
+            shops = (await uow.session.execute(sa.select(Shop))).scalars().all()
+            assert [(s.id, s.tenant_id) for s in shops] == [(2, "b")]
+            assert [i.id for i in await uow.repository(Item).list()] == [3, 4]
+    with every_tenant():
+        async with async_database.session() as session:
+            assert (await session.execute(sa.select(sa.func.count(Item.id)))).scalar_one() == 4
+
+
+async def test_relationship_loads_see_only_the_current_tenant(
+    async_database: AsyncDatabase,
+) -> None:
+    await seed(async_database)
+    with tenant("a"):
+        async with async_database.session() as session:
+            shop = await session.get(Shop, 1)
+            assert shop is not None
+            await session.refresh(shop, ["items"])
+            assert [i.id for i in shop.items] == [1, 2]  # item 4 (tenant b) stays hidden
+        async with async_database.session() as session:
+            eager = sa.select(Shop).options(selectinload(Shop.items))
+            (loaded,) = (await session.execute(eager)).scalars().all()
+            assert [i.id for i in loaded.items] == [1, 2]
+            joined = sa.select(Item.id).join(Item.shop).order_by(Item.id)
+            assert (await session.execute(joined)).scalars().all() == [1, 2]
+
+
+async def test_outside_any_tenant_reads_and_writes_of_scoped_models_raise(
+    async_database: AsyncDatabase,
+) -> None:
+    await seed(async_database)
+    async with async_database.session() as session:
+        with pytest.raises(TenantRequiredError, match=r"dalkit\.tenant"):
+            await session.execute(sa.select(Shop))
+        with pytest.raises(TenantRequiredError):
+            await session.execute(sa.select(table(Item)))
+        with pytest.raises(TenantRequiredError):
+            await session.execute(sa.update(Item).values(label="x"))
+        session.add(Note(id=1, text="no tenant needed"))
+        await session.flush()
+    with pytest.raises(TenantRequiredError):
+        async with AsyncUnitOfWork(async_database) as uow:
+            uow.session.add(Shop(id=9, code="Z", name="z"))
+    with pytest.raises(TenantRequiredError):
+        tenant(None).__enter__()
+
+
+async def test_statements_change_only_the_current_tenant_rows(
+    async_database: AsyncDatabase,
+) -> None:
+    await seed(async_database)
+    with tenant("a"):
+        async with AsyncUnitOfWork(async_database) as uow:
+            await uow.session.execute(sa.update(Item).values(label="renamed"))
+            await uow.session.execute(sa.delete(table(Item)).where(table(Item).c.id > 1))
+            await uow.session.execute(sa.insert(table(Item)).values(id=5, shop_id=1, label="new"))
+    with every_tenant():
+        async with async_database.session() as session:
+            rows = await session.execute(
+                sa.select(Item.id, Item.label, Item.tenant_id).order_by(Item.id)
+            )
+            assert rows.all() == [
+                (1, "renamed", "a"),
+                (3, "item 3", "b"),
+                (4, "item 4", "b"),
+                (5, "new", "a"),
+            ]
+
+
+async def test_writes_naming_or_meeting_another_tenant_are_refused(
+    async_database: AsyncDatabase,
+) -> None:
+    await seed(async_database)
+    with tenant("a"):
+        with pytest.raises(TenantMismatchError):
+            async with AsyncUnitOfWork(async_database) as uow:
+                uow.session.add(Shop(id=7, code="X", name="x", tenant_id="b"))
+        with pytest.raises(TenantMismatchError, match="another tenant"):
+            async with AsyncUnitOfWork(async_database) as uow:
+                await uow.repository(Shop).upsert(
+                    {"id": 2, "code": "B1", "name": "stolen"}, on=["code"]
+                )
+        with pytest.raises(TenantMismatchError, match="another tenant"):
+            async with AsyncUnitOfWork(async_database) as uow:
+                await uow.repository(Item).bulk_update(
+                    [{"id": 1, "label": "x"}, {"id": 3, "label": "x"}]
+                )
+        async with AsyncUnitOfWork(async_database) as uow:
+            mine = await uow.repository(Shop).upsert(
+                {"id": 8, "code": "A8", "name": "a8"}, on=["code"]
+            )
+            assert mine.tenant_id == "a"
+            assert (
+                await uow.repository(Shop).upsert_many(
+                    [{"id": 9, "code": "A9", "name": "a9"}, {"id": 1, "code": "A1", "name": "a1!"}],
+                    on=["code"],
+                )
+                == 2
+            )
+    with every_tenant():
+        async with async_database.session() as session:
+            shops = await session.execute(
+                sa.select(Shop.id, Shop.name, Shop.tenant_id).order_by(Shop.id)
+            )
+            assert shops.all() == [
+                (1, "a1!", "a"),
+                (2, "b-shop", "b"),
+                (8, "a8", "a"),
+                (9, "a9", "a"),
+            ]
+            labels = await session.execute(sa.select(Item.label).where(Item.id.in_([1, 3])))
+            assert sorted(labels.scalars()) == ["item 1", "item 3"]
+
+
+def test_stamp_rows_gives_bulk_insert_rows_the_current_tenant() -> None:
+    rows = [{"id": 1, "label": "x"}]
+    with tenant("a"):
+        assert stamp_rows(Item, rows) == [{"id": 1, "label": "x", "tenant_id": "a"}]
+        with pytest.raises(TenantMismatchError):
+            stamp_rows(Item, [{"id": 1, "tenant_id": "b"}])
+        assert stamp_rows(Note, rows) is rows
+    with pytest.raises(TenantRequiredError):
+        stamp_rows(Item, rows)
