@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Any
 from dalkit.audit import Audited
 from dalkit.config import DatabaseConfig
 from dalkit.database import Database
-from dalkit.database_async import AsyncDatabase
 from dalkit.engine.health import HealthCheckResult
 from dalkit.errors import (
     BulkLoadError,
@@ -46,7 +45,6 @@ from dalkit.errors import (
 from dalkit.observe.errors import NPlusOneError, NPlusOneWarning, QueryBudgetExceededError
 from dalkit.outbox.events import DomainEvent, EventBus, HasEvents
 from dalkit.outbox.inbox import Inbox
-from dalkit.outbox.inbox_async import AsyncInbox
 from dalkit.outbox.messages import OutboxMessage
 from dalkit.outbox.publishers import (
     AsyncEventBusPublisher,
@@ -55,7 +53,6 @@ from dalkit.outbox.publishers import (
     Publisher,
 )
 from dalkit.outbox.relay import OutboxRelay
-from dalkit.outbox.relay_async import AsyncOutboxRelay
 from dalkit.query.builder import QueryBuilder
 from dalkit.query.errors import InputTooLongError
 from dalkit.query.pagination import CursorPage, Page
@@ -67,20 +64,30 @@ from dalkit.repository.abstract_async import AsyncAbstractRepository
 from dalkit.repository.memory import InMemoryRepository
 from dalkit.repository.memory_async import AsyncInMemoryRepository
 from dalkit.repository.sql import Repository
-from dalkit.repository.sql_async import AsyncRepository
 from dalkit.tables import metadata
 from dalkit.transaction.retry import RetryPolicy
 from dalkit.transaction.scope import current_async_session, current_session, on_commit, on_rollback
 from dalkit.uow.memory import AsyncInMemoryUnitOfWork, InMemoryUnitOfWork
 from dalkit.uow.unit import UnitOfWork
-from dalkit.uow.unit_async import AsyncUnitOfWork
 
 if TYPE_CHECKING:
+    from dalkit.database_async import AsyncDatabase
+    from dalkit.outbox.inbox_async import AsyncInbox
+    from dalkit.outbox.relay_async import AsyncOutboxRelay
     from dalkit.redis.manager import RedisManager
     from dalkit.redis.manager_async import AsyncRedisManager
+    from dalkit.repository.sql_async import AsyncRepository
+    from dalkit.uow.unit_async import AsyncUnitOfWork
 
-# name -> module: imported on first use, so that importing dalkit never imports an extra
+# name -> module: imported on first use, so that importing dalkit never needs an extra
 _LAZY = {
+    # the async API needs greenlet (the async extras): a core install imports without it
+    "AsyncDatabase": "dalkit.database_async",
+    "AsyncInbox": "dalkit.outbox.inbox_async",
+    "AsyncOutboxRelay": "dalkit.outbox.relay_async",
+    "AsyncRepository": "dalkit.repository.sql_async",
+    "AsyncUnitOfWork": "dalkit.uow.unit_async",
+    # redis-py is an extra too
     "AsyncRedisManager": "dalkit.redis.manager_async",
     "RedisManager": "dalkit.redis.manager",
 }
@@ -103,7 +110,15 @@ def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return _public(getattr(importlib.import_module(module), name), name)
+    try:
+        loaded = importlib.import_module(module)
+    except ImportError as exc:
+        if "redis" in module:
+            hint = "redis-py: pip install 'dalkit[redis]'"
+        else:
+            hint = "greenlet: pip install 'dalkit[postgres]' or 'dalkit[sqlite-async]'"
+        raise ConfigurationError(f"dalkit.{name} needs {hint}") from exc
+    return _public(getattr(loaded, name), name)
 
 
 __all__ = [

@@ -31,7 +31,7 @@ from . import models  # noqa: F401  (the audited models must exist)
 def test_written_tables_finds_every_table_a_statement_writes(
     sql: str, tables: list[tuple[str | None, str]]
 ) -> None:
-    assert written_tables(sql) == tables
+    assert list(written_tables(sql)) == tables
 
 
 @pytest.mark.parametrize(

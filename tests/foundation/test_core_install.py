@@ -57,34 +57,17 @@ def _run(python: str, source: str, database: Path) -> subprocess.CompletedProces
     )
 
 
-def _imports_without_greenlet() -> bool:
-    probe = subprocess.run(
-        [sys.executable, "-c", WITHOUT_GREENLET + "import dalkit"],
-        capture_output=True,
-        check=False,
-    )
-    return probe.returncode == 0
-
-
-needs_lazy_async_imports = pytest.mark.skipif(
-    not _imports_without_greenlet(),
-    reason="dalkit still imports sqlalchemy.ext.asyncio eagerly (module list in the c1 report)",
-)
-
-
 def test_the_sync_tour_runs(tmp_path: Path) -> None:
     result = _run(sys.executable, SYNC_TOUR, tmp_path / "tour.db")
     assert result.returncode == 0, result.stderr
     assert "sync tour ok" in result.stdout
 
 
-@needs_lazy_async_imports
 def test_the_sync_api_works_without_greenlet(tmp_path: Path) -> None:
     result = _run(sys.executable, WITHOUT_GREENLET + SYNC_TOUR, tmp_path / "tour.db")
     assert result.returncode == 0, result.stderr
 
 
-@needs_lazy_async_imports
 def test_the_async_api_without_greenlet_names_the_extra() -> None:
     source = WITHOUT_GREENLET + textwrap.dedent(
         """
@@ -103,7 +86,6 @@ def test_the_async_api_without_greenlet_names_the_extra() -> None:
 
 
 @pytest.mark.slow
-@needs_lazy_async_imports
 def test_a_fresh_install_without_extras_imports_and_works(tmp_path: Path) -> None:
     uv = shutil.which("uv") or str(Path.home() / ".local" / "bin" / "uv")
     venv = tmp_path / "venv"

@@ -34,6 +34,9 @@ from dalkit.query.cursor import SECRET_KEY_INFO, CursorCodec
 from .models import EPOCH, Canary, Status, User
 from .payloads import NON_STRING, PAYLOADS, RAW_SQL_HARMLESS, RAW_SQL_REFUSED
 
+# the payload loops run one statement shape hundreds of times in a transaction on purpose
+pytestmark = pytest.mark.filterwarnings("ignore::dalkit.NPlusOneWarning")
+
 #: what Database(secret_key=...) would put in session.info
 SECRET = "the injection suite's cursor secret"
 

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import create_engine, event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, Connection, Engine, ExceptionContext
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from dalkit.config import DatabaseConfig
 from dalkit.engine import liveness
@@ -26,6 +25,9 @@ from dalkit.engine.options import (
 )
 from dalkit.engine.pool import PoolMetrics, _InstrumentedPoolMixin, instrumented_pool_class
 from dalkit.errors import ConfigurationError, DatabaseError, translate_dbapi_error
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 __all__ = [
     "SQLITE_BEGIN_OPTION",
@@ -237,6 +239,9 @@ def build_async_engine(config: DatabaseConfig) -> tuple[AsyncEngine, PoolMetrics
     """An async engine for ``config`` with dalkit's hooks and pool metrics installed."""
     url = resolve_url(config, is_async=True)
     metrics = PoolMetrics(config.leak_threshold_s)
+    # imported here: sqlalchemy.ext.asyncio needs greenlet, which only the async extras bring
+    from sqlalchemy.ext.asyncio import create_async_engine
+
     engine = create_async_engine(
         url, **engine_kwargs(config, url, instrumented_pool_class(is_async=True))
     )

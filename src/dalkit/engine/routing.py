@@ -11,12 +11,11 @@ import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from typing import Any, Generic, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 import sqlalchemy.exc
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, Engine, make_url
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dalkit.config import DatabaseConfig
 from dalkit.engine.build import build_async_engine, build_engine
@@ -31,7 +30,15 @@ __all__ = ["AsyncReplicaRouter", "ReplicaRouter", "failure_hook", "replica_route
 
 log = logging.getLogger("dalkit.replicas")
 
-E = TypeVar("E", Engine, AsyncEngine)
+if TYPE_CHECKING:  # sqlalchemy.ext.asyncio needs greenlet, which only the async extras bring
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+
+def _is_async(engine: object) -> bool:
+    return hasattr(engine, "sync_engine")
+
+
+E = TypeVar("E", Engine, "AsyncEngine")
 # the insert position: with synchronous_commit=off a commit may still be past the write one
 _PRIMARY_LSN = "SELECT pg_current_wal_insert_lsn()::text"
 # a promoted replica is no longer in recovery: its own position is what it has
@@ -64,7 +71,7 @@ class _Router(Generic[E]):
         self._binds: dict[tuple[int, str | None], E] = {}
         self._bind_owner: dict[int, Replica[E]] = {}
         self._closed = False
-        primary_sync = primary.sync_engine if isinstance(primary, AsyncEngine) else primary
+        primary_sync: Engine = getattr(primary, "sync_engine", primary)  # type: ignore[arg-type]
         event.listen(primary_sync, "before_cursor_execute", self._track_write)
 
     def bind_for(self, options: TransactionOptions) -> E | None:
@@ -182,7 +189,7 @@ class ReplicaRouter(_Router[Engine]):
         self._closed = False
 
 
-class AsyncReplicaRouter(_Router[AsyncEngine]):
+class AsyncReplicaRouter(_Router["AsyncEngine"]):
     """The router of an AsyncDatabase; its monitor is an asyncio task of the loop that made
     the first routed read."""
 
@@ -328,7 +335,7 @@ def replica_router(
     # behind PgBouncer, asyncpg's statements run apart from their prepare step: only inside a
     # transaction block does PgBouncer keep both on one server connection
     autocommit_reads = not (pgbouncer and primary.dialect.driver == "asyncpg")
-    if isinstance(primary, AsyncEngine):
+    if _is_async(primary):
         engines = [build_async_engine(c)[0] for c in configs]
         return AsyncReplicaRouter(
             owner,

@@ -13,7 +13,7 @@ import types
 import typing
 import weakref
 from collections.abc import Callable, Iterable
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import sqlalchemy as sa
 
@@ -24,9 +24,21 @@ from dalkit.outbox.messages import EventTypeRegistry, outbox_rows, registry
 from dalkit.outbox.relay_async import BEGIN_NOW, WRITER_LOCK_NAMESPACE
 from dalkit.repository.base import RepositoryBase
 
-# both flavours, for the generated unit.py to name its own plain repository from here
+# both flavours, for the generated unit.py to name its own plain repository from here; the
+# async one on first use, since it needs greenlet, which only the async extras bring
 from dalkit.repository.sql import Repository
-from dalkit.repository.sql_async import AsyncRepository
+
+if TYPE_CHECKING:
+    from dalkit.repository.sql_async import AsyncRepository
+else:
+
+    def __getattr__(name: str) -> Any:
+        if name == "AsyncRepository":
+            from dalkit.repository.sql_async import AsyncRepository
+
+            return AsyncRepository
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "AsyncRepository",
