@@ -148,6 +148,27 @@ async def test_a_check_violation_in_bulk_insert_names_the_row(
     assert await readings.count() == 0
 
 
+@pytest.mark.parametrize("value", [2**31 + 5, -(2**31) - 1])
+async def test_an_integer_too_wide_for_its_column_is_refused_before_the_load(
+    async_sql_session: AsyncSession, value: int
+) -> None:
+    # psycopg's binary COPY would wrap it (2**31 + 5 stored as -2147483643)
+    readings = ReadingRepository(async_sql_session)
+    rows = [
+        {"id": i, "sensor": "s", "value": 1, "taken_at": EPOCH, "bucket": 0} for i in range(300)
+    ]
+    rows[250]["bucket"] = value
+    with pytest.raises(BulkLoadError, match=r"row 250 .*bucket") as caught:
+        await readings.bulk_insert(rows, chunk_size=100)
+    assert caught.value.row_index == 250
+    assert await readings.count() == 0
+    rows[250]["bucket"] = 0
+    assert await readings.bulk_insert(rows) == 300
+    with pytest.raises(BulkLoadError, match=r"row 1 .*value"):
+        await readings.bulk_update([{"id": 6, "value": 2}, {"id": 7, "value": value}])
+    assert (await readings.get(6)).value == 1  # nothing of the refused update was written
+
+
 async def test_bulk_insert_fills_python_defaults_and_enum_columns(
     async_sql_session: AsyncSession,
 ) -> None:

@@ -30,6 +30,7 @@ from dalkit.errors import (
     translate_dbapi_error,
 )
 from dalkit.query.fields import FieldInfo, ModelInfo
+from dalkit.repository.ranges import check_integer_ranges
 
 __all__ = [
     "BulkPlan",
@@ -93,6 +94,7 @@ class BulkPlan:
         for at, process in enumerate(self.processors):
             if process is not None:
                 out = [(*v[:at], process(v[at]), *v[at + 1 :]) for v in out]
+        check_integer_ranges(self.fields, originals, out)
         return originals, out
 
     def insert_sql(self, dialect: Dialect) -> str:
