@@ -17,6 +17,7 @@ from dalkit._codec import CodecError, field_hints, jsonable, restore
 from dalkit.errors import ConfigurationError, OutboxError
 from dalkit.outbox.events import DomainEvent
 from dalkit.tables import outbox
+from dalkit.transaction.retry import backoff_delay
 
 __all__ = [
     "EventTypeRegistry",
@@ -165,8 +166,7 @@ class RelayBackoff:
 
     def delay(self, attempts: int, random_fraction: float | None = None) -> float:
         fraction = random.random() if random_fraction is None else random_fraction
-        ceiling = min(self.max_delay, self.base_delay * 2.0 ** min(max(attempts - 1, 0), 62))
-        return ceiling * (1.0 - self.jitter * fraction)
+        return backoff_delay(attempts, self.base_delay, self.max_delay, self.jitter, fraction)
 
 
 # -- the relay's statements --------------------------------------------------------------------

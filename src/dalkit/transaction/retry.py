@@ -22,17 +22,29 @@ from dalkit.errors import (
 )
 
 __all__ = [
+    "backoff_delay",
+    "breaks_commit",
+    "is_retryable",
     "DEFAULT_RETRY",
     "RetryPolicy",
     "RetryState",
-    "breaks_commit",
-    "is_retryable",
 ]
 
 # SQLSTATE 57P04 (database dropped) also says "conflict with recovery", but nothing can fix it
 _DATABASE_DROPPED = "57P04"
 # past this, doubling the delay only overflows: max_delay has long since capped it
 _MAX_DOUBLINGS = 62
+
+
+def backoff_delay(
+    attempt: int, base_delay: float, max_delay: float, jitter: float, random_fraction: float
+) -> float:
+    """The one backoff formula, for transaction retries and the outbox relay alike: the delay
+    before retry ``attempt`` (1 for the first) doubles from ``base_delay`` up to ``max_delay``,
+    and a ``jitter`` fraction of it is random (``random_fraction`` uniform in [0, 1))."""
+    doublings = min(max(attempt - 1, 0), _MAX_DOUBLINGS)
+    ceiling = min(max_delay, base_delay * 2.0**doublings)
+    return ceiling * (1.0 - jitter * random_fraction)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -78,9 +90,9 @@ class RetryPolicy:
     def delay(self, retry_number: int, random_fraction: float) -> float:
         """Seconds to wait before retry ``retry_number`` (1 for the first retry), given a
         uniform random number in [0, 1)."""
-        doublings = min(max(retry_number - 1, 0), _MAX_DOUBLINGS)
-        ceiling = min(self.max_delay, self.base_delay * 2.0**doublings)
-        return ceiling * (1.0 - self.jitter * random_fraction)
+        return backoff_delay(
+            retry_number, self.base_delay, self.max_delay, self.jitter, random_fraction
+        )
 
 
 DEFAULT_RETRY = RetryPolicy()
