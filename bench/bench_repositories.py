@@ -76,7 +76,7 @@ def run(pg_url: str, sqlite_url: str) -> list[dict[str, Any]]:
     for backend, url in (("postgresql", pg_url), ("sqlite", sqlite_url)):
         driver = "postgresql+psycopg" if backend == "postgresql" else "sqlite"
         full_url = make_url(url).set(drivername=driver).render_as_string(hide_password=False)
-        db = Database(full_url)
+        db = Database(full_url, secret_key="bench-cursor-secret-16b")
         try:
             rows += _get(backend, db, url)
             rows += _bulk(backend, db, url)

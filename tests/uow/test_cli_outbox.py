@@ -50,7 +50,9 @@ def test_relay_once_publishes_to_a_redis_stream(db_url: str, redis_url: str) -> 
         )
         assert result.exit_code == 0, result.output
         assert "published 2, failed 0" in result.output
-        assert [fields["event_id"] for _, fields in client.xrange(stream)] == event_ids
+        # redis-py types replies loosely (bytes or str, maybe None): decode_responses gives str
+        entries: list[tuple[str, dict[str, str]]] = client.xrange(stream)  # type: ignore[assignment]
+        assert [fields["event_id"] for _, fields in entries] == event_ids
     finally:
         client.delete(stream)
         client.close()

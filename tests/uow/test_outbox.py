@@ -203,7 +203,8 @@ def test_the_redis_stream_publisher_adds_one_entry_per_message(
     try:
         relay = OutboxRelay(database, RedisStreamPublisher(client, stream))
         assert (relay.run_once()).published == 2
-        entries = client.xrange(stream)
+        # redis-py types replies loosely (bytes or str, maybe None): decode_responses gives str
+        entries: list[tuple[str, dict[str, str]]] = client.xrange(stream)  # type: ignore[assignment]
     finally:
         client.delete(stream)
         client.close()

@@ -200,7 +200,8 @@ async def test_the_redis_stream_publisher_adds_one_entry_per_message(
     try:
         relay = AsyncOutboxRelay(async_database, AsyncRedisStreamPublisher(client, stream))
         assert (await relay.run_once()).published == 2
-        entries = await client.xrange(stream)
+        # redis-py types replies loosely (bytes or str, maybe None): decode_responses gives str
+        entries: list[tuple[str, dict[str, str]]] = await client.xrange(stream)  # type: ignore[assignment]
     finally:
         await client.delete(stream)
         await client.aclose()
