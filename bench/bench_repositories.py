@@ -55,6 +55,7 @@ class Account(Base):
 
 
 class Accounts(Repository[Account]):
+    cursor_secret = "bench-cursor-secret-16b"  # plain sessions carry no configured key
     max_page_size = 100
 
 

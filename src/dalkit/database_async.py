@@ -87,6 +87,7 @@ class AsyncDatabase:
         max_replica_lag_s: float = 5.0,
         replica_monitor_interval_s: float = 1.0,
         pgbouncer: bool = False,
+        cache: Any = None,
         **options: Any,
     ) -> None:
         # -- scale-out: multi-host URLs and PgBouncer (dalkit.engine.pgbouncer) --------------
@@ -132,6 +133,10 @@ class AsyncDatabase:
             self._transactions.route_read = self._replicas.bind_for
             self.add_stats("replicas", self._replicas.replicas.snapshot)
         # -- end scale-out -------------------------------------------------------------------
+        #: the query cache (dalkit.cache), bound to this database by its install()
+        self.cache: Any = None
+        if cache is not None:
+            cache.install(self)  # db.cache, invalidation at commit, get_stats()["cache"]
 
     @classmethod
     def from_env(cls, **options: Any) -> AsyncDatabase:

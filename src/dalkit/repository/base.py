@@ -68,6 +68,9 @@ class RepositoryBase(Generic[ModelT]):
     default_sort: ClassVar[SortInput | None] = None
     cursor_secret: ClassVar[bytes | str | None] = None
     strict_loading: ClassVar[bool] = False
+    #: seconds the SQL repositories' reads stay in the database's query cache (dalkit.cache);
+    #: None: not cached
+    cache_ttl: ClassVar[float | None] = None
 
     _plan_cache: ClassVar[QueryPlan | None] = None
     _q: QueryPlan  # the class's plan, set by each repository's __init__

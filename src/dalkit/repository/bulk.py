@@ -23,6 +23,7 @@ from dalkit.audit import (
     bulk_update_audit,
     recording_bulk_update,
 )
+from dalkit.cache.capture import note_write
 from dalkit.engine.build import get_driver_connection
 from dalkit.query.tenant import stamp_rows
 from dalkit.repository.abstract import AbstractRepository
@@ -55,6 +56,7 @@ class BulkOperations(AbstractRepository[ModelT]):
         plan = plan_bulk(self._q.info, originals[0], self._dialect)
         originals, tuples = plan.tuples(originals)
         self.session.flush()
+        note_write(self.session, self._q.info.mapper.local_table)  # COPY bypasses SQLAlchemy
         oids = self._copy_types(plan)
         sql = plan.insert_sql(self._dialect)
         return self._run_chunks(

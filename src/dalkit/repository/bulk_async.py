@@ -21,6 +21,7 @@ from dalkit.audit import (
     bulk_update_audit,
     recording_bulk_update_async,
 )
+from dalkit.cache.capture import note_write
 from dalkit.engine.build import get_async_driver_connection
 from dalkit.query.tenant import stamp_rows
 from dalkit.repository.abstract_async import AsyncAbstractRepository
@@ -53,6 +54,7 @@ class AsyncBulkOperations(AsyncAbstractRepository[ModelT]):
         plan = plan_bulk(self._q.info, originals[0], self._dialect)
         originals, tuples = plan.tuples(originals)
         await self.session.flush()
+        note_write(self.session, self._q.info.mapper.local_table)  # COPY bypasses SQLAlchemy
         oids = await self._copy_types(plan)
         sql = plan.insert_sql(self._dialect)
         return await self._run_chunks(

@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
 
+from dalkit.cache.repository import read_through
 from dalkit.query.cursor import CursorCodec, secret_key
 from dalkit.query.specs import Group, Spec
 from dalkit.repository.base import ModelT, Read
@@ -50,7 +51,7 @@ class Repository(BulkOperations[ModelT]):
         if entity is not None:
             return entity
         params = {f"pk{i}": value for i, value in enumerate(key)}
-        result = self.session.execute(self._q.get_statement(include_deleted), params)
+        result = read_through(self, self._q.get_statement(include_deleted), params)
         return cast("ModelT | None", result.scalar_one_or_none())
 
     def _from_identity_map(self, key: tuple[Any, ...], include_deleted: bool) -> ModelT | None:
@@ -69,19 +70,19 @@ class Repository(BulkOperations[ModelT]):
         self, keys: Sequence[tuple[Any, ...]], include_deleted: bool
     ) -> dict[tuple[Any, ...], ModelT]:
         statement = self._q.select_many(keys, include_deleted)
-        entities = (self.session.scalars(statement)).all()
+        entities = (read_through(self, statement)).scalars().all()
         return {self._q.info.identity(entity): entity for entity in entities}
 
     def _select(self, read: Read) -> builtins.list[ModelT]:
         statement = self._q.select(read, self._dialect.name)
-        return builtins.list((self.session.scalars(statement)).all())
+        return builtins.list((read_through(self, statement)).scalars().all())
 
     def _count(self, where: Group) -> int:
-        result = self.session.execute(self._q.count_statement(where, self._dialect.name))
+        result = read_through(self, self._q.count_statement(where, self._dialect.name))
         return int(result.scalar_one())
 
     def _exists(self, where: Group) -> bool:
-        result = self.session.execute(self._q.exists_statement(where, self._dialect.name))
+        result = read_through(self, self._q.exists_statement(where, self._dialect.name))
         return result.first() is not None
 
     # --- write hooks ------------------------------------------------------------------------

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from dalkit.cache.repository import read_through
 from dalkit.query.cursor import CursorCodec, secret_key
 from dalkit.query.specs import Group, Spec
 from dalkit.repository.base import ModelT, Read
@@ -48,7 +49,7 @@ class AsyncRepository(AsyncBulkOperations[ModelT]):
         if entity is not None:
             return entity
         params = {f"pk{i}": value for i, value in enumerate(key)}
-        result = await self.session.execute(self._q.get_statement(include_deleted), params)
+        result = await read_through(self, self._q.get_statement(include_deleted), params)
         return cast("ModelT | None", result.scalar_one_or_none())
 
     def _from_identity_map(self, key: tuple[Any, ...], include_deleted: bool) -> ModelT | None:
@@ -67,19 +68,19 @@ class AsyncRepository(AsyncBulkOperations[ModelT]):
         self, keys: Sequence[tuple[Any, ...]], include_deleted: bool
     ) -> dict[tuple[Any, ...], ModelT]:
         statement = self._q.select_many(keys, include_deleted)
-        entities = (await self.session.scalars(statement)).all()
+        entities = (await read_through(self, statement)).scalars().all()
         return {self._q.info.identity(entity): entity for entity in entities}
 
     async def _select(self, read: Read) -> builtins.list[ModelT]:
         statement = self._q.select(read, self._dialect.name)
-        return builtins.list((await self.session.scalars(statement)).all())
+        return builtins.list((await read_through(self, statement)).scalars().all())
 
     async def _count(self, where: Group) -> int:
-        result = await self.session.execute(self._q.count_statement(where, self._dialect.name))
+        result = await read_through(self, self._q.count_statement(where, self._dialect.name))
         return int(result.scalar_one())
 
     async def _exists(self, where: Group) -> bool:
-        result = await self.session.execute(self._q.exists_statement(where, self._dialect.name))
+        result = await read_through(self, self._q.exists_statement(where, self._dialect.name))
         return result.first() is not None
 
     # --- write hooks ------------------------------------------------------------------------

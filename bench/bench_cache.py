@@ -1,0 +1,152 @@
+"""The query cache on PostgreSQL: a memory hit and a Redis hit against the database read of
+the same repository ``get`` (one row by primary key) and 20-row ``list``, and what the cache
+costs a write (the version bump after its commit), in one interleaved run.
+
+Each variant is a whole ``db.transaction()`` doing one read, as a request would; the three
+databases share the server and the table, and differ only in the cache installed. Targets (the
+issue's): a memory hit at least 10x the PostgreSQL read, a Redis hit at least 3x, and at most
+10% added to a one-row update.
+"""
+
+from __future__ import annotations
+
+from contextlib import ExitStack
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from bench.timing import Operation, interleaved_samples, median_and_spread, paired_ratio
+from dalkit import Database, Repository
+from dalkit.cache import MemoryBackend, QueryCache, RedisBackend, install
+from dalkit.redis.manager import RedisManager
+from dalkit.testing.redis import RedisServer
+
+TARGETS = {"memory": 10.0, "Redis": 3.0}
+WRITE_COST_PCT = 10.0
+
+
+class _Base(DeclarativeBase):
+    pass
+
+
+class BenchItem(_Base):
+    __tablename__ = "bench_cache_items"
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    name: Mapped[str] = mapped_column(sa.String(40))
+    score: Mapped[int]
+
+
+class ItemRepository(Repository[BenchItem]):
+    cache_ttl = 300
+
+
+# variant -> its baseline
+BASELINES: dict[str, str | None] = {
+    "get: PostgreSQL read": None,
+    "get: memory hit": "get: PostgreSQL read",
+    "get: Redis hit": "get: PostgreSQL read",
+    "list 20: PostgreSQL read": None,
+    "list 20: memory hit": "list 20: PostgreSQL read",
+    "list 20: Redis hit": "list 20: PostgreSQL read",
+    "update: no cache": None,
+    "update: memory cache": "update: no cache",
+    "update: Redis cache": "update: no cache",
+}
+
+
+def run(pg_url: str, sqlite_url: str) -> list[dict[str, Any]]:
+    with ExitStack() as cleanup:
+        server = cleanup.enter_context(RedisServer())
+        plain = cleanup.enter_context(Database(pg_url))
+        with plain.engine.begin() as connection:
+            _Base.metadata.drop_all(connection)
+            _Base.metadata.create_all(connection)
+            connection.execute(
+                sa.insert(BenchItem),
+                [{"id": i, "name": f"item {i}", "score": i % 7} for i in range(1, 201)],
+            )
+        cleanup.callback(_drop, plain)
+        memory = cleanup.enter_context(Database(pg_url))
+        install(memory, QueryCache(MemoryBackend(max_entries=1000)))
+        manager = RedisManager(server.url)
+        cleanup.callback(manager.close)
+        backend = RedisBackend(manager)
+        cleanup.callback(backend.close)
+        redis_db = cleanup.enter_context(Database(pg_url))
+        install(redis_db, QueryCache(backend))
+        variants: dict[str, Operation] = {}
+        for label, db in (
+            ("PostgreSQL read", plain),
+            ("memory hit", memory),
+            ("Redis hit", redis_db),
+        ):
+            variants[f"get: {label}"] = _get(db)
+            variants[f"list 20: {label}"] = _list(db)
+        for label, db in (("no cache", plain), ("memory cache", memory), ("Redis cache", redis_db)):
+            variants[f"update: {label}"] = _update(db)
+        samples = interleaved_samples(variants)
+    rows = []
+    for name, batches in samples.items():
+        ops, spread = median_and_spread(batches)
+        row: dict[str, Any] = {"name": f"postgresql: {name}", "ops_per_s": ops, "baseline": None}
+        row["spread_pct"] = spread
+        baseline = BASELINES[name]
+        if baseline is not None:
+            row["baseline"] = f"postgresql: {baseline}"
+            row["ratio"], row["ratio_spread_pct"] = paired_ratio(batches, samples[baseline])
+        rows.append(row)
+    return rows
+
+
+def summarize(rows: list[dict[str, Any]]) -> str:
+    lines = []
+    for row in rows:
+        if row["baseline"] is None:
+            continue
+        if "update" in row["name"]:
+            cost = 100.0 * (1.0 / row["ratio"] - 1.0)
+            verdict = "within" if cost <= WRITE_COST_PCT else "over"
+            lines.append(
+                f"- {row['name']}: {cost:+.1f}% time against no cache: {verdict} the "
+                f"{WRITE_COST_PCT:.0f}% target"
+            )
+            continue
+        target = TARGETS["memory" if "memory" in row["name"] else "Redis"]
+        verdict = "meets" if row["ratio"] >= target else "misses"
+        lines.append(
+            f"- {row['name']}: {row['ratio']:.1f}x the PostgreSQL read "
+            f"(paired spread {row['ratio_spread_pct']:.0f}%): {verdict} the {target:.0f}x target"
+        )
+    return "\n".join(lines)
+
+
+def _get(db: Database) -> Operation:
+    def get() -> None:
+        with db.transaction() as session:
+            ItemRepository(session).get(7)
+
+    return get
+
+
+def _list(db: Database) -> Operation:
+    def list_20() -> None:
+        with db.transaction() as session:
+            ItemRepository(session).list(score__gte=0, sort="id", limit=20)
+
+    return list_20
+
+
+def _update(db: Database) -> Operation:
+    statement = sa.update(BenchItem).where(BenchItem.id == 200).values(score=BenchItem.score + 1)
+
+    def update() -> None:
+        with db.transaction() as session:
+            session.execute(statement)
+
+    return update
+
+
+def _drop(db: Database) -> None:
+    with db.engine.begin() as connection:
+        _Base.metadata.drop_all(connection)

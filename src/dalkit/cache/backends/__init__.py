@@ -1,0 +1,8 @@
+"""Where entries and table tokens live: process memory, or a Redis server shared by processes."""
+
+from __future__ import annotations
+
+from dalkit.cache.backends.memory import MemoryBackend
+from dalkit.cache.backends.redis import AsyncRedisBackend, RedisBackend
+
+__all__ = ["AsyncRedisBackend", "MemoryBackend", "RedisBackend"]

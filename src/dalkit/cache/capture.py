@@ -1,0 +1,182 @@
+"""Which tables a transaction writes, collected from every statement that reaches the
+database (ORM flushes, bulk and Core DML, upserts, raw SQL, DDL), and when they are
+invalidated: at commit, never on rollback.
+
+One ``after_cursor_execute`` listener on the engine sees every write path that goes through
+SQLAlchemy (a flush is a series of INSERT/UPDATE/DELETE statements, one per table, association
+and inheritance tables included), so no write path can be forgotten. Writes in a dalkit
+transaction are invalidated by an ``on_commit`` callback (after COMMIT succeeded, before the
+transaction call returns; dropped with a rolled-back savepoint). Writes on a connection outside
+dalkit's transactions (``engine.begin()``) are invalidated at the engine's ``commit`` event,
+just before COMMIT, and again when the connection goes back to the pool, just after it.
+"""
+
+from __future__ import annotations
+
+import functools
+import weakref
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import Table, event
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.orm import Session
+from sqlalchemy.sql.expression import TextClause
+
+from dalkit.cache.core import WRITTEN, CacheCore, cache_for, sync_session
+from dalkit.cache.tables import ALL, dependents, table_name, text_targets
+from dalkit.transaction.scope import TransactionScope, current_scope
+
+__all__ = ["WriteCapture", "note_write"]
+
+_OWNER = "dalkit.cache.owner"  # connection.info: the Session whose transaction uses it
+_PENDING = "dalkit.cache.pending"  # connection.info: written outside a dalkit transaction
+_COMMITTED = "dalkit.cache.committed"  # connection record: bumped again at check-in
+_CALLBACKS = "dalkit.cache.callbacks"  # scope.state: (callback, tables) registered
+_session_listener_installed = False
+
+
+class WriteCapture:
+    """The listeners of one engine, reporting the tables written to one cache."""
+
+    def __init__(self, cache: CacheCore, engine: Engine) -> None:
+        self.cache = cache
+        self.engine = engine
+        self._dependents: dict[Table, frozenset[str]] = {}
+        self._known: dict[str, Table] = {}
+
+    def install(self) -> None:
+        global _session_listener_installed
+        event.listen(self.engine, "after_cursor_execute", self._after_execute)
+        event.listen(self.engine, "commit", self._commit)
+        event.listen(self.engine, "rollback", self._rollback)
+        event.listen(self.engine.pool, "checkin", self._checkin)
+        if not _session_listener_installed:
+            event.listen(Session, "after_begin", _tag_owner)
+            event.listen(Session, "after_transaction_end", _forget_writes)
+            _session_listener_installed = True
+
+    # -- what a statement writes -------------------------------------------------------------
+    def _after_execute(
+        self,
+        conn: Connection,
+        cursor: Any,
+        statement: str,
+        parameters: Any,
+        context: Any,
+        executemany: bool,
+    ) -> None:
+        written = self.written(statement, context)
+        if written:
+            self.record(conn, written)
+
+    def written(self, sql: str, context: Any) -> frozenset[str] | None:
+        compiled = getattr(context, "compiled", None)
+        if context is not None and context.isddl:
+            return frozenset({ALL})
+        if context is not None and (context.isinsert or context.isupdate or context.isdelete):
+            table = getattr(getattr(compiled, "statement", None), "table", None)
+            if not isinstance(table, Table):
+                return frozenset({ALL})
+            if context.isinsert:
+                return frozenset({table_name(table)})
+            return self._with_dependents(table)
+        if compiled is not None and not isinstance(compiled.statement, TextClause):
+            return None  # a compiled SELECT
+        targets = text_targets(sql)
+        if targets is None or ALL in targets:
+            return targets
+        found: set[str] = set(targets)
+        for name in targets:
+            table = self._known.get(name)
+            if table is not None:
+                found |= self._with_dependents(table)
+        return frozenset(found)
+
+    def _with_dependents(self, table: Table) -> frozenset[str]:
+        names = self._dependents.get(table)
+        if names is None:
+            names = frozenset({table_name(table), *dependents(table)})
+            self._dependents[table] = names
+            for other in table.metadata.tables.values():
+                self._known.setdefault(table_name(other), other)
+        return names
+
+    # -- where it goes -----------------------------------------------------------------------
+    def record(self, conn: Connection, tables: frozenset[str]) -> None:
+        owner_ref = conn.info.get(_OWNER)
+        owner = owner_ref() if owner_ref is not None else None
+        if owner is not None:
+            owner.info.setdefault(WRITTEN, set()).update(tables)
+        scope = _live_scope()
+        if scope is not None and owner is not None and sync_session(scope.session) is owner:
+            register(self.cache, scope, tables)
+        else:
+            conn.info.setdefault(_PENDING, set()).update(tables)
+
+    def _commit(self, conn: Connection) -> None:
+        pending = conn.info.pop(_PENDING, None)
+        if pending:
+            self.cache.invalidate_soon(pending)
+            conn.info[_COMMITTED] = pending
+
+    def _rollback(self, conn: Connection) -> None:
+        conn.info.pop(_PENDING, None)
+
+    def _checkin(self, dbapi_connection: Any, record: Any) -> None:
+        record.info.pop(_OWNER, None)
+        committed = record.info.pop(_COMMITTED, None)
+        if committed:
+            self.cache.invalidate_soon(committed)
+
+
+def register(cache: CacheCore, scope: TransactionScope, tables: Iterable[str]) -> None:
+    """Have ``scope`` invalidate ``tables`` once it committed; a callback registered in a
+    savepoint that rolled back is gone from the scope, so its tables are registered again."""
+    if scope.state is None:
+        scope.state = {}
+    registered: list[tuple[Any, frozenset[str]]] = scope.state.setdefault(_CALLBACKS, [])
+    if registered:
+        alive = scope.callbacks or []
+        registered[:] = [(cb, t) for cb, t in registered if any(cb is c for c in alive)]
+    covered: set[str] = set()
+    for _cb, names in registered:
+        covered |= names
+    new = frozenset(tables) - covered
+    if not new:
+        return
+    scope.add(functools.partial(cache.invalidate, new), on_commit=True, robust=True)  # type: ignore[attr-defined]
+    assert scope.callbacks is not None
+    registered.append((scope.callbacks[-1], new))
+
+
+def note_write(session: Any, table: Any) -> None:
+    """Tell the cache that ``session``'s transaction wrote ``table`` by a path SQLAlchemy
+    does not see (COPY, a driver connection): invalidated when that transaction commits."""
+    cache = cache_for(session)
+    if cache is None:
+        return
+    names = frozenset({table if isinstance(table, str) else table_name(table)})
+    inner = sync_session(session)
+    inner.info.setdefault(WRITTEN, set()).update(names)
+    scope = _live_scope()
+    if scope is not None and sync_session(scope.session) is inner:
+        register(cache, scope, names)
+        return
+    # outside dalkit's transactions: before and after this session's commit
+    cache.invalidate_soon(names)
+    event.listen(inner, "after_commit", lambda _s: cache.invalidate_soon(names), once=True)
+
+
+def _live_scope() -> TransactionScope | None:
+    scope = current_scope()
+    return None if scope is None else scope.live()
+
+
+def _tag_owner(session: Session, transaction: Any, connection: Connection) -> None:
+    connection.info[_OWNER] = weakref.ref(session)
+
+
+def _forget_writes(session: Session, transaction: Any) -> None:
+    if transaction.parent is None:
+        session.info.pop(WRITTEN, None)

@@ -1,0 +1,71 @@
+"""Cache keys: a digest of the statement compiled for the database's dialect, its bound
+parameters and its loader options; never of SQL with the values rendered into it."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy.engine import Dialect
+
+__all__ = ["KeyBuilder", "function_key"]
+
+# memory addresses differ between processes; the rest of an option's repr does not
+_ADDRESS = re.compile(r" at 0x[0-9a-f]+")
+
+
+class KeyBuilder:
+    """Builds keys for one dialect, remembering the compiled SQL of each statement shape
+    (SQLAlchemy's own cache key, values left out) so a hit compiles nothing."""
+
+    def __init__(self, dialect: Dialect, namespace: str, max_shapes: int = 2000) -> None:
+        self._dialect = dialect
+        self._namespace = namespace
+        self._max_shapes = max_shapes
+        self._shapes: dict[Any, str] = {}
+
+    def key(self, statement: Any, params: Mapping[str, Any] | None = None) -> str:
+        return self.key_and_shape(statement, params)[0]
+
+    def key_and_shape(
+        self, statement: Any, params: Mapping[str, Any] | None = None
+    ) -> tuple[str, Any]:
+        """The key, and the statement's shape (hashable, values left out; None when
+        SQLAlchemy cannot key the statement)."""
+        cache_key = statement._generate_cache_key()
+        values: list[Any]
+        if cache_key is None:  # a construct SQLAlchemy cannot key: compile it every time
+            text, compiled_params = self._compile(statement)
+            values = sorted(compiled_params.items())
+        else:
+            shape = self._shapes.get(cache_key.key)
+            if shape is None:
+                if len(self._shapes) >= self._max_shapes:
+                    self._shapes.clear()
+                shape = self._shapes[cache_key.key] = self._compile(statement)[0]
+            text = shape
+            # in statement order: anonymous parameter names differ between equal statements
+            values = [bind.effective_value for bind in cache_key.bindparams]
+        if params:
+            values.append(sorted(params.items()))
+        material = f"{text}\x00{values!r}"
+        digest = hashlib.blake2b(material.encode(), digest_size=20).hexdigest()
+        return f"{self._namespace}:e:{digest}", None if cache_key is None else cache_key.key
+
+    def _compile(self, statement: Any) -> tuple[str, dict[str, Any]]:
+        compiled = statement.compile(dialect=self._dialect)
+        options = "".join(
+            _ADDRESS.sub("", repr(option._generate_cache_key()))
+            for option in getattr(statement, "_with_options", ())
+            if hasattr(option, "_generate_cache_key")
+        )
+        return f"{compiled}\x00{options}", dict(compiled.params)
+
+
+def function_key(namespace: str, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+    """The key of one call of a memoized function: its qualified name and its arguments."""
+    material = f"{name}\x00{args!r}\x00{sorted(kwargs.items())!r}"
+    digest = hashlib.blake2b(material.encode(), digest_size=20).hexdigest()
+    return f"{namespace}:f:{digest}"

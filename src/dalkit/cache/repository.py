@@ -1,0 +1,38 @@
+"""Repository reads through the cache: a repository class opts in with ``cache_ttl = 60`` and
+its ``get``, ``get_many``, ``find``, ``list``, ``first``, ``count``, ``exists``, ``paginate``
+and ``paginate_cursor`` are served from its database's cache (the SQL hooks call
+:func:`read_through` where they would call ``session.execute``)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from dalkit.cache.core import cache_for
+
+__all__ = ["cache_ttl_of", "read_through"]
+
+
+def cache_ttl_of(repository: Any) -> float | None:
+    """The repository's ``cache_ttl`` class attribute: None (or 0) means no caching."""
+    ttl = getattr(type(repository), "cache_ttl", None)
+    return float(ttl) if ttl else None
+
+
+def read_through(repository: Any, statement: Any, params: Mapping[str, Any] | None = None) -> Any:
+    """``repository.session.execute(statement, params)``, served from the cache when the
+    repository opted in and its database has a cache.
+
+    Returns what ``session.execute`` returns: a Result for a Session, an awaitable of one for
+    an AsyncSession, so the async source and its generated sync twin read the same
+    (``await read_through(self, statement)`` / ``read_through(self, statement)``). Entities
+    served from the cache are merged into the repository's session without a query: they
+    behave like loaded ones, and changing one flushes an UPDATE.
+    """
+    session = repository.session
+    ttl = cache_ttl_of(repository)
+    cache = cache_for(session) if ttl is not None else None
+    if cache is None:
+        return session.execute(statement, params)
+    key, tables = cache.describe(statement, params, None)
+    return cache.read(session, statement, params, tables, key, cache.ttl_of(ttl))  # type: ignore[attr-defined]

@@ -1,0 +1,115 @@
+"""The async twin: reads served from the cache, invalidation awaited before the transaction
+call returns, rollbacks invalidate nothing, own writes visible (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+
+from dalkit import AsyncDatabase
+from dalkit.cache import AsyncQueryCache, UncacheableStatementError
+
+from .models import Book, book_table
+
+
+async def titles(db: AsyncDatabase, cache: AsyncQueryCache) -> list[str]:
+    async with db.transaction() as session:
+        result = await cache.cached(session, sa.select(Book.title))
+        return sorted(result.scalars().all())
+
+
+async def warm(db: AsyncDatabase, cache: AsyncQueryCache) -> None:
+    first = await titles(db, cache)
+    hits = cache.get_stats()["hits"]
+    assert await titles(db, cache) == first
+    assert cache.get_stats()["hits"] == hits + 1
+
+
+async def test_the_invalidation_is_applied_before_the_transaction_returns(
+    async_db: AsyncDatabase, async_cache: AsyncQueryCache
+) -> None:
+    await warm(async_db, async_cache)
+    async with async_db.transaction() as session:
+        session.add(Book(id=3, title="c"))
+    assert async_cache.get_stats()["invalidations"] == 1
+    assert await titles(async_db, async_cache) == ["a", "b", "c"]
+
+
+async def test_run_transaction_and_db_sql_writes_invalidate(
+    async_db: AsyncDatabase, async_cache: AsyncQueryCache
+) -> None:
+    await warm(async_db, async_cache)
+
+    async def rename(session: object) -> None:
+        await async_db.sql("UPDATE cache_book SET title = 'z' WHERE id = 1")
+
+    await async_db.run_transaction(rename)
+    assert await titles(async_db, async_cache) == ["b", "z"]
+
+
+async def test_a_write_on_a_plain_connection_invalidates(
+    async_db: AsyncDatabase, async_cache: AsyncQueryCache
+) -> None:
+    await warm(async_db, async_cache)
+    async with async_db.engine.begin() as connection:
+        await connection.execute(sa.delete(book_table).where(book_table.c.id == 2))
+    assert await titles(async_db, async_cache) == ["a"]
+
+
+async def test_a_rollback_leaves_the_entry_cached(
+    async_db: AsyncDatabase, async_cache: AsyncQueryCache
+) -> None:
+    await warm(async_db, async_cache)
+    with pytest.raises(RuntimeError):
+        async with async_db.transaction() as session:
+            session.add(Book(id=4, title="gone"))
+            await session.flush()
+            raise RuntimeError("roll back")
+    hits = async_cache.get_stats()["hits"]
+    assert await titles(async_db, async_cache) == ["a", "b"]
+    assert async_cache.get_stats()["hits"] == hits + 1
+
+
+async def test_a_transaction_reads_its_own_writes(
+    async_db: AsyncDatabase, async_cache: AsyncQueryCache
+) -> None:
+    await warm(async_db, async_cache)
+    async with async_db.transaction() as session:
+        session.add(Book(id=5, title="mine"))
+        result = await async_cache.cached(session, sa.select(Book.title))
+        assert sorted(result.scalars().all()) == ["a", "b", "mine"]
+
+
+async def test_cached_entities_are_attached_to_the_session(
+    async_db: AsyncDatabase, async_cache: AsyncQueryCache
+) -> None:
+    statement = sa.select(Book).where(Book.id == 2)
+    for _ in range(2):
+        async with async_db.transaction() as session:
+            book = (await async_cache.cached(session, statement)).scalars().one()
+    assert async_cache.get_stats()["hits"] == 1
+    async with async_db.transaction() as session:
+        book = (await async_cache.cached(session, statement)).scalars().one()
+        assert book in session
+        book.title = "renamed"
+    assert await titles(async_db, async_cache) == ["a", "renamed"]
+
+
+async def test_memoize_and_text_statements(
+    async_db: AsyncDatabase, async_cache: AsyncQueryCache
+) -> None:
+    calls: list[int] = []
+
+    @async_cache.memoize(tables=[book_table])
+    async def count() -> int:
+        calls.append(1)
+        rows = await async_db.sql("SELECT id FROM cache_book")
+        return len(rows)
+
+    assert await count() == await count() == 2
+    assert len(calls) == 1
+    await async_db.sql("DELETE FROM cache_book WHERE id = 1")
+    assert await count() == 1
+    async with async_db.transaction() as session:
+        with pytest.raises(UncacheableStatementError):
+            await async_cache.cached(session, sa.text("SELECT 1"))

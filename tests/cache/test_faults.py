@@ -1,0 +1,141 @@
+"""Redis down, partitioned or restarted: the application never sees an error, and no stale
+entry is served once Redis is back (a real redis-server, stopped and started)."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import sqlalchemy as sa
+
+from dalkit import Database, RedisManager
+from dalkit.cache import QueryCache, RedisBackend, install
+from dalkit.testing._server import free_port
+from dalkit.testing.redis import RedisServer
+
+from .models import Base, Book
+from .proxy import CuttableProxy
+
+
+@pytest.fixture
+def server() -> Iterator[RedisServer]:
+    """A redis-server of the test's own, restartable on the same port."""
+    with RedisServer(port=free_port()) as redis_server:
+        yield redis_server
+
+
+def seeded(url: str) -> Database:
+    db = Database(url)
+    db.create_all(Base.metadata)
+    with db.transaction() as session:
+        if session.get(Book, 1) is None:
+            session.add_all([Book(id=1, title="a"), Book(id=2, title="b")])
+    return db
+
+
+def redis_cache(db: Database, url: str, prefix: str) -> QueryCache:
+    backend = RedisBackend(RedisManager(url, socket_timeout_s=0.5), prefix=prefix)
+    return install(db, QueryCache(backend, retry_interval=0.0, warn_interval=3600))
+
+
+def titles(db: Database, cache: QueryCache) -> list[str]:
+    with db.transaction() as session:
+        return sorted(cache.cached(session, sa.select(Book.title)).scalars().all())
+
+
+@pytest.mark.slow
+def test_redis_killed_during_a_mixed_workload_causes_no_application_error(
+    db_url: str, server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    db = seeded(db_url)
+    cache = redis_cache(db, server.url, "mixed")
+    expected = "a"
+    served_while_down = 0
+    with caplog.at_level(logging.WARNING, logger="dalkit.cache"):
+        for i in range(240):
+            if i == 80:
+                server.stop()
+            if i == 160:
+                server.start()
+            if i % 6 == 0:
+                expected = f"t{i:03d}"
+                db.sql("UPDATE cache_book SET title = :title WHERE id = 1", title=expected)
+            assert titles(db, cache) == sorted([expected, "b"])  # never stale, never raises
+            if 80 <= i < 160:
+                served_while_down += 1
+    stats = cache.get_stats()
+    assert stats["errors"] > 0
+    assert stats["pending"] == 0
+    assert stats["hits"] > 0
+    assert served_while_down == 80
+    # rate-limited: one warning for the whole outage
+    assert len([r for r in caplog.records if r.name == "dalkit.cache"]) == 1
+    db.dispose()
+
+
+def test_an_invalidation_missed_during_a_partition_is_applied_when_redis_is_back(
+    db_url: str, server: RedisServer
+) -> None:
+    prefix = f"p{uuid.uuid4().hex[:8]}"
+    with CuttableProxy("127.0.0.1", server.port) as proxy:
+        writer_db = seeded(db_url)
+        writer = redis_cache(writer_db, proxy.url, prefix)
+        other_db = Database(db_url)  # another process's view: same Redis, same database
+        other = redis_cache(other_db, server.url, prefix)
+        assert titles(writer_db, writer) == titles(other_db, other) == ["a", "b"]
+        assert titles(other_db, other) == ["a", "b"]  # cached, and the entry survives the cut
+        proxy.cut()
+        with writer_db.transaction() as session:
+            session.add(Book(id=3, title="c"))  # committed: the invalidation cannot reach Redis
+        assert writer.get_stats()["pending"] == 1
+        assert titles(writer_db, writer) == ["a", "b", "c"]  # bypassed, not stale
+        assert writer.get_stats()["bypasses"] >= 1
+        proxy.restore()
+        assert titles(writer_db, writer) == ["a", "b", "c"]  # the retry applied it first
+        assert writer.get_stats()["pending"] == 0
+        assert titles(other_db, other) == ["a", "b", "c"]
+        writer_db.dispose()
+        other_db.dispose()
+
+
+def test_a_restarted_redis_serves_no_stale_entry(db_url: str, server: RedisServer) -> None:
+    db = seeded(db_url)
+    cache = redis_cache(db, server.url, "restart")
+    assert titles(db, cache) == titles(db, cache) == ["a", "b"]
+    server.stop()
+    db.sql("UPDATE cache_book SET title = 'z' WHERE id = 1")  # invalidation pending
+    server.start()
+    assert titles(db, cache) == ["b", "z"]
+    assert titles(db, cache) == ["b", "z"]
+    assert cache.get_stats()["hits"] >= 2
+    db.dispose()
+
+
+def test_an_entry_tagged_before_a_restart_can_never_become_servable(server: RedisServer) -> None:
+    backend = RedisBackend(RedisManager(server.url))
+    tables = ("*", "cache_book")
+    _, tokens = backend.fetch("dalkit:cache:e:k", tables)
+    server.stop()
+    server.start()  # every token is gone: new ones are random, never counters
+    backend.store("dalkit:cache:e:k", tokens, b"old", 60)
+    assert backend.fetch("dalkit:cache:e:k", tables)[0] is None
+    backend.bump(tables)
+    backend.store("dalkit:cache:e:k", tokens, b"old", 60)
+    assert backend.fetch("dalkit:cache:e:k", tables)[0] is None
+    backend.close()
+
+
+def test_an_unreachable_redis_is_bypassed_with_a_counted_error() -> None:
+    db = Database("sqlite://")
+    db.create_all(Base.metadata)
+    cache = redis_cache(db, f"redis://127.0.0.1:{free_port()}/0", "down")
+    with db.transaction() as session:
+        session.add(Book(id=1, title="a"))
+    for _ in range(3):
+        assert titles(db, cache) == ["a"]
+    stats = cache.get_stats()
+    assert stats["errors"] >= 3
+    assert stats["hits"] == 0
+    db.dispose()

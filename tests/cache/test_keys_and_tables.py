@@ -1,0 +1,127 @@
+"""Keys from compiled statements and bound values; tables found from the statement itself;
+raw SQL targets parsed; configuration errors are typed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.orm import selectinload
+
+from dalkit import ConfigurationError, Database, RedisManager
+from dalkit.cache import (
+    AsyncQueryCache,
+    AsyncRedisBackend,
+    MemoryBackend,
+    QueryCache,
+    RedisBackend,
+    install,
+)
+from dalkit.cache.keys import KeyBuilder
+from dalkit.cache.tables import dependents, tables_read, text_targets
+
+from .models import Animal, Author, Base, Book, Dog, Tag, author_table, tag_table
+
+DIALECT = postgresql.dialect()  # type: ignore[no-untyped-call]
+
+
+def test_equal_statements_share_a_key_and_different_values_do_not() -> None:
+    keys = KeyBuilder(DIALECT, "ns")
+    one = keys.key(sa.select(Book).where(Book.id == 1))
+    assert one == keys.key(sa.select(Book).where(Book.id == 1))
+    assert one != keys.key(sa.select(Book).where(Book.id == 2))
+    assert keys.key(sa.select(Book).where(Book.id.in_([1, 2]))) != keys.key(
+        sa.select(Book).where(Book.id.in_([1, 3]))
+    )
+    assert keys.key(sa.select(Book).options(selectinload(Book.tags))) != keys.key(sa.select(Book))
+    assert keys.key(sa.text("SELECT :a"), {"a": 1}) != keys.key(sa.text("SELECT :a"), {"a": 2})
+
+
+def test_a_key_never_contains_the_bound_values() -> None:
+    keys = KeyBuilder(DIALECT, "ns")
+    key = keys.key(sa.select(Book).where(Book.title == "secret-title"))
+    assert "secret" not in key
+    assert key.startswith("ns:e:")
+
+
+def test_tables_are_found_in_joins_subqueries_ctes_and_relationship_loads() -> None:
+    assert tables_read(sa.select(Book).join(Author)) == {"cache_book", "cache_author"}
+    titles = sa.select(Book.author_id).where(Book.title == "x").scalar_subquery()
+    assert tables_read(sa.select(Author).where(Author.id == titles)) == {
+        "cache_author",
+        "cache_book",
+    }
+    cte = sa.select(Tag.id).cte()
+    assert tables_read(sa.select(cte.c.id)) == {"cache_tag"}
+    loaded = sa.select(Author).options(selectinload(Author.books).selectinload(Book.tags))
+    assert tables_read(loaded) == {"cache_author", "cache_book", "cache_tag", "cache_book_tag"}
+    assert tables_read(sa.select(Dog)) == {"cache_animal", "cache_dog"}
+    assert tables_read(sa.select(Animal.name)) == {"cache_animal"}
+
+
+def test_cascading_foreign_keys_name_the_referencing_tables() -> None:
+    assert dependents(author_table) == {"cache_book", "cache_book_tag"}
+    assert dependents(tag_table) == {"cache_book_tag"}
+
+
+@pytest.mark.parametrize(
+    ("sql", "expected"),
+    [
+        ("SELECT * FROM cache_book", None),
+        ("select * from comment", None),
+        ("INSERT INTO cache_book (id) VALUES (1)", {"cache_book"}),
+        ("insert or replace into cache_book (id) values (1)", {"cache_book"}),
+        ('UPDATE "s"."t" SET a = 1', {"s.t"}),
+        ("DELETE FROM ONLY cache_book WHERE id = 1", {"cache_book"}),
+        ("CREATE TABLE z (id int)", {"*"}),
+        ("TRUNCATE cache_book", {"*"}),
+        ("CREATE TEMP TABLE _staging (id int) ON COMMIT DROP", None),
+        ("WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d", {"*"}),
+    ],
+)
+def test_raw_sql_targets_are_parsed_or_everything_is_invalidated(
+    sql: str, expected: set[str] | None
+) -> None:
+    assert text_targets(sql) == (None if expected is None else frozenset(expected))
+
+
+def test_bad_configuration_gets_typed_errors() -> None:
+    with pytest.raises(ConfigurationError, match="max_entries"):
+        MemoryBackend(max_entries=0)
+    with pytest.raises(ConfigurationError, match="default_ttl"):
+        QueryCache(MemoryBackend(), default_ttl=0)
+    manager = RedisManager("redis://127.0.0.1:1/0")
+    with pytest.raises(ConfigurationError, match="AsyncRedisBackend"):
+        AsyncRedisBackend(manager)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="no async API"):
+        AsyncQueryCache(RedisBackend(manager))
+    cache = QueryCache(MemoryBackend())
+    with pytest.raises(ConfigurationError, match="not bound"):
+        cache.key_of(sa.select(Book), None)
+    with pytest.raises(ConfigurationError, match="ttl must be positive"):
+        cache.ttl_of(-1)
+
+
+def test_a_redis_backend_never_shows_the_password() -> None:
+    backend = RedisBackend(RedisManager("redis://:hunter2@127.0.0.1:1/0"))
+    assert "hunter2" not in repr(backend)
+    assert "hunter2" not in repr(QueryCache(backend))
+    backend.close()
+
+
+def test_two_databases_sharing_a_backend_never_serve_each_other(tmp_path: Path) -> None:
+    backend = MemoryBackend()
+    databases = [Database(f"sqlite:///{tmp_path / name}.db") for name in ("one", "two")]
+    caches = [install(db, QueryCache(backend)) for db in databases]
+    for db, title in zip(databases, ("from one", "from two"), strict=True):
+        db.create_all(Base.metadata)
+        db.sql("INSERT INTO cache_book (id, title) VALUES (1, :title)", title=title)
+    seen = []
+    for db, cache in zip(databases * 2, caches * 2, strict=True):
+        with db.transaction() as session:
+            seen.append(cache.cached(session, sa.select(Book.title)).scalar_one())
+    assert seen == ["from one", "from two"] * 2
+    for db in databases:
+        db.dispose()
