@@ -56,10 +56,10 @@ def main(argv: Sequence[str]) -> int:
             sections.append(_section(name, module.__doc__ or "", rows, took, summary))
         load_after = os.getloadavg()[0]
     report = _header(machine, load_before, load_after) + "\n".join(sections)
+    print(report)
     if not argv:  # a partial run must not replace the record of the whole one
         RESULTS.write_text(report)
-    print(report)
-    print(f"written to {RESULTS}", file=sys.stderr)
+        print(f"written to {RESULTS}", file=sys.stderr)
     return 0
 
 
