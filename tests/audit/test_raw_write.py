@@ -3,8 +3,12 @@ refusal of writes to an audited table (no database needed)."""
 
 from __future__ import annotations
 
-import pytest
+from pathlib import Path
 
+import pytest
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from dalkit import Audited, Database
 from dalkit.audit import UnauditedWriteError, check_raw_write
 from dalkit.audit.raw import written_tables
 
@@ -60,3 +64,34 @@ def test_raw_writes_to_audited_tables_are_refused(sql: str) -> None:
 )
 def test_reads_and_writes_of_other_tables_pass(sql: str) -> None:
     check_raw_write(sql)
+
+
+def test_a_same_named_table_of_another_schema_is_not_mistaken_for_the_audited_one(
+    tmp_path: Path,
+) -> None:
+    class AuditedBase(DeclarativeBase):
+        pass
+
+    class PlainBase(DeclarativeBase):
+        pass
+
+    class AuditedSheet(Audited, AuditedBase):
+        __tablename__ = "raw_sheets"
+        id: Mapped[int] = mapped_column(primary_key=True)
+
+    class PlainSheet(PlainBase):
+        __tablename__ = "raw_sheets"
+        id: Mapped[int] = mapped_column(primary_key=True)
+
+    audited_db = Database(f"sqlite:///{tmp_path / 'audited.db'}")
+    plain_db = Database(f"sqlite:///{tmp_path / 'plain.db'}")
+    try:
+        audited_db.create_all(AuditedBase.metadata)
+        plain_db.create_all(PlainBase.metadata)
+        plain_db.sql("INSERT INTO raw_sheets (id) VALUES (1)")  # not the audited schema
+        with pytest.raises(UnauditedWriteError):
+            audited_db.sql("INSERT INTO raw_sheets (id) VALUES (1)")
+    finally:
+        audited_db.dispose()
+        plain_db.dispose()
+    assert {AuditedSheet.__tablename__, PlainSheet.__tablename__} == {"raw_sheets"}

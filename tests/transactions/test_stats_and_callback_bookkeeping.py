@@ -54,6 +54,7 @@ def test_reset_starts_the_figures_over() -> None:
         "committed": 0,
         "rolled_back": 0,
         "failed": 0,
+        "outcome_unknown": 0,
         "retries": 0,
         "success_rate": 1.0,
         "duration_ms": {"p50": 0.0, "p95": 0.0, "p99": 0.0},

@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import functools
 import re
+import weakref
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 import sqlalchemy as sa
 import sqlparse
+from sqlalchemy import event
 from sqlparse import tokens as T
 
 from dalkit.audit.errors import UnauditedWriteError
@@ -102,13 +105,33 @@ def _matches(tables: Iterable[sa.Table], schema: str | None, name: str) -> sa.Ta
     return None
 
 
-def check_raw_write(sql: str) -> None:
+# MetaData objects whose tables were created through each engine (keyed by its pool, which the
+# engine's option-carrying copies share): a raw write is checked
+# against the audited tables of those, so a table of the same name in another application's
+# schema (another database of the process, another test) is not mistaken for an audited one
+_created: weakref.WeakKeyDictionary[Any, set[sa.MetaData]] = weakref.WeakKeyDictionary()
+
+
+@event.listens_for(sa.MetaData, "after_create")
+def _metadata_created(metadata: sa.MetaData, connection: Any, **_: Any) -> None:
+    _created.setdefault(connection.engine.pool, set()).add(metadata)
+
+
+@event.listens_for(sa.Table, "after_create")
+def _table_created(table: sa.Table, connection: Any, **_: Any) -> None:
+    _created.setdefault(connection.engine.pool, set()).add(table.metadata)
+
+
+def check_raw_write(sql: str, engine: Any = None) -> None:
     """Raise UnauditedWriteError if ``sql`` writes a table of an audited model: raw SQL leaves
     no trace of the old and new values, so such writes must go through the ORM or a repository
     (which record them). Reads, and writes to other tables, pass."""
     if not _WRITE_WORD.search(sql):
         return  # no write keyword anywhere: nothing to parse
     tables = audited_tables()
+    known = _created.get(getattr(engine, "pool", None)) if engine is not None else None
+    if known:  # the schemas created through this engine; unknown engines check every table
+        tables = [table for table in tables if table.metadata in known]
     if not tables:
         return
     for schema, name in written_tables(sql):

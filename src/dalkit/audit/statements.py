@@ -25,7 +25,8 @@ __all__ = ["on_orm_execute"]
 def on_orm_execute(state: ORMExecuteState) -> Any:
     statement = state.statement
     if isinstance(statement, sa.TextClause):
-        check_raw_write(statement.text)
+        bind = state.session.get_bind()
+        check_raw_write(statement.text, getattr(bind, "engine", bind))
         return None
     if not (state.is_insert or state.is_update or state.is_delete) or state.is_from_statement:
         return None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import typing
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
@@ -198,12 +199,34 @@ def _criteria(current: str) -> Any:
     )
 
 
+@functools.cache
+def _reaches_scoped(mapper: Any) -> bool:
+    """Whether loading ``mapper``'s entities can load tenant-scoped ones, through any chain of
+    relationships (cached per mapper: mappers are configured once)."""
+    seen: set[Any] = set()
+    pending = [mapper]
+    while pending:
+        current = pending.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        if is_tenant_scoped(current.class_):
+            return True
+        pending.extend(r.mapper for r in current.relationships)
+    return False
+
+
 def _scope_select(state: ORMExecuteState, orm: bool) -> None:
     statement = typing.cast("sa.Select[Any]", state.statement)
     if orm:
-        scoped = any(is_tenant_scoped(m.class_) for m in state.all_mappers)
         if _current.get() is _EVERY:
             return
+        mappers = state.all_mappers
+        if mappers and not any(_reaches_scoped(m) for m in mappers):
+            # nothing it loads can be tenant-scoped: leave the statement (and the entities it
+            # loads, which a cache may pickle) without the criteria option
+            return
+        scoped = any(is_tenant_scoped(m.class_) for m in state.all_mappers)
         current = current_tenant()
         if current is None:
             if scoped:
