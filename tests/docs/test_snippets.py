@@ -68,6 +68,7 @@ def test_block_runs(
     if mode(example) == "postgres":
         url = request.getfixturevalue("postgres_database_url")
         monkeypatch.setenv("DALKIT_DATABASE_URL", url)
+    eval_example.set_config(line_length=100)  # the project's line length (pyproject.toml)
     failure = None
     try:
         eval_example.run_print_check(example)

@@ -114,12 +114,18 @@ _created: weakref.WeakKeyDictionary[Any, set[sa.MetaData]] = weakref.WeakKeyDict
 
 @event.listens_for(sa.MetaData, "after_create")
 def _metadata_created(metadata: sa.MetaData, connection: Any, **_: Any) -> None:
-    _created.setdefault(connection.engine.pool, set()).add(metadata)
+    _remember(connection, metadata)
 
 
 @event.listens_for(sa.Table, "after_create")
 def _table_created(table: sa.Table, connection: Any, **_: Any) -> None:
-    _created.setdefault(connection.engine.pool, set()).add(table.metadata)
+    _remember(connection, table.metadata)
+
+
+def _remember(connection: Any, metadata: sa.MetaData) -> None:
+    pool = getattr(getattr(connection, "engine", None), "pool", None)
+    if pool is not None:  # None: Alembic's offline mode renders DDL without a database
+        _created.setdefault(pool, set()).add(metadata)
 
 
 def check_raw_write(sql: str, engine: Any = None) -> None:

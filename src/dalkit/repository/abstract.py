@@ -102,8 +102,11 @@ class AbstractRepository(RepositoryBase[ModelT], abc.ABC):
         return found[0] if found else None
 
     def find(self, *specs: Spec, **filters: Any) -> builtins.list[ModelT]:
-        """Entities matching the specs and ``field__op`` filters, in the default order."""
-        return self.list(*specs, **filters)
+        """Entities matching the specs and ``field__op`` filters, in the default order. Every
+        keyword is a filter: user input passed as ``find(**query)`` can never set ``list()``
+        options such as ``include_deleted``, ``load`` or ``offset``."""
+        q = self._q
+        return self._select(q.read(specs, filters, False, q.sort_keys(None)))
 
     def count(self, *specs: Spec, include_deleted: bool = False, **filters: Any) -> int:
         return self._count(self._q.where(specs, filters, include_deleted))
