@@ -88,7 +88,19 @@ class AsyncQueryCache(CacheCore):
             return thaw(inner, statement, payload)
         flight, leader = self.join_or_lead(key, tokens)
         if leader:
-            flight.waiter = asyncio.get_running_loop().create_future()
+            waiter = flight.waiter = asyncio.get_running_loop().create_future()
+            # a flight that landed between our lookup and now has stored its result: use it
+            try:
+                again = await self._lookup(key, tables)
+            except BaseException:
+                self.land(key, flight, None)  # the tasks waiting on this flight run their own
+                waiter.set_result(None)
+                raise
+            if again is not None and again[0] is not None:
+                self.land(key, flight, again[0])
+                waiter.set_result(None)
+                self.count("hits")
+                return thaw(inner, statement, again[0])
         elif flight.waiter is not None and flight.waiter.get_loop() is asyncio.get_running_loop():
             await asyncio.shield(flight.waiter)
             if flight.payload is not None:

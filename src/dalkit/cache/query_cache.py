@@ -87,7 +87,14 @@ class QueryCache(CacheCore):
             self.count("hits")
             return thaw(inner, statement, payload)
         flight, leader = self.join_or_lead(key, tokens)
-        if not leader:
+        if leader:
+            # a flight that landed between our lookup and now has stored its result: use it
+            again = self._lookup(key, tables)
+            if again is not None and again[0] is not None:
+                self.land(key, flight, again[0])
+                self.count("hits")
+                return thaw(inner, statement, again[0])
+        else:
             flight.done.wait()
             if flight.payload is not None:
                 self.count("hits")
