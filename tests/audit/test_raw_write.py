@@ -94,4 +94,3 @@ def test_a_same_named_table_of_another_schema_is_not_mistaken_for_the_audited_on
     finally:
         audited_db.dispose()
         plain_db.dispose()
-    assert {AuditedSheet.__tablename__, PlainSheet.__tablename__} == {"raw_sheets"}
