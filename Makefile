@@ -55,3 +55,8 @@ bench-peers:
 .PHONY: test-scale
 test-scale:
 	$(RUN) pytest tests/scale -q
+
+# Refresh the committed mermaid bundle (MIT) from the npm registry: `make docs` itself never needs npm or a CDN
+.PHONY: docs-mermaid
+docs-mermaid:
+	$(RUN) python docs/_hooks/mermaid_update.py $(or $(MERMAID),11)

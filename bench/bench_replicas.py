@@ -1,7 +1,9 @@
 """Read replicas on a throwaway primary + streaming replica pair (both on this machine): one-row
 read-only transactions served by the primary of a plain ``Database``, by the replica of a
 ``Database(..., replicas=[...])``, and by a router whose only "replica" is the primary itself
-(the router's own cost per read; target: at most 5% against the plain read).
+(the router's own cost per read; target: at most 5% against the plain read). The same three for
+a ``select()`` in a default transaction (what a repository read sends), which
+``route_reads="auto"`` routes per statement.
 
 What the figures cannot show: both servers share this machine's cores, so a replica adds no
 capacity here; the read rates compare per-read latency of one client, not a cluster's
@@ -14,7 +16,7 @@ import contextvars
 from contextlib import ExitStack
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import Select, column, select, table, text
 from sqlalchemy.orm import Session
 
 from bench.timing import Operation, interleaved_samples, median_and_spread, paired_ratio
@@ -26,7 +28,17 @@ BASELINES: dict[str, str | None] = {
     "read: plain Database (primary)": None,
     "read: routed to the replica": "read: plain Database (primary)",
     "read: routed, primary as its replica": "read: plain Database (primary)",
+    "default-transaction select: plain Database (primary)": None,
+    "default-transaction select: routed to the replica": (
+        "default-transaction select: plain Database (primary)"
+    ),
+    "default-transaction select: routed, primary as its replica": (
+        "default-transaction select: plain Database (primary)"
+    ),
 }
+_ONE_ROW: Select[Any] = (
+    select(column("name")).select_from(table("bench_rows")).where(column("id") == 7)
+)
 
 
 def run(pg_url: str, sqlite_url: str) -> list[dict[str, Any]]:
@@ -45,6 +57,9 @@ def run(pg_url: str, sqlite_url: str) -> list[dict[str, Any]]:
                 "read: plain Database (primary)": _read(plain),
                 "read: routed to the replica": _read(routed),
                 "read: routed, primary as its replica": _read(to_itself),
+                "default-transaction select: plain Database (primary)": _select(plain),
+                "default-transaction select: routed to the replica": _select(routed),
+                "default-transaction select: routed, primary as its replica": _select(to_itself),
             }
         )
     rows = []
@@ -83,5 +98,15 @@ def _read(db: Database) -> Operation:
     def read() -> None:
         # a request that wrote nothing: read-your-writes never sends it to the primary
         contextvars.Context().run(read_only.run, one_row)
+
+    return read
+
+
+def _select(db: Database) -> Operation:
+    def one_row(session: Session) -> object:
+        return session.execute(_ONE_ROW).scalar_one()
+
+    def read() -> None:
+        contextvars.Context().run(db.run_transaction, one_row)
 
     return read

@@ -5,8 +5,9 @@ percentiles, errors and the pool's wait statistics in ``bench/loadtest.md``.
 A benchmark, not a test. The app runs under uvicorn on 127.0.0.1 in a thread of this process,
 the clients in its main thread, so both share one interpreter: the figures are a floor. The
 database is ``DALKIT_DATABASE_URL`` when set (it must be disposable: the run writes to it),
-else a throwaway PostgreSQL cluster. ``LOADTEST_CLIENTS`` and ``LOADTEST_SECONDS`` bound the
-run (default 32 clients, 20 s).
+else a throwaway PostgreSQL cluster; the app's query cache is in memory, or in Redis with
+``DALKIT_REDIS_URL``. ``LOADTEST_CLIENTS`` and ``LOADTEST_SECONDS`` bound the run (default 32
+clients, 20 s).
 """
 
 from __future__ import annotations
@@ -186,7 +187,8 @@ async def drive(base_url: str, clients: int, seconds: float, db: AsyncDatabase) 
         rngs = [random.Random(n) for n in range(clients)]
         await asyncio.gather(*(client(http, r, auths, slugs, until, load) for r in rngs))
         elapsed = time.monotonic() - started
-    return {"load": load, "elapsed": elapsed, "pool": db.pool_stats()}
+    cache = db.cache.get_stats() if db.cache is not None else {}
+    return {"load": load, "elapsed": elapsed, "pool": db.pool_stats(), "cache": cache}
 
 
 def report(result: dict[str, Any], clients: int, pg_version: str, load_avg: float) -> str:
@@ -231,6 +233,15 @@ def report(result: dict[str, Any], clients: int, pg_version: str, load_avg: floa
         "|---|---|",
     ]
     lines += [f"| {key} | {value} |" for key, value in sorted(pool.items())]
+    if result["cache"]:
+        lines += [
+            "",
+            f"Query cache over the run ({result['cache_backend']}, `db.cache.get_stats()`):",
+            "",
+            "| key | value |",
+            "|---|---|",
+        ]
+        lines += [f"| {key} | {value} |" for key, value in sorted(result["cache"].items())]
     return "\n".join(lines) + "\n"
 
 
@@ -244,12 +255,14 @@ def main() -> int:
             database_url=async_url.render_as_string(hide_password=False),
             jwt_secret="loadtest-secret-of-at-least-32-bytes",
             secret_key="loadtest-cursor-secret",
+            redis_url=os.environ.get("DALKIT_REDIS_URL") or None,  # else the memory backend
         )
         app = create_app(settings=settings)  # its lifespan creates the schema and disposes
         db: AsyncDatabase = app.state.db
         with serving(app) as base_url:
             # the server's loop owns the pool's connections: only read its statistics here
             result = asyncio.run(drive(base_url, clients, seconds, db))
+        result["cache_backend"] = "Redis" if settings.redis_url else "in memory"
         pg_version = str(db.engine.dialect.server_version_info or "?")
     text = report(result, clients, ".".join(pg_version.strip("()").split(", ")), load_avg)
     REPORT.write_text(text)

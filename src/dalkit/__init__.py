@@ -42,7 +42,12 @@ from dalkit.errors import (
     UniqueViolationError,
     UnitOfWorkError,
 )
-from dalkit.observe.errors import NPlusOneError, NPlusOneWarning, QueryBudgetExceededError
+from dalkit.observe.errors import (
+    NPlusOneError,
+    NPlusOneWarning,
+    QueryBudgetExceededError,
+    UnusedEagerLoadWarning,
+)
 from dalkit.outbox.events import DomainEvent, EventBus, HasEvents
 from dalkit.outbox.inbox import Inbox
 from dalkit.outbox.messages import OutboxMessage
@@ -192,6 +197,7 @@ __all__ = [
     "UniqueViolationError",
     "UnitOfWork",
     "UnitOfWorkError",
+    "UnusedEagerLoadWarning",
     "current_async_session",
     "current_session",
     "metadata",

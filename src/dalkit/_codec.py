@@ -1,5 +1,5 @@
 """The one value <-> JSON codec: how audit rows, outbox payloads and cursors turn Python values
-into JSON (:func:`jsonable`) and back (:func:`restore`, guided by the type the value had).
+into JSON (`jsonable()`) and back (`restore()`, guided by the type the value had).
 
 The JSON stays plain and readable (a UUID is its string, a Decimal its digits, bytes base64, a
 dataclass an object); the type hint of the field being read restores the exact value. Aware
@@ -41,7 +41,7 @@ class CodecError(DalkitError, ValueError):
 
 
 def jsonable(value: Any) -> Any:
-    """``value`` as something ``json.dumps`` accepts, losing nothing :func:`restore` needs."""
+    """``value`` as something ``json.dumps`` accepts, losing nothing `restore()` needs."""
     if value is None or isinstance(value, bool | int | str):
         return value
     if isinstance(value, float):
@@ -75,7 +75,7 @@ def dumps(value: Any) -> str:
 
 
 def loads(text: str | bytes, hint: Any = Any) -> Any:
-    """The value :func:`dumps` wrote, as ``hint``; raises CodecError."""
+    """The value `dumps()` wrote, as ``hint``; raises CodecError."""
     try:
         data = json.loads(text)
     except ValueError as exc:
@@ -84,7 +84,7 @@ def loads(text: str | bytes, hint: Any = Any) -> Any:
 
 
 def restore(data: Any, hint: Any) -> Any:
-    """The value of type ``hint`` that :func:`jsonable` turned into ``data``; raises
+    """The value of type ``hint`` that `jsonable()` turned into ``data``; raises
     CodecError when ``data`` cannot be one."""
     if hint is Any or hint is object:
         return data

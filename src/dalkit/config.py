@@ -1,7 +1,7 @@
 """DatabaseConfig: what a Database is built from: a URL, keyword options or the environment.
 
 Secrets (the URL's password, ``password``/``sslpassword`` in its query or in ``connect_args``,
-``secret_key``) are shown nowhere: reprs, errors and logs use :attr:`DatabaseConfig.safe_url`.
+``secret_key``) are shown nowhere: reprs, errors and logs use `safe_url`.
 """
 
 from __future__ import annotations
@@ -94,16 +94,41 @@ def _parse_url(url: str | URL) -> URL:
 
 @dataclasses.dataclass(frozen=True, repr=False)
 class DatabaseConfig:
-    """Connection and pool settings for one database.
+    """Connection and pool settings for one database; the keyword options of
+    [`Database`][dalkit.Database]. Every secret in it is shown nowhere (reprs, errors, logs).
 
-    ``pool_*`` settings mean what they mean in SQLAlchemy; ``leak_threshold_s`` logs a warning
-    with the checkout stack for any connection held longer (off when ``None``).
+    Attributes:
+        url: The database URL; a driver is chosen when it names none.
+        pool_size: Connections kept open in the pool (SQLAlchemy's ``pool_size``).
+        max_overflow: Connections opened beyond ``pool_size`` under load.
+        pool_timeout: Seconds a checkout waits for a connection before `PoolTimeoutError`.
+        pool_recycle: Seconds after which a connection is replaced.
+        pool_pre_ping: Check that a connection is alive before it is used again.
+        echo: Log every statement (SQLAlchemy's ``echo``).
+        connect_args: Extra arguments of the driver's ``connect()``; secrets in the URL's
+            query string are moved here.
+        connect_timeout_s: Seconds a new connection may take.
+        statement_timeout_ms: PostgreSQL's ``statement_timeout`` (``None``: the server's).
+        application_name: The name PostgreSQL shows for the connections.
+        leak_threshold_s: Log a warning with the checkout stack for any connection held
+            longer (``None``: off).
+        sqlite_busy_timeout_ms: How long SQLite waits for a lock before `DatabaseBusyError`.
+        init: Called with each new driver connection (may be a coroutine function).
+        secret_key: Keys what dalkit hands out (cursors); at least 16 bytes.
+        min_size: Connections opened by the first checkout and topped up after losses.
+        max_queries: Replace a connection before its next checkout once it ran this many
+            statements (``None``: never).
+        max_idle_s: Replace a connection that sat idle this long (``None``: never).
+        pool_log_interval_s: Log the pool statistics at INFO on ``dalkit.pool`` this often.
+        nplusone: N+1 detection: ``"off"``, ``"warn"`` or ``"raise"`` (``None``: the process
+            default, ``"warn"`` under the pytest plugin).
+        nplusone_threshold: Identical statements in one transaction that count as an N+1.
+        slow_query_ms: Log statements slower than this on ``dalkit.slow_query``.
+        query_stats: Keep per-statement-shape statistics (``db.query_stats()``).
+        query_stats_size: How many statement shapes those statistics keep (an LRU).
 
-    Pool upkeep, as in asyncpg and psycopg_pool: ``min_size`` connections are opened by the first
-    checkout and topped up after losses; a connection is replaced before its next checkout once it
-    ran ``max_queries`` statements or sat idle ``max_idle_s`` seconds; ``pool_log_interval_s``
-    logs the pool statistics at INFO on ``dalkit.pool`` that often. ``secret_key`` signs what
-    dalkit hands out (cursors) and is shown nowhere.
+    Raises:
+        ConfigurationError: When an option is out of range (checked on construction).
     """
 
     url: URL
@@ -178,6 +203,18 @@ class DatabaseConfig:
 
     @classmethod
     def from_url(cls, url: str | URL, **options: Any) -> DatabaseConfig:
+        """A config for ``url``.
+
+        Args:
+            url: The database URL.
+            **options: Any other field of this class.
+
+        Returns:
+            The checked config.
+
+        Raises:
+            ConfigurationError: For an option this class does not have, or a bad value.
+        """
         unknown = set(options) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
             raise ConfigurationError(f"unknown database option(s): {', '.join(sorted(unknown))}")
@@ -185,7 +222,18 @@ class DatabaseConfig:
 
     @classmethod
     def coerce(cls, url_or_config: str | URL | DatabaseConfig, **options: Any) -> DatabaseConfig:
-        """A config from a URL or an existing config, with ``options`` laid over it."""
+        """A config from a URL or an existing config, with ``options`` laid over it.
+
+        Args:
+            url_or_config: A URL, or a config to start from.
+            **options: Fields to set.
+
+        Returns:
+            ``url_or_config`` itself when it is a config and no option is given, else a new one.
+
+        Raises:
+            ConfigurationError: For an unknown option or a bad value.
+        """
         if isinstance(url_or_config, DatabaseConfig):
             if not options:
                 return url_or_config
@@ -198,9 +246,19 @@ class DatabaseConfig:
         """Read ``DALKIT_DATABASE_URL`` and ``DALKIT_DATABASE_<OPTION>`` (``POOL_SIZE``, ...),
         and ``DALKIT_SECRET_KEY``.
 
-        Keyword options win over the environment. A missing URL, or a ``DALKIT_DATABASE_*``
-        variable that names no option, is a ConfigurationError: a typo must not silently fall
-        back to a default.
+        Keyword options win over the environment. A typo must not silently fall back to a
+        default, hence the errors below.
+
+        Args:
+            environ: The variables to read (default: ``os.environ``).
+            **options: Fields to set, over what the environment says.
+
+        Returns:
+            The checked config.
+
+        Raises:
+            ConfigurationError: When the URL is missing, a ``DALKIT_DATABASE_*`` variable names
+                no option, or a value does not parse.
         """
         env = os.environ if environ is None else environ
         fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in _NOT_FROM_ENV}
@@ -238,7 +296,14 @@ class DatabaseConfig:
         return [str(value) for value in found if value]
 
     def scrub(self, text: str) -> str:
-        """``text`` with every secret removed, for messages built from driver errors."""
+        """``text`` with every secret removed, for messages built from driver errors.
+
+        Args:
+            text: Any text, such as a driver's error message.
+
+        Returns:
+            The text with each secret of this config replaced by ``***``.
+        """
         # longest first, so that a secret containing another is replaced whole
         for secret in sorted(self.secrets, key=len, reverse=True):
             text = text.replace(secret, MASK)

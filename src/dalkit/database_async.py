@@ -37,7 +37,7 @@ from dalkit.config import SECRET_KEY_ENV, DatabaseConfig
 from dalkit.engine.build import build_async_engine, get_async_driver_connection
 from dalkit.engine.health import HealthCheckResult
 from dalkit.engine.pgbouncer import pgbouncer_config, split_multi_host
-from dalkit.engine.routing import failure_hook, replica_router
+from dalkit.engine.replica_setup import RouteReads, failure_hook, replica_router
 from dalkit.observe import (
     IndexAdvice,
     QueryBudget,
@@ -74,8 +74,9 @@ class AsyncDatabase:
     Scale-out (see docs/replicas.md): ``replicas`` are URLs of streaming replicas that serve
     read-only transactions (``replica_weights`` to share unevenly; a replica more than
     ``max_replica_lag_s`` behind or unreachable is ejected, as seen by a monitor every
-    ``replica_monitor_interval_s``); a multi-host URL (``h1:5432,h2:5432``) fails over;
-    ``pgbouncer=True`` suits PgBouncer's transaction pooling.
+    ``replica_monitor_interval_s``; ``route_reads="auto"`` also routes the plain reads of
+    a default transaction that has not written yet, "read_only" does not); a multi-host URL
+    (``h1:5432,h2:5432``) fails over; ``pgbouncer=True`` suits PgBouncer's transaction pooling.
     """
 
     def __init__(
@@ -87,6 +88,7 @@ class AsyncDatabase:
         max_replica_lag_s: float = 5.0,
         replica_monitor_interval_s: float = 1.0,
         pgbouncer: bool = False,
+        route_reads: RouteReads = "auto",
         cache: Any = None,
         **options: Any,
     ) -> None:
@@ -127,11 +129,13 @@ class AsyncDatabase:
             max_lag_s=max_replica_lag_s,
             interval_s=replica_monitor_interval_s,
             pgbouncer=pgbouncer,
+            route_reads=route_reads,
         )
         self._transactions.on_failure = failure_hook(self._replicas, multi_host)
         if self._replicas is not None:
             self._transactions.route_read = self._replicas.bind_for
             self.add_stats("replicas", self._replicas.replicas.snapshot)
+            self._replicas.route_plain_reads(self.session_factory)  # unless route_reads=
         # -- end scale-out -------------------------------------------------------------------
         #: the query cache (dalkit.cache), bound to this database by its install()
         self.cache: Any = None
@@ -149,7 +153,7 @@ class AsyncDatabase:
         return self.config.safe_url
 
     def session(self) -> AbstractAsyncContextManager[AsyncSession]:
-        """The same scope as :meth:`transaction` with its defaults: code inside sees it through
+        """The same scope as `transaction()` with its defaults: code inside sees it through
         ``current_session()``, ``on_commit()`` works, and a nested ``transaction()``, unit of
         work, ``sql()`` or repository call joins it on the same connection."""
         return self._transactions.transaction(DEFAULT_OPTIONS)
@@ -199,11 +203,11 @@ class AsyncDatabase:
         return {name: read(False) for name, read in self._stats.items()}
 
     def pop_stats(self) -> dict[str, dict[str, Any]]:
-        """Like :meth:`get_stats`, then start every area's counters over."""
+        """Like `get_stats()`, then start every area's counters over."""
         return {name: read(True) for name, read in self._stats.items()}
 
     def add_stats(self, area: str, read: Callable[[bool], dict[str, Any]]) -> None:
-        """Have :meth:`get_stats` report ``read(reset)`` under ``area``: how features such as the
+        """Have `get_stats()` report ``read(reset)`` under ``area``: how features such as the
         cache or replica routing publish their counters."""
         self._stats[area] = read
 
@@ -216,7 +220,7 @@ class AsyncDatabase:
     @contextmanager
     def read_your_writes(self, token: str | None) -> Iterator[None]:
         """Inside the block, reads go only to replicas that have replayed up to ``token`` (from
-        :meth:`replica_token`, maybe of another process), else to the primary."""
+        `replica_token()`, maybe of another process), else to the primary."""
         if self._replicas is None:
             yield
             return
@@ -259,7 +263,7 @@ class AsyncDatabase:
         self, fn: Callable[..., Awaitable[R]], /, *args: Any, **kwargs: Any
     ) -> R:
         """``fn(*args, **kwargs)`` in a transaction with the default options, given the session
-        if it takes one (see :meth:`transactional`), and run again whole after a retryable
+        if it takes one (see `transactional()`), and run again whole after a retryable
         failure. Every keyword argument is ``fn``'s: options go through
         ``db.transactional(isolation=..., retry=...).run(fn, *args, **kwargs)``."""
         return await self._default_transactional.run(fn, *args, **kwargs)
@@ -316,7 +320,7 @@ class AsyncDatabase:
         return self.observer.query_stats(top)
 
     def pop_query_stats(self, top: int = 20) -> list[dict[str, Any]]:
-        """Like :meth:`query_stats`, then start over."""
+        """Like `query_stats()`, then start over."""
         return self.observer.pop_query_stats(top)
 
     def detect_nplusone(self, mode: str = "raise") -> AbstractContextManager[None]:
@@ -338,8 +342,9 @@ class AsyncDatabase:
         analyze: bool = False,
         buffers: bool = False,
     ) -> QueryPlan:
-        """The plan of ``statement`` (parameters bound, never pasted) with warnings; ANALYZE of
-        a write runs in a transaction that is rolled back."""
+        """The plan of ``statement`` (a statement, SQL text, a QueryBuilder, or a repository read
+        as ``dalkit.observe.RepositoryQuery``), parameters bound, with warnings; ANALYZE of a
+        write runs in a transaction that is rolled back."""
         async with self.engine.connect() as connection:
             return await explain_async(
                 connection, statement, params, analyze=analyze, buffers=buffers

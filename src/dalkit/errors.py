@@ -1,65 +1,65 @@
 """dalkit's one error tree, and the one place where driver errors are translated into it.
 
-::
-
-    DalkitError
-    ├── ConfigurationError          bad URL, unknown driver, missing extra, bad option or variable
-    ├── PoolTimeoutError            no pooled connection became free within pool_timeout
-    ├── PgBouncerError              (engine.pgbouncer) what transaction pooling cannot do
-    ├── TransactionError            a transaction could not be run as asked (propagation, SQLite)
-    │   ├── CommitOutcomeUnknownError   the connection broke during COMMIT: committed or not?
-    │   ├── RetryExhaustedError     retryable failures outlasted the RetryPolicy; .attempts
-    │   ├── NoActiveTransactionError    current_session(), on_commit() outside a transaction
-    │   ├── UnitOfWorkError         a unit of work used out of turn (after commit, rollback...)
-    │   ├── ResponseStartedError    (integrations.errors) a request's session used too late
-    │   └── RequestCommitError      (integrations.errors) a request's transaction did not commit
-    ├── DatabaseError               a driver error; .sqlstate, .constraint when known
-    │   ├── IntegrityError
-    │   │   ├── UniqueViolationError
-    │   │   ├── ForeignKeyViolationError
-    │   │   ├── CheckViolationError
-    │   │   └── NotNullViolationError
-    │   ├── TransientError          the same work may succeed if run again
-    │   │   ├── SerializationError
-    │   │   ├── DeadlockError
-    │   │   └── DatabaseBusyError
-    │   ├── ConnectionFailedError   could not open a connection (refused, unknown host, password)
-    │   ├── ConnectionLostError     an open connection broke
-    │   └── StatementTimeoutError
-    ├── NotFoundError               Repository.get found no row with that primary key
-    ├── QueryInputError             user-supplied query input names something not allowed;
-    │   │                           .name, .allowed
-    │   ├── InvalidFilterError      unknown or disallowed filter field, operator or value
-    │   │   └── InputTooLongError   (query.errors) filter or search text past max_input_length
-    │   ├── InvalidSortError        unknown or disallowed sort field or direction
-    │   ├── InvalidCursorError      a pagination cursor that is forged, stale or malformed
-    │   └── InvalidQueryError       QueryBuilder/load/write names, unbound raw SQL
-    ├── BulkLoadError               bulk_insert/bulk_update met a row it cannot write; .row_index
-    ├── OutboxError                 an outbox message cannot be stored or read back
-    │   └── PublishError            a publisher could not deliver a message; retried later
-    ├── CodecError                  (_codec, also a ValueError) JSON that is not the type asked
-    ├── CacheError                  (cache.errors) the query cache's errors
-    │   ├── UncacheableStatementError   cached() given a statement whose tables are unknown
-    │   └── CacheConfigurationError     a cache set up wrongly (also a ConfigurationError)
-    ├── UnauditedWriteError         (audit.errors) a write to an audited model that is not recorded
-    ├── SoftDeletedRowError         (query.soft_delete) a write that would touch a deleted row
-    ├── TenantError                 (query.tenant) what tenant scoping forbids
-    │   ├── TenantRequiredError     a tenant-scoped model used outside dalkit.tenant(...)
-    │   └── TenantMismatchError     a write to a row of another tenant
-    ├── NPlusOneError               (observe.errors) an N+1 pattern under nplusone="raise"
-    ├── QueryBudgetExceededError    (observe.errors) a query_budget() block ran over
-    └── MigrationError              (migrations.errors) a migration command cannot do as asked
-        ├── MigrationCheckError     (migrations.checks) a built-in migration check failed
-        ├── BackupError             a backup cannot be taken or restored
-        ├── MigrationFailedError    a revision failed part-way
-        ├── MigrationLockError      another run held the migration lock too long
-        ├── SchemaDriftError        the models and the migrated database differ
-        └── UnsafeMigrationError    a pending revision has unsafe operations
+```text
+DalkitError
+├── ConfigurationError          bad URL, unknown driver, missing extra, bad option or variable
+├── PoolTimeoutError            no pooled connection became free within pool_timeout
+├── PgBouncerError              (engine.pgbouncer) what transaction pooling cannot do
+├── TransactionError            a transaction could not be run as asked (propagation, SQLite)
+│   ├── CommitOutcomeUnknownError   the connection broke during COMMIT: committed or not?
+│   ├── RetryExhaustedError     retryable failures outlasted the RetryPolicy; .attempts
+│   ├── NoActiveTransactionError    current_session(), on_commit() outside a transaction
+│   ├── UnitOfWorkError         a unit of work used out of turn (after commit, rollback...)
+│   ├── ResponseStartedError    (integrations.errors) a request's session used too late
+│   └── RequestCommitError      (integrations.errors) a request's transaction did not commit
+├── DatabaseError               a driver error; .sqlstate, .constraint when known
+│   ├── IntegrityError
+│   │   ├── UniqueViolationError
+│   │   ├── ForeignKeyViolationError
+│   │   ├── CheckViolationError
+│   │   └── NotNullViolationError
+│   ├── TransientError          the same work may succeed if run again
+│   │   ├── SerializationError
+│   │   ├── DeadlockError
+│   │   └── DatabaseBusyError
+│   ├── ConnectionFailedError   could not open a connection (refused, unknown host, password)
+│   ├── ConnectionLostError     an open connection broke
+│   └── StatementTimeoutError
+├── NotFoundError               Repository.get found no row with that primary key
+├── QueryInputError             user-supplied query input names something not allowed;
+│   │                           .name, .allowed
+│   ├── InvalidFilterError      unknown or disallowed filter field, operator or value
+│   │   └── InputTooLongError   (query.errors) filter or search text past max_input_length
+│   ├── InvalidSortError        unknown or disallowed sort field or direction
+│   ├── InvalidCursorError      a pagination cursor that is forged, stale or malformed
+│   └── InvalidQueryError       QueryBuilder/load/write names, unbound raw SQL
+├── BulkLoadError               bulk_insert/bulk_update met a row it cannot write; .row_index
+├── OutboxError                 an outbox message cannot be stored or read back
+│   └── PublishError            a publisher could not deliver a message; retried later
+├── CodecError                  (_codec, also a ValueError) JSON that is not the type asked
+├── CacheError                  (cache.errors) the query cache's errors
+│   ├── UncacheableStatementError   cached() given a statement whose tables are unknown
+│   └── CacheConfigurationError     a cache set up wrongly (also a ConfigurationError)
+├── UnauditedWriteError         (audit.errors) a write to an audited model that is not recorded
+├── SoftDeletedRowError         (query.soft_delete) a write that would touch a deleted row
+├── TenantError                 (query.tenant) what tenant scoping forbids
+│   ├── TenantRequiredError     a tenant-scoped model used outside dalkit.tenant(...)
+│   └── TenantMismatchError     a write to a row of another tenant
+├── NPlusOneError               (observe.errors) an N+1 pattern under nplusone="raise"
+├── QueryBudgetExceededError    (observe.errors) a query_budget() block ran over
+└── MigrationError              (migrations.errors) a migration command cannot do as asked
+    ├── MigrationCheckError     (migrations.checks) a built-in migration check failed
+    ├── BackupError             a backup cannot be taken or restored
+    ├── MigrationFailedError    a revision failed part-way
+    ├── MigrationLockError      another run held the migration lock too long
+    ├── SchemaDriftError        the models and the migrated database differ
+    └── UnsafeMigrationError    a pending revision has unsafe operations
+```
 
 Classes marked with a module live there, in the package that raises them; the rest are here.
 Every translated error is raised ``from`` the driver's own exception (psycopg, asyncpg, sqlite3);
 its message is the driver's own words, without the driver's class name in front. Two entry points:
-:func:`translate_dbapi_error` for what SQLAlchemy wraps, :func:`translate_connect_error` for the
+`translate_dbapi_error()` for what SQLAlchemy wraps, `translate_connect_error()` for the
 plain ``OSError`` (refused port, unknown host, timeout) that asyncpg raises while connecting.
 """
 

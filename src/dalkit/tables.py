@@ -1,4 +1,4 @@
-"""dalkit's own tables (audit log, outbox, inbox) on :data:`metadata`, so that users' migrations
+"""dalkit's own tables (audit log, outbox, inbox) on `metadata`, so that users' migrations
 can include them; portable types only (JSON, UTC timestamps, string ids), for SQLite and PostgreSQL.
 """
 
@@ -24,8 +24,9 @@ __all__ = [
     "outbox",
 ]
 
-#: The MetaData holding dalkit's tables: add it to Alembic's ``target_metadata`` list.
 metadata = sa.MetaData()
+"""The MetaData holding dalkit's tables (audit log, outbox, inbox): add it to Alembic's
+``target_metadata`` list; ``db.create_all()`` creates them with yours."""
 
 # SQLite has no BIGSERIAL: only an INTEGER PRIMARY KEY is its autoincrementing rowid
 _BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
@@ -123,5 +124,5 @@ def create_tables(connection: Connection, metadatas: Sequence[sa.MetaData]) -> N
 async def create_tables_async(
     connection: AsyncConnection, metadatas: Sequence[sa.MetaData]
 ) -> None:
-    """:func:`create_tables` on an async connection."""
+    """`create_tables()` on an async connection."""
     await connection.run_sync(create_tables, metadatas)

@@ -35,3 +35,12 @@ def test_the_site_builds_strictly_with_every_page_in_place(tmp_path: Path) -> No
     assert "::: dalkit" not in reference, "mkdocstrings left a directive unrendered"
     # every public name has its entry (the hook appends those no topic page places)
     assert [name for name in dalkit.__all__ if f'id="dalkit.{name}"' not in reference] == []
+    # diagrams render offline: the pages load the committed mermaid, never one from a CDN (the
+    # theme fetches mermaid from unpkg only when no global `mermaid` exists when a diagram mounts)
+    architecture = (site / "architecture" / "index.html").read_text()
+    assert 'class="mermaid"' in architecture
+    assert '<script src="../javascripts/mermaid.min.js">' in architecture
+    assert (site / "javascripts" / "mermaid.min.js").read_text().startswith("/*! mermaid 11.")
+    cdns = ("unpkg.com", "cdn.jsdelivr.net", "cdnjs.cloudflare.com", "fonts.googleapis.com")
+    html = {str(page.relative_to(site)): page.read_text() for page in site.rglob("*.html")}
+    assert [(page, cdn) for page, text in html.items() for cdn in cdns if cdn in text] == []

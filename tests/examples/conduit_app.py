@@ -19,7 +19,13 @@ class CreateApp(Protocol):
     def __call__(self, db: AsyncDatabase | None = None, settings: Any = None) -> FastAPI: ...
 
 
-create_app: CreateApp = importlib.import_module("conduit.app").create_app
+class CreateDatabase(Protocol):
+    def __call__(self, settings: Any, **options: Any) -> tuple[AsyncDatabase, Any]: ...
+
+
+_app = importlib.import_module("conduit.app")
+create_app: CreateApp = _app.create_app
+create_database: CreateDatabase = _app.create_database
 _models = importlib.import_module("conduit.models")
 Base: Any = _models.Base
 Article: Any = _models.Article

@@ -3,6 +3,7 @@ httpx, and a few helpers that register users and write articles through the API.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -13,7 +14,7 @@ from argon2.profiles import CHEAPEST
 
 from dalkit import AsyncDatabase
 
-from .conduit_app import Base, Settings, create_app
+from .conduit_app import Base, Settings, create_app, create_database
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -29,8 +30,11 @@ SETTINGS = Settings(
 
 @pytest.fixture
 async def conduit_db(async_db_url: str) -> AsyncIterator[AsyncDatabase]:
-    """The test's database as Conduit configures it (a secret key for keyset cursors)."""
-    database = AsyncDatabase(async_db_url, secret_key=SETTINGS.secret_key)
+    """The test's database as Conduit configures it (a secret key for keyset cursors, the
+    query cache in memory), with the N+1 detector raising (at its default threshold): an
+    endpoint that lazy-loads per row, or runs one statement per row, fails its test."""
+    settings = dataclasses.replace(SETTINGS, database_url=async_db_url)
+    database, _ = create_database(settings, nplusone="raise")
     try:
         await database.create_all(Base.metadata)
         yield database

@@ -16,7 +16,7 @@ from starlette.routing import Route
 
 from dalkit import AsyncDatabase, Database, current_async_session, current_session
 from dalkit.audit import current_actor
-from dalkit.integrations.asgi import DatabaseMiddleware
+from dalkit.integrations.asgi import DatabaseMiddleware, before_commit
 from dalkit.integrations.errors import ResponseStartedError
 
 from .models import Item, Note
@@ -157,9 +157,36 @@ def sync_app(db: Database) -> Starlette:
 
         return StreamingResponse(body())
 
+    def joined(request: Request) -> Response:
+        value = request.query_params["value"]
+        with db.transaction() as session:  # joins the request's transaction, in this thread
+            session.add(Note(value=value))
+        with db.transaction(propagation="nested") as session:  # a savepoint of it
+            session.add(Note(value=value + "-nested"))
+        seen = db.sql("SELECT count(*) AS n FROM notes WHERE value LIKE :v", v=value + "%")
+        status = int(request.query_params.get("status", "200"))
+        body = {"same": session is current_session(), "seen": seen[0]["n"]}
+        return JSONResponse(body, status_code=status)
+
+    def hooked(request: Request) -> Response:
+        value = request.query_params["value"]
+
+        def add_late() -> None:  # runs in the committing thread, just before COMMIT
+            current_session().add(Note(value=value + "-hook"))
+
+        async def awaitable() -> None:  # a sync Database has no loop to await it on
+            current_session().add(Note(value=value + "-never"))
+
+        current_session().add(Note(value=value))
+        hook = awaitable if request.query_params.get("hook") == "async" else add_late
+        before_commit(request.scope, hook)
+        return PlainTextResponse("ok")
+
     routes = [
         Route("/notes", note, methods=["POST"]),
         Route("/orphans", orphan, methods=["POST"]),
         Route("/stream", stream, methods=["POST"]),
+        Route("/joined", joined, methods=["POST"]),
+        Route("/hooked", hooked, methods=["POST"]),
     ]
     return Starlette(routes=routes, middleware=[Middleware(DatabaseMiddleware, db=db)])

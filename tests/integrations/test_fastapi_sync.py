@@ -1,6 +1,6 @@
 """The FastAPI dependencies with a sync Database and sync endpoints (run in FastAPI's thread
-pool): the session and repositories share the request's transaction; a unit of work, which
-would have to join it from another thread, is refused with a clear error."""
+pool): the session, repositories and a unit of work share the request's transaction, each
+used by one thread at a time."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ import sqlalchemy as sa
 from fastapi import Depends, FastAPI, HTTPException
 from sqlalchemy.orm import Session
 
-from dalkit import ConfigurationError, Database, Repository, UnitOfWork
+from dalkit import Database, Repository, UnitOfWork
+from dalkit.audit import current_actor, history
 from dalkit.integrations.asgi import DatabaseMiddleware
 from dalkit.integrations.fastapi import install_error_handlers, repository, session, unit_of_work
 
@@ -44,8 +45,23 @@ def build_app(db: Database) -> FastAPI:
             raise HTTPException(409, "refused after writing")
         return {"id": note.id, "shared": notes.session is current}
 
-    @app.post("/unit")
-    def with_unit(unit: Annotated[UnitOfWork, Depends(unit_of_work())]) -> None: ...
+    @app.post("/unit", status_code=201)
+    def with_unit(
+        value: str,
+        unit: Annotated[UnitOfWork, Depends(unit_of_work(), scope="function")],
+        current: Annotated[Session, Depends(session)],
+    ) -> dict[str, Any]:
+        unit.repository(NoteRepository).add(Note(value=value))
+        if value == "refuse":
+            raise HTTPException(409, "refused after writing")
+        return {"shared": unit.session is current, "actor": current_actor()[0]}
+
+    @app.post("/late-unit", status_code=201)
+    def with_request_scoped_unit(
+        value: str, unit: Annotated[UnitOfWork, Depends(unit_of_work(actor=lambda r: "ann"))]
+    ) -> dict[str, Any]:
+        unit.repository(NoteRepository).add(Note(value=value))
+        return {"actor": current_actor()[0]}
 
     return app
 
@@ -76,9 +92,20 @@ async def test_sync_dependencies_share_the_request_transaction(
     assert db.pool_stats()["checked_out"] == 0
 
 
-async def test_a_unit_of_work_dependency_refuses_a_sync_database(
+async def test_a_unit_of_work_dependency_works_in_a_sync_endpoint(
     http: httpx.AsyncClient, db: Database
 ) -> None:
-    with pytest.raises(ConfigurationError, match="unit_of_work\\(\\) needs an AsyncDatabase"):
-        await http.post("/unit")
+    response = await http.post("/unit", params={"value": "by-unit"})
+    assert response.status_code == 201
+    assert response.json() == {"shared": True, "actor": None}
+    refused = await http.post("/unit", params={"value": "refuse"})
+    assert refused.status_code == 409
+    late = await http.post("/late-unit", params={"value": "late"})
+    assert late.status_code == 201
+    assert late.json() == {"actor": "ann"}
+    assert values(db) == ["by-unit", "late"]
+    with db.transaction() as current:
+        note_id = current.scalar(sa.select(Note.id).where(Note.value == "late"))
+        trail = history(current, Note, note_id)
+    assert [(entry.action, entry.actor_id) for entry in trail] == [("create", "ann")]
     assert db.pool_stats()["checked_out"] == 0

@@ -1,13 +1,21 @@
 """DatabaseMiddleware on a sync Database with sync endpoints, which Starlette runs in its
-thread pool: the request's transaction follows the endpoint into the thread."""
+thread pool: the request's transaction follows the endpoint into the thread, which may join it,
+no statement runs on the event loop, and COMMIT ends before the response starts."""
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import anyio.to_thread
 import httpx
+import pytest
 import sqlalchemy as sa
 
 from dalkit import Database
 
+from .apps import sync_app
 from .models import Note
 
 
@@ -50,3 +58,76 @@ async def test_a_sync_stream_commits_first_and_refuses_later_writes(
     assert response.text == "first refused"
     assert stored(sync_db, "sync-stream") == 1
     assert stored(sync_db, "late") == 0
+
+
+async def test_a_sync_endpoint_joins_the_request_transaction_from_its_thread(
+    sync_client: httpx.AsyncClient, sync_db: Database
+) -> None:
+    response = await sync_client.post("/joined", params={"value": "j"})
+    assert response.status_code == 200
+    assert response.json() == {"same": True, "seen": 2}  # db.sql() saw both, uncommitted
+    assert [stored(sync_db, v) for v in ("j", "j-nested")] == [1, 1]
+    refused = await sync_client.post("/joined", params={"value": "r", "status": "409"})
+    assert refused.status_code == 409
+    assert [stored(sync_db, v) for v in ("r", "r-nested")] == [0, 0]
+    assert sync_db.pool_stats()["checked_out"] == 0
+
+
+@pytest.fixture
+def statement_threads(sync_db: Database) -> Iterator[list[int]]:
+    """The thread of every statement the database runs during the test."""
+    threads: list[int] = []
+
+    def note(*args: Any) -> None:
+        threads.append(threading.get_ident())
+
+    sa.event.listen(sync_db.engine, "before_cursor_execute", note)
+    sa.event.listen(sync_db.engine, "commit", note)
+    try:
+        yield threads
+    finally:
+        sa.event.remove(sync_db.engine, "before_cursor_execute", note)
+        sa.event.remove(sync_db.engine, "commit", note)
+
+
+async def test_no_statement_or_commit_runs_on_the_event_loop(
+    sync_client: httpx.AsyncClient, statement_threads: list[int]
+) -> None:
+    for path in ("/notes", "/joined", "/orphans"):
+        await sync_client.post(path, params={"value": f"loop-{path[1:]}"})
+    await sync_client.post("/notes", params={"value": "loop-4xx", "status": "400"})
+    assert len(statement_threads) >= 10
+    assert threading.get_ident() not in statement_threads
+
+
+async def test_the_commit_is_visible_to_others_when_the_response_starts(
+    sync_db: Database,
+) -> None:
+    seen: list[int] = []
+    app = sync_app(sync_db)
+
+    async def watching(scope: Any, receive: Any, send: Any) -> None:
+        async def watch(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                seen.append(await anyio.to_thread.run_sync(stored, sync_db, "watched"))
+            await send(message)
+
+        await app(scope, receive, watch)
+
+    transport = httpx.ASGITransport(app=watching)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        response = await http.post("/notes", params={"value": "watched"})
+    assert response.status_code == 200
+    assert seen == [1]
+
+
+async def test_before_commit_hooks_run_in_the_committing_thread_and_commit_with_it(
+    sync_client: httpx.AsyncClient, sync_db: Database, statement_threads: list[int]
+) -> None:
+    response = await sync_client.post("/hooked", params={"value": "h"})
+    assert response.status_code == 200
+    refused = await sync_client.post("/hooked", params={"value": "a", "hook": "async"})
+    assert refused.status_code == 500  # an awaitable hook cannot run: nothing is saved
+    assert threading.get_ident() not in statement_threads
+    assert [stored(sync_db, v) for v in ("h", "h-hook")] == [1, 1]
+    assert [stored(sync_db, v) for v in ("a", "a-never")] == [0, 0]

@@ -14,7 +14,7 @@ from dalkit import Database
 from dalkit.cli import app
 from dalkit.observe.prometheus import register, start_http_server
 
-from . import workload
+from . import models, workload
 from .models import Base, seed_rows
 
 
@@ -58,6 +58,23 @@ def test_explain_exits_1_on_a_warning_and_0_without(url: str) -> None:
     document = json.loads(lookup.output)
     assert document["warnings"] == []
     assert "SEARCH obs_posts" in document["text"]
+
+
+def test_explain_a_repository_read_with_its_filters(url: str) -> None:
+    posts = f"{models.__name__}:Posts"
+    args = ("--url", url, "--json")
+    scan = invoke("explain", "--repository", posts, "-p", "title=post 1.1", "--sort", "-id", *args)
+    assert scan.exit_code == 1, scan.output
+    assert "SCAN obs_posts" in json.loads(scan.output)["text"]
+    lookup = invoke("explain", "--repository", posts, "-p", "author_id=2", "--limit", "5", *args)
+    assert lookup.exit_code == 0, lookup.output
+    assert "ix_obs_posts_author_id" in json.loads(lookup.output)["text"]
+    refused = invoke("explain", "--repository", posts, "-p", "nope=1", "--url", url)
+    assert refused.exit_code == 2
+    assert "InvalidFilterError" in refused.output
+    neither = invoke("explain", "--url", url)
+    assert neither.exit_code == 2
+    assert "either SQL or --repository" in neither.output
 
 
 def test_tables_as_json(url: str) -> None:

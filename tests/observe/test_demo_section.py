@@ -21,6 +21,7 @@ def test_the_section_shows_the_n_plus_one_the_advice_and_both_plans(sqlite_url: 
     text = console.export_text()
     assert "N+1 query: Post.author lazily loaded for 2 Post instances" in text
     assert "6 posts, no N+1" in text
+    assert "unused eager load: Post.author was loaded for 6 Post instances" in text
     assert "CREATE INDEX ix_demo_events_code ON demo_events (code)" in text
     assert "SCAN demo_events" in text
     assert "SEARCH demo_events USING COVERING INDEX ix_demo_events_code" in text

@@ -133,6 +133,25 @@ async def test_delete_where_removes_deleted_entities_from_the_session(
     assert await users.get_or_none(user.id) is None
 
 
+async def test_bulk_insert_writes_the_whole_load_in_one_chunk_by_default(
+    async_database: AsyncDatabase,
+) -> None:
+    rows = [
+        {"id": i, "sensor": "s", "value": 1, "taken_at": EPOCH, "bucket": 0} for i in range(2500)
+    ]
+    with count_queries(async_database) as counter:
+        async with async_database.session() as session:
+            assert await ReadingRepository(session).bulk_insert(rows) == 2500
+    savepoints = [s for s in counter.statements if s.startswith("SAVEPOINT")]
+    assert len(savepoints) == 2  # the whole call's, and its one chunk's
+    with count_queries(async_database) as counter:
+        async with async_database.session() as session:
+            readings = ReadingRepository(session)
+            await readings.delete_where(sensor="s")
+            assert await readings.bulk_insert(rows, chunk_size=1000) == 2500
+    assert len([s for s in counter.statements if s.startswith("SAVEPOINT")]) == 4
+
+
 async def test_a_check_violation_in_bulk_insert_names_the_row(
     async_sql_session: AsyncSession,
 ) -> None:

@@ -3,7 +3,8 @@ before the response starts), the spec's error bodies, and the routers. It migrat
 database to the newest revision (``examples/conduit/migrations``, dalkit's linted Alembic
 revisions) on start-up.
 
-Run it with ``make serve`` (SQLite in ./conduit.db) or with ``DALKIT_DATABASE_URL`` set.
+Run it with ``make serve`` (SQLite in ./conduit.db) or with ``DALKIT_DATABASE_URL`` set;
+``DALKIT_REDIS_URL`` moves the query cache from memory to Redis.
 """
 
 from __future__ import annotations
@@ -11,14 +12,16 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI
 
 from conduit import errors
+from conduit.caching import open_cache
 from conduit.models import Base
 from conduit.routes import articles, comments, profiles, tags, users
 from conduit.settings import Settings
-from dalkit import AsyncDatabase
+from dalkit import AsyncDatabase, AsyncRedisManager
 from dalkit.integrations.asgi import DatabaseMiddleware
 from dalkit.migrations import Migrations
 
@@ -26,16 +29,30 @@ from dalkit.migrations import Migrations
 MIGRATIONS = Path(__file__).resolve().parents[1] / "migrations"
 
 
-def create_app(db: AsyncDatabase | None = None, settings: Settings | None = None) -> FastAPI:
-    """The Conduit API on ``db`` (default: from ``settings.database_url``, created, schema and
-    all, migrated on start-up and disposed of on shutdown)."""
-    settings = settings or Settings.from_env()
-    owned = db is None
-    database = (
-        db
-        if db is not None
-        else AsyncDatabase(settings.database_url, secret_key=settings.secret_key)
+def create_database(
+    settings: Settings, **options: Any
+) -> tuple[AsyncDatabase, AsyncRedisManager | None]:
+    """The database ``settings`` name, with Conduit's query cache (in Redis when
+    ``settings.redis_url`` is set), and the Redis manager to close with it; ``options`` are
+    more of AsyncDatabase's (``nplusone="raise"`` in the tests)."""
+    cache, redis = open_cache(settings)
+    database = AsyncDatabase(
+        settings.database_url, secret_key=settings.secret_key, cache=cache, **options
     )
+    return database, redis
+
+
+def create_app(db: AsyncDatabase | None = None, settings: Settings | None = None) -> FastAPI:
+    """The Conduit API on ``db`` (default: from ``settings``, created with its query cache,
+    migrated on start-up and disposed of on shutdown). A ``db`` given without a cache runs
+    uncached."""
+    settings = settings or Settings.from_env()
+    redis: AsyncRedisManager | None = None
+    owned = db is None
+    if db is None:
+        database, redis = create_database(settings)
+    else:
+        database = db
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -45,6 +62,8 @@ def create_app(db: AsyncDatabase | None = None, settings: Settings | None = None
         finally:
             if owned:
                 await database.dispose()
+            if redis is not None:
+                await redis.close()
 
     app = FastAPI(title="Conduit", lifespan=lifespan)
     app.state.settings = settings

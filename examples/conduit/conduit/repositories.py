@@ -1,19 +1,29 @@
 """Conduit's repositories: the reads the API needs, each a fixed number of queries however
 many rows it returns (articles come with author and tags; favourite counts, "favorited" and
-"following" arrive in one query each for the whole page)."""
+"following" arrive in one query each for the whole page). Articles, their favourite counts and
+the tags in use are read through the query cache (:mod:`conduit.caching`)."""
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Collection, Sequence
-from typing import Any
+from typing import Any, ClassVar, TypeVar
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Result
 from sqlalchemy.orm import joinedload, selectinload
 
 from conduit.models import Article, Comment, Favorite, Follow, Tag, User, article_tags
 from dalkit import AsyncRepository, CursorPage, NotFoundError
+from dalkit.cache import AsyncQueryCache
 
+M = TypeVar("M")
+#: a row of any shape
+Row = tuple[Any, ...]
+
+#: how long a cached read may be served at most; commits invalidate it sooner, so this bounds
+#: only writes made outside the application
+CACHE_TTL_S = 30.0
 #: the filters the article listing accepts, as the RealWorld spec names them
 ARTICLE_FILTERS = ("tag", "author", "favorited")
 
@@ -32,6 +42,25 @@ class Decorations:
     favorites: dict[int, int]
     favorited: set[int]
     following: set[int]
+
+
+class CachedRepository(AsyncRepository[M]):
+    """A repository whose own selects go through the database's query cache as well as its
+    standard reads (``cache_ttl``): :meth:`execute` in place of ``session.execute``."""
+
+    cache_ttl: ClassVar[float | None] = CACHE_TTL_S
+    #: the request's database's cache (None: the database has none), set by the dependency
+    query_cache: AsyncQueryCache | None = None
+
+    async def execute(self, statement: sa.Select[*Row]) -> Result[*Row]:
+        """``session.execute(statement)``, served from the cache while no commit has written
+        a table it reads (the request's own writes bypass it)."""
+        result: Result[*Row]
+        if self.query_cache is None:
+            result = await self.session.execute(statement)
+        else:
+            result = await self.query_cache.cached(self.session, statement, ttl=self.cache_ttl)
+        return result
 
 
 class UserRepository(AsyncRepository[User]):
@@ -69,18 +98,20 @@ class UserRepository(AsyncRepository[User]):
         )
 
 
-def _with_author_and_tags(statement: sa.Select[Any]) -> sa.Select[Any]:
+def _with_author_and_tags(statement: sa.Select[*Row]) -> sa.Select[*Row]:
     return statement.options(joinedload(Article.author), selectinload(Article.tags))
 
 
-class ArticleRepository(AsyncRepository[Article]):
+class ArticleRepository(CachedRepository[Article]):
     filterable = ("slug", "author_id", "id")
     sortable = ("created_at", "id")
     default_sort = "-created_at"
     max_page_size = 100
 
-    async def by_slug(self, slug: str) -> Article:
-        article = await self.first(slug=slug, load=["author", "tags"])
+    async def by_slug(self, slug: str, *, load: Sequence[str] = ("author", "tags")) -> Article:
+        """The article ``slug`` names, with the relationships in ``load`` (only those the
+        caller reads: dalkit warns of an eager load nobody used)."""
+        article = await self.first(slug=slug, load=list(load))
         if article is None:
             raise NotFoundError("article", slug)
         return article
@@ -103,23 +134,31 @@ class ArticleRepository(AsyncRepository[Article]):
             )
         return conditions
 
-    async def listing(
-        self, filters: ArticleFilters, limit: int, offset: int
+    async def _page(
+        self, where: Sequence[sa.ColumnElement[bool]], limit: int, offset: int
     ) -> tuple[list[Article], int]:
-        """A page of the newest articles matching ``filters``, and how many match in all."""
-        where = self._where(filters)
-        total = await self.session.scalar(
-            sa.select(sa.func.count()).select_from(Article).where(*where)
-        )
+        """Newest first; the page and how many match in all come in one (cacheable) query."""
         statement = (
-            sa.select(Article)
+            sa.select(Article, sa.func.count().over().label("total"))
             .where(*where)
             .order_by(Article.created_at.desc(), Article.id.desc())
             .limit(limit)
             .offset(offset)
         )
-        articles = list((await self.session.scalars(_with_author_and_tags(statement))).unique())
-        return articles, int(total or 0)
+        rows = (await self.execute(_with_author_and_tags(statement))).unique().all()
+        if rows:
+            return [row[0] for row in rows], int(rows[0][1])
+        if not offset:
+            return [], 0
+        # a page past the end carries no count: ask for it
+        total = await self.execute(sa.select(sa.func.count()).select_from(Article).where(*where))
+        return [], int(total.scalar_one())
+
+    async def listing(
+        self, filters: ArticleFilters, limit: int, offset: int
+    ) -> tuple[list[Article], int]:
+        """A page of the newest articles matching ``filters``, and how many match in all."""
+        return await self._page(self._where(filters), limit, offset)
 
     async def keyset(
         self, filters: ArticleFilters, limit: int, after: str | None
@@ -141,26 +180,14 @@ class ArticleRepository(AsyncRepository[Article]):
     async def feed(self, viewer: User, limit: int, offset: int) -> tuple[list[Article], int]:
         """Articles by the authors ``viewer`` follows, newest first."""
         followed = sa.select(Follow.followed_id).where(Follow.follower_id == viewer.id)
-        where = Article.author_id.in_(followed)
-        total = await self.session.scalar(
-            sa.select(sa.func.count()).select_from(Article).where(where)
-        )
-        statement = (
-            sa.select(Article)
-            .where(where)
-            .order_by(Article.created_at.desc(), Article.id.desc())
-            .limit(limit)
-            .offset(offset)
-        )
-        articles = list((await self.session.scalars(_with_author_and_tags(statement))).unique())
-        return articles, int(total or 0)
+        return await self._page([Article.author_id.in_(followed)], limit, offset)
 
     async def decorations(self, articles: Sequence[Article], viewer: User | None) -> Decorations:
         """Favourite counts, what ``viewer`` favourited and whom they follow, for a page."""
         ids = [a.id for a in articles]
         if not ids:
             return Decorations({}, set(), set())
-        counts = await self.session.execute(
+        counts = await self.execute(
             sa.select(Favorite.article_id, sa.func.count())
             .where(Favorite.article_id.in_(ids))
             .group_by(Favorite.article_id)
@@ -192,7 +219,7 @@ class ArticleRepository(AsyncRepository[Article]):
         )
 
 
-class TagRepository(AsyncRepository[Tag]):
+class TagRepository(CachedRepository[Tag]):
     async def named(self, names: Sequence[str]) -> list[Tag]:
         """The tags with these names, created when missing, in the order given."""
         wanted = list(dict.fromkeys(names))
@@ -216,7 +243,7 @@ class TagRepository(AsyncRepository[Tag]):
             .group_by(Tag.id, Tag.name)
             .order_by(sa.func.count().desc(), Tag.name)
         )
-        return list(await self.session.scalars(used))
+        return list((await self.execute(used)).scalars())
 
 
 class CommentRepository(AsyncRepository[Comment]):

@@ -1,5 +1,6 @@
 """Conduit's settings, from the environment: the database URL (embedded SQLite unless
-``DALKIT_DATABASE_URL`` is set), the JWT secret and lifetime, and the password hasher."""
+``DALKIT_DATABASE_URL`` is set), the query cache's Redis (``DALKIT_REDIS_URL``, else memory),
+the JWT secret and lifetime, and the password hasher."""
 
 from __future__ import annotations
 
@@ -18,9 +19,12 @@ DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///conduit.db"
 @dataclasses.dataclass(frozen=True)
 class Settings:
     """``jwt_secret`` signs tokens and ``token_lifetime_s`` bounds them; ``secret_key``
-    encrypts keyset cursors (dalkit's ``secret_key``). ``repr`` shows neither secret."""
+    encrypts keyset cursors (dalkit's ``secret_key``). ``redis_url`` holds the query cache's
+    entries (shared by every process); without it each process caches in memory.
+    ``repr`` shows no secret (nor the Redis URL, which may carry a password)."""
 
     database_url: str = DEFAULT_DATABASE_URL
+    redis_url: str | None = dataclasses.field(default=None, repr=False)
     jwt_secret: str = dataclasses.field(default="", repr=False)
     secret_key: str = dataclasses.field(default="", repr=False)
     token_lifetime_s: int = 7 * 24 * 3600
@@ -36,6 +40,7 @@ class Settings:
     def from_env(cls) -> Settings:
         return cls(
             database_url=os.environ.get("DALKIT_DATABASE_URL") or DEFAULT_DATABASE_URL,
+            redis_url=os.environ.get("DALKIT_REDIS_URL") or None,
             jwt_secret=_secret("CONDUIT_JWT_SECRET", "tokens"),
             secret_key=_secret("DALKIT_SECRET_KEY", "keyset cursors"),
         )

@@ -1,6 +1,6 @@
-"""The audit log: which models are audited (:class:`Audited`, :func:`register`), who acts
-(:func:`actor`), capture of every change in the same transaction (:mod:`.capture`), and reading
-the trail back (:func:`history`, :func:`changes_by`).
+"""The audit log: which models are audited (`Audited`, `register()`), who acts
+(`actor()`), capture of every change in the same transaction (`.capture`), and reading
+the trail back (`history()`, `changes_by()`).
 """
 
 from __future__ import annotations

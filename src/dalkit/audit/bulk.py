@@ -163,7 +163,7 @@ def recording_bulk_update(
     session: Session, audit: ChunkAudit | None, rows: Sequence[Mapping[str, Any]]
 ) -> Iterator[None]:
     """Guard and log the chunk the block writes (rows keyed by field name), unless it raises;
-    does nothing when ``audit`` is None. Serves bulk_insert's :class:`BulkInsertAudit` too."""
+    does nothing when ``audit`` is None. Serves bulk_insert's `BulkInsertAudit` too."""
     if audit is None:
         yield
         return
@@ -176,7 +176,7 @@ def recording_bulk_update(
 async def recording_bulk_update_async(
     session: AsyncSession, audit: ChunkAudit | None, rows: Sequence[Mapping[str, Any]]
 ) -> AsyncIterator[None]:
-    """:func:`recording_bulk_update` for an AsyncSession."""
+    """`recording_bulk_update()` for an AsyncSession."""
     if audit is None:
         yield
         return

@@ -1,6 +1,6 @@
 """Capture of every change to an audited model into ``dalkit_audit_log``, in the same
-transaction: the ORM unit of work here, statements in :mod:`.statements`, the repositories'
-driver-level bulk writes in :mod:`.bulk`.
+transaction: the ORM unit of work here, statements in `.statements`, the repositories'
+driver-level bulk writes in `.bulk`.
 
 Written once on SQLAlchemy's synchronous session events, which serve the async API too:
 ``before_flush``/``after_flush`` for the unit of work (delete-orphan removals included), and

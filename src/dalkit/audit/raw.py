@@ -1,5 +1,5 @@
-"""Raw SQL against audited tables: :func:`written_tables` finds what a statement writes (with
-sqlparse's tokenizer, not a hand-written lexer) and :func:`check_raw_write` refuses a write to an
+"""Raw SQL against audited tables: `written_tables()` finds what a statement writes (with
+sqlparse's tokenizer, not a hand-written lexer) and `check_raw_write()` refuses a write to an
 audited table, whose old and new values raw SQL gives no way to record."""
 
 from __future__ import annotations
@@ -131,7 +131,16 @@ def _remember(connection: Any, metadata: sa.MetaData) -> None:
 def check_raw_write(sql: str, engine: Any = None) -> None:
     """Raise UnauditedWriteError if ``sql`` writes a table of an audited model: raw SQL leaves
     no trace of the old and new values, so such writes must go through the ORM or a repository
-    (which record them). Reads, and writes to other tables, pass."""
+    (which record them). Reads, and writes to other tables, pass.
+
+    Args:
+        sql: The SQL text.
+        engine: The engine it runs on: only the schemas created through it are checked
+            (default: every audited table).
+
+    Raises:
+        UnauditedWriteError: When ``sql`` writes a table of an audited model.
+    """
     if not _WRITE_WORD.search(sql):
         return  # no write keyword anywhere: nothing to parse
     tables = audited_tables()

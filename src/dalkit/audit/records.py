@@ -68,7 +68,7 @@ def rows_by(
     session: Session, config: ModelAudit, names: Sequence[str], keys: Sequence[tuple[Any, ...]]
 ) -> dict[tuple[Any, ...], dict[str, Any]]:
     """The recorded fields of the rows whose fields ``names`` hold one of ``keys``, by those
-    values, read in IN lists of :data:`IN_CHUNK`."""
+    values, read in IN lists of `IN_CHUNK`."""
     columns = dict(config.fields)
     target_columns = [columns[n] for n in names]
     target = target_columns[0] if len(names) == 1 else sa.tuple_(*target_columns)

@@ -1,5 +1,5 @@
-"""Which models are audited (:class:`Audited`, :func:`register`, with their options) and who
-acts (:func:`actor`). No I/O; capture is switched on the first time a model is audited, so a
+"""Which models are audited (`Audited`, `register()`, with their options) and who
+acts (`actor()`). No I/O; capture is switched on the first time a model is audited, so a
 database with no audited model pays nothing on each statement.
 """
 
@@ -37,6 +37,7 @@ __all__ = [
 
 #: what a redacted value is recorded as: that the field changed shows, its value does not
 REDACTED = "[redacted]"
+"""What the audit log records instead of the value of a redacted field."""
 
 # called once, when the first model becomes audited: capture installs itself here
 _first_audited_hooks: list[Callable[[], None]] = []
@@ -75,6 +76,19 @@ def actor(actor_id: object | None, request_id: object | None = None) -> Iterator
     """Record changes made inside the block as done by ``actor_id`` (for ``request_id``).
 
     A context variable: concurrent threads and asyncio tasks each keep their own actor.
+
+    Args:
+        actor_id: Who acts (stored as text); None for nobody known.
+        request_id: The request the changes belong to.
+
+    Yields:
+        Nothing: the actor is set for the with-block.
+
+    Examples:
+        ```python
+        with actor("user-42", request_id="req-7"), db.session() as session:
+            session.add(Order(id=1))  # its audit row names user-42 and req-7
+        ```
     """
     token = _actor.set(_Actor(_text(actor_id), _text(request_id)))
     try:
@@ -147,7 +161,17 @@ def register(
     redact: Collection[str] = (),
     name: str | None = None,
 ) -> None:
-    """Audit ``model`` (and its subclasses) without the mixin, with the same options."""
+    """Audit ``model`` (and its subclasses) without the mixin, with the same options.
+
+    Args:
+        model: A mapped class.
+        exclude: Fields never recorded (not even that they changed).
+        redact: Fields recorded as changed, with `REDACTED` for the values.
+        name: The model's name in the log (default: the class's name).
+
+    Raises:
+        ConfigurationError: When ``exclude`` or ``redact`` is a string, not a collection.
+    """
     if isinstance(exclude, str) or isinstance(redact, str):
         raise ConfigurationError("exclude and redact take collections of field names")
     _registered[model] = (name, frozenset(exclude), frozenset(redact))
@@ -224,7 +248,14 @@ def audited_tables() -> list[sa.Table]:
 
 
 def entity_type_name(entity_type: type[Any] | str) -> str:
-    """The ``entity_type`` the log records for an audited model (a name passes through)."""
+    """The ``entity_type`` the log records for an audited model.
+
+    Args:
+        entity_type: An audited model, or a name (which passes through).
+
+    Returns:
+        The name.
+    """
     if isinstance(entity_type, str):
         return entity_type
     config = model_audit(entity_type)
@@ -254,7 +285,14 @@ def _build(
 
 # -- what is written ---------------------------------------------------------------------------
 def entity_key(values: Sequence[Any]) -> str:
-    """The ``entity_id`` of a primary key: the value as text, or a JSON list when composite."""
+    """The ``entity_id`` the log records for a primary key.
+
+    Args:
+        values: The primary key's values, in column order.
+
+    Returns:
+        The value as text, or a JSON list when composite.
+    """
     if len(values) == 1:
         return str(jsonable(values[0]))
     return json.dumps([jsonable(v) for v in values])

@@ -1,6 +1,6 @@
-"""Reading the audit trail back: :class:`AuditEntry`, the history of one entity and the changes
+"""Reading the audit trail back: `AuditEntry`, the history of one entity and the changes
 of one actor, as statements (to compose) and as sync and async calls. Re-exported by
-:mod:`dalkit.audit`.
+`dalkit.audit`.
 """
 
 from __future__ import annotations
@@ -32,7 +32,19 @@ __all__ = [
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class AuditEntry:
-    """One row of the audit log."""
+    """One row of the audit log.
+
+    Attributes:
+        id: The row's id, increasing with time.
+        entity_type: The model's name in the log.
+        entity_id: The entity's primary key as text (a JSON list when composite).
+        action: ``"create"``, ``"update"`` or ``"delete"``.
+        changes: ``{field: {"old": ..., "new": ...}}`` for each recorded field that changed
+            (a redacted field shows ``"[redacted]"``).
+        actor_id: Who made the change (`actor()`), if known.
+        request_id: The request it was made in, if known.
+        occurred_at: When the transaction wrote it (UTC).
+    """
 
     id: int
     entity_type: str
@@ -45,12 +57,27 @@ class AuditEntry:
 
     @classmethod
     def from_row(cls, row: Mapping[Any, Any]) -> AuditEntry:
+        """An entry from a row of ``dalkit_audit_log``.
+
+        Args:
+            row: The row's mapping, as `history_query()` selects it.
+
+        Returns:
+            The entry.
+        """
         return cls(**{f.name: row[f.name] for f in dataclasses.fields(cls)})
 
 
 def history_query(entity_type: type[Any] | str, entity_id: Any) -> sa.Select[Any]:
-    """The log of one entity, oldest first; ``entity_id`` is its primary key (a tuple when
-    composite)."""
+    """The log of one entity, oldest first, as a statement to run or extend.
+
+    Args:
+        entity_type: The audited model, or the name the log records for it.
+        entity_id: The entity's primary key (a tuple when composite).
+
+    Returns:
+        The SELECT of ``dalkit_audit_log`` rows.
+    """
     key = entity_id if isinstance(entity_id, tuple) else (entity_id,)
     return (
         sa.select(audit_log)
@@ -63,7 +90,15 @@ def history_query(entity_type: type[Any] | str, entity_id: Any) -> sa.Select[Any
 
 
 def changes_by_query(actor_id: object, since: dt.datetime | None = None) -> sa.Select[Any]:
-    """What ``actor_id`` changed (since ``since``), oldest first."""
+    """What ``actor_id`` changed, oldest first, as a statement to run or extend.
+
+    Args:
+        actor_id: Who made the changes.
+        since: Only changes from this time on.
+
+    Returns:
+        The SELECT of ``dalkit_audit_log`` rows.
+    """
     statement = sa.select(audit_log).where(audit_log.c.actor_id == str(actor_id))
     if since is not None:
         statement = statement.where(audit_log.c.occurred_at >= since)
@@ -71,7 +106,16 @@ def changes_by_query(actor_id: object, since: dt.datetime | None = None) -> sa.S
 
 
 def history(session: Session, entity_type: type[Any] | str, entity_id: Any) -> list[AuditEntry]:
-    """The audit trail of one entity, in time order."""
+    """The audit trail of one entity, in time order.
+
+    Args:
+        session: A session of the database holding the log.
+        entity_type: The audited model, or the name the log records for it.
+        entity_id: The entity's primary key (a tuple when composite).
+
+    Returns:
+        The entries.
+    """
     rows = session.execute(history_query(entity_type, entity_id)).mappings()
     return [AuditEntry.from_row(row) for row in rows]
 
@@ -79,6 +123,16 @@ def history(session: Session, entity_type: type[Any] | str, entity_id: Any) -> l
 async def history_async(
     session: AsyncSession, entity_type: type[Any] | str, entity_id: Any
 ) -> list[AuditEntry]:
+    """`history()` on an AsyncSession.
+
+    Args:
+        session: A session of the database holding the log.
+        entity_type: The audited model, or the name the log records for it.
+        entity_id: The entity's primary key (a tuple when composite).
+
+    Returns:
+        The entries, in time order.
+    """
     rows = (await session.execute(history_query(entity_type, entity_id))).mappings()
     return [AuditEntry.from_row(row) for row in rows]
 
@@ -86,7 +140,16 @@ async def history_async(
 def changes_by(
     session: Session, actor_id: object, since: dt.datetime | None = None
 ) -> list[AuditEntry]:
-    """Every change recorded for ``actor_id``, in time order."""
+    """Every change recorded for ``actor_id``, in time order.
+
+    Args:
+        session: A session of the database holding the log.
+        actor_id: Who made the changes.
+        since: Only changes from this time on.
+
+    Returns:
+        The entries.
+    """
     rows = session.execute(changes_by_query(actor_id, since)).mappings()
     return [AuditEntry.from_row(row) for row in rows]
 
@@ -94,5 +157,15 @@ def changes_by(
 async def changes_by_async(
     session: AsyncSession, actor_id: object, since: dt.datetime | None = None
 ) -> list[AuditEntry]:
+    """`changes_by()` on an AsyncSession.
+
+    Args:
+        session: A session of the database holding the log.
+        actor_id: Who made the changes.
+        since: Only changes from this time on.
+
+    Returns:
+        The entries, in time order.
+    """
     rows = (await session.execute(changes_by_query(actor_id, since))).mappings()
     return [AuditEntry.from_row(row) for row in rows]

@@ -2,7 +2,7 @@
 
 ``Database(url, cache=QueryCache(backend=MemoryBackend()))`` (or ``install(db, cache)``);
 repositories opt in with ``cache_ttl = 60``. The guarantee and the scheme behind it are in
-:mod:`dalkit.cache.versions`.
+[`dalkit.cache.versions`][].
 """
 
 from __future__ import annotations

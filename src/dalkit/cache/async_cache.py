@@ -1,9 +1,9 @@
-"""AsyncQueryCache: the query cache of an AsyncDatabase; the twin of QueryCache, its
-backend calls and its invalidation awaited (before the transaction call returns)."""
+"""The query cache front end: ``cached()`` reads, ``memoize``, commit-time invalidation
+(done before the transaction call returns) and the statistics. Why it is never stale:
+[`dalkit.cache.versions`][]."""
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import pickle
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -12,34 +12,48 @@ from typing import Any, ParamSpec, TypeVar
 from sqlalchemy.engine import Result
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from dalkit.cache.core import CacheCore, freeze, sync_session, thaw
-from dalkit.cache.errors import CacheConfigurationError
+from dalkit.cache.core import CacheCore, sync_session
 from dalkit.cache.install import install
 from dalkit.cache.keys import function_key
+from dalkit.cache.results import freeze, thaw
 from dalkit.cache.versions import entry_tables
-
-__all__ = ["AsyncQueryCache"]
+from dalkit.engine.autoroute import pin_to_primary
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
 
 class AsyncQueryCache(CacheCore):
-    """Query results cached in ``backend`` (a MemoryBackend or AsyncRedisBackend); see
-    :class:`~dalkit.cache.QueryCache`. ``AsyncDatabase(url, cache=AsyncQueryCache(...))``."""
+    """Query results cached in a backend for ``default_ttl`` seconds, and dropped when a
+    commit writes one of the tables they read.
 
-    is_async = True
+    Args:
+        backend: Where entries live: a [`MemoryBackend`][dalkit.cache.MemoryBackend] (this
+            process) or the Redis backend,
+            [`AsyncRedisBackend`][dalkit.cache.AsyncRedisBackend] (every process).
+        default_ttl: Seconds an entry stays, unless a read names its own ``ttl``.
+        serve_snapshot_reads: Serve REPEATABLE READ / SERIALIZABLE reads too (off: they
+            bypass the cache).
+        retry_interval: Seconds between retries of a failed invalidation.
+        warn_interval: Seconds between warnings about failing invalidations.
+        database_id: What tells this database's entries from another's in a shared backend
+            (default: derived from the URL, never its password).
 
-    def __init__(self, backend: Any, **options: Any) -> None:
-        if not callable(getattr(backend, "fetch_async", None)):
-            raise CacheConfigurationError(
-                f"{type(backend).__name__} has no async API: an AsyncQueryCache takes "
-                "MemoryBackend or AsyncRedisBackend"
-            )
-        super().__init__(backend, **options)
+    Raises:
+        CacheConfigurationError: The backend has no API of this kind (sync/async), or an
+            option is out of range.
+
+    Examples:
+        ``AsyncDatabase(url, cache=AsyncQueryCache(MemoryBackend(max_entries=10_000)))``;
+        then ``await db.cache.cached(session, select(User).where(...))``.
+    """
 
     def install(self, database: Any) -> None:
-        """Bind this cache to ``database``: what ``Database(..., cache=...)`` calls."""
+        """Bind this cache to ``database``: what ``Database(..., cache=...)`` calls.
+
+        Args:
+            database: The database whose reads this cache serves.
+        """
         install(database, self)
 
     async def cached(
@@ -51,8 +65,22 @@ class AsyncQueryCache(CacheCore):
         ttl: float | None = None,
         tables: Iterable[Any] | None = None,
     ) -> Result[Any]:
-        """``await session.execute(statement, params)``, served from the cache while no
-        commit has written a table the statement reads; text statements declare ``tables``."""
+        """Execute ``statement``, served from the cache while no commit has written a table
+        it reads.
+
+        Args:
+            session: The session to run it in (and to merge cached entities into).
+            statement: A SELECT (Core or ORM) or a text statement.
+            params: Bound parameters, as for ``session.execute``.
+            ttl: Seconds to keep the entry (default: the cache's ``default_ttl``).
+            tables: The tables a text statement reads (required for those).
+
+        Returns:
+            The result, as ``session.execute(statement, params)`` returns it.
+
+        Raises:
+            UncacheableStatementError: A write, or a text statement without ``tables``.
+        """
         key, names = self.describe(statement, params, tables)
         return await self.read(session, statement, params, names, key, self.ttl_of(ttl))
 
@@ -65,10 +93,26 @@ class AsyncQueryCache(CacheCore):
         key: str,
         ttl: float,
     ) -> Result[Any]:
-        """The read-through itself, for callers that built the key and tables already."""
+        """The read-through itself, for callers that built the key and tables already.
+
+        A hit costs one backend round trip and no database connection. A miss runs the
+        query once per process (and once in all with ``stampede_lock=True``): concurrent
+        callers of the same key wait for it.
+
+        Args:
+            session: The AsyncSession to run the query in on a miss.
+            statement: The SELECT.
+            params: Its bound values.
+            tables: The tables it reads: their version tokens tag the entry.
+            key: The cache key (from ``describe()``).
+            ttl: Seconds the entry stays.
+
+        Returns:
+            The result, as ``await session.execute(statement, params)`` returns it.
+        """
         inner = sync_session(session)
         if inner.autoflush and (inner.new or inner.dirty or inner.deleted):
-            await session.flush()
+            await session.flush()  # as the query would have: the flush marks what it writes
         await self._apply_pending_if_due()
 
         async def run() -> Result[Any]:
@@ -87,43 +131,57 @@ class AsyncQueryCache(CacheCore):
             self.count("hits")
             return thaw(inner, statement, payload)
         flight, leader = self.join_or_lead(key, tokens)
+        lock: Any = None
         if leader:
-            waiter = flight.waiter = asyncio.get_running_loop().create_future()
-            # a flight that landed between our lookup and now has stored its result: use it
             try:
+                # a flight that landed since our lookup (or a process holding the lock) may
+                # have stored the result: read it before running the query
                 again = await self._lookup(key, tables)
+                if self.locks_across_processes and (again is None or again[0] is None):
+                    lock = await self.backend.lock_async(key)
+                    if lock is not None:
+                        again = await self._lookup(key, tables)
             except BaseException:
-                self.land(key, flight, None)  # the tasks waiting on this flight run their own
-                waiter.set_result(None)
+                await self._unlock(lock)
+                self.land(key, flight, None)  # the callers waiting on this flight run their own
                 raise
             if again is not None and again[0] is not None:
+                await self._unlock(lock)
                 self.land(key, flight, again[0])
-                waiter.set_result(None)
                 self.count("hits")
                 return thaw(inner, statement, again[0])
-        elif flight.waiter is not None and flight.waiter.get_loop() is asyncio.get_running_loop():
-            await asyncio.shield(flight.waiter)
+        else:
+            await flight.wait_async()
             if flight.payload is not None:
                 self.count("hits")
                 return thaw(inner, statement, flight.payload)
         self.count("misses")
         shared: Any = None
+        # a result read on a lagging replica must never be stored under the current tokens
+        store = store and pin_to_primary(inner)
         try:
             frozen, shared = freeze(await run(), self.shared)
             if store:
                 await self._store(key, tokens, shared, ttl)
         finally:
             if leader:
+                await self._unlock(lock)
                 self.land(key, flight, shared)
-                if not flight.waiter.done():
-                    flight.waiter.set_result(None)
         return frozen()
 
     def memoize(
         self, *, ttl: float | None = None, tables: Iterable[Any]
     ) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]:
-        """Cache a coroutine function's result by its arguments, dropped when a commit writes
-        one of ``tables``."""
+        """Cache a function's result by its arguments, dropped when a commit writes one of
+        ``tables``.
+
+        Args:
+            ttl: Seconds to keep a result (default: the cache's ``default_ttl``).
+            tables: The tables (names or Table objects) the result is computed from.
+
+        Returns:
+            A decorator; the function's results must be picklable.
+        """
         names = entry_tables(str(getattr(t, "name", t)) for t in tables)
         seconds = self.ttl_of(ttl)
 
@@ -134,7 +192,7 @@ class AsyncQueryCache(CacheCore):
                 if self.bypass_reason(None, names) is not None:
                     self.count("bypasses")
                     return await fn(*args, **kwargs)
-                key = function_key(self._prefix, fn.__qualname__, args, dict(kwargs))
+                key = function_key(self.namespace, fn.__qualname__, args, dict(kwargs))
                 found = await self._lookup(key, names)
                 if found is not None and found[0] is not None:
                     self.count("hits")
@@ -152,8 +210,14 @@ class AsyncQueryCache(CacheCore):
         return decorate
 
     async def invalidate(self, tables: Iterable[str]) -> None:
-        """Make every entry reading one of ``tables`` unservable, now; never raises (a failed
-        invalidation stays pending, and the cache bypassed, until it succeeds)."""
+        """Make every entry reading one of ``tables`` unservable, now.
+
+        Never raises: when the backend fails, the invalidation stays pending (and the cache
+        bypassed) until it succeeds.
+
+        Args:
+            tables: The names of the tables written.
+        """
         names = self.take_pending(tables)
         if not names:
             return
@@ -166,30 +230,10 @@ class AsyncQueryCache(CacheCore):
         self.count("invalidations", len(names))
 
     async def invalidate_all(self) -> None:
+        """Make every entry unservable (what DDL does)."""
         await self.invalidate(["*"])
 
-    def invalidate_soon(self, tables: Iterable[str]) -> None:
-        """From sync code (engine events): bypass until applied, applied on the running loop
-        if there is one, else by the next cache call."""
-        names = list(tables)
-        if not getattr(self.backend, "shared", True):
-            self.backend.bump(self.token_names(names))  # process memory: nothing to await
-            self.count("invalidations", len(names))
-            return
-        self.add_pending(names)
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return
-        task = loop.create_task(self.invalidate(()))
-        _background.add(task)
-        task.add_done_callback(_background.discard)
-
     # -- the backend, failures caught ------------------------------------------------------
-    @property
-    def _prefix(self) -> str:
-        return self.namespace
-
     async def _lookup(self, key: str, tables: tuple[str, ...]) -> tuple[Any, Any] | None:
         try:
             payload, tokens = await self.backend.fetch_async(key, self.token_names(tables))
@@ -207,12 +251,10 @@ class AsyncQueryCache(CacheCore):
             return
         self.count("sets")
 
+    async def _unlock(self, lock: Any) -> None:
+        if lock is not None:
+            await self.backend.unlock_async(lock)
+
     async def _apply_pending_if_due(self) -> None:
         if self.retry_due():
             await self.invalidate(())
-
-    def __repr__(self) -> str:
-        return f"AsyncQueryCache({self.backend!r}, default_ttl={self.default_ttl})"
-
-
-_background: set[asyncio.Task[None]] = set()

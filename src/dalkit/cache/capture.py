@@ -37,7 +37,12 @@ _session_listener_installed = False
 
 
 class WriteCapture:
-    """The listeners of one engine, reporting the tables written to one cache."""
+    """The listeners of one engine, reporting the tables written to one cache.
+
+    Args:
+        cache: The cache to report to.
+        engine: The (sync) engine whose statements to watch.
+    """
 
     def __init__(self, cache: CacheCore, engine: Engine) -> None:
         self.cache = cache
@@ -131,19 +136,34 @@ class WriteCapture:
 
 
 def register(cache: CacheCore, scope: TransactionScope, tables: Iterable[str]) -> None:
-    """Have ``scope`` invalidate ``tables`` once it committed; a callback registered in a
-    savepoint that rolled back is gone from the scope, so its tables are registered again."""
+    """Have ``scope`` invalidate ``tables`` once it committed.
+
+    One callback a transaction: tables written later join the set of the last callback
+    still alive, so a commit costs one backend round trip (one ``MSET``) however many
+    tables it wrote. A callback registered in a savepoint that rolled back is gone from
+    the scope, so its tables are registered again; a table joining a callback of an outer
+    level is invalidated even if its own savepoint rolls back (more than needed, never
+    less).
+
+    Args:
+        cache: The cache to invalidate.
+        scope: The live transaction scope that wrote ``tables``.
+        tables: The names of the tables written.
+    """
     if scope.state is None:
         scope.state = {}
-    registered: list[tuple[Any, frozenset[str]]] = scope.state.setdefault(_CALLBACKS, [])
+    registered: list[tuple[Any, set[str]]] = scope.state.setdefault(_CALLBACKS, [])
     if registered:
         alive = scope.callbacks or []
         registered[:] = [(cb, t) for cb, t in registered if any(cb is c for c in alive)]
     covered: set[str] = set()
     for _cb, names in registered:
         covered |= names
-    new = frozenset(tables) - covered
+    new = set(tables) - covered
     if not new:
+        return
+    if registered:
+        registered[-1][1].update(new)  # read by its callback when the commit has happened
         return
     scope.add(functools.partial(cache.invalidate, new), on_commit=True, robust=True)  # type: ignore[attr-defined]
     assert scope.callbacks is not None
@@ -152,7 +172,15 @@ def register(cache: CacheCore, scope: TransactionScope, tables: Iterable[str]) -
 
 def note_write(session: Any, table: Any) -> None:
     """Tell the cache that ``session``'s transaction wrote ``table`` by a path SQLAlchemy
-    does not see (COPY, a driver connection): invalidated when that transaction commits."""
+    does not see (COPY, a driver connection): invalidated when that transaction commits.
+
+    Args:
+        session: The Session or AsyncSession whose transaction wrote.
+        table: The table written: a Table or its name.
+
+    Examples:
+        ``note_write(session, "events")`` after a ``COPY events FROM STDIN``.
+    """
     cache = cache_for(session)
     if cache is None:
         return

@@ -1,11 +1,12 @@
 """What the sync and async caches share without I/O: configuration, statistics, pending
-invalidations, the decision to bypass, single-flight bookkeeping and result (de)serialising."""
+invalidations, the decision to bypass and single-flight bookkeeping."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import inspect
 import logging
-import pickle
 import threading
 import weakref
 from collections import Counter
@@ -13,19 +14,18 @@ from collections.abc import Iterable
 from time import monotonic
 from typing import Any
 
-from sqlalchemy.engine import FrozenResult, Result
 from sqlalchemy.orm import Session
-from sqlalchemy.orm.loading import merge_frozen_result
 from sqlalchemy.sql.expression import TextClause, UpdateBase
 from sqlalchemy.sql.selectable import TextualSelect
 
 from dalkit.cache.errors import CacheConfigurationError, UncacheableStatementError
+from dalkit.cache.flights import Flight
 from dalkit.cache.keys import KeyBuilder
 from dalkit.cache.tables import ALL, tables_read
 from dalkit.cache.versions import Tokens, entry_tables
 from dalkit.transaction.scope import current_scope
 
-__all__ = ["WRITTEN", "CacheCore", "Flight", "cache_for", "sync_session"]
+__all__ = ["WRITTEN", "CacheCore", "cache_for", "sync_session"]
 
 log = logging.getLogger("dalkit.cache")
 
@@ -39,7 +39,11 @@ _CACHES: weakref.WeakKeyDictionary[Any, CacheCore] = weakref.WeakKeyDictionary()
 
 
 def sync_session(session: Any) -> Session:
-    """The ORM Session behind ``session`` (itself, or an AsyncSession's ``sync_session``)."""
+    """The ORM Session behind ``session``: itself, or an AsyncSession's ``sync_session``.
+
+    Raises:
+        TypeError: ``session`` is neither.
+    """
     inner = getattr(session, "sync_session", session)
     if not isinstance(inner, Session):
         raise TypeError(f"expected a Session or AsyncSession, got {type(session).__name__}")
@@ -47,28 +51,18 @@ def sync_session(session: Any) -> Session:
 
 
 def cache_for(session: Any) -> CacheCore | None:
-    """The cache installed on the database ``session`` is bound to, if any."""
+    """The cache installed on the database ``session`` is bound to.
+
+    Returns:
+        The cache, or None when that database has none.
+    """
     bind = sync_session(session).get_bind()
     return _CACHES.get(getattr(bind, "pool", None) or bind.engine.pool)
 
 
-class Flight:
-    """One query in progress for a key: callers that read the same tokens wait for it
-    instead of running the query again (a stampede on a cold key costs one query)."""
-
-    __slots__ = ("done", "payload", "tokens", "waiter")
-
-    def __init__(self, tokens: Tokens) -> None:
-        self.tokens = tokens
-        self.payload: Any = None
-        self.done = threading.Event()
-        self.waiter: Any = None  # the asyncio future of the async cache
-
-
 class CacheCore:
-    """Configuration and bookkeeping of one query cache; see QueryCache / AsyncQueryCache."""
-
-    is_async = False
+    """Configuration and bookkeeping of one query cache; see [`QueryCache`][dalkit.cache.QueryCache]
+    and [`AsyncQueryCache`][dalkit.cache.AsyncQueryCache], which add the I/O."""
 
     def __init__(
         self,
@@ -82,6 +76,12 @@ class CacheCore:
     ) -> None:
         if default_ttl <= 0:
             raise CacheConfigurationError(f"default_ttl must be positive, not {default_ttl}")
+        if not callable(getattr(backend, "fetch_async" if self.is_async else "fetch", None)):
+            raise CacheConfigurationError(
+                f"{type(backend).__name__} has no {'async' if self.is_async else 'sync'} API: "
+                "QueryCache takes MemoryBackend or RedisBackend, AsyncQueryCache takes "
+                "MemoryBackend or AsyncRedisBackend"
+            )
         self.backend = backend
         self.default_ttl = float(default_ttl)
         #: serve and fill the cache at REPEATABLE READ / SERIALIZABLE too (off: a cached
@@ -105,6 +105,16 @@ class CacheCore:
         self._flights: dict[str, Flight] = {}
         self._shape_tables: dict[Any, tuple[str, ...]] = {}
 
+    @property
+    def is_async(self) -> bool:
+        """Whether this cache serves an AsyncDatabase (its reads are coroutines)."""
+        return inspect.iscoroutinefunction(getattr(self, "cached", None))
+
+    @property
+    def locks_across_processes(self) -> bool:
+        """Whether a miss takes the backend's stampede lock (``stampede_lock=True``)."""
+        return bool(getattr(self.backend, "stampede_lock", False))
+
     # -- binding ---------------------------------------------------------------------------
     def _bind(self, database: Any, sync_engine: Any) -> None:
         if self.database is not None:
@@ -122,6 +132,10 @@ class CacheCore:
         self.keys = KeyBuilder(sync_engine.dialect, self.namespace)
         self._snapshot_per_transaction = sync_engine.dialect.name == "sqlite"
         _CACHES[sync_engine.pool] = self
+        # replica-bound read-only transactions get hits; their misses are never stored
+        router = getattr(database, "_replicas", None)
+        for replica in getattr(getattr(router, "replicas", None), "replicas", ()):
+            _CACHES[getattr(replica.engine, "sync_engine", replica.engine).pool] = self
 
     def token_names(self, tables: Iterable[str]) -> list[str]:
         """The backend's names for the tokens of ``tables`` of this database."""
@@ -134,11 +148,22 @@ class CacheCore:
             self._stats[name] += n
 
     def get_stats(self) -> dict[str, Any]:
-        """hits, misses, sets, invalidations, bypasses, errors, hit_ratio and pending."""
+        """The counters since the start (or the last ``pop_stats``).
+
+        Returns:
+            ``hits``, ``misses``, ``sets``, ``invalidations`` (tables bumped), ``bypasses``,
+            ``errors`` (backend failures), ``hit_ratio`` (hits / (hits + misses)) and
+            ``pending`` (invalidations waiting for the backend to come back).
+        """
         return self._snapshot(reset=False)
 
     def pop_stats(self) -> dict[str, Any]:
-        """Like :meth:`get_stats`, then start the counters over."""
+        """Like [`get_stats`][dalkit.cache.core.CacheCore.get_stats], then start the
+        counters over.
+
+        Returns:
+            The counters before the reset.
+        """
         return self._snapshot(reset=True)
 
     def _snapshot(self, reset: bool) -> dict[str, Any]:
@@ -152,8 +177,31 @@ class CacheCore:
         return stats
 
     def invalidate_soon(self, tables: Iterable[str]) -> None:
-        """Invalidate ``tables`` from sync code (engine events); the twins define it."""
-        raise NotImplementedError
+        """Invalidate ``tables`` from sync code (engine events).
+
+        The sync cache invalidates at once. The async cache bypasses the cache until the
+        invalidation is applied: on the running event loop if there is one, else by its next
+        call (process memory needs no awaiting and is bumped at once).
+
+        Args:
+            tables: The names of the tables written.
+        """
+        names = list(tables)
+        if not self.is_async:
+            self.invalidate(names)  # type: ignore[attr-defined]
+            return
+        if not self.shared:
+            self.backend.bump(self.token_names(names))
+            self.count("invalidations", len(names))
+            return
+        self.add_pending(names)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        task = loop.create_task(self.invalidate(()))  # type: ignore[attr-defined]
+        _background.add(task)
+        task.add_done_callback(_background.discard)
 
     # -- failures and pending invalidations --------------------------------------------------
     def failed(self, what: str, error: BaseException) -> None:
@@ -192,7 +240,18 @@ class CacheCore:
 
     # -- decisions -------------------------------------------------------------------------
     def tables_of(self, statement: Any, tables: Iterable[str] | None) -> tuple[str, ...]:
-        """The tables an entry for ``statement`` depends on; refuses what cannot be known."""
+        """The tables an entry for ``statement`` depends on.
+
+        Args:
+            statement: The statement to cache.
+            tables: Tables declared by the caller (required for text statements).
+
+        Returns:
+            The sorted table names, ``*`` among them.
+
+        Raises:
+            UncacheableStatementError: A write, or a text statement without ``tables``.
+        """
         if isinstance(statement, UpdateBase):
             raise UncacheableStatementError("only reads can be cached, not INSERT/UPDATE/DELETE")
         declared = [
@@ -208,7 +267,17 @@ class CacheCore:
     def bypass_reason(
         self, session: Session | None, tables: tuple[str, ...], statement: Any = None
     ) -> str | None:
-        """Why this read must go to the database, or None when the cache may serve it."""
+        """Why a read must go to the database.
+
+        Args:
+            session: The ORM session reading (None: the live transaction's, if any).
+            tables: The tables the read depends on.
+            statement: The statement, checked for row locks.
+
+        Returns:
+            The reason (``pending invalidation``, ``row locks``, ``snapshot isolation``,
+            ``own write``), or None when the cache may serve the read.
+        """
         if self._pending:
             return "pending invalidation"
         if getattr(statement, "_for_update_arg", None) is not None:
@@ -235,6 +304,11 @@ class CacheCore:
         )
 
     def ttl_of(self, ttl: float | None) -> float:
+        """The seconds an entry is kept: ``ttl``, or the default when None.
+
+        Raises:
+            CacheConfigurationError: ``ttl`` is not positive.
+        """
         if ttl is None:
             return self.default_ttl
         if ttl <= 0:
@@ -244,8 +318,22 @@ class CacheCore:
     def describe(
         self, statement: Any, params: Any, tables: Iterable[Any] | None
     ) -> tuple[str, tuple[str, ...]]:
-        """The key of ``statement`` with ``params``, and the tables its entry depends on
-        (remembered per statement shape: finding them walks the whole statement)."""
+        """The key of a read and the tables its entry depends on.
+
+        The tables are remembered per statement shape: finding them walks the statement.
+
+        Args:
+            statement: The statement to cache.
+            params: Bound parameters passed apart from the statement.
+            tables: Tables declared by the caller.
+
+        Returns:
+            The key, and the tables (see [`tables_of`][dalkit.cache.core.CacheCore.tables_of]).
+
+        Raises:
+            CacheConfigurationError: The cache is not bound to a database yet.
+            UncacheableStatementError: See ``tables_of``.
+        """
         if self.keys is None:
             self.key_of(statement, params)  # raises: not bound
         assert self.keys is not None
@@ -260,6 +348,11 @@ class CacheCore:
         return key, names
 
     def key_of(self, statement: Any, params: Any) -> str:
+        """The key of ``statement`` with ``params``.
+
+        Raises:
+            CacheConfigurationError: The cache is not bound to a database yet.
+        """
         if self.keys is None:
             raise CacheConfigurationError(
                 "this cache is not bound to a database: Database(..., cache=cache) or "
@@ -269,11 +362,21 @@ class CacheCore:
 
     @property
     def shared(self) -> bool:
+        """Whether the backend is shared between processes (entries stored pickled)."""
         return bool(getattr(self.backend, "shared", True))
 
     # -- flights ---------------------------------------------------------------------------
     def join_or_lead(self, key: str, tokens: Tokens) -> tuple[Flight, bool]:
-        """The flight for ``key`` and whether this caller leads it (runs the query)."""
+        """Join the flight for ``key``, or start one.
+
+        Args:
+            key: The missed entry's key.
+            tokens: The tokens the caller read: only a flight that read the same ones is
+                joined (its result is as fresh as the caller's would be).
+
+        Returns:
+            The flight, and whether this caller leads it (runs the query and lands it).
+        """
         with self._lock:
             flight = self._flights.get(key)
             if flight is not None and flight.tokens == tokens:
@@ -283,29 +386,15 @@ class CacheCore:
             return flight, True
 
     def land(self, key: str, flight: Flight, payload: Any) -> None:
+        """End the flight for ``key``: its waiters get ``payload`` (None: run your own)."""
         with self._lock:
             if self._flights.get(key) is flight:
                 del self._flights[key]
-        flight.payload = payload
-        flight.done.set()
+        flight.finish(payload)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.backend!r}, default_ttl={self.default_ttl})"
 
 
-def freeze(result: Result[Any], shared: bool) -> tuple[FrozenResult[Any], Any]:
-    """The result, buffered, and what to store: its pickle for a shared backend; for process
-    memory an unpickled copy, detached from the session that loaded it (whose later changes
-    must never reach the cache) and served without unpickling."""
-    frozen = result.freeze()
-    payload = pickle.dumps(frozen, protocol=pickle.HIGHEST_PROTOCOL)
-    return frozen, payload if shared else pickle.loads(payload)
-
-
-def thaw(session: Session, statement: Any, payload: Any) -> Result[Any]:
-    """A cached result as a live one; its entities are merged into ``session`` without a
-    query, so they behave like entities it loaded (changing one flushes an UPDATE)."""
-    frozen: FrozenResult[Any] = pickle.loads(payload) if isinstance(payload, bytes) else payload
-    if statement is not None and statement._propagate_attrs.get("compile_state_plugin") == "orm":
-        merged: FrozenResult[Any] = merge_frozen_result(  # type: ignore[no-untyped-call]
-            session, statement, frozen, load=False
-        )
-        return merged()
-    return frozen()
+# the async cache's invalidations scheduled from engine events, kept until they ran
+_background: set[asyncio.Task[None]] = set()

@@ -15,9 +15,20 @@ CacheT = TypeVar("CacheT", bound=CacheCore)
 
 
 def install(database: Any, cache: CacheT) -> CacheT:
-    """Bind ``cache`` to ``database`` and return it; ``database.cache`` is it from now on.
+    """Bind a query cache to a database; ``database.cache`` is it from now on.
 
-    A sync Database takes a QueryCache, an AsyncDatabase an AsyncQueryCache.
+    Args:
+        database: A Database (takes a QueryCache) or an AsyncDatabase (an AsyncQueryCache).
+        cache: The cache, not yet bound.
+
+    Returns:
+        ``cache``.
+
+    Raises:
+        CacheConfigurationError: The cache is of the other kind, or bound already.
+
+    Examples:
+        ``cache = install(db, QueryCache(MemoryBackend()))``
     """
     engine = database.engine
     is_async = hasattr(engine, "sync_engine")

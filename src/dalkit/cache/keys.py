@@ -18,7 +18,13 @@ _ADDRESS = re.compile(r" at 0x[0-9a-f]+")
 
 class KeyBuilder:
     """Builds keys for one dialect, remembering the compiled SQL of each statement shape
-    (SQLAlchemy's own cache key, values left out) so a hit compiles nothing."""
+    (SQLAlchemy's own cache key, values left out) so a hit compiles nothing.
+
+    Args:
+        dialect: The database's dialect: the SQL compiled for it is part of the key.
+        namespace: What every key starts with (the backend's prefix and the database id).
+        max_shapes: How many statement shapes to remember before starting over.
+    """
 
     def __init__(self, dialect: Dialect, namespace: str, max_shapes: int = 2000) -> None:
         self._dialect = dialect
@@ -27,13 +33,30 @@ class KeyBuilder:
         self._shapes: dict[Any, str] = {}
 
     def key(self, statement: Any, params: Mapping[str, Any] | None = None) -> str:
+        """The key of ``statement`` executed with ``params``.
+
+        Args:
+            statement: The statement.
+            params: Bound parameters passed apart from the statement.
+
+        Returns:
+            The key: a digest, never the SQL with its values.
+        """
         return self.key_and_shape(statement, params)[0]
 
     def key_and_shape(
         self, statement: Any, params: Mapping[str, Any] | None = None
     ) -> tuple[str, Any]:
-        """The key, and the statement's shape (hashable, values left out; None when
-        SQLAlchemy cannot key the statement)."""
+        """The key, and the statement's shape.
+
+        Args:
+            statement: The statement.
+            params: Bound parameters passed apart from the statement.
+
+        Returns:
+            The key, and the shape (hashable, values left out; None when SQLAlchemy cannot
+            key the statement).
+        """
         cache_key = statement._generate_cache_key()
         values: list[Any]
         if cache_key is None:  # a construct SQLAlchemy cannot key: compile it every time
@@ -65,7 +88,17 @@ class KeyBuilder:
 
 
 def function_key(namespace: str, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
-    """The key of one call of a memoized function: its qualified name and its arguments."""
+    """The key of one call of a memoized function.
+
+    Args:
+        namespace: What every key of the cache starts with.
+        name: The function's qualified name.
+        args: Its positional arguments.
+        kwargs: Its keyword arguments.
+
+    Returns:
+        A digest of the name and the arguments' reprs.
+    """
     material = f"{name}\x00{args!r}\x00{sorted(kwargs.items())!r}"
     digest = hashlib.blake2b(material.encode(), digest_size=20).hexdigest()
     return f"{namespace}:f:{digest}"

@@ -1,7 +1,7 @@
 """Repository reads through the cache: a repository class opts in with ``cache_ttl = 60`` and
 its ``get``, ``get_many``, ``find``, ``list``, ``first``, ``count``, ``exists``, ``paginate``
 and ``paginate_cursor`` are served from its database's cache (the SQL hooks call
-:func:`read_through` where they would call ``session.execute``)."""
+``read_through`` where they would call ``session.execute``)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,14 @@ __all__ = ["cache_ttl_of", "read_through"]
 
 
 def cache_ttl_of(repository: Any) -> float | None:
-    """The repository's ``cache_ttl`` class attribute: None (or 0) means no caching."""
+    """The repository's ``cache_ttl`` class attribute.
+
+    Args:
+        repository: A repository instance.
+
+    Returns:
+        Its seconds, or None (also for 0): not cached.
+    """
     ttl = getattr(type(repository), "cache_ttl", None)
     return float(ttl) if ttl else None
 
@@ -23,11 +30,18 @@ def read_through(repository: Any, statement: Any, params: Mapping[str, Any] | No
     """``repository.session.execute(statement, params)``, served from the cache when the
     repository opted in and its database has a cache.
 
-    Returns what ``session.execute`` returns: a Result for a Session, an awaitable of one for
-    an AsyncSession, so the async source and its generated sync twin read the same
-    (``await read_through(self, statement)`` / ``read_through(self, statement)``). Entities
-    served from the cache are merged into the repository's session without a query: they
-    behave like loaded ones, and changing one flushes an UPDATE.
+    Entities served from the cache are merged into the repository's session without a
+    query: they behave like loaded ones, and changing one flushes an UPDATE.
+
+    Args:
+        repository: The repository reading (its ``session`` and ``cache_ttl``).
+        statement: The select to run.
+        params: Bound parameters passed apart from the statement.
+
+    Returns:
+        What ``session.execute`` returns: a Result for a Session, an awaitable of one for
+        an AsyncSession, so the async source and its generated sync twin read the same
+        (``await read_through(self, statement)`` / ``read_through(self, statement)``).
     """
     session = repository.session
     ttl = cache_ttl_of(repository)

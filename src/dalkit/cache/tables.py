@@ -35,14 +35,28 @@ _TARGET = {
 
 
 def table_name(table: Any) -> str:
-    """``schema.name`` or ``name``: the same string for a Table and for a parsed target."""
+    """The name the cache knows a table by.
+
+    Args:
+        table: A Table (or anything with ``name`` and ``schema``).
+
+    Returns:
+        ``schema.name`` or ``name``: the same string for a Table and for a parsed target.
+    """
     schema = getattr(table, "schema", None)
     return f"{schema}.{table.name}" if schema else str(table.name)
 
 
 def tables_read(statement: Any) -> frozenset[str]:
-    """Every table ``statement`` reads, including those its eager relationship loads and
-    loader options reach; empty for a text statement (which must then declare its tables)."""
+    """Every table a statement reads.
+
+    Args:
+        statement: A Core or ORM select (or any executable).
+
+    Returns:
+        Its tables, including those its eager relationship loads and loader options reach;
+        empty for a text statement (which must then declare its tables).
+    """
     if isinstance(statement, TextClause):
         return frozenset()
     found: set[str] = set()
@@ -109,8 +123,15 @@ def _from_clause_tables(clause: Any) -> set[str]:
 
 
 def dependents(table: Table) -> set[str]:
-    """Tables whose foreign keys to ``table`` cascade (``ON DELETE/UPDATE CASCADE``, ``SET
-    NULL``, ``SET DEFAULT``): a write to ``table`` changes their rows too, recursively."""
+    """The tables a write to ``table`` changes too.
+
+    Args:
+        table: The table written.
+
+    Returns:
+        The tables whose foreign keys to ``table`` cascade (``ON DELETE/UPDATE CASCADE``,
+        ``SET NULL``, ``SET DEFAULT``), recursively.
+    """
     found: set[str] = set()
     pending = [table]
     while pending:
@@ -130,8 +151,15 @@ def dependents(table: Table) -> set[str]:
 
 
 def text_targets(sql: str) -> frozenset[str] | None:
-    """Tables a raw SQL text writes: empty for a read, the target of a plain INSERT, UPDATE
-    or DELETE, ``{ALL}`` for DDL or anything else that may write; None when it is no write."""
+    """The tables a raw SQL text writes.
+
+    Args:
+        sql: The statement as sent to the database.
+
+    Returns:
+        The target of a plain INSERT, UPDATE or DELETE; ``{ALL}`` for DDL or anything else
+        that may write; None (or empty) when it writes nothing.
+    """
     if _WRITE_WORDS.search(sql) is None:
         return None
     statements = [s for s in sqlparse.parse(sql) if str(s).strip()]

@@ -15,37 +15,74 @@ when its query opened the transaction.
 
 Tokens are random, never counters: a Redis that lost its data (restart, flush, eviction)
 gives a table a fresh token that no surviving entry can carry, and a missing token is created
-before the query rather than read as "version 0". The pseudo-table ``*`` is part of every
+before the query rather than read as "version 0". With read replicas, "ran its query after the
+commit" also needs a node that has replayed it: only results read on the primary are stored
+(dalkit.engine.autoroute.pin_to_primary). The pseudo-table ``*`` is part of every
 entry's tables: bumping it (DDL, writes whose target is unknown) invalidates everything.
 """
 
 from __future__ import annotations
 
 import os
-import pickle
 from collections.abc import Iterable
 
 from dalkit.cache.tables import ALL
 
-__all__ = ["Tokens", "decode_entry", "encode_entry", "entry_tables", "new_token"]
+__all__ = ["Tokens", "encode_entry", "entry_payload", "entry_tables", "new_token"]
 
-#: the tokens of an entry's tables, in the order of :func:`entry_tables`
+#: the tokens of an entry's tables, in the order of ``entry_tables``
 Tokens = tuple[str, ...]
+
+# an entry is its tokens in a header, then its payload: checking it needs no unpickling, and an
+# entry of another format (an older dalkit) never matches and is read as a miss
+_FORMAT = "dalkit-entry-1:"
 
 
 def new_token() -> str:
+    """A fresh random token (never a counter: see the module docstring)."""
     return os.urandom(9).hex()
 
 
 def entry_tables(tables: Iterable[str]) -> tuple[str, ...]:
-    """The tables an entry depends on, in a fixed order, always including ``*``."""
+    """The tables an entry depends on, in a fixed order, always including ``*``.
+
+    Args:
+        tables: The tables the statement reads.
+
+    Returns:
+        The sorted table names, ``*`` among them.
+    """
     return tuple(sorted({ALL, *tables}))
 
 
 def encode_entry(tokens: Tokens, payload: bytes) -> bytes:
-    return pickle.dumps((tokens, payload), protocol=pickle.HIGHEST_PROTOCOL)
+    """The stored form of an entry: its tokens, then its payload.
+
+    Args:
+        tokens: The tokens of the entry's tables, read before its query ran.
+        payload: The pickled result.
+
+    Returns:
+        The bytes to store.
+    """
+    return _header(tokens) + payload
 
 
-def decode_entry(raw: bytes) -> tuple[Tokens, bytes]:
-    tokens, payload = pickle.loads(raw)
-    return tuple(tokens), payload
+def entry_payload(raw: bytes | None, tokens: Tokens) -> bytes | None:
+    """The payload of a stored entry when it carries exactly ``tokens``, else None.
+
+    Args:
+        raw: What the backend holds under the entry's key (None: nothing).
+        tokens: The current tokens of the entry's tables.
+
+    Returns:
+        The payload, or None when the entry is missing, stale or of another format.
+    """
+    if raw is None:
+        return None
+    header = _header(tokens)
+    return raw[len(header) :] if raw.startswith(header) else None
+
+
+def _header(tokens: Tokens) -> bytes:
+    return f"{_FORMAT}{','.join(tokens)}\n".encode()

@@ -1,9 +1,10 @@
-"""The observability section of the tour: an N+1 caught and fixed, a plan before and after an
-index, and the index advice table."""
+"""The observability section of the tour: an N+1 caught and fixed, an eager load nobody read,
+a plan before and after an index, and the index advice table."""
 
 from __future__ import annotations
 
 import time
+import warnings
 from typing import Any
 
 import sqlalchemy as sa
@@ -14,7 +15,15 @@ from dalkit.cli._render import cell
 from dalkit.cli.demo_models import Post, User
 from dalkit.cli.inspect import advice_table
 from dalkit.database import Database
-from dalkit.observe import NPlusOneError, QueryPlan, explain, index_advice, install, table_stats
+from dalkit.observe import (
+    NPlusOneError,
+    QueryPlan,
+    UnusedEagerLoadWarning,
+    explain,
+    index_advice,
+    install,
+    table_stats,
+)
 from dalkit.repository.sql import Repository
 
 __all__ = ["run_observe_demo"]
@@ -83,6 +92,17 @@ def _nplusone(db: Database, console: Console, observer: Any) -> None:
         table.add_row(
             cell('load=["author"]'), cell(budget.queries), cell(f"{len(names)} posts, no N+1")
         )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UnusedEagerLoadWarning)
+        with observer.detect_nplusone("raise"), db.session() as session:
+            with observer.query_budget(max_queries=100) as budget:
+                _ = [p.title for p in _Posts(session).list(author_id__in=ids, load=["author"])]
+    unused = [str(w.message).split(" by the read")[0] for w in caught]
+    table.add_row(
+        cell('load=["author"], author never read'),
+        cell(budget.queries),
+        cell(unused[0] if unused else "not caught"),
+    )
     console.print(table)
 
 

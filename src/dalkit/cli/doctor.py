@@ -1,8 +1,11 @@
-"""``dalkit doctor``: can the database (and Redis) be reached, and how is the pool set up and doing.
+"""``dalkit doctor``: can the database (its replicas, and Redis) be reached, and how is the pool
+set up and doing.
 
-Exit code 0 when every check passed, 1 when one failed, 2 when the configuration is unusable
-(no URL, a malformed one, an unknown ``DALKIT_DATABASE_*`` variable). It creates nothing: a
-SQLite file that does not exist is reported, not made.
+Exit code 0 when every check passed, 1 when one failed (a replica that is down, lagging or not
+in recovery counts), 2 when the configuration is unusable (no URL, a malformed one, an unknown
+``DALKIT_DATABASE_*`` variable). It creates nothing: a SQLite file that does not exist is
+reported, not made. Replicas come from ``--replica URL`` (repeatable) or ``DALKIT_REPLICA_URLS``
+(comma-separated); each is named ``host:port``, never by its URL.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from time import perf_counter
 from typing import Annotated, Any
 
@@ -18,6 +21,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
+from sqlalchemy.engine import Engine
 
 from dalkit.cli._render import cell, health_rows, status
 from dalkit.config import URL_ENV as DATABASE_URL_ENV
@@ -25,11 +29,23 @@ from dalkit.config import DatabaseConfig
 from dalkit.database import Database
 from dalkit.engine.health import HealthCheckResult
 from dalkit.engine.options import existing_database_only
+from dalkit.engine.replica_setup import replica_router
 from dalkit.errors import ConfigurationError, ConnectionFailedError
 from dalkit.redis.config import URL_ENV as REDIS_URL_ENV
 
 #: a flag takes no value: without it, Typer's help shows ``--json <bool>``
 FLAG_METAVAR = ""
+#: comma-separated replica URLs, when no ``--replica`` is given
+REPLICA_URLS_ENV = "DALKIT_REPLICA_URLS"
+#: a replica further behind than this fails the check (the default of ``max_replica_lag_s``)
+MAX_REPLICA_LAG_S = 5.0
+# the replica's own view of its lag: 0 when it has replayed all it received, else the age of
+# the last transaction it replayed (pg_last_xact_replay_timestamp); None on a primary
+_REPLICA_LAG = (
+    "SELECT CASE WHEN NOT pg_is_in_recovery() THEN NULL "
+    "WHEN pg_last_wal_receive_lsn() IS NOT DISTINCT FROM pg_last_wal_replay_lsn() THEN 0 "
+    "ELSE EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp())::float8 END"
+)
 
 
 def doctor(
@@ -44,6 +60,13 @@ def doctor(
         str | None,
         typer.Option(envvar=REDIS_URL_ENV, help="Also check this Redis server."),
     ] = None,
+    replica: Annotated[
+        list[str] | None,
+        typer.Option(
+            help=f"Also check this read replica (repeatable; default: {REPLICA_URLS_ENV}, "
+            "comma-separated)."
+        ),
+    ] = None,
     as_json: Annotated[
         bool,
         typer.Option(
@@ -51,9 +74,10 @@ def doctor(
         ),
     ] = False,
 ) -> None:
-    """Check the database (and Redis): health, server version, pool settings and statistics."""
+    """Check the database (its replicas, and Redis): health, server version, pool settings and
+    statistics, and each replica's state and lag."""
     try:
-        report = collect_report(url, redis_url, os.environ)
+        report = collect_report(url, redis_url, os.environ, replica or ())
     except ConfigurationError as exc:
         typer.echo(f"dalkit doctor: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -74,26 +98,48 @@ class DoctorReport:
     pool_stats: dict[str, int | float] | None
     redis: HealthCheckResult | None = None
     redis_pool: dict[str, int] | None = None
+    #: one entry per replica: name (host:port), state, lag_s, reads, errors, error
+    replicas: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return self.database.ok and (self.redis is None or self.redis.ok)
+        replicas_ok = all(r["state"] == "healthy" for r in self.replicas)
+        return self.database.ok and replicas_ok and (self.redis is None or self.redis.ok)
 
     def as_dict(self) -> dict[str, Any]:
         redis = None
         if self.redis is not None:
             redis = {**self.redis.as_dict(), "pool": self.redis_pool}
         database = {**self.database.as_dict(), "pool": self.pool, "pool_stats": self.pool_stats}
-        return {"ok": self.ok, "database": database, "redis": redis}
+        return {"ok": self.ok, "database": database, "replicas": self.replicas, "redis": redis}
 
 
 def collect_report(
-    url: str | None, redis_url: str | None, environ: Mapping[str, str]
+    url: str | None,
+    redis_url: str | None,
+    environ: Mapping[str, str],
+    replicas: Sequence[str] = (),
 ) -> DoctorReport:
-    """Check the database and, given a URL, Redis; ``Database.from_env`` semantics for the URL."""
+    """Check the database, its replicas and, given a URL, Redis.
+
+    Args:
+        url: The database URL; None reads ``DALKIT_DATABASE_URL`` (``Database.from_env``).
+        redis_url: A Redis server to check too; None reads ``DALKIT_REDIS_URL``.
+        environ: The environment to read those variables from.
+        replicas: Replica URLs; empty reads ``DALKIT_REPLICA_URLS`` (comma-separated).
+
+    Returns:
+        What was found, every URL masked and every replica named ``host:port``.
+
+    Raises:
+        ConfigurationError: The configuration is unusable (no URL, a malformed one, replicas
+            of a database that is not PostgreSQL).
+    """
     # --url replaces only the URL: pool options still come from DALKIT_DATABASE_<OPTION>
     env = {**environ, DATABASE_URL_ENV: url} if url else environ
-    report = _check_database(DatabaseConfig.from_env(env))
+    if not replicas:
+        replicas = [u.strip() for u in environ.get(REPLICA_URLS_ENV, "").split(",") if u.strip()]
+    report = _check_database(DatabaseConfig.from_env(env), replicas)
     redis_url = redis_url or environ.get(REDIS_URL_ENV)
     if redis_url:
         # imported here: the redis extra is needed only when a Redis URL is given
@@ -106,7 +152,7 @@ def collect_report(
     return report
 
 
-def _check_database(config: DatabaseConfig) -> DoctorReport:
+def _check_database(config: DatabaseConfig, replicas: Sequence[str]) -> DoctorReport:
     started = perf_counter()
     try:
         opened = existing_database_only(config)
@@ -118,8 +164,61 @@ def _check_database(config: DatabaseConfig) -> DoctorReport:
             db.health_check(), url=config.safe_url, database=config.url.database
         )
         if not health.ok:
-            return DoctorReport(health, None, None)
-        return DoctorReport(health, _pool_settings(db), db.pool_stats())
+            return DoctorReport(health, None, None, replicas=_check_replicas(db, replicas))
+        return DoctorReport(
+            health,
+            _pool_settings(db),
+            db.pool_stats(),
+            replicas=_check_replicas(db, replicas),
+        )
+
+
+def _check_replicas(db: Database, urls: Sequence[str]) -> list[dict[str, Any]]:
+    """Probe each replica as the replica monitor does, with its own view of its lag."""
+    router = replica_router(
+        db,
+        db.engine,
+        db.config,
+        list(urls),
+        None,
+        max_lag_s=MAX_REPLICA_LAG_S,
+        interval_s=1.0,
+        pgbouncer=False,
+    )
+    if router is None:
+        return []
+    try:
+        router.check()
+        rows = []
+        for replica in router.replicas.replicas:
+            lag = _replica_lag(replica.engine) if replica.state == "healthy" else None
+            state = replica.state
+            if state == "healthy" and lag is None:
+                state = "not in recovery"  # a primary, or a promoted replica
+            elif lag is not None and lag > MAX_REPLICA_LAG_S:
+                state = "lagging"
+            rows.append(
+                {
+                    "name": replica.name,
+                    "state": state,
+                    "lag_s": lag,
+                    "reads": replica.reads,
+                    "errors": replica.errors,
+                    "error": replica.error,
+                }
+            )
+        return rows
+    finally:
+        router.close()
+
+
+def _replica_lag(engine: Engine) -> float | None:
+    try:
+        with engine.connect() as connection:
+            lag = connection.exec_driver_sql(_REPLICA_LAG).scalar_one()
+    except Exception:  # down since the probe: the probe's state stands
+        return None
+    return None if lag is None else max(0.0, float(lag))
 
 
 def _pool_settings(db: Database) -> dict[str, Any]:
@@ -153,6 +252,9 @@ def render_report(report: DoctorReport) -> Table:
     if report.pool_stats is not None:
         table.add_section()
         _add_rows(table, "pool stats", [(k, cell(v)) for k, v in report.pool_stats.items()])
+    if report.replicas:
+        table.add_section()
+        _add_rows(table, "replicas", [(r["name"], _replica_cell(r)) for r in report.replicas])
     if report.redis is not None:
         table.add_section()
         pool = report.redis_pool or {}
@@ -161,6 +263,17 @@ def render_report(report: DoctorReport) -> Table:
     verdict = ": every check passed" if report.ok else ": at least one check failed"
     table.caption = status(report.ok).append(verdict)
     return table
+
+
+def _replica_cell(replica: Mapping[str, Any]) -> Text:
+    lag = "-" if replica["lag_s"] is None else f"{replica['lag_s']:.3f} s"
+    text = status(replica["state"] == "healthy").append(
+        f" {replica['state']}, lag {lag}, {replica['reads']} reads routed, "
+        f"{replica['errors']} errors"
+    )
+    if replica["error"]:
+        text.append(f" ({replica['error']})", style="red")
+    return text
 
 
 def _add_rows(table: Table, area: str, rows: list[tuple[str, Text]]) -> None:

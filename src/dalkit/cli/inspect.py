@@ -1,6 +1,6 @@
-"""``dalkit inspect``: a statement's plan, table statistics, index advice and query statistics,
-as Rich tables or ``--json``. Exit code 1 when a plan or the index advice holds a warning (so CI
-can gate on it), 2 when the configuration is unusable."""
+"""``dalkit inspect``: the plan of a statement or a repository read, table statistics, index
+advice and query statistics, as Rich tables or ``--json``. Exit code 1 when a plan or the index
+advice holds a warning (so CI can gate on it), 2 when the configuration is unusable."""
 
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ from dalkit.cli._render import cell
 from dalkit.config import DatabaseConfig
 from dalkit.database import Database
 from dalkit.errors import ConfigurationError, DalkitError
+from dalkit.observe import RepositoryQuery, index_advice, install, table_stats
 from dalkit.observe import explain as explain_plan
-from dalkit.observe import index_advice, install, table_stats
 
 inspect_app = typer.Typer(
     name="inspect",
@@ -81,10 +81,25 @@ def _print(data: Any) -> None:
 
 @inspect_app.command()
 def explain(
-    sql: Annotated[str, typer.Argument(help="The statement, with :named parameters.")],
-    param: Annotated[
-        list[str] | None, typer.Option("--param", "-p", help="A parameter as name=value.")
+    sql: Annotated[
+        str | None,
+        typer.Argument(help="The statement, with :named parameters (or use --repository)."),
     ] = None,
+    param: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--param", "-p", help="A parameter as name=value (a filter, with --repository)."
+        ),
+    ] = None,
+    repository: Annotated[
+        str | None,
+        typer.Option(
+            help="Explain a repository read instead: module:RepositoryClass, filters as -p, "
+            "as list() sends it."
+        ),
+    ] = None,
+    sort: Annotated[str | None, typer.Option(help="The read's sort, with --repository.")] = None,
+    limit: Annotated[int | None, typer.Option(help="The read's limit, with --repository.")] = None,
     analyze: Annotated[
         bool, typer.Option("--analyze", help="Run it (PostgreSQL; writes are rolled back).")
     ] = False,
@@ -94,10 +109,17 @@ def explain(
     url: UrlOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Show the plan of SQL and what in it deserves a look."""
+    """Show the plan of SQL, or of a repository read, and what in it deserves a look."""
     params = dict(_param(p) for p in param or ())
+    if (sql is None) == (repository is None):
+        typer.echo("dalkit inspect explain: give either SQL or --repository", err=True)
+        raise typer.Exit(2)
     with _database(url) as db, db.connection() as conn:
-        plan = explain_plan(conn, sql, params, analyze=analyze, buffers=buffers)
+        if repository is not None:
+            read = RepositoryQuery(_load(repository, "explain"), sort=sort, limit=limit, **params)
+            plan = explain_plan(conn, read, analyze=analyze, buffers=buffers)
+        else:
+            plan = explain_plan(conn, str(sql), params, analyze=analyze, buffers=buffers)
     if as_json:
         _print(
             {
@@ -208,15 +230,15 @@ def queries(
     Console().print(view)
 
 
-def _load(target: str) -> Callable[[Database], Any]:
+def _load(target: str, command: str = "queries") -> Callable[..., Any]:
     module_name, _, attribute = target.partition(":")
     try:
         function = getattr(importlib.import_module(module_name), attribute)
     except (ImportError, AttributeError, ValueError) as exc:
-        typer.echo(f"dalkit inspect queries: cannot load {target!r}: {exc}", err=True)
+        typer.echo(f"dalkit inspect {command}: cannot load {target!r}: {exc}", err=True)
         raise typer.Exit(2) from None
     if not callable(function):
-        typer.echo(f"dalkit inspect queries: {target!r} is not callable", err=True)
+        typer.echo(f"dalkit inspect {command}: {target!r} is not callable", err=True)
         raise typer.Exit(2)
     return function  # type: ignore[no-any-return]
 

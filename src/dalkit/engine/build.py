@@ -62,7 +62,19 @@ _DRIVERS = {
 
 
 def resolve_url(config: DatabaseConfig, *, is_async: bool) -> URL:
-    """The URL with dalkit's driver for this API filled in; checks the driver is installed."""
+    """The URL with dalkit's driver for this API filled in.
+
+    Args:
+        config: The database's configuration.
+        is_async: Whether the URL is for an AsyncDatabase.
+
+    Returns:
+        ``config.url`` with a driver (psycopg or asyncpg, sqlite3 or aiosqlite by default).
+
+    Raises:
+        ConfigurationError: An unsupported database or driver, a driver of the other API, or
+            a driver (or greenlet, for async) that is not installed.
+    """
     url = config.url
     backend = url.get_backend_name()
     driver = url.get_driver_name() if "+" in url.drivername else None
@@ -94,7 +106,16 @@ def resolve_url(config: DatabaseConfig, *, is_async: bool) -> URL:
 
 
 def engine_kwargs(config: DatabaseConfig, url: URL, pool_class: type[Any]) -> dict[str, Any]:
-    """Keyword arguments for ``create_engine``/``create_async_engine``."""
+    """Keyword arguments for ``create_engine``/``create_async_engine``.
+
+    Args:
+        config: The database's configuration (pool sizes, timeouts, connect arguments).
+        url: The URL from `resolve_url()`.
+        pool_class: The (instrumented) pool class to use.
+
+    Returns:
+        The keyword arguments, connect arguments included.
+    """
     driver = url.get_driver_name()
     connect_args: dict[str, Any] = {}
     kwargs: dict[str, Any] = {"echo": config.echo}
@@ -142,8 +163,11 @@ def _pool_kwargs(config: DatabaseConfig) -> dict[str, Any]:
 def install_hooks(engine: Engine, config: DatabaseConfig, *, on_connect_error: Any = None) -> None:
     """Attach the SQLite fix, the init hook and error translation to ``engine``.
 
-    ``engine`` is the sync engine, also under an AsyncEngine: SQLAlchemy's events are
-    synchronous, and async drivers are reached through their adapters.
+    Args:
+        engine: The sync engine, also under an AsyncEngine: SQLAlchemy's events are
+            synchronous, and async drivers are reached through their adapters.
+        config: The database's configuration (its ``init`` hook, its secrets to scrub).
+        on_connect_error: Called when a connection cannot be opened (the pool metrics count it).
     """
     if engine.dialect.name == "sqlite":
         _install_sqlite(engine, config)
@@ -225,7 +249,17 @@ def _install_init(engine: Engine, init: Any) -> None:
 
 
 def build_engine(config: DatabaseConfig) -> tuple[Engine, PoolMetrics]:
-    """A sync engine for ``config`` with dalkit's hooks and pool metrics installed."""
+    """A sync engine for ``config`` with dalkit's hooks and pool metrics installed.
+
+    Args:
+        config: The database's configuration.
+
+    Returns:
+        The engine and the metrics of its pool.
+
+    Raises:
+        ConfigurationError: See `resolve_url()`.
+    """
     url = resolve_url(config, is_async=False)
     metrics = PoolMetrics(config.leak_threshold_s)
     engine = create_engine(
@@ -236,7 +270,17 @@ def build_engine(config: DatabaseConfig) -> tuple[Engine, PoolMetrics]:
 
 
 def build_async_engine(config: DatabaseConfig) -> tuple[AsyncEngine, PoolMetrics]:
-    """An async engine for ``config`` with dalkit's hooks and pool metrics installed."""
+    """An async engine for ``config`` with dalkit's hooks and pool metrics installed.
+
+    Args:
+        config: The database's configuration.
+
+    Returns:
+        The engine and the metrics of its pool.
+
+    Raises:
+        ConfigurationError: See `resolve_url()`.
+    """
     url = resolve_url(config, is_async=True)
     metrics = PoolMetrics(config.leak_threshold_s)
     # imported here: sqlalchemy.ext.asyncio needs greenlet, which only the async extras bring
@@ -260,10 +304,24 @@ def _install_all(engine: Engine, config: DatabaseConfig, metrics: PoolMetrics) -
 
 
 def get_driver_connection(connection: Connection) -> Any:
-    """The driver's own connection (psycopg, sqlite3) behind a SQLAlchemy connection."""
+    """The driver's own connection (psycopg, sqlite3) behind a SQLAlchemy connection.
+
+    Args:
+        connection: A connection checked out of a sync engine.
+
+    Returns:
+        The psycopg or sqlite3 connection, for work SQLAlchemy does not cover (COPY).
+    """
     return connection.connection.driver_connection
 
 
 async def get_async_driver_connection(connection: AsyncConnection) -> Any:
-    """The driver's own connection (asyncpg, psycopg, aiosqlite) behind an async connection."""
+    """The driver's own connection (asyncpg, psycopg, aiosqlite) behind an async connection.
+
+    Args:
+        connection: A connection checked out of an async engine.
+
+    Returns:
+        The driver's connection, for work SQLAlchemy does not cover (COPY).
+    """
     return (await connection.get_raw_connection()).driver_connection

@@ -29,8 +29,15 @@ _RETURNED_AT = "dalkit.returned_at"
 
 
 def peer_closed(dbapi_connection: Any) -> bool:
-    """True when the server has closed the connection or sent it something unasked (an error
-    before closing, a notice): either way it is worth a ping before use."""
+    """Whether a pooled connection is worth a ping before use, without a round trip.
+
+    Args:
+        dbapi_connection: The driver's connection (psycopg, or asyncpg behind its adapter).
+
+    Returns:
+        True when the server has closed the connection or sent it something unasked (an error
+        before closing, a notice); False when nothing arrived or the socket cannot be seen.
+    """
     try:
         socket_fd = _socket_of(dbapi_connection)
     except Exception:
@@ -59,8 +66,12 @@ def _socket_of(dbapi_connection: Any) -> int | None:
 
 
 def install(engine: Engine, *, ping_after_idle_s: float = DEFAULT_PING_AFTER_IDLE_S) -> None:
-    """Check liveness at each checkout of ``engine``'s pool (the sync engine under an
-    AsyncEngine); SQLite files need no check."""
+    """Check liveness at each checkout of ``engine``'s pool; SQLite files need no check.
+
+    Args:
+        engine: The sync engine (under an AsyncEngine too).
+        ping_after_idle_s: Ping a connection idle longer than this even when nothing arrived.
+    """
     if engine.dialect.name == "sqlite":
         return
     dialect = engine.dialect

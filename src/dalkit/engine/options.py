@@ -43,6 +43,12 @@ def memory_sqlite_pool_kwargs(config: DatabaseConfig) -> dict[str, Any]:
     (``file:x?mode=memory&cache=shared``) would give each checkout its own connection, but
     its table locks fail at once (SQLITE_LOCKED ignores busy_timeout): writers would get
     errors instead of waiting their turn.
+
+    Args:
+        config: The database's configuration (its ``pool_timeout``).
+
+    Returns:
+        Keyword arguments for the engine's pool.
     """
     return {
         "pool_size": 1,
@@ -56,9 +62,11 @@ def memory_sqlite_pool_kwargs(config: DatabaseConfig) -> dict[str, Any]:
 def install_sqlite_read_only(engine: Engine) -> None:
     """Make transactions begun with ``SQLITE_QUERY_ONLY_OPTION`` refuse writes on ``engine``.
 
-    ``engine`` is the sync engine, also under an AsyncEngine. The pragma is turned off again
-    at COMMIT or ROLLBACK, and on checkin should the transaction end some other way, so the
-    pooled connection serves the next writer normally.
+    The pragma is turned off again at COMMIT or ROLLBACK, and on checkin should the transaction
+    end some other way, so the pooled connection serves the next writer normally.
+
+    Args:
+        engine: A SQLite engine: the sync engine, also under an AsyncEngine.
     """
 
     @event.listens_for(engine, "begin")
@@ -94,10 +102,17 @@ def _set_query_only(dbapi_connection: Any, info: dict[Any, Any], *, on: bool) ->
 def existing_database_only(config: DatabaseConfig) -> DatabaseConfig:
     """``config``, changed so that connecting never creates a SQLite file that does not exist.
 
-    Raises ConnectionFailedError naming the path when the file is missing. The check alone
-    would race with a file deleted in between, so the file is also opened through a SQLite URI
-    with ``mode=rw``, which makes SQLite itself refuse to create it. Other databases, and
-    in-memory SQLite, are returned unchanged.
+    The check alone would race with a file deleted in between, so the file is also opened
+    through a SQLite URI with ``mode=rw``, which makes SQLite itself refuse to create it.
+
+    Args:
+        config: The database's configuration.
+
+    Returns:
+        The configuration to connect with; other databases, and in-memory SQLite, unchanged.
+
+    Raises:
+        ConnectionFailedError: The SQLite file does not exist (the message names its path).
     """
     url = config.url
     if url.get_backend_name() != "sqlite" or is_memory_sqlite(url) or url.database is None:

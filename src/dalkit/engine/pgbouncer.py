@@ -34,9 +34,23 @@ def _statement_name() -> str:
 
 
 def pgbouncer_config(config: DatabaseConfig) -> DatabaseConfig:
-    """``config`` made safe for PgBouncer's transaction mode: no server-side prepared
-    statements (psycopg ``prepare_threshold=None``; asyncpg ``statement_cache_size=0`` and
-    SQLAlchemy's ``prepared_statement_cache_size=0``) and no session settings at connect."""
+    """``config`` made safe for PgBouncer's transaction mode.
+
+    No server-side prepared statements (psycopg ``prepare_threshold=None``; asyncpg
+    ``statement_cache_size=0``, unique statement names and SQLAlchemy's
+    ``prepared_statement_cache_size=0``) and no session settings at connect.
+
+    Args:
+        config: The database's configuration.
+
+    Returns:
+        The configuration to connect through PgBouncer with.
+
+    Raises:
+        ConfigurationError: The URL is not PostgreSQL's.
+        PgBouncerError: ``statement_timeout_ms`` or ``connect_args["options"]`` is set: session
+            state that transaction pooling would hand to other clients.
+    """
     if config.backend != "postgresql":
         raise ConfigurationError("pgbouncer=True needs a PostgreSQL URL")
     if config.statement_timeout_ms is not None:
@@ -63,9 +77,16 @@ def pgbouncer_config(config: DatabaseConfig) -> DatabaseConfig:
 
 
 def check_session_lock_allowed(db: object, alternative: str = "pg_try_advisory_xact_lock") -> None:
-    """Raise PgBouncerError when ``db`` runs behind PgBouncer: a session-level advisory lock
-    would stay on a server connection other clients then use. For callers such as the outbox
-    relay; ``alternative`` names what to use instead."""
+    """Refuse a session-level advisory lock when ``db`` runs behind PgBouncer: the lock would
+    stay on a server connection other clients then use. For callers such as the outbox relay.
+
+    Args:
+        db: The database (its ``pgbouncer`` attribute says whether it runs behind PgBouncer).
+        alternative: The function to use instead, named in the error.
+
+    Raises:
+        PgBouncerError: ``db`` was created with ``pgbouncer=True``.
+    """
     if getattr(db, "pgbouncer", False):
         raise PgBouncerError(
             "session-level advisory locks (pg_advisory_lock) do not work behind PgBouncer in "
@@ -75,9 +96,23 @@ def check_session_lock_allowed(db: object, alternative: str = "pg_try_advisory_x
 
 
 def split_multi_host(url: str | URL | DatabaseConfig) -> tuple[str | URL | DatabaseConfig, bool]:
-    """``postgresql://u:p@h1:5432,h2:5432/app?...`` in SQLAlchemy's spelling
-    (``postgresql://u:p@/app?host=h1:5432&host=h2:5432&...``), which psycopg and asyncpg
-    both turn into libpq-style multi-host connections; and whether it was one."""
+    """A multi-host URL in SQLAlchemy's spelling, which psycopg and asyncpg both turn into
+    libpq-style multi-host connections.
+
+    Args:
+        url: A URL, maybe ``postgresql://u:p@h1:5432,h2:5432/app?...``; a URL object or a
+            configuration is returned as it is.
+
+    Returns:
+        The URL (``postgresql://u:p@/app?host=h1:5432&host=h2:5432&...`` for a multi-host
+        one), and whether it named several hosts.
+
+    Examples:
+        ```python
+        print(split_multi_host("postgresql://u@h1:5432,h2:5432/app")[0])
+        #> postgresql://u@/app?host=h1:5432&host=h2:5432
+        ```
+    """
     match = _MULTI_HOST.match(url) if isinstance(url, str) else None
     if match is None:
         return url, False

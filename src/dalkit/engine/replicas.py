@@ -27,7 +27,23 @@ _ids = itertools.count()
 
 
 def parse_lsn(text: str) -> int:
-    """``"16/B374D848"`` as one integer; a malformed token is a ConfigurationError."""
+    """A WAL position (a replica token) as one integer.
+
+    Args:
+        text: A position as PostgreSQL prints it, such as ``"16/B374D848"``.
+
+    Returns:
+        The position as an integer, comparable with others.
+
+    Raises:
+        ConfigurationError: ``text`` is not a WAL position.
+
+    Examples:
+        ```python
+        print(parse_lsn("1/10"))
+        #> 4294967312
+        ```
+    """
     match = _LSN.fullmatch(text.strip()) if isinstance(text, str) else None
     if match is None:
         raise ConfigurationError(
@@ -37,12 +53,30 @@ def parse_lsn(text: str) -> int:
 
 
 def format_lsn(value: int) -> str:
+    """A WAL position as PostgreSQL prints it (the inverse of `parse_lsn()`).
+
+    Args:
+        value: The position as an integer.
+
+    Returns:
+        The position as text, such as ``"1/10"``.
+    """
     return f"{value >> 32:X}/{value & 0xFFFFFFFF:X}"
 
 
 @dataclass(eq=False)
 class Replica(Generic[E]):
-    """One replica as the router sees it; ``engine`` is a sync or async SQLAlchemy engine."""
+    """One replica as the router sees it.
+
+    Attributes:
+        name: ``host:port``, never the URL (it would carry the password).
+        engine: A sync or async SQLAlchemy engine.
+        weight: Its share of the reads (smooth weighted round robin).
+        state: ``unknown`` (not probed yet), ``healthy``, ``lagging`` or ``down``.
+        lag_s: Seconds behind the primary at the last probe, None before one.
+        reads: Transactions routed to it.
+        errors: Failed probes and reads that lost their connection.
+    """
 
     name: str
     engine: E
@@ -52,25 +86,38 @@ class Replica(Generic[E]):
     lag_s: float | None = None
     reads: int = 0
     ejections: int = 0
+    errors: int = 0  # failed probes and reads that lost their connection
     error: str | None = None
     _current: int = 0  # smooth weighted round robin (nginx's): no bursts on one node
 
     @property
     def admitted(self) -> bool:
+        """Whether it gets reads: not (yet) known to lag or to be down."""
         return self.state in ("unknown", "healthy")
 
 
 @dataclass
 class _Counters:
-    primary_reads: int = 0  # read-only transactions the primary served
+    primary_reads: int = 0  # read-only (or plain-read) transactions the primary served
     read_your_writes: int = 0  # ... because no admitted replica had replayed the last write
     all_ejected: int = 0  # ... because every replica was ejected
     rerouted: int = 0  # reads run again elsewhere after their replica failed
     writes_tracked: int = 0
+    default_routed: int = 0  # default transactions whose plain reads went to a replica
 
 
 class ReplicaSet(Generic[E]):
-    """The replicas of one database, the choice among them, and the read-your-writes position."""
+    """The replicas of one database, the choice among them, and the read-your-writes position.
+
+    Args:
+        replicas: ``(name, engine, weight)`` of each replica.
+        max_lag_s: A replica further behind than this is ejected until it catches up.
+        interval_s: How often the monitor probes (kept here for the routers).
+
+    Raises:
+        ConfigurationError: No replica, a limit that is not positive, or a weight that is not
+            an integer >= 0.
+    """
 
     def __init__(
         self,
@@ -100,26 +147,48 @@ class ReplicaSet(Generic[E]):
 
     # -- read-your-writes ---------------------------------------------------------------------
     def wrote(self, lsn: int) -> None:
-        """A write committed at ``lsn`` in this context: later reads must see it."""
+        """Record a write committed at ``lsn`` in this context: later reads must see it.
+
+        Args:
+            lsn: The primary's WAL insert position after the commit.
+        """
         if lsn > self._required.get():
             self._required.set(lsn)
         self._counters.writes_tracked += 1
 
     def token(self) -> str | None:
+        """This context's read-your-writes position as text, or None if it wrote nothing."""
         required = self._required.get()
         return format_lsn(required) if required else None
 
     def require(self, token: str | None) -> contextvars.Token[int]:
-        """Make this context's reads wait for ``token`` too (the later of the two positions)."""
+        """Make this context's reads wait for ``token`` too (the later of the two positions).
+
+        Args:
+            token: A position from `token()`, maybe of
+                another process; None or empty adds nothing.
+
+        Returns:
+            What `release()` takes to undo it.
+
+        Raises:
+            ConfigurationError: ``token`` is not a WAL position.
+        """
         lsn = 0 if token is None or token == "" else parse_lsn(token)
         return self._required.set(max(lsn, self._required.get()))
 
     def release(self, token: contextvars.Token[int]) -> None:
+        """Undo a `require()`."""
         self._required.reset(token)
 
     # -- routing ------------------------------------------------------------------------------
     def choose(self) -> Replica[E] | None:
-        """The replica for the next read of this context, or None for the primary."""
+        """The replica for the next read of this context, counted as routed there.
+
+        Returns:
+            An admitted replica that has replayed this context's last write, or None for the
+            primary (counted, with the reason, in the stats).
+        """
         required = self._required.get()
         with self._lock:
             admitted = [r for r in self.replicas if r.admitted and r.weight > 0]
@@ -147,21 +216,46 @@ class ReplicaSet(Generic[E]):
             best.reads += 1
             return best
 
-    def mark_down(self, replica: Replica[E], error: BaseException | str) -> None:
-        """A read on ``replica`` lost its connection: eject it until the monitor sees it again."""
+    def routed_default(self) -> None:
+        """Count a default transaction whose plain reads went to the replica `choose()` gave."""
         with self._lock:
+            self._counters.default_routed += 1
+
+    def mark_down(self, replica: Replica[E], error: BaseException | str) -> None:
+        """Eject ``replica`` as down until the monitor sees it again: a read lost its connection.
+
+        Args:
+            replica: The replica the read ran on.
+            error: What the read raised (kept, as text, in the stats).
+        """
+        with self._lock:
+            replica.errors += 1
             self._eject(replica, "down", str(error))
             self._counters.rerouted += 1
 
     # -- the monitor's findings ---------------------------------------------------------------
     def primary_at(self, now: float, lsn: int) -> None:
-        """The primary's WAL position when the monitor looked: the clock lag is measured by."""
+        """Record the primary's WAL position when the monitor looked: the clock lag is
+        measured by.
+
+        Args:
+            now: ``time.monotonic()`` when it was read.
+            lsn: The primary's WAL insert position.
+        """
         if not self._samples or lsn > self._samples[-1][1]:
             self._samples.append((now, lsn))
 
     def observed(self, replica: Replica[E], now: float, replay_lsn: int) -> None:
-        """A successful probe: ``replay_lsn`` replayed. Lag is the age of the oldest primary
-        position the replica has not replayed, so it needs no clock on the replica."""
+        """Record a successful probe of ``replica``, ejecting or re-admitting it.
+
+        Lag is the age of the oldest primary position the replica has not replayed, so it
+        needs no clock on the replica.
+
+        Args:
+            replica: The replica probed.
+            now: ``time.monotonic()`` when it was probed.
+            replay_lsn: The position it has replayed.
+        """
         lag = 0.0
         for seen_at, lsn in self._samples:
             if lsn > replay_lsn:
@@ -180,7 +274,14 @@ class ReplicaSet(Generic[E]):
         self._trim()
 
     def failed(self, replica: Replica[E], error: BaseException | str) -> None:
+        """Eject ``replica`` as down: a probe failed.
+
+        Args:
+            replica: The replica probed.
+            error: What the probe raised (kept, as text, in the stats).
+        """
         with self._lock:
+            replica.errors += 1
             self._eject(replica, "down", str(error))
 
     def _eject(self, replica: Replica[E], state: str, reason: str) -> None:
@@ -198,6 +299,19 @@ class ReplicaSet(Generic[E]):
 
     # -- stats --------------------------------------------------------------------------------
     def snapshot(self, reset: bool = False) -> dict[str, Any]:
+        """The counters and each replica's state: ``db.get_stats()["replicas"]``.
+
+        Args:
+            reset: Start the counters (and each replica's ``reads``, ``errors`` and
+                ``ejections``) over after reading them.
+
+        Returns:
+            ``primary_reads``, ``read_your_writes_on_primary``, ``all_ejected_on_primary``,
+            ``rerouted_reads``, ``writes_tracked``, ``default_transactions_routed``, and
+            ``replicas``: by name, a dict of ``name`` (``host:port``), ``state``, ``admitted``,
+            ``lag_s`` (float or None), ``reads``, ``errors``, ``ejections``, ``replay_lsn`` and
+            ``error`` (the last failure, or None). See docs/replicas.md.
+        """
         with self._lock:
             counters = self._counters
             stats: dict[str, Any] = {
@@ -206,11 +320,15 @@ class ReplicaSet(Generic[E]):
                 "all_ejected_on_primary": counters.all_ejected,
                 "rerouted_reads": counters.rerouted,
                 "writes_tracked": counters.writes_tracked,
+                "default_transactions_routed": counters.default_routed,
                 "replicas": {
                     r.name: {
+                        "name": r.name,
                         "state": r.state,
+                        "admitted": r.admitted,
                         "lag_s": r.lag_s,
                         "reads": r.reads,
+                        "errors": r.errors,
                         "ejections": r.ejections,
                         "replay_lsn": format_lsn(r.replay_lsn),
                         "error": r.error,
@@ -223,4 +341,5 @@ class ReplicaSet(Generic[E]):
                 for replica in self.replicas:
                     replica.reads = 0
                     replica.ejections = 0
+                    replica.errors = 0
             return stats

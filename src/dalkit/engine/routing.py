@@ -1,6 +1,7 @@
-"""Replica routing for Database and AsyncDatabase: the bind of each read-only transaction, the
-WAL position recorded after each write, the monitor (a thread, or an asyncio task) and rerouting
-a read whose replica failed. The decisions themselves live in engine/replicas.py.
+"""Replica routing for Database and AsyncDatabase: the bind of each read-only transaction (and
+of the plain reads of default transactions, see engine/autoroute.py), the WAL position recorded
+after each write, the monitor (a thread, or an asyncio task) and rerouting a read whose replica
+failed. The decisions themselves live in engine/replicas.py.
 """
 
 from __future__ import annotations
@@ -10,23 +11,20 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
+from collections.abc import Awaitable, Sequence
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-import sqlalchemy.exc
 from sqlalchemy import event
-from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.engine import Connection, Engine
 
-from dalkit.config import DatabaseConfig
-from dalkit.engine.build import build_async_engine, build_engine
-from dalkit.engine.pgbouncer import pgbouncer_config
+from dalkit.engine import autoroute
 from dalkit.engine.replicas import Replica, ReplicaSet, parse_lsn
-from dalkit.errors import ConfigurationError, ConnectionFailedError, ConnectionLostError
+from dalkit.engine.reroute import lost_connection
 from dalkit.transaction.deferred import is_plain_read
 from dalkit.transaction.options import TransactionOptions
 from dalkit.transaction.scope import TransactionScope, current_scope
 
-__all__ = ["AsyncReplicaRouter", "ReplicaRouter", "failure_hook", "replica_router"]
+__all__ = ["AsyncReplicaRouter", "ReplicaRouter"]
 
 log = logging.getLogger("dalkit.replicas")
 
@@ -38,6 +36,10 @@ def _is_async(engine: object) -> bool:
     return hasattr(engine, "sync_engine")
 
 
+def _sync(engine: Engine | AsyncEngine) -> Engine:
+    return engine.sync_engine if _is_async(engine) else engine  # type: ignore[union-attr,return-value]
+
+
 E = TypeVar("E", Engine, "AsyncEngine")
 # the insert position: with synchronous_commit=off a commit may still be past the write one
 _PRIMARY_LSN = "SELECT pg_current_wal_insert_lsn()::text"
@@ -47,10 +49,21 @@ _REPLAY_LSN = (
     "ELSE pg_current_wal_lsn() END)::text"
 )
 _WROTE = "dalkit.replicas.wrote"
+_PLAIN_READS = TransactionOptions(read_only=True)  # what a routed plain read runs with
 
 
 class _Router(Generic[E]):
-    """What both routers share: the replica set, binds per options, write tracking."""
+    """What both routers share: the replica set, binds per options, write tracking.
+
+    Args:
+        owner: The transaction runner whose scopes are tracked (their writes, their reads).
+        primary: The primary's engine.
+        replicas: ``(name, engine, weight)`` of each replica.
+        max_lag_s: A replica further behind than this is ejected until it catches up.
+        interval_s: How often the monitor probes.
+        autocommit_reads: Run reads on a replica in autocommit (no BEGIN/COMMIT round trips).
+        route_reads: ``"auto"`` or ``"read_only"``; see docs/replicas.md.
+    """
 
     def __init__(
         self,
@@ -61,8 +74,10 @@ class _Router(Generic[E]):
         max_lag_s: float,
         interval_s: float,
         autocommit_reads: bool = True,
+        route_reads: str = "auto",
     ) -> None:
         self.owner = owner  # the transaction runner whose scopes are tracked
+        self.route_reads = route_reads
         self._autocommit_reads = autocommit_reads
         self.primary: E = primary
         self.replicas: ReplicaSet[E] = ReplicaSet(
@@ -75,7 +90,14 @@ class _Router(Generic[E]):
         event.listen(primary_sync, "before_cursor_execute", self._track_write)
 
     def bind_for(self, options: TransactionOptions) -> E | None:
-        """The engine of a read-only transaction: a replica's, or None for the primary's."""
+        """The engine of a read-only transaction, counted as routed.
+
+        Args:
+            options: The transaction's options.
+
+        Returns:
+            A replica's engine with the options applied, or None for the primary's.
+        """
         if options.isolation == "SERIALIZABLE":
             return None  # a hot standby refuses SERIALIZABLE: only the primary can serve it
         self._ensure_monitor()
@@ -85,20 +107,54 @@ class _Router(Generic[E]):
         key = (id(replica), options.isolation)
         bind = self._binds.get(key)
         if bind is None:
+            marked = replica.engine.execution_options(**{autoroute.REPLICA_OPTION: replica.name})
             if self._autocommit_reads and options.isolation in (None, "READ COMMITTED"):
                 # a standby is read-only anyway: no BEGIN/COMMIT round trips for a read
-                bind = replica.engine.execution_options(isolation_level="AUTOCOMMIT")
+                bind = marked.execution_options(isolation_level="AUTOCOMMIT")
             else:
-                bind = replica.engine.execution_options(**options.execution_options("postgresql"))
+                bind = marked.execution_options(**options.execution_options("postgresql"))
             self._binds[key] = bind
             self._bind_owner[id(bind)] = replica
         return bind
 
-    def reroute(self, session: Any, error: BaseException) -> bool:
-        """Whether a read-only attempt that failed with ``error`` may run again at once on
-        another node: its replica lost or refused the connection (it is ejected)."""
-        replica = self._bind_owner.get(id(getattr(session, "bind", None)))
-        if replica is None or not _lost_connection(error):
+    def plain_read_bind(self) -> tuple[Engine, object] | None:
+        """Where the plain reads of a default transaction go (see engine/autoroute.py).
+
+        Returns:
+            The replica's sync engine and the replica, or None for the primary.
+        """
+        bind = self.bind_for(_PLAIN_READS)
+        if bind is None:
+            return None
+        self.replicas.routed_default()
+        return _sync(bind), self._bind_owner[id(bind)]
+
+    def route_plain_reads(self, factory: Any) -> None:
+        """Have the sessions ``factory`` makes route plain reads, under ``route_reads="auto"``.
+
+        Args:
+            factory: The database's sessionmaker or async_sessionmaker.
+        """
+        if self.route_reads == "auto":
+            autoroute.install(factory, self)
+
+    def reroute(self, session: Any, error: BaseException, read_only: bool = True) -> bool:
+        """Whether an attempt may run again at once on another node; its replica is ejected.
+
+        Args:
+            session: The attempt's session.
+            error: What the attempt raised.
+            read_only: Whether the transaction was read-only.
+
+        Returns:
+            True when its replica lost or refused the connection and it wrote nothing (a
+            read-only transaction, or a default one whose reads so far went to that replica).
+        """
+        replica = self._bind_owner.get(id(getattr(session, "bind", None))) if read_only else None
+        if replica is None:
+            routed = autoroute.replica_of(session)
+            replica = routed if isinstance(routed, Replica) else None
+        if replica is None or not lost_connection(error):
             return False
         self.replicas.mark_down(replica, error)
         log.warning("read on replica %s failed (%s); running it elsewhere", replica.name, error)
@@ -132,7 +188,10 @@ class _Router(Generic[E]):
 
 
 class ReplicaRouter(_Router[Engine]):
-    """The router of a Database; its monitor is a daemon thread."""
+    """The router of a Database; its monitor is a daemon thread.
+
+    Takes the arguments of the shared base: see `replica_router()` in engine/replica_setup.py.
+    """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -191,7 +250,10 @@ class ReplicaRouter(_Router[Engine]):
 
 class AsyncReplicaRouter(_Router["AsyncEngine"]):
     """The router of an AsyncDatabase; its monitor is an asyncio task of the loop that made
-    the first routed read."""
+    the first routed read.
+
+    Takes the arguments of the shared base: see `replica_router()` in engine/replica_setup.py.
+    """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -232,6 +294,7 @@ class AsyncReplicaRouter(_Router["AsyncEngine"]):
             self.replicas.observed(replica, time.monotonic(), parse_lsn(replay or "0/0"))
 
     async def close(self) -> None:
+        """Stop the monitor task and close the replicas' pools; a later read starts it again."""
         self._closed = True
         task, self._task = self._task, None
         if task is not None and not task.done():
@@ -250,131 +313,11 @@ async def _scalar(engine: AsyncEngine, statement: str) -> str:
 
 
 def _own_scope(scope: TransactionScope | None, owner: object) -> TransactionScope | None:
-    for candidate in _ancestors(scope):
+    for candidate in scope.ancestors() if scope is not None else ():
         if candidate.owner is owner and not candidate.finished:
             return candidate
     return None
 
 
-def _ancestors(scope: TransactionScope | None) -> Iterator[TransactionScope]:
-    if scope is not None:
-        yield from scope.ancestors()
-
-
-def _lost_connection(error: BaseException) -> bool:
-    if isinstance(error, ConnectionLostError | ConnectionFailedError | OSError):
-        return True
-    if isinstance(error, sqlalchemy.exc.DBAPIError):
-        return bool(error.connection_invalidated)
-    cause = error.__cause__
-    return cause is not None and cause is not error and _lost_connection(cause)
-
-
 def _short(error: BaseException) -> str:
     return f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
-
-
-@overload
-def replica_router(
-    owner: object,
-    primary: AsyncEngine,
-    config: DatabaseConfig,
-    urls: Sequence[str | URL],
-    weights: Sequence[int] | None,
-    *,
-    max_lag_s: float,
-    interval_s: float,
-    pgbouncer: bool,
-) -> AsyncReplicaRouter | None: ...
-
-
-@overload
-def replica_router(
-    owner: object,
-    primary: Engine,
-    config: DatabaseConfig,
-    urls: Sequence[str | URL],
-    weights: Sequence[int] | None,
-    *,
-    max_lag_s: float,
-    interval_s: float,
-    pgbouncer: bool,
-) -> ReplicaRouter | None: ...
-
-
-def replica_router(
-    owner: object,
-    primary: Engine | AsyncEngine,
-    config: DatabaseConfig,
-    urls: Sequence[str | URL],
-    weights: Sequence[int] | None,
-    *,
-    max_lag_s: float,
-    interval_s: float,
-    pgbouncer: bool,
-) -> ReplicaRouter | AsyncReplicaRouter | None:
-    """The router of a database with ``urls`` as replicas (None without any): each replica
-    gets the primary's options, so the same pool sizes, timeouts and drivers."""
-    if isinstance(urls, str | URL):
-        raise ConfigurationError("replicas= takes a list of URLs")
-    if not urls:
-        if weights:
-            raise ConfigurationError("replica_weights= without replicas=")
-        return None
-    if config.backend != "postgresql":
-        raise ConfigurationError("read replicas need PostgreSQL (streaming replication)")
-    weights = list(weights) if weights is not None else [1] * len(urls)
-    if len(weights) != len(urls):
-        raise ConfigurationError("replica_weights= needs one weight per replica URL")
-    drivername = config.url.drivername
-    configs = []
-    for url in urls:
-        replica = DatabaseConfig.coerce(config, url=make_url(url).set(drivername=drivername))
-        configs.append(pgbouncer_config(replica) if pgbouncer else replica)
-    names = _names(configs)
-    # behind PgBouncer, asyncpg's statements run apart from their prepare step: only inside a
-    # transaction block does PgBouncer keep both on one server connection
-    autocommit_reads = not (pgbouncer and primary.dialect.driver == "asyncpg")
-    if _is_async(primary):
-        engines = [build_async_engine(c)[0] for c in configs]
-        return AsyncReplicaRouter(
-            owner,
-            primary,
-            list(zip(names, engines, weights, strict=True)),
-            max_lag_s=max_lag_s,
-            interval_s=interval_s,
-            autocommit_reads=autocommit_reads,
-        )
-    sync_engines = [build_engine(c)[0] for c in configs]
-    return ReplicaRouter(
-        owner,
-        primary,
-        list(zip(names, sync_engines, weights, strict=True)),
-        max_lag_s=max_lag_s,
-        interval_s=interval_s,
-    )
-
-
-def failure_hook(
-    router: ReplicaRouter | AsyncReplicaRouter | None, multi_host: bool
-) -> Callable[[TransactionOptions, Any, Exception], str] | None:
-    """The runner's ``on_failure``: ``"rerun"`` a read-only attempt at once elsewhere when its
-    replica failed; ``"retry"`` a refused connection under a multi-host URL (the next attempt
-    may reach the promoted primary; nothing ran, so retrying is safe); else ``""``."""
-    if router is None and not multi_host:
-        return None
-
-    def on_failure(options: TransactionOptions, session: Any, error: Exception) -> str:
-        if router is not None and options.read_only and router.reroute(session, error):
-            return "rerun"
-        if multi_host and isinstance(error, ConnectionFailedError):
-            return "retry"
-        return ""
-
-    return on_failure
-
-
-def _names(configs: Sequence[DatabaseConfig]) -> list[str]:
-    """``host:port`` of each replica (never its password); numbered when they repeat."""
-    names = [f"{c.url.host or 'localhost'}:{c.url.port or 5432}" for c in configs]
-    return [n if names.count(n) == 1 else f"{n}#{i}" for i, n in enumerate(names)]

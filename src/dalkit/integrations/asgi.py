@@ -1,55 +1,66 @@
 """DatabaseMiddleware: one dalkit transaction per HTTP request, committed before the response
-starts, so that a client never receives a success for data that was not saved.
-"""
+starts, so that a client never receives a success for data that was not saved."""
 
 from __future__ import annotations
 
-import asyncio
-import contextvars
-import logging
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Collection
+from typing import Any
 
 import anyio
-import anyio.to_thread
-from sqlalchemy import event
-from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Session
 
 from dalkit import (
     AsyncDatabase,
     ConfigurationError,
     Database,
     NoActiveTransactionError,
-    audit,
 )
-from dalkit.integrations.errors import RequestCommitError, ResponseStartedError
-from dalkit.integrations.problems import problem_headers, problem_json
+from dalkit.integrations._request import (
+    HOOKS_KEY,
+    STATE_KEY,
+    BeforeCommit,
+    Receive,
+    Request,
+    Scope,
+    Send,
+    install_refusal,
+)
+from dalkit.integrations.replica_tokens import ReplicaTokens, TokenCarrier
 
-__all__ = ["ASGIApp", "DatabaseMiddleware", "before_commit", "rollback_on_error"]
+__all__ = [
+    "STATE_KEY",
+    "ASGIApp",
+    "BeforeCommit",
+    "DatabaseMiddleware",
+    "ScopeReader",
+    "before_commit",
+    "rollback_on_error",
+]
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-#: a header name, or a function of the ASGI scope (its ``state``, ``user``, ...)
+"""An ASGI application: ``await app(scope, receive, send)``."""
 ScopeReader = str | Callable[[Scope], object | None] | None
-
-T = TypeVar("T")
-log = logging.getLogger("dalkit.web")
-
-#: the key under ``scope["state"]`` (``request.state.dalkit_db``) naming the request's database
-STATE_KEY = "dalkit_db"
-_HOOKS_KEY = "dalkit_before_commit"
-BeforeCommit = Callable[[], Awaitable[object]]
+"""A header name, or a function of the ASGI scope (its ``state``, ``user``, ...)."""
+_AUTO: Any = object()
 
 
 def before_commit(scope: Scope, fn: BeforeCommit) -> None:
-    """Await ``fn()`` just before the request's transaction commits (not if it rolls back),
-    in registration order: for work that must end inside the transaction, such as a unit of
-    work a dependency opened. A hook that raises makes the commit fail (a 500)."""
-    hooks = scope.get("state", {}).get(_HOOKS_KEY)
+    """Run ``fn()`` just before the request's transaction commits (not if it rolls back).
+
+    Hooks run in registration order: for work that must end inside the transaction, such as
+    a unit of work a dependency opened. With an [`AsyncDatabase`][dalkit.AsyncDatabase] a hook
+    may return an awaitable, which is awaited; with a [`Database`][dalkit.Database] hooks are
+    plain functions, run in the thread that then commits. A hook that raises makes the commit
+    fail: the client gets a 500.
+
+    Args:
+        scope: the ASGI scope of a request running under
+            [`DatabaseMiddleware`][dalkit.integrations.asgi.DatabaseMiddleware].
+        fn: the hook, called without arguments.
+
+    Raises:
+        NoActiveTransactionError: when the request does not run under the middleware.
+    """
+    hooks = scope.get("state", {}).get(HOOKS_KEY)
     if hooks is None:
         raise NoActiveTransactionError(
             "before_commit() needs a request running under DatabaseMiddleware"
@@ -58,7 +69,14 @@ def before_commit(scope: Scope, fn: BeforeCommit) -> None:
 
 
 def rollback_on_error(status: int) -> bool:
-    """The default ``rollback_for``: a 4xx or 5xx response rolls the request's work back."""
+    """The default ``rollback_for``: a 4xx or 5xx response rolls the request's work back.
+
+    Args:
+        status: the response's HTTP status.
+
+    Returns:
+        True for a status of 400 or more.
+    """
     return status >= 400
 
 
@@ -72,8 +90,44 @@ class DatabaseMiddleware:
     session refuses further use; work after the response (background tasks) gets a transaction
     of its own. Websocket and lifespan scopes pass through untouched.
 
-    ``actor`` and ``request_id`` name a request header or give a function of the ASGI scope;
-    the audit log records them for every change of the request.
+    With a sync [`Database`][dalkit.Database], sync endpoints and dependencies (run by
+    Starlette and FastAPI in worker threads, one at a time) use the request's session in
+    their thread, and may join its transaction (``db.transaction()``, ``UnitOfWork(db)``,
+    ``db.sql()``); nothing of it runs on the event loop: COMMIT runs in a thread of the
+    middleware's own.
+
+    With read replicas, reads of the request wait for the client's own writes, even those
+    another process served: a request that wrote hands its client the position of its commit
+    (``db.replica_token()``) in a cookie or header, and the next request applies it
+    (``db.read_your_writes(token)``).
+
+    Args:
+        app: the ASGI application.
+        db: the database whose transaction each request runs in.
+        rollback_for: whether a response status rolls the request's work back.
+        actor: a request header naming the user, or a function of the ASGI scope; the audit
+            log records it for every change of the request.
+        request_id: the same for the request's id.
+        background_transaction: give background tasks a transaction of their own.
+        commit_threads: threads committing for a sync Database; apart from the endpoints',
+            so that endpoints waiting for a pooled connection never hold every thread the
+            commits that would free one need.
+        read_your_writes: ``"cookie"`` or ``"header"`` to carry the replica token, None for
+            neither; by default ``"cookie"`` when the database has replicas.
+        replica_token_name: the cookie's or header's name (``dalkit_lsn``, ``x-dalkit-lsn``).
+        read_only_methods: the HTTP methods whose transactions are read-only, served by a
+            replica as a whole (a request of such a method that writes fails); none by
+            default, since a default transaction's reads go to a replica until it writes
+            (``route_reads="auto"``, see docs/replicas.md).
+
+    Raises:
+        ConfigurationError: for a ``db`` that is not a dalkit database, or an unknown
+            ``read_your_writes`` or ``actor``/``request_id``.
+
+    Examples:
+        ```python test="skip"
+        app = Starlette(routes=routes, middleware=[Middleware(DatabaseMiddleware, db=db)])
+        ```
     """
 
     def __init__(
@@ -86,13 +140,16 @@ class DatabaseMiddleware:
         request_id: ScopeReader = "x-request-id",
         background_transaction: bool = True,
         commit_threads: int = 40,
+        read_your_writes: TokenCarrier | None = _AUTO,
+        replica_token_name: str | None = None,
+        read_only_methods: Collection[str] | None = None,
     ) -> None:
         if not isinstance(db, Database | AsyncDatabase):
             raise ConfigurationError(
                 f"DatabaseMiddleware expected a dalkit Database or AsyncDatabase, "
                 f"got {type(db).__name__}"
             )
-        _install_refusal()
+        install_refusal()
         self.app = app
         self.db = db
         self.rollback_for = rollback_for
@@ -100,244 +157,44 @@ class DatabaseMiddleware:
         self._actor = _reader(actor, "actor")
         self._request_id = _reader(request_id, "request_id")
         self._commit_threads = commit_threads
-        # a sync Database commits in threads of its own: were they shared with the endpoints',
-        # endpoints waiting for a pooled connection could hold every thread the commits that
-        # would free one need
         self._limiter: anyio.CapacityLimiter | None = None
+        replicated = "replicas" in db.get_stats()
+        if read_your_writes is _AUTO:
+            read_your_writes = "cookie" if replicated else None
+        #: where the replica token travels (None: nowhere)
+        self.replica_tokens: ReplicaTokens | None = None
+        if read_your_writes is not None:
+            self.replica_tokens = ReplicaTokens(read_your_writes, replica_token_name)
+        if read_only_methods is None:
+            read_only_methods = ()
+        self.read_only_methods = frozenset(m.upper() for m in read_only_methods)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        await _Request(self, scope, receive, send).run()
+        await Request(self, scope, receive, send).run()
 
     def limiter(self) -> anyio.CapacityLimiter:
+        """The threads that commit for a sync Database (created on first use, in the loop).
+
+        Returns:
+            Their limiter, for ``anyio.to_thread.run_sync``.
+        """
         if self._limiter is None:
             self._limiter = anyio.CapacityLimiter(self._commit_threads)
         return self._limiter
 
     def who(self, scope: Scope) -> tuple[object | None, object | None]:
+        """The actor and request id of a request, for the audit log.
+
+        Args:
+            scope: the request's ASGI scope.
+
+        Returns:
+            ``(actor, request_id)``, each None when unknown.
+        """
         return self._actor(scope), self._request_id(scope)
-
-
-class _Rollback(Exception):
-    """Thrown into the transaction to roll it back without an error of the application's."""
-
-
-class _Transaction:
-    """One ``db.transaction()``, opened in the application's own task (so the application
-    holds it, and may join it) and ended inside the request's context, which makes it vanish
-    for the application too."""
-
-    def __init__(self, middleware: DatabaseMiddleware, context: contextvars.Context) -> None:
-        self.middleware = middleware
-        self.context = context
-        self.session: Session | AsyncSession | None = None
-        self._manager: Any = middleware.db.transaction()
-
-    async def enter(self) -> None:
-        """Open the transaction; called in the application's task, whose context it is."""
-        if isinstance(self.middleware.db, AsyncDatabase):
-            self.session = await self._manager.__aenter__()
-        else:
-            self.session = self._manager.__enter__()  # no I/O until the first statement
-
-    async def exit(self, error: BaseException | None, *, close: bool = True) -> None:
-        """Commit (``error`` None) or roll back; raises what a failed commit raised. Runs in
-        a task or thread of its own inside the request's context, while the application's
-        task waits (or after it ended)."""
-        args = (None, None, None) if error is None else (type(error), error, error.__traceback__)
-        try:
-            if isinstance(self.middleware.db, AsyncDatabase):
-                ending = self._manager.__aexit__(*args)
-                await _finish(asyncio.create_task(ending, context=self.context))
-            else:
-                # COMMIT blocks, so it runs in a thread, still inside the request's context
-                work = anyio.to_thread.run_sync(
-                    self.context.run,
-                    self._manager.__exit__,
-                    *args,
-                    limiter=self.middleware.limiter(),
-                )
-                await _finish(asyncio.create_task(work))
-        finally:
-            if close and self.session is not None:
-                _refuse_further_use(self.session)
-
-
-class _Request:
-    """One HTTP request going through the middleware: its transaction, and where its response
-    stands."""
-
-    def __init__(
-        self, middleware: DatabaseMiddleware, scope: Scope, receive: Receive, send: Send
-    ) -> None:
-        self.middleware = middleware
-        self.scope = scope
-        self.receive = receive
-        self._send = send
-        self.context = contextvars.copy_context()
-        self.transaction: _Transaction | None = None
-        self.app_task: asyncio.Task[None] | None = None
-        self.background = False
-        self.commit_failed = False
-        self.hooks: list[BeforeCommit] = []
-
-    async def run(self) -> None:
-        scope = self.scope
-        state = scope.setdefault("state", {})
-        state[STATE_KEY] = self.middleware.db
-        state[_HOOKS_KEY] = self.hooks = []
-        actor, request_id = self.middleware.who(scope)
-        if actor is None and request_id is None:
-            await self._run()
-            return
-        acting = audit.actor(actor, request_id)
-        self.context.run(acting.__enter__)
-        try:
-            await self._run()
-        finally:
-            self.context.run(acting.__exit__, None, None, None)
-
-    async def _run(self) -> None:
-        # the application runs in a task of its own, in the request's context: the
-        # transaction it opens there is visible to it, and can be ended from here
-        self.app_task = app = asyncio.create_task(self._app(), context=self.context)
-        try:
-            # cancelling this task cancels the application's, and waits for it to unwind
-            await app
-        except BaseException as error:
-            await self._end(error)
-            if self.commit_failed and not isinstance(error, asyncio.CancelledError):
-                log.debug("the application raised after its commit failed", exc_info=True)
-                return  # the client has its 500 already
-            raise
-        await self._end(None)
-
-    async def _app(self) -> None:
-        self.transaction = _Transaction(self.middleware, self.context)
-        await self.transaction.enter()
-        await self.middleware.app(self.scope, self.receive, self.send)
-
-    async def send(self, message: Message) -> None:
-        if self.commit_failed:
-            raise RequestCommitError("this request's response was replaced by a 500")
-        kind = message["type"]
-        if kind == "http.response.start":
-            await self._start(message)
-        elif kind == "http.response.body" and not message.get("more_body", False):
-            await self._send(message)
-            await self._begin_background()
-        else:
-            await self._send(message)
-
-    async def _start(self, message: Message) -> None:
-        transaction, self.transaction = self.transaction, None
-        if transaction is None:  # a second start: the server will refuse it
-            await self._send(message)
-            return
-        status = int(message["status"])
-        if self.middleware.rollback_for(status):
-            await transaction.exit(_Rollback(f"the response status is {status}"))
-        else:
-            try:
-                await self._commit(transaction)
-            except Exception as error:
-                self.commit_failed = True
-                log.error(
-                    "the transaction of %s %s failed to commit; answering 500 instead of %d",
-                    self.scope.get("method"),
-                    self.scope.get("path"),
-                    status,
-                    exc_info=True,
-                )
-                body = problem_json(500, "the changes of this request could not be saved")
-                await self._send(
-                    {"type": "http.response.start", "status": 500, "headers": problem_headers(body)}
-                )
-                await self._send({"type": "http.response.body", "body": body})
-                raise RequestCommitError(
-                    "the request's transaction failed to commit; the client was sent a 500"
-                ) from error
-        await self._send(message)
-
-    async def _commit(self, transaction: _Transaction) -> None:
-        try:
-            for hook in self.hooks:
-                await hook()
-        except BaseException as error:
-            await transaction.exit(error)
-            raise
-        await transaction.exit(None)
-
-    async def _begin_background(self) -> None:
-        if not self.middleware.background_transaction or self.background:
-            return
-        self.background = True
-        # background tasks run in the application's task once the response is out; a body
-        # streamed from another task leaves them to open their own transactions
-        if asyncio.current_task() is self.app_task:
-            self.transaction = _Transaction(self.middleware, self.context)
-            await self.transaction.enter()
-
-    async def _end(self, error: BaseException | None) -> None:
-        """End whatever transaction is still open once the application is done."""
-        transaction, self.transaction = self.transaction, None
-        if transaction is None or transaction.session is None:  # none, or never opened
-            return
-        if not self.background:
-            # the application ended without starting a response: nothing to confirm
-            await transaction.exit(error or _Rollback("no response was sent"))
-            return
-        try:
-            await transaction.exit(error, close=False)
-        except Exception:
-            log.exception("the transaction of the background tasks failed to commit")
-
-
-async def _finish(task: asyncio.Task[T]) -> T:
-    """Wait for ``task`` to end even when cancelled meanwhile (a commit or rollback half done
-    helps nobody); a cancellation received while waiting is raised afterwards."""
-    interrupted: asyncio.CancelledError | None = None
-    with anyio.CancelScope(shield=True):
-        while True:
-            try:
-                result = await asyncio.shield(task)
-                break
-            except asyncio.CancelledError as cancelled:
-                if task.done():
-                    raise
-                interrupted = cancelled
-    if interrupted is not None:
-        raise interrupted
-    return result
-
-
-_ENDED = "dalkit.request_transaction_ended"
-
-
-def _refuse_ended(session: Session, transaction: Any) -> None:
-    # every statement, flush, add() and connection() first begins a transaction
-    if session.info.get(_ENDED):
-        raise ResponseStartedError(
-            "the request's transaction ended when its response started (committed, or rolled "
-            "back for an error status): this session cannot be used any more; open a new "
-            "transaction with db.transaction() for later work"
-        )
-
-
-def _install_refusal() -> None:
-    """One listener for every session, which checks a flag: listening on each request's
-    session instead costs more than the request's own statements."""
-    if not event.contains(Session, "after_transaction_create", _refuse_ended):
-        event.listen(Session, "after_transaction_create", _refuse_ended)
-
-
-def _refuse_further_use(session: Session | AsyncSession) -> None:
-    """Make the ended transaction's session refuse statements, flushes and new objects, so
-    late work (a streaming body writing) fails loudly instead of being lost or left open."""
-    sync = session.sync_session if isinstance(session, AsyncSession) else session
-    sync.info[_ENDED] = True
 
 
 def _reader(spec: ScopeReader, what: str) -> Callable[[Scope], object | None]:

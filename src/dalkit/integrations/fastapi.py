@@ -1,18 +1,19 @@
 """FastAPI glue for the request's transaction (opened by DatabaseMiddleware): dependencies for
-its session, repositories, units of work, pagination and filters, and exception handlers
-that turn dalkit's errors into HTTP problems.
-"""
+its session, repositories, units of work, pagination and filters; the exception handlers
+that turn dalkit's errors into HTTP problems come from ``http_errors``."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
+import functools
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from typing import Any, TypeVar
 
-from fastapi import FastAPI, Request
+from anyio.to_thread import run_sync
+from fastapi import Request
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
-from starlette.responses import JSONResponse, Response
 
 from dalkit import (
     AsyncDatabase,
@@ -20,16 +21,19 @@ from dalkit import (
     AsyncUnitOfWork,
     ConfigurationError,
     Database,
-    NotFoundError,
-    PoolTimeoutError,
     QueryInputError,
-    StatementTimeoutError,
-    UniqueViolationError,
+    UnitOfWork,
+    audit,
     current_async_session,
     current_session,
 )
 from dalkit.integrations.asgi import STATE_KEY, before_commit
-from dalkit.integrations.problems import PROBLEM_JSON, problem
+from dalkit.integrations.http_errors import (
+    DEFAULT_ERROR_STATUS,
+    error_detail,
+    install_error_handlers,
+    problem_response,
+)
 
 __all__ = [
     "DEFAULT_ERROR_STATUS",
@@ -49,32 +53,50 @@ __all__ = [
 
 R = TypeVar("R")
 
-#: dalkit error -> HTTP status; subclasses follow their nearest listed base
-DEFAULT_ERROR_STATUS: Mapping[type[Exception], int] = {
-    NotFoundError: 404,
-    QueryInputError: 400,
-    UniqueViolationError: 409,
-    PoolTimeoutError: 503,
-    StatementTimeoutError: 504,
-}
 #: query parameters that page or sort, never filter
 PAGING_PARAMETERS = frozenset({"page", "per_page", "sort", "limit", "offset", "after", "before"})
 
 
 # -- the request's session, repositories and units of work -------------------------------------
 async def session() -> Session:
-    """The request's Session (sync Database): ``Depends(session)``."""
+    """The request's Session (sync Database): ``Depends(session)``.
+
+    Returns:
+        The session of the request's transaction.
+
+    Raises:
+        NoActiveTransactionError: outside a request running under DatabaseMiddleware.
+    """
     return current_session()
 
 
 async def async_session() -> AsyncSession:
-    """The request's AsyncSession (AsyncDatabase): ``Depends(async_session)``."""
+    """The request's AsyncSession (AsyncDatabase): ``Depends(async_session)``.
+
+    Returns:
+        The session of the request's transaction.
+
+    Raises:
+        NoActiveTransactionError: outside a request running under DatabaseMiddleware.
+    """
     return current_async_session()
 
 
 def repository(repository_class: type[R]) -> Callable[[], Awaitable[R]]:
-    """A dependency giving ``repository_class`` on the request's session:
-    ``users: UserRepository = Depends(repository(UserRepository))``."""
+    """A dependency giving ``repository_class`` on the request's session.
+
+    Args:
+        repository_class: a [`Repository`][dalkit.Repository] or
+            [`AsyncRepository`][dalkit.AsyncRepository] subclass.
+
+    Returns:
+        The dependency.
+
+    Examples:
+        ```python test="skip"
+        users: Annotated[UserRepository, Depends(repository(UserRepository))]
+        ```
+    """
 
     async def dependency() -> R:
         if issubclass(repository_class, AsyncRepository):
@@ -88,10 +110,28 @@ def repository(repository_class: type[R]) -> Callable[[], Awaitable[R]]:
 def unit_of_work(
     *, outbox: bool | None = None, actor: Callable[[Request], object] | None = None
 ) -> Callable[[Request], AsyncIterator[Any]]:
-    """A dependency giving a unit of work inside the request's transaction (a savepoint of
-    it): its outbox and audit rows commit with the request. It commits when the dependency
-    ends (``Depends(unit_of_work(), scope="function")``: before the response), and at the
-    latest just before the request's transaction commits. AsyncDatabase only."""
+    """A dependency giving a unit of work inside the request's transaction (a savepoint of it).
+
+    Its outbox and audit rows commit with the request. It commits when the dependency ends
+    (``Depends(unit_of_work(), scope="function")``: before the response), and at the latest
+    just before the request's transaction commits. With an
+    [`AsyncDatabase`][dalkit.AsyncDatabase] it is an
+    [`AsyncUnitOfWork`][dalkit.AsyncUnitOfWork]; with a [`Database`][dalkit.Database] a
+    [`UnitOfWork`][dalkit.UnitOfWork] for sync endpoints, whose SAVEPOINT, flushes and
+    release run in worker threads, never on the event loop.
+
+    Args:
+        outbox: store the unit's events in the outbox (None: the database's setting).
+        actor: a function of the request naming who acts, for the audit log.
+
+    Returns:
+        The dependency.
+
+    Examples:
+        ```python test="skip"
+        Unit = Annotated[AsyncUnitOfWork, Depends(unit_of_work(outbox=True), scope="function")]
+        ```
+    """
 
     async def dependency(request: Request) -> AsyncIterator[Any]:
         db = _database(request)
@@ -101,12 +141,18 @@ def unit_of_work(
                 before_commit(request.scope, _committer(unit))
                 yield unit
             return
-        raise ConfigurationError(
-            "unit_of_work() needs an AsyncDatabase: FastAPI runs sync dependencies and "
-            "endpoints in worker threads, and dalkit lets no other thread join the request's "
-            "transaction; with a sync Database use current_session() and repositories"
-        )
-        yield  # makes this an async generator on every path
+        # the actor is set here, in the request's task, whose context the worker threads of
+        # sync endpoints copy; the unit's own I/O runs in worker threads
+        sync_unit = UnitOfWork(db, outbox=outbox)
+        with contextlib.nullcontext() if who is None else audit.actor(who):
+            await run_sync(sync_unit.__enter__)
+            before_commit(request.scope, functools.partial(_commit_if_open, sync_unit))
+            try:
+                yield sync_unit
+            except BaseException as error:
+                await run_sync(sync_unit.__exit__, type(error), error, error.__traceback__)
+                raise
+            await run_sync(sync_unit.__exit__, None, None, None)
 
     return dependency
 
@@ -117,6 +163,11 @@ def _committer(unit: AsyncUnitOfWork) -> Callable[[], Awaitable[None]]:
             await unit.commit()
 
     return commit_if_open
+
+
+def _commit_if_open(unit: UnitOfWork) -> None:
+    if unit.state == "open":  # not yet ended by its dependency
+        unit.commit()
 
 
 def _database(request: Request) -> Database | AsyncDatabase:
@@ -132,19 +183,37 @@ def _database(request: Request) -> Database | AsyncDatabase:
 # -- paging and filtering ----------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class PageParams:
-    """``?page=&per_page=&sort=``, for ``Repository.paginate(**params.as_kwargs())``."""
+    """``?page=&per_page=&sort=``, for ``Repository.paginate(**params.as_kwargs())``.
+
+    Attributes:
+        page: the page number, from 1.
+        per_page: rows a page.
+        sort: the sort order (``"-created_at,id"``), or None for the repository's default.
+    """
 
     page: int
     per_page: int
     sort: str | None
 
     def as_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of ``Repository.paginate``.
+
+        Returns:
+            ``page``, ``per_page`` and ``sort``.
+        """
         return {"page": self.page, "per_page": self.per_page, "sort": self.sort}
 
 
 @dataclasses.dataclass(frozen=True)
 class CursorParams:
-    """``?limit=&after=&before=&sort=``, for ``Repository.paginate_cursor(...)``."""
+    """``?limit=&after=&before=&sort=``, for ``Repository.paginate_cursor(...)``.
+
+    Attributes:
+        limit: rows a page.
+        after: the cursor of the page before (its ``next_cursor``), or None.
+        before: the cursor of the page after (its ``prev_cursor``), or None.
+        sort: the sort order, or None for the repository's default.
+    """
 
     limit: int
     after: str | None
@@ -152,12 +221,26 @@ class CursorParams:
     sort: str | None
 
     def as_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of ``Repository.paginate_cursor``.
+
+        Returns:
+            ``limit``, ``after``, ``before`` and ``sort``.
+        """
         return dataclasses.asdict(self)
 
 
 def pagination(default_per_page: int = 20) -> Callable[..., Awaitable[PageParams]]:
-    """A dependency reading offset-pagination parameters; the repository checks them against
-    its ``max_page_size`` and ``sortable`` (a QueryInputError, so a 400, when out of bounds)."""
+    """A dependency reading offset-pagination parameters.
+
+    The repository checks them against its ``max_page_size`` and ``sortable``: out of bounds,
+    a [`QueryInputError`][dalkit.QueryInputError], so a 400.
+
+    Args:
+        default_per_page: ``per_page`` when the query string has none.
+
+    Returns:
+        The dependency, giving a [`PageParams`][dalkit.integrations.fastapi.PageParams].
+    """
 
     async def dependency(
         page: int = 1, per_page: int = default_per_page, sort: str | None = None
@@ -168,8 +251,17 @@ def pagination(default_per_page: int = 20) -> Callable[..., Awaitable[PageParams
 
 
 def cursor_pagination(default_limit: int = 20) -> Callable[..., Awaitable[CursorParams]]:
-    """A dependency reading keyset-pagination parameters (``after``/``before`` are cursors from
-    a previous page's ``next_cursor``/``prev_cursor``)."""
+    """A dependency reading keyset-pagination parameters.
+
+    ``after`` and ``before`` are cursors from a previous page's ``next_cursor`` and
+    ``prev_cursor``.
+
+    Args:
+        default_limit: ``limit`` when the query string has none.
+
+    Returns:
+        The dependency, giving a [`CursorParams`][dalkit.integrations.fastapi.CursorParams].
+    """
 
     async def dependency(
         limit: int = default_limit,
@@ -188,11 +280,23 @@ def filters(
     ignore: Collection[str] = PAGING_PARAMETERS,
     exact: bool = False,
 ) -> Callable[[Request], Awaitable[dict[str, Any]]]:
-    """A dependency collecting the query string's ``field`` / ``field__op`` parameters (all
-    but ``ignore``) for a repository read, whose allow-list rejects unknown fields with a
-    QueryInputError naming the allowed ones. ``allowed`` checks the field names right here
-    instead, for filters that are not columns (the error's ``allowed`` lists them); with
-    ``exact`` the parameters must be those names, without ``__op`` suffixes."""
+    """A dependency collecting the query string's ``field`` / ``field__op`` parameters.
+
+    They are meant for a repository read, whose allow-list rejects unknown fields with a
+    [`QueryInputError`][dalkit.QueryInputError] naming the allowed ones.
+
+    Args:
+        allowed: check the field names right here instead, for filters that are not columns
+            (the error's ``allowed`` lists them).
+        ignore: parameters that are not filters (paging and sorting by default).
+        exact: the parameters must be the ``allowed`` names, without ``__op`` suffixes.
+
+    Returns:
+        The dependency, giving the filters as a dict.
+
+    Raises:
+        QueryInputError: (from the dependency) for a parameter ``allowed`` does not name.
+    """
     allowed_names = None if allowed is None else frozenset(allowed)
 
     async def dependency(request: Request) -> dict[str, Any]:
@@ -208,61 +312,3 @@ def filters(
         return found
 
     return dependency
-
-
-# -- errors as HTTP problems -------------------------------------------------------------------
-Renderer = Callable[[Request, Exception, int], Response]
-Handler = Callable[[Request, Exception], Awaitable[Response]]
-
-
-def error_detail(error: Exception, status: int) -> tuple[str, dict[str, Any]]:
-    """What a client may be told about ``error``: a sentence, and extra members. Driver
-    messages stay in the logs, since they can quote stored values."""
-    if isinstance(error, QueryInputError):
-        return str(error), {"name": error.name, "allowed": list(error.allowed)}
-    if isinstance(error, NotFoundError):
-        return str(error), {}
-    if isinstance(error, UniqueViolationError):
-        extra = {"constraint": error.constraint} if error.constraint else {}
-        return "a row with these values exists already", extra
-    if isinstance(error, PoolTimeoutError):
-        return "the service is busy; try again shortly", {}
-    if isinstance(error, StatementTimeoutError):
-        return "the database took too long to answer", {}
-    return "the request could not be completed", {}
-
-
-def problem_response(request: Request, error: Exception, status: int) -> Response:
-    """The default rendering: an ``application/problem+json`` document."""
-    detail, extra = error_detail(error, status)
-    return JSONResponse(problem(status, detail, **extra), status, media_type=PROBLEM_JSON)
-
-
-def install_error_handlers(
-    app: FastAPI,
-    *,
-    status: Mapping[type[Exception], int] | None = None,
-    render: Renderer = problem_response,
-    retry_after_s: int = 1,
-) -> None:
-    """Answer dalkit's errors with HTTP statuses: :data:`DEFAULT_ERROR_STATUS`, updated with
-    ``status`` (a status of 0 removes an entry); ``render`` shapes the body. A 503 carries
-    ``Retry-After: retry_after_s``."""
-    mapping = dict(DEFAULT_ERROR_STATUS)
-    for error_class, code in (status or {}).items():
-        if code:
-            mapping[error_class] = code
-        else:
-            mapping.pop(error_class, None)
-    for error_class, code in mapping.items():
-        app.add_exception_handler(error_class, _handler(code, render, retry_after_s))
-
-
-def _handler(status: int, render: Renderer, retry_after_s: int) -> Handler:
-    async def handle(request: Request, error: Exception) -> Response:
-        response = render(request, error, status)
-        if status == 503:
-            response.headers["Retry-After"] = str(retry_after_s)
-        return response
-
-    return handle

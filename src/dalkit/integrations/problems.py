@@ -13,8 +13,16 @@ PROBLEM_JSON = "application/problem+json"
 
 
 def problem(status: int, detail: str | None = None, **extra: Any) -> dict[str, Any]:
-    """A problem document: ``type`` about:blank, the status' phrase as ``title``, and
-    ``extra`` members (such as ``allowed``) after the standard ones."""
+    """A problem document: ``type`` about:blank and the status' phrase as ``title``.
+
+    Args:
+        status: the HTTP status.
+        detail: the sentence for the client, if any.
+        **extra: members after the standard ones (such as ``allowed``).
+
+    Returns:
+        The document as a dict.
+    """
     body: dict[str, Any] = {"type": "about:blank", "title": _phrase(status), "status": status}
     if detail is not None:
         body["detail"] = detail
@@ -23,12 +31,29 @@ def problem(status: int, detail: str | None = None, **extra: Any) -> dict[str, A
 
 
 def problem_json(status: int, detail: str | None = None, **extra: Any) -> bytes:
-    """:func:`problem` encoded as compact UTF-8 JSON."""
+    """[`problem`][dalkit.integrations.problems.problem] encoded as compact UTF-8 JSON.
+
+    Args:
+        status: the HTTP status.
+        detail: the sentence for the client, if any.
+        **extra: members after the standard ones.
+
+    Returns:
+        The encoded document.
+    """
     return json.dumps(problem(status, detail, **extra), separators=(",", ":")).encode()
 
 
 def problem_headers(body: bytes, *extra: tuple[bytes, bytes]) -> list[tuple[bytes, bytes]]:
-    """ASGI response headers for a problem+json ``body``."""
+    """ASGI response headers for a problem+json ``body``.
+
+    Args:
+        body: the encoded document.
+        *extra: more headers, as ``(name, value)`` bytes.
+
+    Returns:
+        The headers, content type and length first.
+    """
     return [
         (b"content-type", PROBLEM_JSON.encode()),
         (b"content-length", str(len(body)).encode()),

@@ -47,7 +47,25 @@ class CreateIndexConcurrentlyOp(ops.CreateIndexOp):
         unique: bool = False,
         **kw: Any,
     ) -> None:
-        """Build an index without blocking writes (a plain CREATE INDEX off PostgreSQL)."""
+        """Build an index without blocking writes (a plain CREATE INDEX off PostgreSQL).
+
+        Called in a revision as ``op.create_index_concurrently(...)``.
+
+        Args:
+            operations: Alembic's ``op`` (passed by Alembic).
+            index_name: The index's name.
+            table_name: The table's name.
+            columns: Column names or SQL expressions.
+            schema: The table's schema.
+            unique: A unique index.
+            **kw: Other arguments of Alembic's ``create_index``.
+
+        Examples:
+            ```python
+            def upgrade() -> None:
+                op.create_index_concurrently("ix_orders_customer_id", "orders", ["customer_id"])
+            ```
+        """
         operations.invoke(cls(index_name, table_name, columns, schema=schema, unique=unique, **kw))
 
 
@@ -67,7 +85,17 @@ class DropIndexConcurrentlyOp(ops.DropIndexOp):
         schema: str | None = None,
         **kw: Any,
     ) -> None:
-        """Drop an index without an ACCESS EXCLUSIVE lock (a plain DROP INDEX off PostgreSQL)."""
+        """Drop an index without an ACCESS EXCLUSIVE lock (a plain DROP INDEX off PostgreSQL).
+
+        Called in a revision as ``op.drop_index_concurrently(...)``.
+
+        Args:
+            operations: Alembic's ``op`` (passed by Alembic).
+            index_name: The index's name.
+            table_name: The table's name.
+            schema: The table's schema.
+            **kw: Other arguments of Alembic's ``drop_index``.
+        """
         operations.invoke(cls(index_name, table_name=table_name, schema=schema, **kw))
 
 

@@ -1,5 +1,6 @@
-"""The errors of dalkit's migrations, all under :class:`MigrationError`::
+"""The errors of dalkit's migrations, all under `MigrationError`:
 
+```text
 DalkitError
 └── MigrationError              a migration command could not do what was asked
     ├── UnsafeMigrationError    the linter found unsafe operations; .findings
@@ -7,6 +8,7 @@ DalkitError
     ├── BackupError             a backup could not be taken or restored
     ├── MigrationLockError      another run held the migration lock past lock_wait_s
     └── MigrationFailedError    a revision failed part-way; .revision, .restored, .backup
+```
 """
 
 from __future__ import annotations
@@ -32,7 +34,11 @@ class MigrationError(DalkitError):
 
 
 class UnsafeMigrationError(MigrationError):
-    """Raised before ``upgrade`` runs anything when a pending revision has unsafe operations."""
+    """Raised before ``upgrade`` runs anything when a pending revision has unsafe operations.
+
+    Args:
+        findings: The blocking findings (``dalkit.migrations.Finding``).
+    """
 
     # the findings are dalkit.migrations.lint.Finding (not imported: lint depends on this module)
     def __init__(self, findings: Sequence[Any]) -> None:
@@ -45,7 +51,11 @@ class UnsafeMigrationError(MigrationError):
 
 
 class SchemaDriftError(MigrationError):
-    """Raised by ``check()`` when the models and the migrated database differ."""
+    """Raised by ``check()`` when the models and the migrated database differ.
+
+    Args:
+        differences: Each difference, described.
+    """
 
     def __init__(self, differences: Sequence[str]) -> None:
         self.differences = list(differences)
@@ -63,7 +73,14 @@ class MigrationLockError(MigrationError):
 
 
 class MigrationFailedError(MigrationError):
-    """Raised when a revision failed part-way; says whether the database was restored."""
+    """Raised when a revision failed part-way; says whether the database was restored.
+
+    Args:
+        message: What failed.
+        revision: The revision that failed, if known.
+        restored: Whether the backup was restored.
+        backup: The backup file, if one was taken.
+    """
 
     def __init__(
         self, message: str, *, revision: str | None, restored: bool, backup: Path | None

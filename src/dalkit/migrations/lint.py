@@ -1,5 +1,5 @@
 """The linter: runs each revision's ``upgrade()`` against a recording ``op`` (no database) and
-checks every operation and raw SQL statement with :mod:`dalkit.migrations.lint_rules`."""
+checks every operation and raw SQL statement with `dalkit.migrations.lint_rules`."""
 
 from __future__ import annotations
 
@@ -25,7 +25,19 @@ __all__ = ["Finding", "blocking", "lint_scripts"]
 
 @dataclass(frozen=True)
 class Finding:
-    """One unsafe operation: the rule, the operation, where it is, and the safe recipe."""
+    """One unsafe operation: the rule, the operation, where it is, and the safe recipe.
+
+    Attributes:
+        rule: The rule's id (``"adding-not-nullable-field"``, ...).
+        operation: The operation, as written.
+        revision: The revision's id.
+        path: The revision's file.
+        line: The operation's line in that file.
+        problem: What is unsafe about it.
+        recipe: The safe way to do the same.
+        assured: The reason given by `safety_assured`; such a finding is shown but does not
+            block.
+    """
 
     rule: str
     operation: str
@@ -34,7 +46,6 @@ class Finding:
     line: int
     problem: str
     recipe: str
-    #: the reason given by safety_assured; such a finding is shown but does not block
     assured: str | None = None
 
     @property
@@ -50,14 +61,31 @@ class Finding:
 
 
 def blocking(findings: Iterable[Finding]) -> list[Finding]:
-    """The findings that stop an upgrade."""
+    """The findings that stop an upgrade.
+
+    Args:
+        findings: Lint findings.
+
+    Returns:
+        Those not covered by `safety_assured`.
+    """
     return [finding for finding in findings if finding.blocks]
 
 
 def lint_scripts(
     scripts: Iterable[Script], *, dialect: str = "postgresql", lock_timeout: bool = True
 ) -> list[Finding]:
-    """Lint the upgrade of each script, in the order given."""
+    """Lint the upgrade of each script, in the order given.
+
+    Args:
+        scripts: Alembic scripts, Python or ``.sql``.
+        dialect: The dialect raw SQL is read as.
+        lock_timeout: Whether runs set a lock timeout; without one, each revision gets a
+            ``missing-lock-timeout`` finding.
+
+    Returns:
+        The findings, blocking or not.
+    """
     findings: list[Finding] = []
     for script in scripts:
         parsed: SqlRevision | None = getattr(script.module, "dalkit_sql_revision", None)

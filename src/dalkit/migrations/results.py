@@ -14,7 +14,16 @@ __all__ = ["NewRevision", "RevisionInfo", "UpgradeResult"]
 
 @dataclass(frozen=True)
 class RevisionInfo:
-    """One revision of the history."""
+    """One revision of the history.
+
+    Attributes:
+        revision: Its id.
+        down_revision: The revisions it follows (several for a merge; none for the first).
+        message: The first line of its message.
+        path: Its file.
+        kind: ``"python"`` or ``"sql"``.
+        is_head: Whether no revision follows it.
+    """
 
     revision: str
     down_revision: tuple[str, ...]
@@ -25,7 +34,15 @@ class RevisionInfo:
 
     @classmethod
     def of(cls, script: Script, heads: tuple[str, ...] = ()) -> RevisionInfo:
-        """The info of an Alembic Script."""
+        """The info of an Alembic Script.
+
+        Args:
+            script: The Alembic script.
+            heads: The ids of the head revisions.
+
+        Returns:
+            The info.
+        """
         down = script.down_revision
         downs = () if down is None else ((down,) if isinstance(down, str) else tuple(down))
         kind = "sql" if getattr(script.module, "dalkit_sql_revision", None) else "python"
@@ -38,7 +55,13 @@ class RevisionInfo:
 @dataclass(frozen=True)
 class UpgradeResult:
     """What ``upgrade``/``downgrade`` did: revisions run in order, the backup taken, and the
-    linter's findings (those that did not block: safety_assured, or allow_unsafe)."""
+    linter's findings (those that did not block: safety_assured, or allow_unsafe).
+
+    Attributes:
+        applied: The revision ids run, in order.
+        backup: The backup file taken, if any.
+        findings: The lint findings that did not block.
+    """
 
     applied: list[str]
     backup: Path | None = None
@@ -47,7 +70,13 @@ class UpgradeResult:
 
 @dataclass(frozen=True)
 class NewRevision:
-    """A revision file just written, and the linter's warnings about it."""
+    """A revision file just written, and the linter's warnings about it.
+
+    Attributes:
+        revision: Its id.
+        path: Its file.
+        findings: What the linter found in it.
+    """
 
     revision: str
     path: Path

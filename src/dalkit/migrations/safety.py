@@ -19,11 +19,18 @@ class safety_assured(ContextDecorator):
     """Mark operations as reviewed: as a decorator on ``upgrade``/``downgrade`` or as a
     ``with`` block around some operations. The reason is shown next to each finding it covers.
 
-    ::
+    Args:
+        reason: Why the operations are safe (required, not empty).
 
+    Raises:
+        ConfigurationError: Without a reason.
+
+    Examples:
+        ```python
         @safety_assured(reason="orders is empty in every environment")
         def upgrade() -> None:
             op.drop_column("orders", "legacy_code")
+        ```
     """
 
     def __init__(self, *, reason: str) -> None:

@@ -13,8 +13,26 @@ __all__ = ["MigrationSettings"]
 @dataclasses.dataclass(frozen=True)
 class MigrationSettings:
     """How migrations run. Timeouts apply on PostgreSQL to every statement of a run, ``op.execute``
-    and concurrent index builds included; a lock timeout is retried ``lock_retries`` times with
-    exponential backoff from ``retry_backoff_s`` up to ``retry_backoff_max_s``."""
+    and concurrent index builds included.
+
+    Attributes:
+        lock_timeout_ms: PostgreSQL's ``lock_timeout`` for each statement (``None``: none).
+        statement_timeout_ms: PostgreSQL's ``statement_timeout`` (``None``: none).
+        lock_retries: How often a statement that hit the lock timeout is retried.
+        retry_backoff_s: The first wait before such a retry, doubled for each next one.
+        retry_backoff_max_s: The longest such wait.
+        lock_wait_s: How long a run waits for another run's migration lock.
+        backup_dir: Where ``upgrade(backup=True)`` writes its backups.
+        include_dalkit_tables: Add dalkit's own tables (audit log, outbox, inbox) to the
+            autogenerate target.
+        version_table: Alembic's version table.
+        ignore_unknown_tables: Leave tables that exist in the database but not in the metadata
+            out of autogenerate and ``check()`` (a database shared with other applications).
+        lint_dialect: The dialect the linter renders raw SQL for without a database at hand.
+
+    Raises:
+        ConfigurationError: When a value is out of range.
+    """
 
     lock_timeout_ms: int | None = 5_000
     statement_timeout_ms: int | None = 15 * 60_000
@@ -47,5 +65,12 @@ class MigrationSettings:
             raise ConfigurationError("lock_wait_s must be positive")
 
     def backoff(self, attempt: int) -> float:
-        """Seconds to sleep before retry number ``attempt`` (1-based)."""
+        """Seconds to sleep before a retry after a lock timeout.
+
+        Args:
+            attempt: The retry's number, from 1.
+
+        Returns:
+            The wait, at most ``retry_backoff_max_s``.
+        """
         return float(min(self.retry_backoff_max_s, self.retry_backoff_s * 2 ** (attempt - 1)))

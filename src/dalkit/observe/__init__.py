@@ -1,12 +1,18 @@
-"""Query observability: the slow-query log, query statistics, N+1 detection, query budgets,
-EXPLAIN, table statistics, index advice; the Prometheus collector is ``dalkit.observe.prometheus``.
+"""Query observability: the slow-query log, query statistics, N+1 and unused eager load
+detection, query budgets, EXPLAIN (of statements, builders and repository reads), table
+statistics, index advice; the Prometheus collector is ``dalkit.observe.prometheus``.
 """
 
 from __future__ import annotations
 
 from dalkit.observe.advice import IndexAdvice, index_advice, index_advice_async
 from dalkit.observe.budget import QueryBudget
-from dalkit.observe.errors import NPlusOneError, NPlusOneWarning, QueryBudgetExceededError
+from dalkit.observe.errors import (
+    NPlusOneError,
+    NPlusOneWarning,
+    QueryBudgetExceededError,
+    UnusedEagerLoadWarning,
+)
 from dalkit.observe.explain import PlanWarning, QueryPlan, explain, explain_async
 from dalkit.observe.install import (
     Observer,
@@ -16,6 +22,7 @@ from dalkit.observe.install import (
     set_default_nplusone,
 )
 from dalkit.observe.nplusone import NPlusOneMode
+from dalkit.observe.repo_query import RepositoryQuery
 from dalkit.observe.table_stats import TableStats, table_stats, table_stats_async
 
 __all__ = [
@@ -29,7 +36,9 @@ __all__ = [
     "QueryBudget",
     "QueryBudgetExceededError",
     "QueryPlan",
+    "RepositoryQuery",
     "TableStats",
+    "UnusedEagerLoadWarning",
     "explain",
     "explain_async",
     "index_advice",

@@ -35,7 +35,7 @@ def _first_outside(frame: FrameType | None) -> tuple[str, int] | None:
 
 
 def caller_location() -> tuple[str, int] | None:
-    """``(filename, line)`` of the application code running now, or ``None`` if none is found.
+    """``(filename, line)`` of the application code running now, or None if none is found.
 
     Frames are walked with ``sys._getframe`` rather than ``traceback``, which would read source
     files; under asyncio the statement runs in a greenlet whose stack ends at SQLAlchemy's
@@ -53,7 +53,14 @@ def caller_location() -> tuple[str, int] | None:
 
 
 def format_location(location: tuple[str, int] | None) -> str:
-    """``path:line`` relative to the current directory when inside it, or ``"unknown"``."""
+    """``path:line``, the path relative to the current directory when inside it.
+
+    Args:
+        location: ``(filename, line)``, or None.
+
+    Returns:
+        The text, or ``"unknown"`` for None.
+    """
     if location is None:
         return "unknown"
     filename, line = location

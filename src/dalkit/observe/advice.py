@@ -38,8 +38,18 @@ _COMPARISONS = r"=|<|>|!=|<>|\bIN\b|\bLIKE\b|\bILIKE\b|\bBETWEEN\b|\bIS\b"
 
 @dataclasses.dataclass(frozen=True)
 class IndexAdvice:
-    """One piece of advice. ``kind``: ``missing_fk_index``, ``unindexed_filter``, ``seq_scans``,
-    ``unused_index``, ``duplicate_index``; ``severity``: ``warn`` (act on it) or ``info``."""
+    """One piece of advice about an index to add or drop.
+
+    Attributes:
+        kind: ``missing_fk_index``, ``unindexed_filter``, ``seq_scans``, ``unused_index`` or
+            ``duplicate_index``.
+        table: The table concerned.
+        columns: The columns of the index to add (or of the one to drop).
+        reason: Why, in a sentence.
+        evidence: The figures behind it (rows, scans, statements seen, repositories).
+        ddl: The statement that follows the advice, or None.
+        severity: ``warn`` (act on it) or ``info``.
+    """
 
     kind: str
     table: str
@@ -50,6 +60,7 @@ class IndexAdvice:
     severity: str = "warn"
 
     def as_dict(self) -> dict[str, Any]:
+        """The advice as plain data (for JSON output)."""
         return {**dataclasses.asdict(self), "columns": list(self.columns)}
 
 
@@ -73,8 +84,22 @@ def index_advice(
     *,
     min_rows: int = MIN_ROWS,
 ) -> list[IndexAdvice]:
-    """Advice for the tables of the connection's default schema; ``repositories`` defaults to
-    every Repository and AsyncRepository subclass defined so far."""
+    """Advice for the tables of the connection's default schema.
+
+    Args:
+        connection: A PostgreSQL or SQLite connection.
+        observer: The database's [`Observer`][dalkit.observe.Observer]: the statements its
+            query statistics saw are evidence of filtered columns.
+        repositories: Repository classes whose ``filterable``/``sortable`` columns count as
+            filtered; defaults to every Repository and AsyncRepository subclass defined so far.
+        min_rows: Tables with fewer rows are never worth an index for their scans.
+
+    Returns:
+        The advice, schema problems first.
+
+    Raises:
+        ConfigurationError: The database is neither PostgreSQL nor SQLite.
+    """
     backend = connection.dialect.name
     if backend not in ("postgresql", "sqlite"):
         raise ConfigurationError(f"index_advice() supports PostgreSQL and SQLite, not {backend}")
@@ -103,7 +128,7 @@ async def index_advice_async(
     *,
     min_rows: int = MIN_ROWS,
 ) -> list[IndexAdvice]:
-    """:func:`index_advice` on an AsyncConnection."""
+    """``index_advice`` on an AsyncConnection; the arguments and result are the same."""
     return await connection.run_sync(index_advice, observer, repositories, min_rows=min_rows)
 
 

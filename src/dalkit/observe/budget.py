@@ -24,7 +24,17 @@ _active: contextvars.ContextVar[tuple[QueryBudget, ...]] = contextvars.ContextVa
 
 
 class QueryBudget:
-    """What a ``query_budget()`` block ran so far; checked when the block ends."""
+    """What a ``query_budget()`` block ran so far; checked when the block ends.
+
+    Attributes:
+        owner: The observer whose engine is counted.
+        max_queries: The statement budget, or None.
+        max_ms: The time budget in milliseconds, or None.
+        statements: ``(statement, milliseconds)`` in the order they ran.
+
+    Raises:
+        ConfigurationError: Neither budget is given, or one is negative.
+    """
 
     def __init__(self, owner: object, max_queries: int | None, max_ms: float | None) -> None:
         if max_queries is None and max_ms is None:
@@ -36,25 +46,37 @@ class QueryBudget:
         self.owner = owner
         self.max_queries = max_queries
         self.max_ms = max_ms
-        #: ``(statement, milliseconds)`` in the order they ran
         self.statements: list[tuple[str, float]] = []
 
     @property
     def queries(self) -> int:
+        """Statements run so far (transaction starts not counted)."""
         return len(self.statements)
 
     @property
     def total_ms(self) -> float:
+        """Milliseconds the statements took so far."""
         return sum(ms for _, ms in self.statements)
 
     def add(self, statement: str, duration_s: float) -> None:
+        """Count one statement.
+
+        Args:
+            statement: The SQL text.
+            duration_s: The seconds it took.
+        """
         # dalkit sends SQLite's BEGIN itself, PostgreSQL's drivers without a statement: skipped
         # so that a budget means the same on both
         if not _TRANSACTION_START.fullmatch(statement.strip()):
             self.statements.append((statement, duration_s * 1000.0))
 
     def check(self) -> None:
-        """Raise :class:`QueryBudgetExceededError` if the budget was overspent."""
+        """Check the budget.
+
+        Raises:
+            QueryBudgetExceededError: More statements ran, or more time was spent, than
+                allowed; the message lists the statements.
+        """
         over = []
         if self.max_queries is not None and self.queries > self.max_queries:
             over.append(f"{self.queries} statements ran, at most {self.max_queries} allowed")
@@ -75,6 +97,7 @@ class QueryBudget:
 
 
 def active_budgets() -> tuple[QueryBudget, ...]:
+    """The budgets of the ``query_budget()`` blocks open in this thread or task."""
     return _active.get()
 
 
@@ -85,6 +108,17 @@ def query_budget(
     """Count what ``owner``'s engine runs inside the block; raise at the end if over budget.
 
     An exception leaving the block is not masked by the budget check.
+
+    Args:
+        owner: The observer whose engine is counted.
+        max_queries: At most this many statements.
+        max_ms: At most this many milliseconds in the database.
+
+    Yields:
+        The budget, whose ``queries`` and ``statements`` grow as the block runs.
+
+    Raises:
+        QueryBudgetExceededError: When the block ends over budget.
     """
     budget = QueryBudget(owner, max_queries, max_ms)
     token = _active.set((*_active.get(), budget))

@@ -1,6 +1,6 @@
-"""``explain()``: a statement's plan with its parameters still bound, as text, data and warnings
-(PostgreSQL ``EXPLAIN (FORMAT JSON)``, SQLite ``EXPLAIN QUERY PLAN``). ANALYZE of a write runs
-in a savepoint that is rolled back."""
+"""``explain()``: the plan of a statement, builder or repository read with its parameters still
+bound, as text, data and warnings (PostgreSQL ``EXPLAIN (FORMAT JSON)``, SQLite ``EXPLAIN QUERY
+PLAN``). ANALYZE of a write runs in a savepoint that is rolled back."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import ClauseElement, Executable
 
 from dalkit.errors import ConfigurationError, InvalidQueryError
+from dalkit.observe.repo_query import RepositoryQuery
+from dalkit.query.builder import QueryBuilder
 from dalkit.query.raw_sql import checked_text
 
 if TYPE_CHECKING:  # annotations only: sync code never needs the asyncio extension
@@ -36,8 +38,14 @@ NESTED_LOOP_ROWS = 1_000
 
 @dataclasses.dataclass(frozen=True)
 class PlanWarning:
-    """Something in a plan worth a look: ``kind`` is ``seq_scan``, ``misestimate``,
-    ``disk_spill``, ``nested_loop``, ``full_scan`` (SQLite) or ``temp_btree`` (SQLite)."""
+    """Something in a plan worth a look.
+
+    Attributes:
+        kind: ``seq_scan``, ``misestimate``, ``disk_spill``, ``nested_loop`` (PostgreSQL),
+            ``full_scan`` or ``temp_btree`` (SQLite).
+        message: What was found and what would help.
+        table: The table concerned, when there is one.
+    """
 
     kind: str
     message: str
@@ -49,7 +57,15 @@ class PlanWarning:
 
 @dataclasses.dataclass(frozen=True)
 class QueryPlan:
-    """A plan: ``text`` for people, ``data`` as the database gave it, ``warnings`` found in it."""
+    """A statement's plan.
+
+    Attributes:
+        text: The plan for people, one node a line.
+        data: The plan as the database gave it (PostgreSQL's JSON, SQLite's rows).
+        warnings: What in the plan is worth a look.
+        backend: ``"postgresql"`` or ``"sqlite"``.
+        analyzed: Whether the statement ran (``EXPLAIN ANALYZE``).
+    """
 
     text: str
     data: Any
@@ -58,6 +74,14 @@ class QueryPlan:
     analyzed: bool = False
 
     def has_warning(self, kind: str) -> bool:
+        """Whether a warning of ``kind`` was found.
+
+        Args:
+            kind: A warning kind (see [`PlanWarning`][dalkit.observe.PlanWarning]).
+
+        Returns:
+            True when the plan has one.
+        """
         return any(w.kind == kind for w in self.warnings)
 
 
@@ -73,24 +97,42 @@ class _Explain(Executable, ClauseElement):
 def _compile_explain(element: _Explain, compiler: SQLCompiler, **kw: Any) -> str:
     # compiled by the same compiler as the statement: its parameters stay bound parameters
     text = compiler.process(element.statement, **kw)
-    # the result is rows of a plan, not an INSERT/UPDATE/DELETE's outcome
+    # the result is rows of a plan, not an INSERT/UPDATE/DELETE's outcome, nor the statement's
+    # columns (whose types would process the plan's: a DateTime column read "SEARCH t ...")
     compiler.isinsert = compiler.isupdate = compiler.isdelete = False
+    compiler._result_columns = []
     return f"{element.prefix} {text}"
 
 
 def explain(
     connection_or_session: Connection | Session,
-    statement: str | ClauseElement,
+    statement: str | ClauseElement | QueryBuilder | RepositoryQuery,
     params: Mapping[str, Any] | None = None,
     *,
     analyze: bool = False,
     buffers: bool = False,
 ) -> QueryPlan:
-    """The plan of ``statement`` (a SQLAlchemy statement, or SQL text with ``:named``
-    parameters given in ``params``) on the connection's database.
+    """The plan of ``statement`` on the connection's database, its parameters bound.
 
-    ``analyze`` runs the statement (PostgreSQL; SQLite has no such option and ignores it);
-    a write is rolled back. For an AsyncConnection use ``await conn.run_sync(explain, ...)``.
+    Args:
+        connection_or_session: A Connection, or a Session whose connection is used. For an
+            AsyncConnection use [`explain_async`][dalkit.observe.explain_async].
+        statement: A SQLAlchemy statement; SQL text with ``:named`` parameters given in
+            ``params``; a [`QueryBuilder`][dalkit.QueryBuilder]; or a
+            [`RepositoryQuery`][dalkit.observe.RepositoryQuery], whose SELECT is the one the
+            repository would send (soft-delete and tenant criteria included).
+        params: Values of the statement's parameters.
+        analyze: Run the statement too (PostgreSQL ``EXPLAIN ANALYZE``; SQLite has no such
+            option and ignores it). A write runs in a savepoint that is rolled back.
+        buffers: Add buffer usage (PostgreSQL, with ``analyze``).
+
+    Returns:
+        The plan as text, as the database's data, and the warnings found in it.
+
+    Raises:
+        InvalidQueryError: ``statement`` is none of the above, or SQL text that fails the
+            raw SQL checks.
+        ConfigurationError: The database is neither PostgreSQL nor SQLite.
     """
     connection = (
         connection_or_session.connection()
@@ -98,11 +140,21 @@ def explain(
         else connection_or_session
     )
     values = dict(params or {})
-    clause: ClauseElement = (
-        checked_text(statement, values) if isinstance(statement, str) else statement
-    )
+    clause: Any
+    if isinstance(statement, RepositoryQuery):
+        clause, bound = statement.prepared(connection)
+        values = {**bound, **values}
+    elif isinstance(statement, QueryBuilder):
+        clause = statement.build()
+    elif isinstance(statement, str):
+        clause = checked_text(statement, values)
+    else:
+        clause = statement
     if not isinstance(clause, ClauseElement):
-        raise InvalidQueryError("explain() takes SQL text or a SQLAlchemy statement")
+        raise InvalidQueryError(
+            "explain() takes SQL text, a SQLAlchemy statement, a QueryBuilder or a RepositoryQuery",
+            name=type(statement).__name__,
+        )
     backend = connection.dialect.name
     if backend == "postgresql":
         return _explain_postgres(connection, clause, values, analyze=analyze, buffers=buffers)
@@ -113,13 +165,25 @@ def explain(
 
 async def explain_async(
     connection: AsyncConnection,
-    statement: str | ClauseElement,
+    statement: str | ClauseElement | QueryBuilder | RepositoryQuery,
     params: Mapping[str, Any] | None = None,
     *,
     analyze: bool = False,
     buffers: bool = False,
 ) -> QueryPlan:
-    """:func:`explain` on an AsyncConnection (the sync work runs through ``run_sync``)."""
+    """[`explain`][dalkit.observe.explain] on an AsyncConnection (the work runs in
+    ``run_sync``).
+
+    Args:
+        connection: The connection to explain on.
+        statement: As for [`explain`][dalkit.observe.explain].
+        params: Values of the statement's parameters.
+        analyze: Run the statement too (PostgreSQL).
+        buffers: Add buffer usage (PostgreSQL, with ``analyze``).
+
+    Returns:
+        The plan, as from [`explain`][dalkit.observe.explain].
+    """
     return await connection.run_sync(explain, statement, params, analyze=analyze, buffers=buffers)
 
 

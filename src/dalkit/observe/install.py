@@ -3,9 +3,8 @@ attached only for the features that are on, and nothing at all when every featur
 
 from __future__ import annotations
 
-import dataclasses
 import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
@@ -17,9 +16,11 @@ from sqlalchemy.orm import ORMExecuteState, Session
 from dalkit.errors import ConfigurationError
 from dalkit.observe._source import caller_location, format_location
 from dalkit.observe.budget import QueryBudget, active_budgets, query_budget
+from dalkit.observe.eager import WATCH
 from dalkit.observe.metrics import QueryMetrics
 from dalkit.observe.nplusone import NPlusOneDetector, NPlusOneMode, check_mode
 from dalkit.observe.querylog import QueryStats, SlowQueryLog, shape_of
+from dalkit.observe.settings import ObserveSettings, set_default_nplusone
 
 if TYPE_CHECKING:  # annotations only: sync code never needs the asyncio extension
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -27,55 +28,6 @@ if TYPE_CHECKING:  # annotations only: sync code never needs the asyncio extensi
 __all__ = ["ObserveSettings", "Observer", "install", "observer_for", "set_default_nplusone"]
 
 _STARTED = "_dalkit_started"
-_default_nplusone: NPlusOneMode = "off"
-
-
-def set_default_nplusone(mode: NPlusOneMode) -> None:
-    """The N+1 mode of databases that do not choose one (``"warn"`` under the pytest plugin)."""
-    global _default_nplusone
-    _default_nplusone = check_mode(mode)
-
-
-@dataclasses.dataclass(frozen=True)
-class ObserveSettings:
-    """What to observe. ``nplusone=None`` takes the process default (see
-    :func:`set_default_nplusone`); ``slow_query_ms=None`` turns the slow-query log off;
-    ``query_stats_size`` bounds the statement shapes kept."""
-
-    nplusone: NPlusOneMode | None = None
-    nplusone_threshold: int = 10
-    slow_query_ms: float | None = None
-    query_stats: bool = True
-    query_stats_size: int = 500
-
-    def __post_init__(self) -> None:
-        if self.nplusone is not None:
-            check_mode(self.nplusone)
-        if self.slow_query_ms is not None and (
-            isinstance(self.slow_query_ms, bool) or not self.slow_query_ms >= 0
-        ):
-            raise ConfigurationError("slow_query_ms must be zero or positive, or None")
-        if not isinstance(self.query_stats_size, int) or self.query_stats_size < 1:
-            raise ConfigurationError("query_stats_size must be a positive integer")
-
-    @classmethod
-    def coerce(cls, value: object = None) -> ObserveSettings:
-        """Settings from ``None`` (defaults), a mapping, or any object with these attributes
-        (a ``DatabaseConfig`` carrying them)."""
-        if value is None or isinstance(value, cls):
-            return value or cls()
-        names = [f.name for f in dataclasses.fields(cls)]
-        if isinstance(value, Mapping):
-            unknown = set(value) - set(names)
-            if unknown:
-                raise ConfigurationError(f"unknown observe option(s): {', '.join(sorted(unknown))}")
-            return cls(**value)
-        return cls(**{n: getattr(value, n) for n in names if hasattr(value, n)})
-
-    @property
-    def nplusone_mode(self) -> NPlusOneMode:
-        return self.nplusone if self.nplusone is not None else _default_nplusone
-
 
 # keyed by dialect: an engine's execution_options() copies (which sessions may be bound to)
 # share its dialect and its listeners, not its identity
@@ -84,7 +36,14 @@ _orm_listener_installed = False
 
 
 def observer_for(engine: Engine | AsyncEngine) -> Observer | None:
-    """The observer installed on ``engine``, if any."""
+    """The observer installed on ``engine``.
+
+    Args:
+        engine: An Engine or AsyncEngine.
+
+    Returns:
+        Its observer, or None when none was installed.
+    """
     return _observers.get(_sync(engine).dialect)
 
 
@@ -99,7 +58,17 @@ def install(engine: Engine | AsyncEngine, settings: object = None) -> Observer:
     """Observe ``engine`` (the sync engine of an AsyncEngine: the listeners serve both APIs).
 
     Installing again on the same engine returns the same observer, reconfigured when
-    ``settings`` are given (unchanged with ``None``).
+    ``settings`` are given (unchanged with None).
+
+    Args:
+        engine: An Engine or AsyncEngine.
+        settings: What to observe, as for ``ObserveSettings.coerce``.
+
+    Returns:
+        The engine's observer.
+
+    Raises:
+        ConfigurationError: ``engine`` is no engine, or the settings are invalid.
     """
     sync_engine = _sync(engine)
     observer = _observers.get(sync_engine.dialect)
@@ -114,7 +83,12 @@ def install(engine: Engine | AsyncEngine, settings: object = None) -> Observer:
 
 
 class Observer:
-    """One engine's query statistics, slow-query log, N+1 detector, budgets and metrics."""
+    """One engine's query statistics, slow-query log, N+1 detector, budgets and metrics.
+
+    Args:
+        engine: The sync engine observed.
+        settings: What to observe.
+    """
 
     def __init__(self, engine: Engine, settings: ObserveSettings) -> None:
         self.engine = engine
@@ -129,7 +103,11 @@ class Observer:
         self.configure(settings)
 
     def configure(self, settings: ObserveSettings) -> None:
-        """Apply ``settings``; statistics already gathered survive unless they are turned off."""
+        """Apply ``settings``; statistics already gathered survive unless they are turned off.
+
+        Args:
+            settings: What to observe from now on.
+        """
         self.settings = settings
         if not settings.query_stats:
             self.stats = None
@@ -143,35 +121,75 @@ class Observer:
 
     # -- what the database exposes --------------------------------------------------------------
     def query_stats(self, top: int | None = 20) -> list[dict[str, Any]]:
-        """Per statement shape: count, total/mean/p95/max ms and rows, top ``top`` by total time."""
+        """Statistics per statement shape, slowest in total first.
+
+        Args:
+            top: How many shapes; None for all.
+
+        Returns:
+            Per shape: ``statement``, ``operation``, ``count``, ``total_ms``, ``mean_ms``,
+            ``p95_ms``, ``max_ms`` and ``rows``; empty when statistics are off.
+        """
         return [] if self.stats is None else self.stats.snapshot(top)
 
     def pop_query_stats(self, top: int | None = 20) -> list[dict[str, Any]]:
-        """Like :meth:`query_stats`, then start over."""
+        """Like ``query_stats``, then start over.
+
+        Args:
+            top: How many shapes; None for all.
+
+        Returns:
+            The statistics before the reset.
+        """
         return [] if self.stats is None else self.stats.snapshot(top, reset=True)
 
     @contextmanager
     def detect_nplusone(self, mode: NPlusOneMode = "raise") -> Iterator[None]:
-        """N+1 detection in ``mode`` inside the block (this thread or task only)."""
+        """N+1 detection in ``mode`` inside the block (this thread or task only); unused
+        ``load=[...]`` paths of reads made in the block are warned about when it ends.
+
+        Args:
+            mode: ``"off"``, ``"warn"`` or ``"raise"``.
+
+        Yields:
+            Nothing: detection lasts for the with-block.
+
+        Raises:
+            ConfigurationError: ``mode`` is none of those.
+        """
         check_mode(mode)
         if mode != "off" and not self._nplusone_on:
             self._nplusone_on = True
             self._refresh_listeners()
-        with self.nplusone.scoped(mode):
+        with self.nplusone.scoped(mode), WATCH.scope():
             yield
 
     def query_budget(
         self, max_queries: int | None = None, max_ms: float | None = None
     ) -> AbstractContextManager[QueryBudget]:
-        """Raise QueryBudgetExceededError at the end of the block if it ran more than
-        ``max_queries`` statements or spent more than ``max_ms`` in the database."""
+        """A block that may run at most ``max_queries`` statements and spend at most
+        ``max_ms`` in the database.
+
+        Args:
+            max_queries: At most this many statements.
+            max_ms: At most this many milliseconds.
+
+        Returns:
+            A context manager yielding the [`QueryBudget`][dalkit.observe.QueryBudget]; it raises
+            [`QueryBudgetExceededError`][dalkit.QueryBudgetExceededError] at the end of an
+            overspent block.
+        """
         if not self._budgets_used:
             self._budgets_used = True
             self._refresh_listeners()
         return query_budget(self, max_queries, max_ms)
 
     def enable_metrics(self) -> QueryMetrics:
-        """Start the per-operation histograms the Prometheus collector reads."""
+        """Start the per-operation histograms the Prometheus collector reads.
+
+        Returns:
+            The histograms (the same ones when already started).
+        """
         if self.metrics is None:
             self.metrics = QueryMetrics()
             self._refresh_listeners()
@@ -208,8 +226,16 @@ class Observer:
             self._begin_listening = self._nplusone_on
         if self._nplusone_on:
             _install_orm_listener()
+        # repositories check WATCH.on: true only while some database detects N+1s
+        others = any(o._nplusone_on for o in _observers.values() if o is not self)
+        WATCH.switch(self._nplusone_on or others, _session_mode)
 
     def nplusone_begin(self, conn: Connection) -> None:
+        """The engine's ``begin`` listener: statement shapes are counted per transaction.
+
+        Args:
+            conn: The connection that begins.
+        """
         self.nplusone.on_begin(conn)
 
     @staticmethod
@@ -283,19 +309,28 @@ class Observer:
         )
 
 
-def _on_orm_execute(state: ORMExecuteState) -> None:
-    if not state.is_select or state.lazy_loaded_from is None:
-        return
-    session = state.session
+def _session_observer(session: Session) -> Observer | None:
     bind = session.bind
     if bind is None:
         try:
             bind = session.get_bind()
         except Exception:  # an unbound session: nothing of ours
-            return
+            return None
     dialect = getattr(bind, "dialect", None)
     observer = _observers.get(dialect) if dialect is not None else None
-    if observer is not None and observer._nplusone_on:
+    return observer if observer is not None and observer._nplusone_on else None
+
+
+def _session_mode(session: Session) -> NPlusOneMode:
+    observer = _session_observer(session)
+    return "off" if observer is None else observer.nplusone.current_mode()
+
+
+def _on_orm_execute(state: ORMExecuteState) -> None:
+    if not state.is_select or state.lazy_loaded_from is None:
+        return
+    observer = _session_observer(state.session)
+    if observer is not None:
         observer.nplusone.on_lazy_load(state, observer.engine.dialect.is_async)
 
 

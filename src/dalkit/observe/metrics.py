@@ -23,13 +23,15 @@ class _Histogram:
 
 
 class QueryMetrics:
-    """Per-operation (SELECT, INSERT, UPDATE, DELETE, OTHER) query histograms."""
+    """Per-operation (SELECT, INSERT, UPDATE, DELETE, OTHER) query histograms, with the
+    buckets of ``BUCKETS_S``."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._histograms: dict[str, _Histogram] = {}
 
     def observe(self, operation: str, duration_s: float) -> None:
+        """Count one ``operation`` statement that took ``duration_s`` seconds."""
         index = bisect.bisect_left(BUCKETS_S, duration_s)
         with self._lock:
             histogram = self._histograms.get(operation)

@@ -3,7 +3,8 @@ and one statement shape run again and again in a transaction with only its param
 
 Both rules are fed by synchronous SQLAlchemy listeners (the observer's), so they serve sync and
 async code alike; under asyncio a lazy load outside SQLAlchemy's greenlet becomes an
-:class:`NPlusOneError` that says what to load instead of ``MissingGreenlet``.
+``NPlusOneError`` that says what to load instead of ``MissingGreenlet``. Unused eager loads are
+``dalkit.observe.eager``'s.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from dalkit.observe.querylog import StatementShape
 __all__ = ["MODES", "NPlusOneDetector", "NPlusOneMode"]
 
 NPlusOneMode = Literal["off", "warn", "raise"]
+"""What N+1 detection does on a pattern: nothing, warn (`NPlusOneWarning`) or raise."""
 MODES: tuple[NPlusOneMode, ...] = ("off", "warn", "raise")
 
 #: lazy loads of one relationship from this many instances of one result are an N+1
@@ -43,6 +45,7 @@ _overrides: contextvars.ContextVar[Mapping[int, NPlusOneMode] | None] = contextv
 
 
 def check_mode(mode: object) -> NPlusOneMode:
+    """``mode`` if it is ``"off"``, ``"warn"`` or ``"raise"``; else a ConfigurationError."""
     if mode not in MODES:
         raise ConfigurationError(f"nplusone must be one of 'off', 'warn', 'raise'; got {mode!r}")
     return mode  # type: ignore[return-value,unused-ignore]
@@ -58,7 +61,15 @@ def _in_greenlet() -> bool:
 
 class NPlusOneDetector:
     """Counts lazy loads per query result and statement shapes per transaction, and reports
-    (warns or raises) the first time a count reaches its threshold."""
+    (warns or raises) the first time a count reaches its threshold.
+
+    Args:
+        mode: ``"off"``, ``"warn"`` or ``"raise"``.
+        threshold: Runs of one statement shape in a transaction that make an N+1.
+
+    Raises:
+        ConfigurationError: A mode or threshold out of range.
+    """
 
     def __init__(self, mode: NPlusOneMode = "off", threshold: int = 10) -> None:
         if not isinstance(threshold, int) or threshold < 2:
@@ -71,12 +82,20 @@ class NPlusOneDetector:
         self._groups: OrderedDict[tuple[int, type[Any], str], set[int]] = OrderedDict()
 
     def current_mode(self) -> NPlusOneMode:
+        """The mode in force in this thread or task (a ``scoped()`` block's, else ``mode``)."""
         overrides = _overrides.get()
         return self.mode if overrides is None else overrides.get(id(self), self.mode)
 
     @contextmanager
     def scoped(self, mode: NPlusOneMode) -> Iterator[None]:
-        """``mode`` inside the block, for this thread or task only."""
+        """``mode`` inside the block, for this thread or task only.
+
+        Args:
+            mode: ``"off"``, ``"warn"`` or ``"raise"``.
+
+        Raises:
+            ConfigurationError: ``mode`` is none of those.
+        """
         check_mode(mode)
         token = _overrides.set({**(_overrides.get() or {}), id(self): mode})
         try:
@@ -86,6 +105,12 @@ class NPlusOneDetector:
 
     # -- rule 1: lazy loads from one result --------------------------------------------------
     def on_lazy_load(self, state: ORMExecuteState, is_async: bool) -> None:
+        """A lazy load is about to run (``do_orm_execute``): count it, report an N+1.
+
+        Raises:
+            NPlusOneError: Under ``"raise"``, at the threshold; and for a lazy load that
+                async code cannot run.
+        """
         origin = state.lazy_loaded_from
         if origin is None:
             return
@@ -127,6 +152,7 @@ class NPlusOneDetector:
 
     # -- rule 2: one shape, many times, in a transaction ------------------------------------
     def on_begin(self, conn: Connection) -> None:
+        """A transaction began on ``conn``: its statement shapes are counted afresh."""
         conn.info.pop(_SHAPES_KEY, None)
 
     def on_statement(
@@ -137,6 +163,7 @@ class NPlusOneDetector:
         shape: StatementShape,
         context: ExecutionContext | None,
     ) -> None:
+        """A statement ran on ``conn``: count its shape, report an N+1 at the threshold."""
         # ORM reads only: SQLAlchemy's own reflection (create_all, inspect) repeats its queries
         # per table, and a Core statement in a loop is a deliberate choice. Keyed on the exact
         # text sent, whose values are bound; one without parameters (a health check) is no lookup

@@ -1,6 +1,7 @@
 """A ``prometheus_client`` collector for one or more databases (a ``database`` label): pool
-gauges and counters, transactions, query histograms per operation, slow queries and N+1
-detections. Labels hold names chosen here or by you, never URLs or credentials.
+gauges and counters, transactions and their latency histogram, query histograms per operation,
+slow queries, N+1 detections, the query cache, read replicas and the outbox backlog. Labels hold
+names chosen here or by you (a replica's ``host:port``), never URLs or credentials.
 
 Needs the ``prometheus-client`` package. Counters read from ``pool_stats()`` start over when
 the application calls ``pop_stats()``, which Prometheus treats as a counter reset.
@@ -61,16 +62,45 @@ class _Source:
 
 
 class DalkitCollector(Collector):
-    """Collects from every database added with :meth:`add`, labelled by name."""
+    """Collects from every database added with ``add``, labelled by name.
+
+    Examples:
+        ```python test="skip"
+        from prometheus_client import REGISTRY
+
+        collector = DalkitCollector()
+        collector.add(db, "orders")
+        REGISTRY.register(collector)  # or simply: register(db, "orders")
+        ```
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._sources: dict[str, _Source] = {}
 
     def add(self, database: Any, name: str | None = None, *, outbox: bool = False) -> str:
-        """Collect from ``database`` (a Database or AsyncDatabase) under ``name`` (default: the
-        database name of its URL); returns the name. ``outbox`` adds the transactional outbox's
-        backlog, read with one query per scrape (sync Database only)."""
+        """Collect from ``database`` under ``name``.
+
+        Args:
+            database: A Database or AsyncDatabase; its cache and replica figures are
+                collected when it has them.
+            name: The ``database`` label; default: the database name of its URL (the file
+                name for SQLite).
+            outbox: Add the transactional outbox's backlog, read with one query per scrape
+                (sync Database only).
+
+        Returns:
+            The label.
+
+        Raises:
+            ConfigurationError: An empty name, one already used by another database, or
+                ``outbox`` with an AsyncDatabase.
+        """
+        if outbox and hasattr(database.engine, "sync_engine"):
+            raise ConfigurationError(
+                "outbox metrics read the outbox with a sync Database; for an AsyncDatabase, "
+                "register a Database on the same URL with outbox=True"
+            )
         label = name if name is not None else _default_name(database)
         if not isinstance(label, str) or not label:
             raise ConfigurationError("a database's metrics name must be a non-empty string")
@@ -87,14 +117,17 @@ class DalkitCollector(Collector):
         return label
 
     def remove(self, name: str) -> None:
+        """Stop collecting the database labelled ``name`` (nothing if there is none)."""
         with self._lock:
             self._sources.pop(name, None)
 
     def describe(self) -> list[Metric]:
+        """Nothing: the families depend on the databases added later."""
         # the families depend on the databases added later: nothing to check at registration
         return []
 
     def collect(self) -> Iterator[Metric]:
+        """Every family, read from each database's statistics now."""
         with self._lock:
             sources = sorted(self._sources.items())
         families: dict[str, Metric] = {}
@@ -105,9 +138,15 @@ class DalkitCollector(Collector):
             return families[name]
 
         for label, source in sources:
-            _collect_pool(family, label, source.database.pool_stats())
-            _collect_transactions(family, label, source.database.transaction_stats())
+            database = source.database
+            _collect_pool(family, label, database.pool_stats())
+            _collect_transactions(family, label, database.transaction_stats())
             _collect_queries(family, label, source.observer)
+            areas = database.get_stats() if hasattr(database, "get_stats") else {}
+            if areas.get("cache"):
+                _collect_cache(family, label, areas["cache"])
+            if areas.get("replicas"):
+                _collect_replicas(family, label, areas["replicas"])
             if source.outbox:
                 _collect_outbox(family, label, source.database)
         yield from families.values()
@@ -145,16 +184,18 @@ def _collect_transactions(family: Family, label: str, stats: dict[str, Any]) -> 
         family(
             "transaction_retries", CounterMetricFamily, "Transaction runs retried", "isolation"
         ).add_metric([label, isolation], figures["retries"])
-        durations = family(
-            "transaction_duration_seconds",
-            GaugeMetricFamily,
-            "Transaction call duration percentiles over the recent window",
-            "isolation",
-            "quantile",
-        )
-        for name, quantile in (("p50", "0.5"), ("p95", "0.95"), ("p99", "0.99")):
-            seconds = figures["duration_ms"][name] / 1000.0
-            durations.add_metric([label, isolation, quantile], seconds)
+        histogram = figures.get("duration_histogram")
+        if histogram is not None:
+            family(
+                "transaction_duration_seconds",
+                HistogramMetricFamily,
+                "Transaction call duration, retries and backoff included",
+                "isolation",
+            ).add_metric([label, isolation], _buckets(histogram["buckets"]), histogram["sum_s"])
+
+
+def _buckets(buckets: list[tuple[float, int]]) -> list[tuple[str, float]]:
+    return [("+Inf" if b == float("inf") else repr(b), float(n)) for b, n in buckets]
 
 
 def _collect_queries(family: Family, label: str, observer: Observer) -> None:
@@ -163,8 +204,7 @@ def _collect_queries(family: Family, label: str, observer: Observer) -> None:
     )
     metrics = observer.metrics
     for operation, data in (metrics.snapshot() if metrics is not None else {}).items():
-        buckets = [("+Inf" if b == float("inf") else repr(b), float(n)) for b, n in data["buckets"]]
-        histogram.add_metric([label, operation], buckets, data["sum_s"])
+        histogram.add_metric([label, operation], _buckets(data["buckets"]), data["sum_s"])
     slow = observer.slow_log.count if observer.slow_log is not None else 0
     family("slow_queries", CounterMetricFamily, "Statements over slow_query_ms").add_metric(
         [label], slow
@@ -172,6 +212,73 @@ def _collect_queries(family: Family, label: str, observer: Observer) -> None:
     family("nplusone_detections", CounterMetricFamily, "N+1 patterns reported").add_metric(
         [label], observer.nplusone.detections
     )
+
+
+# name, cache stats key, help
+_CACHE_COUNTERS = (
+    ("cache_hits", "hits", "Cached reads served from the cache"),
+    ("cache_misses", "misses", "Cached reads that went to the database"),
+    ("cache_sets", "sets", "Results stored in the cache"),
+    ("cache_invalidations", "invalidations", "Tables whose cached results were invalidated"),
+    ("cache_bypasses", "bypasses", "Cacheable reads sent past the cache (written tables, ...)"),
+    ("cache_errors", "errors", "Cache backend failures (the read went to the database)"),
+)
+_REPLICA_STATES = ("unknown", "healthy", "lagging", "down")
+
+
+def _collect_cache(family: Family, label: str, stats: dict[str, Any]) -> None:
+    for name, key, doc in _CACHE_COUNTERS:
+        family(name, CounterMetricFamily, doc).add_metric([label], float(stats.get(key, 0)))
+    family(
+        "cache_hit_ratio", GaugeMetricFamily, "Hits over hits and misses since the last reset"
+    ).add_metric([label], float(stats.get("hit_ratio", 0.0)))
+    family(
+        "cache_pending_invalidations",
+        GaugeMetricFamily,
+        "Invalidations waiting for the cache backend to come back",
+    ).add_metric([label], float(stats.get("pending", 0)))
+
+
+def _collect_replicas(family: Family, label: str, stats: dict[str, Any]) -> None:
+    family(
+        "replica_primary_reads",
+        CounterMetricFamily,
+        "Read-only transactions the primary served (read-your-writes, every replica ejected)",
+    ).add_metric([label], float(stats.get("primary_reads", 0)))
+    family(
+        "replica_rerouted_reads",
+        CounterMetricFamily,
+        "Reads run again elsewhere after their replica failed",
+    ).add_metric([label], float(stats.get("rerouted_reads", 0)))
+    for name, figures in sorted(stats.get("replicas", {}).items()):
+        # host:port as the router names it; anything before an "@" is never shown
+        replica = str(name).rsplit("@", 1)[-1]
+        state = figures.get("state", "unknown")
+        family(
+            "replica_up",
+            GaugeMetricFamily,
+            "1 if the replica serves reads (not ejected)",
+            "replica",
+        ).add_metric([label, replica], 1.0 if state in ("unknown", "healthy") else 0.0)
+        states = family(
+            "replica_state",
+            GaugeMetricFamily,
+            "1 for the replica's current state",
+            "replica",
+            "state",
+        )
+        for known in _REPLICA_STATES:
+            states.add_metric([label, replica, known], 1.0 if state == known else 0.0)
+        if figures.get("lag_s") is not None:
+            family(
+                "replica_lag_seconds", GaugeMetricFamily, "Replay lag as last measured", "replica"
+            ).add_metric([label, replica], float(figures["lag_s"]))
+        family(
+            "replica_reads", CounterMetricFamily, "Read-only transactions routed here", "replica"
+        ).add_metric([label, replica], float(figures.get("reads", 0)))
+        family(
+            "replica_ejections", CounterMetricFamily, "Times the replica was ejected", "replica"
+        ).add_metric([label, replica], float(figures.get("ejections", 0)))
 
 
 def _collect_outbox(family: Family, label: str, database: Any) -> None:
@@ -212,7 +319,28 @@ def register(
     *,
     outbox: bool = False,
 ) -> DalkitCollector:
-    """Add ``database`` to the registry's dalkit collector (registered on first use)."""
+    """Add ``database`` to the registry's dalkit collector (registered on first use).
+
+    Args:
+        database: A Database or AsyncDatabase.
+        name: Its ``database`` label (see ``DalkitCollector.add``).
+        registry: The registry to collect into.
+        outbox: Add the outbox backlog (sync Database only).
+
+    Returns:
+        The registry's collector.
+
+    Raises:
+        ConfigurationError: As for ``DalkitCollector.add``.
+
+    Examples:
+        ```python test="skip"
+        from dalkit.observe.prometheus import register, start_http_server
+
+        register(db, "orders")
+        start_http_server(9108)  # /metrics on 127.0.0.1:9108
+        ```
+    """
     collector = _collectors.get(registry)
     if collector is None:
         collector = _collectors[registry] = DalkitCollector()
@@ -224,11 +352,26 @@ def register(
 def start_http_server(
     port: int, addr: str = "127.0.0.1", registry: CollectorRegistry = REGISTRY
 ) -> Any:
-    """Serve ``/metrics`` from a background thread; returns prometheus_client's (server,
-    thread). Listens on loopback unless ``addr`` says otherwise."""
+    """Serve ``/metrics`` from a background thread.
+
+    Args:
+        port: The port (0: any free one).
+        addr: The address to listen on; loopback unless you say otherwise.
+        registry: The registry served.
+
+    Returns:
+        prometheus_client's ``(server, thread)``.
+    """
     return _start_http_server(port, addr=addr, registry=registry)
 
 
 def make_asgi_app(registry: CollectorRegistry = REGISTRY) -> Any:
-    """An ASGI app serving the metrics, to mount at ``/metrics`` (Starlette, FastAPI)."""
+    """An ASGI app serving the metrics, to mount at ``/metrics`` (Starlette, FastAPI).
+
+    Args:
+        registry: The registry served.
+
+    Returns:
+        The ASGI application.
+    """
     return _make_asgi_app(registry=registry)

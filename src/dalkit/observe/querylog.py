@@ -38,7 +38,13 @@ _SHAPE_CACHE_SIZE = 4096
 
 
 class StatementShape:
-    """A statement with its literals and parameter lists replaced, and its operation."""
+    """A statement with its literals and parameter lists replaced, and its operation.
+
+    Attributes:
+        text: The statement with ``?`` for each literal and ``(...)`` for each list.
+        operation: ``SELECT`` (``WITH`` counts as one), ``INSERT``, ``UPDATE``, ``DELETE`` or
+            ``OTHER``.
+    """
 
     __slots__ = ("operation", "text")
 
@@ -55,8 +61,25 @@ _shapes_lock = threading.Lock()
 
 
 def shape_of(statement: str) -> StatementShape:
-    """The shape of ``statement``; SQL built by SQLAlchemy is mostly one string per shape
-    already, so results are cached by the exact text (a bounded cache)."""
+    """The shape of ``statement``.
+
+    SQL built by SQLAlchemy is mostly one string per shape already, so results are cached by
+    the exact text (a bounded cache).
+
+    Args:
+        statement: SQL as sent to the driver.
+
+    Returns:
+        Its shape.
+
+    Examples:
+        ```python
+        from dalkit.observe.querylog import shape_of
+
+        print(shape_of("SELECT * FROM t WHERE id IN (?, ?, ?) AND name = 'x'").text)
+        #> SELECT * FROM t WHERE id IN (...) AND name = ?
+        ```
+    """
     shape = _shapes.get(statement)
     if shape is None:
         text = _LITERALS.sub("?", statement)
@@ -85,7 +108,9 @@ class _Tally:
 class QueryStats:
     """Count, time and rows per statement shape: pg_stat_statements from the client's side.
 
-    At most ``max_shapes`` shapes are kept; the least recently run is dropped first.
+    Args:
+        max_shapes: At most this many shapes are kept; the least recently run is dropped
+            first.
     """
 
     def __init__(self, max_shapes: int = 500) -> None:
@@ -96,6 +121,8 @@ class QueryStats:
         self._tallies: OrderedDict[str, _Tally] = OrderedDict()
 
     def record(self, shape: StatementShape, duration_s: float, rows: int) -> None:
+        """Count one run of ``shape`` that took ``duration_s`` and returned or changed ``rows``
+        (-1: unknown)."""
         with self._lock:
             tally = self._tallies.get(shape.text)
             if tally is None:
@@ -113,7 +140,16 @@ class QueryStats:
             tally.durations.append(duration_s)
 
     def snapshot(self, top: int | None = 20, *, reset: bool = False) -> list[dict[str, Any]]:
-        """The ``top`` shapes by total time (all with ``None``), slowest first."""
+        """The ``top`` shapes by total time, slowest first.
+
+        Args:
+            top: How many shapes; None for all.
+            reset: Start over afterwards.
+
+        Returns:
+            Per shape: ``statement``, ``operation``, ``count``, ``total_ms``, ``mean_ms``,
+            ``p95_ms``, ``max_ms`` and ``rows``.
+        """
         with self._lock:
             items = [(text, t, sorted(t.durations)) for text, t in self._tallies.items()]
             if reset:
@@ -143,7 +179,20 @@ def _p95(ordered: Sequence[float]) -> float:
 def mask_parameters(parameters: Any, names: Sequence[str] | None = None) -> Any:
     """``parameters`` fit for a log: values of secret-looking names as ``***``, long values cut.
 
-    ``names`` gives the names of positional parameters (the compiled statement's order).
+    Args:
+        parameters: A mapping, a sequence, or a list of them (executemany).
+        names: The names of positional parameters (the compiled statement's order).
+
+    Returns:
+        The parameters, masked; only the first set of an executemany, and how many there were.
+
+    Examples:
+        ```python
+        from dalkit.observe.querylog import mask_parameters
+
+        print(mask_parameters({"email": "a@example.com", "password": "hunter2"}))
+        #> {'email': 'a@example.com', 'password': '***'}
+        ```
     """
     if isinstance(parameters, Mapping):
         return {str(k): _shown(str(k), v) for k, v in parameters.items()}
@@ -169,7 +218,14 @@ def _shown(name: str, value: Any) -> Any:
 
 
 class SlowQueryLog:
-    """Logs statements slower than ``threshold_ms`` to ``dalkit.slow_query`` (WARNING)."""
+    """Logs statements slower than ``threshold_ms`` to ``dalkit.slow_query`` (WARNING).
+
+    Args:
+        threshold_ms: Statements taking at least this long are logged.
+
+    Raises:
+        ValueError: ``threshold_ms`` is negative.
+    """
 
     def __init__(self, threshold_ms: float) -> None:
         if threshold_ms < 0:

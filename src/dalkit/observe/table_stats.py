@@ -22,7 +22,31 @@ __all__ = ["TableStats", "table_stats", "table_stats_async"]
 
 @dataclasses.dataclass(frozen=True)
 class TableStats:
-    """One table's statistics; figures a backend does not keep are ``None``."""
+    """One table's statistics; figures a backend does not keep are ``None``.
+
+    Attributes:
+        table: The table's name.
+        rows: Its row count (an estimate on PostgreSQL).
+        indexes: The names of its indexes.
+        schema: Its schema.
+        dead_rows: Dead tuples waiting for VACUUM.
+        seq_scans: Sequential scans since the statistics were reset.
+        seq_rows_read: Rows those scans read.
+        index_scans: Index scans since the statistics were reset.
+        last_vacuum: The last manual VACUUM.
+        last_autovacuum: The last autovacuum.
+        last_analyze: The last manual ANALYZE.
+        last_autoanalyze: The last autoanalyze.
+        total_bytes: The table's size with its indexes and TOAST.
+        index_bytes: The size of its indexes.
+        pages: Its size in pages (SQLite).
+
+    Examples:
+        ```python test="skip"
+        (posts,) = db.table_stats("posts")
+        print(posts.rows, posts.seq_scans, posts.total_bytes)
+        ```
+    """
 
     table: str
     rows: int
@@ -41,6 +65,11 @@ class TableStats:
     pages: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
+        """The statistics as plain data, times as ISO 8601 text (for JSON output).
+
+        Returns:
+            The fields by name.
+        """
         values = dataclasses.asdict(self)
         values["indexes"] = list(self.indexes)
         return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in values.items()}
@@ -57,8 +86,18 @@ FROM pg_stat_user_tables s
 
 
 def table_stats(connection: Connection, table: str | None = None) -> list[TableStats]:
-    """Statistics of every user table (or of ``table`` only), largest first on PostgreSQL,
-    by name on SQLite. An unknown ``table`` raises InvalidQueryError."""
+    """Statistics of every user table, or of ``table`` only.
+
+    Args:
+        connection: A PostgreSQL or SQLite connection.
+        table: One table's name, or None for every user table.
+
+    Returns:
+        The statistics, largest table first on PostgreSQL, by name on SQLite.
+
+    Raises:
+        InvalidQueryError: ``table`` is not a table name, or no such table exists.
+    """
     if table is not None and (not isinstance(table, str) or not table):
         raise InvalidQueryError("table must be a table name", name=str(table))
     backend = connection.dialect.name
@@ -76,7 +115,15 @@ def table_stats(connection: Connection, table: str | None = None) -> list[TableS
 async def table_stats_async(
     connection: AsyncConnection, table: str | None = None
 ) -> list[TableStats]:
-    """:func:`table_stats` on an AsyncConnection."""
+    """[`table_stats`][dalkit.observe.table_stats] on an AsyncConnection.
+
+    Args:
+        connection: A PostgreSQL or SQLite connection.
+        table: One table's name, or None for every user table.
+
+    Returns:
+        The statistics.
+    """
     return await connection.run_sync(table_stats, table)
 
 

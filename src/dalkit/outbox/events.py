@@ -1,5 +1,5 @@
-"""Domain events: the :class:`DomainEvent` base, the :class:`HasEvents` mixin through which
-entities record them, and the :class:`EventBus` that hands them to sync or async handlers in
+"""Domain events: the `DomainEvent` base, the `HasEvents` mixin through which
+entities record them, and the `EventBus` that hands them to sync or async handlers in
 order, isolating a failing handler from the others.
 """
 
@@ -47,14 +47,18 @@ def _new_id() -> str:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class DomainEvent:
-    """Something that happened in the domain. Subclass it as a frozen dataclass::
+    """Something that happened in the domain; subclass it as a frozen dataclass.
 
+    Attributes:
+        event_id: Names the event everywhere (outbox, inbox deduplication); a new UUID.
+        occurred_at: When it happened, in UTC (default: now).
+
+    Examples:
+        ```python
         @dataclass(frozen=True, kw_only=True)
         class UserRegistered(DomainEvent):
             user_id: int
-
-    ``event_id`` names the event everywhere (outbox, inbox deduplication); ``occurred_at`` is
-    UTC.
+        ```
     """
 
     event_id: str = dataclasses.field(default_factory=_new_id)
@@ -88,7 +92,12 @@ class HasEvents:
     _dalkit_events: list[RecordedEvent]
 
     def record_event(self, event: DomainEvent) -> None:
-        """Record ``event`` as having happened to this entity."""
+        """Record ``event`` as having happened to this entity; the unit of work that writes
+        the entity collects it at commit.
+
+        Args:
+            event: The domain event.
+        """
         pending = self.__dict__.setdefault("_dalkit_events", [])
         pending.append(record(event, source=self))
 
@@ -123,8 +132,15 @@ class EventBus:
 
     A handler subscribed to a base class also gets its subclasses' events. Handlers run in
     subscription order, events in the order given; events published by handlers (through
-    :meth:`publish`) run after, until none are left. A handler that raises is logged with the
+    `publish()`) run after, until none are left. A handler that raises is logged with the
     event and the others still run.
+
+    Examples:
+        ```python
+        bus = EventBus()
+        bus.subscribe(UserRegistered, send_welcome)
+        failures = bus.publish(UserRegistered(user_id=1))  # [] when every handler succeeded
+        ```
     """
 
     #: how many events one dispatch may process, handlers' publications included: a handler
@@ -136,14 +152,29 @@ class EventBus:
         self._resolved: dict[type[DomainEvent], tuple[Handler, ...]] = {}
 
     def subscribe(self, event_type: type[E], handler: Callable[[E], object]) -> None:
-        """Call ``handler(event)`` for every event of ``event_type`` (subclasses included);
-        ``handler`` may be a coroutine function."""
+        """Call ``handler(event)`` for every event of ``event_type`` (subclasses included).
+
+        Args:
+            event_type: A [`DomainEvent`][dalkit.DomainEvent] subclass.
+            handler: A function or coroutine function of one event.
+
+        Raises:
+            TypeError: When ``event_type`` is not a `DomainEvent` subclass.
+        """
         if not (isinstance(event_type, type) and issubclass(event_type, DomainEvent)):
             raise TypeError(f"subscribe() takes a DomainEvent subclass, not {event_type!r}")
         self._handlers.setdefault(event_type, []).append(handler)
         self._resolved.clear()
 
     def handlers_for(self, event_type: type[DomainEvent]) -> tuple[Handler, ...]:
+        """The handlers an event of ``event_type`` goes to, in the order they run.
+
+        Args:
+            event_type: A `DomainEvent` subclass.
+
+        Returns:
+            The handlers subscribed to it or to one of its bases, base classes first.
+        """
         resolved = self._resolved.get(event_type)
         if resolved is None:
             resolved = tuple(
@@ -155,17 +186,38 @@ class EventBus:
         return resolved
 
     def publish(self, event: DomainEvent) -> list[HandlerFailure]:
-        """Dispatch ``event``; inside a handler, queue it behind the events being dispatched."""
+        """Dispatch ``event``; inside a handler, queue it behind the events being dispatched.
+
+        Args:
+            event: The domain event.
+
+        Returns:
+            The handlers that raised, with their errors (empty when queued).
+        """
         return [] if _queued(event) else self.dispatch([event])
 
     async def publish_async(self, event: DomainEvent) -> list[HandlerFailure]:
+        """`publish()` for async code: coroutine handlers are awaited.
+
+        Args:
+            event: The domain event.
+
+        Returns:
+            The handlers that raised, with their errors (empty when queued).
+        """
         return [] if _queued(event) else await self.dispatch_async([event])
 
     def dispatch(self, events: Iterable[DomainEvent]) -> list[HandlerFailure]:
         """Run the handlers of ``events`` and of what they publish; returns the failures.
 
         Coroutine handlers run to completion with ``asyncio.run`` when no event loop runs in
-        this thread; inside a running loop, use :meth:`dispatch_async`.
+        this thread; inside a running loop, use `dispatch_async()`.
+
+        Args:
+            events: The events, dispatched in this order.
+
+        Returns:
+            The handlers that raised, with the event and the error.
         """
         failures: list[HandlerFailure] = []
         with closing(self._deliveries(events)) as deliveries:
@@ -179,7 +231,14 @@ class EventBus:
         return failures
 
     async def dispatch_async(self, events: Iterable[DomainEvent]) -> list[HandlerFailure]:
-        """:meth:`dispatch` for async code: coroutine handlers are awaited in turn."""
+        """`dispatch()` for async code: coroutine handlers are awaited in turn.
+
+        Args:
+            events: The events, dispatched in this order.
+
+        Returns:
+            The handlers that raised, with the event and the error.
+        """
         failures: list[HandlerFailure] = []
         with closing(self._deliveries(events)) as deliveries:
             for event, handler in deliveries:
@@ -256,5 +315,5 @@ def deliver(bus: EventBus, events: Iterable[DomainEvent]) -> list[HandlerFailure
 
 
 async def deliver_async(bus: EventBus, events: Iterable[DomainEvent]) -> list[HandlerFailure]:
-    """``bus.dispatch_async(events)``: the async twin of :func:`deliver`."""
+    """``bus.dispatch_async(events)``: the async twin of `deliver()`."""
     return await bus.dispatch_async(events)

@@ -39,8 +39,27 @@ class AsyncInbox:
     """The processed events of one ``consumer`` (a name: each consumer sees each event once).
 
     ``await inbox.process(event_id, handler)`` runs ``handler(session)`` in a transaction that
-    also records the id, unless it was already recorded; or call :meth:`claim` in a
+    also records the id, unless it was already recorded; or call `claim()` in a
     transaction of your own.
+
+    Args:
+        db: The database holding the ``dalkit_inbox`` table.
+        consumer: The consumer's name: each consumer processes each event once.
+
+    Raises:
+        ConfigurationError: When ``consumer`` is empty.
+
+    Examples:
+        ```python
+        inbox = AsyncInbox(db, "billing")
+
+
+        async def handle(session) -> None:  # the session of the recording transaction
+            session.add(Invoice(order_id=message.aggregate_id))
+
+
+        await inbox.process(message.event_id, handle)  # False, running nothing, for a duplicate
+        ```
     """
 
     def __init__(self, db: AsyncDatabase, consumer: str) -> None:
@@ -50,15 +69,34 @@ class AsyncInbox:
         self.consumer = consumer
 
     async def claim(self, session: AsyncSession, event_id: str) -> bool:
-        """Record ``event_id`` as processed in ``session``'s transaction; False if it already
-        was, and then the caller must not process it again."""
+        """Record ``event_id`` as processed in ``session``'s transaction.
+
+        Args:
+            session: A session in the transaction that processes the event.
+            event_id: The event's id (``OutboxMessage.event_id``).
+
+        Returns:
+            True the first time; False if it already was, and then the caller must not
+            process it again.
+
+        Raises:
+            ConfigurationError: On a database other than PostgreSQL and SQLite.
+        """
         dialect = session.get_bind().dialect.name
         result = await session.execute(claim_statement(dialect, self.consumer, event_id))
         return result.first() is not None
 
     async def process(self, event_id: str, handler: Callable[[AsyncSession], Awaitable[R]]) -> bool:
         """Run ``handler(session)`` for an event not yet processed, recording its id in the
-        same transaction; returns False (running nothing) for a duplicate."""
+        same transaction.
+
+        Args:
+            event_id: The event's id (``OutboxMessage.event_id``).
+            handler: Called with the session of that transaction.
+
+        Returns:
+            True when the handler ran; False (running nothing) for a duplicate.
+        """
         async with self.db.transaction() as session:
             if not await self.claim(session, event_id):
                 return False
@@ -66,7 +104,14 @@ class AsyncInbox:
             return True
 
     async def seen(self, event_id: str) -> bool:
-        """Whether ``event_id`` was processed (and committed) by this consumer."""
+        """Whether ``event_id`` was processed (and committed) by this consumer.
+
+        Args:
+            event_id: The event's id.
+
+        Returns:
+            True when it was.
+        """
         statement = sa.select(inbox.c.event_id).where(
             inbox.c.consumer == self.consumer, inbox.c.event_id == event_id
         )

@@ -1,6 +1,6 @@
 """The transactional outbox: registered event types with versions, events to and from JSON, the
 rows a unit of work writes in its own transaction, and the relay's statements and backoff. No
-I/O: :mod:`dalkit.outbox.relay_async` and the units of work run what is built here.
+I/O: `dalkit.outbox.relay_async` and the units of work run what is built here.
 """
 
 from __future__ import annotations
@@ -33,7 +33,20 @@ E = TypeVar("E", bound=type[DomainEvent])
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class OutboxMessage:
-    """One event as the relay hands it to a publisher."""
+    """One event as the relay hands it to a publisher.
+
+    Attributes:
+        id: The outbox row's id: messages are published in id order.
+        event_id: The event's unique id: consumers deduplicate by it.
+        event_type: The event's registered name.
+        event_version: The version of the event type's payload.
+        aggregate_type: The type of the aggregate the event belongs to, if any.
+        aggregate_id: That aggregate's id, if any.
+        aggregate_key: The ordering key: events with one key are delivered in order.
+        payload: The event's fields as JSON values.
+        occurred_at: When the event happened (UTC).
+        attempts: How many publishes of it failed so far.
+    """
 
     id: int
     event_id: str
@@ -47,18 +60,36 @@ class OutboxMessage:
     attempts: int = 0
 
     def as_json(self) -> dict[str, Any]:
-        """The message with every field as JSON-safe values (for brokers)."""
+        """The message with every field as JSON-safe values (for brokers).
+
+        Returns:
+            The fields by name, with datetimes and the like as JSON strings.
+        """
         return {f.name: jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
 
 class EventTypeRegistry:
-    """Event classes by (name, version): what the outbox may store, and how to read it back."""
+    """Event classes by (name, version): what the outbox may store, and how to read it back.
+
+    Most code uses the module's `registry` through `@event_type`.
+    """
 
     def __init__(self) -> None:
         self._by_class: dict[type[DomainEvent], tuple[str, int]] = {}
         self._by_name: dict[tuple[str, int], type[DomainEvent]] = {}
 
     def register(self, cls: type[DomainEvent], name: str | None = None, version: int = 1) -> None:
+        """Let the outbox store events of ``cls`` under ``(name, version)``.
+
+        Args:
+            cls: A dataclass subclass of `DomainEvent`.
+            name: The stored name (default: the class's name); keep it when renaming the class.
+            version: The payload's version: register a changed class under a new one.
+
+        Raises:
+            ConfigurationError: For a class that is not a `DomainEvent` dataclass, or a name
+                and version already taken by another class.
+        """
         if not (isinstance(cls, type) and issubclass(cls, DomainEvent)):
             raise ConfigurationError(f"only DomainEvent subclasses can be registered, not {cls!r}")
         if not dataclasses.is_dataclass(cls):
@@ -71,6 +102,17 @@ class EventTypeRegistry:
         self._by_name[key] = cls
 
     def name_of(self, cls: type[DomainEvent]) -> tuple[str, int]:
+        """The stored name and version of an event class.
+
+        Args:
+            cls: A registered event class.
+
+        Returns:
+            ``(name, version)``.
+
+        Raises:
+            ConfigurationError: When ``cls`` is not registered.
+        """
         try:
             return self._by_class[cls]
         except KeyError:
@@ -80,7 +122,17 @@ class EventTypeRegistry:
             ) from None
 
     def dump(self, event: DomainEvent) -> tuple[str, int, dict[str, Any]]:
-        """``(name, version, payload)`` of ``event``; the payload holds its fields as JSON."""
+        """What the outbox stores of ``event``.
+
+        Args:
+            event: An event of a registered class.
+
+        Returns:
+            ``(name, version, payload)``; the payload holds its fields as JSON.
+
+        Raises:
+            ConfigurationError: When the event's class is not registered.
+        """
         name, version = self.name_of(type(event))
         payload = {
             f.name: jsonable(getattr(event, f.name))
@@ -90,7 +142,17 @@ class EventTypeRegistry:
         return name, version, payload
 
     def load(self, message: OutboxMessage) -> DomainEvent:
-        """The event a message carries, as an instance of its registered class."""
+        """The event a message carries, as an instance of its registered class.
+
+        Args:
+            message: A message from the outbox.
+
+        Returns:
+            The event, with its original ``event_id`` and ``occurred_at``.
+
+        Raises:
+            OutboxError: When no class is registered for it, or a field cannot be read back.
+        """
         cls = self._by_name.get((message.event_type, message.event_version))
         if cls is None:
             raise OutboxError(
@@ -109,12 +171,28 @@ class EventTypeRegistry:
         return cls(event_id=message.event_id, occurred_at=message.occurred_at, **values)
 
 
-#: The registry the units of work and relays use unless given another.
 registry = EventTypeRegistry()
+"""The registry the units of work and relays use unless given another."""
 
 
 def event_type(name: str | None = None, version: int = 1) -> Callable[[E], E]:
-    """Class decorator registering an event type in :data:`registry` for the outbox."""
+    """Class decorator registering an event type in `registry` for the outbox.
+
+    Args:
+        name: The stored name (default: the class's name).
+        version: The payload's version.
+
+    Returns:
+        The decorator; it returns the class unchanged.
+
+    Examples:
+        ```python
+        @event_type("order.placed", version=2)
+        @dataclass(frozen=True, kw_only=True)
+        class OrderPlaced(DomainEvent):
+            order_id: int
+        ```
+    """
 
     def decorate(cls: E) -> E:
         registry.register(cls, name, version)
@@ -158,13 +236,28 @@ def outbox_rows(
 class RelayBackoff:
     """How long a message waits after failed publish number ``n``: ``base * 2 ** (n - 1)`` up
     to ``max_delay`` seconds, of which up to a ``jitter`` fraction is random. A message is
-    never given up on: ``dalkit outbox status`` shows the ones that keep failing."""
+    never given up on: ``dalkit outbox status`` shows the ones that keep failing.
+
+    Attributes:
+        base_delay: Seconds after the first failure, doubled after each next one.
+        max_delay: The longest wait, in seconds.
+        jitter: The random fraction of each wait.
+    """
 
     base_delay: float = 1.0
     max_delay: float = 300.0
     jitter: float = 0.2
 
     def delay(self, attempts: int, random_fraction: float | None = None) -> float:
+        """Seconds a message waits after its failed publish number ``attempts``.
+
+        Args:
+            attempts: How many publishes failed, from 1.
+            random_fraction: A uniform random number in [0, 1) (default: a fresh one).
+
+        Returns:
+            The wait, at most ``max_delay``.
+        """
         fraction = random.random() if random_fraction is None else random_fraction
         return backoff_delay(attempts, self.base_delay, self.max_delay, self.jitter, fraction)
 
@@ -194,7 +287,7 @@ def due_heads(now: dt.datetime, limit: int) -> sa.Select[Any]:
 
 
 def lock_heads(now: dt.datetime, limit: int, namespace: int) -> sa.Select[Any]:
-    """PostgreSQL: :func:`due_heads`, keeping those whose transaction-level advisory lock this
+    """PostgreSQL: `due_heads()`, keeping those whose transaction-level advisory lock this
     transaction got; another relay holding one is publishing that aggregate right now."""
     heads = due_heads(now, limit).subquery("heads")
     locked = sa.func.pg_try_advisory_xact_lock(namespace, sa.func.hashtext(heads.c.aggregate_key))
@@ -247,7 +340,15 @@ def prune(cutoff: dt.datetime) -> sa.Delete:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class OutboxStatus:
-    """What ``dalkit outbox status`` shows."""
+    """What ``dalkit outbox status`` shows.
+
+    Attributes:
+        pending: Messages not sent yet.
+        failing: Pending messages whose last publish failed.
+        sent: Messages sent and not pruned yet.
+        oldest_pending_age_s: Seconds the oldest pending message has waited, if any.
+        last_error: The error of the latest failed publish, if any.
+    """
 
     pending: int
     failing: int

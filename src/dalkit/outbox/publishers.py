@@ -1,4 +1,4 @@
-"""Where an OutboxRelay sends messages: the :class:`Publisher` protocols, the in-process
+"""Where an OutboxRelay sends messages: the `Publisher` protocols, the in-process
 EventBus and Redis Streams (``XADD``). Importing this module never imports redis: the caller
 hands in its own client.
 """
@@ -30,35 +30,67 @@ __all__ = [
 class Publisher(Protocol):
     """Delivers one message, or raises; an OutboxRelay calls it inside its claiming
     transaction and retries a message whose publish raised. Delivery is at least once:
-    consumers deduplicate by ``message.event_id`` (see :class:`dalkit.Inbox`)."""
+    consumers deduplicate by ``message.event_id`` (see [`Inbox`][dalkit.Inbox])."""
 
-    def publish(self, message: OutboxMessage) -> None: ...
+    def publish(self, message: OutboxMessage) -> None:
+        """Deliver ``message``, or raise so that the relay tries it again later.
+
+        Args:
+            message: The outbox message to deliver.
+        """
 
 
 class AsyncPublisher(Protocol):
-    """:class:`Publisher` for the AsyncOutboxRelay."""
+    """`Publisher` for the AsyncOutboxRelay."""
 
-    async def publish(self, message: OutboxMessage) -> None: ...
+    async def publish(self, message: OutboxMessage) -> None:
+        """Deliver ``message``, or raise so that the relay tries it again later.
+
+        Args:
+            message: The outbox message to deliver.
+        """
 
 
 class EventBusPublisher:
     """Hands each message, read back as its registered event type, to an in-process EventBus;
-    a handler that fails makes the publish fail, so the relay delivers the message again."""
+    a handler that fails makes the publish fail, so the relay delivers the message again.
+
+    Args:
+        bus: The event bus whose handlers receive the events.
+        event_types: Where event classes are found by stored name and version (default: the
+            registry `@event_type` fills).
+    """
 
     def __init__(self, bus: EventBus, event_types: EventTypeRegistry = registry) -> None:
         self.bus = bus
         self.event_types = event_types
 
     def publish(self, message: OutboxMessage) -> None:
+        """Dispatch the message's event to the bus's handlers.
+
+        Args:
+            message: The outbox message.
+
+        Raises:
+            PublishError: When a handler raised (the relay delivers the message again).
+        """
         failures = self.bus.dispatch([self.event_types.load(message)])
         if failures:
             raise PublishError(_failed(message, failures[0].error, len(failures)))
 
 
 class AsyncEventBusPublisher(EventBusPublisher):
-    """:class:`EventBusPublisher` for the AsyncOutboxRelay: async handlers are awaited."""
+    """`EventBusPublisher` for the AsyncOutboxRelay: async handlers are awaited."""
 
     async def publish(self, message: OutboxMessage) -> None:  # type: ignore[override]
+        """Dispatch the message's event to the bus's handlers, awaiting async ones.
+
+        Args:
+            message: The outbox message.
+
+        Raises:
+            PublishError: When a handler raised (the relay delivers the message again).
+        """
         failures = await self.bus.dispatch_async([self.event_types.load(message)])
         if failures:
             raise PublishError(_failed(message, failures[0].error, len(failures)))
@@ -76,7 +108,13 @@ def stream_fields(message: OutboxMessage) -> dict[str, str]:
 
 
 class RedisStreamPublisher:
-    """``XADD`` to one stream per message; ``maxlen`` trims the stream approximately."""
+    """``XADD`` to one stream per message; ``maxlen`` trims the stream approximately.
+
+    Args:
+        client: The Redis client (the caller's: importing dalkit never imports redis).
+        stream: The stream's key.
+        maxlen: Trim the stream to about this many entries (``None``: never).
+    """
 
     def __init__(
         self, client: redis.Redis, stream: str = "dalkit:events", maxlen: int | None = None
@@ -86,12 +124,23 @@ class RedisStreamPublisher:
         self.maxlen = maxlen
 
     def publish(self, message: OutboxMessage) -> None:
+        """Add ``message`` to the stream: one entry, its fields as strings.
+
+        Args:
+            message: The outbox message.
+        """
         fields: dict[Any, Any] = stream_fields(message)
         self.client.xadd(self.stream, fields, maxlen=self.maxlen, approximate=True)
 
 
 class AsyncRedisStreamPublisher:
-    """:class:`RedisStreamPublisher` with a ``redis.asyncio`` client."""
+    """`RedisStreamPublisher` with a ``redis.asyncio`` client.
+
+    Args:
+        client: The Redis client (the caller's: importing dalkit never imports redis).
+        stream: The stream's key.
+        maxlen: Trim the stream to about this many entries (``None``: never).
+    """
 
     def __init__(
         self,
@@ -104,5 +153,10 @@ class AsyncRedisStreamPublisher:
         self.maxlen = maxlen
 
     async def publish(self, message: OutboxMessage) -> None:
+        """Add ``message`` to the stream: one entry, its fields as strings.
+
+        Args:
+            message: The outbox message.
+        """
         fields: dict[Any, Any] = stream_fields(message)
         await self.client.xadd(self.stream, fields, maxlen=self.maxlen, approximate=True)

@@ -71,9 +71,10 @@ class _Joined:
 class QueryBuilder:
     """``QueryBuilder(User).join("posts").select("name", "count(posts.id)").group_by("name")``.
 
-    ``source`` is a mapped class or a Table; joins follow the mapped class's relationships or,
-    for tables, the foreign keys of the same MetaData. ``dialect`` ("postgresql" or "sqlite")
-    gives ``like`` the case-sensitive meaning the repositories use.
+    Attributes:
+        source: A mapped class or a Table; joins follow the mapped class's relationships or,
+            for tables, the foreign keys of the same MetaData.
+        dialect: ``"postgresql"`` or ``"sqlite"``: gives ``like`` the repositories' meaning.
     """
 
     source: Any
@@ -103,17 +104,21 @@ class QueryBuilder:
     # --- building ---------------------------------------------------------------------------
 
     def select(self, *columns: str) -> QueryBuilder:
+        """Add ``columns`` (``"name"``, ``"posts.title"``, ``"count(posts.id)"``) to select."""
         for column in columns:
             self._expression(column)
         return dataclasses.replace(self, _columns=self._columns + tuple(columns))
 
     def join(self, target: str) -> QueryBuilder:
+        """Inner-join the relationship (or foreign-key-linked table) named ``target``."""
         return self._join(target, outer=False)
 
     def left_join(self, target: str) -> QueryBuilder:
+        """`join()` as a LEFT OUTER JOIN: rows without a match are kept."""
         return self._join(target, outer=True)
 
     def where(self, column: str, op: str, value: Any = None) -> QueryBuilder:
+        """AND ``column op value`` (``"age", ">=", 18``; ``value`` is always bound)."""
         field = self._field(column)
         condition = self._condition(field, op, value, column)
         return dataclasses.replace(
@@ -121,11 +126,13 @@ class QueryBuilder:
         )
 
     def group_by(self, *columns: str) -> QueryBuilder:
+        """Group by ``columns``: each plain column selected next to an aggregate."""
         for column in columns:
             self._field(column)
         return dataclasses.replace(self, _group_by=self._group_by + tuple(columns))
 
     def having(self, aggregate: str, op: str, value: Any) -> QueryBuilder:
+        """AND ``aggregate op value`` on the groups (``"count(posts.id)", ">", 5``)."""
         expression, field = self._aggregate(aggregate)
         if field is None:
             raise InvalidQueryError(f"{aggregate!r:.60} is not an aggregate", name=str(aggregate))
@@ -134,6 +141,7 @@ class QueryBuilder:
         return dataclasses.replace(self, _having=(*self._having, clause))
 
     def order_by(self, column: str, direction: str = "asc") -> QueryBuilder:
+        """Order by ``column`` (or an aggregate), ``"asc"`` or ``"desc"``, after earlier keys."""
         self._expression(column)
         if not isinstance(direction, str) or direction.lower() not in ("asc", "desc"):
             raise InvalidQueryError(
@@ -146,9 +154,11 @@ class QueryBuilder:
         )
 
     def limit(self, count: int) -> QueryBuilder:
+        """Return at most ``count`` rows."""
         return dataclasses.replace(self, _limit=_count(count, "limit"))
 
     def offset(self, count: int) -> QueryBuilder:
+        """Skip the first ``count`` rows."""
         return dataclasses.replace(self, _offset=_count(count, "offset"))
 
     def build(self) -> sa.Select[Any]:

@@ -48,7 +48,7 @@ __all__ = [
     "secret_key",
 ]
 
-#: where :class:`~dalkit.Database` leaves the configured secret for repositories
+#: where [`Database`][dalkit.Database] leaves the configured secret for repositories
 SECRET_KEY_INFO = "dalkit.secret_key"
 SECRET_KEY_ENV = "DALKIT_SECRET_KEY"
 MIN_SECRET_LENGTH = 16
@@ -109,7 +109,7 @@ class CursorCodec:
         self._cipher = None if secret is None else _cipher(_checked(secret))
 
     def with_secret(self, secret: bytes | str) -> CursorCodec:
-        """This codec keyed with ``secret`` (see :func:`secret_key`)."""
+        """This codec keyed with ``secret`` (see `secret_key()`)."""
         return CursorCodec(self.scope, secret)
 
     def encode(self, keys: Sequence[SortKey], entity: Any) -> str:

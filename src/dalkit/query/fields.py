@@ -125,7 +125,7 @@ _CACHE: dict[type[Any], ModelInfo] = {}
 
 
 def model_info(model: type[Any]) -> ModelInfo:
-    """The (cached) :class:`ModelInfo` of a mapped class."""
+    """The (cached) `ModelInfo` of a mapped class."""
     cached = _CACHE.get(model)
     if cached is not None:
         return cached
@@ -157,7 +157,7 @@ def model_info(model: type[Any]) -> ModelInfo:
 
 
 def column_field(column: sa.Column[Any], name: str | None = None) -> FieldInfo:
-    """A :class:`FieldInfo` for a Core column (named by the column unless ``name`` is given)."""
+    """A `FieldInfo` for a Core column (named by the column unless ``name`` is given)."""
     kind, coerce = _coercer(column)
     return FieldInfo(name or column.name, column, kind, bool(column.nullable), coerce)
 

@@ -104,7 +104,7 @@ def _compiled(segment: tuple[str | int, ...]) -> re.Pattern[str]:
 
 def parse_like(pattern: str) -> list[str | int]:
     """A LIKE pattern (``%``, ``_``, backslash escapes) as tokens: literal characters, and
-    :data:`ANY_STRING` / :data:`ANY_CHAR` for the wildcards."""
+    `ANY_STRING` / `ANY_CHAR` for the wildcards."""
     tokens: list[str | int] = []
     chars = iter(pattern)
     for char in chars:

@@ -29,7 +29,16 @@ MAX_OFFSET = 2**53
 
 @dataclasses.dataclass(frozen=True)
 class Page(Generic[T]):
-    """One page of an offset-paginated listing."""
+    """One page of an offset-paginated listing, as ``paginate()`` returns it.
+
+    Attributes:
+        items: The entities of this page.
+        total: How many entities match, on every page.
+        page: This page's number, from 1.
+        per_page: The page size asked for.
+        pages: How many pages there are (0 when nothing matches).
+        has_next: Whether a page follows this one.
+    """
 
     items: list[T]
     total: int
@@ -40,10 +49,22 @@ class Page(Generic[T]):
 
     @property
     def has_prev(self) -> bool:
+        """Whether a page comes before this one."""
         return self.page > 1
 
     @classmethod
     def build(cls, items: list[T], total: int, page: int, per_page: int) -> Page[T]:
+        """A page, with ``pages`` and ``has_next`` worked out from ``total``.
+
+        Args:
+            items: The entities of the page.
+            total: How many entities match in all.
+            page: The page's number, from 1.
+            per_page: The page size.
+
+        Returns:
+            The page.
+        """
         pages = math.ceil(total / per_page) if total else 0
         return cls(items, total, page, per_page, pages, page < pages)
 
@@ -55,6 +76,12 @@ class CursorPage(Generic[T]):
     ``next_cursor`` continues after the last item and ``prev_cursor`` before the first; each is
     ``None`` when nothing lies that way. ``has_more`` says whether more rows lie in the direction
     this page was read (forward, or backward when it was read with ``before``).
+
+    Attributes:
+        items: The entities of this page, in the listing's order.
+        next_cursor: Pass as ``after`` for the next page; ``None`` at the end.
+        prev_cursor: Pass as ``before`` for the previous page; ``None`` at the start.
+        has_more: Whether more rows lie in the direction this page was read.
     """
 
     items: list[T]
@@ -142,7 +169,7 @@ class KeysetWindow:
         return sa.or_(*alternatives)
 
     def test(self) -> Callable[[Any], bool]:
-        """:meth:`condition` evaluated in Python."""
+        """`condition()` evaluated in Python."""
         if self.boundary is None:
             return lambda entity: True
         keys, values = self.read_keys, self.boundary
@@ -159,7 +186,7 @@ class KeysetWindow:
     def page(
         self, rows: list[T], limit: int, encode: Callable[[T], str], had_boundary: bool
     ) -> CursorPage[T]:
-        """The page from ``limit + 1`` rows read in :attr:`read_keys` order."""
+        """The page from ``limit + 1`` rows read in `read_keys` order."""
         has_more = len(rows) > limit
         items = rows[:limit]
         if self.backward:

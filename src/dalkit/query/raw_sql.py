@@ -1,6 +1,6 @@
 """Raw SQL done safely: named bound parameters only, one statement. No I/O.
 
-:func:`checked_text` tokenises with sqlparse, tuned to read quotes and comments the way
+`checked_text()` tokenises with sqlparse, tuned to read quotes and comments the way
 PostgreSQL and SQLite both do, then refuses what string-built SQL leaves behind: positional or
 driver-style placeholders (``?``, ``%s``, ``$1``), ``{templates}``, a second statement, and
 parameters the text does not use or uses without being given. ``:name`` inside a literal,
@@ -73,7 +73,7 @@ def _is_text(kind: Any) -> bool:
 
 
 def sql_tokens(statement: str) -> Iterator[tuple[Any, str]]:
-    """``(token type, text)`` pairs of ``statement``, as :func:`checked_text` reads them."""
+    """``(token type, text)`` pairs of ``statement``, as `checked_text()` reads them."""
     return iter(_LEXER.get_tokens(statement))
 
 

@@ -149,7 +149,7 @@ def _value(value: Any) -> Any:
 
 def inserted_rows(statement: sa.Insert, parameters: Any) -> list[dict[str, Any]]:
     """The rows an INSERT writes, by key (column or attribute key), from its ``values()`` and the
-    execution's parameters; :data:`UNKNOWN` for SQL expressions. Empty for INSERT ... SELECT."""
+    execution's parameters; `UNKNOWN` for SQL expressions. Empty for INSERT ... SELECT."""
     if statement.select is not None:
         return []
     base = {_key(k): _value(v) for k, v in (statement._values or {}).items()}

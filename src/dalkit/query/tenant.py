@@ -1,7 +1,7 @@
-"""Tenant scoping: the :class:`TenantScoped` mixin, the :func:`tenant` context (a context
+"""Tenant scoping: the `TenantScoped` mixin, the `tenant()` context (a context
 variable), and one ``do_orm_execute``/``before_flush`` pair on the ``Session`` class that makes
 every read, relationship load, statement and flush of such models see and write the current
-tenant's rows only; without a tenant, they raise :class:`TenantRequiredError` instead of
+tenant's rows only; without a tenant, they raise `TenantRequiredError` instead of
 returning every tenant's rows. Installed when the first model gets the mixin.
 """
 
@@ -75,7 +75,23 @@ _current: contextvars.ContextVar[object | None] = contextvars.ContextVar(
 @contextlib.contextmanager
 def tenant(tenant_id: object) -> Iterator[None]:
     """Scope the block to ``tenant_id`` (a context variable: each thread and task keeps its
-    own)."""
+    own): reads of `TenantScoped` models see its rows only, new rows get it.
+
+    Args:
+        tenant_id: The tenant, as a non-empty string or number.
+
+    Yields:
+        Nothing: the scope lasts for the with-block.
+
+    Raises:
+        TenantRequiredError: When ``tenant_id`` is None, empty or a bool.
+
+    Examples:
+        ```python
+        with dalkit.tenant("acme"), db.session() as session:
+            session.add(Invoice(number=1))  # tenant_id="acme"
+        ```
+    """
     if tenant_id is None or tenant_id == "" or isinstance(tenant_id, bool):
         raise TenantRequiredError(f"a tenant id is required, got {tenant_id!r}")
     token = _current.set(str(tenant_id))
@@ -96,7 +112,7 @@ def every_tenant() -> Iterator[None]:
 
 
 def current_tenant() -> str | None:
-    """The tenant of the context; None outside :func:`tenant` (and inside :func:`every_tenant`)."""
+    """The tenant of the context; None outside `tenant()` (and inside `every_tenant()`)."""
     value = _current.get()
     return value if isinstance(value, str) else None
 

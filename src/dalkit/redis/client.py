@@ -32,7 +32,7 @@ def build_client(config: RedisConfig) -> tuple[redis.ConnectionPool, redis.Redis
 def build_async_client(
     config: RedisConfig,
 ) -> tuple[redis.asyncio.ConnectionPool, redis.asyncio.Redis]:
-    """The asyncio twin of :func:`build_client`."""
+    """The asyncio twin of `build_client()`."""
     require_redis()
     import redis.asyncio
 

@@ -1,6 +1,6 @@
 """RedisConfig: what a RedisManager is built from: a URL, keyword options or the environment.
 
-The password in the URL is shown nowhere: reprs, ``str()`` and errors use :attr:`safe_url`.
+The password in the URL is shown nowhere: reprs, ``str()`` and errors use `safe_url`.
 """
 
 from __future__ import annotations

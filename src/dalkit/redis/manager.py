@@ -31,6 +31,22 @@ class RedisManager:
 
     Keyword options are those of RedisConfig; redis-py is needed from here on
     (``pip install 'dalkit[redis]'``), not to import dalkit.
+
+    Args:
+        url_or_config: A ``redis://`` URL, or a ``RedisConfig``.
+        **options: Fields of ``RedisConfig`` to set (pool size, timeouts, ...).
+
+    Raises:
+        ConfigurationError: For an unknown option or a bad value.
+
+    Examples:
+        ```python
+        redis = RedisManager("redis://localhost:6379/0", max_connections=20)
+        redis.client.set("greeting", "hello")
+        health = redis.health_check()  # never raises: health.ok, health.error
+        print(health.ok)  # True
+        redis.close()
+        ```
     """
 
     def __init__(self, url_or_config: str | RedisConfig, **options: Any) -> None:
@@ -41,7 +57,17 @@ class RedisManager:
 
     @classmethod
     def from_env(cls, **options: Any) -> RedisManager:
-        """Configured from ``DALKIT_REDIS_URL``; keyword options are those of RedisConfig."""
+        """Configured from ``DALKIT_REDIS_URL`` and ``DALKIT_REDIS_<OPTION>`` variables.
+
+        Args:
+            **options: Fields of ``RedisConfig``, over what the environment says.
+
+        Returns:
+            The manager.
+
+        Raises:
+            ConfigurationError: When the URL is missing or a variable is invalid.
+        """
         return cls(RedisConfig.from_env(**options))
 
     @property
@@ -50,7 +76,11 @@ class RedisManager:
         return self.config.safe_url
 
     def health_check(self) -> HealthCheckResult:
-        """Round trip to the server; never raises for an unreachable or refusing server."""
+        """Round trip to the server; never raises for an unreachable or refusing server.
+
+        Returns:
+            ``ok``, the latency, the server version, or the error (its secrets removed).
+        """
         started = perf_counter()
         try:
             info = self._server_info()
@@ -70,7 +100,11 @@ class RedisManager:
             return {}
 
     def pool_status(self) -> dict[str, int]:
-        """``created``, ``available`` and ``in_use`` connections, and ``max_connections``."""
+        """The state of the connection pool.
+
+        Returns:
+            ``created``, ``available`` and ``in_use`` connections, and ``max_connections``.
+        """
         return pool_status(self.pool)
 
     def close(self) -> None:

@@ -23,6 +23,22 @@ class AsyncRedisManager:
 
     Keyword options are those of RedisConfig; redis-py is needed from here on
     (``pip install 'dalkit[redis]'``), not to import dalkit.
+
+    Args:
+        url_or_config: A ``redis://`` URL, or a ``RedisConfig``.
+        **options: Fields of ``RedisConfig`` to set (pool size, timeouts, ...).
+
+    Raises:
+        ConfigurationError: For an unknown option or a bad value.
+
+    Examples:
+        ```python
+        redis = AsyncRedisManager("redis://localhost:6379/0", max_connections=20)
+        await redis.client.set("greeting", "hello")
+        health = await redis.health_check()  # never raises: health.ok, health.error
+        print(health.ok)  # True
+        await redis.close()
+        ```
     """
 
     def __init__(self, url_or_config: str | RedisConfig, **options: Any) -> None:
@@ -33,7 +49,17 @@ class AsyncRedisManager:
 
     @classmethod
     def from_env(cls, **options: Any) -> AsyncRedisManager:
-        """Configured from ``DALKIT_REDIS_URL``; keyword options are those of RedisConfig."""
+        """Configured from ``DALKIT_REDIS_URL`` and ``DALKIT_REDIS_<OPTION>`` variables.
+
+        Args:
+            **options: Fields of ``RedisConfig``, over what the environment says.
+
+        Returns:
+            The manager.
+
+        Raises:
+            ConfigurationError: When the URL is missing or a variable is invalid.
+        """
         return cls(RedisConfig.from_env(**options))
 
     @property
@@ -42,7 +68,11 @@ class AsyncRedisManager:
         return self.config.safe_url
 
     async def health_check(self) -> HealthCheckResult:
-        """Round trip to the server; never raises for an unreachable or refusing server."""
+        """Round trip to the server; never raises for an unreachable or refusing server.
+
+        Returns:
+            ``ok``, the latency, the server version, or the error (its secrets removed).
+        """
         started = perf_counter()
         try:
             info = await self._server_info()
@@ -62,7 +92,11 @@ class AsyncRedisManager:
             return {}
 
     def pool_status(self) -> dict[str, int]:
-        """``created``, ``available`` and ``in_use`` connections, and ``max_connections``."""
+        """The state of the connection pool.
+
+        Returns:
+            ``created``, ``available`` and ``in_use`` connections, and ``max_connections``.
+        """
         return pool_status(self.pool)
 
     async def close(self) -> None:

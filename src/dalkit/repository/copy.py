@@ -68,8 +68,11 @@ class BulkPlan:
     def column_names(self) -> list[str]:
         return [f.column.name for f in self.fields]
 
-    def tuples(self, rows: Iterable[Any]) -> tuple[list[Any], list[tuple[Any, ...]]]:
-        """The caller's rows (kept to name a bad one) and the tuples the driver gets.
+    def tuples(
+        self, rows: Iterable[Any], *, check_ranges: bool = True
+    ) -> tuple[list[Any], list[tuple[Any, ...]]]:
+        """The caller's rows (kept to name a bad one) and the tuples the driver gets;
+        ``check_ranges=False`` leaves integer bounds to a driver that refuses what does not fit.
 
         Written for speed, as it touches every value of a load: comprehensions and one
         ``itemgetter`` call per row; only when that fails is each row examined to name it.
@@ -79,8 +82,9 @@ class BulkPlan:
         count = len(names)
         pick = operator.itemgetter(*names)
         try:
-            out: list[Any] = [pick(row) for row in originals]
-            shaped = all(n == count for n in map(len, originals))
+            out: list[Any] = list(map(pick, originals))
+            # one C-speed pass: a generator per row cost 0.04 s per 100k rows (bench/peers bulk)
+            shaped = set(map(len, originals)) <= {count}
         except (KeyError, TypeError):
             shaped = False
         if not shaped:
@@ -94,7 +98,8 @@ class BulkPlan:
         for at, process in enumerate(self.processors):
             if process is not None:
                 out = [(*v[:at], process(v[at]), *v[at + 1 :]) for v in out]
-        check_integer_ranges(self.fields, originals, out)
+        if check_ranges:
+            check_integer_ranges(self.fields, originals, out)
         return originals, out
 
     def insert_sql(self, dialect: Dialect) -> str:
@@ -108,7 +113,7 @@ class BulkPlan:
 
     def update_sql(self, dialect: Dialect) -> str:
         """``UPDATE t SET a = ?, b = ? WHERE pk = ?`` for SQLite, values ordered like the tuples
-        with the key moved last: see :meth:`update_tuple_order`."""
+        with the key moved last: see `update_tuple_order()`."""
         quote = dialect.identifier_preparer.quote
         table = dialect.identifier_preparer.format_table(self.table)
         keys = {id(f) for f in self.update_keys}

@@ -170,7 +170,7 @@ def upsert_statement(
     orm: bool,
 ) -> Any:
     """``INSERT ... ON CONFLICT (index) DO UPDATE names | DO NOTHING`` for ``rows``, checked by
-    :func:`check_upsert`."""
+    `check_upsert()`."""
     if dialect == "postgresql":
         insert: Any = postgresql.insert
     elif dialect == "sqlite":

@@ -32,7 +32,22 @@ _DATABASE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 
 
 class PostgresServer(LocalServer):
-    """A private PostgreSQL cluster on 127.0.0.1, removed again by ``stop()``."""
+    """A private PostgreSQL cluster on 127.0.0.1, removed again by ``stop()``.
+
+    Args:
+        port: The port to listen on (default: a free one).
+        bin_dir: Where ``initdb`` and ``pg_ctl`` are (default: found on this machine).
+
+    Examples:
+        ```python
+        server = PostgresServer()
+        server.start()
+        try:
+            db = Database(server.create_database("app_test"))
+        finally:
+            server.stop()  # the cluster and its files are gone
+        ```
+    """
 
     def __init__(self, *, port: int | None = None, bin_dir: str | Path | None = None) -> None:
         super().__init__()
@@ -44,10 +59,12 @@ class PostgresServer(LocalServer):
 
     @property
     def password(self) -> str:
+        """The ``dalkit`` superuser's password, random for each server."""
         return self._password
 
     @property
     def data_dir(self) -> Path:
+        """The cluster's data directory (the server must be started)."""
         return self._require_root() / "data"
 
     @property
@@ -56,10 +73,20 @@ class PostgresServer(LocalServer):
         return self.url_for("postgres")
 
     def url_for(self, database: str) -> str:
+        """A driverless URL of ``database``, as the ``dalkit`` superuser.
+
+        Args:
+            database: The database name.
+
+        Returns:
+            The URL, password included: a test secret, never a production one.
+        """
         password = quote(self._password, safe="")
         return f"postgresql://{SUPERUSER}:{password}@127.0.0.1:{self.port}/{database}"
 
     def start(self) -> None:
+        """Create the cluster in a temporary directory and start it; does nothing when it
+        runs already."""
         if self.running:
             return
         self._owner = _Owner.for_current_process()
@@ -82,11 +109,13 @@ class PostgresServer(LocalServer):
             raise
 
     def stop(self) -> None:
+        """Stop the server and remove its files."""
         if self._finalizer is not None:
             self._finalizer()
         self._finalizer = None
 
     def restart(self) -> None:
+        """Restart the running server, keeping its data (settings that need a restart)."""
         if not self.running:
             raise RuntimeError("PostgresServer is not started")
         self._run(
@@ -96,9 +125,22 @@ class PostgresServer(LocalServer):
         self._wait_until_ready()
 
     def create_database(self, name: str) -> str:
+        """Create an empty database.
+
+        Args:
+            name: The new database's name.
+
+        Returns:
+            Its driverless URL.
+        """
         return create_database(self.url, name)
 
     def drop_database(self, name: str) -> None:
+        """Drop a database, with its connections.
+
+        Args:
+            name: The database's name.
+        """
         drop_database(self.url, name)
 
     def _require_root(self) -> Path:

@@ -42,15 +42,22 @@ class QueryCounter:
 
     @property
     def count(self) -> int:
+        """How many statements were seen."""
         with self._lock:
             return len(self._statements)
 
     @property
     def statements(self) -> list[str]:
+        """The statements seen, in order (a copy)."""
         with self._lock:
             return list(self._statements)
 
     def record(self, statement: str) -> None:
+        """Count ``statement``, unless it only begins a transaction.
+
+        Args:
+            statement: The SQL text.
+        """
         if _TRANSACTION_START.fullmatch(statement.strip()):
             return
         with self._lock:
@@ -62,7 +69,24 @@ class QueryCounter:
 
 @contextmanager
 def count_queries(target: QueryTarget) -> Iterator[QueryCounter]:
-    """Count the statements ``target`` executes inside the block, on any of its connections."""
+    """Count the statements ``target`` executes inside the block, on any of its connections.
+
+    Args:
+        target: An engine, an async engine, or anything with an ``engine`` (a database).
+
+    Yields:
+        The counter, filled while the block runs.
+
+    Raises:
+        TypeError: When ``target`` has no engine.
+
+    Examples:
+        ```python
+        with count_queries(db) as counter:
+            UserRepository(session).list()
+        print(counter.count, counter.statements)
+        ```
+    """
     engine = _sync_engine(target)
     counter = QueryCounter()
 
@@ -80,7 +104,18 @@ def count_queries(target: QueryTarget) -> Iterator[QueryCounter]:
 
 @contextmanager
 def assert_max_queries(target: QueryTarget, limit: int) -> Iterator[QueryCounter]:
-    """Fail with the statement list when the block runs more than ``limit`` statements."""
+    """Fail with the statement list when the block runs more than ``limit`` statements.
+
+    Args:
+        target: An engine, an async engine, or anything with an ``engine`` (a database).
+        limit: The most statements the block may run.
+
+    Yields:
+        The counter, filled while the block runs.
+
+    Raises:
+        AssertionError: After the block, when it ran more than ``limit`` statements.
+    """
     with count_queries(target) as counter:
         yield counter
     # Reached only when the block succeeded: its own error is the more useful one.

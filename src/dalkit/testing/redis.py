@@ -18,7 +18,12 @@ _LOG_TAIL_LINES = 30
 
 
 class RedisServer(LocalServer):
-    """A private ``redis-server`` on 127.0.0.1, removed again by ``stop()``."""
+    """A private ``redis-server`` on 127.0.0.1, removed again by ``stop()``.
+
+    Args:
+        port: The port to listen on (default: a free one).
+        executable: The ``redis-server`` to run (default: the one on ``PATH``).
+    """
 
     def __init__(self, *, port: int | None = None, executable: str | Path | None = None) -> None:
         super().__init__()
@@ -29,9 +34,11 @@ class RedisServer(LocalServer):
 
     @property
     def url(self) -> str:
+        """The URL of database 0 of this server."""
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
+        """Start the server in a temporary directory; does nothing when it runs already."""
         if self.running:
             return
         self._root = Path(tempfile.mkdtemp(prefix="dalkit-redis-"))
@@ -63,6 +70,7 @@ class RedisServer(LocalServer):
             raise
 
     def stop(self) -> None:
+        """Stop the server and remove its files."""
         if self._finalizer is not None:
             self._finalizer()
         self._finalizer = None

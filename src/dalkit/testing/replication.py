@@ -97,7 +97,7 @@ class ReplicaServer(PostgresServer):
         raise RuntimeError(f"the replica did not replay up to {lsn} within {timeout:.0f}s")
 
     def shutdown(self) -> None:
-        """Stop the server but keep its files, so that :meth:`start_again` can bring it back."""
+        """Stop the server but keep its files, so that `start_again()` can bring it back."""
         self._run(self._pg_ctl_args("stop", "-m", "fast", "-w"), "pg_ctl stop")
 
     def start_again(self) -> None:

@@ -45,7 +45,7 @@ def rollback_session(db: Database) -> Iterator[Session]:
 
 @asynccontextmanager
 async def async_rollback_session(db: AsyncDatabase) -> AsyncIterator[AsyncSession]:
-    """The async twin of :func:`rollback_session`."""
+    """The async twin of `rollback_session()`."""
     async with db.engine.connect() as connection:
         outer = await connection.begin()
         session = db.session_factory(bind=connection, join_transaction_mode="create_savepoint")

@@ -14,7 +14,7 @@ What it does not cover. A function with side effects called from a plain SELECT 
 write runs in autocommit; reads before the first write take no table lock that lasts until the
 end. Never used at REPEATABLE READ or SERIALIZABLE, whose snapshot is taken at the first
 statement and must cover every later one, nor when the server's default isolation is not READ
-COMMITTED (the choice is made by the runner, see :func:`deferrable`).
+COMMITTED (the choice is made by the runner, see `deferrable()`).
 """
 
 from __future__ import annotations

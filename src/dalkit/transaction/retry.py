@@ -56,6 +56,22 @@ class RetryPolicy:
     (1.0, the default, waits anywhere up to it: "full jitter", which spreads out workers that
     failed together). ``deadline`` (seconds from the first attempt) stops retrying when the
     next attempt could not start in time.
+
+    Attributes:
+        attempts: Every run counted, the first included (at least 1).
+        base_delay: Seconds before the first retry, doubled for each next one.
+        max_delay: The longest wait between two runs, in seconds.
+        jitter: The random fraction of each wait (0: none, 1: full jitter).
+        deadline: Seconds from the first attempt after which no retry starts (``None``: none).
+
+    Raises:
+        ConfigurationError: When a field is out of range.
+
+    Examples:
+        ```python
+        @db.transactional(retry=RetryPolicy(attempts=10, max_delay=0.5, deadline=5.0))
+        def transfer(session: Session, source: int, target: int, amount: int) -> None: ...
+        ```
     """
 
     attempts: int = 5
@@ -78,7 +94,17 @@ class RetryPolicy:
 
     @classmethod
     def coerce(cls, retry: RetryPolicy | int | None) -> RetryPolicy | None:
-        """``retry=5`` means ``RetryPolicy(attempts=5)``; ``None`` means run once, no retry."""
+        """``retry=5`` means ``RetryPolicy(attempts=5)``; ``None`` means run once, no retry.
+
+        Args:
+            retry: A policy, a number of attempts, or ``None``.
+
+        Returns:
+            The policy, or ``None`` for no retry.
+
+        Raises:
+            ConfigurationError: For anything else (a bool included).
+        """
         if retry is None or type(retry) is RetryPolicy:
             return retry
         if isinstance(retry, bool) or not isinstance(retry, int):
@@ -88,8 +114,15 @@ class RetryPolicy:
         return cls(attempts=retry)
 
     def delay(self, retry_number: int, random_fraction: float) -> float:
-        """Seconds to wait before retry ``retry_number`` (1 for the first retry), given a
-        uniform random number in [0, 1)."""
+        """Seconds to wait before a retry.
+
+        Args:
+            retry_number: 1 for the first retry, 2 for the second, ...
+            random_fraction: A uniform random number in [0, 1), scaled by ``jitter``.
+
+        Returns:
+            The wait in seconds, at most ``max_delay``.
+        """
         return backoff_delay(
             retry_number, self.base_delay, self.max_delay, self.jitter, random_fraction
         )

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from dalkit.engine.options import is_memory_sqlite
 from dalkit.errors import CommitOutcomeUnknownError, RetryExhaustedError
 from dalkit.transaction import deferred
-from dalkit.transaction.binds import bind_options, check_sqlite_can_start
+from dalkit.transaction.binds import bind_options, check_sqlite_can_start, pending_writes
 from dalkit.transaction.options import TransactionOptions
 from dalkit.transaction.retry import RetryPolicy, RetryState, breaks_commit, is_retryable
 from dalkit.transaction.scope import (
@@ -49,7 +49,7 @@ R = TypeVar("R")
 
 class Transactional:
     """Transaction options bound to one database, as ``db.transactional(...)`` returns them: a
-    decorator, and a runner of single calls (:meth:`run`). When the function takes the session
+    decorator, and a runner of single calls (`run()`). When the function takes the session
     as its first parameter, that parameter is dropped from the signature callers see."""
 
     __slots__ = ("_options", "_policy", "_runner")
@@ -132,7 +132,8 @@ class TransactionRunner:
         try:
             try:
                 yield session
-                session.flush()
+                if pending_writes(session):
+                    session.flush()
             except BaseException:
                 self._discard(session)
                 raise
@@ -212,7 +213,7 @@ class TransactionRunner:
         options: TransactionOptions,
         policy: RetryPolicy | None,
     ) -> Callable[..., R]:
-        """``fn`` wrapped by :meth:`run`; how it takes its session is decided once."""
+        """``fn`` wrapped by `run()`; how it takes its session is decided once."""
         inject = session_parameter(fn)
 
         @functools.wraps(fn)
@@ -271,7 +272,8 @@ class TransactionRunner:
         try:
             result = self._call(fn, session, args, kwargs, inject)
             # flushed apart from COMMIT, so a failure here is known not to have committed
-            session.flush()
+            if pending_writes(session):
+                session.flush()
         except BaseException:
             self._discard(session)
             raise

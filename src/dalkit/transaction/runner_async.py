@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from dalkit.engine.options import is_memory_sqlite
 from dalkit.errors import CommitOutcomeUnknownError, RetryExhaustedError
 from dalkit.transaction import deferred
-from dalkit.transaction.binds import bind_options, check_sqlite_can_start
+from dalkit.transaction.binds import bind_options, check_sqlite_can_start, pending_writes
 from dalkit.transaction.options import TransactionOptions
 from dalkit.transaction.retry import RetryPolicy, RetryState, breaks_commit, is_retryable
 from dalkit.transaction.scope import (
@@ -48,7 +48,7 @@ R = TypeVar("R")
 
 class AsyncTransactional:
     """Transaction options bound to one database, as ``db.transactional(...)`` returns them: a
-    decorator, and a runner of single calls (:meth:`run`). When the function takes the session
+    decorator, and a runner of single calls (`run()`). When the function takes the session
     as its first parameter, that parameter is dropped from the signature callers see."""
 
     __slots__ = ("_options", "_policy", "_runner")
@@ -137,7 +137,8 @@ class AsyncTransactionRunner:
         try:
             try:
                 yield session
-                await session.flush()
+                if pending_writes(session):
+                    await session.flush()
             except BaseException:
                 await self._discard(session)
                 raise
@@ -217,7 +218,7 @@ class AsyncTransactionRunner:
         options: TransactionOptions,
         policy: RetryPolicy | None,
     ) -> Callable[..., Awaitable[R]]:
-        """``fn`` wrapped by :meth:`run`; how it takes its session is decided once."""
+        """``fn`` wrapped by `run()`; how it takes its session is decided once."""
         inject = session_parameter(fn)
 
         @functools.wraps(fn)
@@ -276,7 +277,8 @@ class AsyncTransactionRunner:
         try:
             result = await self._call(fn, session, args, kwargs, inject)
             # flushed apart from COMMIT, so a failure here is known not to have committed
-            await session.flush()
+            if pending_writes(session):
+                await session.flush()
         except BaseException:
             await self._discard(session)
             raise

@@ -42,7 +42,7 @@ __all__ = [
 
 log = logging.getLogger("dalkit.transaction")
 
-#: How a transaction function takes its session; see :func:`session_parameter`.
+#: How a transaction function takes its session; see `session_parameter()`.
 SessionParameter = Literal["first", "keyword"] | None
 
 _current: contextvars.ContextVar[TransactionScope | None] = contextvars.ContextVar(
@@ -230,7 +230,14 @@ def _require_scope(what: str) -> TransactionScope:
 
 
 def current_session() -> Session:
-    """The session of the innermost running transaction (sync API)."""
+    """The session of the innermost running transaction (sync API).
+
+    Returns:
+        The session of the running `db.session()`, `db.transaction()` or transaction function.
+
+    Raises:
+        NoActiveTransactionError: Outside a transaction, or inside an async one.
+    """
     scope = _require_scope("current_session()")
     if scope.is_async:
         raise NoActiveTransactionError(
@@ -241,7 +248,14 @@ def current_session() -> Session:
 
 
 def current_async_session() -> AsyncSession:
-    """The AsyncSession of the innermost running transaction (async API)."""
+    """The AsyncSession of the innermost running transaction (async API).
+
+    Returns:
+        The session of the running `db.session()`, `db.transaction()` or transaction function.
+
+    Raises:
+        NoActiveTransactionError: Outside a transaction, or inside a sync one.
+    """
     scope = _require_scope("current_async_session()")
     if not scope.is_async:
         raise NoActiveTransactionError(
@@ -258,6 +272,20 @@ def on_commit(fn: Callable[[], object], robust: bool = False) -> None:
     may return an awaitable, awaited before the transaction call returns. A failing ``fn``
     stops the callbacks after it and raises (the commit stands), unless ``robust=True``:
     then it is logged and the rest still run.
+
+    Args:
+        fn: The callback, called without arguments.
+        robust: Log a failure of ``fn`` and go on, rather than raise it.
+
+    Raises:
+        NoActiveTransactionError: Outside a transaction.
+
+    Examples:
+        ```python
+        with db.transaction() as session:
+            session.add(Order(id=1))
+            on_commit(lambda: send_email("order 1 placed"))  # only once the order is stored
+        ```
     """
     _require_scope("on_commit()").add(fn, on_commit=True, robust=robust)
 
@@ -267,6 +295,12 @@ def on_rollback(fn: Callable[[], object]) -> None:
     also after it commits if the savepoint ``fn`` was registered in rolled back.
 
     Failures are logged, never raised: they would hide the error that caused the rollback.
+
+    Args:
+        fn: The callback, called without arguments.
+
+    Raises:
+        NoActiveTransactionError: Outside a transaction.
     """
     _require_scope("on_rollback()").add(fn, on_commit=False, robust=True)
 

@@ -1,29 +1,53 @@
-"""Transaction counters and latency percentiles, overall and by isolation level, in bounded
-memory: durations are kept in a ring of the most recent ones. No I/O.
+"""Transaction counters, latency percentiles and latency histograms, overall and by isolation
+level, in bounded memory: durations are kept in a ring of the most recent ones, and counted in
+fixed buckets. No I/O.
 """
 
 from __future__ import annotations
 
+import bisect
 import math
 import threading
 from collections import deque
 from typing import Any
 
-__all__ = ["TransactionStats"]
+__all__ = ["DURATION_BUCKETS_S", "TransactionStats"]
 
 #: durations kept per isolation level (and overall) for the percentiles
 WINDOW = 2048
 _PERCENTILES = (("p50", 50), ("p95", 95), ("p99", 99))
+#: upper bounds (seconds) of the duration histogram's buckets; the +Inf bucket is implied
+DURATION_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
 class _Tally:
-    __slots__ = ("committed", "durations_s", "failed", "outcome_unknown", "retries", "rolled_back")
+    __slots__ = (
+        "buckets",
+        "committed",
+        "durations_s",
+        "failed",
+        "outcome_unknown",
+        "retries",
+        "rolled_back",
+        "sum_s",
+    )
 
     def __init__(self, window: int) -> None:
         self.committed = self.failed = self.retries = self.rolled_back = 0
         self.outcome_unknown = 0
         # seconds as recorded: converting to milliseconds waits for a snapshot
         self.durations_s: deque[float] = deque(maxlen=window)
+        # every call since the last reset, not just the window: Prometheus wants counters
+        self.buckets = [0] * (len(DURATION_BUCKETS_S) + 1)
+        self.sum_s = 0.0
+
+    def histogram(self) -> dict[str, Any]:
+        """``{"buckets": [(upper bound s, cumulative count), ...], "count", "sum_s"}``."""
+        cumulative, running = [], 0
+        for bound, hits in zip((*DURATION_BUCKETS_S, math.inf), self.buckets, strict=True):
+            running += hits
+            cumulative.append((bound, running))
+        return {"buckets": cumulative, "count": running, "sum_s": self.sum_s}
 
 
 def _figures(tallies: list[_Tally]) -> dict[str, Any]:
@@ -91,14 +115,20 @@ class TransactionStats:
             if outcome_unknown:
                 tally.outcome_unknown += 1
             tally.durations_s.append(duration_s)
+            tally.buckets[bisect.bisect_left(DURATION_BUCKETS_S, duration_s)] += 1
+            tally.sum_s += duration_s
 
     def snapshot(self, *, reset: bool = False) -> dict[str, Any]:
         """Counters, ``success_rate`` and ``duration_ms`` percentiles, with the same figures
-        per isolation level under ``by_isolation`` ("DEFAULT" when none was asked for)."""
+        per isolation level under ``by_isolation`` ("DEFAULT" when none was asked for); each
+        level also has its ``duration_histogram`` (see ``_Tally.histogram``)."""
         with self._lock:
             levels = sorted(self._by_isolation.items())
             stats = _figures([tally for _, tally in levels])
-            stats["by_isolation"] = {level: _figures([tally]) for level, tally in levels}
+            stats["by_isolation"] = {
+                level: {**_figures([tally]), "duration_histogram": tally.histogram()}
+                for level, tally in levels
+            }
             if reset:
                 self._by_isolation = {}
         return stats

@@ -69,18 +69,50 @@ class UnitOfWorkHooks:
         self.after_rollback_hooks: list[Hook] = []
 
     def before_commit(self, fn: Hook) -> Hook:
+        """Call ``fn(uow)`` before the unit of work commits (it may still write).
+
+        Args:
+            fn: The hook; a coroutine function under the async API.
+
+        Returns:
+            ``fn`` itself, so that this works as a decorator.
+        """
         self.before_commit_hooks.append(fn)
         return fn
 
     def before_rollback(self, fn: Hook) -> Hook:
+        """Call ``fn(uow)`` before it rolls back (look only at what is in memory).
+
+        Args:
+            fn: The hook; a coroutine function under the async API.
+
+        Returns:
+            ``fn`` itself, so that this works as a decorator.
+        """
         self.before_rollback_hooks.append(fn)
         return fn
 
     def after_commit(self, fn: Hook) -> Hook:
+        """Call ``fn(uow)`` after it committed (after the outermost commit, when nested).
+
+        Args:
+            fn: The hook; a coroutine function under the async API.
+
+        Returns:
+            ``fn`` itself, so that this works as a decorator.
+        """
         self.after_commit_hooks.append(fn)
         return fn
 
     def after_rollback(self, fn: Hook) -> Hook:
+        """Call ``fn(uow)`` after it rolled back.
+
+        Args:
+            fn: The hook; a coroutine function under the async API.
+
+        Returns:
+            ``fn`` itself, so that this works as a decorator.
+        """
         self.after_rollback_hooks.append(fn)
         return fn
 
@@ -89,9 +121,12 @@ class UnitOfWorkHooks:
 class UnitOfWorkSettings:
     """A database's defaults for its units of work (``uow_settings(db)``).
 
-    ``event_bus`` gets the events after each commit; with ``outbox`` on they go to the
-    ``dalkit_outbox`` table instead, in the committing transaction, for an OutboxRelay to
-    deliver. ``hooks`` run for every unit of work of the database, before the unit's own.
+    Attributes:
+        event_bus: Gets the events after each commit.
+        outbox: Store the events in the ``dalkit_outbox`` table instead, in the committing
+            transaction, for an [`OutboxRelay`][dalkit.OutboxRelay] to deliver.
+        event_types: Where the outbox finds event classes' stored names.
+        hooks: Run for every unit of work of the database, before the unit's own.
     """
 
     event_bus: EventBus | None = None
@@ -313,7 +348,24 @@ _settings: weakref.WeakKeyDictionary[object, UnitOfWorkSettings] = weakref.WeakK
 
 def uow_settings(db: object) -> UnitOfWorkSettings:
     """The unit-of-work defaults of ``db`` (a Database or AsyncDatabase), made on first use: the
-    settings live here rather than on the database, which knows nothing of units of work."""
+    settings live here rather than on the database, which knows nothing of units of work.
+
+    Args:
+        db: A [`Database`][dalkit.Database] or [`AsyncDatabase`][dalkit.AsyncDatabase].
+
+    Returns:
+        The settings, the same object for the life of ``db``: change them in place.
+
+    Examples:
+        ```python
+        settings = uow_settings(db)
+        settings.outbox = True  # every UnitOfWork(db) stores its events in the outbox
+
+
+        @settings.hooks.after_commit
+        def log_commit(uow: UnitOfWork) -> None: ...
+        ```
+    """
     settings = _settings.get(db)
     if settings is None:
         settings = _settings[db] = UnitOfWorkSettings()

@@ -49,6 +49,15 @@ class _InMemoryUnitOfWorkBase(UnitOfWorkBase):
         request_id: object | None = None,
         event_bus: EventBus | None = None,
     ) -> None:
+        """A unit of work over in-memory repositories.
+
+        Args:
+            repositories: The in-memory data by repository class, from a previous unit's
+                ``repositories`` (default: empty).
+            actor: Who acts (kept as ``uow.actor``, as the SQL unit of work has it).
+            request_id: The request the changes belong to.
+            event_bus: Where events go after the commit.
+        """
         settings = UnitOfWorkSettings(event_bus=event_bus)
         super().__init__(
             settings, actor=actor, request_id=request_id, event_bus=event_bus, outbox=False
@@ -71,7 +80,14 @@ class _InMemoryUnitOfWorkBase(UnitOfWorkBase):
     def repository(self, target: type[Any]) -> Any:
         """The in-memory repository for a repository class (the class itself when it is an
         in-memory one, else one mirroring its model and allow-lists), with the same API; given
-        a mapped class, one with every default."""
+        a mapped class, one with every default.
+
+        Args:
+            target: A repository class or a mapped class.
+
+        Returns:
+            The in-memory repository, the same one for the rest of this unit of work.
+        """
         return self._repository(target, self._fake_class)
 
     def _repository(self, target: type[Any], plain: type[RepositoryBase[Any]]) -> Any:
@@ -125,12 +141,21 @@ class _InMemoryUnitOfWorkBase(UnitOfWorkBase):
 
 
 class InMemoryUnitOfWork(_InMemoryUnitOfWorkBase):
-    """``with InMemoryUnitOfWork() as uow:`` what :class:`~dalkit.UnitOfWork` does, in memory.
+    """``with InMemoryUnitOfWork() as uow:`` what [`UnitOfWork`][dalkit.UnitOfWork] does,
+    in memory.
 
     Commits when the block ends cleanly (``committed`` turns true, then recorded and published
     events go to ``event_bus``, then the after-commit hooks run); rolls back when it raises or
-    after :meth:`rollback`, undoing every write made through its repositories. Pass
+    after `rollback()`, undoing every write made through its repositories. Pass
     ``uow.repositories`` to the next unit to see what this one committed.
+
+    Examples:
+        ```python
+        with InMemoryUnitOfWork() as uow:
+            uow.repository(UserRepository).add(User(name="Ada"))
+        with InMemoryUnitOfWork(uow.repositories) as uow:  # sees what the first committed
+            print(uow.repository(UserRepository).count())  # 1
+        ```
     """
 
     _fake_class = InMemoryRepository
@@ -147,10 +172,22 @@ class InMemoryUnitOfWork(_InMemoryUnitOfWorkBase):
                 self._roll_back()
 
     def publish(self, event: DomainEvent, *, aggregate: object | None = None) -> None:
-        """Hand ``event`` to the event bus after the commit, in order with entities' events."""
+        """Hand ``event`` to the event bus after the commit, in order with entities' events.
+
+        Args:
+            event: The domain event.
+            aggregate: An entity or a ``(type, id)`` pair, as [`UnitOfWork`][dalkit.UnitOfWork]
+                takes it.
+        """
         self._record_published(event, aggregate)
 
     def commit(self) -> None:
+        """Run the before-commit hooks, keep the writes, hand the events to the bus and run the
+        after-commit hooks (a failing before-commit hook rolls back instead).
+
+        Raises:
+            UnitOfWorkError: When the unit of work is not open.
+        """
         self._check_open("commit()")
         try:
             for hook in self._hooks("before_commit"):
@@ -164,6 +201,11 @@ class InMemoryUnitOfWork(_InMemoryUnitOfWorkBase):
         self._run_hooks("after_commit")
 
     def rollback(self) -> None:
+        """Undo every write made through this unit's repositories and drop its events.
+
+        Raises:
+            UnitOfWorkError: When the unit of work is not open.
+        """
         self._check_open("rollback()")
         self._roll_back()
 
@@ -178,7 +220,7 @@ class InMemoryUnitOfWork(_InMemoryUnitOfWorkBase):
 
 
 class AsyncInMemoryUnitOfWork(_InMemoryUnitOfWorkBase):
-    """``async with AsyncInMemoryUnitOfWork() as uow:`` :class:`InMemoryUnitOfWork` for the
+    """``async with AsyncInMemoryUnitOfWork() as uow:`` `InMemoryUnitOfWork` for the
     async API: its repositories are AsyncInMemoryRepository, its hooks may be coroutines."""
 
     _fake_class = AsyncInMemoryRepository
@@ -195,10 +237,22 @@ class AsyncInMemoryUnitOfWork(_InMemoryUnitOfWorkBase):
                 await self._roll_back()
 
     def publish(self, event: DomainEvent, *, aggregate: object | None = None) -> None:
-        """Hand ``event`` to the event bus after the commit, in order with entities' events."""
+        """Hand ``event`` to the event bus after the commit, in order with entities' events.
+
+        Args:
+            event: The domain event.
+            aggregate: An entity or a ``(type, id)`` pair, as [`UnitOfWork`][dalkit.UnitOfWork]
+                takes it.
+        """
         self._record_published(event, aggregate)
 
     async def commit(self) -> None:
+        """Run the before-commit hooks, keep the writes, hand the events to the bus and run the
+        after-commit hooks (a failing before-commit hook rolls back instead).
+
+        Raises:
+            UnitOfWorkError: When the unit of work is not open.
+        """
         self._check_open("commit()")
         try:
             for hook in self._hooks("before_commit"):
@@ -212,6 +266,11 @@ class AsyncInMemoryUnitOfWork(_InMemoryUnitOfWorkBase):
         await self._run_hooks("after_commit")
 
     async def rollback(self) -> None:
+        """Undo every write made through this unit's repositories and drop its events.
+
+        Raises:
+            UnitOfWorkError: When the unit of work is not open.
+        """
         self._check_open("rollback()")
         await self._roll_back()
 

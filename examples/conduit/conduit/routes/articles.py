@@ -13,6 +13,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Query, Response
 
 from conduit import schemas
+from conduit.caching import cached_repository
 from conduit.events import ArticlePublished
 from conduit.models import Article, User
 from conduit.repositories import (
@@ -24,12 +25,12 @@ from conduit.repositories import (
 )
 from conduit.security import CurrentUser, MaybeUser
 from dalkit import AsyncUnitOfWork
-from dalkit.integrations.fastapi import filters, repository, unit_of_work
+from dalkit.integrations.fastapi import filters, unit_of_work
 
 router = APIRouter(prefix="/api/articles", tags=["articles"])
 
-Articles = Annotated[ArticleRepository, Depends(repository(ArticleRepository))]
-Tags = Annotated[TagRepository, Depends(repository(TagRepository))]
+Articles = Annotated[ArticleRepository, Depends(cached_repository(ArticleRepository))]
+Tags = Annotated[TagRepository, Depends(cached_repository(TagRepository))]
 # ends before the response starts, so its outbox rows commit with the request
 Unit = Annotated[AsyncUnitOfWork, Depends(unit_of_work(outbox=True), scope="function")]
 Limit = Annotated[int, Query(ge=1, le=100)]
@@ -65,8 +66,10 @@ async def _one(articles: ArticleRepository, item: Article, viewer: User | None) 
     return {"article": (await _many(articles, [item], viewer))[0]}
 
 
-async def _own(articles: ArticleRepository, slug: str, user: User) -> Article:
-    item = await articles.by_slug(slug)
+async def _own(
+    articles: ArticleRepository, slug: str, user: User, load: tuple[str, ...] = ("author", "tags")
+) -> Article:
+    item = await articles.by_slug(slug, load=load)
     if item.author_id != user.id:
         raise HTTPException(403, "only the author may change this article")
     return item
@@ -153,7 +156,7 @@ async def update_article(
 
 @router.delete("/{slug}")
 async def delete_article(slug: str, user: CurrentUser, articles: Articles) -> Response:
-    await articles.delete(await _own(articles, slug, user))
+    await articles.delete(await _own(articles, slug, user, load=()))
     return Response(status_code=200)
 
 

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Response
 
 from conduit import schemas
+from conduit.caching import cached_repository
 from conduit.models import Comment
 from conduit.repositories import ArticleRepository, CommentRepository
 from conduit.security import CurrentUser, MaybeUser, Users
@@ -14,7 +15,7 @@ from dalkit.integrations.fastapi import repository
 
 router = APIRouter(prefix="/api/articles/{slug}/comments", tags=["comments"])
 
-Articles = Annotated[ArticleRepository, Depends(repository(ArticleRepository))]
+Articles = Annotated[ArticleRepository, Depends(cached_repository(ArticleRepository))]
 Comments = Annotated[CommentRepository, Depends(repository(CommentRepository))]
 
 
@@ -22,7 +23,7 @@ Comments = Annotated[CommentRepository, Depends(repository(CommentRepository))]
 async def list_comments(
     slug: str, viewer: MaybeUser, articles: Articles, comments: Comments, users: Users
 ) -> dict[str, Any]:
-    article = await articles.by_slug(slug)
+    article = await articles.by_slug(slug, load=())
     items = await comments.of_article(article)
     following = await users.following(viewer, {c.author_id for c in items})
     return {"comments": [schemas.comment(c, following) for c in items]}
@@ -36,7 +37,7 @@ async def add_comment(
     articles: Articles,
     comments: Comments,
 ) -> dict[str, Any]:
-    article = await articles.by_slug(slug)
+    article = await articles.by_slug(slug, load=())
     item = Comment(body=body.comment.body, article_id=article.id, author=author)
     await comments.add(item)
     return {"comment": schemas.comment(item, set())}
@@ -46,7 +47,7 @@ async def add_comment(
 async def delete_comment(
     slug: str, comment_id: int, user: CurrentUser, articles: Articles, comments: Comments
 ) -> Response:
-    article = await articles.by_slug(slug)
+    article = await articles.by_slug(slug, load=())
     item = await comments.get_or_none(comment_id)
     if item is None or item.article_id != article.id:
         raise HTTPException(404, "comment not found")

@@ -6,14 +6,14 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
 
+from conduit.caching import cached_repository
 from conduit.repositories import TagRepository
-from dalkit.integrations.fastapi import repository
 
 router = APIRouter(prefix="/api", tags=["tags"])
 
 
 @router.get("/tags")
 async def tags(
-    tags: Annotated[TagRepository, Depends(repository(TagRepository))],
+    tags: Annotated[TagRepository, Depends(cached_repository(TagRepository))],
 ) -> dict[str, Any]:
     return {"tags": await tags.in_use()}

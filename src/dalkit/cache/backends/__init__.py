@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dalkit.cache.backends.memory import MemoryBackend
-from dalkit.cache.backends.redis import AsyncRedisBackend, RedisBackend
+from dalkit.cache.backends.redis import RedisBackend
+from dalkit.cache.backends.redis_async import AsyncRedisBackend
 
 __all__ = ["AsyncRedisBackend", "MemoryBackend", "RedisBackend"]

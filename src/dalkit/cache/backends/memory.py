@@ -18,6 +18,15 @@ class MemoryBackend:
     """Entries of one process, the least recently used dropped past ``max_entries``.
 
     No I/O: the async cache calls the same methods through ``*_async`` wrappers.
+
+    Args:
+        max_entries: How many entries to keep at most.
+
+    Raises:
+        CacheConfigurationError: ``max_entries`` is below 1.
+
+    Examples:
+        ``QueryCache(MemoryBackend(max_entries=10_000))``
     """
 
     shared = False
@@ -32,6 +41,16 @@ class MemoryBackend:
         self.prefix = "dalkit:cache"
 
     def fetch(self, key: str, tables: Sequence[str]) -> tuple[Any, Tokens]:
+        """The entry of ``key`` if it is current, and the current tokens of ``tables``.
+
+        Args:
+            key: The entry's key.
+            tables: The token names of the tables the entry depends on.
+
+        Returns:
+            The payload (None: missing, stale or expired), and the tokens to tag a new
+            entry with.
+        """
         with self._lock:
             tokens = tuple(self._token(table) for table in tables)
             entry = self._entries.get(key)
@@ -44,6 +63,14 @@ class MemoryBackend:
             return entry[1], tokens
 
     def store(self, key: str, tokens: Tokens, payload: Any, ttl: float) -> None:
+        """Store an entry for ``ttl`` seconds, tagged with the ``tokens`` read before its query.
+
+        Args:
+            key: The entry's key.
+            tokens: The tables' version tokens, read before the query ran.
+            payload: The serialised result.
+            ttl: Seconds the entry stays.
+        """
         with self._lock:
             self._entries[key] = (tokens, payload, monotonic() + ttl)
             self._entries.move_to_end(key)
@@ -51,11 +78,17 @@ class MemoryBackend:
                 self._entries.popitem(last=False)
 
     def bump(self, tables: Sequence[str]) -> None:
+        """Give ``tables`` fresh tokens: their entries become unservable.
+
+        Args:
+            tables: The names of the tables written.
+        """
         with self._lock:
             for table in tables:
                 self._tokens[table] = new_token()
 
     def clear(self) -> None:
+        """Drop every entry and token."""
         with self._lock:
             self._entries.clear()
             self._tokens.clear()
@@ -67,12 +100,34 @@ class MemoryBackend:
         return token
 
     async def fetch_async(self, key: str, tables: Sequence[str]) -> tuple[Any, Tokens]:
+        """[`fetch`][dalkit.cache.MemoryBackend.fetch], for the async cache.
+
+        Args:
+            key: The entry's key.
+            tables: The tables its query reads.
+
+        Returns:
+            ``(payload or None, the tables' current tokens)``.
+        """
         return self.fetch(key, tables)
 
     async def store_async(self, key: str, tokens: Tokens, payload: Any, ttl: float) -> None:
+        """[`store`][dalkit.cache.MemoryBackend.store], for the async cache.
+
+        Args:
+            key: The entry's key.
+            tokens: The tables' version tokens, read before the query ran.
+            payload: The serialised result.
+            ttl: Seconds the entry stays.
+        """
         self.store(key, tokens, payload, ttl)
 
     async def bump_async(self, tables: Sequence[str]) -> None:
+        """[`bump`][dalkit.cache.MemoryBackend.bump], for the async cache.
+
+        Args:
+            tables: The names of the tables written.
+        """
         self.bump(tables)
 
     def __len__(self) -> int:

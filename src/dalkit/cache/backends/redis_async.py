@@ -1,0 +1,135 @@
+"""The Redis backend of the query cache: entries and table tokens in a Redis server shared by
+every process.
+
+A read is one round trip: one ``MGET`` of the entry and its tables' tokens. A commit's
+invalidation is one ``MSET`` of fresh tokens. Nothing ever scans the keyspace.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from dalkit.cache.backends.redis_keys import DEFAULT_PREFIX, RedisKeys, fast_failing_client
+from dalkit.cache.errors import CacheConfigurationError
+from dalkit.cache.versions import Tokens, encode_entry, new_token
+from dalkit.redis.manager_async import AsyncRedisManager
+
+
+class AsyncRedisBackend(RedisKeys):
+    """Query-cache entries in Redis, shared by every process using the same server.
+
+    Args:
+        manager: The Redis to use; the backend opens a pool of its own with its settings.
+        prefix: What every key of this backend starts with.
+        stampede_lock: Take a Redis lock on a missed key, so that processes missing the
+            same key run its query once in total; the others wait for the entry (at most
+            ``lock_timeout``), then run it themselves. Without it, once per process.
+        lock_timeout: Seconds a lock is held and waited for at most.
+
+    Raises:
+        CacheConfigurationError: ``manager`` is of the other kind (sync/async), or
+            ``lock_timeout`` is not positive.
+
+    Examples:
+        ``AsyncQueryCache(AsyncRedisBackend(AsyncRedisManager(url), stampede_lock=True))``
+    """
+
+    def __init__(
+        self,
+        manager: AsyncRedisManager,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        stampede_lock: bool = False,
+        lock_timeout: float = 10.0,
+    ) -> None:
+        if not isinstance(manager, AsyncRedisManager):
+            raise CacheConfigurationError(
+                f"{type(self).__name__} needs a dalkit.{AsyncRedisManager.__name__}, not a "
+                f"{type(manager).__name__} (RedisBackend goes with RedisManager and QueryCache, "
+                "AsyncRedisBackend with AsyncRedisManager and AsyncQueryCache)"
+            )
+        super().__init__(prefix, stampede_lock=stampede_lock, lock_timeout=lock_timeout)
+        self._client = fast_failing_client(manager)
+        self.manager = manager
+
+    async def close(self) -> None:
+        """Close the backend's connections (its pool is its own)."""
+        await self._client.connection_pool.disconnect()
+
+    async def fetch_async(self, key: str, tables: Sequence[str]) -> tuple[bytes | None, Tokens]:
+        """The entry of ``key`` if it is current, and the current tokens of ``tables``.
+
+        Args:
+            key: The entry's key.
+            tables: The token names of the tables the entry depends on.
+
+        Returns:
+            The payload (None: missing or stale), and the tokens to tag a new entry with.
+        """
+        names = self.token_keys(tables)
+        raw, *values = await self._client.mget([key, *names])
+        if None in values:
+            pipe = self._client.pipeline(transaction=False)
+            for name, value in zip(names, values, strict=True):
+                if value is None:
+                    pipe.set(name, new_token(), nx=True)
+            pipe.mget(names)
+            values = (await pipe.execute())[-1]
+            return None, self.tokens(values)  # an entry can never carry a token just made
+        tokens = self.tokens(values)
+        return self.decide(raw, tokens), tokens
+
+    async def store_async(self, key: str, tokens: Tokens, payload: bytes, ttl: float) -> None:
+        """Store an entry for ``ttl`` seconds, tagged with the ``tokens`` read before its query.
+
+        Args:
+            key: The entry's key.
+            tokens: The tables' version tokens, read before the query ran.
+            payload: The serialised result.
+            ttl: Seconds the entry stays.
+        """
+        await self._client.set(key, encode_entry(tokens, payload), px=max(1, int(ttl * 1000)))
+
+    async def bump_async(self, tables: Sequence[str]) -> None:
+        """Give ``tables`` fresh tokens, in one ``MSET``: their entries become unservable.
+
+        Args:
+            tables: The names of the tables written.
+        """
+        await self._client.mset({name: new_token() for name in self.token_keys(tables)})
+
+    async def lock_async(self, key: str) -> Any:
+        """Hold the stampede lock of ``key``, waiting for it up to ``lock_timeout``.
+
+        Args:
+            key: The missed entry's key.
+
+        Returns:
+            The held lock, to pass to [`unlock_async`][dalkit.cache.AsyncRedisBackend.unlock_async];
+            None when the backend takes no locks, the wait timed out or Redis failed (then
+            the caller runs its query unlocked: a lock never makes a read fail).
+        """
+        if not self.stampede_lock:
+            return None
+        lock = self._client.lock(self.lock_key(key), **self.lock_options())
+        try:
+            acquired = await lock.acquire()
+        except Exception:
+            return None
+        return lock if acquired else None
+
+    async def unlock_async(self, lock: Any) -> None:
+        """Release a lock taken by [`lock_async`][dalkit.cache.AsyncRedisBackend.lock_async]
+        (an expired one, or a failing Redis, is left to the lock's expiry).
+
+        Args:
+            lock: What `lock_async()` returned.
+        """
+        try:
+            await lock.release()
+        except Exception:
+            return
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.manager.url!r}, prefix={self.prefix!r})"

@@ -1,0 +1,100 @@
+"""What RedisBackend and AsyncRedisBackend share without I/O: key names, the entry check, the
+stampede-lock settings and the fast-failing client each of them talks through."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from dalkit.cache.errors import CacheConfigurationError
+from dalkit.cache.versions import Tokens, entry_payload
+
+__all__ = ["DEFAULT_PREFIX", "LOCK_POLL_S", "RedisKeys", "fast_failing_client"]
+
+DEFAULT_PREFIX = "dalkit:cache"
+#: how often a process waiting for another's stampede lock asks whether it is free
+LOCK_POLL_S = 0.02
+
+
+class RedisKeys:
+    """Key naming and the decisions that need no I/O, shared by both Redis backends.
+
+    Args:
+        prefix: What every key of this backend starts with.
+        stampede_lock: Whether a miss takes a Redis lock on its key, so that processes
+            missing the same key run its query once in total.
+        lock_timeout: Seconds a lock is held at most (it expires if its holder dies) and
+            waited for at most (then the waiting process runs the query itself).
+
+    Raises:
+        CacheConfigurationError: ``lock_timeout`` is not positive.
+    """
+
+    shared = True
+
+    def __init__(self, prefix: str, *, stampede_lock: bool, lock_timeout: float) -> None:
+        if lock_timeout <= 0:
+            raise CacheConfigurationError(f"lock_timeout must be positive, not {lock_timeout}")
+        self.prefix = prefix
+        self.stampede_lock = stampede_lock
+        self.lock_timeout = float(lock_timeout)
+
+    def token_keys(self, tables: Sequence[str]) -> list[str]:
+        """The Redis keys of the tokens of ``tables``."""
+        return [f"{self.prefix}:v:{table}" for table in tables]
+
+    @staticmethod
+    def lock_key(key: str) -> str:
+        """The Redis key of the stampede lock of the entry ``key``."""
+        return f"{key}:lock"
+
+    @staticmethod
+    def decide(raw: bytes | None, tokens: Tokens) -> bytes | None:
+        """The payload of ``raw`` when it is an entry carrying ``tokens``, else None."""
+        return entry_payload(raw, tokens)
+
+    @staticmethod
+    def tokens(values: Sequence[Any]) -> Tokens:
+        """Tokens as read from Redis (bytes), as strings."""
+        return tuple(v.decode() if isinstance(v, bytes) else str(v) for v in values)
+
+    def lock_options(self) -> dict[str, Any]:
+        """The keyword arguments of ``client.lock()`` for a stampede lock."""
+        return {
+            "timeout": self.lock_timeout,
+            "sleep": LOCK_POLL_S,
+            "blocking_timeout": self.lock_timeout,
+            "thread_local": False,  # one Lock object per miss, released by its own caller
+            "raise_on_release_error": False,  # an expired lock is no failure here
+        }
+
+
+def fast_failing_client(manager: Any) -> Any:
+    """A client on a pool of its own, configured like ``manager``'s but retrying a failed
+    command once and at once.
+
+    redis-py's default backoff would make every cache call wait seconds while Redis is
+    down, where bypassing the cache costs nothing.
+
+    Args:
+        manager: The RedisManager or AsyncRedisManager whose configuration to copy.
+
+    Returns:
+        A client of the same kind (sync or asyncio) as the manager's.
+    """
+    import redis
+    import redis.asyncio
+    from redis.asyncio.retry import Retry as AsyncRetry
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    client_module: Any
+    retry: Any
+    if isinstance(manager.client, redis.asyncio.Redis):
+        client_module, retry = redis.asyncio, AsyncRetry(NoBackoff(), 1)
+    else:
+        client_module, retry = redis, Retry(NoBackoff(), 1)
+    config = manager.config
+    kwargs = {**config.pool_kwargs(), "retry": retry}
+    pool = client_module.ConnectionPool.from_url(config.url, **kwargs)
+    return client_module.Redis(connection_pool=pool)

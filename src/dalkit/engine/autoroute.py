@@ -1,0 +1,325 @@
+"""Plain reads of a default transaction routed to a replica (``route_reads="auto"``): the
+Session whose ``get_bind()`` decides per statement, and the state of one session's routing.
+
+Why this is safe. On PostgreSQL at READ COMMITTED, dalkit defers a default transaction's BEGIN
+until its first statement that is not a plain read (see dalkit.transaction.deferred): until
+then each read takes a snapshot of its own, so it may as well be taken on a replica that has
+replayed this context's last commit (read-your-writes, see dalkit.engine.replicas).
+
+What is routed. Only ``select()`` constructs (what repositories, lazy loads and the query cache
+on a miss send) whose functions are all known not to write (``count``, ``lower``, ...): a text
+statement or a function such as ``nextval()`` may write or be refused by a standby, so it stays
+on the primary. From the first statement that is not such a read (a flush, a write, ``SELECT
+... FOR UPDATE``, a text statement, ``merge()``, or ``session.connection()``, through which raw
+writes and COPY go), every later statement of the session goes to the primary, so a transaction
+reads its own writes; those later reads also overwrite (``populate_existing``) the entities the
+replica loaded, so the identity map does not keep the replica's older rows. All routed reads of
+one session go to the same replica (time never runs backwards inside a transaction), and its
+connection runs in autocommit: the session's COMMIT or ROLLBACK gives it back.
+
+What it does not cover. A read made before the first write may be up to ``max_replica_lag_s``
+old for rows other requests wrote: a read-then-write that must not act on an older row locks
+it (``FOR UPDATE``, which goes to the primary), checks a version column, or uses
+``route_reads="read_only"``, as it would against concurrent writers on the primary.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.orm import ORMExecuteState, Session
+from sqlalchemy.sql import ClauseElement, Select, visitors
+from sqlalchemy.sql.dml import UpdateBase
+from sqlalchemy.sql.elements import ColumnClause, TextClause
+from sqlalchemy.sql.functions import FunctionElement
+
+from dalkit.transaction.deferred import DEFERRED_BEGIN_OPTION
+
+__all__ = [
+    "REPLICA_OPTION",
+    "ReadRouter",
+    "RoutingSession",
+    "install",
+    "pin_to_primary",
+    "plain_select",
+    "read_on_replica",
+    "replica_of",
+]
+
+#: Execution option naming the replica (``host:port``) on the engines of replica reads.
+REPLICA_OPTION = "dalkit_replica"
+_ROUTER = "dalkit.replicas.router"  # session.info: the router (put there by the factory)
+_STATE = "dalkit.replicas.plain_reads"  # session.info: this session's _PlainReads, or False
+# functions a standby runs and that write nothing; any other (nextval(), a user's function that
+# may write) keeps the statement on the primary
+_READ_ONLY_FUNCTIONS = frozenset(
+    [
+        "count",
+        "sum",
+        "min",
+        "max",
+        "avg",
+        "coalesce",
+        "nullif",
+        "lower",
+        "upper",
+        "length",
+        "char_length",
+        "trim",
+        "abs",
+        "round",
+        "floor",
+        "ceil",
+        "greatest",
+        "least",
+        "concat",
+        "substr",
+        "substring",
+        "replace",
+        "now",
+        "current_timestamp",
+        "current_date",
+        "localtimestamp",
+        "date_trunc",
+        "extract",
+        "array_agg",
+        "string_agg",
+        "json_agg",
+        "jsonb_agg",
+        "json_build_object",
+        "jsonb_build_object",
+        "bool_and",
+        "bool_or",
+        "every",
+        "cast",
+        "pg_is_in_recovery",
+        "pg_last_wal_replay_lsn",
+    ]
+)
+_plain_selects: dict[Any, bool] = {}
+_PLAIN_SELECTS_KEPT = 4096  # statement shapes: a bounded set, as in SQLAlchemy's own cache
+
+
+class ReadRouter(Protocol):
+    """What a session needs from the router: a replica for its plain reads, or None."""
+
+    def plain_read_bind(self) -> tuple[Engine, object] | None:
+        """The replica's sync engine and the replica, or None for the primary."""
+        ...
+
+
+class _PlainReads:
+    """Where one session's plain reads go: undecided, a replica, or (for good) the primary."""
+
+    __slots__ = ("bind", "decided", "replica", "wrote")
+
+    def __init__(self) -> None:
+        self.decided = False
+        self.bind: Engine | None = None  # the replica's (sync) engine once chosen
+        self.replica: object = None
+        self.wrote = False  # a statement other than a plain read was asked for: primary only
+
+
+class RoutingSession(Session):
+    """A Session that sends the plain reads of a deferred default transaction to a replica
+    and everything else to its own bind, the primary (see the module's docstring)."""
+
+    def get_bind(
+        self,
+        mapper: Any = None,
+        *,
+        clause: Any = None,
+        bind: Any = None,
+        **kw: Any,
+    ) -> Engine | Connection:
+        """The replica's engine for a plain read of a transaction that has not written yet;
+        else what ``Session.get_bind()`` returns. Arguments are ``Session.get_bind()``'s."""
+        state = self._plain_reads()
+        if state is not None and bind is None and not state.wrote:
+            if self.in_nested_transaction():
+                # a savepoint is begun on each connection the session uses inside it, and an
+                # autocommit connection to a standby cannot take one: savepoints mean writes
+                state.wrote = True
+            elif clause is None:
+                if mapper is not None:  # a flush, or a connection asked for by a mapper
+                    state.wrote = True
+            elif plain_select(clause):
+                routed = self._replica_bind(state)
+                if routed is not None:
+                    return routed
+            else:
+                state.wrote = True
+        return super().get_bind(mapper, clause=clause, bind=bind, **kw)
+
+    def connection(self, *args: Any, **kwargs: Any) -> Connection:
+        """``Session.connection()``, after which the session uses the primary only."""
+        # a raw connection is how raw SQL, COPY and bulk writes are sent: primary from now on
+        state = self._plain_reads()
+        if state is not None:
+            state.wrote = True
+        return super().connection(*args, **kwargs)
+
+    def merge(self, *args: Any, **kwargs: Any) -> Any:
+        """``Session.merge()``, after which the session uses the primary only."""
+        # merge() reads the row to decide between INSERT and UPDATE: that read must see the
+        # primary, or a row the replica lacks would be inserted twice
+        state = self._plain_reads()
+        if state is not None:
+            state.wrote = True
+        return super().merge(*args, **kwargs)
+
+    def _plain_reads(self) -> _PlainReads | None:
+        state = self.info.get(_STATE)
+        if state is None:
+            # decided once per session: only a default transaction whose BEGIN is deferred
+            bind = self.bind
+            options = bind.get_execution_options() if bind is not None else {}
+            deferred = options.get(DEFERRED_BEGIN_OPTION) == "BEGIN"
+            state = _PlainReads() if deferred and _ROUTER in self.info else False
+            self.info[_STATE] = state
+        return state if isinstance(state, _PlainReads) else None
+
+    def _replica_bind(self, state: _PlainReads) -> Engine | None:
+        if not state.decided:
+            state.decided = True
+            router: ReadRouter = self.info[_ROUTER]
+            chosen = router.plain_read_bind()
+            if chosen is not None:
+                state.bind, state.replica = chosen
+        return state.bind
+
+
+@event.listens_for(RoutingSession, "do_orm_execute")
+def _reload_replica_rows(execute_state: ORMExecuteState) -> None:
+    # an entity read on the replica keeps its loaded values in the identity map: once the
+    # transaction writes (or is about to flush), reads on the primary must overwrite them
+    session = execute_state.session
+    state = session.info.get(_STATE)
+    if not state or state.bind is None or not execute_state.is_select:
+        return
+    pending = bool(session.new or session.dirty or session.deleted)
+    if pending and not (session.autoflush and execute_state.execution_options.get("autoflush", 1)):
+        return  # reloading would overwrite changes that are not flushed first: keep them
+    if state.wrote or pending:
+        execute_state.update_execution_options(populate_existing=True)
+
+
+def plain_select(clause: Any) -> bool:
+    """Whether a statement may run on a replica.
+
+    Args:
+        clause: The statement a session is about to execute.
+
+    Returns:
+        True for a ``select()`` without row locks, text, DML or a function outside those known
+        to only read; remembered per statement shape.
+    """
+    if not isinstance(clause, Select) or clause._for_update_arg is not None:
+        return False
+    cache_key = clause._generate_cache_key()  # memoized: SQLAlchemy's compiled cache uses it too
+    if cache_key is None:
+        return _only_reads(clause)
+    known = _plain_selects.get(cache_key.key)
+    if known is None:
+        if len(_plain_selects) >= _PLAIN_SELECTS_KEPT:
+            _plain_selects.clear()
+        known = _plain_selects[cache_key.key] = _only_reads(clause)
+    return known
+
+
+def _only_reads(clause: ClauseElement) -> bool:
+    for element in visitors.iterate(clause):
+        if isinstance(element, TextClause | UpdateBase):
+            return False
+        if isinstance(element, ColumnClause) and element.is_literal and element.name != "*":
+            return False
+        if isinstance(element, FunctionElement):
+            name = str(getattr(element, "name", "")).lower()
+            if name not in _READ_ONLY_FUNCTIONS:
+                return False
+    return True
+
+
+def install(factory: Any, router: ReadRouter) -> None:
+    """Make a session factory build RoutingSessions.
+
+    Args:
+        factory: A sessionmaker or async_sessionmaker (changed in place).
+        router: Where the sessions' plain reads are routed.
+    """
+    info = {**factory.kw.get("info", {}), _ROUTER: router}
+    if hasattr(factory.class_, "sync_session_class"):  # AsyncSessions: their inner Session
+        factory.configure(sync_session_class=RoutingSession, info=info)
+    else:
+        factory.class_ = RoutingSession
+        factory.configure(info=info)
+
+
+def replica_of(session: Any) -> object:
+    """The replica a session's reads went to while nothing ran on the primary: a lost
+    connection of such a transaction is the replica's, and it may run again elsewhere at once.
+
+    Every statement of such a session so far was a plain read on that replica: any other goes
+    to the primary and marks the session as written.
+
+    Args:
+        session: A Session or AsyncSession.
+
+    Returns:
+        The replica, or None (no routed read, or the session used the primary).
+    """
+    inner = getattr(session, "sync_session", session)
+    state = inner.info.get(_STATE) if isinstance(inner, Session) else None
+    if not state or state.wrote:
+        return None
+    return state.replica
+
+
+def read_on_replica(session: Any) -> bool:
+    """Whether a session's reads ran on a replica: a read-only transaction routed whole, or a
+    default one whose plain reads were routed. What the query cache needs to know before it
+    stores a result a lagging replica may have given (see docs/replicas.md).
+
+    Args:
+        session: A Session or AsyncSession.
+
+    Returns:
+        True when some statement of the session went, or goes, to a replica.
+    """
+    inner = getattr(session, "sync_session", session)
+    if not isinstance(inner, Session):
+        return False
+    state = inner.info.get(_STATE)
+    if state and state.bind is not None:
+        return True
+    bind = inner.bind
+    return bind is not None and REPLICA_OPTION in bind.get_execution_options()
+
+
+def pin_to_primary(session: Any) -> bool:
+    """Send the rest of a session's statements to the primary, for a read whose result must
+    include every commit that has returned: what the query cache stores on a miss.
+
+    A replica may not have replayed a commit that returned before the cache read its version
+    tokens, so a result read there could be stored under current tokens and served stale (see
+    dalkit.cache.versions). The rest of the transaction follows to the primary, so its reads
+    never go back in time.
+
+    Args:
+        session: A Session or AsyncSession.
+
+    Returns:
+        False when the session is a read-only transaction bound to a replica as a whole: its
+        reads cannot move, and a result read there must not be stored.
+    """
+    inner = getattr(session, "sync_session", session)
+    if not isinstance(inner, Session):
+        return True
+    if isinstance(inner, RoutingSession):
+        state = inner._plain_reads()
+        if state is not None:
+            state.wrote = True
+    bind = inner.bind
+    return bind is None or REPLICA_OPTION not in bind.get_execution_options()

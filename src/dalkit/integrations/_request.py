@@ -1,0 +1,359 @@
+"""One HTTP request under DatabaseMiddleware: its transaction (opened where the application
+runs, ended before the response starts) and where its response stands."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import inspect
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from typing import Any, Protocol, TypeVar
+
+import anyio
+import anyio.to_thread
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
+
+from dalkit import AsyncDatabase, Database, audit
+from dalkit.integrations.errors import RequestCommitError, ResponseStartedError
+from dalkit.integrations.problems import problem_headers, problem_json
+from dalkit.integrations.replica_tokens import ReplicaTokens
+from dalkit.transaction.scope import current_scope
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+BeforeCommit = Callable[[], object]
+"""A hook run just before the request's transaction commits (see ``before_commit``)."""
+
+T = TypeVar("T")
+log = logging.getLogger("dalkit.web")
+
+
+class Middleware(Protocol):
+    """What a request needs of DatabaseMiddleware (which imports this module)."""
+
+    app: Callable[[Scope, Receive, Send], Awaitable[None]]
+    db: Database | AsyncDatabase
+    rollback_for: Callable[[int], bool]
+    background_transaction: bool
+    replica_tokens: ReplicaTokens | None
+    read_only_methods: frozenset[str]
+
+    def limiter(self) -> anyio.CapacityLimiter: ...
+
+    def who(self, scope: Scope) -> tuple[object | None, object | None]: ...
+
+
+STATE_KEY = "dalkit_db"
+"""The key under ``scope["state"]`` (``request.state.dalkit_db``) naming the request's database."""
+HOOKS_KEY = "dalkit_before_commit"
+
+# the request whose code runs in this context: a worker thread running a sync endpoint or
+# dependency of the request gets a copy of the request's context, and so this value
+_serving: contextvars.ContextVar[object | None] = contextvars.ContextVar(
+    "dalkit_web_request", default=None
+)
+
+
+class _RequestHolder:
+    """The holder of a sync Database's request transaction: the request's own code, in
+    whichever thread it runs (any context copied from the request's). Starlette and FastAPI
+    hand a sync endpoint or dependency to one worker thread at a time and wait for it, so the
+    session passes between threads but is never used by two at once. A ``threading.Thread``
+    starts with a context of its own, so it sees no request transaction at all; work handed to
+    ``asyncio.to_thread`` copies the request's context and may join, like an endpoint's
+    thread, so it must be awaited before the request's code uses the session again."""
+
+    __slots__ = ()
+
+    def __eq__(self, other: object) -> bool:
+        return other is self or _serving.get() is self
+
+    def __ne__(self, other: object) -> bool:
+        return not self.__eq__(other)
+
+    __hash__ = object.__hash__
+
+
+class Rollback(Exception):
+    """Thrown into the transaction to roll it back without an error of the application's."""
+
+
+class Transaction:
+    """One ``db.transaction()``, opened in the application's own task (so the application
+    holds it, and may join it) and ended inside the request's context, which makes it vanish
+    for the application too."""
+
+    def __init__(self, request: Request) -> None:
+        self.request = request
+        self.middleware = request.middleware
+        self.context = request.context
+        self.session: Session | AsyncSession | None = None
+        self._manager: Any = self.middleware.db.transaction(read_only=request.read_only)
+
+    async def enter(self) -> None:
+        """Open the transaction; called in the application's task, whose context it is."""
+        if isinstance(self.middleware.db, AsyncDatabase):
+            self.session = await self._manager.__aenter__()
+            return
+        self.session = self._manager.__enter__()  # no I/O until the first statement
+        scope = current_scope()
+        if scope is not None and scope.session is self.session:
+            scope.holder = self.request.holder
+
+    async def exit(
+        self,
+        error: BaseException | None,
+        *,
+        hooks: Sequence[BeforeCommit] = (),
+        close: bool = True,
+    ) -> str | None:
+        """Run ``hooks`` then commit (``error`` None), or roll back; raises what a failed
+        hook or commit raised. Runs in a task or thread of its own inside the request's
+        context, while the application's task waits (or after it ended). Returns the
+        database's replica token as the request's context has it afterwards."""
+        try:
+            if isinstance(self.middleware.db, AsyncDatabase):
+                ending = self._end_async(error, hooks)
+                return await _finish(asyncio.create_task(ending, context=self.context))
+            else:
+                # COMMIT blocks, so hooks and COMMIT run in a thread, inside the request's
+                # context, while the thread that ran the endpoint has handed the session back
+                work = anyio.to_thread.run_sync(
+                    self.context.run,
+                    self._end_sync,
+                    error,
+                    hooks,
+                    limiter=self.middleware.limiter(),
+                )
+                return await _finish(asyncio.create_task(work))
+        finally:
+            if close and self.session is not None:
+                _refuse_further_use(self.session)
+
+    async def _end_async(
+        self, error: BaseException | None, hooks: Sequence[BeforeCommit]
+    ) -> str | None:
+        if error is None:
+            try:
+                for hook in hooks:
+                    result = hook()
+                    if inspect.isawaitable(result):
+                        await result
+            except BaseException as failed:
+                await self._manager.__aexit__(type(failed), failed, failed.__traceback__)
+                raise
+        await self._manager.__aexit__(*_exc_info(error))
+        return self.middleware.db.replica_token()
+
+    def _end_sync(self, error: BaseException | None, hooks: Sequence[BeforeCommit]) -> str | None:
+        if error is None:
+            try:
+                for hook in hooks:
+                    if inspect.isawaitable(result := hook()):
+                        _discard(result)
+                        raise TypeError(
+                            f"before_commit hook {getattr(hook, '__qualname__', hook)} returned "
+                            "an awaitable, but a sync Database runs its hooks in a thread"
+                        )
+            except BaseException as failed:
+                self._manager.__exit__(type(failed), failed, failed.__traceback__)
+                raise
+        self._manager.__exit__(*_exc_info(error))
+        return self.middleware.db.replica_token()
+
+
+class Request:
+    """One HTTP request going through the middleware: its transaction, and where its response
+    stands."""
+
+    def __init__(self, middleware: Middleware, scope: Scope, receive: Receive, send: Send) -> None:
+        self.middleware = middleware
+        self.scope = scope
+        self.receive = receive
+        self._send = send
+        self.context = contextvars.copy_context()
+        self.holder = _RequestHolder()
+        self.context.run(_serving.set, self.holder)
+        self.read_only = scope.get("method", "") in middleware.read_only_methods
+        self.transaction: Transaction | None = None
+        self.app_task: asyncio.Task[None] | None = None
+        self.background = False
+        self.commit_failed = False
+        self.hooks: list[BeforeCommit] = []
+        self.tokens = middleware.replica_tokens
+        self.token_before: str | None = None  # the replica token the request started with
+
+    async def run(self) -> None:
+        scope = self.scope
+        state = scope.setdefault("state", {})
+        state[STATE_KEY] = self.middleware.db
+        state[HOOKS_KEY] = self.hooks = []
+        exits: list[Callable[[Any, Any, Any], object]] = []
+        actor, request_id = self.middleware.who(scope)
+        if actor is not None or request_id is not None:
+            acting = audit.actor(actor, request_id)
+            self.context.run(acting.__enter__)
+            exits.append(acting.__exit__)
+        if self.tokens is not None:
+            # reads of this request wait for the client's last write (another process' maybe)
+            reading = self.middleware.db.read_your_writes(self.tokens.read(scope))
+            self.context.run(reading.__enter__)
+            exits.append(reading.__exit__)
+            self.token_before = self.context.run(self.middleware.db.replica_token)
+        try:
+            await self._run()
+        finally:
+            for leave in reversed(exits):
+                self.context.run(leave, None, None, None)
+
+    async def _run(self) -> None:
+        # the application runs in a task of its own, in the request's context: the
+        # transaction it opens there is visible to it, and can be ended from here
+        self.app_task = app = asyncio.create_task(self._app(), context=self.context)
+        try:
+            # cancelling this task cancels the application's, and waits for it to unwind
+            await app
+        except BaseException as error:
+            await self._end(error)
+            if self.commit_failed and not isinstance(error, asyncio.CancelledError):
+                log.debug("the application raised after its commit failed", exc_info=True)
+                return  # the client has its 500 already
+            raise
+        await self._end(None)
+
+    async def _app(self) -> None:
+        self.transaction = Transaction(self)
+        await self.transaction.enter()
+        await self.middleware.app(self.scope, self.receive, self.send)
+
+    async def send(self, message: Message) -> None:
+        if self.commit_failed:
+            raise RequestCommitError("this request's response was replaced by a 500")
+        kind = message["type"]
+        if kind == "http.response.start":
+            await self._start(message)
+        elif kind == "http.response.body" and not message.get("more_body", False):
+            await self._send(message)
+            await self._begin_background()
+        else:
+            await self._send(message)
+
+    async def _start(self, message: Message) -> None:
+        transaction, self.transaction = self.transaction, None
+        if transaction is None:  # a second start: the server will refuse it
+            await self._send(message)
+            return
+        status = int(message["status"])
+        if self.middleware.rollback_for(status):
+            await transaction.exit(Rollback(f"the response status is {status}"))
+        else:
+            try:
+                token = await transaction.exit(None, hooks=self.hooks)
+            except Exception as error:
+                await self._commit_failed(error, status)
+            if self.tokens is not None and token not in (None, self.token_before):
+                message = self.tokens.give(self.scope, message, str(token))  # the request wrote
+        await self._send(message)
+
+    async def _commit_failed(self, error: Exception, status: int) -> None:
+        self.commit_failed = True
+        log.error(
+            "the transaction of %s %s failed to commit; answering 500 instead of %d",
+            self.scope.get("method"),
+            self.scope.get("path"),
+            status,
+            exc_info=True,
+        )
+        body = problem_json(500, "the changes of this request could not be saved")
+        await self._send(
+            {"type": "http.response.start", "status": 500, "headers": problem_headers(body)}
+        )
+        await self._send({"type": "http.response.body", "body": body})
+        raise RequestCommitError(
+            "the request's transaction failed to commit; the client was sent a 500"
+        ) from error
+
+    async def _begin_background(self) -> None:
+        if not self.middleware.background_transaction or self.background:
+            return
+        self.background = True
+        # background tasks run in the application's task once the response is out; a body
+        # streamed from another task leaves them to open their own transactions
+        if asyncio.current_task() is self.app_task:
+            self.read_only = False
+            self.transaction = Transaction(self)
+            await self.transaction.enter()
+
+    async def _end(self, error: BaseException | None) -> None:
+        """End whatever transaction is still open once the application is done."""
+        transaction, self.transaction = self.transaction, None
+        if transaction is None or transaction.session is None:  # none, or never opened
+            return
+        if not self.background:
+            # the application ended without starting a response: nothing to confirm
+            await transaction.exit(error or Rollback("no response was sent"))
+            return
+        try:
+            await transaction.exit(error, close=False)
+        except Exception:
+            log.exception("the transaction of the background tasks failed to commit")
+
+
+def _exc_info(error: BaseException | None) -> tuple[Any, Any, Any]:
+    return (None, None, None) if error is None else (type(error), error, error.__traceback__)
+
+
+def _discard(awaitable: object) -> None:
+    close = getattr(awaitable, "close", None)
+    if callable(close):  # a coroutine never awaited would warn
+        close()
+
+
+async def _finish(task: asyncio.Task[T]) -> T:
+    """Wait for ``task`` to end even when cancelled meanwhile (a commit or rollback half done
+    helps nobody); a cancellation received while waiting is raised afterwards."""
+    interrupted: asyncio.CancelledError | None = None
+    with anyio.CancelScope(shield=True):
+        while True:
+            try:
+                result = await asyncio.shield(task)
+                break
+            except asyncio.CancelledError as cancelled:
+                if task.done():
+                    raise
+                interrupted = cancelled
+    if interrupted is not None:
+        raise interrupted
+    return result
+
+
+_ENDED = "dalkit.request_transaction_ended"
+
+
+def _refuse_ended(session: Session, transaction: Any) -> None:
+    # every statement, flush, add() and connection() first begins a transaction
+    if session.info.get(_ENDED):
+        raise ResponseStartedError(
+            "the request's transaction ended when its response started (committed, or rolled "
+            "back for an error status): this session cannot be used any more; open a new "
+            "transaction with db.transaction() for later work"
+        )
+
+
+def install_refusal() -> None:
+    """One listener for every session, which checks a flag: listening on each request's
+    session instead costs more than the request's own statements."""
+    if not event.contains(Session, "after_transaction_create", _refuse_ended):
+        event.listen(Session, "after_transaction_create", _refuse_ended)
+
+
+def _refuse_further_use(session: Session | AsyncSession) -> None:
+    """Make the ended transaction's session refuse statements, flushes and new objects, so
+    late work (a streaming body writing) fails loudly instead of being lost or left open."""
+    sync = session.sync_session if isinstance(session, AsyncSession) else session
+    sync.info[_ENDED] = True

@@ -1,0 +1,137 @@
+"""Reads reuse one statement per shape with their values bound (dalkit.query.bound): the same rows
+as a statement built afresh, on SQLite and PostgreSQL, for every operator; bounded; bypassed for
+eager loads and keyset windows."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from dalkit import Repository, Spec
+from dalkit.query.bound import StatementCache
+from dalkit.repository.base import QueryPlan
+
+from .models import EPOCH, User
+
+
+class Users(Repository[User]):
+    cursor_secret = "a test secret of sixteen bytes or more"
+
+
+def seed(session: Session) -> None:
+    for n in range(12):
+        session.add(
+            User(
+                email=f"user{n}@example.com",
+                name=["Ada", "ada", "Bob", "b_b", "50%", "Cy"][n % 6] + str(n),
+                age=None if n % 4 == 0 else 20 + n,
+                score=n * 10,
+                created_at=EPOCH + dt.timedelta(hours=n),
+            )
+        )
+    session.flush()
+
+
+def fresh(users: Users, **kwargs: Any) -> list[int]:
+    """The ids the statement built afresh (the path before statements were reused) reads."""
+    q = users._q
+    specs = kwargs.pop("specs", ())
+    keys = q.sort_keys(kwargs.pop("sort", None))
+    limit, offset = kwargs.pop("limit", None), kwargs.pop("offset", None)
+    read = q.read(specs, kwargs, False, keys, None, limit=limit, offset=offset)
+    statement = q.select(read, users.session.get_bind().dialect.name)
+    return [user.id for user in users.session.scalars(statement)]
+
+
+READS: list[dict[str, Any]] = [
+    {"name": "Ada0"},
+    {"name__ne": "Ada0", "sort": "-score"},
+    {"age__lt": 25},
+    {"age__lte": 25, "score__gte": 30},
+    {"age__gt": 25, "limit": 2},
+    {"score__in": [10, 30, 50]},
+    {"score__not_in": [10, 30]},
+    {"score__in": []},
+    {"score__not_in": []},
+    {"score__between": [20, 70], "sort": "-created_at", "limit": 3, "offset": 1},
+    {"age__isnull": True},
+    {"age": None},
+    {"age__ne": None},
+    {"name__contains": "d"},
+    {"name__startswith": "b_"},
+    {"name__like": "%a%"},
+    {"name__ilike": "A%"},
+    {"name__contains": "%"},
+    {"specs": (Spec(score__gt=50) | ~Spec(age__isnull=False),)},
+    {"specs": (Spec(),)},
+    {"sort": "id", "offset": 3},
+]
+
+
+@pytest.mark.parametrize("read", READS, ids=[str(sorted(r)) for r in READS])
+def test_a_reused_statement_reads_what_a_fresh_one_reads(
+    sql_session: Session, read: dict[str, Any]
+) -> None:
+    seed(sql_session)
+    users = Users(sql_session)
+    expected = fresh(users, **dict(read))
+    arguments = dict(read)
+    specs = arguments.pop("specs", ())
+    assert [u.id for u in users.list(*specs, **arguments)] == expected
+    # the second call takes the cached statement
+    assert [u.id for u in users.list(*specs, **arguments)] == expected
+
+
+def test_one_statement_serves_every_value_of_a_shape(sql_session: Session) -> None:
+    seed(sql_session)
+    users = Users(sql_session)
+    dialect = sql_session.get_bind().dialect.name
+    q = users._q
+    statements = set()
+    for score, offset in ((10, 1), (50, 2), (90, 3)):
+        read = q.read((), {"score__gte": score}, False, q.sort_keys("id"), limit=2, offset=offset)
+        statement, params = q.bound_select(read, dialect)
+        statements.add(id(statement))
+        assert params == {"dk_p0": score, "dk_limit": 2, "dk_offset": offset}
+        found = [u.id for u in users.list(score__gte=score, sort="id", limit=2, offset=offset)]
+        assert found == fresh(users, score__gte=score, sort="id", limit=2, offset=offset)
+    assert len(statements) == 1
+    # another sort is another shape
+    users.list(score__gte=10, sort="-id", limit=2, offset=1)
+    assert len(q._statements) >= 2
+
+
+def test_eager_loads_and_keyset_windows_build_their_statement_each_time(
+    sql_session: Session,
+) -> None:
+    seed(sql_session)
+    users = Users(sql_session)
+    q: QueryPlan = users._q
+    dialect = sql_session.get_bind().dialect.name
+    read = q.read((), {}, False, q.sort_keys(None), {"posts": "selectin"}, limit=3)
+    first, params = q.bound_select(read, dialect)
+    second, _ = q.bound_select(read, dialect)
+    assert params == {}
+    assert first is not second
+    page = users.paginate_cursor(limit=5)
+    assert len(page.items) == 5
+    loaded = users.list(load=["posts"], limit=3)
+    assert [u.posts for u in loaded] == [[], [], []]
+    assert [u.id for u in loaded] == [u.id for u in users.list(limit=3)]
+
+
+def test_the_statement_cache_is_bounded_and_drops_the_least_recently_used() -> None:
+    cache = StatementCache(size=2)
+    a, b, c = (sa.select(sa.literal(n)) for n in range(3))
+    cache.put("a", a)
+    cache.put("b", b)
+    assert cache.get("a") is a  # now b is the least recently used
+    cache.put("c", c)
+    assert len(cache) == 2
+    assert cache.get("b") is None
+    assert cache.get("a") is a
+    assert cache.get("c") is c
