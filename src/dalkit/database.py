@@ -11,7 +11,6 @@ import os
 from collections.abc import (
     Callable,
     Iterator,
-    Mapping,
     Sequence,
 )
 from contextlib import (
@@ -20,13 +19,15 @@ from contextlib import (
 )
 from time import perf_counter
 from types import TracebackType
-from typing import Any, Concatenate, ParamSpec, TypeVar, overload
+from typing import Any, ParamSpec, TypeVar
 
 from sqlalchemy import MetaData
 from sqlalchemy.engine import URL, Connection, CursorResult, Engine, RowMapping
 from sqlalchemy.orm import Session, sessionmaker
 
 from dalkit.config import SECRET_KEY_ENV, DatabaseConfig
+from dalkit.database_observe import DatabaseObserve
+from dalkit.database_transactions import DatabaseTransactions
 from dalkit.engine.build import (
     build_engine,
     get_driver_connection,
@@ -34,34 +35,22 @@ from dalkit.engine.build import (
 from dalkit.engine.health import HealthCheckResult
 from dalkit.engine.pgbouncer import pgbouncer_config, split_multi_host
 from dalkit.engine.replica_setup import RouteReads, failure_hook, replica_router
-from dalkit.observe import (
-    IndexAdvice,
-    QueryBudget,
-    QueryPlan,
-    TableStats,
-    explain,
-    index_advice,
-    table_stats,
-)
 from dalkit.observe import install as install_observer
-from dalkit.observe.nplusone import check_mode
 from dalkit.query.cursor import SECRET_KEY_INFO
 from dalkit.query.raw_sql import checked_text
 from dalkit.tables import create_tables
 from dalkit.transaction.options import (
     DEFAULT_OPTIONS,
-    IsolationLevel,
-    Propagation,
-    TransactionOptions,
 )
-from dalkit.transaction.retry import DEFAULT_RETRY, RetryPolicy
-from dalkit.transaction.runner import Transactional, TransactionRunner
+from dalkit.transaction.retry import DEFAULT_RETRY
+from dalkit.transaction.runner import TransactionRunner
+from dalkit.transaction.transactional import Transactional
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
 
-class Database:
+class Database(DatabaseTransactions, DatabaseObserve):
     """A database: its engine, pool statistics, sessions and Core connections.
 
     A URL without a driver gets dalkit's choice (asyncpg or psycopg for PostgreSQL, aiosqlite
@@ -73,6 +62,33 @@ class Database:
     ``replica_monitor_interval_s``; ``route_reads="auto"`` also routes the plain reads of
     a default transaction that has not written yet, "read_only" does not); a multi-host URL
     (``h1:5432,h2:5432``) fails over; ``pgbouncer=True`` suits PgBouncer's transaction pooling.
+
+    Args:
+        url_or_config: A database URL (``postgresql://...``, ``sqlite:///app.db``) or a
+            [`DatabaseConfig`][dalkit.DatabaseConfig].
+        replicas: URLs of streaming replicas for read-only transactions.
+        replica_weights: A weight per replica, to share reads unevenly.
+        max_replica_lag_s: Eject a replica this many seconds behind the primary.
+        replica_monitor_interval_s: How often replicas' lag and health are checked.
+        pgbouncer: Connect through PgBouncer's transaction pooling.
+        route_reads: ``"auto"`` also routes the plain ORM reads of a default transaction that
+            has not written yet to a replica; ``"read_only"`` routes read-only ones only.
+        cache: A query cache (``dalkit.cache``) to bind to this database.
+        **options: Fields of [`DatabaseConfig`][dalkit.DatabaseConfig] (``pool_size``, ...).
+
+    Raises:
+        ConfigurationError: For a bad URL, an unknown driver or option, or a missing extra.
+
+    Examples:
+        ```python
+        db = Database("postgresql://app:secret@db.internal/app", pool_size=10)
+        with db.session() as session:  # commits on success, rolls back on error
+            session.add(User(email="ada@example.com"))
+        health = db.health_check()  # never raises: health.ok, health.error
+        print(health.ok)  # True
+        print(db.get_stats()["pool"]["pool_size"])  # 10
+        db.dispose()
+        ```
     """
 
     def __init__(
@@ -140,7 +156,17 @@ class Database:
 
     @classmethod
     def from_env(cls, **options: Any) -> Database:
-        """Configured from ``DALKIT_DATABASE_URL`` and ``DALKIT_DATABASE_<OPTION>`` variables."""
+        """Configured from ``DALKIT_DATABASE_URL`` and ``DALKIT_DATABASE_<OPTION>`` variables.
+
+        Args:
+            **options: Fields of `DatabaseConfig`, over what the environment says.
+
+        Returns:
+            The database.
+
+        Raises:
+            ConfigurationError: When the URL is missing or a variable is unknown or invalid.
+        """
         return cls(DatabaseConfig.from_env(**options))
 
     @property
@@ -151,19 +177,31 @@ class Database:
     def session(self) -> AbstractContextManager[Session]:
         """The same scope as `transaction()` with its defaults: code inside sees it through
         ``current_session()``, ``on_commit()`` works, and a nested ``transaction()``, unit of
-        work, ``sql()`` or repository call joins it on the same connection."""
+        work, ``sql()`` or repository call joins it on the same connection.
+
+        Returns:
+            A context manager giving the session; commits on success, rolls back on error.
+        """
         return self._transactions.transaction(DEFAULT_OPTIONS)
 
     @contextmanager
     def connection(self) -> Iterator[Connection]:
-        """A Core connection in a transaction: committed when the block succeeds."""
+        """A Core connection in a transaction: committed when the block succeeds.
+
+        Yields:
+            The connection.
+        """
         with self.engine.begin() as connection:
             yield connection
 
     @contextmanager
     def driver_connection(self) -> Iterator[Any]:
         """The driver's own pooled connection (psycopg, asyncpg, sqlite3, aiosqlite), for work
-        SQLAlchemy does not cover such as COPY; returned to the pool (and reset) on exit."""
+        SQLAlchemy does not cover such as COPY; returned to the pool (and reset) on exit.
+
+        Yields:
+            The driver's connection object.
+        """
         with self.engine.connect() as connection:
             yield get_driver_connection(connection)
 
@@ -171,7 +209,18 @@ class Database:
         """Run raw SQL with ``:named`` bound parameters only, in the current transaction of this
         database or a new one; returns the rows as mappings (none for a statement without
         RETURNING). Placeholders of other styles, ``{templates}`` and second statements raise
-        InvalidQueryError: values go in ``params``, never into the text."""
+        InvalidQueryError: values go in ``params``, never into the text.
+
+        Args:
+            statement: The SQL, with ``:name`` placeholders.
+            **params: The values of the placeholders.
+
+        Returns:
+            The rows as mappings.
+
+        Raises:
+            InvalidQueryError: For other placeholders, templates or a second statement.
+        """
         clause = checked_text(statement, params)
         with self.transaction() as session:
             result = session.execute(clause, params)
@@ -180,7 +229,11 @@ class Database:
             return list(result.mappings().all())
 
     def health_check(self) -> HealthCheckResult:
-        """Round trip to the server; never raises for an unreachable or refusing server."""
+        """Round trip to the server; never raises for an unreachable or refusing server.
+
+        Returns:
+            ``ok``, the latency, the server version, or the error (its secrets removed).
+        """
         started = perf_counter()
         try:
             with self.engine.connect() as connection:
@@ -190,33 +243,61 @@ class Database:
             return HealthCheckResult.failed(self.config, exc, started)
 
     def pool_stats(self) -> dict[str, int | float]:
-        """Pool gauges and counters, in psycopg_pool's vocabulary (``get_stats()["pool"]``)."""
+        """Pool gauges and counters, in psycopg_pool's vocabulary.
+
+        Returns:
+            What ``get_stats()["pool"]`` holds: ``pool_size``, ``pool_available``, ...
+        """
         return self._metrics.snapshot(self.engine.pool)
 
     def get_stats(self) -> dict[str, dict[str, Any]]:
         """Every area's counters by name: ``pool``, ``transactions``, and those of the features
-        in use (``cache``, ``queries``, ``replicas``, ...)."""
+        in use (``cache``, ``queries``, ``replicas``, ...).
+
+        Returns:
+            The counters of each area, by area.
+        """
         return {name: read(False) for name, read in self._stats.items()}
 
     def pop_stats(self) -> dict[str, dict[str, Any]]:
-        """Like `get_stats()`, then start every area's counters over."""
+        """Like `get_stats()`, then start every area's counters over.
+
+        Returns:
+            The counters of each area until now, by area.
+        """
         return {name: read(True) for name, read in self._stats.items()}
 
     def add_stats(self, area: str, read: Callable[[bool], dict[str, Any]]) -> None:
         """Have `get_stats()` report ``read(reset)`` under ``area``: how features such as the
-        cache or replica routing publish their counters."""
+        cache or replica routing publish their counters.
+
+        Args:
+            area: The name in `get_stats()`.
+            read: Returns the counters; called with True to also start them over.
+        """
         self._stats[area] = read
 
     # -- read replicas: dalkit.engine.routing does the work -------------------------------------
     def replica_token(self) -> str | None:
         """The WAL position of this context's last write (``"0/16B3748"``), or None: put it in
-        a cookie or header so that another process can read its own writes too."""
+        a cookie or header so that another process can read its own writes too.
+
+        Returns:
+            The token, or None without replicas or before a write.
+        """
         return None if self._replicas is None else self._replicas.replicas.token()
 
     @contextmanager
     def read_your_writes(self, token: str | None) -> Iterator[None]:
         """Inside the block, reads go only to replicas that have replayed up to ``token`` (from
-        `replica_token()`, maybe of another process), else to the primary."""
+        `replica_token()`, maybe of another process), else to the primary.
+
+        Args:
+            token: A `replica_token()`; None reads as usual.
+
+        Yields:
+            Nothing: the rule lasts for the with-block.
+        """
         if self._replicas is None:
             yield
             return
@@ -227,130 +308,13 @@ class Database:
         finally:
             replicas.release(reset)
 
-    # -- transactions: dalkit.transaction.runner_async does the work ---------------------------
-    def transaction(
-        self,
-        isolation: IsolationLevel | None = None,
-        read_only: bool = False,
-        propagation: Propagation = "required",
-    ) -> AbstractContextManager[Session]:
-        """One transaction as a with-block: committed on success, rolled back on error, never
-        retried. Inside a transaction of this database it joins it (``"required"``), opens a
-        savepoint (``"nested"``) or runs apart on its own connection (``"requires_new"``)."""
-        return self._transactions.transaction(
-            TransactionOptions.build(isolation, read_only, propagation)
-        )
-
-    @overload
-    def run_transaction(
-        self,
-        fn: Callable[Concatenate[Session, P], R],
-        /,
-        *args: P.args,
-        **kwargs: P.kwargs,
-    ) -> R: ...
-
-    @overload
-    def run_transaction(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R: ...
-
-    def run_transaction(self, fn: Callable[..., R], /, *args: Any, **kwargs: Any) -> R:
-        """``fn(*args, **kwargs)`` in a transaction with the default options, given the session
-        if it takes one (see `transactional()`), and run again whole after a retryable
-        failure. Every keyword argument is ``fn``'s: options go through
-        ``db.transactional(isolation=..., retry=...).run(fn, *args, **kwargs)``."""
-        return self._default_transactional.run(fn, *args, **kwargs)
-
-    @overload
-    def transactional(self, fn: Callable[Concatenate[Session, P], R], /) -> Callable[P, R]: ...
-
-    @overload
-    def transactional(self, fn: Callable[P, R], /) -> Callable[P, R]: ...
-
-    @overload
-    def transactional(
-        self,
-        fn: None = None,
-        /,
-        *,
-        isolation: IsolationLevel | None = None,
-        read_only: bool = False,
-        retry: RetryPolicy | int | None = DEFAULT_RETRY,
-        propagation: Propagation = "required",
-    ) -> Transactional: ...
-
-    def transactional(
-        self,
-        fn: Callable[..., Any] | None = None,
-        /,
-        *,
-        isolation: IsolationLevel | None = None,
-        read_only: bool = False,
-        retry: RetryPolicy | int | None = DEFAULT_RETRY,
-        propagation: Propagation = "required",
-    ) -> Any:
-        """Transaction options bound to this database. Bare (``@db.transactional``) or called
-        with options (``@db.transactional(isolation="SERIALIZABLE")``), it decorates: each call
-        of the function is a transaction, retried after a retryable failure. With options, its
-        ``run(fn, *args, **kwargs)`` runs one call. A ``session`` first parameter is filled in
-        and hidden from callers (and from type checkers); declared later, it is passed as
-        ``session=``."""
-        if fn is not None:
-            return self._default_transactional(fn)
-        options = TransactionOptions.build(isolation, read_only, propagation)
-        return Transactional(self._transactions, options, RetryPolicy.coerce(retry))
-
-    def transaction_stats(self, reset: bool = False) -> dict[str, Any]:
-        """Counts, success rate and duration percentiles of transaction calls, overall and by
-        isolation level; ``reset`` starts them over."""
-        return self._transactions.stats.snapshot(reset=reset)
-
-    # -- observability: dalkit.observe does the work -------------------------------------------
-    def query_stats(self, top: int = 20) -> list[dict[str, Any]]:
-        """The ``top`` statement shapes by total time: count, total/mean/p95 ms and rows."""
-        return self.observer.query_stats(top)
-
-    def pop_query_stats(self, top: int = 20) -> list[dict[str, Any]]:
-        """Like `query_stats()`, then start over."""
-        return self.observer.pop_query_stats(top)
-
-    def detect_nplusone(self, mode: str = "raise") -> AbstractContextManager[None]:
-        """N+1 detection in ``mode`` ("off", "warn", "raise") inside the block."""
-        return self.observer.detect_nplusone(check_mode(mode))
-
-    def query_budget(
-        self, max_queries: int | None = None, max_ms: float | None = None
-    ) -> AbstractContextManager[QueryBudget]:
-        """Raise QueryBudgetExceededError, naming the statements, when the block runs more
-        than ``max_queries`` statements or spends more than ``max_ms`` in them."""
-        return self.observer.query_budget(max_queries, max_ms)
-
-    def explain(
-        self,
-        statement: Any,
-        params: Mapping[str, Any] | None = None,
-        *,
-        analyze: bool = False,
-        buffers: bool = False,
-    ) -> QueryPlan:
-        """The plan of ``statement`` (a statement, SQL text, a QueryBuilder, or a repository read
-        as ``dalkit.observe.RepositoryQuery``), parameters bound, with warnings; ANALYZE of a
-        write runs in a transaction that is rolled back."""
-        with self.engine.connect() as connection:
-            return explain(connection, statement, params, analyze=analyze, buffers=buffers)
-
-    def table_stats(self, table: str | None = None) -> list[TableStats]:
-        """Row counts, scans, vacuum/analyze times and sizes per table (or of ``table``)."""
-        with self.engine.connect() as connection:
-            return table_stats(connection, table)
-
-    def index_advice(self, repositories: Sequence[type[Any]] | None = None) -> list[IndexAdvice]:
-        """Missing, unused and redundant indexes, with the DDL to fix each."""
-        with self.engine.connect() as connection:
-            return index_advice(connection, self.observer, repositories)
-
     def create_all(self, *metadatas: MetaData) -> None:
         """Create the tables of ``metadatas`` and dalkit's own (``dalkit.metadata``: audit log,
-        outbox, inbox) that do not exist yet: for quick starts and tests; migrations otherwise."""
+        outbox, inbox) that do not exist yet: for quick starts and tests; migrations otherwise.
+
+        Args:
+            *metadatas: The models' MetaData objects.
+        """
         with self.engine.begin() as connection:
             create_tables(connection, metadatas)
 

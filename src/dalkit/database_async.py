@@ -8,21 +8,18 @@ from __future__ import annotations
 import os
 from collections.abc import (
     AsyncIterator,
-    Awaitable,
     Callable,
     Iterator,
-    Mapping,
     Sequence,
 )
 from contextlib import (
     AbstractAsyncContextManager,
-    AbstractContextManager,
     asynccontextmanager,
     contextmanager,
 )
 from time import perf_counter
 from types import TracebackType
-from typing import Any, Concatenate, ParamSpec, TypeVar, overload
+from typing import Any, ParamSpec, TypeVar
 
 from sqlalchemy import MetaData
 from sqlalchemy.engine import URL, CursorResult, RowMapping
@@ -34,38 +31,28 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from dalkit.config import SECRET_KEY_ENV, DatabaseConfig
+from dalkit.database_observe_async import AsyncDatabaseObserve
+from dalkit.database_transactions_async import AsyncDatabaseTransactions
 from dalkit.engine.build import build_async_engine, get_async_driver_connection
 from dalkit.engine.health import HealthCheckResult
 from dalkit.engine.pgbouncer import pgbouncer_config, split_multi_host
 from dalkit.engine.replica_setup import RouteReads, failure_hook, replica_router
-from dalkit.observe import (
-    IndexAdvice,
-    QueryBudget,
-    QueryPlan,
-    TableStats,
-    explain_async,
-    index_advice_async,
-    table_stats_async,
-)
 from dalkit.observe import install as install_observer
-from dalkit.observe.nplusone import check_mode
 from dalkit.query.cursor import SECRET_KEY_INFO
 from dalkit.query.raw_sql import checked_text
 from dalkit.tables import create_tables_async
 from dalkit.transaction.options import (
     DEFAULT_OPTIONS,
-    IsolationLevel,
-    Propagation,
-    TransactionOptions,
 )
-from dalkit.transaction.retry import DEFAULT_RETRY, RetryPolicy
-from dalkit.transaction.runner_async import AsyncTransactional, AsyncTransactionRunner
+from dalkit.transaction.retry import DEFAULT_RETRY
+from dalkit.transaction.runner_async import AsyncTransactionRunner
+from dalkit.transaction.transactional_async import AsyncTransactional
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
 
-class AsyncDatabase:
+class AsyncDatabase(AsyncDatabaseTransactions, AsyncDatabaseObserve):
     """A database: its engine, pool statistics, sessions and Core connections.
 
     A URL without a driver gets dalkit's choice (asyncpg or psycopg for PostgreSQL, aiosqlite
@@ -77,6 +64,33 @@ class AsyncDatabase:
     ``replica_monitor_interval_s``; ``route_reads="auto"`` also routes the plain reads of
     a default transaction that has not written yet, "read_only" does not); a multi-host URL
     (``h1:5432,h2:5432``) fails over; ``pgbouncer=True`` suits PgBouncer's transaction pooling.
+
+    Args:
+        url_or_config: A database URL (``postgresql://...``, ``sqlite:///app.db``) or a
+            [`DatabaseConfig`][dalkit.DatabaseConfig].
+        replicas: URLs of streaming replicas for read-only transactions.
+        replica_weights: A weight per replica, to share reads unevenly.
+        max_replica_lag_s: Eject a replica this many seconds behind the primary.
+        replica_monitor_interval_s: How often replicas' lag and health are checked.
+        pgbouncer: Connect through PgBouncer's transaction pooling.
+        route_reads: ``"auto"`` also routes the plain ORM reads of a default transaction that
+            has not written yet to a replica; ``"read_only"`` routes read-only ones only.
+        cache: A query cache (``dalkit.cache``) to bind to this database.
+        **options: Fields of [`DatabaseConfig`][dalkit.DatabaseConfig] (``pool_size``, ...).
+
+    Raises:
+        ConfigurationError: For a bad URL, an unknown driver or option, or a missing extra.
+
+    Examples:
+        ```python
+        db = AsyncDatabase("postgresql://app:secret@db.internal/app", pool_size=10)
+        async with db.session() as session:  # commits on success, rolls back on error
+            session.add(User(email="ada@example.com"))
+        health = await db.health_check()  # never raises: health.ok, health.error
+        print(health.ok)  # True
+        print(db.get_stats()["pool"]["pool_size"])  # 10
+        await db.dispose()
+        ```
     """
 
     def __init__(
@@ -144,7 +158,17 @@ class AsyncDatabase:
 
     @classmethod
     def from_env(cls, **options: Any) -> AsyncDatabase:
-        """Configured from ``DALKIT_DATABASE_URL`` and ``DALKIT_DATABASE_<OPTION>`` variables."""
+        """Configured from ``DALKIT_DATABASE_URL`` and ``DALKIT_DATABASE_<OPTION>`` variables.
+
+        Args:
+            **options: Fields of `DatabaseConfig`, over what the environment says.
+
+        Returns:
+            The database.
+
+        Raises:
+            ConfigurationError: When the URL is missing or a variable is unknown or invalid.
+        """
         return cls(DatabaseConfig.from_env(**options))
 
     @property
@@ -155,19 +179,31 @@ class AsyncDatabase:
     def session(self) -> AbstractAsyncContextManager[AsyncSession]:
         """The same scope as `transaction()` with its defaults: code inside sees it through
         ``current_session()``, ``on_commit()`` works, and a nested ``transaction()``, unit of
-        work, ``sql()`` or repository call joins it on the same connection."""
+        work, ``sql()`` or repository call joins it on the same connection.
+
+        Returns:
+            A context manager giving the session; commits on success, rolls back on error.
+        """
         return self._transactions.transaction(DEFAULT_OPTIONS)
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[AsyncConnection]:
-        """A Core connection in a transaction: committed when the block succeeds."""
+        """A Core connection in a transaction: committed when the block succeeds.
+
+        Yields:
+            The connection.
+        """
         async with self.engine.begin() as connection:
             yield connection
 
     @asynccontextmanager
     async def driver_connection(self) -> AsyncIterator[Any]:
         """The driver's own pooled connection (psycopg, asyncpg, sqlite3, aiosqlite), for work
-        SQLAlchemy does not cover such as COPY; returned to the pool (and reset) on exit."""
+        SQLAlchemy does not cover such as COPY; returned to the pool (and reset) on exit.
+
+        Yields:
+            The driver's connection object.
+        """
         async with self.engine.connect() as connection:
             yield await get_async_driver_connection(connection)
 
@@ -175,7 +211,18 @@ class AsyncDatabase:
         """Run raw SQL with ``:named`` bound parameters only, in the current transaction of this
         database or a new one; returns the rows as mappings (none for a statement without
         RETURNING). Placeholders of other styles, ``{templates}`` and second statements raise
-        InvalidQueryError: values go in ``params``, never into the text."""
+        InvalidQueryError: values go in ``params``, never into the text.
+
+        Args:
+            statement: The SQL, with ``:name`` placeholders.
+            **params: The values of the placeholders.
+
+        Returns:
+            The rows as mappings.
+
+        Raises:
+            InvalidQueryError: For other placeholders, templates or a second statement.
+        """
         clause = checked_text(statement, params)
         async with self.transaction() as session:
             result = await session.execute(clause, params)
@@ -184,7 +231,11 @@ class AsyncDatabase:
             return list(result.mappings().all())
 
     async def health_check(self) -> HealthCheckResult:
-        """Round trip to the server; never raises for an unreachable or refusing server."""
+        """Round trip to the server; never raises for an unreachable or refusing server.
+
+        Returns:
+            ``ok``, the latency, the server version, or the error (its secrets removed).
+        """
         started = perf_counter()
         try:
             async with self.engine.connect() as connection:
@@ -194,33 +245,61 @@ class AsyncDatabase:
             return HealthCheckResult.failed(self.config, exc, started)
 
     def pool_stats(self) -> dict[str, int | float]:
-        """Pool gauges and counters, in psycopg_pool's vocabulary (``get_stats()["pool"]``)."""
+        """Pool gauges and counters, in psycopg_pool's vocabulary.
+
+        Returns:
+            What ``get_stats()["pool"]`` holds: ``pool_size``, ``pool_available``, ...
+        """
         return self._metrics.snapshot(self.engine.pool)
 
     def get_stats(self) -> dict[str, dict[str, Any]]:
         """Every area's counters by name: ``pool``, ``transactions``, and those of the features
-        in use (``cache``, ``queries``, ``replicas``, ...)."""
+        in use (``cache``, ``queries``, ``replicas``, ...).
+
+        Returns:
+            The counters of each area, by area.
+        """
         return {name: read(False) for name, read in self._stats.items()}
 
     def pop_stats(self) -> dict[str, dict[str, Any]]:
-        """Like `get_stats()`, then start every area's counters over."""
+        """Like `get_stats()`, then start every area's counters over.
+
+        Returns:
+            The counters of each area until now, by area.
+        """
         return {name: read(True) for name, read in self._stats.items()}
 
     def add_stats(self, area: str, read: Callable[[bool], dict[str, Any]]) -> None:
         """Have `get_stats()` report ``read(reset)`` under ``area``: how features such as the
-        cache or replica routing publish their counters."""
+        cache or replica routing publish their counters.
+
+        Args:
+            area: The name in `get_stats()`.
+            read: Returns the counters; called with True to also start them over.
+        """
         self._stats[area] = read
 
     # -- read replicas: dalkit.engine.routing does the work -------------------------------------
     def replica_token(self) -> str | None:
         """The WAL position of this context's last write (``"0/16B3748"``), or None: put it in
-        a cookie or header so that another process can read its own writes too."""
+        a cookie or header so that another process can read its own writes too.
+
+        Returns:
+            The token, or None without replicas or before a write.
+        """
         return None if self._replicas is None else self._replicas.replicas.token()
 
     @contextmanager
     def read_your_writes(self, token: str | None) -> Iterator[None]:
         """Inside the block, reads go only to replicas that have replayed up to ``token`` (from
-        `replica_token()`, maybe of another process), else to the primary."""
+        `replica_token()`, maybe of another process), else to the primary.
+
+        Args:
+            token: A `replica_token()`; None reads as usual.
+
+        Yields:
+            Nothing: the rule lasts for the with-block.
+        """
         if self._replicas is None:
             yield
             return
@@ -231,140 +310,13 @@ class AsyncDatabase:
         finally:
             replicas.release(reset)
 
-    # -- transactions: dalkit.transaction.runner_async does the work ---------------------------
-    def transaction(
-        self,
-        isolation: IsolationLevel | None = None,
-        read_only: bool = False,
-        propagation: Propagation = "required",
-    ) -> AbstractAsyncContextManager[AsyncSession]:
-        """One transaction as a with-block: committed on success, rolled back on error, never
-        retried. Inside a transaction of this database it joins it (``"required"``), opens a
-        savepoint (``"nested"``) or runs apart on its own connection (``"requires_new"``)."""
-        return self._transactions.transaction(
-            TransactionOptions.build(isolation, read_only, propagation)
-        )
-
-    @overload
-    async def run_transaction(
-        self,
-        fn: Callable[Concatenate[AsyncSession, P], Awaitable[R]],
-        /,
-        *args: P.args,
-        **kwargs: P.kwargs,
-    ) -> R: ...
-
-    @overload
-    async def run_transaction(
-        self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs
-    ) -> R: ...
-
-    async def run_transaction(
-        self, fn: Callable[..., Awaitable[R]], /, *args: Any, **kwargs: Any
-    ) -> R:
-        """``fn(*args, **kwargs)`` in a transaction with the default options, given the session
-        if it takes one (see `transactional()`), and run again whole after a retryable
-        failure. Every keyword argument is ``fn``'s: options go through
-        ``db.transactional(isolation=..., retry=...).run(fn, *args, **kwargs)``."""
-        return await self._default_transactional.run(fn, *args, **kwargs)
-
-    @overload
-    def transactional(
-        self, fn: Callable[Concatenate[AsyncSession, P], Awaitable[R]], /
-    ) -> Callable[P, Awaitable[R]]: ...
-
-    @overload
-    def transactional(self, fn: Callable[P, Awaitable[R]], /) -> Callable[P, Awaitable[R]]: ...
-
-    @overload
-    def transactional(
-        self,
-        fn: None = None,
-        /,
-        *,
-        isolation: IsolationLevel | None = None,
-        read_only: bool = False,
-        retry: RetryPolicy | int | None = DEFAULT_RETRY,
-        propagation: Propagation = "required",
-    ) -> AsyncTransactional: ...
-
-    def transactional(
-        self,
-        fn: Callable[..., Awaitable[Any]] | None = None,
-        /,
-        *,
-        isolation: IsolationLevel | None = None,
-        read_only: bool = False,
-        retry: RetryPolicy | int | None = DEFAULT_RETRY,
-        propagation: Propagation = "required",
-    ) -> Any:
-        """Transaction options bound to this database. Bare (``@db.transactional``) or called
-        with options (``@db.transactional(isolation="SERIALIZABLE")``), it decorates: each call
-        of the function is a transaction, retried after a retryable failure. With options, its
-        ``run(fn, *args, **kwargs)`` runs one call. A ``session`` first parameter is filled in
-        and hidden from callers (and from type checkers); declared later, it is passed as
-        ``session=``."""
-        if fn is not None:
-            return self._default_transactional(fn)
-        options = TransactionOptions.build(isolation, read_only, propagation)
-        return AsyncTransactional(self._transactions, options, RetryPolicy.coerce(retry))
-
-    def transaction_stats(self, reset: bool = False) -> dict[str, Any]:
-        """Counts, success rate and duration percentiles of transaction calls, overall and by
-        isolation level; ``reset`` starts them over."""
-        return self._transactions.stats.snapshot(reset=reset)
-
-    # -- observability: dalkit.observe does the work -------------------------------------------
-    def query_stats(self, top: int = 20) -> list[dict[str, Any]]:
-        """The ``top`` statement shapes by total time: count, total/mean/p95 ms and rows."""
-        return self.observer.query_stats(top)
-
-    def pop_query_stats(self, top: int = 20) -> list[dict[str, Any]]:
-        """Like `query_stats()`, then start over."""
-        return self.observer.pop_query_stats(top)
-
-    def detect_nplusone(self, mode: str = "raise") -> AbstractContextManager[None]:
-        """N+1 detection in ``mode`` ("off", "warn", "raise") inside the block."""
-        return self.observer.detect_nplusone(check_mode(mode))
-
-    def query_budget(
-        self, max_queries: int | None = None, max_ms: float | None = None
-    ) -> AbstractContextManager[QueryBudget]:
-        """Raise QueryBudgetExceededError, naming the statements, when the block runs more
-        than ``max_queries`` statements or spends more than ``max_ms`` in them."""
-        return self.observer.query_budget(max_queries, max_ms)
-
-    async def explain(
-        self,
-        statement: Any,
-        params: Mapping[str, Any] | None = None,
-        *,
-        analyze: bool = False,
-        buffers: bool = False,
-    ) -> QueryPlan:
-        """The plan of ``statement`` (a statement, SQL text, a QueryBuilder, or a repository read
-        as ``dalkit.observe.RepositoryQuery``), parameters bound, with warnings; ANALYZE of a
-        write runs in a transaction that is rolled back."""
-        async with self.engine.connect() as connection:
-            return await explain_async(
-                connection, statement, params, analyze=analyze, buffers=buffers
-            )
-
-    async def table_stats(self, table: str | None = None) -> list[TableStats]:
-        """Row counts, scans, vacuum/analyze times and sizes per table (or of ``table``)."""
-        async with self.engine.connect() as connection:
-            return await table_stats_async(connection, table)
-
-    async def index_advice(
-        self, repositories: Sequence[type[Any]] | None = None
-    ) -> list[IndexAdvice]:
-        """Missing, unused and redundant indexes, with the DDL to fix each."""
-        async with self.engine.connect() as connection:
-            return await index_advice_async(connection, self.observer, repositories)
-
     async def create_all(self, *metadatas: MetaData) -> None:
         """Create the tables of ``metadatas`` and dalkit's own (``dalkit.metadata``: audit log,
-        outbox, inbox) that do not exist yet: for quick starts and tests; migrations otherwise."""
+        outbox, inbox) that do not exist yet: for quick starts and tests; migrations otherwise.
+
+        Args:
+            *metadatas: The models' MetaData objects.
+        """
         async with self.engine.begin() as connection:
             await create_tables_async(connection, metadatas)
 

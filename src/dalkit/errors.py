@@ -1,4 +1,4 @@
-"""dalkit's one error tree, and the one place where driver errors are translated into it.
+"""dalkit's one error tree (driver errors are translated into it by `dalkit.driver_errors`).
 
 ```text
 DalkitError
@@ -58,17 +58,13 @@ DalkitError
 
 Classes marked with a module live there, in the package that raises them; the rest are here.
 Every translated error is raised ``from`` the driver's own exception (psycopg, asyncpg, sqlite3);
-its message is the driver's own words, without the driver's class name in front. Two entry points:
-`translate_dbapi_error()` for what SQLAlchemy wraps, `translate_connect_error()` for the
-plain ``OSError`` (refused port, unknown host, timeout) that asyncpg raises while connecting.
+its message is the driver's own words, without the driver's class name in front.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from typing import Any
-
-import sqlalchemy.exc
 
 __all__ = [
     "BulkLoadError",
@@ -101,8 +97,6 @@ __all__ = [
     "TransientError",
     "UniqueViolationError",
     "UnitOfWorkError",
-    "translate_connect_error",
-    "translate_dbapi_error",
 ]
 
 
@@ -115,7 +109,13 @@ class ConfigurationError(DalkitError):
 
 
 class PoolTimeoutError(DalkitError):
-    """Raised when no pooled connection became free within ``pool_timeout``."""
+    """Raised when no pooled connection became free within ``pool_timeout``.
+
+    Args:
+        pool_size: The pool's size.
+        max_overflow: Its overflow.
+        waited_ms: How long the checkout waited.
+    """
 
     def __init__(self, pool_size: int, max_overflow: int, waited_ms: float) -> None:
         self.pool_size = pool_size
@@ -128,7 +128,13 @@ class PoolTimeoutError(DalkitError):
 
 
 class DatabaseError(DalkitError):
-    """Raised for a driver error that no narrower class below describes."""
+    """Raised for a driver error that no narrower class below describes.
+
+    Args:
+        message: The driver's message, its secrets removed.
+        sqlstate: The SQLSTATE code, when the driver gives one.
+        constraint: The constraint that was broken, when known.
+    """
 
     def __init__(
         self, message: str, *, sqlstate: str | None = None, constraint: str | None = None
@@ -198,7 +204,12 @@ class CommitOutcomeUnknownError(TransactionError):
 
 class RetryExhaustedError(TransactionError):
     """Raised when a transaction kept failing with retryable errors until its RetryPolicy ran
-    out of attempts or time; ``.attempts`` says how many ran, the last error is the cause."""
+    out of attempts or time; the last error is the cause.
+
+    Args:
+        attempts: How many attempts ran.
+        last_error: The error of the last one.
+    """
 
     def __init__(self, attempts: int, last_error: BaseException) -> None:
         self.attempts = attempts
@@ -214,7 +225,12 @@ class NoActiveTransactionError(TransactionError):
 
 
 class NotFoundError(DalkitError):
-    """Raised when ``Repository.get`` finds no row with the given primary key."""
+    """Raised when ``Repository.get`` finds no row with the given primary key.
+
+    Args:
+        model: The model's name.
+        ident: The primary key looked for.
+    """
 
     def __init__(self, model: str, ident: Any) -> None:
         self.model = model
@@ -225,8 +241,12 @@ class NotFoundError(DalkitError):
 class QueryInputError(DalkitError):
     """Raised when query input (a field, operator, direction, page) is not allowed.
 
-    ``name`` is the offending input and ``allowed`` what would have been accepted, so an API can
-    answer with a 400 that says how to fix the request.
+    An API can answer with a 400 that says how to fix the request.
+
+    Args:
+        message: What is wrong.
+        name: The offending input.
+        allowed: What would have been accepted.
     """
 
     def __init__(self, message: str, *, name: str, allowed: Iterable[str] = ()) -> None:
@@ -256,7 +276,12 @@ class InvalidQueryError(QueryInputError):
 class BulkLoadError(DalkitError):
     """Raised when ``bulk_insert``/``bulk_update`` meets a row it cannot write.
 
-    ``row_index`` counts from 0 in the caller's rows; the database error is the cause.
+    The database error is the cause.
+
+    Args:
+        message: What is wrong with the row.
+        row_index: The row's position in the caller's rows, from 0.
+        row: The row.
     """
 
     def __init__(self, message: str, *, row_index: int, row: Any) -> None:
@@ -277,118 +302,3 @@ class OutboxError(DalkitError):
 
 class PublishError(OutboxError):
     """Raised by a publisher that could not deliver a message; the relay retries it later."""
-
-
-_BY_SQLSTATE: dict[str, type[DatabaseError]] = {
-    "23505": UniqueViolationError,
-    "23503": ForeignKeyViolationError,
-    "23514": CheckViolationError,
-    "23502": NotNullViolationError,
-    "40001": SerializationError,
-    "40P01": DeadlockError,
-    "57014": StatementTimeoutError,
-    # admin shutdown, crash shutdown, cannot connect now: the server went away under us
-    "57P01": ConnectionLostError,
-    "57P02": ConnectionLostError,
-    "57P03": ConnectionLostError,
-    "28P01": ConnectionFailedError,
-    "28000": ConnectionFailedError,
-    "3D000": ConnectionFailedError,
-}
-
-# SQLite extended result codes (sqlite3.Error.sqlite_errorcode): see sqlite.org/rescode.html
-_BY_SQLITE_CODE: dict[int, type[DatabaseError]] = {
-    2067: UniqueViolationError,  # SQLITE_CONSTRAINT_UNIQUE
-    1555: UniqueViolationError,  # SQLITE_CONSTRAINT_PRIMARYKEY
-    787: ForeignKeyViolationError,  # SQLITE_CONSTRAINT_FOREIGNKEY
-    275: CheckViolationError,  # SQLITE_CONSTRAINT_CHECK
-    1299: NotNullViolationError,  # SQLITE_CONSTRAINT_NOTNULL
-    5: DatabaseBusyError,  # SQLITE_BUSY
-    517: DatabaseBusyError,  # SQLITE_BUSY_SNAPSHOT
-    261: DatabaseBusyError,  # SQLITE_BUSY_RECOVERY
-    6: DatabaseBusyError,  # SQLITE_LOCKED
-    262: DatabaseBusyError,  # SQLITE_LOCKED_SHAREDCACHE
-    14: ConnectionFailedError,  # SQLITE_CANTOPEN
-}
-
-
-def _driver_errors(exc: BaseException | None) -> list[Any]:
-    """The driver error and its causes: async adapters keep the real driver error as cause."""
-    chain: list[Any] = []
-    while exc is not None and len(chain) < 4:
-        chain.append(exc)
-        exc = exc.__cause__
-    return chain
-
-
-def _sqlstate(errors: list[Any]) -> str | None:
-    for err in errors:
-        # psycopg: .sqlstate; asyncpg: .sqlstate; SQLAlchemy's asyncpg adapter: .pgcode
-        code = getattr(err, "sqlstate", None) or getattr(err, "pgcode", None)
-        if isinstance(code, str) and code:
-            return code
-    return None
-
-
-def _constraint(errors: list[Any]) -> str | None:
-    for err in errors:
-        name = getattr(err, "constraint_name", None)  # asyncpg
-        if name is None:
-            diag = getattr(err, "diag", None)  # psycopg
-            name = getattr(diag, "constraint_name", None)
-        if isinstance(name, str):
-            return name
-    return None
-
-
-def _sqlite_code(errors: list[Any]) -> int | None:
-    for err in errors:
-        code = getattr(err, "sqlite_errorcode", None)
-        if isinstance(code, int):
-            return code
-    return None
-
-
-def translate_dbapi_error(
-    exc: sqlalchemy.exc.DBAPIError, *, is_disconnect: bool = False, on_connect: bool = False
-) -> DatabaseError:
-    """Map a SQLAlchemy-wrapped driver error onto dalkit's tree, by SQLSTATE or SQLite code.
-
-    The message keeps the driver's words but drops the SQL parameters, which may hold secrets.
-    """
-    errors = _driver_errors(exc.orig)
-    sqlstate = _sqlstate(errors)
-    cls: type[DatabaseError] | None = _BY_SQLSTATE.get(sqlstate) if sqlstate else None
-    if cls is None:
-        code = _sqlite_code(errors)
-        cls = _BY_SQLITE_CODE.get(code) if code is not None else None
-        if cls is None and code is not None and code & 0xFF == 19:  # any other SQLITE_CONSTRAINT
-            cls = IntegrityError
-    if cls is None and "database is locked" in str(exc.orig):
-        cls = DatabaseBusyError
-    if cls is None or (cls is ConnectionLostError and on_connect):
-        if on_connect:
-            cls = ConnectionFailedError
-        elif is_disconnect:
-            cls = ConnectionLostError
-        elif isinstance(exc, sqlalchemy.exc.IntegrityError):
-            cls = IntegrityError
-        else:
-            cls = DatabaseError
-    return cls(_driver_message(errors), sqlstate=sqlstate, constraint=_constraint(errors))
-
-
-def translate_connect_error(exc: OSError) -> ConnectionFailedError:
-    """A ConnectionFailedError for an ``OSError`` raised while opening a connection."""
-    return ConnectionFailedError(f"could not connect to the server: {_driver_message([exc])}")
-
-
-def _driver_message(errors: list[Any]) -> str:
-    """The innermost driver error's own text: async adapters prefix theirs with a class repr
-    (``<class 'asyncpg.exceptions.UniqueViolationError'>: ...``), and the exception type
-    already says what kind of error it is."""
-    for err in reversed(errors):
-        text = str(err).strip()
-        if text:
-            return text
-    return type(errors[0]).__name__ if errors else "unknown driver error"

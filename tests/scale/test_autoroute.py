@@ -219,6 +219,33 @@ def test_a_cached_read_miss_is_stored_only_from_the_primary(
         db.dispose()
 
 
+def test_a_cached_miss_runs_on_a_replica_that_has_replayed_what_the_tokens_stand_for(
+    replicated_database: tuple[str, str], replication: Replication
+) -> None:
+    db = _database(replicated_database, replication, cache=QueryCache(MemoryBackend()))
+    try:
+        _paused_with(db, replication, {})
+        _write(db, 1, "new")  # the widgets token now carries this commit's WAL position
+        replication.replica.resume_replay()
+        lsn = current_lsn(replication.primary.url)
+        replication.replica.wait_for(lsn)
+        wait_until(lambda: parse_lsn(_replica(db)["replay_lsn"]) >= parse_lsn(lsn), 5)
+        db.pop_stats()
+
+        def read() -> str:
+            with db.transaction() as session:
+                return CachedWidgets(session).get(1).name
+
+        assert contextvars.Context().run(read) == "new"  # a miss, on the replica, stored
+        assert contextvars.Context().run(read) == "new"  # a hit
+        stats = db.get_stats()["cache"]
+        assert (stats["misses"], stats["hits"], stats["sets"]) == (1, 1, 1), stats
+        assert _stats(db)["default_transactions_routed"] == 1  # the miss; a hit sends nothing
+        assert _replica(db)["reads"] == 1
+    finally:
+        db.dispose()
+
+
 def test_route_reads_read_only_keeps_default_transactions_on_the_primary(
     replicated_database: tuple[str, str], replication: Replication
 ) -> None:

@@ -180,6 +180,36 @@ async def test_a_cached_read_miss_is_stored_only_from_the_primary(
         await db.dispose()
 
 
+async def test_a_cached_miss_runs_on_a_replica_that_has_replayed_what_the_tokens_stand_for(
+    replicated_database: tuple[str, str], replication: Replication
+) -> None:
+    db = await _database(replicated_database, replication, cache=AsyncQueryCache(MemoryBackend()))
+    try:
+        await _paused_with(db, replication, {})
+        await _write(db, 1, "new")  # the widgets token now carries this commit's WAL position
+        await asyncio.to_thread(replication.replica.resume_replay)
+        lsn = await asyncio.to_thread(current_lsn, replication.primary.url)
+        await asyncio.to_thread(replication.replica.wait_for, lsn)
+        for _ in range(250):
+            if parse_lsn(_replica(db)["replay_lsn"]) >= parse_lsn(lsn):
+                break
+            await asyncio.sleep(0.02)
+        db.pop_stats()
+
+        async def read() -> str:
+            async with db.transaction() as session:
+                return (await CachedWidgets(session).get(1)).name
+
+        assert await _elsewhere(read) == "new"  # a miss, on the replica, stored
+        assert await _elsewhere(read) == "new"  # a hit
+        stats = db.get_stats()["cache"]
+        assert (stats["misses"], stats["hits"], stats["sets"]) == (1, 1, 1), stats
+        assert _stats(db)["default_transactions_routed"] == 1  # the miss; a hit sends nothing
+        assert _replica(db)["reads"] == 1
+    finally:
+        await db.dispose()
+
+
 async def test_route_reads_read_only_keeps_default_transactions_on_the_primary(
     replicated_database: tuple[str, str], replication: Replication
 ) -> None:

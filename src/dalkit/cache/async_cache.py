@@ -12,12 +12,13 @@ from typing import Any, ParamSpec, TypeVar
 from sqlalchemy.engine import Result
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from dalkit.cache.core import CacheCore, sync_session
+from dalkit.cache.core import CacheCore, log, sync_session
 from dalkit.cache.install import install
 from dalkit.cache.keys import function_key
 from dalkit.cache.results import freeze, thaw
-from dalkit.cache.versions import entry_tables
-from dalkit.engine.autoroute import pin_to_primary
+from dalkit.cache.versions import entry_tables, replayed_by
+from dalkit.engine.autoroute import PRIMARY_POSITION, route_miss
+from dalkit.engine.replicas import parse_lsn
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -157,8 +158,8 @@ class AsyncQueryCache(CacheCore):
                 return thaw(inner, statement, flight.payload)
         self.count("misses")
         shared: Any = None
-        # a result read on a lagging replica must never be stored under the current tokens
-        store = store and pin_to_primary(inner)
+        # a result read on a replica that lacks a commit the tokens stand for is never stored
+        store = store and route_miss(inner, replayed_by(tokens))
         try:
             frozen, shared = freeze(await run(), self.shared)
             if store:
@@ -221,8 +222,9 @@ class AsyncQueryCache(CacheCore):
         names = self.take_pending(tables)
         if not names:
             return
+        position = await self._commit_position()
         try:
-            await self.backend.bump_async(self.token_names(names))
+            await self.backend.bump_async(self.token_names(names), position)
         except Exception as error:
             self.add_pending(names)
             self.failed("invalidation", error)
@@ -232,6 +234,20 @@ class AsyncQueryCache(CacheCore):
     async def invalidate_all(self) -> None:
         """Make every entry unservable (what DDL does)."""
         await self.invalidate(["*"])
+
+    async def _commit_position(self) -> int | None:
+        # with read replicas: the WAL position a replica must have replayed to compute entries
+        # under the new tokens (read after COMMIT, so past it); one primary round trip per
+        # write commit, paid only by databases with replicas. Unknown: misses use the primary
+        if getattr(self.database, "_replicas", None) is None:
+            return None
+        try:
+            async with self.database.engine.connect() as connection:
+                found = await connection.exec_driver_sql(PRIMARY_POSITION)
+                return parse_lsn(found.scalar_one())
+        except Exception as error:
+            log.warning("no WAL position for the cache's tokens (%s)", type(error).__name__)
+            return None
 
     # -- the backend, failures caught ------------------------------------------------------
     async def _lookup(self, key: str, tables: tuple[str, ...]) -> tuple[Any, Any] | None:

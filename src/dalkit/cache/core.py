@@ -132,10 +132,10 @@ class CacheCore:
         self.keys = KeyBuilder(sync_engine.dialect, self.namespace)
         self._snapshot_per_transaction = sync_engine.dialect.name == "sqlite"
         _CACHES[sync_engine.pool] = self
-        # replica-bound read-only transactions get hits; their misses are never stored
-        router = getattr(database, "_replicas", None)
-        for replica in getattr(getattr(router, "replicas", None), "replicas", ()):
-            _CACHES[getattr(replica.engine, "sync_engine", replica.engine).pool] = self
+
+    def _serve_engine(self, sync_engine: Any) -> None:
+        """Serve sessions bound to ``sync_engine`` too: a replica's (hits; see route_miss)."""
+        _CACHES[sync_engine.pool] = self
 
     def token_names(self, tables: Iterable[str]) -> list[str]:
         """The backend's names for the tokens of ``tables`` of this database."""
@@ -179,9 +179,8 @@ class CacheCore:
     def invalidate_soon(self, tables: Iterable[str]) -> None:
         """Invalidate ``tables`` from sync code (engine events).
 
-        The sync cache invalidates at once. The async cache bypasses the cache until the
-        invalidation is applied: on the running event loop if there is one, else by its next
-        call (process memory needs no awaiting and is bumped at once).
+        The sync cache invalidates at once; the async one (process memory aside, bumped at
+        once) is bypassed until it is applied, on the running event loop or by its next call.
 
         Args:
             tables: The names of the tables written.
@@ -193,7 +192,8 @@ class CacheCore:
         if not self.shared:
             self.backend.bump(self.token_names(names))
             self.count("invalidations", len(names))
-            return
+            if getattr(self.database, "_replicas", None) is None:  # else bumped again below,
+                return  # with the commit's WAL position, for the replicas (cache.versions)
         self.add_pending(names)
         try:
             loop = asyncio.get_running_loop()

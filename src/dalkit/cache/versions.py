@@ -16,8 +16,10 @@ when its query opened the transaction.
 Tokens are random, never counters: a Redis that lost its data (restart, flush, eviction)
 gives a table a fresh token that no surviving entry can carry, and a missing token is created
 before the query rather than read as "version 0". With read replicas, "ran its query after the
-commit" also needs a node that has replayed it: only results read on the primary are stored
-(dalkit.engine.autoroute.pin_to_primary). The pseudo-table ``*`` is part of every
+commit" also needs a node that has replayed it: a result is stored only when it was read on the
+primary
+(dalkit.engine.autoroute.route_miss), or on a replica that has replayed past the position
+each token carries (``new_token(position)``). The pseudo-table ``*`` is part of every
 entry's tables: bumping it (DDL, writes whose target is unknown) invalidates everything.
 """
 
@@ -28,7 +30,7 @@ from collections.abc import Iterable
 
 from dalkit.cache.tables import ALL
 
-__all__ = ["Tokens", "encode_entry", "entry_payload", "entry_tables", "new_token"]
+__all__ = ["Tokens", "encode_entry", "entry_payload", "entry_tables", "new_token", "replayed_by"]
 
 #: the tokens of an entry's tables, in the order of ``entry_tables``
 Tokens = tuple[str, ...]
@@ -38,9 +40,38 @@ Tokens = tuple[str, ...]
 _FORMAT = "dalkit-entry-1:"
 
 
-def new_token() -> str:
-    """A fresh random token (never a counter: see the module docstring)."""
-    return os.urandom(9).hex()
+def new_token(position: int | None = None) -> str:
+    """A fresh random token (never a counter: see the module docstring).
+
+    Args:
+        position: With read replicas, the primary's WAL position read after the commit that
+            replaces the token: a replica that has replayed past it may compute entries
+            tagged with this token. None: only the primary may.
+
+    Returns:
+        The token, ``random@POSITION`` when a position is given.
+    """
+    token = os.urandom(9).hex()
+    return token if position is None else f"{token}@{position:X}"
+
+
+def replayed_by(tokens: Tokens) -> int | None:
+    """The WAL position a node must have replayed to compute an entry tagged ``tokens``.
+
+    Args:
+        tokens: The current tokens of an entry's tables.
+
+    Returns:
+        The latest position the tokens carry; None when one carries none (made when missing,
+        or by a write whose position is unknown): then only the primary may compute it.
+    """
+    needed = 0
+    for token in tokens:
+        _random, marked, position = token.partition("@")
+        if not marked:
+            return None
+        needed = max(needed, int(position, 16))
+    return needed
 
 
 def entry_tables(tables: Iterable[str]) -> tuple[str, ...]:

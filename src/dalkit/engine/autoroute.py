@@ -25,6 +25,7 @@ it (``FOR UPDATE``, which goes to the primary), checks a version column, or uses
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 from sqlalchemy import event
@@ -38,18 +39,22 @@ from sqlalchemy.sql.functions import FunctionElement
 from dalkit.transaction.deferred import DEFERRED_BEGIN_OPTION
 
 __all__ = [
+    "PRIMARY_POSITION",
     "REPLICA_OPTION",
     "ReadRouter",
     "RoutingSession",
     "install",
-    "pin_to_primary",
     "plain_select",
     "read_on_replica",
     "replica_of",
+    "route_miss",
 ]
 
 #: Execution option naming the replica (``host:port``) on the engines of replica reads.
 REPLICA_OPTION = "dalkit_replica"
+#: The primary's WAL position: past every commit that has returned (the insert position, since
+#: the commit record may still sit in the WAL buffers with ``synchronous_commit=off``).
+PRIMARY_POSITION = "SELECT pg_current_wal_insert_lsn()::text"
 _ROUTER = "dalkit.replicas.router"  # session.info: the router (put there by the factory)
 _STATE = "dalkit.replicas.plain_reads"  # session.info: this session's _PlainReads, or False
 # functions a standby runs and that write nothing; any other (nextval(), a user's function that
@@ -107,6 +112,14 @@ class ReadRouter(Protocol):
 
     def plain_read_bind(self) -> tuple[Engine, object] | None:
         """The replica's sync engine and the replica, or None for the primary."""
+        ...
+
+    def replayed(self, name: str) -> int:
+        """The WAL position replica ``name`` was last seen to have replayed (0: unknown)."""
+        ...
+
+    def requiring(self, position: int) -> AbstractContextManager[None]:
+        """A block inside which only replicas seen past ``position`` are chosen."""
         ...
 
 
@@ -298,28 +311,45 @@ def read_on_replica(session: Any) -> bool:
     return bind is not None and REPLICA_OPTION in bind.get_execution_options()
 
 
-def pin_to_primary(session: Any) -> bool:
-    """Send the rest of a session's statements to the primary, for a read whose result must
-    include every commit that has returned: what the query cache stores on a miss.
+def route_miss(session: Any, needed: int | None) -> bool:
+    """Route a query cache miss so that its result includes every commit that has returned,
+    and say whether it may be stored.
 
-    A replica may not have replayed a commit that returned before the cache read its version
-    tokens, so a result read there could be stored under current tokens and served stale (see
-    dalkit.cache.versions). The rest of the transaction follows to the primary, so its reads
-    never go back in time.
+    The cache stores a result under the version tokens read before its query (see
+    dalkit.cache.versions); each token carries the WAL position of the commit that made it
+    (``needed`` is the latest). A replica that has not replayed that far could give a result
+    older than the tokens: the miss then runs on the primary, or on a replica the monitor has
+    seen past ``needed``. The rest of the transaction follows, so its reads never go back in
+    time.
 
     Args:
-        session: A Session or AsyncSession.
+        session: The Session or AsyncSession about to run the miss.
+        needed: The position the result must include; None when unknown (primary only).
 
     Returns:
-        False when the session is a read-only transaction bound to a replica as a whole: its
-        reads cannot move, and a result read there must not be stored.
+        False when the session is bound to a replica as a whole (a read-only transaction)
+        that is not known to have replayed ``needed``: the result is returned, not stored.
     """
     inner = getattr(session, "sync_session", session)
     if not isinstance(inner, Session):
         return True
-    if isinstance(inner, RoutingSession):
-        state = inner._plain_reads()
-        if state is not None:
-            state.wrote = True
+    router: ReadRouter | None = inner.info.get(_ROUTER)
+    if router is None:
+        return True  # no replicas: the primary
     bind = inner.bind
-    return bind is None or REPLICA_OPTION not in bind.get_execution_options()
+    name = None if bind is None else bind.get_execution_options().get(REPLICA_OPTION)
+    if name is not None:
+        return needed is not None and router.replayed(name) >= needed
+    if not isinstance(inner, RoutingSession):
+        return True
+    state = inner._plain_reads()
+    if state is None or state.wrote:
+        return True  # the primary
+    if needed is None:
+        state.wrote = True
+    elif not state.decided:
+        with router.requiring(needed):
+            inner._replica_bind(state)
+    elif state.bind is not None and getattr(state.replica, "replay_lsn", 0) < needed:
+        state.wrote = True
+    return True

@@ -16,6 +16,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, Connection, Engine, ExceptionContext
 
 from dalkit.config import DatabaseConfig
+from dalkit.driver_errors import translate_dbapi_error
 from dalkit.engine import liveness
 from dalkit.engine import pool as pool_metrics
 from dalkit.engine.options import (
@@ -24,7 +25,7 @@ from dalkit.engine.options import (
     memory_sqlite_pool_kwargs,
 )
 from dalkit.engine.pool import PoolMetrics, _InstrumentedPoolMixin, instrumented_pool_class
-from dalkit.errors import ConfigurationError, DatabaseError, translate_dbapi_error
+from dalkit.errors import ConfigurationError, DatabaseError
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine

@@ -25,8 +25,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.pool import AsyncAdaptedQueuePool, Pool, QueuePool
 from sqlalchemy.pool.base import PoolProxiedConnection
 
+from dalkit import driver_errors, errors
 from dalkit.engine.ticker import Ticker
-from dalkit.errors import PoolTimeoutError, translate_connect_error
 
 if TYPE_CHECKING:
     from dalkit.config import DatabaseConfig
@@ -309,11 +309,11 @@ class _InstrumentedPoolMixin:
             waited = perf_counter() - started
             metrics.request_failed(waited, timed_out=True)
             pool = cast(QueuePool, self)
-            raise PoolTimeoutError(pool.size(), pool._max_overflow, waited * 1000.0) from exc
+            raise errors.PoolTimeoutError(pool.size(), pool._max_overflow, waited * 1000.0) from exc
         except OSError as exc:
             metrics.request_failed(perf_counter() - started, timed_out=False)
             metrics.on_connect_error()
-            raise translate_connect_error(exc) from exc
+            raise driver_errors.translate_connect_error(exc) from exc
         except BaseException:
             metrics.request_failed(perf_counter() - started, timed_out=False)
             raise

@@ -11,14 +11,14 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 
 from dalkit.engine import autoroute
-from dalkit.engine.replicas import Replica, ReplicaSet, parse_lsn
+from dalkit.engine.replicas import Replica, ReplicaSet, format_lsn, parse_lsn
 from dalkit.engine.reroute import lost_connection
 from dalkit.transaction.deferred import is_plain_read
 from dalkit.transaction.options import TransactionOptions
@@ -42,7 +42,7 @@ def _sync(engine: Engine | AsyncEngine) -> Engine:
 
 E = TypeVar("E", Engine, "AsyncEngine")
 # the insert position: with synchronous_commit=off a commit may still be past the write one
-_PRIMARY_LSN = "SELECT pg_current_wal_insert_lsn()::text"
+_PRIMARY_LSN = autoroute.PRIMARY_POSITION
 # a promoted replica is no longer in recovery: its own position is what it has
 _REPLAY_LSN = (
     "SELECT (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() "
@@ -128,6 +128,22 @@ class _Router(Generic[E]):
             return None
         self.replicas.routed_default()
         return _sync(bind), self._bind_owner[id(bind)]
+
+    def replayed(self, name: str) -> int:
+        """The WAL position the monitor last saw replica ``name`` replay (0: unknown)."""
+        for replica in self.replicas.replicas:
+            if replica.name == name:
+                return replica.replay_lsn
+        return 0
+
+    @contextlib.contextmanager
+    def requiring(self, position: int) -> Iterator[None]:
+        """Inside the block, choose only replicas seen past ``position`` (else the primary)."""
+        token = self.replicas.require(format_lsn(position))
+        try:
+            yield
+        finally:
+            self.replicas.release(token)
 
     def route_plain_reads(self, factory: Any) -> None:
         """Have the sessions ``factory`` makes route plain reads, under ``route_reads="auto"``.

@@ -8,63 +8,31 @@ builder is immutable: each method returns a new one.
 from __future__ import annotations
 
 import dataclasses
-import re
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Mapper
 
 from dalkit.errors import InvalidQueryError
-from dalkit.query.fields import CoercionError, FieldInfo, column_field
-from dalkit.query.joins import relationship_onclause
+from dalkit.query.fields import FieldInfo
+from dalkit.query.lookups import (
+    AGGREGATE,
+    DIALECTS,
+    Joined,
+    Tables,
+    aggregate_of,
+    condition_of,
+    count_of,
+    field_of,
+    join_of,
+    label_of,
+    mapper_of,
+    root_table,
+)
 from dalkit.query.soft_delete import live_condition
-from dalkit.query.specs import coerce_condition
 
 __all__ = ["QueryBuilder"]
-
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
-_REFERENCE = re.compile(r"(?:([A-Za-z_][A-Za-z0-9_]{0,62})\.)?([A-Za-z_][A-Za-z0-9_]{0,62})")
-_AGGREGATE = re.compile(r"(count|sum|avg|min|max)\((\*|[A-Za-z_][A-Za-z0-9_.]{0,126})\)")
-OPERATORS = {
-    "=": "eq",
-    "==": "eq",
-    "!=": "ne",
-    "<>": "ne",
-    "<": "lt",
-    "<=": "lte",
-    ">": "gt",
-    ">=": "gte",
-    "in": "in",
-    "not in": "not_in",
-    "like": "like",
-    "ilike": "ilike",
-    "contains": "contains",
-    "startswith": "startswith",
-    "between": "between",
-    "is null": "isnull",
-    "is not null": "isnull",
-}
-OPERATORS.update({op: op for op in set(OPERATORS.values()) | {"not_in"}})
-_AGGREGATE_KINDS = {
-    "count": None,
-    "sum": {"int", "float", "decimal"},
-    "avg": {"int", "float", "decimal"},
-    "min": {"int", "float", "decimal", "str", "datetime", "date", "time"},
-    "max": {"int", "float", "decimal", "str", "datetime", "date", "time"},
-}
-_DIALECTS = {"postgresql": postgresql.dialect, "sqlite": sqlite.dialect}
-MAX_LIMIT = 2**53
-
-
-@dataclasses.dataclass(frozen=True)
-class _Joined:
-    name: str  # how columns refer to it: "posts" in "posts.title"
-    table: sa.FromClause  # the table, or an alias of it named ``name`` when already in FROM
-    mapper: Mapper[Any] | None
-    outer: bool
-    onclause: Any
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,11 +43,28 @@ class QueryBuilder:
         source: A mapped class or a Table; joins follow the mapped class's relationships or,
             for tables, the foreign keys of the same MetaData.
         dialect: ``"postgresql"`` or ``"sqlite"``: gives ``like`` the repositories' meaning.
+
+    Raises:
+        InvalidQueryError: For an unknown dialect, or a source that is not a model or Table.
+
+    Examples:
+        ```python
+        query = (
+            QueryBuilder(User)
+            .join("posts")
+            .select("name", "count(posts.id)")
+            .where("age", ">=", 18)
+            .group_by("name")
+            .order_by("count(posts.id)", "desc")
+            .limit(10)
+        )
+        rows = session.execute(query.build()).all()
+        ```
     """
 
     source: Any
     dialect: str | None = None
-    _joins: tuple[_Joined, ...] = ()
+    _joins: tuple[Joined, ...] = ()
     _columns: tuple[str, ...] = ()
     _where: tuple[Any, ...] = ()
     _group_by: tuple[str, ...] = ()
@@ -89,13 +74,13 @@ class QueryBuilder:
     _offset: int | None = None
 
     def __post_init__(self) -> None:
-        if self.dialect is not None and self.dialect not in _DIALECTS:
+        if self.dialect is not None and self.dialect not in DIALECTS:
             raise InvalidQueryError(
                 f"unknown dialect {str(self.dialect)[:40]!r}",
                 name=str(self.dialect),
-                allowed=list(_DIALECTS),
+                allowed=list(DIALECTS),
             )
-        if _root(self.source) is None:
+        if root_table(self.source) is None:
             raise InvalidQueryError(
                 f"QueryBuilder needs a mapped class or a Table, got {type(self.source).__name__}",
                 name=repr(self.source)[:80],
@@ -104,44 +89,119 @@ class QueryBuilder:
     # --- building ---------------------------------------------------------------------------
 
     def select(self, *columns: str) -> QueryBuilder:
-        """Add ``columns`` (``"name"``, ``"posts.title"``, ``"count(posts.id)"``) to select."""
+        """Add ``columns`` (``"name"``, ``"posts.title"``, ``"count(posts.id)"``) to select.
+
+        Args:
+            *columns: Column names, ``table.column`` references or aggregates.
+
+        Returns:
+            A new builder; this one is unchanged.
+
+        Raises:
+            InvalidQueryError: For a column or aggregate that does not exist.
+        """
         for column in columns:
             self._expression(column)
         return dataclasses.replace(self, _columns=self._columns + tuple(columns))
 
     def join(self, target: str) -> QueryBuilder:
-        """Inner-join the relationship (or foreign-key-linked table) named ``target``."""
+        """Inner-join the relationship (or foreign-key-linked table) named ``target``.
+
+        Args:
+            target: A relationship of the source (or a joined table), or a table name.
+
+        Returns:
+            A new builder; this one is unchanged.
+
+        Raises:
+            InvalidQueryError: For a target that no relationship or foreign key reaches.
+        """
         return self._join(target, outer=False)
 
     def left_join(self, target: str) -> QueryBuilder:
-        """`join()` as a LEFT OUTER JOIN: rows without a match are kept."""
+        """`join()` as a LEFT OUTER JOIN: rows without a match are kept.
+
+        Args:
+            target: A relationship of the source (or a joined table), or a table name.
+
+        Returns:
+            A new builder; this one is unchanged.
+
+        Raises:
+            InvalidQueryError: For a target that no relationship or foreign key reaches.
+        """
         return self._join(target, outer=True)
 
     def where(self, column: str, op: str, value: Any = None) -> QueryBuilder:
-        """AND ``column op value`` (``"age", ">=", 18``; ``value`` is always bound)."""
+        """AND ``column op value`` (``"age", ">=", 18``; ``value`` is always bound).
+
+        Args:
+            column: A column name or ``table.column`` reference.
+            op: An operator: ``=``, ``!=``, ``<``, ``<=``, ``>``, ``>=``, ``in``, ``like``, ...
+            value: The value, coerced to the column's type.
+
+        Returns:
+            A new builder; this one is unchanged.
+
+        Raises:
+            InvalidQueryError: For an unknown column or operator, or a value of the wrong type.
+        """
         field = self._field(column)
-        condition = self._condition(field, op, value, column)
+        condition = condition_of(field, op, value, column)
         return dataclasses.replace(
             self, _where=(*self._where, condition.to_sql(self.dialect or ""))
         )
 
     def group_by(self, *columns: str) -> QueryBuilder:
-        """Group by ``columns``: each plain column selected next to an aggregate."""
+        """Group by ``columns``: each plain column selected next to an aggregate.
+
+        Args:
+            *columns: Column names or ``table.column`` references.
+
+        Returns:
+            A new builder; this one is unchanged.
+
+        Raises:
+            InvalidQueryError: For a column that does not exist.
+        """
         for column in columns:
             self._field(column)
         return dataclasses.replace(self, _group_by=self._group_by + tuple(columns))
 
     def having(self, aggregate: str, op: str, value: Any) -> QueryBuilder:
-        """AND ``aggregate op value`` on the groups (``"count(posts.id)", ">", 5``)."""
-        expression, field = self._aggregate(aggregate)
+        """AND ``aggregate op value`` on the groups (``"count(posts.id)", ">", 5``).
+
+        Args:
+            aggregate: ``count``, ``sum``, ``avg``, ``min`` or ``max`` of a column (or ``*``).
+            op: A comparison operator.
+            value: The value, bound.
+
+        Returns:
+            A new builder; this one is unchanged.
+
+        Raises:
+            InvalidQueryError: For something that is not an aggregate, or an unknown operator.
+        """
+        expression, field = aggregate_of(self._tables(), aggregate)
         if field is None:
             raise InvalidQueryError(f"{aggregate!r:.60} is not an aggregate", name=str(aggregate))
-        condition = self._condition(field, op, value, aggregate)
+        condition = condition_of(field, op, value, aggregate)
         clause = condition.to_sql(self.dialect or "", target=expression)
         return dataclasses.replace(self, _having=(*self._having, clause))
 
     def order_by(self, column: str, direction: str = "asc") -> QueryBuilder:
-        """Order by ``column`` (or an aggregate), ``"asc"`` or ``"desc"``, after earlier keys."""
+        """Order by ``column`` (or an aggregate), ``"asc"`` or ``"desc"``, after earlier keys.
+
+        Args:
+            column: A column name, ``table.column`` reference or aggregate.
+            direction: ``"asc"`` or ``"desc"``.
+
+        Returns:
+            A new builder; this one is unchanged.
+
+        Raises:
+            InvalidQueryError: For an unknown column or direction.
+        """
         self._expression(column)
         if not isinstance(direction, str) or direction.lower() not in ("asc", "desc"):
             raise InvalidQueryError(
@@ -154,23 +214,50 @@ class QueryBuilder:
         )
 
     def limit(self, count: int) -> QueryBuilder:
-        """Return at most ``count`` rows."""
-        return dataclasses.replace(self, _limit=_count(count, "limit"))
+        """Return at most ``count`` rows.
+
+        Args:
+            count: A non-negative integer.
+
+        Returns:
+            A new builder; this one is unchanged.
+
+        Raises:
+            InvalidQueryError: For anything else.
+        """
+        return dataclasses.replace(self, _limit=count_of(count, "limit"))
 
     def offset(self, count: int) -> QueryBuilder:
-        """Skip the first ``count`` rows."""
-        return dataclasses.replace(self, _offset=_count(count, "offset"))
+        """Skip the first ``count`` rows.
+
+        Args:
+            count: A non-negative integer.
+
+        Returns:
+            A new builder; this one is unchanged.
+
+        Raises:
+            InvalidQueryError: For anything else.
+        """
+        return dataclasses.replace(self, _offset=count_of(count, "offset"))
 
     def build(self) -> sa.Select[Any]:
-        """The SELECT; plain columns next to aggregates must be grouped by."""
-        root = _root(self.source)
+        """The SELECT; plain columns next to aggregates must be grouped by.
+
+        Returns:
+            The statement, every value a bound parameter.
+
+        Raises:
+            InvalidQueryError: For a plain column selected next to an aggregate, ungrouped.
+        """
+        root = root_table(self.source)
         assert root is not None
         selected = self._columns or tuple(c.name for c in root.columns)
-        expressions = [self._expression(c).label(_label(c)) for c in selected]
-        has_aggregate = any(_AGGREGATE.fullmatch(c) for c in selected)
+        expressions = [self._expression(c).label(label_of(c)) for c in selected]
+        has_aggregate = any(AGGREGATE.fullmatch(c) for c in selected)
         if has_aggregate:
             ungrouped = [
-                c for c in selected if not _AGGREGATE.fullmatch(c) and c not in self._group_by
+                c for c in selected if not AGGREGATE.fullmatch(c) and c not in self._group_by
             ]
             if ungrouped:
                 raise InvalidQueryError(
@@ -206,189 +293,43 @@ class QueryBuilder:
         return statement
 
     def to_sql(self, dialect: str | None = None) -> str:
-        """The SQL for display, with ``:name``/``%(name)s`` placeholders where values go."""
+        """The SQL for display, with ``:name``/``%(name)s`` placeholders where values go.
+
+        Args:
+            dialect: ``"postgresql"`` or ``"sqlite"`` (default: the builder's, else PostgreSQL).
+
+        Returns:
+            The SQL text; values are never pasted in.
+
+        Raises:
+            InvalidQueryError: For an unknown dialect.
+        """
         name = dialect or self.dialect or "postgresql"
-        if name not in _DIALECTS:
+        if name not in DIALECTS:
             raise InvalidQueryError(
-                f"unknown dialect {name[:40]!r}", name=name, allowed=list(_DIALECTS)
+                f"unknown dialect {name[:40]!r}", name=name, allowed=list(DIALECTS)
             )
-        chosen: Dialect = _DIALECTS[name]()
+        chosen: Dialect = DIALECTS[name]()
         return str(self.build().compile(dialect=chosen))
 
     # --- lookups ----------------------------------------------------------------------------
 
-    def _tables(self) -> dict[str | None, tuple[sa.FromClause, Mapper[Any] | None]]:
-        root = _root(self.source)
+    def _tables(self) -> Tables:
+        root = root_table(self.source)
         assert root is not None
         found: dict[str | None, tuple[sa.FromClause, Mapper[Any] | None]] = {
-            None: (root, _mapper(self.source))
+            None: (root, mapper_of(self.source))
         }
         for joined in self._joins:
             found[joined.name] = (joined.table, joined.mapper)
         return found
 
     def _field(self, reference: object) -> FieldInfo:
-        match = _REFERENCE.fullmatch(reference) if isinstance(reference, str) else None
-        tables = self._tables()
-        if match is not None and match.group(1) in tables:
-            table, mapper = tables[match.group(1)]
-            column = _column(table, mapper, match.group(2))
-            if column is not None:
-                return column_field(column, reference)  # type: ignore[arg-type]
-        allowed = [
-            f"{prefix + '.' if prefix else ''}{name}"
-            for prefix, (table, mapper) in tables.items()
-            for name in _column_names(table, mapper)
-        ]
-        raise InvalidQueryError(
-            f"unknown column {str(reference)[:60]!r}", name=str(reference), allowed=allowed
-        )
-
-    def _aggregate(self, text: object) -> tuple[sa.ColumnElement[Any], FieldInfo | None]:
-        match = _AGGREGATE.fullmatch(text) if isinstance(text, str) else None
-        if match is None:
-            field = self._field(text)
-            return field.column, None
-        function, argument = match.groups()
-        if argument == "*":
-            if function != "count":
-                raise InvalidQueryError(f"{function}(*) is not allowed", name=str(text))
-            return sa.func.count(), column_field(sa.Column("count", sa.BigInteger))
-        field = self._field(argument)
-        kinds = _AGGREGATE_KINDS[function]
-        if kinds is not None and field.kind not in kinds:
-            raise InvalidQueryError(
-                f"{function}() does not apply to {argument} ({field.kind})",
-                name=str(text),
-                allowed=[f for f, k in _AGGREGATE_KINDS.items() if k is None or field.kind in k],
-            )
-        expression = getattr(sa.func, function)(field.column)
-        if function == "count":
-            return expression, column_field(sa.Column("count", sa.BigInteger))
-        if function == "avg":
-            return expression, column_field(sa.Column("avg", sa.Float))
-        return expression, field
+        return field_of(self._tables(), reference)
 
     def _expression(self, text: object) -> sa.ColumnElement[Any]:
-        return self._aggregate(text)[0]
-
-    def _condition(self, field: FieldInfo, op: object, value: Any, where: str) -> Any:
-        name = OPERATORS.get(op.lower().strip()) if isinstance(op, str) else None
-        if name is None:
-            raise InvalidQueryError(
-                f"unknown operator {str(op)[:40]!r}", name=str(op), allowed=sorted(OPERATORS)
-            )
-        if isinstance(op, str) and op.lower().strip() in ("is null", "is not null"):
-            value = op.lower().strip() == "is null"
-        try:
-            return coerce_condition(field, name, value)
-        except CoercionError as exc:
-            raise InvalidQueryError(f"{where[:60]} {op}: {exc}", name=str(where)) from None
+        return aggregate_of(self._tables(), text)[0]
 
     def _join(self, target: object, *, outer: bool) -> QueryBuilder:
-        if not isinstance(target, str) or not _NAME.fullmatch(target):
-            raise InvalidQueryError(f"bad join target {str(target)[:60]!r}", name=str(target))
-        if target in self._tables():
-            raise InvalidQueryError(f"{target!r} is joined already", name=target)
-        for source, mapper in self._tables().values():
-            if mapper is not None and target in mapper.relationships:
-                relationship = mapper.relationships[target]
-                if relationship.secondary is not None:
-                    raise InvalidQueryError(
-                        f"{target!r} goes through an association table; join the tables",
-                        name=target,
-                    )
-                other = relationship.mapper
-                table = other.local_table
-                if not isinstance(table, sa.Table):
-                    raise InvalidQueryError(f"{target!r} is not mapped to a table", name=target)
-                joined_table = self._fresh(table, target)
-                onclause = relationship_onclause(relationship, source, joined_table)
-                joined = _Joined(target, joined_table, other, outer, onclause)
-                return dataclasses.replace(self, _joins=(*self._joins, joined))
-        root = _root(self.source)
-        assert root is not None
-        other_table = root.metadata.tables.get(target)
-        if other_table is not None:
-            joined_table = self._fresh(other_table, target)
-            for table, _ in self._tables().values():
-                try:
-                    foreign_key_join = sa.join(table, joined_table).onclause
-                except (sa.exc.NoForeignKeysError, sa.exc.AmbiguousForeignKeysError):
-                    continue
-                joined = _Joined(target, joined_table, None, outer, foreign_key_join)
-                return dataclasses.replace(self, _joins=(*self._joins, joined))
-        allowed = sorted(
-            {
-                r
-                for _, m in self._tables().values()
-                if m is not None
-                for r, _ in m.relationships.items()
-            }
-            | {t for t in root.metadata.tables if t not in self._tables()}
-        )
-        raise InvalidQueryError(
-            f"cannot join {target!r}: no relationship or foreign key leads there",
-            name=target,
-            allowed=allowed,
-        )
-
-    def _fresh(self, table: sa.Table, name: str) -> sa.FromClause:
-        """``table``, or an alias named ``name`` when the FROM holds it already (a
-        self-referential or second join), so that ``name.column`` means the joined rows."""
-        present = any(_base(t) is table for t, _ in self._tables().values())
-        return table.alias(name) if present else table
-
-
-def _base(selectable: sa.FromClause) -> sa.FromClause:
-    return selectable.element if isinstance(selectable, sa.Alias) else selectable
-
-
-def _root(source: Any) -> sa.Table | None:
-    if isinstance(source, sa.Table):
-        return source
-    mapper = _mapper(source)
-    table = mapper.local_table if mapper is not None else None
-    return table if isinstance(table, sa.Table) else None
-
-
-def _mapper(source: Any) -> Mapper[Any] | None:
-    if not isinstance(source, type):
-        return None
-    try:
-        mapper: Any = sa.inspect(source)
-    except sa.exc.NoInspectionAvailable:
-        return None
-    return mapper if isinstance(mapper, Mapper) else None
-
-
-def _column(table: sa.FromClause, mapper: Mapper[Any] | None, name: str) -> sa.Column[Any] | None:
-    if mapper is not None:
-        prop = mapper.column_attrs.get(name)
-        column = prop.columns[0] if prop is not None else None
-        if not isinstance(column, sa.Column) or column.table is not _base(table):
-            return None
-        found = table.corresponding_column(column)
-        return found if isinstance(found, sa.Column) else None
-    found = table.columns.get(name)
-    return found if isinstance(found, sa.Column) else None
-
-
-def _column_names(table: sa.FromClause, mapper: Mapper[Any] | None) -> list[str]:
-    if mapper is not None:
-        return [p.key for p in mapper.column_attrs]
-    return [c.name for c in table.columns]
-
-
-def _label(text: str) -> str:
-    return re.sub(r"\W+", "_", text).strip("_") or "value"
-
-
-def _count(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_LIMIT:
-        raise InvalidQueryError(
-            f"{name} must be an integer from 0 to {MAX_LIMIT}, got {str(value)[:40]!r}",
-            name=name,
-            allowed=(f"0..{MAX_LIMIT}",),
-        )
-    return value
+        joined = join_of(self.source, self._tables(), target, outer=outer)
+        return dataclasses.replace(self, _joins=(*self._joins, joined))

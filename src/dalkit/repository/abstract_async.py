@@ -10,197 +10,60 @@ import builtins
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, cast
 
-from dalkit.errors import InvalidFilterError, NotFoundError
-from dalkit.query.cursor import CursorCodec
-from dalkit.query.loading import LoadInput
-from dalkit.query.pagination import CursorPage, Page, check_limit, check_page, check_window
+from dalkit.errors import InvalidFilterError
 from dalkit.query.soft_delete import utcnow
-from dalkit.query.sorting import SortInput
 from dalkit.query.specs import Group, Spec
-from dalkit.repository.base import ModelT, Read, RepositoryBase, pick_sort
+from dalkit.repository.base import ModelT
 from dalkit.repository.copy import DEFAULT_CHUNK_SIZE, check_chunk_size
+from dalkit.repository.reads_async import IN_CHUNK, AsyncRepositoryReads
 from dalkit.repository.writes import Upsert, check_rows, check_upsert, check_values
-
-#: primary keys per ``IN (...)`` of ``get_many`` and per batch of ``update_many``
-IN_CHUNK = 500
 
 Changes = builtins.list[tuple[ModelT, dict[str, Any]]]
 
 
-class AsyncAbstractRepository(RepositoryBase[ModelT], abc.ABC):
+class AsyncAbstractRepository(AsyncRepositoryReads[ModelT], abc.ABC):
     """The repository API, whatever the backend: a service written against
     ``AsyncAbstractRepository[User]`` takes the SQL repository and the in-memory one alike.
 
     Subclass [`AsyncRepository`][dalkit.AsyncRepository] or
     [`AsyncInMemoryRepository`][dalkit.AsyncInMemoryRepository]; a backend implements only the
-    ``_``-prefixed hooks at the end of this class. Reads take specs positionally, ``field__op``
-    filters as keywords, and their order as ``sort`` (``"-created_at,id"`` or
-    ``[("created_at", "desc")]``; the primary key always ends it).
+    ``_``-prefixed hooks at the end of this class and of its read half, ``AsyncRepositoryReads``.
+    Reads take specs positionally, ``field__op`` filters as keywords, and their order as
+    ``sort`` (``"-created_at,id"`` or ``[("created_at", "desc")]``; the primary key always
+    ends it).
     """
-
-    # --- reads ------------------------------------------------------------------------------
-
-    async def get(self, ident: Any, *, include_deleted: bool = False) -> ModelT:
-        """The entity with primary key ``ident``; raises NotFoundError when there is none."""
-        entity = await self._get(self._q.ident(ident), include_deleted)
-        if entity is None:
-            raise NotFoundError(self._q.info.name, ident)
-        return entity
-
-    async def get_or_none(self, ident: Any, *, include_deleted: bool = False) -> ModelT | None:
-        """The entity with primary key ``ident``, or None."""
-        return await self._get(self._q.ident(ident), include_deleted)
-
-    async def get_many(
-        self, idents: Iterable[Any], *, include_deleted: bool = False
-    ) -> builtins.list[ModelT]:
-        """The entities with these primary keys, in the order given; missing ones are skipped."""
-        keys = builtins.list(dict.fromkeys(self._q.ident(i) for i in idents))
-        found: dict[tuple[Any, ...], ModelT] = {}
-        for start in range(0, len(keys), IN_CHUNK):
-            found.update(await self._get_many(keys[start : start + IN_CHUNK], include_deleted))
-        return [found[k] for k in keys if k in found]
-
-    async def list(
-        self,
-        *specs: Spec,
-        sort: SortInput | None = None,
-        limit: int | None = None,
-        offset: int | None = None,
-        load: LoadInput | None = None,
-        include_deleted: bool = False,
-        order_by: SortInput | None = None,
-        **filters: Any,
-    ) -> builtins.list[ModelT]:
-        """Entities matching every spec and ``field__op`` filter, in ``sort`` order
-        (``order_by`` is its former name)."""
-        limit, offset = check_window(limit, offset)
-        q = self._q
-        keys = q.sort_keys(pick_sort(sort, order_by))
-        read = q.read(specs, filters, include_deleted, keys, load, limit=limit, offset=offset)
-        return await self._select(read)
-
-    async def first(
-        self,
-        *specs: Spec,
-        sort: SortInput | None = None,
-        load: LoadInput | None = None,
-        include_deleted: bool = False,
-        order_by: SortInput | None = None,
-        **filters: Any,
-    ) -> ModelT | None:
-        """The first matching entity in ``sort`` order, or None."""
-        found = await self.list(
-            *specs,
-            sort=pick_sort(sort, order_by),
-            limit=1,
-            load=load,
-            include_deleted=include_deleted,
-            **filters,
-        )
-        return found[0] if found else None
-
-    async def find(self, *specs: Spec, **filters: Any) -> builtins.list[ModelT]:
-        """Entities matching the specs and ``field__op`` filters, in the default order. Every
-        keyword is a filter: user input passed as ``find(**query)`` can never set ``list()``
-        options such as ``include_deleted``, ``load`` or ``offset``."""
-        q = self._q
-        return await self._select(q.read(specs, filters, False, q.sort_keys(None)))
-
-    async def count(self, *specs: Spec, include_deleted: bool = False, **filters: Any) -> int:
-        """How many entities match every spec and ``field__op`` filter."""
-        return await self._count(self._q.where(specs, filters, include_deleted))
-
-    async def exists(self, *specs: Spec, include_deleted: bool = False, **filters: Any) -> bool:
-        """Whether any entity matches every spec and ``field__op`` filter."""
-        return await self._exists(self._q.where(specs, filters, include_deleted))
-
-    async def search(
-        self,
-        text: str,
-        *specs: Spec,
-        fields: Sequence[str] | None = None,
-        sort: SortInput | None = None,
-        limit: int | None = None,
-        include_deleted: bool = False,
-        order_by: SortInput | None = None,
-        **filters: Any,
-    ) -> builtins.list[ModelT]:
-        """Matching entities with ``text`` in any of ``fields`` (default: ``searchable``),
-        ignoring ASCII case; ``%`` and ``_`` in ``text`` are plain characters."""
-        q = self._q
-        found = q.search_condition(text, fields)
-        limit, _ = check_window(limit, None)
-        keys = q.sort_keys(pick_sort(sort, order_by))
-        read = q.read(specs, filters, include_deleted, keys, search=found, limit=limit)
-        return await self._select(read)
-
-    # --- pagination -------------------------------------------------------------------------
-
-    async def paginate(
-        self,
-        *specs: Spec,
-        page: int = 1,
-        per_page: int = 20,
-        sort: SortInput | None = None,
-        spec: Spec | None = None,
-        load: LoadInput | None = None,
-        include_deleted: bool = False,
-        **filters: Any,
-    ) -> Page[ModelT]:
-        """Page ``page`` (from 1) of ``per_page`` entities, with the total count. ``spec`` is
-        the former way to pass one spec."""
-        q = self._q
-        number, size, offset = check_page(page, per_page, q.max_page_size)
-        keys = q.sort_keys(sort)
-        read = q.read(
-            _specs(specs, spec), filters, include_deleted, keys, load, limit=size, offset=offset
-        )
-        total = await self._count(read.where)
-        items = await self._select(read) if offset < total else []
-        return Page.build(items, total, number, size)
-
-    async def paginate_cursor(
-        self,
-        *specs: Spec,
-        limit: int = 20,
-        after: str | None = None,
-        before: str | None = None,
-        sort: SortInput | None = None,
-        spec: Spec | None = None,
-        load: LoadInput | None = None,
-        include_deleted: bool = False,
-        **filters: Any,
-    ) -> CursorPage[ModelT]:
-        """Keyset pagination: up to ``limit`` entities after (or before) a cursor taken from a
-        previous page; the primary key is added to ``sort`` as the tie-breaker."""
-        q = self._q
-        codec = self._cursor_codec()
-        window, had_boundary = q.keyset(sort, after, before, codec)
-        size = check_limit(limit, q.max_page_size)
-        read = q.read(
-            _specs(specs, spec),
-            filters,
-            include_deleted,
-            window.read_keys,
-            load,
-            limit=size + 1,
-            window=window,
-        )
-        rows = await self._select(read)
-        return window.page(rows, size, lambda e: codec.encode(window.keys, e), had_boundary)
 
     # --- writes -----------------------------------------------------------------------------
 
     async def add(self, entity: ModelT) -> ModelT:
         """Add ``entity`` and flush, so that its generated key is set and constraint errors
-        surface here."""
+        surface here.
+
+        Args:
+            entity: A new instance of the model.
+
+        Returns:
+            The same entity, flushed.
+
+        Raises:
+            IntegrityError: When the row breaks a constraint (`UniqueViolationError`, ...).
+        """
         self._check_entity(entity)
         await self._add([entity])
         return entity
 
     async def add_many(self, entities: Iterable[ModelT]) -> builtins.list[ModelT]:
-        """`add()` for many entities in one flush: all of them, or none and the error."""
+        """`add()` for many entities in one flush: all of them, or none and the error.
+
+        Args:
+            entities: New instances of the model.
+
+        Returns:
+            The entities, flushed.
+
+        Raises:
+            IntegrityError: When a row breaks a constraint.
+        """
         added = builtins.list(entities)
         for entity in added:
             self._check_entity(entity)
@@ -208,7 +71,19 @@ class AsyncAbstractRepository(RepositoryBase[ModelT], abc.ABC):
         return added
 
     async def update(self, entity_or_id: Any, **values: Any) -> ModelT:
-        """Set ``values`` on the entity (or the one with that primary key) and flush."""
+        """Set ``values`` on the entity (or the one with that primary key) and flush.
+
+        Args:
+            entity_or_id: The entity, or its primary key.
+            **values: The fields to set.
+
+        Returns:
+            The updated entity.
+
+        Raises:
+            NotFoundError: When no entity has that primary key.
+            InvalidQueryError: For a field the model does not have.
+        """
         checked = check_values(self._q.info, values)
         entity = await self._resolve(entity_or_id)
         await self._update([(entity, checked)])
@@ -216,7 +91,17 @@ class AsyncAbstractRepository(RepositoryBase[ModelT], abc.ABC):
 
     async def update_many(self, rows: Iterable[Mapping[str, Any]]) -> int:
         """Apply each row's values to the entity with the row's primary key, flushing per
-        batch. Returns the number of rows that matched an entity."""
+        batch.
+
+        Args:
+            rows: Mappings of the primary key's fields and the fields to set.
+
+        Returns:
+            The number of rows that matched an entity.
+
+        Raises:
+            InvalidQueryError: For a row without its primary key, or a field the model lacks.
+        """
         batch = check_rows(self._q.info, rows)
         matched = 0
         for start in range(0, len(batch), IN_CHUNK):
@@ -235,7 +120,19 @@ class AsyncAbstractRepository(RepositoryBase[ModelT], abc.ABC):
         update: Sequence[str] | None = None,
     ) -> ModelT:
         """INSERT ... ON CONFLICT (``on``) DO UPDATE the ``update`` fields (default: every given
-        field not in ``on``); returns the stored entity."""
+        field not in ``on``).
+
+        Args:
+            values: The row's fields.
+            on: The fields of a unique constraint: the conflict target.
+            update: The fields to set on a conflict.
+
+        Returns:
+            The stored entity, inserted or updated.
+
+        Raises:
+            InvalidQueryError: For fields the model lacks, or ``on`` naming no unique constraint.
+        """
         row = dict(values)
         return await self._upsert(row, check_upsert(self._q.info, [row], on, update))
 
@@ -248,7 +145,20 @@ class AsyncAbstractRepository(RepositoryBase[ModelT], abc.ABC):
         chunk_size: int = 1000,
     ) -> int:
         """`upsert()` for many rows naming the same fields, one multi-row statement per
-        chunk; returns how many rows were inserted or updated (skipped ones do not count)."""
+        chunk.
+
+        Args:
+            rows: The rows, each naming the same fields.
+            on: The fields of a unique constraint: the conflict target.
+            update: The fields to set on a conflict.
+            chunk_size: Rows per statement.
+
+        Returns:
+            How many rows were inserted or updated (skipped ones do not count).
+
+        Raises:
+            InvalidQueryError: For fields the model lacks, or rows naming different fields.
+        """
         all_rows = [dict(r) for r in rows]
         upsert = check_upsert(self._q.info, all_rows, on, update)
         size = check_chunk_size(chunk_size)
@@ -256,7 +166,14 @@ class AsyncAbstractRepository(RepositoryBase[ModelT], abc.ABC):
 
     async def delete(self, entity_or_id: Any) -> None:
         """Delete the entity (or the one with that primary key); soft-deletable models get
-        ``deleted_at`` set instead."""
+        ``deleted_at`` set instead.
+
+        Args:
+            entity_or_id: The entity, or its primary key.
+
+        Raises:
+            NotFoundError: When no entity has that primary key.
+        """
         entity = await self._resolve(entity_or_id)
         if self._q.soft_delete:
             await self._update([(entity, {"deleted_at": utcnow()})])
@@ -264,7 +181,18 @@ class AsyncAbstractRepository(RepositoryBase[ModelT], abc.ABC):
             await self._delete(entity)
 
     async def restore(self, entity_or_id: Any) -> ModelT:
-        """Undo a soft delete."""
+        """Undo a soft delete.
+
+        Args:
+            entity_or_id: The entity, or its primary key (found among deleted ones too).
+
+        Returns:
+            The restored entity.
+
+        Raises:
+            NotFoundError: When no entity has that primary key.
+            TypeError: When the model is not soft-deletable.
+        """
         if not self._q.soft_delete:
             raise TypeError(f"{self._q.info.name} is not soft-deletable")
         entity = await self._resolve(entity_or_id, include_deleted=True)
@@ -273,7 +201,18 @@ class AsyncAbstractRepository(RepositoryBase[ModelT], abc.ABC):
 
     async def delete_where(self, *specs: Spec, **filters: Any) -> int:
         """Delete (or soft-delete) every matching row; returns how many. Refuses to run without
-        a condition: pass ``Spec()`` to mean every row."""
+        a condition: pass ``Spec()`` to mean every row.
+
+        Args:
+            *specs: Conditions, ANDed with each other and the filters.
+            **filters: ``field__op`` filters (``age__gte=18``), held to ``filterable``.
+
+        Returns:
+            How many rows were deleted.
+
+        Raises:
+            InvalidFilterError: Without a condition, or for a filter not allowed.
+        """
         if not specs and not filters:
             raise InvalidFilterError(
                 "delete_where needs a condition; pass Spec() to delete every row", name=""
@@ -295,7 +234,19 @@ class AsyncAbstractRepository(RepositoryBase[ModelT], abc.ABC):
         PostgreSQL, ``executemany`` on SQLite). Returns the number of rows written.
         ``chunk_size`` rows go per COPY; by default the whole load is one (10,000 a chunk with
         ``progress=True``): one COPY of 100k rows ran 12% (psycopg) to 24% (asyncpg) faster
-        than ten (bench/peers), and a failed load is bisected to its bad row either way."""
+        than ten (bench/peers), and a failed load is bisected to its bad row either way.
+
+        Args:
+            rows: Mappings of field values, each with the keys of the first.
+            chunk_size: Rows per COPY (default: the whole load, or 10,000 with ``progress``).
+            progress: Show a Rich progress bar (needs the ``rich`` package).
+
+        Returns:
+            The number of rows written.
+
+        Raises:
+            BulkLoadError: Naming the first row that cannot be written.
+        """
         originals = rows if isinstance(rows, Sequence) else builtins.list(rows)
         if chunk_size is None:
             chunk_size = DEFAULT_CHUNK_SIZE if progress else max(1, len(originals))
@@ -310,7 +261,19 @@ class AsyncAbstractRepository(RepositoryBase[ModelT], abc.ABC):
         progress: bool = False,
     ) -> int:
         """Update many rows by primary key, all or none like `bulk_insert()`; returns the
-        number of rows updated. An audited model's changes are logged chunk by chunk."""
+        number of rows updated. An audited model's changes are logged chunk by chunk.
+
+        Args:
+            rows: Mappings of the primary key's fields and the fields to set.
+            chunk_size: Rows per round trip.
+            progress: Log the progress at INFO after each chunk.
+
+        Returns:
+            The number of rows updated.
+
+        Raises:
+            BulkLoadError: Naming the first row that cannot be written.
+        """
         originals = rows if isinstance(rows, Sequence) else builtins.list(rows)
         size = check_chunk_size(chunk_size)
         return await self._bulk_update(originals, size, progress) if originals else 0
@@ -329,30 +292,6 @@ class AsyncAbstractRepository(RepositoryBase[ModelT], abc.ABC):
         return await self.get(entity_or_id, include_deleted=include_deleted)
 
     # --- backend hooks ----------------------------------------------------------------------
-
-    @abc.abstractmethod
-    def _cursor_codec(self) -> CursorCodec:
-        """The codec of keyset cursors, keyed with the configured secret."""
-
-    @abc.abstractmethod
-    async def _get(self, key: tuple[Any, ...], include_deleted: bool) -> ModelT | None:
-        """The visible entity with this primary key, or None."""
-
-    @abc.abstractmethod
-    async def _get_many(
-        self, keys: Sequence[tuple[Any, ...]], include_deleted: bool
-    ) -> dict[tuple[Any, ...], ModelT]:
-        """The visible entities with these keys (up to `IN_CHUNK`), by key."""
-
-    @abc.abstractmethod
-    async def _select(self, read: Read) -> builtins.list[ModelT]:
-        """The entities of a checked read, in its order and window."""
-
-    @abc.abstractmethod
-    async def _count(self, where: Group) -> int: ...
-
-    @abc.abstractmethod
-    async def _exists(self, where: Group) -> bool: ...
 
     @abc.abstractmethod
     async def _add(self, entities: builtins.list[ModelT]) -> None:
@@ -386,7 +325,3 @@ class AsyncAbstractRepository(RepositoryBase[ModelT], abc.ABC):
 
     @abc.abstractmethod
     async def _bulk_update(self, rows: Sequence[Any], chunk_size: int, progress: bool) -> int: ...
-
-
-def _specs(specs: tuple[Spec, ...], spec: Spec | None) -> tuple[Spec, ...]:
-    return specs if spec is None else (*specs, spec)

@@ -18,6 +18,7 @@ import sqlalchemy as sa
 import sqlalchemy.exc
 from sqlalchemy.engine import Dialect
 
+from dalkit.driver_errors import translate_dbapi_error
 from dalkit.errors import (
     BulkLoadError,
     ConfigurationError,
@@ -27,7 +28,6 @@ from dalkit.errors import (
     PoolTimeoutError,
     StatementTimeoutError,
     TransientError,
-    translate_dbapi_error,
 )
 from dalkit.query.fields import FieldInfo, ModelInfo
 from dalkit.repository.ranges import check_integer_ranges

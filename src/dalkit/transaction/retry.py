@@ -12,13 +12,13 @@ from collections.abc import Callable
 import sqlalchemy.exc
 from sqlalchemy.orm.exc import StaleDataError
 
+from dalkit.driver_errors import translate_dbapi_error
 from dalkit.errors import (
     ConfigurationError,
     ConnectionLostError,
     DatabaseError,
     RetryExhaustedError,
     TransientError,
-    translate_dbapi_error,
 )
 
 __all__ = [

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from time import perf_counter
-from typing import Any, Concatenate, ParamSpec, TypeVar, overload
+from typing import Any, ParamSpec, TypeVar
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -45,51 +45,6 @@ _OUTCOME_UNKNOWN = "dalkit: interrupted during COMMIT; whether the transaction c
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-
-class Transactional:
-    """Transaction options bound to one database, as ``db.transactional(...)`` returns them: a
-    decorator, and a runner of single calls (`run()`). When the function takes the session
-    as its first parameter, that parameter is dropped from the signature callers see."""
-
-    __slots__ = ("_options", "_policy", "_runner")
-
-    def __init__(
-        self,
-        runner: TransactionRunner,
-        options: TransactionOptions,
-        policy: RetryPolicy | None,
-    ) -> None:
-        self._runner = runner
-        self._options = options
-        self._policy = policy
-
-    @overload
-    def __call__(self, fn: Callable[Concatenate[Session, P], R], /) -> Callable[P, R]: ...
-
-    @overload
-    def __call__(self, fn: Callable[P, R], /) -> Callable[P, R]: ...
-
-    def __call__(self, fn: Callable[..., R], /) -> Callable[..., R]:
-        return self._runner.decorate(fn, self._options, self._policy)
-
-    @overload
-    def run(
-        self,
-        fn: Callable[Concatenate[Session, P], R],
-        /,
-        *args: P.args,
-        **kwargs: P.kwargs,
-    ) -> R: ...
-
-    @overload
-    def run(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R: ...
-
-    def run(self, fn: Callable[..., R], /, *args: Any, **kwargs: Any) -> R:
-        """``fn(*args, **kwargs)`` in a transaction with these options; every keyword argument
-        is ``fn``'s."""
-        inject = None if "session" in kwargs else session_parameter(fn)
-        return self._runner.run(fn, args, kwargs, self._options, self._policy, inject=inject)
 
 
 class TransactionRunner:

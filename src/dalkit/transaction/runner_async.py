@@ -13,7 +13,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from time import perf_counter
-from typing import Any, Concatenate, ParamSpec, TypeVar, overload
+from typing import Any, ParamSpec, TypeVar
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -44,55 +44,6 @@ _OUTCOME_UNKNOWN = "dalkit: interrupted during COMMIT; whether the transaction c
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-
-class AsyncTransactional:
-    """Transaction options bound to one database, as ``db.transactional(...)`` returns them: a
-    decorator, and a runner of single calls (`run()`). When the function takes the session
-    as its first parameter, that parameter is dropped from the signature callers see."""
-
-    __slots__ = ("_options", "_policy", "_runner")
-
-    def __init__(
-        self,
-        runner: AsyncTransactionRunner,
-        options: TransactionOptions,
-        policy: RetryPolicy | None,
-    ) -> None:
-        self._runner = runner
-        self._options = options
-        self._policy = policy
-
-    @overload
-    def __call__(
-        self, fn: Callable[Concatenate[AsyncSession, P], Awaitable[R]], /
-    ) -> Callable[P, Awaitable[R]]: ...
-
-    @overload
-    def __call__(self, fn: Callable[P, Awaitable[R]], /) -> Callable[P, Awaitable[R]]: ...
-
-    def __call__(self, fn: Callable[..., Awaitable[R]], /) -> Callable[..., Awaitable[R]]:
-        return self._runner.decorate(fn, self._options, self._policy)
-
-    @overload
-    async def run(
-        self,
-        fn: Callable[Concatenate[AsyncSession, P], Awaitable[R]],
-        /,
-        *args: P.args,
-        **kwargs: P.kwargs,
-    ) -> R: ...
-
-    @overload
-    async def run(
-        self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs
-    ) -> R: ...
-
-    async def run(self, fn: Callable[..., Awaitable[R]], /, *args: Any, **kwargs: Any) -> R:
-        """``fn(*args, **kwargs)`` in a transaction with these options; every keyword argument
-        is ``fn``'s."""
-        inject = None if "session" in kwargs else session_parameter(fn)
-        return await self._runner.run(fn, args, kwargs, self._options, self._policy, inject=inject)
 
 
 class AsyncTransactionRunner:

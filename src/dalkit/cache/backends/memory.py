@@ -77,15 +77,16 @@ class MemoryBackend:
             while len(self._entries) > self.max_entries:
                 self._entries.popitem(last=False)
 
-    def bump(self, tables: Sequence[str]) -> None:
+    def bump(self, tables: Sequence[str], position: int | None = None) -> None:
         """Give ``tables`` fresh tokens: their entries become unservable.
 
         Args:
             tables: The names of the tables written.
+            position: The primary's WAL position after the commit (with read replicas).
         """
         with self._lock:
             for table in tables:
-                self._tokens[table] = new_token()
+                self._tokens[table] = new_token(position)
 
     def clear(self) -> None:
         """Drop every entry and token."""
@@ -96,7 +97,7 @@ class MemoryBackend:
     def _token(self, table: str) -> str:
         token = self._tokens.get(table)
         if token is None:
-            token = self._tokens[table] = new_token()
+            token = self._tokens[table] = new_token(0)  # made, not bumped: no commit to wait for
         return token
 
     async def fetch_async(self, key: str, tables: Sequence[str]) -> tuple[Any, Tokens]:
@@ -122,13 +123,14 @@ class MemoryBackend:
         """
         self.store(key, tokens, payload, ttl)
 
-    async def bump_async(self, tables: Sequence[str]) -> None:
+    async def bump_async(self, tables: Sequence[str], position: int | None = None) -> None:
         """[`bump`][dalkit.cache.MemoryBackend.bump], for the async cache.
 
         Args:
             tables: The names of the tables written.
+            position: The primary's WAL position after the commit (with read replicas).
         """
-        self.bump(tables)
+        self.bump(tables, position)
 
     def __len__(self) -> int:
         return len(self._entries)

@@ -73,7 +73,7 @@ class AsyncRedisBackend(RedisKeys):
             pipe = self._client.pipeline(transaction=False)
             for name, value in zip(names, values, strict=True):
                 if value is None:
-                    pipe.set(name, new_token(), nx=True)
+                    pipe.set(name, new_token(0), nx=True)  # made, not bumped: no commit
             pipe.mget(names)
             values = (await pipe.execute())[-1]
             return None, self.tokens(values)  # an entry can never carry a token just made
@@ -91,13 +91,15 @@ class AsyncRedisBackend(RedisKeys):
         """
         await self._client.set(key, encode_entry(tokens, payload), px=max(1, int(ttl * 1000)))
 
-    async def bump_async(self, tables: Sequence[str]) -> None:
+    async def bump_async(self, tables: Sequence[str], position: int | None = None) -> None:
         """Give ``tables`` fresh tokens, in one ``MSET``: their entries become unservable.
 
         Args:
             tables: The names of the tables written.
+            position: The primary's WAL position after the commit (with read replicas).
         """
-        await self._client.mset({name: new_token() for name in self.token_keys(tables)})
+        fresh = {name: new_token(position) for name in self.token_keys(tables)}
+        await self._client.mset(fresh)
 
     async def lock_async(self, key: str) -> Any:
         """Hold the stampede lock of ``key``, waiting for it up to ``lock_timeout``.

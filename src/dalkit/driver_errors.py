@@ -1,0 +1,141 @@
+"""The one place where driver errors (psycopg, asyncpg, sqlite3) become dalkit's own: by SQLSTATE
+or SQLite result code, `translate_dbapi_error()` for what SQLAlchemy wraps and
+`translate_connect_error()` for the plain ``OSError`` asyncpg raises while connecting."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy.exc
+
+from dalkit.errors import (
+    CheckViolationError,
+    ConnectionFailedError,
+    ConnectionLostError,
+    DatabaseBusyError,
+    DatabaseError,
+    DeadlockError,
+    ForeignKeyViolationError,
+    IntegrityError,
+    NotNullViolationError,
+    SerializationError,
+    StatementTimeoutError,
+    UniqueViolationError,
+)
+
+__all__ = ["translate_connect_error", "translate_dbapi_error"]
+
+
+_BY_SQLSTATE: dict[str, type[DatabaseError]] = {
+    "23505": UniqueViolationError,
+    "23503": ForeignKeyViolationError,
+    "23514": CheckViolationError,
+    "23502": NotNullViolationError,
+    "40001": SerializationError,
+    "40P01": DeadlockError,
+    "57014": StatementTimeoutError,
+    # admin shutdown, crash shutdown, cannot connect now: the server went away under us
+    "57P01": ConnectionLostError,
+    "57P02": ConnectionLostError,
+    "57P03": ConnectionLostError,
+    "28P01": ConnectionFailedError,
+    "28000": ConnectionFailedError,
+    "3D000": ConnectionFailedError,
+}
+
+# SQLite extended result codes (sqlite3.Error.sqlite_errorcode): see sqlite.org/rescode.html
+_BY_SQLITE_CODE: dict[int, type[DatabaseError]] = {
+    2067: UniqueViolationError,  # SQLITE_CONSTRAINT_UNIQUE
+    1555: UniqueViolationError,  # SQLITE_CONSTRAINT_PRIMARYKEY
+    787: ForeignKeyViolationError,  # SQLITE_CONSTRAINT_FOREIGNKEY
+    275: CheckViolationError,  # SQLITE_CONSTRAINT_CHECK
+    1299: NotNullViolationError,  # SQLITE_CONSTRAINT_NOTNULL
+    5: DatabaseBusyError,  # SQLITE_BUSY
+    517: DatabaseBusyError,  # SQLITE_BUSY_SNAPSHOT
+    261: DatabaseBusyError,  # SQLITE_BUSY_RECOVERY
+    6: DatabaseBusyError,  # SQLITE_LOCKED
+    262: DatabaseBusyError,  # SQLITE_LOCKED_SHAREDCACHE
+    14: ConnectionFailedError,  # SQLITE_CANTOPEN
+}
+
+
+def _driver_errors(exc: BaseException | None) -> list[Any]:
+    """The driver error and its causes: async adapters keep the real driver error as cause."""
+    chain: list[Any] = []
+    while exc is not None and len(chain) < 4:
+        chain.append(exc)
+        exc = exc.__cause__
+    return chain
+
+
+def _sqlstate(errors: list[Any]) -> str | None:
+    for err in errors:
+        # psycopg: .sqlstate; asyncpg: .sqlstate; SQLAlchemy's asyncpg adapter: .pgcode
+        code = getattr(err, "sqlstate", None) or getattr(err, "pgcode", None)
+        if isinstance(code, str) and code:
+            return code
+    return None
+
+
+def _constraint(errors: list[Any]) -> str | None:
+    for err in errors:
+        name = getattr(err, "constraint_name", None)  # asyncpg
+        if name is None:
+            diag = getattr(err, "diag", None)  # psycopg
+            name = getattr(diag, "constraint_name", None)
+        if isinstance(name, str):
+            return name
+    return None
+
+
+def _sqlite_code(errors: list[Any]) -> int | None:
+    for err in errors:
+        code = getattr(err, "sqlite_errorcode", None)
+        if isinstance(code, int):
+            return code
+    return None
+
+
+def translate_dbapi_error(
+    exc: sqlalchemy.exc.DBAPIError, *, is_disconnect: bool = False, on_connect: bool = False
+) -> DatabaseError:
+    """Map a SQLAlchemy-wrapped driver error onto dalkit's tree, by SQLSTATE or SQLite code.
+
+    The message keeps the driver's words but drops the SQL parameters, which may hold secrets.
+    """
+    errors = _driver_errors(exc.orig)
+    sqlstate = _sqlstate(errors)
+    cls: type[DatabaseError] | None = _BY_SQLSTATE.get(sqlstate) if sqlstate else None
+    if cls is None:
+        code = _sqlite_code(errors)
+        cls = _BY_SQLITE_CODE.get(code) if code is not None else None
+        if cls is None and code is not None and code & 0xFF == 19:  # any other SQLITE_CONSTRAINT
+            cls = IntegrityError
+    if cls is None and "database is locked" in str(exc.orig):
+        cls = DatabaseBusyError
+    if cls is None or (cls is ConnectionLostError and on_connect):
+        if on_connect:
+            cls = ConnectionFailedError
+        elif is_disconnect:
+            cls = ConnectionLostError
+        elif isinstance(exc, sqlalchemy.exc.IntegrityError):
+            cls = IntegrityError
+        else:
+            cls = DatabaseError
+    return cls(_driver_message(errors), sqlstate=sqlstate, constraint=_constraint(errors))
+
+
+def translate_connect_error(exc: OSError) -> ConnectionFailedError:
+    """A ConnectionFailedError for an ``OSError`` raised while opening a connection."""
+    return ConnectionFailedError(f"could not connect to the server: {_driver_message([exc])}")
+
+
+def _driver_message(errors: list[Any]) -> str:
+    """The innermost driver error's own text: async adapters prefix theirs with a class repr
+    (``<class 'asyncpg.exceptions.UniqueViolationError'>: ...``), and the exception type
+    already says what kind of error it is."""
+    for err in reversed(errors):
+        text = str(err).strip()
+        if text:
+            return text
+    return type(errors[0]).__name__ if errors else "unknown driver error"
