@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import select, text, update
+from sqlalchemy import event, select, text, update
 from sqlalchemy.orm import Session
 
 from dalkit import Database, Repository
@@ -242,6 +242,27 @@ def test_a_cached_miss_runs_on_a_replica_that_has_replayed_what_the_tokens_stand
         assert (stats["misses"], stats["hits"], stats["sets"]) == (1, 1, 1), stats
         assert _stats(db)["default_transactions_routed"] == 1  # the miss; a hit sends nothing
         assert _replica(db)["reads"] == 1
+    finally:
+        db.dispose()
+
+
+def test_a_write_commit_reads_the_primary_position_once_for_the_router_and_the_cache(
+    replicated_database: tuple[str, str], replication: Replication
+) -> None:
+    db = _database(replicated_database, replication, cache=QueryCache(MemoryBackend()))
+    try:
+        _paused_with(db, replication, {})
+        positions: list[str] = []
+
+        @event.listens_for(db.engine, "before_cursor_execute")
+        def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+            if "pg_current_wal_insert_lsn" in statement:
+                positions.append(statement)
+
+        _write(db, 1, "new")
+        assert len(positions) == 1  # read by the router, reused for the cache's tokens
+        token = db.cache.backend._tokens[db.cache.token_names(["widgets"])[0]]
+        assert int(token.partition("@")[2], 16) > 0  # and the tokens carry it
     finally:
         db.dispose()
 

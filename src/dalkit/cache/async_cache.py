@@ -17,7 +17,7 @@ from dalkit.cache.install import install
 from dalkit.cache.keys import function_key
 from dalkit.cache.results import freeze, thaw
 from dalkit.cache.versions import entry_tables, replayed_by
-from dalkit.engine.autoroute import PRIMARY_POSITION, route_miss
+from dalkit.engine.autoroute import PRIMARY_POSITION, commit_position, route_miss
 from dalkit.engine.replicas import parse_lsn
 
 P = ParamSpec("P")
@@ -210,7 +210,7 @@ class AsyncQueryCache(CacheCore):
 
         return decorate
 
-    async def invalidate(self, tables: Iterable[str]) -> None:
+    async def invalidate(self, tables: Iterable[str], committed: Any = None) -> None:
         """Make every entry reading one of ``tables`` unservable, now.
 
         Never raises: when the backend fails, the invalidation stays pending (and the cache
@@ -218,11 +218,14 @@ class AsyncQueryCache(CacheCore):
 
         Args:
             tables: The names of the tables written.
+            committed: The transaction scope whose commit wrote them, if known: with read
+                replicas, the WAL position the router read after that commit tags the new
+                tokens without another round trip.
         """
         names = self.take_pending(tables)
         if not names:
             return
-        position = await self._commit_position()
+        position = await self._commit_position(committed)
         try:
             await self.backend.bump_async(self.token_names(names), position)
         except Exception as error:
@@ -235,12 +238,15 @@ class AsyncQueryCache(CacheCore):
         """Make every entry unservable (what DDL does)."""
         await self.invalidate(["*"])
 
-    async def _commit_position(self) -> int | None:
+    async def _commit_position(self, committed: Any) -> int | None:
         # with read replicas: the WAL position a replica must have replayed to compute entries
-        # under the new tokens (read after COMMIT, so past it); one primary round trip per
-        # write commit, paid only by databases with replicas. Unknown: misses use the primary
+        # under the new tokens (read after COMMIT, so past it): the router's, read for
+        # read-your-writes, else read here. Unknown: misses of these tables use the primary
         if getattr(self.database, "_replicas", None) is None:
             return None
+        known = None if committed is None else commit_position(committed)
+        if known is not None:
+            return known
         try:
             async with self.database.engine.connect() as connection:
                 found = await connection.exec_driver_sql(PRIMARY_POSITION)

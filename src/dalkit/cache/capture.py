@@ -165,7 +165,8 @@ def register(cache: CacheCore, scope: TransactionScope, tables: Iterable[str]) -
     if registered:
         registered[-1][1].update(new)  # read by its callback when the commit has happened
         return
-    scope.add(functools.partial(cache.invalidate, new), on_commit=True, robust=True)  # type: ignore[attr-defined]
+    invalidate = functools.partial(cache.invalidate, new, scope)  # type: ignore[attr-defined]
+    scope.add(invalidate, on_commit=True, robust=True)
     assert scope.callbacks is not None
     registered.append((scope.callbacks[-1], new))
 

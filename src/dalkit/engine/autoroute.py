@@ -39,6 +39,7 @@ from sqlalchemy.sql.functions import FunctionElement
 from dalkit.transaction.deferred import DEFERRED_BEGIN_OPTION
 
 __all__ = [
+    "COMMIT_POSITION",
     "PRIMARY_POSITION",
     "REPLICA_OPTION",
     "ReadRouter",
@@ -46,6 +47,7 @@ __all__ = [
     "install",
     "plain_select",
     "read_on_replica",
+    "commit_position",
     "replica_of",
     "route_miss",
 ]
@@ -55,6 +57,8 @@ REPLICA_OPTION = "dalkit_replica"
 #: The primary's WAL position: past every commit that has returned (the insert position, since
 #: the commit record may still sit in the WAL buffers with ``synchronous_commit=off``).
 PRIMARY_POSITION = "SELECT pg_current_wal_insert_lsn()::text"
+#: ``scope.state`` key: the primary's position the router read after the scope's commit
+COMMIT_POSITION = "dalkit.replicas.commit_position"
 _ROUTER = "dalkit.replicas.router"  # session.info: the router (put there by the factory)
 _STATE = "dalkit.replicas.plain_reads"  # session.info: this session's _PlainReads, or False
 # functions a standby runs and that write nothing; any other (nextval(), a user's function that
@@ -353,3 +357,21 @@ def route_miss(session: Any, needed: int | None) -> bool:
     elif state.bind is not None and getattr(state.replica, "replay_lsn", 0) < needed:
         state.wrote = True
     return True
+
+
+def commit_position(scope: Any) -> int | None:
+    """The primary's WAL position the router read after ``scope`` (or a transaction it ran
+    inside) committed, so that the query cache need not read it again.
+
+    Args:
+        scope: A TransactionScope whose commit has happened.
+
+    Returns:
+        The position, or None when the router did not read one (no replicas, nothing it saw
+        as a write, or the read failed).
+    """
+    for candidate in scope.ancestors():
+        position: int | None = (candidate.state or {}).get(COMMIT_POSITION)
+        if position is not None:
+            return position
+    return None

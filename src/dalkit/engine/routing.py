@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import threading
 import time
@@ -194,9 +195,17 @@ class _Router(Generic[E]):
             scope.state = {}
         if _WROTE not in scope.state:
             scope.state[_WROTE] = True
-            scope.add(self._after_write, on_commit=True, robust=True)
+            scope.add(functools.partial(self._after_write, scope), on_commit=True, robust=True)
 
-    def _after_write(self) -> object:
+    def _wrote(self, scope: TransactionScope, lsn: str) -> None:
+        position = parse_lsn(lsn)
+        self.replicas.wrote(position)
+        # the query cache tags the commit's tokens with it (engine.autoroute.commit_position)
+        if scope.state is None:
+            scope.state = {}
+        scope.state[autoroute.COMMIT_POSITION] = position
+
+    def _after_write(self, scope: TransactionScope) -> object:
         raise NotImplementedError
 
     def _ensure_monitor(self) -> None:
@@ -215,10 +224,10 @@ class ReplicaRouter(_Router[Engine]):
         self._stop = threading.Event()
         self._lock = threading.Lock()
 
-    def _after_write(self) -> None:
+    def _after_write(self, scope: TransactionScope) -> None:
         with self.primary.connect() as connection:
             lsn = connection.exec_driver_sql(_PRIMARY_LSN).scalar_one()
-        self.replicas.wrote(parse_lsn(lsn))
+        self._wrote(scope, lsn)
 
     def _ensure_monitor(self) -> None:
         if self._thread is not None or self._closed:
@@ -275,13 +284,13 @@ class AsyncReplicaRouter(_Router["AsyncEngine"]):
         super().__init__(*args, **kwargs)
         self._task: asyncio.Task[None] | None = None
 
-    def _after_write(self) -> Awaitable[None]:
-        return self._record_position()
+    def _after_write(self, scope: TransactionScope) -> Awaitable[None]:
+        return self._record_position(scope)
 
-    async def _record_position(self) -> None:
+    async def _record_position(self, scope: TransactionScope) -> None:
         async with self.primary.connect() as connection:
             lsn = (await connection.exec_driver_sql(_PRIMARY_LSN)).scalar_one()
-        self.replicas.wrote(parse_lsn(lsn))
+        self._wrote(scope, lsn)
 
     def _ensure_monitor(self) -> None:
         if self._closed or (self._task is not None and not self._task.done()):
