@@ -6,7 +6,7 @@ import gc
 import math
 import statistics
 from collections.abc import Callable, Mapping, Sequence
-from time import perf_counter
+from time import perf_counter, process_time
 
 Operation = Callable[[], object]
 
@@ -14,9 +14,15 @@ MIN_REPEATS = 20
 
 
 def interleaved_samples(
-    variants: Mapping[str, Operation], *, batch_s: float = 0.2, min_repeats: int = MIN_REPEATS
+    variants: Mapping[str, Operation],
+    *,
+    batch_s: float = 0.2,
+    min_repeats: int = MIN_REPEATS,
+    cpu: dict[str, list[float]] | None = None,
 ) -> dict[str, list[float]]:
-    """``name -> ops/s of each timed batch``, in repeat order, for each variant.
+    """``name -> ops/s of each timed batch``, in repeat order, for each variant; ``cpu``, when
+    given, gets ``name -> this process's CPU seconds per call of each batch``, which another
+    process sharing the cores disturbs far less than the wall clock.
 
     Every repeat runs one timed batch of every variant, in an order rotated by one each
     repeat: slow drift (CPU frequency, the server's background work, a noisy neighbour)
@@ -28,10 +34,15 @@ def interleaved_samples(
     repeats = len(names) * math.ceil(min_repeats / len(names))
     sizes = {name: _calibrate(variants[name], batch_s) for name in names}
     samples: dict[str, list[float]] = {name: [] for name in names}
+    cpu_s: dict[str, list[float]] = {name: [] for name in names}
     for repeat in range(repeats):
         shift = repeat % len(names)
         for name in names[shift:] + names[:shift]:
-            samples[name].append(_batch(variants[name], sizes[name]))
+            ops, cpu_per_call = _batch(variants[name], sizes[name])
+            samples[name].append(ops)
+            cpu_s[name].append(cpu_per_call)
+    if cpu is not None:
+        cpu.update(cpu_s)
     return samples
 
 
@@ -60,16 +71,16 @@ def _calibrate(operation: Operation, batch_s: float) -> int:
     return max(10, round(calls * batch_s / elapsed))
 
 
-def _batch(operation: Operation, calls: int) -> float:
+def _batch(operation: Operation, calls: int) -> tuple[float, float]:
     # a collection landing in one batch and not another is noise, not a property of the code
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        started = perf_counter()
+        started, cpu_started = perf_counter(), process_time()
         for _ in range(calls):
             operation()
-        elapsed = perf_counter() - started
+        elapsed, cpu = perf_counter() - started, process_time() - cpu_started
     finally:
         if gc_was_enabled:
             gc.enable()
-    return calls / elapsed
+    return calls / elapsed, cpu / calls

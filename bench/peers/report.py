@@ -67,6 +67,7 @@ def rows(run: PeersRun) -> list[dict[str, Any]]:
                 "spread_pct": spread,
                 "baseline": None,
                 "samples": samples,
+                "cpu_us": _median(run.cpu_us.get(op, {}).get(label) or [0.0])[0] or None,
                 "statements": run.statements.get((op, label)),
             }
             if base is not None and label != BASELINE:
@@ -167,9 +168,9 @@ def _matrix(by_op: Mapping[str, Sequence[Mapping[str, Any]]]) -> str:
 
 def _detail(op_rows: Sequence[Mapping[str, Any]]) -> str:
     lines = [
-        "| variant | ops/s | spread | ratio to dalkit | ratio spread | statements/op "
-        "| statements |",
-        "|---|---:|---:|---:|---:|---:|---|",
+        "| variant | ops/s | spread | ratio to dalkit | ratio spread | CPU µs/request "
+        "| statements/op | statements |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for row in sorted(op_rows, key=lambda r: -r["ops_per_s"]):
         ratio = row.get("ratio")
@@ -178,6 +179,7 @@ def _detail(op_rows: Sequence[Mapping[str, Any]]) -> str:
             f"| {row['variant']} | {row['ops_per_s']:,.0f} | {_pct(row['spread_pct'])} "
             f"| {'1 (baseline)' if row['variant'] == BASELINE else _num(ratio)} "
             f"| {'' if ratio is None else _pct(row.get('ratio_spread_pct'))} "
+            f"| {'—' if row.get('cpu_us') is None else format(row['cpu_us'], ',.0f')} "
             f"| {'—' if sent is None else len(sent)} | {'—' if sent is None else _kinds(sent)} |"
         )
     return "\n".join(lines)

@@ -79,6 +79,8 @@ OPERATIONS = [GET_S, GET_A, PAGE_S, PAGE_A, INSERT_S, INSERT_A, TASKS_A, BULK_S,
 class PeersRun:
     #: operation -> variant label -> ops/s of each timed batch (rows/s for loads)
     samples: dict[str, dict[str, list[float]]]
+    #: operation -> variant label -> this process's CPU microseconds per request of each batch
+    cpu_us: dict[str, dict[str, list[float]]]
     #: (operation, label) -> the statements one call sent, as kinds in order
     statements: dict[tuple[str, str], list[str]]
     #: "label (what)" -> why it is not in the figures
@@ -130,7 +132,8 @@ def run(target: Target) -> PeersRun:
             loop.close()
     # a driver's error may quote the connection string
     left_out = {key: target.redact(reason) for key, reason in left_out.items()}
-    return PeersRun(samples, statements, left_out, skipped, perf_counter() - started)
+    cpu_us = {op: dict(found) for op, found in CPU_US.items() if op in samples}
+    return PeersRun(samples, cpu_us, statements, left_out, skipped, perf_counter() - started)
 
 
 def _progress(what: str, since: float) -> float:
@@ -338,11 +341,18 @@ def _interleaved(
     per_call: int = 1,
     repeats: int = MIN_REPEATS,
 ) -> dict[str, list[float]]:
-    """ops/s of each batch of each variant; ``per_call`` requests make one call."""
+    """ops/s of each batch of each variant; ``per_call`` requests make one call. The CPU each
+    request took in this process goes to `CPU_US`."""
     started = perf_counter()
-    found = interleaved_samples(variants, batch_s=BATCH_S, min_repeats=repeats)
+    cpu: dict[str, list[float]] = {}
+    found = interleaved_samples(variants, batch_s=BATCH_S, min_repeats=repeats, cpu=cpu)
     _progress(op, started)
+    CPU_US[op] = {name: [s * 1e6 / per_call for s in batches] for name, batches in cpu.items()}
     return {name: [ops * per_call for ops in batches] for name, batches in found.items()}
+
+
+#: operation -> variant -> CPU microseconds per request of each batch, filled by _interleaved
+CPU_US: dict[str, dict[str, list[float]]] = {}
 
 
 def _bind(load: Callable[[Sequence[Any]], None], rows: list[Any]) -> Callable[[], object]:

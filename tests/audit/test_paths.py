@@ -148,16 +148,27 @@ def test_raw_sql_writing_an_audited_table_is_refused_and_other_raw_sql_runs(
         assert (session.get(Author, 1)) is not None
 
 
-def test_removing_a_child_of_a_delete_orphan_relationship_records_its_delete(
-    database: Database,
-) -> None:
+def _author_with_comments(database: Database) -> int:
+    """The id of a new author with the comments "one" and "two"."""
     with UnitOfWork(database) as uow:
         author = Author(email="a@x", name="A", comments=[Comment(body="one"), Comment(body="two")])
         uow.session.add(author)
+    return author.id
+
+
+def _with_comments(uow: UnitOfWork, author_id: int) -> Author:
+    loaded = uow.session.get(Author, author_id)
+    assert loaded is not None
+    uow.session.refresh(loaded, ["comments"])
+    return loaded
+
+
+def test_removing_a_child_of_a_delete_orphan_relationship_records_its_delete(
+    database: Database,
+) -> None:
+    author_id = _author_with_comments(database)
     with UnitOfWork(database, actor="mod") as uow:
-        loaded = uow.session.get(Author, author.id)
-        assert loaded is not None
-        uow.session.refresh(loaded, ["comments"])
+        loaded = _with_comments(uow, author_id)  # held: the session keeps it weakly
         loaded.comments.clear()
     for comment_id, body in ((1, "one"), (2, "two")):
         entries = trail(database, Comment, comment_id)
@@ -166,6 +177,24 @@ def test_removing_a_child_of_a_delete_orphan_relationship_records_its_delete(
     with database.session() as session:
         found = session.execute(sa.select(sa.func.count()).select_from(table(Comment)))
         assert found.scalar_one() == 0
+
+
+def test_editing_children_of_a_delete_orphan_relationship_that_stay_records_updates(
+    database: Database,
+) -> None:
+    author_id = _author_with_comments(database)
+    with UnitOfWork(database, actor="ed") as uow:
+        loaded = _with_comments(uow, author_id)
+        loaded.name = "B"
+        loaded.comments[0].body = "first"
+        alone = uow.session.get(Comment, 2)
+        assert alone is not None
+        alone.body = "second"
+    assert actions(database, Author, author_id) == ["create", "update"]
+    for comment_id, old, new in ((1, "one", "first"), (2, "two", "second")):
+        entries = trail(database, Comment, comment_id)
+        assert [e.action for e in entries] == ["create", "update"]
+        assert entries[-1].changes == {"body": {"old": old, "new": new}}
 
 
 def test_the_bulk_insert_recorder_logs_each_row_a_chunk_writes(

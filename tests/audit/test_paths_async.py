@@ -151,16 +151,27 @@ async def test_raw_sql_writing_an_audited_table_is_refused_and_other_raw_sql_run
         assert (await session.get(Author, 1)) is not None
 
 
-async def test_removing_a_child_of_a_delete_orphan_relationship_records_its_delete(
-    async_database: AsyncDatabase,
-) -> None:
+async def _author_with_comments(async_database: AsyncDatabase) -> int:
+    """The id of a new author with the comments "one" and "two"."""
     async with AsyncUnitOfWork(async_database) as uow:
         author = Author(email="a@x", name="A", comments=[Comment(body="one"), Comment(body="two")])
         uow.session.add(author)
+    return author.id
+
+
+async def _with_comments(uow: AsyncUnitOfWork, author_id: int) -> Author:
+    loaded = await uow.session.get(Author, author_id)
+    assert loaded is not None
+    await uow.session.refresh(loaded, ["comments"])
+    return loaded
+
+
+async def test_removing_a_child_of_a_delete_orphan_relationship_records_its_delete(
+    async_database: AsyncDatabase,
+) -> None:
+    author_id = await _author_with_comments(async_database)
     async with AsyncUnitOfWork(async_database, actor="mod") as uow:
-        loaded = await uow.session.get(Author, author.id)
-        assert loaded is not None
-        await uow.session.refresh(loaded, ["comments"])
+        loaded = await _with_comments(uow, author_id)  # held: the session keeps it weakly
         loaded.comments.clear()
     for comment_id, body in ((1, "one"), (2, "two")):
         entries = await trail(async_database, Comment, comment_id)
@@ -169,6 +180,24 @@ async def test_removing_a_child_of_a_delete_orphan_relationship_records_its_dele
     async with async_database.session() as session:
         found = await session.execute(sa.select(sa.func.count()).select_from(table(Comment)))
         assert found.scalar_one() == 0
+
+
+async def test_editing_children_of_a_delete_orphan_relationship_that_stay_records_updates(
+    async_database: AsyncDatabase,
+) -> None:
+    author_id = await _author_with_comments(async_database)
+    async with AsyncUnitOfWork(async_database, actor="ed") as uow:
+        loaded = await _with_comments(uow, author_id)
+        loaded.name = "B"
+        loaded.comments[0].body = "first"
+        alone = await uow.session.get(Comment, 2)
+        assert alone is not None
+        alone.body = "second"
+    assert await actions(async_database, Author, author_id) == ["create", "update"]
+    for comment_id, old, new in ((1, "one", "first"), (2, "two", "second")):
+        entries = await trail(async_database, Comment, comment_id)
+        assert [e.action for e in entries] == ["create", "update"]
+        assert entries[-1].changes == {"body": {"old": old, "new": new}}
 
 
 async def test_the_bulk_insert_recorder_logs_each_row_a_chunk_writes(

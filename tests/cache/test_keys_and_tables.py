@@ -39,6 +39,19 @@ def test_equal_statements_share_a_key_and_different_values_do_not() -> None:
     assert keys.key(sa.text("SELECT :a"), {"a": 1}) != keys.key(sa.text("SELECT :a"), {"a": 2})
 
 
+def test_a_reused_statement_keeps_its_key_and_computed_values_are_read_again() -> None:
+    keys = KeyBuilder(DIALECT, "ns")
+    statement = sa.select(Book).where(Book.id == sa.bindparam("pk0"))
+    assert keys.key(statement, {"pk0": 1}) == keys.key(statement, {"pk0": 1})
+    assert keys.key(statement, {"pk0": 1}) != keys.key(statement, {"pk0": 2})
+    current = [1]
+    computed = sa.select(Book).where(Book.id == sa.bindparam("x", callable_=lambda: current[0]))
+    first = keys.key(computed)
+    current[0] = 2
+    assert keys.key(computed) != first
+    assert keys.key_and_shape(sa.text("SELECT 1"))[1] is not None
+
+
 def test_a_key_never_contains_the_bound_values() -> None:
     keys = KeyBuilder(DIALECT, "ns")
     key = keys.key(sa.select(Book).where(Book.title == "secret-title"))

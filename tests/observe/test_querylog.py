@@ -8,6 +8,7 @@ import pytest
 import sqlalchemy as sa
 
 from dalkit import AsyncDatabase, Database
+from dalkit.engine.statement_hooks import hooks_for
 from dalkit.observe import install
 from dalkit.observe.querylog import QueryStats, mask_parameters, shape_of
 
@@ -110,14 +111,16 @@ async def test_async_statements_are_counted_by_the_same_listeners(
 def test_nothing_is_installed_when_everything_is_off(db: Database) -> None:
     engine = db.engine
     observer = install(engine, {"query_stats": False, "nplusone": "off"})
+    hooks = hooks_for(engine.dialect)
     try:
         assert not observer.listening
-        assert not sa.event.contains(engine, "after_cursor_execute", observer._after)
+        assert observer._after not in hooks.timers
         observer.enable_metrics()
         assert observer.listening
+        assert observer._after in hooks.timers
     finally:
         observer.uninstall()
-    assert not sa.event.contains(engine, "after_cursor_execute", observer._after)
+    assert observer._after not in hooks.timers
 
 
 def test_the_slow_query_log_names_the_request_and_actor(

@@ -771,6 +771,21 @@ async def test_bulk_insert_rows_must_have_the_fields_of_the_first(readings: Any)
         await readings.bulk_insert([{"id": 1, "nope": 2}])
 
 
+async def test_a_row_of_another_shape_in_a_later_chunk_is_named_and_nothing_stays(
+    readings: Any,
+) -> None:
+    rows: list[Any] = reading_rows(2500)
+    del rows[2345]["bucket"]
+    with pytest.raises(BulkLoadError) as caught:
+        await readings.bulk_insert(rows, chunk_size=1000)
+    assert caught.value.row_index == 2345
+    mixed: list[Any] = reading_rows(1500)
+    mixed[1200] = ("not", "a", "mapping")
+    with pytest.raises(BulkLoadError, match="row 1200"):
+        await readings.bulk_insert(mixed)
+    assert await readings.count() == 0
+
+
 async def test_bulk_update_updates_by_primary_key_and_counts(readings: Any) -> None:
     await readings.bulk_insert(reading_rows(1200))
     changes = [{"id": i, "value": 7, "sensor": "changed"} for i in range(0, 1200, 3)]

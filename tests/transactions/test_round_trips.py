@@ -8,10 +8,12 @@ SERIALIZABLE begin at once, because their snapshot must cover every statement.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -20,6 +22,8 @@ from sqlalchemy.engine import make_url
 
 from dalkit import AsyncDatabase, Database, DatabaseError
 from dalkit.testing import PostgresServer
+from dalkit.transaction import deferred
+from dalkit.transaction.options import TransactionOptions
 
 from .models import Item, create_all, create_all_async
 
@@ -49,7 +53,9 @@ class StatementLog:
         for line in text.splitlines():
             match = _STATEMENT.search(line)
             if match:
-                found.append(match.group(1).strip().split()[0].upper() if match.group(1) else "")
+                # asyncpg ends its own BEGIN with a semicolon
+                words = match.group(1).split()
+                found.append(words[0].rstrip(";").upper() if words else "")
         return found
 
 
@@ -217,3 +223,155 @@ def _count_locks_elsewhere(db: Database) -> int:
         row = raw.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'").fetchone()
     assert row is not None
     return int(row[0])
+
+
+# A read-only deferred transaction ends by closing its session, not by committing it
+# (dalkit.transaction.deferred.nothing_to_commit): the server sees the same nothing, and
+# everything a caller can observe of a commit must still happen.
+
+
+async def test_a_read_only_transaction_still_runs_on_commit_and_returns_usable_entities(
+    apg: AsyncDatabase, statement_log: StatementLog
+) -> None:
+    from dalkit import on_commit
+
+    ran: list[str] = []
+    statement_log.mark()
+    async with apg.transaction() as session:
+        item = await session.get(Item, 1)
+        on_commit(lambda: ran.append("committed"))
+    assert ran == ["committed"]
+    assert item is not None
+    assert item.name == "one"  # loaded, detached, not expired
+    assert statement_log.statements() == ["SELECT"]
+    assert apg.get_stats()["pool"]["checked_out"] == 0
+
+
+def test_session_commit_listeners_see_a_read_only_transaction_commit(
+    pg: Database, statement_log: StatementLog
+) -> None:
+    from sqlalchemy import event
+    from sqlalchemy.orm import Session
+
+    seen: list[str] = []
+
+    def before(session: Session) -> None:
+        seen.append("before_commit")
+
+    def after(session: Session) -> None:
+        seen.append("after_commit")
+
+    event.listen(Session, "before_commit", before)
+    event.listen(Session, "after_commit", after)
+    try:
+        statement_log.mark()
+        with pg.transaction() as session:
+            assert session.get(Item, 1) is not None
+    finally:
+        event.remove(Session, "before_commit", before)
+        event.remove(Session, "after_commit", after)
+    # a listener makes the commit a real one, which still sends nothing but the read
+    assert seen == ["before_commit", "after_commit"]
+    assert statement_log.statements() == ["SELECT"]
+
+
+def test_a_read_then_a_write_is_committed_and_a_locking_read_ends_with_commit(
+    pg: Database, statement_log: StatementLog
+) -> None:
+    statement_log.mark()
+    with pg.transaction() as session:
+        session.execute(sa.select(Item).where(Item.id == 1).with_for_update()).scalar_one()
+    with pg.transaction() as session:
+        assert session.get(Item, 1) is not None
+        session.execute(sa.update(Item).where(Item.id == 1).values(name="uno"))
+    with pg.transaction() as session:
+        assert session.get(Item, 1, populate_existing=True).name == "uno"  # type: ignore[union-attr]
+    assert statement_log.statements() == [
+        "BEGIN", "SELECT", "COMMIT", "SELECT", "BEGIN", "UPDATE", "COMMIT", "SELECT",
+    ]  # fmt: skip
+
+
+def _idle(connection: sa.Connection) -> bool:
+    driver: Any = connection.connection.dbapi_connection
+    return bool(driver.info.transaction_status == psycopg.pq.TransactionStatus.IDLE)
+
+
+def test_a_connection_that_wrote_is_back_in_autocommit_after_commit_or_rollback(
+    postgres_database_url: str, statement_log: StatementLog
+) -> None:
+    # psycopg sends the deferred BEGIN itself (autocommit switched off before the first write):
+    # the transaction ends with COMMIT or ROLLBACK, and the next read runs without a BEGIN
+    engine = sa.create_engine(
+        _url(postgres_database_url, "postgresql+psycopg"),
+        execution_options=deferred.execution_options(TransactionOptions()),
+    )
+    deferred.install(engine)
+    insert = sa.text("INSERT INTO switched (id) VALUES (:id)")
+    count = sa.text("SELECT count(*) FROM switched")
+    try:
+        with engine.connect() as connection:
+            connection.execute(sa.text("DROP TABLE IF EXISTS switched"))
+            connection.execute(sa.text("CREATE TABLE switched (id int PRIMARY KEY)"))
+            connection.commit()
+            statement_log.mark()
+            connection.execute(insert, {"id": 1})
+            connection.commit()
+            assert _idle(connection)
+            assert connection.execute(count).scalar_one() == 1
+            with pytest.raises(sa.exc.IntegrityError):
+                connection.execute(insert, {"id": 1})
+            connection.rollback()
+            assert _idle(connection)
+            assert connection.execute(count).scalar_one() == 1
+            connection.commit()
+    finally:
+        engine.dispose()
+    assert statement_log.statements() == [
+        "BEGIN", "INSERT", "COMMIT", "SELECT", "BEGIN", "INSERT", "ROLLBACK", "SELECT",
+    ]  # fmt: skip
+
+
+async def test_a_default_database_has_no_engine_event_on_its_request_path(
+    postgres_database_url: str,
+) -> None:
+    # one listener on an Engine makes each of its connections dispatch every event: dalkit's
+    # per-statement work runs as statement hooks instead (dalkit.engine.statement_hooks).
+    # N+1 detection, which the test plugin turns on, is off by default and listens to BEGIN.
+    apg = AsyncDatabase(_url(postgres_database_url, "postgresql+asyncpg"), nplusone="off")
+    await create_all_async(apg)
+    async with apg.transaction() as session:
+        assert await session.get(Item, 1) is None
+        assert session.bind is not None
+        assert not session.bind.sync_engine._has_events
+    pg = Database(_url(postgres_database_url, "postgresql+psycopg"), nplusone="off")
+    try:
+        with pg.transaction() as sync_session:
+            assert sync_session.get(Item, 1) is None
+            assert isinstance(sync_session.bind, sa.Engine)
+            assert not sync_session.bind._has_events
+        assert not pg.engine._has_events
+    finally:
+        pg.dispose()
+    assert not apg.engine.sync_engine._has_events
+    await apg.dispose()
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_a_raw_driver_write_before_the_first_read_stays_in_the_transaction(
+    pg: Database, statement_log: StatementLog, fail: bool
+) -> None:
+    # psycopg begins on its own for a write sent straight through the driver: the plain read
+    # after it must not switch autocommit on, and the write commits or rolls back with the rest
+    class Boom(Exception):
+        pass
+
+    with pytest.raises(Boom) if fail else contextlib.nullcontext():
+        with pg.transaction() as session:
+            driver: Any = session.connection().connection.dbapi_connection
+            with driver.cursor() as cursor:
+                cursor.execute("INSERT INTO items (id, name) VALUES (7, 'raw')")
+            assert session.get(Item, 7) is not None
+            if fail:
+                raise Boom
+    with pg.transaction() as session:
+        assert (session.get(Item, 7) is None) is fail

@@ -11,13 +11,13 @@ AsyncSession) is covered; they are installed when the first model is audited.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
-from sqlalchemy.orm import Session, UOWTransaction
-from sqlalchemy.orm.attributes import get_history
+from sqlalchemy.orm import InstanceState, Session, UOWTransaction
+from sqlalchemy.orm.attributes import get_history, instance_state
 
 from dalkit.audit.bulk import (
     BulkInsertAudit,
@@ -54,30 +54,54 @@ def _before_flush(session: Session, flush_context: UOWTransaction, instances: An
     the orphans a ``delete-orphan`` relationship will delete (soft-deletable ones were turned
     into updates by the soft-delete listener, which runs first)."""
     rows: list[dict[str, Any]] = []
-    orphans = [child for child, _ in pending_orphans(session)]
+    dirty = session.dirty  # each read builds a new set
+    # the orphan search inspects every dirty object's relationships; a flush whose dirty
+    # objects no delete-orphan cascade touches has none (skipping it: an audited update costs
+    # 48k fewer instructions of 2.6M, ~10 us, callgrind on SQLite)
+    orphans = [child for child, _ in pending_orphans(session)] if _may_orphan(dirty) else []
     for obj in [*session.deleted, *orphans]:
         config = model_audit(type(obj))
         if config is not None:
             # loads attributes the session expired: the row is still there to read
             values = {key: getattr(obj, key) for key in config.keys}
             rows.append(row(config, "delete", sa.inspect(obj).identity or (), full(config, values)))
-    for obj in session.dirty:
+    for obj in dirty:
         config = model_audit(type(obj))
-        if config is None or not session.is_modified(obj, include_collections=False):
+        if config is None or any(obj is orphan for orphan in orphans):
             continue
-        if any(obj is orphan for orphan in orphans):
-            continue
-        changes = _unit_of_work_changes(session, config, obj)
+        state = instance_state(obj)
+        changes = _unit_of_work_changes(session, config, obj, state)
         if changes:
-            rows.append(row(config, "update", sa.inspect(obj).identity or (), changes))
+            rows.append(row(config, "update", state.identity or (), changes))
     flush_context.attributes[_PENDING_KEY] = rows
 
 
-def _unit_of_work_changes(session: Session, config: ModelAudit, obj: Any) -> dict[str, Any]:
+def _may_orphan(objects: Iterable[Any]) -> bool:
+    """Whether any of ``objects`` is the parent or the possible child of a ``delete-orphan``
+    relationship: only then can the flush delete an orphan."""
+    for obj in objects:
+        mapper = instance_state(obj).mapper
+        if any(m._delete_orphans for m in mapper.iterate_to_root()):
+            return True
+        if any(r.cascade.delete_orphan for r in mapper.relationships):
+            return True
+    return False
+
+
+def _unit_of_work_changes(
+    session: Session, config: ModelAudit, obj: Any, state: InstanceState[Any]
+) -> dict[str, Any]:
+    """What the flush changes in the recorded fields of ``obj``: only the attributes the
+    session holds an earlier value of (``committed_state``) can have changed, so only those
+    are asked for their history. With no ``is_modified()`` pass before it (an unchanged
+    object yields no changes here anyway), 45k fewer instructions an audited update (~10 us)."""
+    committed = state.committed_state
     old: dict[str, Any] = {}
     new: dict[str, Any] = {}
     unknown: list[str] = []
     for key in config.keys:
+        if key not in committed:
+            continue
         history = get_history(obj, key, passive=sa.orm.PassiveFlag.PASSIVE_NO_INITIALIZE)
         if not history.added:
             continue
@@ -88,7 +112,6 @@ def _unit_of_work_changes(session: Session, config: ModelAudit, obj: Any) -> dic
             unknown.append(key)  # set without having been loaded: the old value is in the row
     if unknown:
         fields = dict(config.fields)
-        state = sa.inspect(obj)
         condition = sa.and_(
             *(fields[k] == v for k, v in zip(config.primary_key, state.identity or (), strict=True))
         )

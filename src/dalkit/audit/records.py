@@ -58,10 +58,18 @@ def diff(config: ModelAudit, old: Mapping[str, Any], new: Mapping[str, Any]) -> 
     return changes
 
 
+# Built once: a new insert() per write paid its construction and its cache key each time
+# (one audit row: 184 -> 165 us on PostgreSQL, 40.6 -> 31.8 us on SQLite). inline() drops the
+# RETURNING of the new ids, which nothing reads (PostgreSQL: 165 -> 133 us). Medians of 20
+# interleaved blocks of 200 inserts in one transaction.
+_INSERT = audit_log.insert().inline()
+
+
 def write(session: Session, rows: list[dict[str, Any]]) -> None:
+    """Insert the audit ``rows`` in the session's transaction."""
     if rows:
         # on the connection: a session-level execute would come back through the listeners
-        session.connection().execute(audit_log.insert(), rows)
+        session.connection().execute(_INSERT, rows)
 
 
 def rows_by(

@@ -134,10 +134,11 @@ class ModelAudit:
     fields: tuple[tuple[str, sa.ColumnElement[Any]], ...]  # (attribute key, column)
     primary_key: tuple[str, ...]
     redact: frozenset[str]
+    #: the attribute keys of ``fields``: read several times in every flush, so built once
+    keys: tuple[str, ...] = dataclasses.field(init=False, repr=False, compare=False)
 
-    @property
-    def keys(self) -> tuple[str, ...]:
-        return tuple(key for key, _ in self.fields)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "keys", tuple(key for key, _ in self.fields))
 
     def select(self) -> sa.Select[Any]:
         """Every recorded field, labelled by its attribute key."""

@@ -112,7 +112,8 @@ class AsyncQueryCache(CacheCore):
             The result, as ``await session.execute(statement, params)`` returns it.
         """
         inner = sync_session(session)
-        if inner.autoflush and (inner.new or inner.dirty or inner.deleted):
+        # _is_clean() is what Session._autoflush checks; .new/.dirty/.deleted build sets
+        if inner.autoflush and not inner._is_clean():
             await session.flush()  # as the query would have: the flush marks what it writes
         await self._apply_pending_if_due()
 
@@ -128,9 +129,9 @@ class AsyncQueryCache(CacheCore):
         if found is None:
             return await run()
         payload, tokens = found
-        if payload is not None:
-            self.count("hits")
-            return thaw(inner, statement, payload)
+        served = self._serve(inner, statement, payload)
+        if served is not None:
+            return served
         flight, leader = self.join_or_lead(key, tokens)
         lock: Any = None
         if leader:
@@ -146,16 +147,16 @@ class AsyncQueryCache(CacheCore):
                 await self._unlock(lock)
                 self.land(key, flight, None)  # the callers waiting on this flight run their own
                 raise
-            if again is not None and again[0] is not None:
+            served = None if again is None else self._serve(inner, statement, again[0])
+            if served is not None:
                 await self._unlock(lock)
-                self.land(key, flight, again[0])
-                self.count("hits")
-                return thaw(inner, statement, again[0])
+                self.land(key, flight, again[0])  # type: ignore[index]
+                return served
         else:
             await flight.wait_async()
-            if flight.payload is not None:
-                self.count("hits")
-                return thaw(inner, statement, flight.payload)
+            served = self._serve(inner, statement, flight.payload)
+            if served is not None:
+                return served
         self.count("misses")
         shared: Any = None
         # a result read on a replica that lacks a commit the tokens stand for is never stored
@@ -254,6 +255,13 @@ class AsyncQueryCache(CacheCore):
         except Exception as error:
             log.warning("no WAL position for the cache's tokens (%s)", type(error).__name__)
             return None
+
+    def _serve(self, session: Any, statement: Any, payload: Any) -> Result[Any] | None:
+        # None: nothing cached, or an entry of another version of the model (run the query)
+        served = None if payload is None else thaw(session, statement, payload)
+        if served is not None:
+            self.count("hits")
+        return served
 
     # -- the backend, failures caught ------------------------------------------------------
     async def _lookup(self, key: str, tables: tuple[str, ...]) -> tuple[Any, Any] | None:

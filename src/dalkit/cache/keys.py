@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import weakref
 from collections.abc import Mapping
 from typing import Any
 
@@ -31,6 +32,11 @@ class KeyBuilder:
         self._namespace = namespace
         self._max_shapes = max_shapes
         self._shapes: dict[Any, str] = {}
+        # statement -> (its shape, its bound values): repositories reuse a statement per
+        # shape, so a hit neither hashes SQLAlchemy's (large) cache key nor the SQL text
+        self._known: weakref.WeakKeyDictionary[Any, tuple[str, list[Any]]] = (
+            weakref.WeakKeyDictionary()
+        )
 
     def key(self, statement: Any, params: Mapping[str, Any] | None = None) -> str:
         """The key of ``statement`` executed with ``params``.
@@ -46,7 +52,7 @@ class KeyBuilder:
 
     def key_and_shape(
         self, statement: Any, params: Mapping[str, Any] | None = None
-    ) -> tuple[str, Any]:
+    ) -> tuple[str, str | None]:
         """The key, and the statement's shape.
 
         Args:
@@ -54,28 +60,45 @@ class KeyBuilder:
             params: Bound parameters passed apart from the statement.
 
         Returns:
-            The key, and the shape (hashable, values left out; None when SQLAlchemy cannot
-            key the statement).
+            The key, and the shape (a digest of the SQL compiled for the dialect, values left
+            out; None when SQLAlchemy cannot key the statement).
         """
+        known = self._known.get(statement)
+        keyable = True
+        if known is None:
+            shape, values, keyable, fixed = self._shape_and_values(statement)
+            if fixed:
+                self._known[statement] = (shape, values)
+        else:
+            shape, values = known
+        if params:
+            values = [*values, sorted(params.items())]
+        material = f"{shape}\x00{values!r}"
+        digest = hashlib.blake2b(material.encode(), digest_size=20).hexdigest()
+        return f"{self._namespace}:e:{digest}", shape if keyable else None
+
+    def _shape_and_values(self, statement: Any) -> tuple[str, list[Any], bool, bool]:
+        """The shape and bound values of ``statement``, whether SQLAlchemy can key it, and
+        whether both are fixed for this statement object (no value computed at execution)."""
         cache_key = statement._generate_cache_key()
-        values: list[Any]
         if cache_key is None:  # a construct SQLAlchemy cannot key: compile it every time
             text, compiled_params = self._compile(statement)
-            values = sorted(compiled_params.items())
-        else:
-            shape = self._shapes.get(cache_key.key)
-            if shape is None:
-                if len(self._shapes) >= self._max_shapes:
-                    self._shapes.clear()
-                shape = self._shapes[cache_key.key] = self._compile(statement)[0]
-            text = shape
-            # in statement order: anonymous parameter names differ between equal statements
-            values = [bind.effective_value for bind in cache_key.bindparams]
-        if params:
-            values.append(sorted(params.items()))
-        material = f"{text}\x00{values!r}"
-        digest = hashlib.blake2b(material.encode(), digest_size=20).hexdigest()
-        return f"{self._namespace}:e:{digest}", None if cache_key is None else cache_key.key
+            return text, sorted(compiled_params.items()), False, False
+        shape = self._shapes.get(cache_key.key)
+        if shape is None:
+            if len(self._shapes) >= self._max_shapes:
+                self._shapes.clear()
+            text = self._compile(statement)[0]
+            shape = hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+            self._shapes[cache_key.key] = shape
+        # in statement order: anonymous parameter names differ between equal statements
+        values = [bind.effective_value for bind in cache_key.bindparams]
+        fixed = all(bind.callable is None for bind in cache_key.bindparams)
+        try:
+            weakref.ref(statement)
+        except TypeError:
+            fixed = False
+        return shape, values, True, fixed
 
     def _compile(self, statement: Any) -> tuple[str, dict[str, Any]]:
         compiled = statement.compile(dialect=self._dialect)

@@ -11,6 +11,8 @@ from sqlalchemy.engine import FrozenResult, Result, Row
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.loading import merge_frozen_result
 
+from dalkit.cache.rows import MARK, EntityRows, decode_rows, encode_rows, entity_rows, serve_rows
+
 __all__ = ["freeze", "thaw"]
 
 _STATE = "_sa_instance_state"  # what marks a mapped instance (an entity) in a row
@@ -26,16 +28,23 @@ def freeze(result: Result[Any], shared: bool) -> tuple[FrozenResult[Any], Any]:
         shared: Whether the backend is shared between processes (Redis).
 
     Returns:
-        The buffered result, and what to store: its pickle for a shared backend; for process
-        memory an unpickled copy, detached from the session that loaded it (whose later
-        changes must never reach the cache) and served without unpickling.
+        The buffered result, and what to store. Plain entities of one class are kept as
+        their column values ([`EntityRows`][dalkit.cache.rows.EntityRows], encoded for a
+        shared backend). Any other result is pickled for a shared backend; for process
+        memory an unpickled copy is kept, detached from the session that loaded it (whose
+        later changes must never reach the cache) and served without unpickling.
     """
     frozen = result.freeze()
+    rows = entity_rows(frozen)
+    if rows is not None:
+        encoded = encode_rows(rows) if shared else rows
+        if encoded is not None:
+            return frozen, encoded
     payload = pickle.dumps(frozen, protocol=pickle.HIGHEST_PROTOCOL)
     return frozen, payload if shared else pickle.loads(payload)
 
 
-def thaw(session: Session, statement: Any, payload: Any) -> Result[Any]:
+def thaw(session: Session, statement: Any, payload: Any) -> Result[Any] | None:
     """Serve a cached result as a live one.
 
     Its entities become persistent in ``session`` without a query, so they behave like
@@ -53,8 +62,14 @@ def thaw(session: Session, statement: Any, payload: Any) -> Result[Any]:
         payload: What [`freeze`][dalkit.cache.results.freeze] stored.
 
     Returns:
-        A result as ``session.execute(statement)`` would have returned it.
+        A result as ``session.execute(statement)`` would have returned it; None when the
+        entry was written for another version of the model (the caller runs the query).
     """
+    if isinstance(payload, EntityRows):
+        return serve_rows(session, payload)
+    if isinstance(payload, bytes) and payload[:1] == MARK:
+        decoded = decode_rows(payload)
+        return None if decoded is None else serve_rows(session, decoded)
     fresh = isinstance(payload, bytes)
     frozen: FrozenResult[Any] = pickle.loads(payload) if fresh else payload
     if statement is None or statement._propagate_attrs.get("compile_state_plugin") != "orm":

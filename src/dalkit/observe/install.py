@@ -6,13 +6,13 @@ from __future__ import annotations
 import weakref
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
-from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Dialect, Engine, ExecutionContext
 from sqlalchemy.orm import ORMExecuteState, Session
 
+from dalkit.engine.statement_hooks import hooks_for
 from dalkit.errors import ConfigurationError
 from dalkit.observe._source import caller_location, format_location
 from dalkit.observe.budget import QueryBudget, active_budgets, query_budget
@@ -26,8 +26,6 @@ if TYPE_CHECKING:  # annotations only: sync code never needs the asyncio extensi
     from sqlalchemy.ext.asyncio import AsyncEngine
 
 __all__ = ["ObserveSettings", "Observer", "install", "observer_for", "set_default_nplusone"]
-
-_STARTED = "_dalkit_started"
 
 # keyed by dialect: an engine's execution_options() copies (which sessions may be bound to)
 # share its dialect and its listeners, not its identity
@@ -213,11 +211,9 @@ class Observer:
             self.stats or self.slow_log or self.metrics or self._nplusone_on or self._budgets_used
         )
         if wanted != self._listening:
-            for name, fn in (
-                ("before_cursor_execute", self._before),
-                ("after_cursor_execute", self._after),
-            ):
-                (event.listen if wanted else event.remove)(self.engine, name, fn)
+            # a statement hook, not an engine event: see dalkit.engine.statement_hooks
+            hooks = hooks_for(self.engine.dialect)
+            (hooks.add_timer if wanted else hooks.remove_timer)(self._after)
             self._listening = wanted
         if self._nplusone_on != self._begin_listening:
             (event.listen if self._nplusone_on else event.remove)(
@@ -238,31 +234,22 @@ class Observer:
         """
         self.nplusone.on_begin(conn)
 
-    @staticmethod
-    def _before(
-        conn: Connection,
-        cursor: Any,
-        statement: str,
-        parameters: Any,
-        context: ExecutionContext | None,
-        executemany: bool,
-    ) -> None:
-        if context is not None:
-            setattr(context, _STARTED, perf_counter())
-
     def _after(
         self,
-        conn: Connection,
         cursor: Any,
         statement: str,
         parameters: Any,
         context: ExecutionContext | None,
         executemany: bool,
+        duration: float,
     ) -> None:
-        started = getattr(context, _STARTED, None)
-        if started is None:
+        if context is None:
+            return  # none of SQLAlchemy's own statements outside an execution: never counted
+        conn: Connection = context.root_connection
+        if not conn._allow_autobegin:
+            # the dialect's first-connect checks (server version...), which SQLAlchemy runs
+            # without events on the one connection it makes with autobegin off
             return
-        duration = perf_counter() - started
         shape = shape_of(statement)
         stats, slow_log, metrics = self.stats, self.slow_log, self.metrics
         if stats is not None:

@@ -110,6 +110,8 @@ class ModelInfo:
     def ident_tuple(self, ident: Any) -> tuple[Any, ...]:
         """A primary key given as a scalar, tuple or mapping, coerced, as a tuple."""
         pk = self.primary_key
+        if len(pk) == 1 and not isinstance(ident, dict | tuple | list):
+            return (pk[0].coerce(ident),)  # the usual case, once per get: no generator
         if isinstance(ident, dict):
             values = tuple(ident.get(f.name) for f in pk)
         elif isinstance(ident, tuple | list):

@@ -36,6 +36,7 @@ from dalkit.repository.copy import (
     progress_bar,
     row_error,
 )
+from dalkit.repository.streamed import StreamedTuples
 
 
 class BulkOperations(AbstractRepository[ModelT]):
@@ -54,7 +55,11 @@ class BulkOperations(AbstractRepository[ModelT]):
         originals = stamp_rows(self._q.info.model, originals)
         audit = bulk_insert_audit(self._q.info.model, originals[0])
         plan = plan_bulk(self._q.info, originals[0], self._dialect)
-        originals, tuples = plan.tuples(originals, check_ranges=self._checks_ranges())
+        tuples: Sequence[tuple[Any, ...]]
+        if self._dialect.driver == "psycopg":  # built while COPY reads them: see streamed.py
+            tuples = StreamedTuples(plan, originals)
+        else:
+            originals, tuples = plan.tuples(originals, check_ranges=self._checks_ranges())
         self.session.flush()
         note_write(self.session, self._q.info.mapper.local_table)  # COPY bypasses SQLAlchemy
         oids = self._copy_types(plan)
@@ -117,7 +122,7 @@ class BulkOperations(AbstractRepository[ModelT]):
         self,
         plan: BulkPlan,
         originals: Sequence[Any],
-        tuples: builtins.list[tuple[Any, ...]],
+        tuples: Sequence[tuple[Any, ...]],
         chunk_size: int,
         progress: bool,
         verb: str,
@@ -144,7 +149,7 @@ class BulkOperations(AbstractRepository[ModelT]):
         return written
 
     def _find_bad_row(
-        self, part: builtins.list[tuple[Any, ...]], write: Any, error: Exception
+        self, part: Sequence[tuple[Any, ...]], write: Any, error: Exception
     ) -> tuple[int, Exception]:
         """Bisect a failed chunk inside savepoints, keeping the good prefix written so that a
         row clashing with an earlier one of the same chunk is still caught."""
@@ -176,7 +181,15 @@ class BulkOperations(AbstractRepository[ModelT]):
             self._executemany(sql, part)
             return len(part)
         connection = self.session.connection()
-        copy_rows(get_driver_connection(connection), plan, part, oids)
+        driver = get_driver_connection(connection)
+        if not isinstance(part, StreamedTuples):
+            copy_rows(driver, plan, part, oids)
+            return len(part)
+        try:
+            copy_rows(driver, plan, part, oids, check=part.check_ranges)
+        except (KeyError, TypeError):
+            part.check_shapes()  # names a row without the fields of row 0, if that was it
+            raise
         return len(part)
 
     def _update_staged(

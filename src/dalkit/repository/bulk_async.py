@@ -34,6 +34,7 @@ from dalkit.repository.copy import (
     progress_bar,
     row_error,
 )
+from dalkit.repository.streamed import StreamedTuples
 
 
 class AsyncBulkOperations(AsyncAbstractRepository[ModelT]):
@@ -52,7 +53,11 @@ class AsyncBulkOperations(AsyncAbstractRepository[ModelT]):
         originals = stamp_rows(self._q.info.model, originals)
         audit = bulk_insert_audit(self._q.info.model, originals[0])
         plan = plan_bulk(self._q.info, originals[0], self._dialect)
-        originals, tuples = plan.tuples(originals, check_ranges=self._checks_ranges())
+        tuples: Sequence[tuple[Any, ...]]
+        if self._dialect.driver == "psycopg":  # built while COPY reads them: see streamed.py
+            tuples = StreamedTuples(plan, originals)
+        else:
+            originals, tuples = plan.tuples(originals, check_ranges=self._checks_ranges())
         await self.session.flush()
         note_write(self.session, self._q.info.mapper.local_table)  # COPY bypasses SQLAlchemy
         oids = await self._copy_types(plan)
@@ -115,7 +120,7 @@ class AsyncBulkOperations(AsyncAbstractRepository[ModelT]):
         self,
         plan: BulkPlan,
         originals: Sequence[Any],
-        tuples: builtins.list[tuple[Any, ...]],
+        tuples: Sequence[tuple[Any, ...]],
         chunk_size: int,
         progress: bool,
         verb: str,
@@ -142,7 +147,7 @@ class AsyncBulkOperations(AsyncAbstractRepository[ModelT]):
         return written
 
     async def _find_bad_row(
-        self, part: builtins.list[tuple[Any, ...]], write: Any, error: Exception
+        self, part: Sequence[tuple[Any, ...]], write: Any, error: Exception
     ) -> tuple[int, Exception]:
         """Bisect a failed chunk inside savepoints, keeping the good prefix written so that a
         row clashing with an earlier one of the same chunk is still caught."""
@@ -174,7 +179,15 @@ class AsyncBulkOperations(AsyncAbstractRepository[ModelT]):
             await self._executemany(sql, part)
             return len(part)
         connection = await self.session.connection()
-        await copy_rows_async(await get_async_driver_connection(connection), plan, part, oids)
+        driver = await get_async_driver_connection(connection)
+        if not isinstance(part, StreamedTuples):
+            await copy_rows_async(driver, plan, part, oids)
+            return len(part)
+        try:
+            await copy_rows_async(driver, plan, part, oids, check=part.check_ranges)
+        except (KeyError, TypeError):
+            part.check_shapes()  # names a row without the fields of row 0, if that was it
+            raise
         return len(part)
 
     async def _update_staged(

@@ -247,8 +247,7 @@ def _shape_error(index: int, row: Any, names: Sequence[str]) -> BulkLoadError:
 
 
 def _show(row: Any) -> str:
-    text = repr(row)
-    return text if len(text) <= 200 else text[:197] + "..."
+    return text if len(text := repr(row)) <= 200 else text[:197] + "..."
 
 
 def row_error(index: int, row: Any, cause: BaseException) -> BulkLoadError:
@@ -322,8 +321,10 @@ def copy_rows(
     rows: Sequence[tuple[Any, ...]],
     oids: Sequence[int],
     table_name: str | None = None,
+    check: Callable[[], None] | None = None,
 ) -> None:
-    """Binary COPY of ``rows`` through a psycopg connection (sync)."""
+    """Binary COPY of ``rows`` through a psycopg connection (sync); ``check()``, called after
+    the last row and before the COPY ends, aborts it by raising."""
     binary = _binary_dumpers_exist(driver, oids)
     try:
         statement = _copy_statement(plan, table_name, binary)
@@ -332,6 +333,8 @@ def copy_rows(
                 copy.set_types(oids)
             for row in rows:
                 copy.write_row(row)
+            if check is not None:  # while the server still works through the last rows
+                check()
     except Exception as exc:
         translated = translate_driver_error(exc)
         if translated is exc:
@@ -345,10 +348,12 @@ async def copy_rows_async(
     rows: Sequence[tuple[Any, ...]],
     oids: Sequence[int],
     table_name: str | None = None,
+    check: Callable[[], None] | None = None,
 ) -> None:
-    """Binary COPY of ``rows`` through asyncpg or an async psycopg connection."""
+    """Binary COPY of ``rows`` through asyncpg or an async psycopg connection; ``check()``
+    aborts it by raising, like `copy_rows()`'s."""
     try:
-        if hasattr(driver, "copy_records_to_table"):  # asyncpg
+        if hasattr(driver, "copy_records_to_table"):  # asyncpg: never given a check
             await driver.copy_records_to_table(
                 table_name or plan.table.name,
                 records=rows,
@@ -363,6 +368,8 @@ async def copy_rows_async(
                 copy.set_types(oids)
             for row in rows:
                 await copy.write_row(row)
+            if check is not None:
+                check()
     except Exception as exc:
         translated = translate_driver_error(exc)
         if translated is exc:

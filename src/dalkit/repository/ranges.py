@@ -8,7 +8,7 @@ per column; only a load that fails is searched row by row, to name the row.
 from __future__ import annotations
 
 import operator
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -35,16 +35,25 @@ def _bounds(column: sa.ColumnElement[Any]) -> tuple[int, int] | None:
 
 
 def check_integer_ranges(
-    fields: Sequence[FieldInfo], originals: Sequence[Any], tuples: Sequence[tuple[Any, ...]]
+    fields: Sequence[FieldInfo],
+    originals: Sequence[Any],
+    tuples: Sequence[tuple[Any, ...]],
+    *,
+    offset: int = 0,
+    column: Callable[[int], Iterable[Any]] | None = None,
 ) -> None:
-    """Raise BulkLoadError naming the first row and column whose integer does not fit."""
+    """Raise BulkLoadError naming the first row and column whose integer does not fit.
+
+    ``column(at)`` gives the values of column ``at`` when that is cheaper than reading them
+    from ``tuples``; ``offset`` is the position of ``tuples[0]`` in the caller's rows.
+    """
     for at, field in enumerate(fields):
         bounds = _bounds(field.column)
         if bounds is None or not tuples:
             continue
         low, high = bounds
         # map(itemgetter) runs in C: 0.036 s -> ~0.01 s per column of 100k rows (bench/peers)
-        values = list(map(operator.itemgetter(at), tuples))
+        values = list(map(operator.itemgetter(at), tuples) if column is None else column(at))
         if field.nullable:
             values = [value for value in values if value is not None]
         try:
@@ -57,8 +66,8 @@ def check_integer_ranges(
             value = row[at]
             if isinstance(value, int) and not isinstance(value, bool) and not low <= value <= high:
                 raise BulkLoadError(
-                    f"row {index} cannot be written: {field.name} = {value} is out of range for "
-                    f"its {field.column.type} column ({low} to {high})",
-                    row_index=index,
+                    f"row {offset + index} cannot be written: {field.name} = {value} is out of "
+                    f"range for its {field.column.type} column ({low} to {high})",
+                    row_index=offset + index,
                     row=originals[index],
                 )

@@ -9,7 +9,7 @@ from typing import Any
 from dalkit.cache.errors import CacheConfigurationError
 from dalkit.cache.versions import Tokens, entry_payload
 
-__all__ = ["DEFAULT_PREFIX", "LOCK_POLL_S", "RedisKeys", "fast_failing_client"]
+__all__ = ["DEFAULT_PREFIX", "LOCK_POLL_S", "RedisKeys", "fast_failing_client", "retryable_errors"]
 
 DEFAULT_PREFIX = "dalkit:cache"
 #: how often a process waiting for another's stampede lock asks whether it is free
@@ -98,3 +98,12 @@ def fast_failing_client(manager: Any) -> Any:
     kwargs = {**config.pool_kwargs(), "retry": retry}
     pool = client_module.ConnectionPool.from_url(config.url, **kwargs)
     return client_module.Redis(connection_pool=pool)
+
+
+def retryable_errors() -> tuple[type[Exception], ...]:
+    """The redis-py errors after which a command is tried again once on a new connection
+    (the connection failed or timed out: the idempotent commands of the cache may repeat)."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    return (RedisConnectionError, RedisTimeoutError)

@@ -1,0 +1,90 @@
+"""The driver tuples of a psycopg COPY, built while the driver reads them: no pass over the
+rows before the COPY starts, so the server inserts while Python converts, and no list of 100k
+tuples kept alive. Shapes and integer ranges are still checked: a bad row aborts the COPY.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, overload
+
+from dalkit.repository.copy import BulkPlan, check_row_shape
+from dalkit.repository.ranges import check_integer_ranges
+
+__all__ = ["StreamedTuples"]
+
+
+class StreamedTuples(Sequence[tuple[Any, ...]]):
+    """The driver tuples of ``rows`` (the caller's mappings), made one at a time on iteration.
+
+    Slices are streamed too (chunks, and the bisection that names a bad row), each knowing its
+    ``offset`` in the caller's rows. Iterating raises KeyError or TypeError for a row without
+    the fields of row 0: `check_shapes()` then names it; `check_ranges()` must run before
+    the COPY ends, as psycopg's binary COPY wraps an integer too wide for its column.
+    """
+
+    __slots__ = ("_plan", "_rows", "offset")
+
+    def __init__(self, plan: BulkPlan, rows: Sequence[Any], offset: int = 0) -> None:
+        self._plan = plan
+        self._rows = rows
+        self.offset = offset
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    @overload
+    def __getitem__(self, index: int) -> tuple[Any, ...]: ...
+    @overload
+    def __getitem__(self, index: slice) -> StreamedTuples: ...
+    def __getitem__(self, index: int | slice) -> tuple[Any, ...] | StreamedTuples:
+        if isinstance(index, slice):
+            start, _, step = index.indices(len(self._rows))
+            if step != 1:
+                raise ValueError("streamed tuples are sliced in steps of 1")
+            return StreamedTuples(self._plan, self._rows[index], self.offset + start)
+        position = index if index >= 0 else len(self._rows) + index
+        (row,) = StreamedTuples(self._plan, self._rows[position : position + 1])
+        return row
+
+    def __iter__(self) -> Iterator[tuple[Any, ...]]:
+        plan = self._plan
+        names = [f.name for f in plan.fields[: plan.key_count]]
+        pick = operator.itemgetter(*names)
+        # map(itemgetter) is the whole per-row work of a load without defaults or processors.
+        # Built during the COPY rather than before it, 100k rows load at 1.09x-1.16x psycopg's
+        # own COPY loop instead of 0.91x-0.94x (bench/peers rows, three interleaved runs)
+        rows: Iterator[Any] = (
+            map(pick, self._rows) if len(names) > 1 else zip(map(pick, self._rows))
+        )
+        if plan.defaults:
+            defaults = plan.defaults
+            rows = ((*values, *(make() for make in defaults)) for values in rows)
+        for at, process in enumerate(plan.processors):
+            if process is not None:
+                rows = _processed(rows, at, process)
+        return rows
+
+    def check_shapes(self) -> None:
+        """Raise BulkLoadError naming the first row that does not have the fields of row 0."""
+        names = [f.name for f in self._plan.fields[: self._plan.key_count]]
+        for index, row in enumerate(self._rows):
+            check_row_shape(self.offset + index, row, names)
+
+    def check_ranges(self) -> None:
+        """Raise BulkLoadError naming the first integer its column cannot hold."""
+        check_integer_ranges(
+            self._plan.fields, self._rows, self, offset=self.offset, column=self._column
+        )
+
+    def _column(self, at: int) -> Iterable[Any]:
+        plan = self._plan
+        if at < plan.key_count and plan.processors[at] is None:
+            # the caller's own values, read from the mappings without building any tuple
+            return map(operator.itemgetter(plan.fields[at].name), self._rows)
+        return map(operator.itemgetter(at), self)
+
+
+def _processed(rows: Iterator[tuple[Any, ...]], at: int, process: Any) -> Iterator[tuple[Any, ...]]:
+    return ((*v[:at], process(v[at]), *v[at + 1 :]) for v in rows)

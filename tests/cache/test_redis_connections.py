@@ -1,0 +1,102 @@
+"""The Redis backend's own connections: reused between commands, replaced when Redis dropped
+one (the command tried again at once), closed after a command that did not complete, and
+closed with the backend."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+import redis
+
+from dalkit import AsyncRedisManager, RedisManager
+from dalkit.cache import AsyncRedisBackend, RedisBackend
+
+
+@pytest.fixture
+def backend(redis_url: str) -> Iterator[RedisBackend]:
+    manager = RedisManager(redis_url)
+    redis_backend = RedisBackend(manager, prefix=f"t{uuid.uuid4().hex[:10]}")
+    yield redis_backend
+    redis_backend.close()
+    manager.close()
+
+
+@pytest.fixture
+async def async_backend(redis_url: str) -> AsyncIterator[AsyncRedisBackend]:
+    manager = AsyncRedisManager(redis_url)
+    redis_backend = AsyncRedisBackend(manager, prefix=f"t{uuid.uuid4().hex[:10]}")
+    yield redis_backend
+    await redis_backend.close()
+    await manager.close()
+
+
+def _kill_clients(redis_url: str) -> None:
+    with redis.Redis.from_url(redis_url) as admin:
+        admin.client_kill_filter(_type="normal", skipme=True)
+
+
+def test_one_connection_serves_commands_one_after_another(backend: RedisBackend) -> None:
+    for _ in range(3):
+        backend.bump(["t"])
+        backend.fetch("k", ["t"])
+    assert len(backend._idle) == 1
+
+
+def test_a_connection_redis_dropped_is_replaced_and_the_command_tried_again(
+    backend: RedisBackend, redis_url: str
+) -> None:
+    backend.bump(["t"])
+    _payload, tokens = backend.fetch("k", ["t"])
+    _kill_clients(redis_url)
+    assert backend.fetch("k", ["t"]) == (None, tokens)
+    assert len(backend._idle) == 1
+
+
+def test_a_command_that_failed_closes_its_connection(backend: RedisBackend) -> None:
+    backend.fetch("k", ["t"])
+    with pytest.raises(redis.exceptions.ResponseError):
+        backend._command("NO-SUCH-COMMAND")
+    assert len(backend._idle) == 0
+    backend.fetch("k", ["t"])  # a new one
+    assert len(backend._idle) == 1
+
+
+def test_redis_down_raises_after_one_retry() -> None:
+    manager = RedisManager("redis://127.0.0.1:1/0")
+    down = RedisBackend(manager)
+    try:
+        with pytest.raises(redis.exceptions.ConnectionError):
+            down.fetch("k", ["t"])
+        assert len(down._idle) == 0
+    finally:
+        down.close()
+        manager.close()
+
+
+def test_closing_the_backend_closes_its_idle_connections(backend: RedisBackend) -> None:
+    backend.fetch("k", ["t"])
+    backend.close()
+    assert len(backend._idle) == 0
+
+
+async def test_the_async_backend_replaces_a_dropped_connection(
+    async_backend: AsyncRedisBackend, redis_url: str
+) -> None:
+    await async_backend.bump_async(["t"])
+    _payload, tokens = await async_backend.fetch_async("k", ["t"])
+    _kill_clients(redis_url)
+    assert await async_backend.fetch_async("k", ["t"]) == (None, tokens)
+    with pytest.raises(redis.exceptions.ResponseError):
+        await async_backend._command("NO-SUCH-COMMAND")
+    assert len(async_backend._idle) == 0
+
+
+def test_a_forked_child_never_uses_its_parent_s_connections(backend: RedisBackend) -> None:
+    backend.bump(["t"])
+    inherited = backend._idle[0]
+    backend._pid = -1  # as in a child forked after the parent used the backend
+    backend.fetch("k", ["t"])
+    assert len(backend._idle) == 1
+    assert backend._idle[0] is not inherited

@@ -1,0 +1,84 @@
+"""The tuples a psycopg COPY reads while it runs are those the eager plan builds, and the checks
+they defer still name the bad row by its position in the caller's rows."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+
+from dalkit.errors import BulkLoadError
+from dalkit.query.fields import model_info
+from dalkit.repository.copy import plan_bulk
+from dalkit.repository.streamed import StreamedTuples
+
+from .models import Reading, User
+from .test_behaviour_async import reading_rows
+
+PSYCOPG = sa.create_engine("postgresql+psycopg://").dialect
+SQLITE = sa.create_engine("sqlite://").dialect
+DIALECTS = [PSYCOPG, SQLITE]
+
+
+def _user_rows(count: int) -> list[dict[str, Any]]:
+    return [{"id": i, "email": f"u{i}@example.com", "name": f"u{i}"} for i in range(count)]
+
+
+@pytest.mark.parametrize("dialect", DIALECTS, ids=lambda d: d.name)
+@pytest.mark.parametrize(
+    ("model", "rows"),
+    [
+        (Reading, reading_rows(50)),  # every column given
+        (User, _user_rows(50)),  # Python-side defaults fill the rest
+        (Reading, [{"id": i} for i in range(50)]),  # a single column
+    ],
+    ids=["all-given", "defaults", "one-column"],
+)
+def test_streamed_tuples_are_the_eager_plans_tuples(
+    dialect: Dialect, model: type[Any], rows: list[dict[str, Any]]
+) -> None:
+    plan = plan_bulk(model_info(model), rows[0], dialect)
+    _, eager = plan.tuples(rows)
+    streamed = StreamedTuples(plan, rows)
+    assert len(streamed) == len(eager)
+    assert list(streamed) == eager
+    assert list(streamed[10:20]) == eager[10:20]
+    assert (streamed[3], streamed[-1]) == (eager[3], eager[-1])
+
+
+def test_slices_know_their_place_in_the_callers_rows() -> None:
+    rows: list[Any] = reading_rows(100)
+    plan = plan_bulk(model_info(Reading), rows[0], PSYCOPG)
+    rows[57] = {"id": 57}
+    part = StreamedTuples(plan, rows)[40:80][10:30]
+    assert (part.offset, len(part)) == (50, 20)
+    with pytest.raises(ValueError, match="steps of 1"):
+        StreamedTuples(plan, rows)[::2]
+    with pytest.raises(KeyError):
+        list(part)
+    with pytest.raises(BulkLoadError) as caught:
+        part.check_shapes()
+    assert caught.value.row_index == 57
+
+
+def test_ranges_are_checked_on_the_callers_values_and_named_in_their_rows() -> None:
+    rows = reading_rows(100)
+    plan = plan_bulk(model_info(Reading), rows[0], PSYCOPG)
+    StreamedTuples(plan, rows).check_ranges()  # every value fits
+    rows[75] = {**rows[75], "value": -(2**31) - 1}
+    with pytest.raises(BulkLoadError, match="row 75 cannot be written: value") as caught:
+        StreamedTuples(plan, rows)[60:].check_ranges()
+    assert caught.value.row_index == 75
+    assert caught.value.row == rows[75]
+
+
+def test_processed_and_default_columns_are_range_checked_from_the_tuples() -> None:
+    rows = _user_rows(10)
+    plan = plan_bulk(model_info(User), rows[0], SQLITE)
+    StreamedTuples(plan, rows).check_ranges()  # score's default and the processed columns fit
+    rows[4] = {**rows[4], "id": 2**40}
+    with pytest.raises(BulkLoadError) as caught:
+        StreamedTuples(plan, rows).check_ranges()
+    assert caught.value.row_index == 4
