@@ -97,7 +97,6 @@ class Observer:
         self._nplusone_on = False
         self._budgets_used = False
         self._listening = False
-        self._begin_listening = False
         self.configure(settings)
 
     def configure(self, settings: ObserveSettings) -> None:
@@ -215,24 +214,11 @@ class Observer:
             hooks = hooks_for(self.engine.dialect)
             (hooks.add_timer if wanted else hooks.remove_timer)(self._after)
             self._listening = wanted
-        if self._nplusone_on != self._begin_listening:
-            (event.listen if self._nplusone_on else event.remove)(
-                self.engine, "begin", self.nplusone_begin
-            )
-            self._begin_listening = self._nplusone_on
         if self._nplusone_on:
             _install_orm_listener()
         # repositories check WATCH.on: true only while some database detects N+1s
         others = any(o._nplusone_on for o in _observers.values() if o is not self)
         WATCH.switch(self._nplusone_on or others, _session_mode)
-
-    def nplusone_begin(self, conn: Connection) -> None:
-        """The engine's ``begin`` listener: statement shapes are counted per transaction.
-
-        Args:
-            conn: The connection that begins.
-        """
-        self.nplusone.on_begin(conn)
 
     def _after(
         self,

@@ -151,10 +151,6 @@ class NPlusOneDetector:
             )
 
     # -- rule 2: one shape, many times, in a transaction ------------------------------------
-    def on_begin(self, conn: Connection) -> None:
-        """A transaction began on ``conn``: its statement shapes are counted afresh."""
-        conn.info.pop(_SHAPES_KEY, None)
-
     def on_statement(
         self,
         conn: Connection,
@@ -174,7 +170,14 @@ class NPlusOneDetector:
             return
         if context is not None and context.execution_options.get(REPORTED):
             return
-        counts: dict[str, int] = conn.info.setdefault(_SHAPES_KEY, {})
+        # counted per transaction: the counts sit beside the transaction they belong to, so a
+        # new one starts afresh without a "begin" engine event, whose listener would make every
+        # connection of the engine dispatch every event (see dalkit.engine.statement_hooks)
+        transaction = conn.get_transaction()
+        held = conn.info.get(_SHAPES_KEY)
+        if held is None or held[0] is not transaction:
+            held = conn.info[_SHAPES_KEY] = (transaction, {})
+        counts: dict[str, int] = held[1]
         count = counts[statement] = counts.get(statement, 0) + 1
         if count == self.threshold:
             entity = _entity_name(context)
