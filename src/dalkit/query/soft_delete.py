@@ -189,7 +189,13 @@ def pending_orphans(session: Session) -> list[tuple[Any, list[tuple[Any, str]]]]
     relationship (they are not in ``session.deleted``), each with the (parent, attribute) pairs
     it was removed from."""
     found: dict[int, tuple[Any, list[tuple[Any, str]]]] = {}
-    for parent in list(session.dirty):
+    # only objects on either side of a delete-orphan relationship can make or be orphans: the
+    # rest skip a history read per relationship and an orphan test (about 10 us a save, 48k
+    # instructions on SQLite under callgrind, on every flush once a model is soft-deletable)
+    dirty = [obj for obj in session.dirty if _in_delete_orphan(sa.inspect(obj).mapper)]
+    if not dirty:
+        return []
+    for parent in dirty:
         state = sa.inspect(parent)
         for relationship in state.mapper.relationships:
             if not relationship.cascade.delete_orphan:
@@ -200,10 +206,18 @@ def pending_orphans(session: Session) -> list[tuple[Any, list[tuple[Any, str]]]]
             for child in history.deleted or ():
                 if child is not None and _is_orphan(session, child):
                     found.setdefault(id(child), (child, []))[1].append((parent, relationship.key))
-    for obj in list(session.dirty):
+    for obj in dirty:
         if id(obj) not in found and _is_orphan(session, obj):
             found[id(obj)] = (obj, [])
     return list(found.values())
+
+
+def _in_delete_orphan(mapper: Any) -> bool:
+    """Whether objects of ``mapper`` are parents or children in a delete-orphan relationship
+    (the children's side is what ``Mapper._is_orphan`` looks at: none there, never an orphan)."""
+    return any(m._delete_orphans for m in mapper.iterate_to_root()) or any(
+        relationship.cascade.delete_orphan for relationship in mapper.relationships
+    )
 
 
 def _is_orphan(session: Session, obj: Any) -> bool:
