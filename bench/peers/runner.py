@@ -108,7 +108,7 @@ def run(target: Target) -> PeersRun:
             sync_ready = [p for p in sync_peers if checks.setup_sync(p, left_out)]
             async_ready = [p for p in async_peers if checks.setup_async(p, left_out)]
             try:
-                samples = _time_requests(loop, sync_ready, async_ready)
+                samples, cpu_us = _time_requests(loop, sync_ready, async_ready)
                 rows = bulk_rows(ROWS)
                 sync_loads = {
                     p.label: _bind(p.bulk, rows) for p in sync_ready if isinstance(p, SyncBulk)
@@ -132,7 +132,6 @@ def run(target: Target) -> PeersRun:
             loop.close()
     # a driver's error may quote the connection string
     left_out = {key: target.redact(reason) for key, reason in left_out.items()}
-    cpu_us = {op: dict(found) for op, found in CPU_US.items() if op in samples}
     return PeersRun(samples, cpu_us, statements, left_out, skipped, perf_counter() - started)
 
 
@@ -291,37 +290,42 @@ def _numbers() -> Callable[[], int]:
     return lambda: next(state)
 
 
+Samples = dict[str, dict[str, list[float]]]  # operation -> variant -> a figure per batch
+
+
 def _time_requests(
     loop: AsyncLoop, sync_peers: list[Any], async_peers: list[Any]
-) -> dict[str, dict[str, list[float]]]:
-    found: dict[str, dict[str, list[float]]] = {}
+) -> tuple[Samples, Samples]:
+    """ops/s and CPU microseconds per request of each batch, per operation and variant."""
+    found: Samples = {}
+    cpu_us: Samples = {}
     sync_ops = {GET_S: ("get", _ids), PAGE_S: ("page", _categories)}
     for op, (method, args) in sync_ops.items():
-        found[op] = _interleaved(
+        found[op], cpu_us[op] = _interleaved(
             op, {p.label: _sync_op(getattr(p, method), args()) for p in sync_peers}
         )
-    found[INSERT_S] = _interleaved(
+    found[INSERT_S], cpu_us[INSERT_S] = _interleaved(
         INSERT_S, {p.label: _sync_op(_inserting(p), _numbers()) for p in sync_peers}
     )
     async_ops = {GET_A: ("get", _ids), PAGE_A: ("page", _categories)}
     for op, (method, args) in async_ops.items():
-        found[op] = _interleaved(
+        found[op], cpu_us[op] = _interleaved(
             op,
             {p.label: _async_op(loop, getattr(p, method), args(), CHUNK) for p in async_peers},
             CHUNK,
         )
-    found[INSERT_A] = _interleaved(
+    found[INSERT_A], cpu_us[INSERT_A] = _interleaved(
         INSERT_A,
         {p.label: _async_op(loop, _inserting(p), _numbers(), CHUNK) for p in async_peers},
         CHUNK,
     )
-    found[TASKS_A] = _interleaved(
+    found[TASKS_A], cpu_us[TASKS_A] = _interleaved(
         TASKS_A,
         {p.label: _async_op(loop, p.get, _ids(), TASKS, together=True) for p in async_peers},
         TASKS,
         TASKS_REPEATS,
     )
-    return found
+    return found, cpu_us
 
 
 def _sync_op(fn: Callable[[int], object], args: Callable[[], int]) -> Callable[[], object]:
@@ -340,19 +344,15 @@ def _interleaved(
     variants: dict[str, Callable[[], object]],
     per_call: int = 1,
     repeats: int = MIN_REPEATS,
-) -> dict[str, list[float]]:
-    """ops/s of each batch of each variant; ``per_call`` requests make one call. The CPU each
-    request took in this process goes to `CPU_US`."""
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """ops/s and this process's CPU microseconds per request, of each batch of each variant;
+    ``per_call`` requests make one call."""
     started = perf_counter()
     cpu: dict[str, list[float]] = {}
     found = interleaved_samples(variants, batch_s=BATCH_S, min_repeats=repeats, cpu=cpu)
     _progress(op, started)
-    CPU_US[op] = {name: [s * 1e6 / per_call for s in batches] for name, batches in cpu.items()}
-    return {name: [ops * per_call for ops in batches] for name, batches in found.items()}
-
-
-#: operation -> variant -> CPU microseconds per request of each batch, filled by _interleaved
-CPU_US: dict[str, dict[str, list[float]]] = {}
+    ops_s = {name: [ops * per_call for ops in batches] for name, batches in found.items()}
+    return ops_s, {name: [s * 1e6 / per_call for s in batches] for name, batches in cpu.items()}
 
 
 def _bind(load: Callable[[Sequence[Any]], None], rows: list[Any]) -> Callable[[], object]:
