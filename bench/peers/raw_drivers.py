@@ -79,6 +79,13 @@ class AsyncpgPool:
         values = [row[name] for name in COLUMNS[1:]]
         return await self.pool.fetchval(A_INSERT, *values)
 
+    async def insert_in_transaction(self, row: Row) -> object:
+        """The insert as a write transaction must send it (issue 10: BEGIN, the statement,
+        COMMIT), with nothing of a library around: the floor of every transactional insert."""
+        values = [row[name] for name in COLUMNS[1:]]
+        async with self.pool.acquire() as connection, connection.transaction():
+            return await connection.fetchval(A_INSERT, *values)
+
     async def bulk(self, rows: Sequence[Row]) -> None:
         records = [tuple(row[name] for name in COLUMNS) for row in rows]
         async with self.pool.acquire() as connection:

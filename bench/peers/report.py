@@ -94,6 +94,16 @@ def targets(found: Sequence[Mapping[str, Any]]) -> list[str]:
             f"- {op}: dalkit runs at {lead:.2f}x {peer} (ratio spread {_pct(spread)}), target "
             f">= {needed:g}x: {verdict}{' (inside the spread: not decisive)' if close else ''}"
         )
+    floor = by_name.get(f"{runner.INSERT_A}: {runner.IN_TRANSACTION}")
+    for peer in ("Tortoise", "Piccolo"):
+        theirs = by_name.get(f"{runner.INSERT_A}: {peer}")
+        if floor is not None and theirs is not None:
+            lead, spread = _paired(floor["samples"], theirs["samples"])
+            lines.append(
+                f"- {runner.INSERT_A}: the raw driver itself, in BEGIN ... COMMIT as a write "
+                f"transaction must be, runs at {lead:.2f}x {peer} (ratio spread {_pct(spread)}): "
+                "the ceiling of any transactional insert against the peer's autocommit one"
+            )
     for op in (runner.GET_S, runner.GET_A, runner.PAGE_S, runner.PAGE_A):
         sent = by_name.get(f"{op}: {BASELINE}", {}).get("statements")
         verdict = "**met**" if sent == ["SELECT"] else "**missed**"

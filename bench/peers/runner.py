@@ -71,6 +71,8 @@ GET_A, PAGE_A, INSERT_A = (
     "async insert 1 row",
 )
 TASKS_A = f"async, {TASKS} tasks over a pool of {POOL_SIZE} (get by id)"
+#: the raw driver's insert inside BEGIN ... COMMIT: no transactional insert can beat it
+IN_TRANSACTION = "asyncpg, BEGIN + INSERT + COMMIT (raw)"
 BULK_S, BULK_A = "sync bulk insert 100k (rows/s)", "async bulk insert 100k (rows/s)"
 OPERATIONS = [GET_S, GET_A, PAGE_S, PAGE_A, INSERT_S, INSERT_A, TASKS_A, BULK_S, BULK_A]
 
@@ -314,11 +316,13 @@ def _time_requests(
             {p.label: _async_op(loop, getattr(p, method), args(), CHUNK) for p in async_peers},
             CHUNK,
         )
-    found[INSERT_A], cpu_us[INSERT_A] = _interleaved(
-        INSERT_A,
-        {p.label: _async_op(loop, _inserting(p), _numbers(), CHUNK) for p in async_peers},
-        CHUNK,
-    )
+    inserts = {p.label: _async_op(loop, _inserting(p), _numbers(), CHUNK) for p in async_peers}
+    for peer in async_peers:
+        if hasattr(peer, "insert_in_transaction"):  # the raw driver: the floor of a transaction
+            inserts[IN_TRANSACTION] = _async_op(
+                loop, lambda n, p=peer: p.insert_in_transaction(insert_row(n)), _numbers(), CHUNK
+            )
+    found[INSERT_A], cpu_us[INSERT_A] = _interleaved(INSERT_A, inserts, CHUNK)
     found[TASKS_A], cpu_us[TASKS_A] = _interleaved(
         TASKS_A,
         {p.label: _async_op(loop, p.get, _ids(), TASKS, together=True) for p in async_peers},

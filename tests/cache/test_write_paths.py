@@ -129,6 +129,18 @@ def test_core_dml_on_a_connection_outside_dalkit_invalidates(
     assert titles(db, cache) == ["a", "b"]
 
 
+def test_a_write_on_an_autocommit_connection_invalidates_without_a_commit(
+    db: Database, cache: QueryCache
+) -> None:
+    warm(db, cache)
+    with db.engine.connect() as connection:
+        connection = connection.execution_options(isolation_level="AUTOCOMMIT")
+        connection.execute(book_table.insert().values(id=11, title="auto"))
+        # already committed: readers see it before the connection is even closed
+        assert titles(db, cache) == ["a", "auto", "b"]
+    assert titles(db, cache) == ["a", "auto", "b"]
+
+
 def test_a_rolled_back_connection_write_invalidates_nothing(
     db: Database, cache: QueryCache
 ) -> None:

@@ -32,6 +32,7 @@ from dalkit.audit.bulk import (
 from dalkit.audit.records import diff, full, row, write
 from dalkit.audit.registry import ModelAudit, model_audit, on_first_audited
 from dalkit.audit.statements import on_orm_execute
+from dalkit.query.plain_entities import select_neutral
 from dalkit.query.soft_delete import pending_orphans
 
 __all__ = [
@@ -140,7 +141,8 @@ def install() -> None:
         return
     event.listen(Session, "before_flush", _before_flush)
     event.listen(Session, "after_flush", _after_flush)
-    event.listen(Session, "do_orm_execute", on_orm_execute)
+    # it returns at once for a select: plain entity reads stay plain
+    event.listen(Session, "do_orm_execute", select_neutral(on_orm_execute))
 
 
 on_first_audited(install)

@@ -2,13 +2,25 @@
 database (ORM flushes, bulk and Core DML, upserts, raw SQL, DDL), and when they are
 invalidated: at commit, never on rollback.
 
-One ``after_cursor_execute`` listener on the engine sees every write path that goes through
-SQLAlchemy (a flush is a series of INSERT/UPDATE/DELETE statements, one per table, association
-and inheritance tables included), so no write path can be forgotten. Writes in a dalkit
-transaction are invalidated by an ``on_commit`` callback (after COMMIT succeeded, before the
-transaction call returns; dropped with a rolled-back savepoint). Writes on a connection outside
-dalkit's transactions (``engine.begin()``) are invalidated at the engine's ``commit`` event,
-just before COMMIT, and again when the connection goes back to the pool, just after it.
+One statement hook on the engine's dialect (dalkit.engine.statement_hooks) sees every write
+path that goes through SQLAlchemy (a flush is a series of INSERT/UPDATE/DELETE statements, one
+per table, association and inheritance tables included), so no write path can be forgotten.
+Writes in a dalkit transaction are invalidated by an ``on_commit`` callback (after COMMIT
+succeeded, before the transaction call returns; dropped with a rolled-back savepoint). Writes on
+a connection outside dalkit's transactions (``engine.begin()``, a bare ``Session.commit()``) are
+kept in the pool record's ``info`` and invalidated by a transaction-end hook wrapping the
+dialect's ``do_commit`` just after COMMIT (even a failed one: it may have been applied), or
+forgotten by its ``do_rollback``; on an AUTOCOMMIT connection, just after the statement.
+
+Why hooks and not engine events: one engine listener makes every connection dispatch about seven
+events a transaction, read-only ones included. Why ``do_commit`` / ``do_rollback`` rather than
+``commit`` / ``rollback`` listeners on the Connection that wrote: SQLAlchemy calls them for sync
+and async engines alike (the asyncpg and aiosqlite adapters too), never for a savepoint (whose
+rolled-back writes are still invalidated at the outer COMMIT: more than needed, never less), and
+for the pool's reset at check-in, which forgets what a connection closed without COMMIT wrote;
+and it runs after the COMMIT, where the guarantee needs the bump, with no listener to add at the
+first write. The Session that owns a Connection is tagged on the Connection itself, whose life is
+that one transaction, so nothing is left to clear at check-in.
 """
 
 from __future__ import annotations
@@ -24,19 +36,19 @@ from sqlalchemy.sql.expression import TextClause
 
 from dalkit.cache.core import WRITTEN, CacheCore, cache_for, sync_session
 from dalkit.cache.tables import ALL, dependents, table_name, text_targets
+from dalkit.engine.statement_hooks import hooks_for
 from dalkit.transaction.scope import TransactionScope, current_scope
 
 __all__ = ["WriteCapture", "note_write"]
 
-_OWNER = "dalkit.cache.owner"  # connection.info: the Session whose transaction uses it
+_OWNER = "_dalkit_cache_owner"  # Connection attribute: weakref to the Session using it
 _PENDING = "dalkit.cache.pending"  # connection.info: written outside a dalkit transaction
-_COMMITTED = "dalkit.cache.committed"  # connection record: bumped again at check-in
 _CALLBACKS = "dalkit.cache.callbacks"  # scope.state: (callback, tables) registered
 _session_listener_installed = False
 
 
 class WriteCapture:
-    """The listeners of one engine, reporting the tables written to one cache.
+    """The hooks of one engine, reporting the tables written to one cache.
 
     Args:
         cache: The cache to report to.
@@ -51,10 +63,9 @@ class WriteCapture:
 
     def install(self) -> None:
         global _session_listener_installed
-        event.listen(self.engine, "after_cursor_execute", self._after_execute)
-        event.listen(self.engine, "commit", self._commit)
-        event.listen(self.engine, "rollback", self._rollback)
-        event.listen(self.engine.pool, "checkin", self._checkin)
+        hooks = hooks_for(self.engine.dialect)
+        hooks.add_after(self._after_execute)
+        hooks.add_transaction_end(self._ended)
         if not _session_listener_installed:
             event.listen(Session, "after_begin", _tag_owner)
             event.listen(Session, "after_transaction_end", _forget_writes)
@@ -62,17 +73,13 @@ class WriteCapture:
 
     # -- what a statement writes -------------------------------------------------------------
     def _after_execute(
-        self,
-        conn: Connection,
-        cursor: Any,
-        statement: str,
-        parameters: Any,
-        context: Any,
-        executemany: bool,
+        self, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool
     ) -> None:
+        if context is None:
+            return  # not a statement of a Connection's (SQLAlchemy always passes its context)
         written = self.written(statement, context)
         if written:
-            self.record(conn, written)
+            self.record(context.root_connection, written)
 
     def written(self, sql: str, context: Any) -> frozenset[str] | None:
         compiled = getattr(context, "compiled", None)
@@ -108,30 +115,37 @@ class WriteCapture:
 
     # -- where it goes -----------------------------------------------------------------------
     def record(self, conn: Connection, tables: frozenset[str]) -> None:
-        owner_ref = conn.info.get(_OWNER)
+        owner_ref = getattr(conn, _OWNER, None)
         owner = owner_ref() if owner_ref is not None else None
         if owner is not None:
-            owner.info.setdefault(WRITTEN, set()).update(tables)
-        scope = _live_scope()
-        if scope is not None and owner is not None and sync_session(scope.session) is owner:
-            register(self.cache, scope, tables)
+            written = owner.info.get(WRITTEN)
+            if written is None:
+                owner.info[WRITTEN] = set(tables)
+            else:
+                written.update(tables)
+            scope = _live_scope()
+            if scope is not None:
+                session = scope.session  # an AsyncSession's sync_session, or itself
+                if getattr(session, "sync_session", session) is owner:
+                    register(self.cache, scope, tables)
+                    return
+        if conn._is_autocommit_isolation():  # committed as it ran: no COMMIT will follow
+            self.cache.invalidate_soon(tables)
+            return
+        pending = conn.info.get(_PENDING)
+        if pending is None:
+            conn.info[_PENDING] = set(tables)
         else:
-            conn.info.setdefault(_PENDING, set()).update(tables)
+            pending.update(tables)
 
-    def _commit(self, conn: Connection) -> None:
-        pending = conn.info.pop(_PENDING, None)
-        if pending:
+    def _ended(self, dbapi_connection: Any, committed: bool) -> None:
+        try:
+            info = dbapi_connection.info
+        except (AttributeError, NotImplementedError):  # a bare or ad-hoc connection
+            return
+        pending = info.pop(_PENDING, None)
+        if pending and committed:
             self.cache.invalidate_soon(pending)
-            conn.info[_COMMITTED] = pending
-
-    def _rollback(self, conn: Connection) -> None:
-        conn.info.pop(_PENDING, None)
-
-    def _checkin(self, dbapi_connection: Any, record: Any) -> None:
-        record.info.pop(_OWNER, None)
-        committed = record.info.pop(_COMMITTED, None)
-        if committed:
-            self.cache.invalidate_soon(committed)
 
 
 def register(cache: CacheCore, scope: TransactionScope, tables: Iterable[str]) -> None:
@@ -149,27 +163,35 @@ def register(cache: CacheCore, scope: TransactionScope, tables: Iterable[str]) -
         scope: The live transaction scope that wrote ``tables``.
         tables: The names of the tables written.
     """
-    if scope.state is None:
-        scope.state = {}
-    registered: list[tuple[Any, set[str]]] = scope.state.setdefault(_CALLBACKS, [])
-    if registered:
-        alive = scope.callbacks or []
-        registered[:] = [(cb, t) for cb, t in registered if any(cb is c for c in alive)]
-    covered: set[str] = set()
-    for _cb, names in registered:
-        covered |= names
-    new = set(tables) - covered
-    if not new:
-        return
-    if registered:
-        registered[-1][1].update(new)  # read by its callback when the commit has happened
-        return
+    state = scope.state
+    if state is None:
+        state = scope.state = {}
+    registered: list[tuple[Any, set[str]]] | None = state.get(_CALLBACKS)
+    if registered is None:  # the transaction's first write: most write only once
+        registered = state[_CALLBACKS] = []
+        new = set(tables)
+    else:
+        alive = scope.callbacks or ()
+        registered[:] = [entry for entry in registered if entry[0] in alive]
+        new = set(tables)
+        for _cb, names in registered:
+            new -= names
+        if not new:
+            return
+        if registered:
+            registered[-1][1].update(new)  # read by its callback when the commit has happened
+            return
     invalidate_tables = cache.invalidate  # type: ignore[attr-defined]
+    # the scope only where its WAL position is needed (read replicas), and dropped once read:
+    # the scope holds this callback, and a reference cycle would keep the transaction's session
+    # alive until the garbage collector ran (a collection every 40 writes in cache_parts.py)
+    replicas = getattr(cache.database, "_replicas", None) is not None
+    committed: list[TransactionScope] = [scope] if replicas else []
 
     # a closure, not a partial of a bound method: the sync scope's coroutine check of a plain
     # function reads its code flags, of a partial it builds a signature (about 5 us a write)
     def invalidate() -> Any:
-        return invalidate_tables(new, scope)
+        return invalidate_tables(new, committed.pop() if committed else None)
 
     scope.add(invalidate, on_commit=True, robust=True)
     assert scope.callbacks is not None
@@ -204,11 +226,13 @@ def note_write(session: Any, table: Any) -> None:
 
 def _live_scope() -> TransactionScope | None:
     scope = current_scope()
-    return None if scope is None else scope.live()
+    if scope is None or not scope.finished:
+        return scope
+    return scope.live()
 
 
 def _tag_owner(session: Session, transaction: Any, connection: Connection) -> None:
-    connection.info[_OWNER] = weakref.ref(session)
+    setattr(connection, _OWNER, weakref.ref(session))
 
 
 def _forget_writes(session: Session, transaction: Any) -> None:

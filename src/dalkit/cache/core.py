@@ -223,6 +223,8 @@ class CacheCore:
 
     def take_pending(self, tables: Iterable[str] = ()) -> list[str]:
         """The tables to bump now: ``tables`` and every invalidation still pending."""
+        if not self._pending:  # the usual case, unlocked: one added meanwhile waits its turn
+            return sorted(set(tables))
         with self._lock:
             names = self._pending | set(tables)
             self._pending = set()
@@ -254,9 +256,7 @@ class CacheCore:
         """
         if isinstance(statement, UpdateBase):
             raise UncacheableStatementError("only reads can be cached, not INSERT/UPDATE/DELETE")
-        declared = [
-            str(getattr(t, "name", t)) if not isinstance(t, str) else t for t in tables or ()
-        ]
+        declared = [t if isinstance(t, str) else str(getattr(t, "name", t)) for t in tables or ()]
         if isinstance(statement, TextClause | TextualSelect) and not declared:
             raise UncacheableStatementError(
                 "a text statement must declare the tables it reads: cached(session, statement, "

@@ -5,12 +5,16 @@ and ``paginate_cursor`` are served from its database's cache (the SQL hooks call
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from typing import Any
 
-from dalkit.cache.core import cache_for
+from sqlalchemy.orm import Session
+from sqlalchemy.util import greenlet_spawn  # importable without greenlet: the sync API needs none
 
-__all__ = ["cache_ttl_of", "read_through"]
+from dalkit.cache.core import cache_for
+from dalkit.query.plain_entities import load_plain
+
+__all__ = ["cache_ttl_of", "read_entities", "read_through"]
 
 
 def cache_ttl_of(repository: Any) -> float | None:
@@ -50,3 +54,38 @@ def read_through(repository: Any, statement: Any, params: Mapping[str, Any] | No
         return session.execute(statement, params)
     key, tables = cache.describe(statement, params, None)
     return cache.read(session, statement, params, tables, key, cache.ttl_of(ttl))  # type: ignore[attr-defined]
+
+
+def read_entities(repository: Any, statement: Any, params: Mapping[str, Any] | None = None) -> Any:
+    """The entities of ``statement``: from the cache when the repository opted in, else read
+    as plain entities when that gives the same ones (see `dalkit.query.plain_entities`), else
+    through ``session.execute``.
+
+    Args:
+        repository: The repository reading (its ``session`` and ``cache_ttl``).
+        statement: A select of the repository's model.
+        params: Bound parameters passed apart from the statement.
+
+    Returns:
+        The list of entities for a Session; an awaitable of it for an AsyncSession.
+    """
+    session = repository.session
+    inner = getattr(session, "sync_session", None)  # an AsyncSession's
+    if cache_ttl_of(repository) is not None and cache_for(session) is not None:
+        result = read_through(repository, statement, params)
+        return result.scalars().all() if inner is None else _scalars(result)
+    if inner is None:
+        return _read(session, statement, params)
+    # one greenlet for the whole read, as AsyncSession.execute takes one
+    return greenlet_spawn(_read, inner, statement, params)
+
+
+def _read(session: Session, statement: Any, params: Mapping[str, Any] | None) -> list[Any]:
+    entities = load_plain(session, statement, params)
+    if entities is None:
+        return list(session.execute(statement, params).scalars().all())
+    return entities
+
+
+async def _scalars(result: Awaitable[Any]) -> list[Any]:
+    return list((await result).scalars().all())

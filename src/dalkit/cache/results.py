@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.loading import merge_frozen_result
 
 from dalkit.cache.rows import MARK, EntityRows, decode_rows, encode_rows, entity_rows, serve_rows
+from dalkit.query.plain_entities import propagated_options
 
 __all__ = ["freeze", "thaw"]
 
@@ -66,10 +67,12 @@ def thaw(session: Session, statement: Any, payload: Any) -> Result[Any] | None:
         entry was written for another version of the model (the caller runs the query).
     """
     if isinstance(payload, EntityRows):
-        return serve_rows(session, payload)
+        return serve_rows(session, payload, propagated_options(statement))
     if isinstance(payload, bytes) and payload[:1] == MARK:
         decoded = decode_rows(payload)
-        return None if decoded is None else serve_rows(session, decoded)
+        return (
+            None if decoded is None else serve_rows(session, decoded, propagated_options(statement))
+        )
     fresh = isinstance(payload, bytes)
     frozen: FrozenResult[Any] = pickle.loads(payload) if fresh else payload
     if statement is None or statement._propagate_attrs.get("compile_state_plugin") != "orm":

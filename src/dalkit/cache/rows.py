@@ -18,6 +18,8 @@ from sqlalchemy.engine import FrozenResult, IteratorResult, Result
 from sqlalchemy.orm import Mapper, Session
 from sqlalchemy.orm.attributes import instance_state
 
+from dalkit.query.plain_entities import persistent_entities
+
 __all__ = ["EntityRows", "Shape", "decode_rows", "encode_rows", "entity_rows", "serve_rows"]
 
 # what the stored form of entity rows starts with; a pickle starts with b"\x80"
@@ -176,7 +178,9 @@ def _read_header(header: bytes) -> tuple[FrozenResult[Any], Shape] | None:
     return (template, shape) if shape.keys == tuple(keys) else None
 
 
-def serve_rows(session: Session, rows: EntityRows) -> Result[Any]:
+def serve_rows(
+    session: Session, rows: EntityRows, load_options: tuple[Any, ...] = ()
+) -> Result[Any]:
     """The result of ``rows`` in ``session``, as a query would have returned it.
 
     An entity the session holds is returned with the entry's column values (as
@@ -188,46 +192,23 @@ def serve_rows(session: Session, rows: EntityRows) -> Result[Any]:
         session: The ORM session the read was made for.
         rows: What [`entity_rows`][dalkit.cache.rows.entity_rows] or
             [`decode_rows`][dalkit.cache.rows.decode_rows] made.
+        load_options: The statement's options that reach the entities' lazy loads
+            ([`propagated_options`][dalkit.query.plain_entities.propagated_options]).
 
     Returns:
         A result as ``session.execute(statement)`` would have returned it.
     """
     shape = rows.shape
-    keys, pk = shape.keys, shape.pk
-    manager = shape.mapper.class_manager
-    # ClassManager.new_instance() inlined, and the names the loop uses bound once: a third
-    # of the cost of a 20-row hit
-    cls: Any = manager.class_
-    new_state, set_state = manager._state_constructor, manager._state_setter
-    identity_class = shape.mapper._identity_class
-    identity_map = session.identity_map
-    held_by, add = identity_map.get, identity_map._add_unpresent
-    session_id = session.hash_key
-    load = manager.dispatch.load if manager.dispatch.load else None
-    persistent = session.dispatch.loaded_as_persistent
-    loaded_as_persistent = persistent if persistent else None
-    single = pk[0] if len(pk) == 1 else None
-    entities: list[Any] = []
-    for values in copy.deepcopy(rows.rows) if rows.mutable else rows.rows:
-        ident = (values[single],) if single is not None else tuple([values[i] for i in pk])
-        identity = (identity_class, ident, None)
-        held = held_by(identity)
-        if held is not None:
-            _refresh(instance_state(held), keys, values)
-            entities.append(held)
-            continue
-        entity = cls.__new__(cls)
-        state = new_state(entity, manager)
-        set_state(entity, state)
-        state.key = identity
-        state.session_id = session_id
-        add(state, identity)
-        entity.__dict__.update(zip(keys, values, strict=True))
-        if load is not None:
-            load(state, None)
-        if loaded_as_persistent is not None:
-            loaded_as_persistent(session, state)
-        entities.append(entity)
+    values = copy.deepcopy(rows.rows) if rows.mutable else rows.rows
+    entities = persistent_entities(
+        session,
+        shape.mapper,
+        shape.keys,
+        shape.pk,
+        values,
+        held=_refresh,
+        load_options=load_options,
+    )
     template = rows.template
     # what FrozenResult.__call__ does, without building a FrozenResult for the new rows
     result: IteratorResult[Any] = IteratorResult(template.metadata, iter(entities))

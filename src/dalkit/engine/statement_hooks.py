@@ -9,7 +9,9 @@ function calls, whether or not anything listens to them. With the per-checkout i
 characteristic that went with them, that was an eighth of the CPU of a read-only request
 (the async get by id of bench/peers: 388 -> 343 us of CPU per request). SQLAlchemy
 calls these three methods for every statement the events saw (ORM, Core, text, DDL,
-executemany and each insertmanyvalues batch), so the hooks see the same statements.
+executemany and each insertmanyvalues batch), so the hooks see the same statements. The
+dialect's ``do_commit`` and ``do_rollback`` are wrapped too, once a transaction-end hook is added
+(`StatementHooks.add_transaction_end`), in place of the engine's ``commit`` and ``rollback`` events.
 """
 
 from __future__ import annotations
@@ -20,12 +22,16 @@ from typing import Any
 
 from sqlalchemy.engine import Dialect
 
-__all__ = ["Before", "StatementHooks", "Timer", "hooks_for"]
+__all__ = ["After", "Before", "Ended", "StatementHooks", "Timer", "hooks_for"]
 
 #: ``(cursor, statement, context)``, before the statement; it may send its own first
 Before = Callable[[Any, str, Any], None]
 #: ``(cursor, statement, parameters, context, executemany, seconds)``, after it succeeded
 Timer = Callable[[Any, str, Any, Any, bool, float], None]
+#: ``(cursor, statement, parameters, context, executemany)``, after it succeeded
+After = Callable[[Any, str, Any, Any, bool], None]
+#: ``(dbapi_connection, committed)``, after a COMMIT (True) or ROLLBACK (False) was sent
+Ended = Callable[[Any, bool], None]
 
 _HOOKS = "_dalkit_statement_hooks"
 
@@ -34,9 +40,12 @@ class StatementHooks:
     """The hooks of one dialect: tuples, swapped whole, so a statement running in another
     thread sees the old set or the new one and never a half-changed list."""
 
-    def __init__(self) -> None:
+    def __init__(self, dialect: Dialect) -> None:
         self.before: tuple[Before, ...] = ()
         self.timers: tuple[Timer, ...] = ()
+        self.after: tuple[After, ...] = ()
+        self.ends: tuple[Ended, ...] = ()
+        self._dialect = dialect
 
     def add_before(self, hook: Before) -> None:
         """Run ``hook`` before every statement, after the hooks added earlier.
@@ -65,6 +74,48 @@ class StatementHooks:
         """
         self.timers = tuple(t for t in self.timers if t != timer)
 
+    def add_after(self, hook: After) -> None:
+        """Run ``hook`` after every statement that succeeded, after the timers; cheaper than a
+        timer when the duration is not needed.
+
+        Args:
+            hook: Called with the cursor, statement, parameters, execution context (or None)
+                and whether it was an executemany.
+        """
+        if hook not in self.after:
+            self.after = (*self.after, hook)
+
+    def add_transaction_end(self, hook: Ended) -> None:
+        """Run ``hook`` after every COMMIT and ROLLBACK of the dialect's connections.
+
+        The first such hook wraps the dialect's ``do_commit`` and ``do_rollback`` as they are
+        then (the deferred BEGIN's included, dalkit.transaction.deferred): SQLAlchemy calls them
+        for every COMMIT and ROLLBACK of a Connection, a Session and the pool's reset on
+        check-in, never for a savepoint. The hook also runs when the driver's call raised: a
+        COMMIT that failed may have been applied.
+
+        Args:
+            hook: Called with the pool's connection (its ``info`` is the pool record's) and
+                whether it was a COMMIT.
+        """
+        if hook in self.ends:
+            return
+        if not self.ends:
+            target: Any = self._dialect
+            target.do_commit = self._ending(self._dialect.do_commit, committed=True)
+            target.do_rollback = self._ending(self._dialect.do_rollback, committed=False)
+        self.ends = (*self.ends, hook)
+
+    def _ending(self, call: Callable[[Any], None], committed: bool) -> Callable[[Any], None]:
+        def end(dbapi_connection: Any) -> None:
+            try:
+                call(dbapi_connection)
+            finally:
+                for hook in self.ends:
+                    hook(dbapi_connection, committed)
+
+        return end
+
     def wrap(self, call: Callable[..., Any], many: bool) -> Callable[..., Any]:
         """``call`` (a dialect's execute method, taking ``context`` last) with the hooks around.
 
@@ -82,14 +133,21 @@ class StatementHooks:
             for hook in self.before:
                 hook(cursor, statement, context)
             timers = self.timers
+            after = self.after
             if not timers:
-                return call(cursor, statement, *args)
-            started = perf_counter()
-            result = call(cursor, statement, *args)
-            seconds = perf_counter() - started
-            parameters = args[0] if len(args) > 1 else None
-            for timer in timers:
-                timer(cursor, statement, parameters, context, many, seconds)
+                if not after:
+                    return call(cursor, statement, *args)
+                result = call(cursor, statement, *args)
+                parameters = args[0] if len(args) > 1 else None
+            else:
+                started = perf_counter()
+                result = call(cursor, statement, *args)
+                seconds = perf_counter() - started
+                parameters = args[0] if len(args) > 1 else None
+                for timer in timers:
+                    timer(cursor, statement, parameters, context, many, seconds)
+            for then in after:
+                then(cursor, statement, parameters, context, many)
             return result
 
         return execute
@@ -110,7 +168,7 @@ def hooks_for(dialect: Dialect) -> StatementHooks:
     hooks: StatementHooks | None = dialect.__dict__.get(_HOOKS)
     if hooks is not None:
         return hooks
-    hooks = StatementHooks()
+    hooks = StatementHooks(dialect)
     target: Any = dialect
     # the wrappers take ``context`` positionally: SQLAlchemy always passes it so
     target.do_execute = hooks.wrap(dialect.do_execute, many=False)

@@ -21,6 +21,7 @@ from dalkit.observe.metrics import QueryMetrics
 from dalkit.observe.nplusone import NPlusOneDetector, NPlusOneMode, check_mode
 from dalkit.observe.querylog import QueryStats, SlowQueryLog, shape_of
 from dalkit.observe.settings import ObserveSettings, set_default_nplusone
+from dalkit.query.plain_entities import select_neutral
 
 if TYPE_CHECKING:  # annotations only: sync code never needs the asyncio extension
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -312,5 +313,6 @@ def _install_orm_listener() -> None:
     # observer never sees; it finds its observer through the session's engine
     global _orm_listener_installed
     if not _orm_listener_installed:
-        event.listen(Session, "do_orm_execute", _on_orm_execute)
+        # lazy loads only: plain entity reads of repositories stay plain
+        event.listen(Session, "do_orm_execute", select_neutral(_on_orm_execute))
         _orm_listener_installed = True

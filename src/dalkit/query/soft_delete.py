@@ -25,6 +25,7 @@ from sqlalchemy.orm.util import LoaderCriteriaOption
 from sqlalchemy.sql.schema import ColumnCollectionConstraint
 
 from dalkit.errors import DalkitError
+from dalkit.query.plain_entities import select_neutral
 
 __all__ = [
     "UNKNOWN",
@@ -311,4 +312,4 @@ def install() -> None:
         return
     event.listen(Session, "before_flush", _soft_delete_orphans, insert=True)
     event.listen(Session, "after_flush_postexec", _after_flush)
-    event.listen(Session, "do_orm_execute", _check_upsert)
+    event.listen(Session, "do_orm_execute", select_neutral(_check_upsert))  # inserts only

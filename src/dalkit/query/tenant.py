@@ -26,6 +26,7 @@ from sqlalchemy.orm import (
 )
 
 from dalkit.errors import DalkitError
+from dalkit.query.plain_entities import select_neutral
 from dalkit.query.soft_delete import UNKNOWN, conflict_columns, inserted_rows
 
 __all__ = [
@@ -389,5 +390,6 @@ def install() -> None:
     """Scope every session to the current tenant; idempotent."""
     if event.contains(Session, "do_orm_execute", _on_execute):
         return
-    event.listen(Session, "do_orm_execute", _on_execute)
+    # it leaves alone the selects of models that reach no tenant-scoped one
+    event.listen(Session, "do_orm_execute", select_neutral(_on_execute, unless=_reaches_scoped))
     event.listen(Session, "before_flush", _before_flush)

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from dalkit.cache.repository import read_through
+from dalkit.cache.repository import read_entities, read_through
 from dalkit.observe.eager import WATCH
 from dalkit.query.cursor import CursorCodec, secret_key
 from dalkit.query.specs import Group, Spec
@@ -68,8 +68,8 @@ class AsyncRepository(AsyncBulkOperations[ModelT]):
         if entity is not None:
             return entity
         params = {f"pk{i}": value for i, value in enumerate(key)}
-        result = await read_through(self, self._q.get_statement(include_deleted), params)
-        return cast("ModelT | None", result.scalar_one_or_none())
+        found = await read_entities(self, self._q.get_statement(include_deleted), params)
+        return cast("ModelT | None", found[0] if found else None)  # by primary key: one at most
 
     def _from_identity_map(self, key: tuple[Any, ...], include_deleted: bool) -> ModelT | None:
         identity = self._q.info.mapper.identity_key_from_primary_key(key)
@@ -87,14 +87,13 @@ class AsyncRepository(AsyncBulkOperations[ModelT]):
         self, keys: Sequence[tuple[Any, ...]], include_deleted: bool
     ) -> dict[tuple[Any, ...], ModelT]:
         statement = self._q.select_many(keys, include_deleted)
-        entities = (await read_through(self, statement)).scalars().all()
+        entities = await read_entities(self, statement)
         return {self._q.info.identity(entity): entity for entity in entities}
 
     async def _select(self, read: Read) -> builtins.list[ModelT]:
         # reused per shape, values bound: bench/peers page of 20 spent ~185 us building it
         statement, params = self._q.bound_select(read, self._dialect.name)
-        result = await read_through(self, statement, params or None)
-        rows = builtins.list(result.scalars().all())
+        rows: builtins.list[ModelT] = await read_entities(self, statement, params or None)
         if WATCH.on:  # N+1 detection is on somewhere: note unused load=[...] paths
             WATCH.loaded(self.session, read.options, rows)
         return rows
