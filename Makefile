@@ -48,9 +48,12 @@ serve:
 loadtest: servers
 	$(RUN) python -m bench.loadtest
 
-.PHONY: bench-peers
+.PHONY: bench-peers bench-floors
 bench-peers:
 	$(UV) run --frozen --all-extras --group peers python -m bench peers
+
+bench-floors:
+	$(UV) run --frozen --all-extras --group peers python -m bench.floors
 
 .PHONY: test-scale
 test-scale:

@@ -99,6 +99,9 @@ def test_reads_that_follow_no_write_go_to_the_replica(
     assert on_replica == 50
     assert _replica_stats(db)["reads"] == 50
     assert db.get_stats()["replicas"]["primary_reads"] == 0
+    # the router tracks writes through a dialect hook: the primary's connections dispatch no
+    # engine event (a single listener would make each of them dispatch every event)
+    assert not db.engine._has_events
 
 
 def test_reads_after_writes_never_see_stale_data_while_replay_is_paused(

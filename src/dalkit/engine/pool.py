@@ -30,6 +30,7 @@ from dalkit.engine.pool_metrics import (
     PoolMetrics,
     PoolUpkeep,
 )
+from dalkit.engine.statement_hooks import hooks_for
 
 if TYPE_CHECKING:
     from dalkit.config import DatabaseConfig
@@ -185,8 +186,9 @@ def install(engine: Engine, metrics: PoolMetrics, config: DatabaseConfig | None 
         metrics.status_interval_s = config.pool_log_interval_s
     cast(_InstrumentedPoolMixin, engine.pool)._dalkit_attach(metrics)
     if metrics.upkeep.max_queries is not None:
-        # counted per connection only when asked for: it runs for every statement
-        event.listen(engine, "before_cursor_execute", metrics.on_cursor_execute)
+        # counted per connection only when asked for: it runs for every statement; a dialect
+        # hook, as an engine listener would make every connection dispatch SQLAlchemy's events
+        hooks_for(engine.dialect).add_before(metrics.count_statement)
     event.listen(engine.pool, "connect", metrics.on_connect)
     event.listen(engine.pool, "invalidate", metrics.on_invalidate)
 

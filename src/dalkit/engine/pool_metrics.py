@@ -215,8 +215,15 @@ class PoolMetrics:
         with self._lock:
             self._counters.connections_num += 1
 
-    def on_cursor_execute(self, conn: Any, *args: Any) -> None:
-        info = conn.connection.info
+    def count_statement(self, cursor: Any, statement: str, context: Any) -> None:
+        if context is None:
+            return
+        connection = context.root_connection
+        if not connection._allow_autobegin:
+            # the dialect's first-connect checks, which SQLAlchemy runs without events on a
+            # connection of its own (autobegin off): the events never counted them either
+            return
+        info = connection.connection.info
         info[QUERIES] = info.get(QUERIES, 0) + 1
 
     def on_invalidate(self, dbapi_connection: Any, record: Any, exception: Any) -> None:

@@ -15,12 +15,12 @@ import time
 from collections.abc import Awaitable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from sqlalchemy import event
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Engine
 
 from dalkit.engine import autoroute
 from dalkit.engine.replicas import Replica, ReplicaSet, format_lsn, parse_lsn
 from dalkit.engine.reroute import lost_connection
+from dalkit.engine.statement_hooks import hooks_for
 from dalkit.transaction.deferred import is_plain_read
 from dalkit.transaction.options import TransactionOptions
 from dalkit.transaction.scope import TransactionScope, current_scope
@@ -88,7 +88,9 @@ class _Router(Generic[E]):
         self._bind_owner: dict[int, Replica[E]] = {}
         self._closed = False
         primary_sync: Engine = getattr(primary, "sync_engine", primary)  # type: ignore[arg-type]
-        event.listen(primary_sync, "before_cursor_execute", self._track_write)
+        # a dialect hook, not a before_cursor_execute listener: an engine listener would make
+        # every connection of the primary dispatch SQLAlchemy's events (engine/statement_hooks.py)
+        hooks_for(primary_sync.dialect).add_before(self._track_write)
 
     def bind_for(self, options: TransactionOptions) -> E | None:
         """The engine of a read-only transaction, counted as routed.
@@ -177,15 +179,7 @@ class _Router(Generic[E]):
         log.warning("read on replica %s failed (%s); running it elsewhere", replica.name, error)
         return True
 
-    def _track_write(
-        self,
-        connection: Connection,
-        cursor: Any,
-        statement: str,
-        parameters: Any,
-        context: Any,
-        executemany: bool,
-    ) -> None:
+    def _track_write(self, cursor: Any, statement: str, context: Any) -> None:
         if is_plain_read(statement):
             return
         scope = _own_scope(current_scope(), self.owner)
