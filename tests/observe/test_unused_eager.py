@@ -164,3 +164,17 @@ def test_a_savepoint_released_early_does_not_report_and_a_rollback_never_does(
             Authors(session).list(load=["posts"])
             _ = 1 / 0
     assert type(Author.posts) is InstrumentedAttribute
+
+
+def test_a_transaction_without_eager_loads_still_ends_by_closing_while_detection_is_on(
+    seeded_db: Database, observer: Observer
+) -> None:
+    with pytest.warns(UnusedEagerLoadWarning):  # noqa: PT031 - warned at the end
+        with seeded_db.transaction() as session:
+            Authors(session).list(load=["posts"])  # watched: this session reports at commit
+            assert session.dispatch.after_commit
+    with seeded_db.transaction() as session:
+        assert Authors(session).list(sort="id")[0].name == "author 0"
+        # no commit listener of the watch on this one: a read-only transaction on PostgreSQL
+        # may end by closing (dalkit.transaction.deferred.nothing_to_commit)
+        assert not session.dispatch.after_commit

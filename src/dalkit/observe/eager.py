@@ -184,7 +184,6 @@ class EagerLoadWatch:
 
     def __init__(self) -> None:
         self.on = False
-        self._listening = False
         self._mode_of: Callable[[Session], str] = lambda session: "off"
 
     def switch(self, on: bool, mode_of: Callable[[Session], str]) -> None:
@@ -197,10 +196,6 @@ class EagerLoadWatch:
         """
         with _lock:
             self._mode_of = mode_of
-            if on and not self._listening:
-                event.listen(Session, "after_commit", _on_commit)
-                event.listen(Session, "after_transaction_end", _on_transaction_end)
-                self._listening = True
             self.on = on
 
     def loaded(self, session: Any, options: Sequence[Any], rows: Sequence[Any]) -> None:
@@ -230,6 +225,11 @@ class EagerLoadWatch:
         if held is None:
             held = sync.info[_SESSION_KEY] = []
             weakref.finalize(sync, _forget, held)
+            # on this session only: a commit listener on the Session class would send every
+            # read-only transaction of the process through SQLAlchemy's whole commit (see
+            # dalkit.transaction.deferred.nothing_to_commit), watched or not
+            event.listen(sync, "after_commit", _on_commit)
+            event.listen(sync, "after_transaction_end", _on_transaction_end)
         held.extend(watches)
         scoped = _scope.get()
         if scoped is not None:
