@@ -34,10 +34,15 @@ def _user(n: int) -> User:
     return User(email=f"plain{n}@example.com", name=f"user {n}", age=30 + n, created_at=EPOCH)
 
 
+@select_neutral  # declared once: the registry of neutral listeners is process-wide
+def _note_execution(state: Any) -> None:
+    state.session.info["orm_executions"].append(state)
+
+
 def _watch(session: Session) -> list[Any]:
     """The ORM executions of ``session``, seen by a listener the plain read may ignore."""
-    seen: list[Any] = []
-    event.listen(session, "do_orm_execute", select_neutral(seen.append))
+    seen: list[Any] = session.info.setdefault("orm_executions", [])
+    event.listen(session, "do_orm_execute", _note_execution)
     return seen
 
 

@@ -75,17 +75,15 @@ class WriteCapture:
     def _after_execute(
         self, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool
     ) -> None:
-        if context is None:
-            return  # not a statement of a Connection's (SQLAlchemy always passes its context)
         written = self.written(statement, context)
         if written:
             self.record(context.root_connection, written)
 
     def written(self, sql: str, context: Any) -> frozenset[str] | None:
-        compiled = getattr(context, "compiled", None)
-        if context is not None and context.isddl:
+        compiled = context.compiled
+        if context.isddl:
             return frozenset({ALL})
-        if context is not None and (context.isinsert or context.isupdate or context.isdelete):
+        if context.isinsert or context.isupdate or context.isdelete:
             table = getattr(getattr(compiled, "statement", None), "table", None)
             if not isinstance(table, Table):
                 return frozenset({ALL})

@@ -47,13 +47,8 @@ def read_through(repository: Any, statement: Any, params: Mapping[str, Any] | No
         an AsyncSession, so the async source and its generated sync twin read the same
         (``await read_through(self, statement)`` / ``read_through(self, statement)``).
     """
-    session = repository.session
-    ttl = cache_ttl_of(repository)
-    cache = cache_for(session) if ttl is not None else None
-    if cache is None:
-        return session.execute(statement, params)
-    key, tables = cache.describe(statement, params, None)
-    return cache.read(session, statement, params, tables, key, cache.ttl_of(ttl))  # type: ignore[attr-defined]
+    cached = _from_cache(repository, statement, params)
+    return repository.session.execute(statement, params) if cached is None else cached
 
 
 def read_entities(repository: Any, statement: Any, params: Mapping[str, Any] | None = None) -> Any:
@@ -71,13 +66,24 @@ def read_entities(repository: Any, statement: Any, params: Mapping[str, Any] | N
     """
     session = repository.session
     inner = getattr(session, "sync_session", None)  # an AsyncSession's
-    if cache_ttl_of(repository) is not None and cache_for(session) is not None:
-        result = read_through(repository, statement, params)
-        return result.scalars().all() if inner is None else _scalars(result)
+    cached = _from_cache(repository, statement, params)
+    if cached is not None:
+        return cached.scalars().all() if inner is None else _scalars(cached)
     if inner is None:
         return _read(session, statement, params)
     # one greenlet for the whole read, as AsyncSession.execute takes one
     return greenlet_spawn(_read, inner, statement, params)
+
+
+def _from_cache(repository: Any, statement: Any, params: Mapping[str, Any] | None) -> Any:
+    """The cache's read (a Result, or an awaitable of one) when the repository opted in and
+    its database has a cache; else None."""
+    ttl = cache_ttl_of(repository)
+    cache = cache_for(repository.session) if ttl is not None else None
+    if cache is None:
+        return None
+    key, tables = cache.describe(statement, params, None)
+    return cache.read(repository.session, statement, params, tables, key, cache.ttl_of(ttl))  # type: ignore[attr-defined]
 
 
 def _read(session: Session, statement: Any, params: Mapping[str, Any] | None) -> list[Any]:

@@ -216,14 +216,7 @@ class PoolMetrics:
             self._counters.connections_num += 1
 
     def count_statement(self, cursor: Any, statement: str, context: Any) -> None:
-        if context is None:
-            return
-        connection = context.root_connection
-        if not connection._allow_autobegin:
-            # the dialect's first-connect checks, which SQLAlchemy runs without events on a
-            # connection of its own (autobegin off): the events never counted them either
-            return
-        info = connection.connection.info
+        info = context.root_connection.connection.info
         info[QUERIES] = info.get(QUERIES, 0) + 1
 
     def on_invalidate(self, dbapi_connection: Any, record: Any, exception: Any) -> None:

@@ -9,7 +9,8 @@ function calls, whether or not anything listens to them. With the per-checkout i
 characteristic that went with them, that was an eighth of the CPU of a read-only request
 (the async get by id of bench/peers: 388 -> 343 us of CPU per request). SQLAlchemy
 calls these three methods for every statement the events saw (ORM, Core, text, DDL,
-executemany and each insertmanyvalues batch), so the hooks see the same statements. The
+executemany and each insertmanyvalues batch), so the hooks see the same statements; and the
+hooks skip the ones the events never saw (the dialect's first-connect probes). The
 dialect's ``do_commit`` and ``do_rollback`` are wrapped too, once a transaction-end hook is added
 (`StatementHooks.add_transaction_end`), in place of the engine's ``commit`` and ``rollback`` events.
 """
@@ -51,7 +52,7 @@ class StatementHooks:
         """Run ``hook`` before every statement, after the hooks added earlier.
 
         Args:
-            hook: Called with the cursor, the statement and the execution context (or None).
+            hook: Called with the cursor, the statement and the execution context.
         """
         if hook not in self.before:
             self.before = (*self.before, hook)
@@ -60,7 +61,7 @@ class StatementHooks:
         """Run ``timer`` after every statement that succeeded, with its duration.
 
         Args:
-            timer: Called with the cursor, statement, parameters, execution context (or None),
+            timer: Called with the cursor, statement, parameters, execution context,
                 whether it was an executemany, and the seconds the driver took.
         """
         if timer not in self.timers:
@@ -75,11 +76,11 @@ class StatementHooks:
         self.timers = tuple(t for t in self.timers if t != timer)
 
     def add_after(self, hook: After) -> None:
-        """Run ``hook`` after every statement that succeeded, after the timers; cheaper than a
-        timer when the duration is not needed.
+        """Run ``hook`` after every statement that succeeded, after the timers: a timer that
+        does not need the duration.
 
         Args:
-            hook: Called with the cursor, statement, parameters, execution context (or None)
+            hook: Called with the cursor, statement, parameters, execution context
                 and whether it was an executemany.
         """
         if hook not in self.after:
@@ -130,22 +131,22 @@ class StatementHooks:
         def execute(cursor: Any, statement: str, *args: Any) -> Any:
             # args: (parameters, context) or, for do_execute_no_params, (context,)
             context = args[-1] if args else None
+            if context is None or not context.root_connection._allow_autobegin:
+                # the statements the engine events never saw: none outside an execution, and
+                # the dialect's first-connect probes (server version...), which SQLAlchemy runs
+                # on a connection of its own with autobegin and events off
+                return call(cursor, statement, *args)
             for hook in self.before:
                 hook(cursor, statement, context)
-            timers = self.timers
-            after = self.after
-            if not timers:
-                if not after:
-                    return call(cursor, statement, *args)
-                result = call(cursor, statement, *args)
-                parameters = args[0] if len(args) > 1 else None
-            else:
-                started = perf_counter()
-                result = call(cursor, statement, *args)
-                seconds = perf_counter() - started
-                parameters = args[0] if len(args) > 1 else None
-                for timer in timers:
-                    timer(cursor, statement, parameters, context, many, seconds)
+            timers, after = self.timers, self.after
+            if not timers and not after:
+                return call(cursor, statement, *args)
+            started = perf_counter()
+            result = call(cursor, statement, *args)
+            seconds = perf_counter() - started
+            parameters = args[0] if len(args) > 1 else None
+            for timer in timers:
+                timer(cursor, statement, parameters, context, many, seconds)
             for then in after:
                 then(cursor, statement, parameters, context, many)
             return result

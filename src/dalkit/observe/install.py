@@ -230,13 +230,9 @@ class Observer:
         executemany: bool,
         duration: float,
     ) -> None:
-        if context is None:
-            return  # none of SQLAlchemy's own statements outside an execution: never counted
+        # never None: the hooks run only for statements of a Connection's execution
+        assert context is not None
         conn: Connection = context.root_connection
-        if not conn._allow_autobegin:
-            # the dialect's first-connect checks (server version...), which SQLAlchemy runs
-            # without events on the one connection it makes with autobegin off
-            return
         shape = shape_of(statement)
         stats, slow_log, metrics = self.stats, self.slow_log, self.metrics
         if stats is not None:

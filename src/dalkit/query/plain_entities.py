@@ -207,7 +207,7 @@ def _fill_unloaded(state: Any, keys: tuple[str, ...], values: tuple[Any, ...]) -
 def _session_allows(session: Session, mapper: Mapper[Any]) -> bool:
     if type(session).execute is not Session.execute:
         return False  # a session class of its own may do more in execute()
-    if session._new or session._deleted or session.identity_map._modified:
+    if not session._is_clean():
         return False  # an autoflush may be due: leave it to the ORM
     manager = mapper.class_manager.dispatch
     if manager.load or manager.refresh:

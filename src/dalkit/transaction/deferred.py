@@ -111,8 +111,6 @@ def install(engine: Engine) -> None:
     dialect: Any = engine.dialect
 
     def begin_if_needed(cursor: Any, statement: str, context: Any) -> None:
-        if context is None:
-            return
         begin = context.execution_options.get(DEFERRED_BEGIN_OPTION)
         if begin is None:
             return
