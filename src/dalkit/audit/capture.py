@@ -33,6 +33,7 @@ from dalkit.audit.records import diff, full, row, write
 from dalkit.audit.registry import ModelAudit, model_audit, on_first_audited
 from dalkit.audit.statements import on_orm_execute
 from dalkit.query.plain_entities import select_neutral
+from dalkit.query.plain_inserts import flush_neutral
 from dalkit.query.soft_delete import pending_orphans
 
 __all__ = [
@@ -122,6 +123,10 @@ def _after_flush(session: Session, flush_context: UOWTransaction) -> None:
     write(session, rows)
 
 
+def _audited(mapper: Any) -> bool:
+    return model_audit(mapper.class_) is not None
+
+
 def _inserted_values(config: ModelAudit, loaded: Mapping[str, Any]) -> dict[str, Any]:
     """What an INSERT wrote, without querying in the middle of the flush: the loaded values,
     and NULL for a column left unset that has no server default to fill it."""
@@ -139,8 +144,10 @@ def install() -> None:
     audited: until then no listener runs on any flush or statement."""
     if event.contains(Session, "before_flush", _before_flush):
         return
-    event.listen(Session, "before_flush", _before_flush)
-    event.listen(Session, "after_flush", _after_flush)
+    # a flush that only inserts new entities into a clean session: nothing to read before it,
+    # and a record to write after it only for an audited model (plain inserts stay plain)
+    event.listen(Session, "before_flush", flush_neutral(_before_flush))
+    event.listen(Session, "after_flush", flush_neutral(_after_flush, unless=_audited))
     # it returns at once for a select: plain entity reads stay plain
     event.listen(Session, "do_orm_execute", select_neutral(on_orm_execute))
 

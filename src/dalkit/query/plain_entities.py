@@ -40,7 +40,13 @@ from sqlalchemy.orm.attributes import instance_state
 from sqlalchemy.orm.loading import _new_runid as new_runid
 from sqlalchemy.orm.util import LoaderCriteriaOption
 
-__all__ = ["load_plain", "persistent_entities", "propagated_options", "select_neutral"]
+__all__ = [
+    "all_neutral",
+    "load_plain",
+    "persistent_entities",
+    "propagated_options",
+    "select_neutral",
+]
 
 # relationship loaders that set nothing on an entity as it is loaded
 _LAZY = frozenset({"select", True, "raise", "raise_on_sql", "write_only", "dynamic"})
@@ -212,10 +218,20 @@ def _session_allows(session: Session, mapper: Mapper[Any]) -> bool:
     manager = mapper.class_manager.dispatch
     if manager.load or manager.refresh:
         return False  # their listeners are given the ORM's query context
-    for listener in session.dispatch.do_orm_execute:
-        if listener not in _NEUTRAL:
+    return all_neutral(session.dispatch.do_orm_execute, _NEUTRAL, mapper)
+
+
+def all_neutral(
+    listeners: Iterable[Callable[..., Any]],
+    neutral: Mapping[Callable[..., Any], Callable[[Mapper[Any]], bool] | None],
+    mapper: Mapper[Any],
+) -> bool:
+    """Whether each of ``listeners`` is declared in ``neutral`` and leaves ``mapper`` alone
+    (the registries of `select_neutral` and of ``plain_inserts.flush_neutral``)."""
+    for listener in listeners:
+        if listener not in neutral:
             return False
-        unless = _NEUTRAL[listener]
+        unless = neutral[listener]
         if unless is not None and unless(mapper):
             return False
     return True

@@ -26,6 +26,7 @@ from sqlalchemy.sql.schema import ColumnCollectionConstraint
 
 from dalkit.errors import DalkitError
 from dalkit.query.plain_entities import select_neutral
+from dalkit.query.plain_inserts import flush_neutral
 
 __all__ = [
     "UNKNOWN",
@@ -310,6 +311,7 @@ def install() -> None:
     mixin; runs before the audit's flush listener, which then records the update."""
     if event.contains(Session, "before_flush", _soft_delete_orphans):
         return
-    event.listen(Session, "before_flush", _soft_delete_orphans, insert=True)
-    event.listen(Session, "after_flush_postexec", _after_flush)
+    # orphans exist only where a loaded entity changed: never in a flush of new entities alone
+    event.listen(Session, "before_flush", flush_neutral(_soft_delete_orphans), insert=True)
+    event.listen(Session, "after_flush_postexec", flush_neutral(_after_flush))
     event.listen(Session, "do_orm_execute", select_neutral(_check_upsert))  # inserts only

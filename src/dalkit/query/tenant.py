@@ -27,6 +27,7 @@ from sqlalchemy.orm import (
 
 from dalkit.errors import DalkitError
 from dalkit.query.plain_entities import select_neutral
+from dalkit.query.plain_inserts import flush_neutral
 from dalkit.query.soft_delete import UNKNOWN, conflict_columns, inserted_rows
 
 __all__ = [
@@ -216,6 +217,10 @@ def _criteria(current: str) -> Any:
     )
 
 
+def _scoped_mapper(mapper: Any) -> bool:
+    return is_tenant_scoped(mapper.class_)
+
+
 @functools.cache
 def _reaches_scoped(mapper: Any) -> bool:
     """Whether loading ``mapper``'s entities can load tenant-scoped ones, through any chain of
@@ -392,4 +397,4 @@ def install() -> None:
         return
     # it leaves alone the selects of models that reach no tenant-scoped one
     event.listen(Session, "do_orm_execute", select_neutral(_on_execute, unless=_reaches_scoped))
-    event.listen(Session, "before_flush", _before_flush)
+    event.listen(Session, "before_flush", flush_neutral(_before_flush, unless=_scoped_mapper))

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from dalkit.cache.repository import read_entities, read_through
 from dalkit.observe.eager import WATCH
 from dalkit.query.cursor import CursorCodec, secret_key
+from dalkit.query.plain_inserts import add_and_flush
 from dalkit.query.specs import Group, Spec
 from dalkit.repository.base import ModelT, Read
 from dalkit.repository.bulk import BulkOperations
@@ -111,8 +112,7 @@ class Repository(BulkOperations[ModelT]):
     # --- write hooks ------------------------------------------------------------------------
 
     def _add(self, entities: builtins.list[ModelT]) -> None:
-        self.session.add_all(entities)
-        self.session.flush()
+        add_and_flush(self.session, entities)
 
     def _update(self, changes: builtins.list[tuple[ModelT, dict[str, Any]]]) -> None:
         for entity, values in changes:

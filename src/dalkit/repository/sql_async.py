@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from dalkit.cache.repository import read_entities, read_through
 from dalkit.observe.eager import WATCH
 from dalkit.query.cursor import CursorCodec, secret_key
+from dalkit.query.plain_inserts import add_and_flush
 from dalkit.query.specs import Group, Spec
 from dalkit.repository.base import ModelT, Read
 from dalkit.repository.bulk_async import AsyncBulkOperations
@@ -109,8 +110,7 @@ class AsyncRepository(AsyncBulkOperations[ModelT]):
     # --- write hooks ------------------------------------------------------------------------
 
     async def _add(self, entities: builtins.list[ModelT]) -> None:
-        self.session.add_all(entities)
-        await self.session.flush()
+        await add_and_flush(self.session, entities)
 
     async def _update(self, changes: builtins.list[tuple[ModelT, dict[str, Any]]]) -> None:
         for entity, values in changes:
