@@ -159,6 +159,25 @@ def test_a_failed_plain_insert_leaves_the_session_as_a_failed_flush_does(
         assert outcomes[0][:3] == (True, False, False)
 
 
+def test_a_failed_plain_insert_in_a_savepoint_rolls_back_the_savepoint_only(
+    database: Database,
+) -> None:
+    outcomes = []
+    for orm_way in (False, True):
+        with database.session_factory() as session:
+            users = Users(session)
+            seen = _watch(session)
+            if orm_way:
+                _the_orm_way(session)
+            kept = users.add(_user(90 + orm_way))
+            with pytest.raises(IntegrityError), session.begin_nested():
+                users.add(_user(90 + orm_way))
+            assert len(seen) == 2 * orm_way
+            outcomes.append((kept in session, users.count(email=kept.email), session.is_active))
+            session.rollback()
+    assert outcomes == [(True, 1, True), (True, 1, True)]
+
+
 class _Other(DeclarativeBase):
     pass
 
