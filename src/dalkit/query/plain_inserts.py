@@ -5,8 +5,9 @@ Written by hand, around SQLAlchemy's own steps, because SQLAlchemy has no public
 new objects" call short of a whole flush. The flush of one new object sets up a flush context
 and a subtransaction, sorts its one action topologically, looks up its connection once per
 state and organises the states before it runs the INSERT. For the one-row insert of
-bench/peers that was about 70 us of the ~380 us of CPU the flush took (sync, psycopg,
-/work/prof5/flush_v.py: ORM flush 454 us, this path 382 us, in one interleaved run). What
+bench/peers that was about 70 us of the 454 us of CPU the flush took (sync, psycopg; this
+path 382 us in the same interleaved run). A whole one-row insert request took 11-22% less CPU,
+sync and async (two interleaved runs, plain insert on against off). What
 the INSERT is, and what is done to the entities after it, stays SQLAlchemy's: its
 ``_collect_insert_commands`` (which columns, ``None`` and defaults), ``_emit_insert_statements``
 (RETURNING, insertmanyvalues, the server-generated and Python-side defaults put back),
