@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.exc import PendingRollbackError
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, backref, mapped_column, relationship
 from sqlalchemy.orm.attributes import instance_state
 
 from dalkit import (
@@ -23,6 +23,7 @@ from dalkit import (
     Repository,
     TenantScoped,
 )
+from dalkit.query.plain_entities import _plan_of
 from dalkit.query.plain_inserts import _insertable, flush_neutral
 
 from .models import EPOCH, Comment, Post, User
@@ -328,3 +329,30 @@ async def test_async_adds_are_plain(async_database: AsyncDatabase) -> None:
         with pytest.raises(PendingRollbackError):
             await session.execute(sa.select(1))
         await session.rollback()
+
+
+def test_a_relationship_configured_later_is_seen_by_plain_inserts_and_reads() -> None:
+    class Late(DeclarativeBase):
+        pass
+
+    class Owner(Late):
+        __tablename__ = "late_owners"
+        id: Mapped[int] = mapped_column(primary_key=True)
+
+    statement = sa.select(Owner)
+    with Session() as unbound:  # both decided, and remembered, before Pet exists
+        assert _insertable(unbound, [Owner()]) is Owner.__mapper__
+    assert _plan_of(statement) is not None  # a plain read
+
+    class Pet(Late):
+        __tablename__ = "late_pets"
+        id: Mapped[int] = mapped_column(primary_key=True)
+        owner_id: Mapped[int] = mapped_column(sa.ForeignKey("late_owners.id"))
+        owner: Mapped[Owner] = relationship(backref=backref("pets", lazy="selectin"))
+
+    sa.orm.configure_mappers()
+    owner = Owner()
+    owner.pets = [Pet()]  # type: ignore[attr-defined]  # added to Owner by the backref
+    with Session() as unbound:
+        assert _insertable(unbound, [owner]) is None  # a relationship set: the flush's
+    assert _plan_of(statement) is None  # pets are loaded eagerly now: the ORM's read

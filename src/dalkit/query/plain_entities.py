@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy import event
 from sqlalchemy.orm import Mapper, Session
 from sqlalchemy.orm.attributes import instance_state
 from sqlalchemy.orm.loading import _new_runid as new_runid
@@ -85,6 +86,14 @@ class _Plan:
 
 _MAPPERS: weakref.WeakKeyDictionary[Mapper[Any], bool] = weakref.WeakKeyDictionary()
 _PLANS: weakref.WeakKeyDictionary[sa.Select[Any], _Plan | None] = weakref.WeakKeyDictionary()
+
+
+@event.listens_for(Mapper, "after_configured")
+def _forget_mappers() -> None:
+    # mappers configured later can change one known already: a backref adds a relationship
+    # to the mapper it points at (never on a request's path: it runs as mappers configure)
+    _MAPPERS.clear()
+    _PLANS.clear()
 
 
 def load_plain(

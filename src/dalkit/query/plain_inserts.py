@@ -39,6 +39,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy import event
 from sqlalchemy.orm import Mapper, Session
 from sqlalchemy.orm import persistence as _persistence
 from sqlalchemy.orm.attributes import instance_state
@@ -56,6 +57,13 @@ _NEUTRAL: dict[Callable[..., Any], Callable[[Mapper[Any]], bool] | None] = {}
 _INSERTABLE: weakref.WeakKeyDictionary[Mapper[Any], frozenset[str] | None] = (
     weakref.WeakKeyDictionary()
 )
+
+
+@event.listens_for(Mapper, "after_configured")
+def _forget_mappers() -> None:
+    # mappers configured later can change one known already: a backref adds a relationship,
+    # a delete-orphan relationship makes its target's new entities orphans the flush refuses
+    _INSERTABLE.clear()
 
 
 def flush_neutral(
