@@ -44,6 +44,7 @@ from sqlalchemy.orm.util import LoaderCriteriaOption
 __all__ = [
     "all_neutral",
     "load_plain",
+    "maps_one_table",
     "persistent_entities",
     "propagated_options",
     "select_neutral",
@@ -286,26 +287,32 @@ def _is_plain(mapper: Mapper[Any]) -> bool:
     return known
 
 
-def _check_plain(mapper: Mapper[Any]) -> bool:
+def maps_one_table(mapper: Mapper[Any]) -> bool:
+    """Whether ``mapper`` maps one table and nothing else: no inheritance or polymorphism, and
+    each column attribute is one column of that table (what plain reads and plain inserts
+    both need of a model)."""
     table = mapper.local_table
-    if (
-        not isinstance(table, sa.Table)
-        or mapper.persist_selectable is not table
-        or mapper.inherits is not None
-        or mapper.polymorphic_on is not None
-        or mapper.polymorphic_map
-        or mapper.with_polymorphic
-        or mapper.always_refresh
-        or len(list(mapper.self_and_descendants)) != 1
-    ):
+    return (
+        isinstance(table, sa.Table)
+        and mapper.persist_selectable is table
+        and mapper.inherits is None
+        and mapper.polymorphic_on is None
+        and not mapper.polymorphic_map
+        and len(list(mapper.self_and_descendants)) == 1
+        and all(
+            len(prop.columns) == 1
+            and isinstance(prop.columns[0], sa.Column)
+            and prop.columns[0].table is table
+            for prop in mapper.column_attrs
+        )
+    )
+
+
+def _check_plain(mapper: Mapper[Any]) -> bool:
+    if not maps_one_table(mapper) or mapper.with_polymorphic or mapper.always_refresh:
         return False
     for prop in mapper.column_attrs:
-        if len(prop.columns) != 1 or prop.deferred or prop.columns[0] is None:
-            return False
-        column = prop.columns[0]
-        if not isinstance(column, sa.Column) or column.table is not table:
-            return False
-        if prop.strategy_key != (("deferred", False), ("instrument", True)):
+        if prop.deferred or prop.strategy_key != (("deferred", False), ("instrument", True)):
             return False
     mapped = {prop.columns[0] for prop in mapper.column_attrs}
     if any(column not in mapped for column in mapper.primary_key):

@@ -38,7 +38,6 @@ import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.orm import Mapper, Session
 from sqlalchemy.orm import persistence as _persistence
@@ -46,7 +45,7 @@ from sqlalchemy.orm.attributes import instance_state
 from sqlalchemy.orm.unitofwork import UOWTransaction
 from sqlalchemy.util import greenlet_spawn, safe_reraise
 
-from dalkit.query.plain_entities import all_neutral
+from dalkit.query.plain_entities import all_neutral, maps_one_table
 
 __all__ = ["add_and_flush", "flush_neutral"]
 
@@ -164,23 +163,11 @@ def _insertable_mapper(mapper: Mapper[Any]) -> frozenset[str] | None:
         return _INSERTABLE[mapper]
     except KeyError:
         pass
-    table = mapper.local_table
     plain = (
-        isinstance(table, sa.Table)
-        and mapper.persist_selectable is table
-        and mapper.inherits is None
-        and mapper.polymorphic_on is None
-        and not mapper.polymorphic_map
-        and len(list(mapper.self_and_descendants)) == 1
+        maps_one_table(mapper)
         and mapper.version_id_col is None
         and mapper.batch
         and not mapper._delete_orphans
-        and all(
-            len(prop.columns) == 1
-            and isinstance(prop.columns[0], sa.Column)
-            and prop.columns[0].table is table
-            for prop in mapper.column_attrs
-        )
     )
     keys = frozenset(mapper.relationships.keys()) if plain else None
     _INSERTABLE[mapper] = keys
