@@ -1,14 +1,18 @@
 """The statement hooks' ``after`` kind and their transaction-end hooks, on a plain SQLAlchemy
-engine over a SQLite file: what they see, and when they run."""
+engine over a SQLite file (two-phase ends on PostgreSQL): what they see, and when they run."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+import functools
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.util import greenlet_spawn
 
 from dalkit.engine.statement_hooks import hooks_for
 
@@ -79,7 +83,8 @@ def test_transaction_end_hooks_see_each_commit_and_rollback_but_no_savepoint(
 ) -> None:
     ends: list[tuple[bool, bool]] = []
 
-    def ended(dbapi_connection: Any, committed: bool) -> None:
+    def ended(dbapi_connection: Any, committed: bool, foreign: bool) -> None:
+        assert not foreign
         # the pool's connection: its info is the pool record's, shared with the Connection
         ends.append((committed, dbapi_connection.info.get("marked", False)))
 
@@ -87,7 +92,7 @@ def test_transaction_end_hooks_see_each_commit_and_rollback_but_no_savepoint(
     hooks.add_transaction_end(ended)
     wrapped = engine.dialect.do_commit
     hooks.add_transaction_end(ended)
-    hooks.add_transaction_end(lambda _c, _committed: None)
+    hooks.add_transaction_end(lambda _c, _committed, _foreign: None)
     assert engine.dialect.do_commit is wrapped  # wrapped once; a hook is added once
     with engine.connect() as connection:
         connection.info["marked"] = True
@@ -115,7 +120,9 @@ def test_a_transaction_end_hook_runs_when_the_commit_fails(tmp_path: Path) -> No
                 "REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED)"
             )
         ends: list[bool] = []
-        hooks_for(engine.dialect).add_transaction_end(lambda _c, committed: ends.append(committed))
+        hooks_for(engine.dialect).add_transaction_end(
+            lambda _c, committed, _foreign: ends.append(committed)
+        )
         with engine.connect() as connection:
             connection.exec_driver_sql("PRAGMA foreign_keys = ON")
             connection.exec_driver_sql("INSERT INTO child (id, parent_id) VALUES (1, 99)")
@@ -125,3 +132,76 @@ def test_a_transaction_end_hook_runs_when_the_commit_fails(tmp_path: Path) -> No
         assert ends == [True]
     finally:
         engine.dispose()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("driver", ["psycopg", "asyncpg"])
+def test_transaction_end_hooks_see_each_two_phase_end_first(
+    driver: str, postgres_database_url: str
+) -> None:
+    # psycopg ends a two-phase transaction with the driver's tpc_commit(), never do_commit;
+    # SQLAlchemy's PostgreSQL dialect (asyncpg's) sends COMMIT PREPARED and then calls
+    # do_rollback to leave the block it opens: that must not reach the hooks as the end
+    url = sa.make_url(postgres_database_url).set(drivername=f"postgresql+{driver}")
+    loop = asyncio.new_event_loop()
+    if driver == "asyncpg":
+        engine = create_async_engine(url).sync_engine
+
+        def run(fn: Callable[[], Any]) -> Any:
+            return loop.run_until_complete(greenlet_spawn(fn))
+    else:
+        engine = sa.create_engine(url)
+
+        def run(fn: Callable[[], Any]) -> Any:
+            return fn()
+
+    ends: list[tuple[bool, bool]] = []
+    hooks_for(engine.dialect).add_transaction_end(
+        lambda _c, committed, foreign: ends.append((committed, foreign))
+    )
+    try:
+        run(lambda: _create_table(engine))
+        for commit in (True, False):
+            del ends[:]
+            run(functools.partial(_two_phase_round, engine, commit=commit))
+            # then, at most, the pool's reset of the connection given back
+            assert ends[0] == (commit, False)
+            assert ends[1:] in ([], [(False, False)])
+        xid = run(lambda: _prepared_and_left(engine))
+        del ends[:]
+        run(lambda: _commit_recovered(engine, xid))
+        assert ends[0] == (True, True)  # recovered: what it wrote is unknown here
+    finally:
+        run(engine.dispose)
+        loop.close()
+
+
+def _create_table(engine: sa.Engine) -> None:
+    with engine.begin() as connection:
+        connection.exec_driver_sql("CREATE TABLE tp (id int)")
+
+
+def _two_phase_round(engine: sa.Engine, *, commit: bool) -> None:
+    with engine.connect() as connection:
+        transaction = connection.begin_twophase()
+        connection.exec_driver_sql("INSERT INTO tp VALUES (1)")
+        transaction.prepare()
+        if commit:
+            transaction.commit()
+        else:
+            transaction.rollback()
+
+
+def _prepared_and_left(engine: sa.Engine) -> str:
+    """A transaction prepared and left by its connection, as a crashed process leaves it."""
+    xid = f"hooks-{engine.dialect.driver}"
+    with engine.connect() as connection:
+        connection.exec_driver_sql("INSERT INTO tp VALUES (2)")
+        connection.exec_driver_sql(f"PREPARE TRANSACTION '{xid}'")
+        connection.commit()
+    return xid
+
+
+def _commit_recovered(engine: sa.Engine, xid: str) -> None:
+    with engine.connect() as connection:
+        connection.commit_prepared(xid, recover=True)

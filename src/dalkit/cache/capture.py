@@ -7,10 +7,13 @@ path that goes through SQLAlchemy (a flush is a series of INSERT/UPDATE/DELETE s
 per table, association and inheritance tables included), so no write path can be forgotten.
 Writes in a dalkit transaction are invalidated by an ``on_commit`` callback (after COMMIT
 succeeded, before the transaction call returns; dropped with a rolled-back savepoint). Writes on
-a connection outside dalkit's transactions (``engine.begin()``, a bare ``Session.commit()``) are
-kept in the pool record's ``info`` and invalidated by a transaction-end hook wrapping the
-dialect's ``do_commit`` just after COMMIT (even a failed one: it may have been applied), or
-forgotten by its ``do_rollback``; on an AUTOCOMMIT connection, just after the statement.
+a connection outside dalkit's transactions (``engine.begin()``, a bare ``Session.commit()``, a
+two-phase ``Session(twophase=True)``) are kept in the pool record's ``info`` and invalidated by
+a transaction-end hook wrapping the dialect's ``do_commit`` (and ``do_commit_twophase``) just
+after COMMIT (even a failed one: it may have been applied), or forgotten by its
+``do_rollback``; on an AUTOCOMMIT connection, just after the statement. A two-phase transaction
+prepared elsewhere and committed here (``commit_prepared(..., recover=True)``) invalidates
+everything: what it wrote is unknown here.
 
 Why hooks and not engine events: one engine listener makes every connection dispatch about seven
 events a transaction, read-only ones included. Why ``do_commit`` / ``do_rollback`` rather than
@@ -136,7 +139,11 @@ class WriteCapture:
         else:
             pending.update(tables)
 
-    def _ended(self, dbapi_connection: Any, committed: bool) -> None:
+    def _ended(self, dbapi_connection: Any, committed: bool, foreign: bool) -> None:
+        if foreign and committed:
+            # a two-phase transaction prepared by another connection or process, committed
+            # here (recovery): what it wrote was never seen here
+            self.cache.invalidate_soon((ALL,))
         try:
             info = dbapi_connection.info
         except (AttributeError, NotImplementedError):  # a bare or ad-hoc connection

@@ -11,8 +11,9 @@ characteristic that went with them, that was an eighth of the CPU of a read-only
 calls these three methods for every statement the events saw (ORM, Core, text, DDL,
 executemany and each insertmanyvalues batch), so the hooks see the same statements; and the
 hooks skip the ones the events never saw (the dialect's first-connect probes). The
-dialect's ``do_commit`` and ``do_rollback`` are wrapped too, once a transaction-end hook is added
-(`StatementHooks.add_transaction_end`), in place of the engine's ``commit`` and ``rollback`` events.
+dialect's ``do_commit`` and ``do_rollback`` (and their two-phase twins) are wrapped too, once a
+transaction-end hook is added (`StatementHooks.add_transaction_end`), in place of the engine's
+``commit`` and ``rollback`` events.
 """
 
 from __future__ import annotations
@@ -31,8 +32,10 @@ Before = Callable[[Any, str, Any], None]
 Timer = Callable[[Any, str, Any, Any, bool, float], None]
 #: ``(cursor, statement, parameters, context, executemany)``, after it succeeded
 After = Callable[[Any, str, Any, Any, bool], None]
-#: ``(dbapi_connection, committed)``, after a COMMIT (True) or ROLLBACK (False) was sent
-Ended = Callable[[Any, bool], None]
+#: ``(dbapi_connection, committed, foreign)``, after a COMMIT (True) or ROLLBACK (False) was
+#: sent; ``foreign``: the transaction ended was prepared elsewhere (two-phase recovery), so what
+#: it wrote is unknown here
+Ended = Callable[[Any, bool, bool], None]
 
 _HOOKS = "_dalkit_statement_hooks"
 
@@ -46,6 +49,8 @@ class StatementHooks:
         self.timers: tuple[Timer, ...] = ()
         self.after: tuple[After, ...] = ()
         self.ends: tuple[Ended, ...] = ()
+        # ids of the pool connections inside a two-phase end (a set: atomic under the GIL)
+        self._two_phase: set[int] = set()
         self._dialect = dialect
 
     def add_before(self, hook: Before) -> None:
@@ -92,19 +97,28 @@ class StatementHooks:
         The first such hook wraps the dialect's ``do_commit`` and ``do_rollback`` as they are
         then (the deferred BEGIN's included, dalkit.transaction.deferred): SQLAlchemy calls them
         for every COMMIT and ROLLBACK of a Connection, a Session and the pool's reset on
-        check-in, never for a savepoint. The hook also runs when the driver's call raised: a
-        COMMIT that failed may have been applied.
+        check-in, never for a savepoint. It wraps ``do_commit_twophase`` and
+        ``do_rollback_twophase`` too: a two-phase transaction (``Session(twophase=True)``,
+        ``Connection.begin_twophase()``, ``commit_prepared()``) ends through them, and psycopg
+        ends it with the driver's ``tpc_commit()``, never calling ``do_commit``. The hook also
+        runs when the driver's call raised: a COMMIT that failed may have been applied.
 
         Args:
-            hook: Called with the pool's connection (its ``info`` is the pool record's) and
-                whether it was a COMMIT.
+            hook: Called with the pool's connection (its ``info`` is the pool record's),
+                whether it was a COMMIT, and whether the transaction was prepared elsewhere.
         """
         if hook in self.ends:
             return
         if not self.ends:
-            target: Any = self._dialect
-            target.do_commit = self._ending(self._dialect.do_commit, committed=True)
-            target.do_rollback = self._ending(self._dialect.do_rollback, committed=False)
+            dialect: Any = self._dialect
+            dialect.do_commit = self._ending(dialect.do_commit, committed=True)
+            dialect.do_rollback = self._ending(dialect.do_rollback, committed=False)
+            dialect.do_commit_twophase = self._ending_twophase(
+                dialect.do_commit_twophase, committed=True
+            )
+            dialect.do_rollback_twophase = self._ending_twophase(
+                dialect.do_rollback_twophase, committed=False
+            )
         self.ends = (*self.ends, hook)
 
     def _ending(self, call: Callable[[Any], None], committed: bool) -> Callable[[Any], None]:
@@ -112,8 +126,25 @@ class StatementHooks:
             try:
                 call(dbapi_connection)
             finally:
+                # not while a two-phase end runs on this connection: PostgreSQL's own (not
+                # psycopg's) calls do_rollback after COMMIT PREPARED, to leave the block it
+                # opened; that is not the end of what the transaction wrote
+                if not self._two_phase or id(dbapi_connection) not in self._two_phase:
+                    for hook in self.ends:
+                        hook(dbapi_connection, committed, False)
+
+        return end
+
+    def _ending_twophase(self, call: Callable[..., None], committed: bool) -> Callable[..., None]:
+        def end(connection: Any, xid: Any, is_prepared: bool = True, recover: bool = False) -> None:
+            pooled = connection.connection  # what do_commit is given: the pool's connection
+            self._two_phase.add(id(pooled))
+            try:
+                call(connection, xid, is_prepared, recover)
+            finally:
+                self._two_phase.discard(id(pooled))
                 for hook in self.ends:
-                    hook(dbapi_connection, committed)
+                    hook(pooled, committed, recover)
 
         return end
 

@@ -192,6 +192,8 @@ class PostgresServer(LocalServer):
             "port": str(self.port),
             "unix_socket_directories": f"'{root}'",
             "max_connections": "300",
+            # PostgreSQL's default, 0, refuses PREPARE TRANSACTION: two-phase commits are tested
+            "max_prepared_transactions": "20",
             # Durability is worthless for a cluster deleted after the run.
             "fsync": "off",
             "synchronous_commit": "off",
