@@ -46,11 +46,13 @@ async def test_an_async_session_commits_and_rolls_back(async_db: AsyncDatabase) 
 
 
 def test_a_core_connection_commits_on_success(db: Database) -> None:
+    # not "notes": an audited model of another test module has that table, and raw SQL on an
+    # engine that created none of the audited models' tables is checked against all of them
     with db.connection() as connection:
-        connection.exec_driver_sql("CREATE TABLE notes (body TEXT)")
-        connection.execute(sa.text("INSERT INTO notes VALUES (:body)"), {"body": "hello"})
+        connection.exec_driver_sql("CREATE TABLE core_notes (body TEXT)")
+        connection.execute(sa.text("INSERT INTO core_notes VALUES (:body)"), {"body": "hello"})
     with db.connection() as connection:
-        assert connection.exec_driver_sql("SELECT body FROM notes").scalar_one() == "hello"
+        assert connection.exec_driver_sql("SELECT body FROM core_notes").scalar_one() == "hello"
 
 
 def test_a_failed_transaction_that_created_a_table_leaves_no_table(db: Database) -> None:

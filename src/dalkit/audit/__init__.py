@@ -1,6 +1,7 @@
 """The audit log: which models are audited (`Audited`, `register()`), who acts
-(`actor()`), capture of every change in the same transaction (`.capture`), and reading
-the trail back (`history()`, `changes_by()`).
+(`actor()`), capture of every change in the same transaction (`.capture`), refusal of the
+writes it cannot record (`.guard`, `unaudited()`), and reading the trail back (`history()`,
+`changes_by()`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dalkit.audit.capture import (
     recording_bulk_update_async,
 )
 from dalkit.audit.errors import UnauditedWriteError
+from dalkit.audit.guard import RECORDED, unaudited
 from dalkit.audit.raw import check_raw_write
 from dalkit.audit.registry import (
     REDACTED,
@@ -39,6 +41,7 @@ from dalkit.audit.trail import (
 )
 
 __all__ = [
+    "RECORDED",
     "REDACTED",
     "AuditEntry",
     "Audited",
@@ -65,4 +68,5 @@ __all__ = [
     "recording_bulk_update",
     "recording_bulk_update_async",
     "register",
+    "unaudited",
 ]

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from dalkit.audit.errors import UnauditedWriteError
+from dalkit.audit.guard import recorded
 from dalkit.audit.records import full, record_since, row, rows_by, rows_by_key, write
 from dalkit.audit.registry import ModelAudit, model_audit
 from dalkit.query.soft_delete import is_soft_deletable, refuse_deleted
@@ -168,7 +169,8 @@ def recording_bulk_update(
         yield
         return
     before = audit.read_before(session, rows)
-    yield
+    with recorded():  # the block's statements pass the guard: they are recorded here
+        yield
     audit.record(session, before)
 
 
@@ -181,7 +183,8 @@ async def recording_bulk_update_async(
         yield
         return
     before = await session.run_sync(audit.read_before, rows)
-    yield
+    with recorded():
+        yield
     await session.run_sync(audit.record, before)
 
 

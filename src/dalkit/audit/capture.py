@@ -4,7 +4,8 @@ driver-level bulk writes in `.bulk`.
 
 Written once on SQLAlchemy's synchronous session events, which serve the async API too:
 ``before_flush``/``after_flush`` for the unit of work (delete-orphan removals included), and
-``do_orm_execute`` for statements run through a session. The listeners sit on the ``Session``
+``do_orm_execute`` for statements run through a session; `.guard` refuses the writes that
+reach an audited table any other way. The listeners sit on the ``Session``
 class, so every session (dalkit's, a plain SQLAlchemy one, the sync session inside an
 AsyncSession) is covered; they are installed when the first model is audited.
 """
@@ -29,9 +30,12 @@ from dalkit.audit.bulk import (
     recording_bulk_update,
     recording_bulk_update_async,
 )
+from dalkit.audit.guard import flush_began, flush_ended, guard
 from dalkit.audit.records import diff, full, row, write
 from dalkit.audit.registry import ModelAudit, model_audit, on_first_audited
 from dalkit.audit.statements import on_orm_execute
+from dalkit.engine.session_owner import track_owners
+from dalkit.engine.statement_hooks import add_before_everywhere
 from dalkit.query.plain_entities import select_neutral
 from dalkit.query.plain_inserts import flush_neutral
 from dalkit.query.soft_delete import pending_orphans
@@ -55,6 +59,7 @@ def _before_flush(session: Session, flush_context: UOWTransaction, instances: An
     """Deletes and updates are recorded from what the database holds before the flush; so are
     the orphans a ``delete-orphan`` relationship will delete (soft-deletable ones were turned
     into updates by the soft-delete listener, which runs first)."""
+    flush_began(session)  # its statements pass the guard
     rows: list[dict[str, Any]] = []
     dirty = session.dirty  # each read builds a new set
     # cheap when no dirty object is in a delete-orphan relationship: see pending_orphans()
@@ -111,6 +116,7 @@ def _unit_of_work_changes(
 
 
 def _after_flush(session: Session, flush_context: UOWTransaction) -> None:
+    flush_ended(session)
     rows: list[dict[str, Any]] = flush_context.attributes.pop(_PENDING_KEY, [])
     for obj in session.new:
         config = model_audit(type(obj))
@@ -150,6 +156,10 @@ def install() -> None:
     event.listen(Session, "after_flush", flush_neutral(_after_flush, unless=_audited))
     # it returns at once for a select: plain entity reads stay plain
     event.listen(Session, "do_orm_execute", select_neutral(on_orm_execute))
+    # and what the listeners above cannot record is refused (.guard)
+    track_owners()
+    event.listen(Session, "after_transaction_end", flush_ended)  # a flush that failed
+    add_before_everywhere(guard)
 
 
 on_first_audited(install)

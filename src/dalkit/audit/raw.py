@@ -18,7 +18,7 @@ from sqlparse import tokens as T
 from dalkit.audit.errors import UnauditedWriteError
 from dalkit.audit.registry import audited_tables
 
-__all__ = ["check_raw_write", "written_tables"]
+__all__ = ["audited_target", "check_raw_write", "written_tables"]
 
 # the keyword that starts a write, and the words that may stand between it and its table
 _WRITES = {"INSERT", "UPDATE", "DELETE", "MERGE", "TRUNCATE", "REPLACE", "COPY"}
@@ -141,18 +141,31 @@ def check_raw_write(sql: str, engine: Any = None) -> None:
     Raises:
         UnauditedWriteError: When ``sql`` writes a table of an audited model.
     """
+    table = audited_target(sql, engine)
+    if table is not None:
+        raise UnauditedWriteError(
+            f"raw SQL writes {table.fullname}, the table of an audited model, and its changes "
+            "cannot be recorded: write it through the ORM or a repository instead"
+        )
+
+
+def audited_target(sql: str, engine: Any = None) -> sa.Table | None:
+    """The table of an audited model that ``sql`` writes, or None; see `check_raw_write`.
+
+    Args:
+        sql: The SQL text.
+        engine: The engine it runs on (None: every audited table is checked).
+    """
     if not _WRITE_WORD.search(sql):
-        return  # no write keyword anywhere: nothing to parse
+        return None  # no write keyword anywhere: nothing to parse
     tables = audited_tables()
     known = _created.get(getattr(engine, "pool", None)) if engine is not None else None
     if known:  # the schemas created through this engine; unknown engines check every table
         tables = [table for table in tables if table.metadata in known]
     if not tables:
-        return
+        return None
     for schema, name in written_tables(sql):
         table = _matches(tables, schema, name)
         if table is not None:
-            raise UnauditedWriteError(
-                f"raw SQL writes {table.fullname}, the table of an audited model, and its changes "
-                "cannot be recorded: write it through the ORM or a repository instead"
-            )
+            return table
+    return None

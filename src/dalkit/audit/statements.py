@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import ORMExecuteState, Session
 
 from dalkit.audit.errors import UnauditedWriteError
+from dalkit.audit.guard import recorded
 from dalkit.audit.raw import check_raw_write
 from dalkit.audit.records import IN_CHUNK, diff, full, record_since, row, rows_by, write
 from dalkit.audit.registry import ModelAudit, table_audit
@@ -37,6 +38,13 @@ def on_orm_execute(state: ORMExecuteState) -> Any:
     if isinstance(dml, sa.Insert):
         return _capture_insert(state, config, dml)
     return _capture_change(state, config, dml)
+
+
+def _invoke(state: ORMExecuteState) -> Any:
+    # what the statement writes is recorded here, so the guard lets it through (.guard); a
+    # context rather than an execution option, which an ORM bulk UPDATE by primary key drops
+    with recorded():
+        return state.invoke_statement()
 
 
 # -- INSERT, and INSERT ... ON CONFLICT ------------------------------------------------------
@@ -63,7 +71,7 @@ def _capture_insert(state: ORMExecuteState, config: ModelAudit, statement: sa.In
                 "primary or unique key values cannot be recorded: include the keys, or add the "
                 "objects through the ORM"
             )
-        result = state.invoke_statement()
+        result = _invoke(state)
         key = tuple(getattr(result, "inserted_primary_key", None) or ())
         if not key or None in key:
             raise UnauditedWriteError(f"the key of the row inserted into {table.name} is unknown")
@@ -72,7 +80,7 @@ def _capture_insert(state: ORMExecuteState, config: ModelAudit, statement: sa.In
         return result
     keys = [tuple(r[n] for n in lookup) for r in rows]
     before = rows_by(session, config, lookup, keys)
-    result = state.invoke_statement()
+    result = _invoke(state)
     after = rows_by(session, config, lookup, keys)
     records = []
     for key, new in after.items():
@@ -139,13 +147,13 @@ def _capture_change(
             before = {}
             for params_of_one in params:
                 before.update(_read(session, config, table, where, params_of_one, None))
-        result = state.invoke_statement()
+        result = _invoke(state)
         record_since(session, config, before, deleting=deleting)
         return result
     single = typing.cast("Mapping[str, Any]", state.parameters or {})
     before = _read(session, config, table, where, single, IN_CHUNK + 1)
     if len(before) <= IN_CHUNK:
-        result = state.invoke_statement()
+        result = _invoke(state)
         record_since(session, config, before, deleting=deleting)
         return result
     return _capture_large(state, config, table, where, deleting)
@@ -188,7 +196,7 @@ def _capture_large(
     image.create(connection)
     copy = image.insert().from_select(list(config.keys), _before_select(config, table, where))
     connection.execute(copy, dict(typing.cast("Mapping[str, Any]", state.parameters or {})))
-    result = state.invoke_statement()
+    result = _invoke(state)
     pk = [image.c[k] for k in config.primary_key]
     last: tuple[Any, ...] | None = None
     while True:

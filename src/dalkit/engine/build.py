@@ -17,7 +17,7 @@ from sqlalchemy.engine import URL, Connection, Engine, ExceptionContext
 
 from dalkit.config import DatabaseConfig
 from dalkit.driver_errors import translate_dbapi_error
-from dalkit.engine import liveness
+from dalkit.engine import liveness, statement_hooks
 from dalkit.engine import pool as pool_metrics
 from dalkit.engine.options import (
     install_sqlite_read_only,
@@ -302,6 +302,7 @@ def _install_all(engine: Engine, config: DatabaseConfig, metrics: PoolMetrics) -
     install_hooks(engine, config, on_connect_error=metrics.on_connect_error)
     if config.pool_pre_ping:
         liveness.install(engine)
+    statement_hooks.track(engine.dialect)  # the hooks every dalkit engine runs (audit's guard)
 
 
 def get_driver_connection(connection: Connection) -> Any:

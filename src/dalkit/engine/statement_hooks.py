@@ -18,13 +18,23 @@ transaction-end hook is added (`StatementHooks.add_transaction_end`), in place o
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from time import perf_counter
 from typing import Any
 
 from sqlalchemy.engine import Dialect
 
-__all__ = ["After", "Before", "Ended", "StatementHooks", "Timer", "hooks_for"]
+__all__ = [
+    "After",
+    "Before",
+    "Ended",
+    "StatementHooks",
+    "Timer",
+    "add_before_everywhere",
+    "hooks_for",
+    "track",
+]
 
 #: ``(cursor, statement, context)``, before the statement; it may send its own first
 Before = Callable[[Any, str, Any], None]
@@ -38,6 +48,10 @@ After = Callable[[Any, str, Any, Any, bool], None]
 Ended = Callable[[Any, bool, bool], None]
 
 _HOOKS = "_dalkit_statement_hooks"
+# hooks for the dialect of every engine dalkit builds (the audit's guard), and those dialects:
+# an engine's dialect is wrapped only once such a hook exists, so until then it runs none
+_EVERYWHERE: tuple[Before, ...] = ()
+_TRACKED: weakref.WeakSet[Dialect] = weakref.WeakSet()
 
 
 class StatementHooks:
@@ -52,6 +66,16 @@ class StatementHooks:
         # ids of the pool connections inside a two-phase end (a set: atomic under the GIL)
         self._two_phase: set[int] = set()
         self._dialect = dialect
+
+    def add_first(self, hook: Before) -> None:
+        """Run ``hook`` before every statement, before the hooks added earlier: one that may
+        refuse the statement runs before any that sends something (the deferred BEGIN).
+
+        Args:
+            hook: Called with the cursor, the statement and the execution context.
+        """
+        if hook not in self.before:
+            self.before = (hook, *self.before)
 
     def add_before(self, hook: Before) -> None:
         """Run ``hook`` before every statement, after the hooks added earlier.
@@ -208,3 +232,30 @@ def hooks_for(dialect: Dialect) -> StatementHooks:
     target.do_executemany = hooks.wrap(dialect.do_executemany, many=True)
     setattr(target, _HOOKS, hooks)
     return hooks
+
+
+def track(dialect: Dialect) -> None:
+    """Have the hooks added with `add_before_everywhere` run on ``dialect`` too; for the
+    dialect of every engine dalkit builds.
+
+    Args:
+        dialect: An engine's dialect.
+    """
+    for hook in _EVERYWHERE:
+        hooks_for(dialect).add_first(hook)
+    _TRACKED.add(dialect)
+
+
+def add_before_everywhere(hook: Before) -> None:
+    """Run ``hook`` before every statement of every engine dalkit built or builds (see
+    `track`), before its other hooks.
+
+    Args:
+        hook: Called with the cursor, the statement and the execution context.
+    """
+    global _EVERYWHERE
+    if hook in _EVERYWHERE:
+        return
+    _EVERYWHERE = (*_EVERYWHERE, hook)
+    for dialect in list(_TRACKED):
+        hooks_for(dialect).add_first(hook)

@@ -18,6 +18,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 
 from dalkit.audit import (
+    RECORDED,
     ChunkAudit,
     bulk_insert_audit,
     bulk_update_audit,
@@ -37,6 +38,10 @@ from dalkit.repository.copy import (
     row_error,
 )
 from dalkit.repository.streamed import StreamedTuples
+
+# the writes of an audited model's chunks are recorded (dalkit.audit.bulk), and the bisection
+# of a failed chunk is rolled back: the audit's guard lets them through (dalkit.audit.guard)
+_RECORDED = {RECORDED: True}
 
 
 class BulkOperations(AbstractRepository[ModelT]):
@@ -204,12 +209,12 @@ class BulkOperations(AbstractRepository[ModelT]):
         connection = self.session.connection()
         connection.exec_driver_sql(empty)
         copy_rows(get_driver_connection(connection), plan, part, oids, name)
-        result = connection.exec_driver_sql(update)
+        result = connection.exec_driver_sql(update, execution_options=_RECORDED)
         return result.rowcount
 
     def _executemany(self, sql: str, part: Sequence[tuple[Any, ...]]) -> int:
         connection = self.session.connection()
-        result = connection.exec_driver_sql(sql, builtins.list(part))
+        result = connection.exec_driver_sql(sql, builtins.list(part), execution_options=_RECORDED)
         return result.rowcount
 
     def _copy_types(self, plan: BulkPlan) -> builtins.list[int]:

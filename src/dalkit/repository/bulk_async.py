@@ -16,6 +16,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dalkit.audit import (
+    RECORDED,
     ChunkAudit,
     bulk_insert_audit,
     bulk_update_audit,
@@ -35,6 +36,10 @@ from dalkit.repository.copy import (
     row_error,
 )
 from dalkit.repository.streamed import StreamedTuples
+
+# the writes of an audited model's chunks are recorded (dalkit.audit.bulk), and the bisection
+# of a failed chunk is rolled back: the audit's guard lets them through (dalkit.audit.guard)
+_RECORDED = {RECORDED: True}
 
 
 class AsyncBulkOperations(AsyncAbstractRepository[ModelT]):
@@ -202,12 +207,14 @@ class AsyncBulkOperations(AsyncAbstractRepository[ModelT]):
         connection = await self.session.connection()
         await connection.exec_driver_sql(empty)
         await copy_rows_async(await get_async_driver_connection(connection), plan, part, oids, name)
-        result = await connection.exec_driver_sql(update)
+        result = await connection.exec_driver_sql(update, execution_options=_RECORDED)
         return result.rowcount
 
     async def _executemany(self, sql: str, part: Sequence[tuple[Any, ...]]) -> int:
         connection = await self.session.connection()
-        result = await connection.exec_driver_sql(sql, builtins.list(part))
+        result = await connection.exec_driver_sql(
+            sql, builtins.list(part), execution_options=_RECORDED
+        )
         return result.rowcount
 
     async def _copy_types(self, plan: BulkPlan) -> builtins.list[int]:
