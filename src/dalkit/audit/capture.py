@@ -30,6 +30,7 @@ from dalkit.audit.bulk import (
     recording_bulk_update,
     recording_bulk_update_async,
 )
+from dalkit.audit.cascades import Dependents, has_audited_dependents
 from dalkit.audit.guard import flush_began, flush_ended, guard
 from dalkit.audit.records import diff, full, row, write
 from dalkit.audit.registry import ModelAudit, model_audit, on_first_audited
@@ -53,6 +54,7 @@ __all__ = [
 ]
 
 _PENDING_KEY = "dalkit.audit.pending"
+_DEPENDENTS_KEY = "dalkit.audit.dependents"
 
 
 def _before_flush(session: Session, flush_context: UOWTransaction, instances: Any) -> None:
@@ -64,7 +66,8 @@ def _before_flush(session: Session, flush_context: UOWTransaction, instances: An
     dirty = session.dirty  # each read builds a new set
     # cheap when no dirty object is in a delete-orphan relationship: see pending_orphans()
     orphans = [child for child, _ in pending_orphans(session)]
-    for obj in [*session.deleted, *orphans]:
+    deleted = [*session.deleted, *orphans]
+    for obj in deleted:
         config = model_audit(type(obj))
         if config is not None:
             # loads attributes the session expired: the row is still there to read
@@ -79,6 +82,42 @@ def _before_flush(session: Session, flush_context: UOWTransaction, instances: An
         if changes:
             rows.append(row(config, "update", state.identity or (), changes))
     flush_context.attributes[_PENDING_KEY] = rows
+    if deleted:
+        dependents = _dependents(session, deleted, dirty)
+        if dependents is not None:
+            flush_context.attributes[_DEPENDENTS_KEY] = dependents
+
+
+def _dependents(session: Session, deleted: list[Any], dirty: Any) -> Dependents | None:
+    """The audited rows that the flush's deletes reach through foreign keys, read now: the
+    database's ON DELETE actions, and the ORM's nulling of children, which no entity of the
+    flush shows (the entities it deletes or changes itself are recorded above)."""
+    keys_by_table: dict[sa.Table, list[tuple[Any, ...]]] = {}
+    for obj in deleted:
+        state = instance_state(obj)
+        for table in state.mapper.tables:
+            # joined inheritance: every table of the entity, keyed like its primary key
+            if (
+                state.identity
+                and isinstance(table, sa.Table)
+                and len(table.primary_key) == len(state.identity)
+                and has_audited_dependents(table, by_orm=True)
+            ):
+                keys_by_table.setdefault(table, []).append(state.identity)
+    if not keys_by_table:
+        return None
+    skip: set[tuple[Any, tuple[Any, ...]]] = set()
+    for obj in [*deleted, *dirty]:
+        state = instance_state(obj)
+        if state.identity:
+            skip.add((state.mapper.local_table, state.identity))
+    dependents = Dependents()
+    for table, keys in keys_by_table.items():
+        columns = list(table.primary_key)
+        target = columns[0] if len(columns) == 1 else sa.tuple_(*columns)
+        values = [key[0] for key in keys] if len(columns) == 1 else keys
+        dependents.add(session, table, target.in_(values), skip=skip, by_orm=True)
+    return dependents
 
 
 def _unit_of_work_changes(
@@ -127,6 +166,9 @@ def _after_flush(session: Session, flush_context: UOWTransaction) -> None:
             key = state.mapper.primary_key_from_instance(obj)
             rows.append(row(config, "create", key, full(config, values)))
     write(session, rows)
+    dependents: Dependents | None = flush_context.attributes.pop(_DEPENDENTS_KEY, None)
+    if dependents is not None:
+        dependents.record(session)
 
 
 def _audited(mapper: Any) -> bool:

@@ -8,7 +8,8 @@ another way would be written unrecorded: a Core statement or raw SQL on a connec
 Session's legacy bulk methods (``bulk_insert_mappings``, ``bulk_save_objects``,
 ``bulk_update_mappings``), which run neither flush nor statement events. A statement hook sees
 them all: it runs before every statement of every engine a Database builds (ORM, Core, text,
-executemany; dalkit.engine.statement_hooks), and allows a write to an audited table only when
+executemany; dalkit.engine.statement_hooks), and allows a write to an audited table (or a
+DELETE from a table whose foreign keys reach one, `.cascades`) only when
 
 - it runs inside `recorded()`: the audit's own capture of a session statement, and the block
   of a bulk recorder (``recording_bulk_insert``), which record what they write;
@@ -34,8 +35,9 @@ from typing import Any
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.expression import TextClause
 
+from dalkit.audit.cascades import has_audited_dependents
 from dalkit.audit.errors import UnauditedWriteError
-from dalkit.audit.raw import audited_target
+from dalkit.audit.raw import audited_target, describe
 from dalkit.audit.registry import table_audit
 from dalkit.engine.session_owner import owner_of
 
@@ -96,14 +98,14 @@ def guard(cursor: Any, statement: str, context: Any) -> None:
     compiled = context.compiled
     if context.isinsert or context.isupdate or context.isdelete:
         table: Any = getattr(compiled.statement, "table", None)
-        if table_audit(table) is None:
+        if table_audit(table) is None and not (context.isdelete and has_audited_dependents(table)):
             return
-        what = f"this {_kind(context)} of {table.fullname}"
+        what = f"this {_kind(context)} of {describe(table)},"
     elif compiled is None or isinstance(compiled.statement, TextClause):
         target = audited_target(statement, context.root_connection.engine)
         if target is None:
             return
-        what = f"raw SQL writing {target.fullname}"
+        what = f"raw SQL writing {describe(target)},"
     else:
         return  # a compiled SELECT
     if context.execution_options.get(RECORDED) or _allowed.get():
@@ -111,9 +113,7 @@ def guard(cursor: Any, statement: str, context: Any) -> None:
     session = owner_of(context.root_connection)
     if session is not None and session._flushing and session.info.get(_FLUSHING):
         return
-    raise UnauditedWriteError(
-        f"{what}, the table of an audited model, would not be recorded in the audit log: {_HOW}"
-    )
+    raise UnauditedWriteError(f"{what} would not be recorded in the audit log: {_HOW}")
 
 
 def flush_began(session: Session) -> None:

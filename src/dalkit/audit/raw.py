@@ -15,16 +15,18 @@ import sqlparse
 from sqlalchemy import event
 from sqlparse import tokens as T
 
+from dalkit.audit.cascades import cascade_parents
 from dalkit.audit.errors import UnauditedWriteError
-from dalkit.audit.registry import audited_tables
+from dalkit.audit.registry import audited_tables, table_audit
 
-__all__ = ["audited_target", "check_raw_write", "written_tables"]
+__all__ = ["audited_target", "check_raw_write", "describe", "written_tables"]
 
 # the keyword that starts a write, and the words that may stand between it and its table
 _WRITES = {"INSERT", "UPDATE", "DELETE", "MERGE", "TRUNCATE", "REPLACE", "COPY"}
 _FILLERS = {"INTO", "FROM", "ONLY", "TABLE", "OR", "IGNORE", "ABORT", "FAIL", "ROLLBACK"}
 _FILLERS |= {"REPLACE"}
 _WRITE_WORD = re.compile(r"\b(?:insert|update|delete|merge|truncate|replace|copy)\b", re.I)
+_DELETE_WORD = re.compile(r"\b(?:delete|truncate|merge)\b", re.I)  # may remove rows
 
 
 def _code_tokens(sql: str) -> Iterator[sqlparse.sql.Token]:
@@ -129,8 +131,9 @@ def _remember(connection: Any, metadata: sa.MetaData) -> None:
 
 
 def check_raw_write(sql: str, engine: Any = None) -> None:
-    """Raise UnauditedWriteError if ``sql`` writes a table of an audited model: raw SQL leaves
-    no trace of the old and new values, so such writes must go through the ORM or a repository
+    """Raise UnauditedWriteError if ``sql`` writes a table of an audited model, or deletes from
+    a table whose foreign keys reach one (ON DELETE CASCADE / SET NULL): raw SQL leaves no
+    trace of the old and new values, so such writes must go through the ORM or a repository
     (which record them). Reads, and writes to other tables, pass.
 
     Args:
@@ -144,13 +147,21 @@ def check_raw_write(sql: str, engine: Any = None) -> None:
     table = audited_target(sql, engine)
     if table is not None:
         raise UnauditedWriteError(
-            f"raw SQL writes {table.fullname}, the table of an audited model, and its changes "
-            "cannot be recorded: write it through the ORM or a repository instead"
+            f"raw SQL writes {describe(table)}, and its changes cannot be recorded: write it "
+            "through the ORM or a repository instead"
         )
 
 
+def describe(table: sa.Table) -> str:
+    """``table`` and why writing it concerns the audit, for an error message."""
+    if table_audit(table) is not None:
+        return f"{table.fullname}, the table of an audited model"
+    return f"{table.fullname}, whose deleted rows audited rows reference (ON DELETE)"
+
+
 def audited_target(sql: str, engine: Any = None) -> sa.Table | None:
-    """The table of an audited model that ``sql`` writes, or None; see `check_raw_write`.
+    """The table of an audited model that ``sql`` writes, or the table it deletes from whose
+    foreign keys reach one; None if neither; see `check_raw_write`.
 
     Args:
         sql: The SQL text.
@@ -158,10 +169,10 @@ def audited_target(sql: str, engine: Any = None) -> sa.Table | None:
     """
     if not _WRITE_WORD.search(sql):
         return None  # no write keyword anywhere: nothing to parse
-    tables = audited_tables()
     known = _created.get(getattr(engine, "pool", None)) if engine is not None else None
-    if known:  # the schemas created through this engine; unknown engines check every table
-        tables = [table for table in tables if table.metadata in known]
+    tables = _known(audited_tables(), known)
+    if _DELETE_WORD.search(sql):
+        tables += _known(cascade_parents(), known)
     if not tables:
         return None
     for schema, name in written_tables(sql):
@@ -169,3 +180,8 @@ def audited_target(sql: str, engine: Any = None) -> sa.Table | None:
         if table is not None:
             return table
     return None
+
+
+def _known(tables: list[sa.Table], known: set[sa.MetaData] | None) -> list[sa.Table]:
+    # the schemas created through this engine; unknown engines check every table
+    return [table for table in tables if table.metadata in known] if known else tables

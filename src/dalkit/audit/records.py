@@ -103,20 +103,20 @@ def record_since(
     config: ModelAudit,
     before: Mapping[tuple[Any, ...], Mapping[str, Any]],
     *,
-    deleting: bool = False,
+    deleting: bool | None = False,
 ) -> None:
     """Log what became of the rows that held ``before`` (by primary key): the fields that
-    changed in each row still there, or (when ``deleting``) the full values of each row gone."""
+    changed in each row still there, or (when ``deleting``) the full values of each row gone;
+    both when ``deleting`` is None (what a foreign key's ON DELETE action did)."""
     if not before:
         return
     after = rows_by_key(session, config, list(before))
     rows = []
     for key, old in before.items():
         new = after.get(key)
-        if deleting:
-            if new is None:
-                rows.append(row(config, "delete", key, full(config, old)))
-        elif new is not None:
+        if deleting is not False and new is None:
+            rows.append(row(config, "delete", key, full(config, old)))
+        elif not deleting and new is not None:
             changes = diff(config, old, new)
             if changes:
                 rows.append(row(config, "update", key, changes))

@@ -26,6 +26,7 @@ __all__ = [
     "current_actor",
     "entity_key",
     "entity_type_name",
+    "audited_generation",
     "audited_tables",
     "mapped_classes",
     "model_audit",
@@ -236,6 +237,11 @@ def table_audit(table: object) -> ModelAudit | None:
     found = None if cls is None else model_audit(cls)
     _by_table[plain] = found
     return found
+
+
+def audited_generation() -> int:
+    """A number that grows each time a model becomes audited (for caches of what is)."""
+    return len(_audited_classes)
 
 
 def audited_tables() -> list[sa.Table]:

@@ -1,5 +1,6 @@
 """Capture of INSERT, UPDATE and DELETE statements run through a session on an audited table,
-ORM-enabled or Core (upserts included), and refusal of raw SQL that writes one. The
+ORM-enabled or Core (upserts included), of the audited rows a DELETE reaches through foreign
+keys (`.cascades`), and refusal of raw SQL that writes one. The
 before-image of an UPDATE or DELETE is read in chunks: a large one goes through a temporary
 table on the server, so memory holds one chunk whatever the number of rows."""
 
@@ -13,6 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import ORMExecuteState, Session
 
+from dalkit.audit.cascades import Dependents, has_audited_dependents
 from dalkit.audit.errors import UnauditedWriteError
 from dalkit.audit.guard import recorded
 from dalkit.audit.raw import check_raw_write
@@ -33,11 +35,30 @@ def on_orm_execute(state: ORMExecuteState) -> Any:
         return None
     dml = typing.cast("sa.Insert | sa.Update | sa.Delete", statement)
     config = table_audit(dml.table)
-    if config is None:
+    cascading = isinstance(dml, sa.Delete) and has_audited_dependents(dml.table)
+    if config is None and not cascading:
         return None
-    if isinstance(dml, sa.Insert):
-        return _capture_insert(state, config, dml)
-    return _capture_change(state, config, dml)
+    dependents = _dependents(state, typing.cast("sa.Delete", dml)) if cascading else None
+    if config is None:
+        result = _invoke(state)
+    elif isinstance(dml, sa.Insert):
+        result = _capture_insert(state, config, dml)
+    else:
+        result = _capture_change(state, config, dml)
+    if dependents is not None:
+        dependents.record(state.session)
+    return result
+
+
+def _dependents(state: ORMExecuteState, statement: sa.Delete) -> Dependents:
+    """The audited rows that the DELETE reaches through foreign keys, read before it runs."""
+    dependents = Dependents()
+    table = typing.cast("sa.Table", statement.table)
+    params = state.parameters
+    each = params if isinstance(params, list) else [params or {}]
+    for one in typing.cast("list[Mapping[str, Any]]", each):
+        dependents.add(state.session, table, statement.whereclause, one)
+    return dependents
 
 
 def _invoke(state: ORMExecuteState) -> Any:

@@ -1,0 +1,126 @@
+"""Audited rows that a DELETE changes through foreign keys are recorded: ON DELETE CASCADE
+(through a table that is not audited too, and down a tree), ON DELETE SET NULL, and the ORM
+nulling a deleted parent's children; whether the parent goes in a flush or in a DELETE
+statement through a session. A DELETE of such a parent on a connection is refused.
+This async file is the source of ``test_cascades.py``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from dalkit import AsyncDatabase, AsyncUnitOfWork
+from dalkit.audit import UnauditedWriteError, history_async
+
+from .cascade_models import Book, Box, CascadeBase, Drawer, Item, Label, Node, Note, Shelf
+
+
+def table(model: type[CascadeBase]) -> sa.Table:
+    found = model.__table__
+    assert isinstance(found, sa.Table)
+    return found
+
+
+@pytest.fixture
+async def shelf(async_db: AsyncDatabase) -> AsyncDatabase:
+    """Shelf 1 with books 1-2, label 1, box 1 holding note 1; shelf 2 with book 3."""
+    await async_db.create_all(CascadeBase.metadata)
+    async with AsyncUnitOfWork(async_db, actor="setup") as uow:
+        uow.session.add_all([Shelf(id=1), Shelf(id=2)])
+    async with AsyncUnitOfWork(async_db, actor="setup") as uow:
+        uow.session.add_all(
+            [
+                Book(id=1, shelf_id=1, title="a"),
+                Book(id=2, shelf_id=1, title="b"),
+                Book(id=3, shelf_id=2, title="c"),
+                Label(id=1, shelf_id=1),
+                Box(id=1, shelf_id=1),
+            ]
+        )
+    async with AsyncUnitOfWork(async_db, actor="setup") as uow:
+        uow.session.add(Note(id=1, box_id=1))
+    return async_db
+
+
+async def trail(db: AsyncDatabase, model: type[Any], ident: int) -> list[tuple[str, Any]]:
+    async with db.session() as session:
+        return [(e.action, e.changes) for e in await history_async(session, model, ident)]
+
+
+async def assert_shelf_one_recorded(db: AsyncDatabase, actor: str) -> None:
+    for book, title in ((1, "a"), (2, "b")):
+        assert (await trail(db, Book, book))[-1] == (
+            "delete",
+            {"id": book, "shelf_id": 1, "title": title},
+        )
+    assert [action for action, _ in await trail(db, Book, 3)] == ["create"]  # untouched
+    assert (await trail(db, Label, 1))[-1] == ("update", {"shelf_id": {"old": 1, "new": None}})
+    assert (await trail(db, Note, 1))[-1] == ("delete", {"id": 1, "box_id": 1})
+    async with db.session() as session:
+        entries = await history_async(session, Book, 1)
+        assert entries[-1].actor_id == actor
+
+
+async def test_a_flush_deleting_a_parent_records_what_its_foreign_keys_do(
+    shelf: AsyncDatabase,
+) -> None:
+    async with AsyncUnitOfWork(shelf, actor="remover") as uow:
+        await uow.session.delete(await uow.session.get(Shelf, 1))
+    await assert_shelf_one_recorded(shelf, "remover")
+
+
+async def test_a_delete_statement_through_a_session_records_them_too(
+    shelf: AsyncDatabase,
+) -> None:
+    async with AsyncUnitOfWork(shelf, actor="sweeper") as uow:
+        await uow.session.execute(sa.delete(Shelf).where(Shelf.id == 1))
+    await assert_shelf_one_recorded(shelf, "sweeper")
+
+
+async def test_a_delete_of_such_a_parent_on_a_connection_is_refused(shelf: AsyncDatabase) -> None:
+    with pytest.raises(UnauditedWriteError, match="fk_shelves, whose deleted rows"):
+        async with shelf.engine.begin() as connection:
+            await connection.execute(sa.delete(table(Shelf)).where(Shelf.id == 1))
+    with pytest.raises(UnauditedWriteError, match="fk_shelves, whose deleted rows"):
+        await shelf.sql("DELETE FROM fk_shelves WHERE id = 1")
+    async with shelf.engine.begin() as connection:  # other statements on it pass
+        await connection.execute(sa.insert(table(Shelf)).values(id=3))
+        # drawers: audited items reference them, with no ON DELETE action
+        await connection.execute(sa.delete(table(Drawer)).where(Drawer.id == 99))
+    assert [action for action, _ in await trail(shelf, Book, 1)] == ["create"]
+
+
+async def test_a_tree_records_each_node_of_a_deleted_subtree(async_db: AsyncDatabase) -> None:
+    await async_db.create_all(CascadeBase.metadata)
+    for ident, parent in ((1, None), (2, 1), (3, 2), (4, 3), (5, None)):
+        async with AsyncUnitOfWork(async_db) as uow:
+            uow.session.add(Node(id=ident, parent_id=parent))
+    async with AsyncUnitOfWork(async_db) as uow:
+        await uow.session.delete(await uow.session.get(Node, 2))
+    for ident in (2, 3, 4):
+        assert [action for action, _ in await trail(async_db, Node, ident)] == [
+            "create",
+            "delete",
+        ]
+    for ident in (1, 5):
+        assert [action for action, _ in await trail(async_db, Node, ident)] == ["create"]
+
+
+async def test_the_orm_nulling_a_deleted_parents_children_is_recorded(
+    async_db: AsyncDatabase,
+) -> None:
+    await async_db.create_all(CascadeBase.metadata)
+    async with AsyncUnitOfWork(async_db) as uow:
+        uow.session.add(Drawer(id=1, items=[Item(id=1), Item(id=2)]))
+    async with AsyncUnitOfWork(async_db) as uow:
+        drawer = await uow.session.get(Drawer, 1)
+        assert drawer is not None
+        await uow.session.refresh(drawer, ["items"])  # loaded: the ORM nulls them itself
+        await uow.session.delete(drawer)
+    for ident in (1, 2):
+        assert (await trail(async_db, Item, ident))[-1] == (
+            "update",
+            {"drawer_id": {"old": 1, "new": None}},
+        )
