@@ -31,11 +31,10 @@ from dalkit.audit.bulk import (
     recording_bulk_update_async,
 )
 from dalkit.audit.cascades import Dependents, has_audited_dependents
-from dalkit.audit.guard import flush_began, flush_ended, guard
+from dalkit.audit.guard import flush_began, guard
 from dalkit.audit.records import diff, full, row, write
 from dalkit.audit.registry import ModelAudit, model_audit, on_first_audited
 from dalkit.audit.statements import on_orm_execute
-from dalkit.engine.session_owner import track_owners
 from dalkit.engine.statement_hooks import add_before_everywhere
 from dalkit.query.plain_entities import select_neutral
 from dalkit.query.plain_inserts import flush_neutral
@@ -61,7 +60,7 @@ def _before_flush(session: Session, flush_context: UOWTransaction, instances: An
     """Deletes and updates are recorded from what the database holds before the flush; so are
     the orphans a ``delete-orphan`` relationship will delete (soft-deletable ones were turned
     into updates by the soft-delete listener, which runs first)."""
-    flush_began(session)  # its statements pass the guard
+    flush_began(flush_context)  # its statements pass the guard
     rows: list[dict[str, Any]] = []
     dirty = session.dirty  # each read builds a new set
     # cheap when no dirty object is in a delete-orphan relationship: see pending_orphans()
@@ -155,7 +154,6 @@ def _unit_of_work_changes(
 
 
 def _after_flush(session: Session, flush_context: UOWTransaction) -> None:
-    flush_ended(session)
     rows: list[dict[str, Any]] = flush_context.attributes.pop(_PENDING_KEY, [])
     for obj in session.new:
         config = model_audit(type(obj))
@@ -199,8 +197,6 @@ def install() -> None:
     # it returns at once for a select: plain entity reads stay plain
     event.listen(Session, "do_orm_execute", select_neutral(on_orm_execute))
     # and what the listeners above cannot record is refused (.guard)
-    track_owners()
-    event.listen(Session, "after_transaction_end", flush_ended)  # a flush that failed
     add_before_everywhere(guard)
 
 

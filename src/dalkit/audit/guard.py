@@ -15,8 +15,8 @@ DELETE from a table whose foreign keys reach one, `.cascades`) only when
   of a bulk recorder (``recording_bulk_insert``), which record what they write;
 - or it carries the `RECORDED` execution option: the repositories' bulk statements, whose
   chunks are recorded and whose bisection of a bad chunk is rolled back;
-- or the Session whose connection sends it is in a flush the audit's events saw begin
-  (`flush_began`): they record its changes. ``Session._flushing`` alone would not do: the
+- or it is sent by a flush the audit's events saw begin (`flush_began`), on one of that
+  flush's connections: they record its changes. ``Session._flushing`` alone would not do: the
   legacy bulk methods set it too, without any flush event;
 - or it runs inside `unaudited()`, for a write that is not to be recorded (a data fix).
 
@@ -28,26 +28,30 @@ migrations give Alembic) are not guarded.
 from __future__ import annotations
 
 import contextlib
+import weakref
 from collections.abc import Iterator
 from contextvars import ContextVar
 from typing import Any
 
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import UOWTransaction
 from sqlalchemy.sql.expression import TextClause
 
 from dalkit.audit.cascades import has_audited_dependents
 from dalkit.audit.errors import UnauditedWriteError
 from dalkit.audit.raw import audited_target, describe
 from dalkit.audit.registry import table_audit
-from dalkit.engine.session_owner import owner_of
 
-__all__ = ["RECORDED", "flush_began", "flush_ended", "guard", "recorded", "unaudited"]
+__all__ = ["RECORDED", "flush_began", "guard", "recorded", "unaudited"]
 
 #: Execution option marking a write to an audited table as recorded by the audit.
 RECORDED = "dalkit_audit_recorded"
 # set by unaudited() and recorded(): the block's writes to audited tables are allowed
 _allowed: ContextVar[bool] = ContextVar("dalkit_audit_allowed", default=False)
-_FLUSHING = "dalkit.audit.flushing"  # session.info: in a flush whose changes are recorded
+# the flushes the audit saw begin in this thread or task (weakly: a flush context is dropped
+# when its flush is over)
+_flushes: ContextVar[tuple[weakref.ref[UOWTransaction], ...]] = ContextVar(
+    "dalkit_audit_flushes", default=()
+)
 _HOW = (
     "write it through a session (session.execute records it), the ORM or a repository; a "
     "write that is not to be recorded goes inside dalkit.audit.unaudited()"
@@ -96,34 +100,73 @@ def guard(cursor: Any, statement: str, context: Any) -> None:
     if context.isddl:
         return
     compiled = context.compiled
+    target: Any
     if context.isinsert or context.isupdate or context.isdelete:
-        table: Any = getattr(compiled.statement, "table", None)
-        if table_audit(table) is None and not (context.isdelete and has_audited_dependents(table)):
+        target = getattr(compiled.statement, "table", None)
+        if table_audit(target) is None and not (
+            context.isdelete and has_audited_dependents(target)
+        ):
             return
-        what = f"this {_kind(context)} of {describe(table)},"
+        raw = False
     elif compiled is None or isinstance(compiled.statement, TextClause):
         target = audited_target(statement, context.root_connection.engine)
         if target is None:
             return
-        what = f"raw SQL writing {describe(target)},"
+        raw = True
     else:
         return  # a compiled SELECT
-    if context.execution_options.get(RECORDED) or _allowed.get():
+    # the allowed cases after the refusable writes are known: the message is built last
+    if _allowed.get() or context.execution_options.get(RECORDED):
         return
-    session = owner_of(context.root_connection)
-    if session is not None and session._flushing and session.info.get(_FLUSHING):
+    if _in_recorded_flush(context.root_connection):
         return
-    raise UnauditedWriteError(f"{what} would not be recorded in the audit log: {_HOW}")
+    what = "raw SQL writing" if raw else f"this {_kind(context)} of"
+    raise UnauditedWriteError(
+        f"{what} {describe(target)}, would not be recorded in the audit log: {_HOW}"
+    )
 
 
-def flush_began(session: Session) -> None:
-    """Note that ``session`` runs a flush whose changes the audit records (before_flush)."""
-    session.info[_FLUSHING] = True
+def flush_began(flush_context: UOWTransaction) -> None:
+    """Note a flush whose changes the audit records (its before_flush): statements on its
+    connections pass the guard while it runs.
+
+    Kept in a context variable rather than a Session event pair: a flush that fails ends
+    with no event, and a mark left behind must not let a later write through. A flush is
+    recognised as running by its own subtransaction being the session's current one, which
+    no later write of the session (a legacy bulk method makes a subtransaction of its own)
+    can be; finished flushes are dropped at the next one.
+    """
+    running = _flushes.get()
+    if running:
+        running = tuple(ref for ref in running if _still_running(ref()))
+    _flushes.set((*running, weakref.ref(flush_context)))
 
 
-def flush_ended(session: Session, *_: Any) -> None:
-    """Note that it is over (after_flush; after_transaction_end, should the flush fail)."""
-    session.info.pop(_FLUSHING, None)
+def _still_running(flush_context: UOWTransaction | None) -> bool:
+    if flush_context is None or not flush_context.session._flushing:
+        return False
+    transaction = getattr(flush_context, "transaction", None)  # set after before_flush
+    return transaction is None or flush_context.session._transaction is transaction
+
+
+def _in_recorded_flush(connection: Any) -> bool:
+    transaction: Any
+    for ref in _flushes.get():
+        flush_context = ref()
+        if flush_context is None:
+            continue
+        session = flush_context.session
+        transaction = getattr(flush_context, "transaction", None)
+        if transaction is None or session._transaction is not transaction or not session._flushing:
+            continue
+        # the session's connections are held by its outermost transactions: a subtransaction
+        # (the flush's) borrows its parent's without keeping them
+        while transaction is not None:
+            for used, *_ in transaction._connections.values():
+                if used is connection:
+                    return True
+            transaction = transaction._parent
+    return False
 
 
 def _kind(context: Any) -> str:

@@ -1,5 +1,5 @@
 """Which Session a Connection serves, for the statement hooks that must know (the cache's
-capture of what a transaction wrote, the audit's guard of what a flush writes).
+capture of what a transaction wrote).
 
 SQLAlchemy keeps no link from a Connection to the Session using it, and a statement hook is
 given the Connection only. A Session's ``after_begin`` event fires as each Connection joins its
