@@ -1,8 +1,9 @@
 """Models of the foreign-key cascade tests, on their own metadata: a shelf (not audited) whose
 deletion the database carries to its books (ON DELETE CASCADE, audited) and its labels
 (ON DELETE SET NULL, audited); a box between shelf and notes (CASCADE through a table that is
-not audited); a tree of audited nodes deleting their subtrees; and a drawer whose items the
-ORM nulls itself (a relationship without a delete cascade, no ON DELETE action)."""
+not audited); a tree of audited nodes deleting their subtrees; a drawer whose items the
+ORM nulls itself (a relationship without a delete cascade, no ON DELETE action); and a rack
+whose code its audited slots follow (ON UPDATE CASCADE)."""
 
 from __future__ import annotations
 
@@ -65,3 +66,15 @@ class Item(Audited, CascadeBase):
     id: Mapped[int] = mapped_column(primary_key=True)
     drawer_id: Mapped[int | None] = mapped_column(sa.ForeignKey("fk_drawers.id"))
     drawer: Mapped[Drawer | None] = relationship(back_populates="items")
+
+
+class Rack(CascadeBase):
+    __tablename__ = "fk_racks"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    code: Mapped[str] = mapped_column(sa.String(10), unique=True)
+
+
+class Slot(Audited, CascadeBase):
+    __tablename__ = "fk_slots"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    rack_code: Mapped[str] = mapped_column(sa.ForeignKey("fk_racks.code", onupdate="CASCADE"))

@@ -3,7 +3,8 @@
 """Audited rows that a DELETE changes through foreign keys are recorded: ON DELETE CASCADE
 (through a table that is not audited too, and down a tree), ON DELETE SET NULL, and the ORM
 nulling a deleted parent's children; whether the parent goes in a flush or in a DELETE
-statement through a session. A DELETE of such a parent on a connection is refused.
+statement through a session; so are those an ON UPDATE CASCADE changes. A DELETE or UPDATE of
+such a parent on a connection is refused.
 This async file is the source of ``test_cascades.py``."""
 
 from __future__ import annotations
@@ -16,7 +17,19 @@ import sqlalchemy as sa
 from dalkit import Database, UnitOfWork
 from dalkit.audit import UnauditedWriteError, history
 
-from .cascade_models import Book, Box, CascadeBase, Drawer, Item, Label, Node, Note, Shelf
+from .cascade_models import (
+    Book,
+    Box,
+    CascadeBase,
+    Drawer,
+    Item,
+    Label,
+    Node,
+    Note,
+    Rack,
+    Shelf,
+    Slot,
+)
 
 
 def table(model: type[CascadeBase]) -> sa.Table:
@@ -82,10 +95,10 @@ def test_a_delete_statement_through_a_session_records_them_too(
 
 
 def test_a_delete_of_such_a_parent_on_a_connection_is_refused(shelf: Database) -> None:
-    with pytest.raises(UnauditedWriteError, match="fk_shelves, whose deleted rows"):
+    with pytest.raises(UnauditedWriteError, match="fk_shelves, whose rows audited rows reference"):
         with shelf.engine.begin() as connection:
             connection.execute(sa.delete(table(Shelf)).where(Shelf.id == 1))
-    with pytest.raises(UnauditedWriteError, match="fk_shelves, whose deleted rows"):
+    with pytest.raises(UnauditedWriteError, match="fk_shelves, whose rows audited rows reference"):
         shelf.sql("DELETE FROM fk_shelves WHERE id = 1")
     with shelf.engine.begin() as connection:  # other statements on it pass
         connection.execute(sa.insert(table(Shelf)).values(id=3))
@@ -126,3 +139,49 @@ def test_the_orm_nulling_a_deleted_parents_children_is_recorded(
             "update",
             {"drawer_id": {"old": 1, "new": None}},
         )
+
+
+@pytest.fixture
+def rack(db: Database) -> Database:
+    db.create_all(CascadeBase.metadata)
+    with UnitOfWork(db) as uow:
+        uow.session.add(Rack(id=1, code="A"))
+    with UnitOfWork(db) as uow:
+        uow.session.add_all([Slot(id=1, rack_code="A"), Slot(id=2, rack_code="A")])
+    return db
+
+
+def assert_slots_moved(db: Database, old: str, new: str) -> None:
+    for ident in (1, 2):
+        assert (trail(db, Slot, ident))[-1] == (
+            "update",
+            {"rack_code": {"old": old, "new": new}},
+        )
+
+
+def test_a_flush_changing_a_referenced_key_records_the_on_update_cascade(
+    rack: Database,
+) -> None:
+    with UnitOfWork(rack) as uow:
+        found = uow.session.get(Rack, 1)
+        assert found is not None
+        found.code = "B"
+    assert_slots_moved(rack, "A", "B")
+
+
+def test_an_update_statement_through_a_session_records_it_too(rack: Database) -> None:
+    with UnitOfWork(rack) as uow:
+        uow.session.execute(sa.update(Rack).where(Rack.id == 1).values(code="C"))
+    assert_slots_moved(rack, "A", "C")
+    with UnitOfWork(rack) as uow:  # the key unchanged: nothing to record
+        uow.session.execute(sa.update(Rack).where(Rack.id == 1).values(code="C"))
+    assert len(trail(rack, Slot, 1)) == 2
+
+
+def test_an_update_of_such_a_parent_on_a_connection_is_refused(rack: Database) -> None:
+    with pytest.raises(UnauditedWriteError, match="fk_racks, whose rows audited rows reference"):
+        with rack.engine.begin() as connection:
+            connection.execute(sa.update(table(Rack)).values(code="D"))
+    with pytest.raises(UnauditedWriteError, match="fk_racks"):
+        rack.sql("UPDATE fk_racks SET code = 'D'")
+    assert len(trail(rack, Slot, 1)) == 1

@@ -1,7 +1,8 @@
 """Audited rows that a DELETE changes through foreign keys are recorded: ON DELETE CASCADE
 (through a table that is not audited too, and down a tree), ON DELETE SET NULL, and the ORM
 nulling a deleted parent's children; whether the parent goes in a flush or in a DELETE
-statement through a session. A DELETE of such a parent on a connection is refused.
+statement through a session; so are those an ON UPDATE CASCADE changes. A DELETE or UPDATE of
+such a parent on a connection is refused.
 This async file is the source of ``test_cascades.py``."""
 
 from __future__ import annotations
@@ -14,7 +15,19 @@ import sqlalchemy as sa
 from dalkit import AsyncDatabase, AsyncUnitOfWork
 from dalkit.audit import UnauditedWriteError, history_async
 
-from .cascade_models import Book, Box, CascadeBase, Drawer, Item, Label, Node, Note, Shelf
+from .cascade_models import (
+    Book,
+    Box,
+    CascadeBase,
+    Drawer,
+    Item,
+    Label,
+    Node,
+    Note,
+    Rack,
+    Shelf,
+    Slot,
+)
 
 
 def table(model: type[CascadeBase]) -> sa.Table:
@@ -80,10 +93,10 @@ async def test_a_delete_statement_through_a_session_records_them_too(
 
 
 async def test_a_delete_of_such_a_parent_on_a_connection_is_refused(shelf: AsyncDatabase) -> None:
-    with pytest.raises(UnauditedWriteError, match="fk_shelves, whose deleted rows"):
+    with pytest.raises(UnauditedWriteError, match="fk_shelves, whose rows audited rows reference"):
         async with shelf.engine.begin() as connection:
             await connection.execute(sa.delete(table(Shelf)).where(Shelf.id == 1))
-    with pytest.raises(UnauditedWriteError, match="fk_shelves, whose deleted rows"):
+    with pytest.raises(UnauditedWriteError, match="fk_shelves, whose rows audited rows reference"):
         await shelf.sql("DELETE FROM fk_shelves WHERE id = 1")
     async with shelf.engine.begin() as connection:  # other statements on it pass
         await connection.execute(sa.insert(table(Shelf)).values(id=3))
@@ -124,3 +137,49 @@ async def test_the_orm_nulling_a_deleted_parents_children_is_recorded(
             "update",
             {"drawer_id": {"old": 1, "new": None}},
         )
+
+
+@pytest.fixture
+async def rack(async_db: AsyncDatabase) -> AsyncDatabase:
+    await async_db.create_all(CascadeBase.metadata)
+    async with AsyncUnitOfWork(async_db) as uow:
+        uow.session.add(Rack(id=1, code="A"))
+    async with AsyncUnitOfWork(async_db) as uow:
+        uow.session.add_all([Slot(id=1, rack_code="A"), Slot(id=2, rack_code="A")])
+    return async_db
+
+
+async def assert_slots_moved(db: AsyncDatabase, old: str, new: str) -> None:
+    for ident in (1, 2):
+        assert (await trail(db, Slot, ident))[-1] == (
+            "update",
+            {"rack_code": {"old": old, "new": new}},
+        )
+
+
+async def test_a_flush_changing_a_referenced_key_records_the_on_update_cascade(
+    rack: AsyncDatabase,
+) -> None:
+    async with AsyncUnitOfWork(rack) as uow:
+        found = await uow.session.get(Rack, 1)
+        assert found is not None
+        found.code = "B"
+    await assert_slots_moved(rack, "A", "B")
+
+
+async def test_an_update_statement_through_a_session_records_it_too(rack: AsyncDatabase) -> None:
+    async with AsyncUnitOfWork(rack) as uow:
+        await uow.session.execute(sa.update(Rack).where(Rack.id == 1).values(code="C"))
+    await assert_slots_moved(rack, "A", "C")
+    async with AsyncUnitOfWork(rack) as uow:  # the key unchanged: nothing to record
+        await uow.session.execute(sa.update(Rack).where(Rack.id == 1).values(code="C"))
+    assert len(await trail(rack, Slot, 1)) == 2
+
+
+async def test_an_update_of_such_a_parent_on_a_connection_is_refused(rack: AsyncDatabase) -> None:
+    with pytest.raises(UnauditedWriteError, match="fk_racks, whose rows audited rows reference"):
+        async with rack.engine.begin() as connection:
+            await connection.execute(sa.update(table(Rack)).values(code="D"))
+    with pytest.raises(UnauditedWriteError, match="fk_racks"):
+        await rack.sql("UPDATE fk_racks SET code = 'D'")
+    assert len(await trail(rack, Slot, 1)) == 1

@@ -30,10 +30,10 @@ from dalkit.audit.bulk import (
     recording_bulk_update,
     recording_bulk_update_async,
 )
-from dalkit.audit.cascades import Dependents, has_audited_dependents
+from dalkit.audit.cascades import Dependents, has_audited_dependents, referenced_columns
 from dalkit.audit.guard import flush_began, guard
 from dalkit.audit.records import diff, full, row, write
-from dalkit.audit.registry import ModelAudit, model_audit, on_first_audited
+from dalkit.audit.registry import ModelAudit, audited_generation, model_audit, on_first_audited
 from dalkit.audit.statements import on_orm_execute
 from dalkit.engine.statement_hooks import add_before_everywhere
 from dalkit.query.plain_entities import select_neutral
@@ -81,29 +81,35 @@ def _before_flush(session: Session, flush_context: UOWTransaction, instances: An
         if changes:
             rows.append(row(config, "update", state.identity or (), changes))
     flush_context.attributes[_PENDING_KEY] = rows
-    if deleted:
+    if deleted or dirty:
         dependents = _dependents(session, deleted, dirty)
         if dependents is not None:
             flush_context.attributes[_DEPENDENTS_KEY] = dependents
 
 
 def _dependents(session: Session, deleted: list[Any], dirty: Any) -> Dependents | None:
-    """The audited rows that the flush's deletes reach through foreign keys, read now: the
-    database's ON DELETE actions, and the ORM's nulling of children, which no entity of the
-    flush shows (the entities it deletes or changes itself are recorded above)."""
-    keys_by_table: dict[sa.Table, list[tuple[Any, ...]]] = {}
+    """The audited rows that the flush's deletes, and its changes of referenced keys, reach
+    through foreign keys, read now: the database's ON DELETE / ON UPDATE actions, and the ORM's
+    nulling of children, which no entity of the flush shows (the entities it deletes or
+    changes itself are recorded above)."""
+    gone: dict[sa.Table, list[tuple[Any, ...]]] = {}
     for obj in deleted:
         state = instance_state(obj)
-        for table in state.mapper.tables:
-            # joined inheritance: every table of the entity, keyed like its primary key
-            if (
-                state.identity
-                and isinstance(table, sa.Table)
-                and len(table.primary_key) == len(state.identity)
-                and has_audited_dependents(table, by_orm=True)
-            ):
-                keys_by_table.setdefault(table, []).append(state.identity)
-    if not keys_by_table:
+        identity = state.identity
+        if identity is None:  # never written: nothing references it
+            continue
+        for table in _referenced_tables(state.mapper, updating=False):
+            gone.setdefault(table, []).append(identity)
+    moved: dict[sa.Table, list[tuple[Any, ...]]] = {}
+    for obj in dirty:
+        state = instance_state(obj)
+        identity = state.identity
+        if identity is None:
+            continue
+        for table in _referenced_tables(state.mapper, updating=True):
+            if _referenced_key_changed(table, state):
+                moved.setdefault(table, []).append(identity)
+    if not gone and not moved:
         return None
     skip: set[tuple[Any, tuple[Any, ...]]] = set()
     for obj in [*deleted, *dirty]:
@@ -111,12 +117,42 @@ def _dependents(session: Session, deleted: list[Any], dirty: Any) -> Dependents 
         if state.identity:
             skip.add((state.mapper.local_table, state.identity))
     dependents = Dependents()
-    for table, keys in keys_by_table.items():
-        columns = list(table.primary_key)
-        target = columns[0] if len(columns) == 1 else sa.tuple_(*columns)
-        values = [key[0] for key in keys] if len(columns) == 1 else keys
-        dependents.add(session, table, target.in_(values), skip=skip, by_orm=True)
+    for updating, keys_by_table in ((False, gone), (True, moved)):
+        for table, keys in keys_by_table.items():
+            columns = list(table.primary_key)
+            target = columns[0] if len(columns) == 1 else sa.tuple_(*columns)
+            values = [key[0] for key in keys] if len(columns) == 1 else keys
+            where = target.in_(values)  # the rows as they are before the flush
+            dependents.add(session, table, where, skip=skip, by_orm=True, updating=updating)
     return dependents
+
+
+# (mapper, audited generation, updating) -> its tables whose rows audited rows reference: asked
+# for each entity of each flush once a model is audited, so looked up rather than worked out
+_REFERENCED: dict[tuple[Any, int, bool], tuple[sa.Table, ...]] = {}
+
+
+def _referenced_tables(mapper: Any, *, updating: bool) -> tuple[sa.Table, ...]:
+    key = (mapper, audited_generation(), updating)
+    found = _REFERENCED.get(key)
+    if found is None:
+        # joined inheritance: every table of the entity, keyed like its primary key
+        found = _REFERENCED[key] = tuple(
+            table
+            for table in mapper.tables
+            if isinstance(table, sa.Table)
+            and len(table.primary_key) == len(mapper.primary_key)
+            and has_audited_dependents(table, by_orm=True, updating=updating)
+        )
+    return found
+
+
+def _referenced_key_changed(table: sa.Table, state: InstanceState[Any]) -> bool:
+    mapper = state.mapper
+    return any(
+        state.attrs[mapper.get_property_by_column(column).key].history.has_changes()
+        for column in referenced_columns(table, by_orm=True)
+    )
 
 
 def _unit_of_work_changes(

@@ -1,8 +1,10 @@
-"""Rows of audited models that a DELETE changes through their foreign keys, which no statement
-of the write names: ``ON DELETE CASCADE``, ``SET NULL`` and ``SET DEFAULT`` applied by the
-database, and the ORM nulling the children of a deleted parent (a relationship without a
-delete cascade). They are read before the write (`Dependents.add`) and recorded after it
-(`Dependents.record`): the rows gone as deletes, the rows changed as updates.
+"""Rows of audited models that a DELETE, or an UPDATE of a referenced key, changes through their
+foreign keys, which no statement of the write names: ``ON DELETE`` / ``ON UPDATE`` actions
+(``CASCADE``, ``SET NULL``, ``SET DEFAULT``) applied by the database, and the ORM nulling the
+children of a deleted parent (a relationship without a delete cascade). They are read before
+the write (`Dependents.add`) and recorded after it (`Dependents.record`): the rows gone as
+deletes, the rows changed as updates. An ``ON UPDATE CASCADE`` is followed one level: the
+new key reaches the children's foreign key, which other tables rarely reference in turn.
 
 Found from the metadata of the table written: each audited table with a foreign key to it,
 and, through ``ON DELETE CASCADE``, the tables whose rows that deletion removes in turn (an
@@ -24,7 +26,13 @@ from sqlalchemy.orm import Session
 from dalkit.audit.records import record_since
 from dalkit.audit.registry import ModelAudit, audited_generation, audited_tables, table_audit
 
-__all__ = ["MAX_DEPTH", "Dependents", "cascade_parents", "has_audited_dependents"]
+__all__ = [
+    "MAX_DEPTH",
+    "Dependents",
+    "cascade_parents",
+    "has_audited_dependents",
+    "referenced_columns",
+]
 
 #: levels of ON DELETE CASCADE followed from the table written (a tree deletes its subtrees)
 MAX_DEPTH = 16
@@ -42,32 +50,42 @@ class _Edge:
 
 
 _ACTING = frozenset({"CASCADE", "SET NULL", "SET DEFAULT"})
-_edges: dict[tuple[sa.Table, int, bool], tuple[_Edge, ...]] = {}
+_edges: dict[tuple[sa.Table, int, bool, bool], tuple[_Edge, ...]] = {}
 
 
-def has_audited_dependents(table: object, *, by_orm: bool = False) -> bool:
-    """Whether deleting rows of ``table`` can change rows of an audited model: through the
-    database's ON DELETE actions, or also (``by_orm``) through any foreign key, whose rows
-    the ORM may null before deleting their parent."""
-    return isinstance(table, sa.Table) and bool(_edges_of(table, by_orm))
+def has_audited_dependents(table: object, *, by_orm: bool = False, updating: bool = False) -> bool:
+    """Whether deleting rows of ``table`` (or, ``updating``, changing their referenced keys)
+    can change rows of an audited model: through the database's ON DELETE (ON UPDATE)
+    actions, or also (``by_orm``) through any foreign key, whose rows the ORM may change
+    itself."""
+    return isinstance(table, sa.Table) and bool(_edges_of(table, by_orm, updating))
 
 
-def cascade_parents() -> list[sa.Table]:
-    """The tables whose DELETE can change rows of an audited model (for raw SQL)."""
+def referenced_columns(table: sa.Table, *, by_orm: bool = False) -> frozenset[sa.Column[Any]]:
+    """The columns of ``table`` whose change an ON UPDATE action carries to audited rows."""
+    return frozenset(
+        column for edge in _edges_of(table, by_orm, updating=True) for column in edge.remote
+    )
+
+
+def cascade_parents(*, updating: bool = False) -> list[sa.Table]:
+    """The tables whose DELETE (``updating``: UPDATE) can change rows of an audited model
+    (for raw SQL)."""
     generation = audited_generation()
-    if _parents[0] != generation:
+    known = _parents.get(updating)
+    if known is None or known[0] != generation:
         metadatas = {table.metadata for table in audited_tables()}
         found = [
             table
             for metadata in metadatas
             for table in metadata.tables.values()
-            if has_audited_dependents(table)
+            if has_audited_dependents(table, updating=updating)
         ]
-        _parents[:] = [generation, found]
-    return list(_parents[1])
+        known = _parents[updating] = (generation, found)
+    return list(known[1])
 
 
-_parents: list[Any] = [-1, []]  # [the generation it was found at, the tables]
+_parents: dict[bool, tuple[int, list[sa.Table]]] = {}  # updating -> (generation, the tables)
 
 
 class Dependents:
@@ -86,6 +104,7 @@ class Dependents:
         *,
         skip: Collection[tuple[sa.Table, tuple[Any, ...]]] = (),
         by_orm: bool = False,
+        updating: bool = False,
     ) -> None:
         """Read the audited rows that reference the rows of ``table`` matching ``where``.
 
@@ -96,14 +115,16 @@ class Dependents:
             params: Bound parameters of ``where``.
             skip: ``(table, primary key)`` of rows recorded another way (the entities the flush
                 deletes or changes itself).
-            by_orm: Whether the ORM deletes them (a flush): it may null the rows of any
-                foreign key; a DELETE statement changes only those of ON DELETE actions.
+            by_orm: Whether the ORM writes (a flush): it may change the rows of any foreign
+                key itself; a statement changes only those of ON DELETE / UPDATE actions.
+            updating: Whether the rows' referenced keys change (ON UPDATE) rather than the
+                rows go (ON DELETE).
         """
         connection = session.connection()
         pending: list[tuple[sa.Table, Any, int]] = [(table, where, 0)]
         while pending:
             parent, condition, depth = pending.pop()
-            for edge in _edges_of(parent, by_orm):
+            for edge in _edges_of(parent, by_orm, updating):
                 # never correlated: the table written may be the one read (a tree)
                 referenced = sa.select(*edge.remote).correlate(None)
                 if condition is not None:
@@ -142,28 +163,33 @@ class Dependents:
             record_since(session, config, rows, deleting=None)
 
 
-def _edges_of(table: sa.Table, by_orm: bool) -> tuple[_Edge, ...]:
-    cache_key = (table, audited_generation(), by_orm)  # a model audited later can add edges
+def _edges_of(table: sa.Table, by_orm: bool, updating: bool) -> tuple[_Edge, ...]:
+    # a model audited later can add edges
+    cache_key = (table, audited_generation(), by_orm, updating)
     known = _edges.get(cache_key)
     if known is None:
-        known = _edges[cache_key] = tuple(_find_edges(table, frozenset({table}), by_orm))
+        known = _edges[cache_key] = tuple(_find_edges(table, frozenset({table}), by_orm, updating))
     return known
 
 
-def _find_edges(table: sa.Table, seen: frozenset[sa.Table], by_orm: bool) -> list[_Edge]:
+def _find_edges(
+    table: sa.Table, seen: frozenset[sa.Table], by_orm: bool, updating: bool
+) -> list[_Edge]:
     """The foreign keys to ``table`` that lead to an audited model's rows."""
     edges = []
     for other in table.metadata.tables.values():
         for constraint in other.foreign_key_constraints:
             if constraint.referred_table is not table:
                 continue
-            action = (constraint.ondelete or "").upper()
-            cascades = action == "CASCADE"
+            action = ((constraint.onupdate if updating else constraint.ondelete) or "").upper()
+            cascades = not updating and action == "CASCADE"
             config = table_audit(other)
             if config is not None and not by_orm and action not in _ACTING:
-                config = None  # the DELETE fails while such rows reference it: none changes
+                config = None  # the write fails while such rows reference it: none changes
             if config is None and not (
-                cascades and other not in seen and _find_edges(other, seen | {other}, by_orm)
+                cascades
+                and other not in seen
+                and _find_edges(other, seen | {other}, by_orm, updating)
             ):
                 continue
             local = tuple(constraint.columns)

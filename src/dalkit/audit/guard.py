@@ -9,7 +9,7 @@ Session's legacy bulk methods (``bulk_insert_mappings``, ``bulk_save_objects``,
 ``bulk_update_mappings``), which run neither flush nor statement events. A statement hook sees
 them all: it runs before every statement of every engine a Database builds (ORM, Core, text,
 executemany; dalkit.engine.statement_hooks), and allows a write to an audited table (or a
-DELETE from a table whose foreign keys reach one, `.cascades`) only when
+DELETE or UPDATE of a table whose foreign keys' actions reach one, `.cascades`) only when
 
 - it runs inside `recorded()`: the audit's own capture of a session statement, and the block
   of a bulk recorder (``recording_bulk_insert``), which record what they write;
@@ -104,7 +104,8 @@ def guard(cursor: Any, statement: str, context: Any) -> None:
     if context.isinsert or context.isupdate or context.isdelete:
         target = getattr(compiled.statement, "table", None)
         if table_audit(target) is None and not (
-            context.isdelete and has_audited_dependents(target)
+            (context.isdelete or context.isupdate)
+            and has_audited_dependents(target, updating=context.isupdate)
         ):
             return
         raw = False

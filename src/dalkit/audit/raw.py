@@ -27,6 +27,7 @@ _FILLERS = {"INTO", "FROM", "ONLY", "TABLE", "OR", "IGNORE", "ABORT", "FAIL", "R
 _FILLERS |= {"REPLACE"}
 _WRITE_WORD = re.compile(r"\b(?:insert|update|delete|merge|truncate|replace|copy)\b", re.I)
 _DELETE_WORD = re.compile(r"\b(?:delete|truncate|merge)\b", re.I)  # may remove rows
+_UPDATE_WORD = re.compile(r"\b(?:update|merge)\b", re.I)  # may change referenced keys
 
 
 def _code_tokens(sql: str) -> Iterator[sqlparse.sql.Token]:
@@ -156,7 +157,7 @@ def describe(table: sa.Table) -> str:
     """``table`` and why writing it concerns the audit, for an error message."""
     if table_audit(table) is not None:
         return f"{table.fullname}, the table of an audited model"
-    return f"{table.fullname}, whose deleted rows audited rows reference (ON DELETE)"
+    return f"{table.fullname}, whose rows audited rows reference with an ON DELETE / UPDATE action"
 
 
 def audited_target(sql: str, engine: Any = None) -> sa.Table | None:
@@ -173,6 +174,8 @@ def audited_target(sql: str, engine: Any = None) -> sa.Table | None:
     tables = _known(audited_tables(), known)
     if _DELETE_WORD.search(sql):
         tables += _known(cascade_parents(), known)
+    if _UPDATE_WORD.search(sql):
+        tables += _known(cascade_parents(updating=True), known)
     if not tables:
         return None
     for schema, name in written_tables(sql):

@@ -1,6 +1,6 @@
 """Capture of INSERT, UPDATE and DELETE statements run through a session on an audited table,
-ORM-enabled or Core (upserts included), of the audited rows a DELETE reaches through foreign
-keys (`.cascades`), and refusal of raw SQL that writes one. The
+ORM-enabled or Core (upserts included), of the audited rows a DELETE or an UPDATE reaches
+through foreign keys (`.cascades`), and refusal of raw SQL that writes one. The
 before-image of an UPDATE or DELETE is read in chunks: a large one goes through a temporary
 table on the server, so memory holds one chunk whatever the number of rows."""
 
@@ -35,10 +35,13 @@ def on_orm_execute(state: ORMExecuteState) -> Any:
         return None
     dml = typing.cast("sa.Insert | sa.Update | sa.Delete", statement)
     config = table_audit(dml.table)
-    cascading = isinstance(dml, sa.Delete) and has_audited_dependents(dml.table)
+    updating = isinstance(dml, sa.Update)
+    cascading = not isinstance(dml, sa.Insert) and has_audited_dependents(
+        dml.table, updating=updating
+    )
     if config is None and not cascading:
         return None
-    dependents = _dependents(state, typing.cast("sa.Delete", dml)) if cascading else None
+    dependents = _dependents(state, dml, updating) if cascading else None
     if config is None:
         result = _invoke(state)
     elif isinstance(dml, sa.Insert):
@@ -50,14 +53,15 @@ def on_orm_execute(state: ORMExecuteState) -> Any:
     return result
 
 
-def _dependents(state: ORMExecuteState, statement: sa.Delete) -> Dependents:
-    """The audited rows that the DELETE reaches through foreign keys, read before it runs."""
+def _dependents(state: ORMExecuteState, statement: Any, updating: bool) -> Dependents:
+    """The audited rows that the DELETE (or the UPDATE of referenced keys) reaches through
+    foreign keys, read before it runs."""
     dependents = Dependents()
     table = typing.cast("sa.Table", statement.table)
     params = state.parameters
     each = params if isinstance(params, list) else [params or {}]
     for one in typing.cast("list[Mapping[str, Any]]", each):
-        dependents.add(state.session, table, statement.whereclause, one)
+        dependents.add(state.session, table, statement.whereclause, one, updating=updating)
     return dependents
 
 
