@@ -19,7 +19,7 @@ from dalkit.audit.capture import (
     recording_bulk_update_async,
 )
 from dalkit.audit.errors import UnauditedWriteError
-from dalkit.audit.guard import RECORDED, unaudited
+from dalkit.audit.guard import unaudited
 from dalkit.audit.raw import check_raw_write
 from dalkit.audit.registry import (
     REDACTED,
@@ -41,7 +41,6 @@ from dalkit.audit.trail import (
 )
 
 __all__ = [
-    "RECORDED",
     "REDACTED",
     "AuditEntry",
     "Audited",

@@ -11,10 +11,8 @@ them all: it runs before every statement of every engine a Database builds (ORM,
 executemany; dalkit.engine.statement_hooks), and allows a write to an audited table (or a
 DELETE or UPDATE of a table whose foreign keys' actions reach one, `.cascades`) only when
 
-- it runs inside `recorded()`: the audit's own capture of a session statement, and the block
-  of a bulk recorder (``recording_bulk_insert``), which record what they write;
-- or it carries the `RECORDED` execution option: the repositories' bulk statements, whose
-  chunks are recorded and whose bisection of a bad chunk is rolled back;
+- it runs inside `recorded()`: the audit's own capture of a session statement, and a bulk
+  write whose chunks a recorder records (the repositories', ``recording_bulk_insert``);
 - or it is sent by a flush the audit's events saw begin (`flush_began`), on one of that
   flush's connections: they record its changes. ``Session._flushing`` alone would not do: the
   legacy bulk methods set it too, without any flush event;
@@ -41,10 +39,8 @@ from dalkit.audit.errors import UnauditedWriteError
 from dalkit.audit.raw import audited_target, describe
 from dalkit.audit.registry import table_audit
 
-__all__ = ["RECORDED", "flush_began", "guard", "recorded", "unaudited"]
+__all__ = ["flush_began", "guard", "recorded", "unaudited"]
 
-#: Execution option marking a write to an audited table as recorded by the audit.
-RECORDED = "dalkit_audit_recorded"
 # set by unaudited() and recorded(): the block's writes to audited tables are allowed
 _allowed: ContextVar[bool] = ContextVar("dalkit_audit_allowed", default=False)
 # the flushes the audit saw begin in this thread or task (weakly: a flush context is dropped
@@ -73,25 +69,16 @@ def unaudited() -> Iterator[None]:
     Examples:
         ``with unaudited(): connection.execute(update(accounts).values(region="eu"))``
     """
-    with _allowing():
-        yield
-
-
-@contextlib.contextmanager
-def recorded() -> Iterator[None]:
-    """The block's writes are recorded by its caller (a bulk recorder): the guard allows
-    them. Not for application code, which has `unaudited()`."""
-    with _allowing():
-        yield
-
-
-@contextlib.contextmanager
-def _allowing() -> Iterator[None]:
     token = _allowed.set(True)
     try:
         yield
     finally:
         _allowed.reset(token)
+
+
+#: The block's writes are recorded by the caller (the audit's capture, a bulk recorder), so
+#: the guard allows them as `unaudited()` does; the name says why, for dalkit's own code.
+recorded = unaudited
 
 
 def guard(cursor: Any, statement: str, context: Any) -> None:
@@ -117,7 +104,7 @@ def guard(cursor: Any, statement: str, context: Any) -> None:
     else:
         return  # a compiled SELECT
     # the allowed cases after the refusable writes are known: the message is built last
-    if _allowed.get() or context.execution_options.get(RECORDED):
+    if _allowed.get():
         return
     if _in_recorded_flush(context.root_connection):
         return
@@ -138,28 +125,32 @@ def flush_began(flush_context: UOWTransaction) -> None:
     can be; finished flushes are dropped at the next one.
     """
     running = _flushes.get()
-    if running:
-        running = tuple(ref for ref in running if _still_running(ref()))
+    if running:  # drop the flushes that are over (a failed one ends with no event)
+        running = tuple(ref for ref in running if _not_over(ref()))
     _flushes.set((*running, weakref.ref(flush_context)))
 
 
-def _still_running(flush_context: UOWTransaction | None) -> bool:
-    if flush_context is None or not flush_context.session._flushing:
+def _not_over(flush_context: UOWTransaction | None) -> bool:
+    if flush_context is None:
         return False
-    transaction = getattr(flush_context, "transaction", None)  # set after before_flush
-    return transaction is None or flush_context.session._transaction is transaction
+    if getattr(flush_context, "transaction", None) is None:  # set just after before_flush
+        return bool(flush_context.session._flushing)
+    return _running_transaction(flush_context) is not None
+
+
+def _running_transaction(flush_context: UOWTransaction) -> Any:
+    """The flush's own subtransaction while the flush runs, else None."""
+    session = flush_context.session
+    transaction = getattr(flush_context, "transaction", None)
+    if transaction is None or session._transaction is not transaction or not session._flushing:
+        return None
+    return transaction
 
 
 def _in_recorded_flush(connection: Any) -> bool:
-    transaction: Any
     for ref in _flushes.get():
         flush_context = ref()
-        if flush_context is None:
-            continue
-        session = flush_context.session
-        transaction = getattr(flush_context, "transaction", None)
-        if transaction is None or session._transaction is not transaction or not session._flushing:
-            continue
+        transaction = None if flush_context is None else _running_transaction(flush_context)
         # the session's connections are held by its outermost transactions: a subtransaction
         # (the flush's) borrows its parent's without keeping them
         while transaction is not None:

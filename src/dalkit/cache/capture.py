@@ -22,11 +22,13 @@ and async engines alike (the asyncpg and aiosqlite adapters too), never for a sa
 rolled-back writes are still invalidated at the outer COMMIT: more than needed, never less), and
 for the pool's reset at check-in, which forgets what a connection closed without COMMIT wrote;
 and it runs after the COMMIT, where the guarantee needs the bump, with no listener to add at the
-first write. The Session that owns a Connection is found with dalkit.engine.session_owner.
+first write. The Session that owns a Connection is tagged on the Connection itself, whose life is
+that one transaction, so nothing is left to clear at check-in.
 """
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterable
 from typing import Any
 
@@ -37,12 +39,12 @@ from sqlalchemy.sql.expression import TextClause
 
 from dalkit.cache.core import WRITTEN, CacheCore, cache_for, sync_session
 from dalkit.cache.tables import ALL, dependents, table_name, text_targets
-from dalkit.engine.session_owner import owner_of, track_owners
 from dalkit.engine.statement_hooks import hooks_for
 from dalkit.transaction.scope import TransactionScope, current_scope
 
 __all__ = ["WriteCapture", "note_write"]
 
+_OWNER = "_dalkit_cache_owner"  # Connection attribute: weakref to the Session using it
 _PENDING = "dalkit.cache.pending"  # connection.info: written outside a dalkit transaction
 _CALLBACKS = "dalkit.cache.callbacks"  # scope.state: (callback, tables) registered
 _session_listener_installed = False
@@ -68,7 +70,7 @@ class WriteCapture:
         hooks.add_after(self._after_execute)
         hooks.add_transaction_end(self._ended)
         if not _session_listener_installed:
-            track_owners()
+            event.listen(Session, "after_begin", _tag_owner)
             event.listen(Session, "after_transaction_end", _forget_writes)
             _session_listener_installed = True
 
@@ -114,7 +116,8 @@ class WriteCapture:
 
     # -- where it goes -----------------------------------------------------------------------
     def record(self, conn: Connection, tables: frozenset[str]) -> None:
-        owner = owner_of(conn)
+        owner_ref = getattr(conn, _OWNER, None)
+        owner = owner_ref() if owner_ref is not None else None
         if owner is not None:
             written = owner.info.get(WRITTEN)
             if written is None:
@@ -231,6 +234,10 @@ def _live_scope() -> TransactionScope | None:
     if scope is None or not scope.finished:
         return scope
     return scope.live()
+
+
+def _tag_owner(session: Session, transaction: Any, connection: Connection) -> None:
+    setattr(connection, _OWNER, weakref.ref(session))
 
 
 def _forget_writes(session: Session, transaction: Any) -> None:

@@ -18,12 +18,12 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 
 from dalkit.audit import (
-    RECORDED,
     ChunkAudit,
     bulk_insert_audit,
     bulk_update_audit,
     recording_bulk_update,
 )
+from dalkit.audit.guard import recorded
 from dalkit.cache.capture import note_write
 from dalkit.engine.build import get_driver_connection
 from dalkit.query.tenant import stamp_rows
@@ -38,10 +38,6 @@ from dalkit.repository.copy import (
     row_error,
 )
 from dalkit.repository.streamed import StreamedTuples
-
-# the writes of an audited model's chunks are recorded (dalkit.audit.bulk), and the bisection
-# of a failed chunk is rolled back: the audit's guard lets them through (dalkit.audit.guard)
-_RECORDED = {RECORDED: True}
 
 
 class BulkOperations(AbstractRepository[ModelT]):
@@ -148,7 +144,10 @@ class BulkOperations(AbstractRepository[ModelT]):
                     except Exception as exc:
                         if not is_row_error(exc):
                             raise
-                        index, cause = self._find_bad_row(part, write, exc)
+                        # the bisection's writes are rolled back with the whole load: the
+                        # audit's guard lets them through as it does the recorded chunks
+                        with recorded():
+                            index, cause = self._find_bad_row(part, write, exc)
                         raise row_error(start + index, originals[start + index], cause) from cause
                     advance(len(part))
         return written
@@ -209,12 +208,12 @@ class BulkOperations(AbstractRepository[ModelT]):
         connection = self.session.connection()
         connection.exec_driver_sql(empty)
         copy_rows(get_driver_connection(connection), plan, part, oids, name)
-        result = connection.exec_driver_sql(update, execution_options=_RECORDED)
+        result = connection.exec_driver_sql(update)
         return result.rowcount
 
     def _executemany(self, sql: str, part: Sequence[tuple[Any, ...]]) -> int:
         connection = self.session.connection()
-        result = connection.exec_driver_sql(sql, builtins.list(part), execution_options=_RECORDED)
+        result = connection.exec_driver_sql(sql, builtins.list(part))
         return result.rowcount
 
     def _copy_types(self, plan: BulkPlan) -> builtins.list[int]:

@@ -16,12 +16,12 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dalkit.audit import (
-    RECORDED,
     ChunkAudit,
     bulk_insert_audit,
     bulk_update_audit,
     recording_bulk_update_async,
 )
+from dalkit.audit.guard import recorded
 from dalkit.cache.capture import note_write
 from dalkit.engine.build import get_async_driver_connection
 from dalkit.query.tenant import stamp_rows
@@ -36,10 +36,6 @@ from dalkit.repository.copy import (
     row_error,
 )
 from dalkit.repository.streamed import StreamedTuples
-
-# the writes of an audited model's chunks are recorded (dalkit.audit.bulk), and the bisection
-# of a failed chunk is rolled back: the audit's guard lets them through (dalkit.audit.guard)
-_RECORDED = {RECORDED: True}
 
 
 class AsyncBulkOperations(AsyncAbstractRepository[ModelT]):
@@ -146,7 +142,10 @@ class AsyncBulkOperations(AsyncAbstractRepository[ModelT]):
                     except Exception as exc:
                         if not is_row_error(exc):
                             raise
-                        index, cause = await self._find_bad_row(part, write, exc)
+                        # the bisection's writes are rolled back with the whole load: the
+                        # audit's guard lets them through as it does the recorded chunks
+                        with recorded():
+                            index, cause = await self._find_bad_row(part, write, exc)
                         raise row_error(start + index, originals[start + index], cause) from cause
                     advance(len(part))
         return written
@@ -207,14 +206,12 @@ class AsyncBulkOperations(AsyncAbstractRepository[ModelT]):
         connection = await self.session.connection()
         await connection.exec_driver_sql(empty)
         await copy_rows_async(await get_async_driver_connection(connection), plan, part, oids, name)
-        result = await connection.exec_driver_sql(update, execution_options=_RECORDED)
+        result = await connection.exec_driver_sql(update)
         return result.rowcount
 
     async def _executemany(self, sql: str, part: Sequence[tuple[Any, ...]]) -> int:
         connection = await self.session.connection()
-        result = await connection.exec_driver_sql(
-            sql, builtins.list(part), execution_options=_RECORDED
-        )
+        result = await connection.exec_driver_sql(sql, builtins.list(part))
         return result.rowcount
 
     async def _copy_types(self, plan: BulkPlan) -> builtins.list[int]:
