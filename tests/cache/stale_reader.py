@@ -2,8 +2,9 @@
 ``python -m tests.cache.stale_reader DB_URL REDIS_URL PREFIX MODE [OUT]``.
 
 ``lockstep``: for each line ``round reads`` on stdin, read the counter ``reads`` times
-through the cache and answer the values. ``continuous``: read until stdin closes, then write
-one ``start_ns value`` line per read to OUT. Both end with the cache statistics as JSON.
+through the cache and answer the values. ``continuous``: say ``reading`` after the first
+read, read until stdin closes, then write one ``start_ns value`` line per read to OUT. Both
+end with the cache statistics as JSON.
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ def main(db_url: str, redis_url: str, prefix: str, mode: str, out: str = "") -> 
         while not stop.is_set():
             started = time.monotonic_ns()
             reads.append((started, read()))
+            if len(reads) == 1:
+                print("reading", flush=True)  # the test starts committing once all say so
             time.sleep(0.001)  # leave the writer a core: the machine may have only two
         with open(out, "w") as file:
             file.writelines(f"{started} {value}\n" for started, value in reads)

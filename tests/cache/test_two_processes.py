@@ -83,7 +83,9 @@ def test_four_readers_reading_continuously_never_see_data_older_than_a_returned_
     db, _cache = writer(db_url, redis_url, prefix)
     outs = [tmp_path / f"reader{n}.txt" for n in range(4)]
     processes = [reader(db_url, redis_url, prefix, "continuous", str(out)) for out in outs]
-    time.sleep(1.0)  # the readers are up and reading
+    for process in processes:  # up and reading (a fixed sleep was too short under load)
+        assert process.stdout is not None
+        assert process.stdout.readline().strip() == "reading"
     returned = [0]  # returned[i]: when the commit of value i returned
     for i in range(1, COMMITS + 1):
         with db.transaction() as session:
