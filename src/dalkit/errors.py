@@ -44,7 +44,8 @@ DalkitError
 ├── SoftDeletedRowError         (query.soft_delete) a write that would touch a deleted row
 ├── TenantError                 (query.tenant) what tenant scoping forbids
 │   ├── TenantRequiredError     a tenant-scoped model used outside dalkit.tenant(...)
-│   └── TenantMismatchError     a write to a row of another tenant
+│   ├── TenantMismatchError     a write to a row of another tenant
+│   └── UnscopedStatementError  raw SQL or Core on a connection naming a tenant-scoped table
 ├── NPlusOneError               (observe.errors) an N+1 pattern under nplusone="raise"
 ├── QueryBudgetExceededError    (observe.errors) a query_budget() block ran over
 └── MigrationError              (migrations.errors) a migration command cannot do as asked

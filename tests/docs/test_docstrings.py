@@ -217,7 +217,7 @@ def test_every_public_docstring_follows_the_google_convention() -> None:
         "dalkit.transaction.retry.RetryPolicy",
         "dalkit.transaction.scope.on_commit",
         "dalkit.query.specs.Spec",
-        "dalkit.query.tenant.tenant",
+        "dalkit.query.tenant_context.tenant",
         "dalkit.testing.queries.count_queries",
         "dalkit.migrations.commands.Migrations",
         "dalkit.cache.query_cache.QueryCache",

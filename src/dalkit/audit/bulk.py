@@ -21,6 +21,7 @@ from dalkit.audit.records import full, record_since, row, rows_by, rows_by_key, 
 from dalkit.audit.registry import ModelAudit, model_audit
 from dalkit.query.soft_delete import is_soft_deletable, refuse_deleted
 from dalkit.query.tenant import check_keys, check_tenant_rows, current_tenant, is_tenant_scoped
+from dalkit.query.tenant_guard import TENANT_CHECKED
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
@@ -83,7 +84,9 @@ class BulkUpdateAudit:
         )
         refuse_deleted(
             self.model.__name__,
-            session.connection().execute(query.limit(1)).mappings(),
+            session.connection()
+            .execute(query.limit(1), execution_options=TENANT_CHECKED)
+            .mappings(),
             "bulk_update",
         )
         return {}

@@ -31,14 +31,16 @@ from dalkit.audit.bulk import (
     recording_bulk_update_async,
 )
 from dalkit.audit.cascades import Dependents, has_audited_dependents, referenced_columns
-from dalkit.audit.guard import flush_began, guard
+from dalkit.audit.guard import guard
 from dalkit.audit.records import diff, full, row, write
 from dalkit.audit.registry import ModelAudit, audited_generation, model_audit, on_first_audited
 from dalkit.audit.statements import on_orm_execute
 from dalkit.engine.statement_hooks import add_before_everywhere
 from dalkit.query.plain_entities import select_neutral
 from dalkit.query.plain_inserts import flush_neutral
+from dalkit.query.running_flush import flush_began
 from dalkit.query.soft_delete import pending_orphans
+from dalkit.query.tenant_guard import TENANT_CHECKED
 
 __all__ = [
     "BulkInsertAudit",
@@ -183,7 +185,8 @@ def _unit_of_work_changes(
             *(fields[k] == v for k, v in zip(config.primary_key, state.identity or (), strict=True))
         )
         statement = sa.select(*(fields[k].label(k) for k in unknown)).where(condition)
-        found = session.connection().execute(statement).mappings().first()
+        result = session.connection().execute(statement, execution_options=TENANT_CHECKED)
+        found = result.mappings().first()
         if found is not None:
             old.update(found)
     return diff(config, old, new)

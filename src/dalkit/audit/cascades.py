@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 
 from dalkit.audit.records import record_since
 from dalkit.audit.registry import ModelAudit, audited_generation, audited_tables, table_audit
+from dalkit.query.tenant_guard import TENANT_CHECKED
 
 __all__ = [
     "MAX_DEPTH",
@@ -149,7 +150,8 @@ class Dependents:
         config = edge.config
         assert config is not None
         statement = config.select().select_from(edge.table).where(reached)
-        rows = connection.execute(statement, dict(params or {})).mappings().all()
+        found = connection.execute(statement, dict(params or {}), execution_options=TENANT_CHECKED)
+        rows = found.mappings().all()
         _, kept = self._before.setdefault(id(config), (config, {}))
         for found in rows:
             key = config.key_of(found)

@@ -13,9 +13,8 @@ DELETE or UPDATE of a table whose foreign keys' actions reach one, `.cascades`) 
 
 - it runs inside `recorded()`: the audit's own capture of a session statement, and a bulk
   write whose chunks a recorder records (the repositories', ``recording_bulk_insert``);
-- or it is sent by a flush the audit's events saw begin (`flush_began`), on one of that
-  flush's connections: they record its changes. ``Session._flushing`` alone would not do: the
-  legacy bulk methods set it too, without any flush event;
+- or it is sent by a flush the audit's events saw begin, on one of that flush's connections
+  (`dalkit.query.running_flush`): they record its changes;
 - or it runs inside `unaudited()`, for a write that is not to be recorded (a data fix).
 
 Installed with the audit's session listeners, when the first model is audited: until then no
@@ -26,28 +25,22 @@ migrations give Alembic) are not guarded.
 from __future__ import annotations
 
 import contextlib
-import weakref
 from collections.abc import Iterator
 from contextvars import ContextVar
 from typing import Any
 
-from sqlalchemy.orm import UOWTransaction
 from sqlalchemy.sql.expression import TextClause
 
 from dalkit.audit.cascades import has_audited_dependents
 from dalkit.audit.errors import UnauditedWriteError
 from dalkit.audit.raw import audited_target, describe
 from dalkit.audit.registry import table_audit
+from dalkit.query.running_flush import in_running_flush
 
-__all__ = ["flush_began", "guard", "recorded", "unaudited"]
+__all__ = ["guard", "recorded", "unaudited"]
 
 # set by unaudited() and recorded(): the block's writes to audited tables are allowed
 _allowed: ContextVar[bool] = ContextVar("dalkit_audit_allowed", default=False)
-# the flushes the audit saw begin in this thread or task (weakly: a flush context is dropped
-# when its flush is over)
-_flushes: ContextVar[tuple[weakref.ref[UOWTransaction], ...]] = ContextVar(
-    "dalkit_audit_flushes", default=()
-)
 _HOW = (
     "write it through a session (session.execute records it), the ORM or a repository; a "
     "write that is not to be recorded goes inside dalkit.audit.unaudited()"
@@ -106,59 +99,12 @@ def guard(cursor: Any, statement: str, context: Any) -> None:
     # the allowed cases after the refusable writes are known: the message is built last
     if _allowed.get():
         return
-    if _in_recorded_flush(context.root_connection):
+    if in_running_flush(context.root_connection):
         return
     what = "raw SQL writing" if raw else f"this {_kind(context)} of"
     raise UnauditedWriteError(
         f"{what} {describe(target)}, would not be recorded in the audit log: {_HOW}"
     )
-
-
-def flush_began(flush_context: UOWTransaction) -> None:
-    """Note a flush whose changes the audit records (its before_flush): statements on its
-    connections pass the guard while it runs.
-
-    Kept in a context variable rather than a Session event pair: a flush that fails ends
-    with no event, and a mark left behind must not let a later write through. A flush is
-    recognised as running by its own subtransaction being the session's current one, which
-    no later write of the session (a legacy bulk method makes a subtransaction of its own)
-    can be; finished flushes are dropped at the next one.
-    """
-    running = _flushes.get()
-    if running:  # drop the flushes that are over (a failed one ends with no event)
-        running = tuple(ref for ref in running if _not_over(ref()))
-    _flushes.set((*running, weakref.ref(flush_context)))
-
-
-def _not_over(flush_context: UOWTransaction | None) -> bool:
-    if flush_context is None:
-        return False
-    if getattr(flush_context, "transaction", None) is None:  # set just after before_flush
-        return bool(flush_context.session._flushing)
-    return _running_transaction(flush_context) is not None
-
-
-def _running_transaction(flush_context: UOWTransaction) -> Any:
-    """The flush's own subtransaction while the flush runs, else None."""
-    session = flush_context.session
-    transaction = getattr(flush_context, "transaction", None)
-    if transaction is None or session._transaction is not transaction or not session._flushing:
-        return None
-    return transaction
-
-
-def _in_recorded_flush(connection: Any) -> bool:
-    for ref in _flushes.get():
-        flush_context = ref()
-        transaction = None if flush_context is None else _running_transaction(flush_context)
-        # the session's connections are held by its outermost transactions: a subtransaction
-        # (the flush's) borrows its parent's without keeping them
-        while transaction is not None:
-            for used, *_ in transaction._connections.values():
-                if used is connection:
-                    return True
-            transaction = transaction._parent
-    return False
 
 
 def _kind(context: Any) -> str:

@@ -6,18 +6,18 @@ from __future__ import annotations
 
 import functools
 import re
-import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any
 
 import sqlalchemy as sa
 import sqlparse
-from sqlalchemy import event
 from sqlparse import tokens as T
 
 from dalkit.audit.cascades import cascade_parents
 from dalkit.audit.errors import UnauditedWriteError
 from dalkit.audit.registry import audited_tables, table_audit
+from dalkit.engine.schemas import of_engine
+from dalkit.query.sql_tokens import code_tokens, identifier
 
 __all__ = ["audited_target", "check_raw_write", "describe", "written_tables"]
 
@@ -30,28 +30,13 @@ _DELETE_WORD = re.compile(r"\b(?:delete|truncate|merge)\b", re.I)  # may remove 
 _UPDATE_WORD = re.compile(r"\b(?:update|merge)\b", re.I)  # may change referenced keys
 
 
-def _code_tokens(sql: str) -> Iterator[sqlparse.sql.Token]:
-    for statement in sqlparse.parse(sql):
-        for token in statement.flatten():  # type: ignore[no-untyped-call]
-            if not token.is_whitespace and token.ttype not in T.Comment:
-                yield token
-
-
-def _name_of(token: sqlparse.sql.Token) -> str | None:
-    if token.ttype in T.Name or token.ttype is T.Keyword:
-        return str(token.value).lower()
-    if token.ttype in T.Literal.String.Symbol:  # "quoted identifier": case kept
-        return str(token.value)[1:-1].replace('""', '"')
-    return None
-
-
 @functools.lru_cache(maxsize=1024)
 def written_tables(sql: str) -> tuple[tuple[str | None, str], ...]:
     """``(schema, table)`` of every table that ``sql`` inserts into, updates, deletes from,
     merges into, truncates or copies into, CTEs included; names unquoted (unquoted ones in
     lower case). Cached by text: sqlparse's parse costs about a millisecond, and applications
     run the same few statements again and again (the bank test ran 3x slower without it)."""
-    tokens = list(_code_tokens(sql))
+    tokens = list(code_tokens(sql))
     found: list[tuple[str | None, str]] = []
     for index, token in enumerate(tokens):
         word = str(token.value).upper()
@@ -81,11 +66,11 @@ def _take_name(
     tokens: list[sqlparse.sql.Token], position: int, found: list[tuple[str | None, str]]
 ) -> int:
     """Append the (schema, name) at ``position`` to ``found``; the position after it."""
-    first = _name_of(tokens[position]) if position < len(tokens) else None
+    first = identifier(tokens[position]) if position < len(tokens) else None
     if first is None:
         return position + 1
     if position + 2 < len(tokens) and tokens[position + 1].value == ".":
-        second = _name_of(tokens[position + 2])
+        second = identifier(tokens[position + 2])
         if second is not None:
             found.append((first, second))
             return position + 3
@@ -106,29 +91,6 @@ def _matches(tables: Iterable[sa.Table], schema: str | None, name: str) -> sa.Ta
         ):
             return table
     return None
-
-
-# MetaData objects whose tables were created through each engine (keyed by its pool, which the
-# engine's option-carrying copies share): a raw write is checked
-# against the audited tables of those, so a table of the same name in another application's
-# schema (another database of the process, another test) is not mistaken for an audited one
-_created: weakref.WeakKeyDictionary[Any, set[sa.MetaData]] = weakref.WeakKeyDictionary()
-
-
-@event.listens_for(sa.MetaData, "after_create")
-def _metadata_created(metadata: sa.MetaData, connection: Any, **_: Any) -> None:
-    _remember(connection, metadata)
-
-
-@event.listens_for(sa.Table, "after_create")
-def _table_created(table: sa.Table, connection: Any, **_: Any) -> None:
-    _remember(connection, table.metadata)
-
-
-def _remember(connection: Any, metadata: sa.MetaData) -> None:
-    pool = getattr(getattr(connection, "engine", None), "pool", None)
-    if pool is not None:  # None: Alembic's offline mode renders DDL without a database
-        _created.setdefault(pool, set()).add(metadata)
 
 
 def check_raw_write(sql: str, engine: Any = None) -> None:
@@ -170,12 +132,11 @@ def audited_target(sql: str, engine: Any = None) -> sa.Table | None:
     """
     if not _WRITE_WORD.search(sql):
         return None  # no write keyword anywhere: nothing to parse
-    known = _created.get(getattr(engine, "pool", None)) if engine is not None else None
-    tables = _known(audited_tables(), known)
+    tables = of_engine(audited_tables(), engine)
     if _DELETE_WORD.search(sql):
-        tables += _known(cascade_parents(), known)
+        tables += of_engine(cascade_parents(), engine)
     if _UPDATE_WORD.search(sql):
-        tables += _known(cascade_parents(updating=True), known)
+        tables += of_engine(cascade_parents(updating=True), engine)
     if not tables:
         return None
     for schema, name in written_tables(sql):
@@ -183,8 +144,3 @@ def audited_target(sql: str, engine: Any = None) -> sa.Table | None:
         if table is not None:
             return table
     return None
-
-
-def _known(tables: list[sa.Table], known: set[sa.MetaData] | None) -> list[sa.Table]:
-    # the schemas created through this engine; unknown engines check every table
-    return [table for table in tables if table.metadata in known] if known else tables

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from dalkit._codec import jsonable
 from dalkit.audit.registry import REDACTED, ModelAudit, current_actor, entity_key
+from dalkit.query.tenant_guard import TENANT_CHECKED
 from dalkit.tables import audit_log
 
 __all__ = ["IN_CHUNK", "diff", "full", "record_since", "row", "rows_by", "rows_by_key", "write"]
@@ -86,7 +87,8 @@ def rows_by(
         chunk = unique[start : start + IN_CHUNK]
         values = [k[0] for k in chunk] if len(names) == 1 else chunk
         statement = config.select().where(target.in_(values))
-        for found_row in session.connection().execute(statement).mappings():
+        found_rows = session.connection().execute(statement, execution_options=TENANT_CHECKED)
+        for found_row in found_rows.mappings():
             found[tuple(found_row[n] for n in names)] = dict(found_row)
     return found
 

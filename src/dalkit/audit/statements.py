@@ -21,6 +21,7 @@ from dalkit.audit.raw import check_raw_write
 from dalkit.audit.records import IN_CHUNK, diff, full, record_since, row, rows_by, write
 from dalkit.audit.registry import ModelAudit, table_audit
 from dalkit.query.soft_delete import UNKNOWN, conflict_columns, inserted_rows
+from dalkit.query.tenant_guard import TENANT_CHECKED
 
 __all__ = ["on_orm_execute"]
 
@@ -195,8 +196,8 @@ def _read(
     statement = _before_select(config, table, where)
     if limit is not None:
         statement = statement.limit(limit)
-    found = session.connection().execute(statement, dict(params)).mappings()
-    return {config.key_of(r): dict(r) for r in found}
+    result = session.connection().execute(statement, dict(params), execution_options=TENANT_CHECKED)
+    return {config.key_of(r): dict(r) for r in result.mappings()}
 
 
 def _before_select(config: ModelAudit, table: sa.Table, where: Any) -> sa.Select[Any]:
@@ -220,7 +221,8 @@ def _capture_large(
     )
     image.create(connection)
     copy = image.insert().from_select(list(config.keys), _before_select(config, table, where))
-    connection.execute(copy, dict(typing.cast("Mapping[str, Any]", state.parameters or {})))
+    parameters = dict(typing.cast("Mapping[str, Any]", state.parameters or {}))
+    connection.execute(copy, parameters, execution_options=TENANT_CHECKED)
     result = _invoke(state)
     pk = [image.c[k] for k in config.primary_key]
     last: tuple[Any, ...] | None = None
@@ -229,7 +231,7 @@ def _capture_large(
         if last is not None:
             after_last = pk[0] > last[0] if len(pk) == 1 else sa.tuple_(*pk) > sa.tuple_(*last)
             chunk_query = chunk_query.where(after_last)
-        chunk = connection.execute(chunk_query).mappings().all()
+        chunk = connection.execute(chunk_query).mappings().all()  # the temporary table
         if not chunk:
             break
         record_since(session, config, {config.key_of(r): dict(r) for r in chunk}, deleting=deleting)

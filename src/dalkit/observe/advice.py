@@ -19,6 +19,7 @@ from sqlalchemy.exc import DBAPIError
 
 from dalkit.errors import ConfigurationError
 from dalkit.observe.install import Observer
+from dalkit.query.tenant_guard import TENANT_CHECKED
 
 if TYPE_CHECKING:  # annotations only: sync code never needs the asyncio extension
     from sqlalchemy.ext.asyncio import AsyncConnection
@@ -382,8 +383,9 @@ def _sqlite_filters(
         candidates = _candidates(table, statements, {})
         if not candidates:
             continue
-        # the name came from the schema, and is quoted as an identifier
-        rows = connection.execute(sa.text(f"SELECT count(*) FROM {quote(table.name)}")).scalar_one()
+        # the name came from the schema, quoted; the size counts every tenant's rows
+        count = sa.text(f"SELECT count(*) FROM {quote(table.name)}")
+        rows = connection.execute(count, execution_options=TENANT_CHECKED).scalar_one()
         if rows < min_rows:
             continue
         for column, why in candidates.items():

@@ -20,6 +20,7 @@ from dalkit.errors import ConfigurationError, InvalidQueryError
 from dalkit.observe.repo_query import RepositoryQuery
 from dalkit.query.builder import QueryBuilder
 from dalkit.query.raw_sql import checked_text
+from dalkit.query.tenant_guard import TENANT_CHECKED
 
 if TYPE_CHECKING:  # annotations only: sync code never needs the asyncio extension
     from sqlalchemy.ext.asyncio import AsyncConnection
@@ -157,7 +158,12 @@ def explain(
         )
     backend = connection.dialect.name
     if backend == "postgresql":
-        return _explain_postgres(connection, clause, values, analyze=analyze, buffers=buffers)
+        # a plan holds no row of any tenant; EXPLAIN ANALYZE runs the statement, so only a
+        # repository's (scoped by its session's listeners above) passes the tenant guard
+        scoped = isinstance(statement, RepositoryQuery) or not analyze
+        return _explain_postgres(
+            connection, clause, values, analyze=analyze, buffers=buffers, scoped=scoped
+        )
     if backend == "sqlite":
         return _explain_sqlite(connection, clause, values)
     raise ConfigurationError(f"explain() supports PostgreSQL and SQLite, not {backend}")
@@ -194,17 +200,19 @@ def _explain_postgres(
     *,
     analyze: bool,
     buffers: bool,
+    scoped: bool,
 ) -> QueryPlan:
+    run = TENANT_CHECKED if scoped else {}
     options = ["FORMAT JSON"] + (["ANALYZE"] if analyze else []) + (["BUFFERS"] if buffers else [])
     query = _Explain(clause, f"EXPLAIN ({', '.join(options)})")
     if analyze:
         savepoint = connection.begin_nested()
         try:
-            raw = connection.execute(query, values).scalar_one()
+            raw = connection.execute(query, values, execution_options=run).scalar_one()
         finally:
             savepoint.rollback()
     else:
-        raw = connection.execute(query, values).scalar_one()
+        raw = connection.execute(query, values, execution_options=run).scalar_one()
     data = json.loads(raw) if isinstance(raw, str) else raw
     root = data[0]["Plan"]
     rows = _table_rows(
@@ -317,7 +325,10 @@ def _explain_sqlite(
 ) -> QueryPlan:
     rows = [
         {"id": r[0], "parent": r[1], "detail": r[3]}
-        for r in connection.execute(_Explain(clause, "EXPLAIN QUERY PLAN"), values)
+        # EXPLAIN QUERY PLAN never runs the statement: no row of any tenant in it
+        for r in connection.execute(
+            _Explain(clause, "EXPLAIN QUERY PLAN"), values, execution_options=TENANT_CHECKED
+        )
     ]
     depth: dict[int, int] = {}
     lines, warnings = [], []

@@ -13,6 +13,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
 from dalkit.errors import ConfigurationError, InvalidQueryError
+from dalkit.query.tenant_guard import TENANT_CHECKED
 
 if TYPE_CHECKING:  # annotations only: sync code never needs the asyncio extension
     from sqlalchemy.ext.asyncio import AsyncConnection
@@ -175,8 +176,10 @@ def _sqlite(connection: Connection, table: str | None) -> list[TableStats]:
     pages = _sqlite_pages(connection)
     found = []
     for name in names:
-        # the name came from sqlite_master, and is quoted as an identifier
-        rows = connection.execute(sa.text(f"SELECT count(*) FROM {quote(name)}")).scalar_one()
+        # the name came from sqlite_master, and is quoted as an identifier; a table's size
+        # counts every tenant's rows, which the tenant guard is told
+        count = sa.text(f"SELECT count(*) FROM {quote(name)}")
+        rows = connection.execute(count, execution_options=TENANT_CHECKED).scalar_one()
         indexes = (
             connection.execute(
                 sa.text("SELECT name FROM pragma_index_list(:table) ORDER BY name"), {"table": name}

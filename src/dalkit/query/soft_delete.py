@@ -27,6 +27,7 @@ from sqlalchemy.sql.schema import ColumnCollectionConstraint
 from dalkit.errors import DalkitError
 from dalkit.query.plain_entities import select_neutral
 from dalkit.query.plain_inserts import flush_neutral
+from dalkit.query.tenant_guard import TENANT_CHECKED
 
 __all__ = [
     "UNKNOWN",
@@ -302,7 +303,9 @@ def _check_upsert(state: ORMExecuteState) -> None:
         query = sa.select(table.c.deleted_at).where(
             target.in_(values), table.c.deleted_at.is_not(None)
         )
-        found = connection.execute(query.limit(1)).mappings().all()
+        found = (
+            connection.execute(query.limit(1), execution_options=TENANT_CHECKED).mappings().all()
+        )
         refuse_deleted(table.name, found, "upsert")
 
 

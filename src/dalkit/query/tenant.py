@@ -1,14 +1,14 @@
-"""Tenant scoping: the `TenantScoped` mixin, the `tenant()` context (a context
-variable), and one ``do_orm_execute``/``before_flush`` pair on the ``Session`` class that makes
-every read, relationship load, statement and flush of such models see and write the current
-tenant's rows only; without a tenant, they raise `TenantRequiredError` instead of
-returning every tenant's rows. Installed when the first model gets the mixin.
+"""Tenant scoping: the `TenantScoped` mixin, the `tenant()` context (`.tenant_context`), and
+one ``do_orm_execute``/``before_flush`` pair on the ``Session`` class that makes every read,
+relationship load, statement and flush of such models see and write the current tenant's rows
+only; without a tenant, they raise `TenantRequiredError` instead of returning every tenant's
+rows. What reaches the database around the session (raw SQL, Core on a connection) is refused
+by `.tenant_guard`, which the listeners tell what they scoped. Installed when the first model
+gets the mixin.
 """
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import functools
 import typing
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -25,16 +25,31 @@ from sqlalchemy.orm import (
     with_loader_criteria,
 )
 
-from dalkit.errors import DalkitError
+from dalkit.engine.statement_hooks import add_before_everywhere
+from dalkit.query import tenant_guard
 from dalkit.query.plain_entities import select_neutral
 from dalkit.query.plain_inserts import flush_neutral
+from dalkit.query.running_flush import flush_began
 from dalkit.query.soft_delete import UNKNOWN, conflict_columns, inserted_rows
+from dalkit.query.tenant_context import (
+    TenantError,
+    TenantMismatchError,
+    TenantRequiredError,
+    UnscopedStatementError,
+    current_tenant,
+    every_tenant,
+    required,
+    scoping_off,
+    tenant,
+)
+from dalkit.query.tenant_guard import CHECKED_OPTION, TENANT_CHECKED
 
 __all__ = [
     "TenantError",
     "TenantMismatchError",
     "TenantRequiredError",
     "TenantScoped",
+    "UnscopedStatementError",
     "check_tenant_rows",
     "current_tenant",
     "every_tenant",
@@ -42,18 +57,6 @@ __all__ = [
     "stamp_rows",
     "tenant",
 ]
-
-
-class TenantError(DalkitError):
-    """A read or write of a tenant-scoped model that tenant scoping forbids."""
-
-
-class TenantRequiredError(TenantError):
-    """Raised for a read or write of a tenant-scoped model outside ``dalkit.tenant(...)``."""
-
-
-class TenantMismatchError(TenantError):
-    """Raised for a write that names, or would touch, a row of another tenant."""
 
 
 class TenantScoped:
@@ -65,72 +68,10 @@ class TenantScoped:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        table = getattr(cls, "__table__", None)
+        if isinstance(table, sa.Table):  # mapped by now; an abstract base has none
+            tenant_guard.register(table)
         install()
-
-
-_EVERY = object()  # every_tenant(): scoping is off, explicitly
-_current: contextvars.ContextVar[object | None] = contextvars.ContextVar(
-    "dalkit_tenant", default=None
-)
-
-
-@contextlib.contextmanager
-def tenant(tenant_id: object) -> Iterator[None]:
-    """Scope the block to ``tenant_id`` (a context variable: each thread and task keeps its
-    own): reads of `TenantScoped` models see its rows only, new rows get it.
-
-    Args:
-        tenant_id: The tenant, as a non-empty string or number.
-
-    Yields:
-        Nothing: the scope lasts for the with-block.
-
-    Raises:
-        TenantRequiredError: When ``tenant_id`` is None, empty or a bool.
-
-    Examples:
-        ```python
-        with dalkit.tenant("acme"), db.session() as session:
-            session.add(Invoice(number=1))  # tenant_id="acme"
-        ```
-    """
-    if tenant_id is None or tenant_id == "" or isinstance(tenant_id, bool):
-        raise TenantRequiredError(f"a tenant id is required, got {tenant_id!r}")
-    token = _current.set(str(tenant_id))
-    try:
-        yield
-    finally:
-        _current.reset(token)
-
-
-@contextlib.contextmanager
-def every_tenant() -> Iterator[None]:
-    """Turn scoping off in the block, on purpose (administration, migrations, reports)."""
-    token = _current.set(_EVERY)
-    try:
-        yield
-    finally:
-        _current.reset(token)
-
-
-def current_tenant() -> str | None:
-    """The tenant of the context; None outside `tenant()` (and inside `every_tenant()`)."""
-    value = _current.get()
-    return value if isinstance(value, str) else None
-
-
-def _required(what: str) -> str | None:
-    """The current tenant; None under every_tenant(); raises outside any tenant."""
-    value = _current.get()
-    if value is _EVERY:
-        return None
-    if not isinstance(value, str):
-        raise TenantRequiredError(
-            f"{what} of a tenant-scoped model outside `with dalkit.tenant(...)`: refused rather "
-            "than reading or writing every tenant's rows (use dalkit.query.tenant.every_tenant() "
-            "to mean every tenant)"
-        )
-    return value
 
 
 def is_tenant_scoped(model: object) -> bool:
@@ -164,7 +105,7 @@ def stamp_rows(model: type[Any], rows: Sequence[Mapping[str, Any]]) -> Sequence[
     (a row naming another tenant raises); ``rows`` themselves for a model not scoped."""
     if not is_tenant_scoped(model):
         return rows
-    current = _required("bulk_insert")
+    current = required("bulk_insert")
     if current is None:
         return rows
     check_tenant_rows(current, rows)
@@ -182,7 +123,7 @@ def check_keys(session: Session, model: type[Any], keys: Sequence[tuple[Any, ...
     """Refuse a write by primary key (bulk_update) that reaches a row of another tenant."""
     if not is_tenant_scoped(model):
         return
-    current = _required("bulk_update")
+    current = required("bulk_update")
     if current is None or not keys:
         return
     pk = list(sa.inspect(model).primary_key)
@@ -192,22 +133,31 @@ def check_keys(session: Session, model: type[Any], keys: Sequence[tuple[Any, ...
         query = sa.select(sa.literal(1)).where(
             target.in_(values[start : start + 500]), model.tenant_id != current
         )
-        if session.connection().execute(query.limit(1)).first() is not None:
+        found = session.connection().execute(query.limit(1), execution_options=TENANT_CHECKED)
+        if found.first() is not None:
             raise TenantMismatchError(f"a {model.__name__} row of another tenant was named")
 
 
 # -- statements --------------------------------------------------------------------------------
 def _on_execute(state: ORMExecuteState) -> None:
     statement = state.statement
-    if state.is_column_load or isinstance(statement, sa.TextClause):
-        return
-    orm = statement._propagate_attrs.get("compile_state_plugin") == "orm"
-    if state.is_select:
-        _scope_select(state, orm)
+    if isinstance(statement, sa.TextClause):
+        return  # not scoped: the guard refuses it when it names a tenant-scoped table
+    if state.is_column_load:  # an object's own row, by its identity
+        scoped = True
+    elif state.is_select:
+        scoped = _scope_select(
+            state, statement._propagate_attrs.get("compile_state_plugin") == "orm"
+        )
     elif state.is_insert:
-        _scope_insert(state, typing.cast("sa.Insert", statement))
+        scoped = _scope_insert(state, typing.cast("sa.Insert", statement))
     elif state.is_update or state.is_delete:
-        _scope_change(state, typing.cast("sa.Update | sa.Delete", statement))
+        scoped = _scope_change(state, typing.cast("sa.Update | sa.Delete", statement))
+    else:
+        scoped = False
+    if scoped and not scoping_off():
+        # what the guard reads: a statement left unmarked is looked at by its text
+        state.update_execution_options(**{CHECKED_OPTION: True})
 
 
 def _criteria(current: str) -> Any:
@@ -238,35 +188,38 @@ def _reaches_scoped(mapper: Any) -> bool:
     return False
 
 
-def _scope_select(state: ORMExecuteState, orm: bool) -> None:
+def _scope_select(state: ORMExecuteState, orm: bool) -> bool:
+    """Add the current tenant's criteria; whether the select is scoped."""
     statement = typing.cast("sa.Select[Any]", state.statement)
     if orm:
-        if _current.get() is _EVERY:
-            return
+        if scoping_off():
+            return True
         mappers = state.all_mappers
         if mappers and not any(_reaches_scoped(m) for m in mappers):
             # nothing it loads can be tenant-scoped: leave the statement (and the entities it
             # loads, which a cache may pickle) without the criteria option
-            return
+            return False
         scoped = any(is_tenant_scoped(m.class_) for m in state.all_mappers)
         current = current_tenant()
         if current is None:
             if scoped:
-                _required("a read")
+                required("a read")
             # joined tenant-scoped entities then match no row: nothing leaks
             state.statement = statement.options(
                 with_loader_criteria(
                     TenantScoped, lambda cls: cls.tenant_id.is_(None), include_aliases=True
                 )
             )
-            return
+            return True
         state.statement = statement.options(_criteria(current))
-        return
+        return True
     conditions = list(_core_conditions(statement.get_final_froms(), outer=False))
-    if conditions:
-        current = _required("a read")
-        if current is not None:
-            state.statement = statement.where(*(c(current) for c in conditions))
+    if not conditions:
+        return False
+    current = required("a read")
+    if current is not None:
+        state.statement = statement.where(*(c(current) for c in conditions))
+    return True
 
 
 def _core_conditions(froms: Iterable[Any], *, outer: bool) -> Iterator[Any]:
@@ -284,13 +237,14 @@ def _core_conditions(froms: Iterable[Any], *, outer: bool) -> Iterator[Any]:
                 yield lambda current, column=column: column == current
 
 
-def _scope_insert(state: ORMExecuteState, statement: sa.Insert) -> None:
+def _scope_insert(state: ORMExecuteState, statement: sa.Insert) -> bool:
+    """Stamp and check the rows of an INSERT into a tenant-scoped table; whether it is one."""
     table = statement.table
     if not _scoped_table(table):
-        return
-    current = _required("an INSERT")
+        return False
+    current = required("an INSERT")
     if current is None:
-        return
+        return True
     rows = inserted_rows(statement, state.parameters)
     check_tenant_rows(current, rows)
     if any("tenant_id" not in row for row in rows):
@@ -305,10 +259,12 @@ def _scope_insert(state: ORMExecuteState, statement: sa.Insert) -> None:
             chunk = keys[start : start + 500]
             values = [k[0] for k in chunk] if len(columns) == 1 else chunk
             query = sa.select(sa.literal(1)).where(target.in_(values), tenant_column != current)
-            if state.session.connection().execute(query.limit(1)).first() is not None:
+            connection = state.session.connection()
+            if connection.execute(query.limit(1), execution_options=TENANT_CHECKED).first():
                 raise TenantMismatchError(
                     f"an upsert into {getattr(table, 'name', table)} meets a row of another tenant"
                 )
+    return True
 
 
 def _stamped(statement: sa.Insert, parameters: Any, current: str) -> tuple[sa.Insert, Any]:
@@ -336,13 +292,15 @@ def _with_tenant(row: dict[Any, Any], current: str) -> dict[Any, Any]:
     return {**row, column: current}
 
 
-def _scope_change(state: ORMExecuteState, statement: sa.Update | sa.Delete) -> None:
+def _scope_change(state: ORMExecuteState, statement: sa.Update | sa.Delete) -> bool:
+    """Confine an UPDATE or DELETE of a tenant-scoped table to the current tenant's rows (or
+    check the keys of an executemany one); whether it is one."""
     table = statement.table
     if not _scoped_table(table):
-        return
-    current = _required("an UPDATE or DELETE")
+        return False
+    current = required("an UPDATE or DELETE")
     if current is None:
-        return
+        return True
     if isinstance(statement, sa.Update):
         check_tenant_rows(
             current, [{str(getattr(k, "key", k)): v for k, v in (statement._values or {}).items()}]
@@ -358,16 +316,18 @@ def _scope_change(state: ORMExecuteState, statement: sa.Update | sa.Delete) -> N
         names = [mapper.get_property_by_column(c).key for c in mapper.primary_key]
         check_tenant_rows(current, params)
         check_keys(state.session, mapper.class_, [tuple(p[n] for n in names) for p in params])
-        return
+        return True
     column = typing.cast("sa.Table", table).c.tenant_id
     state.statement = statement.where(column == current)
+    return True
 
 
 # -- flushes -----------------------------------------------------------------------------------
 def _before_flush(session: Session, flush_context: UOWTransaction, instances: Any) -> None:
+    flush_began(flush_context)  # its statements, checked here, pass the guard
     for obj in session.new:
         if is_tenant_scoped(type(obj)):
-            current = _required("adding")
+            current = required("adding")
             if current is None:
                 continue
             if obj.tenant_id is None:
@@ -380,7 +340,7 @@ def _before_flush(session: Session, flush_context: UOWTransaction, instances: An
     for obj in [*session.dirty, *session.deleted]:
         if not is_tenant_scoped(type(obj)):
             continue
-        current = _required("changing")
+        current = required("changing")
         if current is None:
             continue
         history = sa.orm.attributes.get_history(obj, "tenant_id")
@@ -395,6 +355,7 @@ def install() -> None:
     """Scope every session to the current tenant; idempotent."""
     if event.contains(Session, "do_orm_execute", _on_execute):
         return
+    add_before_everywhere(tenant_guard.guard)
     # it leaves alone the selects of models that reach no tenant-scoped one
     event.listen(Session, "do_orm_execute", select_neutral(_on_execute, unless=_reaches_scoped))
     event.listen(Session, "before_flush", flush_neutral(_before_flush, unless=_scoped_mapper))

@@ -27,6 +27,7 @@ from dalkit.audit.guard import recorded
 from dalkit.cache.capture import note_write
 from dalkit.engine.build import get_driver_connection
 from dalkit.query.tenant import stamp_rows
+from dalkit.query.tenant_guard import tenant_checked
 from dalkit.repository.abstract import AbstractRepository
 from dalkit.repository.base import ModelT
 from dalkit.repository.copy import (
@@ -86,8 +87,10 @@ class BulkOperations(AbstractRepository[ModelT]):
             create, empty, update, drop = plan.staging_sql(self._dialect, name)
             oids = self._copy_types(plan)
             connection = self.session.connection()
-            # ON COMMIT DROP covers the failure paths, where the transaction may be unusable
-            connection.exec_driver_sql(create)
+            # ON COMMIT DROP covers the failure paths, where the transaction may be unusable;
+            # the table's columns, copied with no row (of any tenant)
+            with tenant_checked():
+                connection.exec_driver_sql(create)
             updated = self._run_chunks(
                 plan,
                 originals,
@@ -132,7 +135,9 @@ class BulkOperations(AbstractRepository[ModelT]):
     ) -> int:
         written = 0
         description = f"{verb} {plan.info.table.name}"
-        with progress_bar(progress, len(tuples), description) as advance:
+        # tenant-scoped rows were stamped (inserts) or have their keys checked chunk by chunk
+        # before it is written (updates, in `audit`): the tenant guard lets the chunks through
+        with progress_bar(progress, len(tuples), description) as advance, tenant_checked():
             with self.session.begin_nested():
                 for start in range(0, len(tuples), chunk_size):
                     part = tuples[start : start + chunk_size]

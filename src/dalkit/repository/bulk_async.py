@@ -25,6 +25,7 @@ from dalkit.audit.guard import recorded
 from dalkit.cache.capture import note_write
 from dalkit.engine.build import get_async_driver_connection
 from dalkit.query.tenant import stamp_rows
+from dalkit.query.tenant_guard import tenant_checked
 from dalkit.repository.abstract_async import AsyncAbstractRepository
 from dalkit.repository.base import ModelT
 from dalkit.repository.copy import (
@@ -84,8 +85,10 @@ class AsyncBulkOperations(AsyncAbstractRepository[ModelT]):
             create, empty, update, drop = plan.staging_sql(self._dialect, name)
             oids = await self._copy_types(plan)
             connection = await self.session.connection()
-            # ON COMMIT DROP covers the failure paths, where the transaction may be unusable
-            await connection.exec_driver_sql(create)
+            # ON COMMIT DROP covers the failure paths, where the transaction may be unusable;
+            # the table's columns, copied with no row (of any tenant)
+            with tenant_checked():
+                await connection.exec_driver_sql(create)
             updated = await self._run_chunks(
                 plan,
                 originals,
@@ -130,7 +133,9 @@ class AsyncBulkOperations(AsyncAbstractRepository[ModelT]):
     ) -> int:
         written = 0
         description = f"{verb} {plan.info.table.name}"
-        with progress_bar(progress, len(tuples), description) as advance:
+        # tenant-scoped rows were stamped (inserts) or have their keys checked chunk by chunk
+        # before it is written (updates, in `audit`): the tenant guard lets the chunks through
+        with progress_bar(progress, len(tuples), description) as advance, tenant_checked():
             async with self.session.begin_nested():
                 for start in range(0, len(tuples), chunk_size):
                     part = tuples[start : start + chunk_size]
