@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from dalkit.cache.core import CacheCore, log, sync_session
 from dalkit.cache.install import install
-from dalkit.cache.keys import function_key
+from dalkit.cache.keys import function_key, tenant_part
 from dalkit.cache.results import freeze, thaw
 from dalkit.cache.versions import entry_tables, replayed_by
 from dalkit.engine.autoroute import PRIMARY_POSITION, commit_position, route_miss
@@ -195,6 +195,7 @@ class AsyncQueryCache(CacheCore):
                     self.count("bypasses")
                     return await fn(*args, **kwargs)
                 key = function_key(self.namespace, fn.__qualname__, args, dict(kwargs))
+                key += tenant_part(names) or ""  # per tenant when it reads tenant-scoped tables
                 found = await self._lookup(key, names)
                 if found is not None and found[0] is not None:
                     self.count("hits")

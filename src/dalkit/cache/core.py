@@ -20,7 +20,7 @@ from sqlalchemy.sql.selectable import TextualSelect
 
 from dalkit.cache.errors import CacheConfigurationError, UncacheableStatementError
 from dalkit.cache.flights import Flight
-from dalkit.cache.keys import KeyBuilder
+from dalkit.cache.keys import KeyBuilder, tenant_part
 from dalkit.cache.tables import ALL, tables_read
 from dalkit.cache.versions import Tokens, entry_tables
 from dalkit.transaction.scope import current_scope
@@ -51,11 +51,7 @@ def sync_session(session: Any) -> Session:
 
 
 def cache_for(session: Any) -> CacheCore | None:
-    """The cache installed on the database ``session`` is bound to.
-
-    Returns:
-        The cache, or None when that database has none.
-    """
+    """The cache installed on the database ``session`` is bound to; None when it has none."""
     bind = sync_session(session).get_bind()
     return _CACHES.get(getattr(bind, "pool", None) or bind.engine.pool)
 
@@ -275,11 +271,13 @@ class CacheCore:
             statement: The statement, checked for row locks.
 
         Returns:
-            The reason (``pending invalidation``, ``row locks``, ``snapshot isolation``,
-            ``own write``), or None when the cache may serve the read.
+            The reason (``pending invalidation``, ``no tenant``, ``row locks``, ``snapshot
+            isolation``, ``own write``), or None when the cache may serve the read.
         """
         if self._pending:
             return "pending invalidation"
+        if tenant_part(tables) is None:
+            return "no tenant"  # the database's tenant scoping decides
         if getattr(statement, "_for_update_arg", None) is not None:
             return "row locks"  # SELECT ... FOR UPDATE must reach the rows it locks
         scope = current_scope()
@@ -318,9 +316,8 @@ class CacheCore:
     def describe(
         self, statement: Any, params: Any, tables: Iterable[Any] | None
     ) -> tuple[str, tuple[str, ...]]:
-        """The key of a read and the tables its entry depends on.
-
-        The tables are remembered per statement shape: finding them walks the statement.
+        """The key of a read (per tenant, for tenant-scoped tables) and the tables its entry
+        depends on, remembered per statement shape: finding them walks the statement.
 
         Args:
             statement: The statement to cache.
@@ -338,14 +335,14 @@ class CacheCore:
             self.key_of(statement, params)  # raises: not bound
         assert self.keys is not None
         key, shape = self.keys.key_and_shape(statement, params)
-        if shape is None or tables:
-            return key, self.tables_of(statement, tables)
-        names = self._shape_tables.get(shape)
+        names = self._shape_tables.get(shape) if shape is not None and not tables else None
         if names is None:
-            if len(self._shape_tables) >= 2000:
-                self._shape_tables.clear()
-            names = self._shape_tables[shape] = self.tables_of(statement, None)
-        return key, names
+            names = self.tables_of(statement, tables)
+            if shape is not None and not tables:
+                if len(self._shape_tables) >= 2000:
+                    self._shape_tables.clear()
+                self._shape_tables[shape] = names
+        return key + (tenant_part(names) or ""), names  # no tenant: bypassed, see bypass_reason
 
     def key_of(self, statement: Any, params: Any) -> str:
         """The key of ``statement`` with ``params``.

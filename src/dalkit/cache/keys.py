@@ -1,17 +1,22 @@
 """Cache keys: a digest of the statement compiled for the database's dialect, its bound
-parameters and its loader options; never of SQL with the values rendered into it."""
+parameters and its loader options; never of SQL with the values rendered into it. A read of a
+tenant-scoped table is keyed per tenant too: tenant scoping gives the same statement each
+tenant's own rows (`tenant_part`)."""
 
 from __future__ import annotations
 
 import hashlib
 import re
 import weakref
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from sqlalchemy.engine import Dialect
 
-__all__ = ["KeyBuilder", "function_key"]
+from dalkit.query.tenant_context import current_tenant, scoping_off
+from dalkit.query.tenant_guard import names_scoped
+
+__all__ = ["KeyBuilder", "function_key", "tenant_part"]
 
 # memory addresses differ between processes; the rest of an option's repr does not
 _ADDRESS = re.compile(r" at 0x[0-9a-f]+")
@@ -125,3 +130,25 @@ def function_key(namespace: str, name: str, args: tuple[Any, ...], kwargs: dict[
     material = f"{name}\x00{args!r}\x00{sorted(kwargs.items())!r}"
     digest = hashlib.blake2b(material.encode(), digest_size=20).hexdigest()
     return f"{namespace}:f:{digest}"
+
+
+def tenant_part(tables: Iterable[str]) -> str | None:
+    """What the context's tenant adds to the key of a read of ``tables``.
+
+    Args:
+        tables: The tables the read depends on.
+
+    Returns:
+        ``""`` when none is tenant-scoped; None when one is and no tenant is set (the read
+        must go to the database, whose scoping refuses it or hides every tenant's rows); else
+        the part naming the tenant (a digest: tenant ids may hold any character), or
+        every tenant's under ``every_tenant()``.
+    """
+    if not names_scoped(tables):
+        return ""
+    if scoping_off():
+        return ":every"
+    current = current_tenant()
+    if current is None:
+        return None
+    return ":t:" + hashlib.blake2b(current.encode(), digest_size=16).hexdigest()

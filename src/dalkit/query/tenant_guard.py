@@ -33,7 +33,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextvars import ContextVar
 from types import MappingProxyType
 from typing import Any
@@ -51,7 +51,14 @@ from dalkit.query.tenant_context import (
     scoping_off,
 )
 
-__all__ = ["CHECKED_OPTION", "TENANT_CHECKED", "guard", "register", "tenant_checked"]
+__all__ = [
+    "CHECKED_OPTION",
+    "TENANT_CHECKED",
+    "guard",
+    "names_scoped",
+    "register",
+    "tenant_checked",
+]
 
 #: the execution option tenant scoping sets on a statement it scoped or checked
 CHECKED_OPTION = "dalkit_tenant_checked"
@@ -113,6 +120,17 @@ def register(table: sa.Table) -> None:
     _pattern = re.compile("|".join(re.escape(n) for n in alternatives), re.IGNORECASE)
     _seen.clear()
     _named.cache_clear()
+
+
+def names_scoped(names: Iterable[str]) -> bool:
+    """Whether one of the tables ``names`` (``schema.table`` or ``table``) has the name of a
+    tenant-scoped table.
+
+    Args:
+        names: Table names, as the query cache knows them.
+    """
+    tables = _tables
+    return bool(tables) and any(name.rsplit(".", 1)[-1].lower() in tables for name in names)
 
 
 def guard(cursor: Any, statement: str, context: Any) -> None:
