@@ -80,6 +80,32 @@ def _quoted_driver_delete(db: Database) -> Any:
         connection.exec_driver_sql('DELETE FROM "tenant_items" WHERE id = 3')
 
 
+def _typed_text_in_session(db: Database) -> Any:
+    with db.transaction() as session:
+        typed = sa.text("SELECT id, label FROM tenant_items").columns(Item.id, Item.label)
+        return (session.execute(typed)).all()
+
+
+def _union_in_session(db: Database) -> Any:
+    with db.transaction() as session:
+        labels = sa.select(table(Item).c.label)
+        return (session.execute(sa.union(labels, labels))).all()
+
+
+def _table_in_a_subquery_of_a_model(db: Database) -> Any:
+    # the criteria reach the model, not its Table used directly: this would count every tenant's
+    with db.transaction() as session:
+        total = sa.select(sa.func.count(table(Item).c.id)).scalar_subquery()
+        return (session.execute(sa.select(Item.id, total))).all()
+
+
+def _table_in_a_subquery_of_core(db: Database) -> Any:
+    # the conditions cover the FROM list, not a subquery's
+    with db.transaction() as session:
+        ids = table(Item).c.id
+        return (session.execute(sa.select(ids).where(ids.in_(sa.select(ids))))).all()
+
+
 def _subquery_of_an_unscoped_model(db: Database) -> Any:
     # Note reaches no tenant-scoped model: the session leaves its select alone, and the
     # subquery would read every tenant's item ids
@@ -94,7 +120,11 @@ READS = {
     "Core on a session's connection": _core_on_session_connection,
     "Core on an engine connection": _core_on_engine,
     "exec_driver_sql()": _driver_sql,
+    "text().columns() in a session": _typed_text_in_session,
+    "UNION in a session": _union_in_session,
     "subquery of an unscoped model": _subquery_of_an_unscoped_model,
+    "Table in a subquery of a model's select": _table_in_a_subquery_of_a_model,
+    "Table in a subquery of a Core select": _table_in_a_subquery_of_core,
 }
 WRITES = {
     "Core UPDATE on an engine connection": _core_update,
@@ -164,6 +194,9 @@ def test_the_scoped_paths_pass_and_see_the_tenant_rows_only(seeded: Database) ->
             assert items.count() == 2
             core = session.execute(sa.select(table(Item).c.id).order_by("id"))
             assert core.scalars().all() == [1, 2]
+            total = sa.select(sa.func.count(Item.id)).scalar_subquery()  # the model: scoped
+            counted = session.execute(sa.select(Item.id, total).order_by(Item.id))
+            assert counted.all() == [(1, 2), (2, 2)]
             shop = session.get(Shop, 1)
             assert shop is not None
             session.refresh(shop, ["items"])  # a relationship load

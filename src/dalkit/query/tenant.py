@@ -24,6 +24,7 @@ from sqlalchemy.orm import (
     mapped_column,
     with_loader_criteria,
 )
+from sqlalchemy.sql.selectable import CompoundSelect, TextualSelect
 
 from dalkit.engine.statement_hooks import add_before_everywhere
 from dalkit.query import tenant_guard
@@ -42,7 +43,7 @@ from dalkit.query.tenant_context import (
     scoping_off,
     tenant,
 )
-from dalkit.query.tenant_guard import CHECKED_OPTION, TENANT_CHECKED
+from dalkit.query.tenant_guard import CHECKED_OPTION, TENANT_CHECKED, leaves_bare
 
 __all__ = [
     "TenantError",
@@ -141,8 +142,10 @@ def check_keys(session: Session, model: type[Any], keys: Sequence[tuple[Any, ...
 # -- statements --------------------------------------------------------------------------------
 def _on_execute(state: ORMExecuteState) -> None:
     statement = state.statement
-    if isinstance(statement, sa.TextClause):
-        return  # not scoped: the guard refuses it when it names a tenant-scoped table
+    if isinstance(statement, sa.TextClause | TextualSelect | CompoundSelect):
+        # text, and a UNION of selects, cannot be given the criteria: left unscoped, the
+        # guard refuses them when they name a tenant-scoped table
+        return
     if state.is_column_load:  # an object's own row, by its identity
         scoped = True
     elif state.is_select:
@@ -212,14 +215,14 @@ def _scope_select(state: ORMExecuteState, orm: bool) -> bool:
             )
             return True
         state.statement = statement.options(_criteria(current))
-        return True
+        return not leaves_bare(state.statement, orm)  # the key SQLAlchemy reuses
     conditions = list(_core_conditions(statement.get_final_froms(), outer=False))
     if not conditions:
         return False
     current = required("a read")
     if current is not None:
         state.statement = statement.where(*(c(current) for c in conditions))
-    return True
+    return not leaves_bare(state.statement, orm)  # the key SQLAlchemy reuses
 
 
 def _core_conditions(froms: Iterable[Any], *, outer: bool) -> Iterator[Any]:

@@ -39,6 +39,7 @@ from types import MappingProxyType
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.sql import visitors
 from sqlparse import tokens as T
 
 from dalkit.engine.schemas import of_engine
@@ -55,6 +56,7 @@ __all__ = [
     "CHECKED_OPTION",
     "TENANT_CHECKED",
     "guard",
+    "leaves_bare",
     "names_scoped",
     "register",
     "tenant_checked",
@@ -119,6 +121,7 @@ def register(table: sa.Table) -> None:
     alternatives = sorted(_tables, key=len, reverse=True)
     _pattern = re.compile("|".join(re.escape(n) for n in alternatives), re.IGNORECASE)
     _seen.clear()
+    _BARE.clear()
     _named.cache_clear()
 
 
@@ -131,6 +134,72 @@ def names_scoped(names: Iterable[str]) -> bool:
     """
     tables = _tables
     return bool(tables) and any(name.rsplit(".", 1)[-1].lower() in tables for name in names)
+
+
+# statement shape (SQLAlchemy's cache key, memoized on the statement) -> whether it leaves a
+# tenant-scoped table bare: walked once per shape (15 to 25 us), looked up after
+_BARE: dict[Any, bool] = {}
+
+
+def leaves_bare(statement: Any, orm: bool) -> bool:
+    """Whether the scoping's criteria would miss a tenant-scoped table a select names: one used
+    as a Table rather than through its model in an ORM select, or one in a subquery of a Core
+    select (whose criteria cover its FROM list). Such a select is left unmarked, for the guard
+    to refuse.
+
+    Args:
+        statement: The select.
+        orm: Whether it is an ORM select.
+    """
+    cache_key = statement._generate_cache_key()
+    found = None if cache_key is None else _BARE.get(cache_key.key)
+    if found is None:
+        found = any(_misses(element, statement, orm) for element in visitors.iterate(statement))
+        if cache_key is not None:
+            if len(_BARE) >= 2000:
+                _BARE.clear()
+            _BARE[cache_key.key] = found
+    return found
+
+
+def _misses(element: Any, statement: Any, orm: bool) -> bool:
+    if not isinstance(element, sa.Select):
+        return False
+    if element is statement:
+        # Core: the conditions cover the FROM list; ORM: the criteria cover the models, and a
+        # Table's own columns (a repository's ORDER BY) name those same rows; a Table put in
+        # the FROM list itself escapes them
+        return orm and _bare(element._from_obj)
+    # a subquery: the criteria reach its models, never a Table used directly
+    if not orm:
+        return _bare(element.get_final_froms())
+    return _bare(element._from_obj) or any(map(_bare_column, visitors.iterate(element)))
+
+
+def _is_scoped(table: Any) -> bool:
+    if not isinstance(table, sa.Table):
+        return False
+    plain = table._deannotate()
+    return any(known is plain for known in _tables.get(table.name.lower(), ()))
+
+
+def _bare_column(element: Any) -> bool:
+    # a model's columns carry their entity; a Table's own do not
+    return (
+        isinstance(element, sa.Column)
+        and _is_scoped(element.table)
+        and "parententity" not in element._annotations
+    )
+
+
+def _bare(froms: Iterable[Any]) -> bool:
+    for item in froms:
+        if isinstance(item, sa.Join):
+            if _bare([item.left, item.right]):
+                return True
+        elif _is_scoped(item) and "parententity" not in item._annotations:
+            return True
+    return False
 
 
 def guard(cursor: Any, statement: str, context: Any) -> None:
