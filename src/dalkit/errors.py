@@ -10,6 +10,7 @@ DalkitError
 │   ├── RetryExhaustedError     retryable failures outlasted the RetryPolicy; .attempts
 │   ├── NoActiveTransactionError    current_session(), on_commit() outside a transaction
 │   ├── UnitOfWorkError         a unit of work used out of turn (after commit, rollback...)
+│   │   └── UncollectedEventsError  (outbox.uncollected) a commit that would drop events
 │   ├── ResponseStartedError    (integrations.errors) a request's session used too late
 │   └── RequestCommitError      (integrations.errors) a request's transaction did not commit
 ├── DatabaseError               a driver error; .sqlstate, .constraint when known

@@ -25,6 +25,7 @@ from dalkit.outbox.publishers import (
     RedisStreamPublisher,
 )
 from dalkit.outbox.relay import OutboxRelay
+from dalkit.outbox.uncollected import UncollectedEventsError
 
 if TYPE_CHECKING:
     from dalkit.outbox.inbox_async import AsyncInbox
@@ -63,6 +64,7 @@ __all__ = [
     "Publisher",
     "RedisStreamPublisher",
     "RelayBackoff",
+    "UncollectedEventsError",
     "event_type",
     "registry",
 ]

@@ -18,6 +18,8 @@ from collections.abc import Awaitable, Callable, Generator, Iterable
 from contextlib import closing
 from typing import Any, ClassVar, TypeVar
 
+from dalkit.outbox.uncollected import install as install_uncollected_check
+
 __all__ = [
     "DomainEvent",
     "EventBus",
@@ -90,6 +92,10 @@ class HasEvents:
     # not mapped: a plain instance attribute, created on first use (loaded entities skip
     # __init__, so it cannot be set there)
     _dalkit_events: list[RecordedEvent]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        install_uncollected_check()  # a commit that would drop recorded events refuses
 
     def record_event(self, event: DomainEvent) -> None:
         """Record ``event`` as having happened to this entity; the unit of work that writes

@@ -34,6 +34,7 @@ log = logging.getLogger("dalkit.transaction")
 
 __all__ = [
     "DEFERRED_BEGIN_OPTION",
+    "checks_commit",
     "deferrable",
     "execution_options",
     "install",
@@ -178,10 +179,11 @@ def nothing_to_commit(session: Any) -> bool:
     nothing: every connection it holds deferred its BEGIN and never sent it (each of its
     statements was a plain read in autocommit), its changes are flushed, and no
     ``before_commit`` / ``after_commit`` listener waits (the cache's invalidation, the eager
-    load report, the user's). Closing the session then ends the transaction the same way for
-    the server and for the caller, without SQLAlchemy's commit machinery: the greenlet switch,
-    the session and connection state changes and their events. That is 6% of the CPU of an
-    async read-only ``get`` (the get by id of bench/peers: 425 -> 388 us of CPU per request).
+    load report, the user's) but the checks marked by `checks_commit`, which it runs (one may
+    raise). Closing the session then ends the transaction the same way for the server and for
+    the caller, without SQLAlchemy's commit machinery: the greenlet switch, the session and
+    connection state changes and their events. That is 6% of the CPU of an async read-only
+    ``get`` (the get by id of bench/peers: 425 -> 388 us of CPU per request).
     """
     sync = getattr(session, "sync_session", session)
     transaction = sync._transaction
@@ -197,7 +199,33 @@ def nothing_to_commit(session: Any) -> bool:
             # driver may hold a transaction of its own, which only a commit ends right
             return False
     # checked last: a write transaction has already answered above
-    return sync._is_clean() and not (sync.dispatch.before_commit or sync.dispatch.after_commit)
+    if not sync._is_clean() or sync.dispatch.after_commit:
+        return False
+    checks = list(sync.dispatch.before_commit)
+    if not all(getattr(check, _CHECKS_COMMIT, False) for check in checks):
+        return False
+    for check in checks:  # they may refuse the commit: here, as the full path would
+        check(sync)
+    return True
+
+
+_CHECKS_COMMIT = "_dalkit_checks_commit"
+
+
+def checks_commit(listener: Any) -> Any:
+    """Mark a ``before_commit`` listener that only checks the session and may raise, sending
+    and changing nothing: a read-only transaction's commit still takes the short way of
+    `nothing_to_commit`, which calls it there. Any other ``before_commit`` listener makes the
+    commit take SQLAlchemy's full path.
+
+    Args:
+        listener: The listener, called with the Session.
+
+    Returns:
+        The listener, marked.
+    """
+    setattr(listener, _CHECKS_COMMIT, True)
+    return listener
 
 
 def _driver_in_transaction(driver: Any) -> bool:

@@ -244,10 +244,10 @@ class AsyncTransactionRunner:
         CommitOutcomeUnknownError. A cancellation during COMMIT stays a cancellation (turning
         it into anything else would break asyncio.timeout and task groups), but is marked, so
         that neither set of callbacks runs and the statistics count the outcome as unknown."""
-        if deferred.nothing_to_commit(session):  # read-only at READ COMMITTED: no BEGIN went
-            await session.close()
-            return
         try:
+            if deferred.nothing_to_commit(session):  # read-only at READ COMMITTED: no BEGIN
+                await session.close()
+                return
             await session.commit()
         except Exception as error:
             await self._discard(session)
