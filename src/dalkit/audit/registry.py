@@ -27,6 +27,7 @@ __all__ = [
     "entity_key",
     "entity_type_name",
     "audited_generation",
+    "audited_models",
     "audited_tables",
     "mapped_classes",
     "model_audit",
@@ -242,6 +243,11 @@ def table_audit(table: object) -> ModelAudit | None:
 def audited_generation() -> int:
     """A number that grows each time a model becomes audited (for caches of what is)."""
     return len(_audited_classes)
+
+
+def audited_models() -> list[type[Any]]:
+    """Every audited model mapped so far (and its mapped subclasses)."""
+    return mapped_classes(_audited_classes)
 
 
 def audited_tables() -> list[sa.Table]:

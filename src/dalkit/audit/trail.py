@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from dalkit.audit.registry import entity_key, entity_type_name
+from dalkit.audit.tenants import Visibility
 from dalkit.tables import audit_log
 
 if TYPE_CHECKING:
@@ -117,7 +118,7 @@ def history(session: Session, entity_type: type[Any] | str, entity_id: Any) -> l
         The entries.
     """
     rows = session.execute(history_query(entity_type, entity_id)).mappings()
-    return [AuditEntry.from_row(row) for row in rows]
+    return _visible(session, [AuditEntry.from_row(row) for row in rows])
 
 
 async def history_async(
@@ -134,7 +135,7 @@ async def history_async(
         The entries, in time order.
     """
     rows = (await session.execute(history_query(entity_type, entity_id))).mappings()
-    return [AuditEntry.from_row(row) for row in rows]
+    return await _visible_async(session, [AuditEntry.from_row(row) for row in rows])
 
 
 def changes_by(
@@ -151,7 +152,7 @@ def changes_by(
         The entries.
     """
     rows = session.execute(changes_by_query(actor_id, since)).mappings()
-    return [AuditEntry.from_row(row) for row in rows]
+    return _visible(session, [AuditEntry.from_row(row) for row in rows])
 
 
 async def changes_by_async(
@@ -168,4 +169,19 @@ async def changes_by_async(
         The entries, in time order.
     """
     rows = (await session.execute(changes_by_query(actor_id, since))).mappings()
-    return [AuditEntry.from_row(row) for row in rows]
+    return await _visible_async(session, [AuditEntry.from_row(row) for row in rows])
+
+
+def _visible(session: Session, entries: list[AuditEntry]) -> list[AuditEntry]:
+    """The ``entries`` the context's tenant may see (see `dalkit.audit.tenants`)."""
+    visibility = Visibility(entries)
+    for model, query in visibility.queries():
+        visibility.found(model, session.execute(query).scalars())
+    return visibility.visible()
+
+
+async def _visible_async(session: AsyncSession, entries: list[AuditEntry]) -> list[AuditEntry]:
+    visibility = Visibility(entries)
+    for model, query in visibility.queries():
+        visibility.found(model, (await session.execute(query)).scalars())
+    return visibility.visible()
