@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import selectinload
 
-from dalkit import Database, UnitOfWork
+from dalkit import Database, Repository, UnitOfWork
 from dalkit.query.builder import QueryBuilder
 from dalkit.query.tenant import (
     TenantMismatchError,
@@ -22,6 +22,10 @@ from dalkit.query.tenant import (
 )
 
 from .models import Item, Note, Shop, table
+
+
+class ItemRepository(Repository[Item]):
+    pass
 
 
 def seed(db: Database) -> None:
@@ -81,6 +85,20 @@ def test_relationship_loads_see_only_the_current_tenant(
             assert [i.id for i in loaded.items] == [1, 2]
             joined = sa.select(Item.id).join(Item.shop).order_by(Item.id)
             assert (session.execute(joined)).scalars().all() == [1, 2]
+
+
+def test_a_repository_get_never_serves_another_tenants_entity_from_the_session(
+    database: Database,
+) -> None:
+    seed(database)
+    with database.session() as session:
+        with every_tenant():
+            theirs = session.get(Item, 3)  # tenant b's, held in the identity map
+            assert theirs is not None
+        with tenant("a"):
+            assert ItemRepository(session).get_or_none(3) is None
+        with tenant("b"):
+            assert ItemRepository(session).get_or_none(3) is theirs
 
 
 def test_outside_any_tenant_reads_and_writes_of_scoped_models_raise(

@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import selectinload
 
-from dalkit import AsyncDatabase, AsyncUnitOfWork
+from dalkit import AsyncDatabase, AsyncRepository, AsyncUnitOfWork
 from dalkit.query.builder import QueryBuilder
 from dalkit.query.tenant import (
     TenantMismatchError,
@@ -20,6 +20,10 @@ from dalkit.query.tenant import (
 )
 
 from .models import Item, Note, Shop, table
+
+
+class ItemRepository(AsyncRepository[Item]):
+    pass
 
 
 async def seed(db: AsyncDatabase) -> None:
@@ -79,6 +83,20 @@ async def test_relationship_loads_see_only_the_current_tenant(
             assert [i.id for i in loaded.items] == [1, 2]
             joined = sa.select(Item.id).join(Item.shop).order_by(Item.id)
             assert (await session.execute(joined)).scalars().all() == [1, 2]
+
+
+async def test_a_repository_get_never_serves_another_tenants_entity_from_the_session(
+    async_database: AsyncDatabase,
+) -> None:
+    await seed(async_database)
+    async with async_database.session() as session:
+        with every_tenant():
+            theirs = await session.get(Item, 3)  # tenant b's, held in the identity map
+            assert theirs is not None
+        with tenant("a"):
+            assert await ItemRepository(session).get_or_none(3) is None
+        with tenant("b"):
+            assert await ItemRepository(session).get_or_none(3) is theirs
 
 
 async def test_outside_any_tenant_reads_and_writes_of_scoped_models_raise(

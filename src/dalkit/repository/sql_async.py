@@ -21,6 +21,8 @@ from dalkit.observe.eager import WATCH
 from dalkit.query.cursor import CursorCodec, secret_key
 from dalkit.query.plain_inserts import add_and_flush
 from dalkit.query.specs import Group, Spec
+from dalkit.query.tenant import TenantScoped
+from dalkit.query.tenant_context import current_tenant, scoping_off
 from dalkit.repository.base import ModelT, Read
 from dalkit.repository.bulk_async import AsyncBulkOperations
 from dalkit.repository.writes import Upsert, upsert_statement
@@ -82,6 +84,10 @@ class AsyncRepository(AsyncBulkOperations[ModelT]):
             return None  # let the query refresh it, or find it gone
         if self._q.soft_delete and not include_deleted and entity.deleted_at is not None:
             return None
+        if isinstance(entity, TenantScoped) and not scoping_off():
+            current = current_tenant()
+            if current is None or str(entity.tenant_id) != current:
+                return None  # loaded under another tenant: the scoped query decides (or raises)
         return cast("ModelT", entity)
 
     async def _get_many(
