@@ -8,7 +8,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from alembic.autogenerate import RevisionContext
@@ -27,6 +27,8 @@ from dalkit.migrations.errors import MigrationError
 from dalkit.migrations.locks import migration_lock, session_timeouts
 from dalkit.migrations.scripts import DalkitScriptDirectory
 from dalkit.migrations.settings import MigrationSettings
+
+T = TypeVar("T")
 
 __all__ = ["Runner", "StepCallback", "script_of"]
 
@@ -100,7 +102,12 @@ class Runner:
     ) -> list[str]:
         """Under the migration lock and timeouts, run the steps to ``target``; the ids run."""
         with migration_lock(connection, self.settings), session_timeouts(connection, self.settings):
-            steps = self.plan(target, self.current(connection), down=down)
+            # another run may still be finishing with the database (SQLite: busy) as it hands
+            # over the lock: its heads are read under the same retries as a revision
+            heads = self._retrying(
+                connection, "reading the heads", lambda: self.current(connection)
+            )
+            steps = self.plan(target, heads, down=down)
             before([script_of(step) for step in steps])
             pending: list[RevisionStep] = []
             done: list[str] = []
@@ -127,12 +134,19 @@ class Runner:
     def _run_with_retries(
         self, connection: Connection, env: EnvironmentContext, script: Script
     ) -> None:
+        def run() -> None:
+            with _alembic_errors():
+                env.run_migrations()
+
+        self._retrying(connection, f"revision {script.revision}", run)
+
+    def _retrying(self, connection: Connection, what: str, work: Callable[[], T]) -> T:
+        """``work()``, run again (after rolling back) while the database is busy or a lock
+        timed out, under the settings' retries and backoff."""
         attempt = 0
         while True:
             try:
-                with _alembic_errors():
-                    env.run_migrations()
-                return
+                return work()
             except DatabaseError as exc:
                 if connection.in_transaction():
                     connection.rollback()
@@ -141,8 +155,8 @@ class Runner:
                     raise
                 delay = self.settings.backoff(attempt)
                 log.warning(
-                    "revision %s: %s; retry %d of %d in %.2f s",
-                    script.revision,
+                    "%s: %s; retry %d of %d in %.2f s",
+                    what,
                     "lock timeout" if exc.sqlstate == LOCK_NOT_AVAILABLE else "database busy",
                     attempt,
                     self.settings.lock_retries,
