@@ -43,7 +43,12 @@ from dalkit.query.tenant_context import (
     scoping_off,
     tenant,
 )
-from dalkit.query.tenant_guard import CHECKED_OPTION, TENANT_CHECKED, leaves_bare
+from dalkit.query.tenant_guard import (
+    CHECKED_OPTION,
+    TENANT_CHECKED,
+    is_scoped_table,
+    leaves_bare,
+)
 
 __all__ = [
     "TenantError",
@@ -77,27 +82,6 @@ class TenantScoped:
 
 def is_tenant_scoped(model: object) -> bool:
     return isinstance(model, type) and issubclass(model, TenantScoped)
-
-
-_tables: dict[sa.Table, bool] = {}
-
-
-def _scoped_table(table: object) -> bool:
-    if not isinstance(table, sa.Table):
-        return False
-    plain = table._deannotate()
-    known = _tables.get(plain)
-    if known is None:
-        known = False
-        pending: list[type[Any]] = [TenantScoped]
-        while pending:
-            cls = pending.pop()
-            pending.extend(cls.__subclasses__())
-            mapper = sa.inspect(cls, raiseerr=False)
-            if mapper is not None and mapper.local_table is plain:
-                known = True
-        _tables[plain] = known
-    return known
 
 
 # -- rows the repositories write through the driver -------------------------------------------
@@ -232,7 +216,7 @@ def _core_conditions(froms: Iterable[Any], *, outer: bool) -> Iterator[Any]:
         if isinstance(item, sa.Join):
             yield from _core_conditions([item.left], outer=outer)
             yield from _core_conditions([item.right], outer=outer or item.isouter)
-        elif _scoped_table(item):
+        elif is_scoped_table(item):
             column = item.c.tenant_id
             if outer:
                 yield lambda current, column=column: sa.or_(column == current, column.is_(None))
@@ -243,7 +227,7 @@ def _core_conditions(froms: Iterable[Any], *, outer: bool) -> Iterator[Any]:
 def _scope_insert(state: ORMExecuteState, statement: sa.Insert) -> bool:
     """Stamp and check the rows of an INSERT into a tenant-scoped table; whether it is one."""
     table = statement.table
-    if not _scoped_table(table):
+    if not is_scoped_table(table):
         return False
     current = required("an INSERT")
     if current is None:
@@ -299,7 +283,7 @@ def _scope_change(state: ORMExecuteState, statement: sa.Update | sa.Delete) -> b
     """Confine an UPDATE or DELETE of a tenant-scoped table to the current tenant's rows (or
     check the keys of an executemany one); whether it is one."""
     table = statement.table
-    if not _scoped_table(table):
+    if not is_scoped_table(table):
         return False
     current = required("an UPDATE or DELETE")
     if current is None:

@@ -31,7 +31,6 @@ tables made by migrations); its schema qualifier is not compared.
 from __future__ import annotations
 
 import contextlib
-import functools
 import re
 from collections.abc import Iterable, Iterator
 from contextvars import ContextVar
@@ -56,6 +55,7 @@ __all__ = [
     "CHECKED_OPTION",
     "TENANT_CHECKED",
     "guard",
+    "is_scoped_table",
     "leaves_bare",
     "names_scoped",
     "register",
@@ -122,7 +122,6 @@ def register(table: sa.Table) -> None:
     _pattern = re.compile("|".join(re.escape(n) for n in alternatives), re.IGNORECASE)
     _seen.clear()
     _BARE.clear()
-    _named.cache_clear()
 
 
 def names_scoped(names: Iterable[str]) -> bool:
@@ -176,7 +175,13 @@ def _misses(element: Any, statement: Any, orm: bool) -> bool:
     return _bare(element._from_obj) or any(map(_bare_column, visitors.iterate(element)))
 
 
-def _is_scoped(table: Any) -> bool:
+def is_scoped_table(table: object) -> bool:
+    """Whether ``table`` (annotated or not) is a tenant-scoped model's table, registered when
+    its model got the mixin.
+
+    Args:
+        table: Any FROM element.
+    """
     if not isinstance(table, sa.Table):
         return False
     plain = table._deannotate()
@@ -187,7 +192,7 @@ def _bare_column(element: Any) -> bool:
     # a model's columns carry their entity; a Table's own do not
     return (
         isinstance(element, sa.Column)
-        and _is_scoped(element.table)
+        and is_scoped_table(element.table)
         and "parententity" not in element._annotations
     )
 
@@ -197,7 +202,7 @@ def _bare(froms: Iterable[Any]) -> bool:
         if isinstance(item, sa.Join):
             if _bare([item.left, item.right]):
                 return True
-        elif _is_scoped(item) and "parententity" not in item._annotations:
+        elif is_scoped_table(item) and "parententity" not in item._annotations:
             return True
     return False
 
@@ -235,11 +240,10 @@ def guard(cursor: Any, statement: str, context: Any) -> None:
     )
 
 
-@functools.lru_cache(maxsize=1024)
 def _named(sql: str) -> tuple[str, ...]:
     """The names of tenant-scoped tables ``sql`` names as identifiers (lower case); none when
-    it is DDL that reads and writes no rows. Cached by text: sqlparse takes about a millisecond
-    a statement, and applications send the same few again and again."""
+    it is DDL that reads and writes no rows. Remembered by text in ``_seen``: sqlparse takes
+    about a millisecond a statement, and applications send the same few again and again."""
     first = True
     ddl = False
     found: list[str] = []
