@@ -18,12 +18,13 @@ from dalkit.errors import (
     ForeignKeyViolationError,
     IntegrityError,
     NotNullViolationError,
+    ReadOnlyTransactionError,
     SerializationError,
     StatementTimeoutError,
     UniqueViolationError,
 )
 
-__all__ = ["translate_connect_error", "translate_dbapi_error"]
+__all__ = ["is_sqlite_busy", "translate_connect_error", "translate_dbapi_error"]
 
 
 _BY_SQLSTATE: dict[str, type[DatabaseError]] = {
@@ -34,6 +35,7 @@ _BY_SQLSTATE: dict[str, type[DatabaseError]] = {
     "40001": SerializationError,
     "40P01": DeadlockError,
     "57014": StatementTimeoutError,
+    "25006": ReadOnlyTransactionError,  # read_only_sql_transaction, on a standby too
     # admin shutdown, crash shutdown, cannot connect now: the server went away under us
     "57P01": ConnectionLostError,
     "57P02": ConnectionLostError,
@@ -96,6 +98,16 @@ def _sqlite_code(errors: list[Any]) -> int | None:
     return None
 
 
+def is_sqlite_busy(exc: BaseException) -> bool:
+    """Whether a raw sqlite3 error (or one wrapping it) says the file is locked by another
+    connection: the errors that `translate_dbapi_error()` makes a `DatabaseBusyError`."""
+    errors = _driver_errors(exc)
+    code = _sqlite_code(errors)
+    if code is not None:
+        return _BY_SQLITE_CODE.get(code) is DatabaseBusyError
+    return any("database is locked" in str(err) for err in errors)
+
+
 def translate_dbapi_error(
     exc: sqlalchemy.exc.DBAPIError, *, is_disconnect: bool = False, on_connect: bool = False
 ) -> DatabaseError:
@@ -111,6 +123,8 @@ def translate_dbapi_error(
         cls = _BY_SQLITE_CODE.get(code) if code is not None else None
         if cls is None and code is not None and code & 0xFF == 19:  # any other SQLITE_CONSTRAINT
             cls = IntegrityError
+        if cls is None and code is not None and code & 0xFF == 8:  # SQLITE_READONLY and kin
+            cls = ReadOnlyTransactionError
     if cls is None and "database is locked" in str(exc.orig):
         cls = DatabaseBusyError
     if cls is None or (cls is ConnectionLostError and on_connect):

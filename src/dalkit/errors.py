@@ -25,7 +25,9 @@ DalkitError
 │   │   └── DatabaseBusyError
 │   ├── ConnectionFailedError   could not open a connection (refused, unknown host, password)
 │   ├── ConnectionLostError     an open connection broke
-│   └── StatementTimeoutError
+│   ├── StatementTimeoutError
+│   └── ReadOnlyTransactionError    a write where only reads are allowed (read_only=True,
+│                                   a standby, a read-only SQLite file)
 ├── NotFoundError               Repository.get found no row with that primary key
 ├── QueryInputError             user-supplied query input names something not allowed;
 │   │                           .name, .allowed
@@ -92,6 +94,7 @@ __all__ = [
     "PoolTimeoutError",
     "PublishError",
     "QueryInputError",
+    "ReadOnlyTransactionError",
     "RetryExhaustedError",
     "SerializationError",
     "StatementTimeoutError",
@@ -192,6 +195,13 @@ class ConnectionLostError(DatabaseError):
 
 class StatementTimeoutError(DatabaseError):
     """Raised when a statement ran past statement_timeout_ms or was cancelled (SQLSTATE 57014)."""
+
+
+class ReadOnlyTransactionError(DatabaseError):
+    """Raised when a statement would write where only reads are allowed: in a
+    ``read_only=True`` transaction, on a PostgreSQL standby (both SQLSTATE 25006), or in SQLite
+    under ``query_only`` or on a file it may not write (SQLITE_READONLY). Nothing was written,
+    and running the same work again would be refused again, so it is not retried."""
 
 
 class TransactionError(DalkitError):

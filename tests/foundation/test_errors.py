@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.orm import Session
 
 from dalkit import (
     AsyncDatabase,
@@ -12,6 +15,7 @@ from dalkit import (
     DatabaseError,
     ForeignKeyViolationError,
     NotNullViolationError,
+    ReadOnlyTransactionError,
     StatementTimeoutError,
     UniqueViolationError,
 )
@@ -89,6 +93,63 @@ def test_a_statement_past_its_timeout_raises_statement_timeout(
     with Database(postgres_database_url, statement_timeout_ms=50) as db:
         with pytest.raises(StatementTimeoutError), db.connection() as connection:
             connection.exec_driver_sql("SELECT pg_sleep(2)")
+
+
+def _balances(db: Database) -> list[int]:
+    with db.session() as session:
+        return list(session.scalars(sa.select(Account.balance)))
+
+
+def test_every_write_in_a_read_only_transaction_raises_read_only_transaction_error(
+    schema_db: Database,
+) -> None:
+    writes: dict[str, Callable[[Session], object]] = {
+        "ORM flush": lambda session: session.add(Account(email="b@example.com")),
+        "Core": lambda session: session.execute(sa.update(Account).values(balance=7)),
+        "raw SQL": lambda session: session.connection().exec_driver_sql(
+            "UPDATE accounts SET balance = 8"
+        ),
+        "DDL": lambda session: session.connection().exec_driver_sql("CREATE TABLE t (id int)"),
+    }
+    for name, write in writes.items():
+        with pytest.raises(ReadOnlyTransactionError) as caught:
+            with schema_db.transaction(read_only=True) as session:
+                write(session)
+        if schema_db.engine.dialect.name == "postgresql":
+            assert caught.value.sqlstate == "25006", name
+        assert _balances(schema_db) == [5], name
+    # the connection went back writable
+    with schema_db.transaction() as session:
+        session.execute(sa.update(Account).values(balance=6))
+    assert _balances(schema_db) == [6]
+
+
+def test_a_read_only_transactional_function_is_not_retried(schema_db: Database) -> None:
+    calls = []
+
+    def sneak(session: Session) -> None:
+        calls.append(1)
+        session.execute(sa.update(Account).values(balance=7))
+
+    with pytest.raises(ReadOnlyTransactionError):
+        schema_db.transactional(read_only=True, retry=3).run(sneak)
+    assert calls == [1]
+
+
+async def test_async_drivers_refuse_read_only_writes_the_same_way(
+    async_db: AsyncDatabase,
+) -> None:
+    async with async_db.connection() as connection:
+        await connection.run_sync(Base.metadata.create_all)
+        await connection.execute(sa.insert(Account).values(id=1, email="a@example.com"))
+    with pytest.raises(ReadOnlyTransactionError):
+        async with async_db.transaction(read_only=True) as session:
+            await session.execute(sa.update(Account).values(balance=7))
+    with pytest.raises(ReadOnlyTransactionError):
+        async with async_db.transaction(read_only=True) as session:
+            session.add(Account(email="b@example.com"))
+    async with async_db.session() as session:
+        assert list(await session.scalars(sa.select(Account.email))) == ["a@example.com"]
 
 
 def test_every_dalkit_error_is_drawn_in_the_tree_of_dalkit_errors() -> None:

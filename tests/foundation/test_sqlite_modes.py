@@ -9,7 +9,7 @@ import threading
 import pytest
 import sqlalchemy as sa
 
-from dalkit import AsyncDatabase, Database, DatabaseError
+from dalkit import AsyncDatabase, Database, ReadOnlyTransactionError
 
 from .models import Account, Base
 
@@ -78,7 +78,7 @@ def _add(db: Database, email: str) -> None:
 def test_a_read_only_transaction_refuses_writes(db_url: str) -> None:
     with Database(db_url, pool_size=1, max_overflow=0) as db:
         Base.metadata.create_all(db.engine)
-        with pytest.raises(DatabaseError), db.transaction(read_only=True) as session:
+        with pytest.raises(ReadOnlyTransactionError), db.transaction(read_only=True) as session:
             session.add(Account(email="sneaky@example.com"))
             session.flush()
         assert _count(db) == 0
@@ -94,7 +94,7 @@ async def test_an_async_read_only_transaction_refuses_writes(async_db_url: str) 
     async with AsyncDatabase(async_db_url, pool_size=1, max_overflow=0) as db:
         async with db.connection() as connection:
             await connection.run_sync(Base.metadata.create_all)
-        with pytest.raises(DatabaseError):
+        with pytest.raises(ReadOnlyTransactionError):
             async with db.transaction(read_only=True) as session:
                 await session.execute(sa.insert(Account).values(email="sneaky@example.com"))
         async with db.transaction() as session:
@@ -112,6 +112,6 @@ def test_a_read_only_transactional_call_on_sqlite_refuses_raw_writes(sqlite_url:
         def sneak(session: sa.orm.Session) -> None:
             session.execute(sa.text("DELETE FROM accounts"))
 
-        with pytest.raises(DatabaseError, match="readonly"):
+        with pytest.raises(ReadOnlyTransactionError, match="readonly"):
             db.transactional(read_only=True).run(sneak)
         assert _count(db) == 1

@@ -216,6 +216,27 @@ def test_a_stopped_replica_is_ejected_and_reads_fall_back_without_errors(
     assert contextvars.Context().run(_read, db, 1) == (True, True)
 
 
+def test_a_write_that_reaches_the_standby_raises_read_only_transaction_error(
+    db: Database, replicated_database: tuple[str, str]
+) -> None:
+    from sqlalchemy import insert
+
+    from dalkit import ReadOnlyTransactionError
+
+    # a read-only transaction runs on the replica as a whole: a write in it is the standby's
+    with pytest.raises(ReadOnlyTransactionError) as caught:
+        with db.transaction(read_only=True) as session:
+            assert session.execute(text(PROBE), {"id": 1}).one()[1] is True  # the standby
+            session.execute(insert(items).values(id=1, name="sneaky"))
+    assert caught.value.sqlstate == "25006"
+    # and so is every write of a database pointed at the standby by mistake
+    with Database(replicated_database[1]) as standby:
+        with pytest.raises(ReadOnlyTransactionError), standby.transaction() as session:
+            session.execute(insert(items).values(id=2, name="lost"))
+    with db.session() as session:
+        assert session.execute(text("SELECT count(*) FROM scale_items")).scalar() == 0
+
+
 def test_replica_options_are_checked() -> None:
     from dalkit.errors import ConfigurationError
 

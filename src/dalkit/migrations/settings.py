@@ -6,6 +6,7 @@ import dataclasses
 from pathlib import Path
 
 from dalkit.errors import ConfigurationError
+from dalkit.transaction.retry import backoff_delay
 
 __all__ = ["MigrationSettings"]
 
@@ -73,4 +74,4 @@ class MigrationSettings:
         Returns:
             The wait, at most ``retry_backoff_max_s``.
         """
-        return float(min(self.retry_backoff_max_s, self.retry_backoff_s * 2 ** (attempt - 1)))
+        return backoff_delay(attempt, self.retry_backoff_s, self.retry_backoff_max_s, 0.0, 0.0)
