@@ -199,6 +199,11 @@ class Database(DatabaseTransactions, DatabaseObserve):
         """The driver's own pooled connection (psycopg, asyncpg, sqlite3, aiosqlite), for work
         SQLAlchemy does not cover such as COPY; returned to the pool (and reset) on exit.
 
+        What is sent on it bypasses dalkit altogether, as a separate program's SQL would: no
+        audit record or audit guard, no tenant scoping or guard, no query statistics, and no
+        cache invalidation (call ``db.cache.invalidate([...])`` after a write commits). The
+        repositories' `bulk_insert` is the COPY that keeps all of those.
+
         Yields:
             The driver's connection object.
         """

@@ -6,11 +6,12 @@ import logging
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.engine import make_url
 
 from dalkit import AsyncDatabase, Database
 from dalkit.engine.statement_hooks import hooks_for
 from dalkit.observe import install
-from dalkit.observe.querylog import QueryStats, mask_parameters, shape_of
+from dalkit.observe.querylog import QueryStats, mask_parameters, positional_names, shape_of
 
 from .models import Post
 
@@ -62,6 +63,56 @@ def test_secrets_and_long_values_are_masked() -> None:
     assert shown["name"].endswith("(500 chars)")
     assert len(shown["name"]) < 120
     assert mask_parameters(("hunter2", 5), ["user_password", "id"]) == ["***", 5]
+
+
+def test_positional_parameters_are_named_by_the_column_they_stand_for() -> None:
+    assert positional_names("UPDATE users SET password = ? WHERE id = ?") == ["password", "id"]
+    assert positional_names('INSERT INTO t (id, "api_key") VALUES (%s, %s)') == ["id", "api_key"]
+    assert positional_names("INSERT INTO t (a, b) VALUES ($2, $1)") == ["b", "a"]
+    assert positional_names("SELECT * FROM u WHERE token=$2 AND x IN ($1)") == ["x", "token"]
+    assert positional_names("SELECT * FROM u WHERE id = ? AND pass NOT IN (?, ?)") == [
+        "id",
+        "pass",
+        "pass",
+    ]
+    assert positional_names("SELECT * FROM u WHERE name NOT LIKE ?") == ["name"]
+    assert positional_names("INSERT INTO t (a, b) VALUES (?, lower(?))") == ["", ""]
+    assert positional_names("SELECT 1") == []
+
+
+def test_sql_sqlalchemy_did_not_compile_is_logged_with_secrets_masked(
+    seeded_db: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    observer = install(seeded_db.engine, {"slow_query_ms": 0})
+    mark = "%s" if seeded_db.config.backend == "postgresql" else "?"
+    try:
+        with caplog.at_level(logging.WARNING, logger="dalkit.slow_query"):
+            with seeded_db.connection() as connection:
+                connection.exec_driver_sql(
+                    "SELECT * FROM (SELECT 'ada' AS name, 'x' AS token) AS t "
+                    f"WHERE name = {mark} AND token = {mark}",
+                    ("ada", "hunter2"),
+                )
+        text = "\n".join(r.getMessage() for r in caplog.records)
+        assert "['ada', '***']" in text
+        assert "hunter2" not in text
+    finally:
+        observer.uninstall()
+
+
+async def test_an_async_psycopg_copy_is_observed(postgres_database_url: str) -> None:
+    from .test_bulk_observed_async import Base as BulkBase
+    from .test_bulk_observed_async import Readings
+
+    url = make_url(postgres_database_url).set(drivername="postgresql+psycopg")
+    async with AsyncDatabase(url.render_as_string(hide_password=False)) as db:
+        await db.create_all(BulkBase.metadata)
+        observer = install(db.engine)
+        async with db.transaction() as session:
+            await Readings(session).bulk_insert([{"id": n, "secret_note": "x"} for n in (1, 2)])
+        (copy,) = [s for s in observer.query_stats(top=None) if s["operation"] == "COPY"]
+    assert copy["statement"].startswith("COPY observed_readings (id, secret_note) FROM STDIN")
+    assert copy["rows"] == 2
 
 
 @pytest.mark.slow

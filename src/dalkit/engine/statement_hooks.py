@@ -10,7 +10,9 @@ characteristic that went with them, that was an eighth of the CPU of a read-only
 (the async get by id of bench/peers: 388 -> 343 us of CPU per request). SQLAlchemy
 calls these three methods for every statement the events saw (ORM, Core, text, DDL,
 executemany and each insertmanyvalues batch), so the hooks see the same statements; and the
-hooks skip the ones the events never saw (the dialect's first-connect probes). The
+hooks skip the ones the events never saw (the dialect's first-connect probes). A statement
+dalkit sends on the driver's own connection (the repositories' COPY) is told to the timers by
+`driver_call()`, so the query statistics, slow-query log and budgets see it too. The
 dialect's ``do_commit`` and ``do_rollback`` (and their two-phase twins) are wrapped too, once a
 transaction-end hook is added (`StatementHooks.add_transaction_end`), in place of the engine's
 ``commit`` and ``rollback`` events.
@@ -19,7 +21,8 @@ transaction-end hook is added (`StatementHooks.add_transaction_end`), in place o
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from time import perf_counter
 from typing import Any
 
@@ -28,10 +31,12 @@ from sqlalchemy.engine import Dialect
 __all__ = [
     "After",
     "Before",
+    "DriverCall",
     "Ended",
     "StatementHooks",
     "Timer",
     "add_before_everywhere",
+    "driver_call",
     "hooks_for",
     "track",
 ]
@@ -259,3 +264,48 @@ def add_before_everywhere(hook: Before) -> None:
     _EVERYWHERE = (*_EVERYWHERE, hook)
     for dialect in list(_TRACKED):
         hooks_for(dialect).add_first(hook)
+
+
+class DriverCall:
+    """A statement sent on the driver's own connection, which SQLAlchemy never sees: what the
+    timers are given in place of its cursor (``rowcount``) and execution context.
+
+    Attributes:
+        root_connection: The SQLAlchemy connection whose driver connection ran it.
+        execution_options: That connection's execution options.
+        compiled: Always None: no SQLAlchemy statement was compiled.
+        rowcount: The rows it wrote, set by the caller; -1 when unknown.
+    """
+
+    __slots__ = ("compiled", "execution_options", "root_connection", "rowcount")
+
+    def __init__(self, connection: Any) -> None:
+        self.root_connection = connection
+        self.execution_options = connection.get_execution_options()
+        self.compiled = None
+        self.rowcount = -1
+
+
+@contextmanager
+def driver_call(connection: Any, statement: str) -> Iterator[DriverCall]:
+    """Time the block, which runs ``statement`` on ``connection``'s driver connection (COPY),
+    and tell the dialect's timers once it succeeded, as for a statement SQLAlchemy sent.
+
+    Args:
+        connection: A SQLAlchemy ``Connection`` or ``AsyncConnection``.
+        statement: The SQL the block sends, as it should be shown.
+
+    Yields:
+        The call, whose ``rowcount`` the block sets.
+    """
+    sync = getattr(connection, "sync_connection", None) or connection
+    hooks: StatementHooks | None = sync.dialect.__dict__.get(_HOOKS)
+    call = DriverCall(sync)
+    if hooks is None or not hooks.timers:
+        yield call
+        return
+    started = perf_counter()
+    yield call
+    seconds = perf_counter() - started
+    for timer in hooks.timers:
+        timer(call, statement, None, call, False, seconds)

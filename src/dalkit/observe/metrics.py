@@ -23,7 +23,7 @@ class _Histogram:
 
 
 class QueryMetrics:
-    """Per-operation (SELECT, INSERT, UPDATE, DELETE, OTHER) query histograms, with the
+    """Per-operation (SELECT, INSERT, UPDATE, DELETE, COPY, OTHER) query histograms, with the
     buckets of ``BUCKETS_S``."""
 
     def __init__(self) -> None:

@@ -11,7 +11,14 @@ from collections import OrderedDict, deque
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["QueryStats", "SlowQueryLog", "StatementShape", "mask_parameters", "shape_of"]
+__all__ = [
+    "QueryStats",
+    "SlowQueryLog",
+    "StatementShape",
+    "mask_parameters",
+    "positional_names",
+    "shape_of",
+]
 
 log = logging.getLogger("dalkit.slow_query")
 
@@ -35,6 +42,21 @@ _PLACEHOLDER_LIST = re.compile(r"\(\s*\?(?:\s*,\s*\?)*\s*\)")
 _REPEATED_LISTS = re.compile(r"\(\.\.\.\)(?:\s*,\s*\(\.\.\.\))+")
 _SPACES = re.compile(r"\s+")
 _SHAPE_CACHE_SIZE = 4096
+# what names a positional parameter of SQL that SQLAlchemy did not compile (exec_driver_sql,
+# the repositories' executemany on SQLite): an INSERT's column list, or the column it is
+# compared with or assigned to
+_INSERT_COLUMNS = re.compile(
+    r"^\s*INSERT\s+(?:OR\s+\w+\s+)?INTO\s+[\w.\"]+\s*\(([^)]*)\)\s*VALUES\s*\(([^)]*)\)",
+    re.IGNORECASE,
+)
+_POSITIONAL = re.compile(r"\?|%s|\$(\d+)")
+_IN_LIST = re.compile(
+    r'([\w"]+)\s+(?:NOT\s+)?IN\s*\(((?:\s*(?:\?|%s|\$\d+)\s*,)*\s*(?:\?|%s|\$\d+)\s*)\)',
+    re.IGNORECASE,
+)
+_COMPARED = re.compile(
+    r'([\w"]+)\s*(?:=|<>|!=|<=|>=|<|>|\s(?:NOT\s+)?I?LIKE\s)\s*(?:\?|%s|\$\d+)\Z', re.IGNORECASE
+)
 
 
 class StatementShape:
@@ -86,7 +108,8 @@ def shape_of(statement: str) -> StatementShape:
         text = _PLACEHOLDER_LIST.sub("(...)", text)
         text = _REPEATED_LISTS.sub("(...)", _SPACES.sub(" ", text)).strip()
         first = text.split(None, 1)[0].upper() if text else ""
-        operation = first if first in ("SELECT", "INSERT", "UPDATE", "DELETE", "WITH") else "OTHER"
+        known = ("SELECT", "INSERT", "UPDATE", "DELETE", "WITH", "COPY")
+        operation = first if first in known else "OTHER"
         shape = StatementShape(text, "SELECT" if operation == "WITH" else operation)
         with _shapes_lock:
             if len(_shapes) >= _SHAPE_CACHE_SIZE:
@@ -205,6 +228,48 @@ def mask_parameters(parameters: Any, names: Sequence[str] | None = None) -> Any:
             for i, value in enumerate(parameters)
         ]
     return parameters
+
+
+def positional_names(statement: str) -> list[str]:
+    """The column each positional parameter (``?``, ``%s``, ``$n``) of ``statement`` stands
+    for, as far as the text says: ``""`` where it does not. So that a value bound for a column
+    named like a secret is masked in SQL that SQLAlchemy did not compile.
+
+    Args:
+        statement: SQL with positional placeholders.
+
+    Returns:
+        One name per parameter, in the parameters' order.
+
+    Examples:
+        ```python
+        from dalkit.observe.querylog import positional_names
+
+        print(positional_names("UPDATE users SET password = ? WHERE id = ?"))
+        #> ['password', 'id']
+        ```
+    """
+    insert = _INSERT_COLUMNS.match(statement)
+    if insert is not None:
+        columns = [name.strip().strip('"') for name in insert.group(1).split(",")]
+        values = [value.strip() for value in insert.group(2).split(",")]
+        if len(columns) == len(values) and all(_POSITIONAL.fullmatch(v) for v in values):
+            if all(v.startswith("$") for v in values):  # $n: the n-th parameter
+                named = {int(v[1:]): column for column, v in zip(columns, values, strict=True)}
+                return [named.get(n, "") for n in range(1, max(named) + 1)]
+            return columns
+    lists = [(m.start(2), m.end(2), m.group(1).strip('"')) for m in _IN_LIST.finditer(statement)]
+    found: dict[int, str] = {}
+    for order, placeholder in enumerate(_POSITIONAL.finditer(statement)):
+        number = int(placeholder.group(1)) - 1 if placeholder.group(1) else order
+        name = next((c for start, end, c in lists if start <= placeholder.start() < end), None)
+        if name is None:
+            # a comparison ends at its placeholder: looked for just before it, not from the start
+            start = max(0, placeholder.start() - 200)
+            compared = _COMPARED.search(statement, start, placeholder.end())
+            name = compared.group(1).strip('"') if compared else ""
+        found.setdefault(number, name)
+    return [found.get(n, "") for n in range(max(found) + 1)] if found else []
 
 
 def _shown(name: str, value: Any) -> Any:

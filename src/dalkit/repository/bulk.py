@@ -25,19 +25,18 @@ from dalkit.audit import (
 )
 from dalkit.audit.guard import recorded
 from dalkit.cache.capture import note_write
-from dalkit.engine.build import get_driver_connection
 from dalkit.query.tenant import stamp_rows
 from dalkit.query.tenant_guard import tenant_checked
 from dalkit.repository.abstract import AbstractRepository
 from dalkit.repository.base import ModelT
 from dalkit.repository.copy import (
     BulkPlan,
-    copy_rows,
     is_row_error,
     plan_bulk,
     progress_bar,
     row_error,
 )
+from dalkit.repository.copy_driver import copy_rows
 from dalkit.repository.streamed import StreamedTuples
 
 
@@ -190,12 +189,11 @@ class BulkOperations(AbstractRepository[ModelT]):
             self._executemany(sql, part)
             return len(part)
         connection = self.session.connection()
-        driver = get_driver_connection(connection)
         if not isinstance(part, StreamedTuples):
-            copy_rows(driver, plan, part, oids)
+            copy_rows(connection, plan, part, oids)
             return len(part)
         try:
-            copy_rows(driver, plan, part, oids, check=part.check_ranges)
+            copy_rows(connection, plan, part, oids, check=part.check_ranges)
         except (KeyError, TypeError):
             part.check_shapes()  # names a row without the fields of row 0, if that was it
             raise
@@ -212,7 +210,7 @@ class BulkOperations(AbstractRepository[ModelT]):
     ) -> int:
         connection = self.session.connection()
         connection.exec_driver_sql(empty)
-        copy_rows(get_driver_connection(connection), plan, part, oids, name)
+        copy_rows(connection, plan, part, oids, name)
         result = connection.exec_driver_sql(update)
         return result.rowcount
 

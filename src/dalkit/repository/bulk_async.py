@@ -23,19 +23,18 @@ from dalkit.audit import (
 )
 from dalkit.audit.guard import recorded
 from dalkit.cache.capture import note_write
-from dalkit.engine.build import get_async_driver_connection
 from dalkit.query.tenant import stamp_rows
 from dalkit.query.tenant_guard import tenant_checked
 from dalkit.repository.abstract_async import AsyncAbstractRepository
 from dalkit.repository.base import ModelT
 from dalkit.repository.copy import (
     BulkPlan,
-    copy_rows_async,
     is_row_error,
     plan_bulk,
     progress_bar,
     row_error,
 )
+from dalkit.repository.copy_driver import copy_rows_async
 from dalkit.repository.streamed import StreamedTuples
 
 
@@ -188,12 +187,11 @@ class AsyncBulkOperations(AsyncAbstractRepository[ModelT]):
             await self._executemany(sql, part)
             return len(part)
         connection = await self.session.connection()
-        driver = await get_async_driver_connection(connection)
         if not isinstance(part, StreamedTuples):
-            await copy_rows_async(driver, plan, part, oids)
+            await copy_rows_async(connection, plan, part, oids)
             return len(part)
         try:
-            await copy_rows_async(driver, plan, part, oids, check=part.check_ranges)
+            await copy_rows_async(connection, plan, part, oids, check=part.check_ranges)
         except (KeyError, TypeError):
             part.check_shapes()  # names a row without the fields of row 0, if that was it
             raise
@@ -210,7 +208,7 @@ class AsyncBulkOperations(AsyncAbstractRepository[ModelT]):
     ) -> int:
         connection = await self.session.connection()
         await connection.exec_driver_sql(empty)
-        await copy_rows_async(await get_async_driver_connection(connection), plan, part, oids, name)
+        await copy_rows_async(connection, plan, part, oids, name)
         result = await connection.exec_driver_sql(update)
         return result.rowcount
 

@@ -1,5 +1,5 @@
-"""Bulk loading: rows checked and turned into driver tuples, and the few driver calls that move
-them (binary COPY on PostgreSQL, ``executemany`` on SQLite).
+"""Bulk loading: rows checked and turned into driver tuples (`dalkit.repository.copy_driver`
+has the driver calls that move them: binary COPY on PostgreSQL).
 
 The repositories own the transaction handling around these: one savepoint for the whole load and
 one per chunk, so that a bad row can be found by bisection and nothing is left behind.
@@ -18,7 +18,6 @@ import sqlalchemy as sa
 import sqlalchemy.exc
 from sqlalchemy.engine import Dialect
 
-from dalkit.driver_errors import translate_dbapi_error
 from dalkit.errors import (
     BulkLoadError,
     ConfigurationError,
@@ -37,8 +36,6 @@ __all__ = [
     "check_chunk_size",
     "check_first_row",
     "check_row_shape",
-    "copy_rows",
-    "copy_rows_async",
     "is_row_error",
     "plan_bulk",
     "progress_bar",
@@ -269,112 +266,6 @@ def is_row_error(exc: BaseException) -> bool:
     return isinstance(
         exc, DatabaseError | TypeError | ValueError | OverflowError
     ) and not isinstance(exc, not_rows)
-
-
-def translate_driver_error(exc: Exception) -> Exception:
-    """A raw psycopg/asyncpg error as dalkit's DatabaseError (the engine's ``handle_error`` never
-    sees errors from calls made on the driver connection itself)."""
-    module = type(exc).__module__
-    if not module.startswith(("psycopg", "asyncpg")):
-        return exc
-    names = {cls.__name__ for cls in type(exc).__mro__}
-    wrapper_class = (
-        sqlalchemy.exc.IntegrityError
-        if names & {"IntegrityError", "IntegrityConstraintViolationError"}
-        else sqlalchemy.exc.DBAPIError
-    )
-    wrapper = wrapper_class(None, None, exc)
-    return translate_dbapi_error(wrapper)
-
-
-def _copy_statement(plan: BulkPlan, table_name: str | None, binary: bool) -> Any:
-    from psycopg import sql
-
-    table = sql.Identifier(table_name) if table_name else _psycopg_table(plan.table)
-    columns = sql.SQL(", ").join(sql.Identifier(name) for name in plan.column_names)
-    form = sql.SQL("BINARY" if binary else "TEXT")
-    return sql.SQL("COPY {} ({}) FROM STDIN (FORMAT {})").format(table, columns, form)
-
-
-def _binary_dumpers_exist(driver: Any, oids: Sequence[int]) -> bool:
-    """Whether psycopg can write every column in binary; types it does not know (enums, domains
-    of them) fall back to text COPY, where the server parses each value."""
-    from psycopg import pq
-
-    try:
-        for oid in oids:
-            driver.adapters.get_dumper_by_oid(oid, pq.Format.BINARY)
-    except Exception:
-        return False
-    return True
-
-
-def _psycopg_table(table: sa.Table) -> Any:
-    from psycopg import sql
-
-    return sql.Identifier(table.schema, table.name) if table.schema else sql.Identifier(table.name)
-
-
-def copy_rows(
-    driver: Any,
-    plan: BulkPlan,
-    rows: Sequence[tuple[Any, ...]],
-    oids: Sequence[int],
-    table_name: str | None = None,
-    check: Callable[[], None] | None = None,
-) -> None:
-    """Binary COPY of ``rows`` through a psycopg connection (sync); ``check()``, called after
-    the last row and before the COPY ends, aborts it by raising."""
-    binary = _binary_dumpers_exist(driver, oids)
-    try:
-        statement = _copy_statement(plan, table_name, binary)
-        with driver.cursor() as cursor, cursor.copy(statement) as copy:
-            if binary:
-                copy.set_types(oids)
-            for row in rows:
-                copy.write_row(row)
-            if check is not None:  # while the server still works through the last rows
-                check()
-    except Exception as exc:
-        translated = translate_driver_error(exc)
-        if translated is exc:
-            raise
-        raise translated from exc
-
-
-async def copy_rows_async(
-    driver: Any,
-    plan: BulkPlan,
-    rows: Sequence[tuple[Any, ...]],
-    oids: Sequence[int],
-    table_name: str | None = None,
-    check: Callable[[], None] | None = None,
-) -> None:
-    """Binary COPY of ``rows`` through asyncpg or an async psycopg connection; ``check()``
-    aborts it by raising, like `copy_rows()`'s."""
-    try:
-        if hasattr(driver, "copy_records_to_table"):  # asyncpg: never given a check
-            await driver.copy_records_to_table(
-                table_name or plan.table.name,
-                records=rows,
-                columns=plan.column_names,
-                schema_name=None if table_name else plan.table.schema,
-            )
-            return
-        binary = _binary_dumpers_exist(driver, oids)
-        statement = _copy_statement(plan, table_name, binary)
-        async with driver.cursor() as cursor, cursor.copy(statement) as copy:
-            if binary:
-                copy.set_types(oids)
-            for row in rows:
-                await copy.write_row(row)
-            if check is not None:
-                check()
-    except Exception as exc:
-        translated = translate_driver_error(exc)
-        if translated is exc:
-            raise
-        raise translated from exc
 
 
 @contextlib.contextmanager

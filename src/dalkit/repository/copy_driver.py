@@ -1,0 +1,156 @@
+"""The driver calls that move bulk rows: binary COPY through psycopg (sync and async) and
+asyncpg, with the driver's errors translated into dalkit's, each COPY timed and shown to the
+query statistics, slow-query log and budgets (SQLAlchemy never sees it).
+
+The repositories own the transaction handling around these (see `dalkit.repository.copy`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+import sqlalchemy.exc
+from sqlalchemy.engine import Connection
+
+from dalkit.driver_errors import translate_dbapi_error
+from dalkit.engine.build import get_async_driver_connection, get_driver_connection
+from dalkit.engine.statement_hooks import driver_call
+from dalkit.repository.copy import BulkPlan
+
+if TYPE_CHECKING:  # greenlet, which SQLAlchemy's asyncio needs, is an extra
+    from sqlalchemy.ext.asyncio import AsyncConnection
+
+__all__ = ["copy_rows", "copy_rows_async", "translate_driver_error"]
+
+
+def translate_driver_error(exc: Exception) -> Exception:
+    """A raw psycopg/asyncpg error as dalkit's DatabaseError (the engine's ``handle_error`` never
+    sees errors from calls made on the driver connection itself)."""
+    module = type(exc).__module__
+    if not module.startswith(("psycopg", "asyncpg")):
+        return exc
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    wrapper_class = (
+        sqlalchemy.exc.IntegrityError
+        if names & {"IntegrityError", "IntegrityConstraintViolationError"}
+        else sqlalchemy.exc.DBAPIError
+    )
+    wrapper = wrapper_class(None, None, exc)
+    return translate_dbapi_error(wrapper)
+
+
+def _copy_statement(plan: BulkPlan, table_name: str | None, binary: bool) -> Any:
+    from psycopg import sql
+
+    table = sql.Identifier(table_name) if table_name else _psycopg_table(plan.table)
+    columns = sql.SQL(", ").join(sql.Identifier(name) for name in plan.column_names)
+    form = sql.SQL("BINARY" if binary else "TEXT")
+    return sql.SQL("COPY {} ({}) FROM STDIN (FORMAT {})").format(table, columns, form)
+
+
+def _binary_dumpers_exist(driver: Any, oids: Sequence[int]) -> bool:
+    """Whether psycopg can write every column in binary; types it does not know (enums, domains
+    of them) fall back to text COPY, where the server parses each value."""
+    from psycopg import pq
+
+    try:
+        for oid in oids:
+            driver.adapters.get_dumper_by_oid(oid, pq.Format.BINARY)
+    except Exception:
+        return False
+    return True
+
+
+def _psycopg_table(table: sa.Table) -> Any:
+    from psycopg import sql
+
+    return sql.Identifier(table.schema, table.name) if table.schema else sql.Identifier(table.name)
+
+
+@contextlib.contextmanager
+def _driver_errors() -> Iterator[None]:
+    """The driver's errors raised in the block, as dalkit's (see `translate_driver_error`)."""
+    try:
+        yield
+    except Exception as exc:
+        translated = translate_driver_error(exc)
+        if translated is exc:
+            raise
+        raise translated from exc
+
+
+def copy_rows(
+    connection: Connection,
+    plan: BulkPlan,
+    rows: Sequence[tuple[Any, ...]],
+    oids: Sequence[int],
+    table_name: str | None = None,
+    check: Callable[[], None] | None = None,
+) -> None:
+    """Binary COPY of ``rows`` through the psycopg connection behind ``connection`` (sync);
+    ``check()``, called after the last row and before the COPY ends, aborts it by raising.
+    Timed and shown to the query statistics, slow-query log and budgets like any statement."""
+    driver = get_driver_connection(connection)
+    binary = _binary_dumpers_exist(driver, oids)
+    with _driver_errors():
+        statement = _copy_statement(plan, table_name, binary)
+        with (
+            driver_call(connection, _shown(connection, plan, table_name, binary)) as call,
+            driver.cursor() as cursor,
+            cursor.copy(statement) as copy,
+        ):
+            if binary:
+                copy.set_types(oids)
+            for row in rows:
+                copy.write_row(row)
+            if check is not None:  # while the server still works through the last rows
+                check()
+            call.rowcount = len(rows)
+
+
+async def copy_rows_async(
+    connection: AsyncConnection,
+    plan: BulkPlan,
+    rows: Sequence[tuple[Any, ...]],
+    oids: Sequence[int],
+    table_name: str | None = None,
+    check: Callable[[], None] | None = None,
+) -> None:
+    """Binary COPY of ``rows`` through the asyncpg or async psycopg connection behind
+    ``connection``; ``check()`` aborts it by raising, like `copy_rows()`'s."""
+    driver = await get_async_driver_connection(connection)
+    with _driver_errors():
+        if hasattr(driver, "copy_records_to_table"):  # asyncpg: never given a check
+            with driver_call(connection, _shown(connection, plan, table_name, True)) as call:
+                await driver.copy_records_to_table(
+                    table_name or plan.table.name,
+                    records=rows,
+                    columns=plan.column_names,
+                    schema_name=None if table_name else plan.table.schema,
+                )
+                call.rowcount = len(rows)
+            return
+        binary = _binary_dumpers_exist(driver, oids)
+        statement = _copy_statement(plan, table_name, binary)
+        with driver_call(connection, _shown(connection, plan, table_name, binary)) as call:
+            async with driver.cursor() as cursor, cursor.copy(statement) as copy:
+                if binary:
+                    copy.set_types(oids)
+                for row in rows:
+                    await copy.write_row(row)
+                if check is not None:
+                    check()
+            call.rowcount = len(rows)
+
+
+def _shown(
+    connection: Connection | AsyncConnection, plan: BulkPlan, table_name: str | None, binary: bool
+) -> str:
+    """The COPY as the observer shows it: the same text whichever driver sends it."""
+    preparer = connection.dialect.identifier_preparer
+    table = preparer.quote(table_name) if table_name else preparer.format_table(plan.table)
+    columns = ", ".join(preparer.quote(name) for name in plan.column_names)
+    return f"COPY {table} ({columns}) FROM STDIN (FORMAT {'BINARY' if binary else 'TEXT'})"
