@@ -793,6 +793,10 @@ def test_a_bad_row_in_bulk_update_is_named_and_nothing_changes(readings: Any) ->
         readings.bulk_update(changes, chunk_size=200)
     assert caught.value.row_index == 333
     assert readings.count(value=777) == 0
+    # the same update, mended, in the same transaction (PostgreSQL: the same staging table)
+    changes[333] = {"id": 333, "value": 777}
+    assert readings.bulk_update(changes, chunk_size=200) == 600
+    assert readings.count(value=777) == 600
 
 
 class OpenUserRepository(Repository[User]):

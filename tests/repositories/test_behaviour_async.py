@@ -803,6 +803,10 @@ async def test_a_bad_row_in_bulk_update_is_named_and_nothing_changes(readings: A
         await readings.bulk_update(changes, chunk_size=200)
     assert caught.value.row_index == 333
     assert await readings.count(value=777) == 0
+    # the same update, mended, in the same transaction (PostgreSQL: the same staging table)
+    changes[333] = {"id": 333, "value": 777}
+    assert await readings.bulk_update(changes, chunk_size=200) == 600
+    assert await readings.count(value=777) == 600
 
 
 class OpenUserRepository(AsyncRepository[User]):

@@ -9,7 +9,6 @@ them through the driver.
 from __future__ import annotations
 
 import builtins
-import secrets
 from collections.abc import Sequence
 from typing import Any
 
@@ -82,7 +81,7 @@ class BulkOperations(AbstractRepository[ModelT]):
         audit = bulk_update_audit(self._q.info.model)
         self.session.flush()
         if self._dialect.name == "postgresql":
-            name = f"_dalkit_bulk_{secrets.token_hex(6)}"
+            name = plan.staging_name()
             create, empty, update, drop = plan.staging_sql(self._dialect, name)
             oids = self._copy_types(plan)
             connection = self.session.connection()

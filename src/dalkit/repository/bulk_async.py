@@ -7,7 +7,6 @@ them through the driver.
 from __future__ import annotations
 
 import builtins
-import secrets
 from collections.abc import Sequence
 from typing import Any
 
@@ -80,7 +79,7 @@ class AsyncBulkOperations(AsyncAbstractRepository[ModelT]):
         audit = bulk_update_audit(self._q.info.model)
         await self.session.flush()
         if self._dialect.name == "postgresql":
-            name = f"_dalkit_bulk_{secrets.token_hex(6)}"
+            name = plan.staging_name()
             create, empty, update, drop = plan.staging_sql(self._dialect, name)
             oids = await self._copy_types(plan)
             connection = await self.session.connection()
