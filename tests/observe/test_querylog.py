@@ -100,6 +100,28 @@ def test_sql_sqlalchemy_did_not_compile_is_logged_with_secrets_masked(
         observer.uninstall()
 
 
+def test_a_value_is_masked_by_the_column_it_is_compared_with_too(
+    seeded_db: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    # bind names that say nothing ("pw", "n"), an expanding IN before a secret: the column says
+    statement = sa.text(
+        "SELECT * FROM (SELECT 'a' AS password, 'b' AS api_key, 1 AS id) AS t "
+        "WHERE id IN :n AND password IN :pw AND api_key = :k"
+    ).bindparams(sa.bindparam("n", expanding=True), sa.bindparam("pw", expanding=True))
+    observer = install(seeded_db.engine, {"slow_query_ms": 0})
+    try:
+        with caplog.at_level(logging.WARNING, logger="dalkit.slow_query"):
+            with seeded_db.session() as session:
+                values = {"n": [1, 2, 3], "pw": ["hunter1", "hunter2"], "k": "x9"}
+                session.execute(statement, values)
+        (text,) = [r.getMessage() for r in caplog.records if "api_key = " in r.getMessage()]
+        assert "hunter" not in text
+        assert "x9" not in text
+        assert "1, 2, 3" in text or "'n_1': 1" in text  # the harmless values still show
+    finally:
+        observer.uninstall()
+
+
 async def test_an_async_psycopg_copy_is_observed(postgres_database_url: str) -> None:
     from .test_bulk_observed_async import Base as BulkBase
     from .test_bulk_observed_async import Readings

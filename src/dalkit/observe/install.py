@@ -19,7 +19,7 @@ from dalkit.observe.budget import QueryBudget, active_budgets, query_budget
 from dalkit.observe.eager import WATCH
 from dalkit.observe.metrics import QueryMetrics
 from dalkit.observe.nplusone import NPlusOneDetector, NPlusOneMode, check_mode
-from dalkit.observe.querylog import QueryStats, SlowQueryLog, positional_names, shape_of
+from dalkit.observe.querylog import QueryStats, SlowQueryLog, shape_of
 from dalkit.observe.settings import ObserveSettings, set_default_nplusone
 from dalkit.query.plain_entities import select_neutral
 
@@ -272,7 +272,7 @@ class Observer:
             statement,
             parameters,
             duration,
-            positional_names=list(names) if names else positional_names(statement),
+            positional_names=list(names) if names else None,
             location=format_location(caller_location()),
             isolation=isolation,
             rows=cursor.rowcount if cursor is not None else -1,

@@ -16,6 +16,7 @@ __all__ = [
     "SlowQueryLog",
     "StatementShape",
     "mask_parameters",
+    "named_columns",
     "positional_names",
     "shape_of",
 ]
@@ -50,12 +51,13 @@ _INSERT_COLUMNS = re.compile(
     re.IGNORECASE,
 )
 _POSITIONAL = re.compile(r"\?|%s|\$(\d+)")
+_PYFORMAT = re.compile(r"%\((\w+)\)s")  # psycopg's named placeholders
+_ONE = r"(?:\?|%s|\$\d+|%\(\w+\)s)"
 _IN_LIST = re.compile(
-    r'([\w"]+)\s+(?:NOT\s+)?IN\s*\(((?:\s*(?:\?|%s|\$\d+)\s*,)*\s*(?:\?|%s|\$\d+)\s*)\)',
-    re.IGNORECASE,
+    rf'([\w"]+)\s+(?:NOT\s+)?IN\s*\(((?:\s*{_ONE}\s*,)*\s*{_ONE}\s*)\)', re.IGNORECASE
 )
 _COMPARED = re.compile(
-    r'([\w"]+)\s*(?:=|<>|!=|<=|>=|<|>|\s(?:NOT\s+)?I?LIKE\s)\s*(?:\?|%s|\$\d+)\Z', re.IGNORECASE
+    rf'([\w"]+)\s*(?:=|<>|!=|<=|>=|<|>|\s(?:NOT\s+)?I?LIKE\s)\s*{_ONE}\Z', re.IGNORECASE
 )
 
 
@@ -199,12 +201,16 @@ def _p95(ordered: Sequence[float]) -> float:
     return ordered[max(1, math.ceil(0.95 * len(ordered))) - 1]
 
 
-def mask_parameters(parameters: Any, names: Sequence[str] | None = None) -> Any:
+def mask_parameters(
+    parameters: Any, names: Sequence[str] | None = None, columns: Mapping[str, str] | None = None
+) -> Any:
     """``parameters`` fit for a log: values of secret-looking names as ``***``, long values cut.
 
     Args:
         parameters: A mapping, a sequence, or a list of them (executemany).
         names: The names of positional parameters (the compiled statement's order).
+        columns: For named parameters, the column each stands for (`named_columns`): a value
+            is masked when its name or its column looks secret.
 
     Returns:
         The parameters, masked; only the first set of an executemany, and how many there were.
@@ -215,19 +221,34 @@ def mask_parameters(parameters: Any, names: Sequence[str] | None = None) -> Any:
 
         print(mask_parameters({"email": "a@example.com", "password": "hunter2"}))
         #> {'email': 'a@example.com', 'password': '***'}
+        print(mask_parameters({"pw_1": "hunter2"}, columns={"pw_1": "password"}))
+        #> {'pw_1': '***'}
         ```
     """
     if isinstance(parameters, Mapping):
-        return {str(k): _shown(str(k), v) for k, v in parameters.items()}
+        columns = columns or {}
+        return {str(k): _shown(f"{k} {columns.get(str(k), '')}", v) for k, v in parameters.items()}
     if isinstance(parameters, list) and parameters and not isinstance(parameters[0], (str, bytes)):
         # executemany: the first set tells enough
-        return [mask_parameters(parameters[0], names), f"... {len(parameters)} sets"]
+        return [mask_parameters(parameters[0], names, columns), f"... {len(parameters)} sets"]
     if isinstance(parameters, Sequence) and not isinstance(parameters, (str, bytes)):
         return [
             _shown(names[i] if names and i < len(names) else "", value)
             for i, value in enumerate(parameters)
         ]
     return parameters
+
+
+def _parameter_names(statement: str, compiled: Sequence[str] | None) -> list[str]:
+    """Per positional parameter, its compiled name (when SQLAlchemy compiled the statement)
+    and the column the text says it stands for: a secret-looking either masks it."""
+    columns = positional_names(statement)
+    compiled = compiled or []
+    # an expanding IN is compiled as one name and sent as several parameters
+    return [
+        f"{compiled[i] if i < len(compiled) else ''} {columns[i] if i < len(columns) else ''}"
+        for i in range(max(len(compiled), len(columns)))
+    ]
 
 
 def positional_names(statement: str) -> list[str]:
@@ -258,18 +279,48 @@ def positional_names(statement: str) -> list[str]:
                 named = {int(v[1:]): column for column, v in zip(columns, values, strict=True)}
                 return [named.get(n, "") for n in range(1, max(named) + 1)]
             return columns
-    lists = [(m.start(2), m.end(2), m.group(1).strip('"')) for m in _IN_LIST.finditer(statement)]
+    lists = _in_lists(statement)
     found: dict[int, str] = {}
     for order, placeholder in enumerate(_POSITIONAL.finditer(statement)):
         number = int(placeholder.group(1)) - 1 if placeholder.group(1) else order
-        name = next((c for start, end, c in lists if start <= placeholder.start() < end), None)
-        if name is None:
-            # a comparison ends at its placeholder: looked for just before it, not from the start
-            start = max(0, placeholder.start() - 200)
-            compared = _COMPARED.search(statement, start, placeholder.end())
-            name = compared.group(1).strip('"') if compared else ""
-        found.setdefault(number, name)
+        found.setdefault(number, _column_at(statement, lists, placeholder))
     return [found.get(n, "") for n in range(max(found) + 1)] if found else []
+
+
+def named_columns(statement: str) -> dict[str, str]:
+    """The column each of psycopg's named parameters (``%(name)s``) is compared with or
+    assigned to: so that ``password IN %(pw)s`` masks ``pw`` as a secret.
+
+    Args:
+        statement: SQL as sent to psycopg.
+
+    Returns:
+        Parameter name to column, for the parameters the text names a column for.
+    """
+    lists = _in_lists(statement)
+    found: dict[str, str] = {}
+    for placeholder in _PYFORMAT.finditer(statement):
+        if column := _column_at(statement, lists, placeholder):
+            found.setdefault(placeholder.group(1), column)
+    return found
+
+
+#: ``(start, end, column)`` of each ``column IN (placeholders)`` list of a statement
+_Lists = list[tuple[int, int, str]]
+
+
+def _in_lists(statement: str) -> _Lists:
+    return [(m.start(2), m.end(2), m.group(1).strip('"')) for m in _IN_LIST.finditer(statement)]
+
+
+def _column_at(statement: str, lists: _Lists, placeholder: re.Match[str]) -> str:
+    at = placeholder.start()
+    name = next((column for start, end, column in lists if start <= at < end), None)
+    if name is not None:
+        return name
+    # a comparison ends at its placeholder: looked for just before it, not from the start
+    compared = _COMPARED.search(statement, max(0, at - 200), placeholder.end())
+    return compared.group(1).strip('"') if compared else ""
 
 
 def _shown(name: str, value: Any) -> Any:
@@ -323,7 +374,11 @@ class SlowQueryLog:
             f", request {request_id}" if request_id else "",
             f", actor {actor}" if actor else "",
             _SPACES.sub(" ", statement).strip()[:2000],
-            mask_parameters(parameters, positional_names),
+            mask_parameters(
+                parameters,
+                _parameter_names(statement, positional_names),
+                named_columns(statement) if "%(" in statement else None,
+            ),
             extra={
                 "duration_ms": round(duration_s * 1000.0, 3),
                 "source": location,
