@@ -43,9 +43,11 @@ _PLACEHOLDER_LIST = re.compile(r"\(\s*\?(?:\s*,\s*\?)*\s*\)")
 _REPEATED_LISTS = re.compile(r"\(\.\.\.\)(?:\s*,\s*\(\.\.\.\))+")
 _SPACES = re.compile(r"\s+")
 _SHAPE_CACHE_SIZE = 4096
-# what names a positional parameter of SQL that SQLAlchemy did not compile (exec_driver_sql,
-# the repositories' executemany on SQLite): an INSERT's column list, or the column it is
-# compared with or assigned to
+# the column the SQL text gives a parameter, which masks its value when it looks secret even if
+# the parameter's name does not (exec_driver_sql's positional ones, the repositories'
+# executemany on SQLite, a bind named "pw"): an INSERT's column list, an IN list's column, or
+# the column it is compared with or assigned to. Patterns, not a parser: a "?" inside a string
+# literal counts as a parameter, which can only shift a name, never unmask a compiled one
 _INSERT_COLUMNS = re.compile(
     r"^\s*INSERT\s+(?:OR\s+\w+\s+)?INTO\s+[\w.\"]+\s*\(([^)]*)\)\s*VALUES\s*\(([^)]*)\)",
     re.IGNORECASE,
