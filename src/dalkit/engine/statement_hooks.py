@@ -274,38 +274,36 @@ class DriverCall:
         root_connection: The SQLAlchemy connection whose driver connection ran it.
         execution_options: That connection's execution options.
         compiled: Always None: no SQLAlchemy statement was compiled.
-        rowcount: The rows it wrote, set by the caller; -1 when unknown.
+        rowcount: The rows it wrote.
     """
 
     __slots__ = ("compiled", "execution_options", "root_connection", "rowcount")
 
-    def __init__(self, connection: Any) -> None:
+    def __init__(self, connection: Any, rowcount: int) -> None:
         self.root_connection = connection
         self.execution_options = connection.get_execution_options()
         self.compiled = None
-        self.rowcount = -1
+        self.rowcount = rowcount
 
 
 @contextmanager
-def driver_call(connection: Any, statement: str) -> Iterator[DriverCall]:
+def driver_call(connection: Any, statement: str, rowcount: int) -> Iterator[None]:
     """Time the block, which runs ``statement`` on ``connection``'s driver connection (COPY),
     and tell the dialect's timers once it succeeded, as for a statement SQLAlchemy sent.
 
     Args:
         connection: A SQLAlchemy ``Connection`` or ``AsyncConnection``.
         statement: The SQL the block sends, as it should be shown.
-
-    Yields:
-        The call, whose ``rowcount`` the block sets.
+        rowcount: The rows the block writes when it succeeds.
     """
     sync = getattr(connection, "sync_connection", None) or connection
     hooks: StatementHooks | None = sync.dialect.__dict__.get(_HOOKS)
-    call = DriverCall(sync)
     if hooks is None or not hooks.timers:
-        yield call
+        yield
         return
     started = perf_counter()
-    yield call
+    yield
     seconds = perf_counter() - started
+    call = DriverCall(sync, rowcount)
     for timer in hooks.timers:
         timer(call, statement, None, call, False, seconds)

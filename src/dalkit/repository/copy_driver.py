@@ -98,7 +98,7 @@ def copy_rows(
     with _driver_errors():
         statement = _copy_statement(plan, table_name, binary)
         with (
-            driver_call(connection, _shown(connection, plan, table_name, binary)) as call,
+            driver_call(connection, _shown(connection, plan, table_name, binary), len(rows)),
             driver.cursor() as cursor,
             cursor.copy(statement) as copy,
         ):
@@ -108,7 +108,6 @@ def copy_rows(
                 copy.write_row(row)
             if check is not None:  # while the server still works through the last rows
                 check()
-            call.rowcount = len(rows)
 
 
 async def copy_rows_async(
@@ -124,18 +123,18 @@ async def copy_rows_async(
     driver = await get_async_driver_connection(connection)
     with _driver_errors():
         if hasattr(driver, "copy_records_to_table"):  # asyncpg: never given a check
-            with driver_call(connection, _shown(connection, plan, table_name, True)) as call:
+            with driver_call(connection, _shown(connection, plan, table_name, True), len(rows)):
                 await driver.copy_records_to_table(
                     table_name or plan.table.name,
                     records=rows,
                     columns=plan.column_names,
                     schema_name=None if table_name else plan.table.schema,
                 )
-                call.rowcount = len(rows)
             return
         binary = _binary_dumpers_exist(driver, oids)
         statement = _copy_statement(plan, table_name, binary)
-        with driver_call(connection, _shown(connection, plan, table_name, binary)) as call:
+        shown = _shown(connection, plan, table_name, binary)
+        with driver_call(connection, shown, len(rows)):
             async with driver.cursor() as cursor, cursor.copy(statement) as copy:
                 if binary:
                     copy.set_types(oids)
@@ -143,7 +142,6 @@ async def copy_rows_async(
                     await copy.write_row(row)
                 if check is not None:
                     check()
-            call.rowcount = len(rows)
 
 
 def _shown(
