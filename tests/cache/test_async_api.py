@@ -113,3 +113,46 @@ async def test_memoize_and_text_statements(
     async with async_db.transaction() as session:
         with pytest.raises(UncacheableStatementError):
             await async_cache.cached(session, sa.text("SELECT 1"))
+
+
+async def test_raw_sql_and_declared_tables_in_any_spelling_invalidate(
+    async_db: AsyncDatabase, async_cache: AsyncQueryCache
+) -> None:
+    schema = "public" if async_db.engine.dialect.name == "postgresql" else "main"
+    await warm(async_db, async_cache)
+    await async_db.sql(f"UPDATE {schema}.CACHE_BOOK SET title = 'z' WHERE id = 1")
+    assert await titles(async_db, async_cache) == ["b", "z"]
+
+    @async_cache.memoize(tables=["Cache_Book"])
+    async def count() -> int:
+        return len(await async_db.sql("SELECT id FROM cache_book"))
+
+    assert await count() == await count() == 2
+    async with async_db.transaction() as session:
+        session.add(Book(id=3, title="c"))
+    assert await count() == 3
+    with pytest.raises(UncacheableStatementError, match="table names, Tables or mapped"):
+        async_cache.memoize(tables=[3.5])
+
+
+async def test_a_view_read_is_invalidated_by_a_write_to_its_table(
+    async_db: AsyncDatabase, async_cache: AsyncQueryCache
+) -> None:
+    await async_db.sql("CREATE VIEW cache_book_titles AS SELECT id, title FROM cache_book")
+    view = sa.table("cache_book_titles", sa.column("title"))
+
+    async def read() -> list[str]:
+        async with async_db.transaction() as session:
+            result = await async_cache.cached(session, sa.select(view.c.title))
+            return sorted(result.scalars().all())
+
+    @async_cache.memoize(tables=["cache_book_titles"])
+    async def count() -> int:
+        return len(await async_db.sql("SELECT id FROM cache_book_titles"))
+
+    assert await read() == await read() == ["a", "b"]
+    assert await count() == await count() == 2
+    async with async_db.transaction() as session:
+        session.add(Book(id=3, title="c"))
+    assert await read() == ["a", "b", "c"]
+    assert await count() == 3

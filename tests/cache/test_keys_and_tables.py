@@ -20,7 +20,7 @@ from dalkit.cache import (
     install,
 )
 from dalkit.cache.keys import KeyBuilder
-from dalkit.cache.tables import dependents, tables_read, text_targets
+from dalkit.cache.tables import dependents, table_name, tables_read, text_targets
 
 from .models import Animal, Author, Base, Book, Dog, Tag, author_table, tag_table
 
@@ -79,6 +79,22 @@ def test_cascading_foreign_keys_name_the_referencing_tables() -> None:
     assert dependents(tag_table) == {"cache_book_tag"}
 
 
+def test_a_cascading_key_to_a_table_its_schema_lacks_is_compared_by_name() -> None:
+    schema = sa.MetaData()
+    parent = sa.Table("parent", schema, sa.Column("id", sa.Integer, primary_key=True))
+    sa.Table(
+        "child",
+        schema,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("ghost_id", sa.ForeignKey("ghost.id", ondelete="CASCADE")),
+        sa.Column("parent_id", sa.ForeignKey("parent.id", ondelete="CASCADE")),
+    )
+    ghost = sa.Table("Ghost", sa.MetaData(), sa.Column("id", sa.Integer, primary_key=True))
+    assert dependents(parent) == {"child"}
+    assert dependents(ghost) == set()  # another schema's: its own tables only
+    assert table_name("Public.Ghost") == table_name(ghost) == "ghost"
+
+
 @pytest.mark.parametrize(
     ("sql", "expected"),
     [
@@ -86,7 +102,12 @@ def test_cascading_foreign_keys_name_the_referencing_tables() -> None:
         ("select * from comment", None),
         ("INSERT INTO cache_book (id) VALUES (1)", {"cache_book"}),
         ("insert or replace into cache_book (id) values (1)", {"cache_book"}),
-        ('UPDATE "s"."t" SET a = 1', {"s.t"}),
+        ('UPDATE "s"."t" SET a = 1', {"t"}),
+        ("UPDATE Public.Cache_Book SET a = 1", {"cache_book"}),
+        ('delete from "My ""odd"" Table" where a = 1', {'my "odd" table'}),
+        ("INSERT INTO main . cache_book (id) VALUES (1)", {"cache_book"}),
+        ("EXECUTE write_books(1)", {"*"}),
+        ("UPDATE OR IGNORE cache_book SET id = 2", {"cache_book"}),
         ("DELETE FROM ONLY cache_book WHERE id = 1", {"cache_book"}),
         ("CREATE TABLE z (id int)", {"*"}),
         ("TRUNCATE cache_book", {"*"}),

@@ -16,7 +16,9 @@ from dalkit.cache.core import CacheCore, log, sync_session
 from dalkit.cache.install import install
 from dalkit.cache.keys import function_key, tenant_part
 from dalkit.cache.results import freeze, thaw
+from dalkit.cache.tables import declared_names
 from dalkit.cache.versions import entry_tables, replayed_by
+from dalkit.cache.views import catalog_query
 from dalkit.engine.autoroute import PRIMARY_POSITION, commit_position, route_miss
 from dalkit.engine.replicas import parse_lsn
 
@@ -116,6 +118,11 @@ class AsyncQueryCache(CacheCore):
         if inner.autoflush and not inner._is_clean():
             await session.flush()  # as the query would have: the flush marks what it writes
         await self._apply_pending_if_due()
+        store = self.may_store(inner)
+        expanded = self.views.expand(tables)
+        if expanded is None:  # in the session only if it has begun: no snapshot taken early
+            expanded = await self._read_catalog(tables, session if inner.in_transaction() else None)
+        tables = expanded
 
         async def run() -> Result[Any]:
             result: Result[Any] = await session.execute(statement, params)
@@ -124,7 +131,6 @@ class AsyncQueryCache(CacheCore):
         if self.bypass_reason(inner, tables, statement) is not None:
             self.count("bypasses")
             return await run()
-        store = self.may_store(inner)
         found = await self._lookup(key, tables)
         if found is None:
             return await run()
@@ -179,18 +185,24 @@ class AsyncQueryCache(CacheCore):
 
         Args:
             ttl: Seconds to keep a result (default: the cache's ``default_ttl``).
-            tables: The tables (names or Table objects) the result is computed from.
+            tables: The tables (names, Tables or models) the result is computed from.
 
         Returns:
             A decorator; the function's results must be picklable.
+
+        Raises:
+            UncacheableStatementError: One of ``tables`` is not a table name, Table or model.
         """
-        names = entry_tables(str(getattr(t, "name", t)) for t in tables)
+        declared = entry_tables(declared_names(tables))
         seconds = self.ttl_of(ttl)
 
         def decorate(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
             @functools.wraps(fn)
             async def memoized(*args: P.args, **kwargs: P.kwargs) -> R:
                 await self._apply_pending_if_due()
+                names = self.views.expand(declared)
+                if names is None:  # a connection of its own: there is no session here
+                    names = await self._read_catalog(declared, None)
                 if self.bypass_reason(None, names) is not None:
                     self.count("bypasses")
                     return await fn(*args, **kwargs)
@@ -256,6 +268,26 @@ class AsyncQueryCache(CacheCore):
         except Exception as error:
             log.warning("no WAL position for the cache's tokens (%s)", type(error).__name__)
             return None
+
+    async def _read_catalog(
+        self, tables: tuple[str, ...], session: AsyncSession | None
+    ) -> tuple[str, ...]:
+        """Read which relations are views (`dalkit.cache.views`), in ``session`` or on a
+        connection of its own, and return ``tables`` with the tables their views read.
+
+        A session that has not begun is not begun here: on SQLite its snapshot would then
+        predate the tokens read next, and its result could not be stored (``may_store``)."""
+        query = catalog_query(self.views.dialect_name)
+        assert query is not None  # ViewMap.expand asks for the catalog only when there is one
+        if session is not None:
+            rows = (await session.execute(query)).all()
+        else:
+            async with self.database.engine.connect() as connection:
+                rows = (await connection.execute(query)).all()
+        self.views.load(rows)
+        expanded = self.views.expand(tables, read=True)
+        assert expanded is not None
+        return expanded
 
     def _serve(self, session: Any, statement: Any, payload: Any) -> Result[Any] | None:
         # None: nothing cached, or an entry of another version of the model (run the query)

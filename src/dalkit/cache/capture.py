@@ -28,17 +28,19 @@ that one transaction, so nothing is left to clear at check-in.
 
 from __future__ import annotations
 
+import re
 import weakref
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import Table, event
+from sqlalchemy import MetaData, Table, event
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.expression import TextClause
 
 from dalkit.cache.core import WRITTEN, CacheCore, cache_for, sync_session
-from dalkit.cache.tables import ALL, dependents, table_name, text_targets
+from dalkit.cache.tables import ALL, dependents, read_schemas, table_name, text_write
+from dalkit.engine.schemas import created_through
 from dalkit.engine.statement_hooks import hooks_for
 from dalkit.transaction.scope import TransactionScope, current_scope
 
@@ -48,6 +50,8 @@ _OWNER = "_dalkit_cache_owner"  # Connection attribute: weakref to the Session u
 _PENDING = "dalkit.cache.pending"  # connection.info: written outside a dalkit transaction
 _CALLBACKS = "dalkit.cache.callbacks"  # scope.state: (callback, tables) registered
 _session_listener_installed = False
+# DDL sent as text (what the views the cache knows depend on may have changed)
+_DDL_TEXT = re.compile(r"^\s*(?:(?:--[^\n]*\n|/\*.*?\*/)\s*)*(?:create|drop|alter)\b", re.I | re.S)
 
 
 class WriteCapture:
@@ -62,7 +66,10 @@ class WriteCapture:
         self.cache = cache
         self.engine = engine
         self._dependents: dict[Table, frozenset[str]] = {}
-        self._known: dict[str, Table] = {}
+        self._written_schemas: weakref.WeakSet[MetaData] = weakref.WeakSet()
+        # a raw write's target name -> the tables of that name, while the schemas are as many
+        self._named: dict[str, tuple[Table, ...]] = {}
+        self._schema_count = 0
 
     def install(self) -> None:
         global _session_listener_installed
@@ -80,6 +87,8 @@ class WriteCapture:
     ) -> None:
         written = self.written(statement, context)
         if written:
+            if ALL in written and (context.isddl or _DDL_TEXT.match(statement)):
+                self.cache.views.forget()  # a view may have been made, changed or dropped
             self.record(context.root_connection, written)
 
     def written(self, sql: str, context: Any) -> frozenset[str] | None:
@@ -95,13 +104,20 @@ class WriteCapture:
             return self._with_dependents(table)
         if compiled is not None and not isinstance(compiled.statement, TextClause):
             return None  # a compiled SELECT
-        targets = text_targets(sql)
-        if targets is None or ALL in targets:
+        written = text_write(sql)
+        if written is None:
+            return None
+        targets, cascades = written
+        if not cascades:
             return targets
         found: set[str] = set(targets)
         for name in targets:
-            table = self._known.get(name)
-            if table is not None:
+            tables = self._tables_named(name)
+            if not tables:
+                # no schema this process knows has the table: the tables its foreign keys
+                # cascade to are unknown, and might be cached (here or in another process)
+                return frozenset({ALL})
+            for table in tables:
                 found |= self._with_dependents(table)
         return frozenset(found)
 
@@ -110,9 +126,25 @@ class WriteCapture:
         if names is None:
             names = frozenset({table_name(table), *dependents(table)})
             self._dependents[table] = names
-            for other in table.metadata.tables.values():
-                self._known.setdefault(table_name(other), other)
+            self._written_schemas.add(table.metadata)
         return names
+
+    def _tables_named(self, name: str) -> tuple[Table, ...]:
+        """The tables called ``name`` (by `table_name`) in every schema this process has read
+        through the cache, written, or created through this engine."""
+        schemas = {*read_schemas(), *self._written_schemas, *(created_through(self.engine) or ())}
+        if len(schemas) != self._schema_count:
+            self._named, self._schema_count = {}, len(schemas)
+        tables = self._named.get(name)
+        if tables is None:
+            tables = tuple(
+                table
+                for schema in schemas
+                for table in schema.tables.values()
+                if table_name(table) == name
+            )
+            self._named[name] = tables
+        return tables
 
     # -- where it goes -----------------------------------------------------------------------
     def record(self, conn: Connection, tables: frozenset[str]) -> None:
@@ -217,7 +249,7 @@ def note_write(session: Any, table: Any) -> None:
     cache = cache_for(session)
     if cache is None:
         return
-    names = frozenset({table if isinstance(table, str) else table_name(table)})
+    names = frozenset({table_name(table)})
     inner = sync_session(session)
     inner.info.setdefault(WRITTEN, set()).update(names)
     scope = _live_scope()

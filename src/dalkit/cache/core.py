@@ -15,14 +15,13 @@ from time import monotonic
 from typing import Any
 
 from sqlalchemy.orm import Session
-from sqlalchemy.sql.expression import TextClause, UpdateBase
-from sqlalchemy.sql.selectable import TextualSelect
 
-from dalkit.cache.errors import CacheConfigurationError, UncacheableStatementError
+from dalkit.cache.errors import CacheConfigurationError
 from dalkit.cache.flights import Flight
 from dalkit.cache.keys import KeyBuilder, tenant_part
-from dalkit.cache.tables import ALL, tables_read
+from dalkit.cache.tables import ALL, statement_tables
 from dalkit.cache.versions import Tokens, entry_tables
+from dalkit.cache.views import ViewMap
 from dalkit.transaction.scope import current_scope
 
 __all__ = ["WRITTEN", "CacheCore", "cache_for", "sync_session"]
@@ -100,6 +99,7 @@ class CacheCore:
         self._snapshot_per_transaction = False
         self._flights: dict[str, Flight] = {}
         self._shape_tables: dict[Any, tuple[str, ...]] = {}
+        self.views = ViewMap("")  # which relations are views: known once bound (_bind)
 
     @property
     def is_async(self) -> bool:
@@ -127,6 +127,7 @@ class CacheCore:
         self.namespace = f"{self.namespace}:{self.database_id}"
         self.keys = KeyBuilder(sync_engine.dialect, self.namespace)
         self._snapshot_per_transaction = sync_engine.dialect.name == "sqlite"
+        self.views = ViewMap(sync_engine.dialect.name)
         _CACHES[sync_engine.pool] = self
 
     def _serve_engine(self, sync_engine: Any) -> None:
@@ -248,17 +249,9 @@ class CacheCore:
             The sorted table names, ``*`` among them.
 
         Raises:
-            UncacheableStatementError: A write, or a text statement without ``tables``.
+            UncacheableStatementError: A write, or SQL text (`opaque_sql`) without ``tables``.
         """
-        if isinstance(statement, UpdateBase):
-            raise UncacheableStatementError("only reads can be cached, not INSERT/UPDATE/DELETE")
-        declared = [t if isinstance(t, str) else str(getattr(t, "name", t)) for t in tables or ()]
-        if isinstance(statement, TextClause | TextualSelect) and not declared:
-            raise UncacheableStatementError(
-                "a text statement must declare the tables it reads: cached(session, statement, "
-                "tables=['users', ...])"
-            )
-        return entry_tables({*tables_read(statement), *declared})
+        return entry_tables(statement_tables(statement, tables))
 
     def bypass_reason(
         self, session: Session | None, tables: tuple[str, ...], statement: Any = None

@@ -1,20 +1,43 @@
 """Which tables a statement reads (joins, subqueries, CTEs, eager relationship loads,
 association tables) and which tables a write reaches (its target, plus the tables whose
-foreign keys cascade from it)."""
+foreign keys cascade from it), each by the one name the cache knows it by (`table_name`).
+
+Raw SQL may spell a table in any case and with or without its schema (``UPDATE Items``,
+``DELETE FROM public.items``): the cache folds every spelling to the table's bare name in lower
+case, so that each reaches the entries of the table it writes. Two tables that fold to one name
+(same-named tables of two schemas, or ``"Items"`` and ``items`` on PostgreSQL) then share their
+version: a write to one costs the other's entries a miss, never a stale read.
+"""
 
 from __future__ import annotations
 
 import re
+import weakref
 from collections.abc import Iterable
 from typing import Any
 
 import sqlparse
-from sqlalchemy import Table, inspect
+from sqlalchemy import ForeignKey, MetaData, Table, inspect
+from sqlalchemy.exc import NoReferencedColumnError, NoReferencedTableError
 from sqlalchemy.orm import Mapper, RelationshipProperty
 from sqlalchemy.sql import visitors
-from sqlalchemy.sql.expression import TextClause
+from sqlalchemy.sql.expression import ColumnClause, Select, TableClause, TextClause, UpdateBase
+from sqlalchemy.sql.selectable import TextualSelect
 
-__all__ = ["ALL", "dependents", "table_name", "tables_read", "text_targets"]
+from dalkit.cache.errors import UncacheableStatementError
+
+__all__ = [
+    "ALL",
+    "declared_names",
+    "dependents",
+    "opaque_sql",
+    "read_schemas",
+    "statement_tables",
+    "table_name",
+    "tables_read",
+    "text_targets",
+    "text_write",
+]
 
 #: the name standing for every table: bumped by DDL and by writes whose target is unknown
 ALL = "*"
@@ -23,28 +46,95 @@ _EAGER = frozenset({"joined", "selectin", "subquery", "immediate"})
 _CASCADING = frozenset({"CASCADE", "SET NULL", "SET DEFAULT"})
 _WRITE_WORDS = re.compile(
     r"\b(insert|update|delete|merge|truncate|create|drop|alter|replace|copy|grant|revoke|"
-    r"vacuum|reindex|cluster|comment|lock|call|do|refresh|import|attach|detach)\b",
+    r"vacuum|reindex|cluster|comment|lock|call|do|refresh|import|attach|detach|execute)\b",
     re.IGNORECASE,
 )
+# words of SQL text that may read a table
+_READING_WORDS = re.compile(r"\b(select|from|join|table|with)\b", re.IGNORECASE)
 _TEMP_TABLE = re.compile(r"^\s*create\s+(?:global\s+|local\s+)?temp(?:orary)?\s+table\b", re.I)
+# a name, quoted ("a ""b"" c", any character) or not, and a dotted chain of them (schema.table)
+_PART = r'(?:"(?:[^"]|"")*"|[\w$]+)'
+_NAME = rf"({_PART}(?:\s*\.\s*{_PART})*)"
+_LAST_PART = re.compile(rf"{_PART}\s*$")
 _TARGET = {
-    "INSERT": re.compile(r"^\s*insert\s+(?:or\s+\w+\s+)?into\s+([\w.\"]+)", re.IGNORECASE),
-    "UPDATE": re.compile(r"^\s*update\s+(?:only\s+)?([\w.\"]+)", re.IGNORECASE),
-    "DELETE": re.compile(r"^\s*delete\s+from\s+(?:only\s+)?([\w.\"]+)", re.IGNORECASE),
+    "INSERT": re.compile(rf"^\s*insert\s+(?:or\s+\w+\s+)?into\s+{_NAME}", re.IGNORECASE),
+    "UPDATE": re.compile(rf"^\s*update\s+(?:or\s+\w+\s+)?(?:only\s+)?{_NAME}", re.IGNORECASE),
+    "DELETE": re.compile(rf"^\s*delete\s+from\s+(?:only\s+)?{_NAME}", re.IGNORECASE),
 }
+# the schemas of the tables cached reads have named (tables_read): where a raw write's target is
+# looked up for the tables its foreign keys cascade to (dalkit.cache.capture)
+_read_schemas: weakref.WeakSet[MetaData] = weakref.WeakSet()
 
 
 def table_name(table: Any) -> str:
-    """The name the cache knows a table by.
+    """The name the cache knows a table by: its bare name in lower case (module docstring).
 
     Args:
-        table: A Table (or anything with ``name`` and ``schema``).
+        table: A Table (or anything with a ``name``), or a name as SQL spells it:
+            ``Items``, ``public.items``, ``"my schema"."Items"``.
 
     Returns:
-        ``schema.name`` or ``name``: the same string for a Table and for a parsed target.
+        The same string for every spelling of one table; ``*`` (every table) stays itself.
     """
-    schema = getattr(table, "schema", None)
-    return f"{schema}.{table.name}" if schema else str(table.name)
+    if not isinstance(table, str):
+        return str(table.name).lower()
+    last = _LAST_PART.search(table.strip())
+    name = last.group(0).strip() if last is not None else table
+    if name.startswith('"') and name.endswith('"') and len(name) > 1:
+        name = name[1:-1].replace('""', '"')
+    return name.lower()
+
+
+def statement_tables(statement: Any, tables: Iterable[Any] | None) -> frozenset[str]:
+    """The tables a cached read of ``statement`` depends on.
+
+    Args:
+        statement: The statement to cache.
+        tables: Tables declared by the caller (`declared_names`), required for SQL text.
+
+    Raises:
+        UncacheableStatementError: A write, or SQL text (`opaque_sql`) without ``tables``.
+    """
+    if isinstance(statement, UpdateBase):
+        raise UncacheableStatementError("only reads can be cached, not INSERT/UPDATE/DELETE")
+    declared = declared_names(tables or ())
+    if not declared and (
+        isinstance(statement, TextClause | TextualSelect) or opaque_sql(statement)
+    ):
+        raise UncacheableStatementError(
+            "SQL text that may read tables must declare them: cached(session, statement, "
+            "tables=['users', ...])"
+        )
+    return frozenset({*tables_read(statement), *declared})
+
+
+def declared_names(tables: Iterable[Any]) -> list[str]:
+    """The names of the tables a caller declares (``tables=[...]`` of ``cached``, ``memoize``).
+
+    Args:
+        tables: Names as SQL spells them, Tables, or models (all the tables they map).
+
+    Raises:
+        UncacheableStatementError: One is none of these.
+    """
+    names = []
+    for table in tables:
+        if isinstance(table, str | Table):
+            names.append(table_name(table))
+            continue
+        mapper = inspect(table, raiseerr=False)
+        mapped = getattr(mapper, "tables", None) if isinstance(mapper, Mapper) else None
+        if not mapped:
+            raise UncacheableStatementError(
+                f"tables=[...] takes table names, Tables or mapped models, not {table!r}"
+            )
+        names.extend(table_name(t) for t in mapped)
+    return names
+
+
+def read_schemas() -> list[MetaData]:
+    """The schemas (MetaData) of every table a cached read has named in this process."""
+    return list(_read_schemas)
 
 
 def tables_read(statement: Any) -> frozenset[str]:
@@ -62,8 +152,10 @@ def tables_read(statement: Any) -> frozenset[str]:
     found: set[str] = set()
     mappers: list[Mapper[Any]] = []
     for element in visitors.iterate(statement):
-        if isinstance(element, Table):
+        if isinstance(element, TableClause):  # a Table, or a lightweight sa.table()
             found.add(table_name(element))
+            if isinstance(element, Table):
+                _read_schemas.add(element.metadata)
         entity = getattr(element, "_annotations", {}).get("parententity")
         if entity is not None:
             mappers.append(entity.mapper)
@@ -80,13 +172,41 @@ def tables_read(statement: Any) -> frozenset[str]:
         if mapper in seen:
             continue
         seen.add(mapper)
-        found.update(table_name(t) for t in mapper.tables)
+        for table in mapper.tables:
+            found.add(table_name(table))
+            if isinstance(table, Table):
+                _read_schemas.add(table.metadata)
         for relationship in mapper.relationships:
             if relationship.lazy in _EAGER:
                 mappers.append(relationship.mapper)
                 if relationship.secondary is not None:
                     found.update(_from_clause_tables(relationship.secondary))
     return frozenset(found)
+
+
+def opaque_sql(statement: Any) -> bool:
+    """Whether ``statement`` holds SQL text that may read tables `tables_read` cannot see: a
+    ``text()`` in a FROM list, or a text fragment or literal column with a query in it
+    (``text("id IN (SELECT ...)")``). A plain text condition (``text("price > 0")``) is not.
+
+    Args:
+        statement: A Core or ORM select.
+    """
+    for element in visitors.iterate(statement):
+        if isinstance(element, Select):
+            # a text() in a FROM list is a table's name, or a query, with no word telling which
+            if any(isinstance(f, TextClause) for f in element.get_final_froms()):
+                return True
+            continue
+        if isinstance(element, TextClause):
+            sql = element.text
+        elif isinstance(element, ColumnClause) and element.is_literal:
+            sql = element.name
+        else:
+            continue
+        if _READING_WORDS.search(sql):
+            return True
+    return False
 
 
 def _option_mappers(option: Any) -> Iterable[Mapper[Any]]:
@@ -143,11 +263,19 @@ def dependents(table: Table) -> set[str]:
                 cascades = (fk.ondelete or "").upper() in _CASCADING or (
                     fk.onupdate or ""
                 ).upper() in _CASCADING
-                if cascades and fk.column.table is target:
+                if cascades and _references(fk, target):
                     found.add(table_name(other))
                     pending.append(other)
                     break
     return found
+
+
+def _references(fk: ForeignKey, target: Table) -> bool:
+    try:
+        return fk.column.table is target
+    except (NoReferencedTableError, NoReferencedColumnError):
+        # a key to a table its schema lacks: compared by name, which may only say too much
+        return table_name(fk.target_fullname.rsplit(".", 1)[0]) == table_name(target)
 
 
 def text_targets(sql: str) -> frozenset[str] | None:
@@ -157,14 +285,25 @@ def text_targets(sql: str) -> frozenset[str] | None:
         sql: The statement as sent to the database.
 
     Returns:
-        The target of a plain INSERT, UPDATE or DELETE; ``{ALL}`` for DDL or anything else
-        that may write; None (or empty) when it writes nothing.
+        The target of a plain INSERT, UPDATE or DELETE, by `table_name`; ``{ALL}`` for DDL
+        or anything else that may write; None when it writes nothing.
+    """
+    written = text_write(sql)
+    return None if written is None else written[0]
+
+
+def text_write(sql: str) -> tuple[frozenset[str], bool] | None:
+    """What a raw SQL text writes: as `text_targets`, and whether foreign keys may cascade
+    from its target (an UPDATE or a DELETE; an INSERT changes no other row).
+
+    Args:
+        sql: The statement as sent to the database.
     """
     if _WRITE_WORDS.search(sql) is None:
         return None
     statements = [s for s in sqlparse.parse(sql) if str(s).strip()]
     if len(statements) != 1:
-        return frozenset({ALL})
+        return _EVERYTHING
     statement = statements[0]
     kind = statement.get_type()  # type: ignore[no-untyped-call]
     stripped = sqlparse.format(str(statement), strip_comments=True).strip()
@@ -175,6 +314,10 @@ def text_targets(sql: str) -> frozenset[str] | None:
     pattern = _TARGET.get(kind)
     match = pattern.match(stripped) if pattern is not None else None
     if match is None:
-        # a writable CTE, DDL, or a statement kind not parsed here: everything
-        return frozenset({ALL})
-    return frozenset({match.group(1).replace('"', "")})
+        # a writable CTE, DDL, EXECUTE of a prepared statement, or a statement kind not
+        # parsed here: everything
+        return _EVERYTHING
+    return frozenset({table_name(match.group(1))}), kind != "INSERT"
+
+
+_EVERYTHING = (frozenset({ALL}), False)
