@@ -99,3 +99,26 @@ def test_the_recorded_paths_other_tables_and_reads_are_untouched(
         uow.session.execute(_UPDATE)
         uow.session.add(Author(id=4, email="d@x", name="D"))  # recorded: the flush
     assert _state(author) == ([(1, "Z"), (4, "D")], logged + 2)
+
+
+@pytest.mark.parametrize("outer", ["select", "insert from select"])
+def test_a_write_in_a_with_clause_is_refused_even_through_a_session(
+    author: Database, outer: str
+) -> None:
+    if author.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has no INSERT/UPDATE/DELETE in a WITH clause")
+    authors = table(Author)
+    renamed = _UPDATE.returning(authors.c.id, authors.c.name).cte("renamed")
+    statement: sa.Executable = sa.select(renamed.c.id)
+    if outer == "insert from select":  # the outer INSERT writes an unaudited table
+        copy = sa.select(renamed.c.id, renamed.c.name)
+        statement = sa.insert(table(Scratch)).from_select(["id", "text"], copy)
+    before = _state(author)
+    with pytest.raises(UnauditedWriteError, match=r"UPDATE \(in a WITH clause\) of audit_authors"):
+        with author.transaction() as session:  # a session records its statements, not these
+            session.execute(statement)
+    assert _state(author) == before
+    with unaudited():
+        with author.transaction() as session:
+            session.execute(statement)
+    assert (_state(author))[0] == [(1, "Z")]

@@ -97,3 +97,26 @@ async def test_the_recorded_paths_other_tables_and_reads_are_untouched(
         await uow.session.execute(_UPDATE)
         uow.session.add(Author(id=4, email="d@x", name="D"))  # recorded: the flush
     assert await _state(author) == ([(1, "Z"), (4, "D")], logged + 2)
+
+
+@pytest.mark.parametrize("outer", ["select", "insert from select"])
+async def test_a_write_in_a_with_clause_is_refused_even_through_a_session(
+    author: AsyncDatabase, outer: str
+) -> None:
+    if author.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has no INSERT/UPDATE/DELETE in a WITH clause")
+    authors = table(Author)
+    renamed = _UPDATE.returning(authors.c.id, authors.c.name).cte("renamed")
+    statement: sa.Executable = sa.select(renamed.c.id)
+    if outer == "insert from select":  # the outer INSERT writes an unaudited table
+        copy = sa.select(renamed.c.id, renamed.c.name)
+        statement = sa.insert(table(Scratch)).from_select(["id", "text"], copy)
+    before = await _state(author)
+    with pytest.raises(UnauditedWriteError, match=r"UPDATE \(in a WITH clause\) of audit_authors"):
+        async with author.transaction() as session:  # a session records its statements, not these
+            await session.execute(statement)
+    assert await _state(author) == before
+    with unaudited():
+        async with author.transaction() as session:
+            await session.execute(statement)
+    assert (await _state(author))[0] == [(1, "Z")]

@@ -35,15 +35,21 @@ from dalkit.audit.cascades import has_audited_dependents
 from dalkit.audit.errors import UnauditedWriteError
 from dalkit.audit.raw import audited_target, describe
 from dalkit.audit.registry import table_audit
+from dalkit.query.dml_ctes import cte_writes
 from dalkit.query.running_flush import in_running_flush
 
 __all__ = ["guard", "recorded", "unaudited"]
 
 # set by unaudited() and recorded(): the block's writes to audited tables are allowed
 _allowed: ContextVar[bool] = ContextVar("dalkit_audit_allowed", default=False)
+_UNRECORDED = "a write that is not to be recorded goes inside dalkit.audit.unaudited()"
 _HOW = (
-    "write it through a session (session.execute records it), the ORM or a repository; a "
-    "write that is not to be recorded goes inside dalkit.audit.unaudited()"
+    f"write it through a session (session.execute records it), the ORM or a repository; "
+    f"{_UNRECORDED}"
+)
+# a session's statements are recorded, but not the writes in a WITH clause of one
+_HOW_CTE = (
+    f"send it as a statement of its own, through a session, the ORM or a repository; {_UNRECORDED}"
 )
 
 
@@ -81,30 +87,49 @@ def guard(cursor: Any, statement: str, context: Any) -> None:
         return
     compiled = context.compiled
     target: Any
+    what: str
     if context.isinsert or context.isupdate or context.isdelete:
         target = getattr(compiled.statement, "table", None)
-        if table_audit(target) is None and not (
-            (context.isdelete or context.isupdate)
-            and has_audited_dependents(target, updating=context.isupdate)
-        ):
-            return
-        raw = False
+        what = f"this {_kind(context)} of"
+        if not _reaches_audit(target, insert=context.isinsert, updating=context.isupdate):
+            target, what = _audited_cte(compiled)
+            if target is None:
+                return
     elif compiled is None or isinstance(compiled.statement, TextClause):
         target = audited_target(statement, context.root_connection.engine)
         if target is None:
             return
-        raw = True
-    else:
-        return  # a compiled SELECT
+        what = "raw SQL writing"
+    else:  # a compiled SELECT: only an INSERT/UPDATE/DELETE in its WITH clause writes
+        target, what = _audited_cte(compiled)
+        if target is None:
+            return
     # the allowed cases after the refusable writes are known: the message is built last
     if _allowed.get():
         return
     if in_running_flush(context.root_connection):
         return
-    what = "raw SQL writing" if raw else f"this {_kind(context)} of"
+    how = _HOW_CTE if what.endswith("(in a WITH clause) of") else _HOW
     raise UnauditedWriteError(
-        f"{what} {describe(target)}, would not be recorded in the audit log: {_HOW}"
+        f"{what} {describe(target)}, would not be recorded in the audit log: {how}"
     )
+
+
+def _reaches_audit(table: Any, *, insert: bool, updating: bool) -> bool:
+    """Whether a write to ``table`` writes an audited table, itself or by its foreign keys."""
+    if table_audit(table) is not None:
+        return True
+    return not insert and has_audited_dependents(table, updating=updating)
+
+
+def _audited_cte(compiled: Any) -> tuple[Any, str]:
+    """The audited table an INSERT/UPDATE/DELETE in the statement's WITH clause writes, and
+    how to say so; (None, "") when none does (the usual case: one attribute look-up)."""
+    for write in cte_writes(compiled):
+        kind = type(write).__name__.upper()  # Insert, Update, Delete
+        if _reaches_audit(write.table, insert=kind == "INSERT", updating=kind == "UPDATE"):
+            return write.table, f"this {kind} (in a WITH clause) of"
+    return None, ""
 
 
 def _kind(context: Any) -> str:

@@ -14,6 +14,7 @@ from dalkit.cache.capture import note_write
 from dalkit.cache.errors import CacheConfigurationError, CacheError, UncacheableStatementError
 from dalkit.cache.install import install
 from dalkit.cache.query_cache import QueryCache
+from dalkit.engine.statement_hooks import WRITES_OPTION
 
 if TYPE_CHECKING:
     from dalkit.cache.async_cache import AsyncQueryCache
@@ -37,6 +38,7 @@ __all__ = [
     "QueryCache",
     "RedisBackend",
     "UncacheableStatementError",
+    "WRITES_OPTION",
     "install",
     "note_write",
 ]

@@ -36,12 +36,13 @@ from typing import Any
 from sqlalchemy import MetaData, Table, event
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session
-from sqlalchemy.sql.expression import TextClause
+from sqlalchemy.sql.expression import Insert, TextClause
 
 from dalkit.cache.core import WRITTEN, CacheCore, cache_for, sync_session
 from dalkit.cache.tables import ALL, dependents, read_schemas, table_name, text_write
 from dalkit.engine.schemas import created_through
-from dalkit.engine.statement_hooks import hooks_for
+from dalkit.engine.statement_hooks import WRITES_OPTION, hooks_for
+from dalkit.query.dml_ctes import cte_writes
 from dalkit.transaction.scope import TransactionScope, current_scope
 
 __all__ = ["WriteCapture", "note_write"]
@@ -50,6 +51,7 @@ _OWNER = "_dalkit_cache_owner"  # Connection attribute: weakref to the Session u
 _PENDING = "dalkit.cache.pending"  # connection.info: written outside a dalkit transaction
 _CALLBACKS = "dalkit.cache.callbacks"  # scope.state: (callback, tables) registered
 _session_listener_installed = False
+_NOTHING: frozenset[str] = frozenset()
 # DDL sent as text (what the views the cache knows depend on may have changed)
 _DDL_TEXT = re.compile(r"^\s*(?:(?:--[^\n]*\n|/\*.*?\*/)\s*)*(?:create|drop|alter)\b", re.I | re.S)
 
@@ -92,6 +94,9 @@ class WriteCapture:
             self.record(context.root_connection, written)
 
     def written(self, sql: str, context: Any) -> frozenset[str] | None:
+        declared = context.execution_options.get(WRITES_OPTION)
+        if declared is not None:  # what the statement's author says it writes (none: ())
+            return frozenset(table_name(table) for table in declared)
         compiled = context.compiled
         if context.isddl:
             return frozenset({ALL})
@@ -99,11 +104,12 @@ class WriteCapture:
             table = getattr(getattr(compiled, "statement", None), "table", None)
             if not isinstance(table, Table):
                 return frozenset({ALL})
-            if context.isinsert:
-                return frozenset({table_name(table)})
-            return self._with_dependents(table)
+            top = (
+                frozenset({table_name(table)}) if context.isinsert else self._with_dependents(table)
+            )
+            return top | self._cte_writes(compiled)
         if compiled is not None and not isinstance(compiled.statement, TextClause):
-            return None  # a compiled SELECT
+            return self._cte_writes(compiled) or None  # a compiled SELECT
         written = text_write(sql)
         if written is None:
             return None
@@ -120,6 +126,22 @@ class WriteCapture:
             for table in tables:
                 found |= self._with_dependents(table)
         return frozenset(found)
+
+    def _cte_writes(self, compiled: Any) -> frozenset[str]:
+        """The tables written by INSERT/UPDATE/DELETE in the CTEs of a compiled statement."""
+        writes = cte_writes(compiled)
+        if not writes:  # the usual case: one attribute look-up per statement
+            return _NOTHING
+        names: set[str] = set()
+        for write in writes:
+            table = write.table
+            if not isinstance(table, Table):
+                names.add(ALL)
+            elif isinstance(write, Insert):
+                names.add(table_name(table))
+            else:
+                names |= self._with_dependents(table)
+        return frozenset(names)
 
     def _with_dependents(self, table: Table) -> frozenset[str]:
         names = self._dependents.get(table)

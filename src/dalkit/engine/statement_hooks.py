@@ -35,6 +35,7 @@ __all__ = [
     "Ended",
     "StatementHooks",
     "Timer",
+    "WRITES_OPTION",
     "add_before_everywhere",
     "driver_call",
     "hooks_for",
@@ -51,6 +52,11 @@ After = Callable[[Any, str, Any, Any, bool], None]
 #: sent; ``foreign``: the transaction ended was prepared elsewhere (two-phase recovery), so what
 #: it wrote is unknown here
 Ended = Callable[[Any, bool, bool], None]
+
+#: execution option naming the tables a statement writes, for a hook reading what it writes
+#: (the query cache's invalidation) where its SQL does not say (a ``DO`` block, a function
+#: that writes): ``text("DO ...").execution_options(dalkit_writes=())`` writes nothing
+WRITES_OPTION = "dalkit_writes"
 
 _HOOKS = "_dalkit_statement_hooks"
 # hooks for the dialect of every engine dalkit builds (the audit's guard), and those dialects:

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
+from dalkit.engine.statement_hooks import WRITES_OPTION
 from dalkit.errors import DatabaseError, PoolTimeoutError
 from dalkit.outbox.messages import (
     OutboxStatus,
@@ -71,7 +72,7 @@ WRITER_LOCK_NAMESPACE = 0x0DA2
 #: PostgreSQL: a statement that does nothing but make the transaction begin now. dalkit defers
 #: BEGIN until the first statement that is not a plain SELECT, and an advisory lock taken in a
 #: SELECT before that would last one statement only; this comes first wherever one is taken.
-BEGIN_NOW = sa.text("DO $$BEGIN NULL; END$$")
+BEGIN_NOW = sa.text("DO $$BEGIN NULL; END$$").execution_options(**{WRITES_OPTION: ()})
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
