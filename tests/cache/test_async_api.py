@@ -156,3 +156,20 @@ async def test_a_view_read_is_invalidated_by_a_write_to_its_table(
         session.add(Book(id=3, title="c"))
     assert await read() == ["a", "b", "c"]
     assert await count() == 3
+
+
+async def test_each_schema_of_a_translate_map_gets_its_own_entries(
+    async_db: AsyncDatabase, async_cache: AsyncQueryCache
+) -> None:
+    if async_db.engine.dialect.name != "postgresql":
+        pytest.skip("a schema per tenant is PostgreSQL's")
+    for schema in ("tenant_one", "tenant_two"):
+        await async_db.sql(f"CREATE SCHEMA {schema}")
+        await async_db.sql(f"CREATE TABLE {schema}.cache_book (id INTEGER, title TEXT)")
+        await async_db.sql(f"INSERT INTO {schema}.cache_book VALUES (1, '{schema}')")
+    for schema in ("tenant_one", "tenant_two", "tenant_one", "tenant_two"):
+        async with async_db.transaction() as session:
+            await session.connection(execution_options={"schema_translate_map": {None: schema}})
+            result = await async_cache.cached(session, sa.select(Book.title))
+            assert result.scalars().all() == [schema]
+    assert (async_cache.get_stats()["misses"], async_cache.get_stats()["hits"]) == (2, 2)

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from dalkit.cache.core import CacheCore, log, sync_session
 from dalkit.cache.install import install
-from dalkit.cache.keys import function_key, tenant_part
+from dalkit.cache.keys import function_key, schema_part, tenant_part
 from dalkit.cache.results import freeze, thaw
 from dalkit.cache.tables import declared_names
 from dalkit.cache.versions import entry_tables, replayed_by
@@ -114,6 +114,7 @@ class AsyncQueryCache(CacheCore):
             The result, as ``await session.execute(statement, params)`` returns it.
         """
         inner = sync_session(session)
+        key += schema_part(inner, statement)  # "" unless a schema_translate_map is in force
         # _is_clean() is what Session._autoflush checks; .new/.dirty/.deleted build sets
         if inner.autoflush and not inner._is_clean():
             await session.flush()  # as the query would have: the flush marks what it writes

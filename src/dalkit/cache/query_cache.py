@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from dalkit.cache.core import CacheCore, log, sync_session
 from dalkit.cache.install import install
-from dalkit.cache.keys import function_key, tenant_part
+from dalkit.cache.keys import function_key, schema_part, tenant_part
 from dalkit.cache.results import freeze, thaw
 from dalkit.cache.tables import declared_names
 from dalkit.cache.versions import entry_tables, replayed_by
@@ -116,6 +116,7 @@ class QueryCache(CacheCore):
             The result, as ``session.execute(statement, params)`` returns it.
         """
         inner = sync_session(session)
+        key += schema_part(inner, statement)  # "" unless a schema_translate_map is in force
         # _is_clean() is what Session._autoflush checks; .new/.dirty/.deleted build sets
         if inner.autoflush and not inner._is_clean():
             session.flush()  # as the query would have: the flush marks what it writes
