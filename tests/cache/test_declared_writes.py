@@ -2,7 +2,8 @@
 what it writes; what a statement declares it writes (``dalkit_writes``) is what it invalidates,
 so dalkit's own statements that write nothing (the outbox's ``DO`` block that begins a
 transaction before its advisory locks) leave every entry cached, and a user's ``DO`` block or
-function names its tables (sync; SQLite and PostgreSQL; memory and Redis)."""
+function names its tables; the DDL of a temporary table invalidates nothing (sync; SQLite and
+PostgreSQL; memory and Redis)."""
 
 from __future__ import annotations
 
@@ -86,3 +87,24 @@ def test_a_cte_that_writes_invalidates_its_table(
             copy = sa.select(renamed.c.id, renamed.c.title)
             session.execute(sa.insert(tag_table).from_select(["id", "label"], copy))
     assert titles(db, cache) == ["a", "k"]
+
+
+def test_a_temporary_tables_ddl_leaves_every_entry_cached(db: Database, cache: QueryCache) -> None:
+    warm(db, cache)
+    scratch = sa.Table(
+        "cache_scratch", sa.MetaData(), sa.Column("id", sa.Integer), prefixes=["TEMPORARY"]
+    )
+    with db.transaction() as session:  # as the audit's before-image of a large UPDATE does
+        scratch.create(session.connection())
+        session.execute(scratch.insert().values(id=1))
+        scratch.drop(session.connection())
+    hits = cache.get_stats()["hits"]
+    assert titles(db, cache) == ["a", "b"]
+    assert cache.get_stats()["hits"] == hits + 1
+    with db.transaction() as session:  # a table that stays: everything
+        sa.Table("cache_kept", sa.MetaData(), sa.Column("id", sa.Integer)).create(
+            session.connection()
+        )
+    misses = cache.get_stats()["misses"]
+    assert titles(db, cache) == ["a", "b"]
+    assert cache.get_stats()["misses"] == misses + 1

@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from dalkit import Database
+from dalkit import Database, DatabaseError
 from dalkit.cache import QueryCache, UncacheableStatementError
+from dalkit.cache import views as views_module
 
 from .models import Author, Book
 
@@ -86,6 +87,22 @@ def test_a_view_created_after_the_first_read_is_known(
     assert read(db, cache, late) == read(db, cache, late) == ["a", "b"]
     db.sql("DELETE FROM cache_book WHERE id = 1")
     assert read(db, cache, late) == ["b"]
+
+
+def test_a_view_read_before_it_existed_is_found_at_the_next_check(
+    db: Database, db_url: str, cache: QueryCache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(views_module, "MISSING_RECHECK_S", 0.0)  # else once a minute
+    late = sa.select(sa.table("cache_later", sa.column("title")).c.title)
+    with pytest.raises(DatabaseError):  # new code ahead of its migration: the catalog lacks it
+        read(db, cache, late)
+    other = sa.create_engine(db_url)  # the migration, in another process
+    with other.begin() as connection:
+        connection.exec_driver_sql("CREATE VIEW cache_later AS SELECT title FROM cache_book")
+    other.dispose()
+    assert read(db, cache, late) == read(db, cache, late) == ["a", "b"]
+    db.sql("UPDATE cache_book SET title = 'z' WHERE id = 1")
+    assert read(db, cache, late) == ["b", "z"]
 
 
 def test_a_view_redefined_here_depends_on_its_new_tables(db: Database, views: QueryCache) -> None:

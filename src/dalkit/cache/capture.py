@@ -99,7 +99,9 @@ class WriteCapture:
             return frozenset(table_name(table) for table in declared)
         compiled = context.compiled
         if context.isddl:
-            return frozenset({ALL})
+            # a temporary table is the connection's own: no other reader can have cached it
+            # (the audit's before-image of a large UPDATE makes and drops one)
+            return None if _temporary(compiled) else frozenset({ALL})
         if context.isinsert or context.isupdate or context.isdelete:
             table = getattr(getattr(compiled, "statement", None), "table", None)
             if not isinstance(table, Table):
@@ -205,6 +207,14 @@ class WriteCapture:
         pending = info.pop(_PENDING, None)
         if pending and committed:
             self.cache.invalidate_soon(pending)
+
+
+def _temporary(compiled: Any) -> bool:
+    """Whether a compiled DDL statement creates or drops a temporary table."""
+    element = getattr(getattr(compiled, "statement", None), "element", None)
+    if not isinstance(element, Table):
+        return False
+    return any(str(p).upper() in ("TEMPORARY", "TEMP") for p in element._prefixes)
 
 
 def register(cache: CacheCore, scope: TransactionScope, tables: Iterable[str]) -> None:

@@ -4,16 +4,19 @@ relations are views and what each reads (PostgreSQL's ``pg_depend``, SQLite's vi
 per process, and tags an entry reading a view with the tokens of those tables too.
 
 The map is asked for again after DDL run through this process, and when a read names a relation
-the map does not have (a view created since, by a migration or another process). What it cannot
-see: a view redefined by another process to read other tables, until this process runs DDL or
-restarts; and tables read by a function the view calls. No I/O here: the sync and async caches
-run `catalog_query` in the reading session and hand the rows to `ViewMap.load`.
+the map does not have (a view created since, by a migration or another process); a relation
+still missing then is asked for again at most once a minute. What it cannot see: a view
+redefined by another process to read other tables, until this process runs DDL or restarts;
+and tables read by a function the view calls. No I/O here: the sync and async caches run
+`catalog_query` (in the reading session once it has begun, else on a connection of their own)
+and hand the rows to `ViewMap.load`.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Sequence
+from time import monotonic
 from typing import Any
 
 from sqlalchemy import text
@@ -22,7 +25,10 @@ from sqlalchemy.sql.elements import TextClause
 from dalkit.cache.tables import ALL, table_name
 from dalkit.query.sql_tokens import code_tokens, identifier
 
-__all__ = ["ViewMap", "catalog_query"]
+__all__ = ["MISSING_RECHECK_S", "ViewMap", "catalog_query"]
+
+#: how long a relation the catalog lacked goes unasked for (each read naming it asks after)
+MISSING_RECHECK_S = 60.0
 
 # every relation with, for a view, each relation its rewrite rule depends on (one row each)
 _POSTGRES = text(
@@ -60,8 +66,9 @@ class ViewMap:
         self._bases: dict[str, frozenset[str]] = {}
         # tables of an entry -> with the tables of the views among them
         self._expanded: dict[tuple[str, ...], tuple[str, ...]] = {}
-        # names asked for again and still not found: not asked for again until DDL
+        # names asked for again and still not found: asked for again after MISSING_RECHECK_S
         self._missing: set[str] = set()
+        self._loaded_at = 0.0
 
     def expand(self, tables: tuple[str, ...], *, read: bool = False) -> tuple[str, ...] | None:
         """``tables`` with every table their views read (recursively), sorted; None when the
@@ -70,17 +77,23 @@ class ViewMap:
         Args:
             tables: The tables of an entry.
             read: The catalog was just read: expand with what it has, and remember the names
-                it lacks, so that they do not make it read again until DDL.
+                it lacks, so that they make it read again only after ``MISSING_RECHECK_S``
+                (a relation read before a migration created it) or DDL.
         """
         found = self._expanded.get(tables)  # the usual case: one dict look-up per read
         if found is not None:
             return found
-        relations = self._relations
+        missing: list[str] = []
         if catalog_query(self.dialect_name) is not None:
+            relations = self._relations
             missing = [n for n in tables if n != ALL and n not in (relations or ())]
             if read:
                 self._missing.update(missing)
-            elif relations is None or any(n not in self._missing for n in missing):
+            elif (
+                relations is None
+                or any(n not in self._missing for n in missing)
+                or (missing and monotonic() - self._loaded_at > MISSING_RECHECK_S)
+            ):
                 return None
         names = set(tables)
         pending = [n for n in tables if n in self._bases]
@@ -90,6 +103,8 @@ class ViewMap:
                     names.add(base)
                     pending.append(base)
         found = tuple(sorted(names))
+        if missing:  # not kept: the relation may appear, as a view, by the next check
+            return found
         if len(self._expanded) >= 2000:
             self._expanded.clear()
         self._expanded[tables] = found
@@ -116,6 +131,7 @@ class ViewMap:
         with self._lock:
             self._relations, self._bases = frozenset(relations), bases
             self._expanded, self._missing = {}, set()
+            self._loaded_at = monotonic()
 
     def forget(self) -> None:
         """Read the catalog again before the next read (DDL ran: views may have changed)."""
