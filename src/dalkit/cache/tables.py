@@ -49,8 +49,9 @@ _WRITE_WORDS = re.compile(
     r"vacuum|reindex|cluster|comment|lock|call|do|refresh|import|attach|detach|execute)\b",
     re.IGNORECASE,
 )
-# words of SQL text that may read a table
-_READING_WORDS = re.compile(r"\b(select|from|join|table|with)\b", re.IGNORECASE)
+# a text fragment outside a FROM list reads a table only through a subquery; FROM alone is no
+# sign of one (EXTRACT(YEAR FROM d), SUBSTRING(s FROM 2), TRIM(LEADING FROM s))
+_SUBQUERY_WORD = re.compile(r"\bselect\b", re.IGNORECASE)
 _TEMP_TABLE = re.compile(r"^\s*create\s+(?:global\s+|local\s+)?temp(?:orary)?\s+table\b", re.I)
 # a name, quoted ("a ""b"" c", any character) or not, and a dotted chain of them (schema.table)
 _PART = r'(?:"(?:[^"]|"")*"|[\w$]+)'
@@ -204,7 +205,7 @@ def opaque_sql(statement: Any) -> bool:
             sql = element.name
         else:
             continue
-        if _READING_WORDS.search(sql):
+        if _SUBQUERY_WORD.search(sql):
             return True
     return False
 
