@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from contextvars import ContextVar
 from typing import Any
 
-from sqlalchemy.sql.expression import TextClause
+from sqlalchemy.sql.expression import Insert, TextClause, Update, UpdateBase
 
 from dalkit.audit.cascades import has_audited_dependents
 from dalkit.audit.errors import UnauditedWriteError
@@ -87,29 +87,35 @@ def guard(cursor: Any, statement: str, context: Any) -> None:
         return
     compiled = context.compiled
     target: Any
-    what: str
+    cte: UpdateBase | None = None  # the write in a WITH clause that reaches an audited table
     if context.isinsert or context.isupdate or context.isdelete:
         target = getattr(compiled.statement, "table", None)
-        what = f"this {_kind(context)} of"
         if not _reaches_audit(target, insert=context.isinsert, updating=context.isupdate):
-            target, what = _audited_cte(compiled)
-            if target is None:
+            cte = _audited_cte(compiled)
+            if cte is None:
                 return
+        raw = False
     elif compiled is None or isinstance(compiled.statement, TextClause):
         target = audited_target(statement, context.root_connection.engine)
         if target is None:
             return
-        what = "raw SQL writing"
+        raw = True
     else:  # a compiled SELECT: only an INSERT/UPDATE/DELETE in its WITH clause writes
-        target, what = _audited_cte(compiled)
-        if target is None:
+        cte = _audited_cte(compiled)
+        if cte is None:
             return
+        raw = False
     # the allowed cases after the refusable writes are known: the message is built last
     if _allowed.get():
         return
     if in_running_flush(context.root_connection):
         return
-    how = _HOW_CTE if what.endswith("(in a WITH clause) of") else _HOW
+    if cte is not None:
+        target, how = cte.table, _HOW_CTE
+        what = f"this {type(cte).__name__.upper()} (in a WITH clause) of"
+    else:
+        how = _HOW
+        what = "raw SQL writing" if raw else f"this {_kind(context)} of"
     raise UnauditedWriteError(
         f"{what} {describe(target)}, would not be recorded in the audit log: {how}"
     )
@@ -122,14 +128,14 @@ def _reaches_audit(table: Any, *, insert: bool, updating: bool) -> bool:
     return not insert and has_audited_dependents(table, updating=updating)
 
 
-def _audited_cte(compiled: Any) -> tuple[Any, str]:
-    """The audited table an INSERT/UPDATE/DELETE in the statement's WITH clause writes, and
-    how to say so; (None, "") when none does (the usual case: one attribute look-up)."""
+def _audited_cte(compiled: Any) -> UpdateBase | None:
+    """The INSERT/UPDATE/DELETE in the statement's WITH clause that writes an audited table;
+    None when none does (the usual case: one attribute look-up)."""
     for write in cte_writes(compiled):
-        kind = type(write).__name__.upper()  # Insert, Update, Delete
-        if _reaches_audit(write.table, insert=kind == "INSERT", updating=kind == "UPDATE"):
-            return write.table, f"this {kind} (in a WITH clause) of"
-    return None, ""
+        updating = isinstance(write, Update)
+        if _reaches_audit(write.table, insert=isinstance(write, Insert), updating=updating):
+            return write
+    return None
 
 
 def _kind(context: Any) -> str:

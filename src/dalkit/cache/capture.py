@@ -69,9 +69,9 @@ class WriteCapture:
         self.engine = engine
         self._dependents: dict[Table, frozenset[str]] = {}
         self._written_schemas: weakref.WeakSet[MetaData] = weakref.WeakSet()
-        # a raw write's target name -> the tables of that name, while the schemas are as many
+        # a raw write's target name -> the tables of that name in the schemas known then
         self._named: dict[str, tuple[Table, ...]] = {}
-        self._schema_count = 0
+        self._named_in: set[MetaData] = set()
 
     def install(self) -> None:
         global _session_listener_installed
@@ -104,12 +104,7 @@ class WriteCapture:
             return None if _temporary(compiled) else frozenset({ALL})
         if context.isinsert or context.isupdate or context.isdelete:
             table = getattr(getattr(compiled, "statement", None), "table", None)
-            if not isinstance(table, Table):
-                return frozenset({ALL})
-            top = (
-                frozenset({table_name(table)}) if context.isinsert else self._with_dependents(table)
-            )
-            return top | self._cte_writes(compiled)
+            return self._dml_written(table, context.isinsert) | self._cte_writes(compiled)
         if compiled is not None and not isinstance(compiled.statement, TextClause):
             return self._cte_writes(compiled) or None  # a compiled SELECT
         written = text_write(sql)
@@ -134,16 +129,16 @@ class WriteCapture:
         writes = cte_writes(compiled)
         if not writes:  # the usual case: one attribute look-up per statement
             return _NOTHING
-        names: set[str] = set()
-        for write in writes:
-            table = write.table
-            if not isinstance(table, Table):
-                names.add(ALL)
-            elif isinstance(write, Insert):
-                names.add(table_name(table))
-            else:
-                names |= self._with_dependents(table)
-        return frozenset(names)
+        return frozenset().union(
+            *(self._dml_written(w.table, isinstance(w, Insert)) for w in writes)
+        )
+
+    def _dml_written(self, table: Any, insert: bool) -> frozenset[str]:
+        """What an INSERT (its table) or an UPDATE/DELETE (and what cascades from it) of
+        ``table`` writes; everything when it is not a Table (no foreign keys to follow)."""
+        if not isinstance(table, Table):
+            return frozenset({ALL})
+        return frozenset({table_name(table)}) if insert else self._with_dependents(table)
 
     def _with_dependents(self, table: Table) -> frozenset[str]:
         names = self._dependents.get(table)
@@ -157,8 +152,8 @@ class WriteCapture:
         """The tables called ``name`` (by `table_name`) in every schema this process has read
         through the cache, written, or created through this engine."""
         schemas = {*read_schemas(), *self._written_schemas, *(created_through(self.engine) or ())}
-        if len(schemas) != self._schema_count:
-            self._named, self._schema_count = {}, len(schemas)
+        if schemas != self._named_in:
+            self._named, self._named_in = {}, schemas
         tables = self._named.get(name)
         if tables is None:
             tables = tuple(
