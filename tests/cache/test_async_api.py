@@ -173,3 +173,23 @@ async def test_each_schema_of_a_translate_map_gets_its_own_entries(
             result = await async_cache.cached(session, sa.select(Book.title))
             assert result.scalars().all() == [schema]
     assert (async_cache.get_stats()["misses"], async_cache.get_stats()["hits"]) == (2, 2)
+
+
+async def test_a_read_of_a_partitioned_table_is_invalidated_by_a_write_to_a_partition(
+    async_db: AsyncDatabase, async_cache: AsyncQueryCache
+) -> None:
+    if async_db.engine.dialect.name != "postgresql":
+        pytest.skip("table inheritance is PostgreSQL's")
+    await async_db.sql("CREATE TABLE cache_log (id INTEGER, body TEXT) PARTITION BY RANGE (id)")
+    await async_db.sql("CREATE TABLE cache_log_a PARTITION OF cache_log FOR VALUES FROM (0) TO (9)")
+    await async_db.sql("INSERT INTO cache_log VALUES (1, 'a')")
+    log = sa.table("cache_log", sa.column("body"))
+
+    async def read() -> list[str]:
+        async with async_db.transaction() as session:
+            result = await async_cache.cached(session, sa.select(log.c.body))
+            return sorted(result.scalars().all())
+
+    assert await read() == await read() == ["a"]
+    await async_db.sql("INSERT INTO cache_log_a VALUES (2, 'b')")  # names the partition
+    assert await read() == ["a", "b"]

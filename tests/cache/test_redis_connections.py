@@ -12,6 +12,7 @@ import redis
 
 from dalkit import AsyncRedisManager, RedisManager
 from dalkit.cache import AsyncRedisBackend, RedisBackend
+from dalkit.cache.backends import redis_keys
 
 
 @pytest.fixture
@@ -100,3 +101,25 @@ def test_a_forked_child_never_uses_its_parent_s_connections(backend: RedisBacken
     backend.fetch("k", ["t"])
     assert len(backend._idle) == 1
     assert backend._idle[0] is not inherited
+
+
+@pytest.mark.parametrize("packer", ["hiredis", "redis-py"])
+async def test_commands_packed_by_either_packer_store_and_fetch_entries(
+    backend: RedisBackend,
+    async_backend: AsyncRedisBackend,
+    packer: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    if packer == "redis-py":  # redis installed without hiredis: the connection packs
+        monkeypatch.setattr(redis_keys, "_pack", None)
+    tables = tuple(f"part_{i}" for i in range(400))  # a parent read: a token per partition
+    _payload, tokens = backend.fetch("k", tables)
+    backend.store("k", tokens, b"rows", 60)
+    assert backend.fetch("k", tables) == (b"rows", tokens)
+    backend.bump(tables[-1:])
+    assert backend.fetch("k", tables)[0] is None
+    _payload, tokens = await async_backend.fetch_async("k", tables)  # a prefix of its own
+    await async_backend.store_async("k", tokens, b"rows", 60)
+    assert await async_backend.fetch_async("k", tables) == (b"rows", tokens)
+    await async_backend.bump_async(tables[:1])
+    assert (await async_backend.fetch_async("k", tables))[0] is None

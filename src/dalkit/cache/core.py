@@ -10,7 +10,7 @@ import logging
 import threading
 import weakref
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from time import monotonic
 from typing import Any
 
@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from dalkit.cache.errors import CacheConfigurationError
 from dalkit.cache.flights import Flight
 from dalkit.cache.keys import KeyBuilder, tenant_part
-from dalkit.cache.tables import ALL, statement_tables
+from dalkit.cache.tables import ALL, each_named, statement_tables
 from dalkit.cache.versions import Tokens, entry_tables
 from dalkit.cache.views import ViewMap
 from dalkit.transaction.scope import current_scope
@@ -99,6 +99,7 @@ class CacheCore:
         self._snapshot_per_transaction = False
         self._flights: dict[str, Flight] = {}
         self._shape_tables: dict[Any, tuple[str, ...]] = {}
+        self._token_names: dict[tuple[str, ...], tuple[str, ...]] = {}
         self.views = ViewMap("")  # which relations are views: known once bound (_bind)
 
     @property
@@ -125,6 +126,7 @@ class CacheCore:
                 ident += f"#{id(sync_engine)}"  # process memory: this engine alone
             self.database_id = hashlib.blake2b(ident.encode(), digest_size=5).hexdigest()
         self.namespace = f"{self.namespace}:{self.database_id}"
+        self._token_names.clear()  # names made before the id was known are not its names
         self.keys = KeyBuilder(sync_engine.dialect, self.namespace)
         self._snapshot_per_transaction = sync_engine.dialect.name == "sqlite"
         self.views = ViewMap(sync_engine.dialect.name)
@@ -134,10 +136,10 @@ class CacheCore:
         """Serve sessions bound to ``sync_engine`` too: a replica's (hits; see route_miss)."""
         _CACHES[sync_engine.pool] = self
 
-    def token_names(self, tables: Iterable[str]) -> list[str]:
+    def token_names(self, tables: Iterable[str]) -> Sequence[str]:
         """The backend's names for the tokens of ``tables`` of this database."""
         prefix = f"{self.database_id}/" if self.database_id else ""
-        return [prefix + table for table in tables]
+        return each_named(tables, prefix.__add__, self._token_names)
 
     # -- statistics ------------------------------------------------------------------------
     def count(self, name: str, n: int = 1) -> None:

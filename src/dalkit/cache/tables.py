@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 import weakref
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import sqlparse
@@ -30,6 +30,7 @@ __all__ = [
     "ALL",
     "declared_names",
     "dependents",
+    "each_named",
     "opaque_sql",
     "read_schemas",
     "statement_tables",
@@ -41,6 +42,24 @@ __all__ = [
 
 #: the name standing for every table: bumped by DDL and by writes whose target is unknown
 ALL = "*"
+
+_KEPT = 2000  # tables tuples whose names each_named keeps, at most
+
+
+def each_named(
+    tables: Iterable[str], name: Callable[[str], str], kept: dict[tuple[str, ...], tuple[str, ...]]
+) -> Sequence[str]:
+    """``name`` of each of ``tables``; for a tuple (a read's tables: the same few again and
+    again), kept in ``kept``, because a read of a partitioned table names every partition."""
+    if type(tables) is not tuple:
+        return [name(table) for table in tables]
+    found = kept.get(tables)
+    if found is None:
+        if len(kept) >= _KEPT:
+            kept.clear()
+        found = kept[tables] = tuple(name(table) for table in tables)
+    return found
+
 
 _EAGER = frozenset({"joined", "selectin", "subquery", "immediate"})
 _CASCADING = frozenset({"CASCADE", "SET NULL", "SET DEFAULT"})

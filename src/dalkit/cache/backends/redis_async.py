@@ -17,6 +17,7 @@ from dalkit.cache.backends.redis_keys import (
     DEFAULT_PREFIX,
     RedisKeys,
     fast_failing_client,
+    pack_command,
     retryable_errors,
 )
 from dalkit.cache.errors import CacheConfigurationError
@@ -78,7 +79,7 @@ class AsyncRedisBackend(RedisKeys):
         about 20 us a command, a fifth of a hit. Here a connection whose command did not
         complete is closed, never reused, so none can hold unread data; a failed connection
         is replaced and the command tried once more (the cache's commands are idempotent),
-        as the fast-failing client does.
+        as the fast-failing client does. The command is packed by `pack_command`.
         """
         if self._pid != os.getpid():  # a forked child: the sockets are its parent's
             self._idle, self._pid = deque(), os.getpid()
@@ -90,7 +91,7 @@ class AsyncRedisBackend(RedisKeys):
                 pool = self._client.connection_pool
                 connection = pool.connection_class(**pool.connection_kwargs)
             try:
-                await connection.send_command(*args)
+                await connection.send_packed_command(pack_command(connection, args))
                 reply = await connection.read_response()
             except self._retryable:
                 await connection.disconnect()
