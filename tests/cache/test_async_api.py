@@ -193,3 +193,34 @@ async def test_a_read_of_a_partitioned_table_is_invalidated_by_a_write_to_a_part
     assert await read() == await read() == ["a"]
     await async_db.sql("INSERT INTO cache_log_a VALUES (2, 'b')")  # names the partition
     assert await read() == ["a", "b"]
+
+
+async def test_a_table_a_trigger_writes_is_invalidated_by_a_write_to_its_table(
+    async_db: AsyncDatabase, async_cache: AsyncQueryCache
+) -> None:
+    await async_db.sql("CREATE TABLE cache_counts (n INTEGER)")
+    await async_db.sql("INSERT INTO cache_counts VALUES (2)")
+    body = "UPDATE cache_counts SET n = n + 1;"
+    if async_db.engine.dialect.name == "sqlite":
+        ddl = [f"CREATE TRIGGER cache_count AFTER INSERT ON cache_book BEGIN {body} END"]
+    else:
+        ddl = [
+            "CREATE FUNCTION cache_count() RETURNS trigger LANGUAGE plpgsql AS "
+            f"$$ BEGIN {body} RETURN NULL; END $$",
+            "CREATE TRIGGER cache_count AFTER INSERT ON cache_book FOR EACH ROW "
+            "EXECUTE FUNCTION cache_count()",
+        ]
+    async with async_db.engine.begin() as connection:
+        for statement in ddl:
+            await connection.exec_driver_sql(statement)
+    counts = sa.table("cache_counts", sa.column("n"))
+
+    async def read() -> list[int]:
+        async with async_db.transaction() as session:
+            result = await async_cache.cached(session, sa.select(counts.c.n))
+            return list(result.scalars().all())
+
+    assert await read() == await read() == [2]
+    async with async_db.transaction() as session:
+        session.add(Book(id=3, title="c"))  # the trigger writes cache_counts
+    assert await read() == [3]

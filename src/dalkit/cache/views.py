@@ -1,22 +1,24 @@
-"""Views and table inheritance: an entry reading a view depends on the tables the view reads,
-and one reading a partitioned (or ``INHERITS``) table on its partitions and parents, which only
-the database knows. A write names only the relation it writes, so the cache asks the database
-which relations are views and what each reads, and which inherit from which (PostgreSQL's
-``pg_depend`` and ``pg_inherits``, SQLite's view SQL), once per process, and tags an entry with
-the tokens of those relations too:
+"""What an entry depends on beyond the tables its statement names, which only the database
+knows: views, table inheritance and triggers. A write names only the relation it writes, so
+the cache asks the database once per process (PostgreSQL's ``pg_depend``, ``pg_inherits`` and
+``pg_trigger``; SQLite's ``sqlite_master``) and tags an entry with the tokens of more relations:
 - a view: the relations it reads, recursively;
 - a parent: its partitions (children), recursively, so a write naming a partition reaches it;
 - a partition: its parents, recursively, so a write through the parent reaches it; not its
-  siblings, which a write naming only them never changes.
+  siblings, which a write naming only them never changes;
+- a table written by a trigger (`dalkit.cache.triggers`): the table the trigger fires on; and
+  every entry: each table with a trigger that may write any table;
+- a table a view reads: the view, when the view takes writes (PostgreSQL's auto-updatable
+  views, and views with ``INSTEAD OF`` triggers), since a write naming it changes the table.
 
 The map is asked for again after DDL run through this process, and when a read names a relation
 the map does not have (a view created since, by a migration or another process); a relation
-still missing then is asked for again at most once a minute. What it cannot see: a view
-redefined by another process to read other tables, or a partition attached by another process
-and written by its own name, until this process runs DDL or restarts; and tables read by a
-function the view calls. No I/O here: the sync and async caches run `catalog_query` (in the
-reading session once it has begun, else on a connection of their own) and hand the rows to
-`ViewMap.load`.
+still missing then is asked for again at most once a minute. What it cannot see: a view or a
+trigger redefined by another process, or a partition attached by another process and written
+by its own name, until this process runs DDL or restarts; tables read by a function the view
+calls; and tables written by a function a trigger calls inside an expression. No I/O here: the
+sync and async caches run `catalog_query` (in the reading session once it has begun, else on a
+connection of their own) and hand the rows to `ViewMap.load`.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from sqlalchemy import text
 from sqlalchemy.sql.elements import TextClause
 
 from dalkit.cache.tables import ALL, table_name
+from dalkit.cache.triggers import trigger_writes
 from dalkit.query.sql_tokens import code_tokens, identifier
 
 __all__ = ["MISSING_RECHECK_S", "ViewMap", "catalog_query"]
@@ -37,12 +40,19 @@ __all__ = ["MISSING_RECHECK_S", "ViewMap", "catalog_query"]
 #: how long a relation the catalog lacked goes unasked for (each read naming it asks after)
 MISSING_RECHECK_S = 60.0
 
-# every relation (kind NULL), each relation a view's rewrite rule depends on (kind 'v'), and
-# each parent a table inherits from (kind 'i': declarative partitions and INHERITS alike; the
-# child's relkind leaves out the partitioned indexes pg_inherits also lists); one row each
+# One row per fact: every relation (kind NULL); each relation a view's rewrite rule depends on
+# (kind 'v', or 'w' for a view that takes writes, which reach its tables); each parent a table
+# inherits from (kind 'i': declarative partitions and INHERITS alike; the child's relkind
+# leaves out the partitioned indexes pg_inherits also lists); each trigger's function, as
+# "language\nname\nsource" (kind 't'; foreign keys' own triggers are internal: cascades are
+# found from the models, dalkit.cache.tables.dependents).
 _POSTGRES = text(
     """
-    SELECT c.relname, CASE WHEN c.relkind = 'v' THEN 'v' END, ref.relname
+    SELECT c.relname,
+        CASE WHEN c.relkind = 'v' THEN
+            CASE WHEN pg_catalog.pg_relation_is_updatable(c.oid, false) > 0 THEN 'w' ELSE 'v' END
+        END,
+        ref.relname::text
     FROM pg_catalog.pg_class c
     LEFT JOIN pg_catalog.pg_rewrite r ON c.relkind = 'v' AND r.ev_class = c.oid
     LEFT JOIN pg_catalog.pg_depend d
@@ -51,15 +61,25 @@ _POSTGRES = text(
     LEFT JOIN pg_catalog.pg_class ref ON ref.oid = d.refobjid
     WHERE c.relkind IN ('r', 'v', 'm', 'p', 'f')
     UNION ALL
-    SELECT c.relname, 'i', p.relname
+    SELECT c.relname, 'i', p.relname::text
     FROM pg_catalog.pg_inherits i
     JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid AND c.relkind IN ('r', 'p', 'f')
     JOIN pg_catalog.pg_class p ON p.oid = i.inhparent
+    UNION ALL
+    SELECT c.relname, 't', l.lanname || chr(10) || f.proname || chr(10) || f.prosrc
+    FROM pg_catalog.pg_trigger t
+    JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid
+    JOIN pg_catalog.pg_proc f ON f.oid = t.tgfoid
+    JOIN pg_catalog.pg_language l ON l.oid = f.prolang
+    WHERE NOT t.tgisinternal
     """
 )
+# a view takes no writes without a trigger, whose table is the view's (kind 't')
 _SQLITE = text(
     "SELECT name, CASE type WHEN 'view' THEN 'v' END, sql FROM sqlite_master "
-    "WHERE type IN ('table', 'view')"
+    "WHERE type IN ('table', 'view') "
+    "UNION ALL SELECT tbl_name, 't', 'sqlite' || char(10) || char(10) || sql FROM sqlite_master "
+    "WHERE type = 'trigger'"
 )
 
 
@@ -85,6 +105,7 @@ class ViewMap:
         # what reading a relation reads too: a view's relations, a parent's children
         self._bases: dict[str, frozenset[str]] = {}
         self._parents: dict[str, frozenset[str]] = {}
+        self._everywhere: tuple[str, ...] = ()  # whose writes may reach any table: a trigger
         # tables of an entry -> with the relations their views, partitions and parents add
         self._expanded: dict[tuple[str, ...], tuple[str, ...]] = {}
         # names asked for again and still not found: asked for again after MISSING_RECHECK_S
@@ -117,7 +138,7 @@ class ViewMap:
                 or (missing and monotonic() - self._loaded_at > MISSING_RECHECK_S)
             ):
                 return None
-        names = _closure(tables, self._bases)
+        names = _closure((*tables, *self._everywhere), self._bases)
         if self._parents:
             names = _closure(names, self._parents)  # a parent's other children not among them
         found = tuple(sorted(names))
@@ -131,17 +152,32 @@ class ViewMap:
     def load(self, rows: Iterable[Sequence[Any]]) -> None:
         """Replace the map by what `catalog_query` returned: (name, kind, detail), where kind
         ``"v"`` is a view reading detail (a relation's name on PostgreSQL, the view's SQL on
-        SQLite), ``"i"`` a table inheriting from detail, and anything else a relation."""
+        SQLite), ``"w"`` such a view taking writes, ``"i"`` a table inheriting from detail,
+        ``"t"`` a trigger (`dalkit.cache.triggers`), and anything else a relation."""
         relations: set[str] = set()
         reads: dict[str, set[str]] = {}
         parents: dict[str, set[str]] = {}
+        writable: set[str] = set()  # views whose writes reach the tables they read
+        written_by: dict[str, set[str]] = {}  # a table -> the relations whose writes reach it
+        everywhere: set[str] = set()  # relations whose triggers may write any table
         for name, kind, detail in rows:
             relation = table_name(str(name))
             relations.add(relation)
-            if kind == "v" and detail is not None:
+            if detail is None:
+                continue
+            if kind in ("v", "w"):
                 reads.setdefault(relation, set()).add(str(detail))
-            elif kind == "i" and detail is not None:
+                if kind == "w":
+                    writable.add(relation)
+            elif kind == "i":
                 parents.setdefault(relation, set()).add(table_name(str(detail)))
+            elif kind == "t":
+                language, function, code = str(detail).split("\n", 2)
+                writes = trigger_writes(language, function, code)
+                if ALL in writes:
+                    everywhere.add(relation)
+                for table in writes - {ALL, relation}:
+                    written_by.setdefault(table, set()).add(relation)
         bases: dict[str, set[str]] = {}
         for view, details in reads.items():
             if self.dialect_name == "sqlite":  # the view's SQL: the relations it names
@@ -150,13 +186,18 @@ class ViewMap:
             else:
                 found = {table_name(d) for d in details}
             bases[view] = found - {view}
+            for table in bases[view] if view in writable else ():
+                written_by.setdefault(table, set()).add(view)
         for child, of in parents.items():
             for parent in of:
                 bases.setdefault(parent, set()).add(child)
+        for table, writers in written_by.items():
+            bases.setdefault(table, set()).update(writers)
         with self._lock:
             self._relations = frozenset(relations)
-            self._bases = {name: frozenset(found) for name, found in bases.items()}
+            self._bases = {name: frozenset(found - {name}) for name, found in bases.items()}
             self._parents = {name: frozenset(of - {name}) for name, of in parents.items()}
+            self._everywhere = tuple(sorted(everywhere))
             self._expanded, self._missing = {}, set()
             self._loaded_at = monotonic()
 
@@ -164,6 +205,7 @@ class ViewMap:
         """Read the catalog again before the next read (DDL ran: views may have changed)."""
         with self._lock:
             self._relations, self._bases, self._parents = None, {}, {}
+            self._everywhere = ()
             self._expanded, self._missing = {}, set()
 
 

@@ -1,0 +1,106 @@
+"""Triggers: which tables a trigger writes, read from its code, so that the cache's entries
+reading those tables depend on the table the trigger fires on (`dalkit.cache.views` keeps the
+map). A trigger maintaining a counter, a summary or an audit table writes tables that no
+statement of the application names.
+
+PL/pgSQL functions (PostgreSQL) and trigger bodies (SQLite) are read for the targets of their
+``INSERT INTO``, ``UPDATE``, ``DELETE FROM``, ``MERGE INTO`` and ``TRUNCATE``. A trigger may
+write anything, as far as the cache can tell, when its code runs SQL built at run time
+(``EXECUTE``), calls a procedure (``CALL``), calls a function for its effects (``PERFORM f(...)``,
+other than PostgreSQL's own ``pg_*`` functions and ``set_config``), or is written in another
+language, save PostgreSQL's built-in (``internal``) trigger functions and the contrib ones
+that only change the row being written. Not seen: a function called inside an expression
+(``SELECT my_function()``) that writes tables.
+
+Written by hand, on sqlparse's tokens: no library reads what a trigger writes.
+"""
+
+from __future__ import annotations
+
+from sqlparse.sql import Token
+
+from dalkit.cache.tables import ALL
+from dalkit.query.sql_tokens import code_tokens, identifier
+
+__all__ = ["ANYTHING", "trigger_writes"]
+
+#: what a trigger writes when the cache cannot tell which tables
+ANYTHING: frozenset[str] = frozenset({ALL})
+
+# contrib's C trigger functions that only change the row being written (spi, lo)
+_ROW_ONLY_C = frozenset({"moddatetime", "autoinc", "insert_username", "lo_manage"})
+_HARMLESS_CALLS = frozenset({"set_config"})
+# words between a DML keyword and its target
+_BEFORE_TARGET = frozenset({"only", "table", "if", "exists"})
+# words that are no target where one may follow (MERGE's and ON CONFLICT's UPDATE SET)
+_NO_TARGET = frozenset({"set", "values", "default", "select"})
+
+_Words = list[tuple[Token, str | None]]
+
+
+def trigger_writes(language: str, function: str, code: str) -> frozenset[str]:
+    """The tables a trigger's code writes, by `table_name`; `ANYTHING` when unknown.
+
+    Args:
+        language: The function's language (``plpgsql``, ``internal``, ``c``...), or
+            ``sqlite`` for a SQLite trigger, whose code is its whole ``CREATE TRIGGER``.
+        function: The function's name (PostgreSQL).
+        code: The function's source (PostgreSQL's ``prosrc``), or the trigger's SQL.
+    """
+    if language == "internal" or (language == "c" and function in _ROW_ONLY_C):
+        return frozenset()
+    if language not in ("plpgsql", "sqlite"):
+        return ANYTHING
+    words: _Words = [(token, _word(token)) for token in code_tokens(code)]
+    if language == "sqlite":  # the statements after the header's BEGIN
+        begins = [i for i, (_token, word) in enumerate(words) if word == "begin"]
+        words = words[begins[0] + 1 :] if begins else []
+    written: set[str] = set()
+    for i, (token, word) in enumerate(words):
+        after = words[i + 1][1] if i + 1 < len(words) else None
+        if word in ("execute", "call", "copy") and token.is_keyword:
+            return ANYTHING
+        if (  # PERFORM f(...): a function called for its effects
+            word == "perform"
+            and after is not None
+            and i + 2 < len(words)
+            and _is(words[i + 2], "(")
+            and not (after.startswith("pg_") or after in _HARMLESS_CALLS)
+        ):
+            return ANYTHING
+        skip = 3 if after == "or" else 1  # SQLite's INSERT OR REPLACE, UPDATE OR IGNORE
+        if word in ("insert", "replace", "merge", "delete"):
+            if i + skip < len(words) and words[i + skip][1] in ("into", "from"):
+                written.update(_names(words, i + skip + 1, many=False))
+        elif word == "update" and (words[i - 1][1] if i else None) not in ("for", "key"):
+            written.update(_names(words, i + skip, many=False))
+        elif word == "truncate":
+            written.update(_names(words, i + 1, many=True))
+    return frozenset(written)
+
+
+def _names(words: _Words, i: int, *, many: bool) -> list[str]:
+    """The table named at ``words[i]`` (past ``ONLY``, ``TABLE``), or with ``many`` each of a
+    comma-separated list; a schema-qualified name counts as its last part."""
+    names: list[str] = []
+    while i < len(words):
+        while i < len(words) and words[i][1] in _BEFORE_TARGET:
+            i += 1
+        if i >= len(words) or words[i][1] is None or words[i][1] in _NO_TARGET:
+            return names
+        while i + 2 < len(words) and _is(words[i + 1], ".") and words[i + 2][1] is not None:
+            i += 2
+        names.append(str(words[i][1]).lower())  # as table_name folds every spelling
+        if not many or i + 1 >= len(words) or not _is(words[i + 1], ","):
+            return names
+        i += 2
+    return names
+
+
+def _word(token: Token) -> str | None:
+    """What ``token`` says: a name (`identifier`), or a keyword in lower case (DML, DDL)."""
+    return identifier(token) or (str(token.value).lower() if token.is_keyword else None)
+
+
+def _is(word: tuple[Token, str | None], punctuation: str) -> bool:
+    return word[1] is None and str(word[0].value) == punctuation
