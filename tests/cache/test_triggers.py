@@ -1,9 +1,9 @@
 """What the database writes on its own: a cached read of a table a trigger writes is invalidated
-by a write to the table the trigger fires on (a counter, an audit trail, a chain of triggers);
-a trigger whose writes cannot be read from its code makes every read depend on its table; a
-trigger writing nothing else invalidates nothing else; a write through a view reaches the
-tables it reads (SQLite and PostgreSQL; memory and Redis; sync, the async read path is in
-test_async_api)."""
+by a write to the table the trigger fires on (a counter, an audit trail, a chain of triggers),
+and likewise for a rule; a trigger whose writes cannot be read from its code makes every read
+depend on its table; a trigger writing nothing else invalidates nothing else; a write through a
+view reaches the tables it reads (SQLite and PostgreSQL; memory and Redis; sync, the async read
+path is in test_async_api)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from sqlalchemy.orm import DeclarativeBase
 
 from dalkit import Database
 from dalkit.cache import QueryCache
+from dalkit.cache import views as views_module
 
 from .models import Book
 
@@ -141,3 +142,32 @@ def test_a_write_through_a_view_reaches_the_tables_it_reads(
         statement = sa.update(titles_view).where(titles_view.c.id == 1).values(title="z")
         session.execute(statement)
     assert read(db, tables, sa.select(Book.title)) == ["b", "z"]
+
+
+def test_a_table_a_rule_writes_is_invalidated_by_a_write_to_its_table(
+    db: Database, tables: QueryCache
+) -> None:
+    if db.engine.dialect.name == "sqlite":
+        pytest.skip("rules are PostgreSQL's")
+    db.sql(
+        "CREATE RULE cache_book_trail AS ON UPDATE TO cache_book "
+        "DO ALSO INSERT INTO cache_trail VALUES (NEW.title)"
+    )
+    assert read(db, tables, sa.select(trail.c.title)) == read(db, tables, sa.select(trail.c.title))
+    with db.transaction() as session:
+        book = session.get(Book, 1)
+        assert book is not None
+        book.title = "z"
+    assert read(db, tables, sa.select(trail.c.title)) == ["z"]
+
+
+def test_a_trigger_another_process_made_is_followed_at_the_next_catalog_read(
+    db: Database, db_url: str, tables: QueryCache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(views_module, "CATALOG_REFRESH_S", 0.0)  # else once a minute
+    assert read(db, tables, sa.select(counts.c.n)) == [2]  # the catalog read here
+    with Database(db_url) as other:  # the migration, in another process: its DDL unseen here
+        trigger(other, "cache_book", "AFTER INSERT", "UPDATE cache_counts SET n = n + 1;")
+    assert read(db, tables, sa.select(counts.c.n)) == read(db, tables, sa.select(counts.c.n))
+    add_book(db, 3, "c")
+    assert read(db, tables, sa.select(counts.c.n)) == [3]

@@ -8,15 +8,17 @@ the cache asks the database once per process (PostgreSQL's ``pg_depend``, ``pg_i
   siblings, which a write naming only them never changes;
 - a table written by a trigger (`dalkit.cache.triggers`): the table the trigger fires on; and
   every entry: each table with a trigger that may write any table;
+- a relation a rule (PostgreSQL's ``CREATE RULE``) names: the relation the rule is on;
 - a table a view reads: the view, when the view takes writes (PostgreSQL's auto-updatable
   views, and views with ``INSTEAD OF`` triggers), since a write naming it changes the table.
 
-The map is asked for again after DDL run through this process, and when a read names a relation
-the map does not have (a view created since, by a migration or another process); a relation
-still missing then is asked for again at most once a minute. What it cannot see: a view or a
-trigger redefined by another process, or a partition attached by another process and written
-by its own name, until this process runs DDL or restarts; tables read by a function the view
-calls; and tables written by a function a trigger calls inside an expression. No I/O here: the
+The map is asked for again after DDL run through this process, when a read names a relation
+the map does not have (a view created since, by a migration or another process; a relation
+still missing then is asked for again at most once a minute), and once a minute anyway. So DDL
+run by another process (a view or a trigger redefined, a partition attached) reaches this
+process's entries within a minute: an entry whose relations changed then carries other tokens
+than a read now checks, and is missed. What it cannot see: tables read by a function the view
+calls, and tables written by a function a trigger calls inside an expression. No I/O here: the
 sync and async caches run `catalog_query` (in the reading session once it has begun, else on a
 connection of their own) and hand the rows to `ViewMap.load`.
 """
@@ -35,15 +37,20 @@ from dalkit.cache.tables import ALL, table_name
 from dalkit.cache.triggers import trigger_writes
 from dalkit.query.sql_tokens import code_tokens, identifier
 
-__all__ = ["MISSING_RECHECK_S", "ViewMap", "catalog_query"]
+__all__ = ["CATALOG_REFRESH_S", "MISSING_RECHECK_S", "ViewMap", "catalog_query"]
 
 #: how long a relation the catalog lacked goes unasked for (each read naming it asks after)
 MISSING_RECHECK_S = 60.0
+#: how often the catalog is read again anyway: DDL run by another process (a view redefined, a
+#: trigger or a partition added) changes what entries depend on at the latest then, and an
+#: entry whose dependencies changed is no longer served (its tokens are not the new ones)
+CATALOG_REFRESH_S = 60.0
 
 # One row per fact: every relation (kind NULL); each relation a view's rewrite rule depends on
 # (kind 'v', or 'w' for a view that takes writes, which reach its tables); each parent a table
 # inherits from (kind 'i': declarative partitions and INHERITS alike; the child's relkind
-# leaves out the partitioned indexes pg_inherits also lists); each trigger's function, as
+# leaves out the partitioned indexes pg_inherits also lists); each relation a rule (CREATE
+# RULE, not a view's own) names, which it may write (kind 'r'); each trigger's function, as
 # "language\nname\nsource" (kind 't'; foreign keys' own triggers are internal: cascades are
 # found from the models, dalkit.cache.tables.dependents).
 _POSTGRES = text(
@@ -65,6 +72,15 @@ _POSTGRES = text(
     FROM pg_catalog.pg_inherits i
     JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid AND c.relkind IN ('r', 'p', 'f')
     JOIN pg_catalog.pg_class p ON p.oid = i.inhparent
+    UNION ALL
+    SELECT c.relname, 'r', ref.relname::text
+    FROM pg_catalog.pg_rewrite r
+    JOIN pg_catalog.pg_class c ON c.oid = r.ev_class
+    JOIN pg_catalog.pg_depend d
+        ON d.classid = 'pg_catalog.pg_rewrite'::regclass AND d.objid = r.oid
+        AND d.refclassid = 'pg_catalog.pg_class'::regclass AND d.refobjid <> c.oid
+    JOIN pg_catalog.pg_class ref ON ref.oid = d.refobjid
+    WHERE r.rulename <> '_RETURN'
     UNION ALL
     SELECT c.relname, 't', l.lanname || chr(10) || f.proname || chr(10) || f.prosrc
     FROM pg_catalog.pg_trigger t
@@ -124,7 +140,9 @@ class ViewMap:
                 (a relation read before a migration created it) or DDL.
         """
         found = self._expanded.get(tables)  # the usual case: one dict look-up per read
-        if found is not None:
+        if found is not None and (
+            self._relations is None or monotonic() - self._loaded_at < CATALOG_REFRESH_S
+        ):
             return found
         missing: list[str] = []
         if catalog_query(self.dialect_name) is not None:
@@ -136,6 +154,7 @@ class ViewMap:
                 relations is None
                 or any(n not in self._missing for n in missing)
                 or (missing and monotonic() - self._loaded_at > MISSING_RECHECK_S)
+                or monotonic() - self._loaded_at >= CATALOG_REFRESH_S
             ):
                 return None
         names = _closure((*tables, *self._everywhere), self._bases)
@@ -153,7 +172,8 @@ class ViewMap:
         """Replace the map by what `catalog_query` returned: (name, kind, detail), where kind
         ``"v"`` is a view reading detail (a relation's name on PostgreSQL, the view's SQL on
         SQLite), ``"w"`` such a view taking writes, ``"i"`` a table inheriting from detail,
-        ``"t"`` a trigger (`dalkit.cache.triggers`), and anything else a relation."""
+        ``"r"`` a rule naming detail, ``"t"`` a trigger (`dalkit.cache.triggers`), and
+        anything else a relation."""
         relations: set[str] = set()
         reads: dict[str, set[str]] = {}
         parents: dict[str, set[str]] = {}
@@ -171,6 +191,8 @@ class ViewMap:
                     writable.add(relation)
             elif kind == "i":
                 parents.setdefault(relation, set()).add(table_name(str(detail)))
+            elif kind == "r":  # every relation a rule names: the ones it writes among them
+                written_by.setdefault(table_name(str(detail)), set()).add(relation)
             elif kind == "t":
                 language, function, code = str(detail).split("\n", 2)
                 writes = trigger_writes(language, function, code)
