@@ -15,7 +15,7 @@ from sqlalchemy.orm import DeclarativeBase
 
 from dalkit import Database
 from dalkit.cache import QueryCache
-from dalkit.cache import views as views_module
+from dalkit.cache import catalog as catalog_module
 
 from .models import Book
 
@@ -164,7 +164,7 @@ def test_a_table_a_rule_writes_is_invalidated_by_a_write_to_its_table(
 def test_a_trigger_another_process_made_is_followed_at_the_next_catalog_read(
     db: Database, db_url: str, tables: QueryCache, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(views_module, "CATALOG_REFRESH_S", 0.0)  # else once a minute
+    monkeypatch.setattr(catalog_module, "CATALOG_REFRESH_S", 0.0)  # else once a minute
     assert read(db, tables, sa.select(counts.c.n)) == [2]  # the catalog read here
     with Database(db_url) as other:  # the migration, in another process: its DDL unseen here
         trigger(other, "cache_book", "AFTER INSERT", "UPDATE cache_counts SET n = n + 1;")

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from dalkit import Database, DatabaseError
 from dalkit.cache import QueryCache, UncacheableStatementError
-from dalkit.cache import views as views_module
+from dalkit.cache import catalog as catalog_module
 
 from .models import Author, Book
 
@@ -92,7 +92,7 @@ def test_a_view_created_after_the_first_read_is_known(
 def test_a_view_read_before_it_existed_is_found_at_the_next_check(
     db: Database, db_url: str, cache: QueryCache, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(views_module, "MISSING_RECHECK_S", 0.0)  # else once a minute
+    monkeypatch.setattr(catalog_module, "MISSING_RECHECK_S", 0.0)  # else once a minute
     late = sa.select(sa.table("cache_later", sa.column("title")).c.title)
     with pytest.raises(DatabaseError):  # new code ahead of its migration: the catalog lacks it
         read(db, cache, late)

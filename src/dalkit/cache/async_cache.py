@@ -12,13 +12,13 @@ from typing import Any, ParamSpec, TypeVar
 from sqlalchemy.engine import Result
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from dalkit.cache.catalog import catalog_query
 from dalkit.cache.core import CacheCore, log, sync_session
 from dalkit.cache.install import install
 from dalkit.cache.keys import function_key, schema_part, tenant_part
 from dalkit.cache.results import freeze, thaw
 from dalkit.cache.tables import declared_names
 from dalkit.cache.versions import entry_tables, replayed_by
-from dalkit.cache.views import catalog_query
 from dalkit.engine.autoroute import PRIMARY_POSITION, commit_position, route_miss
 from dalkit.engine.replicas import parse_lsn
 
@@ -120,7 +120,7 @@ class AsyncQueryCache(CacheCore):
             await session.flush()  # as the query would have: the flush marks what it writes
         await self._apply_pending_if_due()
         store = self.may_store(inner)
-        expanded = self.views.expand(tables)
+        expanded = self.catalog.expand(tables)
         if expanded is None:  # in the session only if it has begun: no snapshot taken early
             expanded = await self._read_catalog(tables, session if inner.in_transaction() else None)
         tables = expanded
@@ -201,7 +201,7 @@ class AsyncQueryCache(CacheCore):
             @functools.wraps(fn)
             async def memoized(*args: P.args, **kwargs: P.kwargs) -> R:
                 await self._apply_pending_if_due()
-                names = self.views.expand(declared)
+                names = self.catalog.expand(declared)
                 if names is None:  # a connection of its own: there is no session here
                     names = await self._read_catalog(declared, None)
                 if self.bypass_reason(None, names) is not None:
@@ -273,20 +273,20 @@ class AsyncQueryCache(CacheCore):
     async def _read_catalog(
         self, tables: tuple[str, ...], session: AsyncSession | None
     ) -> tuple[str, ...]:
-        """Read which relations are views (`dalkit.cache.views`), in ``session`` or on a
+        """Read the catalog (`dalkit.cache.catalog`), in ``session`` or on a
         connection of its own, and return ``tables`` with the tables their views read.
 
         A session that has not begun is not begun here: on SQLite its snapshot would then
         predate the tokens read next, and its result could not be stored (``may_store``)."""
-        query = catalog_query(self.views.dialect_name)
-        assert query is not None  # ViewMap.expand asks for the catalog only when there is one
+        query = catalog_query(self.catalog.dialect_name)
+        assert query is not None  # CatalogMap.expand asks for the catalog only when there is one
         if session is not None:
             rows = (await session.execute(query)).all()
         else:
             async with self.database.engine.connect() as connection:
                 rows = (await connection.execute(query)).all()
-        self.views.load(rows)
-        expanded = self.views.expand(tables, read=True)
+        self.catalog.load(rows)
+        expanded = self.catalog.expand(tables, read=True)
         assert expanded is not None
         return expanded
 

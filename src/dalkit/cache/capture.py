@@ -90,7 +90,7 @@ class WriteCapture:
         written = self.written(statement, context)
         if written:
             if ALL in written and (context.isddl or _DDL_TEXT.match(statement)):
-                self.cache.views.forget()  # a view may have been made, changed or dropped
+                self.cache.catalog.forget()  # a view, trigger, partition... may have changed
             self.record(context.root_connection, written)
 
     def written(self, sql: str, context: Any) -> frozenset[str] | None:

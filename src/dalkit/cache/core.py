@@ -16,12 +16,12 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from dalkit.cache.catalog import CatalogMap
 from dalkit.cache.errors import CacheConfigurationError
 from dalkit.cache.flights import Flight
 from dalkit.cache.keys import KeyBuilder, tenant_part
 from dalkit.cache.tables import ALL, each_named, statement_tables
 from dalkit.cache.versions import Tokens, entry_tables
-from dalkit.cache.views import ViewMap
 from dalkit.transaction.scope import current_scope
 
 __all__ = ["WRITTEN", "CacheCore", "cache_for", "sync_session"]
@@ -100,7 +100,7 @@ class CacheCore:
         self._flights: dict[str, Flight] = {}
         self._shape_tables: dict[Any, tuple[str, ...]] = {}
         self._token_names: dict[tuple[str, ...], tuple[str, ...]] = {}
-        self.views = ViewMap("")  # which relations are views: known once bound (_bind)
+        self.catalog = CatalogMap("")  # views, partitions, triggers: known once bound (_bind)
 
     @property
     def is_async(self) -> bool:
@@ -129,7 +129,7 @@ class CacheCore:
         self._token_names.clear()  # names made before the id was known are not its names
         self.keys = KeyBuilder(sync_engine.dialect, self.namespace)
         self._snapshot_per_transaction = sync_engine.dialect.name == "sqlite"
-        self.views = ViewMap(sync_engine.dialect.name)
+        self.catalog = CatalogMap(sync_engine.dialect.name)
         _CACHES[sync_engine.pool] = self
 
     def _serve_engine(self, sync_engine: Any) -> None:

@@ -1,5 +1,5 @@
 """Triggers: which tables a trigger writes, read from its code, so that the cache's entries
-reading those tables depend on the table the trigger fires on (`dalkit.cache.views` keeps the
+reading those tables depend on the table the trigger fires on (`dalkit.cache.catalog` keeps the
 map). A trigger maintaining a counter, a summary or an audit table writes tables that no
 statement of the application names.
 

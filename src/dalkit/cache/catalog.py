@@ -20,7 +20,7 @@ process's entries within a minute: an entry whose relations changed then carries
 than a read now checks, and is missed. What it cannot see: tables read by a function the view
 calls, and tables written by a function a trigger calls inside an expression. No I/O here: the
 sync and async caches run `catalog_query` (in the reading session once it has begun, else on a
-connection of their own) and hand the rows to `ViewMap.load`.
+connection of their own) and hand the rows to `CatalogMap.load`.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from dalkit.cache.tables import ALL, table_name
 from dalkit.cache.triggers import trigger_writes
 from dalkit.query.sql_tokens import code_tokens, identifier
 
-__all__ = ["CATALOG_REFRESH_S", "MISSING_RECHECK_S", "ViewMap", "catalog_query"]
+__all__ = ["CATALOG_REFRESH_S", "MISSING_RECHECK_S", "CatalogMap", "catalog_query"]
 
 #: how long a relation the catalog lacked goes unasked for (each read naming it asks after)
 MISSING_RECHECK_S = 60.0
@@ -100,15 +100,16 @@ _SQLITE = text(
 
 
 def catalog_query(dialect_name: str) -> TextClause | None:
-    """The statement listing a database's relations, what its views read and which tables
-    inherit from which; None for a dialect whose catalog is not looked up (every relation then
-    counts as a plain table)."""
+    """The statement listing a database's relations, what its views read, which tables inherit
+    from which and what its rules and triggers are; None for a dialect whose catalog is not
+    looked up (every relation then counts as a plain table)."""
     return {"postgresql": _POSTGRES, "sqlite": _SQLITE}.get(dialect_name)
 
 
-class ViewMap:
-    """Which relations of one database are views and what each reads, and which tables inherit
-    from which, by `table_name`.
+class CatalogMap:
+    """What one database's catalog says an entry depends on, by `table_name`: which relations
+    are views and what each reads, which tables inherit from which, what triggers and rules
+    write (module docstring).
 
     Args:
         dialect_name: The database's dialect (how to read `catalog_query`'s rows).
@@ -118,7 +119,8 @@ class ViewMap:
         self.dialect_name = dialect_name
         self._lock = threading.Lock()
         self._relations: frozenset[str] | None = None
-        # what reading a relation reads too: a view's relations, a parent's children
+        # relation -> the relations whose writes reach it: a view's relations, a parent's
+        # children, the tables of the triggers and rules writing it, a writable view's view
         self._bases: dict[str, frozenset[str]] = {}
         self._parents: dict[str, frozenset[str]] = {}
         self._everywhere: tuple[str, ...] = ()  # whose writes may reach any table: a trigger
@@ -129,9 +131,10 @@ class ViewMap:
         self._loaded_at = 0.0
 
     def expand(self, tables: tuple[str, ...], *, read: bool = False) -> tuple[str, ...] | None:
-        """``tables`` with every relation their views read and every partition of theirs
-        (recursively), then the parents of all these (recursively), sorted; None when the
-        catalog must be read first (`catalog_query`, then `load`).
+        """``tables`` with every relation whose writes reach them (what their views read, their
+        partitions, the tables whose triggers and rules write them, recursively; the tables of
+        triggers that may write anything), then the parents of all these (recursively),
+        sorted; None when the catalog must be read (again) first (`catalog_query`, `load`).
 
         Args:
             tables: The tables of an entry.
@@ -224,7 +227,7 @@ class ViewMap:
             self._loaded_at = monotonic()
 
     def forget(self) -> None:
-        """Read the catalog again before the next read (DDL ran: views may have changed)."""
+        """Read the catalog again before the next read (DDL ran: anything may have changed)."""
         with self._lock:
             self._relations, self._bases, self._parents = None, {}, {}
             self._everywhere = ()
