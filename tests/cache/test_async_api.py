@@ -224,3 +224,24 @@ async def test_a_table_a_trigger_writes_is_invalidated_by_a_write_to_its_table(
     async with async_db.transaction() as session:
         session.add(Book(id=3, title="c"))  # the trigger writes cache_counts
     assert await read() == [3]
+
+
+async def test_a_cascade_no_model_declares_invalidates_the_table_it_reaches(
+    async_db: AsyncDatabase, async_cache: AsyncQueryCache
+) -> None:
+    await async_db.sql(
+        "CREATE TABLE cache_review (id INTEGER PRIMARY KEY, "
+        "book_id INTEGER REFERENCES cache_book (id) ON DELETE CASCADE)"
+    )
+    await async_db.sql("INSERT INTO cache_review VALUES (1, 1), (2, 2)")
+    reviews = sa.table("cache_review", sa.column("id"))
+
+    async def read() -> list[int]:
+        async with async_db.transaction() as session:
+            result = await async_cache.cached(session, sa.select(reviews.c.id))
+            return sorted(result.scalars().all())
+
+    assert await read() == await read() == [1, 2]
+    async with async_db.transaction() as session:
+        await session.execute(sa.delete(book_table).where(book_table.c.id == 1))
+    assert await read() == [2]

@@ -15,6 +15,12 @@ after COMMIT (even a failed one: it may have been applied), or forgotten by its
 prepared elsewhere and committed here (``commit_prepared(..., recover=True)``) invalidates
 everything: what it wrote is unknown here.
 
+An UPDATE or a DELETE of a table also bumps its `cascades_from` token, which the entries of the
+tables whose foreign keys cascade from it in the database carry (dalkit.cache.catalog), so a
+cascade no model declares is seen; the cascades the models declare (`dependents`) are bumped as
+tables too. A raw UPDATE/DELETE of a table no model declares then invalidates it and what
+cascades from it, not everything, on a database whose catalog the cache reads.
+
 Why hooks and not engine events: one engine listener makes every connection dispatch about seven
 events a transaction, read-only ones included. Why ``do_commit`` / ``do_rollback`` rather than
 ``commit`` / ``rollback`` listeners on the Connection that wrote: SQLAlchemy calls them for sync
@@ -38,8 +44,16 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.expression import Insert, TextClause
 
+from dalkit.cache.catalog import catalog_query
 from dalkit.cache.core import WRITTEN, CacheCore, cache_for, sync_session
-from dalkit.cache.tables import ALL, dependents, read_schemas, table_name, text_write
+from dalkit.cache.tables import (
+    ALL,
+    cascades_from,
+    dependents,
+    read_schemas,
+    table_name,
+    text_write,
+)
 from dalkit.engine.schemas import created_through
 from dalkit.engine.statement_hooks import WRITES_OPTION, hooks_for
 from dalkit.query.dml_ctes import cte_writes
@@ -72,6 +86,8 @@ class WriteCapture:
         # a raw write's target name -> the tables of that name in the schemas known then
         self._named: dict[str, tuple[Table, ...]] = {}
         self._named_in: set[MetaData] = set()
+        # the dialect's catalog tells readers what cascades (dalkit.cache.catalog)
+        self._catalog = catalog_query(engine.dialect.name) is not None
 
     def install(self) -> None:
         global _session_listener_installed
@@ -96,7 +112,8 @@ class WriteCapture:
     def written(self, sql: str, context: Any) -> frozenset[str] | None:
         declared = context.execution_options.get(WRITES_OPTION)
         if declared is not None:  # what the statement's author says it writes (none: ())
-            return frozenset(table_name(table) for table in declared)
+            names = {table_name(table) for table in declared}  # and what cascades, if it may
+            return frozenset({*names, *(cascades_from(name) for name in names)})
         compiled = context.compiled
         if context.isddl:
             # a temporary table is the connection's own: no other reader can have cached it
@@ -115,10 +132,11 @@ class WriteCapture:
             return targets
         found: set[str] = set(targets)
         for name in targets:
+            found.add(cascades_from(name))  # what cascades from it, in the database's catalog
             tables = self._tables_named(name)
-            if not tables:
-                # no schema this process knows has the table: the tables its foreign keys
-                # cascade to are unknown, and might be cached (here or in another process)
+            if not tables and not self._catalog:
+                # no schema this process knows has the table, nor does a catalog say what
+                # cascades from it: unknown, and might be cached (here or in another process)
                 return frozenset({ALL})
             for table in tables:
                 found |= self._with_dependents(table)
@@ -143,7 +161,8 @@ class WriteCapture:
     def _with_dependents(self, table: Table) -> frozenset[str]:
         names = self._dependents.get(table)
         if names is None:
-            names = frozenset({table_name(table), *dependents(table)})
+            changed = {table_name(table), *dependents(table)}
+            names = frozenset({*changed, *(cascades_from(name) for name in changed)})
             self._dependents[table] = names
             self._written_schemas.add(table.metadata)
         return names

@@ -1,7 +1,8 @@
 """What an entry depends on beyond the tables its statement names, which only the database
-knows: views, table inheritance and triggers. A write names only the relation it writes, so
-the cache asks the database once per process (PostgreSQL's ``pg_depend``, ``pg_inherits`` and
-``pg_trigger``; SQLite's ``sqlite_master``) and tags an entry with the tokens of more relations:
+knows: views, table inheritance, rules, triggers and foreign keys that cascade. A write names
+only the relation it writes, so the cache asks the database once per process (PostgreSQL's
+``pg_depend``, ``pg_inherits``, ``pg_trigger`` and ``pg_constraint``; SQLite's
+``sqlite_master`` and ``pragma_foreign_key_list``) and tags an entry with more tokens:
 - a view: the relations it reads, recursively;
 - a parent: its partitions (children), recursively, so a write naming a partition reaches it;
 - a partition: its parents, recursively, so a write through the parent reaches it; not its
@@ -9,6 +10,9 @@ the cache asks the database once per process (PostgreSQL's ``pg_depend``, ``pg_i
 - a table written by a trigger (`dalkit.cache.triggers`): the table the trigger fires on; and
   every entry: each table with a trigger that may write any table;
 - a relation a rule (PostgreSQL's ``CREATE RULE``) names: the relation the rule is on;
+- a table whose foreign keys cascade (``ON DELETE``/``ON UPDATE`` ``CASCADE``, ``SET NULL``,
+  ``SET DEFAULT``) from others, recursively: their `cascades_from` tokens, which an UPDATE or a
+  DELETE of them bumps and an INSERT does not, whether or not a model declares the cascade;
 - a table a view reads: the view, when the view takes writes (PostgreSQL's auto-updatable
   views, and views with ``INSTEAD OF`` triggers), since a write naming it changes the table.
 
@@ -33,7 +37,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.sql.elements import TextClause
 
-from dalkit.cache.tables import ALL, table_name
+from dalkit.cache.tables import ALL, cascades_from, table_name
 from dalkit.cache.triggers import trigger_writes
 from dalkit.query.sql_tokens import code_tokens, identifier
 
@@ -51,8 +55,9 @@ CATALOG_REFRESH_S = 60.0
 # inherits from (kind 'i': declarative partitions and INHERITS alike; the child's relkind
 # leaves out the partitioned indexes pg_inherits also lists); each relation a rule (CREATE
 # RULE, not a view's own) names, which it may write (kind 'r'); each trigger's function, as
-# "language\nname\nsource" (kind 't'; foreign keys' own triggers are internal: cascades are
-# found from the models, dalkit.cache.tables.dependents).
+# "language\nname\nsource" (kind 't'; foreign keys' own triggers are internal); each table a
+# table's foreign key cascades from, with ON DELETE/UPDATE CASCADE, SET NULL or SET DEFAULT
+# (kind 'f').
 _POSTGRES = text(
     """
     SELECT c.relname,
@@ -82,6 +87,13 @@ _POSTGRES = text(
     JOIN pg_catalog.pg_class ref ON ref.oid = d.refobjid
     WHERE r.rulename <> '_RETURN'
     UNION ALL
+    SELECT c.relname, 'f', p.relname::text
+    FROM pg_catalog.pg_constraint k
+    JOIN pg_catalog.pg_class c ON c.oid = k.conrelid
+    JOIN pg_catalog.pg_class p ON p.oid = k.confrelid
+    WHERE k.contype = 'f'
+        AND (k.confdeltype IN ('c', 'n', 'd') OR k.confupdtype IN ('c', 'n', 'd'))
+    UNION ALL
     SELECT c.relname, 't', l.lanname || chr(10) || f.proname || chr(10) || f.prosrc
     FROM pg_catalog.pg_trigger t
     JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid
@@ -95,7 +107,11 @@ _SQLITE = text(
     "SELECT name, CASE type WHEN 'view' THEN 'v' END, sql FROM sqlite_master "
     "WHERE type IN ('table', 'view') "
     "UNION ALL SELECT tbl_name, 't', 'sqlite' || char(10) || char(10) || sql FROM sqlite_master "
-    "WHERE type = 'trigger'"
+    "WHERE type = 'trigger' "
+    "UNION ALL SELECT m.name, 'f', k.\"table\" FROM sqlite_master m "
+    "JOIN pragma_foreign_key_list(m.name) k WHERE m.type = 'table' "
+    "AND (upper(k.on_delete) IN ('CASCADE', 'SET NULL', 'SET DEFAULT') "
+    "OR upper(k.on_update) IN ('CASCADE', 'SET NULL', 'SET DEFAULT'))"
 )
 
 
@@ -124,6 +140,7 @@ class CatalogMap:
         self._bases: dict[str, frozenset[str]] = {}
         self._parents: dict[str, frozenset[str]] = {}
         self._everywhere: tuple[str, ...] = ()  # whose writes may reach any table: a trigger
+        self._cascading: dict[str, frozenset[str]] = {}  # table -> its cascading foreign keys'
         # tables of an entry -> with the relations their views, partitions and parents add
         self._expanded: dict[tuple[str, ...], tuple[str, ...]] = {}
         # names asked for again and still not found: asked for again after MISSING_RECHECK_S
@@ -163,6 +180,8 @@ class CatalogMap:
         names = _closure((*tables, *self._everywhere), self._bases)
         if self._parents:
             names = _closure(names, self._parents)  # a parent's other children not among them
+        if self._cascading:  # an UPDATE or DELETE of these, or of theirs, cascades here
+            names |= {cascades_from(n) for n in _closure(names, self._cascading) - names}
         found = tuple(sorted(names))
         if missing:  # not kept: the relation may appear, as a view, by the next check
             return found
@@ -175,14 +194,15 @@ class CatalogMap:
         """Replace the map by what `catalog_query` returned: (name, kind, detail), where kind
         ``"v"`` is a view reading detail (a relation's name on PostgreSQL, the view's SQL on
         SQLite), ``"w"`` such a view taking writes, ``"i"`` a table inheriting from detail,
-        ``"r"`` a rule naming detail, ``"t"`` a trigger (`dalkit.cache.triggers`), and
-        anything else a relation."""
+        ``"r"`` a rule naming detail, ``"t"`` a trigger (`dalkit.cache.triggers`), ``"f"`` a
+        foreign key cascading from detail, and anything else a relation."""
         relations: set[str] = set()
         reads: dict[str, set[str]] = {}
         parents: dict[str, set[str]] = {}
         writable: set[str] = set()  # views whose writes reach the tables they read
         written_by: dict[str, set[str]] = {}  # a table -> the relations whose writes reach it
         everywhere: set[str] = set()  # relations whose triggers may write any table
+        cascading: dict[str, set[str]] = {}  # a table -> those its foreign keys cascade from
         for name, kind, detail in rows:
             relation = table_name(str(name))
             relations.add(relation)
@@ -196,6 +216,8 @@ class CatalogMap:
                 parents.setdefault(relation, set()).add(table_name(str(detail)))
             elif kind == "r":  # every relation a rule names: the ones it writes among them
                 written_by.setdefault(table_name(str(detail)), set()).add(relation)
+            elif kind == "f":
+                cascading.setdefault(relation, set()).add(table_name(str(detail)))
             elif kind == "t":
                 language, function, code = str(detail).split("\n", 2)
                 writes = trigger_writes(language, function, code)
@@ -223,6 +245,7 @@ class CatalogMap:
             self._bases = {name: frozenset(found - {name}) for name, found in bases.items()}
             self._parents = {name: frozenset(of - {name}) for name, of in parents.items()}
             self._everywhere = tuple(sorted(everywhere))
+            self._cascading = {name: frozenset(of - {name}) for name, of in cascading.items()}
             self._expanded, self._missing = {}, set()
             self._loaded_at = monotonic()
 
@@ -231,6 +254,7 @@ class CatalogMap:
         with self._lock:
             self._relations, self._bases, self._parents = None, {}, {}
             self._everywhere = ()
+            self._cascading = {}
             self._expanded, self._missing = {}, set()
 
 

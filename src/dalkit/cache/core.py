@@ -20,7 +20,7 @@ from dalkit.cache.catalog import CatalogMap
 from dalkit.cache.errors import CacheConfigurationError
 from dalkit.cache.flights import Flight
 from dalkit.cache.keys import KeyBuilder, tenant_part
-from dalkit.cache.tables import ALL, each_named, statement_tables
+from dalkit.cache.tables import ALL, count_tables, each_named, statement_tables
 from dalkit.cache.versions import Tokens, entry_tables
 from dalkit.transaction.scope import current_scope
 
@@ -190,7 +190,7 @@ class CacheCore:
             return
         if not self.shared:
             self.backend.bump(self.token_names(names))
-            self.count("invalidations", len(names))
+            self.count("invalidations", count_tables(names))
             if getattr(self.database, "_replicas", None) is None:  # else bumped again below,
                 return  # with the commit's WAL position, for the replicas (cache.versions)
         self.add_pending(names)

@@ -19,7 +19,7 @@ from dalkit.cache.core import CacheCore, log, sync_session
 from dalkit.cache.install import install
 from dalkit.cache.keys import function_key, schema_part, tenant_part
 from dalkit.cache.results import freeze, thaw
-from dalkit.cache.tables import declared_names
+from dalkit.cache.tables import count_tables, declared_names
 from dalkit.cache.versions import entry_tables, replayed_by
 from dalkit.engine.autoroute import PRIMARY_POSITION, commit_position, route_miss
 from dalkit.engine.replicas import parse_lsn
@@ -249,7 +249,7 @@ class QueryCache(CacheCore):
             self.add_pending(names)
             self.failed("invalidation", error)
             return
-        self.count("invalidations", len(names))
+        self.count("invalidations", count_tables(names))
 
     def invalidate_all(self) -> None:
         """Make every entry unservable (what DDL does)."""

@@ -29,6 +29,8 @@ from dalkit.cache.errors import UncacheableStatementError
 __all__ = [
     "ALL",
     "declared_names",
+    "cascades_from",
+    "count_tables",
     "dependents",
     "each_named",
     "opaque_sql",
@@ -42,6 +44,8 @@ __all__ = [
 
 #: the name standing for every table: bumped by DDL and by writes whose target is unknown
 ALL = "*"
+#: what `cascades_from` adds to a table's name
+_CASCADES = "|cascades"
 
 _KEPT = 2000  # tables tuples whose names each_named keeps, at most
 
@@ -260,6 +264,20 @@ def _option_paths(option: Any) -> Iterable[Any]:
 
 def _from_clause_tables(clause: Any) -> set[str]:
     return {table_name(e) for e in visitors.iterate(clause) if isinstance(e, Table)}
+
+
+def cascades_from(name: str) -> str:
+    """The name of the token an UPDATE or DELETE of table ``name`` bumps besides the table's
+    own, and an INSERT does not: an entry reading a table whose foreign keys cascade from
+    ``name`` in the database (`dalkit.cache.catalog`) carries it, so a cascade that no model
+    declares reaches it, and an INSERT into ``name``, which cascades nothing, does not."""
+    return name + _CASCADES
+
+
+def count_tables(names: Iterable[str]) -> int:
+    """How many of ``names`` are tables (`cascades_from` tokens aside): the invalidations
+    the statistics count."""
+    return sum(1 for name in names if not name.endswith(_CASCADES))
 
 
 def dependents(table: Table) -> set[str]:
