@@ -140,3 +140,44 @@ def test_a_declared_table_of_another_kind_is_refused(db: Database, cache: QueryC
             cache.cached(session, sa.text("SELECT 1"), tables=[42])
     with pytest.raises(UncacheableStatementError, match="table names, Tables or mapped"):
         cache.memoize(tables=[Book.title])
+
+
+def test_a_materialized_view_s_refresh_invalidates_it_alone(
+    db: Database, cache: QueryCache
+) -> None:
+    if db.engine.dialect.name != "postgresql":
+        pytest.skip("materialized views are PostgreSQL's")
+    db.sql("CREATE MATERIALIZED VIEW cache_titles_mv AS SELECT title FROM cache_book")
+    snapshot = sa.select(sa.table("cache_titles_mv", sa.column("title")).c.title)
+    with db.transaction() as session:
+        assert sorted(cache.cached(session, snapshot).scalars().all()) == ["a", "b"]
+    db.sql("UPDATE cache_book SET title = 'z' WHERE id = 1")  # the view keeps its rows
+    warm(db, cache)
+    hits = cache.get_stats()["hits"]
+    db.sql("REFRESH MATERIALIZED VIEW cache_titles_mv")  # a refresh every minute, say
+    with db.transaction() as session:
+        assert sorted(cache.cached(session, snapshot).scalars().all()) == ["b", "z"]
+    assert titles(db, cache) == ["b", "z"]  # not everything: the books are still cached
+    assert cache.get_stats()["hits"] == hits + 1
+
+
+def test_a_truncate_invalidates_its_tables_and_with_cascade_everything(
+    db: Database, cache: QueryCache
+) -> None:
+    if db.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has no TRUNCATE")
+    db.sql("CREATE TABLE cache_unmodelled (id INTEGER PRIMARY KEY)")
+    db.sql("INSERT INTO cache_unmodelled VALUES (1)")
+    ids = sa.select(sa.table("cache_unmodelled", sa.column("id")).c.id)
+    with db.transaction() as session:
+        assert cache.cached(session, ids).scalars().all() == [1]
+    warm(db, cache)
+    hits = cache.get_stats()["hits"]
+    db.sql("TRUNCATE TABLE Cache_Unmodelled RESTART IDENTITY")
+    with db.transaction() as session:
+        assert cache.cached(session, ids).scalars().all() == []
+    assert titles(db, cache) == ["a", "b"]
+    assert cache.get_stats()["hits"] == hits + 1
+    db.sql("TRUNCATE cache_book_tag CASCADE")  # and whatever references it
+    assert titles(db, cache) == ["a", "b"]
+    assert cache.get_stats()["hits"] == hits + 1

@@ -273,8 +273,8 @@ class AsyncQueryCache(CacheCore):
     async def _read_catalog(
         self, tables: tuple[str, ...], session: AsyncSession | None
     ) -> tuple[str, ...]:
-        """Read the catalog (`dalkit.cache.catalog`), in ``session`` or on a
-        connection of its own, and return ``tables`` with the tables their views read.
+        """Read the catalog (`dalkit.cache.catalog`), in ``session`` or on a connection of
+        its own, and return ``tables`` with what it says they depend on too.
 
         A session that has not begun is not begun here: on SQLite its snapshot would then
         predate the tokens read next, and its result could not be stored (``may_store``)."""

@@ -78,13 +78,27 @@ _SUBQUERY_WORD = re.compile(r"\bselect\b", re.IGNORECASE)
 _TEMP_TABLE = re.compile(r"^\s*create\s+(?:global\s+|local\s+)?temp(?:orary)?\s+table\b", re.I)
 # a name, quoted ("a ""b"" c", any character) or not, and a dotted chain of them (schema.table)
 _PART = r'(?:"(?:[^"]|"")*"|[\w$]+)'
-_NAME = rf"({_PART}(?:\s*\.\s*{_PART})*)"
+_CHAIN = rf"{_PART}(?:\s*\.\s*{_PART})*"
+_NAME = rf"({_CHAIN})"
 _LAST_PART = re.compile(rf"{_PART}\s*$")
 _TARGET = {
     "INSERT": re.compile(rf"^\s*insert\s+(?:or\s+\w+\s+)?into\s+{_NAME}", re.IGNORECASE),
     "UPDATE": re.compile(rf"^\s*update\s+(?:or\s+\w+\s+)?(?:only\s+)?{_NAME}", re.IGNORECASE),
     "DELETE": re.compile(rf"^\s*delete\s+from\s+(?:only\s+)?{_NAME}", re.IGNORECASE),
 }
+# statements that write only the relations they name, and nothing cascades from: a
+# materialized view's refresh (its readers depend on it alone), a TRUNCATE without CASCADE
+_REFRESH = re.compile(
+    rf"^\s*refresh\s+materialized\s+view\s+(?:concurrently\s+)?{_NAME}(?:\s+with\s+(?:no\s+)?data)?"
+    r"\s*;?\s*$",
+    re.IGNORECASE,
+)
+_ONE_TRUNCATED = rf"(?:only\s+)?({_CHAIN})\s*\*?"
+_TRUNCATE = re.compile(
+    rf"^\s*truncate\s+(?:table\s+)?((?:{_ONE_TRUNCATED}\s*,\s*)*{_ONE_TRUNCATED})"
+    r"(?:\s+(?:restart|continue)\s+identity)?(?:\s+restrict)?\s*;?\s*$",
+    re.IGNORECASE,
+)
 # the schemas of the tables cached reads have named (tables_read): where a raw write's target is
 # looked up for the tables its foreign keys cascade to (dalkit.cache.capture)
 _read_schemas: weakref.WeakSet[MetaData] = weakref.WeakSet()
@@ -323,8 +337,9 @@ def text_targets(sql: str) -> frozenset[str] | None:
         sql: The statement as sent to the database.
 
     Returns:
-        The target of a plain INSERT, UPDATE or DELETE, by `table_name`; ``{ALL}`` for DDL
-        or anything else that may write; None when it writes nothing.
+        The target of a plain INSERT, UPDATE or DELETE, of a materialized view's REFRESH,
+        the tables of a TRUNCATE without CASCADE, by `table_name`; ``{ALL}`` for DDL or
+        anything else that may write; None when it writes nothing.
     """
     written = text_write(sql)
     return None if written is None else written[0]
@@ -349,6 +364,13 @@ def text_write(sql: str) -> tuple[frozenset[str], bool] | None:
         return None
     if _TEMP_TABLE.match(stripped):
         return None  # private to the connection: no other reader can have cached it
+    refreshed = _REFRESH.match(stripped)
+    if refreshed is not None:
+        return frozenset({table_name(refreshed.group(1))}), False
+    truncated = _TRUNCATE.match(stripped)
+    if truncated is not None:  # (with CASCADE: every table referencing them, so everything)
+        names = re.findall(_ONE_TRUNCATED, truncated.group(1), re.IGNORECASE)
+        return frozenset(table_name(name) for name in names), False
     pattern = _TARGET.get(kind)
     match = pattern.match(stripped) if pattern is not None else None
     if match is None:
