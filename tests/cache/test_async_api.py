@@ -3,6 +3,8 @@ call returns, rollbacks invalidate nothing, own writes visible (SQLite and Postg
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 import sqlalchemy as sa
 
@@ -245,3 +247,32 @@ async def test_a_cascade_no_model_declares_invalidates_the_table_it_reaches(
     async with async_db.transaction() as session:
         await session.execute(sa.delete(book_table).where(book_table.c.id == 1))
     assert await read() == [2]
+
+
+async def test_a_table_with_row_level_security_bypasses_the_cache(
+    async_db: AsyncDatabase, async_cache: AsyncQueryCache
+) -> None:
+    if async_db.engine.dialect.name != "postgresql":
+        pytest.skip("row-level security is PostgreSQL's")
+    role = f"cache_reader_{uuid.uuid4().hex[:8]}"
+    for ddl in (
+        "CREATE TABLE cache_secret (tenant TEXT, body TEXT)",
+        "INSERT INTO cache_secret VALUES ('a', 'for a'), ('b', 'for b')",
+        "ALTER TABLE cache_secret ENABLE ROW LEVEL SECURITY",
+        "CREATE POLICY by_tenant ON cache_secret USING (tenant = current_setting('app.t'))",
+        f"CREATE ROLE {role}",
+        f"GRANT SELECT ON cache_secret TO {role}",
+    ):
+        await async_db.sql(ddl)
+    secrets = sa.table("cache_secret", sa.column("body"))
+    try:
+        for tenant in ("a", "b", "a"):
+            async with async_db.transaction() as session:
+                await session.execute(sa.text(f"SET LOCAL ROLE {role}"))
+                await session.execute(sa.text(f"SET LOCAL app.t = '{tenant}'"))
+                result = await async_cache.cached(session, sa.select(secrets.c.body))
+                assert result.scalars().all() == [f"for {tenant}"]
+        assert async_cache.get_stats()["bypasses"] == 3
+    finally:
+        await async_db.sql(f"DROP OWNED BY {role}")
+        await async_db.sql(f"DROP ROLE {role}")

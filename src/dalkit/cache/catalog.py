@@ -16,6 +16,9 @@ only the relation it writes, so the cache asks the database once per process (Po
 - a table a view reads: the view, when the view takes writes (PostgreSQL's auto-updatable
   views, and views with ``INSTEAD OF`` triggers), since a write naming it changes the table.
 
+The catalog also says which tables have row-level security: reads of them bypass the cache
+(`CacheCore.bypass_reason`), since the rows a policy shows depend on the session.
+
 The map is asked for again after DDL run through this process, when a read names a relation
 the map does not have (a view created since, by a migration or another process; a relation
 still missing then is asked for again at most once a minute), and once a minute anyway. So DDL
@@ -57,7 +60,7 @@ CATALOG_REFRESH_S = 60.0
 # RULE, not a view's own) names, which it may write (kind 'r'); each trigger's function, as
 # "language\nname\nsource" (kind 't'; foreign keys' own triggers are internal); each table a
 # table's foreign key cascades from, with ON DELETE/UPDATE CASCADE, SET NULL or SET DEFAULT
-# (kind 'f').
+# (kind 'f'); each table with row-level security enabled (kind 's').
 _POSTGRES = text(
     """
     SELECT c.relname,
@@ -93,6 +96,8 @@ _POSTGRES = text(
     JOIN pg_catalog.pg_class p ON p.oid = k.confrelid
     WHERE k.contype = 'f'
         AND (k.confdeltype IN ('c', 'n', 'd') OR k.confupdtype IN ('c', 'n', 'd'))
+    UNION ALL
+    SELECT c.relname, 's', 'row security' FROM pg_catalog.pg_class c WHERE c.relrowsecurity
     UNION ALL
     SELECT c.relname, 't', l.lanname || chr(10) || f.proname || chr(10) || f.prosrc
     FROM pg_catalog.pg_trigger t
@@ -141,6 +146,7 @@ class CatalogMap:
         self._parents: dict[str, frozenset[str]] = {}
         self._everywhere: tuple[str, ...] = ()  # whose writes may reach any table: a trigger
         self._cascading: dict[str, frozenset[str]] = {}  # table -> its cascading foreign keys'
+        self._guarded: frozenset[str] = frozenset()  # tables with row-level security
         # tables of an entry -> with the relations their views, partitions and parents add
         self._expanded: dict[tuple[str, ...], tuple[str, ...]] = {}
         # names asked for again and still not found: asked for again after MISSING_RECHECK_S
@@ -190,12 +196,17 @@ class CatalogMap:
         self._expanded[tables] = found
         return found
 
+    def guarded(self, tables: tuple[str, ...]) -> bool:
+        """Whether one of ``tables`` (as `expand` returned them) has row-level security."""
+        return bool(self._guarded) and not self._guarded.isdisjoint(tables)
+
     def load(self, rows: Iterable[Sequence[Any]]) -> None:
         """Replace the map by what `catalog_query` returned: (name, kind, detail), where kind
         ``"v"`` is a view reading detail (a relation's name on PostgreSQL, the view's SQL on
         SQLite), ``"w"`` such a view taking writes, ``"i"`` a table inheriting from detail,
         ``"r"`` a rule naming detail, ``"t"`` a trigger (`dalkit.cache.triggers`), ``"f"`` a
-        foreign key cascading from detail, and anything else a relation."""
+        foreign key cascading from detail, ``"s"`` row-level security, and anything else a
+        relation."""
         relations: set[str] = set()
         reads: dict[str, set[str]] = {}
         parents: dict[str, set[str]] = {}
@@ -203,6 +214,7 @@ class CatalogMap:
         written_by: dict[str, set[str]] = {}  # a table -> the relations whose writes reach it
         everywhere: set[str] = set()  # relations whose triggers may write any table
         cascading: dict[str, set[str]] = {}  # a table -> those its foreign keys cascade from
+        guarded: set[str] = set()  # tables with row-level security
         for name, kind, detail in rows:
             relation = table_name(str(name))
             relations.add(relation)
@@ -216,6 +228,8 @@ class CatalogMap:
                 parents.setdefault(relation, set()).add(table_name(str(detail)))
             elif kind == "r":  # every relation a rule names: the ones it writes among them
                 written_by.setdefault(table_name(str(detail)), set()).add(relation)
+            elif kind == "s":
+                guarded.add(relation)
             elif kind == "f":
                 cascading.setdefault(relation, set()).add(table_name(str(detail)))
             elif kind == "t":
@@ -246,6 +260,7 @@ class CatalogMap:
             self._parents = {name: frozenset(of - {name}) for name, of in parents.items()}
             self._everywhere = tuple(sorted(everywhere))
             self._cascading = {name: frozenset(of - {name}) for name, of in cascading.items()}
+            self._guarded = frozenset(guarded)
             self._expanded, self._missing = {}, set()
             self._loaded_at = monotonic()
 
@@ -255,6 +270,7 @@ class CatalogMap:
             self._relations, self._bases, self._parents = None, {}, {}
             self._everywhere = ()
             self._cascading = {}
+            self._guarded = frozenset()
             self._expanded, self._missing = {}, set()
 
 

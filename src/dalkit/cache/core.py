@@ -65,6 +65,7 @@ class CacheCore:
         *,
         default_ttl: float = 60.0,
         serve_snapshot_reads: bool = False,
+        serve_row_security: bool = False,
         retry_interval: float = 0.5,
         warn_interval: float = 30.0,
         database_id: str | None = None,
@@ -82,6 +83,9 @@ class CacheCore:
         #: serve and fill the cache at REPEATABLE READ / SERIALIZABLE too (off: a cached
         #: result may be newer than the transaction's snapshot)
         self.serve_snapshot_reads = serve_snapshot_reads
+        #: serve and fill the cache for reads of tables with row-level security too (off: the
+        #: rows a policy shows depend on the role and settings, which the key does not hold)
+        self.serve_row_security = serve_row_security
         #: what tells this database's entries and tokens from another's in a shared backend;
         #: by default derived from the URL (user, host, port, database; never the password or
         #: driver), so every process must spell the URL alike or pass the same ``database_id``
@@ -266,8 +270,9 @@ class CacheCore:
             statement: The statement, checked for row locks.
 
         Returns:
-            The reason (``pending invalidation``, ``no tenant``, ``row locks``, ``snapshot
-            isolation``, ``own write``), or None when the cache may serve the read.
+            The reason (``pending invalidation``, ``no tenant``, ``row locks``, ``row
+            security``, ``snapshot isolation``, ``own write``), or None when the cache may
+            serve the read.
         """
         if self._pending:
             return "pending invalidation"
@@ -275,6 +280,8 @@ class CacheCore:
             return "no tenant"  # the database's tenant scoping decides
         if getattr(statement, "_for_update_arg", None) is not None:
             return "row locks"  # SELECT ... FOR UPDATE must reach the rows it locks
+        if not self.serve_row_security and self.catalog.guarded(tables):
+            return "row security"
         scope = current_scope()
         live = None if scope is None else scope.live()
         isolation = "" if live is None else (live.options.isolation or "").upper()

@@ -39,6 +39,11 @@ class QueryCache(CacheCore):
         default_ttl: Seconds an entry stays, unless a read names its own ``ttl``.
         serve_snapshot_reads: Serve REPEATABLE READ / SERIALIZABLE reads too (off: they
             bypass the cache).
+        serve_row_security: Serve reads of tables with PostgreSQL's row-level security too
+            (off: they bypass the cache, since the rows a policy shows depend on the role and
+            the settings of the session, which the key does not hold; on only when every
+            session the cache serves sees the same rows, or the key tells them apart, as
+            dalkit's tenant scoping or a ``database_id`` per role does).
         retry_interval: Seconds between retries of a failed invalidation.
         warn_interval: Seconds between warnings about failing invalidations.
         database_id: What tells this database's entries from another's in a shared backend

@@ -8,9 +8,9 @@ PL/pgSQL functions (PostgreSQL) and trigger bodies (SQLite) are read for the tar
 write anything, as far as the cache can tell, when its code runs SQL built at run time
 (``EXECUTE``), calls a procedure (``CALL``), calls a function for its effects (``PERFORM f(...)``,
 other than PostgreSQL's own ``pg_*`` functions and ``set_config``), or is written in another
-language, save PostgreSQL's built-in (``internal``) trigger functions and the contrib ones
-that only change the row being written. Not seen: a function called inside an expression
-(``SELECT my_function()``) that writes tables.
+language, save PostgreSQL's built-in (``internal``) trigger functions, the contrib ones that
+only change the row being written and TimescaleDB's hypertable guard. Not seen: a function
+called inside an expression (``SELECT my_function()``) that writes tables.
 
 Written by hand, on sqlparse's tokens: no library reads what a trigger writes.
 """
@@ -27,8 +27,11 @@ __all__ = ["ANYTHING", "trigger_writes"]
 #: what a trigger writes when the cache cannot tell which tables
 ANYTHING: frozenset[str] = frozenset({ALL})
 
-# contrib's C trigger functions that only change the row being written (spi, lo)
-_ROW_ONLY_C = frozenset({"moddatetime", "autoinc", "insert_username", "lo_manage"})
+# C trigger functions known to write no other table: contrib's that only change the row being
+# written (spi, lo), and TimescaleDB's guard on every hypertable, which only refuses a write
+_ROW_ONLY_C = frozenset(
+    {"moddatetime", "autoinc", "insert_username", "lo_manage", "insert_blocker"}
+)
 _HARMLESS_CALLS = frozenset({"set_config"})
 # words between a DML keyword and its target
 _BEFORE_TARGET = frozenset({"only", "table", "if", "exists"})
