@@ -32,8 +32,8 @@ connection of their own) and hand the rows to `CatalogMap.load`.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from time import monotonic
 from typing import Any
 
@@ -127,6 +127,26 @@ def catalog_query(dialect_name: str) -> TextClause | None:
     return {"postgresql": _POSTGRES, "sqlite": _SQLITE}.get(dialect_name)
 
 
+@dataclass
+class _Catalog:
+    """The catalog as one read found it, by `table_name`; replaced whole by the next read, so
+    a thread expanding while another loads sees one read's map or the other's, never a mix."""
+
+    relations: frozenset[str] = frozenset()
+    # relation -> the relations whose writes reach it: a view's relations, a parent's
+    # children, the tables of the triggers and rules writing it, a writable view's view
+    bases: dict[str, frozenset[str]] = field(default_factory=dict)
+    parents: dict[str, frozenset[str]] = field(default_factory=dict)
+    everywhere: tuple[str, ...] = ()  # whose writes may reach any table: a trigger's
+    cascading: dict[str, frozenset[str]] = field(default_factory=dict)  # table -> FKs' tables
+    guarded: frozenset[str] = frozenset()  # tables with row-level security
+    read_at: float = 0.0
+    # tables of an entry -> with what the map adds to them
+    expanded: dict[tuple[str, ...], tuple[str, ...]] = field(default_factory=dict)
+    # names asked for again and still not found: asked for again after MISSING_RECHECK_S
+    missing: set[str] = field(default_factory=set)
+
+
 class CatalogMap:
     """What one database's catalog says an entry depends on, by `table_name`: which relations
     are views and what each reads, which tables inherit from which, what triggers and rules
@@ -138,20 +158,9 @@ class CatalogMap:
 
     def __init__(self, dialect_name: str) -> None:
         self.dialect_name = dialect_name
-        self._lock = threading.Lock()
-        self._relations: frozenset[str] | None = None
-        # relation -> the relations whose writes reach it: a view's relations, a parent's
-        # children, the tables of the triggers and rules writing it, a writable view's view
-        self._bases: dict[str, frozenset[str]] = {}
-        self._parents: dict[str, frozenset[str]] = {}
-        self._everywhere: tuple[str, ...] = ()  # whose writes may reach any table: a trigger
-        self._cascading: dict[str, frozenset[str]] = {}  # table -> its cascading foreign keys'
-        self._guarded: frozenset[str] = frozenset()  # tables with row-level security
-        # tables of an entry -> with the relations their views, partitions and parents add
-        self._expanded: dict[tuple[str, ...], tuple[str, ...]] = {}
-        # names asked for again and still not found: asked for again after MISSING_RECHECK_S
-        self._missing: set[str] = set()
-        self._loaded_at = 0.0
+        self._looked_up = catalog_query(dialect_name) is not None
+        # None: to be read (again); a dialect whose catalog is not looked up has an empty one
+        self._catalog: _Catalog | None = None if self._looked_up else _Catalog()
 
     def expand(self, tables: tuple[str, ...], *, read: bool = False) -> tuple[str, ...] | None:
         """``tables`` with every relation whose writes reach them (what their views read, their
@@ -165,40 +174,46 @@ class CatalogMap:
                 it lacks, so that they make it read again only after ``MISSING_RECHECK_S``
                 (a relation read before a migration created it) or DDL.
         """
-        found = self._expanded.get(tables)  # the usual case: one dict look-up per read
-        if found is not None and (
-            self._relations is None or monotonic() - self._loaded_at < CATALOG_REFRESH_S
-        ):
-            return found
-        missing: list[str] = []
-        if catalog_query(self.dialect_name) is not None:
-            relations = self._relations
-            missing = [n for n in tables if n != ALL and n not in (relations or ())]
-            if read:
-                self._missing.update(missing)
-            elif (
-                relations is None
-                or any(n not in self._missing for n in missing)
-                or (missing and monotonic() - self._loaded_at > MISSING_RECHECK_S)
-                or monotonic() - self._loaded_at >= CATALOG_REFRESH_S
-            ):
+        catalog = self._catalog
+        if catalog is None:
+            if not read:
                 return None
-        names = _closure((*tables, *self._everywhere), self._bases)
-        if self._parents:
-            names = _closure(names, self._parents)  # a parent's other children not among them
-        if self._cascading:  # an UPDATE or DELETE of these, or of theirs, cascades here
-            names |= {cascades_from(n) for n in _closure(names, self._cascading) - names}
+            catalog = _Catalog()  # forgotten (DDL) since it was read: what the read had not
+        age = monotonic() - catalog.read_at
+        fresh = read or not self._looked_up or age < CATALOG_REFRESH_S
+        found = catalog.expanded.get(tables)  # the usual case: one dict look-up per read
+        if found is not None and fresh:
+            return found
+        missing = [n for n in tables if n != ALL and n not in catalog.relations]
+        if not self._looked_up:
+            missing = []
+        elif read:
+            catalog.missing.update(missing)
+        elif (
+            not fresh
+            or any(n not in catalog.missing for n in missing)
+            or (missing and age > MISSING_RECHECK_S)
+        ):
+            return None
+        names = _closure((*tables, *catalog.everywhere), catalog.bases)
+        if catalog.parents:
+            names = _closure(names, catalog.parents)  # a parent's other children not among them
+        if catalog.cascading:  # an UPDATE or DELETE of these, or of theirs, cascades here
+            names |= {cascades_from(n) for n in _closure(names, catalog.cascading) - names}
         found = tuple(sorted(names))
         if missing:  # not kept: the relation may appear, as a view, by the next check
             return found
-        if len(self._expanded) >= 2000:
-            self._expanded.clear()
-        self._expanded[tables] = found
+        if len(catalog.expanded) >= 2000:
+            catalog.expanded.clear()
+        catalog.expanded[tables] = found
         return found
 
     def guarded(self, tables: tuple[str, ...]) -> bool:
         """Whether one of ``tables`` (as `expand` returned them) has row-level security."""
-        return bool(self._guarded) and not self._guarded.isdisjoint(tables)
+        catalog = self._catalog
+        return (
+            catalog is not None and bool(catalog.guarded) and not catalog.guarded.isdisjoint(tables)
+        )
 
     def load(self, rows: Iterable[Sequence[Any]]) -> None:
         """Replace the map by what `catalog_query` returned: (name, kind, detail), where kind
@@ -254,24 +269,20 @@ class CatalogMap:
                 bases.setdefault(parent, set()).add(child)
         for table, writers in written_by.items():
             bases.setdefault(table, set()).update(writers)
-        with self._lock:
-            self._relations = frozenset(relations)
-            self._bases = {name: frozenset(found - {name}) for name, found in bases.items()}
-            self._parents = {name: frozenset(of - {name}) for name, of in parents.items()}
-            self._everywhere = tuple(sorted(everywhere))
-            self._cascading = {name: frozenset(of - {name}) for name, of in cascading.items()}
-            self._guarded = frozenset(guarded)
-            self._expanded, self._missing = {}, set()
-            self._loaded_at = monotonic()
+        self._catalog = _Catalog(
+            relations=frozenset(relations),
+            bases={name: frozenset(found - {name}) for name, found in bases.items()},
+            parents={name: frozenset(of - {name}) for name, of in parents.items()},
+            everywhere=tuple(sorted(everywhere)),
+            cascading={name: frozenset(of - {name}) for name, of in cascading.items()},
+            guarded=frozenset(guarded),
+            read_at=monotonic(),
+        )
 
     def forget(self) -> None:
         """Read the catalog again before the next read (DDL ran: anything may have changed)."""
-        with self._lock:
-            self._relations, self._bases, self._parents = None, {}, {}
-            self._everywhere = ()
-            self._cascading = {}
-            self._guarded = frozenset()
-            self._expanded, self._missing = {}, set()
+        if self._looked_up:
+            self._catalog = None
 
 
 def _closure(names: Iterable[str], edges: dict[str, frozenset[str]]) -> set[str]:
