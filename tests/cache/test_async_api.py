@@ -4,6 +4,7 @@ call returns, rollbacks invalidate nothing, own writes visible (SQLite and Postg
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -276,3 +277,36 @@ async def test_a_table_with_row_level_security_bypasses_the_cache(
     finally:
         await async_db.sql(f"DROP OWNED BY {role}")
         await async_db.sql(f"DROP ROLE {role}")
+
+
+async def test_functions_the_database_defines_are_followed_both_ways(
+    async_db: AsyncDatabase, async_cache: AsyncQueryCache
+) -> None:
+    if async_db.engine.dialect.name != "postgresql":
+        pytest.skip("functions written in SQL are PostgreSQL's")
+    await async_db.sql("CREATE TABLE cache_fn_lines (n INTEGER)")
+    await async_db.sql("INSERT INTO cache_fn_lines VALUES (1), (2)")
+    await async_db.sql(
+        "CREATE FUNCTION cache_total() RETURNS integer LANGUAGE sql STABLE AS "
+        "$$ SELECT coalesce(sum(n), 0)::int FROM cache_fn_lines $$"
+    )
+    lines = sa.table("cache_fn_lines", sa.column("n"))
+
+    async def read(statement: Any) -> list[int]:
+        async with async_db.transaction() as session:
+            return sorted((await async_cache.cached(session, statement)).scalars().all())
+
+    total = sa.select(sa.func.cache_total())
+    assert await read(total) == await read(total) == [3]  # reads what the function reads
+    await async_db.sql("INSERT INTO cache_fn_lines VALUES (4)")
+    assert await read(total) == [7]
+    for moved in ("DELETE FROM cache_fn_lines WHERE n = 4", "DELETE FROM cache_fn_lines"):
+        assert await read(sa.select(lines.c.n)) == await read(sa.select(lines.c.n))
+        # DDL: the cache reads the catalog again, here at the commit of the call
+        await async_db.sql(
+            "CREATE OR REPLACE FUNCTION cache_move() RETURNS integer LANGUAGE sql AS "
+            f"$$ {moved} RETURNING 0 $$"
+        )
+        async with async_db.engine.begin() as connection:  # outside dalkit's transactions
+            await connection.exec_driver_sql("SELECT cache_move()")
+        assert await read(sa.select(lines.c.n)) == ([1, 2] if "=" in moved else [])

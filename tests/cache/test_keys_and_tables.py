@@ -20,7 +20,7 @@ from dalkit.cache import (
     install,
 )
 from dalkit.cache.keys import KeyBuilder
-from dalkit.cache.tables import dependents, table_name, tables_read, text_targets
+from dalkit.cache.tables import dependents, table_name, tables_read, text_write
 
 from .models import Animal, Author, Base, Book, Dog, Tag, author_table, tag_table
 
@@ -120,7 +120,10 @@ def test_a_cascading_key_to_a_table_its_schema_lacks_is_compared_by_name() -> No
 def test_raw_sql_targets_are_parsed_or_everything_is_invalidated(
     sql: str, expected: set[str] | None
 ) -> None:
-    assert text_targets(sql) == (None if expected is None else frozenset(expected))
+    written = text_write(sql)
+    assert (None if written is None else written[0]) == (
+        None if expected is None else frozenset(expected)
+    )
 
 
 def test_bad_configuration_gets_typed_errors() -> None:

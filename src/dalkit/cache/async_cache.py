@@ -17,7 +17,7 @@ from dalkit.cache.core import CacheCore, log, sync_session
 from dalkit.cache.install import install
 from dalkit.cache.keys import function_key, schema_part, tenant_part
 from dalkit.cache.results import freeze, thaw
-from dalkit.cache.tables import count_tables, declared_names
+from dalkit.cache.tables import ALL, count_tables, declared_names, is_call
 from dalkit.cache.versions import entry_tables, replayed_by
 from dalkit.engine.autoroute import PRIMARY_POSITION, commit_position, route_miss
 from dalkit.engine.replicas import parse_lsn
@@ -245,6 +245,13 @@ class AsyncQueryCache(CacheCore):
         names = self.take_pending(tables)
         if not names:
             return
+        if self.catalog.refresh_due(names):
+            await self._refresh_catalog()
+        if any(map(is_call, names)):  # functions called: what they write
+            resolved = self.catalog.resolve(names)
+            names = sorted(resolved) if resolved is not None else [ALL]  # (catalog unreadable)
+            if not names:
+                return
         position = await self._commit_position(committed)
         try:
             await self.backend.bump_async(self.token_names(names), position)
@@ -274,6 +281,15 @@ class AsyncQueryCache(CacheCore):
         except Exception as error:
             log.warning("no WAL position for the cache's tokens (%s)", type(error).__name__)
             return None
+
+    async def _refresh_catalog(self) -> None:
+        """Read the catalog (again) on a connection of its own, for what the functions a
+        commit called write (`dalkit.cache.functions`); when it cannot be read, the calls
+        invalidate everything."""
+        try:
+            await self._read_catalog((), None)
+        except Exception as error:
+            log.warning("query cache: catalog not read (%s: %s)", type(error).__name__, error)
 
     async def _read_catalog(
         self, tables: tuple[str, ...], session: AsyncSession | None

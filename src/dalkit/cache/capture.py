@@ -19,7 +19,9 @@ An UPDATE or a DELETE of a table also bumps its `cascades_from` token, which the
 tables whose foreign keys cascade from it in the database carry (dalkit.cache.catalog), so a
 cascade no model declares is seen; the cascades the models declare (`dependents`) are bumped as
 tables too. A raw UPDATE/DELETE of a table no model declares then invalidates it and what
-cascades from it, not everything, on a database whose catalog the cache reads.
+cascades from it, not everything, on a database whose catalog the cache reads. A statement of
+any kind that calls one of the database's functions writes what that function writes
+(`CatalogMap.calls_written`; before the catalog is read, the calls, replaced at commit).
 
 Why hooks and not engine events: one engine listener makes every connection dispatch about seven
 events a transaction, read-only ones included. Why ``do_commit`` / ``do_rollback`` rather than
@@ -104,6 +106,9 @@ class WriteCapture:
         self, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool
     ) -> None:
         written = self.written(statement, context)
+        calls = self.cache.catalog.calls_written(statement)  # functions called: what they write
+        if calls and WRITES_OPTION not in context.execution_options and ALL not in (written or ()):
+            written = written | calls if written else calls
         if written:
             if ALL in written and (context.isddl or _DDL_TEXT.match(statement)):
                 self.cache.catalog.forget()  # a view, trigger, partition... may have changed

@@ -14,7 +14,9 @@ only the relation it writes, so the cache asks the database once per process (Po
   ``SET DEFAULT``) from others, recursively: their `cascades_from` tokens, which an UPDATE or a
   DELETE of them bumps and an INSERT does not, whether or not a model declares the cascade;
 - a table a view reads: the view, when the view takes writes (PostgreSQL's auto-updatable
-  views, and views with ``INSTEAD OF`` triggers), since a write naming it changes the table.
+  views, and views with ``INSTEAD OF`` triggers), since a write naming it changes the table;
+- a call of one of the database's functions (`dalkit.cache.functions`): the relations its code
+  reads; and a write calling one: the tables its code writes (`calls_written`).
 
 The catalog also says which tables have row-level security: reads of them bypass the cache
 (`CacheCore.bypass_reason`), since the rows a policy shows depend on the session.
@@ -25,7 +27,7 @@ still missing then is asked for again at most once a minute), and once a minute 
 run by another process (a view or a trigger redefined, a partition attached) reaches this
 process's entries within a minute: an entry whose relations changed then carries other tokens
 than a read now checks, and is missed. What it cannot see: tables read by a function the view
-calls, and tables written by a function a trigger calls inside an expression. No I/O here: the
+calls. No I/O here: the
 sync and async caches run `catalog_query` (in the reading session once it has begun, else on a
 connection of their own) and hand the rows to `CatalogMap.load`.
 """
@@ -40,11 +42,14 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.sql.elements import TextClause
 
-from dalkit.cache.tables import ALL, cascades_from, table_name
+from dalkit.cache.functions import Functions, calls_in, function_facts
+from dalkit.cache.tables import ALL, cascades_from, is_call, table_name
 from dalkit.cache.triggers import trigger_writes
 from dalkit.query.sql_tokens import code_tokens, identifier
 
 __all__ = ["CATALOG_REFRESH_S", "MISSING_RECHECK_S", "CatalogMap", "catalog_query"]
+
+_NO_NAMES: frozenset[str] = frozenset()
 
 #: how long a relation the catalog lacked goes unasked for (each read naming it asks after)
 MISSING_RECHECK_S = 60.0
@@ -60,7 +65,10 @@ CATALOG_REFRESH_S = 60.0
 # RULE, not a view's own) names, which it may write (kind 'r'); each trigger's function, as
 # "language\nname\nsource" (kind 't'; foreign keys' own triggers are internal); each table a
 # table's foreign key cascades from, with ON DELETE/UPDATE CASCADE, SET NULL or SET DEFAULT
-# (kind 'f'); each table with row-level security enabled (kind 's').
+# (kind 'f'); each table with row-level security enabled (kind 's'); each function (not a
+# trigger's) as "language\nvolatility\nsource" (kind 'p'), save an extension's in C, which the
+# cache takes for built-in (uuid-ossp's, PostGIS's): a body of SQL-standard (BEGIN ATOMIC)
+# form is in pg_get_functiondef alone.
 _POSTGRES = text(
     """
     SELECT c.relname,
@@ -105,6 +113,18 @@ _POSTGRES = text(
     JOIN pg_catalog.pg_proc f ON f.oid = t.tgfoid
     JOIN pg_catalog.pg_language l ON l.oid = f.prolang
     WHERE NOT t.tgisinternal
+    UNION ALL
+    SELECT f.proname, 'p', l.lanname || chr(10) || f.provolatile::text || chr(10)
+        || CASE WHEN f.prosrc = '' THEN pg_catalog.pg_get_functiondef(f.oid) ELSE f.prosrc END
+    FROM pg_catalog.pg_proc f
+    JOIN pg_catalog.pg_namespace n ON n.oid = f.pronamespace
+    JOIN pg_catalog.pg_language l ON l.oid = f.prolang
+    WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND f.prokind IN ('f', 'p')
+        AND f.prorettype NOT IN ('pg_catalog.trigger'::regtype, 'pg_catalog.event_trigger'::regtype)
+        AND (l.lanname IN ('plpgsql', 'sql') OR NOT EXISTS (
+            SELECT FROM pg_catalog.pg_depend d
+            WHERE d.classid = 'pg_catalog.pg_proc'::regclass AND d.objid = f.oid
+                AND d.deptype = 'e'))
     """
 )
 # a view takes no writes without a trigger, whose table is the view's (kind 't')
@@ -140,6 +160,7 @@ class _Catalog:
     everywhere: tuple[str, ...] = ()  # whose writes may reach any table: a trigger's
     cascading: dict[str, frozenset[str]] = field(default_factory=dict)  # table -> FKs' tables
     guarded: frozenset[str] = frozenset()  # tables with row-level security
+    functions: Functions = field(default_factory=lambda: function_facts((), frozenset()))
     read_at: float = 0.0
     # tables of an entry -> with what the map adds to them
     expanded: dict[tuple[str, ...], tuple[str, ...]] = field(default_factory=dict)
@@ -159,6 +180,7 @@ class CatalogMap:
     def __init__(self, dialect_name: str) -> None:
         self.dialect_name = dialect_name
         self._looked_up = catalog_query(dialect_name) is not None
+        self._follows_calls = dialect_name == "postgresql"  # SQLite has no functions in SQL
         # None: to be read (again); a dialect whose catalog is not looked up has an empty one
         self._catalog: _Catalog | None = None if self._looked_up else _Catalog()
 
@@ -184,7 +206,8 @@ class CatalogMap:
         found = catalog.expanded.get(tables)  # the usual case: one dict look-up per read
         if found is not None and fresh:
             return found
-        missing = [n for n in tables if n != ALL and n not in catalog.relations]
+        read_tables, unsure = catalog.functions.read_through(tables)
+        missing = [n for n in read_tables if n != ALL and n not in catalog.relations]
         if not self._looked_up:
             missing = []
         elif read:
@@ -195,12 +218,12 @@ class CatalogMap:
             or (missing and age > MISSING_RECHECK_S)
         ):
             return None
-        names = _closure((*tables, *catalog.everywhere), catalog.bases)
+        names = _closure((*read_tables, *catalog.everywhere), catalog.bases)
         if catalog.parents:
             names = _closure(names, catalog.parents)  # a parent's other children not among them
         if catalog.cascading:  # an UPDATE or DELETE of these, or of theirs, cascades here
             names |= {cascades_from(n) for n in _closure(names, catalog.cascading) - names}
-        found = tuple(sorted(names))
+        found = tuple(sorted(names | unsure))
         if missing:  # not kept: the relation may appear, as a view, by the next check
             return found
         if len(catalog.expanded) >= 2000:
@@ -208,12 +231,67 @@ class CatalogMap:
         catalog.expanded[tables] = found
         return found
 
-    def guarded(self, tables: tuple[str, ...]) -> bool:
-        """Whether one of ``tables`` (as `expand` returned them) has row-level security."""
+    def bypass(self, tables: tuple[str, ...], *, serve_row_security: bool) -> str | None:
+        """Why a read of ``tables`` (as `expand` returned them) goes to the database:
+        ``"row security"`` for a table with row-level security (unless ``serve_row_security``),
+        ``"function"`` for a call of a function that writes, or whose reads are unknown."""
         catalog = self._catalog
-        return (
-            catalog is not None and bool(catalog.guarded) and not catalog.guarded.isdisjoint(tables)
-        )
+        if catalog is None:
+            return None
+        if catalog.guarded and not serve_row_security and not catalog.guarded.isdisjoint(tables):
+            return "row security"
+        if catalog.functions.unsure and any(map(is_call, tables)):
+            return "function"  # a call expand kept: its function writes, or hides its reads
+        return None
+
+    # -- what the functions a statement calls write (dalkit.cache.capture) ----------------------
+    def calls_written(self, sql: str) -> frozenset[str]:
+        """What the functions ``sql`` calls write (`dalkit.cache.functions`), with what
+        cascades from it; while the map is unread or older than ``CATALOG_REFRESH_S`` (a
+        function may have been redefined since), the calls themselves, which `resolve`
+        replaces at commit, once the catalog has been read again (`refresh_due`)."""
+        if not self._follows_calls:
+            return _NO_NAMES
+        catalog = self._catalog
+        if catalog is not None and monotonic() - catalog.read_at < CATALOG_REFRESH_S:
+            if not catalog.functions.writes:
+                return _NO_NAMES  # the usual case
+            calls = calls_in(sql)
+            return frozenset(catalog.functions.written_by(calls)) if calls else _NO_NAMES
+        return calls_in(sql)
+
+    def resolve(self, names: Iterable[str]) -> set[str] | None:
+        """``names`` with each call (`calls_written`) replaced by what its function writes;
+        None when there is a call and the map has not been read."""
+        names = set(names)
+        if ALL in names or not any(map(is_call, names)):  # (everything: the calls too)
+            return {name for name in names if not is_call(name)}
+        catalog = self._catalog
+        return None if catalog is None else catalog.functions.written_by(names)
+
+    def refresh_due(self, names: Sequence[str]) -> bool:
+        """Whether a commit's invalidation of ``names`` reads the catalog first, to replace
+        the calls among them (`calls_written`): when it is unread, or older than
+        ``CATALOG_REFRESH_S`` and no other commit is reading it (which then goes on with it)."""
+        if not self._follows_calls or not any(map(is_call, names)):
+            return False
+        catalog = self._catalog
+        if catalog is None:
+            return True
+        now = monotonic()
+        if now - catalog.read_at < CATALOG_REFRESH_S:
+            return False
+        catalog.read_at = now  # claimed: the other commits meanwhile go on with this map
+        return True
+
+    def overlaps(self, written: set[str], tables: tuple[str, ...]) -> bool:
+        """Whether a transaction that wrote ``written`` wrote one of ``tables``."""
+        if ALL in written or not written.isdisjoint(tables):
+            return True
+        if not any(map(is_call, written)):
+            return False
+        resolved = self.resolve(written)
+        return resolved is None or ALL in resolved or not resolved.isdisjoint(tables)
 
     def load(self, rows: Iterable[Sequence[Any]]) -> None:
         """Replace the map by what `catalog_query` returned: (name, kind, detail), where kind
@@ -230,7 +308,13 @@ class CatalogMap:
         everywhere: set[str] = set()  # relations whose triggers may write any table
         cascading: dict[str, set[str]] = {}  # a table -> those its foreign keys cascade from
         guarded: set[str] = set()  # tables with row-level security
+        functions: list[tuple[str, str, str, str]] = []
+        triggers: list[tuple[str, str]] = []  # (table, "language\nfunction\ncode")
         for name, kind, detail in rows:
+            if kind == "p":  # a function: no relation
+                language, volatility, code = str(detail).split("\n", 2)
+                functions.append((str(name), language, volatility, code))
+                continue
             relation = table_name(str(name))
             relations.add(relation)
             if detail is None:
@@ -248,12 +332,17 @@ class CatalogMap:
             elif kind == "f":
                 cascading.setdefault(relation, set()).add(table_name(str(detail)))
             elif kind == "t":
-                language, function, code = str(detail).split("\n", 2)
-                writes = trigger_writes(language, function, code)
-                if ALL in writes:
-                    everywhere.add(relation)
-                for table in writes - {ALL, relation}:
-                    written_by.setdefault(table, set()).add(relation)
+                triggers.append((relation, str(detail)))
+        facts = function_facts(functions, frozenset(relations))
+        for relation, detail in triggers:  # what its code writes, and the functions it calls
+            language, function, code = detail.split("\n", 2)
+            writes = trigger_writes(language, function, code)
+            if language == "plpgsql":
+                writes |= facts.written_by(calls_in(code))
+            if ALL in writes:
+                everywhere.add(relation)
+            for table in writes - {ALL, relation}:
+                written_by.setdefault(table, set()).add(relation)
         bases: dict[str, set[str]] = {}
         for view, details in reads.items():
             if self.dialect_name == "sqlite":  # the view's SQL: the relations it names
@@ -276,6 +365,7 @@ class CatalogMap:
             everywhere=tuple(sorted(everywhere)),
             cascading={name: frozenset(of - {name}) for name, of in cascading.items()},
             guarded=frozenset(guarded),
+            functions=facts,
             read_at=monotonic(),
         )
 

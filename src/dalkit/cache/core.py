@@ -20,7 +20,7 @@ from dalkit.cache.catalog import CatalogMap
 from dalkit.cache.errors import CacheConfigurationError
 from dalkit.cache.flights import Flight
 from dalkit.cache.keys import KeyBuilder, tenant_part
-from dalkit.cache.tables import ALL, count_tables, each_named, statement_tables
+from dalkit.cache.tables import count_tables, each_named, statement_tables
 from dalkit.cache.versions import Tokens, entry_tables
 from dalkit.transaction.scope import current_scope
 
@@ -192,7 +192,9 @@ class CacheCore:
         if not self.is_async:
             self.invalidate(names)  # type: ignore[attr-defined]
             return
-        if not self.shared:
+        resolved = self.catalog.resolve(names)  # None: calls to resolve once the catalog is read
+        if not self.shared and resolved is not None:
+            names = sorted(resolved)
             self.backend.bump(self.token_names(names))
             self.count("invalidations", count_tables(names))
             if getattr(self.database, "_replicas", None) is None:  # else bumped again below,
@@ -271,8 +273,8 @@ class CacheCore:
 
         Returns:
             The reason (``pending invalidation``, ``no tenant``, ``row locks``, ``row
-            security``, ``snapshot isolation``, ``own write``), or None when the cache may
-            serve the read.
+            security``, ``function``, ``snapshot isolation``, ``own write``), or None when the
+            cache may serve the read.
         """
         if self._pending:
             return "pending invalidation"
@@ -280,20 +282,18 @@ class CacheCore:
             return "no tenant"  # the database's tenant scoping decides
         if getattr(statement, "_for_update_arg", None) is not None:
             return "row locks"  # SELECT ... FOR UPDATE must reach the rows it locks
-        if not self.serve_row_security and self.catalog.guarded(tables):
-            return "row security"
+        reason = self.catalog.bypass(tables, serve_row_security=self.serve_row_security)
+        if reason is not None:
+            return reason
         scope = current_scope()
         live = None if scope is None else scope.live()
         isolation = "" if live is None else (live.options.isolation or "").upper()
         if isolation in _SNAPSHOT_LEVELS and not self.serve_snapshot_reads:
             return "snapshot isolation"
-        sessions = [session] if session is not None else []
-        if live is not None and session is None:
-            sessions.append(sync_session(live.session))
-        for candidate in sessions:
-            written = candidate.info.get(WRITTEN)
-            if written and (ALL in written or not written.isdisjoint(tables)):
-                return "own write"
+        reader = session if session is not None or live is None else sync_session(live.session)
+        written = None if reader is None else reader.info.get(WRITTEN)
+        if written and self.catalog.overlaps(written, tables):
+            return "own write"
         return None
 
     def may_store(self, session: Session | None) -> bool:

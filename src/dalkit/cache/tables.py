@@ -22,12 +22,16 @@ from sqlalchemy.exc import NoReferencedColumnError, NoReferencedTableError
 from sqlalchemy.orm import Mapper, RelationshipProperty
 from sqlalchemy.sql import visitors
 from sqlalchemy.sql.expression import ColumnClause, Select, TableClause, TextClause, UpdateBase
+from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.sql.selectable import TextualSelect
 
 from dalkit.cache.errors import UncacheableStatementError
 
 __all__ = [
     "ALL",
+    "CALL",
+    "call",
+    "is_call",
     "declared_names",
     "cascades_from",
     "count_tables",
@@ -38,7 +42,6 @@ __all__ = [
     "statement_tables",
     "table_name",
     "tables_read",
-    "text_targets",
     "text_write",
 ]
 
@@ -46,6 +49,19 @@ __all__ = [
 ALL = "*"
 #: what `cascades_from` adds to a table's name
 _CASCADES = "|cascades"
+#: what ends the name of a function's call among tables (`dalkit.cache.functions`)
+CALL = "()"
+
+
+def call(name: str) -> str:
+    """How a call of the database's function ``name`` is named among tables."""
+    return name.lower() + CALL
+
+
+def is_call(name: str) -> bool:
+    """Whether ``name``, among an entry's or a write's tables, is a function's call."""
+    return name.endswith(CALL)
+
 
 _KEPT = 2000  # tables tuples whose names each_named keeps, at most
 
@@ -182,8 +198,9 @@ def tables_read(statement: Any) -> frozenset[str]:
         statement: A Core or ORM select (or any executable).
 
     Returns:
-        Its tables, including those its eager relationship loads and loader options reach;
-        empty for a text statement (which must then declare its tables).
+        Its tables, including those its eager relationship loads and loader options reach,
+        and the functions it calls (`call`: the catalog knows what they read); empty for a
+        text statement (which must then declare its tables).
     """
     if isinstance(statement, TextClause):
         return frozenset()
@@ -194,6 +211,8 @@ def tables_read(statement: Any) -> frozenset[str]:
             found.add(table_name(element))
             if isinstance(element, Table):
                 _read_schemas.add(element.metadata)
+        elif isinstance(element, FunctionElement) and isinstance(element.name, str):
+            found.add(call(element.name))  # the database's own function may read tables
         entity = getattr(element, "_annotations", {}).get("parententity")
         if entity is not None:
             mappers.append(entity.mapper)
@@ -330,27 +349,17 @@ def _references(fk: ForeignKey, target: Table) -> bool:
         return table_name(fk.target_fullname.rsplit(".", 1)[0]) == table_name(target)
 
 
-def text_targets(sql: str) -> frozenset[str] | None:
-    """The tables a raw SQL text writes.
+def text_write(sql: str) -> tuple[frozenset[str], bool] | None:
+    """What a raw SQL text writes, and whether foreign keys may cascade from it (an UPDATE or
+    a DELETE; an INSERT changes no other row).
 
     Args:
         sql: The statement as sent to the database.
 
     Returns:
-        The target of a plain INSERT, UPDATE or DELETE, of a materialized view's REFRESH,
-        the tables of a TRUNCATE without CASCADE, by `table_name`; ``{ALL}`` for DDL or
-        anything else that may write; None when it writes nothing.
-    """
-    written = text_write(sql)
-    return None if written is None else written[0]
-
-
-def text_write(sql: str) -> tuple[frozenset[str], bool] | None:
-    """What a raw SQL text writes: as `text_targets`, and whether foreign keys may cascade
-    from its target (an UPDATE or a DELETE; an INSERT changes no other row).
-
-    Args:
-        sql: The statement as sent to the database.
+        None when it writes nothing; else the target of a plain INSERT, UPDATE or DELETE, of
+        a materialized view's REFRESH, the tables of a TRUNCATE without CASCADE, by
+        `table_name`, or ``{ALL}`` for DDL or anything else that may write; and the flag.
     """
     if _WRITE_WORDS.search(sql) is None:
         return None

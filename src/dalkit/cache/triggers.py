@@ -9,8 +9,9 @@ write anything, as far as the cache can tell, when its code runs SQL built at ru
 (``EXECUTE``), calls a procedure (``CALL``), calls a function for its effects (``PERFORM f(...)``,
 other than PostgreSQL's own ``pg_*`` functions and ``set_config``), or is written in another
 language, save PostgreSQL's built-in (``internal``) trigger functions, the contrib ones that
-only change the row being written and TimescaleDB's hypertable guard. Not seen: a function
-called inside an expression (``SELECT my_function()``) that writes tables.
+only change the row being written and TimescaleDB's hypertable guard. A function the trigger
+calls inside an expression (``x := log_change(...)``) adds what it writes
+(`dalkit.cache.functions`, which reads functions with `trigger_writes` too).
 
 Written by hand, on sqlparse's tokens: no library reads what a trigger writes.
 """
