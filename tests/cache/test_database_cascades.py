@@ -16,6 +16,7 @@ from dalkit import Database
 from dalkit.cache import QueryCache
 
 from .models import Book, book_table
+from .test_write_paths import driver_write
 
 # tables no model declares (a migration's SQL made them)
 DDL = (
@@ -61,6 +62,9 @@ def _core_delete(db: Database) -> None:
 DELETES: dict[str, Callable[[Database], Any]] = {
     "ORM": _orm_delete,
     "Core": _core_delete,
+    "driver and note_write": lambda db: driver_write(
+        db, "DELETE FROM cache_book WHERE id = 1", "cache_book"
+    ),
     "raw SQL": lambda db: db.sql("DELETE FROM cache_book WHERE id = 1"),
 }
 

@@ -195,3 +195,18 @@ def test_a_function_another_process_redefined_is_followed_once_the_map_is_old(
     monkeypatch.setattr(catalog_module, "CATALOG_REFRESH_S", 0.0)  # a minute has gone by
     db.sql("SELECT cache_chore()")
     assert read(db, functions, sa.select(lines.c.n)) == []
+
+
+def test_a_read_of_a_view_calling_a_function_depends_on_the_tables_it_reads(
+    db: Database, functions: QueryCache
+) -> None:
+    db.sql(
+        "CREATE FUNCTION cache_total() RETURNS integer LANGUAGE sql STABLE AS "
+        "$$ SELECT coalesce(sum(n), 0)::int FROM cache_fn_lines $$"
+    )
+    db.sql("CREATE VIEW cache_fn_totals AS SELECT cache_total() AS total")
+    totals = sa.select(sa.table("cache_fn_totals", sa.column("total")).c.total)
+    assert read(db, functions, totals) == read(db, functions, totals) == [3]
+    assert stats(functions) == (1, 0)
+    db.sql("INSERT INTO cache_fn_lines VALUES (4)")
+    assert read(db, functions, totals) == [7]

@@ -20,7 +20,8 @@ from dalkit.cache import (
     install,
 )
 from dalkit.cache.keys import KeyBuilder
-from dalkit.cache.tables import dependents, table_name, tables_read, text_write
+from dalkit.cache.reads import tables_read
+from dalkit.cache.tables import dependents, table_name, text_write
 
 from .models import Animal, Author, Base, Book, Dog, Tag, author_table, tag_table
 

@@ -203,17 +203,23 @@ def test_a_cascading_delete_invalidates_the_referencing_table(
     assert titles(db, cache) == []
 
 
-def test_a_write_sqlalchemy_never_sees_invalidates_through_note_write(
-    db: Database, cache: QueryCache
-) -> None:
-    warm(db, cache)
+def driver_write(db: Database, sql: str, table: str) -> None:
+    """Run ``sql`` on the driver's connection, which SQLAlchemy never sees, in a transaction
+    that names what it wrote with note_write."""
     with db.transaction() as session:
         raw = session.connection().connection.driver_connection
         assert raw is not None
         cursor = raw.cursor()
-        cursor.execute("INSERT INTO cache_book (id, title) VALUES (10, 'copy')")
+        cursor.execute(sql)
         cursor.close()
-        note_write(session, "cache_book")
+        note_write(session, table)
+
+
+def test_a_write_sqlalchemy_never_sees_invalidates_through_note_write(
+    db: Database, cache: QueryCache
+) -> None:
+    warm(db, cache)
+    driver_write(db, "INSERT INTO cache_book (id, title) VALUES (10, 'copy')", "cache_book")
     assert titles(db, cache) == ["a", "b", "copy"]
 
 

@@ -48,14 +48,8 @@ from sqlalchemy.sql.expression import Insert, TextClause
 
 from dalkit.cache.catalog import catalog_query
 from dalkit.cache.core import WRITTEN, CacheCore, cache_for, sync_session
-from dalkit.cache.tables import (
-    ALL,
-    cascades_from,
-    dependents,
-    read_schemas,
-    table_name,
-    text_write,
-)
+from dalkit.cache.reads import read_schemas
+from dalkit.cache.tables import ALL, cascades_from, dependents, table_name, text_write
 from dalkit.engine.schemas import created_through
 from dalkit.engine.statement_hooks import WRITES_OPTION, hooks_for
 from dalkit.query.dml_ctes import cte_writes
@@ -288,7 +282,8 @@ def register(cache: CacheCore, scope: TransactionScope, tables: Iterable[str]) -
 
 def note_write(session: Any, table: Any) -> None:
     """Tell the cache that ``session``'s transaction wrote ``table`` by a path SQLAlchemy
-    does not see (COPY, a driver connection): invalidated when that transaction commits.
+    does not see (COPY, a driver connection): invalidated when that transaction commits, with
+    the tables whose foreign keys cascade from it in the database (an UPDATE or a DELETE).
 
     Args:
         session: The Session or AsyncSession whose transaction wrote.
@@ -300,7 +295,8 @@ def note_write(session: Any, table: Any) -> None:
     cache = cache_for(session)
     if cache is None:
         return
-    names = frozenset({table_name(table)})
+    name = table_name(table)
+    names = frozenset({name, cascades_from(name)})  # a driver's UPDATE/DELETE may cascade
     inner = sync_session(session)
     inner.info.setdefault(WRITTEN, set()).update(names)
     scope = _live_scope()

@@ -3,7 +3,7 @@ knows: views, table inheritance, rules, triggers and foreign keys that cascade. 
 only the relation it writes, so the cache asks the database once per process (PostgreSQL's
 ``pg_depend``, ``pg_inherits``, ``pg_trigger`` and ``pg_constraint``; SQLite's
 ``sqlite_master`` and ``pragma_foreign_key_list``) and tags an entry with more tokens:
-- a view: the relations it reads, recursively;
+- a view: the relations it reads, recursively, those the functions it calls read included;
 - a parent: its partitions (children), recursively, so a write naming a partition reaches it;
 - a partition: its parents, recursively, so a write through the parent reaches it; not its
   siblings, which a write naming only them never changes;
@@ -26,10 +26,9 @@ the map does not have (a view created since, by a migration or another process; 
 still missing then is asked for again at most once a minute), and once a minute anyway. So DDL
 run by another process (a view or a trigger redefined, a partition attached) reaches this
 process's entries within a minute: an entry whose relations changed then carries other tokens
-than a read now checks, and is missed. What it cannot see: tables read by a function the view
-calls. No I/O here: the
-sync and async caches run `catalog_query` (in the reading session once it has begun, else on a
-connection of their own) and hand the rows to `CatalogMap.load`.
+than a read now checks, and is missed. No I/O here: the sync and async caches run
+`catalog_query` (in the reading session once it has begun, else on a connection of their own)
+and hand the rows to `CatalogMap.load`.
 """
 
 from __future__ import annotations
@@ -43,7 +42,7 @@ from sqlalchemy import text
 from sqlalchemy.sql.elements import TextClause
 
 from dalkit.cache.functions import Functions, calls_in, function_facts
-from dalkit.cache.tables import ALL, cascades_from, is_call, table_name
+from dalkit.cache.tables import ALL, call, cascades_from, is_call, table_name
 from dalkit.cache.triggers import trigger_writes
 from dalkit.query.sql_tokens import code_tokens, identifier
 
@@ -65,10 +64,10 @@ CATALOG_REFRESH_S = 60.0
 # RULE, not a view's own) names, which it may write (kind 'r'); each trigger's function, as
 # "language\nname\nsource" (kind 't'; foreign keys' own triggers are internal); each table a
 # table's foreign key cascades from, with ON DELETE/UPDATE CASCADE, SET NULL or SET DEFAULT
-# (kind 'f'); each table with row-level security enabled (kind 's'); each function (not a
-# trigger's) as "language\nvolatility\nsource" (kind 'p'), save an extension's in C, which the
-# cache takes for built-in (uuid-ossp's, PostGIS's): a body of SQL-standard (BEGIN ATOMIC)
-# form is in pg_get_functiondef alone.
+# (kind 'f'); each table with row-level security enabled (kind 's'); each function a view
+# calls (kind 'c'); each function (not a trigger's) as "language\nvolatility\nsource" (kind
+# 'p'), save an extension's in C, which the cache takes for built-in (uuid-ossp's, PostGIS's);
+# a body of SQL-standard form (BEGIN ATOMIC) is in pg_get_functiondef alone.
 _POSTGRES = text(
     """
     SELECT c.relname,
@@ -114,6 +113,15 @@ _POSTGRES = text(
     JOIN pg_catalog.pg_language l ON l.oid = f.prolang
     WHERE NOT t.tgisinternal
     UNION ALL
+    SELECT c.relname, 'c', f.proname::text
+    FROM pg_catalog.pg_class c
+    JOIN pg_catalog.pg_rewrite r ON r.ev_class = c.oid
+    JOIN pg_catalog.pg_depend d
+        ON d.classid = 'pg_catalog.pg_rewrite'::regclass AND d.objid = r.oid
+        AND d.refclassid = 'pg_catalog.pg_proc'::regclass
+    JOIN pg_catalog.pg_proc f ON f.oid = d.refobjid
+    WHERE c.relkind = 'v'
+    UNION ALL
     SELECT f.proname, 'p', l.lanname || chr(10) || f.provolatile::text || chr(10)
         || CASE WHEN f.prosrc = '' THEN pg_catalog.pg_get_functiondef(f.oid) ELSE f.prosrc END
     FROM pg_catalog.pg_proc f
@@ -141,9 +149,8 @@ _SQLITE = text(
 
 
 def catalog_query(dialect_name: str) -> TextClause | None:
-    """The statement listing a database's relations, what its views read, which tables inherit
-    from which and what its rules and triggers are; None for a dialect whose catalog is not
-    looked up (every relation then counts as a plain table)."""
+    """The statement listing a database's relations and what the map reads of them (module
+    docstring); None for a dialect whose catalog is not looked up (all plain tables)."""
     return {"postgresql": _POSTGRES, "sqlite": _SQLITE}.get(dialect_name)
 
 
@@ -160,7 +167,7 @@ class _Catalog:
     everywhere: tuple[str, ...] = ()  # whose writes may reach any table: a trigger's
     cascading: dict[str, frozenset[str]] = field(default_factory=dict)  # table -> FKs' tables
     guarded: frozenset[str] = frozenset()  # tables with row-level security
-    functions: Functions = field(default_factory=lambda: function_facts((), frozenset()))
+    functions: Functions = field(default_factory=lambda: Functions({}, {}))
     read_at: float = 0.0
     # tables of an entry -> with what the map adds to them
     expanded: dict[tuple[str, ...], tuple[str, ...]] = field(default_factory=dict)
@@ -298,8 +305,9 @@ class CatalogMap:
         ``"v"`` is a view reading detail (a relation's name on PostgreSQL, the view's SQL on
         SQLite), ``"w"`` such a view taking writes, ``"i"`` a table inheriting from detail,
         ``"r"`` a rule naming detail, ``"t"`` a trigger (`dalkit.cache.triggers`), ``"f"`` a
-        foreign key cascading from detail, ``"s"`` row-level security, and anything else a
-        relation."""
+        foreign key cascading from detail, ``"s"`` row-level security, ``"p"`` a function
+        (`dalkit.cache.functions`), ``"c"`` a view calling function detail, and anything else
+        a relation."""
         relations: set[str] = set()
         reads: dict[str, set[str]] = {}
         parents: dict[str, set[str]] = {}
@@ -309,6 +317,7 @@ class CatalogMap:
         cascading: dict[str, set[str]] = {}  # a table -> those its foreign keys cascade from
         guarded: set[str] = set()  # tables with row-level security
         functions: list[tuple[str, str, str, str]] = []
+        calls: dict[str, set[str]] = {}  # a view -> the functions it calls
         triggers: list[tuple[str, str]] = []  # (table, "language\nfunction\ncode")
         for name, kind, detail in rows:
             if kind == "p":  # a function: no relation
@@ -333,6 +342,8 @@ class CatalogMap:
                 cascading.setdefault(relation, set()).add(table_name(str(detail)))
             elif kind == "t":
                 triggers.append((relation, str(detail)))
+            elif kind == "c":
+                calls.setdefault(relation, set()).add(call(str(detail)))
         facts = function_facts(functions, frozenset(relations))
         for relation, detail in triggers:  # what its code writes, and the functions it calls
             language, function, code = detail.split("\n", 2)
@@ -344,13 +355,15 @@ class CatalogMap:
             for table in writes - {ALL, relation}:
                 written_by.setdefault(table, set()).add(relation)
         bases: dict[str, set[str]] = {}
-        for view, details in reads.items():
+        for view in {*reads, *calls}:
+            details = reads.get(view, set())
             if self.dialect_name == "sqlite":  # the view's SQL: the relations it names
                 named = {identifier(t) for sql in details for t in code_tokens(sql)}
                 found = {table_name(n) for n in named if n is not None} & relations
             else:
                 found = {table_name(d) for d in details}
-            bases[view] = found - {view}
+            read, unsure = facts.read_through(calls.get(view, ()))  # the functions it calls
+            bases[view] = (found | set(read) | unsure) - {view}  # (unsure: a read bypasses)
             for table in bases[view] if view in writable else ():
                 written_by.setdefault(table, set()).add(view)
         for child, of in parents.items():

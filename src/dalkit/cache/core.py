@@ -20,7 +20,8 @@ from dalkit.cache.catalog import CatalogMap
 from dalkit.cache.errors import CacheConfigurationError
 from dalkit.cache.flights import Flight
 from dalkit.cache.keys import KeyBuilder, tenant_part
-from dalkit.cache.tables import count_tables, each_named, statement_tables
+from dalkit.cache.reads import statement_tables
+from dalkit.cache.tables import count_tables, each_named
 from dalkit.cache.versions import Tokens, entry_tables
 from dalkit.transaction.scope import current_scope
 

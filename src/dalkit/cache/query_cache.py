@@ -18,8 +18,9 @@ from dalkit.cache.catalog import catalog_query
 from dalkit.cache.core import CacheCore, log, sync_session
 from dalkit.cache.install import install
 from dalkit.cache.keys import function_key, schema_part, tenant_part
+from dalkit.cache.reads import declared_names
 from dalkit.cache.results import freeze, thaw
-from dalkit.cache.tables import ALL, count_tables, declared_names, is_call
+from dalkit.cache.tables import ALL, count_tables, is_call
 from dalkit.cache.versions import entry_tables, replayed_by
 from dalkit.engine.autoroute import PRIMARY_POSITION, commit_position, route_miss
 from dalkit.engine.replicas import parse_lsn

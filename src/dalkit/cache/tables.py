@@ -1,6 +1,6 @@
-"""Which tables a statement reads (joins, subqueries, CTEs, eager relationship loads,
-association tables) and which tables a write reaches (its target, plus the tables whose
-foreign keys cascade from it), each by the one name the cache knows it by (`table_name`).
+"""The one name the cache knows a table by (`table_name`), and which tables a write reaches
+(its target, plus the tables whose foreign keys cascade from it); what a read depends on is
+`dalkit.cache.reads`.
 
 Raw SQL may spell a table in any case and with or without its schema (``UPDATE Items``,
 ``DELETE FROM public.items``): the cache folds every spelling to the table's bare name in lower
@@ -12,36 +12,23 @@ version: a write to one costs the other's entries a miss, never a stale read.
 from __future__ import annotations
 
 import re
-import weakref
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import sqlparse
-from sqlalchemy import ForeignKey, MetaData, Table, inspect
+from sqlalchemy import ForeignKey, Table
 from sqlalchemy.exc import NoReferencedColumnError, NoReferencedTableError
-from sqlalchemy.orm import Mapper, RelationshipProperty
-from sqlalchemy.sql import visitors
-from sqlalchemy.sql.expression import ColumnClause, Select, TableClause, TextClause, UpdateBase
-from sqlalchemy.sql.functions import FunctionElement
-from sqlalchemy.sql.selectable import TextualSelect
-
-from dalkit.cache.errors import UncacheableStatementError
 
 __all__ = [
     "ALL",
     "CALL",
     "call",
-    "is_call",
-    "declared_names",
     "cascades_from",
     "count_tables",
     "dependents",
     "each_named",
-    "opaque_sql",
-    "read_schemas",
-    "statement_tables",
+    "is_call",
     "table_name",
-    "tables_read",
     "text_write",
 ]
 
@@ -81,16 +68,12 @@ def each_named(
     return found
 
 
-_EAGER = frozenset({"joined", "selectin", "subquery", "immediate"})
 _CASCADING = frozenset({"CASCADE", "SET NULL", "SET DEFAULT"})
 _WRITE_WORDS = re.compile(
     r"\b(insert|update|delete|merge|truncate|create|drop|alter|replace|copy|grant|revoke|"
     r"vacuum|reindex|cluster|comment|lock|call|do|refresh|import|attach|detach|execute)\b",
     re.IGNORECASE,
 )
-# a text fragment outside a FROM list reads a table only through a subquery; FROM alone is no
-# sign of one (EXTRACT(YEAR FROM d), SUBSTRING(s FROM 2), TRIM(LEADING FROM s))
-_SUBQUERY_WORD = re.compile(r"\bselect\b", re.IGNORECASE)
 _TEMP_TABLE = re.compile(r"^\s*create\s+(?:global\s+|local\s+)?temp(?:orary)?\s+table\b", re.I)
 # a name, quoted ("a ""b"" c", any character) or not, and a dotted chain of them (schema.table)
 _PART = r'(?:"(?:[^"]|"")*"|[\w$]+)'
@@ -115,9 +98,6 @@ _TRUNCATE = re.compile(
     r"(?:\s+(?:restart|continue)\s+identity)?(?:\s+restrict)?\s*;?\s*$",
     re.IGNORECASE,
 )
-# the schemas of the tables cached reads have named (tables_read): where a raw write's target is
-# looked up for the tables its foreign keys cascade to (dalkit.cache.capture)
-_read_schemas: weakref.WeakSet[MetaData] = weakref.WeakSet()
 
 
 def table_name(table: Any) -> str:
@@ -137,166 +117,6 @@ def table_name(table: Any) -> str:
     if name.startswith('"') and name.endswith('"') and len(name) > 1:
         name = name[1:-1].replace('""', '"')
     return name.lower()
-
-
-def statement_tables(statement: Any, tables: Iterable[Any] | None) -> frozenset[str]:
-    """The tables a cached read of ``statement`` depends on.
-
-    Args:
-        statement: The statement to cache.
-        tables: Tables declared by the caller (`declared_names`), required for SQL text.
-
-    Raises:
-        UncacheableStatementError: A write, or SQL text (`opaque_sql`) without ``tables``.
-    """
-    if isinstance(statement, UpdateBase):
-        raise UncacheableStatementError("only reads can be cached, not INSERT/UPDATE/DELETE")
-    declared = declared_names(tables or ())
-    if not declared and (
-        isinstance(statement, TextClause | TextualSelect) or opaque_sql(statement)
-    ):
-        raise UncacheableStatementError(
-            "SQL text that may read tables must declare them: cached(session, statement, "
-            "tables=['users', ...])"
-        )
-    return frozenset({*tables_read(statement), *declared})
-
-
-def declared_names(tables: Iterable[Any]) -> list[str]:
-    """The names of the tables a caller declares (``tables=[...]`` of ``cached``, ``memoize``).
-
-    Args:
-        tables: Names as SQL spells them, Tables, or models (all the tables they map).
-
-    Raises:
-        UncacheableStatementError: One is none of these.
-    """
-    names = []
-    for table in tables:
-        if isinstance(table, str | Table):
-            names.append(table_name(table))
-            continue
-        mapper = inspect(table, raiseerr=False)
-        mapped = getattr(mapper, "tables", None) if isinstance(mapper, Mapper) else None
-        if not mapped:
-            raise UncacheableStatementError(
-                f"tables=[...] takes table names, Tables or mapped models, not {table!r}"
-            )
-        names.extend(table_name(t) for t in mapped)
-    return names
-
-
-def read_schemas() -> list[MetaData]:
-    """The schemas (MetaData) of every table a cached read has named in this process."""
-    return list(_read_schemas)
-
-
-def tables_read(statement: Any) -> frozenset[str]:
-    """Every table a statement reads.
-
-    Args:
-        statement: A Core or ORM select (or any executable).
-
-    Returns:
-        Its tables, including those its eager relationship loads and loader options reach,
-        and the functions it calls (`call`: the catalog knows what they read); empty for a
-        text statement (which must then declare its tables).
-    """
-    if isinstance(statement, TextClause):
-        return frozenset()
-    found: set[str] = set()
-    mappers: list[Mapper[Any]] = []
-    for element in visitors.iterate(statement):
-        if isinstance(element, TableClause):  # a Table, or a lightweight sa.table()
-            found.add(table_name(element))
-            if isinstance(element, Table):
-                _read_schemas.add(element.metadata)
-        elif isinstance(element, FunctionElement) and isinstance(element.name, str):
-            found.add(call(element.name))  # the database's own function may read tables
-        entity = getattr(element, "_annotations", {}).get("parententity")
-        if entity is not None:
-            mappers.append(entity.mapper)
-    for description in getattr(statement, "column_descriptions", ()):
-        entity = description.get("entity")
-        if entity is not None:
-            mappers.append(inspect(entity).mapper)
-    for option in getattr(statement, "_with_options", ()):
-        mappers.extend(_option_mappers(option))
-        found.update(_option_secondaries(option))
-    seen: set[Mapper[Any]] = set()
-    while mappers:
-        mapper = mappers.pop()
-        if mapper in seen:
-            continue
-        seen.add(mapper)
-        for table in mapper.tables:
-            found.add(table_name(table))
-            if isinstance(table, Table):
-                _read_schemas.add(table.metadata)
-        for relationship in mapper.relationships:
-            if relationship.lazy in _EAGER:
-                mappers.append(relationship.mapper)
-                if relationship.secondary is not None:
-                    found.update(_from_clause_tables(relationship.secondary))
-    return frozenset(found)
-
-
-def opaque_sql(statement: Any) -> bool:
-    """Whether ``statement`` holds SQL text that may read tables `tables_read` cannot see: a
-    ``text()`` in a FROM list, or a text fragment or literal column with a query in it
-    (``text("id IN (SELECT ...)")``). A plain text condition (``text("price > 0")``) is not.
-
-    Args:
-        statement: A Core or ORM select.
-    """
-    for element in visitors.iterate(statement):
-        if isinstance(element, Select):
-            # a text() in a FROM list is a table's name, or a query, with no word telling which
-            if any(isinstance(f, TextClause) for f in element.get_final_froms()):
-                return True
-            continue
-        if isinstance(element, TextClause):
-            sql = element.text
-        elif isinstance(element, ColumnClause) and element.is_literal:
-            sql = element.name
-        else:
-            continue
-        if _SUBQUERY_WORD.search(sql):
-            return True
-    return False
-
-
-def _option_mappers(option: Any) -> Iterable[Mapper[Any]]:
-    """Mappers named anywhere in a loader option's paths (``selectinload(User.posts)``)."""
-    for path in _option_paths(option):
-        for item in path:
-            if isinstance(item, Mapper):
-                yield item
-            elif isinstance(item, RelationshipProperty):
-                yield item.mapper
-            else:
-                mapper = getattr(item, "mapper", None)
-                if isinstance(mapper, Mapper):
-                    yield mapper
-
-
-def _option_secondaries(option: Any) -> Iterable[str]:
-    for path in _option_paths(option):
-        for item in path:
-            if isinstance(item, RelationshipProperty) and item.secondary is not None:
-                yield from _from_clause_tables(item.secondary)
-
-
-def _option_paths(option: Any) -> Iterable[Any]:
-    path = getattr(option, "path", None)
-    if path is not None:
-        yield getattr(path, "path", path)
-    for child in getattr(option, "context", ()) or ():
-        yield from _option_paths(child)
-
-
-def _from_clause_tables(clause: Any) -> set[str]:
-    return {table_name(e) for e in visitors.iterate(clause) if isinstance(e, Table)}
 
 
 def cascades_from(name: str) -> str:
