@@ -17,7 +17,7 @@ from dalkit.cache.core import CacheCore, log, sync_session
 from dalkit.cache.install import install
 from dalkit.cache.keys import function_key, schema_part, tenant_part
 from dalkit.cache.reads import declared_names
-from dalkit.cache.results import freeze, thaw
+from dalkit.cache.results import freeze, pickled, thaw
 from dalkit.cache.tables import ALL, count_tables, is_call
 from dalkit.cache.versions import entry_tables, replayed_by
 from dalkit.engine.autoroute import PRIMARY_POSITION, commit_position, route_miss
@@ -176,7 +176,7 @@ class AsyncQueryCache(CacheCore):
         store = store and route_miss(inner, replayed_by(tokens))
         try:
             frozen, shared = freeze(await run(), self.shared)
-            if store:
+            if store and shared is not None:
                 await self._store(key, tokens, shared, ttl)
         finally:
             if leader:
@@ -224,7 +224,9 @@ class AsyncQueryCache(CacheCore):
                     return await fn(*args, **kwargs)
                 self.count("misses")
                 value = await fn(*args, **kwargs)
-                await self._store(key, found[1], pickle.dumps(value), seconds)
+                payload = pickled(value)
+                if payload is not None:  # else returned, not stored
+                    await self._store(key, found[1], payload, seconds)
                 return value
 
             return memoized

@@ -19,7 +19,7 @@ from dalkit.cache.core import CacheCore, log, sync_session
 from dalkit.cache.install import install
 from dalkit.cache.keys import function_key, schema_part, tenant_part
 from dalkit.cache.reads import declared_names
-from dalkit.cache.results import freeze, thaw
+from dalkit.cache.results import freeze, pickled, thaw
 from dalkit.cache.tables import ALL, count_tables, is_call
 from dalkit.cache.versions import entry_tables, replayed_by
 from dalkit.engine.autoroute import PRIMARY_POSITION, commit_position, route_miss
@@ -178,7 +178,7 @@ class QueryCache(CacheCore):
         store = store and route_miss(inner, replayed_by(tokens))
         try:
             frozen, shared = freeze(run(), self.shared)
-            if store:
+            if store and shared is not None:
                 self._store(key, tokens, shared, ttl)
         finally:
             if leader:
@@ -226,7 +226,9 @@ class QueryCache(CacheCore):
                     return fn(*args, **kwargs)
                 self.count("misses")
                 value = fn(*args, **kwargs)
-                self._store(key, found[1], pickle.dumps(value), seconds)
+                payload = pickled(value)
+                if payload is not None:  # else returned, not stored
+                    self._store(key, found[1], payload, seconds)
                 return value
 
             return memoized

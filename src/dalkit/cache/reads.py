@@ -92,8 +92,9 @@ def tables_read(statement: Any) -> frozenset[str]:
         statement: A Core or ORM select (or any executable).
 
     Returns:
-        Its tables, including those its eager relationship loads and loader options reach and
-        those its models' ``column_property`` expressions read, and the functions it calls
+        Its tables, including those its eager relationship loads and loader options reach,
+        its models' subclasses' and those their ``column_property`` expressions (or a
+        ``with_expression``) read, and the functions it calls
         (`call`: the catalog knows what they read); empty for a text statement (which must
         then declare its tables).
     """
@@ -109,12 +110,17 @@ def tables_read(statement: Any) -> frozenset[str]:
     for option in getattr(statement, "_with_options", ()):
         mappers.extend(_option_mappers(option))
         found.update(_option_secondaries(option))
+        for criterion in _option_criteria(option):  # with_expression(), with_loader_criteria()
+            _named_in(criterion, found, None)
     seen: set[Mapper[Any]] = set()
     while mappers:
         mapper = mappers.pop()
         if mapper in seen:
             continue
         seen.add(mapper)
+        # subclasses whose own tables' columns load with its rows (polymorphic_load: by a
+        # second SELECT, or joined in); with_polymorphic's joins are in the statement itself
+        mappers.extend(m for m in mapper.self_and_descendants if m.polymorphic_load)
         for table in mapper.tables:
             found.add(table_name(table))
             if isinstance(table, Table):
@@ -199,6 +205,17 @@ def _option_paths(option: Any) -> Iterable[Any]:
         yield getattr(path, "path", path)
     for child in getattr(option, "context", ()) or ():
         yield from _option_paths(child)
+
+
+def _option_criteria(option: Any) -> Iterable[Any]:
+    """The expressions of a loader option: ``with_expression``'s, a relationship's ``.and_()``,
+    ``with_loader_criteria``'s (a lambda's too: iterating it visits what it resolved to)."""
+    yield from getattr(option, "_extra_criteria", ())
+    criteria = getattr(option, "where_criteria", None)
+    if criteria is not None:
+        yield criteria
+    for child in getattr(option, "context", ()) or ():
+        yield from _option_criteria(child)
 
 
 def _from_clause_tables(clause: Any) -> set[str]:

@@ -14,7 +14,7 @@ from sqlalchemy.orm.loading import merge_frozen_result
 from dalkit.cache.rows import MARK, EntityRows, decode_rows, encode_rows, entity_rows, serve_rows
 from dalkit.query.plain_entities import propagated_options
 
-__all__ = ["freeze", "thaw"]
+__all__ = ["freeze", "pickled", "thaw"]
 
 _STATE = "_sa_instance_state"  # what marks a mapped instance (an entity) in a row
 # mapper -> the names of its relationships
@@ -33,7 +33,9 @@ def freeze(result: Result[Any], shared: bool) -> tuple[FrozenResult[Any], Any]:
         their column values ([`EntityRows`][dalkit.cache.rows.EntityRows], encoded for a
         shared backend). Any other result is pickled for a shared backend; for process
         memory an unpickled copy is kept, detached from the session that loaded it (whose
-        later changes must never reach the cache) and served without unpickling.
+        later changes must never reach the cache) and served without unpickling. None to
+        store when the result cannot be pickled (its entities carry a loader option made of a
+        lambda, `with_loader_criteria`): the read is served, not cached.
     """
     frozen = result.freeze()
     rows = entity_rows(frozen)
@@ -41,8 +43,16 @@ def freeze(result: Result[Any], shared: bool) -> tuple[FrozenResult[Any], Any]:
         encoded = encode_rows(rows) if shared else rows
         if encoded is not None:
             return frozen, encoded
-    payload = pickle.dumps(frozen, protocol=pickle.HIGHEST_PROTOCOL)
-    return frozen, payload if shared else pickle.loads(payload)
+    payload = pickled(frozen)
+    return frozen, payload if shared or payload is None else pickle.loads(payload)
+
+
+def pickled(value: Any) -> bytes | None:
+    """``value`` pickled; None when it cannot be (a lambda, a lock, a local class in it)."""
+    try:
+        return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    except (pickle.PicklingError, AttributeError, TypeError):
+        return None
 
 
 def thaw(session: Session, statement: Any, payload: Any) -> Result[Any] | None:
