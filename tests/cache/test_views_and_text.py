@@ -132,6 +132,21 @@ def test_a_memoized_function_declaring_a_view_is_invalidated_by_its_table(
     assert count() == 3
 
 
+def test_a_memoized_value_that_cannot_be_pickled_is_returned_and_not_stored(
+    db: Database, cache: QueryCache
+) -> None:
+    calls: list[int] = []
+
+    @cache.memoize(tables=["cache_book"])
+    def titled() -> Any:
+        calls.append(1)
+        return lambda: len(db.sql("SELECT id FROM cache_book"))  # a lambda: no pickle
+
+    assert titled()() == titled()() == 2
+    assert len(calls) == 2
+    assert (cache.get_stats()["sets"], cache.get_stats()["errors"]) == (0, 0)
+
+
 def test_a_lightweight_table_counts_as_its_table(db: Database, cache: QueryCache) -> None:
     book = sa.table("cache_book", sa.column("title"))
     statement = sa.select(book.c.title)
