@@ -44,6 +44,7 @@ from sqlalchemy.sql.elements import TextClause
 from dalkit.cache.functions import Functions, calls_in, function_facts
 from dalkit.cache.tables import ALL, call, cascades_from, is_call, table_name
 from dalkit.cache.triggers import trigger_writes
+from dalkit.engine.statement_hooks import WRITES_OPTION
 from dalkit.query.sql_tokens import code_tokens, identifier
 
 __all__ = ["CATALOG_REFRESH_S", "MISSING_RECHECK_S", "CatalogMap", "catalog_query"]
@@ -151,7 +152,9 @@ _SQLITE = text(
 def catalog_query(dialect_name: str) -> TextClause | None:
     """The statement listing a database's relations and what the map reads of them (module
     docstring); None for a dialect whose catalog is not looked up (all plain tables)."""
-    return {"postgresql": _POSTGRES, "sqlite": _SQLITE}.get(dialect_name)
+    query = {"postgresql": _POSTGRES, "sqlite": _SQLITE}.get(dialect_name)
+    # it writes nothing, though it calls chr() while the map that would tell is unread
+    return None if query is None else query.execution_options(**{WRITES_OPTION: ()})
 
 
 @dataclass
@@ -293,11 +296,7 @@ class CatalogMap:
 
     def overlaps(self, written: set[str], tables: tuple[str, ...]) -> bool:
         """Whether a transaction that wrote ``written`` wrote one of ``tables``."""
-        if ALL in written or not written.isdisjoint(tables):
-            return True
-        if not any(map(is_call, written)):
-            return False
-        resolved = self.resolve(written)
+        resolved = self.resolve(written) if any(map(is_call, written)) else written
         return resolved is None or ALL in resolved or not resolved.isdisjoint(tables)
 
     def load(self, rows: Iterable[Sequence[Any]]) -> None:
