@@ -248,9 +248,9 @@ class AsyncQueryCache(CacheCore):
         names = self.take_pending(tables)
         if not names:
             return
-        if self.catalog.refresh_due(names):
-            await self._refresh_catalog()
         if any(map(is_call, names)):  # functions called: what they write
+            if self.catalog.refresh_due():
+                await self._refresh_catalog()
             resolved = self.catalog.resolve(names)
             names = sorted(resolved) if resolved is not None else [ALL]  # (catalog unreadable)
             if not names:
@@ -287,8 +287,8 @@ class AsyncQueryCache(CacheCore):
 
     async def _refresh_catalog(self) -> None:
         """Read the catalog (again) on a connection of its own, for what the functions a
-        commit called write (`dalkit.cache.functions`); when it cannot be read, the calls
-        invalidate everything."""
+        commit called write (`dalkit.cache.functions`). When it cannot be read, the map read
+        before answers; without one, the calls invalidate everything."""
         try:
             await self._read_catalog((), None)
         except Exception as error:

@@ -69,6 +69,9 @@ CATALOG_REFRESH_S = 60.0
 # calls (kind 'c'); each function (not a trigger's) as "language\nvolatility\nsource" (kind
 # 'p'), save an extension's in C, which the cache takes for built-in (uuid-ossp's, PostGIS's);
 # a body of SQL-standard form (BEGIN ATOMIC) is in pg_get_functiondef alone.
+# the catalog's queries write nothing, though they call chr() while the map that would tell is
+# unread (CatalogMap.calls_written)
+_WRITES_NOTHING = {WRITES_OPTION: ()}
 _POSTGRES = text(
     """
     SELECT c.relname,
@@ -135,7 +138,7 @@ _POSTGRES = text(
             WHERE d.classid = 'pg_catalog.pg_proc'::regclass AND d.objid = f.oid
                 AND d.deptype = 'e'))
     """
-)
+).execution_options(**_WRITES_NOTHING)
 # a view takes no writes without a trigger, whose table is the view's (kind 't')
 _SQLITE = text(
     "SELECT name, CASE type WHEN 'view' THEN 'v' END, sql FROM sqlite_master "
@@ -146,15 +149,13 @@ _SQLITE = text(
     "JOIN pragma_foreign_key_list(m.name) k WHERE m.type = 'table' "
     "AND (upper(k.on_delete) IN ('CASCADE', 'SET NULL', 'SET DEFAULT') "
     "OR upper(k.on_update) IN ('CASCADE', 'SET NULL', 'SET DEFAULT'))"
-)
+).execution_options(**_WRITES_NOTHING)
 
 
 def catalog_query(dialect_name: str) -> TextClause | None:
     """The statement listing a database's relations and what the map reads of them (module
     docstring); None for a dialect whose catalog is not looked up (all plain tables)."""
-    query = {"postgresql": _POSTGRES, "sqlite": _SQLITE}.get(dialect_name)
-    # it writes nothing, though it calls chr() while the map that would tell is unread
-    return None if query is None else query.execution_options(**{WRITES_OPTION: ()})
+    return {"postgresql": _POSTGRES, "sqlite": _SQLITE}.get(dialect_name)
 
 
 @dataclass
@@ -279,11 +280,11 @@ class CatalogMap:
         catalog = self._catalog
         return None if catalog is None else catalog.functions.written_by(names)
 
-    def refresh_due(self, names: Sequence[str]) -> bool:
-        """Whether a commit's invalidation of ``names`` reads the catalog first, to replace
-        the calls among them (`calls_written`): when it is unread, or older than
+    def refresh_due(self) -> bool:
+        """Whether a commit's invalidation, which holds calls (`calls_written`), reads the
+        catalog before it replaces them: when it is unread, or older than
         ``CATALOG_REFRESH_S`` and no other commit is reading it (which then goes on with it)."""
-        if not self._follows_calls or not any(map(is_call, names)):
+        if not self._follows_calls:
             return False
         catalog = self._catalog
         if catalog is None:

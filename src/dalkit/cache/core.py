@@ -193,8 +193,8 @@ class CacheCore:
         if not self.is_async:
             self.invalidate(names)  # type: ignore[attr-defined]
             return
-        resolved = self.catalog.resolve(names)  # None: calls to resolve once the catalog is read
-        if not self.shared and resolved is not None:
+        # (resolved None: calls to resolve once the catalog is read, by invalidate below)
+        if not self.shared and (resolved := self.catalog.resolve(names)) is not None:
             names = sorted(resolved)
             self.backend.bump(self.token_names(names))
             self.count("invalidations", count_tables(names))

@@ -250,9 +250,9 @@ class QueryCache(CacheCore):
         names = self.take_pending(tables)
         if not names:
             return
-        if self.catalog.refresh_due(names):
-            self._refresh_catalog()
         if any(map(is_call, names)):  # functions called: what they write
+            if self.catalog.refresh_due():
+                self._refresh_catalog()
             resolved = self.catalog.resolve(names)
             names = sorted(resolved) if resolved is not None else [ALL]  # (catalog unreadable)
             if not names:
@@ -289,8 +289,8 @@ class QueryCache(CacheCore):
 
     def _refresh_catalog(self) -> None:
         """Read the catalog (again) on a connection of its own, for what the functions a
-        commit called write (`dalkit.cache.functions`); when it cannot be read, the calls
-        invalidate everything."""
+        commit called write (`dalkit.cache.functions`). When it cannot be read, the map read
+        before answers; without one, the calls invalidate everything."""
         try:
             self._read_catalog((), None)
         except Exception as error:

@@ -199,23 +199,28 @@ def _option_secondaries(option: Any) -> Iterable[str]:
                 yield from _from_clause_tables(item.secondary)
 
 
-def _option_paths(option: Any) -> Iterable[Any]:
-    path = getattr(option, "path", None)
-    if path is not None:
-        yield getattr(path, "path", path)
+def _option_tree(option: Any) -> Iterable[Any]:
+    """A loader option and the options it holds (``selectinload(A.b).selectinload(B.c)``)."""
+    yield option
     for child in getattr(option, "context", ()) or ():
-        yield from _option_paths(child)
+        yield from _option_tree(child)
+
+
+def _option_paths(option: Any) -> Iterable[Any]:
+    for node in _option_tree(option):
+        path = getattr(node, "path", None)
+        if path is not None:
+            yield getattr(path, "path", path)
 
 
 def _option_criteria(option: Any) -> Iterable[Any]:
     """The expressions of a loader option: ``with_expression``'s, a relationship's ``.and_()``,
     ``with_loader_criteria``'s (a lambda's too: iterating it visits what it resolved to)."""
-    yield from getattr(option, "_extra_criteria", ())
-    criteria = getattr(option, "where_criteria", None)
-    if criteria is not None:
-        yield criteria
-    for child in getattr(option, "context", ()) or ():
-        yield from _option_criteria(child)
+    for node in _option_tree(option):
+        yield from getattr(node, "_extra_criteria", ())
+        criteria = getattr(node, "where_criteria", None)
+        if criteria is not None:
+            yield criteria
 
 
 def _from_clause_tables(clause: Any) -> set[str]:
