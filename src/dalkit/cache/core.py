@@ -21,7 +21,7 @@ from dalkit.cache.errors import CacheConfigurationError
 from dalkit.cache.flights import Flight
 from dalkit.cache.keys import KeyBuilder, tenant_part
 from dalkit.cache.reads import statement_tables
-from dalkit.cache.tables import count_tables, each_named
+from dalkit.cache.tables import ALL, count_tables, each_named, is_call
 from dalkit.cache.versions import Tokens, entry_tables
 from dalkit.transaction.scope import current_scope
 
@@ -84,8 +84,7 @@ class CacheCore:
         #: serve and fill the cache at REPEATABLE READ / SERIALIZABLE too (off: a cached
         #: result may be newer than the transaction's snapshot)
         self.serve_snapshot_reads = serve_snapshot_reads
-        #: serve and fill the cache for reads of tables with row-level security too (off: the
-        #: rows a policy shows depend on the role and settings, which the key does not hold)
+        #: serve and fill the cache for tables with row-level security too (the class says when)
         self.serve_row_security = serve_row_security
         #: what tells this database's entries and tokens from another's in a shared backend;
         #: by default derived from the URL (user, host, port, database; never the password or
@@ -185,17 +184,19 @@ class CacheCore:
 
         The sync cache invalidates at once; the async one (process memory aside, bumped at
         once) is bypassed until it is applied, on the running event loop or by its next call.
+        A call of the database's functions writes what the map at hand says (unread: all).
 
         Args:
             tables: The names of the tables written.
         """
         names = list(tables)
+        if any(map(is_call, names)):  # the map at hand: an engine event reads no catalog
+            resolved = self.catalog.resolve(names)
+            names = sorted(resolved) if resolved is not None else [ALL]
         if not self.is_async:
             self.invalidate(names)  # type: ignore[attr-defined]
             return
-        # (resolved None: calls to resolve once the catalog is read, by invalidate below)
-        if not self.shared and (resolved := self.catalog.resolve(names)) is not None:
-            names = sorted(resolved)
+        if not self.shared:
             self.backend.bump(self.token_names(names))
             self.count("invalidations", count_tables(names))
             if getattr(self.database, "_replicas", None) is None:  # else bumped again below,
@@ -283,8 +284,7 @@ class CacheCore:
             return "no tenant"  # the database's tenant scoping decides
         if getattr(statement, "_for_update_arg", None) is not None:
             return "row locks"  # SELECT ... FOR UPDATE must reach the rows it locks
-        reason = self.catalog.bypass(tables, serve_row_security=self.serve_row_security)
-        if reason is not None:
+        if reason := self.catalog.bypass(tables, serve_row_security=self.serve_row_security):
             return reason
         scope = current_scope()
         live = None if scope is None else scope.live()
