@@ -210,3 +210,24 @@ def test_a_read_of_a_view_calling_a_function_depends_on_the_tables_it_reads(
     assert stats(functions) == (1, 0)
     db.sql("INSERT INTO cache_fn_lines VALUES (4)")
     assert read(db, functions, totals) == [7]
+
+
+def test_an_insert_whose_column_default_calls_a_function_invalidates_what_it_writes(
+    db: Database, functions: QueryCache
+) -> None:
+    db.sql(  # a gapless number: the counter row is the one source of invoice numbers
+        "CREATE FUNCTION cache_next_number() RETURNS integer LANGUAGE sql AS "
+        "$$ UPDATE cache_fn_counter SET n = n + 1 RETURNING n $$"
+    )
+    ddl(
+        db,
+        "CREATE TABLE cache_fn_invoices (id serial PRIMARY KEY, "
+        "number integer NOT NULL DEFAULT cache_next_number())",
+    )
+    invoices = sa.Table(
+        "cache_fn_invoices", sa.MetaData(), sa.Column("id", sa.Integer, primary_key=True)
+    )
+    assert read(db, functions, sa.select(counter.c.n)) == [0]
+    with db.transaction() as session:  # names neither the function nor the counter
+        session.execute(sa.insert(invoices))
+    assert read(db, functions, sa.select(counter.c.n)) == [1]

@@ -46,7 +46,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.expression import Insert, TextClause
 
-from dalkit.cache.catalog import catalog_query
+from dalkit.cache.catalog_queries import catalog_query
 from dalkit.cache.core import WRITTEN, CacheCore, cache_for, sync_session
 from dalkit.cache.reads import read_schemas
 from dalkit.cache.tables import ALL, cascades_from, dependents, table_name, text_write

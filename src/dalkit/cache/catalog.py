@@ -1,14 +1,16 @@
 """What an entry depends on beyond the tables its statement names, which only the database
 knows: views, table inheritance, rules, triggers and foreign keys that cascade. A write names
 only the relation it writes, so the cache asks the database once per process (PostgreSQL's
-``pg_depend``, ``pg_inherits``, ``pg_trigger`` and ``pg_constraint``; SQLite's
+``pg_depend``, ``pg_inherits``, ``pg_trigger``, ``pg_constraint``, ``pg_proc`` and
+``pg_attrdef``, in `dalkit.cache.catalog_queries`; SQLite's
 ``sqlite_master`` and ``pragma_foreign_key_list``) and tags an entry with more tokens:
 - a view: the relations it reads, recursively, those the functions it calls read included;
 - a parent: its partitions (children), recursively, so a write naming a partition reaches it;
 - a partition: its parents, recursively, so a write through the parent reaches it; not its
   siblings, which a write naming only them never changes;
-- a table written by a trigger (`dalkit.cache.triggers`): the table the trigger fires on; and
-  every entry: each table with a trigger that may write any table;
+- a table written by a trigger (`dalkit.cache.triggers`), or by a function a column default
+  calls (``DEFAULT next_invoice_number()``): the table the trigger fires on or the column is
+  in; and every entry: each table with such a trigger or default that may write any table;
 - a relation a rule (PostgreSQL's ``CREATE RULE``) names: the relation the rule is on;
 - a table whose foreign keys cascade (``ON DELETE``/``ON UPDATE`` ``CASCADE``, ``SET NULL``,
   ``SET DEFAULT``) from others, recursively: their `cascades_from` tokens, which an UPDATE or a
@@ -38,16 +40,13 @@ from dataclasses import dataclass, field
 from time import monotonic
 from typing import Any
 
-from sqlalchemy import text
-from sqlalchemy.sql.elements import TextClause
-
+from dalkit.cache.catalog_queries import catalog_query
 from dalkit.cache.functions import Functions, calls_in, function_facts
 from dalkit.cache.tables import ALL, call, cascades_from, is_call, table_name
 from dalkit.cache.triggers import trigger_writes
-from dalkit.engine.statement_hooks import WRITES_OPTION
 from dalkit.query.sql_tokens import code_tokens, identifier
 
-__all__ = ["CATALOG_REFRESH_S", "MISSING_RECHECK_S", "CatalogMap", "catalog_query"]
+__all__ = ["CATALOG_REFRESH_S", "MISSING_RECHECK_S", "CatalogMap"]
 
 _NO_NAMES: frozenset[str] = frozenset()
 
@@ -57,105 +56,6 @@ MISSING_RECHECK_S = 60.0
 #: trigger or a partition added) changes what entries depend on at the latest then, and an
 #: entry whose dependencies changed is no longer served (its tokens are not the new ones)
 CATALOG_REFRESH_S = 60.0
-
-# One row per fact: every relation (kind NULL); each relation a view's rewrite rule depends on
-# (kind 'v', or 'w' for a view that takes writes, which reach its tables); each parent a table
-# inherits from (kind 'i': declarative partitions and INHERITS alike; the child's relkind
-# leaves out the partitioned indexes pg_inherits also lists); each relation a rule (CREATE
-# RULE, not a view's own) names, which it may write (kind 'r'); each trigger's function, as
-# "language\nname\nsource" (kind 't'; foreign keys' own triggers are internal); each table a
-# table's foreign key cascades from, with ON DELETE/UPDATE CASCADE, SET NULL or SET DEFAULT
-# (kind 'f'); each table with row-level security enabled (kind 's'); each function a view
-# calls (kind 'c'); each function (not a trigger's) as "language\nvolatility\nsource" (kind
-# 'p'), save an extension's in C, which the cache takes for built-in (uuid-ossp's, PostGIS's);
-# a body of SQL-standard form (BEGIN ATOMIC) is in pg_get_functiondef alone.
-# the catalog's queries write nothing, though they call chr() while the map that would tell is
-# unread (CatalogMap.calls_written)
-_WRITES_NOTHING = {WRITES_OPTION: ()}
-_POSTGRES = text(
-    """
-    SELECT c.relname,
-        CASE WHEN c.relkind = 'v' THEN
-            CASE WHEN pg_catalog.pg_relation_is_updatable(c.oid, false) > 0 THEN 'w' ELSE 'v' END
-        END,
-        ref.relname::text
-    FROM pg_catalog.pg_class c
-    LEFT JOIN pg_catalog.pg_rewrite r ON c.relkind = 'v' AND r.ev_class = c.oid
-    LEFT JOIN pg_catalog.pg_depend d
-        ON d.classid = 'pg_catalog.pg_rewrite'::regclass AND d.objid = r.oid
-        AND d.refclassid = 'pg_catalog.pg_class'::regclass AND d.refobjid <> c.oid
-    LEFT JOIN pg_catalog.pg_class ref ON ref.oid = d.refobjid
-    WHERE c.relkind IN ('r', 'v', 'm', 'p', 'f')
-    UNION ALL
-    SELECT c.relname, 'i', p.relname::text
-    FROM pg_catalog.pg_inherits i
-    JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid AND c.relkind IN ('r', 'p', 'f')
-    JOIN pg_catalog.pg_class p ON p.oid = i.inhparent
-    UNION ALL
-    SELECT c.relname, 'r', ref.relname::text
-    FROM pg_catalog.pg_rewrite r
-    JOIN pg_catalog.pg_class c ON c.oid = r.ev_class
-    JOIN pg_catalog.pg_depend d
-        ON d.classid = 'pg_catalog.pg_rewrite'::regclass AND d.objid = r.oid
-        AND d.refclassid = 'pg_catalog.pg_class'::regclass AND d.refobjid <> c.oid
-    JOIN pg_catalog.pg_class ref ON ref.oid = d.refobjid
-    WHERE r.rulename <> '_RETURN'
-    UNION ALL
-    SELECT c.relname, 'f', p.relname::text
-    FROM pg_catalog.pg_constraint k
-    JOIN pg_catalog.pg_class c ON c.oid = k.conrelid
-    JOIN pg_catalog.pg_class p ON p.oid = k.confrelid
-    WHERE k.contype = 'f'
-        AND (k.confdeltype IN ('c', 'n', 'd') OR k.confupdtype IN ('c', 'n', 'd'))
-    UNION ALL
-    SELECT c.relname, 's', 'row security' FROM pg_catalog.pg_class c WHERE c.relrowsecurity
-    UNION ALL
-    SELECT c.relname, 't', l.lanname || chr(10) || f.proname || chr(10) || f.prosrc
-    FROM pg_catalog.pg_trigger t
-    JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid
-    JOIN pg_catalog.pg_proc f ON f.oid = t.tgfoid
-    JOIN pg_catalog.pg_language l ON l.oid = f.prolang
-    WHERE NOT t.tgisinternal
-    UNION ALL
-    SELECT c.relname, 'c', f.proname::text
-    FROM pg_catalog.pg_class c
-    JOIN pg_catalog.pg_rewrite r ON r.ev_class = c.oid
-    JOIN pg_catalog.pg_depend d
-        ON d.classid = 'pg_catalog.pg_rewrite'::regclass AND d.objid = r.oid
-        AND d.refclassid = 'pg_catalog.pg_proc'::regclass
-    JOIN pg_catalog.pg_proc f ON f.oid = d.refobjid
-    WHERE c.relkind = 'v'
-    UNION ALL
-    SELECT f.proname, 'p', l.lanname || chr(10) || f.provolatile::text || chr(10)
-        || CASE WHEN f.prosrc = '' THEN pg_catalog.pg_get_functiondef(f.oid) ELSE f.prosrc END
-    FROM pg_catalog.pg_proc f
-    JOIN pg_catalog.pg_namespace n ON n.oid = f.pronamespace
-    JOIN pg_catalog.pg_language l ON l.oid = f.prolang
-    WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND f.prokind IN ('f', 'p')
-        AND f.prorettype NOT IN ('pg_catalog.trigger'::regtype, 'pg_catalog.event_trigger'::regtype)
-        AND (l.lanname IN ('plpgsql', 'sql') OR NOT EXISTS (
-            SELECT FROM pg_catalog.pg_depend d
-            WHERE d.classid = 'pg_catalog.pg_proc'::regclass AND d.objid = f.oid
-                AND d.deptype = 'e'))
-    """
-).execution_options(**_WRITES_NOTHING)
-# a view takes no writes without a trigger, whose table is the view's (kind 't')
-_SQLITE = text(
-    "SELECT name, CASE type WHEN 'view' THEN 'v' END, sql FROM sqlite_master "
-    "WHERE type IN ('table', 'view') "
-    "UNION ALL SELECT tbl_name, 't', 'sqlite' || char(10) || char(10) || sql FROM sqlite_master "
-    "WHERE type = 'trigger' "
-    "UNION ALL SELECT m.name, 'f', k.\"table\" FROM sqlite_master m "
-    "JOIN pragma_foreign_key_list(m.name) k WHERE m.type = 'table' "
-    "AND (upper(k.on_delete) IN ('CASCADE', 'SET NULL', 'SET DEFAULT') "
-    "OR upper(k.on_update) IN ('CASCADE', 'SET NULL', 'SET DEFAULT'))"
-).execution_options(**_WRITES_NOTHING)
-
-
-def catalog_query(dialect_name: str) -> TextClause | None:
-    """The statement listing a database's relations and what the map reads of them (module
-    docstring); None for a dialect whose catalog is not looked up (all plain tables)."""
-    return {"postgresql": _POSTGRES, "sqlite": _SQLITE}.get(dialect_name)
 
 
 @dataclass
@@ -306,8 +206,8 @@ class CatalogMap:
         SQLite), ``"w"`` such a view taking writes, ``"i"`` a table inheriting from detail,
         ``"r"`` a rule naming detail, ``"t"`` a trigger (`dalkit.cache.triggers`), ``"f"`` a
         foreign key cascading from detail, ``"s"`` row-level security, ``"p"`` a function
-        (`dalkit.cache.functions`), ``"c"`` a view calling function detail, and anything else
-        a relation."""
+        (`dalkit.cache.functions`), ``"c"`` a view calling function detail, ``"d"`` a column
+        default calling function detail, and anything else a relation."""
         relations: set[str] = set()
         reads: dict[str, set[str]] = {}
         parents: dict[str, set[str]] = {}
@@ -319,6 +219,7 @@ class CatalogMap:
         functions: list[tuple[str, str, str, str]] = []
         calls: dict[str, set[str]] = {}  # a view -> the functions it calls
         triggers: list[tuple[str, str]] = []  # (table, "language\nfunction\ncode")
+        defaults: dict[str, set[str]] = {}  # a table -> the functions its defaults call
         for name, kind, detail in rows:
             if kind == "p":  # a function: no relation
                 language, volatility, code = str(detail).split("\n", 2)
@@ -344,12 +245,17 @@ class CatalogMap:
                 triggers.append((relation, str(detail)))
             elif kind == "c":
                 calls.setdefault(relation, set()).add(call(str(detail)))
+            elif kind == "d":
+                defaults.setdefault(relation, set()).add(call(str(detail)))
         facts = function_facts(functions, frozenset(relations))
+        side_writes = [(relation, facts.written_by(calls)) for relation, calls in defaults.items()]
         for relation, detail in triggers:  # what its code writes, and the functions it calls
             language, function, code = detail.split("\n", 2)
-            writes = trigger_writes(language, function, code)
+            writes = set(trigger_writes(language, function, code))
             if language == "plpgsql":
                 writes |= facts.written_by(calls_in(code))
+            side_writes.append((relation, writes))
+        for relation, writes in side_writes:  # what a write of relation may write besides
             if ALL in writes:
                 everywhere.add(relation)
             for table in writes - {ALL, relation}:

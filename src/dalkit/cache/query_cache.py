@@ -14,7 +14,7 @@ from typing import Any, ParamSpec, TypeVar
 from sqlalchemy.engine import Result
 from sqlalchemy.orm import Session
 
-from dalkit.cache.catalog import catalog_query
+from dalkit.cache.catalog_queries import catalog_query
 from dalkit.cache.core import CacheCore, log, sync_session
 from dalkit.cache.install import install
 from dalkit.cache.keys import function_key, schema_part, tenant_part
