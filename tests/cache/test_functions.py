@@ -231,3 +231,68 @@ def test_an_insert_whose_column_default_calls_a_function_invalidates_what_it_wri
     with db.transaction() as session:  # names neither the function nor the counter
         session.execute(sa.insert(invoices))
     assert read(db, functions, sa.select(counter.c.n)) == [1]
+
+
+ARCHIVE_PROCEDURE = """CREATE PROCEDURE cache_archive() LANGUAGE plpgsql AS $$
+    BEGIN
+        INSERT INTO cache_fn_archive SELECT n FROM cache_fn_lines;
+        DELETE FROM cache_fn_lines;
+    END $$"""
+
+
+def test_a_procedure_s_call_invalidates_what_its_code_writes_and_nothing_else(
+    db: Database, functions: QueryCache
+) -> None:
+    ddl(db, ARCHIVE_PROCEDURE)
+    statements = [sa.select(lines.c.n), sa.select(archive.c.n), sa.select(counter.c.n)]
+    assert [read(db, functions, s) for s in statements] == [[1, 2], [], [0]]
+    db.sql("CALL cache_archive()")
+    assert [read(db, functions, s) for s in statements] == [[], [1, 2], [0]]
+    assert stats(functions)[0] == 1  # the counter, which the procedure does not write
+
+
+def test_a_procedure_s_call_before_the_map_is_read_invalidates_everything(
+    db: Database, functions: QueryCache, cache_kind: str, redis_url: str
+) -> None:
+    if cache_kind != "redis":
+        pytest.skip("two databases share a Redis cache; process memory is each one's own")
+    ddl(db, ARCHIVE_PROCEDURE)
+    assert read(db, functions, sa.select(counter.c.n)) == [0]
+    writer = Database(db.engine.url.render_as_string(hide_password=False))
+    manager = RedisManager(redis_url)
+    backend = functions.backend
+    assert isinstance(backend, RedisBackend)
+    install(writer, QueryCache(RedisBackend(manager, prefix=backend.prefix)))
+    try:
+        writer.sql("CALL cache_archive()")  # its map unread: everything, the counter too
+    finally:
+        writer.dispose()
+        manager.close()
+    assert read(db, functions, sa.select(counter.c.n)) == [0]
+    assert stats(functions)[0] == 0  # a miss
+    assert read(db, functions, sa.select(lines.c.n)) == []
+
+
+@pytest.mark.parametrize(
+    "body",
+    ["REFRESH MATERIALIZED VIEW cache_fn_report", "DROP TABLE IF EXISTS cache_fn_scratch"],
+    ids=["refresh", "ddl"],
+)
+def test_a_function_refreshing_a_view_or_running_ddl_invalidates_what_it_changes(
+    db: Database, functions: QueryCache, body: str
+) -> None:
+    db.sql(
+        "CREATE MATERIALIZED VIEW cache_fn_report AS SELECT count(*)::int AS n FROM cache_fn_lines"
+    )
+    ddl(
+        db,
+        "CREATE FUNCTION cache_chore() RETURNS integer LANGUAGE plpgsql AS "
+        f"$$ BEGIN {body}; RETURN 0; END $$",
+    )
+    report = sa.select(sa.table("cache_fn_report", sa.column("n")).c.n)
+    assert read(db, functions, report) == [2]
+    db.sql("INSERT INTO cache_fn_lines VALUES (3)")
+    assert read(db, functions, report) == [2]  # not refreshed: still right
+    db.sql("SELECT cache_chore()")
+    assert read(db, functions, report) == [3 if body.startswith("REFRESH") else 2]
+    assert stats(functions)[0] == 1  # the second read alone: the call invalidated the view

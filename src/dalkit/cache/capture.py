@@ -49,7 +49,7 @@ from sqlalchemy.sql.expression import Insert, TextClause
 from dalkit.cache.catalog_queries import catalog_query
 from dalkit.cache.core import WRITTEN, CacheCore, cache_for, sync_session
 from dalkit.cache.reads import read_schemas
-from dalkit.cache.tables import ALL, cascades_from, dependents, table_name, text_write
+from dalkit.cache.tables import ALL, cascades_from, dependents, is_call, table_name, text_write
 from dalkit.engine.schemas import created_through
 from dalkit.engine.statement_hooks import WRITES_OPTION, hooks_for
 from dalkit.query.dml_ctes import cte_writes
@@ -128,7 +128,8 @@ class WriteCapture:
             return None
         targets, cascades = written
         if not cascades:
-            return targets
+            procedure = next((name for name in targets if is_call(name)), None)  # a CALL
+            return targets if procedure is None else self.cache.catalog.procedure_writes(procedure)
         found: set[str] = set(targets)
         for name in targets:
             found.add(cascades_from(name))  # what cascades from it, in the database's catalog

@@ -18,7 +18,8 @@ only the relation it writes, so the cache asks the database once per process (Po
 - a table a view reads: the view, when the view takes writes (PostgreSQL's auto-updatable
   views, and views with ``INSTEAD OF`` triggers), since a write naming it changes the table;
 - a call of one of the database's functions (`dalkit.cache.functions`): the relations its code
-  reads; and a write calling one: the tables its code writes (`calls_written`).
+  reads; and a write calling one: the tables its code writes (`calls_written`), a ``CALL`` of
+  a procedure likewise (`procedure_writes`).
 
 The catalog also says which tables have row-level security: reads of them bypass the cache
 (`CacheCore.bypass_reason`), since the rows a policy shows depend on the session.
@@ -42,7 +43,7 @@ from typing import Any
 
 from dalkit.cache.catalog_queries import catalog_query
 from dalkit.cache.functions import Functions, calls_in, function_facts
-from dalkit.cache.tables import ALL, call, cascades_from, is_call, table_name
+from dalkit.cache.tables import ALL, CALL, call, cascades_from, is_call, table_name
 from dalkit.cache.triggers import trigger_writes
 from dalkit.query.sql_tokens import code_tokens, identifier
 
@@ -170,6 +171,21 @@ class CatalogMap:
             calls = calls_in(sql)
             return frozenset(catalog.functions.written_by(calls)) if calls else _NO_NAMES
         return calls_in(sql)
+
+    def procedure_writes(self, procedure: str) -> frozenset[str]:
+        """What ``CALL procedure(...)`` writes (``procedure`` as `call` names it): what its code
+        writes, and what cascades from that, when the map is younger than
+        ``CATALOG_REFRESH_S`` and has the procedure; else everything (the map is unread or
+        old, or the procedure is an extension's, in C, or was created since)."""
+        catalog = self._catalog
+        if (
+            not self._follows_calls
+            or catalog is None
+            or monotonic() - catalog.read_at >= CATALOG_REFRESH_S
+            or procedure[: -len(CALL)] not in catalog.functions.reads
+        ):
+            return frozenset({ALL})
+        return frozenset(catalog.functions.written_by((procedure,)))
 
     def resolve(self, names: Iterable[str]) -> set[str] | None:
         """``names`` with each call (`calls_written`) replaced by what its function writes;

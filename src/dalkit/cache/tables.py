@@ -92,6 +92,8 @@ _REFRESH = re.compile(
     r"\s*;?\s*$",
     re.IGNORECASE,
 )
+# a procedure's call: what it writes is what its code writes (CatalogMap.procedure_writes)
+_CALL_STATEMENT = re.compile(rf"^\s*call\s+{_NAME}\s*\(", re.IGNORECASE)
 _ONE_TRUNCATED = rf"(?:only\s+)?({_CHAIN})\s*\*?"
 _TRUNCATE = re.compile(
     rf"^\s*truncate\s+(?:table\s+)?((?:{_ONE_TRUNCATED}\s*,\s*)*{_ONE_TRUNCATED})"
@@ -179,7 +181,8 @@ def text_write(sql: str) -> tuple[frozenset[str], bool] | None:
     Returns:
         None when it writes nothing; else the target of a plain INSERT, UPDATE or DELETE, of
         a materialized view's REFRESH, the tables of a TRUNCATE without CASCADE, by
-        `table_name`, or ``{ALL}`` for DDL or anything else that may write; and the flag.
+        `table_name`, the procedure of a ``CALL`` (`call`), or ``{ALL}`` for DDL or anything
+        else that may write; and the flag.
     """
     if _WRITE_WORDS.search(sql) is None:
         return None
@@ -200,6 +203,9 @@ def text_write(sql: str) -> tuple[frozenset[str], bool] | None:
     if truncated is not None:  # (with CASCADE: every table referencing them, so everything)
         names = re.findall(_ONE_TRUNCATED, truncated.group(1), re.IGNORECASE)
         return frozenset(table_name(name) for name in names), False
+    procedure = _CALL_STATEMENT.match(stripped)
+    if procedure is not None:
+        return frozenset({call(table_name(procedure.group(1)))}), False
     pattern = _TARGET.get(kind)
     match = pattern.match(stripped) if pattern is not None else None
     if match is None:

@@ -4,9 +4,10 @@ map). A trigger maintaining a counter, a summary or an audit table writes tables
 statement of the application names.
 
 PL/pgSQL functions (PostgreSQL) and trigger bodies (SQLite) are read for the targets of their
-``INSERT INTO``, ``UPDATE``, ``DELETE FROM``, ``MERGE INTO`` and ``TRUNCATE``. A trigger may
-write anything, as far as the cache can tell, when its code runs SQL built at run time
-(``EXECUTE``), calls a procedure (``CALL``), calls a function for its effects (``PERFORM f(...)``,
+``INSERT INTO``, ``UPDATE``, ``DELETE FROM``, ``MERGE INTO``, ``TRUNCATE`` and ``REFRESH
+MATERIALIZED VIEW``. A trigger may write anything, as far as the cache can tell, when its code
+runs SQL built at run time (``EXECUTE``), runs DDL (``CREATE``, ``DROP``, ``ALTER``,
+``IMPORT``), calls a procedure (``CALL``), calls a function for its effects (``PERFORM f(...)``,
 other than PostgreSQL's own ``pg_*`` functions and ``set_config``), or is written in another
 language, save PostgreSQL's built-in (``internal``) trigger functions, the contrib ones that
 only change the row being written and TimescaleDB's hypertable guard. A function the trigger
@@ -39,6 +40,10 @@ _BEFORE_TARGET = frozenset({"only", "table", "if", "exists"})
 # words that are no target where one may follow (MERGE's and ON CONFLICT's UPDATE SET)
 _NO_TARGET = frozenset({"set", "values", "default", "select"})
 
+# DDL in a function's code (a procedure creating next month's partition, a function dropping a
+# staging table)
+_DDL = frozenset({"create", "drop", "alter", "import"})
+
 _Words = list[tuple[Token, str | None]]
 
 
@@ -64,6 +69,8 @@ def trigger_writes(language: str, function: str, code: str) -> frozenset[str]:
         after = words[i + 1][1] if i + 1 < len(words) else None
         if word in ("execute", "call", "copy") and token.is_keyword:
             return ANYTHING
+        if word in _DDL and token.is_keyword and not _is_column_word(words, i):
+            return ANYTHING  # any relation may change, or stop being what entries read
         if (  # PERFORM f(...): a function called for its effects
             word == "perform"
             and after is not None
@@ -80,6 +87,11 @@ def trigger_writes(language: str, function: str, code: str) -> frozenset[str]:
             written.update(_names(words, i + skip, many=False))
         elif word == "truncate":
             written.update(_names(words, i + 1, many=True))
+        elif word == "refresh" and after == "materialized":
+            j = i + 2
+            while j < len(words) and words[j][1] in ("view", "concurrently"):
+                j += 1
+            written.update(_names(words, j, many=False))
     return frozenset(written)
 
 
@@ -104,6 +116,11 @@ def _names(words: _Words, i: int, *, many: bool) -> list[str]:
 def _word(token: Token) -> str | None:
     """What ``token`` says: a name (`identifier`), or a keyword in lower case (DML, DDL)."""
     return identifier(token) or (str(token.value).lower() if token.is_keyword else None)
+
+
+def _is_column_word(words: _Words, i: int) -> bool:
+    """Whether ``words[i]`` is a name after a dot (``NEW.drop``), not a keyword."""
+    return i > 0 and _is(words[i - 1], ".")
 
 
 def _is(word: tuple[Token, str | None], punctuation: str) -> bool:
