@@ -74,7 +74,14 @@ def test_a_function_whose_code_hides_its_work_reads_unknown_tables(
     [
         ("INSERT INTO items (id, title) VALUES (%(id)s, %(t)s) RETURNING items.id", set()),
         ("UPDATE items SET n = next_number('x') WHERE id IN (1, 2)", {"next_number()"}),
-        ('SELECT count(*), "Tally"(1), pg_sleep(1) FROM items', {"tally()"}),
+        ('SELECT count(*), "Tally"(1), pg_typeof(1) FROM items', {"tally()"}),
+        (
+            "SELECT lower(n), pg_try_advisory_lock(1), nextval('s') FROM t",
+            {  # SESSION_BOUND
+                "pg_try_advisory_lock()",
+                "nextval()",
+            },
+        ),
         ("SELECT archive.run(1) WHERE EXISTS (SELECT 1)", {"run()"}),
     ],
 )

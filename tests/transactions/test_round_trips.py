@@ -218,6 +218,47 @@ def test_a_transaction_scoped_advisory_lock_begins_the_transaction_and_is_held(
     assert statement_log.statements()[:2] == ["BEGIN", "SELECT"]
 
 
+# a SELECT can act: what it does must belong to the transaction, as a write's does
+_ACTING_SELECTS = {
+    "a function that writes": "SELECT put_item(3)",
+    "a local setting": "SELECT set_config('app.tenant', 'a', true)",
+}
+
+
+@pytest.mark.parametrize("select", list(_ACTING_SELECTS.values()), ids=list(_ACTING_SELECTS))
+def test_a_select_calling_a_function_that_may_act_begins_the_transaction(
+    pg: Database, statement_log: StatementLog, select: str
+) -> None:
+    pg.sql(
+        "CREATE FUNCTION put_item(n integer) RETURNS integer LANGUAGE sql AS "
+        "$$ INSERT INTO items (id, name) VALUES (n, 'put') RETURNING n $$"
+    )
+    statement_log.mark()
+    with pytest.raises(RuntimeError), pg.transaction() as session:
+        session.execute(sa.text(select))
+        tenant = session.scalar(sa.text("SELECT current_setting('app.tenant', true)"))
+        raise RuntimeError("undo")
+    assert statement_log.statements()[:2] == ["BEGIN", "SELECT"]
+    assert _count_elsewhere(pg) == 1  # rolled back with the transaction, not autocommitted
+    if "set_config" in select:
+        assert tenant == "a"  # set for the rest of the transaction, not for one statement
+
+
+async def test_an_async_select_calling_a_function_that_writes_is_rolled_back_with_its_transaction(
+    apg: AsyncDatabase,
+) -> None:
+    await apg.sql(
+        "CREATE FUNCTION put_item(n integer) RETURNS integer LANGUAGE sql AS "
+        "$$ INSERT INTO items (id, name) VALUES (n, 'put') RETURNING n $$"
+    )
+    with pytest.raises(RuntimeError):
+        async with apg.transaction() as session:
+            await session.execute(sa.select(sa.func.put_item(3)))
+            raise RuntimeError("undo")
+    async with apg.transaction() as session:
+        assert await session.scalar(sa.select(sa.func.count()).select_from(Item)) == 1
+
+
 def _count_locks_elsewhere(db: Database) -> int:
     with psycopg.connect(_url(db.engine.url.render_as_string(False), "postgresql")) as raw:
         row = raw.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'").fetchone()

@@ -73,6 +73,7 @@ class _Catalog:
     cascading: dict[str, frozenset[str]] = field(default_factory=dict)  # table -> FKs' tables
     guarded: frozenset[str] = frozenset()  # tables with row-level security
     functions: Functions = field(default_factory=lambda: Functions({}, {}))
+    calling: bool = False  # whether an expanded read may hold a call (bypass looks then)
     read_at: float = 0.0
     # tables of an entry -> with what the map adds to them
     expanded: dict[tuple[str, ...], tuple[str, ...]] = field(default_factory=dict)
@@ -136,6 +137,8 @@ class CatalogMap:
         if catalog.cascading:  # an UPDATE or DELETE of these, or of theirs, cascades here
             names |= {cascades_from(n) for n in _closure(names, catalog.cascading) - names}
         found = tuple(sorted(names | unsure))
+        if not catalog.calling and any(map(is_call, found)):
+            catalog.calling = True  # its own call, or a view's, of one a read may not skip
         if missing:  # not kept: the relation may appear, as a view, by the next check
             return found
         if len(catalog.expanded) >= 2000:
@@ -146,14 +149,15 @@ class CatalogMap:
     def bypass(self, tables: tuple[str, ...], *, serve_row_security: bool) -> str | None:
         """Why a read of ``tables`` (as `expand` returned them) goes to the database:
         ``"row security"`` for a table with row-level security (unless ``serve_row_security``),
-        ``"function"`` for a call of a function that writes, or whose reads are unknown."""
+        ``"function"`` for a call of a function that writes, or whose reads are unknown, or of
+        a built-in one bound to the session (`SESSION_BOUND`)."""
         catalog = self._catalog
         if catalog is None:
             return None
         if catalog.guarded and not serve_row_security and not catalog.guarded.isdisjoint(tables):
             return "row security"
-        if catalog.functions.unsure and any(map(is_call, tables)):
-            return "function"  # a call expand kept: its function writes, or hides its reads
+        if catalog.calling and any(map(is_call, tables)):
+            return "function"  # a call expand kept: it acts, or hides its reads
         return None
 
     # -- what the functions a statement calls write (dalkit.cache.capture) ----------------------

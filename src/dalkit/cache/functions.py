@@ -19,25 +19,32 @@ Written by hand, on sqlparse's tokens: no library reads what a stored function t
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from dalkit.cache.tables import ALL, CALL, call, cascades_from, is_call
 from dalkit.cache.triggers import ANYTHING, trigger_writes
+from dalkit.engine.sql_calls import READ_ONLY_FUNCTIONS, called
 from dalkit.query.sql_tokens import code_tokens, identifier
 
-__all__ = ["Functions", "calls_in", "function_facts"]
+__all__ = ["SESSION_BOUND", "Functions", "calls_in", "function_facts"]
 
-# a name followed by "(": a call, or a table's column list (INSERT INTO t (a, b)), a keyword
-# (VALUES (...)), a type (numeric(10, 2)); only the names of the database's functions count in
-# the end, but these are left out at once, so that a statement of the usual kind names no call
-# while the catalog is unknown (CatalogMap.calls_written); pg_* names are PostgreSQL's own
-_CALLED = re.compile(r'(?:\b(into)\s+)?(?:"((?:[^"]|"")+)"|([A-Za-z_][\w$]*))\s*\(', re.IGNORECASE)
-_NOT_CALLS = frozenset(
-    {"values", "in", "exists", "any", "all", "some", "not", "and", "or", "as", "on", "using"}
-    | {"over", "filter", "within", "cast", "lateral", "row", "array", "when", "then", "else"}
-    | {"select", "where", "set", "from", "join", "returning", "count", "coalesce", "lower"}
+#: built-in functions whose result no cache may serve: they act (advance a sequence, take an
+#: advisory lock, notify, sleep, set a setting) or answer for the session, not the data (its
+#: settings, which a tenant's scoping reads, its sequences' last values, its backend and its
+#: transaction); PostgreSQL's, then SQLite's. A read calling one goes to the database.
+SESSION_BOUND = frozenset(
+    {"nextval", "setval", "currval", "lastval", "set_config", "current_setting"}
+    | {"pg_notify", "pg_sleep", "pg_sleep_for", "pg_sleep_until", "pg_backend_pid"}
+    | {"pg_advisory_lock", "pg_advisory_lock_shared", "pg_advisory_xact_lock"}
+    | {"pg_advisory_xact_lock_shared", "pg_try_advisory_lock", "pg_try_advisory_lock_shared"}
+    | {"pg_try_advisory_xact_lock", "pg_try_advisory_xact_lock_shared", "pg_advisory_unlock"}
+    | {"pg_advisory_unlock_shared", "pg_advisory_unlock_all", "txid_current"}
+    | {"txid_current_if_assigned", "pg_current_xact_id", "pg_current_xact_id_if_assigned"}
+    | {"pg_trigger_depth", "pg_my_temp_schema", "inet_client_addr", "inet_client_port"}
+    | {"lo_import", "lo_export", "lo_create", "lo_creat", "lo_unlink", "lo_put"}
+    | {"lo_from_bytea", "pg_logical_emit_message", "dblink", "dblink_exec"}
+    | {"last_insert_rowid", "changes", "total_changes"}
 )
 _KEPT = 2000  # SQL texts whose calls calls_in keeps, at most
 _calls_kept: dict[str, frozenset[str]] = {}
@@ -46,16 +53,19 @@ _code_kept: dict[tuple[str, str, str], _Code] = {}
 
 
 def calls_in(sql: str) -> frozenset[str]:
-    """The calls (`call`) that ``sql`` may make: every name followed by a parenthesis.
+    """The calls (`call`) that ``sql`` may make (`dalkit.engine.sql_calls.called`): of the
+    database's functions, and of the built-in `SESSION_BOUND` ones.
 
-    Kept per text: the statements a process sends are the same few again and again.
+    Built-in functions that only read, and PostgreSQL's own ``pg_*`` ones, are left out at
+    once, so that a statement of the usual kind names no call while the catalog is unknown
+    (`CatalogMap.calls_written`). Kept per text, as `called` is.
     """
     found = _calls_kept.get(sql)
     if found is None:
         found = frozenset(
-            call(quoted.replace('""', '"') if quoted else bare)
-            for into, quoted, bare in _CALLED.findall(sql)
-            if not into and (quoted or not (bare.lower() in _NOT_CALLS or bare[:3] == "pg_"))
+            call(name)
+            for name in called(sql)
+            if name in SESSION_BOUND or not (name in READ_ONLY_FUNCTIONS or name[:3] == "pg_")
         )
         if len(_calls_kept) >= _KEPT:
             _calls_kept.clear()
@@ -96,7 +106,8 @@ class Functions:
     def read_through(self, tables: Iterable[str]) -> tuple[list[str], set[str]]:
         """``tables`` with each call replaced by the relations its function reads, a call of a
         built-in function dropped; and apart, the calls whose reads are unknown or whose
-        function writes (which a cache hit would not run): such a read bypasses the cache."""
+        function writes (which a cache hit would not run), or of a `SESSION_BOUND` built-in
+        one: such a read bypasses the cache."""
         read: list[str] = []
         unsure: set[str] = set()
         for name in tables:
@@ -105,6 +116,8 @@ class Functions:
                 continue
             function = name[: -len(CALL)]
             if function not in self.reads:
+                if function in SESSION_BOUND:
+                    unsure.add(name)
                 continue
             reads = self.reads[function]
             if reads is None or function in self.writes:

@@ -20,6 +20,7 @@ from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.sql.selectable import TextualSelect
 
 from dalkit.cache.errors import UncacheableStatementError
+from dalkit.cache.functions import calls_in
 from dalkit.cache.tables import call, table_name
 
 __all__ = ["declared_names", "opaque_sql", "read_schemas", "statement_tables", "tables_read"]
@@ -53,7 +54,11 @@ def statement_tables(statement: Any, tables: Iterable[Any] | None) -> frozenset[
             "SQL text that may read tables must declare them: cached(session, statement, "
             "tables=['users', ...])"
         )
-    return frozenset({*tables_read(statement), *declared})
+    found = {*tables_read(statement), *declared}
+    text = getattr(statement, "element", statement)  # a TextualSelect's text
+    if isinstance(text, TextClause):  # the functions it calls: what they read, or a bypass
+        found.update(calls_in(text.text))
+    return frozenset(found)
 
 
 def declared_names(tables: Iterable[Any]) -> list[str]:

@@ -36,6 +36,7 @@ from sqlalchemy.sql.dml import UpdateBase
 from sqlalchemy.sql.elements import ColumnClause, TextClause
 from sqlalchemy.sql.functions import FunctionElement
 
+from dalkit.engine.sql_calls import READ_ONLY_FUNCTIONS
 from dalkit.transaction.deferred import DEFERRED_BEGIN_OPTION
 
 __all__ = [
@@ -61,52 +62,6 @@ PRIMARY_POSITION = "SELECT pg_current_wal_insert_lsn()::text"
 COMMIT_POSITION = "dalkit.replicas.commit_position"
 _ROUTER = "dalkit.replicas.router"  # session.info: the router (put there by the factory)
 _STATE = "dalkit.replicas.plain_reads"  # session.info: this session's _PlainReads, or False
-# functions a standby runs and that write nothing; any other (nextval(), a user's function that
-# may write) keeps the statement on the primary
-_READ_ONLY_FUNCTIONS = frozenset(
-    [
-        "count",
-        "sum",
-        "min",
-        "max",
-        "avg",
-        "coalesce",
-        "nullif",
-        "lower",
-        "upper",
-        "length",
-        "char_length",
-        "trim",
-        "abs",
-        "round",
-        "floor",
-        "ceil",
-        "greatest",
-        "least",
-        "concat",
-        "substr",
-        "substring",
-        "replace",
-        "now",
-        "current_timestamp",
-        "current_date",
-        "localtimestamp",
-        "date_trunc",
-        "extract",
-        "array_agg",
-        "string_agg",
-        "json_agg",
-        "jsonb_agg",
-        "json_build_object",
-        "jsonb_build_object",
-        "bool_and",
-        "bool_or",
-        "every",
-        "cast",
-        "pg_is_in_recovery",
-        "pg_last_wal_replay_lsn",
-    ]
-)
 _plain_selects: dict[Any, bool] = {}
 _PLAIN_SELECTS_KEPT = 4096  # statement shapes: a bounded set, as in SQLAlchemy's own cache
 
@@ -254,7 +209,7 @@ def _only_reads(clause: ClauseElement) -> bool:
             return False
         if isinstance(element, FunctionElement):
             name = str(getattr(element, "name", "")).lower()
-            if name not in _READ_ONLY_FUNCTIONS:
+            if name not in READ_ONLY_FUNCTIONS:  # a standby runs these, and they write nothing
                 return False
     return True
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import functools
 import logging
 import threading
@@ -289,8 +290,10 @@ class AsyncReplicaRouter(_Router["AsyncEngine"]):
     def _ensure_monitor(self) -> None:
         if self._closed or (self._task is not None and not self._task.done()):
             return
+        # a context of its own: not the one of the request whose read started it (its
+        # transaction scope, tenant and read-your-writes position), as the sync monitor's thread
         self._task = asyncio.get_running_loop().create_task(
-            self._watch(), name="dalkit-replica-monitor"
+            self._watch(), name="dalkit-replica-monitor", context=contextvars.Context()
         )
 
     async def _watch(self) -> None:

@@ -4,16 +4,17 @@ BEGIN nor COMMIT, so a read-only request costs one round trip per query.
 Why this is safe. At READ COMMITTED each statement takes a new snapshot, inside a transaction
 block or not, so a plain read sees the same rows whether or not a BEGIN came before it. The
 connection runs in autocommit mode until the first statement that is not a plain SELECT (a
-write, a locking read such as ``SELECT ... FOR UPDATE`` or ``pg_advisory_xact_lock()``, a
-SAVEPOINT, DDL, ``SET``); just
+write, a locking read such as ``SELECT ... FOR UPDATE``, a SELECT calling a function other than
+the built-in ones that only read, such as your own ``archive_orders()``, ``set_config(...,
+true)``, ``nextval()`` or ``pg_notify()``, a SAVEPOINT, DDL, ``SET``); just
 before that statement the transaction begins (``BEGIN``, or ``BEGIN READ ONLY`` for a
 read-only transaction, so the server still refuses its writes), and from there on it is an
 ordinary transaction: atomic, committed or rolled back as a whole. A plain BEGIN is the
 driver's own: its autocommit, switched on for the reads, is switched off before that statement.
 
-What it does not cover. A function with side effects called from a plain SELECT before any
-write runs in autocommit; reads before the first write take no table lock that lasts until the
-end. Never used at REPEATABLE READ or SERIALIZABLE, whose snapshot is taken at the first
+What it does not cover. Reads before the first write take no table lock that lasts until the
+end. A function with side effects that the text does not show (a view calling one) runs in
+autocommit. Never used at REPEATABLE READ or SERIALIZABLE, whose snapshot is taken at the first
 statement and must cover every later one, nor when the server's default isolation is not READ
 COMMITTED (the choice is made by the runner, see `deferrable()`).
 """
@@ -27,6 +28,7 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
+from dalkit.engine.sql_calls import only_reads
 from dalkit.engine.statement_hooks import hooks_for
 from dalkit.transaction.options import TransactionOptions
 
@@ -58,11 +60,12 @@ _PLAIN_READS_KEPT = 4096  # statements come from SQLAlchemy's compiled cache: a 
 
 
 def is_plain_read(statement: str) -> bool:
-    """A SELECT that neither locks rows nor creates a table: it may run before BEGIN."""
+    """A SELECT that neither locks rows nor creates a table, nor calls a function that may
+    act (`dalkit.engine.sql_calls`): it may run before BEGIN."""
     known = _plain_reads.get(statement)
     if known is None:
         head = statement.lstrip()[:6].upper()
-        known = head == "SELECT" and _LOCKING.search(statement) is None
+        known = head == "SELECT" and _LOCKING.search(statement) is None and only_reads(statement)
         if len(_plain_reads) >= _PLAIN_READS_KEPT:
             _plain_reads.clear()
         _plain_reads[statement] = known
