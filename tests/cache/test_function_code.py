@@ -69,6 +69,31 @@ def test_a_function_whose_code_hides_its_work_reads_unknown_tables(
     assert (read, unsure) == (["orders"], {"f()"})
 
 
+def test_a_function_called_for_its_effects_adds_its_writes_and_an_unknown_one_anything() -> None:
+    facts = function_facts(
+        [
+            ("note", "sql", "v", "INSERT INTO log VALUES ($1)"),
+            (
+                "close",
+                "plpgsql",
+                "v",
+                "BEGIN PERFORM note('c'); UPDATE orders SET done = true; END",
+            ),
+            ("ship", "plpgsql", "v", "BEGIN PERFORM dblink_exec('x', 'y'); END"),
+        ],
+        RELATIONS,
+    )
+    assert facts.writes["close"] == {"log", "orders"}
+    assert facts.writes["ship"] == ANYTHING
+
+
+def test_a_function_calling_one_that_answers_for_the_session_hides_what_it_reads() -> None:
+    facts = function_facts(
+        [("tenant", "sql", "s", "SELECT current_setting('app.tenant')")], RELATIONS
+    )
+    assert facts.reads["tenant"] is None
+
+
 @pytest.mark.parametrize(
     ("sql", "calls"),
     [

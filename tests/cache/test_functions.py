@@ -161,6 +161,29 @@ def test_a_trigger_calling_a_function_in_an_expression_invalidates_what_it_write
     assert read(db, functions, sa.select(archive.c.n)) == [4]
 
 
+@pytest.mark.parametrize(
+    "call", ["PERFORM cache_keep(NEW.title);", "CALL cache_keep_p(NEW.title);"]
+)
+def test_a_trigger_calling_a_function_for_its_effects_invalidates_what_it_writes_alone(
+    db: Database, functions: QueryCache, call: str
+) -> None:
+    db.sql(
+        "CREATE FUNCTION cache_keep(title text) RETURNS void LANGUAGE sql AS "
+        "$$ INSERT INTO cache_fn_archive VALUES (length(title)) $$"
+    )
+    db.sql(
+        "CREATE PROCEDURE cache_keep_p(title text) LANGUAGE sql AS "
+        "$$ INSERT INTO cache_fn_archive VALUES (length(title)) $$"
+    )
+    trigger(db, "cache_book", "AFTER INSERT", call)
+    statements = [sa.select(archive.c.n), sa.select(counter.c.n)]
+    assert [read(db, functions, s) for s in statements] == [[], [0]]
+    with db.transaction() as session:
+        session.add(Book(id=3, title="abcd"))
+    assert [read(db, functions, s) for s in statements] == [[4], [0]]
+    assert stats(functions)[0] == 1  # the counter, which the trigger does not write
+
+
 def test_a_writer_that_never_read_the_catalog_invalidates_what_a_function_wrote(
     db: Database, functions: QueryCache, cache_kind: str, redis_url: str
 ) -> None:

@@ -47,13 +47,35 @@ def test_a_read_taking_a_sequence_s_next_value_takes_a_new_one_each_time(
     assert (cache.get_stats()["hits"], cache.get_stats()["bypasses"]) == (0, 3)
 
 
+# a read scoped by the session's setting, directly, through a function, through a view
+SCOPED = {
+    "call": (
+        "",
+        sa.select(books.c.id).where(books.c.title == sa.func.current_setting("app.tenant")),
+    ),
+    "function": (
+        "CREATE FUNCTION cache_tenant() RETURNS text LANGUAGE sql STABLE "
+        "AS $$ SELECT current_setting('app.tenant') $$",
+        sa.select(books.c.id).where(books.c.title == sa.func.cache_tenant()),
+    ),
+    "view": (
+        "CREATE VIEW cache_my_books AS SELECT id FROM cache_book "
+        "WHERE title = current_setting('app.tenant')",
+        sa.select(sa.table("cache_my_books", sa.column("id")).c.id),
+    ),
+}
+
+
+@pytest.mark.parametrize("scoped", list(SCOPED))
 def test_a_read_scoped_by_a_session_setting_serves_each_session_its_own_rows(
-    db: Database, cache: QueryCache
+    db: Database, cache: QueryCache, scoped: str
 ) -> None:
     postgres_only(db)
+    ddl, mine = SCOPED[scoped]
+    if ddl:
+        db.sql(ddl)
     with db.transaction() as session:
         session.add_all([Book(id=101, title="tenant a"), Book(id=102, title="tenant b")])
-    mine = sa.select(books.c.id).where(books.c.title == sa.func.current_setting("app.tenant"))
     seen = []
     for tenant in ("tenant a", "tenant b", "tenant a"):
         with db.transaction() as session:

@@ -71,3 +71,15 @@ def test_other_languages_are_known_only_for_the_row_only_builtins(
     language: str, function: str, written: frozenset[str]
 ) -> None:
     assert trigger_writes(language, function, "whatever") == written
+
+
+@pytest.mark.parametrize(
+    "body",
+    ["PERFORM audit.log_row(NEW.id);", "CALL log_row(NEW.id);", "PERFORM log_row (1);"],
+)
+def test_a_call_for_effects_of_a_function_the_database_defines_is_left_to_its_code(
+    body: str,
+) -> None:
+    code = f"BEGIN {body} INSERT INTO trail VALUES (1); RETURN NEW; END"
+    assert trigger_writes("plpgsql", "f", code, defined={"log_row"}) == {"trail"}
+    assert trigger_writes("plpgsql", "f", code, defined={"other"}) == ANYTHING

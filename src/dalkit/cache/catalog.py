@@ -271,7 +271,7 @@ class CatalogMap:
         side_writes = [(relation, facts.written_by(calls)) for relation, calls in defaults.items()]
         for relation, detail in triggers:  # what its code writes, and the functions it calls
             language, function, code = detail.split("\n", 2)
-            writes = set(trigger_writes(language, function, code))
+            writes = set(trigger_writes(language, function, code, facts.reads))
             if language == "plpgsql":
                 writes |= facts.written_by(calls_in(code))
             side_writes.append((relation, writes))

@@ -7,6 +7,7 @@ from __future__ import annotations
 from sqlalchemy import text
 from sqlalchemy.sql.elements import TextClause
 
+from dalkit.cache.functions import SESSION_BOUND
 from dalkit.engine.statement_hooks import WRITES_OPTION
 
 __all__ = ["catalog_query"]
@@ -19,7 +20,8 @@ __all__ = ["catalog_query"]
 # "language\nname\nsource" (kind 't'; foreign keys' own triggers are internal); each table a
 # table's foreign key cascades from, with ON DELETE/UPDATE CASCADE, SET NULL or SET DEFAULT
 # (kind 'f'); each table with row-level security enabled (kind 's'); each function a view
-# calls (kind 'c'); each function (not a trigger's) as "language\nvolatility\nsource" (kind
+# calls (kind 'c': those pg_depend records, and the SESSION_BOUND built-in ones its definition
+# calls); each function (not a trigger's) as "language\nvolatility\nsource" (kind
 # 'p'), save an extension's in C, which the cache takes for built-in (uuid-ossp's, PostGIS's);
 # a body of SQL-standard form (BEGIN ATOMIC) is in pg_get_functiondef alone; each function a
 # column default calls (kind 'd': an INSERT runs it, as a trigger would; pg_depend records no
@@ -27,6 +29,9 @@ __all__ = ["catalog_query"]
 # the catalog's queries write nothing, though they call chr() while the map that would tell is
 # unread (CatalogMap.calls_written)
 _WRITES_NOTHING = {WRITES_OPTION: ()}
+# a call of a SESSION_BOUND function in a view's definition: pg_depend records no dependency on
+# a built-in function (PostgreSQL's regular expression: \m starts a word)
+_SESSION_BOUND_CALL = r"\m(" + "|".join(sorted(SESSION_BOUND)) + r")\s*\("
 _POSTGRES = text(
     """
     SELECT c.relname,
@@ -81,6 +86,13 @@ _POSTGRES = text(
     JOIN pg_catalog.pg_proc f ON f.oid = d.refobjid
     WHERE c.relkind = 'v'
     UNION ALL
+    SELECT c.relname, 'c', lower(m.found[1])
+    FROM pg_catalog.pg_class c
+    JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+    CROSS JOIN LATERAL regexp_matches(pg_catalog.pg_get_viewdef(c.oid), '_SESSION_BOUND_', 'gi')
+        AS m(found)
+    WHERE c.relkind = 'v' AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+    UNION ALL
     SELECT f.proname, 'p', l.lanname || chr(10) || f.provolatile::text || chr(10)
         || CASE WHEN f.prosrc = '' THEN pg_catalog.pg_get_functiondef(f.oid) ELSE f.prosrc END
     FROM pg_catalog.pg_proc f
@@ -100,7 +112,7 @@ _POSTGRES = text(
         ON d.classid = 'pg_catalog.pg_attrdef'::regclass AND d.objid = a.oid
         AND d.refclassid = 'pg_catalog.pg_proc'::regclass
     JOIN pg_catalog.pg_proc f ON f.oid = d.refobjid
-    """
+    """.replace("_SESSION_BOUND_", _SESSION_BOUND_CALL)
 ).execution_options(**_WRITES_NOTHING)
 # a view takes no writes without a trigger, whose table is the view's (kind 't')
 _SQLITE = text(

@@ -9,8 +9,9 @@ of functions the database does not define (``lower()``, ``count()``): built-in f
 no table and read none a statement does not name.
 
 What a function reads: every relation its code names, and what the functions it calls read;
-unknown (None) when its code runs SQL built at run time (``EXECUTE``) or it is written in
-another language than PL/pgSQL or SQL. What it writes: what `trigger_writes` reads from its
+unknown (None) when its code runs SQL built at run time (``EXECUTE``), calls a `SESSION_BOUND`
+built-in function (its result is the session's, not the data's), or it is written in another
+language than PL/pgSQL or SQL. What it writes: what `code_writes` reads from its
 code, and what the functions it calls write; anything (``*``) when that is unknown, or for a
 ``VOLATILE`` function in another language (a ``STABLE`` or ``IMMUTABLE`` one cannot write).
 
@@ -23,19 +24,19 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from dalkit.cache.tables import ALL, CALL, call, cascades_from, is_call
-from dalkit.cache.triggers import ANYTHING, trigger_writes
+from dalkit.cache.triggers import ANYTHING, code_writes
 from dalkit.engine.sql_calls import READ_ONLY_FUNCTIONS, called
 from dalkit.query.sql_tokens import code_tokens, identifier
 
 __all__ = ["SESSION_BOUND", "Functions", "calls_in", "function_facts"]
 
 #: built-in functions whose result no cache may serve: they act (advance a sequence, take an
-#: advisory lock, notify, sleep, set a setting) or answer for the session, not the data (its
+#: advisory lock, notify, set a setting) or answer for the session, not the data (its
 #: settings, which a tenant's scoping reads, its sequences' last values, its backend and its
 #: transaction); PostgreSQL's, then SQLite's. A read calling one goes to the database.
 SESSION_BOUND = frozenset(
     {"nextval", "setval", "currval", "lastval", "set_config", "current_setting"}
-    | {"pg_notify", "pg_sleep", "pg_sleep_for", "pg_sleep_until", "pg_backend_pid"}
+    | {"pg_notify", "pg_backend_pid"}
     | {"pg_advisory_lock", "pg_advisory_lock_shared", "pg_advisory_xact_lock"}
     | {"pg_advisory_xact_lock_shared", "pg_try_advisory_lock", "pg_try_advisory_lock_shared"}
     | {"pg_try_advisory_xact_lock", "pg_try_advisory_xact_lock_shared", "pg_advisory_unlock"}
@@ -136,6 +137,7 @@ class _Code:
     calls: frozenset[str]
     opaque: bool
     writes: frozenset[str]
+    performed: frozenset[str] = frozenset()  # called for effects: PERFORM f(), CALL p()
 
 
 def function_facts(
@@ -159,6 +161,8 @@ def function_facts(
         opaque = any(c.opaque for c in own)
         reads[name] = None if opaque else _union(c.names for c in own) & relations
         written = _union(c.writes for c in own)
+        if any(called not in codes for c in own for called in c.performed):
+            written = ANYTHING  # a function the database does not define, called for effects
         if written:
             writes[name] = ANYTHING if ALL in written else written
     unsure = bool(writes) or any(found is None for found in reads.values())
@@ -177,11 +181,16 @@ def _read(name: str, language: str, volatility: str, code: str) -> _Code:
     else:
         words = [identifier(token) for token in code_tokens(code)]
         named = frozenset(word for word in words if word is not None)
+        calls = frozenset(c[: -len(CALL)] for c in calls_in(code))
+        writes, performed = code_writes("plpgsql", name, code)
         found = _Code(
             names=named,
-            calls=frozenset(c[: -len(CALL)] for c in calls_in(code)),
-            opaque="execute" in named,
-            writes=trigger_writes("plpgsql", name, code),
+            calls=calls,
+            # SQL built at run time, or a call of a SESSION_BOUND function (a tenant's
+            # current_setting(), a nextval()): a read calling it is not served from the cache
+            opaque="execute" in named or not calls.isdisjoint(SESSION_BOUND),
+            writes=writes,
+            performed=performed,
         )
     if len(_code_kept) >= _KEPT:
         _code_kept.clear()
