@@ -19,9 +19,14 @@ import re
 
 __all__ = ["READ_ONLY_FUNCTIONS", "called", "only_reads"]
 
-# a name followed by "(": a call, or a table's column list (INSERT INTO t (a, b)), a keyword
-# (VALUES (...)), a type (numeric(10, 2)); keywords and INTO's target are left out
-_CALLED = re.compile(r'(?:\b(into)\s+)?(?:"((?:[^"]|"")+)"|([A-Za-z_][\w$]*))\s*\(', re.IGNORECASE)
+# a name followed by "(": a call, or a table's column list (INSERT INTO t (a, b)), an alias's
+# (AS m(a, b)), a keyword (VALUES (...)), a type (numeric(10, 2)); keywords and the names after
+# INTO and AS are left out
+_CALLED = re.compile(
+    r'(?:\b(into|as)\s+)?(?:"((?:[^"]|"")+)"|([A-Za-z_][\w$]*))\s*\(', re.IGNORECASE
+)
+# a string literal, whose text calls nothing ('f(x)'): an E'' one with backslash escapes
+_STRING = re.compile(r"[eE]'(?:[^'\\]|''|\\.)*'|'(?:[^']|'')*'")
 _KEYWORDS = frozenset(
     {"values", "in", "exists", "any", "all", "some", "not", "and", "or", "as", "on", "using"}
     | {"over", "filter", "within", "cast", "lateral", "row", "array", "when", "then", "else"}
@@ -43,7 +48,18 @@ READ_ONLY_FUNCTIONS = frozenset(
     | {"row_to_json", "json_object_agg", "jsonb_object_agg", "jsonb_array_elements"}
     | {"json_array_elements", "jsonb_array_length", "jsonb_typeof", "jsonb_extract_path"}
     | {"array_length", "cardinality", "unnest", "generate_series", "array_to_string"}
-    | {"string_to_array", "bool_and", "bool_or", "every", "row_number", "rank", "dense_rank"}
+    | {
+        "string_to_array",
+        "regexp_match",
+        "regexp_matches",
+        "pragma_foreign_key_list",
+        "bool_and",
+        "bool_or",
+        "every",
+        "row_number",
+        "rank",
+        "dense_rank",
+    }
     | {"lag", "lead", "first_value", "last_value", "ntile", "percent_rank", "cume_dist"}
     | {"percentile_cont", "percentile_disc", "mode", "stddev", "variance"}
     | {"pg_is_in_recovery", "pg_last_wal_replay_lsn", "pg_last_wal_receive_lsn"}
@@ -60,7 +76,8 @@ _called: dict[str, frozenset[str]] = {}
 
 def called(sql: str) -> frozenset[str]:
     """The names, in lower case, that ``sql`` calls: every name followed by a parenthesis,
-    keywords and an INSERT's target aside (a type's name may be among them).
+    keywords, an INSERT's target, an alias and string literals aside (a type's name may be
+    among them).
 
     Kept per text: the statements a process sends are the same few again and again.
     """
@@ -68,7 +85,7 @@ def called(sql: str) -> frozenset[str]:
     if found is None:
         found = frozenset(
             (quoted.replace('""', '"') if quoted else bare).lower()
-            for into, quoted, bare in _CALLED.findall(sql)
+            for into, quoted, bare in _CALLED.findall(_STRING.sub("''", sql))
             if not into and (quoted or bare.lower() not in _KEYWORDS)
         )
         if len(_called) >= _KEPT:
