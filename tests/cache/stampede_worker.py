@@ -32,8 +32,9 @@ def counting(engine: Engine) -> list[str]:
     seen by SQLAlchemy's cursor event, as the driver is handed the statement."""
     runs: list[str] = []
 
-    def sent(*args: Any) -> None:
-        statement = args[2]
+    def sent(
+        conn: Any, cursor: Any, statement: str, params: Any, context: Any, executemany: bool
+    ) -> None:
         if "stampede_tick" in statement:
             runs.append(statement)
 

@@ -7,6 +7,8 @@ redefined it (memory and Redis; sync, the async paths are in test_async_api)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -56,6 +58,22 @@ def functions(db: Database, cache: QueryCache) -> QueryCache:
     db.sql("INSERT INTO cache_fn_counter VALUES (0)")
     db.sql(MOVE)
     return cache
+
+
+@contextmanager
+def _cold_writer(db: Database, cache: QueryCache, redis_url: str) -> Iterator[Database]:
+    """Another Database on the same server and Redis cache, as another process would be: one
+    that has never read the catalog."""
+    writer = Database(db.engine.url.render_as_string(hide_password=False))
+    manager = RedisManager(redis_url)
+    backend = cache.backend
+    assert isinstance(backend, RedisBackend)
+    install(writer, QueryCache(RedisBackend(manager, prefix=backend.prefix)))
+    try:
+        yield writer
+    finally:
+        writer.dispose()
+        manager.close()
 
 
 def read(db: Database, cache: QueryCache, statement: Any) -> list[Any]:
@@ -190,16 +208,8 @@ def test_a_writer_that_never_read_the_catalog_invalidates_what_a_function_wrote(
     if cache_kind != "redis":
         pytest.skip("two databases share a Redis cache; process memory is each one's own")
     assert read(db, functions, sa.select(lines.c.n)) == [1, 2]
-    writer = Database(db.engine.url.render_as_string(hide_password=False))
-    manager = RedisManager(redis_url)
-    backend = functions.backend
-    assert isinstance(backend, RedisBackend)
-    install(writer, QueryCache(RedisBackend(manager, prefix=backend.prefix)))
-    try:
+    with _cold_writer(db, functions, redis_url) as writer:
         _raw(writer)
-    finally:
-        writer.dispose()
-        manager.close()
     assert read(db, functions, sa.select(lines.c.n)) == []
 
 
@@ -281,16 +291,8 @@ def test_a_procedure_s_call_before_the_map_is_read_invalidates_everything(
         pytest.skip("two databases share a Redis cache; process memory is each one's own")
     ddl(db, ARCHIVE_PROCEDURE)
     assert read(db, functions, sa.select(counter.c.n)) == [0]
-    writer = Database(db.engine.url.render_as_string(hide_password=False))
-    manager = RedisManager(redis_url)
-    backend = functions.backend
-    assert isinstance(backend, RedisBackend)
-    install(writer, QueryCache(RedisBackend(manager, prefix=backend.prefix)))
-    try:
+    with _cold_writer(db, functions, redis_url) as writer:
         writer.sql("CALL cache_archive()")  # its map unread: everything, the counter too
-    finally:
-        writer.dispose()
-        manager.close()
     assert read(db, functions, sa.select(counter.c.n)) == [0]
     assert stats(functions)[0] == 0  # a miss
     assert read(db, functions, sa.select(lines.c.n)) == []

@@ -7,7 +7,7 @@ from __future__ import annotations
 from sqlalchemy import text
 from sqlalchemy.sql.elements import TextClause
 
-from dalkit.cache.functions import SESSION_BOUND
+from dalkit.engine.sql_calls import SESSION_BOUND
 from dalkit.engine.statement_hooks import WRITES_OPTION
 
 __all__ = ["catalog_query"]

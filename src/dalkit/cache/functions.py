@@ -25,28 +25,11 @@ from dataclasses import dataclass
 
 from dalkit.cache.tables import ALL, CALL, call, cascades_from, is_call
 from dalkit.cache.triggers import ANYTHING, code_writes
-from dalkit.engine.sql_calls import READ_ONLY_FUNCTIONS, called
+from dalkit.engine.sql_calls import READ_ONLY_FUNCTIONS, SESSION_BOUND, called
 from dalkit.query.sql_tokens import code_tokens, identifier
 
-__all__ = ["SESSION_BOUND", "Functions", "calls_in", "function_facts"]
+__all__ = ["Functions", "calls_in", "function_facts"]
 
-#: built-in functions whose result no cache may serve: they act (advance a sequence, take an
-#: advisory lock, notify, set a setting) or answer for the session, not the data (its
-#: settings, which a tenant's scoping reads, its sequences' last values, its backend and its
-#: transaction); PostgreSQL's, then SQLite's. A read calling one goes to the database.
-SESSION_BOUND = frozenset(
-    {"nextval", "setval", "currval", "lastval", "set_config", "current_setting"}
-    | {"pg_notify", "pg_backend_pid"}
-    | {"pg_advisory_lock", "pg_advisory_lock_shared", "pg_advisory_xact_lock"}
-    | {"pg_advisory_xact_lock_shared", "pg_try_advisory_lock", "pg_try_advisory_lock_shared"}
-    | {"pg_try_advisory_xact_lock", "pg_try_advisory_xact_lock_shared", "pg_advisory_unlock"}
-    | {"pg_advisory_unlock_shared", "pg_advisory_unlock_all", "txid_current"}
-    | {"txid_current_if_assigned", "pg_current_xact_id", "pg_current_xact_id_if_assigned"}
-    | {"pg_trigger_depth", "pg_my_temp_schema", "inet_client_addr", "inet_client_port"}
-    | {"lo_import", "lo_export", "lo_create", "lo_creat", "lo_unlink", "lo_put"}
-    | {"lo_from_bytea", "pg_logical_emit_message", "dblink", "dblink_exec"}
-    | {"last_insert_rowid", "changes", "total_changes"}
-)
 _KEPT = 2000  # SQL texts whose calls calls_in keeps, at most
 _calls_kept: dict[str, frozenset[str]] = {}
 # a function's code -> what reading it found (the same code is read again once a minute)

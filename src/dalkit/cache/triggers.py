@@ -85,7 +85,7 @@ def code_writes(language: str, function: str, code: str) -> tuple[frozenset[str]
     performed: set[str] = set()
     for i, (token, word) in enumerate(words):
         after = words[i + 1][1] if i + 1 < len(words) else None
-        if word in ("perform", "call") and (word == "perform" or token.is_keyword):
+        if word == "perform" or (word == "call" and token.is_keyword):
             called = _called_name(words, i + 1)  # PERFORM f(...): called for its effects
             if called is None:
                 if word == "call":

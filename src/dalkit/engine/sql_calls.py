@@ -7,6 +7,7 @@ A ``SELECT`` can write: ``SELECT archive_orders()`` runs a function that inserts
 ``SELECT set_config('app.tenant', 'a', true)`` sets what the rest of the transaction sees,
 ``SELECT pg_notify(...)`` is delivered at COMMIT, and never if the transaction rolls back. Only
 calls of the built-in functions in `READ_ONLY_FUNCTIONS` leave a ``SELECT`` a plain read.
+`SESSION_BOUND` lists the built-in ones whose result no cache may serve.
 
 Written by hand: SQLAlchemy compiles a statement to text, and no library lists the functions a
 SQL text calls; a regular expression over the text is enough, since a name it takes for a call
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["READ_ONLY_FUNCTIONS", "called", "only_reads"]
+__all__ = ["READ_ONLY_FUNCTIONS", "SESSION_BOUND", "called", "only_reads"]
 
 # a name followed by "(": a call, or a table's column list (INSERT INTO t (a, b)), an alias's
 # (AS m(a, b)), a keyword (VALUES (...)), a type (numeric(10, 2)); keywords and the names after
@@ -48,18 +49,8 @@ READ_ONLY_FUNCTIONS = frozenset(
     | {"row_to_json", "json_object_agg", "jsonb_object_agg", "jsonb_array_elements"}
     | {"json_array_elements", "jsonb_array_length", "jsonb_typeof", "jsonb_extract_path"}
     | {"array_length", "cardinality", "unnest", "generate_series", "array_to_string"}
-    | {
-        "string_to_array",
-        "regexp_match",
-        "regexp_matches",
-        "pragma_foreign_key_list",
-        "bool_and",
-        "bool_or",
-        "every",
-        "row_number",
-        "rank",
-        "dense_rank",
-    }
+    | {"string_to_array", "regexp_match", "regexp_matches", "pragma_foreign_key_list"}
+    | {"bool_and", "bool_or", "every", "row_number", "rank", "dense_rank"}
     | {"lag", "lead", "first_value", "last_value", "ntile", "percent_rank", "cume_dist"}
     | {"percentile_cont", "percentile_disc", "mode", "stddev", "variance"}
     | {"pg_is_in_recovery", "pg_last_wal_replay_lsn", "pg_last_wal_receive_lsn"}
@@ -69,6 +60,24 @@ READ_ONLY_FUNCTIONS = frozenset(
     | {"varchar", "char", "character", "numeric", "decimal", "timestamp", "time", "interval"}
     | {"bit", "varbit", "float", "double", "datetime", "strftime", "julianday", "date"}
     | {"ifnull", "iif", "instr", "printf", "typeof", "json_extract", "json_object"}
+)
+#: built-in functions whose result no cache may serve: they act (advance a sequence, take an
+#: advisory lock, notify, set a setting) or answer for the session, not the data (its
+#: settings, which a tenant's scoping reads, its sequences' last values, its backend and its
+#: transaction); PostgreSQL's, then SQLite's. A cached read calling one goes
+#: to the database (dalkit.cache.functions).
+SESSION_BOUND = frozenset(
+    {"nextval", "setval", "currval", "lastval", "set_config", "current_setting"}
+    | {"pg_notify", "pg_backend_pid"}
+    | {"pg_advisory_lock", "pg_advisory_lock_shared", "pg_advisory_xact_lock"}
+    | {"pg_advisory_xact_lock_shared", "pg_try_advisory_lock", "pg_try_advisory_lock_shared"}
+    | {"pg_try_advisory_xact_lock", "pg_try_advisory_xact_lock_shared", "pg_advisory_unlock"}
+    | {"pg_advisory_unlock_shared", "pg_advisory_unlock_all", "txid_current"}
+    | {"txid_current_if_assigned", "pg_current_xact_id", "pg_current_xact_id_if_assigned"}
+    | {"pg_trigger_depth", "pg_my_temp_schema", "inet_client_addr", "inet_client_port"}
+    | {"lo_import", "lo_export", "lo_create", "lo_creat", "lo_unlink", "lo_put"}
+    | {"lo_from_bytea", "pg_logical_emit_message", "dblink", "dblink_exec"}
+    | {"last_insert_rowid", "changes", "total_changes"}
 )
 _KEPT = 4096  # SQL texts whose calls are kept: a process sends the same few again and again
 _called: dict[str, frozenset[str]] = {}
