@@ -11,7 +11,12 @@ from typing import TYPE_CHECKING, Any
 
 from dalkit.cache.backends import AsyncRedisBackend, MemoryBackend, RedisBackend
 from dalkit.cache.capture import note_write
-from dalkit.cache.errors import CacheConfigurationError, CacheError, UncacheableStatementError
+from dalkit.cache.errors import (
+    CacheConfigurationError,
+    CacheError,
+    UncacheableCallError,
+    UncacheableStatementError,
+)
 from dalkit.cache.install import install
 from dalkit.cache.query_cache import QueryCache
 from dalkit.engine.statement_hooks import WRITES_OPTION
@@ -37,6 +42,7 @@ __all__ = [
     "MemoryBackend",
     "QueryCache",
     "RedisBackend",
+    "UncacheableCallError",
     "UncacheableStatementError",
     "WRITES_OPTION",
     "install",

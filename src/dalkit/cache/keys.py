@@ -17,7 +17,7 @@ from sqlalchemy.engine import Dialect
 from dalkit.query.tenant_context import current_tenant, scoping_off
 from dalkit.query.tenant_guard import names_scoped
 
-__all__ = ["KeyBuilder", "function_key", "schema_part", "tenant_part"]
+__all__ = ["KeyBuilder", "schema_part", "tenant_part"]
 
 # memory addresses differ between processes; the rest of an option's repr does not
 _ADDRESS = re.compile(r" at 0x[0-9a-f]+")
@@ -116,23 +116,6 @@ class KeyBuilder:
             if hasattr(option, "_generate_cache_key")
         )
         return f"{compiled}\x00{options}", dict(compiled.params)
-
-
-def function_key(namespace: str, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
-    """The key of one call of a memoized function.
-
-    Args:
-        namespace: What every key of the cache starts with.
-        name: The function's qualified name.
-        args: Its positional arguments.
-        kwargs: Its keyword arguments.
-
-    Returns:
-        A digest of the name and the arguments' reprs.
-    """
-    material = f"{name}\x00{args!r}\x00{sorted(kwargs.items())!r}"
-    digest = hashlib.blake2b(material.encode(), digest_size=20).hexdigest()
-    return f"{namespace}:f:{digest}"
 
 
 def tenant_part(tables: Iterable[str]) -> str | None:

@@ -14,10 +14,11 @@ from typing import Any, ParamSpec, TypeVar
 from sqlalchemy.engine import Result
 from sqlalchemy.orm import Session
 
+from dalkit.cache.call_keys import CallKeys
 from dalkit.cache.catalog_queries import catalog_query
 from dalkit.cache.core import CacheCore, log, sync_session
 from dalkit.cache.install import install
-from dalkit.cache.keys import function_key, schema_part, tenant_part
+from dalkit.cache.keys import schema_part, tenant_part
 from dalkit.cache.reads import declared_names
 from dalkit.cache.results import freeze, pickled, thaw
 from dalkit.cache.tables import ALL, count_tables, is_call
@@ -187,17 +188,22 @@ class QueryCache(CacheCore):
         return frozen()
 
     def memoize(
-        self, *, ttl: float | None = None, tables: Iterable[Any]
+        self, *, ttl: float | None = None, tables: Iterable[Any], name: str | None = None
     ) -> Callable[[Callable[P, R]], Callable[P, R]]:
-        """Cache a function's result by its arguments, dropped when a commit writes one of
-        ``tables``.
+        """Cache a function's result by its arguments' values, dropped when a commit writes
+        one of ``tables``.
 
         Args:
             ttl: Seconds to keep a result (default: the cache's ``default_ttl``).
             tables: The tables (names, Tables or models) the result is computed from.
+            name: What its entries are kept under (default: the function's module and
+                qualified name). A factory making one function per table or setting gives
+                each a name of its own: they share a qualified name.
 
         Returns:
-            A decorator; the function's results must be picklable.
+            A decorator; the function's results must be picklable. Its calls raise
+            `UncacheableCallError` for an argument that has no value to key by (an object
+            whose repr is its memory address).
 
         Raises:
             UncacheableStatementError: One of ``tables`` is not a table name, Table or model.
@@ -206,8 +212,11 @@ class QueryCache(CacheCore):
         seconds = self.ttl_of(ttl)
 
         def decorate(fn: Callable[P, R]) -> Callable[P, R]:
+            keys = CallKeys(self.namespace, fn, name)
+
             @functools.wraps(fn)
             def memoized(*args: P.args, **kwargs: P.kwargs) -> R:
+                key = keys.key(args, kwargs)  # first: a bad argument fails whatever the cache
                 self._apply_pending_if_due()
                 names = self.catalog.expand(declared)
                 if names is None:  # a connection of its own: there is no session here
@@ -215,7 +224,6 @@ class QueryCache(CacheCore):
                 if self.bypass_reason(None, names) is not None:
                     self.count("bypasses")
                     return fn(*args, **kwargs)
-                key = function_key(self.namespace, fn.__qualname__, args, dict(kwargs))
                 key += tenant_part(names) or ""  # per tenant when it reads tenant-scoped tables
                 found = self._lookup(key, names)
                 if found is not None and found[0] is not None:

@@ -1,0 +1,123 @@
+"""The key of one call of a memoized function: which function (its module and qualified name,
+or the ``name`` it was memoized under) and the values of its arguments.
+
+The arguments are bound to the function's signature first, so ``f(1)``, ``f(x=1)`` and
+``f(1, flag=False)`` with ``flag=False`` by default are one call. Their values are then written
+out so that equal values give equal text in every process: a dict's or a set's order, which
+follows insertion and the hash seed, does not count.
+
+An argument whose only text is its memory address (an object without a ``__repr__`` of its own,
+a function, a session) cannot key a call: such a key never hits in another process, and in this
+one another object born at that address later would be served this one's result. Such an
+argument is refused with `UncacheableCallError`.
+
+Written by hand: pickle's bytes are not canonical (a set pickles in iteration order), and
+``functools.lru_cache`` keys by ``hash``/``==`` in one process only, where a Redis key must
+mean the same call to every process that shares it.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import inspect
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from dalkit.cache.errors import UncacheableCallError
+
+__all__ = ["CallKeys"]
+
+# the default repr of an object, a function or a method: "<... at 0x7f3a...>"
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+#: types whose repr is their value, and tells the type apart ("1", "1.0", "'1'", "b'1'")
+_PLAIN = frozenset({type(None), bool, int, float, complex, str, bytes})
+
+
+class CallKeys:
+    """The keys of the calls of one memoized function.
+
+    Args:
+        namespace: What every key of the cache starts with.
+        fn: The function memoized.
+        name: The name its entries are kept under; default ``module.qualified_name``. Two
+            functions memoized under one name share entries: a factory making one function per
+            table or per setting gives each its own.
+    """
+
+    def __init__(self, namespace: str, fn: Callable[..., Any], name: str | None = None) -> None:
+        self.function = name or f"{fn.__module__}.{fn.__qualname__}"
+        self._prefix = f"{namespace}:f:"
+        try:
+            self._signature: inspect.Signature | None = inspect.signature(fn)
+        except (TypeError, ValueError):  # a callable without one (some built-ins)
+            self._signature = None
+
+    def key(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str:
+        """The key of a call with ``args`` and ``kwargs``.
+
+        Raises:
+            UncacheableCallError: An argument has no value to key by (its repr is an address),
+                or refers to itself.
+            TypeError: The arguments do not fit the function's signature (as calling it would).
+        """
+        if self._signature is None:
+            arguments: Mapping[str, Any] = {"*": args, "**": dict(kwargs)}
+        else:
+            bound = self._signature.bind(*args, **kwargs)
+            bound.apply_defaults()
+            arguments = bound.arguments
+        text = "\x00".join(
+            f"{name}={_encoded(value, self.function, name, ())}"
+            for name, value in arguments.items()
+        )
+        material = f"{self.function}\x00{text}"
+        return self._prefix + hashlib.blake2b(material.encode(), digest_size=20).hexdigest()
+
+
+def _encoded(value: Any, function: str, argument: str, inside: tuple[int, ...]) -> str:
+    kind = type(value)
+    if kind in _PLAIN:
+        return repr(value)
+    if kind in _CONTAINERS:
+        if id(value) in inside:
+            raise UncacheableCallError(
+                f"cannot memoize {function}: argument {argument!r} contains itself"
+            )
+        inner = functools.partial(
+            _encoded, function=function, argument=argument, inside=(*inside, id(value))
+        )
+        return _CONTAINERS[kind](value, inner)
+    text = repr(value)
+    inherited = all("__repr__" not in vars(klass) for klass in kind.__mro__[:-1])
+    if inherited or _ADDRESS.search(text):  # object's own repr: "<x.Y object at 0x...>"
+        raise UncacheableCallError(
+            f"cannot memoize {function}: argument {argument!r} ({kind.__qualname__}) has no "
+            "value to key the call by, only a memory address. Pass the values the result "
+            "depends on (an id, a tenant, a date), or give the class a __repr__ of them"
+        )
+    # the type's full name: two classes of one name in two modules are not one value
+    return f"{kind.__module__}.{kind.__qualname__}:{text}"
+
+
+def _sequence(open_: str, close: str) -> Callable[[Any, Callable[[Any], str]], str]:
+    return lambda value, inner: open_ + ",".join(inner(item) for item in value) + close
+
+
+def _unordered(open_: str) -> Callable[[Any, Callable[[Any], str]], str]:
+    return lambda value, inner: open_ + ",".join(sorted(inner(item) for item in value)) + "}"
+
+
+def _mapping(value: Any, inner: Callable[[Any], str]) -> str:
+    pairs = sorted(f"{inner(key)}:{inner(item)}" for key, item in value.items())
+    return "{" + ",".join(pairs) + "}"
+
+
+_CONTAINERS: dict[type, Callable[[Any, Callable[[Any], str]], str]] = {
+    tuple: _sequence("(", ",)"),
+    list: _sequence("[", "]"),
+    dict: _mapping,
+    set: _unordered("set{"),
+    frozenset: _unordered("frozenset{"),
+}

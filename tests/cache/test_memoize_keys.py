@@ -1,0 +1,165 @@
+"""What keys a memoized call: the function (module and qualified name, or its ``name``) and its
+arguments' values, bound to its signature and the same in every process; an argument with no
+value but its address is refused (sync and async; SQLite and PostgreSQL; memory and Redis)."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from dalkit import AsyncDatabase, Database
+from dalkit.cache import AsyncQueryCache, QueryCache, UncacheableCallError
+from dalkit.cache.call_keys import CallKeys
+
+
+def _function_in_module(module: str, source: str) -> Callable[..., Any]:
+    """``summary`` defined at the top of a module named ``module``, as two files would."""
+    namespace: dict[str, Any] = {"__name__": module}
+    exec(compile(source, f"{module.replace('.', '/')}.py", "exec"), namespace)
+    fn: Callable[..., Any] = namespace["summary"]
+    return fn
+
+
+def test_functions_of_one_name_in_two_modules_keep_their_own_results(
+    db: Database, cache: QueryCache
+) -> None:
+    billing = cache.memoize(tables=["cache_book"])(
+        _function_in_module("shop.billing", "def summary(n):\n    return f'invoices {n}'\n")
+    )
+    reports = cache.memoize(tables=["cache_book"])(
+        _function_in_module("shop.reports", "def summary(n):\n    return f'books {n}'\n")
+    )
+    assert billing.__qualname__ == reports.__qualname__ == "summary"
+    assert [billing(1), reports(1), billing(1), reports(1)] == [
+        "invoices 1",
+        "books 1",
+        "invoices 1",
+        "books 1",
+    ]
+    assert cache.get_stats()["hits"] == 2
+
+
+def test_a_call_is_one_call_however_its_arguments_are_passed(
+    db: Database, cache: QueryCache
+) -> None:
+    runs: list[tuple[int, bool]] = []
+
+    @cache.memoize(tables=["cache_book"])
+    def titles(limit: int, *, newest: bool = False) -> list[str]:
+        runs.append((limit, newest))
+        return [row.title for row in db.sql("SELECT title FROM cache_book ORDER BY id")][:limit]
+
+    assert titles(1) == titles(limit=1) == titles(1, newest=False) == ["a"]
+    assert titles(2, newest=True) == ["a", "b"]
+    assert runs == [(1, False), (2, True)]
+
+
+def test_a_factory_gives_each_function_a_name_of_its_own(db: Database, cache: QueryCache) -> None:
+    def counter(table: str) -> Callable[[], int]:
+        @cache.memoize(tables=["cache_book", "cache_author"], name=f"count:{table}")
+        def count() -> int:
+            return len(db.sql(f"SELECT 1 FROM {table}"))
+
+        return count
+
+    books, authors = counter("cache_book"), counter("cache_author")
+    assert books.__qualname__ == authors.__qualname__
+    assert [books(), authors(), books(), authors()] == [2, 1, 2, 1]
+
+
+class _Handle:
+    """A class without a ``__repr__``: its only text is its address."""
+
+
+@dataclasses.dataclass
+class _Filter:
+    owner: object
+
+
+def test_an_argument_keyed_only_by_its_address_is_refused(db: Database, cache: QueryCache) -> None:
+    runs: list[object] = []
+
+    @cache.memoize(tables=["cache_book"])
+    def count(anything: object) -> int:
+        runs.append(anything)
+        return 0
+
+    for argument in (_Handle(), [1, _Handle()], _Filter(owner=_Handle()), _one, db.engine.pool):
+        with pytest.raises(UncacheableCallError, match=r"argument 'anything'.*memory address"):
+            count(argument)
+    assert runs == []
+    assert count(("a", 1)) == 0  # values key a call
+
+
+async def test_the_async_cache_keys_calls_alike(
+    async_db: AsyncDatabase, async_cache: AsyncQueryCache
+) -> None:
+    runs: list[int] = []
+
+    async def counted(limit: int, owner: object = None) -> int:
+        runs.append(limit)
+        return len((await async_db.sql("SELECT id FROM cache_book"))[:limit])
+
+    count = async_cache.memoize(tables=["cache_book"])(counted)
+    assert await count(1) == await count(limit=1) == 1
+    assert runs == [1]
+    with pytest.raises(UncacheableCallError, match="argument 'owner'"):
+        await count(1, owner=_Handle())
+    named = async_cache.memoize(tables=["cache_book"], name="shop.other")(counted)
+    assert await named(1) == 1
+    assert runs == [1, 1]  # another name: entries of its own
+
+
+def _key(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> str:
+    return CallKeys("ns", fn).key(args, kwargs)
+
+
+def _one(value: object) -> object:
+    return value
+
+
+class _Colour(enum.Enum):
+    RED = 1
+
+
+def test_equal_values_give_one_key_and_different_values_two() -> None:
+    assert _key(_one, {"a": 1, "b": [2, 3]}) == _key(_one, {"b": [2, 3], "a": 1})
+    assert _key(_one, {3, 1, 2}) == _key(_one, {2, 3, 1})
+    distinct = [1, 1.0, "1", b"1", True, None, (1,), [1], {1}, frozenset({1}), {1: 1}, _Colour.RED]
+    assert len({_key(_one, value) for value in distinct}) == len(distinct)
+    other = enum.Enum("_Colour", {"RED": 1}, module="elsewhere")  # type: ignore[misc]
+    assert _key(_one, other.RED) != _key(_one, _Colour.RED)  # one class name, two modules
+
+
+def test_a_container_holding_itself_is_refused() -> None:
+    loop: list[object] = [1]
+    loop.append(loop)
+    with pytest.raises(UncacheableCallError, match="contains itself"):
+        _key(_one, loop)
+
+
+def test_a_set_s_key_is_the_same_in_every_process() -> None:
+    # a set iterates in its strings' hash order, which each process seeds on its own
+    script = (
+        "from dalkit.cache.call_keys import CallKeys\n"
+        "def one(value): return value\n"
+        "print(CallKeys('ns', one).key(({'alpha', 'beta', 'gamma', 'delta'},), {}))\n"
+    )
+    keys = {
+        subprocess.run(
+            [sys.executable, "-c", script],
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        for seed in ("1", "2", "3")
+    }
+    assert len(keys) == 1
