@@ -12,6 +12,7 @@ from contextlib import contextmanager
 
 from dalkit.errors import ConfigurationError
 from dalkit.observe.errors import QueryBudgetExceededError
+from dalkit.observe.sql_literals import mask_strings
 
 __all__ = ["QueryBudget", "active_budgets", "query_budget"]
 
@@ -75,7 +76,7 @@ class QueryBudget:
 
         Raises:
             QueryBudgetExceededError: More statements ran, or more time was spent, than
-                allowed; the message lists the statements.
+                allowed; the message lists the statements, string literals masked.
         """
         over = []
         if self.max_queries is not None and self.queries > self.max_queries:
@@ -85,7 +86,7 @@ class QueryBudget:
         if not over:
             return
         listing = "\n".join(
-            f"  {number}. [{ms:.1f} ms] {' '.join(sql.split())[:300]}"
+            f"  {number}. [{ms:.1f} ms] {' '.join(mask_strings(sql).split())[:300]}"
             for number, (sql, ms) in enumerate(self.statements, 1)
         )
         raise QueryBudgetExceededError(

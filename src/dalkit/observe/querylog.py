@@ -1,5 +1,6 @@
 """Statement shapes, per-shape statistics in bounded memory (an LRU of shapes), and the
-slow-query log with masked parameters. No listeners here: the observer feeds them."""
+slow-query log with masked parameters and string literals. No listeners here: the observer
+feeds them."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import threading
 from collections import OrderedDict, deque
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+from dalkit.observe.sql_literals import mask_strings
 
 __all__ = [
     "QueryStats",
@@ -30,9 +33,9 @@ MAX_VALUE_CHARS = 80
 #: durations kept per shape for its p95
 WINDOW = 256
 
+# string literals go first, by mask_strings
 _LITERALS = re.compile(
-    r"""'(?:[^']|'')*'          # string literal
-      | %\(\w+\)s | %s          # pyformat / format placeholders
+    r"""%\(\w+\)s | %s          # pyformat / format placeholders
       | \$\d+                   # numeric placeholders (asyncpg)
       | (?<![\w:]):\w+          # named placeholders
       | (?<![\w."$])-?\d+(?:\.\d+)?(?![\w"])   # number literal
@@ -108,7 +111,7 @@ def shape_of(statement: str) -> StatementShape:
     """
     shape = _shapes.get(statement)
     if shape is None:
-        text = _LITERALS.sub("?", statement)
+        text = _LITERALS.sub("?", mask_strings(statement, "?"))
         text = _PLACEHOLDER_LIST.sub("(...)", text)
         text = _REPEATED_LISTS.sub("(...)", _SPACES.sub(" ", text)).strip()
         first = text.split(None, 1)[0].upper() if text else ""
@@ -375,7 +378,7 @@ class SlowQueryLog:
             rows if rows >= 0 else "?",
             f", request {request_id}" if request_id else "",
             f", actor {actor}" if actor else "",
-            _SPACES.sub(" ", statement).strip()[:2000],
+            _SPACES.sub(" ", mask_strings(statement)).strip()[:2000],
             mask_parameters(
                 parameters,
                 _parameter_names(statement, positional_names),

@@ -1,0 +1,79 @@
+"""No string literal of a statement reaches what an observer shows: the shapes of the query
+statistics and N+1 warnings, the slow-query log and a budget's error, in every quoting form
+(SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from dalkit import Database
+from dalkit.observe import QueryBudgetExceededError, install
+from dalkit.observe.querylog import shape_of
+from dalkit.observe.sql_literals import mask_strings
+
+QUOTED = [
+    "SELECT 'hunter2'",
+    "SELECT 'it''s hunter2'",
+    "SELECT E'it\\'s hunter2'",
+    "SELECT $$it's hunter2$$",
+    "SELECT $pw$hunter2 $$ still$pw$",
+    "SELECT U&'hunter2'",
+    "SELECT 1 -- it's\n, 'hunter2'",
+    "SELECT 'hunter2' AS \"o'clock\"",
+    "SELECT /* don't */ 'hunter2'",
+]
+
+
+@pytest.mark.parametrize("statement", QUOTED)
+def test_no_quoting_form_leaves_a_literal_in_a_shape_or_a_masked_text(statement: str) -> None:
+    assert "hunter2" not in shape_of(statement).text
+    assert "hunter2" not in mask_strings(statement)
+    assert mask_strings(statement).count("'***'") == 1
+
+
+def test_what_is_not_a_literal_stays() -> None:
+    statement = "SELECT \"o'clock\", $1, x -- it's\nFROM t WHERE y = ? /* a'b */"
+    assert mask_strings(statement) == statement
+    assert shape_of("SELECT a FROM t WHERE b = $1 AND c = 'x'").text == (
+        "SELECT a FROM t WHERE b = ? AND c = ?"
+    )
+
+
+def _secret_statement(db: Database) -> str:
+    if db.config.backend == "postgresql":
+        return "SELECT $$hunter2$$ AS a, E'hunter3\\'s' AS b, 'hunter4' AS c -- it's"
+    return "SELECT 'hunter2' AS a, 'hunter3''s' AS b, 'hunter4' AS c -- it's"
+
+
+def test_the_slow_log_and_the_statistics_show_no_literal(
+    seeded_db: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    observer = install(seeded_db.engine, {"slow_query_ms": 0})
+    try:
+        with caplog.at_level(logging.WARNING, logger="dalkit.slow_query"):
+            assert seeded_db.sql(_secret_statement(seeded_db))[0]["a"] == "hunter2"
+        (logged,) = [r.getMessage() for r in caplog.records if "AS a" in r.getMessage()]
+        (shown,) = [
+            s["statement"] for s in observer.query_stats(top=None) if "AS a" in s["statement"]
+        ]
+    finally:
+        observer.uninstall()
+    assert "'***' AS a, '***' AS b, '***' AS c -- it's" in logged
+    for secret in ("hunter2", "hunter3", "hunter4"):
+        assert secret not in logged
+        assert secret not in shown
+
+
+def test_a_budget_s_error_shows_no_literal(seeded_db: Database) -> None:
+    observer = install(seeded_db.engine)
+    try:
+        with pytest.raises(QueryBudgetExceededError) as caught:
+            with observer.query_budget(max_queries=0):
+                seeded_db.sql(_secret_statement(seeded_db))
+    finally:
+        observer.uninstall()
+    assert "'***' AS a" in str(caught.value)
+    assert "hunter" not in str(caught.value)
+    assert "hunter2" in caught.value.statements[0][0]  # the statements themselves, for the caller
