@@ -42,6 +42,7 @@ DalkitError
 ├── CodecError                  (_codec, also a ValueError) JSON that is not the type asked
 ├── CacheError                  (cache.errors) the query cache's errors
 │   ├── UncacheableStatementError   cached() given a statement whose tables are unknown
+│   ├── UncacheableCallError        a memoized call with an argument keyed only by its address
 │   └── CacheConfigurationError     a cache set up wrongly (also a ConfigurationError)
 ├── UnauditedWriteError         (audit.errors) a write to an audited model that is not recorded
 ├── SoftDeletedRowError         (query.soft_delete) a write that would touch a deleted row
