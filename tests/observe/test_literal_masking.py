@@ -5,6 +5,7 @@ statistics and N+1 warnings, the slow-query log and a budget's error, in every q
 from __future__ import annotations
 
 import logging
+import re
 
 import pytest
 
@@ -60,7 +61,7 @@ def test_the_slow_log_and_the_statistics_show_no_literal(
         ]
     finally:
         observer.uninstall()
-    assert "'***' AS a, '***' AS b, '***' AS c -- it's" in logged
+    assert re.search(r"'\*\*\*' AS a, E?'\*\*\*' AS b, '\*\*\*' AS c -- it's", logged)
     for secret in ("hunter2", "hunter3", "hunter4"):
         assert secret not in logged
         assert secret not in shown

@@ -4,9 +4,9 @@ shows of a statement never holds a string literal, which may be a secret written
 
 PostgreSQL's and SQLite's forms are recognised: ``'...'`` (``''`` inside), ``E'...'`` with
 backslash escapes, and dollar quoting (``$$...$$``, ``$tag$...$tag$``); the prefixes of
-``U&'...'``, ``B'...'`` and ``X'...'`` stay, their quoted part is masked. Comments and quoted
-identifiers are skipped whole, so an apostrophe in them (``-- it's``, ``"it's"``) cannot pair
-with a literal's quote and leave its text outside the mask.
+``E'...'``, ``U&'...'``, ``B'...'`` and ``X'...'`` stay, their quoted part is masked. Comments
+and quoted identifiers are skipped whole, so an apostrophe in them (``-- it's``, ``"it's"``)
+cannot pair with a literal's quote and leave its text outside the mask.
 
 A regular expression, not sqlparse: this runs on the text of each new statement an observer
 sees, and sqlparse's lexer takes about a hundred times longer.
@@ -21,13 +21,17 @@ __all__ = ["MASK", "mask_strings"]
 #: what a masked string literal reads as
 MASK = "'***'"
 
+# the lookahead first: a position that cannot start a piece is passed over at once (8.5 to
+# 2.9 us for a 200-character SELECT with one literal, timeit); so E'...' is matched from its
+# quote, the E looked behind for, and stays
 _PIECES = re.compile(
-    r"""(?P<skip> --[^\n]* | /\*[\s\S]*?\*/ | "(?:[^"]|"")*" )
+    r"""(?=[-/"$'])(?:
+        (?P<skip> --[^\n]* | /\*[\s\S]*?\*/ | "(?:[^"]|"")*" )
       | (?P<string>
           \$(?P<tag>(?:[A-Za-z_]\w*)?)\$[\s\S]*?\$(?P=tag)\$
-        | (?<!\w)[eE]'(?:[^'\\]|\\[\s\S]|'')*'
+        | (?<=(?<!\w)[eE])'(?:[^'\\]|\\[\s\S]|'')*'
         | '(?:[^']|'')*'
-        )
+        ))
     """,
     re.VERBOSE,
 )
