@@ -14,6 +14,7 @@ PLAIN = [
     "SELECT CAST(x AS NUMERIC(10, 2)), coalesce(a, b) FROM t WHERE (a, b) > ($1, $2)",
     "SELECT row_number() OVER (PARTITION BY a ORDER BY b) FROM t AS u(a, b)",
     "SELECT 'archive_orders(1)', E'it\\'s f(2)', 'a''b g(3)' FROM t",
+    "SELECT $$archive_orders(1)$$, $q$it's f(2)$q$ FROM t",
     "WITH x AS (SELECT 1) SELECT * FROM x UNION (SELECT 2)",
 ]
 ACTING = {

@@ -10,9 +10,9 @@ import re
 import pytest
 
 from dalkit import Database
+from dalkit.engine.sql_literals import mask_strings
 from dalkit.observe import QueryBudgetExceededError, install
 from dalkit.observe.querylog import shape_of
-from dalkit.observe.sql_literals import mask_strings
 
 QUOTED = [
     "SELECT 'hunter2'",

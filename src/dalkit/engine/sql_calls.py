@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import re
 
+from dalkit.engine.sql_literals import mask_strings
+
 __all__ = ["READ_ONLY_FUNCTIONS", "SESSION_BOUND", "called", "only_reads"]
 
 # a name followed by "(": a call, or a table's column list (INSERT INTO t (a, b)), an alias's
@@ -26,8 +28,6 @@ __all__ = ["READ_ONLY_FUNCTIONS", "SESSION_BOUND", "called", "only_reads"]
 _CALLED = re.compile(
     r'(?:\b(into|as)\s+)?(?:"((?:[^"]|"")+)"|([A-Za-z_][\w$]*))\s*\(', re.IGNORECASE
 )
-# a string literal, whose text calls nothing ('f(x)'): an E'' one with backslash escapes
-_STRING = re.compile(r"[eE]'(?:[^'\\]|''|\\.)*'|'(?:[^']|'')*'")
 _KEYWORDS = frozenset(
     {"values", "in", "exists", "any", "all", "some", "not", "and", "or", "as", "on", "using"}
     | {"over", "filter", "within", "cast", "lateral", "row", "array", "when", "then", "else"}
@@ -94,7 +94,7 @@ def called(sql: str) -> frozenset[str]:
     if found is None:
         found = frozenset(
             (quoted.replace('""', '"') if quoted else bare).lower()
-            for into, quoted, bare in _CALLED.findall(_STRING.sub("''", sql))
+            for into, quoted, bare in _CALLED.findall(mask_strings(sql, "''"))
             if not into and (quoted or bare.lower() not in _KEYWORDS)
         )
         if len(_called) >= _KEPT:

@@ -10,9 +10,9 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from dalkit.engine.sql_literals import mask_strings
 from dalkit.errors import ConfigurationError
 from dalkit.observe.errors import QueryBudgetExceededError
-from dalkit.observe.sql_literals import mask_strings
 
 __all__ = ["QueryBudget", "active_budgets", "query_budget"]
 

@@ -12,7 +12,7 @@ from collections import OrderedDict, deque
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from dalkit.observe.sql_literals import mask_strings
+from dalkit.engine.sql_literals import mask_strings
 
 __all__ = [
     "QueryStats",

@@ -1,6 +1,8 @@
-"""The string literals of SQL text, found for masking: what a log, a statistic or an error
-shows of a statement never holds a string literal, which may be a secret written into raw SQL
-(``ALTER ROLE app PASSWORD '...'``) or a value SQLAlchemy rendered inline (``literal_execute``).
+"""The string literals of SQL text, found by one scanner for all that reads SQL as text: what
+an observer shows of a statement (its shape, the slow-query log, a budget's error) never holds a
+string literal, which may be a secret written into raw SQL (``ALTER ROLE app PASSWORD '...'``)
+or a value SQLAlchemy rendered inline (``literal_execute``); and the text of one calls no
+function (`dalkit.engine.sql_calls`: ``'f(x)'``).
 
 PostgreSQL's and SQLite's forms are recognised: ``'...'`` (``''`` inside), ``E'...'`` with
 backslash escapes, and dollar quoting (``$$...$$``, ``$tag$...$tag$``); the prefixes of
@@ -9,7 +11,7 @@ and quoted identifiers are skipped whole, so an apostrophe in them (``-- it's``,
 cannot pair with a literal's quote and leave its text outside the mask.
 
 A regular expression, not sqlparse: this runs on the text of each new statement an observer
-sees, and sqlparse's lexer takes about a hundred times longer.
+sees, and sqlparse's lexer took 219 us to this scan's 2.7 for a 200-character SELECT (timeit).
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ def mask_strings(statement: str, mask: str = MASK) -> str:
 
     Examples:
         ```python
-        from dalkit.observe.sql_literals import mask_strings
+        from dalkit.engine.sql_literals import mask_strings
 
         print(mask_strings("ALTER ROLE app PASSWORD $$it's$$ -- o'clock"))
         #> ALTER ROLE app PASSWORD '***' -- o'clock
