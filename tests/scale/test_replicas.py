@@ -104,6 +104,48 @@ def test_reads_that_follow_no_write_go_to_the_replica(
     assert not db.engine._has_events
 
 
+def test_a_routed_read_only_transaction_keeps_its_transaction_local_settings(
+    db: Database,
+) -> None:
+    # its plain reads run in autocommit, but set_config(..., true) is no plain read: the
+    # standby's transaction begins before it, and the setting lasts until the end
+    def tenant_and_server(session: Session) -> tuple[str, bool]:
+        session.execute(text("SELECT set_config('app.tenant', 'shop-7', true)"))
+        setting, in_recovery = session.execute(
+            text("SELECT current_setting('app.tenant', true), pg_is_in_recovery()")
+        ).one()
+        return setting, in_recovery
+
+    read_only = db.transactional(read_only=True)
+    assert contextvars.Context().run(read_only.run, tenant_and_server) == ("shop-7", True)
+    # and it ended with the transaction: the pooled connection does not carry it
+    assert contextvars.Context().run(read_only.run, _setting) in ("", None)
+
+
+def test_a_repeatable_read_read_only_transaction_leaves_the_replica_healthy(
+    db: Database,
+) -> None:
+    # SQLAlchemy resets a read-only connection of psycopg's to read_only=False, after which
+    # its BEGIN says READ WRITE, which a standby refuses: the monitor's probe must not BEGIN
+    snapshot = db.transactional(read_only=True, isolation="REPEATABLE READ")
+    for _ in range(3):
+        assert contextvars.Context().run(snapshot.run, _in_recovery) is True
+    time.sleep(4 * INTERVAL)  # the monitor probes the replica on those connections
+    assert _replica_stats(db)["ejections"] == 0
+    assert _replica_stats(db)["state"] == "healthy"
+
+
+def _in_recovery(session: Session) -> bool:
+    return bool(session.execute(text("SELECT pg_is_in_recovery()")).scalar_one())
+
+
+def _setting(session: Session) -> str | None:
+    value: str | None = session.execute(
+        text("SELECT current_setting('app.tenant', true)")
+    ).scalar_one()
+    return value
+
+
 def test_reads_after_writes_never_see_stale_data_while_replay_is_paused(
     patient_db: Database, replication: Replication
 ) -> None:

@@ -173,3 +173,31 @@ async def test_dispose_stops_the_monitor_task(db: AsyncDatabase) -> None:
     assert len(monitors) == 1
     await db.dispose()
     assert monitors[0].done()
+
+
+async def test_a_routed_read_only_transaction_keeps_its_transaction_local_settings(
+    db: AsyncDatabase,
+) -> None:
+    async def tenant_and_server(session: AsyncSession) -> tuple[str, bool]:
+        await session.execute(text("SELECT set_config('app.tenant', 'shop-7', true)"))
+        setting, in_recovery = (
+            await session.execute(
+                text("SELECT current_setting('app.tenant', true), pg_is_in_recovery()")
+            )
+        ).one()
+        return setting, in_recovery
+
+    async def setting(session: AsyncSession) -> str | None:
+        value: str | None = (
+            await session.execute(text("SELECT current_setting('app.tenant', true)"))
+        ).scalar_one()
+        return value
+
+    read_only = db.transactional(read_only=True)
+    fresh = contextvars.Context()
+    assert await asyncio.create_task(read_only.run(tenant_and_server), context=fresh) == (
+        "shop-7",
+        True,
+    )
+    fresh = contextvars.Context()
+    assert await asyncio.create_task(read_only.run(setting), context=fresh) in ("", None)
