@@ -151,3 +151,13 @@ def test_a_set_s_order_does_not_change_its_key() -> None:
     assert list(first) != list(second)
     assert _key(_one, first) == _key(_one, second)
     assert _key(_one, frozenset(first)) == _key(_one, frozenset(second))
+
+
+def _two(a: int, b: int = 2) -> int:
+    return a + b
+
+
+def test_every_way_of_passing_the_same_arguments_gives_one_key() -> None:
+    keys = {_key(_two, 1, 2), _key(_two, 1), _key(_two, a=1, b=2), _key(_two, 1, b=2)}
+    assert len(keys) == 1
+    assert _key(_two, 1, 3) not in keys
