@@ -1,6 +1,6 @@
 """Reads reuse one statement per shape with their values bound (dalkit.query.bound): the same rows
-as a statement built afresh, on SQLite and PostgreSQL, for every operator; bounded; bypassed for
-eager loads and keyset windows."""
+as a statement built afresh, on SQLite and PostgreSQL, for every operator and every keyset cursor;
+bounded; bypassed for eager loads and for a seek whose keys run both ways."""
 
 from __future__ import annotations
 
@@ -105,7 +105,7 @@ def test_one_statement_serves_every_value_of_a_shape(sql_session: Session) -> No
     assert len(q._statements) >= 2
 
 
-def test_eager_loads_and_keyset_windows_build_their_statement_each_time(
+def test_eager_loads_build_their_statement_each_time(
     sql_session: Session,
 ) -> None:
     seed(sql_session)
@@ -135,3 +135,50 @@ def test_the_statement_cache_is_bounded_and_drops_the_least_recently_used() -> N
     assert cache.get("b") is None
     assert cache.get("a") is a
     assert cache.get("c") is c
+
+
+def _cursor_statement(users: Users, sort: str, cursor: str) -> tuple[int, dict[str, Any]]:
+    q, dialect = users._q, users.session.get_bind().dialect.name
+    window, _ = q.keyset(sort, cursor, None, users._cursor_codec())
+    read = q.read((), {}, False, window.read_keys, None, limit=4, window=window)
+    statement, params = q.bound_select(read, dialect)
+    return id(statement), params
+
+
+@pytest.mark.parametrize("sort", ["created_at", "-score,-id"])
+def test_every_cursor_of_a_walk_reuses_one_statement_and_reads_the_walk_in_order(
+    sql_session: Session, sort: str
+) -> None:
+    seed(sql_session)
+    users = Users(sql_session)
+    walked, statements = [], set()
+    page = users.paginate_cursor(limit=3, sort=sort)
+    while True:
+        walked += [u.id for u in page.items]
+        if not page.has_more:
+            break
+        assert page.next_cursor is not None
+        statement, params = _cursor_statement(users, sort, page.next_cursor)
+        statements.add(statement)
+        assert {"dk_seek_0", "dk_seek_1", "dk_limit"} <= set(params)
+        page = users.paginate_cursor(limit=3, sort=sort, after=page.next_cursor)
+    assert walked == fresh(users, sort=sort)
+    assert len(statements) == 1
+    back = users.paginate_cursor(limit=3, sort=sort, before=page.prev_cursor)
+    assert [u.id for u in back.items] == walked[-6:-3]
+
+
+@pytest.mark.parametrize("sort", ["-score,name", "-score"])  # the tie-breaker, id, ascends
+def test_a_seek_whose_keys_run_both_ways_is_built_each_time(
+    sql_session: Session, sort: str
+) -> None:
+    seed(sql_session)
+    users = Users(sql_session)
+    first = users.paginate_cursor(limit=3, sort=sort)
+    assert first.next_cursor is not None
+    one, params = _cursor_statement(users, sort, first.next_cursor)
+    two, _ = _cursor_statement(users, sort, first.next_cursor)
+    assert one != two
+    assert params == {}
+    second = users.paginate_cursor(limit=3, sort=sort, after=first.next_cursor)
+    assert [u.id for u in first.items + second.items] == fresh(users, sort=sort)[:6]

