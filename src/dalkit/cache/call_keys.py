@@ -21,16 +21,14 @@ from __future__ import annotations
 import functools
 import hashlib
 import inspect
-import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from dalkit.cache.errors import UncacheableCallError
+from dalkit.cache.keys import ADDRESS
 
 __all__ = ["CallKeys"]
 
-# the default repr of an object, a function or a method: "<... at 0x7f3a...>"
-_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 #: types whose repr is their value, and tells the type apart ("1", "1.0", "'1'", "b'1'")
 _PLAIN = frozenset({type(None), bool, int, float, complex, str, bytes})
 
@@ -99,7 +97,7 @@ def _encoded(value: Any, function: str, argument: str, inside: tuple[int, ...]) 
         return _CONTAINERS[kind](value, inner)
     text = repr(value)
     inherited = all("__repr__" not in vars(klass) for klass in kind.__mro__[:-1])
-    if inherited or _ADDRESS.search(text):  # object's own repr: "<x.Y object at 0x...>"
+    if inherited or ADDRESS.search(text):  # object's own repr: "<x.Y object at 0x...>"
         raise UncacheableCallError(
             f"cannot memoize {function}: argument {argument!r} ({kind.__qualname__}) has no "
             "value to key the call by, only a memory address. Pass the values the result "

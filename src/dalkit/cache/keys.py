@@ -17,10 +17,11 @@ from sqlalchemy.engine import Dialect
 from dalkit.query.tenant_context import current_tenant, scoping_off
 from dalkit.query.tenant_guard import names_scoped
 
-__all__ = ["KeyBuilder", "schema_part", "tenant_part"]
+__all__ = ["ADDRESS", "KeyBuilder", "schema_part", "tenant_part"]
 
-# memory addresses differ between processes; the rest of an option's repr does not
-_ADDRESS = re.compile(r" at 0x[0-9a-f]+")
+#: a memory address in a default repr ("<x.Y object at 0x7f...>"): it differs between
+#: processes, and another object may later have it; the rest of an option's repr does not
+ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 _TRANSLATE = "schema_translate_map"
 _NO_OPTIONS: Mapping[str, Any] = {}
 
@@ -111,7 +112,7 @@ class KeyBuilder:
     def _compile(self, statement: Any) -> tuple[str, dict[str, Any]]:
         compiled = statement.compile(dialect=self._dialect)
         options = "".join(
-            _ADDRESS.sub("", repr(option._generate_cache_key()))
+            ADDRESS.sub("", repr(option._generate_cache_key()))
             for option in getattr(statement, "_with_options", ())
             if hasattr(option, "_generate_cache_key")
         )

@@ -64,8 +64,8 @@ READ_ONLY_FUNCTIONS = frozenset(
 #: built-in functions whose result no cache may serve: they act (advance a sequence, take an
 #: advisory lock, notify, set a setting) or answer for the session, not the data (its
 #: settings, which a tenant's scoping reads, its sequences' last values, its backend and its
-#: transaction); PostgreSQL's, then SQLite's. A cached read calling one goes
-#: to the database (dalkit.cache.functions).
+#: transaction); PostgreSQL's, then SQLite's. A cached read calling one goes to the database
+#: (dalkit.cache.functions).
 SESSION_BOUND = frozenset(
     {"nextval", "setval", "currval", "lastval", "set_config", "current_setting"}
     | {"pg_notify", "pg_backend_pid"}

@@ -158,9 +158,7 @@ class KeysetWindow:
         keys, values = self.read_keys, self.boundary
         columns: list[sa.ColumnElement[Any]] = [k.field.column for k in keys]
         if len({k.descending for k in keys}) == 1:
-            # one direction: a row-value comparison, which PostgreSQL serves from an index
-            left, right = sa.tuple_(*columns), sa.tuple_(*values)
-            return left < right if keys[0].descending else left > right
+            return self._row_past(values)
         alternatives = []
         for i, key in enumerate(keys):
             equal = [columns[j] == values[j] for j in range(i)]
@@ -180,12 +178,15 @@ class KeysetWindow:
         233 -> 120 us and at depth 1,000 323 -> 157 us (timeit, bench_repositories' table)."""
         if self.boundary is None:
             return None
-        keys = self.read_keys
-        columns = [k.field.column for k in keys]
-        left = sa.tuple_(*columns)
-        right = sa.tuple_(
-            *(sa.bindparam(f"dk_seek_{i}", type_=c.type) for i, c in enumerate(columns))
+        columns = [k.field.column for k in self.read_keys]
+        return self._row_past(
+            [sa.bindparam(f"dk_seek_{i}", type_=c.type) for i, c in enumerate(columns)]
         )
+
+    def _row_past(self, values: Sequence[Any]) -> sa.ColumnElement[bool]:
+        # keys running one way: a row-value comparison, which PostgreSQL serves from an index
+        keys = self.read_keys
+        left, right = sa.tuple_(*(k.field.column for k in keys)), sa.tuple_(*values)
         return left < right if keys[0].descending else left > right
 
     def seek_params(self) -> dict[str, Any]:

@@ -303,7 +303,7 @@ class QueryPlan:
         if not plain or (window and not window.bindable):
             return self.select(read, dialect), {}
         params: dict[str, Any] = window.seek_params() if window else {}
-        seeks = window is not None and window.boundary is not None
+        seeks = bool(params)  # before the condition's own are added
         shape = shape_of(read.where, dialect, params)
         sort = tuple((key.field.name, key.descending) for key in read.keys)
         deleted = read.options is defaults.get(True)
