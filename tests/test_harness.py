@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
 import socket
 import sqlite3
 import threading
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -20,9 +22,11 @@ from dalkit.testing import (
     PostgresServer,
     QueryCounter,
     RedisServer,
+    _server,
     assert_max_queries,
     count_queries,
 )
+from dalkit.testing._server import scratch_base
 from dalkit.testing.postgres import create_database, drop_database
 
 
@@ -123,6 +127,39 @@ def test_dropping_a_database_disconnects_its_users(postgres_url: str) -> None:
     with psycopg.connect(postgres_url) as conn:
         row = conn.execute("SELECT count(*) FROM pg_database WHERE datname = %s", [name]).fetchone()
     assert row == (0,)
+
+
+def test_server_files_go_to_the_ram_disk_when_it_has_room(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("TMPDIR", raising=False)
+    monkeypatch.setattr(_server, "RAM_DISK", tmp_path)
+    monkeypatch.setattr(_server, "RAM_DISK_MIN_FREE", 0)
+    assert scratch_base() == str(tmp_path)
+
+    monkeypatch.setattr(_server, "RAM_DISK_MIN_FREE", shutil.disk_usage(tmp_path).free + 2**30)
+    assert scratch_base() is None  # too small (Docker's 64 MB /dev/shm): the temp directory
+
+    monkeypatch.setattr(_server, "RAM_DISK_MIN_FREE", 0)
+    monkeypatch.setattr(_server, "RAM_DISK", tmp_path / "missing")
+    assert scratch_base() is None
+
+    monkeypatch.setattr(_server, "RAM_DISK", tmp_path)
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "chosen"))
+    assert scratch_base() is None  # the user's TMPDIR wins
+
+
+def test_the_session_cluster_lives_on_the_ram_disk_when_there_is_one(
+    postgres_server: PostgresServer,
+) -> None:
+    base = scratch_base()
+    if base is None:
+        pytest.skip("no RAM disk with room here (or TMPDIR is set)")
+    assert postgres_server.data_dir.resolve().is_relative_to(Path(base).resolve())
+    with psycopg.connect(postgres_server.url) as conn:
+        row = conn.execute("SELECT current_setting('data_directory')").fetchone()
+    assert row is not None
+    assert Path(row[0]).resolve() == postgres_server.data_dir.resolve()
 
 
 def test_database_names_that_are_not_plain_identifiers_are_rejected() -> None:

@@ -1,11 +1,23 @@
-"""What the throwaway test servers share: a free loopback port, running state, a context manager."""
+"""What the throwaway test servers share: a free loopback port, where their files go, running
+state, a context manager."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import socket
 import weakref
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
+
+# A RAM disk for the servers' files, when it has room. Durability is worthless for files deleted
+# after the run, and the disk is what a PostgreSQL test waits on: measured here (ext4 on a VM's
+# disk), CREATE DATABASE took ~250 ms once earlier tests had written (page-cache writeback of the
+# template's copy) against ~21 ms on tmpfs, and the cache tests' PostgreSQL half ran in 43 s
+# instead of 82 s. Docker's default /dev/shm (64 MB) is too small, hence the room required.
+RAM_DISK = Path("/dev/shm")
+RAM_DISK_MIN_FREE = 2 * 1024**3
 
 
 def free_port() -> int:
@@ -14,6 +26,20 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def scratch_base() -> str | None:
+    """The directory new server files go under: ``$TMPDIR`` when it is set, else the RAM disk
+    when it has room, else ``None`` (the system's temporary directory)."""
+    if os.environ.get("TMPDIR"):
+        return None
+    try:
+        room = shutil.disk_usage(RAM_DISK).free
+    except OSError:
+        return None
+    if room < RAM_DISK_MIN_FREE or not os.access(RAM_DISK, os.W_OK | os.X_OK):
+        return None
+    return str(RAM_DISK)
 
 
 class LocalServer:

@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 import pytest
 
-from dalkit.testing._server import LocalServer, free_port
+from dalkit.testing._server import LocalServer, free_port, scratch_base
 from dalkit.testing.postgres import SUPERUSER, PostgresServer, _Owner, create_database
 
 __all__ = ["PgBouncerServer", "pgbouncer_database_url", "pgbouncer_server"]
@@ -49,7 +49,7 @@ class PgBouncerServer(LocalServer):
         if not Path(binary).is_file():
             raise RuntimeError("pgbouncer is not installed (apt-get install pgbouncer)")
         owner = _Owner.for_current_process()  # PgBouncer refuses to run as root
-        self._root = Path(tempfile.mkdtemp(prefix="dalkit-pgbouncer-"))
+        self._root = Path(tempfile.mkdtemp(prefix="dalkit-pgbouncer-", dir=scratch_base()))
         owner.chown(self._root)
         self._root.chmod(0o755)
         self._port = free_port()

@@ -9,7 +9,7 @@ import time
 import weakref
 from pathlib import Path
 
-from dalkit.testing._server import LocalServer, free_port
+from dalkit.testing._server import LocalServer, free_port, scratch_base
 
 __all__ = ["RedisServer"]
 
@@ -41,7 +41,7 @@ class RedisServer(LocalServer):
         """Start the server in a temporary directory; does nothing when it runs already."""
         if self.running:
             return
-        self._root = Path(tempfile.mkdtemp(prefix="dalkit-redis-"))
+        self._root = Path(tempfile.mkdtemp(prefix="dalkit-redis-", dir=scratch_base()))
         self._port = self._requested_port or free_port()
         args = [
             str(self._executable),
