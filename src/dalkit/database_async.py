@@ -37,6 +37,7 @@ from dalkit.engine.build import build_async_engine, get_async_driver_connection
 from dalkit.engine.health import HealthCheckResult
 from dalkit.engine.pgbouncer import pgbouncer_config, split_multi_host
 from dalkit.engine.replica_setup import RouteReads, failure_hook, replica_router
+from dalkit.engine.session import DalkitSession
 from dalkit.observe import install as install_observer
 from dalkit.query.cursor import SECRET_KEY_INFO
 from dalkit.query.raw_sql import checked_text
@@ -117,8 +118,11 @@ class AsyncDatabase(AsyncDatabaseTransactions, AsyncDatabaseObserve):
         self.engine, self._metrics = build_async_engine(self.config)
         # repositories find the cursor secret in their session's info (a secret: never logged)
         secret = self.config.secret_key or os.environ.get(SECRET_KEY_ENV)
-        self.session_factory = async_sessionmaker(
-            self.engine, expire_on_commit=False, info={SECRET_KEY_INFO: secret} if secret else {}
+        self.session_factory: async_sessionmaker[AsyncSession] = async_sessionmaker(
+            self.engine,
+            expire_on_commit=False,
+            sync_session_class=DalkitSession,
+            info={SECRET_KEY_INFO: secret} if secret else {},
         )
         self._transactions = AsyncTransactionRunner(self.engine, self.session_factory)
         self._default_transactional = AsyncTransactional(

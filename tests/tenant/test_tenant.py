@@ -20,6 +20,7 @@ from dalkit.query.tenant import (
     stamp_rows,
     tenant,
 )
+from dalkit.testing import count_queries
 
 from .models import Item, Note, Shop, table
 
@@ -87,9 +88,11 @@ def test_relationship_loads_see_only_the_current_tenant(
             assert (session.execute(joined)).scalars().all() == [1, 2]
 
 
-def test_a_repository_get_never_serves_another_tenants_entity_from_the_session(
+def test_no_get_serves_another_tenants_entity_from_the_identity_map(
     database: Database,
 ) -> None:
+    # SQLAlchemy's get() answers from the identity map without a statement, which the
+    # statement scoping never sees: the sessions dalkit opens check what it finds
     seed(database)
     with database.session() as session:
         with every_tenant():
@@ -97,8 +100,25 @@ def test_a_repository_get_never_serves_another_tenants_entity_from_the_session(
             assert theirs is not None
         with tenant("a"):
             assert ItemRepository(session).get_or_none(3) is None
+            assert session.get(Item, 3) is None
+            with pytest.raises(sa.exc.NoResultFound):
+                session.get_one(Item, 3)
+            mine = session.get(Item, 1)
+            assert mine is not None
+            with count_queries(database) as counter:
+                assert session.get(Item, 1) is mine  # its own: still no statement
+            assert counter.count == 0
         with tenant("b"):
+            with count_queries(database) as counter:
+                assert session.get(Item, 3) is theirs
+            assert counter.count == 0
             assert ItemRepository(session).get_or_none(3) is theirs
+            assert session.get(Item, 1) is None
+        with pytest.raises(TenantRequiredError):
+            session.get(Item, 3)  # outside any tenant, as a read of the table is
+        with every_tenant():
+            assert session.get(Item, 1) is mine
+        assert session.get(Note, 1) is None  # a model not scoped needs no tenant
 
 
 def test_outside_any_tenant_reads_and_writes_of_scoped_models_raise(

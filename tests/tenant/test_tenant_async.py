@@ -18,6 +18,7 @@ from dalkit.query.tenant import (
     stamp_rows,
     tenant,
 )
+from dalkit.testing import count_queries
 
 from .models import Item, Note, Shop, table
 
@@ -85,9 +86,11 @@ async def test_relationship_loads_see_only_the_current_tenant(
             assert (await session.execute(joined)).scalars().all() == [1, 2]
 
 
-async def test_a_repository_get_never_serves_another_tenants_entity_from_the_session(
+async def test_no_get_serves_another_tenants_entity_from_the_identity_map(
     async_database: AsyncDatabase,
 ) -> None:
+    # SQLAlchemy's get() answers from the identity map without a statement, which the
+    # statement scoping never sees: the sessions dalkit opens check what it finds
     await seed(async_database)
     async with async_database.session() as session:
         with every_tenant():
@@ -95,8 +98,25 @@ async def test_a_repository_get_never_serves_another_tenants_entity_from_the_ses
             assert theirs is not None
         with tenant("a"):
             assert await ItemRepository(session).get_or_none(3) is None
+            assert await session.get(Item, 3) is None
+            with pytest.raises(sa.exc.NoResultFound):
+                await session.get_one(Item, 3)
+            mine = await session.get(Item, 1)
+            assert mine is not None
+            with count_queries(async_database) as counter:
+                assert await session.get(Item, 1) is mine  # its own: still no statement
+            assert counter.count == 0
         with tenant("b"):
+            with count_queries(async_database) as counter:
+                assert await session.get(Item, 3) is theirs
+            assert counter.count == 0
             assert await ItemRepository(session).get_or_none(3) is theirs
+            assert await session.get(Item, 1) is None
+        with pytest.raises(TenantRequiredError):
+            await session.get(Item, 3)  # outside any tenant, as a read of the table is
+        with every_tenant():
+            assert await session.get(Item, 1) is mine
+        assert await session.get(Note, 1) is None  # a model not scoped needs no tenant
 
 
 async def test_outside_any_tenant_reads_and_writes_of_scoped_models_raise(

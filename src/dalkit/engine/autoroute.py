@@ -36,6 +36,7 @@ from sqlalchemy.sql.dml import UpdateBase
 from sqlalchemy.sql.elements import ColumnClause, TextClause
 from sqlalchemy.sql.functions import FunctionElement
 
+from dalkit.engine.session import DalkitSession
 from dalkit.engine.sql_calls import READ_ONLY_FUNCTIONS
 from dalkit.transaction.deferred import DEFERRED_BEGIN_OPTION
 
@@ -94,7 +95,7 @@ class _PlainReads:
         self.wrote = False  # a statement other than a plain read was asked for: primary only
 
 
-class RoutingSession(Session):
+class RoutingSession(DalkitSession):
     """A Session that sends the plain reads of a deferred default transaction to a replica
     and everything else to its own bind, the primary (see the module's docstring)."""
 

@@ -24,8 +24,10 @@ from sqlalchemy.orm import (
     mapped_column,
     with_loader_criteria,
 )
+from sqlalchemy.orm.attributes import instance_state
 from sqlalchemy.sql.selectable import CompoundSelect, TextualSelect
 
+from dalkit.engine.session import add_identity_check
 from dalkit.engine.statement_hooks import add_before_everywhere
 from dalkit.query import tenant_guard
 from dalkit.query.plain_entities import select_neutral
@@ -338,11 +340,25 @@ def _before_flush(session: Session, flush_context: UOWTransaction, instances: An
             )
 
 
+def _owned_here(instance: object) -> bool:
+    """Whether ``session.get()`` may answer with ``instance`` from the identity map: it is not
+    tenant-scoped, or it is the current tenant's (raises outside any tenant, as a read does)."""
+    if not isinstance(instance, TenantScoped):
+        return True
+    current = required("session.get()")
+    if current is None:  # every_tenant()
+        return True
+    owner = instance_state(instance).dict.get("tenant_id")  # an expired one is read again
+    return owner is not None and str(owner) == current
+
+
 def install() -> None:
     """Scope every session to the current tenant; idempotent."""
     if event.contains(Session, "do_orm_execute", _on_execute):
         return
     add_before_everywhere(tenant_guard.guard)
+    # the sessions dalkit opens check what get() finds in the identity map
+    add_identity_check(_owned_here)
     # it leaves alone the selects of models that reach no tenant-scoped one
     event.listen(Session, "do_orm_execute", select_neutral(_on_execute, unless=_reaches_scoped))
     event.listen(Session, "before_flush", flush_neutral(_before_flush, unless=_scoped_mapper))
