@@ -121,6 +121,30 @@ def test_no_get_serves_another_tenants_entity_from_the_identity_map(
         assert session.get(Note, 1) is None  # a model not scoped needs no tenant
 
 
+def test_a_many_to_one_load_never_serves_another_tenants_entity_from_the_identity_map(
+    database: Database,
+) -> None:
+    # item 4 is tenant b's, under tenant a's shop 1: SQLAlchemy's many-to-one load (lazy, or a
+    # refresh of the attribute) looks in the identity map before it reads
+    seed(database)
+    with database.session() as session:
+        with tenant("a"):
+            shop = session.get(Shop, 1)
+            assert shop is not None
+        with tenant("b"):
+            item = session.get(Item, 4)
+            assert item is not None
+            session.refresh(item, ["shop"])
+            assert item.shop is None  # as a session that never saw shop 1 reads it
+        with tenant("a"):
+            mine = session.get(Item, 1)
+            assert mine is not None
+            with count_queries(database) as counter:
+                session.refresh(mine, ["shop"])
+            assert mine.shop is shop
+            assert counter.count == 1  # the item's row; the shop from the identity map
+
+
 def test_outside_any_tenant_reads_and_writes_of_scoped_models_raise(
     database: Database,
 ) -> None:

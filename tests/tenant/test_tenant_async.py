@@ -119,6 +119,30 @@ async def test_no_get_serves_another_tenants_entity_from_the_identity_map(
         assert await session.get(Note, 1) is None  # a model not scoped needs no tenant
 
 
+async def test_a_many_to_one_load_never_serves_another_tenants_entity_from_the_identity_map(
+    async_database: AsyncDatabase,
+) -> None:
+    # item 4 is tenant b's, under tenant a's shop 1: SQLAlchemy's many-to-one load (lazy, or a
+    # refresh of the attribute) looks in the identity map before it reads
+    await seed(async_database)
+    async with async_database.session() as session:
+        with tenant("a"):
+            shop = await session.get(Shop, 1)
+            assert shop is not None
+        with tenant("b"):
+            item = await session.get(Item, 4)
+            assert item is not None
+            await session.refresh(item, ["shop"])
+            assert item.shop is None  # as a session that never saw shop 1 reads it
+        with tenant("a"):
+            mine = await session.get(Item, 1)
+            assert mine is not None
+            with count_queries(async_database) as counter:
+                await session.refresh(mine, ["shop"])
+            assert mine.shop is shop
+            assert counter.count == 1  # the item's row; the shop from the identity map
+
+
 async def test_outside_any_tenant_reads_and_writes_of_scoped_models_raise(
     async_database: AsyncDatabase,
 ) -> None:

@@ -1,13 +1,13 @@
-"""The Session class of the sessions dalkit opens: SQLAlchemy's own, except that what ``get()``
-finds in the identity map is checked before it is returned.
+"""The Session class of the sessions dalkit opens: SQLAlchemy's own, except that what it finds
+in the identity map for ``get()`` or a lazy many-to-one load is checked before it is returned.
 
-SQLAlchemy's ``Session.get()`` answers from the identity map without a statement, so nothing
-that scopes statements (``do_orm_execute``) sees it. A feature whose reads depend on the
-context registers a check here (tenant scoping does: an object loaded inside ``tenant("a")``
-is no answer to ``get()`` inside ``tenant("b")`` of the same session). When a check refuses
-the object, ``get()`` asks the database instead, as it does for a key it has not seen, and the
-feature's statement scoping decides what that read returns. The engine knows nothing of the
-features: they register their checks when they are installed.
+SQLAlchemy answers those two from the identity map without a statement, so nothing that scopes
+statements (``do_orm_execute``) sees them. A feature whose reads depend on the context
+registers a check here (tenant scoping does: an object loaded inside ``tenant("a")`` is no
+answer inside ``tenant("b")`` of the same session). When a check refuses the object, the
+lookup finds nothing and SQLAlchemy reads the database instead, as it does for a key it has not
+seen, and the feature's statement scoping decides what that read returns. The engine knows
+nothing of the features: they register their checks when they are installed.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import LoaderCallableStatus, Session
 
-__all__ = ["DalkitSession", "IdentityCheck", "add_identity_check"]
+__all__ = ["DalkitSession", "IdentityCheck", "add_identity_check", "admitted"]
 
 #: True when an object found in the identity map may be returned in the current context
 IdentityCheck = Callable[[object], bool]
@@ -26,21 +26,29 @@ _checks: list[IdentityCheck] = []
 
 
 def add_identity_check(check: IdentityCheck) -> None:
-    """Have every `DalkitSession.get()` run ``check`` on the object it finds (once per check)."""
+    """Have every `DalkitSession` identity-map lookup run ``check`` on the object it finds
+    (registered once however often it is added)."""
     if check not in _checks:
         _checks.append(check)
 
 
-class DalkitSession(Session):
-    """A ``Session`` whose ``get()`` (and so ``get_one()`` and ``AsyncSession.get()``) runs the
-    registered identity checks on the object it would return."""
+def admitted(instance: object) -> bool:
+    """Whether every registered check lets ``instance``, found in an identity map, be the
+    answer in the current context (the repositories' own identity-map reads ask this too)."""
+    return all(check(instance) for check in _checks)
 
-    def get(self, entity: Any, ident: Any, **kwargs: Any) -> Any:
-        """``Session.get()``; an object the identity map holds but a check refuses is read
-        again from the database, ``populate_existing``, under the context's scoping."""
-        found = super().get(entity, ident, **kwargs)
-        if found is None or not _checks or kwargs.get("populate_existing"):
+
+class DalkitSession(Session):
+    """A ``Session`` whose identity-map lookups run the registered identity checks: those of
+    ``get()`` (and so ``get_one()`` and ``AsyncSession.get()``) and of a lazy
+    many-to-one load, which SQLAlchemy answers from the identity map too."""
+
+    # SQLAlchemy routes both lookups through this method and documents it as the one a
+    # subclass overrides for its own identity rules (its horizontal sharding extension does)
+    def _identity_lookup(
+        self, mapper: Any, primary_key_identity: Any, *args: Any, **kw: Any
+    ) -> Any:
+        found = super()._identity_lookup(mapper, primary_key_identity, *args, **kw)
+        if found is None or isinstance(found, LoaderCallableStatus) or admitted(found):
             return found
-        if all(check(found) for check in _checks):
-            return found
-        return super().get(entity, ident, **{**kwargs, "populate_existing": True})
+        return None  # not here: the caller reads the database, under the context's scoping

@@ -341,11 +341,12 @@ def _before_flush(session: Session, flush_context: UOWTransaction, instances: An
 
 
 def _owned_here(instance: object) -> bool:
-    """Whether ``session.get()`` may answer with ``instance`` from the identity map: it is not
-    tenant-scoped, or it is the current tenant's (raises outside any tenant, as a read does)."""
+    """Whether ``instance``, found in the identity map by ``get()`` or a lazy many-to-one load,
+    may be the answer: it is not tenant-scoped, or it is the current tenant's (raises outside
+    any tenant, as a read does)."""
     if not isinstance(instance, TenantScoped):
         return True
-    current = required("session.get()")
+    current = required("a read")
     if current is None:  # every_tenant()
         return True
     owner = instance_state(instance).dict.get("tenant_id")  # an expired one is read again

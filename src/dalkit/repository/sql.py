@@ -19,12 +19,11 @@ from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
 
 from dalkit.cache.repository import read_entities, read_through
+from dalkit.engine.session import admitted
 from dalkit.observe.eager import WATCH
 from dalkit.query.cursor import CursorCodec, secret_key
 from dalkit.query.plain_inserts import add_and_flush
 from dalkit.query.specs import Group, Spec
-from dalkit.query.tenant import TenantScoped
-from dalkit.query.tenant_context import current_tenant, scoping_off
 from dalkit.repository.base import ModelT, Read
 from dalkit.repository.bulk import BulkOperations
 from dalkit.repository.writes import Upsert, upsert_statement
@@ -86,10 +85,8 @@ class Repository(BulkOperations[ModelT]):
             return None  # let the query refresh it, or find it gone
         if self._q.soft_delete and not include_deleted and entity.deleted_at is not None:
             return None
-        if isinstance(entity, TenantScoped) and not scoping_off():
-            current = current_tenant()
-            if current is None or str(entity.tenant_id) != current:
-                return None  # loaded under another tenant: the scoped query decides (or raises)
+        if not admitted(entity):
+            return None  # loaded under another tenant, say: the scoped query decides
         return cast("ModelT", entity)
 
     def _get_many(
