@@ -358,7 +358,7 @@ def install() -> None:
     if event.contains(Session, "do_orm_execute", _on_execute):
         return
     add_before_everywhere(tenant_guard.guard)
-    # the sessions dalkit opens check what get() finds in the identity map
+    # the sessions dalkit opens check what get() and a many-to-one load find in the identity map
     add_identity_check(_owned_here)
     # it leaves alone the selects of models that reach no tenant-scoped one
     event.listen(Session, "do_orm_execute", select_neutral(_on_execute, unless=_reaches_scoped))
