@@ -21,6 +21,9 @@ from dalkit.query.sorting import SortKey
 
 __all__ = ["CursorPage", "KeysetWindow", "Page", "check_limit", "check_page", "check_window"]
 
+#: the bound parameters of a reused seek condition, one per sort key: dk_seek_0, dk_seek_1...
+_SEEK_PARAM = "dk_seek_{}"
+
 T = TypeVar("T")
 _DIGITS = re.compile(r"[0-9]{1,20}")  # not str.isdigit(), which also accepts "²"
 #: offsets beyond this are refused: no real listing is that deep, and PostgreSQL's OFFSET is bigint
@@ -151,14 +154,19 @@ class KeysetWindow:
             return self.keys
         return tuple(SortKey(k.field, not k.descending) for k in self.keys)
 
+    @property
+    def _one_way(self) -> bool:
+        # every key ascending, or every one descending (reading backward flips them all)
+        return len({k.descending for k in self.keys}) == 1
+
     def condition(self) -> sa.ColumnElement[bool] | None:
         """The seek condition: rows strictly past the boundary in the read order."""
         if self.boundary is None:
             return None
+        if self._one_way:
+            return self._row_past(self.boundary)
         keys, values = self.read_keys, self.boundary
         columns: list[sa.ColumnElement[Any]] = [k.field.column for k in keys]
-        if len({k.descending for k in keys}) == 1:
-            return self._row_past(values)
         alternatives = []
         for i, key in enumerate(keys):
             equal = [columns[j] == values[j] for j in range(i)]
@@ -170,7 +178,7 @@ class KeysetWindow:
     def bindable(self) -> bool:
         """Whether `bound_condition()` can stand for `condition()`: no boundary, or keys
         running one way (a row-value comparison; both ways is an OR of ANDs)."""
-        return self.boundary is None or len({k.descending for k in self.keys}) == 1
+        return self.boundary is None or self._one_way
 
     def bound_condition(self) -> sa.ColumnElement[bool] | None:
         """`condition()` with the boundary's values as parameters (`seek_params()`), for a
@@ -178,9 +186,11 @@ class KeysetWindow:
         233 -> 120 us and at depth 1,000 323 -> 157 us (timeit, bench_repositories' table)."""
         if self.boundary is None:
             return None
-        columns = [k.field.column for k in self.read_keys]
         return self._row_past(
-            [sa.bindparam(f"dk_seek_{i}", type_=c.type) for i, c in enumerate(columns)]
+            [
+                sa.bindparam(_SEEK_PARAM.format(i), type_=k.field.column.type)
+                for i, k in enumerate(self.read_keys)
+            ]
         )
 
     def _row_past(self, values: Sequence[Any]) -> sa.ColumnElement[bool]:
@@ -191,7 +201,7 @@ class KeysetWindow:
 
     def seek_params(self) -> dict[str, Any]:
         """The parameters of `bound_condition()`."""
-        return {f"dk_seek_{i}": value for i, value in enumerate(self.boundary or ())}
+        return {_SEEK_PARAM.format(i): value for i, value in enumerate(self.boundary or ())}
 
     def test(self) -> Callable[[Any], bool]:
         """`condition()` evaluated in Python."""
