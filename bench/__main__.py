@@ -115,7 +115,8 @@ def _header(machine: Mapping[str, str], load_before: float, load_after: float) -
     method = (
         f"Machine: {facts}. The PostgreSQL server runs on the same machine, over TCP on "
         "loopback, with durability off (the test harness's settings).\n\n"
-        f"Each figure is the median of at least {MIN_REPEATS} timed batches of about 0.2 s; "
+        f"Each figure is the median of at least {MIN_REPEATS} timed batches of about 0.2 s, "
+        "unless a module says it times whole loads or cycles (and how many); "
         "the variants of a module take turns, in an order rotated every repeat, so that drift "
         "falls on all of them alike. *spread* is the interquartile range of the batches, as a "
         "share of the median. *ratio* is the median of the per-repeat ratios against the "

@@ -5,7 +5,7 @@ on a model with the ``Audited`` mixin (so it also writes one ``dalkit_audit_log`
 baseline is the same unit of work on an identical model without it. The relay rows fill the
 outbox with 5,000 events of 100 aggregates, then time one relay draining it in rounds of 500
 (no-op publisher: the relay's own cost; EventBus publisher: events read back and dispatched
-in-process); each figure is events/s over the whole drain, the median of the repeats.
+in-process); each figure is events/s over the whole drain, the median of 5 drains.
 """
 
 from __future__ import annotations

@@ -34,6 +34,8 @@ __all__ = ["CodecError", "dumps", "field_hints", "jsonable", "loads", "restore"]
 _NON_FINITE = {"inf": math.inf, "-inf": -math.inf, "nan": math.nan}
 _SEQUENCES = (list, tuple, set, frozenset)
 _OFFSET = re.compile(r"([+-])(\d\d):(\d\d)(?::(\d\d)(?:\.(\d{6}))?)?$")
+# built once: json.dumps() with any option builds an encoder per call (+1.3 us, timeit)
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 class CodecError(DalkitError, ValueError):
@@ -44,6 +46,9 @@ def jsonable(value: Any) -> Any:
     """``value`` as something ``json.dumps`` accepts, losing nothing `restore()` needs."""
     if value is None or isinstance(value, bool | int | str):
         return value
+    if type(value) is list or type(value) is tuple:
+        # before the dataclass and Mapping checks, which cost ~1 us: a cursor's sort values
+        return [jsonable(v) for v in value]
     if isinstance(value, float):
         if math.isfinite(value):
             return value
@@ -71,7 +76,7 @@ def jsonable(value: Any) -> Any:
 
 def dumps(value: Any) -> str:
     """Compact JSON text of ``value``."""
-    return json.dumps(jsonable(value), separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return _ENCODER.encode(jsonable(value))
 
 
 def loads(text: str | bytes, hint: Any = Any) -> Any:
@@ -88,6 +93,8 @@ def restore(data: Any, hint: Any) -> Any:
     CodecError when ``data`` cannot be one."""
     if hint is Any or hint is object:
         return data
+    if type(data) is hint and (hint is int or hint is str or hint is bool):
+        return data  # what JSON holds as is (a cursor's id): no look at the hint's origin
     if hint is None or hint is type(None):
         if data is not None:
             raise CodecError(f"expected null, got {type(data).__name__}")

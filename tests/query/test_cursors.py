@@ -177,3 +177,27 @@ def test_a_cursor_opens_only_with_its_key_scope_and_order() -> None:
     with pytest.raises(ConfigurationError, match=SECRET_KEY_ENV):
         CursorCodec("things").encode(keys, SimpleNamespace(n=3))
     assert CursorCodec("things").with_secret(SECRET).decode(cursor, keys) == (3,)
+
+
+def test_a_cursor_has_one_spelling_in_url_safe_base64() -> None:
+    column = sa.Column("n", sa.Integer, nullable=False)
+    keys = [SortKey(column_field(column))]
+    codec = CursorCodec("things", SECRET)
+    # a cursor whose text has "-" or "_", the characters the standard alphabet spells "+", "/"
+    cursor = next(
+        text
+        for text in (codec.encode(keys, SimpleNamespace(n=3)) for _ in range(1000))
+        if "-" in text or "_" in text
+    )
+    head, body = cursor.split(".")
+    assert codec.decode(cursor, keys) == (3,)
+    for text in [
+        cursor.replace("-", "+").replace("_", "/"),  # the standard alphabet
+        f"{head}.{body[:4]} {body[4:]}",  # a character outside the alphabet, not skipped
+        f"{head}.{body[:4]}\u00e9{body[5:]}",  # not ASCII
+        f"{head}.{body[:-1]}",  # a character short
+        f"{head}.",
+        f".{body}",
+    ]:
+        with pytest.raises(InvalidCursorError):
+            codec.decode(text, keys)

@@ -18,7 +18,6 @@ without two of them ever sharing a key.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import datetime as dt
 import decimal
@@ -35,7 +34,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from dalkit._codec import CodecError, jsonable, restore
+from dalkit._codec import CodecError, dumps, restore
 from dalkit.errors import ConfigurationError, InvalidCursorError
 from dalkit.query.fields import CoercionError, FieldInfo
 from dalkit.query.sorting import SortKey
@@ -55,7 +54,12 @@ MIN_SECRET_LENGTH = 16
 #: longer strings are refused before any decoding work
 MAX_CURSOR_LENGTH = 4096
 _VERSION = 2
+_VERSION_BYTE = bytes([_VERSION])
 _NONCE = 12
+# URL-safe base64 to the standard alphabet for binascii; "+" and "/" become "*", which strict
+# mode refuses, so a cursor has one spelling
+_FROM_URLSAFE = bytes.maketrans(b"-_+/", b"+/**")
+_TO_URLSAFE = bytes.maketrans(b"+/", b"-_")
 _HOW_TO_SET = (
     "keyset cursors are encrypted with a secret from configuration and none is set: pass "
     f"Database(url, secret_key=...) or set {SECRET_KEY_ENV} (at least {MIN_SECRET_LENGTH} "
@@ -114,11 +118,10 @@ class CursorCodec:
 
     def encode(self, keys: Sequence[SortKey], entity: Any) -> str:
         """A cursor pointing at ``entity``'s position in the order ``keys``."""
-        values = [jsonable(getattr(entity, key.field.name)) for key in keys]
-        plain = json.dumps(values, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        plain = dumps([getattr(entity, key.field.name) for key in keys])
         nonce = os.urandom(_NONCE)
         sealed = self._opened_cipher().encrypt(nonce, plain.encode(), self._associated(keys))
-        return f"{_b64(bytes([_VERSION]) + nonce)}.{_b64(sealed)}"
+        return f"{_b64(_VERSION_BYTE + nonce)}.{_b64(sealed)}"
 
     def decode(self, cursor: object, keys: Sequence[SortKey]) -> tuple[Any, ...]:
         """The sort values in ``cursor``, coerced; raises InvalidCursorError for anything else."""
@@ -139,7 +142,8 @@ class CursorCodec:
                 cursor, "forged, altered, from another key or made for another sort order"
             ) from None
         try:
-            values = json.loads(plain)
+            # str, not bytes: json.loads() sniffs the encoding of bytes (+0.7 us, timeit)
+            values = json.loads(plain.decode())
         except ValueError:
             raise _invalid(cursor, "malformed payload") from None
         if not isinstance(values, list) or len(values) != len(keys):
@@ -180,14 +184,18 @@ def _python_type(field: FieldInfo) -> Any:
     return _KINDS.get(field.kind, Any)
 
 
+# binascii, not the base64 module: b64decode(validate=True) checks the text with a regular
+# expression and both directions translate through Python-level wrappers; a cursor page at
+# depth decodes one cursor and encodes two (4 calls, 1.2 -> 0.5 us, timeit)
 def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+    return binascii.b2a_base64(data, newline=False).translate(_TO_URLSAFE).rstrip(b"=").decode()
 
 
 def _unb64(text: str) -> bytes | None:
     try:
-        # validate=True: characters outside the alphabet are an error, not silently skipped
-        return base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
+        data = text.encode("ascii").translate(_FROM_URLSAFE) + b"=" * (-len(text) % 4)
+        # strict: characters outside the alphabet are an error, not silently skipped
+        return binascii.a2b_base64(data, strict_mode=True)
     except (binascii.Error, ValueError):
         return None
 
