@@ -71,6 +71,41 @@ def test_a_factory_gives_each_function_a_name_of_its_own(db: Database, cache: Qu
     assert [books(), authors(), books(), authors()] == [2, 1, 2, 1]
 
 
+def test_functions_a_factory_made_keep_their_own_results_without_a_name(
+    db: Database, cache: QueryCache
+) -> None:
+    runs: list[str] = []
+
+    def counter(table: str) -> Callable[[], int]:
+        @cache.memoize(tables=["cache_book", "cache_author"])
+        def count() -> int:
+            runs.append(table)  # captured state (the list) keys nothing: it changes
+            return len(db.sql(f"SELECT 1 FROM {table}"))
+
+        return count
+
+    books, authors, books_again = (
+        counter("cache_book"),
+        counter("cache_author"),
+        counter("cache_book"),
+    )
+    assert books.__qualname__ == authors.__qualname__
+    assert [books(), authors(), books(), authors(), books_again()] == [2, 1, 2, 1, 2]
+    assert runs == ["cache_book", "cache_author"]  # the other three were hits
+    assert cache.get_stats()["hits"] == 3
+
+
+def test_a_name_makes_a_factory_s_functions_share_entries(db: Database, cache: QueryCache) -> None:
+    def counter(table: str) -> Callable[[], int]:
+        @cache.memoize(tables=["cache_book", "cache_author"], name="count:any")
+        def count() -> int:
+            return len(db.sql(f"SELECT 1 FROM {table}"))
+
+        return count
+
+    assert [counter("cache_book")(), counter("cache_author")()] == [2, 2]  # as named
+
+
 class _Handle:
     """A class without a ``__repr__``: its only text is its address."""
 
@@ -112,6 +147,20 @@ async def test_the_async_cache_keys_calls_alike(
     named = async_cache.memoize(tables=["cache_book"], name="shop.other")(counted)
     assert await named(1) == 1
     assert runs == [1, 1]  # another name: entries of its own
+
+
+async def test_the_async_cache_keeps_a_factory_s_functions_apart(
+    async_db: AsyncDatabase, async_cache: AsyncQueryCache
+) -> None:
+    def counter(table: str) -> Callable[[], Any]:
+        @async_cache.memoize(tables=["cache_book", "cache_author"])
+        async def count() -> int:
+            return len(await async_db.sql(f"SELECT 1 FROM {table}"))
+
+        return count
+
+    books, authors = counter("cache_book"), counter("cache_author")
+    assert [await books(), await authors(), await books(), await authors()] == [2, 1, 2, 1]
 
 
 def _key(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> str:
@@ -161,3 +210,66 @@ def test_every_way_of_passing_the_same_arguments_gives_one_key() -> None:
     keys = {_key(_two, 1, 2), _key(_two, 1), _key(_two, a=1, b=2), _key(_two, 1, b=2)}
     assert len(keys) == 1
     assert _key(_two, 1, 3) not in keys
+
+
+def _made_by(*captured: Any) -> Callable[[], object]:
+    """A function made by a factory, capturing ``captured`` (one value, or one of each)."""
+    (first, *_) = captured
+
+    def made() -> object:
+        return first, captured
+
+    return made
+
+
+def test_what_a_factory_s_function_captured_keys_it_when_it_parameterises_it() -> None:
+    for one, other in [
+        (1, 2),
+        ("a", "b"),
+        (1, 1.0),
+        (_Colour.RED, 1),
+        (_Handle, _Filter),
+        (_one, _key),
+        ((1, "a"), (1, "b")),
+        (frozenset({1, 2}), frozenset({1, 3})),
+    ]:
+        assert CallKeys("ns", _made_by(one)).key((), {}) != CallKeys("ns", _made_by(other)).key(
+            (), {}
+        ), (one, other)
+        assert CallKeys("ns", _made_by(one)).key((), {}) == CallKeys("ns", _made_by(one)).key(
+            (), {}
+        ), one
+    assert _key(_made_by(frozenset({1, 2, 3}))) == _key(_made_by(frozenset({3, 2, 1})))
+    # state, or what has no value but its address, keys nothing
+    for one, other in [
+        ([1], [2]),
+        ({"a": 1}, {"a": 2}),
+        (_Handle(), _Handle()),
+        ((1, [2]), (1, [3])),
+    ]:
+        assert _key(_made_by(one)) == _key(_made_by(other)), (one, other)
+    assert CallKeys("ns", _made_by(1), "n").key((), {}) == CallKeys("ns", _made_by(2), "n").key(
+        (), {}
+    )
+
+
+def test_a_factory_s_variable_rebound_after_it_made_the_function_keys_its_value() -> None:
+    def factory() -> tuple[Callable[[], object], Callable[[int], None]]:
+        limit = 1
+
+        def made() -> object:
+            return limit
+
+        def rebind(value: int) -> None:
+            nonlocal limit
+            limit = value
+
+        return made, rebind
+
+    made, rebind = factory()
+    keys = CallKeys("ns", made)
+    first = keys.key((), {})
+    rebind(2)
+    assert keys.key((), {}) != first
+    rebind(1)
+    assert keys.key((), {}) == first

@@ -6,6 +6,13 @@ The arguments are bound to the function's signature first, so ``f(1)``, ``f(x=1)
 out so that equal values give equal text in every process: a dict's or a set's order, which
 follows insertion and the hash seed, does not count.
 
+A function a factory makes (``counter.<locals>.count``) has one qualified name for every
+function the factory returns. Unless ``name`` says otherwise, the values each one captured that
+can only parameterise it (numbers, strings, enum members, classes, module-level functions, and
+tuples of them) are keyed too, so ``counter("a")`` and ``counter("b")`` never share an entry,
+as each would keep its own ``functools.lru_cache``. Captured state (a list, a session, a
+database) is not keyed: it changes, or has no value to key by.
+
 An argument whose only text is its memory address (an object without a ``__repr__`` of its own,
 a function, a session) cannot key a call: such a key never hits in another process, and in this
 one another object born at that address later would be served this one's result. Such an
@@ -18,9 +25,11 @@ mean the same call to every process that shares it.
 
 from __future__ import annotations
 
+import enum
 import functools
 import hashlib
 import inspect
+import types
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -39,9 +48,9 @@ class CallKeys:
     Args:
         namespace: What every key of the cache starts with.
         fn: The function memoized.
-        name: The name its entries are kept under; default ``module.qualified_name``. Two
-            functions memoized under one name share entries: a factory making one function per
-            table or per setting gives each its own.
+        name: The name its entries are kept under; default ``module.qualified_name`` and, for
+            a function a factory made, the values it captured that parameterise it. Two
+            functions memoized under one name share entries.
     """
 
     def __init__(self, namespace: str, fn: Callable[..., Any], name: str | None = None) -> None:
@@ -56,6 +65,11 @@ class CallKeys:
         parameters = self._signature.parameters.values() if self._signature else ()
         by_position = all(p.kind is p.POSITIONAL_OR_KEYWORD for p in parameters)
         self._names = tuple(p.name for p in parameters) if by_position else None
+        closure = getattr(fn, "__closure__", None)
+        code = getattr(fn, "__code__", None)
+        captured = zip(code.co_freevars, closure, strict=True) if closure and code else ()
+        # read at each call: a factory's variable may be rebound after it made the function
+        self._captured = () if name else tuple(captured)
 
     def key(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str:
         """The key of a call with ``args`` and ``kwargs``.
@@ -78,6 +92,8 @@ class CallKeys:
             f"{name}={_encoded(value, self.function, name, ())}"
             for name, value in arguments.items()
         )
+        if self._captured:
+            text += "".join(f"\x00{var}@{_parameter_text(cell)}" for var, cell in self._captured)
         material = f"{self.function}\x00{text}"
         return self._prefix + hashlib.blake2b(material.encode(), digest_size=20).hexdigest()
 
@@ -105,6 +121,32 @@ def _encoded(value: Any, function: str, argument: str, inside: tuple[int, ...]) 
         )
     # the type's full name: two classes of one name in two modules are not one value
     return f"{kind.__module__}.{kind.__qualname__}:{text}"
+
+
+def _parameter_text(cell: types.CellType) -> str:
+    """The text of a captured value that can only parameterise a function; "" for state."""
+    try:
+        value = cell.cell_contents
+    except ValueError:  # not bound yet: the function would fail on it anyway
+        return ""
+    return _parameter(value) or ""
+
+
+def _parameter(value: Any) -> str | None:
+    kind = type(value)
+    if kind in _PLAIN:
+        return repr(value)
+    if isinstance(value, enum.Enum):
+        return f"{kind.__module__}.{kind.__qualname__}.{value.name}"
+    if isinstance(value, type | types.FunctionType) and "<locals>" not in value.__qualname__:
+        return f"{value.__module__}.{value.__qualname__}"
+    if kind is tuple or kind is frozenset:
+        parts = [_parameter(item) for item in value]
+        texts = [part for part in parts if part is not None]
+        if len(texts) < len(parts):
+            return None  # a tuple holding state is state
+        return f"{kind.__name__}({','.join(sorted(texts) if kind is frozenset else texts)})"
+    return None
 
 
 def _sequence(open_: str, close: str) -> Callable[[Any, Callable[[Any], str]], str]:
