@@ -5,7 +5,10 @@ value but its address is refused (sync and async; SQLite and PostgreSQL; memory 
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
+import decimal
 import enum
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -232,6 +235,10 @@ def test_what_a_factory_s_function_captured_keys_it_when_it_parameterises_it() -
         (_one, _key),
         ((1, "a"), (1, "b")),
         (frozenset({1, 2}), frozenset({1, 3})),
+        (dt.date(2024, 1, 1), dt.date(2024, 1, 2)),
+        (dt.datetime(2024, 1, 1), dt.date(2024, 1, 1)),
+        (decimal.Decimal("1.0"), decimal.Decimal("1.00")),
+        (uuid.UUID(int=1), uuid.UUID(int=2)),
     ]:
         assert CallKeys("ns", _made_by(one)).key((), {}) != CallKeys("ns", _made_by(other)).key(
             (), {}

@@ -8,10 +8,11 @@ follows insertion and the hash seed, does not count.
 
 A function a factory makes (``counter.<locals>.count``) has one qualified name for every
 function the factory returns. Unless ``name`` says otherwise, the values each one captured that
-can only parameterise it (numbers, strings, enum members, classes, module-level functions, and
-tuples of them) are keyed too, so ``counter("a")`` and ``counter("b")`` never share an entry,
-as each would keep its own ``functools.lru_cache``. Captured state (a list, a session, a
-database) is not keyed: it changes, or has no value to key by.
+can only parameterise it (numbers, strings, dates and times, decimals, UUIDs, enum members,
+classes, module-level functions, and tuples of them) are keyed too, so ``counter("a")`` and
+``counter("b")`` never share an entry, as each would keep its own ``functools.lru_cache``.
+Captured state (a list, a session, a database) is not keyed: it changes, or has no value to key
+by.
 
 An argument whose only text is its memory address (an object without a ``__repr__`` of its own,
 a function, a session) cannot key a call: such a key never hits in another process, and in this
@@ -25,11 +26,14 @@ mean the same call to every process that shares it.
 
 from __future__ import annotations
 
+import datetime as dt
+import decimal
 import enum
 import functools
 import hashlib
 import inspect
 import types
+import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -40,6 +44,8 @@ __all__ = ["CallKeys"]
 
 #: types whose repr is their value, and tells the type apart ("1", "1.0", "'1'", "b'1'")
 _PLAIN = frozenset({type(None), bool, int, float, complex, str, bytes})
+#: immutable values that a factory may capture to parameterise what it makes
+_CAPTURED_VALUES = (dt.date, dt.time, dt.timedelta, decimal.Decimal, uuid.UUID)
 
 
 class CallKeys:
@@ -138,6 +144,8 @@ def _parameter(value: Any) -> str | None:
         return repr(value)
     if isinstance(value, enum.Enum):
         return f"{kind.__module__}.{kind.__qualname__}.{value.name}"
+    if isinstance(value, _CAPTURED_VALUES):
+        return f"{kind.__module__}.{kind.__qualname__}:{value!r}"
     if isinstance(value, type | types.FunctionType) and "<locals>" not in value.__qualname__:
         return f"{value.__module__}.{value.__qualname__}"
     if kind is tuple or kind is frozenset:

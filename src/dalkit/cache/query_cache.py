@@ -197,9 +197,9 @@ class QueryCache(CacheCore):
             ttl: Seconds to keep a result (default: the cache's ``default_ttl``).
             tables: The tables (names, Tables or models) the result is computed from.
             name: What its entries are kept under (default: the function's module and
-                qualified name, and for a function a factory made, the numbers, strings,
-                enum members, classes and functions it captured). Functions memoized under
-                one name share entries.
+                qualified name, and for a function a factory made, the values it captured
+                that parameterise it: numbers, strings, dates, enum members, classes...).
+                Functions memoized under one name share entries.
 
         Returns:
             A decorator; the function's results must be picklable. Its calls raise
