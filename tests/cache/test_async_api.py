@@ -315,3 +315,27 @@ async def test_functions_the_database_defines_are_followed_both_ways(
             async with async_db.engine.begin() as connection:  # outside dalkit's transactions
                 await connection.exec_driver_sql("SELECT cache_move()")
         assert await read(sa.select(lines.c.n)) == ([1, 2] if "=" in moved else [])
+
+
+async def test_read_entities_gives_the_entities_of_a_miss_a_hit_and_a_bypass(
+    async_db: AsyncDatabase, async_cache: AsyncQueryCache
+) -> None:
+    statement = sa.select(Book).order_by(Book.id)
+    key, tables = async_cache.describe(statement, None, None)
+    for expected_hits in (0, 1):  # a miss, then a hit served without building a result
+        async with async_db.transaction() as session:
+            books = await async_cache.read_entities(session, statement, None, tables, key, 60.0)
+            assert [book.title for book in books] == ["a", "b"]
+            assert books[0] is await session.get(Book, 1)
+        assert async_cache.get_stats()["hits"] == expected_hits
+    async with async_db.transaction() as session:
+        books[0].title = "stale"  # detached: the next session's entities are its own
+        session.add(Book(id=3, title="c"))
+        await session.flush()  # its own write: the read bypasses the cache and sees it
+        books = await async_cache.read_entities(session, statement, None, tables, key, 60.0)
+        assert [book.title for book in books] == ["a", "b", "c"]
+        books[1].title = "z"
+    assert async_cache.get_stats()["bypasses"] == 1
+    async with async_db.transaction() as session:
+        books = await async_cache.read_entities(session, statement, None, tables, key, 60.0)
+        assert [book.title for book in books] == ["a", "z", "c"]

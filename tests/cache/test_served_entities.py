@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import selectinload
 
@@ -54,3 +55,36 @@ def test_eagerly_loaded_relationships_are_served_loaded_and_changes_flush(
         author.books[0].title = "changed"
     with db.transaction() as session:
         assert session.get(Book, author.books[0].id).title == "changed"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("eager", [False, True], ids=["entity rows", "frozen result"])
+def test_read_entities_gives_what_read_gives_as_scalars_on_a_miss_a_hit_and_a_bypass(
+    db: Database, cache: QueryCache, eager: bool
+) -> None:
+    # plain entities are stored as entity rows, served without building a result; an
+    # eagerly loaded relationship makes the entry a frozen result, served through one
+    statement = sa.select(Author).order_by(Author.id)
+    if eager:
+        statement = statement.options(selectinload(Author.books))
+    key, tables = cache.describe(statement, None, None)
+    for expected_hits in (0, 1):  # a miss, then a hit
+        with db.transaction() as session:
+            entities = cache.read_entities(session, statement, None, tables, key, 60.0)
+            assert entities == [session.get(Author, 1)]
+            assert entities[0].name == "Ann"
+            entities[0].name = "Bea"  # served entities are the session's: changes flush
+            session.rollback()
+        assert cache.get_stats()["hits"] == expected_hits
+    with db.transaction() as session:
+        session.add(Author(id=2, name="Cy"))
+        session.flush()  # its own write: the read bypasses the cache and sees it
+        entities = cache.read_entities(session, statement, None, tables, key, 60.0)
+        assert [author.name for author in entities] == ["Ann", "Cy"]
+    stats = cache.get_stats()
+    assert (stats["hits"], stats["bypasses"]) == (1, 1)
+    with db.transaction() as session:
+        served = cache.read_entities(session, statement, None, tables, key, 60.0)
+        assert [author.name for author in served] == ["Ann", "Cy"]
+        served[0].name = "Di"
+    with db.transaction() as session:
+        assert session.get(Author, 1).name == "Di"  # type: ignore[union-attr]

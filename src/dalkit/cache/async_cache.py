@@ -18,7 +18,7 @@ from dalkit.cache.core import CacheCore, log, sync_session
 from dalkit.cache.install import install
 from dalkit.cache.keys import schema_part, tenant_part
 from dalkit.cache.reads import declared_names
-from dalkit.cache.results import freeze, pickled, thaw
+from dalkit.cache.results import freeze, pickled, shaped, thaw
 from dalkit.cache.tables import ALL, count_tables, is_call
 from dalkit.cache.versions import entry_tables, replayed_by
 from dalkit.engine.autoroute import PRIMARY_POSITION, commit_position, route_miss
@@ -120,6 +120,45 @@ class AsyncQueryCache(CacheCore):
         Returns:
             The result, as ``await session.execute(statement, params)`` returns it.
         """
+        result: Result[Any] = await self._read(session, statement, params, tables, key, ttl, False)
+        return result
+
+    async def read_entities(
+        self,
+        session: AsyncSession,
+        statement: Any,
+        params: Mapping[str, Any] | None,
+        tables: tuple[str, ...],
+        key: str,
+        ttl: float,
+    ) -> list[Any]:
+        """`read()` for a select of entities (the repositories' reads): the entities of its
+        ``result.scalars().all()``, served from the cache without building the result.
+
+        Args:
+            session: The AsyncSession to run the query in on a miss.
+            statement: A select of entities.
+            params: Its bound values.
+            tables: The tables it reads.
+            key: The cache key (from ``describe()``).
+            ttl: Seconds the entry stays.
+
+        Returns:
+            The entities, in row order.
+        """
+        entities: list[Any] = await self._read(session, statement, params, tables, key, ttl, True)
+        return entities
+
+    async def _read(
+        self,
+        session: AsyncSession,
+        statement: Any,
+        params: Mapping[str, Any] | None,
+        tables: tuple[str, ...],
+        key: str,
+        ttl: float,
+        entities: bool,
+    ) -> Any:
         inner = sync_session(session)
         key += schema_part(inner, statement)  # "" unless a schema_translate_map is in force
         # _is_clean() is what Session._autoflush checks; .new/.dirty/.deleted build sets
@@ -138,12 +177,12 @@ class AsyncQueryCache(CacheCore):
 
         if self.bypass_reason(inner, tables, statement) is not None:
             self.count("bypasses")
-            return await run()
+            return shaped(await run(), entities)
         found = await self._lookup(key, tables)
         if found is None:
-            return await run()
+            return shaped(await run(), entities)
         payload, tokens = found
-        served = self._serve(inner, statement, payload)
+        served = self._serve(inner, statement, payload, entities)
         if served is not None:
             return served
         flight, leader = self.join_or_lead(key, tokens)
@@ -161,14 +200,14 @@ class AsyncQueryCache(CacheCore):
                 await self._unlock(lock)
                 self.land(key, flight, None)  # the callers waiting on this flight run their own
                 raise
-            served = None if again is None else self._serve(inner, statement, again[0])
+            served = None if again is None else self._serve(inner, statement, again[0], entities)
             if served is not None:
                 await self._unlock(lock)
                 self.land(key, flight, again[0])  # type: ignore[index]
                 return served
         else:
             await flight.wait_async()
-            served = self._serve(inner, statement, flight.payload)
+            served = self._serve(inner, statement, flight.payload, entities)
             if served is not None:
                 return served
         self.count("misses")
@@ -183,7 +222,7 @@ class AsyncQueryCache(CacheCore):
             if leader:
                 await self._unlock(lock)
                 self.land(key, flight, shared)
-        return frozen()
+        return shaped(frozen(), entities)
 
     def memoize(
         self, *, ttl: float | None = None, tables: Iterable[Any], name: str | None = None
@@ -323,9 +362,11 @@ class AsyncQueryCache(CacheCore):
         assert expanded is not None
         return expanded
 
-    def _serve(self, session: Any, statement: Any, payload: Any) -> Result[Any] | None:
+    def _serve(
+        self, session: Any, statement: Any, payload: Any, entities: bool = False
+    ) -> Result[Any] | list[Any] | None:
         # None: nothing cached, or an entry of another version of the model (run the query)
-        served = None if payload is None else thaw(session, statement, payload)
+        served = None if payload is None else thaw(session, statement, payload, entities)
         if served is not None:
             self.count("hits")
         return served

@@ -20,7 +20,7 @@ from dalkit.cache.core import CacheCore, log, sync_session
 from dalkit.cache.install import install
 from dalkit.cache.keys import schema_part, tenant_part
 from dalkit.cache.reads import declared_names
-from dalkit.cache.results import freeze, pickled, thaw
+from dalkit.cache.results import freeze, pickled, shaped, thaw
 from dalkit.cache.tables import ALL, count_tables, is_call
 from dalkit.cache.versions import entry_tables, replayed_by
 from dalkit.engine.autoroute import PRIMARY_POSITION, commit_position, route_miss
@@ -122,6 +122,45 @@ class QueryCache(CacheCore):
         Returns:
             The result, as ``session.execute(statement, params)`` returns it.
         """
+        result: Result[Any] = self._read(session, statement, params, tables, key, ttl, False)
+        return result
+
+    def read_entities(
+        self,
+        session: Session,
+        statement: Any,
+        params: Mapping[str, Any] | None,
+        tables: tuple[str, ...],
+        key: str,
+        ttl: float,
+    ) -> list[Any]:
+        """`read()` for a select of entities (the repositories' reads): the entities of its
+        ``result.scalars().all()``, served from the cache without building the result.
+
+        Args:
+            session: The AsyncSession to run the query in on a miss.
+            statement: A select of entities.
+            params: Its bound values.
+            tables: The tables it reads.
+            key: The cache key (from ``describe()``).
+            ttl: Seconds the entry stays.
+
+        Returns:
+            The entities, in row order.
+        """
+        entities: list[Any] = self._read(session, statement, params, tables, key, ttl, True)
+        return entities
+
+    def _read(
+        self,
+        session: Session,
+        statement: Any,
+        params: Mapping[str, Any] | None,
+        tables: tuple[str, ...],
+        key: str,
+        ttl: float,
+        entities: bool,
+    ) -> Any:
         inner = sync_session(session)
         key += schema_part(inner, statement)  # "" unless a schema_translate_map is in force
         # _is_clean() is what Session._autoflush checks; .new/.dirty/.deleted build sets
@@ -140,12 +179,12 @@ class QueryCache(CacheCore):
 
         if self.bypass_reason(inner, tables, statement) is not None:
             self.count("bypasses")
-            return run()
+            return shaped(run(), entities)
         found = self._lookup(key, tables)
         if found is None:
-            return run()
+            return shaped(run(), entities)
         payload, tokens = found
-        served = self._serve(inner, statement, payload)
+        served = self._serve(inner, statement, payload, entities)
         if served is not None:
             return served
         flight, leader = self.join_or_lead(key, tokens)
@@ -163,14 +202,14 @@ class QueryCache(CacheCore):
                 self._unlock(lock)
                 self.land(key, flight, None)  # the callers waiting on this flight run their own
                 raise
-            served = None if again is None else self._serve(inner, statement, again[0])
+            served = None if again is None else self._serve(inner, statement, again[0], entities)
             if served is not None:
                 self._unlock(lock)
                 self.land(key, flight, again[0])  # type: ignore[index]
                 return served
         else:
             flight.wait()
-            served = self._serve(inner, statement, flight.payload)
+            served = self._serve(inner, statement, flight.payload, entities)
             if served is not None:
                 return served
         self.count("misses")
@@ -185,7 +224,7 @@ class QueryCache(CacheCore):
             if leader:
                 self._unlock(lock)
                 self.land(key, flight, shared)
-        return frozen()
+        return shaped(frozen(), entities)
 
     def memoize(
         self, *, ttl: float | None = None, tables: Iterable[Any], name: str | None = None
@@ -323,9 +362,11 @@ class QueryCache(CacheCore):
         assert expanded is not None
         return expanded
 
-    def _serve(self, session: Any, statement: Any, payload: Any) -> Result[Any] | None:
+    def _serve(
+        self, session: Any, statement: Any, payload: Any, entities: bool = False
+    ) -> Result[Any] | list[Any] | None:
         # None: nothing cached, or an entry of another version of the model (run the query)
-        served = None if payload is None else thaw(session, statement, payload)
+        served = None if payload is None else thaw(session, statement, payload, entities)
         if served is not None:
             self.count("hits")
         return served

@@ -5,7 +5,7 @@ and ``paginate_cursor`` are served from its database's cache (the SQL hooks call
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -65,25 +65,28 @@ def read_entities(repository: Any, statement: Any, params: Mapping[str, Any] | N
         The list of entities for a Session; an awaitable of it for an AsyncSession.
     """
     session = repository.session
-    inner = getattr(session, "sync_session", None)  # an AsyncSession's
-    cached = _from_cache(repository, statement, params)
+    cached = _from_cache(repository, statement, params, entities=True)
     if cached is not None:
-        return cached.scalars().all() if inner is None else _scalars(cached)
+        return cached
+    inner = getattr(session, "sync_session", None)  # an AsyncSession's
     if inner is None:
         return _read(session, statement, params)
     # one greenlet for the whole read, as AsyncSession.execute takes one
     return greenlet_spawn(_read, inner, statement, params)
 
 
-def _from_cache(repository: Any, statement: Any, params: Mapping[str, Any] | None) -> Any:
-    """The cache's read (a Result, or an awaitable of one) when the repository opted in and
-    its database has a cache; else None."""
+def _from_cache(
+    repository: Any, statement: Any, params: Mapping[str, Any] | None, entities: bool = False
+) -> Any:
+    """The cache's read (a Result, or its entities with ``entities``; an awaitable of it in
+    async code) when the repository opted in and its database has a cache; else None."""
     ttl = cache_ttl_of(repository)
-    cache = cache_for(repository.session) if ttl is not None else None
+    cache: Any = cache_for(repository.session) if ttl is not None else None
     if cache is None:
         return None
     key, tables = cache.describe(statement, params, None)
-    return cache.read(repository.session, statement, params, tables, key, cache.ttl_of(ttl))  # type: ignore[attr-defined]
+    read = cache.read_entities if entities else cache.read
+    return read(repository.session, statement, params, tables, key, cache.ttl_of(ttl))
 
 
 def _read(session: Session, statement: Any, params: Mapping[str, Any] | None) -> list[Any]:
@@ -91,7 +94,3 @@ def _read(session: Session, statement: Any, params: Mapping[str, Any] | None) ->
     if entities is None:
         return list(session.execute(statement, params).scalars().all())
     return entities
-
-
-async def _scalars(result: Awaitable[Any]) -> list[Any]:
-    return list((await result).scalars().all())

@@ -20,7 +20,15 @@ from sqlalchemy.orm.attributes import instance_state
 
 from dalkit.query.plain_entities import persistent_entities
 
-__all__ = ["EntityRows", "Shape", "decode_rows", "encode_rows", "entity_rows", "serve_rows"]
+__all__ = [
+    "EntityRows",
+    "Shape",
+    "decode_rows",
+    "encode_rows",
+    "entity_rows",
+    "serve_entities",
+    "serve_rows",
+]
 
 # what the stored form of entity rows starts with; a pickle starts with b"\x80"
 MARK = b"R"
@@ -181,12 +189,9 @@ def _read_header(header: bytes) -> tuple[FrozenResult[Any], Shape] | None:
 def serve_rows(
     session: Session, rows: EntityRows, load_options: tuple[Any, ...] = ()
 ) -> Result[Any]:
-    """The result of ``rows`` in ``session``, as a query would have returned it.
-
-    An entity the session holds is returned with the entry's column values (as
-    ``merge(load=False)`` gives them); any other is made persistent in it as a query loads
-    one (identity map, ``load`` and ``loaded_as_persistent`` events), so changing it flushes
-    an UPDATE.
+    """The result of ``rows`` in ``session``, as a query would have returned it: the
+    entities of [`serve_entities`][dalkit.cache.rows.serve_entities] in the stored result's
+    form.
 
     Args:
         session: The ORM session the read was made for.
@@ -198,9 +203,38 @@ def serve_rows(
     Returns:
         A result as ``session.execute(statement)`` would have returned it.
     """
+    entities = serve_entities(session, rows, load_options)
+    template = rows.template
+    # what FrozenResult.__call__ does, without building a FrozenResult for the new rows
+    result: IteratorResult[Any] = IteratorResult(template.metadata, iter(entities))
+    result._attributes = template._attributes
+    result._source_supports_scalars = template._source_supports_scalars
+    return result
+
+
+def serve_entities(
+    session: Session, rows: EntityRows, load_options: tuple[Any, ...] = ()
+) -> list[Any]:
+    """The entities of ``rows``, persistent in ``session``: what ``result.scalars().all()``
+    gives of [`serve_rows`][dalkit.cache.rows.serve_rows]' result, without building it.
+
+    An entity the session holds is returned with the entry's column values (as
+    ``merge(load=False)`` gives them); any other is made persistent in it as a query loads
+    one (identity map, ``load`` and ``loaded_as_persistent`` events), so changing it flushes
+    an UPDATE.
+
+    Args:
+        session: The ORM session the read was made for.
+        rows: What [`entity_rows`][dalkit.cache.rows.entity_rows] or
+            [`decode_rows`][dalkit.cache.rows.decode_rows] made.
+        load_options: The statement's options that reach the entities' lazy loads.
+
+    Returns:
+        The entities, in row order.
+    """
     shape = rows.shape
     values = copy.deepcopy(rows.rows) if rows.mutable else rows.rows
-    entities = persistent_entities(
+    return persistent_entities(
         session,
         shape.mapper,
         shape.keys,
@@ -209,12 +243,6 @@ def serve_rows(
         held=_refresh,
         load_options=load_options,
     )
-    template = rows.template
-    # what FrozenResult.__call__ does, without building a FrozenResult for the new rows
-    result: IteratorResult[Any] = IteratorResult(template.metadata, iter(entities))
-    result._attributes = template._attributes
-    result._source_supports_scalars = template._source_supports_scalars
-    return result
 
 
 def _refresh(state: Any, keys: tuple[str, ...], values: tuple[Any, ...]) -> None:
