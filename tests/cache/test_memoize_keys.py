@@ -10,7 +10,7 @@ import decimal
 import enum
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 
@@ -98,6 +98,31 @@ def test_functions_a_factory_made_keep_their_own_results_without_a_name(
     assert cache.get_stats()["hits"] == 3
 
 
+def test_a_factory_parameterised_by_a_frozen_dataclass_keeps_each_function_s_results(
+    db: Database, cache: QueryCache
+) -> None:
+    @dataclasses.dataclass(frozen=True)
+    class Counting:
+        table: str
+        span: _Span
+
+    runs: list[str] = []
+
+    def counter(config: Counting) -> Callable[[], int]:
+        @cache.memoize(tables=["cache_book", "cache_author"])
+        def count() -> int:
+            runs.append(config.table)
+            return len(db.sql(f"SELECT 1 FROM {config.table}"))
+
+        return count
+
+    books = counter(Counting("cache_book", _Span(0, 10)))
+    authors = counter(Counting("cache_author", _Span(0, 10)))
+    assert [books(), authors(), books(), authors()] == [2, 1, 2, 1]
+    assert counter(Counting("cache_book", _Span(0, 10)))() == 2  # an equal value: one entry
+    assert runs == ["cache_book", "cache_author"]
+
+
 def test_a_name_makes_a_factory_s_functions_share_entries(db: Database, cache: QueryCache) -> None:
     def counter(table: str) -> Callable[[], int]:
         @cache.memoize(tables=["cache_book", "cache_author"], name="count:any")
@@ -178,6 +203,17 @@ class _Colour(enum.Enum):
     RED = 1
 
 
+@dataclasses.dataclass(frozen=True)
+class _Report:
+    region: str
+    day: dt.date | None = None
+
+
+class _Span(NamedTuple):
+    start: int
+    end: int
+
+
 def test_equal_values_give_one_key_and_different_values_two() -> None:
     assert _key(_one, {"a": 1, "b": [2, 3]}) == _key(_one, {"b": [2, 3], "a": 1})
     assert _key(_one, {3, 1, 2}) == _key(_one, {2, 3, 1})
@@ -239,6 +275,10 @@ def test_what_a_factory_s_function_captured_keys_it_when_it_parameterises_it() -
         (dt.datetime(2024, 1, 1), dt.date(2024, 1, 1)),
         (decimal.Decimal("1.0"), decimal.Decimal("1.00")),
         (uuid.UUID(int=1), uuid.UUID(int=2)),
+        (_Report("eu"), _Report("us")),
+        (_Report("eu"), _Report("eu", dt.date(2024, 1, 1))),
+        (_Span(1, 2), _Span(1, 3)),
+        (_Span(1, 2), (1, 2)),
     ]:
         assert CallKeys("ns", _made_by(one)).key((), {}) != CallKeys("ns", _made_by(other)).key(
             (), {}
@@ -253,6 +293,9 @@ def test_what_a_factory_s_function_captured_keys_it_when_it_parameterises_it() -
         ({"a": 1}, {"a": 2}),
         (_Handle(), _Handle()),
         ((1, [2]), (1, [3])),
+        (_Filter(1), _Filter(2)),  # a mutable dataclass: its fields may change
+        (_Report("eu", _Handle()), _Report("us", _Handle())),  # type: ignore[arg-type]
+        (_Span([1], 2), _Span([3], 2)),  # type: ignore[arg-type]
     ]:
         assert _key(_made_by(one)) == _key(_made_by(other)), (one, other)
     assert CallKeys("ns", _made_by(1), "n").key((), {}) == CallKeys("ns", _made_by(2), "n").key(

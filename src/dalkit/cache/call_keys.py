@@ -9,10 +9,10 @@ follows insertion and the hash seed, does not count.
 A function a factory makes (``counter.<locals>.count``) has one qualified name for every
 function the factory returns. Unless ``name`` says otherwise, the values each one captured that
 can only parameterise it (numbers, strings, dates and times, decimals, UUIDs, enum members,
-classes, module-level functions, and tuples of them) are keyed too, so ``counter("a")`` and
-``counter("b")`` never share an entry, as each would keep its own ``functools.lru_cache``.
-Captured state (a list, a session, a database) is not keyed: it changes, or has no value to key
-by.
+classes, module-level functions, and tuples, named tuples and frozen dataclasses of them) are
+keyed too, so ``counter("a")`` and ``counter("b")`` never share an entry, as each would keep
+its own ``functools.lru_cache``. Captured state (a list, a session, a database, a mutable
+dataclass) is not keyed: it changes, or has no value to key by.
 
 An argument whose only text is its memory address (an object without a ``__repr__`` of its own,
 a function, a session) cannot key a call: such a key never hits in another process, and in this
@@ -26,6 +26,7 @@ mean the same call to every process that shares it.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import decimal
 import enum
@@ -154,6 +155,26 @@ def _parameter(value: Any) -> str | None:
         if len(texts) < len(parts):
             return None  # a tuple holding state is state
         return f"{kind.__name__}({','.join(sorted(texts) if kind is frozenset else texts)})"
+    fields = _value_fields(value)
+    if fields is not None:  # a value object: a named tuple, a frozen dataclass
+        named = [(name, _parameter(item)) for name, item in fields]
+        if any(text is None for _, text in named):
+            return None  # a field holding state makes it state
+        pairs = ",".join(f"{name}={text}" for name, text in named)
+        return f"{kind.__module__}.{kind.__qualname__}({pairs})"
+    return None
+
+
+def _value_fields(value: Any) -> list[tuple[str, Any]] | None:
+    """The fields of a named tuple or of a frozen dataclass instance; None for anything else
+    (a mutable dataclass is state: its fields may change after the factory captured it)."""
+    kind = type(value)
+    names = getattr(kind, "_fields", None)
+    if isinstance(value, tuple) and isinstance(names, tuple):
+        return list(zip(names, value, strict=True))
+    params = getattr(kind, "__dataclass_params__", None)
+    if params is not None and params.frozen and not isinstance(value, type):
+        return [(field.name, getattr(value, field.name)) for field in dataclasses.fields(value)]
     return None
 
 
