@@ -98,6 +98,25 @@ def test_functions_a_factory_made_keep_their_own_results_without_a_name(
     assert cache.get_stats()["hits"] == 3
 
 
+def test_a_factory_given_a_function_keeps_each_function_s_results(
+    db: Database, cache: QueryCache
+) -> None:
+    def counter(transform: Callable[[int], int]) -> Callable[[], int]:
+        @cache.memoize(tables=["cache_book"])
+        def count() -> int:
+            return transform(len(db.sql("SELECT 1 FROM cache_book")))
+
+        return count
+
+    def times(factor: int) -> Callable[[int], int]:
+        return lambda n: n * factor
+
+    assert [counter(lambda n: n * 10)(), counter(lambda n: n + 1)()] == [20, 3]
+    assert [counter(times(10))(), counter(times(100))()] == [20, 200]
+    assert counter(times(10))() == 20
+    assert cache.get_stats()["hits"] == 1  # the same code with the same factor, made again
+
+
 def test_a_factory_parameterised_by_a_frozen_dataclass_keeps_each_function_s_results(
     db: Database, cache: QueryCache
 ) -> None:
@@ -301,6 +320,41 @@ def test_what_a_factory_s_function_captured_keys_it_when_it_parameterises_it() -
     assert CallKeys("ns", _made_by(1), "n").key((), {}) == CallKeys("ns", _made_by(2), "n").key(
         (), {}
     )
+
+
+def test_a_captured_function_made_in_a_function_keys_by_its_code_and_what_it_captured() -> None:
+    def scaled(factor: int) -> Callable[[int], int]:
+        return lambda value: value * factor
+
+    def bounded(limit: int) -> Callable[..., int]:
+        def bound(value: int, most: int = limit) -> int:
+            return min(value, most)
+
+        return bound
+
+    def holding(items: list[int]) -> Callable[[], list[int]]:
+        return lambda: items
+
+    def walking(depth: int) -> Callable[[int], int]:
+        def walk(n: int) -> int:  # itself in its closure
+            return depth if n == 0 else walk(n - 1)
+
+        return walk
+
+    plus_one, plus_two = (lambda value: value + 1), (lambda value: value + 2)
+    for one, other in [
+        (scaled(2), scaled(3)),  # what it captured
+        (bounded(1), bounded(2)),  # its defaults
+        (plus_one, plus_two),  # one line, one name: their code tells them apart
+        (scaled(2), bounded(2)),
+        (walking(1), walking(2)),
+    ]:
+        assert _key(_made_by(one)) != _key(_made_by(other))
+    # equal code with equal values: one key, though the closures are new objects
+    assert _key(_made_by(scaled(2))) == _key(_made_by(scaled(2)))
+    assert _key(_made_by(walking(1))) == _key(_made_by(walking(1)))
+    # a function holding state is state, as the state itself is
+    assert _key(_made_by(holding([1]))) == _key(_made_by(holding([2])))
 
 
 def test_a_factory_s_variable_rebound_after_it_made_the_function_keys_its_value() -> None:

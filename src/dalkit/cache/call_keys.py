@@ -9,10 +9,12 @@ follows insertion and the hash seed, does not count.
 A function a factory makes (``counter.<locals>.count``) has one qualified name for every
 function the factory returns. Unless ``name`` says otherwise, the values each one captured that
 can only parameterise it (numbers, strings, dates and times, decimals, UUIDs, enum members,
-classes, module-level functions, and tuples, named tuples and frozen dataclasses of them) are
-keyed too, so ``counter("a")`` and ``counter("b")`` never share an entry, as each would keep
-its own ``functools.lru_cache``. Captured state (a list, a session, a database, a mutable
-dataclass) is not keyed: it changes, or has no value to key by.
+classes, functions, and tuples, named tuples and frozen dataclasses of them) are keyed too, so
+``counter("a")`` and ``counter("b")`` never share an entry, as each would keep its own
+``functools.lru_cache``. A function that is itself made in a function (a lambda, a key function
+handed to the factory) counts by its code and by what it captured and its defaults, when those
+are parameters too. Captured state (a list, a session, a database, a mutable dataclass, a local
+class) is not keyed: it changes, or has no value to key by.
 
 An argument whose only text is its memory address (an object without a ``__repr__`` of its own,
 a function, a session) cannot key a call: such a key never hits in another process, and in this
@@ -139,7 +141,7 @@ def _parameter_text(cell: types.CellType) -> str:
     return _parameter(value) or ""
 
 
-def _parameter(value: Any) -> str | None:
+def _parameter(value: Any, inside: tuple[int, ...] = ()) -> str | None:
     kind = type(value)
     if kind in _PLAIN:
         return repr(value)
@@ -147,22 +149,56 @@ def _parameter(value: Any) -> str | None:
         return f"{kind.__module__}.{kind.__qualname__}.{value.name}"
     if isinstance(value, _CAPTURED_VALUES):
         return f"{kind.__module__}.{kind.__qualname__}:{value!r}"
-    if isinstance(value, type | types.FunctionType) and "<locals>" not in value.__qualname__:
+    if isinstance(value, types.FunctionType):
+        return _function(value, inside)
+    if isinstance(value, type) and "<locals>" not in value.__qualname__:
         return f"{value.__module__}.{value.__qualname__}"
     if kind is tuple or kind is frozenset:
-        parts = [_parameter(item) for item in value]
+        parts = [_parameter(item, inside) for item in value]
         texts = [part for part in parts if part is not None]
         if len(texts) < len(parts):
             return None  # a tuple holding state is state
         return f"{kind.__name__}({','.join(sorted(texts) if kind is frozenset else texts)})"
     fields = _value_fields(value)
     if fields is not None:  # a value object: a named tuple, a frozen dataclass
-        named = [(name, _parameter(item)) for name, item in fields]
+        named = [(name, _parameter(item, inside)) for name, item in fields]
         if any(text is None for _, text in named):
             return None  # a field holding state makes it state
         pairs = ",".join(f"{name}={text}" for name, text in named)
         return f"{kind.__module__}.{kind.__qualname__}({pairs})"
     return None
+
+
+def _function(fn: types.FunctionType, inside: tuple[int, ...]) -> str | None:
+    """A module-level function by its name. One that another function made (a key function or
+    a strategy handed to a factory, a lambda) by where its code starts, its bytecode and plain
+    constants, and the values of its defaults and of what it captured, when all of them are
+    parameters; None when one is state."""
+    name = f"{fn.__module__}.{fn.__qualname__}"
+    if "<locals>" not in fn.__qualname__:
+        return name
+    if id(fn) in inside:
+        return "<itself>"  # a recursive function's own name, in its closure
+    values = [*(fn.__defaults__ or ()), *sorted((fn.__kwdefaults__ or {}).items())]
+    try:
+        values += [cell.cell_contents for cell in fn.__closure__ or ()]
+    except ValueError:  # a variable not bound yet
+        return None
+    within = (*inside, id(fn))
+    parts = [_parameter(value, within) for value in values]
+    texts = [part for part in parts if part is not None]
+    if len(texts) < len(parts):
+        return None
+    return f"{name}:{_code_text(fn.__code__)}({','.join(texts)})"
+
+
+@functools.lru_cache(maxsize=256)  # read at each call: a key took 5.0 us without it, 4.3 with
+def _code_text(code: types.CodeType) -> str:
+    """Where a function's code starts, its bytecode's digest and its plain constants: what
+    tells two lambdas of one line and one qualified name apart in every process."""
+    constants = [repr(constant) for constant in code.co_consts if type(constant) in _PLAIN]
+    digest = hashlib.blake2b(code.co_code, digest_size=8).hexdigest()
+    return f"{code.co_firstlineno}:{digest}:{','.join(constants)}"
 
 
 def _value_fields(value: Any) -> list[tuple[str, Any]] | None:
