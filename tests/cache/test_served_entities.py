@@ -58,7 +58,7 @@ def test_eagerly_loaded_relationships_are_served_loaded_and_changes_flush(
 
 
 @pytest.mark.parametrize("eager", [False, True], ids=["entity rows", "frozen result"])
-def test_read_entities_gives_what_read_gives_as_scalars_on_a_miss_a_hit_and_a_bypass(
+def test_read_entities_serves_the_entities_of_a_miss_a_hit_and_a_bypass(
     db: Database, cache: QueryCache, eager: bool
 ) -> None:
     # plain entities are stored as entity rows, served without building a result; an

@@ -37,7 +37,7 @@ import hashlib
 import inspect
 import types
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from dalkit.cache.errors import UncacheableCallError
@@ -154,19 +154,31 @@ def _parameter(value: Any, inside: tuple[int, ...] = ()) -> str | None:
     if isinstance(value, type) and "<locals>" not in value.__qualname__:
         return f"{value.__module__}.{value.__qualname__}"
     if kind is tuple or kind is frozenset:
-        parts = [_parameter(item, inside) for item in value]
-        texts = [part for part in parts if part is not None]
-        if len(texts) < len(parts):
-            return None  # a tuple holding state is state
+        texts = _parameters(value, inside)
+        if texts is None:
+            return None
         return f"{kind.__name__}({','.join(sorted(texts) if kind is frozenset else texts)})"
     fields = _value_fields(value)
-    if fields is not None:  # a value object: a named tuple, a frozen dataclass
-        named = [(name, _parameter(item, inside)) for name, item in fields]
-        if any(text is None for _, text in named):
-            return None  # a field holding state makes it state
-        pairs = ",".join(f"{name}={text}" for name, text in named)
-        return f"{kind.__module__}.{kind.__qualname__}({pairs})"
-    return None
+    if fields is None:
+        return None
+    # a value object (a named tuple, a frozen dataclass)
+    texts = _parameters([item for _, item in fields], inside)
+    if texts is None:
+        return None
+    pairs = ",".join(f"{name}={text}" for (name, _), text in zip(fields, texts, strict=True))
+    return f"{kind.__module__}.{kind.__qualname__}({pairs})"
+
+
+def _parameters(values: Iterable[Any], inside: tuple[int, ...]) -> list[str] | None:
+    """The texts of ``values``; None when one of them is state, which makes what holds them
+    (a tuple, a value object, a function's closure) state too."""
+    texts = []
+    for value in values:
+        text = _parameter(value, inside)
+        if text is None:
+            return None
+        texts.append(text)
+    return texts
 
 
 def _function(fn: types.FunctionType, inside: tuple[int, ...]) -> str | None:
@@ -184,10 +196,8 @@ def _function(fn: types.FunctionType, inside: tuple[int, ...]) -> str | None:
         values += [cell.cell_contents for cell in fn.__closure__ or ()]
     except ValueError:  # a variable not bound yet
         return None
-    within = (*inside, id(fn))
-    parts = [_parameter(value, within) for value in values]
-    texts = [part for part in parts if part is not None]
-    if len(texts) < len(parts):
+    texts = _parameters(values, (*inside, id(fn)))
+    if texts is None:
         return None
     return f"{name}:{_code_text(fn.__code__)}({','.join(texts)})"
 
