@@ -78,6 +78,16 @@ class Reading(Base):
     bucket: Mapped[int] = mapped_column(sa.Integer, index=True)
 
 
+class Badge(Base):
+    """A nullable unique column: NULLs never clash, in a constraint or an upsert's target."""
+
+    __tablename__ = "badges"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    code: Mapped[str | None] = mapped_column(sa.String(20), unique=True)
+    label: Mapped[str] = mapped_column(sa.String(40))
+
+
 class Canary(Base):
     """A row that an injected DROP or DELETE would take with it."""
 

@@ -26,7 +26,7 @@ from dalkit import (
     UniqueViolationError,
 )
 
-from .models import EPOCH, Post, Reading, Status, User
+from .models import EPOCH, Badge, Post, Reading, Status, User
 
 #: cursors are encrypted with a configured secret (issue 9); the suite's repositories set one
 SECRET = "behaviour-suite-cursor-secret"
@@ -501,6 +501,50 @@ async def test_cursor_pagination_applies_filters(users: Any) -> None:
     assert names(page.items) == ["alice", "carol", "dave", "frank_100%"]
 
 
+FILTERED_WALKS: list[tuple[dict[str, Any], Any]] = [
+    ({"is_active": True}, lambda u: u.is_active),
+    ({"spec": ActiveUsers()}, lambda u: u.is_active),
+    # NOT (age > 39) is unknown, so false, where age is NULL
+    ({"score__gte": 10, "spec": ~OlderThan(39)}, lambda u: u.score >= 10 and (u.age or 99) <= 39),
+]
+
+
+@pytest.mark.parametrize(("where", "keeps"), FILTERED_WALKS, ids=["filter", "spec", "both"])
+async def test_cursor_pagination_applies_filters_on_every_page(
+    users: Any, where: dict[str, Any], keeps: Any
+) -> None:
+    seeded = await seed(users)
+    forward, backward = await walk(users, limit=2, sort="created_at", **where)
+    expected = sorted(filter(keeps, seeded), key=lambda u: (u.created_at, u.id))
+    assert len(expected) > 2  # more than one page
+    assert forward == expected
+    assert backward == expected
+
+
+class BySwitch(AsyncRepository[User]):
+    cursor_secret = SECRET
+    sortable = ("is_active", "score", "created_at")
+
+
+@pytest.mark.parametrize("sort", ["is_active,-score", "-is_active,score", "score,-is_active"])
+async def test_cursor_pagination_sorts_on_a_flag_with_keys_running_both_ways(
+    async_session: AsyncSession | None, sort: str
+) -> None:
+    users = _repository(BySwitch, async_session)
+    seeded = await seed(users)
+
+    def order(user: Any) -> tuple[Any, ...]:
+        keys = []
+        for part in sort.split(","):
+            value = getattr(user, part.lstrip("-"))
+            keys.append(-int(value) if part.startswith("-") else int(value))
+        return (*keys, user.id)
+
+    forward, backward = await walk(users, limit=2, sort=sort)
+    assert forward == sorted(seeded, key=order)
+    assert backward == forward
+
+
 async def test_a_cursor_made_for_another_sort_is_rejected(users: Any) -> None:
     await seed(users)
     page = await users.paginate_cursor(limit=2, sort="name")
@@ -649,6 +693,28 @@ async def test_upsert_many_counts_inserted_and_updated_rows(users: Any) -> None:
     assert await users.upsert_many(rows, on=["email"]) == 2
     assert names(await users.find(score__in=[11, 1])) == ["alice2", "zed"]
     assert await users.upsert_many(rows, on=["email"], update=[]) == 0
+
+
+class BadgeRepository(AsyncRepository[Badge]):
+    pass
+
+
+async def test_an_upsert_whose_target_is_null_inserts_as_on_conflict_does(
+    async_session: AsyncSession | None,
+) -> None:
+    badges = _repository(BadgeRepository, async_session)
+    await badges.upsert({"code": None, "label": "first"}, on=["code"])
+    await badges.upsert({"code": None, "label": "second"}, on=["code"])
+    assert await badges.upsert_many([{"code": None, "label": "third"}], on=["code"]) == 1
+    await badges.upsert({"code": "b", "label": "fourth"}, on=["code"])
+    await badges.upsert({"code": "b", "label": "fifth"}, on=["code"])
+    listed = await badges.list(sort="id")
+    assert [(b.code, b.label) for b in listed] == [
+        (None, "first"),
+        (None, "second"),
+        (None, "third"),
+        ("b", "fifth"),
+    ]
 
 
 async def test_delete_removes_by_primary_key_or_entity(users: Any) -> None:

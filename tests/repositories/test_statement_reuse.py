@@ -1,6 +1,6 @@
 """Reads reuse one statement per shape with their values bound (dalkit.query.bound): the same rows
 as a statement built afresh, on SQLite and PostgreSQL, for every operator and every keyset cursor;
-bounded; bypassed for eager loads and for a seek whose keys run both ways."""
+bounded; bypassed for eager loads."""
 
 from __future__ import annotations
 
@@ -170,7 +170,7 @@ def test_every_cursor_of_a_walk_reuses_one_statement_and_reads_the_walk_in_order
 
 
 @pytest.mark.parametrize("sort", ["-score,name", "-score"])  # the tie-breaker, id, ascends
-def test_a_seek_whose_keys_run_both_ways_is_built_each_time(
+def test_a_seek_whose_keys_run_both_ways_reuses_one_statement_too(
     sql_session: Session, sort: str
 ) -> None:
     seed(sql_session)
@@ -179,7 +179,30 @@ def test_a_seek_whose_keys_run_both_ways_is_built_each_time(
     assert first.next_cursor is not None
     one, params = _cursor_statement(users, sort, first.next_cursor)
     two, _ = _cursor_statement(users, sort, first.next_cursor)
-    assert one is not two
-    assert params == {}
+    assert one is two
+    assert {"dk_seek_0", "dk_seek_1", "dk_limit"} <= set(params)
     second = users.paginate_cursor(limit=3, sort=sort, after=first.next_cursor)
     assert [u.id for u in first.items + second.items] == fresh(users, sort=sort)[:6]
+
+
+def test_a_filtered_seek_binds_the_filter_and_the_boundary_apart(sql_session: Session) -> None:
+    seed(sql_session)
+    users = Users(sql_session)
+    first = users.paginate_cursor(limit=2, sort="-score", score__gte=30)
+    assert first.next_cursor is not None
+    second = users.paginate_cursor(limit=2, sort="-score", score__gte=30, after=first.next_cursor)
+    walked = [u.id for u in first.items + second.items]
+    assert walked == fresh(users, sort="-score", score__gte=30)[:4]
+
+
+@pytest.mark.parametrize(("limit", "offset"), [(2**31, None), (None, 2**31), (2**53, None)])
+def test_a_limit_or_offset_past_32_bits_reads_rows(
+    sql_session: Session, limit: int | None, offset: int | None
+) -> None:
+    # PostgreSQL's LIMIT and OFFSET are bigint: an int4 parameter would be out of range
+    seed(sql_session)
+    users = Users(sql_session)
+    expected = [] if offset else fresh(users, sort="id")
+    assert [u.id for u in users.list(sort="id", limit=limit, offset=offset)] == expected
+    loaded = users.list(sort="id", load=["posts"], limit=limit, offset=offset)
+    assert [u.id for u in loaded] == expected

@@ -154,31 +154,18 @@ class KeysetWindow:
             return self.keys
         return tuple(SortKey(k.field, not k.descending) for k in self.keys)
 
-    @property
-    def _one_way(self) -> bool:
-        # every key ascending, or every one descending (reading backward flips them all)
-        return len({k.descending for k in self.keys}) == 1
-
     def condition(self) -> sa.ColumnElement[bool] | None:
         """The seek condition: rows strictly past the boundary in the read order."""
         if self.boundary is None:
             return None
-        if self._one_way:
-            return self._row_past(self.boundary)
-        keys, values = self.read_keys, self.boundary
-        columns: list[sa.ColumnElement[Any]] = [k.field.column for k in keys]
-        alternatives = []
-        for i, key in enumerate(keys):
-            equal = [columns[j] == values[j] for j in range(i)]
-            past = columns[i] < values[i] if key.descending else columns[i] > values[i]
-            alternatives.append(sa.and_(*equal, past))
-        return sa.or_(*alternatives)
-
-    @property
-    def bindable(self) -> bool:
-        """Whether `bound_condition()` can stand for `condition()`: no boundary, or keys
-        running one way (a row-value comparison; both ways is an OR of ANDs)."""
-        return self.boundary is None or self._one_way
+        # each value an anonymous bind of its column's type: a bare True compared with < is
+        # refused by SQLAlchemy, and the type decides how the driver sends the value
+        return self._past(
+            [
+                sa.bindparam(None, value, type_=k.field.column.type)
+                for value, k in zip(self.boundary, self.read_keys, strict=True)
+            ]
+        )
 
     def bound_condition(self) -> sa.ColumnElement[bool] | None:
         """`condition()` with the boundary's values as parameters (`seek_params()`), for a
@@ -186,18 +173,27 @@ class KeysetWindow:
         233 -> 120 us and at depth 1,000 323 -> 157 us (timeit, bench_repositories' table)."""
         if self.boundary is None:
             return None
-        return self._row_past(
+        return self._past(
             [
                 sa.bindparam(_SEEK_PARAM.format(i), type_=k.field.column.type)
                 for i, k in enumerate(self.read_keys)
             ]
         )
 
-    def _row_past(self, values: Sequence[Any]) -> sa.ColumnElement[bool]:
-        # keys running one way: a row-value comparison, which PostgreSQL serves from an index
+    def _past(self, values: Sequence[sa.BindParameter[Any]]) -> sa.ColumnElement[bool]:
         keys = self.read_keys
-        left, right = sa.tuple_(*(k.field.column for k in keys)), sa.tuple_(*values)
-        return left < right if keys[0].descending else left > right
+        columns: list[sa.ColumnElement[Any]] = [k.field.column for k in keys]
+        if len({k.descending for k in keys}) == 1:
+            # keys running one way: a row-value comparison, which PostgreSQL serves from an index
+            left, right = sa.tuple_(*columns), sa.tuple_(*values)
+            return left < right if keys[0].descending else left > right
+        # both ways: an OR of ANDs, each value's parameter used in several of them
+        alternatives = []
+        for i, key in enumerate(keys):
+            equal = [columns[j] == values[j] for j in range(i)]
+            past = columns[i] < values[i] if key.descending else columns[i] > values[i]
+            alternatives.append(sa.and_(*equal, past))
+        return sa.or_(*alternatives)
 
     def seek_params(self) -> dict[str, Any]:
         """The parameters of `bound_condition()`."""

@@ -296,15 +296,17 @@ class QueryPlan:
     def bound_select(self, read: Read, dialect: str) -> tuple[sa.Select[Any], dict[str, Any]]:
         """The statement of [`select`][dalkit.repository.base.QueryPlan.select] with its values
         as parameters: built once per shape (fields, operators, sort, which of limit, offset
-        and a cursor are given) and reused; built each time with eager loads or a seek whose
-        keys run both ways."""
+        and a cursor are given) and reused; built each time with eager loads."""
         defaults, window = self._default_options, read.window
         plain = any(read.options is o for o in defaults.values())
-        if not plain or (window and not window.bindable):
+        if not plain:
             return self.select(read, dialect), {}
-        params: dict[str, Any] = window.seek_params() if window else {}
-        seeks = bool(params)  # before the condition's own are added
+        # the filter's values first: bound_condition() names them dk_p0, dk_p1... from zero
+        params: dict[str, Any] = {}
         shape = shape_of(read.where, dialect, params)
+        seek_params = window.seek_params() if window else {}
+        seeks = bool(seek_params)
+        params.update(seek_params)
         sort = tuple((key.field.name, key.descending) for key in read.keys)
         deleted = read.options is defaults.get(True)
         key = (dialect, shape, sort, read.limit is not None, bool(read.offset), deleted, seeks)
@@ -325,9 +327,9 @@ class QueryPlan:
         if read.keys:
             statement = statement.order_by(*order_by_clauses(read.keys))
         if read.limit is not None:
-            statement = statement.limit(sa.bindparam(LIMIT_PARAM, type_=sa.Integer))
+            statement = statement.limit(sa.bindparam(LIMIT_PARAM, type_=sa.BigInteger))
         if read.offset:
-            statement = statement.offset(sa.bindparam(OFFSET_PARAM, type_=sa.Integer))
+            statement = statement.offset(sa.bindparam(OFFSET_PARAM, type_=sa.BigInteger))
         return statement.options(*read.options)
 
     def default_options(self, include_deleted: bool) -> tuple[Any, ...]:

@@ -306,10 +306,12 @@ class InMemoryRepository(AbstractRepository[ModelT]):
 
     def _upsert_one(self, values: dict[str, Any], upsert: Upsert) -> tuple[ModelT, bool]:
         target = {f.name: values[f.name] for f in upsert.index}
-        existing = next(
-            (e for e in self._rows.values() if all(getattr(e, n) == v for n, v in target.items())),
-            None,
-        )
+        # as ON CONFLICT: a NULL in the conflict target matches no row, so it inserts
+        existing = None
+        if None not in target.values():
+            rows = self._rows.values()
+            matches = (e for e in rows if all(getattr(e, n) == v for n, v in target.items()))
+            existing = next(matches, None)
         if existing is None:
             entity = self._q.model(**values)
             self._store(entity)
