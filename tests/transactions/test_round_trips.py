@@ -9,93 +9,21 @@ SERIALIZABLE begin at once, because their snapshot must cover every statement.
 from __future__ import annotations
 
 import contextlib
-import re
-import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.engine import make_url
 
 from dalkit import AsyncDatabase, Database, DatabaseError
-from dalkit.testing import PostgresServer
 from dalkit.transaction import deferred
 from dalkit.transaction.options import TransactionOptions
 
-from .models import Item, create_all, create_all_async
+from .conftest import StatementLog, with_driver
+from .models import Item, create_all_async
 
 pytestmark = pytest.mark.postgres
-
-_STATEMENT = re.compile(r"LOG:\s+(?:statement|execute [^:]*):\s*(.*)$")
-
-
-class StatementLog:
-    """The statements the server logs for one database from now on (log_statement=all)."""
-
-    def __init__(self, server: PostgresServer, admin_url: str, database: str) -> None:
-        self._path = server.data_dir.parent / "server.log"
-        with psycopg.connect(admin_url, autocommit=True) as admin:
-            admin.execute(f"ALTER DATABASE \"{database}\" SET log_statement = 'all'")
-        self._start = 0
-
-    def mark(self) -> None:
-        self._start = self._path.stat().st_size
-
-    def statements(self) -> list[str]:
-        time.sleep(0.05)  # the server writes its log line after answering
-        with Path(self._path).open("rb") as log:
-            log.seek(self._start)
-            text = log.read().decode(errors="replace")
-        found = []
-        for line in text.splitlines():
-            match = _STATEMENT.search(line)
-            if match:
-                # asyncpg ends its own BEGIN with a semicolon
-                words = match.group(1).split()
-                found.append(words[0].rstrip(";").upper() if words else "")
-        return found
-
-
-@pytest.fixture
-def statement_log(
-    postgres_server: PostgresServer, postgres_url: str, postgres_database_url: str
-) -> StatementLog:
-    database = make_url(postgres_database_url).database
-    assert database is not None
-    return StatementLog(postgres_server, postgres_url, database)
-
-
-def _url(url: str, driver: str) -> str:
-    return make_url(url).set(drivername=driver).render_as_string(hide_password=False)
-
-
-@pytest.fixture
-def pg(postgres_database_url: str, statement_log: StatementLog) -> Iterator[Database]:
-    db = Database(_url(postgres_database_url, "postgresql+psycopg"), pool_size=2)
-    create_all(db)
-    with db.transaction() as session:
-        session.add(Item(id=1, name="one"))
-    try:
-        yield db
-    finally:
-        db.dispose()
-
-
-@pytest.fixture
-async def apg(
-    postgres_database_url: str, statement_log: StatementLog
-) -> AsyncIterator[AsyncDatabase]:
-    db = AsyncDatabase(_url(postgres_database_url, "postgresql+asyncpg"), pool_size=2)
-    await create_all_async(db)
-    async with db.transaction() as session:
-        session.add(Item(id=1, name="one"))
-    try:
-        yield db
-    finally:
-        await db.dispose()
 
 
 def test_a_read_only_request_sends_one_statement_per_query(
@@ -156,7 +84,7 @@ def test_snapshot_isolation_levels_begin_before_their_first_read(
 
 
 def _rename_elsewhere(db: Database, name: str) -> None:
-    raw = psycopg.connect(_url(str(db.engine.url.render_as_string(False)), "postgresql"))
+    raw = psycopg.connect(with_driver(str(db.engine.url.render_as_string(False)), "postgresql"))
     with raw:
         raw.execute("UPDATE items SET name = %s WHERE id = 1", (name,))
 
@@ -190,7 +118,7 @@ def test_a_deferred_transaction_is_atomic_once_it_writes(pg: Database) -> None:
 
 
 def _count_elsewhere(db: Database) -> int:
-    with psycopg.connect(_url(db.engine.url.render_as_string(False), "postgresql")) as raw:
+    with psycopg.connect(with_driver(db.engine.url.render_as_string(False), "postgresql")) as raw:
         row = raw.execute("SELECT count(*) FROM items").fetchone()
     assert row is not None
     return int(row[0])
@@ -260,7 +188,7 @@ async def test_an_async_select_calling_a_function_that_writes_is_rolled_back_wit
 
 
 def _count_locks_elsewhere(db: Database) -> int:
-    with psycopg.connect(_url(db.engine.url.render_as_string(False), "postgresql")) as raw:
+    with psycopg.connect(with_driver(db.engine.url.render_as_string(False), "postgresql")) as raw:
         row = raw.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'").fetchone()
     assert row is not None
     return int(row[0])
@@ -343,7 +271,7 @@ def test_a_connection_that_wrote_is_back_in_autocommit_after_commit_or_rollback(
     # psycopg sends the deferred BEGIN itself (autocommit switched off before the first write):
     # the transaction ends with COMMIT or ROLLBACK, and the next read runs without a BEGIN
     engine = sa.create_engine(
-        _url(postgres_database_url, "postgresql+psycopg"),
+        with_driver(postgres_database_url, "postgresql+psycopg"),
         execution_options=deferred.execution_options(TransactionOptions()),
     )
     deferred.install(engine)
@@ -378,13 +306,13 @@ async def test_a_default_database_has_no_engine_event_on_its_request_path(
     # one listener on an Engine makes each of its connections dispatch every event: dalkit's
     # per-statement work runs as statement hooks instead (dalkit.engine.statement_hooks).
     # N+1 detection, which the test plugin turns on, is off by default and listens to BEGIN.
-    apg = AsyncDatabase(_url(postgres_database_url, "postgresql+asyncpg"), nplusone="off")
+    apg = AsyncDatabase(with_driver(postgres_database_url, "postgresql+asyncpg"), nplusone="off")
     await create_all_async(apg)
     async with apg.transaction() as session:
         assert await session.get(Item, 1) is None
         assert session.bind is not None
         assert not session.bind.sync_engine._has_events
-    pg = Database(_url(postgres_database_url, "postgresql+psycopg"), nplusone="off")
+    pg = Database(with_driver(postgres_database_url, "postgresql+psycopg"), nplusone="off")
     try:
         with pg.transaction() as sync_session:
             assert sync_session.get(Item, 1) is None

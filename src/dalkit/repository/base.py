@@ -301,12 +301,10 @@ class QueryPlan:
         plain = any(read.options is o for o in defaults.values())
         if not plain:
             return self.select(read, dialect), {}
-        # the filter's values first: bound_condition() names them dk_p0, dk_p1... from zero
-        params: dict[str, Any] = {}
+        params: dict[str, Any] = {}  # the filter's first: bound_condition() counts from dk_p0
         shape = shape_of(read.where, dialect, params)
-        seek_params = window.seek_params() if window else {}
-        seeks = bool(seek_params)
-        params.update(seek_params)
+        seeks = window is not None and window.boundary is not None
+        params.update(window.seek_params() if window else ())
         sort = tuple((key.field.name, key.descending) for key in read.keys)
         deleted = read.options is defaults.get(True)
         key = (dialect, shape, sort, read.limit is not None, bool(read.offset), deleted, seeks)

@@ -6,17 +6,26 @@ block or not, so a plain read sees the same rows whether or not a BEGIN came bef
 connection runs in autocommit mode until the first statement that is not a plain SELECT (a
 write, a locking read such as ``SELECT ... FOR UPDATE``, a SELECT calling a function other than
 the built-in ones that only read, such as your own ``archive_orders()``, ``set_config(...,
-true)``, ``nextval()`` or ``pg_notify()``, a SAVEPOINT, DDL, ``SET``); just
-before that statement the transaction begins (``BEGIN``, or ``BEGIN READ ONLY`` for a
-read-only transaction, so the server still refuses its writes), and from there on it is an
-ordinary transaction: atomic, committed or rolled back as a whole. A plain BEGIN is the
-driver's own: its autocommit, switched on for the reads, is switched off before that statement.
+true)``, ``nextval()`` or ``pg_notify()``, a SAVEPOINT, DDL, ``SET``, a text holding a second
+statement) or that needs a transaction block to mean what it says (a SELECT reading the
+transaction's clock, ``now()`` or ``CURRENT_TIMESTAMP``, which would otherwise answer each
+statement's own time; a server-side cursor, ``stream_results`` or ``yield_per``, whose
+``DECLARE`` PostgreSQL refuses outside one). Just before that statement the transaction begins
+(``BEGIN``, or ``BEGIN READ ONLY`` for a read-only transaction, so the server still refuses its
+writes), and from there on it is an ordinary transaction: atomic, committed or rolled back as a
+whole. A plain BEGIN is the driver's own: its autocommit, switched on for the reads, is
+switched off before that statement.
 
 What it does not cover. Reads before the first write take no table lock that lasts until the
 end. A function with side effects that the text does not show (a view calling one) runs in
-autocommit. Never used at REPEATABLE READ or SERIALIZABLE, whose snapshot is taken at the first
-statement and must cover every later one, nor when the server's default isolation is not READ
-COMMITTED (the choice is made by the runner, see `deferrable()`).
+autocommit. ``now()`` answers the time of the BEGIN, which is that of the first statement that
+needed one, not of the first read. SQL sent on the driver's own connection
+(``session.connection().connection.cursor()``) after a plain read and before any other
+statement runs in the driver's autocommit too: send the transaction's first write through
+SQLAlchemy, or begin at once (``isolation="REPEATABLE READ"``). Never used at REPEATABLE READ
+or SERIALIZABLE, whose snapshot is taken at the first statement and must cover every later one,
+nor when the server's default isolation is not READ COMMITTED (the choice is made by the
+runner, see `deferrable()`).
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 from dalkit.engine.sql_calls import only_reads
+from dalkit.engine.sql_literals import mask_strings
 from dalkit.engine.statement_hooks import hooks_for
 from dalkit.transaction.options import TransactionOptions
 
@@ -42,6 +52,7 @@ __all__ = [
     "install",
     "is_plain_read",
     "nothing_to_commit",
+    "runs_before_begin",
 ]
 
 #: Execution option carrying the statement that opens the transaction when it is needed.
@@ -55,21 +66,52 @@ _LOCKING = re.compile(
     r"\bFOR\s+(UPDATE|SHARE|NO\s+KEY\s+UPDATE|KEY\s+SHARE)\b|\bINTO\b|advisory_xact_lock",
     re.I,
 )
-_plain_reads: dict[str, bool] = {}
+# the transaction's clock: now() and CURRENT_TIMESTAMP (and the rest of the family) answer the
+# time the transaction began, the same for each of its statements. Run before the BEGIN, each
+# call would answer its own statement's time
+_CLOCK = re.compile(
+    r"\b(?:now|transaction_timestamp)\s*\(|\bcurrent_(?:timestamp|date|time)\b|\blocaltime",
+    re.I,
+)
 _PLAIN_READS_KEPT = 4096  # statements come from SQLAlchemy's compiled cache: a bounded set
+_plain_reads: dict[str, bool] = {}
+_before_begin: dict[str, bool] = {}
 
 
 def is_plain_read(statement: str) -> bool:
-    """A SELECT that neither locks rows nor creates a table, nor calls a function that may
-    act (`dalkit.engine.sql_calls`): it may run before BEGIN."""
+    """A single SELECT that neither locks rows nor creates a table, nor calls a function that
+    may act (`dalkit.engine.sql_calls`): it writes nothing."""
     known = _plain_reads.get(statement)
     if known is None:
         head = statement.lstrip()[:6].upper()
-        known = head == "SELECT" and _LOCKING.search(statement) is None and only_reads(statement)
+        known = (
+            head == "SELECT"
+            and _LOCKING.search(statement) is None
+            and not _more_than_one(statement)
+            and only_reads(statement)
+        )
         if len(_plain_reads) >= _PLAIN_READS_KEPT:
             _plain_reads.clear()
         _plain_reads[statement] = known
     return known
+
+
+def runs_before_begin(statement: str) -> bool:
+    """A plain read (`is_plain_read`) that does not read the transaction's clock: it may run
+    before a deferred BEGIN and see what it would have seen after one."""
+    known = _before_begin.get(statement)
+    if known is None:
+        known = is_plain_read(statement) and _CLOCK.search(mask_strings(statement)) is None
+        if len(_before_begin) >= _PLAIN_READS_KEPT:
+            _before_begin.clear()
+        _before_begin[statement] = known
+    return known
+
+
+def _more_than_one(statement: str) -> bool:
+    # "SELECT 1; DELETE ...": the driver runs both, and the second must not run in autocommit.
+    # A ";" in a literal or a comment also counts: that only begins the transaction at once
+    return ";" in mask_strings(statement).rstrip().rstrip(";")
 
 
 def deferrable(engine: Engine, options: TransactionOptions) -> bool:
@@ -123,7 +165,9 @@ def install(engine: Engine) -> None:
         if info.get(_BEGUN):
             return
         driver = connection.dbapi_connection
-        if is_plain_read(statement):
+        # a server-side cursor (stream_results, yield_per) is a DECLARE, which PostgreSQL only
+        # runs in a transaction block
+        if runs_before_begin(statement) and not context._is_server_side:
             if not info.get(_AUTOCOMMIT):
                 if _driver_in_transaction(driver):
                     # the transaction's code wrote through the raw driver, which began: the
