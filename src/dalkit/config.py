@@ -17,6 +17,7 @@ from urllib.parse import quote, unquote
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
+from dalkit.config_checks import check_options
 from dalkit.errors import ConfigurationError
 
 __all__ = [
@@ -128,7 +129,8 @@ class DatabaseConfig:
         query_stats_size: How many statement shapes those statistics keep (an LRU).
 
     Raises:
-        ConfigurationError: When an option is out of range (checked on construction).
+        ConfigurationError: When an option is of the wrong type or out of range (checked on
+            construction, by `dalkit.config_checks`).
     """
 
     url: URL
@@ -160,6 +162,9 @@ class DatabaseConfig:
     query_stats_size: int = 500
 
     def __post_init__(self) -> None:
+        # before anything uses the options: a str where a number belongs would otherwise
+        # surface as a raw TypeError here, or be accepted and fail at the first query
+        check_options(self)
         url = _parse_url(self.url)
         # a secret in the query string would be rendered by every str(url), SQLAlchemy's
         # own included: it goes to connect_args, which the dialects merge in just the same
@@ -168,28 +173,6 @@ class DatabaseConfig:
             url = url.difference_update_query(moved)
             object.__setattr__(self, "connect_args", {**moved, **self.connect_args})
         object.__setattr__(self, "url", url)
-        for name in ("pool_size", "max_overflow"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
-                raise ConfigurationError(f"{name} must be a non-negative integer")
-        if self.pool_timeout <= 0 or self.connect_timeout_s <= 0:
-            raise ConfigurationError("pool_timeout and connect_timeout_s must be positive")
-        if self.leak_threshold_s is not None and self.leak_threshold_s <= 0:
-            raise ConfigurationError("leak_threshold_s must be positive, or None to turn it off")
-        if self.statement_timeout_ms is not None and self.statement_timeout_ms < 0:
-            raise ConfigurationError("statement_timeout_ms must be zero or positive")
-        self._check_pool_upkeep()
-
-    def _check_pool_upkeep(self) -> None:
-        if not isinstance(self.min_size, int) or not 0 <= self.min_size <= self.pool_size:
-            raise ConfigurationError("min_size must be an integer from 0 to pool_size")
-        if self.max_queries is not None and (
-            not isinstance(self.max_queries, int) or self.max_queries < 1
-        ):
-            raise ConfigurationError("max_queries must be a positive integer, or None")
-        for name in ("max_idle_s", "pool_log_interval_s"):
-            value = getattr(self, name)
-            if value is not None and value <= 0:
-                raise ConfigurationError(f"{name} must be positive, or None to turn it off")
         if is_memory_sqlite(self.url) and (self.max_queries or self.max_idle_s):
             raise ConfigurationError(
                 "max_queries and max_idle_s would replace the one connection that holds an "
