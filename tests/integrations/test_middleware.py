@@ -103,6 +103,16 @@ async def test_the_actor_and_request_id_come_from_the_request_headers(
     assert anonymous.json() == {"actor": None, "request_id": None}
 
 
+async def test_a_header_longer_than_the_audit_log_keeps_is_cut_not_refused(
+    client: httpx.AsyncClient,
+) -> None:
+    # the client's text: a long request id must not refuse the request's audited writes
+    long = "r" * 150 + "x" * 850
+    response = await client.get("/who", headers={"x-actor": "a" * 300, "x-request-id": long})
+    assert response.status_code == 200
+    assert response.json() == {"actor": "a" * 200, "request_id": long[:200]}
+
+
 async def test_concurrent_requests_each_see_only_their_own_transaction(
     client: httpx.AsyncClient, observer: AsyncDatabase, async_db: AsyncDatabase
 ) -> None:

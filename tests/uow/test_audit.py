@@ -138,6 +138,24 @@ def test_a_plain_session_is_audited_with_the_actor_of_the_context(
     ]
 
 
+def test_an_actor_longer_than_the_log_keeps_is_refused_before_anything_is_written(
+    database: Database,
+) -> None:
+    longest = audit.ACTOR_TEXT_MAX
+    for who, request in (("a" * (longest + 1), None), ("alice", "r" * (longest + 1))):
+        with (
+            pytest.raises(audit.AuditActorError, match=f"at most {longest}"),
+            audit.actor(who, request_id=request),
+        ):
+            pass
+    with audit.actor("a" * longest, request_id="r" * longest):
+        with database.session() as session:
+            session.add(User(email="long@example.com", name="L"))
+    with database.session() as session:
+        rows = (session.execute(sa.select(audit_log))).mappings().all()
+    assert [(r["actor_id"], r["request_id"]) for r in rows] == [("a" * longest, "r" * longest)]
+
+
 def test_repository_update_many_records_each_change(database: Database) -> None:
     ids = seed(database)
     with UnitOfWork(database, actor="bulk") as uow:

@@ -129,6 +129,24 @@ async def test_a_plain_session_is_audited_with_the_actor_of_the_context(
     ]
 
 
+async def test_an_actor_longer_than_the_log_keeps_is_refused_before_anything_is_written(
+    async_database: AsyncDatabase,
+) -> None:
+    longest = audit.ACTOR_TEXT_MAX
+    for who, request in (("a" * (longest + 1), None), ("alice", "r" * (longest + 1))):
+        with (
+            pytest.raises(audit.AuditActorError, match=f"at most {longest}"),
+            audit.actor(who, request_id=request),
+        ):
+            pass
+    with audit.actor("a" * longest, request_id="r" * longest):
+        async with async_database.session() as session:
+            session.add(User(email="long@example.com", name="L"))
+    async with async_database.session() as session:
+        rows = (await session.execute(sa.select(audit_log))).mappings().all()
+    assert [(r["actor_id"], r["request_id"]) for r in rows] == [("a" * longest, "r" * longest)]
+
+
 async def test_repository_update_many_records_each_change(async_database: AsyncDatabase) -> None:
     ids = await seed(async_database)
     async with AsyncUnitOfWork(async_database, actor="bulk") as uow:

@@ -18,10 +18,11 @@ from dalkit.audit.capture import (
     recording_bulk_update,
     recording_bulk_update_async,
 )
-from dalkit.audit.errors import UnauditedWriteError
+from dalkit.audit.errors import AuditActorError, UnauditedWriteError
 from dalkit.audit.guard import unaudited
 from dalkit.audit.raw import check_raw_write
 from dalkit.audit.registry import (
+    ACTOR_TEXT_MAX,
     REDACTED,
     Audited,
     actor,
@@ -41,7 +42,9 @@ from dalkit.audit.trail import (
 )
 
 __all__ = [
+    "ACTOR_TEXT_MAX",
     "REDACTED",
+    "AuditActorError",
     "AuditEntry",
     "Audited",
     "BulkInsertAudit",

@@ -5,9 +5,15 @@ from __future__ import annotations
 
 from dalkit.errors import DalkitError
 
-__all__ = ["UnauditedWriteError"]
+__all__ = ["AuditActorError", "UnauditedWriteError"]
 
 
 class UnauditedWriteError(DalkitError):
     """Raised for a write to an audited model through a path whose changes cannot be recorded
     (raw SQL, an INSERT whose rows cannot be found again); nothing was written."""
+
+
+class AuditActorError(DalkitError, ValueError):
+    """Raised by `dalkit.audit.actor()` for an actor or request id longer than the audit log
+    keeps (`ACTOR_TEXT_MAX` characters): refused when the block starts, rather than failing
+    each audited write of the block at its flush."""

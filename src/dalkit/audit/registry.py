@@ -16,9 +16,12 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Mapper
 
 from dalkit._codec import jsonable
+from dalkit.audit.errors import AuditActorError
 from dalkit.errors import ConfigurationError
+from dalkit.tables import audit_log
 
 __all__ = [
+    "ACTOR_TEXT_MAX",
     "REDACTED",
     "Audited",
     "ModelAudit",
@@ -86,13 +89,17 @@ def actor(actor_id: object | None, request_id: object | None = None) -> Iterator
     Yields:
         Nothing: the actor is set for the with-block.
 
+    Raises:
+        AuditActorError: When either, as text, is longer than the log keeps
+            (`ACTOR_TEXT_MAX` characters).
+
     Examples:
         ```python
         with actor("user-42", request_id="req-7"), db.session() as session:
             session.add(Order(id=1))  # its audit row names user-42 and req-7
         ```
     """
-    token = _actor.set(_Actor(_text(actor_id), _text(request_id)))
+    token = _actor.set(_Actor(_text(actor_id, "actor_id"), _text(request_id, "request_id")))
     try:
         yield
     finally:
@@ -105,8 +112,21 @@ def current_actor() -> tuple[str | None, str | None]:
     return (None, None) if who is None else (who.actor_id, who.request_id)
 
 
-def _text(value: object | None) -> str | None:
-    return None if value is None else str(value)
+#: the longest actor or request id the audit log keeps (its columns' width)
+ACTOR_TEXT_MAX: int = audit_log.c.actor_id.type.length  # type: ignore[attr-defined]
+
+
+def _text(value: object | None, what: str) -> str | None:
+    if value is None:
+        return None
+    text = str(value)
+    if len(text) > ACTOR_TEXT_MAX:
+        # PostgreSQL refuses it at the audit row's INSERT, failing every audited write of the
+        # block; SQLite would keep it whole. Its value may be a client's: not repeated here
+        raise AuditActorError(
+            f"{what} is {len(text):,} characters long; the audit log keeps at most {ACTOR_TEXT_MAX}"
+        )
+    return text
 
 
 # -- which models ------------------------------------------------------------------------------

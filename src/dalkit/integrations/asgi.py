@@ -14,6 +14,7 @@ from dalkit import (
     Database,
     NoActiveTransactionError,
 )
+from dalkit.audit import ACTOR_TEXT_MAX
 from dalkit.integrations._request import (
     HOOKS_KEY,
     STATE_KEY,
@@ -208,7 +209,9 @@ def _reader(spec: ScopeReader, what: str) -> Callable[[Scope], object | None]:
         def header(scope: Scope) -> object | None:
             for key, value in scope.get("headers", ()):
                 if key == name:
-                    return bytes(value).decode("latin-1")
+                    # the client's text: cut to what the audit log keeps, so that a long
+                    # header cannot refuse the request's writes (audit.actor() would)
+                    return bytes(value[:ACTOR_TEXT_MAX]).decode("latin-1")
             return None
 
         return header
