@@ -26,6 +26,8 @@ def _message(error: dict[str, Any]) -> str:
     kind = error["type"]
     if kind == "string_too_short":
         return f"{field} can't be empty"
+    if kind == "string_too_long":
+        return f"{field} is too long (at most {error['ctx']['max_length']} characters)"
     if kind == "missing":
         return f"{field} is missing"
     if kind == "value_error":

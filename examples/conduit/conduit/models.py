@@ -11,6 +11,14 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from dalkit import Audited
 
+#: the lengths of the bounded text columns, which the request schemas check as well: PostgreSQL
+#: refuses a longer value with an error (a 500), where the client deserves a 422
+USERNAME_LENGTH = 64
+EMAIL_LENGTH = 254
+IMAGE_LENGTH = 1000
+TITLE_LENGTH = 255
+TAG_LENGTH = 64
+
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
@@ -25,11 +33,11 @@ class Base(DeclarativeBase):
 class User(Base):
     __tablename__ = "users"
     id: Mapped[int] = mapped_column(primary_key=True)
-    username: Mapped[str] = mapped_column(sa.String(64), unique=True)
-    email: Mapped[str] = mapped_column(sa.String(254), unique=True)
+    username: Mapped[str] = mapped_column(sa.String(USERNAME_LENGTH), unique=True)
+    email: Mapped[str] = mapped_column(sa.String(EMAIL_LENGTH), unique=True)
     password_hash: Mapped[str] = mapped_column(sa.String(256))
     bio: Mapped[str] = mapped_column(sa.Text, default="")
-    image: Mapped[str | None] = mapped_column(sa.String(1000), default=None)
+    image: Mapped[str | None] = mapped_column(sa.String(IMAGE_LENGTH), default=None)
 
     def __repr__(self) -> str:  # never the password hash
         return f"User(id={self.id!r}, username={self.username!r})"
@@ -48,7 +56,7 @@ class Follow(Base):
 class Tag(Base):
     __tablename__ = "tags"
     id: Mapped[int] = mapped_column(primary_key=True)
-    name: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    name: Mapped[str] = mapped_column(sa.String(TAG_LENGTH), unique=True)
 
 
 article_tags = sa.Table(
@@ -63,7 +71,7 @@ class Article(Audited, Base):
     __tablename__ = "articles"
     id: Mapped[int] = mapped_column(primary_key=True)
     slug: Mapped[str] = mapped_column(sa.String(300), unique=True)
-    title: Mapped[str] = mapped_column(sa.String(255))
+    title: Mapped[str] = mapped_column(sa.String(TITLE_LENGTH))
     description: Mapped[str] = mapped_column(sa.Text)
     body: Mapped[str] = mapped_column(sa.Text)
     author_id: Mapped[int] = mapped_column(

@@ -63,6 +63,27 @@ class CachedRepository(AsyncRepository[M]):
         return result
 
 
+async def _insert_if_absent(
+    repository: AsyncRepository[Any], rows: list[dict[str, Any]], *, on: list[str]
+) -> None:
+    """Insert ``rows`` in one statement, keeping instead any row that holds the same ``on``
+    fields already (``INSERT ... ON CONFLICT DO NOTHING``). Checking first, then inserting,
+    lets two concurrent requests both find a row missing and the later insert fail as a
+    duplicate (a 422), where the same request twice in a row succeeds. On PostgreSQL an insert
+    that conflicts with an uncommitted row waits for its transaction to end, so in READ
+    COMMITTED (the default) a read after it sees that row. Callers pass several rows sorted:
+    two requests then lock the same keys in the same order, rather than deadlock."""
+    await repository.upsert_many(rows, on=on, update=[])
+
+
+class _Follows(AsyncRepository[Follow]):
+    pass
+
+
+class _Favorites(AsyncRepository[Favorite]):
+    pass
+
+
 class UserRepository(AsyncRepository[User]):
     filterable = ("username", "email")
     sortable = ("username", "id")
@@ -85,10 +106,9 @@ class UserRepository(AsyncRepository[User]):
         return set(rows)
 
     async def follow(self, follower: User, followed: User) -> None:
-        exists = await self.session.get(Follow, (follower.id, followed.id))
-        if exists is None:
-            self.session.add(Follow(follower_id=follower.id, followed_id=followed.id))
-            await self.session.flush()
+        """Idempotent, concurrent requests included: see :func:`_insert_if_absent`."""
+        row = {"follower_id": follower.id, "followed_id": followed.id}
+        await _insert_if_absent(_Follows(self.session), [row], on=list(row))
 
     async def unfollow(self, follower: User, followed: User) -> None:
         await self.session.execute(
@@ -207,9 +227,9 @@ class ArticleRepository(CachedRepository[Article]):
         return Decorations(favorites, favorited, following)
 
     async def favorite(self, user: User, article: Article) -> None:
-        if await self.session.get(Favorite, (user.id, article.id)) is None:
-            self.session.add(Favorite(user_id=user.id, article_id=article.id))
-            await self.session.flush()
+        """Idempotent, concurrent requests included: see :func:`_insert_if_absent`."""
+        row = {"user_id": user.id, "article_id": article.id}
+        await _insert_if_absent(_Favorites(self.session), [row], on=list(row))
 
     async def unfavorite(self, user: User, article: Article) -> None:
         await self.session.execute(
@@ -225,15 +245,19 @@ class TagRepository(CachedRepository[Tag]):
         wanted = list(dict.fromkeys(names))
         if not wanted:
             return []
-        found = {
-            t.name: t
-            for t in await self.session.scalars(sa.select(Tag).where(Tag.name.in_(wanted)))
-        }
-        missing = [Tag(name=name) for name in wanted if name not in found]
+        found = await self._by_name(wanted)
+        missing = sorted(name for name in wanted if name not in found)
         if missing:
-            await self.add_many(missing)
-            found.update((t.name, t) for t in missing)
+            # a concurrent request may be creating the same tags: the insert keeps its rows,
+            # and the read after it finds every tag, whoever inserted it
+            await _insert_if_absent(self, [{"name": name} for name in missing], on=["name"])
+            found.update(await self._by_name(missing))
         return [found[name] for name in wanted]
+
+    async def _by_name(self, names: Collection[str]) -> dict[str, Tag]:
+        # from the database, never the query cache: a tag just created must be found
+        tags = await self.session.scalars(sa.select(Tag).where(Tag.name.in_(names)))
+        return {t.name: t for t in tags}
 
     async def in_use(self) -> list[str]:
         """The names of tags some article carries, most used first."""

@@ -8,9 +8,18 @@ import datetime as dt
 import re
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field, field_validator
 
-from conduit.models import Article, Comment, User
+from conduit.models import (
+    EMAIL_LENGTH,
+    IMAGE_LENGTH,
+    TAG_LENGTH,
+    TITLE_LENGTH,
+    USERNAME_LENGTH,
+    Article,
+    Comment,
+    User,
+)
 from conduit.repositories import Decorations
 
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
@@ -23,11 +32,16 @@ def _email(value: str) -> str:
 
 
 NonEmpty = Annotated[str, Field(min_length=1)]
-Email = Annotated[str, Field(min_length=1), AfterValidator(_email)]
+# the bounded columns' lengths: a longer value is the client's mistake (422), not a 500
+Email = Annotated[str, Field(min_length=1, max_length=EMAIL_LENGTH), AfterValidator(_email)]
+Username = Annotated[str, Field(min_length=1, max_length=USERNAME_LENGTH)]
+Title = Annotated[str, Field(min_length=1, max_length=TITLE_LENGTH)]
+Image = Annotated[str, Field(max_length=IMAGE_LENGTH)]
+TagName = Annotated[str, Field(min_length=1, max_length=TAG_LENGTH)]
 
 
 class NewUser(BaseModel):
-    username: NonEmpty
+    username: Username
     email: Email
     password: NonEmpty
 
@@ -46,11 +60,22 @@ class LoginUserRequest(BaseModel):
 
 
 class UpdateUser(BaseModel):
+    """Every field optional: an absent one stays as it is. Only ``image`` may be null (its
+    column is nullable); a null for another is refused rather than taken for absent."""
+
     email: Email | None = None
-    username: NonEmpty | None = None
+    username: Username | None = None
     password: NonEmpty | None = None
     bio: str | None = None
-    image: str | None = None
+    image: Image | None = None
+
+    @field_validator("email", "username", "password", "bio", mode="before")
+    @classmethod
+    def _not_null(cls, value: Any) -> Any:
+        # runs for given values only (defaults are not validated): an explicit null
+        if value is None:
+            raise ValueError("can't be null")
+        return value
 
 
 class UpdateUserRequest(BaseModel):
@@ -58,10 +83,10 @@ class UpdateUserRequest(BaseModel):
 
 
 class NewArticle(BaseModel):
-    title: NonEmpty
+    title: Title
     description: NonEmpty
     body: NonEmpty
-    tagList: list[Annotated[str, Field(min_length=1, max_length=64)]] = []
+    tagList: list[TagName] = []
 
 
 class NewArticleRequest(BaseModel):
@@ -69,7 +94,7 @@ class NewArticleRequest(BaseModel):
 
 
 class UpdateArticle(BaseModel):
-    title: NonEmpty | None = None
+    title: Title | None = None
     description: NonEmpty | None = None
     body: NonEmpty | None = None
 

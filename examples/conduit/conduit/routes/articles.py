@@ -26,6 +26,7 @@ from conduit.repositories import (
 from conduit.security import CurrentUser, MaybeUser
 from dalkit import AsyncUnitOfWork
 from dalkit.integrations.fastapi import filters, unit_of_work
+from dalkit.query.pagination import MAX_OFFSET
 
 router = APIRouter(prefix="/api/articles", tags=["articles"])
 
@@ -34,7 +35,9 @@ Tags = Annotated[TagRepository, Depends(cached_repository(TagRepository))]
 # ends before the response starts, so its outbox rows commit with the request
 Unit = Annotated[AsyncUnitOfWork, Depends(unit_of_work(outbox=True), scope="function")]
 Limit = Annotated[int, Query(ge=1, le=100)]
-Offset = Annotated[int, Query(ge=0)]
+# dalkit's pagination bound (no listing is that deep): past a bigint, the database's OFFSET
+# failed, a 500 where the client's mistake deserves a 422
+Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET)]
 # unknown query parameters are refused (400, naming these) rather than silently ignored
 ListingQuery = Annotated[
     dict[str, Any],
