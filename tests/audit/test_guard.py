@@ -86,6 +86,22 @@ def test_unaudited_lets_such_writes_through_unrecorded(author: Database) -> None
             connection.execute(_DELETE)
 
 
+def test_unaudited_lets_raw_sql_through_a_session_and_db_sql_too(
+    author: Database,
+) -> None:
+    _, logged = _state(author)
+    with unaudited():
+        author.sql("UPDATE audit_authors SET name = 'Y' WHERE id = 1")
+        with author.transaction() as session:
+            session.execute(
+                sa.text("INSERT INTO audit_authors (id, email, name) VALUES (5, 'e@x', 'E')")
+            )
+            session.execute(sa.update(Author).where(Author.id == 5).values(id=6))
+    assert _state(author) == ([(1, "Y"), (6, "E")], logged)
+    with pytest.raises(UnauditedWriteError):  # only inside the block
+        author.sql(_RAW)
+
+
 def test_the_recorded_paths_other_tables_and_reads_are_untouched(
     author: Database,
 ) -> None:

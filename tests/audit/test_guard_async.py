@@ -84,6 +84,22 @@ async def test_unaudited_lets_such_writes_through_unrecorded(author: AsyncDataba
             await connection.execute(_DELETE)
 
 
+async def test_unaudited_lets_raw_sql_through_a_session_and_db_sql_too(
+    author: AsyncDatabase,
+) -> None:
+    _, logged = await _state(author)
+    with unaudited():
+        await author.sql("UPDATE audit_authors SET name = 'Y' WHERE id = 1")
+        async with author.transaction() as session:
+            await session.execute(
+                sa.text("INSERT INTO audit_authors (id, email, name) VALUES (5, 'e@x', 'E')")
+            )
+            await session.execute(sa.update(Author).where(Author.id == 5).values(id=6))
+    assert await _state(author) == ([(1, "Y"), (6, "E")], logged)
+    with pytest.raises(UnauditedWriteError):  # only inside the block
+        await author.sql(_RAW)
+
+
 async def test_the_recorded_paths_other_tables_and_reads_are_untouched(
     author: AsyncDatabase,
 ) -> None:

@@ -148,6 +148,51 @@ def test_raw_sql_writing_an_audited_table_is_refused_and_other_raw_sql_runs(
         assert (session.get(Author, 1)) is not None
 
 
+def test_a_do_block_writing_an_audited_table_is_refused(
+    database: Database,
+) -> None:
+    if database.engine.dialect.name != "postgresql":
+        pytest.skip("DO blocks are PostgreSQL's")
+    with UnitOfWork(database) as uow:
+        uow.session.add(Author(id=1, email="a@x", name="A"))
+    for sql in (
+        "DO $$ BEGIN UPDATE audit_authors SET name = 'x' WHERE id = 1; END $$",
+        "DO LANGUAGE plpgsql $body$ BEGIN DELETE FROM public.audit_authors; END $body$",
+    ):
+        with pytest.raises(UnauditedWriteError, match="audit_authors"):
+            database.sql(sql)
+    database.sql("DO $$ BEGIN UPDATE audit_scratch SET text = 'x'; END $$")
+    assert database.sql("SELECT name FROM audit_authors") == [{"name": "A"}]
+    assert actions(database, Author, 1) == ["create"]
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        sa.update(Author).where(Author.id == 1).values(id=2, name="B"),
+        sa.update(table(Author)).where(table(Author).c.id == 1).values(id=table(Author).c.id + 1),
+        sa.update(Author).where(Author.id == 1).ordered_values((Author.id, 2)),
+    ],
+    ids=["orm", "core", "ordered"],
+)
+def test_an_update_statement_that_changes_a_primary_key_is_refused(
+    database: Database, statement: sa.Update
+) -> None:
+    # its rows are found again by their keys: a changed key would go unrecorded
+    with UnitOfWork(database) as uow:
+        uow.session.add(Author(id=1, email="a@x", name="A"))
+    with pytest.raises(UnauditedWriteError, match="sets the primary key of audit_authors"):
+        with UnitOfWork(database, actor="mallory") as uow:
+            uow.session.execute(statement)
+    assert database.sql("SELECT id, name FROM audit_authors") == [{"id": 1, "name": "A"}]
+    with UnitOfWork(database, actor="orm") as uow:  # the ORM records it
+        author = uow.session.get(Author, 1)
+        assert author is not None
+        author.id = 2
+    (_, moved) = trail(database, Author, 1)  # recorded under the key it had
+    assert moved.changes == {"id": {"old": 1, "new": 2}}
+
+
 def _author_with_comments(database: Database) -> int:
     """The id of a new author with the comments "one" and "two"."""
     with UnitOfWork(database) as uow:

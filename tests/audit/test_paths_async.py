@@ -151,6 +151,53 @@ async def test_raw_sql_writing_an_audited_table_is_refused_and_other_raw_sql_run
         assert (await session.get(Author, 1)) is not None
 
 
+async def test_a_do_block_writing_an_audited_table_is_refused(
+    async_database: AsyncDatabase,
+) -> None:
+    if async_database.engine.dialect.name != "postgresql":
+        pytest.skip("DO blocks are PostgreSQL's")
+    async with AsyncUnitOfWork(async_database) as uow:
+        uow.session.add(Author(id=1, email="a@x", name="A"))
+    for sql in (
+        "DO $$ BEGIN UPDATE audit_authors SET name = 'x' WHERE id = 1; END $$",
+        "DO LANGUAGE plpgsql $body$ BEGIN DELETE FROM public.audit_authors; END $body$",
+    ):
+        with pytest.raises(UnauditedWriteError, match="audit_authors"):
+            await async_database.sql(sql)
+    await async_database.sql("DO $$ BEGIN UPDATE audit_scratch SET text = 'x'; END $$")
+    assert await async_database.sql("SELECT name FROM audit_authors") == [{"name": "A"}]
+    assert await actions(async_database, Author, 1) == ["create"]
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        sa.update(Author).where(Author.id == 1).values(id=2, name="B"),
+        sa.update(table(Author)).where(table(Author).c.id == 1).values(id=table(Author).c.id + 1),
+        sa.update(Author).where(Author.id == 1).ordered_values((Author.id, 2)),
+    ],
+    ids=["orm", "core", "ordered"],
+)
+async def test_an_update_statement_that_changes_a_primary_key_is_refused(
+    async_database: AsyncDatabase, statement: sa.Update
+) -> None:
+    # its rows are found again by their keys: a changed key would go unrecorded
+    async with AsyncUnitOfWork(async_database) as uow:
+        uow.session.add(Author(id=1, email="a@x", name="A"))
+    with pytest.raises(UnauditedWriteError, match="sets the primary key of audit_authors"):
+        async with AsyncUnitOfWork(async_database, actor="mallory") as uow:
+            await uow.session.execute(statement)
+    assert await async_database.sql("SELECT id, name FROM audit_authors") == [
+        {"id": 1, "name": "A"}
+    ]
+    async with AsyncUnitOfWork(async_database, actor="orm") as uow:  # the ORM records it
+        author = await uow.session.get(Author, 1)
+        assert author is not None
+        author.id = 2
+    (_, moved) = await trail(async_database, Author, 1)  # recorded under the key it had
+    assert moved.changes == {"id": {"old": 1, "new": 2}}
+
+
 async def _author_with_comments(async_database: AsyncDatabase) -> int:
     """The id of a new author with the comments "one" and "two"."""
     async with AsyncUnitOfWork(async_database) as uow:

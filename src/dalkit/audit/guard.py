@@ -38,7 +38,7 @@ from dalkit.audit.registry import table_audit
 from dalkit.query.dml_ctes import cte_writes
 from dalkit.query.running_flush import in_running_flush
 
-__all__ = ["guard", "recorded", "unaudited"]
+__all__ = ["guard", "recorded", "unaudited", "unrecorded_allowed"]
 
 # set by unaudited() and recorded(): the block's writes to audited tables are allowed
 _allowed: ContextVar[bool] = ContextVar("dalkit_audit_allowed", default=False)
@@ -73,6 +73,15 @@ def unaudited() -> Iterator[None]:
         yield
     finally:
         _allowed.reset(token)
+
+
+def unrecorded_allowed() -> bool:
+    """Whether the current thread or task is inside `unaudited()` (or `recorded()`).
+
+    Returns:
+        True when its writes to audited tables may go unrecorded.
+    """
+    return _allowed.get()
 
 
 #: The block's writes are recorded by the caller (the audit's capture, a bulk recorder), so

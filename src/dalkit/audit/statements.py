@@ -16,7 +16,7 @@ from sqlalchemy.orm import ORMExecuteState, Session
 
 from dalkit.audit.cascades import Dependents, has_audited_dependents
 from dalkit.audit.errors import UnauditedWriteError
-from dalkit.audit.guard import recorded
+from dalkit.audit.guard import recorded, unrecorded_allowed
 from dalkit.audit.raw import check_raw_write
 from dalkit.audit.records import IN_CHUNK, diff, full, record_since, row, rows_by, write
 from dalkit.audit.registry import ModelAudit, table_audit
@@ -29,8 +29,9 @@ __all__ = ["on_orm_execute"]
 def on_orm_execute(state: ORMExecuteState) -> Any:
     statement = state.statement
     if isinstance(statement, sa.TextClause):
-        bind = state.session.get_bind()
-        check_raw_write(statement.text, getattr(bind, "engine", bind))
+        if not unrecorded_allowed():  # unaudited() lets raw SQL through, as the guard does
+            bind = state.session.get_bind()
+            check_raw_write(statement.text, getattr(bind, "engine", bind))
         return None
     if not (state.is_insert or state.is_update or state.is_delete) or state.is_from_statement:
         return None
@@ -163,6 +164,14 @@ def _capture_change(
     deleting = isinstance(statement, sa.Delete)
     where = statement.whereclause
     table = typing.cast("sa.Table", statement.table)
+    if not deleting and not unrecorded_allowed() and _sets_primary_key(state, config, table):
+        # its rows are read before by their keys, and found after by the same keys: a row
+        # whose key the statement changes would be found by neither, and go unrecorded
+        raise UnauditedWriteError(
+            f"this UPDATE sets the primary key of {table.fullname}, the table of an audited "
+            "model, and its changes cannot be followed: change the key through the ORM "
+            "(its flush records it), or inside dalkit.audit.unaudited()"
+        )
     if state.is_executemany:
         params: list[dict[str, Any]] = state.parameters  # type: ignore[assignment]
         if where is None and state.bind_mapper is not None:
@@ -183,6 +192,18 @@ def _capture_change(
         record_since(session, config, before, deleting=deleting)
         return result
     return _capture_large(state, config, table, where, deleting)
+
+
+def _sets_primary_key(state: ORMExecuteState, config: ModelAudit, table: sa.Table) -> bool:
+    """Whether the UPDATE's SET clause, or its parameters (a Core UPDATE takes the columns it
+    is not given in ``values()`` from them), names a primary key column."""
+    keys = set(config.primary_key) | {c.name for c in table.primary_key.columns}
+    statement: Any = state.statement
+    named = list(statement._values or {})  # ordered_values() keeps them here too
+    if not state.is_executemany:  # many rows' parameters name the keys of an ORM bulk UPDATE
+        named += list(typing.cast("Mapping[str, Any]", state.parameters or {}))
+    names = {k if isinstance(k, str) else getattr(k, "key", None) for k in named}
+    return not keys.isdisjoint(names)
 
 
 def _read(

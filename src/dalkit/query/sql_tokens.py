@@ -13,15 +13,38 @@ __all__ = ["code_tokens", "identifier"]
 
 
 def code_tokens(sql: str) -> Iterator[sqlparse.sql.Token]:
-    """Every token of ``sql`` that is code: no whitespace, no comment.
+    """Every token of ``sql`` that is code: no whitespace, no comment. The body of a
+    PostgreSQL ``DO`` block, a dollar-quoted string to sqlparse, is code too: its statements
+    run (``DO $$ BEGIN UPDATE t ...; END $$``), and a guard must see what they write.
 
     Args:
         sql: One or more SQL statements.
     """
     for statement in sqlparse.parse(sql):
+        first = None
         for token in statement.flatten():  # type: ignore[no-untyped-call]
-            if not token.is_whitespace and token.ttype not in T.Comment:
+            if token.is_whitespace or token.ttype in T.Comment:
+                continue
+            if first is None:
+                first = str(token.value).upper()
+            body = _dollar_body(token) if first == "DO" else None
+            if body is None:
                 yield token
+            else:
+                yield from code_tokens(body)
+
+
+def _dollar_body(token: sqlparse.sql.Token) -> str | None:
+    """What a dollar-quoted string (``$$...$$``, ``$tag$...$tag$``) holds; None for any other
+    token."""
+    value = str(token.value)
+    if token.ttype is not T.Literal or not value.startswith("$"):
+        return None
+    tag_end = value.find("$", 1)
+    tag = value[: tag_end + 1]
+    if tag_end < 0 or len(value) < 2 * len(tag) or not value.endswith(tag):
+        return None
+    return value[len(tag) : -len(tag)]
 
 
 def identifier(token: sqlparse.sql.Token) -> str | None:
