@@ -76,7 +76,7 @@ def test_positional_parameters_are_named_by_the_column_they_stand_for() -> None:
         "pass",
     ]
     assert positional_names("SELECT * FROM u WHERE name NOT LIKE ?") == ["name"]
-    assert positional_names("INSERT INTO t (a, b) VALUES (?, lower(?))") == ["", ""]
+    assert positional_names("INSERT INTO t (a, b) VALUES (?, lower(?))") == ["a", "b"]
     assert positional_names("SELECT 1") == []
 
 

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from dalkit.engine.sql_literals import mask_strings
+from dalkit.observe.param_columns import SECRET_NAMES, parameter_columns
 
 __all__ = [
     "QueryStats",
@@ -26,8 +27,6 @@ __all__ = [
 
 log = logging.getLogger("dalkit.slow_query")
 
-#: bound-parameter names whose values are never shown
-SECRET_NAMES = re.compile(r"pass(word|wd|phrase)?|secret|token|api_?key|auth|credential|salt", re.I)
 #: longer strings are cut in the log
 MAX_VALUE_CHARS = 80
 #: durations kept per shape for its p95
@@ -46,24 +45,6 @@ _PLACEHOLDER_LIST = re.compile(r"\(\s*\?(?:\s*,\s*\?)*\s*\)")
 _REPEATED_LISTS = re.compile(r"\(\.\.\.\)(?:\s*,\s*\(\.\.\.\))+")
 _SPACES = re.compile(r"\s+")
 _SHAPE_CACHE_SIZE = 4096
-# the column the SQL text gives a parameter, which masks its value when it looks secret even if
-# the parameter's name does not (exec_driver_sql's positional ones, the repositories'
-# executemany on SQLite, a bind named "pw"): an INSERT's column list, an IN list's column, or
-# the column it is compared with or assigned to. Patterns, not a parser: a "?" inside a string
-# literal counts as a parameter, which can only shift a name, never unmask a compiled one
-_INSERT_COLUMNS = re.compile(
-    r"^\s*INSERT\s+(?:OR\s+\w+\s+)?INTO\s+[\w.\"]+\s*\(([^)]*)\)\s*VALUES\s*\(([^)]*)\)",
-    re.IGNORECASE,
-)
-_POSITIONAL = re.compile(r"\?|%s|\$(\d+)")
-_PYFORMAT = re.compile(r"%\((\w+)\)s")  # psycopg's named placeholders
-_ONE = r"(?:\?|%s|\$\d+|%\(\w+\)s)"
-_IN_LIST = re.compile(
-    rf'([\w"]+)\s+(?:NOT\s+)?IN\s*\(((?:\s*{_ONE}\s*,)*\s*{_ONE}\s*)\)', re.IGNORECASE
-)
-_COMPARED = re.compile(
-    rf'([\w"]+)\s*(?:=|<>|!=|<=|>=|<|>|\s(?:NOT\s+)?I?LIKE\s)\s*{_ONE}\Z', re.IGNORECASE
-)
 
 
 class StatementShape:
@@ -244,16 +225,52 @@ def mask_parameters(
     return parameters
 
 
-def _parameter_names(statement: str, compiled: Sequence[str] | None) -> list[str]:
-    """Per positional parameter, its compiled name (when SQLAlchemy compiled the statement)
-    and the column the text says it stands for: a secret-looking either masks it."""
-    columns = positional_names(statement)
-    compiled = compiled or []
-    # an expanding IN is compiled as one name and sent as several parameters
+#: the column of a value the text gives none, in a statement writing a secret-looking column:
+#: it reads as a secret name (SECRET_NAMES), so the value is masked: failing closed
+UNMAPPED = "column unknown in a secret write"
+
+
+def _labels(
+    statement: str, parameters: Any, compiled: Sequence[str] | None
+) -> tuple[list[str] | None, dict[str, str] | None]:
+    """What masks each value of ``parameters``, for `mask_parameters`: per positional one,
+    its compiled name (SQLAlchemy's, when it compiled the statement) and the column the text
+    gives it; per named one, that column. A secret-looking either masks it; so does `UNMAPPED`
+    where the text cannot say which column a value goes to in a statement writing a secret."""
+    found = parameter_columns(statement)
+    first = parameters
+    if isinstance(parameters, list) and parameters and not isinstance(parameters[0], (str, bytes)):
+        first = parameters[0]  # executemany, as mask_parameters tells it: its first set shows
+    if isinstance(first, Mapping):
+        closed = found.writes_secret
+        return None, {
+            str(key): found.named.get(str(key), "") or (UNMAPPED if closed else "") for key in first
+        }
+    if not isinstance(first, Sequence) or isinstance(first, (str, bytes)):
+        return None, None
+    count = len(first)
+    mapped = found.positional if len(found.positional) == count else []
+    compiled = list(compiled or ())
+    # an expanding IN is compiled as one name and sent as several parameters, an
+    # insertmanyvalues batch as one row's names and sent as several rows: then the compiled
+    # names fit no value, and only say that a secret is among them
+    aligned = len(compiled) == count
+    closed = found.writes_secret or (
+        not aligned and any(SECRET_NAMES.search(name) for name in compiled)
+    )
     return [
-        f"{compiled[i] if i < len(compiled) else ''} {columns[i] if i < len(columns) else ''}"
-        for i in range(max(len(compiled), len(columns)))
-    ]
+        " ".join(
+            filter(
+                None,
+                (
+                    compiled[i] if aligned else "",
+                    found.positional[i] if i < len(found.positional) else "",
+                    UNMAPPED if closed and not (i < len(mapped) and mapped[i]) else "",
+                ),
+            )
+        )
+        for i in range(count)
+    ], None
 
 
 def positional_names(statement: str) -> list[str]:
@@ -275,57 +292,20 @@ def positional_names(statement: str) -> list[str]:
         #> ['password', 'id']
         ```
     """
-    insert = _INSERT_COLUMNS.match(statement)
-    if insert is not None:
-        columns = [name.strip().strip('"') for name in insert.group(1).split(",")]
-        values = [value.strip() for value in insert.group(2).split(",")]
-        if len(columns) == len(values) and all(_POSITIONAL.fullmatch(v) for v in values):
-            if all(v.startswith("$") for v in values):  # $n: the n-th parameter
-                named = {int(v[1:]): column for column, v in zip(columns, values, strict=True)}
-                return [named.get(n, "") for n in range(1, max(named) + 1)]
-            return columns
-    lists = _in_lists(statement)
-    found: dict[int, str] = {}
-    for order, placeholder in enumerate(_POSITIONAL.finditer(statement)):
-        number = int(placeholder.group(1)) - 1 if placeholder.group(1) else order
-        found.setdefault(number, _column_at(statement, lists, placeholder))
-    return [found.get(n, "") for n in range(max(found) + 1)] if found else []
+    return parameter_columns(statement).positional
 
 
 def named_columns(statement: str) -> dict[str, str]:
-    """The column each of psycopg's named parameters (``%(name)s``) is compared with or
-    assigned to: so that ``password IN %(pw)s`` masks ``pw`` as a secret.
+    """The column each named parameter (psycopg's ``%(name)s``, sqlite3's ``:name``) is
+    inserted into, assigned to or compared with: so that ``password IN %(pw)s`` masks ``pw``.
 
     Args:
-        statement: SQL as sent to psycopg.
+        statement: SQL as sent to the driver.
 
     Returns:
         Parameter name to column, for the parameters the text names a column for.
     """
-    lists = _in_lists(statement)
-    found: dict[str, str] = {}
-    for placeholder in _PYFORMAT.finditer(statement):
-        if column := _column_at(statement, lists, placeholder):
-            found.setdefault(placeholder.group(1), column)
-    return found
-
-
-#: ``(start, end, column)`` of each ``column IN (placeholders)`` list of a statement
-_Lists = list[tuple[int, int, str]]
-
-
-def _in_lists(statement: str) -> _Lists:
-    return [(m.start(2), m.end(2), m.group(1).strip('"')) for m in _IN_LIST.finditer(statement)]
-
-
-def _column_at(statement: str, lists: _Lists, placeholder: re.Match[str]) -> str:
-    at = placeholder.start()
-    name = next((column for start, end, column in lists if start <= at < end), None)
-    if name is not None:
-        return name
-    # a comparison ends at its placeholder: looked for just before it, not from the start
-    compared = _COMPARED.search(statement, max(0, at - 200), placeholder.end())
-    return compared.group(1).strip('"') if compared else ""
+    return parameter_columns(statement).named
 
 
 def _shown(name: str, value: Any) -> Any:
@@ -379,11 +359,7 @@ class SlowQueryLog:
             f", request {request_id}" if request_id else "",
             f", actor {actor}" if actor else "",
             _SPACES.sub(" ", mask_strings(statement)).strip()[:2000],
-            mask_parameters(
-                parameters,
-                _parameter_names(statement, positional_names),
-                named_columns(statement) if "%(" in statement else None,
-            ),
+            mask_parameters(parameters, *_labels(statement, parameters, positional_names)),
             extra={
                 "duration_ms": round(duration_s * 1000.0, 3),
                 "source": location,
