@@ -175,7 +175,7 @@ class AsyncQueryCache(CacheCore):
             result: Result[Any] = await session.execute(statement, params)
             return result
 
-        if self.bypass_reason(inner, tables, statement) is not None:
+        if self.bypass_reason(inner, tables, statement, key) is not None:
             self.count("bypasses")
             return shaped(await run(), entities)
         found = await self._lookup(key, tables)
@@ -272,8 +272,8 @@ class AsyncQueryCache(CacheCore):
                     return await fn(*args, **kwargs)
                 self.count("misses")
                 value = await fn(*args, **kwargs)
-                payload = pickled(value)
-                if payload is not None:  # else returned, not stored
+                payload = pickled(value)  # None: returned, not stored; nor when it may be stale
+                if payload is not None and self.may_store(self.live_session()):
                     await self._store(key, found[1], payload, seconds)
                 return value
 

@@ -46,8 +46,9 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.expression import Insert, TextClause
 
+from dalkit.cache.bypass import SNAPSHOT, WRITTEN, sets_snapshot
 from dalkit.cache.catalog_queries import catalog_query
-from dalkit.cache.core import WRITTEN, CacheCore, cache_for, sync_session
+from dalkit.cache.core import CacheCore, cache_for, sync_session
 from dalkit.cache.reads import read_schemas
 from dalkit.cache.tables import ALL, cascades_from, dependents, is_call, table_name, text_write
 from dalkit.engine.schemas import created_through
@@ -99,6 +100,10 @@ class WriteCapture:
     def _after_execute(
         self, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool
     ) -> None:
+        compiled = context.compiled
+        text = compiled is None or isinstance(compiled.statement, TextClause)
+        if text and sets_snapshot(statement):  # SET TRANSACTION ISOLATION LEVEL ... in SQL
+            _mark_snapshot(context.root_connection)
         written = self.written(statement, context)
         calls = self.cache.catalog.calls_written(statement)  # functions called: what they write
         if calls and WRITES_OPTION not in context.execution_options and ALL not in (written or ()):
@@ -323,3 +328,13 @@ def _tag_owner(session: Session, transaction: Any, connection: Connection) -> No
 def _forget_writes(session: Session, transaction: Any) -> None:
     if transaction.parent is None:
         session.info.pop(WRITTEN, None)
+        session.info.pop(SNAPSHOT, None)
+
+
+def _mark_snapshot(connection: Connection) -> None:
+    # the rest of the session's transaction reads at a snapshot level: bypassed (and not
+    # stored) as one asked for with db.transaction(isolation=...) is
+    owner_ref = getattr(connection, _OWNER, None)
+    owner = owner_ref() if owner_ref is not None else None
+    if owner is not None:
+        owner.info[SNAPSHOT] = True

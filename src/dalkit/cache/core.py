@@ -16,6 +16,8 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from dalkit.cache import bypass
+from dalkit.cache.bypass import WRITTEN
 from dalkit.cache.catalog import CatalogMap
 from dalkit.cache.errors import CacheConfigurationError
 from dalkit.cache.flights import Flight
@@ -23,15 +25,11 @@ from dalkit.cache.keys import KeyBuilder, tenant_part
 from dalkit.cache.reads import statement_tables
 from dalkit.cache.tables import ALL, count_tables, each_named, is_call
 from dalkit.cache.versions import Tokens, entry_tables
-from dalkit.transaction.scope import current_scope
 
 __all__ = ["WRITTEN", "CacheCore", "cache_for", "sync_session"]
 
 log = logging.getLogger("dalkit.cache")
 
-#: session.info key of the tables a session's open transaction has written
-WRITTEN = "dalkit.cache.written"
-_SNAPSHOT_LEVELS = frozenset({"REPEATABLE READ", "SERIALIZABLE"})
 _STAT_NAMES = ("hits", "misses", "sets", "invalidations", "bypasses", "errors")
 
 # pool -> cache: how a repository (which only has a session) finds its database's cache
@@ -101,6 +99,9 @@ class CacheCore:
         self._last_retry = 0.0
         self._last_warning = -float("inf")
         self._snapshot_per_transaction = False
+        #: a PostgreSQL dialect, whose default isolation (read at its first connection) may be
+        #: a snapshot level: every read then bypasses, as at an explicit one
+        self.server_isolation: Any = None
         self._flights: dict[str, Flight] = {}
         self._shape_tables: dict[Any, tuple[str, ...]] = {}
         self._token_names: dict[tuple[str, ...], tuple[str, ...]] = {}
@@ -133,6 +134,8 @@ class CacheCore:
         self._token_names.clear()  # names made before the id was known are not its names
         self.keys = KeyBuilder(sync_engine.dialect, self.namespace)
         self._snapshot_per_transaction = sync_engine.dialect.name == "sqlite"
+        if sync_engine.dialect.name == "postgresql":
+            self.server_isolation = sync_engine.dialect
         self.catalog = CatalogMap(sync_engine.dialect.name)
         _CACHES[sync_engine.pool] = self
 
@@ -264,45 +267,35 @@ class CacheCore:
         return entry_tables(statement_tables(statement, tables))
 
     def bypass_reason(
-        self, session: Session | None, tables: tuple[str, ...], statement: Any = None
+        self,
+        session: Session | None,
+        tables: tuple[str, ...],
+        statement: Any = None,
+        key: str = "",
     ) -> str | None:
-        """Why a read must go to the database.
+        """Why a read must go to the database (`dalkit.cache.bypass`).
 
         Args:
             session: The ORM session reading (None: the live transaction's, if any).
             tables: The tables the read depends on.
             statement: The statement, checked for row locks.
+            key: Its key, unkeyable when a bound value has no stable text.
 
         Returns:
-            The reason (``pending invalidation``, ``no tenant``, ``row locks``, ``row
-            security``, ``function``, ``snapshot isolation``, ``own write``), or None when the
-            cache may serve the read.
+            The reason (``pending invalidation``, ``unkeyable value``, ``no tenant``, ``row
+            locks``, ``row security``, ``function``, ``snapshot isolation``, ``own write``), or
+            None when the cache may serve the read.
         """
-        if self._pending:
-            return "pending invalidation"
-        if tenant_part(tables) is None:
-            return "no tenant"  # the database's tenant scoping decides
-        if getattr(statement, "_for_update_arg", None) is not None:
-            return "row locks"  # SELECT ... FOR UPDATE must reach the rows it locks
-        if reason := self.catalog.bypass(tables, serve_row_security=self.serve_row_security):
-            return reason
-        scope = current_scope()
-        live = None if scope is None else scope.live()
-        isolation = "" if live is None else (live.options.isolation or "").upper()
-        if isolation in _SNAPSHOT_LEVELS and not self.serve_snapshot_reads:
-            return "snapshot isolation"
-        reader = session if session is not None or live is None else sync_session(live.session)
-        written = None if reader is None else reader.info.get(WRITTEN)
-        if written and self.catalog.overlaps(written, tables):
-            return "own write"
-        return None
+        return bypass.bypass_reason(self, session, tables, statement, key)
 
     def may_store(self, session: Session | None) -> bool:
         """False when the query's snapshot may predate the tokens read (SQLite keeps the
-        snapshot of the transaction's first read)."""
-        return not (
-            self._snapshot_per_transaction and session is not None and session.in_transaction()
-        )
+        snapshot of the transaction's first read), or its entities carry unflushed changes."""
+        return bypass.may_store(self, session)
+
+    def live_session(self) -> Session | None:
+        """The ORM session of the live dalkit transaction, if any."""
+        return bypass.live_session(self)
 
     def ttl_of(self, ttl: float | None) -> float:
         """The seconds an entry is kept: ``ttl``, or the default when None.

@@ -17,11 +17,14 @@ from sqlalchemy.engine import Dialect
 from dalkit.query.tenant_context import current_tenant, scoping_off
 from dalkit.query.tenant_guard import names_scoped
 
-__all__ = ["ADDRESS", "KeyBuilder", "schema_part", "tenant_part"]
+__all__ = ["ADDRESS", "UNKEYABLE", "KeyBuilder", "schema_part", "tenant_part"]
 
 #: a memory address in a default repr ("<x.Y object at 0x7f...>"): it differs between
 #: processes, and another object may later have it; the rest of an option's repr does not
 ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+#: what the key of a read starts with when a bound value's only text is a memory address: such
+#: a read is never looked up nor stored (dalkit.cache.bypass), as no key can tell it apart
+UNKEYABLE = "\x00unkeyable:"
 _TRANSLATE = "schema_translate_map"
 _NO_OPTIONS: Mapping[str, Any] = {}
 
@@ -82,8 +85,10 @@ class KeyBuilder:
             shape, values = known
         if params:
             values = [*values, sorted(params.items())]
-        material = f"{shape}\x00{values!r}"
-        digest = hashlib.blake2b(material.encode(), digest_size=20).hexdigest()
+        written = repr(values)
+        if " at 0x" in written and ADDRESS.search(written):  # the find first: a hit's cost
+            return UNKEYABLE, shape if keyable else None
+        digest = hashlib.blake2b(f"{shape}\x00{written}".encode(), digest_size=20).hexdigest()
         return f"{self._namespace}:e:{digest}", shape if keyable else None
 
     def _shape_and_values(self, statement: Any) -> tuple[str, list[Any], bool, bool]:

@@ -177,7 +177,7 @@ class QueryCache(CacheCore):
             result: Result[Any] = session.execute(statement, params)
             return result
 
-        if self.bypass_reason(inner, tables, statement) is not None:
+        if self.bypass_reason(inner, tables, statement, key) is not None:
             self.count("bypasses")
             return shaped(run(), entities)
         found = self._lookup(key, tables)
@@ -274,8 +274,8 @@ class QueryCache(CacheCore):
                     return fn(*args, **kwargs)
                 self.count("misses")
                 value = fn(*args, **kwargs)
-                payload = pickled(value)
-                if payload is not None:  # else returned, not stored
+                payload = pickled(value)  # None: returned, not stored; nor when it may be stale
+                if payload is not None and self.may_store(self.live_session()):
                     self._store(key, found[1], payload, seconds)
                 return value
 

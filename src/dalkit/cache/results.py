@@ -98,7 +98,7 @@ def thaw(
         serve = serve_entities if entities else serve_rows
         return serve(session, payload, propagated_options(statement))
     result = _thaw_frozen(session, statement, payload)
-    return shaped(result, entities)
+    return None if result is None else shaped(result, entities)
 
 
 def shaped(result: Result[Any], entities: bool) -> Result[Any] | list[Any]:
@@ -106,11 +106,16 @@ def shaped(result: Result[Any], entities: bool) -> Result[Any] | list[Any]:
     return list(result.scalars().all()) if entities else result
 
 
-def _thaw_frozen(session: Session, statement: Any, payload: Any) -> Result[Any]:
-    """A result stored as a (pickled) ``FrozenResult``, served into ``session``."""
+def _thaw_frozen(session: Session, statement: Any, payload: Any) -> Result[Any] | None:
+    """A result stored as a (pickled) ``FrozenResult``, served into ``session``; None when the
+    session holds unflushed changes (autoflush off), which merging its entities would
+    overwrite: the query runs instead, and keeps them, as SQLAlchemy's own does."""
+    orm = statement is not None and statement._propagate_attrs.get("compile_state_plugin") == "orm"
+    if orm and session.identity_map._modified:
+        return None
     fresh = isinstance(payload, bytes)
     frozen: FrozenResult[Any] = pickle.loads(payload) if fresh else payload
-    if statement is None or statement._propagate_attrs.get("compile_state_plugin") != "orm":
+    if not orm:
         return frozen()
     if not fresh and len(frozen.data) > 1:
         merged: FrozenResult[Any] = merge_frozen_result(  # type: ignore[no-untyped-call]
