@@ -69,3 +69,48 @@ def test_tokens_round_trip_and_bad_ones_are_refused() -> None:
         replicas.require("16-B374")
     with pytest.raises(ConfigurationError):
         _set(-1)
+
+
+def test_writes_inside_a_required_block_still_bind_reads_after_it() -> None:
+    replicas = _set(1)
+    replicas.primary_at(0.0, 100)
+    replicas.observed(replicas.replicas[0], 0.0, 100)
+
+    def request() -> tuple[str | None, object]:
+        reset = replicas.require(format_lsn(50))  # the client's older token
+        replicas.wrote(200)
+        replicas.release(reset)
+        return replicas.token(), replicas.choose()
+
+    token, chosen = contextvars.Context().run(request)
+    assert token == format_lsn(200)
+    assert chosen is None  # the replica has not replayed the write: the primary
+
+
+def test_a_context_copied_inside_a_required_block_records_its_writes_in_it() -> None:
+    # a sync endpoint runs in a worker thread on a copy of the request's context: a write it
+    # commits there (requires_new) must reach the position the middleware hands the client
+    replicas = _set(1)
+
+    def request() -> str | None:
+        reset = replicas.require(None)
+        contextvars.copy_context().run(replicas.wrote, 300)
+        token = replicas.token()
+        replicas.release(reset)
+        assert replicas.token() == token
+        return token
+
+    assert contextvars.Context().run(request) == format_lsn(300)
+
+
+def test_contexts_copied_outside_a_block_keep_their_writes_apart() -> None:
+    # requests copied from a server's main context must not pool their writes
+    replicas = _set(1)
+
+    def server() -> tuple[str | None, str | None]:
+        replicas.wrote(100)  # a write at start-up, in the main context
+        contextvars.copy_context().run(replicas.wrote, 900)  # one request's
+        other = contextvars.copy_context().run(replicas.token)
+        return replicas.token(), other
+
+    assert contextvars.Context().run(server) == (format_lsn(100), format_lsn(100))

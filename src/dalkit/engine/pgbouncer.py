@@ -20,8 +20,11 @@ __all__ = [
     "split_multi_host",
 ]
 
-# scheme://userinfo@host:port,host:port/rest: SQLAlchemy only parses the ?host= spelling
-_MULTI_HOST = re.compile(r"^(?P<head>[^:/]+://(?:[^@/]*@)?)(?P<hosts>[^/?@]*,[^/?@]*)(?P<tail>.*)$")
+# scheme://userinfo@host:port,host:port/rest: SQLAlchemy only parses the ?host= spelling. The
+# hosts end the authority (a "/", a "?" or the end): a comma in a password is no host list
+_MULTI_HOST = re.compile(
+    r"^(?P<head>[^:/]+://(?:[^@/]*@)?)(?P<hosts>[^/?@]*,[^/?@]*)(?P<tail>(?:[/?].*)?)$"
+)
 
 
 class PgBouncerError(DalkitError):

@@ -64,6 +64,23 @@ def format_lsn(value: int) -> str:
     return f"{value >> 32:X}/{value & 0xFFFFFFFF:X}"
 
 
+class _Position:
+    """A context's read-your-writes position: what its reads must see (tokens it was handed and
+    its own writes) and its own writes alone, which outlast a `ReplicaSet.require()` block.
+
+    One made by ``require()`` is ``shared``: changed in place, so the contexts copied inside
+    its block (a sync endpoint's worker thread, a task) record their writes in it. Any other is
+    replaced on change, so contexts copied from, say, a server's main one do not pool their
+    writes and send every request's reads to the primary."""
+
+    __slots__ = ("own", "required", "shared")
+
+    def __init__(self, required: int = 0, own: int = 0, shared: bool = False) -> None:
+        self.required = required
+        self.own = own
+        self.shared = shared
+
+
 @dataclass(eq=False)
 class Replica(Generic[E]):
     """One replica as the router sees it.
@@ -136,9 +153,11 @@ class ReplicaSet(Generic[E]):
         self.replicas = [Replica(name, engine, weight) for name, engine, weight in replicas]
         self.max_lag_s = max_lag_s
         self.interval_s = interval_s
-        # one variable per database: a position on one server means nothing on another
-        self._required: contextvars.ContextVar[int] = contextvars.ContextVar(
-            f"dalkit_replica_lsn_{next(_ids)}", default=0
+        # one variable per database: a position on one server means nothing on another. Its
+        # value is mutable and shared by the contexts copied from the one that set it (a sync
+        # endpoint's worker thread, a task): a write committed there is this context's too
+        self._required: contextvars.ContextVar[_Position | None] = contextvars.ContextVar(
+            f"dalkit_replica_lsn_{next(_ids)}", default=None
         )
         self._lock = threading.Lock()
         self._counters = _Counters()
@@ -152,16 +171,26 @@ class ReplicaSet(Generic[E]):
         Args:
             lsn: The primary's WAL insert position after the commit.
         """
-        if lsn > self._required.get():
-            self._required.set(lsn)
-        self._counters.writes_tracked += 1
+        with self._lock:  # a shared position may be changed from several threads
+            self._record(lsn)
+            self._counters.writes_tracked += 1
+
+    def _record(self, lsn: int) -> None:
+        position = self._required.get()
+        if position is not None and position.shared:
+            position.required = max(position.required, lsn)
+            position.own = max(position.own, lsn)
+        elif position is None:
+            self._required.set(_Position(lsn, lsn))
+        else:
+            self._required.set(_Position(max(position.required, lsn), max(position.own, lsn)))
 
     def token(self) -> str | None:
         """This context's read-your-writes position as text, or None if it wrote nothing."""
-        required = self._required.get()
-        return format_lsn(required) if required else None
+        position = self._required.get()
+        return format_lsn(position.required) if position and position.required else None
 
-    def require(self, token: str | None) -> contextvars.Token[int]:
+    def require(self, token: str | None) -> contextvars.Token[_Position | None]:
         """Make this context's reads wait for ``token`` too (the later of the two positions).
 
         Args:
@@ -175,11 +204,19 @@ class ReplicaSet(Generic[E]):
             ConfigurationError: ``token`` is not a WAL position.
         """
         lsn = 0 if token is None or token == "" else parse_lsn(token)
-        return self._required.set(max(lsn, self._required.get()))
+        outer = self._required.get()
+        required, own = (0, 0) if outer is None else (outer.required, outer.own)
+        return self._required.set(_Position(max(required, lsn), own, shared=True))
 
-    def release(self, token: contextvars.Token[int]) -> None:
-        """Undo a `require()`."""
+    def release(self, token: contextvars.Token[_Position | None]) -> None:
+        """Undo a `require()`: its position no longer binds reads, but the writes committed
+        inside the block still do (and are still in `token()`)."""
+        inner = self._required.get()
         self._required.reset(token)
+        if inner is None or not inner.own:
+            return
+        with self._lock:
+            self._record(inner.own)
 
     # -- routing ------------------------------------------------------------------------------
     def choose(self) -> Replica[E] | None:
@@ -189,7 +226,8 @@ class ReplicaSet(Generic[E]):
             An admitted replica that has replayed this context's last write, or None for the
             primary (counted, with the reason, in the stats).
         """
-        required = self._required.get()
+        position = self._required.get()
+        required = 0 if position is None else position.required
         with self._lock:
             admitted = [r for r in self.replicas if r.admitted and r.weight > 0]
             if not admitted:
