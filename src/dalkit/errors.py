@@ -45,6 +45,7 @@ DalkitError
 │   ├── UncacheableCallError        a memoized call with an argument keyed only by its address
 │   └── CacheConfigurationError     a cache set up wrongly (also a ConfigurationError)
 ├── UnauditedWriteError         (audit.errors) a write to an audited model that is not recorded
+├── AuditActorError             (audit.errors, also a ValueError) an actor longer than the log keeps
 ├── SoftDeletedRowError         (query.soft_delete) a write that would touch a deleted row
 ├── TenantError                 (query.tenant) what tenant scoping forbids
 │   ├── TenantRequiredError     a tenant-scoped model used outside dalkit.tenant(...)
