@@ -94,9 +94,41 @@ SAFE: dict[str, str] = {
         op.create_index_concurrently('ix_uq_email', 'users', ['email'], unique=True)
         op.execute('ALTER TABLE users ADD CONSTRAINT uq_email UNIQUE USING INDEX ix_uq_email')
     """,
+    "the column, then its key NOT VALID": """
+        op.add_column('posts', sa.Column('user_id', sa.BigInteger()))
+        op.create_foreign_key('fk_posts_user', 'posts', 'users', ['user_id'], ['id'],
+                              postgresql_not_valid=True)
+    """,
+    "a lock timeout changed, not turned off": "op.execute(\"SET lock_timeout = '2s'\")",
     "enum value added": "op.execute(\"ALTER TYPE mood ADD VALUE 'meh'\")",
     "data backfill": 'op.execute("UPDATE users SET nickname = name WHERE nickname IS NULL")',
 }
+
+
+#: more spellings of what a rule flags
+MORE_UNSAFE: list[tuple[str, str]] = [
+    # a key added with its column cannot be NOT VALID: validated at once
+    (
+        "constraint-missing-not-valid",
+        "op.add_column('orders', sa.Column('customer_id', sa.BigInteger(), "
+        "sa.ForeignKey('customers.id')))",
+    ),
+    (
+        "constraint-missing-not-valid",
+        "op.add_column('orders', sa.Column('qty', sa.Integer(), sa.CheckConstraint('qty > 0')))",
+    ),
+    (
+        "constraint-missing-not-valid",
+        "op.execute('ALTER TABLE orders ADD COLUMN customer_id bigint REFERENCES customers (id)')",
+    ),
+    (
+        "constraint-missing-not-valid",
+        "op.execute('ALTER TABLE orders ADD customer_id bigint REFERENCES customers (id)')",
+    ),
+    ("missing-lock-timeout", "op.execute(\"SET lock_timeout = '0s'\")"),
+    ("missing-lock-timeout", "op.execute(\"SET LOCAL lock_timeout TO '0ms'\")"),
+    ("missing-lock-timeout", "op.execute(\"SET lock_timeout = ' 0.0 min '\")"),
+]
 
 
 def _lint(directory: Path, revision: str, upgrade: str) -> list[Finding]:
@@ -122,6 +154,13 @@ def test_an_unsafe_operation_is_flagged_with_its_rule_line_and_recipe(
     assert finding.operation.startswith("op.")
     assert finding.blocks
     assert f"r1_rev.py:16 {rule}" in str(finding)
+
+
+@pytest.mark.parametrize(("rule", "upgrade"), MORE_UNSAFE)
+def test_other_spellings_of_an_unsafe_operation_are_flagged(
+    tmp_path: Path, rule: str, upgrade: str
+) -> None:
+    assert rule in {f.rule for f in _lint(tmp_path, "r1", upgrade)}
 
 
 @pytest.mark.parametrize("rule", sorted(UNSAFE_SQL))

@@ -7,6 +7,7 @@ aiosqlite) runs the commands on an AsyncDatabase. Models come from ``--metadata 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import importlib
 import inspect
 import os
@@ -21,14 +22,15 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
-from sqlalchemy.engine import make_url
 
 from dalkit import AsyncDatabase, Database
 from dalkit.cli._render import cell
-from dalkit.config import DEFAULT_URL
+from dalkit.config import DEFAULT_URL, DatabaseConfig
+from dalkit.engine.pgbouncer import split_multi_host
 from dalkit.errors import ConfigurationError, DalkitError
 from dalkit.migrations import (
     Finding,
+    MigrationError,
     Migrations,
     MigrationSettings,
     RevisionInfo,
@@ -74,11 +76,14 @@ def _metadata(spec: str | None) -> sa.MetaData | None:
     if spec is None:
         return None
     module_name, _, attribute = spec.partition(":")
-    if not attribute:
+    if not module_name or not attribute:
         raise ConfigurationError(f"--metadata wants module:attribute, got {spec!r}")
     sys.path.insert(0, os.getcwd())
     try:
         value = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as exc:
+        # a module or attribute that is not there: a typo in --metadata, not a crash
+        raise ConfigurationError(f"--metadata {spec}: {exc}") from None
     finally:
         sys.path.pop(0)
     value = getattr(value, "metadata", value)
@@ -91,12 +96,18 @@ def _metadata(spec: str | None) -> sa.MetaData | None:
 def _migrations(
     url: str | None, directory: Path, metadata: str | None, *, sync: bool = False
 ) -> Iterator[Migrations[Any]]:
-    parsed = make_url(url or DEFAULT_URL)
-    if sync and parsed.get_driver_name() in _ASYNC_DRIVERS:
-        parsed = parsed.set(drivername=parsed.get_backend_name())  # dalkit picks a sync driver
-    db: Database | AsyncDatabase = (
-        AsyncDatabase(parsed) if parsed.get_driver_name() in _ASYNC_DRIVERS else Database(parsed)
-    )
+    # parsed as `dalkit doctor` parses it: an '@' in the password read as libpq reads it, and a
+    # malformed URL a ConfigurationError (SQLAlchemy's errors show pieces of the password)
+    config = DatabaseConfig.coerce(split_multi_host(url or DEFAULT_URL)[0])
+    # the driver as written (get_driver_name() would load the dialect, an unknown one raising)
+    is_async = config.url.drivername.partition("+")[2] in _ASYNC_DRIVERS
+    if sync and is_async:  # dalkit picks a sync driver
+        backend = config.url.drivername.partition("+")[0]
+        config, is_async = (
+            dataclasses.replace(config, url=config.url.set(drivername=backend)),
+            False,
+        )
+    db: Database | AsyncDatabase = AsyncDatabase(config) if is_async else Database(config)
     try:
         yield Migrations(db, directory, _metadata(metadata), settings=MigrationSettings())
     finally:
@@ -125,10 +136,12 @@ def _call(migrations: Migrations[Any], result: Any) -> Any:
 def _errors(command: str) -> Iterator[None]:
     try:
         yield
-    except ConfigurationError as exc:
-        errors.print(f"[red]dalkit migrate {command}:[/] {cell(exc)}")
-        raise typer.Exit(2) from None
     except DalkitError as exc:
+        bad_input = isinstance(exc, MigrationError) and exc.bad_input
+        if bad_input or isinstance(exc, ConfigurationError):
+            # bad input (the docs' exit code 2): what was given is wrong, nothing was tried
+            errors.print(f"[red]dalkit migrate {command}:[/] {cell(exc)}")
+            raise typer.Exit(2) from None
         # dalkit's messages never carry the password; a traceback would add nothing useful
         errors.print(f"[red]dalkit migrate {command} failed:[/] {type(exc).__name__}:")
         errors.print(cell(exc))
@@ -167,13 +180,8 @@ def _revisions_table(revisions: list[RevisionInfo], title: str, current: tuple[s
 
 
 def _with_progress(run: Callable[[Callable[[RevisionInfo, int, int], None]], Any]) -> Any:
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-    )
-    with Progress(*columns, console=console, transient=False) as progress:
+    bar = (BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(TextColumn("{task.description}"), *bar, console=console) as progress:
         task = progress.add_task("migrating", total=None)
 
         def on_step(info: RevisionInfo, done: int, total: int) -> None:

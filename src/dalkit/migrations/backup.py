@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
+import tempfile
 from contextlib import closing
 from pathlib import Path
 
@@ -65,6 +67,9 @@ _RELATION_KINDS = {
     "f": "FOREIGN TABLE",
 }
 _TYPE_KINDS = {"e": "TYPE", "r": "TYPE", "d": "DOMAIN"}
+_ERROR_LINE = re.compile(r"\b(ERROR|FATAL|error):")
+# no ~/.psqlrc, no chatter, and stop at the first error (the server then rolls back)
+_PSQL_OPTIONS = ("--no-psqlrc", "--quiet", "--set", "ON_ERROR_STOP=1")
 
 
 def take_backup(url: URL, directory: Path, label: str = "") -> Path:
@@ -88,38 +93,82 @@ def take_backup(url: URL, directory: Path, label: str = "") -> Path:
 
 def restore_backup(connection: Connection, path: Path) -> None:
     """Restore the database behind ``connection`` to the backup at ``path``, replacing
-    everything in it (tables created since the backup included)."""
+    everything in it (tables created since the backup included).
+
+    The file is checked before anything changes, and on PostgreSQL the emptying and the restore
+    run in one transaction: a file that is not a backup, or a restore that fails part-way,
+    leaves the database as it was.
+    """
     if not path.is_file():
-        raise BackupError(f"no backup file at {path}")
+        raise BackupError(f"no backup file at {path}", bad_input=True)
     url = connection.engine.url
     if connection.in_transaction():
         connection.rollback()
     if url.get_backend_name() == "sqlite":
-        target = _sqlite_file(url)
-        with closing(sqlite3.connect(path)) as src, closing(sqlite3.connect(target)) as dst:
-            src.backup(dst)
+        _restore_sqlite(_sqlite_file(url), path)
         return
     if url.get_backend_name() != "postgresql":
         raise BackupError(f"dalkit cannot restore a {url.get_backend_name()} database")
-    _empty_database(connection)
-    _run_tool("pg_restore", ["--no-owner", "--single-transaction", "--exit-on-error"], url, path)
+    with tempfile.TemporaryDirectory(prefix="dalkit-restore-") as scratch:
+        # pg_restore reads the whole archive (data included) into a script before anything is
+        # dropped: a wrong or truncated file is refused with the database untouched
+        script = Path(scratch) / "restore.sql"
+        arguments = ["--no-owner", "--single-transaction", "--exit-on-error", "--file", str(script)]
+        _run_tool(
+            "pg_restore",
+            [*arguments, str(path)],
+            url,
+            failure=f"{path} cannot be restored, and nothing was changed",
+            bad_input=True,
+        )
+        drops = Path(scratch) / "drops.sql"
+        # BEGIN here: the drops and the script (which ends with its COMMIT) are one transaction,
+        # rolled back by the server when psql stops at an error
+        drops.write_text("BEGIN;\n" + "".join(f"{s};\n" for s in _drop_statements(connection)))
+        _run_tool(
+            "psql",
+            [*_PSQL_OPTIONS, "--file", str(drops), "--file", str(script)],
+            url,
+            failure=f"restoring {path} failed and was rolled back: the database is unchanged",
+        )
 
 
-def _empty_database(connection: Connection) -> None:
-    """Drop every user object, keeping the public schema itself (its owner, grants, comment)."""
+def _restore_sqlite(target: str, path: Path) -> None:
+    with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as src:
+        try:
+            # a file that is not a SQLite database fails here, before the target is touched
+            src.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.Error as exc:
+            message = f"{path} is not a SQLite backup, and nothing was changed: {exc}"
+            raise BackupError(message, bad_input=True) from exc
+        try:
+            with closing(sqlite3.connect(target)) as dst:
+                src.backup(dst)
+        except sqlite3.Error as exc:
+            raise BackupError(f"restoring {path} failed: {exc}") from exc
+
+
+def _drop_statements(connection: Connection) -> list[str]:
+    """The statements that drop every user object, keeping the public schema itself (its
+    owner, grants, comment)."""
     quote = connection.dialect.identifier_preparer.quote
-    for (schema,) in connection.execute(_USER_SCHEMAS).all():
-        connection.exec_driver_sql(f"DROP SCHEMA IF EXISTS {quote(schema)} CASCADE")
+    statements = [
+        f"DROP SCHEMA IF EXISTS {quote(schema)} CASCADE"
+        for (schema,) in connection.execute(_USER_SCHEMAS).all()
+    ]
     for kind, query in _PUBLIC_OBJECTS:
         for row in connection.execute(sa.text(query)).all():
             if kind == "relation":
-                statement = f"DROP {_RELATION_KINDS[row[0]]} IF EXISTS public.{row[1]} CASCADE"
+                statements.append(
+                    f"DROP {_RELATION_KINDS[row[0]]} IF EXISTS public.{row[1]} CASCADE"
+                )
             elif kind == "type":
-                statement = f"DROP {_TYPE_KINDS[row[0]]} IF EXISTS public.{row[1]} CASCADE"
+                statements.append(f"DROP {_TYPE_KINDS[row[0]]} IF EXISTS public.{row[1]} CASCADE")
             else:
-                statement = f"DROP {kind} IF EXISTS {row[0]} CASCADE"
-            connection.exec_driver_sql(statement)
-    connection.commit()
+                statements.append(f"DROP {kind} IF EXISTS {row[0]} CASCADE")
+    # end the read: psql's drops must not wait behind this connection's snapshot
+    connection.rollback()
+    return statements
 
 
 def _sqlite_file(url: URL) -> str:
@@ -129,7 +178,11 @@ def _sqlite_file(url: URL) -> str:
     return database
 
 
-def _run_tool(tool: str, arguments: list[str], url: URL, stdin_file: Path | None = None) -> None:
+def _run_tool(
+    tool: str, arguments: list[str], url: URL, *, failure: str = "", bad_input: bool = False
+) -> None:
+    """Run a client tool with the database at ``url`` in its environment (PGHOST...); a
+    BackupError saying ``failure``, with the tool's stderr, when it fails."""
     executable = shutil.which(tool) or next(
         (str(d / tool) for d in _FALLBACK_DIRS if (d / tool).is_file()), None
     )
@@ -140,16 +193,19 @@ def _run_tool(tool: str, arguments: list[str], url: URL, stdin_file: Path | None
         )
     environment = {**os.environ, **_libpq_environment(url)}
     command = [executable, *arguments]
-    if stdin_file is not None:
-        command += ["--dbname", environment["PGDATABASE"], str(stdin_file)]
     result = subprocess.run(command, env=environment, capture_output=True, text=True, check=False)
     if result.returncode != 0:
-        message = (
-            result.stderr.strip().replace(url.password or "\0", "***")
-            if url.password
-            else (result.stderr.strip())
+        lines = result.stderr.strip().splitlines()
+        # from the first error on: psql's NOTICEs and WARNINGs before it (the drops cascading)
+        # would bury it
+        first = next((i for i, line in enumerate(lines) if _ERROR_LINE.search(line)), 0)
+        message = "\n".join(lines[first:])
+        if url.password:
+            message = message.replace(url.password, "***")
+        what = failure or f"{tool} failed"
+        raise BackupError(
+            f"{what} ({tool} exit {result.returncode}): {message}", bad_input=bad_input
         )
-        raise BackupError(f"{tool} failed (exit {result.returncode}): {message}")
 
 
 def _libpq_environment(url: URL) -> dict[str, str]:

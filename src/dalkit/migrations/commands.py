@@ -124,6 +124,10 @@ class Migrations(Generic[DB]):
 
         Returns:
             What the lint rules found, blocking or not.
+
+        Raises:
+            MigrationError: When the range names a revision the directory does not have
+                (``bad_input`` is True).
         """
         return self._service.lint(self._service.scripts_in(range))
 
@@ -137,22 +141,12 @@ class Migrations(Generic[DB]):
 
         Returns:
             The SQL script.
+
+        Raises:
+            MigrationError: When the range names a revision the directory does not have
+                (``bad_input`` is True).
         """
-        start, _, end = range.partition(":")
-        runner = self._service.runner()
-        order = [script.revision for script in self._service.scripts_in(None)]
-
-        def resolve(name: str) -> str | None:
-            if name in ("", "base"):
-                return None
-            found = runner.script.get_revision("head" if name == "heads" else name)
-            return None if found is None else found.revision
-
-        first, last = resolve(start), resolve(end or "head")
-        name = dialect or self.db.engine.dialect.name
-        if first is not None and (last is None or order.index(last) < order.index(first)):
-            return runner.offline_sql(name, first, last or "base", down=True)
-        return runner.offline_sql(name, first, last or "base", down=False)
+        return self._service.sql(range, dialect or self.db.engine.dialect.name)
 
     def new_sql_revision(self, message: str, up_sql: str = "", down_sql: str = "") -> NewRevision:
         """Write a ``.sql`` revision on top of the head, and lint it.

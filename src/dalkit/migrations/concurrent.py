@@ -1,10 +1,12 @@
-"""``op.create_index_concurrently`` / ``op.drop_index_concurrently``: PostgreSQL's CONCURRENTLY
-builds outside the migration transaction (asyncpg included), an INVALID leftover dropped first,
-lock timeouts retried; plain index DDL elsewhere. Autogenerate emits them for existing tables."""
+"""``op.create_index_concurrently`` / ``op.drop_index_concurrently``, and a ``.sql`` revision's
+CONCURRENTLY statements: PostgreSQL's CONCURRENTLY builds outside the migration transaction
+(asyncpg included), an INVALID leftover dropped first, lock timeouts retried; plain index DDL
+elsewhere. Autogenerate emits the operations for existing tables."""
 
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -17,7 +19,13 @@ from alembic.operations import Operations, ops
 from dalkit.errors import DatabaseError
 from dalkit.migrations.settings import MigrationSettings
 
-__all__ = ["CreateIndexConcurrentlyOp", "DropIndexConcurrentlyOp", "use_concurrent_indexes"]
+__all__ = [
+    "CreateIndexConcurrentlyOp",
+    "DropIndexConcurrentlyOp",
+    "execute_concurrently",
+    "is_concurrent",
+    "use_concurrent_indexes",
+]
 
 LOCK_NOT_AVAILABLE = "55P03"
 
@@ -26,6 +34,17 @@ _INVALID_INDEX = sa.text(
     "JOIN pg_namespace n ON n.oid = c.relnamespace "
     "WHERE c.relname = :name AND NOT i.indisvalid "
     "AND n.nspname = coalesce(:schema, current_schema())"
+)
+# what PostgreSQL refuses inside a transaction block ("cannot run inside a transaction block")
+_CONCURRENT = re.compile(
+    r"^\s*((CREATE\s+(UNIQUE\s+)?|DROP\s+)INDEX|REINDEX\b[^;]*?)\s+CONCURRENTLY\b",
+    re.IGNORECASE,
+)
+_IDENTIFIER = r'"(?:[^"]|"")+"|[^\s"(.;]+'
+_CREATED_INDEX = re.compile(
+    rf"^\s*CREATE\s+(UNIQUE\s+)?INDEX\s+CONCURRENTLY\s+(IF\s+NOT\s+EXISTS\s+)?(?P<name>{_IDENTIFIER})"
+    rf"\s+ON\s+(ONLY\s+)?((?P<schema>{_IDENTIFIER})\s*\.\s*)?({_IDENTIFIER})",
+    re.IGNORECASE,
 )
 
 
@@ -112,18 +131,70 @@ def _create_concurrently(operations: Operations, operation: CreateIndexConcurren
             operations.impl.create_index(index, if_not_exists=True)
             return
 
-        def build() -> None:
-            _drop_if_invalid(operations, index.name, operation.schema)
-            try:
-                operations.impl.create_index(index, if_not_exists=True)
-            except Exception:
-                # a failed concurrent build leaves an INVALID index that a retry would keep; the
-                # drop may be blocked by what blocked the build: the next attempt drops it first
-                with contextlib.suppress(DatabaseError):
-                    _drop_if_invalid(operations, index.name, operation.schema)
-                raise
+        def create() -> None:
+            operations.impl.create_index(index, if_not_exists=True)
 
-        _retry_lock_timeouts(operations, build)
+        _build(operations, index.name, operation.schema, create)
+
+
+def is_concurrent(statement: str) -> bool:
+    """Whether a SQL statement is one PostgreSQL runs only outside a transaction block.
+
+    Args:
+        statement: One SQL statement.
+
+    Returns:
+        True for ``CREATE [UNIQUE] INDEX``, ``DROP INDEX`` and ``REINDEX`` ... ``CONCURRENTLY``.
+    """
+    return _CONCURRENT.match(statement) is not None
+
+
+def execute_concurrently(operations: Operations, statement: str) -> None:
+    """Run a ``.sql`` revision's CONCURRENTLY statement as ``op.create_index_concurrently`` runs
+    its own: in an autocommit block on PostgreSQL, after dropping an INVALID index of the same
+    name that an earlier failed build left, with lock timeouts retried (as it is elsewhere).
+
+    Args:
+        operations: Alembic's ``op`` of the running revision.
+        statement: The statement (see `is_concurrent`).
+    """
+    context = operations.get_context()
+    if context.dialect.name != "postgresql":
+        operations.execute(statement)
+        return
+    created = _CREATED_INDEX.match(statement)
+    with context.autocommit_block():
+        if context.as_sql:
+            operations.execute(statement)
+        elif created is None:
+            _retry_lock_timeouts(operations, lambda: operations.execute(statement))
+        else:
+            schema = created["schema"]
+            name, schema = _unquote(created["name"]), schema and _unquote(schema)
+            _build(operations, name, schema, lambda: operations.execute(statement))
+
+
+def _unquote(identifier: str) -> str:
+    if identifier.startswith('"'):
+        return identifier[1:-1].replace('""', '"')
+    return identifier.lower()  # as PostgreSQL folds it
+
+
+def _build(
+    operations: Operations, name: str | None, schema: str | None, create: Callable[[], object]
+) -> None:
+    def build() -> None:
+        _drop_if_invalid(operations, name, schema)
+        try:
+            create()
+        except Exception:
+            # a failed concurrent build leaves an INVALID index that a retry would keep; the
+            # drop may be blocked by what blocked the build: the next attempt drops it first
+            with contextlib.suppress(DatabaseError):
+                _drop_if_invalid(operations, name, schema)
+            raise
+
+    _retry_lock_timeouts(operations, build)
 
 
 @Operations.implementation_for(DropIndexConcurrentlyOp)

@@ -7,8 +7,12 @@ DalkitError
     ├── SchemaDriftError        the models and the database differ; .differences
     ├── BackupError             a backup could not be taken or restored
     ├── MigrationLockError      another run held the migration lock past lock_wait_s
-    └── MigrationFailedError    a revision failed part-way; .revision, .restored, .backup
+    └── MigrationFailedError    a revision failed part-way; .revision, .restored, .backup,
+                                .committed
 ```
+
+Each has ``.bad_input``: True when the caller's input (a revision, a range, a backup file)
+names nothing usable.
 """
 
 from __future__ import annotations
@@ -30,7 +34,21 @@ __all__ = [
 
 
 class MigrationError(DalkitError):
-    """Raised when a migration command cannot do what was asked (bad target, no directory...)."""
+    """Raised when a migration command cannot do what was asked (bad target, no directory...).
+
+    Args:
+        *args: The message.
+        bad_input: Whether the caller's own input is at fault (a revision, range or backup
+            file that names nothing usable), rather than the database or the revisions; the
+            command line exits 2 for it, as for any bad input.
+
+    Attributes:
+        bad_input: As given.
+    """
+
+    def __init__(self, *args: object, bad_input: bool = False) -> None:
+        super().__init__(*args)
+        self.bad_input = bad_input
 
 
 class UnsafeMigrationError(MigrationError):
@@ -80,12 +98,22 @@ class MigrationFailedError(MigrationError):
         revision: The revision that failed, if known.
         restored: Whether the backup was restored.
         backup: The backup file, if one was taken.
+        committed: The statements of the failed revision that had been committed before it
+            failed (by an autocommit block, such as a concurrent index's) and were not
+            restored: they stay applied while the revision is not recorded.
     """
 
     def __init__(
-        self, message: str, *, revision: str | None, restored: bool, backup: Path | None
+        self,
+        message: str,
+        *,
+        revision: str | None,
+        restored: bool,
+        backup: Path | None,
+        committed: Sequence[str] = (),
     ) -> None:
         self.revision = revision
         self.restored = restored
         self.backup = backup
+        self.committed = list(committed)
         super().__init__(message)

@@ -79,7 +79,8 @@ RULES: dict[str, Rule] = {
             "constraint-missing-not-valid",
             "adding a FOREIGN KEY or CHECK constraint scans the table under a blocking lock",
             "add it with postgresql_not_valid=True (NOT VALID), then VALIDATE CONSTRAINT in a "
-            "later revision",
+            "later revision; one added with its column cannot be NOT VALID: add the column "
+            "first, then the constraint",
         ),
         Rule(
             "disallowed-unique-constraint",
@@ -192,6 +193,12 @@ def _added_column(column: sa.Column[Any], new_table: bool) -> Iterator[str]:
         yield "adding-not-nullable-field"
     if default is not None and _VOLATILE.search(_default_text(default)):
         yield "adding-volatile-default"
+    # ADD COLUMN ... REFERENCES/CHECK is validated at once (a column constraint cannot be NOT
+    # VALID), and a foreign key takes SHARE ROW EXCLUSIVE on the referenced table, blocking
+    # its writers for as long as the ALTER waits for its own ACCESS EXCLUSIVE lock and runs
+    checks = [c for c in column.constraints if isinstance(c, sa.CheckConstraint)]
+    if column.foreign_keys or checks:
+        yield "constraint-missing-not-valid"
 
 
 def _altered_column(operation: ops.AlterColumnOp, state: RevisionState) -> Iterator[str]:
@@ -251,7 +258,9 @@ _SQL_RULES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
         ("prefer-timestamptz", r"\bTIMESTAMP\b(?!\s*(\(\d\)\s*)?WITH\s+TIME\s+ZONE)(?!TZ)"),
         (
             "missing-lock-timeout",
-            r"\bSET\s+(LOCAL\s+|SESSION\s+)?LOCK_TIMEOUT\s*(=|TO)\s*('?0'?|DEFAULT)\s*(;|$)"
+            r"\bSET\s+(LOCAL\s+|SESSION\s+)?LOCK_TIMEOUT\s*(=|TO)\s*"
+            # zero in any unit ('0', 0, '0s', '0ms', '0.0min'...) turns the timeout off
+            r"('\s*0+(\.0*)?\s*(us|ms|s|min|h|d)?\s*'|0+(\.0*)?|DEFAULT)\s*(;|$)"
             r"|\bRESET\s+(LOCK_TIMEOUT|ALL)\b",
         ),
     )
@@ -263,7 +272,10 @@ _CREATE_INDEX = re.compile(
 _ALTER_TABLE = re.compile(r"\bALTER\s+TABLE\s+(IF\s+EXISTS\s+)?(ONLY\s+)?" + _NAME, re.IGNORECASE)
 _NOT_NULL_ADD = re.compile(r"\bADD\s+(COLUMN\s+)?[^;]*\bNOT\s+NULL\b", re.IGNORECASE)
 _CONSTRAINT_ADD = re.compile(
-    r"\bADD\s+(CONSTRAINT\s+\S+\s+)?(FOREIGN\s+KEY|CHECK)\b", re.IGNORECASE
+    r"\bADD\s+(CONSTRAINT\s+\S+\s+)?(FOREIGN\s+KEY|CHECK)\b"
+    # a column added with its constraint (which cannot be NOT VALID)
+    r"|\bADD\s+(COLUMN\s+)?[^;]*\b(REFERENCES|CHECK)\b",
+    re.IGNORECASE,
 )
 
 

@@ -17,6 +17,7 @@ from alembic.operations import ops
 from alembic.runtime.environment import EnvironmentContext
 from alembic.runtime.migration import MigrationContext, RevisionStep
 from alembic.script import Script
+from alembic.script.revision import RevisionError
 from alembic.util import CommandError
 from sqlalchemy.engine import Connection
 
@@ -25,12 +26,13 @@ from dalkit.migrations.concurrent import LOCK_NOT_AVAILABLE, use_concurrent_inde
 from dalkit.migrations.enums import enum_differences
 from dalkit.migrations.errors import MigrationError
 from dalkit.migrations.locks import migration_lock, session_timeouts
+from dalkit.migrations.partial import CommittedWork, track_committed_work
 from dalkit.migrations.scripts import DalkitScriptDirectory
 from dalkit.migrations.settings import MigrationSettings
 
 T = TypeVar("T")
 
-__all__ = ["Runner", "StepCallback", "script_of"]
+__all__ = ["Runner", "StepCallback", "alembic_errors", "script_of"]
 
 log = logging.getLogger("dalkit.migrations")
 
@@ -57,6 +59,8 @@ class Runner:
         self.settings = settings
         #: the revision that raised during the last migrate(), if one did
         self.failed_revision: str | None = None
+        #: what that revision had committed (by an autocommit block) before it raised
+        self.committed: list[str] = []
 
     def context_options(self) -> dict[str, Any]:
         """The options every MigrationContext of ours is configured with."""
@@ -85,7 +89,10 @@ class Runner:
 
     def plan(self, target: str, heads: Sequence[str], *, down: bool) -> list[RevisionStep]:
         """The steps from ``heads`` to ``target``, in the order they run."""
-        with _alembic_errors():
+        # the heads come from the database: one this directory lacks is not the caller's fault
+        with alembic_errors(prefix=f"the database is at {', '.join(heads)}: "):
+            self.script.get_revisions(tuple(heads))
+        with alembic_errors(bad_input=True):
             if down:
                 return list(self.script._downgrade_revs(target, tuple(heads)))  # type: ignore[arg-type]
             return list(self.script._upgrade_revs(target, tuple(heads)))  # type: ignore[arg-type]
@@ -111,17 +118,22 @@ class Runner:
             before([script_of(step) for step in steps])
             pending: list[RevisionStep] = []
             done: list[str] = []
+            work = CommittedWork(self.settings.version_table)
             try:
-                with self._environment(connection, lambda _h, _c: list(pending)) as env:
+                with (
+                    self._environment(connection, lambda _h, _c: list(pending)) as env,
+                    track_committed_work(connection, work),
+                ):
                     _track_heads(env, self.current(connection))
                     for step in steps:
                         pending[:] = [step]
                         self.failed_revision = script_of(step).revision
-                        self._run_with_retries(connection, env, script_of(step))
+                        self._run_with_retries(connection, env, script_of(step), work)
                         self.failed_revision = None
                         done.append(script_of(step).revision)
                         after_step(script_of(step))
             except Exception as exc:
+                self.committed = list(work.committed) if self.failed_revision else []
                 if on_failure is None:
                     raise
                 if connection.in_transaction():
@@ -132,11 +144,22 @@ class Runner:
             return done
 
     def _run_with_retries(
-        self, connection: Connection, env: EnvironmentContext, script: Script
+        self, connection: Connection, env: EnvironmentContext, script: Script, work: CommittedWork
     ) -> None:
         def run() -> None:
-            with _alembic_errors():
-                env.run_migrations()
+            work.reset()
+            try:
+                with alembic_errors():
+                    env.run_migrations()
+            except DatabaseError as exc:
+                # a retry runs the whole revision again: not once an autocommit block committed
+                # part of it, which would then be repeated ("column ... already exists")
+                if _retryable(exc) and work.unrepeatable:
+                    raise MigrationError(
+                        f"{_reason(exc)} ({exc}); not retried: a retry would repeat what the "
+                        "revision had committed"
+                    ) from exc
+                raise
 
         self._retrying(connection, f"revision {script.revision}", run)
 
@@ -157,7 +180,7 @@ class Runner:
                 log.warning(
                     "%s: %s; retry %d of %d in %.2f s",
                     what,
-                    "lock timeout" if exc.sqlstate == LOCK_NOT_AVAILABLE else "database busy",
+                    _reason(exc),
                     attempt,
                     self.settings.lock_retries,
                     delay,
@@ -189,7 +212,7 @@ class Runner:
                 destination_rev=target,
                 **self.context_options(),
             )
-            with env.begin_transaction(), _alembic_errors():
+            with env.begin_transaction(), alembic_errors():
                 env.run_migrations()
         return buffer.getvalue()
 
@@ -221,7 +244,7 @@ class Runner:
         revision_context = RevisionContext(
             self.config, self.script, arguments, process_revision_directives=directives
         )
-        with _alembic_errors():
+        with alembic_errors():
             if autogenerate:
                 if connection is None:
                     raise MigrationError("autogenerate needs a database connection")
@@ -272,9 +295,25 @@ def _retryable(exc: DatabaseError) -> bool:
     return exc.sqlstate == LOCK_NOT_AVAILABLE or isinstance(exc, DatabaseBusyError)
 
 
+def _reason(exc: DatabaseError) -> str:
+    return "lock timeout" if exc.sqlstate == LOCK_NOT_AVAILABLE else "database busy"
+
+
 @contextmanager
-def _alembic_errors() -> Iterator[None]:
+def alembic_errors(*, bad_input: bool = False, prefix: str = "") -> Iterator[None]:
+    """Alembic's errors (an unknown revision, several heads...) as MigrationError.
+
+    Args:
+        bad_input: Whether they are the caller's (a revision or range that was asked for).
+        prefix: Put before Alembic's message.
+
+    Yields:
+        Nothing; the block runs inside.
+
+    Raises:
+        MigrationError: For CommandError and RevisionError.
+    """
     try:
         yield
-    except CommandError as exc:
-        raise MigrationError(str(exc)) from exc
+    except (CommandError, RevisionError) as exc:
+        raise MigrationError(f"{prefix}{exc}", bad_input=bad_input) from exc

@@ -75,10 +75,36 @@ _SQL_FILE = re.compile(r"^[^._].*\.sql$")
 
 
 class DalkitScriptDirectory(ScriptDirectory):
-    """A ScriptDirectory whose history holds ``.sql`` revisions next to Python ones."""
+    """A ScriptDirectory whose history holds ``.sql`` revisions next to Python ones, and whose
+    broken revision files are a MigrationError naming the file."""
 
     def _load_revisions(self) -> Iterator[Script]:
-        yield from super()._load_revisions()
+        scripts = [*self._python_revisions(), *self._sql_revisions()]
+        _check_links(scripts)
+        yield from scripts
+
+    def _python_revisions(self) -> Iterator[Script]:
+        # Alembic's own loop, one file at a time: its errors (SyntaxError, ImportError, anything
+        # a module raises on import) do not say which file, and would reach users as tracebacks
+        seen: set[Path] = set()
+        for location in self._version_locations:
+            if not location.exists():
+                continue
+            for file_path in Script._list_py_dir(self, location):
+                path = Path(file_path).resolve()
+                if path in seen:  # a location listed twice
+                    continue
+                seen.add(path)
+                try:
+                    script = Script._from_path(self, path)
+                except Exception as exc:
+                    raise MigrationError(
+                        f"{path}: this revision cannot be loaded: {type(exc).__name__}: {exc}"
+                    ) from exc
+                if script is not None:
+                    yield script
+
+    def _sql_revisions(self) -> Iterator[Script]:
         for location in self._version_locations:
             if not location.exists():
                 continue
@@ -86,6 +112,28 @@ class DalkitScriptDirectory(ScriptDirectory):
                 if _SQL_FILE.match(path.name):
                     module = load_sql_module(path)
                     yield Script(module, module.revision, path)
+
+
+def _check_links(scripts: list[Script]) -> None:
+    """A MigrationError naming the file for a revision id used twice or a down_revision that
+    names no revision (Alembic warns, then fails with a bare KeyError)."""
+    files: dict[str, str] = {}
+    for script in scripts:
+        if script.revision in files:
+            raise MigrationError(
+                f"{script.path}: revision {script.revision!r} is also the revision of "
+                f"{files[script.revision]}: give one of them a new id"
+            )
+        files[script.revision] = script.path
+    for script in scripts:
+        down_revision = script.down_revision
+        downs = (down_revision,) if isinstance(down_revision, str) else down_revision or ()
+        for down in downs:
+            if down not in files:
+                raise MigrationError(
+                    f"{script.path}: down_revision {down!r} names no revision in "
+                    f"{Path(script.path).parent}"
+                )
 
 
 def make_config(directory: Path, version_table: str = "alembic_version") -> Config:

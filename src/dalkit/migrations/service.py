@@ -22,8 +22,9 @@ from dalkit.migrations.errors import (
 )
 from dalkit.migrations.lint import Finding, blocking, lint_scripts
 from dalkit.migrations.locks import migration_lock
+from dalkit.migrations.partial import unrepeatable
 from dalkit.migrations.results import NewRevision, RevisionInfo, UpgradeResult
-from dalkit.migrations.runner import Runner
+from dalkit.migrations.runner import Runner, alembic_errors
 from dalkit.migrations.runner import script_of as _script
 from dalkit.migrations.scripts import make_config, open_directory
 from dalkit.migrations.settings import MigrationSettings
@@ -103,25 +104,29 @@ class MigrationService:
                 on_step(RevisionInfo.of(script), run.done, run.total)
 
         def on_failure(failed_connection: Connection, exc: Exception) -> None:
-            revision = runner.failed_revision
+            revision, committed = runner.failed_revision, runner.committed
             what = f"revision {revision} failed: {type(exc).__name__}: {exc}"
+            # what the failed revision itself left (None: it failed outside one, in on_step...)
+            left = f"; {_left_behind(committed)}" if revision else ""
             if not backup_path:
                 raise MigrationFailedError(
-                    f"{what}; no backup was taken, so revisions applied before it in this run "
-                    "stay applied",
+                    f"{what}{left}; no backup was taken, so revisions applied before it in this "
+                    "run stay applied",
                     revision=revision,
                     restored=False,
                     backup=None,
+                    committed=committed,
                 ) from exc
             try:
                 restore_backup(failed_connection, backup_path[0])
             except Exception as restore_exc:
                 raise MigrationFailedError(
-                    f"{what}; restoring {backup_path[0]} failed too: "
+                    f"{what}{left}; restoring {backup_path[0]} failed too: "
                     f"{type(restore_exc).__name__}: {restore_exc}",
                     revision=revision,
                     restored=False,
                     backup=backup_path[0],
+                    committed=committed,
                 ) from exc
             raise MigrationFailedError(
                 f"{what}; the database was restored from {backup_path[0]} "
@@ -190,6 +195,41 @@ class MigrationService:
         if revision_range is None:
             return list(reversed(list(script.walk_revisions())))
         start, _, end = revision_range.partition(":")
-        return list(
-            reversed(list(script.walk_revisions(base=start or "base", head=end or "heads")))
+        with alembic_errors(bad_input=True):
+            walked = list(script.walk_revisions(base=start or "base", head=end or "heads"))
+        return list(reversed(walked))
+
+    def sql(self, revision_range: str, dialect: str) -> str:
+        """The offline SQL of ``"start:end"``; a start after its end gives the downgrade's."""
+        start, _, end = revision_range.partition(":")
+        runner = self.runner()
+        order = [script.revision for script in self.scripts_in(None)]
+
+        def resolve(name: str) -> str | None:
+            if name in ("", "base"):
+                return None
+            found = runner.script.get_revision("head" if name == "heads" else name)
+            return None if found is None else found.revision
+
+        with alembic_errors(bad_input=True):
+            first, last = resolve(start), resolve(end or "head")
+        if first is not None and (last is None or order.index(last) < order.index(first)):
+            return runner.offline_sql(dialect, first, last or "base", down=True)
+        return runner.offline_sql(dialect, first, last or "base", down=False)
+
+
+def _left_behind(committed: Sequence[str]) -> str:
+    """What the failed revision left applied, and what to do about it."""
+    if not committed:
+        return "it was rolled back"
+    statements = "".join(f"\n    {statement}" for statement in committed)
+    if not unrepeatable(committed):
+        return (
+            f"these concurrent index statements stay applied (a new run repeats them):{statements}"
         )
+    return (
+        "these statements of it had been committed by an autocommit block (such as a "
+        "concurrent index's) before it failed, and stay applied while the revision is not "
+        f"recorded:{statements}\nrunning it again would repeat them: undo them by hand (or "
+        "restore a backup) first; a concurrent index in a revision of its own avoids this"
+    )

@@ -17,6 +17,7 @@ import types
 from collections.abc import Callable
 from pathlib import Path
 
+from dalkit.migrations.concurrent import execute_concurrently, is_concurrent
 from dalkit.migrations.errors import MigrationError
 
 __all__ = ["SqlRevision", "load_sql_module", "parse_sql_revision", "split_statements"]
@@ -111,11 +112,16 @@ def load_sql_module(path: Path) -> types.ModuleType:
 def _runner(sql: str | None, path: Path, direction: str) -> Callable[[], None]:
     def run() -> None:
         from alembic import op
+        from alembic.operations import Operations
 
         if sql is None:
             raise MigrationError(f"{path.name} has no '-- down' section: it cannot be downgraded")
         for statement in split_statements(sql):
-            op.execute(statement)
+            if is_concurrent(statement):
+                # outside the transaction, as op.create_index_concurrently runs its build
+                execute_concurrently(Operations(op.get_context()), statement)
+            else:
+                op.execute(statement)
 
     return run
 
@@ -136,7 +142,12 @@ def split_statements(sql: str) -> list[str]:
             end = n if close < 0 else close + 2
         elif char in ("'", '"'):
             end = i + 1
+            # E'...' (PostgreSQL's escape strings): a backslash escapes the next character
+            escapes = char == "'" and _starts_escape_string(sql, i)
             while end < n:
+                if escapes and sql[end] == "\\":
+                    end += 2
+                    continue
                 if sql[end] == char:
                     if end + 1 < n and sql[end + 1] == char:  # doubled quote
                         end += 2
@@ -156,6 +167,14 @@ def split_statements(sql: str) -> list[str]:
         i = end
     statements.append("".join(current))
     return [s.strip() for s in statements if _has_code(s)]
+
+
+def _starts_escape_string(sql: str, quote: int) -> bool:
+    """Whether the ``'`` at ``quote`` opens an E'...' string: an E right before it that is not
+    the end of a longer word (``type'...'`` casts, names)."""
+    if quote == 0 or sql[quote - 1] not in "eE":
+        return False
+    return quote == 1 or not (sql[quote - 2].isalnum() or sql[quote - 2] in "_$")
 
 
 def _has_code(statement: str) -> bool:

@@ -1,0 +1,110 @@
+"""Plain ``.sql`` revisions on PostgreSQL: the docs' CREATE/DROP INDEX CONCURRENTLY example runs
+outside the transaction as op.create_index_concurrently does (an INVALID leftover dropped
+first), and statement splitting keeps E'...' strings with backslash escapes whole."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import psycopg
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+from dalkit import Database
+from dalkit.migrations import Migrations
+from dalkit.migrations.sql_files import split_statements
+
+ORDERS = """-- revision: 3f2a9d8e1c44
+-- down_revision: none
+-- message: orders
+CREATE TABLE orders (id bigint PRIMARY KEY, customer_id bigint);
+INSERT INTO orders VALUES (1, 10), (2, 20);
+-- down
+DROP TABLE orders;
+"""
+# docs/migrations.md, word for word
+BY_CUSTOMER = """-- revision: 9c1f3e2a7b10
+-- down_revision: 3f2a9d8e1c44
+-- message: orders by customer
+CREATE INDEX CONCURRENTLY ix_orders_customer ON orders (customer_id);
+-- down
+DROP INDEX CONCURRENTLY ix_orders_customer;
+"""
+INDEXES = sa.text(
+    "SELECT c.relname, i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+    "WHERE c.relname = 'ix_orders_customer'"
+)
+
+
+@pytest.fixture
+def pg_db(postgres_database_url: str) -> Database:
+    return Database(make_url(postgres_database_url).set(drivername="postgresql+psycopg"))
+
+
+def _write(directory: Path, *files: tuple[str, str]) -> None:
+    (directory / "versions").mkdir(parents=True)
+    for name, text in files:
+        (directory / "versions" / name).write_text(text)
+
+
+def _indexes(db: Database) -> list[tuple[str, bool]]:
+    with db.engine.connect() as connection:
+        return [(row[0], row[1]) for row in connection.execute(INDEXES)]
+
+
+def test_the_docs_concurrent_index_example_runs_on_postgresql(
+    pg_db: Database, directory: Path
+) -> None:
+    _write(directory, ("3f2a_orders.sql", ORDERS), ("9c1f_by_customer.sql", BY_CUSTOMER))
+    migrations = Migrations(pg_db, directory)
+    assert migrations.lint() == []
+    assert migrations.upgrade().applied == ["3f2a9d8e1c44", "9c1f3e2a7b10"]
+    assert _indexes(pg_db) == [("ix_orders_customer", True)]
+    assert migrations.downgrade("-1").applied == ["9c1f3e2a7b10"]
+    assert _indexes(pg_db) == []
+    # the offline script a DBA would run leaves the transaction for the build, too
+    script = migrations.sql("3f2a9d8e1c44:9c1f3e2a7b10")
+    assert "COMMIT;\n\nCREATE INDEX CONCURRENTLY ix_orders_customer" in script
+    pg_db.dispose()
+
+
+def test_an_invalid_leftover_of_a_failed_build_is_dropped_first(
+    pg_db: Database, directory: Path, postgres_database_url: str
+) -> None:
+    unique = BY_CUSTOMER.replace("CREATE INDEX", "CREATE UNIQUE INDEX")
+    _write(directory, ("3f2a_orders.sql", ORDERS), ("9c1f_by_customer.sql", unique))
+    migrations = Migrations(pg_db, directory)
+    migrations.upgrade("3f2a9d8e1c44")
+    with psycopg.connect(postgres_database_url, autocommit=True) as connection:
+        connection.execute("INSERT INTO orders VALUES (3, 10)")
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            connection.execute(
+                "CREATE UNIQUE INDEX CONCURRENTLY ix_orders_customer ON orders (customer_id)"
+            )
+        connection.execute("DELETE FROM orders WHERE id = 3")
+    assert _indexes(pg_db) == [("ix_orders_customer", False)]
+    assert migrations.upgrade().applied == ["9c1f3e2a7b10"]
+    assert _indexes(pg_db) == [("ix_orders_customer", True)]
+    pg_db.dispose()
+
+
+def test_escape_strings_keep_their_quotes_and_semicolons(pg_db: Database, directory: Path) -> None:
+    notes = (
+        "-- revision: e1\n-- down_revision: none\n-- message: notes\n"
+        "CREATE TABLE notes (id bigint PRIMARY KEY, t text);\n"
+        "INSERT INTO notes VALUES (1, E'it\\'s; fine'), (2, e'a\\\\'), (3, 'b\\');\n"
+        "-- down\nDROP TABLE notes;\n"
+    )
+    assert len(split_statements(notes.partition("\n-- down\n")[0])) == 2
+    _write(directory, ("e1_notes.sql", notes))
+    Migrations(pg_db, directory).upgrade()
+    with pg_db.engine.connect() as connection:
+        rows = connection.execute(sa.text("SELECT id, t FROM notes ORDER BY id")).all()
+    assert [tuple(row) for row in rows] == [(1, "it's; fine"), (2, "a\\"), (3, "b\\")]
+    pg_db.dispose()
+
+
+def test_only_an_e_prefix_makes_backslashes_escapes() -> None:
+    sql = "SELECT 'a\\'; SELECT type'x\\'; SELECT E'y\\';z'"
+    assert split_statements(sql) == ["SELECT 'a\\'", "SELECT type'x\\'", "SELECT E'y\\';z'"]
