@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Generator, Iterable
 from contextlib import closing
 from typing import Any, ClassVar, TypeVar
 
+from dalkit.outbox.uncollected import hold
 from dalkit.outbox.uncollected import install as install_uncollected_check
 
 __all__ = [
@@ -84,6 +85,11 @@ def record(
     return RecordedEvent(next(_sequence), event, source, aggregate)
 
 
+def sequence_now() -> int:
+    """A sequence number below that of every event recorded from now on."""
+    return next(_sequence)
+
+
 class HasEvents:
     """Mix into an entity so that it can record domain events; the unit of work that holds the
     entity collects them at commit and dispatches them (or writes them to the outbox) after it.
@@ -106,15 +112,22 @@ class HasEvents:
         """
         pending = self.__dict__.setdefault("_dalkit_events", [])
         pending.append(record(event, source=self))
+        hold(self)  # its session keeps it (and its events) until a unit of work takes them
 
     @property
     def pending_events(self) -> tuple[DomainEvent, ...]:
         """Events recorded and not yet collected by a unit of work."""
         return tuple(r.event for r in self.__dict__.get("_dalkit_events", ()))
 
-    def _take_events(self) -> list[RecordedEvent]:
-        taken: list[RecordedEvent] = self.__dict__.pop("_dalkit_events", [])
-        return taken
+    def _take_events(self, since: int = -1) -> list[RecordedEvent]:
+        """The events recorded after sequence number ``since`` (all by default), taken."""
+        pending: list[RecordedEvent] = self.__dict__.pop("_dalkit_events", [])
+        if since < 0:
+            return pending
+        kept = [r for r in pending if r.sequence <= since]  # an enclosing unit of work's
+        if kept:
+            self.__dict__["_dalkit_events"] = kept
+        return [r for r in pending if r.sequence > since]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING
 import sqlalchemy as sa
 
 from dalkit.engine.statement_hooks import WRITES_OPTION
-from dalkit.errors import DatabaseError, PoolTimeoutError
+from dalkit.errors import CommitOutcomeUnknownError, DatabaseError, PoolTimeoutError
 from dalkit.outbox.messages import (
     OutboxStatus,
     RelayBackoff,
@@ -211,7 +211,9 @@ class OutboxRelay:
                 if time.monotonic() - last_prune >= self.prune_interval:
                     self.prune()
                     last_prune = time.monotonic()
-            except (DatabaseError, PoolTimeoutError) as error:
+            # a commit whose outcome is unknown left its messages pending or sent: the next
+            # round reads which, and publishes again what is pending (at least once)
+            except (DatabaseError, PoolTimeoutError, CommitOutcomeUnknownError) as error:
                 log.warning("outbox relay round failed, retrying: %s", error)
                 result = RelayRound()
             if result.idle and not self._stopping:

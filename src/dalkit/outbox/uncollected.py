@@ -1,4 +1,5 @@
-"""A commit that would lose domain events refuses: only a unit of work dispatches the events
+"""Which entities of a session hold domain events (`holders`), and a commit that would lose
+them refuses: only a unit of work dispatches the events
 its entities record, or writes them to the outbox, and it takes them from its session before it
 commits. A session committed any other way (``db.transaction()``, ``db.session()`` and
 ``commit()``, a bare Session) with an entity still holding events raises
@@ -10,16 +11,54 @@ silently. Installed with the first `HasEvents` model, as a ``before_commit`` lis
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
 from sqlalchemy import event
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
 from dalkit.errors import UnitOfWorkError
 from dalkit.transaction.deferred import checks_commit
 
-__all__ = ["UncollectedEventsError", "install"]
+__all__ = ["UncollectedEventsError", "hold", "holders", "install"]
 
 # where HasEvents keeps an entity's recorded events (outbox.events)
 _EVENTS = "_dalkit_events"
+# session.info: the entities of the session holding events, by id. The identity map holds a
+# clean entity weakly, and one deleted and flushed not at all: either could take its events
+# with it (garbage collected, or out of every collection a unit of work looks in)
+_HOLDERS = "dalkit.event_holders"
+
+
+def hold(entity: Any, session: Session | None = None) -> None:
+    """Keep ``entity``, which recorded an event, in its session until its events are taken.
+
+    Args:
+        entity: A `HasEvents` entity.
+        session: Its session, when known (else looked up; none for a transient entity, which
+            `after_attach` holds when it is added).
+    """
+    session = session if session is not None else object_session(entity)
+    if session is not None:
+        session.info.setdefault(_HOLDERS, {})[id(entity)] = entity
+
+
+def holders(session: Session) -> Iterator[Any]:
+    """Every entity of ``session`` that may hold events, once each: new, loaded, deleted, and
+    those held since they recorded one."""
+    seen: set[int] = set()
+    held: dict[int, Any] = session.info.get(_HOLDERS, {})
+    for entity in (*session.new, *session.identity_map.values(), *session.deleted, *held.values()):
+        if id(entity) not in seen:
+            seen.add(id(entity))
+            yield entity
+    for key in [k for k, entity in held.items() if not entity.__dict__.get(_EVENTS)]:
+        del held[key]  # their events were taken
+
+
+def _hold_attached(session: Session, entity: Any) -> None:
+    if entity.__dict__.get(_EVENTS):  # recorded while transient
+        hold(entity, session)
 
 
 class UncollectedEventsError(UnitOfWorkError):
@@ -29,15 +68,11 @@ class UncollectedEventsError(UnitOfWorkError):
 
 @checks_commit
 def _refuse_uncollected(session: Session) -> None:
-    holders = [
-        entity
-        for entity in (*session.new, *session.identity_map.values())
-        if entity.__dict__.get(_EVENTS)
-    ]
-    if not holders:
+    holding = [entity for entity in holders(session) if entity.__dict__.get(_EVENTS)]
+    if not holding:
         return
-    count = sum(len(entity.__dict__[_EVENTS]) for entity in holders)
-    kinds = ", ".join(sorted({type(entity).__name__ for entity in holders}))
+    count = sum(len(entity.__dict__[_EVENTS]) for entity in holding)
+    kinds = ", ".join(sorted({type(entity).__name__ for entity in holding}))
     raise UncollectedEventsError(
         f"{count} domain event(s) recorded by {kinds} would be lost: only a unit of work "
         "dispatches events or stores them in the outbox, and this commit is not one; make the "
@@ -49,3 +84,4 @@ def install() -> None:
     """Check every Session's commit for uncollected events; idempotent."""
     if not event.contains(Session, "before_commit", _refuse_uncollected):
         event.listen(Session, "before_commit", _refuse_uncollected)
+        event.listen(Session, "after_attach", _hold_attached)

@@ -19,9 +19,16 @@ import sqlalchemy as sa
 
 from dalkit.audit import entity_key
 from dalkit.errors import ConfigurationError, UnitOfWorkError
-from dalkit.outbox.events import DomainEvent, EventBus, HasEvents, RecordedEvent, record
+from dalkit.outbox.events import (
+    DomainEvent,
+    EventBus,
+    HasEvents,
+    RecordedEvent,
+    record,
+)
 from dalkit.outbox.messages import EventTypeRegistry, outbox_rows, registry
 from dalkit.outbox.relay_async import BEGIN_NOW, WRITER_LOCK_NAMESPACE
+from dalkit.outbox.uncollected import holders
 from dalkit.repository.base import RepositoryBase
 
 # both flavours, for the generated unit.py to name its own plain repository from here; the
@@ -186,6 +193,7 @@ class UnitOfWorkBase:
         self._database_hooks = settings.hooks
         self.state = "new"
         self._published: list[RecordedEvent] = []
+        self._since = -1  # the event sequence number it began at, inside a surrounding one
         self._repositories: dict[type[Any], Any] = {}
 
     # -- repositories --------------------------------------------------------------------------
@@ -239,23 +247,24 @@ class UnitOfWorkBase:
         else:
             self._published.append(record(event, source=aggregate))
 
-    def _take_events(self) -> list[RecordedEvent]:
-        """Every event recorded so far, by entities of the session or published, in the order
-        they were recorded; nothing is left behind to be recorded twice."""
+    def _take_events(self, since: int = -1) -> list[RecordedEvent]:
+        """Every event recorded so far (after sequence number ``since``), by entities of the
+        session or published, in the order they were recorded; nothing is left behind to be
+        recorded twice."""
         session = self._sync_session()
         found = list(self._published)
         self._published.clear()
-        seen: set[int] = set()
-        for entity in (*session.new, *session.identity_map.values(), *session.deleted):
-            if isinstance(entity, HasEvents) and id(entity) not in seen:
-                seen.add(id(entity))
-                found.extend(entity._take_events())
+        for entity in holders(session):
+            if isinstance(entity, HasEvents):
+                found.extend(entity._take_events(since))
         found.sort(key=lambda recorded: recorded.sequence)
         return found
 
     def _discard_events(self) -> None:
         if self.state == "open":
-            dropped = self._take_events()
+            # in a surrounding transaction's session, only what was recorded since this unit
+            # began goes with its savepoint: the rest is the surrounding unit's to commit
+            dropped = self._take_events(self._since)
             if dropped:
                 log.debug("unit of work rolled back: %d event(s) dropped", len(dropped))
 

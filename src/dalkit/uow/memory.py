@@ -112,7 +112,7 @@ class _InMemoryUnitOfWorkBase(UnitOfWorkBase):
         self.state = "open"
         self._bind_repositories()
 
-    def _take_events(self) -> list[RecordedEvent]:
+    def _take_events(self, since: int = -1) -> list[RecordedEvent]:
         found = list(self._published)
         self._published.clear()
         seen: set[int] = set()
@@ -120,7 +120,7 @@ class _InMemoryUnitOfWorkBase(UnitOfWorkBase):
             for entity in (*fake.entities(), *(e for e, _ in values)):
                 if isinstance(entity, HasEvents) and id(entity) not in seen:
                     seen.add(id(entity))
-                    found.extend(entity._take_events())
+                    found.extend(entity._take_events(since))
         found.sort(key=lambda recorded: recorded.sequence)
         return found
 

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from dalkit import audit
 from dalkit.errors import UnitOfWorkError
-from dalkit.outbox.events import DomainEvent, EventBus, deliver
+from dalkit.outbox.events import DomainEvent, EventBus, deliver, sequence_now
 from dalkit.tables import outbox as outbox_table
 from dalkit.transaction.scope import current_scope, on_commit, on_rollback, settle
 from dalkit.uow import base
@@ -103,6 +103,8 @@ class UnitOfWork(UnitOfWorkBase):
         self.session = transaction.__enter__()
         self._transaction = transaction
         self.joined = outer is not None and current_scope() is outer
+        if outer is not None:
+            self._since = sequence_now()
         self.state = "open"
         if self.actor is not None or self.request_id is not None:
             self._actor_scope.enter_context(audit.actor(self.actor, self.request_id))

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from dalkit import audit
 from dalkit.errors import UnitOfWorkError
-from dalkit.outbox.events import DomainEvent, EventBus, deliver_async
+from dalkit.outbox.events import DomainEvent, EventBus, deliver_async, sequence_now
 from dalkit.tables import outbox as outbox_table
 from dalkit.transaction.scope import current_scope, on_commit, on_rollback, settle_async
 from dalkit.uow import base
@@ -101,6 +101,8 @@ class AsyncUnitOfWork(UnitOfWorkBase):
         self.session = await transaction.__aenter__()
         self._transaction = transaction
         self.joined = outer is not None and current_scope() is outer
+        if outer is not None:
+            self._since = sequence_now()
         self.state = "open"
         if self.actor is not None or self.request_id is not None:
             self._actor_scope.enter_context(audit.actor(self.actor, self.request_id))
