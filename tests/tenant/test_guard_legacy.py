@@ -3,7 +3,8 @@
 lacks and which run neither statement nor flush events) are refused for tenant-scoped models,
 inside a tenant and outside any, leaving nothing written, and ``every_tenant()`` lets them
 through; a table that only shares a tenant-scoped table's name, in another database, is not
-guarded."""
+guarded, while a tenant-scoped table made by migrations is, on an engine that created other
+tables."""
 
 from __future__ import annotations
 
@@ -88,3 +89,19 @@ def test_a_table_of_the_same_name_in_another_database_is_not_guarded(
             ]
             with pytest.raises(UnscopedStatementError):  # the tenant-scoped one still is
                 seeded.sql("SELECT id FROM tenant_items")
+
+
+def test_tables_made_by_migrations_are_guarded_on_an_engine_that_created_other_tables(
+    seeded: Database, db_url: str
+) -> None:
+    # the tenant tables were made through another engine, as migrations make them; the
+    # application's Database creates tables of its own (dalkit's, say) through its engine
+    own = sa.MetaData()
+    sa.Table("guard_app_own", own, sa.Column("id", sa.Integer, primary_key=True))
+    with Database(db_url) as app:
+        app.create_all(own)
+        with tenant("a"), pytest.raises(UnscopedStatementError, match="tenant_items"):
+            app.sql("SELECT label FROM tenant_items")
+        with pytest.raises(TenantRequiredError, match="tenant_items"):
+            app.sql("SELECT label FROM tenant_items")
+        assert app.sql("SELECT id FROM guard_app_own") == []

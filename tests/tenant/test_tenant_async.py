@@ -5,8 +5,11 @@ This async file is the source of ``test_tenant.py``."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import selectinload
 
 from dalkit import AsyncDatabase, AsyncRepository, AsyncUnitOfWork
@@ -14,6 +17,7 @@ from dalkit.query.builder import QueryBuilder
 from dalkit.query.tenant import (
     TenantMismatchError,
     TenantRequiredError,
+    UnscopedStatementError,
     every_tenant,
     stamp_rows,
     tenant,
@@ -228,6 +232,169 @@ async def test_writes_naming_or_meeting_another_tenant_are_refused(
             ]
             labels = await session.execute(sa.select(Item.label).where(Item.id.in_([1, 3])))
             assert sorted(labels.scalars()) == ["item 1", "item 3"]
+
+
+async def _shops(db: AsyncDatabase) -> list[tuple[int, str, str]]:
+    with every_tenant():
+        async with db.session() as session:
+            found = await session.execute(
+                sa.select(Shop.id, Shop.name, Shop.tenant_id).order_by(Shop.id)
+            )
+            return [(i, name, owner) for i, name, owner in found.all()]
+
+
+def _insert(backend: str) -> Any:
+    return postgresql.insert if backend == "postgres" else sqlite.insert
+
+
+def _overwriting(case: str, backend: str) -> Any:
+    """An upsert (or replace) under tenant a meeting tenant b's shop 2 (code B1)."""
+    insert = _insert(backend)
+    theirs = insert(Shop).values(id=2, code="X", name="stolen")
+    set_ = {"name": "stolen"}
+    if case == "the primary key's server name":  # the model leaves it unnamed
+        return theirs.on_conflict_do_update(constraint="tenant_shops_pkey", set_=set_)
+    if case == "a unique constraint's server name":
+        code = insert(Shop).values(id=9, code="B1", name="stolen")
+        return code.on_conflict_do_update(constraint="tenant_shops_code_key", set_=set_)
+    if case == "a constraint name nobody knows":
+        return theirs.on_conflict_do_update(constraint="nowhere", set_=set_)
+    if case == "no conflict target":  # SQLite: any unique key
+        return theirs.on_conflict_do_update(set_=set_)
+    assert case == "OR REPLACE"
+    return sa.insert(Shop).prefix_with("OR REPLACE").values(id=2, code="X", name="stolen")
+
+
+@pytest.mark.parametrize(
+    ("case", "backend", "error", "match"),
+    [
+        pytest.param(case, backend, error, match, id=case)
+        for case, backend, error, match in [
+            ("the primary key's server name", "postgres", TenantMismatchError, "another tenant"),
+            ("a unique constraint's server name", "postgres", TenantMismatchError, "another"),
+            ("a constraint name nobody knows", "postgres", UnscopedStatementError, "index_elem"),
+            ("no conflict target", "sqlite", UnscopedStatementError, "index_elements"),
+            ("OR REPLACE", "sqlite", UnscopedStatementError, "index_elements"),
+        ]
+    ],
+)
+async def test_an_upsert_never_overwrites_another_tenants_row_whatever_its_conflict_target(
+    async_database: AsyncDatabase,
+    db_backend: str,
+    case: str,
+    backend: str,
+    error: type[Exception],
+    match: str,
+) -> None:
+    if db_backend != backend:
+        pytest.skip(f"{case}: {backend} only")
+    await seed(async_database)
+    with tenant("a"), pytest.raises(error, match=match):
+        async with async_database.transaction() as session:
+            await session.execute(_overwriting(case, db_backend))
+    assert await _shops(async_database) == [(1, "a-shop", "a"), (2, "b-shop", "b")]
+
+
+async def test_an_upsert_changes_the_tenants_own_rows_only(
+    async_database: AsyncDatabase, db_backend: str
+) -> None:
+    await seed(async_database)
+    insert = _insert(db_backend)
+    own = insert(Shop).values(id=1, code="A1", name="a1!")
+    target: dict[str, Any] = (
+        {"constraint": "tenant_shops_pkey"}
+        if db_backend == "postgres"
+        else {"index_elements": ["id"]}
+    )
+    with tenant("a"):
+        async with async_database.transaction() as session:
+            await session.execute(own.on_conflict_do_update(**target, set_={"name": "a1!"}))
+            # a key only the database computes is not checked beforehand: the DO UPDATE itself
+            # leaves another tenant's row alone
+            computed = insert(Shop).values(id=sa.func.abs(-2), code="X", name="stolen")
+            await session.execute(
+                computed.on_conflict_do_update(index_elements=["id"], set_={"name": "stolen"})
+            )
+    assert await _shops(async_database) == [(1, "a1!", "a"), (2, "b-shop", "b")]
+
+
+def _moving(case: str, backend: str) -> tuple[Any, dict[str, Any] | None]:
+    """A write under tenant a that would move a row to, or name, tenant b."""
+    shops = table(Shop)
+    if case == "an UPDATE's parameters":
+        return sa.update(shops).where(shops.c.id == 1), {"tenant_id": "b"}
+    if case == "an upsert's set_":  # moving the tenant's own row it meets
+        own = _insert(backend)(Shop).values(id=1, code="A1", name="a")
+        return own.on_conflict_do_update(index_elements=["id"], set_={"tenant_id": "b"}), None
+    # the tenant as a SQL expression, whose value only the database knows
+    if case == "a function in an INSERT":
+        return sa.insert(Shop).values(id=3, code="C", name="c", tenant_id=sa.func.lower("B")), None
+    if case == "literal_column() in an INSERT":
+        quoted: Any = sa.literal_column("'b'")
+        return sa.insert(shops).values(id=3, code="C", name="c", tenant_id=quoted), None
+    if case == "a function in an UPDATE":
+        return sa.update(Shop).where(Shop.id == 1).values(tenant_id=sa.func.lower("B")), None
+    assert case == "INSERT ... SELECT"
+    names = sa.select(sa.literal(3), sa.literal("C"), sa.literal("c"), sa.literal("b"))
+    return sa.insert(Shop).from_select(["id", "code", "name", "tenant_id"], names), None
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "an UPDATE's parameters",
+        "an upsert's set_",
+        "a function in an INSERT",
+        "literal_column() in an INSERT",
+        "a function in an UPDATE",
+        "INSERT ... SELECT",
+    ],
+)
+async def test_no_write_moves_a_row_to_or_names_another_tenant_by_sql(
+    async_database: AsyncDatabase, db_backend: str, case: str
+) -> None:
+    await seed(async_database)
+    statement, parameters = _moving(case, db_backend)
+    with tenant("a"), pytest.raises(TenantMismatchError, match="tenant_id"):
+        async with async_database.transaction() as session:
+            await session.execute(statement, parameters)
+    assert await _shops(async_database) == [(1, "a-shop", "a"), (2, "b-shop", "b")]
+
+
+async def test_a_write_may_name_the_current_tenant_or_leave_it_out(
+    async_database: AsyncDatabase, db_backend: str
+) -> None:
+    await seed(async_database)
+    with tenant("a"):
+        async with async_database.transaction() as session:
+            upsert = _insert(db_backend)(Shop).values(id=1, code="A1", name="a1!")
+            excluded = upsert.excluded
+            set_ = {"name": excluded.name, "tenant_id": excluded.tenant_id}
+            await session.execute(upsert.on_conflict_do_update(index_elements=["id"], set_=set_))
+            select_c = sa.select(sa.literal(3), sa.literal("C"), sa.literal("c"))
+            await session.execute(sa.insert(Shop).from_select(["id", "code", "name"], select_c))
+            await session.execute(
+                sa.update(table(Shop)).where(table(Shop).c.id == 3), {"name": "c!"}
+            )
+    assert await _shops(async_database) == [(1, "a1!", "a"), (2, "b-shop", "b"), (3, "c!", "a")]
+
+
+async def test_an_object_of_another_tenant_held_by_the_session_is_not_read_again(
+    async_database: AsyncDatabase,
+) -> None:
+    # refreshing an object (or an expired attribute) reads its row by identity, and SQLAlchemy
+    # gives such a load no loader criteria: the scoping adds the tenant's condition
+    await seed(async_database)
+    async with async_database.session() as session:
+        with tenant("b"):
+            theirs = await session.get(Shop, 2)
+            assert theirs is not None
+        with tenant("a"):
+            with pytest.raises(sa.exc.InvalidRequestError, match="Could not refresh"):
+                await session.refresh(theirs, ["name"])
+        with tenant("b"):
+            await session.refresh(theirs, ["name"])
+            assert theirs.name == "b-shop"
 
 
 def test_stamp_rows_gives_bulk_insert_rows_the_current_tenant() -> None:

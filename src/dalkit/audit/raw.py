@@ -101,8 +101,9 @@ def check_raw_write(sql: str, engine: Any = None) -> None:
 
     Args:
         sql: The SQL text.
-        engine: The engine it runs on: only the schemas created through it are checked
-            (default: every audited table).
+        engine: The engine it runs on: an audited table is checked unless that engine
+            created a table of its name for another schema only (`dalkit.engine.schemas`;
+            default: every audited table).
 
     Raises:
         UnauditedWriteError: When ``sql`` writes a table of an audited model.

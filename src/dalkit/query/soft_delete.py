@@ -158,11 +158,12 @@ def inserted_rows(statement: sa.Insert, parameters: Any) -> list[dict[str, Any]]
     base = {_key(k): _value(v) for k, v in (statement._values or {}).items()}
     multi = statement._multi_values
     rows = [dict(base)] if not multi else []
+    columns = list(typing.cast("sa.Table", statement.table).c)
     for group in multi:
-        rows.extend(
-            {**base, **{_key(k): _value(v) for k, v in typing.cast("dict[Any, Any]", r).items()}}
-            for r in group
-        )
+        for r in group:
+            # values([(1, "x"), ...]) gives each row by the table's column order
+            items = r.items() if isinstance(r, Mapping) else zip(columns, r, strict=False)
+            rows.append({**base, **{_key(k): _value(v) for k, v in items}})
     if isinstance(parameters, Sequence) and not isinstance(parameters, Mapping):
         return [{**rows[0], **dict(p)} for p in parameters] if rows else []
     if isinstance(parameters, Mapping) and parameters:
@@ -170,20 +171,47 @@ def inserted_rows(statement: sa.Insert, parameters: Any) -> list[dict[str, Any]]
     return rows
 
 
-def conflict_columns(statement: sa.Insert, table: sa.Table) -> list[sa.Column[Any]] | None:
+def conflict_columns(
+    statement: sa.Insert, table: sa.Table, connection: Any = None
+) -> list[sa.Column[Any]] | None:
     """The columns of an upsert's ON CONFLICT target, or None for a plain INSERT (or a target
-    that names no columns)."""
+    that names no columns).
+
+    Args:
+        statement: The INSERT.
+        table: Its table.
+        connection: Where to look up a constraint name the metadata does not know (the server's
+            name of a primary key or unique constraint, such as ``<table>_pkey``); without one,
+            such a name resolves to None.
+    """
     clause = getattr(statement, "_post_values_clause", None)
     if clause is None:
         return None
-    names = getattr(clause, "inferred_target_elements", None) or []
+    names = list(getattr(clause, "inferred_target_elements", None) or [])
     constraint = getattr(clause, "constraint_target", None)
     if not names and constraint is not None:
         for item in table.constraints:
             if item.name == constraint and isinstance(item, ColumnCollectionConstraint):
                 names = list(item.columns)
+        if not names and connection is not None:
+            found = _reflected_columns(connection, table, str(constraint))
+            names = [c for c in table.c if c.name in found]
     columns = [table.c[_key(n)] for n in names if _key(n) in table.c]
     return columns or None
+
+
+def _reflected_columns(connection: Any, table: sa.Table, name: str) -> list[str]:
+    """The column names of the database's primary key or unique constraint called ``name`` on
+    ``table`` (PostgreSQL names those the metadata leaves unnamed: ``<table>_pkey``,
+    ``<table>_<column>_key``); empty when it has none of that name."""
+    inspector = sa.inspect(connection)
+    primary = inspector.get_pk_constraint(table.name, schema=table.schema)
+    if primary.get("name") == name:
+        return list(primary.get("constrained_columns") or [])
+    for unique in inspector.get_unique_constraints(table.name, schema=table.schema):
+        if unique.get("name") == name:
+            return list(unique.get("column_names") or [])
+    return []
 
 
 # -- delete-orphan ------------------------------------------------------------------------------
@@ -287,7 +315,10 @@ def _check_upsert(state: ORMExecuteState) -> None:
     table = statement.table
     if not isinstance(table, sa.Table) or not maps_soft_deletable(table):
         return
-    columns = conflict_columns(statement, table)
+    if getattr(statement, "_post_values_clause", None) is None:
+        return  # a plain INSERT
+    connection = state.session.connection()
+    columns = conflict_columns(statement, table, connection)
     if columns is None:
         return
     keys = [
@@ -296,7 +327,6 @@ def _check_upsert(state: ORMExecuteState) -> None:
     ]
     keys = [k for k in keys if UNKNOWN not in k]
     target = columns[0] if len(columns) == 1 else sa.tuple_(*columns)
-    connection = state.session.connection()
     for start in range(0, len(keys), 500):
         chunk = keys[start : start + 500]
         values = [k[0] for k in chunk] if len(columns) == 1 else chunk

@@ -2,9 +2,11 @@
 one ``do_orm_execute``/``before_flush`` pair on the ``Session`` class that makes every read,
 relationship load, statement and flush of such models see and write the current tenant's rows
 only; without a tenant, they raise `TenantRequiredError` instead of returning every tenant's
-rows. What reaches the database around the session (raw SQL, Core on a connection) is refused
-by `.tenant_guard`, which the listeners tell what they scoped. Installed when the first model
-gets the mixin.
+rows. INSERT, UPDATE and DELETE are scoped by `.tenant_writes`; what a statement reads where
+the criteria and conditions cannot reach (a Table in a subquery, SQL text naming a table) is
+found by `.tenant_walk`, and the statement left to the guard. What reaches the database around
+the session (raw SQL, Core on a connection) is refused by `.tenant_guard`, which the listeners
+tell what they scoped. Installed when the first model gets the mixin.
 """
 
 from __future__ import annotations
@@ -33,7 +35,6 @@ from dalkit.query import tenant_guard
 from dalkit.query.plain_entities import select_neutral
 from dalkit.query.plain_inserts import flush_neutral
 from dalkit.query.running_flush import flush_began
-from dalkit.query.soft_delete import UNKNOWN, conflict_columns, inserted_rows
 from dalkit.query.tenant_context import (
     TenantError,
     TenantMismatchError,
@@ -45,12 +46,9 @@ from dalkit.query.tenant_context import (
     scoping_off,
     tenant,
 )
-from dalkit.query.tenant_guard import (
-    CHECKED_OPTION,
-    TENANT_CHECKED,
-    is_scoped_table,
-    leaves_bare,
-)
+from dalkit.query.tenant_guard import CHECKED_OPTION, is_scoped_table
+from dalkit.query.tenant_walk import leaves_bare, scoped_source
+from dalkit.query.tenant_writes import check_keys, check_tenant_rows, scope_change, scope_insert
 
 __all__ = [
     "TenantError",
@@ -58,6 +56,7 @@ __all__ = [
     "TenantRequiredError",
     "TenantScoped",
     "UnscopedStatementError",
+    "check_keys",
     "check_tenant_rows",
     "current_tenant",
     "every_tenant",
@@ -99,32 +98,6 @@ def stamp_rows(model: type[Any], rows: Sequence[Mapping[str, Any]]) -> Sequence[
     return [{**row, "tenant_id": current} for row in rows]
 
 
-def check_tenant_rows(current: str, rows: Iterable[Mapping[str, Any]]) -> None:
-    for row in rows:
-        given = row.get("tenant_id", UNKNOWN)
-        if given is not UNKNOWN and given is not None and str(given) != current:
-            raise TenantMismatchError(f"a row names tenant {given!r} inside tenant {current!r}")
-
-
-def check_keys(session: Session, model: type[Any], keys: Sequence[tuple[Any, ...]]) -> None:
-    """Refuse a write by primary key (bulk_update) that reaches a row of another tenant."""
-    if not is_tenant_scoped(model):
-        return
-    current = required("bulk_update")
-    if current is None or not keys:
-        return
-    pk = list(sa.inspect(model).primary_key)
-    target = pk[0] if len(pk) == 1 else sa.tuple_(*pk)
-    values = [k[0] for k in keys] if len(pk) == 1 else list(keys)
-    for start in range(0, len(values), 500):
-        query = sa.select(sa.literal(1)).where(
-            target.in_(values[start : start + 500]), model.tenant_id != current
-        )
-        found = session.connection().execute(query.limit(1), execution_options=TENANT_CHECKED)
-        if found.first() is not None:
-            raise TenantMismatchError(f"a {model.__name__} row of another tenant was named")
-
-
 # -- statements --------------------------------------------------------------------------------
 def _on_execute(state: ORMExecuteState) -> None:
     statement = state.statement
@@ -132,16 +105,14 @@ def _on_execute(state: ORMExecuteState) -> None:
         # text, and a UNION of selects, cannot be given the criteria: left unscoped, the
         # guard refuses them when they name a tenant-scoped table
         return
-    if state.is_column_load:  # an object's own row, by its identity
-        scoped = True
+    if state.is_column_load and _scoped_mapper(state.bind_mapper):
+        scoped = _scope_column_load(state)
     elif state.is_select:
         scoped = _scope_select(
             state, statement._propagate_attrs.get("compile_state_plugin") == "orm"
         )
-    elif state.is_insert:
-        scoped = _scope_insert(state, typing.cast("sa.Insert", statement))
-    elif state.is_update or state.is_delete:
-        scoped = _scope_change(state, typing.cast("sa.Update | sa.Delete", statement))
+    elif state.is_insert or state.is_update or state.is_delete:
+        scoped = _scope_write(state)
     else:
         scoped = False
     if scoped and not scoping_off():
@@ -157,7 +128,21 @@ def _criteria(current: str) -> Any:
 
 
 def _scoped_mapper(mapper: Any) -> bool:
-    return is_tenant_scoped(mapper.class_)
+    return mapper is not None and is_tenant_scoped(mapper.class_)
+
+
+def _scope_column_load(state: ORMExecuteState) -> bool:
+    """An object's own row read again (an expired attribute, ``refresh()``), by its identity:
+    SQLAlchemy gives such a load no loader criteria, so it gets the current tenant's condition
+    here, and an object of another tenant the session holds is found gone (ObjectDeletedError)
+    rather than read."""
+    model = typing.cast("Any", state.bind_mapper).class_
+    current = required("a read")
+    if current is not None:
+        statement = typing.cast("sa.Select[Any]", state.statement)
+        # the criteria still reach the relationships it loads with the row
+        state.statement = statement.where(model.tenant_id == current).options(_criteria(current))
+    return not leaves_bare(state.statement, orm=True)
 
 
 @functools.cache
@@ -199,7 +184,7 @@ def _scope_select(state: ORMExecuteState, orm: bool) -> bool:
                     TenantScoped, lambda cls: cls.tenant_id.is_(None), include_aliases=True
                 )
             )
-            return True
+            return not leaves_bare(state.statement, orm)
         state.statement = statement.options(_criteria(current))
         return not leaves_bare(state.statement, orm)  # the key SQLAlchemy reuses
     conditions = list(_core_conditions(statement.get_final_froms(), outer=False))
@@ -207,7 +192,9 @@ def _scope_select(state: ORMExecuteState, orm: bool) -> bool:
         return False
     current = required("a read")
     if current is not None:
-        state.statement = statement.where(*(c(current) for c in conditions))
+        # the conditions cover its FROM list; the criteria, the models of its subqueries
+        where = statement.where(*(c(current) for c in conditions))
+        state.statement = where.options(_criteria(current))
     return not leaves_bare(state.statement, orm)  # the key SQLAlchemy reuses
 
 
@@ -218,7 +205,7 @@ def _core_conditions(froms: Iterable[Any], *, outer: bool) -> Iterator[Any]:
         if isinstance(item, sa.Join):
             yield from _core_conditions([item.left], outer=outer)
             yield from _core_conditions([item.right], outer=outer or item.isouter)
-        elif is_scoped_table(item):
+        elif scoped_source(item):  # the table, or an alias of it
             column = item.c.tenant_id
             if outer:
                 yield lambda current, column=column: sa.or_(column == current, column.is_(None))
@@ -226,89 +213,22 @@ def _core_conditions(froms: Iterable[Any], *, outer: bool) -> Iterator[Any]:
                 yield lambda current, column=column: column == current
 
 
-def _scope_insert(state: ORMExecuteState, statement: sa.Insert) -> bool:
-    """Stamp and check the rows of an INSERT into a tenant-scoped table; whether it is one."""
-    table = statement.table
-    if not is_scoped_table(table):
+def _scope_write(state: ORMExecuteState) -> bool:
+    """Scope an INSERT, UPDATE or DELETE of a tenant-scoped table (`.tenant_writes`); whether it
+    is one and nothing it reads is left bare. The criteria reach the models of its subqueries
+    (an INSERT ... SELECT's too)."""
+    statement = typing.cast("sa.Insert | sa.Update | sa.Delete", state.statement)
+    if not is_scoped_table(statement.table):
         return False
-    current = required("an INSERT")
+    current = required("an INSERT" if state.is_insert else "an UPDATE or DELETE")
     if current is None:
         return True
-    rows = inserted_rows(statement, state.parameters)
-    check_tenant_rows(current, rows)
-    if any("tenant_id" not in row for row in rows):
-        state.statement, state.parameters = _stamped(statement, state.parameters, current)
-    columns = conflict_columns(statement, typing.cast("sa.Table", table))
-    if columns:
-        keys = [tuple(r.get(c.key, UNKNOWN) for c in columns) for r in rows]
-        keys = [k for k in keys if UNKNOWN not in k]
-        target = columns[0] if len(columns) == 1 else sa.tuple_(*columns)
-        tenant_column = typing.cast("sa.Table", table).c.tenant_id
-        for start in range(0, len(keys), 500):
-            chunk = keys[start : start + 500]
-            values = [k[0] for k in chunk] if len(columns) == 1 else chunk
-            query = sa.select(sa.literal(1)).where(target.in_(values), tenant_column != current)
-            connection = state.session.connection()
-            if connection.execute(query.limit(1), execution_options=TENANT_CHECKED).first():
-                raise TenantMismatchError(
-                    f"an upsert into {getattr(table, 'name', table)} meets a row of another tenant"
-                )
-    return True
-
-
-def _stamped(statement: sa.Insert, parameters: Any, current: str) -> tuple[sa.Insert, Any]:
-    """The INSERT and its parameters with ``tenant_id`` set wherever it is missing."""
-    if isinstance(parameters, list):
-        return statement, [{"tenant_id": current, **p} for p in parameters]
-    if isinstance(parameters, dict) and parameters:
-        return statement, {"tenant_id": current, **parameters}
-    if statement._multi_values:
-        # values([...]) cannot be given another column: the same statement, its rows stamped
-        stamped = statement._generate()
-        stamped._multi_values = tuple(
-            [_with_tenant(typing.cast("dict[Any, Any]", row), current) for row in group]
-            for group in statement._multi_values
-        )
-        return stamped, parameters
-    return statement.values(tenant_id=current), parameters
-
-
-def _with_tenant(row: dict[Any, Any], current: str) -> dict[Any, Any]:
-    if any(str(getattr(k, "key", k)) == "tenant_id" for k in row):
-        return row
-    key = next((k for k in row if not isinstance(k, str)), None)
-    column = key.table.c.tenant_id if key is not None else "tenant_id"
-    return {**row, column: current}
-
-
-def _scope_change(state: ORMExecuteState, statement: sa.Update | sa.Delete) -> bool:
-    """Confine an UPDATE or DELETE of a tenant-scoped table to the current tenant's rows (or
-    check the keys of an executemany one); whether it is one."""
-    table = statement.table
-    if not is_scoped_table(table):
-        return False
-    current = required("an UPDATE or DELETE")
-    if current is None:
-        return True
-    if isinstance(statement, sa.Update):
-        check_tenant_rows(
-            current, [{str(getattr(k, "key", k)): v for k, v in (statement._values or {}).items()}]
-        )
-    if state.is_executemany:
-        mapper = state.bind_mapper
-        params = typing.cast("list[dict[str, Any]]", state.parameters)
-        if mapper is None or statement.whereclause is not None:
-            raise TenantError(
-                "an executemany UPDATE/DELETE of a tenant-scoped table with its own WHERE cannot "
-                "be scoped: update by primary key, or one statement at a time"
-            )
-        names = [mapper.get_property_by_column(c).key for c in mapper.primary_key]
-        check_tenant_rows(current, params)
-        check_keys(state.session, mapper.class_, [tuple(p[n] for n in names) for p in params])
-        return True
-    column = typing.cast("sa.Table", table).c.tenant_id
-    state.statement = statement.where(column == current)
-    return True
+    if isinstance(statement, sa.Insert):
+        scope_insert(state, statement, current)
+    else:
+        scope_change(state, statement, current)
+    state.statement = state.statement.options(_criteria(current))
+    return not leaves_bare(state.statement, orm=True)
 
 
 # -- flushes -----------------------------------------------------------------------------------

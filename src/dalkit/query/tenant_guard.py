@@ -23,9 +23,10 @@ Otherwise it raises `UnscopedStatementError` inside ``tenant(...)``, and `Tenant
 outside any tenant, as the ORM does. The tables a statement names are read from its SQL text,
 compiled or raw alike: a regular expression of the tenant-scoped tables' names passes most
 statements at once, and sqlparse's tokens (names only, not string literals or comments) decide
-the rest, cached by text. A name counts when a tenant-scoped table of that name belongs to a
-schema created through the statement's engine (any schema, when none is known to have been:
-tables made by migrations); its schema qualifier is not compared.
+the rest, cached by text. A name counts unless the statement's engine is known to
+have created a table of that name for another schema only (`dalkit.engine.schemas.of_engine`:
+another database of the process that shares a name); tables made by migrations or another
+process count. Its schema qualifier is not compared.
 """
 
 from __future__ import annotations
@@ -38,7 +39,6 @@ from types import MappingProxyType
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.sql import visitors
 from sqlparse import tokens as T
 
 from dalkit.engine.schemas import of_engine
@@ -56,9 +56,10 @@ __all__ = [
     "TENANT_CHECKED",
     "guard",
     "is_scoped_table",
-    "leaves_bare",
+    "mentions_scoped",
     "names_scoped",
     "register",
+    "registry",
     "tenant_checked",
 ]
 
@@ -83,9 +84,9 @@ _SEEN_MAX = 4096
 _SCHEMA_ONLY = frozenset({"PRAGMA"})
 _DML = frozenset({"SELECT", "INSERT", "UPDATE", "DELETE", "MERGE", "TRUNCATE", "COPY"})
 _HOW = (
-    "run it through a session (session.execute scopes ORM and Core statements), the ORM or a "
-    "repository; a statement meant for every tenant goes inside "
-    "dalkit.query.tenant.every_tenant()"
+    "run it through a session (session.execute scopes ORM and Core statements; write their "
+    "subqueries with the models, and no SQL text naming the table), the ORM or a repository; "
+    "a statement meant for every tenant goes inside dalkit.query.tenant.every_tenant()"
 )
 
 
@@ -121,7 +122,6 @@ def register(table: sa.Table) -> None:
     alternatives = sorted(_tables, key=len, reverse=True)
     _pattern = re.compile("|".join(re.escape(n) for n in alternatives), re.IGNORECASE)
     _seen.clear()
-    _BARE.clear()
 
 
 def names_scoped(names: Iterable[str]) -> bool:
@@ -135,44 +135,21 @@ def names_scoped(names: Iterable[str]) -> bool:
     return bool(tables) and any(name.rsplit(".", 1)[-1].lower() in tables for name in names)
 
 
-# statement shape (SQLAlchemy's cache key, memoized on the statement) -> whether it leaves a
-# tenant-scoped table bare: walked once per shape (15 to 25 us), looked up after
-_BARE: dict[Any, bool] = {}
+def registry() -> dict[str, tuple[sa.Table, ...]]:
+    """The tenant-scoped tables by lower-case name: a new mapping each time one is registered,
+    so a cache of what was decided from it can tell when to forget."""
+    return _tables
 
 
-def leaves_bare(statement: Any, orm: bool) -> bool:
-    """Whether the scoping's criteria would miss a tenant-scoped table a select names: one used
-    as a Table rather than through its model in an ORM select, or one in a subquery of a Core
-    select (whose criteria cover its FROM list). Such a select is left unmarked, for the guard
-    to refuse.
+def mentions_scoped(text: str) -> bool:
+    """Whether ``text``, a fragment of SQL (``text()``, ``literal_column()``, a prefix or a
+    hint), mentions a tenant-scoped table's name anywhere, string literals included: a fragment
+    is judged alone, and two of them can open and close a quote around the name between them.
 
     Args:
-        statement: The select.
-        orm: Whether it is an ORM select.
+        text: The fragment.
     """
-    cache_key = statement._generate_cache_key()
-    found = None if cache_key is None else _BARE.get(cache_key.key)
-    if found is None:
-        found = any(_misses(element, statement, orm) for element in visitors.iterate(statement))
-        if cache_key is not None:
-            if len(_BARE) >= 2000:
-                _BARE.clear()
-            _BARE[cache_key.key] = found
-    return found
-
-
-def _misses(element: Any, statement: Any, orm: bool) -> bool:
-    if not isinstance(element, sa.Select):
-        return False
-    if element is statement:
-        # Core: the conditions cover the FROM list; ORM: the criteria cover the models, and a
-        # Table's own columns (a repository's ORDER BY) name those same rows; a Table put in
-        # the FROM list itself escapes them
-        return orm and _bare(element._from_obj)
-    # a subquery: the criteria reach its models, never a Table used directly
-    if not orm:
-        return _bare(element.get_final_froms())
-    return _bare(element._from_obj) or any(map(_bare_column, visitors.iterate(element)))
+    return _pattern is not None and _pattern.search(text) is not None
 
 
 def is_scoped_table(table: object) -> bool:
@@ -186,25 +163,6 @@ def is_scoped_table(table: object) -> bool:
         return False
     plain = table._deannotate()
     return any(known is plain for known in _tables.get(table.name.lower(), ()))
-
-
-def _bare_column(element: Any) -> bool:
-    # a model's columns carry their entity; a Table's own do not
-    return (
-        isinstance(element, sa.Column)
-        and is_scoped_table(element.table)
-        and "parententity" not in element._annotations
-    )
-
-
-def _bare(froms: Iterable[Any]) -> bool:
-    for item in froms:
-        if isinstance(item, sa.Join):
-            if _bare([item.left, item.right]):
-                return True
-        elif is_scoped_table(item) and "parententity" not in item._annotations:
-            return True
-    return False
 
 
 def guard(cursor: Any, statement: str, context: Any) -> None:
@@ -235,7 +193,8 @@ def guard(cursor: Any, statement: str, context: Any) -> None:
         )
     raise UnscopedStatementError(
         f"a statement naming the tenant-scoped table {table!r} inside tenant {current!r}, by a "
-        f"path tenant scoping cannot scope (raw SQL, a Core statement on a connection, a "
+        f"path tenant scoping cannot scope (raw SQL, a text() or literal_column() fragment or "
+        f"a Table in a subquery of a session's statement, a Core statement on a connection, a "
         f"legacy bulk method of the Session): {_HOW}"
     )
 
