@@ -488,3 +488,21 @@ def test_assert_max_queries_lets_the_blocks_own_error_through(sqlite_engine: Eng
 
     with pytest.raises(ZeroDivisionError):
         query_then_fail()
+
+
+def test_the_rollback_fixtures_end_cleanly_after_the_session_server_stopped(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # db_rollback asks for the session's server lazily, after its own session fixture began:
+    # pytest stops the server first, and the shared database went with it
+    monkeypatch.delenv("DALKIT_TEST_POSTGRES_URL", raising=False)
+    _inner_session(
+        pytester,
+        """
+        from sqlalchemy import text
+
+        def test_select(db_rollback):
+            assert db_rollback.execute(text("SELECT 1")).scalar() == 1
+        """,
+    )
+    _run_inner(pytester).assert_outcomes(passed=2)

@@ -8,6 +8,7 @@ the URL or the secrets themselves stay in dalkit.config.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
@@ -109,7 +110,37 @@ def check_options(config: object) -> None:
     _check_ranges(values)
 
 
+#: the longest wait any timeout may ask for: a day. Past it the standard library's own limits
+#: turn an infinite or huge value into an OverflowError at the first wait or connection
+_LONGEST_S = 86_400.0
+_WAITS = (
+    "pool_timeout",
+    "connect_timeout_s",
+    "leak_threshold_s",
+    "max_idle_s",
+    "pool_log_interval_s",
+    "statement_timeout_ms",
+    "sqlite_busy_timeout_ms",
+)
+
+
+def _check_finite(values: Mapping[str, Any]) -> None:
+    for name in (*_WAITS, "pool_recycle", "slow_query_ms"):
+        value = values.get(name)
+        if value is not None and not math.isfinite(value):
+            raise ConfigurationError(f"{name} must be a finite number; got {value!r}")
+    for name in _WAITS:
+        value = values.get(name)
+        seconds = None if value is None else value / 1000.0 if name.endswith("_ms") else value
+        if seconds is not None and seconds > _LONGEST_S:
+            raise ConfigurationError(f"{name} may ask for a day at the most; got {value!r}")
+    busy = values.get("sqlite_busy_timeout_ms")
+    if busy is not None and not busy >= 0:
+        raise ConfigurationError("sqlite_busy_timeout_ms must be zero or positive")
+
+
 def _check_ranges(values: Mapping[str, Any]) -> None:
+    _check_finite(values)
     # written as "not value > 0" rather than "value <= 0" so that NaN is refused too
     for name in ("pool_size", "max_overflow"):
         if values[name] < 0:

@@ -152,3 +152,36 @@ def test_from_env_still_parses_every_option_type() -> None:
         "raise",
         250.0,
     )
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("pool_timeout", math.inf),
+        ("connect_timeout_s", 1e12),
+        ("statement_timeout_ms", math.inf),
+        ("sqlite_busy_timeout_ms", math.nan),
+        ("sqlite_busy_timeout_ms", -1),
+        ("pool_log_interval_s", math.inf),
+        ("leak_threshold_s", 10 * 86_400),
+        ("pool_recycle", math.inf),
+        ("slow_query_ms", math.nan),
+    ],
+)
+def test_an_endless_or_impossible_wait_is_refused_when_the_database_is_built(
+    option: str, value: float
+) -> None:
+    # the standard library's limits would turn it into an OverflowError at the first wait
+    with pytest.raises(ConfigurationError, match=option):
+        options: dict[str, Any] = {option: value}
+        Database("postgresql://app:secret@db.internal/app", **options)
+
+
+def test_from_env_refuses_an_infinite_timeout() -> None:
+    env = {
+        "DALKIT_DATABASE_URL": "postgresql://app:secret@db.internal/app",
+        "DALKIT_DATABASE_CONNECT_TIMEOUT_S": "inf",
+    }
+    with pytest.raises(ConfigurationError, match="connect_timeout_s") as refused:
+        DatabaseConfig.from_env(env)
+    assert "secret" not in str(refused.value)

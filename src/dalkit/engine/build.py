@@ -19,7 +19,7 @@ from sqlalchemy.engine import URL, Connection, Engine, ExceptionContext
 
 from dalkit.config import DatabaseConfig
 from dalkit.driver_errors import is_sqlite_busy, translate_dbapi_error
-from dalkit.engine import liveness, statement_hooks
+from dalkit.engine import forking, liveness, statement_hooks
 from dalkit.engine import pool as pool_metrics
 from dalkit.engine.options import (
     install_sqlite_read_only,
@@ -332,6 +332,7 @@ def _install_all(engine: Engine, config: DatabaseConfig, metrics: PoolMetrics) -
     if config.pool_pre_ping:
         liveness.install(engine)
     statement_hooks.track(engine.dialect)  # the hooks every dalkit engine runs (audit's guard)
+    forking.track(engine)  # a forked child gets a fresh pool
 
 
 def get_driver_connection(connection: Connection) -> Any:

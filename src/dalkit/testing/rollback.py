@@ -4,6 +4,7 @@ at the end of the test, on a database whose schema is created once per test sess
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
@@ -102,4 +103,9 @@ class RollbackDatabases:
         for db in self._databases.values():
             db.dispose()
         if self._postgres is not None:
-            drop_database(*self._postgres)
+            import psycopg  # only with PostgreSQL, as drop_database does
+
+            # the session's own server, asked for after this fixture, was stopped before it
+            # (pytest ends session fixtures in reverse order): its databases went with it
+            with contextlib.suppress(psycopg.OperationalError):
+                drop_database(*self._postgres)
