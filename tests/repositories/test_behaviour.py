@@ -842,6 +842,28 @@ def test_a_row_of_another_shape_in_a_later_chunk_is_named_and_nothing_stays(
     assert readings.count() == 0
 
 
+def test_a_row_naming_more_fields_than_row_0_is_named_and_nothing_stays(
+    users: Any, readings: Any
+) -> None:
+    # row 0 leaves score to its default: a later row's score (or a misspelt field) would be
+    # lost if only row 0's fields were read from each row, as psycopg's streamed COPY did
+    rows: list[dict[str, Any]] = [
+        {"email": f"x{i}@example.com", "name": f"x{i}"} for i in range(30)
+    ]
+    rows[17] = {**rows[17], "score": 5}
+    with pytest.raises(BulkLoadError, match="row 17") as caught:
+        users.bulk_insert(rows, chunk_size=10)
+    assert caught.value.row_index == 17
+    assert caught.value.row == rows[17]
+    assert users.count() == 0
+    wide = reading_rows(2500)
+    wide[2200] = {**wide[2200], "buckets": 3}
+    with pytest.raises(BulkLoadError) as caught:
+        readings.bulk_insert(wide)
+    assert caught.value.row_index == 2200
+    assert readings.count() == 0
+
+
 def test_bulk_update_updates_by_primary_key_and_counts(readings: Any) -> None:
     readings.bulk_insert(reading_rows(1200))
     changes = [{"id": i, "value": 7, "sensor": "changed"} for i in range(0, 1200, 3)]

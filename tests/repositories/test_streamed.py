@@ -56,11 +56,33 @@ def test_slices_know_their_place_in_the_callers_rows() -> None:
     assert (part.offset, len(part)) == (50, 20)
     with pytest.raises(ValueError, match="steps of 1"):
         StreamedTuples(plan, rows)[::2]
-    with pytest.raises(KeyError):
-        list(part)
+    with pytest.raises(BulkLoadError) as caught:
+        list(part)  # fewer fields than row 0: refused before any tuple is made
+    assert caught.value.row_index == 57
     with pytest.raises(BulkLoadError) as caught:
         part.check_shapes()
     assert caught.value.row_index == 57
+    rows[57] = {**reading_rows(100)[57], "buckets": 1}
+    with pytest.raises(BulkLoadError):
+        list(StreamedTuples(plan, rows)[40:80][10:30])  # more: none is dropped
+    rows[57] = {"buckets" if k == "bucket" else k: v for k, v in reading_rows(100)[57].items()}
+    part = StreamedTuples(plan, rows)[40:80][10:30]
+    with pytest.raises(KeyError):
+        list(part)  # as many but others: the driver's KeyError, which check_shapes() names
+    with pytest.raises(BulkLoadError) as caught:
+        part.check_shapes()
+    assert caught.value.row_index == 57
+
+
+@pytest.mark.parametrize("extra", [{"score": 5}, {"scores": 5}], ids=["defaulted", "unknown"])
+def test_every_slice_refuses_a_row_naming_more_fields_than_row_0(extra: dict[str, Any]) -> None:
+    rows: list[Any] = _user_rows(100)
+    plan = plan_bulk(model_info(User), rows[0], PSYCOPG)
+    rows[64] = {**rows[64], **extra}
+    for part in (StreamedTuples(plan, rows), StreamedTuples(plan, rows)[50:100][10:20]):
+        with pytest.raises(BulkLoadError, match="row 64 does not have the fields of row 0"):
+            list(part)
+    assert list(StreamedTuples(plan, rows)[:64]) == plan.tuples(rows[:64])[1]
 
 
 def test_ranges_are_checked_on_the_callers_values_and_named_in_their_rows() -> None:
