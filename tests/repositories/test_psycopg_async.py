@@ -4,6 +4,7 @@ text COPY for a native ENUM column, so both are checked here as the sync suite c
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -14,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from dalkit import AsyncDatabase, AsyncRepository, BulkLoadError
 
 from .conftest import backend_url
-from .models import User
+from .models import EPOCH, Status, User
 
 pytestmark = pytest.mark.postgres
 
@@ -50,4 +51,22 @@ async def test_a_row_naming_more_fields_than_row_0_is_named_and_nothing_stays(
     rows[17] = {"email": "x17@example.com", "nmae": "x17"}  # as many fields, but another
     with pytest.raises(BulkLoadError, match="row 17"):
         await users.bulk_insert(rows)
+    assert await users.count() == 0
+
+
+async def test_an_aware_datetime_for_a_column_without_time_zone_is_refused_by_text_copy(
+    session: AsyncSession,
+) -> None:
+    # the enum column sends the load through text COPY, where the server would parse 12:00+05
+    # as 12:00 (add() stores 07:00 UTC), as binary COPY refuses it
+    users = UserRepository(session)
+    aware = dt.datetime(2024, 1, 1, 12, tzinfo=dt.timezone(dt.timedelta(hours=5)))
+    rows = [
+        {"email": f"t{i}@example.com", "name": "t", "status": Status.banned, "created_at": EPOCH}
+        for i in range(20)
+    ]
+    rows[13]["created_at"] = aware
+    with pytest.raises(BulkLoadError, match=r"row 13 .*created_at .*UTC offset") as caught:
+        await users.bulk_insert(rows, chunk_size=5)
+    assert caught.value.row_index == 13
     assert await users.count() == 0
