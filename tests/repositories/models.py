@@ -1,5 +1,5 @@
 """Models for the repository tests: users with every kind of column, soft-deletable posts with
-comments, and a plain table for bulk loads."""
+comments, a plain table for bulk loads and one with defaults that only SQLAlchemy produces."""
 
 from __future__ import annotations
 
@@ -86,6 +86,21 @@ class Badge(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     code: Mapped[str | None] = mapped_column(sa.String(20), unique=True)
     label: Mapped[str] = mapped_column(sa.String(40))
+
+
+class Stamp(Base):
+    """Client-side defaults that only SQLAlchemy's own statements produce, which bulk writes
+    (bypassing them) cannot."""
+
+    __tablename__ = "stamps"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    body: Mapped[str] = mapped_column(sa.String(40))
+    created_at: Mapped[dt.datetime | None] = mapped_column(default=sa.func.current_timestamp())
+    rank: Mapped[int | None] = mapped_column(default=sa.literal(5) + 1)
+    label: Mapped[str | None] = mapped_column(
+        sa.String(40), default=lambda context: context.get_current_parameters()["body"].upper()
+    )
 
 
 class Canary(Base):

@@ -28,7 +28,7 @@ from dalkit import (
     UniqueViolationError,
 )
 
-from .models import EPOCH, Badge, Post, Reading, Status, User
+from .models import EPOCH, Badge, Post, Reading, Stamp, Status, User
 
 #: cursors are encrypted with a configured secret (issue 9); the suite's repositories set one
 SECRET = "behaviour-suite-cursor-secret"
@@ -862,6 +862,33 @@ def test_a_row_naming_more_fields_than_row_0_is_named_and_nothing_stays(
         readings.bulk_insert(wide)
     assert caught.value.row_index == 2200
     assert readings.count() == 0
+
+
+class StampRepository(Repository[Stamp]):
+    pass
+
+
+def test_bulk_insert_refuses_to_leave_out_a_default_only_sqlalchemy_produces(
+    session: Session | None,
+) -> None:
+    # COPY and the in-memory repository cannot produce a SQL expression or call a function of
+    # the statement's context: the column was left out (NULL stored, where add() stores the
+    # default), or the function called without one (AttributeError)
+    stamps = _repository(StampRepository, session)
+    given = {"id": 1, "body": "b", "created_at": EPOCH, "rank": 2, "label": "l"}
+    for left_out, reason in [
+        ("created_at", "a SQL expression"),
+        ("rank", "a SQL expression"),
+        ("label", "a function of the statement's context"),
+    ]:
+        row = {k: v for k, v in given.items() if k != left_out}
+        with pytest.raises(BulkLoadError, match=rf"Stamp\.{left_out} \({reason}\)") as caught:
+            stamps.bulk_insert([row, {**row, "id": 2}])
+        assert caught.value.row_index == 0
+        assert f"give {left_out} in every row, or use add_many" in str(caught.value)
+    assert stamps.count() == 0
+    assert stamps.bulk_insert([given, {**given, "id": 2}]) == 2
+    assert ((stamps.get(2)).rank, (stamps.get(2)).label) == (2, "l")
 
 
 def test_bulk_update_updates_by_primary_key_and_counts(readings: Any) -> None:

@@ -26,7 +26,7 @@ from dalkit import (
     UniqueViolationError,
 )
 
-from .models import EPOCH, Badge, Post, Reading, Status, User
+from .models import EPOCH, Badge, Post, Reading, Stamp, Status, User
 
 #: cursors are encrypted with a configured secret (issue 9); the suite's repositories set one
 SECRET = "behaviour-suite-cursor-secret"
@@ -872,6 +872,33 @@ async def test_a_row_naming_more_fields_than_row_0_is_named_and_nothing_stays(
         await readings.bulk_insert(wide)
     assert caught.value.row_index == 2200
     assert await readings.count() == 0
+
+
+class StampRepository(AsyncRepository[Stamp]):
+    pass
+
+
+async def test_bulk_insert_refuses_to_leave_out_a_default_only_sqlalchemy_produces(
+    async_session: AsyncSession | None,
+) -> None:
+    # COPY and the in-memory repository cannot produce a SQL expression or call a function of
+    # the statement's context: the column was left out (NULL stored, where add() stores the
+    # default), or the function called without one (AttributeError)
+    stamps = _repository(StampRepository, async_session)
+    given = {"id": 1, "body": "b", "created_at": EPOCH, "rank": 2, "label": "l"}
+    for left_out, reason in [
+        ("created_at", "a SQL expression"),
+        ("rank", "a SQL expression"),
+        ("label", "a function of the statement's context"),
+    ]:
+        row = {k: v for k, v in given.items() if k != left_out}
+        with pytest.raises(BulkLoadError, match=rf"Stamp\.{left_out} \({reason}\)") as caught:
+            await stamps.bulk_insert([row, {**row, "id": 2}])
+        assert caught.value.row_index == 0
+        assert f"give {left_out} in every row, or use add_many" in str(caught.value)
+    assert await stamps.count() == 0
+    assert await stamps.bulk_insert([given, {**given, "id": 2}]) == 2
+    assert ((await stamps.get(2)).rank, (await stamps.get(2)).label) == (2, "l")
 
 
 async def test_bulk_update_updates_by_primary_key_and_counts(readings: Any) -> None:

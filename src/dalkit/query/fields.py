@@ -82,6 +82,23 @@ class FieldInfo:
             return lambda: value
         return None
 
+    def unevaluated_default(self, *, update: bool = False) -> str | None:
+        """Why a write bypassing SQLAlchemy cannot produce the column's client-side INSERT
+        default (``update``: its onupdate) by itself, as `python_default()` does for a value or
+        a plain function: "a SQL expression" (SQLAlchemy renders it into each statement) or "a
+        function of the statement's context" (called with one, ``lambda ctx: ...``). None when
+        there is nothing in the way, or no such default."""
+        default = self.column.onupdate if update else self.column.default
+        if not isinstance(default, ColumnDefault):
+            return None  # none, or a Sequence: the server's, as for the ORM on SQLite
+        if default.is_clause_element:
+            return "a SQL expression"
+        # SQLAlchemy wraps a function of no argument in one of the context, and keeps one of one
+        # argument as it is (its _fn is what was given); None would reach the latter
+        if default.is_callable and default.arg is getattr(default, "_fn", None):
+            return "a function of the statement's context"
+        return None
+
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class ModelInfo:

@@ -238,6 +238,9 @@ class AbstractRepository(RepositoryReads[ModelT], abc.ABC):
         ``chunk_size`` rows go per COPY; by default the whole load is one (10,000 a chunk with
         ``progress=True``): one COPY of 100k rows ran 12% (psycopg) to 24% (asyncpg) faster
         than ten (bench/peers), and a failed load is bisected to its bad row either way.
+        Python-side defaults fill the fields the rows leave out; one whose default is a SQL
+        expression or a function of the statement's context is refused (give it, or use
+        `add_many()`).
 
         Args:
             rows: Mappings of field values, each with the keys of the first.

@@ -160,7 +160,8 @@ class BulkPlan:
 
 def check_first_row(info: ModelInfo, first_row: Any, *, update: bool = False) -> list[FieldInfo]:
     """The fields ``first_row`` names (every row of a bulk call names the same): known ones,
-    and for an update the primary key and at least one field to set."""
+    and for an update the primary key and at least one field to set; none it leaves out may
+    have a client-side default that only SQLAlchemy's statements produce (`_check_defaults`)."""
     if not isinstance(first_row, Mapping):
         raise BulkLoadError(
             f"row 0 is a {type(first_row).__name__}, not a mapping", row_index=0, row=first_row
@@ -183,7 +184,31 @@ def check_first_row(info: ModelInfo, first_row: Any, *, update: bool = False) ->
                 row_index=0,
                 row=first_row,
             )
+    _check_defaults(info, fields, first_row, update=update)
     return fields
+
+
+def _check_defaults(
+    info: ModelInfo, given: Sequence[FieldInfo], first_row: Any, *, update: bool
+) -> None:
+    """Refuses a load leaving out a field whose default (``update``: onupdate) is a SQL
+    expression or a function of the statement's context: COPY and the in-memory repository
+    cannot produce it, and leaving the column out stored NULL where add() stores the default."""
+    if update:
+        return
+    for field in info.fields.values():
+        reason = field.unevaluated_default(update=update)
+        if reason is None or field in given:
+            continue
+        verb, other = ("bulk_update", "update_many") if update else ("bulk_insert", "add_many")
+        name = field.name
+        raise BulkLoadError(
+            f"{verb} cannot produce the {'onupdate' if update else 'default'} of "
+            f"{info.name}.{name} ({reason}) for each row: give {name} in every row, "
+            f"or use {other}",
+            row_index=0,
+            row=first_row,
+        )
 
 
 def check_row_shape(index: int, row: Any, names: Sequence[str]) -> None:
