@@ -910,6 +910,21 @@ async def test_bulk_update_updates_by_primary_key_and_counts(readings: Any) -> N
     assert (await readings.get(1)).sensor == "s1"
 
 
+async def test_bulk_update_refuses_one_primary_key_in_two_rows(readings: Any) -> None:
+    # SQLite and memory applied both (the last won), PostgreSQL one of them, arbitrarily
+    await readings.bulk_insert(reading_rows(300))
+    with pytest.raises(BulkLoadError, match=r"row 1 has the primary key \(id\) of row 0"):
+        await readings.bulk_update([{"id": 1, "value": 11}, {"id": 1, "value": 12}])
+    changes = [{"id": i, "value": 777} for i in range(300)]
+    changes[250] = {"id": 40, "value": 778}  # in another chunk than row 40
+    with pytest.raises(BulkLoadError, match="of row 40") as caught:
+        await readings.bulk_update(changes, chunk_size=100)
+    assert caught.value.row_index == 250
+    assert caught.value.row == changes[250]
+    assert await readings.count(value__gte=777) == 0
+    assert (await readings.get(1)).value == 1
+
+
 async def test_a_bad_row_in_bulk_update_is_named_and_nothing_changes(readings: Any) -> None:
     await readings.bulk_insert(reading_rows(600))
     changes: list[dict[str, Any]] = [{"id": i, "value": 777} for i in range(600)]

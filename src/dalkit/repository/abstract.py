@@ -267,7 +267,8 @@ class AbstractRepository(RepositoryReads[ModelT], abc.ABC):
         progress: bool = False,
     ) -> int:
         """Update many rows by primary key, all or none like `bulk_insert()`; returns the
-        number of rows updated. An audited model's changes are logged chunk by chunk.
+        number of rows updated. An audited model's changes are logged chunk by chunk. A primary
+        key named by two rows is refused: which of them would win differs between backends.
 
         Args:
             rows: Mappings of the primary key's fields and the fields to set.

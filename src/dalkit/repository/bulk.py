@@ -78,6 +78,7 @@ class BulkOperations(AbstractRepository[ModelT]):
     def _bulk_update(self, originals: Sequence[Any], chunk_size: int, progress: bool) -> int:
         plan = plan_bulk(self._q.info, originals[0], self._dialect, update=True)
         originals, tuples = plan.tuples(originals, check_ranges=self._checks_ranges())
+        plan.check_distinct_keys(originals, tuples)
         audit = bulk_update_audit(self._q.info.model)
         self.session.flush()
         if self._dialect.name == "postgresql":

@@ -76,6 +76,7 @@ class AsyncBulkOperations(AsyncAbstractRepository[ModelT]):
     async def _bulk_update(self, originals: Sequence[Any], chunk_size: int, progress: bool) -> int:
         plan = plan_bulk(self._q.info, originals[0], self._dialect, update=True)
         originals, tuples = plan.tuples(originals, check_ranges=self._checks_ranges())
+        plan.check_distinct_keys(originals, tuples)
         audit = bulk_update_audit(self._q.info.model)
         await self.session.flush()
         if self._dialect.name == "postgresql":

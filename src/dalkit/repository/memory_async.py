@@ -25,7 +25,13 @@ from dalkit.query.sorting import sort_entities
 from dalkit.query.specs import Group, matches
 from dalkit.repository.abstract_async import AsyncAbstractRepository
 from dalkit.repository.base import ModelT, Read, RepositoryBase
-from dalkit.repository.copy import check_first_row, check_row_shape, progress_bar, row_error
+from dalkit.repository.copy import (
+    check_first_row,
+    check_row_shape,
+    duplicate_key_error,
+    progress_bar,
+    row_error,
+)
 from dalkit.repository.writes import Upsert, check_rows, unique_sets
 
 __all__ = ["AsyncInMemoryRepository", "Snapshot"]
@@ -207,11 +213,14 @@ class AsyncInMemoryRepository(AsyncAbstractRepository[ModelT]):
     async def _bulk_update(self, rows: Sequence[Any], chunk_size: int, progress: bool) -> int:
         names = [f.name for f in check_first_row(self._q.info, rows[0], update=True)]
         done: builtins.list[tuple[ModelT, dict[str, Any]]] = []
+        first: dict[tuple[Any, ...], int] = {}  # as the SQL repositories: each row set once
         with progress_bar(progress, len(rows), f"update {self._q.info.table.name}") as advance:
             for index, row in enumerate(rows):
                 try:
                     check_row_shape(index, row, names)
                     ((key, values),) = check_rows(self._q.info, [row])
+                    if first.setdefault(key, index) != index:
+                        raise duplicate_key_error(self._q.info, index, row, first[key])
                     entity = self._rows.get(key)
                     if entity is not None:
                         done.append((entity, self._apply(entity, values)))
