@@ -13,6 +13,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from dalkit import SoftDeleteMixin
 
 EPOCH = dt.datetime(2024, 1, 1, 12, 0, 0)
+LATER = dt.datetime(2030, 1, 1)
 
 
 class Base(DeclarativeBase):
@@ -101,6 +102,22 @@ class Stamp(Base):
     label: Mapped[str | None] = mapped_column(
         sa.String(40), default=lambda context: context.get_current_parameters()["body"].upper()
     )
+    changed_at: Mapped[dt.datetime | None] = mapped_column(onupdate=sa.func.current_timestamp())
+    revision: Mapped[int | None] = mapped_column(
+        onupdate=lambda context: context.get_current_parameters()["rank"] + 1
+    )
+
+
+class Note(Base):
+    """Python-side onupdates, a value and a function, which an update runs for the fields it
+    leaves out."""
+
+    __tablename__ = "notes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    body: Mapped[str] = mapped_column(sa.String(40))
+    edited: Mapped[bool] = mapped_column(default=False, onupdate=True)
+    touched_at: Mapped[dt.datetime] = mapped_column(default=lambda: EPOCH, onupdate=lambda: LATER)
 
 
 class Canary(Base):

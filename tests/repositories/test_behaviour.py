@@ -28,7 +28,7 @@ from dalkit import (
     UniqueViolationError,
 )
 
-from .models import EPOCH, Badge, Post, Reading, Stamp, Status, User
+from .models import EPOCH, LATER, Badge, Note, Post, Reading, Stamp, Status, User
 
 #: cursors are encrypted with a configured secret (issue 9); the suite's repositories set one
 SECRET = "behaviour-suite-cursor-secret"
@@ -898,6 +898,48 @@ def test_bulk_update_updates_by_primary_key_and_counts(readings: Any) -> None:
     assert readings.bulk_update(changes, chunk_size=250) == 400
     assert readings.count(sensor="changed", value=7) == 400
     assert (readings.get(1)).sensor == "s1"
+
+
+class NoteRepository(Repository[Note]):
+    pass
+
+
+def test_bulk_update_runs_the_onupdate_of_the_fields_it_leaves_out(
+    session: Session | None,
+) -> None:
+    # as update_many, upsert and a flush do; the SQL repositories' bulk_update skipped them
+    notes = _repository(NoteRepository, session)
+    notes.bulk_insert([{"id": i, "body": "b"} for i in range(1, 5)])
+    assert notes.bulk_update([{"id": 1, "body": "B"}, {"id": 2, "body": "B"}]) == 2
+    given = {"id": 3, "body": "B", "edited": False, "touched_at": EPOCH}
+    assert notes.bulk_update([given], chunk_size=1) == 1  # given values are kept
+    assert notes.update_many([{"id": 4, "body": "B"}]) == 1
+    found = [notes.get(i) for i in range(1, 5)]
+    assert [(n.body, n.edited, n.touched_at) for n in found] == [
+        ("B", True, LATER),
+        ("B", True, LATER),
+        ("B", False, EPOCH),
+        ("B", True, LATER),
+    ]
+
+
+def test_bulk_update_refuses_to_leave_out_an_onupdate_only_sqlalchemy_produces(
+    session: Session | None,
+) -> None:
+    # neither COPY nor memory can produce these: the column was left as it was (SQL) or the
+    # function called without its context (memory), where update_many runs the onupdate
+    stamps = _repository(StampRepository, session)
+    stamps.bulk_insert([{"id": 1, "body": "b", "created_at": EPOCH, "rank": 2, "label": "l"}])
+    given = {"id": 1, "body": "c", "changed_at": EPOCH, "revision": 3}
+    for left_out, reason in [
+        ("changed_at", "a SQL expression"),
+        ("revision", "a function of the statement's context"),
+    ]:
+        row = {k: v for k, v in given.items() if k != left_out}
+        with pytest.raises(BulkLoadError, match=rf"onupdate of Stamp\.{left_out} \({reason}\)"):
+            stamps.bulk_update([row])
+    assert (stamps.get(1)).body == "b"
+    assert stamps.bulk_update([given]) == 1
 
 
 def test_bulk_update_refuses_one_primary_key_in_two_rows(readings: Any) -> None:

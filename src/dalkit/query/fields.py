@@ -69,9 +69,10 @@ class FieldInfo:
             return bool(marked)
         return any(SENSITIVE_NAMES.search(n) is not None for n in (self.name, self.column.name))
 
-    def python_default(self) -> Callable[[], Any] | None:
-        """A function producing the column's Python-side INSERT default, if it has one."""
-        default = self.column.default
+    def python_default(self, *, update: bool = False) -> Callable[[], Any] | None:
+        """A function producing the column's Python-side INSERT default (``update``: its
+        onupdate), if it has one."""
+        default = self.column.onupdate if update else self.column.default
         if not isinstance(default, ColumnDefault) or default.is_sequence:
             return None
         if default.is_callable:

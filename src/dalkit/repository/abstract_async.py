@@ -266,6 +266,9 @@ class AsyncAbstractRepository(AsyncRepositoryReads[ModelT], abc.ABC):
         """Update many rows by primary key, all or none like `bulk_insert()`; returns the
         number of rows updated. An audited model's changes are logged chunk by chunk. A primary
         key named by two rows is refused: which of them would win differs between backends.
+        The Python-side ``onupdate`` of the fields the rows leave out runs, as in
+        `update_many()`; one that is a SQL expression or a function of the statement's
+        context is refused (give the field, or use `update_many()`).
 
         Args:
             rows: Mappings of the primary key's fields and the fields to set.

@@ -216,9 +216,8 @@ def _check_defaults(
 ) -> None:
     """Refuses a load leaving out a field whose default (``update``: onupdate) is a SQL
     expression or a function of the statement's context: COPY and the in-memory repository
-    cannot produce it, and leaving the column out stored NULL where add() stores the default."""
-    if update:
-        return
+    cannot produce it, and leaving the column out stored NULL where add() stores the default
+    (an update left the column as it was, where update_many runs the onupdate)."""
     for field in info.fields.values():
         reason = field.unevaluated_default(update=update)
         if reason is None or field in given:
@@ -249,17 +248,17 @@ def check_chunk_size(chunk_size: object) -> int:
 def plan_bulk(
     info: ModelInfo, first_row: Any, dialect: Dialect, *, update: bool = False
 ) -> BulkPlan:
-    """The plan for rows shaped like ``first_row``: its keys, then (for inserts) the columns
-    with Python-side defaults that it leaves out."""
+    """The plan for rows shaped like ``first_row``: its keys, then the columns with
+    Python-side defaults (``update``: onupdate, as update_many and upsert run them) that it
+    leaves out."""
     fields = check_first_row(info, first_row, update=update)
     defaults: list[Callable[[], Any]] = []
     key_count = len(fields)
-    if not update:
-        for field in info.fields.values():
-            make = field.python_default()
-            if field not in fields and make is not None:
-                fields.append(field)
-                defaults.append(make)
+    for field in info.fields.values():
+        make = field.python_default(update=update)
+        if field not in fields and make is not None:
+            fields.append(field)
+            defaults.append(make)
     processors = tuple(_processor(f, dialect) for f in fields)
     return BulkPlan(
         info,

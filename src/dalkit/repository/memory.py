@@ -277,9 +277,9 @@ class InMemoryRepository(AbstractRepository[ModelT]):
         it replaced (all put back if a constraint fails)."""
         changed = dict(values)
         for field in self._q.info.fields.values():
-            onupdate = field.column.onupdate
-            if field.name not in values and getattr(onupdate, "is_callable", False):
-                changed[field.name] = onupdate.arg(None)  # type: ignore[union-attr]
+            make = field.python_default(update=True)  # a value or a function, as a flush runs
+            if field.name not in values and make is not None:
+                changed[field.name] = make()
         before = {name: getattr(entity, name) for name in changed}
         for name, value in changed.items():
             setattr(entity, name, value)
