@@ -687,6 +687,24 @@ def test_upsert_many_counts_inserted_and_updated_rows(users: Any) -> None:
     assert users.upsert_many(rows, on=["email"], update=[]) == 0
 
 
+def test_upsert_many_refuses_one_conflict_target_in_two_rows(users: Any) -> None:
+    # PostgreSQL refused the statement with a bare error, SQLite and memory applied both
+    rows = [
+        {"email": "a@example.com", "name": "a"},
+        {"email": "b@example.com", "name": "b"},
+        {"email": "a@example.com", "name": "c"},
+    ]
+    with pytest.raises(InvalidQueryError, match="row 2 has the email of row 0") as caught:
+        users.upsert_many(rows, on=["email"])
+    assert caught.value.name == "2"
+    with pytest.raises(InvalidQueryError, match="row 2"):
+        users.upsert_many(rows, on=["email"], chunk_size=2)  # chunks change nothing
+    assert users.count() == 0
+    # with nothing to update, ON CONFLICT DO NOTHING skips the later row on every backend
+    assert users.upsert_many(rows, on=["email"], update=[]) == 2
+    assert (users.first(email="a@example.com")).name == "a"
+
+
 class BadgeRepository(Repository[Badge]):
     pass
 

@@ -157,7 +157,8 @@ class AsyncAbstractRepository(AsyncRepositoryReads[ModelT], abc.ABC):
             How many rows were inserted or updated (skipped ones do not count).
 
         Raises:
-            InvalidQueryError: For fields the model lacks, or rows naming different fields.
+            InvalidQueryError: For fields the model lacks, rows naming different fields, or
+                (unless ``update=[]``) two rows with the same values of ``on``.
         """
         all_rows = [dict(r) for r in rows]
         upsert = check_upsert(self._q.info, all_rows, on, update)

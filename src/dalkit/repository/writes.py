@@ -158,7 +158,34 @@ def check_upsert(
         )
     for row in rows:  # in place: the callers write these very dicts
         row.update(coerce_values(info, row))
-    return Upsert(index, tuple(check_update(info, keys, index, update)))
+    upsert = Upsert(index, tuple(check_update(info, keys, index, update)))
+    if upsert.names:
+        _check_distinct_targets(rows, index)
+    return upsert
+
+
+def _check_distinct_targets(rows: list[dict[str, Any]], index: tuple[FieldInfo, ...]) -> None:
+    """Refuses two rows with the same (coerced) conflict values, naming the later: ON CONFLICT
+    DO UPDATE cannot touch one row twice, which PostgreSQL refuses with a bare error where
+    SQLite and memory applied both (the last won). A NULL in the target matches nothing, so
+    such rows never clash; with nothing to update, the later row is skipped everywhere."""
+    names = [f.name for f in index]
+    first: dict[tuple[Any, ...], int] = {}
+    for position, row in enumerate(rows):
+        target = tuple(row[n] for n in names)
+        if None in target:
+            continue
+        try:
+            earlier = first.setdefault(target, position)
+        except TypeError:  # a value that cannot be compared so: left to the database
+            continue
+        if earlier != position:
+            raise InvalidQueryError(
+                f"row {position} has the {', '.join(names)} of row {earlier}: an upsert "
+                f"updates each row once",
+                name=str(position),
+                allowed=names,
+            )
 
 
 def upsert_statement(
