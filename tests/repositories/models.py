@@ -1,5 +1,5 @@
 """Models for the repository tests: users with every kind of column, soft-deletable posts with
-comments, a plain table for bulk loads and one with defaults that only SQLAlchemy produces."""
+comments, plain tables for bulk loads and one with defaults that only SQLAlchemy produces."""
 
 from __future__ import annotations
 
@@ -87,6 +87,16 @@ class Badge(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     code: Mapped[str | None] = mapped_column(sa.String(20), unique=True)
     label: Mapped[str] = mapped_column(sa.String(40))
+
+
+class Price(Base):
+    """NUMERIC columns, with and without a scale, that add() and bulk loads give floats."""
+
+    __tablename__ = "prices"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    exact: Mapped[Decimal | None] = mapped_column(sa.Numeric)
+    cents: Mapped[Decimal | None] = mapped_column(sa.Numeric(12, 2))
 
 
 class Stamp(Base):

@@ -6,21 +6,27 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import AsyncIterator
+from decimal import Decimal
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dalkit import AsyncDatabase, AsyncRepository, BulkLoadError
 
 from .conftest import backend_url
-from .models import EPOCH, Status, User
+from .models import EPOCH, Price, Status, User
 
 pytestmark = pytest.mark.postgres
 
 
 class UserRepository(AsyncRepository[User]):
+    pass
+
+
+class PriceRepository(AsyncRepository[Price]):
     pass
 
 
@@ -70,3 +76,14 @@ async def test_an_aware_datetime_for_a_column_without_time_zone_is_refused_by_te
         await users.bulk_insert(rows, chunk_size=5)
     assert caught.value.row_index == 13
     assert await users.count() == 0
+
+
+async def test_a_float_for_a_numeric_column_is_stored_as_add_stores_it(
+    session: AsyncSession,
+) -> None:
+    # binary COPY refused it; add() has the server cast it through its 15 significant digits
+    prices = PriceRepository(session)
+    assert await prices.bulk_insert([{"id": 1, "exact": 0.1 + 0.2, "cents": 2.675}]) == 1
+    assert await prices.bulk_update([{"id": 1, "exact": 1 / 3}]) == 1
+    result = await session.execute(sa.select(Price.exact, Price.cents))
+    assert result.one() == (Decimal("0.333333333333333"), Decimal("2.68"))

@@ -1,8 +1,10 @@
 """The tuples a psycopg COPY reads while it runs are those the eager plan builds, and the checks
-they defer still name the bad row by its position in the caller's rows."""
+they defer still name the bad row by its position in the caller's rows; a NUMERIC column's
+floats are converted only in a load that has one."""
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -12,9 +14,10 @@ from sqlalchemy.engine import Dialect
 from dalkit.errors import BulkLoadError
 from dalkit.query.fields import model_info
 from dalkit.repository.copy import plan_bulk
+from dalkit.repository.numerics import converting_float_numerics
 from dalkit.repository.streamed import StreamedTuples
 
-from .models import Reading, User
+from .models import Price, Reading, User
 from .test_behaviour_async import reading_rows
 
 PSYCOPG = sa.create_engine("postgresql+psycopg://").dialect
@@ -104,3 +107,13 @@ def test_processed_and_default_columns_are_range_checked_from_the_tuples() -> No
     with pytest.raises(BulkLoadError) as caught:
         StreamedTuples(plan, rows).check_ranges()
     assert caught.value.row_index == 4
+
+
+def test_only_a_load_with_a_float_for_a_numeric_column_converts_it() -> None:
+    rows: list[dict[str, Any]] = [{"id": i, "exact": Decimal(i), "cents": i} for i in range(10)]
+    plan = plan_bulk(model_info(Price), rows[0], PSYCOPG)
+    assert converting_float_numerics(plan, rows) is plan  # no stage added to every row
+    rows[7] = {"id": 7, "exact": 0.1 + 0.2, "cents": 2.675}
+    converting = converting_float_numerics(plan, rows)
+    assert list(StreamedTuples(converting, rows))[7] == (7, Decimal("0.3"), Decimal("2.675"))
+    assert list(StreamedTuples(converting, rows))[3] == (3, Decimal(3), 3)

@@ -34,6 +34,7 @@ from dalkit.repository.copy import (
     row_error,
 )
 from dalkit.repository.copy_driver import copy_rows_async
+from dalkit.repository.numerics import converting_float_numerics
 from dalkit.repository.streamed import StreamedTuples
 
 
@@ -55,6 +56,7 @@ class AsyncBulkOperations(AsyncAbstractRepository[ModelT]):
         plan = plan_bulk(self._q.info, originals[0], self._dialect)
         tuples: Sequence[tuple[Any, ...]]
         if self._dialect.driver == "psycopg":  # built while COPY reads them: see streamed.py
+            plan = converting_float_numerics(plan, originals)
             tuples = StreamedTuples(plan, originals)
         else:
             originals, tuples = plan.tuples(originals, check_ranges=self._checks_ranges())
@@ -75,6 +77,8 @@ class AsyncBulkOperations(AsyncAbstractRepository[ModelT]):
 
     async def _bulk_update(self, originals: Sequence[Any], chunk_size: int, progress: bool) -> int:
         plan = plan_bulk(self._q.info, originals[0], self._dialect, update=True)
+        if self._dialect.driver == "psycopg":
+            plan = converting_float_numerics(plan, originals)
         originals, tuples = plan.tuples(originals, check_ranges=self._checks_ranges())
         plan.check_distinct_keys(originals, tuples)
         audit = bulk_update_audit(self._q.info.model)
