@@ -92,15 +92,15 @@ def test_an_invalid_leftover_of_a_failed_build_is_dropped_first(
 def test_escape_strings_keep_their_quotes_and_semicolons(pg_db: Database, directory: Path) -> None:
     notes = (
         "-- revision: e1\n-- down_revision: none\n-- message: notes\n"
-        "CREATE TABLE notes (id bigint PRIMARY KEY, t text);\n"
-        "INSERT INTO notes VALUES (1, E'it\\'s; fine'), (2, e'a\\\\'), (3, 'b\\');\n"
-        "-- down\nDROP TABLE notes;\n"
+        "CREATE TABLE escaped_notes (id bigint PRIMARY KEY, t text);\n"
+        "INSERT INTO escaped_notes VALUES (1, E'it\\'s; fine'), (2, e'a\\\\'), (3, 'b\\');\n"
+        "-- down\nDROP TABLE escaped_notes;\n"
     )
     assert len(split_statements(notes.partition("\n-- down\n")[0])) == 2
     _write(directory, ("e1_notes.sql", notes))
     Migrations(pg_db, directory).upgrade()
     with pg_db.engine.connect() as connection:
-        rows = connection.execute(sa.text("SELECT id, t FROM notes ORDER BY id")).all()
+        rows = connection.execute(sa.text("SELECT id, t FROM escaped_notes ORDER BY id")).all()
     assert [tuple(row) for row in rows] == [(1, "it's; fine"), (2, "a\\"), (3, "b\\")]
     pg_db.dispose()
 

@@ -122,7 +122,7 @@ class Note(Base):
     """Python-side onupdates, a value and a function, which an update runs for the fields it
     leaves out."""
 
-    __tablename__ = "notes"
+    __tablename__ = "edited_notes"
 
     id: Mapped[int] = mapped_column(primary_key=True)
     body: Mapped[str] = mapped_column(sa.String(40))

@@ -33,9 +33,7 @@ log = logging.getLogger("dalkit.cache")
 _STAT_NAMES = ("hits", "misses", "sets", "invalidations", "bypasses", "errors")
 
 # pool -> cache: how a repository (which only has a session) finds its database's cache
-# the cache held weakly too: it holds its database, whose engine holds the pool (the key), and
-# a value keeping its own key alive would keep every database with a cache forever
-_CACHES: weakref.WeakKeyDictionary[Any, weakref.ref[CacheCore]] = weakref.WeakKeyDictionary()
+_CACHES: weakref.WeakKeyDictionary[Any, CacheCore] = weakref.WeakKeyDictionary()
 
 
 def sync_session(session: Any) -> Session:
@@ -53,8 +51,7 @@ def sync_session(session: Any) -> Session:
 def cache_for(session: Any) -> CacheCore | None:
     """The cache installed on the database ``session`` is bound to; None when it has none."""
     bind = sync_session(session).get_bind()
-    found = _CACHES.get(getattr(bind, "pool", None) or bind.engine.pool)
-    return None if found is None else found()
+    return _CACHES.get(getattr(bind, "pool", None) or bind.engine.pool)
 
 
 class CacheCore:
@@ -140,11 +137,11 @@ class CacheCore:
         if sync_engine.dialect.name == "postgresql":
             self.server_isolation = sync_engine.dialect
         self.catalog = CatalogMap(sync_engine.dialect.name)
-        _CACHES[sync_engine.pool] = weakref.ref(self)
+        _CACHES[sync_engine.pool] = self
 
     def _serve_engine(self, sync_engine: Any) -> None:
         """Serve sessions bound to ``sync_engine`` too: a replica's (hits; see route_miss)."""
-        _CACHES[sync_engine.pool] = weakref.ref(self)
+        _CACHES[sync_engine.pool] = self
 
     def token_names(self, tables: Iterable[str]) -> Sequence[str]:
         """The backend's names for the tokens of ``tables`` of this database."""

@@ -90,9 +90,7 @@ class Observer:
     """
 
     def __init__(self, engine: Engine, settings: ObserveSettings) -> None:
-        # weakly: the registry's value must not keep its key (the engine's dialect) alive, or
-        # no database would ever be collected, with its pool and connections
-        self._engine = weakref.ref(engine)
+        self.engine = engine
         self.stats: QueryStats | None = None
         self.slow_log: SlowQueryLog | None = None
         self.metrics: QueryMetrics | None = None
@@ -195,25 +193,12 @@ class Observer:
             self._refresh_listeners()
         return self.metrics
 
-    @property
-    def engine(self) -> Engine:
-        """The sync engine observed.
-
-        Raises:
-            ConfigurationError: The engine was garbage-collected.
-        """
-        engine = self._engine()
-        if engine is None:
-            raise ConfigurationError("the engine this observer watched is gone")
-        return engine
-
     def uninstall(self) -> None:
         """Detach every listener; the observer keeps what it gathered."""
         self.stats = self.slow_log = self.metrics = None
         self._nplusone_on = self._budgets_used = False
-        if self._engine() is not None:
-            self._refresh_listeners()
-            _observers.pop(self.engine.dialect, None)
+        self._refresh_listeners()
+        _observers.pop(self.engine.dialect, None)
 
     @property
     def listening(self) -> bool:
