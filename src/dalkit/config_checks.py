@@ -126,22 +126,18 @@ _WAITS = (
 
 def _check_finite(values: Mapping[str, Any]) -> None:
     for name in (*_WAITS, "pool_recycle", "slow_query_ms"):
-        value = values.get(name)
-        if value is not None and not math.isfinite(value):
+        value = values[name]
+        if value is None:
+            continue
+        if not math.isfinite(value):
             raise ConfigurationError(f"{name} must be a finite number; got {value!r}")
-    for name in _WAITS:
-        value = values.get(name)
-        seconds = None if value is None else value / 1000.0 if name.endswith("_ms") else value
-        if seconds is not None and seconds > _LONGEST_S:
+        seconds = value / 1000.0 if name.endswith("_ms") else value
+        if name in _WAITS and seconds > _LONGEST_S:
             raise ConfigurationError(f"{name} may ask for a day at the most; got {value!r}")
-    busy = values.get("sqlite_busy_timeout_ms")
-    if busy is not None and not busy >= 0:
-        raise ConfigurationError("sqlite_busy_timeout_ms must be zero or positive")
 
 
 def _check_ranges(values: Mapping[str, Any]) -> None:
-    _check_finite(values)
-    # written as "not value > 0" rather than "value <= 0" so that NaN is refused too
+    _check_finite(values)  # NaN and infinities first: the comparisons below take numbers
     for name in ("pool_size", "max_overflow"):
         if values[name] < 0:
             raise ConfigurationError(f"{name} must be a non-negative integer")
@@ -152,8 +148,10 @@ def _check_ranges(values: Mapping[str, Any]) -> None:
         if values[name] is not None and not values[name] > 0:
             raise ConfigurationError(f"{name} must be positive, or None to turn it off")
     timeout = values["statement_timeout_ms"]
-    if timeout is not None and not timeout >= 0:
+    if timeout is not None and timeout < 0:
         raise ConfigurationError("statement_timeout_ms must be zero or positive, or None")
+    if values["sqlite_busy_timeout_ms"] < 0:
+        raise ConfigurationError("sqlite_busy_timeout_ms must be zero or positive")
     if not 0 <= values["min_size"] <= values["pool_size"]:
         raise ConfigurationError("min_size must be an integer from 0 to pool_size")
     if values["max_queries"] is not None and values["max_queries"] < 1:

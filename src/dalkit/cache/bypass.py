@@ -37,7 +37,7 @@ _SETS_ISOLATION = re.compile(
 )
 
 
-class CacheCore(Protocol):
+class CacheState(Protocol):
     """What the decision reads of `dalkit.cache.core.CacheCore` (which imports this module)."""
 
     _pending: set[str]
@@ -60,22 +60,26 @@ def sets_snapshot(sql: str) -> bool:
     return _SETS_ISOLATION.match(sql) is not None
 
 
-def live_session(cache: CacheCore) -> Session | None:
+def live_session() -> Session | None:
     """The ORM session of the live dalkit transaction, if any.
 
-    Args:
-        cache: The cache asking (unused: one transaction scope per thread or task).
-
     Returns:
-        The Session, or None outside a transaction.
+        The Session (an AsyncSession's own), or None outside a transaction.
     """
+    return _session_of(_live())
+
+
+def _live() -> Any:
     scope = current_scope()
-    live = None if scope is None else scope.live()
+    return None if scope is None else scope.live()
+
+
+def _session_of(live: Any) -> Session | None:
     return None if live is None else getattr(live.session, "sync_session", live.session)
 
 
 def bypass_reason(
-    cache: CacheCore, session: Session | None, tables: tuple[str, ...], statement: Any, key: str
+    cache: CacheState, session: Session | None, tables: tuple[str, ...], statement: Any, key: str
 ) -> str | None:
     """See `CacheCore.bypass_reason`."""
     if cache._pending:
@@ -88,10 +92,8 @@ def bypass_reason(
         return "row locks"  # SELECT ... FOR UPDATE must reach the rows it locks
     if reason := cache.catalog.bypass(tables, serve_row_security=cache.serve_row_security):
         return reason
-    scope = current_scope()
-    live = None if scope is None else scope.live()
-    reader = session if session is not None or live is None else live.session
-    reader = getattr(reader, "sync_session", reader)
+    live = _live()
+    reader = session if session is not None else _session_of(live)
     if not cache.serve_snapshot_reads:
         isolation = "" if live is None else (live.options.isolation or "")
         if not isolation and cache.server_isolation is not None:
@@ -105,7 +107,7 @@ def bypass_reason(
     return None
 
 
-def may_store(cache: CacheCore, session: Session | None) -> bool:
+def may_store(cache: CacheState, session: Session | None) -> bool:
     """See `CacheCore.may_store`."""
     if session is None:
         return True

@@ -295,7 +295,7 @@ class CacheCore:
 
     def live_session(self) -> Session | None:
         """The ORM session of the live dalkit transaction, if any."""
-        return bypass.live_session(self)
+        return bypass.live_session()
 
     def ttl_of(self, ttl: float | None) -> float:
         """The seconds an entry is kept: ``ttl``, or the default when None.
