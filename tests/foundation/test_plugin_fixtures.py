@@ -11,7 +11,7 @@ from sqlalchemy import MetaData
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
-from dalkit import AsyncDatabase, Database
+from dalkit import AsyncDatabase, AsyncRepository, Database, Repository
 from dalkit.testing import QueryCounter
 
 from .models import Account, Base
@@ -63,6 +63,38 @@ def test_assert_max_queries_fixture_fails_over_the_limit(
     with assert_max_queries(2) as queries, db.connection() as connection:
         connection.exec_driver_sql("SELECT 1")
     assert queries.count == 1
+
+
+class Accounts(Repository[Account]):
+    pass
+
+
+class AsyncAccounts(AsyncRepository[Account]):
+    pass
+
+
+def _loads(queries: QueryCounter) -> list[str]:
+    # the load itself: COPY on PostgreSQL, an executemany INSERT on SQLite
+    return [sql for sql in queries.statements if sql.startswith(("COPY", "INSERT"))]
+
+
+def test_count_queries_counts_a_bulk_load_on_every_backend(
+    db: Database, count_queries: Counting
+) -> None:
+    db.create_all(Base.metadata)
+    with count_queries() as queries, db.transaction() as session:
+        Accounts(session).bulk_insert([{"email": f"{i}@example.com"} for i in range(3)])
+    assert len(_loads(queries)) == 1, queries.statements
+
+
+async def test_count_queries_counts_an_async_bulk_load_on_every_backend(
+    async_db: AsyncDatabase, count_queries: Counting
+) -> None:
+    await async_db.create_all(Base.metadata)
+    with count_queries() as queries:
+        async with async_db.transaction() as session:
+            await AsyncAccounts(session).bulk_insert([{"email": "a@example.com"}])
+    assert len(_loads(queries)) == 1, queries.statements
 
 
 # --- db_rollback / async_db_rollback --------------------------------------------------------

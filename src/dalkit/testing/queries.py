@@ -1,4 +1,9 @@
-"""Counting the SQL statements an engine sends, so tests can pin down N+1 queries."""
+"""Counting the SQL statements an engine sends, so tests can pin down N+1 queries.
+
+The statements SQLAlchemy sends are heard through its ``before_cursor_execute`` event; the ones
+dalkit sends on the driver's own connection (the repositories' COPY on PostgreSQL), which
+SQLAlchemy never sees, through the dialect's timers (`dalkit.engine.statement_hooks`).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,8 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
+
+from dalkit.engine.statement_hooks import DriverCall, hooks_for
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -95,10 +102,21 @@ def count_queries(target: QueryTarget) -> Iterator[QueryCounter]:
     ) -> None:
         counter.record(statement)
 
+    def on_driver_call(
+        cursor: Any, statement: str, parameters: Any, context: Any, many: bool, seconds: float
+    ) -> None:
+        # the timers hear every statement; the event above heard all but these already
+        if isinstance(context, DriverCall):
+            counter.record(statement)
+
+    # each engine has a dialect of its own: its timers hear only this engine's statements
+    hooks = hooks_for(engine.dialect)
     event.listen(engine, "before_cursor_execute", on_execute)
+    hooks.add_timer(on_driver_call)
     try:
         yield counter
     finally:
+        hooks.remove_timer(on_driver_call)
         event.remove(engine, "before_cursor_execute", on_execute)
 
 
