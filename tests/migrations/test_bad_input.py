@@ -101,6 +101,16 @@ def test_an_unknown_revision_is_bad_input(run: _Run, args: tuple[str, ...]) -> N
     assert "Can't locate revision" in output
 
 
+@pytest.mark.parametrize("given", ["[/x]", "[bold]beef"])
+def test_brackets_in_what_was_given_are_shown_as_given(run: _Run, given: str) -> None:
+    # Rich would read them as markup: an unmatched closing tag raised MarkupError (exit 1,
+    # a traceback), and a known tag vanished from the message
+    assert f"identified by '{given}'" in run("down", given, code=2)
+    path = write_revision(run.root / "m", "r2", "r1", "pass", message="fix")
+    path.write_text(path.read_text().replace('"""fix"""', '"""fix [/x] and [bold]"""'))
+    assert "applied 2 revision(s)" in run("up", code=0)
+
+
 def test_the_api_raises_migration_error_for_unknown_revisions(directory: Path) -> None:
     write_revision(directory, "r1", None, "pass")
     db = Database(f"sqlite:///{directory.parent / 'app.db'}")

@@ -11,15 +11,24 @@ from rich.text import Text
 from dalkit.engine.health import HealthCheckResult
 
 
-def cell(value: Any) -> Text:
-    """``value`` as plain text: driver messages may hold ``[...]``, which Rich reads as markup."""
+def cell(value: Any, style: str = "") -> Text:
+    """``value`` as plain text: driver messages, paths and revision names may hold ``[...]``,
+    which Rich reads as markup (and an unmatched ``[/x]`` makes it raise MarkupError).
+
+    Args:
+        value: What to show; None is shown as a dim ``-``.
+        style: A Rich style for the text.
+
+    Returns:
+        The text, never parsed as markup.
+    """
     if value is None:
         return Text("-", style="dim")
     if isinstance(value, bool):
-        return Text("yes" if value else "no")
+        return Text("yes" if value else "no", style=style)
     if isinstance(value, float):
-        return Text(f"{value:g}")
-    return Text(str(value))
+        return Text(f"{value:g}", style=style)
+    return Text(str(value), style=style)
 
 
 def status(ok: bool) -> Text:

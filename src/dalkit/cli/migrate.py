@@ -140,7 +140,7 @@ def _errors(command: str) -> Iterator[None]:
         bad_input = isinstance(exc, MigrationError) and exc.bad_input
         if bad_input or isinstance(exc, ConfigurationError):
             # bad input (the docs' exit code 2): what was given is wrong, nothing was tried
-            errors.print(f"[red]dalkit migrate {command}:[/] {cell(exc)}")
+            errors.print(f"[red]dalkit migrate {command}:[/]", cell(exc))
             raise typer.Exit(2) from None
         # dalkit's messages never carry the password; a traceback would add nothing useful
         errors.print(f"[red]dalkit migrate {command} failed:[/] {type(exc).__name__}:")
@@ -181,7 +181,9 @@ def _revisions_table(revisions: list[RevisionInfo], title: str, current: tuple[s
 
 def _with_progress(run: Callable[[Callable[[RevisionInfo, int, int], None]], Any]) -> Any:
     bar = (BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(TextColumn("{task.description}"), *bar, console=console) as progress:
+    with Progress(
+        TextColumn("{task.description}", markup=False), *bar, console=console
+    ) as progress:
         task = progress.add_task("migrating", total=None)
 
         def on_step(info: RevisionInfo, done: int, total: int) -> None:
@@ -197,7 +199,7 @@ def init(directory: DirOption = Path("migrations")) -> None:
     """Create the migration directory (versions/, revision template); existing files are kept."""
     with _errors("init"):
         init_directory(directory)
-    console.print(f"migration directory ready: [cyan]{directory}[/]")
+    console.print("migration directory ready:", cell(directory, "cyan"))
 
 
 @migrate_app.command()
@@ -215,7 +217,7 @@ def new(
             created = migrations.new_sql_revision(message)
         else:
             created = _call(migrations, migrations.revision(message, autogenerate=not empty))
-    console.print(f"wrote [cyan]{created.path}[/] ({created.revision})")
+    console.print("wrote", cell(created.path, "cyan"), cell(f"({created.revision})"))
     if created.findings:
         console.print(_findings_table(created.findings, "the linter's warnings (they block `up`)"))
 
@@ -280,7 +282,7 @@ def down(
 
 def _report(result: UpgradeResult, verb: str) -> None:
     if result.backup is not None:
-        console.print(f"backup: [cyan]{result.backup}[/]")
+        console.print("backup:", cell(result.backup, "cyan"))
     if result.findings:
         console.print(_findings_table(result.findings, "findings run anyway (assured or allowed)"))
     if result.applied:
@@ -395,4 +397,4 @@ def restore(
         typer.confirm(f"replace everything in the database with {file}?", abort=True)
     with _errors("restore"), _migrations(url, directory, None) as migrations:
         _call(migrations, migrations.restore(file))
-    console.print(f"[green]restored[/] from {file}")
+    console.print("[green]restored[/] from", cell(file))
