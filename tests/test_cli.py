@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -240,6 +241,23 @@ def test_outbox_relay_without_dalkits_tables_says_what_to_run(sqlite_url: str) -
     )
     assert result.exit_code == 1
     assert "no dalkit_outbox table" in result.stderr
+
+
+def test_outbox_relay_loads_a_publisher_of_the_project_in_the_current_directory(
+    sqlite_url: str, project_module: Callable[[str], str]
+) -> None:
+    name = project_module("make = object\n")
+    result = invoke("outbox", "relay", "--once", "--url", sqlite_url, "--publisher", f"{name}:make")
+    assert result.exit_code == 1, result.output  # loaded: on to the missing table
+    assert "no dalkit_outbox table" in result.stderr
+
+
+@pytest.mark.parametrize("spec", [":make", "nosuchmodule_x:make", "builtins"])
+def test_outbox_relay_with_a_bad_publisher_exits_2(sqlite_url: str, spec: str) -> None:
+    result = invoke("outbox", "relay", "--once", "--url", sqlite_url, "--publisher", spec)
+    assert isinstance(result.exception, SystemExit), result.exception
+    assert result.exit_code == 2, result.output
+    assert "--publisher" in result.stderr
 
 
 def test_outbox_status_on_a_missing_file_creates_nothing(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ codes CI can gate on."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -112,6 +113,15 @@ def test_queries_from_a_one_off_run(url: str) -> None:
     (stat,) = [s for s in json.loads(result.output) if "obs_posts" in s["statement"]]
     assert stat["count"] == 3
     assert stat["statement"] == "SELECT count(*) FROM obs_posts WHERE id > ?"
+
+
+def test_queries_run_a_function_of_the_project_in_the_current_directory(
+    url: str, project_module: Callable[[str], str]
+) -> None:
+    name = project_module("def nightly(db):\n    db.sql('SELECT count(*) FROM obs_posts')\n")
+    result = invoke("queries", "--run", f"{name}:nightly", "--url", url, "--json")
+    assert result.exit_code == 0, result.output
+    assert any("obs_posts" in s["statement"] for s in json.loads(result.output))
 
 
 def test_queries_from_a_metrics_endpoint(url: str) -> None:

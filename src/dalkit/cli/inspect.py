@@ -4,7 +4,6 @@ advice holds a warning (so CI can gate on it), 2 when the configuration is unusa
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import re
@@ -17,6 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from dalkit.cli._load import load_attribute
 from dalkit.cli._render import cell
 from dalkit.config import DatabaseConfig
 from dalkit.database import Database
@@ -231,11 +231,11 @@ def queries(
 
 
 def _load(target: str, command: str = "queries") -> Callable[..., Any]:
-    module_name, _, attribute = target.partition(":")
+    option = "--repository" if command == "explain" else "--run"
     try:
-        function = getattr(importlib.import_module(module_name), attribute)
-    except (ImportError, AttributeError, ValueError) as exc:
-        typer.echo(f"dalkit inspect {command}: cannot load {target!r}: {exc}", err=True)
+        function = load_attribute(target, option)
+    except ConfigurationError as exc:
+        typer.echo(f"dalkit inspect {command}: {exc}", err=True)
         raise typer.Exit(2) from None
     if not callable(function):
         typer.echo(f"dalkit inspect {command}: {target!r} is not callable", err=True)

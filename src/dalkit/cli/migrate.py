@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import importlib
 import inspect
-import os
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,6 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from dalkit import AsyncDatabase, Database
+from dalkit.cli._load import load_attribute
 from dalkit.cli._render import cell
 from dalkit.config import DEFAULT_URL, DatabaseConfig
 from dalkit.engine.pgbouncer import split_multi_host
@@ -75,17 +73,7 @@ errors = Console(stderr=True)
 def _metadata(spec: str | None) -> sa.MetaData | None:
     if spec is None:
         return None
-    module_name, _, attribute = spec.partition(":")
-    if not module_name or not attribute:
-        raise ConfigurationError(f"--metadata wants module:attribute, got {spec!r}")
-    sys.path.insert(0, os.getcwd())
-    try:
-        value = getattr(importlib.import_module(module_name), attribute)
-    except (ImportError, AttributeError) as exc:
-        # a module or attribute that is not there: a typo in --metadata, not a crash
-        raise ConfigurationError(f"--metadata {spec}: {exc}") from None
-    finally:
-        sys.path.pop(0)
+    value = load_attribute(spec, "--metadata")
     value = getattr(value, "metadata", value)
     if not isinstance(value, sa.MetaData):
         raise ConfigurationError(f"{spec} is not a MetaData or declarative Base")

@@ -6,7 +6,6 @@ your own (``--publisher module:factory``, a callable returning a dalkit Publishe
 
 from __future__ import annotations
 
-import importlib
 import os
 import signal
 from types import FrameType
@@ -17,6 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from dalkit.cli._load import load_attribute
 from dalkit.cli._render import cell
 from dalkit.cli.doctor import FLAG_METAVAR
 from dalkit.config import URL_ENV as DATABASE_URL_ENV
@@ -158,13 +158,7 @@ def _require_outbox_table(command: str, db: Database, shown: str) -> None:
 
 def _publisher(spec: str | None, redis_url: str | None, stream: str) -> Publisher:
     if spec is not None:
-        module_name, _, attribute = spec.partition(":")
-        if not attribute:
-            raise ConfigurationError(f"--publisher takes module:factory, not {spec!r}")
-        try:
-            factory: Any = getattr(importlib.import_module(module_name), attribute)
-        except (ImportError, AttributeError) as exc:
-            raise ConfigurationError(f"cannot load the publisher {spec!r}: {exc}") from None
+        factory: Any = load_attribute(spec, "--publisher")
         made: Publisher = factory()
         return made
     if redis_url is None:
