@@ -306,6 +306,28 @@ def test_not_postgres_leaves_out_every_test_that_needs_postgres(
     result.stdout.fnmatch_lines(["*test_either_backend?sqlite? PASSED*"])
 
 
+def test_the_configuration_the_testing_docs_recommend_runs_a_suite(
+    pytester: pytest.Pytester,
+) -> None:
+    # docs/testing.md's block, as a user copies it into the pyproject.toml of their project
+    docs = (Path(__file__).parents[1] / "docs" / "testing.md").read_text()
+    block = docs.split("## Configuration", 1)[1].split("```toml\n", 1)[1].split("```", 1)[0]
+    pytester.makepyprojecttoml(block)
+    pytester.makepyfile(
+        """
+        from dalkit import AsyncDatabase, Database
+
+        def test_sync(db: Database) -> None:
+            assert db.health_check().ok
+
+        async def test_async(async_db: AsyncDatabase) -> None:
+            assert (await async_db.health_check()).ok
+        """
+    )
+    result = _run_inner(pytester, "-m", "not postgres")
+    result.assert_outcomes(passed=2, deselected=2)
+
+
 # --- Redis ------------------------------------------------------------------
 
 
