@@ -7,6 +7,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -235,6 +236,52 @@ def test_a_bad_url_raises_configuration_error_without_the_password(url: str) -> 
 def test_unknown_options_raise_configuration_error() -> None:
     with pytest.raises(ConfigurationError, match="unknown Redis option"):
         RedisManager("redis://localhost/0", pool_size=3)
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "expected"),
+    [
+        ("socket_timeout_s", "5", "must be a number"),  # a raw TypeError
+        ("max_connections", True, "must be an integer"),  # a pool of one
+        ("decode_responses", "no", "must be a bool"),  # decoding on
+        ("health_check_interval_s", -1, r"zero \(off\) or positive"),
+        # a raw ValueError or OverflowError at the first command
+        ("socket_timeout_s", float("nan"), "finite"),
+        ("socket_connect_timeout_s", float("inf"), "finite"),
+        ("socket_timeout_s", 1e12, "a day at the most"),
+    ],
+)
+def test_an_option_of_the_wrong_type_or_range_raises_configuration_error(
+    option: str, value: object, expected: str
+) -> None:
+    options: dict[str, Any] = {option: value}
+    with pytest.raises(ConfigurationError, match=expected) as caught:
+        RedisConfig("redis://localhost/0", **options)
+    assert option in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("option", "raw", "parsed"),
+    [
+        ("max_connections", "3", 3),
+        ("socket_timeout_s", "none", None),
+        ("socket_connect_timeout_s", "0.5", 0.5),
+        ("decode_responses", "yes", True),
+        ("client_name", "worker", "worker"),
+    ],
+)
+def test_from_env_reads_each_option(option: str, raw: str, parsed: object) -> None:
+    variable = f"DALKIT_REDIS_{option.upper()}"
+    config = RedisConfig.from_env({"DALKIT_REDIS_URL": "redis://cache.example/1", variable: raw})
+    assert getattr(config, option) == parsed
+    assert config.url == "redis://cache.example/1"
+
+
+def test_from_env_names_a_misspelt_variable_and_a_value_that_does_not_parse() -> None:
+    with pytest.raises(ConfigurationError, match="did you mean DALKIT_REDIS_MAX_CONNECTIONS"):
+        RedisConfig.from_env({"DALKIT_REDIS_MAXCONNECTIONS": "3"})
+    with pytest.raises(ConfigurationError, match=r"DALKIT_REDIS_MAX_CONNECTIONS .* 'lots'"):
+        RedisConfig.from_env({"DALKIT_REDIS_MAX_CONNECTIONS": "lots"})
 
 
 def test_a_missing_redis_py_names_the_extra_to_install(monkeypatch: pytest.MonkeyPatch) -> None:

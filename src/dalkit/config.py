@@ -7,7 +7,6 @@ Secrets (the URL's password, ``password``/``sslpassword`` in its query or in ``c
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import os
 import re
 from collections.abc import Awaitable, Callable, Mapping
@@ -18,6 +17,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 from dalkit.config_checks import check_options
+from dalkit.config_env import options_from_env
 from dalkit.errors import ConfigurationError
 
 __all__ = [
@@ -244,15 +244,10 @@ class DatabaseConfig:
                 no option, or a value does not parse.
         """
         env = os.environ if environ is None else environ
-        fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in _NOT_FROM_ENV}
-        _check_env_names(env, [_ENV_PREFIX + name.upper() for name in fields])
         from_env: dict[str, Any] = {}
         if env.get(SECRET_KEY_ENV):
             from_env["secret_key"] = env[SECRET_KEY_ENV]
-        for name, field in fields.items():
-            raw = env.get(_ENV_PREFIX + name.upper())
-            if raw is not None:
-                from_env[name] = _coerce_env(name, raw, field.type)
+        from_env.update(options_from_env(env, _ENV_PREFIX, cls, _NOT_FROM_ENV))
         url = env.get(URL_ENV)
         if not url:
             raise ConfigurationError(
@@ -315,32 +310,3 @@ def _is_default(field: dataclasses.Field[Any], value: Any) -> bool:
     if field.default_factory is not dataclasses.MISSING:
         return bool(value == field.default_factory())
     return bool(value == field.default)
-
-
-def _check_env_names(env: Mapping[str, str], known: list[str]) -> None:
-    allowed = {*known, URL_ENV}
-    for name in sorted(key for key in env if key.startswith(_ENV_PREFIX)):
-        if name not in allowed:
-            close = difflib.get_close_matches(name, sorted(allowed), n=1)
-            hint = f"; did you mean {close[0]}?" if close else ""
-            raise ConfigurationError(f"unknown environment variable {name}{hint}")
-
-
-def _coerce_env(name: str, raw: str, annotation: object) -> Any:
-    text = str(annotation)
-    try:
-        if raw.strip().lower() in ("", "none") and "None" in text:
-            return None
-        if text.startswith("bool"):
-            if raw.strip().lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
-                raise ValueError(raw)
-            return raw.strip().lower() in ("1", "true", "yes", "on")
-        if text.startswith("int"):
-            return int(raw)
-        if text.startswith("float"):
-            return float(raw)
-    except ValueError:
-        raise ConfigurationError(
-            f"environment variable {_ENV_PREFIX}{name.upper()} has an invalid value {raw!r}"
-        ) from None
-    return raw

@@ -14,7 +14,16 @@ from typing import Any, NamedTuple
 
 from dalkit.errors import ConfigurationError
 
-__all__ = ["OPTION_TYPES", "OptionType", "check_options"]
+__all__ = [
+    "BOOL",
+    "INT",
+    "NUMBER",
+    "OPTION_TYPES",
+    "OptionType",
+    "check_options",
+    "check_types",
+    "check_wait",
+]
 
 
 class OptionType(NamedTuple):
@@ -57,35 +66,35 @@ def _is_mapping(value: object) -> bool:
     return isinstance(value, Mapping)
 
 
-_INT = OptionType("an integer", _is_int)
-_NUMBER = OptionType("a number (int or float)", _is_number)
-_BOOL = OptionType("a bool (True or False)", _is_bool)
+INT = OptionType("an integer", _is_int)
+NUMBER = OptionType("a number (int or float)", _is_number)
+BOOL = OptionType("a bool (True or False)", _is_bool)
 
 OPTION_TYPES: Mapping[str, OptionType] = {
-    "pool_size": _INT,
-    "max_overflow": _INT,
-    "pool_timeout": _NUMBER,
-    "pool_recycle": _NUMBER,
-    "pool_pre_ping": _BOOL,
+    "pool_size": INT,
+    "max_overflow": INT,
+    "pool_timeout": NUMBER,
+    "pool_recycle": NUMBER,
+    "pool_pre_ping": BOOL,
     "echo": OptionType("a bool or 'debug'", _is_echo),
     "connect_args": OptionType("a mapping (dict) of driver arguments", _is_mapping),
-    "connect_timeout_s": _NUMBER,
-    "statement_timeout_ms": _NUMBER._replace(optional=True),
+    "connect_timeout_s": NUMBER,
+    "statement_timeout_ms": NUMBER._replace(optional=True),
     "application_name": OptionType("a string", _is_str, optional=True),
-    "leak_threshold_s": _NUMBER._replace(optional=True),
-    "sqlite_busy_timeout_ms": _NUMBER,
+    "leak_threshold_s": NUMBER._replace(optional=True),
+    "sqlite_busy_timeout_ms": NUMBER,
     "init": OptionType("a callable", callable, optional=True),
     "secret_key": OptionType("a string", _is_str, optional=True),
-    "min_size": _INT,
-    "max_queries": _INT._replace(optional=True),
-    "max_idle_s": _NUMBER._replace(optional=True),
-    "pool_log_interval_s": _NUMBER._replace(optional=True),
+    "min_size": INT,
+    "max_queries": INT._replace(optional=True),
+    "max_idle_s": NUMBER._replace(optional=True),
+    "pool_log_interval_s": NUMBER._replace(optional=True),
     # the values themselves ("off", "warn", "raise") are checked by dalkit.observe
     "nplusone": OptionType("a string ('off', 'warn' or 'raise')", _is_str, optional=True),
-    "nplusone_threshold": _INT,
-    "slow_query_ms": _NUMBER._replace(optional=True),
-    "query_stats": _BOOL,
-    "query_stats_size": _INT,
+    "nplusone_threshold": INT,
+    "slow_query_ms": NUMBER._replace(optional=True),
+    "query_stats": BOOL,
+    "query_stats_size": INT,
 }
 
 
@@ -99,7 +108,21 @@ def check_options(config: object) -> None:
         ConfigurationError: For a value of the wrong type or out of range, naming the option.
     """
     values = {name: getattr(config, name) for name in OPTION_TYPES}
-    for name, option in OPTION_TYPES.items():
+    check_types(values, OPTION_TYPES)
+    _check_ranges(values)
+
+
+def check_types(values: Mapping[str, Any], types: Mapping[str, OptionType]) -> None:
+    """Check that each option in ``types`` is of its type (RedisConfig's too).
+
+    Args:
+        values: Each option's value, by name.
+        types: What each option accepts.
+
+    Raises:
+        ConfigurationError: For the first value of the wrong type, naming the option.
+    """
+    for name, option in types.items():
         value = values[name]
         if value is None and option.optional:
             continue
@@ -107,7 +130,6 @@ def check_options(config: object) -> None:
             or_none = ", or None" if option.optional else ""
             got = "None" if value is None else type(value).__name__
             raise ConfigurationError(f"{name} must be {option.expected}{or_none}; got {got}")
-    _check_ranges(values)
 
 
 #: the longest wait any timeout may ask for: a day. Past it the standard library's own limits
@@ -124,16 +146,30 @@ _WAITS = (
 )
 
 
+def check_wait(name: str, value: float | None, *, is_wait: bool = True) -> None:
+    """Check that a number of seconds (milliseconds for a name ending in ``_ms``) is finite and,
+    for a wait, at most a day.
+
+    Args:
+        name: The option, for the error.
+        value: Its value; None passes.
+        is_wait: Whether the day's limit applies too.
+
+    Raises:
+        ConfigurationError: For NaN, an infinity, or a wait of more than a day.
+    """
+    if value is None:
+        return
+    if not math.isfinite(value):
+        raise ConfigurationError(f"{name} must be a finite number; got {value!r}")
+    seconds = value / 1000.0 if name.endswith("_ms") else value
+    if is_wait and seconds > _LONGEST_S:
+        raise ConfigurationError(f"{name} may ask for a day at the most; got {value!r}")
+
+
 def _check_finite(values: Mapping[str, Any]) -> None:
     for name in (*_WAITS, "pool_recycle", "slow_query_ms"):
-        value = values[name]
-        if value is None:
-            continue
-        if not math.isfinite(value):
-            raise ConfigurationError(f"{name} must be a finite number; got {value!r}")
-        seconds = value / 1000.0 if name.endswith("_ms") else value
-        if name in _WAITS and seconds > _LONGEST_S:
-            raise ConfigurationError(f"{name} may ask for a day at the most; got {value!r}")
+        check_wait(name, values[name], is_wait=name in _WAITS)
 
 
 def _check_ranges(values: Mapping[str, Any]) -> None:

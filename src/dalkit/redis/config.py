@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qsl, unquote, unquote_plus, urlsplit, urlunsplit
 
+from dalkit.config_checks import BOOL, INT, NUMBER, OptionType, check_types, check_wait
+from dalkit.config_env import options_from_env
 from dalkit.errors import ConfigurationError
 
 __all__ = ["DEFAULT_REDIS_URL", "URL_ENV", "RedisConfig", "require_redis"]
@@ -19,8 +21,17 @@ __all__ = ["DEFAULT_REDIS_URL", "URL_ENV", "RedisConfig", "require_redis"]
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 URL_ENV = "DALKIT_REDIS_URL"
 
+_ENV_PREFIX = "DALKIT_REDIS_"
 _SCHEMES = ("redis", "rediss", "unix")
 _MASK = "***"
+_OPTION_TYPES = {
+    "max_connections": INT,
+    "socket_timeout_s": NUMBER._replace(optional=True),
+    "socket_connect_timeout_s": NUMBER,
+    "health_check_interval_s": INT,
+    "client_name": OptionType("a string", lambda value: isinstance(value, str), optional=True),
+    "decode_responses": BOOL,
+}
 
 
 def require_redis() -> None:
@@ -55,12 +66,22 @@ class RedisConfig:
             raise ConfigurationError(_malformed()) from None
         if parts.scheme not in _SCHEMES:
             raise ConfigurationError(_malformed())
-        if not isinstance(self.max_connections, int) or self.max_connections < 1:
+        # before any comparison: a str would raise a raw TypeError, a True pass as 1, and a
+        # "no" for decode_responses turn it on
+        values = {name: getattr(self, name) for name in _OPTION_TYPES}
+        check_types(values, _OPTION_TYPES)
+        if self.max_connections < 1:
             raise ConfigurationError("max_connections must be a positive integer")
+        for name in ("socket_timeout_s", "socket_connect_timeout_s", "health_check_interval_s"):
+            # NaN, infinities and years failed at the first command with a raw ValueError or
+            # OverflowError from the socket module
+            check_wait(name, values[name])
         if self.socket_connect_timeout_s <= 0 or (
             self.socket_timeout_s is not None and self.socket_timeout_s <= 0
         ):
             raise ConfigurationError("socket timeouts must be positive")
+        if self.health_check_interval_s < 0:
+            raise ConfigurationError("health_check_interval_s must be zero (off) or positive")
 
     @classmethod
     def coerce(cls, url_or_config: str | RedisConfig, **options: Any) -> RedisConfig:
@@ -74,9 +95,23 @@ class RedisConfig:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **options: Any) -> RedisConfig:
-        """The URL from ``DALKIT_REDIS_URL`` (else ``redis://localhost:6379/0``), with options."""
+        """The URL from ``DALKIT_REDIS_URL`` (else ``redis://localhost:6379/0``) and options
+        from ``DALKIT_REDIS_<OPTION>`` (``MAX_CONNECTIONS``, ``SOCKET_TIMEOUT_S``, ...).
+
+        Args:
+            environ: The variables to read (default: ``os.environ``).
+            **options: Fields to set, over what the environment says.
+
+        Returns:
+            The checked config.
+
+        Raises:
+            ConfigurationError: A ``DALKIT_REDIS_*`` variable names no option, or a value does
+                not parse or is out of range.
+        """
         env = os.environ if environ is None else environ
-        return cls.coerce(env.get(URL_ENV) or DEFAULT_REDIS_URL, **options)
+        from_env = options_from_env(env, _ENV_PREFIX, cls, ("url",))
+        return cls.coerce(env.get(URL_ENV) or DEFAULT_REDIS_URL, **{**from_env, **options})
 
     @property
     def safe_url(self) -> str:

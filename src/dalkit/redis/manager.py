@@ -66,7 +66,7 @@ class RedisManager:
             The manager.
 
         Raises:
-            ConfigurationError: When the URL is missing or a variable is invalid.
+            ConfigurationError: A ``DALKIT_REDIS_*`` variable names no option or is invalid.
         """
         return cls(RedisConfig.from_env(**options))
 

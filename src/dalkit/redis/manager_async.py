@@ -58,7 +58,7 @@ class AsyncRedisManager:
             The manager.
 
         Raises:
-            ConfigurationError: When the URL is missing or a variable is invalid.
+            ConfigurationError: A ``DALKIT_REDIS_*`` variable names no option or is invalid.
         """
         return cls(RedisConfig.from_env(**options))
 
