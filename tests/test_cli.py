@@ -260,6 +260,19 @@ def test_outbox_relay_with_a_bad_publisher_exits_2(sqlite_url: str, spec: str) -
     assert "--publisher" in result.stderr
 
 
+@pytest.mark.parametrize(
+    "command", [["status"], ["relay", "--once", "--publisher", "builtins:object"]]
+)
+@pytest.mark.parametrize(
+    "url", ["mysql://app:s3cret@127.0.0.1/app", "postgresql+nosuchdriver://app:s3cret@h/app"]
+)
+def test_outbox_on_a_database_dalkit_does_not_support_exits_2(command: list[str], url: str) -> None:
+    # as doctor, inspect, migrate and demo do: the configuration is unusable, nothing was tried
+    result = invoke("outbox", *command, "--url", url)
+    assert result.exit_code == 2, result.output
+    assert "s3cret" not in result.output
+
+
 def test_outbox_status_on_a_missing_file_creates_nothing(tmp_path: Path) -> None:
     result = invoke("outbox", "status", "--url", f"sqlite:///{tmp_path / 'none.db'}")
     assert result.exit_code == 1

@@ -130,10 +130,14 @@ def _config(command: str, url: str | None) -> DatabaseConfig:
 
 
 def _open(command: str, config: DatabaseConfig) -> tuple[Database, str]:
-    """The database of ``config`` and its masked URL as given; exits 1 for a missing SQLite
-    file, which is never created."""
+    """The database of ``config`` and its masked URL as given; exits 2 for a database or driver
+    dalkit does not support, as ``_config`` does for a malformed URL, and 1 for a missing
+    SQLite file, which is never created."""
     try:
         return Database(existing_database_only(config)), config.safe_url
+    except ConfigurationError as exc:
+        typer.echo(f"dalkit outbox {command}: {exc}", err=True)
+        raise typer.Exit(2) from None
     except DalkitError as exc:
         typer.echo(f"dalkit outbox {command}: {type(exc).__name__}: {exc}", err=True)
         raise typer.Exit(1) from None
