@@ -27,7 +27,9 @@ __all__ = [
     "DatabaseConfig",
     "InitHook",
     "is_memory_sqlite",
+    "is_multi_host",
     "is_secret",
+    "split_hosts",
 ]
 
 #: An example URL for help texts; dalkit never connects to it unasked (from_env requires a URL).
@@ -48,6 +50,11 @@ _ENV_PREFIX = "DALKIT_DATABASE_"
 _NOT_FROM_ENV = frozenset({"url", "connect_args", "init"})
 _SECRET_NAME = re.compile(r"password|passwd|secret|token", re.IGNORECASE)
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+# scheme://userinfo@host:port,host:port/rest: SQLAlchemy only parses the ?host= spelling. The
+# hosts end the authority (a "/", a "?" or the end): a comma in a password is no host list
+_MULTI_HOST = re.compile(
+    r"^(?P<head>[^:/]+://(?:[^@/]*@)?)(?P<hosts>[^/?@]*,[^/?@]*)(?P<tail>(?:[/?].*)?)$"
+)
 
 
 def is_secret(name: str) -> bool:
@@ -75,6 +82,46 @@ def _encode_userinfo(url: str) -> str:
     return f"{scheme.group()}{encoded}@{host}{rest[end:]}"
 
 
+def split_hosts(url: str) -> str:
+    """A libpq-style multi-host URL in SQLAlchemy's spelling, which psycopg and asyncpg both
+    turn into multi-host connections; any other URL as it is.
+
+    Args:
+        url: A URL, maybe ``postgresql://u:p@h1:5432,h2:5432/app?...``.
+
+    Returns:
+        ``postgresql://u:p@/app?host=h1:5432&host=h2:5432&...`` for a multi-host URL.
+
+    Examples:
+        ```python
+        print(split_hosts("postgresql://u@h1:5432,h2:5432/app"))
+        #> postgresql://u@/app?host=h1:5432&host=h2:5432
+        ```
+    """
+    match = _MULTI_HOST.match(url)
+    if match is None:
+        return url
+    hosts = [part for part in match["hosts"].split(",") if part]
+    path, _, query = match["tail"].partition("?")
+    params = "&".join(f"host={host}" for host in hosts)
+    return f"{match['head']}{path or '/'}?{params}{'&' + query if query else ''}"
+
+
+def is_multi_host(url: URL) -> bool:
+    """Whether ``url`` names several hosts (libpq's failover), in either spelling.
+
+    Args:
+        url: A parsed URL.
+
+    Returns:
+        True for ``?host=h1&host=h2`` (what `split_hosts()` makes) or ``?host=h1,h2``.
+    """
+    hosts = url.query.get("host")
+    if isinstance(hosts, tuple):
+        return len(hosts) > 1 or any("," in host for host in hosts)
+    return isinstance(hosts, str) and "," in hosts
+
+
 def is_memory_sqlite(url: URL) -> bool:
     """Whether ``url`` names an in-memory SQLite database (which lives in its connection)."""
     if url.get_backend_name() != "sqlite":
@@ -84,7 +131,7 @@ def is_memory_sqlite(url: URL) -> bool:
 
 def _parse_url(url: str | URL) -> URL:
     try:
-        return make_url(_encode_userinfo(url) if isinstance(url, str) else url)
+        return make_url(split_hosts(_encode_userinfo(url)) if isinstance(url, str) else url)
     except (ArgumentError, ValueError):
         # make_url's message repeats the whole string, password included: chain nothing
         raise ConfigurationError(

@@ -25,7 +25,7 @@ from sqlalchemy import MetaData
 from sqlalchemy.engine import URL, Connection, CursorResult, Engine, RowMapping
 from sqlalchemy.orm import Session, sessionmaker
 
-from dalkit.config import SECRET_KEY_ENV, DatabaseConfig
+from dalkit.config import SECRET_KEY_ENV, DatabaseConfig, is_multi_host
 from dalkit.database_observe import DatabaseObserve
 from dalkit.database_transactions import DatabaseTransactions
 from dalkit.engine.build import (
@@ -33,7 +33,7 @@ from dalkit.engine.build import (
     get_driver_connection,
 )
 from dalkit.engine.health import HealthCheckResult
-from dalkit.engine.pgbouncer import pgbouncer_config, split_multi_host
+from dalkit.engine.pgbouncer import pgbouncer_config
 from dalkit.engine.replica_setup import RouteReads, failure_hook, replica_router
 from dalkit.engine.session import DalkitSession
 from dalkit.observe import install as install_observer
@@ -106,8 +106,9 @@ class Database(DatabaseTransactions, DatabaseObserve):
         **options: Any,
     ) -> None:
         # -- scale-out: multi-host URLs and PgBouncer (dalkit.engine.pgbouncer) --------------
-        url_or_config, multi_host = split_multi_host(url_or_config)
+        # h1:5432,h2:5432 is parsed by the config, wherever the URL comes from (the environment)
         self.config = DatabaseConfig.coerce(url_or_config, **options)
+        multi_host = is_multi_host(self.config.url)
         self.pgbouncer = pgbouncer
         if pgbouncer:
             self.config = pgbouncer_config(self.config)

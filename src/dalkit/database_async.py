@@ -30,12 +30,12 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
 )
 
-from dalkit.config import SECRET_KEY_ENV, DatabaseConfig
+from dalkit.config import SECRET_KEY_ENV, DatabaseConfig, is_multi_host
 from dalkit.database_observe_async import AsyncDatabaseObserve
 from dalkit.database_transactions_async import AsyncDatabaseTransactions
 from dalkit.engine.build import build_async_engine, get_async_driver_connection
 from dalkit.engine.health import HealthCheckResult
-from dalkit.engine.pgbouncer import pgbouncer_config, split_multi_host
+from dalkit.engine.pgbouncer import pgbouncer_config
 from dalkit.engine.replica_setup import RouteReads, failure_hook, replica_router
 from dalkit.engine.session import DalkitSession
 from dalkit.observe import install as install_observer
@@ -108,8 +108,9 @@ class AsyncDatabase(AsyncDatabaseTransactions, AsyncDatabaseObserve):
         **options: Any,
     ) -> None:
         # -- scale-out: multi-host URLs and PgBouncer (dalkit.engine.pgbouncer) --------------
-        url_or_config, multi_host = split_multi_host(url_or_config)
+        # h1:5432,h2:5432 is parsed by the config, wherever the URL comes from (the environment)
         self.config = DatabaseConfig.coerce(url_or_config, **options)
+        multi_host = is_multi_host(self.config.url)
         self.pgbouncer = pgbouncer
         if pgbouncer:
             self.config = pgbouncer_config(self.config)

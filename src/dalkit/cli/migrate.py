@@ -24,7 +24,6 @@ from dalkit import AsyncDatabase, Database
 from dalkit.cli._load import load_attribute
 from dalkit.cli._render import cell
 from dalkit.config import DEFAULT_URL, DatabaseConfig
-from dalkit.engine.pgbouncer import split_multi_host
 from dalkit.errors import ConfigurationError, DalkitError
 from dalkit.migrations import (
     Finding,
@@ -86,7 +85,7 @@ def _migrations(
 ) -> Iterator[Migrations[Any]]:
     # parsed as `dalkit doctor` parses it: an '@' in the password read as libpq reads it, and a
     # malformed URL a ConfigurationError (SQLAlchemy's errors show pieces of the password)
-    config = DatabaseConfig.coerce(split_multi_host(url or DEFAULT_URL)[0])
+    config = DatabaseConfig.coerce(url or DEFAULT_URL)
     # the driver as written (get_driver_name() would load the dialect, an unknown one raising)
     is_async = config.url.drivername.partition("+")[2] in _ASYNC_DRIVERS
     if sync and is_async:  # dalkit picks a sync driver

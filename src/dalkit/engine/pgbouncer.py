@@ -4,13 +4,12 @@ failover: the engine settings each needs and the session features each must refu
 
 from __future__ import annotations
 
-import re
 import uuid
 from typing import Any
 
 from sqlalchemy.engine import URL
 
-from dalkit.config import DatabaseConfig
+from dalkit.config import DatabaseConfig, split_hosts
 from dalkit.errors import ConfigurationError, DalkitError
 
 __all__ = [
@@ -19,12 +18,6 @@ __all__ = [
     "pgbouncer_config",
     "split_multi_host",
 ]
-
-# scheme://userinfo@host:port,host:port/rest: SQLAlchemy only parses the ?host= spelling. The
-# hosts end the authority (a "/", a "?" or the end): a comma in a password is no host list
-_MULTI_HOST = re.compile(
-    r"^(?P<head>[^:/]+://(?:[^@/]*@)?)(?P<hosts>[^/?@]*,[^/?@]*)(?P<tail>(?:[/?].*)?)$"
-)
 
 
 class PgBouncerError(DalkitError):
@@ -116,10 +109,7 @@ def split_multi_host(url: str | URL | DatabaseConfig) -> tuple[str | URL | Datab
         #> postgresql://u@/app?host=h1:5432&host=h2:5432
         ```
     """
-    match = _MULTI_HOST.match(url) if isinstance(url, str) else None
-    if match is None:
+    if not isinstance(url, str):
         return url, False
-    hosts = [part for part in match["hosts"].split(",") if part]
-    path, _, query = match["tail"].partition("?")
-    params = "&".join(f"host={host}" for host in hosts)
-    return f"{match['head']}{path or '/'}?{params}{'&' + query if query else ''}", True
+    rewritten = split_hosts(url)
+    return rewritten, rewritten != url

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Literal, overload
 
-from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.engine import URL, Engine
 
 from dalkit.config import DatabaseConfig
 from dalkit.engine.build import build_async_engine, build_engine
@@ -88,9 +88,9 @@ def replica_router(
         The router, or None without replicas.
 
     Raises:
-        ConfigurationError: A single URL instead of a list, weights that do not match the
-            URLs, replicas of a database that is not PostgreSQL, or ``route_reads`` other than
-            "auto" or "read_only".
+        ConfigurationError: A single URL instead of a list, a malformed URL, weights that do
+            not match the URLs, replicas of a database that is not PostgreSQL, or
+            ``route_reads`` other than "auto" or "read_only".
     """
     if route_reads not in ROUTE_READS:
         raise ConfigurationError(f"route_reads= takes 'auto' or 'read_only', not {route_reads!r}")
@@ -108,7 +108,9 @@ def replica_router(
     drivername = config.url.drivername
     configs = []
     for url in urls:
-        replica = DatabaseConfig.coerce(config, url=make_url(url).set(drivername=drivername))
+        # parsed as the primary's is: a malformed URL is a ConfigurationError, h1,h2 fails over
+        parsed = DatabaseConfig.from_url(url).url
+        replica = DatabaseConfig.coerce(config, url=parsed.set(drivername=drivername))
         configs.append(pgbouncer_config(replica) if pgbouncer else replica)
     names = replica_names(configs)
     # behind PgBouncer, asyncpg's statements run apart from their prepare step: only inside a
@@ -145,5 +147,14 @@ def replica_names(configs: Sequence[DatabaseConfig]) -> list[str]:
     Returns:
         One name per replica, numbered (``host:port#1``) when two would be alike.
     """
-    names = [f"{c.url.host or 'localhost'}:{c.url.port or 5432}" for c in configs]
+    names = [_hosts(c.url) for c in configs]
     return [n if names.count(n) == 1 else f"{n}#{i}" for i, n in enumerate(names)]
+
+
+def _hosts(url: URL) -> str:
+    # a multi-host URL names its hosts in the query (?host=h1:5432&host=h2:5432)
+    listed = url.query.get("host") if url.host is None else None
+    if listed:
+        hosts = [listed] if isinstance(listed, str) else list(listed)
+        return ",".join(h if ":" in h else f"{h}:{url.port or 5432}" for h in hosts)
+    return f"{url.host or 'localhost'}:{url.port or 5432}"
