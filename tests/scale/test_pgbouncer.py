@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Iterator
 import psycopg
 import pytest
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from dalkit import AsyncDatabase, AsyncRepository, Database, Repository
@@ -199,3 +200,48 @@ def test_session_state_and_session_locks_are_refused() -> None:
         check_session_lock_allowed(behind)
     check_session_lock_allowed(Database(url))  # not behind PgBouncer: allowed
     assert behind.engine.dialect.name == "postgresql"
+
+
+async def test_autocommit_on_asyncpg_is_refused_with_a_reason(async_db: AsyncDatabase) -> None:
+    # asyncpg's prepare and execute steps outside a transaction block may reach two server
+    # connections: "prepared statement ... does not exist", at random under load
+    with pytest.raises(PgBouncerError, match="AUTOCOMMIT"):
+        async with async_db.transaction(isolation="AUTOCOMMIT") as session:
+            await session.execute(text("SELECT 1"))
+    with pytest.raises(PgBouncerError, match="AUTOCOMMIT"):
+        await async_db.transactional(isolation="AUTOCOMMIT").run(_select_one)
+    assert (await async_db.sql("SELECT 1 AS one")) == [{"one": 1}]
+
+
+async def _select_one(session: AsyncSession) -> int:
+    return int((await session.execute(text("SELECT 1"))).scalar_one())
+
+
+@pytest.mark.slow
+async def test_the_async_replica_monitor_through_pgbouncer_keeps_a_healthy_replica_in(
+    pgbouncer_database_url: str,
+) -> None:
+    # the primary stands in for its replica (the monitor reads its position either way); 20
+    # clients keep PgBouncer's 10 server connections changing hands between the probes' steps
+    url = pgbouncer_database_url.replace("postgresql://", "postgresql+asyncpg://")
+    db = AsyncDatabase(
+        url, pgbouncer=True, replicas=[url], replica_monitor_interval_s=0.02, pool_size=20
+    )
+    stop = asyncio.Event()
+
+    async def load() -> None:
+        while not stop.is_set():
+            async with db.transaction() as session:
+                await session.execute(text("SELECT pg_sleep(0.001)"))
+
+    try:
+        async with db.transaction(read_only=True) as session:  # starts the monitor
+            await session.execute(text("SELECT 1"))
+        clients = [asyncio.create_task(load()) for _ in range(20)]
+        await asyncio.sleep(3)
+        stop.set()
+        await asyncio.gather(*clients)
+        (replica,) = db.get_stats()["replicas"]["replicas"].values()
+    finally:
+        await db.dispose()
+    assert (replica["state"], replica["errors"], replica["error"]) == ("healthy", 0, None)

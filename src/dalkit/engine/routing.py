@@ -318,11 +318,15 @@ class AsyncReplicaRouter(_Router["AsyncEngine"]):
         """One round of the monitor: the primary's position, then each replica's."""
         timeout = max(1.0, 2 * self.replicas.interval_s)
         with contextlib.suppress(Exception):
-            lsn = await asyncio.wait_for(_scalar(self.primary, _PRIMARY_LSN), timeout)
+            lsn = await asyncio.wait_for(
+                _scalar(self.primary, _PRIMARY_LSN, self._autocommit_reads), timeout
+            )
             self.replicas.primary_at(time.monotonic(), parse_lsn(lsn))
         for replica in self.replicas.replicas:
             try:
-                replay = await asyncio.wait_for(_scalar(replica.engine, _REPLAY_LSN), timeout)
+                replay = await asyncio.wait_for(
+                    _scalar(replica.engine, _REPLAY_LSN, self._autocommit_reads), timeout
+                )
             except Exception as error:
                 self.replicas.failed(replica, _short(error))
                 continue
@@ -341,11 +345,14 @@ class AsyncReplicaRouter(_Router["AsyncEngine"]):
         self._closed = False
 
 
-async def _scalar(engine: AsyncEngine, statement: str) -> str:
+async def _scalar(engine: AsyncEngine, statement: str, autocommit: bool) -> str:
     """``statement``'s one value, in autocommit: no BEGIN, which a standby refuses when a
-    read-only transaction's reset left psycopg asking for READ WRITE."""
+    read-only transaction's reset left psycopg asking for READ WRITE. Not for asyncpg behind
+    PgBouncer (``autocommit`` False): its prepare and execute steps would reach two server
+    connections outside a transaction block; asyncpg's plain BEGIN suits a standby."""
     async with engine.connect() as connection:
-        await connection.execution_options(isolation_level="AUTOCOMMIT")
+        if autocommit:
+            await connection.execution_options(isolation_level="AUTOCOMMIT")
         value: str = (await connection.exec_driver_sql(statement)).scalar_one()
         return value
 

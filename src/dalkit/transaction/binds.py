@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
+from dalkit.engine.pgbouncer import PgBouncerError
 from dalkit.errors import TransactionError
 from dalkit.transaction import deferred
 from dalkit.transaction.options import TransactionOptions
@@ -21,7 +22,23 @@ __all__ = ["bind_options", "check_sqlite_can_start", "pending_writes"]
 def bind_options(
     engine: Engine, options: TransactionOptions, *, defer_begin: bool = True
 ) -> dict[str, Any]:
-    """Execution options giving a connection of ``engine`` what ``options`` ask for."""
+    """Execution options giving a connection of ``engine`` what ``options`` ask for.
+
+    ``defer_begin`` is False where every statement must run inside a transaction block
+    (asyncpg behind PgBouncer's transaction pooling), which AUTOCOMMIT would leave.
+
+    Raises:
+        PgBouncerError: AUTOCOMMIT where every statement needs a transaction block.
+    """
+    if options.autocommit and not defer_begin:
+        # asyncpg prepares a statement and runs it in two steps, which PgBouncer sends to two
+        # server connections outside a transaction block: "prepared statement does not exist"
+        raise PgBouncerError(
+            "isolation='AUTOCOMMIT' cannot run on asyncpg behind PgBouncer's transaction "
+            "pooling: asyncpg prepares and runs each statement in two steps, which PgBouncer "
+            "may send to two server connections outside a transaction block; use a "
+            "transaction (the default isolation) or psycopg"
+        )
     if defer_begin and deferred.deferrable(engine, options):
         return deferred.execution_options(options)
     return options.execution_options(engine.dialect.name)
