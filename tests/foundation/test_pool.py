@@ -220,10 +220,12 @@ def test_a_server_restart_is_invisible_to_the_next_hundred_checkouts(
 
 
 @pytest.mark.postgres
+@pytest.mark.parametrize("driver", ["asyncpg", "psycopg"])
 async def test_a_server_restart_is_invisible_to_async_checkouts(
-    postgres_server: PostgresServer, postgres_database_url: str
+    postgres_server: PostgresServer, postgres_database_url: str, driver: str
 ) -> None:
-    async with AsyncDatabase(postgres_database_url, pool_size=3) as db:
+    url = sa.make_url(postgres_database_url).set(drivername=f"postgresql+{driver}")
+    async with AsyncDatabase(url, pool_size=3) as db:
         connections = [await db.engine.connect() for _ in range(3)]
         for connection in connections:
             await connection.exec_driver_sql("SELECT 1")

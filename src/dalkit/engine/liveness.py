@@ -49,13 +49,14 @@ def peer_closed(dbapi_connection: Any) -> bool:
 
 
 def _socket_of(dbapi_connection: Any) -> int | None:
-    pgconn = getattr(dbapi_connection, "pgconn", None)
-    if pgconn is not None:  # psycopg
-        if dbapi_connection.closed:
+    # the driver's own connection: SQLAlchemy's async adapters keep it as driver_connection
+    driver = getattr(dbapi_connection, "driver_connection", None) or dbapi_connection
+    pgconn = getattr(driver, "pgconn", None)
+    if pgconn is not None:  # psycopg, sync or async
+        if driver.closed:
             raise ConnectionError("closed")
         return int(pgconn.socket)
-    driver = getattr(dbapi_connection, "driver_connection", None)
-    if driver is not None and hasattr(driver, "is_closed"):  # asyncpg, behind the adapter
+    if hasattr(driver, "is_closed"):  # asyncpg, behind the adapter
         if driver.is_closed():
             raise ConnectionError("closed")
         # asyncpg keeps its transport private, and has no public file number to offer
