@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from dalkit import Database
 from dalkit.engine.replicas import parse_lsn
+from dalkit.errors import DatabaseError
 from dalkit.testing.replication import Replication, current_lsn
 
 from .helpers import PROBE, items, metadata, wait_until
@@ -294,3 +295,25 @@ def test_replica_options_are_checked() -> None:
         with db.read_your_writes("not-a-position"):
             pass
     assert db.replica_token() is None
+
+
+@pytest.mark.slow
+def test_a_read_only_block_whose_replica_died_sends_the_next_one_elsewhere(
+    replicated_database: tuple[str, str], replication: Replication
+) -> None:
+    # a monitor too slow to notice: the failed block itself must eject the replica
+    primary, replica = replicated_database
+    url = primary.replace("postgresql://", "postgresql+psycopg://")
+    with Database(url, replicas=[replica], replica_monitor_interval_s=3600) as db:
+
+        def in_recovery() -> bool:
+            with db.transaction(read_only=True) as session:
+                return bool(session.execute(text("SELECT pg_is_in_recovery()")).scalar())
+
+        assert in_recovery()
+        wait_until(lambda: _replica_stats(db)["state"] == "healthy", 5)  # probed: no more
+        replication.replica.shutdown()
+        with pytest.raises(DatabaseError):  # a with-block cannot be run again: the caller sees it
+            in_recovery()
+        assert [in_recovery() for _ in range(3)] == [False] * 3
+        assert _replica_stats(db)["state"] == "down"

@@ -14,6 +14,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dalkit import AsyncDatabase
+from dalkit.errors import DatabaseError
 from dalkit.testing.replication import Replication, current_lsn
 
 from .helpers import PROBE, items, metadata
@@ -201,3 +202,25 @@ async def test_a_routed_read_only_transaction_keeps_its_transaction_local_settin
     )
     fresh = contextvars.Context()
     assert await asyncio.create_task(read_only.run(setting), context=fresh) in ("", None)
+
+
+@pytest.mark.slow
+async def test_a_read_only_block_whose_replica_died_sends_the_next_one_elsewhere(
+    replicated_database: tuple[str, str], replication: Replication
+) -> None:
+    # a monitor too slow to notice: the failed block itself must eject the replica
+    primary, replica = replicated_database
+    url = primary.replace("postgresql://", "postgresql+asyncpg://")
+    async with AsyncDatabase(url, replicas=[replica], replica_monitor_interval_s=3600) as db:
+
+        async def in_recovery() -> bool:
+            async with db.transaction(read_only=True) as session:
+                return bool((await session.execute(text("SELECT pg_is_in_recovery()"))).scalar())
+
+        assert await in_recovery()
+        await _until(lambda: _replica_stats(db)["state"] == "healthy", 5)  # probed: no more
+        await asyncio.to_thread(replication.replica.shutdown)
+        with pytest.raises(DatabaseError):  # a with-block cannot be run again: the caller sees it
+            await in_recovery()
+        assert [await in_recovery() for _ in range(3)] == [False] * 3
+        assert _replica_stats(db)["state"] == "down"

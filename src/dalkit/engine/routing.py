@@ -189,7 +189,7 @@ class _Router(Generic[E]):
         if replica is None or not lost_connection(error):
             return False
         self.replicas.mark_down(replica, error)
-        log.warning("read on replica %s failed (%s); running it elsewhere", replica.name, error)
+        log.warning("read on replica %s failed (%s); ejected until it answers", replica.name, error)
         return True
 
     def _track_write(self, cursor: Any, statement: str, context: Any) -> None:

@@ -98,6 +98,10 @@ class AsyncTransactionRunner:
                 exit_scope(token)
             await self._commit(session)
         except BaseException as error:
+            if self.on_failure is not None and isinstance(error, Exception):
+                # not run again (a block cannot be), but a replica that failed it is ejected,
+                # so that the next transaction goes elsewhere
+                self.on_failure(options, session, error)
             await self._failed(scope, error, started, rolled_back=0, retries=0)
             raise
         self.stats.record(options.stats_key, True, perf_counter() - started)
