@@ -54,6 +54,37 @@ async def test_an_async_server_side_cursor_on_psycopg_begins_the_transaction(
         await db.dispose()
 
 
+def test_a_read_only_transaction_streams_in_its_read_only_transaction(pg: Database) -> None:
+    # its BEGIN READ ONLY must not go through the server-side cursor (DECLARE ... FOR BEGIN)
+    with pg.transaction() as session:
+        _seed(session, 30)
+    for options in ({"yield_per": 7}, {"stream_results": True}):
+        with pg.transaction(read_only=True) as session:
+            streamed = session.scalars(
+                sa.select(Item.id).order_by(Item.id), execution_options=options
+            )
+            assert list(streamed) == list(range(1, 32))
+            assert session.execute(sa.text("SHOW transaction_read_only")).scalar() == "on"
+
+
+@pytest.mark.parametrize("driver", ["psycopg", "asyncpg"])
+async def test_an_async_read_only_transaction_streams(
+    postgres_database_url: str, driver: str
+) -> None:
+    db = AsyncDatabase(with_driver(postgres_database_url, f"postgresql+{driver}"))
+    try:
+        await create_all_async(db)
+        async with db.transaction() as session:
+            session.add_all(Item(id=n, name=f"item {n}") for n in range(1, 12))
+        async with db.transaction(read_only=True) as session:
+            streamed = await session.stream_scalars(sa.select(Item.id).order_by(Item.id))
+            assert [n async for n in streamed] == list(range(1, 12))
+            read_only = await session.execute(sa.text("SHOW transaction_read_only"))
+            assert read_only.scalar() == "on"
+    finally:
+        await db.dispose()
+
+
 def test_now_answers_one_time_for_the_whole_transaction(
     pg: Database, statement_log: StatementLog
 ) -> None:

@@ -186,8 +186,12 @@ def install(engine: Engine) -> None:
             driver.autocommit = True
             info[_AUTOCOMMIT] = True
         # on the statement's own cursor: a failure here is handled (translated, a lost
-        # connection invalidated) like a failure of the statement itself
-        cursor.execute(begin)
+        # connection invalidated) like a failure of the statement itself. Not on a server-side
+        # one, which would send DECLARE ... CURSOR FOR BEGIN READ ONLY: a cursor of its own
+        if context._is_server_side:
+            _send(driver, begin)
+        else:
+            cursor.execute(begin)
         info[_BEGUN] = True
 
     hooks_for(dialect).add_before(begin_if_needed)
