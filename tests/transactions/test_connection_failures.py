@@ -19,6 +19,7 @@ from dalkit import (
     Database,
     RetryPolicy,
 )
+from dalkit.transaction.options import IsolationLevel
 
 from .models import Item, create_all, create_all_async, item_names, item_names_async
 
@@ -205,3 +206,40 @@ async def test_a_cancellation_during_commit_runs_no_callbacks_and_counts_as_unkn
     stats = pg_async_db.transaction_stats()
     assert ran == []
     assert (stats["outcome_unknown"], stats["rolled_back"]) == (1, 0)
+
+
+@pytest.mark.parametrize("isolation", [None, "REPEATABLE READ"])
+def test_a_read_only_transaction_whose_commit_broke_is_retried(
+    pg_db: Database,
+    pg_admin: psycopg.Connection[tuple[object, ...]],
+    isolation: IsolationLevel | None,
+) -> None:
+    # the server kept it from writing: a lost COMMIT leaves nothing unknown
+    pids: list[int] = []
+
+    def read(session: Session) -> int:
+        pids.append(int(session.scalar(PID) or 0))  # begins the transaction (BEGIN READ ONLY)
+        if len(pids) == 1:
+            _kill(pg_admin, pids[0])
+        return pids[-1]
+
+    assert pg_db.transactional(read_only=True, isolation=isolation, retry=FAST).run(read)
+    assert len(pids) == 2
+    with pytest.raises(ConnectionLostError):
+        with pg_db.transaction(read_only=True, isolation=isolation) as session:
+            _kill(pg_admin, int(session.scalar(PID) or 0))
+
+
+async def test_an_async_read_only_transaction_whose_commit_broke_is_retried(
+    pg_async_db: AsyncDatabase, pg_admin: psycopg.Connection[tuple[object, ...]]
+) -> None:
+    pids: list[int] = []
+
+    async def read(session: AsyncSession) -> int:
+        pids.append(int(await session.scalar(PID) or 0))
+        if len(pids) == 1:
+            _kill(pg_admin, pids[0])
+        return pids[-1]
+
+    assert await pg_async_db.transactional(read_only=True, retry=FAST).run(read)
+    assert len(pids) == 2

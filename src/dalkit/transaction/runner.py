@@ -95,7 +95,7 @@ class TransactionRunner:
             finally:
                 scope.finished = True
                 exit_scope(token)
-            self._commit(session)
+            self._commit(session, options)
         except BaseException as error:
             if self.on_failure is not None and isinstance(error, Exception):
                 # not run again (a block cannot be), but a replica that failed it is ejected,
@@ -239,14 +239,16 @@ class TransactionRunner:
         finally:
             scope.finished = True
             exit_scope(token)
-        self._commit(session)
+        self._commit(session, scope.options)
         return result
 
-    def _commit(self, session: Session) -> None:
+    def _commit(self, session: Session, options: TransactionOptions) -> None:
         """COMMIT and give the connection back; a connection broken during COMMIT becomes
-        CommitOutcomeUnknownError. A cancellation during COMMIT stays a cancellation (turning
-        it into anything else would break asyncio.timeout and task groups), but is marked, so
-        that neither set of callbacks runs and the statistics count the outcome as unknown."""
+        CommitOutcomeUnknownError, but for a read-only transaction, which the server kept from
+        writing: it stays a lost connection (ConnectionLostError), retried. A cancellation
+        during COMMIT stays a cancellation (turning it into anything else would break
+        asyncio.timeout and task groups), but is marked, so that neither set of callbacks runs
+        and the statistics count the outcome as unknown."""
         try:
             if deferred.nothing_to_commit(session):  # read-only at READ COMMITTED: no BEGIN
                 session.close()
@@ -254,7 +256,7 @@ class TransactionRunner:
             session.commit()
         except Exception as error:
             self._discard(session)
-            if breaks_commit(error):
+            if breaks_commit(error) and not (options.read_only and not options.autocommit):
                 raise CommitOutcomeUnknownError(
                     f"the connection broke during COMMIT, so whether the transaction "
                     f"committed is unknown ({error}); it was not retried"

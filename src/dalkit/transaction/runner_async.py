@@ -96,7 +96,7 @@ class AsyncTransactionRunner:
             finally:
                 scope.finished = True
                 exit_scope(token)
-            await self._commit(session)
+            await self._commit(session, options)
         except BaseException as error:
             if self.on_failure is not None and isinstance(error, Exception):
                 # not run again (a block cannot be), but a replica that failed it is ejected,
@@ -240,14 +240,16 @@ class AsyncTransactionRunner:
         finally:
             scope.finished = True
             exit_scope(token)
-        await self._commit(session)
+        await self._commit(session, scope.options)
         return result
 
-    async def _commit(self, session: AsyncSession) -> None:
+    async def _commit(self, session: AsyncSession, options: TransactionOptions) -> None:
         """COMMIT and give the connection back; a connection broken during COMMIT becomes
-        CommitOutcomeUnknownError. A cancellation during COMMIT stays a cancellation (turning
-        it into anything else would break asyncio.timeout and task groups), but is marked, so
-        that neither set of callbacks runs and the statistics count the outcome as unknown."""
+        CommitOutcomeUnknownError, but for a read-only transaction, which the server kept from
+        writing: it stays a lost connection (ConnectionLostError), retried. A cancellation
+        during COMMIT stays a cancellation (turning it into anything else would break
+        asyncio.timeout and task groups), but is marked, so that neither set of callbacks runs
+        and the statistics count the outcome as unknown."""
         try:
             if deferred.nothing_to_commit(session):  # read-only at READ COMMITTED: no BEGIN
                 await session.close()
@@ -255,7 +257,7 @@ class AsyncTransactionRunner:
             await session.commit()
         except Exception as error:
             await self._discard(session)
-            if breaks_commit(error):
+            if breaks_commit(error) and not (options.read_only and not options.autocommit):
                 raise CommitOutcomeUnknownError(
                     f"the connection broke during COMMIT, so whether the transaction "
                     f"committed is unknown ({error}); it was not retried"
