@@ -60,13 +60,15 @@ _serving: contextvars.ContextVar[object | None] = contextvars.ContextVar(
 
 
 class _RequestHolder:
-    """The holder of a sync Database's request transaction: the request's own code, in
-    whichever thread it runs (any context copied from the request's). Starlette and FastAPI
-    hand a sync endpoint or dependency to one worker thread at a time and wait for it, so the
-    session passes between threads but is never used by two at once. A ``threading.Thread``
-    starts with a context of its own, so it sees no request transaction at all; work handed to
-    ``asyncio.to_thread`` copies the request's context and may join, like an endpoint's
-    thread, so it must be awaited before the request's code uses the session again."""
+    """The holder of a request's transaction: the request's own code, in whichever thread or
+    task it runs (any context copied from the request's). Starlette and FastAPI hand a sync
+    endpoint or dependency to one worker thread at a time and wait for it, and an inner
+    ``BaseHTTPMiddleware`` runs the rest of the application in a task it waits for, so the
+    session passes between threads or tasks but is never used by two at once. A
+    ``threading.Thread`` starts with a context of its own, so it sees no request transaction at
+    all; work handed to ``asyncio.to_thread`` or a task the request starts copies the request's
+    context and may join, so it must be awaited before the request's code uses the session
+    again."""
 
     __slots__ = ()
 
@@ -96,13 +98,16 @@ class Transaction:
         self._manager: Any = self.middleware.db.transaction(read_only=request.read_only)
 
     async def enter(self) -> None:
-        """Open the transaction; called in the application's task, whose context it is."""
+        """Open the transaction (no I/O until the first statement) in the request's context,
+        which the application's task runs in, and hand it to the request's code."""
         if isinstance(self.middleware.db, AsyncDatabase):
             self.session = await self._manager.__aenter__()
-            return
-        self.session = self._manager.__enter__()  # no I/O until the first statement
+        else:
+            self.session = self._manager.__enter__()
         scope = current_scope()
         if scope is not None and scope.session is self.session:
+            # not the task that opened it: the request's code may run in another one (an
+            # inner BaseHTTPMiddleware runs the endpoint in a task of its own)
             scope.holder = self.request.holder
 
     async def exit(
@@ -282,12 +287,16 @@ class Request:
         if not self.middleware.background_transaction or self.background:
             return
         self.background = True
-        # background tasks run in the application's task once the response is out; a body
-        # streamed from another task leaves them to open their own transactions
+        self.read_only = False
+        self.transaction = Transaction(self)
         if asyncio.current_task() is self.app_task:
-            self.read_only = False
-            self.transaction = Transaction(self)
             await self.transaction.enter()
+            return
+        # the body came from a task of its own (Starlette streams StreamingResponse and
+        # FileResponse so under uvicorn): the background tasks still run in the application's
+        # task, so the transaction is opened in its context (and is, even when the task group
+        # streaming the body cancels this task as it ends)
+        await _finish(asyncio.create_task(self.transaction.enter(), context=self.context))
 
     async def _end(self, error: BaseException | None) -> None:
         """End whatever transaction is still open once the application is done."""

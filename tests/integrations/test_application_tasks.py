@@ -1,0 +1,145 @@
+"""The request's code outside the application's own task: an endpoint behind an inner
+``BaseHTTPMiddleware`` (which runs it in a task of its own) joins the request's transaction,
+and background tasks after a body Starlette sends from a task of its own (a StreamingResponse
+or FileResponse under a server of ASGI spec < 2.4, such as uvicorn) get their transaction."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import sqlalchemy as sa
+from starlette.applications import Starlette
+from starlette.background import BackgroundTask
+from starlette.middleware import Middleware
+from starlette.middleware.base import BaseHTTPMiddleware
+from starlette.requests import Request
+from starlette.responses import FileResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from dalkit import (
+    AsyncDatabase,
+    AsyncUnitOfWork,
+    Database,
+    UnitOfWork,
+    current_async_session,
+    current_session,
+)
+from dalkit.integrations.asgi import DatabaseMiddleware
+
+from .models import Base, Note
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+async def passing(
+    request: Request, call_next: Callable[[Request], Awaitable[Response]]
+) -> Response:
+    return await call_next(request)
+
+
+def application(db: Database | AsyncDatabase, endpoint: Endpoint, *, inner: bool) -> Starlette:
+    """``endpoint`` at ``/``, behind DatabaseMiddleware and, with ``inner``, a BaseHTTPMiddleware
+    inside it (an ``@app.middleware("http")`` added before DatabaseMiddleware)."""
+    middleware = [Middleware(DatabaseMiddleware, db=db)]
+    if inner:
+        middleware.append(Middleware(BaseHTTPMiddleware, dispatch=passing))
+    return Starlette(routes=[Route("/", endpoint, methods=["POST"])], middleware=middleware)
+
+
+async def post(app: Starlette, **params: str) -> httpx.Response:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        return await client.post("/", params=params)
+
+
+async def values(db: AsyncDatabase) -> list[str]:
+    async with db.transaction() as session:
+        return sorted(await session.scalars(sa.select(Note.value)))
+
+
+def sync_values(db: Database) -> list[str]:
+    with db.transaction() as session:
+        return sorted(session.scalars(sa.select(Note.value)))
+
+
+@pytest.fixture
+def a_file(tmp_path: Path) -> str:
+    path = tmp_path / "body.txt"
+    path.write_text("file body")
+    return str(path)
+
+
+async def test_an_endpoint_behind_an_inner_base_http_middleware_joins_the_request_transaction(
+    async_db: AsyncDatabase,
+) -> None:
+    await async_db.create_all(Base.metadata)
+
+    async def endpoint(request: Request) -> Response:
+        value = request.query_params["value"]
+        async with async_db.transaction() as session:
+            session.add(Note(value=value))
+        async with async_db.transaction(propagation="nested") as session:
+            session.add(Note(value=value + "-nested"))
+        async with AsyncUnitOfWork(async_db) as unit:
+            unit.session.add(Note(value=value + "-unit"))
+        same = session is current_async_session()
+        return PlainTextResponse(str(same), int(request.query_params.get("status", "200")))
+
+    app = application(async_db, endpoint, inner=True)
+    joined = await post(app, value="kept")
+    assert (joined.status_code, joined.text) == (200, "True")
+    refused = await post(app, value="refused", status="409")
+    assert refused.status_code == 409  # the whole request rolled back: it was one transaction
+    assert await values(async_db) == ["kept", "kept-nested", "kept-unit"]
+    assert async_db.pool_stats()["checked_out"] == 0
+
+
+@pytest.mark.parametrize("body", ["stream", "file"])
+async def test_background_tasks_after_a_body_sent_from_another_task_get_a_transaction(
+    body: str, async_db: AsyncDatabase, a_file: str
+) -> None:
+    await async_db.create_all(Base.metadata)
+
+    async def later() -> None:
+        current_async_session().add(Note(value=f"{body}-background"))
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b"streamed"
+
+    async def endpoint(request: Request) -> Response:
+        current_async_session().add(Note(value=body))
+        if body == "stream":
+            return StreamingResponse(chunks(), background=BackgroundTask(later))
+        return FileResponse(a_file, background=BackgroundTask(later))
+
+    response = await post(application(async_db, endpoint, inner=False))
+    assert response.status_code == 200
+    assert await values(async_db) == [body, f"{body}-background"]
+    assert async_db.pool_stats()["checked_out"] == 0
+
+
+@pytest.mark.parametrize("body", ["stream", "file"])
+async def test_sync_background_tasks_after_a_body_sent_from_another_task_get_a_transaction(
+    body: str, sync_db: Database, a_file: str
+) -> None:
+    def later() -> None:
+        current_session().add(Note(value=f"{body}-background"))
+
+    def chunks() -> Iterator[bytes]:
+        yield b"streamed"
+
+    def endpoint(request: Request) -> Response:
+        current_session().add(Note(value=body))
+        with UnitOfWork(sync_db) as unit:  # joins the request's transaction in this thread
+            unit.session.add(Note(value=f"{body}-unit"))
+        if body == "stream":
+            return StreamingResponse(chunks(), background=BackgroundTask(later))
+        return FileResponse(a_file, background=BackgroundTask(later))
+
+    response = await post(application(sync_db, endpoint, inner=False))  # type: ignore[arg-type]
+    assert response.status_code == 200
+    assert sync_values(sync_db) == [body, f"{body}-background", f"{body}-unit"]
+    assert sync_db.pool_stats()["checked_out"] == 0
