@@ -1,6 +1,7 @@
 """The middleware on bare ASGI applications: websocket and lifespan scopes pass through
-untouched, the actor can come from the scope, before-commit hooks can veto the commit; and
-importing dalkit imports no web framework."""
+untouched, and so does a request already under a middleware of the same database (a mounted
+sub-application); the actor can come from the scope, before-commit hooks can veto the commit;
+and importing dalkit imports no web framework."""
 
 from __future__ import annotations
 
@@ -11,12 +12,19 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Mount, Route
 
 from dalkit import (
     AsyncDatabase,
     ConfigurationError,
+    Database,
     NoActiveTransactionError,
     current_async_session,
+    current_session,
 )
 from dalkit.audit import current_actor
 from dalkit.integrations.asgi import DatabaseMiddleware, before_commit
@@ -116,3 +124,54 @@ async def test_a_failing_before_commit_hook_turns_the_response_into_a_500(
     async with async_db.transaction() as session:
         assert await session.scalar(sa.select(sa.func.count()).select_from(Note)) == 0
     assert async_db.pool_stats()["checked_out"] == 0
+
+
+def mounted(db: Database | AsyncDatabase, endpoint: Any) -> Starlette:
+    """``endpoint`` at ``/sub/``, in a sub-application with a DatabaseMiddleware of its own,
+    mounted in an application with one too."""
+    sub = Starlette(
+        routes=[Route("/", endpoint, methods=["POST"])],
+        middleware=[Middleware(DatabaseMiddleware, db=db)],
+    )
+    return Starlette(
+        routes=[Mount("/sub", sub)], middleware=[Middleware(DatabaseMiddleware, db=db)]
+    )
+
+
+async def post_in_and_no(app: Starlette) -> list[int]:
+    """POST ``in`` for a 201, then ``no`` for a 409; their statuses."""
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        kept = await client.post("/sub/", params={"value": "in", "status": 201})
+        refused = await client.post("/sub/", params={"value": "no", "status": 409})
+    return [kept.status_code, refused.status_code]
+
+
+async def test_a_mounted_app_with_its_own_middleware_runs_in_the_request_transaction(
+    async_db: AsyncDatabase,
+) -> None:
+    await async_db.create_all(Base.metadata)
+
+    async def endpoint(request: Request) -> Response:
+        current_async_session().add(Note(value=request.query_params["value"]))
+        return PlainTextResponse("", int(request.query_params["status"]))
+
+    assert await post_in_and_no(mounted(async_db, endpoint)) == [201, 409]
+    async with async_db.transaction() as session:
+        assert list(await session.scalars(sa.select(Note.value))) == ["in"]
+    assert async_db.pool_stats()["checked_out"] == 0
+
+
+async def test_a_mounted_app_with_its_own_middleware_runs_in_the_request_transaction_sync(
+    db: Database,
+) -> None:
+    db.create_all(Base.metadata)
+
+    def endpoint(request: Request) -> Response:
+        current_session().add(Note(value=request.query_params["value"]))
+        return PlainTextResponse("", int(request.query_params["status"]))
+
+    assert await post_in_and_no(mounted(db, endpoint)) == [201, 409]
+    with db.transaction() as session:
+        assert list(session.scalars(sa.select(Note.value))) == ["in"]
+    assert db.pool_stats()["checked_out"] == 0

@@ -54,7 +54,7 @@ HOOKS_KEY = "dalkit_before_commit"
 
 # the request whose code runs in this context: a worker thread running a sync endpoint or
 # dependency of the request gets a copy of the request's context, and so this value
-_serving: contextvars.ContextVar[object | None] = contextvars.ContextVar(
+_serving: contextvars.ContextVar[_RequestHolder | None] = contextvars.ContextVar(
     "dalkit_web_request", default=None
 )
 
@@ -68,9 +68,13 @@ class _RequestHolder:
     ``threading.Thread`` starts with a context of its own, so it sees no request transaction at
     all; work handed to ``asyncio.to_thread`` or a task the request starts copies the request's
     context and may join, so it must be awaited before the request's code uses the session
-    again."""
+    again. ``db`` and ``state`` (the ASGI scope's) name the request it holds for."""
 
-    __slots__ = ()
+    __slots__ = ("db", "state")
+
+    def __init__(self, db: Database | AsyncDatabase, state: object) -> None:
+        self.db = db
+        self.state = state
 
     def __eq__(self, other: object) -> bool:
         return other is self or _serving.get() is self
@@ -79,6 +83,13 @@ class _RequestHolder:
         return not self.__eq__(other)
 
     __hash__ = object.__hash__
+
+
+def serving(db: Database | AsyncDatabase, scope: Scope) -> bool:
+    """Whether this request runs under a DatabaseMiddleware of ``db`` already (a mounted
+    sub-application with a middleware of its own): its transaction is the request's."""
+    holder = _serving.get()
+    return holder is not None and holder.db is db and holder.state is scope.get("state")
 
 
 class Rollback(Exception):
@@ -182,7 +193,7 @@ class Request:
         self.receive = receive
         self._send = send
         self.context = contextvars.copy_context()
-        self.holder = _RequestHolder()
+        self.holder = _RequestHolder(middleware.db, scope.setdefault("state", {}))
         self.context.run(_serving.set, self.holder)
         self.read_only = scope.get("method", "") in middleware.read_only_methods
         self.transaction: Transaction | None = None

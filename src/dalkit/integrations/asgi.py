@@ -24,6 +24,7 @@ from dalkit.integrations._request import (
     Scope,
     Send,
     install_refusal,
+    serving,
 )
 from dalkit.integrations.replica_tokens import ReplicaTokens, TokenCarrier
 
@@ -89,7 +90,10 @@ class DatabaseMiddleware:
     ``rollback_for(status)`` says so; a commit that fails sends a problem+json 500 in place of
     the application's response. Streaming bodies run after the commit, where the request's
     session refuses further use; work after the response (background tasks) gets a transaction
-    of its own. Websocket and lifespan scopes pass through untouched.
+    of its own. Websocket and lifespan scopes pass through untouched, and so does a request
+    already running under a DatabaseMiddleware of the same database (a mounted
+    sub-application with a middleware of its own): the outer one's transaction is the
+    request's.
 
     With a sync [`Database`][dalkit.Database], sync endpoints and dependencies (run by
     Starlette and FastAPI in worker threads, one at a time) use the request's session in
@@ -171,7 +175,7 @@ class DatabaseMiddleware:
         self.read_only_methods = frozenset(m.upper() for m in read_only_methods)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or serving(self.db, scope):
             await self.app(scope, receive, send)
             return
         await Request(self, scope, receive, send).run()
