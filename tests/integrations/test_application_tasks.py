@@ -1,10 +1,12 @@
 """The request's code outside the application's own task: an endpoint behind an inner
 ``BaseHTTPMiddleware`` (which runs it in a task of its own) joins the request's transaction,
-and background tasks after a body Starlette sends from a task of its own (a StreamingResponse
-or FileResponse under a server of ASGI spec < 2.4, such as uvicorn) get their transaction."""
+while tasks that would share its session side by side are refused, and background tasks after
+a body Starlette sends from a task of its own (a StreamingResponse or FileResponse under a
+server of ASGI spec < 2.4, such as uvicorn) get their transaction."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
@@ -143,3 +145,24 @@ async def test_sync_background_tasks_after_a_body_sent_from_another_task_get_a_t
     assert response.status_code == 200
     assert sync_values(sync_db) == [body, f"{body}-background", f"{body}-unit"]
     assert sync_db.pool_stats()["checked_out"] == 0
+
+
+async def test_tasks_sharing_the_request_transaction_side_by_side_are_refused(
+    async_db: AsyncDatabase,
+) -> None:
+    await async_db.create_all(Base.metadata)
+
+    async def add(value: str) -> None:
+        async with async_db.transaction() as session:
+            session.add(Note(value=value))
+            await session.flush()
+
+    async def endpoint(request: Request) -> Response:
+        await add("first")  # this task joined: it holds the request's transaction
+        results = await asyncio.gather(add("a"), add("b"), return_exceptions=True)
+        return PlainTextResponse(",".join(type(r).__name__ for r in results), 409)
+
+    response = await post(application(async_db, endpoint, inner=True))
+    assert response.text == "TransactionError,TransactionError"
+    assert await values(async_db) == []
+    assert async_db.pool_stats()["checked_out"] == 0

@@ -60,15 +60,14 @@ _serving: contextvars.ContextVar[_RequestHolder | None] = contextvars.ContextVar
 
 
 class _RequestHolder:
-    """The holder of a request's transaction: the request's own code, in whichever thread or
-    task it runs (any context copied from the request's). Starlette and FastAPI hand a sync
-    endpoint or dependency to one worker thread at a time and wait for it, and an inner
-    ``BaseHTTPMiddleware`` runs the rest of the application in a task it waits for, so the
-    session passes between threads or tasks but is never used by two at once. A
-    ``threading.Thread`` starts with a context of its own, so it sees no request transaction at
-    all; work handed to ``asyncio.to_thread`` or a task the request starts copies the request's
-    context and may join, so it must be awaited before the request's code uses the session
-    again. ``db`` and ``state`` (the ASGI scope's) name the request it holds for."""
+    """The holder of a sync Database's request transaction: the request's own code, in
+    whichever thread it runs (any context copied from the request's). Starlette and FastAPI
+    hand a sync endpoint or dependency to one worker thread at a time and wait for it, so the
+    session passes between threads but is never used by two at once. A ``threading.Thread``
+    starts with a context of its own, so it sees no request transaction at all; work handed to
+    ``asyncio.to_thread`` copies the request's context and may join, like an endpoint's
+    thread, so it must be awaited before the request's code uses the session again. ``db`` and
+    ``state`` (the ASGI scope's) name the request."""
 
     __slots__ = ("db", "state")
 
@@ -81,6 +80,29 @@ class _RequestHolder:
 
     def __ne__(self, other: object) -> bool:
         return not self.__eq__(other)
+
+    __hash__ = object.__hash__
+
+
+class _TaskHolder:
+    """The holder of an AsyncDatabase's request transaction: the first task of the request
+    that joins it (an inner ``BaseHTTPMiddleware`` runs the endpoint in a task of its own, not
+    the one that opened the transaction), and that task alone, so that tasks the request's
+    code runs side by side never share its session."""
+
+    __slots__ = ("request", "task")
+
+    def __init__(self, request: _RequestHolder) -> None:
+        self.request = request
+        self.task: object = None
+
+    def __eq__(self, other: object) -> bool:
+        if other is self or (self.task is not None and other is self.task):
+            return True
+        if self.task is None and _serving.get() is self.request:
+            self.task = other  # the joining task compares itself with its holder
+            return True
+        return False
 
     __hash__ = object.__hash__
 
@@ -117,9 +139,8 @@ class Transaction:
             self.session = self._manager.__enter__()
         scope = current_scope()
         if scope is not None and scope.session is self.session:
-            # not the task that opened it: the request's code may run in another one (an
-            # inner BaseHTTPMiddleware runs the endpoint in a task of its own)
-            scope.holder = self.request.holder
+            holder = self.request.holder
+            scope.holder = holder if isinstance(self.session, Session) else _TaskHolder(holder)
 
     async def exit(
         self,
