@@ -2,13 +2,14 @@
 ``BaseHTTPMiddleware`` (which runs it in a task of its own) joins the request's transaction,
 while tasks that would share its session side by side are refused, and background tasks after
 a body Starlette sends from a task of its own (a StreamingResponse or FileResponse under a
-server of ASGI spec < 2.4, such as uvicorn) get their transaction."""
+server of ASGI spec < 2.4, such as uvicorn), or sent by path, get their transaction."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, MutableMapping
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -165,4 +166,44 @@ async def test_tasks_sharing_the_request_transaction_side_by_side_are_refused(
     response = await post(application(async_db, endpoint, inner=True))
     assert response.text == "TransactionError,TransactionError"
     assert await values(async_db) == []
+    assert async_db.pool_stats()["checked_out"] == 0
+
+
+async def test_background_tasks_after_a_file_sent_by_path_get_a_transaction(
+    async_db: AsyncDatabase, a_file: str
+) -> None:
+    # a server offering the http.response.pathsend extension (Granian) sends the file itself
+    await async_db.create_all(Base.metadata)
+
+    async def later() -> None:
+        current_async_session().add(Note(value="pathsend-background"))
+
+    async def endpoint(request: Request) -> Response:
+        current_async_session().add(Note(value="pathsend"))
+        return FileResponse(a_file, background=BackgroundTask(later))
+
+    sent: list[str] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        sent.append(message["type"])
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.4"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/",
+        "raw_path": b"/",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"host", b"test")],
+        "extensions": {"http.response.pathsend": {}},
+    }
+    await application(async_db, endpoint, inner=False)(scope, receive, send)
+    assert sent == ["http.response.start", "http.response.pathsend"]
+    assert await values(async_db) == ["pathsend", "pathsend-background"]
     assert async_db.pool_stats()["checked_out"] == 0

@@ -48,6 +48,10 @@ class Middleware(Protocol):
     def who(self, scope: Scope) -> tuple[object | None, object | None]: ...
 
 
+# the messages that may end a response's body (a file sent by path ends it at once)
+_LAST_BODY = frozenset(
+    {"http.response.body", "http.response.zerocopysend", "http.response.pathsend"}
+)
 STATE_KEY = "dalkit_db"
 """The key under ``scope["state"]`` (``request.state.dalkit_db``) naming the request's database."""
 HOOKS_KEY = "dalkit_before_commit"
@@ -75,11 +79,8 @@ class _RequestHolder:
         self.db = db
         self.state = state
 
-    def __eq__(self, other: object) -> bool:
+    def __eq__(self, other: object) -> bool:  # != follows, inverted
         return other is self or _serving.get() is self
-
-    def __ne__(self, other: object) -> bool:
-        return not self.__eq__(other)
 
     __hash__ = object.__hash__
 
@@ -274,11 +275,10 @@ class Request:
         kind = message["type"]
         if kind == "http.response.start":
             await self._start(message)
-        elif kind == "http.response.body" and not message.get("more_body", False):
-            await self._send(message)
-            await self._begin_background()
         else:
             await self._send(message)
+            if kind in _LAST_BODY and not message.get("more_body", False):
+                await self._begin_background()
 
     async def _start(self, message: Message) -> None:
         transaction, self.transaction = self.transaction, None
