@@ -4,14 +4,17 @@ errors, never a 2xx for data that was not saved."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import httpx
+import pytest
 import sqlalchemy as sa
 
-from dalkit import AsyncDatabase
+from dalkit import AsyncDatabase, current_async_session
+from dalkit.integrations.asgi import DatabaseMiddleware
 
 from .apps import Probe
-from .models import Note
+from .models import Base, Note
 
 
 async def stored(observer: AsyncDatabase, value: str) -> int:
@@ -147,4 +150,32 @@ async def test_a_cancelled_request_rolls_back_and_returns_its_connection(
     assert request in done
     assert request.cancelled()
     assert await stored(observer, "abandoned") == 0
+    assert async_db.pool_stats()["checked_out"] == 0
+
+
+async def test_a_connection_lost_at_commit_answers_that_the_outcome_is_unknown(
+    async_db: AsyncDatabase, observer: AsyncDatabase
+) -> None:
+    # the server kills the request's connection just before COMMIT: nothing was saved, but
+    # the client cannot be told so (a COMMIT that broke may have committed)
+    if async_db.engine.dialect.name != "postgresql":
+        pytest.skip("a PostgreSQL backend is killed")
+    await async_db.create_all(Base.metadata)
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        session = current_async_session()
+        session.add(Note(value="cut-off"))
+        pid = await session.scalar(sa.text("SELECT pg_backend_pid()"))
+        async with observer.transaction() as other:
+            await other.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        await send({"type": "http.response.start", "status": 201, "headers": []})
+        await send({"type": "http.response.body", "body": b"created"})
+
+    transport = httpx.ASGITransport(app=DatabaseMiddleware(app, async_db))
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        response = await client.post("/")
+    assert response.status_code == 500
+    assert response.json()["outcome"] == "unknown"
+    assert "unknown" in response.json()["detail"]
+    assert await stored(observer, "cut-off") == 0
     assert async_db.pool_stats()["checked_out"] == 0

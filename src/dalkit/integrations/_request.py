@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from dalkit import AsyncDatabase, Database, audit
 from dalkit.integrations.errors import RequestCommitError, ResponseStartedError
-from dalkit.integrations.problems import problem_headers, problem_json
+from dalkit.integrations.problems import commit_problem, problem_headers
 from dalkit.integrations.replica_tokens import ReplicaTokens
 from dalkit.transaction.scope import current_scope
 
@@ -306,7 +306,7 @@ class Request:
             status,
             exc_info=True,
         )
-        body = problem_json(500, "the changes of this request could not be saved")
+        body = commit_problem(error)
         await self._send(
             {"type": "http.response.start", "status": 500, "headers": problem_headers(body)}
         )

@@ -7,7 +7,9 @@ import json
 from http import HTTPStatus
 from typing import Any
 
-__all__ = ["PROBLEM_JSON", "problem", "problem_headers", "problem_json"]
+from dalkit.errors import CommitOutcomeUnknownError
+
+__all__ = ["PROBLEM_JSON", "commit_problem", "problem", "problem_headers", "problem_json"]
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -42,6 +44,26 @@ def problem_json(status: int, detail: str | None = None, **extra: Any) -> bytes:
         The encoded document.
     """
     return json.dumps(problem(status, detail, **extra), separators=(",", ":")).encode()
+
+
+def commit_problem(error: BaseException) -> bytes:
+    """The 500 that replaces a response whose transaction failed to commit.
+
+    Args:
+        error: what the commit raised.
+
+    Returns:
+        The encoded document: a client may retry when nothing was saved, and must check first
+        when the connection broke during COMMIT (it may have committed).
+    """
+    if isinstance(error, CommitOutcomeUnknownError):
+        return problem_json(
+            500,
+            "the connection to the database broke while the changes of this request were "
+            "being saved: whether they were saved is unknown",
+            outcome="unknown",
+        )
+    return problem_json(500, "the changes of this request could not be saved")
 
 
 def problem_headers(body: bytes, *extra: tuple[bytes, bytes]) -> list[tuple[bytes, bytes]]:
