@@ -32,6 +32,7 @@ from dalkit.engine.build import (
     build_engine,
     get_driver_connection,
 )
+from dalkit.engine.dropped import release_when_dropped
 from dalkit.engine.health import HealthCheckResult
 from dalkit.engine.pgbouncer import pgbouncer_config
 from dalkit.engine.replica_setup import RouteReads, failure_hook, replica_router
@@ -158,6 +159,8 @@ class Database(DatabaseTransactions, DatabaseObserve):
         self.cache: Any = None
         if cache is not None:
             cache.install(self)  # db.cache, invalidation at commit, get_stats()["cache"]
+        # once nobody holds this database: its pool closed, its tickers and monitor stopped
+        release_when_dropped(self, self.engine, self._metrics, self._replicas)
 
     @classmethod
     def from_env(cls, **options: Any) -> Database:

@@ -34,6 +34,7 @@ from dalkit.config import SECRET_KEY_ENV, DatabaseConfig, is_multi_host
 from dalkit.database_observe_async import AsyncDatabaseObserve
 from dalkit.database_transactions_async import AsyncDatabaseTransactions
 from dalkit.engine.build import build_async_engine, get_async_driver_connection
+from dalkit.engine.dropped import release_when_dropped
 from dalkit.engine.health import HealthCheckResult
 from dalkit.engine.pgbouncer import pgbouncer_config
 from dalkit.engine.replica_setup import RouteReads, failure_hook, replica_router
@@ -160,6 +161,8 @@ class AsyncDatabase(AsyncDatabaseTransactions, AsyncDatabaseObserve):
         self.cache: Any = None
         if cache is not None:
             cache.install(self)  # db.cache, invalidation at commit, get_stats()["cache"]
+        # once nobody holds this database: its pool closed, its tickers and monitor stopped
+        release_when_dropped(self, self.engine, self._metrics, self._replicas)
 
     @classmethod
     def from_env(cls, **options: Any) -> AsyncDatabase:

@@ -23,9 +23,14 @@ class CreateDatabase(Protocol):
     def __call__(self, settings: Any, **options: Any) -> tuple[AsyncDatabase, Any]: ...
 
 
+class CloseDatabase(Protocol):
+    async def __call__(self, database: AsyncDatabase, redis: Any) -> None: ...
+
+
 _app = importlib.import_module("conduit.app")
 create_app: CreateApp = _app.create_app
 create_database: CreateDatabase = _app.create_database
+close_database: CloseDatabase = _app.close_database
 _models = importlib.import_module("conduit.models")
 Base: Any = _models.Base
 Article: Any = _models.Article

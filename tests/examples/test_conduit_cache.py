@@ -14,7 +14,7 @@ import pytest
 
 from dalkit import AsyncDatabase
 
-from .conduit_app import Base, create_app, create_database
+from .conduit_app import Base, close_database, create_app, create_database
 from .conftest import SETTINGS, publish, register
 
 
@@ -32,9 +32,7 @@ async def cached(
         async with httpx.AsyncClient(transport=transport, base_url="http://conduit") as client:
             yield client, database
     finally:
-        await database.dispose()
-        if redis is not None:
-            await redis.close()
+        await close_database(database, redis)
 
 
 def hits(db: AsyncDatabase) -> int:

@@ -42,6 +42,15 @@ def create_database(
     return database, redis
 
 
+async def close_database(database: AsyncDatabase, redis: AsyncRedisManager | None) -> None:
+    """Dispose of ``database`` and close the Redis of its cache: the cache backend's own
+    connections, then the manager's (``create_database``'s second value)."""
+    await database.dispose()
+    if redis is not None:
+        await database.cache.backend.close()
+        await redis.close()
+
+
 def create_app(db: AsyncDatabase | None = None, settings: Settings | None = None) -> FastAPI:
     """The Conduit API on ``db`` (default: from ``settings``, created with its query cache,
     migrated on start-up and disposed of on shutdown). A ``db`` given without a cache runs
@@ -61,9 +70,7 @@ def create_app(db: AsyncDatabase | None = None, settings: Settings | None = None
             yield
         finally:
             if owned:
-                await database.dispose()
-            if redis is not None:
-                await redis.close()
+                await close_database(database, redis)
 
     app = FastAPI(title="Conduit", lifespan=lifespan)
     app.state.settings = settings

@@ -77,7 +77,9 @@ class WriteCapture:
 
     def __init__(self, cache: CacheCore, engine: Engine) -> None:
         self.cache = cache
-        self.engine = engine
+        # weakly: the capture lives on the dialect, which SQLAlchemy's statement caches keep
+        self._engine = weakref.ref(engine)
+        self._dialect = engine.dialect
         self._dependents: dict[Table, frozenset[str]] = {}
         self._written_schemas: weakref.WeakSet[MetaData] = weakref.WeakSet()
         # a raw write's target name -> the tables of that name in the schemas known then
@@ -88,7 +90,7 @@ class WriteCapture:
 
     def install(self) -> None:
         global _session_listener_installed
-        hooks = hooks_for(self.engine.dialect)
+        hooks = hooks_for(self._dialect)
         hooks.add_after(self._after_execute)
         hooks.add_transaction_end(self._ended)
         if not _session_listener_installed:
@@ -175,7 +177,11 @@ class WriteCapture:
     def _tables_named(self, name: str) -> tuple[Table, ...]:
         """The tables called ``name`` (by `table_name`) in every schema this process has read
         through the cache, written, or created through this engine."""
-        schemas = {*read_schemas(), *self._written_schemas, *(created_through(self.engine) or ())}
+        schemas = {
+            *read_schemas(),
+            *self._written_schemas,
+            *(created_through(self._engine()) or ()),
+        }
         if schemas != self._named_in:
             self._named, self._named_in = {}, schemas
         tables = self._named.get(name)

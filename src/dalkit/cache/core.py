@@ -32,8 +32,9 @@ log = logging.getLogger("dalkit.cache")
 
 _STAT_NAMES = ("hits", "misses", "sets", "invalidations", "bypasses", "errors")
 
-# pool -> cache: how a repository (which only has a session) finds its database's cache
-_CACHES: weakref.WeakKeyDictionary[Any, CacheCore] = weakref.WeakKeyDictionary()
+# pool -> cache: how a repository (which only has a session) finds its database's cache; the
+# cache weakly too, as a value keeping its own key (via the engine) alive would live forever
+_CACHES: weakref.WeakKeyDictionary[Any, weakref.ref[CacheCore]] = weakref.WeakKeyDictionary()
 
 
 def sync_session(session: Any) -> Session:
@@ -51,7 +52,8 @@ def sync_session(session: Any) -> Session:
 def cache_for(session: Any) -> CacheCore | None:
     """The cache installed on the database ``session`` is bound to; None when it has none."""
     bind = sync_session(session).get_bind()
-    return _CACHES.get(getattr(bind, "pool", None) or bind.engine.pool)
+    found = _CACHES.get(getattr(bind, "pool", None) or bind.engine.pool)
+    return None if found is None else found()
 
 
 class CacheCore:
@@ -91,7 +93,7 @@ class CacheCore:
         self.namespace = str(getattr(backend, "prefix", "dalkit:cache"))
         self.retry_interval = retry_interval
         self.warn_interval = warn_interval
-        self.database: Any = None
+        self._database: weakref.ref[Any] | None = None
         self.keys: KeyBuilder | None = None
         self._stats: Counter[str] = Counter()
         self._lock = threading.Lock()
@@ -117,11 +119,16 @@ class CacheCore:
         """Whether a miss takes the backend's stampede lock (``stampede_lock=True``)."""
         return bool(getattr(self.backend, "stampede_lock", False))
 
+    @property
+    def database(self) -> Any:
+        """The bound database, held weakly (the engine's capture holds this cache); or None."""
+        return None if self._database is None else self._database()
+
     # -- binding ---------------------------------------------------------------------------
     def _bind(self, database: Any, sync_engine: Any) -> None:
-        if self.database is not None:
+        if self._database is not None:
             raise CacheConfigurationError("this cache is already bound to a database")
-        self.database = database
+        self._database = weakref.ref(database)
         if self.database_id is None:
             url = sync_engine.url
             ident = (
@@ -137,11 +144,11 @@ class CacheCore:
         if sync_engine.dialect.name == "postgresql":
             self.server_isolation = sync_engine.dialect
         self.catalog = CatalogMap(sync_engine.dialect.name)
-        _CACHES[sync_engine.pool] = self
+        _CACHES[sync_engine.pool] = weakref.ref(self)
 
     def _serve_engine(self, sync_engine: Any) -> None:
         """Serve sessions bound to ``sync_engine`` too: a replica's (hits; see route_miss)."""
-        _CACHES[sync_engine.pool] = self
+        _CACHES[sync_engine.pool] = weakref.ref(self)
 
     def token_names(self, tables: Iterable[str]) -> Sequence[str]:
         """The backend's names for the tokens of ``tables`` of this database."""

@@ -280,6 +280,14 @@ class ReplicaRouter(_Router[Engine]):
         self._stop.clear()
         self._closed = False
 
+    def release(self) -> None:
+        """Stop the monitor without waiting for it and close the replicas' pools: for a
+        database that is gone (its finalizer may run on the monitor's own thread)."""
+        self._closed = True
+        self._stop.set()
+        for replica in self.replicas.replicas:
+            replica.engine.dispose()
+
 
 class AsyncReplicaRouter(_Router["AsyncEngine"]):
     """The router of an AsyncDatabase; its monitor is an asyncio task of the loop that made

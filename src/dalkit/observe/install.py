@@ -90,7 +90,9 @@ class Observer:
     """
 
     def __init__(self, engine: Engine, settings: ObserveSettings) -> None:
-        self.engine = engine
+        # weakly: the registry's value must not keep its key (the engine's dialect) alive, or
+        # no database would ever be collected, with its pool and connections
+        self._engine = weakref.ref(engine)
         self.stats: QueryStats | None = None
         self.slow_log: SlowQueryLog | None = None
         self.metrics: QueryMetrics | None = None
@@ -193,12 +195,25 @@ class Observer:
             self._refresh_listeners()
         return self.metrics
 
+    @property
+    def engine(self) -> Engine:
+        """The sync engine observed.
+
+        Raises:
+            ConfigurationError: The engine was garbage-collected.
+        """
+        engine = self._engine()
+        if engine is None:
+            raise ConfigurationError("the engine this observer watched is gone")
+        return engine
+
     def uninstall(self) -> None:
         """Detach every listener; the observer keeps what it gathered."""
         self.stats = self.slow_log = self.metrics = None
         self._nplusone_on = self._budgets_used = False
-        self._refresh_listeners()
-        _observers.pop(self.engine.dialect, None)
+        if self._engine() is not None:
+            self._refresh_listeners()
+            _observers.pop(self.engine.dialect, None)
 
     @property
     def listening(self) -> bool:

@@ -1,0 +1,161 @@
+"""A Database nobody holds any more is collected with its engine, and its pooled connections
+are closed, as a plain SQLAlchemy engine's are: a registry of dalkit's (observers, caches)
+never keeps one alive, and an async pool is closed on the loop that opened it. A program making
+a database per tenant or per test would otherwise run out of memory, file descriptors and
+server connections."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import os
+import uuid
+import weakref
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy.engine import make_url
+
+from dalkit import AsyncDatabase, Database
+from dalkit.cache import AsyncQueryCache, MemoryBackend, QueryCache
+
+
+def _open_files(path: Path) -> int:
+    """How many of this process's file descriptors are ``path`` (SQLite's file)."""
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # closed while listed
+            count += os.readlink(f"/proc/self/fd/{fd}") == str(path)
+    return count
+
+
+def _backends(postgres_url: str, name: str) -> int:
+    """The server's connections whose application_name is ``name``."""
+    with Database(postgres_url, pool_size=1, query_stats=False) as admin:
+        rows = admin.sql(
+            "SELECT count(*) AS n FROM pg_stat_activity WHERE application_name = :name",
+            name=name,
+        )
+    return int(rows[0]["n"])
+
+
+def _collect() -> None:
+    # twice: the first collection runs the database's finalizer, which closes the pool and
+    # then lets go of the engine, a cycle of SQLAlchemy's that the second one collects
+    gc.collect()
+    gc.collect()
+
+
+async def _collected(refs: list[weakref.ref[Any]]) -> bool:
+    """Whether every referent is gone, letting the loop run the pools' closing meanwhile."""
+    for _ in range(100):
+        _collect()
+        if all(ref() is None for ref in refs):
+            return True
+        await asyncio.sleep(0.02)
+    return False
+
+
+def test_dropped_sqlite_databases_are_collected_and_close_their_files(tmp_path: Path) -> None:
+    path = tmp_path / "app.db"
+    databases = [
+        Database(f"sqlite:///{path}", cache=QueryCache(MemoryBackend()) if n % 2 else None)
+        for n in range(5)
+    ]
+    for db in databases:
+        assert db.sql("SELECT 1 AS one") == [{"one": 1}]
+    refs = [ref for db in databases for ref in (weakref.ref(db), weakref.ref(db.engine))]
+    assert _open_files(path) == 5
+    del db, databases
+    _collect()
+    assert [ref() for ref in refs] == [None] * 10
+    assert _open_files(path) == 0
+
+
+def test_a_disposed_database_is_collected_too(tmp_path: Path) -> None:
+    with Database(f"sqlite:///{tmp_path}/app.db", cache=QueryCache(MemoryBackend())) as db:
+        db.sql("SELECT 1")
+    ref = weakref.ref(db.engine)
+    del db
+    _collect()
+    assert ref() is None
+
+
+@pytest.mark.postgres
+def test_dropped_postgres_databases_close_their_connections(postgres_database_url: str) -> None:
+    name = f"gc-{uuid.uuid4().hex[:12]}"
+    url = make_url(postgres_database_url).set(drivername="postgresql+psycopg")
+    databases = [
+        Database(url, application_name=name, cache=QueryCache(MemoryBackend()) if n else None)
+        for n in range(3)
+    ]
+    for db in databases:
+        db.sql("SELECT 1")
+    refs = [ref for db in databases for ref in (weakref.ref(db), weakref.ref(db.engine))]
+    assert _backends(postgres_database_url, name) == 3
+    del db, databases
+    _collect()
+    assert [ref() for ref in refs] == [None] * 6
+    assert _backends(postgres_database_url, name) == 0
+
+
+async def test_dropped_async_sqlite_databases_close_their_files(tmp_path: Path) -> None:
+    path = tmp_path / "app.db"
+    url = f"sqlite+aiosqlite:///{path}"
+    databases = [
+        AsyncDatabase(url, cache=AsyncQueryCache(MemoryBackend()) if n % 2 else None)
+        for n in range(4)
+    ]
+    for db in databases:
+        assert await db.sql("SELECT 1 AS one") == [{"one": 1}]
+    refs = [ref for db in databases for ref in (weakref.ref(db), weakref.ref(db.engine))]
+    assert _open_files(path) == 4
+    del db, databases
+    assert await _collected(refs)
+    assert _open_files(path) == 0
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("driver", ["asyncpg", "psycopg"])
+async def test_dropped_async_postgres_databases_close_their_connections(
+    postgres_database_url: str, driver: str
+) -> None:
+    name = f"gc-{uuid.uuid4().hex[:12]}"
+    url = make_url(postgres_database_url).set(drivername=f"postgresql+{driver}")
+    databases = [
+        AsyncDatabase(
+            url, application_name=name, cache=AsyncQueryCache(MemoryBackend()) if n else None
+        )
+        for n in range(3)
+    ]
+    for db in databases:
+        async with db.session() as session:
+            await session.connection()
+        await db.sql("SELECT 1")
+    refs = [ref for db in databases for ref in (weakref.ref(db), weakref.ref(db.engine))]
+    assert _backends(postgres_database_url, name) == 3
+    del db, databases, session
+    assert await _collected(refs)
+    assert _backends(postgres_database_url, name) == 0
+
+
+@pytest.mark.postgres
+def test_a_database_dropped_after_its_loop_closed_leaves_no_psycopg_connection(
+    postgres_database_url: str,
+) -> None:
+    name = f"gc-{uuid.uuid4().hex[:12]}"
+    url = make_url(postgres_database_url).set(drivername="postgresql+psycopg")
+
+    async def used() -> AsyncDatabase:
+        db = AsyncDatabase(url, application_name=name)
+        await db.sql("SELECT 1")
+        return db
+
+    db = asyncio.run(used())  # the loop its connection belongs to is closed now
+    ref = weakref.ref(db)
+    del db
+    _collect()  # a connection left open would warn here (an error in tests)
+    assert ref() is None
+    assert _backends(postgres_database_url, name) == 0
