@@ -16,10 +16,23 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from sqlalchemy.engine import make_url
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from dalkit import AsyncDatabase, Database
 from dalkit.cache import AsyncQueryCache, MemoryBackend, QueryCache
+
+
+class _Base(DeclarativeBase):
+    pass
+
+
+class _Item(_Base):
+    __tablename__ = "gc_collected_items"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(50))
 
 
 def _open_files(path: Path) -> int:
@@ -72,6 +85,19 @@ def test_dropped_sqlite_databases_are_collected_and_close_their_files(tmp_path: 
     _collect()
     assert [ref() for ref in refs] == [None] * 10
     assert _open_files(path) == 0
+
+
+def test_an_orm_write_through_a_cache_keeps_no_engine_alive(tmp_path: Path) -> None:
+    # SQLAlchemy's mappers cache statements per dialect, and the cache's write capture lives on
+    # the dialect: it must not hold the engine
+    db = Database(f"sqlite:///{tmp_path}/app.db", cache=QueryCache(MemoryBackend()))
+    db.create_all(_Base.metadata)
+    with db.session() as session:
+        session.add(_Item(name="kept"))
+    refs = [weakref.ref(db), weakref.ref(db.engine)]
+    del db, session
+    _collect()
+    assert [ref() for ref in refs] == [None, None]
 
 
 def test_a_disposed_database_is_collected_too(tmp_path: Path) -> None:
