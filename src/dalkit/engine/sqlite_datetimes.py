@@ -1,0 +1,64 @@
+"""SQLite's ``DateTime(timezone=True)``: aware values stored in UTC and read back aware, as
+PostgreSQL's ``timestamptz`` does. No I/O.
+
+SQLite keeps datetimes as text without a zone, and SQLAlchemy writes an aware value's wall
+clock there, dropping its offset: ``12:00+05:00`` was stored as ``12:00``, five hours off, so
+sorting, filtering and keyset cursors on such a column disagreed with PostgreSQL and the
+in-memory repository (which compare instants), and reads gave back a naive value. Stored in
+UTC, the text sorts in time order and dalkit's filters, which take naive values in an aware
+column as UTC, compare like with like.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import sqlite
+from sqlalchemy.engine import Dialect, Engine
+
+__all__ = ["install"]
+
+
+class _UTCDateTime(sqlite.DATETIME):
+    """SQLite's DATETIME, converting aware values to UTC when the column has a time zone."""
+
+    def bind_processor(self, dialect: Dialect) -> Any:
+        process = super().bind_processor(dialect)
+        if not self.timezone or process is None:
+            return process
+        write = process
+
+        def to_utc(value: Any) -> Any:
+            if isinstance(value, dt.datetime) and value.tzinfo is not None:
+                value = value.astimezone(dt.UTC).replace(tzinfo=None)
+            return write(value)
+
+        return to_utc
+
+    def result_processor(self, dialect: Dialect, coltype: object) -> Any:
+        process = super().result_processor(dialect, coltype)
+        if not self.timezone or process is None:
+            return process
+        read = process
+
+        def as_utc(value: Any) -> Any:
+            value = read(value)
+            if isinstance(value, dt.datetime) and value.tzinfo is None:
+                return value.replace(tzinfo=dt.UTC)
+            return value
+
+        return as_utc
+
+
+def install(engine: Engine) -> None:
+    """Make ``engine``'s ``DateTime(timezone=True)`` columns store and read UTC.
+
+    Args:
+        engine: A SQLite engine (the sync one under an AsyncEngine), before its first statement.
+    """
+    dialect = engine.dialect
+    # per engine, not SQLiteDialect's class attribute: other engines of the process keep
+    # SQLAlchemy's own behaviour
+    dialect.colspecs = {**dialect.colspecs, sa.DateTime: _UTCDateTime}
