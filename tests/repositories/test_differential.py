@@ -47,6 +47,7 @@ class Thing(Base):
     seen: Mapped[dt.datetime] = mapped_column(sa.DateTime(timezone=True))
     flag: Mapped[bool | None] = mapped_column(sa.Boolean)
     rank: Mapped[int] = mapped_column(sa.Integer)
+    logged: Mapped[dt.datetime | None] = mapped_column(sa.DateTime)  # naive
 
 
 class Things(Repository[Thing]):
@@ -349,4 +350,27 @@ def test_sqlite_stores_an_aware_datetime_in_utc_and_reads_it_back_aware(
         session.expire_all()
         assert stored == "2024-01-01 07:00:00.000000"
         assert things.get(1).seen == dt.datetime(2024, 1, 1, 7, tzinfo=dt.UTC)
+        session.rollback()
+
+
+def test_an_aware_datetime_in_a_naive_column_is_kept_in_utc_as_update_keeps_it(
+    sqlite_backends: Backends,
+) -> None:
+    def rows() -> list[Thing]:
+        base = {"code": "a", "rank": 0, "seen": _at(7, 0)}
+        return [
+            Thing(id=1, logged=_at(7, 5), **base),
+            Thing(id=2, logged=dt.datetime(2024, 1, 1, 8), **base),
+        ]
+
+    with sqlite_backends.db.session_factory() as session:
+        session.execute(sa.delete(Thing))
+        Things(session).add_many(rows())
+        session.expire_all()
+        for things in (Things(session), MemoryThings(rows())):
+            assert [t.id for t in things.list(sort="logged")] == [1, 2]
+            assert things.count(logged__lt="2024-01-01T07:30:00") == 1
+            assert things.get(1).logged == dt.datetime(2024, 1, 1, 7)
+            things.update(2, logged=_at(6, 5))  # 01:00 UTC
+            assert [t.id for t in things.list(sort="logged")] == [2, 1]
         session.rollback()

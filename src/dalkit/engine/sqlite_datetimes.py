@@ -1,12 +1,13 @@
-"""SQLite's ``DateTime(timezone=True)``: aware values stored in UTC and read back aware, as
-PostgreSQL's ``timestamptz`` does. No I/O.
+"""SQLite's ``DateTime``: aware values stored in UTC, and read back aware from a
+``DateTime(timezone=True)`` column as PostgreSQL's ``timestamptz`` does. No I/O.
 
 SQLite keeps datetimes as text without a zone, and SQLAlchemy writes an aware value's wall
 clock there, dropping its offset: ``12:00+05:00`` was stored as ``12:00``, five hours off, so
 sorting, filtering and keyset cursors on such a column disagreed with PostgreSQL and the
 in-memory repository (which compare instants), and reads gave back a naive value. Stored in
 UTC, the text sorts in time order and dalkit's filters, which take naive values in an aware
-column as UTC, compare like with like.
+column as UTC, compare like with like. An aware value in a column without a time zone is stored
+in UTC too, as ``update()`` and ``upsert()`` store it (dalkit's convention), not as its wall clock.
 """
 
 from __future__ import annotations
@@ -22,11 +23,11 @@ __all__ = ["install"]
 
 
 class _UTCDateTime(sqlite.DATETIME):
-    """SQLite's DATETIME, converting aware values to UTC when the column has a time zone."""
+    """SQLite's DATETIME, writing aware values in UTC and reading a zoned column's as UTC."""
 
     def bind_processor(self, dialect: Dialect) -> Any:
         process = super().bind_processor(dialect)
-        if not self.timezone or process is None:
+        if process is None:
             return process
         write = process
 

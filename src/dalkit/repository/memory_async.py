@@ -13,6 +13,7 @@ of work (`dalkit.uow.memory`) undoes those of a unit that rolls back.
 from __future__ import annotations
 
 import builtins
+import datetime as dt
 import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar, cast
@@ -260,6 +261,11 @@ class AsyncInMemoryRepository(AsyncAbstractRepository[ModelT]):
             make = field.python_default()
             if field.name not in loaded and make is not None:
                 setattr(entity, field.name, make())
+            elif field.kind == "datetime" and isinstance(loaded.get(field.name), dt.datetime):
+                # as the databases store it (and update() does here): an aware value in a
+                # naive column in UTC, a naive one in an aware column as UTC; kept as given,
+                # it met the other kind in a comparison with a raw TypeError
+                setattr(entity, field.name, field.coerce(loaded[field.name]))
         pk = info.primary_key
         if len(pk) == 1 and pk[0].kind == "int" and getattr(entity, pk[0].name) is None:
             existing = [k[0] for k in self._rows]
