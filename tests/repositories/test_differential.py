@@ -48,6 +48,7 @@ class Thing(Base):
     flag: Mapped[bool | None] = mapped_column(sa.Boolean)
     rank: Mapped[int] = mapped_column(sa.Integer)
     logged: Mapped[dt.datetime | None] = mapped_column(sa.DateTime)  # naive
+    score: Mapped[float] = mapped_column(sa.Float, default=0.0)
 
 
 class Things(Repository[Thing]):
@@ -83,6 +84,7 @@ VALUES: dict[str, st.SearchStrategy[Any]] = {
     "rank": st.integers(0, 2),
 }
 VALUES["seen"] = VALUES["at"]
+VALUES["score"] = VALUES["f"]
 NULLABLE = ("label", "n", "big", "f", "amount", "at", "flag")
 OPERATORS = {
     "label": ["eq", "lt", "in", "not_in", "like", "ilike", "contains", "startswith", "isnull"],
@@ -95,9 +97,10 @@ OPERATORS = {
     "seen": ["lt", "gte"],
     "flag": ["eq", "ne", "isnull"],
     "rank": ["eq", "ne", "in"],
+    "score": ["gt", "lte"],
 }
 SORTABLE = [*VALUES, "id"]
-KEYSET = ["code", "seen", "rank", "id"]  # the non-nullable fields
+KEYSET = ["code", "seen", "rank", "score", "id"]  # the non-nullable fields
 
 
 @st.composite
@@ -374,3 +377,19 @@ def test_an_aware_datetime_in_a_naive_column_is_kept_in_utc_as_update_keeps_it(
             things.update(2, logged=_at(6, 5))  # 01:00 UTC
             assert [t.id for t in things.list(sort="logged")] == [2, 1]
         session.rollback()
+
+
+def test_a_nan_sorts_and_compares_above_every_number_in_memory_as_on_postgresql(
+    postgres_backends: Backends,
+) -> None:
+    scores = [2.0, math.nan, 1.0, math.nan, -math.inf, math.inf]
+    base = {"code": "a", "rank": 0, "seen": _at(7, 0)}
+    rows = [{"id": i, "score": s, "f": s, **base} for i, s in enumerate(scores, 1)]
+    reads = [
+        ("list", {"sort": "f"}),
+        ("list", {"sort": "-score", "limit": 3}),
+        ("count", {"f__gt": 0}),
+        ("count", {"score__lte": 10**300}),
+        ("walk", {"limit": 2, "sort": "score", "backward": True}),
+    ]
+    check_agreement(postgres_backends, rows, reads)

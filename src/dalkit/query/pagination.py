@@ -17,7 +17,7 @@ from typing import Any, Generic, TypeVar
 import sqlalchemy as sa
 
 from dalkit.errors import InvalidSortError, QueryInputError
-from dalkit.query.sorting import SortKey
+from dalkit.query.sorting import SortKey, sort_value
 
 __all__ = ["CursorPage", "KeysetWindow", "Page", "check_limit", "check_page", "check_window"]
 
@@ -207,9 +207,9 @@ class KeysetWindow:
 
         def past(entity: Any) -> bool:
             for key, value in zip(keys, values, strict=True):
-                mine = getattr(entity, key.field.name)
-                if mine != value:
-                    return bool((operator.lt if key.descending else operator.gt)(mine, value))
+                mine, theirs = sort_value(getattr(entity, key.field.name)), sort_value(value)
+                if mine != theirs:
+                    return bool((operator.lt if key.descending else operator.gt)(mine, theirs))
             return False
 
         return past

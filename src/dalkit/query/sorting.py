@@ -2,7 +2,8 @@
 clauses or a Python sort. No I/O.
 
 NULLs sort as the smallest value on every backend (first ascending, last descending), which is
-SQLite's rule; PostgreSQL is told so explicitly.
+SQLite's rule; PostgreSQL is told so explicitly. A float NaN sorts above every number, as on
+PostgreSQL (SQLite stores no NaN: it becomes NULL there).
 """
 
 from __future__ import annotations
@@ -17,7 +18,14 @@ import sqlalchemy as sa
 from dalkit.errors import InvalidSortError
 from dalkit.query.fields import FieldInfo
 
-__all__ = ["SortInput", "SortKey", "order_by_clauses", "parse_sort", "sort_entities"]
+__all__ = [
+    "SortInput",
+    "SortKey",
+    "order_by_clauses",
+    "parse_sort",
+    "sort_entities",
+    "sort_value",
+]
 
 T = TypeVar("T")
 #: ``"-created_at,id"``, ``["-created_at", "id"]`` or ``[("created_at", "desc"), ("id", "asc")]``
@@ -138,8 +146,16 @@ def sort_entities(entities: Iterable[T], keys: Sequence[SortKey]) -> list[T]:
     # stable sorts applied from the last key to the first give the lexicographic order
     for key in reversed(keys):
         name = key.field.name
-        ordered.sort(
-            key=lambda e, n=name: (getattr(e, n) is not None, getattr(e, n)),  # type: ignore[misc]
-            reverse=key.descending,
-        )
+        ordered.sort(key=lambda e, n=name: sort_value(getattr(e, n)), reverse=key.descending)  # type: ignore[misc]
     return ordered
+
+
+def sort_value(value: Any) -> tuple[bool, bool, Any]:
+    """``value``'s place in the databases' order: NULL below everything, and NaN (a float or
+    a Decimal) above every number and equal to itself, as PostgreSQL orders it; Python's
+    comparisons give NaN no place at all (and refuse it for a Decimal)."""
+    if value is None:
+        return (False, False, None)
+    if value != value:  # only NaN differs from itself
+        return (True, True, 0)
+    return (True, False, value)

@@ -206,6 +206,8 @@ class Condition:
             return op == "not_in"
         if value is None:
             return None
+        if value != value:  # a NaN row value: above every number, as in PostgreSQL
+            return op in ("ne", "gt", "gte", "not_in")  # targets are never NaN (refused)
         if op == "eq":
             return bool(value == target)
         if op == "ne":
