@@ -384,9 +384,14 @@ def test_a_nan_sorts_and_compares_above_every_number_in_memory_as_on_postgresql(
 ) -> None:
     scores = [2.0, math.nan, 1.0, math.nan, -math.inf, math.inf]
     base = {"code": "a", "rank": 0, "seen": _at(7, 0)}
-    rows = [{"id": i, "score": s, "f": s, **base} for i, s in enumerate(scores, 1)]
+    rows = [
+        {"id": i, "score": s, "f": s, "amount": Decimal(s) if math.isnan(s) else None, **base}
+        for i, s in enumerate(scores, 1)
+    ]
     reads = [
         ("list", {"sort": "f"}),
+        ("list", {"sort": "-amount"}),
+        ("count", {"amount__gte": 0}),
         ("list", {"sort": "-score", "limit": 3}),
         ("count", {"f__gt": 0}),
         ("count", {"score__lte": 10**300}),
