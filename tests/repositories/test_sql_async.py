@@ -168,6 +168,22 @@ async def test_a_check_violation_in_bulk_insert_names_the_row(
     assert await readings.count() == 0
 
 
+async def test_a_value_its_column_type_refuses_in_bulk_insert_names_the_row(
+    async_sql_session: AsyncSession,
+) -> None:
+    # SQLite's DateTime refuses a string while the rows become tuples, before any INSERT: that
+    # was a raw TypeError naming no row
+    readings = ReadingRepository(async_sql_session)
+    rows: list[dict[str, Any]] = [
+        {"id": i, "sensor": "s", "value": 1, "taken_at": EPOCH, "bucket": 0} for i in range(3)
+    ]
+    rows[1]["taken_at"] = "not a time"
+    with pytest.raises(BulkLoadError, match="row 1") as caught:
+        await readings.bulk_insert(rows)
+    assert caught.value.row == rows[1]
+    assert await readings.count() == 0
+
+
 @pytest.mark.parametrize("value", [2**31 + 5, -(2**31) - 1])
 async def test_an_integer_too_wide_for_its_column_is_refused_before_the_load(
     async_sql_session: AsyncSession, value: int

@@ -96,7 +96,10 @@ class BulkPlan:
             out = [(*values, *(make() for make in defaults)) for values in out]
         for at, process in enumerate(self.processors):
             if process is not None:
-                out = [(*v[:at], process(v[at]), *v[at + 1 :]) for v in out]
+                try:
+                    out = [(*v[:at], process(v[at]), *v[at + 1 :]) for v in out]
+                except (TypeError, ValueError, OverflowError) as exc:
+                    raise _refused_value(originals, out, at, process) from exc
         if check_ranges:
             check_integer_ranges(self.fields, originals, out)
         return originals, out
@@ -291,6 +294,22 @@ def _processor(field: FieldInfo, dialect: Dialect) -> Callable[[Any], Any] | Non
         return slow(value)
 
     return fast
+
+
+def _refused_value(
+    originals: Sequence[Any],
+    values: Sequence[tuple[Any, ...]],
+    at: int,
+    process: Callable[[Any], Any],
+) -> BulkLoadError:
+    """The first row whose value at ``at`` the column type's bind processor refuses (a string
+    for a SQLite DateTime): named, as a failed INSERT would name it, not a raw TypeError."""
+    for index, row in enumerate(values):
+        try:
+            process(row[at])
+        except (TypeError, ValueError, OverflowError) as exc:
+            return row_error(index, originals[index], exc)
+    raise AssertionError("a processor refused a value, then none")  # pragma: no cover
 
 
 def _shape_error(index: int, row: Any, names: Sequence[str]) -> BulkLoadError:
