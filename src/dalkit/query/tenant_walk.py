@@ -14,15 +14,19 @@ It cannot cover a tenant-scoped ``Table`` (or an alias of one) read in a subquer
 the models of an ORM select; a table that only shares a tenant-scoped table's name
 (``sa.table("t")``, another MetaData's); or SQL text inside the statement that names one
 (``text()``, ``literal_column()``, a custom operator, an unquoted name, a prefix, a suffix, a
-hint), whose meaning the scoping cannot read.
+hint), whose meaning the scoping cannot read. The SQL the ORM adds when it compiles a select
+is walked too (`_loaded_sql`): the ``column_property`` (and ``query_expression`` default) SQL
+of the models it loads, whose subqueries' models the criteria reach, and a
+``with_expression()`` option's SQL, whose subqueries they do not reach, even a model's.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
+from sqlalchemy.sql.base import ExecutableOption
 from sqlalchemy.sql.dml import UpdateBase
 from sqlalchemy.sql.elements import ColumnClause, quoted_name
 from sqlalchemy.sql.operators import custom_op
@@ -92,6 +96,16 @@ def _named_like_scoped(table: Any) -> bool:
     return table is not None and table.name.lower() in registry()
 
 
+class _At(NamedTuple):
+    """Where an element is in the statement: in a subquery (``nested``); where the criteria
+    reach the models of its subqueries (``covered``: not in a ``with_expression()``); in a
+    ``column_property``'s SQL, whose columns of ``row`` (its model's tables) are the row's."""
+
+    nested: bool
+    covered: bool = True
+    row: frozenset[Any] = frozenset()
+
+
 class _Walk:
     """One walk of a statement. A Table's own column (no model's annotation) is allowed at the
     top of an ORM select only where a model reads the same table (a repository's ORDER BY):
@@ -108,38 +122,68 @@ class _Walk:
         self.entities: set[Any] = set()
 
     def bare(self) -> bool:
-        stack: list[tuple[Any, bool]] = [(self.root, False)]
-        seen: set[tuple[int, bool]] = set()
+        stack: list[tuple[Any, _At]] = [(self.root, _At(nested=False))]
+        seen: set[tuple[int, _At]] = set()
         while stack:
-            element, nested = stack.pop()
-            if (id(element), nested) in seen:
+            element, at = stack.pop()
+            if (id(element), at) in seen:
                 continue
-            seen.add((id(element), nested))
+            seen.add((id(element), at))
             if _fragment(element):
                 return True
             if isinstance(element, ColumnClause):
                 # judged as a column: its table, a child, would look like a FROM of its own
-                if self._column(element, nested):
+                if self._column(element, at):
                     return True
                 source = element.table
                 if isinstance(source, sa.FromClause) and read_table(source) is None:
                     # a subquery's or CTE's column: what it reads is walked through it, as a
                     # select reaches it through its columns alone (select(sub.c.x))
-                    stack.append((source, nested))
+                    stack.append((source, at))
                 continue
             if isinstance(element, sa.FromClause) and not isinstance(element, sa.Join):
                 table = read_table(element)
                 if table is not None:
-                    if self._from(element, table, nested):
+                    if self._from(element, table, at):
                         return True
+                    stack.extend(self._loaded_sql(at.nested, _mappers_of(element)))
                     continue  # a table's columns, an alias's table: judged here already
+            if isinstance(element, sa.Select):
+                stack.extend(self._option_sql(element, element is not self.root or at.nested))
+            elif mappers := _mappers_of(element):  # a column_property named by its attribute
+                at = at._replace(row=at.row | {t._deannotate() for t in mappers[0].tables})
             if element is not self.root and isinstance(element, sa.Select | sa.CompoundSelect):
-                nested = True
-            joined = self.entities if not nested else set()
-            stack.extend((c, nested) for c in _children(element, joined))
+                at = at._replace(nested=True, row=_correlated(element, at.row))
+            joined = self.entities if not at.nested else set()
+            stack.extend((c, at) for c in _children(element, joined))
         return bool(self.plain - self.entities)
 
-    def _column(self, column: Any, nested: bool) -> bool:
+    def _loaded_sql(self, nested: bool, mappers: Iterable[Any]) -> Iterator[tuple[Any, _At]]:
+        """The ``column_property`` SQL of ``mappers``, which the ORM adds where it loads them
+        (and of the models it loads with them by a joined eager load); the criteria reach the
+        models of its subqueries, and its columns of the models' own tables are the row's."""
+        for mapper in _loaded_with(mappers):
+            own = frozenset(t._deannotate() for t in mapper.tables)
+            if not nested:
+                self.entities.update(own)
+            for prop in mapper.column_attrs:
+                for column in prop.columns:
+                    if not isinstance(column, sa.Column):
+                        yield column, _At(nested=nested, row=own)
+
+    def _option_sql(self, select: Any, nested: bool) -> Iterator[tuple[Any, _At]]:
+        """What a select's loader options add to it: the SQL of a ``with_expression()`` (or of
+        a relationship option's ``and_()``), which no criteria reach, and the ``column_property``
+        SQL of the models a joined eager load option loads."""
+        for option in select._with_options:
+            for element in (
+                getattr(option, "context", ()) if isinstance(option, ExecutableOption) else ()
+            ):
+                at = _At(nested=nested, covered=False)
+                yield from ((c, at) for c in element._extra_criteria)
+                yield from self._loaded_sql(nested, [m for m in element.path if _is_mapper(m)])
+
+    def _column(self, column: Any, at: _At) -> bool:
         source = column.table
         table = read_table(source)
         if not _named_like_scoped(table):
@@ -147,10 +191,12 @@ class _Walk:
         if not is_scoped_table(table):
             return True  # another table of a scoped table's name: no criteria reach it
         if "parententity" in column._annotations:
-            if not nested and source is table:
+            if not at.nested and source is table:
                 self.entities.add(table._deannotate())
-            return False
-        if nested:
+            return at.nested and not at.covered
+        if source is table and table._deannotate() in at.row:
+            return False  # a column_property's subquery correlated to the row it is part of
+        if at.nested:
             return True
         if self.dml:
             return not self._dml_covers(source, table)
@@ -161,16 +207,16 @@ class _Walk:
         self.plain.add(table._deannotate())
         return False
 
-    def _from(self, item: Any, table: Any, nested: bool) -> bool:
+    def _from(self, item: Any, table: Any, at: _At) -> bool:
         if not _named_like_scoped(table):
             return False
         if not is_scoped_table(table):
             return True
         if "parententity" in item._annotations:
-            if not nested and item is table:
+            if not at.nested and item is table:
                 self.entities.add(table._deannotate())
-            return False
-        if nested:
+            return at.nested and not at.covered
+        if at.nested:
             return True
         if self.dml:
             return not self._dml_covers(item, table)
@@ -186,6 +232,42 @@ class _Walk:
             # INSERT ... ON CONFLICT's ``excluded``: the row being inserted, stamped
             return isinstance(self.root, sa.Insert) and str(source.name) == "excluded"
         return self.reads_covered and scoped_source(source)
+
+
+def _is_mapper(item: Any) -> bool:
+    return isinstance(item, sa.orm.Mapper)
+
+
+def _correlated(select: Any, row: frozenset[Any]) -> frozenset[Any]:
+    """Of ``row``'s tables, those a subquery still reads from the enclosing row: all, unless it
+    turns auto-correlation off or correlates other tables only."""
+    if not row or not select._auto_correlate or select._correlate_except is not None:
+        return frozenset()
+    if select._correlate:
+        return row & {t._deannotate() for t in select._correlate}
+    return row
+
+
+def _mappers_of(item: Any) -> list[Any]:
+    """The mapper whose entity a FROM element is (a model's table, an ``aliased()`` one's
+    alias) or whose attribute an expression is, as a list; none for a Table read as itself."""
+    entity = item._annotations.get("parententity")
+    return [] if entity is None else [entity.mapper]
+
+
+def _loaded_with(mappers: Iterable[Any]) -> list[Any]:
+    """``mappers``, the subclasses a polymorphic load may read, and the models their joined
+    eager relationships load in the same statement, transitively."""
+    found: list[Any] = []
+    pending = list(mappers)
+    while pending:
+        mapper = pending.pop()
+        if mapper in found:
+            continue
+        found.append(mapper)
+        pending.extend(mapper.self_and_descendants)
+        pending.extend(r.mapper for r in mapper.relationships if r.lazy == "joined")
+    return found
 
 
 def _children(element: Any, joined: set[Any]) -> list[Any]:
