@@ -118,6 +118,17 @@ class Stamp(Base):
     )
 
 
+class Ticket(Base):
+    """A nullable column numbered by a client-side Sequence, whose next value SQLAlchemy's
+    INSERTs take on PostgreSQL (SQLite has no sequences: NULL)."""
+
+    __tablename__ = "tickets"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    number: Mapped[int | None] = mapped_column(sa.Sequence("ticket_numbers"), nullable=True)
+    title: Mapped[str] = mapped_column(sa.String(40))
+
+
 class Note(Base):
     """Python-side onupdates, a value and a function, which an update runs for the fields it
     leaves out."""

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from dalkit import AsyncDatabase, AsyncRepository, BulkLoadError, CheckViolationError
 from dalkit.testing import count_queries
 
-from .models import EPOCH, Comment, Post, Price, Reading, Status, User
+from .models import EPOCH, Comment, Post, Price, Reading, Status, Ticket, User
 
 
 class UserRepository(AsyncRepository[User]):
@@ -245,6 +245,30 @@ async def test_bulk_writes_store_a_float_for_a_numeric_column_as_add_does(
     assert stored[200] == (stored[0][0], Decimal(2))
     if async_sql_session.get_bind().dialect.driver == "psycopg":  # asyncpg sends it exact
         assert stored[0][0] == Decimal("0.3")
+
+
+class TicketRepository(AsyncRepository[Ticket]):
+    pass
+
+
+async def test_bulk_insert_numbers_a_sequence_column_it_leaves_out_as_add_does(
+    async_sql_session: AsyncSession,
+) -> None:
+    # COPY and executemany left the column out: NULL where add() stores the next value
+    tickets = TicketRepository(async_sql_session)
+    rows: list[dict[str, Any]] = [{"id": i, "title": f"t{i}"} for i in range(2, 9)]
+    rows[3]["number"] = -4  # a row naming a field row 0 leaves out, as on every path
+    with pytest.raises(BulkLoadError, match="row 3 does not have the fields of row 0"):
+        await tickets.bulk_insert(rows)
+    del rows[3]["number"]
+    await tickets.add(Ticket(id=1, title="added"))
+    assert await tickets.bulk_insert(rows, chunk_size=3) == 7
+    numbers = [t.number for t in await tickets.list(sort="id")]
+    if numbers[0] is None:  # SQLite has no sequences: add() stores NULL too
+        assert numbers == [None] * 8
+    else:
+        after = numbers[0] + 1
+        assert numbers == [numbers[0], *range(after, after + 7)]
 
 
 AWARE = dt.datetime(2024, 1, 1, 12, tzinfo=dt.timezone(dt.timedelta(hours=5)))

@@ -83,6 +83,22 @@ class FieldInfo:
             return lambda: value
         return None
 
+    def sequence_default(self, dialect: Any) -> sa.Sequence | None:
+        """The column's client-side ``Sequence`` default when SQLAlchemy's INSERTs on
+        ``dialect`` take its next value for a row that leaves the column out (SQLite has no
+        sequences, and PostgreSQL skips an ``optional`` one); None otherwise.
+
+        Args:
+            dialect: The SQLAlchemy dialect of the connection.
+
+        Returns:
+            The sequence, or None.
+        """
+        default = self.column.default
+        if not isinstance(default, sa.Sequence) or not dialect.supports_sequences:
+            return None
+        return None if default.optional and dialect.sequences_optional else default
+
     def unevaluated_default(self, *, update: bool = False) -> str | None:
         """Why a write bypassing SQLAlchemy cannot produce the column's client-side INSERT
         default (``update``: its onupdate) by itself, as `python_default()` does for a value or

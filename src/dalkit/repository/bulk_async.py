@@ -7,7 +7,7 @@ them through the driver.
 from __future__ import annotations
 
 import builtins
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -28,6 +28,7 @@ from dalkit.repository.abstract_async import AsyncAbstractRepository
 from dalkit.repository.base import ModelT
 from dalkit.repository.copy import (
     BulkPlan,
+    check_row_shape,
     is_row_error,
     plan_bulk,
     progress_bar,
@@ -52,6 +53,7 @@ class AsyncBulkOperations(AsyncAbstractRepository[ModelT]):
     async def _bulk_insert(self, originals: Sequence[Any], chunk_size: int, progress: bool) -> int:
         # tenant-scoped rows get the current tenant; audited rows are recorded chunk by chunk
         originals = stamp_rows(self._q.info.model, originals)
+        originals = await self._numbered(originals)
         audit = bulk_insert_audit(self._q.info.model, originals[0])
         plan = plan_bulk(self._q.info, originals[0], self._dialect)
         tuples: Sequence[tuple[Any, ...]]
@@ -117,6 +119,35 @@ class AsyncBulkOperations(AsyncAbstractRepository[ModelT]):
             lambda part: self._executemany(sql, part),
             audit,
         )
+
+    async def _numbered(self, originals: Sequence[Any]) -> Sequence[Any]:
+        """``originals`` with the next values of the ``Sequence`` defaults of the fields row 0
+        leaves out, in row order, as add() takes one per row (COPY left them out: NULL was
+        stored). The rows themselves when there is no such field."""
+        first = originals[0]
+        if not isinstance(first, Mapping):
+            return originals  # refused with the row's index by the plan
+        numbers: dict[str, Sequence[Any]] = {}
+        for field in self._q.info.fields.values():
+            sequence = field.sequence_default(self._dialect)
+            if sequence is not None and field.name not in first:
+                taken = sa.select(sequence.next_value()).select_from(
+                    sa.func.generate_series(1, len(originals))
+                )
+                numbers[field.name] = (await self.session.execute(taken)).scalars().all()
+        if not numbers:
+            return originals
+        names = builtins.list(numbers)
+        per_row = zip(*numbers.values(), strict=True)
+        numbered: builtins.list[Any] = []
+        for index, (row, values) in enumerate(zip(originals, per_row, strict=True)):
+            if not isinstance(row, Mapping):
+                numbered.append(row)  # refused with its index by the plan
+                continue
+            if any(name in row for name in names):
+                check_row_shape(index, row, builtins.list(first))  # names more than row 0
+            numbered.append({**row, **dict(zip(names, values, strict=True))})
+        return numbered
 
     def _checks_ranges(self) -> bool:
         # asyncpg refuses an integer its column cannot hold (psycopg's binary COPY wraps it):
