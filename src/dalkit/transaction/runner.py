@@ -30,6 +30,7 @@ from dalkit.transaction.scope import (
     Callback,
     SessionParameter,
     TransactionScope,
+    check_transaction_function,
     current_scope,
     enter_scope,
     exit_scope,
@@ -71,8 +72,8 @@ class TransactionRunner:
     def transaction(self, options: TransactionOptions) -> Iterator[Session]:
         """One attempt, never retried: a with-block cannot run its body again."""
         current = _running()
-        outer = None if current is None else self._joinable(current)
-        if outer is not None and options.propagation != "requires_new":
+        outer = self._joinable(current, options)
+        if outer is not None:
             options.check_joinable(outer.options)
             if options.propagation == "nested":
                 with self._savepoint(outer):
@@ -121,8 +122,8 @@ class TransactionRunner:
         """Call ``fn`` in a transaction; rerun the whole of it after a retryable failure when
         it is the outermost level (a joined or nested call lets its caller decide)."""
         current = _running()
-        outer = None if current is None else self._joinable(current)
-        if outer is not None and options.propagation != "requires_new":
+        outer = self._joinable(current, options)
+        if outer is not None:
             options.check_joinable(outer.options)
             if options.propagation == "nested":
                 with self._savepoint(outer):
@@ -154,7 +155,15 @@ class TransactionRunner:
                 rolled_back += 1
                 self._run_callbacks(scope.after_rollback())
                 log.debug("retrying in %.3f s after %s: %s", delay, type(error).__name__, error)
-                time.sleep(delay)
+                try:
+                    time.sleep(delay)
+                except BaseException:  # cancelled while waiting: the call failed there
+                    duration = perf_counter() - started
+                    # the retry it waited for never ran
+                    self.stats.record(
+                        options.stats_key, False, duration, state.attempt - 2, rolled_back
+                    )
+                    raise
                 continue
             except BaseException as error:  # cancellation: rolled back, and never retried
                 self._failed(scope, error, started, rolled_back, _retries(state))
@@ -173,6 +182,7 @@ class TransactionRunner:
         policy: RetryPolicy | None,
     ) -> Callable[..., R]:
         """``fn`` wrapped by `run()`; how it takes its session is decided once."""
+        check_transaction_function(fn, is_async=TransactionScope.is_async)
         inject = session_parameter(fn)
 
         @functools.wraps(fn)
@@ -183,9 +193,15 @@ class TransactionRunner:
         return transactional
 
     # -- the steps -----------------------------------------------------------------------------
-    def _joinable(self, current: TransactionScope) -> TransactionScope | None:
+    def _joinable(
+        self, current: TransactionScope | None, options: TransactionOptions
+    ) -> TransactionScope | None:
+        """The transaction these options join or nest in, if any. A requires_new transaction
+        joins none, so a task or thread started inside a transaction may ask for one."""
         # only the innermost running transaction can be joined: one of another database in
         # between means current_session() must keep naming that one's session
+        if options.propagation == "requires_new":
+            return None
         if isinstance(current, TransactionScope) and current.owner is self:
             current.check_holder()
             return current
@@ -201,7 +217,9 @@ class TransactionRunner:
         bind = bind or self._binds.get((options.isolation, options.read_only))
         if bind is None:
             bind = self._new_bind(options)
-        session = self._session_factory(bind=bind)
+        # closed for good when the transaction ends: used after that, it raises rather than
+        # begin a transaction nobody commits, on a connection nobody gives back
+        session = self._session_factory(bind=bind, close_resets_only=False)
         return TransactionScope(self, session, options, current)
 
     def _new_bind(self, options: TransactionOptions) -> Engine:

@@ -29,6 +29,7 @@ from dalkit.transaction.scope import (
     Callback,
     SessionParameter,
     TransactionScope,
+    check_transaction_function,
     current_scope,
     enter_scope,
     exit_scope,
@@ -72,8 +73,8 @@ class AsyncTransactionRunner:
     async def transaction(self, options: TransactionOptions) -> AsyncIterator[AsyncSession]:
         """One attempt, never retried: a with-block cannot run its body again."""
         current = _running()
-        outer = None if current is None else self._joinable(current)
-        if outer is not None and options.propagation != "requires_new":
+        outer = self._joinable(current, options)
+        if outer is not None:
             options.check_joinable(outer.options)
             if options.propagation == "nested":
                 async with self._savepoint(outer):
@@ -122,8 +123,8 @@ class AsyncTransactionRunner:
         """Call ``fn`` in a transaction; rerun the whole of it after a retryable failure when
         it is the outermost level (a joined or nested call lets its caller decide)."""
         current = _running()
-        outer = None if current is None else self._joinable(current)
-        if outer is not None and options.propagation != "requires_new":
+        outer = self._joinable(current, options)
+        if outer is not None:
             options.check_joinable(outer.options)
             if options.propagation == "nested":
                 async with self._savepoint(outer):
@@ -155,7 +156,15 @@ class AsyncTransactionRunner:
                 rolled_back += 1
                 await self._run_callbacks(scope.after_rollback())
                 log.debug("retrying in %.3f s after %s: %s", delay, type(error).__name__, error)
-                await asyncio.sleep(delay)
+                try:
+                    await asyncio.sleep(delay)
+                except BaseException:  # cancelled while waiting: the call failed there
+                    duration = perf_counter() - started
+                    # the retry it waited for never ran
+                    self.stats.record(
+                        options.stats_key, False, duration, state.attempt - 2, rolled_back
+                    )
+                    raise
                 continue
             except BaseException as error:  # cancellation: rolled back, and never retried
                 await self._failed(scope, error, started, rolled_back, _retries(state))
@@ -174,6 +183,7 @@ class AsyncTransactionRunner:
         policy: RetryPolicy | None,
     ) -> Callable[..., Awaitable[R]]:
         """``fn`` wrapped by `run()`; how it takes its session is decided once."""
+        check_transaction_function(fn, is_async=AsyncTransactionScope.is_async)
         inject = session_parameter(fn)
 
         @functools.wraps(fn)
@@ -184,9 +194,15 @@ class AsyncTransactionRunner:
         return transactional
 
     # -- the steps -----------------------------------------------------------------------------
-    def _joinable(self, current: TransactionScope) -> AsyncTransactionScope | None:
+    def _joinable(
+        self, current: TransactionScope | None, options: TransactionOptions
+    ) -> AsyncTransactionScope | None:
+        """The transaction these options join or nest in, if any. A requires_new transaction
+        joins none, so a task or thread started inside a transaction may ask for one."""
         # only the innermost running transaction can be joined: one of another database in
         # between means current_session() must keep naming that one's session
+        if options.propagation == "requires_new":
+            return None
         if isinstance(current, AsyncTransactionScope) and current.owner is self:
             current.check_holder()
             return current
@@ -202,7 +218,9 @@ class AsyncTransactionRunner:
         bind = bind or self._binds.get((options.isolation, options.read_only))
         if bind is None:
             bind = self._new_bind(options)
-        session = self._session_factory(bind=bind)
+        # closed for good when the transaction ends: used after that, it raises rather than
+        # begin a transaction nobody commits, on a connection nobody gives back
+        session = self._session_factory(bind=bind, close_resets_only=False)
         return AsyncTransactionScope(self, session, options, current)
 
     def _new_bind(self, options: TransactionOptions) -> AsyncEngine:

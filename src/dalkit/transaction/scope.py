@@ -28,6 +28,7 @@ __all__ = [
     "Callback",
     "SessionParameter",
     "TransactionScope",
+    "check_transaction_function",
     "current_async_session",
     "current_scope",
     "current_session",
@@ -318,6 +319,30 @@ async def settle_async(result: object) -> None:
     """The async runner awaits what a callback returns, if it is awaitable."""
     if inspect.isawaitable(result):
         await result
+
+
+def check_transaction_function(fn: Callable[..., Any], *, is_async: bool) -> None:
+    """Refuse a function whose body would run after its transaction ended: a generator (its
+    body runs as it is iterated, later) and, for a sync transaction, a coroutine function
+    (nothing awaits it).
+
+    Args:
+        fn: The function to run in a transaction.
+        is_async: Whether the transaction is an async one.
+
+    Raises:
+        TypeError: For such a function.
+    """
+    if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
+        problem = "a generator function: its body would run as it is iterated, after the commit"
+    elif not is_async and inspect.iscoroutinefunction(fn):
+        problem = "a coroutine function, but this is a sync transaction: nothing would await it"
+    else:
+        return
+    raise TypeError(
+        f"{getattr(fn, '__qualname__', fn)} is {problem}; run the transaction inside it, or "
+        "collect what it yields into a list and return that"
+    )
 
 
 def session_parameter(fn: Callable[..., Any]) -> SessionParameter:

@@ -12,7 +12,11 @@ from sqlalchemy.orm import Session
 
 from dalkit.transaction.options import TransactionOptions
 from dalkit.transaction.retry import RetryPolicy
-from dalkit.transaction.scope import session_parameter
+from dalkit.transaction.scope import (
+    TransactionScope,
+    check_transaction_function,
+    session_parameter,
+)
 
 if TYPE_CHECKING:
     from dalkit.transaction.runner import TransactionRunner
@@ -90,6 +94,9 @@ class Transactional:
         Raises:
             RetryExhaustedError: When retryable failures outlasted the retry policy.
             CommitOutcomeUnknownError: When the connection broke during COMMIT (not retried).
+            TypeError: For a generator function (and, in a sync transaction, a coroutine
+                function), whose body would run after the commit.
         """
+        check_transaction_function(fn, is_async=TransactionScope.is_async)
         inject = None if "session" in kwargs else session_parameter(fn)
         return self._runner.run(fn, args, kwargs, self._options, self._policy, inject=inject)

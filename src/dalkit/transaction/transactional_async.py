@@ -10,7 +10,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from dalkit.transaction.options import TransactionOptions
 from dalkit.transaction.retry import RetryPolicy
-from dalkit.transaction.scope import session_parameter
+from dalkit.transaction.scope import (
+    AsyncTransactionScope,
+    check_transaction_function,
+    session_parameter,
+)
 
 if TYPE_CHECKING:
     from dalkit.transaction.runner_async import AsyncTransactionRunner
@@ -92,6 +96,9 @@ class AsyncTransactional:
         Raises:
             RetryExhaustedError: When retryable failures outlasted the retry policy.
             CommitOutcomeUnknownError: When the connection broke during COMMIT (not retried).
+            TypeError: For a generator function (and, in a sync transaction, a coroutine
+                function), whose body would run after the commit.
         """
+        check_transaction_function(fn, is_async=AsyncTransactionScope.is_async)
         inject = None if "session" in kwargs else session_parameter(fn)
         return await self._runner.run(fn, args, kwargs, self._options, self._policy, inject=inject)

@@ -1,0 +1,154 @@
+"""What a transaction refuses rather than lose work silently: a function whose body would run
+after the commit, a session used after its transaction ended. And what it allows: a task or
+thread started inside a transaction asking for one of its own; a call cancelled while it waits
+to retry counts as failed."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import threading
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+import sqlalchemy as sa
+import sqlalchemy.exc
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
+
+from dalkit import AsyncDatabase, Database, RetryPolicy, SerializationError
+
+from .models import Item, create_all, create_all_async, item_names, item_names_async
+
+
+def test_generator_and_coroutine_functions_are_refused_by_a_sync_transaction(
+    db: Database,
+) -> None:
+    create_all(db)
+
+    def rows(session: Session) -> Iterator[int]:
+        session.add(Item(name="after the commit"))
+        yield 1
+
+    async def coroutine(session: Session) -> None:
+        session.add(Item(name="never awaited"))
+
+    for fn in (rows, coroutine):
+        with pytest.raises(TypeError, match=fn.__qualname__):
+            db.transactional(fn)
+        with pytest.raises(TypeError, match=fn.__qualname__):
+            db.run_transaction(fn)
+    assert item_names(db) == []
+    assert db.pool_stats()["checked_out"] == 0
+
+
+async def test_generator_functions_are_refused_by_an_async_transaction(
+    async_db: AsyncDatabase,
+) -> None:
+    await create_all_async(async_db)
+
+    async def rows(session: AsyncSession) -> AsyncIterator[int]:
+        session.add(Item(name="after the commit"))
+        yield 1
+
+    def plain_rows(session: AsyncSession) -> Iterator[int]:
+        yield 1
+
+    # a type checker refuses them too; this is what an untyped caller gets
+    for fn in (rows, plain_rows):
+        with pytest.raises(TypeError, match=fn.__qualname__):
+            async_db.transactional(fn)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match=fn.__qualname__):
+            await async_db.transactional(retry=2).run(fn)  # type: ignore[call-overload]
+    assert await item_names_async(async_db) == []
+
+
+def test_a_session_used_after_its_transaction_ended_refuses_to_begin_another(
+    db: Database,
+) -> None:
+    create_all(db)
+    with db.transaction() as session:
+        session.add(Item(name="kept"))
+    with pytest.raises(sqlalchemy.exc.InvalidRequestError, match="closed"):
+        session.add(Item(name="lost"))
+    with pytest.raises(sqlalchemy.exc.InvalidRequestError, match="closed"):
+        session.execute(sa.select(Item.name))
+    # no transaction was left open on a connection nobody gives back (nor, on SQLite, the
+    # write lock held by it)
+    assert db.pool_stats()["checked_out"] == 0
+    assert item_names(db) == ["kept"]
+
+
+async def test_an_async_session_used_after_its_function_returned_refuses_to_begin_another(
+    async_db: AsyncDatabase,
+) -> None:
+    await create_all_async(async_db)
+
+    async def add(session: AsyncSession) -> AsyncSession:
+        session.add(Item(name="kept"))
+        return session
+
+    session = await async_db.run_transaction(add)
+    with pytest.raises(sqlalchemy.exc.InvalidRequestError, match="closed"):
+        await session.execute(sa.text("INSERT INTO items (name) VALUES ('lost')"))
+    assert async_db.pool_stats()["checked_out"] == 0
+    assert await item_names_async(async_db) == ["kept"]
+
+
+async def test_a_task_started_inside_a_transaction_may_start_one_of_its_own(
+    async_db: AsyncDatabase,
+) -> None:
+    await create_all_async(async_db)
+
+    async def audit_record() -> None:
+        async with async_db.transaction(propagation="requires_new") as own:
+            own.add(Item(name="own transaction"))
+
+    async with async_db.transaction(read_only=True):
+        await asyncio.create_task(audit_record())
+    assert await item_names_async(async_db) == ["own transaction"]
+
+
+def test_a_thread_that_inherited_a_transaction_may_start_one_of_its_own(db: Database) -> None:
+    create_all(db)
+    failures: list[BaseException] = []
+
+    def audit_record() -> None:
+        try:
+            with db.transaction(propagation="requires_new") as own:
+                own.add(Item(name="own transaction"))
+        except BaseException as error:
+            failures.append(error)
+
+    with db.transaction(read_only=True):
+        # what asyncio.to_thread() and a context-copying executor do
+        context = contextvars.copy_context()
+        thread = threading.Thread(target=context.run, args=(audit_record,))
+        thread.start()
+        thread.join()
+    assert failures == []
+    assert item_names(db) == ["own transaction"]
+
+
+async def test_a_call_cancelled_while_waiting_to_retry_counts_as_failed(
+    async_db: AsyncDatabase,
+) -> None:
+    await create_all_async(async_db)
+    failed = asyncio.Event()
+
+    async def conflicting(session: AsyncSession) -> None:
+        session.add(Item(name="rolled back"))
+        await session.flush()
+        failed.set()
+        raise SerializationError("could not serialize access", sqlstate="40001")
+
+    policy = RetryPolicy(attempts=3, base_delay=30.0, max_delay=30.0, jitter=0.0)
+    task = asyncio.create_task(async_db.transactional(retry=policy).run(conflicting))
+    await failed.wait()
+    await asyncio.sleep(0.05)  # into the backoff
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    stats = async_db.transaction_stats()
+    assert (stats["total"], stats["failed"], stats["rolled_back"], stats["retries"]) == (1, 1, 1, 0)
+    assert async_db.pool_stats()["checked_out"] == 0
