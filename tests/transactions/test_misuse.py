@@ -1,5 +1,6 @@
 """What a transaction refuses rather than lose work silently: a function whose body would run
-after the commit, a session used after its transaction ended. And what it allows: a task or
+after the commit, a session used after its transaction ended, a write in a read-only AUTOCOMMIT
+transaction. And what it allows: a task or
 thread started inside a transaction asking for one of its own; a call cancelled while it waits
 to retry counts as failed."""
 
@@ -16,7 +17,13 @@ import sqlalchemy.exc
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
-from dalkit import AsyncDatabase, Database, RetryPolicy, SerializationError
+from dalkit import (
+    AsyncDatabase,
+    Database,
+    ReadOnlyTransactionError,
+    RetryPolicy,
+    SerializationError,
+)
 
 from .models import Item, create_all, create_all_async, item_names, item_names_async
 
@@ -152,3 +159,31 @@ async def test_a_call_cancelled_while_waiting_to_retry_counts_as_failed(
     stats = async_db.transaction_stats()
     assert (stats["total"], stats["failed"], stats["rolled_back"], stats["retries"]) == (1, 1, 1, 0)
     assert async_db.pool_stats()["checked_out"] == 0
+
+
+def test_a_read_only_autocommit_transaction_refuses_writes_and_reads(db: Database) -> None:
+    create_all(db)
+    db.run_transaction(lambda session: session.add(Item(name="existing")))
+    with (
+        pytest.raises(ReadOnlyTransactionError),
+        db.transaction(isolation="AUTOCOMMIT", read_only=True) as session,
+    ):
+        assert session.scalars(sa.select(Item.name)).all() == ["existing"]
+        session.execute(sa.insert(Item).values(name="written anyway"))
+    # the connection writes again afterwards
+    db.run_transaction(lambda session: session.add(Item(name="later")))
+    assert item_names(db) == ["existing", "later"]
+
+
+async def test_an_async_read_only_autocommit_transaction_refuses_writes(
+    async_db: AsyncDatabase,
+) -> None:
+    await create_all_async(async_db)
+
+    async def write(session: AsyncSession) -> None:
+        await session.execute(sa.insert(Item).values(name="written anyway"))
+
+    with pytest.raises(ReadOnlyTransactionError):
+        await async_db.transactional(isolation="AUTOCOMMIT", read_only=True).run(write)
+    await async_db.transactional(isolation="AUTOCOMMIT").run(write)
+    assert await item_names_async(async_db) == ["written anyway"]

@@ -37,7 +37,9 @@ class TransactionOptions:
 
     Under ``AUTOCOMMIT`` each statement commits by itself: nothing is rolled back, and a retried
     function runs its statements again, so retry only idempotent ones (reads, typically).
-    ``read_only`` is enforced by PostgreSQL inside a transaction, not under AUTOCOMMIT.
+    ``read_only`` with ``AUTOCOMMIT`` refuses writes too: on PostgreSQL it runs as a read-only
+    READ COMMITTED transaction (which reads what autocommit statements would), on SQLite under
+    ``PRAGMA query_only``.
     """
 
     isolation: str | None = None
@@ -86,15 +88,23 @@ class TransactionOptions:
             # SQLAlchemy's isolation_level option would hand pysqlite its own transaction
             # handling back when the connection is reset; dalkit's BEGIN hook does it instead
             if self.autocommit:
+                if self.read_only:  # the pragma holds outside a transaction too
+                    return {SQLITE_BEGIN_OPTION: None, SQLITE_QUERY_ONLY_OPTION: True}
                 return {SQLITE_BEGIN_OPTION: None}
             if self.read_only:
                 return {SQLITE_QUERY_ONLY_OPTION: True}
             return {SQLITE_BEGIN_OPTION: "BEGIN IMMEDIATE"}
         options: dict[str, Any] = {}
-        if self.isolation is not None:
-            options["isolation_level"] = self.isolation
+        isolation = self.isolation
         if self.read_only and dialect_name == "postgresql":
             options["postgresql_readonly"] = True
+            if self.autocommit:
+                # PostgreSQL refuses writes only in a transaction begun READ ONLY. Nothing such a
+                # transaction sends is written, and at READ COMMITTED each statement reads its
+                # own snapshot: it reads what autocommit statements would
+                isolation = "READ COMMITTED"
+        if isolation is not None:
+            options["isolation_level"] = isolation
         return options
 
     def check_joinable(self, outer: TransactionOptions) -> None:
