@@ -121,3 +121,48 @@ def test_a_thread_started_inside_a_transaction_cannot_join_it_and_gets_its_own_l
     latecomer.join()
     assert outcome == ["refused"]
     assert item_names(db) == ["late thread", "outer"]
+
+
+async def test_a_with_block_left_in_another_task_still_commits_and_returns_its_connection(
+    async_db: AsyncDatabase,
+) -> None:
+    # what an async fixture does when its teardown runs in another task than its setup
+    await create_all_async(async_db)
+    block = async_db.transaction()
+
+    async def enter() -> None:
+        session = await block.__aenter__()
+        session.add(Item(name="committed"))
+
+    async def leave() -> None:
+        await block.__aexit__(None, None, None)
+
+    await asyncio.create_task(enter())
+    await asyncio.create_task(leave())
+    assert async_db.pool_stats()["checked_out"] == 0
+    assert await item_names_async(async_db) == ["committed"]
+    with pytest.raises(NoActiveTransactionError):
+        dalkit.current_async_session()
+
+
+def test_a_with_block_left_in_another_thread_still_commits(db: Database) -> None:
+    create_all(db)
+    block = db.transaction()
+    session = block.__enter__()
+    session.add(Item(name="committed"))
+    failures: list[BaseException] = []
+
+    def leave() -> None:
+        try:
+            block.__exit__(None, None, None)
+        except BaseException as error:
+            failures.append(error)
+
+    thread = threading.Thread(target=leave)
+    thread.start()
+    thread.join()
+    assert failures == []
+    assert db.pool_stats()["checked_out"] == 0
+    assert item_names(db) == ["committed"]
+    with pytest.raises(NoActiveTransactionError):
+        dalkit.current_session()

@@ -216,7 +216,17 @@ current_scope = _current.get
 #: ``token = enter_scope(scope)`` makes ``scope`` (started in ``scope.parent``) the current
 #: transaction of this thread or task until ``exit_scope(token)``.
 enter_scope = _current.set
-exit_scope = _current.reset
+
+
+def exit_scope(token: contextvars.Token[TransactionScope | None]) -> None:
+    """Undo ``enter_scope()``. A with-block may end in another task or thread than it began in
+    (an async fixture's teardown, an exit stack closed elsewhere), whose context the token does
+    not belong to: its scope is marked finished first, which every lookup skips, so the
+    transaction still ends as the block says."""
+    try:
+        _current.reset(token)
+    except ValueError:
+        log.debug("a transaction ended in another context than it began in")
 
 
 def _require_scope(what: str) -> TransactionScope:
