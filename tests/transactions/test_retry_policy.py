@@ -68,6 +68,14 @@ def test_an_integer_is_shorthand_for_a_number_of_attempts() -> None:
         {"base_delay": 2, "max_delay": 1},
         {"jitter": 1.5},
         {"deadline": 0},
+        # NaN passes comparisons; a NaN or infinite wait fails in the sleep, not as a retry
+        {"max_delay": float("nan")},
+        {"base_delay": float("nan")},
+        {"base_delay": float("inf"), "max_delay": float("inf")},
+        {"max_delay": float("inf")},
+        {"jitter": float("nan")},
+        {"deadline": float("nan")},
+        {"base_delay": "0.1"},
     ],
 )
 def test_a_policy_that_cannot_work_is_refused(kwargs: dict[str, float]) -> None:

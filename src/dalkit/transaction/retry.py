@@ -5,6 +5,7 @@ attempts. No I/O: the sync and async transaction runners own the loop and the sl
 from __future__ import annotations
 
 import dataclasses
+import math
 import random
 import time
 from collections.abc import Callable
@@ -85,6 +86,16 @@ class RetryPolicy:
             raise ConfigurationError("RetryPolicy.attempts must be an integer")
         if self.attempts < 1:
             raise ConfigurationError("RetryPolicy.attempts counts the first run: at least 1")
+        for name in ("base_delay", "max_delay", "jitter", "deadline"):
+            value = getattr(self, name)
+            if value is None and name == "deadline":
+                continue
+            # NaN passes every comparison below, and a wait of NaN or infinity seconds makes
+            # the sleep itself fail (ValueError, OverflowError) instead of retrying
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ConfigurationError(f"RetryPolicy.{name} must be a number, not {value!r}")
+            if math.isnan(value) or (math.isinf(value) and name != "deadline"):
+                raise ConfigurationError(f"RetryPolicy.{name} must be finite, not {value!r}")
         if self.base_delay < 0 or self.max_delay < self.base_delay:
             raise ConfigurationError("RetryPolicy needs 0 <= base_delay <= max_delay")
         if not 0.0 <= self.jitter <= 1.0:
