@@ -163,6 +163,38 @@ def test_sqlite_reports_foreign_keys_duplicates_and_filters_seen(sqlite_url: str
     assert filtered.evidence["rows"] == 200
 
 
+def test_an_index_serving_other_lookups_is_no_duplicate(db: Database) -> None:
+    # a partial index serves only the statements that repeat its WHERE; on PostgreSQL a hash or
+    # text_pattern_ops index, or one with INCLUDE columns, serves lookups a plain one does not
+    statements = [
+        "CREATE TABLE owners_dup (id INTEGER PRIMARY KEY)",
+        "CREATE TABLE docs_dup (id INTEGER PRIMARY KEY, status VARCHAR(10), name VARCHAR(10), "
+        "owner_id INTEGER REFERENCES owners_dup (id), deleted_at INTEGER)",
+        "CREATE INDEX ix_dup_a_status_live ON docs_dup (status) WHERE deleted_at IS NULL",
+        "CREATE INDEX ix_dup_b_status ON docs_dup (status)",
+        "CREATE INDEX ix_dup_owner_live ON docs_dup (owner_id) WHERE deleted_at IS NULL",
+    ]
+    if db.engine.dialect.name == "postgresql":
+        statements += [
+            "CREATE INDEX ix_dup_name_hash ON docs_dup USING hash (name)",
+            "CREATE INDEX ix_dup_name_pattern ON docs_dup (name varchar_pattern_ops)",
+            "CREATE INDEX ix_dup_name_with_id ON docs_dup (name) INCLUDE (id)",
+            "CREATE INDEX ix_dup_name ON docs_dup (name)",
+        ]
+    for statement in statements:
+        db.sql(statement)
+    with db.connection() as conn:
+        advice = _by_kind(index_advice(conn, repositories=[]))
+    # the full status index serves the partial one's lookups, not the other way round; the
+    # plain name index is redundant beside the one that also includes id
+    expected = ["ix_dup_a_status_live"]
+    expected += ["ix_dup_name"] if db.engine.dialect.name == "postgresql" else []
+    assert [a.evidence["index"] for a in advice.get("duplicate_index", [])] == expected
+    # the partial index on owner_id does not serve the foreign key's lookups
+    (fk,) = advice["missing_fk_index"]
+    assert (fk.table, fk.columns) == ("docs_dup", ("owner_id",))
+
+
 @pytest.mark.slow
 @pytest.mark.postgres
 def test_pg_stat_statements_supplies_the_statements_when_loaded() -> None:

@@ -18,6 +18,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
 from dalkit.errors import ConfigurationError
+from dalkit.observe.index_schema import Ddl, Table, read_schema, serves
 from dalkit.observe.install import Observer
 from dalkit.query.tenant_guard import TENANT_CHECKED
 
@@ -65,19 +66,6 @@ class IndexAdvice:
         return {**dataclasses.asdict(self), "columns": list(self.columns)}
 
 
-@dataclasses.dataclass
-class _Table:
-    name: str
-    columns: set[str]
-    # column lists of every index, primary key and unique constraint: what can serve a lookup
-    keys: list[tuple[str, ...]]
-    indexes: list[dict[str, Any]]
-    foreign_keys: list[tuple[str, ...]]
-
-    def covered(self, columns: tuple[str, ...]) -> bool:
-        return any(key[: len(columns)] == columns for key in self.keys)
-
-
 def index_advice(
     connection: Connection,
     observer: Observer | None = None,
@@ -104,8 +92,8 @@ def index_advice(
     backend = connection.dialect.name
     if backend not in ("postgresql", "sqlite"):
         raise ConfigurationError(f"index_advice() supports PostgreSQL and SQLite, not {backend}")
-    tables = _schema(connection)
-    ddl = _Ddl(connection)
+    tables = read_schema(connection)
+    ddl = Ddl(connection)
     advice = list(_missing_fk_indexes(tables, ddl))
     advice += _redundant_indexes(tables, ddl)
     # (evidence key, statement): where each statement was seen
@@ -133,42 +121,7 @@ async def index_advice_async(
     return await connection.run_sync(index_advice, observer, repositories, min_rows=min_rows)
 
 
-def _schema(connection: Connection) -> dict[str, _Table]:
-    inspector = sa.inspect(connection)
-    tables = {}
-    for name in inspector.get_table_names():
-        indexes = [i for i in inspector.get_indexes(name) if None not in i["column_names"]]
-        keys = [tuple(str(c) for c in i["column_names"]) for i in indexes]
-        primary = inspector.get_pk_constraint(name).get("constrained_columns") or []
-        keys += [tuple(primary)] if primary else []
-        keys += [tuple(u["column_names"]) for u in inspector.get_unique_constraints(name)]
-        tables[name] = _Table(
-            name,
-            {c["name"] for c in inspector.get_columns(name)},
-            keys,
-            [dict(i) for i in indexes],
-            [tuple(fk["constrained_columns"]) for fk in inspector.get_foreign_keys(name)],
-        )
-    return tables
-
-
-class _Ddl:
-    def __init__(self, connection: Connection) -> None:
-        self._quote = connection.dialect.identifier_preparer.quote
-        self._concurrently = " CONCURRENTLY" if connection.dialect.name == "postgresql" else ""
-
-    def create(self, table: str, columns: tuple[str, ...]) -> str:
-        name = f"ix_{table}_{'_'.join(columns)}"[:63]
-        cols = ", ".join(self._quote(c) for c in columns)
-        return (
-            f"CREATE INDEX{self._concurrently} {self._quote(name)} ON {self._quote(table)} ({cols})"
-        )
-
-    def drop(self, index: str) -> str:
-        return f"DROP INDEX{self._concurrently} {self._quote(index)}"
-
-
-def _missing_fk_indexes(tables: dict[str, _Table], ddl: _Ddl) -> Iterator[IndexAdvice]:
+def _missing_fk_indexes(tables: dict[str, Table], ddl: Ddl) -> Iterator[IndexAdvice]:
     for table in tables.values():
         for columns in table.foreign_keys:
             if columns and not table.covered(columns):
@@ -183,7 +136,7 @@ def _missing_fk_indexes(tables: dict[str, _Table], ddl: _Ddl) -> Iterator[IndexA
                 )
 
 
-def _redundant_indexes(tables: dict[str, _Table], ddl: _Ddl) -> Iterator[IndexAdvice]:
+def _redundant_indexes(tables: dict[str, Table], ddl: Ddl) -> Iterator[IndexAdvice]:
     for table in tables.values():
         for index in table.indexes:
             if index.get("unique") or index.get("duplicates_constraint"):
@@ -191,11 +144,13 @@ def _redundant_indexes(tables: dict[str, _Table], ddl: _Ddl) -> Iterator[IndexAd
             columns = tuple(index["column_names"])
             for other in table.indexes:
                 other_columns = tuple(other["column_names"])
-                if other is index or other_columns[: len(columns)] != columns:
+                if other is index or not serves(index, other):
                     continue
                 same = other_columns == columns
-                if same and not other.get("unique") and other["name"] > index["name"]:
-                    continue  # of two equal indexes, advise dropping one: the later name
+                # of two indexes serving each other, advise dropping one: the later name
+                mutual = same and not other.get("unique") and serves(other, index)
+                if mutual and other["name"] > index["name"]:
+                    continue
                 yield IndexAdvice(
                     "duplicate_index",
                     table.name,
@@ -253,7 +208,7 @@ def _subclasses(cls: type[Any]) -> list[type[Any]]:
 
 
 def _candidates(
-    table: _Table, statements: list[tuple[str, str]], declared: dict[str, dict[str, set[str]]]
+    table: Table, statements: list[tuple[str, str]], declared: dict[str, dict[str, set[str]]]
 ) -> dict[str, dict[str, Any]]:
     """Unindexed columns worth an index, with why: statements seen filtering on them first,
     else what repositories declare."""
@@ -274,8 +229,8 @@ def _candidates(
 
 def _postgres_scans(
     connection: Connection,
-    tables: dict[str, _Table],
-    ddl: _Ddl,
+    tables: dict[str, Table],
+    ddl: Ddl,
     statements: list[tuple[str, str]],
     declared: dict[str, dict[str, set[str]]],
     min_rows: int,
@@ -320,7 +275,7 @@ def _postgres_scans(
 
 
 def _postgres_unused(
-    connection: Connection, tables: dict[str, _Table], ddl: _Ddl
+    connection: Connection, tables: dict[str, Table], ddl: Ddl
 ) -> Iterator[IndexAdvice]:
     rows = connection.execute(
         sa.text(
@@ -373,8 +328,8 @@ def _pg_stat_statements(connection: Connection) -> list[str]:
 
 def _sqlite_filters(
     connection: Connection,
-    tables: dict[str, _Table],
-    ddl: _Ddl,
+    tables: dict[str, Table],
+    ddl: Ddl,
     statements: list[tuple[str, str]],
     min_rows: int,
 ) -> Iterator[IndexAdvice]:
