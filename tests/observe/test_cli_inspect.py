@@ -3,12 +3,16 @@ codes CI can gate on."""
 
 from __future__ import annotations
 
+import base64
+import http.server
 import json
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, generate_latest
 from typer.testing import CliRunner, Result
 
 from dalkit import Database
@@ -141,6 +145,82 @@ def test_queries_from_a_metrics_endpoint(url: str) -> None:
     assert result.exit_code == 0, result.output
     (row,) = json.loads(result.output)
     assert (row["database"], row["operation"], row["count"]) == ("app", "SELECT", 3)
+
+
+class _Exposition(http.server.BaseHTTPRequestHandler):
+    """Serves ``body`` to requests with the Basic credentials ``scraper:pa ss@word``; a body
+    that is no HTTP response is sent raw."""
+
+    body = b""
+
+    def do_GET(self) -> None:
+        if not self.body.startswith(b"# "):
+            self.wfile.write(self.body)
+            return
+        expected = "Basic " + base64.b64encode(b"scraper:pa ss@word").decode()
+        ok = self.headers.get("Authorization") == expected
+        self.send_response(200 if ok else 401)
+        self.end_headers()
+        self.wfile.write(self.body if ok else b"")
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@contextmanager
+def _metrics_server(body: bytes) -> Iterator[int]:
+    handler = type("Handler", (_Exposition,), {"body": body})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def test_metrics_url_credentials_are_sent_as_basic_auth_and_never_printed(url: str) -> None:
+    registry = CollectorRegistry()
+    db = Database(url)
+    try:
+        register(db, "app", registry=registry)
+        workload.run(db)
+        body = generate_latest(registry)
+    finally:
+        db.dispose()
+    with _metrics_server(body) as port:
+        served = invoke(
+            "queries",
+            "--metrics-url",
+            f"http://scraper:pa%20ss%40word@127.0.0.1:{port}/m",
+            "--json",
+        )
+        refused = invoke("queries", "--metrics-url", f"http://scraper:wrong-pw@127.0.0.1:{port}/m")
+    assert served.exit_code == 0, served.output
+    (row,) = json.loads(served.output)
+    assert (row["database"], row["operation"], row["count"]) == ("app", "SELECT", 3)
+    assert refused.exit_code == 2
+    assert f"cannot read http://127.0.0.1:{port}/m: HTTP Error 401" in refused.output
+    assert "wrong-pw" not in refused.output
+
+
+@pytest.mark.parametrize("body", [b"garbage\r\n\r\n", b"# HELP\n<html>not metrics</html>\n"])
+def test_a_metrics_url_answering_no_exposition_is_a_clear_error(body: bytes) -> None:
+    with _metrics_server(body) as port:
+        result = invoke(
+            "queries", "--metrics-url", f"http://scraper:pa%20ss%40word@127.0.0.1:{port}/"
+        )
+    assert result.exit_code == 2
+    assert f"cannot read http://127.0.0.1:{port}/: " in result.output
+    assert "pa%20ss" not in result.output
+
+
+def test_a_metrics_url_with_a_bad_port_is_a_clear_error() -> None:
+    result = invoke("queries", "--metrics-url", "http://scraper:s3cret-pw@127.0.0.1:nine/metrics")
+    assert result.exit_code == 2
+    assert "s3cret-pw" not in result.output
 
 
 def test_bad_input_is_a_clear_error(tmp_path: Path) -> None:

@@ -4,9 +4,13 @@ advice holds a warning (so CI can gate on it), 2 when the configuration is unusa
 
 from __future__ import annotations
 
+import base64
+import http.client
 import json
 import os
 import re
+import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -243,6 +247,20 @@ def _load(target: str, command: str = "queries") -> Callable[..., Any]:
     return function  # type: ignore[no-any-return]
 
 
+def _metrics_request(url: str) -> tuple[urllib.request.Request, str]:
+    """The request for ``url``, whose user and password (if any) go in a Basic Authorization
+    header, and the URL as shown: without them, which urllib would take for the host."""
+    parts = urllib.parse.urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    shown = urllib.parse.urlunsplit(parts._replace(netloc=host))
+    request = urllib.request.Request(shown)
+    if parts.username is not None or parts.password is not None:
+        pair = f"{urllib.parse.unquote(parts.username or '')}:"
+        pair += urllib.parse.unquote(parts.password or "")
+        request.add_header("Authorization", "Basic " + base64.b64encode(pair.encode()).decode())
+    return request, shown
+
+
 def _from_metrics(url: str) -> list[dict[str, Any]]:
     from prometheus_client.parser import text_string_to_metric_families
 
@@ -250,13 +268,23 @@ def _from_metrics(url: str) -> list[dict[str, Any]]:
         typer.echo("dalkit inspect queries: --metrics-url must be an http(s) URL", err=True)
         raise typer.Exit(2)
     try:
-        with urllib.request.urlopen(url, timeout=10) as response:
+        request, shown = _metrics_request(url)
+    except ValueError:  # a port that is no number
+        typer.echo("dalkit inspect queries: --metrics-url is not a valid URL", err=True)
+        raise typer.Exit(2) from None
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
             text = response.read().decode()
-    except OSError as exc:
-        typer.echo(f"dalkit inspect queries: cannot read {url}: {exc}", err=True)
+        # parsed in full here: the parser is lazy, and raises on the first line it cannot read
+        families = list(text_string_to_metric_families(text))
+    except (OSError, http.client.HTTPException, ValueError) as exc:
+        if isinstance(exc, urllib.error.HTTPError):
+            exc.close()  # it holds the response, and its socket
+        reason = str(exc) if isinstance(exc, OSError) else type(exc).__name__
+        typer.echo(f"dalkit inspect queries: cannot read {shown}: {reason}", err=True)
         raise typer.Exit(2) from None
     found: dict[tuple[str, str], dict[str, Any]] = {}
-    for family in text_string_to_metric_families(text):
+    for family in families:
         if family.name != "dalkit_query_duration_seconds":
             continue
         for sample in family.samples:
