@@ -317,6 +317,58 @@ def test_a_value_whose_column_is_unknown_is_masked_in_a_secret_write(
     assert shown == f"parameters: {expected or ['***'] * len(parameters)}"
 
 
+def test_a_value_compared_through_a_call_or_a_row_is_masked(
+    db: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    db.create_all(Base.metadata)
+    caplog.set_level(logging.WARNING, "dalkit.slow_query")
+    observer = install(db.engine, {"slow_query_ms": 0})
+    password = Account.password
+    statements: list[sa.Executable] = [
+        sa.select(Account.id).where(sa.func.lower(password) == SECRET),
+        sa.select(Account.id).where(sa.cast(password, sa.String) == SECRET),
+        sa.select(Account.id).where(sa.func.lower(password).in_([SECRET, "b"])),
+        sa.select(Account.id).where(sa.tuple_(Account.email, password) == ("a@x", SECRET)),
+        sa.select(Account.id).where(sa.func.coalesce(password, SECRET) == "x"),
+        # a hash of the value compared with the column: pgcrypto's crypt(:pw, password) alike
+        sa.text(
+            "SELECT id FROM masked_accounts WHERE email = :e AND password = upper(trim(:pw))"
+        ).bindparams(e="a@x", pw=SECRET),
+    ]
+    try:
+        with db.connection() as connection:
+            for statement in statements:
+                caplog.clear()
+                connection.execute(statement).all()
+                (message,) = [r.getMessage() for r in caplog.records]
+                assert SECRET not in message, message
+        caplog.clear()
+        db.sql("SELECT id FROM masked_accounts WHERE email = lower(:e)", e="A@x")
+        assert "'A@x'" in caplog.records[0].getMessage()  # no secret: shown
+    finally:
+        observer.uninstall()
+
+
+@pytest.mark.parametrize(
+    ("statement", "parameters"),
+    [
+        (
+            "SELECT id FROM users WHERE email = %(e)s "
+            "AND password_hash = crypt(%(pw)s, password_hash)",
+            {"e": "a@x", "pw": SECRET},
+        ),
+        (
+            "SELECT id FROM keys WHERE api_key_sha = encode(digest($1, 'sha256'), 'hex')",
+            [SECRET],
+        ),
+    ],
+)
+def test_a_value_hashed_for_a_comparison_is_masked(
+    caplog: pytest.LogCaptureFixture, statement: str, parameters: Any
+) -> None:
+    assert SECRET not in _logged(caplog, statement, parameters)
+
+
 def test_a_write_of_no_secret_shows_its_values() -> None:
     found = parameter_columns("INSERT INTO t (a, b) SELECT ?, ? UNION ALL SELECT ?, ?")
     assert not found.writes_secret

@@ -6,7 +6,8 @@ rows of an insertmanyvalues batch, whose compiled names are those of one row).
 A value stands for the column of the INSERT column list it is inserted into (each row of a
 multi-row ``VALUES``, and SQLAlchemy's ``INSERT ... SELECT p0, p1 FROM (VALUES ...) AS
 imp_sen(p0, p1, sen_counter)`` form), the column a ``SET`` assigns, the column of the ``IN``
-list it is in, and the column it is compared with. Patterns and a parenthesis matcher, not a
+list it is in, and the column it is compared with (through a call or a row holding it, when
+that names a secret: ``password = crypt(?, password)``). Patterns and a parenthesis matcher, not a
 parser: string literals and comments are masked first, so a ``?`` inside one is no parameter;
 what the patterns cannot place is left without a column, and the caller fails closed on it
 (`writes_secret`). Run only for a statement being logged, never on the path of every one:
@@ -72,6 +73,7 @@ _LIST_TOKENS = re.compile(
 _CAST = r"(?:::\w+(?:\(\d+(?:\s*,\s*\d+)?\))?(?:\[\])*)?"
 _ONE = re.compile(rf"\s*(?:\?|%s|\$\d+|%\(\w+\)s|(?<![\w:]):\w+){_CAST}\s*")  # $1::INTEGER
 _IN_OPEN = re.compile(r"\bIN\s*\(", re.IGNORECASE)
+_NAMED = re.compile(r"%\(\w+\)s|(?<![\w:]):\w+")
 
 #: ``(start, end, column)``: the parameters between start and end stand for column
 _Regions = list[tuple[int, int, str]]
@@ -143,7 +145,7 @@ def parameter_columns(statement: str) -> ParameterColumns:
         for i in range(bisect_left(starts, start), bisect_left(starts, end)):
             columns[i].append(column)
     for i, at in enumerate(starts):
-        if compared := _compared(text, at):
+        if compared := _compared(text, at, walk=not columns[i]):
             columns[i].append(compared)
 
     positional: dict[int, list[str]] = {}
@@ -165,11 +167,32 @@ def _drop_comment(match: re.Match[str]) -> str:
     return match.group(0) if match.group(0).startswith('"') else " "
 
 
-def _compared(text: str, at: int) -> str:
-    """The column a parameter at ``at`` is compared with (``=``, ``<>``, ``!=``, ``<``, ``<=``,
-    ``>``, ``>=``, ``[NOT] [I]LIKE``), read backwards from it: the pattern searched for in the
-    200 characters before each parameter took 18.6 us a parameter, this 1.0 (timeit, a
-    125-character SELECT)."""
+def _compared(text: str, at: int, walk: bool) -> str:
+    """What a parameter at ``at`` is compared with (``=``, ``<``, ``<>``, ..., ``[I]LIKE``,
+    ``IN``): a column, or an expression naming a secret (``lower(t.api_key) = ?``). With
+    ``walk``, through the calls and rows holding it, when that finds a secret (other values
+    stay without a column, failing closed): ``password = crypt(?, password)``, ``(email,
+    token) = (?, ?)``, and a call naming one, compared or not: ``coalesce(api_token, ?)``."""
+    for level in range(4):
+        compared = _compared_at(text, at)
+        if compared:
+            plain = level == 0 and not compared.endswith(")")
+            return compared if plain or SECRET_NAMES.search(compared) else ""
+        opened = _enclosing(text, at) if walk else -1
+        if opened < 0:
+            return ""
+        # from the call's name; from the "(" of a row or an IN list
+        name = _word_before(text, _space_before(text, opened))
+        at = name if text[name:opened].strip().upper() not in ("", "IN") else opened
+        call = text[at : _closing(text, opened)]
+        if SECRET_NAMES.search(_NAMED.sub("?", call)):  # its names, not its parameters
+            return call
+    return ""
+
+
+def _compared_at(text: str, at: int) -> str:
+    """The column or expression compared with what starts at ``at``, read backwards: 1.0 us a
+    parameter, where a pattern searched for before it took 18.6 (timeit, a SELECT)."""
     end = _space_before(text, at)
     if end and text[end - 1] in "=<>":
         end -= 1
@@ -178,7 +201,7 @@ def _compared(text: str, at: int) -> str:
     else:
         start = _word_before(text, end)
         if (
-            text[start:end].upper() not in ("LIKE", "ILIKE")
+            text[start:end].upper() not in ("LIKE", "ILIKE", "IN")
             or not text[start - 1 : start].isspace()
         ):
             return ""
@@ -186,7 +209,41 @@ def _compared(text: str, at: int) -> str:
         if text[_word_before(text, end) : end].upper() == "NOT":
             end = _space_before(text, _word_before(text, end))
     end = _space_before(text, end)
+    if text[end - 1 : end] == ")":  # a call or a row: its names tell
+        opened = _enclosing(text, end - 1)
+        return "" if opened < 0 else text[_word_before(text, opened) : end]
     return text[_word_before(text, end) : end].strip('"')
+
+
+_REACH = 400  # how far a parameter's enclosing parentheses are looked for
+
+
+def _closing(text: str, opened: int) -> int:
+    """Where the parenthesis opened at ``opened`` closes, or `_REACH` characters on."""
+    depth = 0
+    for i in range(opened, min(opened + _REACH, len(text))):
+        mark = text[i]
+        if mark == "(":
+            depth += 1
+        elif mark == ")":
+            depth -= 1
+            if not depth:
+                return i + 1
+    return min(opened + _REACH, len(text))
+
+
+def _enclosing(text: str, at: int) -> int:
+    """Where the parenthesis enclosing ``at`` opens, within `_REACH` characters; -1 if none."""
+    depth = 0
+    for i in range(at - 1, max(at - _REACH, 0) - 1, -1):
+        mark = text[i]
+        if mark == ")":
+            depth += 1
+        elif mark == "(":
+            if not depth:
+                return i
+            depth -= 1
+    return -1
 
 
 def _in_lists(text: str) -> _Regions:
