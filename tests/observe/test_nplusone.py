@@ -10,6 +10,7 @@ from sqlalchemy.orm import selectinload
 
 from dalkit import Database
 from dalkit.observe import NPlusOneError, NPlusOneWarning, Observer, install
+from dalkit.repository.reads import IN_CHUNK
 
 from .models import Author, Authors, Post, Posts
 
@@ -82,6 +83,22 @@ def test_a_loop_of_gets_is_caught_by_its_statement_shape(
     assert f"test_nplusone.py:{_line_of('# the get line')}" in str(caught.value)
     assert "on Post" in str(caught.value)
     assert "get_many" in str(caught.value)
+
+
+def test_get_many_of_many_chunks_is_one_read(seeded_db: Database, observer: Observer) -> None:
+    # ten full chunks of IN_CHUNK keys: ten runs of one statement, sent by one call
+    with seeded_db.session() as session:
+        found = Posts(session).get_many(range(1, 10 * IN_CHUNK + 1))
+        changed = Posts(session).update_many(
+            [{"id": n, "title": f"t{n}"} for n in range(1, 10 * IN_CHUNK + 1)]
+        )
+    assert (len(found), changed) == (10, 10)
+    with seeded_db.session() as session:  # the rule still holds for a loop of them
+        posts = Posts(session)
+        with pytest.raises(NPlusOneError, match="ran 10 times in one transaction"):
+            for ident in range(1, 51):
+                session.expunge_all()
+                posts.get_many([ident])
 
 
 def test_the_shape_count_starts_over_with_each_transaction(

@@ -8,6 +8,7 @@ from sqlalchemy.orm import selectinload
 
 from dalkit import AsyncDatabase
 from dalkit.observe import NPlusOneError, Observer
+from dalkit.repository.reads_async import IN_CHUNK
 
 from .models import AsyncPosts, Author, Post
 
@@ -58,3 +59,11 @@ async def test_an_async_loop_of_gets_is_caught_by_shape(
             for ident in range(1, 51):
                 session.expunge_all()
                 await session.get(Post, ident)
+
+
+async def test_an_async_get_many_of_many_chunks_is_one_read(
+    seeded_async_db: AsyncDatabase, async_observer: Observer
+) -> None:
+    async with seeded_async_db.session() as session:
+        found = await AsyncPosts(session).get_many(range(1, 10 * IN_CHUNK + 1))
+    assert len(found) == 10

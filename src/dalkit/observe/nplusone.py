@@ -25,7 +25,7 @@ from dalkit.observe._source import caller_location, format_location
 from dalkit.observe.errors import NPlusOneError, NPlusOneWarning
 from dalkit.observe.querylog import StatementShape
 
-__all__ = ["MODES", "NPlusOneDetector", "NPlusOneMode"]
+__all__ = ["MODES", "BATCHED", "NPlusOneDetector", "NPlusOneMode"]
 
 NPlusOneMode = Literal["off", "warn", "raise"]
 """What N+1 detection does on a pattern: nothing, warn (`NPlusOneWarning`) or raise."""
@@ -35,6 +35,9 @@ MODES: tuple[NPlusOneMode, ...] = ("off", "warn", "raise")
 LAZY_THRESHOLD = 2
 #: execution option set on a lazy load already reported, so the shape rule skips it
 REPORTED = "dalkit_nplusone_reported"
+#: execution option of a statement reading a full chunk of keys (``get_many`` and
+#: ``update_many`` send one per chunk): a batched read, which the shape rule never counts
+BATCHED = "dalkit_nplusone_batched"
 _SHAPES_KEY = "dalkit_nplusone_shapes"
 _GROUPS_KEPT = 1024
 
@@ -168,7 +171,8 @@ class NPlusOneDetector:
         mode = self.current_mode()
         if mode == "off":
             return
-        if context is not None and context.execution_options.get(REPORTED):
+        options = context.execution_options if context is not None else {}
+        if options.get(REPORTED) or options.get(BATCHED):
             return
         # counted per transaction: the counts sit beside the transaction they belong to, so a
         # new one starts afresh without a "begin" engine event, whose listener would make every

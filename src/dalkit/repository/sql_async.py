@@ -19,11 +19,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from dalkit.cache.repository import read_entities, read_through
 from dalkit.engine.session import admitted
 from dalkit.observe.eager import WATCH
+from dalkit.observe.nplusone import BATCHED
 from dalkit.query.cursor import CursorCodec, secret_key
 from dalkit.query.plain_inserts import add_and_flush
 from dalkit.query.specs import Group, Spec
 from dalkit.repository.base import ModelT, Read
 from dalkit.repository.bulk_async import AsyncBulkOperations
+from dalkit.repository.reads_async import IN_CHUNK
 from dalkit.repository.writes import Upsert, upsert_statement
 
 
@@ -91,6 +93,8 @@ class AsyncRepository(AsyncBulkOperations[ModelT]):
         self, keys: Sequence[tuple[Any, ...]], include_deleted: bool
     ) -> dict[tuple[Any, ...], ModelT]:
         statement = self._q.select_many(keys, include_deleted)
+        if len(keys) >= IN_CHUNK:  # a full chunk of get_many or update_many: a batched read
+            statement = statement.execution_options(**{BATCHED: True})
         entities = await read_entities(self, statement)
         return {self._q.info.identity(entity): entity for entity in entities}
 
