@@ -101,6 +101,21 @@ def test_get_many_of_many_chunks_is_one_read(seeded_db: Database, observer: Obse
                 posts.get_many([ident])
 
 
+def test_an_eager_load_of_many_parents_is_never_caught(
+    seeded_db: Database, observer: Observer
+) -> None:
+    # selectinload sends one SELECT per 500 parents, each the same statement
+    with seeded_db.connection() as connection:
+        rows = [{"name": f"extra {n}"} for n in range(10 * 500)]
+        connection.execute(sa.insert(Author), rows)
+        connection.commit()
+    with seeded_db.session() as session:
+        query = sa.select(Author).options(selectinload(Author.posts))
+        assert sum(len(author.posts) for author in session.scalars(query)) == 10
+        loaded = Authors(session).list(load=["posts"], limit=6000)
+        assert sum(len(author.posts) for author in loaded) == 10
+
+
 def test_the_shape_count_starts_over_with_each_transaction(
     seeded_db: Database, observer: Observer
 ) -> None:

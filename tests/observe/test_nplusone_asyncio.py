@@ -67,3 +67,14 @@ async def test_an_async_get_many_of_many_chunks_is_one_read(
     async with seeded_async_db.session() as session:
         found = await AsyncPosts(session).get_many(range(1, 10 * IN_CHUNK + 1))
     assert len(found) == 10
+
+
+async def test_an_async_eager_load_of_many_parents_is_never_caught(
+    seeded_async_db: AsyncDatabase, async_observer: Observer
+) -> None:
+    async with seeded_async_db.session() as session:
+        session.add_all(Author(name=f"extra {n}") for n in range(10 * 500))
+    async with seeded_async_db.session() as session:
+        query = sa.select(Author).options(selectinload(Author.posts))
+        authors = (await session.scalars(query)).all()
+        assert sum(len(author.posts) for author in authors) == 10

@@ -35,7 +35,7 @@ MODES: tuple[NPlusOneMode, ...] = ("off", "warn", "raise")
 LAZY_THRESHOLD = 2
 #: execution option set on a lazy load already reported, so the shape rule skips it
 REPORTED = "dalkit_nplusone_reported"
-#: execution option of a statement reading a full chunk of keys (``get_many`` and
+#: execution option of an eager load and of a read of a full chunk of keys (``get_many`` and
 #: ``update_many`` send one per chunk): a batched read, which the shape rule never counts
 BATCHED = "dalkit_nplusone_batched"
 _SHAPES_KEY = "dalkit_nplusone_shapes"
