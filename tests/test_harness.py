@@ -265,6 +265,49 @@ def test_unreachable_postgres_fails_the_test_instead_of_skipping(
     assert "hunter2" not in result.stdout.str()
 
 
+def test_a_refused_rollback_database_fails_the_test_without_showing_the_password(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _inner_session(
+        pytester,
+        """
+        import pytest
+
+        def test_sync(db_rollback):
+            pass
+
+        @pytest.mark.asyncio
+        async def test_async(async_db_rollback):
+            pass
+        """,
+    )
+    monkeypatch.setenv(
+        "DALKIT_TEST_POSTGRES_URL", "postgresql://dalkit:hunter2@127.0.0.1:1/postgres"
+    )
+    # the arguments of psycopg.connect() in the traceback held the password
+    result = _run_inner(pytester, "-k", "postgres")
+    result.assert_outcomes(errors=2)
+    result.stdout.fnmatch_lines(["*could not create a test database on*127.0.0.1:1*"])
+    assert "hunter2" not in result.stdout.str()
+
+
+def test_an_at_sign_in_the_external_urls_password_needs_no_encoding(
+    pytester: pytest.Pytester, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # as in DALKIT_DATABASE_URL; SQLAlchemy's own parser took "Secret9@127.0.0.1" for the host
+    role = f"at_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        admin.execute(f"CREATE ROLE {role} LOGIN SUPERUSER PASSWORD 'my@Secret9'")
+        try:
+            server = make_url(postgres_url)
+            external = f"postgresql://{role}:my@Secret9@{server.host}:{server.port}/postgres"
+            monkeypatch.setenv("DALKIT_TEST_POSTGRES_URL", external)
+            _inner_session(pytester, "def test_creates(postgres_database_url):\n    pass\n")
+            _run_inner(pytester).assert_outcomes(passed=1)
+        finally:
+            admin.execute(f"DROP ROLE {role}")
+
+
 def test_postgres_server_fixture_refuses_an_external_url(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -19,7 +19,7 @@ import importlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -27,6 +27,7 @@ import pytest
 from sqlalchemy import MetaData
 from sqlalchemy.engine import make_url
 
+from dalkit.config import DatabaseConfig
 from dalkit.testing import queries
 from dalkit.testing.postgres import PostgresServer, create_database, drop_database
 from dalkit.testing.redis import RedisServer
@@ -99,7 +100,9 @@ def postgres_url(request: pytest.FixtureRequest) -> str:
     """Driverless URL of a PostgreSQL superuser connection: external, or a session server."""
     external = os.environ.get(POSTGRES_URL_ENV)
     if external:
-        return make_url(external).set(drivername="postgresql").render_as_string(hide_password=False)
+        # read as DALKIT_DATABASE_URL is: an '@' in the password needs no percent-encoding
+        parsed = DatabaseConfig.from_url(external).url
+        return parsed.set(drivername="postgresql").render_as_string(hide_password=False)
     server: PostgresServer = request.getfixturevalue("postgres_server")
     return server.url
 
@@ -142,18 +145,27 @@ def sqlite_url(tmp_path: Path) -> str:
 @pytest.fixture
 def postgres_database_url(postgres_url: str) -> Iterator[str]:
     """Driverless URL of a brand-new database, force-dropped after the test."""
-    import psycopg
-
     name = f"t_{uuid.uuid4().hex}"
-    try:
+    with _creating_a_database(postgres_url):
         url = create_database(postgres_url, name)
-    except psycopg.OperationalError as exc:
-        server = make_url(postgres_url).render_as_string(hide_password=True)
-        pytest.fail(f"could not create a test database on {server}: {exc}", pytrace=False)
     try:
         yield url
     finally:
         drop_database(postgres_url, name)
+
+
+@contextmanager
+def _creating_a_database(postgres_url: str | Callable[[], str]) -> Iterator[None]:
+    """A server that refuses the block's connection fails the test naming the server: the
+    traceback would show the password, among the arguments of ``psycopg.connect()``."""
+    try:
+        yield
+    except Exception as exc:
+        if not type(exc).__module__.startswith("psycopg"):
+            raise
+        url = postgres_url if isinstance(postgres_url, str) else postgres_url()
+        server = make_url(url).render_as_string(hide_password=True)
+        pytest.fail(f"could not create a test database on {server}: {exc}", pytrace=False)
 
 
 @pytest.fixture(
@@ -292,7 +304,9 @@ def db_rollback(
 ) -> Iterator[Session]:
     """A Session in a transaction rolled back after the test (savepoints inside), on a shared
     database whose tables exist already: no create_all/drop_all per test."""
-    db = dalkit_rollback_databases.database(db_backend, _postgres_url_of(request))
+    postgres_url = _postgres_url_of(request)
+    with _creating_a_database(postgres_url):
+        db = dalkit_rollback_databases.database(db_backend, postgres_url)
     with rollback_session(db) as session:
         yield session
 
@@ -304,7 +318,9 @@ async def async_db_rollback(
     """The async twin of ``db_rollback`` (aiosqlite or asyncpg), on the same shared database."""
     from dalkit import AsyncDatabase
 
-    url = dalkit_rollback_databases.url(db_backend, _postgres_url_of(request))
+    postgres_url = _postgres_url_of(request)
+    with _creating_a_database(postgres_url):
+        url = dalkit_rollback_databases.url(db_backend, postgres_url)
     driver = "postgresql+asyncpg" if db_backend == "postgres" else "sqlite+aiosqlite"
     # an async pool belongs to one event loop, and each test has its own: one per test
     async with AsyncDatabase(make_url(url).set(drivername=driver)) as db:
