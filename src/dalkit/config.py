@@ -11,13 +11,12 @@ import os
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
-from urllib.parse import quote, unquote
 
-from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.engine import URL
 
 from dalkit.config_checks import check_options
 from dalkit.config_env import options_from_env
+from dalkit.config_urls import is_multi_host, parse_url, split_hosts
 from dalkit.errors import ConfigurationError
 
 __all__ = [
@@ -29,6 +28,7 @@ __all__ = [
     "is_memory_sqlite",
     "is_multi_host",
     "is_secret",
+    "parse_url",
     "split_hosts",
 ]
 
@@ -49,12 +49,6 @@ _ENV_PREFIX = "DALKIT_DATABASE_"
 # options that cannot come from a string: code (init) or a mapping (connect_args)
 _NOT_FROM_ENV = frozenset({"url", "connect_args", "init"})
 _SECRET_NAME = re.compile(r"password|passwd|secret|token", re.IGNORECASE)
-_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
-# scheme://userinfo@host:port,host:port/rest: SQLAlchemy only parses the ?host= spelling. The
-# hosts end the authority (a "/", a "?" or the end): a comma in a password is no host list
-_MULTI_HOST = re.compile(
-    r"^(?P<head>[^:/]+://(?:[^@/]*@)?)(?P<hosts>[^/?@]*,[^/?@]*)(?P<tail>(?:[/?].*)?)$"
-)
 
 
 def is_secret(name: str) -> bool:
@@ -62,82 +56,11 @@ def is_secret(name: str) -> bool:
     return bool(_SECRET_NAME.search(name))
 
 
-def _encode_userinfo(url: str) -> str:
-    """``url`` with an unencoded ``@`` in its password percent-encoded, as libpq reads it.
-
-    SQLAlchemy splits the userinfo at the first ``@``, so ``app:p@ss@host`` would make ``ss@host``
-    the host, and show it; libpq and urllib split at the last one, which is what users meant.
-    """
-    scheme = _SCHEME.match(url)
-    if scheme is None:
-        return url
-    rest = url[scheme.end() :]
-    end = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
-    netloc = rest[:end]
-    if netloc.count("@") < 2:
-        return url
-    userinfo, _, host = netloc.rpartition("@")
-    user, colon, password = userinfo.partition(":")
-    encoded = quote(unquote(user), safe="") + colon + quote(unquote(password), safe="")
-    return f"{scheme.group()}{encoded}@{host}{rest[end:]}"
-
-
-def split_hosts(url: str) -> str:
-    """A libpq-style multi-host URL in SQLAlchemy's spelling, which psycopg and asyncpg both
-    turn into multi-host connections; any other URL as it is.
-
-    Args:
-        url: A URL, maybe ``postgresql://u:p@h1:5432,h2:5432/app?...``.
-
-    Returns:
-        ``postgresql://u:p@/app?host=h1:5432&host=h2:5432&...`` for a multi-host URL.
-
-    Examples:
-        ```python
-        print(split_hosts("postgresql://u@h1:5432,h2:5432/app"))
-        #> postgresql://u@/app?host=h1:5432&host=h2:5432
-        ```
-    """
-    match = _MULTI_HOST.match(url)
-    if match is None:
-        return url
-    hosts = [part for part in match["hosts"].split(",") if part]
-    path, _, query = match["tail"].partition("?")
-    params = "&".join(f"host={host}" for host in hosts)
-    return f"{match['head']}{path or '/'}?{params}{'&' + query if query else ''}"
-
-
-def is_multi_host(url: URL) -> bool:
-    """Whether ``url`` names several hosts (libpq's failover), in either spelling.
-
-    Args:
-        url: A parsed URL.
-
-    Returns:
-        True for ``?host=h1&host=h2`` (what `split_hosts()` makes) or ``?host=h1,h2``.
-    """
-    hosts = url.query.get("host")
-    if isinstance(hosts, tuple):
-        return len(hosts) > 1 or any("," in host for host in hosts)
-    return isinstance(hosts, str) and "," in hosts
-
-
 def is_memory_sqlite(url: URL) -> bool:
     """Whether ``url`` names an in-memory SQLite database (which lives in its connection)."""
     if url.get_backend_name() != "sqlite":
         return False
     return url.database in (None, "", ":memory:") or url.query.get("mode") == "memory"
-
-
-def _parse_url(url: str | URL) -> URL:
-    try:
-        return make_url(split_hosts(_encode_userinfo(url)) if isinstance(url, str) else url)
-    except (ArgumentError, ValueError):
-        # make_url's message repeats the whole string, password included: chain nothing
-        raise ConfigurationError(
-            "malformed database URL; expected dialect[+driver]://user:password@host:port/database "
-            "or sqlite:///path/to/file.db"
-        ) from None
 
 
 @dataclasses.dataclass(frozen=True, repr=False)
@@ -212,7 +135,7 @@ class DatabaseConfig:
         # before anything uses the options: a str where a number belongs would otherwise
         # surface as a raw TypeError here, or be accepted and fail at the first query
         check_options(self)
-        url = _parse_url(self.url)
+        url = parse_url(self.url)
         # a secret in the query string would be rendered by every str(url), SQLAlchemy's
         # own included: it goes to connect_args, which the dialects merge in just the same
         moved = {key: value for key, value in url.query.items() if is_secret(key)}
@@ -248,7 +171,7 @@ class DatabaseConfig:
         unknown = set(options) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
             raise ConfigurationError(f"unknown database option(s): {', '.join(sorted(unknown))}")
-        return cls(url=_parse_url(url), **options)
+        return cls(url=parse_url(url), **options)
 
     @classmethod
     def coerce(cls, url_or_config: str | URL | DatabaseConfig, **options: Any) -> DatabaseConfig:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
@@ -65,3 +66,18 @@ def test_a_malformed_replica_url_is_a_configuration_error(replica: str) -> None:
     with pytest.raises(ConfigurationError) as raised:
         Database("postgresql+psycopg://app:s3cret@127.0.0.1:1/app", replicas=[replica])
     assert "s3cret" not in str(raised.value)
+
+
+def test_a_replica_url_may_carry_its_password_in_the_query(
+    replicated_database: tuple[str, str],
+) -> None:
+    primary, replica = replicated_database
+    parsed = make_url(replica)
+    password = parsed.password
+    assert password
+    in_query = parsed.set(password=None).update_query_dict({"password": password})
+    url = primary.replace("postgresql://", "postgresql+psycopg://")
+    with Database(url, replicas=[in_query.render_as_string(hide_password=False)]) as db:
+        with db.transaction(read_only=True) as session:
+            assert session.execute(text("SELECT pg_is_in_recovery()")).scalar() is True
+        assert password not in repr(db.get_stats())

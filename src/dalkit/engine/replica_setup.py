@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Literal, overload
 
 from sqlalchemy.engine import URL, Engine
 
-from dalkit.config import DatabaseConfig
+from dalkit.config import DatabaseConfig, parse_url
 from dalkit.engine.build import build_async_engine, build_engine
 from dalkit.engine.pgbouncer import pgbouncer_config
 from dalkit.engine.reroute import failure_hook
@@ -109,7 +109,7 @@ def replica_router(
     configs = []
     for url in urls:
         # parsed as the primary's is: a malformed URL is a ConfigurationError, h1,h2 fails over
-        parsed = DatabaseConfig.from_url(url).url
+        parsed = parse_url(url)
         replica = DatabaseConfig.coerce(config, url=parsed.set(drivername=drivername))
         configs.append(pgbouncer_config(replica) if pgbouncer else replica)
     names = replica_names(configs)

@@ -1,0 +1,106 @@
+"""How a config reads a database URL: libpq's multi-host spelling (``h1:5432,h2:5432``), an
+unencoded ``@`` in the password, and a malformed URL as a ConfigurationError that does not
+repeat it (it would show the password).
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import quote, unquote
+
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+from dalkit.errors import ConfigurationError
+
+__all__ = ["is_multi_host", "parse_url", "split_hosts"]
+
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+# scheme://userinfo@host:port,host:port/rest: SQLAlchemy only parses the ?host= spelling. The
+# hosts end the authority (a "/", a "?" or the end): a comma in a password is no host list
+_MULTI_HOST = re.compile(
+    r"^(?P<head>[^:/]+://(?:[^@/]*@)?)(?P<hosts>[^/?@]*,[^/?@]*)(?P<tail>(?:[/?].*)?)$"
+)
+
+
+def _encode_userinfo(url: str) -> str:
+    """``url`` with an unencoded ``@`` in its password percent-encoded, as libpq reads it.
+
+    SQLAlchemy splits the userinfo at the first ``@``, so ``app:p@ss@host`` would make ``ss@host``
+    the host, and show it; libpq and urllib split at the last one, which is what users meant.
+    """
+    scheme = _SCHEME.match(url)
+    if scheme is None:
+        return url
+    rest = url[scheme.end() :]
+    end = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
+    netloc = rest[:end]
+    if netloc.count("@") < 2:
+        return url
+    userinfo, _, host = netloc.rpartition("@")
+    user, colon, password = userinfo.partition(":")
+    encoded = quote(unquote(user), safe="") + colon + quote(unquote(password), safe="")
+    return f"{scheme.group()}{encoded}@{host}{rest[end:]}"
+
+
+def split_hosts(url: str) -> str:
+    """A libpq-style multi-host URL in SQLAlchemy's spelling, which psycopg and asyncpg both
+    turn into multi-host connections; any other URL as it is.
+
+    Args:
+        url: A URL, maybe ``postgresql://u:p@h1:5432,h2:5432/app?...``.
+
+    Returns:
+        ``postgresql://u:p@/app?host=h1:5432&host=h2:5432&...`` for a multi-host URL.
+
+    Examples:
+        ```python
+        print(split_hosts("postgresql://u@h1:5432,h2:5432/app"))
+        #> postgresql://u@/app?host=h1:5432&host=h2:5432
+        ```
+    """
+    match = _MULTI_HOST.match(url)
+    if match is None:
+        return url
+    hosts = [part for part in match["hosts"].split(",") if part]
+    path, _, query = match["tail"].partition("?")
+    params = "&".join(f"host={host}" for host in hosts)
+    return f"{match['head']}{path or '/'}?{params}{'&' + query if query else ''}"
+
+
+def is_multi_host(url: URL) -> bool:
+    """Whether ``url`` names several hosts (libpq's failover), in either spelling.
+
+    Args:
+        url: A parsed URL.
+
+    Returns:
+        True for ``?host=h1&host=h2`` (what `split_hosts()` makes) or ``?host=h1,h2``.
+    """
+    hosts = url.query.get("host")
+    if isinstance(hosts, tuple):
+        return len(hosts) > 1 or any("," in host for host in hosts)
+    return isinstance(hosts, str) and "," in hosts
+
+
+def parse_url(url: str | URL) -> URL:
+    """``url`` parsed as a config parses it: a multi-host URL (`split_hosts()`), an ``@`` in
+    the password; secrets are left in place (a config moves them out of the query).
+
+    Args:
+        url: A URL.
+
+    Returns:
+        The parsed URL.
+
+    Raises:
+        ConfigurationError: ``url`` is malformed (the message does not repeat it).
+    """
+    try:
+        return make_url(split_hosts(_encode_userinfo(url)) if isinstance(url, str) else url)
+    except (ArgumentError, ValueError):
+        # make_url's message repeats the whole string, password included: chain nothing
+        raise ConfigurationError(
+            "malformed database URL; expected dialect[+driver]://user:password@host:port/database "
+            "or sqlite:///path/to/file.db"
+        ) from None
