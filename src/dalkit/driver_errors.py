@@ -1,6 +1,7 @@
 """The one place where driver errors (psycopg, asyncpg, sqlite3) become dalkit's own: by SQLSTATE
 or SQLite result code, `translate_dbapi_error()` for what SQLAlchemy wraps and
-`translate_connect_error()` for the plain ``OSError`` asyncpg raises while connecting."""
+`translate_connect_error()` for the plain ``OSError`` asyncpg raises while connecting and
+`translate_bind_error()` for the bare ``OverflowError`` sqlite3 raises binding a parameter."""
 
 from __future__ import annotations
 
@@ -24,7 +25,12 @@ from dalkit.errors import (
     UniqueViolationError,
 )
 
-__all__ = ["is_sqlite_busy", "translate_connect_error", "translate_dbapi_error"]
+__all__ = [
+    "is_sqlite_busy",
+    "translate_bind_error",
+    "translate_connect_error",
+    "translate_dbapi_error",
+]
 
 
 _BY_SQLSTATE: dict[str, type[DatabaseError]] = {
@@ -142,6 +148,13 @@ def translate_dbapi_error(
 def translate_connect_error(exc: OSError) -> ConnectionFailedError:
     """A ConnectionFailedError for an ``OSError`` raised while opening a connection."""
     return ConnectionFailedError(f"could not connect to the server: {_driver_message([exc])}")
+
+
+def translate_bind_error(exc: OverflowError) -> DatabaseError:
+    """A DatabaseError for a parameter the driver cannot bind: sqlite3 (and aiosqlite) raise a
+    bare ``OverflowError`` for an integer past 64 bits, where PostgreSQL's drivers raise an
+    error SQLAlchemy wraps (``bigint out of range``), which `translate_dbapi_error()` maps."""
+    return DatabaseError(_driver_message([exc]))
 
 
 def _driver_message(errors: list[Any]) -> str:

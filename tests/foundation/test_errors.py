@@ -67,10 +67,15 @@ def test_the_unique_violation_names_the_constraint_on_postgres(
         assert caught.value.constraint == "accounts_email_key"
 
 
-async def test_async_drivers_map_to_the_same_errors(async_db: AsyncDatabase) -> None:
+async def _async_schema(async_db: AsyncDatabase) -> None:
+    """The schema, with account 1 (a@example.com, balance 0)."""
     async with async_db.connection() as connection:
         await connection.run_sync(Base.metadata.create_all)
         await connection.execute(sa.insert(Account).values(id=1, email="a@example.com"))
+
+
+async def test_async_drivers_map_to_the_same_errors(async_db: AsyncDatabase) -> None:
+    await _async_schema(async_db)
     with pytest.raises(UniqueViolationError):
         async with async_db.connection() as connection:
             await connection.execute(sa.insert(Account).values(email="a@example.com"))
@@ -139,9 +144,7 @@ def test_a_read_only_transactional_function_is_not_retried(schema_db: Database) 
 async def test_async_drivers_refuse_read_only_writes_the_same_way(
     async_db: AsyncDatabase,
 ) -> None:
-    async with async_db.connection() as connection:
-        await connection.run_sync(Base.metadata.create_all)
-        await connection.execute(sa.insert(Account).values(id=1, email="a@example.com"))
+    await _async_schema(async_db)
     with pytest.raises(ReadOnlyTransactionError):
         async with async_db.transaction(read_only=True) as session:
             await session.execute(sa.update(Account).values(balance=7))
@@ -150,6 +153,52 @@ async def test_async_drivers_refuse_read_only_writes_the_same_way(
             session.add(Account(email="b@example.com"))
     async with async_db.session() as session:
         assert list(await session.scalars(sa.select(Account.email))) == ["a@example.com"]
+
+
+TOO_BIG = 2**64  # past every integer column: sqlite3 itself refuses to bind it
+
+
+def test_an_integer_past_64_bits_raises_database_error_and_writes_nothing(
+    schema_db: Database,
+) -> None:
+    writes: dict[str, Callable[[Session], object]] = {
+        "raw SQL": lambda session: session.execute(
+            sa.text("UPDATE accounts SET balance = :b"), {"b": TOO_BIG}
+        ),
+        "Core": lambda session: session.execute(sa.update(Account).values(balance=TOO_BIG)),
+        "ORM flush": lambda session: session.add(Account(email="c@example.com", balance=TOO_BIG)),
+        "executemany": lambda session: session.execute(
+            sa.insert(Account), [{"email": "d@example.com"}, {"email": "e", "balance": TOO_BIG}]
+        ),
+    }
+    for name, write in writes.items():
+        with pytest.raises(DatabaseError) as caught:
+            with schema_db.transaction() as session:
+                session.add(Account(email="b@example.com", balance=1))
+                session.flush()
+                write(session)
+        assert str(TOO_BIG) not in str(caught.value), name
+        with schema_db.session() as session:  # the whole transaction rolled back
+            assert list(session.scalars(sa.select(Account.email))) == ["a@example.com"], name
+    with pytest.raises(DatabaseError):
+        schema_db.sql("UPDATE accounts SET balance = :b", b=TOO_BIG)
+    assert _balances(schema_db) == [5]
+
+
+async def test_async_drivers_refuse_an_integer_past_64_bits_the_same_way(
+    async_db: AsyncDatabase,
+) -> None:
+    await _async_schema(async_db)
+    with pytest.raises(DatabaseError):
+        async with async_db.transaction() as session:
+            session.add(Account(email="b@example.com"))
+            await session.flush()
+            await session.execute(sa.update(Account).values(balance=TOO_BIG))
+    with pytest.raises(DatabaseError):
+        await async_db.sql("UPDATE accounts SET balance = :b", b=TOO_BIG)
+    async with async_db.session() as session:
+        assert list(await session.scalars(sa.select(Account.email))) == ["a@example.com"]
+        assert list(await session.scalars(sa.select(Account.balance))) == [0]
 
 
 def test_every_dalkit_error_is_drawn_in_the_tree_of_dalkit_errors() -> None:

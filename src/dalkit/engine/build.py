@@ -18,7 +18,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, Connection, Engine, ExceptionContext
 
 from dalkit.config import DatabaseConfig
-from dalkit.driver_errors import is_sqlite_busy, translate_dbapi_error
+from dalkit.driver_errors import is_sqlite_busy, translate_bind_error, translate_dbapi_error
 from dalkit.engine import forking, liveness, sqlite_datetimes, statement_hooks
 from dalkit.engine import pool as pool_metrics
 from dalkit.engine.options import (
@@ -180,8 +180,13 @@ def install_hooks(engine: Engine, config: DatabaseConfig, *, on_connect_error: A
 
     @event.listens_for(engine, "handle_error", retval=True)
     def _translate(context: ExceptionContext) -> BaseException | None:
-        if context.is_pre_ping or context.sqlalchemy_exception is None:
+        if context.is_pre_ping:
             return None  # a failed pre-ping is handled by the pool: it reconnects
+        if context.sqlalchemy_exception is None:
+            original = context.original_exception
+            if isinstance(original, OverflowError) and context.statement is not None:
+                return translate_bind_error(original)  # sqlite3: an integer past 64 bits
+            return None
         sa_error = context.sqlalchemy_exception
         if isinstance(sa_error, DatabaseError) or not hasattr(sa_error, "orig"):
             return None
