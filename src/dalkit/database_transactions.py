@@ -23,6 +23,7 @@ from dalkit.transaction.transactional import Transactional
 
 P = ParamSpec("P")
 R = TypeVar("R")
+S = TypeVar("S")
 
 
 class DatabaseTransactions:
@@ -109,6 +110,11 @@ class DatabaseTransactions:
     def transactional(self, fn: Callable[Concatenate[Session, P], R], /) -> Callable[P, R]: ...
 
     @overload
+    def transactional(
+        self, fn: Callable[Concatenate[S, Session, P], R], /
+    ) -> Callable[Concatenate[S, P], R]: ...  # a method: session after self
+
+    @overload
     def transactional(self, fn: Callable[P, R], /) -> Callable[P, R]: ...
 
     @overload
@@ -137,7 +143,8 @@ class DatabaseTransactions:
         with options (``@db.transactional(isolation="SERIALIZABLE")``), it decorates: each call
         of the function is a transaction, retried after a retryable failure. With options, its
         ``run(fn, *args, **kwargs)`` runs one call. A ``session`` first parameter is filled in
-        and hidden from callers (and from type checkers); declared later, it is passed as
+        and hidden from callers (and from type checkers), and so is a second one (after a
+        method's ``self``), after the first argument; declared later, it is passed as
         ``session=``.
 
         Args:

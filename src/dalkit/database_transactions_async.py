@@ -21,6 +21,7 @@ from dalkit.transaction.transactional_async import AsyncTransactional
 
 P = ParamSpec("P")
 R = TypeVar("R")
+S = TypeVar("S")
 
 
 class AsyncDatabaseTransactions:
@@ -113,6 +114,11 @@ class AsyncDatabaseTransactions:
     ) -> Callable[P, Awaitable[R]]: ...
 
     @overload
+    def transactional(
+        self, fn: Callable[Concatenate[S, AsyncSession, P], Awaitable[R]], /
+    ) -> Callable[Concatenate[S, P], Awaitable[R]]: ...  # a method: session after self
+
+    @overload
     def transactional(self, fn: Callable[P, Awaitable[R]], /) -> Callable[P, Awaitable[R]]: ...
 
     @overload
@@ -141,7 +147,8 @@ class AsyncDatabaseTransactions:
         with options (``@db.transactional(isolation="SERIALIZABLE")``), it decorates: each call
         of the function is a transaction, retried after a retryable failure. With options, its
         ``run(fn, *args, **kwargs)`` runs one call. A ``session`` first parameter is filled in
-        and hidden from callers (and from type checkers); declared later, it is passed as
+        and hidden from callers (and from type checkers), and so is a second one (after a
+        method's ``self``), after the first argument; declared later, it is passed as
         ``session=``.
 
         Args:

@@ -32,7 +32,7 @@ def main(url: str, worker: int, writes: int) -> None:
     if sys.stdin.readline().strip() != "go":
         raise SystemExit("no go")
     for seq in range(writes):
-        write(seq)  # type: ignore[call-arg]  # a session declared after the caller's arguments is passed by keyword
+        write(seq)  # a second parameter session is filled in after the first argument
     print(json.dumps(db.transaction_stats()), flush=True)
     db.dispose()
 

@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import sqlalchemy as sa
-import sqlalchemy.exc
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
@@ -23,6 +22,8 @@ from dalkit import (
     ReadOnlyTransactionError,
     RetryPolicy,
     SerializationError,
+    TransactionError,
+    on_rollback,
 )
 
 from .models import Item, create_all, create_all_async, item_names, item_names_async
@@ -76,9 +77,9 @@ def test_a_session_used_after_its_transaction_ended_refuses_to_begin_another(
     create_all(db)
     with db.transaction() as session:
         session.add(Item(name="kept"))
-    with pytest.raises(sqlalchemy.exc.InvalidRequestError, match="closed"):
+    with pytest.raises(TransactionError, match="has ended"):
         session.add(Item(name="lost"))
-    with pytest.raises(sqlalchemy.exc.InvalidRequestError, match="closed"):
+    with pytest.raises(TransactionError, match="has ended"):
         session.execute(sa.select(Item.name))
     # no transaction was left open on a connection nobody gives back (nor, on SQLite, the
     # write lock held by it)
@@ -96,7 +97,7 @@ async def test_an_async_session_used_after_its_function_returned_refuses_to_begi
         return session
 
     session = await async_db.run_transaction(add)
-    with pytest.raises(sqlalchemy.exc.InvalidRequestError, match="closed"):
+    with pytest.raises(TransactionError, match="has ended"):
         await session.execute(sa.text("INSERT INTO items (name) VALUES ('lost')"))
     assert async_db.pool_stats()["checked_out"] == 0
     assert await item_names_async(async_db) == ["kept"]
@@ -141,17 +142,17 @@ async def test_a_call_cancelled_while_waiting_to_retry_counts_as_failed(
     async_db: AsyncDatabase,
 ) -> None:
     await create_all_async(async_db)
-    failed = asyncio.Event()
+    rolled_back = asyncio.Event()
 
     async def conflicting(session: AsyncSession) -> None:
         session.add(Item(name="rolled back"))
         await session.flush()
-        failed.set()
+        on_rollback(rolled_back.set)  # run just before the backoff
         raise SerializationError("could not serialize access", sqlstate="40001")
 
     policy = RetryPolicy(attempts=3, base_delay=30.0, max_delay=30.0, jitter=0.0)
     task = asyncio.create_task(async_db.transactional(retry=policy).run(conflicting))
-    await failed.wait()
+    await rolled_back.wait()
     await asyncio.sleep(0.05)  # into the backoff
     task.cancel()
     with pytest.raises(asyncio.CancelledError):

@@ -61,7 +61,7 @@ def test_a_nested_failure_rolls_back_only_the_inner_work(db: Database) -> None:
     def outer(session: Session) -> int:
         session.add(Item(name="outer"))
         with pytest.raises(LookupError):
-            inner("inner")  # type: ignore[call-arg]  # a session declared after the caller's arguments is passed by keyword
+            inner("inner")  # a second parameter session is filled in after the first argument
         return _count(session)
 
     assert outer() == 1
@@ -116,9 +116,9 @@ def test_requires_new_commits_independently_of_the_outer_transaction(pg_db: Data
     with pytest.raises(RuntimeError), pg_db.transaction() as session:
         session.add(Item(name="outer"))
         session.flush()
-        # a session declared after the caller's arguments is passed by keyword; it cannot see
+        # its own session (a second parameter, filled in after the first argument) cannot see
         # the outer, uncommitted row
-        assert audit("audit") == 1  # type: ignore[call-arg]
+        assert audit("audit") == 1
         assert dalkit.current_session() is session
         raise RuntimeError("outer rolls back")
     assert item_names(pg_db) == ["audit"]

@@ -73,6 +73,42 @@ def test_a_leading_session_parameter_is_filled_in_before_the_callers_arguments(
     assert item_names(db) == ["bound method", "first", "partial"]
 
 
+def test_a_method_decorated_in_its_class_gets_the_session_after_self(db: Database) -> None:
+    create_all(db)
+
+    class Orders:
+        @db.transactional
+        def add(self, session: Session, name: str) -> str:
+            session.add(Item(name=name))
+            return name
+
+        @classmethod
+        @db.transactional(retry=2)
+        def add_twice(cls, session: Session, name: str) -> None:
+            session.add_all([Item(name=name), Item(name=f"{name} again")])
+
+    orders = Orders()
+    assert orders.add("positional") == "positional"
+    assert orders.add(name="keyword") == "keyword"
+    Orders.add_twice("class")
+    assert item_names(db) == ["class", "class again", "keyword", "positional"]
+
+
+async def test_an_async_method_decorated_in_its_class_gets_the_session_after_self(
+    async_db: AsyncDatabase,
+) -> None:
+    await create_all_async(async_db)
+
+    class Orders:
+        @async_db.transactional
+        async def add(self, session: AsyncSession, name: str) -> str:
+            session.add(Item(name=name))
+            return name
+
+    assert await Orders().add("positional") == "positional"
+    assert await item_names_async(async_db) == ["positional"]
+
+
 def test_a_function_without_a_session_parameter_gets_none(db: Database) -> None:
     def count(*args: object, **kwargs: object) -> tuple[object, ...]:
         return (args, kwargs)
@@ -112,8 +148,8 @@ def test_bare_and_configured_transactional_functions_each_commit_per_call(db: Da
     def names() -> list[str]:
         return list(dalkit.current_session().scalars(sa.select(Item.name).order_by(Item.name)))
 
-    add("a")  # type: ignore[call-arg]  # a session declared after the caller's arguments is passed by keyword
-    add("b")  # type: ignore[call-arg]  # a session declared after the caller's arguments is passed by keyword
+    add("a")  # a second parameter session is filled in after the first argument
+    add("b")
     assert names() == ["a", "b"]
     assert add.__name__ == "add"
 

@@ -12,7 +12,6 @@ from typing import Any, Protocol, TypeVar
 
 import anyio
 import anyio.to_thread
-from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
@@ -20,6 +19,7 @@ from dalkit import AsyncDatabase, Database, audit
 from dalkit.integrations.errors import RequestCommitError, ResponseStartedError
 from dalkit.integrations.problems import commit_problem, problem_headers
 from dalkit.integrations.replica_tokens import ReplicaTokens
+from dalkit.transaction import ended
 from dalkit.transaction.scope import current_scope
 
 Scope = MutableMapping[str, Any]
@@ -373,28 +373,19 @@ async def _finish(task: asyncio.Task[T]) -> T:
     return result
 
 
-_ENDED = "dalkit.request_transaction_ended"
+def _response_started() -> ResponseStartedError:
+    return ResponseStartedError(
+        "the request's transaction ended when its response started (committed, or rolled "
+        "back for an error status): this session cannot be used any more; open a new "
+        "transaction with db.transaction() for later work"
+    )
 
 
-def _refuse_ended(session: Session, transaction: Any) -> None:
-    # every statement, flush, add() and connection() first begins a transaction
-    if session.info.get(_ENDED):
-        raise ResponseStartedError(
-            "the request's transaction ended when its response started (committed, or rolled "
-            "back for an error status): this session cannot be used any more; open a new "
-            "transaction with db.transaction() for later work"
-        )
-
-
-def install_refusal() -> None:
-    """One listener for every session, which checks a flag: listening on each request's
-    session instead costs more than the request's own statements."""
-    if not event.contains(Session, "after_transaction_create", _refuse_ended):
-        event.listen(Session, "after_transaction_create", _refuse_ended)
+#: installs the one listener that makes ended sessions refuse further use
+install_refusal = ended.install
 
 
 def _refuse_further_use(session: Session | AsyncSession) -> None:
     """Make the ended transaction's session refuse statements, flushes and new objects, so
     late work (a streaming body writing) fails loudly instead of being lost or left open."""
-    sync = session.sync_session if isinstance(session, AsyncSession) else session
-    sync.info[_ENDED] = True
+    ended.refuse_further_use(session, _response_started)

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from dalkit.engine.options import is_memory_sqlite
 from dalkit.errors import CommitOutcomeUnknownError, RetryExhaustedError
-from dalkit.transaction import deferred
+from dalkit.transaction import deferred, ended
 from dalkit.transaction.binds import bind_options, check_sqlite_can_start, pending_writes
 from dalkit.transaction.options import TransactionOptions
 from dalkit.transaction.retry import RetryPolicy, RetryState, breaks_commit, is_retryable
@@ -60,6 +60,7 @@ class TransactionRunner:
         # the events sit on the sync engine, which is the engine itself in the sync twin
         self._sync_engine: Engine = getattr(engine, "sync_engine", engine)  # type: ignore[arg-type,unused-ignore]
         deferred.install(self._sync_engine)
+        ended.install()
         self._binds: dict[tuple[str | None, bool], Engine] = {}
         self.stats = TransactionStats()
         # scale-out, set by the database: see dalkit.engine.routing and dalkit.engine.pgbouncer
@@ -217,9 +218,7 @@ class TransactionRunner:
         bind = bind or self._binds.get((options.isolation, options.read_only))
         if bind is None:
             bind = self._new_bind(options)
-        # closed for good when the transaction ends: used after that, it raises rather than
-        # begin a transaction nobody commits, on a connection nobody gives back
-        session = self._session_factory(bind=bind, close_resets_only=False)
+        session = self._session_factory(bind=bind)
         return TransactionScope(self, session, options, current)
 
     def _new_bind(self, options: TransactionOptions) -> Engine:
@@ -269,7 +268,7 @@ class TransactionRunner:
         and the statistics count the outcome as unknown."""
         try:
             if deferred.nothing_to_commit(session):  # read-only at READ COMMITTED: no BEGIN
-                session.close()
+                self._close(session)
                 return
             session.commit()
         except Exception as error:
@@ -285,7 +284,7 @@ class TransactionRunner:
             interrupted.add_note(_OUTCOME_UNKNOWN)
             self._discard(session)
             raise
-        session.close()
+        self._close(session)
 
     @contextmanager
     def _savepoint(self, scope: TransactionScope) -> Iterator[None]:
@@ -310,7 +309,15 @@ class TransactionRunner:
             except Exception:
                 log.debug("invalidating the connection failed too", exc_info=True)
         finally:
+            self._close(session)
+
+    def _close(self, session: Session) -> None:
+        """Give the connection back; used afterwards, the session raises TransactionError
+        rather than begin a transaction nobody commits, on a connection nobody gives back."""
+        try:
             session.close()
+        finally:
+            ended.refuse_further_use(session)
 
     def _call(
         self,
@@ -323,6 +330,10 @@ class TransactionRunner:
         if inject == "first":
             return fn(session, *args, **kwargs)
         if inject == "keyword":
+            return fn(*args, session=session, **kwargs)
+        if inject == "second":  # after the first argument: a method's self or cls
+            if args:
+                return fn(args[0], session, *args[1:], **kwargs)
             return fn(*args, session=session, **kwargs)
         return fn(*args, **kwargs)
 

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from dalkit.engine.options import is_memory_sqlite
 from dalkit.errors import CommitOutcomeUnknownError, RetryExhaustedError
-from dalkit.transaction import deferred
+from dalkit.transaction import deferred, ended
 from dalkit.transaction.binds import bind_options, check_sqlite_can_start, pending_writes
 from dalkit.transaction.options import TransactionOptions
 from dalkit.transaction.retry import RetryPolicy, RetryState, breaks_commit, is_retryable
@@ -61,6 +61,7 @@ class AsyncTransactionRunner:
         # the events sit on the sync engine, which is the engine itself in the sync twin
         self._sync_engine: Engine = getattr(engine, "sync_engine", engine)  # type: ignore[arg-type,unused-ignore]
         deferred.install(self._sync_engine)
+        ended.install()
         self._binds: dict[tuple[str | None, bool], AsyncEngine] = {}
         self.stats = TransactionStats()
         # scale-out, set by the database: see dalkit.engine.routing and dalkit.engine.pgbouncer
@@ -218,9 +219,7 @@ class AsyncTransactionRunner:
         bind = bind or self._binds.get((options.isolation, options.read_only))
         if bind is None:
             bind = self._new_bind(options)
-        # closed for good when the transaction ends: used after that, it raises rather than
-        # begin a transaction nobody commits, on a connection nobody gives back
-        session = self._session_factory(bind=bind, close_resets_only=False)
+        session = self._session_factory(bind=bind)
         return AsyncTransactionScope(self, session, options, current)
 
     def _new_bind(self, options: TransactionOptions) -> AsyncEngine:
@@ -270,7 +269,7 @@ class AsyncTransactionRunner:
         and the statistics count the outcome as unknown."""
         try:
             if deferred.nothing_to_commit(session):  # read-only at READ COMMITTED: no BEGIN
-                await session.close()
+                await self._close(session)
                 return
             await session.commit()
         except Exception as error:
@@ -286,7 +285,7 @@ class AsyncTransactionRunner:
             interrupted.add_note(_OUTCOME_UNKNOWN)
             await self._discard(session)
             raise
-        await session.close()
+        await self._close(session)
 
     @asynccontextmanager
     async def _savepoint(self, scope: AsyncTransactionScope) -> AsyncIterator[None]:
@@ -311,7 +310,15 @@ class AsyncTransactionRunner:
             except Exception:
                 log.debug("invalidating the connection failed too", exc_info=True)
         finally:
+            await self._close(session)
+
+    async def _close(self, session: AsyncSession) -> None:
+        """Give the connection back; used afterwards, the session raises TransactionError
+        rather than begin a transaction nobody commits, on a connection nobody gives back."""
+        try:
             await session.close()
+        finally:
+            ended.refuse_further_use(session)
 
     async def _call(
         self,
@@ -324,6 +331,10 @@ class AsyncTransactionRunner:
         if inject == "first":
             return await fn(session, *args, **kwargs)
         if inject == "keyword":
+            return await fn(*args, session=session, **kwargs)
+        if inject == "second":  # after the first argument: a method's self or cls
+            if args:
+                return await fn(args[0], session, *args[1:], **kwargs)
             return await fn(*args, session=session, **kwargs)
         return await fn(*args, **kwargs)
 

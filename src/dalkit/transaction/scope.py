@@ -44,7 +44,7 @@ __all__ = [
 log = logging.getLogger("dalkit.transaction")
 
 #: How a transaction function takes its session; see `session_parameter()`.
-SessionParameter = Literal["first", "keyword"] | None
+SessionParameter = Literal["first", "second", "keyword"] | None
 
 _current: contextvars.ContextVar[TransactionScope | None] = contextvars.ContextVar(
     "dalkit_transaction", default=None
@@ -357,8 +357,10 @@ def check_transaction_function(fn: Callable[..., Any], *, is_async: bool) -> Non
 
 def session_parameter(fn: Callable[..., Any]) -> SessionParameter:
     """How ``fn`` takes the session: ``"first"`` when ``session`` is its first parameter
-    (passed positionally, before the caller's arguments), ``"keyword"`` when it is declared
-    elsewhere (passed as ``session=``), None when it takes none."""
+    (passed positionally, before the caller's arguments), ``"second"`` when it is the second
+    (after ``self`` or ``cls`` in a method decorated in its class body: passed after the first
+    argument), ``"keyword"`` when it is declared elsewhere (passed as ``session=``), None when
+    it takes none."""
     if type(fn) is FunctionType and "__wrapped__" not in fn.__dict__:
         return _code_session_parameter(fn.__code__, 0)  # a plain function: the common case
     func = getattr(fn, "__func__", None)
@@ -376,6 +378,8 @@ def session_parameter(fn: Callable[..., Any]) -> SessionParameter:
             continue
         if index == 0 and parameter.kind is not parameter.KEYWORD_ONLY:
             return "first"
+        if index == 1 and parameter.kind is parameter.POSITIONAL_OR_KEYWORD:
+            return "second"
         if parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY):
             return "keyword"
     return None
@@ -387,6 +391,8 @@ def _code_session_parameter(code: CodeType, bound: int) -> SessionParameter:
     positional = code.co_varnames[bound : code.co_argcount]
     if positional and positional[0] == "session":
         return "first"
+    if len(positional) > 1 and positional[1] == "session":
+        return "second"
     # keyword-passable names: past the positional-only ones, up to the keyword-only ones
     keyword = code.co_varnames[code.co_posonlyargcount : code.co_argcount + code.co_kwonlyargcount]
     return "keyword" if "session" in keyword else None

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 P = ParamSpec("P")
 R = TypeVar("R")
+S = TypeVar("S")
 
 
 class Transactional:
@@ -60,6 +61,11 @@ class Transactional:
 
     @overload
     def __call__(self, fn: Callable[Concatenate[Session, P], R], /) -> Callable[P, R]: ...
+
+    @overload
+    def __call__(
+        self, fn: Callable[Concatenate[S, Session, P], R], /
+    ) -> Callable[Concatenate[S, P], R]: ...  # a method: session after self
 
     @overload
     def __call__(self, fn: Callable[P, R], /) -> Callable[P, R]: ...

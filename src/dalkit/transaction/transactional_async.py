@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 P = ParamSpec("P")
 R = TypeVar("R")
+S = TypeVar("S")
 
 
 class AsyncTransactional:
@@ -60,6 +61,11 @@ class AsyncTransactional:
     def __call__(
         self, fn: Callable[Concatenate[AsyncSession, P], Awaitable[R]], /
     ) -> Callable[P, Awaitable[R]]: ...
+
+    @overload
+    def __call__(
+        self, fn: Callable[Concatenate[S, AsyncSession, P], Awaitable[R]], /
+    ) -> Callable[Concatenate[S, P], Awaitable[R]]: ...  # a method: session after self
 
     @overload
     def __call__(self, fn: Callable[P, Awaitable[R]], /) -> Callable[P, Awaitable[R]]: ...
