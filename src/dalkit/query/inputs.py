@@ -58,7 +58,7 @@ def _write_value(field: FieldInfo, value: Any) -> Any:
     if value is None or field.kind == "other":
         return value
     if field.kind == "float" and isinstance(value, float) and not math.isfinite(value):
-        return value  # both databases store inf and nan in float columns
+        return value  # stored as given; dalkit's SQLite engines refuse nan (it would be NULL)
     try:
         result = field.coerce(value)
     except CoercionError as exc:
