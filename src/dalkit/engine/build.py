@@ -19,7 +19,7 @@ from sqlalchemy.engine import URL, Connection, Engine, ExceptionContext
 
 from dalkit.config import DatabaseConfig
 from dalkit.driver_errors import is_sqlite_busy, translate_bind_error, translate_dbapi_error
-from dalkit.engine import forking, liveness, sqlite_types, statement_hooks
+from dalkit.engine import column_types, forking, liveness, statement_hooks
 from dalkit.engine import pool as pool_metrics
 from dalkit.engine.options import (
     install_sqlite_read_only,
@@ -173,6 +173,7 @@ def install_hooks(engine: Engine, config: DatabaseConfig, *, on_connect_error: A
         config: The database's configuration (its ``init`` hook, its secrets to scrub).
         on_connect_error: Called when a connection cannot be opened (the pool metrics count it).
     """
+    column_types.install(engine)
     if engine.dialect.name == "sqlite":
         _install_sqlite(engine, config)
     if config.init is not None:
@@ -204,7 +205,6 @@ def install_hooks(engine: Engine, config: DatabaseConfig, *, on_connect_error: A
 
 def _install_sqlite(engine: Engine, config: DatabaseConfig) -> None:
     memory = is_memory_sqlite(engine.url)
-    sqlite_types.install(engine)
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, record: Any) -> None:

@@ -1,0 +1,118 @@
+"""dalkit's SQLite engines refuse a float NaN, which SQLite would store as NULL, on every write
+path, with a typed error; its PostgreSQL engines take a naive datetime for a timestamptz column as
+UTC under either driver, whatever the server's TimeZone."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import math
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from dalkit import (
+    AsyncDatabase,
+    AsyncRepository,
+    BulkLoadError,
+    Database,
+    DatabaseError,
+    Repository,
+)
+
+
+class Base(DeclarativeBase):
+    """The two tables: floats (for SQLite) and zoned datetimes (for PostgreSQL)."""
+
+
+class Sample(Base):
+    __tablename__ = "float_samples"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    value: Mapped[float | None] = mapped_column(sa.Float)
+
+
+class Stamp(Base):
+    __tablename__ = "zoned_stamps"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[dt.datetime | None] = mapped_column(sa.DateTime(timezone=True))
+
+
+class Samples(Repository[Sample]):
+    """Writes floats."""
+
+
+class Stamps(Repository[Stamp]):
+    """Writes datetimes."""
+
+
+class AsyncStamps(AsyncRepository[Stamp]):
+    """Writes datetimes under asyncpg."""
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[Database]:
+    database = Database(f"sqlite:///{tmp_path / 'types.db'}")
+    database.create_all(Base.metadata)
+    yield database
+    database.dispose()
+
+
+WRITES: dict[str, Callable[[Samples], object]] = {
+    "add": lambda samples: samples.add(Sample(id=1, value=math.nan)),
+    "update": lambda samples: samples.update(samples.add(Sample(id=2, value=1.0)), value=math.nan),
+    "upsert": lambda samples: samples.upsert({"id": 3, "value": math.nan}, on=["id"]),
+    "bulk_insert": lambda samples: samples.bulk_insert([{"id": 4, "value": math.nan}]),
+}
+
+
+@pytest.mark.parametrize("write", list(WRITES))
+def test_a_nan_is_refused_where_sqlite_would_store_null(db: Database, write: str) -> None:
+    expected = BulkLoadError if write == "bulk_insert" else DatabaseError
+    with pytest.raises(expected, match="NaN"), db.transaction() as session:
+        WRITES[write](Samples(session))
+    assert db.sql("SELECT id, value FROM float_samples") == []
+
+
+def test_infinities_are_still_stored(db: Database) -> None:
+    with db.transaction() as session:
+        Samples(session).add_many([Sample(id=1, value=math.inf), Sample(id=2, value=-math.inf)])
+    assert db.sql("SELECT value FROM float_samples ORDER BY id") == [
+        {"value": math.inf},
+        {"value": -math.inf},
+    ]
+
+
+def test_a_naive_datetime_in_a_zoned_column_is_utc_under_both_drivers(
+    postgres_url: str, postgres_database_url: str
+) -> None:
+    url = make_url(postgres_database_url)
+    admin = make_url(postgres_url).render_as_string(hide_password=False)
+    with psycopg.connect(admin, autocommit=True) as connection:
+        connection.execute(f"ALTER DATABASE \"{url.database}\" SET timezone TO 'Asia/Kolkata'")
+    noon = dt.datetime(2024, 1, 1, 12)
+    db = Database(url.set(drivername="postgresql+psycopg"))
+    try:
+        db.create_all(Base.metadata)
+        with db.transaction() as session:
+            stamps = Stamps(session)
+            stamps.add(Stamp(id=1, at=noon))  # psycopg: read in the session's +05:30
+            stamps.update(stamps.add(Stamp(id=2)), at=noon)
+        asyncio.run(_add_async(url.set(drivername="postgresql+asyncpg"), noon))
+        stored = db.sql("SELECT id, at AT TIME ZONE 'UTC' AS utc FROM zoned_stamps ORDER BY id")
+    finally:
+        db.dispose()
+    assert stored == [{"id": i, "utc": noon} for i in (1, 2, 3)]
+
+
+async def _add_async(url: sa.URL, at: dt.datetime) -> None:
+    db = AsyncDatabase(url)
+    try:
+        async with db.transaction() as session:
+            await AsyncStamps(session).add(Stamp(id=3, at=at))
+    finally:
+        await db.dispose()
