@@ -7,7 +7,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import selectinload
 
 from dalkit import AsyncDatabase
-from dalkit.observe import NPlusOneError, Observer
+from dalkit.observe import NPlusOneError, Observer, install
 from dalkit.repository.reads_async import IN_CHUNK
 
 from .models import AsyncPosts, Author, Post
@@ -37,6 +37,18 @@ async def test_touching_an_unloaded_relationship_says_what_to_load(
         (post, *_) = await AsyncPosts(session).list()
         with pytest.raises(NPlusOneError, match=r'Post\.author is not loaded.*load=\["author"\]'):
             _ = post.author
+
+
+async def test_an_unloaded_relationship_says_what_to_load_with_detection_off(
+    seeded_async_db: AsyncDatabase,
+) -> None:
+    # not the driver's MissingGreenlet (aiosqlite: also a never-awaited coroutine warning)
+    install(seeded_async_db.engine, {"nplusone": "off"})
+    async with seeded_async_db.session() as session:
+        (post, *_) = await AsyncPosts(session).list()
+        with pytest.raises(NPlusOneError, match=r'load=\["author"\].*awaitable_attrs\.author'):
+            _ = post.author
+        assert (await post.awaitable_attrs.author).name  # the session is still usable
 
 
 async def test_async_eager_loads_are_never_caught(

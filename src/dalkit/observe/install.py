@@ -230,7 +230,8 @@ class Observer:
             hooks = hooks_for(self.engine.dialect)
             (hooks.add_timer if wanted else hooks.remove_timer)(self._after)
             self._listening = wanted
-        if self._nplusone_on:
+        if self._nplusone_on or self.engine.dialect.is_async:
+            # async code cannot lazy-load, detection or not: say so before the driver fails
             _install_orm_listener()
         # repositories check WATCH.on: true only while some database detects N+1s
         others = any(o._nplusone_on for o in _observers.values() if o is not self)
@@ -295,6 +296,12 @@ class Observer:
 
 
 def _session_observer(session: Session) -> Observer | None:
+    observer = _bound_observer(session)
+    return observer if observer is not None and observer._nplusone_on else None
+
+
+def _bound_observer(session: Session) -> Observer | None:
+    """The observer of the engine ``session`` is bound to, N+1 detection on or off."""
     bind = session.bind
     if bind is None:
         try:
@@ -302,8 +309,7 @@ def _session_observer(session: Session) -> Observer | None:
         except Exception:  # an unbound session: nothing of ours
             return None
     dialect = getattr(bind, "dialect", None)
-    observer = _observers.get(dialect) if dialect is not None else None
-    return observer if observer is not None and observer._nplusone_on else None
+    return _observers.get(dialect) if dialect is not None else None
 
 
 def _session_mode(session: Session) -> NPlusOneMode:
@@ -318,8 +324,8 @@ def _on_orm_execute(state: ORMExecuteState) -> None:
         # an eager load (selectinload sends one per 500 parents, each the same text)
         state.update_execution_options(**{BATCHED: True})
         return
-    observer = _session_observer(state.session)
-    if observer is not None:
+    observer = _bound_observer(state.session)
+    if observer is not None and (observer._nplusone_on or observer.engine.dialect.is_async):
         observer.nplusone.on_lazy_load(state, observer.engine.dialect.is_async)
 
 
