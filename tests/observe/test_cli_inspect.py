@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from prometheus_client import CollectorRegistry, generate_latest
 from typer.testing import CliRunner, Result
 
@@ -240,3 +241,34 @@ def test_a_password_is_never_printed() -> None:
     result = invoke("tables", "--url", url)
     assert result.exit_code == 2
     assert "s3cret-pw" not in result.output
+
+
+@pytest.mark.postgres
+def test_a_postgres_plan_never_shows_a_secret_value(postgres_database_url: str) -> None:
+    # PostgreSQL writes bound values into the plan: Filter: (password = 'hunter2'::text)
+    with Database(postgres_database_url) as db:
+        db.sql("CREATE TABLE logins (id serial PRIMARY KEY, password text, api_key bigint, n int)")
+        with db.connection() as conn:
+            conn.execute(
+                sa.text(
+                    "INSERT INTO logins (password, api_key, n) "
+                    "SELECT 'pw' || g, g, g FROM generate_series(1, 20000) AS g"
+                )
+            )
+            conn.execute(sa.text("ANALYZE logins"))
+            conn.commit()
+        sql = "SELECT * FROM logins WHERE password = :p AND api_key = :k AND n < :n"
+        plan = db.explain(sql, {"p": "hunter2", "k": 987654321, "n": 12345})
+    shown = [plan.text, json.dumps(plan.data), *(w.message for w in plan.warnings)]
+    assert plan.has_warning("seq_scan")
+    assert "password = '***'::text" in plan.text
+    assert "12345" in plan.text  # a number for a column not named like a secret stays
+    values = ("-p", "p=hunter2", "-p", "k=987654321", "-p", "n=12345")
+    args = ("explain", sql, *values, "--url", postgres_database_url)
+    for result in (invoke(*args), invoke(*args, "--json")):
+        assert result.exit_code == 1, result.output  # the seq_scan warning
+        assert "'***'::text" in result.output
+        shown.append(result.output)
+    for output in shown:
+        assert "hunter2" not in output
+        assert "987654321" not in output

@@ -39,12 +39,13 @@ _PIECES = re.compile(
 )
 
 
-def mask_strings(statement: str, mask: str = MASK) -> str:
+def mask_strings(statement: str, mask: str = MASK, keep: re.Pattern[str] | None = None) -> str:
     """``statement`` with each string literal replaced by ``mask``.
 
     Args:
         statement: SQL text.
         mask: What a literal becomes.
+        keep: Literals this matches (from their opening quote on) stay.
 
     Returns:
         The text, its comments and identifiers as they were.
@@ -59,4 +60,10 @@ def mask_strings(statement: str, mask: str = MASK) -> str:
     """
     if "'" not in statement and "$" not in statement:
         return statement
-    return _PIECES.sub(lambda m: mask if m.group("string") is not None else m.group(0), statement)
+
+    def replace(m: re.Match[str]) -> str:
+        if m.group("string") is None or (keep is not None and keep.match(statement, m.start())):
+            return m.group(0)
+        return mask
+
+    return _PIECES.sub(replace, statement)
