@@ -51,6 +51,18 @@ async def test_an_unloaded_relationship_says_what_to_load_with_detection_off(
         assert (await post.awaitable_attrs.author).name  # the session is still usable
 
 
+async def test_an_expired_attribute_says_to_refresh_it(seeded_async_db: AsyncDatabase) -> None:
+    # not the driver's MissingGreenlet (aiosqlite: also a never-awaited coroutine warning)
+    install(seeded_async_db.engine, {"nplusone": "off"})
+    async with seeded_async_db.session() as session:
+        (post, *_) = await AsyncPosts(session).list()
+        session.expire(post, ["title"])
+        with pytest.raises(NPlusOneError, match=r"Post\.title is not loaded.*session\.refresh"):
+            _ = post.title
+        await session.refresh(post)
+        assert post.title == "post 0.0"
+
+
 async def test_async_eager_loads_are_never_caught(
     seeded_async_db: AsyncDatabase, async_observer: Observer
 ) -> None:

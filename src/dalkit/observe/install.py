@@ -18,7 +18,13 @@ from dalkit.observe._source import caller_location, format_location
 from dalkit.observe.budget import QueryBudget, active_budgets, query_budget
 from dalkit.observe.eager import WATCH
 from dalkit.observe.metrics import QueryMetrics
-from dalkit.observe.nplusone import BATCHED, NPlusOneDetector, NPlusOneMode, check_mode
+from dalkit.observe.nplusone import (
+    BATCHED,
+    NPlusOneDetector,
+    NPlusOneMode,
+    check_mode,
+    refuse_async_column_load,
+)
 from dalkit.observe.querylog import QueryStats, SlowQueryLog, shape_of
 from dalkit.observe.settings import ObserveSettings, set_default_nplusone
 from dalkit.query.plain_entities import select_neutral
@@ -318,7 +324,14 @@ def _session_mode(session: Session) -> NPlusOneMode:
 
 
 def _on_orm_execute(state: ORMExecuteState) -> None:
-    if not state.is_select or not state.is_relationship_load:
+    if not state.is_select:
+        return
+    if state.is_column_load:
+        observer = _bound_observer(state.session)
+        if observer is not None and observer.engine.dialect.is_async:
+            refuse_async_column_load(state)
+        return
+    if not state.is_relationship_load:
         return
     if state.lazy_loaded_from is None:
         # an eager load (selectinload sends one per 500 parents, each the same text)

@@ -2,8 +2,9 @@
 and one statement shape run again and again in a transaction with only its parameters changing.
 
 Both rules are fed by synchronous SQLAlchemy listeners (the observer's), so they serve sync and
-async code alike; under asyncio a lazy load outside SQLAlchemy's greenlet becomes an
-``NPlusOneError`` that says what to load instead of ``MissingGreenlet``. Unused eager loads are
+async code alike; under asyncio a lazy load outside SQLAlchemy's greenlet (a relationship's,
+or an expired or deferred column's) becomes an ``NPlusOneError`` that says what to load instead
+of ``MissingGreenlet``. Unused eager loads are
 ``dalkit.observe.eager``'s.
 """
 
@@ -25,7 +26,7 @@ from dalkit.observe._source import caller_location, format_location
 from dalkit.observe.errors import NPlusOneError, NPlusOneWarning
 from dalkit.observe.querylog import StatementShape
 
-__all__ = ["MODES", "BATCHED", "NPlusOneDetector", "NPlusOneMode"]
+__all__ = ["MODES", "BATCHED", "NPlusOneDetector", "NPlusOneMode", "refuse_async_column_load"]
 
 NPlusOneMode = Literal["off", "warn", "raise"]
 """What N+1 detection does on a pattern: nothing, warn (`NPlusOneWarning`) or raise."""
@@ -60,6 +61,31 @@ def _in_greenlet() -> bool:
     except ImportError:  # pragma: no cover - SQLAlchemy without asyncio support
         return False
     return bool(in_greenlet())
+
+
+def refuse_async_column_load(state: ORMExecuteState) -> None:
+    """An expired or deferred column about to be loaded (``do_orm_execute``): async code
+    outside SQLAlchemy's greenlet cannot, so say what to do before the driver fails.
+
+    Args:
+        state: The load's execute state.
+
+    Raises:
+        NPlusOneError: When the load runs outside the greenlet.
+    """
+    if _in_greenlet():
+        return
+    refreshed = getattr(state.load_options, "_refresh_state", None)
+    mapper = state.bind_mapper
+    model = mapper.class_.__name__ if mapper is not None else "the entity"
+    names = sorted(getattr(refreshed, "expired_attributes", ())) or ["<name>"]
+    what = f"{model}.{names[0]} is" if len(names) == 1 else f"{model}.{{{', '.join(names)}}} are"
+    raise NPlusOneError(
+        f"{what} not loaded (expired by a commit, rollback or expire(), or deferred), and "
+        f"async code cannot load {'it' if len(names) == 1 else 'them'} lazily (at "
+        f"{format_location(caller_location())}); await session.refresh(obj) first, or await "
+        f"obj.awaitable_attrs.{names[0]}"
+    )
 
 
 class NPlusOneDetector:
