@@ -18,6 +18,7 @@ from dalkit import AsyncDatabase, AsyncRepository, BulkLoadError
 
 from .conftest import backend_url
 from .models import EPOCH, Price, Status, User
+from .test_sql_async import check_domain_columns
 
 pytestmark = pytest.mark.postgres
 
@@ -87,3 +88,9 @@ async def test_a_float_for_a_numeric_column_is_stored_as_add_stores_it(
     assert await prices.bulk_update([{"id": 1, "exact": 1 / 3}]) == 1
     result = await session.execute(sa.select(Price.exact, Price.cents))
     assert result.one() == (Decimal("0.333333333333333"), Decimal("2.68"))
+
+
+async def test_a_domain_column_takes_the_datetimes_of_its_base_type_only(
+    session: AsyncSession,
+) -> None:
+    await check_domain_columns(session)

@@ -29,6 +29,7 @@ from dalkit.query.tenant_guard import tenant_checked
 from dalkit.repository.abstract import AbstractRepository
 from dalkit.repository.base import ModelT
 from dalkit.repository.copy import (
+    COLUMN_TYPES_SQL,
     BulkPlan,
     check_row_shape,
     is_row_error,
@@ -255,16 +256,13 @@ class BulkOperations(AbstractRepository[ModelT]):
         return result.rowcount
 
     def _copy_types(self, plan: BulkPlan) -> builtins.list[int]:
-        """The type OIDs of the plan's columns, which binary COPY must be told."""
+        """The type OIDs of the plan's columns, which binary COPY must be told: a domain's base
+        type's, whose binary form the domain shares (the server still checks its constraints),
+        so a domain column is written, and its values checked, as one of the base type (a domain
+        over ``timestamp`` took the text COPY, which dropped an aware datetime's offset)."""
         if self._dialect.name != "postgresql":
             return []
         table = self._dialect.identifier_preparer.format_table(plan.info.table)
-        result = self.session.execute(
-            sa.text(
-                "SELECT attname, atttypid::int FROM pg_attribute "
-                "WHERE attrelid = CAST(:table AS regclass) AND attnum > 0 AND NOT attisdropped"
-            ),
-            {"table": table},
-        )
+        result = self.session.execute(sa.text(COLUMN_TYPES_SQL), {"table": table})
         types = {str(name): int(oid) for name, oid in result.all()}
         return [types[name] for name in plan.column_names]

@@ -33,6 +33,7 @@ from dalkit.query.fields import FieldInfo, ModelInfo
 from dalkit.repository.ranges import check_integer_ranges
 
 __all__ = [
+    "COLUMN_TYPES_SQL",
     "BulkPlan",
     "check_chunk_size",
     "check_first_row",
@@ -42,6 +43,18 @@ __all__ = [
     "plan_bulk",
     "progress_bar",
 ]
+
+#: the type OID of each column of the table named ``:table`` (PostgreSQL), a domain's followed
+#: down to its base type (through a domain over a domain too), whose binary form it shares
+COLUMN_TYPES_SQL = """\
+WITH RECURSIVE types(attname, oid, base) AS (
+    SELECT a.attname, a.atttypid, t.typbasetype FROM pg_attribute a
+    JOIN pg_type t ON t.oid = a.atttypid
+    WHERE a.attrelid = CAST(:table AS regclass) AND a.attnum > 0 AND NOT a.attisdropped
+    UNION ALL
+    SELECT types.attname, types.base, t.typbasetype FROM types JOIN pg_type t ON t.oid = types.base
+)
+SELECT attname, oid::int FROM types WHERE base = 0"""
 
 #: rows per chunk when the caller does not say; each chunk is one COPY or executemany
 DEFAULT_CHUNK_SIZE = 10_000
