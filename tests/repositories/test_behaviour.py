@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from dalkit import (
     BulkLoadError,
+    ConfigurationError,
     InMemoryRepository,
     InvalidCursorError,
     InvalidFilterError,
@@ -907,6 +908,28 @@ def test_bulk_insert_refuses_to_leave_out_a_default_only_sqlalchemy_produces(
     assert stamps.count() == 0
     assert stamps.bulk_insert([given, {**given, "id": 2}]) == 2
     assert ((stamps.get(2)).rank, (stamps.get(2)).label) == (2, "l")
+
+
+def test_a_default_of_the_statements_context_is_given_the_rows_values(
+    session: Session | None,
+) -> None:
+    # the in-memory repository called it with None, and so did an upsert's DO UPDATE: a raw
+    # AttributeError. An upsert's one SET has no row's values: it raises, naming the field
+    stamps = _repository(StampRepository, session)
+    added = stamps.add(Stamp(id=1, body="quiet", created_at=EPOCH, rank=1))
+    assert added.label == "QUIET"
+    assert (stamps.update(1, rank=4)).revision == 5  # the UPDATE's rank, plus one
+    row = {"id": 1, "body": "loud", "created_at": EPOCH, "rank": 2}
+    for target in (1, 2):  # a conflict or none: the statement is the same
+        with pytest.raises(ConfigurationError, match=r"onupdate of stamps\.revision reads"):
+            stamps.upsert({**row, "id": target}, on=["id"])
+    assert (stamps.get(1)).body == "quiet"
+    assert (stamps.upsert({**row, "revision": 9}, on=["id"])).revision == 9
+    inserted = stamps.upsert({**row, "id": 2, "revision": 0}, on=["id"])
+    assert inserted.label == "LOUD"
+    rows = [{**row, "id": i, "body": f"b{i}", "revision": 0} for i in (2, 3, 4)]
+    assert stamps.upsert_many(rows, on=["id"]) == 3
+    assert [s.label for s in stamps.list(sort="id")] == ["QUIET", "LOUD", "B3", "B4"]
 
 
 def test_bulk_update_updates_by_primary_key_and_counts(readings: Any) -> None:

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Mapper, RelationshipProperty, configure_mappers
 from sqlalchemy.sql.schema import ColumnDefault
 
 from dalkit.errors import ConfigurationError
+from dalkit.query.context_defaults import of_context
 
 __all__ = [
     "SENSITIVE_NAMES",
@@ -71,9 +72,12 @@ class FieldInfo:
 
     def python_default(self, *, update: bool = False) -> Callable[[], Any] | None:
         """A function producing the column's Python-side INSERT default (``update``: its
-        onupdate), if it has one."""
+        onupdate), if it has one that needs no statement: a value or a plain function (one of
+        the statement's context: `context_default()`)."""
         default = self.column.onupdate if update else self.column.default
         if not isinstance(default, ColumnDefault) or default.is_sequence:
+            return None
+        if of_context(default):
             return None
         if default.is_callable:
             function = default.arg
@@ -110,9 +114,7 @@ class FieldInfo:
             return None  # none, or a Sequence: the server's, as for the ORM on SQLite
         if default.is_clause_element:
             return "a SQL expression"
-        # SQLAlchemy wraps a function of no argument in one of the context, and keeps one of one
-        # argument as it is (its _fn is what was given); None would reach the latter
-        if default.is_callable and default.arg is getattr(default, "_fn", None):
+        if of_context(default):
             return "a function of the statement's context"
         return None
 

@@ -21,6 +21,7 @@ from typing import Any, ClassVar, cast
 import sqlalchemy as sa
 
 from dalkit.errors import BulkLoadError, DalkitError, NotNullViolationError, UniqueViolationError
+from dalkit.query.context_defaults import context_default
 from dalkit.query.cursor import CursorCodec
 from dalkit.query.sorting import sort_entities
 from dalkit.query.specs import Group, matches
@@ -33,7 +34,7 @@ from dalkit.repository.copy import (
     progress_bar,
     row_error,
 )
-from dalkit.repository.writes import Upsert, check_rows, unique_sets
+from dalkit.repository.writes import Upsert, check_rows, conflict_context_values, unique_sets
 
 __all__ = ["AsyncInMemoryRepository", "Snapshot"]
 
@@ -258,14 +259,18 @@ class AsyncInMemoryRepository(AsyncAbstractRepository[ModelT]):
         self._check_entity(entity)
         loaded = sa.inspect(entity).dict
         for field in info.fields.values():
-            make = field.python_default()
-            if field.name not in loaded and make is not None:
+            if field.name in loaded:
+                if field.kind == "datetime" and isinstance(loaded[field.name], dt.datetime):
+                    # as the databases store it (and update() does here): an aware value in a
+                    # naive column in UTC, a naive one in an aware column as UTC; kept as given,
+                    # it met the other kind in a comparison with a raw TypeError
+                    setattr(entity, field.name, field.coerce(loaded[field.name]))
+                continue
+            make, of_row = field.python_default(), context_default(field.column)
+            if make is not None:
                 setattr(entity, field.name, make())
-            elif field.kind == "datetime" and isinstance(loaded.get(field.name), dt.datetime):
-                # as the databases store it (and update() does here): an aware value in a
-                # naive column in UTC, a naive one in an aware column as UTC; kept as given,
-                # it met the other kind in a comparison with a raw TypeError
-                setattr(entity, field.name, field.coerce(loaded[field.name]))
+            elif of_row is not None:  # given the row's values, the defaults before it too
+                setattr(entity, field.name, of_row(_parameters(info, entity, info.fields)))
         pk = info.primary_key
         if len(pk) == 1 and pk[0].kind == "int" and getattr(entity, pk[0].name) is None:
             existing = [k[0] for k in self._rows]
@@ -276,14 +281,30 @@ class AsyncInMemoryRepository(AsyncAbstractRepository[ModelT]):
             raise UniqueViolationError(f"duplicate primary key {key!r} for {info.name}")
         self._rows[key] = entity
 
-    def _apply(self, entity: ModelT, values: Mapping[str, Any]) -> dict[str, Any]:
-        """Set ``values`` and run the ``onupdate`` hooks, as a flush would; returns the values
-        it replaced (all put back if a constraint fails)."""
+    def _apply(
+        self,
+        entity: ModelT,
+        values: Mapping[str, Any],
+        conflict: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Set ``values`` and run the ``onupdate`` hooks, as a flush would (an upsert's DO
+        UPDATE gives those of the statement's context in ``conflict``); returns the values it
+        replaced (all put back if a constraint fails)."""
+        info = self._q.info
         changed = dict(values)
-        for field in self._q.info.fields.values():
-            make = field.python_default(update=True)  # a value or a function, as a flush runs
-            if field.name not in values and make is not None:
+        # a value or a function, as a flush runs; one of the context gets the UPDATE's values
+        for field in info.fields.values():
+            if field.name in values:
+                continue
+            make = field.python_default(update=True)
+            of_row = context_default(field.column, update=True)
+            if make is not None:
                 changed[field.name] = make()
+            elif conflict is not None and field.name in conflict:
+                changed[field.name] = conflict[field.name]
+            elif of_row is not None:
+                keys = [*values, *(f.name for f in info.primary_key)]
+                changed[field.name] = of_row(_parameters(info, entity, keys, values))
         before = {name: getattr(entity, name) for name in changed}
         for name, value in changed.items():
             setattr(entity, name, value)
@@ -318,6 +339,8 @@ class AsyncInMemoryRepository(AsyncAbstractRepository[ModelT]):
                     )
 
     def _upsert_one(self, values: dict[str, Any], upsert: Upsert) -> tuple[ModelT, bool]:
+        # as the databases' statement is built: before any row is met
+        conflict = conflict_context_values(self._q.info, upsert) if upsert.names else {}
         target = {f.name: values[f.name] for f in upsert.index}
         # as ON CONFLICT: a NULL in the conflict target matches no row, so it inserts
         existing = None
@@ -331,8 +354,19 @@ class AsyncInMemoryRepository(AsyncAbstractRepository[ModelT]):
             return entity, True
         if not upsert.names:
             return existing, False
-        self._apply(existing, {n: values[n] for n in upsert.names})
+        self._apply(existing, {n: values[n] for n in upsert.names}, conflict)
         return existing, True
+
+
+def _parameters(
+    info: Any, entity: Any, names: Iterable[str], values: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The values of ``names`` (``values``' own first, then the entity's) by column key: what
+    SQLAlchemy's context gives a context-sensitive default as the statement's parameters."""
+    given = values or {}
+    return {
+        info.fields[n].column.key: given[n] if n in given else getattr(entity, n) for n in names
+    }
 
 
 def _put_back(done: builtins.list[tuple[Any, dict[str, Any]]]) -> None:

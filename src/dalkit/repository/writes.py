@@ -11,6 +11,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.schema import ColumnDefault
 
 from dalkit.errors import ConfigurationError, InvalidQueryError
+from dalkit.query.context_defaults import context_default
 from dalkit.query.fields import CoercionError, FieldInfo, ModelInfo
 from dalkit.query.inputs import coerce_values
 
@@ -20,6 +21,7 @@ __all__ = [
     "check_update",
     "check_upsert",
     "check_values",
+    "conflict_context_values",
     "Upsert",
     "unique_sets",
     "upsert_statement",
@@ -206,7 +208,9 @@ def upsert_statement(
         raise ConfigurationError(f"upsert supports PostgreSQL and SQLite, not {dialect}")
     pk_names = {f.name for f in info.primary_key}
     if orm:
-        statement = insert(info.model).values(rows)
+        # one row as a row, not a list of one: SQLAlchemy's ORM INSERT of a list misnames the
+        # parameters a default of the statement's context reads (KeyError 'table.col_m0')
+        statement = insert(info.model).values(rows[0] if len(rows) == 1 else rows)
     else:
         # Core: a multi-row statement whose rowcount every driver reports
         columns = {name: info.fields[name].column.key for name in rows[0]}
@@ -216,6 +220,7 @@ def upsert_statement(
     if not set_names:
         return statement.on_conflict_do_nothing(index_elements=targets)
     excluded = statement.excluded
+    of_context = conflict_context_values(info, upsert)
     set_: dict[Any, Any] = {
         info.fields[n].column: excluded[info.fields[n].column.key] for n in set_names
     }
@@ -228,8 +233,31 @@ def upsert_statement(
             or not isinstance(onupdate, ColumnDefault)
         ):
             continue
-        if onupdate.is_callable:
+        if field.name in of_context:
+            set_[field.column] = of_context[field.name]
+        elif onupdate.is_callable:
             set_[field.column] = onupdate.arg(None)
         elif onupdate.is_scalar or onupdate.is_clause_element:
             set_[field.column] = onupdate.arg
     return statement.on_conflict_do_update(index_elements=targets, set_=set_)
+
+
+def conflict_context_values(info: ModelInfo, upsert: Upsert) -> dict[str, Any]:
+    """What an upsert's DO UPDATE sets for the fields it leaves out whose onupdate is a function
+    of the statement's context: each called once, with no row's values, since one SET serves
+    every row (ConfigurationError if it reads them).
+
+    Args:
+        info: The model's fields.
+        upsert: The checked upsert.
+
+    Returns:
+        The values by field name.
+    """
+    keys = {f.name for f in info.primary_key}
+    found: dict[str, Any] = {}
+    for field in info.fields.values():
+        of_row = context_default(field.column, update=True)
+        if of_row is not None and field.name not in upsert.names and field.name not in keys:
+            found[field.name] = of_row(None)
+    return found
