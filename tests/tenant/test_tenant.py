@@ -383,6 +383,26 @@ def test_an_object_of_another_tenant_held_by_the_session_is_not_read_again(
             assert theirs.name == "b-shop"
 
 
+def test_an_update_by_primary_key_changes_the_tenants_own_rows_only(
+    database: Database,
+) -> None:
+    # SQLAlchemy sends the rows of update(Model) with a list of parameters without the
+    # statement's options, so the guard refused them even for the tenant's own rows
+    seed(database)
+    with tenant("a"):
+        with UnitOfWork(database) as uow:
+            own = [{"id": 1, "label": "one"}, {"id": 2, "label": "two"}]
+            uow.session.execute(sa.update(Item), own)
+        for theirs in ([{"id": 3, "label": "taken"}], [*own, {"id": 4, "label": "taken"}]):
+            with pytest.raises(TenantMismatchError, match="another tenant"):
+                with UnitOfWork(database) as uow:
+                    uow.session.execute(sa.update(Item), theirs)
+    with every_tenant():
+        with database.session() as session:
+            rows = session.execute(sa.select(Item.id, Item.label).order_by(Item.id))
+            assert rows.all() == [(1, "one"), (2, "two"), (3, "item 3"), (4, "item 4")]
+
+
 def test_stamp_rows_gives_bulk_insert_rows_the_current_tenant() -> None:
     rows = [{"id": 1, "label": "x"}]
     with tenant("a"):

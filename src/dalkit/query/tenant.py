@@ -46,7 +46,7 @@ from dalkit.query.tenant_context import (
     scoping_off,
     tenant,
 )
-from dalkit.query.tenant_guard import CHECKED_OPTION, is_scoped_table
+from dalkit.query.tenant_guard import CHECKED_OPTION, is_scoped_table, tenant_checked
 from dalkit.query.tenant_walk import leaves_bare, scoped_source
 from dalkit.query.tenant_writes import check_keys, check_tenant_rows, scope_change, scope_insert
 
@@ -99,7 +99,7 @@ def stamp_rows(model: type[Any], rows: Sequence[Mapping[str, Any]]) -> Sequence[
 
 
 # -- statements --------------------------------------------------------------------------------
-def _on_execute(state: ORMExecuteState) -> None:
+def _on_execute(state: ORMExecuteState) -> Any:
     statement = state.statement
     if isinstance(statement, sa.TextClause | TextualSelect | CompoundSelect):
         # text, and a UNION of selects, cannot be given the criteria: left unscoped, the
@@ -113,6 +113,11 @@ def _on_execute(state: ORMExecuteState) -> None:
         )
     elif state.is_insert or state.is_update or state.is_delete:
         scoped = _scope_write(state)
+        if scoped and state.is_executemany and not state.is_insert and not scoping_off():
+            # an UPDATE by primary key (update(Model) with a list of rows): its keys were
+            # checked, but SQLAlchemy sends its statements without the checked option
+            with tenant_checked():
+                return state.invoke_statement(execution_options={CHECKED_OPTION: True})
     else:
         scoped = False
     if scoped and not scoping_off():
