@@ -36,6 +36,7 @@ from dalkit.engine.dropped import release_when_dropped
 from dalkit.engine.health import HealthCheckResult
 from dalkit.engine.pgbouncer import pgbouncer_config
 from dalkit.engine.replica_setup import RouteReads, failure_hook, replica_router
+from dalkit.engine.schemas import declare_served
 from dalkit.engine.session import DalkitSession
 from dalkit.observe import install as install_observer
 from dalkit.query.cursor import SECRET_KEY_INFO
@@ -330,6 +331,18 @@ class Database(DatabaseTransactions, DatabaseObserve):
         """
         with self.engine.begin() as connection:
             create_tables(connection, metadatas)
+
+    def serves(self, *metadatas: MetaData) -> None:
+        """Declare that this database holds the tables of ``metadatas``, made by migrations or
+        another process: the raw-SQL guards of the audit and of tenant scoping then take a
+        guarded table of another schema that only shares a name with one of them for another
+        application's, as they do for tables ``create_all`` made. A database that declares
+        nothing keeps every guarded table's name guarded.
+
+        Args:
+            *metadatas: The models' MetaData objects.
+        """
+        declare_served(self.engine, metadatas)
 
     def dispose(self) -> None:
         """Close every pooled connection; the database can still be used afterwards."""

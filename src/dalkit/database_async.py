@@ -38,6 +38,7 @@ from dalkit.engine.dropped import release_when_dropped
 from dalkit.engine.health import HealthCheckResult
 from dalkit.engine.pgbouncer import pgbouncer_config
 from dalkit.engine.replica_setup import RouteReads, failure_hook, replica_router
+from dalkit.engine.schemas import declare_served
 from dalkit.engine.session import DalkitSession
 from dalkit.observe import install as install_observer
 from dalkit.query.cursor import SECRET_KEY_INFO
@@ -332,6 +333,18 @@ class AsyncDatabase(AsyncDatabaseTransactions, AsyncDatabaseObserve):
         """
         async with self.engine.begin() as connection:
             await create_tables_async(connection, metadatas)
+
+    def serves(self, *metadatas: MetaData) -> None:
+        """Declare that this database holds the tables of ``metadatas``, made by migrations or
+        another process: the raw-SQL guards of the audit and of tenant scoping then take a
+        guarded table of another schema that only shares a name with one of them for another
+        application's, as they do for tables ``create_all`` made. A database that declares
+        nothing keeps every guarded table's name guarded.
+
+        Args:
+            *metadatas: The models' MetaData objects.
+        """
+        declare_served(self.engine, metadatas)
 
     async def dispose(self) -> None:
         """Close every pooled connection; the database can still be used afterwards."""

@@ -3,7 +3,9 @@ reading raw SQL (the audit's, tenant scoping's) can tell a table of another appl
 schema that only shares a guarded table's name (another database of the process, another test)
 from the guarded one. It errs towards guarding: a guarded table counts on an engine unless that
 engine is known to have created a table of its name for another schema and none for its own
-(tables made by migrations or another process count, whatever else the engine created)."""
+(tables made by migrations or another process count, whatever else the engine created). A
+database declares the schemas migrations made (`Database.serves`), which counts as creating
+them."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import event
 
-__all__ = ["created_through", "of_engine"]
+__all__ = ["created_through", "declare_served", "of_engine"]
 
 # keyed by the engine's pool, which the engine's option-carrying copies share
 _created: weakref.WeakKeyDictionary[Any, set[sa.MetaData]] = weakref.WeakKeyDictionary()
@@ -38,6 +40,19 @@ def _remember(connection: Any, metadata: sa.MetaData, name: str | None = None) -
         _created.setdefault(pool, set()).add(metadata)
         if name is not None:
             _names.setdefault(pool, set()).add(name.lower())
+
+
+def declare_served(engine: Any, metadatas: Iterable[sa.MetaData]) -> None:
+    """Record that ``engine``'s database holds the tables of ``metadatas`` (made by migrations
+    or another process), as if they had been created through it.
+
+    Args:
+        engine: The engine.
+        metadatas: The schemas.
+    """
+    for metadata in metadatas:
+        _created.setdefault(engine.pool, set()).add(metadata)
+        _names.setdefault(engine.pool, set()).update(t.name.lower() for t in metadata.sorted_tables)
 
 
 def created_through(engine: Any) -> set[sa.MetaData] | None:
