@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import sqlalchemy as sa
 from starlette.applications import Starlette
@@ -190,3 +191,20 @@ def sync_app(db: Database) -> Starlette:
         Route("/hooked", hooked, methods=["POST"]),
     ]
     return Starlette(routes=routes, middleware=[Middleware(DatabaseMiddleware, db=db)])
+
+
+def post_scope(spec_version: str, extensions: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The ASGI scope of a ``POST /`` as a server of ``spec_version`` sends it."""
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": spec_version},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/",
+        "raw_path": b"/",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"host", b"test")],
+        "extensions": extensions or {},
+    }

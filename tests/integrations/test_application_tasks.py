@@ -32,6 +32,7 @@ from dalkit import (
 )
 from dalkit.integrations.asgi import DatabaseMiddleware
 
+from .apps import post_scope
 from .models import Base, Note
 
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -190,19 +191,7 @@ async def test_background_tasks_after_a_file_sent_by_path_get_a_transaction(
     async def send(message: MutableMapping[str, Any]) -> None:
         sent.append(message["type"])
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.4"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/",
-        "raw_path": b"/",
-        "root_path": "",
-        "query_string": b"",
-        "headers": [(b"host", b"test")],
-        "extensions": {"http.response.pathsend": {}},
-    }
+    scope = post_scope("2.4", {"http.response.pathsend": {}})
     await application(async_db, endpoint, inner=False)(scope, receive, send)
     assert sent == ["http.response.start", "http.response.pathsend"]
     assert await values(async_db) == ["pathsend", "pathsend-background"]

@@ -4,7 +4,9 @@ no statement runs on the event loop, and COMMIT ends before the response starts.
 
 from __future__ import annotations
 
+import asyncio
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,10 +14,16 @@ import anyio.to_thread
 import httpx
 import pytest
 import sqlalchemy as sa
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
 
-from dalkit import Database
+from dalkit import Database, current_session
+from dalkit.integrations.asgi import DatabaseMiddleware, before_commit
 
-from .apps import sync_app
+from .apps import post_scope, sync_app
 from .models import Note
 
 
@@ -131,3 +139,39 @@ async def test_before_commit_hooks_run_in_the_committing_thread_and_commit_with_
     assert threading.get_ident() not in statement_threads
     assert [stored(sync_db, v) for v in ("h", "h-hook")] == [1, 1]
     assert [stored(sync_db, v) for v in ("a", "a-never")] == [0, 0]
+
+
+async def test_a_client_gone_while_a_stream_commits_does_not_lose_the_application_task(
+    sync_db: Database,
+) -> None:
+    # Starlette sends a stream's start from a task of its own (ASGI spec < 2.4, as uvicorn
+    # gives), while the application's task waits for the client to go away; it goes during
+    # COMMIT, and the application's task wakes while the committing thread runs
+    def endpoint(request: Request) -> Response:
+        current_session().add(Note(value="streamed-late"))
+        before_commit(request.scope, lambda: time.sleep(0.5))
+        return StreamingResponse(iter([b"body"]))
+
+    app = Starlette(
+        routes=[Route("/", endpoint, methods=["POST"])],
+        middleware=[Middleware(DatabaseMiddleware, db=sync_db)],
+    )
+    received: list[str] = []
+
+    async def receive() -> dict[str, Any]:
+        if not received:
+            received.append("request")
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await asyncio.sleep(0.1)
+        return {"type": "http.disconnect"}
+
+    async def send(message: Any) -> None:
+        received.append(message["type"])
+
+    scope = post_scope("2.3")
+    request = asyncio.create_task(app(scope, receive, send))
+    done, _ = await asyncio.wait({request}, timeout=10)
+    assert request in done  # it was never woken again before
+    assert received[:2] == ["request", "http.response.start"]
+    assert stored(sync_db, "streamed-late") == 1
+    assert sync_db.pool_stats()["checked_out"] == 0

@@ -16,11 +16,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from dalkit import AsyncDatabase, Database, audit
+from dalkit.integrations._holders import SERVING, RequestHolder, TaskHolder
 from dalkit.integrations.errors import RequestCommitError, ResponseStartedError
 from dalkit.integrations.problems import commit_problem, problem_headers
 from dalkit.integrations.replica_tokens import ReplicaTokens
 from dalkit.transaction import ended
-from dalkit.transaction.scope import current_scope
+from dalkit.transaction.scope import current_scope, enter_scope, exit_scope
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -30,6 +31,7 @@ BeforeCommit = Callable[[], object]
 """A hook run just before the request's transaction commits (see ``before_commit``)."""
 
 T = TypeVar("T")
+_CURRENT: contextvars.ContextVar[Any] = getattr(current_scope, "__self__")  # noqa: B009
 log = logging.getLogger("dalkit.web")
 
 
@@ -56,64 +58,6 @@ STATE_KEY = "dalkit_db"
 """The key under ``scope["state"]`` (``request.state.dalkit_db``) naming the request's database."""
 HOOKS_KEY = "dalkit_before_commit"
 
-# the request whose code runs in this context: a worker thread running a sync endpoint or
-# dependency of the request gets a copy of the request's context, and so this value
-_serving: contextvars.ContextVar[_RequestHolder | None] = contextvars.ContextVar(
-    "dalkit_web_request", default=None
-)
-
-
-class _RequestHolder:
-    """The holder of a sync Database's request transaction: the request's own code, in
-    whichever thread it runs (any context copied from the request's). Starlette and FastAPI
-    hand a sync endpoint or dependency to one worker thread at a time and wait for it, so the
-    session passes between threads but is never used by two at once. A ``threading.Thread``
-    starts with a context of its own, so it sees no request transaction at all; work handed to
-    ``asyncio.to_thread`` copies the request's context and may join, like an endpoint's
-    thread, so it must be awaited before the request's code uses the session again. ``db`` and
-    ``state`` (the ASGI scope's) name the request."""
-
-    __slots__ = ("db", "state")
-
-    def __init__(self, db: Database | AsyncDatabase, state: object) -> None:
-        self.db = db
-        self.state = state
-
-    def __eq__(self, other: object) -> bool:  # != follows, inverted
-        return other is self or _serving.get() is self
-
-    __hash__ = object.__hash__
-
-
-class _TaskHolder:
-    """The holder of an AsyncDatabase's request transaction: the first task of the request
-    that joins it (an inner ``BaseHTTPMiddleware`` runs the endpoint in a task of its own, not
-    the one that opened the transaction), and that task alone, so that tasks the request's
-    code runs side by side never share its session."""
-
-    __slots__ = ("request", "task")
-
-    def __init__(self, request: _RequestHolder) -> None:
-        self.request = request
-        self.task: object = None
-
-    def __eq__(self, other: object) -> bool:
-        if other is self or (self.task is not None and other is self.task):
-            return True
-        if self.task is None and _serving.get() is self.request:
-            self.task = other  # the joining task compares itself with its holder
-            return True
-        return False
-
-    __hash__ = object.__hash__
-
-
-def serving(db: Database | AsyncDatabase, scope: Scope) -> bool:
-    """Whether this request runs under a DatabaseMiddleware of ``db`` already (a mounted
-    sub-application with a middleware of its own): its transaction is the request's."""
-    holder = _serving.get()
-    return holder is not None and holder.db is db and holder.state is scope.get("state")
-
 
 class Rollback(Exception):
     """Thrown into the transaction to roll it back without an error of the application's."""
@@ -129,6 +73,8 @@ class Transaction:
         self.middleware = request.middleware
         self.context = request.context
         self.session: Session | AsyncSession | None = None
+        self._private = self.context  # a sync Database's transaction runs in a copy of it
+        self._shown: contextvars.Token[Any] | None = None
         self._manager: Any = self.middleware.db.transaction(read_only=request.read_only)
 
     async def enter(self) -> None:
@@ -137,11 +83,16 @@ class Transaction:
         if isinstance(self.middleware.db, AsyncDatabase):
             self.session = await self._manager.__aenter__()
         else:
-            self.session = self._manager.__enter__()
+            # opened in a copy of the request's context that only the committing thread enters
+            # later: the application's task may wake meanwhile (a body sent from another task
+            # and the client gone), and one context cannot be entered twice at once
+            self._private = contextvars.copy_context()
+            self.session = self._private.run(self._manager.__enter__)
+            self._shown = enter_scope(self._private.run(current_scope))
         scope = current_scope()
         if scope is not None and scope.session is self.session:
             holder = self.request.holder
-            scope.holder = holder if isinstance(self.session, Session) else _TaskHolder(holder)
+            scope.holder = holder if isinstance(self.session, Session) else TaskHolder(holder)
 
     async def exit(
         self,
@@ -161,8 +112,11 @@ class Transaction:
             else:
                 # COMMIT blocks, so hooks and COMMIT run in a thread, inside the request's
                 # context, while the thread that ran the endpoint has handed the session back
+                for var, value in self.context.items():  # what the request set since
+                    if var is not _CURRENT:
+                        self._private.run(var.set, value)
                 work = anyio.to_thread.run_sync(
-                    self.context.run,
+                    self._private.run,
                     self._end_sync,
                     error,
                     hooks,
@@ -170,6 +124,12 @@ class Transaction:
                 )
                 return await _finish(asyncio.create_task(work))
         finally:
+            if self._shown is not None:
+                shown, self._shown = self._shown, None
+                if asyncio.current_task() is self.request.app_task:
+                    exit_scope(shown)  # running in the request's context
+                else:
+                    self.context.run(exit_scope, shown)
             if close and self.session is not None:
                 _refuse_further_use(self.session)
 
@@ -215,8 +175,8 @@ class Request:
         self.receive = receive
         self._send = send
         self.context = contextvars.copy_context()
-        self.holder = _RequestHolder(middleware.db, scope.setdefault("state", {}))
-        self.context.run(_serving.set, self.holder)
+        self.holder = RequestHolder(middleware.db, scope.setdefault("state", {}))
+        self.context.run(SERVING.set, self.holder)
         self.read_only = scope.get("method", "") in middleware.read_only_methods
         self.transaction: Transaction | None = None
         self.app_task: asyncio.Task[None] | None = None

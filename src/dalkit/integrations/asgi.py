@@ -15,6 +15,7 @@ from dalkit import (
     NoActiveTransactionError,
 )
 from dalkit.audit import ACTOR_TEXT_MAX
+from dalkit.integrations._holders import serving
 from dalkit.integrations._request import (
     HOOKS_KEY,
     STATE_KEY,
@@ -24,7 +25,6 @@ from dalkit.integrations._request import (
     Scope,
     Send,
     install_refusal,
-    serving,
 )
 from dalkit.integrations.replica_tokens import ReplicaTokens, TokenCarrier
 
