@@ -175,3 +175,27 @@ async def test_a_mounted_app_with_its_own_middleware_runs_in_the_request_transac
     with db.transaction() as session:
         assert list(session.scalars(sa.select(Note.value))) == ["in"]
     assert db.pool_stats()["checked_out"] == 0
+
+
+async def test_a_rollback_for_that_raises_rolls_back_and_returns_the_connection(
+    async_db: AsyncDatabase,
+) -> None:
+    await async_db.create_all(Base.metadata)
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        current_async_session().add(Note(value="undecided"))
+        await current_async_session().flush()
+        await send({"type": "http.response.start", "status": 201, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    def refuses(status: int) -> bool:
+        raise LookupError(f"no rule for {status}")
+
+    middleware = DatabaseMiddleware(app, async_db, rollback_for=refuses)
+    transport = httpx.ASGITransport(app=middleware)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        with pytest.raises(LookupError, match="no rule for 201"):
+            await client.post("/")
+    async with async_db.transaction() as session:
+        assert await session.scalar(sa.select(sa.func.count()).select_from(Note)) == 0
+    assert async_db.pool_stats()["checked_out"] == 0

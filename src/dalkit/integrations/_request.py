@@ -246,7 +246,12 @@ class Request:
             await self._send(message)
             return
         status = int(message["status"])
-        if self.middleware.rollback_for(status):
+        try:
+            rollback = self.middleware.rollback_for(status)
+        except BaseException as error:  # the application's function: its error, rolled back
+            await transaction.exit(error)
+            raise
+        if rollback:
             await transaction.exit(Rollback(f"the response status is {status}"))
         else:
             try:
