@@ -127,9 +127,9 @@ class Transaction:
             if self._shown is not None:
                 shown, self._shown = self._shown, None
                 if asyncio.current_task() is self.request.app_task:
-                    exit_scope(shown)  # running in the request's context
+                    _adopt(self._private, shown)  # running in the request's context
                 else:
-                    self.context.run(exit_scope, shown)
+                    self.context.run(_adopt, self._private, shown)
             if close and self.session is not None:
                 _refuse_further_use(self.session)
 
@@ -308,6 +308,15 @@ class Request:
             await transaction.exit(error, close=False)
         except Exception:
             log.exception("the transaction of the background tasks failed to commit")
+
+
+def _adopt(private: contextvars.Context, shown: contextvars.Token[Any]) -> None:
+    """In the request's context: what the committing thread set (a replica position), and the
+    transaction no longer shown."""
+    for var, value in private.items():
+        if var is not _CURRENT:
+            var.set(value)
+    exit_scope(shown)
 
 
 def _exc_info(error: BaseException | None) -> tuple[Any, Any, Any]:
