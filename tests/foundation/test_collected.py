@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import gc
 import os
+import threading
 import uuid
 import weakref
 from pathlib import Path
@@ -184,4 +185,22 @@ def test_a_database_dropped_after_its_loop_closed_leaves_no_psycopg_connection(
     del db
     _collect()  # a connection left open would warn here (an error in tests)
     assert ref() is None
+    assert _backends(postgres_database_url, name) == 0
+
+
+@pytest.mark.postgres
+def test_a_dropped_database_stops_its_replica_monitor(postgres_database_url: str) -> None:
+    name = f"gc-{uuid.uuid4().hex[:12]}"
+    url = make_url(postgres_database_url).set(drivername="postgresql+psycopg")
+    # the primary stands in for its replica: the monitor probes it all the same
+    db = Database(url, application_name=name, replicas=[url], replica_monitor_interval_s=0.05)
+    with db.transaction(read_only=True) as session:  # starts the monitor
+        session.execute(sa.text("SELECT 1"))
+    monitors = [t for t in threading.enumerate() if t.name == "dalkit-replica-monitor"]
+    assert monitors
+    del db, session
+    _collect()
+    for monitor in monitors:
+        monitor.join(timeout=10)
+        assert not monitor.is_alive()
     assert _backends(postgres_database_url, name) == 0

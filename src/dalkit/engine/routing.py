@@ -281,10 +281,13 @@ class ReplicaRouter(_Router[Engine]):
         self._closed = False
 
     def release(self) -> None:
-        """Stop the monitor without waiting for it and close the replicas' pools: for a
-        database that is gone (its finalizer may run on the monitor's own thread)."""
+        """Stop the monitor and close the replicas' pools, for a database that is gone: its
+        finalizer may run on the monitor's own thread, which is then not waited for."""
         self._closed = True
         self._stop.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=10)  # its check returns its connections first
         for replica in self.replicas.replicas:
             replica.engine.dispose()
 
