@@ -95,7 +95,7 @@ def test_an_orm_write_through_a_cache_keeps_no_engine_alive(tmp_path: Path) -> N
     db.create_all(_Base.metadata)
     with db.session() as session:
         session.add(_Item(name="kept"))
-    refs = [weakref.ref(db), weakref.ref(db.engine)]
+    refs: list[weakref.ref[Any]] = [weakref.ref(db), weakref.ref(db.engine)]
     del db, session
     _collect()
     assert [ref() for ref in refs] == [None, None]
