@@ -1,6 +1,7 @@
 """dalkit's SQLite engines refuse a float NaN, which SQLite would store as NULL, on every write
 path, with a typed error; its PostgreSQL engines take a naive datetime for a timestamptz column as
-UTC under either driver, whatever the server's TimeZone."""
+UTC, and store an aware one for a timestamp column in UTC, on every write path under either
+driver, whatever the server's TimeZone."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import datetime as dt
 import math
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -40,6 +42,7 @@ class Stamp(Base):
     __tablename__ = "zoned_stamps"
     id: Mapped[int] = mapped_column(primary_key=True)
     at: Mapped[dt.datetime | None] = mapped_column(sa.DateTime(timezone=True))
+    wall: Mapped[dt.datetime | None] = mapped_column(sa.DateTime)
 
 
 class Samples(Repository[Sample]):
@@ -87,13 +90,19 @@ def test_infinities_are_still_stored(db: Database) -> None:
     ]
 
 
-def test_a_naive_datetime_in_a_zoned_column_is_utc_under_both_drivers(
-    postgres_url: str, postgres_database_url: str
-) -> None:
+def _in_kolkata(postgres_url: str, postgres_database_url: str) -> sa.URL:
+    """The test database's URL, its server TimeZone set to Asia/Kolkata (+05:30)."""
     url = make_url(postgres_database_url)
     admin = make_url(postgres_url).render_as_string(hide_password=False)
     with psycopg.connect(admin, autocommit=True) as connection:
         connection.execute(f"ALTER DATABASE \"{url.database}\" SET timezone TO 'Asia/Kolkata'")
+    return url
+
+
+def test_a_naive_datetime_in_a_zoned_column_is_utc_under_both_drivers(
+    postgres_url: str, postgres_database_url: str
+) -> None:
+    url = _in_kolkata(postgres_url, postgres_database_url)
     noon = dt.datetime(2024, 1, 1, 12)
     db = Database(url.set(drivername="postgresql+psycopg"))
     try:
@@ -116,3 +125,63 @@ async def _add_async(url: sa.URL, at: dt.datetime) -> None:
             await AsyncStamps(session).add(Stamp(id=3, at=at))
     finally:
         await db.dispose()
+
+
+NOON = dt.datetime(2024, 1, 1, 12)  # in the timestamptz column: 12:00 UTC
+AWARE = dt.datetime(2024, 1, 1, 12, tzinfo=dt.timezone(dt.timedelta(hours=5)))  # 07:00 UTC
+VALUES = {"at": NOON, "wall": AWARE}
+
+
+def _writes(stamps: Stamps, session: sa.orm.Session) -> None:
+    """One row per write path, ids 1-8 (each driver's rows are offset by its own base)."""
+    stamps.add(Stamp(id=1, **VALUES))
+    stamps.add_many([Stamp(id=2, **VALUES)])
+    stamps.update(stamps.add(Stamp(id=3)), **VALUES)
+    stamps.upsert({"id": 4, **VALUES}, on=["id"])
+    stamps.bulk_insert([{"id": 5, **VALUES}, {"id": 6, "at": None, "wall": None}])
+    stamps.bulk_update([{"id": 6, **VALUES}])
+    session.execute(sa.insert(Stamp).values(id=7, **VALUES))
+    session.execute(sa.insert(Stamp).values(id=8))
+    session.execute(sa.update(Stamp).where(Stamp.id == 8).values(**VALUES))
+
+
+async def _writes_async(stamps: AsyncStamps, session: Any) -> None:
+    await stamps.add(Stamp(id=11, **VALUES))
+    await stamps.add_many([Stamp(id=12, **VALUES)])
+    await stamps.update(await stamps.add(Stamp(id=13)), **VALUES)
+    await stamps.upsert({"id": 14, **VALUES}, on=["id"])
+    await stamps.bulk_insert([{"id": 15, **VALUES}, {"id": 16, "at": None, "wall": None}])
+    await stamps.bulk_update([{"id": 16, **VALUES}])
+    await session.execute(sa.insert(Stamp).values(id=17, **VALUES))
+    await session.execute(sa.insert(Stamp).values(id=18))
+    await session.execute(sa.update(Stamp).where(Stamp.id == 18).values(**VALUES))
+
+
+async def _write_async(url: sa.URL) -> None:
+    db = AsyncDatabase(url)
+    try:
+        async with db.transaction() as session:
+            await _writes_async(AsyncStamps(session), session)
+    finally:
+        await db.dispose()
+
+
+@pytest.mark.parametrize("driver", ["psycopg", "asyncpg", "psycopg_async"])
+def test_every_write_path_stores_one_value_across_zones(
+    postgres_url: str, postgres_database_url: str, driver: str
+) -> None:
+    # psycopg's add() had the server convert in its TimeZone (the aware 12:00+05 stored as
+    # 12:30 in the timestamp column), asyncpg refused it, and every COPY refused both values
+    url = _in_kolkata(postgres_url, postgres_database_url)
+    db = Database(url.set(drivername="postgresql+psycopg"))
+    try:
+        db.create_all(Base.metadata)
+        if driver == "psycopg":
+            with db.transaction() as session:
+                _writes(Stamps(session), session)
+        else:
+            asyncio.run(_write_async(url.set(drivername=f"postgresql+{driver.split('_')[0]}")))
+        stored = db.sql("SELECT at AT TIME ZONE 'UTC' AS at, wall FROM zoned_stamps ORDER BY id")
+    finally:
+        db.dispose()
+    assert stored == [{"at": NOON, "wall": dt.datetime(2024, 1, 1, 7)}] * 8

@@ -10,10 +10,12 @@ aware, as PostgreSQL's ``timestamptz`` does; the text sorts in time order, and d
 which take naive values in an aware column as UTC, compare like with like. An aware value in a
 column without a time zone is stored in UTC too, as ``update()`` and ``upsert()`` store it.
 
-PostgreSQL ``DateTime(timezone=True)``: a naive value is taken as UTC, as dalkit's filters,
-``update()``, asyncpg and the in-memory repository take it. psycopg sent it as a ``timestamp``,
-which the server read in the session's ``TimeZone``: on a server not set to UTC, ``add()``
-stored another instant than ``update()`` and than the same ``add()`` under asyncpg.
+PostgreSQL: a naive value in a ``DateTime(timezone=True)`` column is taken as UTC, and an aware
+value in a ``DateTime()`` column is stored converted to UTC, as dalkit's filters, ``update()``,
+SQLite and the in-memory repository do. psycopg sent the one as a ``timestamp`` and the other as
+a ``timestamptz``, which the server converted in the session's ``TimeZone`` (on a server not
+set to UTC, ``add()`` stored other values than ``update()``), and asyncpg refused an aware
+value for a ``timestamp``. The bulk loads' COPY gets the same values (see ``zoned_as_column``).
 
 SQLite ``Float``: SQLite stores a NaN as NULL, so a NaN written by ``add()``, ``update()``,
 ``upsert()`` or ``bulk_insert()`` became NULL silently (PostgreSQL and the in-memory repository
@@ -30,7 +32,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Dialect, Engine
 
-__all__ = ["install"]
+__all__ = ["install", "zoned_as_column"]
 
 
 class _UTCDateTime(sqlite.DATETIME):
@@ -78,24 +80,41 @@ class _NaNRefusingFloat(sa.Float):  # type: ignore[type-arg]
         return refuse_nan
 
 
-@functools.cache
-def _naive_as_utc(base: type[sa.DateTime]) -> type[sa.DateTime]:
-    """``base`` (the PostgreSQL driver's DateTime) taking naive values of a zoned column as UTC."""
+def zoned_as_column(value: Any, timezone: bool) -> Any:
+    """``value`` as a column with (``timezone``) or without a time zone stores it: a naive
+    datetime made UTC-aware, an aware one made naive in UTC; anything else unchanged.
 
-    class NaiveAsUTC(base):  # type: ignore[valid-type,misc]
+    Args:
+        value: The value written.
+        timezone: Whether the column is a ``timestamptz``.
+
+    Returns:
+        The value the driver gets.
+    """
+    if isinstance(value, dt.datetime) and (value.tzinfo is None) == timezone:
+        if timezone:
+            return value.replace(tzinfo=dt.UTC)
+        if value.utcoffset() is not None:
+            return value.astimezone(dt.UTC).replace(tzinfo=None)
+    return value
+
+
+@functools.cache
+def _zoned_in_utc(base: type[sa.DateTime]) -> type[sa.DateTime]:
+    """``base`` (the PostgreSQL driver's DateTime) writing values across zones in UTC."""
+
+    class ZonedInUTC(base):  # type: ignore[valid-type,misc]
         def bind_processor(self, dialect: Dialect) -> Any:
             process = super().bind_processor(dialect)
-            if not self.timezone:
-                return process
+            timezone = bool(self.timezone)
 
-            def as_utc(value: Any) -> Any:
-                if isinstance(value, dt.datetime) and value.tzinfo is None:
-                    value = value.replace(tzinfo=dt.UTC)
+            def in_utc(value: Any) -> Any:
+                value = zoned_as_column(value, timezone)
                 return value if process is None else process(value)
 
-            return as_utc
+            return in_utc
 
-    return NaiveAsUTC
+    return ZonedInUTC
 
 
 def install(engine: Engine) -> None:
@@ -112,7 +131,7 @@ def install(engine: Engine) -> None:
         changed = {sa.DateTime: _UTCDateTime, sa.Float: _NaNRefusingFloat}
     elif dialect.name == "postgresql":
         base: Any = dialect.colspecs.get(sa.DateTime, sa.DateTime)
-        changed = {sa.DateTime: _naive_as_utc(base)}
+        changed = {sa.DateTime: _zoned_in_utc(base)}
     else:
         return
     dialect.colspecs = {**dialect.colspecs, **changed}

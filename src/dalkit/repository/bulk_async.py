@@ -36,7 +36,7 @@ from dalkit.repository.copy import (
     row_error,
 )
 from dalkit.repository.copy_driver import copy_rows_async
-from dalkit.repository.numerics import converting_float_numerics
+from dalkit.repository.numerics import converting_float_numerics, zoning_datetimes
 from dalkit.repository.streamed import StreamedTuples
 
 
@@ -56,7 +56,7 @@ class AsyncBulkOperations(AsyncAbstractRepository[ModelT]):
         originals = stamp_rows(self._q.info.model, originals)
         originals = await self._numbered(originals)
         audit = bulk_insert_audit(self._q.info.model, originals[0])
-        plan = plan_bulk(self._q.info, originals[0], self._dialect)
+        plan = self._bulk_plan(originals)
         tuples: Sequence[tuple[Any, ...]]
         if self._dialect.driver == "psycopg":  # built while COPY reads them: see streamed.py
             plan = converting_float_numerics(plan, originals)
@@ -79,7 +79,7 @@ class AsyncBulkOperations(AsyncAbstractRepository[ModelT]):
         )
 
     async def _bulk_update(self, originals: Sequence[Any], chunk_size: int, progress: bool) -> int:
-        plan = plan_bulk(self._q.info, originals[0], self._dialect, update=True)
+        plan = self._bulk_plan(originals, update=True)
         if self._dialect.driver == "psycopg":
             plan = converting_float_numerics(plan, originals)
         originals, tuples = plan.tuples(originals, check_ranges=self._checks_ranges())
@@ -149,6 +149,12 @@ class AsyncBulkOperations(AsyncAbstractRepository[ModelT]):
                 check_row_shape(index, row, builtins.list(first))  # names more than row 0
             numbered.append({**row, **dict(zip(names, values, strict=True))})
         return numbered
+
+    def _bulk_plan(self, originals: Sequence[Any], *, update: bool = False) -> BulkPlan:
+        plan = plan_bulk(self._q.info, originals[0], self._dialect, update=update)
+        # PostgreSQL: a datetime of the other zone kind than its column is converted (see
+        # engine/column_types.py) only where a row has one
+        return zoning_datetimes(plan, originals) if self._dialect.name == "postgresql" else plan
 
     def _checks_ranges(self) -> bool:
         # asyncpg refuses an integer its column cannot hold (psycopg's binary COPY wraps it):

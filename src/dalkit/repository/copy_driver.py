@@ -8,8 +8,7 @@ The repositories own the transaction handling around these (see `dalkit.reposito
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -25,8 +24,6 @@ if TYPE_CHECKING:  # greenlet, which SQLAlchemy's asyncio needs, is an extra
     from sqlalchemy.ext.asyncio import AsyncConnection
 
 __all__ = ["copy_rows", "copy_rows_async", "translate_driver_error"]
-
-_TIMESTAMP = 1114  # the OID of timestamp without time zone
 
 
 def translate_driver_error(exc: Exception) -> Exception:
@@ -65,33 +62,6 @@ def _binary_dumpers_exist(driver: Any, oids: Sequence[int]) -> bool:
     except Exception:
         return False
     return True
-
-
-def _text_rows(
-    plan: BulkPlan, rows: Iterable[tuple[Any, ...]], oids: Sequence[int]
-) -> Iterable[tuple[Any, ...]]:
-    """``rows`` for a text COPY, refusing (TypeError, which the bisection names the row of) an
-    aware datetime for a ``timestamp without time zone`` column: the server would parse
-    ``12:00+05`` as 12:00, dropping the offset, where add() converts it and binary COPY refuses
-    it. Refused as binary COPY does, so one load means the same whichever COPY it takes; the
-    check costs ~9 ms per 100k rows and timestamp column, on this fallback path only."""
-    at = [i for i, oid in enumerate(oids) if oid == _TIMESTAMP]
-    if not at:
-        return rows
-    names = plan.column_names
-
-    def checked() -> Iterator[tuple[Any, ...]]:
-        for row in rows:
-            for i in at:
-                value = row[i]
-                if isinstance(value, dt.datetime) and value.utcoffset() is not None:
-                    raise TypeError(
-                        f"{names[i]} = {value.isoformat()} has a UTC offset, which its "
-                        f"timestamp without time zone column would drop: give it naive"
-                    )
-            yield row
-
-    return checked()
 
 
 def _psycopg_table(table: sa.Table) -> Any:
@@ -134,7 +104,7 @@ def copy_rows(
         ):
             if binary:
                 copy.set_types(oids)
-            for row in rows if binary else _text_rows(plan, rows, oids):
+            for row in rows:
                 copy.write_row(row)
             if check is not None:  # while the server still works through the last rows
                 check()
@@ -168,7 +138,7 @@ async def copy_rows_async(
             async with driver.cursor() as cursor, cursor.copy(statement) as copy:
                 if binary:
                     copy.set_types(oids)
-                for row in rows if binary else _text_rows(plan, rows, oids):
+                for row in rows:
                     await copy.write_row(row)
                 if check is not None:
                     check()
