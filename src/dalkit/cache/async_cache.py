@@ -21,7 +21,7 @@ from dalkit.cache.reads import declared_names
 from dalkit.cache.results import freeze, pickled, shaped, thaw
 from dalkit.cache.tables import ALL, count_tables, is_call
 from dalkit.cache.versions import entry_tables, replayed_by
-from dalkit.engine.autoroute import PRIMARY_POSITION, commit_position, route_miss
+from dalkit.engine.autoroute import PRIMARY_POSITION, PROBE, commit_position, route_miss
 from dalkit.engine.replicas import parse_lsn
 
 P = ParamSpec("P")
@@ -327,7 +327,7 @@ class AsyncQueryCache(CacheCore):
             return known
         try:
             async with self.database.engine.connect() as connection:
-                found = await connection.exec_driver_sql(PRIMARY_POSITION)
+                found = await connection.exec_driver_sql(PRIMARY_POSITION, execution_options=PROBE)
                 return parse_lsn(found.scalar_one())
         except Exception as error:
             log.warning("no WAL position for the cache's tokens (%s)", type(error).__name__)

@@ -43,6 +43,7 @@ from dalkit.transaction.deferred import DEFERRED_BEGIN_OPTION
 __all__ = [
     "COMMIT_POSITION",
     "PRIMARY_POSITION",
+    "PROBE",
     "REPLICA_OPTION",
     "ReadRouter",
     "RoutingSession",
@@ -59,6 +60,9 @@ REPLICA_OPTION = "dalkit_replica"
 #: The primary's WAL position: past every commit that has returned (the insert position, since
 #: the commit record may still sit in the WAL buffers with ``synchronous_commit=off``).
 PRIMARY_POSITION = "SELECT pg_current_wal_insert_lsn()::text"
+#: Execution options of dalkit's own probes (the replica monitor's, the WAL positions read
+#: after writes): ``dalkit.testing.count_queries`` does not count them.
+PROBE = {"dalkit_probe": True}
 #: ``scope.state`` key: the primary's position the router read after the scope's commit
 COMMIT_POSITION = "dalkit.replicas.commit_position"
 _ROUTER = "dalkit.replicas.router"  # session.info: the router (put there by the factory)

@@ -46,6 +46,7 @@ def _sync(engine: Engine | AsyncEngine) -> Engine:
 E = TypeVar("E", Engine, "AsyncEngine")
 # the insert position: with synchronous_commit=off a commit may still be past the write one
 _PRIMARY_LSN = autoroute.PRIMARY_POSITION
+_PROBE = autoroute.PROBE
 # a promoted replica is no longer in recovery: its own position is what it has
 _REPLAY_LSN = (
     "SELECT (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() "
@@ -233,7 +234,7 @@ class ReplicaRouter(_Router[Engine]):
 
     def _after_write(self, scope: TransactionScope) -> None:
         with self.primary.connect() as connection:
-            lsn = connection.exec_driver_sql(_PRIMARY_LSN).scalar_one()
+            lsn = connection.exec_driver_sql(_PRIMARY_LSN, execution_options=_PROBE).scalar_one()
         self._wrote(scope, lsn)
 
     def _ensure_monitor(self) -> None:
@@ -256,13 +257,17 @@ class ReplicaRouter(_Router[Engine]):
         """One round of the monitor: the primary's position, then each replica's."""
         with contextlib.suppress(Exception):
             with self.primary.connect() as connection:
-                lsn = connection.exec_driver_sql(_PRIMARY_LSN).scalar_one()
+                lsn = connection.exec_driver_sql(
+                    _PRIMARY_LSN, execution_options=_PROBE
+                ).scalar_one()
             self.replicas.primary_at(time.monotonic(), parse_lsn(lsn))
         for replica in self.replicas.replicas:
             try:
                 with replica.engine.connect() as connection:
                     connection.execution_options(isolation_level="AUTOCOMMIT")
-                    replay = connection.exec_driver_sql(_REPLAY_LSN).scalar_one()
+                    replay = connection.exec_driver_sql(
+                        _REPLAY_LSN, execution_options=_PROBE
+                    ).scalar_one()
             except Exception as error:
                 self.replicas.failed(replica, _short(error))
                 continue
@@ -308,7 +313,9 @@ class AsyncReplicaRouter(_Router["AsyncEngine"]):
 
     async def _record_position(self, scope: TransactionScope) -> None:
         async with self.primary.connect() as connection:
-            lsn = (await connection.exec_driver_sql(_PRIMARY_LSN)).scalar_one()
+            lsn = (
+                await connection.exec_driver_sql(_PRIMARY_LSN, execution_options=_PROBE)
+            ).scalar_one()
         self._wrote(scope, lsn)
 
     def _ensure_monitor(self) -> None:
@@ -364,7 +371,9 @@ async def _scalar(engine: AsyncEngine, statement: str, autocommit: bool) -> str:
     async with engine.connect() as connection:
         if autocommit:
             await connection.execution_options(isolation_level="AUTOCOMMIT")
-        value: str = (await connection.exec_driver_sql(statement)).scalar_one()
+        value: str = (
+            await connection.exec_driver_sql(statement, execution_options=_PROBE)
+        ).scalar_one()
         return value
 
 

@@ -2,7 +2,9 @@
 
 The statements SQLAlchemy sends are heard through its ``before_cursor_execute`` event; the ones
 dalkit sends on the driver's own connection (the repositories' COPY on PostgreSQL), which
-SQLAlchemy never sees, through the dialect's timers (`dalkit.engine.statement_hooks`).
+SQLAlchemy never sees, through the dialect's timers (`dalkit.engine.statement_hooks`). A
+database's replicas are engines of their own, heard too; dalkit's own probes (the replica
+monitor's, the WAL positions read after writes: `dalkit.engine.autoroute.PROBE`) are not counted.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
+from dalkit.engine.autoroute import PROBE
 from dalkit.engine.statement_hooks import DriverCall, hooks_for
 
 if TYPE_CHECKING:
@@ -76,7 +79,8 @@ class QueryCounter:
 
 @contextmanager
 def count_queries(target: QueryTarget) -> Iterator[QueryCounter]:
-    """Count the statements ``target`` executes inside the block, on any of its connections.
+    """Count the statements ``target`` executes inside the block, on any of its connections
+    (a database's replicas' too), but for dalkit's own replica monitor and position probes.
 
     Args:
         target: An engine, an async engine, or anything with an ``engine`` (a database).
@@ -94,13 +98,15 @@ def count_queries(target: QueryTarget) -> Iterator[QueryCounter]:
         print(counter.count, counter.statements)
         ```
     """
-    engine = _sync_engine(target)
+    engines = [_sync_engine(target), *_replica_engines(target)]
     counter = QueryCounter()
 
     def on_execute(
         conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool
     ) -> None:
-        counter.record(statement)
+        options = getattr(context, "execution_options", None) or {}
+        if not all(options.get(key) == value for key, value in PROBE.items()):
+            counter.record(statement)
 
     def on_driver_call(
         cursor: Any, statement: str, parameters: Any, context: Any, many: bool, seconds: float
@@ -110,14 +116,15 @@ def count_queries(target: QueryTarget) -> Iterator[QueryCounter]:
             counter.record(statement)
 
     # each engine has a dialect of its own: its timers hear only this engine's statements
-    hooks = hooks_for(engine.dialect)
-    event.listen(engine, "before_cursor_execute", on_execute)
-    hooks.add_timer(on_driver_call)
+    for engine in engines:
+        event.listen(engine, "before_cursor_execute", on_execute)
+        hooks_for(engine.dialect).add_timer(on_driver_call)
     try:
         yield counter
     finally:
-        hooks.remove_timer(on_driver_call)
-        event.remove(engine, "before_cursor_execute", on_execute)
+        for engine in engines:
+            hooks_for(engine.dialect).remove_timer(on_driver_call)
+            event.remove(engine, "before_cursor_execute", on_execute)
 
 
 @contextmanager
@@ -157,3 +164,10 @@ def _sync_engine(target: object) -> Engine:
     raise TypeError(
         f"expected an Engine, AsyncEngine or an object with .engine, got {type(target).__name__}"
     )
+
+
+def _replica_engines(target: object) -> list[Engine]:
+    # a Database's (or AsyncDatabase's) replica router, when it has replicas
+    router = getattr(target, "_replicas", None)
+    replicas = getattr(getattr(router, "replicas", None), "replicas", ())
+    return [_sync_engine(replica.engine) for replica in replicas]
