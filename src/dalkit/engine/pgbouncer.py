@@ -4,12 +4,17 @@ failover: the engine settings each needs and the session features each must refu
 
 from __future__ import annotations
 
+import asyncio
+import inspect
+import re
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy.engine import URL
 
-from dalkit.config import DatabaseConfig, split_hosts
+from dalkit.config import DatabaseConfig, InitHook, split_hosts
 from dalkit.errors import ConfigurationError, DalkitError
 
 __all__ = [
@@ -18,6 +23,13 @@ __all__ = [
     "pgbouncer_config",
     "split_multi_host",
 ]
+
+
+# SET, SET SESSION and RESET keep their effect after the transaction; SET LOCAL and SET
+# TRANSACTION do not. Anywhere in the text: "SELECT 1; SET search_path TO app" sets it too
+_SESSION_STATE = re.compile(
+    r"(?:^|;)\s*((?:SET(?!\s+(?:LOCAL|TRANSACTION)\b)|RESET)\s+[\w.\"]+)", re.IGNORECASE
+)
 
 
 class PgBouncerError(DalkitError):
@@ -34,7 +46,8 @@ def pgbouncer_config(config: DatabaseConfig) -> DatabaseConfig:
 
     No server-side prepared statements (psycopg ``prepare_threshold=None``; asyncpg
     ``statement_cache_size=0``, unique statement names and SQLAlchemy's
-    ``prepared_statement_cache_size=0``) and no session settings at connect.
+    ``prepared_statement_cache_size=0``) and no session settings at connect: an ``init`` hook
+    that runs ``SET``/``RESET`` fails its connection with `PgBouncerError`.
 
     Args:
         config: The database's configuration.
@@ -69,7 +82,86 @@ def pgbouncer_config(config: DatabaseConfig) -> DatabaseConfig:
         url = url.update_query_dict({"prepared_statement_cache_size": "0"})
     else:
         extra.setdefault("prepare_threshold", None)
-    return DatabaseConfig.coerce(config, url=url, connect_args=extra)
+    init = None if config.init is None else _checked_init(config.init)
+    return DatabaseConfig.coerce(config, url=url, connect_args=extra, init=init)
+
+
+def _checked_init(init: InitHook) -> InitHook:
+    """``init``, refusing the session state its statements set (a client-side codec's
+    catalogue queries pass): PgBouncer would hand it to other clients' transactions."""
+    if inspect.iscoroutinefunction(init):
+
+        async def checked_async(connection: Any) -> None:
+            with _watched(connection) as seen:
+                await init(connection)
+                await asyncio.sleep(0)  # asyncpg calls its query loggers soon, not at once
+            _refuse_session_state(seen)
+
+        return checked_async
+
+    def checked(connection: Any) -> None:
+        with _watched(connection) as seen:
+            init(connection)
+        _refuse_session_state(seen)
+
+    return checked
+
+
+@contextmanager
+def _watched(connection: Any) -> Iterator[list[str]]:
+    """The statements ``connection`` (asyncpg's or psycopg's) runs inside the block."""
+    seen: list[str] = []
+    if hasattr(connection, "add_query_logger"):  # asyncpg
+        logger: Callable[[Any], None] = lambda record: seen.append(str(record.query))  # noqa: E731
+        connection.add_query_logger(logger)
+        try:
+            yield seen
+        finally:
+            connection.remove_query_logger(logger)
+        return
+    factory = getattr(connection, "cursor_factory", None)
+    if not isinstance(factory, type):  # not psycopg's: nothing to watch
+        yield seen
+        return
+    connection.cursor_factory = _watching_cursor(factory, seen)
+    try:
+        yield seen
+    finally:
+        connection.cursor_factory = factory
+
+
+def _watching_cursor(factory: type, seen: list[str]) -> type:
+    # psycopg's Connection.execute() and cursor() both make their cursor with cursor_factory
+    def text_of(cursor: Any, query: Any) -> str:
+        as_string = getattr(query, "as_string", None)
+        if as_string is not None:
+            return str(as_string(cursor.connection))
+        return query.decode() if isinstance(query, bytes) else str(query)
+
+    if inspect.iscoroutinefunction(factory.execute):  # type: ignore[attr-defined]
+
+        async def execute_async(self: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
+            seen.append(text_of(self, query))
+            return await factory.execute(self, query, *args, **kwargs)  # type: ignore[attr-defined]
+
+        return type(factory.__name__, (factory,), {"execute": execute_async})
+
+    def execute(self: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
+        seen.append(text_of(self, query))
+        return factory.execute(self, query, *args, **kwargs)  # type: ignore[attr-defined]
+
+    return type(factory.__name__, (factory,), {"execute": execute})
+
+
+def _refuse_session_state(statements: list[str]) -> None:
+    for statement in statements:
+        found = _SESSION_STATE.search(statement)
+        if found is not None:  # the setting's name, never its value (it may be a secret)
+            raise PgBouncerError(
+                f"the init hook ran {found[1]} ...: session state, which PgBouncer's "
+                "transaction mode would hand to whichever client gets the server connection "
+                "next; run SET LOCAL inside each transaction instead"
+            )
 
 
 def check_session_lock_allowed(db: object, alternative: str = "pg_try_advisory_xact_lock") -> None:
