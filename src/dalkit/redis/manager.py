@@ -13,12 +13,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from dalkit.engine.health import HealthCheckResult
-from dalkit.redis.client import (
-    build_client,
-    health_failed,
-    health_passed,
-    pool_status,
-)
+from dalkit.redis.client import Clients, health_failed, health_passed, pool_status
 from dalkit.redis.config import RedisConfig
 
 if TYPE_CHECKING:
@@ -31,6 +26,9 @@ class RedisManager:
 
     Keyword options are those of RedisConfig; redis-py is needed from here on
     (``pip install 'dalkit[redis]'``), not to import dalkit.
+
+    Where its pool and client come from (and, with asyncio, which event loop they serve):
+    `dalkit.redis.client.Clients`.
 
     Args:
         url_or_config: A ``redis://`` URL, or a ``RedisConfig``.
@@ -51,9 +49,17 @@ class RedisManager:
 
     def __init__(self, url_or_config: str | RedisConfig, **options: Any) -> None:
         self.config = RedisConfig.coerce(url_or_config, **options)
-        self.pool: redis.ConnectionPool
-        self.client: redis.Redis
-        self.pool, self.client = build_client(self.config)
+        self._clients = Clients(self.config)
+
+    @property
+    def pool(self) -> redis.ConnectionPool:
+        """The connection pool."""
+        return self._clients.current()[0]
+
+    @property
+    def client(self) -> redis.Redis:
+        """The client on `pool`."""
+        return self._clients.current()[1]
 
     @classmethod
     def from_env(cls, **options: Any) -> RedisManager:

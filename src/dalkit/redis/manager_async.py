@@ -11,7 +11,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from dalkit.engine.health import HealthCheckResult
-from dalkit.redis.client import build_async_client, health_failed, health_passed, pool_status
+from dalkit.redis.client import AsyncClients, health_failed, health_passed, pool_status
 from dalkit.redis.config import RedisConfig
 
 if TYPE_CHECKING:
@@ -23,6 +23,9 @@ class AsyncRedisManager:
 
     Keyword options are those of RedisConfig; redis-py is needed from here on
     (``pip install 'dalkit[redis]'``), not to import dalkit.
+
+    Where its pool and client come from (and, with asyncio, which event loop they serve):
+    `dalkit.redis.client.AsyncClients`.
 
     Args:
         url_or_config: A ``redis://`` URL, or a ``RedisConfig``.
@@ -43,9 +46,17 @@ class AsyncRedisManager:
 
     def __init__(self, url_or_config: str | RedisConfig, **options: Any) -> None:
         self.config = RedisConfig.coerce(url_or_config, **options)
-        self.pool: redis.asyncio.ConnectionPool
-        self.client: redis.asyncio.Redis
-        self.pool, self.client = build_async_client(self.config)
+        self._clients = AsyncClients(self.config)
+
+    @property
+    def pool(self) -> redis.asyncio.ConnectionPool:
+        """The connection pool."""
+        return self._clients.current()[0]
+
+    @property
+    def client(self) -> redis.asyncio.Redis:
+        """The client on `pool`."""
+        return self._clients.current()[1]
 
     @classmethod
     def from_env(cls, **options: Any) -> AsyncRedisManager:
