@@ -18,6 +18,7 @@ from dalkit.errors import (
     DeadlockError,
     ForeignKeyViolationError,
     IntegrityError,
+    LockNotAvailableError,
     NotNullViolationError,
     ReadOnlyTransactionError,
     SerializationError,
@@ -41,6 +42,7 @@ _BY_SQLSTATE: dict[str, type[DatabaseError]] = {
     "40001": SerializationError,
     "40P01": DeadlockError,
     "57014": StatementTimeoutError,
+    "55P03": LockNotAvailableError,  # lock_not_available: NOWAIT, lock_timeout
     "25006": ReadOnlyTransactionError,  # read_only_sql_transaction, on a standby too
     # admin shutdown, crash shutdown, cannot connect now: the server went away under us
     "57P01": ConnectionLostError,

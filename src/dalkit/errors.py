@@ -26,6 +26,7 @@ DalkitError
 │   ├── ConnectionFailedError   could not open a connection (refused, unknown host, password)
 │   ├── ConnectionLostError     an open connection broke
 │   ├── StatementTimeoutError
+│   ├── LockNotAvailableError   a lock not taken: FOR UPDATE NOWAIT, or past lock_timeout
 │   └── ReadOnlyTransactionError    a write where only reads are allowed (read_only=True,
 │                                   a standby, a read-only SQLite file)
 ├── NotFoundError               Repository.get found no row with that primary key
@@ -100,6 +101,7 @@ __all__ = [
     "RetryExhaustedError",
     "SerializationError",
     "StatementTimeoutError",
+    "LockNotAvailableError",
     "TransactionError",
     "TransientError",
     "UniqueViolationError",
@@ -197,6 +199,12 @@ class ConnectionLostError(DatabaseError):
 
 class StatementTimeoutError(DatabaseError):
     """Raised when a statement ran past statement_timeout_ms or was cancelled (SQLSTATE 57014)."""
+
+
+class LockNotAvailableError(DatabaseError):
+    """Raised when a lock could not be taken (SQLSTATE 55P03): ``FOR UPDATE NOWAIT`` (or a
+    ``LOCK ... NOWAIT``) met a row or table another transaction holds, or a wait ran past the
+    server's ``lock_timeout``. Not retried: NOWAIT and lock_timeout ask not to wait."""
 
 
 class ReadOnlyTransactionError(DatabaseError):

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from dalkit import (
@@ -14,6 +15,7 @@ from dalkit import (
     Database,
     DatabaseError,
     ForeignKeyViolationError,
+    LockNotAvailableError,
     NotNullViolationError,
     ReadOnlyTransactionError,
     StatementTimeoutError,
@@ -98,6 +100,44 @@ def test_a_statement_past_its_timeout_raises_statement_timeout(
     with Database(postgres_database_url, statement_timeout_ms=50) as db:
         with pytest.raises(StatementTimeoutError), db.connection() as connection:
             connection.exec_driver_sql("SELECT pg_sleep(2)")
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("driver", ["psycopg", "asyncpg"])
+async def test_a_lock_not_taken_raises_lock_not_available_and_is_not_retried(
+    postgres_database_url: str, driver: str
+) -> None:
+    # SQLSTATE 55P03 was a bare DatabaseError: FOR UPDATE NOWAIT on a held row, and a wait past
+    # lock_timeout, each get the class of their own, sync and async, and no retry
+    url = sa.make_url(postgres_database_url)
+    with Database(url.set(drivername="postgresql+psycopg")) as holder_db:
+        Base.metadata.create_all(holder_db.engine)
+        with holder_db.session() as session:
+            session.add(Account(email="locked@example.com", balance=1))
+        async with AsyncDatabase(url.set(drivername=f"postgresql+{driver}")) as other:
+            calls = 0
+
+            async def nowait(session: AsyncSession) -> object:
+                nonlocal calls
+                calls += 1
+                lock = sa.select(Account).with_for_update(nowait=True)
+                return (await session.execute(lock)).scalars().all()
+
+            with holder_db.transaction() as held:
+                held.execute(sa.select(Account).with_for_update())  # holds every row's lock
+                with pytest.raises(LockNotAvailableError) as caught:
+                    await other.run_transaction(nowait)
+                assert calls == 1  # not retried
+                assert caught.value.sqlstate == "55P03"
+                with pytest.raises(LockNotAvailableError):
+                    async with other.transaction() as waiting_session:
+                        await waiting_session.execute(sa.text("SET LOCAL lock_timeout = '50ms'"))
+                        await waiting_session.execute(sa.update(Account).values(balance=2))
+                with pytest.raises(LockNotAvailableError), holder_db.engine.connect() as waiting:
+                    waiting.exec_driver_sql("SET lock_timeout = '50ms'")
+                    waiting.exec_driver_sql("UPDATE accounts SET balance = 3")
+        with holder_db.session() as session:  # nothing was written by the refused ones
+            assert list(session.scalars(sa.select(Account.balance))) == [1]
 
 
 def _balances(db: Database) -> list[int]:

@@ -18,6 +18,7 @@ from dalkit import (
     AsyncDatabase,
     AsyncRepository,
     AsyncUnitOfWork,
+    LockNotAvailableError,
     NotFoundError,
     PoolTimeoutError,
     StatementTimeoutError,
@@ -112,6 +113,10 @@ def build_app(db: AsyncDatabase, status: dict[type[Exception], int] | None = Non
     async def slow() -> None:
         raise StatementTimeoutError("canceling statement due to statement timeout")
 
+    @app.get("/locked")
+    async def locked() -> None:
+        raise LockNotAvailableError('could not obtain lock on row in relation "members"')
+
     return app
 
 
@@ -174,6 +179,9 @@ async def test_dalkit_errors_map_onto_http_statuses(http: httpx.AsyncClient) -> 
     assert busy.headers["retry-after"] == "7"
     slow = await http.get("/slow")
     assert slow.status_code == 504
+    locked = await http.get("/locked")  # NOWAIT or lock_timeout: in use, try again shortly
+    assert (locked.status_code, locked.headers["retry-after"]) == (503, "7")
+    assert "members" not in locked.json()["detail"]
 
 
 async def test_the_status_mapping_is_configurable(async_db: AsyncDatabase) -> None:

@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from starlette.responses import JSONResponse, Response
 
 from dalkit import (
+    LockNotAvailableError,
     NotFoundError,
     PoolTimeoutError,
     QueryInputError,
@@ -32,6 +33,7 @@ DEFAULT_ERROR_STATUS: Mapping[type[Exception], int] = {
     UniqueViolationError: 409,
     PoolTimeoutError: 503,
     StatementTimeoutError: 504,
+    LockNotAvailableError: 503,
 }
 """dalkit error -> HTTP status; subclasses follow their nearest listed base."""
 Renderer = Callable[[Request, Exception, int], Response]
@@ -61,6 +63,8 @@ def error_detail(error: Exception, status: int) -> tuple[str, dict[str, Any]]:
         return "the service is busy; try again shortly", {}
     if isinstance(error, StatementTimeoutError):
         return "the database took too long to answer", {}
+    if isinstance(error, LockNotAvailableError):
+        return "what the request changes is in use; try again shortly", {}
     return "the request could not be completed", {}
 
 
