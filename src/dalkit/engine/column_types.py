@@ -32,7 +32,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Dialect, Engine
 
-__all__ = ["install", "zoned_as_column"]
+__all__ = ["ZONE_CONVERSIONS", "install", "zoned_as_column"]
 
 
 class _UTCDateTime(sqlite.DATETIME):
@@ -99,6 +99,19 @@ def zoned_as_column(value: Any, timezone: bool) -> Any:
     return value
 
 
+def _to_zoned(value: Any) -> Any:
+    return zoned_as_column(value, True)
+
+
+def _to_naive(value: Any) -> Any:
+    return zoned_as_column(value, False)
+
+
+#: The processors that only convert across zones (a DateTime with no processor of its own):
+#: a bulk load whose values cross no zone drops them (`dalkit.repository.numerics`).
+ZONE_CONVERSIONS = frozenset({_to_zoned, _to_naive})
+
+
 @functools.cache
 def _zoned_in_utc(base: type[sa.DateTime]) -> type[sa.DateTime]:
     """``base`` (the PostgreSQL driver's DateTime) writing values across zones in UTC."""
@@ -106,13 +119,10 @@ def _zoned_in_utc(base: type[sa.DateTime]) -> type[sa.DateTime]:
     class ZonedInUTC(base):  # type: ignore[valid-type,misc]
         def bind_processor(self, dialect: Dialect) -> Any:
             process = super().bind_processor(dialect)
-            timezone = bool(self.timezone)
-
-            def in_utc(value: Any) -> Any:
-                value = zoned_as_column(value, timezone)
-                return value if process is None else process(value)
-
-            return in_utc
+            convert = _to_zoned if self.timezone else _to_naive
+            if process is None:
+                return convert
+            return lambda value: process(convert(value))
 
     return ZonedInUTC
 

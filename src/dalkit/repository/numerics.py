@@ -27,6 +27,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.sql.schema import ColumnDefault
 
+from dalkit.engine.column_types import ZONE_CONVERSIONS
 from dalkit.query.fields import FieldInfo
 from dalkit.repository.copy import BulkPlan
 
@@ -45,6 +46,11 @@ def converting_float_numerics(plan: BulkPlan, rows: Sequence[Any]) -> BulkPlan:
     for at, field in enumerate(plan.fields):
         if processors[at] is None and _is_numeric(field) and _may_get_float(plan, at, rows):
             processors[at] = float_as_numeric
+    return _with_processors(plan, processors)
+
+
+def _with_processors(plan: BulkPlan, processors: list[Callable[[Any], Any] | None]) -> BulkPlan:
+    """``plan`` with ``processors``: the same plan when none changed."""
     if processors == list(plan.processors):
         return plan
     return dataclasses.replace(plan, processors=tuple(processors))
@@ -74,13 +80,11 @@ def zoning_datetimes(plan: BulkPlan, rows: Sequence[Any]) -> BulkPlan:
     to (PostgreSQL: all its values of the column's kind), saving a stage on every row."""
     processors: list[Callable[[Any], Any] | None] = list(plan.processors)
     for at, field in enumerate(plan.fields[: plan.key_count]):
-        if processors[at] is not None and field.kind == "datetime":
+        if field.kind == "datetime" and processors[at] in ZONE_CONVERSIONS:  # not a type's own
             timezone = bool(getattr(field.column.type, "timezone", False))
             if not _crosses_zones(field.name, timezone, rows):
                 processors[at] = None
-    if processors == list(plan.processors):
-        return plan
-    return dataclasses.replace(plan, processors=tuple(processors))
+    return _with_processors(plan, processors)
 
 
 def _crosses_zones(name: str, timezone: bool, rows: Sequence[Any]) -> bool:

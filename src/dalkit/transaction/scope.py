@@ -12,6 +12,7 @@ import inspect
 import logging
 import threading
 from collections.abc import Callable, Iterator
+from inspect import CO_ASYNC_GENERATOR, CO_COROUTINE, CO_GENERATOR
 from types import CodeType, FunctionType
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -209,8 +210,6 @@ class AsyncTransactionScope(TransactionScope):
             return threading.get_ident()
 
 
-# The context variable's own methods, under the names the runner uses.
-
 #: ``current_scope()``: the innermost running dalkit transaction of this thread or task, if any.
 current_scope = _current.get
 #: ``token = enter_scope(scope)`` makes ``scope`` (started in ``scope.parent``) the current
@@ -343,6 +342,9 @@ def check_transaction_function(fn: Callable[..., Any], *, is_async: bool) -> Non
     Raises:
         TypeError: For such a function.
     """
+    late = CO_GENERATOR | CO_ASYNC_GENERATOR | (0 if is_async else CO_COROUTINE)
+    if type(fn) is FunctionType and not fn.__code__.co_flags & late:
+        return  # a plain function, the common case: one test (the inspect calls: 0.85 us)
     if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
         problem = "a generator function: its body would run as it is iterated, after the commit"
     elif not is_async and inspect.iscoroutinefunction(fn):
