@@ -36,7 +36,7 @@ def _stored(cache: QueryCache, statement: Any) -> Any:
     backend: Any = cache.backend
     if not cache.shared:
         return backend._entries[key][1]
-    raw = backend._client.get(key)
+    raw = backend._links.current().client.get(key)
     return raw.split(b"\n", 1)[1]
 
 

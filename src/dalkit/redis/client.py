@@ -5,14 +5,15 @@ redis-py is imported only when a pool is built, so that importing dalkit never n
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import Mapping
+from functools import partial
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 from dalkit.engine.health import HealthCheckResult
 from dalkit.errors import ConfigurationError
 from dalkit.redis.config import RedisConfig, require_redis
+from dalkit.redis.loops import Once, PerLoop
 
 if TYPE_CHECKING:
     import redis
@@ -49,7 +50,7 @@ def build_async_client(
     return pool, redis.asyncio.Redis(connection_pool=pool)
 
 
-class Clients:
+class Clients(Once[tuple["redis.ConnectionPool", "redis.Redis"]]):
     """A sync pool and its client: the same for the manager's whole life.
 
     Args:
@@ -57,64 +58,24 @@ class Clients:
     """
 
     def __init__(self, config: RedisConfig) -> None:
-        self._pair = build_client(config)
-
-    def current(self) -> tuple[redis.ConnectionPool, redis.Redis]:
-        """The pool and the client.
-
-        Returns:
-            The pair built at the start.
-        """
-        return self._pair
+        super().__init__(partial(build_client, config), _disconnect)
 
 
-class AsyncClients:
-    """An asyncio pool and its client, for the running event loop: redis-py's asyncio
-    connections belong to the loop that opened them, so on another loop (``asyncio.run()``
-    twice, pytest-asyncio's loop per test) a new pair is built, and each loop disconnects its
-    own pool as it shuts down (``asyncio.run()``, ``asyncio.Runner`` and pytest-asyncio close
-    their async generators then), while it can still close the sockets. One loop at a time.
+class AsyncClients(PerLoop[tuple["redis.asyncio.ConnectionPool", "redis.asyncio.Redis"]]):
+    """An asyncio pool and its client, for the running event loop (`PerLoop`): redis-py's
+    asyncio connections belong to the loop that opened them, so each loop gets a pair of its
+    own and disconnects its pool as it shuts down.
 
     Args:
         config: The Redis configuration.
     """
 
     def __init__(self, config: RedisConfig) -> None:
-        self._config = config
-        self._pair = build_async_client(config)
-        self._loop: asyncio.AbstractEventLoop | None = None  # the loop the pair serves
-        self._closer: object = None  # disconnects the pool as that loop shuts down
-
-    def current(self) -> tuple[redis.asyncio.ConnectionPool, redis.asyncio.Redis]:
-        """The pool and the client of the running loop.
-
-        Returns:
-            The pair, new when the running loop is another than the last one's.
-        """
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # outside a loop: nothing to follow
-            return self._pair
-        if loop is not self._loop:
-            if self._loop is not None:  # the old loop's connections cannot serve this one
-                self._pair = build_async_client(self._config)
-            self._loop = loop
-            self._closer = _disconnect_at_loop_end(self._pair[0])
-        return self._pair
+        super().__init__(partial(build_async_client, config), _disconnect)
 
 
-def _disconnect_at_loop_end(pool: redis.asyncio.ConnectionPool) -> object:
-    # the running loop keeps its async generators (weakly, so the caller keeps this one) and
-    # closes them as it shuts down: this one's finally disconnects the pool then
-    async def closer() -> AsyncGenerator[None, None]:
-        try:
-            yield
-        finally:
-            await pool.disconnect()
-
-    generator = closer()
-    # registered with the loop now; the task runs it to its yield
-    return generator, asyncio.ensure_future(generator.__anext__())
+def _disconnect(pair: tuple[Any, Any]) -> Any:
+    return pair[0].disconnect()
 
 
 def _from_url(pool_class: Any, config: RedisConfig) -> Any:

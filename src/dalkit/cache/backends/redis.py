@@ -5,7 +5,9 @@ every process.
 
 A read is one round trip: one ``MGET`` of the entry and its tables' tokens. A commit's
 invalidation is one ``MSET`` of fresh tokens. Nothing ever scans the keyspace. These two
-commands go through connections the backend keeps idle itself (see ``_command``).
+commands go through connections the backend keeps idle itself (see ``_command``); with
+asyncio, each event loop has a set of its own, closed as that loop shuts down
+(``dalkit.redis.loops``).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import os
 from collections import deque
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 from dalkit.cache.backends.redis_keys import (
@@ -24,7 +27,25 @@ from dalkit.cache.backends.redis_keys import (
 )
 from dalkit.cache.errors import CacheConfigurationError
 from dalkit.cache.versions import Tokens, encode_entry, new_token
+from dalkit.redis.loops import Once
 from dalkit.redis.manager import RedisManager
+
+
+class _Link:
+    """The backend's connections to Redis (on one event loop, with asyncio): a fast-failing
+    client for pipelines and locks, and the idle connections of its own commands."""
+
+    __slots__ = ("client", "idle", "pid")
+
+    def __init__(self, manager: RedisManager) -> None:
+        self.client = fast_failing_client(manager)
+        self.idle: deque[Any] = deque()
+        self.pid = os.getpid()
+
+    def close(self) -> None:
+        while self.idle:
+            self.idle.pop().disconnect()
+        self.client.connection_pool.disconnect()
 
 
 class RedisBackend(RedisKeys):
@@ -61,17 +82,13 @@ class RedisBackend(RedisKeys):
                 "AsyncRedisBackend with AsyncRedisManager and AsyncQueryCache)"
             )
         super().__init__(prefix, stampede_lock=stampede_lock, lock_timeout=lock_timeout)
-        self._client = fast_failing_client(manager)
         self.manager = manager
-        self._idle: deque[Any] = deque()
-        self._pid = os.getpid()
+        self._links = Once(partial(_Link, manager), _Link.close)
         self._retryable = retryable_errors()
 
     def close(self) -> None:
-        """Close the backend's connections (its pool is its own)."""
-        while self._idle:
-            self._idle.pop().disconnect()
-        self._client.connection_pool.disconnect()
+        """Close the backend's connections (its pool is its own); it can be used afterwards."""
+        self._links.current().close()
 
     def _command(self, *args: Any) -> Any:
         """Send one command and read its reply, on an idle connection of the backend's own.
@@ -83,14 +100,16 @@ class RedisBackend(RedisKeys):
         is replaced and the command tried once more (the cache's commands are idempotent),
         as the fast-failing client does. The command is packed by `pack_command`.
         """
-        if self._pid != os.getpid():  # a forked child: the sockets are its parent's
-            self._idle, self._pid = deque(), os.getpid()
+        link = self._links.current()
+        if link.pid != os.getpid():  # a forked child: the sockets are its parent's
+            link.idle, link.pid = deque(), os.getpid()
+        idle = link.idle
         retried = False
         while True:
             try:
-                connection = self._idle.pop()  # deque.pop/append: atomic between threads
+                connection = idle.pop()  # deque.pop/append: atomic between threads
             except IndexError:
-                pool = self._client.connection_pool
+                pool = link.client.connection_pool
                 connection = pool.connection_class(**pool.connection_kwargs)
             try:
                 connection.send_packed_command(pack_command(connection, args))
@@ -104,7 +123,7 @@ class RedisBackend(RedisKeys):
             except BaseException:
                 connection.disconnect()
                 raise
-            self._idle.append(connection)
+            idle.append(connection)
             return reply
 
     def fetch(self, key: str, tables: Sequence[str]) -> tuple[bytes | None, Tokens]:
@@ -120,7 +139,7 @@ class RedisBackend(RedisKeys):
         names = self.token_keys(tables)
         raw, *values = self._command("MGET", key, *names)
         if None in values:
-            pipe = self._client.pipeline(transaction=False)
+            pipe = self._links.current().client.pipeline(transaction=False)
             for name, value in zip(names, values, strict=True):
                 if value is None:
                     pipe.set(name, new_token(0), nx=True)  # made, not bumped: no commit
@@ -165,7 +184,7 @@ class RedisBackend(RedisKeys):
         """
         if not self.stampede_lock:
             return None
-        lock = self._client.lock(self.lock_key(key), **self.lock_options())
+        lock = self._links.current().client.lock(self.lock_key(key), **self.lock_options())
         try:
             acquired = lock.acquire()
         except Exception:

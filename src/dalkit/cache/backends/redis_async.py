@@ -3,7 +3,9 @@ every process.
 
 A read is one round trip: one ``MGET`` of the entry and its tables' tokens. A commit's
 invalidation is one ``MSET`` of fresh tokens. Nothing ever scans the keyspace. These two
-commands go through connections the backend keeps idle itself (see ``_command``).
+commands go through connections the backend keeps idle itself (see ``_command``); with
+asyncio, each event loop has a set of its own, closed as that loop shuts down
+(``dalkit.redis.loops``).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import os
 from collections import deque
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 from dalkit.cache.backends.redis_keys import (
@@ -22,7 +25,25 @@ from dalkit.cache.backends.redis_keys import (
 )
 from dalkit.cache.errors import CacheConfigurationError
 from dalkit.cache.versions import Tokens, encode_entry, new_token
+from dalkit.redis.loops import PerLoop
 from dalkit.redis.manager_async import AsyncRedisManager
+
+
+class _Link:
+    """The backend's connections to Redis (on one event loop, with asyncio): a fast-failing
+    client for pipelines and locks, and the idle connections of its own commands."""
+
+    __slots__ = ("client", "idle", "pid")
+
+    def __init__(self, manager: AsyncRedisManager) -> None:
+        self.client = fast_failing_client(manager)
+        self.idle: deque[Any] = deque()
+        self.pid = os.getpid()
+
+    async def close(self) -> None:
+        while self.idle:
+            await self.idle.pop().disconnect()
+        await self.client.connection_pool.disconnect()
 
 
 class AsyncRedisBackend(RedisKeys):
@@ -59,17 +80,13 @@ class AsyncRedisBackend(RedisKeys):
                 "AsyncRedisBackend with AsyncRedisManager and AsyncQueryCache)"
             )
         super().__init__(prefix, stampede_lock=stampede_lock, lock_timeout=lock_timeout)
-        self._client = fast_failing_client(manager)
         self.manager = manager
-        self._idle: deque[Any] = deque()
-        self._pid = os.getpid()
+        self._links = PerLoop(partial(_Link, manager), _Link.close)
         self._retryable = retryable_errors()
 
     async def close(self) -> None:
-        """Close the backend's connections (its pool is its own)."""
-        while self._idle:
-            await self._idle.pop().disconnect()
-        await self._client.connection_pool.disconnect()
+        """Close the backend's connections (its pool is its own); it can be used afterwards."""
+        await self._links.current().close()
 
     async def _command(self, *args: Any) -> Any:
         """Send one command and read its reply, on an idle connection of the backend's own.
@@ -81,14 +98,16 @@ class AsyncRedisBackend(RedisKeys):
         is replaced and the command tried once more (the cache's commands are idempotent),
         as the fast-failing client does. The command is packed by `pack_command`.
         """
-        if self._pid != os.getpid():  # a forked child: the sockets are its parent's
-            self._idle, self._pid = deque(), os.getpid()
+        link = self._links.current()
+        if link.pid != os.getpid():  # a forked child: the sockets are its parent's
+            link.idle, link.pid = deque(), os.getpid()
+        idle = link.idle
         retried = False
         while True:
             try:
-                connection = self._idle.pop()  # deque.pop/append: atomic between threads
+                connection = idle.pop()  # deque.pop/append: atomic between threads
             except IndexError:
-                pool = self._client.connection_pool
+                pool = link.client.connection_pool
                 connection = pool.connection_class(**pool.connection_kwargs)
             try:
                 await connection.send_packed_command(pack_command(connection, args))
@@ -102,7 +121,7 @@ class AsyncRedisBackend(RedisKeys):
             except BaseException:
                 await connection.disconnect()
                 raise
-            self._idle.append(connection)
+            idle.append(connection)
             return reply
 
     async def fetch_async(self, key: str, tables: Sequence[str]) -> tuple[bytes | None, Tokens]:
@@ -118,7 +137,7 @@ class AsyncRedisBackend(RedisKeys):
         names = self.token_keys(tables)
         raw, *values = await self._command("MGET", key, *names)
         if None in values:
-            pipe = self._client.pipeline(transaction=False)
+            pipe = self._links.current().client.pipeline(transaction=False)
             for name, value in zip(names, values, strict=True):
                 if value is None:
                     pipe.set(name, new_token(0), nx=True)  # made, not bumped: no commit
@@ -163,7 +182,7 @@ class AsyncRedisBackend(RedisKeys):
         """
         if not self.stampede_lock:
             return None
-        lock = self._client.lock(self.lock_key(key), **self.lock_options())
+        lock = self._links.current().client.lock(self.lock_key(key), **self.lock_options())
         try:
             acquired = await lock.acquire()
         except Exception:
