@@ -153,3 +153,22 @@ def test_the_async_backend_serves_a_second_event_loop_and_leaves_no_socket_open(
         gc.collect()
     assert (first, second) == (True, True)
     assert [str(warning.message) for warning in caught] == []
+
+
+async def test_a_manager_decoding_its_replies_still_serves_binary_entries(redis_url: str) -> None:
+    prefix = f"t{uuid.uuid4().hex[:10]}"
+    manager = RedisManager(redis_url, decode_responses=True)  # the application's own setting
+    async_manager = AsyncRedisManager(redis_url, decode_responses=True)
+    backend = RedisBackend(manager, prefix=prefix)
+    async_backend = AsyncRedisBackend(async_manager, prefix=prefix)
+    payload = b"\x80\x05rows"  # a pickle: no UTF-8 (every read failed to decode it)
+    try:
+        _payload, tokens = backend.fetch("k", ["t"])
+        backend.store("k", tokens, payload, 60)
+        assert backend.fetch("k", ["t"]) == (payload, tokens)
+        assert await async_backend.fetch_async("k", ["t"]) == (payload, tokens)
+    finally:
+        backend.close()
+        manager.close()
+        await async_backend.close()
+        await async_manager.close()

@@ -71,10 +71,8 @@ class RedisKeys:
     @staticmethod
     def tokens(values: Sequence[Any]) -> Tokens:
         """Tokens as read from Redis (bytes), as strings."""
-        try:  # a partitioned table's read has a token per partition: decoded in C
-            return tuple(map(bytes.decode, values))
-        except TypeError:  # a client decoding its replies
-            return tuple(v.decode() if isinstance(v, bytes) else str(v) for v in values)
+        # a partitioned table's read has a token per partition: decoded in C
+        return tuple(map(bytes.decode, values))
 
     def lock_options(self) -> dict[str, Any]:
         """The keyword arguments of ``client.lock()`` for a stampede lock."""
@@ -89,7 +87,7 @@ class RedisKeys:
 
 def fast_failing_client(manager: Any) -> Any:
     """A client on a pool of its own, configured like ``manager``'s but retrying a failed
-    command once and at once.
+    command once and at once, and never decoding replies.
 
     redis-py's default backoff would make every cache call wait seconds while Redis is
     down, where bypassing the cache costs nothing.
@@ -113,7 +111,9 @@ def fast_failing_client(manager: Any) -> Any:
     else:
         client_module, retry = redis, Retry(NoBackoff(), 1)
     config = manager.config
-    kwargs = {**config.pool_kwargs(), "retry": retry}
+    # entries are pickles and the header's tokens are read as bytes: a manager configured to
+    # decode its replies (``decode_responses=True``) made every read fail to decode one
+    kwargs = {**config.pool_kwargs(), "retry": retry, "decode_responses": False}
     pool = client_module.ConnectionPool.from_url(config.url, **kwargs)
     return client_module.Redis(connection_pool=pool)
 
