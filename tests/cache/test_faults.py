@@ -3,15 +3,19 @@ entry is served once Redis is back (a real redis-server, stopped and started).""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 
 import pytest
+import redis
 import sqlalchemy as sa
 
-from dalkit import Database, RedisManager
-from dalkit.cache import QueryCache, RedisBackend, install
+from dalkit import AsyncDatabase, AsyncRedisManager, Database, RedisManager
+from dalkit.cache import AsyncQueryCache, AsyncRedisBackend, QueryCache, RedisBackend, install
 from dalkit.testing._server import free_port
 from dalkit.testing.redis import RedisServer
 
@@ -98,6 +102,61 @@ def test_an_invalidation_missed_during_a_partition_is_applied_when_redis_is_back
         assert titles(other_db, other) == ["a", "b", "c"]
         writer_db.dispose()
         other_db.dispose()
+
+
+def test_reads_bypass_the_cache_until_a_pending_invalidation_has_reached_redis(
+    db_url: str, server: RedisServer
+) -> None:
+    with CuttableProxy("127.0.0.1", server.port) as proxy:
+        db = seeded(db_url)
+        cache = redis_cache(db, proxy.url, f"p{uuid.uuid4().hex[:8]}")
+        assert titles(db, cache) == titles(db, cache) == ["a", "b"]  # the second one a hit
+        proxy.cut()
+        db.sql("UPDATE cache_book SET title = 'z' WHERE id = 1")  # returned; the bump pending
+        proxy.restore()
+        with redis.Redis.from_url(server.url) as admin:
+            admin.client_pause(400, all=False)  # the retry's MSET waits, reads go on
+            retry = threading.Thread(target=cache.invalidate, args=((),))
+            retry.start()
+            time.sleep(0.1)
+            try:  # was served ["a", "b"]: the retry had taken the tables off pending
+                assert titles(db, cache) == ["b", "z"]
+            finally:
+                retry.join()
+        assert cache.get_stats()["pending"] == 0
+        db.dispose()
+
+
+async def test_a_task_reads_no_stale_entry_while_another_retries_an_invalidation(
+    db_url: str, async_db_url: str, server: RedisServer
+) -> None:
+    seeded(db_url).dispose()  # the same database, through its async driver below
+    db = AsyncDatabase(async_db_url)
+    with CuttableProxy("127.0.0.1", server.port) as proxy:
+        manager = AsyncRedisManager(proxy.url, socket_timeout_s=0.5)
+        backend = AsyncRedisBackend(manager, prefix=f"p{uuid.uuid4().hex[:8]}")
+        cache = install(db, AsyncQueryCache(backend, retry_interval=0.0, warn_interval=3600))
+
+        async def read() -> list[str]:
+            async with db.transaction() as session:
+                found = await cache.cached(session, sa.select(Book.title))
+                return sorted(found.scalars().all())
+
+        assert await read() == await read() == ["a", "b"]
+        proxy.cut()
+        await db.sql("UPDATE cache_book SET title = 'z' WHERE id = 1")
+        proxy.restore()
+        with redis.Redis.from_url(server.url) as admin:
+            admin.client_pause(400, all=False)
+            retry = asyncio.create_task(cache.invalidate(()))
+            await asyncio.sleep(0.1)
+            try:
+                assert await read() == ["b", "z"]
+            finally:
+                await retry
+        await backend.close()
+        await manager.close()
+    await db.dispose()
 
 
 def test_a_restarted_redis_serves_no_stale_entry(db_url: str, server: RedisServer) -> None:

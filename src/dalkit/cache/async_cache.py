@@ -293,7 +293,7 @@ class AsyncQueryCache(CacheCore):
                 replicas, the WAL position the router read after that commit tags the new
                 tokens without another round trip.
         """
-        names = self.take_pending(tables)
+        names, taken = self.pending.take(tables)
         if not names:
             return
         if any(map(is_call, names)):  # functions called: what they write
@@ -302,14 +302,16 @@ class AsyncQueryCache(CacheCore):
             resolved = self.catalog.resolve(names)
             names = sorted(resolved) if resolved is not None else [ALL]  # (catalog unreadable)
             if not names:
+                self.pending.settle(taken)
                 return
         position = await self._commit_position(committed)
         try:
             await self.backend.bump_async(self.token_names(names), position)
         except Exception as error:
-            self.add_pending(names)
+            self.pending.add(names)
             self.failed("invalidation", error)
             return
+        self.pending.settle(taken)
         self.count("invalidations", count_tables(names))
 
     async def invalidate_all(self) -> None:
@@ -394,5 +396,5 @@ class AsyncQueryCache(CacheCore):
             await self.backend.unlock_async(lock)
 
     async def _apply_pending_if_due(self) -> None:
-        if self.retry_due():
+        if self.pending.due(self.retry_interval):
             await self.invalidate(())

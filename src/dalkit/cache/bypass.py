@@ -13,6 +13,7 @@ transaction scope and the dialect.
 from __future__ import annotations
 
 import re
+from collections.abc import Sized
 from typing import Any, Protocol
 
 from sqlalchemy.orm import Session
@@ -40,12 +41,15 @@ _SETS_ISOLATION = re.compile(
 class CacheState(Protocol):
     """What the decision reads of `dalkit.cache.core.CacheCore` (which imports this module)."""
 
-    _pending: set[str]
     _snapshot_per_transaction: bool
     catalog: CatalogMap
     serve_row_security: bool
     serve_snapshot_reads: bool
     server_isolation: Any
+
+    @property
+    def pending(self) -> Sized:
+        """The invalidations that have not reached the backend yet."""
 
 
 def sets_snapshot(sql: str) -> bool:
@@ -82,7 +86,7 @@ def bypass_reason(
     cache: CacheState, session: Session | None, tables: tuple[str, ...], statement: Any, key: str
 ) -> str | None:
     """See `CacheCore.bypass_reason`."""
-    if cache._pending:
+    if cache.pending:
         return "pending invalidation"
     if key.startswith(UNKEYABLE):
         return "unkeyable value"  # a value whose only text is its memory address

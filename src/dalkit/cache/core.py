@@ -22,6 +22,7 @@ from dalkit.cache.catalog import CatalogMap
 from dalkit.cache.errors import CacheConfigurationError
 from dalkit.cache.flights import Flight
 from dalkit.cache.keys import KeyBuilder, tenant_part
+from dalkit.cache.pending import PendingInvalidations
 from dalkit.cache.reads import statement_tables
 from dalkit.cache.tables import ALL, count_tables, each_named, is_call
 from dalkit.cache.versions import Tokens, entry_tables
@@ -97,8 +98,7 @@ class CacheCore:
         self.keys: KeyBuilder | None = None
         self._stats: Counter[str] = Counter()
         self._lock = threading.Lock()
-        self._pending: set[str] = set()
-        self._last_retry = 0.0
+        self.pending = PendingInvalidations()
         self._last_warning = -float("inf")
         self._snapshot_per_transaction = False
         #: a PostgreSQL dialect, whose default isolation (read at its first connection) may be
@@ -184,7 +184,7 @@ class CacheCore:
             stats: dict[str, Any] = {name: self._stats[name] for name in _STAT_NAMES}
             if reset:
                 self._stats.clear()
-            stats["pending"] = len(self._pending)
+            stats["pending"] = len(self.pending)
         looked_up = stats["hits"] + stats["misses"]
         stats["hit_ratio"] = stats["hits"] / looked_up if looked_up else 0.0
         return stats
@@ -211,7 +211,7 @@ class CacheCore:
             self.count("invalidations", count_tables(names))
             if getattr(self.database, "_replicas", None) is None:  # else bumped again below,
                 return  # with the commit's WAL position, for the replicas (cache.versions)
-        self.add_pending(names)
+        self.pending.add(names)
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
@@ -220,7 +220,7 @@ class CacheCore:
         _background.add(task)
         task.add_done_callback(_background.discard)
 
-    # -- failures and pending invalidations --------------------------------------------------
+    # -- failures ----------------------------------------------------------------------------
     def failed(self, what: str, error: BaseException) -> None:
         """Count a backend failure and log it, at most once per ``warn_interval``."""
         self.count("errors")
@@ -233,29 +233,6 @@ class CacheCore:
                 type(error).__name__,
                 error,
             )
-
-    def add_pending(self, tables: Iterable[str]) -> None:
-        with self._lock:
-            self._pending.update(tables)
-
-    def take_pending(self, tables: Iterable[str] = ()) -> list[str]:
-        """The tables to bump now: ``tables`` and every invalidation still pending."""
-        if not self._pending:  # the usual case, unlocked: one added meanwhile waits its turn
-            return sorted(set(tables))
-        with self._lock:
-            names = self._pending | set(tables)
-            self._pending = set()
-        return sorted(names)
-
-    def retry_due(self) -> bool:
-        """Whether pending invalidations should be tried again now (rate-limited)."""
-        if not self._pending:
-            return False
-        now = monotonic()
-        if now - self._last_retry < self.retry_interval:
-            return False
-        self._last_retry = now
-        return True
 
     # -- decisions -------------------------------------------------------------------------
     def tables_of(self, statement: Any, tables: Iterable[str] | None) -> tuple[str, ...]:

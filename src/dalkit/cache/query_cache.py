@@ -295,7 +295,7 @@ class QueryCache(CacheCore):
                 replicas, the WAL position the router read after that commit tags the new
                 tokens without another round trip.
         """
-        names = self.take_pending(tables)
+        names, taken = self.pending.take(tables)
         if not names:
             return
         if any(map(is_call, names)):  # functions called: what they write
@@ -304,14 +304,16 @@ class QueryCache(CacheCore):
             resolved = self.catalog.resolve(names)
             names = sorted(resolved) if resolved is not None else [ALL]  # (catalog unreadable)
             if not names:
+                self.pending.settle(taken)
                 return
         position = self._commit_position(committed)
         try:
             self.backend.bump(self.token_names(names), position)
         except Exception as error:
-            self.add_pending(names)
+            self.pending.add(names)
             self.failed("invalidation", error)
             return
+        self.pending.settle(taken)
         self.count("invalidations", count_tables(names))
 
     def invalidate_all(self) -> None:
@@ -394,5 +396,5 @@ class QueryCache(CacheCore):
             self.backend.unlock(lock)
 
     def _apply_pending_if_due(self) -> None:
-        if self.retry_due():
+        if self.pending.due(self.retry_interval):
             self.invalidate(())
