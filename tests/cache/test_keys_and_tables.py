@@ -151,10 +151,9 @@ def test_a_redis_backend_never_shows_the_password() -> None:
     backend.close()
 
 
-def test_two_databases_sharing_a_backend_never_serve_each_other(tmp_path: Path) -> None:
-    backend = MemoryBackend()
-    databases = [Database(f"sqlite:///{tmp_path / name}.db") for name in ("one", "two")]
-    caches = [install(db, QueryCache(backend)) for db in databases]
+def _titles_read_twice(databases: list[Database], caches: list[QueryCache]) -> list[str]:
+    """A book titled "from one" in the first database, "from two" in the second; then each
+    database's title read through its cache, twice in turn."""
     for db, title in zip(databases, ("from one", "from two"), strict=True):
         db.create_all(Base.metadata)
         db.sql("INSERT INTO cache_book (id, title) VALUES (1, :title)", title=title)
@@ -162,6 +161,45 @@ def test_two_databases_sharing_a_backend_never_serve_each_other(tmp_path: Path) 
     for db, cache in zip(databases * 2, caches * 2, strict=True):
         with db.transaction() as session:
             seen.append(cache.cached(session, sa.select(Book.title)).scalar_one())
+    return seen
+
+
+def test_two_databases_sharing_a_backend_never_serve_each_other(tmp_path: Path) -> None:
+    backend = MemoryBackend()
+    databases = [Database(f"sqlite:///{tmp_path / name}.db") for name in ("one", "two")]
+    caches = [install(db, QueryCache(backend)) for db in databases]
+    seen = _titles_read_twice(databases, caches)
     assert seen == ["from one", "from two"] * 2
     for db in databases:
         db.dispose()
+
+
+@pytest.mark.parametrize("name", ["sqlite://", "sqlite:///:memory:"])
+def test_two_in_memory_databases_sharing_a_redis_never_serve_each_other(
+    redis_url: str, name: str
+) -> None:
+    manager = RedisManager(redis_url)
+    backends = [RedisBackend(manager, prefix="memory-dbs") for _ in range(2)]  # one prefix
+    databases = [Database(name) for _ in backends]  # the same URL, two databases
+    caches = [install(db, QueryCache(b)) for db, b in zip(databases, backends, strict=True)]
+    seen = _titles_read_twice(databases, caches)
+    assert seen == ["from one", "from two"] * 2  # the second was served "from one"
+    for db, backend in zip(databases, backends, strict=True):
+        db.dispose()
+        backend.close()
+    manager.close()
+
+
+def test_a_named_shared_memory_database_shares_its_entries_within_the_process(
+    redis_url: str,
+) -> None:
+    name = "sqlite:///file:cachedb?mode=memory&cache=shared&uri=true"
+    manager = RedisManager(redis_url)
+    backends = [RedisBackend(manager, prefix="memory-dbs") for _ in range(2)]
+    databases = [Database(name) for _ in backends]  # two engines, one database
+    caches = [install(db, QueryCache(b)) for db, b in zip(databases, backends, strict=True)]
+    assert caches[0].namespace == caches[1].namespace
+    for db, backend in zip(databases, backends, strict=True):
+        db.dispose()
+        backend.close()
+    manager.close()

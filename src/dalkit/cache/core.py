@@ -7,7 +7,9 @@ import asyncio
 import hashlib
 import inspect
 import logging
+import os
 import threading
+import uuid
 import weakref
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -26,11 +28,14 @@ from dalkit.cache.pending import PendingInvalidations
 from dalkit.cache.reads import statement_tables
 from dalkit.cache.tables import ALL, count_tables, each_named, is_call
 from dalkit.cache.versions import Tokens, entry_tables
+from dalkit.config import is_memory_sqlite
 
 __all__ = ["WRITTEN", "CacheCore", "cache_for", "sync_session"]
 
 log = logging.getLogger("dalkit.cache")
 
+# tells this process's in-memory SQLite databases from those of other processes sharing a Redis
+_PROCESS = uuid.uuid4().hex
 _STAT_NAMES = ("hits", "misses", "sets", "invalidations", "bypasses", "errors")
 
 # pool -> cache: how a repository (which only has a session) finds its database's cache; the
@@ -136,6 +141,10 @@ class CacheCore:
             )
             if not self.shared:
                 ident += f"#{id(sync_engine)}"  # process memory: this engine alone
+            elif is_memory_sqlite(url):  # in the engine's connection, or (cache=shared) the
+                # process's: two such databases sharing a Redis served each other's entries
+                shared = url.query.get("cache") == "shared"
+                ident += f"#{_PROCESS}.{os.getpid()}" if shared else f"#{uuid.uuid4().hex}"
             self.database_id = hashlib.blake2b(ident.encode(), digest_size=5).hexdigest()
         self.namespace = f"{self.namespace}:{self.database_id}"
         self._token_names.clear()  # names made before the id was known are not its names
