@@ -159,6 +159,40 @@ async def test_a_task_reads_no_stale_entry_while_another_retries_an_invalidation
     await db.dispose()
 
 
+async def test_a_request_cancelled_during_its_invalidation_leaves_no_stale_entry(
+    db_url: str, async_db_url: str, server: RedisServer
+) -> None:
+    seeded(db_url).dispose()
+    db = AsyncDatabase(async_db_url)
+    manager = AsyncRedisManager(server.url)
+    backend = AsyncRedisBackend(manager, prefix=f"p{uuid.uuid4().hex[:8]}")
+    cache = install(db, AsyncQueryCache(backend, retry_interval=0.0, warn_interval=3600))
+
+    async def read() -> list[str]:
+        async with db.transaction() as session:
+            return sorted((await cache.cached(session, sa.select(Book.title))).scalars().all())
+
+    async def rename() -> None:
+        async with db.transaction() as session:
+            book = await session.get(Book, 1)
+            assert book is not None
+            book.title = "z"
+
+    assert await read() == await read() == ["a", "b"]
+    with redis.Redis.from_url(server.url) as admin:
+        admin.client_pause(10_000, all=False)  # a slow Redis: the commit's MSET waits
+        try:
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(rename(), 1.0)  # the request's deadline, after COMMIT
+        finally:
+            admin.client_unpause()
+    assert await db.sql("SELECT title FROM cache_book WHERE id = 1") == [{"title": "z"}]
+    assert await read() == ["b", "z"]  # was ["a", "b"] until the TTL: the invalidation lost
+    await backend.close()
+    await manager.close()
+    await db.dispose()
+
+
 def test_a_restarted_redis_serves_no_stale_entry(db_url: str, server: RedisServer) -> None:
     db = seeded(db_url)
     cache = redis_cache(db, server.url, "restart")

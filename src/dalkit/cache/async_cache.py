@@ -284,8 +284,8 @@ class AsyncQueryCache(CacheCore):
     async def invalidate(self, tables: Iterable[str], committed: Any = None) -> None:
         """Make every entry reading one of ``tables`` unservable, now.
 
-        Never raises: when the backend fails, the invalidation stays pending (and the cache
-        bypassed) until it succeeds.
+        Raises no failure of the backend: then, or when the task is cancelled, the tables
+        stay pending (and the cache bypassed) until their invalidation succeeds.
 
         Args:
             tables: The names of the tables written.
@@ -296,19 +296,19 @@ class AsyncQueryCache(CacheCore):
         names, taken = self.pending.take(tables)
         if not names:
             return
-        if any(map(is_call, names)):  # functions called: what they write
-            if self.catalog.refresh_due():
-                await self._refresh_catalog()
-            resolved = self.catalog.resolve(names)
-            names = sorted(resolved) if resolved is not None else [ALL]  # (catalog unreadable)
-            if not names:
-                self.pending.settle(taken)
-                return
-        position = await self._commit_position(committed)
         try:
-            await self.backend.bump_async(self.token_names(names), position)
-        except Exception as error:
-            self.pending.add(names)
+            if any(map(is_call, names)):  # functions called: what they write
+                if self.catalog.refresh_due():
+                    await self._refresh_catalog()
+                resolved = self.catalog.resolve(names)
+                names = sorted(resolved) if resolved is not None else [ALL]  # (unreadable)
+            if names:
+                position = await self._commit_position(committed)
+                await self.backend.bump_async(self.token_names(names), position)
+        except BaseException as error:  # the backend failed, or the task was cancelled (a
+            self.pending.add(names)  # deadline): the commit stands, so its invalidation too
+            if not isinstance(error, Exception):
+                raise
             self.failed("invalidation", error)
             return
         self.pending.settle(taken)
