@@ -3,13 +3,14 @@ call returns, rollbacks invalidate nothing, own writes visible (SQLite and Postg
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
-from dalkit import AsyncDatabase
+from dalkit import AsyncDatabase, on_commit
 from dalkit.cache import AsyncQueryCache, UncacheableStatementError
 
 from .models import Book, book_table
@@ -339,3 +340,18 @@ async def test_read_entities_gives_the_entities_of_a_miss_a_hit_and_a_bypass(
     async with async_db.transaction() as session:
         books = await async_cache.read_entities(session, statement, None, tables, key, 60.0)
         assert [book.title for book in books] == ["a", "z", "c"]
+
+
+async def test_a_request_cancelled_in_an_earlier_on_commit_callback_still_invalidates(
+    async_db: AsyncDatabase, async_cache: AsyncQueryCache
+) -> None:
+    await warm(async_db, async_cache)
+
+    async def request() -> None:
+        async with async_db.transaction() as session:
+            on_commit(lambda: asyncio.sleep(10))  # say, publishing an event; registered first
+            session.add(Book(id=3, title="c"))
+
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(request(), 0.5)  # cancelled in that callback, after COMMIT
+    assert await titles(async_db, async_cache) == ["a", "b", "c"]  # was ["a", "b"]

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import selectinload
 
-from dalkit import Database
+from dalkit import Database, on_commit
 from dalkit.cache import QueryCache, UncacheableStatementError, note_write
 
 from .models import Book, Dog, Tag, author_table, book_table, book_tag
@@ -348,3 +348,39 @@ def test_bound_parameters_are_part_of_the_key(db: Database, cache: QueryCache) -
 
     assert [title_of(1), title_of(2), title_of(1), title_of(2)] == ["a", "b", "a", "b"]
     assert cache.get_stats()["hits"] == 2
+
+
+def test_an_on_commit_callback_reads_what_the_commit_wrote_through_the_cache(
+    db: Database, cache: QueryCache
+) -> None:
+    warm(db, cache)
+    seen: list[list[str]] = []
+    with db.transaction() as session:
+        on_commit(lambda: seen.append(titles(db, cache)))  # registered before the first write
+        session.add(Book(id=3, title="c"))
+    assert seen == [["a", "b", "c"]]  # was served ["a", "b"]: the invalidation ran after it
+
+
+def test_a_failing_on_commit_callback_cannot_stop_the_invalidation(
+    db: Database, cache: QueryCache
+) -> None:
+    warm(db, cache)
+    with pytest.raises(ZeroDivisionError), db.transaction() as session:
+        on_commit(lambda: 1 / 0)  # a failure stops the callbacks after it; the commit stands
+        session.add(Book(id=3, title="c"))
+    assert titles(db, cache) == ["a", "b", "c"]  # was ["a", "b"] until the TTL
+
+
+def test_the_invalidation_registered_after_a_rolled_back_savepoint_still_runs_first(
+    db: Database, cache: QueryCache
+) -> None:
+    warm(db, cache)
+    seen: list[list[str]] = []
+    with db.transaction() as session:
+        on_commit(lambda: seen.append(titles(db, cache)))
+        with pytest.raises(RuntimeError), db.transaction(propagation="nested") as inner:
+            inner.add(Book(id=4, title="x"))
+            inner.flush()
+            raise RuntimeError  # the savepoint and its callbacks are gone
+        session.add(Book(id=3, title="c"))  # registers the cache's callback again
+    assert seen == [["a", "b", "c"]]
