@@ -1,15 +1,19 @@
-"""What the throwaway test servers share: a free loopback port, where their files go, running
-state, a context manager."""
+"""What the throwaway test servers share: a free loopback port, where their files go and the
+account they run as, running state, a context manager."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import socket
+import subprocess
+import tempfile
 import weakref
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
+
+from dalkit.testing._lifecycle import make_scratch
 
 # A RAM disk for the servers' files, when it has room. Durability is worthless for files deleted
 # after the run, and the disk is what a PostgreSQL test waits on: measured here (ext4 on a VM's
@@ -18,6 +22,7 @@ from typing import Any, Self
 # instead of 82 s. Docker's default /dev/shm (64 MB) is too small, hence the room required.
 RAM_DISK = Path("/dev/shm")
 RAM_DISK_MIN_FREE = 2 * 1024**3
+_SERVICE_USER = "postgres"
 
 
 def free_port() -> int:
@@ -79,3 +84,63 @@ class LocalServer:
         if self._port is None:
             raise RuntimeError(f"{type(self).__name__} is not started")
         return self._port
+
+
+class Owner:
+    """The account the cluster's processes run as: PostgreSQL refuses to run as root."""
+
+    def __init__(self, uid: int | None, gid: int | None) -> None:
+        self.uid = uid
+        self.gid = gid
+
+    @classmethod
+    def for_current_process(cls) -> Owner:
+        if not hasattr(os, "geteuid") or os.geteuid() != 0:
+            return cls(None, None)
+        import pwd  # POSIX only; imported here so the plugin still loads elsewhere
+
+        try:
+            entry = pwd.getpwnam(_SERVICE_USER)
+        except KeyError:
+            subprocess.run(
+                [
+                    "useradd",
+                    "--system",
+                    "--user-group",
+                    "--no-create-home",
+                    "--shell",
+                    "/usr/sbin/nologin",
+                    _SERVICE_USER,
+                ],
+                check=True,
+                capture_output=True,
+            )
+            entry = pwd.getpwnam(_SERVICE_USER)
+        return cls(entry.pw_uid, entry.pw_gid)
+
+    def chown(self, path: Path) -> None:
+        if self.uid is not None and self.gid is not None:
+            os.chown(path, self.uid, self.gid)
+
+    def subprocess_kwargs(self) -> dict[str, Any]:
+        if self.uid is None:
+            return {}
+        # extra_groups=[] drops root's supplementary groups as well.
+        return {"user": self.uid, "group": self.gid, "extra_groups": []}
+
+
+def make_root(owner: Owner, prefix: str = "dalkit-pg-") -> Path:
+    """A scratch directory (`make_scratch`) that ``owner`` can reach and owns."""
+    base = scratch_base()
+    if owner.uid is not None and not _traversable_by_others(Path(base or tempfile.gettempdir())):
+        # The service user must reach its data directory; /tmp always lets it.
+        base = "/tmp"
+    root = make_scratch(prefix, base)
+    owner.chown(root)
+    return root
+
+
+def _traversable_by_others(path: Path) -> bool:
+    return all(
+        parent.stat().st_mode & 0o001 for parent in [path.resolve(), *path.resolve().parents]
+    )

@@ -5,8 +5,8 @@ of a test PostgreSQL server, on 127.0.0.1; plus its pytest fixtures.
 from __future__ import annotations
 
 import shutil
+import signal
 import subprocess
-import tempfile
 import time
 import uuid
 import weakref
@@ -16,8 +16,9 @@ from urllib.parse import quote
 
 import pytest
 
-from dalkit.testing._server import LocalServer, free_port, scratch_base
-from dalkit.testing.postgres import SUPERUSER, PostgresServer, _Owner, create_database
+from dalkit.testing._lifecycle import spawn, stop_process
+from dalkit.testing._server import LocalServer, Owner, free_port, make_root
+from dalkit.testing.postgres import SUPERUSER, PostgresServer, create_database
 
 __all__ = ["PgBouncerServer", "pgbouncer_database_url", "pgbouncer_server"]
 
@@ -48,9 +49,8 @@ class PgBouncerServer(LocalServer):
         binary = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
         if not Path(binary).is_file():
             raise RuntimeError("pgbouncer is not installed (apt-get install pgbouncer)")
-        owner = _Owner.for_current_process()  # PgBouncer refuses to run as root
-        self._root = Path(tempfile.mkdtemp(prefix="dalkit-pgbouncer-", dir=scratch_base()))
-        owner.chown(self._root)
+        owner = Owner.for_current_process()  # PgBouncer refuses to run as root
+        self._root = make_root(owner, "dalkit-pgbouncer-")
         self._root.chmod(0o755)
         self._port = free_port()
         userlist = self._root / "userlist.txt"
@@ -61,15 +61,17 @@ class PgBouncerServer(LocalServer):
         ini.write_text(self._config(userlist))
         owner.chown(ini)
         log = (self._root / "pgbouncer.log").open("wb")
-        self._process = subprocess.Popen(
+        self._process = spawn(
             [binary, str(ini)],
+            self._root,
+            signal.SIGKILL,  # it keeps nothing worth a clean stop
             cwd=self._root,
             stdout=log,
             stderr=subprocess.STDOUT,
             **owner.subprocess_kwargs(),
         )
         log.close()
-        self._finalizer = weakref.finalize(self, _shutdown, self._process, self._root)
+        self._finalizer = weakref.finalize(self, stop_process, self._process, self._root)
         try:
             self._wait_until_ready()
         except BaseException:
@@ -120,17 +122,6 @@ class PgBouncerServer(LocalServer):
             time.sleep(0.1)
         log = "" if self._root is None else (self._root / "pgbouncer.log").read_text("replace")
         raise RuntimeError(f"PgBouncer did not accept connections ({last}):\n{log[-2000:]}")
-
-
-def _shutdown(process: subprocess.Popen[bytes], root: Path) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

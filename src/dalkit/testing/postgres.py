@@ -5,27 +5,25 @@ Also owns the helpers that create and drop databases on any server given its URL
 
 from __future__ import annotations
 
-import os
 import re
 import secrets
 import shutil
+import signal
 import subprocess
-import tempfile
 import time
 import weakref
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 from urllib.parse import quote
 
 from sqlalchemy.engine import URL, make_url
 
-from dalkit.testing._server import LocalServer, free_port, scratch_base
+from dalkit.testing._lifecycle import spawn
+from dalkit.testing._server import LocalServer, Owner, free_port, make_root
 
 __all__ = ["PostgresServer", "create_database", "drop_database"]
 
 SUPERUSER = "dalkit"
-_SERVICE_USER = "postgres"
 _READY_TIMEOUT = 30.0
 _LOG_TAIL_LINES = 30
 _DATABASE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
@@ -55,7 +53,8 @@ class PostgresServer(LocalServer):
         self._requested_port = port
         self._password = secrets.token_urlsafe(18)
         self._root: Path | None = None
-        self._owner: _Owner | None = None
+        self._owner: Owner | None = None
+        self._postmaster = _Postmaster()
 
     @property
     def password(self) -> str:
@@ -89,21 +88,23 @@ class PostgresServer(LocalServer):
         runs already."""
         if self.running:
             return
-        self._owner = _Owner.for_current_process()
-        self._root = _make_root(self._owner)
+        self._owner = Owner.for_current_process()
+        self._root = make_root(self._owner)
         self._port = self._requested_port or free_port()
         # Registered before anything can fail, so a half-started cluster is still
         # removed when the interpreter exits.
         self._finalizer = weakref.finalize(
-            self, _shutdown, self._pg_ctl_args("stop", "-m", "fast", "-w"), self._owner, self._root
+            self,
+            _shutdown,
+            self._pg_ctl_args("stop", "-m", "fast", "-w"),
+            self._owner,
+            self._root,
+            self._postmaster,
         )
         try:
             self._initdb()
             self._configure()
-            self._run(
-                self._pg_ctl_args("start", "-w", "-t", str(int(_READY_TIMEOUT))), "pg_ctl start"
-            )
-            self._wait_until_ready()
+            self._launch()
         except BaseException:
             self.stop()
             raise
@@ -118,11 +119,8 @@ class PostgresServer(LocalServer):
         """Restart the running server, keeping its data (settings that need a restart)."""
         if not self.running:
             raise RuntimeError("PostgresServer is not started")
-        self._run(
-            self._pg_ctl_args("restart", "-m", "fast", "-w", "-t", str(int(_READY_TIMEOUT))),
-            "pg_ctl restart",
-        )
-        self._wait_until_ready()
+        self._pg_ctl_stop("fast")
+        self._launch()
 
     def create_database(self, name: str) -> str:
         """Create an empty database.
@@ -158,6 +156,28 @@ class PostgresServer(LocalServer):
             str(root / "server.log"),
             *args,
         ]
+
+    def _launch(self) -> None:
+        # postgres itself, not `pg_ctl start`: pg_ctl's postmaster is no child of ours, so it
+        # could not be told to die with this process (`dalkit.testing._lifecycle`)
+        root = self._require_root()
+        with (root / "server.log").open("ab") as log:
+            self._postmaster.process = spawn(
+                [str(self._bin_dir / "postgres"), "-D", str(root / "data")],
+                root,
+                signal.SIGQUIT,  # immediate shutdown: it stops its children and frees its memory
+                cwd=root,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                **self._require_owner().subprocess_kwargs(),
+            )
+        self._wait_until_ready()
+
+    def _pg_ctl_stop(self, mode: str) -> None:
+        """Stop the server (``pg_ctl stop -m mode``), keeping its files."""
+        self._run(self._pg_ctl_args("stop", "-m", mode, "-w"), "pg_ctl stop")
+        self._postmaster.reap()
 
     def _initdb(self) -> None:
         root = self._require_root()
@@ -207,19 +227,22 @@ class PostgresServer(LocalServer):
             conf.writelines(f"{key} = {value}\n" for key, value in settings.items())
 
     def _wait_until_ready(self) -> None:
-        # pg_ctl -w already saw the postmaster ready; this proves the TCP path
-        # and the password work, which is what the tests rely on.
+        # ready is when the TCP path and the password work, which is what the tests rely on
         import psycopg
 
         deadline = time.monotonic() + _READY_TIMEOUT
         last_error = ""
         while time.monotonic() < deadline:
+            exited = self._postmaster.exit_code()
+            if exited is not None:
+                last_error = f"postgres exited with code {exited}"
+                break
             try:
                 with psycopg.connect(self.url, connect_timeout=2):
                     return
             except psycopg.OperationalError as exc:
                 last_error = str(exc).replace(self._password, "***")
-            time.sleep(0.1)
+            time.sleep(0.05)
         raise RuntimeError(
             f"PostgreSQL on 127.0.0.1:{self.port} did not accept connections within "
             f"{_READY_TIMEOUT:.0f}s (last error: {last_error})\n{self._log_tail()}"
@@ -241,7 +264,7 @@ class PostgresServer(LocalServer):
                 f"{what} failed with exit code {result.returncode}:\n{output}\n{self._log_tail()}"
             )
 
-    def _require_owner(self) -> _Owner:
+    def _require_owner(self) -> Owner:
         if self._owner is None:
             raise RuntimeError("PostgresServer is not started")
         return self._owner
@@ -313,69 +336,31 @@ def _version_key(version: str) -> tuple[int, ...]:
     return tuple(int(part) for part in version.split(".") if part.isdigit())
 
 
-class _Owner:
-    """The account the cluster's processes run as: PostgreSQL refuses to run as root."""
+class _Postmaster:
+    """The running postmaster, a child of this process, replaced by each (re)start."""
 
-    def __init__(self, uid: int | None, gid: int | None) -> None:
-        self.uid = uid
-        self.gid = gid
+    def __init__(self) -> None:
+        self.process: subprocess.Popen[bytes] | None = None
 
-    @classmethod
-    def for_current_process(cls) -> _Owner:
-        if not hasattr(os, "geteuid") or os.geteuid() != 0:
-            return cls(None, None)
-        import pwd  # POSIX only; imported here so the plugin still loads elsewhere
+    def exit_code(self) -> int | None:
+        return None if self.process is None else self.process.poll()
 
-        try:
-            entry = pwd.getpwnam(_SERVICE_USER)
-        except KeyError:
-            subprocess.run(
-                [
-                    "useradd",
-                    "--system",
-                    "--user-group",
-                    "--no-create-home",
-                    "--shell",
-                    "/usr/sbin/nologin",
-                    _SERVICE_USER,
-                ],
-                check=True,
-                capture_output=True,
-            )
-            entry = pwd.getpwnam(_SERVICE_USER)
-        return cls(entry.pw_uid, entry.pw_gid)
-
-    def chown(self, path: Path) -> None:
-        if self.uid is not None and self.gid is not None:
-            os.chown(path, self.uid, self.gid)
-
-    def subprocess_kwargs(self) -> dict[str, Any]:
-        if self.uid is None:
-            return {}
-        # extra_groups=[] drops root's supplementary groups as well.
-        return {"user": self.uid, "group": self.gid, "extra_groups": []}
+    def reap(self) -> None:
+        """Wait for the stopped postmaster (killing it past the timeout)."""
+        if self.process is not None:
+            try:
+                self.process.wait(timeout=_READY_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+            self.process = None
 
 
-def _make_root(owner: _Owner) -> Path:
-    base = scratch_base()
-    if owner.uid is not None and not _traversable_by_others(Path(base or tempfile.gettempdir())):
-        # The service user must reach its data directory; /tmp always lets it.
-        base = "/tmp"
-    root = Path(tempfile.mkdtemp(prefix="dalkit-pg-", dir=base))
-    owner.chown(root)
-    return root
-
-
-def _traversable_by_others(path: Path) -> bool:
-    return all(
-        parent.stat().st_mode & 0o001 for parent in [path.resolve(), *path.resolve().parents]
-    )
-
-
-def _shutdown(stop_args: list[str], owner: _Owner, root: Path) -> None:
+def _shutdown(stop_args: list[str], owner: Owner, root: Path, postmaster: _Postmaster) -> None:
     # A failed stop (say, the server never started) must not keep the files around.
     if (root / "data" / "postmaster.pid").exists():
         subprocess.run(
             stop_args, cwd=root, capture_output=True, check=False, **owner.subprocess_kwargs()
         )
+    postmaster.reap()
     shutil.rmtree(root, ignore_errors=True)

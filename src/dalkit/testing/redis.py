@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import shutil
+import signal
 import subprocess
-import tempfile
 import time
 import weakref
 from pathlib import Path
 
+from dalkit.testing._lifecycle import make_scratch, spawn, stop_process
 from dalkit.testing._server import LocalServer, free_port, scratch_base
 
 __all__ = ["RedisServer"]
@@ -41,7 +42,7 @@ class RedisServer(LocalServer):
         """Start the server in a temporary directory; does nothing when it runs already."""
         if self.running:
             return
-        self._root = Path(tempfile.mkdtemp(prefix="dalkit-redis-", dir=scratch_base()))
+        self._root = make_scratch("dalkit-redis-", scratch_base())
         self._port = self._requested_port or free_port()
         args = [
             str(self._executable),
@@ -59,10 +60,15 @@ class RedisServer(LocalServer):
         ]
         with (self._root / "server.log").open("wb") as log:
             # The child keeps its own copy of the log descriptor; ours closes here.
-            self._process = subprocess.Popen(
-                args, stdout=log, stderr=subprocess.STDOUT, cwd=self._root
+            self._process = spawn(
+                args,
+                self._root,
+                signal.SIGKILL,  # it keeps nothing: no dump, no append-only file
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self._root,
             )
-        self._finalizer = weakref.finalize(self, _shutdown, self._process, self._root)
+        self._finalizer = weakref.finalize(self, stop_process, self._process, self._root)
         try:
             self._wait_until_ready()
         except BaseException:
@@ -122,14 +128,3 @@ def _find_executable() -> Path:
             "redis-server not found on PATH (install redis-server, or set DALKIT_TEST_REDIS_URL)"
         )
     return Path(found)
-
-
-def _shutdown(process: subprocess.Popen[bytes], root: Path) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-    shutil.rmtree(root, ignore_errors=True)

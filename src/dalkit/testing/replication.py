@@ -98,11 +98,10 @@ class ReplicaServer(PostgresServer):
 
     def shutdown(self) -> None:
         """Stop the server but keep its files, so that `start_again()` can bring it back."""
-        self._run(self._pg_ctl_args("stop", "-m", "fast", "-w"), "pg_ctl stop")
+        self._pg_ctl_stop("fast")
 
     def start_again(self) -> None:
-        self._run(self._pg_ctl_args("start", "-w", "-t", "30"), "pg_ctl start")
-        self._wait_until_ready()
+        self._launch()
 
     def promote(self) -> None:
         """Make this standby a primary (``pg_ctl promote`` waits until it accepts writes)."""
@@ -124,7 +123,7 @@ class ReplicaServer(PostgresServer):
 
 def stop_immediately(server: PostgresServer) -> None:
     """Crash-stop ``server`` (``pg_ctl stop -m immediate``): what losing a primary looks like."""
-    server._run(server._pg_ctl_args("stop", "-m", "immediate", "-w"), "pg_ctl stop")
+    server._pg_ctl_stop("immediate")
 
 
 def current_lsn(url: str) -> str:
