@@ -303,6 +303,15 @@ class AsyncDatabase(AsyncDatabaseTransactions, AsyncDatabaseObserve):
         """
         return None if self._replicas is None else self._replicas.replicas.token()
 
+    @property
+    def replica_engines(self) -> tuple[AsyncEngine, ...]:
+        """The engines of the read replicas (``replicas=``), in that order; empty without
+        replicas: for tools that watch every connection of the database, as
+        `dalkit.testing.count_queries` does."""
+        if self._replicas is None:
+            return ()
+        return tuple(replica.engine for replica in self._replicas.replicas.replicas)
+
     @contextmanager
     def read_your_writes(self, token: str | None) -> Iterator[None]:
         """Inside the block, reads go only to replicas that have replayed up to ``token`` (from

@@ -7,6 +7,8 @@ import contextvars
 import time
 
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dalkit import AsyncDatabase, Database
 from dalkit.testing import assert_max_queries, count_queries
@@ -63,3 +65,31 @@ def test_count_queries_counts_async_replica_reads_and_not_the_monitor(
     idle, routed = contextvars.Context().run(asyncio.run, counted())
     assert idle == []
     assert routed == ["SELECT 42"]
+
+
+def test_replica_engines_are_public_and_count_queries_hears_them_through_a_wrapper(
+    replicated_database: tuple[str, str],
+) -> None:
+    primary, replica = replicated_database
+    with Database(primary, replicas=[replica], replica_monitor_interval_s=INTERVAL) as db:
+        assert [engine.url.port for engine in db.replica_engines] == [make_url(replica).port]
+
+        class Facade:  # an application's own wrapper, showing what count_queries needs
+            engine = db.engine
+            replica_engines = db.replica_engines
+
+        with count_queries(Facade()) as counted, db.transaction(read_only=True) as session:
+            session.connection().exec_driver_sql("SELECT 42")
+    assert counted.statements == ["SELECT 42"]
+
+    async def async_engines() -> list[object]:
+        async with AsyncDatabase(
+            primary.replace("postgresql://", "postgresql+asyncpg://"),
+            replicas=[replica.replace("postgresql://", "postgresql+asyncpg://")],
+        ) as db:
+            return list(db.replica_engines)
+
+    engines = contextvars.Context().run(asyncio.run, async_engines())
+    assert [type(engine) for engine in engines] == [AsyncEngine]
+    with Database("sqlite://") as plain:
+        assert plain.replica_engines == ()

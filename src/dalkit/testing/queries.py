@@ -167,7 +167,5 @@ def _sync_engine(target: object) -> Engine:
 
 
 def _replica_engines(target: object) -> list[Engine]:
-    # a Database's (or AsyncDatabase's) replica router, when it has replicas
-    router = getattr(target, "_replicas", None)
-    replicas = getattr(getattr(router, "replicas", None), "replicas", ())
-    return [_sync_engine(replica.engine) for replica in replicas]
+    # a Database's (or AsyncDatabase's) replicas; an engine has none
+    return [_sync_engine(engine) for engine in getattr(target, "replica_engines", ())]
