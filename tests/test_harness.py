@@ -17,14 +17,16 @@ from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from dalkit import AsyncDatabase, Database
+from dalkit import AsyncDatabase, DalkitError, Database
 from dalkit.testing import (
     PostgresServer,
     QueryCounter,
     RedisServer,
+    ServerStartError,
     _server,
     assert_max_queries,
     count_queries,
+    postgres,
 )
 from dalkit.testing._server import scratch_base
 from dalkit.testing.postgres import create_database, drop_database
@@ -115,6 +117,42 @@ def test_failed_start_reports_the_server_log_without_the_password() -> None:
     assert "Address already in use" in str(failure.value)
     assert server.password not in str(failure.value)
     assert not server.running
+
+
+def test_missing_server_binaries_raise_a_typed_error_naming_them(tmp_path: Path) -> None:
+    (tmp_path / "pg_ctl").touch()  # a client-only install: no initdb, no postgres
+    with pytest.raises(ServerStartError, match="no initdb, postgres in ") as failure:
+        PostgresServer(bin_dir=tmp_path).start()
+    assert isinstance(failure.value, DalkitError)
+    with pytest.raises(ServerStartError, match="no redis-server at "):
+        RedisServer(executable=tmp_path / "redis-server").start()
+
+
+def test_without_postgresql_installed_the_test_fails_saying_so(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _inner_session(
+        pytester,
+        """
+        import pytest
+
+        @pytest.mark.parametrize("fixture", ["postgres_url", "replication"])
+        def test_needs_postgres(request, fixture):
+            request.getfixturevalue(fixture)
+        """,
+    )
+    monkeypatch.delenv("DALKIT_TEST_POSTGRES_URL", raising=False)
+    monkeypatch.setattr(postgres, "_DEBIAN_BIN_DIRS", pytester.path / "no-postgresql")
+    monkeypatch.setenv("PATH", str(pytester.path))
+    result = _run_inner(pytester)
+    result.assert_outcomes(failed=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*could not start PostgreSQL for the tests: no PostgreSQL server binaries (initdb*",
+            "*could not start a replicated PostgreSQL pair: no PostgreSQL server binaries (*",
+        ]
+    )
+    assert "Traceback" not in result.stdout.str()
 
 
 def test_dropping_a_database_disconnects_its_users(postgres_url: str) -> None:
@@ -358,7 +396,7 @@ def test_the_configuration_the_testing_docs_recommend_runs_a_suite(
     pytester.makepyprojecttoml(block)
     pytester.makepyfile(
         """
-        from dalkit import AsyncDatabase, Database
+        from dalkit import AsyncDatabase, Database, DalkitError
 
         def test_sync(db: Database) -> None:
             assert db.health_check().ok

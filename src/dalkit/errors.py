@@ -54,6 +54,8 @@ DalkitError
 │   └── UnscopedStatementError  raw SQL or Core on a connection naming a tenant-scoped table
 ├── NPlusOneError               (observe.errors) an N+1 pattern under nplusone="raise"
 ├── QueryBudgetExceededError    (observe.errors) a query_budget() block ran over
+├── ServerStartError        (testing, also a RuntimeError) a test server that cannot start:
+│                           binaries missing, port taken, no answer in time
 └── MigrationError              (migrations.errors) a migration command cannot do as asked
     ├── MigrationCheckError     (migrations.checks) a built-in migration check failed
     ├── BackupError             a backup cannot be taken or restored

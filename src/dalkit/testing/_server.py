@@ -13,6 +13,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+from dalkit.errors import DalkitError
 from dalkit.testing._lifecycle import make_scratch
 
 # A RAM disk for the servers' files, when it has room. Durability is worthless for files deleted
@@ -23,6 +24,12 @@ from dalkit.testing._lifecycle import make_scratch
 RAM_DISK = Path("/dev/shm")
 RAM_DISK_MIN_FREE = 2 * 1024**3
 _SERVICE_USER = "postgres"
+
+
+class ServerStartError(DalkitError, RuntimeError):
+    """A throwaway test server could not start: its binaries are missing, its port is taken,
+    or it failed or did not answer in time; the message says which, with the server's log,
+    never its password."""
 
 
 def free_port() -> int:

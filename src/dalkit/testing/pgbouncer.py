@@ -17,7 +17,7 @@ from urllib.parse import quote
 import pytest
 
 from dalkit.testing._lifecycle import spawn, stop_process
-from dalkit.testing._server import LocalServer, Owner, free_port, make_root
+from dalkit.testing._server import LocalServer, Owner, ServerStartError, free_port, make_root
 from dalkit.testing.postgres import SUPERUSER, PostgresServer, create_database
 
 __all__ = ["PgBouncerServer", "pgbouncer_database_url", "pgbouncer_server"]
@@ -48,7 +48,7 @@ class PgBouncerServer(LocalServer):
             return
         binary = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
         if not Path(binary).is_file():
-            raise RuntimeError("pgbouncer is not installed (apt-get install pgbouncer)")
+            raise ServerStartError("pgbouncer is not installed (apt-get install pgbouncer)")
         owner = Owner.for_current_process()  # PgBouncer refuses to run as root
         self._root = make_root(owner, "dalkit-pgbouncer-")
         self._root.chmod(0o755)
@@ -121,7 +121,7 @@ class PgBouncerServer(LocalServer):
                 last = str(exc).replace(self._server.password, "***")
             time.sleep(0.1)
         log = "" if self._root is None else (self._root / "pgbouncer.log").read_text("replace")
-        raise RuntimeError(f"PgBouncer did not accept connections ({last}):\n{log[-2000:]}")
+        raise ServerStartError(f"PgBouncer did not accept connections ({last}):\n{log[-2000:]}")
 
 
 @pytest.fixture(scope="session")

@@ -84,8 +84,8 @@ def postgres_server() -> Iterator[PostgresServer]:
             f"which is impossible while {POSTGRES_URL_ENV} points at an external one",
             pytrace=False,
         )
-    server = PostgresServer()
-    try:
+    try:  # finding the binaries may fail too
+        server = PostgresServer()
         server.start()
     except Exception as exc:  # whatever the reason, it belongs in the report
         pytest.fail(f"could not start PostgreSQL for the tests: {exc}", pytrace=False)
@@ -115,8 +115,8 @@ def redis_server() -> Iterator[RedisServer]:
             f"this test controls the Redis server itself, impossible while {REDIS_URL_ENV} is set",
             pytrace=False,
         )
-    server = RedisServer()
-    try:
+    try:  # finding the binary may fail too
+        server = RedisServer()
         server.start()
     except Exception as exc:  # whatever the reason, it belongs in the report
         pytest.fail(f"could not start Redis for the tests: {exc}", pytrace=False)

@@ -19,13 +19,15 @@ from urllib.parse import quote
 from sqlalchemy.engine import URL, make_url
 
 from dalkit.testing._lifecycle import spawn
-from dalkit.testing._server import LocalServer, Owner, free_port, make_root
+from dalkit.testing._server import LocalServer, Owner, ServerStartError, free_port, make_root
 
 __all__ = ["PostgresServer", "create_database", "drop_database"]
 
 SUPERUSER = "dalkit"
 _READY_TIMEOUT = 30.0
 _LOG_TAIL_LINES = 30
+_BINARIES = ("initdb", "pg_ctl", "postgres")
+_DEBIAN_BIN_DIRS = Path("/usr/lib/postgresql")  # <version>/bin
 _DATABASE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 
 
@@ -46,6 +48,8 @@ class PostgresServer(LocalServer):
             server.stop()  # the cluster and its files are gone
         ```
     """
+
+    _binaries = _BINARIES  # what start() runs
 
     def __init__(self, *, port: int | None = None, bin_dir: str | Path | None = None) -> None:
         super().__init__()
@@ -88,6 +92,12 @@ class PostgresServer(LocalServer):
         runs already."""
         if self.running:
             return
+        missing = _missing(self._bin_dir, self._binaries)
+        if missing:
+            raise ServerStartError(
+                f"no {', '.join(missing)} in {self._bin_dir}: the PostgreSQL server binaries "
+                "are needed (install the postgresql package, or set DALKIT_TEST_POSTGRES_URL)"
+            )
         self._owner = Owner.for_current_process()
         self._root = make_root(self._owner)
         self._port = self._requested_port or free_port()
@@ -243,7 +253,7 @@ class PostgresServer(LocalServer):
             except psycopg.OperationalError as exc:
                 last_error = str(exc).replace(self._password, "***")
             time.sleep(0.05)
-        raise RuntimeError(
+        raise ServerStartError(
             f"PostgreSQL on 127.0.0.1:{self.port} did not accept connections within "
             f"{_READY_TIMEOUT:.0f}s (last error: {last_error})\n{self._log_tail()}"
         )
@@ -260,7 +270,7 @@ class PostgresServer(LocalServer):
         )
         if result.returncode != 0:
             output = (result.stdout + result.stderr).strip().replace(self._password, "***")
-            raise RuntimeError(
+            raise ServerStartError(
                 f"{what} failed with exit code {result.returncode}:\n{output}\n{self._log_tail()}"
             )
 
@@ -280,20 +290,21 @@ class PostgresServer(LocalServer):
 
 def find_bin_dir() -> Path:
     """The newest ``/usr/lib/postgresql/<version>/bin``, else wherever ``pg_ctl`` is on PATH."""
-    candidates = [
-        path
-        for path in Path("/usr/lib/postgresql").glob("*/bin")
-        if (path / "initdb").is_file() and (path / "pg_ctl").is_file()
-    ]
+    candidates = [path for path in _DEBIAN_BIN_DIRS.glob("*/bin") if not _missing(path, _BINARIES)]
     if candidates:
         return max(candidates, key=lambda path: _version_key(path.parent.name))
     on_path = shutil.which("pg_ctl")
-    if on_path is not None and shutil.which("initdb") is not None:
+    if on_path is not None and not _missing(Path(on_path).parent, _BINARIES):
         return Path(on_path).parent
-    raise RuntimeError(
-        "no PostgreSQL server binaries found in /usr/lib/postgresql/*/bin or on PATH "
+    raise ServerStartError(
+        f"no PostgreSQL server binaries ({', '.join(_BINARIES)}) found in "
+        f"{_DEBIAN_BIN_DIRS}/*/bin or on PATH "
         "(install the postgresql package, or set DALKIT_TEST_POSTGRES_URL)"
     )
+
+
+def _missing(bin_dir: Path, names: Sequence[str]) -> list[str]:
+    return [name for name in names if not (bin_dir / name).is_file()]
 
 
 def create_database(url: str, name: str) -> str:

@@ -10,7 +10,7 @@ import weakref
 from pathlib import Path
 
 from dalkit.testing._lifecycle import make_scratch, spawn, stop_process
-from dalkit.testing._server import LocalServer, free_port, scratch_base
+from dalkit.testing._server import LocalServer, ServerStartError, free_port, scratch_base
 
 __all__ = ["RedisServer"]
 
@@ -42,6 +42,11 @@ class RedisServer(LocalServer):
         """Start the server in a temporary directory; does nothing when it runs already."""
         if self.running:
             return
+        if not self._executable.is_file():
+            raise ServerStartError(
+                f"no redis-server at {self._executable} "
+                "(install redis-server, or set DALKIT_TEST_REDIS_URL)"
+            )
         self._root = make_scratch("dalkit-redis-", scratch_base())
         self._port = self._requested_port or free_port()
         args = [
@@ -105,7 +110,7 @@ class RedisServer(LocalServer):
             except redis.RedisError as exc:  # a timeout too: the port may not be ours
                 last_error = str(exc)
             time.sleep(0.05)
-        raise RuntimeError(
+        raise ServerStartError(
             f"redis-server on 127.0.0.1:{self.port} did not answer PING ({last_error})\n"
             + self._log_tail()
         )
@@ -124,7 +129,7 @@ def _find_executable() -> Path:
         "/usr/bin/redis-server" if Path("/usr/bin/redis-server").is_file() else None
     )
     if found is None:
-        raise RuntimeError(
+        raise ServerStartError(
             "redis-server not found on PATH (install redis-server, or set DALKIT_TEST_REDIS_URL)"
         )
     return Path(found)

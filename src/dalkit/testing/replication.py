@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from dalkit.testing._server import ServerStartError
 from dalkit.testing.postgres import SUPERUSER, PostgresServer, create_database, drop_database
 
 __all__ = [
@@ -29,6 +30,8 @@ _CATCH_UP_TIMEOUT = 30.0
 class ReplicaServer(PostgresServer):
     """A hot standby of ``primary``: its data directory is a base backup of the primary's,
     and it streams (and replays) the primary's WAL from then on."""
+
+    _binaries = ("pg_basebackup", "pg_ctl", "postgres")
 
     def __init__(self, primary: PostgresServer) -> None:
         super().__init__()
@@ -60,7 +63,7 @@ class ReplicaServer(PostgresServer):
         )
         if result.returncode != 0:
             output = (result.stdout + result.stderr).replace(self._password, "***")
-            raise RuntimeError(f"pg_basebackup failed ({result.returncode}):\n{output}")
+            raise ServerStartError(f"pg_basebackup failed ({result.returncode}):\n{output}")
         # -R may leave the password out of primary_conninfo; the later line wins
         conninfo = (
             f"host=127.0.0.1 port={self.primary.port} user={SUPERUSER} "
@@ -178,8 +181,9 @@ class Replication:
         self.stop()
 
 
-def _started(replication: Replication) -> Replication:
-    try:
+def _started(synchronous: bool = False) -> Replication:
+    try:  # finding the binaries may fail too
+        replication = Replication(synchronous=synchronous)
         replication.start()
     except Exception as exc:
         pytest.fail(f"could not start a replicated PostgreSQL pair: {exc}", pytrace=False)
@@ -189,7 +193,7 @@ def _started(replication: Replication) -> Replication:
 @pytest.fixture(scope="session")
 def replication() -> Iterator[Replication]:
     """A primary and an asynchronous streaming replica for the test session."""
-    pair = _started(Replication())
+    pair = _started()
     try:
         yield pair
     finally:
@@ -216,7 +220,7 @@ def replicated_database(replication: Replication) -> Iterator[tuple[str, str]]:
 @pytest.fixture
 def failover_replication() -> Iterator[Replication]:
     """A pair of its own with synchronous replication, for a test that kills the primary."""
-    pair = _started(Replication(synchronous=True))
+    pair = _started(synchronous=True)
     try:
         yield pair
     finally:
