@@ -7,7 +7,7 @@ import socket
 import sqlite3
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
@@ -26,9 +26,12 @@ from dalkit.testing import (
     _server,
     assert_max_queries,
     count_queries,
+    pgbouncer,
     postgres,
 )
-from dalkit.testing._server import scratch_base
+from dalkit.testing import redis as redis_server
+from dalkit.testing._server import LocalServer, scratch_base
+from dalkit.testing.pgbouncer import PgBouncerServer
 from dalkit.testing.postgres import create_database, drop_database
 
 
@@ -153,6 +156,58 @@ def test_without_postgresql_installed_the_test_fails_saying_so(
         ]
     )
     assert "Traceback" not in result.stdout.str()
+
+
+@pytest.fixture
+def first_port_taken(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[socket.socket]]:
+    """The first port the harness chooses is taken by another process before the server
+    binds it, as a parallel run (or an outgoing connection's source port) may do."""
+    squatters: list[socket.socket] = []
+    choose = _server.free_port
+
+    def taken_once() -> int:
+        port = choose()
+        if not squatters:
+            squatter = socket.socket()
+            squatter.bind(("127.0.0.1", port))
+            squatter.listen()
+            squatters.append(squatter)
+        return port
+
+    for module in (_server, postgres, pgbouncer, redis_server):  # wherever it is called from
+        monkeypatch.setattr(module, "free_port", taken_once, raising=False)
+    yield squatters
+    for squatter in squatters:
+        squatter.close()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("kind", ["postgres", "redis", "pgbouncer"])
+def test_a_port_taken_before_the_server_binds_it_is_chosen_again(
+    kind: str, first_port_taken: list[socket.socket], postgres_server: PostgresServer
+) -> None:
+    makers: dict[str, Callable[[], LocalServer]] = {
+        "postgres": PostgresServer,
+        "redis": RedisServer,
+        "pgbouncer": lambda: PgBouncerServer(postgres_server),
+    }
+    server = makers[kind]()
+    with server:
+        assert first_port_taken, "the harness chose no port"
+        assert server.port != first_port_taken[0].getsockname()[1]
+        assert not _refuses_connections("127.0.0.1", server.port)
+
+
+@pytest.mark.postgres
+def test_a_pgbouncer_that_cannot_start_is_reported_with_its_log(
+    postgres_server: PostgresServer,
+) -> None:
+    bouncer = PgBouncerServer(postgres_server, pool_mode="no-such-mode")
+    with pytest.raises(ServerStartError, match="PgBouncer did not accept") as failure:
+        bouncer.start()
+    assert "no-such-mode" in str(failure.value)  # its log says what it refused
+    assert postgres_server.password not in str(failure.value)
+    assert not bouncer.running
 
 
 def test_dropping_a_database_disconnects_its_users(postgres_url: str) -> None:

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import tempfile
 import weakref
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -23,6 +24,9 @@ from dalkit.testing._lifecycle import make_scratch
 # instead of 82 s. Docker's default /dev/shm (64 MB) is too small, hence the room required.
 RAM_DISK = Path("/dev/shm")
 RAM_DISK_MIN_FREE = 2 * 1024**3
+# starts on a port another process took between free_port() and the server's bind, which
+# parallel test runs (and every outgoing connection's source port) make possible
+PORT_TRIES = 3
 _SERVICE_USER = "postgres"
 
 
@@ -59,6 +63,7 @@ class LocalServer:
 
     def __init__(self) -> None:
         self._port: int | None = None
+        self._requested_port: int | None = None
         self._finalizer: weakref.finalize[Any, Any] | None = None
 
     def start(self) -> None:
@@ -81,6 +86,24 @@ class LocalServer:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+    def _start_on_a_free_port(self, launch: Callable[[], None], log: Path) -> None:
+        """Run ``launch``, which starts the server on ``self._port`` and waits until it
+        answers; when no port was asked for and another process took the one chosen before
+        the server could bind it (``log`` says so), again on another."""
+        for attempt in range(1, PORT_TRIES + 1):
+            self._port = self._requested_port or free_port()
+            offset = log.stat().st_size if log.exists() else 0
+            try:
+                launch()
+                return
+            except ServerStartError:
+                if self._requested_port is not None or attempt == PORT_TRIES:
+                    raise
+                with log.open("rb") as file:
+                    file.seek(offset)
+                    if b"Address already in use" not in file.read():
+                        raise
 
     @property
     def running(self) -> bool:

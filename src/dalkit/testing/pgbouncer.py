@@ -17,7 +17,7 @@ from urllib.parse import quote
 import pytest
 
 from dalkit.testing._lifecycle import spawn, stop_process
-from dalkit.testing._server import LocalServer, Owner, ServerStartError, free_port, make_root
+from dalkit.testing._server import LocalServer, Owner, ServerStartError, make_root
 from dalkit.testing.postgres import SUPERUSER, PostgresServer, create_database
 
 __all__ = ["PgBouncerServer", "pgbouncer_database_url", "pgbouncer_server"]
@@ -52,15 +52,27 @@ class PgBouncerServer(LocalServer):
         owner = Owner.for_current_process()  # PgBouncer refuses to run as root
         self._root = make_root(owner, "dalkit-pgbouncer-")
         self._root.chmod(0o755)
-        self._port = free_port()
         userlist = self._root / "userlist.txt"
         userlist.write_text(f'"{SUPERUSER}" "{self._server.password}"\n')
         userlist.chmod(0o600)
         owner.chown(userlist)
+        try:
+            self._start_on_a_free_port(
+                lambda: self._launch(binary, owner, userlist), self._root / "pgbouncer.log"
+            )
+        except BaseException:
+            self.stop()
+            shutil.rmtree(self._root, ignore_errors=True)  # when nothing was launched
+            raise
+
+    def _launch(self, binary: str, owner: Owner, userlist: Path) -> None:
+        assert self._root is not None
+        if self._finalizer is not None:  # a start that failed: keep its files for this one
+            self._finalizer.detach()
         ini = self._root / "pgbouncer.ini"
         ini.write_text(self._config(userlist))
         owner.chown(ini)
-        log = (self._root / "pgbouncer.log").open("wb")
+        log = (self._root / "pgbouncer.log").open("ab")
         self._process = spawn(
             [binary, str(ini)],
             self._root,
@@ -72,11 +84,7 @@ class PgBouncerServer(LocalServer):
         )
         log.close()
         self._finalizer = weakref.finalize(self, stop_process, self._process, self._root)
-        try:
-            self._wait_until_ready()
-        except BaseException:
-            self.stop()
-            raise
+        self._wait_until_ready()
 
     def stop(self) -> None:
         if self._finalizer is not None:
@@ -120,7 +128,9 @@ class PgBouncerServer(LocalServer):
             except psycopg.OperationalError as exc:
                 last = str(exc).replace(self._server.password, "***")
             time.sleep(0.1)
-        log = "" if self._root is None else (self._root / "pgbouncer.log").read_text("replace")
+        log = (
+            "" if self._root is None else (self._root / "pgbouncer.log").read_text(errors="replace")
+        )
         raise ServerStartError(f"PgBouncer did not accept connections ({last}):\n{log[-2000:]}")
 
 

@@ -19,7 +19,7 @@ from urllib.parse import quote
 from sqlalchemy.engine import URL, make_url
 
 from dalkit.testing._lifecycle import spawn
-from dalkit.testing._server import LocalServer, Owner, ServerStartError, free_port, make_root
+from dalkit.testing._server import LocalServer, Owner, ServerStartError, make_root
 
 __all__ = ["PostgresServer", "create_database", "drop_database"]
 
@@ -100,7 +100,6 @@ class PostgresServer(LocalServer):
             )
         self._owner = Owner.for_current_process()
         self._root = make_root(self._owner)
-        self._port = self._requested_port or free_port()
         # Registered before anything can fail, so a half-started cluster is still
         # removed when the interpreter exits.
         self._finalizer = weakref.finalize(
@@ -114,7 +113,9 @@ class PostgresServer(LocalServer):
         try:
             self._initdb()
             self._configure()
-            self._launch()
+            # the port is chosen at the last moment: the less time before the bind, the less
+            # another run can take it
+            self._start_on_a_free_port(self._launch, self._root / "server.log")
         except BaseException:
             self.stop()
             raise
@@ -173,7 +174,7 @@ class PostgresServer(LocalServer):
         root = self._require_root()
         with (root / "server.log").open("ab") as log:
             self._postmaster.process = spawn(
-                [str(self._bin_dir / "postgres"), "-D", str(root / "data")],
+                [str(self._bin_dir / "postgres"), "-D", str(root / "data"), "-p", str(self.port)],
                 root,
                 signal.SIGQUIT,  # immediate shutdown: it stops its children and frees its memory
                 cwd=root,
@@ -219,7 +220,6 @@ class PostgresServer(LocalServer):
         root = self._require_root()
         settings = {
             "listen_addresses": "'127.0.0.1'",
-            "port": str(self.port),
             "unix_socket_directories": f"'{root}'",
             "max_connections": "300",
             # PostgreSQL's default, 0, refuses PREPARE TRANSACTION: two-phase commits are tested
@@ -253,9 +253,12 @@ class PostgresServer(LocalServer):
             except psycopg.OperationalError as exc:
                 last_error = str(exc).replace(self._password, "***")
             time.sleep(0.05)
+        within = (
+            "" if self._postmaster.exit_code() is not None else f" within {_READY_TIMEOUT:.0f}s"
+        )
         raise ServerStartError(
-            f"PostgreSQL on 127.0.0.1:{self.port} did not accept connections within "
-            f"{_READY_TIMEOUT:.0f}s (last error: {last_error})\n{self._log_tail()}"
+            f"PostgreSQL on 127.0.0.1:{self.port} did not accept connections{within} "
+            f"(last error: {last_error})\n{self._log_tail()}"
         )
 
     def _run(self, args: Sequence[str], what: str) -> None:

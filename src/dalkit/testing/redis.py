@@ -10,7 +10,7 @@ import weakref
 from pathlib import Path
 
 from dalkit.testing._lifecycle import make_scratch, spawn, stop_process
-from dalkit.testing._server import LocalServer, ServerStartError, free_port, scratch_base
+from dalkit.testing._server import LocalServer, ServerStartError, scratch_base
 
 __all__ = ["RedisServer"]
 
@@ -48,7 +48,17 @@ class RedisServer(LocalServer):
                 "(install redis-server, or set DALKIT_TEST_REDIS_URL)"
             )
         self._root = make_scratch("dalkit-redis-", scratch_base())
-        self._port = self._requested_port or free_port()
+        try:
+            self._start_on_a_free_port(self._launch, self._root / "server.log")
+        except BaseException:
+            self.stop()
+            shutil.rmtree(self._root, ignore_errors=True)  # when nothing was launched
+            raise
+
+    def _launch(self) -> None:
+        assert self._root is not None
+        if self._finalizer is not None:  # a start that failed: keep its files for this one
+            self._finalizer.detach()
         args = [
             str(self._executable),
             "--bind",
@@ -63,7 +73,7 @@ class RedisServer(LocalServer):
             "--appendonly",
             "no",
         ]
-        with (self._root / "server.log").open("wb") as log:
+        with (self._root / "server.log").open("ab") as log:
             # The child keeps its own copy of the log descriptor; ours closes here.
             self._process = spawn(
                 args,
@@ -74,11 +84,7 @@ class RedisServer(LocalServer):
                 cwd=self._root,
             )
         self._finalizer = weakref.finalize(self, stop_process, self._process, self._root)
-        try:
-            self._wait_until_ready()
-        except BaseException:
-            self.stop()
-            raise
+        self._wait_until_ready()
 
     def stop(self) -> None:
         """Stop the server and remove its files."""
