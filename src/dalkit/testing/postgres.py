@@ -36,7 +36,8 @@ class PostgresServer(LocalServer):
 
     Args:
         port: The port to listen on (default: a free one).
-        bin_dir: Where ``initdb`` and ``pg_ctl`` are (default: found on this machine).
+        bin_dir: Where ``initdb``, ``pg_ctl`` and ``postgres`` are (default: found on this
+            machine).
 
     Examples:
         ```python
