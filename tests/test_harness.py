@@ -33,6 +33,7 @@ from dalkit.testing import redis as redis_server
 from dalkit.testing._server import LocalServer, scratch_base
 from dalkit.testing.pgbouncer import PgBouncerServer
 from dalkit.testing.postgres import create_database, drop_database
+from dalkit.testing.replication import stop_immediately
 
 
 def _refuses_connections(host: str, port: int) -> bool:
@@ -102,6 +103,15 @@ def test_restart_brings_the_server_back_with_a_new_postmaster(
     assert before is not None
     assert after is not None
     assert after[0] > before[0]
+
+
+@pytest.mark.postgres
+def test_restart_brings_back_a_server_that_crashed() -> None:
+    with PostgresServer() as server:
+        stop_immediately(server)
+        server.restart()
+        with psycopg.connect(server.url) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
 
 
 def test_repr_does_not_show_the_password(postgres_server: PostgresServer) -> None:

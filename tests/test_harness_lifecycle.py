@@ -20,7 +20,7 @@ import pytest
 import redis
 
 from dalkit.testing import PostgresServer, RedisServer
-from dalkit.testing._lifecycle import OWNER_FILE, sweep
+from dalkit.testing._lifecycle import OWNER_FILE, SERVER_FILE, sweep
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux's /proc")
 
@@ -56,6 +56,20 @@ def _running(pid: int) -> bool:
     except OSError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"  # a zombie is dead, only not reaped
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
+
+
+def _namespace() -> str:
+    return os.readlink("/proc/self/ns/pid").replace(" ", "")
+
+
+def _start_time(pid: int) -> str:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
 
 
 def _wait_until(condition: object, timeout: float) -> bool:
@@ -144,13 +158,8 @@ def test_a_server_started_from_a_thread_that_ended_keeps_running() -> None:
 
 
 def test_the_sweep_takes_only_what_a_dead_owner_left(tmp_path: Path) -> None:
-    dead = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"],
-        text=True,
-        capture_output=True,
-        check=True,
-    ).stdout.strip()
-    namespace = os.readlink("/proc/self/ns/pid").replace(" ", "")
+    dead = _dead_pid()
+    namespace = _namespace()
     orphan = tmp_path / "dalkit-redis-orphan"
     orphan.mkdir()
     (orphan / OWNER_FILE).write_text(f"{dead} 1 {namespace}")
@@ -177,12 +186,7 @@ def test_the_sweep_takes_only_what_a_dead_owner_left(tmp_path: Path) -> None:
 def test_an_older_versions_cluster_is_swept_only_when_its_postmaster_died(
     tmp_path: Path,
 ) -> None:
-    dead = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"],
-        text=True,
-        capture_output=True,
-        check=True,
-    ).stdout.strip()
+    dead = _dead_pid()
     long_ago = time.time() - 3600
     clusters = {}
     for name, pid in [("crashed", dead), ("running", str(os.getpid()))]:
@@ -196,3 +200,20 @@ def test_an_older_versions_cluster_is_swept_only_when_its_postmaster_died(
     just_crashed.write_text(f"{dead}\n")  # an initdb between two of its steps looks like this
 
     assert sweep([str(tmp_path)]) == [clusters["crashed"]]
+
+
+def test_the_sweep_stops_a_server_its_dead_owner_left_running(tmp_path: Path) -> None:
+    # a server that outlived its owner (one started before this version, say)
+    survivor = subprocess.Popen(["sleep", "60"])
+    try:
+        orphan = tmp_path / "dalkit-redis-survivor"
+        orphan.mkdir()
+        (orphan / OWNER_FILE).write_text(f"{_dead_pid()} 1 {_namespace()}")
+        (orphan / SERVER_FILE).write_text(
+            f"{survivor.pid} {_start_time(survivor.pid)} - {int(signal.SIGTERM)}"
+        )
+        assert sweep([str(tmp_path)]) == [orphan]
+        assert survivor.wait(timeout=5) == -signal.SIGTERM
+    finally:
+        survivor.kill()
+        survivor.wait()

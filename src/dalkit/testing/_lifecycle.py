@@ -171,10 +171,10 @@ def _legacy_abandoned(root: Path) -> bool:
 
 
 def _stop_recorded_server(root: Path) -> None:
-    try:
-        pid_text, start, sig_text = (root / SERVER_FILE).read_text().split()[:3]
-        pid, sig = int(pid_text), int(sig_text)
-    except (OSError, ValueError):
+    try:  # `_identity()` and the signal
+        fields = (root / SERVER_FILE).read_text().split()
+        pid, start, sig = int(fields[0]), fields[1], int(fields[-1])
+    except (OSError, ValueError, IndexError):
         return
     if not _alive(pid, start):
         return

@@ -128,10 +128,12 @@ class PostgresServer(LocalServer):
         self._finalizer = None
 
     def restart(self) -> None:
-        """Restart the running server, keeping its data (settings that need a restart)."""
+        """Restart the server, keeping its data (settings that need a restart); one that was
+        stopped or crashed meanwhile is started again."""
         if not self.running:
             raise RuntimeError("PostgresServer is not started")
-        self._pg_ctl_stop("fast")
+        if self._postmaster.exit_code() is None:
+            self._pg_ctl_stop("fast")
         self._launch()
 
     def create_database(self, name: str) -> str:
@@ -173,6 +175,9 @@ class PostgresServer(LocalServer):
         # postgres itself, not `pg_ctl start`: pg_ctl's postmaster is no child of ours, so it
         # could not be told to die with this process (`dalkit.testing._lifecycle`)
         root = self._require_root()
+        if self._postmaster.exit_code() is None:  # its process would be lost, still running
+            raise ServerStartError(f"PostgreSQL on 127.0.0.1:{self.port} runs already")
+        self._postmaster.reap()
         with (root / "server.log").open("ab") as log:
             self._postmaster.process = spawn(
                 [str(self._bin_dir / "postgres"), "-D", str(root / "data"), "-p", str(self.port)],
@@ -358,7 +363,8 @@ class _Postmaster:
         self.process: subprocess.Popen[bytes] | None = None
 
     def exit_code(self) -> int | None:
-        return None if self.process is None else self.process.poll()
+        """None while it runs; its exit code once it stopped, -1 before it was started."""
+        return -1 if self.process is None else self.process.poll()
 
     def reap(self) -> None:
         """Wait for the stopped postmaster (killing it past the timeout)."""
