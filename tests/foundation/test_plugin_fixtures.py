@@ -151,3 +151,29 @@ async def test_each_async_test_sees_only_its_own_rows(
     await async_db_rollback.flush()
     await async_db_rollback.rollback()
     assert await _async_count(async_db_rollback) == 1
+
+
+def test_count_queries_fixture_counts_the_rollback_session(
+    db_rollback: Session, assert_max_queries: Counting, count_queries: Counting
+) -> None:
+    # no `db` here: the counters follow the rollback session's database, not a fresh one (the
+    # session's first statement comes after the SAVEPOINT it begins with)
+    with count_queries() as queries:
+        _count(db_rollback)
+    assert [sql for sql in queries.statements if "accounts" in sql] == [
+        "SELECT count(*) AS count_1 \nFROM accounts"
+    ]
+    with pytest.raises(AssertionError, match="expected at most 1 queries, 2 ran"):
+        with assert_max_queries(1):
+            _count(db_rollback)
+            db_rollback.scalars(sa.select(Account.email)).all()
+
+
+async def test_count_queries_fixture_counts_the_async_rollback_session(
+    async_db_rollback: AsyncSession, assert_max_queries: Counting
+) -> None:
+    await _async_count(async_db_rollback)  # the session's SAVEPOINT
+    with pytest.raises(AssertionError, match="expected at most 1 queries, 2 ran"):
+        with assert_max_queries(1):
+            await _async_count(async_db_rollback)
+            await _async_count(async_db_rollback)

@@ -6,7 +6,8 @@ fixtures need pytest-asyncio, which the ``testing`` extra installs (``dalkit[tes
 
 - ``db`` / ``async_db``: a fresh, empty database per test, on SQLite and on PostgreSQL.
 - ``count_queries`` / ``assert_max_queries``: ``with count_queries() as q:`` counts the
-  statements of the test's ``async_db`` or ``db``; pass another target to count its instead.
+  statements of the test's ``async_db`` or ``db`` (else of its ``async_db_rollback`` or
+  ``db_rollback`` session); pass another target to count its instead.
 - ``db_rollback`` / ``async_db_rollback``: a Session (AsyncSession) inside a transaction that
   is rolled back after the test, as in Django's TestCase; the code under test may commit, roll
   back and nest (savepoints). Their database is shared by the whole test session, with the
@@ -238,8 +239,14 @@ def _backend_url(
 
 def _test_database(request: pytest.FixtureRequest) -> Any:
     # an async test counts its async_db; asking for it again returns the one already set up
-    if "async_db" in request.fixturenames and "db" not in request.fixturenames:
+    names = request.fixturenames
+    if "async_db" in names and "db" not in names:
         return request.getfixturevalue("async_db")
+    if "db" not in names:
+        # a rollback test's session: counting a fresh `db` instead would see none of its queries
+        for rollback in ("async_db_rollback", "db_rollback"):
+            if rollback in names:
+                return request.getfixturevalue(rollback).bind.engine
     return request.getfixturevalue("db")
 
 
@@ -248,8 +255,9 @@ def count_queries(
     request: pytest.FixtureRequest, db_backend: str
 ) -> Callable[..., AbstractContextManager[queries.QueryCounter]]:
     """``with count_queries() as q:`` counts the statements the test's database runs inside the
-    block (``async_db`` when the test uses it, else ``db``); ``count_queries(target)`` counts
-    another Engine, AsyncEngine or database."""
+    block (``async_db`` when the test uses it, else ``db``, else the database of its
+    ``async_db_rollback`` or ``db_rollback`` session); ``count_queries(target)`` counts another
+    Engine, AsyncEngine or database."""
 
     def bound(
         target: queries.QueryTarget | None = None,
