@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -189,17 +190,25 @@ def test_an_older_versions_cluster_is_swept_only_when_its_postmaster_died(
     dead = _dead_pid()
     long_ago = time.time() - 3600
     clusters = {}
-    for name, pid in [("crashed", dead), ("running", str(os.getpid()))]:
-        lock = tmp_path / f"dalkit-pg-{name}" / "data" / "postmaster.pid"
-        lock.parent.mkdir(parents=True)
-        lock.write_text(f"{pid}\n{lock.parent}\n")
-        os.utime(lock, (long_ago, long_ago))
-        clusters[name] = lock.parent.parent
-    just_crashed = tmp_path / "dalkit-pg-just" / "data" / "postmaster.pid"
-    just_crashed.parent.mkdir(parents=True)
-    just_crashed.write_text(f"{dead}\n")  # an initdb between two of its steps looks like this
+    with socket.socket() as listener:  # the port of a postmaster this process cannot see
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        served = listener.getsockname()[1]
+        for name, pid, port in [
+            ("crashed", dead, 1),
+            ("running", os.getpid(), 1),
+            ("elsewhere", dead, served),
+        ]:
+            lock = tmp_path / f"dalkit-pg-{name}" / "data" / "postmaster.pid"
+            lock.parent.mkdir(parents=True)
+            lock.write_text(f"{pid}\n{lock.parent}\n1700000000\n{port}\n")
+            os.utime(lock, (long_ago, long_ago))
+            clusters[name] = lock.parent.parent
+        just_crashed = tmp_path / "dalkit-pg-just" / "data" / "postmaster.pid"
+        just_crashed.parent.mkdir(parents=True)
+        just_crashed.write_text(f"{dead}\n")  # an initdb between two of its steps looks so
 
-    assert sweep([str(tmp_path)]) == [clusters["crashed"]]
+        assert sweep([str(tmp_path)]) == [clusters["crashed"]]
 
 
 def test_the_sweep_stops_a_server_its_dead_owner_left_running(tmp_path: Path) -> None:

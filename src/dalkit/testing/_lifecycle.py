@@ -16,6 +16,7 @@ import os
 import queue
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -162,12 +163,22 @@ def _legacy_abandoned(root: Path) -> bool:
         pid = int(before.split()[0])
     except (OSError, ValueError, IndexError):
         return False
-    if age < _LEGACY_STALE_S or _alive(pid, None):
+    if age < _LEGACY_STALE_S or _alive(pid, None) or _listened_on(before):
         return False
     # a postmaster that stops removes the file: still there, unchanged, it died unclean
     with contextlib.suppress(OSError):
         return lock.read_text() == before
     return False
+
+
+def _listened_on(lock: str) -> bool:
+    # a postmaster of another process namespace sharing these files may still serve its port
+    try:
+        port = int(lock.splitlines()[3])
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except (OSError, ValueError, IndexError):
+        return False
 
 
 def _stop_recorded_server(root: Path) -> None:
