@@ -5,6 +5,7 @@ or SQLite result code, `translate_dbapi_error()` for what SQLAlchemy wraps and
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import sqlalchemy.exc
@@ -13,6 +14,7 @@ from dalkit.errors import (
     CheckViolationError,
     ConnectionFailedError,
     ConnectionLostError,
+    DalkitError,
     DatabaseBusyError,
     DatabaseError,
     DeadlockError,
@@ -27,6 +29,7 @@ from dalkit.errors import (
 )
 
 __all__ = [
+    "error_class",
     "is_sqlite_busy",
     "translate_bind_error",
     "translate_connect_error",
@@ -125,16 +128,7 @@ def translate_dbapi_error(
     """
     errors = _driver_errors(exc.orig)
     sqlstate = _sqlstate(errors)
-    cls: type[DatabaseError] | None = _BY_SQLSTATE.get(sqlstate) if sqlstate else None
-    if cls is None:
-        code = _sqlite_code(errors)
-        cls = _BY_SQLITE_CODE.get(code) if code is not None else None
-        if cls is None and code is not None and code & 0xFF == 19:  # any other SQLITE_CONSTRAINT
-            cls = IntegrityError
-        if cls is None and code is not None and code & 0xFF == 8:  # SQLITE_READONLY and kin
-            cls = ReadOnlyTransactionError
-    if cls is None and "database is locked" in str(exc.orig):
-        cls = DatabaseBusyError
+    cls = _by_code(errors, sqlstate)
     if cls is None or (cls is ConnectionLostError and on_connect):
         if on_connect:
             cls = ConnectionFailedError
@@ -145,6 +139,71 @@ def translate_dbapi_error(
         else:
             cls = DatabaseError
     return cls(_driver_message(errors), sqlstate=sqlstate, constraint=_constraint(errors))
+
+
+def _by_code(errors: list[Any], sqlstate: str | None) -> type[DatabaseError] | None:
+    """The class the SQLSTATE or SQLite result code of ``errors`` names, if any."""
+    cls: type[DatabaseError] | None = _BY_SQLSTATE.get(sqlstate) if sqlstate else None
+    if cls is None:
+        code = _sqlite_code(errors)
+        cls = _BY_SQLITE_CODE.get(code) if code is not None else None
+        if cls is None and code is not None and code & 0xFF == 19:  # any other SQLITE_CONSTRAINT
+            cls = IntegrityError
+        if cls is None and code is not None and code & 0xFF == 8:  # SQLITE_READONLY and kin
+            cls = ReadOnlyTransactionError
+    if cls is None and errors and "database is locked" in str(errors[0]):
+        cls = DatabaseBusyError
+    return cls
+
+
+# PEP 249's exception classes, by name: what every driver's errors derive from
+_PEP_249 = frozenset(
+    (
+        "InterfaceError",
+        "DatabaseError",
+        "DataError",
+        "OperationalError",
+        "IntegrityError",
+        "InternalError",
+        "ProgrammingError",
+        "NotSupportedError",
+    )
+)
+
+
+def error_class(exc: BaseException, *, is_disconnect: bool = False) -> str:
+    """The name of the dalkit error class ``exc`` is, or that `translate_dbapi_error()` makes
+    of it: a label from a small fixed set, never the message (which may hold values).
+
+    Args:
+        exc: What a statement raised: the driver's own error (raw or wrapped by SQLAlchemy or
+            an async adapter), a dalkit error, or anything else.
+        is_disconnect: The dialect took it for a lost connection.
+
+    Returns:
+        A dalkit error class name (``UniqueViolationError``, ``StatementTimeoutError``,
+        ``ConnectionLostError``, ``DatabaseError``...), ``Cancelled`` for a cancelled task or
+        an interrupt, or ``OtherError`` for anything that is no database error.
+    """
+    if isinstance(exc, DalkitError):
+        # a subclass of the caller's own is labelled as the dalkit class it extends
+        return next(c.__name__ for c in type(exc).__mro__ if c.__module__.split(".")[0] == "dalkit")
+    if isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt)):
+        return "Cancelled"
+    if isinstance(exc, sqlalchemy.exc.DBAPIError):
+        return type(translate_dbapi_error(exc, is_disconnect=is_disconnect)).__name__
+    errors = _driver_errors(exc)
+    cls = _by_code(errors, _sqlstate(errors))
+    if cls is not None:
+        return cls.__name__
+    names = {c.__name__ for e in errors for c in type(e).__mro__ if c.__module__ != "builtins"}
+    if is_disconnect:
+        return ConnectionLostError.__name__
+    if "IntegrityError" in names:
+        return IntegrityError.__name__
+    if names & _PEP_249 or isinstance(exc, OverflowError):  # sqlite3: an integer past 64 bits
+        return DatabaseError.__name__
+    return "OtherError"
 
 
 def translate_connect_error(exc: OSError) -> ConnectionFailedError:

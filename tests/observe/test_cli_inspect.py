@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from prometheus_client import CollectorRegistry, generate_latest
 from typer.testing import CliRunner, Result
 
-from dalkit import Database
+from dalkit import Database, DatabaseError
 from dalkit.cli import app
 from dalkit.observe.prometheus import register, start_http_server
 
@@ -136,6 +136,8 @@ def test_queries_from_a_metrics_endpoint(url: str) -> None:
     server, thread = start_http_server(0, registry=registry)
     try:
         workload.run(db)
+        with pytest.raises(DatabaseError):
+            db.sql("SELEC 1")  # a failed statement: counted as an error of its operation
         port = server.server_address[1]
         result = invoke("queries", "--metrics-url", f"http://127.0.0.1:{port}/metrics", "--json")
     finally:
@@ -144,8 +146,9 @@ def test_queries_from_a_metrics_endpoint(url: str) -> None:
         thread.join(5)
         db.dispose()
     assert result.exit_code == 0, result.output
-    (row,) = json.loads(result.output)
-    assert (row["database"], row["operation"], row["count"]) == ("app", "SELECT", 3)
+    rows = {r["operation"]: r for r in json.loads(result.output)}
+    assert (rows["SELECT"]["database"], rows["SELECT"]["count"]) == ("app", 3)
+    assert (rows["SELECT"]["errors"], rows["OTHER"]["count"], rows["OTHER"]["errors"]) == (0, 0, 1)
 
 
 class _Exposition(http.server.BaseHTTPRequestHandler):

@@ -285,16 +285,20 @@ def _from_metrics(url: str) -> list[dict[str, Any]]:
         raise typer.Exit(2) from None
     found: dict[tuple[str, str], dict[str, Any]] = {}
     for family in families:
-        if family.name != "dalkit_query_duration_seconds":
+        if family.name not in ("dalkit_query_duration_seconds", "dalkit_query_errors"):
             continue
         for sample in family.samples:
             key = (sample.labels.get("database", ""), sample.labels.get("operation", ""))
             row = found.setdefault(key, {"database": key[0], "operation": key[1]})
-            if sample.name.endswith("_count"):
+            if sample.name == "dalkit_query_errors_total":  # one sample per error class
+                row["errors"] = row.get("errors", 0) + int(sample.value)
+            elif sample.name.endswith("_count"):
                 row["count"] = int(sample.value)
             elif sample.name.endswith("_sum"):
                 row["total_ms"] = round(sample.value * 1000.0, 3)
     for row in found.values():
+        row.setdefault("count", 0)
+        row.setdefault("errors", 0)
         row["mean_ms"] = (
             round(row.get("total_ms", 0.0) / row["count"], 3) if row.get("count") else 0
         )

@@ -12,6 +12,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, Dialect, Engine, ExecutionContext
 from sqlalchemy.orm import ORMExecuteState, Session
 
+from dalkit.driver_errors import error_class
 from dalkit.engine.statement_hooks import hooks_for
 from dalkit.errors import ConfigurationError
 from dalkit.observe._source import caller_location, format_location
@@ -235,6 +236,7 @@ class Observer:
             # a statement hook, not an engine event: see dalkit.engine.statement_hooks
             hooks = hooks_for(self.engine.dialect)
             (hooks.add_timer if wanted else hooks.remove_timer)(self._after)
+            (hooks.add_failed if wanted else hooks.remove_failed)(self._failed)
             self._listening = wanted
         if self._nplusone_on or self.engine.dialect.is_async:
             # async code cannot lazy-load, detection or not: say so before the driver fails
@@ -271,6 +273,32 @@ class Observer:
         if self._nplusone_on:
             self.nplusone.on_statement(conn, statement, parameters, shape, context)
 
+    def _failed(
+        self,
+        cursor: Any,
+        statement: str,
+        parameters: Any,
+        context: Any,
+        executemany: bool,
+        duration: float,
+        error: BaseException,
+    ) -> None:
+        # only the error's class is kept: its message may quote values ("Key (email)=(...)")
+        stats, slow_log, metrics = self.stats, self.slow_log, self.metrics
+        if stats is None and slow_log is None and metrics is None:
+            return
+        shape = shape_of(statement)
+        conn: Connection = context.root_connection
+        label = error_class(error, is_disconnect=_is_disconnect(conn, cursor, error))
+        if stats is not None:
+            stats.record_failure(shape, label)
+        if metrics is not None:
+            metrics.fail(shape.operation, label)
+        if slow_log is not None and duration >= slow_log.threshold_s:
+            self._log_slow(
+                slow_log, conn, None, statement, parameters, context, duration, error=label
+            )
+
     @staticmethod
     def _log_slow(
         slow_log: SlowQueryLog,
@@ -280,6 +308,7 @@ class Observer:
         parameters: Any,
         context: ExecutionContext | None,
         duration: float,
+        error: str | None = None,
     ) -> None:
         compiled = getattr(context, "compiled", None)
         names = getattr(compiled, "positiontup", None)
@@ -298,7 +327,21 @@ class Observer:
             location=format_location(caller_location()),
             isolation=isolation,
             rows=cursor.rowcount if cursor is not None else -1,
+            error=error,
         )
+
+
+def _is_disconnect(conn: Connection, cursor: Any, error: BaseException) -> bool:
+    """Whether the dialect takes ``error`` for a lost connection, as SQLAlchemy asks it just
+    after the hooks (its ``is_disconnect``, for the driver's errors only)."""
+    dialect = conn.dialect
+    if not isinstance(error, dialect.loaded_dbapi.Error):
+        return False
+    try:
+        dbapi_connection = conn.connection.dbapi_connection
+        return bool(dialect.is_disconnect(error, dbapi_connection, cursor))
+    except Exception:  # an invalidated connection: none to ask about
+        return False
 
 
 def _session_observer(session: Session) -> Observer | None:

@@ -1,5 +1,6 @@
-"""Query counts and latency histograms per operation, and slow-query counts, kept for the
-Prometheus collector in bounded memory (fixed buckets, a handful of operations). No I/O."""
+"""Query counts and latency histograms per operation, and failed statements per operation and
+error class, kept for the Prometheus collector in bounded memory (fixed buckets, a handful of
+operations, a fixed set of error classes). No I/O."""
 
 from __future__ import annotations
 
@@ -29,6 +30,8 @@ class QueryMetrics:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._histograms: dict[str, _Histogram] = {}
+        # (operation, error class) -> statements that raised it: both from fixed sets
+        self._errors: dict[tuple[str, str], int] = {}
 
     def observe(self, operation: str, duration_s: float) -> None:
         """Count one ``operation`` statement that took ``duration_s`` seconds."""
@@ -40,6 +43,26 @@ class QueryMetrics:
             histogram.buckets[index] += 1
             histogram.count += 1
             histogram.sum_s += duration_s
+
+    def fail(self, operation: str, error: str) -> None:
+        """Count one ``operation`` statement that raised an ``error`` (its class's name).
+
+        Args:
+            operation: The statement's operation.
+            error: The error's class (`dalkit.driver_errors.error_class`), never its message.
+        """
+        key = (operation, error)
+        with self._lock:
+            self._errors[key] = self._errors.get(key, 0) + 1
+
+    def errors(self) -> dict[tuple[str, str], int]:
+        """``(operation, error class) -> statements that raised it``, sorted.
+
+        Returns:
+            The counts so far.
+        """
+        with self._lock:
+            return dict(sorted(self._errors.items()))
 
     def snapshot(self) -> dict[str, dict[str, Any]]:
         """``operation -> {"buckets": [(le, cumulative count), ...], "count", "sum_s"}``."""

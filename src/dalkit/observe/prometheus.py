@@ -1,7 +1,8 @@
 """A ``prometheus_client`` collector for one or more databases (a ``database`` label): pool
 gauges and counters, transactions and their latency histogram, query histograms per operation,
-slow queries, N+1 detections, the query cache, read replicas and the outbox backlog. Labels hold
-names chosen here or by you (a replica's ``host:port``), never URLs or credentials.
+failed statements per operation and error class, slow queries, N+1 detections, the query
+cache, read replicas and the outbox backlog. Labels hold names chosen here or by you (a
+replica's ``host:port``) or error class names, never URLs, credentials or error messages.
 
 Needs the ``prometheus-client`` package. Counters read from ``pool_stats()`` start over when
 the application calls ``pop_stats()``, which Prometheus treats as a counter reset.
@@ -205,6 +206,15 @@ def _collect_queries(family: Family, label: str, observer: Observer) -> None:
     metrics = observer.metrics
     for operation, data in (metrics.snapshot() if metrics is not None else {}).items():
         histogram.add_metric([label, operation], _buckets(data["buckets"]), data["sum_s"])
+    errors = family(
+        "query_errors",
+        CounterMetricFamily,
+        "Statements that raised, by error class (never the message)",
+        "operation",
+        "error",
+    )
+    for (operation, error), count in (metrics.errors() if metrics is not None else {}).items():
+        errors.add_metric([label, operation, error], count)
     slow = observer.slow_log.count if observer.slow_log is not None else 0
     family("slow_queries", CounterMetricFamily, "Statements over slow_query_ms").add_metric(
         [label], slow

@@ -107,13 +107,15 @@ def shape_of(statement: str) -> StatementShape:
 
 
 class _Tally:
-    __slots__ = ("count", "durations", "max_s", "operation", "rows", "total_s")
+    __slots__ = ("count", "durations", "errors", "max_s", "operation", "rows", "total_s")
 
     def __init__(self, operation: str) -> None:
         self.operation = operation
         self.count = self.rows = 0
         self.total_s = self.max_s = 0.0
         self.durations: deque[float] = deque(maxlen=WINDOW)
+        # error class -> runs that raised it; created with the first failure
+        self.errors: dict[str, int] | None = None
 
 
 class QueryStats:
@@ -135,13 +137,7 @@ class QueryStats:
         """Count one run of ``shape`` that took ``duration_s`` and returned or changed ``rows``
         (-1: unknown)."""
         with self._lock:
-            tally = self._tallies.get(shape.text)
-            if tally is None:
-                if len(self._tallies) >= self.max_shapes:
-                    self._tallies.popitem(last=False)
-                tally = self._tallies[shape.text] = _Tally(shape.operation)
-            else:
-                self._tallies.move_to_end(shape.text)
+            tally = self._tally(shape)
             tally.count += 1
             tally.total_s += duration_s
             if duration_s > tally.max_s:
@@ -149,6 +145,31 @@ class QueryStats:
             if rows > 0:
                 tally.rows += rows
             tally.durations.append(duration_s)
+
+    def record_failure(self, shape: StatementShape, error: str) -> None:
+        """Count one run of ``shape`` that raised: ``errors``, apart from the runs that
+        succeeded (``count`` and the times).
+
+        Args:
+            shape: The statement's shape.
+            error: The error's class (`dalkit.driver_errors.error_class`), never its message.
+        """
+        with self._lock:
+            tally = self._tally(shape)
+            if tally.errors is None:
+                tally.errors = {}
+            tally.errors[error] = tally.errors.get(error, 0) + 1
+
+    def _tally(self, shape: StatementShape) -> _Tally:
+        """The tally of ``shape``, now the most recent; the caller holds the lock."""
+        tally = self._tallies.get(shape.text)
+        if tally is None:
+            if len(self._tallies) >= self.max_shapes:
+                self._tallies.popitem(last=False)
+            tally = self._tallies[shape.text] = _Tally(shape.operation)
+        else:
+            self._tallies.move_to_end(shape.text)
+        return tally
 
     def snapshot(self, top: int | None = 20, *, reset: bool = False) -> list[dict[str, Any]]:
         """The ``top`` shapes by total time, slowest first.
@@ -159,10 +180,14 @@ class QueryStats:
 
         Returns:
             Per shape: ``statement``, ``operation``, ``count``, ``total_ms``, ``mean_ms``,
-            ``p95_ms``, ``max_ms`` and ``rows``.
+            ``p95_ms``, ``max_ms`` and ``rows`` of the runs that succeeded, ``errors`` (the runs
+            that raised) and ``error_classes`` (those runs per error class).
         """
         with self._lock:
-            items = [(text, t, sorted(t.durations)) for text, t in self._tallies.items()]
+            items = [
+                (text, t, sorted(t.durations), dict(t.errors or {}))
+                for text, t in self._tallies.items()
+            ]
             if reset:
                 self._tallies = OrderedDict()
         items.sort(key=lambda item: item[1].total_s, reverse=True)
@@ -172,12 +197,14 @@ class QueryStats:
                 "operation": tally.operation,
                 "count": tally.count,
                 "total_ms": round(tally.total_s * 1000.0, 3),
-                "mean_ms": round(tally.total_s * 1000.0 / tally.count, 3),
+                "mean_ms": round(tally.total_s * 1000.0 / tally.count, 3) if tally.count else 0.0,
                 "p95_ms": round(_p95(ordered) * 1000.0, 3),
                 "max_ms": round(tally.max_s * 1000.0, 3),
                 "rows": tally.rows,
+                "errors": sum(errors.values()),
+                "error_classes": errors,
             }
-            for text, tally, ordered in items[:top]
+            for text, tally, ordered, errors in items[:top]
         ]
 
 
@@ -344,16 +371,19 @@ class SlowQueryLog:
         location: str,
         isolation: str | None,
         rows: int,
+        error: str | None = None,
     ) -> None:
-        """Log one slow statement; the caller has checked the threshold."""
+        """Log one slow statement; the caller has checked the threshold. ``error``: the class
+        of the error it raised (never its message, which may quote values), when it failed."""
         from dalkit.audit import current_actor  # audit is above nothing here; imported late
 
         self.count += 1
         actor, request_id = current_actor()
         log.warning(
-            "slow query: %.1f ms at %s (isolation %s, rows %s%s%s)\n%s\nparameters: %r",
+            "slow query: %.1f ms at %s (%sisolation %s, rows %s%s%s)\n%s\nparameters: %r",
             duration_s * 1000.0,
             location,
+            f"failed: {error}, " if error else "",
             isolation or "default",
             rows if rows >= 0 else "?",
             f", request {request_id}" if request_id else "",
@@ -365,5 +395,6 @@ class SlowQueryLog:
                 "source": location,
                 "request_id": request_id,
                 "actor": actor,
+                "error": error,
             },
         )
