@@ -156,6 +156,8 @@ class AsyncDatabase(AsyncDatabaseTransactions, AsyncDatabaseObserve):
         if self._replicas is not None:
             self._transactions.route_read = self._replicas.bind_for
             self.add_stats("replicas", self._replicas.replicas.snapshot)
+            for replica in self._replicas.replicas.replicas:  # their reads are this database's
+                self.observer.follow(replica.engine)
             self._replicas.route_plain_reads(self.session_factory)  # unless route_reads=
         # -- end scale-out -------------------------------------------------------------------
         #: the query cache (dalkit.cache), bound to this database by its install()

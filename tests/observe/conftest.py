@@ -3,9 +3,12 @@ observer installed on them directly (until Database takes the options itself).""
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from dalkit import AsyncDatabase, Database
 from dalkit.observe import Observer, install
@@ -46,3 +49,35 @@ async def async_observer(seeded_async_db: AsyncDatabase) -> AsyncIterator[Observ
         yield observer
     finally:
         observer.uninstall()
+
+
+class PostgresDatabases:
+    """Makes a Database (psycopg) or an AsyncDatabase (asyncpg) on the test's PostgreSQL
+    database, with the options given; ``url`` is that database's URL for the driver."""
+
+    def __init__(self, url: str, driver: str) -> None:
+        self.url = url
+        self.kind = AsyncDatabase if driver == "asyncpg" else Database
+        self.made: list[Database | AsyncDatabase] = []
+
+    def __call__(self, **options: Any) -> Database | AsyncDatabase:
+        database = self.kind(self.url, **options)
+        self.made.append(database)
+        return database
+
+
+@pytest.fixture(params=["psycopg", "asyncpg"])
+async def pg_databases(
+    request: pytest.FixtureRequest, postgres_database_url: str
+) -> AsyncIterator[PostgresDatabases]:
+    """Each test runs with psycopg's sync Database and asyncpg's AsyncDatabase; each one made
+    is disposed after it."""
+    url = sa.make_url(postgres_database_url).set(drivername=f"postgresql+{request.param}")
+    databases = PostgresDatabases(url.render_as_string(hide_password=False), request.param)
+    try:
+        yield databases
+    finally:
+        for database in databases.made:
+            disposed = database.dispose()
+            if inspect.isawaitable(disposed):
+                await disposed

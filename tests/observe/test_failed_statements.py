@@ -19,6 +19,7 @@ from dalkit.driver_errors import error_class
 from dalkit.observe import Observer, install
 from dalkit.observe.prometheus import register
 
+from .conftest import PostgresDatabases
 from .models import Author
 
 NAME = "Taken Name"
@@ -115,13 +116,10 @@ def _check_timeout(observer: Observer, caplog: pytest.LogCaptureFixture) -> None
 
 
 @pytest.mark.postgres
-@pytest.mark.parametrize("driver", ["psycopg", "asyncpg"])
 async def test_a_slow_statement_that_timed_out_is_logged_as_slow(
-    postgres_database_url: str, caplog: pytest.LogCaptureFixture, driver: str
+    pg_databases: PostgresDatabases, caplog: pytest.LogCaptureFixture
 ) -> None:
-    url = sa.make_url(postgres_database_url).set(drivername=f"postgresql+{driver}")
-    kind = AsyncDatabase if driver == "asyncpg" else Database
-    db = kind(url.render_as_string(hide_password=False), statement_timeout_ms=100)
+    db = pg_databases(statement_timeout_ms=100)
     observer = install(db.engine, {"slow_query_ms": 50})
     caplog.set_level(logging.WARNING, "dalkit.slow_query")
     try:
@@ -132,9 +130,6 @@ async def test_a_slow_statement_that_timed_out_is_logged_as_slow(
         _check_timeout(observer, caplog)
     finally:
         observer.uninstall()
-        disposed = db.dispose()
-        if inspect.isawaitable(disposed):
-            await disposed
 
 
 class _AppError(UniqueViolationError):

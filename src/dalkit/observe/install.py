@@ -15,7 +15,6 @@ from sqlalchemy.orm import ORMExecuteState, Session
 from dalkit.driver_errors import error_class
 from dalkit.engine.statement_hooks import hooks_for
 from dalkit.errors import ConfigurationError
-from dalkit.observe._source import caller_location, format_location
 from dalkit.observe.budget import QueryBudget, active_budgets, query_budget
 from dalkit.observe.eager import WATCH
 from dalkit.observe.metrics import QueryMetrics
@@ -28,6 +27,7 @@ from dalkit.observe.nplusone import (
 )
 from dalkit.observe.querylog import QueryStats, SlowQueryLog, shape_of
 from dalkit.observe.settings import ObserveSettings, set_default_nplusone
+from dalkit.observe.slow_entry import is_disconnect, log_slow
 from dalkit.query.plain_entities import select_neutral
 
 if TYPE_CHECKING:  # annotations only: sync code never needs the asyncio extension
@@ -107,6 +107,8 @@ class Observer:
         self._nplusone_on = False
         self._budgets_used = False
         self._listening = False
+        # the dialects of the engines it follows (a database's read replicas)
+        self._followed: weakref.WeakSet[Dialect] = weakref.WeakSet()
         self.configure(settings)
 
     def configure(self, settings: ObserveSettings) -> None:
@@ -214,6 +216,21 @@ class Observer:
             raise ConfigurationError("the engine this observer watched is gone")
         return engine
 
+    def follow(self, engine: Engine | AsyncEngine) -> None:
+        """Observe the statements of ``engine`` too, in this observer's figures: the engine of
+        one of the database's read replicas, whose reads are the database's.
+
+        Args:
+            engine: An Engine or AsyncEngine.
+        """
+        dialect = _sync(engine).dialect
+        if dialect is self.engine.dialect or dialect in self._followed:
+            return
+        self._followed.add(dialect)
+        _observers[dialect] = self  # observer_for(engine) and the ORM listener find it
+        if self._listening:
+            self._hook(dialect, on=True)
+
     def uninstall(self) -> None:
         """Detach every listener; the observer keeps what it gathered."""
         self.stats = self.slow_log = self.metrics = None
@@ -221,6 +238,8 @@ class Observer:
         if self._engine() is not None:
             self._refresh_listeners()
             _observers.pop(self.engine.dialect, None)
+        for dialect in list(self._followed):
+            _observers.pop(dialect, None)
 
     @property
     def listening(self) -> bool:
@@ -233,10 +252,8 @@ class Observer:
             self.stats or self.slow_log or self.metrics or self._nplusone_on or self._budgets_used
         )
         if wanted != self._listening:
-            # a statement hook, not an engine event: see dalkit.engine.statement_hooks
-            hooks = hooks_for(self.engine.dialect)
-            (hooks.add_timer if wanted else hooks.remove_timer)(self._after)
-            (hooks.add_failed if wanted else hooks.remove_failed)(self._failed)
+            for dialect in (self.engine.dialect, *self._followed):
+                self._hook(dialect, on=wanted)
             self._listening = wanted
         if self._nplusone_on or self.engine.dialect.is_async:
             # async code cannot lazy-load, detection or not: say so before the driver fails
@@ -244,6 +261,12 @@ class Observer:
         # repositories check WATCH.on: true only while some database detects N+1s
         others = any(o._nplusone_on for o in _observers.values() if o is not self)
         WATCH.switch(self._nplusone_on or others, _session_mode)
+
+    def _hook(self, dialect: Dialect, *, on: bool) -> None:
+        # a statement hook, not an engine event: see dalkit.engine.statement_hooks
+        hooks = hooks_for(dialect)
+        (hooks.add_timer if on else hooks.remove_timer)(self._after)
+        (hooks.add_failed if on else hooks.remove_failed)(self._failed)
 
     def _after(
         self,
@@ -264,7 +287,7 @@ class Observer:
         if metrics is not None:
             metrics.observe(shape.operation, duration)
         if slow_log is not None and duration >= slow_log.threshold_s:
-            self._log_slow(slow_log, conn, cursor, statement, parameters, context, duration)
+            log_slow(slow_log, conn, cursor, statement, parameters, context, duration)
         if self._budgets_used:
             budgets: tuple[QueryBudget, ...] = active_budgets()
             for budget in budgets:
@@ -289,59 +312,13 @@ class Observer:
             return
         shape = shape_of(statement)
         conn: Connection = context.root_connection
-        label = error_class(error, is_disconnect=_is_disconnect(conn, cursor, error))
+        label = error_class(error, is_disconnect=is_disconnect(conn, cursor, error))
         if stats is not None:
             stats.record_failure(shape, label)
         if metrics is not None:
             metrics.fail(shape.operation, label)
         if slow_log is not None and duration >= slow_log.threshold_s:
-            self._log_slow(
-                slow_log, conn, None, statement, parameters, context, duration, error=label
-            )
-
-    @staticmethod
-    def _log_slow(
-        slow_log: SlowQueryLog,
-        conn: Connection,
-        cursor: Any,
-        statement: str,
-        parameters: Any,
-        context: ExecutionContext | None,
-        duration: float,
-        error: str | None = None,
-    ) -> None:
-        compiled = getattr(context, "compiled", None)
-        names = getattr(compiled, "positiontup", None)
-        options = context.execution_options if context is not None else {}
-        isolation = options.get("isolation_level")
-        if isolation is None:
-            try:
-                isolation = conn.default_isolation_level
-            except Exception:  # a broken connection must not hide the slow query
-                isolation = None
-        slow_log.emit(
-            statement,
-            parameters,
-            duration,
-            positional_names=list(names) if names else None,
-            location=format_location(caller_location()),
-            isolation=isolation,
-            rows=cursor.rowcount if cursor is not None else -1,
-            error=error,
-        )
-
-
-def _is_disconnect(conn: Connection, cursor: Any, error: BaseException) -> bool:
-    """Whether the dialect takes ``error`` for a lost connection, as SQLAlchemy asks it just
-    after the hooks (its ``is_disconnect``, for the driver's errors only)."""
-    dialect = conn.dialect
-    if not isinstance(error, dialect.loaded_dbapi.Error):
-        return False
-    try:
-        dbapi_connection = conn.connection.dbapi_connection
-        return bool(dialect.is_disconnect(error, dbapi_connection, cursor))
-    except Exception:  # an invalidated connection: none to ask about
-        return False
+            log_slow(slow_log, conn, None, statement, parameters, context, duration, error=label)
 
 
 def _session_observer(session: Session) -> Observer | None:
