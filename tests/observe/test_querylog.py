@@ -10,7 +10,7 @@ from sqlalchemy.engine import make_url
 
 from dalkit import AsyncDatabase, Database
 from dalkit.engine.statement_hooks import hooks_for
-from dalkit.observe import install
+from dalkit.observe import install, shapes
 from dalkit.observe.querylog import QueryStats, mask_parameters, positional_names, shape_of
 
 from .models import Post
@@ -24,6 +24,17 @@ def test_shapes_ignore_literals_and_parameter_lists() -> None:
     assert a.operation == "SELECT"
     assert shape_of("insert into t values (?, ?), (?, ?)").operation == "INSERT"
     assert shape_of("WITH x AS (SELECT 1) SELECT * FROM x").operation == "SELECT"
+
+
+def test_the_shape_cache_is_bounded_in_characters_not_only_in_entries() -> None:
+    # distinct raw statements with a big literal inline: 2000 of 90 KB kept 200 MB alive
+    cached = shapes._shapes
+    for n in range(200):
+        assert shape_of(f"INSERT INTO docs VALUES ({n}, '{'x' * 90_000}')").operation == "INSERT"
+    assert sum(map(len, cached)) <= shapes._CACHE_CHARS
+    assert sum(map(len, cached)) == shapes._cached_chars
+    shape_of("SELECT 'y' AS " + "z" * (shapes._CACHE_CHARS + 1))  # longer than the bound
+    assert sum(map(len, cached)) <= shapes._CACHE_CHARS
 
 
 def test_stats_keep_count_time_and_rows_per_shape(seeded_db: Database) -> None:

@@ -25,8 +25,9 @@ from dalkit.observe.nplusone import (
     check_mode,
     refuse_async_column_load,
 )
-from dalkit.observe.querylog import QueryStats, SlowQueryLog, shape_of
+from dalkit.observe.querylog import QueryStats, SlowQueryLog
 from dalkit.observe.settings import ObserveSettings, set_default_nplusone
+from dalkit.observe.shapes import shape_of
 from dalkit.observe.slow_entry import is_disconnect, log_slow
 from dalkit.query.plain_entities import select_neutral
 

@@ -24,7 +24,7 @@ from sqlalchemy.orm import ORMExecuteState
 from dalkit.errors import ConfigurationError
 from dalkit.observe._source import caller_location, format_location
 from dalkit.observe.errors import NPlusOneError, NPlusOneWarning
-from dalkit.observe.querylog import StatementShape
+from dalkit.observe.shapes import StatementShape
 
 __all__ = ["MODES", "BATCHED", "NPlusOneDetector", "NPlusOneMode", "refuse_async_column_load"]
 

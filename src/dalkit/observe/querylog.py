@@ -1,6 +1,6 @@
-"""Statement shapes, per-shape statistics in bounded memory (an LRU of shapes), and the
-slow-query log with masked parameters and string literals. No listeners here: the observer
-feeds them."""
+"""Per-shape statistics in bounded memory (an LRU of shapes, which dalkit.observe.shapes
+makes), and the slow-query log with masked parameters and string literals. No listeners here:
+the observer feeds them."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from typing import Any
 
 from dalkit.engine.sql_literals import mask_strings
 from dalkit.observe.param_columns import SECRET_NAMES, parameter_columns
+from dalkit.observe.shapes import StatementShape, shape_of
 
 __all__ = [
     "QueryStats",
@@ -32,78 +33,7 @@ MAX_VALUE_CHARS = 80
 #: durations kept per shape for its p95
 WINDOW = 256
 
-# string literals go first, by mask_strings
-_LITERALS = re.compile(
-    r"""%\(\w+\)s | %s          # pyformat / format placeholders
-      | \$\d+                   # numeric placeholders (asyncpg)
-      | (?<![\w:]):\w+          # named placeholders
-      | (?<![\w."$])-?\d+(?:\.\d+)?(?![\w"])   # number literal
-    """,
-    re.VERBOSE,
-)
-_PLACEHOLDER_LIST = re.compile(r"\(\s*\?(?:\s*,\s*\?)*\s*\)")
-_REPEATED_LISTS = re.compile(r"\(\.\.\.\)(?:\s*,\s*\(\.\.\.\))+")
 _SPACES = re.compile(r"\s+")
-_SHAPE_CACHE_SIZE = 4096
-
-
-class StatementShape:
-    """A statement with its literals and parameter lists replaced, and its operation.
-
-    Attributes:
-        text: The statement with ``?`` for each literal and ``(...)`` for each list.
-        operation: ``SELECT`` (``WITH`` counts as one), ``INSERT``, ``UPDATE``, ``DELETE`` or
-            ``OTHER``.
-    """
-
-    __slots__ = ("operation", "text")
-
-    def __init__(self, text: str, operation: str) -> None:
-        self.text = text
-        self.operation = operation
-
-    def __repr__(self) -> str:
-        return f"StatementShape({self.text!r})"
-
-
-_shapes: dict[str, StatementShape] = {}
-_shapes_lock = threading.Lock()
-
-
-def shape_of(statement: str) -> StatementShape:
-    """The shape of ``statement``.
-
-    SQL built by SQLAlchemy is mostly one string per shape already, so results are cached by
-    the exact text (a bounded cache).
-
-    Args:
-        statement: SQL as sent to the driver.
-
-    Returns:
-        Its shape.
-
-    Examples:
-        ```python
-        from dalkit.observe.querylog import shape_of
-
-        print(shape_of("SELECT * FROM t WHERE id IN (?, ?, ?) AND name = 'x'").text)
-        #> SELECT * FROM t WHERE id IN (...) AND name = ?
-        ```
-    """
-    shape = _shapes.get(statement)
-    if shape is None:
-        text = _LITERALS.sub("?", mask_strings(statement, "?"))
-        text = _PLACEHOLDER_LIST.sub("(...)", text)
-        text = _REPEATED_LISTS.sub("(...)", _SPACES.sub(" ", text)).strip()
-        first = text.split(None, 1)[0].upper() if text else ""
-        known = ("SELECT", "INSERT", "UPDATE", "DELETE", "WITH", "COPY")
-        operation = first if first in known else "OTHER"
-        shape = StatementShape(text, "SELECT" if operation == "WITH" else operation)
-        with _shapes_lock:
-            if len(_shapes) >= _SHAPE_CACHE_SIZE:
-                _shapes.pop(next(iter(_shapes)))
-            _shapes[statement] = shape
-    return shape
 
 
 class _Tally:
