@@ -148,6 +148,27 @@ async def test_an_async_psycopg_copy_is_observed(postgres_database_url: str) -> 
     assert copy["rows"] == 2
 
 
+def test_the_slow_log_cuts_long_parameter_sets_and_list_values(
+    db: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    observer = install(db.engine, {"slow_query_ms": 0})
+    ids: sa.BindParameter[list[int]] = sa.bindparam("ids", expanding=True)
+    try:
+        with caplog.at_level(logging.WARNING, logger="dalkit.slow_query"):
+            with db.transaction() as session:  # one parameter per value: 30,000 of them
+                session.execute(
+                    sa.text("SELECT :one AS one WHERE 1 IN :ids").bindparams(ids),
+                    {"one": 1, "ids": list(range(30_000))},
+                )
+        (text,) = [r.getMessage() for r in caplog.records if "AS one" in r.getMessage()]
+    finally:
+        observer.uninstall()
+    assert len(text) < 10_000  # 200 KB before: every value of the IN
+    assert "more" in text
+    assert mask_parameters({"ids": list(range(50))}) == {"ids": [*range(20), "... 30 more items"]}
+    assert mask_parameters({"ids": list(range(50)), "password": ["hunter2"]})["password"] == "***"
+
+
 @pytest.mark.slow
 def test_a_slow_query_is_logged_with_its_line_and_masked_password(
     seeded_db: Database, caplog: pytest.LogCaptureFixture

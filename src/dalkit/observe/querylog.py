@@ -10,6 +10,7 @@ import re
 import threading
 from collections import OrderedDict, deque
 from collections.abc import Mapping, Sequence
+from itertools import islice
 from typing import Any
 
 from dalkit.engine.sql_literals import mask_strings
@@ -30,6 +31,10 @@ log = logging.getLogger("dalkit.slow_query")
 
 #: longer strings are cut in the log
 MAX_VALUE_CHARS = 80
+#: parameters shown of one set, and items of a list or tuple value: the rest are counted (a
+#: slow IN of 30,000 values made a log line of 200 KB, the statement itself cut at 2,000)
+MAX_PARAMETERS = 100
+MAX_ITEMS = 20
 #: durations kept per shape for its p95
 WINDOW = 256
 
@@ -147,7 +152,8 @@ def _p95(ordered: Sequence[float]) -> float:
 def mask_parameters(
     parameters: Any, names: Sequence[str] | None = None, columns: Mapping[str, str] | None = None
 ) -> Any:
-    """``parameters`` fit for a log: values of secret-looking names as ``***``, long values cut.
+    """``parameters`` fit for a log: values of secret-looking names as ``***``, long values,
+    long lists and long parameter sets cut (the first ``MAX_PARAMETERS`` parameters shown).
 
     Args:
         parameters: A mapping, a sequence, or a list of them (executemany).
@@ -170,16 +176,31 @@ def mask_parameters(
     """
     if isinstance(parameters, Mapping):
         columns = columns or {}
-        return {str(k): _shown(f"{k} {columns.get(str(k), '')}", v) for k, v in parameters.items()}
+        shown = {
+            str(k): _shown(f"{k} {columns.get(str(k), '')}", v)
+            for k, v in islice(parameters.items(), MAX_PARAMETERS)
+        }
+        if len(parameters) > MAX_PARAMETERS:
+            shown["..."] = f"{len(parameters) - MAX_PARAMETERS} more"
+        return shown
     if isinstance(parameters, list) and parameters and not isinstance(parameters[0], (str, bytes)):
         # executemany: the first set tells enough
         return [mask_parameters(parameters[0], names, columns), f"... {len(parameters)} sets"]
     if isinstance(parameters, Sequence) and not isinstance(parameters, (str, bytes)):
-        return [
-            _shown(names[i] if names and i < len(names) else "", value)
-            for i, value in enumerate(parameters)
-        ]
+        return _cut(
+            [
+                _shown(names[i] if names and i < len(names) else "", value)
+                for i, value in enumerate(islice(parameters, MAX_PARAMETERS))
+            ],
+            len(parameters),
+            "more",
+        )
     return parameters
+
+
+def _cut(shown: list[Any], total: int, what: str) -> list[Any]:
+    """``shown``, the first of ``total`` values, and how many were left out if any."""
+    return [*shown, f"... {total - len(shown)} {what}"] if total > len(shown) else shown
 
 
 #: the column of a value the text gives none, in a statement writing a secret-looking column:
@@ -272,6 +293,8 @@ def _shown(name: str, value: Any) -> Any:
         return f"<{len(value)} bytes>"
     if isinstance(value, str) and len(value) > MAX_VALUE_CHARS:
         return value[:MAX_VALUE_CHARS] + f"... ({len(value)} chars)"
+    if isinstance(value, (list, tuple)):  # an array parameter: ANY(:ids)
+        return _cut([_shown(name, item) for item in value[:MAX_ITEMS]], len(value), "more items")
     return value
 
 
