@@ -127,6 +127,31 @@ def test_the_exposition_parses_and_holds_every_family(databases: list[Database])
     assert "dalkit" not in {s.labels.get("database") for f in families.values() for s in f.samples}
 
 
+def test_reconfiguring_the_observer_keeps_its_counters(tmp_path: object) -> None:
+    registry = CollectorRegistry()
+    db = Database(f"sqlite:///{tmp_path}/kept.db")
+    try:
+        register(db, "main", registry=registry)
+        install(db.engine, {"nplusone": "raise", "slow_query_ms": 0})
+        _workload(db)
+
+        def counted() -> tuple[float, float]:
+            samples = {
+                s.name: s.value
+                for f in text_string_to_metric_families(generate_latest(registry).decode())
+                for s in f.samples
+            }
+            return samples["dalkit_slow_queries_total"], samples["dalkit_nplusone_detections_total"]
+
+        slow, detections = counted()
+        assert slow > 0
+        assert detections == 1
+        install(db.engine, {"nplusone": "warn", "slow_query_ms": 100})  # as at a deploy
+        assert counted() == (slow, detections)  # a counter that fell would read as a reset
+    finally:
+        db.dispose()
+
+
 def test_two_databases_cannot_share_a_name(tmp_path: object) -> None:
     registry = CollectorRegistry()
     first, second = Database(f"sqlite:///{tmp_path}/a.db"), Database(f"sqlite:///{tmp_path}/b.db")

@@ -124,8 +124,12 @@ class Observer:
         elif self.stats is None or self.stats.max_shapes != settings.query_stats_size:
             self.stats = QueryStats(settings.query_stats_size)
         slow_ms = settings.slow_query_ms
-        self.slow_log = None if slow_ms is None else SlowQueryLog(slow_ms)
+        previous, self.slow_log = self.slow_log, None if slow_ms is None else SlowQueryLog(slow_ms)
+        if self.slow_log is not None and previous is not None:  # the counters go on
+            self.slow_log.count = previous.count
+        detections = self.nplusone.detections
         self.nplusone = NPlusOneDetector(settings.nplusone_mode, settings.nplusone_threshold)
+        self.nplusone.detections = detections
         self._nplusone_on = self.nplusone.mode != "off"
         self._refresh_listeners()
 
