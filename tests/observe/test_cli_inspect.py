@@ -129,6 +129,23 @@ def test_queries_run_a_function_of_the_project_in_the_current_directory(
     assert any("obs_posts" in s["statement"] for s in json.loads(result.output))
 
 
+def test_a_run_that_fails_still_shows_what_it_ran(
+    url: str, project_module: Callable[[str], str]
+) -> None:
+    name = project_module(
+        "def nightly(db):\n"
+        "    db.sql('SELECT count(*) FROM obs_posts')\n"
+        "    db.sql('SELECT no_such_column FROM obs_posts')\n"
+    )
+    result = invoke("queries", "--run", f"{name}:nightly", "--url", url, "--json")
+    assert result.exit_code == 2
+    shown = json.loads(result.stdout)
+    (failed,) = [s for s in shown if "no_such_column" in s["statement"]]
+    assert (failed["count"], failed["errors"]) == (0, 1)
+    assert any(s["count"] == 1 and "count(*)" in s["statement"] for s in shown)
+    assert "DatabaseError" in result.stderr
+
+
 def test_queries_from_a_metrics_endpoint(url: str) -> None:
     registry = CollectorRegistry()
     db = Database(url)

@@ -218,13 +218,20 @@ def queries(
         typer.echo("dalkit inspect queries: give --metrics-url or --run", err=True)
         raise typer.Exit(2)
     if metrics_url is not None:
-        rows = _from_metrics(metrics_url)
-    else:
-        function = _load(str(run))
-        with _database(url) as db:
-            observer = install(db.engine)
+        _show_queries(_from_metrics(metrics_url), as_json)
+        return
+    function = _load(str(run))
+    with _database(url) as db:
+        observer = install(db.engine)
+        try:
             function(db)
-            rows = observer.query_stats(top)
+        finally:
+            # a run that failed shows what it ran too, the failed statement among them; its
+            # error is reported after (exit code 2 for a database error)
+            _show_queries(observer.query_stats(top), as_json)
+
+
+def _show_queries(rows: list[dict[str, Any]], as_json: bool) -> None:
     if as_json:
         _print(rows)
         return
