@@ -193,15 +193,17 @@ def error_class(exc: BaseException, *, is_disconnect: bool = False) -> str:
     if isinstance(exc, sqlalchemy.exc.DBAPIError):
         return type(translate_dbapi_error(exc, is_disconnect=is_disconnect)).__name__
     errors = _driver_errors(exc)
-    cls = _by_code(errors, _sqlstate(errors))
+    sqlstate = _sqlstate(errors)
+    cls = _by_code(errors, sqlstate)
     if cls is not None:
         return cls.__name__
     names = {c.__name__ for e in errors for c in type(e).__mro__ if c.__module__ != "builtins"}
     if is_disconnect:
         return ConnectionLostError.__name__
-    if "IntegrityError" in names:
+    # asyncpg's own errors (a COPY's) have a SQLSTATE but none of PEP 249's class names
+    if "IntegrityError" in names or (sqlstate or "").startswith("23"):
         return IntegrityError.__name__
-    if names & _PEP_249 or isinstance(exc, OverflowError):  # sqlite3: an integer past 64 bits
+    if sqlstate or names & _PEP_249 or isinstance(exc, OverflowError):  # OverflowError: sqlite3
         return DatabaseError.__name__
     return "OtherError"
 

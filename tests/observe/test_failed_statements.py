@@ -10,6 +10,7 @@ import inspect
 import logging
 from typing import Any
 
+import asyncpg  # type: ignore[import-untyped]
 import pytest
 import sqlalchemy as sa
 from prometheus_client import CollectorRegistry, generate_latest
@@ -144,6 +145,9 @@ class _AppError(UniqueViolationError):
         (OverflowError("Python int too large"), "DatabaseError"),
         (DatabaseError("duplicate key (email)=(x@y)"), "DatabaseError"),
         (_AppError("Key (email)=(x@y) already exists"), "UniqueViolationError"),
+        # asyncpg's own errors, which a COPY raises: a SQLSTATE, no PEP 249 class
+        (asyncpg.exceptions.UndefinedTableError('relation "t" does not exist'), "DatabaseError"),
+        (asyncpg.exceptions.ExclusionViolationError("conflicting key"), "IntegrityError"),
     ],
 )
 def test_an_error_is_labelled_by_its_class_never_its_message(
