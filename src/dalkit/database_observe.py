@@ -32,25 +32,27 @@ class DatabaseObserve:
     observer: Observer
 
     # -- observability: dalkit.observe does the work -------------------------------------------
-    def query_stats(self, top: int = 20) -> list[dict[str, Any]]:
+    def query_stats(self, top: int | None = 20) -> list[dict[str, Any]]:
         """The statement shapes that took the most time.
 
         Args:
-            top: How many shapes to return.
+            top: How many shapes to return; None for all.
 
         Returns:
-            Per shape: count, total/mean/p95 ms and rows.
+            Per shape: count, total/mean/p95 ms and rows of the runs that succeeded, and the
+            runs that raised (``errors``, ``error_classes``).
         """
         return self.observer.query_stats(top)
 
-    def pop_query_stats(self, top: int = 20) -> list[dict[str, Any]]:
+    def pop_query_stats(self, top: int | None = 20) -> list[dict[str, Any]]:
         """Like `query_stats()`, then start over.
 
         Args:
-            top: How many shapes to return.
+            top: How many shapes to return; None for all.
 
         Returns:
-            Per shape: count, total/mean/p95 ms and rows.
+            Per shape: count, total/mean/p95 ms and rows of the runs that succeeded, and the
+            runs that raised (``errors``, ``error_classes``).
         """
         return self.observer.pop_query_stats(top)
 
