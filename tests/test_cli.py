@@ -17,6 +17,10 @@ from dalkit.cli import app, main
 from dalkit.cli.demo import SECTIONS
 
 WRONG_PASSWORD = "Wr0ng-Pa55word"
+#: a project module whose ``make`` returns a publisher
+PUBLISHER = (
+    "class Printer:\n    def publish(self, message):\n        print(message)\n\n\nmake = Printer\n"
+)
 
 
 @pytest.fixture(autouse=True)
@@ -235,10 +239,11 @@ def test_outbox_status_on_postgres_without_dalkits_tables_says_what_to_run(
     assert password not in result.output
 
 
-def test_outbox_relay_without_dalkits_tables_says_what_to_run(sqlite_url: str) -> None:
-    result = invoke(
-        "outbox", "relay", "--once", "--url", sqlite_url, "--publisher", "builtins:object"
-    )
+def test_outbox_relay_without_dalkits_tables_says_what_to_run(
+    sqlite_url: str, project_module: Callable[[str], str]
+) -> None:
+    name = project_module(PUBLISHER)
+    result = invoke("outbox", "relay", "--once", "--url", sqlite_url, "--publisher", f"{name}:make")
     assert result.exit_code == 1
     assert "no dalkit_outbox table" in result.stderr
 
@@ -246,7 +251,7 @@ def test_outbox_relay_without_dalkits_tables_says_what_to_run(sqlite_url: str) -
 def test_outbox_relay_loads_a_publisher_of_the_project_in_the_current_directory(
     sqlite_url: str, project_module: Callable[[str], str]
 ) -> None:
-    name = project_module("make = object\n")
+    name = project_module(PUBLISHER)
     result = invoke("outbox", "relay", "--once", "--url", sqlite_url, "--publisher", f"{name}:make")
     assert result.exit_code == 1, result.output  # loaded: on to the missing table
     assert "no dalkit_outbox table" in result.stderr
@@ -261,13 +266,40 @@ def test_outbox_relay_with_a_bad_publisher_exits_2(sqlite_url: str, spec: str) -
 
 
 @pytest.mark.parametrize(
-    "command", [["status"], ["relay", "--once", "--publisher", "builtins:object"]]
+    ("source", "said"),
+    [
+        ("make = 42\n", "not callable"),
+        ("def make(url):\n    return url\n", "calling it raised TypeError"),
+        ("def make():\n    return {}\n", "no publish() method"),
+        (
+            "class Async:\n    async def publish(self, message):\n        pass\n\nmake = Async\n",
+            "async publisher",
+        ),
+        ("from dalkit import EventBus\n\nmake = EventBus\n", "EventBusPublisher(bus)"),
+    ],
 )
+def test_outbox_relay_refuses_a_publisher_factory_that_makes_no_publisher(
+    sqlite_url: str, project_module: Callable[[str], str], source: str, said: str
+) -> None:
+    # before: a traceback, or a relay that failed every message, or (async publish) one that
+    # marked every message sent without awaiting its delivery
+    name = project_module(source)
+    result = invoke("outbox", "relay", "--once", "--url", sqlite_url, "--publisher", f"{name}:make")
+    assert isinstance(result.exception, SystemExit), result.exception
+    assert result.exit_code == 2, result.output
+    assert said in result.stderr
+
+
+@pytest.mark.parametrize("command", [["status"], ["relay", "--once", "--publisher"]])
 @pytest.mark.parametrize(
     "url", ["mysql://app:s3cret@127.0.0.1/app", "postgresql+nosuchdriver://app:s3cret@h/app"]
 )
-def test_outbox_on_a_database_dalkit_does_not_support_exits_2(command: list[str], url: str) -> None:
+def test_outbox_on_a_database_dalkit_does_not_support_exits_2(
+    command: list[str], url: str, project_module: Callable[[str], str]
+) -> None:
     # as doctor, inspect, migrate and demo do: the configuration is unusable, nothing was tried
+    if command[-1] == "--publisher":
+        command = [*command, f"{project_module(PUBLISHER)}:make"]
     result = invoke("outbox", *command, "--url", url)
     assert result.exit_code == 2, result.output
     assert "s3cret" not in result.output

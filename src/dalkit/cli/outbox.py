@@ -6,10 +6,11 @@ your own (``--publisher module:factory``, a callable returning a dalkit Publishe
 
 from __future__ import annotations
 
+import inspect
 import os
 import signal
 from types import FrameType
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import sqlalchemy as sa
 import typer
@@ -24,6 +25,7 @@ from dalkit.config import DatabaseConfig
 from dalkit.database import Database
 from dalkit.engine.options import existing_database_only
 from dalkit.errors import ConfigurationError, DalkitError
+from dalkit.outbox.events import EventBus
 from dalkit.outbox.publishers import Publisher, RedisStreamPublisher
 from dalkit.outbox.relay import OutboxRelay, read_status
 from dalkit.redis.config import URL_ENV as REDIS_URL_ENV
@@ -162,9 +164,7 @@ def _require_outbox_table(command: str, db: Database, shown: str) -> None:
 
 def _publisher(spec: str | None, redis_url: str | None, stream: str) -> Publisher:
     if spec is not None:
-        factory: Any = load_attribute(spec, "--publisher")
-        made: Publisher = factory()
-        return made
+        return _made_publisher(spec, load_attribute(spec, "--publisher"))
     if redis_url is None:
         raise ConfigurationError(
             f"say where to publish: --redis-url (or {REDIS_URL_ENV}) or --publisher"
@@ -173,3 +173,35 @@ def _publisher(spec: str | None, redis_url: str | None, stream: str) -> Publishe
 
     _, client = build_client(RedisConfig.coerce(redis_url))
     return RedisStreamPublisher(client, stream)
+
+
+def _made_publisher(spec: str, factory: Any) -> Publisher:
+    """What ``factory()`` returns, if it can publish: a factory that cannot be called, or whose
+    result has no ``publish`` method, is a mistake in the option, refused before the relay
+    claims a message. So is an async ``publish``: this relay would never await it, and every
+    message would be marked sent without being delivered."""
+    if not callable(factory):
+        raise ConfigurationError(f"--publisher {spec} is not callable: name a factory")
+    try:
+        made = factory()
+    except Exception as exc:
+        raise ConfigurationError(
+            f"--publisher {spec}: calling it raised {type(exc).__name__}: {exc}"
+        ) from None
+    publish = getattr(made, "publish", None)
+    if not callable(publish):
+        raise ConfigurationError(
+            f"--publisher {spec} returned an instance of {type(made).__qualname__}, which has "
+            "no publish() method"
+        )
+    if isinstance(made, EventBus):
+        raise ConfigurationError(
+            f"--publisher {spec} returned an EventBus, whose publish() takes events, not outbox "
+            "messages: return EventBusPublisher(bus)"
+        )
+    if inspect.iscoroutinefunction(publish):
+        raise ConfigurationError(
+            f"--publisher {spec} returned an async publisher; dalkit outbox relay calls "
+            "publish() without awaiting it: give it a sync one"
+        )
+    return cast(Publisher, made)
