@@ -50,6 +50,47 @@ def test_generator_and_coroutine_functions_are_refused_by_a_sync_transaction(
     assert db.pool_stats()["checked_out"] == 0
 
 
+def test_a_callable_that_returns_a_coroutine_is_refused_before_the_commit(db: Database) -> None:
+    # its __call__ is a coroutine function, which the check of the function cannot see: before,
+    # the transaction committed nothing and handed the caller the work, unawaited
+    create_all(db)
+
+    class Writer:
+        async def __call__(self, session: Session) -> None:
+            session.add(Item(name="never awaited"))
+
+    rolled_back: list[str] = []
+
+    def write(session: Session) -> object:
+        session.add(Item(name="rolled back"))
+        on_rollback(lambda: rolled_back.append("yes"))
+        return Writer()(session)
+
+    for fn in (Writer(), write):
+        with pytest.raises(TypeError, match="returned a coroutine"):
+            db.run_transaction(fn)
+    assert item_names(db) == []
+    assert rolled_back == ["yes"]
+    assert db.transaction_stats()["failed"] == 2
+
+
+async def test_an_async_function_that_returns_a_coroutine_is_refused_before_the_commit(
+    async_db: AsyncDatabase,
+) -> None:
+    await create_all_async(async_db)
+
+    async def later(session: AsyncSession) -> None:
+        session.add(Item(name="never awaited"))
+
+    async def write(session: AsyncSession) -> object:
+        session.add(Item(name="rolled back"))
+        return later(session)
+
+    with pytest.raises(TypeError, match="returned a coroutine"):
+        await async_db.run_transaction(write)
+    assert await item_names_async(async_db) == []
+
+
 async def test_generator_functions_are_refused_by_an_async_transaction(
     async_db: AsyncDatabase,
 ) -> None:

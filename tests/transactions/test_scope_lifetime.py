@@ -9,6 +9,7 @@ import contextvars
 import threading
 
 import pytest
+import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 import dalkit
@@ -88,6 +89,43 @@ async def test_joining_a_running_transaction_from_another_task_is_refused(
     async with async_db.transaction():
         with pytest.raises(TransactionError, match="another task"):
             await asyncio.create_task(intruder())
+
+
+async def test_tasks_started_inside_a_transaction_are_not_handed_its_session(
+    async_db: AsyncDatabase,
+) -> None:
+    # before: current_async_session() gave each task the transaction's session, and two of them
+    # side by side failed with SQLAlchemy's raw "concurrent operations are not permitted"
+    await create_all_async(async_db)
+
+    async def read() -> None:
+        await dalkit.current_async_session().execute(sa.select(Item.name))
+
+    async with async_db.transaction() as session:
+        results = await asyncio.gather(read(), read(), return_exceptions=True)
+        assert dalkit.current_async_session() is session
+    assert [type(result) for result in results] == [TransactionError, TransactionError]
+    assert all("another task" in str(result) for result in results)
+
+
+def test_a_thread_with_a_copy_of_the_transactions_context_is_not_handed_its_session(
+    db: Database,
+) -> None:
+    outcome: list[str] = []
+
+    def look() -> None:
+        try:
+            dalkit.current_session()
+            outcome.append("handed the session")
+        except TransactionError as exc:
+            outcome.append("refused" if "another thread" in str(exc) else str(exc))
+
+    with db.transaction() as session:
+        thread = threading.Thread(target=contextvars.copy_context().run, args=(look,))
+        thread.start()
+        thread.join()
+        assert dalkit.current_session() is session
+    assert outcome == ["refused"]
 
 
 def test_a_thread_started_inside_a_transaction_cannot_join_it_and_gets_its_own_later(

@@ -24,17 +24,20 @@ from dalkit.engine.options import is_memory_sqlite
 from dalkit.errors import CommitOutcomeUnknownError, RetryExhaustedError
 from dalkit.transaction import deferred, ended
 from dalkit.transaction.binds import bind_options, check_sqlite_can_start, pending_writes
+from dalkit.transaction.functions import (
+    SessionParameter,
+    check_transaction_function,
+    check_transaction_result,
+    session_parameter,
+)
 from dalkit.transaction.options import TransactionOptions
 from dalkit.transaction.retry import RetryPolicy, RetryState, breaks_commit, is_retryable
 from dalkit.transaction.scope import (
     Callback,
-    SessionParameter,
     TransactionScope,
-    check_transaction_function,
     current_scope,
     enter_scope,
     exit_scope,
-    session_parameter,
     settle,
 )
 from dalkit.transaction.stats import TransactionStats
@@ -247,6 +250,7 @@ class TransactionRunner:
         token = enter_scope(scope)
         try:
             result = self._call(fn, session, args, kwargs, inject)
+            check_transaction_result(fn, result)
             # flushed apart from COMMIT, so a failure here is known not to have committed
             if pending_writes(session):
                 session.flush()

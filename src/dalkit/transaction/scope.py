@@ -7,14 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import functools
 import inspect
 import logging
 import threading
 from collections.abc import Callable, Iterator
-from inspect import CO_ASYNC_GENERATOR, CO_COROUTINE, CO_GENERATOR
-from types import CodeType, FunctionType
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from dalkit.errors import NoActiveTransactionError, TransactionError
 
@@ -27,9 +24,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AsyncTransactionScope",
     "Callback",
-    "SessionParameter",
     "TransactionScope",
-    "check_transaction_function",
     "current_async_session",
     "current_scope",
     "current_session",
@@ -37,15 +32,11 @@ __all__ = [
     "exit_scope",
     "on_commit",
     "on_rollback",
-    "session_parameter",
     "settle",
     "settle_async",
 ]
 
 log = logging.getLogger("dalkit.transaction")
-
-#: How a transaction function takes its session; see `session_parameter()`.
-SessionParameter = Literal["first", "second", "keyword"] | None
 
 _current: contextvars.ContextVar[TransactionScope | None] = contextvars.ContextVar(
     "dalkit_transaction", default=None
@@ -247,12 +238,14 @@ def current_session() -> Session:
 
     Raises:
         NoActiveTransactionError: Outside a transaction, or inside an async one.
+        TransactionError: In another thread running a copy of the transaction's context.
     """
     scope = _require_scope("current_session()")
     if scope.is_async:
         raise NoActiveTransactionError(
             "the running transaction is an async one: use dalkit.current_async_session()"
         )
+    scope.check_holder()  # the session belongs to the transaction's own thread
     session: Session = scope.session
     return session
 
@@ -265,12 +258,14 @@ def current_async_session() -> AsyncSession:
 
     Raises:
         NoActiveTransactionError: Outside a transaction, or inside a sync one.
+        TransactionError: In a task started inside it (``asyncio.gather``, ``create_task``).
     """
     scope = _require_scope("current_async_session()")
     if not scope.is_async:
         raise NoActiveTransactionError(
             "the running transaction is a sync one: use dalkit.current_session()"
         )
+    scope.check_holder()  # the session belongs to the transaction's own task
     session: AsyncSession = scope.session
     return session
 
@@ -328,73 +323,3 @@ async def settle_async(result: object) -> None:
     """The async runner awaits what a callback returns, if it is awaitable."""
     if inspect.isawaitable(result):
         await result
-
-
-def check_transaction_function(fn: Callable[..., Any], *, is_async: bool) -> None:
-    """Refuse a function whose body would run after its transaction ended: a generator (its
-    body runs as it is iterated, later) and, for a sync transaction, a coroutine function
-    (nothing awaits it).
-
-    Args:
-        fn: The function to run in a transaction.
-        is_async: Whether the transaction is an async one.
-
-    Raises:
-        TypeError: For such a function.
-    """
-    late = CO_GENERATOR | CO_ASYNC_GENERATOR | (0 if is_async else CO_COROUTINE)
-    if type(fn) is FunctionType and not fn.__code__.co_flags & late:
-        return  # a plain function, the common case: one test (the inspect calls: 0.85 us)
-    if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
-        problem = "a generator function: its body would run as it is iterated, after the commit"
-    elif not is_async and inspect.iscoroutinefunction(fn):
-        problem = "a coroutine function, but this is a sync transaction: nothing would await it"
-    else:
-        return
-    raise TypeError(
-        f"{getattr(fn, '__qualname__', fn)} is {problem}; run the transaction inside it, or "
-        "collect what it yields into a list and return that"
-    )
-
-
-def session_parameter(fn: Callable[..., Any]) -> SessionParameter:
-    """How ``fn`` takes the session: ``"first"`` when ``session`` is its first parameter
-    (passed positionally, before the caller's arguments), ``"second"`` when it is the second
-    (after ``self`` or ``cls`` in a method decorated in its class body: passed after the first
-    argument), ``"keyword"`` when it is declared elsewhere (passed as ``session=``), None when
-    it takes none."""
-    if type(fn) is FunctionType and "__wrapped__" not in fn.__dict__:
-        return _code_session_parameter(fn.__code__, 0)  # a plain function: the common case
-    func = getattr(fn, "__func__", None)
-    target = inspect.unwrap(func if func is not None else fn)
-    code = getattr(target, "__code__", None)
-    if isinstance(code, CodeType):
-        # a bound method's first name is self, already bound
-        return _code_session_parameter(code, 1 if func is not None else 0)
-    try:
-        parameters = list(inspect.signature(fn).parameters.values())
-    except (TypeError, ValueError):
-        return None
-    for index, parameter in enumerate(parameters):
-        if parameter.name != "session":
-            continue
-        if index == 0 and parameter.kind is not parameter.KEYWORD_ONLY:
-            return "first"
-        if index == 1 and parameter.kind is parameter.POSITIONAL_OR_KEYWORD:
-            return "second"
-        if parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY):
-            return "keyword"
-    return None
-
-
-# code object -> its answer; there are only as many as the program has functions
-@functools.lru_cache(maxsize=1024)
-def _code_session_parameter(code: CodeType, bound: int) -> SessionParameter:
-    positional = code.co_varnames[bound : code.co_argcount]
-    if positional and positional[0] == "session":
-        return "first"
-    if len(positional) > 1 and positional[1] == "session":
-        return "second"
-    # keyword-passable names: past the positional-only ones, up to the keyword-only ones
-    keyword = code.co_varnames[code.co_posonlyargcount : code.co_argcount + code.co_kwonlyargcount]
-    return "keyword" if "session" in keyword else None

@@ -10,13 +10,10 @@ from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, overload
 
 from sqlalchemy.orm import Session
 
+from dalkit.transaction.functions import check_transaction_function, session_parameter
 from dalkit.transaction.options import TransactionOptions
 from dalkit.transaction.retry import RetryPolicy
-from dalkit.transaction.scope import (
-    TransactionScope,
-    check_transaction_function,
-    session_parameter,
-)
+from dalkit.transaction.scope import TransactionScope
 
 if TYPE_CHECKING:
     from dalkit.transaction.runner import TransactionRunner

@@ -8,13 +8,10 @@ from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, overload
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from dalkit.transaction.functions import check_transaction_function, session_parameter
 from dalkit.transaction.options import TransactionOptions
 from dalkit.transaction.retry import RetryPolicy
-from dalkit.transaction.scope import (
-    AsyncTransactionScope,
-    check_transaction_function,
-    session_parameter,
-)
+from dalkit.transaction.scope import AsyncTransactionScope
 
 if TYPE_CHECKING:
     from dalkit.transaction.runner_async import AsyncTransactionRunner
