@@ -12,7 +12,10 @@ from dalkit.cli.outbox import outbox_app
 
 app = typer.Typer(
     name="dalkit",
-    help="dalkit: check a database's health and pool, or take the tour.",
+    help=(
+        "dalkit: check a database's health and pool, take the tour, deliver the outbox, "
+        "inspect queries and tables, run migrations."
+    ),
     no_args_is_help=True,
     add_completion=False,
     # locals would include database URLs, passwords and all
