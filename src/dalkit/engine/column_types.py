@@ -16,6 +16,9 @@ SQLite and the in-memory repository do. psycopg sent the one as a ``timestamp`` 
 a ``timestamptz``, which the server converted in the session's ``TimeZone`` (on a server not
 set to UTC, ``add()`` stored other values than ``update()``), and asyncpg refused an aware
 value for a ``timestamp``. The bulk loads' COPY gets the same values (see ``zoned_as_column``).
+A ``DOMAIN`` column is bound as its base type (SQLAlchemy binds it as nothing): one over
+``DateTime`` follows the rule above, where psycopg let the server convert an aware value for a
+domain over ``timestamp`` in the session's zone and asyncpg refused it with a raw TypeError.
 
 SQLite ``Float``: SQLite stores a NaN as NULL, so a NaN written by ``add()``, ``update()``,
 ``upsert()`` or ``bulk_insert()`` became NULL silently (PostgreSQL and the in-memory repository
@@ -30,6 +33,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite
+from sqlalchemy.dialects.postgresql import DOMAIN
 from sqlalchemy.engine import Dialect, Engine
 
 __all__ = ["ZONE_CONVERSIONS", "install", "zoned_as_column"]
@@ -107,9 +111,11 @@ def _to_naive(value: Any) -> Any:
     return zoned_as_column(value, False)
 
 
-#: The processors that only convert across zones (a DateTime with no processor of its own):
-#: a bulk load whose values cross no zone drops them (`dalkit.repository.numerics`).
-ZONE_CONVERSIONS = frozenset({_to_zoned, _to_naive})
+#: The processors that only convert across zones (a DateTime with no processor of its own),
+#: each with whether its column is a ``timestamptz`` (the type of the engine's dialect: a
+#: variant's may differ from the column's own): a bulk load whose values cross no zone drops
+#: them (`dalkit.repository.numerics`).
+ZONE_CONVERSIONS = {_to_zoned: True, _to_naive: False}
 
 
 @functools.cache
@@ -127,6 +133,13 @@ def _zoned_in_utc(base: type[sa.DateTime]) -> type[sa.DateTime]:
     return ZonedInUTC
 
 
+class _DomainAsBase(DOMAIN):
+    """A PostgreSQL domain whose values are bound as its base type's."""
+
+    def bind_processor(self, dialect: Dialect) -> Any:
+        return self.data_type.dialect_impl(dialect).bind_processor(dialect)
+
+
 def install(engine: Engine) -> None:
     """Bind ``engine``'s datetimes (and on SQLite its floats) as this module says.
 
@@ -141,7 +154,7 @@ def install(engine: Engine) -> None:
         changed = {sa.DateTime: _UTCDateTime, sa.Float: _NaNRefusingFloat}
     elif dialect.name == "postgresql":
         base: Any = dialect.colspecs.get(sa.DateTime, sa.DateTime)
-        changed = {sa.DateTime: _zoned_in_utc(base)}
+        changed = {sa.DateTime: _zoned_in_utc(base), DOMAIN: _DomainAsBase}
     else:
         return
     dialect.colspecs = {**dialect.colspecs, **changed}

@@ -276,7 +276,10 @@ def _decimal_coercer(precision: int | None, scale: int | None) -> Callable[[Any]
         if isinstance(value, bool) or not isinstance(value, int | float | str | decimal.Decimal):
             raise CoercionError(f"expected a decimal number, got {_describe(value)}")
         try:
-            number = decimal.Decimal(value.strip() if isinstance(value, str) else value)
+            # a float as the server casts it to numeric: its 15 significant digits (0.1, not
+            # 0.1000000000000000055511151231257827)
+            text = format(value, ".15g") if isinstance(value, float) else value
+            number = decimal.Decimal(text.strip() if isinstance(text, str) else text)
         except (decimal.InvalidOperation, ValueError):
             raise CoercionError(f"expected a decimal number, got {_describe(value)}") from None
         if not number.is_finite():

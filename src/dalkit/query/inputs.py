@@ -3,14 +3,19 @@ unless listed, and values to write, checked and coerced as filter values are. No
 
 from __future__ import annotations
 
+import decimal
+import functools
 import math
 from collections.abc import Collection, Mapping
 from typing import Any
 
-from dalkit.errors import ConfigurationError, InvalidQueryError
-from dalkit.query.fields import CoercionError, FieldInfo, ModelInfo
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import DOMAIN
 
-__all__ = ["coerce_values", "resolve_allowed"]
+from dalkit.errors import ConfigurationError, InvalidQueryError
+from dalkit.query.fields import CoercionError, FieldInfo, ModelInfo, column_field
+
+__all__ = ["coerce_values", "resolve_allowed", "write_value"]
 
 
 def resolve_allowed(
@@ -50,14 +55,26 @@ def coerce_values(info: ModelInfo, values: Mapping[str, Any]) -> dict[str, Any]:
                 name=str(name),
                 allowed=list(info.fields),
             )
-        coerced[name] = _write_value(field, value)
+        coerced[name] = write_value(field, value)
     return coerced
 
 
-def _write_value(field: FieldInfo, value: Any) -> Any:
-    if value is None or field.kind == "other":
+def write_value(field: FieldInfo, value: Any) -> Any:
+    """``value`` checked and coerced for ``field`` as a write stores it (see `coerce_values`).
+
+    Args:
+        field: The field written.
+        value: The value given.
+
+    Returns:
+        The value to store.
+    """
+    if value is None:
         return value
-    if field.kind == "float" and isinstance(value, float) and not math.isfinite(value):
+    if field.kind == "other":
+        base = _domain_base(field.column.type, field.name)
+        return value if base is None else write_value(base, value)
+    if field.kind in ("float", "decimal") and _not_finite(value):
         return value  # stored as given; dalkit's SQLite engines refuse nan (it would be NULL)
     try:
         result = field.coerce(value)
@@ -70,3 +87,17 @@ def _write_value(field: FieldInfo, value: Any) -> Any:
             f"{field.name}: {len(result)} characters do not fit in {length}", name=field.name
         )
     return result
+
+
+def _not_finite(value: Any) -> bool:
+    if isinstance(value, decimal.Decimal):
+        return not value.is_finite()
+    return isinstance(value, float) and not math.isfinite(value)
+
+
+@functools.cache
+def _domain_base(type_: Any, name: str) -> FieldInfo | None:
+    """A field of the base type of a PostgreSQL domain, whose values the domain holds."""
+    if not isinstance(type_, DOMAIN):
+        return None
+    return column_field(sa.Column(name, type_.data_type))

@@ -19,6 +19,7 @@ from dalkit.repository.base import ModelT
 from dalkit.repository.copy import DEFAULT_CHUNK_SIZE, check_chunk_size
 from dalkit.repository.reads import RepositoryReads
 from dalkit.repository.reads_async import IN_CHUNK
+from dalkit.repository.values import coerce_entity, coerce_rows
 from dalkit.repository.writes import Upsert, check_rows, check_upsert, check_values
 
 Changes = builtins.list[tuple[ModelT, dict[str, Any]]]
@@ -258,6 +259,7 @@ class AbstractRepository(RepositoryReads[ModelT], abc.ABC):
         if chunk_size is None:
             chunk_size = DEFAULT_CHUNK_SIZE if progress else max(1, len(originals))
         size = check_chunk_size(chunk_size)
+        originals = coerce_rows(self._q.info, originals)  # as add() coerces
         return self._bulk_insert(originals, size, progress) if originals else 0
 
     def bulk_update(
@@ -296,6 +298,7 @@ class AbstractRepository(RepositoryReads[ModelT], abc.ABC):
             raise TypeError(
                 f"{type(self).__name__} stores {self._q.info.name}, got {type(entity).__name__}"
             )
+        coerce_entity(self._q.info, entity)  # as update() coerces, on every backend
 
     def _resolve(self, entity_or_id: Any, *, include_deleted: bool = False) -> ModelT:
         if isinstance(entity_or_id, self._q.model):

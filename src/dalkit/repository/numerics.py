@@ -80,10 +80,10 @@ def zoning_datetimes(plan: BulkPlan, rows: Sequence[Any]) -> BulkPlan:
     to (PostgreSQL: all its values of the column's kind), saving a stage on every row."""
     processors: list[Callable[[Any], Any] | None] = list(plan.processors)
     for at, field in enumerate(plan.fields[: plan.key_count]):
-        if field.kind == "datetime" and processors[at] in ZONE_CONVERSIONS:  # not a type's own
-            timezone = bool(getattr(field.column.type, "timezone", False))
-            if not _crosses_zones(field.name, timezone, rows):
-                processors[at] = None
+        # dalkit's own conversion (not a type's own processor), the zone its dialect's type
+        timezone = ZONE_CONVERSIONS.get(processors[at])  # type: ignore[arg-type]
+        if timezone is not None and not _crosses_zones(field.name, timezone, rows):
+            processors[at] = None
     return _with_processors(plan, processors)
 
 

@@ -1,0 +1,117 @@
+"""The values that add() and bulk_insert() write, checked and coerced as update() and upsert()
+check them, on every backend alike. No I/O.
+
+The drivers disagreed, and the in-memory repository stored anything: an INTEGER given 1.5 stored
+1.5 on SQLite, 2 through psycopg and 1 through asyncpg; a DateTime given an ISO string was parsed
+by the server through psycopg and refused by SQLite and asyncpg; an Enum given an unknown name
+raised a raw LookupError on SQLite. A value of its column's own Python type is written as it is
+(one C-speed pass over a bulk load's column finds that so), but for a Decimal, refused when it
+has more places than the column's scale (SQLite rounded 1.005 to 1.00, PostgreSQL to 1.01);
+any other goes through the coercion
+of `dalkit.query.inputs.write_value`: coerced (``"5"`` to 5, ``"red"`` to ``Color.red``) or
+refused with InvalidQueryError (add) or BulkLoadError naming the row (bulk_insert).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import operator
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import DOMAIN
+
+from dalkit.errors import InvalidQueryError
+from dalkit.query.fields import FieldInfo, ModelInfo
+from dalkit.query.inputs import write_value
+from dalkit.repository.copy import row_error
+
+__all__ = ["coerce_entity", "coerce_rows"]
+
+#: the types each kind of column takes as they are (a datetime's zone is the engine's concern)
+_OWN_TYPES: dict[str, frozenset[type[Any]]] = {
+    "int": frozenset({int}),
+    "float": frozenset({float}),
+    # a float is rounded to the scale by the server, as add() stores it (see numerics.py); a
+    # Decimal's places are checked against the scale
+    "decimal": frozenset({int, float}),
+    "str": frozenset({str}),
+    "bool": frozenset({bool}),
+    "datetime": frozenset({dt.datetime}),
+    "date": frozenset({dt.date}),
+    "time": frozenset({dt.time}),
+    "uuid": frozenset({uuid.UUID}),
+}
+_NONE = frozenset({type(None)})
+
+
+def coerce_entity(info: ModelInfo, entity: Any) -> None:
+    """Sets each field of ``entity`` whose value is not of its column's own type to the value
+    update() would store, or raises InvalidQueryError naming the field.
+
+    Args:
+        info: The entity's model.
+        entity: A new instance of the model.
+    """
+    loaded = sa.inspect(entity).dict
+    for name, field in info.fields.items():
+        value = loaded.get(name)
+        own = _own_types(field)
+        if own is None or type(value) in own:
+            continue
+        coerced = write_value(field, value)
+        if coerced is not value:
+            setattr(entity, name, coerced)
+
+
+def coerce_rows(info: ModelInfo, rows: Sequence[Any]) -> Sequence[Any]:
+    """``rows`` with each value that is not of its column's own type coerced as update() would
+    store it (rows copied only where one is), or BulkLoadError naming the first row refused.
+
+    Args:
+        info: The rows' model.
+        rows: The caller's rows (a row of another shape is left to the load to refuse).
+
+    Returns:
+        The rows to load.
+    """
+    if not rows or not isinstance(rows[0], Mapping):
+        return rows
+    coerced: list[Any] | None = None
+    for name in rows[0]:
+        field = info.fields.get(name)
+        if field is None:
+            continue
+        own = _own_types(field)
+        if own is None:
+            continue
+        try:  # one C-speed pass over the column
+            if set(map(type, map(operator.itemgetter(name), rows))) <= own:
+                continue
+        except (KeyError, TypeError):
+            return rows  # refused by name by the load
+        if coerced is None:
+            coerced = list(rows)
+        for index, row in enumerate(coerced):
+            value = row[name]
+            if type(value) in own:
+                continue
+            try:
+                coerced[index] = {**row, name: write_value(field, value)}
+            except InvalidQueryError as exc:
+                raise row_error(index, rows[index], exc) from None
+    return rows if coerced is None else coerced
+
+
+def _own_types(field: FieldInfo) -> frozenset[type[Any]] | None:
+    """The types ``field`` takes as they are (None among them); None: any value (a column of
+    a type dalkit does not coerce, such as JSON)."""
+    own = _OWN_TYPES.get(field.kind)
+    if own is not None:
+        return own | _NONE
+    if field.kind == "enum":
+        enum_class = getattr(field.column.type, "enum_class", None)
+        return _NONE if enum_class is None else frozenset({enum_class, type(None)})
+    return _NONE if isinstance(field.column.type, DOMAIN) else None
