@@ -9,6 +9,7 @@ import asyncio
 import datetime as dt
 import math
 from collections.abc import Callable, Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -45,8 +46,23 @@ class Stamp(Base):
     wall: Mapped[dt.datetime | None] = mapped_column(sa.DateTime)
 
 
+class Amount(Base):
+    __tablename__ = "numeric_amounts"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    wide: Mapped[Decimal | None] = mapped_column(sa.Numeric(30, 10))
+    free: Mapped[Decimal | None] = mapped_column(sa.Numeric())
+
+
 class Samples(Repository[Sample]):
     """Writes floats."""
+
+
+class Amounts(Repository[Amount]):
+    """Writes decimals."""
+
+
+class AsyncAmounts(AsyncRepository[Amount]):
+    """Writes decimals under aiosqlite."""
 
 
 class Stamps(Repository[Stamp]):
@@ -79,6 +95,57 @@ def test_a_nan_is_refused_where_sqlite_would_store_null(db: Database, write: str
     with pytest.raises(expected, match="NaN"), db.transaction() as session:
         WRITES[write](Samples(session))
     assert db.sql("SELECT id, value FROM float_samples") == []
+
+
+# SQLite keeps NUMERIC as a float: these came back as 12345678901234568, 0.1234567890, NULL
+INEXACT = {
+    "wide": Decimal("12345678901234567.89"),
+    "free": Decimal("0.123456789012"),  # read back with 10 places
+    "nan": Decimal("NaN"),
+    "float_nan": math.nan,
+}
+DECIMAL_WRITES: dict[str, Callable[[Amounts, str, Any], object]] = {
+    "add": lambda amounts, name, value: amounts.add(Amount(id=1, **{name: value})),
+    "update": lambda amounts, name, value: amounts.update(
+        amounts.add(Amount(id=2)), **{name: value}
+    ),
+    "upsert": lambda amounts, name, value: amounts.upsert({"id": 3, name: value}, on=["id"]),
+    "bulk_insert": lambda amounts, name, value: amounts.bulk_insert([{"id": 4, name: value}]),
+    "core": lambda amounts, name, value: amounts.session.execute(
+        sa.insert(Amount).values(id=5, **{name: value})
+    ),
+}
+
+
+@pytest.mark.parametrize("write", list(DECIMAL_WRITES))
+@pytest.mark.parametrize("case", list(INEXACT))
+def test_a_decimal_sqlite_would_not_read_back_is_refused(
+    db: Database, write: str, case: str
+) -> None:
+    name = "wide" if case in ("wide", "float_nan") else "free"
+    expected = BulkLoadError if write == "bulk_insert" else DatabaseError
+    with pytest.raises(expected, match=r"NaN|NUMERIC as a float"), db.transaction() as session:
+        DECIMAL_WRITES[write](Amounts(session), name, INEXACT[case])
+    assert db.sql("SELECT id FROM numeric_amounts") == []
+
+
+async def test_aiosqlite_refuses_an_inexact_decimal_too_and_stores_an_exact_one(
+    tmp_path: Path,
+) -> None:
+    db = AsyncDatabase(f"sqlite+aiosqlite:///{tmp_path / 'types.db'}")
+    try:
+        await db.create_all(Base.metadata)
+        with pytest.raises(DatabaseError, match="NUMERIC as a float"):
+            async with db.transaction() as session:
+                await AsyncAmounts(session).add(Amount(id=1, wide=INEXACT["wide"]))
+        async with db.transaction() as session:
+            amounts = AsyncAmounts(session)
+            await amounts.add(Amount(id=2, wide=Decimal("1234567.1234567"), free=2.675))
+            session.expire_all()
+            stored = await amounts.get(2)
+            assert (stored.wide, stored.free) == (Decimal("1234567.1234567"), Decimal("2.675"))
+    finally:
+        await db.dispose()
 
 
 def test_infinities_are_still_stored(db: Database) -> None:

@@ -23,11 +23,18 @@ domain over ``timestamp`` in the session's zone and asyncpg refused it with a ra
 SQLite ``Float``: SQLite stores a NaN as NULL, so a NaN written by ``add()``, ``update()``,
 ``upsert()`` or ``bulk_insert()`` became NULL silently (PostgreSQL and the in-memory repository
 keep it). It is refused instead (`DatabaseError`, or `BulkLoadError` naming the row).
+
+SQLite ``Numeric``: SQLite keeps NUMERIC as an 8-byte float (SQLAlchemy's documented caveat),
+so a Decimal of more than 15 significant digits, or with more places than the column reads back
+(its scale, or 10 without one), came back another number, and a NaN as NULL, silently, where
+PostgreSQL and the in-memory repository keep them exact. Such a value is refused on every path,
+as a NaN float is; a float is stored rounded to the column's scale, as PostgreSQL stores it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import decimal
 import functools
 from typing import Any
 
@@ -82,6 +89,27 @@ class _NaNRefusingFloat(sa.Float):  # type: ignore[type-arg]
             return value if process is None else process(value)
 
         return refuse_nan
+
+
+class _ExactNumeric(sa.Numeric):  # type: ignore[type-arg]
+    """A NUMERIC column on SQLite refusing a value that would not come back as written."""
+
+    def bind_processor(self, dialect: Dialect) -> Any:
+        process = super().bind_processor(dialect)  # type: ignore[no-untyped-call]
+        read = self.result_processor(dialect, None) if self.asdecimal else None  # type: ignore[no-untyped-call]
+
+        def refuse_inexact(value: Any) -> Any:
+            if isinstance(value, float | decimal.Decimal) and value != value:
+                raise ValueError("SQLite cannot store a NaN in a NUMERIC column: it would be NULL")
+            if read is not None and isinstance(value, decimal.Decimal) and value.is_finite():
+                back = read(float(value))
+                if back != value:
+                    raise ValueError(
+                        f"SQLite keeps NUMERIC as a float: {value} would be read back as {back}"
+                    )
+            return value if process is None else process(value)
+
+        return refuse_inexact
 
 
 def zoned_as_column(value: Any, timezone: bool) -> Any:
@@ -151,7 +179,11 @@ def install(engine: Engine) -> None:
     # SQLAlchemy's own behaviour
     changed: dict[type[Any], type[Any]]
     if dialect.name == "sqlite":
-        changed = {sa.DateTime: _UTCDateTime, sa.Float: _NaNRefusingFloat}
+        changed = {
+            sa.DateTime: _UTCDateTime,
+            sa.Float: _NaNRefusingFloat,
+            sa.Numeric: _ExactNumeric,
+        }
     elif dialect.name == "postgresql":
         base: Any = dialect.colspecs.get(sa.DateTime, sa.DateTime)
         changed = {sa.DateTime: _zoned_in_utc(base), DOMAIN: _DomainAsBase}
