@@ -201,3 +201,13 @@ def test_a_cursor_has_one_spelling_in_url_safe_base64() -> None:
     ]:
         with pytest.raises(InvalidCursorError):
             codec.decode(text, keys)
+
+
+def test_a_cursor_after_a_nan_numeric_leads_on() -> None:
+    # PostgreSQL (and the in-memory repository) order a NaN numeric above every number, so a
+    # descending walk starts there: the cursor after that row was refused as invalid
+    keys = [SortKey(column_field(sa.Column("d", sa.Numeric(10, 2), nullable=False)))]
+    codec = CursorCodec("things", SECRET)
+    cursor = codec.encode(keys, SimpleNamespace(d=decimal.Decimal("NaN")))
+    (value,) = codec.decode(cursor, keys)
+    assert value.is_nan()

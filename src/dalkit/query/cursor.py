@@ -170,9 +170,11 @@ def _value(field: FieldInfo, data: Any) -> Any:
     if data is None:
         return None
     value = restore(data, _python_type(field))
-    if isinstance(value, float) and not math.isfinite(value):
-        # a row may hold inf (both databases order it last); filter coercion refuses it as
-        # input, but a cursor after that row must still lead on
+    if (isinstance(value, float) and not math.isfinite(value)) or (
+        isinstance(value, decimal.Decimal) and not value.is_finite()
+    ):
+        # a row may hold inf, or a NaN numeric (both databases order them last); filter
+        # coercion refuses them as input, but a cursor after that row must still lead on
         return value
     return field.coerce(value)
 
