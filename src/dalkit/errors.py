@@ -3,6 +3,8 @@
 ```text
 DalkitError
 ├── ConfigurationError          bad URL, unknown driver, missing extra, bad option or variable
+│   └── EventLoopError          an AsyncDatabase used from a second event loop while the
+│                               loop its connections belong to still runs (another thread)
 ├── PoolTimeoutError            no pooled connection became free within pool_timeout
 ├── PgBouncerError              (engine.pgbouncer) what transaction pooling cannot do
 ├── TransactionError            a transaction could not be run as asked (propagation, SQLite)
@@ -86,6 +88,7 @@ __all__ = [
     "DatabaseBusyError",
     "DatabaseError",
     "DeadlockError",
+    "EventLoopError",
     "ForeignKeyViolationError",
     "IntegrityError",
     "InvalidCursorError",
@@ -117,6 +120,15 @@ class DalkitError(Exception):
 
 class ConfigurationError(DalkitError):
     """Raised when a URL, driver, extra or option cannot work; the message names the fix."""
+
+
+class EventLoopError(ConfigurationError):
+    """Raised when an AsyncDatabase is used from an event loop while the loop that opened its
+    pooled connections still runs in another thread: one AsyncDatabase per running loop.
+
+    A loop that has stopped or closed (``asyncio.run()`` again, pytest-asyncio's loop per test)
+    raises nothing: its connections are let go of and the new loop gets a pool of its own.
+    """
 
 
 class PoolTimeoutError(DalkitError):

@@ -7,8 +7,9 @@ holds (the engine, the pool metrics, the replica router) never refers back to th
 it would never be collected. A sync engine is disposed where the collection happens. An async
 pool's connections belong to the event loop that opened them: they are closed on that loop when
 it still runs; when it is closed, nothing can be awaited any more, so a psycopg connection is
-closed without I/O on the loop and the others are left to the driver's own collection, as
-SQLAlchemy leaves a collected async connection. A finalizer never raises: what fails is logged
+closed without I/O on the loop, and the loop closed the idle ones of the others as it shut
+down (engine/loops.py); what was left is left to the driver's own collection, as SQLAlchemy
+leaves a collected async connection. A finalizer never raises: what fails is logged
 at DEBUG on ``dalkit.pool``.
 """
 
@@ -22,6 +23,8 @@ import weakref
 from typing import Any
 
 from sqlalchemy import event
+
+from dalkit.engine.loops import close_without_loop
 
 __all__ = ["release_when_dropped"]
 
@@ -113,13 +116,7 @@ async def _dispose(engine: Any, router: Any) -> None:
 
 def _close_without_loop(seen: _LoopSeen) -> None:
     """Close what can be closed once the loop is: psycopg's connections (no I/O on the loop)
-    and aiosqlite's (its own thread closes them); asyncpg's need the loop, left to the driver."""
+    and aiosqlite's (its own thread closes them); asyncpg's need the loop, left to the driver
+    (the loop closed them as it shut down: engine/loops.py)."""
     for driver in list(seen.opened):
-        try:
-            pgconn = getattr(driver, "pgconn", None)
-            if pgconn is not None:
-                pgconn.finish()
-            elif type(driver).__module__.startswith("aiosqlite") and driver._connection:
-                driver.stop()  # not closed yet: its own thread closes the file, no loop needed
-        except Exception:
-            log.debug("could not close a connection of a collected database", exc_info=True)
+        close_without_loop(driver)

@@ -1,0 +1,236 @@
+"""Which event loop an async pool serves, and what happens when another loop uses it.
+
+An async pool's connections belong to the loop that opened them (asyncpg's futures, the pool's
+own asyncio queue), and a loop cannot use another's. Each async pool remembers the loop of its
+first checkout. Another loop's checkout then gets a fresh pool of the engine when the first loop
+has stopped or closed (``asyncio.run()`` again, pytest-asyncio's loop per test), the old
+connections let go of without that loop (SQLAlchemy's ``dispose(close=False)``), and raises
+`EventLoopError` while the first loop still runs (in another thread). A pool's idle connections
+are closed on their loop as it shuts down (``shutdown_asyncgens()``: ``asyncio.run()``,
+``asyncio.Runner`` and pytest-asyncio call it), while asyncpg's can still say goodbye.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from asyncio import AbstractEventLoop
+from asyncio import _get_running_loop as running_loop  # None outside a loop, never raises
+from collections.abc import AsyncGenerator
+from typing import Any
+
+from sqlalchemy.pool import AsyncAdaptedQueuePool
+from sqlalchemy.util import greenlet_spawn
+from sqlalchemy.util import queue as sqla_queue  # the pool's queue, as sqlalchemy.pool uses it
+
+from dalkit.errors import EventLoopError
+
+__all__ = ["close_without_loop", "pool_for_running_loop", "running_loop", "settle_before_dispose"]
+
+log = logging.getLogger("dalkit.pool")
+
+# the slow path only (a pool's first checkout on a loop): two threads' loops meeting one pool
+_lock = threading.Lock()
+# pools whose loop has not shut down yet, each with what closes it then: what keeps a pool
+# let go of by its engine (swapped for another loop's) alive until its loop can close it
+_closers: set[_LoopEnd] = set()
+
+
+class _LoopEnd:
+    """Closes a pool's idle connections on the pool's loop as that loop shuts down: an async
+    generator the loop knows of (asyncio keeps them to close at ``shutdown_asyncgens()``)."""
+
+    __slots__ = ("generator", "loop", "pool")
+
+    def __init__(self, pool: Any, loop: AbstractEventLoop) -> None:
+        self.pool: Any = pool
+        self.loop = loop
+        self.generator = self._at_loop_end()
+        # the first step registers the generator with the running loop and stops at its yield;
+        # nothing in it awaits, so it runs here, without a task
+        with contextlib.suppress(StopIteration):
+            self.generator.__anext__().send(None)
+
+    async def _at_loop_end(self) -> AsyncGenerator[None, None]:
+        try:
+            yield
+        finally:
+            pool, self.pool = self.pool, None
+            _closers.discard(self)
+            if pool is not None:
+                pool._dalkit_closer = None
+                try:
+                    await greenlet_spawn(pool.dispose)
+                except Exception:  # the loop is shutting down: nobody to tell but the log
+                    log.debug("could not close a pool as its loop shut down", exc_info=True)
+
+    def end(self) -> None:
+        """Forget the pool (disposed, or its loop closed) and finish the generator without the
+        loop, so that its collection schedules nothing on the loop."""
+        self.pool = None
+        _closers.discard(self)
+        with contextlib.suppress(StopIteration, RuntimeError):
+            self.generator.aclose().send(None)
+
+
+def pool_for_running_loop(pool: Any) -> Any:
+    """The pool a checkout on the running loop takes its connection from: ``pool`` on its own
+    loop (the first checkout makes the running loop its own), a fresh one of the engine when
+    ``pool``'s loop has stopped or closed. The slow path of a checkout, taken once per loop.
+
+    Args:
+        pool: The engine's async pool, whose loop is not the running one.
+
+    Returns:
+        The pool to check out from.
+
+    Raises:
+        EventLoopError: When ``pool``'s loop still runs, in another thread.
+    """
+    loop = running_loop()
+    if loop is None:  # outside a loop: SQLAlchemy says what is wrong as it always has
+        return pool
+    with _lock:
+        while True:
+            owner = pool._dalkit_loop
+            if owner is loop:
+                return pool
+            if owner is None:
+                _adopt(pool, loop)
+                return pool
+            _check_not_running(owner)
+            if pool._dalkit_keeps_connections:
+                # an in-memory SQLite database lives in its one connection: the pool keeps it
+                # (its thread serves any loop); only its queue, bound to the old loop, is new
+                _fresh_queue(pool)
+                _adopt(pool, loop)
+                return pool
+            engine = pool._dalkit_engine()
+            if engine is not None and engine.pool is pool:
+                _let_go(pool, owner)
+                engine.dispose(close=False)  # SQLAlchemy's way to give an engine a fresh pool
+            elif engine is None:
+                return pool
+            pool = engine.pool  # fresh, or another thread's replacement: checked again
+
+
+def settle_before_dispose(pool: Any) -> bool:
+    """Before ``pool.dispose()``: whether it may close its idle connections on the running loop.
+
+    Args:
+        pool: An async pool about to be disposed.
+
+    Returns:
+        True when they belong to the running loop (or to none yet); False when their loop has
+        stopped or closed: they are let go of (closed at their loop's end if it has not come).
+
+    Raises:
+        EventLoopError: When their loop still runs, in another thread.
+    """
+    loop = running_loop()
+    _close_left_behind(pool, loop)
+    owner = pool._dalkit_loop
+    closer = pool._dalkit_closer
+    if owner is None or owner is loop:
+        pool._dalkit_closer = None
+        if closer is not None:
+            closer.end()
+        return True
+    _check_not_running(owner)
+    with _lock:
+        _let_go(pool, owner)
+    return False
+
+
+def _close_left_behind(pool: Any, loop: AbstractEventLoop | None) -> None:
+    """Close the idle connections of the pools that ``pool``'s engine left to ``loop`` when
+    another loop took over (a session-scoped fixture's loop, disposing after the tests)."""
+    engine = pool._dalkit_engine()
+    if loop is None or engine is None:
+        return
+    for closer in list(_closers):
+        left = closer.pool
+        if closer.loop is not loop or left is None or left is pool:
+            continue
+        if left._dalkit_engine() is engine:
+            left._dalkit_closer = None
+            closer.end()
+            AsyncAdaptedQueuePool.dispose(left)  # its own loop: closed as usual
+
+
+def close_without_loop(driver_connection: Any) -> None:
+    """Close a driver connection whose loop is gone, where no I/O on a loop is needed:
+    psycopg's (libpq closes it) and aiosqlite's (its own thread closes the file). asyncpg's
+    need their loop: `_LoopEnd` closes them as it shuts down, or they are left to the driver.
+
+    Args:
+        driver_connection: The driver's connection.
+    """
+    try:
+        pgconn = getattr(driver_connection, "pgconn", None)
+        aiosqlite = type(driver_connection).__module__.startswith("aiosqlite")
+        if pgconn is not None:
+            pgconn.finish()
+        elif aiosqlite and driver_connection._connection:  # not closed yet
+            driver_connection.stop()
+    except Exception:
+        log.debug("could not close a connection of a finished event loop", exc_info=True)
+
+
+def _check_not_running(owner: AbstractEventLoop) -> None:
+    if owner.is_running() and not owner.is_closed():
+        raise EventLoopError(
+            "this AsyncDatabase's connections belong to an event loop that is running in "
+            "another thread, and a loop cannot use another's connections; "
+            "create one AsyncDatabase per event loop (per thread)"
+        )
+
+
+def _adopt(pool: Any, loop: AbstractEventLoop) -> None:
+    """Make ``loop`` ``pool``'s own, and have it close the pool's connections as it ends."""
+    pool._dalkit_loop = loop
+    # an in-memory database would be lost; a loop past shutdown_asyncgens() runs no closer
+    if pool._dalkit_keeps_connections or getattr(loop, "_asyncgens_shutdown_called", False):
+        return
+    closer = _LoopEnd(pool, loop)
+    pool._dalkit_closer = closer
+    _closers.add(closer)
+    for stale in [c for c in list(_closers) if c.loop.is_closed()]:  # closed without a shutdown
+        stale.end()
+
+
+def _let_go(pool: Any, owner: AbstractEventLoop) -> None:
+    """``pool``'s loop has stopped or closed: close what can be closed without it. A stopped
+    loop's closer stays, to close the rest once that loop shuts down."""
+    closer = pool._dalkit_closer
+    if not owner.is_closed():
+        return
+    pool._dalkit_closer = None
+    if closer is not None:
+        closer.end()
+    for record in _idle_records(pool):
+        driver_connection = record.driver_connection
+        record.dbapi_connection = None  # never closed through the dead loop
+        if driver_connection is not None:
+            close_without_loop(driver_connection)
+
+
+def _idle_records(pool: Any) -> list[Any]:
+    """Take the idle connection records out of ``pool``'s queue (no waiting, no loop)."""
+    records = []
+    with contextlib.suppress(sqla_queue.Empty):
+        while True:
+            records.append(pool._pool.get_nowait())
+    return records
+
+
+def _fresh_queue(pool: Any) -> None:
+    """Give ``pool`` a new queue (the old one's asyncio queue is bound to the old loop) holding
+    the same idle connections."""
+    old = pool._pool
+    fresh = type(old)(old.maxsize, use_lifo=old.use_lifo)
+    with contextlib.suppress(sqla_queue.Empty):
+        while True:
+            fresh.put_nowait(old.get_nowait())
+    pool._pool = fresh
