@@ -224,3 +224,27 @@ async def test_a_read_only_block_whose_replica_died_sends_the_next_one_elsewhere
             await in_recovery()
         assert [await in_recovery() for _ in range(3)] == [False] * 3
         assert _replica_stats(db)["state"] == "down"
+
+
+def test_the_loop_in_use_watches_lag_while_the_loop_that_started_the_monitor_is_stopped(
+    replicated_database: tuple[str, str], replication: Replication
+) -> None:
+    # pytest-asyncio's session loop (a session-scoped database) waits, stopped, while each
+    # test's loop runs: its monitor task watched nothing meanwhile, and no other was started
+    async def lagging(db: AsyncDatabase) -> tuple[bool, bool]:
+        await _read(db, 0)
+        await _caught_up(db, replication)
+        await asyncio.to_thread(replication.replica.pause_replay)
+        await _insert(db, 1)
+        await _until(lambda: _replica_stats(db)["state"] == "lagging", 10)
+        return await _fresh_read(db, 1)
+
+    with asyncio.Runner() as session_loop:
+        db = session_loop.run(_database(replicated_database, replication, MAX_LAG))
+        session_loop.run(_read(db, 0))  # starts the monitor on the session loop
+        try:
+            with asyncio.Runner() as test_loop:
+                assert test_loop.run(lagging(db)) == (True, False)  # from the primary
+        finally:
+            replication.replica.resume_replay()
+        session_loop.run(db.dispose())

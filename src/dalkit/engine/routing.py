@@ -319,7 +319,10 @@ class AsyncReplicaRouter(_Router["AsyncEngine"]):
         self._wrote(scope, lsn)
 
     def _ensure_monitor(self) -> None:
-        if self._closed or (self._task is not None and not self._task.done()):
+        task = self._task
+        # a task of a loop that is not running (stopped, as pytest-asyncio's session loop is
+        # while a test's loop runs, or closed) watches nothing: this loop gets its own
+        if self._closed or (task is not None and not task.done() and task.get_loop().is_running()):
             return
         # a context of its own: not the one of the request whose read started it (its
         # transaction scope, tenant and read-your-writes position), as the sync monitor's thread
@@ -328,7 +331,8 @@ class AsyncReplicaRouter(_Router["AsyncEngine"]):
         )
 
     async def _watch(self) -> None:
-        while not self._closed:
+        me = asyncio.current_task()
+        while not self._closed and self._task is me:  # another loop's monitor took over
             await self.check()
             await asyncio.sleep(self.replicas.interval_s)
 
@@ -354,10 +358,11 @@ class AsyncReplicaRouter(_Router["AsyncEngine"]):
         """Stop the monitor task and close the replicas' pools; a later read starts it again."""
         self._closed = True
         task, self._task = self._task, None
-        if task is not None and not task.done():
+        if task is not None and not task.done() and task.get_loop() is asyncio.get_running_loop():
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, RuntimeError):
                 await task
+        # another loop's task ends by itself when that loop runs again (_watch), or with it
         for replica in self.replicas.replicas:
             await replica.engine.dispose()
         self._closed = False
