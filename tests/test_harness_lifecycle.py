@@ -226,3 +226,34 @@ def test_the_sweep_stops_a_server_its_dead_owner_left_running(tmp_path: Path) ->
     finally:
         survivor.kill()
         survivor.wait()
+
+
+_FORKER = textwrap.dedent(
+    """
+    import os, sys
+    import psycopg, redis
+    from dalkit.testing import PostgresServer, RedisServer
+
+    with PostgresServer() as postgres, RedisServer() as cache:
+        child = os.fork()
+        if child == 0:
+            sys.exit(0)  # a normal exit runs the exit handlers the child inherited
+        os.waitpid(child, 0)
+        with psycopg.connect(postgres.url, connect_timeout=5) as connection:
+            connection.execute("SELECT 1")
+        with redis.Redis.from_url(cache.url) as client:
+            client.ping()
+        assert cache._root.is_dir() and postgres.data_dir.is_dir()
+    print("servers kept")
+    """
+)
+
+
+@pytest.mark.postgres
+def test_a_forked_child_that_exits_leaves_its_parents_servers_running(tmp_path: Path) -> None:
+    script = tmp_path / "forker.py"
+    script.write_text(_FORKER)
+    run = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert run.stdout.strip() == "servers kept", run.stderr[-2000:]

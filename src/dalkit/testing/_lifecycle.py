@@ -27,7 +27,7 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
-__all__ = ["make_scratch", "spawn", "stop_process", "sweep"]
+__all__ = ["in_this_process_only", "make_scratch", "spawn", "stop_process", "sweep"]
 
 PREFIXES = ("dalkit-pg-", "dalkit-redis-", "dalkit-pgbouncer-")
 OWNER_FILE = "dalkit-owner"
@@ -96,6 +96,25 @@ def spawn(
     if _LIBC is None or threading.current_thread() is threading.main_thread():
         return start()
     return _Launcher.run(start)
+
+
+def in_this_process_only(stop: Callable[..., None]) -> Callable[..., None]:
+    """``stop``, made a no-op in any other process than this one: a forked child that exits
+    normally runs the exit handlers it inherited, which must not stop its parent's servers.
+
+    Args:
+        stop: What stops a server and removes its files.
+
+    Returns:
+        The guarded function, for ``weakref.finalize``.
+    """
+    starter = os.getpid()
+
+    def guarded(*args: Any) -> None:
+        if os.getpid() == starter:
+            stop(*args)
+
+    return guarded
 
 
 def stop_process(process: subprocess.Popen[bytes], root: Path) -> None:

@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 import pytest
 
-from dalkit.testing._lifecycle import spawn, stop_process
+from dalkit.testing._lifecycle import in_this_process_only, spawn, stop_process
 from dalkit.testing._server import LocalServer, Owner, ServerStartError, make_root
 from dalkit.testing.postgres import SUPERUSER, PostgresServer, create_database
 
@@ -83,7 +83,9 @@ class PgBouncerServer(LocalServer):
             **owner.subprocess_kwargs(),
         )
         log.close()
-        self._finalizer = weakref.finalize(self, stop_process, self._process, self._root)
+        self._finalizer = weakref.finalize(
+            self, in_this_process_only(stop_process), self._process, self._root
+        )
         self._wait_until_ready()
 
     def stop(self) -> None:

@@ -18,7 +18,7 @@ from urllib.parse import quote
 
 from sqlalchemy.engine import URL, make_url
 
-from dalkit.testing._lifecycle import spawn
+from dalkit.testing._lifecycle import in_this_process_only, spawn
 from dalkit.testing._server import LocalServer, Owner, ServerStartError, make_root
 
 __all__ = ["PostgresServer", "create_database", "drop_database"]
@@ -105,7 +105,7 @@ class PostgresServer(LocalServer):
         # removed when the interpreter exits.
         self._finalizer = weakref.finalize(
             self,
-            _shutdown,
+            in_this_process_only(_shutdown),
             self._pg_ctl_args("stop", "-m", "fast", "-w"),
             self._owner,
             self._root,

@@ -9,7 +9,7 @@ import time
 import weakref
 from pathlib import Path
 
-from dalkit.testing._lifecycle import make_scratch, spawn, stop_process
+from dalkit.testing._lifecycle import in_this_process_only, make_scratch, spawn, stop_process
 from dalkit.testing._server import LocalServer, ServerStartError, scratch_base
 
 __all__ = ["RedisServer"]
@@ -83,7 +83,9 @@ class RedisServer(LocalServer):
                 stderr=subprocess.STDOUT,
                 cwd=self._root,
             )
-        self._finalizer = weakref.finalize(self, stop_process, self._process, self._root)
+        self._finalizer = weakref.finalize(
+            self, in_this_process_only(stop_process), self._process, self._root
+        )
         self._wait_until_ready()
 
     def stop(self) -> None:
