@@ -51,6 +51,14 @@ def test_a_colon_name_inside_a_literal_is_not_a_parameter() -> None:
         checked_text("SELECT ':x' AS v", {"x": 1})
 
 
+def test_a_parameter_cast_with_double_colons_is_named_with_the_cast_to_write() -> None:
+    # SQLAlchemy's text() reads ":x::text" as no parameter at all; before, the error said only
+    # that x was not in the SQL, which it plainly is
+    with pytest.raises(InvalidQueryError, match=r"write CAST\(:x AS type\)"):
+        checked_text("SELECT :x::text AS v", {"x": "5"})
+    assert set(checked_text("SELECT CAST(:x AS text) AS v", {"x": "5"})._bindparams) == {"x"}
+
+
 def _seed(db: Database) -> None:
     db.sql("CREATE TABLE t (id INTEGER PRIMARY KEY, note VARCHAR(40))")
     for i in range(3):

@@ -121,6 +121,9 @@ def _check_placeholders(code: str, params: Mapping[str, Any]) -> None:
         problem = (
             f"missing values for {missing}" if missing else f"parameters not in the SQL: {unused}"
         )
+        cast = next((name for name in unused if f":{name}::" in code), None)
+        if cast is not None:  # PostgreSQL's shorthand cast hides the name from text()
+            problem += f" (:{cast}::type is not read as a parameter: write CAST(:{cast} AS type))"
         raise InvalidQueryError(
             f"raw SQL parameters do not match: {problem}",
             name=",".join(missing or unused),
