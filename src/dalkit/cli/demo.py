@@ -68,8 +68,10 @@ def demo(
         str | None,
         typer.Option(
             help="Run the tour on this database instead of a temporary SQLite file; "
-            "it drops and recreates its own tables there (demo_users, demo_user_profiles, "
-            "demo_posts) and leaves them for you to look at.",
+            "it drops and recreates its own tables there (demo_users, demo_posts and the "
+            "other demo_* ones), creates dalkit's (dalkit_audit_log, dalkit_outbox, "
+            "dalkit_inbox) if missing, and leaves them for you to look at. Give it a database "
+            "of its own: migrations creating dalkit's tables would find them there.",
             show_default=False,
         ),
     ] = None,
