@@ -11,8 +11,8 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from dalkit import InvalidQueryError, QueryInputError
-from dalkit.query.fields import model_info
-from dalkit.query.inputs import coerce_values
+from dalkit.query.fields import column_field, model_info
+from dalkit.query.inputs import coerce_values, write_value
 
 from .models import Account, Reading
 
@@ -58,3 +58,11 @@ def test_coerced_values_store_what_the_column_holds(session: Session) -> None:
     values = coerce_values(INFO, {"id": "1", "email": "a@x", "password_hash": "h", "age": "41"})
     session.execute(sa.insert(Account).values(**values))
     assert session.scalar(sa.select(Account.age).where(Account.id == 1)) == 41
+
+
+def test_a_binary_column_takes_bytes_only() -> None:
+    # text reached psycopg, which raised a raw TypeError, and the in-memory repository kept it
+    field = column_field(sa.Column("blob", sa.LargeBinary))
+    assert write_value(field, bytearray(b"x")) == b"x"
+    with pytest.raises(InvalidQueryError, match="blob: expected bytes, got str"):
+        write_value(field, "text")

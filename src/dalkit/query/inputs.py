@@ -72,6 +72,8 @@ def write_value(field: FieldInfo, value: Any) -> Any:
     if value is None:
         return value
     if field.kind == "other":
+        if isinstance(field.column.type, sa.LargeBinary):
+            return _to_bytes(field, value)
         base = _domain_base(field.column.type, field.name)
         return value if base is None else write_value(base, value)
     if field.kind in ("float", "decimal") and _not_finite(value):
@@ -87,6 +89,15 @@ def write_value(field: FieldInfo, value: Any) -> Any:
             f"{field.name}: {len(result)} characters do not fit in {length}", name=field.name
         )
     return result
+
+
+def _to_bytes(field: FieldInfo, value: Any) -> bytes:
+    # psycopg raised a raw TypeError for text, and the in-memory repository stored it
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    raise InvalidQueryError(
+        f"{field.name}: expected bytes, got {type(value).__name__}", name=field.name
+    )
 
 
 def _not_finite(value: Any) -> bool:

@@ -114,4 +114,6 @@ def _own_types(field: FieldInfo) -> frozenset[type[Any]] | None:
     if field.kind == "enum":
         enum_class = getattr(field.column.type, "enum_class", None)
         return _NONE if enum_class is None else frozenset({enum_class, type(None)})
+    if isinstance(field.column.type, sa.LargeBinary):
+        return frozenset({bytes, type(None)})
     return _NONE if isinstance(field.column.type, DOMAIN) else None
