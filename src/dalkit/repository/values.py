@@ -14,7 +14,10 @@ refused with InvalidQueryError (add) or BulkLoadError naming the row (bulk_inser
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
+import decimal
+import functools
 import operator
 import uuid
 from collections.abc import Mapping, Sequence
@@ -88,10 +91,12 @@ def coerce_rows(info: ModelInfo, rows: Sequence[Any]) -> Sequence[Any]:
         if own is None:
             continue
         try:  # one C-speed pass over the column
-            if set(map(type, map(operator.itemgetter(name), rows))) <= own:
-                continue
+            values = list(map(operator.itemgetter(name), rows))
         except (KeyError, TypeError):
             return rows  # refused by name by the load
+        kinds = set(map(type, values))
+        if kinds <= own or (kinds <= own | {decimal.Decimal} and _decimals_fit(field, values)):
+            continue
         if coerced is None:
             coerced = list(rows)
         for index, row in enumerate(coerced):
@@ -117,3 +122,29 @@ def _own_types(field: FieldInfo) -> frozenset[type[Any]] | None:
     if isinstance(field.column.type, sa.LargeBinary):
         return frozenset({bytes, type(None)})
     return _NONE if isinstance(field.column.type, DOMAIN) else None
+
+
+def _decimals_fit(field: FieldInfo, values: list[Any]) -> bool:
+    """Whether every Decimal of a NUMERIC column's ``values`` fits its precision and scale, as
+    `write_value` checks one: C-speed quantizing, ~25 ms per 100k values where checking each
+    took 0.45 s. False (each is then checked, to name the row) also for a non-finite one."""
+    if field.kind != "decimal":
+        return False
+    scale = getattr(field.column.type, "scale", None)
+    precision = getattr(field.column.type, "precision", None)
+    places = 28 if scale is None else scale
+    digits = 28 + places if precision is None else precision
+    traps = [decimal.Inexact, decimal.InvalidOperation]
+    exact = decimal.Context(prec=max(digits, 1), traps=traps)
+    quantize = functools.partial(
+        decimal.Decimal.quantize, exp=decimal.Decimal(1).scaleb(-places), context=exact
+    )
+    try:
+        collections.deque(map(quantize, filter(_is_decimal, values)), maxlen=0)
+    except (decimal.Inexact, decimal.InvalidOperation, TypeError):
+        return False
+    return True
+
+
+def _is_decimal(value: Any) -> bool:
+    return type(value) is decimal.Decimal
