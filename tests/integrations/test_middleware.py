@@ -11,10 +11,11 @@ import pytest
 import sqlalchemy as sa
 
 from dalkit import AsyncDatabase, current_async_session
+from dalkit.audit import AuditActorError
 from dalkit.integrations.asgi import DatabaseMiddleware
 
 from .apps import Probe
-from .models import Base, Note
+from .models import Base, Note, Owner
 
 
 async def stored(observer: AsyncDatabase, value: str) -> int:
@@ -114,6 +115,36 @@ async def test_a_header_longer_than_the_audit_log_keeps_is_cut_not_refused(
     response = await client.get("/who", headers={"x-actor": "a" * 300, "x-request-id": long})
     assert response.status_code == 200
     assert response.json() == {"actor": "a" * 200, "request_id": long[:200]}
+
+
+async def test_an_actor_function_too_long_for_the_audit_log_refuses_only_audited_writes(
+    async_db: AsyncDatabase, observer: AsyncDatabase
+) -> None:
+    # every request of that user (a long email, say) was a 500, its reads too
+    await async_db.create_all(Base.metadata)
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        session = current_async_session()
+        status = 200
+        if scope["path"] == "/owner":
+            session.add(Owner(id=7))  # not audited
+        elif scope["path"] == "/note":
+            session.add(Note(value="misnamed"))
+            try:
+                await session.flush()
+            except AuditActorError as error:
+                status = 500 if "at most 200" in str(error) else 418
+        await send({"type": "http.response.start", "status": status, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    middleware = DatabaseMiddleware(app, async_db, actor=lambda scope: "u" * 201)
+    transport = httpx.ASGITransport(app=middleware)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        statuses = [(await client.post(path)).status_code for path in ("/read", "/owner", "/note")]
+    assert statuses == [200, 200, 500]
+    assert await stored(observer, "misnamed") == 0
+    async with observer.transaction() as session:
+        assert await session.scalar(sa.select(sa.func.count()).select_from(Owner)) == 1
 
 
 async def test_concurrent_requests_each_see_only_their_own_transaction(

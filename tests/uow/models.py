@@ -47,6 +47,16 @@ class Account(Audited, HasEvents, Base):
     balance: Mapped[int] = mapped_column(default=0)
 
 
+class Link(Audited, Base):
+    """Audited, with a composite natural key longer than the log's ``entity_id`` keeps."""
+
+    __tablename__ = "uow_links"
+
+    source: Mapped[str] = mapped_column(sa.String(300), primary_key=True)
+    target: Mapped[str] = mapped_column(sa.String(300), primary_key=True)
+    label: Mapped[str] = mapped_column(sa.String(50), default="")
+
+
 class Note(Base):
     """Not audited: its writes leave no audit rows."""
 

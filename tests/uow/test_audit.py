@@ -27,7 +27,7 @@ from dalkit.query.specs import Spec
 from dalkit.tables import audit_log
 from dalkit.testing import count_queries
 
-from .models import Note, User
+from .models import Link, Note, User
 
 
 class UserRepository(Repository[User]):
@@ -154,6 +154,28 @@ def test_an_actor_longer_than_the_log_keeps_is_refused_before_anything_is_writte
     with database.session() as session:
         rows = (session.execute(sa.select(audit_log))).mappings().all()
     assert [(r["actor_id"], r["request_id"]) for r in rows] == [("a" * longest, "r" * longest)]
+
+
+def test_a_key_longer_than_the_log_keeps_is_recorded_by_its_digest_and_found_again(
+    database: Database,
+) -> None:
+    # PostgreSQL refused the audit row (varchar(200)) with a bare DatabaseError; SQLite kept it
+    source, target = "https://example.com/" + "s" * 250, "https://example.org/" + "t" * 250
+    with UnitOfWork(database, actor="crawler") as uow:
+        uow.session.add(Link(source=source, target=target, label="a"))
+        uow.session.add(Link(source="s", target="t", label="short"))
+    with UnitOfWork(database) as uow:
+        link = uow.session.get(Link, (source, target))
+        assert link is not None
+        link.label = "b"
+    with database.session() as session:
+        entries = dalkit.audit.history(session, Link, (source, target))
+        short = dalkit.audit.history(session, Link, ("s", "t"))
+    assert [(e.action, len(e.entity_id)) for e in entries] == [("create", 200), ("update", 200)]
+    assert entries[0].entity_id.startswith('["https://example.com/sss')
+    assert entries[0].changes["source"] == source  # the whole key stays in the values
+    assert [e.entity_id for e in short] == ['["s", "t"]']
+    assert audit.entity_key((source, "x")) != audit.entity_key((source, "y"))
 
 
 def test_repository_update_many_records_each_change(database: Database) -> None:

@@ -12,13 +12,19 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from dalkit import AsyncDatabase, AsyncRepository, AsyncUnitOfWork, BulkLoadError, audit
+from dalkit import (
+    AsyncDatabase,
+    AsyncRepository,
+    AsyncUnitOfWork,
+    BulkLoadError,
+    audit,
+)
 from dalkit.audit import AuditEntry
 from dalkit.query.specs import Spec
 from dalkit.tables import audit_log
 from dalkit.testing import count_queries
 
-from .models import Note, User
+from .models import Link, Note, User
 
 
 class UserRepository(AsyncRepository[User]):
@@ -145,6 +151,28 @@ async def test_an_actor_longer_than_the_log_keeps_is_refused_before_anything_is_
     async with async_database.session() as session:
         rows = (await session.execute(sa.select(audit_log))).mappings().all()
     assert [(r["actor_id"], r["request_id"]) for r in rows] == [("a" * longest, "r" * longest)]
+
+
+async def test_a_key_longer_than_the_log_keeps_is_recorded_by_its_digest_and_found_again(
+    async_database: AsyncDatabase,
+) -> None:
+    # PostgreSQL refused the audit row (varchar(200)) with a bare DatabaseError; SQLite kept it
+    source, target = "https://example.com/" + "s" * 250, "https://example.org/" + "t" * 250
+    async with AsyncUnitOfWork(async_database, actor="crawler") as uow:
+        uow.session.add(Link(source=source, target=target, label="a"))
+        uow.session.add(Link(source="s", target="t", label="short"))
+    async with AsyncUnitOfWork(async_database) as uow:
+        link = await uow.session.get(Link, (source, target))
+        assert link is not None
+        link.label = "b"
+    async with async_database.session() as session:
+        entries = await audit.history_async(session, Link, (source, target))
+        short = await audit.history_async(session, Link, ("s", "t"))
+    assert [(e.action, len(e.entity_id)) for e in entries] == [("create", 200), ("update", 200)]
+    assert entries[0].entity_id.startswith('["https://example.com/sss')
+    assert entries[0].changes["source"] == source  # the whole key stays in the values
+    assert [e.entity_id for e in short] == ['["s", "t"]']
+    assert audit.entity_key((source, "x")) != audit.entity_key((source, "y"))
 
 
 async def test_repository_update_many_records_each_change(async_database: AsyncDatabase) -> None:

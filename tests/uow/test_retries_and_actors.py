@@ -1,6 +1,7 @@
 """A unit of work inside ``@db.transactional``: a retry after a real serialization failure
 keeps one set of audit rows, events and outbox rows; concurrent async requests keep their own
-actors. Written out for both APIs, since they need real concurrency and a real conflict."""
+actors. Written out for both APIs, since they need real concurrency and a real conflict. Also
+what the log cannot keep: an audit name too long for it."""
 
 from __future__ import annotations
 
@@ -8,13 +9,15 @@ import asyncio
 from typing import Any
 
 import psycopg
+import pytest
 import sqlalchemy as sa
 
-from dalkit import AsyncDatabase, AsyncUnitOfWork, Database, UnitOfWork, audit
+from dalkit import AsyncDatabase, AsyncUnitOfWork, ConfigurationError, Database, UnitOfWork, audit
+from dalkit.audit.registry import model_audit
 from dalkit.tables import audit_log, outbox
 
 from .conftest import RecordingBus
-from .models import Account, AccountCredited, User
+from .models import Account, AccountCredited, Note, User
 
 
 def bump_concurrently(url: str) -> None:
@@ -145,3 +148,10 @@ async def test_concurrent_async_requests_are_each_recorded_with_their_own_actor(
         ).all()
     recorded = {changes["name"]: (actor, request) for changes, actor, request in rows}
     assert recorded == {"alice": ("alice", "req-alice"), "bob": ("bob", "req-bob")}
+
+
+def test_an_audit_name_longer_than_the_log_keeps_is_refused_when_registered() -> None:
+    longest = audit.ENTITY_KEY_MAX
+    with pytest.raises(ConfigurationError, match=f"at most {longest}"):
+        audit.register(Note, name="n" * (longest + 1))
+    assert model_audit(Note) is None  # nothing was registered

@@ -23,12 +23,14 @@ from dalkit.audit.guard import unaudited
 from dalkit.audit.raw import check_raw_write
 from dalkit.audit.registry import (
     ACTOR_TEXT_MAX,
+    ENTITY_KEY_MAX,
     REDACTED,
     Audited,
     actor,
     current_actor,
     entity_key,
     entity_type_name,
+    refused_actor,
     register,
 )
 from dalkit.audit.trail import (
@@ -43,6 +45,7 @@ from dalkit.audit.trail import (
 
 __all__ = [
     "ACTOR_TEXT_MAX",
+    "ENTITY_KEY_MAX",
     "REDACTED",
     "AuditActorError",
     "AuditEntry",
@@ -69,6 +72,7 @@ __all__ = [
     "recording_bulk_insert_async",
     "recording_bulk_update",
     "recording_bulk_update_async",
+    "refused_actor",
     "register",
     "unaudited",
 ]

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from dalkit._codec import jsonable
-from dalkit.audit.registry import REDACTED, ModelAudit, current_actor, entity_key
+from dalkit.audit.registry import REDACTED, ModelAudit, entity_key, recorded_actor
 from dalkit.query.tenant_guard import TENANT_CHECKED
 from dalkit.tables import audit_log
 
@@ -30,7 +30,7 @@ def row(
     config: ModelAudit, action: str, key: Sequence[Any], changes: dict[str, Any]
 ) -> dict[str, Any]:
     """One audit log row, with the actor of the context."""
-    actor_id, request_id = current_actor()
+    actor_id, request_id = recorded_actor()
     return {
         "entity_type": config.name,
         "entity_id": entity_key(key),

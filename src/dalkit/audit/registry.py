@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import dataclasses
+import hashlib
 import json
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from typing import Any, ClassVar
@@ -22,11 +23,14 @@ from dalkit.tables import audit_log
 
 __all__ = [
     "ACTOR_TEXT_MAX",
+    "ENTITY_KEY_MAX",
     "REDACTED",
     "Audited",
     "ModelAudit",
     "actor",
     "current_actor",
+    "recorded_actor",
+    "refused_actor",
     "entity_key",
     "entity_type_name",
     "audited_generation",
@@ -69,6 +73,7 @@ def _audited_now() -> None:
 class _Actor:
     actor_id: str | None
     request_id: str | None
+    refused: str | None = None  # why the block's audited writes are refused
 
 
 _actor: contextvars.ContextVar[_Actor | None] = contextvars.ContextVar(
@@ -106,10 +111,42 @@ def actor(actor_id: object | None, request_id: object | None = None) -> Iterator
         _actor.reset(token)
 
 
+@contextlib.contextmanager
+def refused_actor(reason: str) -> Iterator[None]:
+    """Refuse each audited write inside the block with ``AuditActorError(reason)``.
+
+    For an actor that its caller could not check up front, and that the log cannot keep (a
+    web middleware's per-request actor function): the block's reads and unaudited writes go
+    on, and no audited change is recorded under a wrong or cut name.
+
+    Args:
+        reason: The error's message.
+
+    Yields:
+        Nothing: the refusal holds for the with-block.
+    """
+    token = _actor.set(_Actor(None, None, reason))
+    try:
+        yield
+    finally:
+        _actor.reset(token)
+
+
 def current_actor() -> tuple[str | None, str | None]:
     """``(actor_id, request_id)`` that changes made now are recorded with."""
     who = _actor.get()
     return (None, None) if who is None else (who.actor_id, who.request_id)
+
+
+def recorded_actor() -> tuple[str | None, str | None]:
+    """`current_actor()` for an audit row being written: raises `AuditActorError` inside a
+    `refused_actor()` block."""
+    who = _actor.get()
+    if who is None:
+        return (None, None)
+    if who.refused is not None:
+        raise AuditActorError(who.refused)
+    return (who.actor_id, who.request_id)
 
 
 #: the longest actor or request id the audit log keeps (its columns' width)
@@ -193,10 +230,13 @@ def register(
         name: The model's name in the log (default: the class's name).
 
     Raises:
-        ConfigurationError: When ``exclude`` or ``redact`` is a string, not a collection.
+        ConfigurationError: When ``exclude`` or ``redact`` is a string, not a collection, or
+            ``name`` is longer than the log keeps (`ENTITY_KEY_MAX` characters).
     """
     if isinstance(exclude, str) or isinstance(redact, str):
         raise ConfigurationError("exclude and redact take collections of field names")
+    if name is not None:
+        _check_name(model, name)
     _registered[model] = (name, frozenset(exclude), frozenset(redact))
     _audited_classes.append(model)
     _configs.clear()
@@ -307,6 +347,7 @@ def _build(
         raise ConfigurationError(
             f"{cls.__name__} audit options name unknown field(s) {', '.join(unknown)}"
         )
+    _check_name(cls, name or cls.__name__)
     primary = tuple(mapper.get_property_by_column(c).key for c in mapper.primary_key)
     fields = tuple(
         (prop.key, prop.columns[0])
@@ -316,9 +357,27 @@ def _build(
     return ModelAudit(name or cls.__name__, fields, primary, redact)
 
 
+def _check_name(cls: type[Any], name: str) -> None:
+    if len(name) > ENTITY_KEY_MAX:  # PostgreSQL would refuse each of its audit rows
+        raise ConfigurationError(
+            f"{cls.__name__}'s audit name is {len(name):,} characters long; the audit log "
+            f"keeps at most {ENTITY_KEY_MAX}"
+        )
+
+
 # -- what is written ---------------------------------------------------------------------------
+#: the longest ``entity_id`` the log keeps (its column's width)
+ENTITY_KEY_MAX: int = audit_log.c.entity_id.type.length  # type: ignore[attr-defined]
+_DIGEST = "~sha256:"
+
+
 def entity_key(values: Sequence[Any]) -> str:
     """The ``entity_id`` the log records for a primary key.
+
+    A key whose text is longer than the log keeps (`ENTITY_KEY_MAX` characters: a long natural
+    key, a composite one) is recorded as its beginning followed by ``~sha256:`` and the
+    SHA-256 of the whole text: it fits, and the same key always gives the same text, so
+    ``history()`` finds it.
 
     Args:
         values: The primary key's values, in column order.
@@ -327,5 +386,10 @@ def entity_key(values: Sequence[Any]) -> str:
         The value as text, or a JSON list when composite.
     """
     if len(values) == 1:
-        return str(jsonable(values[0]))
-    return json.dumps([jsonable(v) for v in values])
+        text = str(jsonable(values[0]))
+    else:
+        text = json.dumps([jsonable(v) for v in values])
+    if len(text) <= ENTITY_KEY_MAX:
+        return text
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    return text[: ENTITY_KEY_MAX - len(_DIGEST) - len(digest)] + _DIGEST + digest

@@ -194,8 +194,18 @@ class Request:
         exits: list[Callable[[Any, Any, Any], object]] = []
         actor, request_id = self.middleware.who(scope)
         if actor is not None or request_id is not None:
-            acting = audit.actor(actor, request_id)
-            self.context.run(acting.__enter__)
+            try:
+                acting = audit.actor(actor, request_id)
+                self.context.run(acting.__enter__)
+            except audit.AuditActorError as error:
+                # the application's function gave it, per request (a user's long email):
+                # failing every request of that user would hide it; the writes it would
+                # misname are refused instead, each with the error
+                acting = audit.refused_actor(
+                    f"{error} (given by DatabaseMiddleware's actor or request_id function): "
+                    "the request's audited writes are refused"
+                )
+                self.context.run(acting.__enter__)
             exits.append(acting.__exit__)
         if self.tokens is not None:
             # reads of this request wait for the client's last write (another process' maybe)
