@@ -7,6 +7,7 @@ server of ASGI spec < 2.4, such as uvicorn), or sent by path, get their transact
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,8 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.middleware import Middleware
@@ -31,6 +34,7 @@ from dalkit import (
     current_session,
 )
 from dalkit.integrations.asgi import DatabaseMiddleware
+from dalkit.integrations.errors import ResponseStartedError
 
 from .apps import post_scope
 from .models import Base, Note
@@ -168,6 +172,85 @@ async def test_tasks_sharing_the_request_transaction_side_by_side_are_refused(
     assert response.text == "TransactionError,TransactionError"
     assert await values(async_db) == []
     assert async_db.pool_stats()["checked_out"] == 0
+
+
+def slow_statement(db: Database | AsyncDatabase) -> sa.TextClause:
+    """A statement that takes a moment on the test's backend."""
+    if db.engine.dialect.name == "postgresql":
+        return sa.text("SELECT pg_sleep(0.2)")
+    return sa.text(
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 300000) "
+        "SELECT count(*) FROM c"
+    )
+
+
+@pytest.mark.parametrize("joins", ["session", "transaction"])
+async def test_a_task_the_request_did_not_await_is_refused_and_the_request_commits(
+    joins: str, async_db: AsyncDatabase
+) -> None:
+    # its statement ran beside the request's COMMIT: a 500 from asyncpg ('another operation
+    # is in progress'), and the connection went back to the pool broken for the next requests
+    await async_db.create_all(Base.metadata)
+    tasks: list[asyncio.Task[None]] = []
+
+    async def outliving(session: AsyncSession) -> None:
+        if joins == "transaction":  # joins the request's transaction, still open
+            async with async_db.transaction() as session:
+                await session.execute(slow_statement(async_db))
+                session.add(Note(value="task"))
+                await session.flush()
+            return
+        await session.execute(slow_statement(async_db))  # in flight as the request ends
+        session.add(Note(value="task"))
+        await session.flush()
+
+    async def endpoint(request: Request) -> Response:
+        session = current_async_session()
+        session.add(Note(value="request"))
+        await session.flush()
+        tasks.append(asyncio.create_task(outliving(session)))
+        return PlainTextResponse("ok")
+
+    response = await post(application(async_db, endpoint, inner=False))
+    assert response.status_code == 200
+    (task,) = tasks
+    with pytest.raises(ResponseStartedError, match="transaction of its own"):
+        await task
+    for _ in range(3):  # every pooled connection is sound
+        assert await values(async_db) == ["request"]
+    assert async_db.pool_stats()["checked_out"] == 0
+
+
+async def test_a_thread_the_request_did_not_await_is_refused_and_the_request_commits(
+    sync_db: Database,
+) -> None:
+    # with a sync Database: a raw InvalidRequestError ('prepared' state) in the thread
+    failures: list[BaseException] = []
+    threads: list[threading.Thread] = []
+    slow = slow_statement(sync_db)
+
+    def outliving(session: Session) -> None:
+        try:
+            session.execute(slow)  # in flight as the request commits
+            session.add(Note(value="thread"))
+            session.flush()
+        except BaseException as error:
+            failures.append(error)
+
+    def endpoint(request: Request) -> Response:
+        session = current_session()
+        session.add(Note(value="request"))
+        session.flush()
+        threads.append(threading.Thread(target=outliving, args=(session,)))
+        threads[0].start()
+        return PlainTextResponse("ok")
+
+    response = await post(application(sync_db, endpoint, inner=False))  # type: ignore[arg-type]
+    assert response.status_code == 200
+    threads[0].join(10)
+    assert [type(f) for f in failures] == [ResponseStartedError]
+    assert sync_values(sync_db) == ["request"]
+    assert sync_db.pool_stats()["checked_out"] == 0
 
 
 async def test_background_tasks_after_a_file_sent_by_path_get_a_transaction(

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from dalkit import AsyncDatabase, Database, audit
+from dalkit.integrations import _ending
 from dalkit.integrations._holders import SERVING, RequestHolder, TaskHolder
 from dalkit.integrations.errors import RequestCommitError, ResponseStartedError
 from dalkit.integrations.problems import commit_problem, problem_headers
@@ -89,6 +90,8 @@ class Transaction:
             self._private = contextvars.copy_context()
             self.session = self._private.run(self._manager.__enter__)
             self._shown = enter_scope(self._private.run(current_scope))
+        assert self.session is not None
+        _ending.watch(self.session)
         scope = current_scope()
         if scope is not None and scope.session is self.session:
             holder = self.request.holder
@@ -136,6 +139,8 @@ class Transaction:
     async def _end_async(
         self, error: BaseException | None, hooks: Sequence[BeforeCommit]
     ) -> str | None:
+        assert isinstance(self.session, AsyncSession)
+        await _ending.settle(self.session)  # a task the request did not await may use it
         if error is None:
             try:
                 for hook in hooks:
@@ -149,6 +154,8 @@ class Transaction:
         return self.middleware.db.replica_token()
 
     def _end_sync(self, error: BaseException | None, hooks: Sequence[BeforeCommit]) -> str | None:
+        assert isinstance(self.session, Session)
+        _ending.settle_sync(self.session)  # a thread the request did not await may use it
         if error is None:
             try:
                 for hook in hooks:
@@ -365,8 +372,11 @@ def _response_started() -> ResponseStartedError:
     )
 
 
-#: installs the one listener that makes ended sessions refuse further use
-install_refusal = ended.install
+def install_refusal() -> None:
+    """Install the listeners that make a request's session refuse use after its end, and by
+    other tasks while it ends."""
+    ended.install()
+    _ending.install()
 
 
 def _refuse_further_use(session: Session | AsyncSession) -> None:

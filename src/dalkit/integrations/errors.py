@@ -9,7 +9,8 @@ __all__ = ["RequestCommitError", "ResponseStartedError"]
 
 class ResponseStartedError(TransactionError):
     """Raised when code uses a request's session after its transaction ended, which happens
-    when the response starts: the data was committed (or rolled back) before the first byte."""
+    when the response starts: the data was committed (or rolled back) before the first byte;
+    also when a task or thread the request started, and did not await, uses it while it ends."""
 
 
 class RequestCommitError(TransactionError):
