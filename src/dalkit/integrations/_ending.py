@@ -1,9 +1,11 @@
 """A request's session while its transaction ends: a task the request's code started and did
 not await (``asyncio.create_task``), or a thread (``asyncio.to_thread``) for a sync Database,
-may still be using it. A task's operation in flight is waited for, so that COMMIT never runs
+may still be using it, and a streaming body may still read a result the request opened on a
+server-side cursor. A task's operation in flight is waited for, so that COMMIT never runs
 beside it (a thread's statement holds its connection's lock, which COMMIT waits for); their
-later operations are refused with ``ResponseStartedError``, so that their work is never half
-joined or lost without a word. No I/O of its own."""
+later operations are refused with ``ResponseStartedError``, and so is reading on from such a
+result, whose cursor is closed before COMMIT: its connection goes back to the pool, and
+another request's transaction would run the fetch."""
 
 from __future__ import annotations
 
@@ -15,8 +17,11 @@ from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import event
+from sqlalchemy.engine import CursorResult, Result
+from sqlalchemy.engine.cursor import NoCursorDQLFetchStrategy
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import ORMExecuteState, Session
+from sqlalchemy.util import greenlet_spawn
 
 from dalkit.integrations.errors import ResponseStartedError
 
@@ -24,6 +29,7 @@ __all__ = ["install", "settle", "settle_sync", "watch"]
 
 _BUSY = "dalkit.web.busy"  # the greenlets that ran an operation of the request's session
 _ENDING = "dalkit.web.ending"  # the task ending the request's transaction, once it ends it
+_STREAMED = "dalkit.web.streamed"  # the results the request read on server-side cursors
 _LONGEST_WAIT_S = 0.01  # between two looks at an operation still in flight
 # greenlet.getcurrent, once a request has an AsyncSession: greenlet comes with the async
 # extras, and a sync install imports this module without it
@@ -42,16 +48,18 @@ def watch(session: Session | AsyncSession) -> None:
         session.sync_session.info[_BUSY] = weakref.WeakSet()
     else:
         session.info[_BUSY] = None  # threads: nothing to note
+    getattr(session, "sync_session", session).info[_STREAMED] = []
 
 
 def settle_sync(session: Session) -> None:
     """In the thread about to end a sync request's transaction: refuse other threads'
-    operations from now on.
+    operations, and reading on from its server-side cursors, from now on.
 
     Args:
         session: The request's Session.
     """
     session.info[_ENDING] = threading.get_ident()
+    _close_streams(session)
 
 
 async def settle(session: AsyncSession) -> None:
@@ -70,6 +78,34 @@ async def settle(session: AsyncSession) -> None:
     while busy is not None and any(not running.dead and running.parent for running in busy):
         await asyncio.sleep(wait)
         wait = min(wait * 2, _LONGEST_WAIT_S)
+    if info.get(_STREAMED):
+        await greenlet_spawn(_close_streams, session.sync_session)  # a driver's CLOSE awaits
+
+
+class _Refused(NoCursorDQLFetchStrategy):
+    """The fetch strategy of a result whose cursor was closed as the request's transaction
+    ended: fetching raises instead of reading nothing."""
+
+    __slots__ = ()
+
+    def _non_result(self, result: Any, default: Any, err: BaseException | None = None) -> Any:
+        raise ResponseStartedError(
+            "the request's transaction ended when its response started, and with it the "
+            "server-side cursor this result was reading: read it before the response starts "
+            "(without yield_per or stream()), or stream from a transaction of the body's own "
+            "(db.transaction() inside the generator)"
+        ) from err
+
+
+_REFUSED = _Refused()
+
+
+def _close_streams(session: Session) -> None:
+    for result in session.info.get(_STREAMED, ()):
+        raw = result.raw if not isinstance(result, CursorResult) else result
+        if isinstance(raw, CursorResult) and not raw.closed:
+            raw._soft_close(hard=True)
+            raw.cursor_strategy = _REFUSED
 
 
 def _check(session: Session, *, operation: bool = True) -> None:
@@ -96,8 +132,18 @@ def _refusal() -> ResponseStartedError:
     )
 
 
-def _on_execute(state: ORMExecuteState) -> None:
+def _on_execute(state: ORMExecuteState) -> Result[Any] | None:
     _check(state.session)
+    streamed = state.session.info.get(_STREAMED)
+    if streamed is None:
+        return None
+    options = state.execution_options
+    if not (options.get("stream_results") or options.get("yield_per")):
+        return None
+    # run here, and kept: its cursor must close before the connection leaves the request
+    result = state.invoke_statement()
+    streamed.append(result)
+    return result
 
 
 def _on_flush(session: Session, flush_context: Any, instances: Any) -> None:
