@@ -124,9 +124,9 @@ def _check(session: Session, *, operation: bool = True) -> None:
 
 def _refusal() -> ResponseStartedError:
     return ResponseStartedError(
-        "the request's transaction ended when its response started: a task or thread the "
-        "request started and did not await cannot use its session any more. Work that "
-        "outlives the request needs a transaction of its own: "
+        "the request's transaction ends when its response starts: its session cannot be "
+        "used any more (by a streaming body, or a task or thread the request started and did "
+        "not await). Work that outlives the request needs a transaction of its own: "
         "db.transaction(propagation='requires_new') (or db.transaction() once the request "
         "is over)"
     )
