@@ -1,7 +1,7 @@
 """A unit of work inside ``@db.transactional``: a retry after a real serialization failure
 keeps one set of audit rows, events and outbox rows; concurrent async requests keep their own
 actors. Written out for both APIs, since they need real concurrency and a real conflict. Also
-what the log cannot keep: an audit name too long for it."""
+what the log and the outbox cannot keep: an audit name, an aggregate id too long for them."""
 
 from __future__ import annotations
 
@@ -12,7 +12,15 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 
-from dalkit import AsyncDatabase, AsyncUnitOfWork, ConfigurationError, Database, UnitOfWork, audit
+from dalkit import (
+    AsyncDatabase,
+    AsyncUnitOfWork,
+    ConfigurationError,
+    Database,
+    UnitOfWork,
+    UnitOfWorkError,
+    audit,
+)
 from dalkit.audit.registry import model_audit
 from dalkit.tables import audit_log, outbox
 
@@ -155,3 +163,17 @@ def test_an_audit_name_longer_than_the_log_keeps_is_refused_when_registered() ->
     with pytest.raises(ConfigurationError, match=f"at most {longest}"):
         audit.register(Note, name="n" * (longest + 1))
     assert model_audit(Note) is None  # nothing was registered
+
+
+def test_an_aggregate_id_longer_than_the_outbox_keeps_is_refused_when_published(
+    database: Database,
+) -> None:
+    # PostgreSQL refused the outbox row at the flush with a bare DatabaseError; SQLite kept it
+    longest = 200  # the width of dalkit_outbox.aggregate_id
+    with UnitOfWork(database, outbox=True) as uow:
+        with pytest.raises(UnitOfWorkError, match=f"at most {longest}"):
+            too_long = ("A", "k" * (longest + 1))
+            uow.publish(AccountCredited(account_id=1, amount=5), aggregate=too_long)
+        uow.publish(AccountCredited(account_id=1, amount=7), aggregate=("A", "k" * longest))
+    with database.transaction() as session:
+        assert session.scalars(sa.select(outbox.c.aggregate_id)).all() == ["k" * longest]

@@ -34,6 +34,7 @@ from dalkit.repository.base import RepositoryBase
 # both flavours, for the generated unit.py to name its own plain repository from here; the
 # async one on first use, since it needs greenlet, which only the async extras bring
 from dalkit.repository.sql import Repository
+from dalkit.tables import outbox as outbox_table
 
 if TYPE_CHECKING:
     from dalkit.repository.sql_async import AsyncRepository
@@ -243,6 +244,8 @@ class UnitOfWorkBase:
         if not isinstance(event, DomainEvent):
             raise TypeError(f"publish() takes a DomainEvent, not {type(event).__name__}")
         if aggregate is None or (isinstance(aggregate, tuple) and len(aggregate) == 2):
+            if aggregate is not None:
+                _check_aggregate(aggregate)
             self._published.append(record(event, aggregate=aggregate))
         else:
             self._published.append(record(event, source=aggregate))
@@ -314,6 +317,18 @@ class UnitOfWorkBase:
         return session
 
 
+def _check_aggregate(aggregate: tuple[object, object]) -> None:
+    """Refuse a ``(type, id)`` the outbox cannot keep, when it is published: PostgreSQL
+    would refuse the row only at the flush, SQLite keep it whole."""
+    for what, value in zip(("type", "id"), aggregate, strict=True):
+        text = str(value)
+        if len(text) > AGGREGATE_TEXT_MAX:
+            raise UnitOfWorkError(
+                f"the aggregate {what} is {len(text):,} characters long; the outbox keeps at "
+                f"most {AGGREGATE_TEXT_MAX}"
+            )
+
+
 def _aggregate(recorded: RecordedEvent) -> tuple[str, str] | None:
     """(type, id) of the aggregate an event belongs to: given, or the recording entity's."""
     if recorded.aggregate is not None:
@@ -331,6 +346,8 @@ def _aggregate(recorded: RecordedEvent) -> tuple[str, str] | None:
     return name, entity_key(state.identity)
 
 
+#: the longest aggregate type or id the outbox keeps (its columns' width)
+AGGREGATE_TEXT_MAX: int = outbox_table.c.aggregate_id.type.length  # type: ignore[attr-defined]
 _plain: dict[tuple[type[Any], type[Any]], type[RepositoryBase[Any]]] = {}
 
 

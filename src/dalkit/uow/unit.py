@@ -153,6 +153,9 @@ class UnitOfWork(UnitOfWorkBase):
             event: The domain event.
             aggregate: An entity or a ``(type, id)`` pair: events of one aggregate leave the
                 outbox in order.
+
+        Raises:
+            UnitOfWorkError: For a ``(type, id)`` longer, as text, than the outbox keeps.
         """
         self._record_published(event, aggregate)
 

@@ -151,6 +151,9 @@ class AsyncUnitOfWork(UnitOfWorkBase):
             event: The domain event.
             aggregate: An entity or a ``(type, id)`` pair: events of one aggregate leave the
                 outbox in order.
+
+        Raises:
+            UnitOfWorkError: For a ``(type, id)`` longer, as text, than the outbox keeps.
         """
         self._record_published(event, aggregate)
 
