@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from dalkit import AsyncDatabase, current_async_session
-from dalkit.audit import AuditActorError
+from dalkit.audit import AuditActorError, current_actor
 from dalkit.integrations.asgi import DatabaseMiddleware
 
 from .apps import Probe
@@ -145,6 +145,26 @@ async def test_an_actor_function_too_long_for_the_audit_log_refuses_only_audited
     assert await stored(observer, "misnamed") == 0
     async with observer.transaction() as session:
         assert await session.scalar(sa.select(sa.func.count()).select_from(Owner)) == 1
+
+
+async def test_an_async_actor_function_is_awaited(async_db: AsyncDatabase) -> None:
+    # its coroutine was recorded as the actor: '<coroutine object ...>' in the audit log
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        body = repr(current_actor()).encode()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": body})
+
+    async def actor(scope: Any) -> str:
+        return "user-7"
+
+    async def request_id(scope: Any) -> str:
+        return "r-1"
+
+    middleware = DatabaseMiddleware(app, async_db, actor=actor, request_id=request_id)
+    transport = httpx.ASGITransport(app=middleware)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        response = await client.get("/")
+    assert response.text == "('user-7', 'r-1')"
 
 
 async def test_concurrent_requests_each_see_only_their_own_transaction(

@@ -200,6 +200,11 @@ class Request:
         state[HOOKS_KEY] = self.hooks = []
         exits: list[Callable[[Any, Any, Any], object]] = []
         actor, request_id = self.middleware.who(scope)
+        # an async function's coroutine, recorded as it is, would name no one
+        if inspect.isawaitable(actor):
+            actor = await actor
+        if inspect.isawaitable(request_id):
+            request_id = await request_id
         if actor is not None or request_id is not None:
             try:
                 acting = audit.actor(actor, request_id)

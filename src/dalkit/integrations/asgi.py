@@ -41,7 +41,8 @@ __all__ = [
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 """An ASGI application: ``await app(scope, receive, send)``."""
 ScopeReader = str | Callable[[Scope], object | None] | None
-"""A header name, or a function of the ASGI scope (its ``state``, ``user``, ...)."""
+"""A header name, or a function of the ASGI scope (its ``state``, ``user``, ...), plain or
+async."""
 _AUTO: Any = object()
 
 
@@ -110,8 +111,8 @@ class DatabaseMiddleware:
         app: the ASGI application.
         db: the database whose transaction each request runs in.
         rollback_for: whether a response status rolls the request's work back.
-        actor: a request header naming the user, or a function of the ASGI scope; the audit
-            log records it for every change of the request.
+        actor: a request header naming the user, or a function of the ASGI scope (a plain
+            or an async one); the audit log records it for every change of the request.
         request_id: the same for the request's id.
         background_transaction: give background tasks a transaction of their own.
         commit_threads: threads committing for a sync Database; apart from the endpoints',
