@@ -167,6 +167,29 @@ async def test_an_async_actor_function_is_awaited(async_db: AsyncDatabase) -> No
     assert response.text == "('user-7', 'r-1')"
 
 
+async def test_an_async_rollback_for_is_awaited(
+    async_db: AsyncDatabase, observer: AsyncDatabase
+) -> None:
+    # its coroutine is true: every request rolled back, and answered its 2xx all the same
+    await async_db.create_all(Base.metadata)
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        current_async_session().add(Note(value=scope["path"].strip("/")))
+        status = 201 if scope["path"] == "/kept" else 503
+        await send({"type": "http.response.start", "status": status, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def server_errors(status: int) -> bool:
+        return status >= 500
+
+    middleware = DatabaseMiddleware(app, async_db, rollback_for=server_errors)
+    transport = httpx.ASGITransport(app=middleware)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        statuses = [(await client.post(path)).status_code for path in ("/kept", "/dropped")]
+    assert statuses == [201, 503]
+    assert (await stored(observer, "kept"), await stored(observer, "dropped")) == (1, 0)
+
+
 async def test_concurrent_requests_each_see_only_their_own_transaction(
     client: httpx.AsyncClient, observer: AsyncDatabase, async_db: AsyncDatabase
 ) -> None:

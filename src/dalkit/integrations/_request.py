@@ -41,7 +41,7 @@ class Middleware(Protocol):
 
     app: Callable[[Scope, Receive, Send], Awaitable[None]]
     db: Database | AsyncDatabase
-    rollback_for: Callable[[int], bool]
+    rollback_for: Callable[[int], bool | Awaitable[bool]]
     background_transaction: bool
     replica_tokens: ReplicaTokens | None
     read_only_methods: frozenset[str]
@@ -270,6 +270,8 @@ class Request:
         status = int(message["status"])
         try:
             rollback = self.middleware.rollback_for(status)
+            if inspect.isawaitable(rollback):  # an async function's coroutine is always true
+                rollback = await rollback
         except BaseException as error:  # the application's function: its error, rolled back
             await transaction.exit(error)
             raise

@@ -110,7 +110,8 @@ class DatabaseMiddleware:
     Args:
         app: the ASGI application.
         db: the database whose transaction each request runs in.
-        rollback_for: whether a response status rolls the request's work back.
+        rollback_for: whether a response status rolls the request's work back (a plain or
+            an async function).
         actor: a request header naming the user, or a function of the ASGI scope (a plain
             or an async one); the audit log records it for every change of the request.
         request_id: the same for the request's id.
@@ -141,7 +142,7 @@ class DatabaseMiddleware:
         app: ASGIApp,
         db: Database | AsyncDatabase,
         *,
-        rollback_for: Callable[[int], bool] = rollback_on_error,
+        rollback_for: Callable[[int], bool | Awaitable[bool]] = rollback_on_error,
         actor: ScopeReader = None,
         request_id: ScopeReader = "x-request-id",
         background_transaction: bool = True,
