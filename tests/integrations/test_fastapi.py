@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import httpx
 import pytest
 import sqlalchemy as sa
-from fastapi import Depends, FastAPI
+from fastapi import Depends, FastAPI, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -23,6 +23,7 @@ from dalkit import (
     PoolTimeoutError,
     StatementTimeoutError,
 )
+from dalkit.audit import current_actor
 from dalkit.integrations.asgi import DatabaseMiddleware
 from dalkit.integrations.fastapi import (
     CursorParams,
@@ -213,3 +214,24 @@ async def test_a_unit_of_work_ending_after_the_response_still_commits_with_the_r
         stored = await session.scalar(sa.select(Member.email).where(Member.email == "late@x.io"))
     assert stored == "late@x.io"
     assert async_db.pool_stats()["checked_out"] == 0
+
+
+async def test_a_unit_of_work_dependency_awaits_an_async_actor_function(
+    async_db: AsyncDatabase,
+) -> None:
+    # its coroutine was the unit's actor: '<coroutine object ...>' in the audit log
+    async def signed_in(request: Request) -> str:
+        return request.headers["x-user"]
+
+    app = FastAPI()
+    app.add_middleware(DatabaseMiddleware, db=async_db)
+    unit_dependency = Depends(unit_of_work(actor=signed_in), scope="function")
+
+    @app.get("/who")
+    async def who(unit: AsyncUnitOfWork = unit_dependency) -> list[str | None]:
+        return list(current_actor())
+
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        response = await client.get("/who", headers={"x-user": "user-7"})
+    assert response.json() == ["user-7", None]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from typing import Any, TypeVar
 
@@ -122,7 +123,7 @@ def unit_of_work(
 
     Args:
         outbox: store the unit's events in the outbox (None: the database's setting).
-        actor: a function of the request naming who acts, for the audit log.
+        actor: a function of the request (plain or async) naming who acts, for the audit log.
 
     Returns:
         The dependency.
@@ -136,6 +137,8 @@ def unit_of_work(
     async def dependency(request: Request) -> AsyncIterator[Any]:
         db = _database(request)
         who = None if actor is None else actor(request)
+        if inspect.isawaitable(who):  # an async function: its coroutine would name no one
+            who = await who
         if isinstance(db, AsyncDatabase):
             async with AsyncUnitOfWork(db, actor=who, outbox=outbox) as unit:
                 before_commit(request.scope, _committer(unit))
