@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from fastapi import Depends, FastAPI, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from starlette.responses import JSONResponse, Response
 
 from dalkit import (
     AsyncDatabase,
@@ -235,3 +236,23 @@ async def test_a_unit_of_work_dependency_awaits_an_async_actor_function(
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
         response = await client.get("/who", headers={"x-user": "user-7"})
     assert response.json() == ["user-7", None]
+
+
+async def test_an_async_render_is_awaited(async_db: AsyncDatabase) -> None:
+    # its coroutine was taken for the response: a TypeError, so a 500, for every mapped error
+    async def render(request: Request, error: Exception, status: int) -> Response:
+        return JSONResponse({"errors": [type(error).__name__]}, status_code=status)
+
+    app = FastAPI()
+    app.add_middleware(DatabaseMiddleware, db=async_db)
+    install_error_handlers(app, render=render, retry_after_s=7)
+
+    @app.get("/busy")
+    async def busy() -> None:
+        raise PoolTimeoutError(5, 10, 30_000.0)
+
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        response = await client.get("/busy")
+    assert (response.status_code, response.json()) == (503, {"errors": ["PoolTimeoutError"]})
+    assert response.headers["retry-after"] == "7"

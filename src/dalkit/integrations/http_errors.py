@@ -3,6 +3,7 @@ may be told about it, and the exception handlers that answer it."""
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -36,7 +37,7 @@ DEFAULT_ERROR_STATUS: Mapping[type[Exception], int] = {
     LockNotAvailableError: 503,
 }
 """dalkit error -> HTTP status; subclasses follow their nearest listed base."""
-Renderer = Callable[[Request, Exception, int], Response]
+Renderer = Callable[[Request, Exception, int], Response | Awaitable[Response]]
 Handler = Callable[[Request, Exception], Awaitable[Response]]
 
 
@@ -96,7 +97,8 @@ def install_error_handlers(
         app: the application.
         status: changes to ``DEFAULT_ERROR_STATUS`` (error class to status; a status of 0
             removes an entry); subclasses follow their nearest listed base.
-        render: shapes the response of an error, its status given.
+        render: shapes the response of an error, its status given (a plain or an async
+            function).
         retry_after_s: the ``Retry-After`` of a 503.
 
     Examples:
@@ -117,6 +119,8 @@ def install_error_handlers(
 def _handler(status: int, render: Renderer, retry_after_s: int) -> Handler:
     async def handle(request: Request, error: Exception) -> Response:
         response = render(request, error, status)
+        if inspect.isawaitable(response):  # an async render
+            response = await response
         if status == 503:
             response.headers["Retry-After"] = str(retry_after_s)
         return response
