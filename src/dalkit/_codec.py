@@ -42,19 +42,23 @@ class CodecError(DalkitError, ValueError):
     """JSON that cannot be read back as a value of the type asked for."""
 
 
-def jsonable(value: Any) -> Any:
-    """``value`` as something ``json.dumps`` accepts, losing nothing `restore()` needs."""
+def jsonable(value: Any, *, strict: bool = False) -> Any:
+    """``value`` as something ``json.dumps`` accepts, losing nothing `restore()` needs.
+
+    A value of another type is its ``str()``, which its type reads back (a ``Path``, an
+    ``IPv4Address``). ``strict`` refuses one whose type does not give back an equal value from
+    that text (``<Money object at 0x...>``) with a `CodecError`, instead of storing the text."""
     if value is None or isinstance(value, bool | int | str):
         return value
     if type(value) is list or type(value) is tuple:
         # before the dataclass and Mapping checks, which cost ~1 us: a cursor's sort values
-        return [jsonable(v) for v in value]
+        return [jsonable(v, strict=strict) for v in value]
     if isinstance(value, float):
         if math.isfinite(value):
             return value
         return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
     if isinstance(value, enum.Enum):
-        return jsonable(value.value)
+        return jsonable(value.value, strict=strict)
     if isinstance(value, dt.datetime | dt.time):
         zone = getattr(value.tzinfo, "key", None)
         text = value.isoformat()
@@ -66,12 +70,30 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, bytes | bytearray | memoryview):
         return base64.b64encode(bytes(value)).decode("ascii")
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return {
+            f.name: jsonable(getattr(value, f.name), strict=strict)
+            for f in dataclasses.fields(value)
+        }
     if isinstance(value, Mapping):
-        return {str(k): jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v, strict=strict) for k, v in value.items()}
     if isinstance(value, _SEQUENCES):
-        return [jsonable(v) for v in value]
-    return str(value)
+        return [jsonable(v, strict=strict) for v in value]
+    text = str(value)
+    if strict and not _reads_back(value, text):
+        raise CodecError(
+            f"a {type(value).__name__} is not a JSON value, and {type(value).__name__}(str(value)) "
+            "does not give it back: make it a dataclass, or convert it to a plain value"
+        )
+    return text
+
+
+def _reads_back(value: Any, text: str) -> bool:
+    """Whether ``value``'s type, called with ``text`` (its ``str()``), makes an equal value: what
+    `restore()` does with a field of that type."""
+    try:
+        return bool(type(value)(text) == value)
+    except Exception:
+        return False
 
 
 def dumps(value: Any) -> str:

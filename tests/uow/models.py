@@ -86,6 +86,14 @@ class AccountCredited(DomainEvent):
     amount: int
 
 
+@event_type("test.note_tagged", version=1)
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class NoteTagged(DomainEvent):
+    """Tags of any type: what the outbox can store of them depends on the values."""
+
+    tags: list[object]
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Unregistered(DomainEvent):
     """Not registered: the outbox refuses it."""

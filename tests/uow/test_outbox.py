@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import pathlib
 from typing import Any
 
 import pytest
@@ -21,6 +22,7 @@ from dalkit import (
     DomainEvent,
     EventBusPublisher,
     Inbox,
+    OutboxError,
     OutboxMessage,
     OutboxRelay,
     PublishError,
@@ -31,7 +33,7 @@ from dalkit.outbox.publishers import RedisStreamPublisher
 from dalkit.tables import outbox
 
 from .conftest import RecordingBus
-from .models import Account, AccountCredited, Note, Unregistered, User, UserRegistered
+from .models import Account, AccountCredited, Note, NoteTagged, Unregistered, User, UserRegistered
 
 NO_WAIT = RelayBackoff(base_delay=0.0, max_delay=0.0)
 
@@ -90,6 +92,26 @@ def test_an_unregistered_event_type_cannot_go_to_the_outbox_and_nothing_is_writt
             uow.publish(Unregistered(value=1))
     with database.session() as session:
         assert (session.execute(sa.select(sa.func.count(Note.id)))).scalar() == 0
+
+
+class Opaque:
+    """No JSON form, and no text its class reads back."""
+
+
+def test_a_payload_value_json_cannot_carry_is_refused_and_nothing_is_written(
+    database: Database,
+) -> None:
+    with pytest.raises(OutboxError, match=r"NoteTagged\.tags cannot be stored.*Opaque"):
+        with UnitOfWork(database, outbox=True) as uow:
+            uow.session.add(Note(text="kept only with its event"))
+            uow.publish(NoteTagged(tags=["fine", Opaque()]))
+    with database.session() as session:
+        assert (session.execute(sa.select(sa.func.count(Note.id)))).scalar() == 0
+        assert (session.execute(sa.select(sa.func.count(outbox.c.id)))).scalar() == 0
+    # a value its type reads back from its text is stored as that text, as before
+    with UnitOfWork(database, outbox=True) as uow:
+        uow.publish(NoteTagged(tags=[pathlib.PurePosixPath("/srv/a"), 1]))
+    assert [row["payload"] for row in pending(database)] == [{"tags": ["/srv/a", 1]}]
 
 
 def test_the_relay_delivers_to_the_event_bus_in_order_and_marks_messages_sent(

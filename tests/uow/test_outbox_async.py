@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import pathlib
 from typing import Any
 
 import pytest
@@ -20,6 +21,7 @@ from dalkit import (
     AsyncUnitOfWork,
     ConfigurationError,
     DomainEvent,
+    OutboxError,
     OutboxMessage,
     PublishError,
 )
@@ -28,7 +30,7 @@ from dalkit.outbox.publishers import AsyncRedisStreamPublisher
 from dalkit.tables import outbox
 
 from .conftest import RecordingBus
-from .models import Account, AccountCredited, Note, Unregistered, User, UserRegistered
+from .models import Account, AccountCredited, Note, NoteTagged, Unregistered, User, UserRegistered
 
 NO_WAIT = RelayBackoff(base_delay=0.0, max_delay=0.0)
 
@@ -87,6 +89,26 @@ async def test_an_unregistered_event_type_cannot_go_to_the_outbox_and_nothing_is
             uow.publish(Unregistered(value=1))
     async with async_database.session() as session:
         assert (await session.execute(sa.select(sa.func.count(Note.id)))).scalar() == 0
+
+
+class Opaque:
+    """No JSON form, and no text its class reads back."""
+
+
+async def test_a_payload_value_json_cannot_carry_is_refused_and_nothing_is_written(
+    async_database: AsyncDatabase,
+) -> None:
+    with pytest.raises(OutboxError, match=r"NoteTagged\.tags cannot be stored.*Opaque"):
+        async with AsyncUnitOfWork(async_database, outbox=True) as uow:
+            uow.session.add(Note(text="kept only with its event"))
+            uow.publish(NoteTagged(tags=["fine", Opaque()]))
+    async with async_database.session() as session:
+        assert (await session.execute(sa.select(sa.func.count(Note.id)))).scalar() == 0
+        assert (await session.execute(sa.select(sa.func.count(outbox.c.id)))).scalar() == 0
+    # a value its type reads back from its text is stored as that text, as before
+    async with AsyncUnitOfWork(async_database, outbox=True) as uow:
+        uow.publish(NoteTagged(tags=[pathlib.PurePosixPath("/srv/a"), 1]))
+    assert [row["payload"] for row in await pending(async_database)] == [{"tags": ["/srv/a", 1]}]
 
 
 async def test_the_relay_delivers_to_the_event_bus_in_order_and_marks_messages_sent(

@@ -132,13 +132,20 @@ class EventTypeRegistry:
 
         Raises:
             ConfigurationError: When the event's class is not registered.
+            OutboxError: When a field holds a value JSON cannot carry and its type cannot read
+                back from text (it would be stored as ``<Money object at 0x...>``).
         """
         name, version = self.name_of(type(event))
-        payload = {
-            f.name: jsonable(getattr(event, f.name))
-            for f in dataclasses.fields(event)
-            if f.name not in ("event_id", "occurred_at")
-        }
+        payload = {}
+        for field in dataclasses.fields(event):
+            if field.name in ("event_id", "occurred_at"):
+                continue
+            try:
+                payload[field.name] = jsonable(getattr(event, field.name), strict=True)
+            except CodecError as exc:
+                raise OutboxError(
+                    f"{type(event).__name__}.{field.name} cannot be stored in the outbox: {exc}"
+                ) from None
         return name, version, payload
 
     def load(self, message: OutboxMessage) -> DomainEvent:
