@@ -1,12 +1,21 @@
-"""``dalkit outbox status`` and ``dalkit outbox relay --once`` on a real database and Redis."""
+"""``dalkit outbox status`` and ``dalkit outbox relay`` (``--once``, and stopped by signals) on a
+real database and Redis."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+
+import pytest
 import redis
 from typer.testing import CliRunner
 
 from dalkit import Database, UnitOfWork
 from dalkit.cli import app
+from dalkit.outbox.relay import read_status
 
 from .models import AccountCredited
 
@@ -62,3 +71,56 @@ def test_relay_without_a_destination_exits_2(db_url: str) -> None:
     result = CliRunner().invoke(app, ["outbox", "relay", "--url", db_url, "--once"])
     assert result.exit_code == 2
     assert "--redis-url" in result.output
+
+
+HANGING_PUBLISHER = """
+import sys, time
+
+class Hanging:
+    def publish(self, message):
+        print("publishing", message.event_id, flush=True)
+        time.sleep(600)
+
+def make():
+    return Hanging()
+"""
+
+
+def test_a_second_sigterm_stops_a_relay_whose_publish_hangs_and_leaves_the_message_pending(
+    db_url: str, project_module: Callable[[str], str]
+) -> None:
+    (event_id,) = fill(db_url, 1)
+    module = project_module(HANGING_PUBLISHER)
+    command = [
+        sys.executable,
+        "-m",
+        "dalkit.cli",
+        "outbox",
+        "relay",
+        "--publisher",
+        f"{module}:make",
+    ]
+    relay = subprocess.Popen(
+        command,
+        env={**os.environ, "DALKIT_DATABASE_URL": db_url},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert relay.stdout is not None
+        for line in relay.stdout:
+            if line.startswith("publishing"):
+                break
+        assert line.split() == ["publishing", event_id]
+        relay.send_signal(signal.SIGTERM)  # after the round: which does not end
+        with pytest.raises(subprocess.TimeoutExpired):
+            relay.wait(timeout=1)
+        relay.send_signal(signal.SIGTERM)
+        assert relay.wait(timeout=60) == 128 + signal.SIGTERM
+    finally:
+        relay.kill()
+        _, errors = relay.communicate()
+    assert "stopped during a round" in errors
+    with Database(db_url) as db:
+        assert read_status(db).pending == 1

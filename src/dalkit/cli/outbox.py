@@ -32,6 +32,9 @@ from dalkit.redis.config import URL_ENV as REDIS_URL_ENV
 from dalkit.redis.config import RedisConfig
 from dalkit.tables import outbox as outbox_table
 
+#: the signals that stop ``dalkit outbox relay``: after the round, or at once when sent twice
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
 outbox_app = typer.Typer(
     name="outbox",
     help="Deliver the transactional outbox, or show how far behind it is.",
@@ -66,7 +69,8 @@ def relay(
     ] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Messages claimed per round.")] = 200,
 ) -> None:
-    """Claim pending outbox messages, publish them, mark them sent (SIGINT/SIGTERM stop it)."""
+    """Claim pending outbox messages, publish them, mark them sent (SIGINT/SIGTERM stop it after
+    its round; a second one stops it at once, exit status 128 + the signal's number)."""
     config = _config("relay", url)
     try:
         target = _publisher(publisher, redis_url, stream)
@@ -82,13 +86,28 @@ def relay(
             typer.echo(f"published {result.published}, failed {result.failed}")
             return
 
+        signals: list[int] = []
+
         def stop(signum: int, frame: FrameType | None) -> None:
+            signals.append(signum)
+            if len(signals) > 1:
+                # a second signal: the round does not end (a publish that hangs), so leave it;
+                # its transaction rolls back and its messages stay pending
+                raise _StopNow(signum)
             relay.stop()
 
-        signal.signal(signal.SIGTERM, stop)
-        signal.signal(signal.SIGINT, stop)
-        typer.echo(f"relaying the outbox of {shown}; Ctrl-C stops")
-        relay.run_forever()
+        before = {signum: signal.signal(signum, stop) for signum in STOP_SIGNALS}
+        typer.echo(f"relaying the outbox of {shown}; Ctrl-C stops after the round, twice at once")
+        try:
+            relay.run_forever()
+        finally:
+            for signum, handler in before.items():
+                signal.signal(signum, handler)
+    except _StopNow as now:
+        typer.echo(
+            "dalkit outbox relay: stopped during a round; its messages stay pending", err=True
+        )
+        raise typer.Exit(128 + now.signum) from None
     except DalkitError as exc:
         typer.echo(f"dalkit outbox relay stopped: {type(exc).__name__}: {exc}", err=True)
         raise typer.Exit(1) from None
@@ -118,6 +137,14 @@ def status(url: UrlOption = None) -> None:
     table.add_row("sent, not yet pruned", cell(found.sent))
     table.add_row("last error", cell(found.last_error))
     Console().print(table)
+
+
+class _StopNow(BaseException):
+    """A second SIGINT/SIGTERM: the relay leaves its round at once."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
 
 
 def _config(command: str, url: str | None) -> DatabaseConfig:
