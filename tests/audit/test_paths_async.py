@@ -69,6 +69,42 @@ async def test_a_core_upsert_records_a_create_for_new_rows_and_old_new_for_updat
     assert await actions(async_database, Gadget, 2) == ["create"]
 
 
+async def test_an_upsert_that_changes_its_conflict_key_records_the_update(
+    async_database: AsyncDatabase,
+) -> None:
+    gadgets = table(Gadget)
+    async with AsyncUnitOfWork(async_database) as uow:
+        await uow.session.execute(
+            upsert(async_database, gadgets, [{"id": 1, "sku": "a", "name": "A"}])
+        )
+    insert = (
+        postgresql.insert if async_database.engine.dialect.name == "postgresql" else sqlite.insert
+    )
+    statement = insert(gadgets).values(id=2, sku="a", name="A2")
+    async with AsyncUnitOfWork(async_database, actor="sku-fix") as uow:
+        await uow.session.execute(  # the row found by sku "a" is no longer found by it
+            statement.on_conflict_do_update(
+                index_elements=[gadgets.c.sku], set_={"sku": "a-1", "name": statement.excluded.name}
+            )
+        )
+    (_, updated) = await trail(async_database, Gadget, 1)
+    assert (updated.action, updated.actor_id) == ("update", "sku-fix")
+    assert updated.changes == {"sku": {"old": "a", "new": "a-1"}, "name": {"old": "A", "new": "A2"}}
+    assert await actions(async_database, Gadget, 2) == []
+    with pytest.raises(
+        UnauditedWriteError, match="DO UPDATE sets the primary key of audit_gadgets"
+    ):
+        async with AsyncUnitOfWork(async_database, actor="mallory") as uow:
+            await uow.session.execute(
+                insert(gadgets)
+                .values(id=3, sku="a-1", name="B")
+                .on_conflict_do_update(index_elements=[gadgets.c.sku], set_={"id": 9})
+            )
+    assert await async_database.sql("SELECT id, sku FROM audit_gadgets") == [
+        {"id": 1, "sku": "a-1"}
+    ]
+
+
 async def test_an_orm_upsert_with_returning_is_recorded_and_still_returns_its_entity(
     async_database: AsyncDatabase,
 ) -> None:

@@ -18,7 +18,7 @@ from dalkit.audit.cascades import Dependents, has_audited_dependents
 from dalkit.audit.errors import UnauditedWriteError
 from dalkit.audit.guard import recorded, unrecorded_allowed
 from dalkit.audit.raw import check_raw_write
-from dalkit.audit.records import IN_CHUNK, diff, full, record_since, row, rows_by, write
+from dalkit.audit.records import IN_CHUNK, full, record_since, row, rows_by, write
 from dalkit.audit.registry import ModelAudit, table_audit
 from dalkit.query.soft_delete import UNKNOWN, conflict_columns, inserted_rows
 from dalkit.query.tenant_guard import TENANT_CHECKED
@@ -89,6 +89,7 @@ def _capture_insert(state: ORMExecuteState, config: ModelAudit, statement: sa.In
             f"INSERT ... SELECT into {table.name}, the table of an audited model, cannot be "
             "recorded: insert the rows through the ORM or a repository"
         )
+    _refuse_upsert_of_primary_key(statement, config, table)
     lookup = _lookup(config, table, statement, rows)
     session = state.session
     if lookup is None:
@@ -106,21 +107,34 @@ def _capture_insert(state: ORMExecuteState, config: ModelAudit, statement: sa.In
         write(session, [row(config, "create", k, full(config, v)) for k, v in after.items()])
         return result
     keys = [tuple(r[n] for n in lookup) for r in rows]
-    before = rows_by(session, config, lookup, keys)
+    # the rows already there are followed by their primary keys: an upsert's SET may change
+    # the very values (its conflict target) they were found by
+    there = {config.key_of(old): old for old in rows_by(session, config, lookup, keys).values()}
     result = _invoke(state)
-    after = rows_by(session, config, lookup, keys)
-    records = []
-    for key, new in after.items():
-        ident = config.key_of(new)
-        old = before.get(key)
-        if old is None:
-            records.append(row(config, "create", ident, full(config, new)))
-        else:
-            changes = diff(config, old, new)
-            if changes:
-                records.append(row(config, "update", ident, changes))
-    write(session, records)
+    record_since(session, config, there)
+    found = rows_by(session, config, lookup, keys).values()
+    created = [new for new in found if config.key_of(new) not in there]
+    write(
+        session, [row(config, "create", config.key_of(new), full(config, new)) for new in created]
+    )
     return result
+
+
+def _refuse_upsert_of_primary_key(
+    statement: sa.Insert, config: ModelAudit, table: sa.Table
+) -> None:
+    """An upsert whose DO UPDATE sets a primary key: the row it changes could not be found
+    again, as for an UPDATE statement that sets one."""
+    clause = getattr(statement, "_post_values_clause", None)
+    updated = getattr(clause, "update_values_to_set", None) or {}
+    names = {k if isinstance(k, str) else getattr(k, "key", None) for k in updated}
+    keys = set(config.primary_key) | {c.name for c in table.primary_key.columns}
+    if not unrecorded_allowed() and not keys.isdisjoint(names):
+        raise UnauditedWriteError(
+            f"this upsert's DO UPDATE sets the primary key of {table.fullname}, the table of an "
+            "audited model, and its changes cannot be followed: change the key through the ORM "
+            "(its flush records it), or inside dalkit.audit.unaudited()"
+        )
 
 
 def _attribute_names(config: ModelAudit, table: sa.Table) -> dict[str, str]:
