@@ -69,7 +69,7 @@ class BulkUpdateAudit:
                 check_tenant_rows(current, rows)
             check_keys(session, self.model, keys)
         if self.config is not None:
-            before = rows_by_key(session, self.config, keys)
+            before = rows_by_key(session, self.config, keys, locked=True)
             if self.soft_delete:
                 refuse_deleted(self.config.name, before.values(), "bulk_update")
             return before

@@ -21,6 +21,13 @@ __all__ = ["IN_CHUNK", "diff", "full", "record_since", "row", "rows_by", "rows_b
 #: rows read or compared at a time: what bounds the memory an audited write needs
 IN_CHUNK = 500
 
+#: why a before-image is read ``FOR UPDATE`` (PostgreSQL; SQLite has one writer): the rows are
+#: locked from the read to the end of the transaction, so a concurrent transaction that changed
+#: one commits before the read (which then sees its change) or waits for this one. Read without
+#: the lock, under READ COMMITTED, the statement then wrote on top of the other's change and the
+#: entry claimed that change too, as its actor's.
+BEFORE_IMAGE_LOCK = "FOR UPDATE"
+
 
 def _shown(config: ModelAudit, key: str, value: Any) -> Any:
     return REDACTED if key in config.redact else jsonable(value)
@@ -74,10 +81,16 @@ def write(session: Session, rows: list[dict[str, Any]]) -> None:
 
 
 def rows_by(
-    session: Session, config: ModelAudit, names: Sequence[str], keys: Sequence[tuple[Any, ...]]
+    session: Session,
+    config: ModelAudit,
+    names: Sequence[str],
+    keys: Sequence[tuple[Any, ...]],
+    *,
+    locked: bool = False,
 ) -> dict[tuple[Any, ...], dict[str, Any]]:
     """The recorded fields of the rows whose fields ``names`` hold one of ``keys``, by those
-    values, read in IN lists of `IN_CHUNK`."""
+    values, read in IN lists of `IN_CHUNK`; ``locked``: a before-image, read ``FOR UPDATE``
+    (see `BEFORE_IMAGE_LOCK`)."""
     columns = dict(config.fields)
     target_columns = [columns[n] for n in names]
     target = target_columns[0] if len(names) == 1 else sa.tuple_(*target_columns)
@@ -87,6 +100,8 @@ def rows_by(
         chunk = unique[start : start + IN_CHUNK]
         values = [k[0] for k in chunk] if len(names) == 1 else chunk
         statement = config.select().where(target.in_(values))
+        if locked:
+            statement = statement.with_for_update()
         found_rows = session.connection().execute(statement, execution_options=TENANT_CHECKED)
         for found_row in found_rows.mappings():
             found[tuple(found_row[n] for n in names)] = dict(found_row)
@@ -94,10 +109,10 @@ def rows_by(
 
 
 def rows_by_key(
-    session: Session, config: ModelAudit, keys: Sequence[tuple[Any, ...]]
+    session: Session, config: ModelAudit, keys: Sequence[tuple[Any, ...]], *, locked: bool = False
 ) -> dict[tuple[Any, ...], dict[str, Any]]:
-    """The recorded fields of the rows with primary keys ``keys``."""
-    return rows_by(session, config, config.primary_key, keys)
+    """The recorded fields of the rows with primary keys ``keys`` (``locked``: see `rows_by`)."""
+    return rows_by(session, config, config.primary_key, keys, locked=locked)
 
 
 def record_since(

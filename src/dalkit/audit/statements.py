@@ -109,7 +109,8 @@ def _capture_insert(state: ORMExecuteState, config: ModelAudit, statement: sa.In
     keys = [tuple(r[n] for n in lookup) for r in rows]
     # the rows already there are followed by their primary keys: an upsert's SET may change
     # the very values (its conflict target) they were found by
-    there = {config.key_of(old): old for old in rows_by(session, config, lookup, keys).values()}
+    found = rows_by(session, config, lookup, keys, locked=True).values()
+    there = {config.key_of(old): old for old in found}
     result = _invoke(state)
     record_since(session, config, there)
     found = rows_by(session, config, lookup, keys).values()
@@ -191,7 +192,7 @@ def _capture_change(
         if where is None and state.bind_mapper is not None:
             # ORM bulk UPDATE by primary key: the rows name the keys
             keys = [config.key_of(p) for p in params]
-            before = rows_by(session, config, config.primary_key, keys)
+            before = rows_by(session, config, config.primary_key, keys, locked=True)
         else:
             before = {}
             for params_of_one in params:
@@ -236,8 +237,11 @@ def _read(
 
 
 def _before_select(config: ModelAudit, table: sa.Table, where: Any) -> sa.Select[Any]:
+    """The rows the statement will write, locked (`BEFORE_IMAGE_LOCK`): only the audited
+    table's, whatever else its WHERE names."""
     statement = config.select()
-    return statement.where(where) if where is not None else statement.select_from(table)
+    statement = statement.where(where) if where is not None else statement.select_from(table)
+    return statement.with_for_update(of=table)
 
 
 def _capture_large(
