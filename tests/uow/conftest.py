@@ -22,6 +22,18 @@ class RecordingBus(EventBus):
         self.subscribe(DomainEvent, self.seen.append)
 
 
+class FailsFirst:
+    """An event handler whose first call raises; ``calls`` counts them all."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, event: DomainEvent) -> None:
+        self.calls += 1
+        if self.calls == 1:
+            raise ValueError("first delivery fails")
+
+
 @pytest.fixture
 def database(db: Database) -> Database:
     """``db`` with the test tables and dalkit's audit log, outbox and inbox."""

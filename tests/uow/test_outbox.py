@@ -32,7 +32,7 @@ from dalkit.outbox.messages import RelayBackoff
 from dalkit.outbox.publishers import RedisStreamPublisher
 from dalkit.tables import outbox
 
-from .conftest import RecordingBus
+from .conftest import FailsFirst, RecordingBus
 from .models import Account, AccountCredited, Note, NoteTagged, Unregistered, User, UserRegistered
 
 NO_WAIT = RelayBackoff(base_delay=0.0, max_delay=0.0)
@@ -253,3 +253,25 @@ def test_an_event_bus_publisher_fails_the_publish_when_a_handler_fails(
     assert (relay.run_once()).failed == 1
     assert (relay.run_once()).published == 1
     assert len(calls) == 2  # at least once: the handler got it again
+
+
+def test_what_handlers_wrote_for_a_failed_publish_is_rolled_back_with_it(
+    database: Database, bus: RecordingBus
+) -> None:
+    def note(event: AccountCredited) -> None:
+        # joins the relay's transaction: commits with the message marked sent, or not at all
+        with database.transaction() as session:
+            session.add(Note(id=event.amount, text="credited"))
+
+    bus.subscribe(AccountCredited, note)
+    bus.subscribe(AccountCredited, FailsFirst())
+    credit(database, 1, 5)
+    relay = OutboxRelay(database, EventBusPublisher(bus), backoff=NO_WAIT)
+    first = relay.run_once()
+    assert (first.published, first.failed) == (0, 1)
+    assert database.sql("SELECT id FROM uow_notes") == []
+    # delivered again, the note is written once (a duplicate key would abort the round)
+    again = relay.run_once()
+    assert (again.published, again.failed) == (1, 0)
+    assert database.sql("SELECT id FROM uow_notes") == [{"id": 5}]
+    assert (relay.status()).pending == 0

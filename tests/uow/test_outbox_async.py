@@ -29,7 +29,7 @@ from dalkit.outbox.messages import RelayBackoff
 from dalkit.outbox.publishers import AsyncRedisStreamPublisher
 from dalkit.tables import outbox
 
-from .conftest import RecordingBus
+from .conftest import FailsFirst, RecordingBus
 from .models import Account, AccountCredited, Note, NoteTagged, Unregistered, User, UserRegistered
 
 NO_WAIT = RelayBackoff(base_delay=0.0, max_delay=0.0)
@@ -250,3 +250,25 @@ async def test_an_event_bus_publisher_fails_the_publish_when_a_handler_fails(
     assert (await relay.run_once()).failed == 1
     assert (await relay.run_once()).published == 1
     assert len(calls) == 2  # at least once: the handler got it again
+
+
+async def test_what_handlers_wrote_for_a_failed_publish_is_rolled_back_with_it(
+    async_database: AsyncDatabase, bus: RecordingBus
+) -> None:
+    async def note(event: AccountCredited) -> None:
+        # joins the relay's transaction: commits with the message marked sent, or not at all
+        async with async_database.transaction() as session:
+            session.add(Note(id=event.amount, text="credited"))
+
+    bus.subscribe(AccountCredited, note)
+    bus.subscribe(AccountCredited, FailsFirst())
+    await credit(async_database, 1, 5)
+    relay = AsyncOutboxRelay(async_database, AsyncEventBusPublisher(bus), backoff=NO_WAIT)
+    first = await relay.run_once()
+    assert (first.published, first.failed) == (0, 1)
+    assert await async_database.sql("SELECT id FROM uow_notes") == []
+    # delivered again, the note is written once (a duplicate key would abort the round)
+    again = await relay.run_once()
+    assert (again.published, again.failed) == (1, 0)
+    assert await async_database.sql("SELECT id FROM uow_notes") == [{"id": 5}]
+    assert (await relay.status()).pending == 0

@@ -55,11 +55,19 @@ class EventBusPublisher:
     """Hands each message, read back as its registered event type, to an in-process EventBus;
     a handler that fails makes the publish fail, so the relay delivers the message again.
 
+    The handlers run inside the relay's transaction (`shares_transaction`): what they write
+    through the relay's database commits with the message marked sent, and what they wrote for
+    a publish that failed is rolled back with it (the relay takes a savepoint per message).
+
     Args:
         bus: The event bus whose handlers receive the events.
         event_types: Where event classes are found by stored name and version (default: the
             registry `@event_type` fills).
     """
+
+    #: the relay publishes each message in a savepoint of its transaction, which the handlers'
+    #: own ``db.transaction()`` joins (another publisher may set it too)
+    shares_transaction = True
 
     def __init__(self, bus: EventBus, event_types: EventTypeRegistry = registry) -> None:
         self.bus = bus

@@ -43,6 +43,7 @@ import sqlalchemy as sa
 from dalkit.engine.statement_hooks import WRITES_OPTION
 from dalkit.errors import CommitOutcomeUnknownError, DatabaseError, PoolTimeoutError
 from dalkit.outbox.messages import (
+    OutboxMessage,
     OutboxStatus,
     RelayBackoff,
     build_status,
@@ -181,7 +182,7 @@ class OutboxRelay:
                 if pending.aggregate_key in blocked:
                     continue  # an earlier message of its aggregate failed: order first
                 try:
-                    self.publisher.publish(pending)
+                    self._publish(pending)
                 except Exception as error:
                     blocked.add(pending.aggregate_key)
                     failed += 1
@@ -198,6 +199,16 @@ class OutboxRelay:
             if published:
                 session.execute(mark_sent(published, _utcnow()))
         return RelayRound(published=len(published), failed=failed)
+
+    def _publish(self, pending: OutboxMessage) -> None:
+        """Publish one message; that of a publisher that `shares_transaction` (its handlers'
+        ``db.transaction()`` joins the relay's) in a savepoint: a failed publish takes back what
+        its handlers wrote, and a database error in one leaves the round's transaction usable."""
+        if not getattr(self.publisher, "shares_transaction", False):
+            self.publisher.publish(pending)
+            return
+        with self.db.transaction(propagation="nested"):
+            self.publisher.publish(pending)
 
     def run_forever(self) -> None:
         """Rounds until `stop()`; waits ``poll_interval`` when there is nothing to do,

@@ -42,6 +42,7 @@ import sqlalchemy as sa
 from dalkit.engine.statement_hooks import WRITES_OPTION
 from dalkit.errors import CommitOutcomeUnknownError, DatabaseError, PoolTimeoutError
 from dalkit.outbox.messages import (
+    OutboxMessage,
     OutboxStatus,
     RelayBackoff,
     build_status,
@@ -180,7 +181,7 @@ class AsyncOutboxRelay:
                 if pending.aggregate_key in blocked:
                     continue  # an earlier message of its aggregate failed: order first
                 try:
-                    await self.publisher.publish(pending)
+                    await self._publish(pending)
                 except Exception as error:
                     blocked.add(pending.aggregate_key)
                     failed += 1
@@ -197,6 +198,16 @@ class AsyncOutboxRelay:
             if published:
                 await session.execute(mark_sent(published, _utcnow()))
         return RelayRound(published=len(published), failed=failed)
+
+    async def _publish(self, pending: OutboxMessage) -> None:
+        """Publish one message; that of a publisher that `shares_transaction` (its handlers'
+        ``db.transaction()`` joins the relay's) in a savepoint: a failed publish takes back what
+        its handlers wrote, and a database error in one leaves the round's transaction usable."""
+        if not getattr(self.publisher, "shares_transaction", False):
+            await self.publisher.publish(pending)
+            return
+        async with self.db.transaction(propagation="nested"):
+            await self.publisher.publish(pending)
 
     async def run_forever(self) -> None:
         """Rounds until `stop()`; waits ``poll_interval`` when there is nothing to do,
