@@ -102,6 +102,19 @@ SAFE: dict[str, str] = {
     "a lock timeout changed, not turned off": "op.execute(\"SET lock_timeout = '2s'\")",
     "enum value added": "op.execute(\"ALTER TYPE mood ADD VALUE 'meh'\")",
     "data backfill": 'op.execute("UPDATE users SET nickname = name WHERE nickname IS NULL")',
+    "an existing column made an identity": (
+        "op.execute('ALTER TABLE users ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY')"
+    ),
+    "a new table with identity, serial and generated columns": """
+        op.create_table(
+            'ledger',
+            sa.Column('id', sa.BigInteger(), sa.Identity(), primary_key=True),
+            sa.Column('qty', sa.Integer()),
+            sa.Column('double', sa.Integer(), sa.Computed('qty * 2')),
+        )
+        op.execute('CREATE TABLE journal (id bigserial PRIMARY KEY)')
+        op.execute('ALTER TABLE journal ADD COLUMN n bigint GENERATED ALWAYS AS IDENTITY')
+    """,
 }
 
 
@@ -124,6 +137,25 @@ MORE_UNSAFE: list[tuple[str, str]] = [
     (
         "constraint-missing-not-valid",
         "op.execute('ALTER TABLE orders ADD customer_id bigint REFERENCES customers (id)')",
+    ),
+    # a value made for each row rewrites the table, as a volatile default does
+    (
+        "adding-volatile-default",
+        "op.add_column('orders', sa.Column('seq', sa.BigInteger(), sa.Identity(), nullable=False))",
+    ),
+    (
+        "adding-volatile-default",
+        "op.add_column('orders', sa.Column('double', sa.Integer(), sa.Computed('qty * 2')))",
+    ),
+    ("adding-volatile-default", "op.execute('ALTER TABLE orders ADD COLUMN seq bigserial')"),
+    ("adding-volatile-default", "op.execute('ALTER TABLE orders ADD seq serial4 NOT NULL')"),
+    (
+        "adding-volatile-default",
+        "op.execute('ALTER TABLE orders ADD COLUMN seq bigint GENERATED ALWAYS AS IDENTITY')",
+    ),
+    (
+        "adding-volatile-default",
+        "op.execute('ALTER TABLE orders ADD COLUMN d int GENERATED ALWAYS AS (qty * 2) STORED')",
     ),
     ("missing-lock-timeout", "op.execute(\"SET lock_timeout = '0s'\")"),
     ("missing-lock-timeout", "op.execute(\"SET LOCAL lock_timeout TO '0ms'\")"),

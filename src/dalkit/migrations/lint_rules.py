@@ -34,7 +34,8 @@ RULES: dict[str, Rule] = {
         ),
         Rule(
             "adding-volatile-default",
-            "a volatile default (random(), gen_random_uuid(), clock_timestamp()...) rewrites the "
+            "a volatile default (random(), gen_random_uuid(), clock_timestamp()...), or a value "
+            "made for each row (an identity, serial or stored generated column), rewrites the "
             "whole table under an ACCESS EXCLUSIVE lock",
             "add the column without a default, set the default, then backfill in batches",
         ),
@@ -191,7 +192,8 @@ def _added_column(column: sa.Column[Any], new_table: bool) -> Iterator[str]:
     generated = column.identity is not None or column.computed is not None
     if not column.nullable and default is None and not generated:
         yield "adding-not-nullable-field"
-    if default is not None and _VOLATILE.search(_default_text(default)):
+    volatile = default is not None and _VOLATILE.search(_default_text(default)) is not None
+    if volatile or generated:  # PostgreSQL computes an identity or generated value per row
         yield "adding-volatile-default"
     # ADD COLUMN ... REFERENCES/CHECK is validated at once (a column constraint cannot be NOT
     # VALID), and a foreign key takes SHARE ROW EXCLUSIVE on the referenced table, blocking
@@ -235,7 +237,11 @@ _SQL_RULES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
     for rule, pattern in (
         (
             "adding-volatile-default",
-            r"\bADD\s+(COLUMN\s+)?\S+\s+[^;]*\bDEFAULT\b[^;]*" + _VOLATILE.pattern,
+            r"\bADD\s+(COLUMN\s+)?\S+\s+[^;]*\bDEFAULT\b[^;]*"
+            + _VOLATILE.pattern
+            # a value made for each row: serial, identity, stored generated
+            + r"|\bADD\s+(COLUMN\s+)?\S+\s+((SMALL|BIG)?SERIAL[248]?\b"
+            r"|[^;]*\bGENERATED\b[^;]*\b(IDENTITY|STORED)\b)",
         ),
         ("changing-column-type", r"\bALTER\s+(COLUMN\s+)?\S+\s+(SET\s+DATA\s+)?TYPE\b"),
         ("renaming-column", r"\bRENAME\s+COLUMN\b"),
