@@ -102,6 +102,10 @@ SAFE: dict[str, str] = {
     "a lock timeout changed, not turned off": "op.execute(\"SET lock_timeout = '2s'\")",
     "enum value added": "op.execute(\"ALTER TYPE mood ADD VALUE 'meh'\")",
     "data backfill": 'op.execute("UPDATE users SET nickname = name WHERE nickname IS NULL")',
+    "a primary key from a concurrent index": """
+        op.create_index_concurrently('ix_pk_orders', 'orders', ['id'], unique=True)
+        op.execute('ALTER TABLE orders ADD CONSTRAINT pk PRIMARY KEY USING INDEX ix_pk_orders')
+    """,
     "an existing column made an identity": (
         "op.execute('ALTER TABLE users ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY')"
     ),
@@ -138,6 +142,9 @@ MORE_UNSAFE: list[tuple[str, str]] = [
         "constraint-missing-not-valid",
         "op.execute('ALTER TABLE orders ADD customer_id bigint REFERENCES customers (id)')",
     ),
+    # a primary key builds its unique index under the same lock as a UNIQUE constraint
+    ("disallowed-unique-constraint", "op.create_primary_key('pk_orders', 'orders', ['id'])"),
+    ("disallowed-unique-constraint", "op.execute('ALTER TABLE orders ADD PRIMARY KEY (id)')"),
     # a value made for each row rewrites the table, as a volatile default does
     (
         "adding-volatile-default",

@@ -85,9 +85,10 @@ RULES: dict[str, Rule] = {
         ),
         Rule(
             "disallowed-unique-constraint",
-            "ADD CONSTRAINT ... UNIQUE builds its index under an ACCESS EXCLUSIVE lock",
+            "ADD CONSTRAINT ... UNIQUE (or PRIMARY KEY) builds its index under an ACCESS "
+            "EXCLUSIVE lock",
             "op.create_index_concurrently(name, table, cols, unique=True), then "
-            "ALTER TABLE t ADD CONSTRAINT name UNIQUE USING INDEX name",
+            "ALTER TABLE t ADD CONSTRAINT name UNIQUE (or PRIMARY KEY) USING INDEX name",
         ),
         Rule(
             "setting-not-null",
@@ -161,7 +162,7 @@ def check_operation(operation: Any, state: RevisionState) -> Iterator[str]:
         table = getattr(operation, "source_table", None) or getattr(operation, "table_name", "")
         if table not in state.new_tables and not operation.kw.get("postgresql_not_valid"):
             yield "constraint-missing-not-valid"
-    elif isinstance(operation, ops.CreateUniqueConstraintOp):
+    elif isinstance(operation, ops.CreateUniqueConstraintOp | ops.CreatePrimaryKeyOp):
         if operation.table_name not in state.new_tables:
             yield "disallowed-unique-constraint"
     elif isinstance(operation, ops.ExecuteSQLOp):
@@ -250,7 +251,7 @@ _SQL_RULES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
         ("require-concurrent-index-deletion", r"\bDROP\s+INDEX\s+(?!CONCURRENTLY)"),
         (
             "disallowed-unique-constraint",
-            r"\bADD\s+(CONSTRAINT\s+\S+\s+)?UNIQUE\b(?![^;]*\bUSING\s+INDEX\b)",
+            r"\bADD\s+(CONSTRAINT\s+\S+\s+)?(UNIQUE|PRIMARY\s+KEY)\b(?![^;]*\bUSING\s+INDEX\b)",
         ),
         (
             "enum-value-removed",
