@@ -275,3 +275,33 @@ def test_what_handlers_wrote_for_a_failed_publish_is_rolled_back_with_it(
     assert (again.published, again.failed) == (1, 0)
     assert database.sql("SELECT id FROM uow_notes") == [{"id": 5}]
     assert (relay.status()).pending == 0
+
+
+class GarbledBroker:
+    """Fails the messages of account 1 with an error text no database column stores as is."""
+
+    def __init__(self) -> None:
+        self.sent: list[int] = []
+
+    def publish(self, message: OutboxMessage) -> None:
+        if message.payload["account_id"] == 1:
+            raise PublishError("broker answered \x00\udcff")
+        self.sent.append(message.id)
+
+
+def test_a_publish_error_with_a_nul_or_a_lone_surrogate_is_recorded_and_backed_off(
+    database: Database,
+) -> None:
+    credit(database, 1, 5)
+    credit(database, 2, 7)
+    broker = GarbledBroker()
+    relay = OutboxRelay(database, broker, backoff=RelayBackoff(base_delay=60.0))
+    first = relay.run_once()
+    assert (first.published, first.failed) == (1, 1)
+    assert len(broker.sent) == 1
+    status = relay.status()
+    assert (status.pending, status.failing, status.sent) == (1, 1, 1)
+    assert status.last_error == "PublishError: broker answered \\x00\\udcff"
+    again = relay.run_once()  # backed off: nothing is due, nothing goes out twice
+    assert (again.published, again.failed) == (0, 0)
+    assert len(broker.sent) == 1

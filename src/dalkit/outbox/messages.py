@@ -334,6 +334,9 @@ def mark_failed(
     attempts = failed.attempts + 1
     retry_at = now + dt.timedelta(seconds=backoff.delay(attempts))
     text = f"{type(error).__name__}: {error}"[:2000]
+    # storable in any text column: PostgreSQL refuses NUL, and UTF-8 a lone surrogate; either
+    # would fail the round's transaction, and the message would go out again with no backoff
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
     return (
         outbox.update()
         .where(_c.id == failed.id)
