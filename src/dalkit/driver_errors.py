@@ -213,10 +213,12 @@ def translate_connect_error(exc: OSError) -> ConnectionFailedError:
     return ConnectionFailedError(f"could not connect to the server: {_driver_message([exc])}")
 
 
-def translate_bind_error(exc: OverflowError) -> DatabaseError:
+def translate_bind_error(exc: OverflowError | TypeError) -> DatabaseError:
     """A DatabaseError for a parameter the driver cannot bind: sqlite3 (and aiosqlite) raise a
     bare ``OverflowError`` for an integer past 64 bits, where PostgreSQL's drivers raise an
-    error SQLAlchemy wraps (``bigint out of range``), which `translate_dbapi_error()` maps."""
+    error SQLAlchemy wraps (``bigint out of range``), which `translate_dbapi_error()` maps;
+    psycopg a bare ``TypeError`` for a value its dumper cannot encode (``Object of type set is
+    not JSON serializable``), where asyncpg and SQLite raise an error SQLAlchemy wraps."""
     return DatabaseError(_driver_message([exc]))
 
 

@@ -252,3 +252,25 @@ def test_every_write_path_stores_one_value_across_zones(
     finally:
         db.dispose()
     assert stored == [{"at": NOON, "wall": dt.datetime(2024, 1, 1, 7)}] * 8
+
+
+DOCS = sa.Table("json_docs", sa.MetaData(), sa.Column("doc", sa.JSON))
+
+
+async def test_a_json_value_psycopg_cannot_encode_is_a_database_error(
+    postgres_database_url: str,
+) -> None:
+    # psycopg's dumper raised a bare TypeError, where asyncpg and SQLite raise DatabaseError
+    url = make_url(postgres_database_url).set(drivername="postgresql+psycopg")
+    text = url.render_as_string(hide_password=False)
+    db, adb = Database(text), AsyncDatabase(text)
+    try:
+        DOCS.create(db.engine)
+        with pytest.raises(DatabaseError, match="JSON serializable"), db.transaction() as session:
+            session.execute(sa.insert(DOCS).values(doc={1, 2}))
+        with pytest.raises(DatabaseError, match="JSON serializable"):
+            async with adb.transaction() as async_session:
+                await async_session.execute(sa.insert(DOCS).values(doc={1, 2}))
+    finally:
+        db.dispose()
+        await adb.dispose()

@@ -185,8 +185,11 @@ def install_hooks(engine: Engine, config: DatabaseConfig, *, on_connect_error: A
             return None  # a failed pre-ping is handled by the pool: it reconnects
         if context.sqlalchemy_exception is None:
             original = context.original_exception
-            if isinstance(original, OverflowError) and context.statement is not None:
-                return translate_bind_error(original)  # sqlite3: an integer past 64 bits
+            # sqlite3: an integer past 64 bits; psycopg: a value its dumper cannot encode (a
+            # set for a JSON column), where the other drivers raise a DatabaseError
+            bind_errors = (OverflowError, TypeError)
+            if isinstance(original, bind_errors) and context.statement is not None:
+                return translate_bind_error(original)
             return None
         sa_error = context.sqlalchemy_exception
         if isinstance(sa_error, DatabaseError) or not hasattr(sa_error, "orig"):
