@@ -13,6 +13,7 @@ from dalkit import (
     AsyncRepository,
     Database,
     Repository,
+    TransactionError,
     UniqueViolationError,
     UnitOfWork,
     UnitOfWorkError,
@@ -238,3 +239,29 @@ async def test_async_hooks_may_be_coroutines() -> None:
     async with AsyncInMemoryUnitOfWork() as uow:
         uow.hooks.after_commit(after)
     assert calls == ["committed"]
+
+
+@pytest.mark.parametrize("ending", ["commit", "rollback"])
+def test_a_repository_held_past_its_unit_of_work_is_refused_as_a_sql_one_is(ending: str) -> None:
+    # before: writes through it were kept and seen by the next unit, even after a rollback,
+    # where the SQL unit of work's session raises TransactionError
+    with InMemoryUnitOfWork() as uow:
+        users = uow.repository(UserRepository)
+        users.add(User(email="a@example.com", name="a"))
+        if ending == "rollback":
+            uow.rollback()
+    with pytest.raises(TransactionError, match="unit of work was"):
+        users.add(User(email="late@example.com", name="late"))
+    with pytest.raises(TransactionError, match="unit of work was"):
+        users.count()
+    with InMemoryUnitOfWork(uow.repositories) as after:
+        again = after.repository(UserRepository)
+        assert again is users  # handed out again, it works again
+        assert [u.name for u in again.list()] == (["a"] if ending == "commit" else [])
+
+
+async def test_an_async_repository_held_past_its_unit_of_work_is_refused() -> None:
+    async with AsyncInMemoryUnitOfWork() as uow:
+        users = uow.repository(AsyncUserRepository)
+    with pytest.raises(TransactionError, match="unit of work was committed"):
+        await users.add(User(email="late@example.com", name="late"))

@@ -20,7 +20,13 @@ from typing import Any, ClassVar, cast
 
 import sqlalchemy as sa
 
-from dalkit.errors import BulkLoadError, DalkitError, NotNullViolationError, UniqueViolationError
+from dalkit.errors import (
+    BulkLoadError,
+    DalkitError,
+    NotNullViolationError,
+    TransactionError,
+    UniqueViolationError,
+)
 from dalkit.query.context_defaults import context_default
 from dalkit.query.cursor import CursorCodec
 from dalkit.query.sorting import sort_entities
@@ -63,9 +69,18 @@ class AsyncInMemoryRepository(AsyncAbstractRepository[ModelT]):
 
     def __init__(self, entities: Iterable[ModelT] = ()) -> None:
         self._q = self._plan()
-        self._rows: dict[tuple[Any, ...], ModelT] = {}
+        self.unit_ended: str | None = None  # how the unit of work that handed it out ended
+        self._data: dict[tuple[Any, ...], ModelT] = {}
         for entity in entities:
             self._store(entity)
+
+    @property
+    def _rows(self) -> dict[tuple[Any, ...], ModelT]:
+        if self.unit_ended is not None:  # refused, as by the session of an ended SQL unit
+            raise TransactionError(
+                f"this repository's unit of work {self.unit_ended}: take it from a new one"
+            )
+        return self._data
 
     @classmethod
     def mirroring(
@@ -117,7 +132,7 @@ class AsyncInMemoryRepository(AsyncAbstractRepository[ModelT]):
         for entity, fields in values:
             for name, value in fields.items():
                 setattr(entity, name, value)
-        self._rows = dict(rows)
+        self._data = dict(rows)
 
     def entities(self) -> builtins.list[ModelT]:
         """Every stored entity, soft-deleted ones included.

@@ -103,6 +103,7 @@ class _InMemoryUnitOfWorkBase(UnitOfWorkBase):
                 made = type(f"InMemory{target.__name__}Repository", (fake,), {"model": target})
             found = self.repositories[target] = made()
         if target not in self._snapshots:
+            found.unit_ended = None
             self._snapshots[target] = (found, found.snapshot())
         return found
 
@@ -126,7 +127,7 @@ class _InMemoryUnitOfWorkBase(UnitOfWorkBase):
 
     def _keep(self, recorded: list[RecordedEvent]) -> list[DomainEvent]:
         """Make the unit's writes stay; the events to hand on."""
-        self._snapshots.clear()
+        self._end_repositories("committed")
         self.state = "committed"
         self.committed = True
         self.events = [r.event for r in recorded]
@@ -136,8 +137,15 @@ class _InMemoryUnitOfWorkBase(UnitOfWorkBase):
         self._discard_events()
         for fake, snapshot in self._snapshots.values():
             fake.restore_snapshot(snapshot)
-        self._snapshots.clear()
+        self._end_repositories("rolled back")
         self.state = "rolled_back"
+
+    def _end_repositories(self, how: str) -> None:
+        """Repositories this unit handed out refuse further use until a unit takes them
+        again, as the SQL ones do: writes through one would otherwise outlive the unit."""
+        for fake, _ in self._snapshots.values():
+            fake.unit_ended = f"was {how}"
+        self._snapshots.clear()
 
 
 class InMemoryUnitOfWork(_InMemoryUnitOfWorkBase):
