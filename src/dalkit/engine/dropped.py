@@ -24,8 +24,6 @@ from typing import Any
 
 from sqlalchemy import event
 
-from dalkit.engine.loops import close_without_loop
-
 __all__ = ["release_when_dropped"]
 
 log = logging.getLogger("dalkit.pool")
@@ -116,7 +114,13 @@ async def _dispose(engine: Any, router: Any) -> None:
 
 def _close_without_loop(seen: _LoopSeen) -> None:
     """Close what can be closed once the loop is: psycopg's connections (no I/O on the loop)
-    and aiosqlite's (its own thread closes them); asyncpg's need the loop, left to the driver
-    (the loop closed them as it shut down: engine/loops.py)."""
+    and aiosqlite's (its own thread closes them); asyncpg's need the loop, left to the driver."""
     for driver in list(seen.opened):
-        close_without_loop(driver)
+        try:
+            pgconn = getattr(driver, "pgconn", None)
+            if pgconn is not None:
+                pgconn.finish()
+            elif type(driver).__module__.startswith("aiosqlite") and driver._connection:
+                driver.stop()  # not closed yet: its own thread closes the file, no loop needed
+        except Exception:
+            log.debug("could not close a connection of a collected database", exc_info=True)

@@ -26,9 +26,12 @@ from sqlalchemy.util import queue as sqla_queue  # the pool's queue, as sqlalche
 
 from dalkit.errors import EventLoopError
 
-__all__ = ["close_without_loop", "pool_for_running_loop", "running_loop", "settle_before_dispose"]
+__all__ = ["LOOP_BOUND_DRIVERS", "pool_for_running_loop", "running_loop", "settle_before_dispose"]
 
 log = logging.getLogger("dalkit.pool")
+
+#: drivers whose connections can only be closed on the loop that opened them (its futures)
+LOOP_BOUND_DRIVERS = frozenset({"asyncpg"})
 
 # the slow path only (a pool's first checkout on a loop): two threads' loops meeting one pool
 _lock = threading.Lock()
@@ -159,25 +162,6 @@ def _close_left_behind(pool: Any, loop: AbstractEventLoop | None) -> None:
             AsyncAdaptedQueuePool.dispose(left)  # its own loop: closed as usual
 
 
-def close_without_loop(driver_connection: Any) -> None:
-    """Close a driver connection whose loop is gone, where no I/O on a loop is needed:
-    psycopg's (libpq closes it) and aiosqlite's (its own thread closes the file). asyncpg's
-    need their loop: `_LoopEnd` closes them as it shuts down, or they are left to the driver.
-
-    Args:
-        driver_connection: The driver's connection.
-    """
-    try:
-        pgconn = getattr(driver_connection, "pgconn", None)
-        aiosqlite = type(driver_connection).__module__.startswith("aiosqlite")
-        if pgconn is not None:
-            pgconn.finish()
-        elif aiosqlite and driver_connection._connection:  # not closed yet
-            driver_connection.stop()
-    except Exception:
-        log.debug("could not close a connection of a finished event loop", exc_info=True)
-
-
 def _check_not_running(owner: AbstractEventLoop) -> None:
     if owner.is_running() and not owner.is_closed():
         raise EventLoopError(
@@ -201,19 +185,22 @@ def _adopt(pool: Any, loop: AbstractEventLoop) -> None:
 
 
 def _let_go(pool: Any, owner: AbstractEventLoop) -> None:
-    """``pool``'s loop has stopped or closed: close what can be closed without it. A stopped
-    loop's closer stays, to close the rest once that loop shuts down."""
+    """``pool``'s loop has stopped or closed. Closed: its idle connections are closed on the
+    running loop when their driver allows it (psycopg's and aiosqlite's belong to no loop),
+    else let go of (asyncpg's: that loop closed them as it shut down). Stopped: its closer
+    stays, to close them once that loop shuts down."""
     closer = pool._dalkit_closer
     if not owner.is_closed():
         return
     pool._dalkit_closer = None
     if closer is not None:
         closer.end()
+    loop_bound = pool._dialect.driver in LOOP_BOUND_DRIVERS
     for record in _idle_records(pool):
-        driver_connection = record.driver_connection
-        record.dbapi_connection = None  # never closed through the dead loop
-        if driver_connection is not None:
-            close_without_loop(driver_connection)
+        if loop_bound:
+            record.dbapi_connection = None  # never closed through the dead loop
+        else:
+            record.close()  # as pool.dispose() closes it, awaited on the running loop
 
 
 def _idle_records(pool: Any) -> list[Any]:

@@ -226,8 +226,7 @@ def install(engine: Engine, metrics: PoolMetrics, config: DatabaseConfig | None 
     cast(_InstrumentedPoolMixin, engine.pool)._dalkit_attach(metrics)
     if isinstance(engine.pool, InstrumentedAsyncAdaptedQueuePool):
         engine.pool._dalkit_engine = weakref.ref(engine)
-        if config is not None and is_memory_sqlite(engine.url):
-            engine.pool._dalkit_keeps_connections = True
+        engine.pool._dalkit_keeps_connections = is_memory_sqlite(engine.url)
     if metrics.upkeep.max_queries is not None:
         # counted per connection only when asked for: it runs for every statement; a dialect
         # hook, as an engine listener would make every connection dispatch SQLAlchemy's events
