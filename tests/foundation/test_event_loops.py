@@ -203,3 +203,24 @@ def test_aiosqlite_connections_of_a_closed_loop_are_closed_on_the_loop_in_use(
     for thread in set(threading.enumerate()) - before:  # aiosqlite's, ending
         thread.join(10)
     assert failures == []
+
+
+def test_tasks_that_check_out_together_on_a_new_loop_while_the_old_connections_close(
+    tmp_path: Path,
+) -> None:
+    # closing the old loop's aiosqlite connections awaits their thread; a lock held meanwhile
+    # stopped the loop's thread for good at the next task's checkout
+    db = AsyncDatabase(f"sqlite+aiosqlite:///{tmp_path / 'loops.db'}", pool_size=3)
+
+    async def together() -> list[object]:
+        return list(await asyncio.gather(*(db.sql("SELECT 1 AS one") for _ in range(3))))
+
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(together())
+    loop.close()  # without shutdown_asyncgens(): three idle connections are still open
+    answers: list[object] = []
+    worker = threading.Thread(target=lambda: answers.append(asyncio.run(together())), daemon=True)
+    worker.start()
+    worker.join(30)
+    assert answers == [[[{"one": 1}]] * 3]
+    asyncio.run(db.dispose())

@@ -94,28 +94,36 @@ def pool_for_running_loop(pool: Any) -> Any:
     loop = running_loop()
     if loop is None:  # outside a loop: SQLAlchemy says what is wrong as it always has
         return pool
-    with _lock:
-        while True:
-            owner = pool._dalkit_loop
-            if owner is loop:
-                return pool
-            if owner is None:
-                _adopt(pool, loop)
-                return pool
-            _check_not_running(owner)
-            if pool._dalkit_keeps_connections:
-                # an in-memory SQLite database lives in its one connection: the pool keeps it
-                # (its thread serves any loop); only its queue, bound to the old loop, is new
-                _fresh_queue(pool)
-                _adopt(pool, loop)
-                return pool
-            engine = pool._dalkit_engine()
-            if engine is not None and engine.pool is pool:
-                _let_go(pool, owner)
-                engine.dispose(close=False)  # SQLAlchemy's way to give an engine a fresh pool
-            elif engine is None:
-                return pool
-            pool = engine.pool  # fresh, or another thread's replacement: checked again
+    left: list[Any] = []
+    try:
+        with _lock:  # never held across an await: a task of this thread would wait on it
+            return _serve(pool, loop, left)
+    finally:
+        _close(left)
+
+
+def _serve(pool: Any, loop: AbstractEventLoop, left: list[Any]) -> Any:
+    while True:
+        owner = pool._dalkit_loop
+        if owner is loop:
+            return pool
+        if owner is None:
+            _adopt(pool, loop)
+            return pool
+        _check_not_running(owner)
+        if pool._dalkit_keeps_connections:
+            # an in-memory SQLite database lives in its one connection: the pool keeps it (its
+            # thread serves any loop); only its queue, bound to the old loop, is new
+            _fresh_queue(pool)
+            _adopt(pool, loop)
+            return pool
+        engine = pool._dalkit_engine()
+        if engine is not None and engine.pool is pool:
+            left += _let_go(pool, owner)
+            engine.dispose(close=False)  # SQLAlchemy's way to give an engine a fresh pool
+        elif engine is None:
+            return pool
+        pool = engine.pool  # fresh, or another thread's replacement: checked again
 
 
 def settle_before_dispose(pool: Any) -> bool:
@@ -142,7 +150,8 @@ def settle_before_dispose(pool: Any) -> bool:
         return True
     _check_not_running(owner)
     with _lock:
-        _let_go(pool, owner)
+        left = _let_go(pool, owner)
+    _close(left)
     return False
 
 
@@ -184,23 +193,31 @@ def _adopt(pool: Any, loop: AbstractEventLoop) -> None:
         stale.end()
 
 
-def _let_go(pool: Any, owner: AbstractEventLoop) -> None:
-    """``pool``'s loop has stopped or closed. Closed: its idle connections are closed on the
-    running loop when their driver allows it (psycopg's and aiosqlite's belong to no loop),
-    else let go of (asyncpg's: that loop closed them as it shut down). Stopped: its closer
-    stays, to close them once that loop shuts down."""
+def _let_go(pool: Any, owner: AbstractEventLoop) -> list[Any]:
+    """``pool``'s loop has stopped or closed. Closed: its idle connections are taken out, to be
+    closed on the running loop (`_close`) when their driver allows it, else let go of.
+    Stopped: its closer stays, to close them once that loop shuts down.
+
+    Returns:
+        The connection records to close.
+    """
     closer = pool._dalkit_closer
     if not owner.is_closed():
-        return
+        return []
     pool._dalkit_closer = None
     if closer is not None:
         closer.end()
-    loop_bound = pool._dialect.driver in LOOP_BOUND_DRIVERS
-    for record in _idle_records(pool):
-        if loop_bound:
-            record.dbapi_connection = None  # never closed through the dead loop
-        else:
-            record.close()  # as pool.dispose() closes it, awaited on the running loop
+    records = _idle_records(pool)
+    if pool._dialect.driver not in LOOP_BOUND_DRIVERS:
+        return records  # psycopg's and aiosqlite's belong to no loop
+    for record in records:  # asyncpg's: that loop closed them as it shut down, if it did
+        record.dbapi_connection = None  # never closed through the dead loop
+    return []
+
+
+def _close(records: list[Any]) -> None:
+    for record in records:
+        record.close()  # as pool.dispose() closes it, awaited on the running loop
 
 
 def _idle_records(pool: Any) -> list[Any]:
