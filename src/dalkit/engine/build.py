@@ -21,6 +21,7 @@ from dalkit.config import DatabaseConfig
 from dalkit.driver_errors import is_sqlite_busy, translate_bind_error, translate_dbapi_error
 from dalkit.engine import column_types, forking, liveness, statement_hooks
 from dalkit.engine import pool as pool_metrics
+from dalkit.engine.asyncpg_query import asyncpg_connect_args
 from dalkit.engine.options import (
     install_sqlite_read_only,
     is_memory_sqlite,
@@ -109,19 +110,26 @@ def resolve_url(config: DatabaseConfig, *, is_async: bool) -> URL:
     return url
 
 
-def engine_kwargs(config: DatabaseConfig, url: URL, pool_class: type[Any]) -> dict[str, Any]:
+def engine_kwargs(
+    config: DatabaseConfig,
+    url: URL,
+    pool_class: type[Any],
+    url_args: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Keyword arguments for ``create_engine``/``create_async_engine``.
 
     Args:
         config: The database's configuration (pool sizes, timeouts, connect arguments).
         url: The URL from `resolve_url()`.
         pool_class: The (instrumented) pool class to use.
+        url_args: Connect arguments read from the URL's query (`asyncpg_connect_args()`);
+            the config's own settings win over them, as they do over the query for psycopg.
 
     Returns:
         The keyword arguments, connect arguments included.
     """
     driver = url.get_driver_name()
-    connect_args: dict[str, Any] = {}
+    connect_args: dict[str, Any] = dict(url_args or {})
     kwargs: dict[str, Any] = {"echo": config.echo}
     if url.get_backend_name() == "sqlite":
         connect_args["timeout"] = config.sqlite_busy_timeout_ms / 1000.0
@@ -140,6 +148,7 @@ def engine_kwargs(config: DatabaseConfig, url: URL, pool_class: type[Any]) -> di
             settings["statement_timeout"] = str(config.statement_timeout_ms)
         if driver == "asyncpg":
             connect_args["timeout"] = config.connect_timeout_s
+            settings = {**connect_args.pop("server_settings", {}), **settings}
             if settings:
                 connect_args["server_settings"] = settings
         else:
@@ -318,16 +327,18 @@ def build_async_engine(config: DatabaseConfig) -> tuple[AsyncEngine, PoolMetrics
         The engine and the metrics of its pool.
 
     Raises:
-        ConfigurationError: See `resolve_url()`.
+        ConfigurationError: See `resolve_url()`; or a libpq URL option asyncpg cannot take.
     """
     url = resolve_url(config, is_async=True)
+    url_args: dict[str, Any] = {}
+    if url.get_driver_name() == "asyncpg":  # libpq's query options, in asyncpg's spelling
+        url, url_args = asyncpg_connect_args(url)
     metrics = PoolMetrics(config.leak_threshold_s)
     # imported here: sqlalchemy.ext.asyncio needs greenlet, which only the async extras bring
     from sqlalchemy.ext.asyncio import create_async_engine
 
-    engine = create_async_engine(
-        url, **engine_kwargs(config, url, instrumented_pool_class(is_async=True))
-    )
+    pool_class = instrumented_pool_class(is_async=True)
+    engine = create_async_engine(url, **engine_kwargs(config, url, pool_class, url_args))
     _install_all(engine.sync_engine, config, metrics)
     return engine, metrics
 

@@ -1,0 +1,116 @@
+"""libpq's URL query options for asyncpg: the ones it has a spelling for are translated, the
+others refused up front.
+
+psycopg hands a URL's query to libpq, which knows ``sslmode``, ``connect_timeout``,
+``application_name``, ``options`` and the rest; SQLAlchemy's asyncpg dialect passes the same query
+to ``asyncpg.connect()`` as keyword arguments, which raised a raw TypeError at the first query.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from sqlalchemy.engine import URL
+
+from dalkit.errors import ConfigurationError
+
+__all__ = ["asyncpg_connect_args"]
+
+# asyncpg.connect()'s own keywords (and the dialect's) a URL query may carry as they are
+_NATIVE = frozenset(
+    {
+        "host",
+        "port",
+        "ssl",
+        "direct_tls",
+        "passfile",
+        "service",
+        "servicefile",
+        "target_session_attrs",
+        "krbsrvname",
+        "gsslib",
+        "prepared_statement_cache_size",
+    }
+)
+_SSLMODES = frozenset({"disable", "allow", "prefer", "require", "verify-ca", "verify-full"})
+# one option of libpq's ``options``: "-c name=value", "-cname=value" or "--name=value"
+_OPTION = re.compile(r"^(?:-c|--)(?P<name>[A-Za-z_][\w.-]*)=(?P<value>.*)$", re.DOTALL)
+
+
+def _one(url: URL, key: str) -> str:
+    value = url.query[key]
+    if not isinstance(value, str):
+        raise ConfigurationError(f"the URL option {key!r} is given more than once")
+    return value
+
+
+def _server_settings(options: str) -> dict[str, str]:
+    """libpq's ``options`` (``-c name=value ...``, a space escaped by a backslash) as settings."""
+    settings: dict[str, str] = {}
+    words = [w.replace("\\ ", " ") for w in re.split(r"(?<!\\)\s+", options.strip()) if w]
+    i = 0
+    while i < len(words):
+        word = words[i]
+        if word == "-c" and i + 1 < len(words):
+            i += 1
+            word = "-c" + words[i]
+        match = _OPTION.match(word)
+        if match is None:
+            raise ConfigurationError(
+                "the URL option 'options' holds something other than -c name=value settings, "
+                "which is all asyncpg can send"
+            )
+        settings[match["name"].replace("-", "_")] = match["value"]
+        i += 1
+    return settings
+
+
+def asyncpg_connect_args(url: URL) -> tuple[URL, dict[str, Any]]:
+    """Split libpq's query options off an asyncpg URL, as asyncpg's connect arguments.
+
+    Args:
+        url: A ``postgresql+asyncpg`` URL.
+
+    Returns:
+        The URL without them, and the connect arguments they mean: ``sslmode`` as ``ssl``,
+        ``connect_timeout`` as ``timeout``, ``application_name`` and ``options`` (``-c``
+        settings) in ``server_settings``.
+
+    Raises:
+        ConfigurationError: An option asyncpg has no spelling for (``gssencmode``,
+            ``keepalives``...) or a malformed value; the error names the option only.
+    """
+    args: dict[str, Any] = {}
+    settings: dict[str, str] = {}
+    taken = []
+    for key in url.query:
+        if key in _NATIVE:
+            continue
+        taken.append(key)
+        value = _one(url, key)
+        if key == "sslmode":
+            if value not in _SSLMODES:
+                raise ConfigurationError(
+                    f"the URL option 'sslmode' must be one of {', '.join(sorted(_SSLMODES))}"
+                )
+            args["ssl"] = value
+        elif key == "connect_timeout":
+            try:
+                args["timeout"] = float(value)
+            except ValueError:
+                raise ConfigurationError(
+                    "the URL option 'connect_timeout' must be a number of seconds"
+                ) from None
+        elif key == "application_name":
+            settings["application_name"] = value
+        elif key == "options":
+            settings = {**_server_settings(value), **settings}
+        else:
+            raise ConfigurationError(
+                f"the URL option {key!r} is not supported by asyncpg (AsyncDatabase's "
+                "PostgreSQL driver); remove it, or pass asyncpg's own argument in connect_args"
+            )
+    if settings:
+        args["server_settings"] = settings
+    return url.difference_update_query(taken), args
