@@ -297,6 +297,20 @@ def test_replica_options_are_checked() -> None:
     assert db.replica_token() is None
 
 
+@pytest.mark.parametrize("replica", ["sqlite:///replica.db", "mysql://u:pw@127.0.0.1:1/d"])
+@pytest.mark.parametrize("api", ["sync", "async"])
+def test_a_replica_of_another_database_is_refused(replica: str, api: str) -> None:
+    # its driver was replaced by the primary's: sqlite:///replica.db became localhost:5432
+    from dalkit import AsyncDatabase
+    from dalkit.errors import ConfigurationError
+
+    make = Database if api == "sync" else AsyncDatabase
+    with pytest.raises(ConfigurationError, match="replicas must be postgresql") as caught:
+        make("postgresql://u:p@h/d", replicas=["postgresql://u:p@r/d", replica])
+    assert "#2" in str(caught.value)
+    assert "pw" not in str(caught.value)
+
+
 @pytest.mark.slow
 def test_a_read_only_block_whose_replica_died_sends_the_next_one_elsewhere(
     replicated_database: tuple[str, str], replication: Replication

@@ -89,7 +89,7 @@ def replica_router(
 
     Raises:
         ConfigurationError: A single URL instead of a list, a malformed URL, weights that do
-            not match the URLs, replicas of a database that is not PostgreSQL, or
+            not match the URLs, a primary or a replica that is not PostgreSQL, or
             ``route_reads`` other than "auto" or "read_only".
     """
     if route_reads not in ROUTE_READS:
@@ -106,10 +106,17 @@ def replica_router(
     if len(weights) != len(urls):
         raise ConfigurationError("replica_weights= needs one weight per replica URL")
     drivername = config.url.drivername
-    configs = []
+    configs: list[DatabaseConfig] = []
     for url in urls:
         # parsed as the primary's is: a malformed URL is a ConfigurationError, h1,h2 fails over
         parsed = parse_url(url)
+        backend = parsed.get_backend_name()
+        if backend != config.backend:
+            # its driver would be replaced by the primary's: sqlite:///r.db became localhost
+            raise ConfigurationError(
+                f"replica URL #{len(configs) + 1} is a {backend!r} database: replicas must be "
+                f"{config.backend} URLs, as the primary is"
+            )
         replica = DatabaseConfig.coerce(config, url=parsed.set(drivername=drivername))
         configs.append(pgbouncer_config(replica) if pgbouncer else replica)
     names = replica_names(configs)
