@@ -36,6 +36,7 @@ from dalkit.engine.dropped import release_when_dropped
 from dalkit.engine.health import HealthCheckResult
 from dalkit.engine.pgbouncer import pgbouncer_config
 from dalkit.engine.replica_setup import RouteReads, failure_hook, replica_router
+from dalkit.engine.replicas import token_position
 from dalkit.engine.schemas import declare_served
 from dalkit.engine.session import DalkitSession
 from dalkit.observe import install as install_observer
@@ -322,8 +323,12 @@ class Database(DatabaseTransactions, DatabaseObserve):
 
         Yields:
             Nothing: the rule lasts for the with-block.
+
+        Raises:
+            ConfigurationError: ``token`` is not one (without replicas too).
         """
         if self._replicas is None:
+            token_position(token)  # malformed: the error production's replicas would raise
             yield
             return
         replicas = self._replicas.replicas

@@ -297,6 +297,27 @@ def test_replica_options_are_checked() -> None:
     assert db.replica_token() is None
 
 
+@pytest.mark.parametrize("api", ["sync", "async"])
+async def test_a_malformed_token_is_refused_without_replicas_too(api: str) -> None:
+    # accepted silently without replicas: a test suite never saw the error production raises
+    from dalkit import AsyncDatabase
+    from dalkit.errors import ConfigurationError
+
+    db = Database("sqlite://") if api == "sync" else AsyncDatabase("sqlite://")
+    try:
+        with pytest.raises(ConfigurationError, match="replica token"):
+            with db.read_your_writes("garbage"):
+                pass
+        for fine in (None, "", "0/16B3748"):
+            with db.read_your_writes(fine):
+                pass
+    finally:
+        if isinstance(db, Database):
+            db.dispose()
+        else:
+            await db.dispose()
+
+
 @pytest.mark.parametrize("replica", ["sqlite:///replica.db", "mysql://u:pw@127.0.0.1:1/d"])
 @pytest.mark.parametrize("api", ["sync", "async"])
 def test_a_replica_of_another_database_is_refused(replica: str, api: str) -> None:

@@ -16,7 +16,7 @@ from typing import Any, Generic, TypeVar
 
 from dalkit.errors import ConfigurationError
 
-__all__ = ["Replica", "ReplicaSet", "format_lsn", "parse_lsn"]
+__all__ = ["Replica", "ReplicaSet", "format_lsn", "parse_lsn", "token_position"]
 
 log = logging.getLogger("dalkit.replicas")
 
@@ -50,6 +50,21 @@ def parse_lsn(text: str) -> int:
             f"not a replica token (a WAL position such as 0/16B3748): {text!r}"
         )
     return (int(match[1], 16) << 32) + int(match[2], 16)
+
+
+def token_position(token: str | None) -> int:
+    """The position a ``read_your_writes()`` token asks for, checked with replicas or without.
+
+    Args:
+        token: A replica token; None or empty asks for nothing.
+
+    Returns:
+        The position as an integer, 0 for nothing.
+
+    Raises:
+        ConfigurationError: ``token`` is not a WAL position.
+    """
+    return 0 if token is None or token == "" else parse_lsn(token)
 
 
 def format_lsn(value: int) -> str:
@@ -203,7 +218,7 @@ class ReplicaSet(Generic[E]):
         Raises:
             ConfigurationError: ``token`` is not a WAL position.
         """
-        lsn = 0 if token is None or token == "" else parse_lsn(token)
+        lsn = token_position(token)
         outer = self._required.get()
         required, own = (0, 0) if outer is None else (outer.required, outer.own)
         return self._required.set(_Position(max(required, lsn), own, shared=True))
