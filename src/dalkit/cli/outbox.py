@@ -6,7 +6,6 @@ your own (``--publisher module:factory``, a callable returning a dalkit Publishe
 
 from __future__ import annotations
 
-import inspect
 import os
 import signal
 from types import FrameType
@@ -25,8 +24,7 @@ from dalkit.config import DatabaseConfig
 from dalkit.database import Database
 from dalkit.engine.options import existing_database_only
 from dalkit.errors import ConfigurationError, DalkitError
-from dalkit.outbox.events import EventBus
-from dalkit.outbox.publishers import Publisher, RedisStreamPublisher
+from dalkit.outbox.publishers import Publisher, RedisStreamPublisher, check_publisher
 from dalkit.outbox.relay import OutboxRelay, read_status
 from dalkit.redis.config import URL_ENV as REDIS_URL_ENV
 from dalkit.redis.config import RedisConfig
@@ -206,7 +204,7 @@ def _made_publisher(spec: str, factory: Any) -> Publisher:
     """What ``factory()`` returns, if it can publish: a factory that cannot be called, or whose
     result has no ``publish`` method, is a mistake in the option, refused before the relay
     claims a message. So is an async ``publish``: this relay would never await it, and every
-    message would be marked sent without being delivered."""
+    message would be marked sent without being delivered (`check_publisher`, as the relay)."""
     if not callable(factory):
         raise ConfigurationError(f"--publisher {spec} is not callable: name a factory")
     try:
@@ -215,20 +213,5 @@ def _made_publisher(spec: str, factory: Any) -> Publisher:
         raise ConfigurationError(
             f"--publisher {spec}: calling it raised {type(exc).__name__}: {exc}"
         ) from None
-    publish = getattr(made, "publish", None)
-    if not callable(publish):
-        raise ConfigurationError(
-            f"--publisher {spec} returned an instance of {type(made).__qualname__}, which has "
-            "no publish() method"
-        )
-    if isinstance(made, EventBus):
-        raise ConfigurationError(
-            f"--publisher {spec} returned an EventBus, whose publish() takes events, not outbox "
-            "messages: return EventBusPublisher(bus)"
-        )
-    if inspect.iscoroutinefunction(publish):
-        raise ConfigurationError(
-            f"--publisher {spec} returned an async publisher; dalkit outbox relay calls "
-            "publish() without awaiting it: give it a sync one"
-        )
+    check_publisher(made, Publisher, given=f"what --publisher {spec} returned")
     return cast(Publisher, made)

@@ -5,10 +5,11 @@ hands in its own client.
 
 from __future__ import annotations
 
+import inspect
 import json
 from typing import TYPE_CHECKING, Any, Protocol
 
-from dalkit.errors import PublishError
+from dalkit.errors import ConfigurationError, PublishError
 from dalkit.outbox.events import EventBus
 from dalkit.outbox.messages import EventTypeRegistry, OutboxMessage, registry
 
@@ -22,6 +23,7 @@ __all__ = [
     "AsyncRedisStreamPublisher",
     "EventBusPublisher",
     "Publisher",
+    "check_publisher",
     "RedisStreamPublisher",
     "stream_fields",
 ]
@@ -102,6 +104,40 @@ class AsyncEventBusPublisher(EventBusPublisher):
         failures = await self.bus.dispatch_async([self.event_types.load(message)])
         if failures:
             raise PublishError(_failed(message, failures[0].error, len(failures)))
+
+
+def check_publisher(publisher: object, protocol: object, *, given: str = "the publisher") -> None:
+    """Refuse, before a message is claimed, a publisher a relay could not deliver through: one
+    without ``publish()``, an EventBus (its ``publish()`` takes events), and for the sync relay
+    an async ``publish()``, which it would never await: every message would be marked sent
+    without being delivered.
+
+    Args:
+        publisher: What the relay was given.
+        protocol: `Publisher` for an OutboxRelay, `AsyncPublisher` for an AsyncOutboxRelay.
+        given: How the error names it (the CLI names its ``--publisher`` option).
+
+    Raises:
+        ConfigurationError: ``publisher`` cannot publish outbox messages for that relay.
+    """
+    is_async = protocol is AsyncPublisher
+    publish = getattr(publisher, "publish", None)
+    if not callable(publish):
+        raise ConfigurationError(
+            f"{given} is an instance of {type(publisher).__qualname__}, which has no "
+            "publish() method"
+        )
+    if isinstance(publisher, EventBus):
+        wrapper = AsyncEventBusPublisher if is_async else EventBusPublisher
+        raise ConfigurationError(
+            f"{given} is an EventBus, whose publish() takes events, not outbox messages: "
+            f"wrap it in {wrapper.__name__}(bus)"
+        )
+    if not is_async and inspect.iscoroutinefunction(publish):
+        raise ConfigurationError(
+            f"{given} is an async publisher; OutboxRelay calls publish() without awaiting it: "
+            "give it a sync one, or use AsyncOutboxRelay"
+        )
 
 
 def _failed(message: OutboxMessage, error: BaseException, count: int) -> str:

@@ -57,7 +57,7 @@ from dalkit.outbox.messages import (
     prune,
     status_query,
 )
-from dalkit.outbox.publishers import Publisher
+from dalkit.outbox.publishers import Publisher, check_publisher
 
 if TYPE_CHECKING:
     from dalkit.database import Database
@@ -116,6 +116,8 @@ class OutboxRelay:
 
     Raises:
         ValueError: When ``batch_size`` is less than 1.
+        ConfigurationError: A publisher without ``publish()`` or an EventBus (wrap it in its
+            publisher class), and for the sync relay an async ``publish()`` it would not await.
 
     Examples:
         ```python
@@ -144,6 +146,7 @@ class OutboxRelay:
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
+        check_publisher(publisher, Publisher)
         self.db = db
         self.publisher = publisher
         self.batch_size = batch_size

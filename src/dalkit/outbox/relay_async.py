@@ -56,7 +56,7 @@ from dalkit.outbox.messages import (
     prune,
     status_query,
 )
-from dalkit.outbox.publishers import AsyncPublisher
+from dalkit.outbox.publishers import AsyncPublisher, check_publisher
 
 if TYPE_CHECKING:
     from dalkit.database_async import AsyncDatabase
@@ -115,6 +115,8 @@ class AsyncOutboxRelay:
 
     Raises:
         ValueError: When ``batch_size`` is less than 1.
+        ConfigurationError: A publisher without ``publish()`` or an EventBus (wrap it in its
+            publisher class), and for the sync relay an async ``publish()`` it would not await.
 
     Examples:
         ```python
@@ -143,6 +145,7 @@ class AsyncOutboxRelay:
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
+        check_publisher(publisher, AsyncPublisher)
         self.db = db
         self.publisher = publisher
         self.batch_size = batch_size
