@@ -224,6 +224,8 @@ def test_repr_and_str_mask_the_password_wherever_the_url_carries_it(url: str, sh
         "http://:s3cret@cache.example/0",
         "redis://:s3cret@cache.example:notaport/0",
         "redis://:s3cret@cache.example/0?socket_timeout=soon",
+        "redis://:s3cret@cache.example/abc",
+        "rediss://:s3cret@cache.example:6380/0/1",
     ],
 )
 def test_a_bad_url_raises_configuration_error_without_the_password(url: str) -> None:
@@ -231,6 +233,14 @@ def test_a_bad_url_raises_configuration_error_without_the_password(url: str) -> 
         RedisManager(url)
     assert "s3cret" not in str(caught.value)
     assert caught.value.__cause__ is None
+
+
+def test_a_database_path_that_is_no_number_is_refused_not_db_0() -> None:
+    # redis-py ignores such a path: the data went to database 0, silently
+    with pytest.raises(ConfigurationError, match="database number"):
+        RedisConfig.from_env({"DALKIT_REDIS_URL": "redis://127.0.0.1:6379/abc"})
+    assert RedisConfig("redis://127.0.0.1:6379/12/").database == "12"
+    assert RedisConfig("unix:///run/redis.sock?db=3").database == "3"
 
 
 def test_unknown_options_raise_configuration_error() -> None:

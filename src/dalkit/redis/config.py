@@ -10,7 +10,7 @@ import importlib.util
 import os
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import parse_qsl, unquote, unquote_plus, urlsplit, urlunsplit
+from urllib.parse import SplitResult, parse_qsl, unquote, unquote_plus, urlsplit, urlunsplit
 
 from dalkit.config_checks import BOOL, INT, NUMBER, OptionType, check_types, check_wait
 from dalkit.config_env import options_from_env
@@ -66,6 +66,7 @@ class RedisConfig:
             raise ConfigurationError(_malformed()) from None
         if parts.scheme not in _SCHEMES:
             raise ConfigurationError(_malformed())
+        _path_database(parts)  # redis-py ignores a path that is no number: DB 0, silently
         # before any comparison: a str would raise a raw TypeError, a True pass as 1, and a
         # "no" for decode_responses turn it on
         values = {name: getattr(self, name) for name in _OPTION_TYPES}
@@ -135,8 +136,7 @@ class RedisConfig:
         from_query = dict(parse_qsl(parts.query)).get("db")
         if from_query is not None:
             return from_query
-        path = unquote(parts.path).strip("/")
-        return path if parts.scheme != "unix" and path.isdigit() else None
+        return _path_database(parts)
 
     def scrub(self, text: str) -> str:
         """``text`` with the password removed, in both its raw and its URL-encoded forms."""
@@ -175,6 +175,20 @@ class RedisConfig:
         return f"RedisConfig(url={self.safe_url!r}{', ' if shown else ''}{shown})"
 
     __str__ = __repr__
+
+
+def _path_database(parts: SplitResult) -> str | None:
+    """The database number in a redis:// URL's path (None without one); a path that is not one
+    (``redis://host/abc``, ``/0/1``) is a ConfigurationError."""
+    path = unquote(parts.path).strip("/")
+    if parts.scheme == "unix" or not path:
+        return None
+    if not path.isascii() or not path.isdigit():
+        raise ConfigurationError(
+            "the path of a Redis URL is its database number (redis://host:6379/0); "
+            f"{path!r} is not one"
+        )
+    return path
 
 
 def _raw_query(query: str) -> list[tuple[str, str]]:
