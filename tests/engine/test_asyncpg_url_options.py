@@ -36,7 +36,7 @@ async def test_the_configs_own_settings_win_over_the_url_as_with_psycopg(postgre
 @pytest.mark.parametrize(
     "query",
     ["?gssencmode=disable", "?keepalives=1", "?sslmode=sometimes", "?connect_timeout=soon",
-     "?options=-Xfoo"],
+     "?options=-Xfoo", "?sslpassword=s3cretPW"],
 )  # fmt: skip
 def test_an_option_asyncpg_cannot_take_is_refused_up_front(query: str) -> None:
     key = query[1:].partition("=")[0]

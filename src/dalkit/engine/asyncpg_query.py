@@ -9,6 +9,7 @@ to ``asyncpg.connect()`` as keyword arguments, which raised a raw TypeError at t
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy.engine import URL
@@ -66,11 +67,15 @@ def _server_settings(options: str) -> dict[str, str]:
     return settings
 
 
-def asyncpg_connect_args(url: URL) -> tuple[URL, dict[str, Any]]:
+def asyncpg_connect_args(
+    url: URL, connect_args: Mapping[str, Any] | None = None
+) -> tuple[URL, dict[str, Any]]:
     """Split libpq's query options off an asyncpg URL, as asyncpg's connect arguments.
 
     Args:
         url: A ``postgresql+asyncpg`` URL.
+        connect_args: The config's connect arguments, where the URL's secrets were moved
+            (``sslpassword``, which asyncpg has no argument for, is refused there).
 
     Returns:
         The URL without them, and the connect arguments they mean: ``sslmode`` as ``ssl``,
@@ -81,6 +86,11 @@ def asyncpg_connect_args(url: URL) -> tuple[URL, dict[str, Any]]:
         ConfigurationError: An option asyncpg has no spelling for (``gssencmode``,
             ``keepalives``...) or a malformed value; the error names the option only.
     """
+    if connect_args and "sslpassword" in connect_args:  # (its value is never shown)
+        raise ConfigurationError(
+            "the URL option 'sslpassword' is not supported by asyncpg (AsyncDatabase's "
+            "PostgreSQL driver); pass an ssl.SSLContext as connect_args={'ssl': ...}"
+        )
     args: dict[str, Any] = {}
     settings: dict[str, str] = {}
     taken = []

@@ -332,7 +332,7 @@ def build_async_engine(config: DatabaseConfig) -> tuple[AsyncEngine, PoolMetrics
     url = resolve_url(config, is_async=True)
     url_args: dict[str, Any] = {}
     if url.get_driver_name() == "asyncpg":  # libpq's query options, in asyncpg's spelling
-        url, url_args = asyncpg_connect_args(url)
+        url, url_args = asyncpg_connect_args(url, config.connect_args)
     metrics = PoolMetrics(config.leak_threshold_s)
     # imported here: sqlalchemy.ext.asyncio needs greenlet, which only the async extras bring
     from sqlalchemy.ext.asyncio import create_async_engine
