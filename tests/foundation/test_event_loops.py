@@ -147,12 +147,12 @@ def test_an_in_memory_sqlite_database_keeps_its_data_across_loops() -> None:
     db = AsyncDatabase("sqlite+aiosqlite://")
 
     async def create() -> None:
-        await db.sql("CREATE TABLE notes (body TEXT)")
-        await db.sql("INSERT INTO notes VALUES ('kept')")
+        await db.sql("CREATE TABLE loop_notes (body TEXT)")
+        await db.sql("INSERT INTO loop_notes VALUES ('kept')")
         await _three_transactions(db)  # the pool's queue waits on this loop
 
     asyncio.run(create())
-    assert asyncio.run(db.sql("SELECT body FROM notes")) == [{"body": "kept"}]
+    assert asyncio.run(db.sql("SELECT body FROM loop_notes")) == [{"body": "kept"}]
     assert asyncio.run(_three_transactions(db)) == [1, 1, 1]
     asyncio.run(db.dispose())
 

@@ -24,6 +24,8 @@ from sqlalchemy.orm import ORMExecuteState, Session
 from sqlalchemy.util import greenlet_spawn
 
 from dalkit.integrations.errors import ResponseStartedError
+from dalkit.query.plain_entities import PLAIN_WATCH, select_neutral
+from dalkit.query.plain_inserts import flush_neutral
 
 __all__ = ["install", "settle", "settle_sync", "watch"]
 
@@ -48,7 +50,9 @@ def watch(session: Session | AsyncSession) -> None:
         session.sync_session.info[_BUSY] = weakref.WeakSet()
     else:
         session.info[_BUSY] = None  # threads: nothing to note
-    getattr(session, "sync_session", session).info[_STREAMED] = []
+    info = getattr(session, "sync_session", session).info
+    info[_STREAMED] = []
+    info[PLAIN_WATCH] = _check
 
 
 def settle_sync(session: Session) -> None:
@@ -132,6 +136,7 @@ def _refusal() -> ResponseStartedError:
     )
 
 
+@select_neutral
 def _on_execute(state: ORMExecuteState) -> Result[Any] | None:
     _check(state.session)
     streamed = state.session.info.get(_STREAMED)
@@ -146,6 +151,11 @@ def _on_execute(state: ORMExecuteState) -> Result[Any] | None:
     return result
 
 
+# neutral for dalkit's plain reads and inserts (dalkit.query.plain_entities, plain_inserts), which
+# run neither: they call _check through PLAIN_WATCH instead, set on the request's session by
+# watch(). Not neutral, these listeners sent every read and insert of the process the ORM's way
+# once the web integration had served one request
+@flush_neutral
 def _on_flush(session: Session, flush_context: Any, instances: Any) -> None:
     _check(session)
 

@@ -42,13 +42,21 @@ from sqlalchemy.orm.loading import _new_runid as new_runid
 from sqlalchemy.orm.util import LoaderCriteriaOption
 
 __all__ = [
+    "PLAIN_WATCH",
     "all_neutral",
     "load_plain",
     "maps_one_table",
     "persistent_entities",
     "propagated_options",
     "select_neutral",
+    "watch_plain",
 ]
+
+#: In a session's ``info``: a function called with the session just before each plain read or
+#: plain insert, which run no ORM event. A listener that follows every operation of some
+#: sessions (the web integration's, which refuses a request's session once its transaction
+#: ends) sets it on them, and declares itself neutral.
+PLAIN_WATCH = "dalkit.plain_watch"
 
 # relationship loaders that set nothing on an entity as it is loaded
 _LAZY = frozenset({"select", True, "raise", "raise_on_sql", "write_only", "dynamic"})
@@ -114,6 +122,7 @@ def load_plain(
     plan = _plan_of(statement)
     if plan is None or not _session_allows(session, plan.mapper):
         return None
+    watch_plain(session)
     connection = session.connection(bind_arguments={"mapper": plan.mapper, "clause": statement})
     result = connection.execute(statement, params)
     values_of = result._tuple_getter(plan.columns)
@@ -218,6 +227,18 @@ def _fill_unloaded(state: Any, keys: tuple[str, ...], values: tuple[Any, ...]) -
         if key in unloaded:
             loaded[key] = value
     state._commit(loaded, unloaded)
+
+
+def watch_plain(session: Session) -> None:
+    """Tell the session's `PLAIN_WATCH` function, if it has one, of a plain operation about
+    to run (in the greenlet that runs it).
+
+    Args:
+        session: The (sync) session.
+    """
+    watch = session.info.get(PLAIN_WATCH)
+    if watch is not None:
+        watch(session)
 
 
 def _session_allows(session: Session, mapper: Mapper[Any]) -> bool:

@@ -45,7 +45,7 @@ from sqlalchemy.orm.attributes import instance_state
 from sqlalchemy.orm.unitofwork import UOWTransaction
 from sqlalchemy.util import greenlet_spawn, safe_reraise
 
-from dalkit.query.plain_entities import all_neutral, maps_one_table
+from dalkit.query.plain_entities import all_neutral, maps_one_table, watch_plain
 
 __all__ = ["add_and_flush", "flush_neutral"]
 
@@ -111,6 +111,7 @@ def _add_and_flush(session: Session, entities: Sequence[Any]) -> None:
     if mapper is None or len(session._new) != len(entities) or session.identity_map._modified:
         session.flush()
     else:
+        watch_plain(session)
         _insert(session, mapper, [instance_state(entity) for entity in entities])
 
 
