@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 import dalkit.audit
 import dalkit.audit.records
 import dalkit.audit.statements
-from dalkit import Database, UnitOfWork, audit
+from dalkit import Database, Repository, UnitOfWork, audit
 from dalkit.audit import AuditEntry, UnauditedWriteError
 from dalkit.tables import audit_log
 from dalkit.testing import count_queries
@@ -316,3 +316,23 @@ def test_a_statement_over_many_rows_reads_its_before_image_in_chunks(
     unbounded = [s for s in reads if "LIMIT" not in s.upper() and " IN " not in s.upper()]
     assert unbounded == []  # no read of every row at once
     assert log_size(database) == 50
+
+
+class Counters(Repository[Counter]):
+    pass
+
+
+def test_a_bulk_insert_coerced_after_its_first_chunks_were_copied_logs_each_row_once(
+    database: Database,
+) -> None:
+    # through psycopg the types are checked as the COPY ends, and a load with a value to coerce
+    # is redone: what its first attempt wrote and logged must be gone
+    rows: list[dict[str, Any]] = [{"id": n, "n": n} for n in range(1, 6)]
+    rows[-1]["n"] = "5"  # coerced to 5, as add() would
+    with UnitOfWork(database, actor="loader") as uow:
+        assert Counters(uow.session).bulk_insert(rows, chunk_size=2) == 5
+    assert [actions(database, Counter, n) for n in range(1, 6)] == [["create"]] * 5
+    assert log_size(database) == 5
+    with database.session() as session:
+        stored = session.execute(sa.select(Counter.id, Counter.n).order_by(Counter.id)).all()
+    assert [tuple(row) for row in stored] == [(n, n) for n in range(1, 6)]

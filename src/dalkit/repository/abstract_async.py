@@ -16,7 +16,7 @@ from dalkit.query.specs import Group, Spec
 from dalkit.repository.base import ModelT
 from dalkit.repository.copy import DEFAULT_CHUNK_SIZE, check_chunk_size
 from dalkit.repository.reads_async import IN_CHUNK, AsyncRepositoryReads
-from dalkit.repository.values import coerce_entity, coerce_rows
+from dalkit.repository.values import coerce_entity
 from dalkit.repository.writes import Upsert, check_rows, check_upsert, check_values
 
 Changes = builtins.list[tuple[ModelT, dict[str, Any]]]
@@ -256,7 +256,6 @@ class AsyncAbstractRepository(AsyncRepositoryReads[ModelT], abc.ABC):
         if chunk_size is None:
             chunk_size = DEFAULT_CHUNK_SIZE if progress else max(1, len(originals))
         size = check_chunk_size(chunk_size)
-        originals = coerce_rows(self._q.info, originals)  # as add() coerces
         return await self._bulk_insert(originals, size, progress) if originals else 0
 
     async def bulk_update(
@@ -332,7 +331,9 @@ class AsyncAbstractRepository(AsyncRepositoryReads[ModelT], abc.ABC):
     ) -> int: ...
 
     @abc.abstractmethod
-    async def _bulk_insert(self, rows: Sequence[Any], chunk_size: int, progress: bool) -> int: ...
+    async def _bulk_insert(self, rows: Sequence[Any], chunk_size: int, progress: bool) -> int:
+        """Write the caller's ``rows``, each value coerced as add() coerces it (see
+        `dalkit.repository.values`); the number written."""
 
     @abc.abstractmethod
     async def _bulk_update(self, rows: Sequence[Any], chunk_size: int, progress: bool) -> int: ...

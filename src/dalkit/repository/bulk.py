@@ -39,7 +39,8 @@ from dalkit.repository.copy import (
 )
 from dalkit.repository.copy_driver import copy_rows
 from dalkit.repository.numerics import converting_float_numerics, zoning_datetimes
-from dalkit.repository.streamed import StreamedTuples
+from dalkit.repository.streamed import StreamedTuples, ValuesToCoerce
+from dalkit.repository.values import coerce_rows
 
 
 class BulkOperations(AbstractRepository[ModelT]):
@@ -54,6 +55,19 @@ class BulkOperations(AbstractRepository[ModelT]):
     _dialect: Dialect
 
     def _bulk_insert(self, originals: Sequence[Any], chunk_size: int, progress: bool) -> int:
+        if self._dialect.driver == "psycopg":
+            # the values' types are checked while the server works through the COPY (see
+            # StreamedTuples.check); only a load with a value of another type is redone coerced
+            try:
+                return self._load(originals, chunk_size, progress, typed=False)
+            except ValuesToCoerce:
+                pass
+        rows = coerce_rows(self._q.info, originals)  # as add() coerces
+        return self._load(rows, chunk_size, progress, typed=True)
+
+    def _load(
+        self, originals: Sequence[Any], chunk_size: int, progress: bool, *, typed: bool
+    ) -> int:
         # tenant-scoped rows get the current tenant; audited rows are recorded chunk by chunk
         originals = stamp_rows(self._q.info.model, originals)
         originals = self._numbered(originals)
@@ -62,7 +76,7 @@ class BulkOperations(AbstractRepository[ModelT]):
         tuples: Sequence[tuple[Any, ...]]
         if self._dialect.driver == "psycopg":  # built while COPY reads them: see streamed.py
             plan = converting_float_numerics(plan, originals)
-            tuples = StreamedTuples(plan, originals)
+            tuples = StreamedTuples(plan, originals, typed=typed)
         else:
             originals, tuples = plan.tuples(originals, check_ranges=self._checks_ranges())
         self.session.flush()
@@ -235,9 +249,13 @@ class BulkOperations(AbstractRepository[ModelT]):
             copy_rows(connection, plan, part, oids)
             return len(part)
         try:
-            copy_rows(connection, plan, part, oids, check=part.check_ranges)
-        except (KeyError, TypeError):
-            part.check_shapes()  # names a row without the fields of row 0, if that was it
+            copy_rows(connection, plan, part, oids, check=part.check)
+        except ValuesToCoerce:
+            raise
+        except Exception as exc:
+            part.check_types()  # a value of another type may be what the driver refused
+            if isinstance(exc, (KeyError, TypeError)):
+                part.check_shapes()  # names a row without the fields of row 0, if that was it
             raise
         return len(part)
 

@@ -10,6 +10,9 @@ has more places than the column's scale (SQLite rounded 1.005 to 1.00, PostgreSQ
 any other goes through the coercion
 of `dalkit.query.inputs.write_value`: coerced (``"5"`` to 5, ``"red"`` to ``Color.red``) or
 refused with InvalidQueryError (add) or BulkLoadError naming the row (bulk_insert).
+Through psycopg, bulk_insert() runs that pass while the server works through its COPY, and
+redoes the load with the rows coerced only when a value is of another type
+(`dalkit.repository.streamed`).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import decimal
 import functools
 import operator
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -31,7 +34,7 @@ from dalkit.query.fields import FieldInfo, ModelInfo
 from dalkit.query.inputs import write_value
 from dalkit.repository.copy import row_error
 
-__all__ = ["coerce_entity", "coerce_rows"]
+__all__ = ["coerce_entity", "coerce_rows", "of_own_types"]
 
 #: the types each kind of column takes as they are (a datetime's zone is the engine's concern)
 _OWN_TYPES: dict[str, frozenset[type[Any]]] = {
@@ -80,9 +83,43 @@ def coerce_rows(info: ModelInfo, rows: Sequence[Any]) -> Sequence[Any]:
     Returns:
         The rows to load.
     """
-    if not rows or not isinstance(rows[0], Mapping):
-        return rows
     coerced: list[Any] | None = None
+    for name, field, own in _columns_to_coerce(info, rows):
+        if coerced is None:
+            coerced = list(rows)
+        for index, row in enumerate(coerced):
+            value = row[name]
+            if type(value) in own:
+                continue
+            try:
+                coerced[index] = {**row, name: write_value(field, value)}
+            except InvalidQueryError as exc:
+                raise row_error(index, rows[index], exc) from None
+    return rows if coerced is None else coerced
+
+
+def of_own_types(info: ModelInfo, rows: Sequence[Any]) -> bool:
+    """Whether every value of ``rows`` is of its column's own type: `coerce_rows()` would
+    return them as they are.
+
+    Args:
+        info: The rows' model.
+        rows: The caller's rows (one of another shape counts as of its own types: the load
+            refuses it by name).
+
+    Returns:
+        True when there is nothing to coerce.
+    """
+    return next(_columns_to_coerce(info, rows), None) is None
+
+
+def _columns_to_coerce(
+    info: ModelInfo, rows: Sequence[Any]
+) -> Iterator[tuple[str, FieldInfo, frozenset[type[Any]]]]:
+    """The name, field and own types of each column of ``rows`` with a value of another type,
+    in row 0's order; none once a row turns out to have another shape."""
+    if not rows or not isinstance(rows[0], Mapping):
+        return
     for name in rows[0]:
         field = info.fields.get(name)
         if field is None:
@@ -95,22 +132,12 @@ def coerce_rows(info: ModelInfo, rows: Sequence[Any]) -> Sequence[Any]:
             # bench/peers' six columns where a list first took 45-61 (/work/prof19/variants.py)
             kinds = set(map(type, map(column, rows)))
         except (KeyError, TypeError):
-            return rows  # refused by name by the load
+            return  # refused by name by the load
         if kinds <= own or (
             kinds <= own | {decimal.Decimal} and _decimals_fit(field, map(column, rows))
         ):
             continue
-        if coerced is None:
-            coerced = list(rows)
-        for index, row in enumerate(coerced):
-            value = row[name]
-            if type(value) in own:
-                continue
-            try:
-                coerced[index] = {**row, name: write_value(field, value)}
-            except InvalidQueryError as exc:
-                raise row_error(index, rows[index], exc) from None
-    return rows if coerced is None else coerced
+        yield name, field, own
 
 
 def _own_types(field: FieldInfo) -> frozenset[type[Any]] | None:
