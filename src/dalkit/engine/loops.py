@@ -13,68 +13,42 @@ are closed on their loop as it shuts down (``shutdown_asyncgens()``: ``asyncio.r
 from __future__ import annotations
 
 import contextlib
-import logging
 import threading
 from asyncio import AbstractEventLoop
 from asyncio import _get_running_loop as running_loop  # None outside a loop, never raises
-from collections.abc import AsyncGenerator
 from typing import Any
 
 from sqlalchemy.pool import AsyncAdaptedQueuePool
 from sqlalchemy.util import greenlet_spawn
 from sqlalchemy.util import queue as sqla_queue  # the pool's queue, as sqlalchemy.pool uses it
 
+from dalkit.engine.loop_end import LoopEnd
 from dalkit.errors import EventLoopError
 
 __all__ = ["LOOP_BOUND_DRIVERS", "pool_for_running_loop", "running_loop", "settle_before_dispose"]
-
-log = logging.getLogger("dalkit.pool")
 
 #: drivers whose connections can only be closed on the loop that opened them (its futures)
 LOOP_BOUND_DRIVERS = frozenset({"asyncpg"})
 
 # the slow path only (a pool's first checkout on a loop): two threads' loops meeting one pool
 _lock = threading.Lock()
-# pools whose loop has not shut down yet, each with what closes it then: what keeps a pool
-# let go of by its engine (swapped for another loop's) alive until its loop can close it
-_closers: set[_LoopEnd] = set()
+# the closers of the pools whose loop has not shut down yet: what keeps a pool let go of by its
+# engine (swapped for another loop's) alive until its loop can close it
+_closers: set[LoopEnd[Any]] = set()
 
 
-class _LoopEnd:
-    """Closes a pool's idle connections on the pool's loop as that loop shuts down: an async
-    generator the loop knows of (asyncio keeps them to close at ``shutdown_asyncgens()``)."""
+async def _dispose_at_loop_end(pool: Any) -> None:
+    _closers.discard(pool._dalkit_closer)
+    pool._dalkit_closer = None
+    await greenlet_spawn(pool.dispose)
 
-    __slots__ = ("generator", "loop", "pool")
 
-    def __init__(self, pool: Any, loop: AbstractEventLoop) -> None:
-        self.pool: Any = pool
-        self.loop = loop
-        self.generator = self._at_loop_end()
-        # the first step registers the generator with the running loop and stops at its yield;
-        # nothing in it awaits, so it runs here, without a task
-        with contextlib.suppress(StopIteration):
-            self.generator.__anext__().send(None)
-
-    async def _at_loop_end(self) -> AsyncGenerator[None, None]:
-        try:
-            yield
-        finally:
-            pool, self.pool = self.pool, None
-            _closers.discard(self)
-            if pool is not None:
-                pool._dalkit_closer = None
-                try:
-                    await greenlet_spawn(pool.dispose)
-                except Exception:  # the loop is shutting down: nobody to tell but the log
-                    log.debug("could not close a pool as its loop shut down", exc_info=True)
-
-    def end(self) -> None:
-        """Forget the pool (disposed, or its loop closed) and finish the generator without the
-        loop, so that its collection schedules nothing on the loop."""
-        self.pool = None
-        _closers.discard(self)
-        with contextlib.suppress(StopIteration, RuntimeError):
-            self.generator.aclose().send(None)
+def _drop_closer(pool: Any) -> None:
+    """Forget ``pool``'s closer, if it has one: the pool is disposed, or let go of."""
+    closer, pool._dalkit_closer = pool._dalkit_closer, None
+    if closer is not None:
+        _closers.discard(closer)
+        closer.end()
 
 
 def pool_for_running_loop(pool: Any) -> Any:
@@ -142,11 +116,8 @@ def settle_before_dispose(pool: Any) -> bool:
     loop = running_loop()
     _close_left_behind(pool, loop)
     owner = pool._dalkit_loop
-    closer = pool._dalkit_closer
     if owner is None or owner is loop:
-        pool._dalkit_closer = None
-        if closer is not None:
-            closer.end()
+        _drop_closer(pool)
         return True
     _check_not_running(owner)
     with _lock:
@@ -162,12 +133,11 @@ def _close_left_behind(pool: Any, loop: AbstractEventLoop | None) -> None:
     if loop is None or engine is None:
         return
     for closer in list(_closers):
-        left = closer.pool
+        left = closer.value
         if closer.loop is not loop or left is None or left is pool:
             continue
         if left._dalkit_engine() is engine:
-            left._dalkit_closer = None
-            closer.end()
+            _drop_closer(left)
             AsyncAdaptedQueuePool.dispose(left)  # its own loop: closed as usual
 
 
@@ -186,10 +156,11 @@ def _adopt(pool: Any, loop: AbstractEventLoop) -> None:
     # an in-memory database would be lost; a loop past shutdown_asyncgens() runs no closer
     if pool._dalkit_keeps_connections or getattr(loop, "_asyncgens_shutdown_called", False):
         return
-    closer = _LoopEnd(pool, loop)
+    closer = LoopEnd(pool, _dispose_at_loop_end)
     pool._dalkit_closer = closer
     _closers.add(closer)
-    for stale in [c for c in list(_closers) if c.loop.is_closed()]:  # closed without a shutdown
+    for stale in [c for c in _closers if c.loop.is_closed()]:  # closed without a shutdown
+        _closers.discard(stale)
         stale.end()
 
 
@@ -201,12 +172,9 @@ def _let_go(pool: Any, owner: AbstractEventLoop) -> list[Any]:
     Returns:
         The connection records to close.
     """
-    closer = pool._dalkit_closer
     if not owner.is_closed():
         return []
-    pool._dalkit_closer = None
-    if closer is not None:
-        closer.end()
+    _drop_closer(pool)
     records = _idle_records(pool)
     if pool._dialect.driver not in LOOP_BOUND_DRIVERS:
         return records  # psycopg's and aiosqlite's belong to no loop

@@ -1,5 +1,6 @@
 """Values that belong to an event loop (redis-py's asyncio connections do): one per running loop,
-closed as that loop shuts down; and their sync twin, one value for the object's whole life.
+closed as that loop shuts down (`dalkit.engine.loop_end`); and their sync twin, one value for
+the object's whole life.
 
 The async sources that hold such a value (``AsyncRedisManager`` through `AsyncClients`,
 ``AsyncRedisBackend``) name `PerLoop`; their generated sync twins name `Once` in its place.
@@ -8,8 +9,10 @@ The async sources that hold such a value (``AsyncRedisManager`` through `AsyncCl
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
+
+from dalkit.engine.loop_end import LoopEnd
 
 __all__ = ["Once", "PerLoop"]
 
@@ -33,7 +36,7 @@ class PerLoop(Generic[T]):
         self._close = close
         self._value = build()
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop the value serves
-        self._closer: object = None  # closes the value as that loop shuts down
+        self._closer: LoopEnd[T] | None = None  # closes the value as that loop shuts down
 
     def current(self) -> T:
         """The value of the running loop.
@@ -49,7 +52,7 @@ class PerLoop(Generic[T]):
             if self._loop is not None:  # the old loop's connections cannot serve this one
                 self._value = self._build()
             self._loop = loop
-            self._closer = _close_at_loop_end(self._close, self._value)
+            self._closer = LoopEnd(self._value, self._close)
         return self._value
 
 
@@ -71,17 +74,3 @@ class Once(Generic[T]):
             The value built at the start.
         """
         return self._value
-
-
-def _close_at_loop_end(close: Callable[[T], Awaitable[object]], value: T) -> object:
-    # the running loop keeps its async generators (weakly, so the caller keeps this one) and
-    # closes them as it shuts down: this one's finally closes the value then
-    async def closer() -> AsyncGenerator[None, None]:
-        try:
-            yield
-        finally:
-            await close(value)
-
-    generator = closer()
-    # registered with the loop now; the task runs it to its yield
-    return generator, asyncio.ensure_future(generator.__anext__())
