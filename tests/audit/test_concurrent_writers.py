@@ -2,7 +2,8 @@
 PostgreSQL under READ COMMITTED: each audit entry holds the change of its own statement only.
 The second statement's before-image is read once the first transaction has committed (it is a
 locking read), not before, when the statement would then write on top of the other's change and
-its entry claim that change too."""
+its entry claim that change too. A row that another transaction makes match a statement's WHERE
+after its before-image was read is left alone by the statement, not written unrecorded."""
 
 from __future__ import annotations
 
@@ -10,13 +11,17 @@ import asyncio
 import contextvars
 import threading
 import time
+import typing
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy import event
 
 from dalkit import AsyncDatabase, AsyncUnitOfWork, Database, UnitOfWork, audit
 
-from .models import Gadget
+from .models import Counter, Gadget
 
 # pg_stat_activity is read once per transaction unless its snapshot is cleared first
 FRESH_ACTIVITY = "SELECT pg_stat_clear_snapshot()"
@@ -100,3 +105,88 @@ async def test_an_update_statement_records_its_own_change_not_a_concurrent_trans
         "restocker": {"sku": {"old": "s", "new": "s2"}},
         "renamer": {"name": {"old": "a", "new": "z"}},
     }
+
+
+# the audited statements, each over the counters whose n is 0
+COUNTERS = typing.cast("sa.Table", Counter.__table__)
+STATEMENTS: dict[str, Callable[[], Any]] = {
+    "core": lambda: sa.update(COUNTERS).where(COUNTERS.c.n == 0).values(n=1),
+    "orm": lambda: sa.update(Counter).where(Counter.n == 0).values(n=1),
+    "delete": lambda: sa.delete(Counter).where(Counter.n == 0),
+}
+
+
+def make_a_row_match_before_the_statement(engine: sa.Engine, interlope: object) -> None:
+    """Run ``interlope`` (which commits counter 2's n = 0 in another transaction) once, between
+    the before-image's read and the statement the audit records."""
+
+    done = threading.Event()
+
+    def before(conn: object, cursor: object, statement: str, *args: object) -> None:
+        written = statement.lstrip().upper()
+        audited = written.startswith(("UPDATE AUDIT_COUNTERS", "DELETE FROM AUDIT_COUNTERS"))
+        if audited and not done.is_set():
+            done.set()  # the other transaction's own statement comes here too
+            other = threading.Thread(target=interlope)  # type: ignore[arg-type]
+            other.start()
+            other.join(timeout=30)
+
+    event.listen(engine, "before_cursor_execute", before)
+
+
+def counters_and_writers(db: Database) -> tuple[list[tuple[int, int]], dict[int, list[str]]]:
+    """The counters left, and the actors the log names for each one."""
+    with db.session() as session:
+        left = session.execute(sa.select(Counter.id, Counter.n).order_by(Counter.id)).all()
+        actors = {i: [e.actor_id or "" for e in audit.history(session, Counter, i)] for i in (1, 2)}
+    return [tuple(r) for r in left], actors  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("kind", list(STATEMENTS))
+def test_a_row_that_newly_matches_a_statement_is_not_written_unrecorded(
+    database: Database, kind: str
+) -> None:
+    if database.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has one writer at a time")
+    with UnitOfWork(database, actor="setup") as uow:
+        uow.session.add_all([Counter(id=1, n=0), Counter(id=2, n=5)])
+
+    def interlope() -> None:
+        with UnitOfWork(database, actor="other") as uow:
+            uow.session.execute(sa.update(Counter).where(Counter.id == 2).values(n=0))
+
+    make_a_row_match_before_the_statement(database.engine, interlope)
+    with UnitOfWork(database, actor="me") as uow:
+        written = uow.session.execute(STATEMENTS[kind]())
+    assert written.rowcount == 1  # type: ignore[attr-defined]
+    left, actors = counters_and_writers(database)
+    # counter 2 matched only after the before-image was read: the statement leaves it alone
+    assert left == ([(2, 0)] if kind == "delete" else [(1, 1), (2, 0)])
+    assert actors == {1: ["setup", "me"], 2: ["setup", "other"]}
+
+
+@pytest.mark.parametrize("kind", list(STATEMENTS))
+async def test_a_row_that_newly_matches_a_statement_is_not_written_unrecorded_async(
+    async_database: AsyncDatabase, kind: str
+) -> None:
+    if async_database.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has one writer at a time")
+    async with AsyncUnitOfWork(async_database, actor="setup") as uow:
+        uow.session.add_all([Counter(id=1, n=0), Counter(id=2, n=5)])
+    url = async_database.engine.url.set(drivername="postgresql+psycopg")
+    other = Database(url.render_as_string(hide_password=False))
+    try:
+
+        def interlope() -> None:
+            with UnitOfWork(other, actor="other") as uow:
+                uow.session.execute(sa.update(Counter).where(Counter.id == 2).values(n=0))
+
+        make_a_row_match_before_the_statement(async_database.engine.sync_engine, interlope)
+        async with AsyncUnitOfWork(async_database, actor="me") as uow:
+            written = await uow.session.execute(STATEMENTS[kind]())
+        assert written.rowcount == 1  # type: ignore[attr-defined]
+        left, actors = counters_and_writers(other)
+    finally:
+        other.dispose()
+    assert left == ([(2, 0)] if kind == "delete" else [(1, 1), (2, 0)])
+    assert actors == {1: ["setup", "me"], 2: ["setup", "other"]}

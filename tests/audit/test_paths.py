@@ -139,6 +139,25 @@ def test_core_insert_update_and_delete_through_a_session_are_recorded(
     assert (trail(database, Author, 8))[-1].changes["name"] == "C"
 
 
+def test_core_statements_run_with_many_parameter_sets_are_recorded(
+    database: Database,
+) -> None:
+    counters = table(Counter)
+    with UnitOfWork(database) as uow:
+        uow.session.add_all([Counter(id=n, n=n) for n in range(1, 5)])
+    by_id = counters.c.id == sa.bindparam("ident")
+    with UnitOfWork(database, actor="many") as uow:
+        changed = sa.update(counters).where(by_id).values(n=sa.bindparam("to"))
+        uow.session.execute(changed, [{"ident": 1, "to": 10}, {"ident": 2, "to": 20}])
+        uow.session.execute(sa.delete(counters).where(by_id), [{"ident": 3}, {"ident": 9}])
+    assert (trail(database, Counter, 1))[-1].changes == {"n": {"old": 1, "new": 10}}
+    assert (trail(database, Counter, 2))[-1].changes == {"n": {"old": 2, "new": 20}}
+    assert actions(database, Counter, 3) == ["create", "delete"]
+    assert actions(database, Counter, 4) == ["create"]
+    left = database.sql("SELECT id, n FROM audit_counters ORDER BY id")
+    assert left == [{"id": 1, "n": 10}, {"id": 2, "n": 20}, {"id": 4, "n": 4}]
+
+
 def test_a_plain_sqlalchemy_session_is_covered_too(database: Database) -> None:
     with Session(database.engine) as session:
         session.execute(sa.insert(table(Author)).values(id=3, email="p@x", name="P"))

@@ -2,13 +2,22 @@
 ORM-enabled or Core (upserts included), of the audited rows a DELETE or an UPDATE reaches
 through foreign keys (`.cascades`), and refusal of raw SQL that writes one. The
 before-image of an UPDATE or DELETE is read in chunks: a large one goes through a temporary
-table on the server, so memory holds one chunk whatever the number of rows."""
+table on the server, so memory holds one chunk whatever the number of rows.
+
+Every row such a statement writes is recorded, and none unrecorded: its before-image is read
+(and locked, `BEFORE_IMAGE_LOCK`) by its WHERE, then the statement runs limited to the primary
+keys that read found (``AND key IN (...)``, or a sub-select of the temporary table). Without
+that limit a row that another transaction made match the WHERE in between, and committed
+(PostgreSQL's READ COMMITTED takes a new snapshot for each statement), was written with no
+entry. It is left alone, as if the statement had run at the read. The ORM bulk UPDATE by primary
+key is not limited (its rows name their keys, and SQLAlchemy takes no further WHERE with them);
+a raw SQL write is refused (`.raw`)."""
 
 from __future__ import annotations
 
 import secrets
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -67,11 +76,11 @@ def _dependents(state: ORMExecuteState, statement: Any, updating: bool) -> Depen
     return dependents
 
 
-def _invoke(state: ORMExecuteState) -> Any:
+def _invoke(state: ORMExecuteState, statement: Any = None) -> Any:
     # what the statement writes is recorded here, so the guard lets it through (.guard); a
     # context rather than an execution option, which an ORM bulk UPDATE by primary key drops
     with recorded():
-        return state.invoke_statement()
+        return state.invoke_statement(statement)
 
 
 # -- INSERT, and INSERT ... ON CONFLICT ------------------------------------------------------
@@ -190,23 +199,53 @@ def _capture_change(
     if state.is_executemany:
         params: list[dict[str, Any]] = state.parameters  # type: ignore[assignment]
         if where is None and state.bind_mapper is not None:
-            # ORM bulk UPDATE by primary key: the rows name the keys
+            # ORM bulk UPDATE by primary key: the rows name the keys (and SQLAlchemy takes no
+            # further WHERE with them)
             keys = [config.key_of(p) for p in params]
             before = rows_by(session, config, config.primary_key, keys, locked=True)
+            result = _invoke(state, statement)
         else:
             before = {}
             for params_of_one in params:
                 before.update(_read(session, config, table, where, params_of_one, None))
-        result = _invoke(state)
+            # an IN list of the keys cannot go with executemany: they go to a temporary table
+            connection = session.connection()
+            image = _image_table(connection, config)
+            if before:
+                connection.execute(image.insert(), list(before.values()))
+            result = _invoke(state, _in_image(statement, config, image))
+            image.drop(connection)
         record_since(session, config, before, deleting=deleting)
         return result
     single = typing.cast("Mapping[str, Any]", state.parameters or {})
     before = _read(session, config, table, where, single, IN_CHUNK + 1)
     if len(before) <= IN_CHUNK:
-        result = _invoke(state)
+        result = _invoke(state, _locked_only(statement, config, before))
         record_since(session, config, before, deleting=deleting)
         return result
     return _capture_large(state, config, table, where, deleting)
+
+
+def _key_of(config: ModelAudit, statement: Any) -> Any:
+    """The primary key of ``config``'s table as one expression (its column, or their tuple), in
+    the terms of ``statement``: an ORM statement's through the mapped attributes, which its
+    ``synchronize_session="evaluate"`` can evaluate in Python."""
+    mapper = statement._propagate_attrs.get("plugin_subject")
+    if mapper is not None:
+        key = [getattr(mapper.class_, name) for name in config.primary_key]
+    else:
+        columns = dict(config.fields)
+        key = [columns[name] for name in config.primary_key]
+    return key[0] if len(key) == 1 else sa.tuple_(*key)
+
+
+def _locked_only(statement: Any, config: ModelAudit, keys: Collection[tuple[Any, ...]]) -> Any:
+    """``statement`` limited to the rows whose before-image was read (and locked) by their
+    primary ``keys``: a row that another transaction made match its WHERE after that read
+    (READ COMMITTED takes a new snapshot for each statement) is left alone, not written
+    unrecorded."""
+    values = [key[0] for key in keys] if len(config.primary_key) == 1 else list(keys)
+    return statement.where(_key_of(config, statement).in_(values))
 
 
 def _sets_primary_key(state: ORMExecuteState, config: ModelAudit, table: sa.Table) -> bool:
@@ -251,18 +290,11 @@ def _capture_large(
     after the statement a chunk at a time, in primary key order."""
     session = state.session
     connection = session.connection()
-    name = f"_dalkit_before_{secrets.token_hex(6)}"
-    options: dict[str, Any] = {"prefixes": ["TEMPORARY"]}
-    if connection.dialect.name == "postgresql":
-        options["postgresql_on_commit"] = "DROP"  # also gone if the transaction fails
-    image = sa.Table(
-        name, sa.MetaData(), *(sa.Column(k, c.type) for k, c in config.fields), **options
-    )
-    image.create(connection)
+    image = _image_table(connection, config)
     copy = image.insert().from_select(list(config.keys), _before_select(config, table, where))
     parameters = dict(typing.cast("Mapping[str, Any]", state.parameters or {}))
     connection.execute(copy, parameters, execution_options=TENANT_CHECKED)
-    result = _invoke(state)
+    result = _invoke(state, _in_image(state.statement, config, image))
     pk = [image.c[k] for k in config.primary_key]
     last: tuple[Any, ...] | None = None
     while True:
@@ -277,3 +309,23 @@ def _capture_large(
         last = config.key_of(chunk[-1])
     image.drop(connection)
     return result
+
+
+def _image_table(connection: sa.Connection, config: ModelAudit) -> sa.Table:
+    """A new temporary table of ``config``'s recorded fields, for a before-image."""
+    name = f"_dalkit_before_{secrets.token_hex(6)}"
+    options: dict[str, Any] = {"prefixes": ["TEMPORARY"]}
+    if connection.dialect.name == "postgresql":
+        options["postgresql_on_commit"] = "DROP"  # also gone if the transaction fails
+    image = sa.Table(
+        name, sa.MetaData(), *(sa.Column(k, c.type) for k, c in config.fields), **options
+    )
+    image.create(connection)
+    return image
+
+
+def _in_image(statement: Any, config: ModelAudit, image: sa.Table) -> Any:
+    """``statement`` limited to the rows of the before-image in ``image``, as `_locked_only`
+    limits it to those of a before-image in memory."""
+    keys = sa.select(*(image.c[k] for k in config.primary_key))
+    return statement.where(_key_of(config, statement).in_(keys))
