@@ -28,6 +28,11 @@ UNSAFE: dict[str, str] = {
     "constraint-missing-not-valid": "op.create_foreign_key('fk_user', 'posts', 'users', "
     "['user_id'], ['id'])",
     "disallowed-unique-constraint": "op.create_unique_constraint('uq_email', 'users', ['email'])",
+    "require-concurrent-reindex": "op.execute('REINDEX INDEX ix_email')",
+    "vacuum-full-or-cluster": "op.execute('VACUUM FULL users')",
+    "setting-tablespace": "op.execute('ALTER TABLE users SET TABLESPACE fast')",
+    "adding-exclusion-constraint": "op.create_exclude_constraint('ex_room', 'bookings', "
+    "('room', '='), ('during', '&&'), using='gist')",
     "setting-not-null": "op.alter_column('users', 'email', nullable=False, "
     "existing_type=sa.String(100))",
     "enum-value-removed": "op.execute(\"ALTER TYPE mood RENAME VALUE 'sad' TO 'blue'\")",
@@ -50,6 +55,11 @@ UNSAFE_SQL: dict[str, str] = {
     "require-concurrent-index-deletion": "DROP INDEX ix_email",
     "constraint-missing-not-valid": "ALTER TABLE posts ADD CONSTRAINT c CHECK (id > 0)",
     "disallowed-unique-constraint": "ALTER TABLE users ADD CONSTRAINT uq UNIQUE (email)",
+    "require-concurrent-reindex": "REINDEX TABLE users",
+    "vacuum-full-or-cluster": "CLUSTER users USING ix_email",
+    "setting-tablespace": "ALTER INDEX ix_email SET TABLESPACE fast",
+    "adding-exclusion-constraint": "ALTER TABLE bookings ADD CONSTRAINT ex EXCLUDE USING gist "
+    "(room WITH =, during WITH &&)",
     "setting-not-null": "ALTER TABLE users ALTER COLUMN email SET NOT NULL",
     "enum-value-removed": "ALTER TYPE mood RENAME VALUE 'sad' TO 'blue'",
     "prefer-bigint-pk": "CREATE TABLE t (id serial PRIMARY KEY)",
@@ -102,6 +112,24 @@ SAFE: dict[str, str] = {
     "a lock timeout changed, not turned off": "op.execute(\"SET lock_timeout = '2s'\")",
     "enum value added": "op.execute(\"ALTER TYPE mood ADD VALUE 'meh'\")",
     "data backfill": 'op.execute("UPDATE users SET nickname = name WHERE nickname IS NULL")',
+    "concurrent reindex, plain vacuum, a table marked for a later CLUSTER": """
+        with op.get_context().autocommit_block():
+            op.execute('REINDEX INDEX CONCURRENTLY ix_users_email')
+            op.execute('REINDEX (VERBOSE, CONCURRENTLY) TABLE users')
+            op.execute('VACUUM (ANALYZE) users')
+        op.execute('ALTER TABLE users CLUSTER ON ix_users_email')
+    """,
+    "an exclusion constraint and a tablespace of a new table": """
+        op.create_table(
+            'bookings',
+            sa.Column('id', sa.BigInteger(), primary_key=True),
+            sa.Column('room', sa.BigInteger()),
+        )
+        op.create_exclude_constraint('ex_room', 'bookings', ('room', '='))
+        op.execute('ALTER TABLE bookings ADD CONSTRAINT ex_id EXCLUDE (id WITH =)')
+        op.execute('ALTER TABLE bookings SET TABLESPACE fast')
+        op.execute('CREATE TABLE slots (id bigint PRIMARY KEY, EXCLUDE USING gist (id WITH =))')
+    """,
     "a primary key from a concurrent index": """
         op.create_index_concurrently('ix_pk_orders', 'orders', ['id'], unique=True)
         op.execute('ALTER TABLE orders ADD CONSTRAINT pk PRIMARY KEY USING INDEX ix_pk_orders')
@@ -164,6 +192,13 @@ MORE_UNSAFE: list[tuple[str, str]] = [
         "adding-volatile-default",
         "op.execute('ALTER TABLE orders ADD COLUMN d int GENERATED ALWAYS AS (qty * 2) STORED')",
     ),
+    # the heavy maintenance commands, in their other spellings
+    ("require-concurrent-reindex", "op.execute('reindex (verbose) index ix_email')"),
+    ("require-concurrent-reindex", "op.execute('REINDEX (CONCURRENTLY false) TABLE users')"),
+    ("vacuum-full-or-cluster", "op.execute('VACUUM (VERBOSE, FULL) users')"),
+    ("vacuum-full-or-cluster", "op.execute('CLUSTER users')"),
+    ("setting-tablespace", "op.execute('ALTER TABLE ALL IN TABLESPACE slow SET TABLESPACE fast')"),
+    ("adding-exclusion-constraint", "op.execute('ALTER TABLE bookings ADD EXCLUDE (room WITH =)')"),
     ("missing-lock-timeout", "op.execute(\"SET lock_timeout = '0s'\")"),
     ("missing-lock-timeout", "op.execute(\"SET LOCAL lock_timeout TO '0ms'\")"),
     ("missing-lock-timeout", "op.execute(\"SET lock_timeout = ' 0.0 min '\")"),

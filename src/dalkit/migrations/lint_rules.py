@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
+from alembic.ddl.postgresql import CreateExcludeConstraintOp
 from alembic.operations import ops
 
 __all__ = ["RULES", "RevisionState", "Rule", "check_operation", "check_sql"]
@@ -75,6 +76,35 @@ RULES: dict[str, Rule] = {
             "require-concurrent-index-deletion",
             "DROP INDEX takes an ACCESS EXCLUSIVE lock on the table",
             "op.drop_index_concurrently(name, table)",
+        ),
+        Rule(
+            "require-concurrent-reindex",
+            "REINDEX without CONCURRENTLY blocks the table's writes, and reads that use an index "
+            "it rebuilds (ACCESS EXCLUSIVE on each index), for the whole rebuild",
+            "REINDEX INDEX (or TABLE) CONCURRENTLY name (PostgreSQL 12+; a .sql revision runs "
+            "it outside the transaction, a Python one inside op.get_context().autocommit_block())",
+        ),
+        Rule(
+            "vacuum-full-or-cluster",
+            "VACUUM FULL and CLUSTER rewrite the whole table under an ACCESS EXCLUSIVE lock, "
+            "blocking its reads and writes for the rewrite (and needing its size again on disk)",
+            "plain VACUUM (it blocks no reads or writes), or pg_repack, which rebuilds or "
+            "reorders the table online, outside the migration",
+        ),
+        Rule(
+            "setting-tablespace",
+            "SET TABLESPACE copies the whole table (or index) under an ACCESS EXCLUSIVE lock, "
+            "blocking its reads and writes for the copy",
+            "pg_repack --tablespace, which moves it online, outside the migration; or create "
+            "new indexes in the tablespace CONCURRENTLY and drop the old ones",
+        ),
+        Rule(
+            "adding-exclusion-constraint",
+            "ADD CONSTRAINT ... EXCLUDE builds its index scanning the whole table under an "
+            "ACCESS EXCLUSIVE lock; it can be neither NOT VALID nor built USING INDEX",
+            "add it when the table is created; on an existing table, where a UNIQUE constraint "
+            "can say the same build that from a concurrent index, else add it in a quiet hour "
+            "under safety_assured",
         ),
         Rule(
             "constraint-missing-not-valid",
@@ -165,6 +195,9 @@ def check_operation(operation: Any, state: RevisionState) -> Iterator[str]:
     elif isinstance(operation, ops.CreateUniqueConstraintOp | ops.CreatePrimaryKeyOp):
         if operation.table_name not in state.new_tables:
             yield "disallowed-unique-constraint"
+    elif isinstance(operation, CreateExcludeConstraintOp):
+        if operation.table_name not in state.new_tables:
+            yield "adding-exclusion-constraint"
     elif isinstance(operation, ops.ExecuteSQLOp):
         sqltext = operation.sqltext
         yield from check_sql(sqltext if isinstance(sqltext, str) else str(sqltext), state)
@@ -248,6 +281,21 @@ _SQL_RULES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
         ("renaming-column", r"\bRENAME\s+COLUMN\b"),
         ("renaming-table", r"\bALTER\s+TABLE\s+(IF\s+EXISTS\s+)?\S+\s+RENAME\s+TO\b"),
         ("dropping-column", r"\bDROP\s+COLUMN\b"),
+        (
+            "require-concurrent-reindex",
+            # REINDEX SYSTEM has no CONCURRENTLY; CONCURRENTLY may be an option: (CONCURRENTLY)
+            r"(^|;)\s*REINDEX\b(?!\s*(\([^)]*\)\s*)?SYSTEM\b)"
+            r"(?![^;]*\bCONCURRENTLY\b(?!\s+(FALSE|OFF|0)\b))",
+        ),
+        (
+            "vacuum-full-or-cluster",
+            r"(^|;)\s*(VACUUM\s+(FULL\b|\([^)]*\bFULL\b(?!\s+(FALSE|OFF|0)\b))|CLUSTER\b)",
+        ),
+        (
+            "setting-tablespace",
+            r"\bALTER\s+(TABLE|INDEX|MATERIALIZED\s+VIEW)\b[^;]*\bSET\s+TABLESPACE\b",
+        ),
+        ("adding-exclusion-constraint", r"\bADD\s+(CONSTRAINT\s+\S+\s+)?EXCLUDE\b"),
         ("require-concurrent-index-deletion", r"\bDROP\s+INDEX\s+(?!CONCURRENTLY)"),
         (
             "disallowed-unique-constraint",
