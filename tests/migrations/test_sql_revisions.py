@@ -89,6 +89,20 @@ def test_an_invalid_leftover_of_a_failed_build_is_dropped_first(
     pg_db.dispose()
 
 
+@pytest.mark.parametrize(
+    "reindex", ["REINDEX TABLE CONCURRENTLY orders", "REINDEX (CONCURRENTLY) TABLE orders"]
+)
+def test_a_concurrent_reindex_runs_outside_the_transaction_in_either_spelling(
+    pg_db: Database, directory: Path, reindex: str
+) -> None:
+    rebuilt = f"-- revision: r1\n-- down_revision: 3f2a9d8e1c44\n{reindex};\n-- down\nSELECT 1;\n"
+    _write(directory, ("3f2a_orders.sql", ORDERS), ("r1_reindex.sql", rebuilt))
+    migrations = Migrations(pg_db, directory)
+    assert migrations.lint() == []
+    assert migrations.upgrade().applied == ["3f2a9d8e1c44", "r1"]
+    pg_db.dispose()
+
+
 def test_escape_strings_keep_their_quotes_and_semicolons(pg_db: Database, directory: Path) -> None:
     notes = (
         "-- revision: e1\n-- down_revision: none\n-- message: notes\n"

@@ -37,9 +37,9 @@ _INVALID_INDEX = sa.text(
 )
 # what PostgreSQL refuses inside a transaction block ("cannot run inside a transaction block")
 _CONCURRENT = re.compile(
-    r"^\s*((CREATE\s+(UNIQUE\s+)?|DROP\s+)INDEX|REINDEX\b[^;]*?)\s+CONCURRENTLY\b",
+    r"^\s*((CREATE\s+(UNIQUE\s+)?|DROP\s+)INDEX\s+|REINDEX\b[^;]*?[\s(,])CONCURRENTLY\b",
     re.IGNORECASE,
-)
+)  # REINDEX's also as an option: REINDEX (CONCURRENTLY) TABLE t
 _IDENTIFIER = r'"(?:[^"]|"")+"|[^\s"(.;]+'
 _CREATED_INDEX = re.compile(
     rf"^\s*CREATE\s+(UNIQUE\s+)?INDEX\s+CONCURRENTLY\s+(IF\s+NOT\s+EXISTS\s+)?(?P<name>{_IDENTIFIER})"
