@@ -133,6 +133,8 @@ def _update(db: Database, model: type[PlainItem] | type[AuditedItem]) -> Any:
 
 
 class _NullPublisher:
+    shares_transaction = False  # the relay's own cost: no savepoint per message
+
     def publish(self, message: OutboxMessage) -> None:
         return None
 

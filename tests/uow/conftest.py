@@ -3,12 +3,14 @@ the test tables and dalkit's own, and an event bus that remembers what it delive
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from sqlalchemy.engine import make_url
 
-from dalkit import AsyncDatabase, Database, DomainEvent, EventBus
+from dalkit import AsyncDatabase, AsyncOutboxRelay, Database, DomainEvent, EventBus, OutboxRelay
 
 from .models import Base
 
@@ -32,6 +34,29 @@ class FailsFirst:
         self.calls += 1
         if self.calls == 1:
             raise ValueError("first delivery fails")
+
+
+class RoundFailures(logging.Handler):
+    """Notes when each failed round of ``relay`` (either kind) was logged, and stops it at the
+    third; listens to dalkit.outbox's log inside its ``with`` block."""
+
+    def __init__(self, relay: OutboxRelay | AsyncOutboxRelay) -> None:
+        super().__init__()
+        self.relay = relay
+        self.times: list[float] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage().startswith("outbox relay round failed"):
+            self.times.append(time.monotonic())
+            if len(self.times) == 3:
+                self.relay.stop()
+
+    def __enter__(self) -> RoundFailures:
+        logging.getLogger("dalkit.outbox").addHandler(self)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        logging.getLogger("dalkit.outbox").removeHandler(self)
 
 
 @pytest.fixture

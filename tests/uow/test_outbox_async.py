@@ -29,7 +29,7 @@ from dalkit.outbox.messages import RelayBackoff
 from dalkit.outbox.publishers import AsyncRedisStreamPublisher
 from dalkit.tables import outbox
 
-from .conftest import FailsFirst, RecordingBus
+from .conftest import FailsFirst, RecordingBus, RoundFailures
 from .models import Account, AccountCredited, Note, NoteTagged, Unregistered, User, UserRegistered
 
 NO_WAIT = RelayBackoff(base_delay=0.0, max_delay=0.0)
@@ -302,3 +302,54 @@ async def test_a_publish_error_with_a_nul_or_a_lone_surrogate_is_recorded_and_ba
     again = await relay.run_once()  # backed off: nothing is due, nothing goes out twice
     assert (again.published, again.failed) == (0, 0)
     assert len(broker.sent) == 1
+
+
+class NotingBroker:
+    """A publisher that writes a note of each message through the relay's database, declaring
+    nothing: its ``db.transaction()`` joins the relay's. A note already there fails the write."""
+
+    def __init__(self, db: AsyncDatabase) -> None:
+        self.db = db
+        self.calls: list[int] = []
+
+    async def publish(self, message: OutboxMessage) -> None:
+        self.calls.append(message.payload["amount"])
+        async with self.db.transaction() as session:
+            session.add(Note(id=message.payload["amount"], text="sent"))
+
+
+async def test_a_publisher_writing_through_the_relays_database_fails_only_its_own_message(
+    async_database: AsyncDatabase,
+) -> None:
+    await async_database.sql("INSERT INTO uow_notes (id, text) VALUES (2, 'there')")
+    for account in (1, 2, 3):
+        await credit(async_database, account, account)
+    broker = NotingBroker(async_database)
+    relay = AsyncOutboxRelay(async_database, broker, backoff=RelayBackoff(base_delay=60.0))
+    # the duplicate note of message 2 neither aborts the round (PostgreSQL) nor stays written
+    first = await relay.run_once()
+    assert (first.published, first.failed) == (2, 1)
+    again = await relay.run_once()  # backed off: nothing goes out twice
+    assert (again.published, again.failed) == (0, 0)
+    assert broker.calls == [1, 2, 3]
+    notes = await async_database.sql("SELECT id, text FROM uow_notes ORDER BY id")
+    assert notes == [
+        {"id": 1, "text": "sent"},
+        {"id": 2, "text": "there"},
+        {"id": 3, "text": "sent"},
+    ]
+    status = await relay.status()
+    assert (status.pending, status.failing, status.sent) == (1, 1, 2)
+
+
+async def test_rounds_that_fail_one_after_another_are_backed_off(
+    async_database: AsyncDatabase,
+) -> None:
+    await async_database.sql("DROP TABLE dalkit_outbox")  # every round fails
+    backoff = RelayBackoff(base_delay=0.2, max_delay=10.0, jitter=0.0)
+    relay = AsyncOutboxRelay(async_database, ListPublisher(), poll_interval=0.01, backoff=backoff)
+    with RoundFailures(relay) as failures:
+        await relay.run_forever()
+    first, second, third = failures.times
+    # 0.2 s, then 0.4 s: not every poll_interval
+    assert (second - first, third - second) >= (0.19, 0.39)

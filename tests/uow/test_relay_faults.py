@@ -1,7 +1,9 @@
 """The relay's ``run_forever`` outlives a COMMIT whose outcome is unknown (its connection ended
 during it): the message was published, may or may not be marked sent, and the next round reads
-which and publishes again what is still pending (at least once). PostgreSQL, whose backend a
-second connection ends; sync and async."""
+which and publishes again what is still pending (at least once). It outlives as well a
+connection ended while a message's savepoint is released (a publisher that shares the round's
+transaction): the round fails with the lost connection and is tried again. PostgreSQL, whose
+backend a second connection ends; sync and async."""
 
 from __future__ import annotations
 
@@ -32,8 +34,10 @@ pytestmark = pytest.mark.postgres
 
 
 class Sent:
-    def __init__(self) -> None:
+    def __init__(self, shares_transaction: bool) -> None:
         self.event_ids: list[str] = []
+        # True: each publish in a savepoint, whose release is the first commit ended below
+        self.shares_transaction = shares_transaction
 
     def publish(self, message: OutboxMessage) -> None:
         self.event_ids.append(message.event_id)
@@ -75,13 +79,19 @@ def _pending(db: Database) -> int:
     return int(found or 0)
 
 
-def test_run_forever_outlives_a_commit_whose_outcome_is_unknown(database: Database) -> None:
+SHARING = pytest.mark.parametrize("shares", [False, True], ids=["commit", "savepoint"])
+
+
+@SHARING
+def test_run_forever_outlives_a_commit_whose_outcome_is_unknown(
+    database: Database, shares: bool
+) -> None:
     if database.engine.dialect.name != "postgresql":
         pytest.skip("a backend is ended from another connection on PostgreSQL")
     event = AccountCredited(account_id=1, amount=10)
     with UnitOfWork(database, outbox=True) as uow:
         uow.publish(event, aggregate=("Account", 1))
-    sent = Sent()
+    sent = Sent(shares)
     relay = OutboxRelay(database, sent, poll_interval=0.05)
     failed: list[BaseException] = []
 
@@ -106,15 +116,16 @@ def test_run_forever_outlives_a_commit_whose_outcome_is_unknown(database: Databa
     assert set(sent.event_ids) == {event.event_id}
 
 
+@SHARING
 async def test_async_run_forever_outlives_a_commit_whose_outcome_is_unknown(
-    async_database: AsyncDatabase,
+    async_database: AsyncDatabase, shares: bool
 ) -> None:
     if async_database.engine.dialect.name != "postgresql":
         pytest.skip("a backend is ended from another connection on PostgreSQL")
     event = AccountCredited(account_id=1, amount=10)
     async with AsyncUnitOfWork(async_database, outbox=True) as uow:
         uow.publish(event, aggregate=("Account", 1))
-    sent = AsyncSent()
+    sent = AsyncSent(shares)
     relay = AsyncOutboxRelay(async_database, sent, poll_interval=0.05)
     running: asyncio.Task[Any] | None = None
 

@@ -32,7 +32,12 @@ __all__ = [
 class Publisher(Protocol):
     """Delivers one message, or raises; an OutboxRelay calls it inside its claiming
     transaction and retries a message whose publish raised. Delivery is at least once:
-    consumers deduplicate by ``message.event_id`` (see [`Inbox`][dalkit.Inbox])."""
+    consumers deduplicate by ``message.event_id`` (see [`Inbox`][dalkit.Inbox]).
+
+    Each publish runs in a savepoint of the relay's transaction, which a ``db.transaction()``
+    of the publisher's on the relay's database joins: what a failed publish wrote there is
+    rolled back with it. A publisher that never writes through that database may say so with a
+    class attribute ``shares_transaction = False``, and save the savepoint's round trips."""
 
     def publish(self, message: OutboxMessage) -> None:
         """Deliver ``message``, or raise so that the relay tries it again later.
@@ -68,7 +73,7 @@ class EventBusPublisher:
     """
 
     #: the relay publishes each message in a savepoint of its transaction, which the handlers'
-    #: own ``db.transaction()`` joins (another publisher may set it too)
+    #: own ``db.transaction()`` joins (as for any publisher that does not set it to False)
     shares_transaction = True
 
     def __init__(self, bus: EventBus, event_types: EventTypeRegistry = registry) -> None:
@@ -160,6 +165,9 @@ class RedisStreamPublisher:
         maxlen: Trim the stream to about this many entries (``None``: never).
     """
 
+    #: it writes nothing through the relay's database: no savepoint per message
+    shares_transaction = False
+
     def __init__(
         self, client: redis.Redis, stream: str = "dalkit:events", maxlen: int | None = None
     ) -> None:
@@ -185,6 +193,9 @@ class AsyncRedisStreamPublisher:
         stream: The stream's key.
         maxlen: Trim the stream to about this many entries (``None``: never).
     """
+
+    #: it writes nothing through the relay's database: no savepoint per message
+    shares_transaction = False
 
     def __init__(
         self,

@@ -60,6 +60,8 @@ from dalkit.outbox.messages import (
 from dalkit.outbox.publishers import Publisher, check_publisher
 
 if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
     from dalkit.database import Database
 
 log = logging.getLogger("dalkit.outbox")
@@ -100,8 +102,11 @@ class OutboxRelay:
     is due, publishes them in id order and marks them sent, all in one transaction: a relay
     that dies mid-round leaves its messages pending, and they are published again (at least
     once). A failed publish is retried after `RelayBackoff`, holding
-    back the messages behind it in its aggregate. Sent messages are deleted after
-    ``retention``.
+    back the messages behind it in its aggregate. Each message is published in a savepoint
+    of the round's transaction, which what the publisher writes through ``db`` joins: what a
+    failed publish wrote is rolled back with it, and its database error does not fail the
+    round. A publisher that never writes there may declare ``shares_transaction = False``
+    and save the savepoint's two round trips. Sent messages are deleted after ``retention``.
 
     Args:
         db: The database whose ``dalkit_outbox`` table is delivered.
@@ -196,7 +201,7 @@ class OutboxRelay:
                         pending.attempts + 1,
                         error,
                     )
-                    session.execute(mark_failed(pending, error, _utcnow(), self.backoff))
+                    self._mark_failed(session, pending, error)
                 else:
                     published.append(pending.id)
             if published:
@@ -204,21 +209,33 @@ class OutboxRelay:
         return RelayRound(published=len(published), failed=failed)
 
     def _publish(self, pending: OutboxMessage) -> None:
-        """Publish one message; that of a publisher that `shares_transaction` (its handlers'
-        ``db.transaction()`` joins the relay's) in a savepoint: a failed publish takes back what
-        its handlers wrote, and a database error in one leaves the round's transaction usable."""
-        if not getattr(self.publisher, "shares_transaction", False):
+        """Publish one message in a savepoint, as its publisher may write through the relay's
+        database (its ``db.transaction()`` joins the relay's): a failed publish takes back what
+        it wrote, and a database error in one leaves the round's transaction usable. A publisher
+        that declares ``shares_transaction = False`` (it never writes there) goes without."""
+        if getattr(self.publisher, "shares_transaction", True) is False:
             self.publisher.publish(pending)
             return
         with self.db.transaction(propagation="nested"):
             self.publisher.publish(pending)
 
+    def _mark_failed(self, session: Session, pending: OutboxMessage, error: Exception) -> None:
+        """Record the failed publish and when to try it again; a publish whose error ended the
+        round's transaction (its connection was lost in the savepoint) fails the round with
+        that error, which `run_forever()` waits out, instead of SQLAlchemy's refusal to go on."""
+        try:
+            session.execute(mark_failed(pending, error, _utcnow(), self.backoff))
+        except sa.exc.PendingRollbackError:
+            raise error from None
+
     def run_forever(self) -> None:
         """Rounds until `stop()`; waits ``poll_interval`` when there is nothing to do,
         and prunes every ``prune_interval`` seconds. Database errors are logged and waited
-        out: the relay outlives a restarting server."""
+        out, rounds failing one after another backed off as failed messages are (``backoff``,
+        at least ``poll_interval``): the relay outlives a restarting server."""
         self._stopping = False
         last_prune = -float("inf")
+        failures = 0  # rounds failed in a row
         while not self._stopping:
             try:
                 result = self.run_once()
@@ -228,10 +245,23 @@ class OutboxRelay:
             # a commit whose outcome is unknown left its messages pending or sent: the next
             # round reads which, and publishes again what is pending (at least once)
             except (DatabaseError, PoolTimeoutError, CommitOutcomeUnknownError) as error:
-                log.warning("outbox relay round failed, retrying: %s", error)
-                result = RelayRound()
+                failures += 1
+                delay = max(self.poll_interval, self.backoff.delay(failures))
+                log.warning("outbox relay round failed, retrying in %.1f s: %s", delay, error)
+                self._wait(delay)
+                continue
+            failures = 0
             if result.idle and not self._stopping:
                 time.sleep(self.poll_interval)
+
+    def _wait(self, seconds: float) -> None:
+        """Sleep ``seconds``, a slice at a time, returning soon after `stop()`."""
+        deadline = time.monotonic() + seconds
+        while not self._stopping:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(min(left, max(self.poll_interval, 0.05)))
 
     def stop(self) -> None:
         """Make `run_forever()` return after the current round."""
