@@ -4,6 +4,7 @@ problem+json responses with the statuses the issue names."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -23,6 +24,7 @@ from dalkit import (
     NotFoundError,
     PoolTimeoutError,
     StatementTimeoutError,
+    TransactionError,
 )
 from dalkit.audit import current_actor
 from dalkit.integrations.asgi import DatabaseMiddleware
@@ -256,3 +258,46 @@ async def test_an_async_render_is_awaited(async_db: AsyncDatabase) -> None:
         response = await client.get("/busy")
     assert (response.status_code, response.json()) == (503, {"errors": ["PoolTimeoutError"]})
     assert response.headers["retry-after"] == "7"
+
+
+async def test_a_task_a_dependency_starts_never_takes_the_request_transaction(
+    async_db: AsyncDatabase,
+) -> None:
+    # it joined first, so it held the request's transaction: the endpoint's own dependencies
+    # were refused (a 500), and the task's write went with the request's
+    await async_db.create_all(Base.metadata)
+    refused: list[BaseException] = []
+    tasks: list[asyncio.Task[None]] = []
+
+    async def elsewhere() -> None:
+        try:
+            async with async_db.transaction() as session:
+                session.add(Member(email="task@x.io", name="task"))
+                await session.flush()
+        except TransactionError as error:
+            refused.append(error)
+
+    async def starting() -> None:
+        tasks.append(asyncio.create_task(elsewhere()))
+        await asyncio.sleep(0)  # the task runs first
+
+    app = build_app(async_db)
+
+    @app.post("/started", status_code=201, dependencies=[Depends(starting)])
+    async def started(
+        members: Members,
+        unit: Annotated[AsyncUnitOfWork, Depends(unit_of_work(), scope="function")],
+    ) -> dict[str, Any]:
+        await members.add(Member(email="endpoint@x.io", name="endpoint"))
+        await unit.repository(MemberRepository).add(Member(email="unit@x.io", name="unit"))
+        return {}
+
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        response = await client.post("/started")
+    await asyncio.gather(*tasks)
+    assert response.status_code == 201
+    assert [type(error) for error in refused] == [TransactionError]
+    async with async_db.transaction() as session:
+        stored = sorted(await session.scalars(sa.select(Member.email)))
+    assert stored == ["endpoint@x.io", "unit@x.io"]

@@ -1,11 +1,14 @@
 """Who holds a request's transaction under DatabaseMiddleware: the request's code in whichever
-thread (sync Database) or first joining task (AsyncDatabase) it runs, and whether a request
-runs under a middleware of a database already."""
+thread (sync Database) it runs, or the task running the request's application (AsyncDatabase),
+and whether a request runs under a middleware of a database already."""
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
-from collections.abc import MutableMapping
+import sys
+from collections.abc import Mapping, MutableMapping
+from types import FrameType
 from typing import Any
 
 from dalkit import AsyncDatabase, Database
@@ -40,26 +43,62 @@ class RequestHolder:
 
 
 class TaskHolder:
-    """The holder of an AsyncDatabase's request transaction: the first task of the request
-    that joins it (an inner ``BaseHTTPMiddleware`` runs the endpoint in a task of its own, not
-    the one that opened the transaction), and that task alone, so that tasks the request's
-    code runs side by side never share its session."""
+    """The holder of an AsyncDatabase's request transaction: the task that runs the
+    application for the request (``app``), or a task of its own that runs the request's
+    application in turn (an inner ``BaseHTTPMiddleware`` runs the endpoint so), whichever of
+    them joins first, and that task alone. A task the request's code starts (``create_task``,
+    ``gather``, a task group) runs no application: it never holds the request's session, even
+    when it asks before the request's own code did, so that it neither shares the session
+    side by side nor takes the transaction from the endpoint."""
 
-    __slots__ = ("request", "task")
+    __slots__ = ("app", "request", "task")
 
-    def __init__(self, request: RequestHolder) -> None:
+    def __init__(self, request: RequestHolder, app: object) -> None:
         self.request = request
+        self.app = app
         self.task: object = None
 
     def __eq__(self, other: object) -> bool:
         if other is self or (self.task is not None and other is self.task):
             return True
-        if self.task is None and SERVING.get() is self.request:
-            self.task = other  # the joining task compares itself with its holder
+        # the joining task compares itself with its holder (TransactionScope.check_holder)
+        if (
+            self.task is None
+            and SERVING.get() is self.request
+            and (other is self.app or (other is _current_task() and _runs_application(self)))
+        ):
+            self.task = other
             return True
         return False
 
     __hash__ = object.__hash__
+
+
+def _current_task() -> object:
+    try:
+        return asyncio.current_task()
+    except RuntimeError:  # a worker thread: no loop, no task
+        return None
+
+
+def _runs_application(holder: TaskHolder) -> bool:
+    """Whether the running task runs an ASGI application for ``holder``'s request: one of its
+    calls has the request's ``scope`` (middlewares pass it on, or a copy sharing its
+    ``state``), which a task the request's code starts has not."""
+    state = holder.request.state
+    frame: FrameType | None = sys._getframe(1)
+    while frame is not None:
+        code = frame.f_code
+        if (
+            "scope" in code.co_varnames
+            or "scope" in code.co_freevars
+            or "scope" in code.co_cellvars
+        ):
+            scope = frame.f_locals.get("scope")
+            if isinstance(scope, Mapping) and scope.get("state") is state:
+                return True
+        frame = frame.f_back
+    return False
 
 
 def serving(db: Database | AsyncDatabase, scope: MutableMapping[str, Any]) -> bool:

@@ -95,7 +95,10 @@ class Transaction:
         scope = current_scope()
         if scope is not None and scope.session is self.session:
             holder = self.request.holder
-            scope.holder = holder if isinstance(self.session, Session) else TaskHolder(holder)
+            if isinstance(self.session, Session):
+                scope.holder = holder
+            else:
+                scope.holder = TaskHolder(holder, self.request.app_task)
 
     async def exit(
         self,
