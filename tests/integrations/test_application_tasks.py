@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
@@ -321,3 +322,72 @@ async def test_background_tasks_after_a_file_sent_by_path_get_a_transaction(
     assert sent == ["http.response.start", "http.response.pathsend"]
     assert await values(async_db) == ["pathsend", "pathsend-background"]
     assert async_db.pool_stats()["checked_out"] == 0
+
+
+async def go_away_after_the_first_chunk(app: Starlette) -> list[str]:
+    """Run ``app`` for a ``POST /`` as uvicorn would (ASGI spec 2.3: Starlette listens for the
+    client's disconnect while it streams), the client going away after the first chunk."""
+    sent: list[str] = []
+    chunk = asyncio.Event()
+    asked: list[bool] = []
+
+    async def receive() -> dict[str, Any]:
+        if not asked:
+            asked.append(True)
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await chunk.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        sent.append(message["type"])
+        if message["type"] == "http.response.body":
+            chunk.set()
+
+    await app(post_scope("2.3"), receive, send)
+    return sent
+
+
+async def test_background_tasks_after_a_client_gone_mid_stream_get_a_transaction(
+    async_db: AsyncDatabase,
+) -> None:
+    # Starlette runs them all the same: they found no transaction (NoActiveTransactionError)
+    await async_db.create_all(Base.metadata)
+
+    async def later() -> None:
+        current_async_session().add(Note(value="stream-background"))
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(500):
+            yield b"chunk"
+            await asyncio.sleep(0.01)
+
+    async def endpoint(request: Request) -> Response:
+        current_async_session().add(Note(value="stream"))
+        return StreamingResponse(chunks(), background=BackgroundTask(later))
+
+    sent = await go_away_after_the_first_chunk(application(async_db, endpoint, inner=False))
+    assert sent[:2] == ["http.response.start", "http.response.body"]
+    assert await values(async_db) == ["stream", "stream-background"]
+    assert async_db.pool_stats()["checked_out"] == 0
+
+
+async def test_sync_background_tasks_after_a_client_gone_mid_stream_get_a_transaction(
+    sync_db: Database,
+) -> None:
+    def later() -> None:
+        current_session().add(Note(value="stream-background"))
+
+    def chunks() -> Iterator[bytes]:
+        for _ in range(500):
+            yield b"chunk"
+            time.sleep(0.01)
+
+    def endpoint(request: Request) -> Response:
+        current_session().add(Note(value="stream"))
+        return StreamingResponse(chunks(), background=BackgroundTask(later))
+
+    app = application(sync_db, endpoint, inner=False)  # type: ignore[arg-type]
+    sent = await go_away_after_the_first_chunk(app)
+    assert sent[:2] == ["http.response.start", "http.response.body"]
+    assert sync_values(sync_db) == ["stream", "stream-background"]
+    assert sync_db.pool_stats()["checked_out"] == 0

@@ -1,11 +1,12 @@
-"""A request's session while its transaction ends: a task the request's code started and did
-not await (``asyncio.create_task``), or a thread (``asyncio.to_thread``) for a sync Database,
-may still be using it, and a streaming body may still read a result the request opened on a
-server-side cursor. A task's operation in flight is waited for, so that COMMIT never runs
-beside it (a thread's statement holds its connection's lock, which COMMIT waits for); their
-later operations are refused with ``ResponseStartedError``, and so is reading on from such a
-result, whose cursor is closed before COMMIT: its connection goes back to the pool, and
-another request's transaction would run the fetch."""
+"""A request's session while its transaction ends, and its refusal of any use once it ended:
+a task the request's code started and did not await (``asyncio.create_task``), or a thread
+(``asyncio.to_thread``) for a sync Database, may still be using it, and a streaming body may
+still read a result the request opened on a server-side cursor. A task's operation in flight
+is waited for, so that COMMIT never runs beside it (a thread's statement holds its
+connection's lock, which COMMIT waits for); their later operations are refused with
+``ResponseStartedError``, and so is reading on from such a result, whose cursor is closed
+before COMMIT: its connection goes back to the pool, and another request's transaction would
+run the fetch."""
 
 from __future__ import annotations
 
@@ -26,8 +27,9 @@ from sqlalchemy.util import greenlet_spawn
 from dalkit.integrations.errors import ResponseStartedError
 from dalkit.query.plain_entities import PLAIN_WATCH, select_neutral
 from dalkit.query.plain_inserts import flush_neutral
+from dalkit.transaction import ended
 
-__all__ = ["install", "settle", "settle_sync", "watch"]
+__all__ = ["install", "refuse_further_use", "settle", "settle_sync", "watch"]
 
 _BUSY = "dalkit.web.busy"  # the greenlets that ran an operation of the request's session
 _ENDING = "dalkit.web.ending"  # the task ending the request's transaction, once it ends it
@@ -164,12 +166,32 @@ def _on_attach(session: Session, instance: Any) -> None:
     _check(session, operation=False)  # no I/O: in the task's own greenlet
 
 
+def refuse_further_use(session: Session | AsyncSession) -> None:
+    """Make the ended transaction's session refuse statements, flushes and new objects, so
+    late work (a streaming body writing) fails loudly instead of being lost or left open.
+
+    Args:
+        session: The request's session, its transaction ended.
+    """
+    ended.refuse_further_use(session, _response_started)
+
+
+def _response_started() -> ResponseStartedError:
+    return ResponseStartedError(
+        "the request's transaction ended when its response started (committed, or rolled "
+        "back for an error status): this session cannot be used any more; open a new "
+        "transaction with db.transaction() for later work"
+    )
+
+
 def install() -> None:
-    """The listeners, on every Session, ahead of the others (installed once).
+    """The listeners that make a request's session refuse use after its end, and by other
+    tasks while it ends: on every Session, ahead of the others (installed once).
 
     A refused flush must do nothing first: the audit reads rows before a flush, and a flush
     that failed would roll the request's transaction back.
     """
+    ended.install()
     for name, listener in (
         ("do_orm_execute", _on_execute),
         ("before_flush", _on_flush),

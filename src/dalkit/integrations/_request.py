@@ -18,10 +18,9 @@ from sqlalchemy.orm import Session
 from dalkit import AsyncDatabase, Database, audit
 from dalkit.integrations import _ending
 from dalkit.integrations._holders import SERVING, RequestHolder, TaskHolder
-from dalkit.integrations.errors import RequestCommitError, ResponseStartedError
+from dalkit.integrations.errors import RequestCommitError
 from dalkit.integrations.problems import commit_problem, problem_headers
 from dalkit.integrations.replica_tokens import ReplicaTokens
-from dalkit.transaction import ended
 from dalkit.transaction.scope import current_scope, enter_scope, exit_scope
 
 Scope = MutableMapping[str, Any]
@@ -137,7 +136,7 @@ class Transaction:
                 else:
                     self.context.run(_adopt, self._private, shown)
             if close and self.session is not None:
-                _refuse_further_use(self.session)
+                _ending.refuse_further_use(self.session)
 
     async def _end_async(
         self, error: BaseException | None, hooks: Sequence[BeforeCommit]
@@ -182,7 +181,7 @@ class Request:
     def __init__(self, middleware: Middleware, scope: Scope, receive: Receive, send: Send) -> None:
         self.middleware = middleware
         self.scope = scope
-        self.receive = receive
+        self._receive = receive
         self._send = send
         self.context = contextvars.copy_context()
         self.holder = RequestHolder(middleware.db, scope.setdefault("state", {}))
@@ -191,6 +190,7 @@ class Request:
         self.transaction: Transaction | None = None
         self.app_task: asyncio.Task[None] | None = None
         self.background = False
+        self.started: asyncio.Event | None = None  # set once the response started it ended
         self.commit_failed = False
         self.hooks: list[BeforeCommit] = []
         self.tokens = middleware.replica_tokens
@@ -254,6 +254,17 @@ class Request:
         await self.transaction.enter()
         await self.middleware.app(self.scope, self.receive, self.send)
 
+    async def receive(self) -> Message:
+        message = await self._receive()
+        if message["type"] == "http.disconnect" and self.started is not None:
+            # the client went away after the response started: the body is over, and what the
+            # application runs next (its background tasks, as Starlette runs them) runs after
+            # the response, once the request's transaction has ended
+            await self.started.wait()
+            if not self.commit_failed:
+                await self._begin_background()
+        return message
+
     async def send(self, message: Message) -> None:
         if self.commit_failed:
             raise RequestCommitError("this request's response was replaced by a 500")
@@ -270,6 +281,15 @@ class Request:
         if transaction is None:  # a second start: the server will refuse it
             await self._send(message)
             return
+        self.started = started = asyncio.Event()
+        try:
+            message = await self._end_at_start(transaction, message)
+        finally:
+            started.set()
+        await self._send(message)
+
+    async def _end_at_start(self, transaction: Transaction, message: Message) -> Message:
+        """Commit, or roll back for the response's status; returns the start message to send."""
         status = int(message["status"])
         try:
             rollback = self.middleware.rollback_for(status)
@@ -280,14 +300,14 @@ class Request:
             raise
         if rollback:
             await transaction.exit(Rollback(f"the response status is {status}"))
-        else:
-            try:
-                token = await transaction.exit(None, hooks=self.hooks)
-            except Exception as error:
-                await self._commit_failed(error, status)
-            if self.tokens is not None and token not in (None, self.token_before):
-                message = self.tokens.give(self.scope, message, str(token))  # the request wrote
-        await self._send(message)
+            return message
+        try:
+            token = await transaction.exit(None, hooks=self.hooks)
+        except Exception as error:
+            await self._commit_failed(error, status)
+        if self.tokens is not None and token not in (None, self.token_before):
+            message = self.tokens.give(self.scope, message, str(token))  # the request wrote
+        return message
 
     async def _commit_failed(self, error: Exception, status: int) -> None:
         self.commit_failed = True
@@ -372,24 +392,3 @@ async def _finish(task: asyncio.Task[T]) -> T:
     if interrupted is not None:
         raise interrupted
     return result
-
-
-def _response_started() -> ResponseStartedError:
-    return ResponseStartedError(
-        "the request's transaction ended when its response started (committed, or rolled "
-        "back for an error status): this session cannot be used any more; open a new "
-        "transaction with db.transaction() for later work"
-    )
-
-
-def install_refusal() -> None:
-    """Install the listeners that make a request's session refuse use after its end, and by
-    other tasks while it ends."""
-    ended.install()
-    _ending.install()
-
-
-def _refuse_further_use(session: Session | AsyncSession) -> None:
-    """Make the ended transaction's session refuse statements, flushes and new objects, so
-    late work (a streaming body writing) fails loudly instead of being lost or left open."""
-    ended.refuse_further_use(session, _response_started)

@@ -15,6 +15,7 @@ from dalkit import (
     NoActiveTransactionError,
 )
 from dalkit.audit import ACTOR_TEXT_MAX
+from dalkit.integrations import _ending
 from dalkit.integrations._holders import serving
 from dalkit.integrations._request import (
     HOOKS_KEY,
@@ -24,7 +25,6 @@ from dalkit.integrations._request import (
     Request,
     Scope,
     Send,
-    install_refusal,
 )
 from dalkit.integrations.replica_tokens import ReplicaTokens, TokenCarrier
 
@@ -156,7 +156,7 @@ class DatabaseMiddleware:
                 f"DatabaseMiddleware expected a dalkit Database or AsyncDatabase, "
                 f"got {type(db).__name__}"
             )
-        install_refusal()
+        _ending.install()
         self.app = app
         self.db = db
         self.rollback_for = rollback_for
