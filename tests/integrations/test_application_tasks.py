@@ -1,9 +1,8 @@
 """The request's code outside the application's own task: an endpoint behind an inner
 ``BaseHTTPMiddleware`` (which runs it in a task of its own) joins the request's transaction,
-while tasks that would share its session side by side are refused (even when they ask before
-the endpoint), and background tasks after a body Starlette sends from a task of its own (a
-StreamingResponse or FileResponse under a server of ASGI spec < 2.4, such as uvicorn), or sent
-by path, get their transaction."""
+while tasks that would share its session side by side are refused, and background tasks after
+a body Starlette sends from a task of its own (a StreamingResponse or FileResponse under a
+server of ASGI spec < 2.4, such as uvicorn), or sent by path, get their transaction."""
 
 from __future__ import annotations
 
@@ -173,43 +172,6 @@ async def test_tasks_sharing_the_request_transaction_side_by_side_are_refused(
     response = await post(application(async_db, endpoint, inner=True))
     assert response.text == "TransactionError,TransactionError"
     assert await values(async_db) == []
-    assert async_db.pool_stats()["checked_out"] == 0
-
-
-@pytest.mark.parametrize("inner", [False, True], ids=["plain", "inner-middleware"])
-@pytest.mark.parametrize("spawn", ["create_task", "gather"])
-async def test_a_task_asking_before_the_endpoint_never_takes_the_request_transaction(
-    spawn: str, inner: bool, async_db: AsyncDatabase
-) -> None:
-    # the first task of the request to join held its transaction: a task the endpoint started
-    # before its own first query took it, and the endpoint was refused (a 500, nothing saved)
-    await async_db.create_all(Base.metadata)
-    refused: list[str] = []
-    tasks: list[asyncio.Task[None]] = []
-
-    async def side(value: str) -> None:
-        try:
-            async with async_db.transaction() as session:
-                session.add(Note(value=value))
-                await session.flush()
-        except TransactionError as error:
-            refused.append(type(error).__name__)
-
-    async def endpoint(request: Request) -> Response:
-        if spawn == "create_task":
-            tasks.append(asyncio.create_task(side("task")))
-            await asyncio.sleep(0)  # the task runs first
-        else:
-            await asyncio.gather(side("a"), side("b"))
-        async with AsyncUnitOfWork(async_db) as unit:
-            unit.session.add(Note(value="request"))
-        return PlainTextResponse("ok")
-
-    response = await post(application(async_db, endpoint, inner=inner))
-    await asyncio.gather(*tasks)
-    assert response.status_code == 200
-    assert refused == ["TransactionError"] * (1 if spawn == "create_task" else 2)
-    assert await values(async_db) == ["request"]
     assert async_db.pool_stats()["checked_out"] == 0
 
 

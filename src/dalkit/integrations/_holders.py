@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import inspect
 import sys
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from types import FrameType
 from typing import Any
 
@@ -44,34 +45,50 @@ class RequestHolder:
 
 class TaskHolder:
     """The holder of an AsyncDatabase's request transaction: the task that runs the
-    application for the request (``app``), or a task of its own that runs the request's
-    application in turn (an inner ``BaseHTTPMiddleware`` runs the endpoint so), whichever of
-    them joins first, and that task alone. A task the request's code starts (``create_task``,
-    ``gather``, a task group) runs no application: it never holds the request's session, even
-    when it asks before the request's own code did, so that it neither shares the session
-    side by side nor takes the transaction from the endpoint."""
+    application for the request (``app``), a task of its own that runs the request's
+    application in turn (an inner ``BaseHTTPMiddleware`` runs the endpoint so), or a task one
+    of them waits for alone (``asyncio.wait_for``'s, before Python 3.12): whichever joins
+    first, and that task alone until it ends. A task the request's code starts and runs beside
+    its own (``create_task``, ``gather``, a task group) never holds the request's session,
+    even when it asks before the request's own code did, so that it neither shares the
+    session side by side nor takes the transaction from the endpoint."""
 
     __slots__ = ("app", "request", "task")
 
     def __init__(self, request: RequestHolder, app: object) -> None:
         self.request = request
         self.app = app
-        self.task: object = None
+        self.task: asyncio.Task[Any] | None = None
 
     def __eq__(self, other: object) -> bool:
         if other is self or (self.task is not None and other is self.task):
             return True
-        # the joining task compares itself with its holder (TransactionScope.check_holder)
+        # the joining task compares itself with its holder (TransactionScope.check_holder);
+        # a task that ended holds nothing any more: the application takes the session back
         if (
-            self.task is None
+            (self.task is None or self.task.done())
             and SERVING.get() is self.request
-            and (other is self.app or (other is _current_task() and _runs_application(self)))
+            and (other is self.app or (other is _current_task() and self._may_hold(other)))
         ):
-            self.task = other
+            self.task = other  # type: ignore[assignment]  # a task: the app's or the running one
             return True
         return False
 
     __hash__ = object.__hash__
+
+    def _may_hold(self, task: object) -> bool:
+        """Whether ``task``, the running one, runs the request's application, or runs for a
+        task that does and waits for it alone (``asyncio.wait_for`` runs its coroutine in a
+        task of its own before Python 3.12)."""
+        state = self.request.state
+        if _runs_application(_running_frames(), state):
+            return True
+        for waiting in asyncio.all_tasks():
+            if _awaits(waiting, task) and (
+                waiting is self.app or _runs_application(_suspended_frames(waiting), state)
+            ):
+                return True
+        return False
 
 
 def _current_task() -> object:
@@ -81,13 +98,38 @@ def _current_task() -> object:
         return None
 
 
-def _runs_application(holder: TaskHolder) -> bool:
-    """Whether the running task runs an ASGI application for ``holder``'s request: one of its
-    calls has the request's ``scope`` (middlewares pass it on, or a copy sharing its
-    ``state``), which a task the request's code starts has not."""
-    state = holder.request.state
-    frame: FrameType | None = sys._getframe(1)
+def _running_frames() -> Iterator[FrameType]:
+    frame: FrameType | None = sys._getframe(2)
     while frame is not None:
+        yield frame
+        frame = frame.f_back
+
+
+def _suspended_frames(task: asyncio.Task[Any]) -> Iterator[FrameType]:
+    coroutine: Any = task.get_coro()
+    while inspect.iscoroutine(coroutine) and coroutine.cr_frame is not None:
+        yield coroutine.cr_frame
+        coroutine = coroutine.cr_await
+
+
+def _awaits(waiting: asyncio.Task[Any], task: object) -> bool:
+    """Whether ``waiting`` waits for ``task`` and nothing else: it awaits it, or
+    ``asyncio.wait_for`` does for it (its ``fut``, a task of its own before Python 3.12)."""
+    if waiting is task or waiting.done():
+        return False
+    if getattr(waiting, "_fut_waiter", None) is task:
+        return True
+    frames = list(_suspended_frames(waiting))
+    return bool(frames) and (
+        frames[-1].f_code is _WAIT_FOR and frames[-1].f_locals.get("fut") is task
+    )
+
+
+def _runs_application(frames: Iterable[FrameType], state: object) -> bool:
+    """Whether these frames run an ASGI application for the request whose scope's ``state``
+    is ``state``: one of them has its ``scope`` (middlewares pass it on, or a copy sharing its
+    ``state``), which a task the request's code starts has not."""
+    for frame in frames:
         code = frame.f_code
         if (
             "scope" in code.co_varnames
@@ -97,8 +139,10 @@ def _runs_application(holder: TaskHolder) -> bool:
             scope = frame.f_locals.get("scope")
             if isinstance(scope, Mapping) and scope.get("state") is state:
                 return True
-        frame = frame.f_back
     return False
+
+
+_WAIT_FOR = asyncio.wait_for.__code__
 
 
 def serving(db: Database | AsyncDatabase, scope: MutableMapping[str, Any]) -> bool:
