@@ -3,6 +3,9 @@ its own on another connection; and what SQLite cannot do."""
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -147,6 +150,50 @@ def test_sqlite_refuses_a_requires_new_writer_that_would_wait_for_its_caller(
 ) -> None:
     with file_sqlite.transaction(), pytest.raises(TransactionError, match="one writer"):
         file_sqlite.transactional(propagation="requires_new").run(lambda: None)
+
+
+def test_a_thread_started_inside_a_writer_may_write_in_a_transaction_of_its_own(
+    db: Database,
+) -> None:
+    # SQLite refused it as a writer waiting for itself: its caller does not wait for it
+    create_all(db)
+    failures: list[BaseException] = []
+
+    def audit_record() -> None:
+        try:
+            with db.transaction(propagation="requires_new") as own:
+                own.add(Item(name="thread"))
+        except BaseException as error:
+            failures.append(error)
+
+    with db.transaction() as outer:
+        outer.add(Item(name="outer"))
+        outer.flush()
+        # what asyncio.to_thread() and a context-copying executor do
+        thread = threading.Thread(target=contextvars.copy_context().run, args=(audit_record,))
+        thread.start()
+    thread.join(30)
+    assert failures == []
+    assert item_names(db) == ["outer", "thread"]
+
+
+async def test_a_task_started_inside_a_writer_may_write_in_a_transaction_of_its_own(
+    async_db: AsyncDatabase,
+) -> None:
+    # SQLite refused it (a web request's task writing with requires_new, as docs/web.md says)
+    await create_all_async(async_db)
+
+    async def audit_record() -> None:
+        async with async_db.transaction(propagation="requires_new") as own:
+            own.add(Item(name="task"))
+
+    async with async_db.transaction() as outer:
+        outer.add(Item(name="outer"))
+        await outer.flush()
+        task = asyncio.create_task(audit_record())
+        await asyncio.sleep(0)  # it starts, and waits for the lock where SQLite has one
+    await task
+    assert await item_names_async(async_db) == ["outer", "task"]
 
 
 def test_in_memory_sqlite_refuses_requires_new() -> None:

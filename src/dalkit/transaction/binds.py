@@ -51,7 +51,9 @@ def check_sqlite_can_start(
     current: TransactionScope,
 ) -> None:
     """Refuse what would wait on the caller's own lock until busy_timeout, or share the one
-    connection of an in-memory database with the transaction around it."""
+    connection of an in-memory database with the transaction around it. A task or thread
+    that inherited the transaction around it without holding it (started inside it) waits
+    for the lock like any other writer: the transaction it started in does not wait for it."""
     mine = [scope for scope in current.ancestors() if scope.owner is owner]
     if mine and one_connection:
         raise TransactionError(
@@ -60,7 +62,10 @@ def check_sqlite_can_start(
         )
     if options.read_only or options.autocommit:
         return
-    if any(not (s.options.read_only or s.options.autocommit) for s in mine):
+    if any(
+        not (s.options.read_only or s.options.autocommit) and s.current_holder() == s.holder
+        for s in mine
+    ):
         raise TransactionError(
             "SQLite allows one writer at a time and the surrounding transaction holds the "
             "write lock: a requires_new writer inside it would wait for itself; use "
