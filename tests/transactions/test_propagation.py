@@ -196,6 +196,26 @@ async def test_a_task_started_inside_a_writer_may_write_in_a_transaction_of_its_
     assert await item_names_async(async_db) == ["outer", "task"]
 
 
+async def test_sqlite_refuses_a_requires_new_writer_in_a_task_its_writer_awaits(
+    sqlite_url: str,
+) -> None:
+    db = AsyncDatabase(sqlite_url.replace("sqlite://", "sqlite+aiosqlite://"))
+    await create_all_async(db)
+
+    async def audit_record() -> None:
+        async with db.transaction(propagation="requires_new") as own:
+            own.add(Item(name="task"))
+
+    try:
+        async with db.transaction() as outer:
+            outer.add(Item(name="outer"))
+            with pytest.raises(TransactionError, match="one writer"):  # not a wait for itself
+                await asyncio.create_task(audit_record())
+        assert await item_names_async(db) == ["outer"]
+    finally:
+        await db.dispose()
+
+
 def test_in_memory_sqlite_refuses_requires_new() -> None:
     db = Database("sqlite://")
     try:

@@ -53,7 +53,7 @@ def check_sqlite_can_start(
     """Refuse what would wait on the caller's own lock until busy_timeout, or share the one
     connection of an in-memory database with the transaction around it. A task or thread
     that inherited the transaction around it without holding it (started inside it) waits
-    for the lock like any other writer: the transaction it started in does not wait for it."""
+    for the lock like any other writer, unless the holding task awaits it."""
     mine = [scope for scope in current.ancestors() if scope.owner is owner]
     if mine and one_connection:
         raise TransactionError(
@@ -62,15 +62,19 @@ def check_sqlite_can_start(
         )
     if options.read_only or options.autocommit:
         return
-    if any(
-        not (s.options.read_only or s.options.autocommit) and s.current_holder() == s.holder
-        for s in mine
-    ):
+    if any(not (s.options.read_only or s.options.autocommit) and _waited_by(s) for s in mine):
         raise TransactionError(
             "SQLite allows one writer at a time and the surrounding transaction holds the "
             "write lock: a requires_new writer inside it would wait for itself; use "
             "propagation='nested' or start it after the outer transaction"
         )
+
+
+def _waited_by(scope: TransactionScope) -> bool:
+    """Whether ``scope`` waits for the caller: the caller holds it, or it is a task the
+    holding task awaits (``await asyncio.create_task(...)``)."""
+    caller = scope.current_holder()
+    return caller == scope.holder or getattr(scope.holder, "_fut_waiter", None) is caller
 
 
 def pending_writes(session: Any) -> bool:
