@@ -355,3 +355,19 @@ async def test_a_request_cancelled_in_an_earlier_on_commit_callback_still_invali
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(request(), 0.5)  # cancelled in that callback, after COMMIT
     assert await titles(async_db, async_cache) == ["a", "b", "c"]  # was ["a", "b"]
+
+
+async def test_the_invalidation_of_a_first_write_in_a_released_savepoint_runs_first(
+    async_db: AsyncDatabase, async_cache: AsyncQueryCache
+) -> None:
+    await warm(async_db, async_cache)
+    seen: list[list[str]] = []
+
+    async def read() -> None:
+        seen.append(await titles(async_db, async_cache))
+
+    async with async_db.transaction():
+        on_commit(read)  # at the outer level
+        async with async_db.transaction(propagation="nested") as inner:  # the first write
+            (await inner.get_one(Book, 1)).title = "z"
+    assert seen == [["b", "z"]]  # was served ["a", "b"]: the invalidation ran after it

@@ -384,3 +384,15 @@ def test_the_invalidation_registered_after_a_rolled_back_savepoint_still_runs_fi
             raise RuntimeError  # the savepoint and its callbacks are gone
         session.add(Book(id=3, title="c"))  # registers the cache's callback again
     assert seen == [["a", "b", "c"]]
+
+
+def test_the_invalidation_of_a_first_write_in_a_released_savepoint_runs_first(
+    db: Database, cache: QueryCache
+) -> None:
+    warm(db, cache)
+    seen: list[list[str]] = []
+    with db.transaction():
+        on_commit(lambda: seen.append(titles(db, cache)))  # at the outer level
+        with db.transaction(propagation="nested") as inner:  # the first write, released
+            inner.get_one(Book, 1).title = "z"
+    assert seen == [["b", "z"]]  # was served ["a", "b"]: the invalidation ran after it

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from dalkit.transaction.options import TransactionOptions
 from dalkit.transaction.scope import Callback, TransactionScope
 from dalkit.transaction.stats import TransactionStats
@@ -93,3 +95,17 @@ def test_a_rolled_back_savepoint_drops_its_commit_callbacks_and_keeps_its_rollba
     scope.add(lambda: "undo outer", on_commit=False, robust=True)
     assert _names(scope.after_commit()) == ["kept", "undo inner"]
     assert _names(scope.after_rollback()) == ["undo inner", "undo outer"]
+
+
+def test_ranked_callbacks_go_ahead_of_their_level_and_of_the_level_they_are_released_into() -> None:
+    scope = _scope()
+    steps = [("user", 0), (None, 1), ("inner user", 0), (None, 1), ("cache", 1), ("replicas", 2)]
+    for name, rank in steps:
+        if name is None:
+            scope.savepoint_started()
+        else:
+            scope.add(functools.partial(str, name), on_commit=True, robust=rank > 0, rank=rank)
+    scope.savepoint_released()  # the ranked ones go ahead of each level they join
+    scope.savepoint_released()
+    scope.add(lambda: "after", on_commit=True, robust=False)
+    assert _names(scope.after_commit()) == ["replicas", "cache", "user", "inner user", "after"]

@@ -287,31 +287,13 @@ def register(cache: CacheCore, scope: TransactionScope, tables: Iterable[str]) -
     def invalidate() -> Any:
         return invalidate_tables(new, committed.pop() if committed else None)
 
-    scope.add(invalidate, on_commit=True, robust=True)
-    assert scope.callbacks is not None
-    registered.append((_ahead_of_the_others(scope.callbacks, replicas), new))
-
-
-def _ahead_of_the_others(callbacks: list[Any], replicas: bool) -> Any:
-    """Move the cache's callback, the last one added, ahead of the others of its savepoint
-    level (the scope keeps each level's callbacks together, deeper ones last), and return it.
-    Then an ``on_commit`` callback of that level reading what the commit wrote through the
-    cache sees it; behind them, such a read was served the entry the commit replaced, and a
-    callback that failed or was cancelled stopped the invalidation for good (entries served
-    in every process until their TTL). The replica router's callback stays ahead of it: it
-    reads the WAL position the new tokens carry (`commit_position`)."""
-    ours = callbacks.pop()
-    index = len(callbacks)
-    while index > 0 and callbacks[index - 1].level == ours.level:
-        if replicas and _name(getattr(callbacks[index - 1].fn, "func", None)) == "_after_write":
-            break
-        index -= 1
-    callbacks.insert(index, ours)
-    return ours
-
-
-def _name(fn: Any) -> str:
-    return str(getattr(fn, "__name__", ""))
+    # ranked: ahead of the other callbacks of its savepoint level, and of the level it joins
+    # when that savepoint is released. Then an ``on_commit`` callback reading what the commit
+    # wrote through the cache sees it; behind them, such a read was served the entry the
+    # commit replaced, and a callback that failed or was cancelled stopped the invalidation for
+    # good (entries served in every process until their TTL). The replica router's callback
+    # (rank 2) stays ahead of it: it reads the WAL position the new tokens carry.
+    registered.append((scope.add(invalidate, on_commit=True, robust=True, rank=1), new))
 
 
 def note_write(session: Any, table: Any) -> None:

@@ -203,7 +203,9 @@ class _Router(Generic[E]):
             scope.state = {}
         if _WROTE not in scope.state:
             scope.state[_WROTE] = True
-            scope.add(functools.partial(self._after_write, scope), on_commit=True, robust=True)
+            # ranked first: the cache's invalidation (rank 1) tags its tokens with the position
+            after_write = functools.partial(self._after_write, scope)
+            scope.add(after_write, on_commit=True, robust=True, rank=2)
 
     def _wrote(self, scope: TransactionScope, lsn: str) -> None:
         position = parse_lsn(lsn)

@@ -45,15 +45,20 @@ _current: contextvars.ContextVar[TransactionScope | None] = contextvars.ContextV
 
 class Callback:
     """A registered callback and where it stands: ``level`` is the savepoint depth that owns
-    it; ``undone`` marks a rollback callback whose savepoint rolled back."""
+    it; ``undone`` marks a rollback callback whose savepoint rolled back; ``rank`` puts it
+    ahead of the callbacks of lower rank of its level (the features' own bookkeeping, which
+    the user's callbacks may rely on, ahead of them)."""
 
-    __slots__ = ("fn", "level", "on_commit", "robust", "undone")
+    __slots__ = ("fn", "level", "on_commit", "rank", "robust", "undone")
 
-    def __init__(self, fn: Callable[[], object], *, on_commit: bool, robust: bool, level: int):
+    def __init__(
+        self, fn: Callable[[], object], *, on_commit: bool, robust: bool, level: int, rank: int
+    ):
         self.fn = fn
         self.on_commit = on_commit
         self.robust = robust
         self.level = level
+        self.rank = rank
         self.undone = False
 
     @property
@@ -136,33 +141,67 @@ class TransactionScope:
             scope = scope.parent
 
     # -- callbacks -----------------------------------------------------------------------------
-    def add(self, fn: Callable[[], object], *, on_commit: bool, robust: bool) -> None:
+    def add(
+        self, fn: Callable[[], object], *, on_commit: bool, robust: bool, rank: int = 0
+    ) -> Callback:
+        """Register ``fn`` at the current savepoint level, behind the callbacks of that level
+        whose rank is at least ``rank``.
+
+        Args:
+            fn: The callback.
+            on_commit: Run after a commit (else after a rollback).
+            robust: Log its failure and go on, rather than raise it.
+            rank: Above 0 for a feature's own callback that the user's callbacks of the same
+                transaction may rely on having run (the cache's invalidation: 1; the replica
+                router's WAL position, which the invalidation reads: 2).
+
+        Returns:
+            The registered callback.
+        """
         if not self.is_async and inspect.iscoroutinefunction(fn):
             raise TypeError(
                 f"{getattr(fn, '__qualname__', fn)} is a coroutine function, but this is a "
                 "sync transaction: nothing would await it"
             )
-        callback = Callback(fn, on_commit=on_commit, robust=robust, level=self._depth)
-        if self.callbacks is None:
+        callback = Callback(fn, on_commit=on_commit, robust=robust, level=self._depth, rank=rank)
+        callbacks = self.callbacks
+        if callbacks is None:
             self.callbacks = [callback]
-        else:
-            self.callbacks.append(callback)
+            return callback
+        index = len(callbacks)
+        if rank:
+            while index > 0 and callbacks[index - 1].level == self._depth:
+                if callbacks[index - 1].rank >= rank:
+                    break
+                index -= 1
+        callbacks.insert(index, callback)
+        return callback
 
     def savepoint_started(self) -> None:
         self._depth += 1
 
     def savepoint_released(self) -> None:
-        """The savepoint's callbacks now belong to the level around it."""
-        if self.callbacks is not None:
-            for callback in self.callbacks[self._savepoint_start(self.callbacks) :]:
-                callback.level -= 1
+        """The savepoint's callbacks now belong to the level around it, the ranked ones ahead
+        of that level's others (registered at the first write, inside the savepoint, the
+        cache's invalidation still runs before an ``on_commit`` registered before it)."""
+        callbacks = self.callbacks
         self._depth -= 1
+        if callbacks is None:
+            return
+        start = self._savepoint_start(callbacks, self._depth + 1)
+        ranked = False
+        for callback in callbacks[start:]:
+            callback.level -= 1
+            ranked = ranked or callback.rank > 0
+        if ranked:  # stable: the level's callbacks of one rank keep their order
+            start = self._savepoint_start(callbacks, self._depth)
+            callbacks[start:] = sorted(callbacks[start:], key=_minus_rank)
 
     def savepoint_rolled_back(self) -> None:
         """Its commit callbacks can never run; its rollback callbacks will, at the end."""
         callbacks = self.callbacks
         if callbacks is not None:
-            start = self._savepoint_start(callbacks)
+            start = self._savepoint_start(callbacks, self._depth)
             kept = [callback for callback in callbacks[start:] if not callback.on_commit]
             for callback in kept:
                 callback.undone = True
@@ -170,10 +209,11 @@ class TransactionScope:
             callbacks[start:] = kept
         self._depth -= 1
 
-    def _savepoint_start(self, callbacks: list[Callback]) -> int:
-        """Index of the first callback registered in the innermost open savepoint."""
+    @staticmethod
+    def _savepoint_start(callbacks: list[Callback], level: int) -> int:
+        """Index of the first callback of ``level`` (the deepest level: the tail)."""
         start = len(callbacks)
-        while start > 0 and callbacks[start - 1].level == self._depth:
+        while start > 0 and callbacks[start - 1].level == level:
             start -= 1
         return start
 
@@ -184,6 +224,10 @@ class TransactionScope:
 
     def after_rollback(self) -> list[Callback]:
         return [c for c in self.callbacks or () if not c.on_commit]
+
+
+def _minus_rank(callback: Callback) -> int:
+    return -callback.rank
 
 
 class AsyncTransactionScope(TransactionScope):
