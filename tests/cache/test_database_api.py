@@ -3,11 +3,13 @@ it, and ``db.get_stats()["cache"]`` reports it. Skipped until the Database takes
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 
+import dalkit.cache
 from dalkit import AsyncDatabase, Database
 from dalkit.cache import AsyncQueryCache, MemoryBackend, QueryCache
 
@@ -53,3 +55,22 @@ async def test_async_database_binds_the_async_cache(tmp_path: Path) -> None:
             assert result.scalars().all() == ["a"]
     assert db.get_stats()["cache"]["hits"] == 1
     await db.dispose()
+
+
+def test_the_cache_reads_no_private_attribute_of_the_database() -> None:
+    """Only the Database's public API (``replica_engines``, ``engine``...): a private one may
+    change with no notice, and dalkit.cache sits above the engine layer."""
+    private: list[str] = []
+    for path in Path(dalkit.cache.__file__).parent.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute):
+                owner, name = ast.unparse(node.value), node.attr
+            elif isinstance(node, ast.Call) and ast.unparse(node.func) == "getattr":
+                if len(node.args) < 2 or not isinstance(node.args[1], ast.Constant):
+                    continue
+                owner, name = ast.unparse(node.args[0]), str(node.args[1].value)
+            else:
+                continue
+            if owner.endswith("database") and name.startswith("_") and not name.endswith("__"):
+                private.append(f"{path.name}:{node.lineno}: {owner}.{name}")
+    assert private == []  # was getattr(database, "_replicas") in five places

@@ -279,7 +279,7 @@ def register(cache: CacheCore, scope: TransactionScope, tables: Iterable[str]) -
     # the scope only where its WAL position is needed (read replicas), and dropped once read:
     # the scope holds this callback, and a reference cycle would keep the transaction's session
     # alive until the garbage collector ran (a collection every 40 writes in cache_parts.py)
-    replicas = getattr(cache.database, "_replicas", None) is not None
+    replicas = cache.replicated
     committed: list[TransactionScope] = [scope] if replicas else []
 
     # a closure, not a partial of a bound method: the sync scope's coroutine check of a plain

@@ -100,6 +100,8 @@ class CacheCore:
         self.retry_interval = retry_interval
         self.warn_interval = warn_interval
         self._database: weakref.ref[Any] | None = None
+        #: whether the bound database reads from replicas (its public ``replica_engines``)
+        self.replicated = False
         self.keys: KeyBuilder | None = None
         self._stats: Counter[str] = Counter()
         self._lock = threading.Lock()
@@ -134,6 +136,7 @@ class CacheCore:
         if self._database is not None:
             raise CacheConfigurationError("this cache is already bound to a database")
         self._database = weakref.ref(database)
+        self.replicated = bool(database.replica_engines)
         if self.database_id is None:
             url = sync_engine.url
             ident = (
@@ -218,7 +221,7 @@ class CacheCore:
         if not self.shared:
             self.backend.bump(self.token_names(names))
             self.count("invalidations", count_tables(names))
-            if getattr(self.database, "_replicas", None) is None:  # else bumped again below,
+            if not self.replicated:  # else bumped again below,
                 return  # with the commit's WAL position, for the replicas (cache.versions)
         self.pending.add(names)
         try:

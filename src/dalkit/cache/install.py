@@ -39,9 +39,8 @@ def install(database: Any, cache: CacheT) -> CacheT:
         )
     sync_engine = engine.sync_engine if is_async else engine
     cache._bind(database, sync_engine)
-    replicas = getattr(getattr(database, "_replicas", None), "replicas", None)
-    for replica in getattr(replicas, "replicas", ()):
-        cache._serve_engine(getattr(replica.engine, "sync_engine", replica.engine))
+    for replica in database.replica_engines:  # their reads are served from this cache too
+        cache._serve_engine(getattr(replica, "sync_engine", replica))
     WriteCapture(cache, sync_engine).install()
     database.cache = cache
     database.add_stats("cache", lambda reset: cache.pop_stats() if reset else cache.get_stats())

@@ -324,7 +324,7 @@ class QueryCache(CacheCore):
         # with read replicas: the WAL position a replica must have replayed to compute entries
         # under the new tokens (read after COMMIT, so past it): the router's, read for
         # read-your-writes, else read here. Unknown: misses of these tables use the primary
-        if getattr(self.database, "_replicas", None) is None:
+        if not self.replicated:
             return None
         known = None if committed is None else commit_position(committed)
         if known is not None:
