@@ -13,13 +13,16 @@ from dalkit.testing._server import free_port
 
 class CuttableProxy:
     """Forwards 127.0.0.1:<port> to ``target``; ``cut()`` drops every connection and refuses
-    new ones until ``restore()``."""
+    new ones until ``restore()``; ``hang()`` forwards nothing (a hung Redis: connections open,
+    no reply) until ``resume()`` delivers what it held."""
 
     def __init__(self, target_host: str, target_port: int) -> None:
         self.target = (target_host, target_port)
         self.port = free_port()
         self._open = threading.Event()
         self._open.set()
+        self._flowing = threading.Event()
+        self._flowing.set()
         self._sockets: set[socket.socket] = set()
         self._lock = threading.Lock()
         self._listener = socket.create_server(("127.0.0.1", self.port))
@@ -44,9 +47,16 @@ class CuttableProxy:
     def restore(self) -> None:
         self._open.set()
 
+    def hang(self) -> None:
+        self._flowing.clear()
+
+    def resume(self) -> None:
+        self._flowing.set()
+
     def close(self) -> None:
         self._stopped.set()
         self.cut()
+        self.resume()
         self._thread.join(timeout=2)
         self._listener.close()
 
@@ -75,6 +85,7 @@ class CuttableProxy:
     def _pipe(self, source: socket.socket, sink: socket.socket) -> None:
         try:
             while data := source.recv(65536):
+                self._flowing.wait()
                 sink.sendall(data)
         except OSError:
             pass

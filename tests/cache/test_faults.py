@@ -4,11 +4,12 @@ entry is served once Redis is back (a real redis-server, stopped and started).""
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import redis
@@ -47,6 +48,48 @@ def redis_cache(db: Database, url: str, prefix: str) -> QueryCache:
 def titles(db: Database, cache: QueryCache) -> list[str]:
     with db.transaction() as session:
         return sorted(cache.cached(session, sa.select(Book.title)).scalars().all())
+
+
+def async_redis_cache(db: AsyncDatabase, url: str) -> AsyncQueryCache:
+    """An AsyncQueryCache on its own Redis backend and manager, closed by `close_async`."""
+    manager = AsyncRedisManager(url, socket_timeout_s=0.5)
+    backend = AsyncRedisBackend(manager, prefix=f"p{uuid.uuid4().hex[:8]}")
+    return install(db, AsyncQueryCache(backend, retry_interval=0.0, warn_interval=3600))
+
+
+async def close_async(cache: AsyncQueryCache) -> None:
+    await cache.backend.close()
+    await cache.backend.manager.close()
+
+
+async def async_titles(db: AsyncDatabase, cache: AsyncQueryCache) -> list[str]:
+    async with db.transaction() as session:
+        return sorted((await cache.cached(session, sa.select(Book.title))).scalars().all())
+
+
+@pytest.fixture
+def proxied_sync(
+    db_url: str, server: RedisServer
+) -> Iterator[tuple[Database, QueryCache, CuttableProxy]]:
+    """The seeded database, with a cache on ``server`` through a proxy."""
+    with CuttableProxy("127.0.0.1", server.port) as proxy:
+        db = seeded(db_url)
+        yield db, redis_cache(db, proxy.url, f"p{uuid.uuid4().hex[:8]}"), proxy
+        db.dispose()
+
+
+@pytest.fixture
+async def proxied(
+    db_url: str, async_db_url: str, server: RedisServer
+) -> AsyncIterator[tuple[AsyncDatabase, AsyncQueryCache, CuttableProxy]]:
+    """The seeded database (async), with a cache on ``server`` through a proxy."""
+    seeded(db_url).dispose()  # the same database, through its async driver
+    db = AsyncDatabase(async_db_url)
+    with CuttableProxy("127.0.0.1", server.port) as proxy:
+        cache = async_redis_cache(db, proxy.url)
+        yield db, cache, proxy
+        await close_async(cache)
+    await db.dispose()
 
 
 @pytest.mark.slow
@@ -105,58 +148,42 @@ def test_an_invalidation_missed_during_a_partition_is_applied_when_redis_is_back
 
 
 def test_reads_bypass_the_cache_until_a_pending_invalidation_has_reached_redis(
-    db_url: str, server: RedisServer
+    proxied_sync: tuple[Database, QueryCache, CuttableProxy], server: RedisServer
 ) -> None:
-    with CuttableProxy("127.0.0.1", server.port) as proxy:
-        db = seeded(db_url)
-        cache = redis_cache(db, proxy.url, f"p{uuid.uuid4().hex[:8]}")
-        assert titles(db, cache) == titles(db, cache) == ["a", "b"]  # the second one a hit
-        proxy.cut()
-        db.sql("UPDATE cache_book SET title = 'z' WHERE id = 1")  # returned; the bump pending
-        proxy.restore()
-        with redis.Redis.from_url(server.url) as admin:
-            admin.client_pause(400, all=False)  # the retry's MSET waits, reads go on
-            retry = threading.Thread(target=cache.invalidate, args=((),))
-            retry.start()
-            time.sleep(0.1)
-            try:  # was served ["a", "b"]: the retry had taken the tables off pending
-                assert titles(db, cache) == ["b", "z"]
-            finally:
-                retry.join()
-        assert cache.get_stats()["pending"] == 0
-        db.dispose()
+    db, cache, proxy = proxied_sync
+    assert titles(db, cache) == titles(db, cache) == ["a", "b"]  # the second one a hit
+    proxy.cut()
+    db.sql("UPDATE cache_book SET title = 'z' WHERE id = 1")  # returned; the bump pending
+    proxy.restore()
+    with redis.Redis.from_url(server.url) as admin:
+        admin.client_pause(400, all=False)  # the retry's MSET waits, reads go on
+        retry = threading.Thread(target=cache.invalidate, args=((),))
+        retry.start()
+        time.sleep(0.1)
+        try:  # was served ["a", "b"]: the retry had taken the tables off pending
+            assert titles(db, cache) == ["b", "z"]
+        finally:
+            retry.join()
+    assert cache.get_stats()["pending"] == 0
 
 
 async def test_a_task_reads_no_stale_entry_while_another_retries_an_invalidation(
-    db_url: str, async_db_url: str, server: RedisServer
+    proxied: tuple[AsyncDatabase, AsyncQueryCache, CuttableProxy], server: RedisServer
 ) -> None:
-    seeded(db_url).dispose()  # the same database, through its async driver below
-    db = AsyncDatabase(async_db_url)
-    with CuttableProxy("127.0.0.1", server.port) as proxy:
-        manager = AsyncRedisManager(proxy.url, socket_timeout_s=0.5)
-        backend = AsyncRedisBackend(manager, prefix=f"p{uuid.uuid4().hex[:8]}")
-        cache = install(db, AsyncQueryCache(backend, retry_interval=0.0, warn_interval=3600))
-
-        async def read() -> list[str]:
-            async with db.transaction() as session:
-                found = await cache.cached(session, sa.select(Book.title))
-                return sorted(found.scalars().all())
-
-        assert await read() == await read() == ["a", "b"]
-        proxy.cut()
-        await db.sql("UPDATE cache_book SET title = 'z' WHERE id = 1")
-        proxy.restore()
-        with redis.Redis.from_url(server.url) as admin:
-            admin.client_pause(400, all=False)
-            retry = asyncio.create_task(cache.invalidate(()))
-            await asyncio.sleep(0.1)
-            try:
-                assert await read() == ["b", "z"]
-            finally:
-                await retry
-        await backend.close()
-        await manager.close()
-    await db.dispose()
+    db, cache, proxy = proxied
+    read = functools.partial(async_titles, db, cache)
+    assert await read() == await read() == ["a", "b"]
+    proxy.cut()
+    await db.sql("UPDATE cache_book SET title = 'z' WHERE id = 1")
+    proxy.restore()
+    with redis.Redis.from_url(server.url) as admin:
+        admin.client_pause(400, all=False)
+        retry = asyncio.create_task(cache.invalidate(()))
+        await asyncio.sleep(0.1)
+        try:
+            assert await read() == ["b", "z"]
+        finally:
+            await retry
 
 
 async def test_a_request_cancelled_during_its_invalidation_leaves_no_stale_entry(
@@ -232,3 +259,53 @@ def test_an_unreachable_redis_is_bypassed_with_a_counted_error() -> None:
     assert stats["errors"] >= 3
     assert stats["hits"] == 0
     db.dispose()
+
+
+def test_a_hung_redis_delays_one_read_not_each_read_and_commit_and_serves_nothing_stale(
+    proxied_sync: tuple[Database, QueryCache, CuttableProxy],
+) -> None:
+    db, cache, proxy = proxied_sync
+    assert titles(db, cache) == titles(db, cache) == ["a", "b"]
+    proxy.hang()  # connections open, no reply: each command waits socket_timeout_s (0.5)
+    try:
+        started = time.monotonic()
+        for _ in range(4):
+            assert titles(db, cache) == ["a", "b"]  # the first times out, then bypassed
+        db.sql("UPDATE cache_book SET title = 'z' WHERE id = 1")  # the bump kept pending
+        assert titles(db, cache) == ["b", "z"]
+        elapsed = time.monotonic() - started
+    finally:
+        proxy.resume()
+    assert elapsed < 1.5  # was 5 s: twice the socket timeout for each read and the commit
+    assert cache.get_stats()["pending"] > 0  # the UPDATE's tables
+    deadline = time.monotonic() + 10
+    while cache.get_stats()["pending"] and time.monotonic() < deadline:
+        assert titles(db, cache) == ["b", "z"]  # Redis answers again: never the old entry
+        time.sleep(0.05)
+    assert titles(db, cache) == titles(db, cache) == ["b", "z"]
+    assert cache.get_stats()["hits"] >= 2  # served from Redis again
+
+
+async def test_a_hung_redis_pauses_the_async_backend_too(
+    proxied: tuple[AsyncDatabase, AsyncQueryCache, CuttableProxy],
+) -> None:
+    db, cache, proxy = proxied
+    read = functools.partial(async_titles, db, cache)
+    assert await read() == await read() == ["a", "b"]
+    proxy.hang()
+    try:
+        started = time.monotonic()
+        for _ in range(4):
+            assert await read() == ["a", "b"]
+        await db.sql("UPDATE cache_book SET title = 'z' WHERE id = 1")
+        assert await read() == ["b", "z"]
+        elapsed = time.monotonic() - started
+    finally:
+        proxy.resume()
+    assert elapsed < 1.5  # was 5 s
+    deadline = time.monotonic() + 10
+    while cache.get_stats()["pending"] and time.monotonic() < deadline:
+        assert await read() == ["b", "z"]
+        await asyncio.sleep(0.05)
+    assert await read() == await read() == ["b", "z"]
+    assert cache.get_stats()["hits"] >= 2

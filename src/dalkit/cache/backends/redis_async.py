@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
+from dalkit.cache.backends.pause import TimeoutPause
 from dalkit.cache.backends.redis_keys import (
     DEFAULT_PREFIX,
     RedisKeys,
@@ -56,10 +57,14 @@ class AsyncRedisBackend(RedisKeys):
             same key run its query once in total; the others wait for the entry (at most
             ``lock_timeout``), then run it themselves. Without it, once per process.
         lock_timeout: Seconds a lock is held and waited for at most.
+        timeout_pause: Seconds Redis is not asked again after a command timed out (a hung
+            Redis): meanwhile reads bypass the cache and invalidations wait as pending,
+            without a round trip. Doubled for each timeout in a row; 0: no pause.
+        timeout_pause_max: The longest such pause, in seconds.
 
     Raises:
         CacheConfigurationError: ``manager`` is of the other kind (sync/async), or
-            ``lock_timeout`` is not positive.
+            ``lock_timeout`` is not positive, or the pauses are out of range.
 
     Examples:
         ``AsyncQueryCache(AsyncRedisBackend(AsyncRedisManager(url), stampede_lock=True))``
@@ -72,6 +77,8 @@ class AsyncRedisBackend(RedisKeys):
         prefix: str = DEFAULT_PREFIX,
         stampede_lock: bool = False,
         lock_timeout: float = 10.0,
+        timeout_pause: float = 1.0,
+        timeout_pause_max: float = 5.0,
     ) -> None:
         if not isinstance(manager, AsyncRedisManager):
             raise CacheConfigurationError(
@@ -80,9 +87,11 @@ class AsyncRedisBackend(RedisKeys):
                 "AsyncRedisBackend with AsyncRedisManager and AsyncQueryCache)"
             )
         super().__init__(prefix, stampede_lock=stampede_lock, lock_timeout=lock_timeout)
+        self.pause = TimeoutPause(timeout_pause, timeout_pause_max)
         self.manager = manager
         self._links = PerLoop(partial(_Link, manager), _Link.close)
         self._retryable = retryable_errors()
+        self._timeout = self._retryable[1]
 
     async def close(self) -> None:
         """Close the backend's connections (its pool is its own); it can be used afterwards."""
@@ -96,8 +105,10 @@ class AsyncRedisBackend(RedisKeys):
         about 20 us a command, a fifth of a hit. Here a connection whose command did not
         complete is closed, never reused, so none can hold unread data; a failed connection
         is replaced and the command tried once more (the cache's commands are idempotent),
-        as the fast-failing client does. The command is packed by `pack_command`.
+        as the fast-failing client does; a timeout pauses the backend instead
+        (`dalkit.cache.backends.pause`). The command is packed by `pack_command`.
         """
+        self.pause.check()
         link = self._links.current()
         if link.pid != os.getpid():  # a forked child: the sockets are its parent's
             link.idle, link.pid = deque(), os.getpid()
@@ -112,8 +123,11 @@ class AsyncRedisBackend(RedisKeys):
             try:
                 await connection.send_packed_command(pack_command(connection, args))
                 reply = await connection.read_response()
-            except self._retryable:
+            except self._retryable as error:
                 await connection.disconnect()
+                if isinstance(error, self._timeout):  # asked again, a hung Redis waits twice
+                    self.pause.timed_out(error)
+                    raise
                 if retried:
                     raise
                 retried = True
@@ -122,6 +136,7 @@ class AsyncRedisBackend(RedisKeys):
                 await connection.disconnect()
                 raise
             idle.append(connection)
+            self.pause.answered()
             return reply
 
     async def fetch_async(self, key: str, tables: Sequence[str]) -> tuple[bytes | None, Tokens]:
@@ -142,7 +157,11 @@ class AsyncRedisBackend(RedisKeys):
                 if value is None:
                     pipe.set(name, new_token(0), nx=True)  # made, not bumped: no commit
             pipe.mget(names)
-            values = (await pipe.execute())[-1]
+            try:
+                values = (await pipe.execute())[-1]
+            except self._timeout as error:
+                self.pause.timed_out(error)
+                raise
             return None, self.tokens(values)  # an entry can never carry a token just made
         tokens = self.tokens(values)
         return self.decide(raw, tokens), tokens
@@ -184,8 +203,11 @@ class AsyncRedisBackend(RedisKeys):
             return None
         lock = self._links.current().client.lock(self.lock_key(key), **self.lock_options())
         try:
+            self.pause.check()
             acquired = await lock.acquire()
-        except Exception:
+        except Exception as error:
+            if isinstance(error, self._timeout):
+                self.pause.timed_out(error)
             return None
         return lock if acquired else None
 

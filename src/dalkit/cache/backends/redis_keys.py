@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from dalkit.cache.backends.pause import TimeoutPause
 from dalkit.cache.errors import CacheConfigurationError
 from dalkit.cache.tables import each_named
 from dalkit.cache.versions import Tokens, entry_payload
@@ -45,6 +46,8 @@ class RedisKeys:
     """
 
     shared = True
+    #: when Redis may be asked again after a timeout (set by each backend)
+    pause: TimeoutPause
 
     def __init__(self, prefix: str, *, stampede_lock: bool, lock_timeout: float) -> None:
         if lock_timeout <= 0:
@@ -90,7 +93,7 @@ def fast_failing_client(manager: Any) -> Any:
     command once and at once, and never decoding replies.
 
     redis-py's default backoff would make every cache call wait seconds while Redis is
-    down, where bypassing the cache costs nothing.
+    down, where bypassing the cache costs nothing. A timeout is not retried.
 
     Args:
         manager: The RedisManager or AsyncRedisManager whose configuration to copy.
@@ -106,10 +109,13 @@ def fast_failing_client(manager: Any) -> Any:
 
     client_module: Any
     retry: Any
+    # not after a timeout: a Redis that hangs would make the caller wait twice
+    # (dalkit.cache.backends.pause keeps it from being asked again for a while)
+    again = (redis.ConnectionError,)
     if isinstance(manager.client, redis.asyncio.Redis):
-        client_module, retry = redis.asyncio, AsyncRetry(NoBackoff(), 1)
+        client_module, retry = redis.asyncio, AsyncRetry(NoBackoff(), 1, supported_errors=again)
     else:
-        client_module, retry = redis, Retry(NoBackoff(), 1)
+        client_module, retry = redis, Retry(NoBackoff(), 1, supported_errors=again)
     config = manager.config
     # entries are pickles and the header's tokens are read as bytes: a manager configured to
     # decode its replies (``decode_responses=True``) made every read fail to decode one
@@ -131,9 +137,11 @@ def pack_command(connection: Any, args: tuple[Any, ...]) -> list[bytes]:
     return [_pack(args)] if _pack is not None else list(connection.pack_command(*args))
 
 
-def retryable_errors() -> tuple[type[Exception], ...]:
-    """The redis-py errors after which a command is tried again once on a new connection
-    (the connection failed or timed out: the idempotent commands of the cache may repeat)."""
+def retryable_errors() -> tuple[type[Exception], type[Exception]]:
+    """The redis-py errors after which a command's connection is dropped: a failed one, after
+    which the command is tried again once on a new connection (the cache's commands are
+    idempotent), and a timeout, after which it is not (Redis may hang: the caller would wait
+    twice) and the backend pauses (`dalkit.cache.backends.pause`)."""
     from redis.exceptions import ConnectionError as RedisConnectionError
     from redis.exceptions import TimeoutError as RedisTimeoutError
 
