@@ -352,3 +352,18 @@ def test_a_read_only_block_whose_replica_died_sends_the_next_one_elsewhere(
             in_recovery()
         assert [in_recovery() for _ in range(3)] == [False] * 3
         assert _replica_stats(db)["state"] == "down"
+
+
+def test_read_your_writes_holds_when_the_first_write_was_in_a_rolled_back_savepoint(
+    patient_db: Database, replication: Replication
+) -> None:
+    db = patient_db
+    _read(db, 0)  # starts the monitor
+    _caught_up(db, replication)
+    replication.replica.pause_replay()
+    with db.transaction() as session:
+        with pytest.raises(RuntimeError), db.transaction(propagation="nested") as inner:
+            inner.execute(items.insert().values(id=900, name="gone"))
+            raise RuntimeError  # the savepoint, and what it registered, rolled back
+        session.execute(items.insert().values(id=901, name="kept"))
+    assert _read(db, 901) == (True, False)  # was (False, True): the lagging replica answered

@@ -201,11 +201,13 @@ class _Router(Generic[E]):
             return
         if scope.state is None:
             scope.state = {}
-        if _WROTE not in scope.state:
-            scope.state[_WROTE] = True
+        registered = scope.state.get(_WROTE)
+        # registered in a savepoint that rolled back, it is gone: the writes after it were
+        # then read back from a lagging replica
+        if registered is None or registered not in (scope.callbacks or ()):
             # ranked first: the cache's invalidation (rank 1) tags its tokens with the position
             after_write = functools.partial(self._after_write, scope)
-            scope.add(after_write, on_commit=True, robust=True, rank=2)
+            scope.state[_WROTE] = scope.add(after_write, on_commit=True, robust=True, rank=2)
 
     def _wrote(self, scope: TransactionScope, lsn: str) -> None:
         position = parse_lsn(lsn)
