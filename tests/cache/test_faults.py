@@ -17,6 +17,7 @@ import sqlalchemy as sa
 
 from dalkit import AsyncDatabase, AsyncRedisManager, Database, RedisManager
 from dalkit.cache import AsyncQueryCache, AsyncRedisBackend, QueryCache, RedisBackend, install
+from dalkit.cache.errors import CacheConfigurationError
 from dalkit.testing._server import free_port
 from dalkit.testing.redis import RedisServer
 
@@ -309,3 +310,13 @@ async def test_a_hung_redis_pauses_the_async_backend_too(
         await asyncio.sleep(0.05)
     assert await read() == await read() == ["b", "z"]
     assert cache.get_stats()["hits"] >= 2
+
+
+@pytest.mark.parametrize(("first", "longest"), [(-1.0, 5.0), (2.0, 1.0)])
+def test_timeout_pauses_out_of_range_are_refused(first: float, longest: float) -> None:
+    manager = RedisManager(f"redis://127.0.0.1:{free_port()}/0")
+    try:
+        with pytest.raises(CacheConfigurationError, match="timeout_pause"):
+            RedisBackend(manager, timeout_pause=first, timeout_pause_max=longest)
+    finally:
+        manager.close()
