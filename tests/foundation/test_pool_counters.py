@@ -126,3 +126,37 @@ def test_no_upkeep_leaves_the_pools_own_get() -> None:
         assert "_do_get" not in vars(engine.pool)
     finally:
         engine.dispose()
+
+
+def test_a_connection_held_across_dispose_is_counted_until_returned_then_closed(
+    db_url: str,
+) -> None:
+    with Database(db_url) as db:
+        closed: list[object] = []
+        sa.event.listen(db.engine.pool, "close", lambda dbapi, record: closed.append(dbapi))
+        with db.connection() as connection:
+            connection.exec_driver_sql("SELECT 1")
+            db.dispose()  # the engine gets a fresh pool; this connection is still in use
+            assert db.pool_stats()["checked_out"] == 1
+        assert db.pool_stats()["checked_out"] == 0
+        # given back to a pool nobody uses any more: closed, not left open until collected
+        assert len(closed) == 1
+        with db.connection() as connection:
+            connection.exec_driver_sql("SELECT 1")
+            assert db.pool_stats()["checked_out"] == 1
+        assert db.pool_stats()["checked_out"] == 0
+
+
+async def test_an_async_connection_held_across_dispose_is_counted_then_closed(
+    async_db_url: str,
+) -> None:
+    async with AsyncDatabase(async_db_url) as db:
+        closed: list[object] = []
+        pool = db.engine.sync_engine.pool
+        sa.event.listen(pool, "close", lambda dbapi, record: closed.append(dbapi))
+        async with db.connection() as connection:
+            await connection.exec_driver_sql("SELECT 1")
+            await db.dispose()
+            assert db.pool_stats()["checked_out"] == 1
+        assert db.pool_stats()["checked_out"] == 0
+        assert len(closed) == 1

@@ -164,6 +164,13 @@ class _InstrumentedPoolMixin:
         # the requester waited for these too, but opening is not queueing
         connection.info[FILL_S] = perf_counter() - started
 
+    def dispose(self) -> None:
+        super().dispose()  # type: ignore[misc]
+        # SQLAlchemy puts a connection checked out now back into this pool when it is given
+        # back, though the engine has a fresh pool: it would stay open, idle on the server,
+        # until collected (psycopg warns then). It is closed as it comes back instead
+        self.__dict__["_dalkit_return"] = _close_record
+
     def recreate(self) -> Any:
         # dispose() builds a fresh pool of the same class: carry the counters over
         pool = super().recreate()  # type: ignore[misc]
@@ -172,6 +179,10 @@ class _InstrumentedPoolMixin:
             {key: value for key, value in self.__dict__.items() if key in _CARRIED_OVER}
         )
         return pool
+
+
+def _close_record(record: Any) -> None:
+    record.close()
 
 
 # what a recreated async pool keeps of the one it replaces (not its loop: it has none yet)

@@ -103,6 +103,11 @@ class PoolMetrics:
         self._waiting: deque[None] = deque()
         self._grants: deque[float] = deque()  # seconds each served request waited
         self._holds: deque[float] = deque()  # seconds each checked-in connection was held
+        # checkouts and checkins folded so far, never reset: their difference is checked_out,
+        # counted here, not read off the pool, so a connection held across dispose() (checked
+        # out of a pool the engine has replaced) is counted until it is given back
+        self._granted_total = 0
+        self._returned_total = 0
         # record id -> (checked out at, checkout stack, already warned)
         self._held: dict[int, tuple[float, list[traceback.FrameSummary], bool]] = {}
         self._watcher: Ticker | None = None
@@ -200,15 +205,19 @@ class PoolMetrics:
         """Move the appended waits and holds into the counters; the caller holds ``_lock``."""
         counters = self._counters
         grants, holds = self._grants, self._holds
-        if grants:
-            # only folders pop, under the lock: items appended meanwhile wait for the next fold
-            waited = [grants.popleft() for _ in range(len(grants))]
-            counters.requests_num += len(waited)
-            counters.requests_wait_ms += sum(waited) * 1000.0
+        # only folders pop, under the lock: items appended meanwhile wait for the next fold.
+        # Holds first: each was appended after its checkout's grant, so every hold folded has
+        # its grant folded too and checked_out never reads below zero
         if holds:
             held = [holds.popleft() for _ in range(len(holds))]
+            self._returned_total += len(held)
             counters.usage_ms += sum(held) * 1000.0
             counters.max_hold_ms = max(counters.max_hold_ms, max(held) * 1000.0)
+        if grants:
+            waited = [grants.popleft() for _ in range(len(grants))]
+            self._granted_total += len(waited)
+            counters.requests_num += len(waited)
+            counters.requests_wait_ms += sum(waited) * 1000.0
 
     # -- pool event listeners -------------------------------------------------------------
     def on_connect(self, dbapi_connection: Any, record: Any) -> None:
@@ -258,10 +267,11 @@ class PoolMetrics:
             if reset:
                 self._counters = Counters()
             values = {name: getattr(counters, name) for name in Counters.__slots__}
+            checked_out = self._granted_total - self._returned_total
         stats: dict[str, int | float] = {
             "pool_size": 0,
             "pool_available": 0,
-            "checked_out": 0,
+            "checked_out": checked_out,
             "overflow": 0,
             "pool_min": self._upkeep.min_size,
             "requests_waiting": len(self._waiting),
@@ -270,7 +280,6 @@ class PoolMetrics:
             stats.update(
                 pool_size=pool.size(),
                 pool_available=pool.checkedin(),
-                checked_out=pool.checkedout(),
                 overflow=max(0, pool.overflow()),
             )
         for name, value in values.items():
