@@ -10,7 +10,7 @@ import re
 import pytest
 
 from dalkit import Database
-from dalkit.engine.sql_literals import mask_strings
+from dalkit.engine.sql_literals import mask_strings, shown_sql
 from dalkit.observe import QueryBudgetExceededError, install
 from dalkit.observe.querylog import shape_of
 
@@ -40,6 +40,15 @@ def test_what_is_not_a_literal_stays() -> None:
     assert shape_of("SELECT a FROM t WHERE b = $1 AND c = 'x'").text == (
         "SELECT a FROM t WHERE b = ? AND c = ?"
     )
+
+
+@pytest.mark.parametrize("statement", [*QUOTED, "SELECT 'a'  ,\n\n  \"b\"  ,  'it''s'"])
+def test_the_start_shown_of_a_statement_is_the_start_of_all_of_it_masked(statement: str) -> None:
+    # only the start shown is scanned: cut anywhere, even inside a literal, it reads the same
+    for chars in range(1, len(statement) + 2):
+        assert (
+            shown_sql(statement * 3, chars) == " ".join(mask_strings(statement * 3).split())[:chars]
+        )
 
 
 def _secret_statement(db: Database) -> str:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["MASK", "mask_strings"]
+__all__ = ["MASK", "mask_strings", "shown_sql"]
 
 #: what a masked string literal reads as
 MASK = "'***'"
@@ -67,3 +67,46 @@ def mask_strings(statement: str, mask: str = MASK, keep: re.Pattern[str] | None 
         return mask
 
     return _PIECES.sub(replace, statement)
+
+
+def shown_sql(statement: str, chars: int) -> str:
+    """What a log or an error shows of ``statement``: its first ``chars`` characters once its
+    literals are masked and its whitespace collapsed. Only as much of the text is scanned as
+    that needs: masking all of a 2 MB statement of 50,000 literals to show 2,000 characters of
+    it took 250 ms.
+
+    Args:
+        statement: SQL text.
+        chars: At most this many characters are shown.
+
+    Returns:
+        The start of ``" ".join(mask_strings(statement).split())``, ``chars`` long at most.
+    """
+    reach = chars
+    while True:
+        head, whole = _masked_head(statement, reach)
+        shown = " ".join(head.split())
+        # cut anywhere, the head reads as the whole text does up to the cut: the scan below
+        # finds the literals as a scan of the whole text finds them
+        if whole or len(shown) >= chars:
+            return shown[:chars]
+        reach *= 4  # its whitespace collapsed or its literals masked to less than that
+
+
+def _masked_head(statement: str, chars: int) -> tuple[str, bool]:
+    """The first ``chars`` characters (or more) of ``mask_strings(statement)``, and whether
+    they are all of it."""
+    pieces: list[str] = []
+    size = at = 0
+    for match in _PIECES.finditer(statement):  # lazily: stops with the scan
+        start = match.start()
+        if size + start - at >= chars:
+            break
+        piece = MASK if match.group("string") is not None else match.group(0)
+        pieces += (statement[at:start], piece)
+        size += start - at + len(piece)
+        at = match.end()
+        if size >= chars:
+            return "".join(pieces), at >= len(statement)
+    rest = statement[at : at + chars - size]  # no literal starts in it
+    return "".join(pieces) + rest, at + len(rest) >= len(statement)

@@ -10,7 +10,7 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from dalkit.engine.sql_literals import mask_strings
+from dalkit.engine.sql_literals import shown_sql
 from dalkit.errors import ConfigurationError
 from dalkit.observe.errors import QueryBudgetExceededError
 
@@ -86,7 +86,7 @@ class QueryBudget:
         if not over:
             return
         listing = "\n".join(
-            f"  {number}. [{ms:.1f} ms] {' '.join(mask_strings(sql).split())[:300]}"
+            f"  {number}. [{ms:.1f} ms] {shown_sql(sql, 300)}"
             for number, (sql, ms) in enumerate(self.statements, 1)
         )
         raise QueryBudgetExceededError(

@@ -9,12 +9,17 @@ import math
 import re
 import threading
 from collections import OrderedDict, deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from itertools import islice
 from typing import Any
 
-from dalkit.engine.sql_literals import mask_strings
-from dalkit.observe.param_columns import SECRET_NAMES, parameter_columns
+from dalkit.engine.sql_literals import shown_sql
+from dalkit.observe.param_columns import (
+    _INSERT,
+    SECRET_NAMES,
+    ParameterColumns,
+    parameter_columns,
+)
 from dalkit.observe.shapes import StatementShape, shape_of
 
 __all__ = [
@@ -35,10 +40,15 @@ MAX_VALUE_CHARS = 80
 #: slow IN of 30,000 values made a log line of 200 KB, the statement itself cut at 2,000)
 MAX_PARAMETERS = 100
 MAX_ITEMS = 20
+#: characters of a statement shown
+MAX_STATEMENT_CHARS = 2000
+#: longer statements naming a secret anywhere are not read for the column of each value (at
+#: 5-50 us a parameter, a slow IN of 50,000 took 1.2 s to log): all their values are masked
+MAX_READ_CHARS = 10_000
+_FOLDED_SECRET = re.compile(SECRET_NAMES.pattern)  # SECRET_NAMES of lower-case ASCII
+_FOLDED_INSERT = re.compile("insert|replace")  # where _INSERT may match, in the same
 #: durations kept per shape for its p95
 WINDOW = 256
-
-_SPACES = re.compile(r"\s+")
 
 
 class _Tally:
@@ -215,27 +225,28 @@ def _labels(
     its compiled name (SQLAlchemy's, when it compiled the statement) and the column the text
     gives it; per named one, that column. A secret-looking either masks it; so does `UNMAPPED`
     where the text cannot say which column a value goes to in a statement writing a secret."""
-    found = parameter_columns(statement)
     first = parameters
     if isinstance(parameters, list) and parameters and not isinstance(parameters[0], (str, bytes)):
         first = parameters[0]  # executemany, as mask_parameters tells it: its first set shows
     if isinstance(first, Mapping):
+        found = _columns(statement)
         closed = found.writes_secret
         return None, {
-            str(key): found.named.get(str(key), "") or (UNMAPPED if closed else "") for key in first
+            str(key): found.named.get(str(key), "") or (UNMAPPED if closed else "")
+            for key in islice(first, MAX_PARAMETERS)  # the ones shown
         }
-    if not isinstance(first, Sequence) or isinstance(first, (str, bytes)):
+    if not isinstance(first, Sequence) or isinstance(first, (str, bytes)) or not first:
         return None, None
     count = len(first)
-    mapped = found.positional if len(found.positional) == count else []
     compiled = list(compiled or ())
     # an expanding IN is compiled as one name and sent as several parameters, an
     # insertmanyvalues batch as one row's names and sent as several rows: then the compiled
     # names fit no value, and only say that a secret is among them
     aligned = len(compiled) == count
-    closed = found.writes_secret or (
-        not aligned and any(SECRET_NAMES.search(name) for name in compiled)
-    )
+    unfit_secret = not aligned and any(SECRET_NAMES.search(name) for name in compiled)
+    found = _columns(statement, unfit_secret)
+    mapped = found.positional if len(found.positional) == count else []
+    closed = found.writes_secret or unfit_secret
     return [
         " ".join(
             filter(
@@ -247,8 +258,31 @@ def _labels(
                 ),
             )
         )
-        for i in range(count)
+        for i in range(min(count, MAX_PARAMETERS))
     ], None
+
+
+def _columns(statement: str, compiled_secret: bool = False) -> ParameterColumns:
+    """`parameter_columns`, read only where it can mask a value: when the text names a secret,
+    inserts naming no columns, or ``compiled_secret`` (compiled names that fit no value hold a
+    secret's); no column the text gives a value is a secret's else. A text too long to read
+    takes every value for a secret's (fails closed)."""
+    inserts: Iterable[re.Match[str] | None]
+    if statement.isascii():
+        # the patterns' re.IGNORECASE scans ASCII text 10-15x slower than this (timeit)
+        folded = statement.lower()
+        secret = _FOLDED_SECRET.search(folded.replace('"', "")) is not None
+        inserts = (_INSERT.match(statement, m.start()) for m in _FOLDED_INSERT.finditer(folded))
+    else:  # "to""ken" is token
+        secret = SECRET_NAMES.search(statement.replace('"', "")) is not None
+        inserts = _INSERT.finditer(statement)
+    if not (secret or compiled_secret) and not any(
+        m is not None and m.group(1) is None and m.group(2) is None for m in inserts
+    ):
+        return ParameterColumns([], {}, False)
+    if len(statement) > MAX_READ_CHARS:
+        return ParameterColumns([], {}, True)
+    return parameter_columns(statement)
 
 
 def positional_names(statement: str) -> list[str]:
@@ -341,7 +375,7 @@ class SlowQueryLog:
             rows if rows >= 0 else "?",
             f", request {request_id}" if request_id else "",
             f", actor {actor}" if actor else "",
-            _SPACES.sub(" ", mask_strings(statement)).strip()[:2000],
+            shown_sql(statement, MAX_STATEMENT_CHARS),
             mask_parameters(parameters, *_labels(statement, parameters, positional_names)),
             extra={
                 "duration_ms": round(duration_s * 1000.0, 3),
