@@ -56,3 +56,23 @@ async def test_replica_reads_are_observed(
         assert all(observer_for(e) is observer for e in engines)
     finally:
         observer.uninstall()
+
+
+@pytest.mark.postgres
+async def test_replica_reads_are_observed_again_after_uninstall_and_install(
+    pg_databases: PostgresDatabases,
+) -> None:
+    db = pg_databases(replicas=[pg_databases.url])
+    install(db.engine, {"query_stats": True}).uninstall()
+    observer = install(db.engine, {"query_stats": True})
+    try:
+        for _ in range(2):
+            await _read(db, READ)
+        assert db.get_stats()["replicas"]["replicas"]  # routed to the replica
+        (routed,) = [s for s in observer.query_stats(None) if "routed_read" in s["statement"]]
+        assert routed["count"] == 2
+        assert observer is db.observer  # the database's own figures are this observer's
+        engines = [r.engine for r in db._replicas.replicas.replicas]  # type: ignore[union-attr]
+        assert all(observer_for(e) is observer for e in engines)
+    finally:
+        observer.uninstall()

@@ -39,6 +39,9 @@ __all__ = ["ObserveSettings", "Observer", "install", "observer_for", "set_defaul
 # keyed by dialect: an engine's execution_options() copies (which sessions may be bound to)
 # share its dialect and its listeners, not its identity
 _observers: weakref.WeakKeyDictionary[Dialect, Observer] = weakref.WeakKeyDictionary()
+# uninstalled observers, by their engine's dialect: installing on the engine again revives
+# the one its database holds (db.observer), with the read replicas it follows
+_uninstalled: weakref.WeakKeyDictionary[Dialect, Observer] = weakref.WeakKeyDictionary()
 _orm_listener_installed = False
 
 
@@ -65,7 +68,9 @@ def install(engine: Engine | AsyncEngine, settings: object = None) -> Observer:
     """Observe ``engine`` (the sync engine of an AsyncEngine: the listeners serve both APIs).
 
     Installing again on the same engine returns the same observer, reconfigured when
-    ``settings`` are given (unchanged with None).
+    ``settings`` are given (unchanged with None); after its ``uninstall()`` too (the one
+    ``db.observer`` holds), configured as a new one would be and still following the database's
+    read replicas.
 
     Args:
         engine: An Engine or AsyncEngine.
@@ -83,7 +88,14 @@ def install(engine: Engine | AsyncEngine, settings: object = None) -> Observer:
         return observer
     resolved = ObserveSettings.coerce(settings)
     if observer is None:
-        observer = _observers[sync_engine.dialect] = Observer(sync_engine, resolved)
+        observer = _uninstalled.pop(sync_engine.dialect, None)
+        if observer is None:
+            observer = Observer(sync_engine, resolved)
+        else:
+            for dialect in observer._followed:
+                _observers[dialect] = observer
+            observer.configure(resolved)
+        _observers[sync_engine.dialect] = observer
     else:
         observer.configure(resolved)
     return observer
@@ -243,6 +255,7 @@ class Observer:
         if self._engine() is not None:
             self._refresh_listeners()
             _observers.pop(self.engine.dialect, None)
+            _uninstalled[self.engine.dialect] = self
         for dialect in list(self._followed):
             _observers.pop(dialect, None)
 
