@@ -36,7 +36,7 @@ from dalkit.database_transactions_async import AsyncDatabaseTransactions
 from dalkit.engine.build import build_async_engine, get_async_driver_connection
 from dalkit.engine.dropped import release_when_dropped
 from dalkit.engine.health import HealthCheckResult
-from dalkit.engine.pgbouncer import pgbouncer_config
+from dalkit.engine.pgbouncer import pgbouncer_async_config
 from dalkit.engine.replica_setup import RouteReads, failure_hook, replica_router
 from dalkit.engine.replicas import token_position
 from dalkit.engine.schemas import declare_served
@@ -116,7 +116,7 @@ class AsyncDatabase(AsyncDatabaseTransactions, AsyncDatabaseObserve):
         multi_host = is_multi_host(self.config.url)
         self.pgbouncer = pgbouncer
         if pgbouncer:
-            self.config = pgbouncer_config(self.config)
+            self.config = pgbouncer_async_config(self.config)
         # -- end scale-out -------------------------------------------------------------------
         self.engine: AsyncEngine
         self.engine, self._metrics = build_async_engine(self.config)

@@ -43,3 +43,20 @@ def test_an_option_asyncpg_cannot_take_is_refused_up_front(query: str) -> None:
     with pytest.raises(ConfigurationError, match=repr(key)) as caught:
         AsyncDatabase("postgresql://app:s3cretPW@127.0.0.1:1/app" + query)
     assert "s3cretPW" not in str(caught.value)
+
+
+@pytest.mark.parametrize("key", ["keepalives", "sslrootcert", "prepare_threshold"])
+def test_a_connect_arg_asyncpg_cannot_take_is_refused_up_front(key: str) -> None:
+    # asyncpg.connect() raised a raw TypeError at the first query
+    with pytest.raises(ConfigurationError, match=repr(key)) as caught:
+        AsyncDatabase(
+            "postgresql://app@127.0.0.1:1/app",
+            connect_args={key: "s3cretPW", "password": "s3cretPW", "timeout": 5},
+        )
+    assert "s3cretPW" not in str(caught.value)
+
+
+async def test_asyncpg_s_own_connect_args_are_taken(postgres_url: str) -> None:
+    args = {"server_settings": {"application_name": "own"}, "statement_cache_size": 10}
+    async with AsyncDatabase(postgres_url, application_name=None, connect_args=args) as db:
+        assert (await db.sql(SHOW))[0]["app"] == "own"

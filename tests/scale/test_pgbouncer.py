@@ -245,3 +245,14 @@ async def test_the_async_replica_monitor_through_pgbouncer_keeps_a_healthy_repli
     finally:
         await db.dispose()
     assert (replica["state"], replica["errors"], replica["error"]) == ("healthy", 0, None)
+
+
+async def test_an_async_url_naming_no_driver_gets_asyncpg_s_arguments(
+    pgbouncer_database_url: str,
+) -> None:
+    # it got psycopg's prepare_threshold: a raw TypeError from asyncpg.connect() at the first
+    # query, and no statement_cache_size=0
+    async with AsyncDatabase(pgbouncer_database_url, pgbouncer=True) as db:
+        for _ in range(3):
+            assert (await db.sql("SELECT 1 AS one")) == [{"one": 1}]
+        assert db.config.connect_args["statement_cache_size"] == 0

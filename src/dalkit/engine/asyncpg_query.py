@@ -1,5 +1,6 @@
 """libpq's URL query options for asyncpg: the ones it has a spelling for are translated, the
-others refused up front.
+others refused up front; and so are ``connect_args`` keys that ``asyncpg.connect()`` does not
+take.
 
 psycopg hands a URL's query to libpq, which knows ``sslmode``, ``connect_timeout``,
 ``application_name``, ``options`` and the rest; SQLAlchemy's asyncpg dialect passes the same query
@@ -8,6 +9,8 @@ to ``asyncpg.connect()`` as keyword arguments, which raised a raw TypeError at t
 
 from __future__ import annotations
 
+import functools
+import inspect
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -33,6 +36,10 @@ _NATIVE = frozenset(
         "gsslib",
         "prepared_statement_cache_size",
     }
+)
+# what SQLAlchemy's asyncpg dialect takes out of the connect arguments before asyncpg sees them
+_DIALECT_ARGS = frozenset(
+    {"async_creator_fn", "prepared_statement_cache_size", "prepared_statement_name_func"}
 )
 _SSLMODES = frozenset({"disable", "allow", "prefer", "require", "verify-ca", "verify-full"})
 # one option of libpq's ``options``: "-c name=value", "-cname=value" or "--name=value"
@@ -91,6 +98,7 @@ def asyncpg_connect_args(
             "the URL option 'sslpassword' is not supported by asyncpg (AsyncDatabase's "
             "PostgreSQL driver); pass an ssl.SSLContext as connect_args={'ssl': ...}"
         )
+    _check_connect_args(connect_args or {})
     args: dict[str, Any] = {}
     settings: dict[str, str] = {}
     taken = []
@@ -124,3 +132,25 @@ def asyncpg_connect_args(
     if settings:
         args["server_settings"] = settings
     return url.difference_update_query(taken), args
+
+
+def _check_connect_args(connect_args: Mapping[str, Any]) -> None:
+    """Refuse a key ``asyncpg.connect()`` would reject with a raw TypeError at the first
+    connection: named, its value never shown (``connect_args`` holds secrets)."""
+    if "async_creator_fn" in connect_args:  # the application's own connect: its own arguments
+        return
+    taken = _asyncpg_arguments()
+    unknown = sorted(str(key) for key in connect_args if key not in taken)
+    if unknown:
+        raise ConfigurationError(
+            f"connect_args {unknown[0]!r} is not an argument of asyncpg.connect() "
+            "(AsyncDatabase's PostgreSQL driver); remove it or use asyncpg's spelling "
+            "(sslmode: 'ssl', connect_timeout: 'timeout', options: 'server_settings')"
+        )
+
+
+@functools.cache
+def _asyncpg_arguments() -> frozenset[str]:
+    import asyncpg  # type: ignore[import-untyped,unused-ignore]  # AsyncDatabase on PostgreSQL
+
+    return frozenset(inspect.signature(asyncpg.connect).parameters) | _DIALECT_ARGS

@@ -15,11 +15,13 @@ from typing import Any
 from sqlalchemy.engine import URL
 
 from dalkit.config import DatabaseConfig, InitHook, split_hosts
+from dalkit.engine.build import resolve_url
 from dalkit.errors import ConfigurationError, DalkitError
 
 __all__ = [
     "PgBouncerError",
     "check_session_lock_allowed",
+    "pgbouncer_async_config",
     "pgbouncer_config",
     "split_multi_host",
 ]
@@ -41,7 +43,19 @@ def _statement_name() -> str:
     return f"__asyncpg_{uuid.uuid4().hex}__"
 
 
-def pgbouncer_config(config: DatabaseConfig) -> DatabaseConfig:
+def pgbouncer_async_config(config: DatabaseConfig) -> DatabaseConfig:
+    """`pgbouncer_config` for an AsyncDatabase: a URL naming no driver is asyncpg's.
+
+    Args:
+        config: The database's configuration.
+
+    Returns:
+        The configuration to connect through PgBouncer with.
+    """
+    return pgbouncer_config(config, is_async=True)
+
+
+def pgbouncer_config(config: DatabaseConfig, *, is_async: bool = False) -> DatabaseConfig:
     """``config`` made safe for PgBouncer's transaction mode.
 
     No server-side prepared statements (psycopg ``prepare_threshold=None``; asyncpg
@@ -51,12 +65,13 @@ def pgbouncer_config(config: DatabaseConfig) -> DatabaseConfig:
 
     Args:
         config: The database's configuration.
+        is_async: For an AsyncDatabase (the driver of a URL naming none).
 
     Returns:
         The configuration to connect through PgBouncer with.
 
     Raises:
-        ConfigurationError: The URL is not PostgreSQL's.
+        ConfigurationError: The URL is not PostgreSQL's, or names an unknown driver.
         PgBouncerError: ``statement_timeout_ms`` or ``connect_args["options"]`` is set: session
             state that transaction pooling would hand to other clients.
     """
@@ -75,7 +90,9 @@ def pgbouncer_config(config: DatabaseConfig) -> DatabaseConfig:
             "mode cannot keep per client; use SET LOCAL inside each transaction"
         )
     url = config.url
-    driver = url.get_driver_name() if "+" in url.drivername else ""
+    # the driver the engine will use: a URL naming none gets psycopg's or asyncpg's
+    named = "+" in url.drivername
+    driver = (url if named else resolve_url(config, is_async=is_async)).get_driver_name()
     if driver == "asyncpg":
         extra.setdefault("statement_cache_size", 0)
         extra.setdefault("prepared_statement_name_func", _statement_name)
