@@ -3,6 +3,10 @@ on every driver; driver messages read as the driver's words, without its class n
 
 from __future__ import annotations
 
+import asyncio
+import threading
+from pathlib import Path
+
 import pytest
 import sqlalchemy as sa
 
@@ -74,3 +78,35 @@ async def test_async_driver_messages_carry_no_class_prefix(async_db: AsyncDataba
     message = str(caught.value)
     assert not message.startswith(("IntegrityError", "UniqueViolation", "<class"))
     assert "duplicate key value" in message or "UNIQUE constraint failed" in message
+
+
+def test_a_sqlite_file_that_cannot_be_opened_fails_as_in_sync_and_leaves_no_thread(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path}/no-such-dir/app.db"
+    with Database(url) as db, pytest.raises(ConnectionFailedError) as sync_error:
+        db.sql("SELECT 1")
+    died: list[threading.ExceptHookArgs] = []
+    before = set(threading.enumerate())
+
+    async def fail() -> set[threading.Thread]:
+        db = AsyncDatabase(url)
+        try:
+            with pytest.raises(ConnectionFailedError) as caught:
+                await db.sql("SELECT 1")
+            assert str(caught.value) == str(sync_error.value)
+            return set(threading.enumerate()) - before
+        finally:
+            await db.dispose()
+
+    hook, threading.excepthook = threading.excepthook, died.append
+    try:
+        # the loop closes as soon as the error ends it: aiosqlite's worker thread, still
+        # stopping, then died printing "Event loop is closed" (about every other time)
+        left = [asyncio.run(fail()) for _ in range(10)]
+        for thread in set().union(*left):
+            thread.join(5)
+    finally:
+        threading.excepthook = hook
+    assert left == [set()] * 10  # its worker thread had ended when the error was raised
+    assert died == []

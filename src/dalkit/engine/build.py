@@ -21,6 +21,7 @@ from dalkit.config import DatabaseConfig
 from dalkit.driver_errors import is_sqlite_busy, translate_bind_error, translate_dbapi_error
 from dalkit.engine import column_types, forking, liveness, statement_hooks
 from dalkit.engine import pool as pool_metrics
+from dalkit.engine.aiosqlite_connect import connect_aiosqlite
 from dalkit.engine.asyncpg_query import asyncpg_connect_args
 from dalkit.engine.options import (
     install_sqlite_read_only,
@@ -133,6 +134,8 @@ def engine_kwargs(
     kwargs: dict[str, Any] = {"echo": config.echo}
     if url.get_backend_name() == "sqlite":
         connect_args["timeout"] = config.sqlite_busy_timeout_ms / 1000.0
+        if driver == "aiosqlite":  # a failed connect leaves no thread to die noisily
+            connect_args["async_creator_fn"] = connect_aiosqlite
         if is_memory_sqlite(url):
             # one connection (the database lives in it), lent to one checkout at a time
             connect_args["check_same_thread"] = False

@@ -1,0 +1,45 @@
+"""How an AsyncDatabase on SQLite opens an aiosqlite connection: as SQLAlchemy's dialect does,
+and, when the file cannot be opened, waiting for aiosqlite's worker thread to end before the
+error is raised.
+
+aiosqlite stops its thread after a failed connect by queuing a request whose future nobody
+awaits; the thread answers it through the event loop. When the loop had closed by then (the
+error ended ``asyncio.run()``), the thread died printing ``RuntimeError: Event loop is
+closed``, twice, in the application's output.
+"""
+
+from __future__ import annotations
+
+from threading import Thread
+from typing import Any
+
+__all__ = ["connect_aiosqlite"]
+
+#: how long a failed connect waits for the worker thread, which has only to stop
+_STOP_WAIT_S = 5.0
+
+
+async def connect_aiosqlite(*args: Any, **kwargs: Any) -> Any:
+    """``aiosqlite.connect(*args, **kwargs)``, awaited: SQLAlchemy's ``async_creator_fn``.
+
+    Args:
+        *args: aiosqlite's connect arguments (the database path).
+        **kwargs: Its keyword arguments (``timeout``, ``check_same_thread``...).
+
+    Returns:
+        The open aiosqlite connection.
+    """
+    import aiosqlite  # only AsyncDatabase on SQLite gets here, which needs it installed
+
+    connection = aiosqlite.connect(*args, **kwargs)
+    # before 0.22 the connection was the thread
+    thread = connection if isinstance(connection, Thread) else connection._thread
+    thread.daemon = True  # as SQLAlchemy's dialect makes it: never holds up the exit
+    try:
+        return await connection
+    except BaseException:
+        # its stop request is queued, and all the thread has left to do: answered while this
+        # loop still runs, it ends cleanly. Joined here, not awaited: the answer is a callback
+        # handed to the loop (call_soon_threadsafe), which needs nothing of it (microseconds)
+        thread.join(_STOP_WAIT_S)
+        raise
