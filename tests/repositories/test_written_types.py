@@ -10,9 +10,10 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from sqlalchemy.orm import Session
+import sqlalchemy as sa
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from dalkit import BulkLoadError, InMemoryRepository, InvalidQueryError, Repository
+from dalkit import BulkLoadError, DatabaseError, InMemoryRepository, InvalidQueryError, Repository
 
 from .models import EPOCH, Status, User
 
@@ -88,3 +89,57 @@ def test_a_value_its_column_cannot_take_is_refused_on_every_path(
     with pytest.raises(BulkLoadError, match="row 1"):
         users.bulk_insert(rows)
     assert users.count() == 0
+
+
+class _Base(DeclarativeBase):
+    pass
+
+
+class Document(_Base):
+    __tablename__ = "written_documents"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    body: Mapped[Any] = mapped_column(sa.JSON, nullable=True)
+    price: Mapped[Decimal | None] = mapped_column(sa.Numeric(10, 2), nullable=True)
+
+
+class Documents(Repository[Document]):
+    pass
+
+
+def _documents(session: Session | None) -> Any:
+    if session is None:
+        return InMemoryRepository.mirroring(Documents)()
+    _Base.metadata.create_all(session.connection())
+    return Documents(session)
+
+
+def test_a_number_for_a_numeric_column_reads_back_at_its_scale(session: Session | None) -> None:
+    # the in-memory repository kept an int or a float as given: 3, where the databases give
+    # back Decimal("3.00") (Decimal equality would not tell the two apart: str does)
+    documents = _documents(session)
+    added = [documents.add(Document(price=price)) for price in (3, 0.1, Decimal("2.5"))]
+    assert documents.bulk_insert([{"price": 7}, {"price": 0.25}]) == 2
+    if session is not None:
+        session.expire_all()
+    assert [str(d.price) for d in documents.list(sort="id")] == [
+        "3.00", "0.10", "2.50", "7.00", "0.25"
+    ]  # fmt: skip
+    documents.update(added[0], price=4)
+    if session is not None:
+        session.expire_all()
+    assert str(documents.get(added[0].id).price) == "4.00"
+
+
+def test_a_json_value_json_cannot_hold_is_refused_as_the_databases_refuse_it(
+    session: Session | None,
+) -> None:
+    # the in-memory repository stored a set, which every driver's JSON serializer refuses
+    documents = _documents(session)
+    with pytest.raises(DatabaseError, match="set is not JSON serializable"):
+        documents.add(Document(body={1, 2}))
+    if session is not None:
+        session.rollback()
+        documents = _documents(session)
+    with pytest.raises(BulkLoadError, match="row 1"):
+        documents.bulk_insert([{"body": [1]}, {"body": {1, 2}}])
+    assert documents.count() == 0

@@ -13,7 +13,6 @@ of work (`dalkit.uow.memory`) undoes those of a unit that rolls back.
 from __future__ import annotations
 
 import builtins
-import datetime as dt
 import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar, cast
@@ -40,6 +39,7 @@ from dalkit.repository.copy import (
     progress_bar,
     row_error,
 )
+from dalkit.repository.values import stored_value
 from dalkit.repository.writes import Upsert, check_rows, conflict_context_values, unique_sets
 
 __all__ = ["AsyncInMemoryRepository", "Snapshot"]
@@ -275,11 +275,10 @@ class AsyncInMemoryRepository(AsyncAbstractRepository[ModelT]):
         loaded = sa.inspect(entity).dict
         for field in info.fields.values():
             if field.name in loaded:
-                if field.kind == "datetime" and isinstance(loaded[field.name], dt.datetime):
-                    # as the databases store it (and update() does here): an aware value in a
-                    # naive column in UTC, a naive one in an aware column as UTC; kept as given,
-                    # it met the other kind in a comparison with a raw TypeError
-                    setattr(entity, field.name, field.coerce(loaded[field.name]))
+                # as the databases give it back: a datetime of the column's kind (else it met
+                # the other kind in a comparison with a raw TypeError), a number at its scale
+                if (stored := stored_value(field, loaded[field.name])) is not loaded[field.name]:
+                    setattr(entity, field.name, stored)
                 continue
             make, of_row = field.python_default(), context_default(field.column)
             if make is not None:
@@ -320,6 +319,7 @@ class AsyncInMemoryRepository(AsyncAbstractRepository[ModelT]):
             elif of_row is not None:
                 keys = [*values, *(f.name for f in info.primary_key)]
                 changed[field.name] = of_row(_parameters(info, entity, keys, values))
+        changed = {n: stored_value(info.fields[n], v) for n, v in changed.items()}
         before = {name: getattr(entity, name) for name in changed}
         for name, value in changed.items():
             setattr(entity, name, value)

@@ -13,6 +13,10 @@ refused with InvalidQueryError (add) or BulkLoadError naming the row (bulk_inser
 Through psycopg, bulk_insert() runs that pass while the server works through its COPY, and
 redoes the load with the rows coerced only when a value is of another type
 (`dalkit.repository.streamed`).
+
+`stored_value` is what the in-memory repository keeps of a value, as the databases give it
+back: a NUMERIC column's number at the column's scale, a datetime in the column's kind, and a
+value JSON cannot hold (a set) refused as the drivers refuse it.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import collections
 import datetime as dt
 import decimal
 import functools
+import json
 import operator
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -29,12 +34,13 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import DOMAIN
 
-from dalkit.errors import InvalidQueryError
+from dalkit.errors import DatabaseError, InvalidQueryError
 from dalkit.query.fields import FieldInfo, ModelInfo
 from dalkit.query.inputs import write_value
 from dalkit.repository.copy import row_error
+from dalkit.repository.numerics import float_as_numeric
 
-__all__ = ["coerce_entity", "coerce_rows", "of_own_types"]
+__all__ = ["coerce_entity", "coerce_rows", "of_own_types", "stored_value"]
 
 #: the types each kind of column takes as they are (a datetime's zone is the engine's concern)
 _OWN_TYPES: dict[str, frozenset[type[Any]]] = {
@@ -178,3 +184,40 @@ def _decimals_fit(field: FieldInfo, values: Iterable[Any]) -> bool:
 
 def _is_decimal(value: Any) -> bool:
     return type(value) is decimal.Decimal
+
+
+def stored_value(field: FieldInfo, value: Any) -> Any:
+    """``value`` as a database gives it back from ``field``'s column, for the in-memory
+    repository: a NUMERIC column's int or float at the column's scale, a float as PostgreSQL
+    casts it (its 15 significant digits, rounded half away from zero: SQLite rounds the binary
+    value, 1.005 to 1.00 where PostgreSQL gives 1.01); a datetime made naive or aware as the
+    column is (UTC); a value of a JSON column that JSON cannot hold refused.
+
+    Args:
+        field: The column's field.
+        value: A value `coerce_entity` or update() let through.
+
+    Returns:
+        The value to keep.
+
+    Raises:
+        DatabaseError: A value JSON cannot hold (a set), as the drivers' serializer refuses it.
+    """
+    if value is None:
+        return value
+    if field.kind == "decimal" and isinstance(value, int | float | decimal.Decimal):
+        scale = getattr(field.column.type, "scale", None)
+        number = value if type(value) is decimal.Decimal else float_as_numeric(value)
+        if scale is None:
+            return decimal.Decimal(number)
+        return decimal.Decimal(number).quantize(
+            decimal.Decimal(1).scaleb(-scale), rounding=decimal.ROUND_HALF_UP
+        )
+    if field.kind == "datetime" and isinstance(value, dt.datetime):
+        return field.coerce(value)
+    if isinstance(field.column.type, sa.JSON):
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError) as exc:
+            raise DatabaseError(str(exc)) from None
+    return value
