@@ -15,8 +15,9 @@ from typing import Any
 
 __all__ = ["connect_aiosqlite"]
 
-#: how long a failed connect waits for the worker thread, which has only to stop
-_STOP_WAIT_S = 5.0
+#: how long a failed connect waits for the worker thread, which has only to stop (a connect
+#: cancelled while sqlite3 still opens the file waits for that too: the loop is held that long)
+_STOP_WAIT_S = 1.0
 
 
 async def connect_aiosqlite(*args: Any, **kwargs: Any) -> Any:
