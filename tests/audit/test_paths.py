@@ -17,7 +17,12 @@ from sqlalchemy.orm import Session
 import dalkit.audit
 import dalkit.audit.records
 import dalkit.audit.statements
-from dalkit import Database, Repository, UnitOfWork, audit
+from dalkit import (
+    Database,
+    Repository,
+    UnitOfWork,
+    audit,
+)
 from dalkit.audit import AuditEntry, UnauditedWriteError
 from dalkit.tables import audit_log
 from dalkit.testing import count_queries
@@ -353,5 +358,6 @@ def test_a_bulk_insert_coerced_after_its_first_chunks_were_copied_logs_each_row_
     assert [actions(database, Counter, n) for n in range(1, 6)] == [["create"]] * 5
     assert log_size(database) == 5
     with database.session() as session:
-        stored = session.execute(sa.select(Counter.id, Counter.n).order_by(Counter.id)).all()
+        query = sa.select(Counter.id, Counter.n).order_by(Counter.id)
+        stored = (session.execute(query)).all()
     assert [tuple(row) for row in stored] == [(n, n) for n in range(1, 6)]

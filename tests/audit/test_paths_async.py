@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 import dalkit.audit.records
 import dalkit.audit.statements
-from dalkit import AsyncDatabase, AsyncUnitOfWork, audit
+from dalkit import AsyncDatabase, AsyncRepository, AsyncUnitOfWork, audit
 from dalkit.audit import AuditEntry, UnauditedWriteError
 from dalkit.tables import audit_log
 from dalkit.testing import count_queries
@@ -346,3 +346,24 @@ async def test_a_statement_over_many_rows_reads_its_before_image_in_chunks(
     unbounded = [s for s in reads if "LIMIT" not in s.upper() and " IN " not in s.upper()]
     assert unbounded == []  # no read of every row at once
     assert await log_size(async_database) == 50
+
+
+class Counters(AsyncRepository[Counter]):
+    pass
+
+
+async def test_a_bulk_insert_coerced_after_its_first_chunks_were_copied_logs_each_row_once(
+    async_database: AsyncDatabase,
+) -> None:
+    # through psycopg the types are checked as the COPY ends, and a load with a value to coerce
+    # is redone: what its first attempt wrote and logged must be gone
+    rows: list[dict[str, Any]] = [{"id": n, "n": n} for n in range(1, 6)]
+    rows[-1]["n"] = "5"  # coerced to 5, as add() would
+    async with AsyncUnitOfWork(async_database, actor="loader") as uow:
+        assert await Counters(uow.session).bulk_insert(rows, chunk_size=2) == 5
+    assert [await actions(async_database, Counter, n) for n in range(1, 6)] == [["create"]] * 5
+    assert await log_size(async_database) == 5
+    async with async_database.session() as session:
+        query = sa.select(Counter.id, Counter.n).order_by(Counter.id)
+        stored = (await session.execute(query)).all()
+    assert [tuple(row) for row in stored] == [(n, n) for n in range(1, 6)]
