@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from sqlalchemy import event
+from sqlalchemy.orm.exc import StaleDataError
 
 from dalkit import AsyncDatabase, AsyncUnitOfWork, Database, UnitOfWork, audit
 
@@ -190,3 +191,72 @@ async def test_a_row_that_newly_matches_a_statement_is_not_written_unrecorded_as
         other.dispose()
     assert left == ([(2, 0)] if kind == "delete" else [(1, 1), (2, 0)])
     assert actors == {1: ["setup", "me"], 2: ["setup", "other"]}
+
+
+def insert_a_row_after_the_before_image(engine: sa.Engine, interlope: object) -> None:
+    """Run ``interlope`` (which commits a new counter 2 in another transaction) once, right after
+    the audit's locked before-image read of the counters."""
+
+    done = threading.Event()
+
+    def after(conn: object, cursor: object, statement: str, *args: object) -> None:
+        read = statement.upper()
+        if "FROM AUDIT_COUNTERS" in read and "FOR UPDATE" in read and not done.is_set():
+            done.set()
+            other = threading.Thread(target=interlope)  # type: ignore[arg-type]
+            other.start()
+            other.join(timeout=30)
+
+    event.listen(engine, "after_cursor_execute", after)
+
+
+BY_PRIMARY_KEY = [{"id": 1, "n": 1}, {"id": 2, "n": 1}]
+
+
+def test_a_bulk_update_by_primary_key_does_not_write_a_row_inserted_after_its_read(
+    database: Database,
+) -> None:
+    if database.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has one writer at a time")
+    with UnitOfWork(database, actor="setup") as uow:
+        uow.session.add(Counter(id=1, n=0))
+
+    def interlope() -> None:
+        with UnitOfWork(database, actor="other") as uow:
+            uow.session.add(Counter(id=2, n=0))
+
+    insert_a_row_after_the_before_image(database.engine, interlope)
+    with pytest.raises(StaleDataError, match="expected to update 2 row"):
+        with UnitOfWork(database, actor="me") as uow:
+            uow.session.execute(sa.update(Counter), BY_PRIMARY_KEY)
+    left, actors = counters_and_writers(database)
+    # counter 2 was not there at the read: nothing could record its update, nothing is written
+    assert left == [(1, 0), (2, 0)]
+    assert actors == {1: ["setup"], 2: ["other"]}
+
+
+async def test_a_bulk_update_by_primary_key_does_not_write_a_row_inserted_after_its_read_async(
+    async_database: AsyncDatabase,
+) -> None:
+    if async_database.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has one writer at a time")
+    async with AsyncUnitOfWork(async_database, actor="setup") as uow:
+        uow.session.add(Counter(id=1, n=0))
+    url = async_database.engine.url.set(drivername="postgresql+psycopg")
+    other = Database(url.render_as_string(hide_password=False))
+    try:
+
+        def interlope() -> None:
+            with UnitOfWork(other, actor="other") as uow:
+                uow.session.add(Counter(id=2, n=0))
+
+        insert_a_row_after_the_before_image(async_database.engine.sync_engine, interlope)
+        # asyncpg counts no row of an executemany: SQLAlchemy alone would not raise
+        with pytest.raises(StaleDataError, match="expected to update 2 row"):
+            async with AsyncUnitOfWork(async_database, actor="me") as uow:
+                await uow.session.execute(sa.update(Counter), BY_PRIMARY_KEY)
+        left, actors = counters_and_writers(other)
+    finally:
+        other.dispose()
+    assert left == [(1, 0), (2, 0)]
+    assert actors == {1: ["setup"], 2: ["other"]}

@@ -10,8 +10,9 @@ keys that read found (``AND key IN (...)``, or a sub-select of the temporary tab
 that limit a row that another transaction made match the WHERE in between, and committed
 (PostgreSQL's READ COMMITTED takes a new snapshot for each statement), was written with no
 entry. It is left alone, as if the statement had run at the read. The ORM bulk UPDATE by primary
-key is not limited (its rows name their keys, and SQLAlchemy takes no further WHERE with them);
-a raw SQL write is refused (`.raw`)."""
+key is not limited (its rows name their keys, and SQLAlchemy takes no further WHERE with them):
+it fails instead when a key it names was not found (`_refuse_absent_keys`). A raw SQL write is
+refused (`.raw`)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import ORMExecuteState, Session
+from sqlalchemy.orm.exc import StaleDataError
 
 from dalkit.audit.cascades import Dependents, has_audited_dependents
 from dalkit.audit.errors import UnauditedWriteError
@@ -203,6 +205,7 @@ def _capture_change(
             # further WHERE with them)
             keys = [config.key_of(p) for p in params]
             before = rows_by(session, config, config.primary_key, keys, locked=True)
+            _refuse_absent_keys(table, keys, before)
             result = _invoke(state, statement)
         else:
             before = {}
@@ -224,6 +227,26 @@ def _capture_change(
         record_since(session, config, before, deleting=deleting)
         return result
     return _capture_large(state, config, table, where, deleting)
+
+
+def _refuse_absent_keys(
+    table: sa.Table, keys: Sequence[tuple[Any, ...]], before: Mapping[tuple[Any, ...], Any]
+) -> None:
+    """An ORM bulk UPDATE by primary key naming a row that its locked before-image read did not
+    find fails, before anything is written, with the ``StaleDataError`` SQLAlchemy raises for a
+    key that matched no row. Run as is, the statement would update such a row that another
+    transaction inserted and committed after the read (READ COMMITTED), and nothing could
+    record it: its values before the UPDATE were never read, and a row that does not exist
+    cannot be locked. Failing is what the statement does when run at the read (SQLAlchemy
+    counts the rows it matched; on asyncpg, which counts none of an executemany, it would skip
+    the key and write the others), and dalkit's retry takes ``StaleDataError`` as a conflict:
+    a retried transaction finds the row and records its update."""
+    matched = sum(1 for key in keys if key in before)
+    if matched != len(keys):
+        raise StaleDataError(
+            f"UPDATE statement on table '{table.description}' expected to update {len(keys)} "
+            f"row(s); {matched} were matched."
+        )
 
 
 def _key_of(config: ModelAudit, statement: Any) -> Any:
