@@ -260,3 +260,15 @@ async def test_a_bulk_update_by_primary_key_does_not_write_a_row_inserted_after_
         other.dispose()
     assert left == [(1, 0), (2, 0)]
     assert actors == {1: ["setup"], 2: ["other"]}
+
+
+def test_a_bulk_update_by_primary_key_naming_a_missing_row_writes_nothing(
+    database: Database,
+) -> None:
+    with UnitOfWork(database, actor="setup") as uow:
+        uow.session.add(Counter(id=1, n=0))
+    with UnitOfWork(database, actor="me") as uow:
+        with pytest.raises(StaleDataError):
+            uow.session.execute(sa.update(Counter), BY_PRIMARY_KEY)
+        # caught and committed: counter 1 is not left updated with no entry
+    assert counters_and_writers(database) == ([(1, 0)], {1: ["setup"], 2: []})
