@@ -3,16 +3,19 @@ PostgreSQL under READ COMMITTED: each audit entry holds the change of its own st
 The second statement's before-image is read once the first transaction has committed (it is a
 locking read), not before, when the statement would then write on top of the other's change and
 its entry claim that change too. A row that another transaction makes match a statement's WHERE
-after its before-image was read is left alone by the statement, not written unrecorded."""
+after its before-image was read is left alone by the statement, not written unrecorded; so is
+a row that another transaction inserts after an ORM bulk UPDATE by primary key (which fails) or
+a repository's bulk_update (which skips it) read the rows of the keys they name."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import threading
 import time
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -20,7 +23,15 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.orm.exc import StaleDataError
 
-from dalkit import AsyncDatabase, AsyncUnitOfWork, Database, UnitOfWork, audit
+from dalkit import (
+    AsyncDatabase,
+    AsyncRepository,
+    AsyncUnitOfWork,
+    Database,
+    Repository,
+    UnitOfWork,
+    audit,
+)
 
 from .models import Counter, Gadget
 
@@ -193,9 +204,13 @@ async def test_a_row_that_newly_matches_a_statement_is_not_written_unrecorded_as
     assert actors == {1: ["setup", "me"], 2: ["setup", "other"]}
 
 
-def insert_a_row_after_the_before_image(engine: sa.Engine, interlope: object) -> None:
-    """Run ``interlope`` (which commits a new counter 2 in another transaction) once, right after
-    the audit's locked before-image read of the counters."""
+def insert_a_row_after_the_before_image(engine: sa.Engine, other: Database) -> None:
+    """Commit a new counter 2 through ``other`` in another transaction once, right after the
+    audit's locked before-image read of the counters."""
+
+    def interlope() -> None:
+        with UnitOfWork(other, actor="other") as uow:
+            uow.session.add(Counter(id=2, n=0))
 
     done = threading.Event()
 
@@ -203,63 +218,64 @@ def insert_a_row_after_the_before_image(engine: sa.Engine, interlope: object) ->
         read = statement.upper()
         if "FROM AUDIT_COUNTERS" in read and "FOR UPDATE" in read and not done.is_set():
             done.set()
-            other = threading.Thread(target=interlope)  # type: ignore[arg-type]
-            other.start()
-            other.join(timeout=30)
+            thread = threading.Thread(target=interlope)
+            thread.start()
+            thread.join(timeout=30)
 
     event.listen(engine, "after_cursor_execute", after)
 
 
+@contextlib.contextmanager
+def counter_1_and_a_sync_twin(db: AsyncDatabase) -> Iterator[Database]:
+    """A sync Database on ``db``'s PostgreSQL database (with counter 1 in it), for the other
+    transaction and the checks; the async engine's statements insert counter 2 through it."""
+    if db.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has one writer at a time")
+    url = db.engine.url.set(drivername="postgresql+psycopg")
+    other = Database(url.render_as_string(hide_password=False))
+    try:
+        with UnitOfWork(other, actor="setup") as uow:
+            uow.session.add(Counter(id=1, n=0))
+        insert_a_row_after_the_before_image(db.engine.sync_engine, other)
+        yield other
+    finally:
+        other.dispose()
+
+
+def counter_1_and_an_interloper(db: Database) -> None:
+    if db.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has one writer at a time")
+    with UnitOfWork(db, actor="setup") as uow:
+        uow.session.add(Counter(id=1, n=0))
+    insert_a_row_after_the_before_image(db.engine, db)
+
+
 BY_PRIMARY_KEY = [{"id": 1, "n": 1}, {"id": 2, "n": 1}]
+# counter 2 was not there at the read: nothing could record its update, nothing is written
+NOTHING_WRITTEN = ([(1, 0), (2, 0)], {1: ["setup"], 2: ["other"]})
+# counter 2 was not there at the read: skipped, as a key that matches no row is
+ONLY_COUNTER_1 = ([(1, 1), (2, 0)], {1: ["setup", "me"], 2: ["other"]})
 
 
 def test_a_bulk_update_by_primary_key_does_not_write_a_row_inserted_after_its_read(
     database: Database,
 ) -> None:
-    if database.engine.dialect.name != "postgresql":
-        pytest.skip("SQLite has one writer at a time")
-    with UnitOfWork(database, actor="setup") as uow:
-        uow.session.add(Counter(id=1, n=0))
-
-    def interlope() -> None:
-        with UnitOfWork(database, actor="other") as uow:
-            uow.session.add(Counter(id=2, n=0))
-
-    insert_a_row_after_the_before_image(database.engine, interlope)
+    counter_1_and_an_interloper(database)
     with pytest.raises(StaleDataError, match="expected to update 2 row"):
         with UnitOfWork(database, actor="me") as uow:
             uow.session.execute(sa.update(Counter), BY_PRIMARY_KEY)
-    left, actors = counters_and_writers(database)
-    # counter 2 was not there at the read: nothing could record its update, nothing is written
-    assert left == [(1, 0), (2, 0)]
-    assert actors == {1: ["setup"], 2: ["other"]}
+    assert counters_and_writers(database) == NOTHING_WRITTEN
 
 
 async def test_a_bulk_update_by_primary_key_does_not_write_a_row_inserted_after_its_read_async(
     async_database: AsyncDatabase,
 ) -> None:
-    if async_database.engine.dialect.name != "postgresql":
-        pytest.skip("SQLite has one writer at a time")
-    async with AsyncUnitOfWork(async_database, actor="setup") as uow:
-        uow.session.add(Counter(id=1, n=0))
-    url = async_database.engine.url.set(drivername="postgresql+psycopg")
-    other = Database(url.render_as_string(hide_password=False))
-    try:
-
-        def interlope() -> None:
-            with UnitOfWork(other, actor="other") as uow:
-                uow.session.add(Counter(id=2, n=0))
-
-        insert_a_row_after_the_before_image(async_database.engine.sync_engine, interlope)
+    with counter_1_and_a_sync_twin(async_database) as other:
         # asyncpg counts no row of an executemany: SQLAlchemy alone would not raise
         with pytest.raises(StaleDataError, match="expected to update 2 row"):
             async with AsyncUnitOfWork(async_database, actor="me") as uow:
                 await uow.session.execute(sa.update(Counter), BY_PRIMARY_KEY)
-        left, actors = counters_and_writers(other)
-    finally:
-        other.dispose()
-    assert left == [(1, 0), (2, 0)]
-    assert actors == {1: ["setup"], 2: ["other"]}
+        assert counters_and_writers(other) == NOTHING_WRITTEN
 
 
 def test_a_bulk_update_by_primary_key_naming_a_missing_row_writes_nothing(
@@ -272,3 +288,27 @@ def test_a_bulk_update_by_primary_key_naming_a_missing_row_writes_nothing(
             uow.session.execute(sa.update(Counter), BY_PRIMARY_KEY)
         # caught and committed: counter 1 is not left updated with no entry
     assert counters_and_writers(database) == ([(1, 0)], {1: ["setup"], 2: []})
+
+
+class Counters(Repository[Counter]):
+    pass
+
+
+class AsyncCounters(AsyncRepository[Counter]):
+    pass
+
+
+def test_bulk_update_does_not_write_a_row_inserted_after_its_read(database: Database) -> None:
+    counter_1_and_an_interloper(database)
+    with UnitOfWork(database, actor="me") as uow:
+        assert uow.repository(Counters).bulk_update(BY_PRIMARY_KEY) == 1
+    assert counters_and_writers(database) == ONLY_COUNTER_1
+
+
+async def test_bulk_update_does_not_write_a_row_inserted_after_its_read_async(
+    async_database: AsyncDatabase,
+) -> None:
+    with counter_1_and_a_sync_twin(async_database) as other:
+        async with AsyncUnitOfWork(async_database, actor="me") as uow:
+            assert await uow.repository(AsyncCounters).bulk_update(BY_PRIMARY_KEY) == 1
+        assert counters_and_writers(other) == ONLY_COUNTER_1

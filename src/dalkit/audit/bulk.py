@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -26,10 +26,13 @@ from dalkit.query.tenant_guard import TENANT_CHECKED
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
 
+T = TypeVar("T")
+
 __all__ = [
     "BulkInsertAudit",
     "BulkUpdateAudit",
     "ChunkAudit",
+    "Keep",
     "bulk_insert_audit",
     "bulk_update_audit",
     "recording_bulk_insert",
@@ -41,11 +44,28 @@ __all__ = [
 
 class ChunkAudit(Protocol):
     """What a bulk write calls around each chunk: ``read_before`` before writing it (it may
-    refuse the chunk), ``record`` after, with what ``read_before`` returned."""
+    refuse the chunk), ``kept`` for the positions of the chunk's rows to write (None: all),
+    ``record`` after, with what ``read_before`` returned."""
 
     def read_before(self, session: Session, rows: Sequence[Mapping[str, Any]]) -> Any: ...
 
+    def kept(self, before: Any, rows: Sequence[Mapping[str, Any]]) -> list[int] | None: ...
+
     def record(self, session: Session, before: Any) -> None: ...
+
+
+class Keep(Protocol):
+    """What a recorder gives the block: the chunk's rows (in any form, in the chunk's order)
+    that it is to write."""
+
+    def __call__(self, part: Sequence[T]) -> Sequence[T]: ...
+
+
+def _keeping(positions: list[int] | None) -> Keep:
+    def keep(part: Sequence[T]) -> Sequence[T]:
+        return part if positions is None else [part[i] for i in positions]
+
+    return keep
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -91,6 +111,20 @@ class BulkUpdateAudit:
         )
         return {}
 
+    def kept(
+        self, before: Mapping[tuple[Any, ...], Any], rows: Sequence[Mapping[str, Any]]
+    ) -> list[int] | None:
+        """The rows whose before-image was read: an audited row that the locked read did not
+        find (absent, or another tenant's) is not written. Written by key, it could match a
+        row that another transaction inserted and committed after the read (READ COMMITTED),
+        whose old values nothing read: it is skipped, as if the chunk had been written at the
+        read (a key matching no row updates nothing, and is not counted)."""
+        if self.config is None:
+            return None
+        names = self._primary_key()
+        found = [i for i, r in enumerate(rows) if tuple(r[k] for k in names) in before]
+        return None if len(found) == len(rows) else found
+
     def record(self, session: Session, before: Mapping[tuple[Any, ...], Mapping[str, Any]]) -> None:
         if self.config is not None:
             record_since(session, self.config, before)
@@ -123,6 +157,9 @@ class BulkInsertAudit:
         self, session: Session, rows: Sequence[Mapping[str, Any]]
     ) -> list[tuple[Any, ...]]:
         return [tuple(r[n] for n in self.lookup) for r in rows]
+
+    def kept(self, before: Any, rows: Sequence[Mapping[str, Any]]) -> None:
+        return None  # every row is new: none was there to read
 
     def record(self, session: Session, before: Sequence[tuple[Any, ...]]) -> None:
         after = rows_by(session, self.config, self.lookup, before)
@@ -165,29 +202,47 @@ def bulk_insert_audit(model: type[Any], first_row: Mapping[str, Any]) -> BulkIns
 @contextlib.contextmanager
 def recording_bulk_update(
     session: Session, audit: ChunkAudit | None, rows: Sequence[Mapping[str, Any]]
-) -> Iterator[None]:
+) -> Iterator[Keep]:
     """Guard and log the chunk the block writes (rows keyed by field name), unless it raises;
-    does nothing when ``audit`` is None. Serves bulk_insert's `BulkInsertAudit` too."""
+    does nothing when ``audit`` is None. Serves bulk_insert's `BulkInsertAudit` too.
+
+    Args:
+        session: The session whose transaction writes the chunk.
+        audit: How to guard and record the chunk (None: not at all).
+        rows: The chunk's rows.
+
+    Returns:
+        Which of the chunk's rows the block is to write (`BulkUpdateAudit.kept`), in any form.
+    """
     if audit is None:
-        yield
+        yield _keeping(None)
         return
     before = audit.read_before(session, rows)
     with recorded():  # the block's statements pass the guard: they are recorded here
-        yield
+        yield _keeping(audit.kept(before, rows))
     audit.record(session, before)
 
 
 @contextlib.asynccontextmanager
 async def recording_bulk_update_async(
     session: AsyncSession, audit: ChunkAudit | None, rows: Sequence[Mapping[str, Any]]
-) -> AsyncIterator[None]:
-    """`recording_bulk_update()` for an AsyncSession."""
+) -> AsyncIterator[Keep]:
+    """`recording_bulk_update()` for an AsyncSession.
+
+    Args:
+        session: The session whose transaction writes the chunk.
+        audit: How to guard and record the chunk (None: not at all).
+        rows: The chunk's rows.
+
+    Returns:
+        Which of the chunk's rows the block is to write, in any form.
+    """
     if audit is None:
-        yield
+        yield _keeping(None)
         return
     before = await session.run_sync(audit.read_before, rows)
     with recorded():
-        yield
+        yield _keeping(audit.kept(before, rows))
     await session.run_sync(audit.record, before)
 
 

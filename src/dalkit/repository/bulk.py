@@ -199,8 +199,9 @@ class BulkOperations(AbstractRepository[ModelT]):
                     rows = originals[start : start + chunk_size]
                     try:
                         with self.session.begin_nested():
-                            with recording_bulk_update(self.session, audit, rows):
-                                written += write(part)
+                            with recording_bulk_update(self.session, audit, rows) as keep:
+                                kept = keep(part)
+                                written += write(kept) if kept else 0
                     except Exception as exc:
                         if not is_row_error(exc):
                             raise

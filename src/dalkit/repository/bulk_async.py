@@ -197,8 +197,11 @@ class AsyncBulkOperations(AsyncAbstractRepository[ModelT]):
                     rows = originals[start : start + chunk_size]
                     try:
                         async with self.session.begin_nested():
-                            async with recording_bulk_update_async(self.session, audit, rows):
-                                written += await write(part)
+                            async with recording_bulk_update_async(
+                                self.session, audit, rows
+                            ) as keep:
+                                kept = keep(part)
+                                written += await write(kept) if kept else 0
                     except Exception as exc:
                         if not is_row_error(exc):
                             raise
