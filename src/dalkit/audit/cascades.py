@@ -12,6 +12,15 @@ unaudited table in the middle of a chain, or the table itself for a tree, includ
 `MAX_DEPTH` levels). A foreign key with no ``ON DELETE`` action makes the DELETE fail while
 rows reference it: reading them then finds nothing to record. Either way the query is paid only
 when a table that an audited one references loses rows.
+
+Every row is recorded even with other transactions writing (PostgreSQL, READ COMMITTED): the
+rows of the table written are locked first (``FOR UPDATE``), then the rows referencing them read
+and locked, level by level (a table in between too). A row that another transaction inserts
+on one of them, or moves to one, waits for this transaction (its foreign key check takes a lock
+on the row it references); read before that lock, it could be committed after the read and
+cascaded to unrecorded. A statement is then limited to the rows that were locked
+(`Dependents.add` returns their keys): a row that another transaction made match its WHERE in
+between, children included, is left alone.
 """
 
 from __future__ import annotations
@@ -23,7 +32,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from dalkit.audit.records import record_since
+from dalkit.audit.records import IN_CHUNK, record_since, temporary_table
 from dalkit.audit.registry import ModelAudit, audited_generation, audited_tables, table_audit
 from dalkit.query.tenant_guard import TENANT_CHECKED
 
@@ -95,6 +104,7 @@ class Dependents:
     def __init__(self) -> None:
         # per audited model: its rows by primary key, as they were
         self._before: dict[int, tuple[ModelAudit, dict[tuple[Any, ...], dict[str, Any]]]] = {}
+        self._temporary: list[sa.Table] = []  # of locked keys, dropped once recorded
 
     def add(
         self,
@@ -106,8 +116,12 @@ class Dependents:
         skip: Collection[tuple[sa.Table, tuple[Any, ...]]] = (),
         by_orm: bool = False,
         updating: bool = False,
-    ) -> None:
-        """Read the audited rows that reference the rows of ``table`` matching ``where``.
+    ) -> Any:
+        """Read (and lock) the audited rows that reference the rows of ``table`` matching
+        ``where``, once those rows are locked (`lock_keys`): a row that another transaction
+        makes reference them after that read waits for this transaction's end, not cascaded
+        to unrecorded; so do the rows of a table in between (a chain), each locked before the
+        rows referencing it are read.
 
         Args:
             session: The session whose transaction writes.
@@ -120,9 +134,21 @@ class Dependents:
                 key itself; a statement changes only those of ON DELETE / UPDATE actions.
             updating: Whether the rows' referenced keys change (ON UPDATE) rather than the
                 rows go (ON DELETE).
+
+        Returns:
+            The keys of the rows of ``table`` that were locked: a list of them, or a select of
+            a temporary table (many of them), for ``key IN (...)``; None when no audited row
+            can be reached. A statement limited to them leaves alone a row that matches
+            ``where`` only after the read, whose dependents were not read.
         """
+        if not _edges_of(table, by_orm, updating):
+            return None
+        table = table._deannotate()
         connection = session.connection()
-        pending: list[tuple[sa.Table, Any, int]] = [(table, where, 0)]
+        keys = self._lock_keys(connection, table, where, params)
+        pk = list(table.primary_key)
+        locked = (pk[0] if len(pk) == 1 else sa.tuple_(*pk)).in_(keys)
+        pending: list[tuple[sa.Table, Any, int]] = [(table, locked, 0)]
         while pending:
             parent, condition, depth = pending.pop()
             for edge in _edges_of(parent, by_orm, updating):
@@ -133,24 +159,52 @@ class Dependents:
                 local = edge.local[0] if len(edge.local) == 1 else sa.tuple_(*edge.local)
                 reached = local.in_(referenced)
                 if edge.config is not None:
-                    found = self._read(connection, edge, reached, params, skip)
+                    found = self._read(connection, edge, reached, skip)
                     if not found:
                         continue  # no row reached: nothing cascades further from here
                 if edge.cascades and depth + 1 < MAX_DEPTH:
+                    if edge.config is None:  # read above, and locked, when audited
+                        lock = sa.select(sa.literal(1)).select_from(edge.table).where(reached)
+                        inner = lock.with_for_update(of=edge.table).subquery()
+                        counted = sa.select(sa.func.count()).select_from(inner)
+                        connection.execute(counted, execution_options=TENANT_CHECKED)
                     pending.append((edge.table, reached, depth + 1))
+        return keys
+
+    def _lock_keys(
+        self, connection: Any, table: sa.Table, where: Any, params: Mapping[str, Any] | None
+    ) -> Any:
+        """The keys of the rows of ``table`` matching ``where``, locked (``FOR UPDATE``, which
+        makes a transaction inserting a row that references one wait): an IN list, or a select
+        of a temporary table for more than `IN_CHUNK`."""
+        pk = list(table.primary_key)
+        query = sa.select(*pk).correlate(None)
+        query = query.where(where) if where is not None else query.select_from(table)
+        query = query.with_for_update(of=table)
+        bound = dict(params or {})
+        first = connection.execute(
+            query.limit(IN_CHUNK + 1), bound, execution_options=TENANT_CHECKED
+        ).all()
+        if len(first) <= IN_CHUNK:
+            return [r[0] if len(pk) == 1 else tuple(r) for r in first]
+        keys = temporary_table(connection, [(c.name, c.type) for c in pk])
+        copy = keys.insert().from_select([c.name for c in pk], query)
+        connection.execute(copy, bound, execution_options=TENANT_CHECKED)
+        self._temporary.append(keys)
+        return sa.select(*keys.c)
 
     def _read(
         self,
         connection: Any,
         edge: _Edge,
         reached: Any,
-        params: Mapping[str, Any] | None,
         skip: Collection[tuple[sa.Table, tuple[Any, ...]]],
     ) -> bool:
         config = edge.config
         assert config is not None
         statement = config.select().select_from(edge.table).where(reached)
-        found = connection.execute(statement, dict(params or {}), execution_options=TENANT_CHECKED)
+        statement = statement.with_for_update(of=edge.table)
+        found = connection.execute(statement, execution_options=TENANT_CHECKED)
         rows = found.mappings().all()
         _, kept = self._before.setdefault(id(config), (config, {}))
         for found in rows:
@@ -159,13 +213,26 @@ class Dependents:
                 kept.setdefault(key, dict(found))
         return bool(rows)
 
+    def drop_when_recorded(self, table: sa.Table) -> None:
+        """Drop the temporary ``table`` once the rows are recorded.
+
+        Args:
+            table: A temporary table the write uses.
+        """
+        self._temporary.append(table)
+
     def record(self, session: Session) -> None:
         """Log what became of the rows read: deletes for those gone, updates for those changed."""
         for config, rows in self._before.values():
             record_since(session, config, rows, deleting=None)
+        for keys in self._temporary:
+            keys.drop(session.connection())
 
 
 def _edges_of(table: sa.Table, by_orm: bool, updating: bool) -> tuple[_Edge, ...]:
+    # an ORM statement's table is annotated: equal to the table as a key, yet no foreign key
+    # refers to it; found for it, none would have been found (and kept for the table too)
+    table = table._deannotate()
     # a model audited later can add edges
     cache_key = (table, audited_generation(), by_orm, updating)
     known = _edges.get(cache_key)

@@ -5,7 +5,8 @@ lists. Shared by every capture path (flush, statements, bulk writes)."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
+import secrets
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -16,7 +17,17 @@ from dalkit.audit.registry import REDACTED, ModelAudit, entity_key, recorded_act
 from dalkit.query.tenant_guard import TENANT_CHECKED
 from dalkit.tables import audit_log
 
-__all__ = ["IN_CHUNK", "diff", "full", "record_since", "row", "rows_by", "rows_by_key", "write"]
+__all__ = [
+    "IN_CHUNK",
+    "diff",
+    "full",
+    "record_since",
+    "row",
+    "rows_by",
+    "rows_by_key",
+    "temporary_table",
+    "write",
+]
 
 #: rows read or compared at a time: what bounds the memory an audited write needs
 IN_CHUNK = 500
@@ -138,3 +149,23 @@ def record_since(
             if changes:
                 rows.append(row(config, "update", key, changes))
     write(session, rows)
+
+
+def temporary_table(connection: sa.Connection, columns: Iterable[tuple[str, Any]]) -> sa.Table:
+    """A new temporary table of ``columns`` (name, type): a before-image, or keys, too many for
+    an IN list. Dropped with the transaction on PostgreSQL, even a failed one; drop it when done.
+
+    Args:
+        connection: The transaction's connection.
+        columns: Its columns, as (name, SQL type).
+
+    Returns:
+        The table, created.
+    """
+    name = f"_dalkit_before_{secrets.token_hex(6)}"
+    options: dict[str, Any] = {"prefixes": ["TEMPORARY"]}
+    if connection.dialect.name == "postgresql":
+        options["postgresql_on_commit"] = "DROP"  # also gone if the transaction fails
+    table = sa.Table(name, sa.MetaData(), *(sa.Column(k, t) for k, t in columns), **options)
+    table.create(connection)
+    return table

@@ -16,7 +16,6 @@ refused (`.raw`)."""
 
 from __future__ import annotations
 
-import secrets
 import typing
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
@@ -29,7 +28,15 @@ from dalkit.audit.cascades import Dependents, has_audited_dependents
 from dalkit.audit.errors import UnauditedWriteError
 from dalkit.audit.guard import recorded, unrecorded_allowed
 from dalkit.audit.raw import check_raw_write
-from dalkit.audit.records import IN_CHUNK, full, record_since, row, rows_by, write
+from dalkit.audit.records import (
+    IN_CHUNK,
+    full,
+    record_since,
+    row,
+    rows_by,
+    temporary_table,
+    write,
+)
 from dalkit.audit.registry import ModelAudit, table_audit
 from dalkit.query.soft_delete import UNKNOWN, conflict_columns, inserted_rows
 from dalkit.query.tenant_guard import TENANT_CHECKED
@@ -54,9 +61,11 @@ def on_orm_execute(state: ORMExecuteState) -> Any:
     )
     if config is None and not cascading:
         return None
-    dependents = _dependents(state, dml, updating) if cascading else None
+    dependents = None
+    if cascading:
+        dependents, dml = _dependents(state, dml, updating)
     if config is None:
-        result = _invoke(state)
+        result = _invoke(state, dml)
     elif isinstance(dml, sa.Insert):
         result = _capture_insert(state, config, dml)
     else:
@@ -66,16 +75,39 @@ def on_orm_execute(state: ORMExecuteState) -> Any:
     return result
 
 
-def _dependents(state: ORMExecuteState, statement: Any, updating: bool) -> Dependents:
+def _dependents(state: ORMExecuteState, statement: Any, updating: bool) -> tuple[Dependents, Any]:
     """The audited rows that the DELETE (or the UPDATE of referenced keys) reaches through
-    foreign keys, read before it runs."""
+    foreign keys, read before it runs, and the statement limited to the rows of its table that
+    the read locked first (`Dependents.add`): a row that another transaction made match its
+    WHERE in between would take along dependents that were not read. An ORM bulk UPDATE by
+    primary key takes no further WHERE: its rows name their keys."""
     dependents = Dependents()
     table = typing.cast("sa.Table", statement.table)
     params = state.parameters
     each = params if isinstance(params, list) else [params or {}]
+    locked: list[Any] = []
     for one in typing.cast("list[Mapping[str, Any]]", each):
-        dependents.add(state.session, table, statement.whereclause, one, updating=updating)
-    return dependents
+        keys = dependents.add(state.session, table, statement.whereclause, one, updating=updating)
+        locked.append(keys)
+    by_primary_key = state.is_executemany and statement.whereclause is None
+    if by_primary_key and state.bind_mapper is not None:
+        return dependents, statement
+    key = _table_key_of(table, statement)
+    if not state.is_executemany:
+        return dependents, statement.where(key.in_(locked[0]))
+    # an IN list cannot go with executemany: the keys of every parameter set go to a table
+    connection = state.session.connection()
+    names = [c.name for c in table.primary_key]
+    keys_table = temporary_table(connection, [(c.name, c.type) for c in table.primary_key])
+    for keys in locked:
+        if isinstance(keys, list):
+            rows = [dict(zip(names, k if len(names) > 1 else (k,), strict=True)) for k in keys]
+            if rows:
+                connection.execute(keys_table.insert(), rows)
+        else:
+            connection.execute(keys_table.insert().from_select(names, keys))
+    dependents.drop_when_recorded(keys_table)
+    return dependents, statement.where(key.in_(sa.select(*keys_table.c)))
 
 
 def _invoke(state: ORMExecuteState, statement: Any = None) -> Any:
@@ -226,7 +258,7 @@ def _capture_change(
         result = _invoke(state, _locked_only(statement, config, before))
         record_since(session, config, before, deleting=deleting)
         return result
-    return _capture_large(state, config, table, where, deleting)
+    return _capture_large(state, config, statement, where, deleting)
 
 
 def _refuse_absent_keys(
@@ -259,6 +291,16 @@ def _key_of(config: ModelAudit, statement: Any) -> Any:
     else:
         columns = dict(config.fields)
         key = [columns[name] for name in config.primary_key]
+    return key[0] if len(key) == 1 else sa.tuple_(*key)
+
+
+def _table_key_of(table: sa.Table, statement: Any) -> Any:
+    """`_key_of` for a table that may not be audited: its primary key columns, or the
+    attributes mapping them."""
+    mapper = statement._propagate_attrs.get("plugin_subject")
+    key: list[Any] = list(table.primary_key)
+    if mapper is not None and all(c in mapper.columns.values() for c in key):
+        key = [getattr(mapper.class_, mapper.get_property_by_column(c).key) for c in key]
     return key[0] if len(key) == 1 else sa.tuple_(*key)
 
 
@@ -307,17 +349,18 @@ def _before_select(config: ModelAudit, table: sa.Table, where: Any) -> sa.Select
 
 
 def _capture_large(
-    state: ORMExecuteState, config: ModelAudit, table: sa.Table, where: Any, deleting: bool
+    state: ORMExecuteState, config: ModelAudit, statement: Any, where: Any, deleting: bool
 ) -> Any:
     """The before-image goes to a temporary table, then is compared with the rows as they are
     after the statement a chunk at a time, in primary key order."""
     session = state.session
     connection = session.connection()
+    table = typing.cast("sa.Table", statement.table)
     image = _image_table(connection, config)
     copy = image.insert().from_select(list(config.keys), _before_select(config, table, where))
     parameters = dict(typing.cast("Mapping[str, Any]", state.parameters or {}))
     connection.execute(copy, parameters, execution_options=TENANT_CHECKED)
-    result = _invoke(state, _in_image(state.statement, config, image))
+    result = _invoke(state, _in_image(statement, config, image))
     pk = [image.c[k] for k in config.primary_key]
     last: tuple[Any, ...] | None = None
     while True:
@@ -336,15 +379,7 @@ def _capture_large(
 
 def _image_table(connection: sa.Connection, config: ModelAudit) -> sa.Table:
     """A new temporary table of ``config``'s recorded fields, for a before-image."""
-    name = f"_dalkit_before_{secrets.token_hex(6)}"
-    options: dict[str, Any] = {"prefixes": ["TEMPORARY"]}
-    if connection.dialect.name == "postgresql":
-        options["postgresql_on_commit"] = "DROP"  # also gone if the transaction fails
-    image = sa.Table(
-        name, sa.MetaData(), *(sa.Column(k, c.type) for k, c in config.fields), **options
-    )
-    image.create(connection)
-    return image
+    return temporary_table(connection, ((k, c.type) for k, c in config.fields))
 
 
 def _in_image(statement: Any, config: ModelAudit, image: sa.Table) -> Any:
