@@ -1,9 +1,10 @@
-"""A DELETE statement through a session whose ON DELETE CASCADE reaches audited rows, racing
-another transaction on PostgreSQL under READ COMMITTED: every audited row it cascades to is
-recorded. The parent rows are locked before their dependents are read, so a child that another
-transaction inserts on one of them waits for this transaction (and then finds its parent gone);
-the statement is limited to the parents locked, so a parent that another transaction makes
-match its WHERE in between (and fills with children) is left alone."""
+"""A DELETE (a statement through a session, or a flush) whose ON DELETE CASCADE reaches
+audited rows, racing another transaction on PostgreSQL under READ COMMITTED: every audited row
+it cascades to is recorded. The parent rows are locked before their dependents are read, so a
+child that another transaction inserts on one of them waits for this transaction (and then
+finds its parent gone); the statement is limited to the parents locked, so a parent that
+another transaction makes match its WHERE in between (and fills with children) is left
+alone."""
 
 from __future__ import annotations
 
@@ -122,13 +123,17 @@ def pg_async(async_database: AsyncDatabase) -> Iterator[tuple[AsyncDatabase, Dat
         other.dispose()
 
 
+@pytest.mark.parametrize("flush", [False, True])
 def test_a_child_inserted_as_a_cascading_delete_runs_is_not_deleted_unrecorded(
-    pg: Database,
+    pg: Database, flush: bool
 ) -> None:
     failures: list[Exception] = []
     started = interlope_at_the_delete(pg.engine, pg, a_book_on_shelf_1(pg, failures))
     with UnitOfWork(pg, actor="me") as uow:
-        uow.session.execute(sa.delete(Shelf).where(Shelf.id == 1))
+        if flush:
+            uow.session.delete(uow.session.get_one(Shelf, 1))
+        else:
+            uow.session.execute(sa.delete(Shelf).where(Shelf.id == 1))
     started[0].join(timeout=30)  # the other transaction fails once this one commits
     assert len(failures) == 1
     assert state(pg) == CHILD_WAITED
