@@ -8,6 +8,7 @@ import sqlite3
 import threading
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from pathlib import Path
 
 import psycopg
@@ -30,6 +31,7 @@ from dalkit.testing import (
     postgres,
 )
 from dalkit.testing import redis as redis_server
+from dalkit.testing._admin import AdminConnection
 from dalkit.testing._server import LocalServer, scratch_base
 from dalkit.testing.pgbouncer import PgBouncerServer
 from dalkit.testing.postgres import create_database, drop_database
@@ -93,13 +95,21 @@ def test_restart_brings_the_server_back_with_a_new_postmaster(
     postgres_server: PostgresServer,
 ) -> None:
     query = "SELECT pg_postmaster_start_time()"
-    with psycopg.connect(postgres_server.url) as old:
+    name = f"t_{uuid.uuid4().hex}"
+    with (
+        psycopg.connect(postgres_server.url) as old,
+        closing(AdminConnection(postgres_server.url)) as admin,
+    ):
+        admin.create(name)  # the plugin's one connection for the per-test databases
         before = old.execute(query).fetchone()
         postgres_server.restart()
         with pytest.raises(psycopg.OperationalError):
             old.execute("SELECT 1")
+        admin.drop(name)  # on a new connection: the restart ended the old one
     with psycopg.connect(postgres_server.url) as new:
         after = new.execute(query).fetchone()
+        gone = new.execute("SELECT count(*) FROM pg_database WHERE datname = %s", [name])
+        assert gone.fetchone() == (0,)
     assert before is not None
     assert after is not None
     assert after[0] > before[0]

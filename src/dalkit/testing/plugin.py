@@ -20,7 +20,7 @@ import importlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, closing, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -30,7 +30,8 @@ from sqlalchemy.engine import make_url
 
 from dalkit.config import DatabaseConfig
 from dalkit.testing import queries
-from dalkit.testing.postgres import PostgresServer, create_database, drop_database
+from dalkit.testing._admin import AdminConnection
+from dalkit.testing.postgres import PostgresServer
 from dalkit.testing.redis import RedisServer
 from dalkit.testing.rollback import RollbackDatabases, async_rollback_session, rollback_session
 
@@ -143,16 +144,24 @@ def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'test.db'}"
 
 
+@pytest.fixture(scope="session")
+def _postgres_admin(postgres_url: str) -> Iterator[AdminConnection]:
+    # one superuser connection creates and drops every test's database: a connection each
+    # (a SCRAM handshake) cost more than the CREATE DATABASE itself
+    with closing(AdminConnection(postgres_url)) as admin:
+        yield admin
+
+
 @pytest.fixture
-def postgres_database_url(postgres_url: str) -> Iterator[str]:
+def postgres_database_url(postgres_url: str, _postgres_admin: AdminConnection) -> Iterator[str]:
     """Driverless URL of a brand-new database, force-dropped after the test."""
     name = f"t_{uuid.uuid4().hex}"
     with _creating_a_database(postgres_url):
-        url = create_database(postgres_url, name)
+        url = _postgres_admin.create(name)
     try:
         yield url
     finally:
-        drop_database(postgres_url, name)
+        _postgres_admin.drop(name)
 
 
 @contextmanager

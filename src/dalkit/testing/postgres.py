@@ -5,7 +5,6 @@ Also owns the helpers that create and drop databases on any server given its URL
 
 from __future__ import annotations
 
-import re
 import secrets
 import shutil
 import signal
@@ -13,11 +12,11 @@ import subprocess
 import time
 import weakref
 from collections.abc import Sequence
+from contextlib import closing
 from pathlib import Path
 from urllib.parse import quote
 
-from sqlalchemy.engine import URL, make_url
-
+from dalkit.testing._admin import AdminConnection
 from dalkit.testing._lifecycle import in_this_process_only, spawn
 from dalkit.testing._server import LocalServer, Owner, ServerStartError, make_root
 
@@ -28,7 +27,6 @@ _READY_TIMEOUT = 30.0
 _LOG_TAIL_LINES = 30
 _BINARIES = ("initdb", "pg_ctl", "postgres")
 _DEBIAN_BIN_DIRS = Path("/usr/lib/postgresql")  # <version>/bin
-_DATABASE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 
 
 class PostgresServer(LocalServer):
@@ -318,38 +316,14 @@ def _missing(bin_dir: Path, names: Sequence[str]) -> list[str]:
 
 def create_database(url: str, name: str) -> str:
     """Create database ``name`` on the server at ``url``; return the URL that points at it."""
-    import psycopg
-    from psycopg import sql
-
-    statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(_checked_name(name)))
-    server = _driverless(url)
-    with psycopg.connect(server.render_as_string(hide_password=False), autocommit=True) as conn:
-        conn.execute(statement)
-    return server.set(database=name).render_as_string(hide_password=False)
+    with closing(AdminConnection(url)) as admin:
+        return admin.create(name)
 
 
 def drop_database(url: str, name: str) -> None:
     """Drop database ``name`` on the server at ``url``, disconnecting whoever still uses it."""
-    import psycopg
-    from psycopg import sql
-
-    statement = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-        sql.Identifier(_checked_name(name))
-    )
-    server = _driverless(url)
-    with psycopg.connect(server.render_as_string(hide_password=False), autocommit=True) as conn:
-        conn.execute(statement)
-
-
-def _driverless(url: str) -> URL:
-    # psycopg understands only the libpq spelling, not SQLAlchemy's "+driver".
-    return make_url(url).set(drivername="postgresql")
-
-
-def _checked_name(name: str) -> str:
-    if not _DATABASE_NAME.fullmatch(name):
-        raise ValueError(f"not a plain database name: {name!r}")
-    return name
+    with closing(AdminConnection(url)) as admin:
+        admin.drop(name)
 
 
 def _version_key(version: str) -> tuple[int, ...]:
