@@ -13,7 +13,6 @@ import os
 import threading
 import uuid
 import weakref
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,9 @@ from dalkit import AsyncDatabase, Database
 from dalkit.cache import AsyncQueryCache, MemoryBackend, QueryCache
 
 from .activity import server_connections
+
+# the collections look only at what each test made (see the fixture)
+pytestmark = pytest.mark.usefixtures("frozen_heap")
 
 
 class _Base(DeclarativeBase):
@@ -46,19 +48,6 @@ def _open_files(path: Path) -> int:
         with contextlib.suppress(OSError):  # closed while listed
             count += os.readlink(f"/proc/self/fd/{fd}") == str(path)
     return count
-
-
-@pytest.fixture(autouse=True)
-def _frozen_heap() -> Iterator[None]:
-    """The test's collections look only at what it made since it began: the suite's objects so
-    far are frozen (``gc.freeze``), else each full collection walks the whole session's heap,
-    2-4 s late in the suite (17-20 s a test). What the frozen objects hold stays alive, as
-    before: a registry made earlier that kept a database would still fail the test."""
-    gc.freeze()
-    try:
-        yield
-    finally:
-        gc.unfreeze()
 
 
 def _collect() -> None:
