@@ -51,6 +51,7 @@ class Amount(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     wide: Mapped[Decimal | None] = mapped_column(sa.Numeric(30, 10))
     free: Mapped[Decimal | None] = mapped_column(sa.Numeric())
+    price: Mapped[Decimal | None] = mapped_column(sa.Numeric(10, 2))
 
 
 class Samples(Repository[Sample]):
@@ -127,6 +128,45 @@ def test_a_decimal_sqlite_would_not_read_back_is_refused(
     with pytest.raises(expected, match=r"NaN|NUMERIC as a float"), db.transaction() as session:
         DECIMAL_WRITES[write](Amounts(session), name, INEXACT[case])
     assert db.sql("SELECT id FROM numeric_amounts") == []
+
+
+# what PostgreSQL stores for these floats in a NUMERIC(10, 2): the float8 cast through its 15
+# significant digits, then rounded half away from zero; SQLite's read rounded the binary float
+# (1.00499999...) and gave 1.00, -1.00, 2.67 and 0.28
+FLOAT_PRICES = {1: 1.005, 2: -1.005, 3: 2.675, 4: 0.285, 5: 3.0}
+PG_PRICES = {1: Decimal("1.01"), 2: Decimal("-1.01"), 3: Decimal("2.68"), 4: Decimal("0.29")}
+# (update(), update_many() and upsert() refuse a float with more places than the scale)
+PRICE_WRITES: dict[str, Callable[[Amounts], object]] = {
+    "add": lambda amounts: [amounts.add(Amount(id=i, price=p)) for i, p in FLOAT_PRICES.items()],
+    "add_many": lambda amounts: amounts.add_many(
+        [Amount(id=i, price=p) for i, p in FLOAT_PRICES.items()]
+    ),
+    "bulk_insert": lambda amounts: amounts.bulk_insert(
+        [{"id": i, "price": p} for i, p in FLOAT_PRICES.items()]
+    ),
+    "bulk_update": lambda amounts: (
+        amounts.bulk_insert([{"id": i} for i in FLOAT_PRICES]),
+        amounts.bulk_update([{"id": i, "price": p} for i, p in FLOAT_PRICES.items()]),
+    ),
+    "core": lambda amounts: amounts.session.execute(
+        sa.insert(Amount), [{"id": i, "price": p} for i, p in FLOAT_PRICES.items()]
+    ),
+}
+
+
+@pytest.mark.parametrize("write", list(PRICE_WRITES))
+def test_a_float_for_a_scaled_numeric_is_stored_as_postgresql_stores_it(
+    db: Database, write: str
+) -> None:
+    with db.transaction() as session:
+        PRICE_WRITES[write](Amounts(session))
+    with db.session() as session:
+        stored = {amount.id: amount.price for amount in Amounts(session).list()}
+    assert stored == {**PG_PRICES, 5: Decimal("3.00")}
+    with db.transaction() as session:  # a Decimal keeps its value, and is still checked
+        Amounts(session).update(Amounts(session).get(1), price=Decimal("1.25"))
+    with db.session() as session:
+        assert Amounts(session).get(1).price == Decimal("1.25")
 
 
 async def test_aiosqlite_refuses_an_inexact_decimal_too_and_stores_an_exact_one(

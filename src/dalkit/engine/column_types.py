@@ -28,7 +28,9 @@ SQLite ``Numeric``: SQLite keeps NUMERIC as an 8-byte float (SQLAlchemy's docume
 so a Decimal of more than 15 significant digits, or with more places than the column reads back
 (its scale, or 10 without one), came back another number, and a NaN as NULL, silently, where
 PostgreSQL and the in-memory repository keep them exact. Such a value is refused on every path,
-as a NaN float is; a float is stored rounded to the column's scale, as PostgreSQL stores it.
+as a NaN float is. A float is stored as PostgreSQL stores it: its 15 significant digits, rounded
+half away from zero to the column's scale (SQLite read the binary float back rounded: 1.005,
+which is 1.00499..., came back 1.00 from a ``Numeric(10, 2)`` where PostgreSQL stores 1.01).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import functools
+import math
 from typing import Any
 
 import sqlalchemy as sa
@@ -43,7 +46,7 @@ from sqlalchemy.dialects import sqlite
 from sqlalchemy.dialects.postgresql import DOMAIN
 from sqlalchemy.engine import Dialect, Engine
 
-__all__ = ["ZONE_CONVERSIONS", "install", "zoned_as_column"]
+__all__ = ["ZONE_CONVERSIONS", "float_as_numeric", "install", "zoned_as_column"]
 
 
 class _UTCDateTime(sqlite.DATETIME):
@@ -98,9 +101,13 @@ class _ExactNumeric(sa.Numeric):  # type: ignore[type-arg]
         process = super().bind_processor(dialect)  # type: ignore[no-untyped-call]
         read = self.result_processor(dialect, None) if self.asdecimal else None  # type: ignore[no-untyped-call]
 
+        scale = self.scale
+
         def refuse_inexact(value: Any) -> Any:
             if isinstance(value, float | decimal.Decimal) and value != value:
                 raise ValueError("SQLite cannot store a NaN in a NUMERIC column: it would be NULL")
+            if isinstance(value, float):
+                return _as_postgresql_numeric(value, scale)
             if read is not None and isinstance(value, decimal.Decimal) and value.is_finite():
                 back = read(float(value))
                 if back != value:
@@ -110,6 +117,36 @@ class _ExactNumeric(sa.Numeric):  # type: ignore[type-arg]
             return value if process is None else process(value)
 
         return refuse_inexact
+
+
+def float_as_numeric(value: Any) -> Any:
+    """``value``, a float made the Decimal PostgreSQL casts it to for a NUMERIC column.
+
+    Args:
+        value: The value written.
+
+    Returns:
+        A float's 15 significant digits as a Decimal (float8_numeric prints it with ``%.15g``),
+        anything else unchanged.
+    """
+    return decimal.Decimal(format(value, ".15g")) if isinstance(value, float) else value
+
+
+#: wide enough to round any finite float to any scale PostgreSQL allows (at most 1000)
+_ROUNDING = decimal.Context(prec=1400, rounding=decimal.ROUND_HALF_UP)
+
+
+def _as_postgresql_numeric(value: float, scale: int | None) -> float:
+    """The float SQLite gets for ``value`` in a NUMERIC column of ``scale``, so that it reads
+    back what PostgreSQL stores: the float8 cast to numeric through its 15 significant digits,
+    rounded half away from zero to the scale (1.005 is 1.01, where SQLite's read rounded the
+    binary 1.00499999... to 1.00)."""
+    if math.isinf(value):
+        return value
+    exact = float_as_numeric(value)
+    if scale is not None:
+        exact = exact.quantize(decimal.Decimal(1).scaleb(-scale), context=_ROUNDING)
+    return float(exact)
 
 
 def zoned_as_column(value: Any, timezone: bool) -> Any:

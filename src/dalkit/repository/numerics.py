@@ -19,7 +19,6 @@ C-speed pass over the column finds it: ~7 ms per 100k rows).
 from __future__ import annotations
 
 import dataclasses
-import decimal
 import operator
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -27,16 +26,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.sql.schema import ColumnDefault
 
-from dalkit.engine.column_types import ZONE_CONVERSIONS
+from dalkit.engine.column_types import ZONE_CONVERSIONS, float_as_numeric
 from dalkit.query.fields import FieldInfo
 from dalkit.repository.copy import BulkPlan
 
 __all__ = ["converting_float_numerics", "float_as_numeric", "zoning_datetimes"]
-
-
-def float_as_numeric(value: Any) -> Any:
-    """``value``, a float made the Decimal the server would cast it to."""
-    return decimal.Decimal(format(value, ".15g")) if isinstance(value, float) else value
 
 
 def converting_float_numerics(plan: BulkPlan, rows: Sequence[Any]) -> BulkPlan:
