@@ -23,20 +23,25 @@ __all__ = ["MASK", "mask_strings", "shown_sql"]
 #: what a masked string literal reads as
 MASK = "'***'"
 
-# the lookahead first: a position that cannot start a piece is passed over at once (8.5 to
-# 2.9 us for a 200-character SELECT with one literal, timeit); so E'...' is matched from its
-# quote, the E looked behind for, and stays
+# One group around alternatives that each start with a character of their own: the regex engine
+# then passes over the characters that start none in a C loop (8.5 to 2.9 us for a 200-character
+# SELECT with one literal, timeit). E'...' is matched from its quote, the E looked behind for,
+# and stays. The quoted forms are unrolled ('[^']*(?:''[^']*)*' rather than '(?:[^']|'')*',
+# the same text matched): a run of plain characters is one step, not an alternation per
+# character. Together, the scan of a 2.2 MB INSERT of 120,000 string literals: 82 to 32 ms
+# (timeit); a piece is a literal when it opens with $ or '
 _PIECES = re.compile(
-    r"""(?=[-/"$'])(?:
-        (?P<skip> --[^\n]* | /\*[\s\S]*?\*/ | "(?:[^"]|"")*" )
-      | (?P<string>
-          \$(?P<tag>(?:[A-Za-z_]\w*)?)\$[\s\S]*?\$(?P=tag)\$
-        | (?<=(?<!\w)[eE])'(?:[^'\\]|\\[\s\S]|'')*'
-        | '(?:[^']|'')*'
-        ))
-    """,
+    r"""(
+        --[^\n]* | /\*[\s\S]*?\*/ | "[^"]*(?:""[^"]*)*"
+      | \$(?P<tag>(?:[A-Za-z_]\w*)?)\$[\s\S]*?\$(?P=tag)\$
+      | '(?: (?<=(?<!\w)[eE]')[^'\\]*(?:(?:\\[\s\S]|'')[^'\\]*)*' | [^']*(?:''[^']*)*' )
+    )""",
     re.VERBOSE,
 )
+#: what _PIECES.split() gives for each match: the piece, then its dollar quote's tag
+_GROUPS = 2
+#: the characters a string literal's piece opens with (a comment's or an identifier's: -/")
+_LITERAL_OPENS = "$'"
 
 
 def mask_strings(statement: str, mask: str = MASK, keep: re.Pattern[str] | None = None) -> str:
@@ -60,9 +65,19 @@ def mask_strings(statement: str, mask: str = MASK, keep: re.Pattern[str] | None 
     """
     if "'" not in statement and "$" not in statement:
         return statement
+    if keep is None:
+        # no Python function call per literal: split() gives the text between the pieces and
+        # each piece (with the scan above, the 2.2 MB INSERT: 88 to 40 ms, timeit)
+        parts = _PIECES.split(statement)
+        step = _GROUPS + 1
+        pieces = [mask if piece[0] in _LITERAL_OPENS else piece for piece in parts[1::step]]
+        joined: list[str] = [""] * (len(parts) // step * 2 + 1)
+        joined[0::2] = parts[0::step]
+        joined[1::2] = pieces
+        return "".join(joined)
 
     def replace(m: re.Match[str]) -> str:
-        if m.group("string") is None or (keep is not None and keep.match(statement, m.start())):
+        if m.group(0)[0] not in _LITERAL_OPENS or keep.match(statement, m.start()):
             return m.group(0)
         return mask
 
@@ -102,7 +117,9 @@ def _masked_head(statement: str, chars: int) -> tuple[str, bool]:
         start = match.start()
         if size + start - at >= chars:
             break
-        piece = MASK if match.group("string") is not None else match.group(0)
+        piece = match.group(0)
+        if piece[0] in _LITERAL_OPENS:
+            piece = MASK
         pieces += (statement[at:start], piece)
         size += start - at + len(piece)
         at = match.end()

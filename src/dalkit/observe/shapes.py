@@ -11,18 +11,19 @@ from dalkit.engine.sql_literals import mask_strings
 
 __all__ = ["StatementShape", "shape_of"]
 
-# string literals go first, by mask_strings
+# string literals go first, by mask_strings. The lookahead first: a position that starts none
+# of these is passed over at once (a 1.6 MB INSERT of 144,000 literals: 89 to 44 ms, timeit)
 _LITERALS = re.compile(
-    r"""%\(\w+\)s | %s          # pyformat / format placeholders
+    r"""(?=[%$:\d-])(?:
+        %\(\w+\)s | %s          # pyformat / format placeholders
       | \$\d+                   # numeric placeholders (asyncpg)
       | (?<![\w:]):\w+          # named placeholders
       | (?<![\w."$])-?\d+(?:\.\d+)?(?![\w"])   # number literal
-    """,
+    )""",
     re.VERBOSE,
 )
 _PLACEHOLDER_LIST = re.compile(r"\(\s*\?(?:\s*,\s*\?)*\s*\)")
 _REPEATED_LISTS = re.compile(r"\(\.\.\.\)(?:\s*,\s*\(\.\.\.\))+")
-_SPACES = re.compile(r"\s+")
 _CACHE_ENTRIES = 4096
 #: the statements the cache is keyed by hold at most this many characters in all: under a
 #: count alone, 2000 distinct raw statements of 90 KB (literals inline) kept 200 MB alive
@@ -76,9 +77,12 @@ def shape_of(statement: str) -> StatementShape:
     """
     shape = _shapes.get(statement)
     if shape is None:
+        # no Python call per literal on the way: a 2.2 MB INSERT of 160,000 inline literals took
+        # 0.25-0.33 s to shape, 0.13-0.16 s now (timeit, a loaded machine)
         text = _LITERALS.sub("?", mask_strings(statement, "?"))
         text = _PLACEHOLDER_LIST.sub("(...)", text)
-        text = _REPEATED_LISTS.sub("(...)", _SPACES.sub(" ", text)).strip()
+        # str.split() parts at what \s matches, in C (the 1.8 MB INSERT: 36 to 12 ms, timeit)
+        text = _REPEATED_LISTS.sub("(...)", " ".join(text.split()))
         first = text.split(None, 1)[0].upper() if text else ""
         known = ("SELECT", "INSERT", "UPDATE", "DELETE", "WITH", "COPY")
         operation = first if first in known else "OTHER"
