@@ -248,11 +248,15 @@ def test_a_stopped_replica_is_ejected_and_reads_fall_back_without_errors(
     _caught_up(db, replication)
     assert contextvars.Context().run(_read, db, 1) == (True, True)  # a pooled replica connection
     replication.replica.shutdown()
-    # the first read meets the dead pooled connection and is run again on the primary
+    # the monitor probes every INTERVAL: on a loaded machine it can find the replica down while
+    # pg_ctl is still stopping it, and then no read meets the dead pooled connection (CI saw
+    # rerouted_reads == 0 so at a load average of 7)
+    found_by_the_monitor = _replica_stats(db)["state"] == "down"
+    # else the first read meets the dead pooled connection and is run again on the primary
     answers = [contextvars.Context().run(_read, db, 1) for _ in range(20)]
     assert answers == [(True, False)] * 20
     wait_until(lambda: _replica_stats(db)["state"] == "down", 5)
-    assert db.get_stats()["replicas"]["rerouted_reads"] >= 1
+    assert found_by_the_monitor or db.get_stats()["replicas"]["rerouted_reads"] >= 1
 
     replication.replica.start_again()
     wait_until(lambda: _replica_stats(db)["state"] == "healthy", 15)
