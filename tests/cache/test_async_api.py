@@ -371,3 +371,15 @@ async def test_the_invalidation_of_a_first_write_in_a_released_savepoint_runs_fi
         async with async_db.transaction(propagation="nested") as inner:  # the first write
             (await inner.get_one(Book, 1)).title = "z"
     assert seen == [["b", "z"]]  # was served ["a", "b"]: the invalidation ran after it
+
+
+async def test_a_change_pending_when_a_savepoint_begins_is_invalidated_though_it_rolls_back(
+    async_db: AsyncDatabase, async_cache: AsyncQueryCache
+) -> None:
+    await warm(async_db, async_cache)
+    async with async_db.transaction() as outer:
+        outer.add(Book(id=16, title="pending"))  # flushed as the savepoint begins: kept
+        with pytest.raises(RuntimeError):
+            async with async_db.transaction(propagation="nested"):
+                raise RuntimeError("roll back the savepoint")
+    assert await titles(async_db, async_cache) == ["a", "b", "pending"]

@@ -262,6 +262,17 @@ def test_a_write_after_a_rolled_back_savepoint_still_invalidates(
     assert titles(db, cache) == ["a", "b", "kept"]
 
 
+def test_a_change_pending_when_a_savepoint_begins_is_invalidated_though_it_rolls_back(
+    db: Database, cache: QueryCache
+) -> None:
+    warm(db, cache)
+    with db.transaction() as outer:
+        outer.add(Book(id=16, title="pending"))  # flushed as the savepoint begins: kept
+        with pytest.raises(RuntimeError), db.transaction(propagation="nested"):
+            raise RuntimeError("roll back the savepoint")
+    assert titles(db, cache) == ["a", "b", "pending"]
+
+
 def test_a_transaction_reads_its_own_writes(db: Database, cache: QueryCache) -> None:
     warm(db, cache)
     with db.transaction() as session:

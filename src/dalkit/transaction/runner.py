@@ -293,6 +293,11 @@ class TransactionRunner:
     @contextmanager
     def _savepoint(self, scope: TransactionScope) -> Iterator[None]:
         session: Session = scope.session
+        # begin_nested() flushes what is pending: that flush belongs to the outer level (a
+        # savepoint rolled back does not undo it), so it runs here, before the level is pushed,
+        # and what it wrote is the outer level's (the cache invalidates it at the commit)
+        if pending_writes(session):
+            session.flush()
         scope.savepoint_started()
         try:
             with session.begin_nested():

@@ -294,6 +294,11 @@ class AsyncTransactionRunner:
     @asynccontextmanager
     async def _savepoint(self, scope: AsyncTransactionScope) -> AsyncIterator[None]:
         session: AsyncSession = scope.session
+        # begin_nested() flushes what is pending: that flush belongs to the outer level (a
+        # savepoint rolled back does not undo it), so it runs here, before the level is pushed,
+        # and what it wrote is the outer level's (the cache invalidates it at the commit)
+        if pending_writes(session):
+            await session.flush()
         scope.savepoint_started()
         try:
             async with session.begin_nested():
