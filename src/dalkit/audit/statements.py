@@ -282,23 +282,22 @@ def _refuse_absent_keys(
 
 
 def _key_of(config: ModelAudit, statement: Any) -> Any:
-    """The primary key of ``config``'s table as one expression (its column, or their tuple), in
-    the terms of ``statement``: an ORM statement's through the mapped attributes, which its
-    ``synchronize_session="evaluate"`` can evaluate in Python."""
-    mapper = statement._propagate_attrs.get("plugin_subject")
-    if mapper is not None:
-        key = [getattr(mapper.class_, name) for name in config.primary_key]
-    else:
-        columns = dict(config.fields)
-        key = [columns[name] for name in config.primary_key]
-    return key[0] if len(key) == 1 else sa.tuple_(*key)
+    """The primary key of ``config``'s table as one expression, in the order of its keys'
+    values (`ModelAudit.key_of`), in the terms of ``statement`` (`_key_in_terms_of`)."""
+    columns = dict(config.fields)
+    return _key_in_terms_of(statement, [columns[name] for name in config.primary_key])
 
 
 def _table_key_of(table: sa.Table, statement: Any) -> Any:
-    """`_key_of` for a table that may not be audited: its primary key columns, or the
-    attributes mapping them."""
+    """`_key_of` for a table that may not be audited: its primary key columns."""
+    return _key_in_terms_of(statement, list(table.primary_key))
+
+
+def _key_in_terms_of(statement: Any, key: list[Any]) -> Any:
+    """The ``key`` columns as one expression (a column, or their tuple) in the terms of
+    ``statement``: an ORM statement's through the mapped attributes, which its
+    ``synchronize_session="evaluate"`` can evaluate in Python."""
     mapper = statement._propagate_attrs.get("plugin_subject")
-    key: list[Any] = list(table.primary_key)
     if mapper is not None and all(c in mapper.columns.values() for c in key):
         key = [getattr(mapper.class_, mapper.get_property_by_column(c).key) for c in key]
     return key[0] if len(key) == 1 else sa.tuple_(*key)

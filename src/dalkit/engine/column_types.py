@@ -46,7 +46,13 @@ from sqlalchemy.dialects import sqlite
 from sqlalchemy.dialects.postgresql import DOMAIN
 from sqlalchemy.engine import Dialect, Engine
 
-__all__ = ["ZONE_CONVERSIONS", "float_as_numeric", "install", "zoned_as_column"]
+__all__ = [
+    "ZONE_CONVERSIONS",
+    "float_as_numeric",
+    "install",
+    "numeric_as_stored",
+    "zoned_as_column",
+]
 
 
 class _UTCDateTime(sqlite.DATETIME):
@@ -136,17 +142,28 @@ def float_as_numeric(value: Any) -> Any:
 _ROUNDING = decimal.Context(prec=1400, rounding=decimal.ROUND_HALF_UP)
 
 
+def numeric_as_stored(value: float | decimal.Decimal, scale: int | None) -> decimal.Decimal:
+    """``value`` as PostgreSQL stores it in a NUMERIC column of ``scale``: a float cast through
+    its 15 significant digits, rounded half away from zero to the scale (1.005 is 1.01).
+
+    Args:
+        value: A finite number (an int is a Decimal's equal).
+        scale: The column's scale; None keeps every place.
+
+    Returns:
+        The stored number.
+    """
+    exact = decimal.Decimal(float_as_numeric(value))
+    if scale is None:
+        return exact
+    return exact.quantize(decimal.Decimal(1).scaleb(-scale), context=_ROUNDING)
+
+
 def _as_postgresql_numeric(value: float, scale: int | None) -> float:
     """The float SQLite gets for ``value`` in a NUMERIC column of ``scale``, so that it reads
-    back what PostgreSQL stores: the float8 cast to numeric through its 15 significant digits,
-    rounded half away from zero to the scale (1.005 is 1.01, where SQLite's read rounded the
-    binary 1.00499999... to 1.00)."""
-    if math.isinf(value):
-        return value
-    exact = float_as_numeric(value)
-    if scale is not None:
-        exact = exact.quantize(decimal.Decimal(1).scaleb(-scale), context=_ROUNDING)
-    return float(exact)
+    back what PostgreSQL stores (`numeric_as_stored`: 1.005 is 1.01, where SQLite's read
+    rounded the binary 1.00499999... to 1.00)."""
+    return value if math.isinf(value) else float(numeric_as_stored(value, scale))
 
 
 def zoned_as_column(value: Any, timezone: bool) -> Any:

@@ -13,6 +13,7 @@ from types import FrameType
 from typing import Any
 
 from dalkit import AsyncDatabase, Database
+from dalkit.transaction.binds import directly_awaits
 
 # the request whose code runs in this context: a worker thread running a sync endpoint or
 # dependency of the request gets a copy of the request's context, and so this value
@@ -117,7 +118,7 @@ def _awaits(waiting: asyncio.Task[Any], task: object) -> bool:
     ``asyncio.wait_for`` does for it (its ``fut``, a task of its own before Python 3.12)."""
     if waiting is task or waiting.done():
         return False
-    if getattr(waiting, "_fut_waiter", None) is task:
+    if directly_awaits(waiting, task):
         return True
     frames = list(_suspended_frames(waiting))
     return bool(frames) and (

@@ -23,7 +23,7 @@ from typing import NamedTuple
 
 from dalkit.engine.sql_literals import mask_strings
 
-__all__ = ["SECRET_NAMES", "ParameterColumns", "parameter_columns"]
+__all__ = ["INSERT_TARGET", "SECRET_NAMES", "ParameterColumns", "parameter_columns"]
 
 #: parameter and column names whose values are never shown
 SECRET_NAMES = re.compile(r"pass(word|wd|phrase)?|secret|token|api_?key|auth|credential|salt", re.I)
@@ -45,7 +45,7 @@ _PLACEHOLDERS = re.compile(
     re.VERBOSE,
 )
 # INSERT INTO t (columns), INSERT INTO t without them; MERGE's INSERT (columns) and INSERT VALUES
-_INSERT = re.compile(
+INSERT_TARGET = re.compile(
     rf"\b(?:INSERT|REPLACE)\s+(?:OR\s+\w+\s+)?INTO\s+{_NAME}(?:\s+AS\s+{_IDENT})?\s*(\()?"
     r"|\bINSERT\s*(\()|\bINSERT\s+(?=VALUES\b)",
     re.IGNORECASE,
@@ -278,7 +278,7 @@ def _word_before(text: str, end: int) -> int:
 def _inserts(text: str, regions: _Regions, written: list[str]) -> bool:
     """Regions for the values of each INSERT; True when one names no columns."""
     unlisted = False
-    for insert in _INSERT.finditer(text):
+    for insert in INSERT_TARGET.finditer(text):
         listed = 1 if insert.group(1) is not None else 2
         if insert.group(listed) is None:
             unlisted = True

@@ -15,7 +15,7 @@ from typing import Any
 
 from dalkit.engine.sql_literals import shown_sql
 from dalkit.observe.param_columns import (
-    _INSERT,
+    INSERT_TARGET,
     SECRET_NAMES,
     ParameterColumns,
     parameter_columns,
@@ -46,7 +46,7 @@ MAX_STATEMENT_CHARS = 2000
 #: 5-50 us a parameter, a slow IN of 50,000 took 1.2 s to log): all their values are masked
 MAX_READ_CHARS = 10_000
 _FOLDED_SECRET = re.compile(SECRET_NAMES.pattern)  # SECRET_NAMES of lower-case ASCII
-_FOLDED_INSERT = re.compile("insert|replace")  # where _INSERT may match, in the same
+_FOLDED_INSERT = re.compile("insert|replace")  # where INSERT_TARGET may match, in the same
 #: durations kept per shape for its p95
 WINDOW = 256
 
@@ -272,10 +272,11 @@ def _columns(statement: str, compiled_secret: bool = False) -> ParameterColumns:
         # the patterns' re.IGNORECASE scans ASCII text 10-15x slower than this (timeit)
         folded = statement.lower()
         secret = _FOLDED_SECRET.search(folded.replace('"', "")) is not None
-        inserts = (_INSERT.match(statement, m.start()) for m in _FOLDED_INSERT.finditer(folded))
+        starts = _FOLDED_INSERT.finditer(folded)
+        inserts = (INSERT_TARGET.match(statement, m.start()) for m in starts)
     else:  # "to""ken" is token
         secret = SECRET_NAMES.search(statement.replace('"', "")) is not None
-        inserts = _INSERT.finditer(statement)
+        inserts = INSERT_TARGET.finditer(statement)
     if not (secret or compiled_secret) and not any(
         m is not None and m.group(1) is None and m.group(2) is None for m in inserts
     ):

@@ -30,7 +30,7 @@ from dalkit.engine.column_types import ZONE_CONVERSIONS, float_as_numeric
 from dalkit.query.fields import FieldInfo
 from dalkit.repository.copy import BulkPlan
 
-__all__ = ["converting_float_numerics", "float_as_numeric", "zoning_datetimes"]
+__all__ = ["converting_float_numerics", "zoning_datetimes"]
 
 
 def converting_float_numerics(plan: BulkPlan, rows: Sequence[Any]) -> BulkPlan:

@@ -34,11 +34,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import DOMAIN
 
+from dalkit.engine.column_types import numeric_as_stored
 from dalkit.errors import DatabaseError, InvalidQueryError
 from dalkit.query.fields import FieldInfo, ModelInfo
 from dalkit.query.inputs import write_value
 from dalkit.repository.copy import row_error
-from dalkit.repository.numerics import float_as_numeric
 
 __all__ = ["coerce_entity", "coerce_rows", "of_own_types", "stored_value"]
 
@@ -206,13 +206,7 @@ def stored_value(field: FieldInfo, value: Any) -> Any:
     if value is None:
         return value
     if field.kind == "decimal" and isinstance(value, int | float | decimal.Decimal):
-        scale = getattr(field.column.type, "scale", None)
-        number = value if type(value) is decimal.Decimal else float_as_numeric(value)
-        if scale is None:
-            return decimal.Decimal(number)
-        return decimal.Decimal(number).quantize(
-            decimal.Decimal(1).scaleb(-scale), rounding=decimal.ROUND_HALF_UP
-        )
+        return numeric_as_stored(value, getattr(field.column.type, "scale", None))
     if field.kind == "datetime" and isinstance(value, dt.datetime):
         return field.coerce(value)
     if isinstance(field.column.type, sa.JSON):

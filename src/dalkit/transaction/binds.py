@@ -74,7 +74,22 @@ def _waited_by(scope: TransactionScope) -> bool:
     """Whether ``scope`` waits for the caller: the caller holds it, or it is a task the
     holding task awaits (``await asyncio.create_task(...)``)."""
     caller = scope.current_holder()
-    return caller == scope.holder or getattr(scope.holder, "_fut_waiter", None) is caller
+    return caller == scope.holder or directly_awaits(scope.holder, caller)
+
+
+def directly_awaits(waiting: object, awaited: object) -> bool:
+    """Whether the task ``waiting`` is suspended on ``awaited`` itself (``await task``).
+    asyncio offers no public way to ask: this reads the future a task waits on, its private
+    ``_fut_waiter``, the one place dalkit does.
+
+    Args:
+        waiting: A task (anything else waits on nothing).
+        awaited: A task or future.
+
+    Returns:
+        True when ``waiting`` awaits ``awaited`` directly.
+    """
+    return getattr(waiting, "_fut_waiter", None) is awaited
 
 
 def pending_writes(session: Any) -> bool:

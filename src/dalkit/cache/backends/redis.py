@@ -18,7 +18,6 @@ from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
-from dalkit.cache.backends.pause import TimeoutPause
 from dalkit.cache.backends.redis_keys import (
     DEFAULT_PREFIX,
     RedisKeys,
@@ -88,8 +87,13 @@ class RedisBackend(RedisKeys):
                 f"{type(manager).__name__} (RedisBackend goes with RedisManager and QueryCache, "
                 "AsyncRedisBackend with AsyncRedisManager and AsyncQueryCache)"
             )
-        super().__init__(prefix, stampede_lock=stampede_lock, lock_timeout=lock_timeout)
-        self.pause = TimeoutPause(timeout_pause, timeout_pause_max)
+        super().__init__(
+            prefix,
+            stampede_lock=stampede_lock,
+            lock_timeout=lock_timeout,
+            timeout_pause=timeout_pause,
+            timeout_pause_max=timeout_pause_max,
+        )
         self.manager = manager
         self._links = Once(partial(_Link, manager), _Link.close)
         self._retryable = retryable_errors()

@@ -46,12 +46,20 @@ class RedisKeys:
     """
 
     shared = True
-    #: when Redis may be asked again after a timeout (set by each backend)
-    pause: TimeoutPause
 
-    def __init__(self, prefix: str, *, stampede_lock: bool, lock_timeout: float) -> None:
+    def __init__(
+        self,
+        prefix: str,
+        *,
+        stampede_lock: bool,
+        lock_timeout: float,
+        timeout_pause: float,
+        timeout_pause_max: float,
+    ) -> None:
         if lock_timeout <= 0:
             raise CacheConfigurationError(f"lock_timeout must be positive, not {lock_timeout}")
+        #: when Redis may be asked again after a timeout
+        self.pause = TimeoutPause(timeout_pause, timeout_pause_max)
         self.prefix = prefix
         self.stampede_lock = stampede_lock
         self.lock_timeout = float(lock_timeout)
