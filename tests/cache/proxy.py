@@ -14,7 +14,8 @@ from dalkit.testing._server import free_port
 class CuttableProxy:
     """Forwards 127.0.0.1:<port> to ``target``; ``cut()`` drops every connection and refuses
     new ones until ``restore()``; ``hang()`` forwards nothing (a hung Redis: connections open,
-    no reply) until ``resume()`` delivers what it held."""
+    no reply) until ``resume()`` delivers what it held; ``held`` counts what clients sent
+    while it hung (the commands a hung Redis kept them waiting on)."""
 
     def __init__(self, target_host: str, target_port: int) -> None:
         self.target = (target_host, target_port)
@@ -23,6 +24,7 @@ class CuttableProxy:
         self._open.set()
         self._flowing = threading.Event()
         self._flowing.set()
+        self.held = 0
         self._sockets: set[socket.socket] = set()
         self._lock = threading.Lock()
         self._listener = socket.create_server(("127.0.0.1", self.port))
@@ -79,12 +81,16 @@ class CuttableProxy:
             upstream.settimeout(None)
             with self._lock:
                 self._sockets |= {client, upstream}
-            for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
+            for source, sink, sent in ((client, upstream, True), (upstream, client, False)):
+                pipe = threading.Thread(target=self._pipe, args=(source, sink, sent), daemon=True)
+                pipe.start()
 
-    def _pipe(self, source: socket.socket, sink: socket.socket) -> None:
+    def _pipe(self, source: socket.socket, sink: socket.socket, from_client: bool) -> None:
         try:
             while data := source.recv(65536):
+                if from_client and not self._flowing.is_set():
+                    with self._lock:
+                        self.held += 1
                 self._flowing.wait()
                 sink.sendall(data)
         except OSError:
