@@ -28,6 +28,7 @@ from dalkit.integrations.errors import ResponseStartedError
 from dalkit.query.plain_entities import PLAIN_WATCH, select_neutral
 from dalkit.query.plain_inserts import flush_neutral
 from dalkit.transaction import ended
+from dalkit.transaction.scope import TransactionScope
 
 __all__ = ["install", "refuse_further_use", "settle", "settle_sync", "watch"]
 
@@ -57,26 +58,32 @@ def watch(session: Session | AsyncSession) -> None:
     info[PLAIN_WATCH] = _check
 
 
-def settle_sync(session: Session) -> None:
+def settle_sync(session: Session, scope: TransactionScope | None) -> None:
     """In the thread about to end a sync request's transaction: refuse other threads'
-    operations, and reading on from its server-side cursors, from now on.
+    operations, and reading on from its server-side cursors, from now on; to them the
+    transaction has ended (``scope.ending``).
 
     Args:
         session: The request's Session.
+        scope: Its transaction.
     """
     session.info[_ENDING] = threading.get_ident()
+    _end_for_others(scope, session.info[_ENDING])
     _close_streams(session)
 
 
-async def settle(session: AsyncSession) -> None:
+async def settle(session: AsyncSession, scope: TransactionScope | None) -> None:
     """In the task about to end the request's transaction: refuse other tasks' operations from
-    now on, and wait for those in flight (a statement, a flush) to finish.
+    now on, and wait for those in flight (a statement, a flush) to finish; to other tasks the
+    transaction has ended (``scope.ending``).
 
     Args:
         session: The request's AsyncSession.
+        scope: Its transaction.
     """
     info = session.sync_session.info
     info[_ENDING] = asyncio.current_task()
+    _end_for_others(scope, info[_ENDING])
     busy: weakref.WeakSet[Any] | None = info.get(_BUSY)
     wait = 0.0005
     # an AsyncSession operation runs in a greenlet of its own, alive until it returns; this
@@ -86,6 +93,14 @@ async def settle(session: AsyncSession) -> None:
         wait = min(wait * 2, _LONGEST_WAIT_S)
     if info.get(_STREAMED):
         await greenlet_spawn(_close_streams, session.sync_session)  # a driver's CLOSE awaits
+
+
+def _end_for_others(scope: TransactionScope | None, ender: object) -> None:
+    # a task or thread asking for the transaction from now on (a background task run by an
+    # inner BaseHTTPMiddleware's task, its client gone before the response started) gets one
+    # of its own, as after the end, rather than joining one that is flushing and committing
+    if scope is not None:
+        scope.ending = ender
 
 
 class _Refused(NoCursorDQLFetchStrategy):

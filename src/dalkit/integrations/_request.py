@@ -21,7 +21,7 @@ from dalkit.integrations._holders import SERVING, RequestHolder, TaskHolder
 from dalkit.integrations.errors import RequestCommitError
 from dalkit.integrations.problems import commit_problem, problem_headers
 from dalkit.integrations.replica_tokens import ReplicaTokens
-from dalkit.transaction.scope import current_scope, enter_scope, exit_scope
+from dalkit.transaction.scope import TransactionScope, current_scope, enter_scope, exit_scope
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -73,6 +73,7 @@ class Transaction:
         self.middleware = request.middleware
         self.context = request.context
         self.session: Session | AsyncSession | None = None
+        self.scope: TransactionScope | None = None
         self._private = self.context  # a sync Database's transaction runs in a copy of it
         self._shown: contextvars.Token[Any] | None = None
         self._manager: Any = self.middleware.db.transaction(read_only=request.read_only)
@@ -93,7 +94,7 @@ class Transaction:
         _ending.watch(self.session)
         scope = current_scope()
         if scope is not None and scope.session is self.session:
-            holder = self.request.holder
+            self.scope, holder = scope, self.request.holder
             if isinstance(self.session, Session):
                 scope.holder = holder
             else:
@@ -142,7 +143,8 @@ class Transaction:
         self, error: BaseException | None, hooks: Sequence[BeforeCommit]
     ) -> str | None:
         assert isinstance(self.session, AsyncSession)
-        await _ending.settle(self.session)  # a task the request did not await may use it
+        # a task the request did not await may use it
+        await _ending.settle(self.session, self.scope)
         if error is None:
             try:
                 for hook in hooks:
@@ -157,7 +159,8 @@ class Transaction:
 
     def _end_sync(self, error: BaseException | None, hooks: Sequence[BeforeCommit]) -> str | None:
         assert isinstance(self.session, Session)
-        _ending.settle_sync(self.session)  # a thread the request did not await may use it
+        # a thread the request did not await may use it
+        _ending.settle_sync(self.session, self.scope)
         if error is None:
             try:
                 for hook in hooks:

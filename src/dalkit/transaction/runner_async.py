@@ -384,9 +384,10 @@ class AsyncTransactionRunner:
 
 def _running() -> TransactionScope | None:
     """The innermost transaction of this context that has not ended: a task started inside a
-    transaction that has since finished gets a transaction of its own."""
+    transaction that has since finished, or that another task is ending, gets a transaction
+    of its own."""
     current = current_scope()
-    if current is None or not current.finished:
+    if current is None or not (current.finished or current.ending is not None):
         return current
     return current.live()
 

@@ -77,6 +77,7 @@ class TransactionScope:
     __slots__ = (
         "_depth",
         "callbacks",
+        "ending",
         "finished",
         "holder",
         "options",
@@ -106,6 +107,10 @@ class TransactionScope:
         #: set once the transaction has ended: a task or thread that started inside it and
         #: outlives it must never join it (its writes would vanish with no error)
         self.finished = False
+        #: the thread or task ending the transaction, once one has begun to while others may
+        #: still ask for it (the web integration's, as a response starts): to every other it
+        #: has ended, so that a task asking then gets a transaction of its own
+        self.ending: object = None
         #: the thread or task running the transaction: its session is not safe to share
         self.holder: object = self.current_holder()
         #: per-transaction state of the features built on the runner (cache, replicas)
@@ -118,7 +123,8 @@ class TransactionScope:
     def live(self) -> TransactionScope | None:
         """The innermost transaction among this one and its ancestors still running."""
         for scope in self.ancestors():
-            if not scope.finished:
+            ending = scope.ending
+            if not scope.finished and (ending is None or ending == scope.current_holder()):
                 return scope
         return None
 
