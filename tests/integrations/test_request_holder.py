@@ -77,3 +77,36 @@ async def test_work_under_wait_for_and_after_it_joins_the_request_transaction(
     assert undone.status_code == 409
     assert await values(async_db) == ["kept", "kept-timed"]
     assert async_db.pool_stats()["checked_out"] == 0
+
+
+@pytest.mark.parametrize("inner", [False, True], ids=["plain", "inner-middleware"])
+async def test_a_task_keeping_the_request_scope_in_a_local_named_scope_is_refused(
+    inner: bool, async_db: AsyncDatabase
+) -> None:
+    # a frame with a variable named scope holding the request's scope counted as one running
+    # the request's application: the task took the transaction, and the endpoint got a 500
+    await async_db.create_all(Base.metadata)
+    refused: list[str] = []
+
+    async def side(request: Request) -> None:
+        scope = request.scope  # the request's scope, in a local of the task's own code
+        try:
+            async with async_db.transaction() as session:
+                session.add(Note(value=str(scope["path"])))
+                await session.flush()
+        except TransactionError as error:
+            refused.append(type(error).__name__)
+
+    async def endpoint(request: Request) -> Response:
+        task = asyncio.create_task(side(request))
+        await asyncio.sleep(0)  # the task asks first
+        async with AsyncUnitOfWork(async_db) as unit:
+            unit.session.add(Note(value="request"))
+        await task
+        return PlainTextResponse("ok")
+
+    response = await post(application(async_db, endpoint, inner=inner))
+    assert response.status_code == 200
+    assert refused == ["TransactionError"]
+    assert await values(async_db) == ["request"]
+    assert async_db.pool_stats()["checked_out"] == 0

@@ -128,21 +128,20 @@ def _awaits(waiting: asyncio.Task[Any], task: object) -> bool:
 
 def _runs_application(frames: Iterable[FrameType], state: object) -> bool:
     """Whether these frames run an ASGI application for the request whose scope's ``state``
-    is ``state``: one of them has its ``scope`` (middlewares pass it on, or a copy sharing its
-    ``state``), which a task the request's code starts has not."""
+    is ``state``: one of them is an application's call, its parameters ``scope, receive,
+    send`` (after ``self``), given the request's scope (middlewares pass it on, or a copy
+    sharing its ``state``). A task the request's code starts runs none, even when a variable
+    of its own named ``scope`` holds the request's scope."""
     for frame in frames:
         code = frame.f_code
-        if (
-            "scope" in code.co_varnames
-            or "scope" in code.co_freevars
-            or "scope" in code.co_cellvars
-        ):
+        if code.co_varnames[max(code.co_argcount - 3, 0) : code.co_argcount] == _ASGI_CALL:
             scope = frame.f_locals.get("scope")
             if isinstance(scope, Mapping) and scope.get("state") is state:
                 return True
     return False
 
 
+_ASGI_CALL = ("scope", "receive", "send")
 _WAIT_FOR = asyncio.wait_for.__code__
 
 
