@@ -199,3 +199,33 @@ async def test_a_rollback_for_that_raises_rolls_back_and_returns_the_connection(
     async with async_db.transaction() as session:
         assert await session.scalar(sa.select(sa.func.count()).select_from(Note)) == 0
     assert async_db.pool_stats()["checked_out"] == 0
+
+
+@pytest.mark.parametrize("join", ["current_async_session", "transaction"])
+async def test_a_before_commit_hook_joins_the_request_transaction(
+    join: str, async_db: AsyncDatabase
+) -> None:
+    # the hooks run in the task ending the transaction, which the request's holder refused:
+    # TransactionError, the commit failed and the client got a 500 (a sync Database's joined)
+    await async_db.create_all(Base.metadata)
+
+    async def hook() -> None:
+        if join == "current_async_session":
+            current_async_session().add(Note(value="hook"))
+        else:
+            async with async_db.transaction() as session:
+                session.add(Note(value="hook"))
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        current_async_session().add(Note(value="request"))
+        before_commit(scope, hook)
+        await send({"type": "http.response.start", "status": 201, "headers": []})
+        await send({"type": "http.response.body", "body": b"created"})
+
+    transport = httpx.ASGITransport(app=DatabaseMiddleware(app, async_db))
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        response = await client.post("/")
+    assert response.status_code == 201
+    async with async_db.transaction() as session:
+        assert sorted(await session.scalars(sa.select(Note.value))) == ["hook", "request"]
+    assert async_db.pool_stats()["checked_out"] == 0

@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import ORMExecuteState, Session
 from sqlalchemy.util import greenlet_spawn
 
+from dalkit.integrations._holders import TaskHolder
 from dalkit.integrations.errors import ResponseStartedError
 from dalkit.query.plain_entities import PLAIN_WATCH, select_neutral
 from dalkit.query.plain_inserts import flush_neutral
@@ -101,6 +102,8 @@ def _end_for_others(scope: TransactionScope | None, ender: object) -> None:
     # of its own, as after the end, rather than joining one that is flushing and committing
     if scope is not None:
         scope.ending = ender
+        if isinstance(scope.holder, TaskHolder) and isinstance(ender, asyncio.Task):
+            scope.holder.task = ender  # and the hooks, which run in the ending task, join it
 
 
 class _Refused(NoCursorDQLFetchStrategy):

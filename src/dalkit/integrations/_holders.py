@@ -52,7 +52,8 @@ class TaskHolder:
     first, and that task alone until it ends. A task the request's code starts and runs beside
     its own (``create_task``, ``gather``, a task group) never holds the request's session,
     even when it asks before the request's own code did, so that it neither shares the
-    session side by side nor takes the transaction from the endpoint."""
+    session side by side nor takes the transaction from the endpoint. Once the transaction
+    begins to end, the task ending it holds it: the ``before_commit`` hooks run there."""
 
     __slots__ = ("app", "request", "task")
 
