@@ -320,3 +320,56 @@ def test_timeout_pauses_out_of_range_are_refused(first: float, longest: float) -
             RedisBackend(manager, timeout_pause=first, timeout_pause_max=longest)
     finally:
         manager.close()
+
+
+def hang_on_the_query(engine: sa.Engine, proxy: CuttableProxy) -> None:
+    """Make Redis hang (through ``proxy``) as the cached read's own query runs."""
+
+    def hang(_c: object, _cursor: object, statement: str, *_rest: object) -> None:
+        if statement.startswith("SELECT cache_book.title"):
+            proxy.hang()
+
+    sa.event.listen(engine, "before_cursor_execute", hang)
+
+
+def test_a_redis_hung_while_a_locked_miss_runs_keeps_it_waiting_once(
+    db_url: str, server: RedisServer
+) -> None:
+    db = seeded(db_url)
+    with CuttableProxy("127.0.0.1", server.port) as proxy:
+        manager = RedisManager(proxy.url, socket_timeout_s=0.5)
+        backend = RedisBackend(manager, prefix=f"p{uuid.uuid4().hex[:8]}", stampede_lock=True)
+        cache = install(db, QueryCache(backend, warn_interval=3600))
+        hang_on_the_query(db.engine, proxy)
+        try:
+            assert titles(db, cache) == ["a", "b"]
+            waited_on = proxy.held
+        finally:
+            proxy.resume()
+        backend.close()
+        manager.close()
+    # the entry's SET; the lock's release waited a second timeout before (2)
+    assert waited_on == 1, waited_on
+    assert cache.get_stats()["errors"] == 1
+    db.dispose()
+
+
+async def test_a_redis_hung_while_an_async_locked_miss_runs_keeps_it_waiting_once(
+    db_url: str, async_db_url: str, server: RedisServer
+) -> None:
+    seeded(db_url).dispose()
+    db = AsyncDatabase(async_db_url)
+    with CuttableProxy("127.0.0.1", server.port) as proxy:
+        manager = AsyncRedisManager(proxy.url, socket_timeout_s=0.5)
+        backend = AsyncRedisBackend(manager, prefix=f"p{uuid.uuid4().hex[:8]}", stampede_lock=True)
+        cache = install(db, AsyncQueryCache(backend, warn_interval=3600))
+        hang_on_the_query(db.engine.sync_engine, proxy)
+        try:
+            assert await async_titles(db, cache) == ["a", "b"]
+            waited_on = proxy.held
+        finally:
+            proxy.resume()
+        await close_async(cache)
+    assert waited_on == 1, waited_on
+    assert cache.get_stats()["errors"] == 1
+    await db.dispose()

@@ -215,19 +215,25 @@ class RedisBackend(RedisKeys):
             if isinstance(error, self._timeout):
                 self.pause.timed_out(error)
             return None
+        self.pause.answered()
         return lock if acquired else None
 
     def unlock(self, lock: Any) -> None:
         """Release a lock taken by [`lock`][dalkit.cache.RedisBackend.lock]
-        (an expired one, or a failing Redis, is left to the lock's expiry).
+        (an expired one, or a failing Redis, is left to the lock's expiry, as is the lock
+        of a backend that a timeout paused: releasing it would wait another socket timeout).
 
         Args:
             lock: What `lock()` returned.
         """
         try:
+            self.pause.check()  # Redis just hung: the lock is left to expire, not waited on
             lock.release()
-        except Exception:
+        except Exception as error:
+            if isinstance(error, self._timeout):
+                self.pause.timed_out(error)
             return
+        self.pause.answered()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.manager.url!r}, prefix={self.prefix!r})"
