@@ -298,6 +298,8 @@ def test_what_a_factory_s_function_captured_keys_it_when_it_parameterises_it() -
         (_Report("eu"), _Report("eu", dt.date(2024, 1, 1))),
         (_Span(1, 2), _Span(1, 3)),
         (_Span(1, 2), (1, 2)),
+        (_Report("eu", _Handle()), _Report("us", _Handle())),  # type: ignore[arg-type]
+        ((1, [2]), (2, [2])),  # the values beside state still count
     ]:
         assert CallKeys("ns", _made_by(one)).key((), {}) != CallKeys("ns", _made_by(other)).key(
             (), {}
@@ -313,7 +315,7 @@ def test_what_a_factory_s_function_captured_keys_it_when_it_parameterises_it() -
         (_Handle(), _Handle()),
         ((1, [2]), (1, [3])),
         (_Filter(1), _Filter(2)),  # a mutable dataclass: its fields may change
-        (_Report("eu", _Handle()), _Report("us", _Handle())),  # type: ignore[arg-type]
+        (_Report("eu", _Handle()), _Report("eu", _Handle())),  # type: ignore[arg-type]
         (_Span([1], 2), _Span([3], 2)),  # type: ignore[arg-type]
     ]:
         assert _key(_made_by(one)) == _key(_made_by(other)), (one, other)

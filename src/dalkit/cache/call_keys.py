@@ -12,9 +12,12 @@ can only parameterise it (numbers, strings, dates and times, decimals, UUIDs, en
 classes, functions, and tuples, named tuples and frozen dataclasses of them) are keyed too, so
 ``counter("a")`` and ``counter("b")`` never share an entry, as each would keep its own
 ``functools.lru_cache``. A function that is itself made in a function (a lambda, a key function
-handed to the factory) counts by its code and by what it captured and its defaults, when those
-are parameters too. Captured state (a list, a session, a database, a mutable dataclass, a local
-class) is not keyed: it changes, or has no value to key by.
+handed to the factory), and a class made in a function, count by their code (a class by its
+bases, and its methods' code and attributes' values) and by what they captured and their
+defaults. Captured state (a list, a session, a database, a mutable dataclass) is not keyed: it
+changes, or has no value to key by; the values beside it still are. A memoized lambda, or a
+memoized function made in a function, is keyed by its code too: others share its qualified
+name (``<lambda>``, ``make.<locals>.f``).
 
 An argument whose only text is its memory address (an object without a ``__repr__`` of its own,
 a function, a session) cannot key a call: such a key never hits in another process, and in this
@@ -37,7 +40,7 @@ import hashlib
 import inspect
 import types
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from dalkit.cache.errors import UncacheableCallError
@@ -64,6 +67,10 @@ class CallKeys:
 
     def __init__(self, namespace: str, fn: Callable[..., Any], name: str | None = None) -> None:
         self.function = name or f"{fn.__module__}.{fn.__qualname__}"
+        code = getattr(fn, "__code__", None)
+        if not name and code is not None and "<" in fn.__qualname__:
+            # a lambda, or a function made in a function: others share its qualified name
+            self.function += f":{_code_text(code)}"
         self._prefix = f"{namespace}:f:"
         try:
             self._signature: inspect.Signature | None = inspect.signature(fn)
@@ -75,7 +82,6 @@ class CallKeys:
         by_position = all(p.kind is p.POSITIONAL_OR_KEYWORD for p in parameters)
         self._names = tuple(p.name for p in parameters) if by_position else None
         closure = getattr(fn, "__closure__", None)
-        code = getattr(fn, "__code__", None)
         captured = zip(code.co_freevars, closure, strict=True) if closure and code else ()
         # read at each call: a factory's variable may be rebound after it made the function
         self._captured = () if name else tuple(captured)
@@ -128,20 +134,23 @@ def _encoded(value: Any, function: str, argument: str, inside: tuple[int, ...]) 
             "value to key the call by, only a memory address. Pass the values the result "
             "depends on (an id, a tenant, a date), or give the class a __repr__ of them"
         )
-    # the type's full name: two classes of one name in two modules are not one value
-    return f"{kind.__module__}.{kind.__qualname__}:{text}"
+    # the type's full name: two classes of one name in two modules are not one value; a class
+    # made in a function by what it holds too: another call of that function makes another
+    made = _local_class(kind, ()) if "<locals>" in kind.__qualname__ else ""
+    return f"{kind.__module__}.{kind.__qualname__}{made}:{text}"
 
 
-def _parameter_text(cell: types.CellType) -> str:
-    """The text of a captured value that can only parameterise a function; "" for state."""
+def _parameter_text(cell: types.CellType, inside: tuple[int, ...] = ()) -> str:
+    """The text of a captured value that can only parameterise a function; `_STATE` for
+    state."""
     try:
         value = cell.cell_contents
     except ValueError:  # not bound yet: the function would fail on it anyway
-        return ""
-    return _parameter(value) or ""
+        return _STATE
+    return _parameter(value, inside)
 
 
-def _parameter(value: Any, inside: tuple[int, ...] = ()) -> str | None:
+def _parameter(value: Any, inside: tuple[int, ...] = ()) -> str:
     kind = type(value)
     if kind in _PLAIN:
         return repr(value)
@@ -151,64 +160,81 @@ def _parameter(value: Any, inside: tuple[int, ...] = ()) -> str | None:
         return f"{kind.__module__}.{kind.__qualname__}:{value!r}"
     if isinstance(value, types.FunctionType):
         return _function(value, inside)
-    if isinstance(value, type) and "<locals>" not in value.__qualname__:
+    if isinstance(value, type):
+        if "<locals>" in value.__qualname__:
+            return _local_class(value, inside)
         return f"{value.__module__}.{value.__qualname__}"
     if kind is tuple or kind is frozenset:
-        texts = _parameters(value, inside)
-        if texts is None:
-            return None
+        texts = [_parameter(item, inside) for item in value]
         return f"{kind.__name__}({','.join(sorted(texts) if kind is frozenset else texts)})"
     fields = _value_fields(value)
     if fields is None:
-        return None
+        return _STATE
     # a value object (a named tuple, a frozen dataclass)
-    texts = _parameters([item for _, item in fields], inside)
-    if texts is None:
-        return None
-    pairs = ",".join(f"{name}={text}" for (name, _), text in zip(fields, texts, strict=True))
+    pairs = ",".join(f"{name}={_parameter(item, inside)}" for name, item in fields)
     return f"{kind.__module__}.{kind.__qualname__}({pairs})"
 
 
-def _parameters(values: Iterable[Any], inside: tuple[int, ...]) -> list[str] | None:
-    """The texts of ``values``; None when one of them is state, which makes what holds them
-    (a tuple, a value object, a function's closure) state too."""
-    texts = []
-    for value in values:
-        text = _parameter(value, inside)
-        if text is None:
-            return None
-        texts.append(text)
-    return texts
-
-
-def _function(fn: types.FunctionType, inside: tuple[int, ...]) -> str | None:
+def _function(fn: types.FunctionType, inside: tuple[int, ...]) -> str:
     """A module-level function by its name. One that another function made (a key function or
-    a strategy handed to a factory, a lambda) by where its code starts, its bytecode and plain
-    constants, and the values of its defaults and of what it captured, when all of them are
-    parameters; None when one is state."""
+    a strategy handed to a factory, a lambda) by where its code starts, its bytecode and
+    constants, and the values of its defaults and of what it captured that are parameters."""
     name = f"{fn.__module__}.{fn.__qualname__}"
     if "<locals>" not in fn.__qualname__:
         return name
     if id(fn) in inside:
         return "<itself>"  # a recursive function's own name, in its closure
     values = [*(fn.__defaults__ or ()), *sorted((fn.__kwdefaults__ or {}).items())]
-    try:
-        values += [cell.cell_contents for cell in fn.__closure__ or ()]
-    except ValueError:  # a variable not bound yet
-        return None
-    texts = _parameters(values, (*inside, id(fn)))
-    if texts is None:
-        return None
+    texts = [_parameter(value, (*inside, id(fn))) for value in values]
+    texts += [_parameter_text(cell, (*inside, id(fn))) for cell in fn.__closure__ or ()]
     return f"{name}:{_code_text(fn.__code__)}({','.join(texts)})"
+
+
+def _local_class(kind: type, inside: tuple[int, ...]) -> str:
+    """A class made in a function, by its bases and what it holds (its methods by their code,
+    its attributes' values that are parameters). Read at each call: a class's attributes may
+    be set again."""
+    if id(kind) in inside:
+        return "<itself>"  # a method's __class__ cell, for super()
+    within = (*inside, id(kind))
+    bases = [_parameter(base, within) for base in kind.__bases__]
+    members = [
+        f"{name}={_parameter(member, within)}"
+        for name, member in sorted(vars(kind).items(), key=lambda item: item[0])
+        if name not in _CLASS_BOOKKEEPING
+    ]
+    return "{" + ",".join(bases + members) + "}"
+
+
+#: what a captured value that is state (a list, a session, a mutable dataclass) is keyed by:
+#: what it holds may change, or has no value to key by
+_STATE = "?"
+#: what every class's namespace holds besides what it was given
+_CLASS_BOOKKEEPING = frozenset(
+    {"__module__", "__qualname__", "__dict__", "__weakref__", "__doc__", "__annotations__"}
+    | {"__firstlineno__", "__static_attributes__", "__slots__"}
+)
 
 
 @functools.lru_cache(maxsize=256)  # read at each call: a key took 5.0 us without it, 4.3 with
 def _code_text(code: types.CodeType) -> str:
-    """Where a function's code starts, its bytecode's digest and its plain constants: what
-    tells two lambdas of one line and one qualified name apart in every process."""
-    constants = [repr(constant) for constant in code.co_consts if type(constant) in _PLAIN]
-    digest = hashlib.blake2b(code.co_code, digest_size=8).hexdigest()
-    return f"{code.co_firstlineno}:{digest}:{','.join(constants)}"
+    """Where a function's code starts, its bytecode's, names' and constants' digest (those of
+    the code it holds too: a lambda in it, a comprehension): what tells two lambdas of one line
+    and one qualified name apart in every process."""
+    material = "\x00".join([*code.co_names, *map(_constant_text, code.co_consts)])
+    digest = hashlib.blake2b(code.co_code + material.encode(), digest_size=8).hexdigest()
+    return f"{code.co_firstlineno}:{digest}"
+
+
+def _constant_text(constant: Any) -> str:
+    """A constant of compiled code, alike in every process (a frozenset's in sorted order)."""
+    if isinstance(constant, types.CodeType):
+        return _code_text(constant)
+    if type(constant) is tuple:
+        return "(" + ",".join(map(_constant_text, constant)) + ")"
+    if type(constant) is frozenset:
+        return "{" + ",".join(sorted(map(_constant_text, constant))) + "}"
+    return repr(constant) if type(constant) in _PLAIN else type(constant).__name__
 
 
 def _value_fields(value: Any) -> list[tuple[str, Any]] | None:
