@@ -4,12 +4,15 @@
 path (repository, ORM, Core, raw SQL, savepoints released or rolled back, rollbacks, ON DELETE
 CASCADE), and every cached read (repository reads, a Core select, a join, a relationship load),
 in the writing transaction and after it, answers as the same read made uncached (SQLite and
-PostgreSQL; memory and Redis). Bounded and derandomized, so CI runs the same examples."""
+PostgreSQL; memory and Redis). Then on two databases sharing the cache's storage, as two
+processes (or two databases of one process) do, their transactions alternating, and on
+PostgreSQL each one's writes and reads happening while the other's transaction is open.
+Bounded and derandomized, so CI runs the same examples."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -18,12 +21,24 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.orm import Session, selectinload
 
-from dalkit import Database, Repository
-from dalkit.cache import QueryCache
+from dalkit import (
+    Database,
+    LockNotAvailableError,
+    RedisManager,
+    Repository,
+)
+from dalkit.cache import (
+    MemoryBackend,
+    QueryCache,
+    RedisBackend,
+    install,
+)
 
 from .models import Author, Book, author_table, book_table
 
 Draw = Callable[..., Any]
+#: what another database does while a transaction is open (`steps`)
+Elsewhere = Callable[[Draw, list[str]], None]
 # a read repeated with other values is what the test does, not an N+1 to report
 pytestmark = pytest.mark.filterwarnings("ignore::dalkit.NPlusOneWarning")
 
@@ -238,11 +253,19 @@ def steps(
     draw: Draw,
     log: list[str],
     depth: int,
+    elsewhere: Elsewhere | None = None,
 ) -> None:
-    """Writes, reads and (``depth`` above 0) savepoints in one transaction."""
+    """Writes, reads and (``depth`` above 0) savepoints in one transaction; and ``elsewhere``
+    (another database's transactions) meanwhile, then a read."""
+    kinds = ["book", "author", "read", "savepoint"][: 3 + (depth > 0)]
+    kinds += ["elsewhere"] if elsewhere is not None else []
     for _ in range(draw(st.integers(1, 4))):
-        step = draw(st.sampled_from(["book", "author", "read", "savepoint"][: 3 + (depth > 0)]))
-        if step == "book":
+        step = draw(st.sampled_from(kinds))
+        if step == "elsewhere":
+            assert elsewhere is not None
+            elsewhere(draw, log)
+            read_in(session, cache, draw, log)
+        elif step == "book":
             write_book(db, session, draw, log)
         elif step == "author":
             write_author(db, session, draw, log)
@@ -255,7 +278,7 @@ def steps(
             log.append(f"  savepoint release={release}")
             try:
                 with db.transaction(propagation="nested") as inner:
-                    steps(db, cache, inner, draw, log, depth - 1)
+                    steps(db, cache, inner, draw, log, depth - 1, elsewhere)
                     if not release:
                         raise RolledBack
             except RolledBack:
@@ -264,43 +287,112 @@ def steps(
             read_in(session, cache, draw, log)
 
 
-# more to explore: DALKIT_CACHE_DIFFERENTIAL_EXAMPLES=2000 pytest tests/cache/test_differential*.py
-EXAMPLES = int(os.environ.get("DALKIT_CACHE_DIFFERENTIAL_EXAMPLES", "20"))
-
-
-@settings(
-    max_examples=EXAMPLES,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
-@given(data=st.data())
-def test_every_cached_read_answers_as_the_uncached_one(
-    db: Database, cache: QueryCache, data: st.DataObject
-) -> None:
-    db, cache, draw = db, cache, data.draw
-    log: list[str] = []
+def explore(databases: list[tuple[Database, QueryCache]], draw: Draw, log: list[str]) -> None:
+    """Transactions drawn on each of ``databases`` (one, or two sharing the cache's storage),
+    the other's transactions happening meanwhile; every cached read must answer as the
+    uncached one, on each."""
+    db, cache = databases[0]
     with db.transaction() as session:
         session.execute(sa.delete(book_table))
         session.execute(sa.delete(author_table))
         session.add_all([Author(id=1, name="a1"), Author(id=2, name="a2")])
         session.flush()
         session.add_all([Book(id=1, title="a1", author_id=1), Book(id=2, title="b2", author_id=2)])
+
+    def pick() -> int:  # drawing nothing for one database: its examples stay as they were
+        return draw(st.integers(0, len(databases) - 1)) if len(databases) > 1 else 0
+
     try:
         for _ in range(draw(st.integers(1, 5))):
+            at = pick()
+            db, cache = databases[at]
+            other = [pair for pair in databases if pair[0] is not db]
+            # SQLite's transactions take its one writer's lock: the other would wait for it
+            concurrent = other and db.engine.dialect.name == "postgresql"
+            elsewhere = meanwhile(*other[0]) if concurrent else None
+            log.append(f"database {at}")
             read_fresh(db, cache, draw, log, every_table=True)
             commit = draw(st.booleans())
             log.append(f"transaction commit={commit}")
             try:
                 with db.transaction() as session:
-                    steps(db, cache, session, draw, log, depth=2)
+                    steps(db, cache, session, draw, log, 2, elsewhere)
                     if not commit:
                         raise RolledBack
             except RolledBack:
                 pass
-            read_fresh(db, cache, draw, log)
-        read_fresh(db, cache, draw, log, every_table=True)
+            read_fresh(*databases[pick()], draw, log)
+        for db, cache in databases:
+            read_fresh(db, cache, draw, log, every_table=True)
     except AssertionError:
         print("\n".join(log))
         raise
+
+
+def meanwhile(db: Database, cache: QueryCache) -> Elsewhere:
+    """What ``db`` does while another database's transaction is open: a write committed
+    (given up when the open transaction holds its row's lock), reads."""
+
+    def step(draw: Draw, log: list[str]) -> None:
+        if draw(st.booleans()):
+            log.append("  elsewhere: write")
+            try:
+                with db.transaction() as session:
+                    session.execute(sa.text("SET LOCAL lock_timeout = '50ms'"))
+                    write_book(db, session, draw, log)
+            except LockNotAvailableError:
+                log.append("  elsewhere: locked")
+        log.append("  elsewhere: reads")
+        read_fresh(db, cache, draw, log)
+
+    return step
+
+
+# more to explore: DALKIT_CACHE_DIFFERENTIAL_EXAMPLES=2000 pytest tests/cache/test_differential*.py
+EXAMPLES = int(os.environ.get("DALKIT_CACHE_DIFFERENTIAL_EXAMPLES", "20"))
+EXPLORING = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+
+
+@EXPLORING
+@given(data=st.data())
+def test_every_cached_read_answers_as_the_uncached_one(
+    db: Database, cache: QueryCache, data: st.DataObject
+) -> None:
+    explore([(db, cache)], data.draw, [])
+
+
+@pytest.fixture
+def other(
+    db_url: str, cache: QueryCache, request: pytest.FixtureRequest
+) -> Iterator[tuple[Database, QueryCache]]:
+    """Another database on the same data, its cache on the same storage."""
+    db = Database(db_url)
+    backend = cache.backend
+    if isinstance(backend, MemoryBackend):
+        yield db, install(db, QueryCache(backend))
+        db.dispose()
+        return
+    assert isinstance(backend, RedisBackend)
+    manager = RedisManager(request.getfixturevalue("redis_url"))
+    shared = RedisBackend(manager, prefix=backend.prefix)
+    yield db, install(db, QueryCache(shared))
+    shared.close()
+    manager.close()
+    db.dispose()
+
+
+@settings(EXPLORING, max_examples=max(1, EXAMPLES // 3))
+@given(data=st.data())
+def test_every_cached_read_of_two_databases_answers_as_the_uncached_one(
+    db: Database,
+    cache: QueryCache,
+    other: tuple[Database, QueryCache],
+    data: st.DataObject,
+) -> None:
+    explore([(db, cache), other], data.draw, [])

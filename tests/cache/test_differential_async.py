@@ -2,12 +2,15 @@
 path (repository, ORM, Core, raw SQL, savepoints released or rolled back, rollbacks, ON DELETE
 CASCADE), and every cached read (repository reads, a Core select, a join, a relationship load),
 in the writing transaction and after it, answers as the same read made uncached (SQLite and
-PostgreSQL; memory and Redis). Bounded and derandomized, so CI runs the same examples."""
+PostgreSQL; memory and Redis). Then on two databases sharing the cache's storage, as two
+processes (or two databases of one process) do, their transactions alternating, and on
+PostgreSQL each one's writes and reads happening while the other's transaction is open.
+Bounded and derandomized, so CI runs the same examples."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -17,12 +20,14 @@ from hypothesis import strategies as st
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
-from dalkit import AsyncDatabase, AsyncRepository
-from dalkit.cache import AsyncQueryCache
+from dalkit import AsyncDatabase, AsyncRedisManager, AsyncRepository, LockNotAvailableError
+from dalkit.cache import AsyncQueryCache, AsyncRedisBackend, MemoryBackend, install
 
 from .models import Author, Book, author_table, book_table
 
 Draw = Callable[..., Any]
+#: what another database does while a transaction is open (`steps`)
+Elsewhere = Callable[[Draw, list[str]], Awaitable[None]]
 # a read repeated with other values is what the test does, not an N+1 to report
 pytestmark = pytest.mark.filterwarnings("ignore::dalkit.NPlusOneWarning")
 
@@ -239,11 +244,19 @@ async def steps(
     draw: Draw,
     log: list[str],
     depth: int,
+    elsewhere: Elsewhere | None = None,
 ) -> None:
-    """Writes, reads and (``depth`` above 0) savepoints in one transaction."""
+    """Writes, reads and (``depth`` above 0) savepoints in one transaction; and ``elsewhere``
+    (another database's transactions) meanwhile, then a read."""
+    kinds = ["book", "author", "read", "savepoint"][: 3 + (depth > 0)]
+    kinds += ["elsewhere"] if elsewhere is not None else []
     for _ in range(draw(st.integers(1, 4))):
-        step = draw(st.sampled_from(["book", "author", "read", "savepoint"][: 3 + (depth > 0)]))
-        if step == "book":
+        step = draw(st.sampled_from(kinds))
+        if step == "elsewhere":
+            assert elsewhere is not None
+            await elsewhere(draw, log)
+            await read_in(session, cache, draw, log)
+        elif step == "book":
             await write_book(db, session, draw, log)
         elif step == "author":
             await write_author(db, session, draw, log)
@@ -256,7 +269,7 @@ async def steps(
             log.append(f"  savepoint release={release}")
             try:
                 async with db.transaction(propagation="nested") as inner:
-                    await steps(db, cache, inner, draw, log, depth - 1)
+                    await steps(db, cache, inner, draw, log, depth - 1, elsewhere)
                     if not release:
                         raise RolledBack
             except RolledBack:
@@ -265,43 +278,114 @@ async def steps(
             await read_in(session, cache, draw, log)
 
 
-# more to explore: DALKIT_CACHE_DIFFERENTIAL_EXAMPLES=2000 pytest tests/cache/test_differential*.py
-EXAMPLES = int(os.environ.get("DALKIT_CACHE_DIFFERENTIAL_EXAMPLES", "20"))
-
-
-@settings(
-    max_examples=EXAMPLES,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
-@given(data=st.data())
-async def test_every_cached_read_answers_as_the_uncached_one(
-    async_db: AsyncDatabase, async_cache: AsyncQueryCache, data: st.DataObject
+async def explore(
+    databases: list[tuple[AsyncDatabase, AsyncQueryCache]], draw: Draw, log: list[str]
 ) -> None:
-    db, cache, draw = async_db, async_cache, data.draw
-    log: list[str] = []
+    """Transactions drawn on each of ``databases`` (one, or two sharing the cache's storage),
+    the other's transactions happening meanwhile; every cached read must answer as the
+    uncached one, on each."""
+    db, cache = databases[0]
     async with db.transaction() as session:
         await session.execute(sa.delete(book_table))
         await session.execute(sa.delete(author_table))
         session.add_all([Author(id=1, name="a1"), Author(id=2, name="a2")])
         await session.flush()
         session.add_all([Book(id=1, title="a1", author_id=1), Book(id=2, title="b2", author_id=2)])
+
+    def pick() -> int:  # drawing nothing for one database: its examples stay as they were
+        return draw(st.integers(0, len(databases) - 1)) if len(databases) > 1 else 0
+
     try:
         for _ in range(draw(st.integers(1, 5))):
+            at = pick()
+            db, cache = databases[at]
+            other = [pair for pair in databases if pair[0] is not db]
+            # SQLite's transactions take its one writer's lock: the other would wait for it
+            concurrent = other and db.engine.dialect.name == "postgresql"
+            elsewhere = meanwhile(*other[0]) if concurrent else None
+            log.append(f"database {at}")
             await read_fresh(db, cache, draw, log, every_table=True)
             commit = draw(st.booleans())
             log.append(f"transaction commit={commit}")
             try:
                 async with db.transaction() as session:
-                    await steps(db, cache, session, draw, log, depth=2)
+                    await steps(db, cache, session, draw, log, 2, elsewhere)
                     if not commit:
                         raise RolledBack
             except RolledBack:
                 pass
-            await read_fresh(db, cache, draw, log)
-        await read_fresh(db, cache, draw, log, every_table=True)
+            await read_fresh(*databases[pick()], draw, log)
+        for db, cache in databases:
+            await read_fresh(db, cache, draw, log, every_table=True)
     except AssertionError:
         print("\n".join(log))
         raise
+
+
+def meanwhile(db: AsyncDatabase, cache: AsyncQueryCache) -> Elsewhere:
+    """What ``db`` does while another database's transaction is open: a write committed
+    (given up when the open transaction holds its row's lock), reads."""
+
+    async def step(draw: Draw, log: list[str]) -> None:
+        if draw(st.booleans()):
+            log.append("  elsewhere: write")
+            try:
+                async with db.transaction() as session:
+                    await session.execute(sa.text("SET LOCAL lock_timeout = '50ms'"))
+                    await write_book(db, session, draw, log)
+            except LockNotAvailableError:
+                log.append("  elsewhere: locked")
+        log.append("  elsewhere: reads")
+        await read_fresh(db, cache, draw, log)
+
+    return step
+
+
+# more to explore: DALKIT_CACHE_DIFFERENTIAL_EXAMPLES=2000 pytest tests/cache/test_differential*.py
+EXAMPLES = int(os.environ.get("DALKIT_CACHE_DIFFERENTIAL_EXAMPLES", "20"))
+EXPLORING = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+
+
+@EXPLORING
+@given(data=st.data())
+async def test_every_cached_read_answers_as_the_uncached_one(
+    async_db: AsyncDatabase, async_cache: AsyncQueryCache, data: st.DataObject
+) -> None:
+    await explore([(async_db, async_cache)], data.draw, [])
+
+
+@pytest.fixture
+async def other(
+    async_db_url: str, async_cache: AsyncQueryCache, request: pytest.FixtureRequest
+) -> AsyncIterator[tuple[AsyncDatabase, AsyncQueryCache]]:
+    """Another database on the same data, its cache on the same storage."""
+    db = AsyncDatabase(async_db_url)
+    backend = async_cache.backend
+    if isinstance(backend, MemoryBackend):
+        yield db, install(db, AsyncQueryCache(backend))
+        await db.dispose()
+        return
+    assert isinstance(backend, AsyncRedisBackend)
+    manager = AsyncRedisManager(request.getfixturevalue("redis_url"))
+    shared = AsyncRedisBackend(manager, prefix=backend.prefix)
+    yield db, install(db, AsyncQueryCache(shared))
+    await shared.close()
+    await manager.close()
+    await db.dispose()
+
+
+@settings(EXPLORING, max_examples=max(1, EXAMPLES // 3))
+@given(data=st.data())
+async def test_every_cached_read_of_two_databases_answers_as_the_uncached_one(
+    async_db: AsyncDatabase,
+    async_cache: AsyncQueryCache,
+    other: tuple[AsyncDatabase, AsyncQueryCache],
+    data: st.DataObject,
+) -> None:
+    await explore([(async_db, async_cache), other], data.draw, [])

@@ -174,6 +174,25 @@ def test_two_databases_sharing_a_backend_never_serve_each_other(tmp_path: Path) 
         db.dispose()
 
 
+def test_two_database_objects_of_one_database_sharing_a_backend_see_each_other_s_commits(
+    tmp_path: Path,
+) -> None:
+    backend = MemoryBackend()
+    databases = [Database(f"sqlite:///{tmp_path / 'one.db'}") for _ in range(2)]
+    caches = [install(db, QueryCache(backend)) for db in databases]
+    databases[0].create_all(Base.metadata)
+    databases[0].sql("INSERT INTO cache_book (id, title) VALUES (1, 'old')")
+    read = sa.select(Book.title)
+    for _ in range(2):
+        with databases[1].transaction() as session:
+            assert caches[1].cached(session, read).scalar_one() == "old"
+    databases[0].sql("UPDATE cache_book SET title = 'new'")
+    with databases[1].transaction() as session:  # was "old": each engine a namespace of its own
+        assert caches[1].cached(session, read).scalar_one() == "new"
+    for db in databases:
+        db.dispose()
+
+
 @pytest.mark.parametrize("name", ["sqlite://", "sqlite:///:memory:"])
 def test_two_in_memory_databases_sharing_a_redis_never_serve_each_other(
     redis_url: str, name: str

@@ -142,9 +142,9 @@ class CacheCore:
             ident = (
                 f"{url.get_backend_name()}://{url.username}@{url.host}:{url.port}/{url.database}"
             )
-            if not self.shared:
-                ident += f"#{id(sync_engine)}"  # process memory: this engine alone
-            elif is_memory_sqlite(url):  # in the engine's connection, or (cache=shared) the
+            # one database's: two Databases sharing one memory backend (or a Redis) see each
+            # other's commits; named by engine, each served entries the other's made stale
+            if is_memory_sqlite(url):  # in the engine's connection, or (cache=shared) the
                 # process's: two such databases sharing a Redis served each other's entries
                 shared = url.query.get("cache") == "shared"
                 ident += f"#{_PROCESS}.{os.getpid()}" if shared else f"#{uuid.uuid4().hex}"
