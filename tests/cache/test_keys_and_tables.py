@@ -140,8 +140,13 @@ def test_bad_configuration_gets_typed_errors() -> None:
     cache = QueryCache(MemoryBackend())
     with pytest.raises(ConfigurationError, match="not bound"):
         cache.key_of(sa.select(Book), None)
-    with pytest.raises(ConfigurationError, match="ttl must be positive"):
+    with pytest.raises(ConfigurationError, match="ttl must be"):
         cache.ttl_of(-1)
+    for endless in (float("nan"), float("inf")):  # kept for ever in memory, refused by Redis
+        with pytest.raises(ConfigurationError, match="ttl must be a positive number"):
+            cache.ttl_of(endless)
+        with pytest.raises(ConfigurationError, match="default_ttl"):
+            QueryCache(MemoryBackend(), default_ttl=endless)
 
 
 def test_a_redis_backend_never_shows_the_password() -> None:

@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 import inspect
 import logging
+import math
 import os
 import threading
 import uuid
@@ -77,8 +78,7 @@ class CacheCore:
         warn_interval: float = 30.0,
         database_id: str | None = None,
     ) -> None:
-        if default_ttl <= 0:
-            raise CacheConfigurationError(f"default_ttl must be positive, not {default_ttl}")
+        _check_ttl(default_ttl, "default_ttl")
         if not callable(getattr(backend, "fetch_async" if self.is_async else "fetch", None)):
             raise CacheConfigurationError(
                 f"{type(backend).__name__} has no {'async' if self.is_async else 'sync'} API: "
@@ -297,12 +297,11 @@ class CacheCore:
         """The seconds an entry is kept: ``ttl``, or the default when None.
 
         Raises:
-            CacheConfigurationError: ``ttl`` is not positive.
+            CacheConfigurationError: ``ttl`` is not a positive number of seconds.
         """
         if ttl is None:
             return self.default_ttl
-        if ttl <= 0:
-            raise CacheConfigurationError(f"ttl must be positive, not {ttl}")
+        _check_ttl(ttl, "ttl")
         return float(ttl)
 
     def describe(
@@ -387,3 +386,11 @@ class CacheCore:
 
 # the async cache's invalidations scheduled from engine events, kept until they ran
 _background: set[asyncio.Task[None]] = set()
+
+
+def _check_ttl(ttl: float, name: str) -> None:
+    """Refuse a TTL that is not a positive, finite number of seconds: NaN and infinity passed a
+    ``<= 0`` check, then the memory backend kept their entries for ever and Redis refused every
+    one (an error counted and logged at each miss)."""
+    if not ttl > 0 or not math.isfinite(ttl):
+        raise CacheConfigurationError(f"{name} must be a positive number of seconds, not {ttl}")
