@@ -44,6 +44,24 @@ def test_the_shape_cache_is_bounded_in_characters_not_only_in_entries() -> None:
     assert sum(map(len, cached)) <= shapes._CACHE_CHARS
 
 
+def test_a_huge_shape_is_kept_short_and_still_distinct() -> None:
+    # a CASE of 10,000 arms shapes to 140 KB; 500 of them, one per batch size, held 69 MB
+    def case_update(rows: int, first: str = "?") -> str:
+        arms = " ".join(f"WHEN {first if n == 0 else n} THEN 'v{n}'" for n in range(rows))
+        return f"UPDATE t SET v = CASE id {arms} END"
+
+    stats = QueryStats()
+    for rows in range(10_000, 10_050):
+        stats.record(shape_of(case_update(rows)), 0.001, 1)
+        stats.record(shape_of(case_update(rows, "7")), 0.001, 1)  # the same shape
+    snapshot = stats.snapshot(None)
+    assert len(snapshot) == 50  # differing past the kept start, each its own
+    assert all(s["count"] == 2 for s in snapshot)
+    assert max(len(s["statement"]) for s in snapshot) <= shapes.MAX_SHAPE_CHARS + 60
+    assert snapshot[0]["statement"].startswith("UPDATE t SET v = CASE id WHEN ? THEN ? WHEN")
+    assert shape_of("SELECT 1 AS " + "x" * 1988).text == "SELECT ? AS " + "x" * 1988  # 2,000
+
+
 def test_stats_keep_count_time_and_rows_per_shape(seeded_db: Database) -> None:
     observer = install(seeded_db.engine)
     try:
