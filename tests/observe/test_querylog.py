@@ -92,6 +92,28 @@ def test_the_stats_forget_the_least_recently_run_shapes() -> None:
     ]
 
 
+def test_resizing_the_statistics_keeps_what_they_gathered(db: Database) -> None:
+    # a new query_stats_size (or another setting with the default size) dropped every shape
+    observer = install(db.engine)
+    try:
+        for table in ("a", "b", "c"):
+            db.sql(f"SELECT 1 AS {table}")
+        install(db.engine, {"query_stats_size": 1000})
+        install(db.engine, {"slow_query_ms": 100})  # back to 500 shapes
+        assert {s["statement"]: s["count"] for s in observer.query_stats()} == {
+            "SELECT ? AS a": 1,
+            "SELECT ? AS b": 1,
+            "SELECT ? AS c": 1,
+        }
+        install(db.engine, {"query_stats_size": 2})  # fewer: the least recently run go
+        assert sorted(s["statement"] for s in observer.query_stats()) == [
+            "SELECT ? AS b",
+            "SELECT ? AS c",
+        ]
+    finally:
+        observer.uninstall()
+
+
 def test_secrets_and_long_values_are_masked() -> None:
     shown = mask_parameters({"password": "hunter2", "api_key": "k", "name": "x" * 500, "n": 1})
     assert shown["password"] == "***"

@@ -133,8 +133,10 @@ class Observer:
         self.settings = settings
         if not settings.query_stats:
             self.stats = None
-        elif self.stats is None or self.stats.max_shapes != settings.query_stats_size:
+        elif self.stats is None:
             self.stats = QueryStats(settings.query_stats_size)
+        else:  # resized, the shapes gathered stay (the most recently run, if fewer are kept)
+            self.stats.resize(settings.query_stats_size)
         slow_ms = settings.slow_query_ms
         previous, self.slow_log = self.slow_log, None if slow_ms is None else SlowQueryLog(slow_ms)
         if self.slow_log is not None and previous is not None:  # the counters go on

@@ -72,11 +72,22 @@ class QueryStats:
     """
 
     def __init__(self, max_shapes: int = 500) -> None:
-        if max_shapes < 1:
-            raise ValueError("max_shapes must be positive")
-        self.max_shapes = max_shapes
         self._lock = threading.Lock()
         self._tallies: OrderedDict[str, _Tally] = OrderedDict()
+        self.resize(max_shapes)
+
+    def resize(self, max_shapes: int) -> None:
+        """Keep at most ``max_shapes`` shapes from now on; the least recently run go first.
+
+        Args:
+            max_shapes: How many shapes to keep (ValueError unless positive).
+        """
+        if max_shapes < 1:
+            raise ValueError("max_shapes must be positive")
+        with self._lock:
+            self.max_shapes = max_shapes
+            while len(self._tallies) > max_shapes:
+                self._tallies.popitem(last=False)
 
     def record(self, shape: StatementShape, duration_s: float, rows: int) -> None:
         """Count one run of ``shape`` that took ``duration_s`` and returned or changed ``rows``
