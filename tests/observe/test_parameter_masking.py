@@ -369,6 +369,42 @@ def test_a_value_hashed_for_a_comparison_is_masked(
     assert SECRET not in _logged(caplog, statement, parameters)
 
 
+@pytest.mark.parametrize(
+    ("statement", "parameters"),
+    [
+        ("SELECT id FROM users WHERE ? = password AND email = ?", [SECRET, "a@x"]),
+        ("SELECT id FROM users WHERE $1::TEXT = ANY(api_tokens)", [SECRET]),
+        ("SELECT id FROM users WHERE %(t)s <> ALL (users.auth_codes)", {"t": SECRET}),
+        ("SELECT id FROM users WHERE lower(?) = password_digest", [SECRET]),
+        ("SELECT ? AS token", [SECRET]),
+    ],
+)
+def test_a_value_compared_from_the_left_or_selected_as_a_secret_is_masked(
+    caplog: pytest.LogCaptureFixture, statement: str, parameters: Any
+) -> None:
+    # only "password = ?" was read: "? = password" and "? = ANY(tokens)" were shown
+    assert SECRET not in _logged(caplog, statement, parameters)
+
+
+def test_a_value_compared_from_the_left_on_each_database_is_masked(
+    db: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    db.create_all(Base.metadata)
+    observer = install(db.engine, {"slow_query_ms": 0})
+    try:
+        with db.connection() as connection, caplog.at_level(logging.WARNING, "dalkit.slow_query"):
+            connection.execute(sa.select(Account.id).where(sa.literal(SECRET) == Account.password))
+            connection.execute(sa.select(sa.literal(SECRET).label("api_token")))
+            connection.execute(sa.select(Account.id).where(sa.literal("a@x") == Account.email))
+        shown = [r.getMessage() for r in caplog.records]
+        assert len(shown) == 3
+        assert not any(SECRET in message for message in shown)
+        assert "a@x" in shown[2]  # no secret: shown
+        assert parameter_columns("SELECT CAST(? AS TEXT)").positional == [""]
+    finally:
+        observer.uninstall()
+
+
 def test_a_write_of_no_secret_shows_its_values() -> None:
     found = parameter_columns("INSERT INTO t (a, b) SELECT ?, ? UNION ALL SELECT ?, ?")
     assert not found.writes_secret

@@ -6,8 +6,8 @@ rows of an insertmanyvalues batch, whose compiled names are those of one row).
 A value stands for the column of the INSERT column list it is inserted into (each row of a
 multi-row ``VALUES``, and SQLAlchemy's ``INSERT ... SELECT p0, p1 FROM (VALUES ...) AS
 imp_sen(p0, p1, sen_counter)`` form), the column a ``SET`` assigns, the column of the ``IN``
-list it is in, and the column it is compared with (through a call or a row holding it, when
-that names a secret: ``password = crypt(?, password)``). Patterns and a parenthesis matcher, not a
+list it is in, and the column it is compared with on either side (read by
+`dalkit.observe.param_compared`). Patterns and a parenthesis matcher, not a
 parser: string literals and comments are masked first, so a ``?`` inside one is no parameter;
 what the patterns cannot place is left without a column, and the caller fails closed on it
 (`writes_secret`). Run only for a statement being logged, never on the path of every one:
@@ -22,14 +22,18 @@ from bisect import bisect_left
 from typing import NamedTuple
 
 from dalkit.engine.sql_literals import mask_strings
+from dalkit.observe.param_compared import (
+    CAST,
+    IDENT,
+    NAME,
+    SECRET_NAMES,
+    compared,
+    space_before,
+    word_before,
+)
 
 __all__ = ["INSERT_TARGET", "SECRET_NAMES", "ParameterColumns", "parameter_columns"]
 
-#: parameter and column names whose values are never shown
-SECRET_NAMES = re.compile(r"pass(word|wd|phrase)?|secret|token|api_?key|auth|credential|salt", re.I)
-
-_IDENT = r'(?:[A-Za-z_][\w$]*|"(?:[^"]|"")*")'
-_NAME = rf"{_IDENT}(?:\s*\.\s*{_IDENT})*"
 # comments go, quoted identifiers stay (a column may be one); string literals are gone already
 _COMMENTS = re.compile(r'"(?:[^"]|"")*"|--[^\n]*|/\*[\s\S]*?\*/')
 # the lookahead first, as in dalkit.engine.sql_literals: 4.7 to 2.3 us (timeit, a
@@ -46,7 +50,7 @@ _PLACEHOLDERS = re.compile(
 )
 # INSERT INTO t (columns), INSERT INTO t without them; MERGE's INSERT (columns) and INSERT VALUES
 INSERT_TARGET = re.compile(
-    rf"\b(?:INSERT|REPLACE)\s+(?:OR\s+\w+\s+)?INTO\s+{_NAME}(?:\s+AS\s+{_IDENT})?\s*(\()?"
+    rf"\b(?:INSERT|REPLACE)\s+(?:OR\s+\w+\s+)?INTO\s+{NAME}(?:\s+AS\s+{IDENT})?\s*(\()?"
     r"|\bINSERT\s*(\()|\bINSERT\s+(?=VALUES\b)",
     re.IGNORECASE,
 )
@@ -58,10 +62,10 @@ _OPEN = re.compile(r"\s*\(")
 _COMMA = re.compile(r"\s*,")
 _FROM_OPEN = re.compile(r"\s*FROM\s*\(", re.IGNORECASE)
 _VALUES = re.compile(r"\s*VALUES\b", re.IGNORECASE)
-_ALIAS_OPEN = re.compile(rf"\s*(?:AS\s+)?{_IDENT}\s*\(", re.IGNORECASE)
-_BARE = re.compile(rf"\s*({_IDENT})\s*(?:::[\s\S]*)?")  # p0, p0::VARCHAR
+_ALIAS_OPEN = re.compile(rf"\s*(?:AS\s+)?{IDENT}\s*\(", re.IGNORECASE)
+_BARE = re.compile(rf"\s*({IDENT})\s*(?:::[\s\S]*)?")  # p0, p0::VARCHAR
 _SET = re.compile(r"\bSET\b", re.IGNORECASE)
-_TARGET = re.compile(rf"\s*(\([^()]*\)|{_NAME})\s*=(?!=)")
+_TARGET = re.compile(rf"\s*(\([^()]*\)|{NAME})\s*=(?!=)")
 _STRUCTURE = re.compile(r'"(?:[^"]|"")*"|[(),]')
 # where a SELECT list or a SET list ends, at its own depth (CASE ... END nests like
 # parentheses: a MERGE's WHEN ends a SET list, a CASE's does not)
@@ -70,10 +74,8 @@ _LIST_TOKENS = re.compile(
     r"|OFFSET|UNION|INTERSECT|EXCEPT|WINDOW|INTO|FOR|WHEN|THEN|ELSE)\b",
     re.IGNORECASE,
 )
-_CAST = r"(?:::\w+(?:\(\d+(?:\s*,\s*\d+)?\))?(?:\[\])*)?"
-_ONE = re.compile(rf"\s*(?:\?|%s|\$\d+|%\(\w+\)s|(?<![\w:]):\w+){_CAST}\s*")  # $1::INTEGER
+_ONE = re.compile(rf"\s*(?:\?|%s|\$\d+|%\(\w+\)s|(?<![\w:]):\w+){CAST}\s*")  # $1::INTEGER
 _IN_OPEN = re.compile(r"\bIN\s*\(", re.IGNORECASE)
-_NAMED = re.compile(r"%\(\w+\)s|(?<![\w:]):\w+")
 
 #: ``(start, end, column)``: the parameters between start and end stand for column
 _Regions = list[tuple[int, int, str]]
@@ -125,6 +127,7 @@ def parameter_columns(statement: str) -> ParameterColumns:
     marks = {m.group("pos") or "$" for m in matches if m.group("pos") or m.group("num")}
     style = next((mark for mark in ("$", "%s", "?") if mark in marks), "")
     starts: list[int] = []
+    ends: list[int] = []
     keys: list[int | str] = []
     order = 0
     for m in matches:
@@ -138,6 +141,7 @@ def parameter_columns(statement: str) -> ParameterColumns:
         else:
             continue
         starts.append(m.start())
+        ends.append(m.end())
     columns: list[list[str]] = [[] for _ in starts]
     # each region finds its parameters by bisection: an insertmanyvalues batch of a thousand
     # rows has thousands of both
@@ -145,8 +149,8 @@ def parameter_columns(statement: str) -> ParameterColumns:
         for i in range(bisect_left(starts, start), bisect_left(starts, end)):
             columns[i].append(column)
     for i, at in enumerate(starts):
-        if compared := _compared(text, at, walk=not columns[i]):
-            columns[i].append(compared)
+        if other := compared(text, at, ends[i], walk=not columns[i]):
+            columns[i].append(other)
 
     positional: dict[int, list[str]] = {}
     named: dict[str, list[str]] = {}
@@ -167,85 +171,6 @@ def _drop_comment(match: re.Match[str]) -> str:
     return match.group(0) if match.group(0).startswith('"') else " "
 
 
-def _compared(text: str, at: int, walk: bool) -> str:
-    """What a parameter at ``at`` is compared with (``=``, ``<``, ``<>``, ..., ``[I]LIKE``,
-    ``IN``): a column, or an expression naming a secret (``lower(t.api_key) = ?``). With
-    ``walk``, through the calls and rows holding it, when that finds a secret (other values
-    stay without a column, failing closed): ``password = crypt(?, password)``, ``(email,
-    token) = (?, ?)``, and a call naming one, compared or not: ``coalesce(api_token, ?)``."""
-    for level in range(4):
-        compared = _compared_at(text, at)
-        if compared:
-            plain = level == 0 and not compared.endswith(")")
-            return compared if plain or SECRET_NAMES.search(compared) else ""
-        opened = _enclosing(text, at) if walk else -1
-        if opened < 0:
-            return ""
-        # from the call's name; from the "(" of a row or an IN list
-        name = _word_before(text, _space_before(text, opened))
-        at = name if text[name:opened].strip().upper() not in ("", "IN") else opened
-        call = text[at : _closing(text, opened)]
-        if SECRET_NAMES.search(_NAMED.sub("?", call)):  # its names, not its parameters
-            return call
-    return ""
-
-
-def _compared_at(text: str, at: int) -> str:
-    """The column or expression compared with what starts at ``at``, read backwards: 1.0 us a
-    parameter, where a pattern searched for before it took 18.6 (timeit, a SELECT)."""
-    end = _space_before(text, at)
-    if end and text[end - 1] in "=<>":
-        end -= 1
-        if end and text[end - 1] in "<>!":
-            end -= 1
-    else:
-        start = _word_before(text, end)
-        if (
-            text[start:end].upper() not in ("LIKE", "ILIKE", "IN")
-            or not text[start - 1 : start].isspace()
-        ):
-            return ""
-        end = _space_before(text, start)
-        if text[_word_before(text, end) : end].upper() == "NOT":
-            end = _space_before(text, _word_before(text, end))
-    end = _space_before(text, end)
-    if text[end - 1 : end] == ")":  # a call or a row: its names tell
-        opened = _enclosing(text, end - 1)
-        return "" if opened < 0 else text[_word_before(text, opened) : end]
-    return text[_word_before(text, end) : end].strip('"')
-
-
-_REACH = 400  # how far a parameter's enclosing parentheses are looked for
-
-
-def _closing(text: str, opened: int) -> int:
-    """Where the parenthesis opened at ``opened`` closes, or `_REACH` characters on."""
-    depth = 0
-    for i in range(opened, min(opened + _REACH, len(text))):
-        mark = text[i]
-        if mark == "(":
-            depth += 1
-        elif mark == ")":
-            depth -= 1
-            if not depth:
-                return i + 1
-    return min(opened + _REACH, len(text))
-
-
-def _enclosing(text: str, at: int) -> int:
-    """Where the parenthesis enclosing ``at`` opens, within `_REACH` characters; -1 if none."""
-    depth = 0
-    for i in range(at - 1, max(at - _REACH, 0) - 1, -1):
-        mark = text[i]
-        if mark == ")":
-            depth += 1
-        elif mark == "(":
-            if not depth:
-                return i
-            depth -= 1
-    return -1
-
-
 def _in_lists(text: str) -> _Regions:
     """A region for each ``column [NOT] IN (parameters)``: a list of parameters only, not of
     expressions or a subquery."""
@@ -254,25 +179,12 @@ def _in_lists(text: str) -> _Regions:
         spans, _ = _elements(text, opened.end() - 1)
         if not spans or not all(_ONE.fullmatch(text, s, e) for s, e in spans):
             continue
-        end = _space_before(text, opened.start())
-        if text[_word_before(text, end) : end].upper() == "NOT":
-            end = _space_before(text, _word_before(text, end))
-        if column := text[_word_before(text, end) : end].strip('"'):
+        end = space_before(text, opened.start())
+        if text[word_before(text, end) : end].upper() == "NOT":
+            end = space_before(text, word_before(text, end))
+        if column := text[word_before(text, end) : end].strip('"'):
             regions.append((spans[0][0], spans[-1][1], column))
     return regions
-
-
-def _space_before(text: str, end: int) -> int:
-    while end and text[end - 1].isspace():
-        end -= 1
-    return end
-
-
-def _word_before(text: str, end: int) -> int:
-    """Where the name (letters, digits, ``_``, ``"``) ending at ``end`` starts."""
-    while end and (text[end - 1].isalnum() or text[end - 1] in '_"'):
-        end -= 1
-    return end
 
 
 def _inserts(text: str, regions: _Regions, written: list[str]) -> bool:
