@@ -8,7 +8,7 @@ import pytest
 
 from dalkit import AsyncDatabase, Database
 from dalkit.errors import ConfigurationError
-from dalkit.observe import QueryBudgetExceededError, install
+from dalkit.observe import QueryBudgetExceededError, budget, install
 
 
 def test_a_block_within_budget_passes_and_reports_what_ran(db: Database) -> None:
@@ -36,6 +36,22 @@ def test_one_statement_too_many_raises_with_the_statements(db: Database) -> None
             "SELECT 2 AS n",
         ]
         assert "SELECT 2 AS n" in str(caught.value)
+    finally:
+        observer.uninstall()
+
+
+def test_a_budget_overspent_by_a_loop_lists_its_first_statements_only(db: Database) -> None:
+    # every statement was listed: a loop of 20,000 made a message of 1.3 MB
+    observer = install(db.engine, {"query_stats": False})
+    try:
+        with pytest.raises(QueryBudgetExceededError) as caught:
+            with observer.query_budget(max_queries=5), db.connection() as connection:
+                for n in range(500):
+                    connection.exec_driver_sql(f"SELECT {n} AS n")
+        assert len(caught.value.statements) == 500  # all kept for the caller
+        lines = str(caught.value).splitlines()
+        assert len(lines) == 1 + budget.MAX_LISTED + 1
+        assert lines[-1].strip() == f"... {500 - budget.MAX_LISTED} more (the error's statements)"
     finally:
         observer.uninstall()
 

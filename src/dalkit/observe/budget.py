@@ -14,7 +14,10 @@ from dalkit.engine.sql_literals import shown_sql
 from dalkit.errors import ConfigurationError
 from dalkit.observe.errors import QueryBudgetExceededError
 
-__all__ = ["QueryBudget", "active_budgets", "query_budget"]
+__all__ = ["MAX_LISTED", "QueryBudget", "active_budgets", "query_budget"]
+
+#: statements an overspent budget's message lists; the error's ``statements`` keeps them all
+MAX_LISTED = 50
 
 _TRANSACTION_START = re.compile(
     r"BEGIN(\s+(DEFERRED|IMMEDIATE|EXCLUSIVE))?(\s+TRANSACTION)?\s*;?", re.IGNORECASE
@@ -87,8 +90,10 @@ class QueryBudget:
             return
         listing = "\n".join(
             f"  {number}. [{ms:.1f} ms] {shown_sql(sql, 300)}"
-            for number, (sql, ms) in enumerate(self.statements, 1)
+            for number, (sql, ms) in enumerate(self.statements[:MAX_LISTED], 1)
         )
+        if self.queries > MAX_LISTED:  # a loop of 20,000 statements made a 1.3 MB message
+            listing += f"\n  ... {self.queries - MAX_LISTED} more (the error's statements)"
         raise QueryBudgetExceededError(
             f"query budget exceeded: {'; '.join(over)}:\n{listing}",
             self.statements,
