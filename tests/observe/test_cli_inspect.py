@@ -10,6 +10,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 import sqlalchemy as sa
@@ -225,6 +226,49 @@ def test_metrics_url_credentials_are_sent_as_basic_auth_and_never_printed(url: s
     assert refused.exit_code == 2
     assert f"cannot read http://127.0.0.1:{port}/m: HTTP Error 401" in refused.output
     assert "wrong-pw" not in refused.output
+
+
+class _Redirect(http.server.BaseHTTPRequestHandler):
+    """Redirects ``/m`` to ``location`` (``{port}``: the exposition server's), noting the
+    credentials each request brought."""
+
+    location: ClassVar[str] = ""
+    seen: ClassVar[list[str | None]]
+
+    def do_GET(self) -> None:
+        self.seen.append(self.headers.get("Authorization"))
+        self.send_response(302)
+        self.send_header("Location", self.location)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_metrics_url_credentials_follow_a_redirect_to_their_origin_only() -> None:
+    # urllib copied the Authorization header into a redirect to any other host
+    with _metrics_server(b"# HELP x\n") as port:
+        seen: list[str | None] = []
+        handler: type[_Redirect] = type("Handler", (_Redirect,), {"seen": seen})
+        redirect = http.server.ThreadingHTTPServer(("localhost", 0), handler)
+        thread = threading.Thread(target=redirect.serve_forever, daemon=True)
+        thread.start()
+        other = f"http://scraper:pa%20ss%40word@localhost:{redirect.server_address[1]}/m"
+        try:
+            handler.location = f"http://127.0.0.1:{port}/metrics"  # another host
+            elsewhere = invoke("queries", "--metrics-url", other)
+            handler.location = f"http://localhost:{redirect.server_address[1]}/m"  # its origin
+            looping = invoke("queries", "--metrics-url", other)
+        finally:
+            redirect.shutdown()
+            redirect.server_close()
+            thread.join(5)
+    assert elsewhere.exit_code == 2  # the other host refused the request without them
+    assert "HTTP Error 401" in elsewhere.output
+    assert looping.exit_code == 2  # urllib stops a redirect loop; each turn kept them
+    assert len(seen) > 2
+    assert all(auth is not None and auth.startswith("Basic ") for auth in seen)
 
 
 @pytest.mark.parametrize("body", [b"garbage\r\n\r\n", b"# HELP\n<html>not metrics</html>\n"])

@@ -264,8 +264,31 @@ def _metrics_request(url: str) -> tuple[urllib.request.Request, str]:
     if parts.username is not None or parts.password is not None:
         pair = f"{urllib.parse.unquote(parts.username or '')}:"
         pair += urllib.parse.unquote(parts.password or "")
-        request.add_header("Authorization", "Basic " + base64.b64encode(pair.encode()).decode())
+        # unredirected: urllib copies a plain header into a redirect to any host
+        request.add_unredirected_header(
+            "Authorization", "Basic " + base64.b64encode(pair.encode()).decode()
+        )
     return request, shown
+
+
+def _origin(url: str) -> tuple[str, str | None, int | None]:
+    parts = urllib.parse.urlsplit(url)
+    return parts.scheme, parts.hostname, parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+
+
+class _SameOriginAuth(urllib.request.HTTPRedirectHandler):
+    """Follows a redirect with the credentials only to the same scheme, host and port: a
+    metrics endpoint redirecting elsewhere does not get them passed on."""
+
+    def redirect_request(
+        self, req: urllib.request.Request, fp: Any, code: int, msg: str, headers: Any, newurl: str
+    ) -> urllib.request.Request | None:
+        """The redirected request, with the credentials when it stays on their origin."""
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        auth = req.unredirected_hdrs.get("Authorization")
+        if new is not None and auth is not None and _origin(newurl) == _origin(req.full_url):
+            new.add_unredirected_header("Authorization", auth)
+        return new
 
 
 def _from_metrics(url: str) -> list[dict[str, Any]]:
@@ -280,7 +303,8 @@ def _from_metrics(url: str) -> list[dict[str, Any]]:
         typer.echo("dalkit inspect queries: --metrics-url is not a valid URL", err=True)
         raise typer.Exit(2) from None
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:
+        opener = urllib.request.build_opener(_SameOriginAuth)
+        with opener.open(request, timeout=10) as response:
             text = response.read().decode()
         # parsed in full here: the parser is lazy, and raises on the first line it cannot read
         families = list(text_string_to_metric_families(text))
