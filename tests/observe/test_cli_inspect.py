@@ -282,6 +282,15 @@ def test_a_metrics_url_answering_no_exposition_is_a_clear_error(body: bytes) -> 
     assert "pa%20ss" not in result.output
 
 
+def test_a_metrics_url_s_query_values_are_never_printed() -> None:
+    # an endpoint authenticated by a query token: the error showed the token
+    with _metrics_server(b"garbage\r\n\r\n") as port:
+        result = invoke("queries", "--metrics-url", f"http://127.0.0.1:{port}/m?token=s3cret&x=")
+    assert result.exit_code == 2
+    assert f"cannot read http://127.0.0.1:{port}/m?token=***&x=***: " in result.output
+    assert "s3cret" not in result.output
+
+
 def test_a_metrics_url_with_a_bad_port_is_a_clear_error() -> None:
     result = invoke("queries", "--metrics-url", "http://scraper:s3cret-pw@127.0.0.1:nine/metrics")
     assert result.exit_code == 2

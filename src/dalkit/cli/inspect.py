@@ -256,11 +256,14 @@ def _load(target: str, command: str = "queries") -> Callable[..., Any]:
 
 def _metrics_request(url: str) -> tuple[urllib.request.Request, str]:
     """The request for ``url``, whose user and password (if any) go in a Basic Authorization
-    header, and the URL as shown: without them, which urllib would take for the host."""
+    header, and the URL as shown: without them, which urllib would take for the host, and
+    with the values of its query masked (``?token=...``)."""
     parts = urllib.parse.urlsplit(url)
     host = parts.netloc.rpartition("@")[2]
-    shown = urllib.parse.urlunsplit(parts._replace(netloc=host))
-    request = urllib.request.Request(shown)
+    request = urllib.request.Request(urllib.parse.urlunsplit(parts._replace(netloc=host)))
+    query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    masked = urllib.parse.urlencode([(key, "***") for key, _ in query], safe="*")
+    shown = urllib.parse.urlunsplit(parts._replace(netloc=host, query=masked, fragment=""))
     if parts.username is not None or parts.password is not None:
         pair = f"{urllib.parse.unquote(parts.username or '')}:"
         pair += urllib.parse.unquote(parts.password or "")
