@@ -98,3 +98,21 @@ async def test_the_async_forms_run_through_run_sync(seeded_async_db: AsyncDataba
     assert plan.warnings == ()
     assert posts.table == "obs_posts"
     assert [a for a in advice if a.table.startswith("obs_")] == []
+
+
+def test_a_number_compared_from_the_left_with_a_secret_is_masked_in_a_plan(
+    postgres_database_url: str,
+) -> None:
+    # only "(pin_secret = 987654)" was masked: "(987654 = pin_secret)" was shown
+    with Database(postgres_database_url) as db:
+        db.sql("CREATE TABLE pins (id serial PRIMARY KEY, pin_secret int, token_id bigint, n int)")
+        pins = sa.table("pins", sa.column("pin_secret"), sa.column("token_id"), sa.column("n"))
+        plans = [
+            db.explain(sa.select(pins).where(sa.literal(987654) == pins.c.pin_secret)),
+            db.explain("SELECT * FROM pins WHERE :t < token_id", {"t": 987654}),
+            db.explain(sa.select(pins).where(sa.literal(987654) == pins.c.n)),
+        ]
+    assert "(*** = pin_secret)" in plans[0].text
+    assert "987654" not in plans[0].text + str(plans[0].data)
+    assert "987654" not in plans[1].text + str(plans[1].data)
+    assert "(987654 = n)" in plans[2].text  # a column not named like a secret: shown

@@ -2,16 +2,13 @@
 bound, as text, data and warnings (PostgreSQL ``EXPLAIN (FORMAT JSON)``, SQLite ``EXPLAIN QUERY
 PLAN``). ANALYZE of a write runs in a savepoint that is rolled back.
 
-PostgreSQL writes the bound values into the plan (``Filter: (password = 'hunter2'::text)``): as
-in the slow-query log, every string literal of it is masked (`mask_strings`) but a number's
-(``'100'::bigint``), and a number compared with a column named like a secret (`SECRET_NAMES`)
-is masked too; in the text, the data and the warnings alike."""
+PostgreSQL writes the bound values into the plan (``Filter: (password = 'hunter2'::text)``):
+they are masked (`dalkit.observe.plan_values`) in the text, the data and the warnings alike."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import re
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -22,9 +19,8 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import ClauseElement, Executable
 
-from dalkit.engine.sql_literals import mask_strings
 from dalkit.errors import ConfigurationError, InvalidQueryError
-from dalkit.observe.param_columns import SECRET_NAMES
+from dalkit.observe.plan_values import masked
 from dalkit.observe.repo_query import RepositoryQuery
 from dalkit.query.builder import QueryBuilder
 from dalkit.query.raw_sql import checked_text
@@ -43,21 +39,6 @@ MISESTIMATE = 10.0
 MIN_ROWS = 100
 #: a nested loop whose outer side yields at least this many rows is flagged
 NESTED_LOOP_ROWS = 1_000
-
-#: plan fields that name things (never a value): left as they are
-_NAME_FIELDS = frozenset(
-    ("Node Type", "Relation Name", "Schema", "Alias", "Index Name", "CTE Name", "Function Name")
-)
-_NUMBER = r"-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?"
-# what PostgreSQL writes for a bound number: '100'::bigint, '1.5'::numeric
-_NUMBER_LITERAL = re.compile(
-    rf"'{_NUMBER}'::(?:smallint|integer|bigint|numeric|real|double precision)\b(?!\[)"
-)
-# a column, maybe cast, compared with a number: (pin = 1234), ((t.pin)::text > '15'::bigint)
-_COMPARED_NUMBER = re.compile(
-    r'(?P<column>[A-Za-z_][\w$]*|"(?:[^"]|"")*")\)?(?:::[\w ]+)?\s*(?:[=<>]|<>|!=|<=|>=)\s*'
-    rf"\(?'?(?P<number>{_NUMBER})"
-)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -236,31 +217,13 @@ def _explain_postgres(
             savepoint.rollback()
     else:
         raw = connection.execute(query, values, execution_options=run).scalar_one()
-    data = _masked(json.loads(raw) if isinstance(raw, str) else raw)
+    data = masked(json.loads(raw) if isinstance(raw, str) else raw)
     root = data[0]["Plan"]
     rows = _table_rows(
         connection, {n["Relation Name"] for n in _nodes(root) if n.get("Relation Name")}
     )
     warnings = tuple(_postgres_warnings(root, rows))
     return QueryPlan(_plan_text(root), data, warnings, "postgresql", analyze)
-
-
-def _masked(data: Any, key: str = "") -> Any:
-    """``data`` (PostgreSQL's JSON plan) with the values bound in it masked."""
-    if isinstance(data, dict):
-        return {k: _masked(v, k) for k, v in data.items()}
-    if isinstance(data, list):
-        return [_masked(v, key) for v in data]
-    if isinstance(data, str) and key not in _NAME_FIELDS:
-        return _COMPARED_NUMBER.sub(_mask_number, mask_strings(data, keep=_NUMBER_LITERAL))
-    return data
-
-
-def _mask_number(match: re.Match[str]) -> str:
-    if not SECRET_NAMES.search(match["column"]):
-        return match[0]
-    start, end = match.span("number")
-    return match[0][: start - match.start()] + "***" + match[0][end - match.start() :]
 
 
 def _table_rows(connection: Connection, tables: set[str]) -> dict[str, float]:
@@ -365,7 +328,7 @@ def _explain_sqlite(
     connection: Connection, clause: ClauseElement, values: dict[str, Any]
 ) -> QueryPlan:
     rows = [
-        {"id": r[0], "parent": r[1], "detail": _masked(r[3])}
+        {"id": r[0], "parent": r[1], "detail": masked(r[3])}
         # EXPLAIN QUERY PLAN never runs the statement: no row of any tenant in it
         for r in connection.execute(
             _Explain(clause, "EXPLAIN QUERY PLAN"), values, execution_options=TENANT_CHECKED
