@@ -130,13 +130,16 @@ def test_queries_run_a_function_of_the_project_in_the_current_directory(
     assert any("obs_posts" in s["statement"] for s in json.loads(result.output))
 
 
+# an async function was called and never awaited: nothing ran, "no queries", exit code 0;
+# it is awaited with an AsyncDatabase now
+@pytest.mark.parametrize(("define", "wait"), [("def", ""), ("async def", "await ")])
 def test_a_run_that_fails_still_shows_what_it_ran(
-    url: str, project_module: Callable[[str], str]
+    url: str, project_module: Callable[[str], str], define: str, wait: str
 ) -> None:
     name = project_module(
-        "def nightly(db):\n"
-        "    db.sql('SELECT count(*) FROM obs_posts')\n"
-        "    db.sql('SELECT no_such_column FROM obs_posts')\n"
+        f"{define} nightly(db):\n"
+        f"    {wait}db.sql('SELECT count(*) FROM obs_posts')\n"
+        f"    {wait}db.sql('SELECT no_such_column FROM obs_posts')\n"
     )
     result = invoke("queries", "--run", f"{name}:nightly", "--url", url, "--json")
     assert result.exit_code == 2

@@ -4,6 +4,7 @@ advice holds a warning (so CI can gate on it), 2 when the configuration is unusa
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import http.client
 import json
@@ -14,6 +15,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from inspect import iscoroutinefunction
 from typing import Annotated, Any
 
 import typer
@@ -24,6 +26,7 @@ from dalkit.cli._load import load_attribute
 from dalkit.cli._render import cell
 from dalkit.config import DatabaseConfig
 from dalkit.database import Database
+from dalkit.database_async import AsyncDatabase
 from dalkit.errors import ConfigurationError, DalkitError
 from dalkit.observe import RepositoryQuery, index_advice, install, table_stats
 from dalkit.observe import explain as explain_plan
@@ -222,6 +225,9 @@ def queries(
         return
     function = _load(str(run))
     with _database(url) as db:
+        if iscoroutinefunction(function):  # called with an AsyncDatabase, and awaited
+            asyncio.run(_run_async(function, db.config, top, as_json))
+            return
         observer = install(db.engine)
         try:
             function(db)
@@ -229,6 +235,20 @@ def queries(
             # a run that failed shows what it ran too, the failed statement among them; its
             # error is reported after (exit code 2 for a database error)
             _show_queries(observer.query_stats(top), as_json)
+
+
+async def _run_async(
+    function: Callable[..., Any], config: DatabaseConfig, top: int, as_json: bool
+) -> None:
+    """``await function(AsyncDatabase)`` on the database of ``config``, then its statistics
+    (shown when it raised too, as for a sync function)."""
+    db = AsyncDatabase(config)
+    observer = install(db.engine)
+    try:
+        await function(db)
+    finally:
+        _show_queries(observer.query_stats(top), as_json)
+        await db.dispose()
 
 
 def _show_queries(rows: list[dict[str, Any]], as_json: bool) -> None:
