@@ -269,7 +269,7 @@ class Database(DatabaseTransactions, DatabaseObserve):
 
     def get_stats(self) -> dict[str, dict[str, Any]]:
         """Every area's counters by name: ``pool``, ``transactions``, and those of the features
-        in use (``cache``, ``queries``, ``replicas``, ...).
+        in use (``cache``, ``replicas``). Query statistics have their own `query_stats()`.
 
         Returns:
             The counters of each area, by area.

@@ -121,6 +121,12 @@ def test_queries_from_a_one_off_run(url: str) -> None:
     assert stat["statement"] == "SELECT count(*) FROM obs_posts WHERE id > ?"
 
 
+def test_a_negative_top_is_a_usage_error(url: str) -> None:
+    result = invoke("queries", "--run", f"{workload.__name__}:run", "--url", url, "--top", "-1")
+    assert result.exit_code == 2
+    assert "--top" in result.output
+
+
 def test_queries_run_a_function_of_the_project_in_the_current_directory(
     url: str, project_module: Callable[[str], str]
 ) -> None:

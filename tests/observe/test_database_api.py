@@ -85,6 +85,18 @@ def test_query_stats_and_pop_query_stats(strict_db: Any) -> None:
     assert strict_db.query_stats() == []
 
 
+@pytest.mark.parametrize("top", [-1, 1.5, True])
+def test_a_top_that_is_no_count_of_shapes_is_refused(strict_db: Any, top: Any) -> None:
+    strict_db.pop_query_stats()
+    with strict_db.session() as session:
+        session.get(Post, 1)
+    for read in (strict_db.query_stats, strict_db.pop_query_stats):
+        with pytest.raises(dalkit.ConfigurationError, match="top must be a number of shapes"):
+            read(top)
+    assert len(strict_db.query_stats(0)) == 0
+    assert len(strict_db.query_stats(None)) == 1  # nothing was popped by the refused call
+
+
 def test_query_budget(strict_db: Any) -> None:
     with pytest.raises(QueryBudgetExceededError), strict_db.query_budget(max_queries=1):
         strict_db.sql("SELECT 1 AS a")

@@ -212,7 +212,7 @@ def queries(
         typer.Option(help="A one-off run: module:function, called with a Database."),
     ] = None,
     url: UrlOption = None,
-    top: Annotated[int, typer.Option(help="How many statement shapes to show.")] = 20,
+    top: Annotated[int, typer.Option(min=0, help="How many statement shapes to show.")] = 20,
     as_json: JsonOption = False,
 ) -> None:
     """Query statistics: per operation from a metrics endpoint, or per statement shape from a

@@ -152,13 +152,13 @@ class Observer:
         """Statistics per statement shape, slowest in total first.
 
         Args:
-            top: How many shapes; None for all.
+            top: How many shapes, 0 or more (ConfigurationError otherwise); None for all.
 
         Returns:
             Per shape: ``statement``, ``operation``, ``count``, ``total_ms``, ``mean_ms``,
             ``p95_ms``, ``max_ms`` and ``rows``; empty when statistics are off.
         """
-        return [] if self.stats is None else self.stats.snapshot(top)
+        return [] if self.stats is None else self.stats.snapshot(_checked_top(top))
 
     def pop_query_stats(self, top: int | None = 20) -> list[dict[str, Any]]:
         """Like ``query_stats``, then start over.
@@ -169,7 +169,7 @@ class Observer:
         Returns:
             The statistics before the reset.
         """
-        return [] if self.stats is None else self.stats.snapshot(top, reset=True)
+        return [] if self.stats is None else self.stats.snapshot(_checked_top(top), reset=True)
 
     @contextmanager
     def detect_nplusone(self, mode: NPlusOneMode = "raise") -> Iterator[None]:
@@ -390,3 +390,9 @@ def _install_orm_listener() -> None:
         # lazy loads only: plain entity reads of repositories stay plain
         event.listen(Session, "do_orm_execute", select_neutral(_on_orm_execute))
         _orm_listener_installed = True
+
+
+def _checked_top(top: int | None) -> int | None:
+    if top is None or (type(top) is int and top >= 0):
+        return top  # a negative one would slice the fastest shapes off
+    raise ConfigurationError(f"top must be a number of shapes, 0 or more, or None; got {top!r}")
