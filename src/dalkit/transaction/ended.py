@@ -1,6 +1,7 @@
 """A session whose transaction has ended refuses to begin another: used afterwards (a session
 kept past its with-block, an ``on_commit`` callback, a streaming response body), it would begin
-a transaction that nobody commits, on a connection nobody gives back. No I/O.
+a transaction that nobody commits, on a connection nobody gives back. Also the commit that ends
+a runner's write transaction and the close after it, in one greenlet on the async side.
 """
 
 from __future__ import annotations
@@ -9,11 +10,13 @@ from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
+from sqlalchemy.util import greenlet_spawn
 
 from dalkit.errors import TransactionError
 
-__all__ = ["install", "refuse_further_use"]
+__all__ = ["commit_and_close", "commit_and_close_async", "install", "refuse_further_use"]
 
 _ENDED = "dalkit.transaction_ended"
 
@@ -50,3 +53,44 @@ def install() -> None:
     costs more than a request's own statements. Installed once, however often called."""
     if not event.contains(Session, "after_transaction_create", _refuse):
         event.listen(Session, "after_transaction_create", _refuse)
+
+
+def commit_and_close(session: Session) -> BaseException | None:
+    """``session.commit()``, then ``session.close()``, which gives the connection back.
+
+    Args:
+        session: The session to commit.
+
+    Returns:
+        What the close raised, if anything, for the caller to raise once it has refused the
+        session further use; what the commit raises is raised.
+    """
+    session.commit()
+    try:
+        session.close()
+    except BaseException as error:  # the caller raises it
+        return error
+    return None
+
+
+async def commit_and_close_async(session: AsyncSession) -> BaseException | None:
+    """`commit_and_close` for an AsyncSession: one greenlet for both, where ``await
+    session.commit()`` and ``await session.close()`` take one each (greenlet_spawn, ~10 us
+    each on the loaded shared machine, timeit), of an async write request's ~730 us of CPU.
+
+    Args:
+        session: The session to commit.
+
+    Returns:
+        What the close raised, if anything; what the commit raises is raised.
+    """
+    cls = type(session)
+    if cls.commit is AsyncSession.commit and cls.close is AsyncSession.close:
+        found: BaseException | None = await greenlet_spawn(commit_and_close, session.sync_session)
+        return found
+    await session.commit()  # an AsyncSession class of its own: its own methods
+    try:
+        await session.close()
+    except BaseException as error:  # the caller raises it
+        return error
+    return None
