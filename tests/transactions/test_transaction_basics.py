@@ -20,8 +20,10 @@ from dalkit import (
     Database,
     DatabaseError,
     NoActiveTransactionError,
+    TransactionError,
     UniqueViolationError,
 )
+from dalkit.engine.session import DalkitSession
 
 from .models import Item, create_all, create_all_async, item_names, item_names_async
 
@@ -367,3 +369,50 @@ async def test_asyncpg_runs_the_asked_isolation_and_read_only(pg_async_db: Async
     )
     assert read_only == ("repeatable read", "on")
     assert await pg_async_db.run_transaction(settings) == ("read committed", "off")
+
+
+async def test_an_async_session_class_of_its_own_commits_and_closes_by_its_methods(
+    async_db: AsyncDatabase,
+) -> None:
+    # the runner commits and closes in one greenlet unless the class has methods of its own
+    await create_all_async(async_db)
+    calls: list[str] = []
+
+    class Counted(AsyncSession):
+        async def commit(self) -> None:
+            calls.append("commit")
+            await super().commit()
+
+        async def close(self) -> None:
+            calls.append("close")
+            await super().close()
+
+    async_db.session_factory.class_ = Counted
+    async with async_db.transaction() as session:
+        session.add(Item(name="kept"))
+    assert calls == ["commit", "close"]
+    assert await item_names_async(async_db) == ["kept"]
+
+
+async def test_a_close_failing_after_the_commit_is_raised_and_the_commit_stands(
+    async_db: AsyncDatabase,
+) -> None:
+    await create_all_async(async_db)
+
+    class FailingClose(DalkitSession):
+        failed = False
+
+        def close(self) -> None:
+            super().close()  # the connection goes back all the same
+            if not self.failed:  # the first close: the one that ends the transaction
+                self.failed = True
+                raise RuntimeError("close failed")
+
+    async_db.session_factory.configure(sync_session_class=FailingClose)
+    with pytest.raises(RuntimeError, match="close failed"):
+        async with async_db.transaction() as session:
+            session.add(Item(name="kept"))
+    with pytest.raises(TransactionError, match="has ended"):
+        await session.execute(sa.select(1))
+    async_db.session_factory.configure(sync_session_class=DalkitSession)
+    assert await item_names_async(async_db) == ["kept"]

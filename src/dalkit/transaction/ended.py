@@ -7,12 +7,14 @@ a runner's write transaction and the close after it, in one greenlet on the asyn
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import event
-from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 from sqlalchemy.util import greenlet_spawn
+
+if TYPE_CHECKING:  # not at run time: the sync API runs without greenlet, which it needs
+    from sqlalchemy.ext.asyncio import AsyncSession
 
 from dalkit.errors import TransactionError
 
@@ -73,6 +75,10 @@ def commit_and_close(session: Session) -> BaseException | None:
     return None
 
 
+# AsyncSession classes -> whether their commit and close are AsyncSession's own
+_PLAIN_CLASSES: dict[type[Any], bool] = {}
+
+
 async def commit_and_close_async(session: AsyncSession) -> BaseException | None:
     """`commit_and_close` for an AsyncSession: one greenlet for both, where ``await
     session.commit()`` and ``await session.close()`` take one each (greenlet_spawn, ~10 us
@@ -85,7 +91,13 @@ async def commit_and_close_async(session: AsyncSession) -> BaseException | None:
         What the close raised, if anything; what the commit raises is raised.
     """
     cls = type(session)
-    if cls.commit is AsyncSession.commit and cls.close is AsyncSession.close:
+    plain = _PLAIN_CLASSES.get(cls)
+    if plain is None:
+        from sqlalchemy.ext.asyncio import AsyncSession
+
+        plain = cls.commit is AsyncSession.commit and cls.close is AsyncSession.close
+        _PLAIN_CLASSES[cls] = plain
+    if plain:
         found: BaseException | None = await greenlet_spawn(commit_and_close, session.sync_session)
         return found
     await session.commit()  # an AsyncSession class of its own: its own methods
