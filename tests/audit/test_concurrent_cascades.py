@@ -4,7 +4,8 @@ it cascades to is recorded. The parent rows are locked before their dependents a
 child that another transaction inserts on one of them waits for this transaction (and then
 finds its parent gone); the statement is limited to the parents locked, so a parent that
 another transaction makes match its WHERE in between (and fills with children) is left
-alone."""
+alone. An ORM bulk UPDATE by primary key of a key an ON UPDATE CASCADE carries to audited rows
+fails when a key it names was not there to lock."""
 
 from __future__ import annotations
 
@@ -16,11 +17,13 @@ from collections.abc import Callable, Iterator
 import pytest
 import sqlalchemy as sa
 from sqlalchemy import event
+from sqlalchemy.orm.exc import StaleDataError
 
 from dalkit import AsyncDatabase, AsyncUnitOfWork, Database, ForeignKeyViolationError, UnitOfWork
 from dalkit.audit import history
 
-from .cascade_models import Book, CascadeBase, Shelf
+from .cascade_models import Book, CascadeBase, Rack, Shelf, Slot
+from .test_concurrent_writers import after_the_locked_read_of
 
 WAITING_FOR_A_LOCK = (
     "SELECT count(*) FROM pg_stat_activity"
@@ -175,3 +178,54 @@ async def test_a_parent_that_newly_matches_a_cascading_delete_is_left_alone_asyn
     async with AsyncUnitOfWork(db, actor="me") as uow:
         await uow.session.execute(sa.delete(Shelf).where(Shelf.id >= 2))
     assert state(other) == PARENT_LEFT
+
+
+def a_rack_inserted_after_the_racks_are_locked(engine: sa.Engine, other: Database) -> None:
+    """Rack 1 (code A, slot 1 on it); once the racks are read ``FOR UPDATE``, another
+    transaction commits rack 5 (code E) with slot 9 on it."""
+    with UnitOfWork(other, actor="setup") as uow:
+        uow.session.add(Rack(id=1, code="A"))
+        uow.session.flush()
+        uow.session.add(Slot(id=1, rack_code="A"))
+
+    def interlope() -> None:
+        with UnitOfWork(other, actor="other") as uow:
+            uow.session.add(Rack(id=5, code="E"))
+            uow.session.flush()
+            uow.session.add(Slot(id=9, rack_code="E"))
+
+    after_the_locked_read_of("fk_racks", engine, interlope)
+
+
+def slots(db: Database) -> tuple[list[tuple[int, str]], dict[int, list[tuple[str, str | None]]]]:
+    """The slots' racks, and the log of slots 1 and 9: (action, actor)."""
+    with db.session() as session:
+        found = session.execute(sa.select(Slot.id, Slot.rack_code).order_by(Slot.id))
+        trails = {i: [(e.action, e.actor_id) for e in history(session, Slot, i)] for i in (1, 9)}
+        return [(i, code) for i, code in found], trails
+
+
+RENAMED = [{"id": 1, "code": "B"}, {"id": 5, "code": "Z"}]
+# rack 5 was not there to lock: the update fails, slot 9 keeps code E, and nothing is unrecorded
+RACK_5_UNTOUCHED = ([(1, "A"), (9, "E")], {1: [("create", "setup")], 9: [("create", "other")]})
+
+
+def test_a_bulk_update_by_key_does_not_cascade_to_a_parent_inserted_after_its_lock(
+    pg: Database,
+) -> None:
+    a_rack_inserted_after_the_racks_are_locked(pg.engine, pg)
+    with pytest.raises(StaleDataError, match="expected to update 2 row"):
+        with UnitOfWork(pg, actor="me") as uow:
+            uow.session.execute(sa.update(Rack), RENAMED)
+    assert slots(pg) == RACK_5_UNTOUCHED
+
+
+async def test_a_bulk_update_by_key_does_not_cascade_to_a_parent_inserted_after_its_lock_async(
+    pg_async: tuple[AsyncDatabase, Database],
+) -> None:
+    db, other = pg_async
+    a_rack_inserted_after_the_racks_are_locked(db.engine.sync_engine, other)
+    with pytest.raises(StaleDataError, match="expected to update 2 row"):
+        async with AsyncUnitOfWork(db, actor="me") as uow:
+            await uow.session.execute(sa.update(Rack), RENAMED)
+    assert slots(other) == RACK_5_UNTOUCHED

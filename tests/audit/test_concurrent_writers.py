@@ -204,6 +204,22 @@ async def test_a_row_that_newly_matches_a_statement_is_not_written_unrecorded_as
     assert actors == {1: ["setup", "me"], 2: ["setup", "other"]}
 
 
+def after_the_locked_read_of(table: str, engine: sa.Engine, interlope: Callable[[], None]) -> None:
+    """Run ``interlope`` (another transaction) once, to its end, right after the first read of
+    ``table`` ``FOR UPDATE`` on ``engine``."""
+    done = threading.Event()
+
+    def after(conn: object, cursor: object, statement: str, *args: object) -> None:
+        read = statement.upper()
+        if f"FROM {table.upper()}" in read and "FOR UPDATE" in read and not done.is_set():
+            done.set()
+            thread = threading.Thread(target=interlope)
+            thread.start()
+            thread.join(timeout=30)
+
+    event.listen(engine, "after_cursor_execute", after)
+
+
 def insert_a_row_after_the_before_image(engine: sa.Engine, other: Database) -> None:
     """Commit a new counter 2 through ``other`` in another transaction once, right after the
     audit's locked before-image read of the counters."""
@@ -212,17 +228,7 @@ def insert_a_row_after_the_before_image(engine: sa.Engine, other: Database) -> N
         with UnitOfWork(other, actor="other") as uow:
             uow.session.add(Counter(id=2, n=0))
 
-    done = threading.Event()
-
-    def after(conn: object, cursor: object, statement: str, *args: object) -> None:
-        read = statement.upper()
-        if "FROM AUDIT_COUNTERS" in read and "FOR UPDATE" in read and not done.is_set():
-            done.set()
-            thread = threading.Thread(target=interlope)
-            thread.start()
-            thread.join(timeout=30)
-
-    event.listen(engine, "after_cursor_execute", after)
+    after_the_locked_read_of("audit_counters", engine, interlope)
 
 
 @contextlib.contextmanager

@@ -11,8 +11,10 @@ that limit a row that another transaction made match the WHERE in between, and c
 (PostgreSQL's READ COMMITTED takes a new snapshot for each statement), was written with no
 entry. It is left alone, as if the statement had run at the read. The ORM bulk UPDATE by primary
 key is not limited (its rows name their keys, and SQLAlchemy takes no further WHERE with them):
-it fails instead when a key it names was not found (`_refuse_absent_keys`). A raw SQL write is
-refused (`.raw`)."""
+it fails instead when a key it names was not found (`.locking.refuse_absent_keys`), by the
+read of its rows or, on a table whose ON UPDATE actions reach audited rows, audited or not, by
+the lock of the rows it names before their dependents are read (`.locking.dependents_of`). A
+raw SQL write is refused (`.raw`)."""
 
 from __future__ import annotations
 
@@ -22,11 +24,11 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import ORMExecuteState, Session
-from sqlalchemy.orm.exc import StaleDataError
 
-from dalkit.audit.cascades import Dependents, has_audited_dependents
+from dalkit.audit.cascades import has_audited_dependents
 from dalkit.audit.errors import UnauditedWriteError
 from dalkit.audit.guard import recorded, unrecorded_allowed
+from dalkit.audit.locking import dependents_of, key_of, refuse_absent_keys
 from dalkit.audit.raw import check_raw_write
 from dalkit.audit.records import (
     IN_CHUNK,
@@ -63,7 +65,7 @@ def on_orm_execute(state: ORMExecuteState) -> Any:
         return None
     dependents = None
     if cascading:
-        dependents, dml = _dependents(state, dml, updating)
+        dependents, dml = dependents_of(state, dml, updating)
     if config is None:
         result = _invoke(state, dml)
     elif isinstance(dml, sa.Insert):
@@ -73,41 +75,6 @@ def on_orm_execute(state: ORMExecuteState) -> Any:
     if dependents is not None:
         dependents.record(state.session)
     return result
-
-
-def _dependents(state: ORMExecuteState, statement: Any, updating: bool) -> tuple[Dependents, Any]:
-    """The audited rows that the DELETE (or the UPDATE of referenced keys) reaches through
-    foreign keys, read before it runs, and the statement limited to the rows of its table that
-    the read locked first (`Dependents.add`): a row that another transaction made match its
-    WHERE in between would take along dependents that were not read. An ORM bulk UPDATE by
-    primary key takes no further WHERE: its rows name their keys."""
-    dependents = Dependents()
-    table = typing.cast("sa.Table", statement.table)
-    params = state.parameters
-    each = params if isinstance(params, list) else [params or {}]
-    locked: list[Any] = []
-    for one in typing.cast("list[Mapping[str, Any]]", each):
-        keys = dependents.add(state.session, table, statement.whereclause, one, updating=updating)
-        locked.append(keys)
-    by_primary_key = state.is_executemany and statement.whereclause is None
-    if by_primary_key and state.bind_mapper is not None:
-        return dependents, statement
-    key = _table_key_of(table, statement)
-    if not state.is_executemany:
-        return dependents, statement.where(key.in_(locked[0]))
-    # an IN list cannot go with executemany: the keys of every parameter set go to a table
-    connection = state.session.connection()
-    names = [c.name for c in table.primary_key]
-    keys_table = temporary_table(connection, [(c.name, c.type) for c in table.primary_key])
-    for keys in locked:
-        if isinstance(keys, list):
-            rows = [dict(zip(names, k if len(names) > 1 else (k,), strict=True)) for k in keys]
-            if rows:
-                connection.execute(keys_table.insert(), rows)
-        else:
-            connection.execute(keys_table.insert().from_select(names, keys))
-    dependents.drop_when_recorded(keys_table)
-    return dependents, statement.where(key.in_(sa.select(*keys_table.c)))
 
 
 def _invoke(state: ORMExecuteState, statement: Any = None) -> Any:
@@ -237,7 +204,7 @@ def _capture_change(
             # further WHERE with them)
             keys = [config.key_of(p) for p in params]
             before = rows_by(session, config, config.primary_key, keys, locked=True)
-            _refuse_absent_keys(table, keys, before)
+            refuse_absent_keys(table, keys, before)
             result = _invoke(state, statement)
         else:
             before = {}
@@ -261,55 +228,13 @@ def _capture_change(
     return _capture_large(state, config, statement, where, deleting)
 
 
-def _refuse_absent_keys(
-    table: sa.Table, keys: Sequence[tuple[Any, ...]], before: Mapping[tuple[Any, ...], Any]
-) -> None:
-    """An ORM bulk UPDATE by primary key naming a row that its locked before-image read did not
-    find fails, before anything is written, with the ``StaleDataError`` SQLAlchemy raises for a
-    key that matched no row. Run as is, the statement would update such a row that another
-    transaction inserted and committed after the read (READ COMMITTED), and nothing could
-    record it: its values before the UPDATE were never read, and a row that does not exist
-    cannot be locked. Failing is what the statement does when run at the read (SQLAlchemy
-    counts the rows it matched; on asyncpg, which counts none of an executemany, it would skip
-    the key and write the others), and dalkit's retry takes ``StaleDataError`` as a conflict:
-    a retried transaction finds the row and records its update."""
-    matched = sum(1 for key in keys if key in before)
-    if matched != len(keys):
-        raise StaleDataError(
-            f"UPDATE statement on table '{table.description}' expected to update {len(keys)} "
-            f"row(s); {matched} were matched."
-        )
-
-
-def _key_of(config: ModelAudit, statement: Any) -> Any:
-    """The primary key of ``config``'s table as one expression, in the order of its keys'
-    values (`ModelAudit.key_of`), in the terms of ``statement`` (`_key_in_terms_of`)."""
-    columns = dict(config.fields)
-    return _key_in_terms_of(statement, [columns[name] for name in config.primary_key])
-
-
-def _table_key_of(table: sa.Table, statement: Any) -> Any:
-    """`_key_of` for a table that may not be audited: its primary key columns."""
-    return _key_in_terms_of(statement, list(table.primary_key))
-
-
-def _key_in_terms_of(statement: Any, key: list[Any]) -> Any:
-    """The ``key`` columns as one expression (a column, or their tuple) in the terms of
-    ``statement``: an ORM statement's through the mapped attributes, which its
-    ``synchronize_session="evaluate"`` can evaluate in Python."""
-    mapper = statement._propagate_attrs.get("plugin_subject")
-    if mapper is not None and all(c in mapper.columns.values() for c in key):
-        key = [getattr(mapper.class_, mapper.get_property_by_column(c).key) for c in key]
-    return key[0] if len(key) == 1 else sa.tuple_(*key)
-
-
 def _locked_only(statement: Any, config: ModelAudit, keys: Collection[tuple[Any, ...]]) -> Any:
     """``statement`` limited to the rows whose before-image was read (and locked) by their
     primary ``keys``: a row that another transaction made match its WHERE after that read
     (READ COMMITTED takes a new snapshot for each statement) is left alone, not written
     unrecorded."""
     values = [key[0] for key in keys] if len(config.primary_key) == 1 else list(keys)
-    return statement.where(_key_of(config, statement).in_(values))
+    return statement.where(key_of(config, statement).in_(values))
 
 
 def _sets_primary_key(state: ORMExecuteState, config: ModelAudit, table: sa.Table) -> bool:
@@ -385,4 +310,4 @@ def _in_image(statement: Any, config: ModelAudit, image: sa.Table) -> Any:
     """``statement`` limited to the rows of the before-image in ``image``, as `_locked_only`
     limits it to those of a before-image in memory."""
     keys = sa.select(*(image.c[k] for k in config.primary_key))
-    return statement.where(_key_of(config, statement).in_(keys))
+    return statement.where(key_of(config, statement).in_(keys))

@@ -1,0 +1,166 @@
+"""The rows an audited statement through a session may write, locked before it runs, and the
+statement limited to them (PostgreSQL, READ COMMITTED): the rows of a table whose DELETE or
+UPDATE reaches audited rows through foreign keys, before their dependents are read
+(`dependents_of`); the refusal of an ORM bulk UPDATE by primary key naming a row that was not
+there to lock (`refuse_absent_keys`); and a table's primary key in a statement's terms
+(`key_of`, `table_key_of`), for ``key IN (...)``."""
+
+from __future__ import annotations
+
+import typing
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import ORMExecuteState
+from sqlalchemy.orm.exc import StaleDataError
+
+from dalkit.audit.cascades import Dependents
+from dalkit.audit.records import IN_CHUNK, temporary_table
+from dalkit.audit.registry import ModelAudit
+
+__all__ = ["dependents_of", "key_of", "refuse_absent_keys", "table_key_of"]
+
+
+def dependents_of(state: ORMExecuteState, statement: Any, updating: bool) -> tuple[Dependents, Any]:
+    """The audited rows that the DELETE (or the UPDATE of referenced keys) reaches through
+    foreign keys, read before it runs, and the statement limited to the rows of its table that
+    the read locked first (`Dependents.add`): a row that another transaction made match its
+    WHERE in between would take along dependents that were not read. An ORM bulk UPDATE by
+    primary key takes no further WHERE: the rows it names are locked (`_lock_named_keys`).
+
+    Args:
+        state: The statement's execution through a session.
+        statement: The DELETE or UPDATE (``state``'s, or a copy of it already limited).
+        updating: Whether it is an UPDATE (of keys ON UPDATE actions carry).
+
+    Returns:
+        The dependents read, to record once the statement has run, and the statement to run.
+    """
+    dependents = Dependents()
+    table = typing.cast("sa.Table", statement.table)
+    params = state.parameters
+    each = typing.cast("list[Mapping[str, Any]]", params if isinstance(params, list) else [params])
+    by_primary_key = state.is_executemany and statement.whereclause is None
+    if by_primary_key and state.bind_mapper is not None:
+        _lock_named_keys(state, dependents, table, each, updating)
+        return dependents, statement
+    locked: list[Any] = []
+    for one in each:
+        keys = dependents.add(state.session, table, statement.whereclause, one, updating=updating)
+        locked.append(keys)
+    key = table_key_of(table, statement)
+    if not state.is_executemany:
+        return dependents, statement.where(key.in_(locked[0]))
+    # an IN list cannot go with executemany: the keys of every parameter set go to a table
+    connection = state.session.connection()
+    names = [c.name for c in table.primary_key]
+    keys_table = temporary_table(connection, [(c.name, c.type) for c in table.primary_key])
+    for keys in locked:
+        if isinstance(keys, list):
+            rows = [dict(zip(names, k if len(names) > 1 else (k,), strict=True)) for k in keys]
+            if rows:
+                connection.execute(keys_table.insert(), rows)
+        else:
+            connection.execute(keys_table.insert().from_select(names, keys))
+    dependents.drop_when_recorded(keys_table)
+    return dependents, statement.where(key.in_(sa.select(*keys_table.c)))
+
+
+def _lock_named_keys(
+    state: ORMExecuteState,
+    dependents: Dependents,
+    table: sa.Table,
+    params: Sequence[Mapping[str, Any]],
+    updating: bool,
+) -> None:
+    """The dependents of an ORM bulk UPDATE by primary key: those of the rows its parameter
+    sets name, locked first, in IN lists of `IN_CHUNK`. A key naming no row fails it
+    (`refuse_absent_keys`): a row that another transaction inserted under it, with rows
+    referencing it, and committed after the lock would carry the new key to them unrecorded,
+    since the statement takes no further WHERE to leave it alone. (Before, the whole table was
+    locked, and every dependent of it read, once for each parameter set.) SQLAlchemy refuses a
+    bulk DELETE by primary key itself."""
+    mapper = typing.cast("Any", state.bind_mapper)
+    names = [mapper.get_property_by_column(c).key for c in table.primary_key]
+    if any(name not in one for one in params for name in names):
+        return  # SQLAlchemy refuses the statement before it sends anything
+    keys = [tuple(one[name] for name in names) for one in params]
+    unique = list(dict.fromkeys(keys))
+    pk = list(table.primary_key)
+    target = pk[0] if len(pk) == 1 else sa.tuple_(*pk)
+    found: set[tuple[Any, ...]] = set()
+    for start in range(0, len(unique), IN_CHUNK):
+        chunk = unique[start : start + IN_CHUNK]
+        values = [k[0] for k in chunk] if len(pk) == 1 else chunk
+        locked = dependents.add(state.session, table, target.in_(values), updating=updating)
+        found.update(k if len(pk) > 1 else (k,) for k in locked or ())
+    if updating:
+        refuse_absent_keys(table, keys, found)
+
+
+def refuse_absent_keys(
+    table: sa.Table, keys: Sequence[tuple[Any, ...]], found: Collection[tuple[Any, ...]]
+) -> None:
+    """An ORM bulk UPDATE by primary key naming a row that its locked read did not find fails,
+    before anything is written, with the ``StaleDataError`` SQLAlchemy raises for a key that
+    matched no row. Run as is, the statement would update such a row that another transaction
+    inserted and committed after the read (READ COMMITTED), and nothing could record it: its
+    values before the UPDATE (or its dependents) were never read, and a row that does not exist
+    cannot be locked. Failing is what the statement does when run at the read (SQLAlchemy
+    counts the rows it matched; on asyncpg, which counts none of an executemany, it would skip
+    the key and write the others), and dalkit's retry takes ``StaleDataError`` as a conflict:
+    a retried transaction finds the row and records its update.
+
+    Args:
+        table: The table updated.
+        keys: The primary keys the statement's parameter sets name, one each.
+        found: The keys the locked read found.
+
+    Raises:
+        StaleDataError: A key was not found.
+    """
+    matched = sum(1 for key in keys if key in found)
+    if matched != len(keys):
+        raise StaleDataError(
+            f"UPDATE statement on table '{table.description}' expected to update {len(keys)} "
+            f"row(s); {matched} were matched."
+        )
+
+
+def key_of(config: ModelAudit, statement: Any) -> Any:
+    """The primary key of ``config``'s table as one expression, in the order of its keys'
+    values (`ModelAudit.key_of`), in the terms of ``statement`` (`_key_in_terms_of`).
+
+    Args:
+        config: The audited model.
+        statement: A statement on its table.
+
+    Returns:
+        A column, or a tuple of columns.
+    """
+    columns = dict(config.fields)
+    return _key_in_terms_of(statement, [columns[name] for name in config.primary_key])
+
+
+def table_key_of(table: sa.Table, statement: Any) -> Any:
+    """`key_of` for a table that may not be audited: its primary key columns.
+
+    Args:
+        table: The table.
+        statement: A statement on it.
+
+    Returns:
+        A column, or a tuple of columns.
+    """
+    return _key_in_terms_of(statement, list(table.primary_key))
+
+
+def _key_in_terms_of(statement: Any, key: list[Any]) -> Any:
+    """The ``key`` columns as one expression (a column, or their tuple) in the terms of
+    ``statement``: an ORM statement's through the mapped attributes, which its
+    ``synchronize_session="evaluate"`` can evaluate in Python."""
+    mapper = statement._propagate_attrs.get("plugin_subject")
+    if mapper is not None and all(c in mapper.columns.values() for c in key):
+        key = [getattr(mapper.class_, mapper.get_property_by_column(c).key) for c in key]
+    return key[0] if len(key) == 1 else sa.tuple_(*key)
