@@ -2,8 +2,10 @@
 deletion the database carries to its books (ON DELETE CASCADE, audited) and its labels
 (ON DELETE SET NULL, audited); a box between shelf and notes (CASCADE through a table that is
 not audited); a tree of audited nodes deleting their subtrees; a drawer whose items the
-ORM nulls itself (a relationship without a delete cascade, no ON DELETE action); and a rack
-whose code its audited slots follow (ON UPDATE CASCADE)."""
+ORM nulls itself (a relationship without a delete cascade, no ON DELETE action); a rack
+whose code its audited slots follow (ON UPDATE CASCADE), and its teams (not audited) and
+from them their audited members (ON UPDATE CASCADE twice), and its audited seats in their
+primary key."""
 
 from __future__ import annotations
 
@@ -78,3 +80,31 @@ class Slot(Audited, CascadeBase):
     __tablename__ = "fk_slots"
     id: Mapped[int] = mapped_column(primary_key=True)
     rack_code: Mapped[str] = mapped_column(sa.ForeignKey("fk_racks.code", onupdate="CASCADE"))
+
+
+class Team(CascadeBase):
+    __tablename__ = "fk_teams"
+    __table_args__ = (sa.UniqueConstraint("rack_code", "name"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    rack_code: Mapped[str] = mapped_column(sa.ForeignKey("fk_racks.code", onupdate="CASCADE"))
+    name: Mapped[str] = mapped_column(sa.String(10))
+
+
+class Member(Audited, CascadeBase):
+    __tablename__ = "fk_members"
+    __table_args__ = (
+        sa.ForeignKeyConstraint(
+            ["rack_code", "team_name"], ["fk_teams.rack_code", "fk_teams.name"], onupdate="CASCADE"
+        ),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    rack_code: Mapped[str] = mapped_column(sa.String(10))
+    team_name: Mapped[str] = mapped_column(sa.String(10))
+
+
+class Seat(Audited, CascadeBase):
+    __tablename__ = "fk_seats"
+    rack_code: Mapped[str] = mapped_column(
+        sa.ForeignKey("fk_racks.code", onupdate="CASCADE"), primary_key=True
+    )
+    n: Mapped[int] = mapped_column(primary_key=True)

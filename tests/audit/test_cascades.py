@@ -3,8 +3,9 @@
 """Audited rows that a DELETE changes through foreign keys are recorded: ON DELETE CASCADE
 (through a table that is not audited too, and down a tree), ON DELETE SET NULL, and the ORM
 nulling a deleted parent's children; whether the parent goes in a flush or in a DELETE
-statement through a session; so are those an ON UPDATE CASCADE changes. A DELETE or UPDATE of
-such a parent on a connection is refused.
+statement through a session; so are those an ON UPDATE CASCADE changes, two tables down too.
+A DELETE or UPDATE of such a parent on a connection is refused, and so is a write whose
+ON UPDATE CASCADE changes an audited row's primary key.
 This async file is the source of ``test_cascades.py``."""
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 from dalkit import Database, UnitOfWork
-from dalkit.audit import UnauditedWriteError, history
+from dalkit.audit import UnauditedWriteError, history, unaudited
 
 from .cascade_models import (
     Book,
@@ -24,11 +25,14 @@ from .cascade_models import (
     Drawer,
     Item,
     Label,
+    Member,
     Node,
     Note,
     Rack,
+    Seat,
     Shelf,
     Slot,
+    Team,
 )
 
 
@@ -185,3 +189,51 @@ def test_an_update_of_such_a_parent_on_a_connection_is_refused(rack: Database) -
     with pytest.raises(UnauditedWriteError, match="fk_racks"):
         rack.sql("UPDATE fk_racks SET code = 'D'")
     assert len(trail(rack, Slot, 1)) == 1
+
+
+@pytest.fixture
+def team(db: Database) -> Database:
+    """Rack 1 (code A), its team t, and member 1 of that team."""
+    db.create_all(CascadeBase.metadata)
+    with UnitOfWork(db, actor="setup") as uow:
+        uow.session.add(Rack(id=1, code="A"))
+        uow.session.flush()
+        uow.session.add(Team(id=1, rack_code="A", name="t"))
+        uow.session.flush()
+        uow.session.add(Member(id=1, rack_code="A", team_name="t"))
+    return db
+
+
+def test_an_on_update_cascade_two_tables_down_is_recorded(team: Database) -> None:
+    with UnitOfWork(team) as uow:
+        uow.session.execute(sa.update(Rack).where(Rack.id == 1).values(code="B"))
+    assert (trail(team, Member, 1))[-1] == ("update", {"rack_code": {"old": "A", "new": "B"}})
+    with UnitOfWork(team) as uow:
+        found = uow.session.get(Rack, 1)
+        assert found is not None
+        found.code = "C"
+    assert (trail(team, Member, 1))[-1] == ("update", {"rack_code": {"old": "B", "new": "C"}})
+    with pytest.raises(UnauditedWriteError, match="fk_racks"):
+        team.sql("UPDATE fk_racks SET code = 'D'")
+    assert len(trail(team, Member, 1)) == 3
+
+
+def test_an_on_update_cascade_changing_an_audited_key_is_refused(team: Database) -> None:
+    with UnitOfWork(team, actor="setup") as uow:
+        uow.session.add(Seat(rack_code="A", n=1))
+    with pytest.raises(UnauditedWriteError, match="fk_seats"):
+        with UnitOfWork(team) as uow:
+            uow.session.execute(sa.update(Rack).where(Rack.id == 1).values(code="B"))
+    with pytest.raises(UnauditedWriteError, match="fk_seats"):
+        with UnitOfWork(team) as uow:
+            found = uow.session.get(Rack, 1)
+            assert found is not None
+            found.code = "B"
+    with unaudited():
+        with UnitOfWork(team) as uow:
+            uow.session.execute(sa.update(Rack).where(Rack.id == 1).values(code="B"))
+    with team.session() as session:
+        assert (session.execute(sa.select(Seat.rack_code, Seat.n))).all() == [("B", 1)]
+        found_trail = history(session, Seat, ("A", 1))
+        # recorded as a delete before: the row had only moved to another key
+        assert [entry.action for entry in found_trail] == ["create"]

@@ -1,8 +1,9 @@
 """Audited rows that a DELETE changes through foreign keys are recorded: ON DELETE CASCADE
 (through a table that is not audited too, and down a tree), ON DELETE SET NULL, and the ORM
 nulling a deleted parent's children; whether the parent goes in a flush or in a DELETE
-statement through a session; so are those an ON UPDATE CASCADE changes. A DELETE or UPDATE of
-such a parent on a connection is refused.
+statement through a session; so are those an ON UPDATE CASCADE changes, two tables down too.
+A DELETE or UPDATE of such a parent on a connection is refused, and so is a write whose
+ON UPDATE CASCADE changes an audited row's primary key.
 This async file is the source of ``test_cascades.py``."""
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 from dalkit import AsyncDatabase, AsyncUnitOfWork
-from dalkit.audit import UnauditedWriteError, history_async
+from dalkit.audit import UnauditedWriteError, history_async, unaudited
 
 from .cascade_models import (
     Book,
@@ -22,11 +23,14 @@ from .cascade_models import (
     Drawer,
     Item,
     Label,
+    Member,
     Node,
     Note,
     Rack,
+    Seat,
     Shelf,
     Slot,
+    Team,
 )
 
 
@@ -183,3 +187,51 @@ async def test_an_update_of_such_a_parent_on_a_connection_is_refused(rack: Async
     with pytest.raises(UnauditedWriteError, match="fk_racks"):
         await rack.sql("UPDATE fk_racks SET code = 'D'")
     assert len(await trail(rack, Slot, 1)) == 1
+
+
+@pytest.fixture
+async def team(async_db: AsyncDatabase) -> AsyncDatabase:
+    """Rack 1 (code A), its team t, and member 1 of that team."""
+    await async_db.create_all(CascadeBase.metadata)
+    async with AsyncUnitOfWork(async_db, actor="setup") as uow:
+        uow.session.add(Rack(id=1, code="A"))
+        await uow.session.flush()
+        uow.session.add(Team(id=1, rack_code="A", name="t"))
+        await uow.session.flush()
+        uow.session.add(Member(id=1, rack_code="A", team_name="t"))
+    return async_db
+
+
+async def test_an_on_update_cascade_two_tables_down_is_recorded(team: AsyncDatabase) -> None:
+    async with AsyncUnitOfWork(team) as uow:
+        await uow.session.execute(sa.update(Rack).where(Rack.id == 1).values(code="B"))
+    assert (await trail(team, Member, 1))[-1] == ("update", {"rack_code": {"old": "A", "new": "B"}})
+    async with AsyncUnitOfWork(team) as uow:
+        found = await uow.session.get(Rack, 1)
+        assert found is not None
+        found.code = "C"
+    assert (await trail(team, Member, 1))[-1] == ("update", {"rack_code": {"old": "B", "new": "C"}})
+    with pytest.raises(UnauditedWriteError, match="fk_racks"):
+        await team.sql("UPDATE fk_racks SET code = 'D'")
+    assert len(await trail(team, Member, 1)) == 3
+
+
+async def test_an_on_update_cascade_changing_an_audited_key_is_refused(team: AsyncDatabase) -> None:
+    async with AsyncUnitOfWork(team, actor="setup") as uow:
+        uow.session.add(Seat(rack_code="A", n=1))
+    with pytest.raises(UnauditedWriteError, match="fk_seats"):
+        async with AsyncUnitOfWork(team) as uow:
+            await uow.session.execute(sa.update(Rack).where(Rack.id == 1).values(code="B"))
+    with pytest.raises(UnauditedWriteError, match="fk_seats"):
+        async with AsyncUnitOfWork(team) as uow:
+            found = await uow.session.get(Rack, 1)
+            assert found is not None
+            found.code = "B"
+    with unaudited():
+        async with AsyncUnitOfWork(team) as uow:
+            await uow.session.execute(sa.update(Rack).where(Rack.id == 1).values(code="B"))
+    async with team.session() as session:
+        assert (await session.execute(sa.select(Seat.rack_code, Seat.n))).all() == [("B", 1)]
+        found_trail = await history_async(session, Seat, ("A", 1))
+        # recorded as a delete before: the row had only moved to another key
+        assert [entry.action for entry in found_trail] == ["create"]

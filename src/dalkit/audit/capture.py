@@ -31,7 +31,7 @@ from dalkit.audit.bulk import (
     recording_bulk_update_async,
 )
 from dalkit.audit.cascades import Dependents, has_audited_dependents, referenced_columns
-from dalkit.audit.guard import guard
+from dalkit.audit.guard import guard, unrecorded_allowed
 from dalkit.audit.records import diff, full, row, write
 from dalkit.audit.registry import ModelAudit, audited_generation, model_audit, on_first_audited
 from dalkit.audit.statements import on_orm_execute
@@ -118,7 +118,7 @@ def _dependents(session: Session, deleted: list[Any], dirty: Any) -> Dependents 
         state = instance_state(obj)
         if state.identity:
             skip.add((state.mapper.local_table, state.identity))
-    dependents = Dependents()
+    dependents = Dependents(refusing=not unrecorded_allowed())
     for updating, keys_by_table in ((False, gone), (True, moved)):
         for table, keys in keys_by_table.items():
             columns = list(table.primary_key)

@@ -3,8 +3,10 @@ foreign keys, which no statement of the write names: ``ON DELETE`` / ``ON UPDATE
 (``CASCADE``, ``SET NULL``, ``SET DEFAULT``) applied by the database, and the ORM nulling the
 children of a deleted parent (a relationship without a delete cascade). They are read before
 the write (`Dependents.add`) and recorded after it (`Dependents.record`): the rows gone as
-deletes, the rows changed as updates. An ``ON UPDATE CASCADE`` is followed one level: the
-new key reaches the children's foreign key, which other tables rarely reference in turn.
+deletes, the rows changed as updates. An ``ON UPDATE`` action changes the children's foreign
+key, which sets off the ``ON UPDATE`` actions of foreign keys referencing it in turn: those are
+followed too (a composite key carrying an organisation's code down two tables). A row whose
+primary key such an action changes could not be found again: the write is refused.
 
 Found from the metadata of the table written: each audited table with a foreign key to it,
 and, through ``ON DELETE CASCADE``, the tables whose rows that deletion removes in turn (an
@@ -32,6 +34,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from dalkit.audit.errors import UnauditedWriteError
 from dalkit.audit.records import IN_CHUNK, record_since, temporary_table
 from dalkit.audit.registry import ModelAudit, audited_generation, audited_tables, table_audit
 from dalkit.query.tenant_guard import TENANT_CHECKED
@@ -56,7 +59,10 @@ class _Edge:
     config: ModelAudit | None  # None: not audited, followed for its own cascades
     local: tuple[sa.Column[Any], ...]  # the referencing columns
     remote: tuple[sa.Column[Any], ...]  # the referenced ones, in the same order
-    cascades: bool  # ON DELETE CASCADE: the rows are deleted, their own dependents reached
+    # ON DELETE CASCADE (the rows are deleted), or an ON UPDATE action (their referencing
+    # columns change): their own dependents are reached in turn
+    cascades: bool
+    moves_key: bool = False  # ON UPDATE: the referencing columns hold the audited row's key
 
 
 _ACTING = frozenset({"CASCADE", "SET NULL", "SET DEFAULT"})
@@ -101,7 +107,12 @@ _parents: dict[bool, tuple[int, list[sa.Table]]] = {}  # updating -> (generation
 class Dependents:
     """The audited rows that the DELETEs of one write may change, read before it."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, refusing: bool = True) -> None:
+        """Args:
+        refusing: Whether a write whose rows cannot be followed is refused (False inside
+            `dalkit.audit.unaudited()`).
+        """
+        self._refusing = refusing
         # per audited model: its rows by primary key, as they were
         self._before: dict[int, tuple[ModelAudit, dict[tuple[Any, ...], dict[str, Any]]]] = {}
         self._temporary: list[sa.Table] = []  # of locked keys, dropped once recorded
@@ -148,10 +159,13 @@ class Dependents:
         keys = self._lock_keys(connection, table, where, params)
         pk = list(table.primary_key)
         locked = (pk[0] if len(pk) == 1 else sa.tuple_(*pk)).in_(keys)
-        pending: list[tuple[sa.Table, Any, int]] = [(table, locked, 0)]
+        # (table, its rows reached, depth, the columns of them changed: None for any)
+        pending: list[tuple[sa.Table, Any, int, Any]] = [(table, locked, 0, None)]
         while pending:
-            parent, condition, depth = pending.pop()
+            parent, condition, depth, changed = pending.pop()
             for edge in _edges_of(parent, by_orm, updating):
+                if changed is not None and changed.isdisjoint(edge.remote):
+                    continue  # an ON UPDATE action reached the rows: not the columns it follows
                 # never correlated: the table written may be the one read (a tree)
                 referenced = sa.select(*edge.remote).correlate(None)
                 if condition is not None:
@@ -168,7 +182,8 @@ class Dependents:
                         inner = lock.with_for_update(of=edge.table).subquery()
                         counted = sa.select(sa.func.count()).select_from(inner)
                         connection.execute(counted, execution_options=TENANT_CHECKED)
-                    pending.append((edge.table, reached, depth + 1))
+                    changes = frozenset(edge.local) if updating else None
+                    pending.append((edge.table, reached, depth + 1, changes))
         return keys
 
     def _lock_keys(
@@ -206,11 +221,21 @@ class Dependents:
         statement = statement.with_for_update(of=edge.table)
         found = connection.execute(statement, execution_options=TENANT_CHECKED)
         rows = found.mappings().all()
+        changed = [r for r in rows if (edge.table, config.key_of(r)) not in skip]
+        if changed and edge.moves_key:
+            # found again by its key after the write, such a row would be found under neither
+            # key, and recorded as deleted: refused, or (inside unaudited()) not recorded
+            if self._refusing:
+                raise UnauditedWriteError(
+                    f"this write changes keys that {edge.table.fullname}, the table of an "
+                    "audited model, holds in its primary key (an ON UPDATE action of its "
+                    "foreign key), and its rows cannot be followed: write it inside "
+                    "dalkit.audit.unaudited()"
+                )
+            changed = []
         _, kept = self._before.setdefault(id(config), (config, {}))
-        for found in rows:
-            key = config.key_of(found)
-            if (edge.table, key) not in skip:
-                kept.setdefault(key, dict(found))
+        for found in changed:
+            kept.setdefault(config.key_of(found), dict(found))
         return bool(rows)
 
     def drop_when_recorded(self, table: sa.Table) -> None:
@@ -251,17 +276,23 @@ def _find_edges(
             if constraint.referred_table is not table:
                 continue
             action = ((constraint.onupdate if updating else constraint.ondelete) or "").upper()
-            cascades = not updating and action == "CASCADE"
+            # an ON UPDATE action writes the referencing columns: an UPDATE of the rows, which
+            # sets off the ON UPDATE actions of the foreign keys referencing them in turn
+            cascades = action in _ACTING if updating else action == "CASCADE"
             config = table_audit(other)
             if config is not None and not by_orm and action not in _ACTING:
                 config = None  # the write fails while such rows reference it: none changes
+            local = tuple(constraint.columns)
+            remote = tuple(element.column for element in constraint.elements)
             if config is None and not (
                 cascades
                 and other not in seen
-                and _find_edges(other, seen | {other}, by_orm, updating)
+                and any(
+                    not updating or not set(local).isdisjoint(further.remote)
+                    for further in _find_edges(other, seen | {other}, by_orm, updating)
+                )
             ):
                 continue
-            local = tuple(constraint.columns)
-            remote = tuple(element.column for element in constraint.elements)
-            edges.append(_Edge(other, config, local, remote, cascades))
+            moves_key = updating and not set(local).isdisjoint(other.primary_key)
+            edges.append(_Edge(other, config, local, remote, cascades, moves_key))
     return edges

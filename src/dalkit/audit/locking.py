@@ -16,6 +16,7 @@ from sqlalchemy.orm import ORMExecuteState
 from sqlalchemy.orm.exc import StaleDataError
 
 from dalkit.audit.cascades import Dependents
+from dalkit.audit.guard import unrecorded_allowed
 from dalkit.audit.records import IN_CHUNK, temporary_table
 from dalkit.audit.registry import ModelAudit
 
@@ -37,7 +38,7 @@ def dependents_of(state: ORMExecuteState, statement: Any, updating: bool) -> tup
     Returns:
         The dependents read, to record once the statement has run, and the statement to run.
     """
-    dependents = Dependents()
+    dependents = Dependents(refusing=not unrecorded_allowed())
     table = typing.cast("sa.Table", statement.table)
     params = state.parameters
     each = typing.cast("list[Mapping[str, Any]]", params if isinstance(params, list) else [params])
