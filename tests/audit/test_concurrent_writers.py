@@ -5,7 +5,9 @@ locking read), not before, when the statement would then write on top of the oth
 its entry claim that change too. A row that another transaction makes match a statement's WHERE
 after its before-image was read is left alone by the statement, not written unrecorded; so is
 a row that another transaction inserts after an ORM bulk UPDATE by primary key (which fails) or
-a repository's bulk_update (which skips it) read the rows of the keys they name."""
+a repository's bulk_update (which skips it) read the rows of the keys they name. An upsert
+whose conflicting row another transaction inserts after its read records an update of that
+row (DO UPDATE), or nothing (DO NOTHING), never its creation."""
 
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from sqlalchemy import event
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm.exc import StaleDataError
 
 from dalkit import (
@@ -318,3 +321,43 @@ async def test_bulk_update_does_not_write_a_row_inserted_after_its_read_async(
         async with AsyncUnitOfWork(async_database, actor="me") as uow:
             assert await uow.repository(AsyncCounters).bulk_update(BY_PRIMARY_KEY) == 1
         assert counters_and_writers(other) == ONLY_COUNTER_1
+
+
+def counter_2_entries(db: Database) -> list[tuple[str, str | None, dict[str, Any]]]:
+    with db.session() as session:
+        return [(e.action, e.actor_id, e.changes) for e in audit.history(session, Counter, 2)]
+
+
+# counter 2 was inserted by the other transaction after the upsert's read: its creation is not
+# this one's (it was recorded twice, the second time as "me"'s)
+LEFT_TO_THE_OTHER = ([(1, 0), (2, 0)], {1: ["setup"], 2: ["other"]})
+# and DO UPDATE updated it: an update from the other's values (recorded as a creation)
+UPDATED_BY_ME = ("update", "me", {"n": {"old": 0, "new": 1}})
+
+
+def test_an_upsert_does_not_record_a_row_inserted_after_its_read_as_its_own(
+    database: Database,
+) -> None:
+    counter_1_and_an_interloper(database)
+    with UnitOfWork(database, actor="me") as uow:
+        uow.session.execute(insert(Counter).values(id=2, n=1).on_conflict_do_nothing())
+    assert counters_and_writers(database) == LEFT_TO_THE_OTHER
+
+
+def test_a_repository_upsert_records_an_update_of_a_row_inserted_after_its_read(
+    database: Database,
+) -> None:
+    counter_1_and_an_interloper(database)
+    with UnitOfWork(database, actor="me") as uow:
+        assert uow.repository(Counters).upsert({"id": 2, "n": 1}, on=["id"]).n == 1
+    assert counter_2_entries(database) == [("create", "other", {"id": 2, "n": 0}), UPDATED_BY_ME]
+
+
+async def test_a_repository_upsert_records_an_update_of_a_row_inserted_after_its_read_async(
+    async_database: AsyncDatabase,
+) -> None:
+    with counter_1_and_a_sync_twin(async_database) as other:
+        async with AsyncUnitOfWork(async_database, actor="me") as uow:
+            stored = await uow.repository(AsyncCounters).upsert({"id": 2, "n": 1}, on=["id"])
+            assert stored.n == 1
+        assert counter_2_entries(other) == [("create", "other", {"id": 2, "n": 0}), UPDATED_BY_ME]

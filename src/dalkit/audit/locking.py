@@ -3,7 +3,8 @@ statement limited to them (PostgreSQL, READ COMMITTED): the rows of a table whos
 UPDATE reaches audited rows through foreign keys, before their dependents are read
 (`dependents_of`); the refusal of an ORM bulk UPDATE by primary key naming a row that was not
 there to lock (`refuse_absent_keys`); and a table's primary key in a statement's terms
-(`key_of`, `table_key_of`), for ``key IN (...)``."""
+(`key_of`, `table_key_of`), for ``key IN (...)``; an upsert's DO UPDATE limited to the rows
+its read found (`upsert_limited`), and which rows this transaction wrote (`written_here`)."""
 
 from __future__ import annotations
 
@@ -165,3 +166,71 @@ def _key_in_terms_of(statement: Any, key: list[Any]) -> Any:
     if mapper is not None and all(c in mapper.columns.values() for c in key):
         key = [getattr(mapper.class_, mapper.get_property_by_column(c).key) for c in key]
     return key[0] if len(key) == 1 else sa.tuple_(*key)
+
+
+def upsert_limited(statement: Any, config: ModelAudit, there: Collection[tuple[Any, ...]]) -> Any:
+    """A PostgreSQL upsert whose DO UPDATE changes only the rows its locked read found (by
+    their primary keys, ``there``): a row that another transaction inserted and committed
+    under a conflicting key after that read, which the read could not lock, is left alone
+    (as DO NOTHING leaves it), not updated and recorded as this write's creation.
+
+    Args:
+        statement: An INSERT, ON CONFLICT or not.
+        config: Its audited model.
+        there: The primary keys of the rows the read found.
+
+    Returns:
+        The statement to run: ``statement`` itself unless it does update on conflict.
+    """
+    clause = getattr(statement, "_post_values_clause", None)
+    if getattr(clause, "update_values_to_set", None) is None:
+        return statement
+    values = [key[0] for key in there] if len(config.primary_key) == 1 else list(there)
+    columns = dict(config.fields)
+    key = [columns[name] for name in config.primary_key]
+    found = (key[0] if len(key) == 1 else sa.tuple_(*key)).in_(values)
+    limited = typing.cast("Any", clause)._clone()
+    old = limited.update_whereclause
+    limited.update_whereclause = found if old is None else sa.and_(old, found)
+    statement = statement._generate()
+    statement._post_values_clause = limited
+    return statement
+
+
+#: the (sub)transaction that wrote a row's version, as a full 64-bit transaction id: ``xmin``
+#: holds its low 32 bits, and it lies within 2^31 of this transaction's own id
+_WRITER_STATUS: sa.ColumnElement[str] = sa.literal_column(
+    "pg_xact_status((pg_current_xact_id()::text::bigint"
+    " + ((((xmin::text::bigint - pg_current_xact_id()::text::bigint) & 4294967295)"
+    " + 2147483648) & 4294967295) - 2147483648)::text::xid8)"
+)
+
+
+def written_here(
+    session: Any, config: ModelAudit, rows: Sequence[Mapping[str, Any]]
+) -> list[Mapping[str, Any]]:
+    """The ``rows`` (by primary key) whose version this transaction wrote (PostgreSQL): found
+    after an upsert, and not by its locked read before, a row is its creation only when it
+    wrote it; one that another transaction inserted and committed in between, which the
+    upsert left alone, is not. A version that the statement's snapshot sees and whose writer
+    is still in progress is this transaction's (its savepoints' included).
+
+    Args:
+        session: The session whose transaction wrote.
+        config: The audited model.
+        rows: Rows of its table, read after the upsert.
+
+    Returns:
+        Those of ``rows`` this transaction wrote.
+    """
+    if not rows or session.connection().dialect.name != "postgresql":
+        return list(rows)
+    columns = dict(config.fields)
+    key = [columns[name] for name in config.primary_key]
+    target = key[0] if len(key) == 1 else sa.tuple_(*key)
+    by_key = {config.key_of(r): r for r in rows}
+    values = [k[0] for k in by_key] if len(key) == 1 else list(by_key)
+    query = sa.select(*key, _WRITER_STATUS).where(target.in_(values))
+    found = session.connection().execute(query).all()
+    mine = {tuple(r[:-1]) for r in found if r[-1] == "in progress"}
+    return [r for k, r in by_key.items() if k in mine]

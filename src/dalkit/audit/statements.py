@@ -14,7 +14,10 @@ key is not limited (its rows name their keys, and SQLAlchemy takes no further WH
 it fails instead when a key it names was not found (`.locking.refuse_absent_keys`), by the
 read of its rows or, on a table whose ON UPDATE actions reach audited rows, audited or not, by
 the lock of the rows it names before their dependents are read (`.locking.dependents_of`). A
-raw SQL write is refused (`.raw`)."""
+raw SQL write is refused (`.raw`). An upsert on PostgreSQL updates only the rows its read
+found (`.locking.upsert_limited`); a row that another transaction inserted under a conflicting
+key in between is no creation of this write (`.locking.written_here`), and DO UPDATE runs again
+for it once it is locked (`_upsert_the_rest`)."""
 
 from __future__ import annotations
 
@@ -28,7 +31,13 @@ from sqlalchemy.orm import ORMExecuteState, Session
 from dalkit.audit.cascades import has_audited_dependents
 from dalkit.audit.errors import UnauditedWriteError
 from dalkit.audit.guard import recorded, unrecorded_allowed
-from dalkit.audit.locking import dependents_of, key_of, refuse_absent_keys
+from dalkit.audit.locking import (
+    dependents_of,
+    key_of,
+    refuse_absent_keys,
+    upsert_limited,
+    written_here,
+)
 from dalkit.audit.raw import check_raw_write
 from dalkit.audit.records import (
     IN_CHUNK,
@@ -121,14 +130,39 @@ def _capture_insert(state: ORMExecuteState, config: ModelAudit, statement: sa.In
     # the very values (its conflict target) they were found by
     found = rows_by(session, config, lookup, keys, locked=True).values()
     there = {config.key_of(old): old for old in found}
-    result = _invoke(state)
+    postgres = session.connection().dialect.name == "postgresql"
+    result = _invoke(state, upsert_limited(statement, config, there) if postgres else None)
     record_since(session, config, there)
     found = rows_by(session, config, lookup, keys).values()
-    created = [new for new in found if config.key_of(new) not in there]
+    new = [r for r in found if config.key_of(r) not in there]
+    clause = statement._post_values_clause  # ON CONFLICT
+    created = written_here(session, config, new) if clause is not None else new
+    if len(created) < len(new) and getattr(clause, "update_values_to_set", None) is not None:
+        mine = {config.key_of(r) for r in created}
+        others = [config.key_of(r) for r in new if config.key_of(r) not in mine]
+        result = _upsert_the_rest(state, config, statement, result, others)
     write(
         session, [row(config, "create", config.key_of(new), full(config, new)) for new in created]
     )
     return result
+
+
+def _upsert_the_rest(
+    state: ORMExecuteState,
+    config: ModelAudit,
+    statement: Any,
+    result: Any,
+    keys: list[tuple[Any, ...]],
+) -> Any:
+    """The upsert again, for the rows that another transaction inserted after the locked read,
+    which the first run (limited to the rows the read found, `upsert_limited`) left alone: now
+    there to lock and read, they are updated as on a conflict (DO NOTHING leaves them again)
+    and recorded as updates. Their result is merged with the first run's."""
+    session = state.session
+    before = rows_by(session, config, config.primary_key, keys, locked=True)
+    rest = _invoke(state, upsert_limited(statement, config, before))
+    record_since(session, config, before)
+    return result.merge(rest)  # RETURNING rows and rowcounts of both runs
 
 
 def _refuse_upsert_of_primary_key(
