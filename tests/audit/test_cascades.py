@@ -127,6 +127,22 @@ def test_a_tree_records_each_node_of_a_deleted_subtree(db: Database) -> None:
         assert [action for action, _ in trail(db, Node, ident)] == ["create"]
 
 
+def test_a_delete_matching_a_node_and_its_child_records_each_node_once(
+    db: Database,
+) -> None:
+    db.create_all(CascadeBase.metadata)
+    for ident, parent in ((1, None), (2, 1), (3, 2)):
+        with UnitOfWork(db) as uow:
+            uow.session.add(Node(id=ident, parent_id=parent))
+    with UnitOfWork(db) as uow:
+        uow.session.execute(sa.delete(Node).where(Node.id.in_([1, 2])))
+    for ident in (1, 2, 3):  # node 2, matched and cascaded to, was recorded twice
+        assert [action for action, _ in trail(db, Node, ident)] == [
+            "create",
+            "delete",
+        ]
+
+
 def test_the_orm_nulling_a_deleted_parents_children_is_recorded(
     db: Database,
 ) -> None:

@@ -125,6 +125,22 @@ async def test_a_tree_records_each_node_of_a_deleted_subtree(async_db: AsyncData
         assert [action for action, _ in await trail(async_db, Node, ident)] == ["create"]
 
 
+async def test_a_delete_matching_a_node_and_its_child_records_each_node_once(
+    async_db: AsyncDatabase,
+) -> None:
+    await async_db.create_all(CascadeBase.metadata)
+    for ident, parent in ((1, None), (2, 1), (3, 2)):
+        async with AsyncUnitOfWork(async_db) as uow:
+            uow.session.add(Node(id=ident, parent_id=parent))
+    async with AsyncUnitOfWork(async_db) as uow:
+        await uow.session.execute(sa.delete(Node).where(Node.id.in_([1, 2])))
+    for ident in (1, 2, 3):  # node 2, matched and cascaded to, was recorded twice
+        assert [action for action, _ in await trail(async_db, Node, ident)] == [
+            "create",
+            "delete",
+        ]
+
+
 async def test_the_orm_nulling_a_deleted_parents_children_is_recorded(
     async_db: AsyncDatabase,
 ) -> None:

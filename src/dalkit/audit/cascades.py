@@ -173,7 +173,10 @@ class Dependents:
                 local = edge.local[0] if len(edge.local) == 1 else sa.tuple_(*edge.local)
                 reached = local.in_(referenced)
                 if edge.config is not None:
-                    found = self._read(connection, edge, reached, skip)
+                    # rows of the table written that the write matches itself (a tree) are
+                    # recorded by it: read here too, they were recorded twice
+                    own = sa.and_(reached, ~locked) if edge.table is table else reached
+                    found = self._read(connection, edge, own, skip)
                     if not found:
                         continue  # no row reached: nothing cascades further from here
                 if edge.cascades and depth + 1 < MAX_DEPTH:
