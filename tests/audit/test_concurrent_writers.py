@@ -361,3 +361,16 @@ async def test_a_repository_upsert_records_an_update_of_a_row_inserted_after_its
             stored = await uow.repository(AsyncCounters).upsert({"id": 2, "n": 1}, on=["id"])
             assert stored.n == 1
         assert counter_2_entries(other) == [("create", "other", {"id": 2, "n": 0}), UPDATED_BY_ME]
+
+
+def test_an_executemany_upsert_is_limited_with_parameters_it_can_take(pg: Database) -> None:
+    upsert = insert(Counter)
+    statement = upsert.on_conflict_do_update(index_elements=["id"], set_={"n": upsert.excluded.n})
+    with UnitOfWork(pg, actor="me") as uow:
+        uow.session.execute(statement, [{"id": 1, "n": 1}, {"id": 2, "n": 2}])
+    with UnitOfWork(pg, actor="other") as uow:
+        uow.session.execute(statement, [{"id": 2, "n": 5}, {"id": 3, "n": 3}])
+    assert counter_2_entries(pg) == [
+        ("create", "me", {"id": 2, "n": 2}),
+        ("update", "other", {"n": {"old": 2, "new": 5}}),
+    ]

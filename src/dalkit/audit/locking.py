@@ -185,10 +185,13 @@ def upsert_limited(statement: Any, config: ModelAudit, there: Collection[tuple[A
     clause = getattr(statement, "_post_values_clause", None)
     if getattr(clause, "update_values_to_set", None) is None:
         return statement
-    values = [key[0] for key in there] if len(config.primary_key) == 1 else list(there)
     columns = dict(config.fields)
     key = [columns[name] for name in config.primary_key]
-    found = (key[0] if len(key) == 1 else sa.tuple_(*key)).in_(values)
+    # one bound parameter a value, not an expanding IN list, which executemany cannot take
+    values = [
+        sa.tuple_(*(sa.literal(v, c.type) for v, c in zip(k, key, strict=True))) for k in there
+    ]
+    found = sa.tuple_(*key).in_(values) if values else sa.false()
     limited = typing.cast("Any", clause)._clone()
     old = limited.update_whereclause
     limited.update_whereclause = found if old is None else sa.and_(old, found)
