@@ -5,7 +5,7 @@ not audited); a tree of audited nodes deleting their subtrees; a drawer whose it
 ORM nulls itself (a relationship without a delete cascade, no ON DELETE action); a rack
 whose code its audited slots follow (ON UPDATE CASCADE), and its teams (not audited) and
 from them their audited members (ON UPDATE CASCADE twice), and its audited seats in their
-primary key."""
+primary key; and an audited crate whose code its audited tags follow (ON UPDATE CASCADE)."""
 
 from __future__ import annotations
 
@@ -108,3 +108,16 @@ class Seat(Audited, CascadeBase):
         sa.ForeignKey("fk_racks.code", onupdate="CASCADE"), primary_key=True
     )
     n: Mapped[int] = mapped_column(primary_key=True)
+
+
+class Crate(Audited, CascadeBase):
+    __tablename__ = "fk_crates"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    code: Mapped[str] = mapped_column(sa.String(10), unique=True)
+    weight: Mapped[int] = mapped_column(default=0)
+
+
+class Tag(Audited, CascadeBase):
+    __tablename__ = "fk_tags"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    crate_code: Mapped[str] = mapped_column(sa.ForeignKey("fk_crates.code", onupdate="CASCADE"))

@@ -15,13 +15,14 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from dalkit import Database, UnitOfWork
+from dalkit import Database, Repository, UnitOfWork
 from dalkit.audit import UnauditedWriteError, history, unaudited
 
 from .cascade_models import (
     Book,
     Box,
     CascadeBase,
+    Crate,
     Drawer,
     Item,
     Label,
@@ -32,6 +33,7 @@ from .cascade_models import (
     Seat,
     Shelf,
     Slot,
+    Tag,
     Team,
 )
 
@@ -253,3 +255,25 @@ def test_an_on_update_cascade_changing_an_audited_key_is_refused(team: Database)
         found_trail = history(session, Seat, ("A", 1))
         # recorded as a delete before: the row had only moved to another key
         assert [entry.action for entry in found_trail] == ["create"]
+
+
+class Crates(Repository[Crate]):
+    pass
+
+
+def test_a_bulk_update_of_an_audited_parent_records_its_on_update_cascade(
+    db: Database,
+) -> None:
+    db.create_all(CascadeBase.metadata)
+    with UnitOfWork(db) as uow:
+        uow.session.add(Crate(id=1, code="A"))
+        uow.session.flush()
+        uow.session.add(Tag(id=1, crate_code="A"))
+    with UnitOfWork(db) as uow:
+        assert uow.repository(Crates).bulk_update([{"id": 1, "code": "B"}]) == 1
+    assert (trail(db, Crate, 1))[-1] == ("update", {"code": {"old": "A", "new": "B"}})
+    # the tag followed the code with no entry
+    assert (trail(db, Tag, 1))[-1] == (
+        "update",
+        {"crate_code": {"old": "A", "new": "B"}},
+    )

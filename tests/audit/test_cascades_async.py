@@ -13,13 +13,14 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from dalkit import AsyncDatabase, AsyncUnitOfWork
+from dalkit import AsyncDatabase, AsyncRepository, AsyncUnitOfWork
 from dalkit.audit import UnauditedWriteError, history_async, unaudited
 
 from .cascade_models import (
     Book,
     Box,
     CascadeBase,
+    Crate,
     Drawer,
     Item,
     Label,
@@ -30,6 +31,7 @@ from .cascade_models import (
     Seat,
     Shelf,
     Slot,
+    Tag,
     Team,
 )
 
@@ -251,3 +253,25 @@ async def test_an_on_update_cascade_changing_an_audited_key_is_refused(team: Asy
         found_trail = await history_async(session, Seat, ("A", 1))
         # recorded as a delete before: the row had only moved to another key
         assert [entry.action for entry in found_trail] == ["create"]
+
+
+class Crates(AsyncRepository[Crate]):
+    pass
+
+
+async def test_a_bulk_update_of_an_audited_parent_records_its_on_update_cascade(
+    async_db: AsyncDatabase,
+) -> None:
+    await async_db.create_all(CascadeBase.metadata)
+    async with AsyncUnitOfWork(async_db) as uow:
+        uow.session.add(Crate(id=1, code="A"))
+        await uow.session.flush()
+        uow.session.add(Tag(id=1, crate_code="A"))
+    async with AsyncUnitOfWork(async_db) as uow:
+        assert await uow.repository(Crates).bulk_update([{"id": 1, "code": "B"}]) == 1
+    assert (await trail(async_db, Crate, 1))[-1] == ("update", {"code": {"old": "A", "new": "B"}})
+    # the tag followed the code with no entry
+    assert (await trail(async_db, Tag, 1))[-1] == (
+        "update",
+        {"crate_code": {"old": "A", "new": "B"}},
+    )

@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from dalkit.audit.cascades import Dependents, has_audited_dependents
 from dalkit.audit.errors import UnauditedWriteError
-from dalkit.audit.guard import recorded
-from dalkit.audit.records import full, record_since, row, rows_by, rows_by_key, write
+from dalkit.audit.guard import recorded, unrecorded_allowed
+from dalkit.audit.records import IN_CHUNK, full, record_since, row, rows_by, rows_by_key, write
 from dalkit.audit.registry import ModelAudit, model_audit
 from dalkit.query.soft_delete import is_soft_deletable, refuse_deleted
 from dalkit.query.tenant import check_keys, check_tenant_rows, current_tenant, is_tenant_scoped
@@ -81,7 +82,7 @@ class BulkUpdateAudit:
 
     def read_before(
         self, session: Session, rows: Sequence[Mapping[str, Any]]
-    ) -> dict[tuple[Any, ...], dict[str, Any]]:
+    ) -> tuple[dict[tuple[Any, ...], dict[str, Any]], Dependents | None]:
         keys = [tuple(r[k] for k in self._primary_key()) for r in rows]
         if self.tenant_scoped:
             current = current_tenant()
@@ -92,9 +93,9 @@ class BulkUpdateAudit:
             before = rows_by_key(session, self.config, keys, locked=True)
             if self.soft_delete:
                 refuse_deleted(self.config.name, before.values(), "bulk_update")
-            return before
+            return before, self._dependents(session, keys)
         if not self.soft_delete:
-            return {}
+            return {}, None
         deleted = self.model.deleted_at
         pk = [c for c in sa.inspect(self.model).primary_key]
         target = pk[0] if len(pk) == 1 else sa.tuple_(*pk)
@@ -109,10 +110,25 @@ class BulkUpdateAudit:
             .mappings(),
             "bulk_update",
         )
-        return {}
+        return {}, None
+
+    def _dependents(self, session: Session, keys: list[tuple[Any, ...]]) -> Dependents | None:
+        """The audited rows the chunk's ON UPDATE actions may change (a code they follow),
+        locked and read before it is written; None when none can be reached."""
+        table = sa.inspect(self.model).local_table
+        if not has_audited_dependents(table, updating=True):
+            return None
+        dependents = Dependents(refusing=not unrecorded_allowed())
+        pk = list(table.primary_key)
+        target = pk[0] if len(pk) == 1 else sa.tuple_(*pk)
+        for start in range(0, len(keys), IN_CHUNK):
+            chunk = keys[start : start + IN_CHUNK]
+            values = [k[0] for k in chunk] if len(pk) == 1 else chunk
+            dependents.add(session, table, target.in_(values), updating=True)
+        return dependents
 
     def kept(
-        self, before: Mapping[tuple[Any, ...], Any], rows: Sequence[Mapping[str, Any]]
+        self, before: tuple[Mapping[tuple[Any, ...], Any], Any], rows: Sequence[Mapping[str, Any]]
     ) -> list[int] | None:
         """The rows whose before-image was read: an audited row that the locked read did not
         find (absent, or another tenant's) is not written. Written by key, it could match a
@@ -122,12 +138,19 @@ class BulkUpdateAudit:
         if self.config is None:
             return None
         names = self._primary_key()
-        found = [i for i, r in enumerate(rows) if tuple(r[k] for k in names) in before]
+        found = [i for i, r in enumerate(rows) if tuple(r[k] for k in names) in before[0]]
         return None if len(found) == len(rows) else found
 
-    def record(self, session: Session, before: Mapping[tuple[Any, ...], Mapping[str, Any]]) -> None:
+    def record(
+        self,
+        session: Session,
+        before: tuple[Mapping[tuple[Any, ...], Mapping[str, Any]], Dependents | None],
+    ) -> None:
+        rows, dependents = before
         if self.config is not None:
-            record_since(session, self.config, before)
+            record_since(session, self.config, rows)
+        if dependents is not None:
+            dependents.record(session)
 
     def _primary_key(self) -> tuple[str, ...]:
         mapper = sa.inspect(self.model)
