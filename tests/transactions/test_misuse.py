@@ -1,8 +1,8 @@
 """What a transaction refuses rather than lose work silently: a function whose body would run
 after the commit, a session used after its transaction ended, a write in a read-only AUTOCOMMIT
-transaction. And what it allows: a task or
-thread started inside a transaction asking for one of its own; a call cancelled while it waits
-to retry counts as failed."""
+transaction, ``session.commit()`` inside the block or function that owns the transaction. And
+what it allows: a task or thread started inside a transaction asking for one of its own; a call
+cancelled while it waits to retry counts as failed."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from dalkit import (
     RetryPolicy,
     SerializationError,
     TransactionError,
+    on_commit,
     on_rollback,
 )
 
@@ -229,3 +230,69 @@ async def test_an_async_read_only_autocommit_transaction_refuses_writes(
         await async_db.transactional(isolation="AUTOCOMMIT", read_only=True).run(write)
     await async_db.transactional(isolation="AUTOCOMMIT").run(write)
     assert await item_names_async(async_db) == ["written anyway"]
+
+
+def test_session_commit_inside_the_block_that_owns_the_transaction_is_refused(
+    db: Database,
+) -> None:
+    # before, the commit made the first row permanent: the block's error rolled back only
+    # what followed, and the on_commit callback of the committed part never ran
+    create_all(db)
+    ran: list[str] = []
+    with pytest.raises(TransactionError, match=r"session\.commit\(\) inside"):
+        with db.transaction() as session:
+            session.add(Item(name="first part"))
+            on_commit(lambda: ran.append("committed"))
+            session.commit()
+            session.add(Item(name="second part"))
+    with pytest.raises(TransactionError, match=r"session\.commit\(\) inside"):
+        with db.session() as session, db.transaction(propagation="nested") as joined:
+            joined.add(Item(name="in a savepoint"))
+            session.commit()
+    assert item_names(db) == []
+    assert ran == []
+    assert db.pool_stats()["checked_out"] == 0
+
+
+def test_a_retried_function_that_calls_session_commit_writes_nothing_twice(
+    db: Database,
+) -> None:
+    # before, each attempt committed its row before failing: one call, two orders
+    create_all(db)
+    attempts: list[int] = []
+
+    @db.transactional(retry=RetryPolicy(attempts=3, base_delay=0.001))
+    def place(session: Session) -> None:
+        attempts.append(len(attempts))
+        session.add(Item(name=f"order {len(attempts)}"))
+        session.commit()
+
+    with pytest.raises(TransactionError, match=r"session\.commit\(\) inside"):
+        place()
+    assert attempts == [0]  # a TransactionError is no conflict: not retried
+    assert item_names(db) == []
+    # the ordinary ways of committing still work, and a session of one's own commits
+    db.run_transaction(lambda session: session.add(Item(name="kept")))
+    with db.transaction(), db.session_factory() as own:
+        own.add(Item(name="own session"))
+        own.commit()
+    assert item_names(db) == ["kept", "own session"]
+
+
+async def test_an_async_session_commit_inside_its_transaction_is_refused(
+    async_db: AsyncDatabase,
+) -> None:
+    await create_all_async(async_db)
+
+    async def place(session: AsyncSession) -> None:
+        session.add(Item(name="first part"))
+        await session.commit()
+
+    with pytest.raises(TransactionError, match=r"session\.commit\(\) inside"):
+        await async_db.transactional(retry=RetryPolicy(attempts=3, base_delay=0.001)).run(place)
+    with pytest.raises(TransactionError, match=r"session\.commit\(\) inside"):
+        async with async_db.transaction() as session:
+            session.add(Item(name="in a block"))
+            await session.commit()
+    assert await item_names_async(async_db) == []
+    assert async_db.pool_stats()["checked_out"] == 0

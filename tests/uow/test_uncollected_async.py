@@ -1,8 +1,8 @@
 """Domain events are never dropped by a commit: an entity still holding recorded events when a
-session that is not a unit of work's commits (``db.transaction()``, ``db.session()`` and
-``commit()``) makes the commit raise UncollectedEventsError before COMMIT, nothing written; a
-unit of work, alone or inside a transaction, collects them; a rollback drops them quietly, and a
-read-only transaction keeps its short commit. This async file is the source of
+session that is not a unit of work's commits (``db.transaction()``, ``db.session()``, a session's
+own ``commit()``) makes the commit raise UncollectedEventsError before COMMIT, nothing written;
+a unit of work, alone or inside a transaction, collects them; a rollback drops them quietly, and
+a read-only transaction keeps its short commit. This async file is the source of
 ``test_uncollected.py``."""
 
 from __future__ import annotations
@@ -44,8 +44,9 @@ async def test_a_transaction_that_would_drop_events_refuses_to_commit(user: Asyn
 
 
 async def test_a_session_commit_that_would_drop_events_refuses(user: AsyncDatabase) -> None:
+    # a session of one's own (inside db.session() the block owns the commit, and refuses one)
     with pytest.raises(UncollectedEventsError):
-        async with user.session() as session:
+        async with user.session_factory() as session:
             _rename(await session.get(User, 1), "Grace")
             await session.commit()
     assert await _name(user) == "Ada"

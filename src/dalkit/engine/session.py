@@ -1,5 +1,7 @@
 """The Session class of the sessions dalkit opens: SQLAlchemy's own, except that what it finds
-in the identity map for ``get()`` or a lazy many-to-one load is checked before it is returned.
+in the identity map for ``get()`` or a lazy many-to-one load is checked before it is returned,
+and that ``commit()`` first runs the registered commit checks (the transaction runner's refuses
+a commit inside the block or function that owns the transaction).
 
 SQLAlchemy answers those two from the identity map without a statement, so nothing that scopes
 statements (``do_orm_execute``) sees them. A feature whose reads depend on the context
@@ -17,12 +19,29 @@ from typing import Any
 
 from sqlalchemy.orm import LoaderCallableStatus, Session
 
-__all__ = ["DalkitSession", "IdentityCheck", "add_identity_check", "admitted"]
+__all__ = [
+    "CommitCheck",
+    "DalkitSession",
+    "IdentityCheck",
+    "add_commit_check",
+    "add_identity_check",
+    "admitted",
+]
 
 #: True when an object found in the identity map may be returned in the current context
 IdentityCheck = Callable[[object], bool]
+#: called with the session before its ``commit()``; refuses the commit by raising
+CommitCheck = Callable[[Session], None]
 
 _checks: list[IdentityCheck] = []
+_commit_checks: list[CommitCheck] = []
+
+
+def add_commit_check(check: CommitCheck) -> None:
+    """Have every `DalkitSession` ``commit()`` (``AsyncSession.commit()`` included) call
+    ``check`` first (registered once however often it is added)."""
+    if check not in _commit_checks:
+        _commit_checks.append(check)
 
 
 def add_identity_check(check: IdentityCheck) -> None:
@@ -52,3 +71,9 @@ class DalkitSession(Session):
         if found is None or isinstance(found, LoaderCallableStatus) or admitted(found):
             return found
         return None  # not here: the caller reads the database, under the context's scoping
+
+    def commit(self) -> None:
+        """Run the registered commit checks, then commit as SQLAlchemy does."""
+        for check in _commit_checks:
+            check(self)
+        super().commit()

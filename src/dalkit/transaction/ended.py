@@ -1,7 +1,10 @@
 """A session whose transaction has ended refuses to begin another: used afterwards (a session
 kept past its with-block, an ``on_commit`` callback, a streaming response body), it would begin
-a transaction that nobody commits, on a connection nobody gives back. Also the commit that ends
-a runner's write transaction and the close after it, in one greenlet on the async side.
+a transaction that nobody commits, on a connection nobody gives back. And the block or
+function that owns a transaction refuses ``session.commit()`` inside it: the commit would make
+what came before permanent whatever happens after (a later error, a retry that writes it again).
+Also the commit that ends a runner's write transaction and the close after it, in one greenlet
+on the async side.
 """
 
 from __future__ import annotations
@@ -16,7 +19,9 @@ from sqlalchemy.util import greenlet_spawn
 if TYPE_CHECKING:  # not at run time: the sync API runs without greenlet, which it needs
     from sqlalchemy.ext.asyncio import AsyncSession
 
+from dalkit.engine.session import add_commit_check
 from dalkit.errors import TransactionError
+from dalkit.transaction.scope import current_scope
 
 __all__ = ["commit_and_close", "commit_and_close_async", "install", "refuse_further_use"]
 
@@ -50,11 +55,30 @@ def _refuse(session: Session, transaction: Any) -> None:
         raise refusal()
 
 
+def _refuse_commit_inside(session: Session) -> None:
+    """Refuse ``session.commit()`` while the dalkit transaction that owns ``session`` runs (its
+    runner commits once the block or function has ended, after marking it finished)."""
+    scope = current_scope()
+    for running in scope.ancestors() if scope is not None else ():
+        owned = getattr(running.session, "sync_session", running.session)
+        if owned is session and not running.finished:
+            raise TransactionError(
+                "session.commit() inside the block or function that owns the transaction "
+                "(db.transaction(), db.session(), a unit of work, a transactional function): it "
+                "commits when it ends, and a commit here would make what came before permanent "
+                "even if what follows fails (or a retry writes it again); nothing was committed. "
+                "Remove the commit() call; for work that must commit on its own, give it "
+                'db.transaction(propagation="requires_new")'
+            )
+
+
 def install() -> None:
     """One listener for every session, which checks a flag: listening on each session instead
-    costs more than a request's own statements. Installed once, however often called."""
+    costs more than a request's own statements; and the commit check of `DalkitSession`.
+    Installed once, however often called."""
     if not event.contains(Session, "after_transaction_create", _refuse):
         event.listen(Session, "after_transaction_create", _refuse)
+    add_commit_check(_refuse_commit_inside)
 
 
 def commit_and_close(session: Session) -> BaseException | None:
