@@ -119,6 +119,10 @@ def test_an_invalid_environment_value_names_the_variable() -> None:
         ("mysql://app@localhost/app", "dalkit supports postgresql and sqlite"),
         ("postgresql+pg8000://app@localhost/app", "use one of postgresql+"),
         ("sqlite+aiosqlite:///x.db", "only works with AsyncDatabase"),
+        # two slashes: SQLAlchemy's ArgumentError before, raised by create_engine
+        ("sqlite://app.db", "sqlite:///app.db for a path relative"),
+        ("sqlite+pysqlite://data/app.db", "sqlite:///data/app.db for a path relative"),
+        (f"postgres://app:{SECRET}@localhost/app", "write the URL as postgresql://"),
     ],
 )
 def test_a_bad_url_raises_configuration_error_naming_the_fix(url: str, fix: str) -> None:

@@ -83,12 +83,23 @@ def resolve_url(config: DatabaseConfig, *, is_async: bool) -> URL:
     """
     url = config.url
     backend = url.get_backend_name()
+    if backend == "sqlite" and url.host:
+        # SQLAlchemy's own ArgumentError otherwise, raised by create_engine
+        path = "/".join(part for part in (url.host, url.database) if part)
+        raise ConfigurationError(
+            f"a SQLite URL names its file after three slashes: sqlite:///{path} for a path "
+            "relative to the current directory, sqlite:////var/data/app.db for an absolute one, "
+            "sqlite:// for an in-memory database; with two, the file is read as a host name"
+        )
     driver = url.get_driver_name() if "+" in url.drivername else None
     if driver is None:
         driver = _DEFAULT_DRIVERS.get((backend, is_async))
         if driver is None:
+            # postgres:// is what some hosting services hand out; SQLAlchemy reads postgresql://
+            hint = "; write the URL as postgresql://..." if backend == "postgres" else ""
             raise ConfigurationError(
                 f"unsupported database {backend!r}: dalkit supports postgresql and sqlite URLs"
+                f"{hint}"
             )
         url = url.set(drivername=f"{backend}+{driver}")
     known = _DRIVERS.get(driver)
