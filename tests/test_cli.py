@@ -208,6 +208,23 @@ def test_flags_are_shown_without_a_value_type_in_the_help(command: list[str]) ->
     assert "<bool>" not in line
 
 
+def test_each_command_summary_is_one_paragraph_without_line_breaks() -> None:
+    # Typer lists a command by the first paragraph of its docstring, keeping its line breaks:
+    # before, "dalkit --help" broke doctor's line after "pool settings and" whatever the width
+    def summaries(command: Any, path: str) -> dict[str, str]:
+        found = {path: (command.help or "").split("\n\n")[0]}
+        for name, sub in getattr(command, "commands", {}).items():
+            found.update(summaries(sub, f"{path} {name}"))
+        return found
+
+    broken = {
+        path: text
+        for path, text in summaries(typer.main.get_command(app), "dalkit").items()
+        if "\n" in text
+    }
+    assert broken == {}
+
+
 # --- outbox ---------------------------------------------------------------------------
 
 

@@ -74,8 +74,8 @@ def doctor(
         ),
     ] = False,
 ) -> None:
-    """Check the database (its replicas, and Redis): health, server version, pool settings and
-    statistics, and each replica's state and lag."""
+    """Check the database (its replicas, and Redis): health, server version, pool settings and \
+statistics, and each replica's state and lag."""
     try:
         report = collect_report(url, redis_url, os.environ, replica or ())
     except ConfigurationError as exc:

@@ -173,8 +173,8 @@ def indexes(
     ] = 10_000,
     as_json: JsonOption = False,
 ) -> None:
-    """Indexes to add (unindexed foreign keys, filtered columns of scanned tables) or drop
-    (duplicates, unused); exit 1 when any advice is of severity "warn"."""
+    """Indexes to add (unindexed foreign keys, filtered columns of scanned tables) or drop \
+(duplicates, unused); exit 1 when any advice is of severity "warn"."""
     with _database(url) as db, db.connection() as conn:
         advice = index_advice(conn, None, min_rows=min_rows)
     if as_json:
@@ -215,8 +215,8 @@ def queries(
     top: Annotated[int, typer.Option(min=0, help="How many statement shapes to show.")] = 20,
     as_json: JsonOption = False,
 ) -> None:
-    """Query statistics: per operation from a metrics endpoint, or per statement shape from a
-    one-off run of your function."""
+    """Query statistics: per operation from a metrics endpoint, or per statement shape from a \
+one-off run of your function."""
     if (metrics_url is None) == (run is None):
         typer.echo("dalkit inspect queries: give --metrics-url or --run", err=True)
         raise typer.Exit(2)

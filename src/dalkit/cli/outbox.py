@@ -67,8 +67,8 @@ def relay(
     ] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Messages claimed per round.")] = 200,
 ) -> None:
-    """Claim pending outbox messages, publish them, mark them sent (SIGINT/SIGTERM stop it after
-    its round; a second one stops it at once, exit status 128 + the signal's number)."""
+    """Claim pending outbox messages, publish them, mark them sent (SIGINT/SIGTERM stop it after \
+its round; a second one stops it at once, exit status 128 + the signal's number)."""
     config = _config("relay", url)
     try:
         target = _publisher(publisher, redis_url, stream)
