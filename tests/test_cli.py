@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -411,3 +413,38 @@ def test_main_without_the_cli_extra_names_it_and_exits_2(
     stderr = capsys.readouterr().err
     assert stderr.count("\n") == 1
     assert "pip install 'dalkit[cli]'" in stderr
+
+
+def test_the_command_line_and_migrations_work_without_the_async_extras(tmp_path: Path) -> None:
+    # pip install 'dalkit[cli]' brings no greenlet: before, every command (dalkit doctor
+    # included) and `from dalkit.migrations import Migrations` failed with "dalkit.AsyncDatabase
+    # needs greenlet", as they imported AsyncDatabase to tell the two kinds apart
+    script = (
+        "import sys\n"
+        "sys.modules['greenlet'] = None  # as if not installed\n"
+        "import sqlalchemy as sa\n"
+        "from dalkit import Database\n"
+        "from dalkit.migrations import Migrations\n"
+        "metadata = sa.MetaData()\n"
+        "sa.Table('notes', metadata, sa.Column('id', sa.BigInteger, primary_key=True))\n"
+        "with Database('sqlite:///app.db') as db:\n"
+        "    migrations = Migrations(db, 'migrations', metadata)\n"
+        "    migrations.init()\n"
+        "    first = migrations.revision('notes')\n"
+        "    assert migrations.upgrade().applied == [first.revision]\n"
+        "from dalkit.cli import main\n"
+        "sys.argv = ['dalkit', *sys.argv[1:]]\n"
+        "main()\n"
+    )
+    env = {**os.environ, "DALKIT_DATABASE_URL": "sqlite:///app.db", "COLUMNS": "200"}
+    for command in (["migrate", "current"], ["doctor", "--json"]):
+        done = subprocess.run(
+            [sys.executable, "-c", script, *command],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["ok"] is True

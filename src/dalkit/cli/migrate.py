@@ -12,7 +12,7 @@ import inspect
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import sqlalchemy as sa
 import typer
@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from dalkit import AsyncDatabase, Database
+from dalkit import Database
 from dalkit.cli._load import load_attribute
 from dalkit.cli._render import cell
 from dalkit.config import DEFAULT_URL, DatabaseConfig
@@ -38,6 +38,9 @@ from dalkit.migrations import (
 )
 from dalkit.migrations.checks import run_all_checks
 from dalkit.migrations.scripts import init_directory
+
+if TYPE_CHECKING:
+    from dalkit import AsyncDatabase
 
 migrate_app = typer.Typer(
     name="migrate",
@@ -94,12 +97,19 @@ def _migrations(
             dataclasses.replace(config, url=config.url.set(drivername=backend)),
             False,
         )
-    db: Database | AsyncDatabase = AsyncDatabase(config) if is_async else Database(config)
+    db: Database | AsyncDatabase
+    if is_async:
+        # imported here: without greenlet (no async extra) every other command still works
+        from dalkit import AsyncDatabase
+
+        db = AsyncDatabase(config)
+    else:
+        db = Database(config)
     try:
         yield Migrations(db, directory, _metadata(metadata), settings=MigrationSettings())
     finally:
-        if isinstance(db, AsyncDatabase):
-            asyncio.run(db.dispose())
+        if is_async:
+            asyncio.run(db.dispose())  # type: ignore[arg-type]
         else:
             db.dispose()
 

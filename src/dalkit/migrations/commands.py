@@ -4,14 +4,16 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import Any, Generic, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
+from typing_extensions import TypeIs
 
-from dalkit import AsyncDatabase, Database
+from dalkit import Database
 from dalkit.engine.pgbouncer import check_session_lock_allowed
 from dalkit.errors import ConfigurationError
 from dalkit.migrations.lint import Finding
@@ -20,14 +22,25 @@ from dalkit.migrations.scripts import init_directory, open_directory, write_sql_
 from dalkit.migrations.service import MigrationService
 from dalkit.migrations.settings import MigrationSettings
 
+if TYPE_CHECKING:
+    # only for the types: a sync install (no greenlet) cannot import AsyncDatabase, and needs
+    # none, since no AsyncDatabase exists in a process that did not import it
+    from dalkit import AsyncDatabase
+
 __all__ = ["Migrations", "ProgressCallback"]
 
-DB = TypeVar("DB", Database, AsyncDatabase)
+DB = TypeVar("DB", Database, "AsyncDatabase")
 T = TypeVar("T")
 #: ``on_step(revision, done, total)``, called after each revision ran
 ProgressCallback = Callable[[RevisionInfo, int, int], None]
 """``on_step(revision, done, total)``: called after each revision an upgrade or downgrade ran."""
 _Co = Coroutine[Any, Any, T]
+
+
+def _is_async(db: object) -> TypeIs[AsyncDatabase]:
+    """Whether ``db`` is an AsyncDatabase: its module is loaded if one exists."""
+    module = sys.modules.get("dalkit.database_async")
+    return module is not None and isinstance(db, module.AsyncDatabase)
 
 
 class Migrations(Generic[DB]):
@@ -69,7 +82,7 @@ class Migrations(Generic[DB]):
         *,
         settings: MigrationSettings | None = None,
     ) -> None:
-        if not isinstance(db, Database | AsyncDatabase):
+        if not isinstance(db, Database) and not _is_async(db):
             raise ConfigurationError(
                 f"Migrations needs a dalkit Database or AsyncDatabase, got {type(db).__name__}"
             )
@@ -87,7 +100,7 @@ class Migrations(Generic[DB]):
 
     def _run(self, work: Callable[[Connection], T]) -> Any:
         db = self.db
-        if isinstance(db, AsyncDatabase):
+        if _is_async(db):
 
             async def run_async() -> T:
                 async with db.engine.connect() as connection:
