@@ -98,10 +98,11 @@ def test_a_nan_is_refused_where_sqlite_would_store_null(db: Database, write: str
     assert db.sql("SELECT id, value FROM float_samples") == []
 
 
-# SQLite keeps NUMERIC as a float: these came back as 12345678901234568, 0.1234567890, NULL
+# SQLite keeps NUMERIC as a float: these came back as 12345678901234568, 0.123456789012346, NULL
+# (0.123456789012, of 12 places in a column without a scale, read back with 10, now whole)
 INEXACT = {
     "wide": Decimal("12345678901234567.89"),
-    "free": Decimal("0.123456789012"),  # read back with 10 places
+    "free": Decimal("0.1234567890123456"),  # 16 significant digits
     "nan": Decimal("NaN"),
     "float_nan": math.nan,
 }
@@ -314,3 +315,17 @@ async def test_a_json_value_psycopg_cannot_encode_is_a_database_error(
     finally:
         db.dispose()
         await adb.dispose()
+
+
+def test_a_number_without_a_scale_reads_back_whole_as_on_postgresql(db: Database) -> None:
+    # SQLAlchemy read SQLite's NUMERIC without a scale at 10 places: 0.123456789012 came back
+    # 0.1234567890 and 1/3 as 0.3333333333, where PostgreSQL keeps 0.123456789012 and the
+    # float's 15 significant digits
+    with db.transaction() as session:
+        amounts = Amounts(session)
+        amounts.add(Amount(id=1, free=Decimal("0.123456789012")))
+        amounts.add(Amount(id=2, free=1 / 3))
+        amounts.add(Amount(id=3, free=3))
+    with db.transaction() as session:
+        read = session.execute(sa.select(Amount.free).order_by(Amount.id)).scalars().all()
+    assert [str(number) for number in read] == ["0.123456789012", "0.333333333333333", "3"]

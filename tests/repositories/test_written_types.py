@@ -67,7 +67,7 @@ VALID = {"age": 1, "status": Status.active, "created_at": EPOCH, "balance": Deci
         {"status": "unknown"},
         {"created_at": 5},
         {"created_at": dt.date(2024, 1, 1)},
-        {"balance": Decimal("1.005")},
+        {"balance": Decimal("12345678901.5")},  # a NUMERIC(12, 2) overflows
         {"name": b"bytes"},
     ],
     ids=repr,

@@ -24,21 +24,13 @@ SQLite ``Float``: SQLite stores a NaN as NULL, so a NaN written by ``add()``, ``
 ``upsert()`` or ``bulk_insert()`` became NULL silently (PostgreSQL and the in-memory repository
 keep it). It is refused instead (`DatabaseError`, or `BulkLoadError` naming the row).
 
-SQLite ``Numeric``: SQLite keeps NUMERIC as an 8-byte float (SQLAlchemy's documented caveat),
-so a Decimal of more than 15 significant digits, or with more places than the column reads back
-(its scale, or 10 without one), came back another number, and a NaN as NULL, silently, where
-PostgreSQL and the in-memory repository keep them exact. Such a value is refused on every path,
-as a NaN float is. A float is stored as PostgreSQL stores it: its 15 significant digits, rounded
-half away from zero to the column's scale (SQLite read the binary float back rounded: 1.005,
-which is 1.00499..., came back 1.00 from a ``Numeric(10, 2)`` where PostgreSQL stores 1.01).
+Numbers (SQLite's NUMERIC and INTEGER, asyncpg's): `dalkit.engine.numbers`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import decimal
 import functools
-import math
 from typing import Any
 
 import sqlalchemy as sa
@@ -46,13 +38,9 @@ from sqlalchemy.dialects import sqlite
 from sqlalchemy.dialects.postgresql import DOMAIN
 from sqlalchemy.engine import Dialect, Engine
 
-__all__ = [
-    "ZONE_CONVERSIONS",
-    "float_as_numeric",
-    "install",
-    "numeric_as_stored",
-    "zoned_as_column",
-]
+from dalkit.engine.numbers import ExactNumeric, float_as_cast, integers
+
+__all__ = ["ZONE_CONVERSIONS", "install", "zoned_as_column"]
 
 
 class _UTCDateTime(sqlite.DATETIME):
@@ -98,72 +86,6 @@ class _NaNRefusingFloat(sa.Float):  # type: ignore[type-arg]
             return value if process is None else process(value)
 
         return refuse_nan
-
-
-class _ExactNumeric(sa.Numeric):  # type: ignore[type-arg]
-    """A NUMERIC column on SQLite refusing a value that would not come back as written."""
-
-    def bind_processor(self, dialect: Dialect) -> Any:
-        process = super().bind_processor(dialect)  # type: ignore[no-untyped-call]
-        read = self.result_processor(dialect, None) if self.asdecimal else None  # type: ignore[no-untyped-call]
-
-        scale = self.scale
-
-        def refuse_inexact(value: Any) -> Any:
-            if isinstance(value, float | decimal.Decimal) and value != value:
-                raise ValueError("SQLite cannot store a NaN in a NUMERIC column: it would be NULL")
-            if isinstance(value, float):
-                return _as_postgresql_numeric(value, scale)
-            if read is not None and isinstance(value, decimal.Decimal) and value.is_finite():
-                back = read(float(value))
-                if back != value:
-                    raise ValueError(
-                        f"SQLite keeps NUMERIC as a float: {value} would be read back as {back}"
-                    )
-            return value if process is None else process(value)
-
-        return refuse_inexact
-
-
-def float_as_numeric(value: Any) -> Any:
-    """``value``, a float made the Decimal PostgreSQL casts it to for a NUMERIC column.
-
-    Args:
-        value: The value written.
-
-    Returns:
-        A float's 15 significant digits as a Decimal (float8_numeric prints it with ``%.15g``),
-        anything else unchanged.
-    """
-    return decimal.Decimal(format(value, ".15g")) if isinstance(value, float) else value
-
-
-#: wide enough to round any finite float to any scale PostgreSQL allows (at most 1000)
-_ROUNDING = decimal.Context(prec=1400, rounding=decimal.ROUND_HALF_UP)
-
-
-def numeric_as_stored(value: float | decimal.Decimal, scale: int | None) -> decimal.Decimal:
-    """``value`` as PostgreSQL stores it in a NUMERIC column of ``scale``: a float cast through
-    its 15 significant digits, rounded half away from zero to the scale (1.005 is 1.01).
-
-    Args:
-        value: A finite number (an int is a Decimal's equal).
-        scale: The column's scale; None keeps every place.
-
-    Returns:
-        The stored number.
-    """
-    exact = decimal.Decimal(float_as_numeric(value))
-    if scale is None:
-        return exact
-    return exact.quantize(decimal.Decimal(1).scaleb(-scale), context=_ROUNDING)
-
-
-def _as_postgresql_numeric(value: float, scale: int | None) -> float:
-    """The float SQLite gets for ``value`` in a NUMERIC column of ``scale``, so that it reads
-    back what PostgreSQL stores (`numeric_as_stored`: 1.005 is 1.01, where SQLite's read
-    rounded the binary 1.00499999... to 1.00)."""
-    return value if math.isinf(value) else float(numeric_as_stored(value, scale))
 
 
 def zoned_as_column(value: Any, timezone: bool) -> Any:
@@ -236,11 +158,15 @@ def install(engine: Engine) -> None:
         changed = {
             sa.DateTime: _UTCDateTime,
             sa.Float: _NaNRefusingFloat,
-            sa.Numeric: _ExactNumeric,
+            sa.Numeric: ExactNumeric,
+            **integers(dialect),
         }
     elif dialect.name == "postgresql":
         base: Any = dialect.colspecs.get(sa.DateTime, sa.DateTime)
         changed = {sa.DateTime: _zoned_in_utc(base), DOMAIN: _DomainAsBase}
+        if dialect.driver == "asyncpg":
+            numeric: Any = dialect.colspecs.get(sa.Numeric, sa.Numeric)
+            changed.update({sa.Numeric: float_as_cast(numeric), **integers(dialect)})
     else:
         return
     dialect.colspecs = {**dialect.colspecs, **changed}

@@ -22,13 +22,7 @@ from sqlalchemy.sql.schema import ColumnDefault
 from dalkit.errors import ConfigurationError
 from dalkit.query.context_defaults import of_context
 
-__all__ = [
-    "SENSITIVE_NAMES",
-    "FieldInfo",
-    "ModelInfo",
-    "column_field",
-    "model_info",
-]
+__all__ = ["SENSITIVE_NAMES", "FieldInfo", "ModelInfo", "column_field", "model_info", "to_decimal"]
 
 _INTEGER = re.compile(r"[+-]?[0-9]{1,40}")
 _TRUE = frozenset({"true", "1", "yes", "on"})
@@ -266,34 +260,42 @@ def _to_float(value: Any) -> float:
     return number
 
 
+def to_decimal(value: Any) -> decimal.Decimal:
+    """``value`` (a number or its text; else CoercionError) as a finite Decimal, a float's 15
+    significant digits as the server casts it (0.1, not 0.1000000000000000055511151231257827).
+
+    Args:
+        value: The value given.
+
+    Returns:
+        The number.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float | str | decimal.Decimal):
+        raise CoercionError(f"expected a decimal number, got {_describe(value)}")
+    try:
+        text = format(value, ".15g") if isinstance(value, float) else value
+        number = decimal.Decimal(text.strip() if isinstance(text, str) else text)
+    except (decimal.InvalidOperation, ValueError):
+        raise CoercionError(f"expected a decimal number, got {_describe(value)}") from None
+    if not number.is_finite():
+        raise CoercionError(f"expected a finite decimal number, got {_describe(value)}")
+    return number
+
+
 def _decimal_coercer(precision: int | None, scale: int | None) -> Callable[[Any], decimal.Decimal]:
-    # a value the column cannot hold is refused rather than rounded: SQLite keeps NUMERIC as a
-    # float and PostgreSQL compares exactly, so a rounded value would mean different things
+    # a filter's value the column cannot hold is refused, not rounded (writes: query.inputs)
     max_scale = 28 if scale is None else scale
     max_integer_digits = 28 if precision is None else precision - (scale or 0)
 
     def coerce(value: Any) -> decimal.Decimal:
-        if isinstance(value, bool) or not isinstance(value, int | float | str | decimal.Decimal):
-            raise CoercionError(f"expected a decimal number, got {_describe(value)}")
-        try:
-            # a float as the server casts it to numeric: its 15 significant digits (0.1, not
-            # 0.1000000000000000055511151231257827)
-            text = format(value, ".15g") if isinstance(value, float) else value
-            number = decimal.Decimal(text.strip() if isinstance(text, str) else text)
-        except (decimal.InvalidOperation, ValueError):
-            raise CoercionError(f"expected a decimal number, got {_describe(value)}") from None
-        if not number.is_finite():
-            raise CoercionError(f"expected a finite decimal number, got {_describe(value)}")
-        _, digit_tuple, exponent = number.as_tuple()
-        digits, exponent = list(digit_tuple), int(exponent)
-        while len(digits) > 1 and digits[-1] == 0 and exponent < 0:
-            digits.pop()  # 1.50 has one decimal place that matters
-            exponent += 1
-        if -exponent > max_scale:
+        number = to_decimal(value)
+        _, digits, exponent = number.as_tuple()
+        places = -int(exponent) - (len(digits) - len(bytes(digits).rstrip(b"\0")))  # 1.50: one
+        if places > max_scale:
             raise CoercionError(
                 f"{_describe(value)} has more decimal places than the column's {max_scale}"
             )
-        if any(digits) and len(digits) + exponent > max_integer_digits:
+        if any(digits) and len(digits) + int(exponent) > max_integer_digits:
             raise CoercionError(f"{_describe(value)} has more digits than the column holds")
         return number
 

@@ -12,8 +12,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import DOMAIN
 
+from dalkit.engine.numbers import numeric_as_stored, numeric_overflows, numeric_typmod
 from dalkit.errors import ConfigurationError, InvalidQueryError
-from dalkit.query.fields import CoercionError, FieldInfo, ModelInfo, column_field
+from dalkit.query.fields import CoercionError, FieldInfo, ModelInfo, column_field, to_decimal
 
 __all__ = ["coerce_values", "resolve_allowed", "write_value"]
 
@@ -76,7 +77,9 @@ def write_value(field: FieldInfo, value: Any) -> Any:
             return _to_bytes(field, value)
         base = _domain_base(field.column.type, field.name)
         return value if base is None else write_value(base, value)
-    if field.kind in ("float", "decimal") and _not_finite(value):
+    if field.kind == "decimal":
+        return _stored_decimal(field, value)
+    if field.kind == "float" and _not_finite(value):
         return value  # stored as given; dalkit's SQLite engines refuse nan (it would be NULL)
     try:
         result = field.coerce(value)
@@ -89,6 +92,29 @@ def write_value(field: FieldInfo, value: Any) -> Any:
             f"{field.name}: {len(result)} characters do not fit in {length}", name=field.name
         )
     return result
+
+
+def _stored_decimal(field: FieldInfo, value: Any) -> Any:
+    """``value`` as PostgreSQL stores it in ``field``'s NUMERIC column: rounded half away from
+    zero to the scale (1.005 is 1.01 in a NUMERIC(6, 2)), a float through its 15 significant
+    digits; InvalidQueryError for what the server refuses ("numeric field overflow": more
+    integer digits than the precision leaves, an infinity in a column with a precision)."""
+    precision, scale = numeric_typmod(field.column.type)
+    if _not_finite(value):  # a NaN is stored (dalkit's SQLite engines refuse it: NULL)
+        if precision is None or decimal.Decimal(value).is_nan():
+            return value
+        stored = decimal.Decimal(value)
+    else:
+        try:
+            stored = numeric_as_stored(to_decimal(value), scale)
+        except CoercionError as exc:
+            raise InvalidQueryError(f"{field.name}: {exc}", name=field.name) from None
+    if not stored.is_finite() or numeric_overflows(stored, precision, scale):
+        raise InvalidQueryError(
+            f"{field.name}: {value!r:.60} has more digits than the column holds",
+            name=field.name,
+        )
+    return stored
 
 
 def _to_bytes(field: FieldInfo, value: Any) -> bytes:

@@ -95,6 +95,7 @@ class BulkOperations(AbstractRepository[ModelT]):
         )
 
     def _bulk_update(self, originals: Sequence[Any], chunk_size: int, progress: bool) -> int:
+        originals = coerce_rows(self._q.info, originals)  # as update_many() coerces
         plan = self._bulk_plan(originals, update=True)
         if self._dialect.driver == "psycopg":
             plan = converting_float_numerics(plan, originals)

@@ -93,6 +93,7 @@ class AsyncBulkOperations(AsyncAbstractRepository[ModelT]):
         )
 
     async def _bulk_update(self, originals: Sequence[Any], chunk_size: int, progress: bool) -> int:
+        originals = coerce_rows(self._q.info, originals)  # as update_many() coerces
         plan = self._bulk_plan(originals, update=True)
         if self._dialect.driver == "psycopg":
             plan = converting_float_numerics(plan, originals)

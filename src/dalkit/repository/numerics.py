@@ -26,7 +26,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.sql.schema import ColumnDefault
 
-from dalkit.engine.column_types import ZONE_CONVERSIONS, float_as_numeric
+from dalkit.engine.column_types import ZONE_CONVERSIONS
+from dalkit.engine.numbers import float_as_numeric
 from dalkit.query.fields import FieldInfo
 from dalkit.repository.copy import BulkPlan
 

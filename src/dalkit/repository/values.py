@@ -5,11 +5,13 @@ The drivers disagreed, and the in-memory repository stored anything: an INTEGER 
 1.5 on SQLite, 2 through psycopg and 1 through asyncpg; a DateTime given an ISO string was parsed
 by the server through psycopg and refused by SQLite and asyncpg; an Enum given an unknown name
 raised a raw LookupError on SQLite. A value of its column's own Python type is written as it is
-(one C-speed pass over a bulk load's column finds that so), but for a Decimal, refused when it
-has more places than the column's scale (SQLite rounded 1.005 to 1.00, PostgreSQL to 1.01);
-any other goes through the coercion
-of `dalkit.query.inputs.write_value`: coerced (``"5"`` to 5, ``"red"`` to ``Color.red``) or
-refused with InvalidQueryError (add) or BulkLoadError naming the row (bulk_insert).
+(one C-speed pass over a bulk load's column finds that so), but for a number of a NUMERIC
+column not already at its scale (rounded as PostgreSQL rounds it, 1.005 to 1.01, or refused
+past its precision) and an integer past the smallest integer's range (checked against its
+column's: add() stored 2**31 in an INTEGER on SQLite and in memory); any other goes through
+the coercion of `dalkit.query.inputs.write_value`: coerced (``"5"`` to 5, ``"red"`` to
+``Color.red``) or refused with InvalidQueryError (add) or BulkLoadError naming the row
+(bulk_insert, bulk_update).
 Through psycopg, bulk_insert() runs that pass while the server works through its COPY, and
 redoes the load with the rows coerced only when a value is of another type
 (`dalkit.repository.streamed`).
@@ -35,7 +37,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import DOMAIN
 from sqlalchemy.orm.attributes import instance_state
 
-from dalkit.engine.column_types import numeric_as_stored
+from dalkit.engine.numbers import numeric_as_stored, numeric_typmod
 from dalkit.errors import DatabaseError, InvalidQueryError
 from dalkit.query.fields import FieldInfo, ModelInfo
 from dalkit.query.inputs import write_value
@@ -47,9 +49,9 @@ __all__ = ["coerce_entity", "coerce_rows", "of_own_types", "stored_value"]
 _OWN_TYPES: dict[str, frozenset[type[Any]]] = {
     "int": frozenset({int}),
     "float": frozenset({float}),
-    # a float is rounded to the scale by the server, as add() stores it (see numerics.py); a
-    # Decimal's places are checked against the scale
-    "decimal": frozenset({int, float}),
+    # ints, floats and Decimals are rounded to the scale and checked against the precision
+    # (a Decimal already at its column's scale is found so by one C-speed pass: _decimals_fit)
+    "decimal": frozenset(),
     "str": frozenset({str}),
     "bool": frozenset({bool}),
     "datetime": frozenset({dt.datetime}),
@@ -58,6 +60,8 @@ _OWN_TYPES: dict[str, frozenset[type[Any]]] = {
     "uuid": frozenset({uuid.UUID}),
 }
 _NONE = frozenset({type(None)})
+_NUMBERS = frozenset({int, decimal.Decimal})
+_BIG = 32767  # an int past it may be past its column's range (SmallInteger's is the least)
 
 
 def coerce_entity(info: ModelInfo, entity: Any) -> None:
@@ -71,7 +75,8 @@ def coerce_entity(info: ModelInfo, entity: Any) -> None:
     loaded = instance_state(entity).dict
     for name, field, own in _checked_fields(info):
         value = loaded.get(name)
-        if type(value) in own:
+        # an int past the smallest integer's range is checked against its column's range
+        if type(value) in own and not (type(value) is int and abs(value) > _BIG):
             continue
         coerced = write_value(field, value)
         if coerced is not value:
@@ -153,9 +158,7 @@ def _columns_to_coerce(
             kinds = set(map(type, map(column, rows)))
         except (KeyError, TypeError):
             return  # refused by name by the load
-        if kinds <= own or (
-            kinds <= own | {decimal.Decimal} and _decimals_fit(field, map(column, rows))
-        ):
+        if kinds <= own or (kinds <= own | _NUMBERS and _decimals_fit(field, map(column, rows))):
             continue
         yield name, field, own
 
@@ -175,22 +178,22 @@ def _own_types(field: FieldInfo) -> frozenset[type[Any]] | None:
 
 
 def _decimals_fit(field: FieldInfo, values: Iterable[Any]) -> bool:
-    """Whether every Decimal of a NUMERIC column's ``values`` fits its precision and scale, as
-    `write_value` checks one: C-speed quantizing, ~25 ms per 100k values where checking each
-    took 0.45 s. False (each is then checked, to name the row) also for a non-finite one."""
+    """Whether every int and Decimal of a NUMERIC column's ``values`` is already as the column
+    stores it, at its scale and within its precision (`write_value` would keep it): C-speed
+    quantizing, ~25 ms per 100k values where checking each took 0.45 s. False (each is then
+    coerced, or refused naming the row) also for a non-finite one."""
     if field.kind != "decimal":
         return False
-    scale = getattr(field.column.type, "scale", None)
-    precision = getattr(field.column.type, "precision", None)
-    places = 28 if scale is None else scale
-    digits = 28 + places if precision is None else precision
+    precision, scale = numeric_typmod(field.column.type)
+    if scale is None:  # exact: a number is stored as it is
+        return all(map(_is_finite, filter(_is_decimal, values)))
     traps = [decimal.Inexact, decimal.InvalidOperation]
-    exact = decimal.Context(prec=max(digits, 1), traps=traps)
+    exact = decimal.Context(prec=max(precision or 0, 1), traps=traps)
     quantize = functools.partial(
-        decimal.Decimal.quantize, exp=decimal.Decimal(1).scaleb(-places), context=exact
+        decimal.Decimal.quantize, exp=decimal.Decimal(1).scaleb(-scale), context=exact
     )
     try:
-        collections.deque(map(quantize, filter(_is_decimal, values)), maxlen=0)
+        collections.deque(map(quantize, map(decimal.Decimal, filter(_is_number, values))), maxlen=0)
     except (decimal.Inexact, decimal.InvalidOperation, TypeError):
         return False
     return True
@@ -198,6 +201,14 @@ def _decimals_fit(field: FieldInfo, values: Iterable[Any]) -> bool:
 
 def _is_decimal(value: Any) -> bool:
     return type(value) is decimal.Decimal
+
+
+def _is_number(value: Any) -> bool:
+    return type(value) in _NUMBERS
+
+
+def _is_finite(value: decimal.Decimal) -> bool:
+    return value.is_finite()
 
 
 def stored_value(field: FieldInfo, value: Any) -> Any:
@@ -220,7 +231,7 @@ def stored_value(field: FieldInfo, value: Any) -> Any:
     if value is None:
         return value
     if field.kind == "decimal" and isinstance(value, int | float | decimal.Decimal):
-        return numeric_as_stored(value, getattr(field.column.type, "scale", None))
+        return numeric_as_stored(value, numeric_typmod(field.column.type)[1])
     if field.kind == "datetime" and isinstance(value, dt.datetime):
         return field.coerce(value)
     if isinstance(field.column.type, sa.JSON):
