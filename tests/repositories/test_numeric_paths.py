@@ -243,3 +243,35 @@ def test_a_core_write_rounds_a_number_for_an_integer_column_as_postgresql_does(
     sql_session.execute(sa.insert(_TABLE).values(id=1, count=value))
     got = sql_session.execute(sa.select(_TABLE.c.count))
     assert got.scalar_one() == stored
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "stored"),
+    [
+        ("count", " 30 ", "30"),
+        ("count", "3.5", None),
+        ("count", "thirty", None),
+        ("amount", "1.005", "1.01"),
+        ("amount", " -2.675 ", "-2.68"),
+        ("amount", "1e3", "1000.00"),
+        ("amount", "12345.6", None),
+        ("amount", "a lot", None),
+    ],
+    ids=repr,
+)
+def test_a_core_write_reads_a_number_s_text_as_postgresql_does(
+    sql_session: Session, name: str, text: str, stored: str | None
+) -> None:
+    # the server reads the text; SQLite stored any text as it is in a number's column
+    # ("thirty" in an INTEGER), and asyncpg refused "30" for an INTEGER
+    prices = _prices(sql_session)
+    insert = sa.insert(_TABLE).values(id=1, **{name: text})
+    if stored is None:
+        with pytest.raises(DatabaseError):
+            with sql_session.begin_nested():
+                sql_session.execute(insert)
+        assert prices.count() == 0
+        return
+    sql_session.execute(insert)
+    got = sql_session.execute(sa.select(_TABLE.c[name]))
+    assert str(got.scalar_one()) == stored

@@ -23,6 +23,11 @@ asyncpg ``Numeric``: a float is sent as the Decimal of its 15 significant digits
 the server casts psycopg's ``float8`` to; asyncpg sent its binary value (1.005 was stored 1.00).
 asyncpg ``Integer``: a float or a Decimal is rounded as the server casts psycopg's (asyncpg cut
 3.5 to 3 where psycopg stored 4), as SQLite's are.
+
+Text for a number (a Core write): read as the server reads it, on SQLite and asyncpg as psycopg
+sends it to the server (" 30 " is 30, "1.005" is 1.01 in a ``Numeric(6, 2)``), and refused as it
+refuses what is no number ("invalid input syntax"): SQLite stored any text as it is ("thirty" in
+an INTEGER), and asyncpg refused "30" for an INTEGER.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from __future__ import annotations
 import decimal
 import functools
 import math
+import re
 from typing import Any
 
 import sqlalchemy as sa
@@ -56,6 +62,8 @@ class ExactNumeric(sa.Numeric):  # type: ignore[type-arg]
         precision, scale = numeric_typmod(self)
 
         def as_postgresql(value: Any) -> Any:
+            if isinstance(value, str):  # read as the server reads it (SQLite stored any text)
+                value = _from_text(value, _NUMERIC_TEXT, decimal.Decimal, "numeric")
             if isinstance(value, float | decimal.Decimal) and value != value:
                 raise ValueError("SQLite cannot store a NaN in a NUMERIC column: it would be NULL")
             if isinstance(value, bool):  # as PostgreSQL: no cast from boolean to numeric
@@ -178,6 +186,8 @@ def _ranged_integer(base: type[sa.Integer], bits: int) -> type[sa.Integer]:
             process = super().bind_processor(dialect)
 
             def as_postgresql(value: Any) -> Any:
+                if isinstance(value, str):  # SQLite stored any text, asyncpg refused "30"
+                    value = _from_text(value, _INTEGER_TEXT, int, "integer")
                 if type(value) is float or isinstance(value, decimal.Decimal):
                     if not decimal.Decimal(value).is_finite():
                         raise ValueError(f"integer out of range: {value}")
@@ -207,6 +217,21 @@ def integers(dialect: Dialect) -> dict[type[Any], type[Any]]:
         kind: _ranged_integer(dialect.colspecs.get(kind, kind), size)  # type: ignore[arg-type]
         for kind, size in bits.items()
     }
+
+
+#: the text PostgreSQL 15 reads as an integer, and as a numeric (its digits ASCII, no "_")
+_INTEGER_TEXT = re.compile(r"\s*[+-]?[0-9]+\s*")
+_NUMERIC_TEXT = re.compile(
+    r"\s*(?:[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|nan|[+-]?inf(?:inity)?)\s*",
+    re.IGNORECASE,
+)
+
+
+def _from_text(text: str, syntax: re.Pattern[str], kind: type[Any], name: str) -> Any:
+    """``text`` as the server reads it for a column of type ``name``, or its ValueError."""
+    if not syntax.fullmatch(text):
+        raise ValueError(f"invalid input syntax for type {name}: {text[:40]!r}")
+    return kind(text.strip())
 
 
 def _half_up(value: decimal.Decimal) -> decimal.Decimal:
