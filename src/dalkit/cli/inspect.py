@@ -26,7 +26,6 @@ from dalkit.cli._load import load_attribute
 from dalkit.cli._render import cell
 from dalkit.config import DatabaseConfig
 from dalkit.database import Database
-from dalkit.database_async import AsyncDatabase
 from dalkit.errors import ConfigurationError, DalkitError
 from dalkit.observe import RepositoryQuery, index_advice, install, table_stats
 from dalkit.observe import explain as explain_plan
@@ -242,6 +241,8 @@ async def _run_async(
 ) -> None:
     """``await function(AsyncDatabase)`` on the database of ``config``, then its statistics
     (shown when it raised too, as for a sync function)."""
+    from dalkit.database_async import AsyncDatabase  # here: the CLI runs without greenlet
+
     db = AsyncDatabase(config)
     observer = install(db.engine)
     try:
