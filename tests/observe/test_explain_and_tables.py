@@ -48,6 +48,18 @@ def test_sqlite_plans_flag_full_scans_and_sorts_until_an_index_serves(sqlite_db:
         assert explain(conn, ordered).warnings == ()
 
 
+def test_a_sqlite_plan_shows_an_index_another_connection_made_since(sqlite_db: Database) -> None:
+    lookup = sa.select(Post).where(Post.title == sa.bindparam("title"))
+    with sqlite_db.connection() as one, sqlite_db.connection() as two:
+        assert "SCAN obs_posts" in explain(one, lookup, {"title": "post 1.1"}).text
+        two.execute(sa.text("CREATE INDEX ix_posts_title ON obs_posts (title)"))
+    # the pool hands back the same two: one's schema and its prepared EXPLAIN predate the index
+    with sqlite_db.connection() as one, sqlite_db.connection() as two:
+        plans = [explain(c, lookup, {"title": "post 1.1"}) for c in (one, two)]
+    assert ["ix_posts_title" in plan.text for plan in plans] == [True, True]
+    assert [plan.warnings for plan in plans] == [(), ()]
+
+
 def test_a_lookup_by_primary_key_has_no_warnings(seeded_db: Database) -> None:
     with seeded_db.connection() as conn:
         plan = explain(conn, "SELECT * FROM obs_authors WHERE id = :id", {"id": 1})

@@ -327,11 +327,18 @@ def _postgres_warnings(root: dict[str, Any], table_rows: dict[str, float]) -> It
 def _explain_sqlite(
     connection: Connection, clause: ClauseElement, values: dict[str, Any]
 ) -> QueryPlan:
+    # EXPLAIN QUERY PLAN plans against the connection's cached schema and never checks that it
+    # is current, nor does the driver's cached statement: an index another connection made
+    # since would be missing from the plan. Reading the schema's version reloads a schema
+    # that changed, and naming the version makes a statement the driver has not prepared.
+    connection.exec_driver_sql("SELECT 1 FROM sqlite_master LIMIT 1").all()
+    version = connection.exec_driver_sql("PRAGMA schema_version").scalar()
+    prefix = f"EXPLAIN QUERY PLAN /* schema {version} */"
     rows = [
         {"id": r[0], "parent": r[1], "detail": masked(r[3])}
         # EXPLAIN QUERY PLAN never runs the statement: no row of any tenant in it
         for r in connection.execute(
-            _Explain(clause, "EXPLAIN QUERY PLAN"), values, execution_options=TENANT_CHECKED
+            _Explain(clause, prefix), values, execution_options=TENANT_CHECKED
         )
     ]
     depth: dict[int, int] = {}
