@@ -256,3 +256,13 @@ async def test_an_async_url_naming_no_driver_gets_asyncpg_s_arguments(
         for _ in range(3):
             assert (await db.sql("SELECT 1 AS one")) == [{"one": 1}]
         assert db.config.connect_args["statement_cache_size"] == 0
+
+
+async def test_async_replicas_of_a_url_naming_no_driver_get_asyncpg_s_arguments(
+    pgbouncer_database_url: str,
+) -> None:
+    # the replicas got psycopg's prepare_threshold: AsyncDatabase() raised ConfigurationError
+    url = pgbouncer_database_url
+    async with AsyncDatabase(url, pgbouncer=True, replicas=[url]) as db:
+        async with db.transaction(read_only=True) as session:
+            assert await _select_one(session) == 1

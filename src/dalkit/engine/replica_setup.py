@@ -106,6 +106,7 @@ def replica_router(
     if len(weights) != len(urls):
         raise ConfigurationError("replica_weights= needs one weight per replica URL")
     drivername = config.url.drivername
+    is_async = hasattr(primary, "sync_engine")
     configs: list[DatabaseConfig] = []
     for url in urls:
         # parsed as the primary's is: a malformed URL is a ConfigurationError, h1,h2 fails over
@@ -118,12 +119,13 @@ def replica_router(
                 f"{config.backend} URLs, as the primary is"
             )
         replica = DatabaseConfig.coerce(config, url=parsed.set(drivername=drivername))
-        configs.append(pgbouncer_config(replica) if pgbouncer else replica)
+        # a URL naming no driver is asyncpg's for an AsyncDatabase: its arguments, not psycopg's
+        configs.append(pgbouncer_config(replica, is_async=is_async) if pgbouncer else replica)
     names = replica_names(configs)
     # behind PgBouncer, asyncpg's statements run apart from their prepare step: only inside a
     # transaction block does PgBouncer keep both on one server connection
     autocommit_reads = not (pgbouncer and primary.dialect.driver == "asyncpg")
-    if hasattr(primary, "sync_engine"):
+    if is_async:
         engines = [build_async_engine(c)[0] for c in configs]
         return AsyncReplicaRouter(
             owner,
