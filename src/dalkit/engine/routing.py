@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from sqlalchemy.engine import Engine
 
 from dalkit.engine import autoroute
+from dalkit.engine.probes import REPLAY_POSITION, ProbeThreads, probe_timeout, replay_position
 from dalkit.engine.replicas import Replica, ReplicaSet, format_lsn, parse_lsn
 from dalkit.engine.reroute import lost_connection
 from dalkit.engine.statement_hooks import hooks_for
@@ -47,11 +48,6 @@ E = TypeVar("E", Engine, "AsyncEngine")
 # the insert position: with synchronous_commit=off a commit may still be past the write one
 _PRIMARY_LSN = autoroute.PRIMARY_POSITION
 _PROBE = autoroute.PROBE
-# a promoted replica is no longer in recovery: its own position is what it has
-_REPLAY_LSN = (
-    "SELECT (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() "
-    "ELSE pg_current_wal_lsn() END)::text"
-)
 _WROTE = "dalkit.replicas.wrote"
 _PLAIN_READS = TransactionOptions(read_only=True)  # what a routed plain read runs with
 
@@ -235,6 +231,7 @@ class ReplicaRouter(_Router[Engine]):
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._lock = threading.Lock()
+        self._probes = ProbeThreads()
 
     def _after_write(self, scope: TransactionScope) -> None:
         with self.primary.connect() as connection:
@@ -265,13 +262,11 @@ class ReplicaRouter(_Router[Engine]):
                     _PRIMARY_LSN, execution_options=_PROBE
                 ).scalar_one()
             self.replicas.primary_at(time.monotonic(), parse_lsn(lsn))
+        timeout = probe_timeout(self.replicas.interval_s)
         for replica in self.replicas.replicas:
-            try:
-                with replica.engine.connect() as connection:
-                    connection.execution_options(isolation_level="AUTOCOMMIT")
-                    replay = connection.exec_driver_sql(
-                        _REPLAY_LSN, execution_options=_PROBE
-                    ).scalar_one()
+            probe = functools.partial(replay_position, replica.engine)
+            try:  # on a thread: a hung replica's read blocks for good, and kept it admitted
+                replay = self._probes.run(replica.name, probe, timeout)
             except Exception as error:
                 self.replicas.failed(replica, _short(error))
                 continue
@@ -342,7 +337,7 @@ class AsyncReplicaRouter(_Router["AsyncEngine"]):
 
     async def check(self) -> None:
         """One round of the monitor: the primary's position, then each replica's."""
-        timeout = max(1.0, 2 * self.replicas.interval_s)
+        timeout = probe_timeout(self.replicas.interval_s)
         with contextlib.suppress(Exception):
             lsn = await asyncio.wait_for(
                 _scalar(self.primary, _PRIMARY_LSN, self._autocommit_reads), timeout
@@ -351,7 +346,7 @@ class AsyncReplicaRouter(_Router["AsyncEngine"]):
         for replica in self.replicas.replicas:
             try:
                 replay = await asyncio.wait_for(
-                    _scalar(replica.engine, _REPLAY_LSN, self._autocommit_reads), timeout
+                    _scalar(replica.engine, REPLAY_POSITION, self._autocommit_reads), timeout
                 )
             except Exception as error:
                 self.replicas.failed(replica, _short(error))

@@ -1,0 +1,94 @@
+"""The replica monitors' probe of a replica's replayed position, and its time limit: a replica
+whose server stops answering (a hung host, a stopped process) blocks a pooled connection's read
+for good. The async monitor bounds each probe with ``asyncio.wait_for``; the sync monitor runs
+each on a thread of its own (`ProbeThreads`), so that one hung replica neither stalls it nor
+stays admitted.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+
+from sqlalchemy.engine import Engine
+
+from dalkit.engine import autoroute
+
+__all__ = ["REPLAY_POSITION", "ProbeThreads", "probe_timeout", "replay_position"]
+
+# a promoted replica is no longer in recovery: its own position is what it has
+REPLAY_POSITION = (
+    "SELECT (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() "
+    "ELSE pg_current_wal_lsn() END)::text"
+)
+
+
+def probe_timeout(interval_s: float) -> float:
+    """How long the monitor waits for one probe: two of its intervals, at least a second.
+
+    Args:
+        interval_s: The monitor's interval.
+
+    Returns:
+        The limit, in seconds.
+    """
+    return max(1.0, 2 * interval_s)
+
+
+def replay_position(engine: Engine) -> str | None:
+    """The position ``engine``'s replica has replayed, read in autocommit (a standby refuses
+    the READ WRITE BEGIN a read-only transaction's reset may leave psycopg asking for).
+
+    Args:
+        engine: The replica's engine.
+
+    Returns:
+        The position as text (None when the server does not know it).
+    """
+    with engine.connect() as connection:
+        connection.execution_options(isolation_level="AUTOCOMMIT")
+        result = connection.exec_driver_sql(REPLAY_POSITION, execution_options=autoroute.PROBE)
+        value: str | None = result.scalar_one()
+        return value
+
+
+class ProbeThreads:
+    """Runs each replica's probe on a daemon thread and waits for it a limited time. A probe
+    that overruns is left to end when its server answers again; until then its replica gets no
+    other, and each round finds it still running (a timeout again)."""
+
+    def __init__(self) -> None:
+        self._running: dict[str, Future[str | None]] = {}
+
+    def run(self, name: str, probe: Callable[[], str | None], timeout: float) -> str | None:
+        """``probe()``'s value, waited for at most ``timeout`` seconds.
+
+        Args:
+            name: The replica's name: one probe at a time for each.
+            probe: What reads its position.
+            timeout: Seconds to wait.
+
+        Returns:
+            What ``probe()`` returned.
+
+        Raises:
+            TimeoutError: It did not end in time (or an earlier one still runs).
+        """
+        future = self._running.get(name)
+        if future is None or future.done():
+            future = self._running[name] = Future()
+            threading.Thread(
+                target=_settle, args=(future, probe), name="dalkit-replica-probe", daemon=True
+            ).start()
+        try:
+            return future.result(timeout)
+        except TimeoutError:
+            raise TimeoutError(f"no answer within {timeout:g}s") from None
+
+
+def _settle(future: Future[str | None], probe: Callable[[], str | None]) -> None:
+    try:
+        future.set_result(probe())
+    except BaseException as error:  # handed to the monitor, which waits for it
+        future.set_exception(error)
