@@ -347,6 +347,8 @@ class Database(DatabaseTransactions, DatabaseObserve):
         """
         with self.engine.begin() as connection:
             create_tables(connection, metadatas)
+        if self._replicas is not None:  # read your writes: the new tables, where they exist
+            self._replicas.wrote_outside()
 
     def serves(self, *metadatas: MetaData) -> None:
         """Declare that this database holds the tables of ``metadatas``, made by migrations or

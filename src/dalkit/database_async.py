@@ -349,6 +349,8 @@ class AsyncDatabase(AsyncDatabaseTransactions, AsyncDatabaseObserve):
         """
         async with self.engine.begin() as connection:
             await create_tables_async(connection, metadatas)
+        if self._replicas is not None:  # read your writes: the new tables, where they exist
+            await self._replicas.wrote_outside()
 
     def serves(self, *metadatas: MetaData) -> None:
         """Declare that this database holds the tables of ``metadatas``, made by migrations or

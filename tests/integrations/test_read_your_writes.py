@@ -6,6 +6,7 @@ replica, replay paused, for both APIs; plus the token's parsing, which needs no 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -237,7 +238,8 @@ async def test_a_sync_database_hands_out_and_honours_the_token_too(
         primary, replicas=[replica], max_replica_lag_s=3600, replica_monitor_interval_s=INTERVAL
     )
     try:
-        db.create_all(Base.metadata)
+        # as another process would: create_all binds the reads of its own context to the primary
+        contextvars.copy_context().run(db.create_all, Base.metadata)
         lsn = await asyncio.to_thread(current_lsn, replication.primary.url)
         await asyncio.to_thread(replication.replica.wait_for, lsn)
         transport = httpx.ASGITransport(app=sync_replica_app(db))

@@ -4,6 +4,7 @@ each checked in the parsed exposition after a scripted workload."""
 
 from __future__ import annotations
 
+import contextvars
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -168,7 +169,8 @@ def test_replica_lag_health_and_routed_reads(
         replica_monitor_interval_s=0.1,
     )
     try:
-        db.create_all(Base.metadata)
+        # as another process would: create_all binds the reads of its own context to the primary
+        contextvars.copy_context().run(db.create_all, Base.metadata)
         replication.replica.wait_for(current_lsn(replication.primary.url))
         registry = CollectorRegistry()
         register(db, "app", registry=registry)

@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import Column, Integer, MetaData, String, Table
+from sqlalchemy import Column, Integer, MetaData, String, Table, func, select
 
 metadata = MetaData()
 items = Table(
@@ -14,6 +14,12 @@ items = Table(
     metadata,
     Column("id", Integer, primary_key=True),
     Column("name", String(50), nullable=False),
+)
+
+#: a table only create_all makes, while the replica's replay is paused; and a read of it
+fresh_metadata = MetaData()
+FRESH_COUNT = select(func.count()).select_from(
+    Table("scale_fresh", fresh_metadata, Column("id", Integer, primary_key=True))
 )
 
 #: one statement that says both whether a row is there and which kind of node answered

@@ -43,7 +43,8 @@ async def _database(
         replica_monitor_interval_s=INTERVAL,
         **options,
     )
-    await database.create_all(Base.metadata)
+    # as another process would: create_all binds the reads of its own context to the primary
+    await asyncio.create_task(database.create_all(Base.metadata))
     await asyncio.to_thread(replication.replica.wait_for, current_lsn(replication.primary.url))
     return database
 

@@ -19,7 +19,7 @@ from dalkit.engine.replicas import parse_lsn
 from dalkit.errors import DatabaseError
 from dalkit.testing.replication import Replication, current_lsn
 
-from .helpers import PROBE, items, metadata, wait_until
+from .helpers import FRESH_COUNT, PROBE, fresh_metadata, items, metadata, wait_until
 
 INTERVAL = 0.2
 MAX_LAG = 0.6
@@ -33,7 +33,8 @@ def _database(urls: tuple[str, str], replication: Replication, max_lag: float) -
         max_replica_lag_s=max_lag,
         replica_monitor_interval_s=INTERVAL,
     )
-    database.create_all(metadata)
+    # set up as by another process: this context's reads are not bound to its position
+    contextvars.copy_context().run(database.create_all, metadata)
     replication.replica.wait_for(current_lsn(replication.primary.url))
     return database
 
@@ -371,3 +372,17 @@ def test_read_your_writes_holds_when_the_first_write_was_in_a_rolled_back_savepo
             raise RuntimeError  # the savepoint, and what it registered, rolled back
         session.execute(items.insert().values(id=901, name="kept"))
     assert _read(db, 901) == (True, False)  # was (False, True): the lagging replica answered
+
+
+def test_a_table_create_all_made_is_read_on_the_primary_until_replayed(
+    patient_db: Database, replication: Replication
+) -> None:
+    # create_all wrote outside the runner: the next plain read went to a replica that had not
+    # replayed it, and raised 'relation "..." does not exist'
+    replication.replica.pause_replay()
+    try:
+        patient_db.create_all(fresh_metadata)
+        with patient_db.transaction() as session:
+            assert session.execute(FRESH_COUNT).scalar_one() == 0
+    finally:
+        replication.replica.resume_replay()

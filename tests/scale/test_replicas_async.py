@@ -17,7 +17,7 @@ from dalkit import AsyncDatabase
 from dalkit.errors import DatabaseError
 from dalkit.testing.replication import Replication, current_lsn
 
-from .helpers import PROBE, items, metadata
+from .helpers import FRESH_COUNT, PROBE, fresh_metadata, items, metadata
 
 INTERVAL = 0.2
 MAX_LAG = 0.6
@@ -248,3 +248,16 @@ def test_the_loop_in_use_watches_lag_while_the_loop_that_started_the_monitor_is_
         finally:
             replication.replica.resume_replay()
         session_loop.run(db.dispose())
+
+
+async def test_a_table_create_all_made_is_read_on_the_primary_until_replayed(
+    patient_db: AsyncDatabase, replication: Replication
+) -> None:
+    # create_all wrote outside the runner: the next plain read went to a lagging replica
+    replication.replica.pause_replay()
+    try:
+        await patient_db.create_all(fresh_metadata)
+        async with patient_db.transaction() as session:
+            assert (await session.execute(FRESH_COUNT)).scalar_one() == 0
+    finally:
+        replication.replica.resume_replay()

@@ -15,7 +15,13 @@ from sqlalchemy.engine import Engine
 
 from dalkit.engine import autoroute
 
-__all__ = ["REPLAY_POSITION", "ProbeThreads", "probe_timeout", "replay_position"]
+__all__ = [
+    "REPLAY_POSITION",
+    "ProbeThreads",
+    "probe_error",
+    "probe_timeout",
+    "replay_position",
+]
 
 # a promoted replica is no longer in recovery: its own position is what it has
 REPLAY_POSITION = (
@@ -34,6 +40,18 @@ def probe_timeout(interval_s: float) -> float:
         The limit, in seconds.
     """
     return max(1.0, 2 * interval_s)
+
+
+def probe_error(error: BaseException) -> str:
+    """What a failed probe raised, as the stats show it: its type and first line.
+
+    Args:
+        error: The probe's exception.
+
+    Returns:
+        ``"TypeName: first line"``.
+    """
+    return f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
 
 
 def replay_position(engine: Engine) -> str | None:

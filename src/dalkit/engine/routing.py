@@ -18,8 +18,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from sqlalchemy.engine import Engine
 
-from dalkit.engine import autoroute
-from dalkit.engine.probes import REPLAY_POSITION, ProbeThreads, probe_timeout, replay_position
+from dalkit.engine import autoroute, probes
 from dalkit.engine.replicas import Replica, ReplicaSet, format_lsn, parse_lsn
 from dalkit.engine.reroute import lost_connection
 from dalkit.engine.statement_hooks import hooks_for
@@ -205,15 +204,26 @@ class _Router(Generic[E]):
             after_write = functools.partial(self._after_write, scope)
             scope.state[_WROTE] = scope.add(after_write, on_commit=True, robust=True, rank=2)
 
-    def _wrote(self, scope: TransactionScope, lsn: str) -> None:
+    def _wrote(self, scope: TransactionScope | None, lsn: str) -> None:
         position = parse_lsn(lsn)
         self.replicas.wrote(position)
+        if scope is None:  # a write outside the runner (see wrote_outside)
+            return
         # the query cache tags the commit's tokens with it (engine.autoroute.commit_position)
         if scope.state is None:
             scope.state = {}
         scope.state[autoroute.COMMIT_POSITION] = position
 
-    def _after_write(self, scope: TransactionScope) -> object:
+    def wrote_outside(self) -> Any:
+        """Bind this context's reads to the primary's position now, as a commit does: for a
+        write of the database's own outside the runner (``create_all``).
+
+        Returns:
+            None, or (async router) an awaitable.
+        """
+        return self._after_write(None)
+
+    def _after_write(self, scope: TransactionScope | None) -> object:
         raise NotImplementedError
 
     def _ensure_monitor(self) -> None:
@@ -231,9 +241,9 @@ class ReplicaRouter(_Router[Engine]):
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._lock = threading.Lock()
-        self._probes = ProbeThreads()
+        self._probes = probes.ProbeThreads()
 
-    def _after_write(self, scope: TransactionScope) -> None:
+    def _after_write(self, scope: TransactionScope | None) -> None:
         with self.primary.connect() as connection:
             lsn = connection.exec_driver_sql(_PRIMARY_LSN, execution_options=_PROBE).scalar_one()
         self._wrote(scope, lsn)
@@ -262,13 +272,13 @@ class ReplicaRouter(_Router[Engine]):
                     _PRIMARY_LSN, execution_options=_PROBE
                 ).scalar_one()
             self.replicas.primary_at(time.monotonic(), parse_lsn(lsn))
-        timeout = probe_timeout(self.replicas.interval_s)
+        timeout = probes.probe_timeout(self.replicas.interval_s)
         for replica in self.replicas.replicas:
-            probe = functools.partial(replay_position, replica.engine)
+            probe = functools.partial(probes.replay_position, replica.engine)
             try:  # on a thread: a hung replica's read blocks for good, and kept it admitted
                 replay = self._probes.run(replica.name, probe, timeout)
             except Exception as error:
-                self.replicas.failed(replica, _short(error))
+                self.replicas.failed(replica, probes.probe_error(error))
                 continue
             self.replicas.observed(replica, time.monotonic(), parse_lsn(replay or "0/0"))
 
@@ -307,10 +317,10 @@ class AsyncReplicaRouter(_Router["AsyncEngine"]):
         super().__init__(*args, **kwargs)
         self._task: asyncio.Task[None] | None = None
 
-    def _after_write(self, scope: TransactionScope) -> Awaitable[None]:
+    def _after_write(self, scope: TransactionScope | None) -> Awaitable[None]:
         return self._record_position(scope)
 
-    async def _record_position(self, scope: TransactionScope) -> None:
+    async def _record_position(self, scope: TransactionScope | None) -> None:
         async with self.primary.connect() as connection:
             lsn = (
                 await connection.exec_driver_sql(_PRIMARY_LSN, execution_options=_PROBE)
@@ -337,7 +347,7 @@ class AsyncReplicaRouter(_Router["AsyncEngine"]):
 
     async def check(self) -> None:
         """One round of the monitor: the primary's position, then each replica's."""
-        timeout = probe_timeout(self.replicas.interval_s)
+        timeout = probes.probe_timeout(self.replicas.interval_s)
         with contextlib.suppress(Exception):
             lsn = await asyncio.wait_for(
                 _scalar(self.primary, _PRIMARY_LSN, self._autocommit_reads), timeout
@@ -346,10 +356,10 @@ class AsyncReplicaRouter(_Router["AsyncEngine"]):
         for replica in self.replicas.replicas:
             try:
                 replay = await asyncio.wait_for(
-                    _scalar(replica.engine, REPLAY_POSITION, self._autocommit_reads), timeout
+                    _scalar(replica.engine, probes.REPLAY_POSITION, self._autocommit_reads), timeout
                 )
             except Exception as error:
-                self.replicas.failed(replica, _short(error))
+                self.replicas.failed(replica, probes.probe_error(error))
                 continue
             self.replicas.observed(replica, time.monotonic(), parse_lsn(replay or "0/0"))
 
@@ -386,7 +396,3 @@ def _own_scope(scope: TransactionScope | None, owner: object) -> TransactionScop
         if candidate.owner is owner and not candidate.finished:
             return candidate
     return None
-
-
-def _short(error: BaseException) -> str:
-    return f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
