@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import importlib
 import os
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, closing, contextmanager
 from pathlib import Path
@@ -30,7 +29,7 @@ from sqlalchemy.engine import make_url
 
 from dalkit.config import DatabaseConfig
 from dalkit.testing import queries
-from dalkit.testing._admin import AdminConnection
+from dalkit.testing._admin import AdminConnection, DatabaseStock
 from dalkit.testing.postgres import PostgresServer
 from dalkit.testing.redis import RedisServer
 from dalkit.testing.rollback import RollbackDatabases, async_rollback_session, rollback_session
@@ -152,16 +151,27 @@ def _postgres_admin(postgres_url: str) -> Iterator[AdminConnection]:
         yield admin
 
 
+@pytest.fixture(scope="session")
+def _postgres_stock(postgres_url: str) -> Iterator[DatabaseStock]:
+    stock = DatabaseStock(postgres_url)
+    try:
+        yield stock
+    finally:
+        stock.close()
+
+
 @pytest.fixture
-def postgres_database_url(postgres_url: str, _postgres_admin: AdminConnection) -> Iterator[str]:
-    """Driverless URL of a brand-new database, force-dropped after the test."""
-    name = f"t_{uuid.uuid4().hex}"
+def postgres_database_url(
+    postgres_url: str, _postgres_admin: AdminConnection, _postgres_stock: DatabaseStock
+) -> Iterator[str]:
+    """Driverless URL of a brand-new database, force-dropped after the test (made ahead and
+    dropped in the background, while tests run)."""
     with _creating_a_database(postgres_url):
-        url = _postgres_admin.create(name)
+        name, url = _postgres_stock.take(_postgres_admin)
     try:
         yield url
     finally:
-        _postgres_admin.drop(name)
+        _postgres_stock.release(name)
 
 
 @contextmanager

@@ -5,6 +5,9 @@ Also owns the helpers that create and drop databases on any server given its URL
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import secrets
 import shutil
 import signal
@@ -197,7 +200,7 @@ class PostgresServer(LocalServer):
     def _initdb(self) -> None:
         root = self._require_root()
         pwfile = root / "pwfile"
-        pwfile.write_text(self._password + "\n")
+        pwfile.write_text(scram_secret(self._password) + "\n")
         pwfile.chmod(0o600)
         self._require_owner().chown(pwfile)
         try:
@@ -359,3 +362,28 @@ def _shutdown(stop_args: list[str], owner: Owner, root: Path, postmaster: _Postm
         )
     postmaster.reap()
     shutil.rmtree(root, ignore_errors=True)
+
+
+def scram_secret(password: str, iterations: int = 1) -> str:
+    """The SCRAM-SHA-256 secret PostgreSQL stores for ``password`` (RFC 5803's form), which
+    it keeps as given. Client and server each derive the key ``iterations`` times per
+    connection: the 4,096 of a password the server hashes itself cost more than the rest of a
+    test's connection (the suite opens thousands). Throwaway servers need no brute-force cost.
+
+    Args:
+        password: The clear password.
+        iterations: PBKDF2's rounds.
+
+    Returns:
+        ``SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>``, base64 parts.
+    """
+    salt = secrets.token_bytes(16)
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    client_key = hmac.digest(salted, b"Client Key", "sha256")
+    server_key = hmac.digest(salted, b"Server Key", "sha256")
+    stored_key = hashlib.sha256(client_key).digest()
+
+    def b64(raw: bytes) -> str:
+        return base64.b64encode(raw).decode()
+
+    return f"SCRAM-SHA-256${iterations}:{b64(salt)}${b64(stored_key)}:{b64(server_key)}"
