@@ -202,6 +202,26 @@ MORE_UNSAFE: list[tuple[str, str]] = [
     ("missing-lock-timeout", "op.execute(\"SET lock_timeout = '0s'\")"),
     ("missing-lock-timeout", "op.execute(\"SET LOCAL lock_timeout TO '0ms'\")"),
     ("missing-lock-timeout", "op.execute(\"SET lock_timeout = ' 0.0 min '\")"),
+    # several statements in one op.execute: each is checked, a CREATE TABLE first included
+    (
+        "setting-not-null",
+        "op.execute('CREATE TABLE t2 (id bigint PRIMARY KEY); "
+        "ALTER TABLE users ALTER COLUMN email SET NOT NULL')",
+    ),
+    (
+        "adding-not-nullable-field",
+        "op.execute('CREATE TABLE t2 (id bigint PRIMARY KEY);\\n"
+        "ALTER TABLE users ADD COLUMN age int NOT NULL')",
+    ),
+    # a -- inside a string is no comment; comments (/* */ too) hide nothing
+    (
+        "require-concurrent-index-creation",
+        "op.execute(\"UPDATE users SET note = 'a--b'; CREATE INDEX ix ON users (email)\")",
+    ),
+    ("require-concurrent-index-creation", "op.execute('CREATE /* hot */ INDEX ix ON users (a)')"),
+    ("changing-column-type", "op.execute('ALTER TABLE users ALTER /* c */ COLUMN a TYPE text')"),
+    # COLUMN is optional in a rename
+    ("renaming-column", "op.execute('ALTER TABLE users RENAME email TO mail')"),
 ]
 
 

@@ -12,6 +12,8 @@ import sqlalchemy as sa
 from alembic.ddl.postgresql import CreateExcludeConstraintOp
 from alembic.operations import ops
 
+from dalkit.migrations.sql_files import split_statements
+
 __all__ = ["RULES", "RevisionState", "Rule", "check_operation", "check_sql"]
 
 
@@ -278,7 +280,12 @@ _SQL_RULES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
             r"|[^;]*\bGENERATED\b[^;]*\b(IDENTITY|STORED)\b)",
         ),
         ("changing-column-type", r"\bALTER\s+(COLUMN\s+)?\S+\s+(SET\s+DATA\s+)?TYPE\b"),
-        ("renaming-column", r"\bRENAME\s+COLUMN\b"),
+        (
+            "renaming-column",
+            # COLUMN is optional: ALTER TABLE t RENAME old TO new
+            r"\bRENAME\s+COLUMN\b|\bALTER\s+TABLE\s+(IF\s+EXISTS\s+)?(ONLY\s+)?\S+\s+RENAME\s+"
+            r"(?!(TO|CONSTRAINT)\b)\S+\s+TO\b",
+        ),
         ("renaming-table", r"\bALTER\s+TABLE\s+(IF\s+EXISTS\s+)?\S+\s+RENAME\s+TO\b"),
         ("dropping-column", r"\bDROP\s+COLUMN\b"),
         (
@@ -335,8 +342,21 @@ _CONSTRAINT_ADD = re.compile(
 
 
 def check_sql(sql: str, state: RevisionState) -> Iterator[str]:
-    """Rule ids one raw SQL statement breaks (``op.execute`` text or a ``.sql`` revision)."""
-    text = re.sub(r"--[^\n]*", "", sql)
+    """Rule ids raw SQL breaks (``op.execute`` text or a ``.sql`` revision's statement).
+
+    Args:
+        sql: One statement, or several separated by ``;``; each is checked on its own, without
+            its comments.
+        state: What the revision did so far; updated.
+
+    Returns:
+        An iterator of the rule ids, a rule once per statement breaking it.
+    """
+    for statement in split_statements(sql, comments=False):
+        yield from _check_statement(statement, state)
+
+
+def _check_statement(text: str, state: RevisionState) -> Iterator[str]:
     if (created := _CREATE_TABLE.search(text)) is not None:
         state.new_tables.add(created.group(2).split(".")[-1])
         if "DROP" not in text.upper():

@@ -126,20 +126,34 @@ def _runner(sql: str | None, path: Path, direction: str) -> Callable[[], None]:
     return run
 
 
-def split_statements(sql: str) -> list[str]:
-    """Split on ``;`` outside quotes, identifiers, comments and dollar-quoted bodies."""
+def split_statements(sql: str, *, comments: bool = True) -> list[str]:
+    """Split on ``;`` outside quotes, identifiers, comments and dollar-quoted bodies.
+
+    Args:
+        sql: One or more SQL statements.
+        comments: Whether to keep the comments; without, each becomes a space (those inside
+            quotes and dollar-quoted bodies stay).
+
+    Returns:
+        The statements that hold code, stripped.
+    """
     statements: list[str] = []
     current: list[str] = []
     i, n = 0, len(sql)
     while i < n:
         char = sql[i]
         end = i + 1
-        if sql.startswith("--", i):
-            newline = sql.find("\n", i)
-            end = n if newline < 0 else newline
-        elif sql.startswith("/*", i):
-            close = sql.find("*/", i + 2)
-            end = n if close < 0 else close + 2
+        if sql.startswith("--", i) or sql.startswith("/*", i):
+            if sql.startswith("--", i):
+                newline = sql.find("\n", i)
+                end = n if newline < 0 else newline
+            else:
+                close = sql.find("*/", i + 2)
+                end = n if close < 0 else close + 2
+            if not comments:
+                current.append(" ")
+                i = end
+                continue
         elif char in ("'", '"'):
             end = i + 1
             # E'...' (PostgreSQL's escape strings): a backslash escapes the next character
