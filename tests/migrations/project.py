@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import textwrap
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import psycopg
 import sqlalchemy as sa
 
 
@@ -77,3 +81,17 @@ def write_revision(
         )
     )
     return path
+
+
+@contextmanager
+def lock_held(url: str, sql: str, seconds: float = 1.0) -> Iterator[None]:
+    """Run ``sql`` in a transaction of another connection that ends ``seconds`` later (or at the
+    block's end, whichever comes later): the block meets its locks."""
+    with psycopg.connect(url) as blocker:
+        blocker.execute(sql)
+        release = threading.Timer(seconds, blocker.commit)
+        release.start()
+        try:
+            yield
+        finally:
+            release.join()

@@ -5,7 +5,6 @@ index, which a new run repeats harmlessly, is still retried."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from dalkit import Database
 from dalkit.migrations import Migrations, MigrationSettings
 from dalkit.migrations.errors import MigrationFailedError
 
-from .project import write_revision
+from .project import lock_held, write_revision
 
 TABLES = """
 op.create_table('a', sa.Column('id', sa.BigInteger(), primary_key=True))
@@ -105,13 +104,7 @@ def test_a_revision_that_committed_only_its_concurrent_index_is_retried(
     write_revision(directory, "r2", "r1", "\n".join((INDEX_C1, ADD_C2)))
     migrations = Migrations(pg_db, directory, settings=SETTINGS)
     migrations.upgrade("r1")
-    with psycopg.connect(postgres_database_url) as blocker:
-        blocker.execute("LOCK TABLE b IN ACCESS SHARE MODE")
-        release = threading.Timer(1.0, blocker.commit)
-        release.start()
-        try:
-            assert migrations.upgrade().applied == ["r2"]
-        finally:
-            release.join()
+    with lock_held(postgres_database_url, "LOCK TABLE b IN ACCESS SHARE MODE"):
+        assert migrations.upgrade().applied == ["r2"]
     assert _columns(pg_db, "b") == ["id", "c2"]
     assert migrations.current() == ("r2",)

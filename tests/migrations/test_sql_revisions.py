@@ -1,6 +1,7 @@
 """Plain ``.sql`` revisions on PostgreSQL: the docs' CREATE/DROP INDEX CONCURRENTLY example runs
 outside the transaction as op.create_index_concurrently does (an INVALID leftover dropped
-first), and statement splitting keeps E'...' strings with backslash escapes whole."""
+first, and a lock timeout after it retried: the build runs again with IF NOT EXISTS), and
+statement splitting keeps E'...' strings with backslash escapes whole."""
 
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from dalkit import Database
-from dalkit.migrations import Migrations
+from dalkit.migrations import Migrations, MigrationSettings
 from dalkit.migrations.sql_files import split_statements
+
+from .project import lock_held
 
 ORDERS = """-- revision: 3f2a9d8e1c44
 -- down_revision: none
@@ -85,6 +88,27 @@ def test_an_invalid_leftover_of_a_failed_build_is_dropped_first(
         connection.execute("DELETE FROM orders WHERE id = 3")
     assert _indexes(pg_db) == [("ix_orders_customer", False)]
     assert migrations.upgrade().applied == ["9c1f3e2a7b10"]
+    assert _indexes(pg_db) == [("ix_orders_customer", True)]
+    pg_db.dispose()
+
+
+@pytest.mark.slow  # a blocker held for a second, so the revision's lock times out and retries
+def test_a_lock_timeout_after_the_concurrent_index_first_in_its_revision_is_retried(
+    pg_db: Database, directory: Path, postgres_database_url: str
+) -> None:
+    # the docs' advice: a concurrent index first in its revision; the build commits, then the
+    # ALTER times out behind a reader: the retry runs the build again, which gets past it
+    then_alter = BY_CUSTOMER.replace(
+        "\n-- down\n", "\nALTER TABLE orders ADD COLUMN qty int;\n-- down\n"
+    )
+    _write(directory, ("3f2a_orders.sql", ORDERS), ("9c1f_by_customer.sql", then_alter))
+    settings = MigrationSettings(
+        lock_timeout_ms=100, lock_retries=20, retry_backoff_s=0.05, retry_backoff_max_s=0.2
+    )
+    migrations = Migrations(pg_db, directory, settings=settings)
+    migrations.upgrade("3f2a9d8e1c44")
+    with lock_held(postgres_database_url, "SELECT * FROM orders"):  # a reader's ACCESS SHARE
+        assert migrations.upgrade().applied == ["9c1f3e2a7b10"]
     assert _indexes(pg_db) == [("ix_orders_customer", True)]
     pg_db.dispose()
 

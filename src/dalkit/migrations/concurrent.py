@@ -47,6 +47,10 @@ _CREATED_INDEX = re.compile(
     re.IGNORECASE,
 )
 
+# a named build, a drop, without IF [NOT] EXISTS
+_BARE_CREATE = re.compile(r"^\s*CREATE\s+(UNIQUE\s+)?INDEX\s+CONCURRENTLY\s+(?!(IF|ON)\b)", re.I)
+_BARE_DROP = re.compile(r"^\s*DROP\s+INDEX\s+CONCURRENTLY\s+(?!IF\b)", re.I)
+
 
 @Operations.register_operation("create_index_concurrently")
 class CreateIndexConcurrentlyOp(ops.CreateIndexOp):
@@ -166,7 +170,12 @@ def execute_concurrently(operations: Operations, statement: str) -> None:
     with context.autocommit_block():
         if context.as_sql:
             operations.execute(statement)
-        elif created is None:
+            return
+        # IF [NOT] EXISTS, as dalkit's own builds: a run of the revision again (a lock timeout's
+        # retry after the build committed, an `up` after a later statement failed) gets past it
+        statement = _BARE_CREATE.sub(lambda m: f"{m[0]}IF NOT EXISTS ", statement, count=1)
+        statement = _BARE_DROP.sub(lambda m: f"{m[0]}IF EXISTS ", statement, count=1)
+        if created is None:
             _retry_lock_timeouts(operations, lambda: operations.execute(statement))
         else:
             schema = created["schema"]
