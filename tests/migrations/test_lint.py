@@ -220,6 +220,12 @@ MORE_UNSAFE: list[tuple[str, str]] = [
     ),
     ("require-concurrent-index-creation", "op.execute('CREATE /* hot */ INDEX ix ON users (a)')"),
     ("changing-column-type", "op.execute('ALTER TABLE users ALTER /* c */ COLUMN a TYPE text')"),
+    # an enum column given fewer values (not a type change, whose recipe does not apply)
+    (
+        "enum-value-removed",
+        "op.alter_column('users', 'mood', type_=sa.Enum('happy', name='mood'), "
+        "existing_type=sa.Enum('happy', 'sad', name='mood'))",
+    ),
     # COLUMN is optional in a rename
     ("renaming-column", "op.execute('ALTER TABLE users RENAME email TO mail')"),
 ]

@@ -246,7 +246,7 @@ def _altered_column(operation: ops.AlterColumnOp, state: RevisionState) -> Itera
         yield "renaming-column"
     new_type = operation.modify_type
     if new_type is not None:
-        old_type = operation.kw.get("existing_type")
+        old_type = operation.existing_type  # an argument of its own, never in kw
         if isinstance(new_type, sa.Enum) and isinstance(old_type, sa.Enum):
             if set(old_type.enums) - set(new_type.enums):
                 yield "enum-value-removed"
