@@ -101,6 +101,14 @@ def test_an_unknown_revision_is_bad_input(run: _Run, args: tuple[str, ...]) -> N
     assert "Can't locate revision" in output
 
 
+def test_going_down_from_base_is_bad_input_saying_where_the_database_is(run: _Run) -> None:
+    # before, only Alembic's words: "Relative revision -1 didn't produce 1 migrations"
+    assert "cannot go down to -1 from base" in run("down", code=2)
+    run("up", code=0)
+    assert "downgraded 1 revision(s): r1" in run("down", code=0)
+    assert "cannot go down to -1 from base" in run("down", code=2)
+
+
 @pytest.mark.parametrize("given", ["[/x]", "[bold]beef"])
 def test_brackets_in_what_was_given_are_shown_as_given(run: _Run, given: str) -> None:
     # Rich would read them as markup: an unmatched closing tag raised MarkupError (exit 1,

@@ -92,7 +92,8 @@ class Runner:
         # the heads come from the database: one this directory lacks is not the caller's fault
         with alembic_errors(prefix=f"the database is at {', '.join(heads)}: "):
             self.script.get_revisions(tuple(heads))
-        with alembic_errors(bad_input=True):
+        at = f"cannot go down to {target} from {', '.join(heads) or 'base'}: " if down else ""
+        with alembic_errors(bad_input=True, prefix=at):
             if down:
                 return list(self.script._downgrade_revs(target, tuple(heads)))  # type: ignore[arg-type]
             return list(self.script._upgrade_revs(target, tuple(heads)))  # type: ignore[arg-type]
