@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dalkit import AsyncDatabase, on_commit, on_rollback
@@ -85,3 +86,34 @@ async def test_a_cancelled_with_block_rolls_back(async_db: AsyncDatabase) -> Non
         await task
     assert async_db.pool_stats()["checked_out"] == 0
     assert await item_names_async(async_db) == []
+
+
+async def test_a_read_only_transaction_cancelled_during_commit_rolled_back_no_unknown_outcome(
+    async_db: AsyncDatabase,
+) -> None:
+    ran: list[str] = []
+
+    async def read(session: AsyncSession) -> None:
+        on_rollback(lambda: ran.append("rollback"))
+        await session.execute(sa.select(1))
+
+    def cancel(connection: sa.Connection) -> None:  # the COMMIT is the task's next await
+        task = asyncio.current_task()
+        assert task is not None
+        task.cancel()
+
+    # REPEATABLE READ: on PostgreSQL a read-only READ COMMITTED transaction sends no COMMIT
+    reader = async_db.transactional(read_only=True, isolation="REPEATABLE READ")
+    event.listen(async_db.engine.sync_engine, "commit", cancel)
+    try:
+        task = asyncio.create_task(reader.run(read))
+        with pytest.raises(asyncio.CancelledError) as raised:
+            await task
+    finally:
+        event.remove(async_db.engine.sync_engine, "commit", cancel)
+    # the server kept it from writing: its outcome is known, as for a lost connection
+    assert getattr(raised.value, "__notes__", []) == []
+    assert ran == ["rollback"]
+    stats = async_db.transaction_stats()
+    assert (stats["failed"], stats["rolled_back"], stats["outcome_unknown"]) == (1, 1, 0)
+    assert async_db.pool_stats()["checked_out"] == 0

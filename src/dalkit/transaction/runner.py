@@ -163,8 +163,7 @@ class TransactionRunner:
                 try:
                     time.sleep(delay)
                 except BaseException:  # cancelled while waiting: the call failed there
-                    duration = perf_counter() - started
-                    # the retry it waited for never ran
+                    duration = perf_counter() - started  # attempt - 2: the retry never ran
                     self.stats.record(
                         options.stats_key, False, duration, state.attempt - 2, rolled_back
                     )
@@ -265,12 +264,12 @@ class TransactionRunner:
         return result
 
     def _commit(self, session: Session, options: TransactionOptions) -> None:
-        """COMMIT and give the connection back; a connection broken during COMMIT becomes
-        CommitOutcomeUnknownError, but for a read-only transaction, which the server kept from
-        writing: it stays a lost connection (ConnectionLostError), retried. A cancellation
-        during COMMIT stays a cancellation (turning it into anything else would break
-        asyncio.timeout and task groups), but is marked, so that neither set of callbacks runs
-        and the statistics count the outcome as unknown."""
+        """COMMIT and give the connection back. A connection broken during COMMIT becomes
+        CommitOutcomeUnknownError; a cancellation during COMMIT stays a cancellation (anything
+        else would break asyncio.timeout and task groups), marked so that neither set of
+        callbacks runs and the statistics count the outcome as unknown. Neither for a read-only
+        transaction, which the server kept from writing: a lost connection stays
+        ConnectionLostError (retried), a cancellation is a rollback."""
         try:
             if deferred.nothing_to_commit(session):  # read-only at READ COMMITTED: no BEGIN
                 self._close(session)
@@ -286,8 +285,9 @@ class TransactionRunner:
                 ) from error
             raise
         except BaseException as interrupted:
-            log.warning("interrupted during COMMIT: whether it committed is unknown")
-            interrupted.add_note(_OUTCOME_UNKNOWN)
+            if not (options.read_only and not options.autocommit):  # else it wrote nothing
+                log.warning("interrupted during COMMIT: whether it committed is unknown")
+                interrupted.add_note(_OUTCOME_UNKNOWN)
             self._discard(session)
             raise
         ended.refuse_further_use(session)
@@ -359,9 +359,8 @@ class TransactionRunner:
         retries: int,
     ) -> None:
         """Book-keeping for a transaction call that ends by raising ``error``."""
-        unknown = isinstance(error, CommitOutcomeUnknownError) or _OUTCOME_UNKNOWN in getattr(
-            error, "__notes__", ()
-        )
+        notes = getattr(error, "__notes__", ())
+        unknown = isinstance(error, CommitOutcomeUnknownError) or _OUTCOME_UNKNOWN in notes
         self.stats.record(
             scope.options.stats_key,
             False,
