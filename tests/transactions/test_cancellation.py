@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -117,3 +119,29 @@ async def test_a_read_only_transaction_cancelled_during_commit_rolled_back_no_un
     stats = async_db.transaction_stats()
     assert (stats["failed"], stats["rolled_back"], stats["outcome_unknown"]) == (1, 1, 0)
     assert async_db.pool_stats()["checked_out"] == 0
+
+
+async def test_a_cancelled_aiosqlite_statement_is_interrupted_not_run_to_its_end(
+    tmp_path: Path,
+) -> None:
+    db = AsyncDatabase(f"sqlite+aiosqlite:///{tmp_path / 'long.db'}")
+    rows: list[int] = []
+
+    @event.listens_for(db.engine.sync_engine, "connect")
+    def count_rows(dbapi_connection: Any, record: Any) -> None:
+        dbapi_connection.create_function("counted", 1, rows.append)
+
+    total = 1_000_000
+    long = sa.text(
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < :n) "
+        "SELECT count(counted(x)) FROM c"
+    )
+    try:
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.2):
+                await db.run_transaction(lambda session: session.scalar(long, {"n": total}))
+        # the connection's close no longer waits for the statement to count every row
+        assert len(rows) < total
+        assert db.pool_stats()["checked_out"] == 0
+    finally:
+        await db.dispose()

@@ -21,7 +21,7 @@ from dalkit.config import DatabaseConfig
 from dalkit.driver_errors import is_sqlite_busy, translate_bind_error, translate_dbapi_error
 from dalkit.engine import column_types, forking, liveness, statement_hooks
 from dalkit.engine import pool as pool_metrics
-from dalkit.engine.aiosqlite_connect import connect_aiosqlite
+from dalkit.engine.aiosqlite_connect import connect_aiosqlite, interrupt_when_cancelled
 from dalkit.engine.asyncpg_query import asyncpg_connect_args
 from dalkit.engine.options import (
     install_sqlite_read_only,
@@ -199,6 +199,8 @@ def install_hooks(engine: Engine, config: DatabaseConfig, *, on_connect_error: A
     column_types.install(engine)
     if engine.dialect.name == "sqlite":
         _install_sqlite(engine, config)
+        if engine.dialect.driver == "aiosqlite":
+            interrupt_when_cancelled(engine)
     if config.init is not None:
         _install_init(engine, config.init)
 
