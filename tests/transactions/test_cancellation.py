@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -143,5 +145,9 @@ async def test_a_cancelled_aiosqlite_statement_is_interrupted_not_run_to_its_end
         # the connection's close no longer waits for the statement to count every row
         assert len(rows) < total
         assert db.pool_stats()["checked_out"] == 0
+        # and its transaction is over: the write lock is free at once, not at the next gc
+        with closing(sqlite3.connect(tmp_path / "long.db", timeout=0)) as other:
+            other.execute("BEGIN IMMEDIATE")
+            other.rollback()
     finally:
         await db.dispose()

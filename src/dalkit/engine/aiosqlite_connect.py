@@ -9,7 +9,8 @@ closed``, twice, in the application's output.
 
 A statement runs in aiosqlite's thread, which a cancelled task does not stop: SQLAlchemy
 invalidates the connection, whose close waited in that thread's queue until the statement had
-run to its end, so ``asyncio.timeout(0.3)`` around a 10 s query returned after 10 s.
+run to its end, so ``asyncio.timeout(0.3)`` around a 10 s query returned after 10 s; and the
+closed connection kept its transaction, and a write transaction's lock, until the next gc.
 """
 
 from __future__ import annotations
@@ -66,8 +67,13 @@ def interrupt_when_cancelled(engine: Engine) -> None:
         if exception is None or isinstance(exception, Exception) or dbapi_connection is None:
             return
         try:
+            driver = dbapi_connection.driver_connection
+            raw = driver._conn
             # sqlite3's interrupt() may be called from any thread: the statement raises
-            # OperationalError in aiosqlite's, and the queued close runs next
-            dbapi_connection.driver_connection._conn.interrupt()
+            # OperationalError in aiosqlite's. The ROLLBACK queued next, before the close:
+            # the close leaves a connection whose cursor still holds the statement open
+            # (sqlite3_close_v2), in its transaction and its write lock, until gc
+            raw.interrupt()
+            driver._tx.put_nowait((None, raw.rollback))
         except Exception:  # already closed: nothing runs
             return
