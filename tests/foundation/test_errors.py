@@ -225,6 +225,18 @@ def test_an_integer_past_64_bits_raises_database_error_and_writes_nothing(
     assert _balances(schema_db) == [5]
 
 
+def test_a_text_that_is_no_number_is_refused_without_showing_it(schema_db: Database) -> None:
+    if schema_db.engine.dialect.name != "sqlite":
+        pytest.skip("PostgreSQL refuses it itself, and its message quotes the text")
+    secret = "tok_4f9a8c"  # a value written may be a secret: dalkit's refusal never shows it
+    for value in (secret, f" {secret} "):
+        with pytest.raises(DatabaseError) as caught:
+            with schema_db.transaction() as session:
+                session.execute(sa.update(Account).values(balance=value))
+        assert secret not in str(caught.value)
+    assert _balances(schema_db) == [5]
+
+
 async def test_async_drivers_refuse_an_integer_past_64_bits_the_same_way(
     async_db: AsyncDatabase,
 ) -> None:

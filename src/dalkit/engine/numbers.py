@@ -28,6 +28,8 @@ Text for a number (a Core write): read as the server reads it, on SQLite and asy
 sends it to the server (" 30 " is 30, "1.005" is 1.01 in a ``Numeric(6, 2)``), and refused as it
 refuses what is no number ("invalid input syntax"): SQLite stored any text as it is ("thirty" in
 an INTEGER), and asyncpg refused "30" for an INTEGER.
+
+A refusal names no value, only the rule it breaks: a value written may be a secret.
 """
 
 from __future__ import annotations
@@ -126,11 +128,11 @@ def _checked(
     if not decimal.Decimal(value).is_finite():
         if precision is None:
             return decimal.Decimal(value)
-        raise ValueError(f"numeric field overflow: {value} does not fit NUMERIC({precision})")
+        raise ValueError(f"numeric field overflow: a value does not fit NUMERIC({precision})")
     stored = numeric_as_stored(value, scale)
     if numeric_overflows(stored, precision, scale):
         raise ValueError(
-            f"numeric field overflow: {value} does not fit NUMERIC({precision}, {scale})"
+            f"numeric field overflow: a value does not fit NUMERIC({precision}, {scale})"
         )
     return stored
 
@@ -190,12 +192,12 @@ def _ranged_integer(base: type[sa.Integer], bits: int) -> type[sa.Integer]:
                     value = _from_text(value, _INTEGER_TEXT, int, "integer")
                 if type(value) is float or isinstance(value, decimal.Decimal):
                     if not decimal.Decimal(value).is_finite():
-                        raise ValueError(f"integer out of range: {value}")
+                        raise ValueError("integer out of range: a NaN or an infinity")
                     value = (
                         int(_half_up(value)) if isinstance(value, decimal.Decimal) else round(value)
                     )
                 if type(value) is int and not low <= value <= high:
-                    raise ValueError(f"integer out of range: {value} is past {bits} bits")
+                    raise ValueError(f"integer out of range: a value is past {bits} bits")
                 return value if process is None else process(value)
 
             return as_postgresql
@@ -230,7 +232,7 @@ _NUMERIC_TEXT = re.compile(
 def _from_text(text: str, syntax: re.Pattern[str], kind: type[Any], name: str) -> Any:
     """``text`` as the server reads it for a column of type ``name``, or its ValueError."""
     if not syntax.fullmatch(text):
-        raise ValueError(f"invalid input syntax for type {name}: {text[:40]!r}")
+        raise ValueError(f"invalid input syntax for type {name}: a text that is no {name}")
     return kind(text.strip())
 
 
