@@ -184,6 +184,10 @@ def _ranged_integer(base: type[sa.Integer], bits: int) -> type[sa.Integer]:
     low, high = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
 
     class RangedInteger(base):  # type: ignore[valid-type,misc]
+        def unchecked_bind_processor(self, dialect: Dialect) -> Any:
+            """The driver's own processor, for a load whose values are checked otherwise."""
+            return super().bind_processor(dialect)
+
         def bind_processor(self, dialect: Dialect) -> Any:
             process = super().bind_processor(dialect)
 
