@@ -18,7 +18,8 @@ from sqlalchemy.orm import Session
 from dalkit.audit.cascades import Dependents, has_audited_dependents
 from dalkit.audit.errors import UnauditedWriteError
 from dalkit.audit.guard import recorded, unrecorded_allowed
-from dalkit.audit.records import IN_CHUNK, full, record_since, row, rows_by, rows_by_key, write
+from dalkit.audit.locking import add_by_keys
+from dalkit.audit.records import full, record_since, row, rows_by, rows_by_key, write
 from dalkit.audit.registry import ModelAudit, model_audit
 from dalkit.query.soft_delete import is_soft_deletable, refuse_deleted
 from dalkit.query.tenant import check_keys, check_tenant_rows, current_tenant, is_tenant_scoped
@@ -119,12 +120,7 @@ class BulkUpdateAudit:
         if not has_audited_dependents(table, updating=True):
             return None
         dependents = Dependents(refusing=not unrecorded_allowed())
-        pk = list(table.primary_key)
-        target = pk[0] if len(pk) == 1 else sa.tuple_(*pk)
-        for start in range(0, len(keys), IN_CHUNK):
-            chunk = keys[start : start + IN_CHUNK]
-            values = [k[0] for k in chunk] if len(pk) == 1 else chunk
-            dependents.add(session, table, target.in_(values), updating=True)
+        add_by_keys(dependents, session, table, keys, updating=True)
         return dependents
 
     def kept(

@@ -13,7 +13,7 @@ from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.orm import ORMExecuteState
+from sqlalchemy.orm import ORMExecuteState, Session
 from sqlalchemy.orm.exc import StaleDataError
 
 from dalkit.audit.cascades import Dependents
@@ -21,7 +21,7 @@ from dalkit.audit.guard import unrecorded_allowed
 from dalkit.audit.records import IN_CHUNK, temporary_table
 from dalkit.audit.registry import ModelAudit
 
-__all__ = ["dependents_of", "key_of", "refuse_absent_keys", "table_key_of"]
+__all__ = ["add_by_keys", "dependents_of", "key_of", "refuse_absent_keys", "table_key_of"]
 
 
 def dependents_of(state: ORMExecuteState, statement: Any, updating: bool) -> tuple[Dependents, Any]:
@@ -88,6 +88,33 @@ def _lock_named_keys(
     if any(name not in one for one in params for name in names):
         return  # SQLAlchemy refuses the statement before it sends anything
     keys = [tuple(one[name] for name in names) for one in params]
+    found = add_by_keys(dependents, state.session, table, keys, updating=updating)
+    if updating:
+        refuse_absent_keys(table, keys, found)
+
+
+def add_by_keys(
+    dependents: Dependents,
+    session: Session,
+    table: sa.Table,
+    keys: Sequence[tuple[Any, ...]],
+    *,
+    updating: bool,
+) -> set[tuple[Any, ...]]:
+    """Lock the rows of ``table`` that ``keys`` name, and read the audited rows their DELETE
+    (or the UPDATE of their referenced keys) reaches, in IN lists of `IN_CHUNK`
+    (`Dependents.add`).
+
+    Args:
+        dependents: Where the rows read go.
+        session: The session writing.
+        table: The table written.
+        keys: Primary keys of ``table``, each a tuple.
+        updating: Whether the write is an UPDATE.
+
+    Returns:
+        The keys the locked read found.
+    """
     unique = list(dict.fromkeys(keys))
     pk = list(table.primary_key)
     target = pk[0] if len(pk) == 1 else sa.tuple_(*pk)
@@ -95,10 +122,9 @@ def _lock_named_keys(
     for start in range(0, len(unique), IN_CHUNK):
         chunk = unique[start : start + IN_CHUNK]
         values = [k[0] for k in chunk] if len(pk) == 1 else chunk
-        locked = dependents.add(state.session, table, target.in_(values), updating=updating)
+        locked = dependents.add(session, table, target.in_(values), updating=updating)
         found.update(k if len(pk) > 1 else (k,) for k in locked or ())
-    if updating:
-        refuse_absent_keys(table, keys, found)
+    return found
 
 
 def refuse_absent_keys(

@@ -51,6 +51,7 @@ __all__ = [
     "numeric_as_stored",
     "numeric_overflows",
     "numeric_typmod",
+    "stored_numeric",
 ]
 
 
@@ -72,7 +73,7 @@ class ExactNumeric(sa.Numeric):  # type: ignore[type-arg]
                 raise ValueError("a NUMERIC column takes no boolean")
             if not isinstance(value, int | float | decimal.Decimal):
                 return value if process is None else process(value)
-            stored = _checked(value, precision, scale)
+            stored = stored_numeric(value, precision, scale)
             if isinstance(value, int):  # kept as it is (SQLite's integers are exact)
                 return value if process is None else process(value)
             if isinstance(value, float):
@@ -114,17 +115,31 @@ class ExactNumeric(sa.Numeric):  # type: ignore[type-arg]
             # the bound value's rounding (1.005 is 1.01), where the text of the float was
             # stored as it is and read back rounded the binary way (1.00)
             if _is_number(value) and value == value:
-                stored = _checked(value, precision, scale)
+                stored = stored_numeric(value, precision, scale)
                 value = value if isinstance(value, int) else stored
             return process(value)
 
         return as_postgresql
 
 
-def _checked(
+def stored_numeric(
     value: float | decimal.Decimal, precision: int | None, scale: int | None
 ) -> decimal.Decimal:
-    """``value`` as PostgreSQL stores it, or the ValueError of its "numeric field overflow"."""
+    """``value`` as PostgreSQL stores it in a NUMERIC of ``precision`` and ``scale``
+    (`numeric_as_stored`), or the ValueError of its "numeric field overflow": more integer
+    digits than the precision leaves, or an infinity in a column with a precision.
+
+    Args:
+        value: A number, not a NaN.
+        precision: The column's precision (`numeric_typmod`).
+        scale: The column's scale.
+
+    Returns:
+        The stored number.
+
+    Raises:
+        ValueError: PostgreSQL refuses it.
+    """
     if not decimal.Decimal(value).is_finite():
         if precision is None:
             return decimal.Decimal(value)

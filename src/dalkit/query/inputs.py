@@ -12,7 +12,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import DOMAIN
 
-from dalkit.engine.numbers import numeric_as_stored, numeric_overflows, numeric_typmod
+from dalkit.engine.numbers import numeric_typmod, stored_numeric
 from dalkit.errors import ConfigurationError, InvalidQueryError
 from dalkit.query.fields import CoercionError, FieldInfo, ModelInfo, column_field, to_decimal
 
@@ -95,26 +95,24 @@ def write_value(field: FieldInfo, value: Any) -> Any:
 
 
 def _stored_decimal(field: FieldInfo, value: Any) -> Any:
-    """``value`` as PostgreSQL stores it in ``field``'s NUMERIC column: rounded half away from
-    zero to the scale (1.005 is 1.01 in a NUMERIC(6, 2)), a float through its 15 significant
-    digits; InvalidQueryError for what the server refuses ("numeric field overflow": more
-    integer digits than the precision leaves, an infinity in a column with a precision)."""
+    """``value`` as PostgreSQL stores it in ``field``'s NUMERIC column (`stored_numeric`):
+    rounded half away from zero to the scale (1.005 is 1.01 in a NUMERIC(6, 2)), a float through
+    its 15 significant digits; InvalidQueryError for what the server refuses ("numeric field
+    overflow": more integer digits than the precision leaves, an infinity in a column with a
+    precision)."""
     precision, scale = numeric_typmod(field.column.type)
-    if _not_finite(value):  # a NaN is stored (dalkit's SQLite engines refuse it: NULL)
-        if precision is None or decimal.Decimal(value).is_nan():
-            return value
-        stored = decimal.Decimal(value)
-    else:
-        try:
-            stored = numeric_as_stored(to_decimal(value), scale)
-        except CoercionError as exc:
-            raise InvalidQueryError(f"{field.name}: {exc}", name=field.name) from None
-    if not stored.is_finite() or numeric_overflows(stored, precision, scale):
+    not_finite = _not_finite(value)
+    if not_finite and (precision is None or decimal.Decimal(value).is_nan()):
+        return value  # a NaN is stored (dalkit's SQLite engines refuse it: NULL)
+    try:
+        return stored_numeric(value if not_finite else to_decimal(value), precision, scale)
+    except CoercionError as exc:
+        raise InvalidQueryError(f"{field.name}: {exc}", name=field.name) from None
+    except ValueError:
         raise InvalidQueryError(
             f"{field.name}: {value!r:.60} has more digits than the column holds",
             name=field.name,
-        )
-    return stored
+        ) from None
 
 
 def _to_bytes(field: FieldInfo, value: Any) -> bytes:
