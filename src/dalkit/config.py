@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -18,6 +17,7 @@ from dalkit.config_checks import check_options
 from dalkit.config_env import options_from_env
 from dalkit.config_urls import is_multi_host, parse_url, split_hosts
 from dalkit.errors import ConfigurationError
+from dalkit.secret_names import is_secret_name
 
 __all__ = [
     "DEFAULT_URL",
@@ -48,12 +48,12 @@ InitHook = Callable[[Any], "Awaitable[None] | None"]
 _ENV_PREFIX = "DALKIT_DATABASE_"
 # options that cannot come from a string: code (init) or a mapping (connect_args)
 _NOT_FROM_ENV = frozenset({"url", "connect_args", "init"})
-_SECRET_NAME = re.compile(r"password|passwd|secret|token", re.IGNORECASE)
 
 
 def is_secret(name: str) -> bool:
-    """Whether a URL query key or connect argument named ``name`` holds a secret."""
-    return bool(_SECRET_NAME.search(name))
+    """Whether a URL query key or connect argument named ``name`` holds a secret: the one rule
+    of `dalkit.secret_names`, which the query layer and the logs follow too."""
+    return is_secret_name(name)
 
 
 def is_memory_sqlite(url: URL) -> bool:

@@ -128,3 +128,26 @@ def test_a_number_compared_from_the_left_with_a_secret_is_masked_in_a_plan(
     assert "987654" not in plans[0].text + str(plans[0].data)
     assert "987654" not in plans[1].text + str(plans[1].data)
     assert "(987654 = n)" in plans[2].text  # a column not named like a secret: shown
+
+
+def test_a_number_compared_with_an_expression_over_a_secret_is_masked_in_a_plan(
+    postgres_database_url: str,
+) -> None:
+    # "((pin_secret + 1) = 987654)", "(COALESCE(pin_secret, 0) = 987654)" and "(pin_secret IS
+    # DISTINCT FROM 987654)" were shown: only a bare column before or after the number counted
+    with Database(postgres_database_url) as db:
+        db.sql("CREATE TABLE pins (id serial PRIMARY KEY, pin_secret int, author int)")
+        plans = [
+            db.explain(f"SELECT * FROM pins WHERE {where}", {"v": 987654})
+            for where in (
+                "pin_secret + 1 = :v",
+                "pin_secret * 2 > :v",
+                "coalesce(pin_secret, 0) = :v",
+                "pin_secret IS DISTINCT FROM :v",
+                "author = :v",  # "auth" is no secret's word inside "author": shown
+            )
+        ]
+    for plan in plans[:-1]:
+        assert "987654" not in plan.text + str(plan.data), plan.text
+    assert "((pin_secret + ***) = ***)" in plans[0].text
+    assert "(author = 987654)" in plans[-1].text

@@ -26,13 +26,13 @@ from dalkit.observe.param_compared import (
     CAST,
     IDENT,
     NAME,
-    SECRET_NAMES,
     compared,
     space_before,
     word_before,
 )
+from dalkit.secret_names import SECRET_NAMES
 
-__all__ = ["INSERT_TARGET", "SECRET_NAMES", "ParameterColumns", "parameter_columns"]
+__all__ = ["INSERT_TARGET", "ParameterColumns", "parameter_columns"]
 
 # comments go, quoted identifiers stay (a column may be one); string literals are gone already
 _COMMENTS = re.compile(r'"(?:[^"]|"")*"|--[^\n]*|/\*[\s\S]*?\*/')

@@ -1,17 +1,17 @@
 """What a bound parameter is compared with, read around it in SQL text whose literals and
 comments are masked: the column or call before a comparison (``password = ?``), after it
 (``? = password``, ``? = ANY(tokens)``), or the secret-looking name it is selected as
-(``SELECT ? AS token``). The names that look secret are here too (`SECRET_NAMES`): what the
-slow-query log masks a value by; `dalkit.observe.param_columns` uses both."""
+(``SELECT ? AS token``); the names that look secret are `dalkit.secret_names`' rule.
+`dalkit.observe.param_columns` reads every parameter of a statement by it."""
 
 from __future__ import annotations
 
 import re
 
-__all__ = ["CAST", "IDENT", "NAME", "SECRET_NAMES", "compared", "space_before", "word_before"]
+from dalkit.secret_names import SECRET_NAMES
 
-#: parameter and column names whose values are never shown
-SECRET_NAMES = re.compile(r"pass(word|wd|phrase)?|secret|token|api_?key|auth|credential|salt", re.I)
+__all__ = ["CAST", "IDENT", "NAME", "compared", "space_before", "word_before"]
+
 
 IDENT = r'(?:[A-Za-z_][\w$]*|"(?:[^"]|"")*")'
 NAME = rf"{IDENT}(?:\s*\.\s*{IDENT})*"

@@ -1,7 +1,8 @@
 """The values PostgreSQL writes into a plan (``Filter: (password = 'hunter2'::text)``), masked
 for `dalkit.observe.explain`: every string literal (`mask_strings`) but a number's
-(``'100'::bigint``), and a number compared with a column named like a secret (`SECRET_NAMES`),
-on either side of the comparison (``(pin = 1234)``, ``(1234 = pin)``)."""
+(``'100'::bigint``), and every number in a condition that names a column named like a secret
+(`dalkit.secret_names`), however it is compared: ``(pin = ***)``, ``(*** = pin)``,
+``((pin + ***) = ***)``, ``(COALESCE(pin, ***) = ***)``, ``(pin IS DISTINCT FROM ***)``."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import re
 from typing import Any
 
 from dalkit.engine.sql_literals import mask_strings
-from dalkit.observe.param_compared import SECRET_NAMES
+from dalkit.secret_names import is_secret_name
 
 __all__ = ["masked"]
 
@@ -22,14 +23,11 @@ _NUMBER = r"-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?"
 _NUMBER_LITERAL = re.compile(
     rf"'{_NUMBER}'::(?:smallint|integer|bigint|numeric|real|double precision)\b(?!\[)"
 )
-_COLUMN = r'[A-Za-z_][\w$]*|"(?:[^"]|"")*"'
-_OPERATOR = r"\s*(?:[=<>]|<>|!=|<=|>=)\s*"
-# a column, maybe cast, compared with a number: (pin = 1234), ((t.pin)::text > '15'::bigint);
-# or a number compared with a column: (1234 = pin), ('15'::bigint < (t.pin)::text)
-_COMPARED_NUMBER = re.compile(
-    rf"(?P<column>{_COLUMN})\)?(?:::[\w ]+)?{_OPERATOR}\(?'?(?P<number>{_NUMBER})"
-    rf"|(?<![\w$])'?(?P<first>{_NUMBER})'?(?:::[\w ]+?)?\)?{_OPERATOR}\(*(?P<then>{_COLUMN})"
-)
+# a number, bare or in a literal ('100'::bigint); not one in a name (t2, $1) or in a type's
+# modifier (numeric(10,2))
+_NUMBERS = re.compile(rf"(?P<kept>::[\w ]+\(\d+(?:,\d+)?\))|(?<![\w$.]){_NUMBER}(?![\w.])")
+# what PostgreSQL writes between the conditions of a filter: ((pin = 1) AND (id = 2))
+_CONDITIONS = re.compile(r"(\s(?:AND|OR)\s)")
 
 
 def masked(data: Any, key: str = "") -> Any:
@@ -48,13 +46,10 @@ def masked(data: Any, key: str = "") -> Any:
     if isinstance(data, list):
         return [masked(v, key) for v in data]
     if isinstance(data, str) and key not in _NAME_FIELDS:
-        return _COMPARED_NUMBER.sub(_mask_number, mask_strings(data, keep=_NUMBER_LITERAL))
+        parts = _CONDITIONS.split(mask_strings(data, keep=_NUMBER_LITERAL))
+        return "".join(_NUMBERS.sub(_mask_number, p) if is_secret_name(p) else p for p in parts)
     return data
 
 
 def _mask_number(match: re.Match[str]) -> str:
-    column, number = ("column", "number") if match["column"] is not None else ("then", "first")
-    if not SECRET_NAMES.search(match[column]):
-        return match[0]
-    start, end = match.span(number)
-    return match[0][: start - match.start()] + "***" + match[0][end - match.start() :]
+    return match[0] if match["kept"] is not None else "***"

@@ -16,11 +16,11 @@ from typing import Any
 from dalkit.engine.sql_literals import shown_sql
 from dalkit.observe.param_columns import (
     INSERT_TARGET,
-    SECRET_NAMES,
     ParameterColumns,
     parameter_columns,
 )
 from dalkit.observe.shapes import StatementShape, shape_of
+from dalkit.secret_names import SECRET_NAMES
 
 __all__ = [
     "QueryStats",

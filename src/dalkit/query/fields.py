@@ -21,8 +21,9 @@ from sqlalchemy.sql.schema import ColumnDefault
 
 from dalkit.errors import ConfigurationError
 from dalkit.query.context_defaults import of_context
+from dalkit.secret_names import is_secret_name
 
-__all__ = ["SENSITIVE_NAMES", "FieldInfo", "ModelInfo", "column_field", "model_info", "to_decimal"]
+__all__ = ["FieldInfo", "ModelInfo", "column_field", "model_info", "to_decimal"]
 
 _INTEGER = re.compile(r"[+-]?[0-9]{1,40}")
 _TRUE = frozenset({"true", "1", "yes", "on"})
@@ -30,8 +31,6 @@ _FALSE = frozenset({"false", "0", "no", "off"})
 # the ranges PostgreSQL enforces; SQLite stores any 64-bit integer, but a value that could not be
 # stored on PostgreSQL would mean different things on the two backends
 _INT_BITS = ((sa.SmallInteger, 16), (sa.BigInteger, 64), (sa.Integer, 32))
-#: column names taken as sensitive unless marked ``info={"sensitive": False}``
-SENSITIVE_NAMES = re.compile(r"password|secret|token|hash", re.IGNORECASE)
 #: kinds whose values have a total order that the databases and Python agree on
 ORDERED_KINDS = frozenset({"int", "float", "decimal", "str", "datetime", "date", "time"})
 
@@ -57,12 +56,13 @@ class FieldInfo:
     @property
     def sensitive(self) -> bool:
         """Whether user input may only reach this field when a repository lists it: marked
-        ``info={"sensitive": True}`` on the column, or named like a password, secret, token or
-        hash (``info={"sensitive": False}`` says it is not)."""
+        ``info={"sensitive": True}`` on the column, or named like a secret by the rule the logs
+        mask values by (`dalkit.secret_names`: a password, secret, token, key, salt or hash;
+        ``info={"sensitive": False}`` says it is not)."""
         marked = self.column.info.get("sensitive")
         if marked is not None:
             return bool(marked)
-        return any(SENSITIVE_NAMES.search(n) is not None for n in (self.name, self.column.name))
+        return is_secret_name(self.name) or is_secret_name(self.column.name)
 
     def python_default(self, *, update: bool = False) -> Callable[[], Any] | None:
         """A function producing the column's Python-side INSERT default (``update``: its

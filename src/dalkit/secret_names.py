@@ -1,0 +1,43 @@
+"""The one rule for which names hold secrets: the URL query keys and connect arguments that
+`dalkit.config` masks, the columns `dalkit.query.fields` keeps out of default allow-lists, and the
+parameters and columns whose values the slow-query log and EXPLAIN plans (`dalkit.observe`) mask.
+
+A name is a secret's when it holds one of the unmistakable words anywhere (``password``,
+``passwd``, ``passphrase``, ``passcode``, ``secret``, ``token``, ``credential``, ``api_key``,
+``private_key``, ``access_key``, ``signing_key``, ``encryption_key``: ``sslpassword``,
+``ApiToken``, ``client_SECRET``), or one of the short words as a word of its own, between
+characters that are no letters (``pass``, ``pwd``, ``pw``, ``auth``, ``authorization``, ``salt``,
+``hash``, ``hashed``, ``pin``, ``otp``, maybe plural: ``db_pass``, ``auth_header``,
+``password_salt``, ``user.pin``). So ``author``, ``authority``, ``secretary``, ``passenger``,
+``passfile`` (a path), ``spin``, ``shipping`` and ``hashtag`` name no secret; neither do short
+words glued into a camelCase name (``authHeader``: write ``auth_header``, or mark the column
+``info={"sensitive": True}``).
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["SECRET_NAMES", "is_secret_name"]
+
+_ANYWHERE = (
+    r"pass(?:word|wd|phrase|code)|secret(?!ar[iy])|token|credential"
+    r"|(?:api|private|access|signing|encryption)_?key"
+)
+_WORDS = r"(?<![a-z])(?:pass|pwd|pw|auth|authorization|salt|hash|hashed|pin|otp)s?(?![a-z])"
+#: searched in a name, or in SQL text for the names in it; its pattern is lower-case ASCII, so
+#: that it serves text folded to lower case without ``re.IGNORECASE`` too
+SECRET_NAMES = re.compile(f"{_ANYWHERE}|{_WORDS}", re.IGNORECASE)
+
+
+def is_secret_name(name: str) -> bool:
+    """Whether a value named ``name`` (a column, attribute, parameter, URL query key or connect
+    argument) is a secret's, by `SECRET_NAMES`.
+
+    Args:
+        name: The name.
+
+    Returns:
+        True when its values are never shown.
+    """
+    return SECRET_NAMES.search(name) is not None
