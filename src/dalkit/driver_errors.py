@@ -10,6 +10,7 @@ from typing import Any
 
 import sqlalchemy.exc
 
+from dalkit.driver_messages import safe_text, server_fields
 from dalkit.errors import (
     CheckViolationError,
     ConnectionFailedError,
@@ -124,7 +125,9 @@ def translate_dbapi_error(
 ) -> DatabaseError:
     """Map a SQLAlchemy-wrapped driver error onto dalkit's tree, by SQLSTATE or SQLite code.
 
-    The message keeps the driver's words but drops the SQL parameters, which may hold secrets.
+    The message keeps the driver's words and names but drops the SQL parameters and the values
+    the server quotes (`dalkit.driver_messages`), which may hold secrets; the driver's error,
+    with all of them, is the ``__cause__``.
     """
     errors = _driver_errors(exc.orig)
     sqlstate = _sqlstate(errors)
@@ -138,7 +141,14 @@ def translate_dbapi_error(
             cls = IntegrityError
         else:
             cls = DatabaseError
-    return cls(_driver_message(errors), sqlstate=sqlstate, constraint=_constraint(errors))
+    fields = next(filter(None, map(server_fields, errors)), None)
+    return cls(
+        _driver_message(errors),
+        sqlstate=sqlstate,
+        constraint=_constraint(errors),
+        table=fields.table if fields is not None else None,
+        column=fields.column if fields is not None else None,
+    )
 
 
 def _by_code(errors: list[Any], sqlstate: str | None) -> type[DatabaseError] | None:
@@ -223,11 +233,12 @@ def translate_bind_error(exc: OverflowError | TypeError) -> DatabaseError:
 
 
 def _driver_message(errors: list[Any]) -> str:
-    """The innermost driver error's own text: async adapters prefix theirs with a class repr
-    (``<class 'asyncpg.exceptions.UniqueViolationError'>: ...``), and the exception type
-    already says what kind of error it is."""
+    """The innermost driver error's own text, the values it quotes masked (`safe_text`):
+    async adapters prefix theirs with a class repr (``<class 'asyncpg.exceptions.
+    UniqueViolationError'>: ...``), and the exception type already says what kind of error it
+    is."""
     for err in reversed(errors):
-        text = str(err).strip()
+        text = safe_text(err) or str(err).strip()
         if text:
             return text
     return type(errors[0]).__name__ if errors else "unknown driver error"

@@ -15,7 +15,8 @@ DalkitError
 │   │   └── UncollectedEventsError  (outbox.uncollected) a commit that would drop events
 │   ├── ResponseStartedError    (integrations.errors) a request's session used too late
 │   └── RequestCommitError      (integrations.errors) a request's transaction did not commit
-├── DatabaseError               a driver error; .sqlstate, .constraint when known
+├── DatabaseError               a driver error, its values masked; .sqlstate, .constraint,
+│   │                           .table, .column when known
 │   ├── IntegrityError
 │   │   ├── UniqueViolationError
 │   │   ├── ForeignKeyViolationError
@@ -69,7 +70,8 @@ DalkitError
 
 Classes marked with a module live there, in the package that raises them; the rest are here.
 Every translated error is raised ``from`` the driver's own exception (psycopg, asyncpg, sqlite3);
-its message is the driver's own words, without the driver's class name in front.
+its message is the driver's own words, without the driver's class name in front and without
+the values the server quotes (`dalkit.driver_messages`).
 """
 
 from __future__ import annotations
@@ -154,17 +156,27 @@ class DatabaseError(DalkitError):
     """Raised for a driver error that no narrower class below describes.
 
     Args:
-        message: The driver's message, its secrets removed.
+        message: The driver's message, the values it quotes masked (`dalkit.driver_messages`).
         sqlstate: The SQLSTATE code, when the driver gives one.
         constraint: The constraint that was broken, when known.
+        table: The table the server names (PostgreSQL), when it names one.
+        column: The column the server names (PostgreSQL: a NOT NULL's), when it names one.
     """
 
     def __init__(
-        self, message: str, *, sqlstate: str | None = None, constraint: str | None = None
+        self,
+        message: str,
+        *,
+        sqlstate: str | None = None,
+        constraint: str | None = None,
+        table: str | None = None,
+        column: str | None = None,
     ) -> None:
         super().__init__(message)
         self.sqlstate = sqlstate
         self.constraint = constraint
+        self.table = table
+        self.column = column
 
 
 class IntegrityError(DatabaseError):
