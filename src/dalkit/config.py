@@ -17,7 +17,7 @@ from dalkit.config_checks import check_options
 from dalkit.config_env import options_from_env
 from dalkit.config_urls import is_multi_host, parse_url, split_hosts
 from dalkit.errors import ConfigurationError
-from dalkit.secret_names import is_secret_name
+from dalkit.secret_names import MASK, is_secret_name, masked_values
 
 __all__ = [
     "DEFAULT_URL",
@@ -36,7 +36,7 @@ __all__ = [
 DEFAULT_URL = "sqlite:///./dalkit.db"
 URL_ENV = "DALKIT_DATABASE_URL"
 SECRET_KEY_ENV = "DALKIT_SECRET_KEY"
-MASK = "***"
+
 #: what cursor signing (dalkit.query.cursor) needs of ``secret_key``, checked when configured
 MIN_SECRET_KEY_BYTES = 16
 
@@ -270,7 +270,7 @@ class DatabaseConfig:
         if name == "secret_key":
             return MASK
         if name == "connect_args":
-            return {key: MASK if is_secret(key) else item for key, item in value.items()}
+            return masked_values(value)
         return value
 
     __str__ = __repr__

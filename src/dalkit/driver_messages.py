@@ -10,9 +10,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-__all__ = ["MASK", "ServerFields", "safe_text", "server_fields"]
+from dalkit.secret_names import MASK
 
-MASK = "***"
+__all__ = ["ServerFields", "safe_text", "server_fields"]
 
 # a DETAIL naming a key's values: unique, foreign-key and exclusion violations
 _KEY = re.compile(

@@ -17,8 +17,13 @@ words glued into a camelCase name (``authHeader``: write ``auth_header``, or mar
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from typing import Any
 
-__all__ = ["SECRET_NAMES", "is_secret_name"]
+__all__ = ["MASK", "SECRET_NAMES", "is_secret_name", "masked_values"]
+
+#: what a secret is shown as
+MASK = "***"
 
 _ANYWHERE = (
     r"pass(?:word|wd|phrase|code)|secret(?!ar[iy])|token|credential"
@@ -41,3 +46,16 @@ def is_secret_name(name: str) -> bool:
         True when its values are never shown.
     """
     return SECRET_NAMES.search(name) is not None
+
+
+def masked_values(mapping: Mapping[Any, Any]) -> dict[Any, Any]:
+    """``mapping`` (connect arguments, a row) with the value of each secret-looking key as
+    `MASK`, for a repr or a message.
+
+    Args:
+        mapping: Names (or anything, taken by its ``str``) to values.
+
+    Returns:
+        A copy, its secrets masked.
+    """
+    return {key: MASK if is_secret_name(str(key)) else item for key, item in mapping.items()}

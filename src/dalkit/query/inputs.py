@@ -16,7 +16,7 @@ from dalkit.engine.numbers import numeric_typmod, stored_numeric
 from dalkit.errors import ConfigurationError, InvalidQueryError
 from dalkit.query.fields import CoercionError, FieldInfo, ModelInfo, column_field, to_decimal
 
-__all__ = ["coerce_values", "resolve_allowed", "write_value"]
+__all__ = ["coerce_values", "refusal", "resolve_allowed", "write_value"]
 
 
 def resolve_allowed(
@@ -41,6 +41,23 @@ def resolve_allowed(
             f"{info.name} has no usable column for; choose from {', '.join(usable)}"
         )
     return names
+
+
+def refusal(label: str, field: FieldInfo, reason: object) -> str:
+    """What an error refusing a value for ``field`` says: ``label: reason``, or, for a sensitive
+    field (a secret's: the reason may quote the value), its column's kind and no value.
+
+    Args:
+        label: What the message starts with: the field's name, a filter's key.
+        field: The field the value was given for.
+        reason: Why the value was refused (a CoercionError, or its text).
+
+    Returns:
+        The message.
+    """
+    if field.sensitive:
+        return f"{label}: not a value for its {field.kind} column (a sensitive field's: not shown)"
+    return f"{label}: {reason}"
 
 
 def coerce_values(info: ModelInfo, values: Mapping[str, Any]) -> dict[str, Any]:
@@ -84,7 +101,7 @@ def write_value(field: FieldInfo, value: Any) -> Any:
     try:
         result = field.coerce(value)
     except CoercionError as exc:
-        raise InvalidQueryError(f"{field.name}: {exc}", name=field.name) from None
+        raise InvalidQueryError(refusal(field.name, field, exc), name=field.name) from None
     length = getattr(field.column.type, "length", None)
     if isinstance(result, str) and isinstance(length, int) and len(result) > length:
         # PostgreSQL refuses it and SQLite stores it whole: refused here on both
@@ -107,12 +124,10 @@ def _stored_decimal(field: FieldInfo, value: Any) -> Any:
     try:
         return stored_numeric(value if not_finite else to_decimal(value), precision, scale)
     except CoercionError as exc:
-        raise InvalidQueryError(f"{field.name}: {exc}", name=field.name) from None
+        raise InvalidQueryError(refusal(field.name, field, exc), name=field.name) from None
     except ValueError:
-        raise InvalidQueryError(
-            f"{field.name}: {value!r:.60} has more digits than the column holds",
-            name=field.name,
-        ) from None
+        reason = f"{value!r:.60} has more digits than the column holds"
+        raise InvalidQueryError(refusal(field.name, field, reason), name=field.name) from None
 
 
 def _to_bytes(field: FieldInfo, value: Any) -> bytes:

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from dalkit.errors import InvalidFilterError
 from dalkit.query.errors import InputTooLongError
 from dalkit.query.fields import CoercionError, FieldInfo, ModelInfo, to_bool
+from dalkit.query.inputs import refusal
 from dalkit.query.like import (
     ANY_CHAR,
     ANY_STRING,
@@ -309,7 +310,7 @@ class FilterParser:
         try:
             return coerce_condition(field, op, value, self.max_input_length)
         except CoercionError as exc:
-            raise InvalidFilterError(f"{_short(key)}: {exc}", name=key) from None
+            raise InvalidFilterError(refusal(_short(key), field, exc), name=key) from None
 
 
 def operators_for(field: FieldInfo) -> tuple[str, ...]:

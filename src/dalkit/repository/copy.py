@@ -31,6 +31,7 @@ from dalkit.errors import (
 )
 from dalkit.query.fields import FieldInfo, ModelInfo
 from dalkit.repository.ranges import check_integer_ranges
+from dalkit.secret_names import masked_values
 
 __all__ = [
     "COLUMN_TYPES_SQL",
@@ -351,7 +352,8 @@ def duplicate_key_error(info: ModelInfo, index: int, row: Any, earlier: int) -> 
 
 
 def _show(row: Any) -> str:
-    return text if len(text := repr(row)) <= 200 else text[:197] + "..."
+    shown = masked_values(row) if isinstance(row, Mapping) else row  # its secrets: ***
+    return text if len(text := repr(shown)) <= 200 else text[:197] + "..."
 
 
 def row_error(index: int, row: Any, cause: BaseException) -> BulkLoadError:

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 
 from dalkit.errors import BulkLoadError
 from dalkit.query.fields import FieldInfo
+from dalkit.query.inputs import refusal
 
 __all__ = ["check_integer_ranges"]
 
@@ -65,9 +66,10 @@ def check_integer_ranges(
         for index, row in enumerate(tuples):
             value = row[at]
             if isinstance(value, int) and not isinstance(value, bool) and not low <= value <= high:
+                reason = f"{value} is out of range for its {field.column.type} column"
                 raise BulkLoadError(
-                    f"row {offset + index} cannot be written: {field.name} = {value} is out of "
-                    f"range for its {field.column.type} column ({low} to {high})",
+                    f"row {offset + index} cannot be written: "
+                    f"{refusal(field.name, field, f'{reason} ({low} to {high})')}",
                     row_index=offset + index,
                     row=originals[index],
                 )
