@@ -20,6 +20,7 @@ from typing import Any, ClassVar, TypeVar
 
 from dalkit.outbox.uncollected import hold
 from dalkit.outbox.uncollected import install as install_uncollected_check
+from dalkit.secret_names import masked_values
 
 __all__ = [
     "DomainEvent",
@@ -296,8 +297,16 @@ class EventBus:
     @staticmethod
     def _failed(handler: Handler, event: DomainEvent, error: Exception) -> HandlerFailure:
         name = getattr(handler, "__qualname__", repr(handler))
-        log.error("event handler %s failed for %r", name, event, exc_info=error)
+        log.error("event handler %s failed for %s", name, _shown(event), exc_info=error)
         return HandlerFailure(handler, event, error)
+
+
+def _shown(event: DomainEvent) -> str:
+    """``event`` for the log: its fields, a secret-looking one's value as ``***``."""
+    if not dataclasses.is_dataclass(event):
+        return f"{type(event).__name__}(event_id={event.event_id!r})"
+    fields = masked_values({f.name: getattr(event, f.name) for f in dataclasses.fields(event)})
+    return f"{type(event).__name__}({', '.join(f'{k}={v!r}' for k, v in fields.items())})"
 
 
 def _queued(event: DomainEvent) -> bool:
