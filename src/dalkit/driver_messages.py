@@ -24,6 +24,8 @@ _FAILING_ROW = re.compile(r"Failing row contains \(.*\)", re.DOTALL)
 _DOUBLE_QUOTED = re.compile(r'"(?:[^"]|"")*"')
 # a Python error's quoted value; a type's name is kept ('str' object has no attribute ...)
 _SINGLE_QUOTED = re.compile(r"'(?!\w+' object\b)[^']*'")
+# a syntax error's token that is a literal: at or near "'hunter2'", "E'...'", "$$...$$"
+_LITERAL_TOKEN = re.compile(r'(at or near )"(?:[EeBbXxNn]|[Uu]&)?[\'$].*"\Z', re.DOTALL)
 # the CONTEXT lines that say where, not with what: a function's line
 _WHERE = re.compile(r"^(?:PL/pgSQL|SQL) function [^\n]*? line \d+[^\n]*$", re.MULTILINE)
 
@@ -111,7 +113,8 @@ def safe_text(err: Any) -> str | None:
 def _server_text(fields: ServerFields) -> str:
     # a data exception (class 22) quotes the value refused; other classes quote names
     data = fields.sqlstate.startswith("22")
-    lines = [_DOUBLE_QUOTED.sub(f'"{MASK}"', fields.primary) if data else fields.primary]
+    primary = _LITERAL_TOKEN.sub(rf'\1"{MASK}"', fields.primary)
+    lines = [_DOUBLE_QUOTED.sub(f'"{MASK}"', primary) if data else primary]
     detail = fields.detail
     if detail:
         detail = _FAILING_ROW.sub(f"Failing row contains ({MASK})", detail)

@@ -52,6 +52,11 @@ CASES: dict[str, tuple[str, dict[str, Any], str]] = {
         {"v": SECRET},
         "DETAIL:  Failing row contains (***).",
     ),
+    "a literal in a syntax error": (
+        "UPDATE kids SET note = 'a' 'tok_S3cr3t'",
+        {},
+        'syntax error at or near "***"',
+    ),
     "not a number": (
         "UPDATE kids SET n = CAST(:v AS integer)",
         {"v": SECRET},
