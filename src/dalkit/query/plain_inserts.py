@@ -109,7 +109,16 @@ def _add_and_flush(session: Session, entities: Sequence[Any]) -> None:
     session.add_all(entities)
     # adding cascades along set relationships only, and none is set: checked all the same
     if mapper is None or len(session._new) != len(entities) or session.identity_map._modified:
-        session.flush()
+        try:
+            session.flush()
+        except Exception:
+            # refused before the flush began (a before_flush listener, as tenant scoping's):
+            # left pending, they failed every later flush, or were written by one under
+            # another tenant. A failed INSERT has expunged them already
+            for entity in entities:
+                if instance_state(entity).pending:
+                    session.expunge(entity)
+            raise
     else:
         watch_plain(session)
         _insert(session, mapper, [instance_state(entity) for entity in entities])

@@ -19,17 +19,12 @@ from typing import Any, ClassVar, cast
 
 import sqlalchemy as sa
 
-from dalkit.errors import (
-    BulkLoadError,
-    DalkitError,
-    NotNullViolationError,
-    TransactionError,
-    UniqueViolationError,
-)
+from dalkit.errors import BulkLoadError, DalkitError, TransactionError, UniqueViolationError
 from dalkit.query.context_defaults import context_default
 from dalkit.query.cursor import CursorCodec
 from dalkit.query.sorting import sort_entities
 from dalkit.query.specs import Group, matches
+from dalkit.query.tenant import TenantError, stamp_rows
 from dalkit.repository.abstract_async import AsyncAbstractRepository
 from dalkit.repository.base import ModelT, Read, RepositoryBase
 from dalkit.repository.copy import (
@@ -39,8 +34,9 @@ from dalkit.repository.copy import (
     progress_bar,
     row_error,
 )
+from dalkit.repository.memory_rows import TenantScope, check_constraints
 from dalkit.repository.values import stored_value
-from dalkit.repository.writes import Upsert, check_rows, conflict_context_values, unique_sets
+from dalkit.repository.writes import Upsert, check_rows, conflict_context_values
 
 __all__ = ["AsyncInMemoryRepository", "Snapshot"]
 
@@ -69,6 +65,7 @@ class AsyncInMemoryRepository(AsyncAbstractRepository[ModelT]):
 
     def __init__(self, entities: Iterable[ModelT] = ()) -> None:
         self._q = self._plan()
+        self._tenant = TenantScope(self._q.model)
         self.unit_ended: str | None = None  # how the unit of work that handed it out ended
         self._data: dict[tuple[Any, ...], ModelT] = {}
         for entity in entities:
@@ -171,11 +168,13 @@ class AsyncInMemoryRepository(AsyncAbstractRepository[ModelT]):
         return len(self._matching(where))
 
     async def _exists(self, where: Group) -> bool:
-        return any(matches(where, e) for e in self._rows.values())
+        return any(matches(where, e) for e in self._tenant.rows(self._rows.values()))
 
     # --- write hooks ------------------------------------------------------------------------
 
     async def _add(self, entities: builtins.list[ModelT]) -> None:
+        for entity in entities:
+            self._tenant.stamp(entity)
         self._store_all(entities)
 
     async def _update(self, changes: builtins.list[tuple[ModelT, dict[str, Any]]]) -> None:
@@ -210,6 +209,7 @@ class AsyncInMemoryRepository(AsyncAbstractRepository[ModelT]):
         return sum(self._upsert_one(row, upsert)[1] for row in rows)
 
     async def _bulk_insert(self, rows: Sequence[Any], chunk_size: int, progress: bool) -> int:
+        rows = stamp_rows(self._q.model, rows)  # the current tenant's, as the SQL load's
         names = [f.name for f in check_first_row(self._q.info, rows[0])]
         stored: builtins.list[ModelT] = []
         with progress_bar(progress, len(rows), f"insert {self._q.info.table.name}") as advance:
@@ -240,6 +240,7 @@ class AsyncInMemoryRepository(AsyncAbstractRepository[ModelT]):
                         raise duplicate_key_error(self._q.info, index, row, first[key])
                     entity = self._rows.get(key)
                     if entity is not None:
+                        self._tenant.check_change(entity, values)  # as the SQL check_keys
                         done.append((entity, self._apply(entity, values)))
                 except (DalkitError, TypeError) as exc:
                     _put_back(done)
@@ -250,10 +251,11 @@ class AsyncInMemoryRepository(AsyncAbstractRepository[ModelT]):
     # --- storage ----------------------------------------------------------------------------
 
     def _visible(self, entity: Any, include_deleted: bool) -> bool:
-        return include_deleted or not self._q.soft_delete or entity.deleted_at is None
+        shown = include_deleted or not self._q.soft_delete or entity.deleted_at is None
+        return shown and self._tenant.reaches(entity)
 
     def _matching(self, where: Group) -> builtins.list[ModelT]:
-        return [e for e in self._rows.values() if matches(where, e)]
+        return [e for e in self._tenant.rows(self._rows.values()) if matches(where, e)]
 
     def _store_all(self, entities: builtins.list[ModelT]) -> None:
         stored: builtins.list[ModelT] = []
@@ -289,7 +291,7 @@ class AsyncInMemoryRepository(AsyncAbstractRepository[ModelT]):
         if len(pk) == 1 and pk[0].kind == "int" and getattr(entity, pk[0].name) is None:
             existing = [k[0] for k in self._rows]
             setattr(entity, pk[0].name, max(existing, default=0) + 1)
-        self._check_constraints(entity)
+        check_constraints(info, self._rows.values(), entity)
         key = info.identity(entity)
         if key in self._rows and self._rows[key] is not entity:
             raise UniqueViolationError(f"duplicate primary key {key!r} for {info.name}")
@@ -320,38 +322,16 @@ class AsyncInMemoryRepository(AsyncAbstractRepository[ModelT]):
                 keys = [*values, *(f.name for f in info.primary_key)]
                 changed[field.name] = of_row(_parameters(info, entity, keys, values))
         changed = {n: stored_value(info.fields[n], v) for n, v in changed.items()}
+        self._tenant.check_change(entity, changed)
         before = {name: getattr(entity, name) for name in changed}
         for name, value in changed.items():
             setattr(entity, name, value)
         try:
-            self._check_constraints(entity)
+            check_constraints(info, self._rows.values(), entity)
         except DalkitError:
             _put_back([(entity, before)])
             raise
         return before
-
-    def _check_constraints(self, entity: Any) -> None:
-        info = self._q.info
-        for field in info.fields.values():
-            if not field.nullable and getattr(entity, field.name) is None:
-                if field in info.primary_key and len(info.primary_key) == 1:
-                    continue  # assigned on store
-                raise NotNullViolationError(f"{info.name}.{field.name} cannot be null")
-        pk = frozenset(f.name for f in info.primary_key)
-        for names in unique_sets(info):
-            if names == pk:
-                continue
-            values = tuple(getattr(entity, n) for n in sorted(names))
-            if None in values:
-                continue  # NULLs never clash in a unique constraint
-            for other in self._rows.values():
-                if (
-                    other is not entity
-                    and tuple(getattr(other, n) for n in sorted(names)) == values
-                ):
-                    raise UniqueViolationError(
-                        f"duplicate value for unique ({', '.join(sorted(names))}) of {info.name}"
-                    )
 
     def _upsert_one(self, values: dict[str, Any], upsert: Upsert) -> tuple[ModelT, bool]:
         # as the databases' statement is built: before any row is met
@@ -363,8 +343,11 @@ class AsyncInMemoryRepository(AsyncAbstractRepository[ModelT]):
             rows = self._rows.values()
             matches = (e for e in rows if all(getattr(e, n) == v for n, v in target.items()))
             existing = next(matches, None)
-        if existing is None:
+        if existing is not None:  # another tenant's row met is refused, as by the SQL upsert
+            self._tenant.check_change(existing, values)
+        else:
             entity = self._q.model(**values)
+            self._tenant.stamp(entity)
             self._store(entity)
             return entity, True
         if not upsert.names:
@@ -390,5 +373,8 @@ def _put_back(done: builtins.list[tuple[Any, dict[str, Any]]]) -> None:
             setattr(entity, name, value)
 
 
-def _row_error(index: int, row: Any, cause: BaseException) -> BulkLoadError:
-    return cause if isinstance(cause, BulkLoadError) else row_error(index, row, cause)
+def _row_error(index: int, row: Any, cause: BaseException) -> DalkitError:
+    # a tenant's refusal is raised as the SQL repositories raise it, before any row is loaded
+    if isinstance(cause, BulkLoadError | TenantError):
+        return cause
+    return row_error(index, row, cause)
