@@ -90,6 +90,10 @@ class ExactNumeric(sa.Numeric):  # type: ignore[type-arg]
 
     def result_processor(self, dialect: Dialect, coltype: object) -> Any:
         process = super().result_processor(dialect, coltype)  # type: ignore[no-untyped-call]
+        if not self.asdecimal:
+            # a float, as PostgreSQL's drivers give it: SQLite gave the int it keeps for a
+            # whole number (2 for 2.0)
+            return _float_of if process is None else lambda value: _float_of(process(value))
         if process is None:
             return process
         # without a scale, the number as it is (its 15 significant digits, as PostgreSQL keeps
@@ -150,6 +154,10 @@ def stored_numeric(
             f"numeric field overflow: a value does not fit NUMERIC({precision}, {scale})"
         )
     return stored
+
+
+def _float_of(value: Any) -> Any:
+    return float(value) if type(value) is int else value
 
 
 def _is_number(value: Any) -> bool:

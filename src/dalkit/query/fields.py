@@ -176,8 +176,7 @@ def model_info(model: type[Any]) -> ModelInfo:
         column = prop.columns[0]
         if len(prop.columns) != 1 or not isinstance(column, sa.Column):
             continue  # column_property() expressions and joined-inheritance pairs
-        kind, coerce = _coercer(column)
-        fields[prop.key] = FieldInfo(prop.key, column, kind, bool(column.nullable), coerce)
+        fields[prop.key] = column_field(column, prop.key)
     primary_key = tuple(
         field for column in mapper.primary_key if (field := _by_column(fields, column)) is not None
     )
@@ -207,10 +206,11 @@ def _coercer(column: sa.Column[Any]) -> tuple[str, Callable[[Any], Any]]:
     for sa_type, bits in _INT_BITS:
         if isinstance(type_, sa_type):
             return "int", _int_coercer(bits)
-    if isinstance(type_, sa.Float) or (isinstance(type_, sa.Numeric) and not type_.asdecimal):
+    if isinstance(type_, sa.Float):
         return "float", _to_float
-    if isinstance(type_, sa.Numeric):
-        return "decimal", _decimal_coercer(type_.precision, type_.scale)
+    if isinstance(type_, sa.Numeric):  # asdecimal=False: a float, its filters held to the scale
+        exact = _decimal_coercer(type_.precision, type_.scale)
+        return ("decimal", exact) if type_.asdecimal else ("float", lambda v: float(exact(v)))
     if isinstance(type_, sa.String):
         return "str", _to_str
     if isinstance(type_, sa.DateTime):

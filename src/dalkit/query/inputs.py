@@ -16,7 +16,7 @@ from dalkit.engine.numbers import numeric_typmod, stored_numeric
 from dalkit.errors import ConfigurationError, InvalidQueryError
 from dalkit.query.fields import CoercionError, FieldInfo, ModelInfo, column_field, to_decimal
 
-__all__ = ["coerce_values", "refusal", "resolve_allowed", "write_value"]
+__all__ = ["coerce_values", "numeric_float", "refusal", "resolve_allowed", "write_value"]
 
 
 def resolve_allowed(
@@ -96,6 +96,9 @@ def write_value(field: FieldInfo, value: Any) -> Any:
         return value if base is None else write_value(base, value)
     if field.kind == "decimal":
         return _stored_decimal(field, value)
+    if numeric_float(field):  # stored as any NUMERIC is, read back as a float
+        stored = _stored_decimal(field, value)
+        return float(stored) if isinstance(stored, decimal.Decimal) else stored
     if field.kind == "float" and _not_finite(value):
         return value  # stored as given; dalkit's SQLite engines refuse nan (it would be NULL)
     try:
@@ -109,6 +112,20 @@ def write_value(field: FieldInfo, value: Any) -> Any:
             f"{field.name}: {len(result)} characters do not fit in {length}", name=field.name
         )
     return result
+
+
+def numeric_float(field: FieldInfo) -> bool:
+    """Whether ``field`` is a NUMERIC read back as a float (``asdecimal=False``), whose numbers
+    are stored rounded to its scale as any NUMERIC's are.
+
+    Args:
+        field: The field.
+
+    Returns:
+        True for such a NUMERIC; False for a FLOAT, REAL or DOUBLE and any other column.
+    """
+    type_ = field.column.type
+    return field.kind == "float" and not isinstance(type_, sa.Float)
 
 
 def _stored_decimal(field: FieldInfo, value: Any) -> Any:

@@ -28,6 +28,7 @@ import datetime as dt
 import decimal
 import functools
 import json
+import math
 import operator
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -40,7 +41,7 @@ from sqlalchemy.orm.attributes import instance_state
 from dalkit.engine.numbers import numeric_as_stored, numeric_typmod
 from dalkit.errors import DatabaseError, InvalidQueryError
 from dalkit.query.fields import FieldInfo, ModelInfo
-from dalkit.query.inputs import write_value
+from dalkit.query.inputs import numeric_float, write_value
 from dalkit.repository.copy import row_error
 
 __all__ = ["coerce_entity", "coerce_rows", "of_own_types", "stored_value"]
@@ -166,6 +167,8 @@ def _columns_to_coerce(
 def _own_types(field: FieldInfo) -> frozenset[type[Any]] | None:
     """The types ``field`` takes as they are (None among them); None: any value (a column of
     a type dalkit does not coerce, such as JSON)."""
+    if numeric_float(field):
+        return _NONE  # each number is rounded to the scale and checked, as a Decimal is
     own = _OWN_TYPES.get(field.kind)
     if own is not None:
         return own | _NONE
@@ -232,6 +235,8 @@ def stored_value(field: FieldInfo, value: Any) -> Any:
         return value
     if field.kind == "decimal" and isinstance(value, int | float | decimal.Decimal):
         return numeric_as_stored(value, numeric_typmod(field.column.type)[1])
+    if numeric_float(field) and isinstance(value, int | float) and math.isfinite(value):
+        return float(numeric_as_stored(value, numeric_typmod(field.column.type)[1]))
     if field.kind == "datetime" and isinstance(value, dt.datetime):
         return field.coerce(value)
     if isinstance(field.column.type, sa.JSON):
