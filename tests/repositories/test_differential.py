@@ -6,25 +6,22 @@ derandomized, so CI runs the same examples in a few seconds."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import math
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
-import pytest
 import sqlalchemy as sa
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from sqlalchemy.engine import make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from dalkit import AsyncDatabase, AsyncRepository, Database, InMemoryRepository, Repository
+from dalkit import AsyncRepository, InMemoryRepository, Repository
 from dalkit.errors import DalkitError
-from dalkit.testing.postgres import create_database, drop_database
+
+from . import differential
+from .differential import Backends
 
 SECRET = "the differential suite's cursor secret"
 
@@ -62,6 +59,7 @@ class AsyncThings(AsyncRepository[Thing]):
 
 
 MemoryThings = InMemoryRepository.mirroring(Things)
+SUITE = (Thing, (Things, AsyncThings))
 
 # --- data ------------------------------------------------------------------------------------
 
@@ -243,71 +241,11 @@ async def run_async(repository: Any, kind: str, arguments: dict[str, Any]) -> Ou
         return type(error).__name__
 
 
-class Backends:
-    """One sync and one async database on the same server, and a loop for the async one."""
-
-    def __init__(self, sync_url: str, async_url: str) -> None:
-        self.db = Database(sync_url)
-        self.db.create_all(Base.metadata)
-        self.runner = asyncio.Runner()
-        self.adb = AsyncDatabase(async_url)
-
-    def close(self) -> None:
-        self.db.dispose()
-        self.runner.run(self.adb.dispose())
-        self.runner.close()
-
-    def answers(self, rows: list[dict[str, Any]], ops: list[tuple[str, dict[str, Any]]]) -> Any:
-        with self.db.session_factory() as session:
-            session.execute(sa.delete(Thing))
-            things = Things(session)
-            things.add_many([Thing(**row) for row in rows])
-            session.expire_all()
-            sync = [run_sync(things, kind, arguments) for kind, arguments in ops]
-            session.rollback()
-        return sync, self.runner.run(self._async_answers(rows, ops))
-
-    async def _async_answers(
-        self, rows: list[dict[str, Any]], ops: list[tuple[str, dict[str, Any]]]
-    ) -> list[Outcome]:
-        async with self.adb.session_factory() as session:
-            await session.execute(sa.delete(Thing))
-            things = AsyncThings(session)
-            await things.add_many([Thing(**row) for row in rows])
-            session.expire_all()
-            answers = [await run_async(things, kind, arguments) for kind, arguments in ops]
-            await session.rollback()
-            return answers
-
-
 def check_agreement(backends: Backends, rows: list[dict[str, Any]], ops: Any) -> None:
-    memory = MemoryThings([Thing(**row) for row in rows])
-    expected = [run_sync(memory, kind, arguments) for kind, arguments in ops]
-    sync, in_async = backends.answers(rows, ops)
-    assert sync == expected
-    assert in_async == expected
+    backends.check(MemoryThings, rows, ops, (run_sync, run_async))
 
 
-@pytest.fixture(scope="module")
-def sqlite_backends(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backends]:
-    path: Path = tmp_path_factory.mktemp("differential") / "things.db"
-    backends = Backends(f"sqlite:///{path}", f"sqlite+aiosqlite:///{path}")
-    yield backends
-    backends.close()
-
-
-@pytest.fixture(scope="module")
-def postgres_backends(postgres_url: str) -> Iterator[Backends]:
-    name = f"differential_{uuid.uuid4().hex[:12]}"
-    url = make_url(create_database(postgres_url, name))
-
-    def driver(name: str) -> str:
-        return url.set(drivername=name).render_as_string(hide_password=False)
-
-    backends = Backends(driver("postgresql+psycopg"), driver("postgresql+asyncpg"))
-    yield backends
-    backends.close()
-    drop_database(postgres_url, name)
+sqlite_backends, postgres_backends = differential.fixtures(*SUITE)
 
 
 def _at(hour: int, offset: int) -> dt.datetime:

@@ -8,32 +8,28 @@ other. Bounded and derandomized, so CI runs the same examples in a few seconds."
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import os
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy.engine import make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from dalkit import (
-    AsyncDatabase,
     AsyncRepository,
-    Database,
     InMemoryRepository,
     Repository,
     SoftDeleteMixin,
     Spec,
 )
 from dalkit.errors import DalkitError
-from dalkit.testing.postgres import create_database, drop_database
+
+from . import differential
+from .differential import Backends
 
 SECRET = "the second differential suite's cursor secret"
 
@@ -65,6 +61,7 @@ class AsyncEntries(AsyncRepository[Entry]):
 
 
 MemoryEntries = InMemoryRepository.mirroring(Entries)
+SUITE = (Entry, (Entries, AsyncEntries))
 
 # --- data ------------------------------------------------------------------------------------
 
@@ -243,72 +240,14 @@ async def run_async(repository: Any, kind: str, positional: tuple[Any, ...], nam
         return type(error).__name__
 
 
-class Backends:
-    """One sync and one async database on the same server, and a loop for the async one."""
-
-    def __init__(self, sync_url: str, async_url: str) -> None:
-        self.db = Database(sync_url)
-        self.db.create_all(Base.metadata)
-        self.runner = asyncio.Runner()
-        self.adb = AsyncDatabase(async_url)
-
-    def close(self) -> None:
-        self.db.dispose()
-        self.runner.run(self.adb.dispose())
-        self.runner.close()
-
-    def answers(self, rows: list[dict[str, Any]], ops: list[Any]) -> tuple[Any, Any]:
-        with self.db.session_factory() as session:
-            session.execute(sa.delete(Entry))
-            repository = Entries(session)
-            repository.add_many([Entry(**row) for row in rows])
-            session.expire_all()
-            sync = [run_sync(repository, *op) for op in ops]
-            session.rollback()
-        return sync, self.runner.run(self._async_answers(rows, ops))
-
-    async def _async_answers(self, rows: list[dict[str, Any]], ops: list[Any]) -> list[Any]:
-        async with self.adb.session_factory() as session:
-            await session.execute(sa.delete(Entry))
-            repository = AsyncEntries(session)
-            await repository.add_many([Entry(**row) for row in rows])
-            session.expire_all()
-            answers = [await run_async(repository, *op) for op in ops]
-            await session.rollback()
-            return answers
-
-
 def check_agreement(backends: Backends, rows: list[dict[str, Any]], ops: list[Any]) -> None:
-    memory = MemoryEntries([Entry(**row) for row in rows])
-    expected = [run_sync(memory, *op) for op in ops]
+    expected = backends.check(MemoryEntries, rows, ops, (run_sync, run_async))
     for answer in expected:
         if isinstance(answer, list) and len(answer) == 2 and answer[1] is False:
-            pytest.fail(f"count, exists, paginate and list disagree in memory: {ops}")
-    sync, in_async = backends.answers(rows, ops)
-    assert sync == expected
-    assert in_async == expected
+            pytest.fail(f"count, exists, paginate and list disagree: {ops}")
 
 
-@pytest.fixture(scope="module")
-def sqlite_backends(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backends]:
-    path: Path = tmp_path_factory.mktemp("differential_specs") / "entries.db"
-    backends = Backends(f"sqlite:///{path}", f"sqlite+aiosqlite:///{path}")
-    yield backends
-    backends.close()
-
-
-@pytest.fixture(scope="module")
-def postgres_backends(postgres_url: str) -> Iterator[Backends]:
-    name = f"differential_specs_{uuid.uuid4().hex[:12]}"
-    url = make_url(create_database(postgres_url, name))
-
-    def driver(name: str) -> str:
-        return url.set(drivername=name).render_as_string(hide_password=False)
-
-    backends = Backends(driver("postgresql+psycopg"), driver("postgresql+asyncpg"))
-    yield backends
-    backends.close()
-    drop_database(postgres_url, name)
+sqlite_backends, postgres_backends = differential.fixtures(*SUITE)
 
 
 #: DALKIT_DIFFERENTIAL_EXAMPLES explores more examples, random ones
@@ -322,20 +261,18 @@ PROPERTY = settings(
 )
 
 
-@PROPERTY
-@given(rows=entries(), ops=st.lists(reads(), min_size=1, max_size=4))
-def test_sqlite_answers_specs_and_soft_deletes_as_the_in_memory_repository(
-    sqlite_backends: Backends, rows: list[dict[str, Any]], ops: list[Any]
+@pytest.mark.parametrize("server", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_specs_and_soft_deletes_read_as_in_the_in_memory_repository(
+    server: str, request: pytest.FixtureRequest
 ) -> None:
-    check_agreement(sqlite_backends, rows, ops)
+    backends: Backends = request.getfixturevalue(f"{server}_backends")
 
+    @PROPERTY
+    @given(rows=entries(), ops=st.lists(reads(), min_size=1, max_size=4))
+    def check(rows: list[dict[str, Any]], ops: list[Any]) -> None:
+        check_agreement(backends, rows, ops)
 
-@PROPERTY
-@given(rows=entries(), ops=st.lists(reads(), min_size=1, max_size=4))
-def test_postgresql_answers_specs_and_soft_deletes_as_the_in_memory_repository(
-    postgres_backends: Backends, rows: list[dict[str, Any]], ops: list[Any]
-) -> None:
-    check_agreement(postgres_backends, rows, ops)
+    check()
 
 
 ROUNDED: list[dict[str, Any]] = [
