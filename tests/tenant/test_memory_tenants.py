@@ -1,8 +1,8 @@
 """The in-memory repository keeps tenant scope as the SQL repositories do: inside
 ``tenant(t)`` its reads see ``t``'s rows, new rows are stamped with ``t``, and a write naming or
 meeting another tenant's row is refused; outside any tenant reads and writes raise. And a
-repository ``add`` refused by tenant scoping leaves nothing pending in the session, so no later
-flush writes it (under another tenant, say)."""
+repository ``add`` or ``update`` refused by tenant scoping leaves nothing pending in the
+session, so no later flush writes it (under another tenant, say)."""
 
 from __future__ import annotations
 
@@ -184,3 +184,39 @@ async def test_an_async_add_refused_by_tenant_scope_leaves_nothing_pending(
         async with async_database.session_factory() as session:
             stored = [(s.code, s.tenant_id) for s in await AsyncShops(session).list()]
     assert stored == [("A1", "a")]
+
+
+def test_an_update_refused_by_tenant_scope_leaves_nothing_for_a_later_flush(
+    database: Database,
+) -> None:
+    with tenant("a"), database.transaction() as session:
+        Shops(session).add(Shop(code="A1", name="a"))
+    with database.session_factory() as session:
+        shops = Shops(session)
+        with tenant("a"):
+            with pytest.raises(TenantMismatchError):
+                shops.update(1, tenant_id="b", name="moved")
+            with pytest.raises(TenantMismatchError):
+                shops.update_many([{"id": 1, "tenant_id": "b"}])
+            assert shops.get(1).tenant_id == "a"
+            shops.add(Shop(code="A2", name="a"))  # the refused change failed this flush before
+        with every_tenant():
+            session.commit()  # and this one wrote it: the row moved to tenant b
+    with every_tenant(), database.session_factory() as session:
+        stored = sorted((s.code, s.name, s.tenant_id) for s in Shops(session).list())
+    assert stored == [("A1", "a", "a"), ("A2", "a", "a")]
+
+
+async def test_an_async_update_refused_by_tenant_scope_is_not_written_later(
+    async_database: AsyncDatabase,
+) -> None:
+    with tenant("a"):
+        async with async_database.transaction() as session:
+            await AsyncShops(session).add(Shop(code="A1", name="a"))
+    async with async_database.session_factory() as session:
+        with tenant("a"):
+            with pytest.raises(TenantMismatchError):
+                await AsyncShops(session).update(1, tenant_id="b")
+        with every_tenant():
+            await session.commit()
+            assert [s.tenant_id for s in await AsyncShops(session).list()] == ["a"]

@@ -125,7 +125,15 @@ class Repository(BulkOperations[ModelT]):
         for entity, values in changes:
             for name, value in values.items():
                 setattr(entity, name, value)
-        self.session.flush()
+        try:
+            self.session.flush()
+        except Exception:
+            if self.session.is_active:  # refused before the flush began (tenant scoping)
+                # left set, the changes failed every later flush, or one under another tenant
+                # (every_tenant()) wrote them: the values are the database's again
+                for entity, values in changes:
+                    self.session.expire(entity, builtins.list(values))
+            raise
 
     def _delete(self, entity: ModelT) -> None:
         self.session.delete(entity)

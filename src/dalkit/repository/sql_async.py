@@ -123,7 +123,15 @@ class AsyncRepository(AsyncBulkOperations[ModelT]):
         for entity, values in changes:
             for name, value in values.items():
                 setattr(entity, name, value)
-        await self.session.flush()
+        try:
+            await self.session.flush()
+        except Exception:
+            if self.session.is_active:  # refused before the flush began (tenant scoping)
+                # left set, the changes failed every later flush, or one under another tenant
+                # (every_tenant()) wrote them: the values are the database's again
+                for entity, values in changes:
+                    self.session.expire(entity, builtins.list(values))
+            raise
 
     async def _delete(self, entity: ModelT) -> None:
         await self.session.delete(entity)
