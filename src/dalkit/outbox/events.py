@@ -10,7 +10,6 @@ import contextvars
 import dataclasses
 import datetime as dt
 import inspect
-import itertools
 import logging
 import uuid
 from collections import deque
@@ -18,7 +17,7 @@ from collections.abc import Awaitable, Callable, Generator, Iterable
 from contextlib import closing
 from typing import Any, ClassVar, TypeVar
 
-from dalkit.outbox.uncollected import hold
+from dalkit.outbox.uncollected import hold, next_sequence
 from dalkit.outbox.uncollected import install as install_uncollected_check
 from dalkit.secret_names import masked_values
 
@@ -36,9 +35,6 @@ log = logging.getLogger("dalkit.events")
 
 E = TypeVar("E", bound="DomainEvent")
 Handler = Callable[[Any], object]
-
-# one global order of recording, so events of several entities dispatch as they happened
-_sequence = itertools.count()
 
 
 def _utcnow() -> dt.datetime:
@@ -83,12 +79,12 @@ class RecordedEvent:
 def record(
     event: DomainEvent, *, source: object | None = None, aggregate: tuple[str, str] | None = None
 ) -> RecordedEvent:
-    return RecordedEvent(next(_sequence), event, source, aggregate)
+    return RecordedEvent(next_sequence(), event, source, aggregate)
 
 
 def sequence_now() -> int:
     """A sequence number below that of every event recorded from now on."""
-    return next(_sequence)
+    return next_sequence()
 
 
 class HasEvents:
@@ -102,7 +98,8 @@ class HasEvents:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        install_uncollected_check()  # a commit that would drop recorded events refuses
+        # a commit that would drop recorded events refuses; a savepoint rolled back drops them
+        install_uncollected_check()
 
     def record_event(self, event: DomainEvent) -> None:
         """Record ``event`` as having happened to this entity; the unit of work that writes

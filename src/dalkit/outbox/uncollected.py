@@ -7,20 +7,36 @@ commits. A session committed any other way (``db.transaction()``, ``db.session()
 silently. Installed with the first `HasEvents` model, as a ``before_commit`` listener on the
 ``Session`` class that a read-only transaction's short commit runs too
 (`dalkit.transaction.deferred.checks_commit`).
+
+Events recorded inside a savepoint that rolls back are dropped with it, as its changes are:
+those of the session's entities, and those its units of work published (their lists, `track`-ed
+on the session); a get-or-create whose INSERT lost in its savepoint announces nothing. Events
+are numbered in the one global order they were recorded in (`next_sequence`), and each savepoint
+remembers the number it began at.
 """
 
 from __future__ import annotations
 
+import itertools
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
 from sqlalchemy import event
-from sqlalchemy.orm import Session, object_session
+from sqlalchemy.orm import Session, SessionTransaction, object_session
 
 from dalkit.errors import UnitOfWorkError
 from dalkit.transaction.deferred import checks_commit
 
-__all__ = ["UncollectedEventsError", "hold", "holders", "install"]
+__all__ = [
+    "UncollectedEventsError",
+    "hold",
+    "holders",
+    "install",
+    "next_sequence",
+    "track",
+    "untrack",
+]
 
 # where HasEvents keeps an entity's recorded events (outbox.events)
 _EVENTS = "_dalkit_events"
@@ -28,6 +44,15 @@ _EVENTS = "_dalkit_events"
 # clean entity weakly, and one deleted and flushed not at all: either could take its events
 # with it (garbage collected, or out of every collection a unit of work looks in)
 _HOLDERS = "dalkit.event_holders"
+# session.info: the lists of events its open units of work published (`track`)
+_PUBLISHED = "dalkit.published_events"
+
+#: the sequence number of the next event recorded: one global order of recording, so that events
+#: of several entities dispatch as they happened, and a savepoint knows which came after it began
+next_sequence = itertools.count().__next__
+# each open savepoint: the sequence number it began at
+_marks: weakref.WeakKeyDictionary[SessionTransaction, int] = weakref.WeakKeyDictionary()
+_installed = False
 
 
 def hold(entity: Any, session: Session | None = None) -> None:
@@ -80,8 +105,62 @@ def _refuse_uncollected(session: Session) -> None:
     )
 
 
+def track(session: Session, published: list[Any]) -> None:
+    """Drop from ``published`` what is recorded inside a savepoint of ``session`` that rolls
+    back, until `untrack`.
+
+    Args:
+        session: The (sync) session of a unit of work.
+        published: The unit's list of published events (``RecordedEvent``), changed in place.
+    """
+    session.info.setdefault(_PUBLISHED, []).append(published)
+
+
+def untrack(session: Session, published: list[Any]) -> None:
+    """Stop `track`-ing ``published`` (its unit of work ended).
+
+    Args:
+        session: The session given to `track`.
+        published: The list given to `track`.
+    """
+    lists: list[list[Any]] = session.info.get(_PUBLISHED, [])
+    for index, each in enumerate(lists):
+        if each is published:
+            del lists[index]
+            return
+
+
+def _savepoint_began(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.nested:
+        _marks[transaction] = next_sequence()
+
+
+def _savepoint_rolled_back(session: Session, previous: SessionTransaction) -> None:
+    # a failed flush rolls back its own subtransaction, and with it the savepoint around it
+    boundary: SessionTransaction | None = previous
+    while boundary is not None and not boundary.nested:
+        boundary = boundary.parent
+    mark = None if boundary is None else _marks.pop(boundary, None)
+    if mark is None:
+        return
+    for entity in holders(session):
+        pending = entity.__dict__.get(_EVENTS)
+        if pending:
+            pending[:] = [recorded for recorded in pending if recorded.sequence <= mark]
+    for published in session.info.get(_PUBLISHED, ()):
+        published[:] = [recorded for recorded in published if recorded.sequence <= mark]
+
+
 def install() -> None:
-    """Check every Session's commit for uncollected events; idempotent."""
+    """Check every Session's commit for uncollected events, and drop those recorded in a
+    savepoint that rolls back; idempotent, and cheap after the first call (each unit of work
+    makes one)."""
+    global _installed
+    if _installed:
+        return
+    _installed = True
     if not event.contains(Session, "before_commit", _refuse_uncollected):
         event.listen(Session, "before_commit", _refuse_uncollected)
         event.listen(Session, "after_attach", _hold_attached)
+        event.listen(Session, "after_transaction_create", _savepoint_began)
+        event.listen(Session, "after_soft_rollback", _savepoint_rolled_back)

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from dalkit import audit
 from dalkit.errors import UnitOfWorkError
+from dalkit.outbox import uncollected
 from dalkit.outbox.events import DomainEvent, EventBus, deliver, sequence_now
 from dalkit.tables import outbox as outbox_table
 from dalkit.transaction.scope import current_scope, on_commit, on_rollback, settle
@@ -93,6 +94,7 @@ class UnitOfWork(UnitOfWorkBase):
         self.joined = False
         self._transaction: AbstractContextManager[Session] | None = None
         self._actor_scope = contextlib.ExitStack()
+        uncollected.install()  # a savepoint of its session that rolls back drops its events
 
     def __enter__(self) -> Self:
         if self.state != "new":
@@ -102,6 +104,7 @@ class UnitOfWork(UnitOfWorkBase):
         transaction = self.db.transaction(propagation="nested")
         self.session = transaction.__enter__()
         self._transaction = transaction
+        uncollected.track(self._sync_session(), self._published)
         self.joined = outer is not None and current_scope() is outer
         if outer is not None:
             self._since = sequence_now()
@@ -225,6 +228,7 @@ class UnitOfWork(UnitOfWorkBase):
     ) -> None:
         transaction, self._transaction = self._transaction, None
         if transaction is not None:
+            uncollected.untrack(self._sync_session(), self._published)
             # an exception thrown in comes back out of the transaction's with-block, which
             # then answers "not suppressed": the caller's own with-statement re-raises it
             transaction.__exit__(exc_type, exc, tb)

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from dalkit import audit
 from dalkit.errors import UnitOfWorkError
+from dalkit.outbox import uncollected
 from dalkit.outbox.events import DomainEvent, EventBus, deliver_async, sequence_now
 from dalkit.tables import outbox as outbox_table
 from dalkit.transaction.scope import current_scope, on_commit, on_rollback, settle_async
@@ -91,6 +92,7 @@ class AsyncUnitOfWork(UnitOfWorkBase):
         self.joined = False
         self._transaction: AbstractAsyncContextManager[AsyncSession] | None = None
         self._actor_scope = contextlib.ExitStack()
+        uncollected.install()  # a savepoint of its session that rolls back drops its events
 
     async def __aenter__(self) -> Self:
         if self.state != "new":
@@ -100,6 +102,7 @@ class AsyncUnitOfWork(UnitOfWorkBase):
         transaction = self.db.transaction(propagation="nested")
         self.session = await transaction.__aenter__()
         self._transaction = transaction
+        uncollected.track(self._sync_session(), self._published)
         self.joined = outer is not None and current_scope() is outer
         if outer is not None:
             self._since = sequence_now()
@@ -223,6 +226,7 @@ class AsyncUnitOfWork(UnitOfWorkBase):
     ) -> None:
         transaction, self._transaction = self._transaction, None
         if transaction is not None:
+            uncollected.untrack(self._sync_session(), self._published)
             # an exception thrown in comes back out of the transaction's with-block, which
             # then answers "not suppressed": the caller's own with-statement re-raises it
             await transaction.__aexit__(exc_type, exc, tb)
