@@ -90,20 +90,29 @@ class Inbox:
 
     def process(self, event_id: str, handler: Callable[[Session], R]) -> bool:
         """Run ``handler(session)`` for an event not yet processed, recording its id in the
-        same transaction.
+        same transaction, which is run again whole after a serialization failure or a deadlock
+        (as ``db.run_transaction()`` does). Under REPEATABLE READ or SERIALIZABLE, the server's
+        answer to a concurrent delivery of the same id is such a failure; the retry finds the
+        id recorded and returns False.
 
         Args:
             event_id: The event's id (``OutboxMessage.event_id``).
-            handler: Called with the session of that transaction.
+            handler: Called with the session of that transaction (again, if it is retried).
 
         Returns:
             True when the handler ran; False (running nothing) for a duplicate.
+
+        Raises:
+            RetryExhaustedError: When retryable failures outlasted the database's retry policy.
         """
-        with self.db.transaction() as session:
+
+        def claim_and_handle(session: Session) -> bool:
             if not self.claim(session, event_id):
                 return False
             handler(session)
             return True
+
+        return self.db.run_transaction(claim_and_handle)
 
     def seen(self, event_id: str) -> bool:
         """Whether ``event_id`` was processed (and committed) by this consumer.

@@ -88,20 +88,29 @@ class AsyncInbox:
 
     async def process(self, event_id: str, handler: Callable[[AsyncSession], Awaitable[R]]) -> bool:
         """Run ``handler(session)`` for an event not yet processed, recording its id in the
-        same transaction.
+        same transaction, which is run again whole after a serialization failure or a deadlock
+        (as ``db.run_transaction()`` does). Under REPEATABLE READ or SERIALIZABLE, the server's
+        answer to a concurrent delivery of the same id is such a failure; the retry finds the
+        id recorded and returns False.
 
         Args:
             event_id: The event's id (``OutboxMessage.event_id``).
-            handler: Called with the session of that transaction.
+            handler: Called with the session of that transaction (again, if it is retried).
 
         Returns:
             True when the handler ran; False (running nothing) for a duplicate.
+
+        Raises:
+            RetryExhaustedError: When retryable failures outlasted the database's retry policy.
         """
-        async with self.db.transaction() as session:
+
+        async def claim_and_handle(session: AsyncSession) -> bool:
             if not await self.claim(session, event_id):
                 return False
             await handler(session)
             return True
+
+        return await self.db.run_transaction(claim_and_handle)
 
     async def seen(self, event_id: str) -> bool:
         """Whether ``event_id`` was processed (and committed) by this consumer.

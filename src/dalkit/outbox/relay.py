@@ -63,6 +63,7 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
     from dalkit.database import Database
+    from dalkit.transaction.options import IsolationLevel
 
 log = logging.getLogger("dalkit.outbox")
 
@@ -161,6 +162,10 @@ class OutboxRelay:
         self.prune_interval = prune_interval
         self.lock_namespace = lock_namespace
         self._postgres = db.engine.dialect.name == "postgresql"
+        # each statement of a round must see what other relays committed until it began (see
+        # run_once); a server whose default is REPEATABLE READ or SERIALIZABLE would give a
+        # round one snapshot, and every round meeting another relay's work would fail
+        self._isolation: IsolationLevel | None = "READ COMMITTED" if self._postgres else None
         self._stopping = False
 
     def run_once(self) -> RelayRound:
@@ -172,7 +177,7 @@ class OutboxRelay:
         now = _utcnow()
         published: list[int] = []
         failed = 0
-        with self.db.transaction() as session:
+        with self.db.transaction(isolation=self._isolation) as session:
             if self._postgres:
                 session.execute(BEGIN_NOW)  # the advisory locks must last to COMMIT
                 heads = lock_heads(now, self.batch_size, self.lock_namespace)
@@ -281,7 +286,7 @@ class OutboxRelay:
         Returns:
             How many messages were deleted.
         """
-        with self.db.transaction() as session:
+        with self.db.transaction(isolation=self._isolation) as session:
             result = session.execute(prune(_utcnow() - self.retention))
             deleted = int(getattr(result, "rowcount", 0) or 0)
         if deleted:

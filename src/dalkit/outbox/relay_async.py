@@ -62,6 +62,7 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
 
     from dalkit.database_async import AsyncDatabase
+    from dalkit.transaction.options import IsolationLevel
 
 log = logging.getLogger("dalkit.outbox")
 
@@ -160,6 +161,10 @@ class AsyncOutboxRelay:
         self.prune_interval = prune_interval
         self.lock_namespace = lock_namespace
         self._postgres = db.engine.dialect.name == "postgresql"
+        # each statement of a round must see what other relays committed until it began (see
+        # run_once); a server whose default is REPEATABLE READ or SERIALIZABLE would give a
+        # round one snapshot, and every round meeting another relay's work would fail
+        self._isolation: IsolationLevel | None = "READ COMMITTED" if self._postgres else None
         self._stopping = False
 
     async def run_once(self) -> RelayRound:
@@ -171,7 +176,7 @@ class AsyncOutboxRelay:
         now = _utcnow()
         published: list[int] = []
         failed = 0
-        async with self.db.transaction() as session:
+        async with self.db.transaction(isolation=self._isolation) as session:
             if self._postgres:
                 await session.execute(BEGIN_NOW)  # the advisory locks must last to COMMIT
                 heads = lock_heads(now, self.batch_size, self.lock_namespace)
@@ -282,7 +287,7 @@ class AsyncOutboxRelay:
         Returns:
             How many messages were deleted.
         """
-        async with self.db.transaction() as session:
+        async with self.db.transaction(isolation=self._isolation) as session:
             result = await session.execute(prune(_utcnow() - self.retention))
             deleted = int(getattr(result, "rowcount", 0) or 0)
         if deleted:
