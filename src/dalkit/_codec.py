@@ -75,7 +75,7 @@ def jsonable(value: Any, *, strict: bool = False) -> Any:
             for f in dataclasses.fields(value)
         }
     if isinstance(value, Mapping):
-        return {str(k): jsonable(v, strict=strict) for k, v in value.items()}
+        return {_key(k, strict): jsonable(v, strict=strict) for k, v in value.items()}
     if isinstance(value, _SEQUENCES):
         return [jsonable(v, strict=strict) for v in value]
     text = str(value)
@@ -85,6 +85,26 @@ def jsonable(value: Any, *, strict: bool = False) -> Any:
             "does not give it back: make it a dataclass, or convert it to a plain value"
         )
     return text
+
+
+def _key(key: Any, strict: bool) -> str:
+    """A mapping key as JSON object keys are, text: what `jsonable()` makes of it (an enum its
+    value, a UUID or a date its text), a number, boolean or null as JSON writes it, which
+    `restore()` reads back as the key's type. ``strict`` refuses a key that is no such value (a
+    tuple, a dataclass) with a `CodecError`; else it is its ``str()``."""
+    if type(key) is str:
+        return key
+    data = jsonable(key, strict=strict)
+    if isinstance(data, str):
+        return data
+    if data is None or isinstance(data, bool | int | float):
+        return _ENCODER.encode(data)
+    if strict:
+        raise CodecError(
+            f"a {type(key).__name__} mapping key is not a JSON value: use text, numbers, enums, "
+            "UUIDs, decimals or dates as keys"
+        )
+    return str(key)
 
 
 def _reads_back(value: Any, text: str) -> bool:
@@ -130,6 +150,9 @@ def restore(data: Any, hint: Any) -> Any:
         return data
     if origin is not None:
         return _restore_generic(data, origin, typing.get_args(hint))
+    if hint in _SEQUENCES or hint is dict:
+        # a bare container (``meta: dict``): its items are what JSON carries
+        return _restore_generic(data, hint, (Any, ...) if hint is tuple else ())
     if not isinstance(hint, type):
         return data  # TypeVars, NewTypes and the like: what JSON carries
     try:
@@ -195,12 +218,22 @@ def _restore_generic(data: Any, origin: Any, args: tuple[Any, ...]) -> Any:
 
 
 def _restore_key(key: str, hint: Any) -> Any:
-    if hint is int:
+    """The mapping key `_key()` wrote as ``key``: the text itself, or the number, boolean or
+    null it spells as JSON (an integer key, an ``IntEnum``'s value)."""
+    try:
+        return restore(key, hint)
+    except CodecError:
         try:
-            return int(key)
+            data = json.loads(key)
         except ValueError:
-            raise CodecError(f"{key!r:.60} is not an integer key") from None
-    return restore(key, hint)
+            raise CodecError(f"{key!r:.60} is not a {_hint_name(hint)} key") from None
+        if isinstance(data, list | dict | str):
+            raise CodecError(f"{key!r:.60} is not a {_hint_name(hint)} key") from None
+        return restore(data, hint)
+
+
+def _hint_name(hint: Any) -> str:
+    return getattr(hint, "__name__", str(hint))
 
 
 def _restore_type(data: Any, hint: type[Any]) -> Any:

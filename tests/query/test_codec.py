@@ -180,3 +180,40 @@ def test_a_message_that_does_not_fit_its_event_type_is_an_outbox_error() -> None
     )
     with pytest.raises(OutboxError, match="order_id"):
         TYPES.load(message)
+
+
+@pytest.mark.parametrize(
+    ("value", "hint"),
+    [
+        ({Colour.red: 1}, dict[Colour, int]),
+        ({Size.large: "l"}, dict[Size, str]),
+        ({0.5: 1, math.inf: 2}, dict[float, int]),
+        ({True: 1, False: 0}, dict[bool, int]),
+        ({7: 1}, dict[int, int]),
+        ({uuid.UUID(int=7): 1}, dict[uuid.UUID, int]),
+        ({dt.date(2024, 2, 29): 1}, dict[dt.date, int]),
+        ({decimal.Decimal("1.10"): 1}, dict[decimal.Decimal, int]),
+        ({"7": 1}, dict[str, int]),
+    ],
+)
+def test_mapping_keys_come_back_as_their_type(value: object, hint: object) -> None:
+    assert loads(dumps(value), hint) == value
+
+
+def test_a_mapping_key_json_cannot_carry_is_refused_by_the_outbox() -> None:
+    @dataclasses.dataclass(frozen=True, kw_only=True)
+    class Routed(DomainEvent):
+        legs: dict[tuple[str, str], int]
+
+    types = EventTypeRegistry()
+    types.register(Routed, "routed")
+    with pytest.raises(OutboxError, match=r"Routed\.legs .*tuple mapping key"):
+        types.dump(Routed(legs={("AMS", "CDG"): 1}))
+
+
+def test_bare_containers_come_back_with_what_json_carries() -> None:
+    value = {"meta": {"a": [1, "x"]}, "tags": ["x"], "pair": [1, "y"], "seen": ["a"]}
+    assert restore(value["meta"], dict) == {"a": [1, "x"]}
+    assert restore(value["tags"], list) == ["x"]
+    assert restore(value["pair"], tuple) == (1, "y")
+    assert restore(value["seen"], frozenset) == frozenset({"a"})
