@@ -43,6 +43,7 @@ from dalkit.observe import install as install_observer
 from dalkit.query.cursor import SECRET_KEY_INFO
 from dalkit.query.raw_sql import checked_text
 from dalkit.tables import create_tables
+from dalkit.transaction.block import TransactionBlock
 from dalkit.transaction.options import (
     DEFAULT_OPTIONS,
 )
@@ -194,7 +195,7 @@ class Database(DatabaseTransactions, DatabaseObserve):
         Returns:
             A context manager giving the session; commits on success, rolls back on error.
         """
-        return self._transactions.transaction(DEFAULT_OPTIONS)
+        return TransactionBlock(self._transactions.transaction, DEFAULT_OPTIONS)
 
     @contextmanager
     def connection(self) -> Iterator[Connection]:

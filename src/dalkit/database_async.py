@@ -45,6 +45,7 @@ from dalkit.observe import install as install_observer
 from dalkit.query.cursor import SECRET_KEY_INFO
 from dalkit.query.raw_sql import checked_text
 from dalkit.tables import create_tables_async
+from dalkit.transaction.block import AsyncTransactionBlock
 from dalkit.transaction.options import (
     DEFAULT_OPTIONS,
 )
@@ -196,7 +197,7 @@ class AsyncDatabase(AsyncDatabaseTransactions, AsyncDatabaseObserve):
         Returns:
             A context manager giving the session; commits on success, rolls back on error.
         """
-        return self._transactions.transaction(DEFAULT_OPTIONS)
+        return AsyncTransactionBlock(self._transactions.transaction, DEFAULT_OPTIONS)
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[AsyncConnection]:

@@ -12,6 +12,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar, overload
 
 from sqlalchemy.orm import Session
 
+from dalkit.transaction.block import TransactionBlock
 from dalkit.transaction.options import (
     IsolationLevel,
     Propagation,
@@ -53,6 +54,7 @@ class DatabaseTransactions:
 
         Raises:
             ConfigurationError: For an unknown isolation level or propagation.
+            TransactionUsageError: Entered with a plain ``with`` (``with`` is needed).
 
         Examples:
             ```python
@@ -61,8 +63,9 @@ class DatabaseTransactions:
                 on_commit(lambda: print("moved"))  # runs once the COMMIT succeeded
             ```
         """
-        return self._transactions.transaction(
-            TransactionOptions.build(isolation, read_only, propagation)
+        return TransactionBlock(
+            self._transactions.transaction,
+            TransactionOptions.build(isolation, read_only, propagation),
         )
 
     @overload
@@ -94,6 +97,8 @@ class DatabaseTransactions:
         Raises:
             RetryExhaustedError: When retryable failures outlasted the retry policy.
             CommitOutcomeUnknownError: When the connection broke during COMMIT (not retried).
+            TransactionUsageError: For a function of the other colour (``def`` here, returning
+                nothing to await) or a generator function; nothing it did is committed.
 
         Examples:
             ```python

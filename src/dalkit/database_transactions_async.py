@@ -10,6 +10,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar, overload
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from dalkit.transaction.block import AsyncTransactionBlock
 from dalkit.transaction.options import (
     IsolationLevel,
     Propagation,
@@ -51,6 +52,7 @@ class AsyncDatabaseTransactions:
 
         Raises:
             ConfigurationError: For an unknown isolation level or propagation.
+            TransactionUsageError: Entered with a plain ``with`` (``async with`` is needed).
 
         Examples:
             ```python
@@ -59,8 +61,9 @@ class AsyncDatabaseTransactions:
                 on_commit(lambda: print("moved"))  # runs once the COMMIT succeeded
             ```
         """
-        return self._transactions.transaction(
-            TransactionOptions.build(isolation, read_only, propagation)
+        return AsyncTransactionBlock(
+            self._transactions.transaction,
+            TransactionOptions.build(isolation, read_only, propagation),
         )
 
     @overload
@@ -96,6 +99,8 @@ class AsyncDatabaseTransactions:
         Raises:
             RetryExhaustedError: When retryable failures outlasted the retry policy.
             CommitOutcomeUnknownError: When the connection broke during COMMIT (not retried).
+            TransactionUsageError: For a function of the other colour (``def`` here, returning
+                nothing to await) or a generator function; nothing it did is committed.
 
         Examples:
             ```python

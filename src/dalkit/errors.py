@@ -11,6 +11,8 @@ DalkitError
 │   ├── CommitOutcomeUnknownError   the connection broke during COMMIT: committed or not?
 │   ├── RetryExhaustedError     retryable failures outlasted the RetryPolicy; .attempts
 │   ├── NoActiveTransactionError    current_session(), on_commit() outside a transaction
+│   ├── TransactionUsageError   (also a TypeError) the API of the other colour: a plain def
+│   │                           for AsyncDatabase, async with on Database, a generator
 │   ├── UnitOfWorkError         a unit of work used out of turn (after commit, rollback...)
 │   │   └── UncollectedEventsError  (outbox.uncollected) a commit that would drop events
 │   ├── ResponseStartedError    (integrations.errors) a request's session used too late
@@ -110,6 +112,7 @@ __all__ = [
     "StatementTimeoutError",
     "LockNotAvailableError",
     "TransactionError",
+    "TransactionUsageError",
     "TransientError",
     "UniqueViolationError",
     "UnitOfWorkError",
@@ -270,6 +273,14 @@ class RetryExhaustedError(TransactionError):
 
 class NoActiveTransactionError(TransactionError):
     """Raised by current_session(), on_commit() and on_rollback() outside a dalkit transaction."""
+
+
+class TransactionUsageError(TransactionError, TypeError):
+    """Raised when a transaction is asked of the API of the other colour, before any of it runs
+    on the database: a plain ``with`` on ``AsyncDatabase.transaction()`` or ``async with`` on
+    ``Database.transaction()``, a plain function (one returning no awaitable) given to an
+    AsyncDatabase, a coroutine function given to a Database, a generator function given to
+    either. Also a TypeError, which these mistakes raised before."""
 
 
 class NotFoundError(DalkitError):

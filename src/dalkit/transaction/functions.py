@@ -1,23 +1,29 @@
 """What a transaction function may be and how it takes its session: generator functions (and,
 for a sync transaction, coroutine functions and coroutines returned) are refused, since their
-bodies would run after the transaction ended; ``session`` is passed where the function names it.
+bodies would run after the transaction ended, and so is, for an async transaction, a function
+that returns nothing to await; ``session`` is passed where the function names it.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from inspect import CO_ASYNC_GENERATOR, CO_COROUTINE, CO_GENERATOR
 from types import CodeType, CoroutineType, FunctionType
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
+
+from dalkit.errors import TransactionUsageError
 
 __all__ = [
     "SessionParameter",
     "check_transaction_function",
     "check_transaction_result",
     "session_parameter",
+    "transaction_result_async",
 ]
+
+R = TypeVar("R")
 
 #: How a transaction function takes its session; see `session_parameter()`.
 SessionParameter = Literal["first", "second", "keyword"] | None
@@ -33,7 +39,7 @@ def check_transaction_function(fn: Callable[..., Any], *, is_async: bool) -> Non
         is_async: Whether the transaction is an async one.
 
     Raises:
-        TypeError: For such a function.
+        TransactionUsageError: For such a function (a TypeError).
     """
     late = CO_GENERATOR | CO_ASYNC_GENERATOR | (0 if is_async else CO_COROUTINE)
     if type(fn) is FunctionType and not fn.__code__.co_flags & late:
@@ -44,13 +50,13 @@ def check_transaction_function(fn: Callable[..., Any], *, is_async: bool) -> Non
         problem = "a coroutine function, but this is a sync transaction: nothing would await it"
     else:
         return
-    raise TypeError(
+    raise TransactionUsageError(
         f"{getattr(fn, '__qualname__', fn)} is {problem}; run the transaction inside it, or "
         "collect what it yields into a list and return that"
     )
 
 
-def check_transaction_result(fn: Callable[..., Any], result: object) -> None:
+def check_transaction_result(fn: Callable[..., Any], result: R) -> R:
     """Refuse what a transaction function returned if it is a coroutine, before the transaction
     commits: a callable whose ``__call__`` is a coroutine function passes
     `check_transaction_function()`, but its body would run only when awaited, after the commit
@@ -60,15 +66,46 @@ def check_transaction_result(fn: Callable[..., Any], result: object) -> None:
         fn: The function that ran.
         result: What it returned (awaited, in an async transaction).
 
+    Returns:
+        ``result``.
+
     Raises:
-        TypeError: For a coroutine; it is closed, never run.
+        TransactionUsageError: For a coroutine (a TypeError); it is closed, never run.
     """
-    if type(result) is CoroutineType:
+    if isinstance(result, CoroutineType):
         result.close()
-        raise TypeError(
+        raise TransactionUsageError(
             f"{getattr(fn, '__qualname__', type(fn).__qualname__)} returned a coroutine, which "
             "would run after the transaction ended: await the work inside the transaction"
         )
+    return result
+
+
+async def transaction_result_async(fn: Callable[..., Any], returned: Awaitable[R]) -> R:
+    """What an async transaction function's call returned, awaited and checked as
+    `check_transaction_result()` does. A plain function (``def``, not ``async def``) returns
+    no awaitable: it is refused, and its transaction rolled back, rather than Python's
+    ``TypeError`` from the ``await`` (or an AttributeError from the session's un-awaited
+    coroutines) leaving the caller to guess.
+
+    Args:
+        fn: The function that was called.
+        returned: What the call returned.
+
+    Returns:
+        What awaiting it gave.
+
+    Raises:
+        TransactionUsageError: When it returned no awaitable (a TypeError).
+    """
+    if not inspect.isawaitable(returned):
+        raise TransactionUsageError(
+            f"{getattr(fn, '__qualname__', type(fn).__qualname__)} returned "
+            f"{type(returned).__name__}, not an awaitable: AsyncDatabase runs coroutine "
+            "functions (async def), whose session calls are awaited; make it async def, or "
+            "run it with the sync Database"
+        )
+    return check_transaction_result(fn, await returned)
 
 
 def session_parameter(fn: Callable[..., Any]) -> SessionParameter:

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from dalkit.errors import NoActiveTransactionError, TransactionError
+from dalkit.errors import NoActiveTransactionError, TransactionError, TransactionUsageError
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
@@ -165,7 +165,7 @@ class TransactionScope:
             The registered callback.
         """
         if not self.is_async and inspect.iscoroutinefunction(fn):
-            raise TypeError(
+            raise TransactionUsageError(
                 f"{getattr(fn, '__qualname__', fn)} is a coroutine function, but this is a "
                 "sync transaction: nothing would await it"
             )

@@ -1,0 +1,87 @@
+"""The transaction API of the other colour is refused with a TransactionUsageError that says
+what to do, leaving nothing open: a plain ``with`` on an AsyncDatabase's transaction, ``async
+with`` on a Database's, a plain function given to an AsyncDatabase, a coroutine function (or a
+callable returning a coroutine, joined or not) given to a Database."""
+
+from __future__ import annotations
+
+import gc
+import re
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
+
+from dalkit import AsyncDatabase, Database, TransactionUsageError
+
+from .models import Item, create_all, create_all_async, item_names, item_names_async
+
+
+async def test_a_plain_with_on_an_async_transaction_is_refused_opening_nothing(
+    async_db: AsyncDatabase,
+) -> None:
+    await create_all_async(async_db)
+    for block in (async_db.transaction(), async_db.session()):
+        with pytest.raises(TransactionUsageError, match=re.escape("async with db.transaction()")):
+            with block:  # type: ignore[attr-defined]
+                pass  # pragma: no cover - never entered
+    assert async_db.pool_stats()["checked_out"] == 0
+    block = async_db.transaction()
+    async with block as session:  # the block is still usable as it should be
+        session.add(Item(name="kept"))
+    assert await item_names_async(async_db) == ["kept"]
+
+
+async def test_async_with_on_a_sync_transaction_is_refused_opening_nothing(db: Database) -> None:
+    for block in (db.transaction(), db.session()):
+        with pytest.raises(TransactionUsageError, match=re.escape("'with db.transaction()")):
+            async with block:  # type: ignore[attr-defined]
+                pass  # pragma: no cover - never entered
+    assert db.pool_stats()["checked_out"] == 0
+
+
+async def test_a_plain_function_given_to_an_async_transaction_is_refused_and_rolled_back(
+    async_db: AsyncDatabase,
+) -> None:
+    await create_all_async(async_db)
+
+    def add(session: AsyncSession) -> None:
+        session.add(Item(name="from a plain def"))
+
+    calls = (
+        lambda: async_db.run_transaction(add),  # type: ignore[arg-type]
+        lambda: async_db.transactional(add)(),  # type: ignore[arg-type]
+        lambda: async_db.transactional(retry=3).run(add),  # type: ignore[call-overload]
+    )
+    for call in calls:
+        with pytest.raises(TransactionUsageError, match=r"add returned NoneType.*async def"):
+            await call()
+    with pytest.raises(TransactionUsageError, match="not an awaitable"):
+        async with async_db.transaction():  # joined: refused there too
+            await async_db.run_transaction(add)  # type: ignore[arg-type]
+    assert await item_names_async(async_db) == []
+    assert async_db.pool_stats()["checked_out"] == 0
+    assert async_db.transaction_stats()["failed"] == 4
+
+
+def test_a_coroutine_returned_to_a_joined_sync_transaction_is_refused_not_dropped(
+    db: Database,
+) -> None:
+    # before, a call joined to a running transaction handed the coroutine back unawaited: the
+    # transaction committed without its work, and Python warned at garbage collection
+    create_all(db)
+
+    class Writer:
+        async def __call__(self, session: Session) -> None:
+            session.add(Item(name="never awaited"))
+
+    async def coroutine(session: Session) -> None:
+        session.add(Item(name="never awaited"))
+
+    with pytest.raises(TransactionUsageError, match="returned a coroutine"), db.transaction():
+        db.run_transaction(Writer())
+    with pytest.raises(TransactionUsageError, match="coroutine function"), db.transaction():
+        db.run_transaction(coroutine)
+    gc.collect()  # an unawaited coroutine would warn here (warnings are errors)
+    assert item_names(db) == []
+    assert db.pool_stats()["checked_out"] == 0
