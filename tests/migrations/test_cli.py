@@ -71,6 +71,10 @@ def test_a_project_from_init_to_restore(project: Project) -> None:
     assert revision in project.run("pending")
     assert "applied 1 revision(s)" in project.run("up")
     assert "nothing pending" in project.run("pending")
+    again = project.run("up")
+    # before, a bar of no revision ("migrating ━━━ 0/?") was left above the answer
+    assert "nothing to do" in again
+    assert "0/?" not in again
     assert revision in project.run("current")
     assert "head current" in project.run("history")
     assert "no drift" in project.run("check", "--metadata", first)
@@ -92,6 +96,8 @@ def test_a_project_from_init_to_restore(project: Project) -> None:
     refused = project.run("up", code=1)
     assert "dropping-column" in refused
     assert "nothing was run" in refused
+    assert "0/?" not in refused
+    assert "migrating" not in refused
     assert "dropping-column" in project.run("lint", code=1)
     assert revision in project.run("current")
 

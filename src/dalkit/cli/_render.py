@@ -1,14 +1,23 @@
-"""Rich building blocks shared by the commands: plain-text cells, health rows, key/value tables."""
+"""Rich building blocks shared by the commands: plain-text cells, health rows, key/value tables,
+the progress bar of a migration run, the metavar of a flag."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
 from dalkit.engine.health import HealthCheckResult
+
+if TYPE_CHECKING:
+    from dalkit.migrations import RevisionInfo
+
+#: a flag takes no value: without it (Typer's only knob, per option), its help shows ``<bool>``
+FLAG_METAVAR = ""
 
 
 def cell(value: Any, style: str = "") -> Text:
@@ -56,3 +65,35 @@ def key_value_table(title: str, values: Mapping[str, Any]) -> Table:
     for key, value in values.items():
         table.add_row(key, cell(value))
     return table
+
+
+def revision_progress(
+    console: Console, run: Callable[[Callable[[RevisionInfo, int, int], None]], Any]
+) -> Any:
+    """``run(on_step)`` under a progress bar that ``on_step`` moves. When no revision ran
+    (refused by the linter, or nothing to do), the bar is taken off the screen: a
+    ``migrating 0/?`` above the answer would say that a run had started.
+
+    Args:
+        console: Where the bar is drawn.
+        run: Runs the migration, calling ``on_step(revision, done, total)`` after each revision.
+
+    Returns:
+        What ``run`` returns.
+    """
+    bar = (BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(
+        TextColumn("{task.description}", markup=False), *bar, console=console
+    ) as progress:
+        task = progress.add_task("migrating", total=None)
+
+        def on_step(info: RevisionInfo, done: int, total: int) -> None:
+            progress.update(
+                task, total=total, completed=done, description=f"{info.revision} {info.message}"
+            )
+
+        try:
+            return run(on_step)
+        finally:
+            if not progress.tasks[0].completed:
+                progress.live.transient = True

@@ -23,7 +23,7 @@ from rich.table import Table
 from rich.text import Text
 from sqlalchemy.engine import Engine
 
-from dalkit.cli._render import cell, health_rows, status
+from dalkit.cli._render import FLAG_METAVAR, cell, health_rows, status
 from dalkit.config import URL_ENV as DATABASE_URL_ENV
 from dalkit.config import DatabaseConfig
 from dalkit.database import Database
@@ -33,8 +33,6 @@ from dalkit.engine.replica_setup import replica_router
 from dalkit.errors import ConfigurationError, ConnectionFailedError
 from dalkit.redis.config import URL_ENV as REDIS_URL_ENV
 
-#: a flag takes no value: without it, Typer's help shows ``--json <bool>``
-FLAG_METAVAR = ""
 #: comma-separated replica URLs, when no ``--replica`` is given
 REPLICA_URLS_ENV = "DALKIT_REPLICA_URLS"
 #: a replica further behind than this fails the check (the default of ``max_replica_lag_s``)

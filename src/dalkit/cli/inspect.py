@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.table import Table
 
 from dalkit.cli._load import load_attribute
-from dalkit.cli._render import cell
+from dalkit.cli._render import FLAG_METAVAR, cell
 from dalkit.config import DatabaseConfig
 from dalkit.database import Database
 from dalkit.errors import ConfigurationError, DalkitError
@@ -45,7 +45,8 @@ UrlOption = Annotated[
     ),
 ]
 JsonOption = Annotated[
-    bool, typer.Option("--json", help="Print a JSON document instead of tables.")
+    bool,
+    typer.Option("--json", metavar=FLAG_METAVAR, help="Print a JSON document instead of tables."),
 ]
 _NUMBER = re.compile(r"-?\d+(\.\d+)?")
 
@@ -107,10 +108,13 @@ def explain(
     sort: Annotated[str | None, typer.Option(help="The read's sort, with --repository.")] = None,
     limit: Annotated[int | None, typer.Option(help="The read's limit, with --repository.")] = None,
     analyze: Annotated[
-        bool, typer.Option("--analyze", help="Run it (PostgreSQL; writes are rolled back).")
+        bool,
+        typer.Option(
+            "--analyze", metavar=FLAG_METAVAR, help="Run it (PostgreSQL; writes are rolled back)."
+        ),
     ] = False,
     buffers: Annotated[
-        bool, typer.Option("--buffers", help="Add buffer usage (PostgreSQL).")
+        bool, typer.Option("--buffers", metavar=FLAG_METAVAR, help="Add buffer usage (PostgreSQL).")
     ] = False,
     url: UrlOption = None,
     as_json: JsonOption = False,

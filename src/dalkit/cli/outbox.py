@@ -17,8 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from dalkit.cli._load import load_attribute
-from dalkit.cli._render import cell
-from dalkit.cli.doctor import FLAG_METAVAR
+from dalkit.cli._render import FLAG_METAVAR, cell
 from dalkit.config import URL_ENV as DATABASE_URL_ENV
 from dalkit.config import DatabaseConfig
 from dalkit.database import Database
