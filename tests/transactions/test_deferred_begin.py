@@ -1,12 +1,14 @@
 """Statements that must not run before a deferred BEGIN, although they only read: a server-side
 cursor (PostgreSQL runs its DECLARE only in a transaction block), the transaction's clock
-(``now()`` answers the same time for every statement of one transaction) and a text holding a
-second statement. Each begins the transaction, so the transaction sees what it would see had it
-begun at once."""
+(``now()``, and the ``'now'`` of a timestamp's text, answer the same time for every statement
+of one transaction) and a text holding a second statement. Each begins the transaction, so the
+transaction sees what it would see had it begun at once."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import time
 
 import pytest
 import sqlalchemy as sa
@@ -105,6 +107,40 @@ def test_now_answers_one_time_for_the_whole_transaction(
     assert statement_log.statements() == ["SELECT"]
 
 
+# PostgreSQL reads the text 'now' as a timestamp as the transaction's start time, like now()
+NOW_READS = (
+    sa.text("SELECT 'now'::timestamptz"),
+    sa.select(sa.cast(sa.literal("now"), sa.DateTime(timezone=True))),  # bound: CAST(%(p)s ...)
+)
+
+
+@pytest.mark.parametrize("read_only", [False, True])
+def test_the_now_of_a_timestamps_text_answers_one_time_for_the_whole_transaction(
+    pg: Database, read_only: bool
+) -> None:
+    # before, each of these reads ran before the deferred BEGIN and answered its own time
+    for statement in NOW_READS:
+        with pg.transaction(read_only=read_only) as session:
+            first = session.scalar(statement)
+            time.sleep(0.02)
+            assert session.scalar(statement) == first
+
+
+@pytest.mark.parametrize("driver", ["psycopg", "asyncpg"])
+async def test_the_now_of_a_timestamps_text_answers_one_time_in_an_async_transaction(
+    postgres_database_url: str, driver: str
+) -> None:
+    db = AsyncDatabase(with_driver(postgres_database_url, f"postgresql+{driver}"))
+    try:
+        for statement in NOW_READS:
+            async with db.transaction(read_only=True) as session:
+                first = await session.scalar(statement)
+                await asyncio.sleep(0.02)
+                assert await session.scalar(statement) == first
+    finally:
+        await db.dispose()
+
+
 @pytest.mark.parametrize("fail", [False, True])
 def test_a_second_statement_after_a_select_in_one_text_is_in_the_transaction(
     pg: Database, fail: bool
@@ -134,6 +170,9 @@ def test_a_second_statement_after_a_select_in_one_text_is_in_the_transaction(
         ("SELECT now()", True, False),
         ("SELECT localtimestamp, current_date", True, False),
         ("SELECT 'now()' AS word", True, True),
+        ("SELECT 'now'::timestamptz", True, False),  # PostgreSQL's 'now': the transaction's
+        ("SELECT timestamptz ' NOW '", True, False),
+        ("SELECT 'nowhere' AS word", True, True),
         ("SELECT clock_timestamp()", False, False),  # not known to only read: begins too
     ],
 )

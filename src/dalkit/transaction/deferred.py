@@ -8,8 +8,9 @@ write, a locking read such as ``SELECT ... FOR UPDATE``, a SELECT calling a func
 the built-in ones that only read, such as your own ``archive_orders()``, ``set_config(...,
 true)``, ``nextval()`` or ``pg_notify()``, a SAVEPOINT, DDL, ``SET``, a text holding a second
 statement) or that needs a transaction block to mean what it says (a SELECT reading the
-transaction's clock, ``now()`` or ``CURRENT_TIMESTAMP``, which would otherwise answer each
-statement's own time; a server-side cursor, ``stream_results`` or ``yield_per``, whose
+transaction's clock, ``now()``, ``CURRENT_TIMESTAMP`` or the ``'now'`` of a timestamp's text,
+written in the SQL or bound, which would otherwise answer each statement's own time; a
+server-side cursor, ``stream_results`` or ``yield_per``, whose
 ``DECLARE`` PostgreSQL refuses outside one). Just before that statement the transaction begins
 (``BEGIN``, or ``BEGIN READ ONLY`` for a read-only transaction, so the server still refuses its
 writes), and from there on it is an ordinary transaction: atomic, committed or rolled back as a
@@ -73,6 +74,9 @@ _CLOCK = re.compile(
     r"\b(?:now|transaction_timestamp)\s*\(|\bcurrent_(?:timestamp|date|time)\b|\blocaltime",
     re.I,
 )
+# PostgreSQL's special timestamp input 'now' (any case, spaces around it) is the transaction's
+# start time too: in the SQL text ('now'::timestamptz, timestamptz 'now') or bound as a value
+_NOW_LITERAL = re.compile(r"'\s*now\s*'", re.I)
 _PLAIN_READS_KEPT = 4096  # statements come from SQLAlchemy's compiled cache: a bounded set
 _plain_reads: dict[str, bool] = {}
 _before_begin: dict[str, bool] = {}
@@ -101,11 +105,25 @@ def runs_before_begin(statement: str) -> bool:
     before a deferred BEGIN and see what it would have seen after one."""
     known = _before_begin.get(statement)
     if known is None:
-        known = is_plain_read(statement) and _CLOCK.search(mask_strings(statement)) is None
+        known = (
+            is_plain_read(statement)
+            and _CLOCK.search(mask_strings(statement)) is None
+            and _NOW_LITERAL.search(statement) is None
+        )
         if len(_before_begin) >= _PLAIN_READS_KEPT:
             _before_begin.clear()
         _before_begin[statement] = known
     return known
+
+
+def _binds_now(parameters: Any) -> bool:
+    """Whether a value bound is the text ``'now'``, which PostgreSQL reads as the transaction's
+    start time where it takes it for a timestamp (``CAST(:p AS TIMESTAMP)``, ``at < :p``)."""
+    for values in parameters:
+        for value in values.values() if type(values) is dict else values:
+            if type(value) is str and len(value) < 16 and value.strip().lower() == "now":
+                return True
+    return False
 
 
 def _more_than_one(statement: str) -> bool:
@@ -167,7 +185,11 @@ def install(engine: Engine) -> None:
         driver = connection.dbapi_connection
         # a server-side cursor (stream_results, yield_per) is a DECLARE, which PostgreSQL only
         # runs in a transaction block
-        if runs_before_begin(statement) and not context._is_server_side:
+        if (
+            runs_before_begin(statement)
+            and not context._is_server_side
+            and not _binds_now(context.parameters)
+        ):
             if not info.get(_AUTOCOMMIT):
                 if _driver_in_transaction(driver):
                     # the transaction's code wrote through the raw driver, which began: the
