@@ -101,6 +101,20 @@ def test_joining_at_another_isolation_level_is_refused(db: Database) -> None:
         db.run_transaction(lambda: None)  # no preference: joins whatever runs
 
 
+def test_a_savepoint_inside_an_autocommit_transaction_is_refused(db: Database) -> None:
+    # before, PostgreSQL refused the SAVEPOINT itself (DatabaseError: SAVEPOINT can only be
+    # used in transaction blocks) while SQLite's began a transaction of its own
+    create_all(db)
+    with db.transaction(isolation="AUTOCOMMIT"):
+        with pytest.raises(TransactionError, match="savepoint in an AUTOCOMMIT"):
+            with db.transaction(propagation="nested") as session:
+                session.add(Item(name="in no transaction block"))
+        with pytest.raises(TransactionError, match="savepoint in an AUTOCOMMIT"):
+            db.transactional(propagation="nested").run(lambda: None)
+    assert item_names(db) == []
+    assert db.pool_stats()["checked_out"] == 0
+
+
 def test_writing_inside_a_read_only_transaction_is_refused(db: Database) -> None:
     with db.transaction(read_only=True), pytest.raises(TransactionError, match="read-only"):
         db.transactional(propagation="nested").run(lambda: None)

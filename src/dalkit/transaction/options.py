@@ -118,6 +118,12 @@ class TransactionOptions:
             raise TransactionError(
                 "cannot write inside a read-only transaction: use propagation='requires_new'"
             )
+        if outer.autocommit and self.propagation == "nested":
+            # PostgreSQL refuses a SAVEPOINT outside a transaction block; SQLite would begin one
+            raise TransactionError(
+                "cannot open a savepoint in an AUTOCOMMIT transaction, which has no transaction "
+                "block to roll back to: use propagation='requires_new'"
+            )
 
 
 #: what a transaction gets when it asks for nothing in particular
