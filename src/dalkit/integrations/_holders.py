@@ -1,6 +1,7 @@
 """Who holds a request's transaction under DatabaseMiddleware: the request's code in whichever
 thread (sync Database) it runs, or the task running the request's application (AsyncDatabase),
-and whether a request runs under a middleware of a database already."""
+never a background task of its response; and whether a request runs under a middleware of a
+database already."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import asyncio
 import contextvars
 import inspect
 import sys
+import threading
+import weakref
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from types import FrameType
 from typing import Any
@@ -91,6 +94,89 @@ class TaskHolder:
             ):
                 return True
         return False
+
+
+class Foreground:
+    """The ``ending`` of a request's transaction while it runs (``TransactionScope.live()``
+    compares it with the task or thread asking): running to the request's code, ended already
+    to a Starlette background task (``BackgroundTask.__call__`` on its stack, or on the stack
+    of the task a worker thread runs it for). Starlette runs those right after the response's
+    last body message is sent, which reaches the middleware only later, or never, when a
+    middleware inside it holds the response back (one that buffers the body, or a
+    ``BaseHTTPMiddleware`` whose client left): they would write in the request's transaction
+    before it commits, or rolls back for the response's status. Like every task after the end,
+    they see no request transaction, and ``db.transaction()`` gives them one of their own."""
+
+    __slots__ = ()
+
+    def __eq__(self, other: object) -> bool:
+        return not in_background()
+
+    __hash__ = object.__hash__
+
+
+FOREGROUND = Foreground()
+_JOB = threading.local()  # a worker thread's job (its future) and whether it runs a background
+
+
+def in_background() -> bool:
+    """Whether the caller runs inside a Starlette background task: in the task running it, or
+    in the worker thread a sync one runs in (``run_in_threadpool``).
+
+    Returns:
+        True under ``starlette.background.BackgroundTask.__call__``.
+    """
+    background, worker = _CODES or _codes()
+    if background is None:  # Starlette never imported: no background task runs
+        return False
+    frame: FrameType | None = sys._getframe(1)
+    while frame is not None:
+        code = frame.f_code
+        if code is background:
+            return True
+        if code is worker:
+            return _job_in_background(frame, background)
+        frame = frame.f_back
+    return False
+
+
+_CODES: tuple[object, object] | None = None  # found once Starlette and anyio's workers are
+
+
+def _codes() -> tuple[object, object]:
+    global _CODES
+    found = (
+        _code("starlette.background", "BackgroundTask"),
+        _code("anyio._backends._asyncio", "WorkerThread", "run"),
+    )
+    if None not in found:
+        _CODES = found
+    return found
+
+
+def _code(module_name: str, class_name: str, method: str = "__call__") -> object | None:
+    module = sys.modules.get(module_name)
+    function = getattr(getattr(module, class_name, None), method, None)
+    return getattr(function, "__code__", None)
+
+
+def _job_in_background(worker: FrameType, background: object) -> bool:
+    """Whether the job an anyio worker thread runs (``worker``, its ``run`` frame) is run for a
+    task inside a background task: the task awaits the job's future."""
+    future = worker.f_locals.get("future")
+    loop = getattr(worker.f_locals.get("self"), "loop", None)
+    if future is None or loop is None:
+        return False
+    known = getattr(_JOB, "known", None)
+    if known is not None and known[0]() is future:
+        return bool(known[1])
+    found = False
+    for task in asyncio.all_tasks(loop):  # safe from a thread: it copies the loop's set
+        if directly_awaits(task, future):  # suspended there until this job returns
+            found = any(f.f_code is background for f in _suspended_frames(task))
+            break
+    _JOB.known = (weakref.ref(future), found)
+    return found
 
 
 def _current_task() -> object:

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from dalkit import AsyncDatabase, Database, audit
 from dalkit.integrations import _ending
-from dalkit.integrations._holders import SERVING, RequestHolder, TaskHolder
+from dalkit.integrations._holders import FOREGROUND, SERVING, RequestHolder, TaskHolder
 from dalkit.integrations.errors import RequestCommitError
 from dalkit.integrations.problems import commit_problem, problem_headers
 from dalkit.integrations.replica_tokens import ReplicaTokens
@@ -99,6 +99,8 @@ class Transaction:
                 scope.holder = holder
             else:
                 scope.holder = TaskHolder(holder, self.request.app_task)
+            if not self.request.background:  # the response's background tasks never join it
+                scope.ending = FOREGROUND
 
     async def exit(
         self,

@@ -109,7 +109,9 @@ class TransactionScope:
         self.finished = False
         #: the thread or task ending the transaction, once one has begun to while others may
         #: still ask for it (the web integration's, as a response starts): to every other it
-        #: has ended, so that a task asking then gets a transaction of its own
+        #: has ended, so that a task asking then gets a transaction of its own (the web
+        #: integration's request transaction has an ``ending`` equal to its own code's tasks and
+        #: threads while it runs, and to no background task of its response)
         self.ending: object = None
         #: the thread or task running the transaction: its session is not safe to share
         self.holder: object = self.current_holder()
