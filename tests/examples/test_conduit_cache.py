@@ -4,7 +4,9 @@ visible in the very next GET; in memory and in Redis (``DALKIT_REDIS_URL``)."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,7 @@ import httpx
 import pytest
 
 from dalkit import AsyncDatabase
+from dalkit.migrations import MigrationFailedError
 
 from .conduit_app import Base, close_database, create_app, create_database
 from .conftest import SETTINGS, publish, register
@@ -120,3 +123,22 @@ async def test_the_app_builds_its_own_database_with_the_redis_cache_of_its_setti
             for _ in range(2):
                 assert await get(api, "/api/tags") == {"tags": []}
         assert db.cache.get_stats()["hits"] == 1
+
+
+async def test_a_start_up_whose_migration_fails_still_disposes_of_the_database(
+    redis_url: str, tmp_path: Path
+) -> None:
+    # the migration ran before the lifespan's try: its connection stayed pooled, Redis open
+    path = tmp_path / "taken.db"
+    with contextlib.closing(sqlite3.connect(path)) as taken:  # a table the first revision makes
+        taken.execute("CREATE TABLE users (id INTEGER PRIMARY KEY)")
+        taken.commit()
+    settings = dataclasses.replace(
+        SETTINGS, database_url=f"sqlite+aiosqlite:///{path}", redis_url=redis_url
+    )
+    app = create_app(settings=settings)
+    db: AsyncDatabase = app.state.db
+    with pytest.raises(MigrationFailedError):
+        async with app.router.lifespan_context(app):
+            pass
+    assert db.pool_stats()["pool_available"] == 0

@@ -65,8 +65,8 @@ def create_app(db: AsyncDatabase | None = None, settings: Settings | None = None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await Migrations(database, MIGRATIONS, Base.metadata).upgrade()
-        try:
+        try:  # a start-up that fails (its migration) closes what it opened too
+            await Migrations(database, MIGRATIONS, Base.metadata).upgrade()
             yield
         finally:
             if owned:
