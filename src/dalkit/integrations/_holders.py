@@ -96,26 +96,49 @@ class TaskHolder:
         return False
 
 
-class Foreground:
+class Within:
     """The ``ending`` of a request's transaction while it runs (``TransactionScope.live()``
-    compares it with the task or thread asking): running to the request's code, ended already
-    to a Starlette background task (``BackgroundTask.__call__`` on its stack, or on the stack
-    of the task a worker thread runs it for). Starlette runs those right after the response's
-    last body message is sent, which reaches the middleware only later, or never, when a
-    middleware inside it holds the response back (one that buffers the body, or a
-    ``BaseHTTPMiddleware`` whose client left): they would write in the request's transaction
-    before it commits, or rolls back for the response's status. Like every task after the end,
-    they see no request transaction, and ``db.transaction()`` gives them one of their own."""
+    compares it with the task or thread asking): the transaction is running to the code inside
+    a Starlette background task (``BackgroundTask.__call__`` on its stack, or on the stack of
+    the task a worker thread runs it for) when ``background``, to the code outside one when
+    not, and has ended to the others.
 
-    __slots__ = ()
+    The request's own transaction is ``FOREGROUND``: Starlette runs a response's background
+    tasks right after its last body message is sent, which reaches the middleware only later,
+    or never, when a middleware inside it holds the response back (one that buffers the body,
+    or a ``BaseHTTPMiddleware`` whose client left); they would write in the request's
+    transaction before it commits, or rolls back for the response's status. The background
+    tasks' transaction, opened when the client leaves mid-body, is ``BACKGROUND``: the body
+    itself may still run and see the departure (``request.is_disconnected()``), and its
+    ``db.transaction()`` is one of its own, not the background tasks', which rolls back with
+    the ``ClientDisconnect`` its next send raises."""
+
+    __slots__ = ("background",)
+
+    def __init__(self, background: bool) -> None:
+        self.background = background
 
     def __eq__(self, other: object) -> bool:
-        return not in_background()
+        return in_background() is self.background
 
     __hash__ = object.__hash__
 
 
-FOREGROUND = Foreground()
+FOREGROUND = Within(background=False)
+BACKGROUND = Within(background=True)
+
+
+def background_only() -> Within | None:
+    """The ``ending`` of the background tasks' transaction opened as the client leaves
+    mid-body: joined by Starlette's background tasks alone, and by anything without Starlette,
+    where nothing tells the background tasks from the body (another framework's).
+
+    Returns:
+        ``BACKGROUND``, or None without Starlette.
+    """
+    return BACKGROUND if "starlette.background" in sys.modules else None
+
+
 _JOB = threading.local()  # a worker thread's job (its future) and whether it runs a background
 
 

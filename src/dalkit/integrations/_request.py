@@ -16,8 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from dalkit import AsyncDatabase, Database, audit
-from dalkit.integrations import _ending
-from dalkit.integrations._holders import FOREGROUND, SERVING, RequestHolder, TaskHolder
+from dalkit.integrations import _ending, _holders
+from dalkit.integrations._holders import SERVING, RequestHolder, TaskHolder
 from dalkit.integrations.errors import RequestCommitError
 from dalkit.integrations.problems import commit_problem, problem_headers
 from dalkit.integrations.replica_tokens import ReplicaTokens
@@ -99,8 +99,7 @@ class Transaction:
                 scope.holder = holder
             else:
                 scope.holder = TaskHolder(holder, self.request.app_task)
-            if not self.request.background:  # the response's background tasks never join it
-                scope.ending = FOREGROUND
+            scope.ending = self.request.joined_by  # who may join it (_holders.Within)
 
     async def exit(
         self,
@@ -195,6 +194,7 @@ class Request:
         self.transaction: Transaction | None = None
         self.app_task: asyncio.Task[None] | None = None
         self.background = False
+        self.joined_by: object = _holders.FOREGROUND  # the next transaction's ending
         self.started: asyncio.Event | None = None  # set once the response started it ended
         self.commit_failed = False
         self.hooks: list[BeforeCommit] = []
@@ -262,12 +262,12 @@ class Request:
     async def receive(self) -> Message:
         message = await self._receive()
         if message["type"] == "http.disconnect" and self.started is not None:
-            # the client went away after the response started: the body is over, and what the
-            # application runs next (its background tasks, as Starlette runs them) runs after
-            # the response, once the request's transaction has ended
+            # the client went away after the response started: what the application runs
+            # next (its background tasks, as Starlette runs them) runs after the response,
+            # once the request's transaction has ended; the body may run on, apart from them
             await self.started.wait()
             if not self.commit_failed:
-                await self._begin_background()
+                await self._begin_background(body_over=False)
         return message
 
     async def send(self, message: Message) -> None:
@@ -332,11 +332,11 @@ class Request:
             "the request's transaction failed to commit; the client was sent a 500"
         ) from error
 
-    async def _begin_background(self) -> None:
+    async def _begin_background(self, *, body_over: bool = True) -> None:
         if not self.middleware.background_transaction or self.background:
             return
-        self.background = True
-        self.read_only = False
+        self.background, self.read_only = True, False
+        self.joined_by = None if body_over else _holders.background_only()
         self.transaction = Transaction(self)
         if asyncio.current_task() is self.app_task:
             await self.transaction.enter()
