@@ -301,3 +301,28 @@ async def test_a_task_a_dependency_starts_never_takes_the_request_transaction(
     async with async_db.transaction() as session:
         stored = sorted(await session.scalars(sa.select(Member.email)))
     assert stored == ["endpoint@x.io", "unit@x.io"]
+
+
+async def test_a_test_overrides_the_dependencies_by_calling_their_factories_again(
+    async_db: AsyncDatabase,
+) -> None:
+    # each call made a new dependency: the overrides, keyed by new ones, were ignored, and the
+    # test ran on the real repository and paging
+    app = build_app(async_db)
+
+    class Fake:
+        async def paginate_cursor(self, **window: Any) -> Any:
+            return type("Page", (), {"items": [], "next_cursor": repr(window)})()
+
+    app.dependency_overrides[repository(MemberRepository)] = Fake
+    app.dependency_overrides[cursor_pagination(default_limit=2)] = lambda: CursorParams(
+        9, None, None, None
+    )
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        response = await client.get("/members/by-cursor")
+    window = {"limit": 9, "after": None, "before": None, "sort": None}
+    assert response.json()["next"] == repr(window)
+    assert filters(["name"]) is filters(allowed=["name"]) is not filters(["email"])
+    assert unit_of_work() is unit_of_work(outbox=None) is not unit_of_work(outbox=True)
+    assert pagination() is pagination(20)

@@ -9,7 +9,7 @@ import dataclasses
 import functools
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from anyio.to_thread import run_sync
 from fastapi import Request
@@ -53,9 +53,39 @@ __all__ = [
 ]
 
 R = TypeVar("R")
+F = TypeVar("F", bound=Callable[..., Any])
 
 #: query parameters that page or sort, never filter
 PAGING_PARAMETERS = frozenset({"page", "per_page", "sort", "limit", "offset", "after", "before"})
+
+
+def _one_per_arguments(factory: F) -> F:
+    """``factory`` giving the same dependency for the same arguments: FastAPI's
+    ``app.dependency_overrides`` is keyed by the dependency, so a test's
+    ``overrides[repository(Notes)]`` must be the one the routes got, not a new one (ignored)."""
+    made: dict[object, Any] = {}
+    signature = inspect.signature(factory)
+
+    @functools.wraps(factory)
+    def same(*args: Any, **kwargs: Any) -> Any:
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        key = tuple((name, _frozen(value)) for name, value in bound.arguments.items())
+        try:
+            hash(key)
+        except TypeError:  # an argument that can be no key: a dependency of its own
+            return factory(*args, **kwargs)
+        if key not in made:
+            made[key] = factory(*args, **kwargs)
+        return made[key]
+
+    return cast(F, same)
+
+
+def _frozen(value: object) -> object:
+    if isinstance(value, list):  # filters(allowed=[...])
+        return tuple(value)
+    return frozenset(value) if isinstance(value, set) else value
 
 
 # -- the request's session, repositories and units of work -------------------------------------
@@ -83,6 +113,7 @@ async def async_session() -> AsyncSession:
     return current_async_session()
 
 
+@_one_per_arguments
 def repository(repository_class: type[R]) -> Callable[[], Awaitable[R]]:
     """A dependency giving ``repository_class`` on the request's session.
 
@@ -108,6 +139,7 @@ def repository(repository_class: type[R]) -> Callable[[], Awaitable[R]]:
     return dependency
 
 
+@_one_per_arguments
 def unit_of_work(
     *, outbox: bool | None = None, actor: Callable[[Request], object] | None = None
 ) -> Callable[[Request], AsyncIterator[Any]]:
@@ -232,6 +264,7 @@ class CursorParams:
         return dataclasses.asdict(self)
 
 
+@_one_per_arguments
 def pagination(default_per_page: int = 20) -> Callable[..., Awaitable[PageParams]]:
     """A dependency reading offset-pagination parameters.
 
@@ -253,6 +286,7 @@ def pagination(default_per_page: int = 20) -> Callable[..., Awaitable[PageParams
     return dependency
 
 
+@_one_per_arguments
 def cursor_pagination(default_limit: int = 20) -> Callable[..., Awaitable[CursorParams]]:
     """A dependency reading keyset-pagination parameters.
 
@@ -277,6 +311,7 @@ def cursor_pagination(default_limit: int = 20) -> Callable[..., Awaitable[Cursor
     return dependency
 
 
+@_one_per_arguments
 def filters(
     allowed: Collection[str] | None = None,
     *,
