@@ -156,7 +156,7 @@ class AsyncDatabase(AsyncDatabaseTransactions, AsyncDatabaseObserve):
         )
         self._transactions.on_failure = failure_hook(self._replicas, multi_host)
         if self._replicas is not None:
-            self._transactions.route_read = self._replicas.bind_for
+            self._transactions.route_read = self._replicas.route
             self.add_stats("replicas", self._replicas.replicas.snapshot)
             for replica in self._replicas.replicas.replicas:  # their reads are this database's
                 self.observer.follow(replica.engine)

@@ -280,7 +280,7 @@ async def test_a_default_transaction_whose_replica_dies_mid_read_runs_again_on_t
 async def test_a_default_transactions_first_read_starts_the_monitor_task(
     db: AsyncDatabase,
 ) -> None:
-    assert await _get(db, 1) is None  # the replica is not probed yet: "unknown" is admitted
+    assert await _get(db, 1) is None  # on the replica: the first round probed it first
     monitors = [t for t in asyncio.all_tasks() if t.get_name() == "dalkit-replica-monitor"]
     assert len(monitors) == 1
     assert _stats(db)["default_transactions_routed"] == 1

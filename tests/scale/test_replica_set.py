@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import contextvars
 from collections import Counter
+from typing import Any
 
 import pytest
 
-from dalkit.engine.replicas import ReplicaSet, format_lsn, parse_lsn
+from dalkit.engine.replicas import Replica, ReplicaSet, format_lsn, parse_lsn
 from dalkit.errors import ConfigurationError
 
 
@@ -19,8 +20,14 @@ def _set(*weights: int, max_lag_s: float = 1.0) -> ReplicaSet[str]:
     )
 
 
+def _seen(replica: Replica[str]) -> tuple[str, Any]:
+    return replica.state, replica.lag_s
+
+
 def test_weights_share_reads_smoothly() -> None:
     replicas = _set(2, 1)
+    for replica in replicas.replicas:
+        replicas.observed(replica, 0.0, 0)
     picks = [replicas.choose() for _ in range(9)]
     names = [p.name for p in picks if p is not None]
     assert Counter(names) == {"r0": 6, "r1": 3}
@@ -54,7 +61,7 @@ def test_lag_is_the_age_of_the_oldest_position_not_replayed() -> None:
     assert replica.state == "lagging"
     assert replicas.choose() is None
     replicas.observed(replica, 12.6, 200)
-    assert (replica.state, replica.lag_s) == ("healthy", 0.0)
+    assert _seen(replica) == ("healthy", 0.0)
     assert replica.ejections == 1
 
 
@@ -114,3 +121,65 @@ def test_contexts_copied_outside_a_block_keep_their_writes_apart() -> None:
         return replicas.token(), other
 
     assert contextvars.Context().run(server) == (format_lsn(100), format_lsn(100))
+
+
+def test_a_replica_never_probed_gets_no_reads_and_no_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    replicas = _set(1, 1)
+    assert replicas.choose() is None  # was the replica: admitted before anyone looked
+    replicas.observed(replicas.replicas[0], 0.0, 0)
+    assert replicas.choose() is replicas.replicas[0]  # the other is still unknown
+    stats = replicas.snapshot()
+    assert (stats["primary_reads"], stats["unprobed_on_primary"]) == (1, 1)
+    assert stats["all_ejected_on_primary"] == 0
+    assert not caplog.records  # the start of a process is no ejection
+
+
+def test_behind_every_sample_the_replayed_age_bounds_the_lag() -> None:
+    # a process started while its replica lagged: its first sample of the primary is recent,
+    # and the replica misses more than what came after it
+    replicas = _set(1, 1, 1, max_lag_s=5.0)
+    far, near, blind = replicas.replicas
+    replicas.primary_at(100.0, 1000)
+    replicas.observed(far, 100.1, 900, replay_age_s=20.0)
+    assert _seen(far) == ("lagging", 20.0)  # was healthy with lag 0.1
+    replicas.observed(near, 100.1, 990, replay_age_s=0.3)
+    assert _seen(near) == ("healthy", pytest.approx(0.3))
+    replicas.observed(blind, 100.1, 900, replay_age_s=None)  # nothing replayed since its start
+    assert _seen(blind) == ("lagging", None)
+    # past the first sample, the samples measure it again: an idle primary's old commit
+    # (a large replayed age) no longer counts
+    replicas.primary_at(101.0, 1100)
+    replicas.observed(far, 101.2, 1000, replay_age_s=3600.0)
+    assert _seen(far) == ("healthy", pytest.approx(0.2))
+    assert [getattr(replicas.choose(), "name", None) for _ in range(2)] == ["r0", "r1"]
+
+
+def test_behind_a_sample_taken_after_a_gap_the_sample_before_bounds_the_lag() -> None:
+    # a forked child, a monitor restarted, a failed probe: nothing seen from 5.0 to 9.0
+    replicas = _set(1, max_lag_s=1.0)
+    replica = replicas.replicas[0]
+    replicas.primary_at(0.0, 100)
+    replicas.observed(replica, 0.0, 100, replay_age_s=0.0)
+    replicas.primary_at(5.0, 100)  # still there at 5.0
+    replicas.primary_unseen()
+    replicas.primary_at(9.0, 200)
+    replicas.observed(replica, 9.1, 100, replay_age_s=60.0)
+    assert _seen(replica) == ("lagging", pytest.approx(4.1))  # was 0.1
+    replicas.observed(replica, 9.2, 100, replay_age_s=2.0)  # what it replayed last is younger
+    assert _seen(replica) == ("lagging", pytest.approx(2.0))
+
+
+def test_a_write_after_an_idle_spell_does_not_eject_replicas_a_moment_behind() -> None:
+    # the last commit they replayed is a minute old: only a gap makes that bound count
+    replicas = _set(1, 1, max_lag_s=1.0)
+    first, second = replicas.replicas
+    replicas.primary_at(0.0, 100)
+    for replica in (first, second):
+        replicas.observed(replica, 0.0, 100, replay_age_s=0.0)
+    replicas.primary_at(60.0, 100)
+    replicas.primary_at(60.2, 200)
+    for replica in (first, second):  # the first one's probe trims the samples
+        replicas.observed(replica, 60.25, 100, replay_age_s=60.25)
+        assert _seen(replica) == ("healthy", pytest.approx(0.05))

@@ -194,7 +194,12 @@ def test_a_token_gives_another_process_read_your_writes(
         import sys, time
         from sqlalchemy import text
         from dalkit import Database
-        db = Database(sys.argv[1], replicas=[sys.argv[2]], replica_monitor_interval_s=0.1)
+        db = Database(
+            sys.argv[1],
+            replicas=[sys.argv[2]],
+            replica_monitor_interval_s=0.1,
+            max_replica_lag_s=3600,  # lagging or not, the token alone decides
+        )
         probe = "SELECT (SELECT count(*) FROM scale_items WHERE id = 7), pg_is_in_recovery()"
         def read(session):
             return tuple(session.execute(text(probe)).one())

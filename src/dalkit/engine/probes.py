@@ -8,8 +8,9 @@ stays admitted.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
+from typing import Any
 
 from sqlalchemy.engine import Engine
 
@@ -18,16 +19,25 @@ from dalkit.engine import autoroute
 __all__ = [
     "REPLAY_POSITION",
     "ProbeThreads",
+    "Replayed",
     "probe_error",
     "probe_timeout",
     "replay_position",
+    "replayed",
 ]
 
-# a promoted replica is no longer in recovery: its own position is what it has
+# a promoted replica is no longer in recovery: its own position is what it has. And the age of
+# the last transaction replayed (NULL before the first): what the replica misses is younger
 REPLAY_POSITION = (
     "SELECT (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() "
-    "ELSE pg_current_wal_lsn() END)::text"
+    "ELSE pg_current_wal_lsn() END)::text, (CASE WHEN pg_is_in_recovery() THEN "
+    "extract(epoch FROM clock_timestamp() - pg_last_xact_replay_timestamp()) "
+    "ELSE 0 END)::float8"
 )
+
+#: what a probe reads: the position replayed, and the age in seconds of the last transaction
+#: replayed (None when unknown)
+Replayed = tuple[str | None, float | None]
 
 
 def probe_timeout(interval_s: float) -> float:
@@ -54,7 +64,7 @@ def probe_error(error: BaseException) -> str:
     return f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
 
 
-def replay_position(engine: Engine) -> str | None:
+def replay_position(engine: Engine) -> Replayed:
     """The position ``engine``'s replica has replayed, read in autocommit (a standby refuses
     the READ WRITE BEGIN a read-only transaction's reset may leave psycopg asking for).
 
@@ -62,13 +72,26 @@ def replay_position(engine: Engine) -> str | None:
         engine: The replica's engine.
 
     Returns:
-        The position as text (None when the server does not know it).
+        The position as text (None when the server does not know it), and the age of the last
+        transaction it replayed (see `Replayed`).
     """
     with engine.connect() as connection:
         connection.execution_options(isolation_level="AUTOCOMMIT")
         result = connection.exec_driver_sql(REPLAY_POSITION, execution_options=autoroute.PROBE)
-        value: str | None = result.scalar_one()
-        return value
+        return replayed(result.one())
+
+
+def replayed(row: Sequence[Any]) -> Replayed:
+    """A probe's row as `Replayed`.
+
+    Args:
+        row: The row `REPLAY_POSITION` read.
+
+    Returns:
+        The position (text or None) and the age (float or None).
+    """
+    position, age = row
+    return position, None if age is None else float(age)
 
 
 class ProbeThreads:
@@ -77,9 +100,9 @@ class ProbeThreads:
     other, and each round finds it still running (a timeout again)."""
 
     def __init__(self) -> None:
-        self._running: dict[str, Future[str | None]] = {}
+        self._running: dict[str, Future[Replayed]] = {}
 
-    def run(self, name: str, probe: Callable[[], str | None], timeout: float) -> str | None:
+    def run(self, name: str, probe: Callable[[], Replayed], timeout: float) -> Replayed:
         """``probe()``'s value, waited for at most ``timeout`` seconds.
 
         Args:
@@ -105,7 +128,7 @@ class ProbeThreads:
             raise TimeoutError(f"no answer within {timeout:g}s") from None
 
 
-def _settle(future: Future[str | None], probe: Callable[[], str | None]) -> None:
+def _settle(future: Future[Replayed], probe: Callable[[], Replayed]) -> None:
     try:
         future.set_result(probe())
     except BaseException as error:  # handed to the monitor, which waits for it

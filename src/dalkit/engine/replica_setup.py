@@ -13,7 +13,8 @@ from dalkit.config import DatabaseConfig, parse_url
 from dalkit.engine.build import build_async_engine, build_engine
 from dalkit.engine.pgbouncer import pgbouncer_config
 from dalkit.engine.reroute import failure_hook
-from dalkit.engine.routing import AsyncReplicaRouter, ReplicaRouter
+from dalkit.engine.routing import ReplicaRouter
+from dalkit.engine.routing_async import AsyncReplicaRouter
 from dalkit.errors import ConfigurationError
 
 if TYPE_CHECKING:  # sqlalchemy.ext.asyncio needs greenlet, which only the async extras bring

@@ -7,13 +7,13 @@ from __future__ import annotations
 import contextvars
 import itertools
 import logging
-import re
 import threading
-from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from dalkit.engine.lag import PrimarySamples
+from dalkit.engine.lsn import format_lsn, parse_lsn, token_position
 from dalkit.errors import ConfigurationError
 
 __all__ = ["Replica", "ReplicaSet", "format_lsn", "parse_lsn", "token_position"]
@@ -21,62 +21,7 @@ __all__ = ["Replica", "ReplicaSet", "format_lsn", "parse_lsn", "token_position"]
 log = logging.getLogger("dalkit.replicas")
 
 E = TypeVar("E")
-_LSN = re.compile(r"([0-9A-Fa-f]{1,8})/([0-9A-Fa-f]{1,8})")
-_SAMPLES_KEPT = 10_000
 _ids = itertools.count()
-
-
-def parse_lsn(text: str) -> int:
-    """A WAL position (a replica token) as one integer.
-
-    Args:
-        text: A position as PostgreSQL prints it, such as ``"16/B374D848"``.
-
-    Returns:
-        The position as an integer, comparable with others.
-
-    Raises:
-        ConfigurationError: ``text`` is not a WAL position.
-
-    Examples:
-        ```python
-        print(parse_lsn("1/10"))
-        #> 4294967312
-        ```
-    """
-    match = _LSN.fullmatch(text.strip()) if isinstance(text, str) else None
-    if match is None:
-        raise ConfigurationError(
-            f"not a replica token (a WAL position such as 0/16B3748): {text!r}"
-        )
-    return (int(match[1], 16) << 32) + int(match[2], 16)
-
-
-def token_position(token: str | None) -> int:
-    """The position a ``read_your_writes()`` token asks for, checked with replicas or without.
-
-    Args:
-        token: A replica token; None or empty asks for nothing.
-
-    Returns:
-        The position as an integer, 0 for nothing.
-
-    Raises:
-        ConfigurationError: ``token`` is not a WAL position.
-    """
-    return 0 if token is None or token == "" else parse_lsn(token)
-
-
-def format_lsn(value: int) -> str:
-    """A WAL position as PostgreSQL prints it (the inverse of `parse_lsn()`).
-
-    Args:
-        value: The position as an integer.
-
-    Returns:
-        The position as text, such as ``"1/10"``.
-    """
-    return f"{value >> 32:X}/{value & 0xFFFFFFFF:X}"
 
 
 class _Position:
@@ -105,7 +50,8 @@ class Replica(Generic[E]):
         engine: A sync or async SQLAlchemy engine.
         weight: Its share of the reads (smooth weighted round robin).
         state: ``unknown`` (not probed yet), ``healthy``, ``lagging`` or ``down``.
-        lag_s: Seconds behind the primary at the last probe, None before one.
+        lag_s: Seconds behind the primary at the last probe, None before one (or when it
+            could not be bounded: lagging).
         reads: Transactions routed to it.
         errors: Failed probes and reads that lost their connection.
     """
@@ -113,7 +59,7 @@ class Replica(Generic[E]):
     name: str
     engine: E
     weight: int = 1
-    state: str = "unknown"  # unknown (not probed yet), healthy, lagging, down
+    state: str = "unknown"  # unknown (not probed yet: no reads), healthy, lagging, down
     replay_lsn: int = 0
     lag_s: float | None = None
     reads: int = 0
@@ -124,8 +70,8 @@ class Replica(Generic[E]):
 
     @property
     def admitted(self) -> bool:
-        """Whether it gets reads: not (yet) known to lag or to be down."""
-        return self.state in ("unknown", "healthy")
+        """Whether it gets reads: probed, and found within the lag limit."""
+        return self.state == "healthy"
 
 
 @dataclass
@@ -133,6 +79,7 @@ class _Counters:
     primary_reads: int = 0  # read-only (or plain-read) transactions the primary served
     read_your_writes: int = 0  # ... because no admitted replica had replayed the last write
     all_ejected: int = 0  # ... because every replica was ejected
+    unprobed: int = 0  # ... because no replica was probed yet (the monitor's first round)
     rerouted: int = 0  # reads run again elsewhere after their replica failed
     writes_tracked: int = 0
     default_routed: int = 0  # default transactions whose plain reads went to a replica
@@ -176,7 +123,7 @@ class ReplicaSet(Generic[E]):
         )
         self._lock = threading.Lock()
         self._counters = _Counters()
-        self._samples: deque[tuple[float, int]] = deque(maxlen=_SAMPLES_KEPT)
+        self._samples = PrimarySamples()
         self._warned = False
 
     # -- read-your-writes ---------------------------------------------------------------------
@@ -247,6 +194,9 @@ class ReplicaSet(Generic[E]):
             admitted = [r for r in self.replicas if r.admitted and r.weight > 0]
             if not admitted:
                 self._counters.primary_reads += 1
+                if any(r.state == "unknown" for r in self.replicas):
+                    self._counters.unprobed += 1  # not known to be fit yet: no warning
+                    return None
                 self._counters.all_ejected += 1
                 if not self._warned:
                     self._warned = True
@@ -295,30 +245,44 @@ class ReplicaSet(Generic[E]):
             now: ``time.monotonic()`` when it was read.
             lsn: The primary's WAL insert position.
         """
-        if not self._samples or lsn > self._samples[-1][1]:
-            self._samples.append((now, lsn))
+        self._samples.add(now, lsn)
 
-    def observed(self, replica: Replica[E], now: float, replay_lsn: int) -> None:
+    def primary_unseen(self) -> None:
+        """The monitor (re)starts, or could not read the primary's position: what the
+        primary wrote until the next sample may be older than that sample."""
+        self._samples.lost()
+
+    def observed(
+        self,
+        replica: Replica[E],
+        now: float,
+        replay_lsn: int,
+        replay_age_s: float | None = None,
+    ) -> None:
         """Record a successful probe of ``replica``, ejecting or re-admitting it.
 
         Lag is the age of the oldest primary position the replica has not replayed, so it
-        needs no clock on the replica.
+        needs no clock on the replica. Behind every position sampled (a process that started
+        while the replica lagged) or behind one sampled after the monitor lost sight of the
+        primary (a fork, a failed probe), the samples only say it is at least that old: the
+        age of the last transaction the replica replayed bounds it from above (what it misses
+        came later). Without a bound the replica counts as lagging.
 
         Args:
             replica: The replica probed.
             now: ``time.monotonic()`` when it was probed.
             replay_lsn: The position it has replayed.
+            replay_age_s: Seconds since the last transaction it replayed was committed, None
+                when unknown.
         """
-        lag = 0.0
-        for seen_at, lsn in self._samples:
-            if lsn > replay_lsn:
-                lag = max(0.0, now - seen_at)
-                break
+        lag = self._samples.lag(now, replay_lsn, replay_age_s)
         with self._lock:
             replica.replay_lsn = max(replica.replay_lsn, replay_lsn)
             replica.lag_s = lag
             replica.error = None
-            if lag > self.max_lag_s:
+            if lag is None:
+                self._eject(replica, "lagging", "replay lag unknown: behind every sample")
+            elif lag > self.max_lag_s:
                 self._eject(replica, "lagging", f"replay lag {lag:.3f}s")
             elif replica.state != "healthy":
                 if replica.state in ("lagging", "down"):
@@ -337,6 +301,19 @@ class ReplicaSet(Generic[E]):
             replica.errors += 1
             self._eject(replica, "down", str(error))
 
+    def forget(self) -> None:
+        """Start over, the monitor stopped: every replica unknown until probed again."""
+        with self._lock:
+            self._samples.lost()
+            for replica in self.replicas:
+                replica.state = "unknown"
+
+    def forked(self) -> None:
+        """Start over in a forked child, with a lock of its own: the parent's monitor may have
+        held this one."""
+        self._lock = threading.Lock()
+        self.forget()
+
     def _eject(self, replica: Replica[E], state: str, reason: str) -> None:
         if replica.state != state:
             if replica.admitted:
@@ -346,9 +323,7 @@ class ReplicaSet(Generic[E]):
         replica.error = reason if state == "down" else None
 
     def _trim(self) -> None:
-        floor = min(r.replay_lsn for r in self.replicas)
-        while len(self._samples) > 1 and self._samples[0][1] <= floor:
-            self._samples.popleft()
+        self._samples.trim(min(r.replay_lsn for r in self.replicas))
 
     # -- stats --------------------------------------------------------------------------------
     def snapshot(self, reset: bool = False) -> dict[str, Any]:
@@ -360,7 +335,8 @@ class ReplicaSet(Generic[E]):
 
         Returns:
             ``primary_reads``, ``read_your_writes_on_primary``, ``all_ejected_on_primary``,
-            ``rerouted_reads``, ``writes_tracked``, ``default_transactions_routed``, and
+            ``unprobed_on_primary``, ``rerouted_reads``, ``writes_tracked``,
+            ``default_transactions_routed``, and
             ``replicas``: by name, a dict of ``name`` (``host:port``), ``state``, ``admitted``,
             ``lag_s`` (float or None), ``reads``, ``errors``, ``ejections``, ``replay_lsn`` and
             ``error`` (the last failure, or None). See docs/replicas.md.
@@ -371,6 +347,7 @@ class ReplicaSet(Generic[E]):
                 "primary_reads": counters.primary_reads,
                 "read_your_writes_on_primary": counters.read_your_writes,
                 "all_ejected_on_primary": counters.all_ejected,
+                "unprobed_on_primary": counters.unprobed,
                 "rerouted_reads": counters.rerouted,
                 "writes_tracked": counters.writes_tracked,
                 "default_transactions_routed": counters.default_routed,

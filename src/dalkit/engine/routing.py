@@ -1,25 +1,26 @@
-"""Replica routing for Database and AsyncDatabase: the bind of each read-only transaction (and
-of the plain reads of default transactions, see engine/autoroute.py), the WAL position recorded
-after each write, the monitor (a thread, or an asyncio task) and rerouting a read whose replica
-failed. The decisions themselves live in engine/replicas.py.
+"""Replica routing for Database (and, through `_Router`, AsyncDatabase: engine/routing_async.py):
+the bind of each read-only transaction (and of the plain reads of default transactions, see
+engine/autoroute.py), the WAL position recorded after each write, the monitor thread and
+rerouting a read whose replica failed. The decisions themselves live in engine/replicas.py.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import contextvars
 import functools
 import logging
+import os
 import threading
 import time
-from collections.abc import Awaitable, Iterator, Sequence
+import weakref
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from sqlalchemy.engine import Engine
 
 from dalkit.engine import autoroute, probes
-from dalkit.engine.replicas import Replica, ReplicaSet, format_lsn, parse_lsn
+from dalkit.engine.lsn import format_lsn, parse_lsn
+from dalkit.engine.replicas import Replica, ReplicaSet
 from dalkit.engine.reroute import lost_connection
 from dalkit.engine.statement_hooks import hooks_for
 from dalkit.transaction import deferred
@@ -27,7 +28,7 @@ from dalkit.transaction.deferred import is_plain_read
 from dalkit.transaction.options import TransactionOptions
 from dalkit.transaction.scope import TransactionScope, current_scope
 
-__all__ = ["AsyncReplicaRouter", "ReplicaRouter"]
+__all__ = ["ReplicaRouter"]
 
 log = logging.getLogger("dalkit.replicas")
 
@@ -85,6 +86,7 @@ class _Router(Generic[E]):
         self._binds: dict[tuple[int, str | None], E] = {}
         self._bind_owner: dict[int, Replica[E]] = {}
         self._closed = False
+        _ROUTERS.add(self)
         primary_sync: Engine = getattr(primary, "sync_engine", primary)  # type: ignore[arg-type]
         # a dialect hook, not a before_cursor_execute listener: an engine listener would make
         # every connection of the primary dispatch SQLAlchemy's events (engine/statement_hooks.py)
@@ -226,6 +228,10 @@ class _Router(Generic[E]):
     def _after_write(self, scope: TransactionScope | None) -> object:
         raise NotImplementedError
 
+    def _forked(self) -> None:
+        """In a forked child, which has none of its parent's threads: no monitor yet."""
+        self.replicas.forked()
+
     def _ensure_monitor(self) -> None:
         raise NotImplementedError
 
@@ -242,6 +248,20 @@ class ReplicaRouter(_Router[Engine]):
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._probes = probes.ProbeThreads()
+        self._first_round = threading.Event()  # set once the monitor has probed every replica
+        self._ready_by = 0.0
+
+    def route(self, options: TransactionOptions) -> Engine | None:
+        """The runner's ``route_read``: `bind_for()` a read-only transaction (a default one's
+        plain reads ask `plain_read_bind()`, see engine/autoroute.py).
+
+        Args:
+            options: The transaction's options.
+
+        Returns:
+            A replica's engine, or None for the primary's.
+        """
+        return self.bind_for(options) if options.read_only else None
 
     def _after_write(self, scope: TransactionScope | None) -> None:
         with self.primary.connect() as connection:
@@ -249,38 +269,55 @@ class ReplicaRouter(_Router[Engine]):
         self._wrote(scope, lsn)
 
     def _ensure_monitor(self) -> None:
-        if self._thread is not None or self._closed:
-            return
-        with self._lock:
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._watch, name="dalkit-replica-monitor", daemon=True
-                )
-                self._thread.start()
+        if self._thread is None and not self._closed:
+            with self._lock:
+                if self._thread is None:
+                    self.replicas.primary_unseen()  # since a close() or a fork, maybe
+                    self._ready_by = time.monotonic() + probes.probe_timeout(
+                        self.replicas.interval_s
+                    )
+                    self._thread = threading.Thread(
+                        target=self._watch, name="dalkit-replica-monitor", daemon=True
+                    )
+                    self._thread.start()
+        if not self._first_round.is_set():  # a replica not probed yet gets no reads
+            self._first_round.wait(max(0.0, self._ready_by - time.monotonic()))
+
+    def _forked(self) -> None:
+        super()._forked()
+        # the parent's thread (and its probes, which may hold these) did not come along
+        self._thread = None
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._probes = probes.ProbeThreads()
+        self._first_round = threading.Event()
 
     def _watch(self) -> None:
         while not self._closed:
             self.check()
+            self._first_round.set()
             if self._stop.wait(self.replicas.interval_s):
                 return
 
     def check(self) -> None:
         """One round of the monitor: the primary's position, then each replica's."""
-        with contextlib.suppress(Exception):
+        try:
             with self.primary.connect() as connection:
                 lsn = connection.exec_driver_sql(
                     _PRIMARY_LSN, execution_options=_PROBE
                 ).scalar_one()
             self.replicas.primary_at(time.monotonic(), parse_lsn(lsn))
+        except Exception:  # lag is still measured, from the samples around the gap
+            self.replicas.primary_unseen()
         timeout = probes.probe_timeout(self.replicas.interval_s)
         for replica in self.replicas.replicas:
             probe = functools.partial(probes.replay_position, replica.engine)
             try:  # on a thread: a hung replica's read blocks for good, and kept it admitted
-                replay = self._probes.run(replica.name, probe, timeout)
+                replay, age = self._probes.run(replica.name, probe, timeout)
             except Exception as error:
                 self.replicas.failed(replica, probes.probe_error(error))
                 continue
-            self.replicas.observed(replica, time.monotonic(), parse_lsn(replay or "0/0"))
+            self.replicas.observed(replica, time.monotonic(), parse_lsn(replay or "0/0"), age)
 
     def close(self) -> None:
         """Stop the monitor and close the replicas' pools; a later read starts it again."""
@@ -290,6 +327,8 @@ class ReplicaRouter(_Router[Engine]):
             self._thread.join(timeout=10)
         for replica in self.replicas.replicas:
             replica.engine.dispose()
+        self.replicas.forget()  # what it saw grows old: a later start probes before it routes
+        self._first_round.clear()
         self._thread = None
         self._stop.clear()
         self._closed = False
@@ -306,93 +345,21 @@ class ReplicaRouter(_Router[Engine]):
             replica.engine.dispose()
 
 
-class AsyncReplicaRouter(_Router["AsyncEngine"]):
-    """The router of an AsyncDatabase; its monitor is an asyncio task of the loop that made
-    the first routed read.
-
-    Takes the arguments of the shared base: see `replica_router()` in engine/replica_setup.py.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._task: asyncio.Task[None] | None = None
-
-    def _after_write(self, scope: TransactionScope | None) -> Awaitable[None]:
-        return self._record_position(scope)
-
-    async def _record_position(self, scope: TransactionScope | None) -> None:
-        async with self.primary.connect() as connection:
-            lsn = (
-                await connection.exec_driver_sql(_PRIMARY_LSN, execution_options=_PROBE)
-            ).scalar_one()
-        self._wrote(scope, lsn)
-
-    def _ensure_monitor(self) -> None:
-        task = self._task
-        # a task of a loop that is not running (stopped, as pytest-asyncio's session loop is
-        # while a test's loop runs, or closed) watches nothing: this loop gets its own
-        if self._closed or (task is not None and not task.done() and task.get_loop().is_running()):
-            return
-        # a context of its own: not the one of the request whose read started it (its
-        # transaction scope, tenant and read-your-writes position), as the sync monitor's thread
-        self._task = asyncio.get_running_loop().create_task(
-            self._watch(), name="dalkit-replica-monitor", context=contextvars.Context()
-        )
-
-    async def _watch(self) -> None:
-        me = asyncio.current_task()
-        while not self._closed and self._task is me:  # another loop's monitor took over
-            await self.check()
-            await asyncio.sleep(self.replicas.interval_s)
-
-    async def check(self) -> None:
-        """One round of the monitor: the primary's position, then each replica's."""
-        timeout = probes.probe_timeout(self.replicas.interval_s)
-        with contextlib.suppress(Exception):
-            lsn = await asyncio.wait_for(
-                _scalar(self.primary, _PRIMARY_LSN, self._autocommit_reads), timeout
-            )
-            self.replicas.primary_at(time.monotonic(), parse_lsn(lsn))
-        for replica in self.replicas.replicas:
-            try:
-                replay = await asyncio.wait_for(
-                    _scalar(replica.engine, probes.REPLAY_POSITION, self._autocommit_reads), timeout
-                )
-            except Exception as error:
-                self.replicas.failed(replica, probes.probe_error(error))
-                continue
-            self.replicas.observed(replica, time.monotonic(), parse_lsn(replay or "0/0"))
-
-    async def close(self) -> None:
-        """Stop the monitor task and close the replicas' pools; a later read starts it again."""
-        self._closed = True
-        task, self._task = self._task, None
-        if task is not None and not task.done() and task.get_loop() is asyncio.get_running_loop():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, RuntimeError):
-                await task
-        # another loop's task ends by itself when that loop runs again (_watch), or with it
-        for replica in self.replicas.replicas:
-            await replica.engine.dispose()
-        self._closed = False
-
-
-async def _scalar(engine: AsyncEngine, statement: str, autocommit: bool) -> str:
-    """``statement``'s one value, in autocommit: no BEGIN, which a standby refuses when a
-    read-only transaction's reset left psycopg asking for READ WRITE. Not for asyncpg behind
-    PgBouncer (``autocommit`` False): its prepare and execute steps would reach two server
-    connections outside a transaction block; asyncpg's plain BEGIN suits a standby."""
-    async with engine.connect() as connection:
-        if autocommit:
-            await connection.execution_options(isolation_level="AUTOCOMMIT")
-        value: str = (
-            await connection.exec_driver_sql(statement, execution_options=_PROBE)
-        ).scalar_one()
-        return value
-
-
 def _own_scope(scope: TransactionScope | None, owner: object) -> TransactionScope | None:
     for candidate in scope.ancestors() if scope is not None else ():
         if candidate.owner is owner and not candidate.finished:
             return candidate
     return None
+
+
+#: every router, so that a forked child (a gunicorn --preload worker) starts a monitor of its
+#: own: it believed its parent's thread watched, and kept routing on the view frozen at the fork
+_ROUTERS: weakref.WeakSet[_Router[Any]] = weakref.WeakSet()
+
+
+def _monitors_in_child() -> None:
+    for router in list(_ROUTERS):
+        router._forked()
+
+
+os.register_at_fork(after_in_child=_monitors_in_child)

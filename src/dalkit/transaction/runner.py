@@ -213,7 +213,7 @@ class TransactionRunner:
     ) -> TransactionScope:
         if current is not None and self._dialect == "sqlite":
             check_sqlite_can_start(self, self._one_connection, options, current)
-        bind = self.route_read(options) if options.read_only and self.route_read else None
+        bind = self.route_read(options) if self.route_read else None  # a replica, or None
         # looked up here rather than in _new_bind: every transaction pays for this line
         bind = bind or self._binds.get((options.isolation, options.read_only))
         if bind is None:

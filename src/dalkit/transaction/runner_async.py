@@ -66,7 +66,7 @@ class AsyncTransactionRunner:
         self._binds: dict[tuple[str | None, bool], AsyncEngine] = {}
         self.stats = TransactionStats()
         # scale-out, set by the database: see dalkit.engine.routing and dalkit.engine.pgbouncer
-        self.route_read: Callable[[TransactionOptions], AsyncEngine | None] | None = None
+        self.route_read: Callable[[TransactionOptions], Awaitable[AsyncEngine | None]] | None = None
         self.on_failure: Callable[[TransactionOptions, AsyncSession, Exception], str] | None = None
         self.defer_begin = True
 
@@ -85,7 +85,7 @@ class AsyncTransactionRunner:
                 yield outer.session
             return
         started = perf_counter()
-        scope = self._open(options, current)
+        scope = await self._open(options, current)
         session: AsyncSession = scope.session
         token = enter_scope(scope)
         try:
@@ -137,7 +137,7 @@ class AsyncTransactionRunner:
         state: RetryState | None = None  # built at the first failure: most calls never need it
         rolled_back = 0
         while True:
-            scope = self._open(options, current)
+            scope = await self._open(options, current)
             try:
                 result = await self._attempt(scope, fn, args, kwargs, inject)
             except Exception as error:
@@ -209,12 +209,12 @@ class AsyncTransactionRunner:
             return current
         return None
 
-    def _open(
+    async def _open(
         self, options: TransactionOptions, current: TransactionScope | None
     ) -> AsyncTransactionScope:
         if current is not None and self._dialect == "sqlite":
             check_sqlite_can_start(self, self._one_connection, options, current)
-        bind = self.route_read(options) if options.read_only and self.route_read else None
+        bind = await self.route_read(options) if self.route_read else None  # a replica, or None
         # looked up here rather than in _new_bind: every transaction pays for this line
         bind = bind or self._binds.get((options.isolation, options.read_only))
         if bind is None:
