@@ -192,3 +192,26 @@ async def test_a_database_used_again_after_dispose_reads_nothing_stale(
     finally:
         replication.replica.resume_replay()
         await _dispose(db)
+
+
+@pytest.mark.parametrize("api", ["sync", "async"])
+async def test_a_caught_up_replica_stays_in_after_a_wal_switch_on_an_idle_primary(
+    api: str, replicated_database: tuple[str, str], replication: Replication
+) -> None:
+    # after a segment switch (archive_timeout, pg_switch_wal()) an idle primary's insert
+    # position points past the next page's header, which no replica replays: the replica was
+    # ejected as lagging max_replica_lag_s later (at once, at a process's start) until a write
+    _prepare(replicated_database, replication, 1)
+    with Database(replicated_database[0]) as admin:
+        admin.sql("SELECT pg_switch_wal()")
+    with Database(replicated_database[0]) as admin:  # what the replica can replay: all of it
+        flushed = admin.sql("SELECT pg_current_wal_flush_lsn()::text AS lsn")[0]["lsn"]
+    replication.replica.wait_for(flushed)
+    db = _replicated(api, replicated_database, MAX_LAG)
+    try:
+        assert await _in_fresh_contexts(db, _probe(1, api)) == (True, True)
+        await asyncio.sleep(2 * MAX_LAG)  # idle: nothing for the replica to replay
+        assert _replica(db)["state"] == "healthy"
+        assert await _in_fresh_contexts(db, _probe(1, api)) == (True, True)
+    finally:
+        await _dispose(db)

@@ -17,6 +17,7 @@ from sqlalchemy.engine import Engine
 from dalkit.engine import autoroute
 
 __all__ = [
+    "PRIMARY_SAMPLE",
     "REPLAY_POSITION",
     "ProbeThreads",
     "Replayed",
@@ -25,6 +26,12 @@ __all__ = [
     "replay_position",
     "replayed",
 ]
+
+# what the monitor samples of the primary: the WAL a replica can have (walsender sends what is
+# flushed). Not the insert position: past a page or segment boundary (a WAL switch, an
+# archive_timeout) it points after the next page's header, where an idle primary leaves it,
+# and a caught-up replica's replayed position never reaches it: ejected as lagging for good
+PRIMARY_SAMPLE = "SELECT pg_current_wal_flush_lsn()::text"
 
 # a promoted replica is no longer in recovery: its own position is what it has. And the age of
 # the last transaction replayed (NULL before the first): what the replica misses is younger

@@ -304,7 +304,7 @@ class ReplicaRouter(_Router[Engine]):
         try:
             with self.primary.connect() as connection:
                 lsn = connection.exec_driver_sql(
-                    _PRIMARY_LSN, execution_options=_PROBE
+                    probes.PRIMARY_SAMPLE, execution_options=_PROBE
                 ).scalar_one()
             self.replicas.primary_at(time.monotonic(), parse_lsn(lsn))
         except Exception:  # lag is still measured, from the samples around the gap

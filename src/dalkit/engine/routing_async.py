@@ -104,7 +104,7 @@ class AsyncReplicaRouter(_Router["AsyncEngine"]):
         timeout = probes.probe_timeout(self.replicas.interval_s)
         try:
             row = await asyncio.wait_for(
-                _row(self.primary, autoroute.PRIMARY_POSITION, self._autocommit_reads), timeout
+                _row(self.primary, probes.PRIMARY_SAMPLE, self._autocommit_reads), timeout
             )
             self.replicas.primary_at(time.monotonic(), parse_lsn(row[0]))
         except Exception:  # lag is still measured, from the samples around the gap
