@@ -114,6 +114,25 @@ def test_a_payload_value_json_cannot_carry_is_refused_and_nothing_is_written(
     assert [row["payload"] for row in pending(database)] == [{"tags": ["/srv/a", 1]}]
 
 
+@pytest.mark.parametrize(
+    ("changed", "refusal"),
+    [
+        ({"event_id": "e" * 65}, r"UserRegistered\.event_id is 65 characters long"),
+        ({"occurred_at": dt.datetime(2024, 1, 1)}, r"UserRegistered\.occurred_at is naive"),
+    ],
+)
+def test_an_event_id_or_time_the_outbox_cannot_keep_is_refused_and_nothing_is_written(
+    database: Database, changed: dict[str, Any], refusal: str
+) -> None:
+    with pytest.raises(OutboxError, match=refusal):  # PostgreSQL refused the row, SQLite kept it
+        with UnitOfWork(database, outbox=True) as uow:
+            uow.session.add(Note(text="kept only with its event"))
+            uow.publish(UserRegistered(email="a@example.com", **changed))
+    with database.session() as session:
+        assert (session.execute(sa.select(sa.func.count(Note.id)))).scalar() == 0
+    assert pending(database) == []
+
+
 def test_the_relay_delivers_to_the_event_bus_in_order_and_marks_messages_sent(
     database: Database, bus: RecordingBus
 ) -> None:
@@ -200,6 +219,24 @@ def test_the_inbox_runs_a_handler_once_per_event_id(database: Database) -> None:
     assert not inbox.seen("event-2")
     with database.session() as session:
         assert (session.execute(sa.select(sa.func.count(Account.id)))).scalar() == 2
+
+
+def test_the_inbox_keeps_an_event_id_longer_than_its_column_by_a_digest(
+    database: Database,
+) -> None:
+    inbox = Inbox(database, consumer="ledger")
+    long_id, other_id = "kafka:orders:" + "7" * 80, "kafka:orders:" + "7" * 79 + "8"
+
+    def nothing(session: Any) -> None:
+        pass
+
+    assert inbox.process(long_id, nothing)  # PostgreSQL refused the row before
+    assert not inbox.process(long_id, nothing)
+    assert inbox.seen(long_id)
+    assert not inbox.seen(other_id)
+    assert inbox.process(other_id, nothing)
+    with pytest.raises(ConfigurationError, match="at most 200"):
+        Inbox(database, consumer="c" * 201)
 
 
 def test_a_failing_inbox_handler_leaves_the_event_unprocessed(

@@ -111,6 +111,25 @@ async def test_a_payload_value_json_cannot_carry_is_refused_and_nothing_is_writt
     assert [row["payload"] for row in await pending(async_database)] == [{"tags": ["/srv/a", 1]}]
 
 
+@pytest.mark.parametrize(
+    ("changed", "refusal"),
+    [
+        ({"event_id": "e" * 65}, r"UserRegistered\.event_id is 65 characters long"),
+        ({"occurred_at": dt.datetime(2024, 1, 1)}, r"UserRegistered\.occurred_at is naive"),
+    ],
+)
+async def test_an_event_id_or_time_the_outbox_cannot_keep_is_refused_and_nothing_is_written(
+    async_database: AsyncDatabase, changed: dict[str, Any], refusal: str
+) -> None:
+    with pytest.raises(OutboxError, match=refusal):  # PostgreSQL refused the row, SQLite kept it
+        async with AsyncUnitOfWork(async_database, outbox=True) as uow:
+            uow.session.add(Note(text="kept only with its event"))
+            uow.publish(UserRegistered(email="a@example.com", **changed))
+    async with async_database.session() as session:
+        assert (await session.execute(sa.select(sa.func.count(Note.id)))).scalar() == 0
+    assert await pending(async_database) == []
+
+
 async def test_the_relay_delivers_to_the_event_bus_in_order_and_marks_messages_sent(
     async_database: AsyncDatabase, bus: RecordingBus
 ) -> None:
@@ -197,6 +216,24 @@ async def test_the_inbox_runs_a_handler_once_per_event_id(async_database: AsyncD
     assert not await inbox.seen("event-2")
     async with async_database.session() as session:
         assert (await session.execute(sa.select(sa.func.count(Account.id)))).scalar() == 2
+
+
+async def test_the_inbox_keeps_an_event_id_longer_than_its_column_by_a_digest(
+    async_database: AsyncDatabase,
+) -> None:
+    inbox = AsyncInbox(async_database, consumer="ledger")
+    long_id, other_id = "kafka:orders:" + "7" * 80, "kafka:orders:" + "7" * 79 + "8"
+
+    async def nothing(session: Any) -> None:
+        pass
+
+    assert await inbox.process(long_id, nothing)  # PostgreSQL refused the row before
+    assert not await inbox.process(long_id, nothing)
+    assert await inbox.seen(long_id)
+    assert not await inbox.seen(other_id)
+    assert await inbox.process(other_id, nothing)
+    with pytest.raises(ConfigurationError, match="at most 200"):
+        AsyncInbox(async_database, consumer="c" * 201)
 
 
 async def test_a_failing_inbox_handler_leaves_the_event_unprocessed(

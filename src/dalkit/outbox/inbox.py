@@ -16,12 +16,16 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from dalkit.errors import ConfigurationError
+from dalkit.outbox.rows import recorded_id
 from dalkit.tables import inbox
 
 if TYPE_CHECKING:
     from dalkit.database import Database
 
 R = TypeVar("R")
+
+#: the longest consumer name the inbox keeps (its column's width)
+_CONSUMER_MAX: int = inbox.c.consumer.type.length  # type: ignore[attr-defined]
 
 
 def claim_statement(dialect: str, consumer: str, event_id: str) -> Any:
@@ -33,7 +37,11 @@ def claim_statement(dialect: str, consumer: str, event_id: str) -> Any:
         insert = sqlite.insert
     else:
         raise ConfigurationError(f"the inbox supports PostgreSQL and SQLite, not {dialect}")
-    values = {"consumer": consumer, "event_id": event_id, "processed_at": dt.datetime.now(dt.UTC)}
+    values = {
+        "consumer": consumer,
+        "event_id": recorded_id(event_id),
+        "processed_at": dt.datetime.now(dt.UTC),
+    }
     return insert(inbox).values(values).on_conflict_do_nothing().returning(inbox.c.event_id)
 
 
@@ -49,7 +57,8 @@ class Inbox:
         consumer: The consumer's name: each consumer processes each event once.
 
     Raises:
-        ConfigurationError: When ``consumer`` is empty.
+        ConfigurationError: When ``consumer`` is empty, or longer than the inbox keeps (200
+            characters). An event id longer than it keeps (64) is recorded by a digest.
 
     Examples:
         ```python
@@ -67,6 +76,11 @@ class Inbox:
     def __init__(self, db: Database, consumer: str) -> None:
         if not consumer:
             raise ConfigurationError("an inbox needs a consumer name")
+        if len(consumer) > _CONSUMER_MAX:
+            raise ConfigurationError(
+                f"the inbox keeps consumer names of at most {_CONSUMER_MAX} characters, not "
+                f"{len(consumer):,}"
+            )
         self.db = db
         self.consumer = consumer
 
@@ -124,7 +138,7 @@ class Inbox:
             True when it was.
         """
         statement = sa.select(inbox.c.event_id).where(
-            inbox.c.consumer == self.consumer, inbox.c.event_id == event_id
+            inbox.c.consumer == self.consumer, inbox.c.event_id == recorded_id(event_id)
         )
         with self.db.transaction(read_only=True) as session:
             return (session.execute(statement)).first() is not None

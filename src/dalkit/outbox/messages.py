@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import random
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -206,37 +206,6 @@ def event_type(name: str | None = None, version: int = 1) -> Callable[[E], E]:
         return cls
 
     return decorate
-
-
-def outbox_rows(
-    entries: Iterable[tuple[DomainEvent, tuple[str, str] | None]],
-    types: EventTypeRegistry,
-    now: dt.datetime,
-) -> list[dict[str, Any]]:
-    """The ``dalkit_outbox`` rows for events with their aggregates (type, id), in order."""
-    rows = []
-    for event, aggregate in entries:
-        name, version, payload = types.dump(event)
-        aggregate_type, aggregate_id = aggregate if aggregate is not None else (None, None)
-        rows.append(
-            {
-                "event_id": event.event_id,
-                "event_type": name,
-                "event_version": version,
-                # events without an aggregate are ordered by nothing: each is its own stream
-                "aggregate_key": (
-                    f"{aggregate_type}:{aggregate_id}" if aggregate else f"event:{event.event_id}"
-                ),
-                "aggregate_type": aggregate_type,
-                "aggregate_id": aggregate_id,
-                "payload": payload,
-                "occurred_at": event.occurred_at,
-                "created_at": now,
-                "attempts": 0,
-                "next_attempt_at": now,
-            }
-        )
-    return rows
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

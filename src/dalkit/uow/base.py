@@ -26,8 +26,9 @@ from dalkit.outbox.events import (
     RecordedEvent,
     record,
 )
-from dalkit.outbox.messages import EventTypeRegistry, outbox_rows, registry
+from dalkit.outbox.messages import EventTypeRegistry, registry
 from dalkit.outbox.relay_async import BEGIN_NOW, WRITER_LOCK_NAMESPACE
+from dalkit.outbox.rows import outbox_rows
 from dalkit.outbox.uncollected import holders
 from dalkit.repository.base import RepositoryBase
 
