@@ -24,6 +24,11 @@ SQLite ``Float``: SQLite stores a NaN as NULL, so a NaN written by ``add()``, ``
 ``upsert()`` or ``bulk_insert()`` became NULL silently (PostgreSQL and the in-memory repository
 keep it). It is refused instead (`DatabaseError`, or `BulkLoadError` naming the row).
 
+PostgreSQL ``real`` (``REAL``, a ``Float`` of precision 24 or less): a value is sent cast to
+``real``, as the column holds it, and read back as the server writes it (psycopg's text; asyncpg
+read the binary float, 0.10000000149011612 for 0.1). Compared as the 8-byte float given, the
+0.1 stored matched no filter of 0.1, and a keyset cursor after it found it again, forever.
+
 Numbers (SQLite's NUMERIC and INTEGER, asyncpg's): `dalkit.engine.numbers`.
 """
 
@@ -31,6 +36,8 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import math
+import struct
 from typing import Any
 
 import sqlalchemy as sa
@@ -86,6 +93,44 @@ class _NaNRefusingFloat(sa.Float):  # type: ignore[type-arg]
             return value if process is None else process(value)
 
         return refuse_nan
+
+
+@functools.cache
+def _single_cast(base: type[sa.Float], always: bool) -> type[sa.Float]:  # type: ignore[type-arg]
+    """PostgreSQL's ``base`` float sending a value for a ``real`` column (``REAL``, a ``Float``
+    of precision 24 or less; every one when ``always``) cast to ``real``, as the column holds
+    it: compared as the 8-byte float given, ``0.1`` (stored as 0.100000001) matched no filter of
+    0.1, ``gt 0.1`` matched it, and a keyset cursor after it (psycopg reads it back 0.1) found
+    it again, page after page."""
+
+    class SingleCast(base):  # type: ignore[valid-type,misc]
+        def _single(self) -> bool:
+            return always or (self.precision is not None and self.precision <= 24)
+
+        def bind_expression(self, bindvalue: Any) -> Any:
+            return sa.cast(bindvalue, sa.REAL) if self._single() else bindvalue
+
+        def result_processor(self, dialect: Dialect, coltype: object) -> Any:
+            process = super().result_processor(dialect, coltype)
+            if not self._single():
+                return process
+            # as the server's text gives it, which psycopg reads: asyncpg's binary read gave
+            # 0.10000000149011612 for the 0.1 psycopg gave
+            return _shortest if process is None else lambda value: _shortest(process(value))
+
+    return SingleCast
+
+
+def _shortest(value: Any) -> Any:
+    """A 4-byte float's shortest decimal spelling, as PostgreSQL writes a ``real``."""
+    if not isinstance(value, float) or not math.isfinite(value):
+        return value
+    packed = struct.pack("f", value)
+    for digits in range(1, 10):
+        candidate = float(f"{value:.{digits}g}")
+        if struct.pack("f", candidate) == packed:
+            return candidate
+    return value
 
 
 def zoned_as_column(value: Any, timezone: bool) -> Any:
@@ -164,6 +209,8 @@ def install(engine: Engine) -> None:
     elif dialect.name == "postgresql":
         base: Any = dialect.colspecs.get(sa.DateTime, sa.DateTime)
         changed = {sa.DateTime: _zoned_in_utc(base), DOMAIN: _DomainAsBase}
+        floats: Any = dialect.colspecs.get(sa.Float, sa.Float)
+        changed.update({sa.Float: _single_cast(floats, False), sa.REAL: _single_cast(floats, True)})
         if dialect.driver == "asyncpg":
             numeric: Any = dialect.colspecs.get(sa.Numeric, sa.Numeric)
             changed.update({sa.Numeric: float_as_cast(numeric), **integers(dialect)})

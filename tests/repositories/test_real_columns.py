@@ -1,0 +1,103 @@
+"""A ``REAL`` column (or a ``Float`` of precision 24 or less: PostgreSQL's 4-byte ``real``) is
+compared with the values given as the column holds them: on PostgreSQL a filter of 0.1 finds
+the 0.1 stored, and a keyset walk sorted on it visits each row once (psycopg read 0.1 back and
+its next cursor found the same row again, page after page). psycopg and asyncpg read the same
+value back. An 8-byte float column is left as it was."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from dalkit import AsyncDatabase, AsyncRepository, Database, Repository
+
+SECRET = "the real columns' cursor secret"
+VALUES = [0.1, 0.1, 0.2, 0.5, 2.5, 0.3]
+
+
+class _Base(DeclarativeBase):
+    pass
+
+
+class Reading(_Base):
+    __tablename__ = "real_readings"
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    real: Mapped[float] = mapped_column(sa.REAL)
+    narrow: Mapped[float] = mapped_column(sa.Float(precision=24))
+    double: Mapped[float] = mapped_column(sa.Float)
+
+
+class Readings(Repository[Reading]):
+    cursor_secret = SECRET
+
+
+class AsyncReadings(AsyncRepository[Reading]):
+    cursor_secret = SECRET
+
+
+def _rows() -> list[Reading]:
+    return [Reading(id=i, real=v, narrow=v, double=v) for i, v in enumerate(VALUES, 1)]
+
+
+EXPECTED: dict[str, Any] = {
+    "walk": [[1, 2], [3, 6], [4, 5]],
+    "eq": [1, 2],
+    "gt": [3, 4, 5, 6],
+    "in": [1, 2, 5],
+    "values": VALUES,
+}
+
+
+def test_a_real_column_is_filtered_and_walked_as_it_holds_its_values(database: Database) -> None:
+    _Base.metadata.create_all(database.engine)
+    with database.session_factory() as session:
+        readings = Readings(session)
+        readings.add_many(_rows())
+        session.expire_all()
+        for field in ("real", "narrow", "double"):
+            pages: list[list[int]] = []
+            page = readings.paginate_cursor(limit=2, sort=field)
+            while len(pages) < 5:
+                pages.append([r.id for r in page.items])
+                if page.next_cursor is None:
+                    break
+                page = readings.paginate_cursor(limit=2, sort=field, after=page.next_cursor)
+            answers = {
+                "walk": pages,
+                "eq": [r.id for r in readings.find(**{field: 0.1})],
+                "gt": [r.id for r in readings.find(**{f"{field}__gt": 0.1})],
+                "in": [r.id for r in readings.find(**{f"{field}__in": [0.1, 2.5]})],
+                "values": [getattr(r, field) for r in readings.list(sort="id")],
+            }
+            assert answers == EXPECTED, field
+        session.rollback()
+
+
+async def test_an_async_real_column_reads_and_compares_as_the_sync_one(
+    async_database: AsyncDatabase,
+) -> None:
+    async with async_database.engine.begin() as connection:
+        await connection.run_sync(_Base.metadata.create_all)
+    async with async_database.session_factory() as session:
+        readings = AsyncReadings(session)
+        await readings.add_many(_rows())
+        session.expire_all()
+        for field in ("real", "narrow", "double"):
+            pages: list[list[int]] = []
+            page = await readings.paginate_cursor(limit=2, sort=field)
+            while len(pages) < 5:
+                pages.append([r.id for r in page.items])
+                if page.next_cursor is None:
+                    break
+                page = await readings.paginate_cursor(limit=2, sort=field, after=page.next_cursor)
+            answers = {
+                "walk": pages,
+                "eq": [r.id for r in await readings.find(**{field: 0.1})],
+                "gt": [r.id for r in await readings.find(**{f"{field}__gt": 0.1})],
+                "in": [r.id for r in await readings.find(**{f"{field}__in": [0.1, 2.5]})],
+                "values": [getattr(r, field) for r in await readings.list(sort="id")],
+            }
+            assert answers == EXPECTED, field
+        await session.rollback()
