@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from dalkit.errors import BulkLoadError, DalkitError, TransactionError, UniqueViolationError
 from dalkit.query.context_defaults import context_default
 from dalkit.query.cursor import CursorCodec
+from dalkit.query.soft_delete import SoftDeletedRowError, refuse_deleted
 from dalkit.query.sorting import sort_entities
 from dalkit.query.specs import Group, matches
 from dalkit.query.tenant import TenantError, stamp_rows
@@ -241,6 +242,7 @@ class AsyncInMemoryRepository(AsyncAbstractRepository[ModelT]):
                     entity = self._rows.get(key)
                     if entity is not None:
                         self._tenant.check_change(entity, values)  # as the SQL check_keys
+                        self._refuse_deleted(entity, "bulk_update")
                         done.append((entity, self._apply(entity, values)))
                 except (DalkitError, TypeError) as exc:
                     _put_back(done)
@@ -253,6 +255,11 @@ class AsyncInMemoryRepository(AsyncAbstractRepository[ModelT]):
     def _visible(self, entity: Any, include_deleted: bool) -> bool:
         shown = include_deleted or not self._q.soft_delete or entity.deleted_at is None
         return shown and self._tenant.reaches(entity)
+
+    def _refuse_deleted(self, entity: Any, what: str) -> None:
+        # as the SQL repositories: a write meeting a soft-deleted row changed it silently here
+        if self._q.soft_delete:
+            refuse_deleted(self._q.info.name, [{"deleted_at": entity.deleted_at}], what)
 
     def _matching(self, where: Group) -> builtins.list[ModelT]:
         return [e for e in self._tenant.rows(self._rows.values()) if matches(where, e)]
@@ -345,6 +352,7 @@ class AsyncInMemoryRepository(AsyncAbstractRepository[ModelT]):
             existing = next(matches, None)
         if existing is not None:  # another tenant's row met is refused, as by the SQL upsert
             self._tenant.check_change(existing, values)
+            self._refuse_deleted(existing, "upsert")
         else:
             entity = self._q.model(**values)
             self._tenant.stamp(entity)
@@ -374,7 +382,7 @@ def _put_back(done: builtins.list[tuple[Any, dict[str, Any]]]) -> None:
 
 
 def _row_error(index: int, row: Any, cause: BaseException) -> DalkitError:
-    # a tenant's refusal is raised as the SQL repositories raise it, before any row is loaded
-    if isinstance(cause, BulkLoadError | TenantError):
+    # refused as the SQL repositories refuse it, before any row is loaded: not as the row's
+    if isinstance(cause, BulkLoadError | TenantError | SoftDeletedRowError):
         return cause
     return row_error(index, row, cause)
