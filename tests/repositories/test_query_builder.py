@@ -115,6 +115,29 @@ def test_where_values_are_coerced_to_the_column_type() -> None:
     QueryBuilder(User).where("created_at", "<", (EPOCH + dt.timedelta(days=1)).isoformat())
 
 
+@pytest.mark.parametrize(
+    ("column", "op", "value"),
+    [
+        ("age", "contains", 5),  # a text operator on a number: a raw TypeError
+        ("age", "like", 5),
+        ("created_at", "startswith", "2024"),
+        ("is_active", "<", True),  # an order on a boolean: SQLAlchemy's raw ArgumentError
+        ("is_active", "between", [False, True]),
+        ("status", "<", "active"),  # an enum's order: its declaration's on PostgreSQL, its
+        ("status", "like", "act%"),  # text's on SQLite
+    ],
+)
+def test_an_operator_the_column_kind_has_not_is_refused_as_by_the_repositories(
+    column: str, op: str, value: Any
+) -> None:
+    with pytest.raises(InvalidQueryError, match="does not apply") as raised:
+        QueryBuilder(User).where(column, op, value)
+    assert raised.value.name == op
+    assert "eq" in raised.value.allowed
+    with pytest.raises(InvalidQueryError, match="does not apply"):
+        QueryBuilder(User).select("count(*)").having("count(*)", "like", "1")
+
+
 def test_unknown_names_raise_with_the_allowed_ones() -> None:
     with pytest.raises(InvalidQueryError) as caught:
         QueryBuilder(User).select("password")

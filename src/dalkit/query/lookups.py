@@ -14,7 +14,7 @@ from sqlalchemy.orm import Mapper
 from dalkit.errors import InvalidQueryError
 from dalkit.query.fields import CoercionError, FieldInfo, column_field
 from dalkit.query.joins import relationship_onclause
-from dalkit.query.specs import coerce_condition
+from dalkit.query.specs import coerce_condition, operators_for
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 _REFERENCE = re.compile(r"(?:([A-Za-z_][A-Za-z0-9_]{0,62})\.)?([A-Za-z_][A-Za-z0-9_]{0,62})")
@@ -116,6 +116,14 @@ def condition_of(field: FieldInfo, op: object, value: Any, where: str) -> Any:
     if name is None:
         raise InvalidQueryError(
             f"unknown operator {str(op)[:40]!r}", name=str(op), allowed=sorted(OPERATORS)
+        )
+    if name not in (allowed := operators_for(field)):
+        # as the repositories' filters: a text operator on a number raised a raw TypeError, an
+        # order on a boolean SQLAlchemy's ArgumentError, and an enum's order differs by database
+        raise InvalidQueryError(
+            f"operator {op!r} does not apply to {where[:60]} ({field.kind})",
+            name=str(op),
+            allowed=allowed,
         )
     if isinstance(op, str) and op.lower().strip() in ("is null", "is not null"):
         value = op.lower().strip() == "is null"
