@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import gc
 import re
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -48,17 +50,18 @@ async def test_a_plain_function_given_to_an_async_transaction_is_refused_and_rol
     def add(session: AsyncSession) -> None:
         session.add(Item(name="from a plain def"))
 
-    calls = (
-        lambda: async_db.run_transaction(add),  # type: ignore[arg-type]
-        lambda: async_db.transactional(add)(),  # type: ignore[arg-type]
-        lambda: async_db.transactional(retry=3).run(add),  # type: ignore[call-overload]
+    plain: Any = add  # a type checker refuses it; this is what an untyped caller gets
+    calls: tuple[Callable[[], Awaitable[object]], ...] = (
+        lambda: async_db.run_transaction(plain),
+        lambda: async_db.transactional(plain)(),
+        lambda: async_db.transactional(retry=3).run(plain),
     )
     for call in calls:
         with pytest.raises(TransactionUsageError, match=r"add returned NoneType.*async def"):
             await call()
     with pytest.raises(TransactionUsageError, match="not an awaitable"):
         async with async_db.transaction():  # joined: refused there too
-            await async_db.run_transaction(add)  # type: ignore[arg-type]
+            await async_db.run_transaction(plain)
     assert await item_names_async(async_db) == []
     assert async_db.pool_stats()["checked_out"] == 0
     assert async_db.transaction_stats()["failed"] == 4
@@ -78,10 +81,26 @@ def test_a_coroutine_returned_to_a_joined_sync_transaction_is_refused_not_droppe
     async def coroutine(session: Session) -> None:
         session.add(Item(name="never awaited"))
 
+    writer: Any = Writer()  # typed, either is refused by a type checker
+    coroutine_function: Any = coroutine
     with pytest.raises(TransactionUsageError, match="returned a coroutine"), db.transaction():
-        db.run_transaction(Writer())
+        db.run_transaction(writer)
     with pytest.raises(TransactionUsageError, match="coroutine function"), db.transaction():
-        db.run_transaction(coroutine)
+        db.run_transaction(coroutine_function)
     gc.collect()  # an unawaited coroutine would warn here (warnings are errors)
     assert item_names(db) == []
     assert db.pool_stats()["checked_out"] == 0
+
+
+async def test_a_block_entered_again_before_it_exits_is_refused(async_db: AsyncDatabase) -> None:
+    # one block, one transaction at a time: shared between tasks, a second entry would have
+    # ended the first one's transaction at its own exit
+    await create_all_async(async_db)
+    block = async_db.transaction()
+    async with block as session:
+        with pytest.raises(TransactionUsageError, match="already entered"):
+            async with block:
+                pass  # pragma: no cover - never entered
+        session.add(Item(name="kept"))
+    assert await item_names_async(async_db) == ["kept"]
+    assert async_db.pool_stats()["checked_out"] == 0

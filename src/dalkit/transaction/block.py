@@ -31,6 +31,16 @@ _WITH_WANTED = (
 )
 
 
+def _check_not_entered(running: object) -> None:
+    """One block, one transaction at a time: a block entered again before it exits (shared
+    between threads or tasks) would end the other's transaction."""
+    if running is not None:
+        raise TransactionUsageError(
+            "this transaction block is already entered: call db.transaction() (or session()) "
+            "for each with-statement"
+        )
+
+
 class TransactionBlock:
     """A sync transaction as a with-block; ``async with`` is refused."""
 
@@ -43,12 +53,13 @@ class TransactionBlock:
     ) -> None:
         self._open = open_block
         self._options = options
-        self._running: list[AbstractContextManager[Session]] = []
+        self._running: AbstractContextManager[Session] | None = None
 
     def __enter__(self) -> Session:
+        _check_not_entered(self._running)
         block = self._open(self._options)
         session = block.__enter__()
-        self._running.append(block)
+        self._running = block
         return session
 
     def __exit__(
@@ -57,7 +68,9 @@ class TransactionBlock:
         error: BaseException | None,
         traceback: TracebackType | None,
     ) -> bool | None:
-        return self._running.pop().__exit__(kind, error, traceback)
+        block, self._running = self._running, None
+        assert block is not None
+        return block.__exit__(kind, error, traceback)
 
     async def __aenter__(self) -> NoReturn:
         raise TransactionUsageError(_WITH_WANTED)
@@ -78,12 +91,13 @@ class AsyncTransactionBlock:
     ) -> None:
         self._open = open_block
         self._options = options
-        self._running: list[AbstractAsyncContextManager[AsyncSession]] = []
+        self._running: AbstractAsyncContextManager[AsyncSession] | None = None
 
     async def __aenter__(self) -> AsyncSession:
+        _check_not_entered(self._running)
         block = self._open(self._options)
         session = await block.__aenter__()
-        self._running.append(block)
+        self._running = block
         return session
 
     async def __aexit__(
@@ -92,7 +106,9 @@ class AsyncTransactionBlock:
         error: BaseException | None,
         traceback: TracebackType | None,
     ) -> bool | None:
-        return await self._running.pop().__aexit__(kind, error, traceback)
+        block, self._running = self._running, None
+        assert block is not None
+        return await block.__aexit__(kind, error, traceback)
 
     def __enter__(self) -> NoReturn:
         raise TransactionUsageError(_ASYNC_WITH_WANTED)
