@@ -1,6 +1,7 @@
 """Test-suite wiring: pytester lets the harness tests run the dalkit plugin in inner sessions;
 ``project_module`` writes a module of the user's project, as the CLI's ``module:attr`` find it;
-``frozen_heap`` keeps a test's ``gc.collect()`` to the objects it made."""
+``frozen_heap`` keeps a test's ``gc.collect()`` to the objects it made; a ``no_cover`` test's
+child processes go unmeasured, as the test itself does."""
 
 from __future__ import annotations
 
@@ -13,6 +14,19 @@ from pathlib import Path
 import pytest
 
 pytest_plugins = ("pytester",)
+
+# how coverage's `patch = ["subprocess"]` (pyproject.toml) has each Python child measure itself
+_CHILD_COVERAGE = ("COVERAGE_PROCESS_CONFIG", "COVERAGE_PROCESS_START")
+
+
+@pytest.fixture(autouse=True)
+def _no_cover_children(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """pytest-cov's ``no_cover`` pauses the measuring of the test's own process only: its
+    children, which inherit the environment, each still started coverage (~0.3 s) and ran
+    under its tracer. A test marked ``no_cover`` starts them unmeasured too."""
+    if request.node.get_closest_marker("no_cover") is not None:
+        for name in _CHILD_COVERAGE:
+            monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture

@@ -73,7 +73,11 @@ class Producer:
                 del self.next_seq[aggregate]
 
 
+# no_cover: the relays it SIGKILLs never write their coverage data, yet each started coverage
+# and ran under its tracer; what they and the producer run, tests/uow's in-process relay,
+# inbox and outbox tests run too
 @pytest.mark.postgres
+@pytest.mark.no_cover
 def test_relays_killed_at_random_lose_nothing_and_keep_each_aggregates_order(
     postgres_database_url: str,
 ) -> None:
