@@ -1,11 +1,13 @@
 """Test-suite wiring: pytester lets the harness tests run the dalkit plugin in inner sessions;
 ``project_module`` writes a module of the user's project, as the CLI's ``module:attr`` find it;
 ``frozen_heap`` keeps a test's ``gc.collect()`` to the objects it made; a ``no_cover`` test's
-child processes go unmeasured, as the test itself does."""
+child processes go unmeasured, as the test itself does; under ``PYTHONDONTWRITEBYTECODE`` the
+run's processes still share compiled modules, kept in ``.pytest_cache/bytecode``."""
 
 from __future__ import annotations
 
 import gc
+import os
 import sys
 import uuid
 from collections.abc import Callable, Iterator
@@ -14,6 +16,29 @@ from pathlib import Path
 import pytest
 
 pytest_plugins = ("pytester",)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Where ``PYTHONDONTWRITEBYTECODE`` is set (this machine's environment sets it), every
+    Python process compiled each module it imported, the pytest process and the ~100 children
+    the tests start (relays, readers, CLI runs, mkdocs), 1-2 s of CPU each before doing
+    anything, and pytest rewrote every test module again. The run writes its bytecode after
+    all, under ``PYTHONPYCACHEPREFIX`` (``.pytest_cache/bytecode`` unless one is set), so the
+    source tree stays as clean as the variable kept it, and the children inherit both.
+
+    Args:
+        config: The session's configuration.
+    """
+    if not os.environ.get("PYTHONDONTWRITEBYTECODE"):
+        return  # bytecode is cached beside the sources, as usual
+    prefix = os.environ.get("PYTHONPYCACHEPREFIX") or str(
+        config.rootpath / ".pytest_cache" / "bytecode"
+    )
+    del os.environ["PYTHONDONTWRITEBYTECODE"]
+    os.environ["PYTHONPYCACHEPREFIX"] = prefix
+    sys.dont_write_bytecode = False
+    sys.pycache_prefix = prefix
+
 
 # how coverage's `patch = ["subprocess"]` (pyproject.toml) has each Python child measure itself
 _CHILD_COVERAGE = ("COVERAGE_PROCESS_CONFIG", "COVERAGE_PROCESS_START")
