@@ -1,7 +1,8 @@
 """DatabaseConfig: what a Database is built from: a URL, keyword options or the environment.
 
-Secrets (the URL's password, ``password``/``sslpassword`` in its query or in ``connect_args``,
-``secret_key``) are shown nowhere: reprs, errors and logs use `safe_url`.
+Secrets (the URL's password, a secret-looking key in its query or in ``connect_args``, a
+secret-looking server setting in its ``options``, ``secret_key``) are shown nowhere: reprs,
+errors and logs use `safe_url`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from sqlalchemy.engine import URL
 
 from dalkit.config_checks import check_options
 from dalkit.config_env import options_from_env
-from dalkit.config_urls import is_multi_host, parse_url, split_hosts
+from dalkit.config_urls import is_multi_host, masked_options, parse_url, split_hosts
 from dalkit.errors import ConfigurationError
 from dalkit.secret_names import MASK, is_secret_name, masked_values
 
@@ -228,8 +229,10 @@ class DatabaseConfig:
 
     @property
     def safe_url(self) -> str:
-        """The URL with its password replaced by ``***``: the only form dalkit ever shows."""
-        return self.url.render_as_string(hide_password=True)
+        """The URL with its password (and a secret-looking setting in its ``options``, ``-c
+        app.api_key=...``) replaced by ``***``: the only form dalkit ever shows."""
+        shown = masked_options(self.url)[0].render_as_string(hide_password=True)
+        return shown.replace("%2A%2A%2A", MASK)  # a masked setting, as the password reads
 
     @property
     def backend(self) -> str:
@@ -239,7 +242,7 @@ class DatabaseConfig:
     @property
     def secrets(self) -> list[str]:
         """Every secret this config holds (password, connect-argument secrets, secret_key)."""
-        found = [self.url.password, self.secret_key]
+        found = [self.url.password, self.secret_key, *masked_options(self.url)[1]]
         found += [value for key, value in self.connect_args.items() if is_secret(key)]
         return [str(value) for value in found if value]
 

@@ -12,9 +12,13 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 from dalkit.errors import ConfigurationError
+from dalkit.secret_names import MASK, is_secret_name
 
-__all__ = ["is_multi_host", "parse_url", "split_hosts"]
+__all__ = ["is_multi_host", "masked_options", "parse_url", "split_hosts"]
 
+# a server setting in libpq's options: -c name=value, -cname=value or --name=value, where a
+# backslash escapes a space in the value
+_SETTING = re.compile(r"(?P<head>(?:-c\s*|--)(?P<name>[\w.-]+)=)(?P<value>(?:\\.|\S)+)")
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 # scheme://userinfo@host:port,host:port/rest: SQLAlchemy only parses the ?host= spelling. The
 # hosts end the authority (a "/", a "?" or the end): a comma in a password is no host list
@@ -104,3 +108,28 @@ def parse_url(url: str | URL) -> URL:
             "malformed database URL; expected dialect[+driver]://user:password@host:port/database "
             "or sqlite:///path/to/file.db"
         ) from None
+
+
+def masked_options(url: URL) -> tuple[URL, list[str]]:
+    """``url`` with the value of each secret-looking server setting in its ``options``
+    (``-c app.api_key=...``) as ``***``, and those values.
+
+    Args:
+        url: A database URL.
+
+    Returns:
+        The URL to show, and the values it no longer shows.
+    """
+    found: list[str] = []
+
+    def mask(match: re.Match[str]) -> str:
+        if not is_secret_name(match["name"]):
+            return match[0]
+        found.append(match["value"])
+        return match["head"] + MASK
+
+    options = url.query.get("options")
+    if options is None:
+        return url, found
+    shown = [_SETTING.sub(mask, o) for o in ((options,) if isinstance(options, str) else options)]
+    return url.update_query_dict({"options": shown if len(shown) > 1 else shown[0]}), found

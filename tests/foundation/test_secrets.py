@@ -107,6 +107,27 @@ def test_a_wrong_password_in_connect_args_is_scrubbed_from_the_error(
     assert SECRET not in repr(health)
 
 
+@pytest.mark.postgres
+async def test_a_secret_server_setting_in_the_options_is_masked_and_still_set(
+    postgres_database_url: str,
+) -> None:
+    # libpq's options carry server settings; one named like a secret was shown in every URL
+    url = make_url(postgres_database_url).update_query_dict(
+        {"options": f"-c app.api_key={SECRET} -c app.region=eu"}
+    )
+    raw = url.render_as_string(hide_password=False)
+    with Database(raw) as db:
+        shown = [repr(db), str(db), db.url, str(db.config), db.health_check().url]
+        assert db.sql("SELECT current_setting('app.api_key') AS k")[0]["k"] == SECRET
+    async with AsyncDatabase(raw) as adb:
+        shown += [repr(adb), adb.url, (await adb.health_check()).url, str(adb.engine.url)]
+        rows = await adb.sql("SELECT current_setting('app.api_key') AS k")
+        assert rows[0]["k"] == SECRET
+    for text in shown:
+        assert SECRET not in text, text
+    assert "options=-c+app.api_key%3D***+-c+app.region%3Deu" in shown[2]  # the others show
+
+
 def test_the_secret_key_is_configurable_and_never_shown() -> None:
     config = DatabaseConfig.from_url("sqlite:///x.db", secret_key=KEY)
     assert config.secret_key == KEY
