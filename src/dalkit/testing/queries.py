@@ -19,6 +19,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 from dalkit.engine.autoroute import PROBE
+from dalkit.engine.sql_literals import shown_sql
 from dalkit.engine.statement_hooks import DriverCall, hooks_for
 
 if TYPE_CHECKING:
@@ -129,7 +130,8 @@ def count_queries(target: QueryTarget) -> Iterator[QueryCounter]:
 
 @contextmanager
 def assert_max_queries(target: QueryTarget, limit: int) -> Iterator[QueryCounter]:
-    """Fail with the statement list when the block runs more than ``limit`` statements.
+    """Fail with the statement list (string literals masked) when the block runs more than
+    ``limit`` statements.
 
     Args:
         target: An engine, an async engine, or anything with an ``engine`` (a database).
@@ -145,8 +147,9 @@ def assert_max_queries(target: QueryTarget, limit: int) -> Iterator[QueryCounter
         yield counter
     # Reached only when the block succeeded: its own error is the more useful one.
     if counter.count > limit:
+        # each string literal as '***', as the query budget and the slow-query log show them
         listing = "\n".join(
-            f"{number}. {sql.strip()}" for number, sql in enumerate(counter.statements, 1)
+            f"{number}. {shown_sql(sql, 2000)}" for number, sql in enumerate(counter.statements, 1)
         )
         raise AssertionError(f"expected at most {limit} queries, {counter.count} ran:\n{listing}")
 
