@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import psycopg
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.pool import QueuePool
 
-from dalkit import AsyncDatabase, Database, DatabaseError
+from dalkit import AsyncDatabase, AsyncRepository, Database, DatabaseError, Repository
 from dalkit.transaction import deferred
 from dalkit.transaction.options import TransactionOptions
 
@@ -344,3 +345,44 @@ def test_a_raw_driver_write_before_the_first_read_stays_in_the_transaction(
                 raise Boom
     with pg.transaction() as session:
         assert (session.get(Item, 7) is None) is fail
+
+
+class _Items(Repository[Item]):
+    pass
+
+
+class _AsyncItems(AsyncRepository[Item]):
+    pass
+
+
+def test_a_plain_read_before_any_write_holds_no_pooled_connection(
+    pg: Database, statement_log: StatementLog
+) -> None:
+    pool = cast(QueuePool, pg.engine.pool)
+    statement_log.mark()
+    with pg.transaction() as session:
+        first = _Items(session).get(1)
+        assert first is not None
+        assert first.name == "one"
+        assert pool.checkedout() == 0  # given back with the read, not at the end
+        assert _Items(session).get(1) is first  # the session's entity all the same
+        session.add(Item(id=2, name="two"))
+        _Items(session).list()
+        assert pool.checkedout() == 1  # once begun, the transaction keeps its connection
+    with pg.session() as session:
+        assert [item.id for item in _Items(session).list()] == [1, 2]
+    assert statement_log.statements() == ["SELECT", "BEGIN", "INSERT", "SELECT", "COMMIT", "SELECT"]
+
+
+async def test_an_async_plain_read_before_any_write_holds_no_pooled_connection(
+    apg: AsyncDatabase, statement_log: StatementLog
+) -> None:
+    pool = cast(QueuePool, apg.engine.sync_engine.pool)
+    statement_log.mark()
+    async with apg.transaction() as session:
+        assert (await _AsyncItems(session).get(1)) is not None
+        assert pool.checkedout() == 0
+        await _AsyncItems(session).add(Item(id=2, name="two"))
+        assert len(await _AsyncItems(session).list()) == 2  # the transaction's own write
+        assert pool.checkedout() == 1
+    assert statement_log.statements() == ["SELECT", "BEGIN", "INSERT", "SELECT", "COMMIT"]

@@ -36,10 +36,13 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Mapper, Session
 from sqlalchemy.orm.attributes import instance_state
 from sqlalchemy.orm.loading import _new_runid as new_runid
 from sqlalchemy.orm.util import LoaderCriteriaOption
+
+from dalkit.transaction.deferred import DEFERRED_BEGIN_OPTION
 
 __all__ = [
     "PLAIN_WATCH",
@@ -123,8 +126,23 @@ def load_plain(
     if plan is None or not _session_allows(session, plan.mapper):
         return None
     watch_plain(session)
+    if session._transaction is None and not session.dispatch.after_begin:
+        bind = session.get_bind(mapper=plan.mapper, clause=statement)
+        # an engine's: a session bound to a connection reads in that connection's transaction
+        if isinstance(bind, Engine) and DEFERRED_BEGIN_OPTION in bind.get_execution_options():
+            # nothing begun yet at READ COMMITTED, where this read runs in autocommit anyway:
+            # on a connection of its own, given back at once, so the pooled connection is held
+            # for the statement only. The session's transaction, its snapshot and its close
+            # took 11.5% of the CPU of bench/peers' async get by id, 32 tasks over a pool of 8
+            # (8.5% one request at a time): this path on / off, interleaved batches in one
+            # process, median ratio of 16 (/work/prof22/perf32/exp_apart.py)
+            with bind.connect() as apart:
+                return _entities_of(session, plan, apart.execute(statement, params))
     connection = session.connection(bind_arguments={"mapper": plan.mapper, "clause": statement})
-    result = connection.execute(statement, params)
+    return _entities_of(session, plan, connection.execute(statement, params))
+
+
+def _entities_of(session: Session, plan: _Plan, result: Any) -> list[Any]:
     values_of = result._tuple_getter(plan.columns)
     rows = [tuple(values_of(row)) for row in result.all()]
     return persistent_entities(
