@@ -12,6 +12,9 @@ import threading
 from collections.abc import AsyncIterator, Iterator, MutableMapping
 from typing import Any
 
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.middleware import Middleware
@@ -28,6 +31,7 @@ from dalkit import (
     current_session,
 )
 from dalkit.integrations.asgi import ASGIApp, DatabaseMiddleware
+from dalkit.integrations.errors import ResponseStartedError
 
 from .models import Base, Note
 from .test_application_tasks import Endpoint, post, sync_values, values
@@ -174,3 +178,56 @@ async def test_sync_background_tasks_of_a_client_gone_before_the_commit_began_ge
     assert ran.is_set()
     assert sync_values(sync_db) == ["background"]
     assert sync_db.pool_stats()["checked_out"] == 0
+
+
+async def test_a_background_task_handed_the_request_session_is_refused_before_the_commit(
+    async_db: AsyncDatabase,
+) -> None:
+    # its object and flush joined the request's transaction, committed with it (or rolled
+    # back with an error status); after the commit the same call raises ResponseStartedError
+    await async_db.create_all(Base.metadata)
+    refused: list[object] = []
+
+    async def later(session: AsyncSession) -> None:
+        try:
+            session.add(Note(value="background"))
+        except ResponseStartedError as error:
+            refused.append(type(error))
+        try:
+            await session.execute(sa.insert(Note).values(value="background-insert"))
+        except ResponseStartedError as error:
+            refused.append(type(error))
+
+    async def endpoint(request: Request) -> Response:
+        session = current_async_session()
+        session.add(Note(value="request"))
+        return PlainTextResponse("ok", background=BackgroundTask(later, session))
+
+    assert (await post(buffered(async_db, endpoint))).status_code == 200
+    assert refused == [ResponseStartedError, ResponseStartedError]
+    assert await values(async_db) == ["request"]
+
+
+async def test_a_sync_background_task_handed_the_request_session_is_refused_before_the_commit(
+    sync_db: Database,
+) -> None:
+    refused: list[object] = []
+
+    def later(session: Session) -> None:
+        try:
+            session.add(Note(value="background"))
+        except ResponseStartedError as error:
+            refused.append(type(error))
+        try:
+            session.execute(sa.insert(Note).values(value="background-insert"))
+        except ResponseStartedError as error:
+            refused.append(type(error))
+
+    def endpoint(request: Request) -> Response:
+        session = current_session()
+        session.add(Note(value="request"))
+        return PlainTextResponse("ok", background=BackgroundTask(later, session))
+
+    assert (await post(buffered(sync_db, endpoint))).status_code == 200  # type: ignore[arg-type]
+    assert refused == [ResponseStartedError, ResponseStartedError]
+    assert sync_values(sync_db) == ["request"]

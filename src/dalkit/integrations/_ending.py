@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import ORMExecuteState, Session
 from sqlalchemy.util import greenlet_spawn
 
-from dalkit.integrations._holders import TaskHolder
+from dalkit.integrations._holders import TaskHolder, in_background
 from dalkit.integrations.errors import ResponseStartedError
 from dalkit.query.plain_entities import PLAIN_WATCH, select_neutral
 from dalkit.query.plain_inserts import flush_neutral
@@ -36,17 +36,22 @@ __all__ = ["install", "refuse_further_use", "settle", "settle_sync", "watch"]
 _BUSY = "dalkit.web.busy"  # the greenlets that ran an operation of the request's session
 _ENDING = "dalkit.web.ending"  # the task ending the request's transaction, once it ends it
 _STREAMED = "dalkit.web.streamed"  # the results the request read on server-side cursors
+_FOREGROUND = "dalkit.web.foreground"  # the request's own session, which background tasks refuse
 _LONGEST_WAIT_S = 0.01  # between two looks at an operation still in flight
 # greenlet.getcurrent, once a request has an AsyncSession: greenlet comes with the async
 # extras, and a sync install imports this module without it
 _current_greenlet: Callable[[], Any] = threading.get_ident
 
 
-def watch(session: Session | AsyncSession) -> None:
+def watch(session: Session | AsyncSession, *, foreground: bool = True) -> None:
     """Note each operation of ``session``, the session of a request's transaction, from now on.
 
     Args:
         session: The request's session.
+        foreground: It is the request's own transaction (not the background tasks'), which
+            refuses Starlette's background tasks even before it ends: handed its session, one
+            run before the response reaches the middleware (a middleware inside holds it back)
+            would write in it, rolled back with an error status.
     """
     global _current_greenlet
     if isinstance(session, AsyncSession):
@@ -57,6 +62,7 @@ def watch(session: Session | AsyncSession) -> None:
     info = getattr(session, "sync_session", session).info
     info[_STREAMED] = []
     info[PLAIN_WATCH] = _check
+    info[_FOREGROUND] = foreground
 
 
 def settle_sync(session: Session, scope: TransactionScope | None) -> None:
@@ -142,6 +148,8 @@ def _check(session: Session, *, operation: bool = True) -> None:
         holder = threading.get_ident() if busy is None else asyncio.current_task()
         if holder != ending:
             raise _refusal()
+    elif info[_FOREGROUND] and in_background():  # a new object too: COMMIT would flush it
+        raise _refusal()
     if operation and busy is not None:
         busy.add(_current_greenlet())
 
@@ -149,8 +157,9 @@ def _check(session: Session, *, operation: bool = True) -> None:
 def _refusal() -> ResponseStartedError:
     return ResponseStartedError(
         "the request's transaction ends when its response starts: its session cannot be "
-        "used any more (by a streaming body, or a task or thread the request started and did "
-        "not await). Work that outlives the request needs a transaction of its own: "
+        "used any more (by a streaming body, a background task, or a task or thread the "
+        "request started and did not await). Work that outlives the request needs a "
+        "transaction of its own: "
         "db.transaction(propagation='requires_new') (or db.transaction() once the request "
         "is over)"
     )

@@ -153,14 +153,21 @@ def in_background() -> bool:
     if background is None:  # Starlette never imported: no background task runs
         return False
     frame: FrameType | None = sys._getframe(1)
-    while frame is not None:
-        code = frame.f_code
-        if code is background:
-            return True
-        if code is worker:
-            return _job_in_background(frame, background)
-        frame = frame.f_back
-    return False
+    # an AsyncSession's operation runs in a greenlet of its own, whose frames end where it
+    # began: the task's go on in its parent, suspended where it switched to it
+    greenlet = getattr(sys.modules.get("greenlet"), "getcurrent", lambda: None)()
+    while True:
+        while frame is not None:
+            code = frame.f_code
+            if code is background:
+                return True
+            if code is worker:
+                return _job_in_background(frame, background)
+            frame = frame.f_back
+        greenlet = getattr(greenlet, "parent", None)
+        frame = getattr(greenlet, "gr_frame", None)
+        if frame is None:
+            return False
 
 
 _CODES: tuple[object, object] | None = None  # found once Starlette and anyio's workers are

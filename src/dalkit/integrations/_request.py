@@ -91,7 +91,7 @@ class Transaction:
             self.session = self._private.run(self._manager.__enter__)
             self._shown = enter_scope(self._private.run(current_scope))
         assert self.session is not None
-        _ending.watch(self.session)
+        _ending.watch(self.session, foreground=not self.request.background)
         scope = current_scope()
         if scope is not None and scope.session is self.session:
             self.scope, holder = scope, self.request.holder
