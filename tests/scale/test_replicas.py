@@ -391,3 +391,24 @@ def test_a_table_create_all_made_is_read_on_the_primary_until_replayed(
             assert session.execute(FRESH_COUNT).scalar_one() == 0
     finally:
         replication.replica.resume_replay()
+
+
+def test_a_position_read_just_past_a_page_header_is_one_a_replica_reaches(
+    patient_db: Database, replication: Replication
+) -> None:
+    # after a WAL switch (or a commit that ends on a page boundary, ~1 in 1000 on a quiet
+    # primary) the insert position points past the next page's header, which no replica
+    # replays: the context's reads stayed on the primary until other WAL was written
+    db = patient_db
+    _read(db, 0)  # starts the monitor
+    _caught_up(db, replication)
+    with db.connection() as connection:
+        connection.exec_driver_sql("SELECT pg_switch_wal()")
+    db.create_all(metadata)  # creates nothing: binds this context's reads to the position now
+    token = db.replica_token()
+    assert token is not None
+    with db.connection() as connection:  # all that a replica can receive, and replay
+        flushed = connection.exec_driver_sql("SELECT pg_current_wal_flush_lsn()::text").scalar()
+    replication.replica.wait_for(flushed)
+    assert parse_lsn(token) <= parse_lsn(replication.replica.replay_lsn())  # was 0x28 past it
+    wait_until(lambda: _read(db, 0)[1], 5)  # on the replica, once the monitor has seen so

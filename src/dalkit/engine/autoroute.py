@@ -58,8 +58,16 @@ __all__ = [
 #: Execution option naming the replica (``host:port``) on the engines of replica reads.
 REPLICA_OPTION = "dalkit_replica"
 #: The primary's WAL position: past every commit that has returned (the insert position, since
-#: the commit record may still sit in the WAL buffers with ``synchronous_commit=off``).
-PRIMARY_POSITION = "SELECT pg_current_wal_insert_lsn()::text"
+#: the commit record may still sit in the WAL buffers with ``synchronous_commit=off``). Where
+#: that points just past a page's (or segment's) header, the page's start: a replica replays up
+#: to the end of the last record, and nothing comes after it until the next one is written
+PRIMARY_POSITION = (
+    "SELECT upper(to_hex(div(n, 4294967296)::bigint) || '/' || to_hex(mod(n, 4294967296)::bigint))"
+    " FROM (SELECT p - CASE"
+    " WHEN mod(p, pg_size_bytes(current_setting('wal_segment_size'))) = 40 THEN 40"
+    " WHEN mod(p, current_setting('wal_block_size')::numeric) = 24 THEN 24 ELSE 0 END AS n"
+    " FROM (SELECT pg_current_wal_insert_lsn() - '0/0'::pg_lsn AS p) AS i) AS b"
+)
 #: Execution options of dalkit's own probes (the replica monitor's, the WAL positions read
 #: after writes): ``dalkit.testing.count_queries`` does not count them.
 PROBE = {"dalkit_probe": True}
