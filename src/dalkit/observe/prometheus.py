@@ -267,9 +267,9 @@ def _collect_replicas(family: Family, label: str, stats: dict[str, Any]) -> None
         family(
             "replica_up",
             GaugeMetricFamily,
-            "1 if the replica serves reads (not ejected)",
+            "1 if the replica serves reads (probed, and not ejected)",
             "replica",
-        ).add_metric([label, replica], 1.0 if state in ("unknown", "healthy") else 0.0)
+        ).add_metric([label, replica], 1.0 if figures.get("admitted", state == "healthy") else 0.0)
         states = family(
             "replica_state",
             GaugeMetricFamily,
