@@ -408,7 +408,7 @@ def test_a_position_read_just_past_a_page_header_is_one_a_replica_reaches(
     token = db.replica_token()
     assert token is not None
     with db.connection() as connection:  # all that a replica can receive, and replay
-        flushed = connection.exec_driver_sql("SELECT pg_current_wal_flush_lsn()::text").scalar()
+        flushed = connection.exec_driver_sql("SELECT pg_current_wal_flush_lsn()::text").scalar_one()
     replication.replica.wait_for(flushed)
     assert parse_lsn(token) <= parse_lsn(replication.replica.replay_lsn())  # was 0x28 past it
     wait_until(lambda: _read(db, 0)[1], 5)  # on the replica, once the monitor has seen so
