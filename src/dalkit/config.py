@@ -16,9 +16,15 @@ from sqlalchemy.engine import URL
 
 from dalkit.config_checks import check_options
 from dalkit.config_env import options_from_env
-from dalkit.config_urls import is_multi_host, masked_options, parse_url, split_hosts
+from dalkit.config_urls import (
+    is_multi_host,
+    masked_options,
+    masked_settings,
+    parse_url,
+    split_hosts,
+)
 from dalkit.errors import ConfigurationError
-from dalkit.secret_names import MASK, is_secret_name, masked_values
+from dalkit.secret_names import MASK, is_secret_name, masked_values, secret_values
 
 __all__ = [
     "DEFAULT_URL",
@@ -243,7 +249,9 @@ class DatabaseConfig:
     def secrets(self) -> list[str]:
         """Every secret this config holds (password, connect-argument secrets, secret_key)."""
         found = [self.url.password, self.secret_key, *masked_options(self.url)[1]]
-        found += [value for key, value in self.connect_args.items() if is_secret(key)]
+        found += secret_values(self.connect_args)
+        if isinstance(options := self.connect_args.get("options"), str):
+            masked_settings(options, found)
         return [str(value) for value in found if value]
 
     def scrub(self, text: str) -> str:
@@ -273,7 +281,10 @@ class DatabaseConfig:
         if name == "secret_key":
             return MASK
         if name == "connect_args":
-            return masked_values(value)
+            shown = masked_values(value)
+            if isinstance(options := shown.get("options"), str):
+                shown["options"] = masked_settings(options, [])
+            return shown
         return value
 
     __str__ = __repr__

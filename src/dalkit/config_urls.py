@@ -14,7 +14,7 @@ from sqlalchemy.exc import ArgumentError
 from dalkit.errors import ConfigurationError
 from dalkit.secret_names import MASK, is_secret_name
 
-__all__ = ["is_multi_host", "masked_options", "parse_url", "split_hosts"]
+__all__ = ["is_multi_host", "masked_options", "masked_settings", "parse_url", "split_hosts"]
 
 # a server setting in libpq's options: -c name=value, -cname=value or --name=value, where a
 # backslash escapes a space in the value
@@ -120,7 +120,27 @@ def masked_options(url: URL) -> tuple[URL, list[str]]:
     Returns:
         The URL to show, and the values it no longer shows.
     """
+    options = url.query.get("options")
+    if options is None:
+        return url, []
     found: list[str] = []
+    shown = []
+    for option in (options,) if isinstance(options, str) else options:
+        shown.append(masked_settings(option, found))
+    return url.update_query_dict({"options": shown if len(shown) > 1 else shown[0]}), found
+
+
+def masked_settings(options: str, found: list[str]) -> str:
+    """libpq's ``options`` (``-c name=value ...``) with each secret-looking setting's value as
+    ``***``.
+
+    Args:
+        options: The options.
+        found: Where the values masked are added.
+
+    Returns:
+        The options to show.
+    """
 
     def mask(match: re.Match[str]) -> str:
         if not is_secret_name(match["name"]):
@@ -128,8 +148,4 @@ def masked_options(url: URL) -> tuple[URL, list[str]]:
         found.append(match["value"])
         return match["head"] + MASK
 
-    options = url.query.get("options")
-    if options is None:
-        return url, found
-    shown = [_SETTING.sub(mask, o) for o in ((options,) if isinstance(options, str) else options)]
-    return url.update_query_dict({"options": shown if len(shown) > 1 else shown[0]}), found
+    return _SETTING.sub(mask, options)

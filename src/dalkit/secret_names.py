@@ -20,7 +20,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["MASK", "SECRET_NAMES", "is_secret_name", "masked_values"]
+__all__ = ["MASK", "SECRET_NAMES", "is_secret_name", "masked_values", "secret_values"]
 
 #: what a secret is shown as
 MASK = "***"
@@ -50,7 +50,8 @@ def is_secret_name(name: str) -> bool:
 
 def masked_values(mapping: Mapping[Any, Any]) -> dict[Any, Any]:
     """``mapping`` (connect arguments, a row) with the value of each secret-looking key as
-    `MASK`, for a repr or a message.
+    `MASK`, in the mappings it holds too (asyncpg's ``server_settings``), for a repr or a
+    message.
 
     Args:
         mapping: Names (or anything, taken by its ``str``) to values.
@@ -58,4 +59,29 @@ def masked_values(mapping: Mapping[Any, Any]) -> dict[Any, Any]:
     Returns:
         A copy, its secrets masked.
     """
-    return {key: MASK if is_secret_name(str(key)) else item for key, item in mapping.items()}
+    return {
+        key: MASK
+        if is_secret_name(str(key))
+        else masked_values(item)
+        if isinstance(item, Mapping)
+        else item
+        for key, item in mapping.items()
+    }
+
+
+def secret_values(mapping: Mapping[Any, Any]) -> list[Any]:
+    """The values `masked_values` masks in ``mapping``.
+
+    Args:
+        mapping: Names to values.
+
+    Returns:
+        Each secret-looking key's value, in the mappings it holds too.
+    """
+    found: list[Any] = []
+    for key, item in mapping.items():
+        if is_secret_name(str(key)):
+            found.append(item)
+        elif isinstance(item, Mapping):
+            found += secret_values(item)
+    return found

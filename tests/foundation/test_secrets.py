@@ -128,6 +128,22 @@ async def test_a_secret_server_setting_in_the_options_is_masked_and_still_set(
     assert "options=-c+app.api_key%3D***+-c+app.region%3Deu" in shown[2]  # the others show
 
 
+@pytest.mark.parametrize(
+    "connect_args",
+    [
+        {"server_settings": {"app.api_key": SECRET, "search_path": "app"}},  # asyncpg's
+        {"options": f"-c app.api_key={SECRET} -c search_path=app"},  # libpq's
+    ],
+)
+def test_a_secret_server_setting_in_connect_args_is_masked_in_the_config(
+    connect_args: dict[str, Any],
+) -> None:
+    config = DatabaseConfig.from_url("postgresql://app@db/app", connect_args=connect_args)
+    assert SECRET not in repr(config)
+    assert "search_path" in repr(config)
+    assert config.scrub(f"invalid value {SECRET!r}") == "invalid value '***'"
+
+
 def test_the_secret_key_is_configurable_and_never_shown() -> None:
     config = DatabaseConfig.from_url("sqlite:///x.db", secret_key=KEY)
     assert config.secret_key == KEY
