@@ -248,10 +248,10 @@ class DatabaseConfig:
     @property
     def secrets(self) -> list[str]:
         """Every secret this config holds (password, connect-argument secrets, secret_key)."""
-        found = [self.url.password, self.secret_key, *masked_options(self.url)[1]]
-        found += secret_values(self.connect_args)
+        settings = masked_options(self.url)[1]
         if isinstance(options := self.connect_args.get("options"), str):
-            masked_settings(options, found)
+            masked_settings(options, settings)
+        found = [self.url.password, self.secret_key, *settings, *secret_values(self.connect_args)]
         return [str(value) for value in found if value]
 
     def scrub(self, text: str) -> str:
