@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from dalkit import ConfigurationError, InvalidFilterError, InvalidSortError
+from dalkit import ConfigurationError, InvalidFilterError, InvalidSortError, Spec
 from dalkit.query.fields import model_info
 from dalkit.query.inputs import resolve_allowed
 from dalkit.query.sorting import parse_sort
@@ -47,3 +47,11 @@ def test_an_allow_list_naming_no_usable_column_is_a_configuration_error() -> Non
         resolve_allowed("Accounts", "sortable", ["nope"], INFO, COMPARABLE)
     with pytest.raises(ConfigurationError, match="list of names"):
         resolve_allowed("Accounts", "sortable", "email", INFO, COMPARABLE)
+
+
+def test_a_specs_repr_masks_the_value_of_a_secret_looking_field() -> None:
+    # a spec is shown in logs and test failures: Spec(api_token='tok_...') showed the token
+    spec = ~Spec(api_token="tok_4f9a8c", email="a@example.com") | Spec(password_hash__eq="x")
+    assert repr(spec) == (
+        "(~Spec(api_token='***', email='a@example.com') | Spec(password_hash__eq='***'))"
+    )

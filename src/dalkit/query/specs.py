@@ -26,6 +26,7 @@ from dalkit.query.like import (
     render_glob,
     render_like,
 )
+from dalkit.secret_names import masked_values
 
 __all__ = [
     "MAX_INPUT_LENGTH",
@@ -124,7 +125,8 @@ class Spec:
             return f"~{self._specs[0]!r}"
         if self._op == "or":
             return "(" + " | ".join(map(repr, self._specs)) + ")"
-        parts = [repr(s) for s in self._specs] + [f"{k}={v!r}" for k, v in self._filters]
+        filters = masked_values(dict(self._filters))  # a secret-looking field's value: ***
+        parts = [repr(s) for s in self._specs] + [f"{k}={v!r}" for k, v in filters.items()]
         return f"Spec({', '.join(parts)})"
 
     def resolve(self, parser: FilterParser) -> Node:
