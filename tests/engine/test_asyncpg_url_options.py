@@ -60,3 +60,20 @@ async def test_asyncpg_s_own_connect_args_are_taken(postgres_url: str) -> None:
     args = {"server_settings": {"application_name": "own"}, "statement_cache_size": 10}
     async with AsyncDatabase(postgres_url, application_name=None, connect_args=args) as db:
         assert (await db.sql(SHOW))[0]["app"] == "own"
+
+
+@pytest.mark.parametrize("where", ["url", "connect_args"])
+def test_statement_timeout_ms_keeps_the_other_settings_of_the_options(
+    postgres_url: str, where: str
+) -> None:
+    # psycopg's options were replaced by "-c statement_timeout=...": search_path was lost
+    # silently (the URL's), or the timeout was (connect_args'); asyncpg kept both
+    options = "-c search_path=app,public"
+    url, connect_args = (
+        (f"{postgres_url}?options=-c%20search_path%3Dapp%2Cpublic", {})
+        if where == "url"
+        else (postgres_url, {"options": options})
+    )
+    shown = "SELECT current_setting('search_path') AS sp, current_setting('statement_timeout') AS t"
+    with Database(url, statement_timeout_ms=99, connect_args=connect_args) as db:
+        assert db.sql(shown) == [{"sp": "app,public", "t": "99ms"}]

@@ -143,6 +143,7 @@ def engine_kwargs(
     driver = url.get_driver_name()
     connect_args: dict[str, Any] = dict(url_args or {})
     kwargs: dict[str, Any] = {"echo": config.echo}
+    timeout = ""  # psycopg's: a server setting in libpq's options
     if url.get_backend_name() == "sqlite":
         connect_args["timeout"] = config.sqlite_busy_timeout_ms / 1000.0
         if driver == "aiosqlite":  # a failed connect leaves no thread to die noisily
@@ -170,8 +171,12 @@ def engine_kwargs(
             if config.application_name:
                 connect_args["application_name"] = config.application_name
             if config.statement_timeout_ms is not None:
-                connect_args["options"] = f"-c statement_timeout={config.statement_timeout_ms}"
+                timeout = f"-c statement_timeout={config.statement_timeout_ms}"
     connect_args.update(config.connect_args)
+    if timeout:  # after the URL's or the caller's options, which it used to replace whole
+        given = connect_args.get("options") or url.query.get("options") or ()
+        given = " ".join((given,) if isinstance(given, str) else given)
+        connect_args["options"] = f"{given} {timeout}".strip()
     kwargs["connect_args"] = connect_args
     return kwargs
 
