@@ -43,7 +43,7 @@ from dalkit.observe import install as install_observer
 from dalkit.query.cursor import SECRET_KEY_INFO
 from dalkit.query.raw_sql import checked_text
 from dalkit.tables import create_tables
-from dalkit.transaction.block import TransactionBlock
+from dalkit.transaction.block import OtherColourRefused, TransactionBlock
 from dalkit.transaction.options import (
     DEFAULT_OPTIONS,
 )
@@ -55,7 +55,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-class Database(DatabaseTransactions, DatabaseObserve):
+class Database(DatabaseTransactions, DatabaseObserve, OtherColourRefused):
     """A database: its engine, pool statistics, sessions and Core connections.
 
     A URL without a driver gets dalkit's choice (asyncpg or psycopg for PostgreSQL, aiosqlite

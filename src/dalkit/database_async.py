@@ -45,7 +45,7 @@ from dalkit.observe import install as install_observer
 from dalkit.query.cursor import SECRET_KEY_INFO
 from dalkit.query.raw_sql import checked_text
 from dalkit.tables import create_tables_async
-from dalkit.transaction.block import AsyncTransactionBlock
+from dalkit.transaction.block import AsyncTransactionBlock, OtherColourRefused
 from dalkit.transaction.options import (
     DEFAULT_OPTIONS,
 )
@@ -57,7 +57,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-class AsyncDatabase(AsyncDatabaseTransactions, AsyncDatabaseObserve):
+class AsyncDatabase(AsyncDatabaseTransactions, AsyncDatabaseObserve, OtherColourRefused):
     """A database: its engine, pool statistics, sessions and Core connections.
 
     A URL without a driver gets dalkit's choice (asyncpg or psycopg for PostgreSQL, aiosqlite

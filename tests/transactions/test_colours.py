@@ -1,12 +1,12 @@
 """The transaction API of the other colour is refused with a TransactionUsageError that says
-what to do, leaving nothing open: a plain ``with`` on an AsyncDatabase's transaction, ``async
-with`` on a Database's, a plain function given to an AsyncDatabase, a coroutine function (or a
-callable returning a coroutine, joined or not) given to a Database."""
+what to do, leaving nothing open: a plain ``with`` on an AsyncDatabase's transaction (or unit
+of work, or the database itself), ``async with`` on a Database's, a plain function given to an
+AsyncDatabase, a coroutine function (or a callable returning a coroutine, joined or not) given
+to a Database."""
 
 from __future__ import annotations
 
 import gc
-import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
-from dalkit import AsyncDatabase, Database, TransactionUsageError
+from dalkit import AsyncDatabase, AsyncUnitOfWork, Database, TransactionUsageError, UnitOfWork
 
 from .models import Item, create_all, create_all_async, item_names, item_names_async
 
@@ -24,8 +24,14 @@ async def test_a_plain_with_on_an_async_transaction_is_refused_opening_nothing(
 ) -> None:
     await create_all_async(async_db)
     for block in (async_db.transaction(), async_db.session()):
-        with pytest.raises(TransactionUsageError, match=re.escape("async with db.transaction()")):
+        with pytest.raises(
+            TransactionUsageError, match=r"AsyncDatabase.transaction.*use 'async with'"
+        ):
             with block:  # type: ignore[attr-defined]
+                pass  # pragma: no cover - never entered
+    for other in (async_db, AsyncUnitOfWork(async_db)):
+        with pytest.raises(TransactionUsageError, match=f"{type(other).__name__} is an async"):
+            with other:  # type: ignore[union-attr]
                 pass  # pragma: no cover - never entered
     assert async_db.pool_stats()["checked_out"] == 0
     block = async_db.transaction()
@@ -36,8 +42,12 @@ async def test_a_plain_with_on_an_async_transaction_is_refused_opening_nothing(
 
 async def test_async_with_on_a_sync_transaction_is_refused_opening_nothing(db: Database) -> None:
     for block in (db.transaction(), db.session()):
-        with pytest.raises(TransactionUsageError, match=re.escape("'with db.transaction()")):
+        with pytest.raises(TransactionUsageError, match=r"Database.transaction.*use 'with'"):
             async with block:  # type: ignore[attr-defined]
+                pass  # pragma: no cover - never entered
+    for other in (db, UnitOfWork(db)):
+        with pytest.raises(TransactionUsageError, match=f"{type(other).__name__} is a sync"):
+            async with other:  # type: ignore[union-attr]
                 pass  # pragma: no cover - never entered
     assert db.pool_stats()["checked_out"] == 0
 

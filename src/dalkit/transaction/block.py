@@ -1,14 +1,15 @@
 """What ``db.transaction()`` and ``db.session()`` return: a with-block of one colour, which
-opens its transaction when entered, and refuses the with-statement of the other colour
-(``with`` on an AsyncDatabase's, ``async with`` on a Database's) with a TransactionUsageError
-that says which to use, having opened nothing."""
+opens its transaction when entered. `OtherColourRefused`, its base and that of the units of work
+and databases, refuses the with-statement of the other colour (``with`` on an async one,
+``async with`` on a sync one) with a TransactionUsageError that says which to use, having
+opened nothing."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from types import TracebackType
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any
 
 from dalkit.errors import TransactionUsageError
 from dalkit.transaction.options import TransactionOptions
@@ -17,18 +18,37 @@ if TYPE_CHECKING:  # not at run time: the sync API runs without greenlet, which 
     from sqlalchemy.ext.asyncio import AsyncSession
     from sqlalchemy.orm import Session
 
-__all__ = ["AsyncTransactionBlock", "TransactionBlock"]
+__all__ = ["AsyncTransactionBlock", "OtherColourRefused", "TransactionBlock"]
 
-_ASYNC_WITH_WANTED = (
-    "AsyncDatabase.transaction() and session() are async context managers: use "
-    "'async with db.transaction() as session:' (a plain 'with' cannot await the database); "
-    "nothing was opened"
-)
-_WITH_WANTED = (
-    "Database.transaction() and session() are sync context managers: use "
-    "'with db.transaction() as session:', or an AsyncDatabase for 'async with'; nothing was "
-    "opened"
-)
+
+class OtherColourRefused:
+    """A base whose subclasses define the with-statement of their colour: the other one,
+    inherited from here, is refused rather than fail with Python's own TypeError."""
+
+    __slots__ = ()
+    #: what the refusals name; the class's name unless set
+    _subject: str = ""
+
+    # hidden from type checkers, which keep refusing the wrong with-statement before it runs
+    if not TYPE_CHECKING:
+
+        def __enter__(self) -> Any:
+            raise TransactionUsageError(
+                f"{self._subject or type(self).__name__} is an async context manager: use "
+                "'async with', not 'with', which cannot await the database; nothing was opened"
+            )
+
+        def __exit__(self, *exc_info: object) -> None:
+            """Never reached: entering is refused."""
+
+        async def __aenter__(self) -> Any:
+            raise TransactionUsageError(
+                f"{self._subject or type(self).__name__} is a sync context manager: use 'with', "
+                "not 'async with' (under asyncio, its AsyncDatabase twin); nothing was opened"
+            )
+
+        async def __aexit__(self, *exc_info: object) -> None:
+            """Never reached: entering is refused."""
 
 
 def _check_not_entered(running: object) -> None:
@@ -41,10 +61,11 @@ def _check_not_entered(running: object) -> None:
         )
 
 
-class TransactionBlock:
+class TransactionBlock(OtherColourRefused):
     """A sync transaction as a with-block; ``async with`` is refused."""
 
     __slots__ = ("_open", "_options", "_running")
+    _subject = "Database.transaction() (or session())"
 
     def __init__(
         self,
@@ -72,17 +93,12 @@ class TransactionBlock:
         assert block is not None
         return block.__exit__(kind, error, traceback)
 
-    async def __aenter__(self) -> NoReturn:
-        raise TransactionUsageError(_WITH_WANTED)
 
-    async def __aexit__(self, *exc_info: object) -> None:
-        """Never reached: entering is refused."""
-
-
-class AsyncTransactionBlock:
+class AsyncTransactionBlock(OtherColourRefused):
     """An async transaction as a with-block; a plain ``with`` is refused."""
 
     __slots__ = ("_open", "_options", "_running")
+    _subject = "AsyncDatabase.transaction() (or session())"
 
     def __init__(
         self,
@@ -109,9 +125,3 @@ class AsyncTransactionBlock:
         block, self._running = self._running, None
         assert block is not None
         return await block.__aexit__(kind, error, traceback)
-
-    def __enter__(self) -> NoReturn:
-        raise TransactionUsageError(_ASYNC_WITH_WANTED)
-
-    def __exit__(self, *exc_info: object) -> None:
-        """Never reached: entering is refused."""

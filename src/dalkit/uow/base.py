@@ -36,6 +36,7 @@ from dalkit.repository.base import RepositoryBase
 # async one on first use, since it needs greenlet, which only the async extras bring
 from dalkit.repository.sql import Repository
 from dalkit.tables import outbox as outbox_table
+from dalkit.transaction.block import OtherColourRefused
 
 if TYPE_CHECKING:
     from dalkit.repository.sql_async import AsyncRepository
@@ -167,7 +168,7 @@ def _annotations(cls: type[Any]) -> dict[str, Any]:
     return hints
 
 
-class UnitOfWorkBase:
+class UnitOfWorkBase(OtherColourRefused):
     """State and decisions shared by UnitOfWork and AsyncUnitOfWork.
 
     States: ``"new"`` until entered, ``"open"`` inside, then ``"committed"`` or
