@@ -12,7 +12,8 @@ DalkitError
 │   ├── RetryExhaustedError     retryable failures outlasted the RetryPolicy; .attempts
 │   ├── NoActiveTransactionError    current_session(), on_commit() outside a transaction
 │   ├── TransactionUsageError   (also a TypeError) the API of the other colour: a plain def
-│   │                           for AsyncDatabase, async with on Database, a generator
+│   │                           for AsyncDatabase, async with on Database, with on
+│   │                           AsyncDatabase, a generator function
 │   ├── UnitOfWorkError         a unit of work used out of turn (after commit, rollback...)
 │   │   └── UncollectedEventsError  (outbox.uncollected) a commit that would drop events
 │   ├── ResponseStartedError    (integrations.errors) a request's session used too late
@@ -276,11 +277,12 @@ class NoActiveTransactionError(TransactionError):
 
 
 class TransactionUsageError(TransactionError, TypeError):
-    """Raised when a transaction is asked of the API of the other colour, before any of it runs
-    on the database: a plain ``with`` on ``AsyncDatabase.transaction()`` or ``async with`` on
-    ``Database.transaction()``, a plain function (one returning no awaitable) given to an
-    AsyncDatabase, a coroutine function given to a Database, a generator function given to
-    either. Also a TypeError, which these mistakes raised before."""
+    """Raised when a transaction is asked of the API of the other colour: a plain ``with`` on
+    an AsyncDatabase's ``transaction()``, ``session()``, unit of work or the database itself
+    (``async with`` on a Database's), before anything is opened; a plain function (one that
+    returns nothing to await) given to an AsyncDatabase, when it returns, its work rolled
+    back; a coroutine function given to a Database, a generator function given to either.
+    Also a TypeError, which these mistakes raised before."""
 
 
 class NotFoundError(DalkitError):
