@@ -146,7 +146,7 @@ def restore(data: Any, hint: Any) -> Any:
         return _restore_union(data, typing.get_args(hint))
     if origin is typing.Literal:
         if data not in typing.get_args(hint):
-            raise CodecError(f"{data!r:.60} is not one of {typing.get_args(hint)}")
+            raise CodecError(f"{_what(data)} is not one of {typing.get_args(hint)}")
         return data
     if origin is not None:
         return _restore_generic(data, origin, typing.get_args(hint))
@@ -160,7 +160,7 @@ def restore(data: Any, hint: Any) -> Any:
     except CodecError:
         raise
     except (ValueError, TypeError, KeyError, decimal.InvalidOperation, binascii.Error) as exc:
-        raise CodecError(f"{data!r:.60} is not a {hint.__name__}: {exc}") from None
+        raise CodecError(f"{_what(data)} is not a {hint.__name__} ({type(exc).__name__})") from None
 
 
 def field_hints(cls: type[Any]) -> dict[str, Any]:
@@ -194,7 +194,7 @@ def _restore_union(data: Any, options: tuple[Any, ...]) -> Any:
             return restore(data, option)
         except CodecError:
             continue
-    raise CodecError(f"{data!r:.60} matches none of {options}")
+    raise CodecError(f"{_what(data)} matches none of {options}")
 
 
 def _restore_generic(data: Any, origin: Any, args: tuple[Any, ...]) -> Any:
@@ -226,10 +226,16 @@ def _restore_key(key: str, hint: Any) -> Any:
         try:
             data = json.loads(key)
         except ValueError:
-            raise CodecError(f"{key!r:.60} is not a {_hint_name(hint)} key") from None
+            raise CodecError(f"a key that is not a {_hint_name(hint)}") from None
         if isinstance(data, list | dict | str):
-            raise CodecError(f"{key!r:.60} is not a {_hint_name(hint)} key") from None
+            raise CodecError(f"a key that is not a {_hint_name(hint)}") from None
         return restore(data, hint)
+
+
+def _what(data: Any) -> str:
+    """What a CodecError says of the JSON it could not read: its type, never the value, which
+    may be a secret (an error's text reaches logs, the outbox's last_error, the CLI)."""
+    return f"a {type(data).__name__} value"
 
 
 def _hint_name(hint: Any) -> str:
@@ -306,7 +312,7 @@ def _restore_clock(data: str, hint: type[Any]) -> Any:
     try:
         zone = zoneinfo.ZoneInfo(zone_name.removesuffix("]"))
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise CodecError(f"unknown time zone in {data!r:.80}") from None
+        raise CodecError("a datetime or time of an unknown time zone") from None
     if hint is dt.time:
         return value.replace(tzinfo=zone)
     # the offset written next to the wall time tells which of an ambiguous pair it was
@@ -314,4 +320,4 @@ def _restore_clock(data: str, hint: type[Any]) -> Any:
         candidate = value.replace(tzinfo=zone, fold=fold)
         if candidate.utcoffset() == value.utcoffset():
             return candidate
-    raise CodecError(f"{data!r:.80}: the offset does not exist in {zone.key}")
+    raise CodecError(f"a datetime whose offset does not exist in {zone.key}")

@@ -217,3 +217,19 @@ def test_bare_containers_come_back_with_what_json_carries() -> None:
     assert restore(value["tags"], list) == ["x"]
     assert restore(value["pair"], tuple) == (1, "y")
     assert restore(value["seen"], frozenset) == frozenset({"a"})
+
+
+@pytest.mark.parametrize(
+    "hint",
+    [uuid.UUID, decimal.Decimal, dt.date, dt.datetime, Colour, bytes, int, tuple[int, ...]],
+)
+def test_a_value_that_does_not_read_back_is_never_shown_in_the_error(hint: object) -> None:
+    # an event class retyped without a new version: the error reaches the relay's log, the
+    # outbox's last_error and `dalkit outbox status`
+    secret = "sk_live_4eC39HqLyjWDarjtT1zdp7dc[Europe/Nowhere]"
+    with pytest.raises(CodecError) as caught:
+        restore(secret, hint)
+    assert "sk_live" not in str(caught.value)
+    with pytest.raises(CodecError) as caught:
+        restore({secret: 1}, dict[int, int])
+    assert "sk_live" not in str(caught.value)
