@@ -3,7 +3,8 @@ during it): the message was published, may or may not be marked sent, and the ne
 which and publishes again what is still pending (at least once). It outlives as well a
 connection ended while a message's savepoint is released (a publisher that shares the round's
 transaction): the round fails with the lost connection and is tried again. PostgreSQL, whose
-backend a second connection ends; sync and async."""
+backend a second connection ends; sync and async. A round larger than a statement's bind
+parameters allow (asyncpg: 32767) still marks what it published sent."""
 
 from __future__ import annotations
 
@@ -150,3 +151,21 @@ async def test_async_run_forever_outlives_a_commit_whose_outcome_is_unknown(
     assert not armed
     assert await pending() == 0
     assert set(sent.event_ids) == {event.event_id}
+
+
+@pytest.mark.slow
+async def test_a_round_of_more_messages_than_a_statement_may_bind_marks_them_all_sent(
+    pg_async_database: AsyncDatabase,
+) -> None:
+    # one aggregate: the round publishes them all, then marked none sent (the UPDATE's IN list
+    # passed asyncpg's 32767 parameters) and the next round published them all again
+    count = 32_800
+    async with AsyncUnitOfWork(pg_async_database, outbox=True) as uow:
+        for amount in range(count):
+            uow.publish(AccountCredited(account_id=1, amount=amount), aggregate=("Account", 1))
+    sent = AsyncSent(shares_transaction=False)
+    relay = AsyncOutboxRelay(pg_async_database, sent, batch_size=count)
+    assert (await relay.run_once()).published == count
+    assert (await relay.run_once()).idle
+    assert len(sent.event_ids) == count
+    assert (await relay.status()).pending == 0

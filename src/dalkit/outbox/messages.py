@@ -240,6 +240,10 @@ class RelayBackoff:
 
 # -- the relay's statements --------------------------------------------------------------------
 _c = outbox.c
+#: the most values one IN list of the relay's binds: asyncpg refuses a statement of more than
+#: 32767 parameters, and a round that could not mark what it had published sent would publish
+#: it all again, every round. A round claims the messages of at most this many aggregates.
+IN_LIST_MAX = 10_000
 _pending = _c.sent_at.is_(None)
 
 
@@ -258,7 +262,7 @@ def due_heads(now: dt.datetime, limit: int) -> sa.Select[Any]:
         sa.select(_c.aggregate_key)
         .where(_pending, _c.next_attempt_at <= now, _c.id == head)
         .order_by(_c.id)
-        .limit(limit)
+        .limit(min(limit, IN_LIST_MAX))  # claim() lists them
     )
 
 
@@ -293,8 +297,14 @@ def message(row: Mapping[Any, Any]) -> OutboxMessage:
     )
 
 
-def mark_sent(ids: Sequence[int], now: dt.datetime) -> sa.Update:
-    return outbox.update().where(_c.id.in_(ids)).values(sent_at=now, last_error=None)
+def mark_sent(ids: Sequence[int], now: dt.datetime) -> list[sa.Update]:
+    """The UPDATEs marking ``ids`` sent, at most `IN_LIST_MAX` ids each."""
+    return [
+        outbox.update()
+        .where(_c.id.in_(ids[start : start + IN_LIST_MAX]))
+        .values(sent_at=now, last_error=None)
+        for start in range(0, len(ids), IN_LIST_MAX)
+    ]
 
 
 def mark_failed(

@@ -209,8 +209,8 @@ class OutboxRelay:
                     self._mark_failed(session, pending, error)
                 else:
                     published.append(pending.id)
-            if published:
-                session.execute(mark_sent(published, _utcnow()))
+            for statement in mark_sent(published, _utcnow()):
+                session.execute(statement)
         return RelayRound(published=len(published), failed=failed)
 
     def _publish(self, pending: OutboxMessage) -> None:

@@ -208,8 +208,8 @@ class AsyncOutboxRelay:
                     await self._mark_failed(session, pending, error)
                 else:
                     published.append(pending.id)
-            if published:
-                await session.execute(mark_sent(published, _utcnow()))
+            for statement in mark_sent(published, _utcnow()):
+                await session.execute(statement)
         return RelayRound(published=len(published), failed=failed)
 
     async def _publish(self, pending: OutboxMessage) -> None:
