@@ -1,6 +1,7 @@
 """The relays refuse, when made, a publisher they could not deliver through (no ``publish()``,
 an EventBus, an async ``publish()`` for the sync relay): such a relay marked every message sent
-with nothing delivered. The CLI's ``--publisher`` goes through the same check."""
+with nothing delivered. The CLI's ``--publisher`` goes through the same check. So is a
+``RelayBackoff`` that cannot make a retry time."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from dalkit import (
     OutboxRelay,
     UnitOfWork,
 )
+from dalkit.outbox import RelayBackoff
 
 from .models import UserRegistered
 
@@ -64,3 +66,18 @@ def test_the_sync_relay_refuses_an_async_publisher_and_sends_nothing(sqlite_url:
 async def test_the_async_relay_takes_an_async_publisher(sqlite_url: str) -> None:
     async with AsyncDatabase(sqlite_url) as db:
         AsyncOutboxRelay(db, AsyncPrinter())
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"max_delay": float("inf")},  # 48 failures in, the retry time overflowed (OverflowError)
+        {"max_delay": 1e12},
+        {"base_delay": -1.0},  # retried before it failed, with no backoff
+        {"jitter": 2.0},
+        {"base_delay": float("nan")},
+    ],
+)
+def test_a_backoff_that_cannot_make_a_retry_time_is_refused(fields: dict[str, float]) -> None:
+    with pytest.raises(ConfigurationError, match="RelayBackoff"):
+        RelayBackoff(**fields)

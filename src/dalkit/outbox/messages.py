@@ -17,7 +17,7 @@ from dalkit._codec import CodecError, field_hints, jsonable, restore
 from dalkit.errors import ConfigurationError, OutboxError
 from dalkit.outbox.events import DomainEvent
 from dalkit.tables import outbox
-from dalkit.transaction.retry import backoff_delay
+from dalkit.transaction.retry import backoff_delay, check_backoff
 
 __all__ = [
     "EventTypeRegistry",
@@ -208,11 +208,19 @@ def event_type(name: str | None = None, version: int = 1) -> Callable[[E], E]:
     return decorate
 
 
+#: a year: the longest wait a RelayBackoff may ask for
+_LONGEST_WAIT = 365 * 24 * 3600
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class RelayBackoff:
     """How long a message waits after failed publish number ``n``: ``base * 2 ** (n - 1)`` up
     to ``max_delay`` seconds, of which up to a ``jitter`` fraction is random. A message is
     never given up on: ``dalkit outbox status`` shows the ones that keep failing.
+
+    Raises:
+        ConfigurationError: A field that is no finite number, ``base_delay`` below 0 or above
+            ``max_delay``, ``max_delay`` above a year, or ``jitter`` outside [0, 1].
 
     Attributes:
         base_delay: Seconds after the first failure, doubled after each next one.
@@ -223,6 +231,11 @@ class RelayBackoff:
     base_delay: float = 1.0
     max_delay: float = 300.0
     jitter: float = 0.2
+
+    def __post_init__(self) -> None:
+        check_backoff("RelayBackoff", self.base_delay, self.max_delay, self.jitter)
+        if self.max_delay > _LONGEST_WAIT:  # the retry time must still be a datetime
+            raise ConfigurationError(f"RelayBackoff.max_delay is at most {_LONGEST_WAIT:,} s")
 
     def delay(self, attempts: int, random_fraction: float | None = None) -> float:
         """Seconds a message waits after its failed publish number ``attempts``.

@@ -48,6 +48,31 @@ def backoff_delay(
     return ceiling * (1.0 - jitter * random_fraction)
 
 
+def check_backoff(owner: str, base_delay: float, max_delay: float, jitter: float) -> None:
+    """Refuse what `backoff_delay()` cannot make a wait of: NaN passes every comparison, and a
+    wait of NaN or infinity seconds makes the sleep (or the retry time) fail instead.
+
+    Args:
+        owner: The class whose fields these are, for the error.
+        base_delay: Seconds before the first retry.
+        max_delay: The longest wait.
+        jitter: The random fraction of each wait.
+
+    Raises:
+        ConfigurationError: A value that is no finite number, ``base_delay`` below 0 or above
+            ``max_delay``, or ``jitter`` outside [0, 1].
+    """
+    for name, value in (("base_delay", base_delay), ("max_delay", max_delay), ("jitter", jitter)):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigurationError(f"{owner}.{name} must be a number, not {value!r}")
+        if not math.isfinite(value):
+            raise ConfigurationError(f"{owner}.{name} must be finite, not {value!r}")
+    if base_delay < 0 or max_delay < base_delay:
+        raise ConfigurationError(f"{owner} needs 0 <= base_delay <= max_delay")
+    if not 0.0 <= jitter <= 1.0:
+        raise ConfigurationError(f"{owner}.jitter is a fraction between 0 and 1")
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class RetryPolicy:
     """How often and how patiently a transaction is run again after a retryable failure.
@@ -86,20 +111,14 @@ class RetryPolicy:
             raise ConfigurationError("RetryPolicy.attempts must be an integer")
         if self.attempts < 1:
             raise ConfigurationError("RetryPolicy.attempts counts the first run: at least 1")
-        for name in ("base_delay", "max_delay", "jitter", "deadline"):
-            value = getattr(self, name)
-            if value is None and name == "deadline":
-                continue
-            # NaN passes every comparison below, and a wait of NaN or infinity seconds makes
-            # the sleep itself fail (ValueError, OverflowError) instead of retrying
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise ConfigurationError(f"RetryPolicy.{name} must be a number, not {value!r}")
-            if math.isnan(value) or (math.isinf(value) and name != "deadline"):
-                raise ConfigurationError(f"RetryPolicy.{name} must be finite, not {value!r}")
-        if self.base_delay < 0 or self.max_delay < self.base_delay:
-            raise ConfigurationError("RetryPolicy needs 0 <= base_delay <= max_delay")
-        if not 0.0 <= self.jitter <= 1.0:
-            raise ConfigurationError("RetryPolicy.jitter is a fraction between 0 and 1")
+        check_backoff("RetryPolicy", self.base_delay, self.max_delay, self.jitter)
+        deadline = self.deadline
+        if deadline is not None and (
+            isinstance(deadline, bool) or not isinstance(deadline, int | float)
+        ):
+            raise ConfigurationError(f"RetryPolicy.deadline must be a number, not {deadline!r}")
+        if deadline is not None and math.isnan(deadline):
+            raise ConfigurationError(f"RetryPolicy.deadline must be finite, not {deadline!r}")
         if self.deadline is not None and self.deadline <= 0:
             raise ConfigurationError("RetryPolicy.deadline must be positive, or None")
 
