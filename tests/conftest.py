@@ -45,11 +45,12 @@ _CHILD_COVERAGE = ("COVERAGE_PROCESS_CONFIG", "COVERAGE_PROCESS_START")
 
 
 @pytest.fixture(autouse=True)
-def _no_cover_children(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+def _no_cover_children(request: pytest.FixtureRequest) -> None:
     """pytest-cov's ``no_cover`` pauses the measuring of the test's own process only: its
     children, which inherit the environment, each still started coverage (~0.3 s) and ran
     under its tracer. A test marked ``no_cover`` starts them unmeasured too."""
     if request.node.get_closest_marker("no_cover") is not None:
+        monkeypatch: pytest.MonkeyPatch = request.getfixturevalue("monkeypatch")
         for name in _CHILD_COVERAGE:
             monkeypatch.delenv(name, raising=False)
 
