@@ -275,3 +275,19 @@ def test_a_core_write_reads_a_number_s_text_as_postgresql_does(
     sql_session.execute(insert)
     got = sql_session.execute(sa.select(_TABLE.c[name]))
     assert str(got.scalar_one()) == stored
+
+
+def test_a_zero_is_stored_without_a_sign_by_every_backend(
+    session: Session | None,
+) -> None:
+    # NUMERIC has no -0: SQLite and PostgreSQL gave back 0.00, the in-memory repository -0.00
+    prices = _prices(session)
+    prices.add(Price(id=1, amount=Decimal("-0.004")))
+    prices.add_many([Price(id=2, amount=-0.0), Price(id=3, amount=1)])
+    prices.bulk_insert([{"id": 4, "amount": Decimal("-0.00")}])
+    prices.update(3, amount=Decimal("-0.001"))
+    prices.upsert({"id": 5, "amount": -0.0}, on=["id"])
+    if session is not None:
+        session.expire_all()
+    stored = [str(price.amount) for price in prices.list(sort="id")]
+    assert stored == ["0.00"] * 5

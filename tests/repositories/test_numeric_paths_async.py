@@ -276,3 +276,19 @@ async def test_a_core_write_reads_a_number_s_text_as_postgresql_does(
     await async_sql_session.execute(insert)
     got = await async_sql_session.execute(sa.select(_TABLE.c[name]))
     assert str(got.scalar_one()) == stored
+
+
+async def test_a_zero_is_stored_without_a_sign_by_every_backend(
+    async_session: AsyncSession | None,
+) -> None:
+    # NUMERIC has no -0: SQLite and PostgreSQL gave back 0.00, the in-memory repository -0.00
+    prices = await _prices(async_session)
+    await prices.add(Price(id=1, amount=Decimal("-0.004")))
+    await prices.add_many([Price(id=2, amount=-0.0), Price(id=3, amount=1)])
+    await prices.bulk_insert([{"id": 4, "amount": Decimal("-0.00")}])
+    await prices.update(3, amount=Decimal("-0.001"))
+    await prices.upsert({"id": 5, "amount": -0.0}, on=["id"])
+    if async_session is not None:
+        async_session.expire_all()
+    stored = [str(price.amount) for price in await prices.list(sort="id")]
+    assert stored == ["0.00"] * 5

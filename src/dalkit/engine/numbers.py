@@ -286,7 +286,8 @@ _ROUNDING = decimal.Context(prec=1400, rounding=decimal.ROUND_HALF_UP)
 
 def numeric_as_stored(value: float | decimal.Decimal, scale: int | None) -> decimal.Decimal:
     """``value`` as PostgreSQL stores it in a NUMERIC column of ``scale``: a float cast through
-    its 15 significant digits, rounded half away from zero to the scale (1.005 is 1.01).
+    its 15 significant digits, rounded half away from zero to the scale (1.005 is 1.01), and a
+    zero without a sign (NUMERIC has no -0: the in-memory repository gave back -0.00).
 
     Args:
         value: A finite number (an int is a Decimal's equal).
@@ -295,10 +296,10 @@ def numeric_as_stored(value: float | decimal.Decimal, scale: int | None) -> deci
     Returns:
         The stored number.
     """
-    exact = decimal.Decimal(float_as_numeric(value))
-    if scale is None:
-        return exact
-    return exact.quantize(decimal.Decimal(1).scaleb(-scale), context=_ROUNDING)
+    stored = decimal.Decimal(float_as_numeric(value))
+    if scale is not None:
+        stored = stored.quantize(decimal.Decimal(1).scaleb(-scale), context=_ROUNDING)
+    return stored.copy_abs() if stored.is_zero() else stored
 
 
 @functools.cache
