@@ -15,7 +15,7 @@ from typing import Any, TypeAlias, TypeVar
 
 import sqlalchemy as sa
 
-from dalkit.errors import InvalidSortError
+from dalkit.errors import ConfigurationError, InvalidSortError
 from dalkit.query.fields import FieldInfo
 
 __all__ = [
@@ -56,8 +56,21 @@ class SortKey:
         return ordered
 
 
-def parse_sort(sort: SortInput | None, allowed: Mapping[str, FieldInfo]) -> tuple[SortKey, ...]:
-    """The sort keys named by ``sort``; any unknown field, bad direction or repeat raises."""
+def parse_sort(
+    sort: SortInput | None, allowed: Mapping[str, FieldInfo], *, owner: str | None = None
+) -> tuple[SortKey, ...]:
+    """The sort keys named by ``sort``; any unknown field, bad direction or repeat raises
+    InvalidSortError, the 400 of a caller's input, or ConfigurationError when ``sort`` is the
+    ``default_sort`` of the repository class ``owner``: its own mistake."""
+    if owner is None:
+        return _parse_sort(sort, allowed)
+    try:
+        return _parse_sort(sort, allowed)
+    except InvalidSortError as exc:
+        raise ConfigurationError(f"{owner}.default_sort: {exc}") from None
+
+
+def _parse_sort(sort: SortInput | None, allowed: Mapping[str, FieldInfo]) -> tuple[SortKey, ...]:
     if sort is None:
         return ()
     if isinstance(sort, str):

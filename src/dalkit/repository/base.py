@@ -170,7 +170,7 @@ class QueryPlan:
         self.max_page_size = repository.max_page_size
         self.strict_loading = repository.strict_loading
         self.default_keys = with_tiebreaker(
-            parse_sort(repository.default_sort, info.fields), info.primary_key
+            parse_sort(repository.default_sort, info.fields, owner=owner), info.primary_key
         )
         self.codec = CursorCodec(f"{info.table.fullname}", repository.cursor_secret)
         self._get_statements: dict[bool, sa.Select[Any]] = {}
