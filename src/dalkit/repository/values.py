@@ -76,8 +76,10 @@ def coerce_entity(info: ModelInfo, entity: Any) -> None:
     loaded = instance_state(entity).dict
     for name, field, own in _checked_fields(info):
         value = loaded.get(name)
-        # an int past the smallest integer's range is checked against its column's range
-        if type(value) in own and not (type(value) is int and abs(value) > _BIG):
+        # an int past the smallest integer's range is checked against its column's range, a
+        # text against its column's length and for NUL (PostgreSQL refuses both, SQLite and the
+        # in-memory repository stored them)
+        if _kept(field, own, value) and not (type(value) is int and abs(value) > _BIG):
             continue
         coerced = write_value(field, value)
         if coerced is not value:
@@ -115,7 +117,7 @@ def coerce_rows(info: ModelInfo, rows: Sequence[Any]) -> Sequence[Any]:
             coerced = list(rows)
         for index, row in enumerate(coerced):
             value = row[name]
-            if type(value) in own:
+            if _kept(field, own, value):
                 continue
             try:
                 coerced[index] = {**row, name: write_value(field, value)}
@@ -159,7 +161,9 @@ def _columns_to_coerce(
             kinds = set(map(type, map(column, rows)))
         except (KeyError, TypeError):
             return  # refused by name by the load
-        if kinds <= own or (kinds <= own | _NUMBERS and _decimals_fit(field, map(column, rows))):
+        if kinds <= own and (str not in kinds or _strings_fit(field, map(column, rows))):
+            continue
+        if kinds <= own | _NUMBERS and _decimals_fit(field, map(column, rows)):
             continue
         yield name, field, own
 
@@ -200,6 +204,21 @@ def _decimals_fit(field: FieldInfo, values: Iterable[Any]) -> bool:
     except (decimal.Inexact, decimal.InvalidOperation, TypeError):
         return False
     return True
+
+
+def _kept(field: FieldInfo, own: frozenset[type[Any]], value: Any) -> bool:
+    """Whether ``value`` is written as it is: of its column's own type, and a text that fits."""
+    return type(value) in own and (type(value) is not str or _strings_fit(field, (value,)))
+
+
+def _strings_fit(field: FieldInfo, values: Iterable[Any]) -> bool:
+    """Whether every text of ``values`` fits ``field``'s column as PostgreSQL takes it: no
+    longer than its length, no NUL (`write_value` refuses the others). C-speed passes."""
+    texts = [value for value in values if type(value) is str]
+    length = getattr(field.column.type, "length", None)
+    if isinstance(length, int) and max(map(len, texts), default=0) > length:
+        return False
+    return "\x00" not in "".join(texts)
 
 
 def _is_decimal(value: Any) -> bool:
