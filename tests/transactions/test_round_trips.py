@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, cast
 
 import psycopg
 import pytest
 import sqlalchemy as sa
+from sqlalchemy import event
 from sqlalchemy.pool import QueuePool
 
 from dalkit import AsyncDatabase, AsyncRepository, Database, DatabaseError, Repository
+from dalkit.cache import MemoryBackend, QueryCache
 from dalkit.transaction import deferred
 from dalkit.transaction.options import TransactionOptions
 
@@ -386,3 +389,30 @@ async def test_an_async_plain_read_before_any_write_holds_no_pooled_connection(
         assert len(await _AsyncItems(session).list()) == 2  # the transaction's own write
         assert pool.checkedout() == 1
     assert statement_log.statements() == ["SELECT", "BEGIN", "INSERT", "SELECT", "COMMIT"]
+
+
+def test_a_plain_read_holds_no_pooled_connection_in_a_process_where_a_database_caches(
+    pg: Database, tmp_path: Path
+) -> None:
+    # the query cache listens to every session's after_begin (once per process, for any
+    # database): it has nothing to do for a read before anything began
+    cached = Database(f"sqlite:///{tmp_path / 'c.db'}", cache=QueryCache(MemoryBackend()))
+    try:
+        pool = cast(QueuePool, pg.engine.pool)
+        with pg.transaction() as session:
+            assert _Items(session).get(1) is not None
+            assert pool.checkedout() == 0
+    finally:
+        cached.dispose()
+
+
+def test_a_plain_read_begins_the_session_when_an_after_begin_listener_may_prepare_it(
+    pg: Database,
+) -> None:
+    began: list[object] = []
+    pool = cast(QueuePool, pg.engine.pool)
+    with pg.transaction() as session:
+        event.listen(session, "after_begin", lambda *args: began.append(args[2]))
+        assert _Items(session).get(1) is not None
+        assert pool.checkedout() == 1  # read in the session's transaction, its listener run
+        assert len(began) == 1

@@ -54,6 +54,7 @@ from dalkit.cache.tables import ALL, cascades_from, dependents, is_call, table_n
 from dalkit.engine.schemas import created_through
 from dalkit.engine.statement_hooks import WRITES_OPTION, hooks_for
 from dalkit.query.dml_ctes import cte_writes
+from dalkit.query.plain_entities import begin_neutral
 from dalkit.transaction.scope import TransactionScope, current_scope
 
 __all__ = ["WriteCapture", "note_write"]
@@ -331,6 +332,7 @@ def _live_scope() -> TransactionScope | None:
     return scope.live()
 
 
+@begin_neutral  # a read before the session began has no connection of the session's to tag
 def _tag_owner(session: Session, transaction: Any, connection: Connection) -> None:
     setattr(connection, _OWNER, weakref.ref(session))
 

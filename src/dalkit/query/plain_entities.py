@@ -47,6 +47,7 @@ from dalkit.transaction.deferred import DEFERRED_BEGIN_OPTION
 __all__ = [
     "PLAIN_WATCH",
     "all_neutral",
+    "begin_neutral",
     "load_plain",
     "maps_one_table",
     "persistent_entities",
@@ -82,6 +83,26 @@ def select_neutral(
         ``listener``, so that this serves as a decorator.
     """
     _NEUTRAL[listener] = unless
+    return listener
+
+
+#: ``after_begin`` listeners that need not run for a read made before anything began
+_BEGIN_NEUTRAL: set[Callable[..., Any]] = set()
+
+
+def begin_neutral(listener: Callable[..., Any]) -> Callable[..., Any]:
+    """Declare a session ``after_begin`` listener to have nothing to do for a plain read made
+    before the session's transaction began, so that such a read may still run on a pooled
+    connection of its own (see `load_plain`): any other ``after_begin`` listener is taken to
+    prepare the transaction's connection for its reads (``SET LOCAL`` and the like).
+
+    Args:
+        listener: The listener function, as given to ``event.listen``.
+
+    Returns:
+        ``listener``, so that this serves as a decorator.
+    """
+    _BEGIN_NEUTRAL.add(listener)
     return listener
 
 
@@ -126,7 +147,7 @@ def load_plain(
     if plan is None or not _session_allows(session, plan.mapper):
         return None
     watch_plain(session)
-    if session._transaction is None and not session.dispatch.after_begin:
+    if session._transaction is None and _BEGIN_NEUTRAL.issuperset(session.dispatch.after_begin):
         bind = session.get_bind(mapper=plan.mapper, clause=statement)
         # an engine's: a session bound to a connection reads in that connection's transaction
         if isinstance(bind, Engine) and DEFERRED_BEGIN_OPTION in bind.get_execution_options():
