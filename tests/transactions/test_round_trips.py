@@ -21,11 +21,12 @@ from sqlalchemy.pool import QueuePool
 
 from dalkit import AsyncDatabase, AsyncRepository, Database, DatabaseError, Repository
 from dalkit.cache import MemoryBackend, QueryCache
+from dalkit.observe import NPlusOneError
 from dalkit.transaction import deferred
 from dalkit.transaction.options import TransactionOptions
 
 from .conftest import StatementLog, with_driver
-from .models import Item, create_all_async
+from .models import Item, create_all, create_all_async
 
 pytestmark = pytest.mark.postgres
 
@@ -416,3 +417,21 @@ def test_a_plain_read_begins_the_session_when_an_after_begin_listener_may_prepar
         assert _Items(session).get(1) is not None
         assert pool.checkedout() == 1  # read in the session's transaction, its listener run
         assert len(began) == 1
+
+
+def test_a_plain_read_keeps_to_the_session_while_n_plus_one_detection_counts(
+    postgres_database_url: str,
+) -> None:
+    # N+1 shapes are counted per transaction of a connection: a loop of gets before anything
+    # began must be seen together, as on the session's connection
+    db = Database(with_driver(postgres_database_url, "postgresql+psycopg"), nplusone="raise")
+    try:
+        create_all(db)
+        with db.transaction() as session:
+            session.add(Item(id=1, name="one"))
+        with pytest.raises(NPlusOneError), db.transaction() as session:
+            for _ in range(10):
+                session.expunge_all()
+                _Items(session).get(1)
+    finally:
+        db.dispose()

@@ -29,7 +29,7 @@ from dalkit.observe.querylog import QueryStats, SlowQueryLog
 from dalkit.observe.settings import ObserveSettings, set_default_nplusone
 from dalkit.observe.shapes import shape_of
 from dalkit.observe.slow_entry import is_disconnect, log_slow
-from dalkit.query.plain_entities import select_neutral
+from dalkit.query.plain_entities import COUNTED_PER_TRANSACTION, select_neutral
 
 if TYPE_CHECKING:  # annotations only: sync code never needs the asyncio extension
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -275,6 +275,8 @@ class Observer:
             for dialect in (self.engine.dialect, *self._followed):
                 self._hook(dialect, on=wanted)
             self._listening = wanted
+        # N+1 counts per connection's transaction: plain reads keep to the session's meanwhile
+        self.engine.update_execution_options(**{COUNTED_PER_TRANSACTION: self._nplusone_on})
         if self._nplusone_on or self.engine.dialect.is_async:
             # async code cannot lazy-load, detection or not: say so before the driver fails
             _install_orm_listener()

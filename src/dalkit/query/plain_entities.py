@@ -45,6 +45,7 @@ from sqlalchemy.orm.util import LoaderCriteriaOption
 from dalkit.transaction.deferred import DEFERRED_BEGIN_OPTION
 
 __all__ = [
+    "COUNTED_PER_TRANSACTION",
     "PLAIN_WATCH",
     "all_neutral",
     "begin_neutral",
@@ -85,6 +86,11 @@ def select_neutral(
     _NEUTRAL[listener] = unless
     return listener
 
+
+#: Engine execution option, true while something counts an engine's statements per transaction
+#: of its connections (N+1 detection): a read before anything began then stays on the
+#: session's connection, where the count sees the transaction's reads together.
+COUNTED_PER_TRANSACTION = "dalkit_counted_per_transaction"
 
 #: ``after_begin`` listeners that need not run for a read made before anything began
 _BEGIN_NEUTRAL: set[Callable[..., Any]] = set()
@@ -150,7 +156,12 @@ def load_plain(
     if session._transaction is None and _BEGIN_NEUTRAL.issuperset(session.dispatch.after_begin):
         bind = session.get_bind(mapper=plan.mapper, clause=statement)
         # an engine's: a session bound to a connection reads in that connection's transaction
-        if isinstance(bind, Engine) and DEFERRED_BEGIN_OPTION in bind.get_execution_options():
+        options = bind.get_execution_options()
+        if (
+            isinstance(bind, Engine)
+            and DEFERRED_BEGIN_OPTION in options
+            and not options.get(COUNTED_PER_TRANSACTION)
+        ):
             # nothing begun yet at READ COMMITTED, where this read runs in autocommit anyway:
             # on a connection of its own, given back at once, so the pooled connection is held
             # for the statement only. The session's transaction, its snapshot and its close
