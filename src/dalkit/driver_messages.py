@@ -8,6 +8,7 @@ The driver's exception, with all of it, stays the ``__cause__`` of the dalkit er
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from dalkit.secret_names import MASK
@@ -30,10 +31,11 @@ _LITERAL_TOKEN = re.compile(r'(at or near )"(?:[EeBbXxNn]|[Uu]&)?[\'$].*"\Z', re
 _WHERE = re.compile(r"^(?:PL/pgSQL|SQL) function [^\n]*? line \d+[^\n]*$", re.MULTILINE)
 
 
+@dataclass(frozen=True, slots=True)
 class ServerFields:
     """The fields of a PostgreSQL error report (psycopg's ``diag``, asyncpg's attributes).
 
-    Args:
+    Attributes:
         sqlstate: The SQLSTATE code.
         primary: The primary message.
         detail: The DETAIL, if any.
@@ -43,20 +45,13 @@ class ServerFields:
         column: The column the error is about, when the server names one.
     """
 
-    __slots__ = ("column", "context", "detail", "hint", "primary", "sqlstate", "table")
-
-    def __init__(
-        self,
-        sqlstate: str,
-        primary: str,
-        detail: str | None,
-        hint: str | None,
-        context: str | None,
-        table: str | None,
-        column: str | None,
-    ) -> None:
-        self.sqlstate, self.primary, self.detail, self.hint = sqlstate, primary, detail, hint
-        self.context, self.table, self.column = context, table, column
+    sqlstate: str
+    primary: str
+    detail: str | None
+    hint: str | None
+    context: str | None
+    table: str | None
+    column: str | None
 
 
 def server_fields(err: Any) -> ServerFields | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from dalkit.errors import TransactionUsageError
 from dalkit.transaction.options import TransactionOptions
@@ -51,34 +51,45 @@ class OtherColourRefused:
             """Never reached: entering is refused."""
 
 
-def _check_not_entered(running: object) -> None:
-    """One block, one transaction at a time: a block entered again before it exits (shared
-    between threads or tasks) would end the other's transaction."""
-    if running is not None:
-        raise TransactionUsageError(
-            "this transaction block is already entered: call db.transaction() (or session()) "
-            "for each with-statement"
-        )
+_BlockT = TypeVar("_BlockT")
 
 
-class TransactionBlock(OtherColourRefused):
-    """A sync transaction as a with-block; ``async with`` is refused."""
+class _Block(OtherColourRefused, Generic[_BlockT]):
+    """A transaction as a with-block: what opens it, with which options, and the one running."""
 
     __slots__ = ("_open", "_options", "_running")
-    _subject = "Database.transaction() (or session())"
 
     def __init__(
-        self,
-        open_block: Callable[[TransactionOptions], AbstractContextManager[Session]],
-        options: TransactionOptions,
+        self, open_block: Callable[[TransactionOptions], _BlockT], options: TransactionOptions
     ) -> None:
         self._open = open_block
         self._options = options
-        self._running: AbstractContextManager[Session] | None = None
+        self._running: _BlockT | None = None
+
+    def _opened(self) -> _BlockT:
+        # one block, one transaction at a time: a block entered again before it exits (shared
+        # between threads or tasks) would end the other's transaction
+        if self._running is not None:
+            raise TransactionUsageError(
+                "this transaction block is already entered: call db.transaction() (or "
+                "session()) for each with-statement"
+            )
+        return self._open(self._options)
+
+    def _ending(self) -> _BlockT:
+        block, self._running = self._running, None
+        assert block is not None
+        return block
+
+
+class TransactionBlock(_Block[AbstractContextManager["Session"]]):
+    """A sync transaction as a with-block; ``async with`` is refused."""
+
+    __slots__ = ()
+    _subject = "Database.transaction() (or session())"
 
     def __enter__(self) -> Session:
-        _check_not_entered(self._running)
-        block = self._open(self._options)
+        block = self._opened()
         session = block.__enter__()
         self._running = block
         return session
@@ -89,29 +100,17 @@ class TransactionBlock(OtherColourRefused):
         error: BaseException | None,
         traceback: TracebackType | None,
     ) -> bool | None:
-        block, self._running = self._running, None
-        assert block is not None
-        return block.__exit__(kind, error, traceback)
+        return self._ending().__exit__(kind, error, traceback)
 
 
-class AsyncTransactionBlock(OtherColourRefused):
+class AsyncTransactionBlock(_Block[AbstractAsyncContextManager["AsyncSession"]]):
     """An async transaction as a with-block; a plain ``with`` is refused."""
 
-    __slots__ = ("_open", "_options", "_running")
+    __slots__ = ()
     _subject = "AsyncDatabase.transaction() (or session())"
 
-    def __init__(
-        self,
-        open_block: Callable[[TransactionOptions], AbstractAsyncContextManager[AsyncSession]],
-        options: TransactionOptions,
-    ) -> None:
-        self._open = open_block
-        self._options = options
-        self._running: AbstractAsyncContextManager[AsyncSession] | None = None
-
     async def __aenter__(self) -> AsyncSession:
-        _check_not_entered(self._running)
-        block = self._open(self._options)
+        block = self._opened()
         session = await block.__aenter__()
         self._running = block
         return session
@@ -122,6 +121,4 @@ class AsyncTransactionBlock(OtherColourRefused):
         error: BaseException | None,
         traceback: TracebackType | None,
     ) -> bool | None:
-        block, self._running = self._running, None
-        assert block is not None
-        return await block.__aexit__(kind, error, traceback)
+        return await self._ending().__aexit__(kind, error, traceback)
