@@ -8,6 +8,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import psycopg
 import pytest
 import sqlalchemy as sa
 
@@ -234,3 +235,26 @@ async def test_a_server_restart_is_invisible_to_async_checkouts(
         for _ in range(100):
             async with db.connection() as connection:
                 assert (await connection.exec_driver_sql("SELECT 1")).scalar() == 1
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("driver", ["asyncpg", "psycopg"])
+async def test_each_backend_ended_between_checkouts_is_replaced_unseen(
+    postgres_database_url: str, driver: str
+) -> None:
+    # one pooled connection, whose backend is ended three times while it idles: each checkout
+    # must notice, although the way the pool watches a connection is kept between checkouts
+    url = sa.make_url(postgres_database_url).set(drivername=f"postgresql+{driver}")
+    admin_url = sa.make_url(postgres_database_url).set(drivername="postgresql")
+    pid_query = "SELECT pg_backend_pid()"
+    async with AsyncDatabase(url, pool_size=1, max_overflow=0) as db:
+        with psycopg.connect(admin_url.render_as_string(hide_password=False)) as admin:
+            admin.autocommit = True
+            pids = []
+            for _ in range(4):
+                async with db.connection() as connection:
+                    pids.append((await connection.exec_driver_sql(pid_query)).scalar())
+                admin.execute("SELECT pg_terminate_backend(%s, 5000)", (pids[-1],))
+        stats = db.pool_stats()
+    assert len(set(pids)) == 4  # a fresh backend each time, and no checkout failed
+    assert stats["connections_lost"] == 3
