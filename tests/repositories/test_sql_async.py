@@ -276,15 +276,20 @@ async def test_bulk_insert_numbers_a_sequence_column_it_leaves_out_as_add_does(
 AWARE = dt.datetime(2024, 1, 1, 12, tzinfo=dt.timezone(dt.timedelta(hours=5)))
 
 
+async def _users_far_from_utc(session: AsyncSession) -> UserRepository:
+    """The users of ``session``, whose PostgreSQL server then works in a zone other than UTC."""
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(sa.text("SET LOCAL TIME ZONE 'Asia/Kolkata'"))
+    return UserRepository(session)
+
+
 async def test_an_aware_datetime_for_a_column_without_time_zone_is_stored_in_utc_by_bulk_too(
     async_sql_session: AsyncSession,
 ) -> None:
     # the enum column sends psycopg's loads through text COPY, which refused the value (as
     # binary COPY and asyncpg did) where add() stored it, in the server's TimeZone under psycopg
     session = async_sql_session
-    if session.get_bind().dialect.name == "postgresql":
-        await session.execute(sa.text("SET LOCAL TIME ZONE 'Asia/Kolkata'"))
-    users = UserRepository(session)
+    users = await _users_far_from_utc(session)
     rows = [
         {"email": f"t{i}@example.com", "name": "t", "status": Status.banned, "created_at": AWARE}
         for i in range(3)
@@ -299,6 +304,22 @@ async def test_an_aware_datetime_for_a_column_without_time_zone_is_stored_in_utc
         sa.select(User.created_at).execution_options(populate_existing=True)
     )
     assert result.scalars().all() == [dt.datetime(2024, 1, 1, 7)] * 4
+
+
+async def test_an_aware_datetime_in_a_later_chunk_is_stored_in_utc_with_the_whole_load(
+    async_sql_session: AsyncSession,
+) -> None:
+    # a psycopg load checks the zones of its values while the server works through each COPY:
+    # the aware value of the third chunk aborts that COPY once the first two are written, and
+    # the load is redone converted, those two included, each row once
+    session = async_sql_session
+    users = await _users_far_from_utc(session)
+    seven = dt.datetime(2024, 1, 1, 7)
+    rows = [{"email": f"z{i}@example.com", "name": "z", "created_at": seven} for i in range(9)]
+    rows[7] = {**rows[7], "created_at": AWARE}
+    assert await users.bulk_insert(rows, chunk_size=3) == 9
+    result = await session.execute(sa.select(User.email, User.created_at).order_by(User.email))
+    assert result.all() == [(row["email"], seven) for row in rows]
 
 
 class DomainBase(DeclarativeBase):

@@ -38,7 +38,11 @@ from dalkit.repository.copy import (
     row_error,
 )
 from dalkit.repository.copy_driver import copy_rows
-from dalkit.repository.numerics import converting_float_numerics, zoning_datetimes
+from dalkit.repository.numerics import (
+    converting_float_numerics,
+    streamed_plan,
+    zoning_datetimes,
+)
 from dalkit.repository.streamed import StreamedTuples, ValuesToCoerce
 from dalkit.repository.values import coerce_rows
 
@@ -72,12 +76,13 @@ class BulkOperations(AbstractRepository[ModelT]):
         originals = stamp_rows(self._q.info.model, originals)
         originals = self._numbered(originals)
         audit = bulk_insert_audit(self._q.info.model, originals[0])
-        plan = self._bulk_plan(originals)
         tuples: Sequence[tuple[Any, ...]]
         if self._dialect.driver == "psycopg":  # built while COPY reads them: see streamed.py
+            plan, zones = streamed_plan(self._q.info, originals, self._dialect, typed=typed)
             plan = converting_float_numerics(plan, originals)
-            tuples = StreamedTuples(plan, originals, typed=typed)
+            tuples = StreamedTuples(plan, originals, typed=typed, zones=zones)
         else:
+            plan = self._bulk_plan(originals)
             originals, tuples = plan.tuples(originals, check_ranges=self._checks_ranges())
         self.session.flush()
         note_write(self.session, self._q.info.mapper.local_table)  # COPY bypasses SQLAlchemy

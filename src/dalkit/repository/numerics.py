@@ -13,7 +13,10 @@ rows) and keep their plan, with no stage added to every row.
 Datetimes across zones (an aware value for a ``timestamp``, a naive one for a ``timestamptz``):
 the column type's processor (`dalkit.engine.column_types`) converts them as add() does, where
 the drivers' COPY refused them; kept only for a column with such a value or a default (one
-C-speed pass over the column finds it: ~7 ms per 100k rows).
+C-speed pass over the column finds it: ~7 ms per 100k rows). A psycopg load makes that pass
+while the server works through its COPY, with the type check (`unzoned`, `crosses_zones`):
+when it finds a value across zones, the COPY is aborted and the load redone converted. A load
+whose first row has one is converted from the start.
 """
 
 from __future__ import annotations
@@ -24,14 +27,22 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
 from sqlalchemy.sql.schema import ColumnDefault
 
 from dalkit.engine.column_types import ZONE_CONVERSIONS
 from dalkit.engine.numbers import float_as_numeric
-from dalkit.query.fields import FieldInfo
-from dalkit.repository.copy import BulkPlan
+from dalkit.query.fields import FieldInfo, ModelInfo
+from dalkit.repository.copy import BulkPlan, plan_bulk
 
-__all__ = ["converting_float_numerics", "zoning_datetimes"]
+__all__ = [
+    "Zones",
+    "converting_float_numerics",
+    "crosses_zones",
+    "streamed_plan",
+    "unzoned",
+    "zoning_datetimes",
+]
 
 
 def converting_float_numerics(plan: BulkPlan, rows: Sequence[Any]) -> BulkPlan:
@@ -70,16 +81,68 @@ def _may_get_float(plan: BulkPlan, at: int, rows: Sequence[Any]) -> bool:
     return any(issubclass(kind, float) for kind in kinds)
 
 
+#: the name and zone kind (True: ``timestamptz``) of each column whose zone conversion a plan
+#: left out unchecked
+Zones = tuple[tuple[str, bool], ...]
+
+
 def zoning_datetimes(plan: BulkPlan, rows: Sequence[Any]) -> BulkPlan:
     """``plan`` without the zone conversion of each datetime column that its rows leave none
     to (PostgreSQL: all its values of the column's kind), saving a stage on every row."""
+    return _dropping_zones(plan, lambda name, timezone: not _crosses_zones(name, timezone, rows))[0]
+
+
+def unzoned(plan: BulkPlan) -> tuple[BulkPlan, Zones]:
+    """``plan`` without any zone conversion of the caller's datetimes, and the columns they
+    were for: the rows' values there must then be checked (`crosses_zones`) before the load
+    ends, and the load redone with ``zoning_datetimes(plan, rows)`` if one crosses zones."""
+    return _dropping_zones(plan, lambda name, timezone: True)
+
+
+def streamed_plan(
+    info: ModelInfo, rows: Sequence[Any], dialect: Dialect, *, typed: bool
+) -> tuple[BulkPlan, Zones]:
+    """The plan of a psycopg load of ``rows``, whose tuples are made while COPY reads them, and
+    the columns whose zones the load must still check (`StreamedTuples.check`).
+
+    Args:
+        info: The rows' model.
+        rows: The caller's rows (row 0 names the columns).
+        dialect: The engine's dialect.
+        typed: Whether the load is redone, its rows checked (their zones included).
+
+    Returns:
+        The plan, and the columns to check (none: the plan converts what needs it).
+    """
+    plan = plan_bulk(info, rows[0], dialect)
+    zoneless, zones = unzoned(plan)
+    if typed or crosses_zones(zones, rows[:1]):
+        # a load redone, or one whose first row already crosses zones: converted throughout
+        return zoning_datetimes(plan, rows), ()
+    # rows not checked yet: their zones are checked with their types, while the server works
+    # through the COPY, not in a pass before it: the pass took 6.9 ms of the 11.4 ms of CPU
+    # before the COPY of bench/peers' 100k rows (sync, /work/prof23/writes/syncpre.py), whose
+    # COPY takes ~150 ms; its wall time, dalkit/psycopg per round: 0.826x against 0.784x with
+    # the pass before (medians of 7 interleaved rounds, load average 11, zones_ab.py there)
+    return zoneless, zones
+
+
+def crosses_zones(zones: Zones, rows: Sequence[Any]) -> bool:
+    """Whether a value of ``rows`` in one of the columns ``zones`` names needs its zone
+    conversion (or is not a datetime, which the conversion refuses naming its row)."""
+    return any(_crosses_zones(name, timezone, rows) for name, timezone in zones)
+
+
+def _dropping_zones(plan: BulkPlan, drop: Callable[[str, bool], bool]) -> tuple[BulkPlan, Zones]:
     processors: list[Callable[[Any], Any] | None] = list(plan.processors)
+    dropped: list[tuple[str, bool]] = []
     for at, field in enumerate(plan.fields[: plan.key_count]):
         # dalkit's own conversion (not a type's own processor), the zone its dialect's type
         timezone = ZONE_CONVERSIONS.get(processors[at])  # type: ignore[arg-type]
-        if timezone is not None and not _crosses_zones(field.name, timezone, rows):
+        if timezone is not None and drop(field.name, timezone):
             processors[at] = None
-    return _with_processors(plan, processors)
+            dropped.append((field.name, timezone))
+    return _with_processors(plan, processors), tuple(dropped)
 
 
 def _crosses_zones(name: str, timezone: bool, rows: Sequence[Any]) -> bool:

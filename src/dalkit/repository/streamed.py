@@ -10,6 +10,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, overload
 
 from dalkit.repository.copy import BulkPlan, check_row_shape
+from dalkit.repository.numerics import Zones, crosses_zones
 from dalkit.repository.ranges import check_integer_ranges
 from dalkit.repository.values import of_own_types
 
@@ -31,15 +32,24 @@ class StreamedTuples(Sequence[tuple[Any, ...]]):
     ends, as psycopg's binary COPY wraps an integer too wide for its column.
     """
 
-    __slots__ = ("_plan", "_rows", "offset", "typed")
+    __slots__ = ("_plan", "_rows", "offset", "typed", "zones")
 
     def __init__(
-        self, plan: BulkPlan, rows: Sequence[Any], offset: int = 0, *, typed: bool = True
+        self,
+        plan: BulkPlan,
+        rows: Sequence[Any],
+        offset: int = 0,
+        *,
+        typed: bool = True,
+        zones: Zones = (),
     ) -> None:
         self._plan = plan
         self._rows = rows
         self.offset = offset
         self.typed = typed  # False: `check_types()` must find every value of its own type
+        # columns whose zone conversion the plan left out: `check_types()` must find none of
+        # their values across zones (numerics.unzoned)
+        self.zones = zones
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -54,7 +64,9 @@ class StreamedTuples(Sequence[tuple[Any, ...]]):
             if step != 1:
                 raise ValueError("streamed tuples are sliced in steps of 1")
             rows = self._rows[index]
-            return StreamedTuples(self._plan, rows, self.offset + start, typed=self.typed)
+            return StreamedTuples(
+                self._plan, rows, self.offset + start, typed=self.typed, zones=self.zones
+            )
         position = index if index >= 0 else len(self._rows) + index
         (row,) = StreamedTuples(self._plan, self._rows[position : position + 1])
         return row
@@ -104,8 +116,10 @@ class StreamedTuples(Sequence[tuple[Any, ...]]):
 
     def check_types(self) -> None:
         """Raise ValuesToCoerce unless the rows were coerced or every value is of its column's
-        own type."""
+        own type, or when a datetime crosses zones in a column whose conversion was left out."""
         if not self.typed and not of_own_types(self._plan.info, self._rows):
+            raise ValuesToCoerce
+        if self.zones and crosses_zones(self.zones, self._rows):
             raise ValuesToCoerce
 
     def check_ranges(self) -> None:
