@@ -1,8 +1,8 @@
-"""The replica monitors' probe of a replica's replayed position, and its time limit: a replica
-whose server stops answering (a hung host, a stopped process) blocks a pooled connection's read
-for good. The async monitor bounds each probe with ``asyncio.wait_for``; the sync monitor runs
-each on a thread of its own (`ProbeThreads`), so that one hung replica neither stalls it nor
-stays admitted.
+"""The replica monitors' probes (the primary's position, each replica's replayed one) and their
+time limit: a server that stops answering (a hung host, a stopped process) blocks a pooled
+connection's read for good. The async monitor bounds each probe with ``asyncio.wait_for``; the
+sync monitor runs each on a thread of its own (`ProbeThreads`), so that a hung primary or
+replica neither stalls it nor keeps a replica admitted.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy.engine import Engine
 
@@ -19,8 +19,10 @@ from dalkit.engine import autoroute
 __all__ = [
     "PRIMARY_SAMPLE",
     "REPLAY_POSITION",
+    "PRIMARY_PROBE",
     "ProbeThreads",
     "Replayed",
+    "primary_position",
     "probe_error",
     "probe_timeout",
     "replay_position",
@@ -45,6 +47,10 @@ REPLAY_POSITION = (
 #: what a probe reads: the position replayed, and the age in seconds of the last transaction
 #: replayed (None when unknown)
 Replayed = tuple[str | None, float | None]
+#: the `ProbeThreads` name of the primary's probe: no replica's (``host:port``) looks like it
+PRIMARY_PROBE = "<primary>"
+
+T = TypeVar("T")
 
 
 def probe_timeout(interval_s: float) -> float:
@@ -69,6 +75,20 @@ def probe_error(error: BaseException) -> str:
         ``"TypeName: first line"``.
     """
     return f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+
+
+def primary_position(engine: Engine) -> str:
+    """The primary's position as the monitor samples it (`PRIMARY_SAMPLE`).
+
+    Args:
+        engine: The primary's engine.
+
+    Returns:
+        The position as text.
+    """
+    with engine.connect() as connection:
+        result = connection.exec_driver_sql(PRIMARY_SAMPLE, execution_options=autoroute.PROBE)
+        return str(result.scalar_one())
 
 
 def replay_position(engine: Engine) -> Replayed:
@@ -102,18 +122,19 @@ def replayed(row: Sequence[Any]) -> Replayed:
 
 
 class ProbeThreads:
-    """Runs each replica's probe on a daemon thread and waits for it a limited time. A probe
-    that overruns is left to end when its server answers again; until then its replica gets no
-    other, and each round finds it still running (a timeout again)."""
+    """Runs each probe (the primary's, each replica's) on a daemon thread and waits for it a
+    limited time. A probe that overruns is left to end when its server answers again; until
+    then its server gets no other, and each round finds it still running (a timeout again)."""
 
     def __init__(self) -> None:
-        self._running: dict[str, Future[Replayed]] = {}
+        self._running: dict[str, Future[Any]] = {}
 
-    def run(self, name: str, probe: Callable[[], Replayed], timeout: float) -> Replayed:
+    def run(self, name: str, probe: Callable[[], T], timeout: float) -> T:
         """``probe()``'s value, waited for at most ``timeout`` seconds.
 
         Args:
-            name: The replica's name: one probe at a time for each.
+            name: The replica's name (`PRIMARY_PROBE` for the primary): one probe at a time
+                for each.
             probe: What reads its position.
             timeout: Seconds to wait.
 
@@ -123,7 +144,7 @@ class ProbeThreads:
         Raises:
             TimeoutError: It did not end in time (or an earlier one still runs).
         """
-        future = self._running.get(name)
+        future: Future[T] | None = self._running.get(name)
         if future is None or future.done():
             future = self._running[name] = Future()
             threading.Thread(
@@ -135,7 +156,7 @@ class ProbeThreads:
             raise TimeoutError(f"no answer within {timeout:g}s") from None
 
 
-def _settle(future: Future[Replayed], probe: Callable[[], Replayed]) -> None:
+def _settle(future: Future[T], probe: Callable[[], T]) -> None:
     try:
         future.set_result(probe())
     except BaseException as error:  # handed to the monitor, which waits for it

@@ -301,15 +301,13 @@ class ReplicaRouter(_Router[Engine]):
 
     def check(self) -> None:
         """One round of the monitor: the primary's position, then each replica's."""
-        try:
-            with self.primary.connect() as connection:
-                lsn = connection.exec_driver_sql(
-                    probes.PRIMARY_SAMPLE, execution_options=_PROBE
-                ).scalar_one()
+        timeout = probes.probe_timeout(self.replicas.interval_s)
+        sample = functools.partial(probes.primary_position, self.primary)
+        try:  # on a thread too: a hung primary stalled the monitor, its replicas' states frozen
+            lsn = self._probes.run(probes.PRIMARY_PROBE, sample, timeout)
             self.replicas.primary_at(time.monotonic(), parse_lsn(lsn))
         except Exception:  # lag is still measured, from the samples around the gap
             self.replicas.primary_unseen()
-        timeout = probes.probe_timeout(self.replicas.interval_s)
         for replica in self.replicas.replicas:
             probe = functools.partial(probes.replay_position, replica.engine)
             try:  # on a thread: a hung replica's read blocks for good, and kept it admitted
