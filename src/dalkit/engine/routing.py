@@ -252,8 +252,9 @@ class ReplicaRouter(_Router[Engine]):
         self._ready_by = 0.0
 
     def route(self, options: TransactionOptions) -> Engine | None:
-        """The runner's ``route_read``: `bind_for()` a read-only transaction (a default one's
-        plain reads ask `plain_read_bind()`, see engine/autoroute.py).
+        """The runner's ``route_read``: `bind_for()` a read-only transaction; for another,
+        under ``route_reads="auto"``, the wait for the monitor's first round (its plain reads
+        ask `plain_read_bind()`, see engine/autoroute.py), as the async router's.
 
         Args:
             options: The transaction's options.
@@ -261,7 +262,13 @@ class ReplicaRouter(_Router[Engine]):
         Returns:
             A replica's engine, or None for the primary's.
         """
-        return self.bind_for(options) if options.read_only else None
+        if options.read_only:
+            return self.bind_for(options)
+        if self.route_reads == "auto" and not self._first_round.is_set():
+            # the round also connects the primary: the runner defers a transaction's BEGIN
+            # (which its reads need to be routed) once the server's default isolation is known
+            self._ensure_monitor()
+        return None
 
     def _after_write(self, scope: TransactionScope | None) -> None:
         with self.primary.connect() as connection:
