@@ -4,6 +4,7 @@ stall the monitor."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -11,11 +12,18 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import httpx
 import pytest
-from sqlalchemy import text
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
 
-from dalkit import Database
+from dalkit import Database, current_session
+from dalkit.integrations.asgi import DatabaseMiddleware
 from dalkit.testing.postgres import PostgresServer
 from dalkit.testing.replication import Replication
 
@@ -82,3 +90,43 @@ def test_a_hung_primary_does_not_stall_the_sync_monitor(
         with _hung(replication.replica):
             wait_until(lambda: _state(db) == "down", timeout=10)  # stayed healthy
     wait_until(lambda: _state(db) == "healthy", timeout=20)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("read_only_methods", [(), ("GET",)])
+async def test_a_sync_database_s_first_request_does_not_stall_the_event_loop(
+    replicated_database: tuple[str, str],
+    replication: Replication,
+    read_only_methods: tuple[str, ...],
+) -> None:
+    # DatabaseMiddleware opens a sync Database's transaction on the event loop, where the
+    # router waited for the monitor's first round: the probe's limit with a hung replica
+    primary, replica = replicated_database
+    db = Database(primary, replicas=[replica], replica_monitor_interval_s=0.2)
+
+    def endpoint(request: Request) -> PlainTextResponse:
+        return PlainTextResponse(str(current_session().scalar(select(func.count()))))
+
+    app = Starlette(
+        routes=[Route("/", endpoint)],
+        middleware=[Middleware(DatabaseMiddleware, db=db, read_only_methods=read_only_methods)],
+    )
+    stalls: list[float] = []
+
+    async def ticker() -> None:
+        last = time.monotonic()
+        while True:
+            await asyncio.sleep(0.01)
+            stalls.append(time.monotonic() - last)
+            last = time.monotonic()
+
+    transport = httpx.ASGITransport(app=app)
+    try:
+        with _hung(replication.replica):
+            ticking = asyncio.create_task(ticker())
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+                assert (await client.get("/")).text == "1"
+            ticking.cancel()
+        assert max(stalls) < 0.5  # was the probe's limit: 1 s
+    finally:
+        db.dispose()

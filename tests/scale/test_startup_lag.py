@@ -47,8 +47,9 @@ def _prepare(urls: tuple[str, str], replication: Replication, *rows: int) -> Non
 
 async def _in_fresh_contexts(db: Database | AsyncDatabase, work: Callable[..., Any]) -> Any:
     """``work(session)`` in a read-only transaction of a context that wrote nothing."""
-    if isinstance(db, Database):
-        return contextvars.Context().run(db.transactional(read_only=True).run, work)
+    if isinstance(db, Database):  # in a thread: on the loop's, it reads before the monitor
+        transactional = db.transactional(read_only=True)
+        return await asyncio.to_thread(lambda: contextvars.Context().run(transactional.run, work))
 
     async def read() -> Any:
         return await db.transactional(read_only=True).run(work)
@@ -122,8 +123,11 @@ async def test_the_first_read_of_a_process_waits_for_the_first_probe(
             # a default transaction defers its BEGIN (and may route its reads) once the
             # primary's default isolation is known: the sync one did not wait for the round
             # that connects it, and read on the primary (the async one did)
-            with db.transaction() as session:
-                assert session.execute(select(items.c.name)).scalar_one() == "n1"
+            def read() -> None:
+                with db.transaction() as session:
+                    assert session.execute(select(items.c.name)).scalar_one() == "n1"
+
+            await asyncio.to_thread(read)
         else:
             async with db.transaction() as session:
                 assert (await session.execute(select(items.c.name))).scalar_one() == "n1"

@@ -6,6 +6,7 @@ rerouting a read whose replica failed. The decisions themselves live in engine/r
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import logging
@@ -287,7 +288,10 @@ class ReplicaRouter(_Router[Engine]):
                         target=self._watch, name="dalkit-replica-monitor", daemon=True
                     )
                     self._thread.start()
-        if not self._first_round.is_set():  # a replica not probed yet gets no reads
+        # a replica not probed yet gets no reads. Not waited for on an event loop's thread,
+        # where the ASGI middleware opens a sync Database's transactions: the loop stalled
+        # for the round (the probe's limit with a hung replica); those read on the primary
+        if not self._first_round.is_set() and not _on_event_loop():
             self._first_round.wait(max(0.0, self._ready_by - time.monotonic()))
 
     def _forked(self) -> None:
@@ -348,6 +352,14 @@ class ReplicaRouter(_Router[Engine]):
             thread.join(timeout=10)  # its check returns its connections first
         for replica in self.replicas.replicas:
             replica.engine.dispose()
+
+
+def _on_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def _own_scope(scope: TransactionScope | None, owner: object) -> TransactionScope | None:
