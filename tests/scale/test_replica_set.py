@@ -136,6 +136,15 @@ def test_a_replica_never_probed_gets_no_reads_and_no_warning(
     assert not caplog.records  # the start of a process is no ejection
 
 
+def test_replicas_weighted_zero_are_drained_not_ejected(caplog: pytest.LogCaptureFixture) -> None:
+    replicas = _set(0)
+    replicas.observed(replicas.replicas[0], 0.0, 0)
+    assert replicas.choose() is None
+    stats = replicas.snapshot()
+    assert (stats["primary_reads"], stats["all_ejected_on_primary"]) == (1, 0)  # was (1, 1)
+    assert not caplog.records  # was "every replica is ejected", for a healthy replica
+
+
 def test_behind_every_sample_the_replayed_age_bounds_the_lag() -> None:
     # a process started while its replica lagged: its first sample of the primary is recent,
     # and the replica misses more than what came after it

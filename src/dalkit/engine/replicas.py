@@ -191,10 +191,13 @@ class ReplicaSet(Generic[E]):
         position = self._required.get()
         required = 0 if position is None else position.required
         with self._lock:
-            admitted = [r for r in self.replicas if r.admitted and r.weight > 0]
+            weighted = [r for r in self.replicas if r.weight > 0]  # weight 0: drained, no reads
+            admitted = [r for r in weighted if r.admitted]
             if not admitted:
                 self._counters.primary_reads += 1
-                if any(r.state == "unknown" for r in self.replicas):
+                if not weighted:
+                    return None  # drained on purpose: no replica is ejected, and no warning
+                if any(r.state == "unknown" for r in weighted):
                     self._counters.unprobed += 1  # not known to be fit yet: no warning
                     return None
                 self._counters.all_ejected += 1
