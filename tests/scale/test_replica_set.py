@@ -136,6 +136,21 @@ def test_a_replica_never_probed_gets_no_reads_and_no_warning(
     assert not caplog.records  # the start of a process is no ejection
 
 
+def test_a_lower_position_probed_is_another_host_and_is_believed() -> None:
+    # a multi-host replica URL whose next host answers: it has replayed less than the first
+    replicas = _set(1)
+    replicas.primary_at(0.0, 200)
+    replicas.observed(replicas.replicas[0], 0.0, 200)
+    replicas.observed(replicas.replicas[0], 0.1, 100)
+    assert replicas.replicas[0].replay_lsn == 100  # was 200: the first host's
+
+    def after_write() -> object:
+        replicas.wrote(150)
+        return replicas.choose()
+
+    assert contextvars.Context().run(after_write) is None  # the primary
+
+
 def test_replicas_weighted_zero_are_drained_not_ejected(caplog: pytest.LogCaptureFixture) -> None:
     replicas = _set(0)
     replicas.observed(replicas.replicas[0], 0.0, 0)

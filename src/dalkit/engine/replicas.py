@@ -280,7 +280,10 @@ class ReplicaSet(Generic[E]):
         """
         lag = self._samples.lag(now, replay_lsn, replay_age_s)
         with self._lock:
-            replica.replay_lsn = max(replica.replay_lsn, replay_lsn)
+            # as probed, even when lower: one server only moves forward, so a lower position
+            # is another server answering for the name (the next host of a multi-host URL),
+            # whose reads must not be taken for the one that had replayed further
+            replica.replay_lsn = replay_lsn or replica.replay_lsn
             replica.lag_s = lag
             replica.error = None
             if lag is None:

@@ -1,0 +1,76 @@
+"""A replica URL naming two hosts (libpq-style failover between replicas): when the first goes
+down and the second, further behind, answers for the name, read-your-writes still holds."""
+
+from __future__ import annotations
+
+import contextvars
+import time
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
+
+from dalkit import Database
+from dalkit.testing.replication import ReplicaServer, Replication, current_lsn
+
+from .helpers import items, metadata
+
+
+@pytest.fixture
+def second_replica(replication: Replication) -> Iterator[ReplicaServer]:
+    server = ReplicaServer(replication.primary)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _hosts(*urls: str) -> str:
+    """The first URL with the hosts of all of them: ``u:p@h1:1,h2:2/db``."""
+    first = make_url(urls[0])
+    hosts = ",".join(f"{make_url(url).host}:{make_url(url).port}" for url in urls)
+    return f"postgresql://{first.username}:{first.password}@{hosts}/{first.database}"
+
+
+@pytest.mark.slow
+def test_a_read_after_a_write_stays_fresh_when_the_next_host_answers_for_the_replica(
+    replicated_database: tuple[str, str],
+    replication: Replication,
+    second_replica: ReplicaServer,
+) -> None:
+    # the router kept the highest position ever probed for the name: the first host's, while
+    # the second one, which had not replayed the write, served the reads that followed it
+    primary, first = replicated_database
+    second = second_replica.url_for(make_url(first).database or "")
+    second_replica.wait_for(current_lsn(replication.primary.url))
+    db = Database(
+        primary.replace("postgresql://", "postgresql+psycopg://"),
+        replicas=[_hosts(first, second)],
+        max_replica_lag_s=3600,
+        replica_monitor_interval_s=0.2,
+    )
+
+    def read(session: Session) -> tuple[int, bool]:
+        found, in_recovery = session.execute(
+            text("SELECT count(*), pg_is_in_recovery() FROM scale_items")
+        ).one()
+        return int(found), bool(in_recovery)
+
+    try:
+        contextvars.Context().run(db.create_all, metadata)
+        second_replica.wait_for(current_lsn(replication.primary.url))
+        second_replica.pause_replay()
+        with db.transaction() as session:
+            session.execute(items.insert().values(id=1, name="n1"))
+        replication.replica.wait_for(current_lsn(replication.primary.url))
+        time.sleep(0.6)  # the monitor sees the first host past the write
+        assert db.transactional(read_only=True).run(read) == (1, True)
+        replication.replica.shutdown()  # new connections reach the second host
+        time.sleep(1.0)  # a few rounds of the monitor, on the second host
+        assert db.transactional(read_only=True).run(read) == (1, False)  # was (0, True)
+    finally:
+        second_replica.resume_replay()
+        db.dispose()
