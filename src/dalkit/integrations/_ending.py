@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import ORMExecuteState, Session
 from sqlalchemy.util import greenlet_spawn
 
+from dalkit.integrations import _holders
 from dalkit.integrations._holders import TaskHolder, in_background
 from dalkit.integrations.errors import ResponseStartedError
 from dalkit.query.plain_entities import PLAIN_WATCH, select_neutral
@@ -219,6 +220,7 @@ def install() -> None:
     that failed would roll the request's transaction back.
     """
     ended.install()
+    _holders.install()
     for name, listener in (
         ("do_orm_execute", _on_execute),
         ("before_flush", _on_flush),

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
+import importlib
 import inspect
 import sys
-import threading
-import weakref
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from types import FrameType
 from typing import Any
@@ -99,9 +99,9 @@ class TaskHolder:
 class Within:
     """The ``ending`` of a request's transaction while it runs (``TransactionScope.live()``
     compares it with the task or thread asking): the transaction is running to the code inside
-    a Starlette background task (``BackgroundTask.__call__`` on its stack, or on the stack of
-    the task a worker thread runs it for) when ``background``, to the code outside one when
-    not, and has ended to the others.
+    a Starlette background task (in the context ``install()`` marks as it starts, which every
+    task and thread it starts copies) when ``background``, to the code outside one when not,
+    and has ended to the others.
 
     The request's own transaction is ``FOREGROUND``: Starlette runs a response's background
     tasks right after its last body message is sent, which reaches the middleware only later,
@@ -136,77 +136,51 @@ def background_only() -> Within | None:
     Returns:
         ``BACKGROUND``, or None without Starlette.
     """
-    return BACKGROUND if "starlette.background" in sys.modules else None
+    return BACKGROUND if _MARKING else None
 
 
-_JOB = threading.local()  # a worker thread's job (its future) and whether it runs a background
+# whether the code of this context runs inside a Starlette background task: set as one starts,
+# so that the tasks and threads it starts (create_task, a task group, to_thread, from_thread),
+# which copy its context, inherit it
+_IN_BACKGROUND: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "dalkit_web_background", default=False
+)
+_MARKING = False  # Starlette's background tasks mark it (install() found Starlette)
 
 
 def in_background() -> bool:
-    """Whether the caller runs inside a Starlette background task: in the task running it, or
-    in the worker thread a sync one runs in (``run_in_threadpool``).
+    """Whether the caller runs inside a Starlette background task, or in a task or thread one
+    started (which copied its context).
 
     Returns:
         True under ``starlette.background.BackgroundTask.__call__``.
     """
-    background, worker = _CODES or _codes()
-    if background is None:  # Starlette never imported: no background task runs
-        return False
-    frame: FrameType | None = sys._getframe(1)
-    # an AsyncSession's operation runs in a greenlet of its own, whose frames end where it
-    # began: the task's go on in its parent, suspended where it switched to it
-    greenlet = getattr(sys.modules.get("greenlet"), "getcurrent", lambda: None)()
-    while True:
-        while frame is not None:
-            code = frame.f_code
-            if code is background:
-                return True
-            if code is worker:
-                return _job_in_background(frame, background)
-            frame = frame.f_back
-        greenlet = getattr(greenlet, "parent", None)
-        frame = getattr(greenlet, "gr_frame", None)
-        if frame is None:
-            return False
+    return _IN_BACKGROUND.get()
 
 
-_CODES: tuple[object, object] | None = None  # found once Starlette and anyio's workers are
+def install() -> None:
+    """Mark the context of every Starlette background task as it runs (installed once, when
+    Starlette is there): its code, and all it starts, then tells itself from the request's."""
+    global _MARKING
+    if _MARKING:
+        return
+    try:
+        background = importlib.import_module("starlette.background")
+    except ImportError:
+        return
+    task_class: Any = background.BackgroundTask
+    call = task_class.__call__
 
+    @functools.wraps(call)
+    async def marked(self: object) -> None:
+        token = _IN_BACKGROUND.set(True)
+        try:
+            await call(self)
+        finally:
+            _IN_BACKGROUND.reset(token)
 
-def _codes() -> tuple[object, object]:
-    global _CODES
-    found = (
-        _code("starlette.background", "BackgroundTask"),
-        _code("anyio._backends._asyncio", "WorkerThread", "run"),
-    )
-    if None not in found:
-        _CODES = found
-    return found
-
-
-def _code(module_name: str, class_name: str, method: str = "__call__") -> object | None:
-    module = sys.modules.get(module_name)
-    function = getattr(getattr(module, class_name, None), method, None)
-    return getattr(function, "__code__", None)
-
-
-def _job_in_background(worker: FrameType, background: object) -> bool:
-    """Whether the job an anyio worker thread runs (``worker``, its ``run`` frame) is run for a
-    task inside a background task: the task awaits the job's future."""
-    future = worker.f_locals.get("future")
-    loop = getattr(worker.f_locals.get("self"), "loop", None)
-    if future is None or loop is None:
-        return False
-    known = getattr(_JOB, "known", None)
-    if known is not None and known[0]() is future:
-        return bool(known[1])
-    found = False
-    for task in asyncio.all_tasks(loop):  # safe from a thread: it copies the loop's set
-        if directly_awaits(task, future):  # suspended there until this job returns
-            found = any(f.f_code is background for f in _suspended_frames(task))
-            break
-    _JOB.known = (weakref.ref(future), found)
-    return found
+    task_class.__call__ = marked
+    _MARKING = True
 
 
 def _current_task() -> object:
