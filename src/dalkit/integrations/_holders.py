@@ -11,7 +11,7 @@ import functools
 import importlib
 import inspect
 import sys
-from collections.abc import Iterable, Iterator, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, MutableMapping
 from types import FrameType
 from typing import Any
 
@@ -33,13 +33,15 @@ class RequestHolder:
     starts with a context of its own, so it sees no request transaction at all; work handed to
     ``asyncio.to_thread`` copies the request's context and may join, like an endpoint's
     thread, so it must be awaited before the request's code uses the session again. ``db`` and
-    ``state`` (the ASGI scope's) name the request."""
+    ``state`` (the ASGI scope's) name the request; ``task_ended`` is awaited as each of its
+    background tasks returns (None) or raises (the error)."""
 
-    __slots__ = ("db", "state")
+    __slots__ = ("db", "state", "task_ended")
 
     def __init__(self, db: Database | AsyncDatabase, state: object) -> None:
         self.db = db
         self.state = state
+        self.task_ended: Callable[[Exception | None], Awaitable[None]] | None = None
 
     def __eq__(self, other: object) -> bool:  # != follows, inverted
         return other is self or SERVING.get() is self
@@ -160,7 +162,8 @@ def in_background() -> bool:
 
 def install() -> None:
     """Mark the context of every Starlette background task as it runs (installed once, when
-    Starlette is there): its code, and all it starts, then tells itself from the request's."""
+    Starlette is there): its code, and all it starts, then tells itself from the request's;
+    and tell the request as each task ends (``RequestHolder.task_ended``)."""
     global _MARKING
     if _MARKING:
         return
@@ -173,14 +176,30 @@ def install() -> None:
 
     @functools.wraps(call)
     async def marked(self: object) -> None:
+        if _IN_BACKGROUND.get():  # run by another background task: part of its work
+            await call(self)
+            return
         token = _IN_BACKGROUND.set(True)
         try:
             await call(self)
-        finally:
+        except Exception as error:
             _IN_BACKGROUND.reset(token)
+            await _background_task_ended(error)
+            raise
+        except BaseException:  # cancelled: the request's end rolls its work back
+            _IN_BACKGROUND.reset(token)
+            raise
+        _IN_BACKGROUND.reset(token)
+        await _background_task_ended(None)
 
     task_class.__call__ = marked
     _MARKING = True
+
+
+async def _background_task_ended(error: Exception | None) -> None:
+    holder = SERVING.get()
+    if holder is not None and holder.task_ended is not None:
+        await holder.task_ended(error)
 
 
 def _current_task() -> object:

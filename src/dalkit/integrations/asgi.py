@@ -115,7 +115,8 @@ class DatabaseMiddleware:
         actor: a request header naming the user, or a function of the ASGI scope (a plain
             or an async one); the audit log records it for every change of the request.
         request_id: the same for the request's id.
-        background_transaction: give background tasks a transaction of their own.
+        background_transaction: give each background task a transaction of its own,
+            committed as it returns (rolled back when it raises).
         commit_threads: threads committing for a sync Database; apart from the endpoints',
             so that endpoints waiting for a pooled connection never hold every thread the
             commits that would free one need.
