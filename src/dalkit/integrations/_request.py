@@ -99,6 +99,7 @@ class Request:
         try:
             await self._run()
         finally:
+            self.holder.task_ended = None  # no cycle through it keeps the request alive
             for leave in reversed(exits):
                 self.context.run(leave, None, None, None)
 
