@@ -28,6 +28,7 @@ from dalkit import (
 )
 from dalkit.audit import current_actor
 from dalkit.integrations.asgi import DatabaseMiddleware, before_commit
+from dalkit.integrations.errors import ResponseStartedError
 
 from .models import Base, Note
 
@@ -229,3 +230,23 @@ async def test_a_before_commit_hook_joins_the_request_transaction(
     async with async_db.transaction() as session:
         assert sorted(await session.scalars(sa.select(Note.value))) == ["hook", "request"]
     assert async_db.pool_stats()["checked_out"] == 0
+
+
+async def test_a_hook_registered_after_the_response_started_is_refused(
+    async_db: AsyncDatabase,
+) -> None:
+    # it was kept in a list nobody read again: the hook never ran, and nothing said so
+    refused: list[object] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        try:  # a streaming body, or a background task
+            before_commit(scope, lambda: None)
+        except ResponseStartedError as error:
+            refused.append(type(error))
+        await send({"type": "http.response.body", "body": b"streamed"})
+
+    transport = httpx.ASGITransport(app=DatabaseMiddleware(app, async_db))
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        assert (await client.get("/")).text == "streamed"
+    assert refused == [ResponseStartedError]

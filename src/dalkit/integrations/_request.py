@@ -154,6 +154,7 @@ class Request:
         try:
             message = await self._end_at_start(transaction, message)
         finally:
+            self.scope["state"][HOOKS_KEY] = ()  # before_commit() refuses late hooks
             started.set()
         await self._send(message)
 

@@ -26,6 +26,7 @@ from dalkit.integrations._request import (
     Scope,
     Send,
 )
+from dalkit.integrations.errors import ResponseStartedError
 from dalkit.integrations.replica_tokens import ReplicaTokens, TokenCarrier
 
 __all__ = [
@@ -62,11 +63,18 @@ def before_commit(scope: Scope, fn: BeforeCommit) -> None:
 
     Raises:
         NoActiveTransactionError: when the request does not run under the middleware.
+        ResponseStartedError: once the request's transaction has ended (its response
+            started): from a streaming body or a background task, the hook would never run.
     """
     hooks = scope.get("state", {}).get(HOOKS_KEY)
     if hooks is None:
         raise NoActiveTransactionError(
             "before_commit() needs a request running under DatabaseMiddleware"
+        )
+    if isinstance(hooks, tuple):
+        raise ResponseStartedError(
+            "before_commit() after the request's transaction ended (its response started): "
+            "the hook would never run; do the work now, in a transaction of its own"
         )
     hooks.append(fn)
 
