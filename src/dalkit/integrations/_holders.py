@@ -144,7 +144,7 @@ def background_only() -> Within | None:
 # whether the code of this context runs inside a Starlette background task: set as one starts,
 # so that the tasks and threads it starts (create_task, a task group, to_thread, from_thread),
 # which copy its context, inherit it
-_IN_BACKGROUND: contextvars.ContextVar[bool] = contextvars.ContextVar(
+IN_BACKGROUND: contextvars.ContextVar[bool] = contextvars.ContextVar(
     "dalkit_web_background", default=False
 )
 _MARKING = False  # Starlette's background tasks mark it (install() found Starlette)
@@ -157,7 +157,7 @@ def in_background() -> bool:
     Returns:
         True under ``starlette.background.BackgroundTask.__call__``.
     """
-    return _IN_BACKGROUND.get()
+    return IN_BACKGROUND.get()
 
 
 def install() -> None:
@@ -176,20 +176,20 @@ def install() -> None:
 
     @functools.wraps(call)
     async def marked(self: object) -> None:
-        if _IN_BACKGROUND.get():  # run by another background task: part of its work
+        if IN_BACKGROUND.get():  # run by another background task: part of its work
             await call(self)
             return
-        token = _IN_BACKGROUND.set(True)
+        token = IN_BACKGROUND.set(True)
         try:
             await call(self)
         except Exception as error:
-            _IN_BACKGROUND.reset(token)
+            IN_BACKGROUND.reset(token)
             await _background_task_ended(error)
             raise
         except BaseException:  # cancelled: the request's end rolls its work back
-            _IN_BACKGROUND.reset(token)
+            IN_BACKGROUND.reset(token)
             raise
-        _IN_BACKGROUND.reset(token)
+        IN_BACKGROUND.reset(token)
         await _background_task_ended(None)
 
     task_class.__call__ = marked

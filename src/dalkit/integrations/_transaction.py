@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from dalkit import AsyncDatabase, Database
 from dalkit.integrations import _ending
-from dalkit.integrations._holders import RequestHolder, TaskHolder
+from dalkit.integrations._holders import IN_BACKGROUND, RequestHolder, TaskHolder
 from dalkit.integrations.replica_tokens import ReplicaTokens
 from dalkit.transaction.scope import TransactionScope, current_scope, enter_scope, exit_scope
 
@@ -30,6 +30,9 @@ BeforeCommit = Callable[[], object]
 
 T = TypeVar("T")
 _CURRENT: contextvars.ContextVar[Any] = getattr(current_scope, "__self__")  # noqa: B009
+# what the committing thread's context never takes from the request's, nor gives back: the
+# transaction shown, and whether a background task runs (one may, beside a commit)
+_OWN: frozenset[contextvars.ContextVar[Any]] = frozenset({_CURRENT, IN_BACKGROUND})
 
 
 class Middleware(Protocol):
@@ -120,7 +123,7 @@ class Transaction:
                 # COMMIT blocks, so hooks and COMMIT run in a thread, inside the request's
                 # context, while the thread that ran the endpoint has handed the session back
                 for var, value in self.context.items():  # what the request set since
-                    if var is not _CURRENT:
+                    if var not in _OWN:
                         self._private.run(var.set, value)
                 work = anyio.to_thread.run_sync(
                     self._private.run,
@@ -182,7 +185,7 @@ def _adopt(private: contextvars.Context, shown: contextvars.Token[Any]) -> None:
     """In the request's context: what the committing thread set (a replica position), and the
     transaction no longer shown."""
     for var, value in private.items():
-        if var is not _CURRENT:
+        if var not in _OWN:
             var.set(value)
     exit_scope(shown)
 
