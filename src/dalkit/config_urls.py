@@ -6,6 +6,7 @@ repeat it (it would show the password).
 from __future__ import annotations
 
 import re
+from typing import Any
 from urllib.parse import quote, unquote
 
 from sqlalchemy.engine import URL, make_url
@@ -14,7 +15,14 @@ from sqlalchemy.exc import ArgumentError
 from dalkit.errors import ConfigurationError
 from dalkit.secret_names import MASK, is_secret_name
 
-__all__ = ["is_multi_host", "masked_options", "masked_settings", "parse_url", "split_hosts"]
+__all__ = [
+    "is_multi_host",
+    "masked_options",
+    "masked_settings",
+    "parse_url",
+    "secret_options_moved",
+    "split_hosts",
+]
 
 # a server setting in libpq's options: -c name=value, -cname=value or --name=value, where a
 # backslash escapes a space in the value
@@ -128,6 +136,22 @@ def masked_options(url: URL) -> tuple[URL, list[str]]:
     for option in (options,) if isinstance(options, str) else options:
         shown.append(masked_settings(option, found))
     return url.update_query_dict({"options": shown if len(shown) > 1 else shown[0]}), found
+
+
+def secret_options_moved(url: URL) -> tuple[URL, dict[str, Any]]:
+    """``url`` without its ``options`` when they hold a secret-looking server setting, and
+    those options as a connect argument: libpq takes them from either, and SQLAlchemy's own
+    rendering of an engine's URL (``str(engine.url)``, ``repr(engine)``) shows its query whole.
+
+    Args:
+        url: A database URL for a libpq driver (psycopg).
+
+    Returns:
+        The URL to build the engine on, and the connect arguments taken from it.
+    """
+    if not masked_options(url)[1]:
+        return url, {}
+    return url.difference_update_query(["options"]), {"options": url.query["options"]}
 
 
 def masked_settings(options: str, found: list[str]) -> str:

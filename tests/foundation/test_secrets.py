@@ -118,7 +118,20 @@ async def test_a_secret_server_setting_in_the_options_is_masked_and_still_set(
     raw = url.render_as_string(hide_password=False)
     with Database(raw) as db:
         shown = [repr(db), str(db), db.url, str(db.config), db.health_check().url]
+        shown += [str(db.engine.url), repr(db.engine.url), repr(db.engine)]  # SQLAlchemy's
         assert db.sql("SELECT current_setting('app.api_key') AS k")[0]["k"] == SECRET
+    # psycopg's, with dalkit's own setting added to the URL's: both still reach the server
+    with Database(raw, statement_timeout_ms=4321) as db:
+        shown += [str(db.engine.url), repr(db.engine)]
+        rows = db.sql(
+            "SELECT current_setting('app.api_key') AS k, current_setting('app.region') AS r, "
+            "current_setting('statement_timeout') AS t"
+        )
+        assert (rows[0]["k"], rows[0]["r"], rows[0]["t"]) == (SECRET, "eu", "4321ms")
+    async with AsyncDatabase(raw.replace("postgresql:", "postgresql+psycopg:", 1)) as adb:
+        shown += [str(adb.engine.url), repr(adb.engine.sync_engine)]
+        rows = await adb.sql("SELECT current_setting('app.api_key') AS k")
+        assert rows[0]["k"] == SECRET
     async with AsyncDatabase(raw) as adb:
         shown += [repr(adb), adb.url, (await adb.health_check()).url, str(adb.engine.url)]
         rows = await adb.sql("SELECT current_setting('app.api_key') AS k")

@@ -5,6 +5,8 @@ take.
 psycopg hands a URL's query to libpq, which knows ``sslmode``, ``connect_timeout``,
 ``application_name``, ``options`` and the rest; SQLAlchemy's asyncpg dialect passes the same query
 to ``asyncpg.connect()`` as keyword arguments, which raised a raw TypeError at the first query.
+For psycopg, only ``options`` holding a secret-looking setting moves to the connect arguments:
+SQLAlchemy renders an engine's URL with its query whole (``str(engine.url)``, ``repr(engine)``).
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ from typing import Any
 
 from sqlalchemy.engine import URL
 
+from dalkit.config_urls import secret_options_moved
 from dalkit.errors import ConfigurationError
 
-__all__ = ["asyncpg_connect_args"]
+__all__ = ["asyncpg_connect_args", "url_connect_args"]
 
 # asyncpg.connect()'s own keywords (and the dialect's) a URL query may carry as they are
 _NATIVE = frozenset(
@@ -72,6 +75,31 @@ def _server_settings(options: str) -> dict[str, str]:
         settings[match["name"].replace("-", "_")] = match["value"]
         i += 1
     return settings
+
+
+def url_connect_args(
+    url: URL, connect_args: Mapping[str, Any] | None = None
+) -> tuple[URL, dict[str, Any]]:
+    """The options of ``url``'s query its driver takes as connect arguments, split off it:
+    libpq's in asyncpg's spelling (`asyncpg_connect_args()`); for psycopg, ``options`` that
+    hold a secret-looking server setting (``-c app.api_key=...``), which the engine's URL
+    would otherwise show.
+
+    Args:
+        url: A URL with its driver (`dalkit.engine.build.resolve_url()`).
+        connect_args: The config's connect arguments.
+
+    Returns:
+        The URL to build the engine on, and the connect arguments taken from it.
+
+    Raises:
+        ConfigurationError: See `asyncpg_connect_args()`.
+    """
+    if url.get_driver_name() == "asyncpg":
+        return asyncpg_connect_args(url, connect_args)
+    if url.get_backend_name() == "postgresql":
+        return secret_options_moved(url)
+    return url, {}
 
 
 def asyncpg_connect_args(

@@ -22,7 +22,7 @@ from dalkit.driver_errors import is_sqlite_busy, translate_bind_error, translate
 from dalkit.engine import column_types, forking, liveness, statement_hooks
 from dalkit.engine import pool as pool_metrics
 from dalkit.engine.aiosqlite_connect import connect_aiosqlite, interrupt_when_cancelled
-from dalkit.engine.asyncpg_query import asyncpg_connect_args
+from dalkit.engine.asyncpg_query import url_connect_args
 from dalkit.engine.options import (
     install_sqlite_read_only,
     is_memory_sqlite,
@@ -134,7 +134,7 @@ def engine_kwargs(
         config: The database's configuration (pool sizes, timeouts, connect arguments).
         url: The URL from `resolve_url()`.
         pool_class: The (instrumented) pool class to use.
-        url_args: Connect arguments read from the URL's query (`asyncpg_connect_args()`);
+        url_args: Connect arguments read from the URL's query (`url_connect_args()`);
             the config's own settings win over them, as they do over the query for psycopg.
 
     Returns:
@@ -330,10 +330,10 @@ def build_engine(config: DatabaseConfig) -> tuple[Engine, PoolMetrics]:
         ConfigurationError: See `resolve_url()`.
     """
     url = resolve_url(config, is_async=False)
+    url, url_args = url_connect_args(url, config.connect_args)
     metrics = PoolMetrics(config.leak_threshold_s)
-    engine = create_engine(
-        url, **engine_kwargs(config, url, instrumented_pool_class(is_async=False))
-    )
+    pool_class = instrumented_pool_class(is_async=False)
+    engine = create_engine(url, **engine_kwargs(config, url, pool_class, url_args))
     _install_all(engine, config, metrics)
     return engine, metrics
 
@@ -351,9 +351,7 @@ def build_async_engine(config: DatabaseConfig) -> tuple[AsyncEngine, PoolMetrics
         ConfigurationError: See `resolve_url()`; or a libpq URL option asyncpg cannot take.
     """
     url = resolve_url(config, is_async=True)
-    url_args: dict[str, Any] = {}
-    if url.get_driver_name() == "asyncpg":  # libpq's query options, in asyncpg's spelling
-        url, url_args = asyncpg_connect_args(url, config.connect_args)
+    url, url_args = url_connect_args(url, config.connect_args)
     metrics = PoolMetrics(config.leak_threshold_s)
     # imported here: sqlalchemy.ext.asyncio needs greenlet, which only the async extras bring
     from sqlalchemy.ext.asyncio import create_async_engine
