@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from dalkit import Database
-from dalkit.engine.sql_literals import mask_strings, shown_sql
+from dalkit.engine.sql_literals import COMMENT_MASK, mask_strings, shown_sql
 from dalkit.observe import QueryBudgetExceededError, install, shapes
 from dalkit.observe.querylog import shape_of
 
@@ -27,6 +27,34 @@ QUOTED = [
     "SELECT 'hunter2' AS \"o'clock\"",
     "SELECT /* don't */ 'hunter2'",
 ]
+
+# a secret (or a tracing comment's request id) in a comment, in each place one may stand: the
+# comments before, inside and after "SELECT a FROM t WHERE b = ?"
+COMMENTED = [
+    f"{before}SELECT a {inside}FROM t WHERE b = ?{after}"
+    for before, inside, after in [
+        ("/* token=hunter2 */ ", "", ""),
+        ("/*+ IndexScan(t) hunter2 */", "", ""),
+        ("-- api_key=hunter2\n", "", ""),
+        ("", "", " /* traceparent='00-hunter2-01' */"),
+        ("", "/* it's hunter2 */ ", " -- hunter2"),
+    ]
+]
+
+
+@pytest.mark.parametrize("statement", COMMENTED)
+def test_a_comment_reaches_no_shape_and_no_shown_text(statement: str) -> None:
+    # a comment kept in the shape showed its secret in the statistics and N+1 reports, made each
+    # request id a shape of its own, and a leading one made a SELECT an OTHER in the metrics
+    shape = shape_of(statement)
+    assert (shape.text, shape.operation) == ("SELECT a FROM t WHERE b = ?", "SELECT")
+    shown = shown_sql(statement, 2000)
+    assert "hunter2" not in shown
+    assert COMMENT_MASK in shown
+    assert shown.replace(COMMENT_MASK, "").split() == shape.text.split()
+    # the start shown reads as the start of all of it
+    for chars in range(1, len(shown) + 2):
+        assert shown_sql(statement, chars) == shown[:chars]
 
 
 @pytest.mark.parametrize("statement", QUOTED)
@@ -49,14 +77,17 @@ def test_the_start_shown_of_a_statement_is_the_start_of_all_of_it_masked(stateme
     # only the start shown is scanned: cut anywhere, even inside a literal, it reads the same
     for chars in range(1, len(statement) + 2):
         assert (
-            shown_sql(statement * 3, chars) == " ".join(mask_strings(statement * 3).split())[:chars]
+            shown_sql(statement * 3, chars)
+            == " ".join(mask_strings(statement * 3, comments=COMMENT_MASK).split())[:chars]
         )
 
 
 def _secret_statement(db: Database) -> str:
     if db.config.backend == "postgresql":
-        return "SELECT $$hunter2$$ AS a, E'hunter3\\'s' AS b, 'hunter4' AS c -- it's"
-    return "SELECT 'hunter2' AS a, 'hunter3''s' AS b, 'hunter4' AS c -- it's"
+        literals = "$$hunter2$$ AS a, E'hunter3\\'s' AS b"
+    else:
+        literals = "'hunter2' AS a, 'hunter3''s' AS b"
+    return f"/* token=hunter5 */ SELECT {literals}, 'hunter4' AS c -- it's"
 
 
 def test_the_slow_log_and_the_statistics_show_no_literal(
@@ -68,14 +99,21 @@ def test_the_slow_log_and_the_statistics_show_no_literal(
             assert seeded_db.sql(_secret_statement(seeded_db))[0]["a"] == "hunter2"
         (logged,) = [r.getMessage() for r in caplog.records if "AS a" in r.getMessage()]
         (shown,) = [
-            s["statement"] for s in observer.query_stats(top=None) if "AS a" in s["statement"]
+            (s["statement"], s["operation"])
+            for s in observer.query_stats(top=None)
+            if "AS a" in s["statement"]
         ]
     finally:
         observer.uninstall()
-    assert re.search(r"'\*\*\*' AS a, E?'\*\*\*' AS b, '\*\*\*' AS c -- it's", logged)
-    for secret in ("hunter2", "hunter3", "hunter4"):
+    assert re.search(
+        r"\n/\* \*\*\* \*/ SELECT '\*\*\*' AS a, E?'\*\*\*' AS b, '\*\*\*' AS c /\* \*\*\* \*/",
+        logged,
+    )
+    assert re.fullmatch(r"SELECT \? AS a, E?\? AS b, \? AS c", shown[0])  # its comments dropped
+    assert shown[1] == "SELECT"
+    for secret in ("hunter2", "hunter3", "hunter4", "hunter5"):
         assert secret not in logged
-        assert secret not in shown
+        assert secret not in shown[0]
 
 
 def test_a_budget_s_error_shows_no_literal(seeded_db: Database) -> None:
@@ -110,7 +148,7 @@ def test_a_huge_statement_is_shaped_with_no_python_call_per_literal() -> None:
         sys.setprofile(None)
     assert calls < 50, calls
     rows_shape = ", ".join(["(?, ?, E?, ?, ?)"] * 5_000)
-    whole = f'INSERT INTO "t" (a, b, c, d, e) VALUES {rows_shape} -- it\'s'
+    whole = f'INSERT INTO "t" (a, b, c, d, e) VALUES {rows_shape}'  # its comment dropped
     # the text kept: its start, then the length and a digest of all of it
     digest = hashlib.blake2b(whole.encode(), digest_size=8).hexdigest()
     assert shape.text == (

@@ -85,6 +85,22 @@ def test_a_loop_of_gets_is_caught_by_its_statement_shape(
     assert "get_many" in str(caught.value)
 
 
+def test_a_loop_of_reads_with_a_leading_hint_comment_is_caught(
+    seeded_db: Database, observer: Observer
+) -> None:
+    # a planner hint (pg_hint_plan's /*+ ... */) or a tracing comment before the SELECT made
+    # its shape's operation OTHER, which is never counted
+    hinted = sa.text(
+        "/*+ IndexScan(obs_posts) token=hunter2 */ SELECT * FROM obs_posts WHERE id = :i"
+    )
+    with seeded_db.session() as session:
+        with pytest.raises(NPlusOneError, match="ran 10 times in one transaction") as caught:
+            for ident in range(1, 51):
+                session.scalars(sa.select(Post).from_statement(hinted), {"i": ident}).all()
+    assert "hunter2" not in str(caught.value)
+    assert "SELECT * FROM obs_posts WHERE id = ?" in str(caught.value)
+
+
 def test_get_many_of_many_chunks_is_one_read(seeded_db: Database, observer: Observer) -> None:
     # ten full chunks of IN_CHUNK keys: ten runs of one statement, sent by one call
     with seeded_db.session() as session:

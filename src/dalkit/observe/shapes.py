@@ -1,4 +1,5 @@
-"""Statement shapes: a statement with its literals and parameter lists replaced, and its
+"""Statement shapes: a statement with its literals and parameter lists replaced and its comments
+dropped, and its
 operation (what the query statistics, the metrics and the N+1 detector group statements by),
 cached by the exact text in bounded memory."""
 
@@ -37,7 +38,8 @@ _CACHE_CHARS = 8 * 2**20
 
 
 class StatementShape:
-    """A statement with its literals and parameter lists replaced, and its operation.
+    """A statement with its literals and parameter lists replaced, its comments dropped, and its
+    operation.
 
     Attributes:
         text: The statement with ``?`` for each literal and ``(...)`` for each list; past
@@ -86,7 +88,9 @@ def shape_of(statement: str) -> StatementShape:
     if shape is None:
         # no Python call per literal on the way: a 2.2 MB INSERT of 160,000 inline literals took
         # 0.25-0.33 s to shape, 0.13-0.16 s now (timeit, a loaded machine)
-        text = _LITERALS.sub("?", mask_strings(statement, "?"))
+        # a comment goes: it may hold a secret, and a tracing comment's request id would make
+        # each run a shape of its own (and an OTHER, its first word no operation's)
+        text = _LITERALS.sub("?", mask_strings(statement, "?", comments=" "))
         text = _PLACEHOLDER_LIST.sub("(...)", text)
         # str.split() parts at what \s matches, in C (the 1.8 MB INSERT: 36 to 12 ms, timeit)
         text = _REPEATED_LISTS.sub("(...)", " ".join(text.split()))
