@@ -1,6 +1,7 @@
 """The one rule for which names hold secrets: the URL query keys and connect arguments that
-`dalkit.config` masks, the columns `dalkit.query.fields` keeps out of default allow-lists, and the
-parameters and columns whose values the slow-query log and EXPLAIN plans (`dalkit.observe`) mask.
+`dalkit.config` masks, the columns `dalkit.query.fields` keeps out of default allow-lists and
+`dalkit.audit` records redacted, and the parameters and columns whose values the slow-query log
+and EXPLAIN plans (`dalkit.observe`) mask.
 
 A name is a secret's when it holds one of the unmistakable words anywhere (``password``,
 ``passwd``, ``passphrase``, ``passcode``, ``secret``, ``token``, ``credential``, ``api_key``,
@@ -20,7 +21,14 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["MASK", "SECRET_NAMES", "is_secret_name", "masked_values", "secret_values"]
+__all__ = [
+    "MASK",
+    "SECRET_NAMES",
+    "is_secret_name",
+    "is_sensitive",
+    "masked_values",
+    "secret_values",
+]
 
 #: what a secret is shown as
 MASK = "***"
@@ -46,6 +54,23 @@ def is_secret_name(name: str) -> bool:
         True when its values are never shown.
     """
     return SECRET_NAMES.search(name) is not None
+
+
+def is_sensitive(info: Mapping[str, Any], *names: str) -> bool:
+    """Whether a column's values are a secret's: marked so in its ``info`` (``{"sensitive":
+    True}``; ``False`` says they are not, whatever its name), else named like a secret.
+
+    Args:
+        info: The column's ``info``.
+        *names: Its names (the attribute key, the column's name).
+
+    Returns:
+        True when its values are kept out of default allow-lists and the audit log.
+    """
+    marked = info.get("sensitive")
+    if marked is not None:
+        return bool(marked)
+    return any(is_secret_name(name) for name in names)
 
 
 def masked_values(mapping: Mapping[Any, Any]) -> dict[Any, Any]:

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Mapper
 from dalkit._codec import jsonable
 from dalkit.audit.errors import AuditActorError
 from dalkit.errors import ConfigurationError
+from dalkit.secret_names import is_sensitive
 from dalkit.tables import audit_log
 
 __all__ = [
@@ -171,7 +172,8 @@ class Audited:
     """Mix into a declarative model to record its creates, updates and deletes.
 
     ``audit_exclude`` names fields never recorded (not even that they changed);
-    ``audit_redact`` names fields recorded as changed with their values hidden;
+    ``audit_redact`` names fields recorded as changed with their values hidden, as those of a
+    sensitive column always are (`dalkit.secret_names.is_sensitive`: ``api_token``...);
     ``audit_name`` is the entity type written to the log (default: the class name).
     """
 
@@ -226,7 +228,8 @@ def register(
     Args:
         model: A mapped class.
         exclude: Fields never recorded (not even that they changed).
-        redact: Fields recorded as changed, with `REDACTED` for the values.
+        redact: Fields recorded as changed, with `REDACTED` for the values (a sensitive
+            column's always are, as with the mixin).
         name: The model's name in the log (default: the class's name).
 
     Raises:
@@ -354,7 +357,9 @@ def _build(
         for prop in mapper.column_attrs
         if prop.key not in exclude or prop.key in primary
     )
-    return ModelAudit(name or cls.__name__, fields, primary, redact)
+    # a secret's column (the rule the logs mask by) is redacted unasked; not a key: entity_id
+    hide = {k for k, c in fields if is_sensitive(getattr(c, "info", {}), k, getattr(c, "name", k))}
+    return ModelAudit(name or cls.__name__, fields, primary, redact | (hide - set(primary)))
 
 
 def _check_name(cls: type[Any], name: str) -> None:

@@ -21,7 +21,7 @@ from sqlalchemy.sql.schema import ColumnDefault
 
 from dalkit.errors import ConfigurationError
 from dalkit.query.context_defaults import of_context
-from dalkit.secret_names import is_secret_name
+from dalkit.secret_names import is_sensitive
 
 __all__ = ["FieldInfo", "ModelInfo", "column_field", "model_info", "to_decimal"]
 
@@ -59,10 +59,7 @@ class FieldInfo:
         ``info={"sensitive": True}`` on the column, or named like a secret by the rule the logs
         mask values by (`dalkit.secret_names`: a password, secret, token, key, salt or hash;
         ``info={"sensitive": False}`` says it is not)."""
-        marked = self.column.info.get("sensitive")
-        if marked is not None:
-            return bool(marked)
-        return is_secret_name(self.name) or is_secret_name(self.column.name)
+        return is_sensitive(self.column.info, self.name, self.column.name)
 
     def python_default(self, *, update: bool = False) -> Callable[[], Any] | None:
         """A function producing the column's Python-side INSERT default (``update``: its
