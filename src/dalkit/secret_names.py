@@ -17,6 +17,7 @@ words glued into a camelCase name (``authHeader``: write ``auth_header``, or mar
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -26,6 +27,7 @@ __all__ = [
     "SECRET_NAMES",
     "is_secret_name",
     "is_sensitive",
+    "masked_repr",
     "masked_values",
     "secret_values",
 ]
@@ -92,6 +94,40 @@ def masked_values(mapping: Mapping[Any, Any]) -> dict[Any, Any]:
         else item
         for key, item in mapping.items()
     }
+
+
+def masked_repr(value: Any, depth: int = 8) -> str:
+    """``repr(value)`` with the value of each secret-looking field or key as `MASK`, through
+    the dataclasses, mappings, lists and tuples it holds (an event's nested ``Credentials``, a
+    list of headers), for a log line. A dataclass field declared ``repr=False`` is left out.
+
+    Args:
+        value: Anything.
+        depth: How many levels of containers to go through; deeper ones show as ``...``.
+
+    Returns:
+        The text.
+    """
+    if depth < 0:
+        return "..."
+
+    def item(name: Any, inner: Any) -> str:
+        return repr(MASK) if is_secret_name(str(name)) else masked_repr(inner, depth - 1)
+
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        fields = [f for f in dataclasses.fields(value) if f.repr]
+        shown = ", ".join(f"{f.name}={item(f.name, getattr(value, f.name))}" for f in fields)
+        return f"{type(value).__name__}({shown})"
+    if isinstance(value, Mapping):
+        return "{" + ", ".join(f"{key!r}: {item(key, inner)}" for key, inner in value.items()) + "}"
+    if isinstance(value, list | tuple) and type(value) in (list, tuple):
+        shown = ", ".join(masked_repr(inner, depth - 1) for inner in value)
+        return (
+            f"[{shown}]"
+            if isinstance(value, list)
+            else f"({shown}{',' if len(value) == 1 else ''})"
+        )
+    return repr(value)
 
 
 def secret_values(mapping: Mapping[Any, Any]) -> list[Any]:

@@ -19,7 +19,7 @@ from typing import Any, ClassVar, TypeVar
 
 from dalkit.outbox.uncollected import hold, next_sequence
 from dalkit.outbox.uncollected import install as install_uncollected_check
-from dalkit.secret_names import masked_values
+from dalkit.secret_names import masked_repr
 
 __all__ = [
     "DomainEvent",
@@ -130,11 +130,18 @@ class HasEvents:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class HandlerFailure:
-    """A handler that raised, with the event it was given."""
+    """A handler that raised, with the event it was given (its repr masks the event's secrets,
+    as the log line does)."""
 
     handler: Handler
     event: DomainEvent
     error: BaseException
+
+    def __repr__(self) -> str:
+        handler = getattr(self.handler, "__qualname__", None) or repr(self.handler)
+        return (
+            f"HandlerFailure(handler={handler}, event={_shown(self.event)}, error={self.error!r})"
+        )
 
 
 # the queue of the dispatch running in this thread or task: bus.publish() inside a handler
@@ -299,11 +306,11 @@ class EventBus:
 
 
 def _shown(event: DomainEvent) -> str:
-    """``event`` for the log: its fields, a secret-looking one's value as ``***``."""
+    """``event`` for the log: its fields, a secret-looking one's value as ``***``, in the
+    dataclasses, mappings and lists it holds too."""
     if not dataclasses.is_dataclass(event):
         return f"{type(event).__name__}(event_id={event.event_id!r})"
-    fields = masked_values({f.name: getattr(event, f.name) for f in dataclasses.fields(event)})
-    return f"{type(event).__name__}({', '.join(f'{k}={v!r}' for k, v in fields.items())})"
+    return masked_repr(event)
 
 
 def _queued(event: DomainEvent) -> bool:
