@@ -208,6 +208,11 @@ def test_a_user_denied_info_is_still_healthy_without_a_version(redis_url: str) -
         ("redis://:s3cr%40t@cache.example:6380/2", "redis://:***@cache.example:6380/2"),
         ("redis://app:s3cr%40t@cache.example/0", "redis://app:***@cache.example/0"),
         ("rediss://cache.example/0?password=s3cr%40t", "rediss://cache.example/0?password=***"),
+        # redis-py hands any query option to the connection: the key file's passphrase too
+        (
+            "rediss://cache.example/0?ssl_certfile=/c.pem&ssl_password=s3cr%40t",
+            "rediss://cache.example/0?ssl_certfile=/c.pem&ssl_password=***",
+        ),
     ],
 )
 def test_repr_and_str_mask_the_password_wherever_the_url_carries_it(url: str, shown: str) -> None:

@@ -1,6 +1,7 @@
 """RedisConfig: what a RedisManager is built from: a URL, keyword options or the environment.
 
-The password in the URL is shown nowhere: reprs, ``str()`` and errors use `safe_url`.
+The password in the URL is shown nowhere, nor any query option named like a secret
+(``ssl_password``, by `dalkit.secret_names`): reprs, ``str()`` and errors use `safe_url`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from urllib.parse import SplitResult, parse_qsl, unquote, unquote_plus, urlsplit
 from dalkit.config_checks import BOOL, INT, NUMBER, OptionType, check_types, check_wait
 from dalkit.config_env import options_from_env
 from dalkit.errors import ConfigurationError
+from dalkit.secret_names import MASK, is_secret_name
 
 __all__ = ["DEFAULT_REDIS_URL", "URL_ENV", "RedisConfig", "require_redis"]
 
@@ -23,7 +25,6 @@ URL_ENV = "DALKIT_REDIS_URL"
 
 _ENV_PREFIX = "DALKIT_REDIS_"
 _SCHEMES = ("redis", "rediss", "unix")
-_MASK = "***"
 _OPTION_TYPES = {
     "max_connections": INT,
     "socket_timeout_s": NUMBER._replace(optional=True),
@@ -116,15 +117,16 @@ class RedisConfig:
 
     @property
     def safe_url(self) -> str:
-        """The URL with its password (in the user part or the query) replaced by ``***``."""
+        """The URL with its password (in the user part or the query) and each query option
+        named like a secret (``ssl_password``) replaced by ``***``."""
         parts = urlsplit(self.url)
         netloc = parts.netloc
         if parts.password is not None:
             user = parts.username or ""
             host = netloc.rpartition("@")[2]
-            netloc = f"{user}:{_MASK}@{host}"
+            netloc = f"{user}:{MASK}@{host}"
         query = "&".join(
-            f"{key}={_MASK}" if unquote_plus(key) == "password" else f"{key}={value}"
+            f"{key}={MASK}" if is_secret_name(unquote_plus(key)) else f"{key}={value}"
             for key, value in _raw_query(parts.query)
         )
         return urlunsplit(parts._replace(netloc=netloc, query=query))
@@ -139,9 +141,10 @@ class RedisConfig:
         return _path_database(parts)
 
     def scrub(self, text: str) -> str:
-        """``text`` with the password removed, in both its raw and its URL-encoded forms."""
+        """``text`` with the password (and each secret query option) removed, in both its raw
+        and its URL-encoded forms."""
         for secret in self._secrets():
-            text = text.replace(secret, _MASK)
+            text = text.replace(secret, MASK)
         return text
 
     def _secrets(self) -> list[str]:
@@ -150,7 +153,7 @@ class RedisConfig:
         parts = urlsplit(self.url)
         found = {parts.password or "", unquote(parts.password or "")}
         for key, value in _raw_query(parts.query):
-            if unquote_plus(key) == "password":
+            if is_secret_name(unquote_plus(key)):
                 found |= {value, unquote_plus(value)}
         # longest first, so a password containing another never leaves a fragment behind
         return sorted(found - {""}, key=len, reverse=True)
