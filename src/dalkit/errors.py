@@ -290,13 +290,15 @@ class NotFoundError(DalkitError):
 
     Args:
         model: The model's name.
-        ident: The primary key looked for.
+        ident: The primary key looked for (kept in ``.ident``).
+        secret: The key is a sensitive column's (a reset token): the message does not show it.
     """
 
-    def __init__(self, model: str, ident: Any) -> None:
+    def __init__(self, model: str, ident: Any, *, secret: bool = False) -> None:
         self.model = model
         self.ident = ident
-        super().__init__(f"no {model} with primary key {ident!r}")
+        shown = "***" if secret else repr(ident)
+        super().__init__(f"no {model} with primary key {shown}")
 
 
 class QueryInputError(DalkitError):

@@ -15,8 +15,12 @@ from dalkit import (
     AsyncRepository,
     BulkLoadError,
     Database,
+    InMemoryRepository,
+    InvalidFilterError,
     InvalidQueryError,
+    NotFoundError,
     Repository,
+    UniqueViolationError,
 )
 
 from .conftest import backend_url
@@ -35,7 +39,36 @@ class Vault(Base):
     pin: Mapped[int] = mapped_column(sa.SmallInteger, default=0)
 
 
+class ResetToken(Base):
+    __tablename__ = "vault_reset_tokens"
+
+    token: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    account_id: Mapped[int]
+
+
+class Pin(Base):
+    __tablename__ = "vault_pins"
+
+    pin: Mapped[int] = mapped_column(primary_key=True)
+
+
 class Vaults(Repository[Vault]):
+    model = Vault
+
+
+class Resets(Repository[ResetToken]):
+    model = ResetToken
+
+
+class FakeResets(InMemoryRepository[ResetToken]):
+    model = ResetToken
+
+
+class Pins(Repository[Pin]):
+    model = Pin
+
+
+class FakeVaults(InMemoryRepository[Vault]):
     model = Vault
 
 
@@ -76,6 +109,32 @@ def test_a_bulk_load_error_shows_no_secret_of_its_row(
     assert _shows_no_secret(caught.value), str(caught.value)
     assert str(refused.value).startswith("pin: not a value for its int column")
     assert "8231" not in str(refused.value)
+
+
+def test_a_primary_key_named_like_a_secret_is_in_no_error(
+    sql_backend: str, request: pytest.FixtureRequest
+) -> None:
+    # a reset token kept as the key was quoted by the not-found error a miss raised (and an
+    # API answered with), by a refusal of the key and by the fake's duplicate-key error
+    with Database(backend_url(request, sql_backend, is_async=False, shared=False)) as db:
+        Base.metadata.create_all(db.engine)
+        with db.transaction() as session:
+            with pytest.raises(NotFoundError) as missing:
+                Resets(session).get("rst_S3cr3t")
+            with pytest.raises(InvalidFilterError) as refused:
+                Pins(session).get("8231x")
+            with pytest.raises(NotFoundError) as missing_pin:
+                Pins(session).get(8231)
+    fake = FakeResets([ResetToken(token="rst_S3cr3t", account_id=1)])
+    with pytest.raises(UniqueViolationError) as duplicate:
+        fake.add(ResetToken(token="rst_S3cr3t", account_id=2))
+    assert str(missing.value) == "no ResetToken with primary key ***"
+    assert missing.value.ident == "rst_S3cr3t"  # for the program, which gave it
+    assert str(refused.value) == "bad primary key (a sensitive field's: not shown)"
+    assert str(missing_pin.value) == "no Pin with primary key ***"
+    assert "S3cr3t" not in str(duplicate.value)
+    with pytest.raises(NotFoundError, match=r"primary key 1$"):  # any other key is shown
+        FakeVaults().get(1)
 
 
 @pytest.mark.parametrize("load", sorted(LOADS))

@@ -16,7 +16,15 @@ from dalkit.engine.numbers import numeric_typmod, stored_numeric
 from dalkit.errors import ConfigurationError, InvalidQueryError
 from dalkit.query.fields import CoercionError, FieldInfo, ModelInfo, column_field, to_decimal
 
-__all__ = ["coerce_values", "numeric_float", "refusal", "resolve_allowed", "write_value"]
+__all__ = [
+    "coerce_values",
+    "key_refusal",
+    "numeric_float",
+    "refusal",
+    "resolve_allowed",
+    "secret_key",
+    "write_value",
+]
 
 
 def resolve_allowed(
@@ -58,6 +66,36 @@ def refusal(label: str, field: FieldInfo, reason: object) -> str:
     if field.sensitive:
         return f"{label}: not a value for its {field.kind} column (a sensitive field's: not shown)"
     return f"{label}: {reason}"
+
+
+def secret_key(info: ModelInfo) -> bool:
+    """Whether a column of ``info``'s primary key is sensitive (a reset token kept as the key):
+    its values are never shown, in a not-found error or a refusal.
+
+    Args:
+        info: The model.
+
+    Returns:
+        True when a key's value is a secret's.
+    """
+    return any(field.sensitive for field in info.primary_key)
+
+
+def key_refusal(info: ModelInfo, ident: Any, reason: object) -> str:
+    """What an error refusing ``ident`` as ``info``'s primary key says: the value (its start)
+    and why, or, for a sensitive key (`secret_key`), neither.
+
+    Args:
+        info: The model.
+        ident: The primary key given.
+        reason: Why it was refused (a CoercionError, or its text).
+
+    Returns:
+        The message.
+    """
+    if secret_key(info):
+        return "bad primary key (a sensitive field's: not shown)"
+    return f"bad primary key {ident!r:.60}: {reason}"
 
 
 def coerce_values(info: ModelInfo, values: Mapping[str, Any]) -> dict[str, Any]:

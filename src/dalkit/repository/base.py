@@ -25,7 +25,7 @@ from dalkit.query.bound import (
 )
 from dalkit.query.cursor import CursorCodec
 from dalkit.query.fields import CoercionError, FieldInfo, ModelInfo, model_info
-from dalkit.query.inputs import resolve_allowed
+from dalkit.query.inputs import key_refusal, resolve_allowed
 from dalkit.query.loading import LoadInput, eager_options
 from dalkit.query.pagination import KeysetWindow, check_keyset_keys
 from dalkit.query.soft_delete import hide_deleted, is_soft_deletable
@@ -276,7 +276,7 @@ class QueryPlan:
         try:
             return self.info.ident_tuple(ident)
         except CoercionError as exc:
-            raise InvalidFilterError(f"bad primary key {ident!r:.60}: {exc}", name="id") from None
+            raise InvalidFilterError(key_refusal(self.info, ident, exc), name="id") from None
 
     # --- statements -------------------------------------------------------------------------
 

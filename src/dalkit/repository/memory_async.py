@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from dalkit.errors import BulkLoadError, DalkitError, TransactionError, UniqueViolationError
 from dalkit.query.context_defaults import context_default
 from dalkit.query.cursor import CursorCodec
+from dalkit.query.inputs import secret_key
 from dalkit.query.soft_delete import SoftDeletedRowError, refuse_deleted
 from dalkit.query.sorting import sort_entities
 from dalkit.query.specs import Group, matches
@@ -301,7 +302,8 @@ class AsyncInMemoryRepository(AsyncAbstractRepository[ModelT]):
         check_constraints(info, self._rows.values(), entity)
         key = info.identity(entity)
         if key in self._rows and self._rows[key] is not entity:
-            raise UniqueViolationError(f"duplicate primary key {key!r} for {info.name}")
+            shown = "(a sensitive field's: not shown)" if secret_key(info) else repr(key)
+            raise UniqueViolationError(f"duplicate primary key {shown} for {info.name}")
         self._rows[key] = entity
 
     def _apply(

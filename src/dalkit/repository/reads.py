@@ -13,6 +13,7 @@ from typing import Any
 
 from dalkit.errors import NotFoundError
 from dalkit.query.cursor import CursorCodec
+from dalkit.query.inputs import secret_key
 from dalkit.query.loading import LoadInput
 from dalkit.query.pagination import CursorPage, Page, check_limit, check_page, check_window
 from dalkit.query.sorting import SortInput
@@ -44,7 +45,7 @@ class RepositoryReads(RepositoryBase[ModelT], abc.ABC):
         """
         entity = self._get(self._q.ident(ident), include_deleted)
         if entity is None:
-            raise NotFoundError(self._q.info.name, ident)
+            raise NotFoundError(self._q.info.name, ident, secret=secret_key(self._q.info))
         return entity
 
     def get_or_none(self, ident: Any, *, include_deleted: bool = False) -> ModelT | None:

@@ -11,6 +11,7 @@ from typing import Any
 
 from dalkit.errors import NotFoundError
 from dalkit.query.cursor import CursorCodec
+from dalkit.query.inputs import secret_key
 from dalkit.query.loading import LoadInput
 from dalkit.query.pagination import CursorPage, Page, check_limit, check_page, check_window
 from dalkit.query.sorting import SortInput
@@ -42,7 +43,7 @@ class AsyncRepositoryReads(RepositoryBase[ModelT], abc.ABC):
         """
         entity = await self._get(self._q.ident(ident), include_deleted)
         if entity is None:
-            raise NotFoundError(self._q.info.name, ident)
+            raise NotFoundError(self._q.info.name, ident, secret=secret_key(self._q.info))
         return entity
 
     async def get_or_none(self, ident: Any, *, include_deleted: bool = False) -> ModelT | None:
