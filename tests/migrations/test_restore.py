@@ -7,6 +7,7 @@ import difflib
 import sqlite3
 import subprocess
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 from sqlalchemy.engine import make_url
@@ -92,6 +93,30 @@ def test_restore_on_request_brings_back_a_backup(
     migrations.restore(result.backup)
     assert _dump(db) == before
     assert migrations.current() == ("r1",)
+
+
+@pytest.mark.postgres
+def test_a_password_given_in_the_url_s_query_reaches_the_backup_tools(
+    postgres_database_url: str, directory: Path, tmp_path: Path
+) -> None:
+    # the config moves ?password=... to the connect arguments (no URL shows it): pg_dump,
+    # pg_restore and psql were started without it, and each backup failed (no password supplied)
+    server = make_url(postgres_database_url)
+    url = (
+        f"postgresql://{server.username}@{server.host}:{server.port}/{server.database}"
+        f"?password={quote(str(server.password), safe='')}"
+    )
+    write_revision(directory, "r1", None, CREATE, "op.drop_table('items')")
+    write_revision(directory, "r2", "r1", ADD_PRICE, "op.drop_column('items', 'price')")
+    write_revision(directory, "r3", "r2", FAIL_PART_WAY)
+    with Database(url) as db:
+        assert db.engine.url.password is None
+        migrations = Migrations(db, directory, settings=MigrationSettings(backup_dir=tmp_path))
+        assert migrations.upgrade("r1", backup=True).backup is not None
+        with pytest.raises(MigrationFailedError) as failed:  # r2 runs, r3 fails: restored
+            migrations.upgrade(backup=True, allow_unsafe=True)
+        assert failed.value.restored
+        assert migrations.current() == ("r1",)
 
 
 def test_without_pg_dump_a_backup_is_refused(

@@ -1,6 +1,7 @@
 """Backups taken before an upgrade and restored after a failure: SQLite's online backup API,
 PostgreSQL's ``pg_dump -Fc`` / ``pg_restore``. The password goes to the tools through the
-environment, never on a command line."""
+environment, never on a command line: the URL's, or the one a config took out of its query
+(``?password=...`` is a connect argument then)."""
 
 from __future__ import annotations
 
@@ -72,8 +73,9 @@ _ERROR_LINE = re.compile(r"\b(ERROR|FATAL|error):")
 _PSQL_OPTIONS = ("--no-psqlrc", "--quiet", "--set", "ON_ERROR_STOP=1")
 
 
-def take_backup(url: URL, directory: Path, label: str = "") -> Path:
-    """Back up the database at ``url`` into a new file under ``directory``; return its path."""
+def take_backup(url: URL, directory: Path, label: str = "", password: str | None = None) -> Path:
+    """Back up the database at ``url`` into a new file under ``directory``; return its path.
+    ``password`` is the connection's when the URL holds none (a connect argument)."""
     directory.mkdir(parents=True, exist_ok=True)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
     name = f"{Path(url.database or 'db').stem}-{stamp}{'-' + label if label else ''}"
@@ -86,22 +88,22 @@ def take_backup(url: URL, directory: Path, label: str = "") -> Path:
         return path
     if backend == "postgresql":
         path = directory / f"{name}.dump"
-        _run_tool("pg_dump", ["-Fc", "--no-owner", "--file", str(path)], url)
+        _run_tool("pg_dump", ["-Fc", "--no-owner", "--file", str(path)], _with(url, password))
         return path
     raise BackupError(f"dalkit cannot back up a {backend} database; run with backup=False")
 
 
-def restore_backup(connection: Connection, path: Path) -> None:
+def restore_backup(connection: Connection, path: Path, password: str | None = None) -> None:
     """Restore the database behind ``connection`` to the backup at ``path``, replacing
     everything in it (tables created since the backup included).
 
     The file is checked before anything changes, and on PostgreSQL the emptying and the restore
     run in one transaction: a file that is not a backup, or a restore that fails part-way,
-    leaves the database as it was.
+    leaves the database as it was. ``password`` is the connection's when its URL holds none.
     """
     if not path.is_file():
         raise BackupError(f"no backup file at {path}", bad_input=True)
-    url = connection.engine.url
+    url = _with(connection.engine.url, password)
     if connection.in_transaction():
         connection.rollback()
     if url.get_backend_name() == "sqlite":
@@ -169,6 +171,11 @@ def _drop_statements(connection: Connection) -> list[str]:
     # end the read: psql's drops must not wait behind this connection's snapshot
     connection.rollback()
     return statements
+
+
+def _with(url: URL, password: str | None) -> URL:
+    """``url`` with ``password`` when it holds none, for the tools' environment."""
+    return url if url.password or not password else url.set(password=password)
 
 
 def _sqlite_file(url: URL) -> str:

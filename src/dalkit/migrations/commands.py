@@ -93,7 +93,10 @@ class Migrations(Generic[DB]):
         self.directory = Path(directory)
         self.settings = settings or MigrationSettings()
         metadatas = [metadata] if isinstance(metadata, sa.MetaData) else list(metadata or ())
-        self._service = MigrationService(self.directory, metadatas, self.settings)
+        password = db.config.connect_args.get("password")  # ?password=... is moved there
+        self._service = MigrationService(
+            self.directory, metadatas, self.settings, None if password is None else str(password)
+        )
 
     def __repr__(self) -> str:
         return f"Migrations({self.db!r}, directory={str(self.directory)!r})"

@@ -50,8 +50,12 @@ class MigrationService:
         directory: Path,
         metadatas: Sequence[sa.MetaData],
         settings: MigrationSettings,
+        password: str | None = None,
     ) -> None:
         self.directory = directory
+        # the database's password when its URL holds none (a connect argument): the backup
+        # tools connect with it
+        self.password = password
         self.settings = settings
         self.metadatas = list(metadatas)
         self.has_models = bool(self.metadatas)
@@ -96,7 +100,7 @@ class MigrationService:
                     raise UnsafeMigrationError(blocking(run.findings))
             if backup and scripts:
                 url, label = connection.engine.url, scripts[-1].revision
-                backup_path.append(take_backup(url, self.settings.backup_dir, label))
+                backup_path.append(take_backup(url, self.settings.backup_dir, label, self.password))
 
         def after_step(script: Script) -> None:
             run.done += 1
@@ -118,7 +122,7 @@ class MigrationService:
                     committed=committed,
                 ) from exc
             try:
-                restore_backup(failed_connection, backup_path[0])
+                restore_backup(failed_connection, backup_path[0], self.password)
             except Exception as restore_exc:
                 raise MigrationFailedError(
                     f"{what}{left}; restoring {backup_path[0]} failed too: "
@@ -187,7 +191,7 @@ class MigrationService:
 
     def restore(self, connection: Connection, path: Path) -> None:
         with migration_lock(connection, self.settings):
-            restore_backup(connection, path)
+            restore_backup(connection, path, self.password)
 
     def scripts_in(self, revision_range: str | None) -> list[Script]:
         """The scripts of ``"start:end"`` (either side may be omitted), oldest first."""
