@@ -151,3 +151,23 @@ def test_a_number_compared_with_an_expression_over_a_secret_is_masked_in_a_plan(
         assert "987654" not in plan.text + str(plan.data), plan.text
     assert "((pin_secret + ***) = ***)" in plans[0].text
     assert "(author = 987654)" in plans[-1].text
+
+
+def test_a_number_given_to_a_parameter_named_like_a_secret_is_masked_in_a_plan(
+    postgres_database_url: str,
+) -> None:
+    # the slow-query log masked "code = :otp" by the parameter's name; the plan showed
+    # "(code = 917355)", as only a column named like a secret counted there
+    with Database(postgres_database_url) as db:
+        db.sql("CREATE TABLE codes (id serial PRIMARY KEY, code int)")
+        codes = sa.table("codes", sa.column("id"), sa.column("code"))
+        plans = [
+            db.explain("SELECT * FROM codes WHERE code = :otp AND id <> 5", {"otp": 917355}),
+            db.explain(sa.select(codes).where(codes.c.code == sa.bindparam("pin", 917355))),
+            db.explain("SELECT * FROM codes WHERE code = :n", {"n": 917355}),
+        ]
+    for plan in plans[:-1]:
+        assert "917355" not in plan.text + str(plan.data), plan.text
+    assert "(code = ***)" in plans[0].text
+    assert "(id <> 5)" in plans[0].text  # the other numbers stay
+    assert "(code = 917355)" in plans[-1].text  # a parameter not named like a secret: shown

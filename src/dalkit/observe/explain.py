@@ -20,7 +20,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import ClauseElement, Executable
 
 from dalkit.errors import ConfigurationError, InvalidQueryError
-from dalkit.observe.plan_values import masked
+from dalkit.observe.plan_values import masked, secret_numbers
 from dalkit.observe.repo_query import RepositoryQuery
 from dalkit.query.builder import QueryBuilder
 from dalkit.query.raw_sql import checked_text
@@ -217,7 +217,10 @@ def _explain_postgres(
             savepoint.rollback()
     else:
         raw = connection.execute(query, values, execution_options=run).scalar_one()
-    data = masked(json.loads(raw) if isinstance(raw, str) else raw)
+    # a number given to a parameter named like a secret, the statement's own (bindparam("pin",
+    # ...)) too, is masked wherever the plan writes it
+    given = {**clause.compile(dialect=connection.dialect).params, **values}
+    data = masked(json.loads(raw) if isinstance(raw, str) else raw, numbers=secret_numbers(given))
     root = data[0]["Plan"]
     rows = _table_rows(
         connection, {n["Relation Name"] for n in _nodes(root) if n.get("Relation Name")}

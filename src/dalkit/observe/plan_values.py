@@ -2,17 +2,21 @@
 for `dalkit.observe.explain`: every string literal (`mask_strings`) but a number's
 (``'100'::bigint``), and every number in a condition that names a column named like a secret
 (`dalkit.secret_names`), however it is compared: ``(pin = ***)``, ``(*** = pin)``,
-``((pin + ***) = ***)``, ``(COALESCE(pin, ***) = ***)``, ``(pin IS DISTINCT FROM ***)``."""
+``((pin + ***) = ***)``, ``(COALESCE(pin, ***) = ***)``, ``(pin IS DISTINCT FROM ***)``; and
+the number a parameter named like a secret was given, whatever column it meets (``(code =
+***)`` for ``code = :otp``), as the slow-query log masks it by its name."""
 
 from __future__ import annotations
 
+import decimal
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from dalkit.engine.sql_literals import mask_strings
 from dalkit.secret_names import is_secret_name
 
-__all__ = ["masked"]
+__all__ = ["masked", "secret_numbers"]
 
 #: plan fields that name things (never a value): left as they are
 _NAME_FIELDS = frozenset(
@@ -30,26 +34,56 @@ _NUMBERS = re.compile(rf"(?P<kept>::[\w ]+\(\d+(?:,\d+)?\))|(?<![\w$.]){_NUMBER}
 _CONDITIONS = re.compile(r"(\s(?:AND|OR)\s)")
 
 
-def masked(data: Any, key: str = "") -> Any:
+def secret_numbers(params: Mapping[str, Any]) -> frozenset[str]:
+    """The numbers given to parameters named like a secret (``otp``, ``pin``), as a plan
+    writes them.
+
+    Args:
+        params: The statement's parameters.
+
+    Returns:
+        Their text, for `masked`.
+    """
+    return frozenset(
+        str(value)
+        for name, value in params.items()
+        if is_secret_name(str(name))
+        and isinstance(value, int | float | decimal.Decimal)
+        and not isinstance(value, bool)
+    )
+
+
+def masked(data: Any, key: str = "", numbers: frozenset[str] = frozenset()) -> Any:
     """``data`` (PostgreSQL's JSON plan, or a SQLite plan's detail) with the values bound in it
     masked.
 
     Args:
         data: A plan, or a part of one.
         key: The field ``data`` is the value of (a name field is left as it is).
+        numbers: Numbers masked wherever they stand (`secret_numbers`).
 
     Returns:
         The same structure, its values masked.
     """
     if isinstance(data, dict):
-        return {k: masked(v, k) for k, v in data.items()}
+        return {k: masked(v, k, numbers) for k, v in data.items()}
     if isinstance(data, list):
-        return [masked(v, key) for v in data]
+        return [masked(v, key, numbers) for v in data]
     if isinstance(data, str) and key not in _NAME_FIELDS:
         parts = _CONDITIONS.split(mask_strings(data, keep=_NUMBER_LITERAL))
-        return "".join(_NUMBERS.sub(_mask_number, p) if is_secret_name(p) else p for p in parts)
+        shown = []
+        for part in parts:
+            secret = is_secret_name(part)
+            if secret or numbers:
+                part = _NUMBERS.sub(lambda m, s=secret: _number(m, s, numbers), part)
+            shown.append(part)
+        return "".join(shown)
     return data
 
 
-def _mask_number(match: re.Match[str]) -> str:
-    return match[0] if match["kept"] is not None else "***"
+def _number(match: re.Match[str], secret: bool, numbers: frozenset[str]) -> str:
+    """A number of a plan's condition as shown: ``***`` in a condition naming a secret's
+    column, or when a secret's parameter was given it."""
+    if match["kept"] is not None or not (secret or match[0] in numbers):
+        return match[0]
+    return "***"
