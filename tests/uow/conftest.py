@@ -1,5 +1,6 @@
 """Fixtures for the unit-of-work tests: the sync and async databases of the test's backend with
-the test tables and dalkit's own, and an event bus that remembers what it delivered."""
+the test tables and dalkit's own, an event bus that remembers what it delivered, and a publisher
+that keeps the amounts of what it published."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from dalkit import AsyncDatabase, AsyncOutboxRelay, Database, DomainEvent, EventBus, OutboxRelay
+from dalkit.outbox.messages import OutboxMessage
 
 from .models import Base
 
@@ -57,6 +59,21 @@ class RoundFailures(logging.Handler):
 
     def __exit__(self, *exc_info: object) -> None:
         logging.getLogger("dalkit.outbox").removeHandler(self)
+
+
+class Amounts:
+    """A publisher (sync and async) keeping the amounts of what it published, in order."""
+
+    def __init__(self) -> None:
+        self.seen: list[int] = []
+
+    def publish(self, message: OutboxMessage) -> None:
+        self.seen.append(int(message.payload["amount"]))
+
+
+class AsyncAmounts(Amounts):
+    async def publish(self, message: OutboxMessage) -> None:  # type: ignore[override]
+        self.seen.append(int(message.payload["amount"]))
 
 
 @pytest.fixture

@@ -16,26 +16,11 @@ from dalkit import (
     OutboxRelay,
     UnitOfWork,
 )
-from dalkit.outbox.messages import OutboxMessage
 
+from .conftest import Amounts, AsyncAmounts
 from .models import AccountCredited
 
 AGGREGATE = ("Account", "1")
-
-
-class Amounts:
-    """A publisher (sync and async) keeping the amounts of what it published, in order."""
-
-    def __init__(self) -> None:
-        self.seen: list[int] = []
-
-    def publish(self, message: OutboxMessage) -> None:
-        self.seen.append(int(message.payload["amount"]))
-
-
-class AsyncAmounts(Amounts):
-    async def publish(self, message: OutboxMessage) -> None:  # type: ignore[override]
-        self.seen.append(int(message.payload["amount"]))
 
 
 async def test_concurrent_units_of_work_of_one_aggregate_publish_in_commit_order_async(

@@ -260,33 +260,6 @@ IN_LIST_MAX = 10_000
 _pending = _c.sent_at.is_(None)
 
 
-def due_heads(now: dt.datetime, limit: int) -> sa.Select[Any]:
-    """The aggregate keys whose oldest pending message is due, oldest first: only the head of
-    an aggregate may go out, so a failing message holds back the ones behind it."""
-    earlier = outbox.alias("earlier")
-    # a scalar subquery, not NOT EXISTS: the planner runs it per row on the (aggregate_key,
-    # id) index whatever its statistics say, where an anti-join on a fresh table went quadratic
-    head = (
-        sa.select(sa.func.min(earlier.c.id))
-        .where(earlier.c.aggregate_key == _c.aggregate_key, earlier.c.sent_at.is_(None))
-        .scalar_subquery()
-    )
-    return (
-        sa.select(_c.aggregate_key)
-        .where(_pending, _c.next_attempt_at <= now, _c.id == head)
-        .order_by(_c.id)
-        .limit(min(limit, IN_LIST_MAX))  # claim() lists them
-    )
-
-
-def lock_heads(now: dt.datetime, limit: int, namespace: int) -> sa.Select[Any]:
-    """PostgreSQL: `due_heads()`, keeping those whose transaction-level advisory lock this
-    transaction got; another relay holding one is publishing that aggregate right now."""
-    heads = due_heads(now, limit).subquery("heads")
-    locked = sa.func.pg_try_advisory_xact_lock(namespace, sa.func.hashtext(heads.c.aggregate_key))
-    return sa.select(heads.c.aggregate_key).where(locked)
-
-
 def claim(keys: Sequence[str], limit: int, *, lock_rows: bool) -> sa.Select[Any]:
     """The pending messages of ``keys``, in id order; on PostgreSQL locked ``FOR UPDATE SKIP
     LOCKED`` so that no other relay can claim them while this one publishes."""

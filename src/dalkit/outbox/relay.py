@@ -42,15 +42,14 @@ import sqlalchemy as sa
 
 from dalkit.engine.statement_hooks import WRITES_OPTION
 from dalkit.errors import CommitOutcomeUnknownError, DatabaseError, PoolTimeoutError
+from dalkit.outbox.heads import due_heads, lock_heads
 from dalkit.outbox.messages import (
     OutboxMessage,
     OutboxStatus,
     RelayBackoff,
     build_status,
     claim,
-    due_heads,
     last_error_query,
-    lock_heads,
     mark_failed,
     mark_sent,
     message,
@@ -177,6 +176,7 @@ class OutboxRelay:
         now = _utcnow()
         published: list[int] = []
         failed = 0
+        heads: sa.Executable
         with self.db.transaction(isolation=self._isolation) as session:
             if self._postgres:
                 session.execute(BEGIN_NOW)  # the advisory locks must last to COMMIT

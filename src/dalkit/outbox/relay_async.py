@@ -41,15 +41,14 @@ import sqlalchemy as sa
 
 from dalkit.engine.statement_hooks import WRITES_OPTION
 from dalkit.errors import CommitOutcomeUnknownError, DatabaseError, PoolTimeoutError
+from dalkit.outbox.heads import due_heads, lock_heads
 from dalkit.outbox.messages import (
     OutboxMessage,
     OutboxStatus,
     RelayBackoff,
     build_status,
     claim,
-    due_heads,
     last_error_query,
-    lock_heads,
     mark_failed,
     mark_sent,
     message,
@@ -176,6 +175,7 @@ class AsyncOutboxRelay:
         now = _utcnow()
         published: list[int] = []
         failed = 0
+        heads: sa.Executable
         async with self.db.transaction(isolation=self._isolation) as session:
             if self._postgres:
                 await session.execute(BEGIN_NOW)  # the advisory locks must last to COMMIT
