@@ -1,12 +1,14 @@
-"""One relay process of the crash test: ``python -m tests.uow.relay_worker URL SECONDS``.
+"""One relay process of the crash test: ``python -m tests.uow.relay_worker URL PARENT_PID``.
 
 Relays the outbox to a consumer with an Inbox, logging every delivery (duplicates included)
-in ``crash_deliveries`` and every handler run in ``crash_handled``; stops on SIGTERM or after
-SECONDS, whichever comes first. The test kills it with SIGKILL at random moments.
+in ``crash_deliveries`` and every handler run in ``crash_handled``; stops on SIGTERM, or when
+the test's process (PARENT_PID) is gone, so that none outlives a test that was killed. The test
+kills it with SIGKILL at random moments.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from types import FrameType
@@ -53,7 +55,7 @@ class InboxConsumer:
                 session.execute(handled.insert(), row)
 
 
-def main(url: str, seconds: float) -> None:
+def main(url: str, parent: int) -> None:
     relay_db = Database(url)
     # the consumer must not share the relay's Database: db.transaction() would join the
     # relay's claiming transaction instead of committing on its own
@@ -63,9 +65,13 @@ def main(url: str, seconds: float) -> None:
     def stop(signum: int, frame: FrameType | None) -> None:
         relay.stop()
 
+    def stop_orphaned(signum: int, frame: FrameType | None) -> None:
+        if os.getppid() != parent:
+            relay.stop()
+
     signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGALRM, stop)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+    signal.signal(signal.SIGALRM, stop_orphaned)
+    signal.setitimer(signal.ITIMER_REAL, 1.0, 1.0)
     try:
         relay.run_forever()
     finally:
@@ -74,4 +80,4 @@ def main(url: str, seconds: float) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], float(sys.argv[2]))
+    main(sys.argv[1], int(sys.argv[2]))

@@ -1,6 +1,7 @@
-"""Crash test on PostgreSQL: three relay processes, SIGKILLed at random and restarted while
-5,000 events flow; afterwards no event is lost, the inbox absorbed every duplicate, and each
-aggregate's events were handled in order."""
+"""Crash test on PostgreSQL: three relay processes, SIGKILLed at random (each time once they
+sent something since the last kill) and restarted while 5,000 events flow; afterwards no event
+is lost, the inbox absorbed every duplicate, and each aggregate's events were handled in order.
+It waits for progress, never for a time: only a stall fails it."""
 
 from __future__ import annotations
 
@@ -27,15 +28,15 @@ EVENTS_PER_AGGREGATE = 100
 EVENTS_PER_UNIT = 10
 RELAYS = 3
 ROOT = Path(__file__).resolve().parents[2]
-# every bound of the test is a deadline: nothing waits forever
-RELAY_LIFETIME_S = 240.0
-DRAIN_TIMEOUT_S = 120.0
 DRAIN_KILLS = 12
+# the one deadline: this long with messages pending and none sent means the relays are stuck.
+# Nothing else waits for a time: a loaded machine makes the test slower, never failing
+STALL_S = 60.0
 
 
 def start_relay(url: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "tests.uow.relay_worker", url, str(RELAY_LIFETIME_S)],
+        [sys.executable, "-m", "tests.uow.relay_worker", url, str(os.getpid())],
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         stdout=subprocess.DEVNULL,
@@ -89,25 +90,29 @@ def test_relays_killed_at_random_lose_nothing_and_keep_each_aggregates_order(
     relays = [start_relay(url) for _ in range(RELAYS)]
     kills = 0
     try:
-        # the producer writes in slices; between slices, a random relay may be killed
+        # the producer writes in slices; between slices, a random relay may be killed, once the
+        # relays sent something since the last kill: a kill lands on relays at work, not on
+        # ones still starting (which take longer than the pause on a loaded machine)
         producer = Producer(db, random.Random(rng.random()))
+        sent = 0
         next_kill = time.monotonic() + rng.uniform(0.2, 0.8)
         while not producer.done:
             producer.write(5)
-            if time.monotonic() >= next_kill:
+            if time.monotonic() >= next_kill and read_status(db).sent > sent:
+                sent = read_status(db).sent
                 kills += kill_one(relays, rng, url)
                 next_kill = time.monotonic() + rng.uniform(0.2, 0.8)
-        # then keep killing while the relays work through the backlog
-        deadline = time.monotonic() + DRAIN_TIMEOUT_S
+        # then keep killing while the relays work through the backlog, each time after they
+        # made progress
         for _ in range(DRAIN_KILLS):
+            sent = sent_more_than(db, sent, seed)
             if not read_status(db).pending:
                 break
             time.sleep(rng.uniform(0.3, 0.8))
             kills += kill_one(relays, rng, url)
-        # and let the last ones finish undisturbed
-        while read_status(db).pending and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert read_status(db).pending == 0, f"outbox not drained (seed {seed})"
+        # and let the last ones finish undisturbed, for as long as they make progress
+        while read_status(db).pending:
+            sent = sent_more_than(db, sent, seed)
     finally:
         for relay in relays:
             relay.send_signal(signal.SIGTERM)
@@ -143,6 +148,23 @@ def test_relays_killed_at_random_lose_nothing_and_keep_each_aggregates_order(
         f"\ncrash test (seed {seed}): {len(event_ids)} events, {kills} relays killed, "
         f"0 lost, {duplicates} duplicate deliveries absorbed by the inbox"
     )
+
+
+def sent_more_than(db: Database, sent: int, seed: int) -> int:
+    """Wait until the relays sent more than ``sent`` messages, or none is pending.
+
+    Returns:
+        How many messages are sent now.
+    """
+    stalled_at = time.monotonic() + STALL_S
+    while True:
+        status = read_status(db)
+        if status.sent > sent or not status.pending:
+            return status.sent
+        assert time.monotonic() < stalled_at, (
+            f"outbox not drained: {status.pending} pending, none sent for {STALL_S} s (seed {seed})"
+        )
+        time.sleep(0.05)
 
 
 def kill_one(relays: list[subprocess.Popen[bytes]], rng: random.Random, url: str) -> int:
