@@ -110,6 +110,11 @@ SAFE: dict[str, str] = {
                               postgresql_not_valid=True)
     """,
     "a lock timeout changed, not turned off": "op.execute(\"SET lock_timeout = '2s'\")",
+    "a constraint, a default and NOT NULL dropped": """
+        op.execute('ALTER TABLE users DROP CONSTRAINT IF EXISTS ck_age')
+        op.execute('ALTER TABLE users ALTER COLUMN email DROP DEFAULT')
+        op.execute('ALTER TABLE users ALTER email DROP NOT NULL')
+    """,
     "enum value added": "op.execute(\"ALTER TYPE mood ADD VALUE 'meh'\")",
     "data backfill": 'op.execute("UPDATE users SET nickname = name WHERE nickname IS NULL")',
     "concurrent reindex, plain vacuum, a table marked for a later CLUSTER": """
@@ -228,6 +233,14 @@ MORE_UNSAFE: list[tuple[str, str]] = [
     ),
     # COLUMN is optional in a rename
     ("renaming-column", "op.execute('ALTER TABLE users RENAME email TO mail')"),
+    # ... and in ADD and DROP
+    ("adding-not-nullable-field", "op.execute('ALTER TABLE users ADD age int NOT NULL')"),
+    (
+        "adding-not-nullable-field",
+        "op.execute('ALTER TABLE users ADD IF NOT EXISTS age numeric(10, 2) NOT NULL')",
+    ),
+    ("dropping-column", "op.execute('ALTER TABLE users DROP email')"),
+    ("dropping-column", "op.execute('ALTER TABLE users DROP IF EXISTS email CASCADE')"),
 ]
 
 

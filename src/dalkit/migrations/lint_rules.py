@@ -287,7 +287,12 @@ _SQL_RULES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
             r"(?!(TO|CONSTRAINT)\b)\S+\s+TO\b",
         ),
         ("renaming-table", r"\bALTER\s+TABLE\s+(IF\s+EXISTS\s+)?\S+\s+RENAME\s+TO\b"),
-        ("dropping-column", r"\bDROP\s+COLUMN\b"),
+        (
+            "dropping-column",
+            # COLUMN is optional: ALTER TABLE t DROP [IF EXISTS] col
+            r"\bDROP\s+COLUMN\b|\bALTER\s+TABLE\b[^;]*\bDROP\s+(IF\s+EXISTS\s+)?"
+            r"(?!(CONSTRAINT|DEFAULT|NOT|EXPRESSION|IDENTITY|IF)\b)[\"\w]",
+        ),
         (
             "require-concurrent-reindex",
             # REINDEX SYSTEM has no CONCURRENTLY; CONCURRENTLY may be an option: (CONCURRENTLY)
@@ -333,6 +338,11 @@ _CREATE_INDEX = re.compile(
 )
 _ALTER_TABLE = re.compile(r"\bALTER\s+TABLE\s+(IF\s+EXISTS\s+)?(ONLY\s+)?" + _NAME, re.IGNORECASE)
 _NOT_NULL_ADD = re.compile(r"\bADD\s+(COLUMN\s+)?[^;]*\bNOT\s+NULL\b", re.IGNORECASE)
+#: a column added: COLUMN is optional (ALTER TABLE t ADD col int), a constraint is not one
+_COLUMN_ADD = re.compile(
+    r"\bADD\s+(COLUMN\b|(?!(CONSTRAINT|UNIQUE|PRIMARY|FOREIGN|CHECK|EXCLUDE|GENERATED)\b)[\"\w])",
+    re.IGNORECASE,
+)
 _CONSTRAINT_ADD = re.compile(
     r"\bADD\s+(CONSTRAINT\s+\S+\s+)?(FOREIGN\s+KEY|CHECK)\b"
     # a column added with its constraint (which cannot be NOT VALID)
@@ -377,7 +387,7 @@ def _check_statement(text: str, state: RevisionState) -> Iterator[str]:
     if on_new:
         return
     has_default = re.search(r"\bDEFAULT\b", text, re.IGNORECASE) is not None
-    adds_column = re.search(r"\bADD\s+COLUMN\b", text, re.IGNORECASE) is not None
+    adds_column = altered is not None and _COLUMN_ADD.search(text) is not None
     if _NOT_NULL_ADD.search(text) and adds_column and not has_default:
         yield "adding-not-nullable-field"
     if _CONSTRAINT_ADD.search(text) and not re.search(r"\bNOT\s+VALID\b", text, re.IGNORECASE):
