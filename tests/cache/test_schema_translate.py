@@ -29,14 +29,20 @@ class Things(Repository[Thing]):
     cache_ttl = 60
 
 
-@pytest.fixture
-def schemas(db: Database, cache: QueryCache) -> QueryCache:
+def create_schemas(db: Database) -> None:
+    """Each of `SCHEMAS` with a ``cache_things`` table whose one row is named after it (skips
+    the test off PostgreSQL)."""
     if db.engine.dialect.name != "postgresql":
         pytest.skip("a schema per tenant is PostgreSQL's")
     for schema in SCHEMAS:
         db.sql(f"CREATE SCHEMA {schema}")
         db.sql(f"CREATE TABLE {schema}.cache_things (id INTEGER PRIMARY KEY, name TEXT)")
         db.sql(f"INSERT INTO {schema}.cache_things VALUES (1, '{schema}')")
+
+
+@pytest.fixture
+def schemas(db: Database, cache: QueryCache) -> QueryCache:
+    create_schemas(db)
     return cache
 
 

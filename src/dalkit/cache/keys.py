@@ -2,7 +2,8 @@
 parameters and its loader options; never of SQL with the values rendered into it. A read of a
 tenant-scoped table is keyed per tenant too: tenant scoping gives the same statement each
 tenant's own rows (`tenant_part`), and so is a read under a ``schema_translate_map``
-(`schema_part`)."""
+(`schema_part`), and every entry of a database whose URL sets session options such as the
+``search_path`` (`options_part`)."""
 
 from __future__ import annotations
 
@@ -12,12 +13,12 @@ import weakref
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sqlalchemy.engine import Dialect
+from sqlalchemy.engine import URL, Dialect
 
 from dalkit.query.tenant_context import current_tenant, scoping_off
 from dalkit.query.tenant_guard import names_scoped
 
-__all__ = ["ADDRESS", "UNKEYABLE", "KeyBuilder", "schema_part", "tenant_part"]
+__all__ = ["ADDRESS", "UNKEYABLE", "KeyBuilder", "options_part", "schema_part", "tenant_part"]
 
 #: a memory address in a default repr ("<x.Y object at 0x7f...>"): it differs between
 #: processes, and another object may later have it; the rest of an option's repr does not
@@ -181,3 +182,23 @@ def _schemas_of(translate_map: Mapping[Any, Any]) -> tuple[tuple[str, str], ...]
     # that must not change after the first execution
     pairs = {(repr(None if k == "_none" else k), repr(v)) for k, v in translate_map.items()}
     return tuple(sorted(pairs))
+
+
+def options_part(url: URL) -> str:
+    """What the URL's session options (PostgreSQL's ``?options=-csearch_path=tenant_one``) add
+    to the namespace of a database's entries: under another ``search_path`` the same SQL reads
+    another schema's tables, and two Databases of one server, user and database (one id)
+    served each other's entries. Only the entries: the tokens stay the database's, so a write
+    through either still invalidates the other's same-named tables (a miss, never a stale
+    read), and processes whose options differ otherwise share fewer hits, nothing worse.
+
+    Args:
+        url: The database's URL.
+
+    Returns:
+        ``""`` without options (the usual case), else a digest of them.
+    """
+    options = url.query.get("options")
+    if not options:
+        return ""
+    return "~" + hashlib.blake2b(repr(options).encode(), digest_size=8).hexdigest()
