@@ -115,6 +115,12 @@ SAFE: dict[str, str] = {
         op.execute('ALTER TABLE users ALTER COLUMN email DROP DEFAULT')
         op.execute('ALTER TABLE users ALTER email DROP NOT NULL')
     """,
+    "an unlogged and a temporary table with their indexes": """
+        op.execute('CREATE UNLOGGED TABLE staging (id bigint PRIMARY KEY, email text)')
+        op.execute('CREATE INDEX ix_staging_email ON staging (email)')
+        op.execute('CREATE TEMP TABLE scratch (id bigint PRIMARY KEY, n int)')
+        op.execute('ALTER TABLE scratch ADD COLUMN m int NOT NULL')
+    """,
     "enum value added": "op.execute(\"ALTER TYPE mood ADD VALUE 'meh'\")",
     "data backfill": 'op.execute("UPDATE users SET nickname = name WHERE nickname IS NULL")',
     "concurrent reindex, plain vacuum, a table marked for a later CLUSTER": """

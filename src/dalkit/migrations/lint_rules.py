@@ -332,7 +332,10 @@ _SQL_RULES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
         ),
     )
 )
-_CREATE_TABLE = re.compile(r"\bCREATE\s+TABLE\s+(IF\s+NOT\s+EXISTS\s+)?" + _NAME, re.IGNORECASE)
+_CREATE_TABLE = re.compile(  # a new table is new however made: UNLOGGED, TEMP...
+    r"\bCREATE\s+(?:(?:GLOBAL|LOCAL|TEMP\w*|UNLOGGED)\s+)*TABLE\s+(IF\s+NOT\s+EXISTS\s+)?" + _NAME,
+    re.I,
+)
 _CREATE_INDEX = re.compile(
     r"\bCREATE\s+(UNIQUE\s+)?INDEX\s+(?!CONCURRENTLY)[^;]*?\bON\s+(ONLY\s+)?" + _NAME, re.IGNORECASE
 )
