@@ -2,12 +2,14 @@
 two Databases of one server, user and database name, each with its own search path, read
 different tables under the same SQL; they share a backend (a Redis, or one MemoryBackend), and
 each gets entries of its own, while a write through either still invalidates the other's
-(tokens stay the database's: a miss, never a stale read). PostgreSQL; memory and Redis."""
+(tokens stay the database's: a miss, never a stale read). PostgreSQL; memory and Redis. So do
+two SQLite files each named ``sqlite:///app.db`` from another working directory."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -80,3 +82,22 @@ def test_a_write_under_one_search_path_invalidates_the_others_entries(
     one[0].sql("UPDATE cache_things SET name = 'renamed'")  # tenant_one's table
     two[0].sql("UPDATE tenant_one.cache_things SET name = 'again'")  # through the other
     assert name_of(one) == "again"
+
+
+def test_two_sqlite_files_spelled_alike_from_two_directories_get_their_own_entries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend = MemoryBackend(max_entries=1000)
+    made = {}
+    for schema in SCHEMAS:
+        (tmp_path / schema).mkdir()
+        monkeypatch.chdir(tmp_path / schema)
+        tenant_db = Database("sqlite:///app.db")
+        tenant_db.sql("CREATE TABLE cache_things (id INTEGER PRIMARY KEY, name TEXT)")
+        tenant_db.sql(f"INSERT INTO cache_things VALUES (1, '{schema}')")
+        made[schema] = (tenant_db, install(tenant_db, QueryCache(backend)))
+    try:
+        assert [name_of(made[schema]) for schema in (*SCHEMAS, *SCHEMAS)] == [*SCHEMAS, *SCHEMAS]
+    finally:
+        for tenant_db, _ in made.values():
+            tenant_db.dispose()

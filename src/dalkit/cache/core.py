@@ -24,7 +24,7 @@ from dalkit.cache.bypass import WRITTEN
 from dalkit.cache.catalog import CatalogMap
 from dalkit.cache.errors import CacheConfigurationError
 from dalkit.cache.flights import Flight
-from dalkit.cache.keys import KeyBuilder, options_part, tenant_part
+from dalkit.cache.keys import KeyBuilder, namespace_part, tenant_part
 from dalkit.cache.pending import PendingInvalidations
 from dalkit.cache.reads import statement_tables
 from dalkit.cache.tables import ALL, count_tables, each_named, is_call
@@ -149,7 +149,7 @@ class CacheCore:
                 shared = url.query.get("cache") == "shared"
                 ident += f"#{_PROCESS}.{os.getpid()}" if shared else f"#{uuid.uuid4().hex}"
             self.database_id = hashlib.blake2b(ident.encode(), digest_size=5).hexdigest()
-        self.namespace = f"{self.namespace}:{self.database_id}{options_part(sync_engine.url)}"
+        self.namespace = f"{self.namespace}:{self.database_id}{namespace_part(sync_engine.url)}"
         self._token_names.clear()  # names made before the id was known are not its names
         self.keys = KeyBuilder(sync_engine.dialect, self.namespace)
         self._snapshot_per_transaction = sync_engine.dialect.name == "sqlite"

@@ -3,11 +3,12 @@ parameters and its loader options; never of SQL with the values rendered into it
 tenant-scoped table is keyed per tenant too: tenant scoping gives the same statement each
 tenant's own rows (`tenant_part`), and so is a read under a ``schema_translate_map``
 (`schema_part`), and every entry of a database whose URL sets session options such as the
-``search_path`` (`options_part`)."""
+``search_path``, or names a SQLite file by a relative path (`namespace_part`)."""
 
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import weakref
 from collections.abc import Iterable, Mapping
@@ -15,10 +16,11 @@ from typing import Any
 
 from sqlalchemy.engine import URL, Dialect
 
+from dalkit.config import is_memory_sqlite
 from dalkit.query.tenant_context import current_tenant, scoping_off
 from dalkit.query.tenant_guard import names_scoped
 
-__all__ = ["ADDRESS", "UNKEYABLE", "KeyBuilder", "options_part", "schema_part", "tenant_part"]
+__all__ = ["ADDRESS", "UNKEYABLE", "KeyBuilder", "namespace_part", "schema_part", "tenant_part"]
 
 #: a memory address in a default repr ("<x.Y object at 0x7f...>"): it differs between
 #: processes, and another object may later have it; the rest of an option's repr does not
@@ -184,21 +186,28 @@ def _schemas_of(translate_map: Mapping[Any, Any]) -> tuple[tuple[str, str], ...]
     return tuple(sorted(pairs))
 
 
-def options_part(url: URL) -> str:
-    """What the URL's session options (PostgreSQL's ``?options=-csearch_path=tenant_one``) add
-    to the namespace of a database's entries: under another ``search_path`` the same SQL reads
-    another schema's tables, and two Databases of one server, user and database (one id)
-    served each other's entries. Only the entries: the tokens stay the database's, so a write
-    through either still invalidates the other's same-named tables (a miss, never a stale
-    read), and processes whose options differ otherwise share fewer hits, nothing worse.
+def namespace_part(url: URL) -> str:
+    """What the URL adds to the namespace of a database's entries beyond its id (user, host,
+    port, name), where that id cannot tell apart what the same SQL reads: PostgreSQL's session
+    options (``?options=-csearch_path=tenant_one``: another ``search_path`` reads another
+    schema's tables), and a SQLite file named by a relative path (``sqlite:///app.db``, another
+    file in another working directory). Two such databases sharing a backend served each
+    other's entries. Only the entries: the tokens stay the id's, so a write through either
+    still invalidates the other's same-named tables (a miss, never a stale read).
 
     Args:
         url: The database's URL.
 
     Returns:
-        ``""`` without options (the usual case), else a digest of them.
+        ``""`` for neither (the usual case), else a digest of them.
     """
-    options = url.query.get("options")
-    if not options:
+    material = []
+    if options := url.query.get("options"):
+        material.append(repr(options))
+    path = url.database or ""
+    relative = path and not os.path.isabs(path) and not path.startswith("file:")
+    if relative and url.get_backend_name() == "sqlite" and not is_memory_sqlite(url):
+        material.append(os.path.abspath(path))
+    if not material:
         return ""
-    return "~" + hashlib.blake2b(repr(options).encode(), digest_size=8).hexdigest()
+    return "~" + hashlib.blake2b(repr(material).encode(), digest_size=8).hexdigest()
