@@ -14,6 +14,11 @@ from dalkit.outbox.messages import IN_LIST_MAX
 from dalkit.tables import UTCDateTime, outbox
 
 _c = outbox.c
+#: the walk visits at most this many heads per message a round claims: enough to pass the
+#: aggregates a dozen other relays hold (each as many as hold its batch), and a bound on what
+#: one round reads when nearly every due head is taken (the walk reads the outbox up to its
+#: last head, as the heads before the walk did up to their ``limit``-th)
+HEADS_PER_MESSAGE = 16
 
 
 def due_heads(now: dt.datetime, limit: int) -> sa.Select[Any]:
@@ -36,8 +41,8 @@ def due_heads(now: dt.datetime, limit: int) -> sa.Select[Any]:
 
 
 def _step(after: str) -> str:
-    """The next due head after ``after`` (an id expression), the try of its advisory lock and
-    its pending messages (counted up to ``:limit``), as three FROM items of the walk."""
+    """The next due head after ``after`` (an id expression), the try of its advisory lock and,
+    when it got it, its pending messages (counted up to ``:limit``): three FROM items."""
     table = outbox.name
     return f"""
         (SELECT o.id, o.aggregate_key FROM {table} AS o
@@ -48,8 +53,8 @@ def _step(after: str) -> str:
         CROSS JOIN LATERAL (SELECT pg_try_advisory_xact_lock(
             :namespace, hashtext(h.aggregate_key)) AS locked) AS l
         CROSS JOIN LATERAL (SELECT count(*) AS pending FROM (
-            SELECT 1 FROM {table} AS p
-            WHERE p.aggregate_key = h.aggregate_key AND p.sent_at IS NULL LIMIT :limit) AS c) AS n
+            SELECT 1 FROM {table} AS p WHERE l.locked
+              AND p.aggregate_key = h.aggregate_key AND p.sent_at IS NULL LIMIT :limit) AS c) AS n
     """
 
 
@@ -89,5 +94,5 @@ def lock_heads(now: dt.datetime, limit: int, namespace: int) -> sa.TextClause:
         sa.bindparam("now", now, type_=UTCDateTime()),
         sa.bindparam("namespace", namespace, type_=sa.Integer()),
         sa.bindparam("limit", limit, type_=sa.Integer()),
-        sa.bindparam("steps", IN_LIST_MAX, type_=sa.Integer()),
+        sa.bindparam("steps", min(limit * HEADS_PER_MESSAGE, IN_LIST_MAX), type_=sa.Integer()),
     )
