@@ -35,7 +35,7 @@ from dalkit.audit.guard import guard, unrecorded_allowed
 from dalkit.audit.records import diff, full, row, write
 from dalkit.audit.registry import ModelAudit, audited_generation, model_audit, on_first_audited
 from dalkit.audit.statements import on_orm_execute
-from dalkit.engine.statement_hooks import add_before_everywhere
+from dalkit.engine.statement_hooks import add_before_everywhere, serves_lean
 from dalkit.query.plain_entities import select_neutral
 from dalkit.query.plain_inserts import flush_neutral
 from dalkit.query.running_flush import flush_began
@@ -236,7 +236,7 @@ def install() -> None:
     # it returns at once for a select: plain entity reads stay plain
     event.listen(Session, "do_orm_execute", select_neutral(on_orm_execute))
     # and what the listeners above cannot record is refused (.guard)
-    add_before_everywhere(guard)
+    add_before_everywhere(serves_lean(guard))  # reads what a lean read gives (query.lean_read)
 
 
 on_first_audited(install)

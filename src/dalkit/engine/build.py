@@ -210,6 +210,7 @@ def install_hooks(engine: Engine, config: DatabaseConfig, *, on_connect_error: A
         _install_init(engine, config.init)
 
     @event.listens_for(engine, "handle_error", retval=True)
+    @statement_hooks.serves_lean  # reads of the execution context only whether there is one
     def _translate(context: ExceptionContext) -> BaseException | None:
         if context.is_pre_ping:
             return None  # a failed pre-ping is handled by the pool: it reconnects
@@ -217,8 +218,7 @@ def install_hooks(engine: Engine, config: DatabaseConfig, *, on_connect_error: A
             original = context.original_exception
             # sqlite3: an integer past 64 bits; psycopg: a value its dumper cannot encode (a
             # set for a JSON column), where the other drivers raise a DatabaseError
-            bind_errors = (OverflowError, TypeError)
-            if isinstance(original, bind_errors) and context.statement is not None:
+            if isinstance(original, (OverflowError, TypeError)) and context.statement is not None:
                 return translate_bind_error(original)
             return None
         sa_error = context.sqlalchemy_exception

@@ -28,6 +28,8 @@ from typing import Any
 
 from sqlalchemy.engine import Dialect
 
+from dalkit.engine.lean_served import serves_lean  # re-exported: what marks a hook lean-served
+
 __all__ = [
     "After",
     "Before",
@@ -40,6 +42,7 @@ __all__ = [
     "add_before_everywhere",
     "driver_call",
     "hooks_for",
+    "serves_lean",
     "track",
 ]
 

@@ -13,7 +13,7 @@ from sqlalchemy.engine import Connection, Dialect, Engine, ExecutionContext
 from sqlalchemy.orm import ORMExecuteState, Session
 
 from dalkit.driver_errors import error_class
-from dalkit.engine.statement_hooks import hooks_for
+from dalkit.engine.statement_hooks import hooks_for, serves_lean
 from dalkit.errors import ConfigurationError
 from dalkit.observe.budget import QueryBudget, active_budgets, query_budget
 from dalkit.observe.eager import WATCH
@@ -285,10 +285,10 @@ class Observer:
         WATCH.switch(self._nplusone_on or others, _session_mode)
 
     def _hook(self, dialect: Dialect, *, on: bool) -> None:
-        # a statement hook, not an engine event: see dalkit.engine.statement_hooks
+        # statement hooks, not engine events (engine.statement_hooks); lean-served (query.lean_read)
         hooks = hooks_for(dialect)
-        (hooks.add_timer if on else hooks.remove_timer)(self._after)
-        (hooks.add_failed if on else hooks.remove_failed)(self._failed)
+        (hooks.add_timer if on else hooks.remove_timer)(serves_lean(self._after))
+        (hooks.add_failed if on else hooks.remove_failed)(serves_lean(self._failed))
 
     def _after(
         self,

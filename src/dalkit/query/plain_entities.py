@@ -42,6 +42,7 @@ from sqlalchemy.orm.attributes import instance_state
 from sqlalchemy.orm.loading import _new_runid as new_runid
 from sqlalchemy.orm.util import LoaderCriteriaOption
 
+from dalkit.query.lean_read import COUNTED_PER_TRANSACTION, read_rows, rows_of
 from dalkit.transaction.deferred import DEFERRED_BEGIN_OPTION
 
 __all__ = [
@@ -86,11 +87,6 @@ def select_neutral(
     _NEUTRAL[listener] = unless
     return listener
 
-
-#: Engine execution option, true while something counts an engine's statements per transaction
-#: of its connections (N+1 detection): a read before anything began then stays on the
-#: session's connection, where the count sees the transaction's reads together.
-COUNTED_PER_TRANSACTION = "dalkit_counted_per_transaction"
 
 #: ``after_begin`` listeners that need not run for a read made before anything began
 _BEGIN_NEUTRAL: set[Callable[..., Any]] = set()
@@ -168,15 +164,14 @@ def load_plain(
             # took 11.5% of the CPU of bench/peers' async get by id, 32 tasks over a pool of 8
             # (8.5% one request at a time): this path on / off, interleaved batches in one
             # process, median ratio of 16 (/work/prof22/perf32/exp_apart.py)
-            with bind.connect() as apart:
-                return _entities_of(session, plan, apart.execute(statement, params))
+            # (leanly on asyncpg, dalkit.query.lean_read)
+            return _entities_of(session, plan, read_rows(bind, statement, params, plan.columns))
     connection = session.connection(bind_arguments={"mapper": plan.mapper, "clause": statement})
-    return _entities_of(session, plan, connection.execute(statement, params))
+    result = connection.execute(statement, params)
+    return _entities_of(session, plan, rows_of(result, plan.columns))
 
 
-def _entities_of(session: Session, plan: _Plan, result: Any) -> list[Any]:
-    values_of = result._tuple_getter(plan.columns)
-    rows = [tuple(values_of(row)) for row in result.all()]
+def _entities_of(session: Session, plan: _Plan, rows: list[tuple[Any, ...]]) -> list[Any]:
     return persistent_entities(
         session,
         plan.mapper,

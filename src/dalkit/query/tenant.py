@@ -30,7 +30,7 @@ from sqlalchemy.orm.attributes import instance_state
 from sqlalchemy.sql.selectable import CompoundSelect, TextualSelect
 
 from dalkit.engine.session import add_identity_check
-from dalkit.engine.statement_hooks import add_before_everywhere
+from dalkit.engine.statement_hooks import add_before_everywhere, serves_lean
 from dalkit.query import tenant_guard
 from dalkit.query.plain_entities import select_neutral
 from dalkit.query.plain_inserts import flush_neutral
@@ -282,7 +282,7 @@ def install() -> None:
     """Scope every session to the current tenant; idempotent."""
     if event.contains(Session, "do_orm_execute", _on_execute):
         return
-    add_before_everywhere(tenant_guard.guard)
+    add_before_everywhere(serves_lean(tenant_guard.guard))  # lean-served: query.lean_read
     # the sessions dalkit opens check what get() and a many-to-one load find in the identity map
     add_identity_check(_owned_here)
     # it leaves alone the selects of models that reach no tenant-scoped one

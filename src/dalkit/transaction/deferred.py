@@ -40,7 +40,7 @@ from sqlalchemy.engine import Engine
 
 from dalkit.engine.sql_calls import only_reads
 from dalkit.engine.sql_literals import mask_strings
-from dalkit.engine.statement_hooks import hooks_for
+from dalkit.engine.statement_hooks import hooks_for, serves_lean
 from dalkit.transaction.options import TransactionOptions
 
 log = logging.getLogger("dalkit.transaction")
@@ -216,7 +216,8 @@ def install(engine: Engine) -> None:
             cursor.execute(begin)
         info[_BEGUN] = True
 
-    hooks_for(dialect).add_before(begin_if_needed)
+    # it reads only what a lean read's stand-in context gives (dalkit.query.lean_read)
+    hooks_for(dialect).add_before(serves_lean(begin_if_needed))
     commit, rollback = dialect.do_commit, dialect.do_rollback
 
     def do_commit(dbapi_connection: Any) -> None:
