@@ -22,7 +22,7 @@ from sqlalchemy import event
 from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from dalkit import AsyncDatabase, AsyncRepository, DalkitError
+from dalkit import AsyncDatabase, AsyncRepository, DalkitError, StatementTimeoutError
 from dalkit.query import lean_read
 from dalkit.tables import UTCDateTime
 from dalkit.testing import PostgresServer
@@ -238,6 +238,21 @@ async def test_a_users_engine_listener_sees_the_read(
     assert [s for s in statements if "lean_samples" in s]
 
 
+@pytest.mark.parametrize("name", ["handle_error", "engine_connect", "before_execute", "rollback"])
+async def test_any_other_listener_of_the_users_sends_the_read_sqlalchemys_way(
+    db: AsyncDatabase, lean_runs: list[str], name: str
+) -> None:
+    def listener(*args: Any) -> None:
+        pass
+
+    event.listen(db.engine.sync_engine, name, listener)
+    try:
+        assert (await _get(db, ROWS[0].id))["id"] == ROWS[0].id
+    finally:
+        event.remove(db.engine.sync_engine, name, listener)
+    assert lean_runs == []
+
+
 async def test_an_error_is_translated_as_sqlalchemys_is(
     db: AsyncDatabase, lean_runs: list[str], postgres_database_url: str
 ) -> None:
@@ -314,3 +329,22 @@ async def test_a_read_cancelled_mid_fetch_gives_its_connection_back(
     assert len(lean_runs) == 2
     assert db.engine.sync_engine.pool.checkedout() == 0  # type: ignore[attr-defined]
     assert (await _get(db, ROWS[0].id))["id"] == ROWS[0].id  # and the pool still serves
+
+
+async def test_the_statement_timeout_holds_for_the_lean_read(
+    postgres_database_url: str, lean_runs: list[str]
+) -> None:
+    url = sa.make_url(postgres_database_url).set(drivername="postgresql+asyncpg")
+    async with AsyncDatabase(url, pool_size=1, nplusone="off", statement_timeout_ms=200) as db:
+        async with db.engine.begin() as connection:
+            await connection.run_sync(Base.metadata.create_all)
+        async with db.transaction() as session:
+            session.add(Sample(id=1))
+        await _get(db, 1)
+        with psycopg.connect(postgres_database_url) as locker:
+            locker.execute("LOCK TABLE lean_samples IN ACCESS EXCLUSIVE MODE")  # the read waits
+            with pytest.raises(StatementTimeoutError):
+                await _get(db, 1)
+            locker.rollback()
+        assert len(lean_runs) == 2
+        assert (await _get(db, 1))["id"] == 1
