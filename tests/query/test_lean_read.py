@@ -13,6 +13,7 @@ import logging
 import re
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import psycopg
@@ -22,7 +23,13 @@ from sqlalchemy import event
 from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from dalkit import AsyncDatabase, AsyncRepository, DalkitError, StatementTimeoutError
+from dalkit import (
+    AsyncDatabase,
+    AsyncRepository,
+    DalkitError,
+    QueryBudgetExceededError,
+    StatementTimeoutError,
+)
 from dalkit.query import lean_read
 from dalkit.tables import UTCDateTime
 from dalkit.testing import PostgresServer
@@ -331,15 +338,22 @@ async def test_a_read_cancelled_mid_fetch_gives_its_connection_back(
     assert (await _get(db, ROWS[0].id))["id"] == ROWS[0].id  # and the pool still serves
 
 
-async def test_the_statement_timeout_holds_for_the_lean_read(
-    postgres_database_url: str, lean_runs: list[str]
-) -> None:
-    url = sa.make_url(postgres_database_url).set(drivername="postgresql+asyncpg")
-    async with AsyncDatabase(url, pool_size=1, nplusone="off", statement_timeout_ms=200) as db:
+@asynccontextmanager
+async def _one_row(url: str, **options: Any) -> AsyncIterator[AsyncDatabase]:
+    """A database of one connection with ``options``, holding the sample with id 1."""
+    async_url = sa.make_url(url).set(drivername="postgresql+asyncpg")
+    async with AsyncDatabase(async_url, pool_size=1, nplusone="off", **options) as db:
         async with db.engine.begin() as connection:
             await connection.run_sync(Base.metadata.create_all)
         async with db.transaction() as session:
             session.add(Sample(id=1))
+        yield db
+
+
+async def test_the_statement_timeout_holds_for_the_lean_read(
+    postgres_database_url: str, lean_runs: list[str]
+) -> None:
+    async with _one_row(postgres_database_url, statement_timeout_ms=200) as db:
         await _get(db, 1)
         with psycopg.connect(postgres_database_url) as locker:
             locker.execute("LOCK TABLE lean_samples IN ACCESS EXCLUSIVE MODE")  # the read waits
@@ -348,3 +362,18 @@ async def test_the_statement_timeout_holds_for_the_lean_read(
             locker.rollback()
         assert len(lean_runs) == 2
         assert (await _get(db, 1))["id"] == 1
+
+
+async def test_lean_reads_count_toward_max_queries_and_query_budgets(
+    postgres_database_url: str, lean_runs: list[str]
+) -> None:
+    async with _one_row(postgres_database_url, max_queries=3) as db:
+        recycled = db.pool_stats()["connections_recycled"]
+        for _ in range(6):
+            await _get(db, 1)
+        assert len(lean_runs) == 6
+        assert db.pool_stats()["connections_recycled"] >= recycled + 1
+        with pytest.raises(QueryBudgetExceededError), db.query_budget(max_queries=1):
+            await _get(db, 1)
+            await _get(db, 1)
+        assert len(lean_runs) == 8

@@ -52,7 +52,7 @@ from dalkit.cache.core import CacheCore, cache_for, sync_session
 from dalkit.cache.reads import read_schemas
 from dalkit.cache.tables import ALL, cascades_from, dependents, is_call, table_name, text_write
 from dalkit.engine.schemas import created_through
-from dalkit.engine.statement_hooks import WRITES_OPTION, hooks_for
+from dalkit.engine.statement_hooks import WRITES_OPTION, hooks_for, serves_lean
 from dalkit.query.dml_ctes import cte_writes
 from dalkit.query.plain_entities import begin_neutral
 from dalkit.transaction.scope import TransactionScope, current_scope
@@ -92,7 +92,8 @@ class WriteCapture:
     def install(self) -> None:
         global _session_listener_installed
         hooks = hooks_for(self._dialect)
-        hooks.add_after(self._after_execute)
+        # it reads what a lean read gives (dalkit.query.lean_read); a plain SELECT writes nothing
+        hooks.add_after(serves_lean(self._after_execute))
         hooks.add_transaction_end(self._ended)
         if not _session_listener_installed:
             event.listen(Session, "after_begin", _tag_owner)

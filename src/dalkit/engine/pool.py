@@ -34,7 +34,7 @@ from dalkit.engine.pool_metrics import (
     PoolMetrics,
     PoolUpkeep,
 )
-from dalkit.engine.statement_hooks import hooks_for
+from dalkit.engine.statement_hooks import hooks_for, serves_lean
 
 if TYPE_CHECKING:
     from dalkit.config import DatabaseConfig
@@ -241,7 +241,7 @@ def install(engine: Engine, metrics: PoolMetrics, config: DatabaseConfig | None 
     if metrics.upkeep.max_queries is not None:
         # counted per connection only when asked for: it runs for every statement; a dialect
         # hook, as an engine listener would make every connection dispatch SQLAlchemy's events
-        hooks_for(engine.dialect).add_before(metrics.count_statement)
+        hooks_for(engine.dialect).add_before(serves_lean(metrics.count_statement))  # lean-served
     event.listen(engine.pool, "connect", metrics.on_connect)
     event.listen(engine.pool, "invalidate", metrics.on_invalidate)
 

@@ -23,7 +23,7 @@ from dalkit.engine import autoroute, probes
 from dalkit.engine.lsn import format_lsn, parse_lsn
 from dalkit.engine.replicas import Replica, ReplicaSet
 from dalkit.engine.reroute import lost_connection
-from dalkit.engine.statement_hooks import hooks_for
+from dalkit.engine.statement_hooks import hooks_for, serves_lean
 from dalkit.transaction import deferred
 from dalkit.transaction.deferred import is_plain_read
 from dalkit.transaction.options import TransactionOptions
@@ -91,7 +91,7 @@ class _Router(Generic[E]):
         primary_sync: Engine = getattr(primary, "sync_engine", primary)  # type: ignore[arg-type]
         # a dialect hook, not a before_cursor_execute listener: an engine listener would make
         # every connection of the primary dispatch SQLAlchemy's events (engine/statement_hooks.py)
-        hooks_for(primary_sync.dialect).add_before(self._track_write)
+        hooks_for(primary_sync.dialect).add_before(serves_lean(self._track_write))  # lean-served
 
     def bind_for(self, options: TransactionOptions) -> E | None:
         """The engine of a read-only transaction, counted as routed.

@@ -291,7 +291,7 @@ def _lean_ready(engine: Engine) -> bool:
             return False
     hooks = hooks_for(dialect)
     return (
-        not hooks.after
+        all_lean_served(hooks.after)
         and all_lean_served(hooks.before)
         and all_lean_served(hooks.timers)
         and all_lean_served(hooks.failed)
