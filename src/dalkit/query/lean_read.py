@@ -1,33 +1,36 @@
 """Lean plain reads on asyncpg: the compiled SELECT of a plain read made before anything began
-(`dalkit.query.plain_entities`) run on the pooled connection's cursor without SQLAlchemy's
-execution context and cursor result, which were about half of the CPU of a repository ``get``
-(bench/peers' async get by id; /work/prof22/perf32/exp_lean.py took a request's CPU to 0.53x).
+(`dalkit.query.plain_entities`) run on a pooled connection's cursor without SQLAlchemy's
+Connection, execution context and cursor result. Measured: the read itself 243 -> 163 us of CPU
+(/work/prof23/lean/micro.py, paired median 0.75), and bench/peers' async get by id, 32 tasks
+over a pool of 8, 355 -> 304 us of CPU per request (/work/prof23/lean/case.py, one
+interleaved run on a loaded machine).
 
-It keeps what SQLAlchemy's execution does for such a read, step by step and with SQLAlchemy's
-own objects where it can:
+It keeps what SQLAlchemy's execution does for such a read, step by step, with SQLAlchemy's own
+objects where it can:
 
-- a real ``Connection`` is checked out and closed as ``engine.connect()`` does (pre-ping,
-  recycle, connect errors, the ``engine_connect``, ``begin`` and ``rollback`` events, the
-  ROLLBACK of its autobegun transaction on close);
+- the connection comes from ``engine.raw_connection()`` as ``Connection`` takes it (pre-ping,
+  recycle, the pool's events, a failed connect handled as ``Connection`` handles it), and goes
+  back after the ROLLBACK that closing the Connection's autobegun transaction sends;
 - the statement is compiled through the engine's compiled cache as ``Connection.execute``
   compiles it, and its parameters built the same way (``construct_params``, each column
   type's bind processor);
 - the statement runs through the dialect's ``do_execute``, so dalkit's statement hooks (the
-  deferred BEGIN, query statistics, metrics, slow-query log, budgets) see the same SQL text,
-  parameters and timing, given a stand-in context (see `dalkit.engine.lean_served`);
-- a failure goes to ``Connection._handle_dbapi_exception`` with the same arguments as
-  SQLAlchemy's: the same ``handle_error`` listeners (dalkit's error translation), disconnect
-  invalidation, and cancellation;
+  deferred BEGIN, query statistics, metrics, slow-query log, budgets, the audit and tenant
+  guards, the query cache, max_queries) see the same SQL text, parameters and timing, given a
+  stand-in context (see `dalkit.engine.lean_served`);
+- a failure goes to ``Connection._handle_dbapi_exception`` (on a Connection made around the
+  pooled connection then) with the arguments SQLAlchemy gives it: the same ``handle_error``
+  listeners (dalkit's error translation), disconnect invalidation, and cancellation;
 - the rows get each column type's result processor, the one SQLAlchemy would take (the
   compiled statement's cached result metadata, or the type's for the column's driver type).
 
 It does not run (the caller takes SQLAlchemy's path) unless all of this holds: the dialect is
-SQLAlchemy's asyncpg one, unchanged; no echo; no ``before_execute``, ``after_execute``,
-``before_cursor_execute`` or ``after_cursor_execute`` listener, no dialect ``do_execute*``
-listener, and every ``handle_error`` listener and dalkit statement hook is one marked
-`serves_lean`; the engine has no execution option but dalkit's deferred BEGIN; the compiled
-statement is a positional SELECT whose columns match the cursor's one to one, with no
-expanding, literal-execute or schema-translated parts.
+SQLAlchemy's asyncpg one, unchanged; no echo; no ``engine_connect``, ``begin``, ``rollback``,
+``before_execute``, ``after_execute``, ``before_cursor_execute`` or ``after_cursor_execute``
+listener, no dialect ``do_execute*`` listener, and every ``handle_error`` listener and dalkit
+statement hook is one marked `serves_lean`; the engine has no execution option but dalkit's
+deferred BEGIN; the compiled statement is a positional SELECT whose columns match the
+cursor's one to one, with no expanding, literal-execute or schema-translated parts.
 """
 
 from __future__ import annotations
@@ -173,6 +176,7 @@ def read_rows(
             extracted_parameters=extracted,
             _collected_params=collected,
         )
+        cursor: Any = fairy.cursor()  # create_default_cursor, between the two as there
         processors = compiled._bind_processors
         bound = dialect.execute_sequence_format(
             [
@@ -184,11 +188,10 @@ def read_rows(
         _failed(engine, fairy, error, (sql, distilled, None, None), begun=False)
     # the autobegin: no begin listener (_lean_ready) and do_begin does nothing
     context = _Context(_Connection(engine, fairy), compiled, options, sql, bound)
-    cursor: Any = None
+    context.cursor = cursor
+    # PGExecutionContext_asyncpg.pre_exec
+    cursor._invalidate_schema_cache_asof = dialect._invalidate_schema_cache_asof
     try:
-        cursor = context.cursor = fairy.cursor()
-        # PGExecutionContext_asyncpg.pre_exec
-        cursor._invalidate_schema_cache_asof = dialect._invalidate_schema_cache_asof
         dialect.do_execute(cursor, sql, bound, context)
         picks = _picks(compiled, cursor.description, columns, dialect)
         raw = cursor.fetchall()
