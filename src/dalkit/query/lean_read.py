@@ -1,9 +1,9 @@
 """Lean plain reads on asyncpg: the compiled SELECT of a plain read made before anything began
 (`dalkit.query.plain_entities`) run on a pooled connection's cursor without SQLAlchemy's
-Connection, execution context and cursor result. Measured: the read itself 243 -> 163 us of CPU
-(/work/prof23/lean/micro.py, paired medians 0.71-0.75), and bench/peers' async get by id,
-32 tasks over a pool of 8, 355 -> 304, 385 -> 336, 359 -> 330 and 340 -> 302 us of CPU per
-request (/work/prof23/lean/case.py, four interleaved runs with the lean read on and off).
+Connection, execution context and cursor result. Measured: the read itself 243 -> 163 us of
+CPU (/work/prof23/lean/micro.py, paired medians 0.65-0.75 over three runs), and bench/peers'
+async get by id, 32 tasks over a pool of 8, 355 -> 304, 385 -> 336, 359 -> 330 and 340 -> 302
+us of CPU per request (/work/prof23/lean/case.py, four interleaved runs, lean read on / off).
 
 It keeps what SQLAlchemy's execution does for such a read, step by step, with SQLAlchemy's own
 objects where it can:
