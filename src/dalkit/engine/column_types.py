@@ -29,7 +29,8 @@ PostgreSQL ``real`` (``REAL``, a ``Float`` of precision 24 or less): a value is 
 read the binary float, 0.10000000149011612 for 0.1). Compared as the 8-byte float given, the
 0.1 stored matched no filter of 0.1, and a keyset cursor after it found it again, forever.
 
-Numbers (SQLite's NUMERIC and INTEGER, asyncpg's): `dalkit.engine.numbers`.
+Numbers (SQLite's NUMERIC and INTEGER, asyncpg's): `dalkit.engine.numbers`. SQLite's ``CHAR(n)``,
+padded as PostgreSQL pads it: `dalkit.engine.fixed_chars`.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from sqlalchemy.dialects import sqlite
 from sqlalchemy.dialects.postgresql import DOMAIN
 from sqlalchemy.engine import Dialect, Engine
 
+from dalkit.engine.fixed_chars import PaddedChar
 from dalkit.engine.numbers import ExactNumeric, float_as_cast, integers
 
 __all__ = ["ZONE_CONVERSIONS", "install", "zoned_as_column"]
@@ -204,6 +206,8 @@ def install(engine: Engine) -> None:
             sa.DateTime: _UTCDateTime,
             sa.Float: _NaNRefusingFloat,
             sa.Numeric: ExactNumeric,
+            sa.CHAR: PaddedChar,
+            sa.NCHAR: PaddedChar,
             **integers(dialect),
         }
     elif dialect.name == "postgresql":

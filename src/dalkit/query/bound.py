@@ -13,7 +13,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from dalkit.query.like import SQL_ESCAPE, render_glob, render_like
+from dalkit.query.like import PATTERN_TYPE, SQL_ESCAPE, render_glob, render_like
 from dalkit.query.specs import Condition, Group, Node
 
 __all__ = ["LIMIT_PARAM", "OFFSET_PARAM", "StatementCache", "bound_condition", "shape_of"]
@@ -66,11 +66,11 @@ def _bound_comparison(node: Condition, dialect: str, names: list[str]) -> sa.Col
     column: sa.ColumnElement[Any] = node.field.column
     op = node.op
 
-    def bind(expanding: bool = False) -> sa.BindParameter[Any]:
+    def bind(expanding: bool = False, pattern: bool = False) -> sa.BindParameter[Any]:
         names.append(f"dk_p{len(names)}")
         if expanding:
             return sa.bindparam(names[-1], expanding=True)
-        return sa.bindparam(names[-1], type_=column.type)
+        return sa.bindparam(names[-1], type_=PATTERN_TYPE if pattern else column.type)
 
     if op == "eq":
         return column == bind()
@@ -93,11 +93,11 @@ def _bound_comparison(node: Condition, dialect: str, names: list[str]) -> sa.Col
         return column.between(low, bind())
     if op == "ilike":
         if dialect == "sqlite":
-            return column.like(bind(), escape=SQL_ESCAPE)
-        return column.ilike(bind(), escape=SQL_ESCAPE)
+            return column.like(bind(pattern=True), escape=SQL_ESCAPE)
+        return column.ilike(bind(pattern=True), escape=SQL_ESCAPE)
     if dialect == "sqlite":
-        return column.op("GLOB", is_comparison=True)(bind())
-    return column.like(bind(), escape=SQL_ESCAPE)
+        return column.op("GLOB", is_comparison=True)(bind(pattern=True))
+    return column.like(bind(pattern=True), escape=SQL_ESCAPE)
 
 
 def _name(params: dict[str, Any]) -> str:

@@ -15,11 +15,14 @@ import functools
 import re
 from collections.abc import Sequence
 
+import sqlalchemy as sa
+
 from dalkit.query.fields import CoercionError
 
 __all__ = [
     "ANY_CHAR",
     "ANY_STRING",
+    "PATTERN_TYPE",
     "SQL_ESCAPE",
     "like_matches",
     "parse_like",
@@ -31,6 +34,8 @@ __all__ = [
 ANY_STRING, ANY_CHAR = 0, 1
 #: the ESCAPE character of rendered LIKE patterns
 SQL_ESCAPE = "/"
+#: the type a rendered pattern is bound as, whatever its column's (a CHAR(n)'s would pad it)
+PATTERN_TYPE = sa.String()
 _WILDCARDS = {"%": ANY_STRING, "_": ANY_CHAR}
 _GLOB_SPECIAL = {"*": "[*]", "?": "[?]", "[": "[[]"}
 _ASCII_FOLD = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 import sqlalchemy as sa
 
+from dalkit.engine.fixed_chars import char_length, padded
 from dalkit.errors import InvalidFilterError
 from dalkit.query.errors import InputTooLongError
 from dalkit.query.fields import CoercionError, FieldInfo, ModelInfo, to_bool
@@ -20,6 +21,7 @@ from dalkit.query.inputs import refusal
 from dalkit.query.like import (
     ANY_CHAR,
     ANY_STRING,
+    PATTERN_TYPE,
     SQL_ESCAPE,
     like_matches,
     parse_like,
@@ -188,17 +190,14 @@ class Condition:
         }
         if op in simple:
             return simple[op]()
-        tokens: list[str | int] = value
-        if op == "ilike":
+        glob = dialect == "sqlite" and op != "ilike"  # SQLite's case-sensitive match
+        pattern = sa.literal((render_glob if glob else render_like)(value), PATTERN_TYPE)
+        if glob:
+            return column.op("GLOB", is_comparison=True)(pattern)
+        if op == "ilike" and dialect != "sqlite":
             # SQLite's LIKE already ignores ASCII case, PostgreSQL's ILIKE does so in the C locale
-            pattern = render_like(tokens)
-            if dialect == "sqlite":
-                return column.like(pattern, escape=SQL_ESCAPE)
             return column.ilike(pattern, escape=SQL_ESCAPE)
-        if dialect == "sqlite":
-            # SQLite's LIKE ignores case: GLOB is its case-sensitive match
-            return column.op("GLOB", is_comparison=True)(render_glob(tokens))
-        return column.like(render_like(tokens), escape=SQL_ESCAPE)
+        return column.like(pattern, escape=SQL_ESCAPE)
 
     def test(self, value: Any) -> bool | None:
         """SQL's verdict on a row whose field holds ``value``: True, False or None (unknown)."""
@@ -353,7 +352,8 @@ def coerce_condition(
             raise CoercionError(f"{op} cannot hold null; use isnull")
         for item in value:
             _check_length(field, item, max_length)
-        items = tuple(field.coerce(item) for item in value)
+        length = char_length(field.column.type)  # a CHAR(n)'s values compared padded
+        items = tuple(padded(field.coerce(item), length) for item in value)
         return Condition(field, op, frozenset(items) if op in _LIST_OPS else items)
     if value is None:
         raise CoercionError(f"{op} cannot compare with null; use isnull")
@@ -365,7 +365,7 @@ def coerce_condition(
         return Condition(field, "like", [_ANY_STRING, *coerced, _ANY_STRING], max_length)
     if op == "startswith":
         return Condition(field, "like", [*coerced, _ANY_STRING], max_length)
-    return Condition(field, op, coerced, max_length)
+    return Condition(field, op, padded(coerced, char_length(field.column.type)), max_length)
 
 
 def search_group(

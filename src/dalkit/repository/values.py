@@ -17,8 +17,8 @@ redoes the load with the rows coerced only when a value is of another type
 (`dalkit.repository.streamed`).
 
 `stored_value` is what the in-memory repository keeps of a value, as the databases give it
-back: a NUMERIC column's number at the column's scale, a datetime in the column's kind, and a
-value JSON cannot hold (a set) refused as the drivers refuse it.
+back: a CHAR(n)'s text padded, a NUMERIC column's number at the column's scale, a datetime in
+the column's kind, and a value JSON cannot hold (a set) refused as the drivers refuse it.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import DOMAIN
 from sqlalchemy.orm.attributes import instance_state
 
+from dalkit.engine.fixed_chars import char_length, padded
 from dalkit.engine.numbers import numeric_as_stored, numeric_typmod
 from dalkit.errors import DatabaseError, InvalidQueryError
 from dalkit.query.fields import FieldInfo, ModelInfo
@@ -242,7 +243,8 @@ def _is_finite(value: decimal.Decimal) -> bool:
 
 def stored_value(field: FieldInfo, value: Any) -> Any:
     """``value`` as a database gives it back from ``field``'s column, for the in-memory
-    repository: a NUMERIC column's int or float at the column's scale, a float as PostgreSQL
+    repository: a CHAR(n)'s text padded to ``n`` (`dalkit.engine.fixed_chars`), a NUMERIC
+    column's int or float at the column's scale, a float as PostgreSQL
     casts it (its 15 significant digits, rounded half away from zero: SQLite rounds the binary
     value, 1.005 to 1.00 where PostgreSQL gives 1.01); a datetime made naive or aware as the
     column is (UTC); a value of a JSON column that JSON cannot hold refused.
@@ -259,6 +261,8 @@ def stored_value(field: FieldInfo, value: Any) -> Any:
     """
     if value is None:
         return value
+    if field.kind == "str":
+        return padded(value, char_length(field.column.type))
     if field.kind == "decimal" and isinstance(value, int | float | decimal.Decimal):
         return numeric_as_stored(value, numeric_typmod(field.column.type)[1])
     if numeric_float(field) and isinstance(value, int | float) and math.isfinite(value):

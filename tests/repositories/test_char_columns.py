@@ -1,0 +1,121 @@
+"""A ``CHAR(n)`` column holds its text padded to ``n``, as PostgreSQL stores it, on SQLite and in
+the in-memory repository too: ``'ab'`` reads back ``'ab   '`` from a ``CHAR(5)``, a filter of
+``'ab'`` finds the rows given ``'ab'`` and ``'ab '`` alike, and a LIKE pattern matches the padded
+text. SQLite and the in-memory repository kept the text as given and found one of the two rows."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from dalkit import AsyncDatabase, AsyncRepository, Database, InMemoryRepository, Repository
+
+SECRET = "the char columns' cursor secret"
+
+
+class _Base(DeclarativeBase):
+    pass
+
+
+class Code(_Base):
+    __tablename__ = "char_codes"
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    code: Mapped[str] = mapped_column(sa.CHAR(5))
+    wide: Mapped[str | None] = mapped_column(sa.NCHAR(4))
+
+
+class Codes(Repository[Code]):
+    cursor_secret = SECRET
+
+
+class AsyncCodes(AsyncRepository[Code]):
+    cursor_secret = SECRET
+
+
+def _rows() -> list[Code]:
+    return [Code(id=1, code="ab"), Code(id=2, code="ab "), Code(id=3, code="a", wide="é")]
+
+
+EXPECTED: dict[str, Any] = {
+    "values": ["ab   ", "ab   ", "a    "],
+    "wide": [None, None, "é   "],
+    "eq": [1, 2],
+    "eq padded": [1, 2],
+    "in": [1, 2, 3],
+    "ne": [3],
+    "gt": [1, 2],
+    "startswith": [1, 2],
+    "endswith b": [],
+    "contains": [1, 2],
+    "count": 2,
+    "walk": [[3, 1], [2]],
+}
+
+
+def _answers(repo: Any) -> dict[str, Any]:
+    listed = repo.list(sort="id")
+    first = repo.paginate_cursor(limit=2, sort="code")
+    second = repo.paginate_cursor(limit=2, sort="code", after=first.next_cursor)
+    return {
+        "values": [c.code for c in listed],
+        "wide": [c.wide for c in listed],
+        "eq": sorted(c.id for c in repo.find(code="ab")),
+        "eq padded": sorted(c.id for c in repo.find(code="ab  ")),
+        "in": sorted(c.id for c in repo.find(code__in=["a", "ab"])),
+        "ne": sorted(c.id for c in repo.find(code__ne="ab")),
+        "gt": sorted(c.id for c in repo.find(code__gt="a")),
+        "startswith": sorted(c.id for c in repo.find(code__startswith="ab ")),
+        "endswith b": sorted(c.id for c in repo.find(code__like="%b")),
+        "contains": sorted(c.id for c in repo.find(code__contains="b")),
+        "count": repo.count(code="ab"),
+        "walk": [[c.id for c in first.items], [c.id for c in second.items]],
+    }
+
+
+def test_a_char_column_holds_and_compares_its_text_padded(database: Database) -> None:
+    _Base.metadata.create_all(database.engine)
+    with database.session_factory() as session:
+        codes = Codes(session)
+        codes.add_many(_rows())
+        session.expire_all()
+        assert _answers(codes) == EXPECTED
+        session.rollback()
+
+
+def test_the_in_memory_repository_holds_a_char_columns_text_padded() -> None:
+    codes = InMemoryRepository.mirroring(Codes)([])
+    codes.add_many(_rows())
+    assert _answers(codes) == EXPECTED
+    codes.update(codes.get(3), code="b")
+    assert codes.get(3).code == "b    "
+
+
+def test_a_core_insert_pads_a_char_columns_text_on_sqlite(sqlite_url: str) -> None:
+    database = Database(sqlite_url)
+    try:
+        _Base.metadata.create_all(database.engine)
+        with database.engine.begin() as connection:
+            connection.execute(sa.insert(Code), [{"id": 1, "code": "ab"}])
+            stored = connection.execute(sa.text("SELECT code FROM char_codes")).scalar()
+        assert stored == "ab   "
+    finally:
+        database.dispose()
+
+
+async def test_an_async_char_column_holds_and_compares_its_text_as_the_sync_one(
+    async_database: AsyncDatabase,
+) -> None:
+    async with async_database.engine.begin() as connection:
+        await connection.run_sync(_Base.metadata.create_all)
+    async with async_database.session_factory() as session:
+        codes = AsyncCodes(session)
+        await codes.add_many(_rows())
+        session.expire_all()
+        listed = await codes.list(sort="id")
+        assert [c.code for c in listed] == EXPECTED["values"]
+        assert sorted(c.id for c in await codes.find(code="ab")) == EXPECTED["eq"]
+        assert sorted(c.id for c in await codes.find(code__startswith="ab ")) == [1, 2]
+        assert await codes.count(code="ab") == 2
+        await session.rollback()
