@@ -7,10 +7,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 
 import pytest
 
-from dalkit import Database, InvalidQueryError
+from dalkit import Database, DatabaseError, InvalidQueryError
 
 from .models import EPOCH, User
 
@@ -119,3 +120,18 @@ def test_placeholder_lookalikes_inside_literals_and_comments_are_fine(
         n=3,
     )
     assert [dict(r) for r in rows] == [{"text": "50%s; {x} ?", "n": 3}]
+
+
+def test_a_nan_bound_by_raw_sql_is_kept_or_refused_never_made_null(
+    database: Database,
+) -> None:
+    # SQLite took the NaN of an untyped bind as NULL; PostgreSQL keeps it
+    insert = "INSERT INTO prices (id, exact) VALUES (1, :nan)"
+    if database.engine.dialect.name == "sqlite":
+        with pytest.raises(DatabaseError, match="NaN"):
+            database.sql(insert, nan=math.nan)
+        assert database.sql("SELECT count(*) AS n FROM prices") == [{"n": 0}]
+    else:
+        database.sql(insert, nan=math.nan)
+        [row] = database.sql("SELECT exact FROM prices")
+        assert row["exact"].is_nan()

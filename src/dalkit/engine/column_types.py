@@ -22,7 +22,8 @@ domain over ``timestamp`` in the session's zone and asyncpg refused it with a ra
 
 SQLite ``Float``: SQLite stores a NaN as NULL, so a NaN written by ``add()``, ``update()``,
 ``upsert()`` or ``bulk_insert()`` became NULL silently (PostgreSQL and the in-memory repository
-keep it). It is refused instead (`DatabaseError`, or `BulkLoadError` naming the row).
+keep it). It is refused instead (`DatabaseError`, or `BulkLoadError` naming the row), and so is
+a NaN bound untyped by raw SQL (``db.sql``, ``text()``), which SQLite stored as NULL too.
 
 PostgreSQL ``real`` (``REAL``, a ``Float`` of precision 24 or less): a value is sent cast to
 ``real``, as the column holds it, and read back as the server writes it (psycopg's text; asyncpg
@@ -39,12 +40,14 @@ import datetime as dt
 import functools
 import math
 import struct
+from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.dialects.postgresql import DOMAIN
 from sqlalchemy.engine import Dialect, Engine
+from sqlalchemy.sql.sqltypes import NullType
 
 from dalkit.engine.fixed_chars import PaddedChar
 from dalkit.engine.numbers import ExactNumeric, float_as_cast, integers
@@ -83,18 +86,30 @@ class _UTCDateTime(sqlite.DATETIME):
         return as_utc
 
 
+def _refusing_nan(process: Callable[[Any], Any] | None) -> Callable[[Any], Any]:
+    """SQLite's bind ``process`` (or none) refusing a float NaN, which SQLite takes as NULL."""
+
+    def refuse_nan(value: Any) -> Any:
+        if isinstance(value, float) and value != value:
+            raise ValueError("SQLite cannot store a float NaN: it would become NULL")
+        return value if process is None else process(value)
+
+    return refuse_nan
+
+
 class _NaNRefusingFloat(sa.Float):  # type: ignore[type-arg]
     """A float column that refuses NaN, which SQLite would store as NULL."""
 
     def bind_processor(self, dialect: Dialect) -> Any:
-        process = super().bind_processor(dialect)  # type: ignore[no-untyped-call]
+        return _refusing_nan(super().bind_processor(dialect))  # type: ignore[no-untyped-call]
 
-        def refuse_nan(value: Any) -> Any:
-            if isinstance(value, float) and value != value:
-                raise ValueError("SQLite cannot store a float NaN: it would become NULL")
-            return value if process is None else process(value)
 
-        return refuse_nan
+class _NaNRefusingNull(NullType):
+    """An untyped bind (raw SQL's ``text()``, ``db.sql``) refusing a float NaN, which SQLite
+    stored as NULL and compared as NULL, where PostgreSQL keeps it and finds it equal to NaN."""
+
+    def bind_processor(self, dialect: Dialect) -> Any:
+        return _refusing_nan(super().bind_processor(dialect))
 
 
 @functools.cache
@@ -205,6 +220,7 @@ def install(engine: Engine) -> None:
         changed = {
             sa.DateTime: _UTCDateTime,
             sa.Float: _NaNRefusingFloat,
+            NullType: _NaNRefusingNull,
             sa.Numeric: ExactNumeric,
             sa.CHAR: PaddedChar,
             sa.NCHAR: PaddedChar,
