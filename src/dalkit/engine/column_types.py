@@ -29,6 +29,7 @@ PostgreSQL ``real`` (``REAL``, a ``Float`` of precision 24 or less): a value is 
 ``real``, as the column holds it, and read back as the server writes it (psycopg's text; asyncpg
 read the binary float, 0.10000000149011612 for 0.1). Compared as the 8-byte float given, the
 0.1 stored matched no filter of 0.1, and a keyset cursor after it found it again, forever.
+SQLite's such column holds the number PostgreSQL holds (`dalkit.engine.single_floats`).
 
 Numbers (SQLite's NUMERIC and INTEGER, asyncpg's): `dalkit.engine.numbers`. SQLite's ``CHAR(n)``,
 padded as PostgreSQL pads it: `dalkit.engine.fixed_chars`.
@@ -38,8 +39,6 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-import math
-import struct
 from collections.abc import Callable
 from typing import Any
 
@@ -51,6 +50,7 @@ from sqlalchemy.sql.sqltypes import NullType
 
 from dalkit.engine.fixed_chars import PaddedChar
 from dalkit.engine.numbers import ExactNumeric, float_as_cast, integers
+from dalkit.engine.single_floats import is_single, real_as_stored, shortest
 
 __all__ = ["ZONE_CONVERSIONS", "install", "zoned_as_column"]
 
@@ -98,10 +98,23 @@ def _refusing_nan(process: Callable[[Any], Any] | None) -> Callable[[Any], Any]:
 
 
 class _NaNRefusingFloat(sa.Float):  # type: ignore[type-arg]
-    """A float column that refuses NaN, which SQLite would store as NULL."""
+    """A float column that refuses NaN, which SQLite would store as NULL; a ``real`` one holds
+    its numbers as PostgreSQL does (`dalkit.engine.single_floats`)."""
+
+    real = False  # whether the column was declared REAL (its adaptation here loses that)
 
     def bind_processor(self, dialect: Dialect) -> Any:
-        return _refusing_nan(super().bind_processor(dialect))  # type: ignore[no-untyped-call]
+        process = super().bind_processor(dialect)  # type: ignore[no-untyped-call]
+        if is_single(self, self.real):
+            convert = process
+            process = real_as_stored if convert is None else lambda v: convert(real_as_stored(v))
+        return _refusing_nan(process)
+
+
+class _NaNRefusingReal(_NaNRefusingFloat):
+    """SQLite's adaptation of ``REAL``: a ``real`` column, whatever its precision."""
+
+    real = True
 
 
 class _NaNRefusingNull(NullType):
@@ -122,7 +135,7 @@ def _single_cast(base: type[sa.Float], always: bool) -> type[sa.Float]:  # type:
 
     class SingleCast(base):  # type: ignore[valid-type,misc]
         def _single(self) -> bool:
-            return always or (self.precision is not None and self.precision <= 24)
+            return is_single(self, always)
 
         def bind_expression(self, bindvalue: Any) -> Any:
             return sa.cast(bindvalue, sa.REAL) if self._single() else bindvalue
@@ -133,21 +146,9 @@ def _single_cast(base: type[sa.Float], always: bool) -> type[sa.Float]:  # type:
                 return process
             # as the server's text gives it, which psycopg reads: asyncpg's binary read gave
             # 0.10000000149011612 for the 0.1 psycopg gave
-            return _shortest if process is None else lambda value: _shortest(process(value))
+            return shortest if process is None else lambda value: shortest(process(value))
 
     return SingleCast
-
-
-def _shortest(value: Any) -> Any:
-    """A 4-byte float's shortest decimal spelling, as PostgreSQL writes a ``real``."""
-    if not isinstance(value, float) or not math.isfinite(value):
-        return value
-    packed = struct.pack("f", value)
-    for digits in range(1, 10):
-        candidate = float(f"{value:.{digits}g}")
-        if struct.pack("f", candidate) == packed:
-            return candidate
-    return value
 
 
 def zoned_as_column(value: Any, timezone: bool) -> Any:
@@ -220,6 +221,7 @@ def install(engine: Engine) -> None:
         changed = {
             sa.DateTime: _UTCDateTime,
             sa.Float: _NaNRefusingFloat,
+            sa.REAL: _NaNRefusingReal,
             NullType: _NaNRefusingNull,
             sa.Numeric: ExactNumeric,
             sa.CHAR: PaddedChar,

@@ -12,11 +12,14 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import DOMAIN
 
+from dalkit.engine.fixed_chars import char_length, padded
 from dalkit.engine.numbers import numeric_typmod, stored_numeric
+from dalkit.engine.single_floats import is_single, real_as_stored
 from dalkit.errors import ConfigurationError, InvalidQueryError
 from dalkit.query.fields import CoercionError, FieldInfo, ModelInfo, column_field, to_decimal
 
 __all__ = [
+    "as_held",
     "coerce_values",
     "key_refusal",
     "numeric_float",
@@ -206,3 +209,30 @@ def _domain_base(type_: Any, name: str) -> FieldInfo | None:
     if not isinstance(type_, DOMAIN):
         return None
     return column_field(sa.Column(name, type_.data_type))
+
+
+def as_held(field: FieldInfo, value: Any) -> Any:
+    """``value`` as ``field``'s column holds it on PostgreSQL, for the in-memory repository to
+    keep and for filters to compare with: a ``CHAR(n)``'s text padded to ``n``
+    (`dalkit.engine.fixed_chars`), a ``real``'s number rounded to 4 bytes
+    (`dalkit.engine.single_floats`); any other as it is.
+
+    Args:
+        field: The column's field.
+        value: A value of the field's type.
+
+    Returns:
+        The value held.
+
+    Raises:
+        CoercionError: A number past a ``real``'s range, which PostgreSQL refuses.
+    """
+    type_ = field.column.type
+    if field.kind == "str":
+        return padded(value, char_length(type_))
+    if field.kind == "float" and is_single(type_):
+        try:
+            return real_as_stored(value)
+        except ValueError as exc:
+            raise CoercionError(str(exc)) from None
+    return value

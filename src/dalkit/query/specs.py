@@ -13,11 +13,10 @@ from typing import Any, Literal
 
 import sqlalchemy as sa
 
-from dalkit.engine.fixed_chars import char_length, padded
 from dalkit.errors import InvalidFilterError
 from dalkit.query.errors import InputTooLongError
 from dalkit.query.fields import CoercionError, FieldInfo, ModelInfo, to_bool
-from dalkit.query.inputs import refusal
+from dalkit.query.inputs import as_held, refusal
 from dalkit.query.like import (
     ANY_CHAR,
     ANY_STRING,
@@ -352,8 +351,7 @@ def coerce_condition(
             raise CoercionError(f"{op} cannot hold null; use isnull")
         for item in value:
             _check_length(field, item, max_length)
-        length = char_length(field.column.type)  # a CHAR(n)'s values compared padded
-        items = tuple(padded(field.coerce(item), length) for item in value)
+        items = tuple(as_held(field, field.coerce(item)) for item in value)
         return Condition(field, op, frozenset(items) if op in _LIST_OPS else items)
     if value is None:
         raise CoercionError(f"{op} cannot compare with null; use isnull")
@@ -365,7 +363,7 @@ def coerce_condition(
         return Condition(field, "like", [_ANY_STRING, *coerced, _ANY_STRING], max_length)
     if op == "startswith":
         return Condition(field, "like", [*coerced, _ANY_STRING], max_length)
-    return Condition(field, op, padded(coerced, char_length(field.column.type)), max_length)
+    return Condition(field, op, as_held(field, coerced), max_length)
 
 
 def search_group(

@@ -17,8 +17,9 @@ redoes the load with the rows coerced only when a value is of another type
 (`dalkit.repository.streamed`).
 
 `stored_value` is what the in-memory repository keeps of a value, as the databases give it
-back: a CHAR(n)'s text padded, a NUMERIC column's number at the column's scale, a datetime in
-the column's kind, and a value JSON cannot hold (a set) refused as the drivers refuse it.
+back: a CHAR(n)'s text padded, a ``real``'s number at 4 bytes, a NUMERIC column's number at the
+column's scale, a datetime in the column's kind, and a value JSON cannot hold (a set) or a
+``real`` cannot (1e39) refused as the drivers and the server refuse it.
 """
 
 from __future__ import annotations
@@ -38,11 +39,10 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import DOMAIN
 from sqlalchemy.orm.attributes import instance_state
 
-from dalkit.engine.fixed_chars import char_length, padded
 from dalkit.engine.numbers import numeric_as_stored, numeric_typmod
 from dalkit.errors import DatabaseError, InvalidQueryError
-from dalkit.query.fields import FieldInfo, ModelInfo
-from dalkit.query.inputs import numeric_float, write_value
+from dalkit.query.fields import CoercionError, FieldInfo, ModelInfo
+from dalkit.query.inputs import as_held, numeric_float, write_value
 from dalkit.repository.copy import row_error
 
 __all__ = ["coerce_entity", "coerce_rows", "of_own_types", "stored_value"]
@@ -243,8 +243,8 @@ def _is_finite(value: decimal.Decimal) -> bool:
 
 def stored_value(field: FieldInfo, value: Any) -> Any:
     """``value`` as a database gives it back from ``field``'s column, for the in-memory
-    repository: a CHAR(n)'s text padded to ``n`` (`dalkit.engine.fixed_chars`), a NUMERIC
-    column's int or float at the column's scale, a float as PostgreSQL
+    repository: a CHAR(n)'s text padded and a ``real``'s number at 4 bytes (`as_held`), a
+    NUMERIC column's int or float at the column's scale, a float as PostgreSQL
     casts it (its 15 significant digits, rounded half away from zero: SQLite rounds the binary
     value, 1.005 to 1.00 where PostgreSQL gives 1.01); a datetime made naive or aware as the
     column is (UTC); a value of a JSON column that JSON cannot hold refused.
@@ -257,12 +257,16 @@ def stored_value(field: FieldInfo, value: Any) -> Any:
         The value to keep.
 
     Raises:
-        DatabaseError: A value JSON cannot hold (a set), as the drivers' serializer refuses it.
+        DatabaseError: A value JSON cannot hold (a set), as the drivers' serializer refuses it,
+            or a number past a ``real``'s range, as PostgreSQL refuses it.
     """
     if value is None:
         return value
-    if field.kind == "str":
-        return padded(value, char_length(field.column.type))
+    if field.kind in ("str", "float"):
+        try:
+            value = as_held(field, value)
+        except CoercionError as exc:  # as PostgreSQL refuses it ("value out of range")
+            raise DatabaseError(str(exc)) from None
     if field.kind == "decimal" and isinstance(value, int | float | decimal.Decimal):
         return numeric_as_stored(value, numeric_typmod(field.column.type)[1])
     if numeric_float(field) and isinstance(value, int | float) and math.isfinite(value):
