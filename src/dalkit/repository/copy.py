@@ -31,6 +31,7 @@ from dalkit.errors import (
 )
 from dalkit.query.fields import FieldInfo, ModelInfo
 from dalkit.repository.ranges import check_integer_ranges
+from dalkit.repository.versions import bump_sets
 from dalkit.secret_names import masked_values
 
 __all__ = [
@@ -155,9 +156,10 @@ class BulkPlan:
         quote = dialect.identifier_preparer.quote
         table = dialect.identifier_preparer.format_table(self.table)
         keys = {id(f) for f in self.update_keys}
-        sets = ", ".join(f"{quote(f.column.name)} = ?" for f in self.fields if id(f) not in keys)
+        sets = [f"{quote(f.column.name)} = ?" for f in self.fields if id(f) not in keys]
         where = " AND ".join(f"{quote(f.column.name)} = ?" for f in self.update_keys)
-        return f"UPDATE {table} SET {sets} WHERE {where}"
+        bump = bump_sets(self.info, self.fields, quote, "")
+        return f"UPDATE {table} SET {', '.join([*sets, *bump])} WHERE {where}"
 
     def update_tuple_order(self) -> list[int]:
         keys = {id(f) for f in self.update_keys}
@@ -181,11 +183,9 @@ class BulkPlan:
         table = dialect.identifier_preparer.format_table(self.table)
         columns = ", ".join(quote(f.column.name) for f in self.fields)
         keys = {id(f) for f in self.update_keys}
-        sets = ", ".join(
-            f"{quote(f.column.name)} = s.{quote(f.column.name)}"
-            for f in self.fields
-            if id(f) not in keys
-        )
+        named = [quote(f.column.name) for f in self.fields if id(f) not in keys]
+        bump = bump_sets(self.info, self.fields, quote, "t.")
+        sets = ", ".join([*(f"{n} = s.{n}" for n in named), *bump])
         where = " AND ".join(
             f"t.{quote(f.column.name)} = s.{quote(f.column.name)}" for f in self.update_keys
         )

@@ -14,6 +14,7 @@ from dalkit.errors import ConfigurationError, InvalidQueryError
 from dalkit.query.context_defaults import context_default
 from dalkit.query.fields import CoercionError, FieldInfo, ModelInfo
 from dalkit.query.inputs import coerce_values
+from dalkit.repository.versions import version_counter
 
 __all__ = [
     "check_on",
@@ -207,6 +208,9 @@ def upsert_statement(
     else:
         raise ConfigurationError(f"upsert supports PostgreSQL and SQLite, not {dialect}")
     pk_names = {f.name for f in info.primary_key}
+    counter = version_counter(info)  # a new row's is 1, as the flush gives it
+    if counter is not None and counter.name not in rows[0]:
+        rows = [{**row, counter.name: 1} for row in rows]
     if orm:
         # one row as a row, not a list of one: SQLAlchemy's ORM INSERT of a list misnames the
         # parameters a default of the statement's context reads (KeyError 'table.col_m0')
@@ -239,6 +243,8 @@ def upsert_statement(
             set_[field.column] = onupdate.arg(None)
         elif onupdate.is_scalar or onupdate.is_clause_element:
             set_[field.column] = onupdate.arg
+    if counter is not None:  # one more than the row's, as the flush's UPDATE sets it
+        set_[counter.column] = counter.column + 1
     return statement.on_conflict_do_update(index_elements=targets, set_=set_)
 
 
