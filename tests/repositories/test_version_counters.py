@@ -13,7 +13,14 @@ import sqlalchemy as sa
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.orm.exc import StaleDataError
 
-from dalkit import AsyncDatabase, AsyncRepository, Database, InvalidQueryError, Repository
+from dalkit import (
+    AsyncDatabase,
+    AsyncRepository,
+    Database,
+    InMemoryRepository,
+    InvalidQueryError,
+    Repository,
+)
 
 
 class _Base(DeclarativeBase):
@@ -106,3 +113,17 @@ async def test_an_async_bulk_update_moves_the_version_counter_on(
         assert (await docs.upsert({"id": 2, "title": "new"}, on=["id"])).version == 1
         assert (await docs.upsert({"id": 2, "title": "again"}, on=["id"])).version == 2
         await session.rollback()
+
+
+def test_the_in_memory_repository_keeps_a_version_counter_as_the_flush_does() -> None:
+    docs = InMemoryRepository.mirroring(Docs)([])
+    versions = [docs.add(Doc(id=1, title="a")).version]
+    docs.update(docs.get(1), title="b")
+    versions.append(docs.get(1).version)
+    docs.update_many([{"id": 1, "title": "c"}])
+    versions.append(docs.get(1).version)
+    docs.bulk_update([{"id": 1, "title": "d"}])
+    versions.append(docs.get(1).version)
+    versions.append(docs.upsert({"id": 1, "title": "e", "version": 1}, on=["id"]).version)
+    versions.append(docs.upsert({"id": 2, "title": "f"}, on=["id"]).version)
+    assert versions == [1, 2, 3, 4, 5, 1]

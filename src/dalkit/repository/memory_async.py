@@ -38,6 +38,7 @@ from dalkit.repository.copy import (
 )
 from dalkit.repository.memory_rows import TenantScope, check_constraints
 from dalkit.repository.values import stored_value
+from dalkit.repository.versions import flushed_version
 from dalkit.repository.writes import Upsert, check_rows, conflict_context_values
 
 __all__ = ["AsyncInMemoryRepository", "Snapshot"]
@@ -295,6 +296,8 @@ class AsyncInMemoryRepository(AsyncAbstractRepository[ModelT]):
                 setattr(entity, field.name, make())
             elif of_row is not None:  # given the row's values, the defaults before it too
                 setattr(entity, field.name, of_row(_parameters(info, entity, info.fields)))
+        for name, version in flushed_version(info, entity, None).items():
+            setattr(entity, name, version)
         pk = info.primary_key
         if len(pk) == 1 and pk[0].kind == "int" and getattr(entity, pk[0].name) is None:
             existing = [k[0] for k in self._rows]
@@ -330,6 +333,7 @@ class AsyncInMemoryRepository(AsyncAbstractRepository[ModelT]):
             elif of_row is not None:
                 keys = [*values, *(f.name for f in info.primary_key)]
                 changed[field.name] = of_row(_parameters(info, entity, keys, values))
+        changed.update(flushed_version(info, entity, values))
         changed = {n: stored_value(info.fields[n], v) for n, v in changed.items()}
         self._tenant.check_change(entity, changed)
         before = {name: getattr(entity, name) for name in changed}

@@ -8,18 +8,21 @@ changed, silently; ``upsert`` wrote the counter given (or none, and a new row br
 NULL). They add one to it now, and an upsert inserts a new row at the counter's first value. A
 counter the server sets (``version_id_generator=False``) is left to the server; one a Python
 function computes (a UUID) cannot be computed in the statement, and these writes refuse it.
+The in-memory repository keeps the counter as the flush does (`flushed_version`): its ``add``
+refused a versioned model's entity (NotNullViolationError) and its writes left the counter.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 import sqlalchemy as sa
 
 from dalkit.errors import InvalidQueryError
 from dalkit.query.fields import FieldInfo, ModelInfo
 
-__all__ = ["bump_sets", "version_counter"]
+__all__ = ["bump_sets", "flushed_version", "version_counter"]
 
 
 def version_counter(info: ModelInfo) -> FieldInfo | None:
@@ -74,3 +77,29 @@ def bump_sets(
         return []
     name = quote(counter.column.name)
     return [f"{name} = {qualifier}{name} + 1"]
+
+
+def flushed_version(
+    info: ModelInfo, entity: Any, values: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """What a flush writes to ``info``'s version counter, for the in-memory repository: a new
+    entity's first value (unless it names one), or one more than an entity's current one when
+    ``values`` change it (unless they name the counter).
+
+    Args:
+        info: The model's fields.
+        entity: The entity inserted or updated.
+        values: The values an update sets, or None for an insert.
+
+    Returns:
+        The counter's name and value, or nothing for a model without a counter the flush sets.
+    """
+    mapper = sa.inspect(info.model)
+    column, generate = mapper.version_id_col, mapper.version_id_generator
+    field = None if column is None or generate is False else info.field_for_column(column)
+    if field is None or generate is False:
+        return {}
+    current = getattr(entity, field.name)
+    if values is None:
+        return {} if current is not None else {field.name: generate(None)}
+    return {} if field.name in values else {field.name: generate(current)}

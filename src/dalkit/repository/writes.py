@@ -161,7 +161,11 @@ def check_upsert(
         )
     for row in rows:  # in place: the callers write these very dicts
         row.update(coerce_values(info, row))
-    upsert = Upsert(index, tuple(check_update(info, keys, index, update)))
+    # a version counter given is a new row's: the row met gets one more than its own
+    counter = version_counter(info)
+    names = check_update(info, keys, index, update)
+    names = [n for n in names if counter is None or n != counter.name]
+    upsert = Upsert(index, tuple(names))
     if upsert.names:
         _check_distinct_targets(rows, index)
     return upsert
