@@ -119,3 +119,29 @@ async def test_an_async_char_column_holds_and_compares_its_text_as_the_sync_one(
         assert sorted(c.id for c in await codes.find(code__startswith="ab ")) == [1, 2]
         assert await codes.count(code="ab") == 2
         await session.rollback()
+
+
+class Keyed(_Base):
+    __tablename__ = "char_keyed"
+    code: Mapped[str] = mapped_column(sa.CHAR(4), primary_key=True)
+    n: Mapped[int] = mapped_column()
+
+
+class KeyedRows(Repository[Keyed]):
+    pass
+
+
+def test_a_char_primary_key_given_unpadded_finds_its_row(database: Database) -> None:
+    # get_many found nothing (the row came back under 'ab  ', asked for as 'ab'), and the
+    # in-memory get found nothing either
+    _Base.metadata.create_all(database.engine)
+    with database.session_factory() as session:
+        KeyedRows(session).add(Keyed(code="ab", n=1))
+        session.commit()
+    with database.session_factory() as session:
+        rows = KeyedRows(session)
+        assert [k.n for k in rows.get_many(["ab", "zz"])] == [1]
+        assert rows.get("ab").code == "ab  "
+    memory = InMemoryRepository.mirroring(KeyedRows)([Keyed(code="ab", n=1)])
+    assert memory.get("ab").code == "ab  "
+    assert [k.n for k in memory.get_many(["ab "])] == [1]

@@ -236,3 +236,33 @@ def as_held(field: FieldInfo, value: Any) -> Any:
         except ValueError as exc:
             raise CoercionError(str(exc)) from None
     return value
+
+
+def held_ident(info: ModelInfo, ident: Any) -> tuple[Any, ...]:
+    """A primary key given as a scalar, tuple or mapping, coerced, as the columns hold it
+    (`as_held`): a ``CHAR(n)`` key given unpadded finds its row, as on PostgreSQL.
+
+    Args:
+        info: The model's fields.
+        ident: The key, as `ModelInfo.ident_tuple` takes it.
+
+    Returns:
+        The key's values.
+
+    Raises:
+        CoercionError: A value of the wrong type.
+    """
+    values = info.ident_tuple(ident)
+    if not _holds_keys(info):
+        return values
+    return tuple(as_held(f, v) for f, v in zip(info.primary_key, values, strict=True))
+
+
+@functools.cache
+def _holds_keys(info: ModelInfo) -> bool:
+    """Whether `as_held` may change a value of ``info``'s primary key (once per model: a get
+    of any other key pays nothing)."""
+    return any(
+        char_length(f.column.type) is not None or (f.kind == "float" and is_single(f.column.type))
+        for f in info.primary_key
+    )

@@ -25,7 +25,7 @@ from dalkit.query.bound import (
 )
 from dalkit.query.cursor import CursorCodec
 from dalkit.query.fields import CoercionError, FieldInfo, ModelInfo, model_info
-from dalkit.query.inputs import key_refusal, resolve_allowed
+from dalkit.query.inputs import held_ident, key_refusal, resolve_allowed
 from dalkit.query.loading import LoadInput, eager_options
 from dalkit.query.pagination import KeysetWindow, check_keyset_keys
 from dalkit.query.soft_delete import hide_deleted, is_soft_deletable
@@ -274,7 +274,7 @@ class QueryPlan:
 
     def ident(self, ident: Any) -> tuple[Any, ...]:
         try:
-            return self.info.ident_tuple(ident)
+            return held_ident(self.info, ident)
         except CoercionError as exc:
             raise InvalidFilterError(key_refusal(self.info, ident, exc), name="id") from None
 
