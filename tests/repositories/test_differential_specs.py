@@ -2,9 +2,10 @@
 next to keyword filters, soft-deleted rows (hidden, or read with ``include_deleted``), every
 read (``list``, ``count``, ``exists``, ``first``, ``search``, ``get_many``, ``paginate`` and
 keyset walks sorted both ways), and column kinds the first suite leaves out (a NUMERIC read
-back as a float, dates, UUIDs, booleans), give the in-memory repository's answer on SQLite and
-PostgreSQL, sync and async; and ``count``, ``exists``, ``paginate`` and ``list`` agree with each
-other. Bounded and derandomized, so CI runs the same examples in a few seconds."""
+back as a float, dates, UUIDs, booleans, a CHAR(n) held padded, a 4-byte REAL), give the
+in-memory repository's answer on SQLite and PostgreSQL, sync and async; and ``count``,
+``exists``, ``paginate`` and ``list`` agree with each other. Bounded and derandomized, so CI
+runs the same examples in a few seconds."""
 
 from __future__ import annotations
 
@@ -48,6 +49,8 @@ class Entry(SoftDeleteMixin, Base):
     token: Mapped[uuid.UUID | None] = mapped_column(sa.Uuid)
     on: Mapped[bool] = mapped_column(sa.Boolean)
     rank: Mapped[int] = mapped_column(sa.Integer)
+    code: Mapped[str | None] = mapped_column(sa.CHAR(3))  # held padded, as PostgreSQL pads it
+    level: Mapped[float | None] = mapped_column(sa.REAL)  # held at 4 bytes
 
 
 class Entries(Repository[Entry]):
@@ -76,13 +79,16 @@ WRITTEN: dict[str, st.SearchStrategy[Any]] = {
     "token": st.sampled_from([*_TOKENS, str(_TOKENS[1])]),
     "on": st.sampled_from([True, False, 1, "false"]),
     "rank": st.integers(0, 2),
+    "code": st.text(alphabet="ab %_", max_size=3),
+    "level": st.sampled_from([0.1, 0.123456789, 16777217.0, -2.5, "0.3", 0]),
 }
 # filtered on: a value with more places than the scale is refused everywhere
 COMPARED: dict[str, st.SearchStrategy[Any]] = {
     **WRITTEN,
     "ratio": st.sampled_from([0, 1.01, -1.01, 2.68, 0.13, "3.33", 1.005, -0.0]),
+    "level": st.sampled_from([0.1, 0.12345679, 0.123456789, 16777216, -2.5, 0.3]),
 }
-NULLABLE = ("name", "ratio", "day", "token")
+NULLABLE = ("name", "ratio", "day", "token", "code", "level")
 OPERATORS = {
     "name": ["eq", "ne", "lt", "in", "not_in", "ilike", "contains", "isnull"],
     "ratio": ["eq", "ne", "lt", "gte", "in", "between", "isnull"],
@@ -90,6 +96,8 @@ OPERATORS = {
     "token": ["eq", "ne", "in", "not_in", "isnull"],
     "on": ["eq", "ne"],
     "rank": ["eq", "ne", "lt", "in", "not_in"],
+    "code": ["eq", "ne", "lt", "gte", "in", "contains", "ilike", "isnull"],
+    "level": ["eq", "ne", "lt", "gte", "in", "between", "isnull"],
 }
 SORTABLE = [*WRITTEN, "id"]
 KEYSET = ["on", "rank", "id"]  # the non-nullable fields
