@@ -5,6 +5,7 @@ floats are converted only in a load that has one."""
 from __future__ import annotations
 
 from decimal import Decimal
+from importlib import metadata
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ from sqlalchemy.engine import Dialect
 from dalkit.errors import BulkLoadError
 from dalkit.query.fields import model_info
 from dalkit.repository.copy import plan_bulk
+from dalkit.repository.copy_driver import streams_rows
 from dalkit.repository.numerics import converting_float_numerics
 from dalkit.repository.streamed import StreamedTuples
 
@@ -117,3 +119,14 @@ def test_only_a_load_with_a_float_for_a_numeric_column_converts_it() -> None:
     converting = converting_float_numerics(plan, rows)
     assert list(StreamedTuples(converting, rows))[7] == (7, Decimal("0.3"), Decimal("2.675"))
     assert list(StreamedTuples(converting, rows))[3] == (3, Decimal(3), 3)
+
+
+def test_the_copies_that_stream_are_psycopgs_and_asyncpgs_that_keep_row_text_from_the_server() -> (
+    None
+):
+    # asyncpg before 0.32 sent an aborting exception's text to the server (MagicStack/asyncpg#1354)
+    major, minor = map(int, metadata.version("asyncpg").split(".")[:2])
+    assert streams_rows("asyncpg") is ((major, minor) >= (0, 32))
+    assert streams_rows("psycopg")
+    assert not streams_rows("aiosqlite")
+    assert not streams_rows("pysqlite")

@@ -37,7 +37,7 @@ from dalkit.repository.copy import (
     progress_bar,
     row_error,
 )
-from dalkit.repository.copy_driver import copy_rows
+from dalkit.repository.copy_driver import copy_rows, streams_rows
 from dalkit.repository.numerics import (
     converting_float_numerics,
     streamed_plan,
@@ -59,7 +59,7 @@ class BulkOperations(AbstractRepository[ModelT]):
     _dialect: Dialect
 
     def _bulk_insert(self, originals: Sequence[Any], chunk_size: int, progress: bool) -> int:
-        if self._dialect.driver == "psycopg":
+        if streams_rows(self._dialect.driver):
             # the values' types are checked while the server works through the COPY (see
             # StreamedTuples.check); only a load with a value of another type is redone coerced
             try:
@@ -77,10 +77,13 @@ class BulkOperations(AbstractRepository[ModelT]):
         originals = self._numbered(originals)
         audit = bulk_insert_audit(self._q.info.model, originals[0])
         tuples: Sequence[tuple[Any, ...]]
-        if self._dialect.driver == "psycopg":  # built while COPY reads them: see streamed.py
+        if streams_rows(self._dialect.driver):  # built while COPY reads them: see streamed.py
             plan, zones = streamed_plan(self._q.info, originals, self._dialect, typed=typed)
-            plan = converting_float_numerics(plan, originals)
-            tuples = StreamedTuples(plan, originals, typed=typed, zones=zones)
+            if self._dialect.driver == "psycopg":  # asyncpg's COPY takes a float as numeric
+                plan = converting_float_numerics(plan, originals)
+            tuples = StreamedTuples(
+                plan, originals, typed=typed, zones=zones, ranges=self._checks_ranges()
+            )
         else:
             plan = self._bulk_plan(originals)
             originals, tuples = plan.tuples(originals, check_ranges=self._checks_ranges())

@@ -35,7 +35,7 @@ from dalkit.repository.copy import (
     progress_bar,
     row_error,
 )
-from dalkit.repository.copy_driver import copy_rows_async
+from dalkit.repository.copy_driver import copy_rows_async, streams_rows
 from dalkit.repository.numerics import (
     converting_float_numerics,
     streamed_plan,
@@ -57,7 +57,7 @@ class AsyncBulkOperations(AsyncAbstractRepository[ModelT]):
     _dialect: Dialect
 
     async def _bulk_insert(self, originals: Sequence[Any], chunk_size: int, progress: bool) -> int:
-        if self._dialect.driver == "psycopg":
+        if streams_rows(self._dialect.driver):
             # the values' types are checked while the server works through the COPY (see
             # StreamedTuples.check); only a load with a value of another type is redone coerced
             try:
@@ -75,10 +75,13 @@ class AsyncBulkOperations(AsyncAbstractRepository[ModelT]):
         originals = await self._numbered(originals)
         audit = bulk_insert_audit(self._q.info.model, originals[0])
         tuples: Sequence[tuple[Any, ...]]
-        if self._dialect.driver == "psycopg":  # built while COPY reads them: see streamed.py
+        if streams_rows(self._dialect.driver):  # built while COPY reads them: see streamed.py
             plan, zones = streamed_plan(self._q.info, originals, self._dialect, typed=typed)
-            plan = converting_float_numerics(plan, originals)
-            tuples = StreamedTuples(plan, originals, typed=typed, zones=zones)
+            if self._dialect.driver == "psycopg":  # asyncpg's COPY takes a float as numeric
+                plan = converting_float_numerics(plan, originals)
+            tuples = StreamedTuples(
+                plan, originals, typed=typed, zones=zones, ranges=self._checks_ranges()
+            )
         else:
             plan = self._bulk_plan(originals)
             originals, tuples = plan.tuples(originals, check_ranges=self._checks_ranges())

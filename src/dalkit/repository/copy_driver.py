@@ -8,7 +8,10 @@ The repositories own the transaction handling around these (see `dalkit.reposito
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
+import functools
+import re
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -23,7 +26,26 @@ from dalkit.repository.copy import BulkPlan
 if TYPE_CHECKING:  # greenlet, which SQLAlchemy's asyncio needs, is an extra
     from sqlalchemy.ext.asyncio import AsyncConnection
 
-__all__ = ["copy_rows", "copy_rows_async", "translate_driver_error"]
+__all__ = ["copy_rows", "copy_rows_async", "streams_rows", "translate_driver_error"]
+
+
+@functools.cache
+def streams_rows(driver: str) -> bool:
+    """Whether a COPY through ``driver`` may read tuples made as it goes, aborted by the
+    exception one raises. asyncpg before 0.32 sent that exception's text to the server as the
+    COPY's failure reason: row values in the server's log, and from 9,996 bytes a message the
+    server refused, leaving the rollback waiting forever (MagicStack/asyncpg#1354).
+
+    Args:
+        driver: The dialect's driver name.
+
+    Returns:
+        True for psycopg and for asyncpg from 0.32.
+    """
+    if driver != "asyncpg":
+        return driver == "psycopg"
+    major, minor = (int(part) for part in re.findall(r"\d+", metadata.version("asyncpg"))[:2])
+    return (major, minor) >= (0, 32)
 
 
 def translate_driver_error(exc: Exception) -> Exception:
@@ -122,11 +144,11 @@ async def copy_rows_async(
     ``connection``; ``check()`` aborts it by raising, like `copy_rows()`'s."""
     driver = await get_async_driver_connection(connection)
     with _driver_errors():
-        if hasattr(driver, "copy_records_to_table"):  # asyncpg: never given a check
+        if hasattr(driver, "copy_records_to_table"):  # asyncpg: sends them as it reads them
             with driver_call(connection, _shown(connection, plan, table_name, True), len(rows)):
                 await driver.copy_records_to_table(
                     table_name or plan.table.name,
-                    records=rows,
+                    records=rows if check is None else _then(rows, check),
                     columns=plan.column_names,
                     schema_name=None if table_name else plan.table.schema,
                 )
@@ -142,6 +164,13 @@ async def copy_rows_async(
                     await copy.write_row(row)
                 if check is not None:
                     check()
+
+
+def _then(rows: Iterable[tuple[Any, ...]], check: Callable[[], None]) -> Iterator[Any]:
+    """``rows``, then ``check()``: asyncpg aborts its COPY when it raises, after the last row
+    was sent and before the COPY ends."""
+    yield from rows
+    check()
 
 
 def _shown(

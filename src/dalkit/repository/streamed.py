@@ -1,6 +1,7 @@
-"""The driver tuples of a psycopg COPY, built while the driver reads them: no pass over the
-rows before the COPY starts, so the server inserts while Python converts, and no list of 100k
-tuples kept alive. Shapes and integer ranges are still checked: a bad row aborts the COPY.
+"""The driver tuples of a psycopg or asyncpg COPY, built while the driver reads them: no pass
+over the rows before the COPY starts, so the server inserts while Python converts, and no list
+of 100k tuples kept alive. Shapes, types, zones and (psycopg) integer ranges are still checked:
+a bad row aborts the COPY (`dalkit.repository.copy_driver.streams_rows`).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ class StreamedTuples(Sequence[tuple[Any, ...]]):
     ends, as psycopg's binary COPY wraps an integer too wide for its column.
     """
 
-    __slots__ = ("_plan", "_rows", "offset", "typed", "zones")
+    __slots__ = ("_plan", "_rows", "offset", "ranges", "typed", "zones")
 
     def __init__(
         self,
@@ -42,6 +43,7 @@ class StreamedTuples(Sequence[tuple[Any, ...]]):
         *,
         typed: bool = True,
         zones: Zones = (),
+        ranges: bool = True,
     ) -> None:
         self._plan = plan
         self._rows = rows
@@ -50,6 +52,7 @@ class StreamedTuples(Sequence[tuple[Any, ...]]):
         # columns whose zone conversion the plan left out: `check_types()` must find none of
         # their values across zones (numerics.unzoned)
         self.zones = zones
+        self.ranges = ranges  # False: the driver refuses an integer its column cannot hold
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -65,7 +68,12 @@ class StreamedTuples(Sequence[tuple[Any, ...]]):
                 raise ValueError("streamed tuples are sliced in steps of 1")
             rows = self._rows[index]
             return StreamedTuples(
-                self._plan, rows, self.offset + start, typed=self.typed, zones=self.zones
+                self._plan,
+                rows,
+                self.offset + start,
+                typed=self.typed,
+                zones=self.zones,
+                ranges=self.ranges,
             )
         position = index if index >= 0 else len(self._rows) + index
         (row,) = StreamedTuples(self._plan, self._rows[position : position + 1])
@@ -112,7 +120,8 @@ class StreamedTuples(Sequence[tuple[Any, ...]]):
         backlog (67-157 ms), where before the COPY it cost the load 0.95x -> 0.77x of psycopg's
         own (/work/prof20/bulk/backlog.py)."""
         self.check_types()
-        self.check_ranges()
+        if self.ranges:
+            self.check_ranges()
 
     def check_types(self) -> None:
         """Raise ValuesToCoerce unless the rows were coerced or every value is of its column's
