@@ -17,6 +17,7 @@ from contextlib import (
     AbstractContextManager,
     contextmanager,
 )
+from functools import partial
 from time import perf_counter
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar
@@ -195,20 +196,18 @@ class Database(DatabaseTransactions, DatabaseObserve, OtherColourRefused):
         Returns:
             A context manager giving the session; commits on success, rolls back on error.
         """
-        return TransactionBlock(self._transactions.transaction, DEFAULT_OPTIONS)
+        return TransactionBlock(partial(self._transactions.transaction, DEFAULT_OPTIONS))
 
-    @contextmanager
-    def connection(self) -> Iterator[Connection]:
+    def connection(self) -> AbstractContextManager[Connection]:
         """A Core connection in a transaction: committed when the block succeeds.
 
-        Yields:
-            The connection.
+        Returns:
+            A context manager giving the connection (the with-statement of the other
+            colour raises TransactionUsageError, having opened nothing).
         """
-        with self.engine.begin() as connection:
-            yield connection
+        return TransactionBlock(self.engine.begin, f"{type(self).__name__}.connection()")
 
-    @contextmanager
-    def driver_connection(self) -> Iterator[Any]:
+    def driver_connection(self) -> AbstractContextManager[Any]:
         """The driver's own pooled connection (psycopg, asyncpg, sqlite3, aiosqlite), for work
         SQLAlchemy does not cover such as COPY; returned to the pool (and reset) on exit.
 
@@ -217,9 +216,16 @@ class Database(DatabaseTransactions, DatabaseObserve, OtherColourRefused):
         cache invalidation (call ``db.cache.invalidate([...])`` after a write commits). The
         repositories' `bulk_insert` is the COPY that keeps all of those.
 
-        Yields:
-            The driver's connection object.
+        Returns:
+            A context manager giving the driver's connection object (the with-statement of
+            the other colour raises TransactionUsageError, having opened nothing).
         """
+        return TransactionBlock(
+            self._driver_connection, f"{type(self).__name__}.driver_connection()"
+        )
+
+    @contextmanager
+    def _driver_connection(self) -> Iterator[Any]:
         with self.engine.connect() as connection:
             yield get_driver_connection(connection)
 

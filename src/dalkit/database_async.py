@@ -17,6 +17,7 @@ from contextlib import (
     asynccontextmanager,
     contextmanager,
 )
+from functools import partial
 from time import perf_counter
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar
@@ -197,20 +198,18 @@ class AsyncDatabase(AsyncDatabaseTransactions, AsyncDatabaseObserve, OtherColour
         Returns:
             A context manager giving the session; commits on success, rolls back on error.
         """
-        return AsyncTransactionBlock(self._transactions.transaction, DEFAULT_OPTIONS)
+        return AsyncTransactionBlock(partial(self._transactions.transaction, DEFAULT_OPTIONS))
 
-    @asynccontextmanager
-    async def connection(self) -> AsyncIterator[AsyncConnection]:
+    def connection(self) -> AbstractAsyncContextManager[AsyncConnection]:
         """A Core connection in a transaction: committed when the block succeeds.
 
-        Yields:
-            The connection.
+        Returns:
+            A context manager giving the connection (the with-statement of the other
+            colour raises TransactionUsageError, having opened nothing).
         """
-        async with self.engine.begin() as connection:
-            yield connection
+        return AsyncTransactionBlock(self.engine.begin, f"{type(self).__name__}.connection()")
 
-    @asynccontextmanager
-    async def driver_connection(self) -> AsyncIterator[Any]:
+    def driver_connection(self) -> AbstractAsyncContextManager[Any]:
         """The driver's own pooled connection (psycopg, asyncpg, sqlite3, aiosqlite), for work
         SQLAlchemy does not cover such as COPY; returned to the pool (and reset) on exit.
 
@@ -219,9 +218,16 @@ class AsyncDatabase(AsyncDatabaseTransactions, AsyncDatabaseObserve, OtherColour
         cache invalidation (call ``db.cache.invalidate([...])`` after a write commits). The
         repositories' `bulk_insert` is the COPY that keeps all of those.
 
-        Yields:
-            The driver's connection object.
+        Returns:
+            A context manager giving the driver's connection object (the with-statement of
+            the other colour raises TransactionUsageError, having opened nothing).
         """
+        return AsyncTransactionBlock(
+            self._driver_connection, f"{type(self).__name__}.driver_connection()"
+        )
+
+    @asynccontextmanager
+    async def _driver_connection(self) -> AsyncIterator[Any]:
         async with self.engine.connect() as connection:
             yield await get_async_driver_connection(connection)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from functools import partial
 from typing import Any, Concatenate, ParamSpec, TypeVar, overload
 
 from sqlalchemy.orm import Session
@@ -63,10 +64,8 @@ class DatabaseTransactions:
                 on_commit(lambda: print("moved"))  # runs once the COMMIT succeeded
             ```
         """
-        return TransactionBlock(
-            self._transactions.transaction,
-            TransactionOptions.build(isolation, read_only, propagation),
-        )
+        options = TransactionOptions.build(isolation, read_only, propagation)
+        return TransactionBlock(partial(self._transactions.transaction, options))
 
     @overload
     def run_transaction(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
+from functools import partial
 from typing import Any, Concatenate, ParamSpec, TypeVar, overload
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -61,10 +62,8 @@ class AsyncDatabaseTransactions:
                 on_commit(lambda: print("moved"))  # runs once the COMMIT succeeded
             ```
         """
-        return AsyncTransactionBlock(
-            self._transactions.transaction,
-            TransactionOptions.build(isolation, read_only, propagation),
-        )
+        options = TransactionOptions.build(isolation, read_only, propagation)
+        return AsyncTransactionBlock(partial(self._transactions.transaction, options))
 
     @overload
     async def run_transaction(

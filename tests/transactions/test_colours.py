@@ -114,3 +114,26 @@ async def test_a_block_entered_again_before_it_exits_is_refused(async_db: AsyncD
         session.add(Item(name="kept"))
     assert await item_names_async(async_db) == ["kept"]
     assert async_db.pool_stats()["checked_out"] == 0
+
+
+async def test_the_connections_of_the_other_colour_are_refused_opening_nothing(
+    db: Database, async_db: AsyncDatabase
+) -> None:
+    # before, Python's own TypeError ("does not support the context manager protocol")
+    for name in ("connection", "driver_connection"):
+        with pytest.raises(TransactionUsageError, match=rf"AsyncDatabase.{name}\(\).*'async with'"):
+            with getattr(async_db, name)():
+                pass  # pragma: no cover - never entered
+        with pytest.raises(TransactionUsageError, match=rf"^Database.{name}\(\).*use 'with'"):
+            async with getattr(db, name)():
+                pass  # pragma: no cover - never entered
+    assert async_db.pool_stats()["checked_out"] == db.pool_stats()["checked_out"] == 0
+    async with async_db.connection() as connection:  # the right colour still works
+        assert (await connection.exec_driver_sql("SELECT 1")).scalar() == 1
+    with db.driver_connection() as driver:
+        assert driver.execute("SELECT 2").fetchone() == (2,)
+    block = db.connection()
+    with block, pytest.raises(TransactionUsageError, match=r"Database.connection\(\) block is"):
+        with block:
+            pass  # pragma: no cover - never entered
+    assert async_db.pool_stats()["checked_out"] == db.pool_stats()["checked_out"] == 0

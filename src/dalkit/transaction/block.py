@@ -1,5 +1,6 @@
-"""What ``db.transaction()`` and ``db.session()`` return: a with-block of one colour, which
-opens its transaction when entered. `OtherColourRefused`, its base and that of the units of work
+"""What ``db.transaction()``, ``db.session()``, ``db.connection()`` and
+``db.driver_connection()`` return: a with-block of one colour, which opens what it gives when
+entered. `OtherColourRefused`, its base and that of the units of work
 and databases, refuses the with-statement of the other colour (``with`` on an async one,
 ``async with`` on a sync one) with a TransactionUsageError that says which to use, having
 opened nothing."""
@@ -9,14 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from dalkit.errors import TransactionUsageError
-from dalkit.transaction.options import TransactionOptions
-
-if TYPE_CHECKING:  # not at run time: the sync API runs without greenlet, which asyncio needs
-    from sqlalchemy.ext.asyncio import AsyncSession
-    from sqlalchemy.orm import Session
 
 __all__ = ["AsyncTransactionBlock", "OtherColourRefused", "TransactionBlock"]
 
@@ -52,29 +48,30 @@ class OtherColourRefused:
 
 
 _BlockT = TypeVar("_BlockT")
+_T = TypeVar("_T")
 
 
 class _Block(OtherColourRefused, Generic[_BlockT]):
-    """A transaction as a with-block: what opens it, with which options, and the one running."""
+    """A with-block: what opens it, what the refusals call it, and the one running."""
 
-    __slots__ = ("_open", "_options", "_running")
+    __slots__ = ("_open", "_running", "_subject")
+    #: what the refusals call a block given no subject
+    _default_subject: ClassVar[str] = ""
 
-    def __init__(
-        self, open_block: Callable[[TransactionOptions], _BlockT], options: TransactionOptions
-    ) -> None:
+    def __init__(self, open_block: Callable[[], _BlockT], subject: str | None = None) -> None:
         self._open = open_block
-        self._options = options
         self._running: _BlockT | None = None
+        self._subject = subject or type(self)._default_subject
 
     def _opened(self) -> _BlockT:
         # one block, one transaction at a time: a block entered again before it exits (shared
         # between threads or tasks) would end the other's transaction
         if self._running is not None:
             raise TransactionUsageError(
-                "this transaction block is already entered: call db.transaction() (or "
-                "session()) for each with-statement"
+                f"this {self._subject} block is already entered: call it again for each "
+                "with-statement"
             )
-        return self._open(self._options)
+        return self._open()
 
     def _ending(self) -> _BlockT:
         block, self._running = self._running, None
@@ -82,17 +79,17 @@ class _Block(OtherColourRefused, Generic[_BlockT]):
         return block
 
 
-class TransactionBlock(_Block[AbstractContextManager["Session"]]):
-    """A sync transaction as a with-block; ``async with`` is refused."""
+class TransactionBlock(_Block[AbstractContextManager[_T]], Generic[_T]):
+    """A sync with-block (a transaction's, a connection's); ``async with`` is refused."""
 
     __slots__ = ()
-    _subject = "Database.transaction() (or session())"
+    _default_subject = "Database.transaction() (or session())"
 
-    def __enter__(self) -> Session:
+    def __enter__(self) -> _T:
         block = self._opened()
-        session = block.__enter__()
+        given = block.__enter__()
         self._running = block
-        return session
+        return given
 
     def __exit__(
         self,
@@ -103,17 +100,17 @@ class TransactionBlock(_Block[AbstractContextManager["Session"]]):
         return self._ending().__exit__(kind, error, traceback)
 
 
-class AsyncTransactionBlock(_Block[AbstractAsyncContextManager["AsyncSession"]]):
-    """An async transaction as a with-block; a plain ``with`` is refused."""
+class AsyncTransactionBlock(_Block[AbstractAsyncContextManager[_T]], Generic[_T]):
+    """An async with-block (a transaction's, a connection's); a plain ``with`` is refused."""
 
     __slots__ = ()
-    _subject = "AsyncDatabase.transaction() (or session())"
+    _default_subject = "AsyncDatabase.transaction() (or session())"
 
-    async def __aenter__(self) -> AsyncSession:
+    async def __aenter__(self) -> _T:
         block = self._opened()
-        session = await block.__aenter__()
+        given = await block.__aenter__()
         self._running = block
-        return session
+        return given
 
     async def __aexit__(
         self,
