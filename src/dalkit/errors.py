@@ -11,6 +11,8 @@ DalkitError
 │   ├── CommitOutcomeUnknownError   the connection broke during COMMIT: committed or not?
 │   ├── RetryExhaustedError     retryable failures outlasted the RetryPolicy; .attempts
 │   ├── NoActiveTransactionError    current_session(), on_commit() outside a transaction
+│   ├── TransactionAbortedError     the session used again after its flush failed, which
+│   │                           rolled the transaction back
 │   ├── TransactionUsageError   (also a TypeError) the API of the other colour: a plain def
 │   │                           for AsyncDatabase, async with on Database, with on
 │   │                           AsyncDatabase, a generator function
@@ -112,6 +114,7 @@ __all__ = [
     "SerializationError",
     "StatementTimeoutError",
     "LockNotAvailableError",
+    "TransactionAbortedError",
     "TransactionError",
     "TransactionUsageError",
     "TransientError",
@@ -274,6 +277,14 @@ class RetryExhaustedError(TransactionError):
 
 class NoActiveTransactionError(TransactionError):
     """Raised by current_session(), on_commit() and on_rollback() outside a dalkit transaction."""
+
+
+class TransactionAbortedError(TransactionError):
+    """Raised when a session is used again (a statement, a flush, the end of its block) after
+    a flush of its transaction failed, which rolled the whole transaction back: nothing more
+    can run in it. Raised ``from`` the flush's error; a transaction function is retried when
+    that error is one that is retried. To carry on after an expected failure, make the write
+    in a savepoint (``propagation="nested"``), whose failure rolls back only its own work."""
 
 
 class TransactionUsageError(TransactionError, TypeError):

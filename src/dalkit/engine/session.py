@@ -1,7 +1,8 @@
 """The Session class of the sessions dalkit opens: SQLAlchemy's own, except that what it finds
 in the identity map for ``get()`` or a lazy many-to-one load is checked before it is returned,
-and that ``commit()`` first runs the registered commit checks (the transaction runner's refuses
-a commit inside the block or function that owns the transaction).
+that ``commit()`` first runs the registered commit checks (the transaction runner's refuses
+a commit inside the block or function that owns the transaction), and that a session used
+again after a failed flush rolled its transaction back raises TransactionAbortedError.
 
 SQLAlchemy answers those two from the identity map without a statement, so nothing that scopes
 statements (``do_orm_execute``) sees them. A feature whose reads depend on the context
@@ -17,7 +18,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from sqlalchemy.exc import PendingRollbackError
 from sqlalchemy.orm import LoaderCallableStatus, Session
+
+from dalkit.errors import TransactionAbortedError
 
 __all__ = [
     "CommitCheck",
@@ -76,4 +80,64 @@ class DalkitSession(Session):
         """Run the registered commit checks, then commit as SQLAlchemy does."""
         for check in _commit_checks:
             check(self)
-        super().commit()
+        try:
+            super().commit()
+        except PendingRollbackError as error:
+            raise self._aborted(error) from self._flush_error(error)
+
+    # -- a transaction a failed flush rolled back: TransactionAbortedError, not SQLAlchemy's
+    # PendingRollbackError. Statements (execute, get, connection(), lazy loads) reach the
+    # connection through _connection_for_bind; flush() and begin_nested() begin through the
+    # transaction, which raises it there.
+    def _connection_for_bind(self, engine: Any, execution_options: Any = None, **kw: Any) -> Any:
+        try:
+            return super()._connection_for_bind(engine, execution_options, **kw)
+        except PendingRollbackError as error:
+            raise self._aborted(error) from self._flush_error(error)
+
+    def flush(self, objects: Any = None) -> None:
+        """Flush as SQLAlchemy does, in a transaction that no failed flush rolled back.
+
+        Args:
+            objects: SQLAlchemy's (deprecated) subset of the objects to flush.
+
+        Raises:
+            TransactionAbortedError: When an earlier flush failed: the transaction is over.
+        """
+        try:
+            super().flush(objects)
+        except PendingRollbackError as error:
+            raise self._aborted(error) from self._flush_error(error)
+
+    def begin_nested(self) -> Any:
+        """A savepoint, as SQLAlchemy's, in a transaction that no failed flush rolled back.
+
+        Returns:
+            SQLAlchemy's SessionTransaction of the savepoint.
+
+        Raises:
+            TransactionAbortedError: When an earlier flush failed: the transaction is over.
+        """
+        try:
+            return super().begin_nested()
+        except PendingRollbackError as error:
+            raise self._aborted(error) from self._flush_error(error)
+
+    def _flush_error(self, error: PendingRollbackError) -> BaseException:
+        """The failure of the flush that rolled the transaction back (else ``error``)."""
+        transaction = self._transaction
+        while transaction is not None:
+            failed = getattr(transaction, "_rollback_exception", None)
+            if isinstance(failed, BaseException):
+                return failed
+            transaction = transaction.parent
+        return error
+
+    def _aborted(self, error: PendingRollbackError) -> TransactionAbortedError:
+        failed = type(self._flush_error(error)).__name__
+        return TransactionAbortedError(
+            f"a flush of this transaction failed ({failed}), which rolled the whole "
+            "transaction back: nothing more can run in it. Let its block or function end and "
+            "run the work again in a new transaction; to carry on after a write that may "
+            "fail, make it in a savepoint (propagation='nested'), which rolls back alone"
+        )

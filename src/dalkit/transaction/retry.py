@@ -19,6 +19,7 @@ from dalkit.errors import (
     ConnectionLostError,
     DatabaseError,
     RetryExhaustedError,
+    TransactionAbortedError,
     TransientError,
 )
 
@@ -203,8 +204,11 @@ def is_retryable(error: BaseException) -> bool:
     Yes for serialization failures and deadlocks (SQLSTATE 40001, 40P01), PostgreSQL recovery
     conflicts, SQLite busy and locked errors, a connection lost before COMMIT and an ORM
     version-counter conflict (StaleDataError, the optimistic-locking twin of 40001). Never for
-    cancellation or any other error; whether COMMIT itself broke is the runner's to know.
+    cancellation or any other error; whether COMMIT itself broke is the runner's to know. A
+    TransactionAbortedError is as retryable as the failed flush it comes from.
     """
+    if isinstance(error, TransactionAbortedError) and error.__cause__ is not None:
+        error = error.__cause__  # the flush's failure decides: the rest only followed from it
     if isinstance(error, sqlalchemy.exc.DBAPIError) and not isinstance(error, DatabaseError):
         error = translate_dbapi_error(error, is_disconnect=error.connection_invalidated)
     if isinstance(error, TransientError | ConnectionLostError | StaleDataError):
