@@ -45,9 +45,7 @@ from dalkit.query.cursor import SECRET_KEY_INFO
 from dalkit.query.raw_sql import checked_text
 from dalkit.tables import create_tables
 from dalkit.transaction.block import OtherColourRefused, TransactionBlock
-from dalkit.transaction.options import (
-    DEFAULT_OPTIONS,
-)
+from dalkit.transaction.options import DEFAULT_OPTIONS, ONE_STATEMENT_OPTIONS
 from dalkit.transaction.retry import DEFAULT_RETRY
 from dalkit.transaction.runner import TransactionRunner
 from dalkit.transaction.transactional import Transactional
@@ -246,7 +244,8 @@ class Database(DatabaseTransactions, DatabaseObserve, OtherColourRefused):
             InvalidQueryError: For other placeholders, templates or a second statement.
         """
         clause = checked_text(statement, params)
-        with self.transaction() as session:
+        # one statement: inside AUTOCOMMIT it joins, where a transaction would run apart
+        with self._transactions.transaction(ONE_STATEMENT_OPTIONS) as session:
             result = session.execute(clause, params)
             if isinstance(result, CursorResult) and not result.returns_rows:
                 return []

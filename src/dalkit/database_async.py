@@ -47,9 +47,7 @@ from dalkit.query.cursor import SECRET_KEY_INFO
 from dalkit.query.raw_sql import checked_text
 from dalkit.tables import create_tables_async
 from dalkit.transaction.block import AsyncTransactionBlock, OtherColourRefused
-from dalkit.transaction.options import (
-    DEFAULT_OPTIONS,
-)
+from dalkit.transaction.options import DEFAULT_OPTIONS, ONE_STATEMENT_OPTIONS
 from dalkit.transaction.retry import DEFAULT_RETRY
 from dalkit.transaction.runner_async import AsyncTransactionRunner
 from dalkit.transaction.transactional_async import AsyncTransactional
@@ -248,7 +246,8 @@ class AsyncDatabase(AsyncDatabaseTransactions, AsyncDatabaseObserve, OtherColour
             InvalidQueryError: For other placeholders, templates or a second statement.
         """
         clause = checked_text(statement, params)
-        async with self.transaction() as session:
+        # one statement: inside AUTOCOMMIT it joins, where a transaction would run apart
+        async with self._transactions.transaction(ONE_STATEMENT_OPTIONS) as session:
             result = await session.execute(clause, params)
             if isinstance(result, CursorResult) and not result.returns_rows:
                 return []

@@ -41,7 +41,8 @@ class AsyncDatabaseTransactions:
     ) -> AbstractAsyncContextManager[AsyncSession]:
         """One transaction as a with-block: committed on success, rolled back on error, never
         retried. Inside a transaction of this database it joins it (``"required"``), opens a
-        savepoint (``"nested"``) or runs apart on its own connection (``"requires_new"``).
+        savepoint (``"nested"``) or runs apart on its own connection (``"requires_new"``); inside
+        an AUTOCOMMIT one, which it could not roll back, a ``"required"`` one runs apart too.
 
         Args:
             isolation: The isolation level (default: the server's), such as ``"SERIALIZABLE"``.

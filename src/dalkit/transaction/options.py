@@ -45,6 +45,8 @@ class TransactionOptions:
     isolation: str | None = None
     read_only: bool = False
     propagation: str = "required"
+    #: db.sql()'s: one statement, which may join an AUTOCOMMIT transaction (see runs_apart)
+    one_statement: bool = False
     #: The name transaction_stats() files this transaction under; a field rather than a
     #: property because the runner reads it on every transaction.
     stats_key: str = dataclasses.field(init=False, repr=False, compare=False)
@@ -107,6 +109,17 @@ class TransactionOptions:
             options["isolation_level"] = isolation
         return options
 
+    def runs_apart(self, outer: TransactionOptions) -> bool:
+        """Whether these options, asking to join ``outer`` (``"required"``), get a transaction
+        of their own instead: inside AUTOCOMMIT, whose statements each commit at once, a joined
+        transaction could roll nothing back. An AUTOCOMMIT one, and db.sql()'s one statement
+        (``CREATE INDEX CONCURRENTLY`` must run outside a transaction block), still join."""
+        return (
+            outer.autocommit
+            and self.propagation == "required"
+            and not (self.autocommit or self.one_statement)
+        )
+
     def check_joinable(self, outer: TransactionOptions) -> None:
         """Refuse to join (or nest in) ``outer`` when it cannot give what these options ask."""
         if self.isolation is not None and self.isolation != outer.isolation:
@@ -128,6 +141,8 @@ class TransactionOptions:
 
 #: what a transaction gets when it asks for nothing in particular
 DEFAULT_OPTIONS = TransactionOptions()
+#: db.sql()'s: the defaults, but joining an AUTOCOMMIT transaction around it
+ONE_STATEMENT_OPTIONS = TransactionOptions(one_statement=True)
 
 
 # every db.transaction(...) call builds its options: a handful of combinations ever occur

@@ -199,14 +199,15 @@ class AsyncTransactionRunner:
         self, current: TransactionScope | None, options: TransactionOptions
     ) -> AsyncTransactionScope | None:
         """The transaction these options join or nest in, if any. A requires_new transaction
-        joins none, so a task or thread started inside a transaction may ask for one."""
+        joins none, so a task or thread started inside a transaction may ask for one; nor does
+        a transaction inside AUTOCOMMIT (`TransactionOptions.runs_apart`)."""
         # only the innermost running transaction can be joined: one of another database in
         # between means current_session() must keep naming that one's session
         if options.propagation == "requires_new":
             return None
         if isinstance(current, AsyncTransactionScope) and current.owner is self:
             current.check_holder()
-            return current
+            return None if options.runs_apart(current.options) else current
         return None
 
     async def _open(
