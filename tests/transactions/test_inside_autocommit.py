@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 import dalkit
-from dalkit import AsyncDatabase, Database
+from dalkit import AsyncDatabase, Database, TransactionError
 
 from .models import Item, create_all, create_all_async, item_names, item_names_async
 
@@ -107,3 +107,17 @@ async def test_create_index_concurrently_runs_through_db_sql_inside_autocommit(
         await pg_async_db.sql("CREATE INDEX CONCURRENTLY ix_items_b ON items (id, name)")
     indexes = pg_db.sql("SELECT indexname FROM pg_indexes WHERE indexname LIKE 'ix_items_%'")
     assert sorted(row["indexname"] for row in indexes) == ["ix_items_a", "ix_items_b"]
+
+
+def test_in_memory_sqlite_refuses_a_transaction_inside_autocommit_saying_what_works() -> None:
+    db = Database("sqlite://")  # one connection: a transaction of its own cannot start
+    try:
+        create_all(db)
+        with db.transaction(isolation="AUTOCOMMIT"):
+            with pytest.raises(TransactionError, match="after the AUTOCOMMIT transaction"):
+                with db.transaction():
+                    pass  # pragma: no cover - never entered
+            db.sql("INSERT INTO items (name) VALUES ('joined')")
+        assert item_names(db) == ["joined"]
+    finally:
+        db.dispose()

@@ -56,9 +56,15 @@ def check_sqlite_can_start(
     for the lock like any other writer, unless the holding task awaits it."""
     mine = [scope for scope in current.ancestors() if scope.owner is owner]
     if mine and one_connection:
+        # a savepoint cannot stand in inside AUTOCOMMIT, where one is refused
+        advice = (
+            "start it after the AUTOCOMMIT transaction"
+            if mine[0].options.autocommit
+            else "use propagation='nested'"
+        )
         raise TransactionError(
             "an in-memory SQLite database has a single connection: a transaction of its own "
-            "cannot start inside another one; use propagation='nested'"
+            f"cannot start inside another one; {advice}"
         )
     if options.read_only or options.autocommit:
         return
