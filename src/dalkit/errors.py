@@ -11,8 +11,8 @@ DalkitError
 │   ├── CommitOutcomeUnknownError   the connection broke during COMMIT: committed or not?
 │   ├── RetryExhaustedError     retryable failures outlasted the RetryPolicy; .attempts
 │   ├── NoActiveTransactionError    current_session(), on_commit() outside a transaction
-│   ├── TransactionAbortedError     the session used again after its flush failed, which
-│   │                           rolled the transaction back
+│   ├── TransactionAbortedError     the session used again after its flush failed (or a
+│   │                           session.rollback() inside its block) rolled it back
 │   ├── TransactionUsageError   (also a TypeError) the API of the other colour: a plain def
 │   │                           for AsyncDatabase, async with on Database, with on
 │   │                           AsyncDatabase, a generator function
@@ -284,7 +284,9 @@ class TransactionAbortedError(TransactionError):
     a flush of its transaction failed, which rolled the whole transaction back: nothing more
     can run in it. Raised ``from`` the flush's error; a transaction function is retried when
     that error is one that is retried. To carry on after an expected failure, make the write
-    in a savepoint (``propagation="nested"``), whose failure rolls back only its own work."""
+    in a savepoint (``propagation="nested"``), whose failure rolls back only its own work.
+    Raised too when ``session.rollback()`` inside the block or function that owns the
+    transaction rolled it back: it can neither go on nor commit."""
 
 
 class TransactionUsageError(TransactionError, TypeError):

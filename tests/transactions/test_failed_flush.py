@@ -1,7 +1,10 @@
 """A session used again after a failed flush rolled its transaction back raises
 TransactionAbortedError (before: SQLAlchemy's raw PendingRollbackError), from the flush's own
 error, on every path: a repository, the session, db.sql(), a unit of work joining it, and the
-end of the block; a transaction function is retried when the flush's error is retryable."""
+end of the block; a transaction function is retried when the flush's error is retryable. So
+does one after ``session.rollback()`` inside the block that owns the transaction (before, the
+block carried on in a new transaction and committed it, running the on_commit callbacks of the
+work rolled back)."""
 
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ from dalkit import (
     TransactionAbortedError,
     UniqueViolationError,
     UnitOfWork,
+    on_commit,
 )
 
 from .models import Item, create_all, create_all_async, item_names, item_names_async
@@ -144,3 +148,54 @@ def test_a_function_whose_swallowed_flush_failure_is_retryable_is_retried(
     assert add_one() == 1
     assert attempts == ["conflicts", "added"]
     assert item_names(pg_db) == ["added"]
+
+
+def test_a_session_rolled_back_inside_its_block_neither_goes_on_nor_commits(db: Database) -> None:
+    create_all(db)
+    sent: list[str] = []
+    with pytest.raises(TransactionAbortedError, match=r"session.rollback\(\) inside"):
+        with db.transaction() as session:
+            session.add(Item(name="rolled back"))
+            session.flush()
+            on_commit(lambda: sent.append("about the rolled back item"))
+            session.rollback()
+            session.add(Item(name="after the rollback"))
+            session.flush()
+    with pytest.raises(TransactionAbortedError), db.transaction() as session:
+        session.add(Item(name="rolled back"))
+        session.flush()
+        on_commit(lambda: sent.append("about the rolled back item"))
+        session.rollback()  # and nothing after it: the end of the block may not commit
+    with pytest.raises(KeyError), db.transaction() as session:
+        try:
+            session.add(Item(name="rolled back"))
+            raise KeyError("the caller's own error")
+        except KeyError:
+            session.rollback()  # SQLAlchemy's habit: the caller's error still propagates
+            raise
+    with UnitOfWork(db) as uow:  # a unit of work's rollback() is its own, still fine
+        uow.session.add(Item(name="undone"))
+        uow.rollback()
+    assert sent == []
+    assert item_names(db) == []
+    assert db.pool_stats()["checked_out"] == 0
+
+
+async def test_an_async_session_rolled_back_inside_its_block_cannot_commit(
+    async_db: AsyncDatabase,
+) -> None:
+    await create_all_async(async_db)
+    sent: list[str] = []
+
+    @async_db.transactional(retry=3)
+    async def add_then_roll_back(session: AsyncSession) -> None:
+        session.add(Item(name="rolled back"))
+        await session.flush()
+        on_commit(lambda: sent.append("about the rolled back item"))
+        await session.rollback()
+
+    with pytest.raises(TransactionAbortedError, match=r"session.rollback\(\) inside"):
+        await add_then_roll_back()
+    assert sent == []
+    assert await item_names_async(async_db) == []
+    assert async_db.pool_stats()["checked_out"] == 0

@@ -29,6 +29,7 @@ __all__ = [
     "IdentityCheck",
     "add_commit_check",
     "add_identity_check",
+    "add_rollback_hook",
     "admitted",
 ]
 
@@ -39,6 +40,16 @@ CommitCheck = Callable[[Session], None]
 
 _checks: list[IdentityCheck] = []
 _commit_checks: list[CommitCheck] = []
+#: called with the session after its ``rollback()`` (the transaction runner's marks a
+#: transaction rolled back under the block or function that owns it)
+_rollback_hooks: list[CommitCheck] = []
+
+
+def add_rollback_hook(hook: CommitCheck) -> None:
+    """Have every `DalkitSession` ``rollback()`` (``AsyncSession.rollback()`` included) call
+    ``hook`` after it (registered once however often it is added)."""
+    if hook not in _rollback_hooks:
+        _rollback_hooks.append(hook)
 
 
 def add_commit_check(check: CommitCheck) -> None:
@@ -85,45 +96,50 @@ class DalkitSession(Session):
         except PendingRollbackError as error:
             raise self._aborted(error) from self._flush_error(error)
 
+    def rollback(self) -> None:
+        """Roll back as SQLAlchemy does, then call the registered rollback hooks."""
+        super().rollback()
+        for hook in _rollback_hooks:
+            hook(self)
+
     # -- a transaction a failed flush rolled back: TransactionAbortedError, not SQLAlchemy's
     # PendingRollbackError. Statements (execute, get, connection(), lazy loads) reach the
-    # connection through _connection_for_bind; flush() and begin_nested() begin through the
-    # transaction, which raises it there.
+    # connection through _connection_for_bind; a flush (the ORM's, or a plain insert) finds its
+    # transaction through _autobegin_t; begin_nested() goes through begin(). Session.flush itself
+    # is left alone: dalkit's plain inserts take the ORM's way for a class that overrides it
     def _connection_for_bind(self, engine: Any, execution_options: Any = None, **kw: Any) -> Any:
         try:
             return super()._connection_for_bind(engine, execution_options, **kw)
         except PendingRollbackError as error:
             raise self._aborted(error) from self._flush_error(error)
 
-    def flush(self, objects: Any = None) -> None:
-        """Flush as SQLAlchemy does, in a transaction that no failed flush rolled back.
+    def _autobegin_t(self, begin: bool = False) -> Any:
+        transaction = super()._autobegin_t(begin)
+        if not transaction.is_active:
+            failed = self._flush_error(None)
+            if failed is not None:
+                raise self._aborted(failed) from failed
+        return transaction
+
+    def begin(self, nested: bool = False) -> Any:
+        """Begin as SQLAlchemy does (``begin_nested()`` comes here too), in a transaction that
+        no failed flush rolled back.
 
         Args:
-            objects: SQLAlchemy's (deprecated) subset of the objects to flush.
-
-        Raises:
-            TransactionAbortedError: When an earlier flush failed: the transaction is over.
-        """
-        try:
-            super().flush(objects)
-        except PendingRollbackError as error:
-            raise self._aborted(error) from self._flush_error(error)
-
-    def begin_nested(self) -> Any:
-        """A savepoint, as SQLAlchemy's, in a transaction that no failed flush rolled back.
+            nested: Begin a savepoint.
 
         Returns:
-            SQLAlchemy's SessionTransaction of the savepoint.
+            SQLAlchemy's SessionTransaction.
 
         Raises:
             TransactionAbortedError: When an earlier flush failed: the transaction is over.
         """
         try:
-            return super().begin_nested()
+            return super().begin(nested)
         except PendingRollbackError as error:
             raise self._aborted(error) from self._flush_error(error)
 
-    def _flush_error(self, error: PendingRollbackError) -> BaseException:
+    def _flush_error(self, error: BaseException | None) -> Any:
         """The failure of the flush that rolled the transaction back (else ``error``)."""
         transaction = self._transaction
         while transaction is not None:
@@ -133,11 +149,12 @@ class DalkitSession(Session):
             transaction = transaction.parent
         return error
 
-    def _aborted(self, error: PendingRollbackError) -> TransactionAbortedError:
+    def _aborted(self, error: BaseException) -> TransactionAbortedError:
         failed = type(self._flush_error(error)).__name__
         return TransactionAbortedError(
-            f"a flush of this transaction failed ({failed}), which rolled the whole "
-            "transaction back: nothing more can run in it. Let its block or function end and "
-            "run the work again in a new transaction; to carry on after a write that may "
-            "fail, make it in a savepoint (propagation='nested'), which rolls back alone"
+            f"a flush of this transaction failed ({failed}), which rolled the transaction (or "
+            "the savepoint it ran in) back: nothing more can run in it. Let its block or "
+            "function end and run the work again in a new transaction; to carry on after a "
+            "write that may fail, make it in a savepoint (propagation='nested'), which rolls "
+            "back alone"
         )

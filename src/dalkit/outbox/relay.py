@@ -42,7 +42,12 @@ from typing import TYPE_CHECKING
 import sqlalchemy as sa
 
 from dalkit.engine.statement_hooks import WRITES_OPTION
-from dalkit.errors import CommitOutcomeUnknownError, DatabaseError, PoolTimeoutError
+from dalkit.errors import (
+    CommitOutcomeUnknownError,
+    DatabaseError,
+    PoolTimeoutError,
+    TransactionAbortedError,
+)
 from dalkit.outbox.heads import due_heads, lock_heads
 from dalkit.outbox.messages import (
     OutboxMessage,
@@ -231,7 +236,7 @@ class OutboxRelay:
         that error, which `run_forever()` waits out, instead of SQLAlchemy's refusal to go on."""
         try:
             session.execute(mark_failed(pending, error, _utcnow(), self.backoff))
-        except sa.exc.PendingRollbackError:
+        except (TransactionAbortedError, sa.exc.PendingRollbackError):  # the connection's own
             raise error from None
 
     def run_forever(self) -> None:

@@ -41,7 +41,12 @@ from typing import TYPE_CHECKING
 import sqlalchemy as sa
 
 from dalkit.engine.statement_hooks import WRITES_OPTION
-from dalkit.errors import CommitOutcomeUnknownError, DatabaseError, PoolTimeoutError
+from dalkit.errors import (
+    CommitOutcomeUnknownError,
+    DatabaseError,
+    PoolTimeoutError,
+    TransactionAbortedError,
+)
 from dalkit.outbox.heads import due_heads, lock_heads
 from dalkit.outbox.messages import (
     OutboxMessage,
@@ -232,7 +237,7 @@ class AsyncOutboxRelay:
         that error, which `run_forever()` waits out, instead of SQLAlchemy's refusal to go on."""
         try:
             await session.execute(mark_failed(pending, error, _utcnow(), self.backoff))
-        except sa.exc.PendingRollbackError:
+        except (TransactionAbortedError, sa.exc.PendingRollbackError):  # the connection's own
             raise error from None
 
     async def run_forever(self) -> None:

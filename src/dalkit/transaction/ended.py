@@ -2,7 +2,8 @@
 kept past its with-block, an ``on_commit`` callback, a streaming response body), it would begin
 a transaction that nobody commits, on a connection nobody gives back. And the block or
 function that owns a transaction refuses ``session.commit()`` inside it: the commit would make
-what came before permanent whatever happens after (a later error, a retry that writes it again).
+what came before permanent whatever happens after (a later error, a retry that writes it again);
+after a ``session.rollback()`` inside it, it can neither go on nor commit.
 Also the commit that ends a runner's write transaction and the close after it, in one greenlet
 on the async side.
 """
@@ -19,11 +20,17 @@ from sqlalchemy.util import greenlet_spawn
 if TYPE_CHECKING:  # not at run time: the sync API runs without greenlet, which it needs
     from sqlalchemy.ext.asyncio import AsyncSession
 
-from dalkit.engine.session import add_commit_check
-from dalkit.errors import TransactionError
+from dalkit.engine.session import add_commit_check, add_rollback_hook
+from dalkit.errors import TransactionAbortedError, TransactionError
 from dalkit.transaction.scope import current_scope
 
-__all__ = ["commit_and_close", "commit_and_close_async", "install", "refuse_further_use"]
+__all__ = [
+    "commit_and_close",
+    "commit_and_close_async",
+    "install",
+    "refusal",
+    "refuse_further_use",
+]
 
 _ENDED = "dalkit.transaction_ended"
 
@@ -55,21 +62,60 @@ def _refuse(session: Session, transaction: Any) -> None:
         raise refusal()
 
 
-def _refuse_commit_inside(session: Session) -> None:
-    """Refuse ``session.commit()`` while the dalkit transaction that owns ``session`` runs (its
-    runner commits once the block or function has ended, after marking it finished)."""
+def _owner_running(session: Session) -> bool:
+    """Whether the dalkit transaction that owns ``session`` runs in this context and has not
+    ended (its runner marks it finished once the block or function has ended)."""
     scope = current_scope()
     for running in scope.ancestors() if scope is not None else ():
         owned = getattr(running.session, "sync_session", running.session)
         if owned is session and not running.finished:
-            raise TransactionError(
-                "session.commit() inside the block or function that owns the transaction "
-                "(db.transaction(), db.session(), a unit of work, a transactional function): it "
-                "commits when it ends, and a commit here would make what came before permanent "
-                "even if what follows fails (or a retry writes it again); nothing was committed. "
-                "Remove the commit() call; for work that must commit on its own, give it "
-                'db.transaction(propagation="requires_new")'
-            )
+            return True
+    return False
+
+
+def _refuse_commit_inside(session: Session) -> None:
+    """Refuse ``session.commit()`` while the dalkit transaction that owns ``session`` runs."""
+    if _owner_running(session):
+        raise TransactionError(
+            "session.commit() inside the block or function that owns the transaction "
+            "(db.transaction(), db.session(), a unit of work, a transactional function): it "
+            "commits when it ends, and a commit here would make what came before permanent "
+            "even if what follows fails (or a retry writes it again); nothing was committed. "
+            "Remove the commit() call; for work that must commit on its own, give it "
+            'db.transaction(propagation="requires_new")'
+        )
+
+
+def _mark_rolled_back_inside(session: Session) -> None:
+    """After ``session.rollback()`` while the dalkit transaction that owns ``session`` runs:
+    the whole transaction is undone (callbacks and all), so the block or function may not
+    carry on in a new one that its end would commit as if nothing had happened."""
+    if _owner_running(session):
+        refuse_further_use(session, _rolled_back_inside)
+
+
+def _rolled_back_inside() -> TransactionAbortedError:
+    return TransactionAbortedError(
+        "session.rollback() inside the block or function that owns the transaction rolled "
+        "the whole transaction back: nothing more can run in it, and it cannot commit. To "
+        "undo all of it, raise out of the block; to undo part, use a savepoint "
+        "(propagation='nested')"
+    )
+
+
+def refusal(session: Any) -> Exception | None:
+    """What ``session`` (a Session or an AsyncSession) raises when used again, if it refuses.
+
+    Args:
+        session: The session.
+
+    Returns:
+        The error, or None while the session may be used.
+    """
+    refuse: Callable[[], Exception] | None = getattr(session, "sync_session", session).info.get(
+        _ENDED
+    )
+    return None if refuse is None else refuse()
 
 
 def install() -> None:
@@ -79,6 +125,7 @@ def install() -> None:
     if not event.contains(Session, "after_transaction_create", _refuse):
         event.listen(Session, "after_transaction_create", _refuse)
     add_commit_check(_refuse_commit_inside)
+    add_rollback_hook(_mark_rolled_back_inside)
 
 
 def commit_and_close(session: Session) -> BaseException | None:

@@ -43,6 +43,9 @@ def commit(session: Session, options: TransactionOptions) -> None:
         CommitOutcomeUnknownError: When the connection broke during COMMIT.
     """
     try:
+        refused = ended.refusal(session)  # session.rollback() inside: nothing may commit
+        if refused is not None:
+            raise refused
         if deferred.nothing_to_commit(session):  # read-only at READ COMMITTED: no BEGIN
             close(session)
             return

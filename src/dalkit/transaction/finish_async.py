@@ -41,6 +41,9 @@ async def commit(session: AsyncSession, options: TransactionOptions) -> None:
         CommitOutcomeUnknownError: When the connection broke during COMMIT.
     """
     try:
+        refused = ended.refusal(session)  # session.rollback() inside: nothing may commit
+        if refused is not None:
+            raise refused
         if deferred.nothing_to_commit(session):  # read-only at READ COMMITTED: no BEGIN
             await close(session)
             return
