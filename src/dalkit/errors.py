@@ -285,8 +285,8 @@ class TransactionAbortedError(TransactionError):
     can run in it. Raised ``from`` the flush's error; a transaction function is retried when
     that error is one that is retried. To carry on after an expected failure, make the write
     in a savepoint (``propagation="nested"``), whose failure rolls back only its own work.
-    Raised too when ``session.rollback()`` inside the block or function that owns the
-    transaction rolled it back: it can neither go on nor commit."""
+    Raised too when the session is used after ``session.rollback()`` inside the block or
+    function that owns the transaction rolled it back."""
 
 
 class TransactionUsageError(TransactionError, TypeError):

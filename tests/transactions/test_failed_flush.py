@@ -2,9 +2,9 @@
 TransactionAbortedError (before: SQLAlchemy's raw PendingRollbackError), from the flush's own
 error, on every path: a repository, the session, db.sql(), a unit of work joining it, and the
 end of the block; a transaction function is retried when the flush's error is retryable. So
-does one after ``session.rollback()`` inside the block that owns the transaction (before, the
-block carried on in a new transaction and committed it, running the on_commit callbacks of the
-work rolled back)."""
+does one after ``session.rollback()`` inside the block that owns the transaction, whose end
+then commits nothing and runs no on_commit callback (before, the block carried on in a new
+transaction and committed it, running the on_commit callbacks of the work rolled back)."""
 
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ from dalkit import (
     UniqueViolationError,
     UnitOfWork,
     on_commit,
+    on_rollback,
 )
 
 from .models import Item, create_all, create_all_async, item_names, item_names_async
@@ -150,7 +151,9 @@ def test_a_function_whose_swallowed_flush_failure_is_retryable_is_retried(
     assert item_names(pg_db) == ["added"]
 
 
-def test_a_session_rolled_back_inside_its_block_neither_goes_on_nor_commits(db: Database) -> None:
+def test_a_session_rolled_back_inside_its_block_neither_goes_on_nor_runs_commit_callbacks(
+    db: Database,
+) -> None:
     create_all(db)
     sent: list[str] = []
     with pytest.raises(TransactionAbortedError, match=r"session.rollback\(\) inside"):
@@ -161,11 +164,14 @@ def test_a_session_rolled_back_inside_its_block_neither_goes_on_nor_commits(db: 
             session.rollback()
             session.add(Item(name="after the rollback"))
             session.flush()
-    with pytest.raises(TransactionAbortedError), db.transaction() as session:
+    undone: list[str] = []
+    with db.transaction() as session:
         session.add(Item(name="rolled back"))
         session.flush()
         on_commit(lambda: sent.append("about the rolled back item"))
-        session.rollback()  # and nothing after it: the end of the block may not commit
+        on_rollback(lambda: undone.append("rolled back"))
+        session.rollback()  # and nothing after it: the block ends rolled back, quietly
+    assert undone == ["rolled back"]
     with pytest.raises(KeyError), db.transaction() as session:
         try:
             session.add(Item(name="rolled back"))
@@ -193,6 +199,7 @@ async def test_an_async_session_rolled_back_inside_its_block_cannot_commit(
         await session.flush()
         on_commit(lambda: sent.append("about the rolled back item"))
         await session.rollback()
+        session.add(Item(name="after the rollback"))  # refused at the end's flush
 
     with pytest.raises(TransactionAbortedError, match=r"session.rollback\(\) inside"):
         await add_then_roll_back()

@@ -3,7 +3,7 @@ kept past its with-block, an ``on_commit`` callback, a streaming response body),
 a transaction that nobody commits, on a connection nobody gives back. And the block or
 function that owns a transaction refuses ``session.commit()`` inside it: the commit would make
 what came before permanent whatever happens after (a later error, a retry that writes it again);
-after a ``session.rollback()`` inside it, it can neither go on nor commit.
+after a ``session.rollback()`` inside it, it cannot go on, and ends rolled back.
 Also the commit that ends a runner's write transaction and the close after it, in one greenlet
 on the async side.
 """
@@ -22,13 +22,13 @@ if TYPE_CHECKING:  # not at run time: the sync API runs without greenlet, which 
 
 from dalkit.engine.session import add_commit_check, add_rollback_hook
 from dalkit.errors import TransactionAbortedError, TransactionError
-from dalkit.transaction.scope import current_scope
+from dalkit.transaction.scope import TransactionScope, current_scope
 
 __all__ = [
     "commit_and_close",
     "commit_and_close_async",
     "install",
-    "refusal",
+    "rolled_back_inside",
     "refuse_further_use",
 ]
 
@@ -62,20 +62,20 @@ def _refuse(session: Session, transaction: Any) -> None:
         raise refusal()
 
 
-def _owner_running(session: Session) -> bool:
-    """Whether the dalkit transaction that owns ``session`` runs in this context and has not
+def _running_owner(session: Session) -> TransactionScope | None:
+    """The dalkit transaction that owns ``session``, if it runs in this context and has not
     ended (its runner marks it finished once the block or function has ended)."""
     scope = current_scope()
     for running in scope.ancestors() if scope is not None else ():
         owned = getattr(running.session, "sync_session", running.session)
         if owned is session and not running.finished:
-            return True
-    return False
+            return running
+    return None
 
 
 def _refuse_commit_inside(session: Session) -> None:
     """Refuse ``session.commit()`` while the dalkit transaction that owns ``session`` runs."""
-    if _owner_running(session):
+    if _running_owner(session) is not None:
         raise TransactionError(
             "session.commit() inside the block or function that owns the transaction "
             "(db.transaction(), db.session(), a unit of work, a transactional function): it "
@@ -88,34 +88,34 @@ def _refuse_commit_inside(session: Session) -> None:
 
 def _mark_rolled_back_inside(session: Session) -> None:
     """After ``session.rollback()`` while the dalkit transaction that owns ``session`` runs:
-    the whole transaction is undone (callbacks and all), so the block or function may not
-    carry on in a new one that its end would commit as if nothing had happened."""
-    if _owner_running(session):
+    the whole transaction is undone, its commit callbacks with it, so the block or function may
+    not carry on in a new transaction that its end would commit; its end gives the connection
+    back, nothing to commit, and runs the rollback callbacks."""
+    scope = _running_owner(session)
+    if scope is not None:
+        scope.rolled_back_inside()
         refuse_further_use(session, _rolled_back_inside)
 
 
 def _rolled_back_inside() -> TransactionAbortedError:
     return TransactionAbortedError(
         "session.rollback() inside the block or function that owns the transaction rolled "
-        "the whole transaction back: nothing more can run in it, and it cannot commit. To "
-        "undo all of it, raise out of the block; to undo part, use a savepoint "
-        "(propagation='nested')"
+        "the whole transaction back: nothing more can run in it. To undo all of it, raise out "
+        "of the block or end it there; to undo part, use a savepoint (propagation='nested')"
     )
 
 
-def refusal(session: Any) -> Exception | None:
-    """What ``session`` (a Session or an AsyncSession) raises when used again, if it refuses.
+def rolled_back_inside(session: Any) -> bool:
+    """Whether ``session`` (a Session or an AsyncSession) was rolled back inside the block or
+    function that owns its transaction, which then ends with nothing to commit.
 
     Args:
         session: The session.
 
     Returns:
-        The error, or None while the session may be used.
+        True after such a ``session.rollback()``.
     """
-    refuse: Callable[[], Exception] | None = getattr(session, "sync_session", session).info.get(
-        _ENDED
-    )
-    return None if refuse is None else refuse()
+    return getattr(session, "sync_session", session).info.get(_ENDED) is _rolled_back_inside
 
 
 def install() -> None:

@@ -43,10 +43,8 @@ def commit(session: Session, options: TransactionOptions) -> None:
         CommitOutcomeUnknownError: When the connection broke during COMMIT.
     """
     try:
-        refused = ended.refusal(session)  # session.rollback() inside: nothing may commit
-        if refused is not None:
-            raise refused
-        if deferred.nothing_to_commit(session):  # read-only at READ COMMITTED: no BEGIN
+        # read-only at READ COMMITTED: no BEGIN; or session.rollback() inside: nothing left
+        if deferred.nothing_to_commit(session) or ended.rolled_back_inside(session):
             close(session)
             return
         # and the close, as close(); what it raises is raised below: the commit was made

@@ -217,6 +217,14 @@ class TransactionScope:
             callbacks[start:] = kept
         self._depth -= 1
 
+    def rolled_back_inside(self) -> None:
+        """``session.rollback()`` inside the transaction undid all of it: its commit callbacks
+        can never run; its rollback callbacks will, when it ends."""
+        if self.callbacks is not None:
+            self.callbacks = [callback for callback in self.callbacks if not callback.on_commit]
+            for callback in self.callbacks:
+                callback.undone = True
+
     @staticmethod
     def _savepoint_start(callbacks: list[Callback], level: int) -> int:
         """Index of the first callback of ``level`` (the deepest level: the tail)."""
