@@ -15,7 +15,10 @@ from sqlalchemy.orm import Session
 
 from dalkit.errors import CommitOutcomeUnknownError
 from dalkit.transaction import deferred, ended
-from dalkit.transaction.ended import commit_and_close
+from dalkit.transaction.ended import (
+    close_session,
+    commit_and_close,
+)
 from dalkit.transaction.options import TransactionOptions
 from dalkit.transaction.retry import breaks_commit
 
@@ -94,6 +97,6 @@ def close(session: Session) -> None:
         session: The session of the transaction.
     """
     try:
-        session.close()
+        close_session(session)
     finally:
         ended.refuse_further_use(session)

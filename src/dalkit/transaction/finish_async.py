@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from dalkit.errors import CommitOutcomeUnknownError
 from dalkit.transaction import deferred, ended
-from dalkit.transaction.ended import commit_and_close_async
+from dalkit.transaction.ended import close_session_async, commit_and_close_async
 from dalkit.transaction.options import TransactionOptions
 from dalkit.transaction.retry import breaks_commit
 
@@ -92,6 +92,6 @@ async def close(session: AsyncSession) -> None:
         session: The session of the transaction.
     """
     try:
-        await session.close()
+        await close_session_async(session)
     finally:
         ended.refuse_further_use(session)
