@@ -4,6 +4,7 @@ here is the primary's server reached through a second engine, as the router sees
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import pytest
@@ -24,8 +25,15 @@ async def _read(db: Database | AsyncDatabase, sql: str) -> None:
         async with db.transaction(read_only=True) as session:
             await session.execute(sa.text(sql))
     else:
-        with db.transaction(read_only=True) as session:
-            session.execute(sa.text(sql))
+        # off the event loop's thread, as a sync Database is used: on it, the router does not
+        # wait for the replica monitor's first round (it would stall the loop), so the first
+        # reads would go to the primary
+        await asyncio.to_thread(_read_sync, db, sql)
+
+
+def _read_sync(db: Database, sql: str) -> None:
+    with db.transaction(read_only=True) as session:
+        session.execute(sa.text(sql))
 
 
 @pytest.mark.postgres
