@@ -163,7 +163,11 @@ def in_background() -> bool:
 def install() -> None:
     """Mark the context of every Starlette background task as it runs (installed once, when
     Starlette is there): its code, and all it starts, then tells itself from the request's;
-    and tell the request as each task ends (``RequestHolder.task_ended``)."""
+    and tell the request as each task ends (``RequestHolder.task_ended``).
+
+    Why a patch: Starlette offers no hook around a background task, and nothing else sees all
+    of them (a middleware's ``send`` misses the ones a buffering middleware runs before the
+    last body reaches it; a stack walk misses threads and tasks started from one)."""
     global _MARKING
     if _MARKING:
         return
