@@ -126,6 +126,25 @@ def test_offline_sql_covers_up_and_down(directory: Path, sqlite_url: str) -> Non
         db.dispose()
 
 
+def test_offline_sql_for_postgresql_runs_under_the_timeouts_upgrade_sets(
+    directory: Path, sqlite_url: str
+) -> None:
+    db = Database(sqlite_url)
+    try:
+        settings = MigrationSettings(lock_timeout_ms=1_234, statement_timeout_ms=None)
+        migrations = Migrations(db, directory, models(1), settings=settings)
+        migrations.init()
+        migrations.new_sql_revision("notes", NOTES_SQL, "DROP TABLE notes;")
+        up = migrations.sql("base:head", dialect="postgresql")
+        assert up.startswith("SET lock_timeout = 1234;\n")
+        assert up.index("SET lock_timeout") < up.index("BEGIN;") < up.index("CREATE TABLE notes")
+        assert up.rstrip().endswith("RESET lock_timeout;")
+        assert "statement_timeout" not in up
+        assert "lock_timeout" not in migrations.sql("base:head", dialect="sqlite")
+    finally:
+        db.dispose()
+
+
 def test_an_existing_alembic_project_is_used_as_it_is(directory: Path, sqlite_url: str) -> None:
     directory.mkdir()
     (directory / "alembic.ini").write_text("[alembic]\nscript_location = .\n")

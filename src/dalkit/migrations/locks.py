@@ -101,14 +101,16 @@ def _sqlite_path(connection: Connection) -> str | None:
     return database
 
 
-@contextlib.contextmanager
-def session_timeouts(connection: Connection, settings: MigrationSettings) -> Iterator[None]:
-    """On PostgreSQL, SET lock_timeout and statement_timeout for the whole session, so that every
-    statement (``op.execute`` and autocommit blocks included) runs under them; RESET after."""
-    if connection.dialect.name != "postgresql":
-        yield
-        return
-    settings_sql = [
+def timeout_statements(settings: MigrationSettings) -> list[str]:
+    """The PostgreSQL ``SET`` statements of the settings' lock and statement timeouts.
+
+    Args:
+        settings: The migration settings whose timeouts to set.
+
+    Returns:
+        One ``SET`` statement for each timeout that is not ``None``.
+    """
+    return [
         f"SET {name} = {int(value)}"
         for name, value in (
             ("lock_timeout", settings.lock_timeout_ms),
@@ -116,7 +118,16 @@ def session_timeouts(connection: Connection, settings: MigrationSettings) -> Ite
         )
         if value is not None
     ]
-    for statement in settings_sql:
+
+
+@contextlib.contextmanager
+def session_timeouts(connection: Connection, settings: MigrationSettings) -> Iterator[None]:
+    """On PostgreSQL, SET lock_timeout and statement_timeout for the whole session, so that every
+    statement (``op.execute`` and autocommit blocks included) runs under them; RESET after."""
+    if connection.dialect.name != "postgresql":
+        yield
+        return
+    for statement in timeout_statements(settings):
         connection.exec_driver_sql(statement)
     connection.commit()
     try:

@@ -25,7 +25,7 @@ from dalkit.errors import DatabaseBusyError, DatabaseError
 from dalkit.migrations.concurrent import LOCK_NOT_AVAILABLE, use_concurrent_indexes
 from dalkit.migrations.enums import enum_differences
 from dalkit.migrations.errors import MigrationError
-from dalkit.migrations.locks import migration_lock, session_timeouts
+from dalkit.migrations.locks import migration_lock, session_timeouts, timeout_statements
 from dalkit.migrations.partial import CommittedWork, track_committed_work
 from dalkit.migrations.scripts import DalkitScriptDirectory
 from dalkit.migrations.settings import MigrationSettings
@@ -215,7 +215,16 @@ class Runner:
             )
             with env.begin_transaction(), alembic_errors():
                 env.run_migrations()
-        return buffer.getvalue()
+        if dialect != "postgresql":
+            return buffer.getvalue()
+        # the session-wide timeouts `upgrade` runs under, so a DBA's psql run is protected too
+        timeouts = timeout_statements(self.settings)
+        if not timeouts:
+            return buffer.getvalue()
+        resets = [f"RESET {statement.split()[1]}" for statement in timeouts]
+        head = "".join(f"{statement};\n\n" for statement in timeouts)
+        tail = "".join(f"{statement};\n\n" for statement in resets)
+        return head + buffer.getvalue() + tail
 
     def revision(
         self, connection: Connection | None, message: str, *, autogenerate: bool
