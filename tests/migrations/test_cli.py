@@ -140,3 +140,17 @@ def test_a_password_never_reaches_the_output(project: Project) -> None:
     )
     assert "hunter2-secret" not in output
     assert "failed" in output
+
+
+def test_down_takes_a_relative_step_and_still_refuses_a_mistyped_option(project: Project) -> None:
+    project.run("init")
+    for message in ("one", "two", "three"):
+        project.run("new", message, "--empty")
+    assert "applied 3 revision(s)" in project.run("up")
+    # before, the parser read "-2" as an option: "No such option: -2"
+    assert "downgraded 2 revision(s)" in project.run("down", "-2")
+    refused = project.run("down", "--bakup", code=2)
+    assert "no such option: --bakup" in refused
+    assert "--backup" in refused
+    assert "downgraded 1 revision(s)" in project.run("down", "-1")
+    assert "base" in project.run("current")

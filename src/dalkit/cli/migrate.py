@@ -21,6 +21,7 @@ from rich.table import Table
 
 from dalkit import Database
 from dalkit.cli._load import load_attribute
+from dalkit.cli._relative import LETS_STEPS_THROUGH, refuse_unknown_option
 from dalkit.cli._render import FLAG_METAVAR, cell, revision_progress
 from dalkit.config import DEFAULT_URL, DatabaseConfig
 from dalkit.errors import ConfigurationError, DalkitError
@@ -251,10 +252,11 @@ def up(
     _report(result, "applied")
 
 
-@migrate_app.command()
+@migrate_app.command(context_settings=LETS_STEPS_THROUGH)
 def down(
+    ctx: typer.Context,
     target: Annotated[
-        str, typer.Argument(help='An id or "base"; one step back when left out ("-- -2": two).')
+        str, typer.Argument(help='An id, "base", or "-2" for two steps back (one when left out).')
     ] = "-1",
     url: UrlOption = None,
     directory: DirOption = Path("migrations"),
@@ -263,6 +265,7 @@ def down(
     ] = False,
 ) -> None:
     """Downgrade to TARGET."""
+    refuse_unknown_option(ctx, target)
     with _errors("down"), _migrations(url, directory, None) as migrations:
         result = revision_progress(
             console,
