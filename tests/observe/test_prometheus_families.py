@@ -156,6 +156,34 @@ def _wait(condition: Any, timeout: float) -> None:
         time.sleep(0.05)
 
 
+def test_a_healthy_replica_weighted_zero_is_up_and_drained(postgres_url: str) -> None:
+    # the primary's own server as the replica: not in recovery, so found healthy
+    db = Database(
+        postgres_url.replace("postgresql://", "postgresql+psycopg://"),
+        replicas=[postgres_url],
+        replica_weights=[0],
+        replica_monitor_interval_s=0.1,
+    )
+    try:
+        registry = CollectorRegistry()
+        register(db, "app", registry=registry)
+
+        def probed() -> bool:
+            with db.transaction(read_only=True) as session:  # the first starts the monitor
+                session.execute(sa.text("SELECT 1"))
+            (replica,) = db.get_stats()["replicas"]["replicas"].values()
+            return bool(replica["state"] == "healthy")
+
+        _wait(probed, 10)
+        families = _replica_samples(registry)
+        assert _value(families["dalkit_replica_up"], "dalkit_replica_up") == 1  # it answers
+        # before, nothing said that it gets no reads
+        assert _value(families["dalkit_replica_drained"], "dalkit_replica_drained") == 1
+        assert _value(families["dalkit_replica_reads"], "dalkit_replica_reads_total") == 0
+    finally:
+        db.dispose()
+
+
 @pytest.mark.slow
 def test_replica_lag_health_and_routed_reads(
     replicated_database: tuple[str, str],  # noqa: F811 - the fixture imported above

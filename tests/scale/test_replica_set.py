@@ -158,6 +158,9 @@ def test_replicas_weighted_zero_are_drained_not_ejected(caplog: pytest.LogCaptur
     stats = replicas.snapshot()
     assert (stats["primary_reads"], stats["all_ejected_on_primary"]) == (1, 0)  # was (1, 1)
     assert not caplog.records  # was "every replica is ejected", for a healthy replica
+    figures = stats["replicas"]["r0"]
+    # before, only "admitted": True told of it, as if it got reads
+    assert (figures["admitted"], figures["weight"], figures["drained"]) == (True, 0, True)
 
 
 def test_behind_every_sample_the_replayed_age_bounds_the_lag() -> None:

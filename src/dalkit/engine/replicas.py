@@ -70,7 +70,8 @@ class Replica(Generic[E]):
 
     @property
     def admitted(self) -> bool:
-        """Whether it gets reads: probed, and found within the lag limit."""
+        """Whether it may get reads: probed, and found within the lag limit (weighted 0, it is
+        drained and gets none all the same)."""
         return self.state == "healthy"
 
 
@@ -344,7 +345,8 @@ class ReplicaSet(Generic[E]):
             ``unprobed_on_primary``, ``rerouted_reads``, ``writes_tracked``,
             ``default_transactions_routed``, and
             ``replicas``: by name, a dict of ``name`` (``host:port``), ``state``, ``admitted``,
-            ``lag_s`` (float or None), ``reads``, ``errors``, ``ejections``, ``replay_lsn`` and
+            ``weight``, ``drained`` (weighted 0: no reads, admitted or not), ``lag_s`` (float
+            or None), ``reads``, ``errors``, ``ejections``, ``replay_lsn`` and
             ``error`` (the last failure, or None). See docs/replicas.md.
         """
         with self._lock:
@@ -362,6 +364,8 @@ class ReplicaSet(Generic[E]):
                         "name": r.name,
                         "state": r.state,
                         "admitted": r.admitted,
+                        "weight": r.weight,
+                        "drained": r.weight == 0,
                         "lag_s": r.lag_s,
                         "reads": r.reads,
                         "errors": r.errors,

@@ -267,9 +267,15 @@ def _collect_replicas(family: Family, label: str, stats: dict[str, Any]) -> None
         family(
             "replica_up",
             GaugeMetricFamily,
-            "1 if the replica serves reads (probed, and not ejected)",
+            "1 if the replica is healthy: probed, and not ejected (drained or not)",
             "replica",
         ).add_metric([label, replica], 1.0 if figures.get("admitted", state == "healthy") else 0.0)
+        family(
+            "replica_drained",
+            GaugeMetricFamily,
+            "1 if the replica is weighted 0: it gets no reads, healthy or not",
+            "replica",
+        ).add_metric([label, replica], 1.0 if figures.get("drained") else 0.0)
         states = family(
             "replica_state",
             GaugeMetricFamily,
