@@ -55,3 +55,15 @@ def test_a_specs_repr_masks_the_value_of_a_secret_looking_field() -> None:
     assert repr(spec) == (
         "(~Spec(api_token='***', email='a@example.com') | Spec(password_hash__eq='***'))"
     )
+
+
+def test_a_parsed_conditions_repr_masks_a_marked_or_secret_named_fields_value() -> None:
+    # a spec knows no model, so Spec(nickname=...) shows it; once parsed against the model, the
+    # conditions know the column: before, their repr showed every value, passwords' too
+    parser = FilterParser(INFO, ["nickname", "ApiToken", "email"])
+    parsed = Spec(nickname="Marked-Value", ApiToken="tok_4f9a8c", email="a@example.com")
+    shown = repr(parsed.resolve(parser))
+    assert "Marked-Value" not in shown
+    assert "tok_4f9a8c" not in shown
+    assert "Condition(field='nickname', op='eq', value='***')" in shown
+    assert "Condition(field='email', op='eq', value='a@example.com')" in shown

@@ -27,7 +27,7 @@ from dalkit.query.like import (
     render_glob,
     render_like,
 )
-from dalkit.secret_names import masked_values
+from dalkit.secret_names import MASK, masked_values
 
 __all__ = [
     "MAX_INPUT_LENGTH",
@@ -157,6 +157,10 @@ class Condition:
     op: str
     value: Any
     max_length: int = dataclasses.field(default=MAX_INPUT_LENGTH, repr=False)
+
+    def __repr__(self) -> str:  # a sensitive field's value (marked in its info, or by name): ***
+        value = MASK if self.field.sensitive else self.value
+        return f"Condition(field={self.field.name!r}, op={self.op!r}, value={value!r})"
 
     def __post_init__(self) -> None:
         # also guards conditions built without coerce_condition (search text)
