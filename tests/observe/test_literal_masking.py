@@ -26,6 +26,7 @@ QUOTED = [
     "SELECT 1 -- it's\n, 'hunter2'",
     "SELECT 'hunter2' AS \"o'clock\"",
     "SELECT /* don't */ 'hunter2'",
+    "SELECT /* a /* don't */ */ 'hunter2'",
 ]
 
 # a secret (or a tracing comment's request id) in a comment, in each place one may stand: the
@@ -38,6 +39,11 @@ COMMENTED = [
         ("-- api_key=hunter2\n", "", ""),
         ("", "", " /* traceparent='00-hunter2-01' */"),
         ("", "/* it's hunter2 */ ", " -- hunter2"),
+        # PostgreSQL nests block comments: the first */ left "token=hunter2 */" in the shape
+        ("/* a /* b */ token=hunter2 */ ", "", ""),
+        ("", "/* a /* b */ it's hunter2 /* c */ */ ", ""),
+        # SQLite ends one left open at the end of the text: it was shown whole
+        ("", "", " /* token=hunter2"),
     ]
 ]
 
@@ -62,6 +68,19 @@ def test_no_quoting_form_leaves_a_literal_in_a_shape_or_a_masked_text(statement:
     assert "hunter2" not in shape_of(statement).text
     assert "hunter2" not in mask_strings(statement)
     assert mask_strings(statement).count("'***'") == 1
+
+
+def test_a_comment_that_never_closes_its_nesting_ends_at_its_first_close() -> None:
+    # SQLite's reading (its comments do not nest); PostgreSQL refuses such a statement
+    for statement, after in [
+        ("/* a /* b */ SELECT 1", ""),
+        ("/* a /* b */ SELECT 1 /* c */", " /* c */"),
+    ]:
+        shape = shape_of(statement)
+        assert (shape.text, shape.operation) == ("SELECT ?", "SELECT")
+        assert (
+            shown_sql(statement, 2000) == f"{COMMENT_MASK} SELECT 1{after and ' ' + COMMENT_MASK}"
+        )
 
 
 def test_what_is_not_a_literal_stays() -> None:
