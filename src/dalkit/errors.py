@@ -286,7 +286,8 @@ class TransactionAbortedError(TransactionError):
     that error is one that is retried. To carry on after an expected failure, make the write
     in a savepoint (``propagation="nested"``), whose failure rolls back only its own work.
     Raised too when the session is used after ``session.rollback()`` inside the block or
-    function that owns the transaction rolled it back."""
+    function that owns the transaction rolled it back, and when its connection was lost in a
+    savepoint whose ConnectionLostError was caught (raised ``from`` a ConnectionLostError)."""
 
 
 class TransactionUsageError(TransactionError, TypeError):

@@ -243,3 +243,41 @@ async def test_an_async_read_only_transaction_whose_commit_broke_is_retried(
 
     assert await pg_async_db.transactional(read_only=True, retry=FAST).run(read)
     assert len(pids) == 2
+
+
+def test_a_connection_lost_in_a_caught_savepoint_ends_the_transaction_in_dalkit_terms(
+    pg_db: Database, pg_admin: psycopg.Connection[tuple[object, ...]]
+) -> None:
+    for quietly in (False, True):
+        with pytest.raises(dalkit.TransactionAbortedError) as raised:
+            with pg_db.transaction() as session:
+                pid = int(session.scalar(PID) or 0)
+                with pytest.raises(ConnectionLostError):
+                    with pg_db.transaction(propagation="nested") as inner:
+                        _kill(pg_admin, pid)
+                        inner.execute(sa.text("SELECT 1"))
+                if not quietly:  # the next statement, or else the end of the block
+                    session.execute(sa.text("SELECT 2"))
+        assert "connection of this transaction was lost" in str(raised.value)
+        assert isinstance(raised.value.__cause__, ConnectionLostError)
+    assert pg_db.pool_stats()["checked_out"] == 0
+
+
+async def test_an_async_connection_lost_in_a_caught_savepoint_is_retried(
+    pg_async_db: AsyncDatabase, pg_admin: psycopg.Connection[tuple[object, ...]]
+) -> None:
+    pids: list[int] = []
+
+    async def work(session: AsyncSession) -> int:
+        pids.append(int(await session.scalar(PID) or 0))
+        try:
+            async with pg_async_db.transaction(propagation="nested") as inner:
+                if len(pids) == 1:
+                    _kill(pg_admin, pids[0])
+                await inner.execute(sa.text("SELECT 1"))
+        except ConnectionLostError:
+            pass
+        return int(await session.scalar(sa.text("SELECT 2")) or 0)
+
+    assert await pg_async_db.transactional(retry=FAST).run(work) == 2
+    assert len(pids) == 2

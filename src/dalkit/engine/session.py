@@ -2,7 +2,8 @@
 in the identity map for ``get()`` or a lazy many-to-one load is checked before it is returned,
 that ``commit()`` first runs the registered commit checks (the transaction runner's refuses
 a commit inside the block or function that owns the transaction), and that a session used
-again after a failed flush rolled its transaction back raises TransactionAbortedError.
+again after a failed flush rolled its transaction back, or after its connection was lost in a
+savepoint whose error was caught, raises TransactionAbortedError.
 
 SQLAlchemy answers those two from the identity map without a statement, so nothing that scopes
 statements (``do_orm_execute``) sees them. A feature whose reads depend on the context
@@ -21,7 +22,7 @@ from typing import Any
 from sqlalchemy.exc import PendingRollbackError
 from sqlalchemy.orm import LoaderCallableStatus, Session
 
-from dalkit.errors import TransactionAbortedError
+from dalkit.errors import ConnectionLostError, TransactionAbortedError
 
 __all__ = [
     "CommitCheck",
@@ -40,6 +41,7 @@ CommitCheck = Callable[[Session], None]
 
 _checks: list[IdentityCheck] = []
 _commit_checks: list[CommitCheck] = []
+_LOST = "the connection of this transaction was lost"
 #: called with the session after its ``rollback()`` (the transaction runner's marks a
 #: transaction rolled back under the block or function that owns it)
 _rollback_hooks: list[CommitCheck] = []
@@ -94,6 +96,8 @@ class DalkitSession(Session):
         try:
             super().commit()
         except PendingRollbackError as error:
+            if self._flush_error(None) is None and self._lost_connection():
+                raise _lost() from ConnectionLostError(_LOST)  # not SQLAlchemy's refusal
             raise self._aborted(error) from self._flush_error(error)
 
     def rollback(self) -> None:
@@ -109,9 +113,13 @@ class DalkitSession(Session):
     # is left alone: dalkit's plain inserts take the ORM's way for a class that overrides it
     def _connection_for_bind(self, engine: Any, execution_options: Any = None, **kw: Any) -> Any:
         try:
-            return super()._connection_for_bind(engine, execution_options, **kw)
+            connection = super()._connection_for_bind(engine, execution_options, **kw)
         except PendingRollbackError as error:
             raise self._aborted(error) from self._flush_error(error)
+        if connection.invalidated and connection.in_transaction():
+            # lost in a savepoint whose error was caught: the transaction went with it
+            raise _lost() from ConnectionLostError(_LOST)
+        return connection
 
     def _autobegin_t(self, begin: bool = False) -> Any:
         transaction = super()._autobegin_t(begin)
@@ -139,6 +147,12 @@ class DalkitSession(Session):
         except PendingRollbackError as error:
             raise self._aborted(error) from self._flush_error(error)
 
+    def _lost_connection(self) -> bool:
+        """Whether a connection of the session's transaction broke (the transaction with it)."""
+        transaction = self._transaction
+        connections = transaction._connections.values() if transaction is not None else ()
+        return any(connection.invalidated for connection, *_ in connections)
+
     def _flush_error(self, error: BaseException | None) -> Any:
         """The failure of the flush that rolled the transaction back (else ``error``)."""
         transaction = self._transaction
@@ -158,3 +172,13 @@ class DalkitSession(Session):
             "write that may fail, make it in a savepoint (propagation='nested'), which rolls "
             "back alone"
         )
+
+
+def _lost() -> TransactionAbortedError:
+    """The refusal to go on in a transaction whose connection broke, raised ``from`` a
+    ConnectionLostError: a transaction function is retried as for the loss itself."""
+    return TransactionAbortedError(
+        "the connection of this transaction was lost (in a savepoint whose error was caught), "
+        "which ended the whole transaction: nothing more can run in it. Let its block or "
+        "function end and run the work again in a new transaction"
+    )
