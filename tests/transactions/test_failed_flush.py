@@ -4,7 +4,8 @@ error, on every path: a repository, the session, db.sql(), a unit of work joinin
 end of the block; a transaction function is retried when the flush's error is retryable. So
 does one after ``session.rollback()`` inside the block that owns the transaction, whose end
 then commits nothing and runs no on_commit callback (before, the block carried on in a new
-transaction and committed it, running the on_commit callbacks of the work rolled back)."""
+transaction and committed it, running the on_commit callbacks of the work rolled back), and
+transaction_stats() counts it as discarded (before: committed)."""
 
 from __future__ import annotations
 
@@ -206,3 +207,23 @@ async def test_an_async_session_rolled_back_inside_its_block_cannot_commit(
     assert sent == []
     assert await item_names_async(async_db) == []
     assert async_db.pool_stats()["checked_out"] == 0
+
+
+def test_a_call_that_rolled_itself_back_counts_as_discarded_not_committed(db: Database) -> None:
+    with db.transaction() as session:
+        session.execute(sa.select(sa.literal(1)))
+        session.rollback()
+    db.run_transaction(lambda session: session.rollback())
+    db.run_transaction(lambda session: None)
+    stats = db.transaction_stats()
+    assert (stats["total"], stats["committed"], stats["discarded"]) == (3, 1, 2)
+    assert (stats["failed"], stats["rolled_back"], stats["success_rate"]) == (0, 2, 1.0)
+
+
+async def test_an_async_call_that_rolled_itself_back_counts_as_discarded(
+    async_db: AsyncDatabase,
+) -> None:
+    async with async_db.transaction() as session:
+        await session.rollback()
+    stats = async_db.transaction_stats()
+    assert (stats["committed"], stats["discarded"], stats["rolled_back"]) == (0, 1, 1)

@@ -168,7 +168,7 @@ def _collect_pool(family: Family, label: str, stats: dict[str, float]) -> None:
 
 def _collect_transactions(family: Family, label: str, stats: dict[str, Any]) -> None:
     for isolation, figures in sorted(stats.get("by_isolation", {}).items()):
-        for outcome in ("committed", "failed"):
+        for outcome in ("committed", "failed", "discarded"):
             family(
                 "transactions",
                 CounterMetricFamily,

@@ -106,7 +106,10 @@ class TransactionRunner:
                 self.on_failure(options, session, error)
             self._failed(scope, error, started, rolled_back=0, retries=0)
             raise
-        self.stats.record(options.stats_key, True, perf_counter() - started)
+        discarded = scope.discarded  # the block's own session.rollback(): nothing committed
+        self.stats.record(
+            options.stats_key, True, perf_counter() - started, 0, discarded, discarded=discarded
+        )
         if scope.callbacks:
             self._run_callbacks(scope.after_commit())
 
@@ -171,7 +174,15 @@ class TransactionRunner:
                 raise
             break
         retries = 0 if state is None else _retries(state)  # a call fewer when none happened
-        self.stats.record(options.stats_key, True, perf_counter() - started, retries, rolled_back)
+        discarded = scope.discarded  # the function's own session.rollback(): nothing committed
+        self.stats.record(
+            options.stats_key,
+            True,
+            perf_counter() - started,
+            retries,
+            rolled_back + discarded,
+            discarded=discarded,
+        )
         if scope.callbacks:
             self._run_callbacks(scope.after_commit())
         return result

@@ -77,6 +77,7 @@ class TransactionScope:
     __slots__ = (
         "_depth",
         "callbacks",
+        "discarded",
         "ending",
         "finished",
         "holder",
@@ -104,6 +105,8 @@ class TransactionScope:
         #: and the runner then needs neither a list nor a call to find it empty
         self.callbacks: list[Callback] | None = None
         self._depth = 0
+        #: set by ``session.rollback()`` inside the transaction: it ends with nothing to commit
+        self.discarded = False
         #: set once the transaction has ended: a task or thread that started inside it and
         #: outlives it must never join it (its writes would vanish with no error)
         self.finished = False
@@ -220,6 +223,7 @@ class TransactionScope:
     def rolled_back_inside(self) -> None:
         """``session.rollback()`` inside the transaction undid all of it: its commit callbacks
         can never run; its rollback callbacks will, when it ends."""
+        self.discarded = True
         if self.callbacks is not None:
             self.callbacks = [callback for callback in self.callbacks if not callback.on_commit]
             for callback in self.callbacks:

@@ -24,6 +24,7 @@ class _Tally:
     __slots__ = (
         "buckets",
         "committed",
+        "discarded",
         "durations_s",
         "failed",
         "outcome_unknown",
@@ -34,7 +35,7 @@ class _Tally:
 
     def __init__(self, window: int) -> None:
         self.committed = self.failed = self.retries = self.rolled_back = 0
-        self.outcome_unknown = 0
+        self.outcome_unknown = self.discarded = 0
         # seconds as recorded: converting to milliseconds waits for a snapshot
         self.durations_s: deque[float] = deque(maxlen=window)
         # every call since the last reset, not just the window: Prometheus wants counters
@@ -53,17 +54,18 @@ class _Tally:
 def _figures(tallies: list[_Tally]) -> dict[str, Any]:
     committed = sum(t.committed for t in tallies)
     failed = sum(t.failed for t in tallies)
-    total = committed + failed
+    discarded = sum(t.discarded for t in tallies)
     ordered = sorted(s for t in tallies for s in t.durations_s)
     return {
-        "total": total,
+        "total": committed + failed + discarded,
         "committed": committed,
+        "discarded": discarded,
         "rolled_back": sum(t.rolled_back for t in tallies),
         "failed": failed,
         "outcome_unknown": sum(t.outcome_unknown for t in tallies),
         "retries": sum(t.retries for t in tallies),
-        # an idle database has failed nothing
-        "success_rate": committed / total if total else 1.0,
+        # an idle database has failed nothing, nor has a call that rolled itself back
+        "success_rate": committed / (committed + failed) if committed + failed else 1.0,
         "duration_ms": {name: _nearest_rank(ordered, q) for name, q in _PERCENTILES},
     }
 
@@ -78,10 +80,12 @@ def _nearest_rank(ordered: list[float], percentile: int) -> float:
 class TransactionStats:
     """What the transaction runner did, as read by ``db.transaction_stats()``.
 
-    ``total`` counts transaction calls that finished (``committed`` + ``failed``); a call that
-    was retried counts once, its extra runs in ``retries``. ``outcome_unknown`` counts the
-    failed calls whose COMMIT was interrupted, so that whether they committed is unknown.
-    ``rolled_back`` counts database transactions rolled back, retried runs included.
+    ``total`` counts transaction calls that finished (``committed`` + ``failed`` +
+    ``discarded``, the calls that ended without an error after their own
+    ``session.rollback()``, which ``success_rate`` leaves out); a call that was retried counts
+    once, its extra runs in ``retries``. ``outcome_unknown`` counts the failed calls whose
+    COMMIT was interrupted, so that whether they committed is unknown. ``rolled_back`` counts
+    database transactions rolled back, retried runs and discarded calls included.
     ``duration_ms`` spans a whole call, retries and backoff included, over the last ``window``
     calls of each isolation level.
     """
@@ -99,13 +103,17 @@ class TransactionStats:
         retries: int = 0,
         rolled_back: int = 0,
         outcome_unknown: bool = False,
+        discarded: bool = False,
     ) -> None:
-        """One finished transaction call."""
+        """One finished transaction call (``discarded``: it ended, no error, after its own
+        ``session.rollback()``, so nothing committed whatever ``committed`` says)."""
         with self._lock:
             tally = self._by_isolation.get(isolation)
             if tally is None:
                 tally = self._by_isolation[isolation] = _Tally(self._window)
-            if committed:
+            if discarded:
+                tally.discarded += 1
+            elif committed:
                 tally.committed += 1
             else:
                 tally.failed += 1
