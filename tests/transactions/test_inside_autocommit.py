@@ -1,7 +1,8 @@
 """A transaction opened inside an AUTOCOMMIT one (``db.transaction()``, ``db.session()``, a
 transactional function, at any level but AUTOCOMMIT) is a real transaction of its own, on its
 own connection: before, a default one joined the AUTOCOMMIT session, and a write it made stayed
-when it raised. db.sql()'s one statement still joins, so ``CREATE INDEX CONCURRENTLY`` runs."""
+when it raised. db.sql()'s one statement still joins, so ``CREATE INDEX CONCURRENTLY`` runs.
+A unit of work (a savepoint) there is refused saying to open it in such a transaction."""
 
 from __future__ import annotations
 
@@ -121,3 +122,24 @@ def test_in_memory_sqlite_refuses_a_transaction_inside_autocommit_saying_what_wo
         assert item_names(db) == ["joined"]
     finally:
         db.dispose()
+
+
+def test_a_unit_of_work_inside_autocommit_is_refused_saying_what_works(db: Database) -> None:
+    create_all(db)
+    with db.transaction(isolation="AUTOCOMMIT"):
+        with pytest.raises(TransactionError, match="unit of work") as refused:
+            with dalkit.UnitOfWork(db):
+                pass  # pragma: no cover - never entered
+        assert "requires_new" not in str(refused.value)  # a unit of work cannot take it
+        with db.transaction(), dalkit.UnitOfWork(db) as uow:  # what the refusal advises
+            uow.session.add(Item(name="in a transaction of its own"))
+    assert item_names(db) == ["in a transaction of its own"]
+
+
+async def test_an_async_unit_of_work_inside_autocommit_is_refused_saying_what_works(
+    async_db: AsyncDatabase,
+) -> None:
+    async with async_db.transaction(isolation="AUTOCOMMIT"):
+        with pytest.raises(TransactionError, match=r"db\.transaction\(\)"):
+            async with dalkit.AsyncUnitOfWork(async_db):
+                pass  # pragma: no cover - never entered

@@ -134,8 +134,10 @@ class TransactionOptions:
         if outer.autocommit and self.propagation == "nested":
             # PostgreSQL refuses a SAVEPOINT outside a transaction block; SQLite would begin one
             raise TransactionError(
-                "cannot open a savepoint in an AUTOCOMMIT transaction, which has no transaction "
-                "block to roll back to: use propagation='requires_new'"
+                "cannot open a savepoint in an AUTOCOMMIT transaction (propagation='nested', or "
+                "the one a unit of work opens inside a transaction), which has no transaction "
+                "block to roll back to: open a transaction of its own there (db.transaction(), "
+                "which does not join AUTOCOMMIT) and put the savepoint or unit of work in it"
             )
 
 
