@@ -1,6 +1,10 @@
 """What a Starlette background task starts (a task, a task group, a thread) is background work
 too: run before the response reaches DatabaseMiddleware (a middleware inside it buffers the
-body), it gets a transaction of its own, never the request's, which rolls back for the 409."""
+body), it gets a transaction of its own, never the request's, which rolls back for the 409.
+Run after it, under the background tasks' transaction, it follows the rule of the tasks the
+request starts: beside the background task's own code (gather, a task group) an AsyncDatabase
+refuses it that transaction (propagation='requires_new' gives one of its own); a sync
+Database's joins it, and commits with it."""
 
 from __future__ import annotations
 
@@ -15,10 +19,16 @@ from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
-from dalkit import AsyncDatabase, Database, current_async_session, current_session
+from dalkit import (
+    AsyncDatabase,
+    Database,
+    TransactionError,
+    current_async_session,
+    current_session,
+)
 
 from .models import Base, Note
-from .test_application_tasks import post, sync_values, values
+from .test_application_tasks import application, post, sync_values, values
 from .test_early_background import buffered
 
 Work = Callable[[], Coroutine[Any, Any, None]]
@@ -107,3 +117,60 @@ async def test_a_sync_database_gives_what_a_background_task_starts_its_own_trans
     assert (await post(buffered(sync_db, endpoint))).status_code == 409  # type: ignore[arg-type]
     assert sync_values(sync_db) == ["background"]
     assert sync_db.pool_stats()["checked_out"] == 0
+
+
+BESIDE = [in_a_task_group, in_gather]
+
+
+@pytest.mark.parametrize("start", BESIDE)
+async def test_tasks_beside_a_background_task_follow_the_rule_of_the_request_tasks(
+    async_db: AsyncDatabase, start: Callable[[Work], Awaitable[None]]
+) -> None:
+    await async_db.create_all(Base.metadata)
+    refused: list[str] = []
+
+    async def write() -> None:
+        try:
+            async with async_db.transaction():
+                pass  # pragma: no cover - refused: the background tasks' transaction
+        except TransactionError as error:
+            refused.append(str(error))
+        async with async_db.transaction(propagation="requires_new") as session:
+            session.add(Note(value="apart"))
+
+    async def later() -> None:
+        current_async_session()  # the background task holds its transaction
+        await start(write)
+
+    async def endpoint(request: Request) -> Response:
+        return PlainTextResponse("ok", background=BackgroundTask(later))
+
+    assert (await post(application(async_db, endpoint, inner=False))).status_code == 200
+    assert len(refused) == 1
+    assert "requires_new" in refused[0]
+    assert await values(async_db) == ["apart"]
+    assert async_db.pool_stats()["checked_out"] == 0
+
+
+@pytest.mark.parametrize("start", BESIDE)
+async def test_a_sync_database_joins_tasks_beside_a_background_task_to_its_transaction(
+    sync_db: Database, start: Callable[[Work], Awaitable[None]]
+) -> None:
+    sessions: list[object] = []
+
+    async def write() -> None:
+        with sync_db.transaction() as session:
+            session.add(Note(value="joined"))
+            sessions.append(session)
+
+    async def later() -> None:
+        sessions.append(current_session())
+        await start(write)
+
+    def endpoint(request: Request) -> Response:
+        return PlainTextResponse("ok", background=BackgroundTask(later))
+
+    app = application(sync_db, endpoint, inner=False)  # type: ignore[arg-type]
+    assert (await post(app)).status_code == 200
+    assert sessions[0] is sessions[1]
+    assert sync_values(sync_db) == ["joined"]
