@@ -248,7 +248,8 @@ async def test_an_async_read_only_transaction_whose_commit_broke_is_retried(
 def test_a_connection_lost_in_a_caught_savepoint_ends_the_transaction_in_dalkit_terms(
     pg_db: Database, pg_admin: psycopg.Connection[tuple[object, ...]]
 ) -> None:
-    for quietly in (False, True):
+    create_all(pg_db)
+    for then in ("statement", "flush", "end"):
         with pytest.raises(dalkit.TransactionAbortedError) as raised:
             with pg_db.transaction() as session:
                 pid = int(session.scalar(PID) or 0)
@@ -256,8 +257,11 @@ def test_a_connection_lost_in_a_caught_savepoint_ends_the_transaction_in_dalkit_
                     with pg_db.transaction(propagation="nested") as inner:
                         _kill(pg_admin, pid)
                         inner.execute(sa.text("SELECT 1"))
-                if not quietly:  # the next statement, or else the end of the block
+                if then == "statement":
                     session.execute(sa.text("SELECT 2"))
+                elif then == "flush":
+                    session.add(Item(name="after the loss"))
+                    session.flush()
         assert "connection of this transaction was lost" in str(raised.value)
         assert isinstance(raised.value.__cause__, ConnectionLostError)
     assert pg_db.pool_stats()["checked_out"] == 0

@@ -127,6 +127,8 @@ class DalkitSession(Session):
             failed = self._flush_error(None)
             if failed is not None:
                 raise self._aborted(failed) from failed
+        elif transaction._connections and self._lost_connection():  # a flush, after a loss
+            raise _lost() from ConnectionLostError(_LOST)
         return transaction
 
     def begin(self, nested: bool = False) -> Any:
