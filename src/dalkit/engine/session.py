@@ -117,7 +117,7 @@ class DalkitSession(Session):
         except PendingRollbackError as error:
             raise self._aborted(error) from self._flush_error(error)
         if connection.invalidated and connection.in_transaction():
-            # lost in a savepoint whose error was caught: the transaction went with it
+            # lost, and the error caught (in a savepoint, say): the transaction went with it
             raise _lost() from ConnectionLostError(_LOST)
         return connection
 
@@ -180,7 +180,8 @@ def _lost() -> TransactionAbortedError:
     """The refusal to go on in a transaction whose connection broke, raised ``from`` a
     ConnectionLostError: a transaction function is retried as for the loss itself."""
     return TransactionAbortedError(
-        "the connection of this transaction was lost (in a savepoint whose error was caught), "
-        "which ended the whole transaction: nothing more can run in it. Let its block or "
-        "function end and run the work again in a new transaction"
+        "the connection of this transaction was lost (its ConnectionLostError, raised in "
+        "the transaction or in a savepoint of it, was caught), which ended the whole "
+        "transaction: nothing more can run in it. Let its block or function end and run the "
+        "work again in a new transaction"
     )
