@@ -5,7 +5,8 @@ end of the block; a transaction function is retried when the flush's error is re
 does one after ``session.rollback()`` inside the block that owns the transaction, whose end
 then commits nothing and runs no on_commit callback (before, the block carried on in a new
 transaction and committed it, running the on_commit callbacks of the work rolled back), and
-transaction_stats() counts it as discarded (before: committed)."""
+transaction_stats() counts it as discarded (before: committed), as it does a unit of work's
+rollback() (before: failed)."""
 
 from __future__ import annotations
 
@@ -215,9 +216,11 @@ def test_a_call_that_rolled_itself_back_counts_as_discarded_not_committed(db: Da
         session.rollback()
     db.run_transaction(lambda session: session.rollback())
     db.run_transaction(lambda session: None)
+    with UnitOfWork(db) as uow:  # a unit of work's rollback(): discarded too, not failed
+        uow.rollback()
     stats = db.transaction_stats()
-    assert (stats["total"], stats["committed"], stats["discarded"]) == (3, 1, 2)
-    assert (stats["failed"], stats["rolled_back"], stats["success_rate"]) == (0, 2, 1.0)
+    assert (stats["total"], stats["committed"], stats["discarded"]) == (4, 1, 3)
+    assert (stats["failed"], stats["rolled_back"], stats["success_rate"]) == (0, 3, 1.0)
 
 
 async def test_an_async_call_that_rolled_itself_back_counts_as_discarded(
@@ -225,5 +228,8 @@ async def test_an_async_call_that_rolled_itself_back_counts_as_discarded(
 ) -> None:
     async with async_db.transaction() as session:
         await session.rollback()
+    async with AsyncUnitOfWork(async_db) as uow:
+        await uow.rollback()
     stats = async_db.transaction_stats()
-    assert (stats["committed"], stats["discarded"], stats["rolled_back"]) == (0, 1, 1)
+    assert (stats["committed"], stats["discarded"], stats["rolled_back"]) == (0, 2, 2)
+    assert stats["failed"] == 0

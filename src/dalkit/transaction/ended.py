@@ -3,7 +3,8 @@ kept past its with-block, an ``on_commit`` callback, a streaming response body),
 a transaction that nobody commits, on a connection nobody gives back. And the block or
 function that owns a transaction refuses ``session.commit()`` inside it: the commit would make
 what came before permanent whatever happens after (a later error, a retry that writes it again);
-after a ``session.rollback()`` inside it, it cannot go on, and ends rolled back.
+after a ``session.rollback()`` inside it, it cannot go on, and ends rolled back (as it does
+for a `RollbackRequested` thrown in).
 Also the commit that ends a runner's write transaction and the close after it, in one greenlet
 on the async side, and the close of a session that holds no transaction, in none.
 """
@@ -25,6 +26,7 @@ from dalkit.errors import TransactionAbortedError, TransactionError
 from dalkit.transaction.scope import TransactionScope, current_scope
 
 __all__ = [
+    "RollbackRequested",
     "close_session",
     "close_session_async",
     "commit_and_close",
@@ -35,6 +37,12 @@ __all__ = [
 ]
 
 _ENDED = "dalkit.transaction_ended"
+
+
+class RollbackRequested(Exception):
+    """Thrown into a transaction's block to roll it back on purpose (a unit of work's
+    ``rollback()``): the block raises nothing, and the statistics count it as discarded, as
+    they do a ``session.rollback()`` inside it, not as failed."""
 
 
 def _ended() -> TransactionError:

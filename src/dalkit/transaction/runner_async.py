@@ -331,6 +331,7 @@ class AsyncTransactionRunner:
             retries,
             rolled_back + (0 if unknown else 1),
             outcome_unknown=unknown,
+            discarded=isinstance(error, ended.RollbackRequested),  # a unit of work's rollback()
         )
         if not unknown and scope.callbacks:
             # neither set of callbacks fits a transaction that may or may not have committed

@@ -21,6 +21,7 @@ from dalkit.errors import UnitOfWorkError
 from dalkit.outbox import uncollected
 from dalkit.outbox.events import DomainEvent, EventBus, deliver, sequence_now
 from dalkit.tables import outbox as outbox_table
+from dalkit.transaction.ended import RollbackRequested
 from dalkit.transaction.scope import current_scope, on_commit, on_rollback, settle
 from dalkit.uow import base
 from dalkit.uow.base import RepositoryBase, UnitOfWorkBase, uow_settings
@@ -32,10 +33,6 @@ log = logging.getLogger("dalkit.uow")
 
 R = TypeVar("R", bound=RepositoryBase[Any])
 M = TypeVar("M")
-
-
-class _RollbackRequested(Exception):
-    """Thrown into the transaction to roll it back when rollback() is called."""
 
 
 class UnitOfWork(UnitOfWorkBase):
@@ -205,7 +202,7 @@ class UnitOfWork(UnitOfWorkBase):
             UnitOfWorkError: When the unit of work is not open.
         """
         self._check_open("rollback()")
-        self._end(_RollbackRequested, _RollbackRequested(), None)
+        self._end(RollbackRequested, RollbackRequested(), None)
 
     def _end(
         self,

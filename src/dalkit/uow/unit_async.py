@@ -19,6 +19,7 @@ from dalkit.errors import UnitOfWorkError
 from dalkit.outbox import uncollected
 from dalkit.outbox.events import DomainEvent, EventBus, deliver_async, sequence_now
 from dalkit.tables import outbox as outbox_table
+from dalkit.transaction.ended import RollbackRequested
 from dalkit.transaction.scope import current_scope, on_commit, on_rollback, settle_async
 from dalkit.uow import base
 from dalkit.uow.base import RepositoryBase, UnitOfWorkBase, uow_settings
@@ -30,10 +31,6 @@ log = logging.getLogger("dalkit.uow")
 
 R = TypeVar("R", bound=RepositoryBase[Any])
 M = TypeVar("M")
-
-
-class _RollbackRequested(Exception):
-    """Thrown into the transaction to roll it back when rollback() is called."""
 
 
 class AsyncUnitOfWork(UnitOfWorkBase):
@@ -203,7 +200,7 @@ class AsyncUnitOfWork(UnitOfWorkBase):
             UnitOfWorkError: When the unit of work is not open.
         """
         self._check_open("rollback()")
-        await self._end(_RollbackRequested, _RollbackRequested(), None)
+        await self._end(RollbackRequested, RollbackRequested(), None)
 
     async def _end(
         self,
