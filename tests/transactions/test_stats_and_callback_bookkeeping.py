@@ -54,6 +54,7 @@ def test_reset_starts_the_figures_over() -> None:
     assert stats.snapshot() == {
         "total": 0,
         "committed": 0,
+        "discarded": 0,
         "rolled_back": 0,
         "failed": 0,
         "outcome_unknown": 0,
