@@ -6,7 +6,9 @@ or SQLite result code, `translate_dbapi_error()` for what SQLAlchemy wraps and
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import Any
+from urllib.parse import unquote
 
 import sqlalchemy.exc
 
@@ -121,16 +123,23 @@ def is_sqlite_busy(exc: BaseException) -> bool:
 
 
 def translate_dbapi_error(
-    exc: sqlalchemy.exc.DBAPIError, *, is_disconnect: bool = False, on_connect: bool = False
+    exc: sqlalchemy.exc.DBAPIError,
+    *,
+    is_disconnect: bool = False,
+    on_connect: bool = False,
+    sqlite_file: str | None = None,
 ) -> DatabaseError:
     """Map a SQLAlchemy-wrapped driver error onto dalkit's tree, by SQLSTATE or SQLite code.
 
     The message keeps the driver's words and names but drops the SQL parameters and the values
     the server quotes (`dalkit.driver_messages`), which may hold secrets; the driver's error,
-    with all of them, is the ``__cause__``.
+    with all of them, is the ``__cause__``. SQLite's bare "unable to open database file" names
+    the file (``sqlite_file``, its URL's database) and why it could not be opened.
     """
     errors = _driver_errors(exc.orig)
     sqlstate = _sqlstate(errors)
+    if sqlite_file and _sqlite_code(errors) == 14:  # SQLITE_CANTOPEN
+        return ConnectionFailedError(_cannot_open(sqlite_file))
     cls = _by_code(errors, sqlstate)
     if cls is None or (cls is ConnectionLostError and on_connect):
         if on_connect:
@@ -148,6 +157,23 @@ def translate_dbapi_error(
         constraint=_constraint(errors),
         table=fields.table if fields is not None else None,
         column=fields.column if fields is not None else None,
+    )
+
+
+def _cannot_open(sqlite_file: str) -> str:
+    """What SQLite's "unable to open database file" means for ``sqlite_file``, and what to do."""
+    path = os.path.abspath(unquote(sqlite_file.removeprefix("file:").split("?", 1)[0]))
+    folder = os.path.dirname(path)
+    if os.path.isdir(path):
+        return f"unable to open the SQLite database file {path}: it is a directory"
+    if not os.path.isdir(folder):
+        return (
+            f"unable to open the SQLite database file {path}: its directory {folder} does not"
+            " exist (SQLite creates the file, not its directory: create the directory first)"
+        )
+    return (
+        f"unable to open the SQLite database file {path}: check that this process may read and"
+        f" write it and create files in {folder}"
     )
 
 

@@ -110,3 +110,29 @@ def test_a_sqlite_file_that_cannot_be_opened_fails_as_in_sync_and_leaves_no_thre
         threading.excepthook = hook
     assert left == [set()] * 10  # its worker thread had ended when the error was raised
     assert died == []
+
+
+@pytest.mark.parametrize("where", ["missing directory", "a directory"])
+def test_a_sqlite_file_that_cannot_be_opened_is_named_with_what_to_do(
+    tmp_path: Path, where: str
+) -> None:
+    # SQLite says only "unable to open database file": a new user pointing at a data/ folder
+    # not made yet learned neither which file nor why
+    path = tmp_path / "data" / "app.db" if where == "missing directory" else tmp_path
+    with Database(f"sqlite:///{path}") as db, pytest.raises(ConnectionFailedError) as caught:
+        db.sql("SELECT 1")
+    message = str(caught.value)
+    assert str(path) in message
+    if where == "missing directory":
+        assert f"its directory {tmp_path / 'data'} does not exist" in message
+        assert "create the directory first" in message
+    else:
+        assert "it is a directory" in message
+
+    async def fail() -> str:
+        async with AsyncDatabase(f"sqlite+aiosqlite:///{path}") as adb:
+            with pytest.raises(ConnectionFailedError) as async_caught:
+                await adb.sql("SELECT 1")
+        return str(async_caught.value)
+
+    assert asyncio.run(fail()) == message

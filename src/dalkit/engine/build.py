@@ -231,6 +231,7 @@ def install_hooks(engine: Engine, config: DatabaseConfig, *, on_connect_error: A
             sa_error,  # type: ignore[arg-type]
             is_disconnect=context.is_disconnect,
             on_connect=on_connect,
+            sqlite_file=config.url.database if config.url.get_backend_name() == "sqlite" else None,
         )
         translated.args = (config.scrub(str(translated)),)
         return translated  # SQLAlchemy raises it from the driver's own exception
