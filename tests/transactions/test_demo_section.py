@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 
 from rich.console import Console
 
@@ -19,3 +20,16 @@ def test_the_demo_section_moves_money_and_keeps_the_total(db: Database) -> None:
     assert "a transfer failed" not in text
     assert "Savepoint rolled back" in text
     assert "db.transaction_stats()" in text
+
+
+def test_the_demo_s_statistics_add_up_to_their_total(db: Database) -> None:
+    # total = committed + failed + discarded: without its 'discarded' row the table's total
+    # could exceed what it showed
+    console = Console(record=True, width=120, file=io.StringIO())
+    run_transactions_demo(db, console)
+    text = console.export_text()
+    counts = {
+        key: int(re.search(rf"^ {key} +(\d+)", text, re.M).group(1))  # type: ignore[union-attr]
+        for key in ("total", "committed", "failed", "discarded")
+    }
+    assert counts["total"] == counts["committed"] + counts["failed"] + counts["discarded"]

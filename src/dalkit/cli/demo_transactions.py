@@ -129,7 +129,10 @@ def run_transactions_demo(db: Database, console: Console) -> None:
         key_value_table(
             "db.transaction_stats()",
             {
-                **{key: stats[key] for key in ("total", "committed", "failed", "rolled_back")},
+                **{
+                    key: stats[key]
+                    for key in ("total", "committed", "failed", "discarded", "rolled_back")
+                },
                 "retries": stats["retries"],
                 "success_rate": round(stats["success_rate"], 3),
                 "duration p50/p95/p99": (
