@@ -120,6 +120,31 @@ def test_writing_inside_a_read_only_transaction_is_refused(db: Database) -> None
         db.transactional(propagation="nested").run(lambda: None)
 
 
+def test_db_sql_reads_inside_a_read_only_transaction_and_its_write_is_refused(
+    db: Database,
+) -> None:
+    # db.sql()'s SELECT was refused there ("cannot write inside a read-only transaction"),
+    # though the docs say db.sql() joins the current transaction
+    create_all(db)
+    with db.transaction(read_only=True):
+        assert db.sql("SELECT count(*) AS n FROM items") == [{"n": 0}]
+        with pytest.raises(dalkit.ReadOnlyTransactionError):
+            db.sql("INSERT INTO items (name) VALUES ('x')")
+    assert db.transactional(read_only=True).run(lambda: db.sql("SELECT 1 AS one")) == [{"one": 1}]
+    assert item_names(db) == []
+
+
+async def test_async_db_sql_reads_inside_a_read_only_transaction_and_its_write_is_refused(
+    async_db: AsyncDatabase,
+) -> None:
+    await create_all_async(async_db)
+    async with async_db.transaction(read_only=True):
+        assert await async_db.sql("SELECT count(*) AS n FROM items") == [{"n": 0}]
+        with pytest.raises(dalkit.ReadOnlyTransactionError):
+            await async_db.sql("INSERT INTO items (name) VALUES ('x')")
+    assert await item_names_async(async_db) == []
+
+
 @pytest.mark.postgres
 def test_requires_new_commits_independently_of_the_outer_transaction(pg_db: Database) -> None:
     create_all(pg_db)

@@ -46,6 +46,7 @@ class TransactionOptions:
     read_only: bool = False
     propagation: str = "required"
     #: db.sql()'s: one statement, which may join an AUTOCOMMIT transaction (see runs_apart)
+    #: and a read-only one, which refuses it if it writes (ReadOnlyTransactionError)
     one_statement: bool = False
     #: The name transaction_stats() files this transaction under; a field rather than a
     #: property because the runner reads it on every transaction.
@@ -127,7 +128,7 @@ class TransactionOptions:
                 f"cannot join a {outer.isolation or 'default'} transaction at "
                 f"{self.isolation}: use propagation='requires_new' for a transaction of its own"
             )
-        if outer.read_only and not self.read_only:
+        if outer.read_only and not (self.read_only or self.one_statement):
             raise TransactionError(
                 "cannot write inside a read-only transaction: use propagation='requires_new'"
             )
