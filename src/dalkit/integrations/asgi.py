@@ -6,7 +6,12 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
-import anyio
+from dalkit.extras import missing_extra
+
+try:
+    import anyio
+except ModuleNotFoundError as exc:  # a core install: say which extra brings it
+    raise missing_extra("dalkit.integrations.asgi", "web", exc) from exc
 
 from dalkit import (
     AsyncDatabase,

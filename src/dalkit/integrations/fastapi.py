@@ -11,10 +11,16 @@ import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from typing import Any, TypeVar, cast
 
-from anyio.to_thread import run_sync
-from fastapi import Request
-from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
+
+from dalkit.extras import missing_extra
+
+try:
+    from anyio.to_thread import run_sync
+    from fastapi import Request
+    from sqlalchemy.ext.asyncio import AsyncSession
+except ImportError as exc:  # a core install: say which extra brings it
+    raise missing_extra("dalkit.integrations.fastapi", "web", exc) from exc
 
 from dalkit import (
     AsyncDatabase,

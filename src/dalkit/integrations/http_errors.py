@@ -7,8 +7,13 @@ import inspect
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from fastapi import FastAPI, Request
-from starlette.responses import JSONResponse, Response
+from dalkit.extras import missing_extra
+
+try:
+    from fastapi import FastAPI, Request
+    from starlette.responses import JSONResponse, Response
+except ModuleNotFoundError as exc:  # a core install: say which extra brings it
+    raise missing_extra("dalkit.integrations.fastapi", "web", exc) from exc
 
 from dalkit import (
     LockNotAvailableError,

@@ -17,17 +17,24 @@ from collections.abc import Callable, Iterator
 from pathlib import PurePath
 from typing import Any
 
-from prometheus_client import REGISTRY, CollectorRegistry
-from prometheus_client import make_asgi_app as _make_asgi_app
-from prometheus_client import start_http_server as _start_http_server
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    Metric,
-)
-from prometheus_client.registry import Collector
 from sqlalchemy.exc import SQLAlchemyError
+
+from dalkit.extras import missing_extra
+
+try:
+    from prometheus_client import REGISTRY, CollectorRegistry
+    from prometheus_client import make_asgi_app as _make_asgi_app
+    from prometheus_client import start_http_server as _start_http_server
+    from prometheus_client.core import (
+        CounterMetricFamily,
+        GaugeMetricFamily,
+        HistogramMetricFamily,
+        Metric,
+    )
+    from prometheus_client.registry import Collector
+except ModuleNotFoundError as exc:  # a core install: say which extra brings it
+    raise missing_extra("dalkit.observe.prometheus", "prometheus", exc) from exc
+
 
 from dalkit.errors import ConfigurationError, DalkitError
 from dalkit.observe.install import Observer, ObserveSettings, install, observer_for
