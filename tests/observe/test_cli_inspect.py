@@ -67,6 +67,15 @@ def test_explain_exits_1_on_a_warning_and_0_without(url: str) -> None:
     assert "SEARCH obs_posts" in document["text"]
 
 
+def test_explain_of_a_statement_without_plan_steps_says_so(url: str) -> None:
+    # SQLite's EXPLAIN QUERY PLAN of an INSERT ... VALUES has no row: a blank line was printed
+    result = invoke(
+        "explain", "INSERT INTO obs_posts (id) VALUES (:id)", "-p", "id=99", "--url", url
+    )
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == "(the database gave no plan steps for this statement)"
+
+
 def test_explain_a_repository_read_with_its_filters(url: str) -> None:
     posts = f"{models.__name__}:Posts"
     args = ("--url", url, "--json")

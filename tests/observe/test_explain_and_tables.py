@@ -48,6 +48,25 @@ def test_sqlite_plans_flag_full_scans_and_sorts_until_an_index_serves(sqlite_db:
         assert explain(conn, ordered).warnings == ()
 
 
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT 1",
+        "VALUES (1), (2)",
+        "SELECT * FROM (VALUES (1), (2))",
+        "WITH x AS (SELECT 1 AS a) SELECT * FROM x",
+        "WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n+1 FROM c WHERE n<5) SELECT n FROM c",
+    ],
+)
+def test_sqlite_scans_of_no_table_are_not_full_scans(sqlite_db: Database, sql: str) -> None:
+    # 'SCAN CONSTANT ROW' (SELECT 1) was flagged: "every row of CONSTANT is read; an index ...
+    # lets SQLite seek", exit 1 from dalkit inspect explain; so were a subquery's and a CTE's
+    with sqlite_db.connection() as conn:
+        plan = explain(conn, sql)
+        assert plan.warnings == (), plan.text
+        assert explain(conn, "SELECT * FROM (SELECT title FROM obs_posts)").warnings != ()
+
+
 def test_a_sqlite_plan_shows_an_index_another_connection_made_since(sqlite_db: Database) -> None:
     lookup = sa.select(Post).where(Post.title == sa.bindparam("title"))
     with sqlite_db.connection() as one, sqlite_db.connection() as two:

@@ -140,7 +140,9 @@ def explain(
         )
     else:
         console = Console()
-        console.print(plan.text, markup=False, highlight=False)
+        # SQLite plans some statements with no step at all (an INSERT ... VALUES)
+        shown = plan.text or "(the database gave no plan steps for this statement)"
+        console.print(shown, markup=False, highlight=False)
         for warning in plan.warnings:
             console.print(cell(f"warning ({warning.kind}): {warning.message}"), style="yellow")
     raise typer.Exit(1 if plan.warnings else 0)

@@ -346,12 +346,24 @@ def _explain_sqlite(
     ]
     depth: dict[int, int] = {}
     lines, warnings = [], []
+    # what a scan may read without a table an index could serve: a subquery or CTE SQLite
+    # builds first, and the constant rows of a SELECT without FROM or of VALUES
+    built = {"CONSTANT"}
     for row in rows:
         depth[row["id"]] = depth.get(row["parent"], -1) + 1
         lines.append(f"{'  ' * depth[row['id']]}{row['detail']}")
         detail: str = row["detail"]
+        if detail.startswith(("CO-ROUTINE ", "MATERIALIZE ")):
+            built.add(detail.split(" ", 1)[1])
+        words = detail.split()
         if detail.startswith("SCAN ") and " INDEX " not in detail:
-            table = detail.split()[1]
+            table = words[1]
+            if (
+                table in built
+                or table.startswith("(subquery")
+                or words[2:4] == ["CONSTANT", "ROWS"]
+            ):
+                continue
             warnings.append(
                 PlanWarning(
                     "full_scan",
