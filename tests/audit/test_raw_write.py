@@ -23,6 +23,7 @@ from . import models  # noqa: F401  (the audited models must exist)
         ("UPDATE public.audit_authors SET name = 'x'", [("public", "audit_authors")]),
         ("INSERT OR REPLACE INTO t VALUES (1)", [(None, "t"), (None, "t")]),
         ("TRUNCATE t, s.u", [(None, "t"), ("s", "u")]),
+        ("TRUNCATE ONLY t, ONLY u CASCADE", [(None, "t"), (None, "u")]),
         ("WITH d AS (DELETE FROM t RETURNING id) SELECT * FROM d", [(None, "t")]),
         ("MERGE INTO t USING s ON true WHEN MATCHED THEN DELETE", [(None, "t")]),
         ("INSERT INTO t (a) VALUES (1) ON CONFLICT (a) DO UPDATE SET a = 2", [(None, "t")]),
@@ -46,6 +47,7 @@ def test_written_tables_finds_every_table_a_statement_writes(
         "UPDATE audit_posts SET deleted_at = NULL",
         "WITH x AS (UPDATE audit_gadgets SET name = 'n' RETURNING id) SELECT * FROM x",
         "TRUNCATE audit_scratch, audit_comments",
+        "TRUNCATE audit_scratch, ONLY audit_comments",
     ],
 )
 def test_raw_writes_to_audited_tables_are_refused(sql: str) -> None:

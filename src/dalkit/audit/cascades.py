@@ -84,24 +84,45 @@ def referenced_columns(table: sa.Table, *, by_orm: bool = False) -> frozenset[sa
     )
 
 
-def cascade_parents(*, updating: bool = False) -> list[sa.Table]:
-    """The tables whose DELETE (``updating``: UPDATE) can change rows of an audited model
-    (for raw SQL)."""
+def cascade_parents(*, updating: bool = False, truncating: bool = False) -> list[sa.Table]:
+    """The tables whose DELETE (``updating``: UPDATE; ``truncating``: ``TRUNCATE ...
+    CASCADE``, which empties every table referencing them by any foreign key, whatever its
+    ``ON DELETE`` action, and those referencing these in turn) can change rows of an audited
+    model (for raw SQL)."""
     generation = audited_generation()
-    known = _parents.get(updating)
+    mode = (updating, truncating)
+    known = _parents.get(mode)
     if known is None or known[0] != generation:
         metadatas = {table.metadata for table in audited_tables()}
-        found = [
-            table
-            for metadata in metadatas
-            for table in metadata.tables.values()
-            if has_audited_dependents(table, updating=updating)
-        ]
-        known = _parents[updating] = (generation, found)
+        if truncating:
+            found = sorted(_truncation_reaches(metadatas), key=lambda table: table.fullname)
+        else:
+            found = [
+                table
+                for metadata in metadatas
+                for table in metadata.tables.values()
+                if has_audited_dependents(table, updating=updating)
+            ]
+        known = _parents[mode] = (generation, found)
     return list(known[1])
 
 
-_parents: dict[bool, tuple[int, list[sa.Table]]] = {}  # updating -> (generation, the tables)
+# (updating, truncating) -> (generation, the tables)
+_parents: dict[tuple[bool, bool], tuple[int, list[sa.Table]]] = {}
+
+
+def _truncation_reaches(metadatas: Collection[sa.MetaData]) -> set[sa.Table]:
+    """The tables whose ``TRUNCATE ... CASCADE`` empties an audited table: those it references
+    by a foreign key, and the tables those reference, up the chain."""
+    reached = {table for table in audited_tables() if table.metadata in metadatas}
+    pending = list(reached)
+    while pending:
+        for constraint in pending.pop().foreign_key_constraints:
+            referred = constraint.referred_table
+            if referred not in reached:
+                reached.add(referred)
+                pending.append(referred)
+    return reached
 
 
 class Dependents:

@@ -28,6 +28,9 @@ _FILLERS |= {"REPLACE"}
 _WRITE_WORD = re.compile(r"\b(?:insert|update|delete|merge|truncate|replace|copy)\b", re.I)
 _DELETE_WORD = re.compile(r"\b(?:delete|truncate|merge)\b", re.I)  # may remove rows
 _UPDATE_WORD = re.compile(r"\b(?:update|merge)\b", re.I)  # may change referenced keys
+# TRUNCATE ... CASCADE empties the tables referencing those named, whatever their ON DELETE;
+# without CASCADE, PostgreSQL refuses to truncate a table that a table not named references
+_TRUNCATE_WORD = re.compile(r"\btruncate\b", re.I)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -55,10 +58,12 @@ def written_tables(sql: str) -> tuple[tuple[str | None, str], ...]:
             continue
         while True:
             position = _take_name(tokens, position, found)
-            # TRUNCATE a, b: a list of tables
+            # TRUNCATE a, ONLY b: a list of tables
             if word != "TRUNCATE" or position >= len(tokens) or tokens[position].value != ",":
                 break
             position += 1
+            while position < len(tokens) and str(tokens[position].value).upper() in _FILLERS:
+                position += 1
     return tuple(found)
 
 
@@ -120,7 +125,11 @@ def describe(table: sa.Table) -> str:
     """``table`` and why writing it concerns the audit, for an error message."""
     if table_audit(table) is not None:
         return f"{table.fullname}, the table of an audited model"
-    return f"{table.fullname}, whose rows audited rows reference with an ON DELETE / UPDATE action"
+    if any(t is table for t in cascade_parents() + cascade_parents(updating=True)):
+        return (
+            f"{table.fullname}, whose rows audited rows reference with an ON DELETE / UPDATE action"
+        )
+    return f"{table.fullname}, which audited rows reference (TRUNCATE ... CASCADE empties them)"
 
 
 def audited_target(sql: str, engine: Any = None) -> sa.Table | None:
@@ -138,6 +147,8 @@ def audited_target(sql: str, engine: Any = None) -> sa.Table | None:
         tables += of_engine(cascade_parents(), engine)
     if _UPDATE_WORD.search(sql):
         tables += of_engine(cascade_parents(updating=True), engine)
+    if _TRUNCATE_WORD.search(sql):
+        tables += of_engine(cascade_parents(truncating=True), engine)
     if not tables:
         return None
     for schema, name in written_tables(sql):
