@@ -44,6 +44,7 @@ from sqlparse import tokens as T
 from dalkit.engine.schemas import of_engine
 from dalkit.query.running_flush import in_running_flush
 from dalkit.query.sql_tokens import code_tokens, identifier
+from dalkit.query.tenant_cascades import DELETE_WORD, reached_scoped
 from dalkit.query.tenant_context import (
     TenantRequiredError,
     UnscopedStatementError,
@@ -170,6 +171,17 @@ def guard(cursor: Any, statement: str, context: Any) -> None:
     scoping did not scope, before it is sent; return for everything else."""
     if _pattern is None or context.isddl or scoping_off() or _checked.get():
         return
+    engine = context.root_connection.engine
+    if DELETE_WORD.search(statement):  # scoped or not, it may reach every tenant's rows
+        reached = reached_scoped(statement, _tables)
+        if reached is not None and of_engine([reached[0]], engine):
+            how = (
+                "which belongs to no tenant, but whose foreign keys carry it into every "
+                f"tenant's rows of the tenant-scoped table {reached[1]!r}: refused; a "
+                "statement meant for every tenant goes inside "
+                "dalkit.query.tenant.every_tenant()"
+            )
+            _refuse(f"a DELETE or TRUNCATE of {reached[0].name!r}", how, how)
     if context.execution_options.get(CHECKED_OPTION):
         return
     named = _seen.get(statement)
@@ -180,23 +192,26 @@ def guard(cursor: Any, statement: str, context: Any) -> None:
         _seen[statement] = named
     if not named:
         return
-    engine = context.root_connection.engine
     table = next((n for n in named if of_engine(_tables[n], engine)), None)
     if table is None or in_running_flush(context.root_connection):
         return
+    _refuse(
+        f"a statement naming the tenant-scoped table {table!r}",
+        "by a path tenant scoping cannot scope: refused rather than reading or writing every "
+        f"tenant's rows; {_HOW}",
+        "by a path tenant scoping cannot scope (raw SQL, a text() or literal_column() fragment "
+        "or a Table in a subquery of a session's statement, a Core statement on a connection, "
+        f"a legacy bulk method of the Session): {_HOW}",
+    )
+
+
+def _refuse(what: str, outside: str, inside: str) -> None:
+    """Raise for ``what``: TenantRequiredError (saying ``outside``) outside any tenant, else
+    UnscopedStatementError (saying ``inside``)."""
     current = current_tenant()
     if current is None:
-        raise TenantRequiredError(
-            f"a statement naming the tenant-scoped table {table!r} outside `with "
-            f"dalkit.tenant(...)`, by a path tenant scoping cannot scope: refused rather than "
-            f"reading or writing every tenant's rows; {_HOW}"
-        )
-    raise UnscopedStatementError(
-        f"a statement naming the tenant-scoped table {table!r} inside tenant {current!r}, by a "
-        f"path tenant scoping cannot scope (raw SQL, a text() or literal_column() fragment or "
-        f"a Table in a subquery of a session's statement, a Core statement on a connection, a "
-        f"legacy bulk method of the Session): {_HOW}"
-    )
+        raise TenantRequiredError(f"{what} outside `with dalkit.tenant(...)`, {outside}")
+    raise UnscopedStatementError(f"{what} inside tenant {current!r}, {inside}")
 
 
 def _named(sql: str) -> tuple[str, ...]:

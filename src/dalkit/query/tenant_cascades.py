@@ -1,0 +1,87 @@
+"""Writes of a table that belongs to no tenant which the database carries into tenant-scoped
+rows through foreign keys: a ``DELETE`` whose ``ON DELETE`` actions (``CASCADE``, ``SET NULL``,
+``SET DEFAULT``) reach a tenant-scoped table, directly or through tables that ``ON DELETE
+CASCADE`` deletes from in turn, and PostgreSQL's ``TRUNCATE ... CASCADE``, which empties every
+table referencing those it names, whatever their ``ON DELETE``. Such a statement names no
+tenant-scoped table, yet it deletes or changes the rows of every tenant: `.tenant_guard`
+refuses it as it refuses one naming such a table. Found from the metadata of the tenant-scoped
+tables, walking their foreign keys up to the tables they reference."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection, Mapping
+
+import sqlalchemy as sa
+
+from dalkit.query.sql_tokens import written_tables
+
+__all__ = ["DELETE_WORD", "reached_scoped"]
+
+#: a word of a statement that may delete rows: only such a statement is read further
+DELETE_WORD = re.compile(r"\b(?:delete|truncate|merge)\b", re.IGNORECASE)
+_TRUNCATE_WORD = re.compile(r"\btruncate\b", re.IGNORECASE)
+_ACTING = frozenset({"CASCADE", "SET NULL", "SET DEFAULT"})
+# (the registry walked, its metadatas' sizes, what a DELETE reaches, what a TRUNCATE does)
+_Reach = dict[str, tuple[sa.Table, str]]
+_known: tuple[object, tuple[int, ...], _Reach, _Reach] | None = None
+
+
+def reached_scoped(
+    sql: str, scoped: Mapping[str, tuple[sa.Table, ...]]
+) -> tuple[sa.Table, str] | None:
+    """The table belonging to no tenant that ``sql`` deletes from (or truncates) whose foreign
+    keys carry that into a tenant-scoped table's rows, and that table's name; None if none.
+
+    Args:
+        sql: The statement's SQL text, compiled or raw.
+        scoped: The tenant-scoped tables by lower-case name (`.tenant_guard.registry`).
+
+    Returns:
+        ``(table, scoped table's name)``, or None.
+    """
+    if not DELETE_WORD.search(sql):
+        return None
+    deleting, truncating = _reaching(scoped)
+    reach = truncating if _TRUNCATE_WORD.search(sql) else deleting
+    if not reach:
+        return None
+    for _schema, name in written_tables(sql):
+        found = reach.get(name.lower())
+        if found is not None:
+            return found
+    return None
+
+
+def _reaching(scoped: Mapping[str, tuple[sa.Table, ...]]) -> tuple[_Reach, _Reach]:
+    """By lower-case name, the tables whose DELETE, and whose TRUNCATE ... CASCADE, reach a
+    tenant-scoped table; remembered until a table is scoped or added to their metadata."""
+    global _known
+    tables = {table for known in scoped.values() for table in known}
+    sizes = tuple(len(metadata.tables) for metadata in {t.metadata for t in tables})
+    if _known is None or _known[0] is not scoped or _known[1] != sizes:
+        _known = (scoped, sizes, _walk(tables, False), _walk(tables, True))
+    return _known[2], _known[3]
+
+
+def _walk(scoped: Collection[sa.Table], truncating: bool) -> _Reach:
+    """Up the foreign keys from the tenant-scoped tables, through those that carry a deletion
+    of the table they reference down to them."""
+    found: _Reach = {}
+    seen = set(scoped)
+    pending = [(table, table.name) for table in scoped]
+    while pending:
+        child, reached = pending.pop()
+        for constraint in child.foreign_key_constraints:
+            try:
+                parent = constraint.referred_table
+            except sa.exc.NoReferenceError:
+                continue  # a table not defined yet: the walk runs again when it is
+            action = (constraint.ondelete or "").upper()
+            carries = action in _ACTING if child in scoped else action == "CASCADE"
+            if parent in seen or not (truncating or carries):
+                continue
+            seen.add(parent)
+            found[parent.name.lower()] = (parent, reached)
+            pending.append((parent, reached))
+    return found
