@@ -74,3 +74,23 @@ def test_outside_any_tenant_a_scoped_trail_raises(documents: Database) -> None:
     with pytest.raises(TenantRequiredError):
         _actions(documents, Document, 1)
     assert _actions(documents, Memo, 1) == ["create"]
+
+
+def test_a_key_another_tenant_reused_shows_each_tenant_its_own_entries(
+    documents: Database,
+) -> None:
+    with tenant("a"), actor("user-a"):  # b deleted document 3; a takes its key
+        with UnitOfWork(documents) as uow:
+            uow.session.add(Document(id=3, title="a's own"))
+        with UnitOfWork(documents) as uow:
+            reused = uow.session.get(Document, 3)
+            assert reused is not None
+            reused.title = "a's renamed"
+    with tenant("a"):
+        with documents.session() as session:
+            mine = history(session, Document, 3)
+    assert [(e.action, e.actor_id) for e in mine] == [("create", "user-a"), ("update", "user-a")]
+    with tenant("b"):
+        with documents.session() as session:
+            theirs = history(session, Document, 3)
+    assert [(e.action, e.actor_id) for e in theirs] == [("create", "user-b"), ("delete", "user-b")]

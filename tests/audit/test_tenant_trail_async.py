@@ -72,3 +72,23 @@ async def test_outside_any_tenant_a_scoped_trail_raises(documents: AsyncDatabase
     with pytest.raises(TenantRequiredError):
         await _actions(documents, Document, 1)
     assert await _actions(documents, Memo, 1) == ["create"]
+
+
+async def test_a_key_another_tenant_reused_shows_each_tenant_its_own_entries(
+    documents: AsyncDatabase,
+) -> None:
+    with tenant("a"), actor("user-a"):  # b deleted document 3; a takes its key
+        async with AsyncUnitOfWork(documents) as uow:
+            uow.session.add(Document(id=3, title="a's own"))
+        async with AsyncUnitOfWork(documents) as uow:
+            reused = await uow.session.get(Document, 3)
+            assert reused is not None
+            reused.title = "a's renamed"
+    with tenant("a"):
+        async with documents.session() as session:
+            mine = await history_async(session, Document, 3)
+    assert [(e.action, e.actor_id) for e in mine] == [("create", "user-a"), ("update", "user-a")]
+    with tenant("b"):
+        async with documents.session() as session:
+            theirs = await history_async(session, Document, 3)
+    assert [(e.action, e.actor_id) for e in theirs] == [("create", "user-b"), ("delete", "user-b")]

@@ -1,10 +1,12 @@
 """The audit trail inside a tenant: the log is one table for every tenant, so inside
 ``dalkit.tenant(t)`` the entries of tenant-scoped models are kept only for entities of ``t``.
-An entity is ``t``'s when its row is visible through the session, which tenant scoping confines
-to ``t``, or, once deleted, when one of its entries recorded ``tenant_id`` as ``t`` (a create or
-a delete records every field). Entries of other models pass; under ``every_tenant()`` all pass;
-outside any tenant, reading the trail of a tenant-scoped model raises TenantRequiredError, as
-reading the model does.
+An entry is ``t``'s when the entity's latest entry up to it that recorded ``tenant_id`` (a create
+or a delete records every field) recorded ``t``: a key that another tenant reused after the row
+was deleted (a natural key, SQLite's reused highest rowid) shows each tenant its own entries.
+When no entry says, the entry is ``t``'s if the entity's row is visible through the session,
+which tenant scoping confines to ``t``. Entries of other models pass; under ``every_tenant()``
+all pass; outside any tenant, reading the trail of a tenant-scoped model raises
+TenantRequiredError, as reading the model does.
 
 The decisions are made here without I/O: `Visibility` says which keys to look up, and the sync
 and async trail functions run that one query per model.
@@ -51,16 +53,22 @@ class Visibility(Generic[E]):
         # model -> entity ids to look up (those no entry shows as the tenant's)
         self.lookups: dict[type[Any], set[str]] = {}
         self._seen: set[tuple[str, str]] = set()
+        # per entry of a tenant-scoped model: the tenant its entity belonged to then, as the
+        # entity's latest entry so far recording one says (a key reused by another tenant, after
+        # the first deleted its row, starts a new life with its create); None: unknown
+        self._owners: list[str | None] = []
         if self.tenant is None:
             return
-        for entry in entries:
+        latest: dict[tuple[str, str], str] = {}
+        for entry in entries:  # in time order
             model = _scoped_model(entry.entity_type)
-            if model is None:
-                continue
-            recorded = _recorded_tenant(entry.changes)
-            if recorded == self.tenant:
-                self._seen.add((entry.entity_type, entry.entity_id))
-            elif len(model_audit(model).primary_key) == 1:  # type: ignore[union-attr]
+            entity = (entry.entity_type, entry.entity_id)
+            recorded = None if model is None else _recorded_tenant(entry.changes)
+            if recorded is not None:
+                latest[entity] = recorded
+            owner = latest.get(entity)
+            self._owners.append(owner)
+            if owner is None and model is not None and _single_key(model):
                 self.lookups.setdefault(model, set()).add(entry.entity_id)
 
     def queries(self) -> list[tuple[type[Any], sa.Select[Any]]]:
@@ -79,15 +87,28 @@ class Visibility(Generic[E]):
         self._seen.update((name, str(i)) for i in ids)
 
     def visible(self) -> list[E]:
-        """The entries the tenant may see, in their order."""
+        """The entries the tenant may see, in their order: of a model that is not
+        tenant-scoped, of an entity the tenant then held, or of one whose tenant no entry
+        recorded and that the tenant holds now."""
         if self.tenant is None:
             return self.entries
         return [
             entry
-            for entry in self.entries
-            if _scoped_model(entry.entity_type) is None
-            or (entry.entity_type, entry.entity_id) in self._seen
+            for entry, owner in zip(self.entries, self._owners, strict=True)
+            if owner == self.tenant
+            or (
+                owner is None
+                and (
+                    _scoped_model(entry.entity_type) is None
+                    or (entry.entity_type, entry.entity_id) in self._seen
+                )
+            )
         ]
+
+
+def _single_key(model: type[Any]) -> bool:
+    config = model_audit(model)
+    return config is not None and len(config.primary_key) == 1
 
 
 def _tenant_if_scoped(entries: list[E]) -> str | None:
