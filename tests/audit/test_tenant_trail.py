@@ -94,3 +94,24 @@ def test_a_key_another_tenant_reused_shows_each_tenant_its_own_entries(
         with documents.session() as session:
             theirs = history(session, Document, 3)
     assert [(e.action, e.actor_id) for e in theirs] == [("create", "user-b"), ("delete", "user-b")]
+
+
+def test_an_editor_s_change_of_a_key_since_reused_stays_with_its_tenant(
+    documents: Database,
+) -> None:
+    with tenant("b"), actor("editor"):  # b's document 2, edited, then deleted; a takes key 2
+        with UnitOfWork(documents) as uow:
+            edited = uow.session.get(Document, 2)
+            assert edited is not None
+            edited.title = "b's secret plan"
+        with UnitOfWork(documents) as uow:
+            uow.session.delete(uow.session.get(Document, 2))
+    with tenant("a"):
+        with UnitOfWork(documents) as uow:
+            uow.session.add(Document(id=2, title="a's"))
+        with documents.session() as session:
+            assert changes_by(session, "editor") == []
+    with tenant("b"):
+        with documents.session() as session:
+            seen = changes_by(session, "editor")
+    assert [(e.entity_id, e.action) for e in seen] == [("2", "update"), ("2", "delete")]

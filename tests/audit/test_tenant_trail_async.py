@@ -92,3 +92,24 @@ async def test_a_key_another_tenant_reused_shows_each_tenant_its_own_entries(
         async with documents.session() as session:
             theirs = await history_async(session, Document, 3)
     assert [(e.action, e.actor_id) for e in theirs] == [("create", "user-b"), ("delete", "user-b")]
+
+
+async def test_an_editor_s_change_of_a_key_since_reused_stays_with_its_tenant(
+    documents: AsyncDatabase,
+) -> None:
+    with tenant("b"), actor("editor"):  # b's document 2, edited, then deleted; a takes key 2
+        async with AsyncUnitOfWork(documents) as uow:
+            edited = await uow.session.get(Document, 2)
+            assert edited is not None
+            edited.title = "b's secret plan"
+        async with AsyncUnitOfWork(documents) as uow:
+            await uow.session.delete(await uow.session.get(Document, 2))
+    with tenant("a"):
+        async with AsyncUnitOfWork(documents) as uow:
+            uow.session.add(Document(id=2, title="a's"))
+        async with documents.session() as session:
+            assert await changes_by_async(session, "editor") == []
+    with tenant("b"):
+        async with documents.session() as session:
+            seen = await changes_by_async(session, "editor")
+    assert [(e.entity_id, e.action) for e in seen] == [("2", "update"), ("2", "delete")]

@@ -175,6 +175,9 @@ async def changes_by_async(
 def _visible(session: Session, entries: list[AuditEntry]) -> list[AuditEntry]:
     """The ``entries`` the context's tenant may see (see `dalkit.audit.tenants`)."""
     visibility = Visibility(entries)
+    creations = visibility.creations()
+    if creations is not None:
+        visibility.created(session.execute(creations))
     for model, query in visibility.queries():
         visibility.found(model, session.execute(query).scalars())
     return visibility.visible()
@@ -182,6 +185,9 @@ def _visible(session: Session, entries: list[AuditEntry]) -> list[AuditEntry]:
 
 async def _visible_async(session: AsyncSession, entries: list[AuditEntry]) -> list[AuditEntry]:
     visibility = Visibility(entries)
+    creations = visibility.creations()
+    if creations is not None:
+        visibility.created(await session.execute(creations))
     for model, query in visibility.queries():
         visibility.found(model, (await session.execute(query)).scalars())
     return visibility.visible()
