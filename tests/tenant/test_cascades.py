@@ -1,5 +1,6 @@
 """A DELETE (or PostgreSQL's TRUNCATE ... CASCADE) of a table that belongs to no tenant, whose
-foreign keys carry it into tenant-scoped rows (ON DELETE CASCADE / SET NULL, down a chain),
+foreign keys carry it into tenant-scoped rows (ON DELETE CASCADE / SET NULL, down a chain), or
+an UPDATE of the key they follow by ON UPDATE CASCADE,
 deletes or changes every tenant's rows: inside a tenant it is refused with
 UnscopedStatementError by every path (a session's statement, a flush, raw SQL), outside any
 tenant with TenantRequiredError, and it runs inside every_tenant()."""
@@ -44,7 +45,9 @@ class Subscription(TenantScoped, Base):
     __tablename__ = "tenant_casc_subscriptions"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    plan_id: Mapped[int | None] = mapped_column(sa.ForeignKey(Plan.id, ondelete="SET NULL"))
+    plan_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey(Plan.id, ondelete="SET NULL", onupdate="CASCADE")
+    )
 
 
 class Memo(Base):
@@ -107,6 +110,35 @@ def test_a_delete_reaching_no_tenant_scoped_table_runs_inside_a_tenant(database:
         session.execute(sa.update(Plan).values(region_id=1))
     with tenant("a"):
         db.sql("DELETE FROM tenant_casc_memos")
+        db.sql("UPDATE tenant_casc_plans SET region_id = (SELECT 1) WHERE id = 1")
+
+
+def _flush_rekey(session: Session) -> None:
+    session.get_one(Plan, 1).id = 9
+    session.flush()
+
+
+@pytest.mark.parametrize(
+    "write",
+    [
+        lambda session: session.execute(sa.update(Plan).values(id=9)),
+        lambda session: session.execute(
+            sa.text("UPDATE tenant_casc_plans SET ID = 9, region_id = 1")
+        ),
+        _flush_rekey,
+    ],
+    ids=["core", "raw", "flush"],
+)
+def test_a_change_of_a_key_every_tenant_s_rows_follow_is_refused_inside_a_tenant(
+    database: Database, write: Callable[[Session], Any]
+) -> None:
+    db = _seeded(database)
+    with tenant("a"), pytest.raises(UnscopedStatementError), db.transaction() as session:
+        write(session)
+    assert _b_plans(db) == [1]
+    with every_tenant(), db.transaction() as session:
+        write(session)
+    assert _b_plans(db) == [9]
 
 
 def test_a_truncate_cascade_reaching_every_tenant_s_rows_is_refused(

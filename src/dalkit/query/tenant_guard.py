@@ -181,7 +181,7 @@ def guard(cursor: Any, statement: str, context: Any) -> None:
                 "statement meant for every tenant goes inside "
                 "dalkit.query.tenant.every_tenant()"
             )
-            _refuse(f"a DELETE or TRUNCATE of {reached[0].name!r}", how, how)
+            _refuse(f"a DELETE, TRUNCATE or key UPDATE of {reached[0].name!r}", how, how)
     if context.execution_options.get(CHECKED_OPTION):
         return
     named = _seen.get(statement)
