@@ -29,9 +29,10 @@ _REMOVING = re.compile(r"\b(?:delete|truncate|merge)\b", re.IGNORECASE)
 _UPDATE_WORD = re.compile(r"\bupdate\b", re.IGNORECASE)
 _TRUNCATE_WORD = re.compile(r"\btruncate\b", re.IGNORECASE)
 _ACTING = frozenset({"CASCADE", "SET NULL", "SET DEFAULT"})
-# (the registry walked, its metadatas' sizes, what a DELETE reaches, what a TRUNCATE does)
+# (the registry walked, its metadatas' sizes, those metadatas, what a DELETE reaches, what a
+# TRUNCATE does, what an UPDATE of the keys named does)
 _Reach = dict[str, tuple[sa.Table, str]]
-_known: tuple[object, tuple[int, ...], _Reach, _Reach, Any] | None = None
+_known: tuple[object, tuple[int, ...], tuple[sa.MetaData, ...], _Reach, _Reach, Any] | None = None
 
 
 def reached_scoped(
@@ -88,11 +89,19 @@ def _reaching(
     UPDATE of the columns named (ON UPDATE actions) reach a tenant-scoped table; remembered
     until a table is scoped or added to their metadata."""
     global _known
-    tables = {table for known in scoped.values() for table in known}
-    sizes = tuple(len(metadata.tables) for metadata in {t.metadata for t in tables})
-    if _known is None or _known[0] is not scoped or _known[1] != sizes:
-        _known = (scoped, sizes, _walk(tables, False), _walk(tables, True), _keyed(tables))
-    return _known[2], _known[3], _known[4]
+    known = _known
+    if (
+        known is not None
+        and known[0] is scoped
+        and known[1] == tuple(len(metadata.tables) for metadata in known[2])
+    ):
+        return known[3], known[4], known[5]
+    tables = {table for found in scoped.values() for table in found}
+    metadatas = tuple({table.metadata for table in tables})
+    sizes = tuple(len(metadata.tables) for metadata in metadatas)
+    known = (scoped, sizes, metadatas, _walk(tables, False), _walk(tables, True), _keyed(tables))
+    _known = known
+    return known[3], known[4], known[5]
 
 
 def _keyed(scoped: Collection[sa.Table]) -> dict[str, tuple[sa.Table, str, frozenset[str]]]:
