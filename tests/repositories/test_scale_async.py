@@ -106,3 +106,29 @@ async def test_one_bad_row_in_100000_leaves_the_table_as_it_was(
         readings = ReadingRepository(session)
         assert await readings.count() == 100
         assert await readings.count(id__gte=0) == 0
+
+
+@pytest.mark.parametrize(
+    ("at", "value"),
+    [(12_345, 2**31), (23_456, "7"), (34_999, 2**31)],
+    ids=["too-wide-early", "text-midway", "too-wide-last"],
+)
+async def test_a_bad_value_in_any_segment_of_a_load_is_named_or_coerced_and_nothing_is_left(
+    async_database: AsyncDatabase, at: int, value: Any
+) -> None:
+    # a COPY's rows are checked segment by segment as it streams them (StreamedTuples.checked)
+    rows = [reading(i, i % 10) for i in range(35_000)]
+    rows[at] = {**rows[at], "value": value}
+    async with async_database.session() as session:
+        readings = ReadingRepository(session)
+        if isinstance(value, str):  # coerced as add() does: the load is redone, all of it
+            assert await readings.bulk_insert(rows) == 35_000
+            stored = await readings.get(at)
+            assert stored is not None
+            assert stored.value == 7
+            return
+        with pytest.raises(BulkLoadError) as caught:
+            await readings.bulk_insert(rows)
+        assert caught.value.row_index == at
+        assert f"row {at} cannot be written" in str(caught.value)
+        assert await readings.count() == 0  # the session is still usable, and nothing stayed

@@ -17,7 +17,7 @@ from dalkit.query.fields import model_info
 from dalkit.repository.copy import plan_bulk
 from dalkit.repository.copy_driver import streams_rows
 from dalkit.repository.numerics import converting_float_numerics
-from dalkit.repository.streamed import StreamedTuples
+from dalkit.repository.streamed import StreamedTuples, ValuesToCoerce
 
 from .models import Price, Reading, User
 from .test_behaviour_async import reading_rows
@@ -99,6 +99,27 @@ def test_ranges_are_checked_on_the_callers_values_and_named_in_their_rows() -> N
         StreamedTuples(plan, rows)[60:].check_ranges()
     assert caught.value.row_index == 75
     assert caught.value.row == rows[75]
+
+
+@pytest.mark.parametrize(
+    ("value", "error"), [(2**31, BulkLoadError), ("7", ValuesToCoerce)], ids=["range", "type"]
+)
+def test_a_copys_rows_are_checked_segment_by_segment_as_they_are_taken(
+    value: Any, error: type[Exception]
+) -> None:
+    rows = reading_rows(35_000)
+    plan = plan_bulk(model_info(Reading), rows[0], PSYCOPG)
+    assert len(list(StreamedTuples(plan, rows, typed=False).checked())) == 35_000
+    rows[12_345] = {**rows[12_345], "value": value}
+    taken = 0
+    with pytest.raises(error) as caught:
+        for _ in StreamedTuples(plan, rows, typed=False).checked():
+            taken += 1
+    # refused once the driver took the segment's last row, before the later rows were made
+    assert taken == 20_000
+    if isinstance(caught.value, BulkLoadError):
+        assert caught.value.row_index == 12_345
+        assert caught.value.row == rows[12_345]
 
 
 def test_processed_and_default_columns_are_range_checked_from_the_tuples() -> None:

@@ -259,7 +259,7 @@ class BulkOperations(AbstractRepository[ModelT]):
             copy_rows(connection, plan, part, oids)
             return len(part)
         try:
-            copy_rows(connection, plan, part, oids, check=part.check)
+            copy_rows(connection, plan, part.checked(), oids)
         except ValuesToCoerce:
             raise
         except Exception as exc:

@@ -259,7 +259,7 @@ class AsyncBulkOperations(AsyncAbstractRepository[ModelT]):
             await copy_rows_async(connection, plan, part, oids)
             return len(part)
         try:
-            await copy_rows_async(connection, plan, part, oids, check=part.check)
+            await copy_rows_async(connection, plan, part.checked(), oids)
         except ValuesToCoerce:
             raise
         except Exception as exc:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import re
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
@@ -110,11 +110,10 @@ def copy_rows(
     rows: Sequence[tuple[Any, ...]],
     oids: Sequence[int],
     table_name: str | None = None,
-    check: Callable[[], None] | None = None,
 ) -> None:
-    """Binary COPY of ``rows`` through the psycopg connection behind ``connection`` (sync);
-    ``check()``, called after the last row and before the COPY ends, aborts it by raising.
-    Timed and shown to the query statistics, slow-query log and budgets like any statement."""
+    """Binary COPY of ``rows`` through the psycopg connection behind ``connection`` (sync); an
+    exception raised by iterating ``rows`` aborts it (`StreamedTuples.checked`). Timed and
+    shown to the query statistics, slow-query log and budgets like any statement."""
     driver = get_driver_connection(connection)
     binary = _binary_dumpers_exist(driver, oids)
     with _driver_errors():
@@ -128,8 +127,6 @@ def copy_rows(
                 copy.set_types(oids)
             for row in rows:
                 copy.write_row(row)
-            if check is not None:  # while the server still works through the last rows
-                check()
 
 
 async def copy_rows_async(
@@ -138,17 +135,16 @@ async def copy_rows_async(
     rows: Sequence[tuple[Any, ...]],
     oids: Sequence[int],
     table_name: str | None = None,
-    check: Callable[[], None] | None = None,
 ) -> None:
     """Binary COPY of ``rows`` through the asyncpg or async psycopg connection behind
-    ``connection``; ``check()`` aborts it by raising, like `copy_rows()`'s."""
+    ``connection``; an exception raised by iterating ``rows`` aborts it, like `copy_rows()`'s."""
     driver = await get_async_driver_connection(connection)
     with _driver_errors():
         if hasattr(driver, "copy_records_to_table"):  # asyncpg: sends them as it reads them
             with driver_call(connection, _shown(connection, plan, table_name, True), len(rows)):
                 await driver.copy_records_to_table(
                     table_name or plan.table.name,
-                    records=rows if check is None else _then(rows, check),
+                    records=rows,
                     columns=plan.column_names,
                     schema_name=None if table_name else plan.table.schema,
                 )
@@ -162,15 +158,6 @@ async def copy_rows_async(
                     copy.set_types(oids)
                 for row in rows:
                     await copy.write_row(row)
-                if check is not None:
-                    check()
-
-
-def _then(rows: Iterable[tuple[Any, ...]], check: Callable[[], None]) -> Iterator[Any]:
-    """``rows``, then ``check()``: asyncpg aborts its COPY when it raises, after the last row
-    was sent and before the COPY ends."""
-    yield from rows
-    check()
 
 
 def _shown(
