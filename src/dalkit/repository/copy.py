@@ -30,6 +30,7 @@ from dalkit.errors import (
     TransientError,
 )
 from dalkit.query.fields import FieldInfo, ModelInfo
+from dalkit.query.inputs import refusal
 from dalkit.repository.ranges import check_integer_ranges
 from dalkit.repository.versions import bump_sets
 from dalkit.secret_names import masked_values
@@ -114,7 +115,7 @@ class BulkPlan:
                 try:
                     out = [(*v[:at], process(v[at]), *v[at + 1 :]) for v in out]
                 except (TypeError, ValueError, OverflowError) as exc:
-                    raise _refused_value(originals, out, at, process) from exc
+                    raise _refused_value(self, originals, out, at) from exc
         if check_ranges:
             check_integer_ranges(self.fields, originals, out)
         return originals, out
@@ -318,18 +319,17 @@ def _processor(field: FieldInfo, dialect: Dialect) -> Callable[[Any], Any] | Non
 
 
 def _refused_value(
-    originals: Sequence[Any],
-    values: Sequence[tuple[Any, ...]],
-    at: int,
-    process: Callable[[Any], Any],
+    plan: BulkPlan, originals: Sequence[Any], values: Sequence[tuple[Any, ...]], at: int
 ) -> BulkLoadError:
     """The first row whose value at ``at`` the column type's bind processor refuses (a string
-    for a SQLite DateTime): named, as a failed INSERT would name it, not a raw TypeError."""
+    for a SQLite DateTime), named with its field: not a raw TypeError."""
+    process, field = plan.processors[at], plan.fields[at]
+    assert process is not None
     for index, row in enumerate(values):
         try:
             process(row[at])
         except (TypeError, ValueError, OverflowError) as exc:
-            return row_error(index, originals[index], exc)
+            return row_error(index, originals[index], refusal(field.name, field, exc))
     raise AssertionError("a processor refused a value, then none")  # pragma: no cover
 
 
@@ -356,7 +356,7 @@ def _show(row: Any) -> str:
     return text if len(text := repr(shown)) <= 200 else text[:197] + "..."
 
 
-def row_error(index: int, row: Any, cause: BaseException) -> BulkLoadError:
+def row_error(index: int, row: Any, cause: BaseException | str) -> BulkLoadError:
     return BulkLoadError(
         f"row {index} cannot be written: {cause} -- row: {_show(row)}", row_index=index, row=row
     )
