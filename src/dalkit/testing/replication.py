@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from dalkit.engine.autoroute import PRIMARY_POSITION
 from dalkit.testing._server import ServerStartError
 from dalkit.testing.postgres import SUPERUSER, PostgresServer, create_database, drop_database
 
@@ -37,6 +38,11 @@ class ReplicaServer(PostgresServer):
         super().__init__()
         self.primary = primary
         self._password = primary.password  # the same cluster: the same roles
+        # A physical slot on the primary keeps the WAL this replica has not received yet:
+        # without one, a checkpoint (every base backup and DROP DATABASE forces one) could
+        # remove a segment a replica that lags or was shut down still needs, which leaves
+        # it stuck for good ("requested WAL segment ... has already been removed").
+        self._slot = f"dalkit_replica_{uuid.uuid4().hex[:16]}"
 
     def _initdb(self) -> None:
         # pg_basebackup instead of initdb; -R writes standby.signal and primary_conninfo
@@ -52,6 +58,8 @@ class ReplicaServer(PostgresServer):
                 "--wal-method=stream",
                 "--checkpoint=fast",
                 "--write-recovery-conf",
+                "--create-slot",
+                f"--slot={self._slot}",
                 "--no-sync",
             ],
             cwd=root,
@@ -79,6 +87,37 @@ class ReplicaServer(PostgresServer):
         with (self.data_dir / "postgresql.conf").open("a") as conf:
             conf.write("synchronous_standby_names = ''\n")
 
+    def stop(self) -> None:
+        """Stop the server, remove its files and drop its slot on the primary, if that runs."""
+        started = self.running
+        super().stop()
+        if started and self.primary.running:
+            self._drop_slot()
+
+    def _drop_slot(self) -> None:
+        import psycopg
+
+        deadline = time.monotonic() + 10.0
+        while True:
+            try:
+                with psycopg.connect(
+                    self.primary.url, autocommit=True, connect_timeout=5
+                ) as connection:
+                    row = connection.execute(
+                        "SELECT active FROM pg_replication_slots WHERE slot_name = %s",
+                        (self._slot,),
+                    ).fetchone()
+                    if row is None:
+                        return
+                    if not row[0]:  # its walsender has gone
+                        connection.execute("SELECT pg_drop_replication_slot(%s)", (self._slot,))
+                        return
+            except psycopg.OperationalError:
+                return  # the primary is down (a failover test): its slots go with it
+            if time.monotonic() > deadline:
+                return  # still held: it only keeps WAL until the primary stops
+            time.sleep(0.05)
+
     # -- control --------------------------------------------------------------------------
     def pause_replay(self) -> None:
         """Keep receiving WAL but stop applying it: lag on demand."""
@@ -97,7 +136,9 @@ class ReplicaServer(PostgresServer):
             if self._query(f"SELECT pg_last_wal_replay_lsn() >= '{lsn}'::pg_lsn"):
                 return
             time.sleep(0.05)
-        raise RuntimeError(f"the replica did not replay up to {lsn} within {timeout:.0f}s")
+        raise RuntimeError(
+            f"the replica did not replay up to {lsn} within {timeout:.0f}s\n{self._log_tail()}"
+        )
 
     def shutdown(self) -> None:
         """Stop the server but keep its files, so that `start_again()` can bring it back."""
@@ -130,10 +171,14 @@ def stop_immediately(server: PostgresServer) -> None:
 
 
 def current_lsn(url: str) -> str:
+    """The primary's WAL position a replica has to replay up to for every commit so far: the
+    router's own reading (the insert position, short of a page header it may point past:
+    after a WAL switch, a replica's replay position stops at the segment's start until the
+    next record, which an idle primary writes only every 15 s or more)."""
     import psycopg
 
     with psycopg.connect(url, autocommit=True, connect_timeout=5) as connection:
-        row = connection.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()
+        row = connection.execute(PRIMARY_POSITION).fetchone()
     assert row is not None
     return str(row[0])
 
