@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextvars
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from sqlalchemy import text
@@ -33,6 +33,23 @@ def _hosts(*urls: str) -> str:
     first = make_url(urls[0])
     hosts = ",".join(f"{make_url(url).host}:{make_url(url).port}" for url in urls)
     return f"postgresql://{first.username}:{first.password}@{hosts}/{first.database}"
+
+
+def _lsn(text: str) -> int:
+    high, low = text.split("/")
+    return (int(high, 16) << 32) + int(low, 16)
+
+
+def _wait_for_probe(db: Database, seen: Callable[[int], bool], timeout: float = 30.0) -> None:
+    """Until the monitor has probed a replay position ``seen`` accepts (polled, not slept:
+    a loaded machine may take several of its rounds to get there)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        (replica,) = db.get_stats()["replicas"]["replicas"].values()
+        if replica["replay_lsn"] is not None and seen(_lsn(replica["replay_lsn"])):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"the monitor did not probe the expected position within {timeout}s")
 
 
 @pytest.mark.slow
@@ -65,11 +82,12 @@ def test_a_read_after_a_write_stays_fresh_when_the_next_host_answers_for_the_rep
         second_replica.pause_replay()
         with db.transaction() as session:
             session.execute(items.insert().values(id=1, name="n1"))
-        replication.replica.wait_for(current_lsn(replication.primary.url))
-        time.sleep(0.6)  # the monitor sees the first host past the write
+        written = current_lsn(replication.primary.url)
+        replication.replica.wait_for(written)
+        _wait_for_probe(db, lambda replayed: replayed >= _lsn(written))  # the first host's
         assert db.transactional(read_only=True).run(read) == (1, True)
         replication.replica.shutdown()  # new connections reach the second host
-        time.sleep(1.0)  # a few rounds of the monitor, on the second host
+        _wait_for_probe(db, lambda replayed: replayed < _lsn(written))  # the second host's
         assert db.transactional(read_only=True).run(read) == (1, False)  # was (0, True)
     finally:
         second_replica.resume_replay()
