@@ -166,3 +166,29 @@ def test_a_broken_revision_file_is_a_migration_error_naming_it(run: _Run, case: 
     assert str(path) in str(broken.value)
     for command in ("up", "history", "lint"):
         assert "s2_broken.py" in run(command, code=1)
+
+
+@pytest.mark.parametrize(
+    ("args", "driver"),
+    [
+        (("current",), ""),
+        (("pending",), ""),
+        (("history",), ""),
+        (("check", "--metadata", "models_typo:metadata"), ""),
+        (("current",), "+aiosqlite"),
+        (("history",), "+aiosqlite"),
+    ],
+)
+def test_a_command_that_only_reads_refuses_a_missing_sqlite_file_and_creates_none(
+    run: _Run, args: tuple[str, ...], driver: str
+) -> None:
+    # before, a mistyped path became an empty database reported as "base (no revision applied)"
+    (run.root / "models_typo.py").write_text("import sqlalchemy as sa\nmetadata = sa.MetaData()\n")
+    typo = run.root / "typo.db"
+    output = run(*args, url=f"sqlite{driver}:///{typo}", code=1)
+    assert f"ConnectionFailedError:\nno SQLite database file at {typo}" in output
+    assert "`dalkit migrate up` creates it" in output
+    assert not typo.exists()
+    # `up` writes: it creates the file, which the commands that read then find
+    assert "applied 1 revision(s): r1" in run("up", url=f"sqlite:///{typo}", code=0)
+    assert "r1" in run("current", url=f"sqlite{driver}:///{typo}", code=0)
