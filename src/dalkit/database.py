@@ -11,6 +11,7 @@ import os
 from collections.abc import (
     Callable,
     Iterator,
+    Mapping,
     Sequence,
 )
 from contextlib import (
@@ -42,7 +43,7 @@ from dalkit.engine.schemas import declare_served
 from dalkit.engine.session import DalkitSession
 from dalkit.observe import install as install_observer
 from dalkit.query.cursor import SECRET_KEY_INFO
-from dalkit.query.raw_sql import checked_text
+from dalkit.query.raw_sql import bound_params, checked_text
 from dalkit.tables import create_tables
 from dalkit.transaction.block import OtherColourRefused, TransactionBlock
 from dalkit.transaction.options import DEFAULT_OPTIONS, ONE_STATEMENT_OPTIONS
@@ -227,7 +228,9 @@ class Database(DatabaseTransactions, DatabaseObserve, OtherColourRefused):
         with self.engine.connect() as connection:
             yield get_driver_connection(connection)
 
-    def sql(self, statement: str, /, **params: Any) -> list[RowMapping]:
+    def sql(
+        self, statement: str, params: Mapping[str, Any] | None = None, /, **keywords: Any
+    ) -> list[RowMapping]:
         """Run raw SQL with ``:named`` bound parameters only, in the current transaction of this
         database or a new one; returns the rows as mappings (none for a statement without
         RETURNING). Placeholders of other styles, ``{templates}`` and second statements raise
@@ -235,18 +238,21 @@ class Database(DatabaseTransactions, DatabaseObserve, OtherColourRefused):
 
         Args:
             statement: The SQL, with ``:name`` placeholders.
-            **params: The values of the placeholders.
+            params: The values of the placeholders as one mapping, ``{"name": value}``.
+            **keywords: The values as keywords instead, ``name=value``; not both ways.
 
         Returns:
             The rows as mappings.
 
         Raises:
-            InvalidQueryError: For other placeholders, templates or a second statement.
+            InvalidQueryError: For other placeholders, templates or a second statement, or
+                values given both ways or not as a mapping.
         """
-        clause = checked_text(statement, params)
+        values = bound_params(params, keywords)
+        clause = checked_text(statement, values)
         # one statement: inside AUTOCOMMIT it joins, where a transaction would run apart
         with self._transactions.transaction(ONE_STATEMENT_OPTIONS) as session:
-            result = session.execute(clause, params)
+            result = session.execute(clause, values)
             if isinstance(result, CursorResult) and not result.returns_rows:
                 return []
             return list(result.mappings().all())

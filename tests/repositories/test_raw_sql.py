@@ -135,3 +135,45 @@ def test_a_nan_bound_by_raw_sql_is_kept_or_refused_never_made_null(
         database.sql(insert, nan=math.nan)
         [row] = database.sql("SELECT exact FROM prices")
         assert row["exact"].is_nan()
+
+
+def test_values_in_a_mapping_are_bound_as_keywords_are(
+    database: Database,
+) -> None:
+    # before, TypeError: sql() takes 2 positional arguments but 3 were given
+    seed(database)
+    query = "SELECT id FROM users WHERE score >= :floor AND name <> :name ORDER BY id"
+    given = {"floor": 40, "name": "u5"}
+    rows = database.sql(query, given)
+    assert [row["id"] for row in rows] == [4, 6]
+    assert rows == database.sql(query, **given)
+    # a name that is also the method's own: the mapping carries it as any other
+    [row] = database.sql(
+        "SELECT CAST(:statement AS INTEGER) AS s, CAST(:params AS INTEGER) AS p",
+        {"statement": 1, "params": 2},
+    )
+    assert dict(row) == {"s": 1, "p": 2}
+    with pytest.raises(InvalidQueryError, match=r"not in the SQL: \['extra'\]"):
+        database.sql("SELECT :x AS x", {"x": 1, "extra": 2})
+
+
+@pytest.mark.parametrize(
+    ("given", "keywords", "expected"),
+    [
+        ({"x": 1}, {"y": 2}, "both as a mapping and as keywords"),
+        ((1,), {}, "parameters as a tuple"),
+        ([{"x": 1}, {"x": 2}], {}, "parameters as a list"),
+        ("1", {}, "parameters as a str"),
+        ({1: "x"}, {}, "names must be str, got 1"),
+    ],
+)
+def test_values_neither_one_mapping_nor_keywords_are_refused(
+    database: Database, given: object, keywords: dict[str, int], expected: str
+) -> None:
+    seed(database)
+    with pytest.raises(InvalidQueryError, match=expected) as refused:
+        database.sql("UPDATE users SET score = 0 WHERE id = :x", given, **keywords)  # type: ignore[arg-type]
+    assert "db.sql(sql, {'name': value})" in str(refused.value)
+    # nothing ran
+    [row] = database.sql("SELECT COUNT(*) AS n FROM users WHERE score = 0")
+    assert row["n"] == 0

@@ -137,3 +137,45 @@ async def test_a_nan_bound_by_raw_sql_is_kept_or_refused_never_made_null(
         await async_database.sql(insert, nan=math.nan)
         [row] = await async_database.sql("SELECT exact FROM prices")
         assert row["exact"].is_nan()
+
+
+async def test_values_in_a_mapping_are_bound_as_keywords_are(
+    async_database: AsyncDatabase,
+) -> None:
+    # before, TypeError: sql() takes 2 positional arguments but 3 were given
+    await seed(async_database)
+    query = "SELECT id FROM users WHERE score >= :floor AND name <> :name ORDER BY id"
+    given = {"floor": 40, "name": "u5"}
+    rows = await async_database.sql(query, given)
+    assert [row["id"] for row in rows] == [4, 6]
+    assert rows == await async_database.sql(query, **given)
+    # a name that is also the method's own: the mapping carries it as any other
+    [row] = await async_database.sql(
+        "SELECT CAST(:statement AS INTEGER) AS s, CAST(:params AS INTEGER) AS p",
+        {"statement": 1, "params": 2},
+    )
+    assert dict(row) == {"s": 1, "p": 2}
+    with pytest.raises(InvalidQueryError, match=r"not in the SQL: \['extra'\]"):
+        await async_database.sql("SELECT :x AS x", {"x": 1, "extra": 2})
+
+
+@pytest.mark.parametrize(
+    ("given", "keywords", "expected"),
+    [
+        ({"x": 1}, {"y": 2}, "both as a mapping and as keywords"),
+        ((1,), {}, "parameters as a tuple"),
+        ([{"x": 1}, {"x": 2}], {}, "parameters as a list"),
+        ("1", {}, "parameters as a str"),
+        ({1: "x"}, {}, "names must be str, got 1"),
+    ],
+)
+async def test_values_neither_one_mapping_nor_keywords_are_refused(
+    async_database: AsyncDatabase, given: object, keywords: dict[str, int], expected: str
+) -> None:
+    await seed(async_database)
+    with pytest.raises(InvalidQueryError, match=expected) as refused:
+        await async_database.sql("UPDATE users SET score = 0 WHERE id = :x", given, **keywords)  # type: ignore[arg-type]
+    assert "db.sql(sql, {'name': value})" in str(refused.value)
+    # nothing ran
+    [row] = await async_database.sql("SELECT COUNT(*) AS n FROM users WHERE score = 0")
+    assert row["n"] == 0

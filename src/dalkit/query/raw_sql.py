@@ -21,7 +21,7 @@ from sqlparse.lexer import Lexer
 
 from dalkit.errors import InvalidQueryError
 
-__all__ = ["checked_text", "sql_tokens"]
+__all__ = ["bound_params", "checked_text", "sql_tokens"]
 
 _NAMED = re.compile(r"(?<![:\w\\]):(\w+)(?!:)")  # SQLAlchemy text()'s own rule
 # inside quotes: what SQLAlchemy would bind (:name) or unescape (\:name); a backslash in
@@ -107,6 +107,30 @@ def checked_text(statement: object, params: Mapping[str, Any]) -> sa.TextClause:
             rebuilt.append(text)
     _check_placeholders("".join(code), params)
     return sa.text("".join(rebuilt))
+
+
+def bound_params(given: object, keywords: Mapping[str, Any]) -> dict[str, Any]:
+    """The values of ``db.sql(statement, given, **keywords)``: a mapping or keywords, as
+    SQLAlchemy's ``execute(text(...), {...})`` takes the mapping; raises InvalidQueryError for
+    anything else, or both at once (which would leave unclear which value wins)."""
+    if given is None:
+        return dict(keywords)
+    how = "pass them as one mapping, db.sql(sql, {'name': value}), or as db.sql(sql, name=value)"
+    if not isinstance(given, Mapping):
+        # a tuple or list: positional values (or many rows), which :named placeholders cannot take
+        kind = type(given).__name__
+        raise InvalidQueryError(f"raw SQL parameters as a {kind}: {how}", name=kind)
+    if keywords:
+        raise InvalidQueryError(
+            f"raw SQL parameters given both as a mapping and as keywords: {how}",
+            name=",".join(sorted(keywords)),
+        )
+    names = [name for name in given if not isinstance(name, str)]
+    if names:
+        raise InvalidQueryError(
+            f"raw SQL parameter names must be str, got {names[0]!r}: {how}", name=repr(names[0])
+        )
+    return dict(given)
 
 
 def _check_placeholders(code: str, params: Mapping[str, Any]) -> None:
