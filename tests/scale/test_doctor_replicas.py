@@ -82,3 +82,66 @@ def test_doctor_refuses_replicas_of_sqlite(tmp_path: Any) -> None:
     result = _doctor("--url", f"sqlite:///{path}", "--replica", f"sqlite:///{path}")
     assert result.exit_code == 2
     assert "PostgreSQL" in result.output
+
+
+def test_a_replica_weighted_0_is_reported_as_drained_whatever_its_probe_finds(
+    replicated_database: tuple[str, str], replication: Replication
+) -> None:
+    # before, doctor took no weights: a replica the app drains showed as healthy, or failed
+    primary, replica = replicated_database
+    password = make_url(replica).password
+    assert password
+    # the primary given as a second replica, drained: "not in recovery" would fail it otherwise
+    both = _doctor(
+        "--url", primary, "--replica", replica, "--replica", primary,
+        "--replica-weight", "1", "--replica-weight", "0", "--json",
+    )  # fmt: skip
+    assert both.exit_code == 0, both.output
+    weighted, drained = json.loads(both.stdout)["replicas"]
+    assert (weighted["state"], weighted["probed"], weighted["weight"]) == ("healthy", "healthy", 1)
+    assert (drained["state"], drained["probed"], drained["weight"]) == (
+        "drained",
+        "not in recovery",
+        0,
+    )
+
+    replication.replica.shutdown()  # down for maintenance; the fixture starts it again
+    env = {"DALKIT_REPLICA_URLS": replica, "DALKIT_REPLICA_WEIGHTS": "0"}
+    down = _doctor("--url", primary, "--json", env=env)
+    assert down.exit_code == 0, down.output
+    row = json.loads(down.stdout)["replicas"][0]
+    assert (row["state"], row["probed"], row["weight"], row["lag_s"]) == (
+        "drained",
+        "down",
+        0,
+        None,
+    )
+    assert row["error"]
+    table = _doctor("--url", primary, env={**env, "COLUMNS": "200"})
+    assert table.exit_code == 0, table.output
+    assert "drained (weight 0, no reads), probe: down" in table.output
+    assert "FAILED" not in table.output
+    assert password not in down.output + table.output
+
+
+@pytest.mark.parametrize(
+    ("args", "weights", "expected"),
+    [
+        (("--replica-weight", "0", "--replica-weight", "1"), None, "2 replica weight(s) for 1"),
+        ((), "1,1", "2 replica weight(s) for 1"),
+        ((), "-1", "DALKIT_REPLICA_WEIGHTS takes integers >= 0"),
+        ((), "half", "DALKIT_REPLICA_WEIGHTS takes integers >= 0"),
+    ],
+)
+def test_replica_weights_that_do_not_fit_the_replicas_are_bad_configuration(
+    args: tuple[str, ...], weights: str | None, expected: str
+) -> None:
+    # refused before any connection: nothing listens on port 1
+    env = {"DALKIT_REPLICA_WEIGHTS": weights} if weights else {}
+    result = _doctor(
+        "--url", "postgresql://app:S3cret@127.0.0.1:1/app",
+        "--replica", "postgresql://app:S3cret@127.0.0.1:2/app", *args, env=env,
+    )  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert expected in result.output
+    assert "S3cret" not in result.output

@@ -5,7 +5,9 @@ Exit code 0 when every check passed, 1 when one failed (a replica that is down, 
 in recovery counts), 2 when the configuration is unusable (no URL, a malformed one, an unknown
 ``DALKIT_DATABASE_*`` variable). It creates nothing: a SQLite file that does not exist is
 reported, not made. Replicas come from ``--replica URL`` (repeatable) or ``DALKIT_REPLICA_URLS``
-(comma-separated); each is named ``host:port``, never by its URL.
+(comma-separated); each is named ``host:port``, never by its URL. Their weights, as the app's
+``replica_weights=``, come from ``--replica-weight`` or ``DALKIT_REPLICA_WEIGHTS``: a replica
+weighted 0 is drained on purpose, reported as drained and failing no check.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ from dalkit.redis.config import URL_ENV as REDIS_URL_ENV
 
 #: comma-separated replica URLs, when no ``--replica`` is given
 REPLICA_URLS_ENV = "DALKIT_REPLICA_URLS"
+#: comma-separated weights, one per replica, when no ``--replica-weight`` is given
+REPLICA_WEIGHTS_ENV = "DALKIT_REPLICA_WEIGHTS"
 #: a replica further behind than this fails the check (the default of ``max_replica_lag_s``)
 MAX_REPLICA_LAG_S = 5.0
 # the replica's own view of its lag: 0 when it has replayed all it received, else the age of
@@ -65,6 +69,14 @@ def doctor(
             "comma-separated)."
         ),
     ] = None,
+    replica_weight: Annotated[
+        list[int] | None,
+        typer.Option(
+            min=0,
+            help=f"The weight of each --replica, in order, as the app's replica_weights= "
+            f"(default: {REPLICA_WEIGHTS_ENV}, comma-separated; 1 each); 0 is drained.",
+        ),
+    ] = None,
     as_json: Annotated[
         bool,
         typer.Option(
@@ -75,7 +87,7 @@ def doctor(
     """Check the database (its replicas, and Redis): health, server version, pool settings and \
 statistics, and each replica's state and lag."""
     try:
-        report = collect_report(url, redis_url, os.environ, replica or ())
+        report = collect_report(url, redis_url, os.environ, replica or (), replica_weight)
     except ConfigurationError as exc:
         typer.echo(f"dalkit doctor: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -96,12 +108,13 @@ class DoctorReport:
     pool_stats: dict[str, int | float] | None
     redis: HealthCheckResult | None = None
     redis_pool: dict[str, int] | None = None
-    #: one entry per replica: name (host:port), state, lag_s, reads, errors, error
+    #: one entry per replica: name (host:port), state, probed, weight, lag_s, reads, errors,
+    #: error; state is "drained" for weight 0, whatever its probe (probed) found
     replicas: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        replicas_ok = all(r["state"] == "healthy" for r in self.replicas)
+        replicas_ok = all(r["state"] in ("healthy", "drained") for r in self.replicas)
         return self.database.ok and replicas_ok and (self.redis is None or self.redis.ok)
 
     def as_dict(self) -> dict[str, Any]:
@@ -117,6 +130,7 @@ def collect_report(
     redis_url: str | None,
     environ: Mapping[str, str],
     replicas: Sequence[str] = (),
+    weights: Sequence[int] | None = None,
 ) -> DoctorReport:
     """Check the database, its replicas and, given a URL, Redis.
 
@@ -125,19 +139,24 @@ def collect_report(
         redis_url: A Redis server to check too; None reads ``DALKIT_REDIS_URL``.
         environ: The environment to read those variables from.
         replicas: Replica URLs; empty reads ``DALKIT_REPLICA_URLS`` (comma-separated).
+        weights: One weight per replica (0: drained); None reads ``DALKIT_REPLICA_WEIGHTS``
+            (comma-separated), and without it each replica weighs 1.
 
     Returns:
         What was found, every URL masked and every replica named ``host:port``.
 
     Raises:
         ConfigurationError: The configuration is unusable (no URL, a malformed one, replicas
-            of a database that is not PostgreSQL).
+            of a database that is not PostgreSQL, weights that are not one integer >= 0 per
+            replica).
     """
     # --url replaces only the URL: pool options still come from DALKIT_DATABASE_<OPTION>
     env = {**environ, DATABASE_URL_ENV: url} if url else environ
     if not replicas:
         replicas = [u.strip() for u in environ.get(REPLICA_URLS_ENV, "").split(",") if u.strip()]
-    report = _check_database(DatabaseConfig.from_env(env), replicas)
+    report = _check_database(
+        DatabaseConfig.from_env(env), replicas, _weights(weights, environ, len(replicas))
+    )
     redis_url = redis_url or environ.get(REDIS_URL_ENV)
     if redis_url:
         # imported here: the redis extra is needed only when a Redis URL is given
@@ -150,7 +169,30 @@ def collect_report(
     return report
 
 
-def _check_database(config: DatabaseConfig, replicas: Sequence[str]) -> DoctorReport:
+def _weights(
+    given: Sequence[int] | None, environ: Mapping[str, str], replicas: int
+) -> list[int] | None:
+    if given:
+        weights = list(given)
+    else:
+        raw = [w.strip() for w in environ.get(REPLICA_WEIGHTS_ENV, "").split(",") if w.strip()]
+        if not all(w.isascii() and w.isdigit() for w in raw):  # no sign: no negative weight
+            raise ConfigurationError(f"{REPLICA_WEIGHTS_ENV} takes integers >= 0, comma-separated")
+        if not raw:
+            return None
+        weights = [int(w) for w in raw]
+    if len(weights) != replicas:
+        # replica_router's own message names replica_weights=, an option the doctor does not have
+        raise ConfigurationError(
+            f"{len(weights)} replica weight(s) for {replicas} replica(s): give one per replica "
+            f"(--replica-weight or {REPLICA_WEIGHTS_ENV})"
+        )
+    return weights
+
+
+def _check_database(
+    config: DatabaseConfig, replicas: Sequence[str], weights: list[int] | None
+) -> DoctorReport:
     started = perf_counter()
     try:
         opened = existing_database_only(config)
@@ -162,23 +204,26 @@ def _check_database(config: DatabaseConfig, replicas: Sequence[str]) -> DoctorRe
             db.health_check(), url=config.safe_url, database=config.url.database
         )
         if not health.ok:
-            return DoctorReport(health, None, None, replicas=_check_replicas(db, replicas))
+            return DoctorReport(health, None, None, replicas=_check_replicas(db, replicas, weights))
         return DoctorReport(
             health,
             _pool_settings(db),
             db.pool_stats(),
-            replicas=_check_replicas(db, replicas),
+            replicas=_check_replicas(db, replicas, weights),
         )
 
 
-def _check_replicas(db: Database, urls: Sequence[str]) -> list[dict[str, Any]]:
-    """Probe each replica as the replica monitor does, with its own view of its lag."""
+def _check_replicas(
+    db: Database, urls: Sequence[str], weights: list[int] | None
+) -> list[dict[str, Any]]:
+    """Probe each replica as the replica monitor does, with its own view of its lag; a drained
+    one (weight 0) is probed too, so that its report says whether it could come back."""
     router = replica_router(
         db,
         db.engine,
         db.config,
         list(urls),
-        None,
+        weights,
         max_lag_s=MAX_REPLICA_LAG_S,
         interval_s=1.0,
         pgbouncer=False,
@@ -198,7 +243,10 @@ def _check_replicas(db: Database, urls: Sequence[str]) -> list[dict[str, Any]]:
             rows.append(
                 {
                     "name": replica.name,
-                    "state": state,
+                    # taken out of the reads on purpose: neither healthy nor a failure
+                    "state": "drained" if replica.weight == 0 else state,
+                    "probed": state,
+                    "weight": replica.weight,
                     "lag_s": lag,
                     "reads": replica.reads,
                     "errors": replica.errors,
@@ -265,10 +313,13 @@ def render_report(report: DoctorReport) -> Table:
 
 def _replica_cell(replica: Mapping[str, Any]) -> Text:
     lag = "-" if replica["lag_s"] is None else f"{replica['lag_s']:.3f} s"
-    text = status(replica["state"] == "healthy").append(
-        f" {replica['state']}, lag {lag}, {replica['reads']} reads routed, "
-        f"{replica['errors']} errors"
-    )
+    if replica["state"] == "drained":
+        text = Text("drained", style="bold yellow").append(
+            f" (weight 0, no reads), probe: {replica['probed']}"
+        )
+    else:
+        text = status(replica["state"] == "healthy").append(f" {replica['state']}")
+    text.append(f", lag {lag}, {replica['reads']} reads routed, {replica['errors']} errors")
     if replica["error"]:
         text.append(f" ({replica['error']})", style="red")
     return text
