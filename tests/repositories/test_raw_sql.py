@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from decimal import Decimal
 
 import pytest
 
@@ -177,3 +178,23 @@ def test_values_neither_one_mapping_nor_keywords_are_refused(
     # nothing ran
     [row] = database.sql("SELECT COUNT(*) AS n FROM users WHERE score = 0")
     assert row["n"] == 0
+
+
+def test_a_decimal_bound_by_raw_sql_is_stored_or_refused_saying_what_to_do(
+    database: Database,
+) -> None:
+    # sqlite3 refused every Decimal ("type 'decimal.Decimal' is not supported") where
+    # PostgreSQL stores it; SQLite now takes one its 8-byte float gives back
+    insert = "INSERT INTO prices (id, exact, cents) VALUES (:id, :exact, :cents)"
+    database.sql(insert, id=1, exact=Decimal("1.50"), cents=Decimal("-2.25"))
+    rows = database.sql("SELECT exact, cents FROM prices WHERE cents < :below", below=Decimal("0"))
+    assert [(row["exact"], row["cents"]) for row in rows] == [(Decimal("1.5"), Decimal("-2.25"))]
+    digits = Decimal("0.1234567890123456789")  # 19 significant digits
+    if database.engine.dialect.name == "sqlite":
+        for number in (digits, Decimal("1e400")):
+            with pytest.raises(DatabaseError, match=r"8-byte floats.*bind it as a str"):
+                database.sql(insert, id=2, exact=number, cents=None)
+        assert database.sql("SELECT count(*) AS n FROM prices") == [{"n": 1}]
+    else:
+        database.sql(insert, id=2, exact=digits, cents=None)
+        assert database.sql("SELECT exact FROM prices WHERE id = 2") == [{"exact": digits}]

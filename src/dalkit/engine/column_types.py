@@ -23,7 +23,9 @@ domain over ``timestamp`` in the session's zone and asyncpg refused it with a ra
 SQLite ``Float``: SQLite stores a NaN as NULL, so a NaN written by ``add()``, ``update()``,
 ``upsert()`` or ``bulk_insert()`` became NULL silently (PostgreSQL and the in-memory repository
 keep it). It is refused instead (`DatabaseError`, or `BulkLoadError` naming the row), and so is
-a NaN bound untyped by raw SQL (``db.sql``, ``text()``), which SQLite stored as NULL too.
+a NaN bound untyped by raw SQL (``db.sql``, ``text()``), which SQLite stored as NULL too. A
+Decimal bound untyped is sent as the float SQLite keeps for it
+(`dalkit.engine.numbers.untyped_decimal`): sqlite3 refused it.
 
 PostgreSQL ``real`` (``REAL``, a ``Float`` of precision 24 or less): a value is sent cast to
 ``real``, as the column holds it, and read back as the server writes it (psycopg's text; asyncpg
@@ -38,6 +40,7 @@ padded as PostgreSQL pads it: `dalkit.engine.fixed_chars`.
 from __future__ import annotations
 
 import datetime as dt
+import decimal
 import functools
 from collections.abc import Callable
 from typing import Any
@@ -49,7 +52,12 @@ from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.sql.sqltypes import NullType
 
 from dalkit.engine.fixed_chars import PaddedChar
-from dalkit.engine.numbers import ExactNumeric, float_as_cast, integers
+from dalkit.engine.numbers import (
+    ExactNumeric,
+    float_as_cast,
+    integers,
+    untyped_decimal,
+)
 from dalkit.engine.single_floats import is_single, real_as_stored, shortest
 
 __all__ = ["ZONE_CONVERSIONS", "install", "zoned_as_column"]
@@ -90,8 +98,8 @@ def _refusing_nan(process: Callable[[Any], Any] | None) -> Callable[[Any], Any]:
     """SQLite's bind ``process`` (or none) refusing a float NaN, which SQLite takes as NULL."""
 
     def refuse_nan(value: Any) -> Any:
-        if isinstance(value, float) and value != value:
-            raise ValueError("SQLite cannot store a float NaN: it would become NULL")
+        if isinstance(value, float | decimal.Decimal) and value != value:
+            raise ValueError("SQLite cannot store a NaN: it would become NULL")
         return value if process is None else process(value)
 
     return refuse_nan
@@ -119,10 +127,12 @@ class _NaNRefusingReal(_NaNRefusingFloat):
 
 class _NaNRefusingNull(NullType):
     """An untyped bind (raw SQL's ``text()``, ``db.sql``) refusing a float NaN, which SQLite
-    stored as NULL and compared as NULL, where PostgreSQL keeps it and finds it equal to NaN."""
+    stored as NULL and compared as NULL, where PostgreSQL keeps it and finds it equal to NaN;
+    and taking a Decimal as SQLite keeps a number (`untyped_decimal`), which sqlite3 refused
+    ("type 'decimal.Decimal' is not supported") where PostgreSQL stores it."""
 
     def bind_processor(self, dialect: Dialect) -> Any:
-        return _refusing_nan(super().bind_processor(dialect))
+        return _refusing_nan(untyped_decimal)
 
 
 @functools.cache

@@ -52,6 +52,7 @@ __all__ = [
     "numeric_overflows",
     "numeric_typmod",
     "stored_numeric",
+    "untyped_decimal",
 ]
 
 
@@ -278,6 +279,35 @@ def float_as_numeric(value: Any) -> Any:
         anything else unchanged.
     """
     return decimal.Decimal(format(value, ".15g")) if isinstance(value, float) else value
+
+
+def untyped_decimal(value: Any) -> Any:
+    """``value``, a Decimal bound untyped on SQLite (raw SQL's ``text()``, ``db.sql``), as the
+    8-byte float SQLite keeps a number as, when that float gives it back; anything else
+    unchanged. sqlite3 refused every Decimal, where PostgreSQL stores it as it is.
+
+    Args:
+        value: The value bound.
+
+    Returns:
+        The float for a Decimal of at most 15 significant digits (or an infinity).
+
+    Raises:
+        ValueError: For a Decimal the float would change (more than 15 significant digits, or
+            past the float's range): stored, it would be read back another number.
+    """
+    if not isinstance(value, decimal.Decimal) or value.is_nan():
+        return value  # a NaN is refused by the caller, as a float NaN is
+    number = float(value)
+    if value.is_finite() and (
+        not math.isfinite(number) or decimal.Decimal(format(number, ".15g")) != value
+    ):
+        raise ValueError(
+            "SQLite keeps numbers as 8-byte floats: a Decimal of more than 15 significant digits"
+            " or past a float's range would be read back as another number; round it, or bind"
+            " it as a str"
+        )
+    return number
 
 
 #: wide enough to round any finite float to any scale PostgreSQL allows (at most 1000)
