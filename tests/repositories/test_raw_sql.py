@@ -14,7 +14,7 @@ import pytest
 
 from dalkit import Database, DatabaseError, InvalidQueryError
 
-from .models import EPOCH, User
+from .models import EPOCH, Price, User
 
 
 def seed(db: Database) -> None:
@@ -178,6 +178,30 @@ def test_values_neither_one_mapping_nor_keywords_are_refused(
     # nothing ran
     [row] = database.sql("SELECT COUNT(*) AS n FROM users WHERE score = 0")
     assert row["n"] == 0
+
+
+def test_a_float_bound_by_raw_sql_is_stored_as_postgresql_casts_psycopgs_float8(
+    database: Database,
+) -> None:
+    # asyncpg sent the float's binary value for a NUMERIC parameter: 1.005 was stored 1.00 in
+    # the NUMERIC(12, 2) and 0.1 as 0.1000000000000000055511151231257827021181583404541015625
+    # without a scale, where psycopg's float8 was stored 1.01 and 0.1
+    insert = "INSERT INTO prices (id, exact, cents) VALUES (1, :exact, :cents)"
+    database.sql(insert, exact=0.1, cents=1.005)
+    with database.session() as session:
+        price = session.get(Price, 1)
+        assert price is not None
+        assert (price.exact, price.cents) == (Decimal("0.1"), Decimal("1.01"))
+    # for a float parameter the float is sent whole, not its 15 significant digits
+    [row] = database.sql("SELECT CAST(:f AS DOUBLE PRECISION) AS f", f=0.1 + 0.2)
+    assert row["f"] == 0.1 + 0.2
+    if database.engine.dialect.name == "postgresql":
+        # for an integer parameter, rounded half to even as the server casts a float8 (asyncpg
+        # cut 3.5 to 3); SQLite's CAST cuts it, whatever the driver
+        [row] = database.sql(
+            "SELECT CAST(:a AS INTEGER) AS a, CAST(:b AS INTEGER) AS b", a=3.5, b=2.5
+        )
+        assert (row["a"], row["b"]) == (4, 2)
 
 
 def test_a_decimal_bound_by_raw_sql_is_stored_or_refused_saying_what_to_do(

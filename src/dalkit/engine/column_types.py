@@ -57,6 +57,7 @@ from dalkit.engine.numbers import (
     float_as_cast,
     integers,
     untyped_decimal,
+    untyped_float,
 )
 from dalkit.engine.single_floats import is_single, real_as_stored, shortest
 
@@ -133,6 +134,13 @@ class _NaNRefusingNull(NullType):
 
     def bind_processor(self, dialect: Dialect) -> Any:
         return _refusing_nan(untyped_decimal)
+
+
+class _AsyncpgNull(NullType):
+    """asyncpg's untyped bind (raw SQL), sending a float as `untyped_float` makes it."""
+
+    def bind_processor(self, dialect: Dialect) -> Any:
+        return untyped_float
 
 
 @functools.cache
@@ -245,7 +253,9 @@ def install(engine: Engine) -> None:
         changed.update({sa.Float: _single_cast(floats, False), sa.REAL: _single_cast(floats, True)})
         if dialect.driver == "asyncpg":
             numeric: Any = dialect.colspecs.get(sa.Numeric, sa.Numeric)
-            changed.update({sa.Numeric: float_as_cast(numeric), **integers(dialect)})
+            changed.update(
+                {sa.Numeric: float_as_cast(numeric), NullType: _AsyncpgNull, **integers(dialect)}
+            )
     else:
         return
     dialect.colspecs = {**dialect.colspecs, **changed}

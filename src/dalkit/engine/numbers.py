@@ -21,6 +21,7 @@ range").
 
 asyncpg ``Numeric``: a float is sent as the Decimal of its 15 significant digits, the number
 the server casts psycopg's ``float8`` to; asyncpg sent its binary value (1.005 was stored 1.00).
+A float bound untyped (raw SQL) is sent so too, to a NUMERIC parameter (`untyped_float`).
 asyncpg ``Integer``: a float or a Decimal is rounded as the server casts psycopg's (asyncpg cut
 3.5 to 3 where psycopg stored 4), as SQLite's are.
 
@@ -53,6 +54,7 @@ __all__ = [
     "numeric_typmod",
     "stored_numeric",
     "untyped_decimal",
+    "untyped_float",
 ]
 
 
@@ -330,6 +332,44 @@ def numeric_as_stored(value: float | decimal.Decimal, scale: int | None) -> deci
     if scale is not None:
         stored = stored.quantize(decimal.Decimal(1).scaleb(-scale), context=_ROUNDING)
     return stored.copy_abs() if stored.is_zero() else stored
+
+
+class _UntypedFloat(decimal.Decimal):
+    """A float bound untyped through asyncpg, which encodes it for the type the server infers
+    for its parameter: as a numeric, the Decimal of its 15 significant digits (the number the
+    server casts psycopg's float8 to); as a float or an integer, the float itself, rounded half
+    to even for an integer as the server casts it."""
+
+    _float: float
+
+    def __new__(cls, value: float) -> _UntypedFloat:
+        made = super().__new__(cls, format(value, ".15g"))
+        made._float = value
+        return made
+
+    def __float__(self) -> float:
+        return self._float
+
+    def __int__(self) -> int:
+        return round(self._float)
+
+    def __repr__(self) -> str:
+        return repr(self._float)
+
+
+def untyped_float(value: Any) -> Any:
+    """``value``, a float bound untyped through asyncpg (raw SQL's ``text()``, ``db.sql``),
+    made what psycopg's float8 becomes on the server: asyncpg encoded the float's binary value
+    for a NUMERIC parameter (1.005 was stored 1.00 in a NUMERIC(6, 2) where psycopg stored 1.01,
+    and 0.1 as 0.1000000000000000055511151231257827021181583404541015625 without a scale).
+
+    Args:
+        value: The value bound.
+
+    Returns:
+        A float as `_UntypedFloat`; anything else unchanged.
+    """
+    return _UntypedFloat(value) if type(value) is float else value
 
 
 @functools.cache
