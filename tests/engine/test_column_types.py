@@ -98,6 +98,37 @@ def test_a_nan_is_refused_where_sqlite_would_store_null(db: Database, write: str
     assert db.sql("SELECT id, value FROM float_samples") == []
 
 
+DRIVER_SQL: dict[str, tuple[str, Any]] = {
+    "positional": ("INSERT INTO float_samples (id, value) VALUES (?, ?)", (1, math.nan)),
+    "named": ("INSERT INTO float_samples (id, value) VALUES (:id, :v)", {"id": 1, "v": math.nan}),
+    "many": ("INSERT INTO float_samples (id, value) VALUES (?, ?)", [(1, 1.0), (2, math.nan)]),
+}
+
+
+@pytest.mark.parametrize("case", list(DRIVER_SQL))
+def test_a_nan_in_driver_sql_is_refused_where_sqlite_would_store_null(
+    db: Database, case: str
+) -> None:
+    # exec_driver_sql() hands its values to sqlite3 with no bind processor: the NaN was NULL
+    statement, parameters = DRIVER_SQL[case]
+    with pytest.raises(DatabaseError, match="NaN"), db.engine.begin() as connection:
+        connection.exec_driver_sql(statement, parameters)
+    assert db.sql("SELECT id, value FROM float_samples") == []
+
+
+async def test_a_nan_in_async_driver_sql_is_refused_as_the_sync_one(tmp_path: Path) -> None:
+    database = AsyncDatabase(f"sqlite+aiosqlite:///{tmp_path / 'types.db'}")
+    try:
+        await database.create_all(Base.metadata)
+        statement, parameters = DRIVER_SQL["positional"]
+        with pytest.raises(DatabaseError, match="NaN"):
+            async with database.engine.begin() as connection:
+                await connection.exec_driver_sql(statement, parameters)
+        assert await database.sql("SELECT id FROM float_samples") == []
+    finally:
+        await database.dispose()
+
+
 # SQLite keeps NUMERIC as a float: these came back as 12345678901234568, 0.123456789012346, NULL
 # (0.123456789012, of 12 places in a column without a scale, read back with 10, now whole)
 INEXACT = {

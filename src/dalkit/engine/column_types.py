@@ -23,9 +23,10 @@ domain over ``timestamp`` in the session's zone and asyncpg refused it with a ra
 SQLite ``Float``: SQLite stores a NaN as NULL, so a NaN written by ``add()``, ``update()``,
 ``upsert()`` or ``bulk_insert()`` became NULL silently (PostgreSQL and the in-memory repository
 keep it). It is refused instead (`DatabaseError`, or `BulkLoadError` naming the row), and so is
-a NaN bound untyped by raw SQL (``db.sql``, ``text()``), which SQLite stored as NULL too. A
-Decimal bound untyped is sent as the float SQLite keeps for it
-(`dalkit.engine.numbers.untyped_decimal`): sqlite3 refused it.
+a NaN bound untyped by raw SQL (``db.sql``, ``text()``), which SQLite stored as NULL too, and
+one in the values of driver SQL (``exec_driver_sql()``), which no type binds. A Decimal bound
+untyped is sent as the float SQLite keeps for it (`dalkit.engine.numbers.untyped_decimal`):
+sqlite3 refused it.
 
 PostgreSQL ``real`` (``REAL``, a ``Float`` of precision 24 or less): a value is sent cast to
 ``real``, as the column holds it, and read back as the server writes it (psycopg's text; asyncpg
@@ -61,7 +62,11 @@ from dalkit.engine.numbers import (
 )
 from dalkit.engine.single_floats import is_single, real_as_stored, shortest
 
-__all__ = ["ZONE_CONVERSIONS", "install", "zoned_as_column"]
+__all__ = ["BOUND_OPTION", "ZONE_CONVERSIONS", "install", "zoned_as_column"]
+
+#: the execution option of driver SQL whose values the column types above have bound already
+#: (the bulk loads'): not read again for a NaN, which costs a tenth of a SQLite load's time
+BOUND_OPTION = "dalkit_values_bound"
 
 
 class _UTCDateTime(sqlite.DATETIME):
@@ -134,6 +139,38 @@ class _NaNRefusingNull(NullType):
 
     def bind_processor(self, dialect: Dialect) -> Any:
         return _refusing_nan(untyped_decimal)
+
+
+def _has_nan(parameters: Any) -> bool:
+    values = parameters.values() if isinstance(parameters, dict) else parameters
+    return any(isinstance(v, float | decimal.Decimal) and v != v for v in values or ())
+
+
+def _refuse_driver_nan(dialect: Any) -> None:
+    """Have ``dialect`` refuse a NaN in the parameters of driver SQL (``exec_driver_sql()``),
+    which reach sqlite3 without a bind processor: SQLite stored it as NULL. A statement
+    SQLAlchemy compiled has had its values bound by the types above, and is not read again."""
+    execute, executemany = dialect.do_execute, dialect.do_executemany
+
+    def refuse(parameters: Any, context: Any, many: bool) -> None:
+        if context is None or context.compiled is not None:
+            return
+        if context.execution_options.get(BOUND_OPTION):
+            return
+        if any(_has_nan(row) for row in (parameters if many else [parameters])):
+            raise dialect.loaded_dbapi.ProgrammingError(
+                "SQLite cannot store a NaN: it would become NULL"
+            )
+
+    def do_execute(cursor: Any, statement: str, parameters: Any, context: Any = None) -> None:
+        refuse(parameters, context, False)
+        execute(cursor, statement, parameters, context)
+
+    def do_executemany(cursor: Any, statement: str, parameters: Any, context: Any = None) -> None:
+        refuse(parameters, context, True)
+        executemany(cursor, statement, parameters, context)
+
+    dialect.do_execute, dialect.do_executemany = do_execute, do_executemany
 
 
 class _AsyncpgNull(NullType):
@@ -246,6 +283,7 @@ def install(engine: Engine) -> None:
             sa.NCHAR: PaddedChar,
             **integers(dialect),
         }
+        _refuse_driver_nan(dialect)
     elif dialect.name == "postgresql":
         base: Any = dialect.colspecs.get(sa.DateTime, sa.DateTime)
         changed = {sa.DateTime: _zoned_in_utc(base), DOMAIN: _DomainAsBase}
@@ -253,9 +291,8 @@ def install(engine: Engine) -> None:
         changed.update({sa.Float: _single_cast(floats, False), sa.REAL: _single_cast(floats, True)})
         if dialect.driver == "asyncpg":
             numeric: Any = dialect.colspecs.get(sa.Numeric, sa.Numeric)
-            changed.update(
-                {sa.Numeric: float_as_cast(numeric), NullType: _AsyncpgNull, **integers(dialect)}
-            )
+            untyped: dict[type[Any], type[Any]] = {NullType: _AsyncpgNull}
+            changed.update({sa.Numeric: float_as_cast(numeric), **untyped, **integers(dialect)})
     else:
         return
     dialect.colspecs = {**dialect.colspecs, **changed}

@@ -24,6 +24,7 @@ from dalkit.audit import (
 )
 from dalkit.audit.guard import recorded
 from dalkit.cache.capture import note_write
+from dalkit.engine.column_types import BOUND_OPTION
 from dalkit.query.tenant import stamp_rows
 from dalkit.query.tenant_guard import tenant_checked
 from dalkit.repository.abstract import AbstractRepository
@@ -286,7 +287,10 @@ class BulkOperations(AbstractRepository[ModelT]):
 
     def _executemany(self, sql: str, part: Sequence[tuple[Any, ...]]) -> int:
         connection = self.session.connection()
-        result = connection.exec_driver_sql(sql, builtins.list(part))
+        # the values are bound by the column types already: not read again for a NaN
+        result = connection.exec_driver_sql(
+            sql, builtins.list(part), execution_options={BOUND_OPTION: True}
+        )
         return result.rowcount
 
     def _copy_types(self, plan: BulkPlan) -> builtins.list[int]:
