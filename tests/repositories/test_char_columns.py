@@ -121,6 +121,76 @@ async def test_an_async_char_column_holds_and_compares_its_text_as_the_sync_one(
         await session.rollback()
 
 
+#: texts with characters below a space, which PostgreSQL orders without the padding: 'a' below
+#: 'a\t'; SQLite and the in-memory repository compared the padded 'a  ' and 'a\t ', and put it
+#: above (sort [3, 2, 1, 4, 5], gt 'a' [4, 5], lt 'a' [2, 3])
+BELOW_SPACE = ["a", "a\t", "a\x01", "a b", "ab"]
+ORDERED: dict[str, Any] = {
+    "sort": [1, 3, 2, 4, 5],
+    "sort desc": [5, 4, 2, 3, 1],
+    "gt": [2, 3, 4, 5],
+    "lt": [1, 3],
+    "between": [1, 2, 3],
+    "walk": [[1, 3], [2, 4], [5]],
+    "walk desc": [[5, 4], [2, 3], [1]],
+}
+
+
+def _walk(repo: Any, sort: str) -> list[list[int]]:
+    pages = [repo.paginate_cursor(limit=2, sort=sort)]
+    while pages[-1].next_cursor is not None and len(pages) < 5:
+        pages.append(repo.paginate_cursor(limit=2, sort=sort, after=pages[-1].next_cursor))
+    return [[c.id for c in page.items] for page in pages]
+
+
+def _ordered(repo: Any) -> dict[str, Any]:
+    return {
+        "sort": [c.id for c in repo.list(sort="code")],
+        "sort desc": [c.id for c in repo.list(sort="-code")],
+        "gt": sorted(c.id for c in repo.find(code__gt="a")),
+        "lt": sorted(c.id for c in repo.find(code__lt="a\t")),
+        "between": sorted(c.id for c in repo.find(code__between=["a", "a\t"])),
+        "walk": _walk(repo, "code"),
+        "walk desc": _walk(repo, "-code"),
+    }
+
+
+def _below_space() -> list[Code]:
+    return [Code(id=i, code=text) for i, text in enumerate(BELOW_SPACE, 1)]
+
+
+def test_a_char_column_is_ordered_without_its_padding_on_every_backend(
+    database: Database,
+) -> None:
+    _Base.metadata.create_all(database.engine)
+    with database.session_factory() as session:
+        codes = Codes(session)
+        codes.add_many(_below_space())
+        session.expire_all()
+        assert _ordered(codes) == ORDERED
+        session.rollback()
+    memory = InMemoryRepository.mirroring(Codes)([])
+    memory.add_many(_below_space())
+    assert _ordered(memory) == ORDERED
+
+
+async def test_an_async_char_column_is_ordered_as_the_sync_one(
+    async_database: AsyncDatabase,
+) -> None:
+    async with async_database.engine.begin() as connection:
+        await connection.run_sync(_Base.metadata.create_all)
+    async with async_database.session_factory() as session:
+        codes = AsyncCodes(session)
+        await codes.add_many(_below_space())
+        session.expire_all()
+        assert [c.id for c in await codes.list(sort="code")] == ORDERED["sort"]
+        assert sorted(c.id for c in await codes.find(code__gt="a")) == ORDERED["gt"]
+        first = await codes.paginate_cursor(limit=2, sort="code")
+        second = await codes.paginate_cursor(limit=2, sort="code", after=first.next_cursor)
+        assert [[c.id for c in first.items], [c.id for c in second.items]] == ORDERED["walk"][:2]
+        await session.rollback()
+
+
 class Keyed(_Base):
     __tablename__ = "char_keyed"
     code: Mapped[str] = mapped_column(sa.CHAR(4), primary_key=True)

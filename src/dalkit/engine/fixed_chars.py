@@ -7,6 +7,13 @@ PostgreSQL pads what it stores in a ``CHAR(n)`` (``'ab'`` in a ``CHAR(5)`` reads
 ``'ab'`` back and found one of the two. SQLite's CHAR now pads what it is sent (`PaddedChar`),
 the in-memory repository keeps padded values, and the repositories' filters compare with the
 padded value; a LIKE pattern is matched against the padded text, as PostgreSQL matches it.
+
+PostgreSQL orders and compares ``CHAR(n)`` values without their trailing spaces (``bpchar``'s
+rule), so ``'a'`` sorts below ``'a\t'``; SQLite and the in-memory repository compared the padded
+texts, where ``'a  '`` sorts above ``'a\t '`` (a tab is below a space), and gave another order,
+other ``gt``/``lt`` answers and another keyset walk. The repositories' filters, sorts and cursors
+compare such a column as `compared` gives it (``COLLATE RTRIM`` on SQLite, SQLite's collation
+that ignores trailing spaces), and the in-memory repository its values as `unpadded` does.
 """
 
 from __future__ import annotations
@@ -15,8 +22,11 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.visitors import InternalTraversal
 
-__all__ = ["PaddedChar", "char_length", "padded"]
+__all__ = ["PaddedChar", "char_length", "compared", "padded", "unpadded"]
 
 
 def char_length(type_: Any) -> int | None:
@@ -61,3 +71,54 @@ class PaddedChar(sa.CHAR):
             return lambda value: padded(value, length)
         convert = process
         return lambda value: convert(padded(value, length))
+
+
+def unpadded(value: Any, length: int | None) -> Any:
+    """``value`` as PostgreSQL compares a ``CHAR(length)`` value: without its trailing spaces.
+
+    Args:
+        value: A value of the column, or compared with it (a list or tuple: each of them).
+        length: The column's `char_length`, or None for a column of another type.
+
+    Returns:
+        The text without its trailing spaces, or ``value`` as it is.
+    """
+    if length is not None and type(value) is str:
+        return value.rstrip(" ")
+    if length is not None and isinstance(value, list | tuple):
+        return [unpadded(v, length) for v in value]
+    return value
+
+
+class _Blank(sa.ColumnElement[Any]):
+    """A ``CHAR(n)`` column in a comparison or a sort: ``COLLATE RTRIM`` on SQLite."""
+
+    inherit_cache = True
+    _traverse_internals = [("column", InternalTraversal.dp_clauseelement)]  # noqa: RUF012
+
+    def __init__(self, column: sa.ColumnElement[Any]) -> None:
+        self.column = column
+        self.type = column.type
+
+
+@compiles(_Blank)
+def _compile_blank(element: _Blank, compiler: SQLCompiler, **kw: Any) -> str:
+    return compiler.process(element.column, **kw)
+
+
+@compiles(_Blank, "sqlite")
+def _compile_blank_sqlite(element: _Blank, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"{compiler.process(element.column, **kw)} COLLATE RTRIM"
+
+
+def compared(column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+    """``column`` as a filter, a sort or a cursor compares it: a ``CHAR(n)`` one without its
+    trailing spaces, as PostgreSQL compares it; any other as it is.
+
+    Args:
+        column: A mapped column.
+
+    Returns:
+        The expression to compare.
+    """
+    return _Blank(column) if char_length(column.type) is not None else column

@@ -13,6 +13,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from dalkit.engine.fixed_chars import compared
 from dalkit.query.like import PATTERN_TYPE, SQL_ESCAPE, render_glob, render_like
 from dalkit.query.specs import Condition, Group, Node
 
@@ -63,7 +64,7 @@ def bound_condition(node: Node, dialect: str, names: list[str]) -> sa.ColumnElem
 
 
 def _bound_comparison(node: Condition, dialect: str, names: list[str]) -> sa.ColumnElement[bool]:
-    column: sa.ColumnElement[Any] = node.field.column
+    column = compared(node.field.column)  # a CHAR(n) compared as PostgreSQL compares it
     op = node.op
 
     def bind(expanding: bool = False, pattern: bool = False) -> sa.BindParameter[Any]:

@@ -16,6 +16,7 @@ from typing import Any, Generic, TypeVar
 
 import sqlalchemy as sa
 
+from dalkit.engine.fixed_chars import char_length, compared, unpadded
 from dalkit.errors import InvalidSortError, QueryInputError
 from dalkit.query.sorting import SortKey, sort_value
 
@@ -182,7 +183,7 @@ class KeysetWindow:
 
     def _past(self, values: Sequence[sa.BindParameter[Any]]) -> sa.ColumnElement[bool]:
         keys = self.read_keys
-        columns: list[sa.ColumnElement[Any]] = [k.field.column for k in keys]
+        columns: list[sa.ColumnElement[Any]] = [compared(k.field.column) for k in keys]
         if len({k.descending for k in keys}) == 1:
             # keys running one way: a row-value comparison, which PostgreSQL serves from an index
             left, right = sa.tuple_(*columns), sa.tuple_(*values)
@@ -204,10 +205,12 @@ class KeysetWindow:
         if self.boundary is None:
             return lambda entity: True
         keys, values = self.read_keys, self.boundary
+        lengths = [char_length(k.field.column.type) for k in keys]
 
         def past(entity: Any) -> bool:
-            for key, value in zip(keys, values, strict=True):
-                mine, theirs = sort_value(getattr(entity, key.field.name)), sort_value(value)
+            for key, value, length in zip(keys, values, lengths, strict=True):
+                mine = sort_value(unpadded(getattr(entity, key.field.name), length))
+                theirs = sort_value(unpadded(value, length))
                 if mine != theirs:
                     return bool((operator.lt if key.descending else operator.gt)(mine, theirs))
             return False

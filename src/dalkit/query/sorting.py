@@ -15,6 +15,7 @@ from typing import Any, TypeAlias, TypeVar
 
 import sqlalchemy as sa
 
+from dalkit.engine.fixed_chars import char_length, compared, unpadded
 from dalkit.errors import ConfigurationError, InvalidSortError
 from dalkit.query.fields import FieldInfo
 
@@ -49,7 +50,7 @@ class SortKey:
         return ("-" if self.descending else "") + self.field.name
 
     def clause(self) -> sa.ColumnElement[Any]:
-        column: sa.ColumnElement[Any] = self.field.column
+        column = compared(self.field.column)
         ordered = column.desc() if self.descending else column.asc()
         if self.field.nullable:
             ordered = ordered.nulls_last() if self.descending else ordered.nulls_first()
@@ -158,8 +159,11 @@ def sort_entities(entities: Iterable[T], keys: Sequence[SortKey]) -> list[T]:
     ordered = list(entities)
     # stable sorts applied from the last key to the first give the lexicographic order
     for key in reversed(keys):
-        name = key.field.name
-        ordered.sort(key=lambda e, n=name: sort_value(getattr(e, n)), reverse=key.descending)  # type: ignore[misc]
+        name, length = key.field.name, char_length(key.field.column.type)
+        ordered.sort(
+            key=lambda e, n=name, c=length: sort_value(unpadded(getattr(e, n), c)),  # type: ignore[misc]
+            reverse=key.descending,
+        )
     return ordered
 
 

@@ -8,11 +8,13 @@ unknown field, operator or uncoercible value.
 from __future__ import annotations
 
 import dataclasses
+import operator
 from collections.abc import Callable, Collection, Iterable, Mapping, Set
 from typing import Any, Literal
 
 import sqlalchemy as sa
 
+from dalkit.engine.fixed_chars import char_length, compared, unpadded
 from dalkit.errors import InvalidFilterError
 from dalkit.query.errors import InputTooLongError
 from dalkit.query.fields import CoercionError, FieldInfo, ModelInfo, to_bool
@@ -60,6 +62,9 @@ _ORDERED_OPS = frozenset({"lt", "lte", "gt", "gte", "between"})
 _TEXT_OPS = frozenset({"like", "ilike", "contains", "startswith"})
 _LIST_OPS = frozenset({"in", "not_in"})
 _PATTERN_OPS = frozenset({"like", "ilike"})
+_COMPARED: dict[str, Callable[[Any, Any], Any]] = dict(
+    eq=operator.eq, ne=operator.ne, lt=operator.lt, lte=operator.le, gt=operator.gt, gte=operator.ge
+)
 #: longest ``in``/``not_in`` list accepted; longer lists are almost always a bug or an attack
 MAX_LIST_VALUES = 1000
 #: longest filter or search text accepted by default (a repository's ``max_input_length``)
@@ -173,7 +178,7 @@ class Condition:
         self, dialect: str, target: sa.ColumnElement[Any] | None = None
     ) -> sa.ColumnElement[bool]:
         """The condition on the field's column, or on ``target`` (an aggregate, for HAVING)."""
-        column: sa.ColumnElement[Any] = self.field.column if target is None else target
+        column = compared(self.field.column) if target is None else target
         op, value = self.op, self.value
         if op == "isnull":
             return column.is_(None) if value else column.is_not(None)
@@ -213,18 +218,11 @@ class Condition:
             return None
         if value != value:  # a NaN row value: above every number, as in PostgreSQL
             return op in ("ne", "gt", "gte", "not_in")  # targets are never NaN (refused)
-        if op == "eq":
-            return bool(value == target)
-        if op == "ne":
-            return bool(value != target)
-        if op == "lt":
-            return bool(value < target)
-        if op == "lte":
-            return bool(value <= target)
-        if op == "gt":
-            return bool(value > target)
-        if op == "gte":
-            return bool(value >= target)
+        if op in _ORDERED_OPS and (length := char_length(self.field.column.type)) is not None:
+            # a CHAR(n) ordered as PostgreSQL orders it: without its trailing spaces
+            value, target = unpadded(value, length), unpadded(target, length)
+        if op in _COMPARED:
+            return bool(_COMPARED[op](value, target))
         if op == "in":
             return value in target
         if op == "not_in":
