@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -12,7 +14,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
-from dalkit import AsyncDatabase, Database
+from dalkit import AsyncDatabase, Database, InMemoryRepository
 from dalkit.testing.postgres import create_database, drop_database
 
 from .models import Base
@@ -160,3 +162,37 @@ async def async_sql_session(
             await opened.rollback()
     finally:
         await db.dispose()
+
+
+#: ``filled(repository class, its tables' metadata, rows)``: a repository holding the rows
+Filled = Callable[[type[Any], sa.MetaData, Sequence[Any]], Any]
+
+
+@pytest.fixture
+def filled(backend: str, request: pytest.FixtureRequest) -> Iterator[Filled]:
+    """A repository of the class given holding the rows given, on each backend: in a database
+    of its own on SQLite or PostgreSQL (the tables created from the metadata given, the rows
+    added and expired, so read back from the database; rolled back at the end), or in memory
+    (`InMemoryRepository.mirroring`). For a test of a column type's parity across backends."""
+    # the database's fixture set up before this one, so torn down after the session is closed
+    url = (
+        None if backend == "memory" else backend_url(request, backend, is_async=False, shared=False)
+    )
+    with contextlib.ExitStack() as stack:
+
+        def fill(repository: type[Any], metadata: sa.MetaData, rows: Sequence[Any]) -> Any:
+            if url is None:
+                memory = InMemoryRepository.mirroring(repository)([])
+                memory.add_many(list(rows))
+                return memory
+            db = Database(url)
+            stack.callback(db.dispose)
+            metadata.create_all(db.engine)
+            session = stack.enter_context(db.session_factory())
+            stack.callback(session.rollback)
+            filled = repository(session)
+            filled.add_many(list(rows))
+            session.expire_all()
+            return filled
+
+        yield fill

@@ -12,6 +12,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from dalkit import AsyncDatabase, AsyncRepository, Database, InMemoryRepository, Repository
 
+from .conftest import Filled
+
 SECRET = "the char columns' cursor secret"
 
 
@@ -74,20 +76,12 @@ def _answers(repo: Any) -> dict[str, Any]:
     }
 
 
-def test_a_char_column_holds_and_compares_its_text_padded(database: Database) -> None:
-    _Base.metadata.create_all(database.engine)
-    with database.session_factory() as session:
-        codes = Codes(session)
-        codes.add_many(_rows())
-        session.expire_all()
-        assert _answers(codes) == EXPECTED
-        session.rollback()
+def test_a_char_column_holds_and_compares_its_text_padded(filled: Filled) -> None:
+    assert _answers(filled(Codes, _Base.metadata, _rows())) == EXPECTED
 
 
-def test_the_in_memory_repository_holds_a_char_columns_text_padded() -> None:
-    codes = InMemoryRepository.mirroring(Codes)([])
-    codes.add_many(_rows())
-    assert _answers(codes) == EXPECTED
+def test_the_in_memory_repository_pads_a_char_columns_updated_text() -> None:
+    codes = InMemoryRepository.mirroring(Codes)(_rows())
     codes.update(codes.get(3), code="b")
     assert codes.get(3).code == "b    "
 
@@ -159,19 +153,8 @@ def _below_space() -> list[Code]:
     return [Code(id=i, code=text) for i, text in enumerate(BELOW_SPACE, 1)]
 
 
-def test_a_char_column_is_ordered_without_its_padding_on_every_backend(
-    database: Database,
-) -> None:
-    _Base.metadata.create_all(database.engine)
-    with database.session_factory() as session:
-        codes = Codes(session)
-        codes.add_many(_below_space())
-        session.expire_all()
-        assert _ordered(codes) == ORDERED
-        session.rollback()
-    memory = InMemoryRepository.mirroring(Codes)([])
-    memory.add_many(_below_space())
-    assert _ordered(memory) == ORDERED
+def test_a_char_column_is_ordered_without_its_padding_on_every_backend(filled: Filled) -> None:
+    assert _ordered(filled(Codes, _Base.metadata, _below_space())) == ORDERED
 
 
 async def test_an_async_char_column_is_ordered_as_the_sync_one(

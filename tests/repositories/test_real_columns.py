@@ -24,6 +24,8 @@ from dalkit import (
     Repository,
 )
 
+from .conftest import Filled
+
 SECRET = "the real columns' cursor secret"
 VALUES = [0.1, 0.1, 0.2, 0.5, 2.5, 0.3]
 
@@ -61,29 +63,24 @@ EXPECTED: dict[str, Any] = {
 }
 
 
-def test_a_real_column_is_filtered_and_walked_as_it_holds_its_values(database: Database) -> None:
-    _Base.metadata.create_all(database.engine)
-    with database.session_factory() as session:
-        readings = Readings(session)
-        readings.add_many(_rows())
-        session.expire_all()
-        for field in ("real", "narrow", "double"):
-            pages: list[list[int]] = []
-            page = readings.paginate_cursor(limit=2, sort=field)
-            while len(pages) < 5:
-                pages.append([r.id for r in page.items])
-                if page.next_cursor is None:
-                    break
-                page = readings.paginate_cursor(limit=2, sort=field, after=page.next_cursor)
-            answers = {
-                "walk": pages,
-                "eq": [r.id for r in readings.find(**{field: 0.1})],
-                "gt": [r.id for r in readings.find(**{f"{field}__gt": 0.1})],
-                "in": [r.id for r in readings.find(**{f"{field}__in": [0.1, 2.5]})],
-                "values": [getattr(r, field) for r in readings.list(sort="id")],
-            }
-            assert answers == EXPECTED, field
-        session.rollback()
+def test_a_real_column_is_filtered_and_walked_as_it_holds_its_values(filled: Filled) -> None:
+    readings = filled(Readings, _Base.metadata, _rows())
+    for field in ("real", "narrow", "double"):
+        pages: list[list[int]] = []
+        page = readings.paginate_cursor(limit=2, sort=field)
+        while len(pages) < 5:
+            pages.append([r.id for r in page.items])
+            if page.next_cursor is None:
+                break
+            page = readings.paginate_cursor(limit=2, sort=field, after=page.next_cursor)
+        answers = {
+            "walk": pages,
+            "eq": [r.id for r in readings.find(**{field: 0.1})],
+            "gt": [r.id for r in readings.find(**{f"{field}__gt": 0.1})],
+            "in": [r.id for r in readings.find(**{f"{field}__in": [0.1, 2.5]})],
+            "values": [getattr(r, field) for r in readings.list(sort="id")],
+        }
+        assert answers == EXPECTED, field
 
 
 async def test_an_async_real_column_reads_and_compares_as_the_sync_one(
@@ -140,23 +137,19 @@ def _rounded() -> list[Reading]:
     return [Reading(id=i, real=v, narrow=v, double=v) for i, v in enumerate(ROUNDED, 1)]
 
 
-def test_a_real_column_holds_its_numbers_at_4_bytes_on_every_backend(database: Database) -> None:
+def test_a_real_column_holds_its_numbers_at_4_bytes_on_every_backend(filled: Filled) -> None:
+    assert _held(filled(Readings, _Base.metadata, _rounded())) == HELD
+
+
+def test_a_number_past_a_real_columns_range_is_refused(database: Database) -> None:
     _Base.metadata.create_all(database.engine)
-    with database.session_factory() as session:
-        readings = Readings(session)
-        readings.add_many(_rounded())
-        session.expire_all()
-        assert _held(readings) == HELD
-        session.rollback()
     for number in (1e39, 1e-50):  # overflow, underflow
         with database.session_factory() as session, pytest.raises(DatabaseError, match="range"):
             Readings(session).add(Reading(id=9, real=number, narrow=1.0, double=1.0))
 
 
-def test_the_in_memory_repository_holds_a_real_columns_numbers_at_4_bytes() -> None:
-    readings = InMemoryRepository.mirroring(Readings)([])
-    readings.add_many(_rounded())
-    assert _held(readings) == HELD
+def test_the_in_memory_repository_refuses_a_number_past_a_real_columns_range() -> None:
+    readings = InMemoryRepository.mirroring(Readings)(_rounded())
     for number in (1e39, 1e-50):
         with pytest.raises(DatabaseError, match="range"):
             readings.add(Reading(id=9, real=number, narrow=1.0, double=1.0))
