@@ -8,6 +8,7 @@ replica neither stalls it nor keeps a replica admitted.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import Any, TypeVar
@@ -32,8 +33,10 @@ __all__ = [
 # what the monitor samples of the primary: the WAL a replica can have (walsender sends what is
 # flushed). Not the insert position: past a page or segment boundary (a WAL switch, an
 # archive_timeout) it points after the next page's header, where an idle primary leaves it,
-# and a caught-up replica's replayed position never reaches it: ejected as lagging for good
-PRIMARY_SAMPLE = "SELECT pg_current_wal_flush_lsn()::text"
+# and a caught-up replica's replayed position never reaches it: ejected as lagging for good.
+# And, in the same round trip, the insert position (read-your-writes' own): it settles the
+# read-your-writes positions lost before the sample (engine/ryw.py)
+PRIMARY_SAMPLE = "SELECT pg_current_wal_flush_lsn()::text, (" + autoroute.PRIMARY_POSITION + ")"
 
 # a promoted replica is no longer in recovery: its own position is what it has. And the age of
 # the last transaction replayed (NULL before the first): what the replica misses is younger
@@ -77,18 +80,21 @@ def probe_error(error: BaseException) -> str:
     return f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
 
 
-def primary_position(engine: Engine) -> str:
-    """The primary's position as the monitor samples it (`PRIMARY_SAMPLE`).
+def primary_position(engine: Engine) -> tuple[float, str, str]:
+    """The primary's positions as the monitor samples them (`PRIMARY_SAMPLE`).
 
     Args:
         engine: The primary's engine.
 
     Returns:
-        The position as text.
+        ``time.monotonic()`` before they were read, the flushed and the insert position as
+        text.
     """
+    started = time.monotonic()
     with engine.connect() as connection:
         result = connection.exec_driver_sql(PRIMARY_SAMPLE, execution_options=autoroute.PROBE)
-        return str(result.scalar_one())
+        flushed, inserted = result.one()
+        return started, str(flushed), str(inserted)
 
 
 def replay_position(engine: Engine) -> Replayed:

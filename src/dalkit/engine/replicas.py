@@ -8,12 +8,14 @@ import contextvars
 import itertools
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from dalkit.engine.lag import PrimarySamples
 from dalkit.engine.lsn import format_lsn, parse_lsn, token_position
+from dalkit.engine.ryw import LOST_TOKEN, LatestPrimaryRead, Position, inside, with_write
 from dalkit.errors import ConfigurationError
 
 __all__ = ["Replica", "ReplicaSet", "format_lsn", "parse_lsn", "token_position"]
@@ -22,23 +24,6 @@ log = logging.getLogger("dalkit.replicas")
 
 E = TypeVar("E")
 _ids = itertools.count()
-
-
-class _Position:
-    """A context's read-your-writes position: what its reads must see (tokens it was handed and
-    its own writes) and its own writes alone, which outlast a `ReplicaSet.require()` block.
-
-    One made by ``require()`` is ``shared``: changed in place, so the contexts copied inside
-    its block (a sync endpoint's worker thread, a task) record their writes in it. Any other is
-    replaced on change, so contexts copied from, say, a server's main one do not pool their
-    writes and send every request's reads to the primary."""
-
-    __slots__ = ("own", "required", "shared")
-
-    def __init__(self, required: int = 0, own: int = 0, shared: bool = False) -> None:
-        self.required = required
-        self.own = own
-        self.shared = shared
 
 
 @dataclass(eq=False)
@@ -83,6 +68,7 @@ class _Counters:
     unprobed: int = 0  # ... because no replica was probed yet (the monitor's first round)
     rerouted: int = 0  # reads run again elsewhere after their replica failed
     writes_tracked: int = 0
+    positions_lost: int = 0  # ... of which the primary's position could not be read after
     default_routed: int = 0  # default transactions whose plain reads went to a replica
 
 
@@ -119,41 +105,65 @@ class ReplicaSet(Generic[E]):
         # one variable per database: a position on one server means nothing on another. Its
         # value is mutable and shared by the contexts copied from the one that set it (a sync
         # endpoint's worker thread, a task): a write committed there is this context's too
-        self._required: contextvars.ContextVar[_Position | None] = contextvars.ContextVar(
+        self._required: contextvars.ContextVar[Position | None] = contextvars.ContextVar(
             f"dalkit_replica_lsn_{next(_ids)}", default=None
         )
         self._lock = threading.Lock()
         self._counters = _Counters()
         self._samples = PrimarySamples()
+        self._primary_read = LatestPrimaryRead()  # settles lost positions (engine/ryw.py)
         self._warned = False
 
     # -- read-your-writes ---------------------------------------------------------------------
-    def wrote(self, lsn: int) -> None:
+    def wrote(self, lsn: int, started: float | None = None) -> None:
         """Record a write committed at ``lsn`` in this context: later reads must see it.
 
         Args:
             lsn: The primary's WAL insert position after the commit.
+            started: ``time.monotonic()`` before it was read (settles the positions lost before).
         """
         with self._lock:  # a shared position may be changed from several threads
+            if started is not None:
+                self._primary_read.add(started, lsn)
             self._record(lsn)
             self._counters.writes_tracked += 1
 
-    def _record(self, lsn: int) -> None:
+    def position_lost(self) -> None:
+        """Record a write committed in this context whose position could not be read: its
+        reads go to the primary until a later read of the primary's position settles it."""
+        lost = time.monotonic()
+        with self._lock:
+            self._record(0, lost)
+            self._counters.writes_tracked += 1
+            self._counters.positions_lost += 1
+
+    def primary_read(self, started: float, lsn: int) -> None:
+        """Record the primary's insert position, read (by the monitor) after ``started``: it
+        settles the positions lost before then, as `wrote()` does."""
+        with self._lock:
+            self._primary_read.add(started, lsn)
+
+    def _record(self, lsn: int, lost: float | None = None) -> None:
+        changed = with_write(self._required.get(), lsn, lost)
+        if changed is not None:
+            self._required.set(changed)
+
+    def _settled(self) -> Position | None:
         position = self._required.get()
-        if position is not None and position.shared:
-            position.required = max(position.required, lsn)
-            position.own = max(position.own, lsn)
-        elif position is None:
-            self._required.set(_Position(lsn, lsn))
-        else:
-            self._required.set(_Position(max(position.required, lsn), max(position.own, lsn)))
+        if position is not None and (position.lost is not None or position.own_lost is not None):
+            with self._lock:
+                position.resolve(self._primary_read)
+        return position
 
     def token(self) -> str | None:
-        """This context's read-your-writes position as text, or None if it wrote nothing."""
-        position = self._required.get()
+        """This context's read-your-writes position as text, or None if it wrote nothing;
+        `LOST_TOKEN` while a position it must read past is not known (see dalkit.engine.ryw)."""
+        position = self._settled()
+        if position is not None and position.lost is not None:
+            return LOST_TOKEN
         return format_lsn(position.required) if position and position.required else None
 
-    def require(self, token: str | None) -> contextvars.Token[_Position | None]:
+    def require(self, token: str | None) -> contextvars.Token[Position | None]:
         """Make this context's reads wait for ``token`` too (the later of the two positions).
 
         Args:
@@ -167,19 +177,17 @@ class ReplicaSet(Generic[E]):
             ConfigurationError: ``token`` is not a WAL position.
         """
         lsn = token_position(token)
-        outer = self._required.get()
-        required, own = (0, 0) if outer is None else (outer.required, outer.own)
-        return self._required.set(_Position(max(required, lsn), own, shared=True))
+        return self._required.set(inside(self._required.get(), lsn, time.monotonic()))
 
-    def release(self, token: contextvars.Token[_Position | None]) -> None:
+    def release(self, token: contextvars.Token[Position | None]) -> None:
         """Undo a `require()`: its position no longer binds reads, but the writes committed
         inside the block still do (and are still in `token()`)."""
-        inner = self._required.get()
+        inner = self._settled()
         self._required.reset(token)
-        if inner is None or not inner.own:
+        if inner is None or not (inner.own or inner.own_lost is not None):
             return
         with self._lock:
-            self._record(inner.own)
+            self._record(inner.own, inner.own_lost)
 
     # -- routing ------------------------------------------------------------------------------
     def choose(self) -> Replica[E] | None:
@@ -189,8 +197,9 @@ class ReplicaSet(Generic[E]):
             An admitted replica that has replayed this context's last write, or None for the
             primary (counted, with the reason, in the stats).
         """
-        position = self._required.get()
+        position = self._settled()
         required = 0 if position is None else position.required
+        lost = position is not None and position.lost is not None
         with self._lock:
             weighted = [r for r in self.replicas if r.weight > 0]  # weight 0: drained, no reads
             admitted = [r for r in weighted if r.admitted]
@@ -208,6 +217,8 @@ class ReplicaSet(Generic[E]):
                 return None
             self._warned = False
             fresh = [r for r in admitted if r.replay_lsn >= required] if required else admitted
+            if lost:  # a commit of this context whose position is not known: the primary
+                fresh = []
             if not fresh:
                 self._counters.primary_reads += 1
                 self._counters.read_your_writes += 1
@@ -342,8 +353,8 @@ class ReplicaSet(Generic[E]):
 
         Returns:
             ``primary_reads``, ``read_your_writes_on_primary``, ``all_ejected_on_primary``,
-            ``unprobed_on_primary``, ``rerouted_reads``, ``writes_tracked``,
-            ``default_transactions_routed``, and
+            ``unprobed_on_primary``, ``rerouted_reads``, ``writes_tracked``, ``positions_lost``
+            (not read after a commit: dalkit.engine.ryw), ``default_transactions_routed``, and
             ``replicas``: by name, a dict of ``name`` (``host:port``), ``state``, ``admitted``,
             ``weight``, ``drained`` (weighted 0: no reads, admitted or not), ``lag_s`` (float
             or None), ``reads``, ``errors``, ``ejections``, ``replay_lsn`` and
@@ -358,6 +369,7 @@ class ReplicaSet(Generic[E]):
                 "unprobed_on_primary": counters.unprobed,
                 "rerouted_reads": counters.rerouted,
                 "writes_tracked": counters.writes_tracked,
+                "positions_lost": counters.positions_lost,
                 "default_transactions_routed": counters.default_routed,
                 "replicas": {
                     r.name: {

@@ -207,15 +207,25 @@ class _Router(Generic[E]):
             after_write = functools.partial(self._after_write, scope)
             scope.state[_WROTE] = scope.add(after_write, on_commit=True, robust=True, rank=2)
 
-    def _wrote(self, scope: TransactionScope | None, lsn: str) -> None:
+    def _wrote(self, scope: TransactionScope | None, lsn: str, started: float) -> None:
         position = parse_lsn(lsn)
-        self.replicas.wrote(position)
+        self.replicas.wrote(position, started)
         if scope is None:  # a write outside the runner (see wrote_outside)
             return
         # the query cache tags the commit's tokens with it (engine.autoroute.commit_position)
         if scope.state is None:
             scope.state = {}
         scope.state[autoroute.COMMIT_POSITION] = position
+
+    def _position_lost(self, error: Exception) -> None:
+        # the commit stands, and this context's reads must see it: the primary serves them
+        # until a later read of its position settles where a replica must have replayed to
+        self.replicas.position_lost()
+        log.warning(
+            "the primary's WAL position could not be read after a commit (%s): this "
+            "context reads from the primary until it is known",
+            probes.probe_error(error),
+        )
 
     def wrote_outside(self) -> Any:
         """Bind this context's reads to the primary's position now, as a commit does: for a
@@ -272,9 +282,15 @@ class ReplicaRouter(_Router[Engine]):
         return None
 
     def _after_write(self, scope: TransactionScope | None) -> None:
-        with self.primary.connect() as connection:
-            lsn = connection.exec_driver_sql(_PRIMARY_LSN, execution_options=_PROBE).scalar_one()
-        self._wrote(scope, lsn)
+        started = time.monotonic()
+        try:
+            with self.primary.connect() as connection:
+                result = connection.exec_driver_sql(_PRIMARY_LSN, execution_options=_PROBE)
+                lsn = result.scalar_one()
+        except Exception as error:  # a connection lost right after COMMIT, a primary gone
+            self._position_lost(error)
+            return
+        self._wrote(scope, lsn, started)
 
     def _ensure_monitor(self) -> None:
         if self._thread is None and not self._closed:
@@ -315,8 +331,9 @@ class ReplicaRouter(_Router[Engine]):
         timeout = probes.probe_timeout(self.replicas.interval_s)
         sample = functools.partial(probes.primary_position, self.primary)
         try:  # on a thread too: a hung primary stalled the monitor, its replicas' states frozen
-            lsn = self._probes.run(probes.PRIMARY_PROBE, sample, timeout)
-            self.replicas.primary_at(time.monotonic(), parse_lsn(lsn))
+            started, flushed, inserted = self._probes.run(probes.PRIMARY_PROBE, sample, timeout)
+            self.replicas.primary_at(time.monotonic(), parse_lsn(flushed))
+            self.replicas.primary_read(started, parse_lsn(inserted))
         except Exception:  # lag is still measured, from the samples around the gap
             self.replicas.primary_unseen()
         for replica in self.replicas.replicas:

@@ -67,13 +67,18 @@ class AsyncReplicaRouter(_Router["AsyncEngine"]):
         return self._record_position(scope)
 
     async def _record_position(self, scope: TransactionScope | None) -> None:
-        async with self.primary.connect() as connection:
-            lsn = (
-                await connection.exec_driver_sql(
-                    autoroute.PRIMARY_POSITION, execution_options=autoroute.PROBE
-                )
-            ).scalar_one()
-        self._wrote(scope, lsn)
+        started = time.monotonic()
+        try:
+            async with self.primary.connect() as connection:
+                lsn = (
+                    await connection.exec_driver_sql(
+                        autoroute.PRIMARY_POSITION, execution_options=autoroute.PROBE
+                    )
+                ).scalar_one()
+        except Exception as error:  # a connection lost right after COMMIT, a primary gone
+            self._position_lost(error)
+            return
+        self._wrote(scope, lsn, started)
 
     def _ensure_monitor(self) -> None:
         task = self._task
@@ -103,10 +108,12 @@ class AsyncReplicaRouter(_Router["AsyncEngine"]):
         """One round of the monitor: the primary's position, then each replica's."""
         timeout = probes.probe_timeout(self.replicas.interval_s)
         try:
+            started = time.monotonic()
             row = await asyncio.wait_for(
                 _row(self.primary, probes.PRIMARY_SAMPLE, self._autocommit_reads), timeout
             )
             self.replicas.primary_at(time.monotonic(), parse_lsn(row[0]))
+            self.replicas.primary_read(started, parse_lsn(row[1]))
         except Exception:  # lag is still measured, from the samples around the gap
             self.replicas.primary_unseen()
         for replica in self.replicas.replicas:
