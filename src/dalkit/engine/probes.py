@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy.engine import Engine
 
-from dalkit.engine import autoroute
+from dalkit.engine import autoroute, served_by
 
 __all__ = [
     "PRIMARY_SAMPLE",
@@ -97,7 +97,7 @@ def primary_position(engine: Engine) -> tuple[float, str, str]:
         return started, str(flushed), str(inserted)
 
 
-def replay_position(engine: Engine) -> Replayed:
+def replay_position(engine: Engine) -> tuple[str | None, float | None, str | None]:
     """The position ``engine``'s replica has replayed, read in autocommit (a standby refuses
     the READ WRITE BEGIN a read-only transaction's reset may leave psycopg asking for).
 
@@ -105,13 +105,14 @@ def replay_position(engine: Engine) -> Replayed:
         engine: The replica's engine.
 
     Returns:
-        The position as text (None when the server does not know it), and the age of the last
-        transaction it replayed (see `Replayed`).
+        The position as text (None when the server does not know it), the age of the last
+        transaction it replayed (see `Replayed`), and the ``host:port`` that answered (of a
+        multi-host URL's hosts; None when not known: engine/served_by.py).
     """
-    with engine.connect() as connection:
+    with served_by.probing(), engine.connect() as connection:
         connection.execution_options(isolation_level="AUTOCOMMIT")
         result = connection.exec_driver_sql(REPLAY_POSITION, execution_options=autoroute.PROBE)
-        return replayed(result.one())
+        return (*replayed(result.one()), connection.info.get(served_by.SERVED_BY))
 
 
 def replayed(row: Sequence[Any]) -> Replayed:

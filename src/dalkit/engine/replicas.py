@@ -39,6 +39,7 @@ class Replica(Generic[E]):
             could not be bounded: lagging).
         reads: Transactions routed to it.
         errors: Failed probes and reads that lost their connection.
+        host: ``host:port`` that answered the last probe (of a multi-host URL's hosts).
     """
 
     name: str
@@ -51,6 +52,7 @@ class Replica(Generic[E]):
     ejections: int = 0
     errors: int = 0  # failed probes and reads that lost their connection
     error: str | None = None
+    host: str | None = None  # what the position and lag are of: engine/served_by.py
     _current: int = 0  # smooth weighted round robin (nginx's): no bursts on one node
 
     @property
@@ -223,14 +225,12 @@ class ReplicaSet(Generic[E]):
                 self._counters.primary_reads += 1
                 self._counters.read_your_writes += 1
                 return None
-            total = 0
             best = fresh[0]
             for replica in fresh:
                 replica._current += replica.weight
-                total += replica.weight
                 if replica._current > best._current:
                     best = replica
-            best._current -= total
+            best._current -= sum(r.weight for r in fresh)
             best.reads += 1
             return best
 
@@ -253,8 +253,7 @@ class ReplicaSet(Generic[E]):
 
     # -- the monitor's findings ---------------------------------------------------------------
     def primary_at(self, now: float, lsn: int) -> None:
-        """Record the primary's WAL position when the monitor looked: the clock lag is
-        measured by.
+        """Record the primary's WAL position when the monitor looked: lag is measured by it.
 
         Args:
             now: ``time.monotonic()`` when it was read.
@@ -273,6 +272,7 @@ class ReplicaSet(Generic[E]):
         now: float,
         replay_lsn: int,
         replay_age_s: float | None = None,
+        host: str | None = None,
     ) -> None:
         """Record a successful probe of ``replica``, ejecting or re-admitting it.
 
@@ -289,6 +289,7 @@ class ReplicaSet(Generic[E]):
             replay_lsn: The position it has replayed.
             replay_age_s: Seconds since the last transaction it replayed was committed, None
                 when unknown.
+            host: ``host:port`` of the connection probed (None when unknown).
         """
         lag = self._samples.lag(now, replay_lsn, replay_age_s)
         with self._lock:
@@ -296,6 +297,7 @@ class ReplicaSet(Generic[E]):
             # is another server answering for the name (the next host of a multi-host URL),
             # whose reads must not be taken for the one that had replayed further
             replica.replay_lsn = replay_lsn or replica.replay_lsn
+            replica.host = host
             replica.lag_s = lag
             replica.error = None
             if lag is None:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from sqlalchemy.engine import Engine
 
-from dalkit.engine import autoroute, probes
+from dalkit.engine import autoroute, probes, served_by
 from dalkit.engine.lsn import format_lsn, parse_lsn
 from dalkit.engine.replicas import Replica, ReplicaSet
 from dalkit.engine.reroute import lost_connection
@@ -51,6 +51,7 @@ _PRIMARY_LSN = autoroute.PRIMARY_POSITION
 _PROBE = autoroute.PROBE
 _WROTE = "dalkit.replicas.wrote"
 _PLAIN_READS = TransactionOptions(read_only=True)  # what a routed plain read runs with
+_POSITION_LOST = "no WAL position read after a commit (%s): this context reads from the primary"
 
 
 class _Router(Generic[E]):
@@ -87,6 +88,8 @@ class _Router(Generic[E]):
         self._binds: dict[tuple[int, str | None], E] = {}
         self._bind_owner: dict[int, Replica[E]] = {}
         self._closed = False
+        for replica in self.replicas.replicas:  # multi-host ones: engine/served_by.py
+            served_by.install(self.replicas, _sync(replica.engine), replica)
         _ROUTERS.add(self)
         primary_sync: Engine = getattr(primary, "sync_engine", primary)  # type: ignore[arg-type]
         # a dialect hook, not a before_cursor_execute listener: an engine listener would make
@@ -221,11 +224,7 @@ class _Router(Generic[E]):
         # the commit stands, and this context's reads must see it: the primary serves them
         # until a later read of its position settles where a replica must have replayed to
         self.replicas.position_lost()
-        log.warning(
-            "the primary's WAL position could not be read after a commit (%s): this "
-            "context reads from the primary until it is known",
-            probes.probe_error(error),
-        )
+        log.warning(_POSITION_LOST, probes.probe_error(error))
 
     def wrote_outside(self) -> Any:
         """Bind this context's reads to the primary's position now, as a commit does: for a
@@ -339,11 +338,11 @@ class ReplicaRouter(_Router[Engine]):
         for replica in self.replicas.replicas:
             probe = functools.partial(probes.replay_position, replica.engine)
             try:  # on a thread: a hung replica's read blocks for good, and kept it admitted
-                replay, age = self._probes.run(replica.name, probe, timeout)
+                replay, age, host = self._probes.run(replica.name, probe, timeout)
             except Exception as error:
                 self.replicas.failed(replica, probes.probe_error(error))
                 continue
-            self.replicas.observed(replica, time.monotonic(), parse_lsn(replay or "0/0"), age)
+            self.replicas.observed(replica, time.monotonic(), parse_lsn(replay or "0/0"), age, host)
 
     def close(self) -> None:
         """Stop the monitor and close the replicas' pools; a later read starts it again."""

@@ -12,7 +12,7 @@ import time
 from collections.abc import Awaitable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from dalkit.engine import autoroute, probes
+from dalkit.engine import autoroute, probes, served_by
 from dalkit.engine.lsn import parse_lsn
 from dalkit.engine.routing import _Router
 from dalkit.transaction.options import TransactionOptions
@@ -118,16 +118,16 @@ class AsyncReplicaRouter(_Router["AsyncEngine"]):
             self.replicas.primary_unseen()
         for replica in self.replicas.replicas:
             try:
-                replay, age = probes.replayed(
-                    await asyncio.wait_for(
-                        _row(replica.engine, probes.REPLAY_POSITION, self._autocommit_reads),
-                        timeout,
-                    )
+                row = await asyncio.wait_for(
+                    _row(replica.engine, probes.REPLAY_POSITION, self._autocommit_reads),
+                    timeout,
                 )
             except Exception as error:
                 self.replicas.failed(replica, probes.probe_error(error))
                 continue
-            self.replicas.observed(replica, time.monotonic(), parse_lsn(replay or "0/0"), age)
+            replay, age = probes.replayed(row[:2])
+            lsn = parse_lsn(replay or "0/0")
+            self.replicas.observed(replica, time.monotonic(), lsn, age, row[2])
 
     async def close(self) -> None:
         """Stop the monitor task and close the replicas' pools; a later read starts it again."""
@@ -149,9 +149,11 @@ async def _row(engine: AsyncEngine, statement: str, autocommit: bool) -> Sequenc
     """``statement``'s one row, in autocommit: no BEGIN, which a standby refuses when a
     read-only transaction's reset left psycopg asking for READ WRITE. Not for asyncpg behind
     PgBouncer (``autocommit`` False): its prepare and execute steps would reach two server
-    connections outside a transaction block; asyncpg's plain BEGIN suits a standby."""
-    async with engine.connect() as connection:
-        if autocommit:
-            await connection.execution_options(isolation_level="AUTOCOMMIT")
-        result = await connection.exec_driver_sql(statement, execution_options=autoroute.PROBE)
-        return result.one()
+    connections outside a transaction block; asyncpg's plain BEGIN suits a standby. Followed by
+    the ``host:port`` that answered (engine/served_by.py)."""
+    with served_by.probing():  # a probe learns which host answers: never refused for it
+        async with engine.connect() as connection:
+            if autocommit:
+                await connection.execution_options(isolation_level="AUTOCOMMIT")
+            result = await connection.exec_driver_sql(statement, execution_options=autoroute.PROBE)
+            return (*result.one(), connection.info.get(served_by.SERVED_BY))
