@@ -3,17 +3,21 @@ table, column, type) and the SQLSTATE, never the values written or compared, whi
 secrets. PostgreSQL quotes them (``Key (email)=(a@b.c) already exists``, ``Failing row contains
 (...)``, ``invalid input syntax for type integer: "tok_..."``, a ``CONTEXT`` line naming each
 parameter's value); so does a driver's own refusal to encode a value (``invalid UUID 'tok_...'``).
-The driver's exception, with all of it, stays the ``__cause__`` of the dalkit error."""
+The driver's exception stays the ``__cause__`` of the dalkit error, its text masked the same way
+(`mask_chain`): a printed traceback shows the chain, and would show them all; psycopg's ``diag``
+keeps them for code that asks."""
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from dalkit.secret_names import MASK
 
-__all__ = ["ServerFields", "safe_text", "server_fields"]
+__all__ = ["ServerFields", "mask_chain", "safe_text", "server_fields"]
 
 # a DETAIL naming a key's values: unique, foreign-key and exclusion violations
 _KEY = re.compile(
@@ -100,9 +104,74 @@ def safe_text(err: Any) -> str | None:
     fields = server_fields(err)
     if fields is not None:
         return _server_text(fields)
-    if isinstance(err, (ValueError, TypeError)):
+    # LookupError: SQLAlchemy's Enum refusing a value ('tok_...' is not among the defined enum
+    # values), and the KeyError it is raised from, whose text is the value's repr; asyncpg's
+    # client-side errors: "invalid input for query argument $1: 'tok_...' (...)"
+    if isinstance(err, (ValueError, TypeError, LookupError)) or type(err).__module__.startswith(
+        "asyncpg"
+    ):
         return _SINGLE_QUOTED.sub(f"'{MASK}'", str(err).strip())
     return None
+
+
+_E = TypeVar("_E", bound=BaseException)
+
+
+def mask_chain(exc: _E, scrub: Callable[[str], str] | None = None) -> _E:
+    """Mask, in place, the values quoted by ``exc`` and the exceptions chained to it (its
+    ``__cause__`` and ``__context__``), which a traceback prints: a dalkit error is raised
+    ``from`` them. Each keeps its type and attributes (the SQLSTATE, the constraint's name);
+    its text becomes `safe_text`'s, and an error whose text quotes another's (SQLAlchemy's
+    asyncpg adapter's) has that part replaced by the other's safe text.
+
+    Args:
+        exc: The driver's exception a dalkit error is raised from.
+        scrub: Also applied to each text: the configuration's own secrets (a password a
+            connection error quotes).
+
+    Returns:
+        ``exc``, to raise from.
+    """
+    chain: list[BaseException] = []
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo and len(chain) < 8:
+        err = todo.pop()
+        # a dalkit error's text is masked where it was made; so are the ones it is raised from
+        if err is None or id(err) in seen or type(err).__module__.startswith("dalkit"):
+            continue
+        seen.add(id(err))
+        chain.append(err)
+        todo += (err.__context__, err.__cause__)
+    texts = [(err, _text(err)) for err in chain]
+    safe = [(text, masked) for err, text in texts if (masked := safe_text(err)) is not None]
+    for err, text in texts:
+        masked = safe_text(err) or text
+        for original, replacement in safe:
+            if original:
+                masked = masked.replace(original, replacement)
+        if scrub is not None:
+            masked = scrub(masked)
+        # a detail attribute (asyncpg's, its SQLAlchemy adapter's copy) quotes the values too
+        if masked != text or getattr(err, "detail", None) is not None:
+            _set_text(err, masked)
+    return exc
+
+
+def _text(err: BaseException) -> str:
+    try:
+        return str(err).strip()
+    except Exception:  # a broken __str__: nothing that can be masked, nothing printed either
+        return ""
+
+
+def _set_text(err: BaseException, text: str) -> None:
+    err.args = (text,)
+    for name in ("detail", "hint"):  # asyncpg's errors add them to their args in __str__
+        if getattr(err, name, None) is not None:
+            # a read-only attribute: no __str__ of a driver's reads one
+            with contextlib.suppress(AttributeError, TypeError):
+                setattr(err, name, None)
 
 
 def _server_text(fields: ServerFields) -> str:

@@ -76,7 +76,8 @@ DalkitError
 Classes marked with a module live there, in the package that raises them; the rest are here.
 Every translated error is raised ``from`` the driver's own exception (psycopg, asyncpg, sqlite3);
 its message is the driver's own words, without the driver's class name in front and without
-the values the server quotes (`dalkit.driver_messages`).
+the values the server quotes (`dalkit.driver_messages`), which are masked in the text of that
+exception too, as a printed traceback shows it.
 """
 
 from __future__ import annotations

@@ -1,10 +1,12 @@
 """PostgreSQL's error reports quote the values written (``Key (email)=(...) already exists``,
 ``Failing row contains (...)``, ``invalid input syntax for type integer: "..."``, a CONTEXT
 line per parameter): dalkit's errors keep the words, the names and the SQLSTATE, never a value,
-under both drivers; the driver's exception, its ``__cause__``, keeps them all."""
+under both drivers; so does the driver's exception, its ``__cause__``, which a traceback prints
+(psycopg's ``diag`` keeps them for code that asks)."""
 
 from __future__ import annotations
 
+import traceback
 from typing import Any
 
 import pytest
@@ -69,8 +71,12 @@ def _check(case: str, error: DatabaseError) -> None:
     shown = CASES[case][2]
     assert SECRET.lower() not in str(error).lower(), str(error)
     assert shown in str(error)
-    driver = error.__cause__  # the driver's own has it all (asyncpg's in .detail)
-    assert SECRET.lower() in f"{driver} {getattr(driver, 'detail', '')}".lower()
+    # the driver's own, its __cause__, which a traceback prints: masked the same way
+    driver = error.__cause__
+    assert SECRET.lower() not in f"{driver} {getattr(driver, 'detail', '')}".lower()
+    printed = "".join(traceback.format_exception(error))
+    assert SECRET.lower() not in printed.lower(), printed
+    assert printed.count(shown) >= 2, printed  # the dalkit error's and the driver's
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

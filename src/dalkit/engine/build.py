@@ -19,6 +19,7 @@ from sqlalchemy.engine import URL, Connection, Engine, ExceptionContext
 
 from dalkit.config import DatabaseConfig
 from dalkit.driver_errors import is_sqlite_busy, translate_bind_error, translate_dbapi_error
+from dalkit.driver_messages import mask_chain
 from dalkit.engine import column_types, forking, liveness, statement_hooks
 from dalkit.engine import pool as pool_metrics
 from dalkit.engine.aiosqlite_connect import connect_aiosqlite, interrupt_when_cancelled
@@ -219,7 +220,7 @@ def install_hooks(engine: Engine, config: DatabaseConfig, *, on_connect_error: A
             # sqlite3: an integer past 64 bits; psycopg: a value its dumper cannot encode (a
             # set for a JSON column), where the other drivers raise a DatabaseError
             if isinstance(original, (OverflowError, TypeError)) and context.statement is not None:
-                return translate_bind_error(original)
+                return translate_bind_error(mask_chain(original, config.scrub))
             return None
         sa_error = context.sqlalchemy_exception
         if isinstance(sa_error, DatabaseError) or not hasattr(sa_error, "orig"):
@@ -234,6 +235,7 @@ def install_hooks(engine: Engine, config: DatabaseConfig, *, on_connect_error: A
             sqlite_file=config.url.database if config.url.get_backend_name() == "sqlite" else None,
         )
         translated.args = (config.scrub(str(translated)),)
+        mask_chain(context.original_exception, config.scrub)  # the cause a traceback prints
         return translated  # SQLAlchemy raises it from the driver's own exception
 
 
@@ -274,7 +276,7 @@ def _install_sqlite(engine: Engine, config: DatabaseConfig) -> None:
             )
             if not isinstance(wrapped, sa_exc.DBAPIError):
                 raise  # not the driver's error: nothing to translate
-            raise translate_dbapi_error(wrapped) from exc
+            raise translate_dbapi_error(wrapped) from mask_chain(exc, config.scrub)
         finally:
             cursor.close()
 

@@ -21,7 +21,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.pool import AsyncAdaptedQueuePool, Pool, QueuePool
 from sqlalchemy.pool.base import PoolProxiedConnection
 
-from dalkit import driver_errors, errors
+from dalkit import driver_errors, driver_messages, errors
 from dalkit.config import is_memory_sqlite
 from dalkit.engine import loops
 from dalkit.engine.loops import running_loop
@@ -77,7 +77,8 @@ class _InstrumentedPoolMixin:
         except OSError as exc:
             metrics.request_failed(perf_counter() - started, timed_out=False)
             metrics.on_connect_error()
-            raise driver_errors.translate_connect_error(exc) from exc
+            translated = driver_errors.translate_connect_error(exc)
+            raise translated from driver_messages.mask_chain(exc)
         except BaseException:
             metrics.request_failed(perf_counter() - started, timed_out=False)
             raise

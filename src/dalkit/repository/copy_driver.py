@@ -19,6 +19,7 @@ import sqlalchemy.exc
 from sqlalchemy.engine import Connection
 
 from dalkit.driver_errors import translate_dbapi_error
+from dalkit.driver_messages import mask_chain
 from dalkit.engine.build import get_async_driver_connection, get_driver_connection
 from dalkit.engine.statement_hooks import driver_call
 from dalkit.repository.copy import BulkPlan
@@ -101,7 +102,7 @@ def _driver_errors() -> Iterator[None]:
         translated = translate_driver_error(exc)
         if translated is exc:
             raise
-        raise translated from exc
+        raise translated from mask_chain(exc)  # the cause a traceback prints
 
 
 def copy_rows(
