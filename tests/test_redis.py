@@ -213,6 +213,11 @@ def test_a_user_denied_info_is_still_healthy_without_a_version(redis_url: str) -
             "rediss://cache.example/0?ssl_certfile=/c.pem&ssl_password=s3cr%40t",
             "rediss://cache.example/0?ssl_certfile=/c.pem&ssl_password=***",
         ),
+        # an option of an innocent name whose value is a URL with its own password
+        (
+            "redis://cache.example/0?sentinel_url=redis%3A%2F%2F%3As3cr%40t%40sentinel",
+            "redis://cache.example/0?sentinel_url=redis://:***@sentinel",
+        ),
     ],
 )
 def test_repr_and_str_mask_the_password_wherever_the_url_carries_it(url: str, shown: str) -> None:

@@ -1,8 +1,9 @@
 """DatabaseConfig: what a Database is built from: a URL, keyword options or the environment.
 
 Secrets (the URL's password, a secret-looking key in its query or in ``connect_args``, a
-secret-looking server setting in its ``options``, ``secret_key``) are shown nowhere: reprs,
-errors and logs use `safe_url`.
+secret-looking server setting in its ``options``, ``secret_key``, and a secret inside any text
+value, such as a DSN's password under an innocent key) are shown nowhere: reprs, errors and
+logs use `safe_url`.
 """
 
 from __future__ import annotations
@@ -24,7 +25,14 @@ from dalkit.config_urls import (
     split_hosts,
 )
 from dalkit.errors import ConfigurationError
-from dalkit.secret_names import MASK, is_secret_name, masked_values, secret_values
+from dalkit.secret_names import (
+    MASK,
+    is_secret_name,
+    masked_text,
+    masked_values,
+    secret_values,
+    text_secrets,
+)
 
 __all__ = [
     "DEFAULT_URL",
@@ -237,7 +245,13 @@ class DatabaseConfig:
     def safe_url(self) -> str:
         """The URL with its password (and a secret-looking setting in its ``options``, ``-c
         app.api_key=...``) replaced by ``***``: the only form dalkit ever shows."""
-        shown = masked_options(self.url)[0].render_as_string(hide_password=True)
+        url = masked_options(self.url)[0]
+        # a query value may hold a secret under an innocent name: a URL's password, a DSN's
+        query = {
+            key: masked_text(value) if isinstance(value, str) else tuple(map(masked_text, value))
+            for key, value in url.query.items()
+        }
+        shown = url.set(query=query).render_as_string(hide_password=True)
         return shown.replace("%2A%2A%2A", MASK)  # a masked setting, as the password reads
 
     @property
@@ -252,6 +266,9 @@ class DatabaseConfig:
         if isinstance(options := self.connect_args.get("options"), str):
             masked_settings(options, settings)
         found = [self.url.password, self.secret_key, *settings, *secret_values(self.connect_args)]
+        # and those inside a text of an innocent name: a DSN's password, a URL's
+        texts = [*_texts(self.connect_args), *_texts(dict(self.url.query)), self.application_name]
+        found += [secret for text in texts if text for secret in text_secrets(text)]
         return [str(value) for value in found if value]
 
     def scrub(self, text: str) -> str:
@@ -285,9 +302,23 @@ class DatabaseConfig:
             if isinstance(options := shown.get("options"), str):
                 shown["options"] = masked_settings(options, [])
             return shown
-        return value
+        # a text under an innocent name may hold a secret (application_name="postgresql://...")
+        return masked_text(value) if isinstance(value, str) else value
 
     __str__ = __repr__
+
+
+def _texts(mapping: Mapping[Any, Any]) -> list[str]:
+    """The texts ``mapping`` holds, in the mappings and tuples it holds too."""
+    found: list[str] = []
+    for value in mapping.values():
+        if isinstance(value, str):
+            found.append(value)
+        elif isinstance(value, Mapping):
+            found += _texts(value)
+        elif isinstance(value, tuple):
+            found += [item for item in value if isinstance(item, str)]
+    return found
 
 
 def _is_default(field: dataclasses.Field[Any], value: Any) -> bool:

@@ -13,6 +13,11 @@ characters that are no letters (``pass``, ``pwd``, ``pw``, ``auth``, ``authoriza
 ``passfile`` (a path), ``spin``, ``shipping`` and ``hashtag`` name no secret; neither do short
 words glued into a camelCase name (``authHeader``: write ``auth_header``, or mark the column
 ``info={"sensitive": True}``).
+
+A value under an innocent name may hold a secret of its own: a URL's password
+(``postgresql://u:pw@h/db``, ``redis://:pw@h``) or a secret-named key of a URL's query or a
+libpq key/value DSN (``host=h password=pw``); `masked_text` masks those, and the maskers here
+apply it to every text they show.
 """
 
 from __future__ import annotations
@@ -28,8 +33,10 @@ __all__ = [
     "is_secret_name",
     "is_sensitive",
     "masked_repr",
+    "masked_text",
     "masked_values",
     "secret_values",
+    "text_secrets",
 ]
 
 #: what a secret is shown as
@@ -43,6 +50,65 @@ _WORDS = r"(?<![a-z])(?:pass|pwd|pw|auth|authorization|salt|hash|hashed|pin|otp)
 #: searched in a name, or in SQL text for the names in it; its pattern is lower-case ASCII, so
 #: that it serves text folded to lower case without ``re.IGNORECASE`` too
 SECRET_NAMES = re.compile(f"{_ANYWHERE}|{_WORDS}", re.IGNORECASE)
+
+
+# a URL's user info, up to its last "@" before the host: a password may hold an unencoded "@"
+_USERINFO = re.compile(
+    r"(?P<head>\b[a-z][a-z0-9+.-]*://[^:/?#@\s]*):(?P<password>[^/?#\s]*)@", re.IGNORECASE
+)
+# a key=value pair of a URL's query or a libpq DSN; a DSN's value may be single-quoted
+_PAIR = re.compile(
+    r"(?P<key>[a-z_][\w.-]*)(?P<eq>\s*=\s*)(?P<value>'(?:[^'\\]|\\.)*'|[^\s&;]*)", re.IGNORECASE
+)
+
+
+def masked_text(text: str) -> str:
+    """``text`` with the secrets it holds whatever it is named as `MASK`: each URL's password
+    and the value of each secret-named key of a URL's query or of a libpq key/value DSN
+    (``password=...``, ``sslpassword='...'``), wherever they are in it.
+
+    Args:
+        text: Any text: a URL, a DSN, a setting.
+
+    Returns:
+        The text, its secrets masked.
+    """
+    return _text_secrets(text, [])
+
+
+def text_secrets(text: str) -> list[str]:
+    """The secrets `masked_text` masks in ``text``, for scrubbing them out of messages that
+    quote them alone (a driver's error).
+
+    Args:
+        text: Any text.
+
+    Returns:
+        Each secret, as written (a DSN's quotes taken off too).
+    """
+    found: list[str] = []
+    _text_secrets(text, found)
+    return [secret for secret in found if secret]
+
+
+def _text_secrets(text: str, found: list[str]) -> str:
+    if "=" not in text and "@" not in text:  # the common case: nothing to look at
+        return text
+
+    def password(match: re.Match[str]) -> str:
+        found.append(match["password"])
+        return f"{match['head']}:{MASK}@"
+
+    def pair(match: re.Match[str]) -> str:
+        if not is_secret_name(match["key"]):
+            return match[0]
+        value = match["value"]
+        found.append(value)
+        if value.startswith("'"):
+            found.append(re.sub(r"\\(.)", r"\1", value[1:-1]))
+        return f"{match['key']}{match['eq']}{MASK}"
+
+    return _PAIR.sub(pair, _USERINFO.sub(password, text))
 
 
 def is_secret_name(name: str) -> bool:
@@ -77,8 +143,8 @@ def is_sensitive(info: Mapping[str, Any], *names: str) -> bool:
 
 def masked_values(mapping: Mapping[Any, Any]) -> dict[Any, Any]:
     """``mapping`` (connect arguments, a row) with the value of each secret-looking key as
-    `MASK`, in the mappings it holds too (asyncpg's ``server_settings``), for a repr or a
-    message.
+    `MASK`, in the mappings it holds too (asyncpg's ``server_settings``), and the secrets in
+    each text (`masked_text`: a DSN's password), for a repr or a message.
 
     Args:
         mapping: Names (or anything, taken by its ``str``) to values.
@@ -91,14 +157,17 @@ def masked_values(mapping: Mapping[Any, Any]) -> dict[Any, Any]:
         if is_secret_name(str(key))
         else masked_values(item)
         if isinstance(item, Mapping)
+        else masked_text(item)
+        if isinstance(item, str)
         else item
         for key, item in mapping.items()
     }
 
 
 def masked_repr(value: Any, depth: int = 8) -> str:
-    """``repr(value)`` with the value of each secret-looking field or key as `MASK`, through
-    the dataclasses, mappings, lists and tuples it holds (an event's nested ``Credentials``, a
+    """``repr(value)`` with the value of each secret-looking field or key as `MASK`, and the
+    secrets in each text (`masked_text`), through the dataclasses, mappings, lists and tuples
+    it holds (an event's nested ``Credentials``, a
     list of headers), for a log line. A dataclass field declared ``repr=False`` is left out.
 
     Args:
@@ -120,6 +189,8 @@ def masked_repr(value: Any, depth: int = 8) -> str:
         return f"{type(value).__name__}({shown})"
     if isinstance(value, Mapping):
         return "{" + ", ".join(f"{key!r}: {item(key, inner)}" for key, inner in value.items()) + "}"
+    if isinstance(value, str):
+        return repr(masked_text(value))
     if isinstance(value, list | tuple) and type(value) in (list, tuple):
         shown = ", ".join(masked_repr(inner, depth - 1) for inner in value)
         return (

@@ -4,6 +4,8 @@ fields kept out of default allow-lists, the slow-query log's parameters and EXPL
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import registry
@@ -12,7 +14,13 @@ from dalkit import DatabaseConfig
 from dalkit.observe.plan_values import masked
 from dalkit.observe.querylog import mask_parameters
 from dalkit.query.fields import model_info
-from dalkit.secret_names import is_secret_name
+from dalkit.secret_names import (
+    is_secret_name,
+    masked_repr,
+    masked_text,
+    masked_values,
+    text_secrets,
+)
 
 SECRET_NAMES = [
     "password",
@@ -111,3 +119,26 @@ def test_a_plan_masks_every_number_of_a_condition_on_a_secret_but_no_other() -> 
         "AND (pin IS DISTINCT FROM '***'::bigint) AND (id = 5))"
     )
     assert plan["Index Cond"] == "((salt)::numeric(10,2) = ***)"
+
+
+@dataclasses.dataclass
+class _Webhook:
+    target: str
+    headers: dict[str, str]
+
+
+def test_a_secret_inside_a_text_of_an_innocent_name_is_masked_by_every_masker() -> None:
+    # an outbox event's field, a row's, a filter's: a URL with a password, a libpq DSN
+    event = _Webhook("https://hooks:pw_S3cr3t@example.com/in", {"upstream": "host=h password=x9"})
+    shown = masked_repr(event)
+    assert shown == (
+        "_Webhook(target='https://hooks:***@example.com/in', headers={'upstream': "
+        "'host=h password=***'})"
+    )
+    row = {"dsn": "postgresql://u:p@ss@db/app?sslpassword=k3y&x=1", "note": "a@b.c, x=1"}
+    assert masked_values(row) == {
+        "dsn": "postgresql://u:***@db/app?sslpassword=***&x=1",
+        "note": "a@b.c, x=1",
+    }
+    assert text_secrets("host=h password='a b\\' c'") == ["'a b\\' c'", "a b' c"]
+    assert masked_text("postgresql://u@db/app") == "postgresql://u@db/app"

@@ -26,6 +26,44 @@ LEAKY_INPUTS = {
 }
 
 
+# a secret inside a value whose own name is innocent: a URL's password, a libpq DSN's
+INNOCENT_NAMES: dict[str, tuple[str, dict[str, Any]]] = {
+    "a DSN in connect_args": (
+        "postgresql://app@127.0.0.1:1/app",
+        {"connect_args": {"conninfo": f"host=127.0.0.1 port=1 password={SECRET}"}},
+    ),
+    "a URL in an option": (
+        "postgresql://app@127.0.0.1:1/app",
+        {"application_name": f"postgresql://app:{SECRET}@replica/app"},
+    ),
+    "a URL in the query": (
+        f"postgresql://app@127.0.0.1:1/app?application_name=redis%3A%2F%2F%3A{SECRET}%40cache",
+        {},
+    ),
+    "a nested server setting": (
+        "postgresql+asyncpg://app@127.0.0.1:1/app",
+        {"connect_args": {"server_settings": {"app.upstream": f"host=h password='{SECRET}'"}}},
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(INNOCENT_NAMES))
+def test_a_secret_inside_a_value_of_an_innocent_name_is_masked(case: str) -> None:
+    url, options = INNOCENT_NAMES[case]
+    config = DatabaseConfig.coerce(url, **options)
+    shown = [repr(config), str(config), config.safe_url]
+    if config.url.get_backend_name() == "postgresql" and "asyncpg" not in url:
+        with Database(config) as db:
+            shown += [repr(db), str(db), db.url]
+    for text in shown:
+        assert SECRET not in text, text
+    assert "***" in repr(config)
+    assert config.scrub(f"the driver said {SECRET}") == "the driver said ***"
+    # what reaches the driver is the value as given
+    given = {**config.connect_args, "url": config.url, "name": config.application_name}
+    assert SECRET in str(given)
+
+
 def _options(connect_args: dict[str, str]) -> dict[str, Any]:
     return {"connect_args": connect_args, "connect_timeout_s": 1} if connect_args else {}
 

@@ -1,7 +1,8 @@
 """RedisConfig: what a RedisManager is built from: a URL, keyword options or the environment.
 
 The password in the URL is shown nowhere, nor any query option named like a secret
-(``ssl_password``, by `dalkit.secret_names`): reprs, ``str()`` and errors use `safe_url`.
+(``ssl_password``, by `dalkit.secret_names`), nor a secret inside another option's value (a
+URL's password): reprs, ``str()`` and errors use `safe_url`.
 """
 
 from __future__ import annotations
@@ -11,12 +12,20 @@ import importlib.util
 import os
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import SplitResult, parse_qsl, unquote, unquote_plus, urlsplit, urlunsplit
+from urllib.parse import (
+    SplitResult,
+    parse_qsl,
+    quote,
+    unquote,
+    unquote_plus,
+    urlsplit,
+    urlunsplit,
+)
 
 from dalkit.config_checks import BOOL, INT, NUMBER, OptionType, check_types, check_wait
 from dalkit.config_env import options_from_env
 from dalkit.errors import ConfigurationError
-from dalkit.secret_names import MASK, is_secret_name
+from dalkit.secret_names import MASK, is_secret_name, masked_repr, masked_text, text_secrets
 
 __all__ = ["DEFAULT_REDIS_URL", "URL_ENV", "RedisConfig", "require_redis"]
 
@@ -126,7 +135,7 @@ class RedisConfig:
             host = netloc.rpartition("@")[2]
             netloc = f"{user}:{MASK}@{host}"
         query = "&".join(
-            f"{key}={MASK}" if is_secret_name(unquote_plus(key)) else f"{key}={value}"
+            f"{key}={MASK}" if is_secret_name(unquote_plus(key)) else f"{key}={_shown(value)}"
             for key, value in _raw_query(parts.query)
         )
         return urlunsplit(parts._replace(netloc=netloc, query=query))
@@ -155,6 +164,9 @@ class RedisConfig:
         for key, value in _raw_query(parts.query):
             if is_secret_name(unquote_plus(key)):
                 found |= {value, unquote_plus(value)}
+            else:  # a URL's password inside the value (a sentinel's URL)
+                for secret in text_secrets(unquote_plus(value)):
+                    found |= {secret, unquote(secret), quote(secret, safe="")}
         # longest first, so a password containing another never leaves a fragment behind
         return sorted(found - {""}, key=len, reverse=True)
 
@@ -171,13 +183,22 @@ class RedisConfig:
 
     def __repr__(self) -> str:
         shown = ", ".join(
-            f"{f.name}={getattr(self, f.name)!r}"
+            f"{f.name}={masked_repr(getattr(self, f.name))}"
             for f in dataclasses.fields(self)
             if f.name != "url" and getattr(self, f.name) != f.default
         )
         return f"RedisConfig(url={self.safe_url!r}{', ' if shown else ''}{shown})"
 
     __str__ = __repr__
+
+
+def _shown(value: str) -> str:
+    """A query value as `RedisConfig.safe_url` shows it: as written, unless it holds a secret
+    of its own under its innocent name (a sentinel's URL with a password), then decoded and
+    masked."""
+    decoded = unquote_plus(value)
+    masked = masked_text(decoded)
+    return value if masked == decoded else quote(masked, safe=":/@*=")
 
 
 def _path_database(parts: SplitResult) -> str | None:
