@@ -8,6 +8,7 @@ import hashlib
 import logging
 import re
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -175,3 +176,53 @@ def test_a_huge_statement_is_shaped_with_no_python_call_per_literal() -> None:
     )
     assert "secret" not in masked
     assert masked.count("'***'") == 15_000
+
+
+# the same text read by each database: PostgreSQL nests block comments, so "/* a /* b */, 3 AS
+# token -- */" is one comment and the query SELECT 1, 2; SQLite ends the comment at its first
+# "*/", and the rest is code (3 AS token) and a line comment
+NESTED = "SELECT 1 /* a /* b */, 3 AS token -- */, 2"
+READ_AS = {
+    "postgres": ((1, 2), "SELECT ? , ?", f"SELECT 1 {COMMENT_MASK}, 2"),
+    "sqlite": (
+        (1, 3),
+        "SELECT ? , ? AS token",
+        f"SELECT 1 {COMMENT_MASK}, 3 AS token {COMMENT_MASK}",
+    ),
+}
+
+
+def test_a_nested_comment_is_masked_as_each_database_reads_it(
+    db: Database, db_backend: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # SQLite's statements were read with PostgreSQL's nesting: its code after the first "*/"
+    # was masked as comment, out of the shape and the slow-query log
+    row, shape, shown = READ_AS[db_backend]
+    observer = install(db.engine, {"slow_query_ms": 0, "query_stats": True})
+    try:
+        with caplog.at_level(logging.WARNING, "dalkit.slow_query"), db.connection() as connection:
+            assert tuple(connection.exec_driver_sql(NESTED).one()) == row
+        assert [s["statement"] for s in observer.query_stats()] == [shape]
+        assert caplog.records[-1].getMessage().splitlines()[1] == shown
+    finally:
+        observer.uninstall()
+
+
+def test_a_value_compared_after_a_nested_comment_on_sqlite_is_masked(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # the comparison with a secret's column was masked as comment: its value, named by no
+    # column, was logged
+    statement = (
+        "SELECT 1 /* a /* b */, password FROM (SELECT 'x' AS password) WHERE password = ? -- */"
+    )
+    with Database(f"sqlite:///{tmp_path / 'a.db'}", slow_query_ms=0) as db:
+        with caplog.at_level(logging.WARNING, "dalkit.slow_query"), db.connection() as connection:
+            connection.exec_driver_sql(statement, ("hunter2",))
+        stats = db.query_stats()
+    logged = caplog.records[-1].getMessage()
+    assert "hunter2" not in logged
+    assert logged.splitlines()[-1] == "parameters: ['***']"
+    assert [s["statement"] for s in stats] == [
+        "SELECT ? , password FROM (SELECT ? AS password) WHERE password = ?"
+    ]

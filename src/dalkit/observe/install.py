@@ -13,6 +13,7 @@ from sqlalchemy.engine import Connection, Dialect, Engine, ExecutionContext
 from sqlalchemy.orm import ORMExecuteState, Session
 
 from dalkit.driver_errors import error_class
+from dalkit.engine.sql_literals import as_read_by
 from dalkit.engine.statement_hooks import hooks_for, serves_lean
 from dalkit.errors import ConfigurationError
 from dalkit.observe.budget import QueryBudget, active_budgets, query_budget
@@ -26,7 +27,7 @@ from dalkit.observe.nplusone import (
     refuse_async_column_load,
 )
 from dalkit.observe.querylog import QueryStats, SlowQueryLog
-from dalkit.observe.settings import ObserveSettings, set_default_nplusone
+from dalkit.observe.settings import ObserveSettings, checked_top, set_default_nplusone
 from dalkit.observe.shapes import shape_of
 from dalkit.observe.slow_entry import is_disconnect, log_slow
 from dalkit.query.plain_entities import COUNTED_PER_TRANSACTION, select_neutral
@@ -158,7 +159,7 @@ class Observer:
             Per shape: ``statement``, ``operation``, ``count``, ``total_ms``, ``mean_ms``,
             ``p95_ms``, ``max_ms`` and ``rows``; empty when statistics are off.
         """
-        return [] if self.stats is None else self.stats.snapshot(_checked_top(top))
+        return [] if self.stats is None else self.stats.snapshot(checked_top(top))
 
     def pop_query_stats(self, top: int | None = 20) -> list[dict[str, Any]]:
         """Like ``query_stats``, then start over.
@@ -169,7 +170,7 @@ class Observer:
         Returns:
             The statistics before the reset.
         """
-        return [] if self.stats is None else self.stats.snapshot(_checked_top(top), reset=True)
+        return [] if self.stats is None else self.stats.snapshot(checked_top(top), reset=True)
 
     @contextmanager
     def detect_nplusone(self, mode: NPlusOneMode = "raise") -> Iterator[None]:
@@ -302,6 +303,7 @@ class Observer:
         # never None: the hooks run only for statements of a Connection's execution
         assert context is not None
         conn: Connection = context.root_connection
+        statement = as_read_by(conn.dialect.name, statement)  # SQLite's comments do not nest
         shape = shape_of(statement)
         stats, slow_log, metrics = self.stats, self.slow_log, self.metrics
         if stats is not None:
@@ -332,8 +334,9 @@ class Observer:
         stats, slow_log, metrics = self.stats, self.slow_log, self.metrics
         if stats is None and slow_log is None and metrics is None:
             return
-        shape = shape_of(statement)
         conn: Connection = context.root_connection
+        statement = as_read_by(conn.dialect.name, statement)
+        shape = shape_of(statement)
         label = error_class(error, is_disconnect=is_disconnect(conn, cursor, error))
         if stats is not None:
             stats.record_failure(shape, label)
@@ -392,9 +395,3 @@ def _install_orm_listener() -> None:
         # lazy loads only: plain entity reads of repositories stay plain
         event.listen(Session, "do_orm_execute", select_neutral(_on_orm_execute))
         _orm_listener_installed = True
-
-
-def _checked_top(top: int | None) -> int | None:
-    if top is None or (type(top) is int and top >= 0):
-        return top  # a negative one would slice the fastest shapes off
-    raise ConfigurationError(f"top must be a number of shapes, 0 or more, or None; got {top!r}")

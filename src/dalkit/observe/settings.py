@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dalkit.errors import ConfigurationError
 from dalkit.observe.nplusone import NPlusOneMode, check_mode
 
-__all__ = ["ObserveSettings", "set_default_nplusone"]
+__all__ = ["ObserveSettings", "checked_top", "set_default_nplusone"]
 
 _default_nplusone: NPlusOneMode = "off"
 
@@ -89,3 +89,10 @@ class ObserveSettings:
     def nplusone_mode(self) -> NPlusOneMode:
         """The N+1 mode in force: the one chosen, else the process default."""
         return self.nplusone if self.nplusone is not None else _default_nplusone
+
+
+def checked_top(top: int | None) -> int | None:
+    """``top`` of ``query_stats(top=...)``, checked: a number of shapes, 0 or more, or None."""
+    if top is None or (type(top) is int and top >= 0):
+        return top  # a negative one would slice the fastest shapes off
+    raise ConfigurationError(f"top must be a number of shapes, 0 or more, or None; got {top!r}")
