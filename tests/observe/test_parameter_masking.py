@@ -410,3 +410,14 @@ def test_a_write_of_no_secret_shows_its_values() -> None:
     assert not found.writes_secret
     assert parameter_columns("UPDATE t SET token = ? WHERE id = ?").writes_secret
     assert parameter_columns("INSERT INTO t VALUES (?)").writes_secret
+
+
+@pytest.mark.parametrize("sigil", ["$", "@", ":"])
+def test_sqlite3s_every_named_parameter_form_is_read(
+    caplog: pytest.LogCaptureFixture, sigil: str
+) -> None:
+    # sqlite3 binds $name and @name as it binds :name; only :name was read as a parameter, so
+    # the value compared with password was logged
+    statement = f"SELECT id FROM accounts WHERE password = {sigil}p AND email = {sigil}e"
+    shown = _logged(caplog, statement, {"p": SECRET, "e": "a@x"})
+    assert shown == "parameters: {'p': '***', 'e': 'a@x'}"

@@ -39,12 +39,13 @@ _COMMENTS = re.compile(r'"(?:[^"]|"")*"|--[^\n]*|/\*[\s\S]*?\*/')
 # the lookahead first, as in dalkit.engine.sql_literals: 4.7 to 2.3 us (timeit, a
 # 100-character SELECT of eight parameters)
 _PLACEHOLDERS = re.compile(
-    r"""(?=["%?$:])(?:
+    r"""(?=["%?$:@])(?:
         "(?:[^"]|"")*" | %%           # a quoted identifier, an escaped percent: no parameter
       | (?P<pos>\?|%s)                 # qmark, format
       | \$(?P<num>\d+)                 # numeric (asyncpg)
       | %\((?P<py>\w+)\)s              # pyformat (psycopg)
       | (?<![\w:]):(?P<colon>[A-Za-z_]\w*)   # named (sqlite3); not a ::cast
+      | (?<![\w$@])[$@](?P<sigil>[A-Za-z_]\w*)   # sqlite3's other named forms: $name, @name
     )""",
     re.VERBOSE,
 )
@@ -136,7 +137,7 @@ def parameter_columns(statement: str) -> ParameterColumns:
         elif m.group("pos") is not None and m.group("pos") == style:
             keys.append(order)
             order += 1
-        elif (name := m.group("py") or m.group("colon")) is not None:
+        elif (name := m.group("py") or m.group("colon") or m.group("sigil")) is not None:
             keys.append(name)
         else:
             continue
