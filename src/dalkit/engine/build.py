@@ -188,8 +188,7 @@ def _pool_kwargs(config: DatabaseConfig) -> dict[str, Any]:
         "max_overflow": config.max_overflow,
         "pool_timeout": config.pool_timeout,
         "pool_recycle": config.pool_recycle,
-        # dalkit's own liveness check (engine/liveness.py) replaces the ping on every checkout
-        "pool_pre_ping": False,
+        "pool_pre_ping": False,  # dalkit's own liveness check (engine/liveness.py) replaces it
     }
 
 
