@@ -1,9 +1,11 @@
-"""One relay process of the crash test: ``python -m tests.uow.relay_worker URL PARENT_PID``.
+"""The relay processes of the crash test, forked by ``python -m tests.uow.relay_worker``.
 
-Relays the outbox to a consumer with an Inbox, logging every delivery (duplicates included)
-in ``crash_deliveries`` and every handler run in ``crash_handled``; stops on SIGTERM, or when
-the test's process (PARENT_PID) is gone, so that none outlives a test that was killed. The test
-kills it with SIGKILL at random moments.
+That process (the zygote) imports dalkit once, then forks a relay for each database URL it
+reads on stdin and writes back the relay's pid; it ends at the end of its stdin (the test's
+process gone included). Each relay relays the outbox to a consumer with an Inbox, logging every
+delivery (duplicates included) in ``crash_deliveries`` and every handler run in
+``crash_handled``; it stops on SIGTERM, or when the zygote is gone, so that none outlives a test
+that was killed. The test kills relays with SIGKILL at random moments.
 """
 
 from __future__ import annotations
@@ -79,5 +81,34 @@ def main(url: str, parent: int) -> None:
         consumer_db.dispose()
 
 
+def zygote() -> None:
+    """Fork a relay for each URL read on stdin, writing its pid on stdout, until stdin ends.
+
+    A relay started as a process of its own imported dalkit first, ~0.8 s of CPU and several
+    seconds on a loaded machine, and the test restarts one after each of its ~20 kills: the
+    relays spent most of the test starting (20 messages sent a second while it killed them,
+    110 undisturbed). A forked relay starts at once, with no connection of the zygote's (it
+    opens none) and a fresh random state (Python reseeds it after a fork).
+    """
+    # the kernel reaps the relays as they die: a SIGKILLed one leaves no zombie, and the test
+    # sees it gone once its pid is
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    me = os.getpid()
+    while url := sys.stdin.readline().strip():
+        pid = os.fork()
+        if pid == 0:
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            devnull = os.open(os.devnull, os.O_RDWR)
+            os.dup2(devnull, 0)  # the zygote's pipes stay the test's and the zygote's
+            os.dup2(devnull, 1)
+            code = 1
+            try:
+                main(url, me)
+                code = 0
+            finally:
+                os._exit(code)  # never back into the zygote's loop
+        print(pid, flush=True)
+
+
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]))
+    zygote()

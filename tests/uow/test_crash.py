@@ -5,6 +5,7 @@ It waits for progress, never for a time: only a stall fails it."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
@@ -34,14 +35,72 @@ DRAIN_KILLS = 12
 STALL_S = 60.0
 
 
-def start_relay(url: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "tests.uow.relay_worker", url, str(os.getpid())],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+class Relays:
+    """The relay processes, forked by the zygote of ``relay_worker`` (a process started once),
+    so that a restarted relay is at work at once instead of importing dalkit first."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.zygote = subprocess.Popen(
+            [sys.executable, "-m", "tests.uow.relay_worker"],
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        self.pids: list[int] = []
+
+    def start(self) -> int:
+        """Fork another relay; its pid."""
+        assert self.zygote.stdin is not None
+        assert self.zygote.stdout is not None
+        self.zygote.stdin.write(self.url + "\n")
+        self.zygote.stdin.flush()
+        line = self.zygote.stdout.readline()
+        assert line, f"the relay zygote exited with code {self.zygote.wait()}"
+        return int(line)
+
+    def close(self) -> None:
+        """Stop every relay (SIGTERM, as a deployment would), then the zygote."""
+        try:
+            for pid in self.pids:
+                with contextlib.suppress(ProcessLookupError):  # one that died already
+                    os.kill(pid, signal.SIGTERM)
+            for pid in self.pids:
+                self.wait_gone(pid)
+        finally:
+            assert self.zygote.stdin is not None
+            self.zygote.stdin.close()
+            try:
+                self.zygote.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.zygote.kill()
+                self.zygote.wait()
+            assert self.zygote.stdout is not None
+            self.zygote.stdout.close()
+
+    def wait_gone(self, pid: int) -> None:
+        """Wait until relay ``pid`` is gone, killing it after 30 s (as ``Popen.wait`` was
+        given)."""
+        gone_by = time.monotonic() + 30
+        while self._is_relay(pid):
+            if time.monotonic() > gone_by:
+                os.kill(pid, signal.SIGKILL)
+                gone_by = float("inf")
+            time.sleep(0.01)
+
+    def _is_relay(self, pid: int) -> bool:
+        # the zygote has the kernel reap its relays (SIGCHLD ignored), so a dead relay's pid is
+        # gone at once; the parent's pid is checked all the same, so that a pid reused by
+        # another process is never waited for, nor killed
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except FileNotFoundError:
+            return False
+        state, parent = stat.rpartition(")")[2].split()[:2]
+        return state != "Z" and int(parent) == self.zygote.pid
 
 
 class Producer:
@@ -87,9 +146,10 @@ def test_relays_killed_at_random_lose_nothing_and_keep_each_aggregates_order(
     rng = random.Random(seed)
     db = Database(url)
     db.create_all(crash_metadata)
-    relays = [start_relay(url) for _ in range(RELAYS)]
+    relays = Relays(url)
     kills = 0
     try:
+        relays.pids = [relays.start() for _ in range(RELAYS)]
         # the producer writes in slices; between slices, a random relay may be killed, once the
         # relays sent something since the last kill: a kill lands on relays at work, not on
         # ones still starting (which take longer than the pause on a loaded machine)
@@ -100,7 +160,7 @@ def test_relays_killed_at_random_lose_nothing_and_keep_each_aggregates_order(
             producer.write(5)
             if time.monotonic() >= next_kill and read_status(db).sent > sent:
                 sent = read_status(db).sent
-                kills += kill_one(relays, rng, url)
+                kills += kill_one(relays, rng)
                 next_kill = time.monotonic() + rng.uniform(0.2, 0.8)
         # then keep killing while the relays work through the backlog, each time after they
         # made progress
@@ -109,19 +169,12 @@ def test_relays_killed_at_random_lose_nothing_and_keep_each_aggregates_order(
             if not read_status(db).pending:
                 break
             time.sleep(rng.uniform(0.3, 0.8))
-            kills += kill_one(relays, rng, url)
+            kills += kill_one(relays, rng)
         # and let the last ones finish undisturbed, for as long as they make progress
         while read_status(db).pending:
             sent = sent_more_than(db, sent, seed)
     finally:
-        for relay in relays:
-            relay.send_signal(signal.SIGTERM)
-        for relay in relays:
-            try:
-                relay.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                relay.kill()
-                relay.wait()
+        relays.close()
 
     with db.session() as session:
         delivered = session.execute(sa.select(sa.func.count()).select_from(deliveries)).scalar()
@@ -167,10 +220,10 @@ def sent_more_than(db: Database, sent: int, seed: int) -> int:
         time.sleep(0.05)
 
 
-def kill_one(relays: list[subprocess.Popen[bytes]], rng: random.Random, url: str) -> int:
+def kill_one(relays: Relays, rng: random.Random) -> int:
     """SIGKILL a random relay and start another in its place."""
-    index = rng.randrange(len(relays))
-    relays[index].kill()
-    relays[index].wait()
-    relays[index] = start_relay(url)
+    index = rng.randrange(len(relays.pids))
+    os.kill(relays.pids[index], signal.SIGKILL)
+    relays.wait_gone(relays.pids[index])
+    relays.pids[index] = relays.start()
     return 1
