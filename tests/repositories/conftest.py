@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import contextlib
+import shutil
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -58,13 +60,42 @@ def shared_postgres_url(postgres_url: str) -> Iterator[str]:
         drop_database(postgres_url, name)
 
 
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An SQLite file with the test tables, made once: a test's SQLite database is a copy of
+    it. A create_all of the tables in each test's new file was a third of the time of the
+    repository tests on SQLite (35 ms of ~100 per test, setup included)."""
+    path = tmp_path_factory.mktemp("repositories-template") / "template.db"
+    db = Database(f"sqlite:///{path}")
+    try:
+        Base.metadata.create_all(db.engine)
+    finally:
+        db.dispose()  # the last connection gone, the WAL is checkpointed into the file
+    assert not path.with_name(f"{path.name}-wal").exists()
+    return path
+
+
+def tables_url(
+    request: pytest.FixtureRequest, backend: str, *, is_async: bool, shared: bool = True
+) -> str:
+    """``backend_url``, of a database with the test tables (a fresh PostgreSQL database's are
+    created by ``_create_tables``)."""
+    url = backend_url(request, backend, is_async=is_async, shared=shared)
+    if backend == "sqlite":
+        template: Path = request.getfixturevalue("sqlite_template")
+        database = make_url(url).database
+        assert database is not None
+        shutil.copyfile(template, database)
+    return url
+
+
 def _create_tables(db: Database, backend: str, shared: bool = True) -> None:
-    if backend == "sqlite" or not shared:
+    if backend == "postgres" and not shared:
         Base.metadata.create_all(db.engine)
 
 
 async def _create_tables_async(db: AsyncDatabase, backend: str, shared: bool = True) -> None:
-    if backend == "sqlite" or not shared:
+    if backend == "postgres" and not shared:
         async with db.engine.begin() as connection:
             await connection.run_sync(Base.metadata.create_all)
 
@@ -84,7 +115,7 @@ def sql_backend(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def database(sql_backend: str, request: pytest.FixtureRequest) -> Iterator[Database]:
     """A Database of its own with the test tables, for tests that commit."""
-    db = Database(backend_url(request, sql_backend, is_async=False, shared=False))
+    db = Database(tables_url(request, sql_backend, is_async=False, shared=False))
     _create_tables(db, sql_backend, shared=False)
     try:
         yield db
@@ -96,7 +127,7 @@ def database(sql_backend: str, request: pytest.FixtureRequest) -> Iterator[Datab
 async def async_database(
     sql_backend: str, request: pytest.FixtureRequest
 ) -> AsyncIterator[AsyncDatabase]:
-    db = AsyncDatabase(backend_url(request, sql_backend, is_async=True, shared=False))
+    db = AsyncDatabase(tables_url(request, sql_backend, is_async=True, shared=False))
     await _create_tables_async(db, sql_backend, shared=False)
     try:
         yield db
@@ -110,7 +141,7 @@ def session(backend: str, request: pytest.FixtureRequest) -> Iterator[Session | 
     if backend == "memory":
         yield None
         return
-    db = Database(backend_url(request, backend, is_async=False))
+    db = Database(tables_url(request, backend, is_async=False))
     _create_tables(db, backend)
     try:
         with db.session_factory() as opened:
@@ -127,7 +158,7 @@ async def async_session(
     if backend == "memory":
         yield None
         return
-    db = AsyncDatabase(backend_url(request, backend, is_async=True))
+    db = AsyncDatabase(tables_url(request, backend, is_async=True))
     await _create_tables_async(db, backend)
     try:
         async with db.session_factory() as opened:
@@ -140,7 +171,7 @@ async def async_session(
 @pytest.fixture
 def sql_session(sql_backend: str, request: pytest.FixtureRequest) -> Iterator[Session]:
     """A session on SQLite or PostgreSQL, rolled back at the end."""
-    db = Database(backend_url(request, sql_backend, is_async=False))
+    db = Database(tables_url(request, sql_backend, is_async=False))
     _create_tables(db, sql_backend)
     try:
         with db.session_factory() as opened:
@@ -154,7 +185,7 @@ def sql_session(sql_backend: str, request: pytest.FixtureRequest) -> Iterator[Se
 async def async_sql_session(
     sql_backend: str, request: pytest.FixtureRequest
 ) -> AsyncIterator[AsyncSession]:
-    db = AsyncDatabase(backend_url(request, sql_backend, is_async=True))
+    db = AsyncDatabase(tables_url(request, sql_backend, is_async=True))
     await _create_tables_async(db, sql_backend)
     try:
         async with db.session_factory() as opened:
