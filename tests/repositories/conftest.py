@@ -90,12 +90,18 @@ def tables_url(
 
 
 def _create_tables(db: Database, backend: str, shared: bool = True) -> None:
-    if backend == "postgres" and not shared:
+    if backend == "sqlite":
+        # the copy's tables count as created through this engine, as create_all's did (what
+        # the raw-SQL guards of the audit and of tenant scoping go by)
+        db.serves(Base.metadata)
+    elif not shared:
         Base.metadata.create_all(db.engine)
 
 
 async def _create_tables_async(db: AsyncDatabase, backend: str, shared: bool = True) -> None:
-    if backend == "postgres" and not shared:
+    if backend == "sqlite":
+        db.serves(Base.metadata)  # as in _create_tables
+    elif not shared:
         async with db.engine.begin() as connection:
             await connection.run_sync(Base.metadata.create_all)
 
