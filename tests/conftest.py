@@ -23,6 +23,7 @@ from sqlalchemy import MetaData
 from sqlalchemy.engine import make_url
 
 from dalkit import Database
+from dalkit.testing._admin import DatabaseStock
 from dalkit.testing.postgres import create_database
 
 pytest_plugins = ("pytester",)
@@ -133,10 +134,13 @@ class _PostgresTemplates:
     """Databases with a schema's tables (and dalkit's) that tests' databases are created from
     (``CREATE DATABASE ... TEMPLATE``), on a connection of their own."""
 
-    def __init__(self, postgres_url: str) -> None:
+    def __init__(self, postgres_url: str, stock: DatabaseStock) -> None:
         self.postgres_url = postgres_url
         self.names: dict[MetaData, str] = {}
         self.admin = psycopg.connect(postgres_url, autocommit=True)
+        # the plugin's stock drops a test's copy in the background, as it drops the databases
+        # of postgres_database_url: a DROP DATABASE takes a checkpoint, tens of ms
+        self.stock = stock
 
     def copy(self, metadata: MetaData) -> str:
         """A new database with the tables of ``metadata`` and dalkit's; its name."""
@@ -157,21 +161,23 @@ class _PostgresTemplates:
         self.admin.execute(statement)
         return name
 
-    def drop(self, name: str) -> None:
-        self.admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
-
     def close(self) -> None:
         try:
             for name in self.names.values():
-                self.drop(name)
+                self.admin.execute(
+                    sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name))
+                )
         finally:
             self.admin.close()
 
 
 @pytest.fixture(scope="session")
-def _postgres_templates(postgres_url: str) -> Iterator[_PostgresTemplates]:
-    # depends on postgres_url: dropped before the session's server stops
-    templates = _PostgresTemplates(postgres_url)
+def _postgres_templates(
+    postgres_url: str, _postgres_stock: DatabaseStock
+) -> Iterator[_PostgresTemplates]:
+    # depends on postgres_url and the stock: dropped before the server stops, and before the
+    # stock finishes the drops of the copies
+    templates = _PostgresTemplates(postgres_url, _postgres_stock)
     try:
         yield templates
     finally:
@@ -202,6 +208,6 @@ def table_copy(
         try:
             yield url.render_as_string(hide_password=False)
         finally:
-            postgres.drop(name)
+            postgres.stock.release(name)
 
     return copy
