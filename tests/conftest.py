@@ -132,12 +132,12 @@ def _sqlite_templates(tmp_path_factory: pytest.TempPathFactory) -> _SqliteTempla
 
 class _PostgresTemplates:
     """Databases with a schema's tables (and dalkit's) that tests' databases are created from
-    (``CREATE DATABASE ... TEMPLATE``), on a connection of their own."""
+    (``CREATE DATABASE ... TEMPLATE``), each on a connection of its own: a session-long one
+    dies with the first test that terminates every backend of the server."""
 
     def __init__(self, postgres_url: str, stock: DatabaseStock) -> None:
         self.postgres_url = postgres_url
         self.names: dict[MetaData, str] = {}
-        self.admin = psycopg.connect(postgres_url, autocommit=True)
         # the plugin's stock drops a test's copy in the background, as it drops the databases
         # of postgres_database_url: a DROP DATABASE takes a checkpoint, tens of ms
         self.stock = stock
@@ -155,20 +155,17 @@ class _PostgresTemplates:
         statement = sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
             sql.Identifier(name), sql.Identifier(template)
         )
-        if self.admin.info.server_version >= 150000:  # the option came with PostgreSQL 15
-            # a file copy of the template, not its WAL-logged copy: half the time
-            statement = sql.SQL("{} STRATEGY = FILE_COPY").format(statement)
-        self.admin.execute(statement)
+        with psycopg.connect(self.postgres_url, autocommit=True) as admin:
+            if admin.info.server_version >= 150000:  # the option came with PostgreSQL 15
+                # a file copy of the template, not its WAL-logged copy: half the time
+                statement = sql.SQL("{} STRATEGY = FILE_COPY").format(statement)
+            admin.execute(statement)
         return name
 
     def close(self) -> None:
-        try:
+        with psycopg.connect(self.postgres_url, autocommit=True) as admin:
             for name in self.names.values():
-                self.admin.execute(
-                    sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name))
-                )
-        finally:
-            self.admin.close()
+                admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 @pytest.fixture(scope="session")
