@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 
 import psycopg
@@ -219,7 +220,7 @@ async def _select_one(session: AsyncSession) -> int:
 
 @pytest.mark.slow
 async def test_the_async_replica_monitor_through_pgbouncer_keeps_a_healthy_replica_in(
-    pgbouncer_database_url: str,
+    pgbouncer_database_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     # the primary stands in for its replica (the monitor reads its position either way); 20
     # clients keep PgBouncer's 10 server connections changing hands between the probes' steps
@@ -241,10 +242,21 @@ async def test_the_async_replica_monitor_through_pgbouncer_keeps_a_healthy_repli
         await asyncio.sleep(3)
         stop.set()
         await asyncio.gather(*clients)
-        (replica,) = db.get_stats()["replicas"]["replicas"].values()
+        # a probe a loaded machine stalls past its time limit ejects the replica until the
+        # next round: the monitor doing its job, not the failure this test guards against
+        # ('prepared statement ... does not exist' from statements split across two server
+        # connections), which no round mends
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            (replica,) = db.get_stats()["replicas"]["replicas"].values()
+            if replica["state"] == "healthy":
+                break
+            await asyncio.sleep(0.05)
     finally:
         await db.dispose()
-    assert (replica["state"], replica["errors"], replica["error"]) == ("healthy", 0, None)
+    assert replica["state"] == "healthy"
+    ejections = [r.getMessage() for r in caplog.records if "ejected" in r.getMessage()]
+    assert all("TimeoutError" in message for message in ejections), ejections
 
 
 async def test_an_async_url_naming_no_driver_gets_asyncpg_s_arguments(
