@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import Column, Integer, MetaData, String, Table, func, select
+from sqlalchemy.engine import make_url
 
 metadata = MetaData()
 items = Table(
@@ -34,3 +35,10 @@ def wait_until(condition: Callable[[], Any], timeout: float, step: float = 0.02)
             raise AssertionError(f"not true within {timeout}s")
         time.sleep(step)
     return time.monotonic() - started
+
+
+def hosts_url(*urls: str) -> str:
+    """The first URL with the hosts of all of them: ``u:p@h1:1,h2:2/db`` (a multi-host URL)."""
+    first = make_url(urls[0])
+    hosts = ",".join(f"{make_url(url).host}:{make_url(url).port}" for url in urls)
+    return f"postgresql://{first.username}:{first.password}@{hosts}/{first.database}"

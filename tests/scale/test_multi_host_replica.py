@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextvars
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 from sqlalchemy import text
@@ -15,24 +15,7 @@ from sqlalchemy.orm import Session
 from dalkit import Database
 from dalkit.testing.replication import ReplicaServer, Replication, current_lsn
 
-from .helpers import items, metadata
-
-
-@pytest.fixture
-def second_replica(replication: Replication) -> Iterator[ReplicaServer]:
-    server = ReplicaServer(replication.primary)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-def _hosts(*urls: str) -> str:
-    """The first URL with the hosts of all of them: ``u:p@h1:1,h2:2/db``."""
-    first = make_url(urls[0])
-    hosts = ",".join(f"{make_url(url).host}:{make_url(url).port}" for url in urls)
-    return f"postgresql://{first.username}:{first.password}@{hosts}/{first.database}"
+from .helpers import hosts_url, items, metadata
 
 
 def _lsn(text: str) -> int:
@@ -65,7 +48,7 @@ def test_a_read_after_a_write_stays_fresh_when_the_next_host_answers_for_the_rep
     second_replica.wait_for(current_lsn(replication.primary.url))
     db = Database(
         primary.replace("postgresql://", "postgresql+psycopg://"),
-        replicas=[_hosts(first, second)],
+        replicas=[hosts_url(first, second)],
         max_replica_lag_s=3600,
         replica_monitor_interval_s=0.2,
     )

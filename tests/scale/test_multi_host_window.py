@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -21,24 +20,7 @@ from dalkit.engine.routing import ReplicaRouter
 from dalkit.engine.routing_async import AsyncReplicaRouter
 from dalkit.testing.replication import ReplicaServer, Replication, current_lsn
 
-from .helpers import PROBE, items, metadata
-
-
-@pytest.fixture
-def second_replica(replication: Replication) -> Iterator[ReplicaServer]:
-    server = ReplicaServer(replication.primary)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-def _hosts(*urls: str) -> str:
-    """The first URL with the hosts of all of them: ``u:p@h1:1,h2:2/db``."""
-    first = make_url(urls[0])
-    hosts = ",".join(f"{make_url(url).host}:{make_url(url).port}" for url in urls)
-    return f"postgresql://{first.username}:{first.password}@{hosts}/{first.database}"
+from .helpers import PROBE, hosts_url, items, metadata
 
 
 def _replica(db: Database) -> dict[str, Any]:
@@ -56,7 +38,7 @@ def test_a_read_reaching_the_next_host_before_the_monitor_probes_it_is_not_stale
     second = second_replica.url_for(make_url(first).database or "")
     db = Database(
         primary.replace("postgresql://", "postgresql+psycopg://"),
-        replicas=[_hosts(first, second)],
+        replicas=[hosts_url(first, second)],
         max_replica_lag_s=3600,
         replica_monitor_interval_s=3600,  # no round but the ones this test runs: the window
     )
@@ -113,7 +95,7 @@ async def test_an_async_read_reaching_the_next_host_before_the_monitor_probes_it
     second = second_replica.url_for(make_url(first).database or "")
     db = AsyncDatabase(
         primary.replace("postgresql://", "postgresql+asyncpg://"),
-        replicas=[_hosts(first, second)],
+        replicas=[hosts_url(first, second)],
         max_replica_lag_s=3600,
         replica_monitor_interval_s=3600,
     )
