@@ -42,6 +42,10 @@ class _Run:
         self.url = f"sqlite:///{root / 'app.db'}"
         write_revision(root / "m", "r1", None, "pass")
 
+    def create_database(self) -> None:
+        """An empty SQLite database at ``self.url`` (an empty file is one)."""
+        (self.root / "app.db").touch()
+
     def __call__(self, *args: str, url: str | None = None, code: int) -> str:
         arguments = ["migrate", *args, "--directory", str(self.root / "m")]
         env = {"COLUMNS": "240", "DALKIT_DATABASE_URL": url or self.url}
@@ -97,12 +101,14 @@ def test_a_bad_metadata_option_is_bad_input(run: _Run) -> None:
     [("up", "deadbeef0000"), ("down", "deadbeef"), ("sql", "deadbeef:head"), ("lint", "r1:nope")],
 )
 def test_an_unknown_revision_is_bad_input(run: _Run, args: tuple[str, ...]) -> None:
+    run.create_database()  # `down` refuses a missing one before reading its target
     output = run(*args, code=2)
     assert "Can't locate revision" in output
 
 
 def test_going_down_from_base_is_bad_input_saying_where_the_database_is(run: _Run) -> None:
     # before, only Alembic's words: "Relative revision -1 didn't produce 1 migrations"
+    run.create_database()
     assert "cannot go down to -1 from base" in run("down", code=2)
     run("up", code=0)
     assert "downgraded 1 revision(s): r1" in run("down", code=0)
@@ -113,6 +119,7 @@ def test_going_down_from_base_is_bad_input_saying_where_the_database_is(run: _Ru
 def test_brackets_in_what_was_given_are_shown_as_given(run: _Run, given: str) -> None:
     # Rich would read them as markup: an unmatched closing tag raised MarkupError (exit 1,
     # a traceback), and a known tag vanished from the message
+    run.create_database()
     assert f"identified by '{given}'" in run("down", given, code=2)
     path = write_revision(run.root / "m", "r2", "r1", "pass", message="fix")
     path.write_text(path.read_text().replace('"""fix"""', '"""fix [/x] and [bold]"""'))
@@ -175,11 +182,14 @@ def test_a_broken_revision_file_is_a_migration_error_naming_it(run: _Run, case: 
         (("pending",), ""),
         (("history",), ""),
         (("check", "--metadata", "models_typo:metadata"), ""),
+        # autogenerate compares with the live database: a missing one is no empty schema
+        (("new", "add t", "--metadata", "models_typo:metadata"), ""),
+        (("new", "add t", "--metadata", "models_typo:metadata"), "+aiosqlite"),
         (("current",), "+aiosqlite"),
         (("history",), "+aiosqlite"),
     ],
 )
-def test_a_command_that_only_reads_refuses_a_missing_sqlite_file_and_creates_none(
+def test_a_command_that_reads_or_compares_the_database_refuses_a_missing_file_and_creates_none(
     run: _Run, args: tuple[str, ...], driver: str
 ) -> None:
     # before, a mistyped path became an empty database reported as "base (no revision applied)"
@@ -189,6 +199,19 @@ def test_a_command_that_only_reads_refuses_a_missing_sqlite_file_and_creates_non
     assert f"ConnectionFailedError:\nno SQLite database file at {typo}" in output
     assert "`dalkit migrate up` creates it" in output
     assert not typo.exists()
+    assert [p.name for p in (run.root / "m" / "versions").glob("*.py")] == ["r1_rev.py"]
     # `up` writes: it creates the file, which the commands that read then find
     assert "applied 1 revision(s): r1" in run("up", url=f"sqlite:///{typo}", code=0)
     assert "r1" in run("current", url=f"sqlite{driver}:///{typo}", code=0)
+
+
+@pytest.mark.parametrize("driver", ["", "+aiosqlite"])
+def test_down_on_a_missing_sqlite_file_is_bad_input_and_creates_none(
+    run: _Run, driver: str
+) -> None:
+    # before, it created the file, then failed with "cannot go down to -1 from base"
+    typo = run.root / "typo.db"
+    for target in ("-1", "base", "r1"):
+        output = run("down", target, url=f"sqlite{driver}:///{typo}", code=2)
+        assert f"dalkit migrate down: cannot go down: no SQLite database file at {typo}" in output
+        assert not typo.exists()

@@ -66,6 +66,13 @@ def test_a_project_from_init_to_restore(project: Project) -> None:
     project.run("init")
     assert (project.root / "m" / "versions").is_dir()
     first = project.models()
+    # autogenerate compares with the live database: a missing one is refused, not taken for
+    # an empty schema; `up` creates it (with no revision yet, an empty history)
+    assert "`dalkit migrate up` creates it" in project.run(
+        "new", "create users", "--metadata", first, code=1
+    )
+    assert not (project.root / "app.db").exists()
+    assert "nothing to do" in project.run("up")
     created = project.run("new", "create users", "--metadata", first)
     revision = _revision_ids(created)[0]
     assert revision in project.run("pending")
@@ -116,7 +123,10 @@ def test_a_project_from_init_to_restore(project: Project) -> None:
 def test_check_roundtrip_runs_the_built_in_checks_on_an_empty_database(project: Project) -> None:
     project.run("init")
     metadata = project.models()
-    project.run("new", "create users", "--metadata", metadata)
+    # written against a development database: the roundtrip's own is a new, empty file
+    dev = f"sqlite:///{project.root / 'dev.db'}"
+    project.run("up", "--url", dev)
+    project.run("new", "create users", "--metadata", metadata, "--url", dev)
     project.run("new", "notes", "--sql")
     output = project.run("check", "--roundtrip", "--metadata", metadata)
     for name in ("single head", "up/down/up roundtrip", "downgrades leave no trace", "no drift"):
@@ -127,6 +137,7 @@ def test_check_roundtrip_runs_the_built_in_checks_on_an_empty_database(project: 
 
 def test_an_async_url_runs_on_an_async_engine(project: Project) -> None:
     project.run("init")
+    project.run("up")
     project.run("new", "create users", "--metadata", project.models())
     url = project.url.replace("sqlite://", "sqlite+aiosqlite://")
     assert "applied 1 revision(s)" in project.run("up", "--url", url)

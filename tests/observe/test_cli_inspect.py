@@ -318,13 +318,25 @@ def test_a_metrics_url_with_a_bad_port_is_a_clear_error() -> None:
 def test_bad_input_is_a_clear_error(tmp_path: Path) -> None:
     missing = invoke("tables", "--url", f"sqlite:///{tmp_path}/nope.db")
     assert missing.exit_code == 2
-    assert "no SQLite database" in missing.output
+    assert f"no SQLite database file at {tmp_path}/nope.db (none was created)" in missing.output
+    assert not (tmp_path / "nope.db").exists()
     assert invoke("tables").exit_code == 2
     assert invoke("queries").exit_code == 2
     assert (
         invoke("explain", "SELECT 1", "-p", "oops", "--url", f"sqlite:///{tmp_path}/x").exit_code
         == 2
     )
+
+
+def test_a_sqlite_uri_is_read_as_by_the_other_commands(url: str, tmp_path: Path) -> None:
+    # before, the file: URI was taken for a path, and refused as "no SQLite database at file:..."
+    path = sa.make_url(url).database
+    tables = invoke("tables", "--json", "--url", f"sqlite:///file:{path}?uri=true")
+    assert tables.exit_code == 0, tables.output
+    assert {"obs_authors", "obs_posts"} <= {row["table"] for row in json.loads(tables.output)}
+    missing = invoke("tables", "--url", f"sqlite:///file:{tmp_path}/nope.db?uri=true")
+    assert missing.exit_code == 2
+    assert not (tmp_path / "nope.db").exists()
 
 
 def test_a_password_is_never_printed() -> None:

@@ -1,6 +1,7 @@
 """How a ``dalkit migrate`` command opens its database: the URL parsed as ``dalkit doctor``
-parses it, an async driver run on an AsyncDatabase, and, for a command that only reads, a
-SQLite file that does not exist refused instead of created."""
+parses it, an async driver run on an AsyncDatabase, and, for a command that needs the database
+as it is (one that reads, autogenerates or goes down), a SQLite file that does not exist
+refused instead of created."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import inspect
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import sqlalchemy as sa
 
@@ -19,7 +20,7 @@ from dalkit.cli._load import load_attribute
 from dalkit.config import DEFAULT_URL, DatabaseConfig
 from dalkit.engine.options import existing_database_only
 from dalkit.errors import ConfigurationError, ConnectionFailedError
-from dalkit.migrations import Migrations, MigrationSettings
+from dalkit.migrations import MigrationError, Migrations, MigrationSettings
 
 if TYPE_CHECKING:
     from dalkit import AsyncDatabase
@@ -37,10 +38,16 @@ def _metadata(spec: str | None) -> sa.MetaData | None:
     return value
 
 
-def _existing(config: DatabaseConfig) -> DatabaseConfig:
+IfMissing = Literal["create", "refuse", "nothing_to_undo"]
+
+
+def _existing(config: DatabaseConfig, if_missing: IfMissing) -> DatabaseConfig:
     try:
         return existing_database_only(config)
     except ConnectionFailedError as exc:
+        if if_missing == "nothing_to_undo":
+            # as going down from base is: the target asks for revisions no database has
+            raise MigrationError(f"cannot go down: {exc}", bad_input=True) from None
         # a mistyped path: connecting would create an empty file and report an empty history
         raise ConnectionFailedError(f"{exc}; `dalkit migrate up` creates it") from None
 
@@ -52,7 +59,7 @@ def open_migrations(
     metadata: str | None,
     *,
     sync: bool = False,
-    reads_only: bool = False,
+    if_missing: IfMissing = "create",
 ) -> Iterator[Migrations[Any]]:
     """The Migrations of ``directory`` on the database of ``url``, disposed of on the way out.
 
@@ -61,12 +68,16 @@ def open_migrations(
         directory: The migration directory.
         metadata: ``module:attribute`` of the models, or None.
         sync: Run on a sync driver even when the URL names an async one.
-        reads_only: The command only reads: a SQLite file that does not exist is refused,
-            never created (``up`` may create it).
+        if_missing: What a SQLite file that does not exist is: "create" it (``up`` may),
+            "refuse" it (a command that reads or compares the database: an empty one would
+            answer with an empty history or schema), or "nothing_to_undo" (``down``: bad
+            input, as going down from base). Refused, it is never created.
 
     Raises:
         ConfigurationError: The URL is malformed, or ``metadata`` names no MetaData.
-        ConnectionFailedError: ``reads_only`` and the SQLite file does not exist.
+        ConnectionFailedError: ``if_missing`` is "refuse" and the SQLite file does not exist.
+        MigrationError: ``if_missing`` is "nothing_to_undo" and the SQLite file does not
+            exist (``bad_input`` is True).
     """
     # parsed as `dalkit doctor` parses it: an '@' in the password read as libpq reads it, and a
     # malformed URL a ConfigurationError (SQLAlchemy's errors show pieces of the password)
@@ -80,8 +91,8 @@ def open_migrations(
             dataclasses.replace(config, url=config.url.set(drivername=backend)),
             False,
         )
-    if reads_only:
-        config = _existing(config)
+    if if_missing != "create":
+        config = _existing(config, if_missing)
     db: Database | AsyncDatabase
     if is_async:
         # imported here: without greenlet (no async extra) every other command still works

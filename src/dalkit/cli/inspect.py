@@ -8,7 +8,6 @@ import asyncio
 import base64
 import http.client
 import json
-import os
 import re
 import urllib.error
 import urllib.parse
@@ -26,7 +25,8 @@ from dalkit.cli._load import load_attribute
 from dalkit.cli._render import FLAG_METAVAR, cell
 from dalkit.config import DatabaseConfig
 from dalkit.database import Database
-from dalkit.errors import ConfigurationError, DalkitError
+from dalkit.engine.options import existing_database_only
+from dalkit.errors import ConfigurationError, ConnectionFailedError, DalkitError
 from dalkit.observe import RepositoryQuery, index_advice, install, table_stats
 from dalkit.observe import explain as explain_plan
 
@@ -56,12 +56,10 @@ def _database(url: str | None) -> Iterator[Database]:
     try:
         if not url:
             raise ConfigurationError(f"give the database with --url or {URL_ENV}")
-        config = DatabaseConfig.coerce(url)
-        path = config.url.database
-        if config.backend == "sqlite" and path and path != ":memory:" and not os.path.exists(path):
-            raise ConfigurationError(f"no SQLite database at {path}")
-        db = Database(config)
-    except ConfigurationError as exc:
+        # a missing SQLite file refused, never created, as by `dalkit migrate current` and
+        # `dalkit doctor` (a SQLite URI, file:...?uri=true, is read as SQLite reads it)
+        db = Database(existing_database_only(DatabaseConfig.coerce(url)))
+    except (ConfigurationError, ConnectionFailedError) as exc:
         typer.echo(f"dalkit inspect: {exc}", err=True)
         raise typer.Exit(2) from None
     try:
