@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Mapper
 
+from dalkit.engine.fixed_chars import compared
 from dalkit.errors import InvalidQueryError
 from dalkit.query.fields import CoercionError, FieldInfo, column_field
 from dalkit.query.joins import relationship_onclause
@@ -88,7 +89,8 @@ def aggregate_of(tables: Tables, text: object) -> tuple[sa.ColumnElement[Any], F
     match = AGGREGATE.fullmatch(text) if isinstance(text, str) else None
     if match is None:
         field = field_of(tables, text)
-        return field.column, None
+        # a CHAR(n) sorted as PostgreSQL sorts it, without its padding (COLLATE RTRIM on SQLite)
+        return compared(field.column), None
     function, argument = match.groups()
     if argument == "*":
         if function != "count":
@@ -102,6 +104,11 @@ def aggregate_of(tables: Tables, text: object) -> tuple[sa.ColumnElement[Any], F
             name=str(text),
             allowed=[f for f, k in AGGREGATE_KINDS.items() if k is None or field.kind in k],
         )
+    if function in ("min", "max"):
+        # of a CHAR(n), the least and greatest as PostgreSQL compares them, without their
+        # padding; the result compared (HAVING) and sorted the same way (SQLite compared the
+        # padded texts: 'a\t   ' below 'a    ', where PostgreSQL has 'a' below 'a\t')
+        return compared(getattr(sa.func, function)(compared(field.column))), field
     expression = getattr(sa.func, function)(field.column)
     if function == "count":
         return expression, column_field(sa.Column("count", sa.BigInteger))
