@@ -146,6 +146,18 @@ def test_doctor_fails_for_an_unreachable_redis_without_showing_its_password(
     assert "s3cret" not in result.output
 
 
+def test_doctor_masks_a_redis_password_written_as_the_user_part(
+    sqlite_url: str, redis_url: str
+) -> None:
+    # redis://s3cret@host: redis-py sends it as the username; it was shown as it is
+    parts = make_url(redis_url)
+    url = f"redis://s3cret-Pw@{parts.host}:{parts.port}/0"
+    for args in (("--json",), ()):
+        result = invoke("doctor", *args, "--url", sqlite_url, "--redis-url", url)
+        assert f"redis://***@{parts.host}:{parts.port}/0" in result.output
+        assert "s3cret-Pw" not in result.output
+
+
 def test_doctor_exits_2_for_a_malformed_url_without_showing_it() -> None:
     result = invoke("doctor", "--url", "postgresql://app:s3cret@db:not-a-port/app")
     assert result.exit_code == 2

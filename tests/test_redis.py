@@ -207,6 +207,9 @@ def test_a_user_denied_info_is_still_healthy_without_a_version(redis_url: str) -
     [
         ("redis://:s3cr%40t@cache.example:6380/2", "redis://:***@cache.example:6380/2"),
         ("redis://app:s3cr%40t@cache.example/0", "redis://app:***@cache.example/0"),
+        # a user part alone: redis-py sends it as the username, but many put the password there
+        ("redis://s3cr%40t@cache.example:6380/2", "redis://***@cache.example:6380/2"),
+        ("unix://s3cr%40t@/run/redis.sock?db=1", "unix://***@/run/redis.sock?db=1"),
         ("rediss://cache.example/0?password=s3cr%40t", "rediss://cache.example/0?password=***"),
         # redis-py hands any query option to the connection: the key file's passphrase too
         (
@@ -217,6 +220,10 @@ def test_a_user_denied_info_is_still_healthy_without_a_version(redis_url: str) -
         (
             "redis://cache.example/0?sentinel_url=redis%3A%2F%2F%3As3cr%40t%40sentinel",
             "redis://cache.example/0?sentinel_url=redis://:***@sentinel",
+        ),
+        (
+            "redis://cache.example/0?sentinel_url=redis%3A%2F%2Fs3cr%40t%40sentinel",
+            "redis://cache.example/0?sentinel_url=redis://***@sentinel",
         ),
     ],
 )

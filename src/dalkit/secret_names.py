@@ -15,7 +15,8 @@ words glued into a camelCase name (``authHeader``: write ``auth_header``, or mar
 ``info={"sensitive": True}``).
 
 A value under an innocent name may hold a secret of its own: a URL's password
-(``postgresql://u:pw@h/db``, ``redis://:pw@h``) or a secret-named key of a URL's query or a
+(``postgresql://u:pw@h/db``, ``redis://:pw@h``, and a Redis URL's user part written alone,
+``redis://pw@h``, where many put the password) or a secret-named key of a URL's query or a
 libpq key/value DSN (``host=h password=pw``); `masked_text` masks those, and the maskers here
 apply it to every text they show.
 """
@@ -56,6 +57,10 @@ SECRET_NAMES = re.compile(f"{_ANYWHERE}|{_WORDS}", re.IGNORECASE)
 _USERINFO = re.compile(
     r"(?P<head>\b[a-z][a-z0-9+.-]*://[^:/?#@\s]*):(?P<password>[^/?#\s]*)@", re.IGNORECASE
 )
+# a Redis URL's user part with no password after it (redis://s3cret@host): redis-py sends it as
+# the username, but it is where many write the password (a requirepass server has no users);
+# the user part, as a password, may hold an unencoded "@": up to the last one before the host
+_REDIS_LONE_USER = re.compile(r"(?P<head>\brediss?://)(?P<password>[^:/?#\s]+)@", re.IGNORECASE)
 # a key=value pair of a URL's query or a libpq DSN; a DSN's value may be single-quoted
 _PAIR = re.compile(
     r"(?P<key>[a-z_][\w.-]*)(?P<eq>\s*=\s*)(?P<value>'(?:[^'\\]|\\.)*'|[^\s&;]*)", re.IGNORECASE
@@ -108,7 +113,12 @@ def _text_secrets(text: str, found: list[str]) -> str:
             found.append(re.sub(r"\\(.)", r"\1", value[1:-1]))
         return f"{match['key']}{match['eq']}{MASK}"
 
-    return _PAIR.sub(pair, _USERINFO.sub(password, text))
+    def lone_user(match: re.Match[str]) -> str:
+        found.append(match["password"])
+        return f"{match['head']}{MASK}@"
+
+    text = _REDIS_LONE_USER.sub(lone_user, _USERINFO.sub(password, text))
+    return _PAIR.sub(pair, text)
 
 
 def is_secret_name(name: str) -> bool:

@@ -142,3 +142,7 @@ def test_a_secret_inside_a_text_of_an_innocent_name_is_masked_by_every_masker() 
     }
     assert text_secrets("host=h password='a b\\' c'") == ["'a b\\' c'", "a b' c"]
     assert masked_text("postgresql://u@db/app") == "postgresql://u@db/app"
+    # a Redis URL's user part alone is where many write the password (redis-py sends it as
+    # the username); a PostgreSQL URL's user alone is a role, shown
+    assert masked_text("cache redis://pw@S3cr3t@cache:6379/0") == "cache redis://***@cache:6379/0"
+    assert text_secrets("rediss://pw@S3cr3t@cache/0") == ["pw@S3cr3t"]

@@ -1,6 +1,7 @@
 """RedisConfig: what a RedisManager is built from: a URL, keyword options or the environment.
 
-The password in the URL is shown nowhere, nor any query option named like a secret
+The password in the URL is shown nowhere (nor a user part written alone, which may be one), nor
+any query option named like a secret
 (``ssl_password``, by `dalkit.secret_names`), nor a secret inside another option's value (a
 URL's password): reprs, ``str()`` and errors use `safe_url`.
 """
@@ -134,6 +135,8 @@ class RedisConfig:
             user = parts.username or ""
             host = netloc.rpartition("@")[2]
             netloc = f"{user}:{MASK}@{host}"
+        elif _lone_user(parts):
+            netloc = f"{MASK}@{netloc.rpartition('@')[2]}"
         query = "&".join(
             f"{key}={MASK}" if is_secret_name(unquote_plus(key)) else f"{key}={_shown(value)}"
             for key, value in _raw_query(parts.query)
@@ -161,6 +164,8 @@ class RedisConfig:
         # parse_qs's unquote_plus in the query)
         parts = urlsplit(self.url)
         found = {parts.password or "", unquote(parts.password or "")}
+        if _lone_user(parts):
+            found |= {parts.username or "", unquote(parts.username or "")}
         for key, value in _raw_query(parts.query):
             if is_secret_name(unquote_plus(key)):
                 found |= {value, unquote_plus(value)}
@@ -190,6 +195,13 @@ class RedisConfig:
         return f"RedisConfig(url={self.safe_url!r}{', ' if shown else ''}{shown})"
 
     __str__ = __repr__
+
+
+def _lone_user(parts: SplitResult) -> bool:
+    """Whether the URL's user part has no password after it (``redis://s3cret@host``): redis-py
+    sends it as the username, but many write their password there (``requirepass`` has no
+    user), so it is shown and quoted as a password is: as ``***``."""
+    return parts.password is None and bool(parts.username)
 
 
 def _shown(value: str) -> str:
