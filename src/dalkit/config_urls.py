@@ -13,7 +13,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 from dalkit.errors import ConfigurationError
-from dalkit.secret_names import MASK, is_secret_name
+from dalkit.secret_names import MASK, is_secret_name, masked_text, text_secrets
 
 __all__ = [
     "is_multi_host",
@@ -120,7 +120,8 @@ def parse_url(url: str | URL) -> URL:
 
 def masked_options(url: URL) -> tuple[URL, list[str]]:
     """``url`` with the value of each secret-looking server setting in its ``options``
-    (``-c app.api_key=...``) as ``***``, and those values.
+    (``-c app.api_key=...``) as ``***``, and the secrets inside another's value (``-c
+    app.upstream=password=...``) too, and those values.
 
     Args:
         url: A database URL.
@@ -156,7 +157,8 @@ def secret_options_moved(url: URL) -> tuple[URL, dict[str, Any]]:
 
 def masked_settings(options: str, found: list[str]) -> str:
     """libpq's ``options`` (``-c name=value ...``) with each secret-looking setting's value as
-    ``***``.
+    ``***``, and the secrets inside another setting's value (``-c app.upstream=password=...``,
+    a URL's password: `masked_text`) masked too.
 
     Args:
         options: The options.
@@ -168,7 +170,11 @@ def masked_settings(options: str, found: list[str]) -> str:
 
     def mask(match: re.Match[str]) -> str:
         if not is_secret_name(match["name"]):
-            return match[0]
+            inner = text_secrets(match["value"])
+            if not inner:
+                return match[0]
+            found.extend(inner)
+            return match["head"] + masked_text(match["value"])
         found.append(match["value"])
         return match["head"] + MASK
 

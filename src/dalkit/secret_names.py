@@ -106,12 +106,22 @@ def _text_secrets(text: str, found: list[str]) -> str:
 
     def pair(match: re.Match[str]) -> str:
         if not is_secret_name(match["key"]):
-            return match[0]
+            return inner_pairs(match)
         value = match["value"]
         found.append(value)
         if value.startswith("'"):
             found.append(re.sub(r"\\(.)", r"\1", value[1:-1]))
         return f"{match['key']}{match['eq']}{MASK}"
+
+    def inner_pairs(match: re.Match[str]) -> str:
+        # a value holding pairs of its own: libpq's options=-c app.upstream=password=..., the
+        # setting app.upstream innocent, its value not (the scan went on after the value whole)
+        value = match["value"]
+        if "=" not in value:
+            return match[0]
+        quote = "'" if len(value) > 1 and value[0] == value[-1] == "'" else ""
+        inner = value[1:-1] if quote else value
+        return f"{match['key']}{match['eq']}{quote}{_PAIR.sub(pair, inner)}{quote}"
 
     def lone_user(match: re.Match[str]) -> str:
         found.append(match["password"])

@@ -179,11 +179,42 @@ async def test_a_secret_server_setting_in_the_options_is_masked_and_still_set(
     assert "options=-c+app.api_key%3D***+-c+app.region%3Deu" in shown[2]  # the others show
 
 
+@pytest.mark.postgres
+@pytest.mark.parametrize(
+    "options",
+    [f"-c%20app.upstream%3Dpassword%3D{SECRET}", f"-c app.upstream=password={SECRET}"],
+)
+async def test_a_secret_inside_an_innocent_server_settings_value_is_masked_and_still_set(
+    postgres_database_url: str, options: str
+) -> None:
+    # the setting app.upstream names no secret, so its value (password=...) was shown whole
+    raw = f"{postgres_database_url}?options={options}"
+    config = DatabaseConfig.coerce(raw)
+    shown = [repr(config), config.safe_url, config.scrub(f"the server said {SECRET}")]
+    with Database(raw) as db:
+        shown += [repr(db), str(db), db.url, db.health_check().url]
+        shown += [str(db.engine.url), repr(db.engine.url), repr(db.engine)]  # SQLAlchemy's
+        rows = db.sql("SELECT current_setting('app.upstream') AS u")
+        assert rows[0]["u"] == f"password={SECRET}"
+    async with AsyncDatabase(raw) as adb:
+        shown += [repr(adb), adb.url, str(adb.engine.url), repr(adb.engine.sync_engine)]
+        rows = await adb.sql("SELECT current_setting('app.upstream') AS u")
+        assert rows[0]["u"] == f"password={SECRET}"
+    doctor = CliRunner().invoke(app, ["doctor", "--url", raw], env={"COLUMNS": "300"})
+    assert doctor.exit_code == 0, doctor.output
+    shown.append(doctor.output)
+    for text in shown:
+        assert SECRET not in text, text
+    assert "options=-c+app.upstream%3Dpassword%3D***" in shown[1]
+
+
 @pytest.mark.parametrize(
     "connect_args",
     [
         {"server_settings": {"app.api_key": SECRET, "search_path": "app"}},  # asyncpg's
         {"options": f"-c app.api_key={SECRET} -c search_path=app"},  # libpq's
+        # an innocent setting whose value holds a secret of its own
+        {"options": f"-c app.upstream=password={SECRET} -c search_path=app"},
     ],
 )
 def test_a_secret_server_setting_in_connect_args_is_masked_in_the_config(
