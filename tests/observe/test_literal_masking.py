@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from dalkit import Database
-from dalkit.engine.sql_literals import COMMENT_MASK, mask_strings, shown_sql
+from dalkit.engine.sql_literals import COMMENT_MASK, as_read_by, mask_strings, shown_sql
 from dalkit.observe import QueryBudgetExceededError, install, shapes
 from dalkit.observe.querylog import shape_of
 
@@ -226,3 +226,19 @@ def test_a_value_compared_after_a_nested_comment_on_sqlite_is_masked(
     assert [s["statement"] for s in stats] == [
         "SELECT ? , password FROM (SELECT ? AS password) WHERE password = ?"
     ]
+
+
+def test_a_dollar_opens_a_literal_on_postgresql_only() -> None:
+    # SQLite has no dollar quoting: "$a$ ... $a$" there is two parameters named "a$", and the
+    # code between them, read as a literal, was masked from the slow-query log's reading
+    statement = "SELECT $a$, 'x' /* c */ FROM t WHERE password = $pw AND b = $a$"
+    sqlite = as_read_by("sqlite", statement)
+    assert mask_strings(sqlite, comments="") == (
+        "SELECT $a$, '***'  FROM t WHERE password = $pw AND b = $a$"
+    )
+    assert (
+        shown_sql(sqlite, 200)
+        == "SELECT $a$, '***' /* *** */ FROM t WHERE password = $pw AND b = $a$"
+    )
+    assert mask_strings(as_read_by("postgresql", statement)) == "SELECT '***'"
+    assert shape_of(sqlite).text == "SELECT $a$, ? FROM t WHERE password = $pw AND b = $a$"

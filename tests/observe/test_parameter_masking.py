@@ -421,3 +421,35 @@ def test_sqlite3s_every_named_parameter_form_is_read(
     statement = f"SELECT id FROM accounts WHERE password = {sigil}p AND email = {sigil}e"
     shown = _logged(caplog, statement, {"p": SECRET, "e": "a@x"})
     assert shown == "parameters: {'p': '***', 'e': 'a@x'}"
+
+
+#: SQLite reads "$p$" as a parameter named "p$" (a "$" is part of its name), never as the
+#: opening of a dollar-quoted literal, PostgreSQL's syntax alone
+DOLLAR_NAMES = [
+    # the name was read as "p": the value of "p$" went unmasked
+    ("SELECT id FROM accounts WHERE password = $p$ AND email = $e$", {"p$": SECRET, "e$": "a@x"}),
+    # "$p$ ... $p$" was read as one literal: both parameters and the code between them masked,
+    # and the value compared with password named by no column
+    ("SELECT id FROM accounts WHERE password = $p$ OR email = $p$", {"p$": SECRET}),
+    (
+        "SELECT id FROM accounts WHERE email = $e$ AND password = $p AND email = $e$",
+        {"p": SECRET, "e$": "a@x"},
+    ),
+]
+
+
+@pytest.mark.parametrize(("statement", "parameters"), DOLLAR_NAMES)
+def test_a_sqlite_parameter_named_with_a_dollar_is_read_as_sqlite_reads_it(
+    tmp_path: Any, caplog: pytest.LogCaptureFixture, statement: str, parameters: dict[str, str]
+) -> None:
+    with Database(f"sqlite:///{tmp_path / 'a.db'}", slow_query_ms=0) as db:
+        db.sql("CREATE TABLE accounts (id INTEGER PRIMARY KEY, email TEXT, password TEXT)")
+        with caplog.at_level(logging.WARNING, "dalkit.slow_query"), db.connection() as connection:
+            connection.exec_driver_sql(statement, parameters).all()
+        stats = db.query_stats()
+    logged = caplog.records[-1].getMessage().splitlines()
+    assert logged[1] == statement  # the code shown as it is: no literal in it
+    shown = {name: "***" if value == SECRET else value for name, value in parameters.items()}
+    assert logged[-1] == f"parameters: {shown}"
+    assert SECRET not in "\n".join(logged)
+    assert statement in [s["statement"] for s in stats]

@@ -6,7 +6,8 @@ comment, which may carry one too (``/* token=... */``, a tracing comment's reque
 text of one calls no function (`dalkit.engine.sql_calls`: ``'f(x)'``).
 
 PostgreSQL's and SQLite's forms are recognised: ``'...'`` (``''`` inside), ``E'...'`` with
-backslash escapes, and dollar quoting (``$$...$$``, ``$tag$...$tag$``); the prefixes of
+backslash escapes, and dollar quoting (``$$...$$``, ``$tag$...$tag$``), PostgreSQL's alone: in
+SQLite's text (a `SQLiteText`, from `as_read_by`) ``$p$`` is a parameter; the prefixes of
 ``E'...'``, ``U&'...'``, ``B'...'`` and ``X'...'`` stay, their quoted part is masked. Comments
 and quoted identifiers are skipped whole, so an apostrophe in them (``-- it's``, ``"it's"``)
 cannot pair with a literal's quote and leave its text outside the mask. A block comment nested
@@ -22,7 +23,15 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["COMMENT_MASK", "MASK", "as_read_by", "mask_strings", "shown_sql", "sqlite_comments"]
+__all__ = [
+    "COMMENT_MASK",
+    "MASK",
+    "SQLiteText",
+    "as_read_by",
+    "mask_strings",
+    "shown_sql",
+    "sqlite_comments",
+]
 
 #: what a masked string literal reads as
 MASK = "'***'"
@@ -36,16 +45,32 @@ COMMENT_MASK = "/* *** */"
 # the same text matched): a run of plain characters is one step, not an alternation per
 # character. Together, the scan of a 2.2 MB INSERT of 120,000 string literals: 82 to 32 ms
 # (timeit); a piece is a literal when it opens with $ or '
-_PIECES = re.compile(
-    r"""(
+_PIECES_PATTERN = r"""(
         --[^\n]* | /\*(?:[\s\S]*?\*/|[\s\S]*) | "[^"]*(?:""[^"]*)*"
-      | \$(?P<tag>(?:[A-Za-z_]\w*)?)\$[\s\S]*?\$(?P=tag)\$
+      | DOLLAR
       | '(?: (?<=(?<!\w)[eE]')[^'\\]*(?:(?:\\[\s\S]|'')[^'\\]*)*' | [^']*(?:''[^']*)*' )
-    )""",
-    re.VERBOSE,
-)
+    )"""
+_DOLLAR_QUOTE = r"\$(?P<tag>(?:[A-Za-z_]\w*)?)\$[\s\S]*?\$(?P=tag)\$"
+_PIECES = re.compile(_PIECES_PATTERN.replace("DOLLAR", _DOLLAR_QUOTE), re.VERBOSE)
+# SQLite has no dollar quoting: there "$p$ ... $p$" is two parameters named "p$" (a "$" is
+# part of a name), which read as a literal hid the code between them from the maskers, a
+# "password = $pw" in it included. The tag's group stays, never matching, for split()
+_SQLITE_PIECES = re.compile(_PIECES_PATTERN.replace("DOLLAR", "(?P<tag>(?!))"), re.VERBOSE)
 #: what _PIECES.split() gives for each match: the piece, then its dollar quote's tag
 _GROUPS = 2
+
+
+class SQLiteText(str):
+    """SQL text run on SQLite (what `as_read_by` gives for it): the maskers here read it as
+    SQLite does, a ``$`` opening no dollar-quoted literal (PostgreSQL's syntax alone)."""
+
+    __slots__ = ()
+
+
+def _pieces_of(statement: str) -> re.Pattern[str]:
+    return _SQLITE_PIECES if isinstance(statement, SQLiteText) else _PIECES
+
+
 #: the characters a string literal's piece opens with (a comment's or an identifier's: -/")
 _LITERAL_OPENS = "$'"
 _COMMENT_OPENS = "-/"
@@ -76,15 +101,16 @@ def mask_strings(
         #> ALTER ROLE app PASSWORD '***' -- o'clock
         ```
     """
+    pieces_re = _pieces_of(statement)  # before _unnested, whose text is a plain str
     if _may_nest(statement):
-        statement = _unnested(statement)
+        statement = _unnested(statement, pieces_re)
     commented = comments is not None and ("--" in statement or "/*" in statement)
     if "'" not in statement and "$" not in statement and not commented:
         return statement
     if keep is None:
         # no Python function call per literal: split() gives the text between the pieces and
         # each piece (with the scan above, the 2.2 MB INSERT: 88 to 40 ms, timeit)
-        parts = _PIECES.split(statement)
+        parts = pieces_re.split(statement)
         step = _GROUPS + 1
         comment, drop = ("", "") if comments is None else (comments, _COMMENT_OPENS)
         pieces = [
@@ -101,7 +127,7 @@ def mask_strings(
             return m.group(0)
         return _masked(m.group(0), mask, comments)
 
-    return _PIECES.sub(replace, statement)
+    return pieces_re.sub(replace, statement)
 
 
 def _masked(piece: str, mask: str, comments: str | None) -> str:
@@ -128,11 +154,12 @@ def shown_sql(statement: str, chars: int) -> str:
         The start of ``" ".join(mask_strings(statement, comments=COMMENT_MASK).split())``,
         ``chars`` long at most.
     """
+    pieces_re = _pieces_of(statement)
     if _may_nest(statement):
-        statement = _unnested(statement)
+        statement = _unnested(statement, pieces_re)
     reach = chars
     while True:
-        head, whole = _masked_head(statement, reach)
+        head, whole = _masked_head(statement, reach, pieces_re)
         shown = " ".join(head.split())
         # cut anywhere, the head reads as the whole text does up to the cut: the scan below
         # finds the literals as a scan of the whole text finds them
@@ -141,12 +168,12 @@ def shown_sql(statement: str, chars: int) -> str:
         reach *= 4  # its whitespace collapsed or its literals masked to less than that
 
 
-def _masked_head(statement: str, chars: int) -> tuple[str, bool]:
+def _masked_head(statement: str, chars: int, pieces_re: re.Pattern[str]) -> tuple[str, bool]:
     """The first ``chars`` characters (or more) of ``mask_strings(statement)`` with its comments
     masked, and whether they are all of it."""
     pieces: list[str] = []
     size = at = 0
-    for match in _PIECES.finditer(statement):  # lazily: stops with the scan
+    for match in pieces_re.finditer(statement):  # lazily: stops with the scan
         start = match.start()
         if size + start - at >= chars:
             break
@@ -162,7 +189,8 @@ def _masked_head(statement: str, chars: int) -> tuple[str, bool]:
 
 def as_read_by(dialect: str, statement: str) -> str:
     """``statement`` for the maskers here, as the database ``dialect`` names reads it: SQLite's
-    by `sqlite_comments`, any other's (PostgreSQL's) as it is.
+    by `sqlite_comments`, as a `SQLiteText` (no dollar quoting), any other's (PostgreSQL's) as
+    it is.
 
     Args:
         dialect: The dialect's name (``"sqlite"``, ``"postgresql"``).
@@ -171,7 +199,7 @@ def as_read_by(dialect: str, statement: str) -> str:
     Returns:
         The text.
     """
-    return sqlite_comments(statement) if dialect == "sqlite" else statement
+    return SQLiteText(sqlite_comments(statement)) if dialect == "sqlite" else statement
 
 
 def sqlite_comments(statement: str) -> str:
@@ -190,8 +218,8 @@ def sqlite_comments(statement: str) -> str:
     """
     if not _may_nest(statement):  # in C: the common case
         return statement
-    # _PIECES ends a block comment at its first */, as SQLite does; literals are skipped
-    return _PIECES.sub(
+    # the scan ends a block comment at its first */, as SQLite does; literals are skipped
+    return _SQLITE_PIECES.sub(
         lambda m: "/*" + m[0][2:].replace("/*", "/ *") if m[0].startswith("/*") else m[0],
         statement,
     )
@@ -210,14 +238,14 @@ def _may_nest(statement: str) -> bool:
     return False
 
 
-def _unnested(statement: str) -> str:
+def _unnested(statement: str, pieces_re: re.Pattern[str]) -> str:
     """``statement`` with each block comment that nests as PostgreSQL reads it (``/* a /* b */
     c */``: one comment) made one that does not, its inner ``/*`` and ``*/`` broken apart, so
     that the scan takes it whole. One whose nesting never closes is left to the scan, which
     ends it at its first ``*/`` as SQLite does (where comments do not nest)."""
     pieces: list[str] = []
     at = 0
-    while (match := _PIECES.search(statement, at)) is not None:
+    while (match := pieces_re.search(statement, at)) is not None:
         start, end = match.span()
         if statement.startswith("/*", start) and "/*" in match.group(0)[2:]:
             closed = _nested_end(statement, start)

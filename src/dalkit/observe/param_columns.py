@@ -37,15 +37,16 @@ __all__ = ["INSERT_TARGET", "ParameterColumns", "parameter_columns"]
 # comments go, quoted identifiers stay (a column may be one); string literals are gone already
 _COMMENTS = re.compile(r'"(?:[^"]|"")*"|--[^\n]*|/\*[\s\S]*?\*/')
 # the lookahead first, as in dalkit.engine.sql_literals: 4.7 to 2.3 us (timeit, a
-# 100-character SELECT of eight parameters)
+# 100-character SELECT of eight parameters). A "$" is part of a SQLite parameter's name ($p$ is
+# bound from {"p$": ...})
 _PLACEHOLDERS = re.compile(
     r"""(?=["%?$:@])(?:
         "(?:[^"]|"")*" | %%           # a quoted identifier, an escaped percent: no parameter
       | (?P<pos>\?|%s)                 # qmark, format
       | \$(?P<num>\d+)                 # numeric (asyncpg)
       | %\((?P<py>\w+)\)s              # pyformat (psycopg)
-      | (?<![\w:]):(?P<colon>[A-Za-z_]\w*)   # named (sqlite3); not a ::cast
-      | (?<![\w$@])[$@](?P<sigil>[A-Za-z_]\w*)   # sqlite3's other named forms: $name, @name
+      | (?<![\w:]):(?P<colon>[A-Za-z_][\w$]*)   # named (sqlite3); not a ::cast
+      | (?<![\w$@])[$@](?P<sigil>[A-Za-z_][\w$]*)   # sqlite3's other named forms: $name, @name
     )""",
     re.VERBOSE,
 )
