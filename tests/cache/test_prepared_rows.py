@@ -12,10 +12,11 @@ from sqlalchemy.orm import Session
 
 from dalkit import Database
 from dalkit.cache import QueryCache
-from dalkit.cache.rows import EntityRows, serve_entities
+from dalkit.cache.rows import EntityRows, decode_rows, serve_entities
 from dalkit.query.plain_entities import persistent_entities
 
 from .models import Book
+from .test_entity_rows import Note, _NoteBase
 
 _STATE_ATTRIBUTES = ("key", "identity_token", "load_options", "load_path", "modified", "expired")
 
@@ -82,3 +83,37 @@ def test_a_row_twice_in_an_entry_is_served_as_one_entity(db: Database, cache: Qu
             assert len(books) == 2
             assert books[0] is books[1] is session.get(Book, 1)
     assert cache.get_stats()["hits"] == 2
+
+
+@pytest.mark.parametrize("cache_kind", ["redis"])
+def test_an_entry_read_from_redis_again_is_decoded_once_unless_its_values_are_mutable(
+    db: Database, cache: QueryCache
+) -> None:
+    db.create_all(_NoteBase.metadata)
+    with db.transaction() as session:
+        session.add(Note(id=1, data={"n": 1}))
+    books, notes = sa.select(Book).order_by(Book.id), sa.select(Note)
+    with db.transaction() as session:
+        cache.cached(session, books)
+    with db.transaction() as session:
+        cache.cached(session, notes)
+    client = cache.backend._links.current().client
+    book_rows = client.get(cache.key_of(books, None)).split(b"\n", 1)[1]
+    note_rows = client.get(cache.key_of(notes, None)).split(b"\n", 1)[1]
+    decoded = decode_rows(book_rows)
+    assert decoded is not None
+    assert decoded.prepared is not None
+    assert decode_rows(bytes(book_rows)) is decoded  # the same bytes, read again
+    fresh = decode_rows(note_rows)
+    assert fresh is not None
+    assert fresh.prepared is None  # a dict a session may change in place: its own each time
+    assert decode_rows(note_rows) is not fresh
+    for _ in range(2):
+        with db.transaction() as session:
+            served = cache.cached(session, books).scalars().all()
+            assert [sa.inspect(b).key for b in served] == [row[0] for row in decoded.prepared]
+            assert [b.title for b in served] == ["a", "b"]
+            note = cache.cached(session, notes).scalar_one()
+            assert note.data == {"n": 1}
+            note.data["n"] = 2  # in place: not flushed, and never seen by the next hit
+    assert cache.get_stats()["hits"] == 4

@@ -38,6 +38,11 @@ _IMMUTABLE = frozenset(
     | {datetime.datetime, datetime.date, datetime.time, datetime.timedelta}
 )
 _MAX_HEADERS = 2000
+# entries read from a shared backend, decoded, by their stored bytes: a hit of the same entry
+# again (the usual case) neither unpickles nor prepares its rows (`decode_rows`); only small
+# ones, of immutable values, so that this holds a few MiB at most
+_MAX_DECODED = 512
+_MAX_DECODED_BYTES = 16_384
 
 
 @dataclass(slots=True)
@@ -80,6 +85,7 @@ class EntityRows:
 # mapper -> its shape; header bytes -> (template, shape) of entries read from a shared backend
 _SHAPES: weakref.WeakKeyDictionary[Mapper[Any], Shape] = weakref.WeakKeyDictionary()
 _HEADERS: dict[bytes, tuple[FrozenResult[Any], Shape] | None] = {}
+_DECODED: dict[bytes, EntityRows] = {}
 
 
 def shape_of(mapper: Mapper[Any]) -> Shape:
@@ -177,12 +183,17 @@ def encode_rows(rows: EntityRows) -> bytes | None:
 
 
 def decode_rows(payload: bytes) -> EntityRows | None:
-    """Entity rows from their stored form; each header is unpickled once per process.
+    """Entity rows from their stored form; each header is unpickled once per process, and a
+    small entry of immutable values once per process too (then shared by every hit of it, as
+    process memory's entries are, with their rows `prepare`d).
 
     Returns:
         The rows; None when the entry was written for columns this process's class does
         not have (another version of the model): the caller runs the query instead.
     """
+    decoded = _DECODED.get(payload)
+    if decoded is not None:
+        return decoded
     size = int.from_bytes(payload[1:5], "big")
     header = payload[5 : 5 + size]
     if header in _HEADERS:
@@ -196,7 +207,17 @@ def decode_rows(payload: bytes) -> EntityRows | None:
         return None
     template, shape = known
     rows = pickle.loads(memoryview(payload)[5 + size :])
-    return EntityRows(template, shape, rows, mutable=False)  # unpickled: the session's own
+    if len(payload) > _MAX_DECODED_BYTES or _any_mutable(rows):
+        return EntityRows(template, shape, rows, mutable=False)  # unpickled: the session's own
+    decoded = EntityRows(template, shape, rows, mutable=False, prepared=prepare(shape, rows))
+    if len(_DECODED) >= _MAX_DECODED:
+        _DECODED.clear()
+    _DECODED[payload] = decoded
+    return decoded
+
+
+def _any_mutable(rows: tuple[tuple[Any, ...], ...]) -> bool:
+    return any(type(value) not in _IMMUTABLE for row in rows for value in row)
 
 
 def _read_header(header: bytes) -> tuple[FrozenResult[Any], Shape] | None:
