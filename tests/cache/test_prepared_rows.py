@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from dalkit import Database
 from dalkit.cache import QueryCache
-from dalkit.cache.rows import EntityRows, decode_rows, serve_entities
+from dalkit.cache.rows import EntityRows, decode_rows, entity_rows, serve_entities
 from dalkit.query.plain_entities import persistent_entities
 
 from .models import Book
@@ -117,3 +117,17 @@ def test_an_entry_read_from_redis_again_is_decoded_once_unless_its_values_are_mu
             assert note.data == {"n": 1}
             note.data["n"] = 2  # in place: not flushed, and never seen by the next hit
     assert cache.get_stats()["hits"] == 4
+
+
+def test_rows_about_to_be_encoded_for_a_shared_backend_are_not_prepared(
+    db: Database, cache: QueryCache
+) -> None:
+    statement = sa.select(Book).order_by(Book.id)
+    with Session(db.engine) as session:
+        frozen = session.execute(statement).freeze()
+    for_memory, for_redis = entity_rows(frozen), entity_rows(frozen, prepared=False)
+    assert for_memory is not None
+    assert for_redis is not None
+    assert for_memory.prepared is not None
+    assert for_redis.prepared is None
+    assert for_redis.rows == for_memory.rows

@@ -46,7 +46,7 @@ def freeze(result: Result[Any], shared: bool) -> tuple[FrozenResult[Any], Any]:
         lambda, `with_loader_criteria`): the read is served, not cached.
     """
     frozen = result.freeze()
-    rows = entity_rows(frozen)
+    rows = entity_rows(frozen, prepared=not shared)
     if rows is not None:
         encoded = encode_rows(rows) if shared else rows
         if encoded is not None:

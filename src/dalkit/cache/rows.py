@@ -104,7 +104,7 @@ def shape_of(mapper: Mapper[Any]) -> Shape:
     return shape
 
 
-def entity_rows(frozen: FrozenResult[Any]) -> EntityRows | None:
+def entity_rows(frozen: FrozenResult[Any], prepared: bool = True) -> EntityRows | None:
     """``frozen`` as column values, when its rows are plain entities of one class.
 
     Plain: exactly the mapper's class, persistent without an identity token, every column
@@ -112,6 +112,8 @@ def entity_rows(frozen: FrozenResult[Any]) -> EntityRows | None:
 
     Args:
         frozen: The buffered result of an ORM query.
+        prepared: `prepare` the rows for the hits (not for rows about to be encoded for a
+            shared backend, whose hits decode their own).
 
     Returns:
         The rows, or None when the result is not of that kind (or has no rows).
@@ -145,7 +147,9 @@ def entity_rows(frozen: FrozenResult[Any]) -> EntityRows | None:
     template = frozen.with_new_rows([])
     if mutable:  # a value a session may change in place must never be the cache's own
         return EntityRows(template, shape, copy.deepcopy(stored), mutable)
-    return EntityRows(template, shape, stored, mutable, prepare(shape, stored))
+    return EntityRows(
+        template, shape, stored, mutable, prepare(shape, stored) if prepared else None
+    )
 
 
 def prepare(
