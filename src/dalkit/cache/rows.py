@@ -17,7 +17,6 @@ from sqlalchemy import inspect
 from sqlalchemy.engine import FrozenResult, IteratorResult, Result
 from sqlalchemy.orm import Mapper, Session
 from sqlalchemy.orm.attributes import instance_state
-from sqlalchemy.orm.loading import _new_runid as new_runid
 
 from dalkit.query.plain_entities import persistent_entities
 
@@ -280,8 +279,6 @@ def serve_entities(
     Returns:
         The entities, in row order.
     """
-    if rows.prepared is not None:
-        return _attach(session, rows, rows.prepared, load_options)
     shape = rows.shape
     values = copy.deepcopy(rows.rows) if rows.mutable else rows.rows
     return persistent_entities(
@@ -292,58 +289,8 @@ def serve_entities(
         values,
         held=_refresh,
         load_options=load_options,
+        prepared=rows.prepared,
     )
-
-
-def _attach(
-    session: Session,
-    rows: EntityRows,
-    prepared: tuple[tuple[Any, dict[str, Any]], ...],
-    load_options: tuple[Any, ...],
-) -> list[Any]:
-    """`persistent_entities` of `dalkit.query.plain_entities`, step for step, for rows whose
-    identity keys and value dicts the entry holds ready (`prepare`): building them on each hit
-    was a third of the entities' cost (20 entities: 52 -> 34 us of CPU, per-entity loop A/B
-    interleaved in one process, /work/prof25/cache5/entity_ab.py; bench_cache's memory hit of
-    a list of 20: see the commit). A held entity, and the events, are dealt with as there."""
-    shape = rows.shape
-    mapper = shape.mapper
-    manager = mapper.class_manager
-    cls: Any = manager.class_
-    new_state, set_state = manager._state_constructor, manager._state_setter
-    load = manager.dispatch.load if manager.dispatch.load else None
-    identity_map = session.identity_map
-    held_by, add = identity_map.get, identity_map._add_unpresent
-    session_id = session.hash_key
-    persistent = session.dispatch.loaded_as_persistent
-    loaded_as_persistent = persistent if persistent else None
-    load_path = mapper._path_registry
-    runid = new_runid()  # one per result, as the ORM numbers its loads (N+1 detection)
-    keys = shape.keys
-    entities: list[Any] = []
-    for (identity, columns), values in zip(prepared, rows.rows, strict=True):
-        found = held_by(identity)
-        if found is not None:
-            _refresh(instance_state(found), keys, values)
-            entities.append(found)
-            continue
-        entity = cls.__new__(cls)
-        state = new_state(entity, manager)
-        set_state(entity, state)
-        state.key = identity
-        state.runid = runid
-        state.identity_token = None
-        state.session_id = session_id
-        state.load_options = load_options
-        state.load_path = load_path
-        add(state, identity)
-        entity.__dict__.update(columns)
-        if load is not None:
-            load(state, None)
-        if loaded_as_persistent is not None:
-            loaded_as_persistent(session, state)
-        entities.append(entity)
-    return entities
 
 
 def _refresh(state: Any, keys: tuple[str, ...], values: tuple[Any, ...]) -> None:
