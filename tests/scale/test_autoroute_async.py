@@ -4,6 +4,7 @@ repository's, a cache miss's) go to the replica until the transaction writes."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
@@ -18,6 +19,7 @@ from dalkit.cache import AsyncQueryCache, MemoryBackend
 from dalkit.engine.replicas import parse_lsn
 from dalkit.testing.replication import Replication, current_lsn
 
+from .helpers import wait_until_async
 from .models import Base, Widget
 
 INTERVAL = 0.2
@@ -88,19 +90,32 @@ async def _get(db: AsyncDatabase, widget_id: int) -> Widget | None:
         return await Widgets(session).get_or_none(widget_id)
 
 
-async def _paused_with(db: AsyncDatabase, replication: Replication, rows: dict[int, str]) -> None:
+async def _paused_with(
+    db: AsyncDatabase, replication: Replication, rows: dict[int, str], *, probing: bool = True
+) -> None:
+    """``rows`` written and replayed, the monitor has seen so (``probing``; else it has only
+    admitted the replica: a monitor slowed down on purpose may have probed it before), then
+    replay paused."""
     for widget_id, name in rows.items():
         await _write(db, widget_id, name)
     lsn = await asyncio.to_thread(current_lsn, replication.primary.url)
     await asyncio.to_thread(replication.replica.wait_for, lsn)
     async with db.transaction(read_only=True) as session:  # starts the monitor task
         await session.execute(text("SELECT 1"))
-    for _ in range(250):
-        if parse_lsn(_replica(db)["replay_lsn"]) >= parse_lsn(lsn):
-            break
-        await asyncio.sleep(0.02)
+    await _seen_at(db, lsn if probing else "0/0")
     await asyncio.to_thread(replication.replica.pause_replay)
     db.pop_stats()
+
+
+async def _seen_at(db: AsyncDatabase, lsn: str) -> None:
+    """Until the monitor has admitted the replica at ``lsn`` or past it: a loaded machine may
+    take many of its rounds (a bound of 5 s went on silently, and the reads went elsewhere)."""
+    await wait_until_async(
+        lambda: (
+            _replica(db)["admitted"] and parse_lsn(_replica(db)["replay_lsn"]) >= parse_lsn(lsn)
+        ),
+        seen=lambda: _replica(db),
+    )
 
 
 async def _replica_checked_out(db: AsyncDatabase) -> int:
@@ -111,10 +126,9 @@ async def _replica_checked_out(db: AsyncDatabase) -> int:
     """
     pool = db._replicas.replicas.replicas[0].engine.pool  # type: ignore[union-attr]
     assert isinstance(pool, QueuePool)
-    for _ in range(50):  # 5 intervals of the monitor
-        if not pool.checkedout():
-            break
-        await asyncio.sleep(INTERVAL / 10)
+    # a probe stalled on a loaded machine holds its connection for longer than 5 intervals
+    with contextlib.suppress(AssertionError):
+        await wait_until_async(lambda: pool.checkedout() == 0)
     checked_out: int = pool.checkedout()
     return checked_out
 
@@ -208,10 +222,7 @@ async def test_a_cached_miss_runs_on_a_replica_that_has_replayed_what_the_tokens
         await asyncio.to_thread(replication.replica.resume_replay)
         lsn = await asyncio.to_thread(current_lsn, replication.primary.url)
         await asyncio.to_thread(replication.replica.wait_for, lsn)
-        for _ in range(1500):  # up to 30 s: a loaded machine may take many monitor rounds
-            if parse_lsn(_replica(db)["replay_lsn"]) >= parse_lsn(lsn):
-                break
-            await asyncio.sleep(0.02)
+        await _seen_at(db, lsn)
         db.pop_stats()
 
         async def read() -> str:
@@ -261,7 +272,7 @@ async def test_a_default_transaction_whose_replica_dies_mid_read_runs_again_on_t
     db = await _database(replicated_database, replication)
     db._replicas.replicas.interval_s = 600  # type: ignore[union-attr]  # the read meets it first
     try:
-        await _paused_with(db, replication, {1: "there"})
+        await _paused_with(db, replication, {1: "there"}, probing=False)
         await asyncio.to_thread(replication.replica.resume_replay)
         assert await _elsewhere(lambda: _get(db, 1)) is not None  # a pooled connection
         await asyncio.to_thread(replication.replica.shutdown)
