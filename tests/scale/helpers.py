@@ -102,9 +102,10 @@ class MonitorProbes:
                 if self._note is not None:
                     self.notes.append(self._note())
 
-    def rounds_from(self, count: int) -> Callable[[], bool]:
-        """A condition for the waits: a whole monitor round ended after the count was ``count``."""
-        return lambda: self.count >= count + 2 * len(self._engines)
+    def rounds_from(self, count: int, rounds: int = 1) -> Callable[[], bool]:
+        """A condition for the waits: ``rounds`` whole monitor rounds ended after the count was
+        ``count`` (the one more started tells the last has ended)."""
+        return lambda: self.count >= count + (rounds + 1) * len(self._engines)
 
     def close(self) -> None:
         for engine in self._engines:

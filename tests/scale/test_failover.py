@@ -18,7 +18,7 @@ from dalkit import AsyncDatabase, Database, RetryPolicy
 from dalkit.errors import CommitOutcomeUnknownError
 from dalkit.testing.replication import Replication, current_lsn, stop_immediately
 
-from .helpers import items
+from .helpers import items, wait_until, wait_until_async
 
 # patient enough to wait out the promotion on a loaded machine
 POLICY = RetryPolicy(attempts=200, base_delay=0.05, max_delay=0.3, deadline=90)
@@ -97,8 +97,9 @@ def test_a_writer_continues_on_the_promoted_replica_and_loses_no_commit(
     thread = threading.Thread(target=writer)
     thread.start()
     try:
-        while len(committed) < BEFORE:
-            time.sleep(0.01)
+        # bounded, and failing with what the writer met (it looped for good if the writer died)
+        wait_until(lambda: len(committed) >= BEFORE or not thread.is_alive(), seen=lambda: errors)
+        assert len(committed) >= BEFORE, errors
         _fail_over(pair)
         target = len(committed) + AFTER
         deadline = time.monotonic() + 90
@@ -139,8 +140,9 @@ async def test_an_async_writer_continues_on_the_promoted_replica_and_loses_no_co
     done = asyncio.Event()
     task = asyncio.create_task(writer(done))
     try:
-        while len(committed) < BEFORE:  # noqa: ASYNC110 - the writer's progress, not an event
-            await asyncio.sleep(0.01)
+        # bounded, and failing with what the writer met (it looped for good if the writer died)
+        await wait_until_async(lambda: len(committed) >= BEFORE or task.done(), seen=lambda: errors)
+        assert len(committed) >= BEFORE, errors
         await asyncio.to_thread(_fail_over, pair)
         target = len(committed) + AFTER
         deadline = time.monotonic() + 90

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import time
 from typing import Any
 
 import psycopg
@@ -20,7 +19,7 @@ from dalkit.engine.lsn import parse_lsn
 from dalkit.engine.ryw import LOST_TOKEN
 from dalkit.testing.replication import Replication, current_lsn
 
-from .helpers import PROBE, items, metadata, wait_until
+from .helpers import PROBE, items, metadata, wait_until, wait_until_async
 
 INTERVAL = 0.2
 
@@ -33,12 +32,17 @@ def _cut_off(admin_url: str, name: str) -> None:
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
         )
         left = "SELECT count(*) FROM pg_stat_activity WHERE datname = %s"
-        wait_until(lambda: admin.execute(left, (name,)).fetchone() == (0,), 10)
+        wait_until(lambda: admin.execute(left, (name,)).fetchone() == (0,))
 
 
 def _let_in(admin_url: str, name: str) -> None:
     with psycopg.connect(admin_url, autocommit=True) as admin:
         admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+
+
+def _replica(db: Database | AsyncDatabase) -> dict[str, Any]:
+    replica: dict[str, Any] = next(iter(db.get_stats()["replicas"]["replicas"].values()))
+    return replica
 
 
 def _replica_lsn(stats: dict[str, Any]) -> int:
@@ -74,7 +78,7 @@ def test_a_commit_whose_position_cannot_be_read_keeps_the_context_on_the_primary
         _let_in(replication.primary.url, name)
         first = read(1)
         # the monitor's next sample of the primary settles the position: not for good
-        wait_until(lambda: db.replica_token() != LOST_TOKEN, 10)
+        wait_until(lambda: db.replica_token() != LOST_TOKEN)
         second = read(1)
         return first, second
 
@@ -82,8 +86,13 @@ def test_a_commit_whose_position_cannot_be_read_keeps_the_context_on_the_primary
         contextvars.copy_context().run(db.create_all, metadata)
         lsn = current_lsn(replication.primary.url)
         replication.replica.wait_for(lsn)
-        assert contextvars.Context().run(read, 1) == (False, True)  # starts the monitor
-        wait_until(lambda: _replica_lsn(db.get_stats()) >= parse_lsn(lsn), 10)
+        contextvars.Context().run(read, 1)  # starts the monitor
+        # its first round (a read waits for it only a second: longer on a loaded machine)
+        wait_until(lambda: _replica(db)["admitted"], seen=lambda: _replica(db))
+        assert contextvars.Context().run(read, 1) == (False, True)
+        wait_until(
+            lambda: _replica_lsn(db.get_stats()) >= parse_lsn(lsn), seen=lambda: _replica(db)
+        )
         replication.replica.pause_replay()
         context = contextvars.Context()
         first, second = context.run(write_then_read)
@@ -94,7 +103,7 @@ def test_a_commit_whose_position_cannot_be_read_keeps_the_context_on_the_primary
         assert parse_lsn(token) >= parse_lsn(lsn)
         assert db.get_stats()["replicas"]["positions_lost"] == 1
         replication.replica.resume_replay()
-        wait_until(lambda: context.run(read, 1) == (True, True), 10)  # back on the replica
+        wait_until(lambda: context.run(read, 1) == (True, True))  # back on the replica
     finally:
         _let_in(replication.primary.url, name)
         db.dispose()
@@ -133,11 +142,13 @@ async def test_an_async_commit_whose_position_cannot_be_read_keeps_the_task_on_t
         await db.create_all(metadata)
         lsn = await asyncio.to_thread(current_lsn, replication.primary.url)
         await asyncio.to_thread(replication.replica.wait_for, lsn)
+        await asyncio.create_task(read(1), context=contextvars.Context())  # starts the monitor
+        # its first round (a read waits for it only a second: longer on a loaded machine)
+        await wait_until_async(lambda: _replica(db)["admitted"], seen=lambda: _replica(db))
         assert await asyncio.create_task(read(1), context=contextvars.Context()) == (False, True)
-        deadline = time.monotonic() + 10
-        while _replica_lsn(db.get_stats()) < parse_lsn(lsn):
-            assert time.monotonic() < deadline, "the monitor never saw the replica caught up"
-            await asyncio.sleep(0.02)
+        await wait_until_async(
+            lambda: _replica_lsn(db.get_stats()) >= parse_lsn(lsn), seen=lambda: _replica(db)
+        )
         await asyncio.to_thread(replication.replica.pause_replay)
         task = asyncio.create_task(write_then_read(), context=contextvars.Context())
         assert await task == (True, False)  # was (False, True)

@@ -18,7 +18,13 @@ from dalkit import AsyncDatabase, AsyncRepository, Database, Repository
 from dalkit.engine.pgbouncer import PgBouncerError, check_session_lock_allowed
 from dalkit.errors import ConfigurationError
 
+from .helpers import WAIT, MonitorProbes, wait_until_async
 from .models import Base, Widget
+
+#: replica probes the monitor made (every 20 ms, each waiting its turn among 20 clients for
+#: one of PgBouncer's 10 server connections) in the async PgBouncer test's 3 s of load: 11-21
+#: with two CPU burners beside it
+PROBES_UNDER_LOAD = 20
 
 
 class Widgets(Repository[Widget]):
@@ -238,15 +244,20 @@ async def test_the_async_replica_monitor_through_pgbouncer_keeps_a_healthy_repli
     try:
         async with db.transaction(read_only=True) as session:  # starts the monitor
             await session.execute(text("SELECT 1"))
+        probes = MonitorProbes(db.replica_engines)
         clients = [asyncio.create_task(load()) for _ in range(20)]
         await asyncio.sleep(3)
+        # and as many probes under the load as a quiet machine makes in those 3 s: a loaded
+        # one makes fewer, and the test would pass having tried little
+        await wait_until_async(lambda: probes.count >= PROBES_UNDER_LOAD, seen=lambda: probes.count)
+        probes.close()
         stop.set()
         await asyncio.gather(*clients)
         # a probe a loaded machine stalls past its time limit ejects the replica until the
         # next round: the monitor doing its job, not the failure this test guards against
         # ('prepared statement ... does not exist' from statements split across two server
         # connections), which no round mends
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + WAIT
         while time.monotonic() < deadline:
             (replica,) = db.get_stats()["replicas"]["replicas"].values()
             if replica["state"] == "healthy":

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import time
 
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
@@ -13,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from dalkit import AsyncDatabase, Database
 from dalkit.testing import assert_max_queries, count_queries
 
-from .helpers import items, metadata
+from .helpers import MonitorProbes, items, metadata, wait_until, wait_until_async
 
 INTERVAL = 0.05  # the monitor probes the primary and the replica this often
 
@@ -26,8 +25,12 @@ def test_count_queries_counts_replica_reads_and_not_the_monitor(
         db.create_all(metadata)
         with db.transaction(read_only=True) as session:  # starts the monitor
             session.execute(text("SELECT 1"))
+        probes = MonitorProbes(db.replica_engines)
         with count_queries(db) as idle:
-            time.sleep(6 * INTERVAL)
+            # whole monitor rounds inside the block (6 intervals of sleep could pass without
+            # one on a loaded machine, and the test with them)
+            wait_until(probes.rounds_from(probes.count), seen=lambda: probes.count)
+        probes.close()
         with assert_max_queries(db, 1) as routed, db.transaction(read_only=True) as session:
             session.connection().exec_driver_sql("SELECT 42")
         # a write records the primary's WAL position after its commit, for read-your-writes
@@ -53,8 +56,10 @@ def test_count_queries_counts_async_replica_reads_and_not_the_monitor(
         try:
             async with db.transaction(read_only=True) as session:  # starts the monitor
                 await session.execute(text("SELECT 1"))
+            probes = MonitorProbes(db.replica_engines)
             with count_queries(db) as idle:
-                await asyncio.sleep(6 * INTERVAL)
+                await wait_until_async(probes.rounds_from(probes.count), seen=lambda: probes.count)
+            probes.close()
             with count_queries(db) as routed:
                 async with db.transaction(read_only=True) as session:
                     await session.execute(text("SELECT 42"))

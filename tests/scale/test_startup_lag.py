@@ -17,7 +17,7 @@ from sqlalchemy import select, text
 from dalkit import AsyncDatabase, Database
 from dalkit.testing.replication import Replication, current_lsn
 
-from .helpers import PROBE, items, metadata, wait_until
+from .helpers import PROBE, MonitorProbes, items, metadata, wait_until, wait_until_async
 
 INTERVAL = 0.2
 MAX_LAG = 1.0
@@ -76,6 +76,11 @@ async def _dispose(db: Database | AsyncDatabase) -> None:
         await db.dispose()
 
 
+async def _healthy(db: Database | AsyncDatabase) -> None:
+    """Until the monitor (a thread, or a task of this loop) has found the replica healthy."""
+    await wait_until_async(lambda: _replica(db)["state"] == "healthy", seen=lambda: _replica(db))
+
+
 def _replica(db: Database | AsyncDatabase) -> dict[str, Any]:
     stats: dict[str, Any] = db.get_stats()["replicas"]
     return {**next(iter(stats["replicas"].values())), **{"db": stats}}
@@ -100,7 +105,7 @@ async def test_a_process_started_while_its_replica_lags_reads_nothing_stale(
         assert replica["reads"] == 0
         assert replica["state"] in ("lagging", "unknown")  # unknown: its first probe was slow
         replication.replica.resume_replay()
-        await asyncio.to_thread(wait_until, lambda: _replica(db)["state"] == "healthy", 15)
+        await _healthy(db)
         assert await _in_fresh_contexts(db, _probe(1, api)) == (True, True)
     finally:
         replication.replica.resume_replay()
@@ -147,7 +152,7 @@ def test_a_forked_child_watches_its_replica_with_a_monitor_of_its_own(
     db = _replicated("sync", replicated_database, MAX_LAG)
     try:
         assert contextvars.Context().run(db.transactional(read_only=True).run, _probe(1, "sync"))
-        wait_until(lambda: _replica(db)["state"] == "healthy", 10)
+        wait_until(lambda: _replica(db)["state"] == "healthy", seen=lambda: _replica(db))
         db.pop_stats()
         read, write = os.pipe()
         child = os.fork()
@@ -184,7 +189,7 @@ async def test_a_database_used_again_after_dispose_reads_nothing_stale(
     db = _replicated(api, replicated_database, MAX_LAG)
     try:
         assert await _in_fresh_contexts(db, _probe(1, api)) == (False, True)
-        await asyncio.to_thread(wait_until, lambda: _replica(db)["state"] == "healthy", 10)
+        await _healthy(db)
         await _dispose(db)
         replication.replica.pause_replay()
         with Database(replicated_database[0]) as writer, writer.transaction() as session:
@@ -213,7 +218,12 @@ async def test_a_caught_up_replica_stays_in_after_a_wal_switch_on_an_idle_primar
     db = _replicated(api, replicated_database, MAX_LAG)
     try:
         assert await _in_fresh_contexts(db, _probe(1, api)) == (True, True)
+        probes = MonitorProbes(db.replica_engines)
         await asyncio.sleep(2 * MAX_LAG)  # idle: nothing for the replica to replay
+        # and a whole round of the monitor after it (a loaded machine's rounds are slow): the
+        # state is what the monitor found that long after the switch, not an older finding
+        await wait_until_async(probes.rounds_from(probes.count), seen=lambda: probes.count)
+        probes.close()
         assert _replica(db)["state"] == "healthy"
         assert await _in_fresh_contexts(db, _probe(1, api)) == (True, True)
     finally:
