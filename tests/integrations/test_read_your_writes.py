@@ -83,7 +83,9 @@ async def replicated(
         await database.dispose()
 
 
-async def until(condition: Callable[[], bool], within: float = 10) -> None:
+async def until(condition: Callable[[], bool], within: float = 30) -> None:
+    """Until ``condition()``: the replica's replay and the monitor's next round, which take many
+    seconds on a loaded machine."""
     started = time.monotonic()
     while not condition():
         assert time.monotonic() - started < within, "not true in time"

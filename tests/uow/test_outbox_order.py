@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from typing import Any
 
 from dalkit import (
@@ -21,6 +22,15 @@ from .conftest import Amounts, AsyncAmounts
 from .models import AccountCredited
 
 AGGREGATE = ("Account", "1")
+
+#: sessions of this test's database waiting for a lock: the second unit of work, once it
+#: waits for the first's hold on the aggregate
+LOCK_WAITERS = (
+    "SELECT count(*) AS n FROM pg_stat_activity"
+    " WHERE wait_event_type = 'Lock' AND datname = current_database()"
+)
+#: how long the second unit of work may take to reach the lock on a loaded machine
+WAIT = 30.0
 
 
 async def test_concurrent_units_of_work_of_one_aggregate_publish_in_commit_order_async(
@@ -46,7 +56,13 @@ async def test_concurrent_units_of_work_of_one_aggregate_publish_in_commit_order
     relay = AsyncOutboxRelay(db, publisher)
     tasks: list[asyncio.Task[Any]] = [asyncio.create_task(first()), asyncio.create_task(second())]
     await first_wrote.wait()
-    await asyncio.sleep(0.5)
+    # until the second waits on the lock (half a second of sleep may end before it got there
+    # on a loaded machine, and the order then asserted nothing)
+    deadline = time.monotonic() + WAIT
+    while (await db.sql(LOCK_WAITERS))[0]["n"] == 0:
+        assert time.monotonic() < deadline, "the second unit of work never waited for the first"
+        assert not tasks[1].done(), "the second unit of work did not wait for the first"
+        await asyncio.sleep(0.02)
     assert not tasks[1].done()  # the second waits for the first to end
     assert (await relay.run_once()).published == 0
     release_first.set()
@@ -91,7 +107,14 @@ def test_concurrent_units_of_work_of_one_aggregate_publish_in_commit_order(
     for thread in threads:
         thread.start()
     assert first_wrote.wait(30)
-    assert not second_done.wait(0.5)  # the second waits for the first to end
+    # until the second waits on the lock (half a second may end before it got there on a
+    # loaded machine, and the order then asserted nothing)
+    deadline = time.monotonic() + WAIT
+    while db.sql(LOCK_WAITERS)[0]["n"] == 0:
+        assert time.monotonic() < deadline, "the second unit of work never waited for the first"
+        assert not second_done.is_set(), "the second unit of work did not wait for the first"
+        time.sleep(0.02)
+    assert not second_done.is_set()  # the second waits for the first to end
     assert relay.run_once().published == 0
     release_first.set()
     for thread in threads:

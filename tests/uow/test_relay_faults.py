@@ -106,7 +106,7 @@ def test_run_forever_outlives_a_commit_whose_outcome_is_unknown(
     relays = lambda: threading.current_thread() is worker  # noqa: E731
     with commit_ended_once(database.engine.url, relays) as armed:
         worker.start()
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 30  # the relay's retry after the fault, on a loaded machine
         while (armed or _pending(database)) and time.monotonic() < deadline:
             time.sleep(0.05)
         relay.stop()
@@ -142,7 +142,7 @@ async def test_async_run_forever_outlives_a_commit_whose_outcome_is_unknown(
 
     with commit_ended_once(async_database.engine.url, relays) as armed:
         running = asyncio.create_task(relay.run_forever())
-        for _ in range(200):  # up to 10 s
+        for _ in range(600):  # up to 30 s: the relay's retry after the fault, on a loaded machine
             if not (armed or await pending()):
                 break
             await asyncio.sleep(0.05)
