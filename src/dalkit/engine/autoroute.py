@@ -38,6 +38,7 @@ from sqlalchemy.sql.functions import FunctionElement
 
 from dalkit.engine.session import DalkitSession
 from dalkit.engine.sql_calls import READ_ONLY_FUNCTIONS
+from dalkit.engine.statement_hooks import WRITES_OPTION
 from dalkit.transaction.deferred import DEFERRED_BEGIN_OPTION
 
 __all__ = [
@@ -70,7 +71,10 @@ PRIMARY_POSITION = (
 )
 #: Execution options of dalkit's own probes (the replica monitor's, the WAL positions read
 #: after writes): ``dalkit.testing.count_queries`` does not count them.
-PROBE = {"dalkit_probe": True}
+#: ``dalkit_writes=()``: they write nothing, but call functions (``mod``, ``to_hex``,
+#: ``current_setting``) that a query cache which has not read the catalog yet takes for calls
+#: that may write (every monitor round invalidated the whole cache)
+PROBE = {"dalkit_probe": True, WRITES_OPTION: ()}
 #: ``scope.state`` key: the primary's position the router read after the scope's commit
 COMMIT_POSITION = "dalkit.replicas.commit_position"
 _ROUTER = "dalkit.replicas.router"  # session.info: the router (put there by the factory)
