@@ -118,20 +118,6 @@ async def _seen_at(db: AsyncDatabase, lsn: str) -> None:
     )
 
 
-async def _catalog_read(db: AsyncDatabase) -> None:
-    """Have the cache read the catalog (what each table's writes reach) before the test's
-    reads. Until it has, the monitor's probes of the primary (autocommit statements calling
-    functions) count as writes of every table: the async cache is bypassed after each round
-    until a background task has applied that invalidation, and a read in that moment ran on
-    the replica uncached ('old' == 'new' at a load average of 6, 1 run in 4 on main)."""
-
-    async def read() -> None:
-        async with db.transaction() as session:
-            await CachedWidgets(session).get_or_none(0)
-
-    await _elsewhere(read)
-
-
 async def _replica_checked_out(db: AsyncDatabase) -> int:
     """The replica connections still out once the monitor task has given back its own.
 
@@ -202,7 +188,6 @@ async def test_a_cached_read_miss_is_stored_only_from_the_primary(
     cache = AsyncQueryCache(MemoryBackend())
     db = await _database(replicated_database, replication, cache=cache)
     try:
-        await _catalog_read(db)
         await _paused_with(db, replication, {1: "old", 2: "old"})
         await _write(db, 1, "new")  # committed, tokens bumped, not replayed on the replica
         await _write(db, 2, "new")
@@ -232,7 +217,6 @@ async def test_a_cached_miss_runs_on_a_replica_that_has_replayed_what_the_tokens
 ) -> None:
     db = await _database(replicated_database, replication, cache=AsyncQueryCache(MemoryBackend()))
     try:
-        await _catalog_read(db)
         await _paused_with(db, replication, {})
         await _write(db, 1, "new")  # the widgets token now carries this commit's WAL position
         await asyncio.to_thread(replication.replica.resume_replay)
