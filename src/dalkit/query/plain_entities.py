@@ -266,6 +266,8 @@ def propagated_options(statement: Any) -> tuple[Any, ...]:
     """The options of ``statement`` that the ORM keeps on the entities it loads
     (``state.load_options``), for their later lazy loads: soft delete's loader criteria."""
     options = getattr(statement, "_with_options", ())
+    if not options:  # most statements: ~0.3 us a cache hit spent building an empty tuple
+        return ()
     return tuple(option for option in options if getattr(option, "propagate_to_loaders", 0))
 
 
