@@ -37,6 +37,7 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
 
 from dalkit.engine.sql_calls import only_reads
 from dalkit.engine.sql_literals import mask_strings
@@ -273,14 +274,38 @@ def nothing_to_commit(session: Any) -> bool:
             # driver may hold a transaction of its own, which only a commit ends right
             return False
     # checked last: a write transaction has already answered above
-    if not sync._is_clean() or sync.dispatch.after_commit:
+    if not sync._is_clean():
         return False
-    checks = list(sync.dispatch.before_commit)
+    after_commit, before_commit = _commit_listeners(sync)
+    if after_commit:
+        return False
+    checks = list(before_commit)
     if not all(getattr(check, _CHECKS_COMMIT, False) for check in checks):
         return False
     for check in checks:  # they may refuse the commit: here, as the full path would
         check(sync)
     return True
+
+
+# SQLAlchemy's per-class registry of the listener lists that a session with no listener of its
+# own sees: its dispatcher, built on first use, takes its attributes from there
+_CLASS_LISTENERS: Any = getattr(type(Session.dispatch), "_empty_listener_reg", {})
+
+
+def _commit_listeners(sync: Session) -> tuple[Any, Any]:
+    """The ``after_commit`` and ``before_commit`` listeners ``sync`` dispatches to, read from
+    SQLAlchemy's per-class registry when the session has no dispatcher of its own (no listener
+    on the session itself, none used yet): an empty ``db.transaction()`` took 17.8 -> 14.4 us
+    of CPU sync, 27.7 -> 24.3 async (/work/prof26/scope6/ab3.py, 21 interleaved rounds) for a
+    session that may never dispatch anything (its close skipped, see `dalkit.transaction.ended`).
+    """
+    dispatch = sync.__dict__.get("dispatch")
+    if dispatch is None:
+        shared = _CLASS_LISTENERS.get(type(sync))
+        if shared is not None and "after_commit" in shared and "before_commit" in shared:
+            return shared["after_commit"], shared["before_commit"]
+        dispatch = sync.dispatch
+    return dispatch.after_commit, dispatch.before_commit
 
 
 _CHECKS_COMMIT = "_dalkit_checks_commit"
