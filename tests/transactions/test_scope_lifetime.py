@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import threading
+from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
@@ -14,6 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 import dalkit
 from dalkit import AsyncDatabase, Database, NoActiveTransactionError, TransactionError
+from dalkit.transaction.options import DEFAULT_OPTIONS
+from dalkit.transaction.scope import TransactionScope
 
 from .models import Item, create_all, create_all_async, item_names, item_names_async
 
@@ -204,3 +207,28 @@ def test_a_with_block_left_in_another_thread_still_commits(db: Database) -> None
     assert item_names(db) == ["committed"]
     with pytest.raises(NoActiveTransactionError):
         dalkit.current_session()
+
+
+def test_a_running_scope_is_its_own_live_scope_without_a_walk(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    walks: list[TransactionScope] = []
+    ancestors = TransactionScope.ancestors
+
+    def counted(self: TransactionScope) -> Iterator[TransactionScope]:
+        walks.append(self)
+        return ancestors(self)
+
+    monkeypatch.setattr(TransactionScope, "ancestors", counted)
+    outer = TransactionScope(None, None, DEFAULT_OPTIONS)
+    inner = TransactionScope(None, None, DEFAULT_OPTIONS, outer)
+    assert inner.live() is inner  # running: itself, no walk
+    assert walks == []
+    inner.finished = True
+    assert inner.live() is outer  # ended: the walk finds the one around it
+    inner.finished = False
+    inner.ending = object()  # being ended by another thread: ended to this one
+    assert inner.live() is outer
+    inner.ending = inner.current_holder()  # being ended by this thread: still running here
+    assert inner.live() is inner
+    assert walks == [inner, inner, inner]
