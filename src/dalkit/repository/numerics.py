@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import operator
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -127,10 +127,13 @@ def streamed_plan(
     return zoneless, zones
 
 
-def crosses_zones(zones: Zones, rows: Sequence[Any]) -> bool:
+def crosses_zones(
+    zones: Zones, rows: Sequence[Any], columns: Mapping[str, Sequence[Any]] | None = None
+) -> bool:
     """Whether a value of ``rows`` in one of the columns ``zones`` names needs its zone
-    conversion (or is not a datetime, which the conversion refuses naming its row)."""
-    return any(_crosses_zones(name, timezone, rows) for name, timezone in zones)
+    conversion (or is not a datetime, which the conversion refuses naming its row); read from
+    ``columns`` (values by field, `dalkit.repository.values.ColumnValues`) when given."""
+    return any(_crosses_zones(name, timezone, rows, columns) for name, timezone in zones)
 
 
 def _dropping_zones(plan: BulkPlan, drop: Callable[[str, bool], bool]) -> tuple[BulkPlan, Zones]:
@@ -145,9 +148,15 @@ def _dropping_zones(plan: BulkPlan, drop: Callable[[str, bool], bool]) -> tuple[
     return _with_processors(plan, processors), tuple(dropped)
 
 
-def _crosses_zones(name: str, timezone: bool, rows: Sequence[Any]) -> bool:
+def _crosses_zones(
+    name: str,
+    timezone: bool,
+    rows: Sequence[Any],
+    columns: Mapping[str, Sequence[Any]] | None = None,
+) -> bool:
     try:  # one C-speed pass: None values are filtered out, non-datetimes raise
-        values = filter(None, map(operator.itemgetter(name), rows))
+        given = map(operator.itemgetter(name), rows) if columns is None else columns[name]
+        values = filter(None, given)
         zones = set(map(operator.attrgetter("tzinfo"), values))
     except (KeyError, TypeError, AttributeError):
         return True  # left to the processor, or to the load refusing the row by name

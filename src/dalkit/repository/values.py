@@ -45,7 +45,7 @@ from dalkit.query.fields import CoercionError, FieldInfo, ModelInfo
 from dalkit.query.inputs import as_held, numeric_float, write_value
 from dalkit.repository.copy import row_error
 
-__all__ = ["coerce_entity", "coerce_rows", "of_own_types", "stored_value"]
+__all__ = ["ColumnValues", "coerce_entity", "coerce_rows", "of_own_types", "stored_value"]
 
 #: the types each kind of column takes as they are (a datetime's zone is the engine's concern)
 _OWN_TYPES: dict[str, frozenset[type[Any]]] = {
@@ -128,7 +128,28 @@ def coerce_rows(info: ModelInfo, rows: Sequence[Any]) -> Sequence[Any]:
     return rows if coerced is None else coerced
 
 
-def of_own_types(info: ModelInfo, rows: Sequence[Any]) -> bool:
+class ColumnValues(dict[str, list[Any]]):
+    """The values of each field of ``rows``, listed at the first read of the field and kept, so
+    the checks of one stretch of a load (types, zones, integer ranges) read each field of the
+    rows once. A field a row lacks raises KeyError, a row that is no mapping TypeError.
+
+    Each check read its fields from the rows itself: 10 passes over bench/peers' rows (six
+    columns, three integer and one datetime) where 6 now do; measured at
+    `dalkit.repository.streamed.StreamedTuples.check`.
+    """
+
+    __slots__ = ("_rows",)
+
+    def __init__(self, rows: Sequence[Any]) -> None:
+        super().__init__()
+        self._rows = rows
+
+    def __missing__(self, name: str) -> list[Any]:
+        values = self[name] = list(map(operator.itemgetter(name), self._rows))
+        return values
+
+
+def of_own_types(info: ModelInfo, rows: Sequence[Any], columns: ColumnValues | None = None) -> bool:
     """Whether every value of ``rows`` is of its column's own type: `coerce_rows()` would
     return them as they are.
 
@@ -136,15 +157,16 @@ def of_own_types(info: ModelInfo, rows: Sequence[Any]) -> bool:
         info: The rows' model.
         rows: The caller's rows (one of another shape counts as of its own types: the load
             refuses it by name).
+        columns: Their values by field, when other checks of the same rows read them too.
 
     Returns:
         True when there is nothing to coerce.
     """
-    return next(_columns_to_coerce(info, rows), None) is None
+    return next(_columns_to_coerce(info, rows, columns), None) is None
 
 
 def _columns_to_coerce(
-    info: ModelInfo, rows: Sequence[Any]
+    info: ModelInfo, rows: Sequence[Any], columns: ColumnValues | None = None
 ) -> Iterator[tuple[str, FieldInfo, frozenset[type[Any]]]]:
     """The name, field and own types of each column of ``rows`` with a value of another type,
     in row 0's order; none once a row turns out to have another shape."""
@@ -161,7 +183,10 @@ def _columns_to_coerce(
         try:  # one C-speed pass over the column, no list of it: 35-45 ms per 100k rows of
             # bench/peers' six columns where a list first took 45-61 (/work/prof19/variants.py);
             # a text column's values are listed, as its length and NUL check reads them again
-            values = list(map(column, rows)) if str in own else map(column, rows)
+            if columns is not None:
+                values: Iterable[Any] = columns[name]
+            else:
+                values = list(map(column, rows)) if str in own else map(column, rows)
             kinds = set(map(type, values))
         except (KeyError, TypeError):
             return  # refused by name by the load
