@@ -151,11 +151,16 @@ class StreamedTuples(Sequence[tuple[Any, ...]]):
         The checks share one list of each field's values (`ColumnValues`), where each read
         the rows itself (10 passes over bench/peers' six columns, now 6): the checks of its
         100k rows 110.6 -> 102.5 ms of CPU (medians of 21 alternating runs,
-        /work/prof26/bulk6/micro.py; listing the six columns is 38 of those ms)."""
+        /work/prof26/bulk6/micro.py; listing the six columns is 38 of those ms). Without the
+        range check (asyncpg), where only the datetimes are read twice, listing the integer
+        columns cost more than it saved: 48.1 -> 50.3 ms (/work/prof26/bulk6/micro_asyncpg.py),
+        so each check reads the rows itself there."""
+        if not self.ranges:
+            self.check_types()
+            return
         columns = ColumnValues(self._rows)
         self.check_types(columns)
-        if self.ranges:
-            self.check_ranges(columns)
+        self.check_ranges(columns)
 
     def check_types(self, columns: ColumnValues | None = None) -> None:
         """Raise ValuesToCoerce unless the rows were coerced or every value is of its column's
