@@ -377,6 +377,7 @@ def test_demo_runs_every_section_on_a_temporary_sqlite_file() -> None:
 
 
 @pytest.mark.postgres
+@pytest.mark.usefixtures("frozen_heap")  # its concurrent transfers: see test_bank.py
 def test_demo_runs_on_postgres_and_can_run_again(postgres_database_url: str) -> None:
     password = make_url(postgres_database_url).password
     assert password

@@ -26,7 +26,11 @@ from dalkit import AsyncDatabase, Database, RetryPolicy
 # no_cover: coverage's tracer runs these transfers at less than half speed (one thread
 # variant: 14 s without it, 30 s with it), and every line they run, tests/transactions and
 # tests/foundation run too (compared line by line with `coverage run` on each).
-pytestmark = [pytest.mark.postgres, pytest.mark.no_cover]
+# frozen_heap: late in the suite a full collection walks the whole session's heap (2-4 s, see
+# tests/conftest.py), and one that runs while a transfer holds its row locks stalls the other
+# seven workers into serialization failures and retries: the four variants took 121 s in a CI
+# run (36, 35, 30, 20 s) against 8-17 s each in a run of tests/cache and tests/transactions.
+pytestmark = [pytest.mark.postgres, pytest.mark.no_cover, pytest.mark.usefixtures("frozen_heap")]
 
 ACCOUNTS = 5
 INITIAL_BALANCE = 100
