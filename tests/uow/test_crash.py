@@ -97,7 +97,9 @@ class Relays:
         # another process is never waited for, nor killed
         try:
             stat = Path(f"/proc/{pid}/stat").read_text()
-        except FileNotFoundError:
+        except (FileNotFoundError, ProcessLookupError):
+            # ProcessLookupError: the file opened while the relay lived, and it was reaped
+            # before the read (ESRCH; seen once in a CI run)
             return False
         state, parent = stat.rpartition(")")[2].split()[:2]
         return state != "Z" and int(parent) == self.zygote.pid
