@@ -416,6 +416,11 @@ def test_a_table_create_all_made_is_read_on_the_primary_until_replayed(
         replication.replica.resume_replay()
 
 
+# PostgreSQL's WAL page, and the long header that opens a segment (after pg_switch_wal())
+_WAL_PAGE = 8192
+_LONG_PAGE_HEADER = 0x28
+
+
 def test_a_position_read_just_past_a_page_header_is_one_a_replica_reaches(
     patient_db: Database, replication: Replication
 ) -> None:
@@ -432,6 +437,12 @@ def test_a_position_read_just_past_a_page_header_is_one_a_replica_reaches(
     assert token is not None
     with db.connection() as connection:  # all that a replica can receive, and replay
         flushed = connection.exec_driver_sql("SELECT pg_current_wal_flush_lsn()::text").scalar_one()
+    if parse_lsn(token) % _WAL_PAGE > _LONG_PAGE_HEADER:
+        # a record lies past the new segment's header (the server's own, such as the standby
+        # snapshot it logs every 15 s, written after the switch and not yet flushed when the
+        # flush position was read; seen once in a CI run at 0x60 past the page): a replica
+        # replays it once the primary flushes it
+        flushed = token
     replication.replica.wait_for(flushed)
     assert parse_lsn(token) <= parse_lsn(replication.replica.replay_lsn())  # was 0x28 past it
     wait_until(lambda: _read(db, 0)[1], 5)  # on the replica, once the monitor has seen so
